@@ -1,0 +1,57 @@
+// `amctl serve`: runs the server until SIGINT or SIGTERM, then shuts down gracefully.
+import type { Command } from "commander";
+import type { Level } from "pino";
+import { defaultConfig, parseListen } from "../server/config.js";
+import { LOG_LEVELS, createLogger } from "../server/logger.js";
+import { startServer } from "../server/server.js";
+
+function positiveInteger(flag: string) {
+  return (text: string): number => {
+    const value = Number(text);
+    if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`${flag} must be a positive integer, got "${text}"`);
+    return value;
+  };
+}
+
+export function registerServeCommand(program: Command): void {
+  program
+    .command("serve")
+    .description("Run the server: gRPC, Connect and gRPC-Web on one port, HTTP/2 and HTTP/1.1.")
+    .option("--listen <host:port>", "address to listen on; port 0 picks a free port", `${defaultConfig.host}:${defaultConfig.port}`)
+    .option("--data-dir <dir>", "directory of the server's durable state", defaultConfig.dataDir)
+    .option("--log-level <level>", `one of ${LOG_LEVELS.join(", ")}`, defaultConfig.logLevel)
+    .option("--max-message-bytes <n>", "largest request message accepted", positiveInteger("--max-message-bytes"), defaultConfig.maxMessageBytes)
+    .option("--shutdown-grace-ms <n>", "how long shutdown waits for open calls", positiveInteger("--shutdown-grace-ms"), defaultConfig.shutdownGraceMs)
+    .action(async (options: { listen: string; dataDir: string; logLevel: string; maxMessageBytes: number; shutdownGraceMs: number }) => {
+      if (!LOG_LEVELS.includes(options.logLevel as Level)) {
+        throw new Error(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got "${options.logLevel}"`);
+      }
+      const log = createLogger(options.logLevel as Level);
+      const server = await startServer(
+        {
+          ...defaultConfig,
+          ...parseListen(options.listen),
+          dataDir: options.dataDir,
+          logLevel: options.logLevel as Level,
+          maxMessageBytes: options.maxMessageBytes,
+          shutdownGraceMs: options.shutdownGraceMs,
+        },
+        log,
+      );
+      const stop = (signal: string): void => {
+        log.info({ signal }, "signal received");
+        // A second signal means "now".
+        process.once("SIGINT", () => process.exit(1));
+        process.once("SIGTERM", () => process.exit(1));
+        server.close().then(
+          () => process.exit(0),
+          (error: unknown) => {
+            log.error({ err: error }, "shutdown failed");
+            process.exit(1);
+          },
+        );
+      };
+      process.once("SIGINT", () => stop("SIGINT"));
+      process.once("SIGTERM", () => stop("SIGTERM"));
+    });
+}

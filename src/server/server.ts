@@ -1,0 +1,98 @@
+// The composition root: listener → router → interceptors → services. Nothing else wires
+// things together; read this file to see everything the server serves and in which order
+// calls pass through the interceptors.
+import { mkdirSync, accessSync, constants } from "node:fs";
+import { resolve } from "node:path";
+import type { DescFile } from "@bufbuild/protobuf";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { ContractService, file_agentmachine_v1_contract_service } from "../gen/agentmachine/v1/contract_service_pb.js";
+import { Health, file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
+import * as reflectionV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
+import * as reflectionV1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { buildServerContract } from "../contract/server-contract.js";
+import { contractService } from "../services/contract-service.js";
+import { healthService } from "../services/health-service.js";
+import { Reflector, reflectionServiceV1, reflectionServiceV1alpha } from "../services/reflection-service.js";
+import type { ServerConfig } from "./config.js";
+import { shuttingDown } from "./errors.js";
+import { HealthStatus, ServingStatus } from "./health.js";
+import { errorInterceptor, loggingInterceptor, validationInterceptor } from "./interceptors.js";
+import { createLogger, type Logger } from "./logger.js";
+import { listenOnePort } from "./one-port-listener.js";
+
+export interface RunningServer {
+  /** Base URL, e.g. `http://127.0.0.1:7070`. */
+  url: string;
+  port: number;
+  health: HealthStatus;
+  /** Graceful shutdown: NOT_SERVING, end streams, drain calls, close within the grace period. */
+  close(): Promise<void>;
+}
+
+/** The files whose services we serve; reflection describes exactly these (and their imports). */
+const servedFiles: DescFile[] = [
+  file_agentmachine_v1_contract_service,
+  file_grpc_health_v1_health,
+  reflectionV1.file_grpc_reflection_v1_reflection,
+  reflectionV1alpha.file_grpc_reflection_v1alpha_reflection,
+];
+
+const servedServices = [
+  ContractService.typeName,
+  Health.typeName,
+  reflectionV1.ServerReflection.typeName,
+  reflectionV1alpha.ServerReflection.typeName,
+];
+
+function ensureDataDir(dataDir: string): string {
+  const path = resolve(dataDir);
+  mkdirSync(path, { recursive: true, mode: 0o700 });
+  accessSync(path, constants.W_OK);
+  return path;
+}
+
+export async function startServer(config: ServerConfig, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
+  const dataDir = ensureDataDir(config.dataDir);
+  const health = new HealthStatus(servedServices);
+  const shutdown = new AbortController();
+  const reflector = new Reflector(servedFiles, servedServices);
+  const ownContract = buildServerContract({ defaultBudget: config.defaultBudget, startedAt: new Date() });
+
+  const routes = (router: ConnectRouter): void => {
+    router.service(ContractService, contractService(ownContract));
+    router.service(Health, healthService(health));
+    router.service(reflectionV1.ServerReflection, reflectionServiceV1(reflector));
+    router.service(reflectionV1alpha.ServerReflection, reflectionServiceV1alpha(reflector));
+  };
+
+  const handler = connectNodeAdapter({
+    routes,
+    interceptors: [errorInterceptor(log), loggingInterceptor(log), validationInterceptor()],
+    readMaxBytes: config.maxMessageBytes,
+    shutdownSignal: shutdown.signal,
+  });
+
+  const listener = await listenOnePort(handler, config.host, config.port);
+  const { address, port } = listener.address();
+  const host = address.includes(":") ? `[${address}]` : address;
+  const url = `http://${host}:${port}`;
+  log.info({ url, dataDir, services: servedServices }, "serving");
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    health,
+    close() {
+      closing ??= (async () => {
+        log.info("shutting down");
+        health.setAll(ServingStatus.NOT_SERVING);
+        shutdown.abort(shuttingDown());
+        await listener.close(config.shutdownGraceMs);
+        log.info("stopped");
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,69 @@
+// Test servers: in-process on port 0 (fast, for most tests), or as a real child process
+// (`amctl serve`) for signals and exit codes. Both listen on real sockets.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
+import { createLogger } from "../../src/server/logger.js";
+import { startServer, type RunningServer } from "../../src/server/server.js";
+
+export const repoRoot = join(import.meta.dirname, "..", "..");
+
+export function tempDir(prefix = "amctl-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export interface TestServer extends RunningServer {
+  /** Every log line the server wrote, parsed. */
+  logs: Record<string, unknown>[];
+}
+
+/** Starts a server in this process on 127.0.0.1 and a free port, with a fresh data dir. */
+export async function startTestServer(overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
+  const logs: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const line of chunk.toString("utf8").split("\n")) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
+      callback();
+    },
+  });
+  const config: ServerConfig = { ...defaultConfig, port: 0, dataDir: tempDir(), shutdownGraceMs: 2000, ...overrides };
+  const server = await startServer(config, createLogger("debug", sink));
+  return Object.assign(server, { logs });
+}
+
+export interface ChildServer {
+  child: ChildProcess;
+  url: string;
+  stderr: () => string;
+  /** Resolves with the exit code (or the signal's name). */
+  exited: Promise<number | string>;
+}
+
+/** Runs `amctl serve` as a child process and waits for its "serving" log line. */
+export async function startChildServer(args: string[] = []): Promise<ChildServer> {
+  const child = spawn(
+    process.execPath,
+    [join(repoRoot, "bin/amctl.mjs"), "serve", "--listen", "127.0.0.1:0", "--data-dir", tempDir(), ...args],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let stderr = "";
+  const exited = new Promise<number | string>((resolve) =>
+    child.on("exit", (code, signal) => resolve(code ?? signal ?? "unknown")),
+  );
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${stderr}`)), 20_000);
+    child.stderr!.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString("utf8");
+      const match = /"url":"(http:\/\/[^"]+)".*"msg":"serving"/.exec(stderr);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]!);
+      }
+    });
+    child.on("exit", () => reject(new Error(`server exited before serving:\n${stderr}`)));
+  });
+  return { child, url, stderr: () => stderr, exited };
+}
