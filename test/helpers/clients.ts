@@ -1,7 +1,12 @@
 // Connect-es clients for each protocol over real sockets.
 import type { DescService } from "@bufbuild/protobuf";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import {
+  compressionGzip,
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+} from "@connectrpc/connect-node";
 
 export type ProtocolName = "connect" | "grpc" | "grpc-web";
 
@@ -18,7 +23,8 @@ export function transportFor(baseUrl: string, options: TransportOptions): Transp
   const common = {
     baseUrl,
     useBinaryFormat: options.useBinaryFormat ?? true,
-    ...(options.gzip ? { sendCompression: undefined } : {}),
+    // compressMinBytes 0: compress even the smallest message, so gzip is really exercised.
+    ...(options.gzip ? { sendCompression: compressionGzip, acceptCompression: [compressionGzip], compressMinBytes: 0 } : {}),
   };
   switch (options.protocol) {
     case "connect":
