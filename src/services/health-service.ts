@@ -38,15 +38,21 @@ export function healthService(health: HealthStatus): ServiceImpl<typeof Health> 
       const onAbort = (): void => wake?.();
       context.signal.addEventListener("abort", onAbort);
       try {
-        while (!context.signal.aborted) {
+        // Pending statuses go out before an abort is honoured, so that on shutdown a watcher
+        // still sees NOT_SERVING.
+        for (;;) {
           const status = pending.shift();
           if (status !== undefined) {
             yield { status };
             continue;
           }
+          if (context.signal.aborted) break;
           await new Promise<void>((resolve) => (wake = resolve));
           wake = undefined;
         }
+        // Server shutdown aborts with Unavailable: tell the watcher to reconnect elsewhere
+        // rather than ending the stream as if it were complete.
+        context.signal.throwIfAborted();
       } finally {
         unsubscribe();
         context.signal.removeEventListener("abort", onAbort);

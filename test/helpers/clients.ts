@@ -16,6 +16,8 @@ export interface TransportOptions {
   /** "1.1" is possible for Connect and gRPC-Web; gRPC needs HTTP/2. */
   httpVersion?: "1.1" | "2";
   gzip?: boolean;
+  /** Without gzip: also refuse compressed responses (connect-node clients accept gzip and br by default). */
+  identityOnly?: boolean;
 }
 
 export function transportFor(baseUrl: string, options: TransportOptions): Transport {
@@ -25,6 +27,7 @@ export function transportFor(baseUrl: string, options: TransportOptions): Transp
     useBinaryFormat: options.useBinaryFormat ?? true,
     // compressMinBytes 0: compress even the smallest message, so gzip is really exercised.
     ...(options.gzip ? { sendCompression: compressionGzip, acceptCompression: [compressionGzip], compressMinBytes: 0 } : {}),
+    ...(!options.gzip && options.identityOnly ? { acceptCompression: [] } : {}),
   };
   switch (options.protocol) {
     case "connect":
