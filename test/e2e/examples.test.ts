@@ -90,3 +90,21 @@ describe("amctl contract", () => {
     expect(result.stderr).toContain("cannot get the contract from http://127.0.0.1:1");
   });
 });
+
+describe("examples/clients/validate-contract.ts (a generated client)", () => {
+  const client = (file: string) =>
+    run(join(repoRoot, "node_modules/.bin/tsx"), [join(repoRoot, "examples/clients/validate-contract.ts"), server.url, file], { cwd: repoRoot }).then(
+      ({ stdout }) => ({ code: 0, stdout }),
+      (error: { code: number; stdout: string }) => error,
+    );
+
+  it("reports a valid contract and exits 0", async () => {
+    expect(await client("examples/contracts/local-execution.json")).toMatchObject({ code: 0, stdout: "valid\n" });
+  });
+
+  it("reports the violation of a broken contract and exits 1", async () => {
+    const result = await client("examples/contracts/broken/extra-property.json");
+    expect(result.code).toBe(1);
+    expect(result.stdout).toContain("/workspaceOperation/priority: property is not part of the contract");
+  });
+});
