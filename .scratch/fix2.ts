@@ -15,10 +15,10 @@ const mode = process.argv[2];
 const wrapped = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => {
   if ("stream" in req) {
     const stream = req.stream;
-    for (const ev of ["finish", "close", "end", "wantTrailers"]) stream.on(ev, () => console.log(Date.now() - t0, "server stream", ev, "readableEnded", stream.readableEnded, "closed", stream.closed));
+    for (const ev of ["finish", "close", "end", "wantTrailers"]) stream.on(ev, () => console.log(Date.now() - t0, "server stream", stream.id, ev, "readableEnded", stream.readableEnded, "closed", stream.closed));
     if (mode === "fix") {
       stream.once("wantTrailers", () => process.nextTick(() => {
-        if (!stream.readableEnded && !stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+        if (!stream.readableEnded && !stream.closed) { stream.close(http2.constants.NGHTTP2_NO_ERROR); if (process.argv[4] === "resume") stream.resume(); }
       }));
     }
   }

@@ -13,19 +13,20 @@ curl -sS --fail-with-body -X POST -H 'content-type: application/json' -d '{}' \
   "$url/grpc.health.v1.Health/Check"
 echo
 
-echo "# Validate the upstream example contract (the document travels as a JSON string)"
-body=$(node -e 'process.stdout.write(JSON.stringify({ json: require("node:fs").readFileSync(process.argv[1], "utf8") }))' \
-  "$here/contracts/local-execution.json")
-curl -sS --fail-with-body -X POST -H 'content-type: application/json' -d "$body" \
-  "$url/agentmachine.v1.ContractService/ValidateContract"
-echo
+# ValidateContract takes the document as a JSON string in the `json` field.
+validate_file() {
+  local body
+  body=$(node -e 'process.stdout.write(JSON.stringify({ json: require("node:fs").readFileSync(process.argv[1], "utf8") }))' "$1")
+  curl -sS --fail-with-body -X POST -H 'content-type: application/json' -d "$body" \
+    "$url/agentmachine.v1.ContractService/ValidateContract"
+  echo
+}
+
+echo "# Validate the upstream example contract"
+validate_file "$here/contracts/local-execution.json"
 
 echo "# Validate a broken contract: a normal answer with violations, not an error"
-body=$(node -e 'process.stdout.write(JSON.stringify({ json: require("node:fs").readFileSync(process.argv[1], "utf8") }))' \
-  "$here/contracts/broken/ambient-authority.json")
-curl -sS --fail-with-body -X POST -H 'content-type: application/json' -d "$body" \
-  "$url/agentmachine.v1.ContractService/ValidateContract"
-echo
+validate_file "$here/contracts/broken/ambient-authority.json"
 
 echo "# A malformed request is InvalidArgument (HTTP 400) naming the field"
 curl -sS -X POST -H 'content-type: application/json' -d '{}' \
