@@ -16,9 +16,11 @@ const wrapped = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http
   if ("stream" in req) {
     const stream = req.stream;
     for (const ev of ["finish", "close", "end", "wantTrailers"]) stream.on(ev, () => console.log(Date.now() - t0, "server stream", stream.id, ev, "readableEnded", stream.readableEnded, "closed", stream.closed));
+    if (stream.id === 1) setTimeout(() => console.log("server stream 1 at 1.2s: closed", stream.closed, "destroyed", stream.destroyed, "rstCode", stream.rstCode, "readableLength", stream.readableLength, "session streams", JSON.stringify(stream.session?.state)), 1200);
     if (mode === "fix") {
       stream.once("wantTrailers", () => process.nextTick(() => {
-        if (!stream.readableEnded && !stream.closed) { stream.close(http2.constants.NGHTTP2_NO_ERROR); if (process.argv[4] === "resume") stream.resume(); }
+        if (process.argv[4] === "destroy") { if (!stream.readableEnded && !stream.destroyed) stream.destroy(); return; }
+        if (!stream.readableEnded && !stream.closed) { stream.close(http2.constants.NGHTTP2_NO_ERROR); if (process.argv[4] === "resume") (req as http2.Http2ServerRequest).resume(); }
       }));
     }
   }
@@ -34,7 +36,7 @@ const connect = process.argv[3] === "connect";
 const st = s.request({ ":method": "POST", ":path": path, "content-type": connect ? "application/json" : "application/grpc", te: "trailers" });
 st.on("response", (h) => console.log(Date.now() - t0, "client response", h[":status"]));
 st.on("data", (d) => console.log(Date.now() - t0, "client data", String(d).slice(0, 100)));
-st.on("trailers", (t) => console.log(Date.now() - t0, "client trailers", t["grpc-status"]));
+st.on("trailers", (t) => { console.log(Date.now() - t0, "client trailers", t["grpc-status"]); if (process.argv[4] === "clientrst") setImmediate(() => st.close(http2.constants.NGHTTP2_CANCEL)); });
 st.on("close", () => console.log(Date.now() - t0, "client close rstCode", st.rstCode));
 st.on("error", (e) => console.log("client error", String(e)));
 st.resume();
