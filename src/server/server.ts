@@ -1,6 +1,7 @@
 // The composition root: listener → router → interceptors → services. Nothing else wires
 // things together; read this file to see everything the server serves and in which order
 // calls pass through the interceptors.
+import { setMaxListeners } from "node:events";
 import { mkdirSync, accessSync, constants } from "node:fs";
 import { resolve } from "node:path";
 import type { DescFile } from "@bufbuild/protobuf";
@@ -56,6 +57,9 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const dataDir = ensureDataDir(config.dataDir);
   const health = new HealthStatus(servedServices);
   const shutdown = new AbortController();
+  // Every call in flight listens on this signal (and stops listening when it ends), so the
+  // default limit of 10 listeners would warn of a leak under ordinary load.
+  setMaxListeners(0, shutdown.signal);
   const reflector = new Reflector(servedFiles, servedServices);
   const ownContract = buildServerContract({ defaultBudget: config.defaultBudget, startedAt: new Date() });
 
@@ -70,6 +74,8 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     routes,
     interceptors: [errorInterceptor(log), loggingInterceptor(log), validationInterceptor()],
     readMaxBytes: config.maxMessageBytes,
+    // JSON clients (curl) see `"valid": false` and empty lists rather than absent keys.
+    jsonOptions: { alwaysEmitImplicit: true },
     shutdownSignal: shutdown.signal,
   });
 

@@ -23,7 +23,7 @@ describe("examples/calls.sh", () => {
   it("runs every curl and buf curl call against a real server", async () => {
     const { stdout } = await run("bash", [join(repoRoot, "examples/calls.sh"), server.url], { cwd: "/tmp" });
     expect(stdout).toContain('{"status":"SERVING"}');
-    expect(stdout).toContain('{"valid":true}');
+    expect(stdout).toContain('{"valid":true,"violations":[]}');
     expect(stdout).toContain('"path":"/controls/ambientAuthority"');
     expect(stdout).toMatch(/"code":"invalid_argument".*document/);
     expect(stdout).toContain("agentmachine.v1.ContractService/ValidateContract");

@@ -57,7 +57,7 @@ function unary<I extends DescMessage, O extends DescMessage>(
       create(method.input, request),
       metadataOf(options.metadata),
       options.deadline === undefined ? {} : { deadline: options.deadline },
-      (error, response) => (error || response === undefined ? reject(error) : resolve({ response, headers })),
+      (error, response) => (error ? reject(error) : resolve({ response: response ?? expect.fail("no response"), headers })),
     );
     call.on("metadata", (metadata) => (headers = metadata));
   });
