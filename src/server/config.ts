@@ -3,6 +3,9 @@
 import { create } from "@bufbuild/protobuf";
 import type { Level } from "pino";
 import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
+import type { LocalProcessOptions } from "../executors/local-process.js";
+import { defaultRetryPolicy, type EffectiveRetryPolicy } from "../lifecycle/retry.js";
+import type { RetentionPolicy } from "../store/store.js";
 
 export interface ServerConfig {
   /** Interface to bind; loopback by default so a fresh install is not reachable from the network. */
@@ -18,6 +21,18 @@ export interface ServerConfig {
   shutdownGraceMs: number;
   /** Budget that bounds an execution when nothing smaller applies; published in GetContract. */
   defaultBudget: Budget;
+  /** Events kept for replay; older ones are compacted (a cursor before them is OutOfRange). */
+  eventRetention: RetentionPolicy;
+  compactionIntervalMs: number;
+  /** An idle WatchEvents stream gets a bookmark this often. */
+  bookmarkIntervalMs: number;
+  /** A stream whose client has not read for this long is cut off (ResourceExhausted). */
+  slowSubscriberTimeoutMs: number;
+  /** Executions running at once; more wait in queued, first come first served. */
+  maxConcurrentExecutions: number;
+  /** Retry policy of executions that set none. */
+  defaultRetry: EffectiveRetryPolicy;
+  execution: LocalProcessOptions;
 }
 
 export const defaultConfig: ServerConfig = {
@@ -37,6 +52,18 @@ export const defaultConfig: ServerConfig = {
     wallClockSeconds: 5400n,
     agentConcurrency: 2n,
   }),
+  eventRetention: { maxEvents: 1_000_000, maxAgeMs: 7 * 24 * 3600 * 1000 },
+  compactionIntervalMs: 60_000,
+  bookmarkIntervalMs: 10_000,
+  slowSubscriberTimeoutMs: 10_000,
+  maxConcurrentExecutions: 4,
+  defaultRetry: defaultRetryPolicy,
+  execution: {
+    envAllowlist: ["PATH", "LANG", "LC_ALL", "TZ", "TMPDIR"],
+    outputLimitBytes: 1024 * 1024,
+    defaultWallClockSeconds: 5400,
+    killGraceMs: 2000,
+  },
 };
 
 /** Parses `host:port` (IPv6 as `[::1]:7070`). Throws a message naming the flag on bad input. */

@@ -4,6 +4,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../gen/agentmachine/v1/errors_pb.js";
+import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 
 const DOMAIN = "agentmachine.v1";
 
@@ -31,4 +32,21 @@ export function internalError(requestId: string): ConnectError {
 /** The server is shutting down: the client should retry elsewhere or later. */
 export function shuttingDown(): ConnectError {
   return errorWithInfo(Code.Unavailable, "SHUTTING_DOWN", "server is shutting down");
+}
+
+/**
+ * A request field the server rejects for a reason its protovalidate rules cannot express. The
+ * detail has the same shape as the validation interceptor's, so clients handle both alike.
+ */
+export function invalidField(field: string, message: string): ConnectError {
+  const violations = create(ViolationsSchema, {
+    violations: [
+      {
+        field: { elements: field.split(".").map((fieldName) => ({ fieldName })) },
+        ruleId: "agentmachine.server",
+        message,
+      },
+    ],
+  });
+  return new ConnectError(`${field}: ${message}`, Code.InvalidArgument, undefined, [{ desc: ViolationsSchema, value: violations }]);
 }

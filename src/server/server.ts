@@ -8,11 +8,22 @@ import type { DescFile } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { ContractService, file_agentmachine_v1_contract_service } from "../gen/agentmachine/v1/contract_service_pb.js";
+import { OperationService, file_agentmachine_v1_operation_service } from "../gen/agentmachine/v1/operation_service_pb.js";
+import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { Health, file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import * as reflectionV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as reflectionV1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { buildServerContract } from "../contract/server-contract.js";
+import type { Executor } from "../executors/executor.js";
+import { LocalProcessExecutor } from "../executors/local-process.js";
+import { RecordExecutor } from "../executors/record-executor.js";
+import { EventHub } from "../lifecycle/event-hub.js";
+import { OperationRunner } from "../lifecycle/operation-runner.js";
+import { PageTokens } from "../lifecycle/page-token.js";
 import { contractService } from "../services/contract-service.js";
+import { operationService } from "../services/operation-service.js";
+import { SqliteStore, randomSecret } from "../store/sqlite/sqlite-store.js";
+import type { OperationStore } from "../store/store.js";
 import { healthService } from "../services/health-service.js";
 import { Reflector, reflectionServiceV1, reflectionServiceV1alpha } from "../services/reflection-service.js";
 import type { ServerConfig } from "./config.js";
@@ -21,12 +32,14 @@ import { HealthStatus, ServingStatus } from "./health.js";
 import { errorInterceptor, loggingInterceptor, validationInterceptor } from "./interceptors.js";
 import { createLogger, type Logger } from "./logger.js";
 import { listenOnePort } from "./one-port-listener.js";
+import { withRawResponse } from "./raw-response.js";
 
 export interface RunningServer {
   /** Base URL, e.g. `http://127.0.0.1:7070`. */
   url: string;
   port: number;
   health: HealthStatus;
+  store: OperationStore;
   /** Graceful shutdown: NOT_SERVING, end streams, drain calls, close within the grace period. */
   close(): Promise<void>;
 }
@@ -34,6 +47,7 @@ export interface RunningServer {
 /** The files whose services we serve; reflection describes exactly these (and their imports). */
 const servedFiles: DescFile[] = [
   file_agentmachine_v1_contract_service,
+  file_agentmachine_v1_operation_service,
   file_grpc_health_v1_health,
   reflectionV1.file_grpc_reflection_v1_reflection,
   reflectionV1alpha.file_grpc_reflection_v1alpha_reflection,
@@ -41,6 +55,7 @@ const servedFiles: DescFile[] = [
 
 const servedServices = [
   ContractService.typeName,
+  OperationService.typeName,
   Health.typeName,
   reflectionV1.ServerReflection.typeName,
   reflectionV1alpha.ServerReflection.typeName,
@@ -63,8 +78,46 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const reflector = new Reflector(servedFiles, servedServices);
   const ownContract = buildServerContract({ defaultBudget: config.defaultBudget, startedAt: new Date() });
 
+  const store = new SqliteStore(dataDir);
+  const hub = await EventHub.open(store);
+  const pageTokens = new PageTokens(await store.getOrCreateSecret("page-token-key", randomSecret));
+  let runner: OperationRunner | undefined;
+  const records = new RecordExecutor({ store, cancel: (target, reason) => runner!.cancel(target, reason) });
+  runner = new OperationRunner({
+    store,
+    dataDir,
+    maxConcurrent: config.maxConcurrentExecutions,
+    defaultRetry: config.defaultRetry,
+    log,
+    executors: new Map<OperationType, Executor>([
+      [OperationType.PROFILE_CREATE, records],
+      [OperationType.EXECUTION_START, new LocalProcessExecutor(config.execution)],
+      [OperationType.EXECUTION_CANCEL, records],
+      [OperationType.TOOL_GRANT_APPLY, records],
+      [OperationType.TOOL_GRANT_REVOKE, records],
+      [OperationType.MODEL_PROVIDER_BIND, records],
+    ]),
+  });
+  await runner.recover();
+  const compaction = setInterval(() => {
+    store.compactEvents(config.eventRetention, new Date()).catch((error: unknown) => log.error({ err: error }, "event compaction failed"));
+  }, config.compactionIntervalMs);
+  compaction.unref();
+
   const routes = (router: ConnectRouter): void => {
     router.service(ContractService, contractService(ownContract));
+    router.service(
+      OperationService,
+      operationService({
+        store,
+        hub,
+        runner,
+        pageTokens,
+        defaultBudget: config.defaultBudget,
+        bookmarkIntervalMs: config.bookmarkIntervalMs,
+        slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs,
+      }),
+    );
     router.service(Health, healthService(health));
     router.service(reflectionV1.ServerReflection, reflectionServiceV1(reflector));
     router.service(reflectionV1alpha.ServerReflection, reflectionServiceV1alpha(reflector));
@@ -79,7 +132,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     shutdownSignal: shutdown.signal,
   });
 
-  const listener = await listenOnePort(handler, config.host, config.port);
+  const listener = await listenOnePort((req, res) => withRawResponse(res, () => handler(req, res)), config.host, config.port);
   const { address, port } = listener.address();
   const host = address.includes(":") ? `[${address}]` : address;
   const url = `http://${host}:${port}`;
@@ -90,12 +143,16 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     url,
     port,
     health,
+    store,
     close() {
       closing ??= (async () => {
         log.info("shutting down");
         health.setAll(ServingStatus.NOT_SERVING);
         shutdown.abort(shuttingDown());
+        clearInterval(compaction);
+        runner.stop();
         await listener.close(config.shutdownGraceMs);
+        await store.close();
         log.info("stopped");
       })();
       return closing;

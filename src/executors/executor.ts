@@ -1,0 +1,27 @@
+// The executor interface: the server decides, executors do. The operation runner hands an
+// executor one attempt of one operation and records whatever outcome it returns.
+import type { Artifact } from "../gen/agentmachine/v1/artifact_pb.js";
+import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
+import type { Operation, StopCause } from "../gen/agentmachine/v1/operation_pb.js";
+
+export interface Attempt {
+  operation: Operation;
+  /** 1 for the first attempt. */
+  attempt: number;
+  /** The operation's private directory under the data dir; created by the runner. */
+  workspace: string;
+  /** Aborted when the operation is cancelled; the executor stops its work and returns "cancelled". */
+  signal: AbortSignal;
+  /** Records a progress event (persisted, then published). */
+  progress(message: string, percent?: number): void;
+}
+
+export type Outcome =
+  | { kind: "completed"; artifact?: Artifact; message: string; usage?: Budget }
+  /** `retryable` false means no further attempt can help (e.g. the program does not exist). */
+  | { kind: "failed"; cause: StopCause; retryable: boolean; artifact?: Artifact; usage?: Budget }
+  | { kind: "cancelled"; artifact?: Artifact; usage?: Budget };
+
+export interface Executor {
+  run(attempt: Attempt): Promise<Outcome>;
+}

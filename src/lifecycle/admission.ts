@@ -1,0 +1,130 @@
+// Admission: turns a SubmitOperationRequest into the Operation to store, or refuses it.
+// This is the one step where every operation type passes the same checks; governance
+// (authorization, policy gates, budgets) slots in here as further steps.
+import { createHash } from "node:crypto";
+import { create, toJson } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { monotonicFactory } from "ulid";
+import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
+import { OperationSchema, type Operation, type OperationSpec } from "../gen/agentmachine/v1/operation_pb.js";
+import { SubmitOperationRequestSchema, type SubmitOperationRequest } from "../gen/agentmachine/v1/operation_service_pb.js";
+import { OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
+import { operationTypeNames } from "../contract/mapping.js";
+import { workingDirectory } from "../executors/local-process.js";
+import { invalidField } from "../server/errors.js";
+import type { NewOperation, OperationStore } from "../store/store.js";
+import { illegalTransition, noExecutor, operationNotFound, profileNotFound, targetNotAllowed } from "./errors.js";
+import { isTerminal } from "./transitions.js";
+
+const nextId = monotonicFactory();
+
+const typeOfSpec: Record<NonNullable<OperationSpec["spec"]["case"]>, OperationType> = {
+  profileCreate: OperationType.PROFILE_CREATE,
+  executionStart: OperationType.EXECUTION_START,
+  executionCancel: OperationType.EXECUTION_CANCEL,
+  toolGrantApply: OperationType.TOOL_GRANT_APPLY,
+  toolGrantRevoke: OperationType.TOOL_GRANT_REVOKE,
+  containerRun: OperationType.CONTAINER_RUN,
+  modelProviderBind: OperationType.MODEL_PROVIDER_BIND,
+  diagnosticsExport: OperationType.DIAGNOSTICS_EXPORT_REDACTED,
+};
+
+/** Types this server has no executor for yet, and why. */
+const unavailable: ReadonlyMap<OperationType, string> = new Map([
+  [OperationType.CONTAINER_RUN, "no container runtime is configured"],
+  [OperationType.DIAGNOSTICS_EXPORT_REDACTED, "no redacted diagnostics exporter is configured"],
+]);
+
+const providerProfiles = new Set([ProfileType.LOCAL_MODEL_PROVIDER, ProfileType.HOSTED_MODEL_PROVIDER, ProfileType.USER_OWNED_MODEL]);
+
+/** Types that `agent_machine.execution.cancel` may target. */
+const cancellable = new Set([OperationType.EXECUTION_START, OperationType.CONTAINER_RUN]);
+
+/**
+ * SHA-256 of the request without its request_id, over a canonical JSON form (keys sorted), so
+ * that a retry with the same content matches whatever the order of map entries on the wire.
+ */
+export function requestDigest(request: SubmitOperationRequest): string {
+  const canonical = (value: unknown): unknown =>
+    Array.isArray(value)
+      ? value.map(canonical)
+      : value !== null && typeof value === "object"
+        ? Object.fromEntries(
+            Object.entries(value)
+              .sort(([a], [b]) => (a < b ? -1 : 1))
+              .map(([k, v]) => [k, canonical(v)]),
+          )
+        : value;
+  const json = toJson(SubmitOperationRequestSchema, { ...request, requestId: "" });
+  return createHash("sha256").update(JSON.stringify(canonical(json))).digest("hex");
+}
+
+function withDefaults(requested: Budget | undefined, defaults: Budget): Budget {
+  const budget = create(BudgetSchema, defaults);
+  if (requested === undefined) return budget;
+  for (const key of Object.keys(defaults) as (keyof Budget)[]) {
+    const value = requested[key];
+    if (typeof value === "bigint" && value > 0n) (budget as unknown as Record<string, bigint>)[key] = value;
+  }
+  return budget;
+}
+
+export interface AdmissionContext {
+  store: OperationStore;
+  defaultBudget: Budget;
+}
+
+export async function admit(request: SubmitOperationRequest, { store, defaultBudget }: AdmissionContext): Promise<NewOperation> {
+  const spec = request.spec!.spec; // required by the request's validation rules
+  const type = typeOfSpec[spec.case!];
+  const typeName = operationTypeNames.get(type)!;
+  const why = unavailable.get(type);
+  if (why !== undefined) throw noExecutor(typeName, why);
+
+  const profile = spec.case === "profileCreate" ? `profiles/${spec.value.profileId}` : request.profile;
+  if (spec.case !== "profileCreate") {
+    const stored = await store.getProfile(profile);
+    if (stored === undefined) throw profileNotFound(profile);
+    if (spec.case === "modelProviderBind" && !providerProfiles.has(stored.profileType)) {
+      throw targetNotAllowed("profile", `${profile} is not a model provider profile: model_provider.bind targets local_model_provider, hosted_model_provider or user_owned_model profiles`);
+    }
+  }
+  if (spec.case === "executionStart" && workingDirectory("/workspace", spec.value.workingDirectory) === undefined) {
+    throw invalidField("spec.execution_start.working_directory", "must stay inside the operation's workspace");
+  }
+  if (spec.case === "executionCancel") {
+    const target = await store.getOperation(spec.value.target);
+    if (target === undefined) throw operationNotFound(spec.value.target);
+    if (target.profile !== profile) throw targetNotAllowed("spec.execution_cancel.target", `${target.name} belongs to another profile`);
+    if (!cancellable.has(target.type)) throw targetNotAllowed("spec.execution_cancel.target", `${target.name} is not an execution`);
+    if (isTerminal(target.state)) throw illegalTransition(target.name, target.state, "cancel");
+  }
+  if (spec.case === "toolGrantRevoke") {
+    const grant = await store.getOperation(spec.value.grant);
+    if (grant === undefined) throw operationNotFound(spec.value.grant);
+    const record = grant.artifact?.kind.case === "toolGrantRecord" ? grant.artifact.kind.value : undefined;
+    if (grant.profile !== profile) throw targetNotAllowed("spec.tool_grant_revoke.grant", `${grant.name} belongs to another profile`);
+    if (grant.type !== OperationType.TOOL_GRANT_APPLY || grant.state !== TaskState.COMPLETED || record === undefined) {
+      throw targetNotAllowed("spec.tool_grant_revoke.grant", `${grant.name} is not an applied tool grant`);
+    }
+    if (record.revokeCommandRef !== "") throw targetNotAllowed("spec.tool_grant_revoke.grant", `${grant.name} was already revoked`);
+  }
+
+  const operation: Operation = create(OperationSchema, {
+    name: `operations/${nextId()}`,
+    requestId: request.requestId,
+    type,
+    profile,
+    spec: request.spec,
+    requestedBudget: withDefaults(request.requestedBudget, defaultBudget),
+    labels: request.labels,
+    state: TaskState.QUEUED,
+    createTime: timestampFromDate(new Date()),
+  });
+  return {
+    operation,
+    requestDigest: requestDigest(request),
+    ...(spec.case === "profileCreate" ? { createsProfile: { name: profile, profileType: spec.value.profileType } } : {}),
+  };
+}
+

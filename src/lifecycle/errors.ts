@@ -1,0 +1,59 @@
+// Errors of the operations domain, built in one place so each kind looks the same on the wire.
+import { Code } from "@connectrpc/connect";
+import { errorWithInfo, invalidField } from "../server/errors.js";
+import { taskStateNames } from "../contract/mapping.js";
+import type { TaskState } from "../gen/agentmachine/v1/types_pb.js";
+
+export function eventsCompacted(cursor: bigint, oldest: bigint) {
+  return errorWithInfo(
+    Code.OutOfRange,
+    "EVENTS_COMPACTED",
+    `events after sequence ${cursor} are no longer retained; the oldest available is ${oldest}`,
+    { after_sequence: String(cursor), oldest_sequence: String(oldest) },
+  );
+}
+
+export function operationNotFound(name: string) {
+  return errorWithInfo(Code.NotFound, "OPERATION_NOT_FOUND", `${name} does not exist`, { operation: name });
+}
+
+export function illegalTransition(name: string, from: TaskState, action: string) {
+  const state = taskStateNames.get(from) ?? String(from);
+  return errorWithInfo(Code.FailedPrecondition, "ILLEGAL_TRANSITION", `${name} is ${state}: cannot ${action}`, {
+    operation: name,
+    state,
+  });
+}
+
+export function requestIdConflict(requestId: string, existing: string) {
+  return errorWithInfo(
+    Code.AlreadyExists,
+    "REQUEST_ID_REUSED",
+    `request_id "${requestId}" was already used for ${existing} with a different request body`,
+    { request_id: requestId, operation: existing },
+  );
+}
+
+export function profileAlreadyExists(profile: string) {
+  return errorWithInfo(Code.AlreadyExists, "PROFILE_EXISTS", `${profile} already exists`, { profile });
+}
+
+export function profileNotFound(profile: string) {
+  return errorWithInfo(Code.FailedPrecondition, "PROFILE_NOT_FOUND", `${profile} does not exist; create it with agent_machine.profile.create first`, {
+    profile,
+  });
+}
+
+export function noExecutor(operationType: string, why: string) {
+  return errorWithInfo(Code.FailedPrecondition, "NO_EXECUTOR", `${operationType} cannot run on this server: ${why}`, {
+    operation_type: operationType,
+  });
+}
+
+export function targetNotAllowed(field: string, message: string) {
+  return errorWithInfo(Code.FailedPrecondition, "TARGET_NOT_ALLOWED", message, { field });
+}
+
+export function invalidPageToken() {
+  return invalidField("page_token", "is not a token this server issued for this filter");
+}

@@ -1,0 +1,65 @@
+// Fan-out of committed events. The store is the truth: a subscriber is a cursor that reads
+// events after its last sequence, from this in-memory window of recent events when it covers
+// the cursor, else from the store. So replay and live tail are one loop, with no seam where an
+// event could be lost or repeated, and a slow subscriber holds nothing that the writer needs.
+import type { OperationStore, StoredEvent } from "../store/store.js";
+
+export class EventHub {
+  private window: StoredEvent[] = [];
+  private head: bigint;
+  private waiters = new Set<() => void>();
+
+  private constructor(
+    private readonly store: OperationStore,
+    private readonly windowSize: number,
+    latest: bigint,
+  ) {
+    this.head = latest;
+    store.onCommit((events) => this.append(events));
+  }
+
+  static async open(store: OperationStore, windowSize = 4096): Promise<EventHub> {
+    return new EventHub(store, windowSize, (await store.eventBounds()).latest);
+  }
+
+  /** The newest committed sequence. */
+  latest(): bigint {
+    return this.head;
+  }
+
+  private append(events: StoredEvent[]): void {
+    this.window.push(...events);
+    if (this.window.length > this.windowSize) this.window.splice(0, this.window.length - this.windowSize);
+    this.head = events[events.length - 1]!.event.sequence;
+    const waiters = this.waiters;
+    this.waiters = new Set();
+    for (const wake of waiters) wake();
+  }
+
+  /** Up to `limit` committed events after `after`, in order. */
+  async read(after: bigint, limit: number): Promise<StoredEvent[]> {
+    if (after >= this.head) return [];
+    const first = this.window[0];
+    if (first !== undefined && first.event.sequence <= after + 1n) {
+      const start = Number(after + 1n - first.event.sequence);
+      return this.window.slice(start, start + limit);
+    }
+    return this.store.readEvents(after, limit);
+  }
+
+  /** Resolves when an event after `after` is committed, the timeout passes, or `signal` aborts. */
+  waitBeyond(after: bigint, timeoutMs: number, signal: AbortSignal): Promise<void> {
+    if (after < this.head || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        this.waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      signal.addEventListener("abort", done);
+      this.waiters.add(done);
+    });
+  }
+}

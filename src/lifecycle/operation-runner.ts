@@ -1,0 +1,249 @@
+// Drives each operation's task through the lifecycle: queued → running → completed / failed /
+// retrying / cancelled. Every change goes through transition(), which checks the one table of
+// legal transitions (transitions.ts) and commits the new state with its event in one write.
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { OperationEventSchema } from "../gen/agentmachine/v1/event_pb.js";
+import { StopCauseSchema, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
+import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
+import type { Executor, Outcome } from "../executors/executor.js";
+import type { Logger } from "../server/logger.js";
+import type { OperationStore } from "../store/store.js";
+import { illegalTransition, operationNotFound } from "./errors.js";
+import { backoffMs, effectiveRetryPolicy, type EffectiveRetryPolicy } from "./retry.js";
+import { isTerminal, transitionEvent } from "./transitions.js";
+
+export interface RunnerOptions {
+  store: OperationStore;
+  executors: ReadonlyMap<OperationType, Executor>;
+  /** Operation workspaces live in `<dataDir>/workspaces/<id>`. */
+  dataDir: string;
+  /** Tasks running at once on this server; further ones wait in queued, in order. */
+  maxConcurrent: number;
+  defaultRetry: EffectiveRetryPolicy;
+  log: Logger;
+}
+
+type Attributes = MessageInitShape<typeof OperationEventSchema>["attributes"];
+
+function usesSlot(type: OperationType): boolean {
+  return type === OperationType.EXECUTION_START || type === OperationType.CONTAINER_RUN;
+}
+
+function cause(reason: string, message: string): StopCause {
+  return create(StopCauseSchema, { reason, message });
+}
+
+export class OperationRunner {
+  /** Executions waiting for a slot, in arrival order. Other operations never wait for one. */
+  private readonly queue: string[] = [];
+  private readonly running = new Map<string, AbortController>();
+  private readonly retryTimers = new Map<string, NodeJS.Timeout>();
+  private stopping = false;
+  private slotsInUse = 0;
+
+  constructor(private readonly options: RunnerOptions) {}
+
+  /**
+   * Picks up where a previous process left off: queued and retrying tasks are scheduled again;
+   * tasks that were running when it died are retried or failed with cause `server_restart`,
+   * per their retry policy, so none stays running forever.
+   */
+  async recover(): Promise<void> {
+    for (const operation of await this.options.store.listActiveOperations()) {
+      if (operation.state === TaskState.RUNNING) {
+        await this.attemptFailed(operation, cause("server_restart", "the server stopped while the task was running"), true);
+      } else if (operation.state === TaskState.RETRYING) {
+        this.scheduleRetry(operation.name, this.retryPolicy(operation).initialBackoffMs);
+      } else {
+        this.enqueue(operation);
+      }
+    }
+  }
+
+  /**
+   * Schedules a queued task. Executions take one of `maxConcurrent` slots; records and commands
+   * (profile, grants, bindings, cancels) run at once, so a cancel is never stuck behind the
+   * executions it is meant to stop.
+   */
+  enqueue(operation: Pick<Operation, "name" | "type">): void {
+    if (this.stopping) return;
+    if (usesSlot(operation.type)) {
+      this.queue.push(operation.name);
+      this.pump();
+    } else {
+      this.launch(operation.name);
+    }
+  }
+
+  /**
+   * Cancels a task: a waiting one at once, a running one by stopping its executor (the state
+   * turns cancelled when it has stopped). Cancelling a task that is already stopping is a no-op.
+   */
+  async cancel(name: string, reason: string): Promise<void> {
+    const operation = await this.options.store.getOperation(name);
+    if (operation === undefined) throw operationNotFound(name);
+    if (isTerminal(operation.state)) throw illegalTransition(name, operation.state, "cancel");
+    const controller = this.running.get(name);
+    if (controller !== undefined) {
+      controller.abort(cause("cancelled", reason));
+      return;
+    }
+    clearTimeout(this.retryTimers.get(name));
+    this.retryTimers.delete(name);
+    const queued = this.queue.indexOf(name);
+    if (queued >= 0) this.queue.splice(queued, 1);
+    await this.transition(operation, TaskState.CANCELLED, { case: "cancel", value: { cause: cause("cancelled", reason) } });
+  }
+
+  /** Stops taking work and stops running executors; their tasks stay running in the store and are recovered on the next start. */
+  stop(): void {
+    this.stopping = true;
+    for (const timer of this.retryTimers.values()) clearTimeout(timer);
+    this.retryTimers.clear();
+    for (const controller of this.running.values()) controller.abort(cause("server_restart", "the server is stopping"));
+  }
+
+  private retryPolicy(operation: Operation): EffectiveRetryPolicy {
+    const spec = operation.spec?.spec;
+    return effectiveRetryPolicy(spec?.case === "executionStart" ? spec.value.retryPolicy : undefined, this.options.defaultRetry);
+  }
+
+  private pump(): void {
+    while (!this.stopping && this.slotsInUse < this.options.maxConcurrent && this.queue.length > 0) {
+      this.slotsInUse += 1;
+      this.launch(this.queue.shift()!, () => {
+        this.slotsInUse -= 1;
+        this.pump();
+      });
+    }
+  }
+
+  private launch(name: string, done: () => void = () => {}): void {
+    const controller = new AbortController();
+    this.running.set(name, controller);
+    this.execute(name, controller)
+      .catch((error: unknown) => this.options.log.error({ err: error, operation: name }, "task failed unexpectedly"))
+      .finally(() => {
+        this.running.delete(name);
+        done();
+      });
+  }
+
+  /** Writes `operation` in state `to` with its event, if `from → to` is legal and nobody moved it meanwhile. */
+  private async transition(operation: Operation, to: TaskState, attributes: Attributes, change: (op: Operation) => void = () => {}): Promise<Operation | undefined> {
+    const from = operation.state;
+    const type = transitionEvent(from, to);
+    if (type === undefined) throw illegalTransition(operation.name, from, `move to ${TaskState[to].toLowerCase()}`);
+    const next = { ...operation, state: to };
+    change(next);
+    if (isTerminal(to)) next.endTime = timestampFromDate(new Date());
+    const event = create(OperationEventSchema, {
+      operation: operation.name,
+      type,
+      state: to,
+      time: timestampFromDate(new Date()),
+      attempt: next.attempt,
+      attributes,
+    });
+    const result = await this.options.store.updateOperation({ operation: next, expectedState: from, event });
+    return result.kind === "updated" ? result.operation : undefined;
+  }
+
+  private async execute(name: string, controller: AbortController): Promise<void> {
+    const stored = await this.options.store.getOperation(name);
+    if (stored === undefined || (stored.state !== TaskState.QUEUED && stored.state !== TaskState.RETRYING)) return;
+    const attempt = stored.attempt + 1;
+    const running = await this.transition(stored, TaskState.RUNNING, { case: "start", value: { policyDecisions: stored.policyDecisions } }, (op) => {
+      op.attempt = attempt;
+      op.startTime ??= timestampFromDate(new Date());
+    });
+    if (running === undefined) return; // cancelled meanwhile
+
+    const executor = this.options.executors.get(running.type);
+    if (executor === undefined) throw new Error(`no executor for operation type ${running.type}`);
+    const workspace = join(this.options.dataDir, "workspaces", name.replace("operations/", ""));
+    mkdirSync(workspace, { recursive: true });
+    let current = running;
+    let progressWrites = Promise.resolve();
+    const outcome = await executor
+      .run({
+        operation: running,
+        attempt,
+        workspace,
+        signal: controller.signal,
+        progress: (message, percent) => {
+          // Progress events of one task are written one after another, in the order reported.
+          progressWrites = progressWrites.then(async () => {
+            const event = create(OperationEventSchema, {
+              operation: name,
+              type: EventType.PROGRESS,
+              state: TaskState.RUNNING,
+              time: timestampFromDate(new Date()),
+              attempt,
+              attributes: { case: "progress", value: { message, ...(percent !== undefined ? { percent } : {}) } },
+            });
+            const result = await this.options.store.updateOperation({ operation: current, expectedState: TaskState.RUNNING, event });
+            if (result.kind === "updated") current = result.operation;
+          });
+        },
+      })
+      .catch((error: unknown): Outcome => {
+        this.options.log.error({ err: error, operation: name }, "executor failed");
+        return { kind: "failed", cause: cause("executor_error", "the executor failed; see the server log"), retryable: false };
+      });
+    await progressWrites;
+    if (this.stopping) return; // recovered as server_restart on the next start
+    await this.applyOutcome(current, outcome);
+  }
+
+  private async applyOutcome(operation: Operation, outcome: Outcome): Promise<void> {
+    const keep = (op: Operation): void => {
+      if (outcome.artifact !== undefined) op.artifact = outcome.artifact;
+      if (outcome.usage !== undefined) op.usage = outcome.usage;
+    };
+    switch (outcome.kind) {
+      case "completed":
+        await this.transition(operation, TaskState.COMPLETED, { case: "complete", value: { message: outcome.message } }, keep);
+        return;
+      case "cancelled": {
+        const reason = this.running.get(operation.name)?.signal.reason as StopCause | undefined;
+        const why = reason ?? cause("cancelled", "cancelled");
+        await this.transition(operation, TaskState.CANCELLED, { case: "cancel", value: { cause: why } }, (op) => {
+          keep(op);
+          op.stopCause = why;
+        });
+        return;
+      }
+      case "failed":
+        await this.attemptFailed(operation, outcome.cause, outcome.retryable, keep);
+    }
+  }
+
+  /** running → retrying (with a backoff) while attempts remain and a retry can help, else running → failed. */
+  private async attemptFailed(operation: Operation, why: StopCause, retryable: boolean, keep: (op: Operation) => void = () => {}): Promise<void> {
+    const policy = this.retryPolicy(operation);
+    if (retryable && operation.attempt < policy.maxAttempts) {
+      const delay = backoffMs(policy, operation.attempt + 1);
+      const retrying = await this.transition(operation, TaskState.RETRYING, { case: "retry", value: { delay: durationFromMs(delay), cause: why } }, keep);
+      if (retrying !== undefined) this.scheduleRetry(operation.name, delay);
+      return;
+    }
+    await this.transition(operation, TaskState.FAILED, { case: "failure", value: { cause: why } }, (op) => {
+      keep(op);
+      op.stopCause = why;
+    });
+  }
+
+  private scheduleRetry(name: string, delayMs: number): void {
+    if (this.stopping) return;
+    const timer = setTimeout(() => {
+      this.retryTimers.delete(name);
+      this.queue.push(name); // only executions retry
+      this.pump();
+    }, delayMs);
+    this.retryTimers.set(name, timer);
+  }
+}

@@ -1,0 +1,39 @@
+// Versioned schema of the SQLite store. Append new versions; never edit an applied one.
+export const migrations: readonly { version: number; sql: string }[] = [
+  {
+    version: 1,
+    sql: `
+      CREATE TABLE operations (
+        name TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL UNIQUE,
+        request_digest TEXT NOT NULL,
+        type INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        profile TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        data BLOB NOT NULL
+      );
+      CREATE INDEX operations_state ON operations (state, name);
+      CREATE INDEX operations_profile ON operations (profile, name);
+      CREATE TABLE profiles (
+        name TEXT PRIMARY KEY,
+        profile_type INTEGER NOT NULL,
+        operation TEXT NOT NULL
+      );
+      -- AUTOINCREMENT: a sequence is never reused, even after compaction deleted the newest rows.
+      CREATE TABLE events (
+        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+        operation TEXT NOT NULL,
+        time_ms INTEGER NOT NULL,
+        profile TEXT NOT NULL,
+        operation_type INTEGER NOT NULL,
+        labels TEXT NOT NULL,
+        data BLOB NOT NULL
+      );
+      CREATE TABLE secrets (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      );
+    `,
+  },
+];

@@ -1,0 +1,285 @@
+// The embedded default store: one SQLite file in the data dir, WAL with synchronous=FULL, so a
+// write is on disk when its promise resolves; writes are group-committed (group-commit.ts).
+// A single connection is the single writer, so commit order and sequence order always agree.
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
+import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
+import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
+import { isTerminal } from "../../lifecycle/transitions.js";
+import type {
+  CreateResult,
+  EventBounds,
+  NewOperation,
+  OperationQuery,
+  OperationStore,
+  OperationUpdate,
+  RetentionPolicy,
+  StoredEvent,
+  StoredProfile,
+  UpdateResult,
+} from "../store.js";
+import { GroupCommit } from "./group-commit.js";
+import { migrations } from "./migrations.js";
+
+export const SQLITE_FILE = "amctl.sqlite";
+
+interface EventRow {
+  sequence: number | bigint;
+  profile: string;
+  operation_type: number;
+  labels: string;
+  data: Uint8Array;
+}
+
+const terminalStates = [TaskState.CANCELLED, TaskState.FAILED, TaskState.COMPLETED];
+
+function migrate(db: Database.Database): void {
+  db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)");
+  const applied = new Set(
+    (db.prepare("SELECT version FROM schema_migrations").all() as { version: number }[]).map((r) => r.version),
+  );
+  for (const migration of migrations) {
+    if (applied.has(migration.version)) continue;
+    db.transaction(() => {
+      db.exec(migration.sql);
+      db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(migration.version, new Date().toISOString());
+    })();
+  }
+}
+
+function placeholders(values: readonly unknown[]): string {
+  return values.map(() => "?").join(", ");
+}
+
+/** A JSON path for one label key; keys are validated identifiers, quoting keeps dots literal. */
+function labelPath(key: string): string {
+  return `$."${key.replaceAll('"', "")}"`;
+}
+
+export class SqliteStore implements OperationStore {
+  private readonly db: Database.Database;
+  private readonly commits: GroupCommit;
+  private readonly listeners: ((events: StoredEvent[]) => void)[] = [];
+  private pendingEvents: StoredEvent[] = [];
+  private readonly statements;
+
+  constructor(dataDir: string) {
+    this.db = new Database(join(dataDir, SQLITE_FILE));
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = FULL");
+    this.db.pragma("busy_timeout = 5000");
+    this.db.defaultSafeIntegers(true);
+    migrate(this.db);
+    this.commits = new GroupCommit(this.db, (committed) => this.afterBatch(committed));
+    this.statements = {
+      insertOperation: this.db.prepare(
+        "INSERT INTO operations (name, request_id, request_digest, type, state, profile, labels, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      ),
+      byRequestId: this.db.prepare("SELECT request_digest, data FROM operations WHERE request_id = ?"),
+      getOperation: this.db.prepare("SELECT data FROM operations WHERE name = ?"),
+      stateOf: this.db.prepare("SELECT state, data FROM operations WHERE name = ?"),
+      updateOperation: this.db.prepare("UPDATE operations SET state = ?, data = ? WHERE name = ?"),
+      insertProfile: this.db.prepare("INSERT OR IGNORE INTO profiles (name, profile_type, operation) VALUES (?, ?, ?)"),
+      getProfile: this.db.prepare("SELECT name, profile_type FROM profiles WHERE name = ?"),
+      insertEvent: this.db.prepare(
+        "INSERT INTO events (operation, time_ms, profile, operation_type, labels, data) VALUES (?, ?, ?, ?, ?, ?)",
+      ),
+      readEvents: this.db.prepare(
+        "SELECT sequence, profile, operation_type, labels, data FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?",
+      ),
+      oldestEvent: this.db.prepare("SELECT MIN(sequence) AS oldest FROM events"),
+      latestEvent: this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
+      activeOperations: this.db.prepare(
+        `SELECT data FROM operations WHERE state NOT IN (${placeholders(terminalStates)}) ORDER BY name`,
+      ),
+      getSecret: this.db.prepare("SELECT value FROM secrets WHERE key = ?"),
+      insertSecret: this.db.prepare("INSERT OR IGNORE INTO secrets (key, value) VALUES (?, ?)"),
+    };
+  }
+
+  onCommit(listener: (events: StoredEvent[]) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** Publishes a batch's events once it is durable; drops them if it rolled back. */
+  private afterBatch(committed: boolean): void {
+    const events = this.pendingEvents;
+    this.pendingEvents = [];
+    if (!committed || events.length === 0) return;
+    for (const listener of this.listeners) listener(events);
+  }
+
+  /** Appends an event inside the current transaction; returns it with its sequence. */
+  private appendEvent(operation: Operation, event: OperationEvent): StoredEvent {
+    const time = event.time ? Number(event.time.seconds) * 1000 + Math.floor(event.time.nanos / 1e6) : Date.now();
+    const result = this.statements.insertEvent.run(
+      operation.name,
+      time,
+      operation.profile,
+      operation.type,
+      JSON.stringify(operation.labels),
+      toBinary(OperationEventSchema, event),
+    );
+    const stored: StoredEvent = {
+      event: { ...event, sequence: BigInt(result.lastInsertRowid) },
+      profile: operation.profile,
+      operationType: operation.type,
+      labels: { ...operation.labels },
+    };
+    operation.lastSequence = stored.event.sequence;
+    // If the savepoint of this write rolls back, the event was never committed: pendingEvents
+    // is only extended once the write returned (see createOperation/updateOperation).
+    return stored;
+  }
+
+  createOperation(input: NewOperation): Promise<CreateResult> {
+    // Snapshot now: the caller may go on changing its object before the batch commits.
+    const operation = clone(OperationSchema, input.operation);
+    return this.commits.submit((): CreateResult => {
+      const existing = this.statements.byRequestId.get(operation.requestId) as
+        | { request_digest: string; data: Uint8Array }
+        | undefined;
+      if (existing !== undefined) {
+        const stored = fromBinary(OperationSchema, existing.data);
+        return existing.request_digest === input.requestDigest
+          ? { kind: "existing", operation: stored }
+          : { kind: "request-id-conflict", operation: stored };
+      }
+      if (input.createsProfile !== undefined) {
+        const { name, profileType } = input.createsProfile;
+        if (this.statements.insertProfile.run(name, profileType, operation.name).changes === 0) {
+          return { kind: "profile-exists", profile: name };
+        }
+      }
+      const event = input.event ? this.appendEvent(operation, input.event) : undefined;
+      this.statements.insertOperation.run(
+        operation.name,
+        operation.requestId,
+        input.requestDigest,
+        operation.type,
+        operation.state,
+        operation.profile,
+        JSON.stringify(operation.labels),
+        toBinary(OperationSchema, operation),
+      );
+      if (event) this.pendingEvents.push(event);
+      return { kind: "created", operation, ...(event ? { event } : {}) };
+    });
+  }
+
+  updateOperation(update: OperationUpdate): Promise<UpdateResult> {
+    const operation = clone(OperationSchema, update.operation);
+    return this.commits.submit((): UpdateResult => {
+      const row = this.statements.stateOf.get(operation.name) as { state: bigint; data: Uint8Array } | undefined;
+      if (row === undefined) return { kind: "not-found" };
+      if (Number(row.state) !== update.expectedState) {
+        return { kind: "state-changed", operation: fromBinary(OperationSchema, row.data) };
+      }
+      const event = update.event ? this.appendEvent(operation, update.event) : undefined;
+      this.statements.updateOperation.run(operation.state, toBinary(OperationSchema, operation), operation.name);
+      if (event) this.pendingEvents.push(event);
+      return { kind: "updated", operation, ...(event ? { event } : {}) };
+    });
+  }
+
+  async getOperation(name: string): Promise<Operation | undefined> {
+    const row = this.statements.getOperation.get(name) as { data: Uint8Array } | undefined;
+    return row && fromBinary(OperationSchema, row.data);
+  }
+
+  async findByRequestId(requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined> {
+    const row = this.statements.byRequestId.get(requestId) as { request_digest: string; data: Uint8Array } | undefined;
+    return row && { operation: fromBinary(OperationSchema, row.data), requestDigest: row.request_digest };
+  }
+
+  async getProfile(name: string): Promise<StoredProfile | undefined> {
+    const row = this.statements.getProfile.get(name) as { name: string; profile_type: bigint } | undefined;
+    return row && { name: row.name, profileType: Number(row.profile_type) };
+  }
+
+  async listOperations(query: OperationQuery): Promise<Operation[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (query.types?.length) {
+      where.push(`type IN (${placeholders(query.types)})`);
+      args.push(...query.types);
+    }
+    if (query.states?.length) {
+      where.push(`state IN (${placeholders(query.states)})`);
+      args.push(...query.states);
+    }
+    if (query.profile) {
+      where.push("profile = ?");
+      args.push(query.profile);
+    }
+    for (const [key, value] of Object.entries(query.labels ?? {})) {
+      where.push("json_extract(labels, ?) = ?");
+      args.push(labelPath(key), value);
+    }
+    if (query.beforeName) {
+      where.push("name < ?");
+      args.push(query.beforeName);
+    }
+    const sql = `SELECT data FROM operations ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY name DESC LIMIT ?`;
+    const rows = this.db.prepare(sql).all(...args, query.limit) as { data: Uint8Array }[];
+    return rows.map((row) => fromBinary(OperationSchema, row.data));
+  }
+
+  async listActiveOperations(): Promise<Operation[]> {
+    const rows = this.statements.activeOperations.all(...terminalStates) as { data: Uint8Array }[];
+    return rows.map((row) => fromBinary(OperationSchema, row.data)).filter((op) => !isTerminal(op.state));
+  }
+
+  async readEvents(after: bigint, limit: number): Promise<StoredEvent[]> {
+    const rows = this.statements.readEvents.all(after, limit) as EventRow[];
+    return rows.map((row) => ({
+      event: { ...fromBinary(OperationEventSchema, row.data), sequence: BigInt(row.sequence) },
+      profile: row.profile,
+      operationType: Number(row.operation_type),
+      labels: JSON.parse(row.labels) as Record<string, string>,
+    }));
+  }
+
+  async eventBounds(): Promise<EventBounds> {
+    const latestRow = this.statements.latestEvent.get() as { seq: bigint } | undefined;
+    const latest = latestRow ? BigInt(latestRow.seq) : 0n;
+    const oldestRow = this.statements.oldestEvent.get() as { oldest: bigint | null };
+    return { oldest: oldestRow.oldest === null ? latest + 1n : BigInt(oldestRow.oldest), latest };
+  }
+
+  compactEvents(policy: RetentionPolicy, now: Date): Promise<number> {
+    return this.commits.submit(() => {
+      const latestRow = this.statements.latestEvent.get() as { seq: bigint } | undefined;
+      const latest = latestRow ? BigInt(latestRow.seq) : 0n;
+      const result = this.db
+        .prepare("DELETE FROM events WHERE sequence <= ? OR time_ms < ?")
+        .run(latest - BigInt(policy.maxEvents), now.getTime() - policy.maxAgeMs);
+      return result.changes;
+    });
+  }
+
+  async getOrCreateSecret(key: string, create: () => string): Promise<string> {
+    return this.commits.submit(() => {
+      this.statements.insertSecret.run(key, create());
+      return (this.statements.getSecret.get(key) as { value: string }).value;
+    });
+  }
+
+  /** Runs SQLite's own consistency check; "ok" when the file is sound. */
+  integrityCheck(): string {
+    return String(this.db.pragma("integrity_check", { simple: true }));
+  }
+
+  async close(): Promise<void> {
+    // Let a batch already scheduled for this turn commit first.
+    await this.commits.submit(() => undefined);
+    this.db.close();
+  }
+}
+
+export function randomSecret(): string {
+  return randomBytes(32).toString("base64url");
+}

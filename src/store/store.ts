@@ -1,0 +1,97 @@
+// The operation store: the only durable state of the server. One async interface, so that the
+// embedded SQLite store and a PostgreSQL store can stand behind it and pass one conformance
+// suite (test/store/conformance.ts). Nothing outside src/store knows SQL.
+import type { OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
+import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
+import type { OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
+
+/** An event as stored: the event plus what filters need to know of its operation. */
+export interface StoredEvent {
+  event: OperationEvent;
+  profile: string;
+  operationType: OperationType;
+  labels: Readonly<Record<string, string>>;
+}
+
+export interface StoredProfile {
+  name: string;
+  profileType: ProfileType;
+}
+
+export interface NewOperation {
+  operation: Operation;
+  /** SHA-256 of the canonical request body, to tell a retried submit from a conflicting one. */
+  requestDigest: string;
+  /** For profile.create: the profile the operation creates, registered in the same commit. */
+  createsProfile?: { name: string; profileType: ProfileType };
+  /** The first event (usually none: the task starts queued without one). */
+  event?: OperationEvent;
+}
+
+export type CreateResult =
+  | { kind: "created"; operation: Operation; event?: StoredEvent }
+  | { kind: "existing"; operation: Operation }
+  | { kind: "request-id-conflict"; operation: Operation }
+  | { kind: "profile-exists"; profile: string };
+
+export interface OperationUpdate {
+  /** The operation's new stored form (state, attempt, artifact, usage, times…). */
+  operation: Operation;
+  /** The update applies only if the stored state is still this one. */
+  expectedState: TaskState;
+  /** The event recording the change; the store assigns its sequence. */
+  event?: OperationEvent;
+}
+
+export type UpdateResult =
+  | { kind: "updated"; operation: Operation; event?: StoredEvent }
+  | { kind: "state-changed"; operation: Operation }
+  | { kind: "not-found" };
+
+export interface OperationQuery {
+  types?: readonly OperationType[];
+  states?: readonly TaskState[];
+  profile?: string;
+  labels?: Readonly<Record<string, string>>;
+  /** Only operations whose name sorts before this one (names are time-ordered: older). */
+  beforeName?: string;
+  limit: number;
+}
+
+export interface EventBounds {
+  /** Sequence of the oldest retained event; `latest + 1` when none is retained. */
+  oldest: bigint;
+  /** Sequence of the newest event; 0 when none was ever written. */
+  latest: bigint;
+}
+
+export interface RetentionPolicy {
+  /** Keep at most this many events. */
+  maxEvents: number;
+  /** Drop events older than this many milliseconds. */
+  maxAgeMs: number;
+}
+
+export interface OperationStore {
+  /** Creates an operation (idempotent on its request id). Durable when the promise resolves. */
+  createOperation(input: NewOperation): Promise<CreateResult>;
+  /** Changes an operation and appends its event in one commit. Durable when it resolves. */
+  updateOperation(update: OperationUpdate): Promise<UpdateResult>;
+  getOperation(name: string): Promise<Operation | undefined>;
+  /** The operation submitted with this request id, and the digest of that request. */
+  findByRequestId(requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined>;
+  getProfile(name: string): Promise<StoredProfile | undefined>;
+  listOperations(query: OperationQuery): Promise<Operation[]>;
+  /** Operations not in a terminal state, oldest first (for recovery after a restart). */
+  listActiveOperations(): Promise<Operation[]>;
+  /** Events with sequence > `after`, in sequence order, at most `limit`. */
+  readEvents(after: bigint, limit: number): Promise<StoredEvent[]>;
+  eventBounds(): Promise<EventBounds>;
+  /** Deletes events outside the policy; returns how many. */
+  compactEvents(policy: RetentionPolicy, now: Date): Promise<number>;
+  /** A value the store keeps for the server (e.g. the page-token key), created once. */
+  getOrCreateSecret(key: string, create: () => string): Promise<string>;
+  /** Called after each commit with the events it made durable, in sequence order. */
+  onCommit(listener: (events: StoredEvent[]) => void): void;
+  close(): Promise<void>;
+}
