@@ -39,7 +39,7 @@ const terminalStates = [TaskState.CANCELLED, TaskState.FAILED, TaskState.COMPLET
 function migrate(db: Database.Database): void {
   db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)");
   const applied = new Set(
-    (db.prepare("SELECT version FROM schema_migrations").all() as { version: number }[]).map((r) => r.version),
+    (db.prepare("SELECT version FROM schema_migrations").all() as { version: bigint }[]).map((r) => Number(r.version)),
   );
   for (const migration of migrations) {
     if (applied.has(migration.version)) continue;
