@@ -19,8 +19,10 @@ export class PageTokens {
   read(token: string, filterDigest: string): string | undefined {
     const [payload, mac, extra] = token.split(".");
     if (payload === undefined || mac === undefined || extra !== undefined) return undefined;
-    const expected = this.mac(payload);
-    const given = Buffer.from(mac, "base64url");
+    // Compare the text, not decoded bytes: base64 has several spellings of the same bytes, and
+    // only the one we issued is accepted.
+    const expected = Buffer.from(this.mac(payload).toString("base64url"));
+    const given = Buffer.from(mac);
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
     try {
       const decoded = JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as { after?: unknown; filter?: unknown };

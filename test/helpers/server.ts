@@ -18,6 +18,7 @@ export function tempDir(prefix = "amctl-test-"): string {
 export interface TestServer extends RunningServer {
   /** Every log line the server wrote, parsed. */
   logs: Record<string, unknown>[];
+  dataDir: string;
 }
 
 /** Starts a server in this process on 127.0.0.1 and a free port, with a fresh data dir. */
@@ -31,7 +32,7 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
   });
   const config: ServerConfig = { ...defaultConfig, port: 0, dataDir: tempDir(), shutdownGraceMs: 2000, ...overrides };
   const server = await startServer(config, createLogger("debug", sink));
-  return Object.assign(server, { logs });
+  return Object.assign(server, { logs, dataDir: config.dataDir });
 }
 
 export interface ChildServer {
@@ -42,11 +43,16 @@ export interface ChildServer {
   exited: Promise<number | string>;
 }
 
+export interface ChildServerOptions {
+  /** Data dir to serve from (e.g. the same one across restarts); a fresh one when unset. */
+  dataDir?: string;
+}
+
 /** Runs `amctl serve` as a child process and waits for its "serving" log line. */
-export async function startChildServer(args: string[] = []): Promise<ChildServer> {
+export async function startChildServer(args: string[] = [], options: ChildServerOptions = {}): Promise<ChildServer> {
   const child = spawn(
     process.execPath,
-    [join(repoRoot, "bin/amctl.mjs"), "serve", "--listen", "127.0.0.1:0", "--data-dir", tempDir(), ...args],
+    [join(repoRoot, "bin/amctl.mjs"), "serve", "--listen", "127.0.0.1:0", "--data-dir", options.dataDir ?? tempDir(), ...args],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   let stderr = "";

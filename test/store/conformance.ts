@@ -12,15 +12,15 @@ let counter = 0;
 function operation(overrides: Partial<Operation> = {}): Operation {
   counter += 1;
   const id = `01TEST${String(counter).padStart(20, "0")}`;
-  return create(OperationSchema, {
+  const op = create(OperationSchema, {
     name: `operations/${id}`,
     requestId: `req-${id}`,
     type: OperationType.TOOL_GRANT_APPLY,
     profile: "profiles/p",
     state: TaskState.QUEUED,
     labels: { team: "a" },
-    ...overrides,
   });
+  return Object.assign(op, overrides);
 }
 
 function event(name: string, type: EventType, state: TaskState, time = new Date()) {

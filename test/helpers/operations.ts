@@ -1,0 +1,73 @@
+// Helpers for tests of OperationService: a client and small builders of requests.
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import type { OperationEvent } from "../../src/gen/agentmachine/v1/event_pb.js";
+import type { BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
+import type { Operation, RetryPolicySchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { readFileSync } from "node:fs";
+import { OperationService, SubmitOperationRequestSchema, type SubmitOperationRequest } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
+import { ProfileType } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { isTerminal } from "../../src/lifecycle/transitions.js";
+
+export type OperationsClient = Client<typeof OperationService>;
+export type SubmitInit = MessageInitShape<typeof SubmitOperationRequestSchema>;
+
+export function operationsClient(baseUrl: string): OperationsClient {
+  return createClient(OperationService, createGrpcTransport({ baseUrl }));
+}
+
+let sequence = 0;
+export function requestId(prefix = "req"): string {
+  sequence += 1;
+  return `${prefix}-${process.pid}-${Date.now()}-${sequence}`;
+}
+
+export async function createProfile(client: OperationsClient, profileId: string, profileType = ProfileType.PERSONAL): Promise<string> {
+  const { operation } = await client.submitOperation({
+    requestId: requestId("profile"),
+    spec: { spec: { case: "profileCreate", value: { profileId, profileType } } },
+  });
+  await waitForEnd(client, operation!.name);
+  return `profiles/${profileId}`;
+}
+
+interface ExecutionInit {
+  workingDirectory?: string;
+  env?: Record<string, string>;
+  retryPolicy?: MessageInitShape<typeof RetryPolicySchema>;
+}
+
+/** An execution_start request; `options` sets further fields of the spec and the budget. */
+export function execution(profile: string, argv: string[], options: ExecutionInit = {}, requestedBudget?: MessageInitShape<typeof BudgetSchema>): SubmitOperationRequest {
+  return create(SubmitOperationRequestSchema, {
+    requestId: requestId("exec"),
+    profile,
+    spec: { spec: { case: "executionStart", value: { argv, ...options } } },
+    requestedBudget,
+  });
+}
+
+/** Whether a process exists and is not a zombie (a container's PID 1 may never reap orphans). */
+export function isAlive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+/** Follows an operation to its terminal event; returns every event and the final operation. */
+export async function waitForEnd(client: OperationsClient, name: string, timeoutMs = 20_000): Promise<{ events: OperationEvent[]; operation: Operation }> {
+  const events: OperationEvent[] = [];
+  for await (const { event } of client.watchOperation({ name }, { timeoutMs })) events.push(event!);
+  const { operation } = await client.getOperation({ name });
+  if (!isTerminal(operation!.state)) throw new Error(`${name} ended its watch without a terminal state`);
+  return { events, operation: operation! };
+}
+
+/** Submits and follows to the end. */
+export async function run(client: OperationsClient, request: SubmitInit) {
+  const { operation } = await client.submitOperation(request);
+  return waitForEnd(client, operation!.name);
+}
