@@ -1,0 +1,61 @@
+// A subscriber that stops reading is cut off (ResourceExhausted) after a bounded wait, and
+// never stalls the writer or the other subscribers; it can resume from its last sequence.
+import * as http2 from "node:http2";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { WatchEventsRequestSchema } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
+import { createProfile, operationsClient, requestId, type OperationsClient } from "../helpers/operations.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
+
+let server: TestServer;
+let client: OperationsClient;
+let profile: string;
+
+beforeAll(async () => {
+  server = await startTestServer({ slowSubscriberTimeoutMs: 300 });
+  client = operationsClient(server.url);
+  profile = await createProfile(client, "slow");
+});
+afterAll(() => server.close());
+
+function grpcFrame(message: Uint8Array): Buffer {
+  const frame = Buffer.alloc(5 + message.length);
+  frame.writeUInt32BE(message.length, 1);
+  frame.set(message, 5);
+  return frame;
+}
+
+it("a WatchEvents client that stops reading is reset with ENHANCE_YOUR_CALM (ResourceExhausted) while writers and other watchers go on", async () => {
+  // A client with a 1 KiB flow-control window that never reads: the server's writes block.
+  const session = http2.connect(server.url, { settings: { initialWindowSize: 1024 } });
+  const stalled = session.request({
+    ":method": "POST",
+    ":path": "/agentmachine.v1.OperationService/WatchEvents",
+    "content-type": "application/grpc",
+    te: "trailers",
+  });
+  stalled.end(grpcFrame(toBinary(WatchEventsRequestSchema, create(WatchEventsRequestSchema, {}))));
+  stalled.pause();
+  stalled.on("error", () => undefined); // the reset is what we wait for, as rstCode
+  const reset = new Promise<number>((resolve) => stalled.on("close", () => resolve(stalled.rstCode)));
+
+  // A healthy watcher, counting.
+  const abort = new AbortController();
+  let healthySeen = 0n;
+  const healthy = (async () => {
+    for await (const { kind } of client.watchEvents({}, { signal: abort.signal })) if (kind.case === "event") healthySeen = kind.value.sequence;
+  })().catch(() => undefined);
+
+  // The writer keeps going: 150 submits, none of them held up by the stalled client.
+  const submitted = await Promise.all(
+    Array.from({ length: 150 }, () => client.submitOperation({ requestId: requestId(), profile, spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } })),
+  );
+  expect(submitted.every((s) => s.created)).toBe(true);
+
+  expect(await reset).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  const { latest } = await server.store.eventBounds();
+  await expect.poll(() => healthySeen, { timeout: 10_000 }).toBe(latest);
+  abort.abort();
+  await healthy;
+  session.close();
+});
