@@ -14,6 +14,8 @@ export interface Attempt {
   signal: AbortSignal;
   /** Records a progress event (persisted, then published). */
   progress(message: string, percent?: number): void;
+  /** Records the process group the attempt started, so a restart after a crash can stop it. */
+  spawned(pid: number): void;
 }
 
 export type Outcome =

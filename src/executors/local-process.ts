@@ -88,6 +88,7 @@ export class LocalProcessExecutor implements Executor {
         stdio: ["ignore", "pipe", "pipe", "pipe"],
         detached: true, // its own process group, so a kill reaches every descendant
       });
+      if (child.pid !== undefined) attempt.spawned(child.pid);
       const stdout = captureTo(child.stdout!, join(workspace, `stdout.${attempt.attempt}.log`), this.options.outputLimitBytes);
       const stderr = captureTo(child.stderr!, join(workspace, `stderr.${attempt.attempt}.log`), this.options.outputLimitBytes);
       createInterface({ input: child.stdio[PROGRESS_FD] as Readable }).on("line", (line) => {

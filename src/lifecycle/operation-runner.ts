@@ -3,12 +3,14 @@
 // legal transitions (transitions.ts) and commits the new state with its event in one write.
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { OperationEventSchema } from "../gen/agentmachine/v1/event_pb.js";
-import { StopCauseSchema, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
+import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
+import { OperationEventSchema, type OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
+import { OperationSchema, StopCauseSchema, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Executor, Outcome } from "../executors/executor.js";
+import { killOrphanGroup, processStartTicks } from "../executors/process-identity.js";
 import type { Logger } from "../server/logger.js";
 import type { OperationStore } from "../store/store.js";
 import { illegalTransition, operationNotFound } from "./errors.js";
@@ -54,6 +56,7 @@ export class OperationRunner {
   async recover(): Promise<void> {
     for (const operation of await this.options.store.listActiveOperations()) {
       if (operation.state === TaskState.RUNNING) {
+        this.stopOrphan(operation);
         await this.attemptFailed(operation, cause("server_restart", "the server stopped while the task was running"), true);
       } else if (operation.state === TaskState.RETRYING) {
         this.scheduleRetry(operation.name, this.retryPolicy(operation).initialBackoffMs);
@@ -68,6 +71,15 @@ export class OperationRunner {
    * (profile, grants, bindings, cancels) run at once, so a cancel is never stuck behind the
    * executions it is meant to stop.
    */
+  /** A process group left behind by a crashed server must not go on running ungoverned. */
+  private stopOrphan(operation: Operation): void {
+    const artifact = operation.artifact?.kind;
+    if (artifact?.case !== "localAgentExecution" || artifact.value.processId === 0) return;
+    if (killOrphanGroup(artifact.value.processId, artifact.value.processStartTicks)) {
+      this.options.log.warn({ operation: operation.name, pid: artifact.value.processId }, "stopped a process group left running by a previous server");
+    }
+  }
+
   enqueue(operation: Pick<Operation, "name" | "type">): void {
     if (this.stopping) return;
     if (usesSlot(operation.type)) {
@@ -167,26 +179,39 @@ export class OperationRunner {
     const workspace = join(this.options.dataDir, "workspaces", name.replace("operations/", ""));
     mkdirSync(workspace, { recursive: true });
     let current = running;
-    let progressWrites = Promise.resolve();
+    // Writes during the attempt (progress events, the process record) go out one after
+    // another, in the order they were reported.
+    let writes = Promise.resolve();
+    const write = (change: (op: Operation) => void, event?: OperationEvent): void => {
+      writes = writes.then(async () => {
+        const next = clone(OperationSchema, current);
+        change(next);
+        const result = await this.options.store.updateOperation({ operation: next, expectedState: TaskState.RUNNING, ...(event ? { event } : {}) });
+        if (result.kind === "updated") current = result.operation;
+      });
+    };
     const outcome = await executor
       .run({
         operation: running,
         attempt,
         workspace,
         signal: controller.signal,
-        progress: (message, percent) => {
-          // Progress events of one task are written one after another, in the order reported.
-          progressWrites = progressWrites.then(async () => {
-            const event = create(OperationEventSchema, {
+        progress: (message, percent) =>
+          write(
+            () => {},
+            create(OperationEventSchema, {
               operation: name,
               type: EventType.PROGRESS,
               state: TaskState.RUNNING,
               time: timestampFromDate(new Date()),
               attempt,
               attributes: { case: "progress", value: { message, ...(percent !== undefined ? { percent } : {}) } },
-            });
-            const result = await this.options.store.updateOperation({ operation: current, expectedState: TaskState.RUNNING, event });
-            if (result.kind === "updated") current = result.operation;
+            }),
+          ),
+        spawned: (pid) => {
+          const startTicks = processStartTicks(pid) ?? 0n; // now, while it surely is our process
+          write((op) => {
+            op.artifact = create(ArtifactSchema, { kind: { case: "localAgentExecution", value: { processId: pid, processStartTicks: startTicks } } });
           });
         },
       })
@@ -194,7 +219,7 @@ export class OperationRunner {
         this.options.log.error({ err: error, operation: name }, "executor failed");
         return { kind: "failed", cause: cause("executor_error", "the executor failed; see the server log"), retryable: false };
       });
-    await progressWrites;
+    await writes;
     if (this.stopping) return; // recovered as server_restart on the next start
     await this.applyOutcome(current, outcome);
   }
