@@ -13,7 +13,8 @@
 //   BENCH_ROUNDS           A/B pairs per cell (default 2)
 //   BENCH_CONCURRENCY      comma-separated numbers of concurrent clients (default 1,16,64)
 //   BENCH_PROTOCOLS        comma-separated, from grpc,connect (default grpc,connect)
-//   BENCH_WORKERS          most load-generator processes per run (default 1); the clients of a
+//   BENCH_WORKERS          most load-generator processes per run (default: CPUs − 1, at least
+//                          1, leaving a core to the single-threaded server); the clients of a
 //                          run are split evenly over min(clients, BENCH_WORKERS) processes,
 //                          each with its own HTTP/2 connection
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
@@ -73,7 +74,7 @@ function readSettings(): Settings {
     rounds: envNumber("BENCH_ROUNDS", 2, positiveInteger),
     concurrency,
     protocols: protocols as BenchProtocol[],
-    maxWorkers: envNumber("BENCH_WORKERS", 1, positiveInteger),
+    maxWorkers: envNumber("BENCH_WORKERS", Math.max(1, cpus().length - 1), positiveInteger),
   };
 }
 
@@ -241,6 +242,8 @@ function startWorker(url: string, protocol: BenchProtocol, method: BenchMethod, 
     String(settings.seconds),
   ];
   const child = track(spawn(process.execPath, args, { cwd: repoRoot, stdio: ["pipe", "pipe", "pipe"] }));
+  // Writing "go" to a worker that has just died must not crash the orchestrator (EPIPE).
+  child.stdin!.on("error", () => {});
   let stderr = "";
   child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
   const lines = createInterface({ input: child.stdout! });
@@ -258,6 +261,9 @@ function startWorker(url: string, protocol: BenchProtocol, method: BenchMethod, 
       else reject(new Error(`load worker (${protocol} ${method} ×${concurrency}) failed (${code ?? signal}):\n${stderr.trim()}`));
     });
   });
+  // Seen as handled: when one worker of a run fails, the run fails with its error, and the
+  // others' failures (they are killed) are not news.
+  result.catch(() => {});
   // A worker that dies before it is ready must not leave `ready` pending forever.
   return { child, ready: Promise.race([ready, result.then(() => {})]), result };
 }
@@ -450,6 +456,23 @@ function goalLines(cells: CellResult[], protocols: BenchProtocol[]): { protocol:
   });
 }
 
+/**
+ * One client waiting tens of milliseconds per call while the server's CPU idles is time spent
+ * waiting, not computing: classically Nagle's algorithm meeting a delayed ACK (≈ 40 ms on
+ * Linux) on a socket without TCP_NODELAY. Say so, since it flattens every ratio towards 1.
+ */
+function idleLatencyNotes(cells: CellResult[]): string[] {
+  return cells
+    .filter((cell) => cell.clients === 1)
+    .filter((cell) => cell.baseline.summary.p50Ms >= 20 && mean(cell.baseline.rounds.map((round) => round.serverCpu)) < 0.25)
+    .map(
+      (cell) =>
+        `note: ${protocolLabel[cell.protocol]} with 1 client: baseline p50 ${ms(cell.baseline.summary.p50Ms)} ms at ` +
+        `${percent(mean(cell.baseline.rounds.map((round) => round.serverCpu)))} server CPU — calls wait rather than compute ` +
+        `(TCP_NODELAY not set on a socket? Nagle + delayed ACK ≈ 40 ms); ratios are then close to 1 whatever the handler costs.`,
+    );
+}
+
 function gitCommit(): string | null {
   try {
     return execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: repoRoot, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
@@ -496,6 +519,7 @@ async function main(): Promise<void> {
     table,
     "",
     ...goals.map((goal) => goal.line),
+    ...idleLatencyNotes(cells),
     "",
   ];
   process.stdout.write(lines.join("\n"));

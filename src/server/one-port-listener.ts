@@ -104,7 +104,9 @@ export async function listenOnePort(
     session.on("close", () => sessions.delete(session));
   });
 
-  const tcp = net.createServer((socket) => {
+  // noDelay: an RPC's frames are small writes; with Nagle's algorithm each call can wait ~40 ms
+  // for a delayed ACK.
+  const tcp = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     let sniffed = Buffer.alloc(0);
