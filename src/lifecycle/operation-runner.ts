@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
-import { OperationEventSchema, type OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
+import { OperationEventSchema, ProgressAttributesSchema, type OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, StopCauseSchema, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Executor, Outcome } from "../executors/executor.js";
@@ -182,6 +182,7 @@ export class OperationRunner {
     // Writes during the attempt (progress events, the process record) go out one after
     // another, in the order they were reported.
     let writes = Promise.resolve();
+    let pendingProgress: OperationEvent | undefined;
     const write = (change: (op: Operation) => void, event?: OperationEvent): void => {
       writes = writes.then(async () => {
         const next = clone(OperationSchema, current);
@@ -196,18 +197,30 @@ export class OperationRunner {
         attempt,
         workspace,
         signal: controller.signal,
-        progress: (message, percent) =>
+        progress: (message, percent) => {
+          const value = { message, ...(percent !== undefined ? { percent } : {}) };
+          // A chatty process must not flood the event log: while a progress event waits for
+          // its write, newer reports replace it, so at most one is pending per task.
+          if (pendingProgress !== undefined) {
+            pendingProgress.attributes = { case: "progress", value: create(ProgressAttributesSchema, value) };
+            return;
+          }
+          const event = create(OperationEventSchema, {
+            operation: name,
+            type: EventType.PROGRESS,
+            state: TaskState.RUNNING,
+            attempt,
+            attributes: { case: "progress", value },
+          });
+          pendingProgress = event;
           write(
-            () => {},
-            create(OperationEventSchema, {
-              operation: name,
-              type: EventType.PROGRESS,
-              state: TaskState.RUNNING,
-              time: timestampFromDate(new Date()),
-              attempt,
-              attributes: { case: "progress", value: { message, ...(percent !== undefined ? { percent } : {}) } },
-            }),
-          ),
+            () => {
+              pendingProgress = undefined;
+              event.time = timestampFromDate(new Date());
+            },
+            event,
+          );
+        },
         spawned: (pid) => {
           const startTicks = processStartTicks(pid) ?? 0n; // now, while it surely is our process
           write((op) => {

@@ -81,13 +81,24 @@ describe("local process executor", () => {
   it("runs argv without a shell in the workspace, reports progress from fd 3, and completes on exit 0", async () => {
     const script = "require('fs').writeFileSync('made-here', process.cwd()); for (const p of [25, 75]) require('fs').writeSync(3, JSON.stringify({ percent: p, message: 'step ' + p }) + '\\n'); console.log('$HOME is not expanded')";
     const { events, operation } = await run(client, execution(profile, [process.execPath, "-e", script]));
-    expect(events.map((e) => EventType[e.type])).toEqual(["START", "PROGRESS", "PROGRESS", "COMPLETE"]);
-    expect(events.filter((e) => e.attributes.case === "progress").map((e) => e.attributes.value)).toMatchObject([{ percent: 25, message: "step 25" }, { percent: 75, message: "step 75" }]);
+    // Reports that arrive while one is being written are coalesced: the last one always lands.
+    expect(events.map((e) => EventType[e.type]).filter((t, i, all) => t !== all[i - 1])).toEqual(["START", "PROGRESS", "COMPLETE"]);
+    const progress = events.filter((e) => e.attributes.case === "progress").map((e) => e.attributes.value);
+    expect(progress.at(-1)).toMatchObject({ percent: 75, message: "step 75" });
     expect(operation.state).toBe(TaskState.COMPLETED);
     expect(operation.artifact?.kind).toMatchObject({ case: "localAgentExecution", value: { exitCode: 0 } });
     const workspace = workspaceOf(operation.name);
     expect(readFileSync(join(workspace, "made-here"), "utf8")).toBe(workspace);
     expect(readFileSync(join(workspace, "stdout.1.log"), "utf8")).toBe("$HOME is not expanded\n");
+  });
+
+  it("coalesces a flood of progress reports, keeping the latest", async () => {
+    const script = "const fs = require('fs'); for (let i = 1; i <= 20000; i++) fs.writeSync(3, JSON.stringify({ percent: i / 200, message: 'n' + i }) + '\\n')";
+    const { events } = await run(client, execution(profile, [process.execPath, "-e", script]));
+    const progress = events.filter((e) => e.attributes.case === "progress").map((e) => e.attributes.value);
+    expect(progress.length).toBeGreaterThan(0);
+    expect(progress.length).toBeLessThan(2000);
+    expect(progress.at(-1)).toMatchObject({ percent: 100, message: "n20000" });
   });
 
   it("gives the process only allowlisted and explicit environment variables", async () => {
