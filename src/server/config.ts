@@ -17,6 +17,8 @@ export interface ServerConfig {
   logLevel: Level;
   /** Largest request message accepted, per message, on every protocol. */
   maxMessageBytes: number;
+  /** A connection that sends no request line or HTTP/2 preface within this is closed. */
+  connectionPrefaceTimeoutMs: number;
   /** How long shutdown waits for open calls and streams before it closes connections. */
   shutdownGraceMs: number;
   /** Budget that bounds an execution when nothing smaller applies; published in GetContract. */
@@ -41,6 +43,7 @@ export const defaultConfig: ServerConfig = {
   dataDir: ".amctl",
   logLevel: "info",
   maxMessageBytes: 4 * 1024 * 1024,
+  connectionPrefaceTimeoutMs: 10_000,
   shutdownGraceMs: 8000,
   defaultBudget: create(BudgetSchema, {
     modelCalls: 200n,

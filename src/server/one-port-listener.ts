@@ -90,13 +90,28 @@ function looksLikeHttp2(bytes: Buffer): boolean | undefined {
   return n === HTTP2_PREFACE.length ? true : undefined;
 }
 
+/**
+ * Listens on `host:port`. A connection that has not sent enough bytes to tell its protocol
+ * within `prefaceTimeoutMs` is closed.
+ */
 export async function listenOnePort(
   handler: RequestHandler,
   host: string,
   port: number,
+  prefaceTimeoutMs: number,
 ): Promise<OnePortListener> {
   const h1 = http.createServer(handler as http.RequestListener);
-  const h2 = http2.createServer({}, handler as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void);
+  const h2 = http2.createServer({}, (req, res) => {
+    // Once the answer (trailers included) is out, a request body the client is still sending
+    // will never be read: reset the stream (RFC 9113 §8.1) rather than leave it half open.
+    const stream = req.stream;
+    stream.once("wantTrailers", () =>
+      setImmediate(() => {
+        if (!stream.closed && !stream.readableEnded) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      }),
+    );
+    handler(req, res);
+  });
   const sessions = new Set<http2.ServerHttp2Session>();
   const sockets = new Set<net.Socket>();
   h2.on("session", (session) => {
@@ -109,12 +124,15 @@ export async function listenOnePort(
   const tcp = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
+    // A connection that never says which protocol it speaks is dropped.
+    socket.setTimeout(prefaceTimeoutMs, () => socket.destroy());
     let sniffed = Buffer.alloc(0);
     const onData = (chunk: Buffer): void => {
       sniffed = Buffer.concat([sniffed, chunk]);
       const verdict = looksLikeHttp2(sniffed);
       if (verdict === undefined) return;
       socket.off("data", onData);
+      socket.setTimeout(0);
       socket.pause();
       if (verdict) {
         h2.emit("connection", new ReplaySocket(socket, sniffed));

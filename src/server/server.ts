@@ -33,6 +33,7 @@ import { errorInterceptor, loggingInterceptor, validationInterceptor } from "./i
 import { createLogger, type Logger } from "./logger.js";
 import { listenOnePort } from "./one-port-listener.js";
 import { withRawResponse } from "./raw-response.js";
+import { answerUnknownRoute } from "./unknown-route.js";
 
 export interface RunningServer {
   /** Base URL, e.g. `http://127.0.0.1:7070`. */
@@ -127,12 +128,18 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     routes,
     interceptors: [errorInterceptor(log), loggingInterceptor(log), validationInterceptor()],
     readMaxBytes: config.maxMessageBytes,
+    fallback: answerUnknownRoute,
     // JSON clients (curl) see `"valid": false` and empty lists rather than absent keys.
     jsonOptions: { alwaysEmitImplicit: true },
     shutdownSignal: shutdown.signal,
   });
 
-  const listener = await listenOnePort((req, res) => withRawResponse(res, () => handler(req, res)), config.host, config.port);
+  const listener = await listenOnePort(
+    (req, res) => withRawResponse(res, () => handler(req, res)),
+    config.host,
+    config.port,
+    config.connectionPrefaceTimeoutMs,
+  );
   const { address, port } = listener.address();
   const host = address.includes(":") ? `[${address}]` : address;
   const url = `http://${host}:${port}`;

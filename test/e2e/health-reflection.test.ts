@@ -35,7 +35,7 @@ describe("grpc.health.v1.Health", () => {
   it("List names every served service", async () => {
     const { statuses } = await health().list({});
     expect(Object.keys(statuses).sort()).toEqual(
-      ["", "agentmachine.v1.ContractService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
+      ["", "agentmachine.v1.ContractService", "agentmachine.v1.OperationService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
     );
   });
 
@@ -122,6 +122,12 @@ describe("server reflection", () => {
     expect(stdout.trim().split("\n")).toEqual([
       "agentmachine.v1.ContractService/GetContract",
       "agentmachine.v1.ContractService/ValidateContract",
+      "agentmachine.v1.OperationService/CancelOperation",
+      "agentmachine.v1.OperationService/GetOperation",
+      "agentmachine.v1.OperationService/ListOperations",
+      "agentmachine.v1.OperationService/SubmitOperation",
+      "agentmachine.v1.OperationService/WatchEvents",
+      "agentmachine.v1.OperationService/WatchOperation",
       "grpc.health.v1.Health/Check",
       "grpc.health.v1.Health/List",
       "grpc.health.v1.Health/Watch",

@@ -7,6 +7,9 @@ import * as net from "node:net";
 
 export const DEFAULT_TIMEOUT_MS = 5_000;
 
+/** Request headers of a gRPC call (the te header is required by the gRPC HTTP/2 spec). */
+export const GRPC_REQUEST_HEADERS: Readonly<Record<string, string>> = { "content-type": "application/grpc", te: "trailers" };
+
 /** One HTTP response as it came off the wire. Header and trailer names are lowercase. */
 export interface RawResponse {
   status: number;
@@ -19,8 +22,10 @@ export interface RawRequest {
   path: string;
   method?: string;
   headers?: Record<string, string>;
-  /** Written chunk by chunk, then the request ends. */
+  /** Written chunk by chunk, then the request ends (unless `endStream` is false). */
   body?: Uint8Array | Uint8Array[];
+  /** HTTP/2 only: false leaves the request half open, like a client that stalls mid-body. */
+  endStream?: boolean;
   timeoutMs?: number;
 }
 
@@ -113,12 +118,27 @@ export function closeSession(session: http2.ClientHttp2Session): Promise<void> {
   return new Promise((resolve) => session.close(() => resolve()));
 }
 
+export interface H2Response extends RawResponse {
+  /**
+   * Whether the server closed the whole stream by itself. A server that answers before it has
+   * read the whole request should then reset the request half with RST_STREAM(NO_ERROR)
+   * (RFC 9113 §8.1); when it does not, the stream stays open until the client resets it.
+   * Always true when the whole request was sent before the response ended.
+   */
+  streamClosedByServer: boolean;
+}
+
 /**
- * One HTTP/2 request. Resolves once the stream has closed with a response (even if the server
- * reset the stream after answering, which it may do when it answers before reading the whole
- * body); rejects if the stream closed without one, or on the deadline.
+ * One HTTP/2 request. Resolves once the server has ended its response (END_STREAM); like a
+ * gRPC client, it then cancels the stream if the request half is still open, for example
+ * because the server answered before reading the whole body. Waits up to `lingerMs` for the
+ * server to close the stream by itself first. Rejects if the stream closed without a
+ * response, or at the deadline.
  */
-export function h2Request(session: http2.ClientHttp2Session, request: RawRequest): Promise<RawResponse> {
+export function h2Request(
+  session: http2.ClientHttp2Session,
+  request: RawRequest & { lingerMs?: number },
+): Promise<H2Response> {
   const timeoutMs = request.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
     const stream = session.request({ ":method": request.method ?? "POST", ":path": request.path, ...request.headers });
@@ -127,34 +147,55 @@ export function h2Request(session: http2.ClientHttp2Session, request: RawRequest
     let trailers: Record<string, string> = {};
     const chunks: Buffer[] = [];
     let streamError: Error | undefined;
+    let settled = false;
     const timer = setTimeout(() => {
+      settled = true;
       stream.close(http2.constants.NGHTTP2_CANCEL);
       reject(new Error(`HTTP/2 ${request.path}: no complete response within ${timeoutMs} ms (status ${status ?? "none"})`));
     }, timeoutMs);
+    const finish = (): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      const streamClosedByServer = stream.closed;
+      if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
+      if (status === undefined) {
+        reject(new Error(`HTTP/2 ${request.path}: stream closed without a response (rstCode ${stream.rstCode}, ${streamError?.message ?? "no error"})`));
+      } else {
+        resolve({ status, headers, trailers, body: Buffer.concat(chunks), streamClosedByServer });
+      }
+    };
     stream.on("response", (h) => {
       status = Number(h[":status"]);
       headers = flatten(h);
     });
     stream.on("trailers", (t) => (trailers = flatten(t)));
     stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+    // Writing into a stream the server has reset is an error here, not a failed exchange.
     stream.on("error", (error) => (streamError = error));
+    let linger: NodeJS.Timeout | undefined;
+    stream.on("end", () => {
+      // With the request fully sent, "close" follows at once; otherwise the request half is
+      // still open and only a reset (the server's, or ours in finish()) will close it.
+      if (!stream.writableFinished) linger = setTimeout(finish, request.lingerMs ?? 0);
+    });
     stream.on("close", () => {
-      clearTimeout(timer);
-      if (status === undefined) {
-        reject(new Error(`HTTP/2 ${request.path}: stream closed without a response (rstCode ${stream.rstCode}, ${streamError?.message ?? "no error"})`));
-      } else {
-        resolve({ status, headers, trailers, body: Buffer.concat(chunks) });
-      }
+      clearTimeout(linger);
+      finish();
     });
     for (const chunk of chunksOf(request.body)) stream.write(chunk);
-    stream.end();
+    if (request.endStream !== false) stream.end();
   });
 }
 
-/** One HTTP/1.1 request on a fresh connection. */
+/**
+ * One HTTP/1.1 request on a fresh connection. A server may answer before it has read the whole
+ * body and then close the connection; a write error after the response has begun is ignored.
+ */
 export function h1Request(url: string, request: RawRequest): Promise<RawResponse> {
   const timeoutMs = request.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
+    let responded = false;
     const req = http.request(new URL(request.path, url), {
       method: request.method ?? "POST",
       headers: request.headers,
@@ -164,17 +205,19 @@ export function h1Request(url: string, request: RawRequest): Promise<RawResponse
       req.destroy();
       reject(new Error(`HTTP/1.1 ${request.path}: no complete response within ${timeoutMs} ms`));
     }, timeoutMs);
-    req.on("error", (error) => {
+    const fail = (error: Error): void => {
       clearTimeout(timer);
       reject(error);
+    };
+    req.on("error", (error) => {
+      if (!responded) fail(error);
     });
     req.on("response", (res) => {
+      responded = true;
       const chunks: Buffer[] = [];
       res.on("data", (chunk: Buffer) => chunks.push(chunk));
-      res.on("error", (error) => {
-        clearTimeout(timer);
-        reject(error);
-      });
+      res.on("error", fail);
+      res.on("aborted", () => fail(new Error(`HTTP/1.1 ${request.path}: response aborted`)));
       res.on("end", () => {
         clearTimeout(timer);
         resolve({
@@ -212,7 +255,8 @@ export function rawExchange(
     const received: Buffer[] = [];
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`server kept the connection open for ${timeoutMs} ms after garbage`));
+      const got = Buffer.concat(received);
+      reject(new Error(`server kept the connection open for ${timeoutMs} ms (it sent ${got.length} bytes: ${got.subarray(0, 64).toString("hex")})`));
     }, timeoutMs);
     socket.on("data", (chunk: Buffer) => received.push(chunk));
     // A reset (ECONNRESET) is one way for the server to close; "close" follows it.
@@ -240,4 +284,38 @@ export function h2Frame(type: number, flags: number, streamId: number, payload: 
   out.writeUInt32BE(streamId & 0x7fffffff, 5);
   out.set(payload, 9);
   return out;
+}
+
+export interface H2Frame {
+  type: number;
+  flags: number;
+  streamId: number;
+  payload: Buffer;
+}
+
+export const H2_FRAME_SETTINGS = 0x4;
+export const H2_FRAME_GOAWAY = 0x7;
+
+/** Splits bytes received on an HTTP/2 connection into frames (a trailing partial frame is dropped). */
+export function parseH2Frames(bytes: Buffer): H2Frame[] {
+  const frames: H2Frame[] = [];
+  let offset = 0;
+  while (offset + 9 <= bytes.length) {
+    const length = bytes.readUIntBE(offset, 3);
+    if (offset + 9 + length > bytes.length) break;
+    frames.push({
+      type: bytes.readUInt8(offset + 3),
+      flags: bytes.readUInt8(offset + 4),
+      streamId: bytes.readUInt32BE(offset + 5) & 0x7fffffff,
+      payload: bytes.subarray(offset + 9, offset + 9 + length),
+    });
+    offset += 9 + length;
+  }
+  return frames;
+}
+
+/** The error code of the first GOAWAY frame among `frames`, if there is one. */
+export function goAwayErrorCode(frames: H2Frame[]): number | undefined {
+  const goAway = frames.find((frame) => frame.type === H2_FRAME_GOAWAY);
+  return goAway === undefined || goAway.payload.length < 8 ? undefined : goAway.payload.readUInt32BE(4);
 }
