@@ -13,6 +13,17 @@ function positiveInteger(flag: string) {
   };
 }
 
+interface ServeOptions {
+  listen: string;
+  dataDir: string;
+  logLevel: string;
+  maxMessageBytes: number;
+  shutdownGraceMs: number;
+  maxConcurrentExecutions: number;
+  eventRetentionCount: number;
+  eventRetentionHours: number;
+}
+
 export function registerServeCommand(program: Command): void {
   program
     .command("serve")
@@ -22,7 +33,10 @@ export function registerServeCommand(program: Command): void {
     .option("--log-level <level>", `one of ${LOG_LEVELS.join(", ")}`, defaultConfig.logLevel)
     .option("--max-message-bytes <n>", "largest request message accepted", positiveInteger("--max-message-bytes"), defaultConfig.maxMessageBytes)
     .option("--shutdown-grace-ms <n>", "how long shutdown waits for open calls", positiveInteger("--shutdown-grace-ms"), defaultConfig.shutdownGraceMs)
-    .action(async (options: { listen: string; dataDir: string; logLevel: string; maxMessageBytes: number; shutdownGraceMs: number }) => {
+    .option("--max-concurrent-executions <n>", "executions running at once; more wait in queued", positiveInteger("--max-concurrent-executions"), defaultConfig.maxConcurrentExecutions)
+    .option("--event-retention-count <n>", "events kept for replay", positiveInteger("--event-retention-count"), defaultConfig.eventRetention.maxEvents)
+    .option("--event-retention-hours <n>", "hours events are kept for replay", positiveInteger("--event-retention-hours"), defaultConfig.eventRetention.maxAgeMs / 3_600_000)
+    .action(async (options: ServeOptions) => {
       if (!LOG_LEVELS.includes(options.logLevel as Level)) {
         throw new Error(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got "${options.logLevel}"`);
       }
@@ -35,6 +49,8 @@ export function registerServeCommand(program: Command): void {
           logLevel: options.logLevel as Level,
           maxMessageBytes: options.maxMessageBytes,
           shutdownGraceMs: options.shutdownGraceMs,
+          maxConcurrentExecutions: options.maxConcurrentExecutions,
+          eventRetention: { maxEvents: options.eventRetentionCount, maxAgeMs: options.eventRetentionHours * 3_600_000 },
         },
         log,
       );
