@@ -89,6 +89,8 @@ export async function admit(request: SubmitOperationRequest, { store, defaultBud
       throw targetNotAllowed("profile", `${profile} is not a model provider profile: model_provider.bind targets local_model_provider, hosted_model_provider or user_owned_model profiles`);
     }
   }
+  // Checked against a stand-in root: whether a relative path escapes does not depend on where
+  // the workspace will be.
   if (spec.case === "executionStart" && workingDirectory("/workspace", spec.value.workingDirectory) === undefined) {
     throw invalidField("spec.execution_start.working_directory", "must stay inside the operation's workspace");
   }

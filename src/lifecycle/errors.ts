@@ -13,6 +13,13 @@ export function eventsCompacted(cursor: bigint, oldest: bigint) {
   );
 }
 
+export function cursorAhead(cursor: bigint, latest: bigint) {
+  return errorWithInfo(Code.OutOfRange, "CURSOR_AHEAD", `after_sequence ${cursor} is beyond the newest event, ${latest}`, {
+    after_sequence: String(cursor),
+    latest_sequence: String(latest),
+  });
+}
+
 export function operationNotFound(name: string) {
   return errorWithInfo(Code.NotFound, "OPERATION_NOT_FOUND", `${name} does not exist`, { operation: name });
 }

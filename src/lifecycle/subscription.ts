@@ -2,7 +2,7 @@
 // over the EventHub (see event-hub.ts). Bookmarks carry the sequence considered so far when
 // nothing matching was sent for a while; they never go backwards.
 import type { OperationStore, StoredEvent } from "../store/store.js";
-import { eventsCompacted } from "./errors.js";
+import { cursorAhead, eventsCompacted } from "./errors.js";
 import type { EventHub } from "./event-hub.js";
 
 export type SubscriptionItem = { kind: "event"; stored: StoredEvent } | { kind: "bookmark"; sequence: bigint };
@@ -20,9 +20,13 @@ export interface SubscriptionOptions {
 
 const PAGE = 512;
 
-/** Throws OutOfRange when events after `after` were already compacted away. */
+/**
+ * The cursor to start from. OutOfRange when events after `after` were already compacted away,
+ * or when `after` is beyond the newest event (a cursor this store never handed out).
+ */
 export async function checkCursor(store: OperationStore, after: bigint): Promise<bigint> {
   const { oldest, latest } = await store.eventBounds();
+  if (after > latest) throw cursorAhead(after, latest);
   if (after === 0n) return oldest > 1n ? oldest - 1n : 0n;
   if (after + 1n < oldest && after < latest) throw eventsCompacted(after, oldest);
   return after;

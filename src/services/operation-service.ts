@@ -12,7 +12,7 @@ import {
   type SubmitOperationRequest,
 } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { admit, requestDigest } from "../lifecycle/admission.js";
-import { illegalTransition, invalidPageToken, operationNotFound, profileAlreadyExists, requestIdConflict } from "../lifecycle/errors.js";
+import { eventsCompacted, illegalTransition, invalidPageToken, operationNotFound, profileAlreadyExists, requestIdConflict } from "../lifecycle/errors.js";
 import type { EventHub } from "../lifecycle/event-hub.js";
 import { matchesEventFilter } from "../lifecycle/event-filter.js";
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
@@ -115,7 +115,12 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
     async *watchOperation({ name, afterSequence }, context: HandlerContext) {
       const operation = await store.getOperation(name);
       if (operation === undefined) throw operationNotFound(name);
-      if (isTerminal(operation.state) && afterSequence >= operation.lastSequence) return;
+      if (isTerminal(operation.state)) {
+        if (afterSequence >= operation.lastSequence) return;
+        // Its remaining events were compacted: nothing would ever end the stream.
+        const { oldest } = await store.eventBounds();
+        if (operation.lastSequence < oldest) throw eventsCompacted(afterSequence, oldest);
+      }
       const items = subscribe(hub, store, {
         after: afterSequence,
         matches: (stored) => stored.event.operation === name,
