@@ -94,20 +94,23 @@ export class OperationRunner {
    * Cancels a task: a waiting one at once, a running one by stopping its executor (the state
    * turns cancelled when it has stopped). Cancelling a task that is already stopping is a no-op.
    */
-  async cancel(name: string, reason: string): Promise<void> {
+  async cancel(name: string, reason: string, causeReason = "cancelled"): Promise<void> {
     const operation = await this.options.store.getOperation(name);
     if (operation === undefined) throw operationNotFound(name);
     if (isTerminal(operation.state)) throw illegalTransition(name, operation.state, "cancel");
     const controller = this.running.get(name);
     if (controller !== undefined) {
-      controller.abort(cause("cancelled", reason));
+      controller.abort(cause(causeReason, reason));
       return;
     }
     clearTimeout(this.retryTimers.get(name));
     this.retryTimers.delete(name);
     const queued = this.queue.indexOf(name);
     if (queued >= 0) this.queue.splice(queued, 1);
-    await this.transition(operation, TaskState.CANCELLED, { case: "cancel", value: { cause: cause("cancelled", reason) } });
+    const why = cause(causeReason, reason);
+    await this.transition(operation, TaskState.CANCELLED, { case: "cancel", value: { cause: why } }, (op) => {
+      op.stopCause = why;
+    });
   }
 
   /** Stops taking work and stops running executors; their tasks stay running in the store and are recovered on the next start. */

@@ -21,6 +21,13 @@ export interface ServerConfig {
   connectionPrefaceTimeoutMs: number;
   /** How long shutdown waits for open calls and streams before it closes connections. */
   shutdownGraceMs: number;
+  /**
+   * Operator public keys (SPKI PEM files) whose signed root delegations the server accepts.
+   * `<dataDir>/operator/operator.pub`, written by `amctl init`, is added when it exists.
+   */
+  trustAnchors: string[];
+  /** How long a verified credential is trusted without a store lookup (the revocation bound across replicas). */
+  credentialCacheMs: number;
   /** Budget that bounds an execution when nothing smaller applies; published in GetContract. */
   defaultBudget: Budget;
   /** Events kept for replay; older ones are compacted (a cursor before them is OutOfRange). */
@@ -45,6 +52,8 @@ export const defaultConfig: ServerConfig = {
   maxMessageBytes: 4 * 1024 * 1024,
   connectionPrefaceTimeoutMs: 10_000,
   shutdownGraceMs: 8000,
+  trustAnchors: [],
+  credentialCacheMs: 1000,
   defaultBudget: create(BudgetSchema, {
     modelCalls: 200n,
     tokens: 160_000n,

@@ -1,6 +1,7 @@
 // The operation store: the only durable state of the server. One async interface, so that the
 // embedded SQLite store and a PostgreSQL store can stand behind it and pass one conformance
 // suite (test/store/conformance.ts). Nothing outside src/store knows SQL.
+import type { Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
 import type { OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import type { OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
@@ -52,6 +53,8 @@ export interface OperationQuery {
   types?: readonly OperationType[];
   states?: readonly TaskState[];
   profile?: string;
+  /** Only operations in one of these profiles (for callers who may see only some). */
+  profiles?: readonly string[];
   labels?: Readonly<Record<string, string>>;
   /** Only operations whose name sorts before this one (names are time-ordered: older). */
   beforeName?: string;
@@ -91,6 +94,18 @@ export interface OperationStore {
   compactEvents(policy: RetentionPolicy, now: Date): Promise<number>;
   /** A value the store keeps for the server (e.g. the page-token key), created once. */
   getOrCreateSecret(key: string, create: () => string): Promise<string>;
+  /** Records a delegation unless one with its name exists; returns the stored one. */
+  putDelegation(delegation: Delegation): Promise<Delegation>;
+  /**
+   * Records a child delegation if `check(siblings)` — run in the same commit, over the parent's
+   * other children — returns no error; throws that error otherwise.
+   */
+  putChildDelegation(child: Delegation, check: (siblings: Delegation[]) => Error | undefined): Promise<Delegation>;
+  getDelegation(name: string): Promise<Delegation | undefined>;
+  /** The delegation and every descendant, parents before children. */
+  listDelegationSubtree(name: string): Promise<Delegation[]>;
+  /** Revokes the delegation and every descendant not yet revoked, in one commit; returns those it revoked. */
+  revokeDelegationSubtree(name: string, time: Date, reason: string): Promise<Delegation[]>;
   /** Called after each commit with the events it made durable, in sequence order. */
   onCommit(listener: (events: StoredEvent[]) => void): void;
   close(): Promise<void>;

@@ -3,6 +3,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { DelegationSchema } from "../../src/gen/agentmachine/v1/delegation_pb.js";
 import { OperationEventSchema } from "../../src/gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
@@ -152,6 +153,24 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(await store.eventBounds()).toEqual({ oldest: before.latest + 1n, latest: before.latest });
       const next = await store.updateOperation({ operation: op, expectedState: TaskState.QUEUED, event: event(op.name, EventType.PROGRESS, TaskState.QUEUED) });
       expect(next.kind === "updated" && next.event!.event.sequence).toBe(before.latest + 1n);
+    });
+
+    it("records a delegation once, and revokes a subtree in one commit, each delegation once", async () => {
+      const d = (name: string, parent = "") => create(DelegationSchema, { name, parent, subject: name, expireTime: timestampFromDate(new Date(Date.now() + 60_000)) });
+      expect((await store.putDelegation(d("delegations/root"))).subject).toBe("delegations/root");
+      // A second put with the same name keeps the first record.
+      expect((await store.putDelegation({ ...d("delegations/root"), subject: "other" })).subject).toBe("delegations/root");
+      await store.putDelegation(d("delegations/a", "delegations/root"));
+      await store.putDelegation(d("delegations/a1", "delegations/a"));
+      await store.putDelegation(d("delegations/b", "delegations/root"));
+      expect((await store.listDelegationSubtree("delegations/root")).map((x) => x.name)).toEqual(["delegations/root", "delegations/a", "delegations/b", "delegations/a1"]);
+      const revoked = await store.revokeDelegationSubtree("delegations/a", new Date(), "test");
+      expect(revoked.map((x) => x.name).sort()).toEqual(["delegations/a", "delegations/a1"]);
+      expect((await store.getDelegation("delegations/a1"))?.revokeReason).toBe("test");
+      expect((await store.getDelegation("delegations/b"))?.revokeTime).toBeUndefined();
+      expect(await store.revokeDelegationSubtree("delegations/a", new Date(), "again")).toEqual([]);
+      expect((await store.revokeDelegationSubtree("delegations/root", new Date(), "all")).map((x) => x.name).sort()).toEqual(["delegations/b", "delegations/root"]);
+      expect(await store.getDelegation("delegations/none")).toBeUndefined();
     });
 
     it("keeps everything across a reopen, and creates a secret only once", async () => {

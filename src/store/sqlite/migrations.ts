@@ -36,4 +36,17 @@ export const migrations: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 2,
+    sql: `
+      CREATE TABLE delegations (
+        id TEXT PRIMARY KEY,
+        parent TEXT,
+        expire_ms INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0,
+        data BLOB NOT NULL
+      );
+      CREATE INDEX delegations_parent ON delegations (parent);
+    `,
+  },
 ];

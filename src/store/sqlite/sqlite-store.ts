@@ -5,6 +5,8 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
 import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
@@ -95,6 +97,17 @@ export class SqliteStore implements OperationStore {
       activeOperations: this.db.prepare(
         `SELECT data FROM operations WHERE state NOT IN (${placeholders(terminalStates)}) ORDER BY name`,
       ),
+      insertDelegation: this.db.prepare("INSERT OR IGNORE INTO delegations (id, parent, expire_ms, data) VALUES (?, ?, ?, ?)"),
+      getDelegation: this.db.prepare("SELECT data FROM delegations WHERE id = ?"),
+      delegationChildren: this.db.prepare("SELECT data FROM delegations WHERE parent = ?"),
+      delegationSubtree: this.db.prepare(`
+        WITH RECURSIVE subtree(id, depth) AS (
+          SELECT id, 0 FROM delegations WHERE id = ?
+          UNION ALL
+          SELECT d.id, s.depth + 1 FROM delegations d JOIN subtree s ON d.parent = s.id
+        )
+        SELECT d.id, d.revoked, d.data FROM delegations d JOIN subtree s ON d.id = s.id ORDER BY s.depth, d.id`),
+      revokeDelegation: this.db.prepare("UPDATE delegations SET revoked = 1, data = ? WHERE id = ?"),
       getSecret: this.db.prepare("SELECT value FROM secrets WHERE key = ?"),
       insertSecret: this.db.prepare("INSERT OR IGNORE INTO secrets (key, value) VALUES (?, ?)"),
     };
@@ -215,6 +228,10 @@ export class SqliteStore implements OperationStore {
       where.push("profile = ?");
       args.push(query.profile);
     }
+    if (query.profiles !== undefined) {
+      where.push(query.profiles.length ? `profile IN (${placeholders(query.profiles)})` : "0");
+      args.push(...query.profiles);
+    }
     for (const [key, value] of Object.entries(query.labels ?? {})) {
       where.push("json_extract(labels, ?) = ?");
       args.push(labelPath(key), value);
@@ -258,6 +275,56 @@ export class SqliteStore implements OperationStore {
         .prepare("DELETE FROM events WHERE sequence <= ? OR time_ms < ?")
         .run(latest - BigInt(policy.maxEvents), now.getTime() - policy.maxAgeMs);
       return result.changes;
+    });
+  }
+
+  putDelegation(delegation: Delegation): Promise<Delegation> {
+    const stored = clone(DelegationSchema, delegation);
+    return this.commits.submit(() => {
+      const expireMs = stored.expireTime ? Number(stored.expireTime.seconds) * 1000 : 0;
+      this.statements.insertDelegation.run(stored.name, stored.parent || null, expireMs, toBinary(DelegationSchema, stored));
+      const row = this.statements.getDelegation.get(stored.name) as { data: Uint8Array };
+      return fromBinary(DelegationSchema, row.data);
+    });
+  }
+
+  putChildDelegation(child: Delegation, check: (siblings: Delegation[]) => Error | undefined): Promise<Delegation> {
+    const stored = clone(DelegationSchema, child);
+    return this.commits.submit(() => {
+      const siblings = (this.statements.delegationChildren.all(stored.parent) as { data: Uint8Array }[]).map((row) => fromBinary(DelegationSchema, row.data));
+      const refusal = check(siblings);
+      if (refusal !== undefined) throw refusal;
+      const expireMs = stored.expireTime ? Number(stored.expireTime.seconds) * 1000 : 0;
+      this.statements.insertDelegation.run(stored.name, stored.parent, expireMs, toBinary(DelegationSchema, stored));
+      return stored;
+    });
+  }
+
+  async getDelegation(name: string): Promise<Delegation | undefined> {
+    const row = this.statements.getDelegation.get(name) as { data: Uint8Array } | undefined;
+    return row && fromBinary(DelegationSchema, row.data);
+  }
+
+  private subtree(name: string): { id: string; revoked: bigint; delegation: Delegation }[] {
+    const rows = this.statements.delegationSubtree.all(name) as { id: string; revoked: bigint; data: Uint8Array }[];
+    return rows.map((row) => ({ id: row.id, revoked: row.revoked, delegation: fromBinary(DelegationSchema, row.data) }));
+  }
+
+  async listDelegationSubtree(name: string): Promise<Delegation[]> {
+    return this.subtree(name).map((row) => row.delegation);
+  }
+
+  revokeDelegationSubtree(name: string, time: Date, reason: string): Promise<Delegation[]> {
+    return this.commits.submit(() => {
+      const revoked: Delegation[] = [];
+      for (const row of this.subtree(name)) {
+        if (row.revoked !== 0n) continue;
+        row.delegation.revokeTime = timestampFromDate(time);
+        row.delegation.revokeReason = reason;
+        this.statements.revokeDelegation.run(toBinary(DelegationSchema, row.delegation), row.id);
+        revoked.push(row.delegation);
+      }
+      return revoked;
     });
   }
 

@@ -1,0 +1,36 @@
+// Attenuation: a child delegation is never wider than its parent, on any axis. Pure functions,
+// so the rule is testable for all inputs (test/governance/attenuation.test.ts).
+import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
+import type { DelegationScope } from "../gen/agentmachine/v1/delegation_pb.js";
+import { budgetDimensions } from "./budget-dimensions.js";
+
+export const ANY = "*";
+
+/** Whether `allowed` (a scope list where "*" means any) allows `item`. */
+export function allows(allowed: readonly string[], item: string): boolean {
+  return allowed.includes(ANY) || allowed.includes(item);
+}
+
+function listWithin(child: readonly string[], parent: readonly string[]): string | undefined {
+  return child.find((item) => (item === ANY ? !parent.includes(ANY) : !allows(parent, item)));
+}
+
+export type Widening = { axis: string; detail: string };
+
+/** The first way `child` is wider than `parent`, or undefined if it is within. */
+export function widening(child: DelegationScope, parent: DelegationScope, childBudgetLimit: Budget | undefined): Widening | undefined {
+  const op = child.operationTypes.find((type) => !parent.operationTypes.includes(type));
+  if (op !== undefined) return { axis: "operation_types", detail: `operation type ${op} is not in the parent's scope` };
+  for (const axis of ["profiles", "tools", "modelProviders"] as const) {
+    const extra = listWithin(child[axis], parent[axis]);
+    if (extra !== undefined) return { axis, detail: `${extra} is not in the parent's ${axis}` };
+  }
+  if (child.mayDelegate && !parent.mayDelegate) return { axis: "may_delegate", detail: "the parent may not delegate further" };
+  const limit = childBudgetLimit ?? parent.budget;
+  for (const dimension of budgetDimensions) {
+    const wanted = child.budget?.[dimension] ?? 0n;
+    const available = limit?.[dimension] ?? 0n;
+    if (wanted > available) return { axis: `budget.${dimension}`, detail: `${wanted} exceeds the ${available} available` };
+  }
+  return undefined;
+}

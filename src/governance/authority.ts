@@ -1,0 +1,117 @@
+// Delegated authority: turns a bearer credential into the Principal it names, or refuses it.
+// A credential is valid only if its signature verifies with a trusted key (an operator trust
+// anchor for a root, the server's key for a child), its delegation is on record (a root is
+// recorded on first use), and neither it nor any ancestor is revoked, expired or not yet valid.
+import { createHash } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { DelegationSchema, type Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
+import type { OperationStore } from "../store/store.js";
+import { CredentialError, verifyCredential, type PublicKeyEntry } from "./credentials.js";
+import { unauthenticated } from "./errors.js";
+
+export interface Principal {
+  delegation: Delegation;
+  /** Ancestors, parent first, root last. */
+  chain: Delegation[];
+}
+
+export const delegationName = (id: string): string => `delegations/${id}`;
+
+/** Why a delegation cannot be used now, or undefined if it can. */
+export function inactiveReason(delegation: Delegation, now: Date): string | undefined {
+  if (delegation.revokeTime !== undefined) return `${delegation.name} is revoked`;
+  if (delegation.expireTime !== undefined && timestampDate(delegation.expireTime) <= now) return `${delegation.name} has expired`;
+  if (delegation.notBefore !== undefined && timestampDate(delegation.notBefore) > now) return `${delegation.name} is not valid yet`;
+  return undefined;
+}
+
+export interface AuthorityOptions {
+  store: OperationStore;
+  keys: readonly PublicKeyEntry[];
+  /**
+   * How long a verified credential is trusted without looking at the store again. Revocations
+   * made through this server take effect at once; this bounds how late a revocation made
+   * through another replica (same store) is seen.
+   */
+  cacheMs: number;
+}
+
+export class Authority {
+  private readonly cache = new Map<string, { principal: Principal; until: number }>();
+  private readonly revocationListeners = new Set<(revoked: ReadonlySet<string>) => void>();
+
+  constructor(private readonly options: AuthorityOptions) {}
+
+  async authenticate(token: string, now = new Date()): Promise<Principal> {
+    const key = createHash("sha256").update(token).digest("base64url");
+    const cached = this.cache.get(key);
+    if (cached !== undefined && cached.until > now.getTime() && inactiveReason(cached.principal.delegation, now) === undefined) {
+      return cached.principal;
+    }
+    this.cache.delete(key);
+    const principal = await this.resolve(token, now);
+    this.cache.set(key, { principal, until: now.getTime() + this.options.cacheMs });
+    return principal;
+  }
+
+  private async resolve(token: string, now: Date): Promise<Principal> {
+    let claims;
+    try {
+      claims = await verifyCredential(token, this.options.keys, now);
+    } catch (error) {
+      if (error instanceof CredentialError) throw unauthenticated(error.message);
+      throw error;
+    }
+    const name = delegationName(claims.id);
+    const delegation =
+      claims.signer === "operator"
+        ? await this.options.store.putDelegation(
+            create(DelegationSchema, {
+              name,
+              subject: claims.subject,
+              scope: claims.scope,
+              notBefore: timestampFromDate(claims.notBefore),
+              expireTime: timestampFromDate(claims.expires),
+              keyId: claims.keyId,
+              createTime: timestampFromDate(now),
+            }),
+          )
+        : await this.options.store.getDelegation(name);
+    if (delegation === undefined) throw unauthenticated(`${name} is not on record`);
+    if (delegation.parent !== (claims.parent ? delegationName(claims.parent) : "")) throw unauthenticated(`${name} does not match its record`);
+    const chain: Delegation[] = [];
+    for (let parent = delegation.parent; parent !== ""; ) {
+      const ancestor = await this.options.store.getDelegation(parent);
+      if (ancestor === undefined) throw unauthenticated(`${parent} is not on record`);
+      chain.push(ancestor);
+      parent = ancestor.parent;
+    }
+    for (const link of [delegation, ...chain]) {
+      const reason = inactiveReason(link, now);
+      if (reason !== undefined) throw unauthenticated(reason);
+    }
+    return { delegation, chain };
+  }
+
+  /** Whether `principal`'s delegation or an ancestor is among `names`. */
+  static affected(principal: Principal, names: ReadonlySet<string>): boolean {
+    return [principal.delegation, ...principal.chain].some((d) => names.has(d.name));
+  }
+
+  /** Forgets cached credentials and tells open streams, after revocations through this server. */
+  revoked(names: ReadonlySet<string>): void {
+    this.cache.clear();
+    for (const listener of this.revocationListeners) listener(names);
+  }
+
+  /** An AbortSignal that fires when `principal`'s delegation or an ancestor is revoked here. */
+  revocationSignal(principal: Principal): { signal: AbortSignal; dispose: () => void } {
+    const controller = new AbortController();
+    const listener = (names: ReadonlySet<string>): void => {
+      if (Authority.affected(principal, names)) controller.abort(unauthenticated(`${principal.delegation.name} was revoked`));
+    };
+    this.revocationListeners.add(listener);
+    return { signal: controller.signal, dispose: () => this.revocationListeners.delete(listener) };
+  }
+}

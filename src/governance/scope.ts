@@ -1,0 +1,41 @@
+// What a principal's delegation allows, asked the same way everywhere: the one place where
+// an operation, a profile, a tool or a provider is checked against a scope.
+import type { OperationType } from "../gen/agentmachine/v1/types_pb.js";
+import { operationTypeNames } from "../contract/mapping.js";
+import { allows, ANY } from "./attenuation.js";
+import type { Principal } from "./authority.js";
+import { outOfScope } from "./errors.js";
+
+export interface OperationAccess {
+  type: OperationType;
+  profile: string;
+  tool?: string;
+  provider?: string;
+}
+
+/** Throws PermissionDenied naming the axis unless the principal may do this. */
+export function requireOperation(principal: Principal, access: OperationAccess): void {
+  const { scope, name } = { scope: principal.delegation.scope!, name: principal.delegation.name };
+  if (!scope.operationTypes.includes(access.type)) {
+    throw outOfScope("operation_types", `${operationTypeNames.get(access.type) ?? access.type} is not allowed`, name);
+  }
+  requireProfile(principal, access.profile);
+  if (access.tool !== undefined && !allows(scope.tools, access.tool)) throw outOfScope("tools", `tool ${access.tool} is not allowed`, name);
+  if (access.provider !== undefined && !allows(scope.modelProviders, access.provider)) {
+    throw outOfScope("model_providers", `model provider ${access.provider} is not allowed`, name);
+  }
+}
+
+export function canSeeProfile(principal: Principal, profile: string): boolean {
+  return allows(principal.delegation.scope!.profiles, profile);
+}
+
+export function requireProfile(principal: Principal, profile: string): void {
+  if (!canSeeProfile(principal, profile)) throw outOfScope("profiles", `${profile} is not allowed`, principal.delegation.name);
+}
+
+/** The profiles a principal may see, or undefined for all of them. */
+export function visibleProfiles(principal: Principal): readonly string[] | undefined {
+  const profiles = principal.delegation.scope!.profiles;
+  return profiles.includes(ANY) ? undefined : profiles;
+}

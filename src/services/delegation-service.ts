@@ -1,0 +1,104 @@
+// agentmachine.v1.DelegationService: thin — the caller's principal, the attenuation rule, the
+// store, and the server key that signs children.
+import { create } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, type ServiceImpl } from "@connectrpc/connect";
+import { monotonicFactory } from "ulid";
+import { DelegationSchema } from "../gen/agentmachine/v1/delegation_pb.js";
+import { DelegationService } from "../gen/agentmachine/v1/delegation_service_pb.js";
+import { widening } from "../governance/attenuation.js";
+import { Authority, delegationName, inactiveReason, type Principal } from "../governance/authority.js";
+import { remainingForChildren } from "../governance/carving.js";
+import { signCredential, type SigningKey } from "../governance/credentials.js";
+import { outOfScope } from "../governance/errors.js";
+import { principalOf } from "../server/auth-interceptor.js";
+import { errorWithInfo } from "../server/errors.js";
+import type { OperationStore } from "../store/store.js";
+
+export interface DelegationServiceDeps {
+  store: OperationStore;
+  authority: Authority;
+  serverKey: SigningKey;
+  /** Cancels running operations admitted under any of these delegations. */
+  cancelOperationsUnder(names: ReadonlySet<string>): Promise<void>;
+}
+
+const nextId = monotonicFactory();
+
+function notInSubtree(name: string) {
+  return errorWithInfo(Code.NotFound, "DELEGATION_NOT_FOUND", `${name} does not exist or is not below the caller's delegation`, { delegation: name });
+}
+
+export function delegationService(deps: DelegationServiceDeps): ServiceImpl<typeof DelegationService> {
+  const { store } = deps;
+
+  /** `name` if it is the caller's delegation or a descendant of it. */
+  async function inSubtree(principal: Principal, name: string) {
+    for (let current = await store.getDelegation(name); current !== undefined; current = current.parent ? await store.getDelegation(current.parent) : undefined) {
+      if (current.name === principal.delegation.name) return store.getDelegation(name);
+    }
+    throw notInSubtree(name);
+  }
+
+  return {
+    async issueDelegation({ subject, scope, ttl }, context) {
+      const principal = principalOf(context);
+      const parent = principal.delegation;
+      if (!parent.scope!.mayDelegate) throw outOfScope("may_delegate", "it may not issue delegations", parent.name);
+      const now = new Date();
+      const parentExpiry = timestampDate(parent.expireTime!);
+      const asked = ttl ? new Date(now.getTime() + Number(ttl.seconds) * 1000 + Math.floor(ttl.nanos / 1e6)) : parentExpiry;
+      const child = create(DelegationSchema, {
+        name: delegationName(nextId()),
+        subject,
+        parent: parent.name,
+        scope,
+        notBefore: timestampFromDate(now),
+        // Never past the parent's expiry.
+        expireTime: timestampFromDate(asked < parentExpiry ? asked : parentExpiry),
+        keyId: deps.serverKey.keyId,
+        createTime: timestampFromDate(now),
+      });
+      // The budget is carved out of what the parent's other children have not taken, checked
+      // and recorded in one commit so concurrent issues cannot overspend it.
+      const stored = await store.putChildDelegation(child, (siblings) => {
+        const found = widening(scope!, parent.scope!, remainingForChildren(parent.scope!.budget, siblings, now));
+        return found && outOfScope(found.axis, found.detail, parent.name);
+      });
+      const token = await signCredential(deps.serverKey, {
+        id: stored.name.replace("delegations/", ""),
+        subject,
+        parent: parent.name.replace("delegations/", ""),
+        scope: stored.scope!,
+        notBefore: now,
+        expires: timestampDate(stored.expireTime!),
+      });
+      return { delegation: stored, token };
+    },
+
+    async revokeDelegation({ name, reason }, context) {
+      const principal = principalOf(context);
+      const target = await inSubtree(principal, name);
+      const revoked = await store.revokeDelegationSubtree(name, new Date(), reason || `revoked by ${principal.delegation.name}`);
+      const names = new Set(revoked.map((d) => d.name));
+      deps.authority.revoked(names);
+      await deps.cancelOperationsUnder(names);
+      return { delegation: (await store.getDelegation(name)) ?? target, revokedCount: revoked.length };
+    },
+
+    async getDelegation({ name }, context) {
+      return { delegation: await inSubtree(principalOf(context), name) };
+    },
+
+    async listDelegations({ includeInactive }, context) {
+      const now = new Date();
+      const all = await store.listDelegationSubtree(principalOf(context).delegation.name);
+      return { delegations: includeInactive ? all : all.filter((d) => inactiveReason(d, now) === undefined) };
+    },
+
+    whoAmI(_request, context) {
+      const { delegation, chain } = principalOf(context);
+      return { delegation, chain };
+    },
+  };
+}
