@@ -1,4 +1,5 @@
 // Connect-es clients for each protocol over real sockets.
+import { authInterceptors } from "./tokens.js";
 import type { DescService } from "@bufbuild/protobuf";
 import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import {
@@ -24,6 +25,7 @@ export function transportFor(baseUrl: string, options: TransportOptions): Transp
   const httpVersion = options.httpVersion ?? "2";
   const common = {
     baseUrl,
+    interceptors: authInterceptors(baseUrl),
     useBinaryFormat: options.useBinaryFormat ?? true,
     // compressMinBytes 0: compress even the smallest message, so gzip is really exercised.
     ...(options.gzip ? { sendCompression: compressionGzip, acceptCompression: [compressionGzip], compressMinBytes: 0 } : {}),

@@ -9,12 +9,13 @@ import { readFileSync } from "node:fs";
 import { OperationService, SubmitOperationRequestSchema, type SubmitOperationRequest } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { ProfileType } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../../src/lifecycle/transitions.js";
+import { authInterceptors } from "./tokens.js";
 
 export type OperationsClient = Client<typeof OperationService>;
 export type SubmitInit = MessageInitShape<typeof SubmitOperationRequestSchema>;
 
 export function operationsClient(baseUrl: string): OperationsClient {
-  return createClient(OperationService, createGrpcTransport({ baseUrl }));
+  return createClient(OperationService, createGrpcTransport({ baseUrl, interceptors: authInterceptors(baseUrl) }));
 }
 
 let sequence = 0;

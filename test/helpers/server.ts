@@ -1,24 +1,33 @@
 // Test servers: in-process on port 0 (fast, for most tests), or as a real child process
 // (`amctl serve`) for signals and exit codes. Both listen on real sockets.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
 import { createLogger } from "../../src/server/logger.js";
 import { startServer, type RunningServer } from "../../src/server/server.js";
 
-export const repoRoot = join(import.meta.dirname, "..", "..");
+import { mintRoot, operatorOf } from "./auth.js";
+import { repoRoot, tempDir } from "./temp-dir.js";
+import { registerToken } from "./tokens.js";
 
-export function tempDir(prefix = "amctl-test-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+export { repoRoot, tempDir };
+
+/**
+ * A root credential with the full scope for the server on `dataDir` (its operator key is
+ * created in the data dir as `amctl init` does), registered for `url` so test clients use it.
+ */
+async function authorize(url: string, dataDir: string): Promise<string> {
+  const token = await mintRoot(await operatorOf(dataDir));
+  registerToken(url, token);
+  return token;
 }
-
 export interface TestServer extends RunningServer {
   /** Every log line the server wrote, parsed. */
   logs: Record<string, unknown>[];
   dataDir: string;
+  /** A root credential with the full scope (test clients send it by default). */
+  token: string;
 }
 
 /** Starts a server in this process on 127.0.0.1 and a free port, with a fresh data dir. */
@@ -31,13 +40,17 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
     },
   });
   const config: ServerConfig = { ...defaultConfig, port: 0, dataDir: tempDir(), shutdownGraceMs: 2000, ...overrides };
+  await operatorOf(config.dataDir); // the trust anchor must exist before the server starts
   const server = await startServer(config, createLogger("debug", sink));
-  return Object.assign(server, { logs, dataDir: config.dataDir });
+  return Object.assign(server, { logs, dataDir: config.dataDir, token: await authorize(server.url, config.dataDir) });
 }
 
 export interface ChildServer {
   child: ChildProcess;
   url: string;
+  dataDir: string;
+  /** A root credential with the full scope (test clients send it by default). */
+  token: string;
   stderr: () => string;
   /** Resolves with the exit code (or the signal's name). */
   exited: Promise<number | string>;
@@ -50,9 +63,11 @@ export interface ChildServerOptions {
 
 /** Runs `amctl serve` as a child process and waits for its "serving" log line. */
 export async function startChildServer(args: string[] = [], options: ChildServerOptions = {}): Promise<ChildServer> {
+  const dataDir = options.dataDir ?? tempDir();
+  await operatorOf(dataDir);
   const child = spawn(
     process.execPath,
-    [join(repoRoot, "bin/amctl.mjs"), "serve", "--listen", "127.0.0.1:0", "--data-dir", options.dataDir ?? tempDir(), ...args],
+    [join(repoRoot, "bin/amctl.mjs"), "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...args],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   let stderr = "";
@@ -71,5 +86,5 @@ export async function startChildServer(args: string[] = [], options: ChildServer
     });
     child.on("exit", () => reject(new Error(`server exited before serving:\n${stderr}`)));
   });
-  return { child, url, stderr: () => stderr, exited };
+  return { child, url, dataDir, token: await authorize(url, dataDir), stderr: () => stderr, exited };
 }

@@ -1,0 +1,74 @@
+// `amctl` as a child process, the way a user or a script runs it: to completion, or (for
+// long-lived commands) followed line by line and stopped with SIGINT.
+import { execFile, spawn } from "node:child_process";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { repoRoot } from "./server.js";
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+const amctlPath = join(repoRoot, "bin/amctl.mjs");
+
+/** Runs `amctl ARGS...` to completion; never rejects: a failure is a non-zero `code`. */
+export function amctl(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [amctlPath, ...args], { cwd: repoRoot, env: { ...process.env, ...env } }, (error, stdout, stderr) => {
+      const code = error === null ? 0 : typeof error.code === "number" ? error.code : -1;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+export interface RunningCli {
+  /** Lines of stdout so far. */
+  lines: string[];
+  /** Resolves with the first line (seen so far or later) for which `match` is true. */
+  waitForLine(match: (line: string) => boolean, timeoutMs?: number): Promise<string>;
+  /** Resolves when the process has exited, with its exit code (null if a signal killed it) and stderr. */
+  exited: Promise<{ code: number | null; stderr: string }>;
+  /** Sends SIGINT, then waits for the exit. */
+  interrupt(): Promise<{ code: number | null; stderr: string }>;
+}
+
+/** Starts `amctl ARGS...` and follows its stdout line by line. */
+export function spawnAmctl(args: string[], env: NodeJS.ProcessEnv = {}): RunningCli {
+  const child = spawn(process.execPath, [amctlPath, ...args], { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const lines: string[] = [];
+  const waiters = new Set<() => void>();
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
+  createInterface({ input: child.stdout }).on("line", (line) => {
+    lines.push(line);
+    for (const wake of waiters) wake();
+  });
+  const exited = new Promise<{ code: number | null; stderr: string }>((resolve) => child.on("close", (code) => resolve({ code, stderr })));
+  return {
+    lines,
+    waitForLine(match, timeoutMs = 20_000) {
+      return new Promise((resolve, reject) => {
+        const check = (): void => {
+          const found = lines.find(match);
+          if (found === undefined) return;
+          clearTimeout(timer);
+          waiters.delete(check);
+          resolve(found);
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`no matching line within ${timeoutMs} ms; stdout:\n${lines.join("\n")}\nstderr:\n${stderr}`));
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      });
+    },
+    exited,
+    interrupt() {
+      child.kill("SIGINT");
+      return exited;
+    },
+  };
+}
