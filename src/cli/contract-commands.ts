@@ -5,6 +5,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import type { Command } from "commander";
 import { ContractService } from "../gen/agentmachine/v1/contract_service_pb.js";
 import { validateContractText, type ContractViolation } from "../contract/validate.js";
+import { serverOption } from "./client.js";
 import { EXIT_INVALID, EXIT_OK, EXIT_USAGE } from "./exit-codes.js";
 
 interface FileReport {
@@ -59,7 +60,7 @@ export function registerContractCommands(program: Command): void {
   contract
     .command("show")
     .description("Print the server's own contract document.")
-    .option("--server <url>", "server base URL", process.env.AMCTL_SERVER ?? "http://127.0.0.1:7070")
+    .addOption(serverOption())
     .action(async (options: { server: string }) => {
       const client = createClient(ContractService, createConnectTransport({ baseUrl: options.server, httpVersion: "1.1" }));
       try {

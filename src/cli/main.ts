@@ -1,16 +1,25 @@
 // `amctl`: the command-line client and server. Each command group lives in its own module.
 import { Command, CommanderError } from "commander";
 import { registerContractCommands } from "./contract-commands.js";
+import { registerOperationCommands } from "./operation-commands.js";
 import { registerServeCommand } from "./serve-command.js";
 import { EXIT_USAGE } from "./exit-codes.js";
+import { reportError } from "./report-error.js";
 
 const program = new Command("amctl")
   .description("Agent Machine Operation Plane: decides and records what AI agents may do on this machine.")
   .showHelpAfterError()
   .exitOverride();
 
+// A reader that stops early (`amctl watch --json | head -n 1`) is not an error.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code !== "EPIPE") throw error;
+  process.exit(0);
+});
+
 registerServeCommand(program);
 registerContractCommands(program);
+registerOperationCommands(program);
 
 try {
   await program.parseAsync(process.argv);
@@ -19,6 +28,5 @@ try {
     // Help and version are not failures; any other parse error is a usage error.
     process.exit(error.exitCode === 0 ? 0 : EXIT_USAGE);
   }
-  console.error(`amctl: ${(error as Error).message}`);
-  process.exit(EXIT_USAGE);
+  process.exit(reportError(error));
 }
