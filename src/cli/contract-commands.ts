@@ -1,11 +1,9 @@
 // `amctl contract validate` (local, no server needed) and `amctl contract show` (asks a server).
 import { readFile } from "node:fs/promises";
-import { createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
 import type { Command } from "commander";
 import { ContractService } from "../gen/agentmachine/v1/contract_service_pb.js";
 import { validateContractText, type ContractViolation } from "../contract/validate.js";
-import { serverOption } from "./client.js";
+import { serverOption, serviceClient } from "./client.js";
 import { EXIT_INVALID, EXIT_OK, EXIT_USAGE } from "./exit-codes.js";
 
 interface FileReport {
@@ -62,9 +60,8 @@ export function registerContractCommands(program: Command): void {
     .description("Print the server's own contract document.")
     .addOption(serverOption())
     .action(async (options: { server: string }) => {
-      const client = createClient(ContractService, createConnectTransport({ baseUrl: options.server, httpVersion: "1.1" }));
       try {
-        const { json } = await client.getContract({});
+        const { json } = await serviceClient(ContractService, options.server).getContract({});
         console.log(json);
       } catch (error) {
         console.error(`amctl: cannot get the contract from ${options.server}: ${(error as Error).message}`);

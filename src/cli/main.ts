@@ -1,6 +1,8 @@
 // `amctl`: the command-line client and server. Each command group lives in its own module.
 import { Command, CommanderError } from "commander";
+import { useTokenFile } from "./client.js";
 import { registerContractCommands } from "./contract-commands.js";
+import { registerGovernanceCommands } from "./governance-commands.js";
 import { registerOperationCommands } from "./operation-commands.js";
 import { registerServeCommand } from "./serve-command.js";
 import { EXIT_USAGE } from "./exit-codes.js";
@@ -8,8 +10,10 @@ import { reportError } from "./report-error.js";
 
 const program = new Command("amctl")
   .description("Agent Machine Operation Plane: decides and records what AI agents may do on this machine.")
+  .option("--token-file <file>", "file holding the credential sent with every call (default: AMCTL_TOKEN)")
   .showHelpAfterError()
-  .exitOverride();
+  .exitOverride()
+  .hook("preAction", () => useTokenFile(program.opts<{ tokenFile?: string }>().tokenFile));
 
 // A reader that stops early (`amctl watch --json | head -n 1`) is not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
@@ -20,6 +24,7 @@ process.stdout.on("error", (error: NodeJS.ErrnoException) => {
 registerServeCommand(program);
 registerContractCommands(program);
 registerOperationCommands(program);
+registerGovernanceCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -20,6 +20,7 @@ interface ServeOptions {
   maxMessageBytes: number;
   shutdownGraceMs: number;
   maxConcurrentExecutions: number;
+  trustAnchor: string[];
   eventRetentionCount: number;
   eventRetentionHours: number;
 }
@@ -33,6 +34,7 @@ export function registerServeCommand(program: Command): void {
     .option("--log-level <level>", `one of ${LOG_LEVELS.join(", ")}`, defaultConfig.logLevel)
     .option("--max-message-bytes <n>", "largest request message accepted", positiveInteger("--max-message-bytes"), defaultConfig.maxMessageBytes)
     .option("--shutdown-grace-ms <n>", "how long shutdown waits for open calls", positiveInteger("--shutdown-grace-ms"), defaultConfig.shutdownGraceMs)
+    .option("--trust-anchor <file>", "operator public key (PEM) whose root delegations are accepted; repeatable", (file: string, files: string[]) => [...files, file], [] as string[])
     .option("--max-concurrent-executions <n>", "executions running at once; more wait in queued", positiveInteger("--max-concurrent-executions"), defaultConfig.maxConcurrentExecutions)
     .option("--event-retention-count <n>", "events kept for replay", positiveInteger("--event-retention-count"), defaultConfig.eventRetention.maxEvents)
     .option("--event-retention-hours <n>", "hours events are kept for replay", positiveInteger("--event-retention-hours"), defaultConfig.eventRetention.maxAgeMs / 3_600_000)
@@ -50,6 +52,7 @@ export function registerServeCommand(program: Command): void {
           maxMessageBytes: options.maxMessageBytes,
           shutdownGraceMs: options.shutdownGraceMs,
           maxConcurrentExecutions: options.maxConcurrentExecutions,
+          trustAnchors: options.trustAnchor,
           eventRetention: { maxEvents: options.eventRetentionCount, maxAgeMs: options.eventRetentionHours * 3_600_000 },
         },
         log,

@@ -2,7 +2,7 @@
 // This is the one step where every operation type passes the same checks; governance
 // (authorization, policy gates, budgets) slots in here as further steps.
 import { createHash } from "node:crypto";
-import { create, toJson } from "@bufbuild/protobuf";
+import { clone, create, toJson } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { monotonicFactory } from "ulid";
 import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
@@ -12,6 +12,8 @@ import { OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/ty
 import { operationTypeNames } from "../contract/mapping.js";
 import { workingDirectory } from "../executors/local-process.js";
 import { invalidField } from "../server/errors.js";
+import type { Principal } from "../governance/authority.js";
+import { requireOperation } from "../governance/scope.js";
 import type { NewOperation, OperationStore } from "../store/store.js";
 import { illegalTransition, noExecutor, operationNotFound, profileNotFound, targetNotAllowed } from "./errors.js";
 import { isTerminal } from "./transitions.js";
@@ -60,7 +62,8 @@ export function requestDigest(request: SubmitOperationRequest): string {
 }
 
 function withDefaults(requested: Budget | undefined, defaults: Budget): Budget {
-  const budget = create(BudgetSchema, defaults);
+  // clone, not create: create would return `defaults` itself, and this function changes it.
+  const budget = clone(BudgetSchema, defaults);
   if (requested === undefined) return budget;
   for (const key of Object.keys(defaults) as (keyof Budget)[]) {
     const value = requested[key];
@@ -72,9 +75,11 @@ function withDefaults(requested: Budget | undefined, defaults: Budget): Budget {
 export interface AdmissionContext {
   store: OperationStore;
   defaultBudget: Budget;
+  /** The caller; its delegation must cover the operation. */
+  principal: Principal;
 }
 
-export async function admit(request: SubmitOperationRequest, { store, defaultBudget }: AdmissionContext): Promise<NewOperation> {
+export async function admit(request: SubmitOperationRequest, { store, defaultBudget, principal }: AdmissionContext): Promise<NewOperation> {
   const spec = request.spec!.spec; // required by the request's validation rules
   const type = typeOfSpec[spec.case!];
   const typeName = operationTypeNames.get(type)!;
@@ -82,6 +87,12 @@ export async function admit(request: SubmitOperationRequest, { store, defaultBud
   if (why !== undefined) throw noExecutor(typeName, why);
 
   const profile = spec.case === "profileCreate" ? `profiles/${spec.value.profileId}` : request.profile;
+  requireOperation(principal, {
+    type,
+    profile,
+    ...(spec.case === "toolGrantApply" ? { tool: spec.value.tool } : {}),
+    ...(spec.case === "modelProviderBind" ? { provider: spec.value.provider } : {}),
+  });
   if (spec.case !== "profileCreate") {
     const stored = await store.getProfile(profile);
     if (stored === undefined) throw profileNotFound(profile);
@@ -110,6 +121,7 @@ export async function admit(request: SubmitOperationRequest, { store, defaultBud
       throw targetNotAllowed("spec.tool_grant_revoke.grant", `${grant.name} is not an applied tool grant`);
     }
     if (record.revokeCommandRef !== "") throw targetNotAllowed("spec.tool_grant_revoke.grant", `${grant.name} was already revoked`);
+    requireOperation(principal, { type, profile, tool: record.tool });
   }
 
   const operation: Operation = create(OperationSchema, {
@@ -121,6 +133,7 @@ export async function admit(request: SubmitOperationRequest, { store, defaultBud
     requestedBudget: withDefaults(request.requestedBudget, defaultBudget),
     labels: request.labels,
     state: TaskState.QUEUED,
+    delegation: principal.delegation.name,
     createTime: timestampFromDate(new Date()),
   });
   return {

@@ -2,12 +2,13 @@
 // things together; read this file to see everything the server serves and in which order
 // calls pass through the interceptors.
 import { setMaxListeners } from "node:events";
-import { mkdirSync, accessSync, constants } from "node:fs";
+import { accessSync, constants, existsSync, mkdirSync } from "node:fs";
 import { resolve } from "node:path";
-import type { DescFile } from "@bufbuild/protobuf";
+import type { DescFile, DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { ContractService, file_agentmachine_v1_contract_service } from "../gen/agentmachine/v1/contract_service_pb.js";
+import { DelegationService, file_agentmachine_v1_delegation_service } from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { OperationService, file_agentmachine_v1_operation_service } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { Health, file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
@@ -20,7 +21,11 @@ import { RecordExecutor } from "../executors/record-executor.js";
 import { EventHub } from "../lifecycle/event-hub.js";
 import { OperationRunner } from "../lifecycle/operation-runner.js";
 import { PageTokens } from "../lifecycle/page-token.js";
+import { Authority } from "../governance/authority.js";
+import { operatorKeyFiles } from "../governance/operator-key.js";
+import { loadServerKey, loadTrustAnchors } from "../governance/server-key.js";
 import { contractService } from "../services/contract-service.js";
+import { delegationService } from "../services/delegation-service.js";
 import { operationService } from "../services/operation-service.js";
 import { SqliteStore, randomSecret } from "../store/sqlite/sqlite-store.js";
 import type { OperationStore } from "../store/store.js";
@@ -29,6 +34,7 @@ import { Reflector, reflectionServiceV1, reflectionServiceV1alpha } from "../ser
 import type { ServerConfig } from "./config.js";
 import { shuttingDown } from "./errors.js";
 import { HealthStatus, ServingStatus } from "./health.js";
+import { authInterceptor } from "./auth-interceptor.js";
 import { errorInterceptor, loggingInterceptor, validationInterceptor } from "./interceptors.js";
 import { createLogger, type Logger } from "./logger.js";
 import { listenOnePort } from "./one-port-listener.js";
@@ -49,18 +55,23 @@ export interface RunningServer {
 const servedFiles: DescFile[] = [
   file_agentmachine_v1_contract_service,
   file_agentmachine_v1_operation_service,
+  file_agentmachine_v1_delegation_service,
   file_grpc_health_v1_health,
   reflectionV1.file_grpc_reflection_v1_reflection,
   reflectionV1alpha.file_grpc_reflection_v1alpha_reflection,
 ];
 
-const servedServices = [
-  ContractService.typeName,
-  OperationService.typeName,
-  Health.typeName,
-  reflectionV1.ServerReflection.typeName,
-  reflectionV1alpha.ServerReflection.typeName,
+/** The services we serve, as descriptors (the auth matrix test enumerates their methods). */
+export const servedServiceDescriptors: readonly DescService[] = [
+  ContractService,
+  OperationService,
+  DelegationService,
+  Health,
+  reflectionV1.ServerReflection,
+  reflectionV1alpha.ServerReflection,
 ];
+
+const servedServices = servedServiceDescriptors.map((service) => service.typeName);
 
 function ensureDataDir(dataDir: string): string {
   const path = resolve(dataDir);
@@ -82,6 +93,15 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const store = new SqliteStore(dataDir);
   const hub = await EventHub.open(store);
   const pageTokens = new PageTokens(await store.getOrCreateSecret("page-token-key", randomSecret));
+  const serverKey = await loadServerKey(store);
+  const initAnchor = operatorKeyFiles(dataDir).publicKey;
+  const anchorFiles = [...config.trustAnchors, ...(existsSync(initAnchor) ? [initAnchor] : [])];
+  const authority = new Authority({
+    store,
+    keys: [...(await loadTrustAnchors(anchorFiles)), serverKey.verifying],
+    cacheMs: config.credentialCacheMs,
+  });
+  if (anchorFiles.length === 0) log.warn("no trust anchor: no credential can be valid, so only health and reflection will answer (run amctl init)");
   let runner: OperationRunner | undefined;
   const records = new RecordExecutor({ store, cancel: (target, reason) => runner!.cancel(target, reason) });
   runner = new OperationRunner({
@@ -117,6 +137,23 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         defaultBudget: config.defaultBudget,
         bookmarkIntervalMs: config.bookmarkIntervalMs,
         slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs,
+        authority,
+      }),
+    );
+    router.service(
+      DelegationService,
+      delegationService({
+        store,
+        authority,
+        serverKey: serverKey.signing,
+        async cancelOperationsUnder(names) {
+          for (const operation of await store.listActiveOperations()) {
+            if (!names.has(operation.delegation)) continue;
+            await runner.cancel(operation.name, `${operation.delegation} was revoked`, "delegation_revoked").catch((error: unknown) => {
+              log.warn({ err: error, operation: operation.name }, "could not cancel an operation under a revoked delegation");
+            });
+          }
+        },
       }),
     );
     router.service(Health, healthService(health));
@@ -126,7 +163,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
 
   const handler = connectNodeAdapter({
     routes,
-    interceptors: [errorInterceptor(log), loggingInterceptor(log), validationInterceptor()],
+    interceptors: [errorInterceptor(log), loggingInterceptor(log), authInterceptor(authority), validationInterceptor()],
     readMaxBytes: config.maxMessageBytes,
     fallback: answerUnknownRoute,
     // JSON clients (curl) see `"valid": false` and empty lists rather than absent keys.
@@ -143,7 +180,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const { address, port } = listener.address();
   const host = address.includes(":") ? `[${address}]` : address;
   const url = `http://${host}:${port}`;
-  log.info({ url, dataDir, services: servedServices }, "serving");
+  log.info({ url, dataDir, services: servedServices, trustAnchors: anchorFiles }, "serving");
 
   let closing: Promise<void> | undefined;
   return {

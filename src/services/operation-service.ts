@@ -20,6 +20,10 @@ import type { PageTokens } from "../lifecycle/page-token.js";
 import { subscribe } from "../lifecycle/subscription.js";
 import { isTerminal } from "../lifecycle/transitions.js";
 import { cutOffWhenStalled } from "../server/raw-response.js";
+import { principalOf } from "../server/auth-interceptor.js";
+import type { Authority, Principal } from "../governance/authority.js";
+import { canSeeProfile, requireOperation, requireProfile, visibleProfiles } from "../governance/scope.js";
+import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { OperationStore } from "../store/store.js";
 
 export interface OperationServiceDeps {
@@ -32,6 +36,7 @@ export interface OperationServiceDeps {
   bookmarkIntervalMs: number;
   /** How long a stream may wait for its client to read before it is cut off. */
   slowSubscriberTimeoutMs: number;
+  authority: Authority;
 }
 
 const DEFAULT_PAGE_SIZE = 50;
@@ -43,15 +48,30 @@ function filterDigest(filter: OperationFilter | undefined): string {
 export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof OperationService> {
   const { store, hub, runner } = deps;
 
-  async function submit(request: SubmitOperationRequest) {
+  /**
+   * Runs a stream for as long as the caller's delegation stands: a revocation (through this
+   * server) ends it with Unauthenticated.
+   */
+  async function* whileAuthorized<T>(principal: Principal, context: HandlerContext, stream: (signal: AbortSignal) => AsyncIterable<T>): AsyncGenerator<T> {
+    const revocation = deps.authority.revocationSignal(principal);
+    try {
+      yield* stream(AbortSignal.any([context.signal, revocation.signal]));
+      if (revocation.signal.aborted) throw revocation.signal.reason;
+    } finally {
+      revocation.dispose();
+    }
+  }
+
+  async function submit(request: SubmitOperationRequest, principal: Principal) {
     // A retried submit is answered from the store before admission, which could now refuse it
-    // (its cancel target may have finished, say).
+    // (its cancel target may have finished, say) — but only to a caller who may see it.
     const previous = await store.findByRequestId(request.requestId);
     if (previous !== undefined) {
+      requireProfile(principal, previous.operation.profile);
       if (previous.requestDigest !== requestDigest(request)) throw requestIdConflict(request.requestId, previous.operation.name);
       return { operation: previous.operation, created: false };
     }
-    const result = await store.createOperation(await admit(request, { store, defaultBudget: deps.defaultBudget }));
+    const result = await store.createOperation(await admit(request, { store, defaultBudget: deps.defaultBudget, principal }));
     switch (result.kind) {
       case "created":
         runner.enqueue(result.operation);
@@ -65,16 +85,24 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
     }
   }
 
-  return {
-    submitOperation: submit,
+  /** The operation, if it exists and the caller may see its profile. */
+  async function visibleOperation(name: string, principal: Principal) {
+    const operation = await store.getOperation(name);
+    if (operation === undefined) throw operationNotFound(name);
+    requireProfile(principal, operation.profile);
+    return operation;
+  }
 
-    async getOperation({ name }) {
-      const operation = await store.getOperation(name);
-      if (operation === undefined) throw operationNotFound(name);
-      return { operation };
+  return {
+    submitOperation: (request, context) => submit(request, principalOf(context)),
+
+    async getOperation({ name }, context) {
+      return { operation: await visibleOperation(name, principalOf(context)) };
     },
 
-    async listOperations({ pageSize, pageToken, filter }) {
+    async listOperations({ pageSize, pageToken, filter }, context) {
+      const principal = principalOf(context);
+      if (filter?.profile) requireProfile(principal, filter.profile);
       const digest = filterDigest(filter);
       const beforeName = pageToken === "" ? undefined : deps.pageTokens.read(pageToken, digest);
       if (pageToken !== "" && beforeName === undefined) throw invalidPageToken();
@@ -84,6 +112,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
         types: filter?.types,
         states: filter?.states,
         profile: filter?.profile || undefined,
+        profiles: visibleProfiles(principal),
         labels: filter?.labels,
         beforeName,
         limit: limit + 1,
@@ -93,9 +122,10 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       return { operations, nextPageToken: more ? deps.pageTokens.issue(operations[operations.length - 1]!.name, digest) : "" };
     },
 
-    async cancelOperation({ name, reason }) {
-      const target = await store.getOperation(name);
-      if (target === undefined) throw operationNotFound(name);
+    async cancelOperation({ name, reason }, context) {
+      const principal = principalOf(context);
+      const target = await visibleOperation(name, principal);
+      requireOperation(principal, { type: OperationType.EXECUTION_CANCEL, profile: target.profile });
       // One cancel operation per target: cancelling again returns it while the target stops.
       const requestId = `cancel:${name.replace("operations/", "")}`;
       const previous = await store.findByRequestId(requestId);
@@ -108,43 +138,51 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
             profile: target.profile,
             spec: { spec: { case: "executionCancel", value: { target: name, reason } } },
           }),
+          principal,
         ));
       return { cancelOperation: operation, operation: (await store.getOperation(name)) ?? target };
     },
 
     async *watchOperation({ name, afterSequence }, context: HandlerContext) {
-      const operation = await store.getOperation(name);
-      if (operation === undefined) throw operationNotFound(name);
+      const principal = principalOf(context);
+      const operation = await visibleOperation(name, principal);
       if (isTerminal(operation.state)) {
         if (afterSequence >= operation.lastSequence) return;
         // Its remaining events were compacted: nothing would ever end the stream.
         const { oldest } = await store.eventBounds();
         if (operation.lastSequence < oldest) throw eventsCompacted(afterSequence, oldest);
       }
-      const items = subscribe(hub, store, {
-        after: afterSequence,
-        matches: (stored) => stored.event.operation === name,
-        signal: context.signal,
-        bookmarkIntervalMs: 0,
-        isLast: (stored) => isTerminal(stored.event.state),
+      yield* whileAuthorized(principal, context, async function* (signal) {
+        const items = subscribe(hub, store, {
+          after: afterSequence,
+          matches: (stored) => stored.event.operation === name,
+          signal,
+          bookmarkIntervalMs: 0,
+          isLast: (stored) => isTerminal(stored.event.state),
+        });
+        for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs)) {
+          if (item.kind === "event") yield { event: item.stored.event };
+        }
       });
-      for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs)) {
-        if (item.kind === "event") yield { event: item.stored.event };
-      }
     },
 
     async *watchEvents({ filter, afterSequence }, context: HandlerContext) {
-      const items = subscribe(hub, store, {
-        after: afterSequence,
-        matches: (stored) => matchesEventFilter(filter, stored),
-        signal: context.signal,
-        bookmarkIntervalMs: deps.bookmarkIntervalMs,
+      const principal = principalOf(context);
+      if (filter?.profile) requireProfile(principal, filter.profile);
+      yield* whileAuthorized(principal, context, async function* (signal) {
+        const items = subscribe(hub, store, {
+          after: afterSequence,
+          // A watcher sees only the profiles its delegation covers.
+          matches: (stored) => canSeeProfile(principal, stored.profile) && matchesEventFilter(filter, stored),
+          signal,
+          bookmarkIntervalMs: deps.bookmarkIntervalMs,
+        });
+        for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs)) {
+          yield item.kind === "event"
+            ? { kind: { case: "event" as const, value: item.stored.event } }
+            : { kind: { case: "bookmark" as const, value: { sequence: item.sequence, time: timestampFromDate(new Date()) } } };
+        }
       });
-      for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs)) {
-        yield item.kind === "event"
-          ? { kind: { case: "event" as const, value: item.stored.event } }
-          : { kind: { case: "bookmark" as const, value: { sequence: item.sequence, time: timestampFromDate(new Date()) } } };
-      }
     },
   };
 }

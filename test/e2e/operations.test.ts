@@ -282,3 +282,13 @@ describe("restart", () => {
     }
   });
 });
+
+describe("defaults", () => {
+  it("a requested budget fills in only the dimensions it sets, and never changes the server's defaults", async () => {
+    const { operation: first } = await client.submitOperation(execution(profile, ["true"], {}, { tokens: 7n }));
+    const { operation: second } = await client.submitOperation(execution(profile, ["true"]));
+    expect(first?.requestedBudget?.tokens).toBe(7n);
+    expect(second?.requestedBudget?.tokens).toBe(160_000n);
+    expect(first?.requestedBudget?.modelCalls).toBe(second?.requestedBudget?.modelCalls);
+  });
+});

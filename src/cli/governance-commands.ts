@@ -1,0 +1,184 @@
+// `amctl init`, `amctl delegation root|issue|revoke|list|show`, `amctl whoami`: the operator's
+// key, the roots it signs offline, and the delegations a server issues below them.
+import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
+import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
+import { Command, InvalidArgumentError } from "commander";
+import { monotonicFactory } from "ulid";
+import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
+import { DelegationScopeSchema, type Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
+import { DelegationService, IssueDelegationResponseSchema, ListDelegationsResponseSchema, WhoAmIResponseSchema } from "../gen/agentmachine/v1/delegation_service_pb.js";
+import { DelegationSchema } from "../gen/agentmachine/v1/delegation_pb.js";
+import type { OperationType } from "../gen/agentmachine/v1/types_pb.js";
+import { operationTypeNames } from "../contract/mapping.js";
+import { ANY } from "../governance/attenuation.js";
+import { budgetDimensions, type BudgetDimensionName } from "../governance/budget-dimensions.js";
+import { signCredential } from "../governance/credentials.js";
+import { createOperatorKey, readOperatorSigningKey } from "../governance/operator-key.js";
+import { defaultConfig } from "../server/config.js";
+import { serverOption, serviceClient } from "./client.js";
+import { collect, contractName, resourceName } from "./flags.js";
+import { jsonLine } from "./format.js";
+
+const nextId = monotonicFactory();
+
+/** `90s`, `30m`, `24h`, `7d` → milliseconds. */
+function durationFlag(text: string): number {
+  const match = /^(\d+)(s|m|h|d)$/.exec(text);
+  if (match === null) throw new InvalidArgumentError("must be a duration such as 90s, 30m, 24h or 7d");
+  return Number(match[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as "s" | "m" | "h" | "d"];
+}
+
+/** `tokens=1000` → one budget dimension, by its contract name. */
+function budgetFlag(text: string, previous: Partial<Record<BudgetDimensionName, bigint>> = {}) {
+  const [key, value] = text.split("=");
+  if (!budgetDimensions.includes(key as BudgetDimensionName) || !/^\d+$/.test(value ?? "")) {
+    throw new InvalidArgumentError(`must be DIMENSION=N with DIMENSION one of ${budgetDimensions.join(", ")}`);
+  }
+  return { ...previous, [key as BudgetDimensionName]: BigInt(value!) };
+}
+
+interface ScopeFlags {
+  operationType?: OperationType[];
+  profile?: string[];
+  tool?: string[];
+  provider?: string[];
+  budget?: Partial<Record<BudgetDimensionName, bigint>>;
+  mayDelegate?: boolean;
+}
+
+function withScopeFlags(command: Command, unset: string): Command {
+  return command
+    .option("--operation-type <type>", `an operation type it allows, repeatable (${unset})`, collect(contractName(operationTypeNames)))
+    .option("--profile <profile>", `a profile it allows (profiles/ID or "*"), repeatable (${unset})`, collect(resourceOrAny("profiles")))
+    .option("--tool <tool>", `a tool it allows (or "*"), repeatable (${unset})`, collect(String))
+    .option("--provider <provider>", `a model provider it allows (or "*"), repeatable (${unset})`, collect(String))
+    .option("--budget <dimension=n>", "a budget dimension, repeatable", budgetFlag)
+    .option("--may-delegate", "it may issue child delegations");
+}
+
+function resourceOrAny(collection: string) {
+  const name = resourceName(collection);
+  return (text: string): string => (text === ANY ? ANY : name(text));
+}
+
+/** The scope the flags describe; `everything` fills unset lists with "any" (for roots). */
+function scopeFrom(flags: ScopeFlags, everything: boolean): MessageInitShape<typeof DelegationScopeSchema> {
+  const any = everything ? [ANY] : [];
+  return {
+    operationTypes: flags.operationType ?? (everything ? [...operationTypeNames.keys()] : []),
+    profiles: flags.profile ?? any,
+    tools: flags.tool ?? any,
+    modelProviders: flags.provider ?? any,
+    budget: Object.assign(everything ? clone(BudgetSchema, defaultConfig.defaultBudget) : create(BudgetSchema), flags.budget),
+    mayDelegate: flags.mayDelegate ?? false,
+  };
+}
+
+function describe(delegation: Delegation): string {
+  const scope = delegation.scope;
+  const until = delegation.expireTime ? timestampDate(delegation.expireTime).toISOString() : "?";
+  const state = delegation.revokeTime ? `revoked (${delegation.revokeReason})` : `valid until ${until}`;
+  return [
+    `${delegation.name}  ${delegation.subject}  ${state}`,
+    `  parent: ${delegation.parent || "(root)"}`,
+    `  operation types: ${scope?.operationTypes.map((t) => operationTypeNames.get(t)).join(", ") || "(none)"}`,
+    `  profiles: ${scope?.profiles.join(", ") || "(none)"}  tools: ${scope?.tools.join(", ") || "(none)"}  providers: ${scope?.modelProviders.join(", ") || "(none)"}`,
+    `  may delegate: ${scope?.mayDelegate ? "yes" : "no"}`,
+  ].join("\n");
+}
+
+export function registerGovernanceCommands(program: Command): void {
+  program
+    .command("init")
+    .description("Create the operator key pair in DATA_DIR/operator (private key mode 0600; the server reads only the public key).")
+    .option("--data-dir <dir>", "the server's data dir", defaultConfig.dataDir)
+    .action((options: { dataDir: string }) => {
+      const files = createOperatorKey(options.dataDir);
+      console.log(`operator private key: ${files.privateKey}  (keep it offline; only \`amctl delegation root\` needs it)`);
+      console.log(`operator public key:  ${files.publicKey}  (the server's trust anchor)`);
+    });
+
+  const delegation = program.command("delegation").description("Delegations: the only way to be authorized");
+
+  withScopeFlags(
+    delegation
+      .command("root")
+      .description("Sign a root delegation offline with the operator key; prints the credential.")
+      .requiredOption("--key <file>", "the operator private key (from amctl init)")
+      .option("--subject <subject>", "who holds it", "operator")
+      .option("--ttl <duration>", "how long it is valid", durationFlag, durationFlag("24h")),
+    "default: all",
+  ).action(async (options: ScopeFlags & { key: string; subject: string; ttl: number }) => {
+    const now = Date.now();
+    console.log(
+      await signCredential(await readOperatorSigningKey(options.key), {
+        id: nextId(),
+        subject: options.subject,
+        scope: create(DelegationScopeSchema, scopeFrom(options, true)),
+        notBefore: new Date(now),
+        expires: new Date(now + options.ttl),
+      }),
+    );
+  });
+
+  withScopeFlags(
+    delegation
+      .command("issue")
+      .description("Ask the server for a child of your delegation (never wider than yours); prints the credential.")
+      .requiredOption("--subject <subject>", "who will hold it")
+      .option("--ttl <duration>", "how long it is valid (at most as long as yours)", durationFlag)
+      .option("--json", "print the whole response")
+      .addOption(serverOption()),
+    "default: none",
+  ).action(async (options: ScopeFlags & { subject: string; ttl?: number; json?: boolean; server: string }) => {
+    const response = await serviceClient(DelegationService, options.server).issueDelegation({
+      subject: options.subject,
+      scope: scopeFrom(options, false),
+      ...(options.ttl !== undefined ? { ttl: durationFromMs(options.ttl) } : {}),
+    });
+    console.log(options.json ? jsonLine(IssueDelegationResponseSchema, response) : response.token);
+  });
+
+  delegation
+    .command("revoke")
+    .description("Revoke a delegation in your subtree, and every delegation below it.")
+    .argument("<name>", "delegations/ID", resourceName("delegations"))
+    .option("--reason <text>", "why")
+    .addOption(serverOption())
+    .action(async (name: string, options: { reason?: string; server: string }) => {
+      const { revokedCount } = await serviceClient(DelegationService, options.server).revokeDelegation({ name, reason: options.reason ?? "" });
+      console.log(`${name}: revoked (${revokedCount} delegation${revokedCount === 1 ? "" : "s"})`);
+    });
+
+  delegation
+    .command("list")
+    .description("Your delegation and those below it.")
+    .option("--all", "include revoked and expired ones")
+    .option("--json", "print the whole response")
+    .addOption(serverOption())
+    .action(async (options: { all?: boolean; json?: boolean; server: string }) => {
+      const response = await serviceClient(DelegationService, options.server).listDelegations({ includeInactive: options.all ?? false });
+      console.log(options.json ? jsonLine(ListDelegationsResponseSchema, response) : response.delegations.map(describe).join("\n"));
+    });
+
+  delegation
+    .command("show")
+    .description("One delegation in your subtree.")
+    .argument("<name>", "delegations/ID", resourceName("delegations"))
+    .option("--json", "print it as JSON")
+    .addOption(serverOption())
+    .action(async (name: string, options: { json?: boolean; server: string }) => {
+      const { delegation: found } = await serviceClient(DelegationService, options.server).getDelegation({ name });
+      console.log(options.json ? jsonLine(DelegationSchema, found!) : describe(found!));
+    });
+
+  program
+    .command("whoami")
+    .description("Your delegation and its chain up to the root.")
+    .option("--json", "print the whole response")
+    .addOption(serverOption())
+    .action(async (options: { json?: boolean; server: string }) => {
+      const response = await serviceClient(DelegationService, options.server).whoAmI({});
+      console.log(options.json ? jsonLine(WhoAmIResponseSchema, response) : [response.delegation!, ...response.chain].map(describe).join("\n"));
+    });
+}

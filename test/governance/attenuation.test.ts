@@ -1,0 +1,81 @@
+// Attenuation never widens: for all scopes, a child within its parent is accepted and one
+// wider on any axis is refused, naming that axis; along a chain, every accepted link is within
+// the root (transitivity), depth 1 to 8.
+import { create } from "@bufbuild/protobuf";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
+import { DelegationScopeSchema, type DelegationScope } from "../../src/gen/agentmachine/v1/delegation_pb.js";
+import { OperationType } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { allows, widening } from "../../src/governance/attenuation.js";
+import { budgetDimensions } from "../../src/governance/budget-dimensions.js";
+
+const types = [1, 2, 3, 4, 5, 6, 7, 8] as OperationType[];
+const names = (prefix: string) => fc.uniqueArray(fc.oneof(fc.constant("*"), fc.constantFrom(...["a", "b", "c", "d"].map((n) => `${prefix}${n}`))), { maxLength: 4 });
+const budget = fc.record(Object.fromEntries(budgetDimensions.map((d) => [d, fc.bigInt({ min: 0n, max: 1000n })])) as Record<(typeof budgetDimensions)[number], fc.Arbitrary<bigint>>);
+
+const scope: fc.Arbitrary<DelegationScope> = fc
+  .record({
+    operationTypes: fc.uniqueArray(fc.constantFrom(...types), { maxLength: 8 }),
+    profiles: names("profiles/"),
+    tools: names("tool-"),
+    modelProviders: names("provider-"),
+    budget,
+    mayDelegate: fc.boolean(),
+  })
+  .map((init) => create(DelegationScopeSchema, { ...init, budget: create(BudgetSchema, init.budget) }));
+
+/** Whether `child` is within `parent`, by the definition (not by the code under test). */
+function within(child: DelegationScope, parent: DelegationScope): boolean {
+  const listWithin = (c: string[], p: string[]) => c.every((item) => (item === "*" ? p.includes("*") : allows(p, item)));
+  return (
+    child.operationTypes.every((t) => parent.operationTypes.includes(t)) &&
+    listWithin(child.profiles, parent.profiles) &&
+    listWithin(child.tools, parent.tools) &&
+    listWithin(child.modelProviders, parent.modelProviders) &&
+    (!child.mayDelegate || parent.mayDelegate) &&
+    budgetDimensions.every((d) => (child.budget?.[d] ?? 0n) <= (parent.budget?.[d] ?? 0n))
+  );
+}
+
+describe("attenuation", () => {
+  it("refuses exactly the children that are wider than their parent, on some axis", () => {
+    fc.assert(
+      fc.property(scope, scope, (child, parent) => {
+        expect(widening(child, parent, undefined) === undefined).toBe(within(child, parent));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("along any chain of depth 1–8, every accepted link is within the root on every axis", () => {
+    fc.assert(
+      fc.property(scope, fc.array(scope, { minLength: 1, maxLength: 8 }), (root, proposals) => {
+        let parent = root;
+        for (const proposal of proposals) {
+          if (widening(proposal, parent, undefined) !== undefined) continue; // refused: the chain stays
+          expect(within(proposal, parent)).toBe(true);
+          expect(within(proposal, root)).toBe(true);
+          parent = proposal;
+        }
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it("names the axis of a widening", () => {
+    const parent = create(DelegationScopeSchema, { operationTypes: [OperationType.TOOL_GRANT_APPLY], profiles: ["profiles/a"], tools: ["git"], budget: { tokens: 10n } });
+    const cases: [Partial<DelegationScope>, string][] = [
+      [{ operationTypes: [OperationType.EXECUTION_START] }, "operation_types"],
+      [{ profiles: ["profiles/b"] }, "profiles"],
+      [{ profiles: ["*"] }, "profiles"],
+      [{ tools: ["browser"] }, "tools"],
+      [{ modelProviders: ["openai"] }, "modelProviders"],
+      [{ mayDelegate: true }, "may_delegate"],
+      [{ budget: create(BudgetSchema, { tokens: 11n }) }, "budget.tokens"],
+    ];
+    for (const [change, axis] of cases) {
+      expect(widening(Object.assign(create(DelegationScopeSchema), change), parent, undefined)?.axis).toBe(axis);
+    }
+  });
+});
