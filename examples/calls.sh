@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Calls a running server the ways a user would: plain curl (HTTP/1.1 JSON and HTTP/2 gRPC-Web
 # are both on the one port) and `buf curl` over gRPC using server reflection, no local protos.
-#   usage: examples/calls.sh [BASE_URL]     (default http://127.0.0.1:7070)
+#   usage: AMCTL_TOKEN=... examples/calls.sh [BASE_URL]     (default http://127.0.0.1:7070)
+# AMCTL_TOKEN must hold a credential (see `amctl delegation root`, or the README): the calls of
+# ContractService send it as `authorization: Bearer $AMCTL_TOKEN`; health checking and
+# reflection need none.
 # test/e2e/examples.test.ts runs this script against a real server.
 set -euo pipefail
+: "${AMCTL_TOKEN:?must hold a credential (see amctl delegation root)}"
 url=${1:-http://127.0.0.1:7070}
 here=$(cd "$(dirname "$0")" && pwd)
 buf="$here/../node_modules/.bin/buf"
@@ -17,7 +21,7 @@ echo
 validate_file() {
   local body
   body=$(node -e 'process.stdout.write(JSON.stringify({ json: require("node:fs").readFileSync(process.argv[1], "utf8") }))' "$1")
-  curl -sS --fail-with-body -X POST -H 'content-type: application/json' -d "$body" \
+  curl -sS --fail-with-body -X POST -H 'content-type: application/json' -H "authorization: Bearer $AMCTL_TOKEN" -d "$body" \
     "$url/agentmachine.v1.ContractService/ValidateContract"
   echo
 }
@@ -29,7 +33,7 @@ echo "# Validate a broken contract: a normal answer with violations, not an erro
 validate_file "$here/contracts/broken/ambient-authority.json"
 
 echo "# A malformed request is InvalidArgument (HTTP 400) naming the field"
-curl -sS -X POST -H 'content-type: application/json' -d '{}' \
+curl -sS -X POST -H 'content-type: application/json' -H "authorization: Bearer $AMCTL_TOKEN" -d '{}' \
   "$url/agentmachine.v1.ContractService/ValidateContract" || true
 echo
 
@@ -40,7 +44,8 @@ echo
 
 echo "# buf curl over gRPC, methods discovered through server reflection"
 "$buf" curl --http2-prior-knowledge --list-methods "$url"
-"$buf" curl --http2-prior-knowledge --protocol grpc "$url/agentmachine.v1.ContractService/GetContract" \
+"$buf" curl --http2-prior-knowledge --protocol grpc -H "authorization: Bearer $AMCTL_TOKEN" \
+  "$url/agentmachine.v1.ContractService/GetContract" \
   | node -e 'let s = ""; process.stdin.on("data", (c) => (s += c)).on("end", () => console.log(JSON.parse(s).contract.id))'
 
 echo "# buf curl streaming: the first health status of a Watch"

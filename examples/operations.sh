@@ -2,9 +2,12 @@
 # A walk-through of the operation commands of amctl against a running server: create a
 # profile, run a process that reports progress and wait for it, list, then read its events as
 # JSON lines and resume after a stored sequence, the way a script follows the event log.
-#   usage: examples/operations.sh [BASE_URL]     (default http://127.0.0.1:7070)
+#   usage: AMCTL_TOKEN=... examples/operations.sh [BASE_URL]     (default http://127.0.0.1:7070)
+# AMCTL_TOKEN must hold a credential (see `amctl delegation root`, or the README) that may
+# create profiles and run processes: amctl sends it with every call.
 # test/e2e/operation-cli.test.ts runs this script against a real server.
 set -euo pipefail
+: "${AMCTL_TOKEN:?must hold a credential (see amctl delegation root)}"
 export AMCTL_SERVER=${1:-http://127.0.0.1:7070}
 here=$(cd "$(dirname "$0")" && pwd)
 amctl() { node "$here/../bin/amctl.mjs" "$@"; }

@@ -21,6 +21,7 @@ import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { OperationService, SubmitOperationRequestSchema, type SubmitOperationRequest } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { EventType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../../src/lifecycle/transitions.js";
+import { bearer } from "../helpers/auth.js";
 import { contiguityViolations, describeEvent, lifecycleViolations } from "../helpers/event-invariants.js";
 import { EventWatcher, type OperationClient } from "../helpers/event-watcher.js";
 import { repoRoot, startChildServer, tempDir, type ChildServer } from "../helpers/server.js";
@@ -62,7 +63,7 @@ async function eachLimited<T>(items: readonly T[], limit: number, work: (item: T
 }
 
 function clientFor(server: ChildServer): OperationClient {
-  return createClient(OperationService, createGrpcTransport({ baseUrl: server.url }));
+  return createClient(OperationService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(server.token)] }));
 }
 
 /**

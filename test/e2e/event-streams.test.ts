@@ -22,6 +22,7 @@ import { contiguityViolations, watcherViolations, type SeenBy } from "../helpers
 import { EventWatcher, type EventFilterInit, type OperationClient } from "../helpers/event-watcher.js";
 import { startTestServer, tempDir, type TestServer } from "../helpers/server.js";
 import { seededRandom } from "../helpers/store-file.js";
+import { authInterceptors } from "../helpers/tokens.js";
 
 const PROFILES = ["profiles/es-a", "profiles/es-b"] as const;
 const BOOKMARK_MS = 200;
@@ -54,7 +55,7 @@ function submitRequest(kind: SubmitKind, profile: string, lane: string): Message
 }
 
 function clientFor(url: string): OperationClient {
-  return createClient(OperationService, createGrpcTransport({ baseUrl: url }));
+  return createClient(OperationService, createGrpcTransport({ baseUrl: url, interceptors: authInterceptors(url) }));
 }
 
 /** Watchers use every protocol the server speaks: the invariants must not depend on it. */
@@ -64,9 +65,9 @@ type Protocol = (typeof PROTOCOLS)[number];
 function watchClients(url: string): Record<Protocol, OperationClient> {
   return {
     grpc: clientFor(url),
-    connect: createClient(OperationService, createConnectTransport({ baseUrl: url, httpVersion: "2" })),
-    "grpc-web": createClient(OperationService, createGrpcWebTransport({ baseUrl: url, httpVersion: "2" })),
-    "connect-http1": createClient(OperationService, createConnectTransport({ baseUrl: url, httpVersion: "1.1" })),
+    connect: createClient(OperationService, createConnectTransport({ baseUrl: url, httpVersion: "2", interceptors: authInterceptors(url) })),
+    "grpc-web": createClient(OperationService, createGrpcWebTransport({ baseUrl: url, httpVersion: "2", interceptors: authInterceptors(url) })),
+    "connect-http1": createClient(OperationService, createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors: authInterceptors(url) })),
   };
 }
 

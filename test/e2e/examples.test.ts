@@ -7,8 +7,10 @@ import { validateContractDocument } from "../../src/contract/validate.js";
 import { repoRoot, startTestServer, type TestServer } from "../helpers/server.js";
 
 const run = promisify(execFile);
+/** The environment of the examples and amctl: AMCTL_TOKEN holds the server's credential. */
+const withToken = (): NodeJS.ProcessEnv => ({ ...process.env, AMCTL_TOKEN: server.token });
 const amctl = (...args: string[]) =>
-  run(process.execPath, [join(repoRoot, "bin/amctl.mjs"), ...args], { cwd: repoRoot }).then(
+  run(process.execPath, [join(repoRoot, "bin/amctl.mjs"), ...args], { cwd: repoRoot, env: withToken() }).then(
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (error: { code: number; stdout: string; stderr: string }) => error,
   );
@@ -21,7 +23,7 @@ afterAll(() => server.close());
 
 describe("examples/calls.sh", () => {
   it("runs every curl and buf curl call against a real server", async () => {
-    const { stdout } = await run("bash", [join(repoRoot, "examples/calls.sh"), server.url], { cwd: "/tmp" });
+    const { stdout } = await run("bash", [join(repoRoot, "examples/calls.sh"), server.url], { cwd: "/tmp", env: withToken() });
     expect(stdout).toContain('{"status":"SERVING"}');
     expect(stdout).toContain('{"valid":true,"violations":[]}');
     expect(stdout).toContain('"path":"/controls/ambientAuthority"');
@@ -93,7 +95,7 @@ describe("amctl contract", () => {
 
 describe("examples/clients/validate-contract.ts (a generated client)", () => {
   const client = (file: string) =>
-    run(join(repoRoot, "node_modules/.bin/tsx"), [join(repoRoot, "examples/clients/validate-contract.ts"), server.url, file], { cwd: repoRoot }).then(
+    run(join(repoRoot, "node_modules/.bin/tsx"), [join(repoRoot, "examples/clients/validate-contract.ts"), server.url, file], { cwd: repoRoot, env: withToken() }).then(
       ({ stdout }) => ({ code: 0, stdout }),
       (error: { code: number; stdout: string }) => error,
     );

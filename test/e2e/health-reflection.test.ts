@@ -35,7 +35,7 @@ describe("grpc.health.v1.Health", () => {
   it("List names every served service", async () => {
     const { statuses } = await health().list({});
     expect(Object.keys(statuses).sort()).toEqual(
-      ["", "agentmachine.v1.ContractService", "agentmachine.v1.OperationService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
+      ["", "agentmachine.v1.ContractService", "agentmachine.v1.DelegationService", "agentmachine.v1.OperationService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
     );
   });
 
@@ -108,9 +108,15 @@ describe("server reflection", () => {
   });
 
   it.each(["grpc-v1", "grpc-v1alpha"])("buf curl calls GetContract with no local protos (reflection %s)", async (reflectProtocol) => {
+    // The credential is for the call (buf curl sends -H headers with its reflection requests
+    // too, which need none: --list-methods below goes without).
     const { stdout } = await run(
       `${repoRoot}/node_modules/.bin/buf`,
-      ["curl", "--http2-prior-knowledge", "--protocol", "grpc", "--reflect-protocol", reflectProtocol, `${server.url}/agentmachine.v1.ContractService/GetContract`],
+      [
+        "curl", "--http2-prior-knowledge", "--protocol", "grpc", "--reflect-protocol", reflectProtocol,
+        "-H", `authorization: Bearer ${server.token}`,
+        `${server.url}/agentmachine.v1.ContractService/GetContract`,
+      ],
       { cwd: "/tmp" },
     );
     const response = JSON.parse(stdout) as { contract: { kind: string }; json: string };
@@ -122,6 +128,11 @@ describe("server reflection", () => {
     expect(stdout.trim().split("\n")).toEqual([
       "agentmachine.v1.ContractService/GetContract",
       "agentmachine.v1.ContractService/ValidateContract",
+      "agentmachine.v1.DelegationService/GetDelegation",
+      "agentmachine.v1.DelegationService/IssueDelegation",
+      "agentmachine.v1.DelegationService/ListDelegations",
+      "agentmachine.v1.DelegationService/RevokeDelegation",
+      "agentmachine.v1.DelegationService/WhoAmI",
       "agentmachine.v1.OperationService/CancelOperation",
       "agentmachine.v1.OperationService/GetOperation",
       "agentmachine.v1.OperationService/ListOperations",

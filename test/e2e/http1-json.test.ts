@@ -5,6 +5,7 @@ import * as http from "node:http";
 import * as http2 from "node:http2";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { authorizationHeader } from "../helpers/auth.js";
 import { ambientAuthorityContractText, exampleContractText } from "../helpers/contract-documents.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
@@ -14,18 +15,23 @@ const GET_CONTRACT = "/agentmachine.v1.ContractService/GetContract";
 const CHECK = "/grpc.health.v1.Health/Check";
 const WATCH = "/grpc.health.v1.Health/Watch";
 
+/** The credential, for every call but those of the health service (exempt: called without). */
+function credentialFor(path: string): { authorization?: string } {
+  return path.startsWith("/grpc.health.v1.Health/") ? {} : authorizationHeader(server.token);
+}
+
 interface Answer {
   status: number;
   headers: http.IncomingHttpHeaders;
   body: Buffer;
 }
 
-/** An HTTP/1.1 POST; `body` as given, JSON content type unless `headers` says otherwise. */
+/** An HTTP/1.1 POST; `body` as given, JSON content type unless `headers` says otherwise; with the credential. */
 function post1(path: string, body: string | Buffer, headers: http.OutgoingHttpHeaders = {}, agent?: http.Agent): Promise<Answer & { httpVersion: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request(
       `${server.url}${path}`,
-      { method: "POST", headers: { "content-type": "application/json", ...headers }, ...(agent ? { agent } : {}) },
+      { method: "POST", headers: { "content-type": "application/json", ...credentialFor(path), ...headers }, ...(agent ? { agent } : {}) },
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (chunk: Buffer) => chunks.push(chunk));
@@ -43,7 +49,7 @@ function post1(path: string, body: string | Buffer, headers: http.OutgoingHttpHe
 /** The same POST as a stream of an HTTP/2 session. */
 function post2(session: http2.ClientHttp2Session, path: string, body: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/json" });
+    const stream = session.request({ ":method": "POST", ":path": path, "content-type": "application/json", ...credentialFor(path) });
     const chunks: Buffer[] = [];
     let headers: http2.IncomingHttpHeaders = {};
     stream.on("response", (h) => (headers = h));

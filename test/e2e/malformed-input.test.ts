@@ -52,6 +52,7 @@ import {
   type RawRequest,
   type RawResponse,
 } from "../helpers/raw-http2.js";
+import { authorizationHeader } from "../helpers/auth.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 const MAX_MESSAGE_BYTES = 64 * 1024;
@@ -120,8 +121,16 @@ afterAll(async () => {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+/**
+ * The credential: every request below carries it (so its broken part, not a missing credential,
+ * decides the answer), except the health checks, which are exempt from authentication.
+ */
+function credential(): Record<string, string> {
+  return authorizationHeader(server.token);
+}
+
 function grpc(body: RawRequest["body"], headers: Record<string, string> = {}): Promise<RawResponse> {
-  return h2Request(session, { path: VALIDATE, headers: { ...GRPC_REQUEST_HEADERS, ...headers }, body });
+  return h2Request(session, { path: VALIDATE, headers: { ...GRPC_REQUEST_HEADERS, ...credential(), ...headers }, body });
 }
 
 function requestBytes(init: MessageInitShape<typeof ValidateContractRequestSchema>): Uint8Array {
@@ -320,7 +329,7 @@ describe.each([
   it.each(envelopeRows)("$title", async ({ body, headers, code }) => {
     const response = await send({
       path: VALIDATE,
-      headers: { "content-type": "application/grpc-web+proto", ...headers },
+      headers: { "content-type": "application/grpc-web+proto", ...credential(), ...headers },
       body,
     });
     expect(expectGrpcWebAnswer(response)).toBe(code);
@@ -343,7 +352,7 @@ describe.each([
   ])("content-type $contentType is HTTP 415 Unsupported Media Type", async ({ contentType, body }) => {
     const response = await send({
       path: VALIDATE,
-      headers: contentType === undefined ? {} : { "content-type": contentType },
+      headers: contentType === undefined ? credential() : { "content-type": contentType, ...credential() },
       body: Buffer.from(body),
     });
     expect(response.status).toBe(415);
@@ -389,7 +398,7 @@ describe.each([
   )("$title", async ({ contentType, body, status, code }) => {
     const response = await send({
       path: VALIDATE,
-      headers: { "content-type": contentType ?? "application/json" },
+      headers: { "content-type": contentType ?? "application/json", ...credential() },
       body: typeof body === "string" ? Buffer.from(body) : body,
     });
     if (code === undefined) {
@@ -403,7 +412,7 @@ describe.each([
   });
 
   it("an unknown procedure is HTTP 404", async () => {
-    const response = await send({ path: "/agentmachine.v1.NoSuchService/Nothing", headers: { "content-type": "application/json" }, body: Buffer.from("{}") });
+    const response = await send({ path: "/agentmachine.v1.NoSuchService/Nothing", headers: { "content-type": "application/json", ...credential() }, body: Buffer.from("{}") });
     expect(response.status).toBe(404);
   });
 });
@@ -594,7 +603,7 @@ describe("generated Connect JSON requests", () => {
     async () => {
       const checkConnectBody = async (body: Buffer): Promise<void> => {
         generatedFrames++;
-        const response = await h2Request(session, { path: VALIDATE, headers: { "content-type": "application/json" }, body });
+        const response = await h2Request(session, { path: VALIDATE, headers: { "content-type": "application/json", ...credential() }, body });
         const expected = expectedConnectJson(body);
         if (expected.code === undefined) {
           expect(response.status, `status for body ${JSON.stringify(body.toString("latin1"))}`).toBe(200);
@@ -665,7 +674,7 @@ describe("unknown methods, half-open requests and silent connections", () => {
   it("an unknown gRPC method is answered as a gRPC server does: HTTP 200 with grpc-status 12", async () => {
     const response = await h2Request(session, {
       path: "/agentmachine.v1.ContractService/NoSuchMethod",
-      headers: { ...GRPC_REQUEST_HEADERS },
+      headers: { ...GRPC_REQUEST_HEADERS, ...credential() },
       body: envelope(oneJsonDocument),
     });
     expect({ status: response.status, grpcStatus: grpcStatus(response) }).toEqual({ status: 200, grpcStatus: UNIMPLEMENTED });
@@ -691,7 +700,7 @@ describe("unknown methods, half-open requests and silent connections", () => {
   it("after answering a message over 64 KiB unread, the server resets the half-open request (RFC 9113 §8.1)", async () => {
     const response = await h2Request(session, {
       path: VALIDATE,
-      headers: { ...GRPC_REQUEST_HEADERS },
+      headers: { ...GRPC_REQUEST_HEADERS, ...credential() },
       body: envelope(Buffer.alloc(200_000)),
       lingerMs: 1_000,
     });
@@ -713,7 +722,7 @@ describe("known issues", () => {
   it("connect-es does not answer DEADLINE_EXCEEDED when the request body stalls past its grpc-timeout", async () => {
     const stalled = h2Request(session, {
       path: VALIDATE,
-      headers: { ...GRPC_REQUEST_HEADERS, "grpc-timeout": "100m" },
+      headers: { ...GRPC_REQUEST_HEADERS, ...credential(), "grpc-timeout": "100m" },
       body: envelope(Buffer.alloc(10), { declaredLength: 100 }),
       endStream: false,
       timeoutMs: 1_000,

@@ -20,6 +20,8 @@ const run = promisify(execFile);
 const SLOW = 60_000;
 
 let server: TestServer;
+/** What amctl needs to call the test server: its address, and a credential in AMCTL_TOKEN. */
+let env: NodeJS.ProcessEnv;
 let cli: (...args: string[]) => Promise<CliResult>;
 let progressScript: string;
 
@@ -50,7 +52,8 @@ async function createProfile(id: string): Promise<void> {
 beforeAll(async () => {
   // Short bookmarks, so that an idle watch shows one within a test.
   server = await startTestServer({ bookmarkIntervalMs: 300 });
-  cli = (...args) => amctl(args, { AMCTL_SERVER: server.url });
+  env = { AMCTL_SERVER: server.url, AMCTL_TOKEN: server.token };
+  cli = (...args) => amctl(args, env);
   progressScript = join(tempDir(), "progress.cjs");
   writeFileSync(progressScript, `require("node:fs").writeSync(3, JSON.stringify({ percent: 50, message: "half" }) + "\\n");\n`);
   await createProfile("cli");
@@ -136,7 +139,7 @@ describe("amctl submit", () => {
   });
 
   it("an unreachable server is exit 2 with Unavailable", async () => {
-    const result = await amctl(["submit", "--server", "http://127.0.0.1:1", "--profile", "cli", "--grant-tool", "git"]);
+    const result = await amctl(["submit", "--server", "http://127.0.0.1:1", "--profile", "cli", "--grant-tool", "git"], { AMCTL_TOKEN: server.token });
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(/^amctl: Unavailable: .*ECONNREFUSED/);
   });
@@ -198,7 +201,7 @@ describe("amctl get, list, cancel", () => {
 
   it("cancel stops a running execution; get then shows it cancelled; a second cancel is FailedPrecondition", { timeout: SLOW }, async () => {
     const name = await submitted("--profile", "cli", "--exec", "--", "sleep", "30");
-    const watch = spawnAmctl(["watch", name, "--json"], { AMCTL_SERVER: server.url });
+    const watch = spawnAmctl(["watch", name, "--json"], env);
     await watch.waitForLine((line) => line.includes("EVENT_TYPE_START"));
 
     const cancelled = await cli("cancel", name, "--reason", "test is over");
@@ -233,7 +236,7 @@ describe("amctl watch", () => {
 
   it("with a filter follows live events with bookmarks until SIGINT (exit 0); --after the last line resumes without duplicates", { timeout: SLOW }, async () => {
     await createProfile("resume");
-    const watchProfile = (...args: string[]) => spawnAmctl(["watch", "--json", "--profile", "resume", "--type", "agent_machine.execution.start", ...args], { AMCTL_SERVER: server.url });
+    const watchProfile = (...args: string[]) => spawnAmctl(["watch", "--json", "--profile", "resume", "--type", "agent_machine.execution.start", ...args], env);
     const lastSequence = (lines: string[]): string => {
       const last = JSON.parse(lines[lines.length - 1]!) as { sequence?: string; bookmark?: { sequence: string } };
       return last.bookmark?.sequence ?? last.sequence!;
@@ -269,7 +272,7 @@ describe("amctl watch", () => {
 
 describe("examples/operations.sh", () => {
   it("walks through profile, execution with --wait, list and watch --json --after against a real server", { timeout: SLOW }, async () => {
-    const result = await run("bash", [join(repoRoot, "examples/operations.sh"), server.url], { cwd: "/tmp" });
+    const result = await run("bash", [join(repoRoot, "examples/operations.sh"), server.url], { cwd: "/tmp", env: { ...process.env, AMCTL_TOKEN: server.token } });
     expect(result.stdout).toMatch(/progress +running +50% half way$/m);
     expect(result.stdout).toMatch(/^operations\/\S+: completed$/m);
     expect(result.stdout).toMatch(/^NAME +TYPE +STATE/m);

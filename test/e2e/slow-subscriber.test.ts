@@ -33,6 +33,7 @@ it("a WatchEvents client that stops reading is reset with ENHANCE_YOUR_CALM (Res
     ":path": "/agentmachine.v1.OperationService/WatchEvents",
     "content-type": "application/grpc",
     te: "trailers",
+    authorization: `Bearer ${server.token}`,
   });
   stalled.end(grpcFrame(toBinary(WatchEventsRequestSchema, create(WatchEventsRequestSchema, {}))));
   stalled.pause();

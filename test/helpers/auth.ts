@@ -60,3 +60,47 @@ export function bearer(token: string): Interceptor {
     return next(req);
   };
 }
+
+/** The request header that carries a credential, for raw HTTP clients (node's http, http2). */
+export function authorizationHeader(token: string): { authorization: string } {
+  return { authorization: `Bearer ${token}` };
+}
+
+/**
+ * The bytes the `authorization: Bearer <token>` header adds to a request on the wire, for tests
+ * that count bytes. HTTP/1.1 sends it as text: its line. HTTP/2 (node's http2, nghttp2) sends it
+ * with HPACK on every request as a literal that is never indexed (nghttp2 does so for
+ * authorization): the name as static table index 23, then the value's length and the value,
+ * Huffman-coded when that is shorter (RFC 7541 §5.1, §5.2, §6.2.3).
+ */
+export function credentialHeaderBytes(token: string, httpVersion: "1.1" | "2"): number {
+  const value = `Bearer ${token}`;
+  if (httpVersion === "1.1") return Buffer.byteLength(`authorization: ${value}\r\n`);
+  const huffman = Math.ceil([...value].reduce((bits, char) => bits + huffmanBits(char), 0) / 8);
+  const length = Math.min(huffman, value.length);
+  return hpackIntegerBytes(23, 4) + hpackIntegerBytes(length, 7) + length;
+}
+
+/** RFC 7541 §5.1: the bytes of an integer with an N-bit prefix. */
+function hpackIntegerBytes(value: number, prefixBits: number): number {
+  const max = (1 << prefixBits) - 1;
+  if (value < max) return 1;
+  let bytes = 2;
+  for (let rest = value - max; rest >= 128; rest = Math.floor(rest / 128)) bytes += 1;
+  return bytes;
+}
+
+/** Lengths of the HPACK Huffman codes (RFC 7541 Appendix B) of the characters a bearer credential may hold. */
+const HUFFMAN_BITS: Record<number, string> = {
+  5: "012aceiost",
+  6: " %-./3456789=A_bdfghlmnpru",
+  7: ":BCDEFGHIJKLMNOPQRSTUVWYjkqvwxyz",
+  8: "XZ",
+  11: "+",
+  13: "~",
+};
+
+function huffmanBits(char: string): number {
+  for (const [bits, chars] of Object.entries(HUFFMAN_BITS)) if (chars.includes(char)) return Number(bits);
+  throw new Error(`no Huffman code length here for ${JSON.stringify(char)}: not a bearer credential character`);
+}
