@@ -64,8 +64,10 @@ export class Authority {
       throw error;
     }
     const name = delegationName(claims.id);
+    // A root is recorded the first time it is seen (a write); after that it is only read.
+    const recorded = await this.options.store.getDelegation(name);
     const delegation =
-      claims.signer === "operator"
+      recorded === undefined && claims.signer === "operator"
         ? await this.options.store.putDelegation(
             create(DelegationSchema, {
               name,
@@ -77,7 +79,7 @@ export class Authority {
               createTime: timestampFromDate(now),
             }),
           )
-        : await this.options.store.getDelegation(name);
+        : recorded;
     if (delegation === undefined) throw unauthenticated(`${name} is not on record`);
     if (delegation.parent !== (claims.parent ? delegationName(claims.parent) : "")) throw unauthenticated(`${name} does not match its record`);
     const chain: Delegation[] = [];
