@@ -14,6 +14,8 @@
 // Run alone (against a server you started):
 //   node --import tsx bench/load-worker.ts --url http://127.0.0.1:7070 --protocol grpc \
 //     --method validate --concurrency 8 --seconds 3 --no-wait
+// `--method submit` submits record operations (tool_grant.apply, each with a fresh request_id)
+// in the existing profile given by `--profile profiles/ID`.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -22,11 +24,18 @@ import { create } from "@bufbuild/protobuf";
 import { ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { ContractService, ValidateContractRequestSchema } from "../src/gen/agentmachine/v1/contract_service_pb.js";
+import { OperationService } from "../src/gen/agentmachine/v1/operation_service_pb.js";
 import { Health, HealthCheckRequestSchema, HealthCheckResponse_ServingStatus } from "../src/gen/grpc/health/v1/health_pb.js";
+import { credentialInterceptors, workerToken } from "./credentials.js";
+import { recordRequest, requestIds } from "./records.js";
 
 export type BenchProtocol = "grpc" | "connect";
-/** `health`: grpc.health.v1.Health/Check (the baseline). `validate`: ContractService/ValidateContract. */
-export type BenchMethod = "health" | "validate";
+/**
+ * `health`: grpc.health.v1.Health/Check (the baseline). `validate`: ContractService/ValidateContract.
+ * `submit`: OperationService/SubmitOperation of a record operation (needs `--profile`).
+ */
+export type BenchMethod = "health" | "validate" | "submit";
+const methods: readonly BenchMethod[] = ["health", "validate", "submit"];
 
 // Only types are exported: importing a value from here would run the worker.
 const exampleContractPath = join(import.meta.dirname, "..", "examples/contracts/local-execution.json");
@@ -58,6 +67,7 @@ interface Options {
   seconds: number;
   wait: boolean;
   documentPath: string;
+  profile: string;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -72,6 +82,7 @@ function parseOptions(argv: string[]): Options {
       seconds: { type: "string", default: "3" },
       "no-wait": { type: "boolean", default: false },
       document: { type: "string", default: exampleContractPath },
+      profile: { type: "string", default: "" },
     },
     strict: true,
   });
@@ -80,7 +91,8 @@ function parseOptions(argv: string[]): Options {
   // The benchmark never leaves this machine.
   if (url.protocol !== "http:" || url.hostname !== "127.0.0.1") throw new Error(`--url must be http://127.0.0.1:PORT, got ${values.url}`);
   if (values.protocol !== "grpc" && values.protocol !== "connect") throw new Error(`--protocol must be grpc or connect, got ${values.protocol}`);
-  if (values.method !== "health" && values.method !== "validate") throw new Error(`--method must be health or validate, got ${values.method}`);
+  if (!methods.includes(values.method as BenchMethod)) throw new Error(`--method must be one of ${methods.join(", ")}, got ${values.method}`);
+  if (values.method === "submit" && !values.profile) throw new Error("--method submit needs --profile profiles/ID");
   const concurrency = Number(values.concurrency);
   if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new Error(`--concurrency must be a positive integer, got ${values.concurrency}`);
   const warmupSeconds = Number(values.warmup);
@@ -89,22 +101,25 @@ function parseOptions(argv: string[]): Options {
   return {
     url: url.origin,
     protocol: values.protocol,
-    method: values.method,
+    method: values.method as BenchMethod,
     concurrency,
     warmupSeconds,
     seconds,
     wait: !values["no-wait"],
     documentPath: values.document,
+    profile: values.profile,
   };
 }
 
 function transportFor(options: Options): Transport {
   // One transport = one Http2SessionManager = one HTTP/2 connection, shared by all calls.
+  // Every call carries the bench's credential (BENCH_BEARER_TOKEN), Health's too, which ignores it.
+  const interceptors = credentialInterceptors(workerToken());
   switch (options.protocol) {
     case "grpc":
-      return createGrpcTransport({ baseUrl: options.url });
+      return createGrpcTransport({ baseUrl: options.url, interceptors });
     case "connect":
-      return createConnectTransport({ baseUrl: options.url, httpVersion: "2", useBinaryFormat: true });
+      return createConnectTransport({ baseUrl: options.url, httpVersion: "2", useBinaryFormat: true, interceptors });
   }
 }
 
@@ -127,6 +142,14 @@ function callFor(options: Options, transport: Transport): () => Promise<void> {
       return async () => {
         const response = await client.validateContract(request);
         if (!response.valid) throw new Error(`document reported invalid: ${JSON.stringify(response.violations.slice(0, 3))}`);
+      };
+    }
+    case "submit": {
+      const client = createClient(OperationService, transport);
+      const nextId = requestIds("bench-submit");
+      return async () => {
+        const response = await client.submitOperation(recordRequest(options.profile, nextId()));
+        if (!response.created) throw new Error("a fresh request_id was answered as a retry");
       };
     }
   }
