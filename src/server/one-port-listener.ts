@@ -8,6 +8,7 @@ import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 
+const MAX_STREAMS_PER_CONNECTION = 1000;
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 type RequestHandler = (
@@ -101,7 +102,9 @@ export async function listenOnePort(
   prefaceTimeoutMs: number,
 ): Promise<OnePortListener> {
   const h1 = http.createServer(handler as http.RequestListener);
-  const h2 = http2.createServer({}, (req, res) => {
+  // Node announces no limit on concurrent streams by default; each open stream holds tens of
+  // KiB (bench/), so one connection must not be able to pin gigabytes.
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION } }, (req, res) => {
     // Once the answer (trailers included) is out, a request body the client is still sending
     // will never be read: reset the stream (RFC 9113 §8.1) rather than leave it half open.
     const stream = req.stream;

@@ -1,42 +1,51 @@
-// Access to the raw HTTP response of the current call, for the one thing connect's handler API
-// cannot do: abort a stream whose client stopped reading (its writes never complete, so an
-// error can no longer be written after them).
-import { AsyncLocalStorage } from "node:async_hooks";
+// Access to the raw HTTP request of a call, for the one thing connect's handler API cannot do:
+// abort a stream whose client stopped reading (its writes never complete, so an error can no
+// longer be written after them). The request reaches handlers through the call's context
+// values (set by connectNodeAdapter's `contextValues`), which costs nothing per call — unlike
+// AsyncLocalStorage, which turns on promise hooks for the whole process.
 import * as http2 from "node:http2";
 import type * as http from "node:http";
+import { createContextKey, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
 
-type RawResponse = http.ServerResponse | http2.Http2ServerResponse;
+type RawRequest = http.IncomingMessage | http2.Http2ServerRequest;
 
-const current = new AsyncLocalStorage<RawResponse>();
+const rawRequestKey = createContextKey<RawRequest | undefined>(undefined, { description: "raw request" });
 
-/** Runs the connect handler for one request with its response in scope. */
-export function withRawResponse<R>(res: RawResponse, run: () => R): R {
-  return current.run(res, run);
+/** For connectNodeAdapter's `contextValues` option. */
+export function rawRequestContextValues(req: RawRequest): ContextValues {
+  return createContextValues().set(rawRequestKey, req);
+}
+
+/** Bytes written by the server that the client has not taken yet (flow control or a full socket). */
+function unsentBytes(req: RawRequest): number {
+  return "stream" in req && req.stream !== undefined ? req.stream.bufferSize : req.socket.writableLength;
 }
 
 /**
- * Cuts off the current call's stream as "too slow". On HTTP/2 the stream is reset with
+ * Cuts the call's stream off as "too slow". On HTTP/2 the stream is reset with
  * ENHANCE_YOUR_CALM, which gRPC and Connect clients report as ResourceExhausted; an HTTP/1.1
  * response has no such signal, so its connection is closed.
  */
-export function cutOffCurrentStream(): (() => void) | undefined {
-  const res = current.getStore();
-  if (res === undefined) return undefined;
-  return () => {
-    if ("stream" in res && res.stream !== undefined) res.stream.close(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
-    else res.destroy();
-  };
+function cutOff(req: RawRequest): void {
+  if ("stream" in req && req.stream !== undefined) req.stream.close(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  else req.socket.destroy();
 }
 
 /**
  * Passes items through, cutting the stream off when one item has not been taken by the
- * transport within `timeoutMs` (the client stopped reading and its flow-control window is
- * full). The subscriber then resumes from the last sequence it received.
+ * transport within `timeoutMs` while written bytes sit unread — the client stopped reading
+ * and its flow-control window is full. A server that is merely busy (nothing unsent) is given
+ * more time. The subscriber then resumes from the last sequence it received.
  */
-export async function* cutOffWhenStalled<T>(items: AsyncIterable<T>, timeoutMs: number): AsyncGenerator<T> {
-  const cutOff = cutOffCurrentStream();
+export async function* cutOffWhenStalled<T>(items: AsyncIterable<T>, timeoutMs: number, context: HandlerContext): AsyncGenerator<T> {
+  const req = context.values.get(rawRequestKey);
   for await (const item of items) {
-    const timer = cutOff ? setTimeout(cutOff, timeoutMs) : undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const check = (): void => {
+      if (req !== undefined && unsentBytes(req) > 0) cutOff(req);
+      else timer = setTimeout(check, timeoutMs);
+    };
+    timer = setTimeout(check, timeoutMs);
     try {
       yield item;
     } finally {

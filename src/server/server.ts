@@ -38,7 +38,7 @@ import { authInterceptor } from "./auth-interceptor.js";
 import { errorInterceptor, loggingInterceptor, validationInterceptor } from "./interceptors.js";
 import { createLogger, type Logger } from "./logger.js";
 import { listenOnePort } from "./one-port-listener.js";
-import { withRawResponse } from "./raw-response.js";
+import { rawRequestContextValues } from "./raw-response.js";
 import { answerUnknownRoute } from "./unknown-route.js";
 
 export interface RunningServer {
@@ -166,13 +166,14 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     interceptors: [errorInterceptor(log), loggingInterceptor(log), authInterceptor(authority), validationInterceptor()],
     readMaxBytes: config.maxMessageBytes,
     fallback: answerUnknownRoute,
+    contextValues: rawRequestContextValues,
     // JSON clients (curl) see `"valid": false` and empty lists rather than absent keys.
     jsonOptions: { alwaysEmitImplicit: true },
     shutdownSignal: shutdown.signal,
   });
 
   const listener = await listenOnePort(
-    (req, res) => withRawResponse(res, () => handler(req, res)),
+    handler,
     config.host,
     config.port,
     config.connectionPrefaceTimeoutMs,

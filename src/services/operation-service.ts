@@ -160,7 +160,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
           bookmarkIntervalMs: 0,
           isLast: (stored) => isTerminal(stored.event.state),
         });
-        for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs)) {
+        for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs, context)) {
           if (item.kind === "event") yield { event: item.stored.event };
         }
       });
@@ -177,7 +177,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
           signal,
           bookmarkIntervalMs: deps.bookmarkIntervalMs,
         });
-        for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs)) {
+        for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs, context)) {
           yield item.kind === "event"
             ? { kind: { case: "event" as const, value: item.stored.event } }
             : { kind: { case: "bookmark" as const, value: { sequence: item.sequence, time: timestampFromDate(new Date()) } } };
