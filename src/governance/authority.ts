@@ -16,6 +16,8 @@ export interface Principal {
   chain: Delegation[];
 }
 
+const MAX_CACHED_CREDENTIALS = 10_000;
+
 export const delegationName = (id: string): string => `delegations/${id}`;
 
 /** Why a delegation cannot be used now, or undefined if it can. */
@@ -51,8 +53,15 @@ export class Authority {
     }
     this.cache.delete(key);
     const principal = await this.resolve(token, now);
+    if (this.cache.size >= MAX_CACHED_CREDENTIALS) this.evictExpired(now.getTime());
     this.cache.set(key, { principal, until: now.getTime() + this.options.cacheMs });
     return principal;
+  }
+
+  /** Bounds the cache: expired entries go; if that is not enough, all of them. */
+  private evictExpired(nowMs: number): void {
+    for (const [key, entry] of this.cache) if (entry.until <= nowMs) this.cache.delete(key);
+    if (this.cache.size >= MAX_CACHED_CREDENTIALS) this.cache.clear();
   }
 
   private async resolve(token: string, now: Date): Promise<Principal> {
