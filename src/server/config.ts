@@ -35,7 +35,10 @@ export interface ServerConfig {
   compactionIntervalMs: number;
   /** An idle WatchEvents stream gets a bookmark this often. */
   bookmarkIntervalMs: number;
-  /** A stream whose client has not read for this long is cut off (ResourceExhausted). */
+  /**
+   * A stream is cut off (ResourceExhausted) when its unsent bytes have not shrunk for this long,
+   * checked one period after a message is handed over: about twice this in all.
+   */
   slowSubscriberTimeoutMs: number;
   /** Executions running at once; more wait in queued, first come first served. */
   maxConcurrentExecutions: number;
@@ -67,7 +70,7 @@ export const defaultConfig: ServerConfig = {
   eventRetention: { maxEvents: 1_000_000, maxAgeMs: 7 * 24 * 3600 * 1000 },
   compactionIntervalMs: 60_000,
   bookmarkIntervalMs: 10_000,
-  slowSubscriberTimeoutMs: 10_000,
+  slowSubscriberTimeoutMs: 5_000,
   maxConcurrentExecutions: 4,
   defaultRetry: defaultRetryPolicy,
   execution: {

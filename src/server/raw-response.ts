@@ -33,17 +33,28 @@ function cutOff(req: RawRequest): void {
 
 /**
  * Passes items through, cutting the stream off when one item has not been taken by the
- * transport within `timeoutMs` while written bytes sit unread — the client stopped reading
- * and its flow-control window is full. A server that is merely busy (nothing unsent) is given
- * more time. The subscriber then resumes from the last sequence it received.
+ * transport for about twice `timeoutMs` while written bytes sit unread and none of them left
+ * for `timeoutMs` — the client stopped reading and its flow-control window is full. A server that is
+ * merely busy (nothing unsent, or unsent bytes that are draining) is given more time. The
+ * subscriber then resumes from the last sequence it received.
  */
 export async function* cutOffWhenStalled<T>(items: AsyncIterable<T>, timeoutMs: number, context: HandlerContext): AsyncGenerator<T> {
   const req = context.values.get(rawRequestKey);
   for await (const item of items) {
     let timer: NodeJS.Timeout | undefined;
+    // Sampled one period after the yield (the transport appends the item's own bytes right
+    // after it), then compared a period later.
+    let unsentBefore: number | undefined;
     const check = (): void => {
-      if (req !== undefined && unsentBytes(req) > 0) cutOff(req);
-      else timer = setTimeout(check, timeoutMs);
+      const unsent = req === undefined ? 0 : unsentBytes(req);
+      // While this generator waits at `yield` it adds nothing more, so unsent bytes that did
+      // not shrink mean the transport could not write any of them.
+      if (req !== undefined && unsentBefore !== undefined && unsent > 0 && unsent >= unsentBefore) {
+        cutOff(req);
+        return;
+      }
+      unsentBefore = unsent;
+      timer = setTimeout(check, timeoutMs);
     };
     timer = setTimeout(check, timeoutMs);
     try {
