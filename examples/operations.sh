@@ -35,4 +35,8 @@ echo "# ...and resumes after it: every later event, none twice (here: after sequ
 amctl watch "$operation" --json --after "$after"
 
 echo "# All events of the profile after that sequence, live, until Ctrl-C (here: 3 seconds)"
-timeout --preserve-status -s INT 3 node "$here/../bin/amctl.mjs" watch --profile "$profile" --after "$after"
+status=0
+timeout --preserve-status -s INT 3 node "$here/../bin/amctl.mjs" watch --profile "$profile" --after "$after" || status=$?
+# 0: watch ended on Ctrl-C as it should; 130: the signal came while node was still starting
+# (a loaded machine), before watch could handle it.
+[ "$status" -eq 0 ] || [ "$status" -eq 130 ]
