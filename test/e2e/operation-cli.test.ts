@@ -272,7 +272,12 @@ describe("amctl watch", () => {
 
 describe("examples/operations.sh", () => {
   it("walks through profile, execution with --wait, list and watch --json --after against a real server", { timeout: SLOW }, async () => {
-    const result = await run("bash", [join(repoRoot, "examples/operations.sh"), server.url], { cwd: "/tmp", env: { ...process.env, AMCTL_TOKEN: server.token } });
+    const result = await run("bash", [join(repoRoot, "examples/operations.sh"), server.url], { cwd: "/tmp", env: { ...process.env, AMCTL_TOKEN: server.token } }).catch(
+      (error: { stdout?: string; stderr?: string; code?: number }) => {
+        // Say where the walk-through stopped, not only that it did.
+        throw new Error(`operations.sh exited ${error.code}\n--- stdout\n${error.stdout}\n--- stderr\n${error.stderr}`);
+      },
+    );
     expect(result.stdout).toMatch(/progress +running +50% half way$/m);
     expect(result.stdout).toMatch(/^operations\/\S+: completed$/m);
     expect(result.stdout).toMatch(/^NAME +TYPE +STATE/m);
