@@ -34,7 +34,7 @@ export interface OperationServiceDeps {
   defaultBudget: Budget;
   /** How often an idle WatchEvents stream gets a bookmark. */
   bookmarkIntervalMs: number;
-  /** How long a stream may wait for its client to read before it is cut off. */
+  /** The period of the slow-subscriber check (src/server/raw-response.ts). */
   slowSubscriberTimeoutMs: number;
   authority: Authority;
 }
