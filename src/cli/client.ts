@@ -3,10 +3,11 @@
 // credential from `--token-file FILE` or AMCTL_TOKEN.
 import { readFileSync } from "node:fs";
 import type { DescService } from "@bufbuild/protobuf";
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createClient, type Client } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { Option } from "commander";
 import { OperationService } from "../gen/agentmachine/v1/operation_service_pb.js";
+import { bearerInterceptor } from "../governance/bearer.js";
 
 export const DEFAULT_SERVER = "http://127.0.0.1:7070";
 
@@ -33,17 +34,10 @@ function credential(): string | undefined {
   return process.env.AMCTL_TOKEN?.trim() || undefined;
 }
 
-function bearer(token: string): Interceptor {
-  return (next) => (req) => {
-    req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
-}
-
 /** A client of `service` over the Connect protocol on HTTP/2 (cleartext, prior knowledge), so streams work. */
 export function serviceClient<S extends DescService>(service: S, server: string): Client<S> {
   const token = credential();
-  return createClient(service, createConnectTransport({ baseUrl: server, httpVersion: "2", interceptors: token ? [bearer(token)] : [] }));
+  return createClient(service, createConnectTransport({ baseUrl: server, httpVersion: "2", interceptors: token ? [bearerInterceptor(token)] : [] }));
 }
 
 export function operationClient(server: string): Client<typeof OperationService> {

@@ -1,8 +1,7 @@
 // Admission: turns a SubmitOperationRequest into the Operation to store, or refuses it.
 // This is the one step where every operation type passes the same checks; governance
 // (authorization, policy gates, budgets) slots in here as further steps.
-import { createHash } from "node:crypto";
-import { clone, create, toJson } from "@bufbuild/protobuf";
+import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { monotonicFactory } from "ulid";
 import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
@@ -16,6 +15,7 @@ import type { Principal } from "../governance/authority.js";
 import { requireOperation } from "../governance/scope.js";
 import type { NewOperation, OperationStore } from "../store/store.js";
 import { illegalTransition, noExecutor, operationNotFound, profileNotFound, targetNotAllowed } from "./errors.js";
+import { messageDigest } from "./message-digest.js";
 import { isTerminal } from "./transitions.js";
 
 const nextId = monotonicFactory();
@@ -47,18 +47,7 @@ const cancellable = new Set([OperationType.EXECUTION_START, OperationType.CONTAI
  * that a retry with the same content matches whatever the order of map entries on the wire.
  */
 export function requestDigest(request: SubmitOperationRequest): string {
-  const canonical = (value: unknown): unknown =>
-    Array.isArray(value)
-      ? value.map(canonical)
-      : value !== null && typeof value === "object"
-        ? Object.fromEntries(
-            Object.entries(value)
-              .sort(([a], [b]) => (a < b ? -1 : 1))
-              .map(([k, v]) => [k, canonical(v)]),
-          )
-        : value;
-  const json = toJson(SubmitOperationRequestSchema, { ...request, requestId: "" });
-  return createHash("sha256").update(JSON.stringify(canonical(json))).digest("hex");
+  return messageDigest(SubmitOperationRequestSchema, { ...request, requestId: "" });
 }
 
 function withDefaults(requested: Budget | undefined, defaults: Budget): Budget {

@@ -3,6 +3,7 @@
 // Health checking and reflection are the only exempt services, by this explicit list.
 import { createContextKey, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import type { Authority, Principal } from "../governance/authority.js";
+import { AUTHORIZATION_HEADER, bearerToken } from "../governance/bearer.js";
 import { unauthenticated } from "../governance/errors.js";
 
 export const exemptServices: ReadonlySet<string> = new Set([
@@ -20,16 +21,14 @@ export function principalOf(context: HandlerContext): Principal {
   return principal;
 }
 
-const BEARER = /^Bearer ([A-Za-z0-9._~+/=-]+)$/;
-
 export function authInterceptor(authority: Authority): Interceptor {
   return (next) => async (req) => {
     if (exemptServices.has(req.service.typeName)) return next(req);
-    const header = req.header.get("authorization");
+    const header = req.header.get(AUTHORIZATION_HEADER);
     if (header === null) throw unauthenticated("no credential: send authorization: Bearer <token>");
-    const match = BEARER.exec(header);
-    if (match === null) throw unauthenticated("the authorization header is not a bearer credential");
-    req.contextValues.set(principalKey, await authority.authenticate(match[1]!));
+    const token = bearerToken(header);
+    if (token === undefined) throw unauthenticated("the authorization header is not a bearer credential");
+    req.contextValues.set(principalKey, await authority.authenticate(token));
     return next(req);
   };
 }

@@ -1,7 +1,6 @@
 // agentmachine.v1.OperationService: thin — decode, call the lifecycle domain, respond.
-import { createHash } from "node:crypto";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import {
@@ -18,6 +17,7 @@ import { matchesEventFilter } from "../lifecycle/event-filter.js";
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
 import type { PageTokens } from "../lifecycle/page-token.js";
 import { subscribe } from "../lifecycle/subscription.js";
+import { messageDigest } from "../lifecycle/message-digest.js";
 import { isTerminal } from "../lifecycle/transitions.js";
 import { cutOffWhenStalled } from "../server/raw-response.js";
 import { principalOf } from "../server/auth-interceptor.js";
@@ -41,8 +41,9 @@ export interface OperationServiceDeps {
 
 const DEFAULT_PAGE_SIZE = 50;
 
+/** Binds page tokens to their filter; equal filters digest alike whatever their label order. */
 function filterDigest(filter: OperationFilter | undefined): string {
-  return createHash("sha256").update(filter ? toBinary(OperationFilterSchema, filter, { writeUnknownFields: false }) : new Uint8Array()).digest("base64url");
+  return messageDigest(OperationFilterSchema, filter ?? create(OperationFilterSchema));
 }
 
 export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof OperationService> {

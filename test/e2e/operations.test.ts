@@ -224,6 +224,14 @@ describe("list", () => {
     expect(seen).toEqual([...made].reverse());
   });
 
+  it("accepts a page token with the same filter whatever the order of its labels", async () => {
+    for (let i = 0; i < 2; i += 1) await client.submitOperation({ requestId: requestId(), profile, labels: { first: "1", second: "2" }, spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } });
+    const page = await client.listOperations({ pageSize: 1, filter: { labels: { first: "1", second: "2" } } });
+    const next = await client.listOperations({ pageSize: 1, pageToken: page.nextPageToken, filter: { labels: { second: "2", first: "1" } } });
+    expect(next.operations).toHaveLength(1);
+    expect(next.operations[0]?.name).not.toBe(page.operations[0]?.name);
+  });
+
   it("refuses an edited page token, or one used with another filter, with InvalidArgument naming page_token", async () => {
     const { nextPageToken } = await client.listOperations({ pageSize: 1 });
     for (const [token, filter] of [[`${nextPageToken}x`, undefined], [nextPageToken, { types: [OperationType.EXECUTION_START] }]] as [string, { types: OperationType[] } | undefined][]) {

@@ -2,10 +2,10 @@
 // so the server trusts it) and root credentials minted with it (as `amctl delegation root`).
 import { existsSync } from "node:fs";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import type { Interceptor } from "@connectrpc/connect";
 import { monotonicFactory } from "ulid";
 import { DelegationScopeSchema } from "../../src/gen/agentmachine/v1/delegation_pb.js";
 import type { OperationType } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { bearerInterceptor } from "../../src/governance/bearer.js";
 import { signCredential, type SigningKey } from "../../src/governance/credentials.js";
 import { createOperatorKey, operatorKeyFiles, readOperatorSigningKey } from "../../src/governance/operator-key.js";
 
@@ -54,12 +54,8 @@ export async function mintRoot(operator: SigningKey, options: RootOptions = {}):
   });
 }
 
-export function bearer(token: string): Interceptor {
-  return (next) => (req) => {
-    req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
-}
+/** A client interceptor that sends `token` (the server's own wire format, src/governance/bearer.ts). */
+export const bearer = bearerInterceptor;
 
 /** The request header that carries a credential, for raw HTTP clients (node's http, http2). */
 export function authorizationHeader(token: string): { authorization: string } {
