@@ -110,6 +110,19 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(published).toHaveLength(1);
     });
 
+    it("publishes nothing of a write that failed, and keeps nothing of it", async () => {
+      const published: StoredEvent[] = [];
+      store.onCommit((events) => published.push(...events));
+      const op = operation();
+      await store.createOperation({ operation: op, requestDigest: "d" });
+      // Same name, another request id: the insert fails after its event was appended.
+      const clash = operation({ name: op.name });
+      await expect(store.createOperation({ operation: clash, requestDigest: "d", event: event(op.name, EventType.START, TaskState.QUEUED) })).rejects.toThrow();
+      expect(published).toEqual([]);
+      expect(await store.readEvents(0n, 10)).toEqual([]);
+      expect(await store.findByRequestId(clash.requestId)).toBeUndefined();
+    });
+
     it("lists newest first with filters, and pages by name", async () => {
       const made: Operation[] = [];
       for (let i = 0; i < 6; i += 1) {
