@@ -21,6 +21,7 @@ interface ServeOptions {
   shutdownGraceMs: number;
   maxConcurrentExecutions: number;
   trustAnchor: string[];
+  policy?: string;
   eventRetentionCount: number;
   eventRetentionHours: number;
 }
@@ -35,6 +36,7 @@ export function registerServeCommand(program: Command): void {
     .option("--max-message-bytes <n>", "largest request message accepted", positiveInteger("--max-message-bytes"), defaultConfig.maxMessageBytes)
     .option("--shutdown-grace-ms <n>", "how long shutdown waits for open calls", positiveInteger("--shutdown-grace-ms"), defaultConfig.shutdownGraceMs)
     .option("--trust-anchor <file>", "operator public key (PEM) whose root delegations are accepted; repeatable", (file: string, files: string[]) => [...files, file], [] as string[])
+    .option("--policy <dir>", "directory of policy bundles (*.yaml) to apply at start; default <data-dir>/policies if it exists")
     .option("--max-concurrent-executions <n>", "executions running at once; more wait in queued", positiveInteger("--max-concurrent-executions"), defaultConfig.maxConcurrentExecutions)
     .option("--event-retention-count <n>", "events kept for replay", positiveInteger("--event-retention-count"), defaultConfig.eventRetention.maxEvents)
     .option("--event-retention-hours <n>", "hours events are kept for replay", positiveInteger("--event-retention-hours"), defaultConfig.eventRetention.maxAgeMs / 3_600_000)
@@ -53,6 +55,7 @@ export function registerServeCommand(program: Command): void {
           shutdownGraceMs: options.shutdownGraceMs,
           maxConcurrentExecutions: options.maxConcurrentExecutions,
           trustAnchors: options.trustAnchor,
+          ...(options.policy !== undefined ? { policyDir: options.policy } : {}),
           eventRetention: { maxEvents: options.eventRetentionCount, maxAgeMs: options.eventRetentionHours * 3_600_000 },
         },
         log,

@@ -12,6 +12,11 @@ export interface Attempt {
   workspace: string;
   /** Aborted when the operation is cancelled; the executor stops its work and returns "cancelled". */
   signal: AbortSignal;
+  /**
+   * Variables the server sets for the attempt: `AMCTL_SERVER`, `AMCTL_TOKEN` (the attempt's own
+   * execution credential) and `AMCTL_OPERATION`. They win over the spec's env.
+   */
+  env: Readonly<Record<string, string>>;
   /** Records a progress event (persisted, then published). */
   progress(message: string, percent?: number): void;
   /** Records the process group the attempt started, so a restart after a crash can stop it. */

@@ -66,12 +66,12 @@ export class LocalProcessExecutor implements Executor {
     return this.runProcess(attempt, spec.value);
   }
 
-  private environment(spec: ExecutionStartSpec, workspace: string): NodeJS.ProcessEnv {
+  private environment(spec: ExecutionStartSpec, { workspace, env: fromServer }: Attempt): NodeJS.ProcessEnv {
     const env: NodeJS.ProcessEnv = {};
     for (const name of this.options.envAllowlist) {
       if (process.env[name] !== undefined) env[name] = process.env[name];
     }
-    return { ...env, HOME: workspace, AMCTL_PROGRESS_FD: String(PROGRESS_FD), ...spec.env };
+    return { ...env, HOME: workspace, AMCTL_PROGRESS_FD: String(PROGRESS_FD), ...spec.env, ...fromServer };
   }
 
   private runProcess(attempt: Attempt, spec: ExecutionStartSpec): Promise<Outcome> {
@@ -84,7 +84,7 @@ export class LocalProcessExecutor implements Executor {
     return new Promise<Outcome>((resolveOutcome) => {
       const child = spawn(program, args, {
         cwd,
-        env: this.environment(spec, workspace),
+        env: this.environment(spec, attempt),
         stdio: ["ignore", "pipe", "pipe", "pipe"],
         detached: true, // its own process group, so a kill reaches every descendant
       });

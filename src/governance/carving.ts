@@ -1,20 +1,15 @@
-// Budget carving: a child's budget comes out of what its parent's other children have not
-// already taken. Revoked and expired children give their share back.
-import { clone, create } from "@bufbuild/protobuf";
-import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
+// Budget carving: what remains of a delegation's budget for a new child or a new operation is
+// its budget less what its active children were given and what its own operations hold.
+// Revoked and expired children give their share back.
+import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
 import { inactiveReason } from "./authority.js";
-import { budgetDimensions } from "./budget-dimensions.js";
+import { subtractBudgets } from "./budget-math.js";
 
-export function remainingForChildren(parentBudget: Budget | undefined, siblings: readonly Delegation[], now: Date): Budget {
-  // A copy: `create` would hand back the parent's own (cached) Budget, and this loop mutates it.
-  const remaining = parentBudget ? clone(BudgetSchema, parentBudget) : create(BudgetSchema);
-  for (const sibling of siblings) {
-    if (inactiveReason(sibling, now) !== undefined) continue;
-    for (const dimension of budgetDimensions) {
-      const taken = sibling.scope?.budget?.[dimension] ?? 0n;
-      remaining[dimension] = remaining[dimension] > taken ? remaining[dimension] - taken : 0n;
-    }
+export function remainingOf(budget: Budget | undefined, children: readonly Delegation[], held: Budget | undefined, now: Date): Budget {
+  let remaining = subtractBudgets(budget, held);
+  for (const child of children) {
+    if (inactiveReason(child, now) === undefined) remaining = subtractBudgets(remaining, child.scope?.budget);
   }
   return remaining;
 }

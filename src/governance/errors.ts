@@ -1,6 +1,7 @@
 // Errors of governance, made in one place so that every denial of a kind looks the same.
 import { Code } from "@connectrpc/connect";
 import { errorWithInfo } from "../server/errors.js";
+import { PolicyDecisionSchema, type PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 
 /** No credential, or one that is not valid: expired, not yet valid, revoked, forged, unknown. */
 export function unauthenticated(reason: string) {
@@ -10,4 +11,38 @@ export function unauthenticated(reason: string) {
 /** A valid credential whose delegation does not cover what was asked. */
 export function outOfScope(axis: string, detail: string, delegation: string) {
   return errorWithInfo(Code.PermissionDenied, "OUT_OF_SCOPE", `${delegation} does not allow this: ${detail}`, { axis, delegation });
+}
+
+/** A policy gate said no; the detail is the decision itself (gate, rule, bundle digest, reason). */
+export function policyDenied(decision: PolicyDecision) {
+  const error = errorWithInfo(Code.PermissionDenied, "POLICY_DENIED", `the ${decision.gate} gate denied this: rule ${decision.rule}: ${decision.reason}`, {
+    gate: decision.gate,
+    rule: decision.rule,
+    bundle_digest: decision.bundleDigest,
+  });
+  error.details.push({ desc: PolicyDecisionSchema, value: decision });
+  return error;
+}
+
+/** A profile separation rule (src/governance/profile-rules.ts) forbids this. */
+export function separationViolated(rule: string, code: Code, detail: string) {
+  return errorWithInfo(code, "PROFILE_SEPARATION", `${detail} (rule ${rule})`, { rule });
+}
+
+/** The requested budget does not fit in what remains of an account (a delegation or a profile). */
+export function budgetExceeded(account: string, dimension: string, requested: bigint, remaining: bigint) {
+  return errorWithInfo(Code.ResourceExhausted, "BUDGET_EXCEEDED", `${account} has ${remaining} ${dimension} left; ${requested} were requested`, {
+    account,
+    dimension,
+    requested: String(requested),
+    remaining: String(remaining),
+  });
+}
+
+/** The caller may not change the policy of this profile type. */
+export function policyChangeNotAllowed(profileType: string, delegation: string) {
+  return errorWithInfo(Code.PermissionDenied, "OUT_OF_SCOPE", `${delegation} does not allow changing the ${profileType} policy bundle`, {
+    axis: "policy_profile_types",
+    delegation,
+  });
 }

@@ -1,6 +1,7 @@
 // What a principal's delegation allows, asked the same way everywhere: the one place where
 // an operation, a profile, a tool or a provider is checked against a scope.
 import type { OperationType } from "../gen/agentmachine/v1/types_pb.js";
+import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
 import { operationTypeNames } from "../contract/mapping.js";
 import { allows, ANY } from "./attenuation.js";
 import type { Principal } from "./authority.js";
@@ -38,4 +39,14 @@ export function requireProfile(principal: Principal, profile: string): void {
 export function visibleProfiles(principal: Principal): readonly string[] | undefined {
   const profiles = principal.delegation.scope!.profiles;
   return profiles.includes(ANY) ? undefined : profiles;
+}
+
+/** Throws PermissionDenied naming the axis unless the principal may make this runtime call in `profile`. */
+export function requireCall(principal: Principal, profile: string, call: RuntimeCall): void {
+  const { scope, name } = principal.delegation;
+  requireProfile(principal, profile);
+  if (call.kind === CallKind.TOOL && !allows(scope!.tools, call.tool)) throw outOfScope("tools", `tool ${call.tool} is not allowed`, name);
+  if (call.kind === CallKind.MODEL && !allows(scope!.modelProviders, call.modelProvider)) {
+    throw outOfScope("model_providers", `model provider ${call.modelProvider} is not allowed`, name);
+  }
 }

@@ -1,19 +1,24 @@
 // Admission: turns a SubmitOperationRequest into the Operation to store, or refuses it.
-// This is the one step where every operation type passes the same checks; governance
-// (authorization, policy gates, budgets) slots in here as further steps.
+// This is the one step where every operation type passes the same checks.
 import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { monotonicFactory } from "ulid";
 import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import { OperationSchema, type Operation, type OperationSpec } from "../gen/agentmachine/v1/operation_pb.js";
 import { SubmitOperationRequestSchema, type SubmitOperationRequest } from "../gen/agentmachine/v1/operation_service_pb.js";
-import { OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
+import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { operationTypeNames } from "../contract/mapping.js";
 import { workingDirectory } from "../executors/local-process.js";
 import { invalidField } from "../server/errors.js";
 import type { Principal } from "../governance/authority.js";
 import { requireOperation } from "../governance/scope.js";
-import type { NewOperation, OperationStore } from "../store/store.js";
+import type { NewOperation, OperationStore, StoredProfile } from "../store/store.js";
+import { reservationFor, spendsBudget } from "../governance/budget-ledger.js";
+import { policyDenied } from "../governance/errors.js";
+import { gatesForOperation } from "../governance/policy/gates.js";
+import type { PolicyEngine } from "../governance/policy/policy-engine.js";
+import { operationInput } from "../governance/policy/policy-input.js";
+import { requireSeparation } from "../governance/profile-rules.js";
 import { illegalTransition, noExecutor, operationNotFound, profileNotFound, targetNotAllowed } from "./errors.js";
 import { messageDigest } from "./message-digest.js";
 import { isTerminal } from "./transitions.js";
@@ -36,8 +41,6 @@ const unavailable: ReadonlyMap<OperationType, string> = new Map([
   [OperationType.CONTAINER_RUN, "no container runtime is configured"],
   [OperationType.DIAGNOSTICS_EXPORT_REDACTED, "no redacted diagnostics exporter is configured"],
 ]);
-
-const providerProfiles = new Set([ProfileType.LOCAL_MODEL_PROVIDER, ProfileType.HOSTED_MODEL_PROVIDER, ProfileType.USER_OWNED_MODEL]);
 
 /** Types that `agent_machine.execution.cancel` may target. */
 const cancellable = new Set([OperationType.EXECUTION_START, OperationType.CONTAINER_RUN]);
@@ -66,15 +69,40 @@ export interface AdmissionContext {
   defaultBudget: Budget;
   /** The caller; its delegation must cover the operation. */
   principal: Principal;
+  policy: PolicyEngine;
 }
 
-export async function admit(request: SubmitOperationRequest, { store, defaultBudget, principal }: AdmissionContext): Promise<NewOperation> {
+/** The operation a cancel or a revoke targets, checked for what that command needs of it. */
+async function targetOf(spec: OperationSpec["spec"], store: OperationStore): Promise<Operation | undefined> {
+  if (spec.case === "executionCancel") {
+    const target = await store.getOperation(spec.value.target);
+    if (target === undefined) throw operationNotFound(spec.value.target);
+    if (!cancellable.has(target.type)) throw targetNotAllowed("spec.execution_cancel.target", `${target.name} is not an execution`);
+    if (isTerminal(target.state)) throw illegalTransition(target.name, target.state, "cancel");
+    return target;
+  }
+  if (spec.case === "toolGrantRevoke") {
+    const grant = await store.getOperation(spec.value.grant);
+    if (grant === undefined) throw operationNotFound(spec.value.grant);
+    const record = grant.artifact?.kind.case === "toolGrantRecord" ? grant.artifact.kind.value : undefined;
+    if (grant.type !== OperationType.TOOL_GRANT_APPLY || grant.state !== TaskState.COMPLETED || record === undefined) {
+      throw targetNotAllowed("spec.tool_grant_revoke.grant", `${grant.name} is not an applied tool grant`);
+    }
+    if (record.revokeCommandRef !== "") throw targetNotAllowed("spec.tool_grant_revoke.grant", `${grant.name} was already revoked`);
+    return grant;
+  }
+  return undefined;
+}
+
+/**
+ * Admits a submit or refuses it, in this order: the delegation's scope, the profile, the
+ * target of a command, the profile separation rules, the policy gates, an executor for the
+ * type. Nothing is written here: the store takes the result, with its budget reservation, in
+ * one commit (and PolicyService.EvaluatePolicy calls this as a dry run).
+ */
+export async function admit(request: SubmitOperationRequest, { store, defaultBudget, principal, policy }: AdmissionContext): Promise<NewOperation> {
   const spec = request.spec!.spec; // required by the request's validation rules
   const type = typeOfSpec[spec.case!];
-  const typeName = operationTypeNames.get(type)!;
-  const why = unavailable.get(type);
-  if (why !== undefined) throw noExecutor(typeName, why);
-
   const profile = spec.case === "profileCreate" ? `profiles/${spec.value.profileId}` : request.profile;
   requireOperation(principal, {
     type,
@@ -82,36 +110,25 @@ export async function admit(request: SubmitOperationRequest, { store, defaultBud
     ...(spec.case === "toolGrantApply" ? { tool: spec.value.tool } : {}),
     ...(spec.case === "modelProviderBind" ? { provider: spec.value.provider } : {}),
   });
-  if (spec.case !== "profileCreate") {
-    const stored = await store.getProfile(profile);
-    if (stored === undefined) throw profileNotFound(profile);
-    if (spec.case === "modelProviderBind" && !providerProfiles.has(stored.profileType)) {
-      throw targetNotAllowed("profile", `${profile} is not a model provider profile: model_provider.bind targets local_model_provider, hosted_model_provider or user_owned_model profiles`);
-    }
-  }
+  const stored: StoredProfile | undefined =
+    spec.case === "profileCreate" ? { name: profile, profileType: spec.value.profileType } : await store.getProfile(profile);
+  if (stored === undefined) throw profileNotFound(profile);
   // Checked against a stand-in root: whether a relative path escapes does not depend on where
   // the workspace will be.
   if (spec.case === "executionStart" && workingDirectory("/workspace", spec.value.workingDirectory) === undefined) {
     throw invalidField("spec.execution_start.working_directory", "must stay inside the operation's workspace");
   }
-  if (spec.case === "executionCancel") {
-    const target = await store.getOperation(spec.value.target);
-    if (target === undefined) throw operationNotFound(spec.value.target);
-    if (target.profile !== profile) throw targetNotAllowed("spec.execution_cancel.target", `${target.name} belongs to another profile`);
-    if (!cancellable.has(target.type)) throw targetNotAllowed("spec.execution_cancel.target", `${target.name} is not an execution`);
-    if (isTerminal(target.state)) throw illegalTransition(target.name, target.state, "cancel");
-  }
-  if (spec.case === "toolGrantRevoke") {
-    const grant = await store.getOperation(spec.value.grant);
-    if (grant === undefined) throw operationNotFound(spec.value.grant);
-    const record = grant.artifact?.kind.case === "toolGrantRecord" ? grant.artifact.kind.value : undefined;
-    if (grant.profile !== profile) throw targetNotAllowed("spec.tool_grant_revoke.grant", `${grant.name} belongs to another profile`);
-    if (grant.type !== OperationType.TOOL_GRANT_APPLY || grant.state !== TaskState.COMPLETED || record === undefined) {
-      throw targetNotAllowed("spec.tool_grant_revoke.grant", `${grant.name} is not an applied tool grant`);
-    }
-    if (record.revokeCommandRef !== "") throw targetNotAllowed("spec.tool_grant_revoke.grant", `${grant.name} was already revoked`);
-    requireOperation(principal, { type, profile, tool: record.tool });
-  }
+  const target = await targetOf(spec, store);
+  if (target?.artifact?.kind.case === "toolGrantRecord") requireOperation(principal, { type, profile, tool: target.artifact.kind.value.tool });
+  requireSeparation({ profile, profileType: stored.profileType, spec, ...(target ? { target } : {}) });
+
+  const where = { principal, profile, profileType: stored.profileType };
+  const policyDecisions = policy.decide(stored.profileType, gatesForOperation(spec), operationInput(where, { type, spec: request.spec, labels: request.labels }));
+  const denied = policyDecisions.find((decision) => !decision.allowed);
+  if (denied !== undefined) throw policyDenied(denied);
+
+  const why = unavailable.get(type);
+  if (why !== undefined) throw noExecutor(operationTypeNames.get(type)!, why);
 
   const operation: Operation = create(OperationSchema, {
     name: `operations/${nextId()}`,
@@ -123,12 +140,15 @@ export async function admit(request: SubmitOperationRequest, { store, defaultBud
     labels: request.labels,
     state: TaskState.QUEUED,
     delegation: principal.delegation.name,
+    policyDecisions,
     createTime: timestampFromDate(new Date()),
   });
   return {
     operation,
     requestDigest: requestDigest(request),
-    ...(spec.case === "profileCreate" ? { createsProfile: { name: profile, profileType: spec.value.profileType } } : {}),
+    ...(spec.case === "profileCreate"
+      ? { createsProfile: { name: profile, profileType: spec.value.profileType, ...(spec.value.budget ? { budget: spec.value.budget } : {}) } }
+      : {}),
+    ...(spendsBudget(type) ? { reservation: reservationFor(operation, principal.delegation, stored, new Date()) } : {}),
   };
 }
-

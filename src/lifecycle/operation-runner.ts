@@ -13,6 +13,11 @@ import type { Executor, Outcome } from "../executors/executor.js";
 import { killOrphanGroup, processStartTicks } from "../executors/process-identity.js";
 import type { Logger } from "../server/logger.js";
 import type { OperationStore } from "../store/store.js";
+import { settlementFor, spendsBudget } from "../governance/budget-ledger.js";
+import { maxBudgets } from "../governance/budget-math.js";
+import type { ExecutionCredential, ExecutionCredentials } from "../governance/execution-credentials.js";
+import { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
+import { ConcurrencySlots, slotKeysOf, type SlotKey } from "./concurrency.js";
 import { illegalTransition, operationNotFound } from "./errors.js";
 import { backoffMs, effectiveRetryPolicy, type EffectiveRetryPolicy } from "./retry.js";
 import { isTerminal, transitionEvent } from "./transitions.js";
@@ -26,6 +31,18 @@ export interface RunnerOptions {
   maxConcurrent: number;
   defaultRetry: EffectiveRetryPolicy;
   log: Logger;
+  /** Issues each execution attempt its own credential (see src/governance/execution-credentials.ts). */
+  credentials: ExecutionCredentials;
+  /** The URL executions reach this server at (AMCTL_SERVER); known once it listens. */
+  serverAddress: () => string;
+  /** Told the names of delegations the runner revoked (retired execution credentials). */
+  revoked: (names: ReadonlySet<string>) => void;
+}
+
+interface Waiting {
+  name: string;
+  /** The concurrency caps it runs under; undefined while they are being looked up. */
+  keys?: SlotKey[];
 }
 
 type Attributes = MessageInitShape<typeof OperationEventSchema>["attributes"];
@@ -34,13 +51,16 @@ function usesSlot(type: OperationType): boolean {
   return type === OperationType.EXECUTION_START || type === OperationType.CONTAINER_RUN;
 }
 
-function cause(reason: string, message: string): StopCause {
-  return create(StopCauseSchema, { reason, message });
+function cause(reason: string, message: string, dimension = BudgetDimension.UNSPECIFIED): StopCause {
+  return create(StopCauseSchema, { reason, message, dimension });
 }
+
+const BUDGET_EXHAUSTED = "budget_exhausted";
 
 export class OperationRunner {
   /** Executions waiting for a slot, in arrival order. Other operations never wait for one. */
-  private readonly queue: string[] = [];
+  private readonly queue: Waiting[] = [];
+  private readonly slots = new ConcurrencySlots();
   private readonly running = new Map<string, AbortController>();
   private readonly retryTimers = new Map<string, NodeJS.Timeout>();
   private stopping = false;
@@ -80,14 +100,25 @@ export class OperationRunner {
     }
   }
 
-  enqueue(operation: Pick<Operation, "name" | "type">): void {
+  enqueue(operation: Pick<Operation, "name" | "type" | "delegation" | "profile">): void {
     if (this.stopping) return;
-    if (usesSlot(operation.type)) {
-      this.queue.push(operation.name);
-      this.pump();
-    } else {
-      this.launch(operation.name);
-    }
+    if (usesSlot(operation.type)) this.wait(operation);
+    else this.launch(operation.name);
+  }
+
+  /** Queues an execution; it starts once its caps are known and it fits (see pump). */
+  private wait(operation: Pick<Operation, "name" | "delegation" | "profile">): void {
+    const entry: Waiting = { name: operation.name };
+    this.queue.push(entry);
+    slotKeysOf(this.options.store, operation)
+      .then((keys) => {
+        entry.keys = keys;
+      })
+      .catch((error: unknown) => {
+        this.options.log.error({ err: error, operation: operation.name }, "could not look up concurrency caps; the task runs under the server's limit only");
+        entry.keys = [];
+      })
+      .finally(() => this.pump());
   }
 
   /**
@@ -105,7 +136,7 @@ export class OperationRunner {
     }
     clearTimeout(this.retryTimers.get(name));
     this.retryTimers.delete(name);
-    const queued = this.queue.indexOf(name);
+    const queued = this.queue.findIndex((entry) => entry.name === name);
     if (queued >= 0) this.queue.splice(queued, 1);
     const why = cause(causeReason, reason);
     await this.transition(operation, TaskState.CANCELLED, { case: "cancel", value: { cause: why } }, (op) => {
@@ -126,11 +157,35 @@ export class OperationRunner {
     return effectiveRetryPolicy(spec?.case === "executionStart" ? spec.value.retryPolicy : undefined, this.options.defaultRetry);
   }
 
+  /**
+   * Ends a running task as failed because a budget dimension ran out: its executor is stopped
+   * and the state turns failed with cause `budget_exhausted` naming the dimension.
+   */
+  stopForBudget(name: string, dimension: BudgetDimension, message: string): void {
+    this.running.get(name)?.abort(cause(BUDGET_EXHAUSTED, message, dimension));
+  }
+
+  /**
+   * Starts waiting executions in arrival order while the server has slots: one whose caps are
+   * full is passed over (and with it, in effect, every later one under the same caps, so each
+   * cap is served first come, first served); one whose caps are still being looked up holds
+   * back everything after it.
+   */
   private pump(): void {
-    while (!this.stopping && this.slotsInUse < this.options.maxConcurrent && this.queue.length > 0) {
+    for (let i = 0; i < this.queue.length && !this.stopping && this.slotsInUse < this.options.maxConcurrent; ) {
+      const entry = this.queue[i]!;
+      if (entry.keys === undefined) return;
+      if (!this.slots.fits(entry.keys)) {
+        i += 1;
+        continue;
+      }
+      this.queue.splice(i, 1);
+      const keys = entry.keys;
       this.slotsInUse += 1;
-      this.launch(this.queue.shift()!, () => {
+      this.slots.take(keys);
+      this.launch(entry.name, () => {
         this.slotsInUse -= 1;
+        this.slots.release(keys);
         this.pump();
       });
     }
@@ -147,24 +202,32 @@ export class OperationRunner {
       });
   }
 
-  /** Writes `operation` in state `to` with its event, if `from → to` is legal and nobody moved it meanwhile. */
+  /**
+   * Moves `operation` from its state to `to` with its event, if that transition is legal and
+   * nobody moved it meanwhile. A read-modify-write in one commit, so usage charged at runtime
+   * (RuntimeService) is never overwritten; an execution that ends settles its budget there too.
+   */
   private async transition(operation: Operation, to: TaskState, attributes: Attributes, change: (op: Operation) => void = () => {}): Promise<Operation | undefined> {
     const from = operation.state;
     const type = transitionEvent(from, to);
     if (type === undefined) throw illegalTransition(operation.name, from, `move to ${TaskState[to].toLowerCase()}`);
-    const next = { ...operation, state: to };
-    change(next);
-    if (isTerminal(to)) next.endTime = timestampFromDate(new Date());
-    const event = create(OperationEventSchema, {
-      operation: operation.name,
-      type,
-      state: to,
-      time: timestampFromDate(new Date()),
-      attempt: next.attempt,
-      attributes,
+    const result = await this.options.store.modifyOperation(operation.name, (next) => {
+      if (next.state !== from) return undefined;
+      next.state = to;
+      change(next);
+      const ends = isTerminal(to);
+      if (ends) next.endTime = timestampFromDate(new Date());
+      const event = create(OperationEventSchema, {
+        operation: operation.name,
+        type,
+        state: to,
+        time: timestampFromDate(new Date()),
+        attempt: next.attempt,
+        attributes,
+      });
+      return { operation: next, event, ...(ends && spendsBudget(next.type) ? { settle: settlementFor(next) } : {}) };
     });
-    const result = await this.options.store.updateOperation({ operation: next, expectedState: from, event });
-    return result.kind === "updated" ? result.operation : undefined;
+    return result.kind === "modified" ? result.operation : undefined;
   }
 
   private async execute(name: string, controller: AbortController): Promise<void> {
@@ -176,22 +239,35 @@ export class OperationRunner {
       op.startTime ??= timestampFromDate(new Date());
     });
     if (running === undefined) return; // cancelled meanwhile
-
-    const executor = this.options.executors.get(running.type);
-    if (executor === undefined) throw new Error(`no executor for operation type ${running.type}`);
     const workspace = join(this.options.dataDir, "workspaces", name.replace("operations/", ""));
     mkdirSync(workspace, { recursive: true });
-    let current = running;
+    const credential = running.type === OperationType.EXECUTION_START ? await this.options.credentials.issue(running) : undefined;
+    if (running.type === OperationType.EXECUTION_START && credential === undefined) {
+      await this.attemptFailed(running, cause("credential_unavailable", `${running.delegation} can no longer act: it was revoked or has expired`), false);
+      return;
+    }
+    try {
+      await this.runAttempt(running, attempt, workspace, controller, credential);
+    } finally {
+      if (credential !== undefined) this.options.revoked(await this.options.credentials.retire(credential));
+    }
+  }
+
+  private async runAttempt(running: Operation, attempt: number, workspace: string, controller: AbortController, credential: ExecutionCredential | undefined): Promise<void> {
+    const { name } = running;
+    const executor = this.options.executors.get(running.type);
+    if (executor === undefined) throw new Error(`no executor for operation type ${running.type}`);
     // Writes during the attempt (progress events, the process record) go out one after
     // another, in the order they were reported.
     let writes = Promise.resolve();
     let pendingProgress: OperationEvent | undefined;
     const write = (change: (op: Operation) => void, event?: OperationEvent): void => {
       writes = writes.then(async () => {
-        const next = clone(OperationSchema, current);
-        change(next);
-        const result = await this.options.store.updateOperation({ operation: next, expectedState: TaskState.RUNNING, ...(event ? { event } : {}) });
-        if (result.kind === "updated") current = result.operation;
+        await this.options.store.modifyOperation(name, (next) => {
+          if (next.state !== TaskState.RUNNING) return undefined;
+          change(next);
+          return { operation: next, ...(event ? { event } : {}) };
+        });
       });
     };
     const outcome = await executor
@@ -200,6 +276,7 @@ export class OperationRunner {
         attempt,
         workspace,
         signal: controller.signal,
+        env: credential === undefined ? {} : { AMCTL_SERVER: this.options.serverAddress(), AMCTL_TOKEN: credential.token, AMCTL_OPERATION: name },
         progress: (message, percent) => {
           const value = { message, ...(percent !== undefined ? { percent } : {}) };
           // A chatty process must not flood the event log: while a progress event waits for
@@ -237,13 +314,14 @@ export class OperationRunner {
       });
     await writes;
     if (this.stopping) return; // recovered as server_restart on the next start
-    await this.applyOutcome(current, outcome);
+    await this.applyOutcome(running, outcome);
   }
 
   private async applyOutcome(operation: Operation, outcome: Outcome): Promise<void> {
     const keep = (op: Operation): void => {
       if (outcome.artifact !== undefined) op.artifact = outcome.artifact;
-      if (outcome.usage !== undefined) op.usage = outcome.usage;
+      // The executor measures some dimensions; others (model calls, tokens) were charged at runtime.
+      if (outcome.usage !== undefined) op.usage = maxBudgets(op.usage, outcome.usage);
     };
     switch (outcome.kind) {
       case "completed":
@@ -251,6 +329,10 @@ export class OperationRunner {
         return;
       case "cancelled": {
         const reason = this.running.get(operation.name)?.signal.reason as StopCause | undefined;
+        if (reason?.reason === BUDGET_EXHAUSTED) {
+          await this.attemptFailed(operation, reason, false, keep);
+          return;
+        }
         const why = reason ?? cause("cancelled", "cancelled");
         await this.transition(operation, TaskState.CANCELLED, { case: "cancel", value: { cause: why } }, (op) => {
           keep(op);
@@ -282,8 +364,11 @@ export class OperationRunner {
     if (this.stopping) return;
     const timer = setTimeout(() => {
       this.retryTimers.delete(name);
-      this.queue.push(name); // only executions retry
-      this.pump();
+      // Only executions retry.
+      this.options.store
+        .getOperation(name)
+        .then((operation) => operation && this.wait(operation))
+        .catch((error: unknown) => this.options.log.error({ err: error, operation: name }, "could not schedule a retry"));
     }, delayMs);
     this.retryTimers.set(name, timer);
   }

@@ -26,6 +26,12 @@ export interface ServerConfig {
    * `<dataDir>/operator/operator.pub`, written by `amctl init`, is added when it exists.
    */
   trustAnchors: string[];
+  /**
+   * A directory of policy bundles (`*.yaml`, one per profile type) applied at start when they
+   * differ from the bundles in force. Unset: `<dataDir>/policies` if it exists (amctl init
+   * writes the defaults there).
+   */
+  policyDir?: string;
   /** How long a verified credential is trusted without a store lookup (the revocation bound across replicas). */
   credentialCacheMs: number;
   /** Budget that bounds an execution when nothing smaller applies; published in GetContract. */

@@ -3,13 +3,16 @@
 // calls pass through the interceptors.
 import { setMaxListeners } from "node:events";
 import { accessSync, constants, existsSync, mkdirSync } from "node:fs";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { DescFile, DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { ContractService, file_agentmachine_v1_contract_service } from "../gen/agentmachine/v1/contract_service_pb.js";
 import { DelegationService, file_agentmachine_v1_delegation_service } from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { OperationService, file_agentmachine_v1_operation_service } from "../gen/agentmachine/v1/operation_service_pb.js";
+import { PolicyService, file_agentmachine_v1_policy_service } from "../gen/agentmachine/v1/policy_service_pb.js";
+import { ProfileService, file_agentmachine_v1_profile_service } from "../gen/agentmachine/v1/profile_service_pb.js";
+import { RuntimeService, file_agentmachine_v1_runtime_service } from "../gen/agentmachine/v1/runtime_service_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { Health, file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import * as reflectionV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
@@ -20,13 +23,19 @@ import { LocalProcessExecutor } from "../executors/local-process.js";
 import { RecordExecutor } from "../executors/record-executor.js";
 import { EventHub } from "../lifecycle/event-hub.js";
 import { OperationRunner } from "../lifecycle/operation-runner.js";
+import { MacTokens } from "../lifecycle/mac-token.js";
 import { PageTokens } from "../lifecycle/page-token.js";
 import { Authority } from "../governance/authority.js";
+import { ExecutionCredentials } from "../governance/execution-credentials.js";
 import { operatorKeyFiles } from "../governance/operator-key.js";
+import { PolicyEngine } from "../governance/policy/policy-engine.js";
 import { loadServerKey, loadTrustAnchors } from "../governance/server-key.js";
 import { contractService } from "../services/contract-service.js";
 import { delegationService } from "../services/delegation-service.js";
 import { operationService } from "../services/operation-service.js";
+import { policyService } from "../services/policy-service.js";
+import { profileService } from "../services/profile-service.js";
+import { runtimeService } from "../services/runtime-service.js";
 import { SqliteStore, randomSecret } from "../store/sqlite/sqlite-store.js";
 import type { OperationStore } from "../store/store.js";
 import { healthService } from "../services/health-service.js";
@@ -56,6 +65,9 @@ const servedFiles: DescFile[] = [
   file_agentmachine_v1_contract_service,
   file_agentmachine_v1_operation_service,
   file_agentmachine_v1_delegation_service,
+  file_agentmachine_v1_policy_service,
+  file_agentmachine_v1_runtime_service,
+  file_agentmachine_v1_profile_service,
   file_grpc_health_v1_health,
   reflectionV1.file_grpc_reflection_v1_reflection,
   reflectionV1alpha.file_grpc_reflection_v1alpha_reflection,
@@ -66,12 +78,21 @@ export const servedServiceDescriptors: readonly DescService[] = [
   ContractService,
   OperationService,
   DelegationService,
+  PolicyService,
+  RuntimeService,
+  ProfileService,
   Health,
   reflectionV1.ServerReflection,
   reflectionV1alpha.ServerReflection,
 ];
 
 const servedServices = servedServiceDescriptors.map((service) => service.typeName);
+
+/** `<dataDir>/policies` (where `amctl init` puts the default bundles), if it exists. */
+function defaultPolicyDir(dataDir: string): string | undefined {
+  const dir = join(dataDir, "policies");
+  return existsSync(dir) ? dir : undefined;
+}
 
 function ensureDataDir(dataDir: string): string {
   const path = resolve(dataDir);
@@ -93,6 +114,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const store = new SqliteStore(dataDir);
   const hub = await EventHub.open(store);
   const pageTokens = new PageTokens(await store.getOrCreateSecret("page-token-key", randomSecret));
+  const callTicketKey = await store.getOrCreateSecret("call-ticket-key", randomSecret);
   const serverKey = await loadServerKey(store);
   const initAnchor = operatorKeyFiles(dataDir).publicKey;
   const anchorFiles = [...config.trustAnchors, ...(existsSync(initAnchor) ? [initAnchor] : [])];
@@ -102,6 +124,12 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     cacheMs: config.credentialCacheMs,
   });
   if (anchorFiles.length === 0) log.warn("no trust anchor: no credential can be valid, so only health and reflection will answer (run amctl init)");
+  const policy = new PolicyEngine(store, log);
+  await policy.load();
+  const policyDir = config.policyDir ?? defaultPolicyDir(dataDir);
+  if (policyDir !== undefined) await policy.importDirectory(policyDir);
+  else if ((await store.listPolicyBundles()).length === 0) log.warn("no policy bundle: every policy gate denies (run amctl init, or serve --policy DIR)");
+  let url = "";
   let runner: OperationRunner | undefined;
   const records = new RecordExecutor({ store, cancel: (target, reason) => runner!.cancel(target, reason) });
   runner = new OperationRunner({
@@ -118,8 +146,10 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
       [OperationType.TOOL_GRANT_REVOKE, records],
       [OperationType.MODEL_PROVIDER_BIND, records],
     ]),
+    credentials: new ExecutionCredentials(store, serverKey.signing),
+    serverAddress: () => url,
+    revoked: (names) => authority.revoked(names),
   });
-  await runner.recover();
   const compaction = setInterval(() => {
     store.compactEvents(config.eventRetention, new Date()).catch((error: unknown) => log.error({ err: error }, "event compaction failed"));
   }, config.compactionIntervalMs);
@@ -134,6 +164,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         hub,
         runner,
         pageTokens,
+        policy,
         defaultBudget: config.defaultBudget,
         bookmarkIntervalMs: config.bookmarkIntervalMs,
         slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs,
@@ -156,6 +187,9 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         },
       }),
     );
+    router.service(PolicyService, policyService({ store, policy, defaultBudget: config.defaultBudget }));
+    router.service(RuntimeService, runtimeService({ store, policy, runner, callTickets: new MacTokens(callTicketKey) }));
+    router.service(ProfileService, profileService());
     router.service(Health, healthService(health));
     router.service(reflectionV1.ServerReflection, reflectionServiceV1(reflector));
     router.service(reflectionV1alpha.ServerReflection, reflectionServiceV1alpha(reflector));
@@ -180,7 +214,9 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   );
   const { address, port } = listener.address();
   const host = address.includes(":") ? `[${address}]` : address;
-  const url = `http://${host}:${port}`;
+  url = `http://${host}:${port}`;
+  // After listening: recovered executions get this server's address.
+  await runner.recover();
   log.info({ url, dataDir, services: servedServices, trustAnchors: anchorFiles }, "serving");
 
   let closing: Promise<void> | undefined;

@@ -8,7 +8,7 @@ import { DelegationSchema } from "../gen/agentmachine/v1/delegation_pb.js";
 import { DelegationService } from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { widening } from "../governance/attenuation.js";
 import { Authority, delegationName, inactiveReason, type Principal } from "../governance/authority.js";
-import { remainingForChildren } from "../governance/carving.js";
+import { remainingOf } from "../governance/carving.js";
 import { signCredential, type SigningKey } from "../governance/credentials.js";
 import { outOfScope } from "../governance/errors.js";
 import { principalOf } from "../server/auth-interceptor.js";
@@ -59,10 +59,10 @@ export function delegationService(deps: DelegationServiceDeps): ServiceImpl<type
         keyId: deps.serverKey.keyId,
         createTime: timestampFromDate(now),
       });
-      // The budget is carved out of what the parent's other children have not taken, checked
+      // The budget is carved out of what the parent's other children and operations have not taken, checked
       // and recorded in one commit so concurrent issues cannot overspend it.
-      const stored = await store.putChildDelegation(child, (siblings) => {
-        const found = widening(scope!, parent.scope!, remainingForChildren(parent.scope!.budget, siblings, now));
+      const stored = await store.putChildDelegation(child, (siblings, parentHeld) => {
+        const found = widening(scope!, parent.scope!, remainingOf(parent.scope!.budget, siblings, parentHeld, now));
         return found && outOfScope(found.axis, found.detail, parent.name);
       });
       const token = await signCredential(deps.serverKey, {

@@ -25,6 +25,7 @@ import type { Authority, Principal } from "../governance/authority.js";
 import { canSeeProfile, requireOperation, requireProfile, visibleProfiles } from "../governance/scope.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { OperationStore } from "../store/store.js";
+import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 
 export interface OperationServiceDeps {
   store: OperationStore;
@@ -32,6 +33,7 @@ export interface OperationServiceDeps {
   runner: OperationRunner;
   pageTokens: PageTokens;
   defaultBudget: Budget;
+  policy: PolicyEngine;
   /** How often an idle WatchEvents stream gets a bookmark. */
   bookmarkIntervalMs: number;
   /** The period of the slow-subscriber check (src/server/raw-response.ts). */
@@ -72,7 +74,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       if (previous.requestDigest !== requestDigest(request)) throw requestIdConflict(request.requestId, previous.operation.name);
       return { operation: previous.operation, created: false };
     }
-    const result = await store.createOperation(await admit(request, { store, defaultBudget: deps.defaultBudget, principal }));
+    const result = await store.createOperation(await admit(request, { store, defaultBudget: deps.defaultBudget, principal, policy: deps.policy }));
     switch (result.kind) {
       case "created":
         runner.enqueue(result.operation);

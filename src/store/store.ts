@@ -1,9 +1,11 @@
 // The operation store: the only durable state of the server. One async interface, so that the
 // embedded SQLite store and a PostgreSQL store can stand behind it and pass one conformance
 // suite (test/store/conformance.ts). Nothing outside src/store knows SQL.
+import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
 import type { OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
+import type { PolicyBundle } from "../gen/agentmachine/v1/policy_pb.js";
 import type { OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 
 /** An event as stored: the event plus what filters need to know of its operation. */
@@ -17,6 +19,35 @@ export interface StoredEvent {
 export interface StoredProfile {
   name: string;
   profileType: ProfileType;
+  /** What everything in the profile may spend together; undefined when only delegations limit it. */
+  budget?: Budget;
+}
+
+/**
+ * Budget accounts: a delegation (`delegations/{id}`) or a profile (`profiles/{id}`). An
+ * account's `held` amount is what its active operations have reserved plus what its finished
+ * operations spent.
+ */
+export interface AccountState {
+  account: string;
+  held: Budget;
+  /** For a delegation account: its child delegations (whose budgets are carved out of it). */
+  children: Delegation[];
+}
+
+export interface Reservation {
+  accounts: readonly string[];
+  amount: Budget;
+  /** Run in the commit, over the accounts' current state; an error refuses the write. */
+  check: (accounts: readonly AccountState[]) => Error | undefined;
+}
+
+export interface Settlement {
+  accounts: readonly string[];
+  /** What was reserved, given back… */
+  reserved: Budget;
+  /** …and what was really spent, kept. */
+  spent: Budget;
 }
 
 export interface NewOperation {
@@ -24,7 +55,9 @@ export interface NewOperation {
   /** SHA-256 of the canonical request body, to tell a retried submit from a conflicting one. */
   requestDigest: string;
   /** For profile.create: the profile the operation creates, registered in the same commit. */
-  createsProfile?: { name: string; profileType: ProfileType };
+  createsProfile?: { name: string; profileType: ProfileType; budget?: Budget };
+  /** Budget held for the operation, checked and taken in the same commit. */
+  reservation?: Reservation;
   /** The first event (usually none: the task starts queued without one). */
   event?: OperationEvent;
 }
@@ -42,7 +75,18 @@ export interface OperationUpdate {
   expectedState: TaskState;
   /** The event recording the change; the store assigns its sequence. */
   event?: OperationEvent;
+  /** When the operation ends: its reservation is settled in the same commit. */
+  settle?: Settlement;
 }
+
+/** A read-modify-write of one operation in one commit: the new form and its event, or no change. */
+export type Modification = (current: Operation) => { operation: Operation; event?: OperationEvent; settle?: Settlement } | undefined;
+
+export type ModifyResult =
+  | { kind: "modified"; operation: Operation; event?: StoredEvent }
+  | { kind: "unchanged"; operation: Operation }
+  | { kind: "already-done"; operation: Operation }
+  | { kind: "not-found" };
 
 export type UpdateResult =
   | { kind: "updated"; operation: Operation; event?: StoredEvent }
@@ -80,6 +124,12 @@ export interface OperationStore {
   createOperation(input: NewOperation): Promise<CreateResult>;
   /** Changes an operation and appends its event in one commit. Durable when it resolves. */
   updateOperation(update: OperationUpdate): Promise<UpdateResult>;
+  /**
+   * Reads an operation and writes what `modify` makes of it in one commit, so concurrent
+   * modifications never lose each other's changes. With `onceKey`, a second modification with
+   * the same key is refused ("already-done") — the key is recorded in the same commit.
+   */
+  modifyOperation(name: string, modify: Modification, onceKey?: string): Promise<ModifyResult>;
   getOperation(name: string): Promise<Operation | undefined>;
   /** The operation submitted with this request id, and the digest of that request. */
   findByRequestId(requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined>;
@@ -97,15 +147,20 @@ export interface OperationStore {
   /** Records a delegation unless one with its name exists; returns the stored one. */
   putDelegation(delegation: Delegation): Promise<Delegation>;
   /**
-   * Records a child delegation if `check(siblings)` — run in the same commit, over the parent's
-   * other children — returns no error; throws that error otherwise.
+   * Records a child delegation if `check(siblings, parentHeld)` — run in the same commit, over
+   * the parent's other children and what its own operations hold — returns no error; throws
+   * that error otherwise.
    */
-  putChildDelegation(child: Delegation, check: (siblings: Delegation[]) => Error | undefined): Promise<Delegation>;
+  putChildDelegation(child: Delegation, check: (siblings: Delegation[], parentHeld: Budget) => Error | undefined): Promise<Delegation>;
   getDelegation(name: string): Promise<Delegation | undefined>;
   /** The delegation and every descendant, parents before children. */
   listDelegationSubtree(name: string): Promise<Delegation[]>;
   /** Revokes the delegation and every descendant not yet revoked, in one commit; returns those it revoked. */
   revokeDelegationSubtree(name: string, time: Date, reason: string): Promise<Delegation[]>;
+  /** Stores a policy bundle as the next version for its profile type; returns it with name and version. */
+  putPolicyBundle(bundle: PolicyBundle): Promise<PolicyBundle>;
+  /** The newest bundle of each profile type, in profile type order. */
+  listPolicyBundles(): Promise<PolicyBundle[]>;
   /** Called after each commit with the events it made durable, in sequence order. */
   onCommit(listener: (events: StoredEvent[]) => void): void;
   close(): Promise<void>;

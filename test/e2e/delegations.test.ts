@@ -9,6 +9,9 @@ import { DelegationService } from "../../src/gen/agentmachine/v1/delegation_serv
 import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
 import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { bearer } from "../helpers/auth.js";
+import { addBudgets } from "../../src/governance/budget-math.js";
+import type { Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
+import { defaultConfig } from "../../src/server/config.js";
 import { execution, requestId, waitForEnd } from "../helpers/operations.js";
 import { OperationService } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -25,6 +28,7 @@ async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
   return ConnectError.from(await promise.then(() => new Error("expected a refusal"), (e: unknown) => e));
 }
 
+const twice = (budget: Budget): Budget => addBudgets(budget, budget);
 const grantOnly = { operationTypes: [OperationType.TOOL_GRANT_APPLY, OperationType.EXECUTION_START, OperationType.EXECUTION_CANCEL], profiles: ["profiles/team-a"], tools: ["git"] };
 
 beforeAll(async () => {
@@ -84,8 +88,8 @@ describe("issuing", () => {
 
 describe("revoking", () => {
   it("cascades to every descendant, cancels their running operations and ends their streams", async () => {
-    const { delegation: middle, token: middleToken } = await delegations(server.token).issueDelegation({ subject: "middle", scope: { ...grantOnly, mayDelegate: true } });
-    const { token: leafToken } = await delegations(middleToken).issueDelegation({ subject: "leaf", scope: grantOnly });
+    const { delegation: middle, token: middleToken } = await delegations(server.token).issueDelegation({ subject: "middle", scope: { ...grantOnly, budget: twice(defaultConfig.defaultBudget), mayDelegate: true } });
+    const { token: leafToken } = await delegations(middleToken).issueDelegation({ subject: "leaf", scope: { ...grantOnly, budget: defaultConfig.defaultBudget } });
     const leafOps = operations(leafToken);
     const { operation } = await leafOps.submitOperation(execution("profiles/team-a", ["sleep", "30"]));
     await expect.poll(async () => (await leafOps.getOperation({ name: operation!.name })).operation?.state, { timeout: 10_000 }).toBe(TaskState.RUNNING);
@@ -95,7 +99,7 @@ describe("revoking", () => {
     expect((await refusal(delegations(leafToken).revokeDelegation({ name: middle!.name }))).code).toBe(Code.NotFound);
 
     const { revokedCount } = await delegations(server.token).revokeDelegation({ name: middle!.name, reason: "rotation" });
-    expect(revokedCount).toBe(2);
+    expect(revokedCount).toBe(3); // middle, leaf, and the running execution's own credential
     expect((await refusal(delegations(leafToken).whoAmI({}))).code).toBe(Code.Unauthenticated);
     const ended = await (async () => {
       for (;;) if ((await stream.next()).done) return undefined;

@@ -35,7 +35,7 @@ describe("grpc.health.v1.Health", () => {
   it("List names every served service", async () => {
     const { statuses } = await health().list({});
     expect(Object.keys(statuses).sort()).toEqual(
-      ["", "agentmachine.v1.ContractService", "agentmachine.v1.DelegationService", "agentmachine.v1.OperationService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
+      ["", "agentmachine.v1.ContractService", "agentmachine.v1.DelegationService", "agentmachine.v1.OperationService", "agentmachine.v1.PolicyService", "agentmachine.v1.RuntimeService", "agentmachine.v1.ProfileService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
     );
   });
 
@@ -139,6 +139,12 @@ describe("server reflection", () => {
       "agentmachine.v1.OperationService/SubmitOperation",
       "agentmachine.v1.OperationService/WatchEvents",
       "agentmachine.v1.OperationService/WatchOperation",
+      "agentmachine.v1.PolicyService/ApplyPolicyBundle",
+      "agentmachine.v1.PolicyService/EvaluatePolicy",
+      "agentmachine.v1.PolicyService/ListPolicyBundles",
+      "agentmachine.v1.ProfileService/ExplainSeparation",
+      "agentmachine.v1.RuntimeService/AuthorizeCall",
+      "agentmachine.v1.RuntimeService/ReportUsage",
       "grpc.health.v1.Health/Check",
       "grpc.health.v1.Health/List",
       "grpc.health.v1.Health/Watch",

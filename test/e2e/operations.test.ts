@@ -23,7 +23,7 @@ function workspaceOf(name: string): string {
 }
 
 beforeAll(async () => {
-  server = await startTestServer({ maxConcurrentExecutions: 2, execution: { envAllowlist: ["PATH"], outputLimitBytes: 64, defaultWallClockSeconds: 60, killGraceMs: 500 } });
+  server = await startTestServer({ maxConcurrentExecutions: 2, execution: { envAllowlist: ["PATH"], outputLimitBytes: 256, defaultWallClockSeconds: 60, killGraceMs: 500 } });
   client = operationsClient(server.url);
   profile = await createProfile(client, "dev");
 });
@@ -106,14 +106,15 @@ describe("local process executor", () => {
     const request = execution(profile, [process.execPath, "-e", "console.log(JSON.stringify(Object.keys(process.env).sort()))"], { env: { EXPLICIT: "yes" } });
     const { operation } = await run(client, request);
     const keys = JSON.parse(readFileSync(join(workspaceOf(operation.name), "stdout.1.log"), "utf8")) as string[];
-    expect(keys).toEqual(["AMCTL_PROGRESS_FD", "EXPLICIT", "HOME", "PATH"]);
+    // AMCTL_SERVER, AMCTL_TOKEN and AMCTL_OPERATION: the attempt's own execution credential and where to use it.
+    expect(keys).toEqual(["AMCTL_OPERATION", "AMCTL_PROGRESS_FD", "AMCTL_SERVER", "AMCTL_TOKEN", "EXPLICIT", "HOME", "PATH"]);
     delete process.env.AMCTL_TEST_SERVER_SECRET;
   });
 
   it("caps captured output and says it was truncated", async () => {
     const { operation } = await run(client, execution(profile, [process.execPath, "-e", "process.stdout.write('x'.repeat(10000))"]));
-    expect(operation.artifact?.kind).toMatchObject({ value: { stdoutBytes: 64n, outputTruncated: true } });
-    expect(readFileSync(join(workspaceOf(operation.name), "stdout.1.log"), "utf8")).toBe("x".repeat(64));
+    expect(operation.artifact?.kind).toMatchObject({ value: { stdoutBytes: 256n, outputTruncated: true } });
+    expect(readFileSync(join(workspaceOf(operation.name), "stdout.1.log"), "utf8")).toBe("x".repeat(256));
   });
 
   it("retries a failing exit code per the retry policy, then fails with the cause", async () => {

@@ -13,6 +13,9 @@ import { registerToken } from "./tokens.js";
 
 export { repoRoot, tempDir };
 
+/** Policy bundles under which every gate allows: tests of other things are not decided by policy. */
+export const TEST_POLICIES = join(repoRoot, "test/fixtures/policies");
+
 /**
  * A root credential with the full scope for the server on `dataDir` (its operator key is
  * created in the data dir as `amctl init` does), registered for `url` so test clients use it.
@@ -39,7 +42,7 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
       callback();
     },
   });
-  const config: ServerConfig = { ...defaultConfig, port: 0, dataDir: tempDir(), shutdownGraceMs: 2000, ...overrides };
+  const config: ServerConfig = { ...defaultConfig, port: 0, dataDir: tempDir(), shutdownGraceMs: 2000, policyDir: TEST_POLICIES, ...overrides };
   await operatorOf(config.dataDir); // the trust anchor must exist before the server starts
   const server = await startServer(config, createLogger("debug", sink));
   return Object.assign(server, { logs, dataDir: config.dataDir, token: await authorize(server.url, config.dataDir) });
@@ -67,7 +70,7 @@ export async function startChildServer(args: string[] = [], options: ChildServer
   await operatorOf(dataDir);
   const child = spawn(
     process.execPath,
-    [join(repoRoot, "bin/amctl.mjs"), "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...args],
+    [join(repoRoot, "bin/amctl.mjs"), "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...(args.includes("--policy") ? [] : ["--policy", TEST_POLICIES]), ...args],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   let stderr = "";

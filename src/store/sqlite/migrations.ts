@@ -49,4 +49,25 @@ export const migrations: readonly { version: number; sql: string }[] = [
       CREATE INDEX delegations_parent ON delegations (parent);
     `,
   },
+  {
+    version: 3,
+    sql: `
+      -- Budget accounts (delegations and profiles): what their operations hold, as a Budget.
+      CREATE TABLE budget_accounts (
+        account TEXT PRIMARY KEY,
+        held BLOB NOT NULL
+      );
+      ALTER TABLE profiles ADD COLUMN budget BLOB;
+      CREATE TABLE policy_bundles (
+        profile_type INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (profile_type, version)
+      );
+      -- Keys of modifications that may happen once (a reported call ticket).
+      CREATE TABLE once_keys (
+        key TEXT PRIMARY KEY
+      );
+    `,
+  },
 ];

@@ -4,21 +4,29 @@
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { BudgetSchema, type Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
 import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
+import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
+import { profileTypeNames } from "../../contract/mapping.js";
+import { addBudgets, subtractBudgets } from "../../governance/budget-math.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../../lifecycle/transitions.js";
 import type {
+  AccountState,
   CreateResult,
+  Modification,
+  ModifyResult,
   EventBounds,
   NewOperation,
   OperationQuery,
   OperationStore,
   OperationUpdate,
   RetentionPolicy,
+  Settlement,
   StoredEvent,
   StoredProfile,
   UpdateResult,
@@ -84,8 +92,17 @@ export class SqliteStore implements OperationStore {
       getOperation: this.db.prepare("SELECT data FROM operations WHERE name = ?"),
       stateOf: this.db.prepare("SELECT state, data FROM operations WHERE name = ?"),
       updateOperation: this.db.prepare("UPDATE operations SET state = ?, data = ? WHERE name = ?"),
-      insertProfile: this.db.prepare("INSERT OR IGNORE INTO profiles (name, profile_type, operation) VALUES (?, ?, ?)"),
-      getProfile: this.db.prepare("SELECT name, profile_type FROM profiles WHERE name = ?"),
+      insertProfile: this.db.prepare("INSERT OR IGNORE INTO profiles (name, profile_type, operation, budget) VALUES (?, ?, ?, ?)"),
+      getProfile: this.db.prepare("SELECT name, profile_type, budget FROM profiles WHERE name = ?"),
+      getHeld: this.db.prepare("SELECT held FROM budget_accounts WHERE account = ?"),
+      putHeld: this.db.prepare("INSERT INTO budget_accounts (account, held) VALUES (?, ?) ON CONFLICT (account) DO UPDATE SET held = excluded.held"),
+      insertOnceKey: this.db.prepare("INSERT OR IGNORE INTO once_keys (key) VALUES (?)"),
+      latestBundleVersion: this.db.prepare("SELECT MAX(version) AS version FROM policy_bundles WHERE profile_type = ?"),
+      insertBundle: this.db.prepare("INSERT INTO policy_bundles (profile_type, version, data) VALUES (?, ?, ?)"),
+      latestBundles: this.db.prepare(`
+        SELECT data FROM policy_bundles p
+        WHERE version = (SELECT MAX(version) FROM policy_bundles q WHERE q.profile_type = p.profile_type)
+        ORDER BY profile_type`),
       insertEvent: this.db.prepare(
         "INSERT INTO events (operation, time_ms, profile, operation_type, labels, data) VALUES (?, ?, ?, ?, ?, ?)",
       ),
@@ -162,10 +179,16 @@ export class SqliteStore implements OperationStore {
           : { kind: "request-id-conflict", operation: stored };
       }
       if (input.createsProfile !== undefined) {
-        const { name, profileType } = input.createsProfile;
-        if (this.statements.insertProfile.run(name, profileType, operation.name).changes === 0) {
+        const { name, profileType, budget } = input.createsProfile;
+        if (this.statements.insertProfile.run(name, profileType, operation.name, budget ? toBinary(BudgetSchema, budget) : null).changes === 0) {
           return { kind: "profile-exists", profile: name };
         }
+      }
+      if (input.reservation !== undefined) {
+        const { accounts, amount, check } = input.reservation;
+        const refusal = check(accounts.map((account) => this.accountState(account)));
+        if (refusal !== undefined) throw refusal;
+        for (const account of accounts) this.putHeld(account, addBudgets(this.held(account), amount));
       }
       const event = input.event ? this.appendEvent(operation, input.event) : undefined;
       this.statements.insertOperation.run(
@@ -193,9 +216,47 @@ export class SqliteStore implements OperationStore {
       }
       const event = update.event ? this.appendEvent(operation, update.event) : undefined;
       this.statements.updateOperation.run(operation.state, toBinary(OperationSchema, operation), operation.name);
+      if (update.settle !== undefined) this.settle(update.settle);
       if (event) this.pendingEvents.push(event);
       return { kind: "updated", operation, ...(event ? { event } : {}) };
     });
+  }
+
+  modifyOperation(name: string, modify: Modification, onceKey?: string): Promise<ModifyResult> {
+    return this.commits.submit((): ModifyResult => {
+      const row = this.statements.getOperation.get(name) as { data: Uint8Array } | undefined;
+      if (row === undefined) return { kind: "not-found" };
+      const current = fromBinary(OperationSchema, row.data);
+      if (onceKey !== undefined && this.statements.insertOnceKey.run(onceKey).changes === 0) return { kind: "already-done", operation: current };
+      const change = modify(clone(OperationSchema, current));
+      if (change === undefined) return { kind: "unchanged", operation: current };
+      const operation = clone(OperationSchema, change.operation);
+      const event = change.event ? this.appendEvent(operation, change.event) : undefined;
+      this.statements.updateOperation.run(operation.state, toBinary(OperationSchema, operation), operation.name);
+      if (change.settle !== undefined) this.settle(change.settle);
+      if (event) this.pendingEvents.push(event);
+      return { kind: "modified", operation, ...(event ? { event } : {}) };
+    });
+  }
+
+  private held(account: string): Budget {
+    const row = this.statements.getHeld.get(account) as { held: Uint8Array } | undefined;
+    return row ? fromBinary(BudgetSchema, row.held) : create(BudgetSchema);
+  }
+
+  private putHeld(account: string, held: Budget): void {
+    this.statements.putHeld.run(account, toBinary(BudgetSchema, held));
+  }
+
+  private accountState(account: string): AccountState {
+    const children = account.startsWith("delegations/")
+      ? (this.statements.delegationChildren.all(account) as { data: Uint8Array }[]).map((row) => fromBinary(DelegationSchema, row.data))
+      : [];
+    return { account, held: this.held(account), children };
+  }
+
+  private settle({ accounts, reserved, spent }: Settlement): void {
+    for (const account of accounts) this.putHeld(account, addBudgets(subtractBudgets(this.held(account), reserved), spent));
   }
 
   async getOperation(name: string): Promise<Operation | undefined> {
@@ -209,8 +270,9 @@ export class SqliteStore implements OperationStore {
   }
 
   async getProfile(name: string): Promise<StoredProfile | undefined> {
-    const row = this.statements.getProfile.get(name) as { name: string; profile_type: bigint } | undefined;
-    return row && { name: row.name, profileType: Number(row.profile_type) };
+    const row = this.statements.getProfile.get(name) as { name: string; profile_type: bigint; budget: Uint8Array | null } | undefined;
+    if (row === undefined) return undefined;
+    return { name: row.name, profileType: Number(row.profile_type), ...(row.budget ? { budget: fromBinary(BudgetSchema, row.budget) } : {}) };
   }
 
   async listOperations(query: OperationQuery): Promise<Operation[]> {
@@ -288,11 +350,11 @@ export class SqliteStore implements OperationStore {
     });
   }
 
-  putChildDelegation(child: Delegation, check: (siblings: Delegation[]) => Error | undefined): Promise<Delegation> {
+  putChildDelegation(child: Delegation, check: (siblings: Delegation[], parentHeld: Budget) => Error | undefined): Promise<Delegation> {
     const stored = clone(DelegationSchema, child);
     return this.commits.submit(() => {
-      const siblings = (this.statements.delegationChildren.all(stored.parent) as { data: Uint8Array }[]).map((row) => fromBinary(DelegationSchema, row.data));
-      const refusal = check(siblings);
+      const parent = this.accountState(stored.parent);
+      const refusal = check(parent.children, parent.held);
       if (refusal !== undefined) throw refusal;
       const expireMs = stored.expireTime ? Number(stored.expireTime.seconds) * 1000 : 0;
       this.statements.insertDelegation.run(stored.name, stored.parent, expireMs, toBinary(DelegationSchema, stored));
@@ -326,6 +388,22 @@ export class SqliteStore implements OperationStore {
       }
       return revoked;
     });
+  }
+
+  putPolicyBundle(bundle: PolicyBundle): Promise<PolicyBundle> {
+    const stored = clone(PolicyBundleSchema, bundle);
+    return this.commits.submit(() => {
+      const latest = this.statements.latestBundleVersion.get(stored.profileType) as { version: bigint | null };
+      stored.version = (latest.version ?? 0n) + 1n;
+      stored.name = `policyBundles/${profileTypeNames.get(stored.profileType)}/versions/${stored.version}`;
+      this.statements.insertBundle.run(stored.profileType, stored.version, toBinary(PolicyBundleSchema, stored));
+      return stored;
+    });
+  }
+
+  async listPolicyBundles(): Promise<PolicyBundle[]> {
+    const rows = this.statements.latestBundles.all() as { data: Uint8Array }[];
+    return rows.map((row) => fromBinary(PolicyBundleSchema, row.data));
   }
 
   async getOrCreateSecret(key: string, create: () => string): Promise<string> {

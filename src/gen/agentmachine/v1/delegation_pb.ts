@@ -6,7 +6,7 @@ import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Budget } from "./budget_pb.js";
 import { file_agentmachine_v1_budget } from "./budget_pb.js";
-import type { OperationType } from "./types_pb.js";
+import type { OperationType, ProfileType } from "./types_pb.js";
 import { file_agentmachine_v1_types } from "./types_pb.js";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/delegation.proto.
  */
 export const file_agentmachine_v1_delegation: GenFile = /*@__PURE__*/
-  fileDesc("CiBhZ2VudG1hY2hpbmUvdjEvZGVsZWdhdGlvbi5wcm90bxIPYWdlbnRtYWNoaW5lLnYxIucCCg9EZWxlZ2F0aW9uU2NvcGUSSAoPb3BlcmF0aW9uX3R5cGVzGAEgAygOMh4uYWdlbnRtYWNoaW5lLnYxLk9wZXJhdGlvblR5cGVCD7pIDJIBCSIHggEEEAEgABJHCghwcm9maWxlcxgCIAMoCUI1ukgykgEvEEAiK3IpMideKFwqfHByb2ZpbGVzL1thLXowLTldW2EtejAtOS1dezAsNjJ9KSQSOwoFdG9vbHMYAyADKAlCLLpIKZIBJhBAIiJyIDIeXihcKnxbQS1aYS16MC05Ll86Ly1dezEsMjAwfSkkEkUKD21vZGVsX3Byb3ZpZGVycxgEIAMoCUIsukgpkgEmEEAiInIgMh5eKFwqfFtBLVphLXowLTkuXzovLV17MSwyMDB9KSQSJwoGYnVkZ2V0GAUgASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldBIUCgxtYXlfZGVsZWdhdGUYBiABKAgi1gIKCkRlbGVnYXRpb24SDAoEbmFtZRgBIAEoCRIPCgdzdWJqZWN0GAIgASgJEg4KBnBhcmVudBgDIAEoCRIvCgVzY29wZRgEIAEoCzIgLmFnZW50bWFjaGluZS52MS5EZWxlZ2F0aW9uU2NvcGUSLgoKbm90X2JlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZXZva2VfcmVhc29uGAggASgJEg4KBmtleV9pZBgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBiBnByb3RvMw", [file_agentmachine_v1_budget, file_agentmachine_v1_types, file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("CiBhZ2VudG1hY2hpbmUvdjEvZGVsZWdhdGlvbi5wcm90bxIPYWdlbnRtYWNoaW5lLnYxIrQDCg9EZWxlZ2F0aW9uU2NvcGUSSAoPb3BlcmF0aW9uX3R5cGVzGAEgAygOMh4uYWdlbnRtYWNoaW5lLnYxLk9wZXJhdGlvblR5cGVCD7pIDJIBCSIHggEEEAEgABJHCghwcm9maWxlcxgCIAMoCUI1ukgykgEvEEAiK3IpMideKFwqfHByb2ZpbGVzL1thLXowLTldW2EtejAtOS1dezAsNjJ9KSQSOwoFdG9vbHMYAyADKAlCLLpIKZIBJhBAIiJyIDIeXihcKnxbQS1aYS16MC05Ll86Ly1dezEsMjAwfSkkEkUKD21vZGVsX3Byb3ZpZGVycxgEIAMoCUIsukgpkgEmEEAiInIgMh5eKFwqfFtBLVphLXowLTkuXzovLV17MSwyMDB9KSQSJwoGYnVkZ2V0GAUgASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldBIUCgxtYXlfZGVsZWdhdGUYBiABKAgSSwoUcG9saWN5X3Byb2ZpbGVfdHlwZXMYByADKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCD7pIDJIBCSIHggEEEAEgACLpAgoKRGVsZWdhdGlvbhIMCgRuYW1lGAEgASgJEg8KB3N1YmplY3QYAiABKAkSDgoGcGFyZW50GAMgASgJEi8KBXNjb3BlGAQgASgLMiAuYWdlbnRtYWNoaW5lLnYxLkRlbGVnYXRpb25TY29wZRIuCgpub3RfYmVmb3JlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJldm9rZV9yZWFzb24YCCABKAkSDgoGa2V5X2lkGAkgASgJEi8KC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglvcGVyYXRpb24YCyABKAliBnByb3RvMw", [file_agentmachine_v1_budget, file_agentmachine_v1_types, file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * What a delegation allows. A child's scope is never wider than its parent's on any axis.
@@ -68,6 +68,13 @@ export type DelegationScope = Message<"agentmachine.v1.DelegationScope"> & {
    * @generated from field: bool may_delegate = 6;
    */
   mayDelegate: boolean;
+
+  /**
+   * Profile types whose policy bundle the holder may replace (PolicyService.ApplyPolicyBundle).
+   *
+   * @generated from field: repeated agentmachine.v1.ProfileType policy_profile_types = 7;
+   */
+  policyProfileTypes: ProfileType[];
 };
 
 /**
@@ -154,6 +161,15 @@ export type Delegation = Message<"agentmachine.v1.Delegation"> & {
    * @generated from field: google.protobuf.Timestamp create_time = 10;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * Output only. For an execution credential (issued by the server to a running execution):
+   * the operation it is bound to. Such a credential may only call RuntimeService for that
+   * operation, and is revoked when the attempt ends.
+   *
+   * @generated from field: string operation = 11;
+   */
+  operation: string;
 };
 
 /**

@@ -4,6 +4,8 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { BudgetDimension } from "./budget_pb.js";
+import { file_agentmachine_v1_budget } from "./budget_pb.js";
 import type { PolicyDecision, StopCause } from "./operation_pb.js";
 import { file_agentmachine_v1_operation } from "./operation_pb.js";
 import type { EventType, TaskState } from "./types_pb.js";
@@ -16,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/event.proto.
  */
 export const file_agentmachine_v1_event: GenFile = /*@__PURE__*/
-  fileDesc("ChthZ2VudG1hY2hpbmUvdjEvZXZlbnQucHJvdG8SD2FnZW50bWFjaGluZS52MSKXBAoOT3BlcmF0aW9uRXZlbnQSEAoIc2VxdWVuY2UYASABKAQSEQoJb3BlcmF0aW9uGAIgASgJEigKBHR5cGUYAyABKA4yGi5hZ2VudG1hY2hpbmUudjEuRXZlbnRUeXBlEikKBXN0YXRlGAQgASgOMhouYWdlbnRtYWNoaW5lLnYxLlRhc2tTdGF0ZRIoCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdhdHRlbXB0GAYgASgNEjEKBXN0YXJ0GAogASgLMiAuYWdlbnRtYWNoaW5lLnYxLlN0YXJ0QXR0cmlidXRlc0gAEjcKCHByb2dyZXNzGAsgASgLMiMuYWdlbnRtYWNoaW5lLnYxLlByb2dyZXNzQXR0cmlidXRlc0gAEjUKB2ZhaWx1cmUYDCABKAsyIi5hZ2VudG1hY2hpbmUudjEuRmFpbHVyZUF0dHJpYnV0ZXNIABIxCgVyZXRyeRgNIAEoCzIgLmFnZW50bWFjaGluZS52MS5SZXRyeUF0dHJpYnV0ZXNIABIzCgZjYW5jZWwYDiABKAsyIS5hZ2VudG1hY2hpbmUudjEuQ2FuY2VsQXR0cmlidXRlc0gAEjcKCGNvbXBsZXRlGA8gASgLMiMuYWdlbnRtYWNoaW5lLnYxLkNvbXBsZXRlQXR0cmlidXRlc0gAQgwKCmF0dHJpYnV0ZXMiTAoPU3RhcnRBdHRyaWJ1dGVzEjkKEHBvbGljeV9kZWNpc2lvbnMYASADKAsyHy5hZ2VudG1hY2hpbmUudjEuUG9saWN5RGVjaXNpb24iRwoSUHJvZ3Jlc3NBdHRyaWJ1dGVzEg8KB21lc3NhZ2UYASABKAkSFAoHcGVyY2VudBgCIAEoDUgAiAEBQgoKCF9wZXJjZW50Ij4KEUZhaWx1cmVBdHRyaWJ1dGVzEikKBWNhdXNlGAEgASgLMhouYWdlbnRtYWNoaW5lLnYxLlN0b3BDYXVzZSJmCg9SZXRyeUF0dHJpYnV0ZXMSKAoFZGVsYXkYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKQoFY2F1c2UYAiABKAsyGi5hZ2VudG1hY2hpbmUudjEuU3RvcENhdXNlIj0KEENhbmNlbEF0dHJpYnV0ZXMSKQoFY2F1c2UYASABKAsyGi5hZ2VudG1hY2hpbmUudjEuU3RvcENhdXNlIiUKEkNvbXBsZXRlQXR0cmlidXRlcxIPCgdtZXNzYWdlGAEgASgJYgZwcm90bzM", [file_agentmachine_v1_operation, file_agentmachine_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChthZ2VudG1hY2hpbmUvdjEvZXZlbnQucHJvdG8SD2FnZW50bWFjaGluZS52MSKXBAoOT3BlcmF0aW9uRXZlbnQSEAoIc2VxdWVuY2UYASABKAQSEQoJb3BlcmF0aW9uGAIgASgJEigKBHR5cGUYAyABKA4yGi5hZ2VudG1hY2hpbmUudjEuRXZlbnRUeXBlEikKBXN0YXRlGAQgASgOMhouYWdlbnRtYWNoaW5lLnYxLlRhc2tTdGF0ZRIoCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdhdHRlbXB0GAYgASgNEjEKBXN0YXJ0GAogASgLMiAuYWdlbnRtYWNoaW5lLnYxLlN0YXJ0QXR0cmlidXRlc0gAEjcKCHByb2dyZXNzGAsgASgLMiMuYWdlbnRtYWNoaW5lLnYxLlByb2dyZXNzQXR0cmlidXRlc0gAEjUKB2ZhaWx1cmUYDCABKAsyIi5hZ2VudG1hY2hpbmUudjEuRmFpbHVyZUF0dHJpYnV0ZXNIABIxCgVyZXRyeRgNIAEoCzIgLmFnZW50bWFjaGluZS52MS5SZXRyeUF0dHJpYnV0ZXNIABIzCgZjYW5jZWwYDiABKAsyIS5hZ2VudG1hY2hpbmUudjEuQ2FuY2VsQXR0cmlidXRlc0gAEjcKCGNvbXBsZXRlGA8gASgLMiMuYWdlbnRtYWNoaW5lLnYxLkNvbXBsZXRlQXR0cmlidXRlc0gAQgwKCmF0dHJpYnV0ZXMiTAoPU3RhcnRBdHRyaWJ1dGVzEjkKEHBvbGljeV9kZWNpc2lvbnMYASADKAsyHy5hZ2VudG1hY2hpbmUudjEuUG9saWN5RGVjaXNpb24igAEKElByb2dyZXNzQXR0cmlidXRlcxIPCgdtZXNzYWdlGAEgASgJEhQKB3BlcmNlbnQYAiABKA1IAIgBARI3Cg9idWRnZXRfd2FybmluZ3MYAyADKAsyHi5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0V2FybmluZ0IKCghfcGVyY2VudCJhCg1CdWRnZXRXYXJuaW5nEjMKCWRpbWVuc2lvbhgBIAEoDjIgLmFnZW50bWFjaGluZS52MS5CdWRnZXREaW1lbnNpb24SDAoEdXNlZBgCIAEoBBINCgVsaW1pdBgDIAEoBCI+ChFGYWlsdXJlQXR0cmlidXRlcxIpCgVjYXVzZRgBIAEoCzIaLmFnZW50bWFjaGluZS52MS5TdG9wQ2F1c2UiZgoPUmV0cnlBdHRyaWJ1dGVzEigKBWRlbGF5GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEikKBWNhdXNlGAIgASgLMhouYWdlbnRtYWNoaW5lLnYxLlN0b3BDYXVzZSI9ChBDYW5jZWxBdHRyaWJ1dGVzEikKBWNhdXNlGAEgASgLMhouYWdlbnRtYWNoaW5lLnYxLlN0b3BDYXVzZSIlChJDb21wbGV0ZUF0dHJpYnV0ZXMSDwoHbWVzc2FnZRgBIAEoCWIGcHJvdG8z", [file_agentmachine_v1_budget, file_agentmachine_v1_operation, file_agentmachine_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A lifecycle event. Events are persisted before they are published and carry one total
@@ -170,6 +172,13 @@ export type ProgressAttributes = Message<"agentmachine.v1.ProgressAttributes"> &
    * @generated from field: optional uint32 percent = 2;
    */
   percent?: number | undefined;
+
+  /**
+   * Budget dimensions whose usage crossed 80 % of the task's budget with this progress.
+   *
+   * @generated from field: repeated agentmachine.v1.BudgetWarning budget_warnings = 3;
+   */
+  budgetWarnings: BudgetWarning[];
 };
 
 /**
@@ -178,6 +187,41 @@ export type ProgressAttributes = Message<"agentmachine.v1.ProgressAttributes"> &
  */
 export const ProgressAttributesSchema: GenMessage<ProgressAttributes> = /*@__PURE__*/
   messageDesc(file_agentmachine_v1_event, 2);
+
+/**
+ * A budget dimension of a running task that is nearly used up.
+ *
+ * @generated from message agentmachine.v1.BudgetWarning
+ */
+export type BudgetWarning = Message<"agentmachine.v1.BudgetWarning"> & {
+  /**
+   * The dimension.
+   *
+   * @generated from field: agentmachine.v1.BudgetDimension dimension = 1;
+   */
+  dimension: BudgetDimension;
+
+  /**
+   * Usage charged so far.
+   *
+   * @generated from field: uint64 used = 2;
+   */
+  used: bigint;
+
+  /**
+   * The task's budget for the dimension.
+   *
+   * @generated from field: uint64 limit = 3;
+   */
+  limit: bigint;
+};
+
+/**
+ * Describes the message agentmachine.v1.BudgetWarning.
+ * Use `create(BudgetWarningSchema)` to create a new message.
+ */
+export const BudgetWarningSchema: GenMessage<BudgetWarning> = /*@__PURE__*/
+  messageDesc(file_agentmachine_v1_event, 3);
 
 /**
  * An attempt failed, or the task failed for good (then the state is failed).
@@ -198,7 +242,7 @@ export type FailureAttributes = Message<"agentmachine.v1.FailureAttributes"> & {
  * Use `create(FailureAttributesSchema)` to create a new message.
  */
 export const FailureAttributesSchema: GenMessage<FailureAttributes> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_event, 3);
+  messageDesc(file_agentmachine_v1_event, 4);
 
 /**
  * Another attempt was scheduled.
@@ -226,7 +270,7 @@ export type RetryAttributes = Message<"agentmachine.v1.RetryAttributes"> & {
  * Use `create(RetryAttributesSchema)` to create a new message.
  */
 export const RetryAttributesSchema: GenMessage<RetryAttributes> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_event, 4);
+  messageDesc(file_agentmachine_v1_event, 5);
 
 /**
  * The task was cancelled.
@@ -247,7 +291,7 @@ export type CancelAttributes = Message<"agentmachine.v1.CancelAttributes"> & {
  * Use `create(CancelAttributesSchema)` to create a new message.
  */
 export const CancelAttributesSchema: GenMessage<CancelAttributes> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_event, 5);
+  messageDesc(file_agentmachine_v1_event, 6);
 
 /**
  * The task completed.
@@ -268,5 +312,5 @@ export type CompleteAttributes = Message<"agentmachine.v1.CompleteAttributes"> &
  * Use `create(CompleteAttributesSchema)` to create a new message.
  */
 export const CompleteAttributesSchema: GenMessage<CompleteAttributes> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_event, 6);
+  messageDesc(file_agentmachine_v1_event, 7);
 

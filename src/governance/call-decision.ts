@@ -1,0 +1,79 @@
+// Decides a runtime call (a model, connector or tool call an execution asks to make): the
+// caller's scope, then the profile separation rules, then the policy gates. Used by
+// RuntimeService.AuthorizeCall and, as a dry run, by PolicyService.EvaluatePolicy.
+import { ConnectError } from "@connectrpc/connect";
+import type { PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
+import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
+import { OperationType, TaskState, type ProfileType } from "../gen/agentmachine/v1/types_pb.js";
+import { profileNotFound } from "../lifecycle/errors.js";
+import type { OperationStore } from "../store/store.js";
+import type { Principal } from "./authority.js";
+import { policyDenied } from "./errors.js";
+import { gatesForCall } from "./policy/gates.js";
+import type { PolicyEngine } from "./policy/policy-engine.js";
+import { callInput } from "./policy/policy-input.js";
+import { requireSeparation } from "./profile-rules.js";
+import { requireCall } from "./scope.js";
+
+export interface CallDecisionDeps {
+  store: OperationStore;
+  policy: PolicyEngine;
+}
+
+export interface CallVerdict {
+  decisions: PolicyDecision[];
+  /** Set when the call is not allowed: the error that says why. */
+  denial?: ConnectError;
+}
+
+// Bindings and grants are found by scanning completed operations of their type; a limit keeps
+// the scan bounded, and what lies beyond it is not found, so the call is denied (fail closed).
+const SCAN_LIMIT = 10_000;
+
+/** The type of the provider profile `provider` is bound in, if it is bound anywhere. */
+async function providerProfileType(store: OperationStore, provider: string): Promise<ProfileType | undefined> {
+  const bindings = await store.listOperations({ types: [OperationType.MODEL_PROVIDER_BIND], states: [TaskState.COMPLETED], limit: SCAN_LIMIT });
+  for (const binding of bindings) {
+    const artifact = binding.artifact?.kind;
+    if (artifact?.case === "modelProviderBinding" && artifact.value.provider === provider) return artifact.value.profileType;
+  }
+  return undefined;
+}
+
+/** Whether an applied, unrevoked grant of `tool` exists in `profile`. */
+async function toolGranted(store: OperationStore, profile: string, tool: string): Promise<boolean> {
+  const grants = await store.listOperations({ types: [OperationType.TOOL_GRANT_APPLY], states: [TaskState.COMPLETED], profile, limit: SCAN_LIMIT });
+  return grants.some((grant) => {
+    const artifact = grant.artifact?.kind;
+    return artifact?.case === "toolGrantRecord" && artifact.value.tool === tool && artifact.value.revokeCommandRef === "";
+  });
+}
+
+export async function decideCall(
+  deps: CallDecisionDeps,
+  principal: Principal,
+  profile: string,
+  call: RuntimeCall,
+  labels: Readonly<Record<string, string>> = {},
+): Promise<CallVerdict> {
+  try {
+    requireCall(principal, profile, call);
+    const stored = await deps.store.getProfile(profile);
+    if (stored === undefined) throw profileNotFound(profile);
+    const bound = call.kind === CallKind.MODEL ? await providerProfileType(deps.store, call.modelProvider) : undefined;
+    requireSeparation({
+      profile,
+      profileType: stored.profileType,
+      call,
+      ...(bound !== undefined ? { providerProfileType: bound } : {}),
+      ...(call.kind === CallKind.TOOL ? { toolGranted: await toolGranted(deps.store, profile, call.tool) } : {}),
+    });
+    const where = { principal, profile, profileType: stored.profileType };
+    const decisions = deps.policy.decide(stored.profileType, gatesForCall(call), callInput(where, call, bound, labels));
+    const denied = decisions.find((decision) => !decision.allowed);
+    return { decisions, ...(denied ? { denial: policyDenied(denied) } : {}) };
+  } catch (error) {
+    if (error instanceof ConnectError) return { decisions: [], denial: error };
+    throw error;
+  }
+}

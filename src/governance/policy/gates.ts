@@ -1,0 +1,71 @@
+// The five policy gates and what each one concerns. This table is the one place that says
+// which gates decide an operation or a runtime call.
+import { create } from "@bufbuild/protobuf";
+import { PolicyInputSchema, type PolicyInput } from "../../gen/agentmachine/v1/policy_pb.js";
+import type { OperationSpec } from "../../gen/agentmachine/v1/operation_pb.js";
+import { CallKind, type RuntimeCall } from "../../gen/agentmachine/v1/runtime_pb.js";
+
+export const gates = ["toolGrant", "modelProviderUse", "networkProfile", "containerExecution", "artifactAccess"] as const;
+export type Gate = (typeof gates)[number];
+
+export const callKindNames: ReadonlyMap<CallKind, string> = new Map([
+  [CallKind.MODEL, "model"],
+  [CallKind.CONNECTOR, "connector"],
+  [CallKind.TOOL, "tool"],
+]);
+
+/** The gates an operation must pass at admission, in evaluation order. */
+export function gatesForOperation(spec: OperationSpec["spec"]): Gate[] {
+  switch (spec.case) {
+    case "toolGrantApply":
+      return ["toolGrant"];
+    case "modelProviderBind":
+      return ["modelProviderUse"];
+    case "containerRun":
+      return spec.value.network ? ["containerExecution", "networkProfile"] : ["containerExecution"];
+    case "diagnosticsExport":
+      return ["artifactAccess"];
+    default:
+      // Profiles, executions, cancels and revocations concern no gate: an execution's calls
+      // are gated one by one at runtime, and taking a grant away is never blocked by policy.
+      return [];
+  }
+}
+
+/** The gates a runtime call must pass. */
+export function gatesForCall(call: RuntimeCall): Gate[] {
+  switch (call.kind) {
+    case CallKind.MODEL:
+      return ["modelProviderUse"];
+    case CallKind.CONNECTOR:
+      return ["networkProfile"];
+    case CallKind.TOOL:
+      return ["toolGrant"];
+    default:
+      return [];
+  }
+}
+
+/**
+ * Inputs a rule must evaluate on without error to be accepted: one per gate, every field set,
+ * so that a rule that misuses a field's type is refused when it is loaded, not when it decides.
+ */
+export const probeInputs: readonly PolicyInput[] = gates.map((gate) =>
+  create(PolicyInputSchema, {
+    gate,
+    operationType: "agent_machine.tool_grant.apply",
+    callKind: "model",
+    profile: "profiles/probe",
+    profileType: "personal",
+    tool: "git",
+    modelProvider: "ollama",
+    modelProviderProfileType: "local_model_provider",
+    connector: "github",
+    network: true,
+    image: "registry.example/probe@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    estimatedTokens: 1n,
+    subject: "probe",
+    delegation: "delegations/probe",
+    labels: { probe: "probe" },
+  }),
+);

@@ -1,0 +1,118 @@
+// Policy decisions: the bundles in force (one per profile type, versioned in the store) and
+// how a gate is decided from them. A gate allows only if an allow rule matches and no deny
+// rule does; no matching allow, an evaluation error or a missing bundle is a denial.
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { PolicyDecisionSchema, type PolicyDecision } from "../../gen/agentmachine/v1/operation_pb.js";
+import { PolicyBundleSchema, type PolicyBundle, type PolicyInput } from "../../gen/agentmachine/v1/policy_pb.js";
+import type { ProfileType } from "../../gen/agentmachine/v1/types_pb.js";
+import { profileTypeNames } from "../../contract/mapping.js";
+import type { OperationStore } from "../../store/store.js";
+import { invalidField } from "../../server/errors.js";
+import type { Logger } from "../../server/logger.js";
+import { BundleError, compileBundle, type CompiledBundle } from "./policy-bundle.js";
+import type { Gate } from "./gates.js";
+
+export function decideGate(bundle: CompiledBundle | undefined, gate: Gate, input: PolicyInput): PolicyDecision {
+  const decision = (allowed: boolean, rule: string, reason: string) =>
+    create(PolicyDecisionSchema, { gate, rule, bundleDigest: bundle?.digest ?? "", allowed, reason });
+  if (bundle === undefined) return decision(false, "missing-bundle", `no policy bundle governs ${input.profileType} profiles`);
+  let allowedBy: { id: string; description: string } | undefined;
+  for (const rule of bundle.rules) {
+    if (rule.gate !== gate) continue;
+    const outcome = rule.evaluate(input);
+    if ("error" in outcome) return decision(false, rule.id, `evaluation error: ${outcome.error}`);
+    if (!outcome.value) continue;
+    if (rule.effect === "deny") return decision(false, rule.id, rule.description || "a deny rule matched");
+    allowedBy ??= rule;
+  }
+  if (allowedBy === undefined) return decision(false, "no-matching-allow", `no allow rule of the ${gate} gate matched`);
+  return decision(true, allowedBy.id, allowedBy.description || "an allow rule matched");
+}
+
+export class PolicyEngine {
+  private readonly bundles = new Map<ProfileType, CompiledBundle>();
+
+  constructor(
+    private readonly store: OperationStore,
+    private readonly log: Logger,
+  ) {}
+
+  /** Loads the bundles in force from the store. One that no longer compiles is left out (its gates deny) and logged. */
+  async load(): Promise<void> {
+    for (const stored of await this.store.listPolicyBundles()) {
+      try {
+        this.bundles.set(stored.profileType, compileBundle(stored.source));
+      } catch (error) {
+        this.log.error({ bundle: stored.name, problem: (error as Error).message }, "a stored policy bundle does not compile; its gates deny everything");
+      }
+    }
+  }
+
+  /**
+   * Applies every `*.yaml` bundle of `dir` whose content differs from the bundle in force. A
+   * file that does not compile stops the load (the server should not start on a policy its
+   * operator did not mean).
+   */
+  async importDirectory(dir: string): Promise<void> {
+    const files = readdirSync(dir).filter((file) => /\.ya?ml$/.test(file)).sort();
+    const compiled = files.map((file) => {
+      const source = readFileSync(join(dir, file), "utf8");
+      try {
+        return { file, source, bundle: compileBundle(source) };
+      } catch (error) {
+        throw new Error(`policy bundle ${join(dir, file)}: ${(error as Error).message}`);
+      }
+    });
+    const seen = new Map<ProfileType, string>();
+    for (const { file, bundle } of compiled) {
+      const other = seen.get(bundle.profileType);
+      if (other !== undefined) throw new Error(`policy bundles ${other} and ${file} both govern ${profileTypeNames.get(bundle.profileType)}`);
+      seen.set(bundle.profileType, file);
+    }
+    for (const { file, source, bundle } of compiled) {
+      if (this.bundles.get(bundle.profileType)?.digest === bundle.digest) continue;
+      await this.store.putPolicyBundle(this.record(bundle, source, `file:${join(dir, file)}`));
+      this.bundles.set(bundle.profileType, bundle);
+    }
+  }
+
+  /** Compiles and applies a bundle for `profileType`; InvalidArgument naming the problem if it cannot be used. */
+  async apply(profileType: ProfileType, source: string, appliedBy: string): Promise<PolicyBundle> {
+    let bundle: CompiledBundle;
+    try {
+      bundle = compileBundle(source);
+    } catch (error) {
+      if (error instanceof BundleError) throw invalidField("source", error.message);
+      throw error;
+    }
+    if (bundle.profileType !== profileType) {
+      throw invalidField("source", `profileType: the bundle governs ${profileTypeNames.get(bundle.profileType)}, not ${profileTypeNames.get(profileType)}`);
+    }
+    const stored = await this.store.putPolicyBundle(this.record(bundle, source, appliedBy));
+    this.bundles.set(profileType, bundle);
+    return stored;
+  }
+
+  list(): Promise<PolicyBundle[]> {
+    return this.store.listPolicyBundles();
+  }
+
+  /** Decides each gate for `input` (whose `gate` field is set per gate), in order. */
+  decide(profileType: ProfileType, gatesToRun: readonly Gate[], input: PolicyInput): PolicyDecision[] {
+    const bundle = this.bundles.get(profileType);
+    return gatesToRun.map((gate) => decideGate(bundle, gate, { ...input, gate }));
+  }
+
+  private record(bundle: CompiledBundle, source: string, appliedBy: string): PolicyBundle {
+    return create(PolicyBundleSchema, {
+      profileType: bundle.profileType,
+      digest: bundle.digest,
+      source,
+      appliedBy,
+      applyTime: timestampFromDate(new Date()),
+    });
+  }
+}

@@ -1,0 +1,51 @@
+// Builds the `input` a policy rule sees (agentmachine.v1.PolicyInput) for an operation being
+// admitted or a runtime call, in the contract's spellings.
+import { create } from "@bufbuild/protobuf";
+import type { Operation } from "../../gen/agentmachine/v1/operation_pb.js";
+import { PolicyInputSchema, type PolicyInput } from "../../gen/agentmachine/v1/policy_pb.js";
+import type { RuntimeCall } from "../../gen/agentmachine/v1/runtime_pb.js";
+import type { ProfileType } from "../../gen/agentmachine/v1/types_pb.js";
+import { operationTypeNames, profileTypeNames } from "../../contract/mapping.js";
+import type { Principal } from "../authority.js";
+import { callKindNames } from "./gates.js";
+
+interface Where {
+  principal: Principal;
+  profile: string;
+  profileType: ProfileType;
+}
+
+function base({ principal, profile, profileType }: Where) {
+  return {
+    profile,
+    profileType: profileTypeNames.get(profileType) ?? "",
+    subject: principal.delegation.subject,
+    delegation: principal.delegation.name,
+  };
+}
+
+export function operationInput(where: Where, operation: Pick<Operation, "type" | "spec" | "labels">): PolicyInput {
+  const spec = operation.spec?.spec;
+  return create(PolicyInputSchema, {
+    ...base(where),
+    operationType: operationTypeNames.get(operation.type) ?? "",
+    labels: operation.labels,
+    ...(spec?.case === "toolGrantApply" ? { tool: spec.value.tool } : {}),
+    ...(spec?.case === "modelProviderBind" ? { modelProvider: spec.value.provider } : {}),
+    ...(spec?.case === "containerRun" ? { image: spec.value.image, network: spec.value.network } : {}),
+  });
+}
+
+export function callInput(where: Where, call: RuntimeCall, providerProfileType: ProfileType | undefined, labels: Readonly<Record<string, string>>): PolicyInput {
+  return create(PolicyInputSchema, {
+    ...base(where),
+    callKind: callKindNames.get(call.kind) ?? "",
+    tool: call.tool,
+    modelProvider: call.modelProvider,
+    modelProviderProfileType: providerProfileType === undefined ? "" : (profileTypeNames.get(providerProfileType) ?? ""),
+    connector: call.connector,
+    network: call.connector !== "",
+    estimatedTokens: call.estimatedTokens,
+    labels: { ...labels },
+  });
+}

@@ -1,0 +1,42 @@
+// Runtime charging: what a call costs, and whether a task's usage stays within its budget.
+// Pure, so the arithmetic is testable for all inputs; the store applies it atomically.
+import { create } from "@bufbuild/protobuf";
+import { BudgetSchema, BudgetDimension, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
+import { BudgetWarningSchema, type BudgetWarning } from "../gen/agentmachine/v1/event_pb.js";
+import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
+import { budgetDimensions, type BudgetDimensionName } from "./budget-dimensions.js";
+import { addBudgets, firstExcess, subtractBudgets } from "./budget-math.js";
+
+/** Dimensions charged through RuntimeService (the executor measures the others). */
+export const chargedDimensions: readonly BudgetDimensionName[] = ["modelCalls", "tokens", "connectorCalls"];
+
+export const WARNING_PERCENT = 80n;
+
+export function dimensionEnum(name: BudgetDimensionName): BudgetDimension {
+  return (budgetDimensions.indexOf(name) + 1) as BudgetDimension;
+}
+
+export function costOf(call: RuntimeCall): Budget {
+  return call.kind === CallKind.MODEL
+    ? create(BudgetSchema, { modelCalls: 1n, tokens: call.estimatedTokens })
+    : create(BudgetSchema, { connectorCalls: 1n });
+}
+
+export type Charge =
+  | { kind: "within"; usage: Budget; warnings: BudgetWarning[] }
+  | { kind: "exhausted"; usage: Budget; dimension: BudgetDimensionName };
+
+/** Usage after adding `add` and taking back `refund`, checked against `limit`; warnings for each dimension that crossed 80 %. */
+export function charge(limit: Budget, usage: Budget | undefined, add: Budget, refund?: Budget): Charge {
+  const next = subtractBudgets(addBudgets(usage, add), refund);
+  const dimension = firstExcess(next, limit, chargedDimensions);
+  if (dimension !== undefined) return { kind: "exhausted", usage: next, dimension };
+  const warnings = chargedDimensions
+    .filter((d) => limit[d] > 0n && (usage?.[d] ?? 0n) * 100n < limit[d] * WARNING_PERCENT && next[d] * 100n >= limit[d] * WARNING_PERCENT)
+    .map((d) => create(BudgetWarningSchema, { dimension: dimensionEnum(d), used: next[d], limit: limit[d] }));
+  return { kind: "within", usage: next, warnings };
+}
+
+export function remainingAfter(limit: Budget | undefined, usage: Budget | undefined): Budget {
+  return subtractBudgets(limit, usage);
+}

@@ -1,0 +1,64 @@
+// agentmachine.v1.PolicyService: dry runs, the bundles in force, and changing a bundle (itself
+// authorized: the caller's delegation must list the profile type in policy_profile_types).
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
+import { ErrorInfoSchema } from "../gen/agentmachine/v1/errors_pb.js";
+import { PolicyDecisionSchema, type PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
+import { PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
+import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
+import { profileTypeNames } from "../contract/mapping.js";
+import { decideCall } from "../governance/call-decision.js";
+import { policyChangeNotAllowed } from "../governance/errors.js";
+import type { PolicyEngine } from "../governance/policy/policy-engine.js";
+import { admit } from "../lifecycle/admission.js";
+import { principalOf } from "../server/auth-interceptor.js";
+import type { OperationStore } from "../store/store.js";
+
+export interface PolicyServiceDeps {
+  store: OperationStore;
+  policy: PolicyEngine;
+  defaultBudget: Budget;
+}
+
+/** The answer for a denial: the decisions it carries and its error detail, as the client would see them. */
+function denialAnswer(error: ConnectError, decisions: PolicyDecision[]) {
+  const detailDecisions = error.findDetails(PolicyDecisionSchema);
+  return {
+    allowed: false,
+    decisions: decisions.length > 0 ? decisions : detailDecisions,
+    denial: error.findDetails(ErrorInfoSchema)[0] ?? create(ErrorInfoSchema, { reason: "DENIED", domain: "agentmachine.v1" }),
+    denialCode: Code[error.code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase(),
+  };
+}
+
+export function policyService(deps: PolicyServiceDeps): ServiceImpl<typeof PolicyService> {
+  return {
+    async evaluatePolicy({ subject }, context) {
+      const principal = principalOf(context);
+      if (subject.case === "operation") {
+        try {
+          const admitted = await admit(subject.value, { ...deps, principal });
+          return { allowed: true, decisions: admitted.operation.policyDecisions };
+        } catch (error) {
+          if (error instanceof ConnectError && error.code !== Code.InvalidArgument) return denialAnswer(error, []);
+          throw error;
+        }
+      }
+      const { profile, call } = subject.value!;
+      const verdict = await decideCall(deps, principal, profile, call!);
+      return verdict.denial === undefined ? { allowed: true, decisions: verdict.decisions } : denialAnswer(verdict.denial, verdict.decisions);
+    },
+
+    async listPolicyBundles() {
+      return { bundles: await deps.policy.list() };
+    },
+
+    async applyPolicyBundle({ profileType, source }, context) {
+      const principal = principalOf(context);
+      if (!principal.delegation.scope!.policyProfileTypes.includes(profileType)) {
+        throw policyChangeNotAllowed(profileTypeNames.get(profileType) ?? String(profileType), principal.delegation.name);
+      }
+      return { bundle: await deps.policy.apply(profileType, source, principal.delegation.name) };
+    },
+  };
+}

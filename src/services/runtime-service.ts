@@ -1,0 +1,132 @@
+// agentmachine.v1.RuntimeService: what a running execution asks before each call. Only the
+// attempt's own execution credential may ask, and only for its own operation.
+import { create } from "@bufbuild/protobuf";
+import { Code } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { ProgressAttributesSchema, OperationEventSchema, type BudgetWarning } from "../gen/agentmachine/v1/event_pb.js";
+import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
+import { RuntimeService } from "../gen/agentmachine/v1/runtime_service_pb.js";
+import { CallKind } from "../gen/agentmachine/v1/runtime_pb.js";
+import { EventType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { Principal } from "../governance/authority.js";
+import { decideCall, type CallDecisionDeps } from "../governance/call-decision.js";
+import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
+import { charge, costOf, dimensionEnum, remainingAfter, type Charge } from "../governance/runtime-charging.js";
+import type { OperationRunner } from "../lifecycle/operation-runner.js";
+import { operationNotFound } from "../lifecycle/errors.js";
+import type { MacTokens } from "../lifecycle/mac-token.js";
+import { errorWithInfo, invalidField } from "../server/errors.js";
+import { principalOf } from "../server/auth-interceptor.js";
+
+export interface RuntimeServiceDeps extends CallDecisionDeps {
+  runner: OperationRunner;
+  /** Signs and reads call tickets (key kept in the store). */
+  callTickets: MacTokens;
+}
+
+function notThisExecution(principal: Principal, operation: string) {
+  return errorWithInfo(Code.PermissionDenied, "NOT_THIS_EXECUTION", `${principal.delegation.name} is not the execution credential of ${operation}`, {
+    delegation: principal.delegation.name,
+    operation,
+  });
+}
+
+function notRunning(operation: Operation) {
+  return errorWithInfo(Code.FailedPrecondition, "NOT_RUNNING", `${operation.name} is not running`, { operation: operation.name });
+}
+
+/** The progress event that carries budget warnings. */
+function warningEvent(operation: Operation, warnings: BudgetWarning[]) {
+  return create(OperationEventSchema, {
+    operation: operation.name,
+    type: EventType.PROGRESS,
+    state: TaskState.RUNNING,
+    time: timestampFromDate(new Date()),
+    attempt: operation.attempt,
+    attributes: { case: "progress", value: create(ProgressAttributesSchema, { message: "budget warning: over 80 % used", budgetWarnings: warnings }) },
+  });
+}
+
+export function runtimeService(deps: RuntimeServiceDeps): ServiceImpl<typeof RuntimeService> {
+  const { store, runner } = deps;
+
+  /** The running operation the caller's execution credential is bound to. */
+  async function ownOperation(principal: Principal, name: string): Promise<Operation> {
+    if (principal.delegation.operation !== name) throw notThisExecution(principal, name);
+    const operation = await store.getOperation(name);
+    if (operation === undefined) throw operationNotFound(name);
+    if (operation.state !== TaskState.RUNNING) throw notRunning(operation);
+    return operation;
+  }
+
+  /**
+   * Applies a charge to the stored usage in one commit (concurrent calls never overspend) and,
+   * when it exhausts a dimension, ends the task. `always` records the usage even then (reported
+   * usage was really spent); otherwise an exhausting call is refused and charges nothing.
+   */
+  async function applyCharge(name: string, compute: (operation: Operation) => Charge, always: boolean, onceKey?: string) {
+    let outcome: Charge | undefined;
+    const result = await store.modifyOperation(
+      name,
+      (operation) => {
+        if (operation.state !== TaskState.RUNNING) return undefined;
+        outcome = compute(operation);
+        if (outcome.kind === "exhausted" && !always) return undefined;
+        operation.usage = outcome.usage;
+        const warnings = outcome.kind === "within" ? outcome.warnings : [];
+        return { operation, ...(warnings.length > 0 ? { event: warningEvent(operation, warnings) } : {}) };
+      },
+      onceKey,
+    );
+    if (result.kind === "not-found") throw operationNotFound(name);
+    if (result.kind === "already-done") throw invalidField("call_ticket", "was already reported");
+    if (outcome === undefined) throw notRunning(result.operation);
+    if (outcome.kind === "exhausted") {
+      runner.stopForBudget(name, dimensionEnum(outcome.dimension), `${outcome.dimension} budget exhausted`);
+    }
+    return { operation: result.operation, outcome };
+  }
+
+  return {
+    async authorizeCall({ operation: name, call }, context) {
+      const principal = principalOf(context);
+      const operation = await ownOperation(principal, name);
+      const verdict = await decideCall(deps, principal, operation.profile, call!, operation.labels);
+      const limit = operation.requestedBudget ?? create(BudgetSchema);
+      if (verdict.denial !== undefined) {
+        return { allowed: false, decisions: verdict.decisions, denialReason: verdict.denial.rawMessage, remaining: remainingAfter(limit, operation.usage) };
+      }
+      const { operation: charged, outcome } = await applyCharge(name, (current) => charge(limit, current.usage, costOf(call!)), false);
+      if (outcome.kind === "exhausted") {
+        return {
+          allowed: false,
+          decisions: verdict.decisions,
+          denialReason: `the call would exhaust the ${outcome.dimension} budget; the task is ended`,
+          exhaustedDimension: dimensionEnum(outcome.dimension),
+          remaining: remainingAfter(limit, charged.usage),
+        };
+      }
+      const callTicket =
+        call!.kind === CallKind.MODEL
+          ? deps.callTickets.issue({ operation: name, call: String(charged.usage!.modelCalls), tokens: String(call!.estimatedTokens) })
+          : "";
+      return { allowed: true, decisions: verdict.decisions, remaining: remainingAfter(limit, charged.usage), callTicket };
+    },
+
+    async reportUsage({ operation: name, callTicket, actualTokens }, context) {
+      const principal = principalOf(context);
+      const operation = await ownOperation(principal, name);
+      const ticket = deps.callTickets.read(callTicket);
+      if (ticket === undefined || ticket.operation !== name || typeof ticket.tokens !== "string") {
+        throw invalidField("call_ticket", "is not a ticket this server issued for this operation");
+      }
+      const estimated = BigInt(ticket.tokens);
+      const limit = operation.requestedBudget ?? create(BudgetSchema);
+      const more = create(BudgetSchema, { tokens: actualTokens > estimated ? actualTokens - estimated : 0n });
+      const less = create(BudgetSchema, { tokens: estimated > actualTokens ? estimated - actualTokens : 0n });
+      const { operation: charged, outcome } = await applyCharge(name, (current) => charge(limit, current.usage, more, less), true, `call-ticket:${name}:${String(ticket.call)}`);
+      return { remaining: remainingAfter(limit, charged.usage), withinBudget: outcome.kind === "within" };
+    },
+  };
+}
