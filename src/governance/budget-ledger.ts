@@ -1,25 +1,29 @@
-// Budget admission and settlement. An execution reserves its requested budget, at admission,
-// from two accounts — its delegation and its profile — in the same commit that stores it; when
-// it ends, the reservation is given back and what it really spent of the consumable dimensions
-// is kept. Why only the admitting delegation, not every ancestor: a child's budget was carved
-// out of its parent when it was issued, so fitting in the child is fitting in the chain.
-import { clone, create } from "@bufbuild/protobuf";
+// Budget admission and settlement. An execution reserves the consumable part of its requested
+// budget (calls, tokens, compute and wall-clock seconds), at admission, from two accounts — its
+// delegation and its profile — in the same commit that stores it; when it ends, the
+// reservation is given back and what it really spent is kept. Memory and disk are held only
+// while an execution runs, so they are caps, not reservations: each execution's request must
+// fit in what the delegation and the profile allow, and agentConcurrency bounds how many run at
+// once. Why only the admitting delegation, not every ancestor: a child's budget was carved out
+// of its parent when it was issued, so fitting in the child is fitting in the chain.
+import { create } from "@bufbuild/protobuf";
 import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { AccountState, Reservation, Settlement, StoredProfile } from "../store/store.js";
 import type { BudgetDimensionName } from "./budget-dimensions.js";
-import { firstExcess } from "./budget-math.js";
+import { addBudgets, firstExcess } from "./budget-math.js";
 import { remainingOf } from "./carving.js";
 import { budgetExceeded } from "./errors.js";
 
-/** Spent for good once used. */
+/** Spent for good once used: reserved at admission, settled at the end. */
 const consumable: readonly BudgetDimensionName[] = ["modelCalls", "tokens", "connectorCalls", "cpuGpuComputeSeconds", "wallClockSeconds"];
-/** Held while the task runs, all given back when it ends. */
-const occupied: readonly BudgetDimensionName[] = ["localDiskBytes", "sandboxMemoryBytes"];
-/** agentConcurrency is not reserved: it caps running executions (src/lifecycle/concurrency.ts). */
-const reserved = [...consumable, ...occupied];
+/**
+ * Caps per execution: memory and disk (held only while running) and agentConcurrency (at least
+ * one execution must be allowed; src/lifecycle/concurrency.ts caps how many run at once).
+ */
+const capped: readonly BudgetDimensionName[] = ["localDiskBytes", "sandboxMemoryBytes", "agentConcurrency"];
 
 /** Operation types that run and spend; the others are records and commands and reserve nothing. */
 export function spendsBudget(type: OperationType): boolean {
@@ -42,7 +46,10 @@ function only(budget: Budget | undefined, dimensions: readonly BudgetDimensionNa
  * profile's budget if it has one, and both must allow at least one running execution.
  */
 export function reservationFor(operation: Operation, delegation: Delegation, profile: StoredProfile, now: Date): Reservation {
-  const amount = only(operation.requestedBudget, reserved);
+  const amount = only(operation.requestedBudget, consumable);
+  const perExecution = only(operation.requestedBudget, capped);
+  perExecution.agentConcurrency = 1n;
+  const wanted = addBudgets(amount, perExecution);
   return {
     accounts: accountsOf(operation),
     amount,
@@ -51,9 +58,7 @@ export function reservationFor(operation: Operation, delegation: Delegation, pro
       const limits: [string, Budget][] = [[delegation.name, fromDelegation]];
       if (profile.budget !== undefined) limits.push([profile.name, remainingOf(profile.budget, [], profileAccount!.held, now)]);
       for (const [account, remaining] of limits) {
-        const wanted = clone(BudgetSchema, amount);
-        wanted.agentConcurrency = 1n;
-        const dimension = firstExcess(wanted, remaining, [...reserved, "agentConcurrency"]);
+        const dimension = firstExcess(wanted, remaining);
         if (dimension !== undefined) return budgetExceeded(account, dimension, wanted[dimension], remaining[dimension]);
       }
       return undefined;
@@ -63,5 +68,5 @@ export function reservationFor(operation: Operation, delegation: Delegation, pro
 
 /** Gives back what `operation` reserved and keeps what it spent. */
 export function settlementFor(operation: Operation): Settlement {
-  return { accounts: accountsOf(operation), reserved: only(operation.requestedBudget, reserved), spent: only(operation.usage, consumable) };
+  return { accounts: accountsOf(operation), reserved: only(operation.requestedBudget, consumable), spent: only(operation.usage, consumable) };
 }
