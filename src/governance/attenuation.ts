@@ -21,6 +21,8 @@ export type Widening = { axis: string; detail: string };
 export function widening(child: DelegationScope, parent: DelegationScope, childBudgetLimit: Budget | undefined): Widening | undefined {
   const op = child.operationTypes.find((type) => !parent.operationTypes.includes(type));
   if (op !== undefined) return { axis: "operation_types", detail: `operation type ${op} is not in the parent's scope` };
+  const policy = child.policyProfileTypes.find((type) => !parent.policyProfileTypes.includes(type));
+  if (policy !== undefined) return { axis: "policy_profile_types", detail: `changing the policy of profile type ${policy} is not in the parent's scope` };
   for (const axis of ["profiles", "tools", "modelProviders"] as const) {
     const extra = listWithin(child[axis], parent[axis]);
     if (extra !== undefined) return { axis, detail: `${extra} is not in the parent's ${axis}` };

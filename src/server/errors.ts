@@ -29,6 +29,11 @@ export function internalError(requestId: string): ConnectError {
   });
 }
 
+/** A status code as gRPC spells it: `PERMISSION_DENIED`. */
+export function codeName(code: Code): string {
+  return Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+}
+
 /** The server is shutting down: the client should retry elsewhere or later. */
 export function shuttingDown(): ConnectError {
   return errorWithInfo(Code.Unavailable, "SHUTTING_DOWN", "server is shutting down");

@@ -12,6 +12,7 @@ import { policyChangeNotAllowed } from "../governance/errors.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import { admit } from "../lifecycle/admission.js";
 import { principalOf } from "../server/auth-interceptor.js";
+import { codeName } from "../server/errors.js";
 import type { OperationStore } from "../store/store.js";
 
 export interface PolicyServiceDeps {
@@ -27,7 +28,7 @@ function denialAnswer(error: ConnectError, decisions: PolicyDecision[]) {
     allowed: false,
     decisions: decisions.length > 0 ? decisions : detailDecisions,
     denial: error.findDetails(ErrorInfoSchema)[0] ?? create(ErrorInfoSchema, { reason: "DENIED", domain: "agentmachine.v1" }),
-    denialCode: Code[error.code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase(),
+    denialCode: codeName(error.code),
   };
 }
 

@@ -1,10 +1,9 @@
 // agentmachine.v1.ProfileService: the separation rules, as enforced (src/governance/profile-rules.ts).
 import { create } from "@bufbuild/protobuf";
-import { Code, type ServiceImpl } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { codeName } from "../server/errors.js";
 import { ProfileService, SeparationRuleSchema } from "../gen/agentmachine/v1/profile_service_pb.js";
 import { rulesConcerning } from "../governance/profile-rules.js";
-
-const codeName = (code: Code): string => Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
 
 export function profileService(): ServiceImpl<typeof ProfileService> {
   return {

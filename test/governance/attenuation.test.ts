@@ -6,11 +6,12 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { DelegationScopeSchema, type DelegationScope } from "../../src/gen/agentmachine/v1/delegation_pb.js";
-import { OperationType } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { OperationType, type ProfileType } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { allows, widening } from "../../src/governance/attenuation.js";
 import { budgetDimensions } from "../../src/governance/budget-dimensions.js";
 
 const types = [1, 2, 3, 4, 5, 6, 7, 8] as OperationType[];
+const profileTypes = [1, 2, 3, 4, 5, 6, 7] as ProfileType[];
 const names = (prefix: string) => fc.uniqueArray(fc.oneof(fc.constant("*"), fc.constantFrom(...["a", "b", "c", "d"].map((n) => `${prefix}${n}`))), { maxLength: 4 });
 const budget = fc.record(Object.fromEntries(budgetDimensions.map((d) => [d, fc.bigInt({ min: 0n, max: 1000n })])) as Record<(typeof budgetDimensions)[number], fc.Arbitrary<bigint>>);
 
@@ -22,6 +23,7 @@ const scope: fc.Arbitrary<DelegationScope> = fc
     modelProviders: names("provider-"),
     budget,
     mayDelegate: fc.boolean(),
+    policyProfileTypes: fc.uniqueArray(fc.constantFrom(...profileTypes), { maxLength: 7 }),
   })
   .map((init) => create(DelegationScopeSchema, { ...init, budget: create(BudgetSchema, init.budget) }));
 
@@ -30,6 +32,7 @@ function within(child: DelegationScope, parent: DelegationScope): boolean {
   const listWithin = (c: string[], p: string[]) => c.every((item) => (item === "*" ? p.includes("*") : allows(p, item)));
   return (
     child.operationTypes.every((t) => parent.operationTypes.includes(t)) &&
+    child.policyProfileTypes.every((t) => parent.policyProfileTypes.includes(t)) &&
     listWithin(child.profiles, parent.profiles) &&
     listWithin(child.tools, parent.tools) &&
     listWithin(child.modelProviders, parent.modelProviders) &&
@@ -72,6 +75,7 @@ describe("attenuation", () => {
       [{ tools: ["browser"] }, "tools"],
       [{ modelProviders: ["openai"] }, "modelProviders"],
       [{ mayDelegate: true }, "may_delegate"],
+      [{ policyProfileTypes: [1 as ProfileType] }, "policy_profile_types"],
       [{ budget: create(BudgetSchema, { tokens: 11n }) }, "budget.tokens"],
     ];
     for (const [change, axis] of cases) {
