@@ -1,5 +1,6 @@
 // Execution credentials: each attempt of an execution gets its own child of the delegation
-// that admitted it, bound to the operation (Delegation.operation). It can submit nothing and
+// that admitted it, bound to the operation (Delegation.operation) and to the attempt (its
+// subject, `operations/{id}/attempts/{n}`, see attemptSubject). It can submit nothing and
 // delegate nothing; RuntimeService accepts it only for its own operation. It expires when the
 // task's wall-clock budget is over (plus a minute of grace), and is revoked when the attempt
 // ends — so a process that outlives its task holds nothing.
@@ -13,6 +14,11 @@ import { delegationName } from "./authority.js";
 import { signCredential, type SigningKey } from "./credentials.js";
 
 const nextId = monotonicFactory();
+
+/** The subject of an attempt's credential: RuntimeService accepts it only during that attempt. */
+export function attemptSubject(operation: Pick<Operation, "name" | "attempt">): string {
+  return `${operation.name}/attempts/${operation.attempt}`;
+}
 const GRACE_MS = 60_000;
 
 export interface ExecutionCredential {
@@ -39,7 +45,7 @@ export class ExecutionCredentials {
     const id = nextId();
     const delegation = create(DelegationSchema, {
       name: delegationName(id),
-      subject: operation.name,
+      subject: attemptSubject(operation),
       parent: parent.name,
       scope: { profiles: [operation.profile], tools: parent.scope!.tools, modelProviders: parent.scope!.modelProviders },
       notBefore: timestampFromDate(now),
@@ -51,7 +57,7 @@ export class ExecutionCredentials {
     await this.store.putDelegation(delegation);
     const token = await signCredential(this.serverKey, {
       id,
-      subject: operation.name,
+      subject: attemptSubject(operation),
       parent: parent.name.replace("delegations/", ""),
       scope: delegation.scope!,
       notBefore: now,

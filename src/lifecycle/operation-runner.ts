@@ -241,9 +241,15 @@ export class OperationRunner {
     if (running === undefined) return; // cancelled meanwhile
     const workspace = join(this.options.dataDir, "workspaces", name.replace("operations/", ""));
     mkdirSync(workspace, { recursive: true });
-    const credential = running.type === OperationType.EXECUTION_START ? await this.options.credentials.issue(running) : undefined;
+    const credential =
+      running.type === OperationType.EXECUTION_START
+        ? await this.options.credentials.issue(running).catch((error: unknown) => {
+            this.options.log.error({ err: error, operation: name }, "could not issue the execution credential");
+            return undefined;
+          })
+        : undefined;
     if (running.type === OperationType.EXECUTION_START && credential === undefined) {
-      await this.attemptFailed(running, cause("credential_unavailable", `${running.delegation} can no longer act: it was revoked or has expired`), false);
+      await this.attemptFailed(running, cause("credential_unavailable", `no execution credential could be issued under ${running.delegation} (revoked, expired, or see the server log)`), false);
       return;
     }
     try {

@@ -10,6 +10,7 @@ import { CallKind } from "../gen/agentmachine/v1/runtime_pb.js";
 import { EventType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Principal } from "../governance/authority.js";
+import { attemptSubject } from "../governance/execution-credentials.js";
 import { decideCall, type CallDecisionDeps } from "../governance/call-decision.js";
 import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import { charge, costOf, dimensionEnum, remainingAfter, type Charge } from "../governance/runtime-charging.js";
@@ -57,6 +58,8 @@ export function runtimeService(deps: RuntimeServiceDeps): ServiceImpl<typeof Run
     const operation = await store.getOperation(name);
     if (operation === undefined) throw operationNotFound(name);
     if (operation.state !== TaskState.RUNNING) throw notRunning(operation);
+    // A credential of an earlier attempt (say, one a crashed server left behind) is not this one.
+    if (principal.delegation.subject !== attemptSubject(operation)) throw notThisExecution(principal, name);
     return operation;
   }
 
