@@ -60,6 +60,7 @@ export const probeInputs: readonly PolicyInput[] = gates.map((gate) =>
     tool: "git",
     modelProvider: "ollama",
     modelProviderProfileType: "local_model_provider",
+    modelProviderEndpoint: "https://models.example",
     connector: "github",
     network: true,
     image: "registry.example/probe@sha256:0000000000000000000000000000000000000000000000000000000000000000",

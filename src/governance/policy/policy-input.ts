@@ -31,7 +31,7 @@ export function operationInput(where: Where, operation: Pick<Operation, "type" |
     operationType: operationTypeNames.get(operation.type) ?? "",
     labels: operation.labels,
     ...(spec?.case === "toolGrantApply" ? { tool: spec.value.tool } : {}),
-    ...(spec?.case === "modelProviderBind" ? { modelProvider: spec.value.provider } : {}),
+    ...(spec?.case === "modelProviderBind" ? { modelProvider: spec.value.provider, modelProviderEndpoint: spec.value.endpoint } : {}),
     ...(spec?.case === "containerRun" ? { image: spec.value.image, network: spec.value.network } : {}),
   });
 }
