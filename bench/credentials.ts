@@ -3,6 +3,9 @@
 // the server's data dir before it starts (as `amctl init` writes it, so the server trusts it),
 // and a root credential with the full scope signed by it (as `amctl delegation root` would; the
 // signing is the test helpers', test/helpers/auth.ts). Workers get it in BENCH_BEARER_TOKEN.
+// Its budget (the helpers' full scope: 2^40 of every consumable) must cover what the bench's
+// executions reserve at admission (bench/executions.ts asks for 10^9 model and connector calls
+// and tokens); it lists no policy_profile_types, since the bench never changes a bundle.
 import type { Interceptor } from "@connectrpc/connect";
 import { bearer, mintRoot, operatorOf } from "../test/helpers/auth.js";
 

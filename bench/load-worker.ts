@@ -15,7 +15,10 @@
 //   node --import tsx bench/load-worker.ts --url http://127.0.0.1:7070 --protocol grpc \
 //     --method validate --concurrency 8 --seconds 3 --no-wait
 // `--method submit` submits record operations (tool_grant.apply, each with a fresh request_id)
-// in the existing profile given by `--profile profiles/ID`.
+// in the existing profile given by `--profile profiles/ID`; `--method submit-profile` submits
+// profile.create, a new profile each call. `--method evaluate` asks EvaluatePolicy about a tool
+// call in `--profile`; `--method authorize` asks AuthorizeCall for the same call as the running
+// execution `--operation operations/ID`, whose execution credential must be in BENCH_BEARER_TOKEN.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -25,17 +28,22 @@ import { ConnectError, createClient, type Transport } from "@connectrpc/connect"
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { ContractService, ValidateContractRequestSchema } from "../src/gen/agentmachine/v1/contract_service_pb.js";
 import { OperationService } from "../src/gen/agentmachine/v1/operation_service_pb.js";
+import { EvaluatePolicyRequestSchema, PolicyService } from "../src/gen/agentmachine/v1/policy_service_pb.js";
+import { AuthorizeCallRequestSchema, RuntimeService } from "../src/gen/agentmachine/v1/runtime_service_pb.js";
 import { Health, HealthCheckRequestSchema, HealthCheckResponse_ServingStatus } from "../src/gen/grpc/health/v1/health_pb.js";
 import { credentialInterceptors, workerToken } from "./credentials.js";
-import { recordRequest, requestIds } from "./records.js";
+import { profileRequest, recordRequest, requestIds, toolCall } from "./records.js";
 
 export type BenchProtocol = "grpc" | "connect";
 /**
  * `health`: grpc.health.v1.Health/Check (the baseline). `validate`: ContractService/ValidateContract.
  * `submit`: OperationService/SubmitOperation of a record operation (needs `--profile`).
+ * `submit-profile`: SubmitOperation of profile.create. `evaluate`: PolicyService/EvaluatePolicy
+ * of a tool call (needs `--profile`). `authorize`: RuntimeService/AuthorizeCall of a tool call
+ * (needs `--operation` and that execution's credential).
  */
-export type BenchMethod = "health" | "validate" | "submit";
-const methods: readonly BenchMethod[] = ["health", "validate", "submit"];
+export type BenchMethod = "health" | "validate" | "submit" | "submit-profile" | "evaluate" | "authorize";
+const methods: readonly BenchMethod[] = ["health", "validate", "submit", "submit-profile", "evaluate", "authorize"];
 
 // Only types are exported: importing a value from here would run the worker.
 const exampleContractPath = join(import.meta.dirname, "..", "examples/contracts/local-execution.json");
@@ -68,6 +76,7 @@ interface Options {
   wait: boolean;
   documentPath: string;
   profile: string;
+  operation: string;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -83,6 +92,7 @@ function parseOptions(argv: string[]): Options {
       "no-wait": { type: "boolean", default: false },
       document: { type: "string", default: exampleContractPath },
       profile: { type: "string", default: "" },
+      operation: { type: "string", default: "" },
     },
     strict: true,
   });
@@ -92,7 +102,8 @@ function parseOptions(argv: string[]): Options {
   if (url.protocol !== "http:" || url.hostname !== "127.0.0.1") throw new Error(`--url must be http://127.0.0.1:PORT, got ${values.url}`);
   if (values.protocol !== "grpc" && values.protocol !== "connect") throw new Error(`--protocol must be grpc or connect, got ${values.protocol}`);
   if (!methods.includes(values.method as BenchMethod)) throw new Error(`--method must be one of ${methods.join(", ")}, got ${values.method}`);
-  if (values.method === "submit" && !values.profile) throw new Error("--method submit needs --profile profiles/ID");
+  if ((values.method === "submit" || values.method === "evaluate") && !values.profile) throw new Error(`--method ${values.method} needs --profile profiles/ID`);
+  if (values.method === "authorize" && !values.operation) throw new Error("--method authorize needs --operation operations/ID");
   const concurrency = Number(values.concurrency);
   if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new Error(`--concurrency must be a positive integer, got ${values.concurrency}`);
   const warmupSeconds = Number(values.warmup);
@@ -108,6 +119,7 @@ function parseOptions(argv: string[]): Options {
     wait: !values["no-wait"],
     documentPath: values.document,
     profile: values.profile,
+    operation: values.operation,
   };
 }
 
@@ -150,6 +162,30 @@ function callFor(options: Options, transport: Transport): () => Promise<void> {
       return async () => {
         const response = await client.submitOperation(recordRequest(options.profile, nextId()));
         if (!response.created) throw new Error("a fresh request_id was answered as a retry");
+      };
+    }
+    case "submit-profile": {
+      const client = createClient(OperationService, transport);
+      const nextId = requestIds("bench-new-profile");
+      return async () => {
+        const response = await client.submitOperation(profileRequest(nextId()));
+        if (!response.created) throw new Error("a fresh request_id was answered as a retry");
+      };
+    }
+    case "evaluate": {
+      const client = createClient(PolicyService, transport);
+      const request = create(EvaluatePolicyRequestSchema, { subject: { case: "call", value: { profile: options.profile, call: toolCall() } } });
+      return async () => {
+        const response = await client.evaluatePolicy(request);
+        if (!response.allowed) throw new Error(`denied: ${response.denialCode} ${response.denial?.reason ?? ""}`);
+      };
+    }
+    case "authorize": {
+      const client = createClient(RuntimeService, transport);
+      const request = create(AuthorizeCallRequestSchema, { operation: options.operation, call: toolCall() });
+      return async () => {
+        const response = await client.authorizeCall(request);
+        if (!response.allowed) throw new Error(`denied: ${response.denialReason}`);
       };
     }
   }

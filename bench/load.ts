@@ -12,6 +12,9 @@ export const methodLabel: Record<BenchMethod, string> = {
   health: "grpc.health.v1.Health/Check",
   validate: "agentmachine.v1.ContractService/ValidateContract",
   submit: "agentmachine.v1.OperationService/SubmitOperation",
+  "submit-profile": "agentmachine.v1.OperationService/SubmitOperation",
+  evaluate: "agentmachine.v1.PolicyService/EvaluatePolicy",
+  authorize: "agentmachine.v1.RuntimeService/AuthorizeCall",
 };
 export const protocolLabel: Record<BenchProtocol, string> = { grpc: "gRPC", connect: "Connect-binary" };
 
@@ -22,6 +25,8 @@ export interface CellSpec {
   subject: BenchMethod;
   /** More arguments for every load worker of the cell (e.g. `--profile`). */
   workerArgs?: readonly string[];
+  /** The credential every worker of the cell sends, when not the server's root one (Health ignores it). */
+  token?: string;
 }
 
 interface RunResult {
@@ -60,7 +65,7 @@ async function runLoad(server: BenchServer, spec: CellSpec, method: BenchMethod,
         String(settings.seconds),
           ...(spec.workerArgs ?? []),
         ],
-        credentialEnv(server.token),
+        credentialEnv(spec.token ?? server.token),
       ),
   );
   const deadline = (settings.warmupSeconds + settings.seconds) * 1000 + 60_000;
@@ -109,6 +114,8 @@ async function runLoad(server: BenchServer, spec: CellSpec, method: BenchMethod,
 }
 
 export interface MethodResult {
+  /** The load worker's name for it (`--method`). */
+  kind: BenchMethod;
   method: string;
   summary: LatencySummary;
   errors: number;
@@ -137,6 +144,7 @@ function methodResult(method: BenchMethod, runs: RunResult[]): MethodResult {
   const errorCodes: Record<string, number> = {};
   for (const run of runs) for (const [code, calls] of Object.entries(run.errorCodes)) errorCodes[code] = (errorCodes[code] ?? 0) + calls;
   return {
+    kind: method,
     method: methodLabel[method],
     summary,
     errors: runs.reduce((sum, run) => sum + run.errors, 0),
@@ -190,8 +198,10 @@ export function errorCount(cells: CellResult[]): number {
 
 const serverCpu = (result: MethodResult): number => mean(result.rounds.map((round) => round.serverCpu));
 
-export function formatCells(cells: CellResult[]): string {
+/** The table of cells; `subjects` adds a first column naming each row's subject, for cells with different ones. */
+export function formatCells(cells: CellResult[], { subjects = false } = {}): string {
   const header = [
+    ...(subjects ? ["subject"] : []),
     "protocol",
     "clients",
     "base rps",
@@ -208,6 +218,7 @@ export function formatCells(cells: CellResult[]): string {
     "errors",
   ];
   const rows = cells.map((cell) => [
+    ...(subjects ? [cell.subject.kind] : []),
     protocolLabel[cell.protocol],
     String(cell.clients),
     count(cell.baseline.summary.rps),
@@ -223,7 +234,8 @@ export function formatCells(cells: CellResult[]): string {
     `${percent(serverCpu(cell.baseline))}/${percent(serverCpu(cell.subject))}`,
     String(cell.baseline.errors + cell.subject.errors),
   ]);
-  return formatTable(header, rows, new Set([0, 11]));
+  const text = ["subject", "protocol", "rounds' rps ratios"].map((title) => header.indexOf(title)).filter((column) => column >= 0);
+  return formatTable(header, rows, new Set(text));
 }
 
 /**
@@ -243,11 +255,14 @@ export function idleLatencyNotes(cells: CellResult[]): string[] {
     );
 }
 
-/** The header lines above a table of cells. */
-export function cellsPreamble(settings: Settings, baseline: BenchMethod, subject: string): string[] {
+/**
+ * The header lines above a table of cells. `subject` describes the subject, or is one line per
+ * subject for a table with a subject column (formatCells with `subjects`).
+ */
+export function cellsPreamble(settings: Settings, baseline: BenchMethod, subject: string | readonly string[]): string[] {
   return [
     `Baseline (base): ${methodLabel[baseline]}`,
-    `Subject  (subj): ${subject}`,
+    ...(typeof subject === "string" ? [`Subject  (subj): ${subject}`] : ["Subject  (subj): per row, named in the subject column:", ...subject.map((line) => `  ${line}`)]),
     `HTTP/2, one connection per load-generator process; ${settings.warmupSeconds} s warm-up + ${settings.seconds} s measured per run, ` +
       `${settings.rounds} A/B rounds per row; latencies in ms; ratio = subject / baseline (throughput: higher is better; latency: lower is better).`,
   ];

@@ -71,7 +71,10 @@ export interface BenchServer extends Endpoint {
   dataDir: string;
 }
 
-/** Starts `amctl serve` on 127.0.0.1, a free port and a fresh data dir, with its defaults (synchronous=FULL). */
+/**
+ * Starts `amctl serve` on 127.0.0.1, a free port and a fresh data dir, with its defaults
+ * (synchronous=FULL) and the default policy bundles.
+ */
 export async function startServerProcess(): Promise<BenchServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "amctl-bench-"));
   const token = await mintBenchCredential(dataDir);
@@ -85,6 +88,10 @@ export async function startServerProcess(): Promise<BenchServer> {
         "127.0.0.1:0",
         "--data-dir",
         dataDir,
+        // The bundles `amctl init` installs. Without a bundle for its profile type every gated
+        // operation is denied, the tool_grant.apply that most benchmarks submit among them.
+        "--policy",
+        join(repoRoot, "examples/policies"),
         // info logs only lifecycle lines ("serving"); per-call lines are debug.
         "--log-level",
         "info",

@@ -1,10 +1,13 @@
-// Cheap record operations for the benchmarks: tool_grant.apply in one profile, which the server
-// runs at once (no process, no execution slot). Each one commits three durable writes and two
-// events (start, complete), so the event sequence of a quiet server is known in advance.
+// Cheap record operations for the benchmarks: tool_grant.apply in one profile (and
+// profile.create), which the server runs at once (no process, no execution slot). Each one
+// commits three durable writes and two events (start, complete), so the event sequence of a
+// quiet server is known in advance. Also the tool call that the governance benchmark asks about.
 import { create } from "@bufbuild/protobuf";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import type { Operation } from "../src/gen/agentmachine/v1/operation_pb.js";
 import { OperationService, SubmitOperationRequestSchema, type SubmitOperationRequest } from "../src/gen/agentmachine/v1/operation_service_pb.js";
+import { CallKind, RuntimeCallSchema, type RuntimeCall } from "../src/gen/agentmachine/v1/runtime_pb.js";
 import { ProfileType, TaskState } from "../src/gen/agentmachine/v1/types_pb.js";
 import { credentialInterceptors } from "./credentials.js";
 import type { Endpoint } from "./processes.js";
@@ -25,8 +28,47 @@ export function requestIds(prefix: string): () => string {
   return () => `${base}-${++next}`;
 }
 
+/**
+ * The tool the bench grants and calls. The personal bundle of examples/policies allows it
+ * (rule personal.dev-tools), so its grants and calls pass the toolGrant gate.
+ */
+export const BENCH_TOOL = "git";
+
 export function recordRequest(profile: string, requestId: string): SubmitOperationRequest {
-  return create(SubmitOperationRequestSchema, { requestId, profile, spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } });
+  return create(SubmitOperationRequestSchema, { requestId, profile, spec: { spec: { case: "toolGrantApply", value: { tool: BENCH_TOOL } } } });
+}
+
+/**
+ * profile.create of a personal profile. Profile ids are lowercase, which `requestIds` are
+ * (base 36), so a fresh request id doubles as a fresh profile id.
+ */
+export function profileRequest(requestId: string, profileId = requestId): SubmitOperationRequest {
+  return create(SubmitOperationRequestSchema, { requestId, spec: { spec: { case: "profileCreate", value: { profileId, profileType: ProfileType.PERSONAL } } } });
+}
+
+/** A runtime use of BENCH_TOOL, as an execution would ask for it. */
+export function toolCall(): RuntimeCall {
+  return create(RuntimeCallSchema, { kind: CallKind.TOOL, tool: BENCH_TOOL });
+}
+
+/** Waits until an operation has ended. Returns it as stored and the sequence of its last event. */
+export async function waitForEnd(client: OperationsClient, name: string, timeoutMs = 30_000): Promise<{ operation: Operation; head: bigint }> {
+  let head = 0n;
+  // The stream ends after the operation's terminal event.
+  for await (const { event } of client.watchOperation({ name }, { timeoutMs })) head = event!.sequence;
+  const { operation } = await client.getOperation({ name });
+  return { operation: operation!, head };
+}
+
+/**
+ * Submits an operation and waits for it to complete. Returns it and the newest event sequence
+ * after it (on a server nobody else writes to).
+ */
+export async function completeOperation(client: OperationsClient, request: SubmitOperationRequest): Promise<{ operation: Operation; head: bigint }> {
+  const { operation: submitted } = await client.submitOperation(request);
+  const done = await waitForEnd(client, submitted!.name);
+  if (done.operation.state !== TaskState.COMPLETED) throw new Error(`${submitted!.name} in ${submitted!.profile} ended in ${TaskState[done.operation.state]}`);
+  return done;
 }
 
 /**
@@ -34,15 +76,13 @@ export function recordRequest(profile: string, requestId: string): SubmitOperati
  * newest event sequence after it (on a server nobody else writes to).
  */
 export async function createBenchProfile(client: OperationsClient, profileId = "bench"): Promise<{ profile: string; head: bigint }> {
-  const { operation } = await client.submitOperation({
-    requestId: requestIds("bench-profile")(),
-    spec: { spec: { case: "profileCreate", value: { profileId, profileType: ProfileType.PERSONAL } } },
-  });
-  let head = 0n;
-  for await (const { event } of client.watchOperation({ name: operation!.name }, { timeoutMs: 30_000 })) head = event!.sequence;
-  const { operation: done } = await client.getOperation({ name: operation!.name });
-  if (done!.state !== TaskState.COMPLETED) throw new Error(`creating ${operation!.profile} ended in ${TaskState[done!.state]}`);
-  return { profile: operation!.profile, head };
+  const { operation, head } = await completeOperation(client, profileRequest(requestIds("bench-profile")(), profileId));
+  return { profile: operation.profile, head };
+}
+
+/** Applies a grant of BENCH_TOOL in `profile` and waits until it is in force (completed). */
+export async function grantBenchTool(client: OperationsClient, profile: string): Promise<void> {
+  await completeOperation(client, recordRequest(profile, requestIds("bench-grant")()));
 }
 
 /**

@@ -4,6 +4,7 @@
 //
 //   contract    ValidateContract vs Health/Check, per protocol and number of clients
 //   operations  durable SubmitOperation vs Health/Check over gRPC at 1, 16, 64 clients
+//   governance  EvaluatePolicy, AuthorizeCall and gated and ungated submits vs Health/Check over gRPC
 //   idle        server memory per idle WatchEvents subscriber (10,000 of them)
 //   fanout      events/s delivered to 1,000 subscribers vs to 1
 //   replay      replay of 100,000 events from sequence 0 vs streaming them from memory
@@ -18,6 +19,7 @@ import { cpus } from "node:os";
 import { join, relative } from "node:path";
 import { contractBenchmark } from "./contract.js";
 import type { SectionReport } from "./format.js";
+import { governanceBenchmark } from "./governance.js";
 import { operationsBenchmark } from "./operations.js";
 import { killAll, repoRoot } from "./processes.js";
 import { readSettings, type Benchmark, type Settings } from "./settings.js";
@@ -28,6 +30,7 @@ const resultsPath = join(repoRoot, "bench/results/latest.json");
 const run: Record<Benchmark, (settings: Settings) => Promise<SectionReport>> = {
   contract: contractBenchmark,
   operations: operationsBenchmark,
+  governance: governanceBenchmark,
   idle: idleBenchmark,
   fanout: fanoutBenchmark,
   replay: replayBenchmark,
