@@ -14,7 +14,7 @@ import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
-import { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
+import { BudgetDimension, BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import { StopCauseSchema, type ExecutionStartSpec } from "../gen/agentmachine/v1/operation_pb.js";
 import type { Attempt, Executor, Outcome } from "./executor.js";
 
@@ -130,13 +130,15 @@ export class LocalProcessExecutor implements Executor {
         // Whatever the leader did, nothing of the group may outlive the attempt.
         killGroup("SIGKILL");
         await Promise.all([stdout.done, stderr.done]);
+        // What this attempt used of the budget dimensions the executor measures.
+        const usage = create(BudgetSchema, { wallClockSeconds: BigInt(Math.ceil((Date.now() - started) / 1000)) });
         const artifact = create(ArtifactSchema, {
           kind: {
             case: "localAgentExecution",
             value: {
               delegationRef: attempt.operation.delegation,
               budget: attempt.operation.requestedBudget,
-              usage: { wallClockSeconds: BigInt(Math.ceil((Date.now() - started) / 1000)) },
+              usage,
               ...(exitCode !== null ? { exitCode } : {}),
               stdoutBytes: BigInt(stdout.bytes()),
               stderrBytes: BigInt(stderr.bytes()),
@@ -146,21 +148,21 @@ export class LocalProcessExecutor implements Executor {
         });
         if (spawnError !== undefined) {
           const cause = create(StopCauseSchema, { reason: "spawn_failed", message: `cannot start ${program}: ${(spawnError as NodeJS.ErrnoException).code ?? spawnError.message}` });
-          resolveOutcome({ kind: "failed", cause, retryable: false, artifact });
+          resolveOutcome({ kind: "failed", cause, retryable: false, artifact, usage });
         } else if (stopReason === "cancelled") {
-          resolveOutcome({ kind: "cancelled", artifact });
+          resolveOutcome({ kind: "cancelled", artifact, usage });
         } else if (stopReason === "wall_clock") {
           const cause = create(StopCauseSchema, {
             reason: "budget_exhausted",
             message: `wallClockSeconds: ran longer than ${wallClockSeconds} s`,
             dimension: BudgetDimension.WALL_CLOCK_SECONDS,
           });
-          resolveOutcome({ kind: "failed", cause, retryable: false, artifact });
+          resolveOutcome({ kind: "failed", cause, retryable: false, artifact, usage });
         } else if (exitCode === 0) {
-          resolveOutcome({ kind: "completed", artifact, message: "process exited with code 0" });
+          resolveOutcome({ kind: "completed", artifact, message: "process exited with code 0", usage });
         } else {
           const cause = create(StopCauseSchema, { reason: "exit_code", message: `process exited with code ${exitCode ?? "unknown"}` });
-          resolveOutcome({ kind: "failed", cause, retryable: true, artifact });
+          resolveOutcome({ kind: "failed", cause, retryable: true, artifact, usage });
         }
       };
       child.once("error", (error) => void finish(null, error));

@@ -1,17 +1,18 @@
 // Budget admission and settlement. An execution reserves the consumable part of its requested
-// budget (calls, tokens, compute and wall-clock seconds), at admission, from two accounts — its
-// delegation and its profile — in the same commit that stores it; when it ends, the
+// budget (calls, tokens, compute and wall-clock seconds), at admission, on every delegation of
+// its chain and on its profile, in the same commit that stores it; when it ends, the
 // reservation is given back and what it really spent is kept. Memory and disk are held only
 // while an execution runs, so they are caps, not reservations: each execution's request must
 // fit in what the delegation and the profile allow, and agentConcurrency bounds how many run at
-// once. Why only the admitting delegation, not every ancestor: a child's budget was carved out
-// of its parent when it was issued, so fitting in the child is fitting in the chain.
+// once. The amount is checked against the admitting delegation (and the profile): a child's
+// budget was carved out of its parent when it was issued, so fitting in the child is fitting
+// in the chain; holding it on every ancestor too keeps what a revoked child spent counted.
 import { create } from "@bufbuild/protobuf";
 import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
-import type { Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { AccountState, Reservation, Settlement, StoredProfile } from "../store/store.js";
+import type { Principal } from "./authority.js";
 import type { BudgetDimensionName } from "./budget-dimensions.js";
 import { addBudgets, firstExcess } from "./budget-math.js";
 import { remainingOf } from "./carving.js";
@@ -30,10 +31,6 @@ export function spendsBudget(type: OperationType): boolean {
   return type === OperationType.EXECUTION_START || type === OperationType.CONTAINER_RUN;
 }
 
-export function accountsOf(operation: Pick<Operation, "delegation" | "profile">): string[] {
-  return [operation.delegation, operation.profile];
-}
-
 function only(budget: Budget | undefined, dimensions: readonly BudgetDimensionName[]): Budget {
   const result = create(BudgetSchema);
   for (const dimension of dimensions) result[dimension] = budget?.[dimension] ?? 0n;
@@ -45,15 +42,19 @@ function only(budget: Budget | undefined, dimensions: readonly BudgetDimensionNa
  * delegation (its budget less its active children's and its operations' holdings) and of the
  * profile's budget if it has one, and both must allow at least one running execution.
  */
-export function reservationFor(operation: Operation, delegation: Delegation, profile: StoredProfile, now: Date): Reservation {
+export function reservationFor(operation: Operation, principal: Principal, profile: StoredProfile, now: Date): Reservation {
+  const { delegation, chain } = principal;
   const amount = only(operation.requestedBudget, consumable);
   const perExecution = only(operation.requestedBudget, capped);
   perExecution.agentConcurrency = 1n;
   const wanted = addBudgets(amount, perExecution);
   return {
-    accounts: accountsOf(operation),
+    // The admitting delegation first and the profile last: the check reads them there.
+    accounts: [delegation.name, ...chain.map((ancestor) => ancestor.name), profile.name],
     amount,
-    check: ([delegationAccount, profileAccount]: readonly AccountState[]) => {
+    check: (accounts: readonly AccountState[]) => {
+      const delegationAccount = accounts[0];
+      const profileAccount = accounts.at(-1);
       const fromDelegation = remainingOf(delegation.scope?.budget, delegationAccount!.children, delegationAccount!.held, now);
       const limits: [string, Budget][] = [[delegation.name, fromDelegation]];
       if (profile.budget !== undefined) limits.push([profile.name, remainingOf(profile.budget, [], profileAccount!.held, now)]);
@@ -68,5 +69,5 @@ export function reservationFor(operation: Operation, delegation: Delegation, pro
 
 /** Gives back what `operation` reserved and keeps what it spent. */
 export function settlementFor(operation: Operation): Settlement {
-  return { accounts: accountsOf(operation), reserved: only(operation.requestedBudget, consumable), spent: only(operation.usage, consumable) };
+  return { spent: only(operation.usage, consumable) };
 }

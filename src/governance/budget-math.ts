@@ -11,8 +11,6 @@ function combine(a: Budget | undefined, b: Budget | undefined, op: (x: bigint, y
 
 export const addBudgets = (a: Budget | undefined, b: Budget | undefined): Budget => combine(a, b, (x, y) => x + y);
 
-export const maxBudgets = (a: Budget | undefined, b: Budget | undefined): Budget => combine(a, b, (x, y) => (x > y ? x : y));
-
 /** `a − b`, floored at zero in every dimension. */
 export const subtractBudgets = (a: Budget | undefined, b: Budget | undefined): Budget => combine(a, b, (x, y) => (x > y ? x - y : 0n));
 

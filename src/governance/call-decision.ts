@@ -4,7 +4,7 @@
 import { ConnectError } from "@connectrpc/connect";
 import type { PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
-import { OperationType, TaskState, type ProfileType } from "../gen/agentmachine/v1/types_pb.js";
+import { OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { profileNotFound } from "../lifecycle/errors.js";
 import type { OperationStore } from "../store/store.js";
 import type { Principal } from "./authority.js";
@@ -30,14 +30,20 @@ export interface CallVerdict {
 // the scan bounded, and what lies beyond it is not found, so the call is denied (fail closed).
 const SCAN_LIMIT = 10_000;
 
-/** The type of the provider profile `provider` is bound in, if it is bound anywhere. */
-async function providerProfileType(store: OperationStore, provider: string): Promise<ProfileType | undefined> {
+/** The types of the provider profiles `provider` is bound in (empty when it is bound nowhere). */
+async function providerProfileTypes(store: OperationStore, provider: string): Promise<ProfileType[]> {
   const bindings = await store.listOperations({ types: [OperationType.MODEL_PROVIDER_BIND], states: [TaskState.COMPLETED], limit: SCAN_LIMIT });
+  const types = new Set<ProfileType>();
   for (const binding of bindings) {
     const artifact = binding.artifact?.kind;
-    if (artifact?.case === "modelProviderBinding" && artifact.value.provider === provider) return artifact.value.profileType;
+    if (artifact?.case === "modelProviderBinding" && artifact.value.provider === provider) types.add(artifact.value.profileType);
   }
-  return undefined;
+  return [...types];
+}
+
+/** For policy rules, one type: the least local the provider is bound as (hosted, then user-owned, then local). */
+function leastLocal(types: readonly ProfileType[]): ProfileType | undefined {
+  return [ProfileType.HOSTED_MODEL_PROVIDER, ProfileType.USER_OWNED_MODEL, ProfileType.LOCAL_MODEL_PROVIDER].find((type) => types.includes(type));
 }
 
 /** Whether an applied, unrevoked grant of `tool` exists in `profile`. */
@@ -60,16 +66,16 @@ export async function decideCall(
     requireCall(principal, profile, call);
     const stored = await deps.store.getProfile(profile);
     if (stored === undefined) throw profileNotFound(profile);
-    const bound = call.kind === CallKind.MODEL ? await providerProfileType(deps.store, call.modelProvider) : undefined;
+    const bound = call.kind === CallKind.MODEL ? await providerProfileTypes(deps.store, call.modelProvider) : [];
     requireSeparation({
       profile,
       profileType: stored.profileType,
       call,
-      ...(bound !== undefined ? { providerProfileType: bound } : {}),
+      providerProfileTypes: bound,
       ...(call.kind === CallKind.TOOL ? { toolGranted: await toolGranted(deps.store, profile, call.tool) } : {}),
     });
     const where = { principal, profile, profileType: stored.profileType };
-    const decisions = deps.policy.decide(stored.profileType, gatesForCall(call), callInput(where, call, bound, labels));
+    const decisions = deps.policy.decide(stored.profileType, gatesForCall(call), callInput(where, call, leastLocal(bound), labels));
     const denied = decisions.find((decision) => !decision.allowed);
     return { decisions, ...(denied ? { denial: policyDenied(denied) } : {}) };
   } catch (error) {

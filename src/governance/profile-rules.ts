@@ -18,8 +18,8 @@ export interface SeparationFacts {
   target?: Operation;
   /** A runtime call being authorized. */
   call?: RuntimeCall;
-  /** For a model call: the type of the profile the provider is bound in, if it is bound. */
-  providerProfileType?: ProfileType;
+  /** For a model call: the types of the provider profiles the provider is bound in (empty: not bound). */
+  providerProfileTypes?: readonly ProfileType[];
   /** For a tool call: whether an applied, unrevoked grant of the tool exists in the profile. */
   toolGranted?: boolean;
 }
@@ -62,7 +62,7 @@ export const separationRules: readonly SeparationRule[] = [
   {
     id: "provider-binding-targets-provider-profiles",
     description: "model_provider.bind targets only local_model_provider, hosted_model_provider and user_owned_model profiles.",
-    profileTypes: providerProfileTypes,
+    profileTypes: [],
     enforcedAt: ["SubmitOperation (model_provider.bind)"],
     code: Code.FailedPrecondition,
     violation: ({ spec, profile, profileType }) =>
@@ -77,7 +77,7 @@ export const separationRules: readonly SeparationRule[] = [
     enforcedAt: ["RuntimeService.AuthorizeCall (model calls)"],
     code: Code.FailedPrecondition,
     violation: (facts) =>
-      isModelCall(facts) && facts.providerProfileType === undefined ? `model provider ${facts.call!.modelProvider} is not bound in any provider profile` : undefined,
+      isModelCall(facts) && (facts.providerProfileTypes ?? []).length === 0 ? `model provider ${facts.call!.modelProvider} is not bound in any provider profile` : undefined,
   },
   {
     id: "airgapped-no-network",
@@ -94,16 +94,14 @@ export const separationRules: readonly SeparationRule[] = [
   },
   {
     id: "airgapped-local-models-only",
-    description: "airgapped_local_only profiles call only providers bound in local_model_provider profiles, never a hosted or user-owned one.",
+    description:
+      "airgapped_local_only profiles call only providers bound in local_model_provider profiles and nowhere else: never one bound as a hosted or user-owned model, even if it is also bound as a local one.",
     profileTypes: [ProfileType.AIRGAPPED_LOCAL_ONLY, ProfileType.HOSTED_MODEL_PROVIDER, ProfileType.USER_OWNED_MODEL],
     enforcedAt: ["RuntimeService.AuthorizeCall (model calls)"],
     code: Code.PermissionDenied,
     violation: (facts) =>
-      facts.profileType === ProfileType.AIRGAPPED_LOCAL_ONLY &&
-      isModelCall(facts) &&
-      facts.providerProfileType !== undefined &&
-      facts.providerProfileType !== ProfileType.LOCAL_MODEL_PROVIDER
-        ? `an airgapped_local_only profile may not call ${facts.call!.modelProvider}, which is not a local model provider`
+      facts.profileType === ProfileType.AIRGAPPED_LOCAL_ONLY && isModelCall(facts) && (facts.providerProfileTypes ?? []).some((type) => type !== ProfileType.LOCAL_MODEL_PROVIDER)
+        ? `an airgapped_local_only profile may not call ${facts.call!.modelProvider}, which is bound as a non-local provider`
         : undefined,
   },
   {
@@ -113,7 +111,7 @@ export const separationRules: readonly SeparationRule[] = [
     enforcedAt: ["RuntimeService.AuthorizeCall (model calls)"],
     code: Code.PermissionDenied,
     violation: (facts) =>
-      firewalled.includes(facts.profileType) && isModelCall(facts) && facts.providerProfileType === ProfileType.USER_OWNED_MODEL
+      firewalled.includes(facts.profileType) && isModelCall(facts) && (facts.providerProfileTypes ?? []).includes(ProfileType.USER_OWNED_MODEL)
         ? `an enterprise firewall profile may not call ${facts.call!.modelProvider}, a user-owned model`
         : undefined,
   },

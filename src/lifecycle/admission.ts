@@ -149,6 +149,6 @@ export async function admit(request: SubmitOperationRequest, { store, defaultBud
     ...(spec.case === "profileCreate"
       ? { createsProfile: { name: profile, profileType: spec.value.profileType, ...(spec.value.budget ? { budget: spec.value.budget } : {}) } }
       : {}),
-    ...(spendsBudget(type) ? { reservation: reservationFor(operation, principal.delegation, stored, new Date()) } : {}),
+    ...(spendsBudget(type) ? { reservation: reservationFor(operation, principal, stored, new Date()) } : {}),
   };
 }

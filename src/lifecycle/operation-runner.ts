@@ -14,7 +14,7 @@ import { killOrphanGroup, processStartTicks } from "../executors/process-identit
 import type { Logger } from "../server/logger.js";
 import type { OperationStore } from "../store/store.js";
 import { settlementFor, spendsBudget } from "../governance/budget-ledger.js";
-import { maxBudgets } from "../governance/budget-math.js";
+import { addBudgets } from "../governance/budget-math.js";
 import type { ExecutionCredential, ExecutionCredentials } from "../governance/execution-credentials.js";
 import { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
 import { ConcurrencySlots, slotKeysOf, type SlotKey } from "./concurrency.js";
@@ -326,8 +326,9 @@ export class OperationRunner {
   private async applyOutcome(operation: Operation, outcome: Outcome): Promise<void> {
     const keep = (op: Operation): void => {
       if (outcome.artifact !== undefined) op.artifact = outcome.artifact;
-      // The executor measures some dimensions; others (model calls, tokens) were charged at runtime.
-      if (outcome.usage !== undefined) op.usage = maxBudgets(op.usage, outcome.usage);
+      // The executor reports what this attempt used of the dimensions it measures; model calls
+      // and tokens were charged at runtime. Attempts add up.
+      if (outcome.usage !== undefined) op.usage = addBudgets(op.usage, outcome.usage);
     };
     switch (outcome.kind) {
       case "completed":

@@ -25,28 +25,31 @@ export interface StoredProfile {
 
 /**
  * Budget accounts: a delegation (`delegations/{id}`) or a profile (`profiles/{id}`). An
- * account's `held` amount is what its active operations have reserved plus what its finished
- * operations spent.
+ * account's `held` amount is what the operations under it (for a delegation: in its whole
+ * subtree) have reserved and not yet settled, plus what finished ones spent.
  */
 export interface AccountState {
   account: string;
   held: Budget;
-  /** For a delegation account: its child delegations (whose budgets are carved out of it). */
-  children: Delegation[];
+  /** For a delegation account: its child delegations (whose budgets are carved out of it), with what each holds. */
+  children: ChildAccount[];
+}
+
+export interface ChildAccount {
+  delegation: Delegation;
+  held: Budget;
 }
 
 export interface Reservation {
+  /** Every account the amount is held against: the delegation chain and the profile. */
   accounts: readonly string[];
   amount: Budget;
-  /** Run in the commit, over the accounts' current state; an error refuses the write. */
+  /** Run in the commit, over the accounts' current state (in `accounts` order); an error refuses the write. */
   check: (accounts: readonly AccountState[]) => Error | undefined;
 }
 
+/** Ends an operation's reservation (the store knows its accounts and amount): the reservation is given back and `spent` kept. */
 export interface Settlement {
-  accounts: readonly string[];
-  /** What was reserved, given back… */
-  reserved: Budget;
-  /** …and what was really spent, kept. */
   spent: Budget;
 }
 
@@ -148,10 +151,10 @@ export interface OperationStore {
   putDelegation(delegation: Delegation): Promise<Delegation>;
   /**
    * Records a child delegation if `check(siblings, parentHeld)` — run in the same commit, over
-   * the parent's other children and what its own operations hold — returns no error; throws
+   * the parent's other children and what its subtree holds — returns no error; throws
    * that error otherwise.
    */
-  putChildDelegation(child: Delegation, check: (siblings: Delegation[], parentHeld: Budget) => Error | undefined): Promise<Delegation>;
+  putChildDelegation(child: Delegation, check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined): Promise<Delegation>;
   getDelegation(name: string): Promise<Delegation | undefined>;
   /** The delegation and every descendant, parents before children. */
   listDelegationSubtree(name: string): Promise<Delegation[]>;

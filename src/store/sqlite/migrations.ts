@@ -70,4 +70,15 @@ export const migrations: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 4,
+    sql: `
+      -- What each active execution holds, and where, until it is settled.
+      CREATE TABLE reservations (
+        operation TEXT PRIMARY KEY,
+        accounts TEXT NOT NULL,
+        amount BLOB NOT NULL
+      );
+    `,
+  },
 ];

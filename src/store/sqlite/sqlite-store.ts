@@ -17,6 +17,7 @@ import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../../lifecycle/transitions.js";
 import type {
   AccountState,
+  ChildAccount,
   CreateResult,
   Modification,
   ModifyResult,
@@ -96,6 +97,9 @@ export class SqliteStore implements OperationStore {
       getProfile: this.db.prepare("SELECT name, profile_type, budget FROM profiles WHERE name = ?"),
       getHeld: this.db.prepare("SELECT held FROM budget_accounts WHERE account = ?"),
       putHeld: this.db.prepare("INSERT INTO budget_accounts (account, held) VALUES (?, ?) ON CONFLICT (account) DO UPDATE SET held = excluded.held"),
+      insertReservation: this.db.prepare("INSERT INTO reservations (operation, accounts, amount) VALUES (?, ?, ?)"),
+      getReservation: this.db.prepare("SELECT accounts, amount FROM reservations WHERE operation = ?"),
+      deleteReservation: this.db.prepare("DELETE FROM reservations WHERE operation = ?"),
       insertOnceKey: this.db.prepare("INSERT OR IGNORE INTO once_keys (key) VALUES (?)"),
       latestBundleVersion: this.db.prepare("SELECT MAX(version) AS version FROM policy_bundles WHERE profile_type = ?"),
       insertBundle: this.db.prepare("INSERT INTO policy_bundles (profile_type, version, data) VALUES (?, ?, ?)"),
@@ -189,6 +193,7 @@ export class SqliteStore implements OperationStore {
         const refusal = check(accounts.map((account) => this.accountState(account)));
         if (refusal !== undefined) throw refusal;
         for (const account of accounts) this.putHeld(account, addBudgets(this.held(account), amount));
+        this.statements.insertReservation.run(operation.name, JSON.stringify(accounts), toBinary(BudgetSchema, amount));
       }
       const event = input.event ? this.appendEvent(operation, input.event) : undefined;
       this.statements.insertOperation.run(
@@ -216,7 +221,7 @@ export class SqliteStore implements OperationStore {
       }
       const event = update.event ? this.appendEvent(operation, update.event) : undefined;
       this.statements.updateOperation.run(operation.state, toBinary(OperationSchema, operation), operation.name);
-      if (update.settle !== undefined) this.settle(update.settle);
+      if (update.settle !== undefined) this.settle(operation.name, update.settle);
       if (event) this.pendingEvents.push(event);
       return { kind: "updated", operation, ...(event ? { event } : {}) };
     });
@@ -233,7 +238,7 @@ export class SqliteStore implements OperationStore {
       const operation = clone(OperationSchema, change.operation);
       const event = change.event ? this.appendEvent(operation, change.event) : undefined;
       this.statements.updateOperation.run(operation.state, toBinary(OperationSchema, operation), operation.name);
-      if (change.settle !== undefined) this.settle(change.settle);
+      if (change.settle !== undefined) this.settle(operation.name, change.settle);
       if (event) this.pendingEvents.push(event);
       return { kind: "modified", operation, ...(event ? { event } : {}) };
     });
@@ -250,13 +255,23 @@ export class SqliteStore implements OperationStore {
 
   private accountState(account: string): AccountState {
     const children = account.startsWith("delegations/")
-      ? (this.statements.delegationChildren.all(account) as { data: Uint8Array }[]).map((row) => fromBinary(DelegationSchema, row.data))
+      ? (this.statements.delegationChildren.all(account) as { data: Uint8Array }[]).map((row) => {
+          const delegation = fromBinary(DelegationSchema, row.data);
+          return { delegation, held: this.held(delegation.name) };
+        })
       : [];
     return { account, held: this.held(account), children };
   }
 
-  private settle({ accounts, reserved, spent }: Settlement): void {
-    for (const account of accounts) this.putHeld(account, addBudgets(subtractBudgets(this.held(account), reserved), spent));
+  /** Gives back an operation's reservation on each of its accounts and keeps what it spent; nothing if it holds none. */
+  private settle(operation: string, { spent }: Settlement): void {
+    const row = this.statements.getReservation.get(operation) as { accounts: string; amount: Uint8Array } | undefined;
+    if (row === undefined) return;
+    const reserved = fromBinary(BudgetSchema, row.amount);
+    for (const account of JSON.parse(row.accounts) as string[]) {
+      this.putHeld(account, addBudgets(subtractBudgets(this.held(account), reserved), spent));
+    }
+    this.statements.deleteReservation.run(operation);
   }
 
   async getOperation(name: string): Promise<Operation | undefined> {
@@ -350,7 +365,7 @@ export class SqliteStore implements OperationStore {
     });
   }
 
-  putChildDelegation(child: Delegation, check: (siblings: Delegation[], parentHeld: Budget) => Error | undefined): Promise<Delegation> {
+  putChildDelegation(child: Delegation, check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined): Promise<Delegation> {
     const stored = clone(DelegationSchema, child);
     return this.commits.submit(() => {
       const parent = this.accountState(stored.parent);

@@ -78,7 +78,8 @@ export type PolicyInput = Message<"agentmachine.v1.PolicyInput"> & {
 
   /**
    * For a model call: the type of the provider profile the provider is bound in, for example
-   * `local_model_provider`; empty when it is not bound anywhere.
+   * `local_model_provider`; empty when it is not bound anywhere. A provider bound in several
+   * provider profile types counts as the least local of them: hosted, then user-owned, then local.
    *
    * @generated from field: string model_provider_profile_type = 8;
    */
