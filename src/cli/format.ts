@@ -11,14 +11,15 @@ export function jsonLine<Desc extends DescMessage>(schema: Desc, message: Messag
   return JSON.stringify(toJson(schema, message));
 }
 
-function spelled<E extends number>(table: ReadonlyMap<E, string>, value: E): string {
+/** The contract spelling of an enum value (one of the tables of mapping.ts). */
+export function spelled<E extends number>(table: ReadonlyMap<E, string>, value: E): string {
   return table.get(value) ?? `unspecified(${value})`;
 }
 
 export const typeName = (operation: Operation): string => spelled(operationTypeNames, operation.type);
 export const stateName = (operation: Pick<Operation, "state">): string => spelled(taskStateNames, operation.state);
 
-function timeText(time: Timestamp | undefined): string {
+export function timeText(time: Timestamp | undefined): string {
   return time === undefined ? "" : timestampDate(time).toISOString();
 }
 
@@ -30,7 +31,7 @@ export function causeText(cause: StopCause | undefined): string {
 /** `key: value` lines of the fields a person looks at first. */
 export function formatOperation(operation: Operation): string {
   const labels = Object.entries(operation.labels).map(([key, value]) => `${key}=${value}`);
-  const lines: [string, string][] = [
+  return formatFields([
     ["name", operation.name],
     ["type", typeName(operation)],
     ["state", stateName(operation)],
@@ -41,7 +42,11 @@ export function formatOperation(operation: Operation): string {
     ["created", timeText(operation.createTime)],
     ["ended", timeText(operation.endTime)],
     ["stop cause", causeText(operation.stopCause)],
-  ];
+  ]);
+}
+
+/** `key:    value` lines, values aligned; empty values are left out. */
+export function formatFields(lines: [key: string, value: string][]): string {
   return lines
     .filter(([, value]) => value !== "")
     .map(([key, value]) => `${`${key}:`.padEnd(12)}${value}`)

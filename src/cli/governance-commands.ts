@@ -1,5 +1,6 @@
 // `amctl init`, `amctl delegation root|issue|revoke|list|show`, `amctl whoami`: the operator's
-// key, the roots it signs offline, and the delegations a server issues below them.
+// key (and the default policy bundles), the roots it signs offline, and the delegations a
+// server issues below them.
 import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { Command, InvalidArgumentError } from "commander";
@@ -8,14 +9,15 @@ import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import { DelegationScopeSchema, type Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
 import { DelegationService, IssueDelegationResponseSchema, ListDelegationsResponseSchema, WhoAmIResponseSchema } from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { DelegationSchema } from "../gen/agentmachine/v1/delegation_pb.js";
-import type { OperationType } from "../gen/agentmachine/v1/types_pb.js";
-import { operationTypeNames } from "../contract/mapping.js";
+import type { OperationType, ProfileType } from "../gen/agentmachine/v1/types_pb.js";
+import { operationTypeNames, profileTypeNames } from "../contract/mapping.js";
 import { ANY } from "../governance/attenuation.js";
 import { budgetDimensions, type BudgetDimensionName } from "../governance/budget-dimensions.js";
 import { signCredential } from "../governance/credentials.js";
 import { createOperatorKey, readOperatorSigningKey } from "../governance/operator-key.js";
 import { defaultConfig } from "../server/config.js";
 import { serverOption, serviceClient } from "./client.js";
+import { writeDefaultPolicies } from "./default-policies.js";
 import { collect, contractName, resourceName } from "./flags.js";
 import { jsonLine } from "./format.js";
 
@@ -44,6 +46,7 @@ interface ScopeFlags {
   provider?: string[];
   budget?: Partial<Record<BudgetDimensionName, bigint>>;
   mayDelegate?: boolean;
+  policyProfileType?: ProfileType[];
 }
 
 function withScopeFlags(command: Command, unset: string): Command {
@@ -53,7 +56,8 @@ function withScopeFlags(command: Command, unset: string): Command {
     .option("--tool <tool>", `a tool it allows (or "*"), repeatable (${unset})`, collect(String))
     .option("--provider <provider>", `a model provider it allows (or "*"), repeatable (${unset})`, collect(String))
     .option("--budget <dimension=n>", "a budget dimension, repeatable", budgetFlag)
-    .option("--may-delegate", "it may issue child delegations");
+    .option("--may-delegate", "it may issue child delegations")
+    .option("--policy-profile-type <type>", `a profile type whose policy bundle it may replace (amctl policy apply), repeatable (${unset})`, collect(contractName(profileTypeNames)));
 }
 
 function resourceOrAny(collection: string) {
@@ -71,6 +75,7 @@ function scopeFrom(flags: ScopeFlags, everything: boolean): MessageInitShape<typ
     modelProviders: flags.provider ?? any,
     budget: Object.assign(everything ? clone(BudgetSchema, defaultConfig.defaultBudget) : create(BudgetSchema), flags.budget),
     mayDelegate: flags.mayDelegate ?? false,
+    policyProfileTypes: flags.policyProfileType ?? (everything ? [...profileTypeNames.keys()] : []),
   };
 }
 
@@ -83,16 +88,23 @@ function describe(delegation: Delegation): string {
     `  parent: ${delegation.parent || "(root)"}`,
     `  operation types: ${scope?.operationTypes.map((t) => operationTypeNames.get(t)).join(", ") || "(none)"}`,
     `  profiles: ${scope?.profiles.join(", ") || "(none)"}  tools: ${scope?.tools.join(", ") || "(none)"}  providers: ${scope?.modelProviders.join(", ") || "(none)"}`,
-    `  may delegate: ${scope?.mayDelegate ? "yes" : "no"}`,
+    `  may delegate: ${scope?.mayDelegate ? "yes" : "no"}  policy of: ${scope?.policyProfileTypes.map((t) => profileTypeNames.get(t)).join(", ") || "(none)"}`,
   ].join("\n");
 }
 
 export function registerGovernanceCommands(program: Command): void {
   program
     .command("init")
-    .description("Create the operator key pair in DATA_DIR/operator (private key mode 0600; the server reads only the public key).")
+    .description(
+      "Create the operator key pair in DATA_DIR/operator (private key mode 0600; the server reads only the public key) and copy the default policy bundles (examples/policies) into DATA_DIR/policies, keeping files already there.",
+    )
     .option("--data-dir <dir>", "the server's data dir", defaultConfig.dataDir)
     .action((options: { dataDir: string }) => {
+      // The bundles first: a data dir made before init wrote them gets them from a second run,
+      // whose key step then refuses, as ever, to replace the key.
+      const policies = writeDefaultPolicies(options.dataDir);
+      for (const file of policies.written) console.log(`policy bundle: ${file}`);
+      for (const file of policies.kept) console.log(`policy bundle: ${file}  (already there, kept)`);
       const files = createOperatorKey(options.dataDir);
       console.log(`operator private key: ${files.privateKey}  (keep it offline; only \`amctl delegation root\` needs it)`);
       console.log(`operator public key:  ${files.publicKey}  (the server's trust anchor)`);

@@ -1,9 +1,12 @@
 // `amctl`: the command-line client and server. Each command group lives in its own module.
 import { Command, CommanderError } from "commander";
+import { registerCallCommands } from "./call-commands.js";
 import { useTokenFile } from "./client.js";
 import { registerContractCommands } from "./contract-commands.js";
 import { registerGovernanceCommands } from "./governance-commands.js";
 import { registerOperationCommands } from "./operation-commands.js";
+import { registerPolicyCommands } from "./policy-commands.js";
+import { registerProfileCommands } from "./profile-commands.js";
 import { registerServeCommand } from "./serve-command.js";
 import { EXIT_USAGE } from "./exit-codes.js";
 import { reportError } from "./report-error.js";
@@ -25,6 +28,9 @@ registerServeCommand(program);
 registerContractCommands(program);
 registerOperationCommands(program);
 registerGovernanceCommands(program);
+registerPolicyCommands(program);
+registerProfileCommands(program);
+registerCallCommands(program);
 
 try {
   await program.parseAsync(process.argv);

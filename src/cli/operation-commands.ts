@@ -14,13 +14,13 @@ import {
   type OperationService,
 } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import { eventTypeNames, operationTypeNames, profileTypeNames, taskStateNames } from "../contract/mapping.js";
+import { eventTypeNames, operationTypeNames, taskStateNames } from "../contract/mapping.js";
 import { operationClient, serverOption } from "./client.js";
 import { EXIT_INVALID } from "./exit-codes.js";
 import { collect, contractName, integerFlag, labelFlag, resourceName, sequenceFlag } from "./flags.js";
 import { untilInterrupted } from "./follow.js";
 import { causeText, formatEvent, formatOperation, formatOperationTable, jsonLine, stateName } from "./format.js";
-import { buildSubmitRequest, type SubmitFlags } from "./submit-request.js";
+import { buildSubmitRequest, withSubmitOptions, type SubmitFlags } from "./submit-request.js";
 
 type OperationClient = Client<typeof OperationService>;
 
@@ -114,26 +114,9 @@ async function watch(operation: string | undefined, options: FilterFlags<WatchTy
 }
 
 export function registerOperationCommands(program: Command): void {
-  program
-    .command("submit")
+  withSubmitOptions(program.command("submit"))
     .description("Submit an operation: one of the spec flags, or -f FILE. Exit 0 when admitted; with --wait, 0 completed, 1 failed or cancelled.")
-    .argument("[argv...]", "with --exec: the program and its arguments, after --")
     .addOption(serverOption())
-    .option("-f, --file <request.json>", "a whole SubmitOperationRequest in proto JSON")
-    .option("--request-id <id>", "idempotency key (default: a random UUID, shown in the output)")
-    .option("--profile <profile>", "profiles/ID (or just ID) the operation belongs to", resourceName("profiles"))
-    .option("--label <key=value>", "a label (repeatable)", labelFlag)
-    .option("--wall-clock <seconds>", "requested wall-clock budget", integerFlag(1))
-    .option("--profile-create <id>", "agent_machine.profile.create: the new profile's id")
-    .option("--profile-type <type>", `with --profile-create: ${[...profileTypeNames.values()].join(", ")}`, contractName(profileTypeNames))
-    .option("--display-name <text>", "with --profile-create: a human-readable name")
-    .option("--exec", "agent_machine.execution.start: run the program after --")
-    .option("--retry <attempts>", "with --exec: total attempts (retry_policy.max_attempts)", integerFlag(1))
-    .option("--grant-tool <tool>", "agent_machine.tool_grant.apply")
-    .option("--revoke-grant <operation>", "agent_machine.tool_grant.revoke of this grant operation", resourceName("operations"))
-    .option("--reason <text>", "with --revoke-grant: why")
-    .option("--bind-provider <name>", "agent_machine.model_provider.bind")
-    .option("--endpoint <url>", "with --bind-provider: the provider's endpoint")
     .option("--wait", "follow the operation's events until it ends")
     .option("--json", "print the response (and with --wait each event) as one line of proto JSON")
     .action(submit);

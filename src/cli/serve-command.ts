@@ -1,5 +1,5 @@
 // `amctl serve`: runs the server until SIGINT or SIGTERM, then shuts down gracefully.
-import type { Command } from "commander";
+import { Option, type Command } from "commander";
 import type { Level } from "pino";
 import { defaultConfig, parseListen } from "../server/config.js";
 import { LOG_LEVELS, createLogger } from "../server/logger.js";
@@ -16,6 +16,7 @@ function positiveInteger(flag: string) {
 interface ServeOptions {
   listen: string;
   dataDir: string;
+  store?: string;
   logLevel: string;
   maxMessageBytes: number;
   shutdownGraceMs: number;
@@ -32,6 +33,10 @@ export function registerServeCommand(program: Command): void {
     .description("Run the server: gRPC, Connect and gRPC-Web on one port, HTTP/2 and HTTP/1.1.")
     .option("--listen <host:port>", "address to listen on; port 0 picks a free port", `${defaultConfig.host}:${defaultConfig.port}`)
     .option("--data-dir <dir>", "directory of the server's durable state", defaultConfig.dataDir)
+    .addOption(
+      new Option("--store <url>", "where operations and events are kept: sqlite (the default: a file in the data dir) or a postgres:// URL shared by replicas; prefer AMCTL_STORE for a URL with a password")
+        .env("AMCTL_STORE"),
+    )
     .option("--log-level <level>", `one of ${LOG_LEVELS.join(", ")}`, defaultConfig.logLevel)
     .option("--max-message-bytes <n>", "largest request message accepted", positiveInteger("--max-message-bytes"), defaultConfig.maxMessageBytes)
     .option("--shutdown-grace-ms <n>", "how long shutdown waits for open calls", positiveInteger("--shutdown-grace-ms"), defaultConfig.shutdownGraceMs)
@@ -50,6 +55,7 @@ export function registerServeCommand(program: Command): void {
           ...defaultConfig,
           ...parseListen(options.listen),
           dataDir: options.dataDir,
+          ...(options.store !== undefined ? { store: options.store } : {}),
           logLevel: options.logLevel as Level,
           maxMessageBytes: options.maxMessageBytes,
           shutdownGraceMs: options.shutdownGraceMs,

@@ -1,13 +1,18 @@
 // `amctl submit`'s request: a full SubmitOperationRequest from `-f FILE` (proto JSON), or one
 // spec flag for the common cases; the envelope flags (request id, profile, labels, budget)
-// apply to both. Anything inconsistent is a usage error, before the server is asked.
+// apply to both. Anything inconsistent is a usage error, before the server is asked. The
+// flags are defined here once, for every command that takes an operation (`amctl submit`,
+// `amctl policy check`).
 import { randomUUID } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import { create, fromJson, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
+import { Option, type Command } from "commander";
 import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import type { OperationSpecSchema } from "../gen/agentmachine/v1/operation_pb.js";
 import { SubmitOperationRequestSchema, type SubmitOperationRequest } from "../gen/agentmachine/v1/operation_service_pb.js";
 import type { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
+import { profileTypeNames } from "../contract/mapping.js";
+import { contractName, integerFlag, labelFlag, resourceName } from "./flags.js";
+import { readText } from "./read-text.js";
 
 export interface SubmitFlags {
   file?: string;
@@ -25,6 +30,41 @@ export interface SubmitFlags {
   reason?: string;
   bindProvider?: string;
   endpoint?: string;
+}
+
+/** The options that describe an operation; a fresh set for each command (commander owns what it adds). */
+function submitOptions(): Option[] {
+  return [
+    new Option("-f, --file <request.json>", "a whole SubmitOperationRequest in proto JSON"),
+    new Option("--request-id <id>", "idempotency key (default: a random UUID, shown in the output)"),
+    new Option("--profile <profile>", "profiles/ID (or just ID) the operation belongs to").argParser(resourceName("profiles")),
+    new Option("--label <key=value>", "a label (repeatable)").argParser(labelFlag),
+    new Option("--wall-clock <seconds>", "requested wall-clock budget").argParser(integerFlag(1)),
+    new Option("--profile-create <id>", "agent_machine.profile.create: the new profile's id"),
+    new Option("--profile-type <type>", `with --profile-create: ${[...profileTypeNames.values()].join(", ")}`).argParser(contractName(profileTypeNames)),
+    new Option("--display-name <text>", "with --profile-create: a human-readable name"),
+    new Option("--exec", "agent_machine.execution.start: run the program after --"),
+    new Option("--retry <attempts>", "with --exec: total attempts (retry_policy.max_attempts)").argParser(integerFlag(1)),
+    new Option("--grant-tool <tool>", "agent_machine.tool_grant.apply"),
+    new Option("--revoke-grant <operation>", "agent_machine.tool_grant.revoke of this grant operation").argParser(resourceName("operations")),
+    new Option("--reason <text>", "with --revoke-grant: why"),
+    new Option("--bind-provider <name>", "agent_machine.model_provider.bind"),
+    new Option("--endpoint <url>", "with --bind-provider: the provider's endpoint"),
+  ];
+}
+
+/** Adds the operation flags, and the program after `--` of `--exec`, to `command`. */
+export function withSubmitOptions(command: Command): Command {
+  for (const option of submitOptions()) command.addOption(option);
+  return command.argument("[argv...]", "with --exec: the program and its arguments, after --");
+}
+
+/** The operation flags that were given, as spelled on the command line (`--grant-tool`, …). */
+export function submitFlagsGiven(flags: SubmitFlags, argv: string[]): string[] {
+  const given = submitOptions()
+    .filter((option) => flags[option.attributeName() as keyof SubmitFlags] !== undefined)
+    .map((option) => option.long!);
+  return argv.length > 0 ? [...given, "a command after --"] : given;
 }
 
 type Spec = NonNullable<MessageInitShape<typeof OperationSpecSchema>["spec"]>;
@@ -74,12 +114,7 @@ function checkCompanions(flags: SubmitFlags, argv: string[]): void {
 }
 
 async function readRequestFile(file: string): Promise<SubmitOperationRequest> {
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (error) {
-    throw new Error(`cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-  }
+  const text = await readText(file);
   try {
     return fromJson(SubmitOperationRequestSchema, JSON.parse(text) as JsonValue);
   } catch (error) {

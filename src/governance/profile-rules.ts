@@ -132,8 +132,13 @@ export function requireSeparation(facts: SeparationFacts): void {
   if (found !== undefined) throw separationViolated(found.rule.id, found.rule.code, found.detail);
 }
 
-/** The rules that concern any of `types` (all rules for none); rules for every profile always concern them. */
+/**
+ * The rules that concern `types`: all rules for none; for one type, the rules naming it; for
+ * two or more, the rules that keep them apart (naming at least two of them). Rules that hold
+ * for every profile alike always concern them.
+ */
 export function rulesConcerning(types: readonly ProfileType[]): SeparationRule[] {
   if (types.length === 0) return [...separationRules];
-  return separationRules.filter((rule) => rule.profileTypes.length === 0 || rule.profileTypes.some((type) => types.includes(type)));
+  const needed = Math.min(new Set(types).size, 2);
+  return separationRules.filter((rule) => rule.profileTypes.length === 0 || rule.profileTypes.filter((type) => types.includes(type)).length >= needed);
 }

@@ -19,7 +19,7 @@ import { gatesForOperation } from "../governance/policy/gates.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import { operationInput } from "../governance/policy/policy-input.js";
 import { requireSeparation } from "../governance/profile-rules.js";
-import { illegalTransition, noExecutor, operationNotFound, profileNotFound, targetNotAllowed } from "./errors.js";
+import { illegalTransition, noExecutor, operationNotFound, profileAlreadyExists, profileNotFound, targetNotAllowed } from "./errors.js";
 import { messageDigest } from "./message-digest.js";
 import { isTerminal } from "./transitions.js";
 
@@ -110,8 +110,9 @@ export async function admit(request: SubmitOperationRequest, { store, defaultBud
     ...(spec.case === "toolGrantApply" ? { tool: spec.value.tool } : {}),
     ...(spec.case === "modelProviderBind" ? { provider: spec.value.provider } : {}),
   });
-  const stored: StoredProfile | undefined =
-    spec.case === "profileCreate" ? { name: profile, profileType: spec.value.profileType } : await store.getProfile(profile);
+  const existing = await store.getProfile(profile);
+  if (spec.case === "profileCreate" && existing !== undefined) throw profileAlreadyExists(profile);
+  const stored: StoredProfile | undefined = spec.case === "profileCreate" ? { name: profile, profileType: spec.value.profileType } : existing;
   if (stored === undefined) throw profileNotFound(profile);
   // Checked against a stand-in root: whether a relative path escapes does not depend on where
   // the workspace will be.

@@ -14,6 +14,11 @@ export interface ServerConfig {
   port: number;
   /** Directory of the server's durable state. Created if missing. */
   dataDir: string;
+  /**
+   * Where operations, events and budgets are kept: a `postgres://` URL (a PostgreSQL database that
+   * several replicas may share), or unset / `sqlite` for the embedded SQLite file in `dataDir`.
+   */
+  store?: string;
   logLevel: Level;
   /** Largest request message accepted, per message, on every protocol. */
   maxMessageBytes: number;

@@ -36,7 +36,8 @@ import { operationService } from "../services/operation-service.js";
 import { policyService } from "../services/policy-service.js";
 import { profileService } from "../services/profile-service.js";
 import { runtimeService } from "../services/runtime-service.js";
-import { SqliteStore, randomSecret } from "../store/sqlite/sqlite-store.js";
+import { openStore } from "../store/open-store.js";
+import { randomSecret } from "../store/sqlite/sqlite-store.js";
 import type { OperationStore } from "../store/store.js";
 import { healthService } from "../services/health-service.js";
 import { Reflector, reflectionServiceV1, reflectionServiceV1alpha } from "../services/reflection-service.js";
@@ -111,7 +112,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const reflector = new Reflector(servedFiles, servedServices);
   const ownContract = buildServerContract({ defaultBudget: config.defaultBudget, startedAt: new Date() });
 
-  const store = new SqliteStore(dataDir);
+  const store = await openStore(config, dataDir);
   const hub = await EventHub.open(store);
   const pageTokens = new PageTokens(await store.getOrCreateSecret("page-token-key", randomSecret));
   const callTicketKey = await store.getOrCreateSecret("call-ticket-key", randomSecret);

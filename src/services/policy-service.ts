@@ -29,6 +29,7 @@ function denialAnswer(error: ConnectError, decisions: PolicyDecision[]) {
     decisions: decisions.length > 0 ? decisions : detailDecisions,
     denial: error.findDetails(ErrorInfoSchema)[0] ?? create(ErrorInfoSchema, { reason: "DENIED", domain: "agentmachine.v1" }),
     denialCode: codeName(error.code),
+    denialMessage: error.rawMessage,
   };
 }
 
@@ -39,6 +40,9 @@ export function policyService(deps: PolicyServiceDeps): ServiceImpl<typeof Polic
       if (subject.case === "operation") {
         try {
           const admitted = await admit(subject.value, { ...deps, principal });
+          const { reservation } = admitted;
+          const refusal = reservation && reservation.check(await deps.store.readAccounts(reservation.accounts));
+          if (refusal !== undefined) return denialAnswer(ConnectError.from(refusal), admitted.operation.policyDecisions);
           return { allowed: true, decisions: admitted.operation.policyDecisions };
         } catch (error) {
           if (error instanceof ConnectError && error.code !== Code.InvalidArgument) return denialAnswer(error, []);

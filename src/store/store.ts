@@ -160,6 +160,8 @@ export interface OperationStore {
   listDelegationSubtree(name: string): Promise<Delegation[]>;
   /** Revokes the delegation and every descendant not yet revoked, in one commit; returns those it revoked. */
   revokeDelegationSubtree(name: string, time: Date, reason: string): Promise<Delegation[]>;
+  /** The current state of budget accounts, read without changing them (for dry runs). */
+  readAccounts(accounts: readonly string[]): Promise<AccountState[]>;
   /** Stores a policy bundle as the next version for its profile type; returns it with name and version. */
   putPolicyBundle(bundle: PolicyBundle): Promise<PolicyBundle>;
   /** The newest bundle of each profile type, in profile type order. */

@@ -189,6 +189,25 @@ describe("EvaluatePolicy", () => {
     expect(answer.denial?.reason ?? "").toBe(reason);
   });
 
+  it("answers as a submit would for a profile that already exists and for a budget that does not fit, with the message", async () => {
+    const existing = await policy.evaluatePolicy({
+      subject: { case: "operation", value: { requestId: requestId(), spec: { spec: { case: "profileCreate", value: { profileId: "dev", profileType: ProfileType.PERSONAL } } } } },
+    });
+    expect([existing.allowed, existing.denialCode, existing.denial?.reason]).toEqual([false, "ALREADY_EXISTS", "PROFILE_EXISTS"]);
+    expect(existing.denialMessage).toContain("profiles/dev already exists");
+    const tooLong = await policy.evaluatePolicy({
+      subject: {
+        case: "operation",
+        value: { requestId: requestId(), profile: profiles.dev, spec: { spec: { case: "executionStart", value: { argv: ["true"] } } }, requestedBudget: { wallClockSeconds: 1n << 50n } },
+      },
+    });
+    expect([tooLong.allowed, tooLong.denialCode, tooLong.denial?.reason, tooLong.denial?.metadata.dimension]).toEqual([false, "RESOURCE_EXHAUSTED", "BUDGET_EXCEEDED", "wallClockSeconds"]);
+    const fits = await policy.evaluatePolicy({
+      subject: { case: "operation", value: { requestId: requestId(), profile: profiles.dev, spec: { spec: { case: "executionStart", value: { argv: ["true"] } } } } },
+    });
+    expect(fits.allowed).toBe(true);
+  });
+
   it("stores nothing and does not take the request id: the same submit afterwards creates the operation", async () => {
     const request = { requestId: requestId(), profile: profiles.dev, spec: { spec: grant("rg") } };
     const before = { operations: (await client.listOperations({ pageSize: 1000 })).operations.length, sequence: await latestSequence(client) };

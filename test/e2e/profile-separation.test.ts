@@ -122,15 +122,21 @@ describe("ExplainSeparation", () => {
     }
   });
 
-  it("for personal and corporate_firewall lists the rules for every profile and the firewall's, not the airgapped ones", async () => {
+  it("for personal and corporate_firewall lists only what keeps them apart: the rules for every profile", async () => {
     const { rules } = await root.profiles.explainSeparation({ profileTypes: [ProfileType.PERSONAL, ProfileType.CORPORATE_FIREWALL] });
     const ids = rules.map((rule) => rule.id);
     expect(everyProfile().length).toBeGreaterThan(0);
-    expect(ids).toEqual(expect.arrayContaining([...everyProfile(), "firewall-no-user-owned-models"]));
+    expect(ids).toEqual(everyProfile());
+    expect(ids).not.toContain("firewall-no-user-owned-models");
     expect(ids).not.toContain("airgapped-no-network");
     expect(ids).not.toContain("airgapped-local-models-only");
     // In the table's stable order.
     expect(ids).toEqual([...table.keys()].filter((id) => ids.includes(id)));
+  });
+
+  it("for corporate_firewall and user_owned_model lists the rule that keeps them apart", async () => {
+    const { rules } = await root.profiles.explainSeparation({ profileTypes: [ProfileType.CORPORATE_FIREWALL, ProfileType.USER_OWNED_MODEL] });
+    expect(rules.map((rule) => rule.id)).toEqual([...everyProfile(), "firewall-no-user-owned-models"]);
   });
 
   it("for airgapped_local_only lists the rules for every profile and both airgapped rules, not the firewall's", async () => {

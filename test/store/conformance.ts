@@ -3,11 +3,13 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { DelegationSchema } from "../../src/gen/agentmachine/v1/delegation_pb.js";
+import { BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
+import { DelegationSchema, type Delegation } from "../../src/gen/agentmachine/v1/delegation_pb.js";
 import { OperationEventSchema } from "../../src/gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { PolicyBundleSchema } from "../../src/gen/agentmachine/v1/policy_pb.js";
 import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import type { OperationStore, StoredEvent } from "../../src/store/store.js";
+import type { AccountState, ChildAccount, OperationStore, StoredEvent } from "../../src/store/store.js";
 
 let counter = 0;
 function operation(overrides: Partial<Operation> = {}): Operation {
@@ -26,6 +28,48 @@ function operation(overrides: Partial<Operation> = {}): Operation {
 
 function event(name: string, type: EventType, state: TaskState, time = new Date()) {
   return create(OperationEventSchema, { operation: name, type, state, time: timestampFromDate(time), attempt: 1 });
+}
+
+function budget(init: Partial<Record<"modelCalls" | "tokens" | "connectorCalls", bigint>>): Budget {
+  return create(BudgetSchema, init);
+}
+
+function delegation(name: string, parent = ""): Delegation {
+  return create(DelegationSchema, {
+    name,
+    parent,
+    subject: name,
+    scope: { budget: { modelCalls: 100n } },
+    expireTime: timestampFromDate(new Date(Date.now() + 60_000)),
+  });
+}
+
+/**
+ * What the store holds for `accounts`, as a reservation check sees it: a create whose check
+ * records the states and refuses, so the probe itself stores nothing.
+ */
+async function accountStates(store: OperationStore, accounts: string[]): Promise<AccountState[]> {
+  let seen: AccountState[] = [];
+  const probe = new Error("probe");
+  await expect(
+    store.createOperation({
+      operation: operation(),
+      requestDigest: "probe",
+      reservation: {
+        accounts,
+        amount: budget({}),
+        check: (states) => {
+          seen = [...states];
+          return probe;
+        },
+      },
+    }),
+  ).rejects.toBe(probe);
+  return seen;
+}
+
+async function heldOf(store: OperationStore, account: string): Promise<Budget> {
+  return (await accountStates(store, [account]))[0]!.held;
 }
 
 export function storeConformance(backend: string, open: () => Promise<{ store: OperationStore; reopen: () => Promise<OperationStore> }>): void {
@@ -69,6 +113,8 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
     });
 
     it("assigns one contiguous, increasing sequence to events across concurrent writers", async () => {
+      const published: bigint[] = [];
+      store.onCommit((events) => published.push(...events.map((e) => e.event.sequence)));
       const ops = Array.from({ length: 20 }, () => operation());
       await Promise.all(ops.map((op) => store.createOperation({ operation: op, requestDigest: "d" })));
       const results = await Promise.all(
@@ -81,6 +127,31 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const read = await store.readEvents(0n, 100);
       expect(read.map((e) => e.event.sequence)).toEqual(sequences);
       expect(await store.eventBounds()).toEqual({ oldest: sequences[0], latest: sequences[sequences.length - 1] });
+      // Published in sequence order too, whatever order the writers were answered in.
+      expect(published).toEqual(sequences);
+    });
+
+    it("creates one operation when the same request races, and holds its reservation once", async () => {
+      const op = operation({ profile: "profiles/once" });
+      const reservation = { accounts: ["profiles/once"], amount: budget({ modelCalls: 2n }), check: () => undefined };
+      const results = await Promise.all(
+        Array.from({ length: 6 }, (_, i) =>
+          store.createOperation({
+            // Each attempt with its own name, as a retried submit would have.
+            operation: i === 0 ? op : operation({ requestId: op.requestId, profile: "profiles/once" }),
+            requestDigest: "same",
+            reservation,
+            event: event(op.name, EventType.START, TaskState.QUEUED),
+          }),
+        ),
+      );
+      expect(results.map((r) => r.kind).sort()).toEqual(["created", "existing", "existing", "existing", "existing", "existing"]);
+      const names = new Set(results.map((r) => ("operation" in r ? r.operation.name : "")));
+      expect(names.size).toBe(1);
+      expect(await store.getOperation([...names][0]!)).toBeDefined();
+      expect((await heldOf(store, "profiles/once")).modelCalls).toBe(2n);
+      expect(await store.readEvents(0n, 10)).toHaveLength(1);
+      expect(await store.listOperations({ limit: 10, profile: "profiles/once" })).toHaveLength(1);
     });
 
     it("applies an update only from the expected state, and records the event with it", async () => {
@@ -184,6 +255,321 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(await store.revokeDelegationSubtree("delegations/a", new Date(), "again")).toEqual([]);
       expect((await store.revokeDelegationSubtree("delegations/root", new Date(), "all")).map((x) => x.name).sort()).toEqual(["delegations/b", "delegations/root"]);
       expect(await store.getDelegation("delegations/none")).toBeUndefined();
+    });
+
+    it("reserves budget at create: the check sees each account's held amount and a delegation's children", async () => {
+      await store.putDelegation(delegation("delegations/r"));
+      await store.putChildDelegation(delegation("delegations/r-child", "delegations/r"), () => undefined);
+      const seen: AccountState[][] = [];
+      const reserve = (amount: Budget) =>
+        store.createOperation({
+          operation: operation({ delegation: "delegations/r", profile: "profiles/p" }),
+          requestDigest: "d",
+          reservation: {
+            accounts: ["delegations/r", "profiles/p"],
+            amount,
+            check: (states) => {
+              seen.push([...states]);
+              return undefined;
+            },
+          },
+        });
+      expect(await reserve(budget({ modelCalls: 3n, tokens: 100n }))).toMatchObject({ kind: "created" });
+      expect(seen[0]!.map((s) => s.account)).toEqual(["delegations/r", "profiles/p"]);
+      expect(seen[0]!.map((s) => s.held.modelCalls)).toEqual([0n, 0n]);
+      expect(seen[0]![0]!.children.map((c) => [c.delegation.name, c.held.modelCalls])).toEqual([["delegations/r-child", 0n]]);
+      expect(seen[0]![1]!.children).toEqual([]);
+      expect(await reserve(budget({ modelCalls: 2n }))).toMatchObject({ kind: "created" });
+      expect(seen[1]!.map((s) => [s.held.modelCalls, s.held.tokens])).toEqual([
+        [3n, 100n],
+        [3n, 100n],
+      ]);
+      // A reservation held on the whole chain (child, parent): the parent's account then
+      // reports what the child holds.
+      await store.createOperation({
+        operation: operation({ delegation: "delegations/r-child", profile: "profiles/p" }),
+        requestDigest: "d",
+        reservation: { accounts: ["delegations/r-child", "delegations/r", "profiles/p"], amount: budget({ tokens: 7n }), check: () => undefined },
+      });
+      const [parentAccount] = await accountStates(store, ["delegations/r"]);
+      expect(parentAccount!.held.tokens).toBe(107n);
+      expect(parentAccount!.children.map((c) => [c.delegation.name, c.held.tokens])).toEqual([["delegations/r-child", 7n]]);
+      // A refusal throws its error and stores nothing: no operation, no event, no holding.
+      const published: StoredEvent[] = [];
+      store.onCommit((events) => published.push(...events));
+      const refusal = new Error("over budget");
+      const refused = operation({ delegation: "delegations/r", profile: "profiles/p" });
+      await expect(
+        store.createOperation({
+          operation: refused,
+          requestDigest: "d",
+          event: event(refused.name, EventType.START, TaskState.QUEUED),
+          reservation: { accounts: ["delegations/r", "profiles/p"], amount: budget({ modelCalls: 50n }), check: () => refusal },
+        }),
+      ).rejects.toBe(refusal);
+      expect(await store.getOperation(refused.name)).toBeUndefined();
+      expect(await store.findByRequestId(refused.requestId)).toBeUndefined();
+      expect(await store.readEvents(0n, 10)).toEqual([]);
+      expect(published).toEqual([]);
+      expect((await heldOf(store, "delegations/r")).modelCalls).toBe(5n);
+      expect((await heldOf(store, "profiles/p")).tokens).toBe(107n);
+      // An account nothing was ever reserved from holds nothing.
+      expect(await accountStates(store, ["profiles/never"])).toMatchObject([{ account: "profiles/never", held: { modelCalls: 0n }, children: [] }]);
+      // readAccounts reads the same states without a write, in the order asked.
+      const read = await store.readAccounts(["profiles/p", "delegations/r", "profiles/none"]);
+      expect(read.map((a) => [a.account, a.held.modelCalls, a.held.tokens])).toEqual([
+        ["profiles/p", 5n, 107n],
+        ["delegations/r", 5n, 107n],
+        ["profiles/none", 0n, 0n],
+      ]);
+      expect(read[1]!.children.map((c) => [c.delegation.name, c.held.tokens])).toEqual([["delegations/r-child", 7n]]);
+      expect(read[0]!.children).toEqual([]);
+    });
+
+    it("never admits more than the limit when reservations race", async () => {
+      const limit = 10n;
+      const results = await Promise.allSettled(
+        Array.from({ length: 30 }, () =>
+          store.createOperation({
+            operation: operation({ profile: "profiles/race" }),
+            requestDigest: "d",
+            reservation: {
+              accounts: ["delegations/race", "profiles/race"],
+              amount: budget({ modelCalls: 1n }),
+              check: ([delegationAccount, profileAccount]) =>
+                delegationAccount!.held.modelCalls + 1n > limit || profileAccount!.held.modelCalls + 1n > limit ? new Error("limit") : undefined,
+            },
+          }),
+        ),
+      );
+      const admitted = results.filter((r) => r.status === "fulfilled" && r.value.kind === "created");
+      expect(admitted).toHaveLength(Number(limit));
+      expect(results.filter((r) => r.status === "rejected")).toHaveLength(30 - Number(limit));
+      expect((await heldOf(store, "delegations/race")).modelCalls).toBe(limit);
+      expect((await heldOf(store, "profiles/race")).modelCalls).toBe(limit);
+      expect(await store.listOperations({ limit: 100, profile: "profiles/race" })).toHaveLength(Number(limit));
+    });
+
+    it("settles a reservation in the update that ends the operation: each account gives back what was reserved and keeps what was spent", async () => {
+      const accounts = ["delegations/s", "profiles/s"];
+      const op = operation({ profile: "profiles/s" });
+      await store.createOperation({ operation: op, requestDigest: "d", reservation: { accounts, amount: budget({ modelCalls: 10n, tokens: 1000n }), check: () => undefined } });
+      const other = operation({ profile: "profiles/s" });
+      await store.createOperation({ operation: other, requestDigest: "d", reservation: { accounts: ["profiles/s"], amount: budget({ modelCalls: 1n }), check: () => undefined } });
+      expect((await heldOf(store, "profiles/s")).modelCalls).toBe(11n);
+      // An update that does not apply settles nothing.
+      const stale = await store.updateOperation({ operation: { ...op, state: TaskState.COMPLETED }, expectedState: TaskState.RUNNING, settle: { spent: budget({}) } });
+      expect(stale.kind).toBe("state-changed");
+      expect((await heldOf(store, "profiles/s")).modelCalls).toBe(11n);
+      const done = await store.updateOperation({
+        operation: { ...op, state: TaskState.COMPLETED },
+        expectedState: TaskState.QUEUED,
+        event: event(op.name, EventType.COMPLETE, TaskState.COMPLETED),
+        settle: { spent: budget({ modelCalls: 4n, tokens: 300n, connectorCalls: 2n }) },
+      });
+      expect(done.kind).toBe("updated");
+      const profileHeld = await heldOf(store, "profiles/s");
+      expect([profileHeld.modelCalls, profileHeld.tokens, profileHeld.connectorCalls]).toEqual([5n, 300n, 2n]);
+      const delegationHeld = await heldOf(store, "delegations/s");
+      expect([delegationHeld.modelCalls, delegationHeld.tokens, delegationHeld.connectorCalls]).toEqual([4n, 300n, 2n]);
+      // A reservation is settled once: settling again gives nothing back and keeps nothing more.
+      const again = await store.updateOperation({ operation: { ...op, state: TaskState.COMPLETED }, expectedState: TaskState.COMPLETED, settle: { spent: budget({ modelCalls: 50n }) } });
+      expect(again.kind).toBe("updated");
+      expect((await heldOf(store, "profiles/s")).modelCalls).toBe(5n);
+      // A modification settles too, from the reservation the store recorded.
+      const modified = await store.modifyOperation(other.name, (current) => ({ operation: { ...current, state: TaskState.CANCELLED }, settle: { spent: budget({ connectorCalls: 1n }) } }));
+      expect(modified.kind).toBe("modified");
+      const after = await heldOf(store, "profiles/s");
+      expect([after.modelCalls, after.tokens, after.connectorCalls]).toEqual([4n, 300n, 3n]);
+      expect((await heldOf(store, "delegations/s")).connectorCalls).toBe(2n);
+      // An operation that reserved nothing settles nothing.
+      const plain = operation({ profile: "profiles/s" });
+      await store.createOperation({ operation: plain, requestDigest: "d" });
+      await store.updateOperation({ operation: { ...plain, state: TaskState.COMPLETED }, expectedState: TaskState.QUEUED, settle: { spent: budget({ modelCalls: 9n }) } });
+      expect((await heldOf(store, "profiles/s")).modelCalls).toBe(4n);
+    });
+
+    it("settles each reservation once when settlements race", async () => {
+      const ops = Array.from({ length: 10 }, () => operation({ profile: "profiles/sr" }));
+      for (const op of ops) {
+        await store.createOperation({ operation: op, requestDigest: "d", reservation: { accounts: ["profiles/sr"], amount: budget({ tokens: 10n }), check: () => undefined } });
+      }
+      expect((await heldOf(store, "profiles/sr")).tokens).toBe(100n);
+      // Every operation settled three times at once, spending 1 token: 10 × 1 kept, the rest given back.
+      await Promise.all(
+        ops.flatMap((op) =>
+          [1, 2, 3].map(() => store.modifyOperation(op.name, (current) => ({ operation: { ...current, state: TaskState.COMPLETED }, settle: { spent: budget({ tokens: 1n }) } }))),
+        ),
+      );
+      expect((await heldOf(store, "profiles/sr")).tokens).toBe(10n);
+    });
+
+    it("modifies an operation in one commit, so concurrent increments are never lost", async () => {
+      const op = operation();
+      await store.createOperation({ operation: op, requestDigest: "d" });
+      const results = await Promise.all(
+        Array.from({ length: 50 }, () =>
+          store.modifyOperation(op.name, (current) => ({
+            operation: { ...current, usage: budget({ ...current.usage, modelCalls: (current.usage?.modelCalls ?? 0n) + 1n }) },
+          })),
+        ),
+      );
+      expect(results.every((r) => r.kind === "modified")).toBe(true);
+      expect((await store.getOperation(op.name))?.usage?.modelCalls).toBe(50n);
+      expect(await store.readEvents(0n, 100)).toEqual([]);
+    });
+
+    it("refuses a second modification with the same once key, and reports unchanged and not-found", async () => {
+      const op = operation();
+      await store.createOperation({ operation: op, requestDigest: "d" });
+      const add = (current: Operation) => ({ operation: { ...current, usage: budget({ ...current.usage, tokens: (current.usage?.tokens ?? 0n) + 10n }) } });
+      expect(await store.modifyOperation(op.name, add, "ticket-1")).toMatchObject({ kind: "modified", operation: { usage: { tokens: 10n } } });
+      let called = false;
+      const again = await store.modifyOperation(
+        op.name,
+        (current) => {
+          called = true;
+          return add(current);
+        },
+        "ticket-1",
+      );
+      expect(again).toMatchObject({ kind: "already-done", operation: { name: op.name, usage: { tokens: 10n } } });
+      expect(called).toBe(false);
+      // Racing uses of one key: exactly one applies.
+      const raced = await Promise.all(Array.from({ length: 8 }, () => store.modifyOperation(op.name, add, "ticket-2")));
+      expect(raced.map((r) => r.kind).sort()).toEqual([...Array<string>(7).fill("already-done"), "modified"]);
+      expect((await store.getOperation(op.name))?.usage?.tokens).toBe(20n);
+      // No change: "unchanged", with the stored operation, and nothing written.
+      const unchanged = await store.modifyOperation(op.name, () => undefined);
+      expect(unchanged).toMatchObject({ kind: "unchanged", operation: { name: op.name, usage: { tokens: 20n } } });
+      expect(await store.modifyOperation("operations/none", add)).toEqual({ kind: "not-found" });
+      expect(await store.readEvents(0n, 10)).toEqual([]);
+    });
+
+    it("appends a modification's event and publishes it after the commit; a failed modification keeps nothing", async () => {
+      const op = operation();
+      await store.createOperation({ operation: op, requestDigest: "d" });
+      const published: StoredEvent[] = [];
+      const readsAtPublish: Promise<StoredEvent[]>[] = [];
+      store.onCommit((events) => {
+        published.push(...events);
+        // Published after the commit: a read started now already sees the event.
+        readsAtPublish.push(store.readEvents(events[0]!.event.sequence - 1n, 10));
+      });
+      const result = await store.modifyOperation(op.name, (current) => ({
+        operation: { ...current, state: TaskState.RUNNING, attempt: 1 },
+        event: event(op.name, EventType.START, TaskState.RUNNING),
+      }));
+      expect(result.kind).toBe("modified");
+      const sequence = result.kind === "modified" ? result.event!.event.sequence : -1n;
+      expect(published.map((e) => e.event.sequence)).toEqual([sequence]);
+      expect(published[0]).toMatchObject({ profile: op.profile, operationType: op.type, labels: op.labels, event: { type: EventType.START } });
+      expect((await Promise.all(readsAtPublish)).map((events) => events.map((e) => e.event.sequence))).toEqual([[sequence]]);
+      const stored = await store.getOperation(op.name);
+      expect(stored).toMatchObject({ state: TaskState.RUNNING, lastSequence: sequence });
+      // A modification that throws rolls back whole: its once key is not kept, nothing is published.
+      const boom = new Error("boom");
+      await expect(
+        store.modifyOperation(
+          op.name,
+          () => {
+            throw boom;
+          },
+          "ticket-boom",
+        ),
+      ).rejects.toBe(boom);
+      expect(await store.modifyOperation(op.name, () => undefined, "ticket-boom")).toMatchObject({ kind: "unchanged" });
+      expect(published).toHaveLength(1);
+      expect((await store.readEvents(0n, 10)).map((e) => e.event.sequence)).toEqual([sequence]);
+      // Events of modifications, updates and creates share one contiguous sequence.
+      const next = await store.updateOperation({ operation: { ...stored!, state: TaskState.COMPLETED }, expectedState: TaskState.RUNNING, event: event(op.name, EventType.COMPLETE, TaskState.COMPLETED) });
+      expect(next.kind === "updated" && next.event!.event.sequence).toBe(sequence + 1n);
+      expect(published.map((e) => e.event.sequence)).toEqual([sequence, sequence + 1n]);
+    });
+
+    it("records a child delegation only if its check passes over the siblings and what the parent holds", async () => {
+      await store.putDelegation(delegation("delegations/pp"));
+      await store.createOperation({
+        operation: operation({ delegation: "delegations/pp" }),
+        requestDigest: "d",
+        reservation: { accounts: ["delegations/pp"], amount: budget({ modelCalls: 7n }), check: () => undefined },
+      });
+      const calls: { siblings: string[]; held: bigint }[] = [];
+      const record = (siblings: ChildAccount[], parentHeld: Budget) => {
+        calls.push({ siblings: siblings.map((s) => s.delegation.name).sort(), held: parentHeld.modelCalls });
+        return undefined;
+      };
+      const first = await store.putChildDelegation(delegation("delegations/pp-1", "delegations/pp"), record);
+      expect(first.name).toBe("delegations/pp-1");
+      await store.putChildDelegation(delegation("delegations/pp-2", "delegations/pp"), record);
+      expect(calls).toEqual([
+        { siblings: [], held: 7n },
+        { siblings: ["delegations/pp-1"], held: 7n },
+      ]);
+      const refusal = new Error("too wide");
+      await expect(store.putChildDelegation(delegation("delegations/pp-3", "delegations/pp"), () => refusal)).rejects.toBe(refusal);
+      expect(await store.getDelegation("delegations/pp-3")).toBeUndefined();
+      // Racing issues under one parent: each check sees the children recorded before it.
+      const raced = await Promise.allSettled(
+        Array.from({ length: 10 }, (_, i) =>
+          store.putChildDelegation(delegation(`delegations/pp-r${i}`, "delegations/pp"), (siblings) => (siblings.length >= 5 ? new Error("full") : undefined)),
+        ),
+      );
+      expect(raced.filter((r) => r.status === "fulfilled")).toHaveLength(3);
+      expect((await store.listDelegationSubtree("delegations/pp")).map((d) => d.name)).toHaveLength(6);
+      // The parent's account now reports the children to a reservation's check.
+      expect((await accountStates(store, ["delegations/pp"]))[0]!.children.map((c) => c.delegation.name)).toHaveLength(5);
+    });
+
+    it("versions policy bundles per profile type, and lists the newest of each in profile type order", async () => {
+      const bundle = (profileType: ProfileType, source: string) => create(PolicyBundleSchema, { profileType, source, digest: source, appliedBy: "test" });
+      expect(await store.listPolicyBundles()).toEqual([]);
+      const corporate = await store.putPolicyBundle(bundle(ProfileType.CORPORATE_FIREWALL, "c1"));
+      expect(corporate).toMatchObject({ version: 1n, name: "policyBundles/corporate_firewall/versions/1", source: "c1" });
+      expect(await store.putPolicyBundle(bundle(ProfileType.PERSONAL, "p1"))).toMatchObject({ version: 1n, name: "policyBundles/personal/versions/1" });
+      expect(await store.putPolicyBundle(bundle(ProfileType.PERSONAL, "p2"))).toMatchObject({ version: 2n, name: "policyBundles/personal/versions/2" });
+      const raced = await Promise.all(Array.from({ length: 5 }, (_, i) => store.putPolicyBundle(bundle(ProfileType.USER_OWNED_MODEL, `u${i}`))));
+      expect(raced.map((b) => b.version).sort()).toEqual([1n, 2n, 3n, 4n, 5n]);
+      const newest = raced.find((b) => b.version === 5n)!;
+      const listed = await store.listPolicyBundles();
+      expect(listed.map((b) => [b.profileType, b.version, b.source])).toEqual([
+        [ProfileType.PERSONAL, 2n, "p2"],
+        [ProfileType.CORPORATE_FIREWALL, 1n, "c1"],
+        [ProfileType.USER_OWNED_MODEL, 5n, newest.source],
+      ]);
+      expect(listed[0]).toMatchObject({ name: "policyBundles/personal/versions/2", digest: "p2", appliedBy: "test" });
+    });
+
+    it("keeps a profile's budget, and reports none for a profile created without one", async () => {
+      const withBudget = { name: "profiles/budgeted", profileType: ProfileType.CORPORATE_FIREWALL, budget: budget({ modelCalls: 9n, tokens: 900n }) };
+      await store.createOperation({ operation: operation({ type: OperationType.PROFILE_CREATE, profile: withBudget.name }), requestDigest: "d", createsProfile: withBudget });
+      const stored = await store.getProfile(withBudget.name);
+      expect(stored).toEqual(withBudget);
+      const plain = { name: "profiles/plain", profileType: ProfileType.PERSONAL };
+      await store.createOperation({ operation: operation({ type: OperationType.PROFILE_CREATE, profile: plain.name }), requestDigest: "d", createsProfile: plain });
+      expect(await store.getProfile(plain.name)).toEqual(plain);
+      expect("budget" in (await store.getProfile(plain.name))!).toBe(false);
+    });
+
+    it("keeps holdings, reservations, bundles, profiles and once keys across a reopen", async () => {
+      const op = operation();
+      await store.createOperation({
+        operation: op,
+        requestDigest: "d",
+        createsProfile: { name: "profiles/kept", profileType: ProfileType.PERSONAL, budget: budget({ tokens: 5n }) },
+        reservation: { accounts: ["profiles/kept"], amount: budget({ tokens: 3n }), check: () => undefined },
+      });
+      await store.modifyOperation(op.name, (current) => ({ operation: { ...current, attempt: 2 } }), "once");
+      await store.putPolicyBundle(create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "s" }));
+      await store.close();
+      store = await reopen();
+      expect((await heldOf(store, "profiles/kept")).tokens).toBe(3n);
+      expect((await store.getProfile("profiles/kept"))?.budget?.tokens).toBe(5n);
+      expect(await store.modifyOperation(op.name, () => undefined, "once")).toMatchObject({ kind: "already-done", operation: { attempt: 2 } });
+      expect((await store.putPolicyBundle(create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "t" }))).version).toBe(2n);
+      // The reservation's record is kept too: settling after the reopen gives it back.
+      await store.modifyOperation(op.name, (current) => ({ operation: { ...current, state: TaskState.COMPLETED }, settle: { spent: budget({ tokens: 1n }) } }));
+      expect((await heldOf(store, "profiles/kept")).tokens).toBe(1n);
     });
 
     it("keeps everything across a reopen, and creates a secret only once", async () => {

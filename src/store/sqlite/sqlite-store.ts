@@ -263,6 +263,10 @@ export class SqliteStore implements OperationStore {
     return { account, held: this.held(account), children };
   }
 
+  async readAccounts(accounts: readonly string[]): Promise<AccountState[]> {
+    return accounts.map((account) => this.accountState(account));
+  }
+
   /** Gives back an operation's reservation on each of its accounts and keeps what it spent; nothing if it holds none. */
   private settle(operation: string, { spent }: Settlement): void {
     const row = this.statements.getReservation.get(operation) as { accounts: string; amount: Uint8Array } | undefined;

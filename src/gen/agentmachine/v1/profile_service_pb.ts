@@ -115,8 +115,9 @@ export const ExplainSeparationResponseSchema: GenMessage<ExplainSeparationRespon
  */
 export const ProfileService: GenService<{
   /**
-   * Lists the separation rules that concern the given profile types (all rules when none is
-   * given; with two or more, the rules that keep them apart).
+   * Lists the separation rules that concern the given profile types: all rules when none is
+   * given; for one type, the rules that name it; for two or more, the rules that keep at least
+   * two of them apart. Rules that hold for every profile alike are always listed.
    *
    * @generated from rpc agentmachine.v1.ProfileService.ExplainSeparation
    */

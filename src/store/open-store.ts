@@ -1,0 +1,15 @@
+// Chooses the store behind the server: `config.store` (from `amctl serve --store` or AMCTL_STORE)
+// names a PostgreSQL database by URL; unset or `sqlite` is the embedded SQLite file in the data dir.
+import type { ServerConfig } from "../server/config.js";
+import { PostgresStore } from "./postgres/postgres-store.js";
+import { SqliteStore } from "./sqlite/sqlite-store.js";
+import type { OperationStore } from "./store.js";
+
+export async function openStore(config: Pick<ServerConfig, "store">, dataDir: string): Promise<OperationStore> {
+  const store = config.store?.trim();
+  if (store === undefined || store === "" || store === "sqlite") return new SqliteStore(dataDir);
+  if (/^postgres(ql)?:\/\//i.test(store)) return PostgresStore.open(store);
+  // Only the scheme in the message: the rest may hold a password.
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(store)?.[1];
+  throw new Error(`the store must be "sqlite" or a postgres:// URL, got ${scheme ? `a ${scheme}: URL` : `"${store.length > 40 ? `${store.slice(0, 40)}…` : store}"`}`);
+}

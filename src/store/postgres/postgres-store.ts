@@ -1,0 +1,589 @@
+// The PostgreSQL store, for running several replicas of the server on one database. It passes
+// the same conformance suite as the embedded SQLite store (test/store/conformance.ts).
+//
+// Every write is one transaction on a pooled connection, committed before its promise resolves
+// (the server's own durability: synchronous_commit as configured on the database).
+//
+// Event sequences: a transaction that appends an event takes the next number from the single
+// row of `event_counter` (`UPDATE event_counter SET value = value + 1 RETURNING value`, in the
+// same statement that inserts the event) and keeps that row locked until it commits. Appenders
+// are thereby serialized: sequence N+1 cannot be handed out before the transaction holding N has
+// committed or rolled back, so commit order equals sequence order, and a reader tailing
+// "sequence > last" can never see N+1 before N and skip it. A SEQUENCE would be cheaper but
+// hands out numbers outside the transaction, so a larger number could commit first. To keep the
+// lock short it is always taken last in a transaction: after the operation row, the budget
+// accounts and the delegation rows, just before the operation itself is written. A rolled-back
+// transaction gives its number back, so sequences stay contiguous.
+//
+// Check-then-write in one commit, correct across replicas (READ COMMITTED, row locks):
+// - a reservation locks its budget account rows (created empty, ON CONFLICT DO NOTHING, if
+//   missing), in account order so two reservations never deadlock, runs its check over what it
+//   read under the lock, and records itself (table reservations) for its settlement; a
+//   settlement takes that record (DELETE … RETURNING: a second settlement finds none) and locks
+//   the same accounts. A child delegation's holdings, reported with its parent's account, only
+//   change under a lock of the parent's row too, since reservations hold the whole chain;
+// - putChildDelegation locks the parent delegation row and then the parent's budget account row
+//   (the one reservations on that delegation lock), so neither the parent's holdings nor its
+//   children change under the check;
+// - updateOperation and modifyOperation lock the operation row (SELECT … FOR UPDATE), so a
+//   modification always starts from the latest committed form and none is lost;
+// - policy bundle versions are numbered under a transaction-scoped advisory lock per profile
+//   type; a request id submitted twice at once is resolved by retrying the losing transaction,
+//   which then finds the winner's operation.
+// Deadlocks and serialization failures, which the lock order should rule out, are retried.
+//
+// onCommit: only the events committed by THIS store instance are published, after their commit
+// and in sequence order (local-publisher.ts). Events committed by other replicas are in the
+// database, and readEvents returns them, but they are not delivered to this instance's listeners:
+// delivery across replicas (LISTEN/NOTIFY) is a later step. Until then the event hub
+// (src/lifecycle/event-hub.ts), whose in-memory window expects every sequence, serves complete
+// watches only while one replica writes to the database; with several, its window has gaps.
+import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Pool, types, type CustomTypesConfig, type PoolClient, type PoolConfig, type QueryResultRow } from "pg";
+import { BudgetSchema, type Budget } from "../../gen/agentmachine/v1/budget_pb.js";
+import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
+import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
+import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
+import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
+import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
+import { profileTypeNames } from "../../contract/mapping.js";
+import { addBudgets, subtractBudgets } from "../../governance/budget-math.js";
+import { isTerminal } from "../../lifecycle/transitions.js";
+import type {
+  AccountState,
+  ChildAccount,
+  CreateResult,
+  EventBounds,
+  Modification,
+  ModifyResult,
+  NewOperation,
+  OperationQuery,
+  OperationStore,
+  OperationUpdate,
+  RetentionPolicy,
+  Settlement,
+  StoredEvent,
+  StoredProfile,
+  UpdateResult,
+} from "../store.js";
+import { LocalPublisher, type PublishEntry } from "./local-publisher.js";
+import { migrate } from "./migrations.js";
+
+const terminalStates = [TaskState.CANCELLED, TaskState.FAILED, TaskState.COMPLETED];
+
+/** Namespace (first key) of the transaction-scoped advisory locks that number policy bundles. */
+const POLICY_BUNDLE_LOCK = 0x616d7062; // "ampb"
+
+/** Attempts of one write when it meets a deadlock, a serialization failure or a request-id race. */
+const MAX_ATTEMPTS = 5;
+
+/** BIGINT columns come back as bigint, not as strings. */
+const int8AsBigInt: CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: "text" | "binary") =>
+    oid === types.builtins.INT8 && format !== "binary" ? (value: string) => BigInt(value) : types.getTypeParser(oid, format)) as CustomTypesConfig["getTypeParser"],
+};
+
+interface EventRow {
+  sequence: bigint;
+  profile: string;
+  operation_type: number;
+  labels: Record<string, string>;
+  data: Uint8Array;
+}
+
+function sqlState(error: unknown): string | undefined {
+  return typeof error === "object" && error !== null && "code" in error && typeof error.code === "string" ? error.code : undefined;
+}
+
+function isTransient(error: unknown): boolean {
+  const state = sqlState(error);
+  return state === "40001" || state === "40P01";
+}
+
+function isUniqueViolation(constraint: string): (error: unknown) => boolean {
+  return (error) => sqlState(error) === "23505" && (error as { constraint?: string }).constraint === constraint;
+}
+
+function timeMs(event: OperationEvent): number {
+  return event.time ? Number(event.time.seconds) * 1000 + Math.floor(event.time.nanos / 1e6) : Date.now();
+}
+
+/** One write transaction: its connection and the events it appended. */
+class Transaction {
+  private entry: PublishEntry | undefined;
+  private readonly events: StoredEvent[] = [];
+
+  constructor(
+    private readonly client: PoolClient,
+    private readonly publisher: LocalPublisher,
+  ) {}
+
+  async query<R extends QueryResultRow>(sql: string, params: unknown[] = []): Promise<{ rows: R[]; rowCount: number }> {
+    const result = await this.client.query<R>(sql, params);
+    return { rows: result.rows, rowCount: result.rowCount ?? 0 };
+  }
+
+  /** Appends an event (see the module comment on sequences); returns it with its sequence. */
+  async appendEvent(operation: Operation, event: OperationEvent): Promise<StoredEvent> {
+    const { rows } = await this.query<{ sequence: bigint }>(
+      `WITH next AS (UPDATE event_counter SET value = value + 1 RETURNING value)
+       INSERT INTO events (sequence, operation, time_ms, profile, operation_type, labels, data)
+       SELECT value, $1, $2, $3, $4, $5::jsonb, $6 FROM next
+       RETURNING sequence`,
+      [operation.name, timeMs(event), operation.profile, operation.type, JSON.stringify(operation.labels), toBinary(OperationEventSchema, event)],
+    );
+    const sequence = rows[0]!.sequence;
+    this.entry ??= this.publisher.register(sequence);
+    const stored: StoredEvent = {
+      event: { ...event, sequence },
+      profile: operation.profile,
+      operationType: operation.type,
+      labels: { ...operation.labels },
+    };
+    operation.lastSequence = sequence;
+    this.events.push(stored);
+    return stored;
+  }
+
+  /** After COMMIT or ROLLBACK: publishes the committed events, in sequence order with others. */
+  end(committed: boolean): Promise<void> {
+    return this.entry === undefined ? Promise.resolve() : this.publisher.settle(this.entry, committed ? this.events : null);
+  }
+}
+
+export class PostgresStore implements OperationStore {
+  private readonly listeners: ((events: StoredEvent[]) => void)[] = [];
+  private readonly publisher = new LocalPublisher((events) => {
+    for (const listener of this.listeners) listener(events);
+  });
+  private readonly writes = new Set<Promise<unknown>>();
+  private closing: Promise<void> | undefined;
+
+  private constructor(private readonly pool: Pool) {}
+
+  /** Connects (a `postgres://` URL or pool settings) and brings the schema up to date. */
+  static async open(connection: string | PoolConfig): Promise<PostgresStore> {
+    const config = typeof connection === "string" ? { connectionString: connection } : connection;
+    const pool = new Pool({ ...config, types: int8AsBigInt });
+    // An idle connection that breaks (the server restarted) is dropped by the pool and the next
+    // query opens a new one; without a listener its error would end the process.
+    pool.on("error", () => undefined);
+    try {
+      await migrate(pool);
+    } catch (error) {
+      await pool.end();
+      throw error;
+    }
+    return new PostgresStore(pool);
+  }
+
+  onCommit(listener: (events: StoredEvent[]) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** Runs `work` in one transaction, retried from the start on a transient conflict. */
+  private write<T>(work: (tx: Transaction) => Promise<T>, retryOn?: (error: unknown) => boolean): Promise<T> {
+    if (this.closing !== undefined) return Promise.reject(new Error("the store is closed"));
+    const promise = this.runWrite(work, retryOn);
+    this.writes.add(promise);
+    promise.then(
+      () => this.writes.delete(promise),
+      () => this.writes.delete(promise),
+    );
+    return promise;
+  }
+
+  private async runWrite<T>(work: (tx: Transaction) => Promise<T>, retryOn?: (error: unknown) => boolean): Promise<T> {
+    for (let attempt = 1; ; attempt += 1) {
+      const client = await this.pool.connect();
+      const tx = new Transaction(client, this.publisher);
+      let value: T;
+      try {
+        await client.query("BEGIN");
+        value = await work(tx);
+        // COMMIT of a transaction that already failed answers ROLLBACK instead of an error.
+        const commit = await client.query("COMMIT");
+        if (commit.command !== "COMMIT") throw new Error(`the transaction was rolled back (${commit.command})`);
+      } catch (error) {
+        const broken = await client.query("ROLLBACK").then(
+          () => undefined,
+          (rollbackError: Error) => rollbackError,
+        );
+        // A connection that cannot roll back is closed rather than handed to the next writer.
+        client.release(broken);
+        await tx.end(false);
+        if (attempt < MAX_ATTEMPTS && (isTransient(error) || retryOn?.(error) === true)) continue;
+        throw error;
+      }
+      client.release();
+      await tx.end(true);
+      return value;
+    }
+  }
+
+  /**
+   * Locks the accounts' rows (creating missing ones empty), in account order, and reads them;
+   * with `children`, also the child delegations of delegation accounts and what each holds.
+   */
+  private async lockAccounts(tx: Transaction, accounts: readonly string[], children: boolean): Promise<Map<string, AccountState>> {
+    const unique = [...new Set(accounts)].sort();
+    await tx.query("INSERT INTO budget_accounts (account) SELECT unnest($1::text[]) ON CONFLICT (account) DO NOTHING", [unique]);
+    return this.accountStates(tx, unique, { lock: true, children });
+  }
+
+  /** Reads accounts (an account without a row holds nothing), locking their rows with `lock`. */
+  private async accountStates(
+    tx: Pick<Transaction, "query">,
+    unique: readonly string[],
+    options: { lock: boolean; children: boolean },
+  ): Promise<Map<string, AccountState>> {
+    const { rows } = await tx.query<{ account: string; held: Uint8Array }>(
+      `SELECT account, held FROM budget_accounts WHERE account = ANY($1::text[]) ORDER BY account${options.lock ? " FOR UPDATE" : ""}`,
+      [unique],
+    );
+    const states = new Map<string, AccountState>();
+    for (const account of unique) states.set(account, { account, held: create(BudgetSchema), children: [] });
+    for (const row of rows) states.get(row.account)!.held = fromBinary(BudgetSchema, row.held);
+    const delegations = unique.filter((account) => account.startsWith("delegations/"));
+    if (options.children && delegations.length > 0) {
+      const found = await tx.query<{ parent: string; data: Uint8Array; held: Uint8Array | null }>(
+        `SELECT d.parent, d.data, b.held FROM delegations d LEFT JOIN budget_accounts b ON b.account = d.id
+         WHERE d.parent = ANY($1::text[]) ORDER BY d.id`,
+        [delegations],
+      );
+      for (const row of found.rows) {
+        const child: ChildAccount = { delegation: fromBinary(DelegationSchema, row.data), held: fromBinary(BudgetSchema, row.held ?? new Uint8Array()) };
+        states.get(row.parent)!.children.push(child);
+      }
+    }
+    return states;
+  }
+
+  async readAccounts(accounts: readonly string[]): Promise<AccountState[]> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      // One snapshot for the accounts and their children.
+      await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+      const reader = {
+        query: async <R extends QueryResultRow>(sql: string, params: unknown[] = []) => {
+          const result = await client.query<R>(sql, params);
+          return { rows: result.rows, rowCount: result.rowCount ?? 0 };
+        },
+      };
+      const states = await this.accountStates(reader, [...new Set(accounts)], { lock: false, children: true });
+      await client.query("COMMIT");
+      return accounts.map((account) => states.get(account)!);
+    } catch (error) {
+      broken = await client.query("ROLLBACK").then(
+        () => undefined,
+        (rollbackError: Error) => rollbackError,
+      );
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  private async putHeld(tx: Transaction, held: Map<string, Budget>): Promise<void> {
+    for (const [account, budget] of held) {
+      await tx.query("UPDATE budget_accounts SET held = $2 WHERE account = $1", [account, toBinary(BudgetSchema, budget)]);
+    }
+  }
+
+  /** Adds `amount` to each account (an account named twice gets it twice). */
+  private async reserve(tx: Transaction, states: Map<string, AccountState>, accounts: readonly string[], amount: Budget): Promise<void> {
+    const held = new Map<string, Budget>();
+    for (const account of accounts) held.set(account, addBudgets(held.get(account) ?? states.get(account)!.held, amount));
+    await this.putHeld(tx, held);
+  }
+
+  /** Gives back an operation's reservation on each of its accounts and keeps what it spent; nothing if it holds none. */
+  private async settle(tx: Transaction, operation: string, { spent }: Settlement): Promise<void> {
+    const { rows } = await tx.query<{ accounts: string[]; amount: Uint8Array }>("DELETE FROM reservations WHERE operation = $1 RETURNING accounts, amount", [operation]);
+    const reservation = rows[0];
+    if (reservation === undefined) return;
+    const { accounts } = reservation;
+    const reserved = fromBinary(BudgetSchema, reservation.amount);
+    const states = await this.lockAccounts(tx, accounts, false);
+    const held = new Map<string, Budget>();
+    for (const account of accounts) {
+      held.set(account, addBudgets(subtractBudgets(held.get(account) ?? states.get(account)!.held, reserved), spent));
+    }
+    await this.putHeld(tx, held);
+  }
+
+  createOperation(input: NewOperation): Promise<CreateResult> {
+    // Snapshot now: the caller may go on changing its object before the commit.
+    const submitted = clone(OperationSchema, input.operation);
+    return this.write(async (tx): Promise<CreateResult> => {
+      const operation = clone(OperationSchema, submitted);
+      const existing = await tx.query<{ request_digest: string; data: Uint8Array }>(
+        "SELECT request_digest, data FROM operations WHERE request_id = $1",
+        [operation.requestId],
+      );
+      const found = existing.rows[0];
+      if (found !== undefined) {
+        const stored = fromBinary(OperationSchema, found.data);
+        return found.request_digest === input.requestDigest ? { kind: "existing", operation: stored } : { kind: "request-id-conflict", operation: stored };
+      }
+      if (input.createsProfile !== undefined) {
+        const { name, profileType, budget } = input.createsProfile;
+        const inserted = await tx.query(
+          "INSERT INTO profiles (name, profile_type, operation, budget) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+          [name, profileType, operation.name, budget ? toBinary(BudgetSchema, budget) : null],
+        );
+        if (inserted.rowCount === 0) return { kind: "profile-exists", profile: name };
+      }
+      if (input.reservation !== undefined) {
+        const { accounts, amount, check } = input.reservation;
+        const states = await this.lockAccounts(tx, accounts, true);
+        const refusal = check(accounts.map((account) => states.get(account)!));
+        if (refusal !== undefined) throw refusal;
+        await this.reserve(tx, states, accounts, amount);
+        await tx.query("INSERT INTO reservations (operation, accounts, amount) VALUES ($1, $2::text[], $3)", [operation.name, [...accounts], toBinary(BudgetSchema, amount)]);
+      }
+      const event = input.event ? await tx.appendEvent(operation, input.event) : undefined;
+      await tx.query(
+        "INSERT INTO operations (name, request_id, request_digest, type, state, profile, labels, data) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)",
+        [
+          operation.name,
+          operation.requestId,
+          input.requestDigest,
+          operation.type,
+          operation.state,
+          operation.profile,
+          JSON.stringify(operation.labels),
+          toBinary(OperationSchema, operation),
+        ],
+      );
+      return { kind: "created", operation, ...(event ? { event } : {}) };
+    }, isUniqueViolation("operations_request_id_unique"));
+  }
+
+  updateOperation(update: OperationUpdate): Promise<UpdateResult> {
+    const submitted = clone(OperationSchema, update.operation);
+    return this.write(async (tx): Promise<UpdateResult> => {
+      const operation = clone(OperationSchema, submitted);
+      const { rows } = await tx.query<{ state: number; data: Uint8Array }>("SELECT state, data FROM operations WHERE name = $1 FOR UPDATE", [operation.name]);
+      const row = rows[0];
+      if (row === undefined) return { kind: "not-found" };
+      if (row.state !== update.expectedState) return { kind: "state-changed", operation: fromBinary(OperationSchema, row.data) };
+      if (update.settle !== undefined) await this.settle(tx, operation.name, update.settle);
+      const event = update.event ? await tx.appendEvent(operation, update.event) : undefined;
+      await tx.query("UPDATE operations SET state = $1, data = $2 WHERE name = $3", [operation.state, toBinary(OperationSchema, operation), operation.name]);
+      return { kind: "updated", operation, ...(event ? { event } : {}) };
+    });
+  }
+
+  modifyOperation(name: string, modify: Modification, onceKey?: string): Promise<ModifyResult> {
+    return this.write(async (tx): Promise<ModifyResult> => {
+      const { rows } = await tx.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE name = $1 FOR UPDATE", [name]);
+      const row = rows[0];
+      if (row === undefined) return { kind: "not-found" };
+      const current = fromBinary(OperationSchema, row.data);
+      if (onceKey !== undefined) {
+        const inserted = await tx.query("INSERT INTO once_keys (key) VALUES ($1) ON CONFLICT (key) DO NOTHING", [onceKey]);
+        if (inserted.rowCount === 0) return { kind: "already-done", operation: current };
+      }
+      const change = modify(clone(OperationSchema, current));
+      if (change === undefined) return { kind: "unchanged", operation: current };
+      const operation = clone(OperationSchema, change.operation);
+      if (change.settle !== undefined) await this.settle(tx, name, change.settle);
+      const event = change.event ? await tx.appendEvent(operation, change.event) : undefined;
+      await tx.query("UPDATE operations SET state = $1, data = $2 WHERE name = $3", [operation.state, toBinary(OperationSchema, operation), operation.name]);
+      return { kind: "modified", operation, ...(event ? { event } : {}) };
+    });
+  }
+
+  async getOperation(name: string): Promise<Operation | undefined> {
+    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE name = $1", [name]);
+    return rows[0] && fromBinary(OperationSchema, rows[0].data);
+  }
+
+  async findByRequestId(requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined> {
+    const { rows } = await this.pool.query<{ request_digest: string; data: Uint8Array }>(
+      "SELECT request_digest, data FROM operations WHERE request_id = $1",
+      [requestId],
+    );
+    const row = rows[0];
+    return row && { operation: fromBinary(OperationSchema, row.data), requestDigest: row.request_digest };
+  }
+
+  async getProfile(name: string): Promise<StoredProfile | undefined> {
+    const { rows } = await this.pool.query<{ name: string; profile_type: number; budget: Uint8Array | null }>(
+      "SELECT name, profile_type, budget FROM profiles WHERE name = $1",
+      [name],
+    );
+    const row = rows[0];
+    if (row === undefined) return undefined;
+    return { name: row.name, profileType: row.profile_type, ...(row.budget ? { budget: fromBinary(BudgetSchema, row.budget) } : {}) };
+  }
+
+  async listOperations(query: OperationQuery): Promise<Operation[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const arg = (value: unknown): string => {
+      args.push(value);
+      return `$${args.length}`;
+    };
+    if (query.types?.length) where.push(`type = ANY(${arg([...query.types])}::int[])`);
+    if (query.states?.length) where.push(`state = ANY(${arg([...query.states])}::int[])`);
+    if (query.profile) where.push(`profile = ${arg(query.profile)}`);
+    if (query.profiles !== undefined) where.push(query.profiles.length ? `profile = ANY(${arg([...query.profiles])}::text[])` : "FALSE");
+    if (query.labels !== undefined && Object.keys(query.labels).length > 0) where.push(`labels @> ${arg(JSON.stringify(query.labels))}::jsonb`);
+    if (query.beforeName) where.push(`name < ${arg(query.beforeName)}`);
+    const sql = `SELECT data FROM operations ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY name DESC LIMIT ${arg(query.limit)}`;
+    const { rows } = await this.pool.query<{ data: Uint8Array }>(sql, args);
+    return rows.map((row) => fromBinary(OperationSchema, row.data));
+  }
+
+  async listActiveOperations(): Promise<Operation[]> {
+    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE state <> ALL($1::int[]) ORDER BY name", [terminalStates]);
+    return rows.map((row) => fromBinary(OperationSchema, row.data)).filter((op) => !isTerminal(op.state));
+  }
+
+  async readEvents(after: bigint, limit: number): Promise<StoredEvent[]> {
+    const { rows } = await this.pool.query<EventRow>(
+      "SELECT sequence, profile, operation_type, labels, data FROM events WHERE sequence > $1 ORDER BY sequence LIMIT $2",
+      [after, limit],
+    );
+    return rows.map((row) => ({
+      event: { ...fromBinary(OperationEventSchema, row.data), sequence: row.sequence },
+      profile: row.profile,
+      operationType: row.operation_type,
+      labels: row.labels,
+    }));
+  }
+
+  async eventBounds(): Promise<EventBounds> {
+    // One statement, one snapshot: the bounds are of the same moment.
+    const { rows } = await this.pool.query<{ latest: bigint; oldest: bigint | null }>(
+      "SELECT (SELECT value FROM event_counter) AS latest, (SELECT MIN(sequence) FROM events) AS oldest",
+    );
+    const { latest, oldest } = rows[0]!;
+    return { oldest: oldest ?? latest + 1n, latest };
+  }
+
+  compactEvents(policy: RetentionPolicy, now: Date): Promise<number> {
+    return this.write(async (tx) => {
+      const { rowCount } = await tx.query("DELETE FROM events WHERE sequence <= (SELECT value FROM event_counter) - $1 OR time_ms < $2", [
+        policy.maxEvents,
+        now.getTime() - policy.maxAgeMs,
+      ]);
+      return rowCount;
+    });
+  }
+
+  async getOrCreateSecret(key: string, create: () => string): Promise<string> {
+    return this.write(async (tx) => {
+      await tx.query("INSERT INTO secrets (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", [key, create()]);
+      const { rows } = await tx.query<{ value: string }>("SELECT value FROM secrets WHERE key = $1", [key]);
+      return rows[0]!.value;
+    });
+  }
+
+  private insertDelegation(tx: Transaction, delegation: Delegation): Promise<unknown> {
+    const expireMs = delegation.expireTime ? Number(delegation.expireTime.seconds) * 1000 : 0;
+    return tx.query("INSERT INTO delegations (id, parent, expire_ms, data) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING", [
+      delegation.name,
+      delegation.parent || null,
+      expireMs,
+      toBinary(DelegationSchema, delegation),
+    ]);
+  }
+
+  putDelegation(delegation: Delegation): Promise<Delegation> {
+    const stored = clone(DelegationSchema, delegation);
+    return this.write(async (tx) => {
+      await this.insertDelegation(tx, stored);
+      const { rows } = await tx.query<{ data: Uint8Array }>("SELECT data FROM delegations WHERE id = $1", [stored.name]);
+      return fromBinary(DelegationSchema, rows[0]!.data);
+    });
+  }
+
+  putChildDelegation(child: Delegation, check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined): Promise<Delegation> {
+    const stored = clone(DelegationSchema, child);
+    return this.write(async (tx) => {
+      // The parent delegation row, then the parent's budget account row — which reservations on
+      // the parent lock too — and only then its holdings and children are read: neither changes
+      // until this commit.
+      await tx.query("SELECT 1 FROM delegations WHERE id = $1 FOR UPDATE", [stored.parent]);
+      const parent = (await this.lockAccounts(tx, [stored.parent], true)).get(stored.parent)!;
+      const refusal = check(parent.children, parent.held);
+      if (refusal !== undefined) throw refusal;
+      await this.insertDelegation(tx, stored);
+      return stored;
+    });
+  }
+
+  async getDelegation(name: string): Promise<Delegation | undefined> {
+    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM delegations WHERE id = $1", [name]);
+    return rows[0] && fromBinary(DelegationSchema, rows[0].data);
+  }
+
+  private static readonly subtreeSql = `
+    WITH RECURSIVE subtree(id, depth) AS (
+      SELECT id, 0 FROM delegations WHERE id = $1
+      UNION ALL
+      SELECT d.id, s.depth + 1 FROM delegations d JOIN subtree s ON d.parent = s.id
+    )
+    SELECT d.id, d.revoked, d.data FROM delegations d JOIN subtree s ON d.id = s.id ORDER BY s.depth, d.id`;
+
+  async listDelegationSubtree(name: string): Promise<Delegation[]> {
+    const { rows } = await this.pool.query<{ data: Uint8Array }>(PostgresStore.subtreeSql, [name]);
+    return rows.map((row) => fromBinary(DelegationSchema, row.data));
+  }
+
+  revokeDelegationSubtree(name: string, time: Date, reason: string): Promise<Delegation[]> {
+    return this.write(async (tx) => {
+      // Locked parents first: a concurrent revocation of an overlapping subtree locks them in the
+      // same order, and reads `revoked` as that one committed it.
+      const { rows } = await tx.query<{ id: string; revoked: boolean; data: Uint8Array }>(`${PostgresStore.subtreeSql} FOR UPDATE OF d`, [name]);
+      const revoked: Delegation[] = [];
+      for (const row of rows) {
+        if (row.revoked) continue;
+        const delegation = fromBinary(DelegationSchema, row.data);
+        delegation.revokeTime = timestampFromDate(time);
+        delegation.revokeReason = reason;
+        await tx.query("UPDATE delegations SET revoked = TRUE, data = $1 WHERE id = $2", [toBinary(DelegationSchema, delegation), row.id]);
+        revoked.push(delegation);
+      }
+      return revoked;
+    });
+  }
+
+  putPolicyBundle(bundle: PolicyBundle): Promise<PolicyBundle> {
+    const submitted = clone(PolicyBundleSchema, bundle);
+    return this.write(async (tx) => {
+      const stored = clone(PolicyBundleSchema, submitted);
+      await tx.query("SELECT pg_advisory_xact_lock($1, $2)", [POLICY_BUNDLE_LOCK, stored.profileType]);
+      const { rows } = await tx.query<{ version: bigint | null }>("SELECT MAX(version) AS version FROM policy_bundles WHERE profile_type = $1", [stored.profileType]);
+      stored.version = (rows[0]?.version ?? 0n) + 1n;
+      stored.name = `policyBundles/${profileTypeNames.get(stored.profileType)}/versions/${stored.version}`;
+      await tx.query("INSERT INTO policy_bundles (profile_type, version, data) VALUES ($1, $2, $3)", [
+        stored.profileType,
+        stored.version,
+        toBinary(PolicyBundleSchema, stored),
+      ]);
+      return stored;
+    });
+  }
+
+  async listPolicyBundles(): Promise<PolicyBundle[]> {
+    const { rows } = await this.pool.query<{ data: Uint8Array }>(
+      "SELECT DISTINCT ON (profile_type) data FROM policy_bundles ORDER BY profile_type, version DESC",
+    );
+    return rows.map((row) => fromBinary(PolicyBundleSchema, row.data));
+  }
+
+  /** Waits for the writes in flight, then closes the pool's connections. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await Promise.allSettled([...this.writes]);
+      await this.pool.end();
+    })();
+    return this.closing;
+  }
+}
