@@ -1,6 +1,7 @@
 // Option parsers shared by the commands. Each throws InvalidArgumentError, which commander
 // reports as a usage error naming the option.
 import { InvalidArgumentError } from "commander";
+import { budgetDimensions, type BudgetDimensionName } from "../governance/budget-dimensions.js";
 
 /** A non-negative (or, with `min` 1, positive) safe integer. */
 export function integerFlag(min = 0) {
@@ -42,4 +43,13 @@ export function resourceName(collection: string) {
 export function sequenceFlag(text: string): bigint {
   if (!/^\d{1,20}$/.test(text)) throw new InvalidArgumentError("must be an event sequence number");
   return BigInt(text);
+}
+
+/** A repeatable `dimension=N` option (`tokens=1000`), by the budget's contract names, gathered into one record. */
+export function budgetFlag(text: string, previous: Partial<Record<BudgetDimensionName, bigint>> = {}) {
+  const [key, value] = text.split("=");
+  if (!budgetDimensions.includes(key as BudgetDimensionName) || !/^\d+$/.test(value ?? "")) {
+    throw new InvalidArgumentError(`must be DIMENSION=N with DIMENSION one of ${budgetDimensions.join(", ")}`);
+  }
+  return { ...previous, [key as BudgetDimensionName]: BigInt(value!) };
 }

@@ -12,13 +12,13 @@ import { DelegationSchema } from "../gen/agentmachine/v1/delegation_pb.js";
 import type { OperationType, ProfileType } from "../gen/agentmachine/v1/types_pb.js";
 import { operationTypeNames, profileTypeNames } from "../contract/mapping.js";
 import { ANY } from "../governance/attenuation.js";
-import { budgetDimensions, type BudgetDimensionName } from "../governance/budget-dimensions.js";
+import type { BudgetDimensionName } from "../governance/budget-dimensions.js";
 import { signCredential } from "../governance/credentials.js";
 import { createOperatorKey, readOperatorSigningKey } from "../governance/operator-key.js";
 import { defaultConfig } from "../server/config.js";
 import { serverOption, serviceClient } from "./client.js";
 import { writeDefaultPolicies } from "./default-policies.js";
-import { collect, contractName, resourceName } from "./flags.js";
+import { budgetFlag, collect, contractName, resourceName } from "./flags.js";
 import { jsonLine } from "./format.js";
 
 const nextId = monotonicFactory();
@@ -28,15 +28,6 @@ function durationFlag(text: string): number {
   const match = /^(\d+)(s|m|h|d)$/.exec(text);
   if (match === null) throw new InvalidArgumentError("must be a duration such as 90s, 30m, 24h or 7d");
   return Number(match[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[match[2] as "s" | "m" | "h" | "d"];
-}
-
-/** `tokens=1000` → one budget dimension, by its contract name. */
-function budgetFlag(text: string, previous: Partial<Record<BudgetDimensionName, bigint>> = {}) {
-  const [key, value] = text.split("=");
-  if (!budgetDimensions.includes(key as BudgetDimensionName) || !/^\d+$/.test(value ?? "")) {
-    throw new InvalidArgumentError(`must be DIMENSION=N with DIMENSION one of ${budgetDimensions.join(", ")}`);
-  }
-  return { ...previous, [key as BudgetDimensionName]: BigInt(value!) };
 }
 
 interface ScopeFlags {
@@ -55,7 +46,7 @@ function withScopeFlags(command: Command, unset: string): Command {
     .option("--profile <profile>", `a profile it allows (profiles/ID or "*"), repeatable (${unset})`, collect(resourceOrAny("profiles")))
     .option("--tool <tool>", `a tool it allows (or "*"), repeatable (${unset})`, collect(String))
     .option("--provider <provider>", `a model provider it allows (or "*"), repeatable (${unset})`, collect(String))
-    .option("--budget <dimension=n>", "a budget dimension, repeatable", budgetFlag)
+    .option("--budget <dimension=n>", "a budget dimension, repeatable (a root's unset dimensions: 100 times the server's default execution budget, 16 at once; a child's: 0)", budgetFlag)
     .option("--may-delegate", "it may issue child delegations")
     .option("--policy-profile-type <type>", `a profile type whose policy bundle it may replace (amctl policy apply), repeatable (${unset})`, collect(contractName(profileTypeNames)));
 }
@@ -63,6 +54,17 @@ function withScopeFlags(command: Command, unset: string): Command {
 function resourceOrAny(collection: string) {
   const name = resourceName(collection);
   return (text: string): string => (text === ANY ? ANY : name(text));
+}
+
+/**
+ * What a root may spend when the operator does not say: room for a hundred executions of the
+ * server's default budget, sixteen at once — enough to try things, small enough to notice.
+ */
+function rootDefaultBudget() {
+  const budget = clone(BudgetSchema, defaultConfig.defaultBudget);
+  for (const dimension of ["modelCalls", "tokens", "connectorCalls", "cpuGpuComputeSeconds", "wallClockSeconds"] as const) budget[dimension] *= 100n;
+  budget.agentConcurrency = 16n;
+  return budget;
 }
 
 /** The scope the flags describe; `everything` fills unset lists with "any" (for roots). */
@@ -73,7 +75,7 @@ function scopeFrom(flags: ScopeFlags, everything: boolean): MessageInitShape<typ
     profiles: flags.profile ?? any,
     tools: flags.tool ?? any,
     modelProviders: flags.provider ?? any,
-    budget: Object.assign(everything ? clone(BudgetSchema, defaultConfig.defaultBudget) : create(BudgetSchema), flags.budget),
+    budget: Object.assign(everything ? rootDefaultBudget() : create(BudgetSchema), flags.budget),
     mayDelegate: flags.mayDelegate ?? false,
     policyProfileTypes: flags.policyProfileType ?? (everything ? [...profileTypeNames.keys()] : []),
   };

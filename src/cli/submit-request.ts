@@ -11,7 +11,8 @@ import type { OperationSpecSchema } from "../gen/agentmachine/v1/operation_pb.js
 import { SubmitOperationRequestSchema, type SubmitOperationRequest } from "../gen/agentmachine/v1/operation_service_pb.js";
 import type { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../contract/mapping.js";
-import { contractName, integerFlag, labelFlag, resourceName } from "./flags.js";
+import { budgetFlag, contractName, integerFlag, labelFlag, resourceName } from "./flags.js";
+import type { BudgetDimensionName } from "../governance/budget-dimensions.js";
 import { readText } from "./read-text.js";
 
 export interface SubmitFlags {
@@ -20,6 +21,7 @@ export interface SubmitFlags {
   profile?: string;
   label?: Record<string, string>;
   wallClock?: number;
+  budget?: Partial<Record<BudgetDimensionName, bigint>>;
   profileCreate?: string;
   profileType?: ProfileType;
   displayName?: string;
@@ -40,6 +42,7 @@ function submitOptions(): Option[] {
     new Option("--profile <profile>", "profiles/ID (or just ID) the operation belongs to").argParser(resourceName("profiles")),
     new Option("--label <key=value>", "a label (repeatable)").argParser(labelFlag),
     new Option("--wall-clock <seconds>", "requested wall-clock budget").argParser(integerFlag(1)),
+    new Option("--budget <dimension=n>", "a requested budget dimension, e.g. tokens=1000 (repeatable; the server default fills the others); with --profile-create: the profile's budget").argParser(budgetFlag),
     new Option("--profile-create <id>", "agent_machine.profile.create: the new profile's id"),
     new Option("--profile-type <type>", `with --profile-create: ${[...profileTypeNames.values()].join(", ")}`).argParser(contractName(profileTypeNames)),
     new Option("--display-name <text>", "with --profile-create: a human-readable name"),
@@ -137,9 +140,12 @@ export async function buildSubmitRequest(flags: SubmitFlags, argv: string[]): Pr
   request.requestId = flags.requestId ?? (request.requestId || randomUUID());
   request.profile = flags.profile ?? request.profile;
   request.labels = { ...request.labels, ...flags.label };
-  if (flags.wallClock !== undefined) {
-    request.requestedBudget ??= create(BudgetSchema);
-    request.requestedBudget.wallClockSeconds = BigInt(flags.wallClock);
+  const budget = { ...flags.budget, ...(flags.wallClock !== undefined ? { wallClockSeconds: BigInt(flags.wallClock) } : {}) };
+  if (Object.keys(budget).length > 0) {
+    const spec = request.spec?.spec;
+    // A new profile's budget is part of its spec; any other operation requests one for itself.
+    const target = spec?.case === "profileCreate" ? (spec.value.budget ??= create(BudgetSchema)) : (request.requestedBudget ??= create(BudgetSchema));
+    Object.assign(target, budget);
   }
   return request;
 }

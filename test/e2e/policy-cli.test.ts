@@ -192,6 +192,17 @@ describe("amctl profile explain", () => {
 });
 
 describe("amctl init", () => {
+  it("does not add a default for a profile type an operator's bundle already governs under another name", async () => {
+    const dataDir = tempDir("amctl-init-own-");
+    mkdirSync(join(dataDir, "policies"));
+    writeFileSync(join(dataDir, "policies/mine.yaml"), readFileSync(join(EXAMPLES, "personal.yaml"), "utf8"));
+    const result = await amctl(["init", "--data-dir", dataDir]);
+    expectExit(result, 0);
+    expect(readdirSync(join(dataDir, "policies"))).not.toContain("personal.yaml");
+    expect(readdirSync(join(dataDir, "policies"))).toHaveLength(7);
+    expect(result.stdout).toContain(`policy bundle: ${join(dataDir, "policies/mine.yaml")}  (already there, kept)`);
+  });
+
   it("copies the default bundles into DATA_DIR/policies, keeps files already there, and serve applies them", async () => {
     const dataDir = tempDir("amctl-init-policies-");
     mkdirSync(join(dataDir, "policies"));
