@@ -264,17 +264,21 @@ export class OperationRunner {
     const executor = this.options.executors.get(running.type);
     if (executor === undefined) throw new Error(`no executor for operation type ${running.type}`);
     // Writes during the attempt (progress events, the process record) go out one after
-    // another, in the order they were reported.
+    // another, in the order they were reported. A report can come in after the attempt ended
+    // (and, when the server stops, after the store closed): nobody awaits such a write, so its
+    // failure is logged here rather than left unhandled.
     let writes = Promise.resolve();
     let pendingProgress: OperationEvent | undefined;
     const write = (change: (op: Operation) => void, event?: OperationEvent): void => {
-      writes = writes.then(async () => {
-        await this.options.store.modifyOperation(name, (next) => {
-          if (next.state !== TaskState.RUNNING) return undefined;
-          change(next);
-          return { operation: next, ...(event ? { event } : {}) };
-        });
-      });
+      writes = writes
+        .then(async () => {
+          await this.options.store.modifyOperation(name, (next) => {
+            if (next.state !== TaskState.RUNNING) return undefined;
+            change(next);
+            return { operation: next, ...(event ? { event } : {}) };
+          });
+        })
+        .catch((error: unknown) => this.options.log.warn({ err: error, operation: name }, "could not record a report of the running task"));
     };
     const outcome = await executor
       .run({
