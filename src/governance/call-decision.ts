@@ -4,11 +4,12 @@
 import { ConnectError } from "@connectrpc/connect";
 import type { PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
-import { OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
+import { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
 import { profileNotFound } from "../lifecycle/errors.js";
 import type { OperationStore } from "../store/store.js";
 import type { Principal } from "./authority.js";
 import { policyDenied } from "./errors.js";
+import type { GrantIndex } from "./grant-index.js";
 import { gatesForCall } from "./policy/gates.js";
 import type { PolicyEngine } from "./policy/policy-engine.js";
 import { callInput } from "./policy/policy-input.js";
@@ -18,6 +19,7 @@ import { requireCall } from "./scope.js";
 export interface CallDecisionDeps {
   store: OperationStore;
   policy: PolicyEngine;
+  grants: GrantIndex;
 }
 
 export interface CallVerdict {
@@ -26,33 +28,9 @@ export interface CallVerdict {
   denial?: ConnectError;
 }
 
-// Bindings and grants are found by scanning completed operations of their type; a limit keeps
-// the scan bounded, and what lies beyond it is not found, so the call is denied (fail closed).
-const SCAN_LIMIT = 10_000;
-
-/** The types of the provider profiles `provider` is bound in (empty when it is bound nowhere). */
-async function providerProfileTypes(store: OperationStore, provider: string): Promise<ProfileType[]> {
-  const bindings = await store.listOperations({ types: [OperationType.MODEL_PROVIDER_BIND], states: [TaskState.COMPLETED], limit: SCAN_LIMIT });
-  const types = new Set<ProfileType>();
-  for (const binding of bindings) {
-    const artifact = binding.artifact?.kind;
-    if (artifact?.case === "modelProviderBinding" && artifact.value.provider === provider) types.add(artifact.value.profileType);
-  }
-  return [...types];
-}
-
 /** For policy rules, one type: the least local the provider is bound as (hosted, then user-owned, then local). */
 function leastLocal(types: readonly ProfileType[]): ProfileType | undefined {
   return [ProfileType.HOSTED_MODEL_PROVIDER, ProfileType.USER_OWNED_MODEL, ProfileType.LOCAL_MODEL_PROVIDER].find((type) => types.includes(type));
-}
-
-/** Whether an applied, unrevoked grant of `tool` exists in `profile`. */
-async function toolGranted(store: OperationStore, profile: string, tool: string): Promise<boolean> {
-  const grants = await store.listOperations({ types: [OperationType.TOOL_GRANT_APPLY], states: [TaskState.COMPLETED], profile, limit: SCAN_LIMIT });
-  return grants.some((grant) => {
-    const artifact = grant.artifact?.kind;
-    return artifact?.case === "toolGrantRecord" && artifact.value.tool === tool && artifact.value.revokeCommandRef === "";
-  });
 }
 
 export async function decideCall(
@@ -66,13 +44,13 @@ export async function decideCall(
     requireCall(principal, profile, call);
     const stored = await deps.store.getProfile(profile);
     if (stored === undefined) throw profileNotFound(profile);
-    const bound = call.kind === CallKind.MODEL ? await providerProfileTypes(deps.store, call.modelProvider) : [];
+    const bound = call.kind === CallKind.MODEL ? await deps.grants.providerProfileTypes(call.modelProvider) : [];
     requireSeparation({
       profile,
       profileType: stored.profileType,
       call,
       providerProfileTypes: bound,
-      ...(call.kind === CallKind.TOOL ? { toolGranted: await toolGranted(deps.store, profile, call.tool) } : {}),
+      ...(call.kind === CallKind.TOOL ? { toolGranted: await deps.grants.toolGranted(profile, call.tool) } : {}),
     });
     const where = { principal, profile, profileType: stored.profileType };
     const decisions = deps.policy.decide(stored.profileType, gatesForCall(call), callInput(where, call, leastLocal(bound), labels));

@@ -27,6 +27,7 @@ import { MacTokens } from "../lifecycle/mac-token.js";
 import { PageTokens } from "../lifecycle/page-token.js";
 import { Authority } from "../governance/authority.js";
 import { ExecutionCredentials } from "../governance/execution-credentials.js";
+import { GrantIndex } from "../governance/grant-index.js";
 import { operatorKeyFiles } from "../governance/operator-key.js";
 import { PolicyEngine } from "../governance/policy/policy-engine.js";
 import { loadServerKey, loadTrustAnchors } from "../governance/server-key.js";
@@ -126,6 +127,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   });
   if (anchorFiles.length === 0) log.warn("no trust anchor: no credential can be valid, so only health and reflection will answer (run amctl init)");
   const policy = new PolicyEngine(store, log);
+  const grants = new GrantIndex(store);
   await policy.load();
   const policyDir = config.policyDir ?? defaultPolicyDir(dataDir);
   if (policyDir !== undefined) await policy.importDirectory(policyDir);
@@ -188,8 +190,8 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         },
       }),
     );
-    router.service(PolicyService, policyService({ store, policy, defaultBudget: config.defaultBudget }));
-    router.service(RuntimeService, runtimeService({ store, policy, runner, callTickets: new MacTokens(callTicketKey) }));
+    router.service(PolicyService, policyService({ store, policy, grants, defaultBudget: config.defaultBudget }));
+    router.service(RuntimeService, runtimeService({ store, policy, grants, runner, callTickets: new MacTokens(callTicketKey) }));
     router.service(ProfileService, profileService());
     router.service(Health, healthService(health));
     router.service(reflectionV1.ServerReflection, reflectionServiceV1(reflector));

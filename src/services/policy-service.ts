@@ -10,6 +10,7 @@ import { profileTypeNames } from "../contract/mapping.js";
 import { decideCall } from "../governance/call-decision.js";
 import { policyChangeNotAllowed } from "../governance/errors.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
+import type { GrantIndex } from "../governance/grant-index.js";
 import { admit } from "../lifecycle/admission.js";
 import { principalOf } from "../server/auth-interceptor.js";
 import { codeName } from "../server/errors.js";
@@ -18,6 +19,7 @@ import type { OperationStore } from "../store/store.js";
 export interface PolicyServiceDeps {
   store: OperationStore;
   policy: PolicyEngine;
+  grants: GrantIndex;
   defaultBudget: Budget;
 }
 

@@ -1,0 +1,68 @@
+// Which tools are granted in which profile, and where each model provider is bound: what the
+// profile rules need to decide a runtime call. Read from the store (completed grant and binding
+// operations) and kept until a commit touches a grant, a revocation or a binding — the store
+// tells every listener after each commit, before the writer is answered, so a revoked grant is
+// never used once its revocation has completed.
+import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
+import { OperationType, TaskState, type ProfileType } from "../gen/agentmachine/v1/types_pb.js";
+import type { OperationStore } from "../store/store.js";
+
+const relevant = new Set([OperationType.TOOL_GRANT_APPLY, OperationType.TOOL_GRANT_REVOKE, OperationType.MODEL_PROVIDER_BIND]);
+
+// What lies beyond this many grants or bindings is not seen: calls needing it are denied
+// (fail closed). Far beyond what one machine's profiles hold.
+const SCAN_LIMIT = 100_000;
+
+interface Snapshot {
+  /** `profile\ntool` of every applied, unrevoked grant. */
+  grants: Set<string>;
+  /** Provider → the types of the provider profiles it is bound in. */
+  bindings: Map<string, Set<ProfileType>>;
+}
+
+export class GrantIndex {
+  private snapshot: Promise<Snapshot> | undefined;
+
+  constructor(private readonly store: OperationStore) {
+    store.onCommit((events) => {
+      if (events.some((stored) => relevant.has(stored.operationType))) this.snapshot = undefined;
+    });
+  }
+
+  async toolGranted(profile: string, tool: string): Promise<boolean> {
+    return (await this.current()).grants.has(`${profile}\n${tool}`);
+  }
+
+  /** The types of the provider profiles `provider` is bound in (empty when it is bound nowhere). */
+  async providerProfileTypes(provider: string): Promise<ProfileType[]> {
+    return [...((await this.current()).bindings.get(provider) ?? [])];
+  }
+
+  private current(): Promise<Snapshot> {
+    const loading = (this.snapshot ??= this.load());
+    // A failed read is not kept: the next call tries again.
+    loading.catch(() => {
+      if (this.snapshot === loading) this.snapshot = undefined;
+    });
+    return loading;
+  }
+
+  private async load(): Promise<Snapshot> {
+    const completed = (type: OperationType): Promise<Operation[]> => this.store.listOperations({ types: [type], states: [TaskState.COMPLETED], limit: SCAN_LIMIT });
+    const [grantOps, bindingOps] = await Promise.all([completed(OperationType.TOOL_GRANT_APPLY), completed(OperationType.MODEL_PROVIDER_BIND)]);
+    const grants = new Set<string>();
+    for (const grant of grantOps) {
+      const artifact = grant.artifact?.kind;
+      if (artifact?.case === "toolGrantRecord" && artifact.value.revokeCommandRef === "") grants.add(`${grant.profile}\n${artifact.value.tool}`);
+    }
+    const bindings = new Map<string, Set<ProfileType>>();
+    for (const binding of bindingOps) {
+      const artifact = binding.artifact?.kind;
+      if (artifact?.case !== "modelProviderBinding") continue;
+      const types = bindings.get(artifact.value.provider) ?? new Set<ProfileType>();
+      types.add(artifact.value.profileType);
+      bindings.set(artifact.value.provider, types);
+    }
+    return { grants, bindings };
+  }
+}
