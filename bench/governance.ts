@@ -64,7 +64,7 @@ export async function governanceBenchmark(settings: Settings): Promise<SectionRe
   });
   const goalCell = cells.find((cell) => cell.subject.kind === GOAL.subject && cell.clients === GOAL.clients);
   const goalValue = goalCell?.ratios.p50 ?? NaN;
-  const table = formatCells(cells, { subjects: true });
+  const table = formatCells(cells, { title: "subject", of: (cell) => cell.subject.kind });
   const errors = errorCount(cells);
   return {
     name: "governance",

@@ -36,23 +36,34 @@ interface RunResult {
   calls: number;
   errors: number;
   errorCodes: Record<string, number>;
-  /** Server CPU over the window, share of one core. */
+  /** Server CPU over the window (all the side's servers together), share of one core. */
   serverCpu: number;
   /** Busiest load generator's CPU over the window, share of one core. */
   workerCpu: number;
   workers: number;
 }
 
-async function runLoad(server: BenchServer, spec: CellSpec, method: BenchMethod, settings: Settings): Promise<RunResult> {
+/**
+ * The servers each side of a cell loads: one server for a comparison of two methods; for a
+ * comparison of two deployments (e.g. one replica and two), each deployment's servers, which the
+ * load workers are spread over round robin.
+ */
+export interface CellTargets {
+  baseline: readonly BenchServer[];
+  subject: readonly BenchServer[];
+}
+
+/** Runs one side's method on `servers`, from `workerCount` load-generator processes spread over them. */
+async function runLoad(servers: readonly BenchServer[], spec: CellSpec, method: BenchMethod, settings: Settings, workerCount: number): Promise<RunResult> {
   const { protocol, clients } = spec;
-  const workers = split(clients, settings.maxWorkers).map(
-    (share) =>
+  const workers = split(clients, workerCount).map(
+    (share, index) =>
       new WorkerProcess(
         `load worker (${protocol} ${method} ×${share})`,
         "bench/load-worker.ts",
         [
         "--url",
-        server.url,
+        servers[index % servers.length]!.url,
         "--protocol",
         protocol,
         "--method",
@@ -65,9 +76,10 @@ async function runLoad(server: BenchServer, spec: CellSpec, method: BenchMethod,
         String(settings.seconds),
           ...(spec.workerArgs ?? []),
         ],
-        credentialEnv(spec.token ?? server.token),
+        credentialEnv(spec.token ?? servers[0]!.token),
       ),
   );
+  const serversCpu = (): number => servers.reduce((sum, server) => sum + cpuSeconds(server.pid), 0);
   const deadline = (settings.warmupSeconds + settings.seconds) * 1000 + 60_000;
   const killAll = (): void => workers.forEach((worker) => worker.kill());
   try {
@@ -80,9 +92,9 @@ async function runLoad(server: BenchServer, spec: CellSpec, method: BenchMethod,
         const windowStart = performance.now() + settings.warmupSeconds * 1000;
         const cpu = new Promise<number>((resolve) => {
           setTimeout(() => {
-            const before = cpuSeconds(server.pid);
+            const before = serversCpu();
             const at = performance.now();
-            setTimeout(() => resolve((cpuSeconds(server.pid) - before) / ((performance.now() - at) / 1000)), settings.seconds * 1000);
+            setTimeout(() => resolve((serversCpu() - before) / ((performance.now() - at) / 1000)), settings.seconds * 1000);
           }, Math.max(0, windowStart - performance.now()));
         });
         const results = await Promise.all(workers.map((worker) => worker.next<WorkerResult>()));
@@ -159,27 +171,29 @@ function methodResult(method: BenchMethod, runs: RunResult[]): MethodResult {
   };
 }
 
-export async function runCell(server: BenchServer, spec: CellSpec, settings: Settings, progress: string): Promise<CellResult> {
-  const runs = new Map<BenchMethod, RunResult[]>([
-    [spec.baseline, []],
-    [spec.subject, []],
-  ]);
+/** Runs the cell's baseline and subject alternately on `targets` (one server: both sides on it). */
+export async function runCell(targets: BenchServer | CellTargets, spec: CellSpec, settings: Settings, progress: string): Promise<CellResult> {
+  const servers = "pid" in targets ? { baseline: [targets], subject: [targets] } : targets;
+  // Both sides get as many load generators, and a deployment at least one per server.
+  const workerCount = Math.max(settings.maxWorkers, servers.baseline.length, servers.subject.length);
+  const runs = { baseline: [] as RunResult[], subject: [] as RunResult[] };
   for (let round = 0; round < settings.rounds; round++) {
     // A B, then B A: a drift in the machine's speed during the cell hits both sides alike.
-    const order = round % 2 === 0 ? [spec.baseline, spec.subject] : [spec.subject, spec.baseline];
-    for (const method of order) {
-      process.stderr.write(`${progress} ${protocolLabel[spec.protocol]} ×${spec.clients} round ${round + 1}/${settings.rounds} ${method}… `);
-      const run = await runLoad(server, spec, method, settings);
+    const order = round % 2 === 0 ? (["baseline", "subject"] as const) : (["subject", "baseline"] as const);
+    for (const side of order) {
+      const on = servers[side].length > 1 ? ` on ${servers[side].length} servers` : "";
+      process.stderr.write(`${progress} ${protocolLabel[spec.protocol]} ×${spec.clients} round ${round + 1}/${settings.rounds} ${spec[side]}${on}… `);
+      const run = await runLoad(servers[side], spec, spec[side], settings, workerCount);
       process.stderr.write(`${Math.round(run.calls / run.seconds)} calls/s\n`);
-      runs.get(method)!.push(run);
+      runs[side].push(run);
     }
   }
-  const baseline = methodResult(spec.baseline, runs.get(spec.baseline)!);
-  const subject = methodResult(spec.subject, runs.get(spec.subject)!);
+  const baseline = methodResult(spec.baseline, runs.baseline);
+  const subject = methodResult(spec.subject, runs.subject);
   return {
     protocol: spec.protocol,
     clients: spec.clients,
-    workers: runs.get(spec.baseline)![0]?.workers ?? 0,
+    workers: runs.baseline[0]?.workers ?? 0,
     baseline,
     subject,
     ratios: compare(subject.summary, baseline.summary),
@@ -198,10 +212,16 @@ export function errorCount(cells: CellResult[]): number {
 
 const serverCpu = (result: MethodResult): number => mean(result.rounds.map((round) => round.serverCpu));
 
-/** The table of cells; `subjects` adds a first column naming each row's subject, for cells with different ones. */
-export function formatCells(cells: CellResult[], { subjects = false } = {}): string {
+/** A first column of the table naming what each row compares, for cells that compare different things. */
+export interface RowLabel {
+  title: string;
+  of: (cell: CellResult) => string;
+}
+
+/** The table of cells, with a first column from `label` if given. */
+export function formatCells(cells: CellResult[], label?: RowLabel): string {
   const header = [
-    ...(subjects ? ["subject"] : []),
+    ...(label ? [label.title] : []),
     "protocol",
     "clients",
     "base rps",
@@ -218,7 +238,7 @@ export function formatCells(cells: CellResult[], { subjects = false } = {}): str
     "errors",
   ];
   const rows = cells.map((cell) => [
-    ...(subjects ? [cell.subject.kind] : []),
+    ...(label ? [label.of(cell)] : []),
     protocolLabel[cell.protocol],
     String(cell.clients),
     count(cell.baseline.summary.rps),
@@ -234,7 +254,7 @@ export function formatCells(cells: CellResult[], { subjects = false } = {}): str
     `${percent(serverCpu(cell.baseline))}/${percent(serverCpu(cell.subject))}`,
     String(cell.baseline.errors + cell.subject.errors),
   ]);
-  const text = ["subject", "protocol", "rounds' rps ratios"].map((title) => header.indexOf(title)).filter((column) => column >= 0);
+  const text = [...(label ? [0] : []), ...["protocol", "rounds' rps ratios"].map((title) => header.indexOf(title))];
   return formatTable(header, rows, new Set(text));
 }
 
@@ -257,13 +277,20 @@ export function idleLatencyNotes(cells: CellResult[]): string[] {
 
 /**
  * The header lines above a table of cells. `subject` describes the subject, or is one line per
- * subject for a table with a subject column (formatCells with `subjects`).
+ * subject for a table with a subject column (formatCells with a `subject` label).
  */
 export function cellsPreamble(settings: Settings, baseline: BenchMethod, subject: string | readonly string[]): string[] {
   return [
     `Baseline (base): ${methodLabel[baseline]}`,
     ...(typeof subject === "string" ? [`Subject  (subj): ${subject}`] : ["Subject  (subj): per row, named in the subject column:", ...subject.map((line) => `  ${line}`)]),
-    `HTTP/2, one connection per load-generator process; ${settings.warmupSeconds} s warm-up + ${settings.seconds} s measured per run, ` +
-      `${settings.rounds} A/B rounds per row; latencies in ms; ratio = subject / baseline (throughput: higher is better; latency: lower is better).`,
+    runsPreamble(settings),
   ];
+}
+
+/** How the load runs of a table were made. */
+export function runsPreamble(settings: Settings): string {
+  return (
+    `HTTP/2, one connection per load-generator process; ${settings.warmupSeconds} s warm-up + ${settings.seconds} s measured per run, ` +
+    `${settings.rounds} A/B rounds per row; latencies in ms; ratio = subject / baseline (throughput: higher is better; latency: lower is better).`
+  );
 }

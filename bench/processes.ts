@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { copyOperatorKey } from "../test/helpers/auth.js";
 import { mintBenchCredential } from "./credentials.js";
 
 export const repoRoot = join(import.meta.dirname, "..");
@@ -71,12 +72,20 @@ export interface BenchServer extends Endpoint {
   dataDir: string;
 }
 
+export interface ServerOptions {
+  /** `sqlite` or a `postgres://` URL, given in AMCTL_STORE (as a URL with a password should be); unset: whatever the environment says. */
+  store?: string;
+  /** Another replica's data dir, whose operator key this one shares (so the bench's credential is valid on both). */
+  replicaOf?: string;
+}
+
 /**
  * Starts `amctl serve` on 127.0.0.1, a free port and a fresh data dir, with its defaults
- * (synchronous=FULL) and the default policy bundles.
+ * (SQLite, synchronous=FULL, unless `store` says otherwise) and the default policy bundles.
  */
-export async function startServerProcess(): Promise<BenchServer> {
+export async function startServerProcess(options: ServerOptions = {}): Promise<BenchServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "amctl-bench-"));
+  if (options.replicaOf !== undefined) copyOperatorKey(options.replicaOf, dataDir);
   const token = await mintBenchCredential(dataDir);
   const child = track(
     spawn(
@@ -98,7 +107,7 @@ export async function startServerProcess(): Promise<BenchServer> {
         "--shutdown-grace-ms",
         "1000",
       ],
-      { cwd: repoRoot, stdio: ["ignore", "ignore", "pipe"] },
+      { cwd: repoRoot, env: { ...process.env, ...(options.store !== undefined ? { AMCTL_STORE: options.store } : {}) }, stdio: ["ignore", "ignore", "pipe"] },
     ),
   );
   let stderr = "";

@@ -8,6 +8,7 @@
 //   idle        server memory per idle WatchEvents subscriber (10,000 of them)
 //   fanout      events/s delivered to 1,000 subscribers vs to 1
 //   replay      replay of 100,000 events from sequence 0 vs streaming them from memory
+//   replicas    submit throughput: 2 replicas on PostgreSQL vs 1, and PostgreSQL vs SQLite
 //
 // BENCH_ONLY selects some: a comma-separated list of these names, `streams` (idle, fanout,
 // replay) or `all` (the default). Every section starts its own server (`amctl serve`) and load
@@ -22,6 +23,7 @@ import type { SectionReport } from "./format.js";
 import { governanceBenchmark } from "./governance.js";
 import { operationsBenchmark } from "./operations.js";
 import { killAll, repoRoot } from "./processes.js";
+import { replicasBenchmark } from "./replicas.js";
 import { readSettings, type Benchmark, type Settings } from "./settings.js";
 import { fanoutBenchmark, idleBenchmark, replayBenchmark } from "./streams.js";
 
@@ -34,6 +36,7 @@ const run: Record<Benchmark, (settings: Settings) => Promise<SectionReport>> = {
   idle: idleBenchmark,
   fanout: fanoutBenchmark,
   replay: replayBenchmark,
+  replicas: replicasBenchmark,
 };
 
 function gitCommit(): string | null {

@@ -3,7 +3,7 @@ import { cpus } from "node:os";
 import type { BenchProtocol } from "./load-worker.js";
 
 /** The benchmarks, by the name BENCH_ONLY selects them with. */
-export const benchmarks = ["contract", "operations", "governance", "idle", "fanout", "replay"] as const;
+export const benchmarks = ["contract", "operations", "governance", "idle", "fanout", "replay", "replicas"] as const;
 export type Benchmark = (typeof benchmarks)[number];
 
 /** Names that select several benchmarks at once. */
@@ -14,7 +14,7 @@ const groups: Record<string, readonly Benchmark[]> = {
 
 export interface Settings {
   only: Benchmark[];
-  /** Load runs (contract, operations, governance): measured and warm-up seconds per run, A/B rounds per row. */
+  /** Load runs (contract, operations, governance, replicas): measured and warm-up seconds per run, A/B rounds per row. */
   seconds: number;
   warmupSeconds: number;
   rounds: number;

@@ -23,6 +23,7 @@ interface ServeOptions {
   maxConcurrentExecutions: number;
   trustAnchor: string[];
   policy?: string;
+  containerRuntime?: string;
   eventRetentionCount: number;
   eventRetentionHours: number;
 }
@@ -42,6 +43,7 @@ export function registerServeCommand(program: Command): void {
     .option("--shutdown-grace-ms <n>", "how long shutdown waits for open calls", positiveInteger("--shutdown-grace-ms"), defaultConfig.shutdownGraceMs)
     .option("--trust-anchor <file>", "operator public key (PEM) whose root delegations are accepted; repeatable", (file: string, files: string[]) => [...files, file], [] as string[])
     .option("--policy <dir>", "directory of policy bundles (*.yaml) to apply at start; default <data-dir>/policies if it exists")
+    .option("--container-runtime <runtime>", "podman, docker, or the path of a CLI that takes their flags, to run container.run operations with; unset, they are refused")
     .option("--max-concurrent-executions <n>", "executions running at once; more wait in queued", positiveInteger("--max-concurrent-executions"), defaultConfig.maxConcurrentExecutions)
     .option("--event-retention-count <n>", "events kept for replay", positiveInteger("--event-retention-count"), defaultConfig.eventRetention.maxEvents)
     .option("--event-retention-hours <n>", "hours events are kept for replay", positiveInteger("--event-retention-hours"), defaultConfig.eventRetention.maxAgeMs / 3_600_000)
@@ -62,6 +64,7 @@ export function registerServeCommand(program: Command): void {
           maxConcurrentExecutions: options.maxConcurrentExecutions,
           trustAnchors: options.trustAnchor,
           ...(options.policy !== undefined ? { policyDir: options.policy } : {}),
+          ...(options.containerRuntime !== undefined ? { containerRuntime: options.containerRuntime } : {}),
           eventRetention: { maxEvents: options.eventRetentionCount, maxAgeMs: options.eventRetentionHours * 3_600_000 },
         },
         log,

@@ -21,6 +21,14 @@ export interface Attempt {
   progress(message: string, percent?: number): void;
   /** Records the process group the attempt started, so a restart after a crash can stop it. */
   spawned(pid: number): void;
+  /**
+   * Optional. Hears, while the attempt runs, what it has used so far of the dimensions the
+   * executor measures: the same fields and meaning as the outcome's `usage` (totals for this
+   * attempt, not increments since the last report), at most every couple of seconds (the local
+   * process executor reports every 2 s). The outcome's `usage` is the final word. Like
+   * `progress`, it must not throw.
+   */
+  usage?(usage: Budget): void;
 }
 
 export type Outcome =

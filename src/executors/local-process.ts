@@ -1,22 +1,47 @@
 // Runs agent_machine.execution.start as a real local process: argv without a shell, in the
 // operation's workspace, with an allowlisted environment, output captured to files up to a
-// cap, a wall-clock limit from the budget, and cancel that stops the whole process group
+// cap, the budget enforced on its whole process group, and cancel that stops the whole group
 // (SIGTERM, then SIGKILL after a grace period).
 //
 // Progress protocol: the process may write lines of JSON to file descriptor 3 (also named in
 // the environment as AMCTL_PROGRESS_FD=3), e.g. {"percent": 40, "message": "indexing"}.
 // Either key may be left out; lines that are not such JSON are ignored.
+//
+// Budget. The operation's requested budget bounds each attempt; usage-meter.ts measures every
+// 250 ms:
+//   cpuGpuComputeSeconds  CPU time of the process group from /proc, exited members included;
+//                         besides, the kernel's RLIMIT_CPU on the leader (cpu-limit.ts, where
+//                         prlimit is installed) stops a single process at the limit exactly
+//   sandboxMemoryBytes    the group's summed resident memory, measured (RLIMIT_AS would limit
+//                         address space, which runtimes reserve far beyond what they use)
+//   localDiskBytes        bytes under the workspace, measured; the capture logs count only
+//                         beyond the output limit (the most the server writes to them)
+//   wallClockSeconds      time since spawn, measured
+// Going over any of them kills the group at once, without the grace a cancel gets (it would be
+// spent beyond the budget), and fails the attempt, not retryable, with cause
+// `budget_exhausted` naming the dimension; so does a use over a limit found only when the
+// process has ended (e.g. files written in its last moments). A limit of 0 is none: admission
+// fills in the server's default for every dimension a request leaves unset, so it is not
+// expected here (the wall clock alone falls back to `defaultWallClockSeconds`).
+// Output beyond the cap is not a budget: it is dropped while the process goes on, and an
+// execution that exits 0 completes with `output_truncated`.
+//
+// Usage: the outcome carries what the attempt used (wall-clock and compute seconds rounded
+// up, peak memory, the workspace's final size), and `attempt.usage` hears it as it accrues.
 import { spawn } from "node:child_process";
-import { createWriteStream, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { constants } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
-import { BudgetDimension, BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
+import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import { StopCauseSchema, type ExecutionStartSpec } from "../gen/agentmachine/v1/operation_pb.js";
+import { CPU_LIMIT_SIGNAL, limitCpuSeconds } from "./cpu-limit.js";
 import type { Attempt, Executor, Outcome } from "./executor.js";
+import { captureTo } from "./output-capture.js";
+import { exhaustion, firstExhausted, usageBudget, UsageMeter, type Exhaustion, type Metered } from "./usage-meter.js";
 
 export interface LocalProcessOptions {
   /** Names of the server's environment variables a process may inherit. */
@@ -31,30 +56,16 @@ export interface LocalProcessOptions {
 
 export const PROGRESS_FD = 3;
 
+/** Where an attempt's stdout or stderr is kept. */
+function captureLog(workspace: string, stream: "stdout" | "stderr", attempt: number): string {
+  return join(workspace, `${stream}.${attempt}.log`);
+}
+
 /** The working directory inside the workspace, or undefined if `relativeDir` escapes it. */
 export function workingDirectory(workspace: string, relativeDir: string): string | undefined {
   const dir = resolve(workspace, relativeDir);
   const rel = relative(workspace, dir);
   return rel.startsWith("..") || resolve(rel) === rel ? undefined : dir;
-}
-
-function captureTo(stream: Readable, path: string, limit: number): { bytes: () => number; truncated: () => boolean; done: Promise<void> } {
-  const file = createWriteStream(path);
-  let bytes = 0;
-  let truncated = false;
-  stream.on("data", (chunk: Buffer) => {
-    const room = limit - bytes;
-    if (room <= 0) {
-      truncated = true;
-      return;
-    }
-    const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
-    truncated ||= kept.length < chunk.length;
-    bytes += kept.length;
-    file.write(kept);
-  });
-  const done = new Promise<void>((resolveDone) => stream.on("close", () => file.end(resolveDone)));
-  return { bytes: () => bytes, truncated: () => truncated, done };
 }
 
 export class LocalProcessExecutor implements Executor {
@@ -78,7 +89,7 @@ export class LocalProcessExecutor implements Executor {
     const { workspace, signal } = attempt;
     const cwd = workingDirectory(workspace, spec.workingDirectory) ?? workspace;
     mkdirSync(cwd, { recursive: true });
-    const wallClockSeconds = Number(attempt.operation.requestedBudget?.wallClockSeconds ?? 0n) || this.options.defaultWallClockSeconds;
+    const limits = this.limits(attempt.operation.requestedBudget);
     const [program, ...args] = spec.argv as [string, ...string[]];
 
     return new Promise<Outcome>((resolveOutcome) => {
@@ -88,9 +99,8 @@ export class LocalProcessExecutor implements Executor {
         stdio: ["ignore", "pipe", "pipe", "pipe"],
         detached: true, // its own process group, so a kill reaches every descendant
       });
-      if (child.pid !== undefined) attempt.spawned(child.pid);
-      const stdout = captureTo(child.stdout!, join(workspace, `stdout.${attempt.attempt}.log`), this.options.outputLimitBytes);
-      const stderr = captureTo(child.stderr!, join(workspace, `stderr.${attempt.attempt}.log`), this.options.outputLimitBytes);
+      const stdout = captureTo(child.stdout!, captureLog(workspace, "stdout", attempt.attempt), this.options.outputLimitBytes);
+      const stderr = captureTo(child.stderr!, captureLog(workspace, "stderr", attempt.attempt), this.options.outputLimitBytes);
       createInterface({ input: child.stdio[PROGRESS_FD] as Readable }).on("line", (line) => {
         try {
           const report = JSON.parse(line) as { percent?: unknown; message?: unknown };
@@ -101,7 +111,7 @@ export class LocalProcessExecutor implements Executor {
         }
       });
 
-      let stopReason: "cancelled" | "wall_clock" | undefined;
+      let stopped: "cancelled" | Exhaustion | undefined;
       const killGroup = (sig: NodeJS.Signals): void => {
         try {
           if (child.pid !== undefined) process.kill(-child.pid, sig);
@@ -109,29 +119,45 @@ export class LocalProcessExecutor implements Executor {
           // already gone
         }
       };
-      const stop = (reason: "cancelled" | "wall_clock"): void => {
-        if (stopReason !== undefined) return;
-        stopReason = reason;
+      const stop = (why: "cancelled" | Exhaustion): void => {
+        if (stopped !== undefined) return;
+        stopped = why;
+        if (why !== "cancelled") {
+          killGroup("SIGKILL");
+          return;
+        }
         killGroup("SIGTERM");
         setTimeout(() => killGroup("SIGKILL"), this.options.killGraceMs).unref();
       };
       const onAbort = (): void => stop("cancelled");
       signal.addEventListener("abort", onAbort);
       if (signal.aborted) onAbort();
-      const wallClock = setTimeout(() => stop("wall_clock"), wallClockSeconds * 1000);
-      const started = Date.now();
+      const meter = new UsageMeter({
+        workspace,
+        diskAllowances: this.captureAllowances(workspace, attempt.attempt),
+        limits,
+        exhausted: stop,
+        usage: (usage) => attempt.usage?.(usage),
+      });
+      if (child.pid !== undefined) {
+        attempt.spawned(child.pid);
+        limitCpuSeconds(child.pid, limits.cpuGpuComputeSeconds);
+        meter.start(child.pid);
+      }
 
       let finished = false;
-      const finish = async (exitCode: number | null, spawnError?: Error): Promise<void> => {
+      const finish = async (exit: { code: number | null; signal: NodeJS.Signals | null } | Error): Promise<void> => {
         if (finished) return; // a failed spawn may report both "error" and "exit"
         finished = true;
-        clearTimeout(wallClock);
         signal.removeEventListener("abort", onAbort);
+        meter.stop();
         // Whatever the leader did, nothing of the group may outlive the attempt.
         killGroup("SIGKILL");
         await Promise.all([stdout.done, stderr.done]);
-        // What this attempt used of the budget dimensions the executor measures.
-        const usage = create(BudgetSchema, { wallClockSeconds: BigInt(Math.ceil((Date.now() - started) / 1000)) });
+        const used = await meter.final();
+        const usage = usageBudget(used);
+        // Killed by a signal: the shell convention 128 + signal number.
+        const exitCode = exit instanceof Error ? null : (exit.code ?? (exit.signal ? 128 + constants.signals[exit.signal] : null));
         const artifact = create(ArtifactSchema, {
           kind: {
             case: "localAgentExecution",
@@ -146,17 +172,21 @@ export class LocalProcessExecutor implements Executor {
             },
           },
         });
-        if (spawnError !== undefined) {
-          const cause = create(StopCauseSchema, { reason: "spawn_failed", message: `cannot start ${program}: ${(spawnError as NodeJS.ErrnoException).code ?? spawnError.message}` });
+        if (exit instanceof Error) {
+          const cause = create(StopCauseSchema, { reason: "spawn_failed", message: `cannot start ${program}: ${(exit as NodeJS.ErrnoException).code ?? exit.message}` });
           resolveOutcome({ kind: "failed", cause, retryable: false, artifact, usage });
-        } else if (stopReason === "cancelled") {
+          return;
+        }
+        if (stopped === "cancelled") {
           resolveOutcome({ kind: "cancelled", artifact, usage });
-        } else if (stopReason === "wall_clock") {
-          const cause = create(StopCauseSchema, {
-            reason: "budget_exhausted",
-            message: `wallClockSeconds: ran longer than ${wallClockSeconds} s`,
-            dimension: BudgetDimension.WALL_CLOCK_SECONDS,
-          });
+          return;
+        }
+        const exhausted =
+          stopped ??
+          (exit.signal === CPU_LIMIT_SIGNAL ? exhaustion("cpuGpuComputeSeconds", `a process reached its CPU time limit of ${limits.cpuGpuComputeSeconds} s`) : undefined) ??
+          firstExhausted(used, limits);
+        if (exhausted !== undefined) {
+          const cause = create(StopCauseSchema, { reason: "budget_exhausted", ...exhausted });
           resolveOutcome({ kind: "failed", cause, retryable: false, artifact, usage });
         } else if (exitCode === 0) {
           resolveOutcome({ kind: "completed", artifact, message: "process exited with code 0", usage });
@@ -165,9 +195,27 @@ export class LocalProcessExecutor implements Executor {
           resolveOutcome({ kind: "failed", cause, retryable: true, artifact, usage });
         }
       };
-      child.once("error", (error) => void finish(null, error));
-      // Killed by a signal: the shell convention 128 + signal number.
-      child.once("exit", (code, sig) => void finish(code ?? (sig ? 128 + constants.signals[sig] : null)));
+      child.once("error", (error) => void finish(error));
+      child.once("exit", (code, sig) => void finish({ code, signal: sig }));
     });
+  }
+
+  /** The limits of an attempt, in the budget's units; 0 is no limit. */
+  private limits(budget: Budget | undefined): Metered {
+    return {
+      cpuGpuComputeSeconds: Number(budget?.cpuGpuComputeSeconds ?? 0n),
+      localDiskBytes: Number(budget?.localDiskBytes ?? 0n),
+      sandboxMemoryBytes: Number(budget?.sandboxMemoryBytes ?? 0n),
+      wallClockSeconds: Number(budget?.wallClockSeconds ?? 0n) || this.options.defaultWallClockSeconds,
+    };
+  }
+
+  /** The capture logs of this and earlier attempts count only beyond the output limit, the most the server writes to each. */
+  private captureAllowances(workspace: string, attempt: number): Map<string, number> {
+    const allowances = new Map<string, number>();
+    for (let n = 1; n <= attempt; n += 1) {
+      for (const stream of ["stdout", "stderr"] as const) allowances.set(captureLog(workspace, stream, n), this.options.outputLimitBytes);
+    }
+    return allowances;
   }
 }

@@ -1,19 +1,11 @@
 // Identifies a process across a server crash: its id plus its start time in clock ticks since
 // boot (field 22 of /proc/PID/stat), so a later process that reused the id is never mistaken
 // for it. Linux only; elsewhere identity is unknown and orphans cannot be stopped.
-import { readFileSync } from "node:fs";
+import { readStat } from "./proc-stat.js";
 
 export function processStartTicks(pid: number): bigint | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // The command name (field 2) may hold spaces and parentheses: count fields after its last ")".
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const state = fields[0];
-    const ticks = fields[19];
-    return state === "Z" || ticks === undefined ? undefined : BigInt(ticks);
-  } catch {
-    return undefined;
-  }
+  const stat = readStat(pid);
+  return stat === undefined || stat.state === "Z" ? undefined : stat.startTicks;
 }
 
 /** Kills the process group led by `pid` if that leader is still the process that started at `startTicks`. */

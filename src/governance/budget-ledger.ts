@@ -71,3 +71,22 @@ export function reservationFor(operation: Operation, principal: Principal, profi
 export function settlementFor(operation: Operation): Settlement {
   return { spent: only(operation.usage, consumable) };
 }
+
+/** Dimensions an executor measures (the others are charged through RuntimeService). */
+const measuredAdded: readonly BudgetDimensionName[] = ["cpuGpuComputeSeconds", "wallClockSeconds"];
+const measuredPeak: readonly BudgetDimensionName[] = ["localDiskBytes", "sandboxMemoryBytes"];
+
+/**
+ * The operation's usage with an attempt's measurements merged in: `before` is the usage when
+ * the attempt started. Compute and wall-clock seconds add up over attempts; memory and disk
+ * are peaks. Dimensions charged at runtime (calls, tokens) are left as they are in `current`.
+ */
+export function withAttemptUsage(current: Budget | undefined, before: Budget | undefined, attempt: Budget): Budget {
+  const merged = current ? create(BudgetSchema, { ...current }) : create(BudgetSchema);
+  for (const dimension of measuredAdded) merged[dimension] = (before?.[dimension] ?? 0n) + attempt[dimension];
+  for (const dimension of measuredPeak) {
+    const earlier = before?.[dimension] ?? 0n;
+    merged[dimension] = earlier > attempt[dimension] ? earlier : attempt[dimension];
+  }
+  return merged;
+}

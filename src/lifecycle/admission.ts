@@ -36,9 +36,9 @@ const typeOfSpec: Record<NonNullable<OperationSpec["spec"]["case"]>, OperationTy
   diagnosticsExport: OperationType.DIAGNOSTICS_EXPORT_REDACTED,
 };
 
-/** Types this server has no executor for yet, and why. */
-const unavailable: ReadonlyMap<OperationType, string> = new Map([
-  [OperationType.CONTAINER_RUN, "no container runtime is configured"],
+/** What a server that cannot run a type lacks, as a refusal says it. */
+const missingExecutor: ReadonlyMap<OperationType, string> = new Map([
+  [OperationType.CONTAINER_RUN, "no container runtime is configured (amctl serve --container-runtime)"],
   [OperationType.DIAGNOSTICS_EXPORT_REDACTED, "no redacted diagnostics exporter is configured"],
 ]);
 
@@ -70,6 +70,8 @@ export interface AdmissionContext {
   /** The caller; its delegation must cover the operation. */
   principal: Principal;
   policy: PolicyEngine;
+  /** The operation types this server has an executor for; others are refused. */
+  executable: ReadonlySet<OperationType>;
 }
 
 /** The operation a cancel or a revoke targets, checked for what that command needs of it. */
@@ -100,7 +102,7 @@ async function targetOf(spec: OperationSpec["spec"], store: OperationStore): Pro
  * type. Nothing is written here: the store takes the result, with its budget reservation, in
  * one commit (and PolicyService.EvaluatePolicy calls this as a dry run).
  */
-export async function admit(request: SubmitOperationRequest, { store, defaultBudget, principal, policy }: AdmissionContext): Promise<NewOperation> {
+export async function admit(request: SubmitOperationRequest, { store, defaultBudget, principal, policy, executable }: AdmissionContext): Promise<NewOperation> {
   const spec = request.spec!.spec; // required by the request's validation rules
   const type = typeOfSpec[spec.case!];
   const profile = spec.case === "profileCreate" ? `profiles/${spec.value.profileId}` : request.profile;
@@ -128,8 +130,7 @@ export async function admit(request: SubmitOperationRequest, { store, defaultBud
   const denied = policyDecisions.find((decision) => !decision.allowed);
   if (denied !== undefined) throw policyDenied(denied);
 
-  const why = unavailable.get(type);
-  if (why !== undefined) throw noExecutor(operationTypeNames.get(type)!, why);
+  if (!executable.has(type)) throw noExecutor(operationTypeNames.get(type)!, missingExecutor.get(type) ?? "it has no executor for it");
 
   const operation: Operation = create(OperationSchema, {
     name: `operations/${nextId()}`,

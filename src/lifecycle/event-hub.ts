@@ -28,6 +28,12 @@ export class EventHub {
   }
 
   private append(events: StoredEvent[]): void {
+    // The window must be contiguous. Events that were compacted away before this server read
+    // them (a replica cut off from a shared database for long) leave a gap: the window starts
+    // again after it, and a subscriber behind the gap reads from the store and learns that its
+    // cursor was compacted.
+    const newest = this.window[this.window.length - 1];
+    if (newest !== undefined && events[0]!.event.sequence !== newest.event.sequence + 1n) this.window = [];
     this.window.push(...events);
     if (this.window.length > this.windowSize) this.window.splice(0, this.window.length - this.windowSize);
     this.head = events[events.length - 1]!.event.sequence;

@@ -13,8 +13,7 @@ import type { Executor, Outcome } from "../executors/executor.js";
 import { killOrphanGroup, processStartTicks } from "../executors/process-identity.js";
 import type { Logger } from "../server/logger.js";
 import type { OperationStore } from "../store/store.js";
-import { settlementFor, spendsBudget } from "../governance/budget-ledger.js";
-import { addBudgets } from "../governance/budget-math.js";
+import { settlementFor, spendsBudget, withAttemptUsage } from "../governance/budget-ledger.js";
 import type { ExecutionCredential, ExecutionCredentials } from "../governance/execution-credentials.js";
 import { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
 import { ConcurrencySlots, slotKeysOf, type SlotKey } from "./concurrency.js";
@@ -311,6 +310,10 @@ export class OperationRunner {
             event,
           );
         },
+        // Usage as it accrues, so a watcher (and the budget) sees it before the attempt ends.
+        usage: (measured) => write((op) => {
+          op.usage = withAttemptUsage(op.usage, running.usage, measured);
+        }),
         spawned: (pid) => {
           const startTicks = processStartTicks(pid) ?? 0n; // now, while it surely is our process
           write((op) => {
@@ -327,12 +330,11 @@ export class OperationRunner {
     await this.applyOutcome(running, outcome);
   }
 
+  /** `operation` as it was when the attempt started (its usage is the attempts' before this one). */
   private async applyOutcome(operation: Operation, outcome: Outcome): Promise<void> {
     const keep = (op: Operation): void => {
       if (outcome.artifact !== undefined) op.artifact = outcome.artifact;
-      // The executor reports what this attempt used of the dimensions it measures; model calls
-      // and tokens were charged at runtime. Attempts add up.
-      if (outcome.usage !== undefined) op.usage = addBudgets(op.usage, outcome.usage);
+      if (outcome.usage !== undefined) op.usage = withAttemptUsage(op.usage, operation.usage, outcome.usage);
     };
     switch (outcome.kind) {
       case "completed":

@@ -56,6 +56,13 @@ export interface ServerConfig {
   /** Retry policy of executions that set none. */
   defaultRetry: EffectiveRetryPolicy;
   execution: LocalProcessOptions;
+  /**
+   * The container runtime that runs agent_machine.container.run: `podman`, `docker` (looked up
+   * on PATH at start) or the path of a CLI that takes their flags. Unset: container runs are
+   * refused at admission. It runs with `execution`'s environment allowlist, output limit, wall
+   * clock and kill grace.
+   */
+  containerRuntime?: string;
 }
 
 export const defaultConfig: ServerConfig = {

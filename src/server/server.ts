@@ -18,9 +18,11 @@ import { Health, file_grpc_health_v1_health } from "../gen/grpc/health/v1/health
 import * as reflectionV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as reflectionV1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { buildServerContract } from "../contract/server-contract.js";
+import { ContainerExecutor } from "../executors/container-executor.js";
 import type { Executor } from "../executors/executor.js";
 import { LocalProcessExecutor } from "../executors/local-process.js";
 import { RecordExecutor } from "../executors/record-executor.js";
+import { resolveExecutable } from "../executors/resolve-executable.js";
 import { EventHub } from "../lifecycle/event-hub.js";
 import { OperationRunner } from "../lifecycle/operation-runner.js";
 import { MacTokens } from "../lifecycle/mac-token.js";
@@ -96,6 +98,14 @@ function defaultPolicyDir(dataDir: string): string | undefined {
   return existsSync(dir) ? dir : undefined;
 }
 
+function resolveContainerRuntime(runtime: string): string {
+  try {
+    return resolveExecutable(runtime);
+  } catch (error) {
+    throw new Error(`--container-runtime ${runtime}: ${(error as Error).message}`);
+  }
+}
+
 function ensureDataDir(dataDir: string): string {
   const path = resolve(dataDir);
   mkdirSync(path, { recursive: true, mode: 0o700 });
@@ -105,6 +115,8 @@ function ensureDataDir(dataDir: string): string {
 
 export async function startServer(config: ServerConfig, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   const dataDir = ensureDataDir(config.dataDir);
+  // Before anything is opened: a runtime that is not there stops the start.
+  const containerRuntime = config.containerRuntime === undefined ? undefined : resolveContainerRuntime(config.containerRuntime);
   const health = new HealthStatus(servedServices);
   const shutdown = new AbortController();
   // Every call in flight listens on this signal (and stops listening when it ends), so the
@@ -114,6 +126,14 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const ownContract = buildServerContract({ defaultBudget: config.defaultBudget, startedAt: new Date() });
 
   const store = await openStore(config, dataDir);
+  // A replica that lost its database cannot serve: a load balancer that checks health sends
+  // calls elsewhere until the store is back and has caught up with the others' events.
+  store.onAvailability((available, reason) => {
+    if (shutdown.signal.aborted) return;
+    if (available) log.info("the store is available again");
+    else log.warn({ reason }, "the store is unavailable");
+    health.setAll(available ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+  });
   const hub = await EventHub.open(store);
   const pageTokens = new PageTokens(await store.getOrCreateSecret("page-token-key", randomSecret));
   const callTicketKey = await store.getOrCreateSecret("call-ticket-key", randomSecret);
@@ -135,20 +155,24 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   let url = "";
   let runner: OperationRunner | undefined;
   const records = new RecordExecutor({ store, cancel: (target, reason) => runner!.cancel(target, reason) });
+  const executors = new Map<OperationType, Executor>([
+    [OperationType.PROFILE_CREATE, records],
+    [OperationType.EXECUTION_START, new LocalProcessExecutor(config.execution)],
+    [OperationType.EXECUTION_CANCEL, records],
+    [OperationType.TOOL_GRANT_APPLY, records],
+    [OperationType.TOOL_GRANT_REVOKE, records],
+    [OperationType.MODEL_PROVIDER_BIND, records],
+  ]);
+  if (containerRuntime !== undefined) executors.set(OperationType.CONTAINER_RUN, new ContainerExecutor({ ...config.execution, runtime: containerRuntime }));
+  /** Admission refuses the types without an executor, so none is stored that could never run. */
+  const executable: ReadonlySet<OperationType> = new Set(executors.keys());
   runner = new OperationRunner({
     store,
     dataDir,
     maxConcurrent: config.maxConcurrentExecutions,
     defaultRetry: config.defaultRetry,
     log,
-    executors: new Map<OperationType, Executor>([
-      [OperationType.PROFILE_CREATE, records],
-      [OperationType.EXECUTION_START, new LocalProcessExecutor(config.execution)],
-      [OperationType.EXECUTION_CANCEL, records],
-      [OperationType.TOOL_GRANT_APPLY, records],
-      [OperationType.TOOL_GRANT_REVOKE, records],
-      [OperationType.MODEL_PROVIDER_BIND, records],
-    ]),
+    executors,
     credentials: new ExecutionCredentials(store, serverKey.signing),
     serverAddress: () => url,
     revoked: (names) => authority.revoked(names),
@@ -168,6 +192,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         runner,
         pageTokens,
         policy,
+        executable,
         defaultBudget: config.defaultBudget,
         bookmarkIntervalMs: config.bookmarkIntervalMs,
         slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs,
@@ -190,7 +215,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         },
       }),
     );
-    router.service(PolicyService, policyService({ store, policy, grants, defaultBudget: config.defaultBudget }));
+    router.service(PolicyService, policyService({ store, policy, grants, defaultBudget: config.defaultBudget, executable }));
     router.service(RuntimeService, runtimeService({ store, policy, grants, runner, callTickets: new MacTokens(callTicketKey) }));
     router.service(ProfileService, profileService());
     router.service(Health, healthService(health));
@@ -220,7 +245,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   url = `http://${host}:${port}`;
   // After listening: recovered executions get this server's address.
   await runner.recover();
-  log.info({ url, dataDir, services: servedServices, trustAnchors: anchorFiles }, "serving");
+  log.info({ url, dataDir, services: servedServices, trustAnchors: anchorFiles, containerRuntime }, "serving");
 
   let closing: Promise<void> | undefined;
   return {

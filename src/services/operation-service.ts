@@ -19,6 +19,7 @@ import type { PageTokens } from "../lifecycle/page-token.js";
 import { subscribe } from "../lifecycle/subscription.js";
 import { messageDigest } from "../lifecycle/message-digest.js";
 import { isTerminal } from "../lifecycle/transitions.js";
+import { withoutSecrets } from "../lifecycle/redact-operation.js";
 import { cutOffWhenStalled } from "../server/raw-response.js";
 import { principalOf } from "../server/auth-interceptor.js";
 import type { Authority, Principal } from "../governance/authority.js";
@@ -34,6 +35,8 @@ export interface OperationServiceDeps {
   pageTokens: PageTokens;
   defaultBudget: Budget;
   policy: PolicyEngine;
+  /** The operation types this server has an executor for (admission refuses the others). */
+  executable: ReadonlySet<OperationType>;
   /** How often an idle WatchEvents stream gets a bookmark. */
   bookmarkIntervalMs: number;
   /** The period of the slow-subscriber check (src/server/raw-response.ts). */
@@ -74,7 +77,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       if (previous.requestDigest !== requestDigest(request)) throw requestIdConflict(request.requestId, previous.operation.name);
       return { operation: previous.operation, created: false };
     }
-    const result = await store.createOperation(await admit(request, { store, defaultBudget: deps.defaultBudget, principal, policy: deps.policy }));
+    const result = await store.createOperation(await admit(request, { store, defaultBudget: deps.defaultBudget, principal, policy: deps.policy, executable: deps.executable }));
     switch (result.kind) {
       case "created":
         runner.enqueue(result.operation);
@@ -97,10 +100,13 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
   }
 
   return {
-    submitOperation: (request, context) => submit(request, principalOf(context)),
+    async submitOperation(request, context) {
+      const { operation, created } = await submit(request, principalOf(context));
+      return { operation: withoutSecrets(operation), created };
+    },
 
     async getOperation({ name }, context) {
-      return { operation: await visibleOperation(name, principalOf(context)) };
+      return { operation: withoutSecrets(await visibleOperation(name, principalOf(context))) };
     },
 
     async listOperations({ pageSize, pageToken, filter }, context) {
@@ -120,7 +126,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
         beforeName,
         limit: limit + 1,
       });
-      const operations = rows.slice(0, limit);
+      const operations = rows.slice(0, limit).map(withoutSecrets);
       const more = rows.length > limit;
       return { operations, nextPageToken: more ? deps.pageTokens.issue(operations[operations.length - 1]!.name, digest) : "" };
     },
@@ -143,7 +149,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
           }),
           principal,
         ));
-      return { cancelOperation: operation, operation: (await store.getOperation(name)) ?? target };
+      return { cancelOperation: operation, operation: withoutSecrets((await store.getOperation(name)) ?? target) };
     },
 
     async *watchOperation({ name, afterSequence }, context: HandlerContext) {

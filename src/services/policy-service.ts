@@ -6,6 +6,7 @@ import { ErrorInfoSchema } from "../gen/agentmachine/v1/errors_pb.js";
 import { PolicyDecisionSchema, type PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 import { PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
+import type { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../contract/mapping.js";
 import { decideCall } from "../governance/call-decision.js";
 import { policyChangeNotAllowed } from "../governance/errors.js";
@@ -21,6 +22,8 @@ export interface PolicyServiceDeps {
   policy: PolicyEngine;
   grants: GrantIndex;
   defaultBudget: Budget;
+  /** The operation types this server has an executor for (a dry run refuses the others, as admission does). */
+  executable: ReadonlySet<OperationType>;
 }
 
 /** The answer for a denial: the decisions it carries and its error detail, as the client would see them. */

@@ -166,7 +166,17 @@ export interface OperationStore {
   putPolicyBundle(bundle: PolicyBundle): Promise<PolicyBundle>;
   /** The newest bundle of each profile type, in profile type order. */
   listPolicyBundles(): Promise<PolicyBundle[]>;
-  /** Called after each commit with the events it made durable, in sequence order. */
+  /**
+   * Called with committed events, in sequence order, each once, after their commit. With a
+   * store that several servers share, that is every server's commits; a write's promise
+   * resolves after its own events were passed on.
+   */
   onCommit(listener: (events: StoredEvent[]) => void): void;
+  /**
+   * Called when the store loses its database (false, with the reason) and when it is back and
+   * has caught up with what was committed meanwhile (true). A store that cannot lose its
+   * database (the embedded SQLite file) never calls it.
+   */
+  onAvailability(listener: (available: boolean, reason?: string) => void): void;
   close(): Promise<void>;
 }

@@ -17,9 +17,9 @@ import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
 import { OperationService, type SubmitOperationRequestSchema } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
-import type { StoredEvent } from "../../src/store/store.js";
-import { contiguityViolations, watcherViolations, type SeenBy } from "../helpers/event-invariants.js";
+import { contiguityViolations, storeTruth, watcherViolations, type SeenBy } from "../helpers/event-invariants.js";
 import { EventWatcher, type EventFilterInit, type OperationClient } from "../helpers/event-watcher.js";
+import { quiescent } from "../helpers/operations.js";
 import { startTestServer, tempDir, type TestServer } from "../helpers/server.js";
 import { seededRandom } from "../helpers/store-file.js";
 import { authInterceptors } from "../helpers/tokens.js";
@@ -81,28 +81,6 @@ async function createProfiles(client: OperationClient): Promise<void> {
   }
 }
 
-/** Waits until no operation is queued, running or retrying. */
-async function quiescent(client: OperationClient, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const { operations } = await client.listOperations({ pageSize: 5, filter: { states: [TaskState.QUEUED, TaskState.RUNNING, TaskState.RETRYING] } });
-    if (operations.length === 0) return;
-    if (Date.now() > deadline) throw new Error(`not quiescent after ${timeoutMs} ms: ${operations.map((o) => `${o.name} ${TaskState[o.state]}`).join(", ")}`);
-    await sleep(30);
-  }
-}
-
-async function storeTruth(server: TestServer): Promise<Map<bigint, StoredEvent>> {
-  const truth = new Map<bigint, StoredEvent>();
-  let after = 0n;
-  for (;;) {
-    const page = await server.store.readEvents(after, 1000);
-    if (page.length === 0) return truth;
-    for (const stored of page) truth.set(stored.event.sequence, stored);
-    after = page[page.length - 1]!.event.sequence;
-  }
-}
-
 /**
  * Brings every watcher to the end: reconnects the disconnected ones from where they stopped,
  * waits until each has considered `latest`, lingers a bookmark interval (a late duplicate or a
@@ -119,7 +97,7 @@ async function settleAndCheck(
   await Promise.all(watchers.map((watcher) => watcher.caughtUp(latest, 15_000)));
   await sleep(BOOKMARK_MS + 150);
   await Promise.all(watchers.map((watcher) => watcher.disconnect()));
-  const truth = await storeTruth(server);
+  const truth = await storeTruth(server.store);
   if ((await server.store.eventBounds()).latest !== latest) throw new Error("events were appended while checking: not quiescent");
   const violations = [
     ...contiguityViolations([...truth.keys()], 1n),
@@ -445,7 +423,7 @@ describe("retention", () => {
       }
 
       // From oldest-1 (and from 0, "every retained event") the stream starts at the oldest.
-      const truth = await storeTruth(retained);
+      const truth = await storeTruth(retained.store);
       for (const after of [oldest - 1n, 0n]) {
         const watcher = new EventWatcher(retainedClient, `retention watcher from ${after}`);
         watcher.connect(after);

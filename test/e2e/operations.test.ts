@@ -111,6 +111,19 @@ describe("local process executor", () => {
     delete process.env.AMCTL_TEST_SERVER_SECRET;
   });
 
+  it("never returns env values: the process gets them, submit, get and list show the keys only", async () => {
+    const secret = `canary-${Date.now()}`;
+    const request = execution(profile, [process.execPath, "-e", "process.stdout.write(process.env.API_KEY)"], { env: { API_KEY: secret } });
+    const submitted = await client.submitOperation(request);
+    const { operation } = await run(client, request);
+    expect(readFileSync(join(workspaceOf(operation.name), "stdout.1.log"), "utf8")).toBe(secret);
+    const listed = (await client.listOperations({ filter: { profile } })).operations.find((op) => op.name === operation.name);
+    for (const seen of [submitted.operation, (await client.getOperation({ name: operation.name })).operation, listed]) {
+      expect(seen?.spec?.spec).toMatchObject({ case: "executionStart", value: { env: { API_KEY: "[redacted]" } } });
+      expect(JSON.stringify(seen, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))).not.toContain(secret);
+    }
+  });
+
   it("caps captured output and says it was truncated", async () => {
     const { operation } = await run(client, execution(profile, [process.execPath, "-e", "process.stdout.write('x'.repeat(10000))"]));
     expect(operation.artifact?.kind).toMatchObject({ value: { stdoutBytes: 256n, outputTruncated: true } });

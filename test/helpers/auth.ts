@@ -1,6 +1,7 @@
 // Test authority: an operator key pair in the server's data dir (as `amctl init` writes it,
 // so the server trusts it) and root credentials minted with it (as `amctl delegation root`).
-import { existsSync } from "node:fs";
+import { cpSync, existsSync } from "node:fs";
+import { dirname } from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { monotonicFactory } from "ulid";
 import { DelegationScopeSchema } from "../../src/gen/agentmachine/v1/delegation_pb.js";
@@ -14,6 +15,14 @@ export async function operatorOf(dataDir: string): Promise<SigningKey> {
   const files = operatorKeyFiles(dataDir);
   if (!existsSync(files.privateKey)) createOperatorKey(dataDir);
   return readOperatorSigningKey(files.privateKey);
+}
+
+/**
+ * Gives the data dir `to` a copy of the operator key of `from`, as replicas of one deployment
+ * share it: each then trusts the same roots, and a root credential minted for one is valid on all.
+ */
+export function copyOperatorKey(from: string, to: string): void {
+  cpSync(dirname(operatorKeyFiles(from).privateKey), dirname(operatorKeyFiles(to).privateKey), { recursive: true });
 }
 
 /** Everything: all operation types, profiles, tools and providers, a large budget, may delegate. */

@@ -7,8 +7,20 @@ import { OperationEventSchema, type OperationEvent } from "../../src/gen/agentma
 import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { EventType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { transitionEvent } from "../../src/lifecycle/transitions.js";
-import type { StoredEvent } from "../../src/store/store.js";
+import type { OperationStore, StoredEvent } from "../../src/store/store.js";
 import type { EventFilterInit, EventWatcher } from "./event-watcher.js";
+
+/** Every event the store holds, by sequence: the truth watchers are checked against. */
+export async function storeTruth(store: OperationStore): Promise<Map<bigint, StoredEvent>> {
+  const truth = new Map<bigint, StoredEvent>();
+  let after = 0n;
+  for (;;) {
+    const page = await store.readEvents(after, 1000);
+    if (page.length === 0) return truth;
+    for (const stored of page) truth.set(stored.event.sequence, stored);
+    after = page[page.length - 1]!.event.sequence;
+  }
+}
 
 /** A short, stable description of an event, for messages. */
 export function describeEvent(event: OperationEvent): string {

@@ -6,8 +6,9 @@ import type { OperationEvent } from "../../src/gen/agentmachine/v1/event_pb.js";
 import type { BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import type { Operation, RetryPolicySchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { OperationService, SubmitOperationRequestSchema, type SubmitOperationRequest } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
-import { ProfileType } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../../src/lifecycle/transitions.js";
 import { authInterceptors } from "./tokens.js";
 
@@ -71,4 +72,15 @@ export async function waitForEnd(client: OperationsClient, name: string, timeout
 export async function run(client: OperationsClient, request: SubmitInit) {
   const { operation } = await client.submitOperation(request);
   return waitForEnd(client, operation!.name);
+}
+
+/** Waits until no operation is queued, running or retrying. */
+export async function quiescent(client: OperationsClient, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { operations } = await client.listOperations({ pageSize: 5, filter: { states: [TaskState.QUEUED, TaskState.RUNNING, TaskState.RETRYING] } });
+    if (operations.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`not quiescent after ${timeoutMs} ms: ${operations.map((o) => `${o.name} ${TaskState[o.state]}`).join(", ")}`);
+    await sleep(30);
+  }
 }

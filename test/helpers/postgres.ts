@@ -18,6 +18,10 @@ export interface PostgresCluster {
   startMs: number;
   /** A `postgres://` URL of a new, empty database. */
   createDatabase(prefix?: string): Promise<string>;
+  /** Shuts the server down as an operator's restart does (`-m fast`: clients are disconnected), keeping its data. */
+  stopServer(): Promise<void>;
+  /** Starts the server again after stopServer, on the same port. */
+  startServer(): Promise<void>;
   /** Stops the server at once (`-m immediate`) and removes its directory. */
   stop(): Promise<void>;
 }
@@ -121,12 +125,15 @@ export async function startPostgresCluster(): Promise<PostgresCluster> {
     // server itself runs with fsync=on.
     await runAsOwner(join(binDir, "initdb"), ["-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"], dir);
     let port = 0;
+    const startServer = async (): Promise<void> => {
+      const options = [`-c port=${port}`, "-c listen_addresses=127.0.0.1", `-c unix_socket_directories='${socketDir}'`, "-c fsync=on", "-c synchronous_commit=on"].join(" ");
+      await runAsOwner(join(binDir, "pg_ctl"), ["start", "-D", data, "-l", log, "-w", "-t", "60", "-o", options], dir);
+      running = true;
+    };
     for (let attempt = 1; ; attempt += 1) {
       port = await freePort();
-      const options = [`-c port=${port}`, "-c listen_addresses=127.0.0.1", `-c unix_socket_directories='${socketDir}'`, "-c fsync=on", "-c synchronous_commit=on"].join(" ");
       try {
-        await runAsOwner(join(binDir, "pg_ctl"), ["start", "-D", data, "-l", log, "-w", "-t", "60", "-o", options], dir);
-        running = true;
+        await startServer();
         break;
       } catch (error) {
         // Another process may have taken the port between freePort and the start.
@@ -150,6 +157,11 @@ export async function startPostgresCluster(): Promise<PostgresCluster> {
         }
         return url(name);
       },
+      async stopServer() {
+        await runAsOwner(join(binDir, "pg_ctl"), ["stop", "-D", data, "-m", "fast", "-w"], dir);
+        running = false;
+      },
+      startServer,
       async stop() {
         process.removeListener("exit", stopNow);
         try {

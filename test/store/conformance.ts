@@ -11,8 +11,10 @@ import { PolicyBundleSchema } from "../../src/gen/agentmachine/v1/policy_pb.js";
 import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import type { AccountState, ChildAccount, OperationStore, StoredEvent } from "../../src/store/store.js";
 
+// Builders of operations (each with a new name and request id) and events; the PostgreSQL replica
+// tests use them too.
 let counter = 0;
-function operation(overrides: Partial<Operation> = {}): Operation {
+export function operation(overrides: Partial<Operation> = {}): Operation {
   counter += 1;
   const id = `01TEST${String(counter).padStart(20, "0")}`;
   const op = create(OperationSchema, {
@@ -26,7 +28,7 @@ function operation(overrides: Partial<Operation> = {}): Operation {
   return Object.assign(op, overrides);
 }
 
-function event(name: string, type: EventType, state: TaskState, time = new Date()) {
+export function event(name: string, type: EventType, state: TaskState, time = new Date()) {
   return create(OperationEventSchema, { operation: name, type, state, time: timestampFromDate(time), attempt: 1 });
 }
 

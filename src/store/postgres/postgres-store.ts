@@ -32,15 +32,22 @@
 //   which then finds the winner's operation.
 // Deadlocks and serialization failures, which the lock order should rule out, are retried.
 //
-// onCommit: only the events committed by THIS store instance are published, after their commit
-// and in sequence order (local-publisher.ts). Events committed by other replicas are in the
-// database, and readEvents returns them, but they are not delivered to this instance's listeners:
-// delivery across replicas (LISTEN/NOTIFY) is a later step. Until then the event hub
-// (src/lifecycle/event-hub.ts), whose in-memory window expects every sequence, serves complete
-// watches only while one replica writes to the database; with several, its window has gaps.
+// onCommit: every event committed by ANY replica on the database reaches this instance's
+// listeners, in sequence order, each once, and only after its commit (event-feed.ts). An appending
+// transaction notifies the channel `amctl_events` (pg_notify in the same statement as the append,
+// delivered by PostgreSQL at commit, dropped at rollback); each instance keeps one connection of
+// its own that LISTENs (listen-connection.ts) and, on a notification, on its own commits and on a
+// poll every second, reads "sequence > last delivered" on that connection — which, commit order
+// being sequence order, never skips an event. A writer is answered after its own events were
+// delivered, so the event hub (src/lifecycle/event-hub.ts) knows a write before its client can
+// watch for it, and the hub's in-memory window stays complete with any number of replicas.
+//
+// onAvailability: when the feed's connection is lost, the instance reports itself unavailable
+// (the server turns NOT_SERVING), reconnects with backoff, reads what it missed, and reports
+// itself available again; subscribers resume where they were, without loss.
 import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Pool, types, type CustomTypesConfig, type PoolClient, type PoolConfig, type QueryResultRow } from "pg";
+import { Pool, type PoolClient, type PoolConfig, type QueryResultRow } from "pg";
 import { BudgetSchema, type Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
 import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
@@ -67,7 +74,10 @@ import type {
   StoredProfile,
   UpdateResult,
 } from "../store.js";
-import { LocalPublisher, type PublishEntry } from "./local-publisher.js";
+import { clientConfig } from "./client-config.js";
+import { EventFeed } from "./event-feed.js";
+import { EVENTS_CHANNEL, selectEvents } from "./event-rows.js";
+import { ListenConnection } from "./listen-connection.js";
 import { migrate } from "./migrations.js";
 
 const terminalStates = [TaskState.CANCELLED, TaskState.FAILED, TaskState.COMPLETED];
@@ -77,20 +87,6 @@ const POLICY_BUNDLE_LOCK = 0x616d7062; // "ampb"
 
 /** Attempts of one write when it meets a deadlock, a serialization failure or a request-id race. */
 const MAX_ATTEMPTS = 5;
-
-/** BIGINT columns come back as bigint, not as strings. */
-const int8AsBigInt: CustomTypesConfig = {
-  getTypeParser: ((oid: number, format?: "text" | "binary") =>
-    oid === types.builtins.INT8 && format !== "binary" ? (value: string) => BigInt(value) : types.getTypeParser(oid, format)) as CustomTypesConfig["getTypeParser"],
-};
-
-interface EventRow {
-  sequence: bigint;
-  profile: string;
-  operation_type: number;
-  labels: Record<string, string>;
-  data: Uint8Array;
-}
 
 function sqlState(error: unknown): string | undefined {
   return typeof error === "object" && error !== null && "code" in error && typeof error.code === "string" ? error.code : undefined;
@@ -111,30 +107,28 @@ function timeMs(event: OperationEvent): number {
 
 /** One write transaction: its connection and the events it appended. */
 class Transaction {
-  private entry: PublishEntry | undefined;
-  private readonly events: StoredEvent[] = [];
+  readonly events: StoredEvent[] = [];
 
-  constructor(
-    private readonly client: PoolClient,
-    private readonly publisher: LocalPublisher,
-  ) {}
+  constructor(private readonly client: PoolClient) {}
 
   async query<R extends QueryResultRow>(sql: string, params: unknown[] = []): Promise<{ rows: R[]; rowCount: number }> {
     const result = await this.client.query<R>(sql, params);
     return { rows: result.rows, rowCount: result.rowCount ?? 0 };
   }
 
-  /** Appends an event (see the module comment on sequences); returns it with its sequence. */
+  /** Appends an event and notifies the other replicas at commit (see the module comment); returns it with its sequence. */
   async appendEvent(operation: Operation, event: OperationEvent): Promise<StoredEvent> {
     const { rows } = await this.query<{ sequence: bigint }>(
-      `WITH next AS (UPDATE event_counter SET value = value + 1 RETURNING value)
-       INSERT INTO events (sequence, operation, time_ms, profile, operation_type, labels, data)
-       SELECT value, $1, $2, $3, $4, $5::jsonb, $6 FROM next
-       RETURNING sequence`,
-      [operation.name, timeMs(event), operation.profile, operation.type, JSON.stringify(operation.labels), toBinary(OperationEventSchema, event)],
+      `WITH next AS (UPDATE event_counter SET value = value + 1 RETURNING value),
+       appended AS (
+         INSERT INTO events (sequence, operation, time_ms, profile, operation_type, labels, data)
+         SELECT value, $1, $2, $3, $4, $5::jsonb, $6 FROM next
+         RETURNING sequence
+       )
+       SELECT sequence, pg_notify($7, sequence::text) FROM appended`,
+      [operation.name, timeMs(event), operation.profile, operation.type, JSON.stringify(operation.labels), toBinary(OperationEventSchema, event), EVENTS_CHANNEL],
     );
     const sequence = rows[0]!.sequence;
-    this.entry ??= this.publisher.register(sequence);
     const stored: StoredEvent = {
       event: { ...event, sequence },
       profile: operation.profile,
@@ -145,41 +139,62 @@ class Transaction {
     this.events.push(stored);
     return stored;
   }
-
-  /** After COMMIT or ROLLBACK: publishes the committed events, in sequence order with others. */
-  end(committed: boolean): Promise<void> {
-    return this.entry === undefined ? Promise.resolve() : this.publisher.settle(this.entry, committed ? this.events : null);
-  }
 }
 
 export class PostgresStore implements OperationStore {
   private readonly listeners: ((events: StoredEvent[]) => void)[] = [];
-  private readonly publisher = new LocalPublisher((events) => {
-    for (const listener of this.listeners) listener(events);
+  private readonly availabilityListeners: ((available: boolean, reason?: string) => void)[] = [];
+  private readonly feed = new EventFeed({
+    read: (after, limit) => selectEvents(this.listen, after, limit),
+    deliver: (events) => {
+      for (const listener of this.listeners) listener(events);
+    },
   });
+  private readonly listen: ListenConnection;
   private readonly writes = new Set<Promise<unknown>>();
   private closing: Promise<void> | undefined;
 
-  private constructor(private readonly pool: Pool) {}
+  private constructor(
+    private readonly pool: Pool,
+    config: PoolConfig,
+  ) {
+    this.listen = new ListenConnection(config, EVENTS_CHANNEL, {
+      notified: (sequence) => this.feed.notified(sequence),
+      catchUp: () => this.feed.catchUp(),
+      availability: (available, reason) => {
+        for (const listener of this.availabilityListeners) listener(available, reason);
+      },
+    });
+  }
 
-  /** Connects (a `postgres://` URL or pool settings) and brings the schema up to date. */
+  /** Connects (a `postgres://` URL or pool settings), brings the schema up to date and starts the event feed. */
   static async open(connection: string | PoolConfig): Promise<PostgresStore> {
-    const config = typeof connection === "string" ? { connectionString: connection } : connection;
-    const pool = new Pool({ ...config, types: int8AsBigInt });
+    const config = clientConfig(connection);
+    const pool = new Pool(config);
     // An idle connection that breaks (the server restarted) is dropped by the pool and the next
     // query opens a new one; without a listener its error would end the process.
     pool.on("error", () => undefined);
+    const store = new PostgresStore(pool, config);
     try {
       await migrate(pool);
+      // LISTEN before reading where the events end: no later commit goes unannounced.
+      await store.listen.start();
+      const { rows } = await store.listen.query<{ value: bigint }>("SELECT value FROM event_counter");
+      store.feed.start(rows[0]!.value);
     } catch (error) {
+      await store.listen.close();
       await pool.end();
       throw error;
     }
-    return new PostgresStore(pool);
+    return store;
   }
 
   onCommit(listener: (events: StoredEvent[]) => void): void {
     this.listeners.push(listener);
+  }
+
+  onAvailability(listener: (available: boolean, reason?: string) => void): void {
+    this.availabilityListeners.push(listener);
   }
 
   /** Runs `work` in one transaction, retried from the start on a transient conflict. */
@@ -197,7 +212,7 @@ export class PostgresStore implements OperationStore {
   private async runWrite<T>(work: (tx: Transaction) => Promise<T>, retryOn?: (error: unknown) => boolean): Promise<T> {
     for (let attempt = 1; ; attempt += 1) {
       const client = await this.pool.connect();
-      const tx = new Transaction(client, this.publisher);
+      const tx = new Transaction(client);
       let value: T;
       try {
         await client.query("BEGIN");
@@ -212,12 +227,12 @@ export class PostgresStore implements OperationStore {
         );
         // A connection that cannot roll back is closed rather than handed to the next writer.
         client.release(broken);
-        await tx.end(false);
         if (attempt < MAX_ATTEMPTS && (isTransient(error) || retryOn?.(error) === true)) continue;
         throw error;
       }
       client.release();
-      await tx.end(true);
+      // The writer is answered once its events are delivered (see the module comment).
+      await this.feed.committed(tx.events);
       return value;
     }
   }
@@ -444,17 +459,8 @@ export class PostgresStore implements OperationStore {
     return rows.map((row) => fromBinary(OperationSchema, row.data)).filter((op) => !isTerminal(op.state));
   }
 
-  async readEvents(after: bigint, limit: number): Promise<StoredEvent[]> {
-    const { rows } = await this.pool.query<EventRow>(
-      "SELECT sequence, profile, operation_type, labels, data FROM events WHERE sequence > $1 ORDER BY sequence LIMIT $2",
-      [after, limit],
-    );
-    return rows.map((row) => ({
-      event: { ...fromBinary(OperationEventSchema, row.data), sequence: row.sequence },
-      profile: row.profile,
-      operationType: row.operation_type,
-      labels: row.labels,
-    }));
+  readEvents(after: bigint, limit: number): Promise<StoredEvent[]> {
+    return selectEvents(this.pool, after, limit);
   }
 
   async eventBounds(): Promise<EventBounds> {
@@ -578,10 +584,13 @@ export class PostgresStore implements OperationStore {
     return rows.map((row) => fromBinary(PolicyBundleSchema, row.data));
   }
 
-  /** Waits for the writes in flight, then closes the pool's connections. */
+  /** Delivers nothing more, waits for the writes in flight, then closes every connection. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      // First: a writer waiting for its events to be delivered must not hold up the close.
+      this.feed.stop();
       await Promise.allSettled([...this.writes]);
+      await this.listen.close();
       await this.pool.end();
     })();
     return this.closing;

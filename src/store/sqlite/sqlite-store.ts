@@ -138,6 +138,9 @@ export class SqliteStore implements OperationStore {
     this.listeners.push(listener);
   }
 
+  /** A file in the data dir is never unavailable while the server runs. */
+  onAvailability(): void {}
+
   /** Publishes a batch's events once it is durable; drops them if it rolled back. */
   private afterBatch(committed: boolean): void {
     const events = this.pendingEvents;
