@@ -4,7 +4,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
-import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import { OperationEventSchema, ProgressAttributesSchema, type OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, StopCauseSchema, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
@@ -36,6 +36,12 @@ export interface RunnerOptions {
   serverAddress: () => string;
   /** Told the names of delegations the runner revoked (retired execution credentials). */
   revoked: (names: ReadonlySet<string>) => void;
+  /** This runner's id (one per server process), recorded on the tasks it claims. */
+  runnerId: string;
+  /** How often this runner says it is alive (and, on a shared store, looks for tasks of runners that stopped). */
+  heartbeatMs: number;
+  /** A runner silent for this long is taken for dead: its running tasks are retried or failed with cause `runner_lost`. */
+  runnerTimeoutMs: number;
 }
 
 interface Waiting {
@@ -64,33 +70,79 @@ export class OperationRunner {
   private readonly retryTimers = new Map<string, NodeJS.Timeout>();
   private stopping = false;
   private slotsInUse = 0;
+  private heartbeats: NodeJS.Timeout | undefined;
 
-  constructor(private readonly options: RunnerOptions) {}
+  constructor(private readonly options: RunnerOptions) {
+    // A task this runner runs that ends elsewhere (cancelled through another replica, or taken
+    // over) must stop here too: the store tells every replica of every commit.
+    options.store.onCommit((events) => {
+      for (const { event } of events) {
+        if (isTerminal(event.state)) this.running.get(event.operation)?.abort(cause("cancelled", "the task ended on another server"));
+      }
+    });
+  }
 
   /**
-   * Picks up where a previous process left off: queued and retrying tasks are scheduled again;
-   * tasks that were running when it died are retried or failed with cause `server_restart`,
-   * per their retry policy, so none stays running forever.
+   * Picks up where previous processes left off, then keeps doing so. On the embedded store
+   * (one process per data dir) every task left running is this process's predecessor's
+   * orphan: it is stopped, and retried or failed with cause `server_restart`. On a shared
+   * store, only tasks whose runner stopped sending heartbeats are taken over (cause
+   * `runner_lost`); every heartbeat this runner also looks for such tasks, and for queued ones
+   * nobody has claimed for a while. Queued and retrying tasks are scheduled again; whichever
+   * runner claims one first runs it (the claim is a compare-and-set in the store).
    */
   async recover(): Promise<void> {
-    for (const operation of await this.options.store.listActiveOperations()) {
-      if (operation.state === TaskState.RUNNING) {
-        this.stopOrphan(operation);
-        await this.attemptFailed(operation, cause("server_restart", "the server stopped while the task was running"), true);
-      } else if (operation.state === TaskState.RETRYING) {
+    await this.options.store.heartbeat(this.options.runnerId, new Date());
+    await this.adoptAbandoned(true);
+    this.heartbeats = setInterval(() => {
+      this.beat().catch((error: unknown) => this.options.log.warn({ err: error }, "runner heartbeat failed"));
+    }, this.options.heartbeatMs);
+    this.heartbeats.unref();
+  }
+
+  private async beat(): Promise<void> {
+    await this.options.store.heartbeat(this.options.runnerId, new Date());
+    if (!this.options.store.exclusive) await this.adoptAbandoned(false);
+  }
+
+  /** Runners that said they were alive within the timeout, this one included. */
+  private async aliveRunners(): Promise<Set<string>> {
+    const since = Date.now() - this.options.runnerTimeoutMs;
+    const alive = new Set([this.options.runnerId]);
+    for (const [runner, at] of await this.options.store.runnerHeartbeats()) if (at.getTime() >= since) alive.add(runner);
+    return alive;
+  }
+
+  private knows(name: string): boolean {
+    return this.running.has(name) || this.retryTimers.has(name) || this.queue.some((entry) => entry.name === name);
+  }
+
+  private async adoptAbandoned(starting: boolean): Promise<void> {
+    const { store } = this.options;
+    const alive = await this.aliveRunners();
+    const unclaimedSince = Date.now() - this.options.runnerTimeoutMs;
+    for (const operation of await store.listActiveOperations()) {
+      if (this.stopping || this.knows(operation.name)) continue;
+      const ownerGone = store.exclusive ? starting : !alive.has(operation.runner);
+      if (operation.state === TaskState.RUNNING && ownerGone) {
+        if (store.exclusive) {
+          this.stopOrphan(operation);
+          await this.attemptFailed(operation, cause("server_restart", "the server stopped while the task was running"), true);
+        } else {
+          await this.attemptFailed(operation, cause("runner_lost", `${operation.runner} stopped sending heartbeats while the task was running`), true);
+        }
+      } else if (operation.state === TaskState.RETRYING && ownerGone) {
         this.scheduleRetry(operation.name, this.retryPolicy(operation).initialBackoffMs);
-      } else {
+      } else if (operation.state === TaskState.QUEUED && (starting || timestampDate(operation.createTime!).getTime() < unclaimedSince)) {
         this.enqueue(operation);
       }
     }
   }
 
   /**
-   * Schedules a queued task. Executions take one of `maxConcurrent` slots; records and commands
-   * (profile, grants, bindings, cancels) run at once, so a cancel is never stuck behind the
-   * executions it is meant to stop.
+   * A process group left behind by a crashed server must not go on running ungoverned. Only
+   * on the embedded store: there the process id surely is of this machine.
    */
-  /** A process group left behind by a crashed server must not go on running ungoverned. */
   private stopOrphan(operation: Operation): void {
     const artifact = operation.artifact?.kind;
     if (artifact?.case !== "localAgentExecution" || artifact.value.processId === 0) return;
@@ -99,6 +151,11 @@ export class OperationRunner {
     }
   }
 
+  /**
+   * Schedules a queued task. Executions take one of `maxConcurrent` slots; records and commands
+   * (profile, grants, bindings, cancels) run at once, so a cancel is never stuck behind the
+   * executions it is meant to stop.
+   */
   enqueue(operation: Pick<Operation, "name" | "type" | "delegation" | "profile">): void {
     if (this.stopping) return;
     if (usesSlot(operation.type)) this.wait(operation);
@@ -146,6 +203,7 @@ export class OperationRunner {
   /** Stops taking work and stops running executors; their tasks stay running in the store and are recovered on the next start. */
   stop(): void {
     this.stopping = true;
+    clearInterval(this.heartbeats);
     for (const timer of this.retryTimers.values()) clearTimeout(timer);
     this.retryTimers.clear();
     for (const controller of this.running.values()) controller.abort(cause("server_restart", "the server is stopping"));
@@ -203,15 +261,17 @@ export class OperationRunner {
 
   /**
    * Moves `operation` from its state to `to` with its event, if that transition is legal and
-   * nobody moved it meanwhile. A read-modify-write in one commit, so usage charged at runtime
-   * (RuntimeService) is never overwritten; an execution that ends settles its budget there too.
+   * nobody moved it meanwhile (same state, same attempt, same runner: a runner taken for dead
+   * cannot end the attempt another runner has started since). A read-modify-write in one
+   * commit, so usage charged at runtime (RuntimeService) is never overwritten; an execution
+   * that ends settles its budget there too.
    */
   private async transition(operation: Operation, to: TaskState, attributes: Attributes, change: (op: Operation) => void = () => {}): Promise<Operation | undefined> {
     const from = operation.state;
     const type = transitionEvent(from, to);
     if (type === undefined) throw illegalTransition(operation.name, from, `move to ${TaskState[to].toLowerCase()}`);
     const result = await this.options.store.modifyOperation(operation.name, (next) => {
-      if (next.state !== from) return undefined;
+      if (next.state !== from || next.attempt !== operation.attempt || next.runner !== operation.runner) return undefined;
       next.state = to;
       change(next);
       const ends = isTerminal(to);
@@ -235,6 +295,7 @@ export class OperationRunner {
     const attempt = stored.attempt + 1;
     const running = await this.transition(stored, TaskState.RUNNING, { case: "start", value: { policyDecisions: stored.policyDecisions } }, (op) => {
       op.attempt = attempt;
+      op.runner = this.options.runnerId;
       op.startTime ??= timestampFromDate(new Date());
     });
     if (running === undefined) return; // cancelled meanwhile

@@ -53,6 +53,10 @@ export interface ServerConfig {
   slowSubscriberTimeoutMs: number;
   /** Executions running at once; more wait in queued, first come first served. */
   maxConcurrentExecutions: number;
+  /** How often the runner says it is alive (and, on a shared store, looks for abandoned tasks). */
+  runnerHeartbeatMs: number;
+  /** A runner silent this long is taken for dead and its running tasks are taken over. */
+  runnerTimeoutMs: number;
   /** Retry policy of executions that set none. */
   defaultRetry: EffectiveRetryPolicy;
   execution: LocalProcessOptions;
@@ -90,6 +94,8 @@ export const defaultConfig: ServerConfig = {
   bookmarkIntervalMs: 10_000,
   slowSubscriberTimeoutMs: 5_000,
   maxConcurrentExecutions: 4,
+  runnerHeartbeatMs: 2_000,
+  runnerTimeoutMs: 10_000,
   defaultRetry: defaultRetryPolicy,
   execution: {
     envAllowlist: ["PATH", "LANG", "LC_ALL", "TZ", "TMPDIR"],

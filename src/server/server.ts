@@ -1,6 +1,7 @@
 // The composition root: listener → router → interceptors → services. Nothing else wires
 // things together; read this file to see everything the server serves and in which order
 // calls pass through the interceptors.
+import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { accessSync, constants, existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -176,6 +177,9 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     credentials: new ExecutionCredentials(store, serverKey.signing),
     serverAddress: () => url,
     revoked: (names) => authority.revoked(names),
+    runnerId: `runners/${randomUUID()}`,
+    heartbeatMs: config.runnerHeartbeatMs,
+    runnerTimeoutMs: config.runnerTimeoutMs,
   });
   const compaction = setInterval(() => {
     store.compactEvents(config.eventRetention, new Date()).catch((error: unknown) => log.error({ err: error }, "event compaction failed"));

@@ -123,6 +123,15 @@ export interface RetentionPolicy {
 }
 
 export interface OperationStore {
+  /**
+   * Whether only one server process uses this store at a time (the embedded store: one data
+   * dir, one process), so that every task a previous process left running is its orphan.
+   */
+  readonly exclusive: boolean;
+  /** Records that the runner `runner` (one per server process) is alive at `at`. */
+  heartbeat(runner: string, at: Date): Promise<void>;
+  /** When each runner last said it was alive. */
+  runnerHeartbeats(): Promise<Map<string, Date>>;
   /** Creates an operation (idempotent on its request id). Durable when the promise resolves. */
   createOperation(input: NewOperation): Promise<CreateResult>;
   /** Changes an operation and appends its event in one commit. Durable when it resolves. */

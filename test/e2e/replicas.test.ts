@@ -29,6 +29,9 @@ const replicaConfig: Partial<ServerConfig> = {
   bookmarkIntervalMs: 200,
   maxConcurrentExecutions: 8,
   execution: { ...defaultConfig.execution, killGraceMs: 500 },
+  // Longer than a child replica's heartbeat period (the default, 2 s), so a live one is never taken for dead.
+  runnerHeartbeatMs: 500,
+  runnerTimeoutMs: 5_000,
 };
 
 /** What each test started, stopped after it whatever happened. */
@@ -187,8 +190,8 @@ describe("events across replicas", () => {
     expect(acks.filter((ack) => !operations.has(ack.name))).toEqual([]);
     const { latest } = await survivor!.store.eventBounds();
     await watcher.caughtUp(latest, 20_000);
-    // The survivor's own operations end; the killed replica's unfinished ones wait for a replica
-    // to start (recovery at start is the only one), so wait for the survivor's before starting one.
+    // The survivor's own operations end; the killed replica's unfinished ones are taken over once
+    // its heartbeat is older than the runner timeout (by the survivor, or the restarted replica).
     await Promise.all(
       acks
         .filter((ack) => ack.replica === 0)

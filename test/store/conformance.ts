@@ -585,5 +585,15 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect((await store.readEvents(0n, 10)).map((e) => e.event.operation)).toEqual([op.name]);
       expect(await store.getOrCreateSecret("k", () => "third")).toBe(secret);
     });
+
+    it("keeps each runner's latest heartbeat, across a reopen", async () => {
+      await store.heartbeat("runners/a", new Date(1_000));
+      await store.heartbeat("runners/b", new Date(2_000));
+      await store.heartbeat("runners/a", new Date(3_000));
+      expect(await store.runnerHeartbeats()).toEqual(new Map([["runners/a", new Date(3_000)], ["runners/b", new Date(2_000)]]));
+      await store.close();
+      store = await reopen();
+      expect((await store.runnerHeartbeats()).get("runners/a")).toEqual(new Date(3_000));
+    });
   });
 }

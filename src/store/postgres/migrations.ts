@@ -84,6 +84,16 @@ export const migrations: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 2,
+    sql: `
+      -- Runners (one per server process) and when each last said it was alive.
+      CREATE TABLE runners (
+        id TEXT PRIMARY KEY,
+        heartbeat_ms BIGINT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** Key of the session-level advisory lock that serializes migrations across replicas. */

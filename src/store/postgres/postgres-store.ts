@@ -142,6 +142,8 @@ class Transaction {
 }
 
 export class PostgresStore implements OperationStore {
+  /** Several replicas share the database. */
+  readonly exclusive = false;
   private readonly listeners: ((events: StoredEvent[]) => void)[] = [];
   private readonly availabilityListeners: ((available: boolean, reason?: string) => void)[] = [];
   private readonly feed = new EventFeed({
@@ -480,6 +482,17 @@ export class PostgresStore implements OperationStore {
       ]);
       return rowCount;
     });
+  }
+
+  heartbeat(runner: string, at: Date): Promise<void> {
+    return this.write(async (tx) => {
+      await tx.query("INSERT INTO runners (id, heartbeat_ms) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms", [runner, at.getTime()]);
+    });
+  }
+
+  async runnerHeartbeats(): Promise<Map<string, Date>> {
+    const { rows } = await this.pool.query<{ id: string; heartbeat_ms: bigint }>("SELECT id, heartbeat_ms FROM runners");
+    return new Map(rows.map((row) => [row.id, new Date(Number(row.heartbeat_ms))]));
   }
 
   async getOrCreateSecret(key: string, create: () => string): Promise<string> {

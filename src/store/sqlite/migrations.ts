@@ -81,4 +81,14 @@ export const migrations: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 5,
+    sql: `
+      -- Runners (one per server process) and when each last said it was alive.
+      CREATE TABLE runners (
+        id TEXT PRIMARY KEY,
+        heartbeat_ms INTEGER NOT NULL
+      );
+    `,
+  },
 ];

@@ -71,6 +71,8 @@ function labelPath(key: string): string {
 }
 
 export class SqliteStore implements OperationStore {
+  /** One data dir, one server process. */
+  readonly exclusive = true;
   private readonly db: Database.Database;
   private readonly commits: GroupCommit;
   private readonly listeners: ((events: StoredEvent[]) => void)[] = [];
@@ -264,6 +266,17 @@ export class SqliteStore implements OperationStore {
         })
       : [];
     return { account, held: this.held(account), children };
+  }
+
+  heartbeat(runner: string, at: Date): Promise<void> {
+    return this.commits.submit(() => {
+      this.db.prepare("INSERT INTO runners (id, heartbeat_ms) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms").run(runner, at.getTime());
+    });
+  }
+
+  async runnerHeartbeats(): Promise<Map<string, Date>> {
+    const rows = this.db.prepare("SELECT id, heartbeat_ms FROM runners").all() as { id: string; heartbeat_ms: bigint }[];
+    return new Map(rows.map((row) => [row.id, new Date(Number(row.heartbeat_ms))]));
   }
 
   async readAccounts(accounts: readonly string[]): Promise<AccountState[]> {

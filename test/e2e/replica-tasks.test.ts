@@ -1,0 +1,106 @@
+// Tasks across replicas on one PostgreSQL database: each running task belongs to the runner
+// that claimed it (Operation.runner) and that runner's heartbeats. A replica that starts leaves
+// the tasks of live runners alone; a runner that stops sending heartbeats (SIGKILL) has its
+// running task taken over by a live replica (retry with cause runner_lost); a cancel through
+// one replica stops the process that runs on another.
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { afterEach, expect, it } from "vitest";
+import { EventType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
+import { clusterForFile } from "../helpers/cluster-for-file.js";
+import { createProfile, execution, isAlive, operationsClient, waitForEnd, type OperationsClient } from "../helpers/operations.js";
+import { dataDirSharingOperator, startChildReplica, startReplicas } from "../helpers/replicas.js";
+import { startTestServer, type ChildServer, type TestServer } from "../helpers/server.js";
+
+const { database } = clusterForFile();
+
+const config: Partial<ServerConfig> = {
+  execution: { ...defaultConfig.execution, killGraceMs: 300 },
+  runnerHeartbeatMs: 300,
+  // Longer than a child replica's heartbeat period (2 s by default).
+  runnerTimeoutMs: 5_000,
+};
+
+const started: (TestServer | ChildServer)[] = [];
+afterEach(async () => {
+  await Promise.all(
+    started.splice(0).map((server) => {
+      if ("close" in server) return server.close();
+      server.child.kill("SIGKILL");
+      return server.exited;
+    }),
+  );
+});
+
+async function until<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await read();
+    if (done(value)) return value;
+    if (Date.now() > deadline) throw new Error(`timed out; last value: ${JSON.stringify(value, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+const operationOf = (client: OperationsClient, name: string) => async () => (await client.getOperation({ name })).operation!;
+
+it("a replica that starts leaves the task a live replica runs alone", async () => {
+  const url = await database("start");
+  const [first] = await startReplicas(url, 1, config);
+  started.push(first!);
+  const client = operationsClient(first!.url);
+  const profile = await createProfile(client, "tasks");
+  const { operation } = await client.submitOperation(execution(profile, ["sleep", "20"]));
+  const running = await until(operationOf(client, operation!.name), (op) => op.state === TaskState.RUNNING);
+  expect(running.runner).toMatch(/^runners\//);
+
+  const second = await startTestServer({ ...config, store: url, dataDir: dataDirSharingOperator(first!.dataDir) });
+  started.push(second);
+  // Two heartbeat periods of the newcomer: it has looked at the task and left it alone.
+  await new Promise((resolve) => setTimeout(resolve, 1_000));
+  const after = (await client.getOperation({ name: operation!.name })).operation!;
+  expect([after.state, after.attempt, after.runner]).toEqual([TaskState.RUNNING, 1, running.runner]);
+  await client.cancelOperation({ name: operation!.name });
+  expect((await waitForEnd(client, operation!.name)).operation.state).toBe(TaskState.CANCELLED);
+}, 60_000);
+
+it("the running task of a replica killed with SIGKILL is taken over by a live one: retried there, cause runner_lost", async () => {
+  const url = await database("takeover");
+  const [survivor] = await startReplicas(url, 1, config);
+  started.push(survivor!);
+  const victim = await startChildReplica(url, survivor!);
+  started.push(victim);
+  const viaVictim = operationsClient(victim.url);
+  const viaSurvivor = operationsClient(survivor!.url);
+  const profile = await createProfile(viaSurvivor, "takeover");
+  // Short, so the victim's orphaned process (nobody may kill a process on another machine) ends soon.
+  const request = execution(profile, ["sleep", "4"], { retryPolicy: { maxAttempts: 2, initialBackoff: durationFromMs(50) } });
+  const { operation } = await viaVictim.submitOperation(request);
+  const first = await until(operationOf(viaSurvivor, operation!.name), (op) => op.state === TaskState.RUNNING);
+  victim.child.kill("SIGKILL");
+  await victim.exited;
+
+  const { events, operation: ended } = await waitForEnd(viaSurvivor, operation!.name, 60_000);
+  const retry = events.find((event) => event.type === EventType.RETRY);
+  expect(retry?.attributes).toMatchObject({ case: "retry", value: { cause: { reason: "runner_lost" } } });
+  expect(ended.state).toBe(TaskState.COMPLETED);
+  expect(ended.attempt).toBe(2);
+  expect(ended.runner).not.toBe(first.runner);
+}, 90_000);
+
+it("a cancel through one replica stops the process that runs on another", async () => {
+  const url = await database("cancel");
+  const [a, b] = await startReplicas(url, 2, config);
+  started.push(a!, b!);
+  const viaA = operationsClient(a!.url);
+  const viaB = operationsClient(b!.url);
+  const profile = await createProfile(viaA, "cancel");
+  const { operation } = await viaA.submitOperation(execution(profile, ["sleep", "30"]));
+  const running = await until(operationOf(viaA, operation!.name), (op) => op.state === TaskState.RUNNING && op.artifact?.kind.case === "localAgentExecution" && op.artifact.kind.value.processId > 0);
+  const pid = running.artifact!.kind.case === "localAgentExecution" ? running.artifact!.kind.value.processId : 0;
+  expect(isAlive(pid)).toBe(true);
+
+  await viaB.cancelOperation({ name: operation!.name, reason: "from the other replica" });
+  expect((await waitForEnd(viaB, operation!.name)).operation.state).toBe(TaskState.CANCELLED);
+  await until(async () => isAlive(pid), (alive) => !alive, 10_000);
+}, 60_000);
