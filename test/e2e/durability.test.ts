@@ -79,7 +79,8 @@ async function killDuringStartup(dataDir: string, afterMs: number): Promise<void
 }
 
 describe("durability under kill -9", () => {
-  it(`${CYCLES} cycles of burst + SIGKILL + restart lose no acknowledged submit and no received event`, { timeout: 175_000 }, async () => {
+  // Twenty server starts and kills: about two minutes alone, several on a loaded 2-core machine.
+  it(`${CYCLES} cycles of burst + SIGKILL + restart lose no acknowledged submit and no received event`, { timeout: 420_000 }, async () => {
     const random = seededRandom(SEED);
     const dataDir = tempDir("amctl-durability-");
     const violations: string[] = [];
