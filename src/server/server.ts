@@ -149,6 +149,13 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   if (anchorFiles.length === 0) log.warn("no trust anchor: no credential can be valid, so only health and reflection will answer (run amctl init)");
   const policy = new PolicyEngine(store, log);
   const grants = new GrantIndex(store);
+  // Other replicas may apply bundles: a shared store is read again on every runner heartbeat.
+  const policyRefresh = store.exclusive
+    ? undefined
+    : setInterval(() => {
+        policy.load().catch((error: unknown) => log.warn({ err: error }, "could not reload the policy bundles"));
+      }, config.runnerHeartbeatMs);
+  policyRefresh?.unref();
   await policy.load();
   const policyDir = config.policyDir ?? defaultPolicyDir(dataDir);
   if (policyDir !== undefined) await policy.importDirectory(policyDir);
@@ -263,6 +270,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         health.setAll(ServingStatus.NOT_SERVING);
         shutdown.abort(shuttingDown());
         clearInterval(compaction);
+        clearInterval(policyRefresh);
         runner.stop();
         await listener.close(config.shutdownGraceMs);
         await store.close();

@@ -2,13 +2,17 @@
 // that claimed it (Operation.runner) and that runner's heartbeats. A replica that starts leaves
 // the tasks of live runners alone; a runner that stops sending heartbeats (SIGKILL) has its
 // running task taken over by a live replica (retry with cause runner_lost); a cancel through
-// one replica stops the process that runs on another.
+// one replica stops the process that runs on another. A policy bundle applied through one
+// replica is read by the others on their next heartbeat.
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { afterEach, expect, it } from "vitest";
-import { EventType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { EventType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
 import { clusterForFile } from "../helpers/cluster-for-file.js";
 import { createProfile, execution, isAlive, operationsClient, waitForEnd, type OperationsClient } from "../helpers/operations.js";
+import { bundleSource, policyAdmin, policyClient } from "../helpers/policy.js";
 import { dataDirSharingOperator, startChildReplica, startReplicas } from "../helpers/replicas.js";
 import { startTestServer, type ChildServer, type TestServer } from "../helpers/server.js";
 
@@ -103,4 +107,27 @@ it("a cancel through one replica stops the process that runs on another", async 
   await viaB.cancelOperation({ name: operation!.name, reason: "from the other replica" });
   expect((await waitForEnd(viaB, operation!.name)).operation.state).toBe(TaskState.CANCELLED);
   await until(async () => isAlive(pid), (alive) => !alive, 10_000);
+}, 60_000);
+
+it("a policy bundle applied through one replica decides on the others within a heartbeat or two", async () => {
+  const url = await database("policy");
+  const [a, b] = await startReplicas(url, 2, config);
+  started.push(a!, b!);
+  const viaB = operationsClient(b!.url);
+  const profile = await createProfile(viaB, "policy");
+  const grant = (tool: string) => ({ requestId: `grant-${tool}-${Date.now()}`, profile, spec: { spec: { case: "toolGrantApply" as const, value: { tool } } } });
+  expect((await viaB.submitOperation(grant("git"))).created).toBe(true);
+
+  const admin = policyClient(a!.url, await policyAdmin(a!.dataDir, [ProfileType.PERSONAL]));
+  await admin.applyPolicyBundle({
+    profileType: ProfileType.PERSONAL,
+    source: bundleSource("personal", [{ id: "only-rg", gate: "toolGrant", effect: "allow", when: 'input.tool == "rg"' }]),
+  });
+  const refusal = await until(
+    () => viaB.submitOperation(grant("git")).then(() => undefined, (error: unknown) => ConnectError.from(error)),
+    (error) => error !== undefined,
+    10_000,
+  );
+  expect(refusal!.code).toBe(Code.PermissionDenied);
+  expect(refusal!.findDetails(ErrorInfoSchema)[0]?.metadata.rule).toBe("no-matching-allow");
 }, 60_000);

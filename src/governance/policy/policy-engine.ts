@@ -34,18 +34,25 @@ export function decideGate(bundle: CompiledBundle | undefined, gate: Gate, input
 
 export class PolicyEngine {
   private readonly bundles = new Map<ProfileType, CompiledBundle>();
+  /** Digests of stored bundles that did not compile, so a reload does not log them again. */
+  private readonly refused = new Set<string>();
 
   constructor(
     private readonly store: OperationStore,
     private readonly log: Logger,
   ) {}
 
-  /** Loads the bundles in force from the store. One that no longer compiles is left out (its gates deny) and logged. */
+  /**
+   * Loads the bundles in force from the store (again: on a shared store, another replica may
+   * have applied one). One that no longer compiles is left out (its gates deny) and logged.
+   */
   async load(): Promise<void> {
     for (const stored of await this.store.listPolicyBundles()) {
+      if (this.bundles.get(stored.profileType)?.digest === stored.digest || this.refused.has(stored.digest)) continue;
       try {
         this.bundles.set(stored.profileType, compileBundle(stored.source));
       } catch (error) {
+        this.refused.add(stored.digest);
         this.log.error({ bundle: stored.name, problem: (error as Error).message }, "a stored policy bundle does not compile; its gates deny everything");
       }
     }
