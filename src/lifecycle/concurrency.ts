@@ -2,13 +2,8 @@
 // whole subtree counts) and in each profile that has a budget. An execution that would exceed
 // a cap is not rejected: it waits in `queued` and starts, in arrival order, when a slot frees.
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
-import type { OperationStore } from "../store/store.js";
+import type { OperationStore, SlotKey } from "../store/store.js";
 
-export interface SlotKey {
-  /** A delegation or profile name. */
-  key: string;
-  cap: bigint;
-}
 
 /** The caps an execution runs under: every delegation from its own up to the root, and its profile's if it has one. */
 export async function slotKeysOf(store: OperationStore, operation: Pick<Operation, "delegation" | "profile">): Promise<SlotKey[]> {

@@ -12,11 +12,11 @@ import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/type
 import type { Executor, Outcome } from "../executors/executor.js";
 import { killOrphanGroup, processStartTicks } from "../executors/process-identity.js";
 import type { Logger } from "../server/logger.js";
-import type { OperationStore } from "../store/store.js";
+import type { Modification, OperationStore, SlotKey } from "../store/store.js";
 import { settlementFor, spendsBudget, withAttemptUsage } from "../governance/budget-ledger.js";
 import type { ExecutionCredential, ExecutionCredentials } from "../governance/execution-credentials.js";
 import { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
-import { ConcurrencySlots, slotKeysOf, type SlotKey } from "./concurrency.js";
+import { ConcurrencySlots, slotKeysOf } from "./concurrency.js";
 import { illegalTransition, operationNotFound } from "./errors.js";
 import { backoffMs, effectiveRetryPolicy, type EffectiveRetryPolicy } from "./retry.js";
 import { isTerminal, transitionEvent } from "./transitions.js";
@@ -61,6 +61,9 @@ function cause(reason: string, message: string, dimension = BudgetDimension.UNSP
 }
 
 const BUDGET_EXHAUSTED = "budget_exhausted";
+
+/** How soon an execution that found its caps full on other replicas tries its claim again. */
+const CLAIM_RETRY_MS = 250;
 
 export class OperationRunner {
   /** Executions waiting for a slot, in arrival order. Other operations never wait for one. */
@@ -162,10 +165,12 @@ export class OperationRunner {
     else this.launch(operation.name);
   }
 
-  /** Queues an execution; it starts once its caps are known and it fits (see pump). */
-  private wait(operation: Pick<Operation, "name" | "delegation" | "profile">): void {
+  /** Queues an execution (at the front: one that waited before); it starts once its caps are known and it fits (see pump). */
+  private wait(operation: Pick<Operation, "name" | "delegation" | "profile">, front = false): void {
+    if (this.stopping) return;
     const entry: Waiting = { name: operation.name };
-    this.queue.push(entry);
+    if (front) this.queue.unshift(entry);
+    else this.queue.push(entry);
     slotKeysOf(this.options.store, operation)
       .then((keys) => {
         entry.keys = keys;
@@ -240,18 +245,23 @@ export class OperationRunner {
       const keys = entry.keys;
       this.slotsInUse += 1;
       this.slots.take(keys);
-      this.launch(entry.name, () => {
-        this.slotsInUse -= 1;
-        this.slots.release(keys);
-        this.pump();
-      });
+      this.launch(
+        entry.name,
+        () => {
+          this.slotsInUse -= 1;
+          this.slots.release(keys);
+          this.pump();
+        },
+        keys,
+      );
     }
   }
 
-  private launch(name: string, done: () => void = () => {}): void {
+  /** Runs a task; `slots`, for an execution: the caps its claim must find room under (on every replica). */
+  private launch(name: string, done: () => void = () => {}, slots?: readonly SlotKey[]): void {
     const controller = new AbortController();
     this.running.set(name, controller);
-    this.execute(name, controller)
+    this.execute(name, controller, slots)
       .catch((error: unknown) => this.options.log.error({ err: error, operation: name }, "task failed unexpectedly"))
       .finally(() => {
         this.running.delete(name);
@@ -267,10 +277,15 @@ export class OperationRunner {
    * that ends settles its budget there too.
    */
   private async transition(operation: Operation, to: TaskState, attributes: Attributes, change: (op: Operation) => void = () => {}): Promise<Operation | undefined> {
+    const result = await this.options.store.modifyOperation(operation.name, this.transitionChange(operation, to, attributes, change));
+    return result.kind === "modified" ? result.operation : undefined;
+  }
+
+  private transitionChange(operation: Operation, to: TaskState, attributes: Attributes, change: (op: Operation) => void): Modification {
     const from = operation.state;
     const type = transitionEvent(from, to);
     if (type === undefined) throw illegalTransition(operation.name, from, `move to ${TaskState[to].toLowerCase()}`);
-    const result = await this.options.store.modifyOperation(operation.name, (next) => {
+    return (next) => {
       if (next.state !== from || next.attempt !== operation.attempt || next.runner !== operation.runner) return undefined;
       next.state = to;
       change(next);
@@ -285,20 +300,39 @@ export class OperationRunner {
         attributes,
       });
       return { operation: next, event, ...(ends && spendsBudget(next.type) ? { settle: settlementFor(next) } : {}) };
-    });
-    return result.kind === "modified" ? result.operation : undefined;
+    };
   }
 
-  private async execute(name: string, controller: AbortController): Promise<void> {
-    const stored = await this.options.store.getOperation(name);
-    if (stored === undefined || (stored.state !== TaskState.QUEUED && stored.state !== TaskState.RETRYING)) return;
+  /**
+   * Claims a queued or retrying task for this runner: the transition to running, which for an
+   * execution also needs room under its agentConcurrency caps counted over every replica. An
+   * execution that finds none goes back to the front of the queue, and tries again shortly.
+   */
+  private async claim(stored: Operation, slots: readonly SlotKey[] | undefined): Promise<Operation | undefined> {
     const attempt = stored.attempt + 1;
-    const running = await this.transition(stored, TaskState.RUNNING, { case: "start", value: { policyDecisions: stored.policyDecisions } }, (op) => {
+    const change = this.transitionChange(stored, TaskState.RUNNING, { case: "start", value: { policyDecisions: stored.policyDecisions } }, (op) => {
       op.attempt = attempt;
       op.runner = this.options.runnerId;
       op.startTime ??= timestampFromDate(new Date());
     });
-    if (running === undefined) return; // cancelled meanwhile
+    if (slots === undefined) {
+      const result = await this.options.store.modifyOperation(stored.name, change);
+      return result.kind === "modified" ? result.operation : undefined;
+    }
+    const result = await this.options.store.claimOperation(stored.name, slots, change);
+    if (result.kind === "no-slot") {
+      const retry = setTimeout(() => this.wait(stored, true), CLAIM_RETRY_MS);
+      retry.unref();
+    }
+    return result.kind === "modified" ? result.operation : undefined;
+  }
+
+  private async execute(name: string, controller: AbortController, slots: readonly SlotKey[] | undefined): Promise<void> {
+    const stored = await this.options.store.getOperation(name);
+    if (stored === undefined || (stored.state !== TaskState.QUEUED && stored.state !== TaskState.RETRYING)) return;
+    const running = await this.claim(stored, slots);
+    if (running === undefined) return; // cancelled or claimed meanwhile, or no room yet
+    const attempt = running.attempt;
     const workspace = join(this.options.dataDir, "workspaces", name.replace("operations/", ""));
     mkdirSync(workspace, { recursive: true });
     const credential =

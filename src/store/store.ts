@@ -85,11 +85,19 @@ export interface OperationUpdate {
 /** A read-modify-write of one operation in one commit: the new form and its event, or no change. */
 export type Modification = (current: Operation) => { operation: Operation; event?: OperationEvent; settle?: Settlement } | undefined;
 
+/** A cap on running executions: at most `cap` may run under `key` (a delegation or a profile) at once. */
+export interface SlotKey {
+  key: string;
+  cap: bigint;
+}
+
 export type ModifyResult =
   | { kind: "modified"; operation: Operation; event?: StoredEvent }
   | { kind: "unchanged"; operation: Operation }
   | { kind: "already-done"; operation: Operation }
   | { kind: "not-found" };
+
+export type ClaimResult = ModifyResult | { kind: "no-slot"; key: string };
 
 export type UpdateResult =
   | { kind: "updated"; operation: Operation; event?: StoredEvent }
@@ -142,6 +150,12 @@ export interface OperationStore {
    * the same key is refused ("already-done") — the key is recorded in the same commit.
    */
   modifyOperation(name: string, modify: Modification, onceKey?: string): Promise<ModifyResult>;
+  /**
+   * modifyOperation for the claim that starts an execution: in the same commit, checks that
+   * fewer than `cap` executions are running under each slot key (counted over every replica:
+   * running operations whose reservation is held on the key), else changes nothing ("no-slot").
+   */
+  claimOperation(name: string, slots: readonly SlotKey[], modify: Modification): Promise<ClaimResult>;
   getOperation(name: string): Promise<Operation | undefined>;
   /** The operation submitted with this request id, and the digest of that request. */
   findByRequestId(requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined>;

@@ -3,16 +3,19 @@
 // the tasks of live runners alone; a runner that stops sending heartbeats (SIGKILL) has its
 // running task taken over by a live replica (retry with cause runner_lost); a cancel through
 // one replica stops the process that runs on another. A policy bundle applied through one
-// replica is read by the others on their next heartbeat.
+// replica is read by the others on their next heartbeat. agentConcurrency and runtime charging
+// hold across replicas.
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { afterEach, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { CallKind } from "../../src/gen/agentmachine/v1/runtime_pb.js";
 import { EventType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
 import { clusterForFile } from "../helpers/cluster-for-file.js";
 import { createProfile, execution, isAlive, operationsClient, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { bundleSource, policyAdmin, policyClient } from "../helpers/policy.js";
+import { clientsFor, issueAgent, roomyBudget, startCredentialed, wideRoot } from "../helpers/runtime.js";
 import { dataDirSharingOperator, startChildReplica, startReplicas } from "../helpers/replicas.js";
 import { startTestServer, type ChildServer, type TestServer } from "../helpers/server.js";
 
@@ -130,4 +133,56 @@ it("a policy bundle applied through one replica decides on the others within a h
   );
   expect(refusal!.code).toBe(Code.PermissionDenied);
   expect(refusal!.findDetails(ErrorInfoSchema)[0]?.metadata.rule).toBe("no-matching-allow");
+}, 60_000);
+
+it("agentConcurrency holds across replicas: never more running under a delegation than it allows, the others wait queued and all run", async () => {
+  const url = await database("concurrency");
+  const [a, b] = await startReplicas(url, 2, config);
+  started.push(a!, b!);
+  const root = await wideRoot(a!.url, a!.dataDir);
+  const profile = await createProfile(root.operations, "concurrency");
+  const agent = await issueAgent(root, a!.url, "two-at-once", roomyBudget({ agentConcurrency: 2n }));
+  const viaA = agent.clients.operations;
+  const viaB = clientsFor(b!.url, agent.token).operations;
+  const names: string[] = [];
+  for (let i = 0; i < 6; i += 1) {
+    const { operation } = await (i % 2 === 0 ? viaA : viaB).submitOperation(execution(profile, ["sleep", "30"]));
+    names.push(operation!.name);
+  }
+  let maxRunning = 0;
+  const ended = new Set<string>();
+  while (ended.size < names.length) {
+    const states = await Promise.all(names.map(async (name) => (await viaA.getOperation({ name })).operation!));
+    const running = states.filter((op) => op.state === TaskState.RUNNING);
+    maxRunning = Math.max(maxRunning, running.length);
+    for (const op of states) if (op.state === TaskState.CANCELLED) ended.add(op.name);
+    // Free a slot: cancel one running task, through the replica that does not run it half the time.
+    if (running.length > 0) await (ended.size % 2 === 0 ? viaA : viaB).cancelOperation({ name: running[0]!.name });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+  }
+  expect(maxRunning).toBeLessThanOrEqual(2);
+  expect(maxRunning).toBe(2);
+  for (const name of names) {
+    const { events } = await waitForEnd(viaA, name);
+    // Every one of them ran (none was refused or left queued).
+    expect(events.some((event) => event.type === EventType.START)).toBe(true);
+  }
+}, 120_000);
+
+it("runtime charging through both replicas at once never overspends the operation's budget", async () => {
+  const url = await database("charging");
+  const [a, b] = await startReplicas(url, 2, config);
+  started.push(a!, b!);
+  const root = await wideRoot(a!.url, a!.dataDir);
+  const profile = await createProfile(root.operations, "charging");
+  const exec = await startCredentialed(a!.url, a!.dataDir, root.operations, profile, { connectorCalls: 20n });
+  const runtimes = [exec.runtime, clientsFor(b!.url, exec.token).runtime];
+  // Once a call would overspend, the task ends: calls after that are refused as not running.
+  const answers = await Promise.allSettled(
+    Array.from({ length: 50 }, (_, i) => runtimes[i % 2]!.authorizeCall({ operation: exec.operation.name, call: { kind: CallKind.CONNECTOR, connector: "github" } })),
+  );
+  expect(answers.filter((answer) => answer.status === "fulfilled" && answer.value.allowed)).toHaveLength(20);
+  const { operation } = await waitForEnd(root.operations, exec.operation.name);
+  expect(operation.usage?.connectorCalls).toBe(20n);
+  expect(operation.stopCause).toMatchObject({ reason: "budget_exhausted" });
 }, 60_000);

@@ -60,6 +60,7 @@ import { isTerminal } from "../../lifecycle/transitions.js";
 import type {
   AccountState,
   ChildAccount,
+  ClaimResult,
   CreateResult,
   EventBounds,
   Modification,
@@ -70,6 +71,7 @@ import type {
   OperationUpdate,
   RetentionPolicy,
   Settlement,
+  SlotKey,
   StoredEvent,
   StoredProfile,
   UpdateResult,
@@ -395,24 +397,45 @@ export class PostgresStore implements OperationStore {
   }
 
   modifyOperation(name: string, modify: Modification, onceKey?: string): Promise<ModifyResult> {
-    return this.write(async (tx): Promise<ModifyResult> => {
-      const { rows } = await tx.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE name = $1 FOR UPDATE", [name]);
-      const row = rows[0];
-      if (row === undefined) return { kind: "not-found" };
-      const current = fromBinary(OperationSchema, row.data);
-      if (onceKey !== undefined) {
-        const inserted = await tx.query("INSERT INTO once_keys (key) VALUES ($1) ON CONFLICT (key) DO NOTHING", [onceKey]);
-        if (inserted.rowCount === 0) return { kind: "already-done", operation: current };
+    return this.write((tx) => this.modifyIn(tx, name, modify, onceKey));
+  }
+
+  claimOperation(name: string, slots: readonly SlotKey[], modify: Modification): Promise<ClaimResult> {
+    return this.write(async (tx): Promise<ClaimResult> => {
+      // The operation row first, then the slot keys' account rows (the order settlements take),
+      // so that claims under one key are serialized across replicas while they count.
+      await tx.query("SELECT 1 FROM operations WHERE name = $1 FOR UPDATE", [name]);
+      await this.lockAccounts(tx, slots.map((slot) => slot.key), false);
+      for (const { key, cap } of slots) {
+        const { rows } = await tx.query<{ n: bigint }>(
+          "SELECT count(*) AS n FROM reservations r JOIN operations o ON o.name = r.operation WHERE o.state = $1 AND $2 = ANY(r.accounts)",
+          [TaskState.RUNNING, key],
+        );
+        if (BigInt(rows[0]!.n) >= cap) return { kind: "no-slot", key };
       }
-      const change = modify(clone(OperationSchema, current));
-      if (change === undefined) return { kind: "unchanged", operation: current };
-      const operation = clone(OperationSchema, change.operation);
-      if (change.settle !== undefined) await this.settle(tx, name, change.settle);
-      const event = change.event ? await tx.appendEvent(operation, change.event) : undefined;
-      await tx.query("UPDATE operations SET state = $1, data = $2 WHERE name = $3", [operation.state, toBinary(OperationSchema, operation), operation.name]);
-      return { kind: "modified", operation, ...(event ? { event } : {}) };
+      return this.modifyIn(tx, name, modify);
     });
   }
+
+  /** The body of modifyOperation, inside `tx`. */
+  private async modifyIn(tx: Transaction, name: string, modify: Modification, onceKey?: string): Promise<ModifyResult> {
+    const { rows } = await tx.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE name = $1 FOR UPDATE", [name]);
+    const row = rows[0];
+    if (row === undefined) return { kind: "not-found" };
+    const current = fromBinary(OperationSchema, row.data);
+    if (onceKey !== undefined) {
+      const inserted = await tx.query("INSERT INTO once_keys (key) VALUES ($1) ON CONFLICT (key) DO NOTHING", [onceKey]);
+      if (inserted.rowCount === 0) return { kind: "already-done", operation: current };
+    }
+    const change = modify(clone(OperationSchema, current));
+    if (change === undefined) return { kind: "unchanged", operation: current };
+    const operation = clone(OperationSchema, change.operation);
+    if (change.settle !== undefined) await this.settle(tx, name, change.settle);
+    const event = change.event ? await tx.appendEvent(operation, change.event) : undefined;
+    await tx.query("UPDATE operations SET state = $1, data = $2 WHERE name = $3", [operation.state, toBinary(OperationSchema, operation), operation.name]);
+    return { kind: "modified", operation, ...(event ? { event } : {}) };
+  }
+
 
   async getOperation(name: string): Promise<Operation | undefined> {
     const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE name = $1", [name]);

@@ -18,6 +18,7 @@ import { isTerminal } from "../../lifecycle/transitions.js";
 import type {
   AccountState,
   ChildAccount,
+  ClaimResult,
   CreateResult,
   Modification,
   ModifyResult,
@@ -28,6 +29,7 @@ import type {
   OperationUpdate,
   RetentionPolicy,
   Settlement,
+  SlotKey,
   StoredEvent,
   StoredProfile,
   UpdateResult,
@@ -102,6 +104,9 @@ export class SqliteStore implements OperationStore {
       insertReservation: this.db.prepare("INSERT INTO reservations (operation, accounts, amount) VALUES (?, ?, ?)"),
       getReservation: this.db.prepare("SELECT accounts, amount FROM reservations WHERE operation = ?"),
       deleteReservation: this.db.prepare("DELETE FROM reservations WHERE operation = ?"),
+      runningUnder: this.db.prepare(`
+        SELECT COUNT(*) AS n FROM reservations r JOIN operations o ON o.name = r.operation
+        WHERE o.state = ? AND EXISTS (SELECT 1 FROM json_each(r.accounts) WHERE value = ?)`),
       insertOnceKey: this.db.prepare("INSERT OR IGNORE INTO once_keys (key) VALUES (?)"),
       latestBundleVersion: this.db.prepare("SELECT MAX(version) AS version FROM policy_bundles WHERE profile_type = ?"),
       insertBundle: this.db.prepare("INSERT INTO policy_bundles (profile_type, version, data) VALUES (?, ?, ?)"),
@@ -233,20 +238,33 @@ export class SqliteStore implements OperationStore {
   }
 
   modifyOperation(name: string, modify: Modification, onceKey?: string): Promise<ModifyResult> {
-    return this.commits.submit((): ModifyResult => {
-      const row = this.statements.getOperation.get(name) as { data: Uint8Array } | undefined;
-      if (row === undefined) return { kind: "not-found" };
-      const current = fromBinary(OperationSchema, row.data);
-      if (onceKey !== undefined && this.statements.insertOnceKey.run(onceKey).changes === 0) return { kind: "already-done", operation: current };
-      const change = modify(clone(OperationSchema, current));
-      if (change === undefined) return { kind: "unchanged", operation: current };
-      const operation = clone(OperationSchema, change.operation);
-      const event = change.event ? this.appendEvent(operation, change.event) : undefined;
-      this.statements.updateOperation.run(operation.state, toBinary(OperationSchema, operation), operation.name);
-      if (change.settle !== undefined) this.settle(operation.name, change.settle);
-      if (event) this.pendingEvents.push(event);
-      return { kind: "modified", operation, ...(event ? { event } : {}) };
+    return this.commits.submit(() => this.modifyNow(name, modify, onceKey));
+  }
+
+  claimOperation(name: string, slots: readonly SlotKey[], modify: Modification): Promise<ClaimResult> {
+    return this.commits.submit((): ClaimResult => {
+      for (const { key, cap } of slots) {
+        const { n } = this.statements.runningUnder.get(TaskState.RUNNING, key) as { n: bigint };
+        if (BigInt(n) >= cap) return { kind: "no-slot", key };
+      }
+      return this.modifyNow(name, modify);
     });
+  }
+
+  /** The body of modifyOperation, inside the current transaction. */
+  private modifyNow(name: string, modify: Modification, onceKey?: string): ModifyResult {
+    const row = this.statements.getOperation.get(name) as { data: Uint8Array } | undefined;
+    if (row === undefined) return { kind: "not-found" };
+    const current = fromBinary(OperationSchema, row.data);
+    if (onceKey !== undefined && this.statements.insertOnceKey.run(onceKey).changes === 0) return { kind: "already-done", operation: current };
+    const change = modify(clone(OperationSchema, current));
+    if (change === undefined) return { kind: "unchanged", operation: current };
+    const operation = clone(OperationSchema, change.operation);
+    const event = change.event ? this.appendEvent(operation, change.event) : undefined;
+    this.statements.updateOperation.run(operation.state, toBinary(OperationSchema, operation), operation.name);
+    if (change.settle !== undefined) this.settle(operation.name, change.settle);
+    if (event) this.pendingEvents.push(event);
+    return { kind: "modified", operation, ...(event ? { event } : {}) };
   }
 
   private held(account: string): Budget {
