@@ -42,6 +42,8 @@ export interface AuthorityOptions {
 export class Authority {
   private readonly cache = new Map<string, { principal: Principal; until: number }>();
   private readonly revocationListeners = new Set<(revoked: ReadonlySet<string>) => void>();
+  /** For each open stream, the delegations (its own and its ancestors) whose revocation ends it. */
+  private readonly watched = new Map<(revoked: ReadonlySet<string>) => void, readonly string[]>();
 
   constructor(private readonly options: AuthorityOptions) {}
 
@@ -123,6 +125,28 @@ export class Authority {
       if (Authority.affected(principal, names)) controller.abort(unauthenticated(`${principal.delegation.name} was revoked`));
     };
     this.revocationListeners.add(listener);
-    return { signal: controller.signal, dispose: () => this.revocationListeners.delete(listener) };
+    this.watched.set(listener, [principal.delegation.name, ...principal.chain.map((d) => d.name)]);
+    return {
+      signal: controller.signal,
+      dispose: () => {
+        this.revocationListeners.delete(listener);
+        this.watched.delete(listener);
+      },
+    };
+  }
+
+  /**
+   * Looks in the store for revocations of the delegations open streams depend on, made through
+   * other servers on a shared store (this server's own reach the streams at once). Run every
+   * `cacheMs`, so a stream ends within the same bound as a call would be refused.
+   */
+  async checkRevocations(): Promise<void> {
+    const names = new Set([...this.watched.values()].flat());
+    const revoked = new Set<string>();
+    for (const name of names) {
+      const delegation = await this.options.store.getDelegation(name);
+      if (delegation?.revokeTime !== undefined) revoked.add(name);
+    }
+    if (revoked.size > 0) this.revoked(revoked);
   }
 }

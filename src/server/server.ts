@@ -10,6 +10,7 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { ContractService, file_agentmachine_v1_contract_service } from "../gen/agentmachine/v1/contract_service_pb.js";
 import { DelegationService, file_agentmachine_v1_delegation_service } from "../gen/agentmachine/v1/delegation_service_pb.js";
+import { DiagnosticsService, file_agentmachine_v1_diagnostics_service } from "../gen/agentmachine/v1/diagnostics_service_pb.js";
 import { OperationService, file_agentmachine_v1_operation_service } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { PolicyService, file_agentmachine_v1_policy_service } from "../gen/agentmachine/v1/policy_service_pb.js";
 import { ProfileService, file_agentmachine_v1_profile_service } from "../gen/agentmachine/v1/profile_service_pb.js";
@@ -23,6 +24,8 @@ import { ContainerExecutor } from "../executors/container-executor.js";
 import type { Executor } from "../executors/executor.js";
 import { LocalProcessExecutor } from "../executors/local-process.js";
 import { RecordExecutor } from "../executors/record-executor.js";
+import { DiagnosticsExecutor } from "../diagnostics/diagnostics-executor.js";
+import { localSecrets } from "../diagnostics/local-secrets.js";
 import { resolveExecutable } from "../executors/resolve-executable.js";
 import { EventHub } from "../lifecycle/event-hub.js";
 import { OperationRunner } from "../lifecycle/operation-runner.js";
@@ -36,6 +39,7 @@ import { PolicyEngine } from "../governance/policy/policy-engine.js";
 import { loadServerKey, loadTrustAnchors } from "../governance/server-key.js";
 import { contractService } from "../services/contract-service.js";
 import { delegationService } from "../services/delegation-service.js";
+import { diagnosticsService } from "../services/diagnostics-service.js";
 import { operationService } from "../services/operation-service.js";
 import { policyService } from "../services/policy-service.js";
 import { profileService } from "../services/profile-service.js";
@@ -50,7 +54,7 @@ import { shuttingDown } from "./errors.js";
 import { HealthStatus, ServingStatus } from "./health.js";
 import { authInterceptor } from "./auth-interceptor.js";
 import { errorInterceptor, loggingInterceptor, validationInterceptor } from "./interceptors.js";
-import { createLogger, type Logger } from "./logger.js";
+import { createLogger, recentErrors, type Logger } from "./logger.js";
 import { listenOnePort } from "./one-port-listener.js";
 import { rawRequestContextValues } from "./raw-response.js";
 import { answerUnknownRoute } from "./unknown-route.js";
@@ -73,6 +77,7 @@ const servedFiles: DescFile[] = [
   file_agentmachine_v1_policy_service,
   file_agentmachine_v1_runtime_service,
   file_agentmachine_v1_profile_service,
+  file_agentmachine_v1_diagnostics_service,
   file_grpc_health_v1_health,
   reflectionV1.file_grpc_reflection_v1_reflection,
   reflectionV1alpha.file_grpc_reflection_v1alpha_reflection,
@@ -86,6 +91,7 @@ export const servedServiceDescriptors: readonly DescService[] = [
   PolicyService,
   RuntimeService,
   ProfileService,
+  DiagnosticsService,
   Health,
   reflectionV1.ServerReflection,
   reflectionV1alpha.ServerReflection,
@@ -136,16 +142,25 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     health.setAll(available ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
   });
   const hub = await EventHub.open(store);
-  const pageTokens = new PageTokens(await store.getOrCreateSecret("page-token-key", randomSecret));
+  const pageTokenKey = await store.getOrCreateSecret("page-token-key", randomSecret);
+  const pageTokens = new PageTokens(pageTokenKey);
   const callTicketKey = await store.getOrCreateSecret("call-ticket-key", randomSecret);
   const serverKey = await loadServerKey(store);
   const initAnchor = operatorKeyFiles(dataDir).publicKey;
   const anchorFiles = [...config.trustAnchors, ...(existsSync(initAnchor) ? [initAnchor] : [])];
+  const credentialKeys = [...(await loadTrustAnchors(anchorFiles)), serverKey.verifying];
   const authority = new Authority({
     store,
-    keys: [...(await loadTrustAnchors(anchorFiles)), serverKey.verifying],
+    keys: credentialKeys,
     cacheMs: config.credentialCacheMs,
   });
+  // On a shared store, revocations made through other replicas end this replica's streams too.
+  const revocationChecks = store.exclusive
+    ? undefined
+    : setInterval(() => {
+        authority.checkRevocations().catch((error: unknown) => log.warn({ err: error }, "could not check for revocations"));
+      }, config.credentialCacheMs);
+  revocationChecks?.unref();
   if (anchorFiles.length === 0) log.warn("no trust anchor: no credential can be valid, so only health and reflection will answer (run amctl init)");
   const policy = new PolicyEngine(store, log);
   const grants = new GrantIndex(store);
@@ -170,6 +185,18 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     [OperationType.TOOL_GRANT_APPLY, records],
     [OperationType.TOOL_GRANT_REVOKE, records],
     [OperationType.MODEL_PROVIDER_BIND, records],
+    [
+      OperationType.DIAGNOSTICS_EXPORT_REDACTED,
+      new DiagnosticsExecutor({
+        store,
+        dataDir,
+        config,
+        health,
+        recentErrors: () => recentErrors(log),
+        credentialKeyIds: credentialKeys.map((key) => key.keyId),
+        localSecrets: () => localSecrets(store, dataDir, [pageTokenKey, callTicketKey]),
+      }),
+    ],
   ]);
   if (containerRuntime !== undefined) executors.set(OperationType.CONTAINER_RUN, new ContainerExecutor({ ...config.execution, runtime: containerRuntime }));
   /** Admission refuses the types without an executor, so none is stored that could never run. */
@@ -229,6 +256,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     router.service(PolicyService, policyService({ store, policy, grants, defaultBudget: config.defaultBudget, executable }));
     router.service(RuntimeService, runtimeService({ store, policy, grants, runner, callTickets: new MacTokens(callTicketKey) }));
     router.service(ProfileService, profileService());
+    router.service(DiagnosticsService, diagnosticsService({ store, dataDir }));
     router.service(Health, healthService(health));
     router.service(reflectionV1.ServerReflection, reflectionServiceV1(reflector));
     router.service(reflectionV1alpha.ServerReflection, reflectionServiceV1alpha(reflector));
@@ -271,6 +299,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         shutdown.abort(shuttingDown());
         clearInterval(compaction);
         clearInterval(policyRefresh);
+        clearInterval(revocationChecks);
         runner.stop();
         await listener.close(config.shutdownGraceMs);
         await store.close();

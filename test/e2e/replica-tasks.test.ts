@@ -186,3 +186,23 @@ it("runtime charging through both replicas at once never overspends the operatio
   expect(operation.usage?.connectorCalls).toBe(20n);
   expect(operation.stopCause).toMatchObject({ reason: "budget_exhausted" });
 }, 60_000);
+
+it("a revocation through one replica ends the streams the credential holds open on another", async () => {
+  const url = await database("revoke-stream");
+  const [a, b] = await startReplicas(url, 2, { ...config, credentialCacheMs: 300 });
+  started.push(a!, b!);
+  const root = await wideRoot(a!.url, a!.dataDir);
+  const agent = await issueAgent(root, a!.url, "watcher", roomyBudget());
+  const stream = clientsFor(b!.url, agent.token).operations.watchEvents({})[Symbol.asyncIterator]();
+  const ended = (async () => {
+    for (;;) await stream.next();
+  })().then(
+    () => undefined,
+    (error: unknown) => ConnectError.from(error),
+  );
+  // The stream is open (the first call went through) before the revocation.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  await root.delegations.revokeDelegation({ name: agent.delegation.name, reason: "retired" });
+  const error = await Promise.race([ended, new Promise<"still open">((resolve) => setTimeout(() => resolve("still open"), 10_000))]);
+  expect(error === "still open" ? error : error?.code).toBe(Code.Unauthenticated);
+}, 60_000);
