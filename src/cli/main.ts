@@ -3,6 +3,7 @@ import { Command, CommanderError } from "commander";
 import { registerCallCommands } from "./call-commands.js";
 import { useTokenFile } from "./client.js";
 import { registerContractCommands } from "./contract-commands.js";
+import { registerDiagnosticsCommands } from "./diagnostics-commands.js";
 import { registerGovernanceCommands } from "./governance-commands.js";
 import { registerOperationCommands } from "./operation-commands.js";
 import { registerPolicyCommands } from "./policy-commands.js";
@@ -31,6 +32,7 @@ registerGovernanceCommands(program);
 registerPolicyCommands(program);
 registerProfileCommands(program);
 registerCallCommands(program);
+registerDiagnosticsCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -39,7 +39,6 @@ const typeOfSpec: Record<NonNullable<OperationSpec["spec"]["case"]>, OperationTy
 /** What a server that cannot run a type lacks, as a refusal says it. */
 const missingExecutor: ReadonlyMap<OperationType, string> = new Map([
   [OperationType.CONTAINER_RUN, "no container runtime is configured (amctl serve --container-runtime)"],
-  [OperationType.DIAGNOSTICS_EXPORT_REDACTED, "no redacted diagnostics exporter is configured"],
 ]);
 
 /** Types that `agent_machine.execution.cancel` may target. */

@@ -6,8 +6,31 @@ export type { Logger };
 
 export const LOG_LEVELS: readonly Level[] = ["fatal", "error", "warn", "info", "debug", "trace"];
 
+/** How many of the newest warn, error and fatal lines a logger keeps for diagnostics bundles. */
+export const RECENT_ERROR_LINES = 100;
+
+const recentErrorLines = new WeakMap<Logger, string[]>();
+
+/**
+ * The newest warn, error and fatal lines `log` wrote (as written: already redacted), oldest
+ * first; none for a logger that createLogger did not make.
+ */
+export function recentErrors(log: Logger): readonly string[] {
+  return [...(recentErrorLines.get(log) ?? [])];
+}
+
 export function createLogger(level: Level, destination: NodeJS.WritableStream = process.stderr): Logger {
-  return pino(
+  const recent: string[] = [];
+  const tee = {
+    write(line: string): boolean {
+      if (/"level":"(?:warn|error|fatal)"/.test(line)) {
+        recent.push(line.trimEnd());
+        if (recent.length > RECENT_ERROR_LINES) recent.shift();
+      }
+      return destination.write(line);
+    },
+  };
+  const log = pino(
     {
       level,
       base: { service: "amctl" },
@@ -18,6 +41,8 @@ export function createLogger(level: Level, destination: NodeJS.WritableStream = 
         censor: "[redacted]",
       },
     },
-    destination as pino.DestinationStream,
+    tee as pino.DestinationStream,
   );
+  recentErrorLines.set(log, recent);
+  return log;
 }

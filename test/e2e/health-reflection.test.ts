@@ -35,7 +35,7 @@ describe("grpc.health.v1.Health", () => {
   it("List names every served service", async () => {
     const { statuses } = await health().list({});
     expect(Object.keys(statuses).sort()).toEqual(
-      ["", "agentmachine.v1.ContractService", "agentmachine.v1.DelegationService", "agentmachine.v1.OperationService", "agentmachine.v1.PolicyService", "agentmachine.v1.RuntimeService", "agentmachine.v1.ProfileService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
+      ["", "agentmachine.v1.ContractService", "agentmachine.v1.DelegationService", "agentmachine.v1.DiagnosticsService", "agentmachine.v1.OperationService", "agentmachine.v1.PolicyService", "agentmachine.v1.RuntimeService", "agentmachine.v1.ProfileService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
     );
   });
 
@@ -133,6 +133,7 @@ describe("server reflection", () => {
       "agentmachine.v1.DelegationService/ListDelegations",
       "agentmachine.v1.DelegationService/RevokeDelegation",
       "agentmachine.v1.DelegationService/WhoAmI",
+      "agentmachine.v1.DiagnosticsService/DownloadDiagnostics",
       "agentmachine.v1.OperationService/CancelOperation",
       "agentmachine.v1.OperationService/GetOperation",
       "agentmachine.v1.OperationService/ListOperations",

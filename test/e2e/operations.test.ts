@@ -62,7 +62,6 @@ describe("submit", () => {
 
   it.each([
     ["container.run", { case: "containerRun" as const, value: { image: `alpine@sha256:${"a".repeat(64)}`, argv: ["true"] } }, "no container runtime"],
-    ["diagnostics.export_redacted", { case: "diagnosticsExport" as const, value: {} }, "no redacted diagnostics exporter"],
   ])("refuses %s at admission with FailedPrecondition naming what is missing", async (_name, spec, why) => {
     const error = await refusal(client.submitOperation({ requestId: requestId(), profile, spec: { spec } }));
     expect(error.code).toBe(Code.FailedPrecondition);

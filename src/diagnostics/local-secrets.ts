@@ -1,0 +1,33 @@
+// The secrets the server holds for itself, which no bundle may carry in any encoding: the
+// operator's private key when it is in the data dir (`amctl init` puts it there), the server's
+// own signing key, and the MAC keys of page tokens and call tickets.
+import { existsSync, readFileSync } from "node:fs";
+import { operatorKeyFiles } from "../governance/operator-key.js";
+import type { OperationStore } from "../store/store.js";
+
+/** The store secret under which src/governance/server-key.ts keeps the server's key pair (JSON with a `pkcs8` PEM). */
+const SERVER_KEY_SECRET = "server-signing-key";
+
+function serverPrivateKey(stored: string): string[] {
+  try {
+    const { pkcs8 } = JSON.parse(stored) as { pkcs8?: unknown };
+    return typeof pkcs8 === "string" ? [pkcs8, stored] : [stored];
+  } catch {
+    return [stored];
+  }
+}
+
+/**
+ * `macKeys` are the values of other store secrets the server already read (page-token and
+ * call-ticket keys). The server key is read from the store, where it exists once the server
+ * started; the operator key from the data dir, if it is there.
+ */
+export async function localSecrets(store: OperationStore, dataDir: string, macKeys: readonly string[]): Promise<string[]> {
+  const secrets = [...macKeys];
+  // It exists once the server started, so the empty value offered for a missing one is never stored.
+  const serverKey = await store.getOrCreateSecret(SERVER_KEY_SECRET, () => "");
+  secrets.push(...serverPrivateKey(serverKey));
+  const operatorKey = operatorKeyFiles(dataDir).privateKey;
+  if (existsSync(operatorKey)) secrets.push(readFileSync(operatorKey, "utf8"));
+  return secrets;
+}
