@@ -3,11 +3,11 @@
 // legal transitions (transitions.ts) and commits the new state with its event in one write.
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import { OperationEventSchema, ProgressAttributesSchema, type OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
-import { OperationSchema, StopCauseSchema, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopCauseSchema, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Executor, Outcome } from "../executors/executor.js";
 import { killOrphanGroup, processStartTicks } from "../executors/process-identity.js";

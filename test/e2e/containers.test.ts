@@ -23,7 +23,6 @@ import { repoRoot, startChildServer, startTestServer, tempDir, type TestServer }
 
 const RUNTIME = join(repoRoot, "test/fixtures/fake-container-runtime.mjs");
 const DIGEST = `sha256:${"c".repeat(64)}`;
-const GiB = 1024n ** 3n;
 
 let server: TestServer;
 let client: OperationsClient;

@@ -6,7 +6,7 @@
 // replica is read by the others on their next heartbeat. agentConcurrency and runtime charging
 // hold across replicas.
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { afterEach, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
 import { CallKind } from "../../src/gen/agentmachine/v1/runtime_pb.js";
@@ -16,8 +16,8 @@ import { clusterForFile } from "../helpers/cluster-for-file.js";
 import { createProfile, execution, isAlive, operationsClient, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { bundleSource, policyAdmin, policyClient } from "../helpers/policy.js";
 import { clientsFor, issueAgent, roomyBudget, startCredentialed, wideRoot } from "../helpers/runtime.js";
-import { dataDirSharingOperator, startChildReplica, startReplicas } from "../helpers/replicas.js";
-import { startTestServer, type ChildServer, type TestServer } from "../helpers/server.js";
+import { dataDirSharingOperator, startChildReplica, startReplicas, stoppedAfterEach } from "../helpers/replicas.js";
+import { startTestServer } from "../helpers/server.js";
 
 const { database } = clusterForFile();
 
@@ -28,16 +28,8 @@ const config: Partial<ServerConfig> = {
   runnerTimeoutMs: 5_000,
 };
 
-const started: (TestServer | ChildServer)[] = [];
-afterEach(async () => {
-  await Promise.all(
-    started.splice(0).map((server) => {
-      if ("close" in server) return server.close();
-      server.child.kill("SIGKILL");
-      return server.exited;
-    }),
-  );
-});
+/** What each test started, stopped after it whatever happened. */
+const started = stoppedAfterEach();
 
 async function until<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;

@@ -8,7 +8,7 @@
 // cache bound; one delegation's budget is never over-reserved by submits through both.
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../../src/lifecycle/transitions.js";
@@ -18,9 +18,9 @@ import { lifecycleViolations } from "../helpers/event-invariants.js";
 import { EventWatcher } from "../helpers/event-watcher.js";
 import { createProfile, execution, operationsClient, quiescent, requestId, type OperationsClient, type SubmitInit } from "../helpers/operations.js";
 import { clusterForFile } from "../helpers/cluster-for-file.js";
-import { startChildReplica, startReplicas, watcherReport } from "../helpers/replicas.js";
+import { startChildReplica, startReplicas, stoppedAfterEach, watcherReport } from "../helpers/replicas.js";
 import { budgetRefusal, cancelAndWait, clientsFor, issueAgent, roomyBudget, wideRoot } from "../helpers/runtime.js";
-import type { ChildServer, TestServer } from "../helpers/server.js";
+import type { TestServer } from "../helpers/server.js";
 
 const { database } = clusterForFile();
 
@@ -35,16 +35,7 @@ const replicaConfig: Partial<ServerConfig> = {
 };
 
 /** What each test started, stopped after it whatever happened. */
-const started: (TestServer | ChildServer)[] = [];
-afterEach(async () => {
-  await Promise.all(
-    started.splice(0).map((server) => {
-      if ("close" in server) return server.close();
-      server.child.kill("SIGKILL");
-      return server.exited;
-    }),
-  );
-});
+const started = stoppedAfterEach();
 
 async function replicas(prefix: string, count = 2, overrides: Partial<ServerConfig> = {}): Promise<{ url: string; servers: TestServer[]; clients: OperationsClient[] }> {
   const url = await database(prefix);

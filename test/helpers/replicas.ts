@@ -4,12 +4,28 @@
 // credential minted for one is valid on all. And the check of what their WatchEvents watchers
 // received against the store.
 import { setTimeout as sleep } from "node:timers/promises";
+import { afterEach } from "vitest";
 import type { ServerConfig } from "../../src/server/config.js";
 import type { OperationStore, StoredEvent } from "../../src/store/store.js";
 import { copyOperatorKey } from "./auth.js";
 import { contiguityViolations, storeTruth, watcherViolations, type SeenBy } from "./event-invariants.js";
 import type { EventWatcher } from "./event-watcher.js";
 import { startChildServer, startTestServer, tempDir, type ChildServer, type TestServer } from "./server.js";
+
+/** A list to put servers in: after each test, those in it are stopped (closed, or SIGKILLed), whatever happened. */
+export function stoppedAfterEach(): (TestServer | ChildServer)[] {
+  const started: (TestServer | ChildServer)[] = [];
+  afterEach(async () => {
+    await Promise.all(
+      started.splice(0).map((server) => {
+        if ("close" in server) return server.close();
+        server.child.kill("SIGKILL");
+        return server.exited;
+      }),
+    );
+  });
+  return started;
+}
 
 /** A fresh data dir holding a copy of the operator key of `from`. */
 export function dataDirSharingOperator(from: string): string {
