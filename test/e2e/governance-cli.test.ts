@@ -1,15 +1,10 @@
 // The operator's path through the CLI: init, a root signed offline, a server that trusts it,
 // a narrower child for an agent, revocation — examples/delegations.sh, run for real.
-import { execFile } from "node:child_process";
 import { statSync } from "node:fs";
-import { join } from "node:path";
-import { promisify } from "node:util";
 import { expect, it } from "vitest";
 import { operatorKeyFiles } from "../../src/governance/operator-key.js";
-import { amctl } from "../helpers/cli.js";
-import { repoRoot, startChildServer, tempDir } from "../helpers/server.js";
-
-const run = promisify(execFile);
+import { amctl, runExampleAgainst } from "../helpers/cli.js";
+import { startChildServer, tempDir } from "../helpers/server.js";
 
 it("init writes the operator key with mode 0600 and refuses to overwrite it", async () => {
   const dataDir = tempDir("amctl-init-");
@@ -22,15 +17,8 @@ it("init writes the operator key with mode 0600 and refuses to overwrite it", as
 });
 
 it("examples/delegations.sh: init → root → child for an agent → the agent acts within its scope → revoke", async () => {
-  const server = await startChildServer();
-  try {
-    const { stdout } = await run("bash", [join(repoRoot, "examples/delegations.sh"), server.dataDir, server.url], { cwd: "/tmp" });
-    expect(stdout).toContain("agent-7");
-    expect(stdout).toContain("revoked (1 delegation)");
-    expect(stdout).toContain("# done");
-    expect(server.stderr()).not.toContain(server.token);
-  } finally {
-    server.child.kill("SIGTERM");
-    await server.exited;
-  }
+  const stdout = await runExampleAgainst("delegations.sh", await startChildServer());
+  expect(stdout).toContain("agent-7");
+  expect(stdout).toContain("revoked (1 delegation)");
+  expect(stdout).toContain("# done");
 }, 120_000);

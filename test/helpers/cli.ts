@@ -3,7 +3,7 @@
 import { execFile, spawn } from "node:child_process";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { repoRoot } from "./server.js";
+import { repoRoot, type ChildServer } from "./server.js";
 
 export interface CliResult {
   code: number;
@@ -71,4 +71,25 @@ export function spawnAmctl(args: string[], env: NodeJS.ProcessEnv = {}): Running
       return exited;
     },
   };
+}
+
+/**
+ * Runs `examples/SCRIPT DATA_DIR URL` against `server` (an `amctl serve` child), then stops the
+ * server whatever happened. Resolves with the script's stdout; a failing script rejects with
+ * everything it printed. The server's log must not hold the test's credential.
+ */
+export async function runExampleAgainst(script: string, server: ChildServer): Promise<string> {
+  try {
+    const stdout = await new Promise<string>((resolve, reject) => {
+      execFile("bash", [join(repoRoot, "examples", script), server.dataDir, server.url], { cwd: "/tmp" }, (error, out, err) => {
+        if (error === null) resolve(out);
+        else reject(new Error(`examples/${script} failed:\n${out}\n${err}`));
+      });
+    });
+    if (server.stderr().includes(server.token)) throw new Error("the server logged a credential");
+    return stdout;
+  } finally {
+    server.child.kill("SIGTERM");
+    await server.exited;
+  }
 }
