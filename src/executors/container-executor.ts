@@ -4,9 +4,8 @@
 // runtime's own messages, such as an image pull — is captured into the workspace as a local
 // process's output is; the wall clock comes from the budget; cancel stops the container by name.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, rmSync } from "node:fs";
+import { chmodSync } from "node:fs";
 import { availableParallelism, constants } from "node:os";
-import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
@@ -16,7 +15,7 @@ import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { containerInvocation } from "./container-invocation.js";
 import type { Attempt, Executor, Outcome } from "./executor.js";
 import type { LocalProcessOptions } from "./local-process.js";
-import { captureTo } from "./output-capture.js";
+import { captureLogPath, captureTo } from "./output-capture.js";
 
 export interface ContainerExecutorOptions extends LocalProcessOptions {
   /** Absolute path of the runtime's CLI. */
@@ -108,16 +107,12 @@ export class ContainerExecutor implements Executor {
     // host: it may write to the workspace only if everyone may. Nobody else reaches it, since
     // the data dir above it is the server's alone (mode 0700).
     chmodSync(workspace, 0o777);
-    const [stdoutPath, stderrPath] = ["stdout", "stderr"].map((stream) => join(workspace, `${stream}.${attempt.attempt}.log`)) as [string, string];
-    // An earlier attempt's container could have left a symlink where this attempt's log goes,
-    // to have the server write through it outside the workspace: whatever is there goes first.
-    for (const path of [stdoutPath, stderrPath]) rmSync(path, { force: true, recursive: true });
 
     const started = Date.now();
     const child = spawn(this.options.runtime, invocation.args, { env: this.environment(), stdio: ["ignore", "pipe", "pipe"] });
     const exited = exitOf(child);
-    const stdout = captureTo(child.stdout!, stdoutPath, this.options.outputLimitBytes);
-    const stderr = captureTo(child.stderr!, stderrPath, this.options.outputLimitBytes);
+    const stdout = captureTo(child.stdout!, captureLogPath(workspace, "stdout", attempt.attempt), this.options.outputLimitBytes);
+    const stderr = captureTo(child.stderr!, captureLogPath(workspace, "stderr", attempt.attempt), this.options.outputLimitBytes);
 
     let stopReason: "cancelled" | "wall_clock" | undefined;
     let termination: Promise<void> | undefined;

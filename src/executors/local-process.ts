@@ -31,7 +31,7 @@
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { constants } from "node:os";
-import { join, relative, resolve } from "node:path";
+import { relative, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
@@ -40,7 +40,7 @@ import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import { StopCauseSchema, type ExecutionStartSpec } from "../gen/agentmachine/v1/operation_pb.js";
 import { CPU_LIMIT_SIGNAL, limitCpuSeconds } from "./cpu-limit.js";
 import type { Attempt, Executor, Outcome } from "./executor.js";
-import { captureTo } from "./output-capture.js";
+import { captureLogPath, captureTo } from "./output-capture.js";
 import { exhaustion, firstExhausted, usageBudget, UsageMeter, type Exhaustion, type Metered } from "./usage-meter.js";
 
 export interface LocalProcessOptions {
@@ -56,10 +56,6 @@ export interface LocalProcessOptions {
 
 export const PROGRESS_FD = 3;
 
-/** Where an attempt's stdout or stderr is kept. */
-function captureLog(workspace: string, stream: "stdout" | "stderr", attempt: number): string {
-  return join(workspace, `${stream}.${attempt}.log`);
-}
 
 /** The working directory inside the workspace, or undefined if `relativeDir` escapes it. */
 export function workingDirectory(workspace: string, relativeDir: string): string | undefined {
@@ -99,8 +95,8 @@ export class LocalProcessExecutor implements Executor {
         stdio: ["ignore", "pipe", "pipe", "pipe"],
         detached: true, // its own process group, so a kill reaches every descendant
       });
-      const stdout = captureTo(child.stdout!, captureLog(workspace, "stdout", attempt.attempt), this.options.outputLimitBytes);
-      const stderr = captureTo(child.stderr!, captureLog(workspace, "stderr", attempt.attempt), this.options.outputLimitBytes);
+      const stdout = captureTo(child.stdout!, captureLogPath(workspace, "stdout", attempt.attempt), this.options.outputLimitBytes);
+      const stderr = captureTo(child.stderr!, captureLogPath(workspace, "stderr", attempt.attempt), this.options.outputLimitBytes);
       createInterface({ input: child.stdio[PROGRESS_FD] as Readable }).on("line", (line) => {
         try {
           const report = JSON.parse(line) as { percent?: unknown; message?: unknown };
@@ -214,7 +210,7 @@ export class LocalProcessExecutor implements Executor {
   private captureAllowances(workspace: string, attempt: number): Map<string, number> {
     const allowances = new Map<string, number>();
     for (let n = 1; n <= attempt; n += 1) {
-      for (const stream of ["stdout", "stderr"] as const) allowances.set(captureLog(workspace, stream, n), this.options.outputLimitBytes);
+      for (const stream of ["stdout", "stderr"] as const) allowances.set(captureLogPath(workspace, stream, n), this.options.outputLimitBytes);
     }
     return allowances;
   }

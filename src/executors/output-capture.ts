@@ -1,9 +1,19 @@
 // Captures a child's output stream into a file in its workspace, keeping at most `limit` bytes
 // so a chatty program cannot fill the disk; shared by the executors that run programs.
-import { createWriteStream } from "node:fs";
+import { createWriteStream, rmSync } from "node:fs";
+import { join } from "node:path";
 import type { Readable } from "node:stream";
 
+/** Where an attempt's stdout or stderr is kept. */
+export function captureLogPath(workspace: string, stream: "stdout" | "stderr", attempt: number): string {
+  return join(workspace, `${stream}.${attempt}.log`);
+}
+
 export function captureTo(stream: Readable, path: string, limit: number): { bytes: () => number; truncated: () => boolean; done: Promise<void> } {
+  // The workspace belongs to the program: an earlier attempt could have left a symlink where
+  // this log goes, to have the server write through it outside the workspace. Whatever is there
+  // goes first.
+  rmSync(path, { force: true, recursive: true });
   const file = createWriteStream(path);
   let bytes = 0;
   let truncated = false;
