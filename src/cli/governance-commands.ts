@@ -38,6 +38,8 @@ interface ScopeFlags {
   budget?: Partial<Record<BudgetDimensionName, bigint>>;
   mayDelegate?: boolean;
   policyProfileType?: ProfileType[];
+  workerProfile?: string[];
+  auditRead?: boolean;
 }
 
 function withScopeFlags(command: Command, unset: string): Command {
@@ -48,7 +50,9 @@ function withScopeFlags(command: Command, unset: string): Command {
     .option("--provider <provider>", `a model provider it allows (or "*"), repeatable (${unset})`, collect(String))
     .option("--budget <dimension=n>", "a budget dimension, repeatable (a root's unset dimensions: 100 times the server's default execution budget, 16 at once; a child's: 0)", budgetFlag)
     .option("--may-delegate", "it may issue child delegations")
-    .option("--policy-profile-type <type>", `a profile type whose policy bundle it may replace (amctl policy apply), repeatable (${unset})`, collect(contractName(profileTypeNames)));
+    .option("--policy-profile-type <type>", `a profile type whose policy bundle it may replace (amctl policy apply), repeatable (${unset})`, collect(contractName(profileTypeNames)))
+    .option("--worker-profile <profile>", `a profile whose executions it may run as a remote worker (profiles/ID or "*"), repeatable (${unset})`, collect(resourceOrAny("profiles")))
+    .option("--audit-read", `it may read the audit log (${unset === "default: none" ? "default: no" : "a root: yes"})`);
 }
 
 function resourceOrAny(collection: string) {
@@ -78,6 +82,8 @@ function scopeFrom(flags: ScopeFlags, everything: boolean): MessageInitShape<typ
     budget: Object.assign(everything ? rootDefaultBudget() : create(BudgetSchema), flags.budget),
     mayDelegate: flags.mayDelegate ?? false,
     policyProfileTypes: flags.policyProfileType ?? (everything ? [...profileTypeNames.keys()] : []),
+    workerProfiles: flags.workerProfile ?? any,
+    auditRead: flags.auditRead ?? everything,
   };
 }
 
@@ -91,6 +97,7 @@ function describe(delegation: Delegation): string {
     `  operation types: ${scope?.operationTypes.map((t) => operationTypeNames.get(t)).join(", ") || "(none)"}`,
     `  profiles: ${scope?.profiles.join(", ") || "(none)"}  tools: ${scope?.tools.join(", ") || "(none)"}  providers: ${scope?.modelProviders.join(", ") || "(none)"}`,
     `  may delegate: ${scope?.mayDelegate ? "yes" : "no"}  policy of: ${scope?.policyProfileTypes.map((t) => profileTypeNames.get(t)).join(", ") || "(none)"}`,
+    `  worker for: ${scope?.workerProfiles.join(", ") || "(none)"}  audit read: ${scope?.auditRead ? "yes" : "no"}`,
   ].join("\n");
 }
 

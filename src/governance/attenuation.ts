@@ -23,11 +23,12 @@ export function widening(child: DelegationScope, parent: DelegationScope, childB
   if (op !== undefined) return { axis: "operation_types", detail: `operation type ${op} is not in the parent's scope` };
   const policy = child.policyProfileTypes.find((type) => !parent.policyProfileTypes.includes(type));
   if (policy !== undefined) return { axis: "policy_profile_types", detail: `changing the policy of profile type ${policy} is not in the parent's scope` };
-  for (const axis of ["profiles", "tools", "modelProviders"] as const) {
+  for (const axis of ["profiles", "tools", "modelProviders", "workerProfiles"] as const) {
     const extra = listWithin(child[axis], parent[axis]);
     if (extra !== undefined) return { axis, detail: `${extra} is not in the parent's ${axis}` };
   }
   if (child.mayDelegate && !parent.mayDelegate) return { axis: "may_delegate", detail: "the parent may not delegate further" };
+  if (child.auditRead && !parent.auditRead) return { axis: "audit_read", detail: "the parent may not read the audit log" };
   const limit = childBudgetLimit ?? parent.budget;
   for (const dimension of budgetDimensions) {
     const wanted = child.budget?.[dimension] ?? 0n;

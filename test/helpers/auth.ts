@@ -42,6 +42,8 @@ export const fullScope: MessageInitShape<typeof DelegationScopeSchema> = {
     agentConcurrency: 1000n,
   },
   mayDelegate: true,
+  workerProfiles: ["*"],
+  auditRead: true,
 };
 
 const nextId = monotonicFactory();

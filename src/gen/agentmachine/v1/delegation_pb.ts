@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/delegation.proto.
  */
 export const file_agentmachine_v1_delegation: GenFile = /*@__PURE__*/
-  fileDesc("CiBhZ2VudG1hY2hpbmUvdjEvZGVsZWdhdGlvbi5wcm90bxIPYWdlbnRtYWNoaW5lLnYxIrQDCg9EZWxlZ2F0aW9uU2NvcGUSSAoPb3BlcmF0aW9uX3R5cGVzGAEgAygOMh4uYWdlbnRtYWNoaW5lLnYxLk9wZXJhdGlvblR5cGVCD7pIDJIBCSIHggEEEAEgABJHCghwcm9maWxlcxgCIAMoCUI1ukgykgEvEEAiK3IpMideKFwqfHByb2ZpbGVzL1thLXowLTldW2EtejAtOS1dezAsNjJ9KSQSOwoFdG9vbHMYAyADKAlCLLpIKZIBJhBAIiJyIDIeXihcKnxbQS1aYS16MC05Ll86Ly1dezEsMjAwfSkkEkUKD21vZGVsX3Byb3ZpZGVycxgEIAMoCUIsukgpkgEmEEAiInIgMh5eKFwqfFtBLVphLXowLTkuXzovLV17MSwyMDB9KSQSJwoGYnVkZ2V0GAUgASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldBIUCgxtYXlfZGVsZWdhdGUYBiABKAgSSwoUcG9saWN5X3Byb2ZpbGVfdHlwZXMYByADKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCD7pIDJIBCSIHggEEEAEgACLpAgoKRGVsZWdhdGlvbhIMCgRuYW1lGAEgASgJEg8KB3N1YmplY3QYAiABKAkSDgoGcGFyZW50GAMgASgJEi8KBXNjb3BlGAQgASgLMiAuYWdlbnRtYWNoaW5lLnYxLkRlbGVnYXRpb25TY29wZRIuCgpub3RfYmVmb3JlGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtleHBpcmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmV2b2tlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDXJldm9rZV9yZWFzb24YCCABKAkSDgoGa2V5X2lkGAkgASgJEi8KC2NyZWF0ZV90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglvcGVyYXRpb24YCyABKAliBnByb3RvMw", [file_agentmachine_v1_budget, file_agentmachine_v1_types, file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("CiBhZ2VudG1hY2hpbmUvdjEvZGVsZWdhdGlvbi5wcm90bxIPYWdlbnRtYWNoaW5lLnYxIpgECg9EZWxlZ2F0aW9uU2NvcGUSSAoPb3BlcmF0aW9uX3R5cGVzGAEgAygOMh4uYWdlbnRtYWNoaW5lLnYxLk9wZXJhdGlvblR5cGVCD7pIDJIBCSIHggEEEAEgABJHCghwcm9maWxlcxgCIAMoCUI1ukgykgEvEEAiK3IpMideKFwqfHByb2ZpbGVzL1thLXowLTldW2EtejAtOS1dezAsNjJ9KSQSOwoFdG9vbHMYAyADKAlCLLpIKZIBJhBAIiJyIDIeXihcKnxbQS1aYS16MC05Ll86Ly1dezEsMjAwfSkkEkUKD21vZGVsX3Byb3ZpZGVycxgEIAMoCUIsukgpkgEmEEAiInIgMh5eKFwqfFtBLVphLXowLTkuXzovLV17MSwyMDB9KSQSJwoGYnVkZ2V0GAUgASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldBIUCgxtYXlfZGVsZWdhdGUYBiABKAgSSwoUcG9saWN5X3Byb2ZpbGVfdHlwZXMYByADKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCD7pIDJIBCSIHggEEEAEgABJOCg93b3JrZXJfcHJvZmlsZXMYCCADKAlCNbpIMpIBLxBAIityKTInXihcKnxwcm9maWxlcy9bYS16MC05XVthLXowLTktXXswLDYyfSkkEhIKCmF1ZGl0X3JlYWQYCSABKAgi6QIKCkRlbGVnYXRpb24SDAoEbmFtZRgBIAEoCRIPCgdzdWJqZWN0GAIgASgJEg4KBnBhcmVudBgDIAEoCRIvCgVzY29wZRgEIAEoCzIgLmFnZW50bWFjaGluZS52MS5EZWxlZ2F0aW9uU2NvcGUSLgoKbm90X2JlZm9yZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jldm9rZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZXZva2VfcmVhc29uGAggASgJEg4KBmtleV9pZBgJIAEoCRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJb3BlcmF0aW9uGAsgASgJYgZwcm90bzM", [file_agentmachine_v1_budget, file_agentmachine_v1_types, file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * What a delegation allows. A child's scope is never wider than its parent's on any axis.
@@ -75,6 +75,22 @@ export type DelegationScope = Message<"agentmachine.v1.DelegationScope"> & {
    * @generated from field: repeated agentmachine.v1.ProfileType policy_profile_types = 7;
    */
   policyProfileTypes: ProfileType[];
+
+  /**
+   * Profiles, `profiles/{id}` or "*", whose executions the holder may run as a remote worker
+   * (WorkerService). Empty: the holder is no worker.
+   *
+   * @generated from field: repeated string worker_profiles = 8;
+   */
+  workerProfiles: string[];
+
+  /**
+   * Whether the holder may read the audit log (AuditService). `amctl init` gives it to the
+   * operator's root delegation.
+   *
+   * @generated from field: bool audit_read = 9;
+   */
+  auditRead: boolean;
 };
 
 /**
