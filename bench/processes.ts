@@ -77,6 +77,10 @@ export interface ServerOptions {
   store?: string;
   /** Another replica's data dir, whose operator key this one shares (so the bench's credential is valid on both). */
   replicaOf?: string;
+  /** More `amctl serve` flags. */
+  args?: string[];
+  /** Serve with the audit log off (bench/serve-without-audit.ts): the audit benchmark's baseline. */
+  withoutAudit?: boolean;
 }
 
 /**
@@ -91,7 +95,7 @@ export async function startServerProcess(options: ServerOptions = {}): Promise<B
     spawn(
       process.execPath,
       [
-        join(repoRoot, "bin/amctl.mjs"),
+        ...(options.withoutAudit ? ["--import", "tsx", join(repoRoot, "bench/serve-without-audit.ts")] : [join(repoRoot, "bin/amctl.mjs")]),
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -106,6 +110,7 @@ export async function startServerProcess(options: ServerOptions = {}): Promise<B
         "info",
         "--shutdown-grace-ms",
         "1000",
+        ...(options.args ?? []),
       ],
       { cwd: repoRoot, env: { ...process.env, ...(options.store !== undefined ? { AMCTL_STORE: options.store } : {}) }, stdio: ["ignore", "ignore", "pipe"] },
     ),
@@ -137,6 +142,11 @@ export async function startServerProcess(options: ServerOptions = {}): Promise<B
   });
   if (new URL(url).hostname !== "127.0.0.1") throw new Error(`server is not on 127.0.0.1: ${url}`);
   return { url, token, child, pid: child.pid!, dataDir };
+}
+
+/** Runs `amctl ARGS...` (killed with the other children on exit), its stderr piped. */
+export function spawnAmctl(args: string[]): ChildProcess {
+  return track(spawn(process.execPath, [join(repoRoot, "bin/amctl.mjs"), ...args], { cwd: repoRoot, stdio: ["ignore", "ignore", "pipe"] }));
 }
 
 export async function stopServerProcess(server: BenchServer): Promise<void> {

@@ -9,6 +9,9 @@
 //   fanout      events/s delivered to 1,000 subscribers vs to 1
 //   replay      replay of 100,000 events from sequence 0 vs streaming them from memory
 //   replicas    submit throughput: 2 replicas on PostgreSQL vs 1, and PostgreSQL vs SQLite
+//   workers     executions/s dispatched to 4 remote worker processes vs the embedded executor,
+//               and the latency a lease round trip adds
+//   audit       durable submit throughput with the audit log on vs off
 //
 // BENCH_ONLY selects some: a comma-separated list of these names, `streams` (idle, fanout,
 // replay) or `all` (the default). Every section starts its own server (`amctl serve`) and load
@@ -18,6 +21,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join, relative } from "node:path";
+import { auditBenchmark } from "./audit.js";
 import { contractBenchmark } from "./contract.js";
 import type { SectionReport } from "./format.js";
 import { governanceBenchmark } from "./governance.js";
@@ -26,6 +30,7 @@ import { killAll, repoRoot } from "./processes.js";
 import { replicasBenchmark } from "./replicas.js";
 import { readSettings, type Benchmark, type Settings } from "./settings.js";
 import { fanoutBenchmark, idleBenchmark, replayBenchmark } from "./streams.js";
+import { workersBenchmark } from "./workers.js";
 
 const resultsPath = join(repoRoot, "bench/results/latest.json");
 
@@ -37,6 +42,8 @@ const run: Record<Benchmark, (settings: Settings) => Promise<SectionReport>> = {
   fanout: fanoutBenchmark,
   replay: replayBenchmark,
   replicas: replicasBenchmark,
+  workers: workersBenchmark,
+  audit: auditBenchmark,
 };
 
 function gitCommit(): string | null {

@@ -3,7 +3,7 @@ import { cpus } from "node:os";
 import type { BenchProtocol } from "./load-worker.js";
 
 /** The benchmarks, by the name BENCH_ONLY selects them with. */
-export const benchmarks = ["contract", "operations", "governance", "idle", "fanout", "replay", "replicas"] as const;
+export const benchmarks = ["contract", "operations", "governance", "idle", "fanout", "replay", "replicas", "workers", "audit"] as const;
 export type Benchmark = (typeof benchmarks)[number];
 
 /** Names that select several benchmarks at once. */
@@ -33,6 +33,8 @@ export interface Settings {
   fanoutOperations: number;
   /** Replay: events streamed from sequence 0. */
   replayEvents: number;
+  /** Workers: executions per throughput run. */
+  workerTasks: number;
 }
 
 function envNumber(name: string, fallback: number, check: (value: number) => boolean): number {
@@ -81,5 +83,6 @@ export function readSettings(): Settings {
     fanoutSubscribers: envNumber("BENCH_FANOUT_SUBSCRIBERS", 1000, positiveInteger),
     fanoutOperations: envNumber("BENCH_FANOUT_OPERATIONS", 500, positiveInteger),
     replayEvents: envNumber("BENCH_REPLAY_EVENTS", 100_000, (value) => Number.isSafeInteger(value) && value >= 2),
+    workerTasks: envNumber("BENCH_WORKER_TASKS", 200, positiveInteger),
   };
 }

@@ -9,6 +9,7 @@ import { registerOperationCommands } from "./operation-commands.js";
 import { registerPolicyCommands } from "./policy-commands.js";
 import { registerProfileCommands } from "./profile-commands.js";
 import { registerServeCommand } from "./serve-command.js";
+import { registerWorkerCommand } from "./worker-command.js";
 import { EXIT_USAGE } from "./exit-codes.js";
 import { reportError } from "./report-error.js";
 
@@ -33,6 +34,7 @@ registerPolicyCommands(program);
 registerProfileCommands(program);
 registerCallCommands(program);
 registerDiagnosticsCommands(program);
+registerWorkerCommand(program);
 
 try {
   await program.parseAsync(process.argv);

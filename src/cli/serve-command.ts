@@ -24,6 +24,9 @@ interface ServeOptions {
   trustAnchor: string[];
   policy?: string;
   containerRuntime?: string;
+  auditKey?: string;
+  workers?: boolean;
+  leaseTtlMs: number;
   eventRetentionCount: number;
   eventRetentionHours: number;
 }
@@ -44,6 +47,9 @@ export function registerServeCommand(program: Command): void {
     .option("--trust-anchor <file>", "operator public key (PEM) whose root delegations are accepted; repeatable", (file: string, files: string[]) => [...files, file], [] as string[])
     .option("--policy <dir>", "directory of policy bundles (*.yaml) to apply at start; default <data-dir>/policies if it exists")
     .option("--container-runtime <runtime>", "podman, docker, or the path of a CLI that takes their flags, to run container.run operations with; unset, they are refused")
+    .option("--audit-key <file>", "Ed25519 private key (PEM) that signs audit checkpoints, created if missing; default <data-dir>/audit/signing-key.pem; replicas sharing a store need the same file")
+    .option("--workers", "run executions on remote workers (amctl worker) instead of on this server")
+    .option("--lease-ttl-ms <n>", "with --workers: a worker's lease on a task expires unless renewed within this", positiveInteger("--lease-ttl-ms"), 10_000)
     .option("--max-concurrent-executions <n>", "executions running at once; more wait in queued", positiveInteger("--max-concurrent-executions"), defaultConfig.maxConcurrentExecutions)
     .option("--event-retention-count <n>", "events kept for replay", positiveInteger("--event-retention-count"), defaultConfig.eventRetention.maxEvents)
     .option("--event-retention-hours <n>", "hours events are kept for replay", positiveInteger("--event-retention-hours"), defaultConfig.eventRetention.maxAgeMs / 3_600_000)
@@ -65,6 +71,8 @@ export function registerServeCommand(program: Command): void {
           trustAnchors: options.trustAnchor,
           ...(options.policy !== undefined ? { policyDir: options.policy } : {}),
           ...(options.containerRuntime !== undefined ? { containerRuntime: options.containerRuntime } : {}),
+          ...(options.auditKey !== undefined ? { auditKeyFile: options.auditKey } : {}),
+          ...(options.workers === true ? { remoteWorkers: { leaseTtlMs: options.leaseTtlMs } } : {}),
           eventRetention: { maxEvents: options.eventRetentionCount, maxAgeMs: options.eventRetentionHours * 3_600_000 },
         },
         log,

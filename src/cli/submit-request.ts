@@ -27,6 +27,7 @@ export interface SubmitFlags {
   displayName?: string;
   exec?: boolean;
   retry?: number;
+  workerSelector?: Record<string, string>;
   grantTool?: string;
   revokeGrant?: string;
   reason?: string;
@@ -48,6 +49,7 @@ function submitOptions(): Option[] {
     new Option("--display-name <text>", "with --profile-create: a human-readable name"),
     new Option("--exec", "agent_machine.execution.start: run the program after --"),
     new Option("--retry <attempts>", "with --exec: total attempts (retry_policy.max_attempts)").argParser(integerFlag(1)),
+    new Option("--worker-selector <key=value>", "with --exec, on a server with remote workers: a label the worker must carry (repeatable)").argParser(labelFlag),
     new Option("--grant-tool <tool>", "agent_machine.tool_grant.apply"),
     new Option("--revoke-grant <operation>", "agent_machine.tool_grant.revoke of this grant operation").argParser(resourceName("operations")),
     new Option("--reason <text>", "with --revoke-grant: why"),
@@ -83,7 +85,14 @@ function specChoices(flags: SubmitFlags, argv: string[]): { flag: string; given:
     {
       flag: "--exec",
       given: flags.exec === true,
-      spec: () => ({ case: "executionStart", value: { argv, ...(flags.retry !== undefined ? { retryPolicy: { maxAttempts: flags.retry } } : {}) } })
+      spec: () => ({
+        case: "executionStart",
+        value: {
+          argv,
+          ...(flags.retry !== undefined ? { retryPolicy: { maxAttempts: flags.retry } } : {}),
+          ...(flags.workerSelector !== undefined ? { workerSelector: flags.workerSelector } : {}),
+        },
+      }),
     },
     { flag: "--grant-tool", given: flags.grantTool !== undefined, spec: () => ({ case: "toolGrantApply", value: { tool: flags.grantTool } }) },
     {
@@ -106,6 +115,7 @@ function checkCompanions(flags: SubmitFlags, argv: string[]): void {
     [flags.profileCreate !== undefined, "--profile-create", "--profile-type", flags.profileType !== undefined],
     [flags.displayName !== undefined, "--display-name", "--profile-create", flags.profileCreate !== undefined],
     [flags.retry !== undefined, "--retry", "--exec", flags.exec === true],
+    [flags.workerSelector !== undefined, "--worker-selector", "--exec", flags.exec === true],
     [argv.length > 0, "a command after --", "--exec", flags.exec === true],
     [flags.exec === true, "--exec", "a command after -- (amctl submit --exec -- PROGRAM ARGS...)", argv.length > 0],
     [flags.reason !== undefined, "--reason", "--revoke-grant", flags.revokeGrant !== undefined],

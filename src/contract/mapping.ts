@@ -27,6 +27,13 @@ export const operationTypeNames: ReadonlyMap<OperationType, string> = new Map([
   [OperationType.DIAGNOSTICS_EXPORT_REDACTED, "agent_machine.diagnostics.export_redacted"],
 ]);
 
+/** Contract command reference of an operation type, e.g. `urn:srcos:workspace-operation-command:execution-start`. */
+export function commandRef(type: OperationType): string {
+  const name = operationTypeNames.get(type);
+  if (name === undefined) throw new Error(`operation type ${type} has no contract name`);
+  return `urn:srcos:workspace-operation-command:${name.replace(/^agent_machine\./, "").replaceAll(/[._]/g, "-")}`;
+}
+
 export const profileTypeNames: ReadonlyMap<ProfileType, string> = new Map([
   [ProfileType.PERSONAL, "personal"],
   [ProfileType.CORPORATE_FIREWALL, "corporate_firewall"],

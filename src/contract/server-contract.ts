@@ -7,16 +7,10 @@ import {
 } from "../gen/agentmachine/v1/contract_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import { OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import { artifactTypeNames, eventTypeNames, operationTypeNames, profileTypeNames } from "./mapping.js";
+import { auditableOperationTypes } from "../audit/audited-commands.js";
+import { artifactTypeNames, commandRef, eventTypeNames, operationTypeNames, profileTypeNames } from "./mapping.js";
 
 export const CONTRACT_ID = "urn:srcos:agent-machine:workspace-operation-contract:agent-machine-operation-plane";
-
-/** Contract command reference of an operation type, e.g. `urn:srcos:workspace-operation-command:execution-start`. */
-export function commandRef(type: OperationType): string {
-  const name = operationTypeNames.get(type);
-  if (name === undefined) throw new Error(`operation type ${type} has no contract name`);
-  return `urn:srcos:workspace-operation-command:${name.replace(/^agent_machine\./, "").replaceAll(/[._]/g, "-")}`;
-}
 
 const eventMeaning: Record<string, string> = {
   start: "The task was admitted under a delegation and began an attempt.",
@@ -108,8 +102,9 @@ export function buildServerContract(options: ServerContractOptions): WorkspaceOp
       durableWorkspaceState: { mode: "operation-contract-only", externalWrites: false },
       ambientAuthority: false,
     },
+    // What the audit interceptor and the services really audit (src/audit/audited-commands.ts).
     audit: {
-      auditableCommands: allOperationTypes.map((operationType) => ({
+      auditableCommands: auditableOperationTypes().map((operationType) => ({
         operationType,
         commandRef: commandRef(operationType),
         auditable: true,

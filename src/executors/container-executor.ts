@@ -10,9 +10,9 @@ import { setTimeout as delay } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import { BudgetDimension, BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
-import { StopCauseSchema, type ContainerRunSpec } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopCauseSchema, type ContainerRunSpec, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
-import { containerInvocation } from "./container-invocation.js";
+import { containerInvocation, containerName } from "./container-invocation.js";
 import type { Attempt, Executor, Outcome } from "./executor.js";
 import type { LocalProcessOptions } from "./local-process.js";
 import { captureLogPath, captureTo } from "./output-capture.js";
@@ -91,6 +91,13 @@ export class ContainerExecutor implements Executor {
     if (await ended(killGraceMs)) return;
     child.kill("SIGKILL");
     await this.command(["rm", "--force", name], 0);
+  }
+
+  /** A container outlives the CLI that started it (it runs under the daemon): removed by name. */
+  async stopOrphan(operation: Operation): Promise<string> {
+    const name = containerName(operation);
+    await this.command(["rm", "--force", name], 0);
+    return `container ${name}`;
   }
 
   run(attempt: Attempt): Promise<Outcome> {

@@ -61,6 +61,11 @@ function cpus(computeSeconds: bigint, wallClockSeconds: number, hostCpus: number
   return `${bounded / 100n}.${String(bounded % 100n).padStart(2, "0")}`;
 }
 
+/** The container's name, derived from the operation so that a cancel, or a restarted server, can stop it. */
+export function containerName(operation: Pick<Operation, "name">): string {
+  return `amctl-${operation.name.replace("operations/", "").toLowerCase()}`;
+}
+
 export function containerInvocation({ operation, workspace, wallClockSeconds, hostCpus }: InvocationInput): Invocation {
   const spec = operation.spec?.spec;
   if (spec?.case !== "containerRun") throw new Error(`${operation.name} is not a container run`);
@@ -69,7 +74,7 @@ export function containerInvocation({ operation, workspace, wallClockSeconds, ho
   if (memory === 0n) throw new Error(`${operation.name} has no sandboxMemoryBytes budget to limit its container with`);
   // --mount splits its value at commas; a workspace path holding one would mount something else.
   if (workspace.includes(",")) throw new Error(`cannot mount a workspace whose path holds a comma: ${workspace}`);
-  const name = `amctl-${operation.name.replace("operations/", "").toLowerCase()}`;
+  const name = containerName(operation);
   const before = [
     "run",
     "--rm",

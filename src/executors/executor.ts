@@ -29,6 +29,16 @@ export interface Attempt {
    * `progress`, it must not throw.
    */
   usage?(usage: Budget): void;
+  /** What `Executor.reserve` returned for this attempt, for executors that reserve. */
+  seat?: Seat;
+}
+
+/** Room an executor holds for one attempt between `reserve` and `run` (e.g. a remote worker's slot). */
+export interface Seat {
+  /** Who will run the attempt (a remote worker, `workers/{id}`), recorded on the operation. */
+  worker: string;
+  /** Gives the room back when the attempt will not run after all (the claim failed). */
+  release(): void;
 }
 
 export type Outcome =
@@ -39,4 +49,16 @@ export type Outcome =
 
 export interface Executor {
   run(attempt: Attempt): Promise<Outcome>;
+  /**
+   * Optional: resolves once the executor has room for the operation's next attempt (a remote
+   * worker that may run it is free), so the task stays queued, not running, while none has.
+   * Rejects when `signal` is aborted first.
+   */
+  reserve?(operation: Operation, signal: AbortSignal): Promise<Seat>;
+  /**
+   * Optional: stops what an attempt of `operation` started by a previous server process (one
+   * that crashed) may have left running, so it does not go on ungoverned. Resolves with what
+   * it stopped, for the log, or undefined when nothing was left.
+   */
+  stopOrphan?(operation: Operation): Promise<string | undefined>;
 }

@@ -37,10 +37,12 @@ import type { Readable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
-import { StopCauseSchema, type ExecutionStartSpec } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopCauseSchema, type ExecutionStartSpec, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { CPU_LIMIT_SIGNAL, limitCpuSeconds } from "./cpu-limit.js";
 import type { Attempt, Executor, Outcome } from "./executor.js";
 import { captureLogPath, captureTo } from "./output-capture.js";
+import { killedWithParent } from "./parent-death.js";
+import { killOrphanGroup } from "./process-identity.js";
 import { exhaustion, firstExhausted, usageBudget, UsageMeter, type Exhaustion, type Metered } from "./usage-meter.js";
 
 export interface LocalProcessOptions {
@@ -52,6 +54,8 @@ export interface LocalProcessOptions {
   defaultWallClockSeconds: number;
   /** Between SIGTERM and SIGKILL. */
   killGraceMs: number;
+  /** On a remote worker: the process is killed when the worker dies (parent-death.ts). */
+  killWithParent?: boolean;
 }
 
 export const PROGRESS_FD = 3;
@@ -66,6 +70,14 @@ export function workingDirectory(workspace: string, relativeDir: string): string
 
 export class LocalProcessExecutor implements Executor {
   constructor(private readonly options: LocalProcessOptions) {}
+
+  /** The process group the attempt recorded (pid and start time), if that process still runs. */
+  stopOrphan(operation: Operation): Promise<string | undefined> {
+    const artifact = operation.artifact?.kind;
+    if (artifact?.case !== "localAgentExecution" || artifact.value.processId === 0) return Promise.resolve(undefined);
+    const { processId, processStartTicks } = artifact.value;
+    return Promise.resolve(killOrphanGroup(processId, processStartTicks) ? `process group ${processId}` : undefined);
+  }
 
   run(attempt: Attempt): Promise<Outcome> {
     const spec = attempt.operation.spec?.spec;
@@ -87,9 +99,10 @@ export class LocalProcessExecutor implements Executor {
     mkdirSync(cwd, { recursive: true });
     const limits = this.limits(attempt.operation.requestedBudget);
     const [program, ...args] = spec.argv as [string, ...string[]];
+    const command = (this.options.killWithParent === true ? killedWithParent(program, args) : undefined) ?? { file: program, args };
 
     return new Promise<Outcome>((resolveOutcome) => {
-      const child = spawn(program, args, {
+      const child = spawn(command.file, command.args, {
         cwd,
         env: this.environment(spec, attempt),
         stdio: ["ignore", "pipe", "pipe", "pipe"],

@@ -12,6 +12,7 @@ import { workingDirectory } from "../executors/local-process.js";
 import { invalidField } from "../server/errors.js";
 import type { Principal } from "../governance/authority.js";
 import { requireOperation } from "../governance/scope.js";
+import { workersDisabled } from "../workers/errors.js";
 import type { NewOperation, OperationStore, StoredProfile } from "../store/store.js";
 import { reservationFor, spendsBudget } from "../governance/budget-ledger.js";
 import { policyDenied } from "../governance/errors.js";
@@ -71,6 +72,8 @@ export interface AdmissionContext {
   policy: PolicyEngine;
   /** The operation types this server has an executor for; others are refused. */
   executable: ReadonlySet<OperationType>;
+  /** Whether executions may name a worker_selector: only on a server that dispatches to remote workers. */
+  workerSelectors: boolean;
 }
 
 /** The operation a cancel or a revoke targets, checked for what that command needs of it. */
@@ -101,7 +104,7 @@ async function targetOf(spec: OperationSpec["spec"], store: OperationStore): Pro
  * type. Nothing is written here: the store takes the result, with its budget reservation, in
  * one commit (and PolicyService.EvaluatePolicy calls this as a dry run).
  */
-export async function admit(request: SubmitOperationRequest, { store, defaultBudget, principal, policy, executable }: AdmissionContext): Promise<NewOperation> {
+export async function admit(request: SubmitOperationRequest, { store, defaultBudget, principal, policy, executable, workerSelectors }: AdmissionContext): Promise<NewOperation> {
   const spec = request.spec!.spec; // required by the request's validation rules
   const type = typeOfSpec[spec.case!];
   const profile = spec.case === "profileCreate" ? `profiles/${spec.value.profileId}` : request.profile;
@@ -130,6 +133,7 @@ export async function admit(request: SubmitOperationRequest, { store, defaultBud
   if (denied !== undefined) throw policyDenied(denied);
 
   if (!executable.has(type)) throw noExecutor(operationTypeNames.get(type)!, missingExecutor.get(type) ?? "it has no executor for it");
+  if (spec.case === "executionStart" && !workerSelectors && Object.keys(spec.value.workerSelector).length > 0) throw workersDisabled();
 
   const operation: Operation = create(OperationSchema, {
     name: `operations/${nextId()}`,

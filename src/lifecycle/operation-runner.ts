@@ -9,8 +9,8 @@ import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import { OperationEventSchema, ProgressAttributesSchema, type OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import { StopCauseSchema, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import type { Executor, Outcome } from "../executors/executor.js";
-import { killOrphanGroup, processStartTicks } from "../executors/process-identity.js";
+import type { Executor, Outcome, Seat } from "../executors/executor.js";
+import { processStartTicks } from "../executors/process-identity.js";
 import type { Logger } from "../server/logger.js";
 import type { Modification, OperationStore, SlotKey } from "../store/store.js";
 import { settlementFor, spendsBudget, withAttemptUsage } from "../governance/budget-ledger.js";
@@ -129,7 +129,7 @@ export class OperationRunner {
       const ownerGone = store.exclusive ? starting : !alive.has(operation.runner);
       if (operation.state === TaskState.RUNNING && ownerGone) {
         if (store.exclusive) {
-          this.stopOrphan(operation);
+          await this.stopOrphan(operation);
           await this.attemptFailed(operation, cause("server_restart", "the server stopped while the task was running"), true);
         } else {
           await this.attemptFailed(operation, cause("runner_lost", `${operation.runner} stopped sending heartbeats while the task was running`), true);
@@ -143,15 +143,15 @@ export class OperationRunner {
   }
 
   /**
-   * A process group left behind by a crashed server must not go on running ungoverned. Only
-   * on the embedded store: there the process id surely is of this machine.
+   * What a crashed server started must not go on running ungoverned: its executor stops it.
+   * Only on the embedded store: there what was started surely is of this machine.
    */
-  private stopOrphan(operation: Operation): void {
-    const artifact = operation.artifact?.kind;
-    if (artifact?.case !== "localAgentExecution" || artifact.value.processId === 0) return;
-    if (killOrphanGroup(artifact.value.processId, artifact.value.processStartTicks)) {
-      this.options.log.warn({ operation: operation.name, pid: artifact.value.processId }, "stopped a process group left running by a previous server");
-    }
+  private async stopOrphan(operation: Operation): Promise<void> {
+    const stopped = await this.options.executors.get(operation.type)?.stopOrphan?.(operation).catch((error: unknown) => {
+      this.options.log.error({ err: error, operation: operation.name }, "could not stop what a previous server left running");
+      return undefined;
+    });
+    if (stopped !== undefined) this.options.log.warn({ operation: operation.name, stopped }, "stopped what a previous server left running");
   }
 
   /**
@@ -308,11 +308,12 @@ export class OperationRunner {
    * execution also needs room under its agentConcurrency caps counted over every replica. An
    * execution that finds none goes back to the front of the queue, and tries again shortly.
    */
-  private async claim(stored: Operation, slots: readonly SlotKey[] | undefined): Promise<Operation | undefined> {
+  private async claim(stored: Operation, slots: readonly SlotKey[] | undefined, seat: Seat | undefined): Promise<Operation | undefined> {
     const attempt = stored.attempt + 1;
     const change = this.transitionChange(stored, TaskState.RUNNING, { case: "start", value: { policyDecisions: stored.policyDecisions } }, (op) => {
       op.attempt = attempt;
       op.runner = this.options.runnerId;
+      op.worker = seat?.worker ?? "";
       op.startTime ??= timestampFromDate(new Date());
     });
     if (slots === undefined) {
@@ -330,8 +331,13 @@ export class OperationRunner {
   private async execute(name: string, controller: AbortController, slots: readonly SlotKey[] | undefined): Promise<void> {
     const stored = await this.options.store.getOperation(name);
     if (stored === undefined || (stored.state !== TaskState.QUEUED && stored.state !== TaskState.RETRYING)) return;
-    const running = await this.claim(stored, slots);
-    if (running === undefined) return; // cancelled or claimed meanwhile, or no room yet
+    const seat = await this.reserveSeat(stored, controller.signal);
+    if (seat === null) return; // cancelled while it waited
+    const running = await this.claim(stored, slots, seat);
+    if (running === undefined) {
+      seat?.release();
+      return; // cancelled or claimed meanwhile, or no room yet
+    }
     const attempt = running.attempt;
     const workspace = join(this.options.dataDir, "workspaces", name.replace("operations/", ""));
     mkdirSync(workspace, { recursive: true });
@@ -343,17 +349,39 @@ export class OperationRunner {
           })
         : undefined;
     if (running.type === OperationType.EXECUTION_START && credential === undefined) {
+      seat?.release();
       await this.attemptFailed(running, cause("credential_unavailable", `no execution credential could be issued under ${running.delegation} (revoked, expired, or see the server log)`), false);
       return;
     }
     try {
-      await this.runAttempt(running, attempt, workspace, controller, credential);
+      await this.runAttempt(running, attempt, workspace, controller, credential, seat);
     } finally {
       if (credential !== undefined) this.options.revoked(await this.options.credentials.retire(credential));
     }
   }
 
-  private async runAttempt(running: Operation, attempt: number, workspace: string, controller: AbortController, credential: ExecutionCredential | undefined): Promise<void> {
+  /**
+   * Waits for room on an executor that reserves (remote workers); the task stays queued or
+   * retrying meanwhile. Null when the wait was cancelled: a cancel ends the task here, a stop
+   * of the server leaves it for the next start.
+   */
+  private async reserveSeat(stored: Operation, signal: AbortSignal): Promise<Seat | undefined | null> {
+    const executor = this.options.executors.get(stored.type);
+    if (executor?.reserve === undefined) return undefined;
+    try {
+      return await executor.reserve(stored, signal);
+    } catch (error) {
+      if (!signal.aborted) throw error;
+      if (this.stopping) return null;
+      const why = (signal.reason as StopCause | undefined) ?? cause("cancelled", "cancelled");
+      await this.transition(stored, TaskState.CANCELLED, { case: "cancel", value: { cause: why } }, (op) => {
+        op.stopCause = why;
+      });
+      return null;
+    }
+  }
+
+  private async runAttempt(running: Operation, attempt: number, workspace: string, controller: AbortController, credential: ExecutionCredential | undefined, seat: Seat | undefined): Promise<void> {
     const { name } = running;
     const executor = this.options.executors.get(running.type);
     if (executor === undefined) throw new Error(`no executor for operation type ${running.type}`);
@@ -380,6 +408,7 @@ export class OperationRunner {
         attempt,
         workspace,
         signal: controller.signal,
+        ...(seat !== undefined ? { seat } : {}),
         env: credential === undefined ? {} : { AMCTL_SERVER: this.options.serverAddress(), AMCTL_TOKEN: credential.token, AMCTL_OPERATION: name },
         progress: (message, percent) => {
           const value = { message, ...(percent !== undefined ? { percent } : {}) };

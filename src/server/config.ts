@@ -67,6 +67,24 @@ export interface ServerConfig {
    * clock and kill grace.
    */
   containerRuntime?: string;
+  /**
+   * The Ed25519 key (PKCS#8 PEM) that signs audit checkpoints, created if missing; default
+   * `<dataDir>/audit/signing-key.pem`. Replicas sharing a store must be given the same file.
+   */
+  auditKeyFile?: string;
+  /** A signed audit checkpoint is made this often when the log grew (and at shutdown). */
+  auditCheckpointIntervalMs: number;
+  /**
+   * false: no audit record is written (only for measuring what the audit costs: the bench;
+   * deliberately not a flag of `amctl serve`).
+   */
+  audit: boolean;
+  /**
+   * Set: executions run on remote workers (`amctl worker`, WorkerService), none on this
+   * server; a worker's lease on an attempt expires unless renewed within `leaseTtlMs`.
+   * Unset: this server runs executions itself and refuses workers.
+   */
+  remoteWorkers?: { leaseTtlMs: number };
 }
 
 export const defaultConfig: ServerConfig = {
@@ -91,6 +109,8 @@ export const defaultConfig: ServerConfig = {
   }),
   eventRetention: { maxEvents: 1_000_000, maxAgeMs: 7 * 24 * 3600 * 1000 },
   compactionIntervalMs: 60_000,
+  auditCheckpointIntervalMs: 10_000,
+  audit: true,
   bookmarkIntervalMs: 10_000,
   slowSubscriberTimeoutMs: 5_000,
   maxConcurrentExecutions: 4,

@@ -8,6 +8,7 @@ import { join, resolve } from "node:path";
 import type { DescFile, DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { AuditService, file_agentmachine_v1_audit_service } from "../gen/agentmachine/v1/audit_service_pb.js";
 import { ContractService, file_agentmachine_v1_contract_service } from "../gen/agentmachine/v1/contract_service_pb.js";
 import { DelegationService, file_agentmachine_v1_delegation_service } from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { DiagnosticsService, file_agentmachine_v1_diagnostics_service } from "../gen/agentmachine/v1/diagnostics_service_pb.js";
@@ -16,9 +17,13 @@ import { PolicyService, file_agentmachine_v1_policy_service } from "../gen/agent
 import { ProfileService, file_agentmachine_v1_profile_service } from "../gen/agentmachine/v1/profile_service_pb.js";
 import { RuntimeService, file_agentmachine_v1_runtime_service } from "../gen/agentmachine/v1/runtime_service_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
+import { WorkerService, file_agentmachine_v1_worker_service } from "../gen/agentmachine/v1/worker_service_pb.js";
 import { Health, file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import * as reflectionV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as reflectionV1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { loadOrCreateAuditKey } from "../audit/audit-key.js";
+import { AuditAppends } from "../audit/audit-tail.js";
+import { Checkpointer } from "../audit/checkpointer.js";
 import { buildServerContract } from "../contract/server-contract.js";
 import { ContainerExecutor } from "../executors/container-executor.js";
 import type { Executor } from "../executors/executor.js";
@@ -37,6 +42,7 @@ import { GrantIndex } from "../governance/grant-index.js";
 import { operatorKeyFiles } from "../governance/operator-key.js";
 import { PolicyEngine } from "../governance/policy/policy-engine.js";
 import { loadServerKey, loadTrustAnchors } from "../governance/server-key.js";
+import { auditService } from "../services/audit-service.js";
 import { contractService } from "../services/contract-service.js";
 import { delegationService } from "../services/delegation-service.js";
 import { diagnosticsService } from "../services/diagnostics-service.js";
@@ -44,6 +50,8 @@ import { operationService } from "../services/operation-service.js";
 import { policyService } from "../services/policy-service.js";
 import { profileService } from "../services/profile-service.js";
 import { runtimeService } from "../services/runtime-service.js";
+import { workerService } from "../services/worker-service.js";
+import { WorkerPool } from "../workers/worker-pool.js";
 import { openStore } from "../store/open-store.js";
 import { randomSecret } from "../store/sqlite/sqlite-store.js";
 import type { OperationStore } from "../store/store.js";
@@ -52,6 +60,7 @@ import { Reflector, reflectionServiceV1, reflectionServiceV1alpha } from "../ser
 import type { ServerConfig } from "./config.js";
 import { shuttingDown } from "./errors.js";
 import { HealthStatus, ServingStatus } from "./health.js";
+import { auditInterceptor } from "./audit-interceptor.js";
 import { authInterceptor } from "./auth-interceptor.js";
 import { errorInterceptor, loggingInterceptor, validationInterceptor } from "./interceptors.js";
 import { createLogger, recentErrors, type Logger } from "./logger.js";
@@ -78,6 +87,8 @@ const servedFiles: DescFile[] = [
   file_agentmachine_v1_runtime_service,
   file_agentmachine_v1_profile_service,
   file_agentmachine_v1_diagnostics_service,
+  file_agentmachine_v1_audit_service,
+  file_agentmachine_v1_worker_service,
   file_grpc_health_v1_health,
   reflectionV1.file_grpc_reflection_v1_reflection,
   reflectionV1alpha.file_grpc_reflection_v1alpha_reflection,
@@ -92,6 +103,8 @@ export const servedServiceDescriptors: readonly DescService[] = [
   RuntimeService,
   ProfileService,
   DiagnosticsService,
+  AuditService,
+  WorkerService,
   Health,
   reflectionV1.ServerReflection,
   reflectionV1alpha.ServerReflection,
@@ -145,6 +158,12 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const pageTokenKey = await store.getOrCreateSecret("page-token-key", randomSecret);
   const pageTokens = new PageTokens(pageTokenKey);
   const callTicketKey = await store.getOrCreateSecret("call-ticket-key", randomSecret);
+  // The audit log is named by an id kept in the store, so that replicas on one store sign
+  // checkpoints of one log; its key file is theirs to share (--audit-key).
+  const auditOrigin = `agent-machine/audit/${await store.getOrCreateSecret("audit-log-id", randomUUID)}`;
+  const auditKey = loadOrCreateAuditKey(config.auditKeyFile ?? join(dataDir, "audit", "signing-key.pem"), auditOrigin);
+  const checkpointer = new Checkpointer({ store, key: auditKey, origin: auditOrigin, intervalMs: config.auditCheckpointIntervalMs, everyRecords: 1000, log });
+  const auditAppends = new AuditAppends(store);
   const serverKey = await loadServerKey(store);
   const initAnchor = operatorKeyFiles(dataDir).publicKey;
   const anchorFiles = [...config.trustAnchors, ...(existsSync(initAnchor) ? [initAnchor] : [])];
@@ -177,10 +196,12 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   else if ((await store.listPolicyBundles()).length === 0) log.warn("no policy bundle: every policy gate denies (run amctl init, or serve --policy DIR)");
   let url = "";
   let runner: OperationRunner | undefined;
+  // With --workers, executions run on remote workers only; the pool is their executor.
+  const workers = config.remoteWorkers === undefined ? undefined : new WorkerPool(config.remoteWorkers);
   const records = new RecordExecutor({ store, cancel: (target, reason) => runner!.cancel(target, reason) });
   const executors = new Map<OperationType, Executor>([
     [OperationType.PROFILE_CREATE, records],
-    [OperationType.EXECUTION_START, new LocalProcessExecutor(config.execution)],
+    [OperationType.EXECUTION_START, workers ?? new LocalProcessExecutor(config.execution)],
     [OperationType.EXECUTION_CANCEL, records],
     [OperationType.TOOL_GRANT_APPLY, records],
     [OperationType.TOOL_GRANT_REVOKE, records],
@@ -204,7 +225,8 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   runner = new OperationRunner({
     store,
     dataDir,
-    maxConcurrent: config.maxConcurrentExecutions,
+    // The workers' capacity bounds what runs on them; this server runs none itself.
+    maxConcurrent: workers === undefined ? config.maxConcurrentExecutions : Number.MAX_SAFE_INTEGER,
     defaultRetry: config.defaultRetry,
     log,
     executors,
@@ -231,6 +253,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         pageTokens,
         policy,
         executable,
+        workerSelectors: workers !== undefined,
         defaultBudget: config.defaultBudget,
         bookmarkIntervalMs: config.bookmarkIntervalMs,
         slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs,
@@ -253,10 +276,15 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         },
       }),
     );
-    router.service(PolicyService, policyService({ store, policy, grants, defaultBudget: config.defaultBudget, executable }));
+    router.service(PolicyService, policyService({ store, policy, grants, defaultBudget: config.defaultBudget, executable, workerSelectors: workers !== undefined }));
     router.service(RuntimeService, runtimeService({ store, policy, grants, runner, callTickets: new MacTokens(callTicketKey) }));
     router.service(ProfileService, profileService());
     router.service(DiagnosticsService, diagnosticsService({ store, dataDir }));
+    router.service(
+      AuditService,
+      auditService({ store, appends: auditAppends, pageTokens, verifierKey: auditKey.verifierKey, authority, slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs }),
+    );
+    router.service(WorkerService, workerService({ pool: workers, authority }));
     router.service(Health, healthService(health));
     router.service(reflectionV1.ServerReflection, reflectionServiceV1(reflector));
     router.service(reflectionV1alpha.ServerReflection, reflectionServiceV1alpha(reflector));
@@ -264,7 +292,14 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
 
   const handler = connectNodeAdapter({
     routes,
-    interceptors: [errorInterceptor(log), loggingInterceptor(log), authInterceptor(authority), validationInterceptor()],
+    // Audit before authentication: unauthenticated attempts are recorded too.
+    interceptors: [
+      errorInterceptor(log),
+      loggingInterceptor(log),
+      ...(config.audit ? [auditInterceptor(store, log)] : []),
+      authInterceptor(authority),
+      validationInterceptor(),
+    ],
     readMaxBytes: config.maxMessageBytes,
     fallback: answerUnknownRoute,
     contextValues: rawRequestContextValues,
@@ -301,7 +336,10 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         clearInterval(policyRefresh);
         clearInterval(revocationChecks);
         runner.stop();
+        workers?.close();
         await listener.close(config.shutdownGraceMs);
+        // After the last call: the final checkpoint covers every record.
+        await checkpointer.close();
         await store.close();
         log.info("stopped");
       })();

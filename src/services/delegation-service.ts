@@ -11,7 +11,9 @@ import { Authority, delegationName, inactiveReason, type Principal } from "../go
 import { remainingOf } from "../governance/carving.js";
 import { signCredential, type SigningKey } from "../governance/credentials.js";
 import { outOfScope } from "../governance/errors.js";
+import { allowedDecision } from "../audit/decisions.js";
 import { principalOf } from "../server/auth-interceptor.js";
+import { auditDraft } from "../server/audit-interceptor.js";
 import { errorWithInfo } from "../server/errors.js";
 import type { OperationStore } from "../store/store.js";
 
@@ -61,10 +63,14 @@ export function delegationService(deps: DelegationServiceDeps): ServiceImpl<type
       });
       // The budget is carved out of what the parent's other children and operations have not taken, checked
       // and recorded in one commit so concurrent issues cannot overspend it.
-      const stored = await store.putChildDelegation(child, (siblings, parentHeld) => {
-        const found = widening(scope!, parent.scope!, remainingOf(parent.scope!.budget, siblings, parentHeld, now));
-        return found && outOfScope(found.axis, found.detail, parent.name);
-      });
+      const stored = await store.putChildDelegation(
+        child,
+        (siblings, parentHeld) => {
+          const found = widening(scope!, parent.scope!, remainingOf(parent.scope!.budget, siblings, parentHeld, now));
+          return found && outOfScope(found.axis, found.detail, parent.name);
+        },
+        auditDraft(context, { decision: allowedDecision() }),
+      );
       const token = await signCredential(deps.serverKey, {
         id: stored.name.replace("delegations/", ""),
         subject,
@@ -79,7 +85,7 @@ export function delegationService(deps: DelegationServiceDeps): ServiceImpl<type
     async revokeDelegation({ name, reason }, context) {
       const principal = principalOf(context);
       const target = await inSubtree(principal, name);
-      const revoked = await store.revokeDelegationSubtree(name, new Date(), reason || `revoked by ${principal.delegation.name}`);
+      const revoked = await store.revokeDelegationSubtree(name, new Date(), reason || `revoked by ${principal.delegation.name}`, auditDraft(context, { decision: allowedDecision() }));
       const names = new Set(revoked.map((d) => d.name));
       deps.authority.revoked(names);
       await deps.cancelOperationsUnder(names);

@@ -22,6 +22,9 @@ import { isTerminal } from "../lifecycle/transitions.js";
 import { withoutSecrets } from "../lifecycle/redact-operation.js";
 import { cutOffWhenStalled } from "../server/raw-response.js";
 import { principalOf } from "../server/auth-interceptor.js";
+import { auditDraft } from "../server/audit-interceptor.js";
+import { allowedDecision } from "../audit/decisions.js";
+import { whileAuthorized } from "./while-authorized.js";
 import type { Authority, Principal } from "../governance/authority.js";
 import { canSeeProfile, requireOperation, requireProfile, visibleProfiles } from "../governance/scope.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
@@ -37,6 +40,7 @@ export interface OperationServiceDeps {
   policy: PolicyEngine;
   /** The operation types this server has an executor for (admission refuses the others). */
   executable: ReadonlySet<OperationType>;
+  workerSelectors: boolean;
   /** How often an idle WatchEvents stream gets a bookmark. */
   bookmarkIntervalMs: number;
   /** The period of the slow-subscriber check (src/server/raw-response.ts). */
@@ -54,21 +58,8 @@ function filterDigest(filter: OperationFilter | undefined): string {
 export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof OperationService> {
   const { store, hub, runner } = deps;
 
-  /**
-   * Runs a stream for as long as the caller's delegation stands: a revocation (through this
-   * server) ends it with Unauthenticated.
-   */
-  async function* whileAuthorized<T>(principal: Principal, context: HandlerContext, stream: (signal: AbortSignal) => AsyncIterable<T>): AsyncGenerator<T> {
-    const revocation = deps.authority.revocationSignal(principal);
-    try {
-      yield* stream(AbortSignal.any([context.signal, revocation.signal]));
-      if (revocation.signal.aborted) throw revocation.signal.reason;
-    } finally {
-      revocation.dispose();
-    }
-  }
-
-  async function submit(request: SubmitOperationRequest, principal: Principal) {
+  async function submit(request: SubmitOperationRequest, context: HandlerContext) {
+    const principal = principalOf(context);
     // A retried submit is answered from the store before admission, which could now refuse it
     // (its cancel target may have finished, say) — but only to a caller who may see it.
     const previous = await store.findByRequestId(request.requestId);
@@ -77,7 +68,10 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       if (previous.requestDigest !== requestDigest(request)) throw requestIdConflict(request.requestId, previous.operation.name);
       return { operation: previous.operation, created: false };
     }
-    const result = await store.createOperation(await admit(request, { store, defaultBudget: deps.defaultBudget, principal, policy: deps.policy, executable: deps.executable }));
+    const admitted = await admit(request, { store, defaultBudget: deps.defaultBudget, principal, policy: deps.policy, executable: deps.executable, workerSelectors: deps.workerSelectors });
+    // The record commits with the operation; the store names it (resource) after the operation.
+    admitted.audit = auditDraft(context, { decision: allowedDecision(admitted.operation.policyDecisions) });
+    const result = await store.createOperation(admitted);
     switch (result.kind) {
       case "created":
         runner.enqueue(result.operation);
@@ -101,7 +95,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
 
   return {
     async submitOperation(request, context) {
-      const { operation, created } = await submit(request, principalOf(context));
+      const { operation, created } = await submit(request, context);
       return { operation: withoutSecrets(operation), created };
     },
 
@@ -147,7 +141,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
             profile: target.profile,
             spec: { spec: { case: "executionCancel", value: { target: name, reason } } },
           }),
-          principal,
+          context,
         ));
       return { cancelOperation: operation, operation: withoutSecrets((await store.getOperation(name)) ?? target) };
     },
@@ -161,7 +155,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
         const { oldest } = await store.eventBounds();
         if (operation.lastSequence < oldest) throw eventsCompacted(afterSequence, oldest);
       }
-      yield* whileAuthorized(principal, context, async function* (signal) {
+      yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
         const items = subscribe(hub, store, {
           after: afterSequence,
           matches: (stored) => stored.event.operation === name,
@@ -178,7 +172,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
     async *watchEvents({ filter, afterSequence }, context: HandlerContext) {
       const principal = principalOf(context);
       if (filter?.profile) requireProfile(principal, filter.profile);
-      yield* whileAuthorized(principal, context, async function* (signal) {
+      yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
         const items = subscribe(hub, store, {
           after: afterSequence,
           // A watcher sees only the profiles its delegation covers.

@@ -13,7 +13,9 @@ import { policyChangeNotAllowed } from "../governance/errors.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import type { GrantIndex } from "../governance/grant-index.js";
 import { admit } from "../lifecycle/admission.js";
+import { allowedDecision } from "../audit/decisions.js";
 import { principalOf } from "../server/auth-interceptor.js";
+import { auditDraft } from "../server/audit-interceptor.js";
 import { codeName } from "../server/errors.js";
 import type { OperationStore } from "../store/store.js";
 
@@ -24,6 +26,7 @@ export interface PolicyServiceDeps {
   defaultBudget: Budget;
   /** The operation types this server has an executor for (a dry run refuses the others, as admission does). */
   executable: ReadonlySet<OperationType>;
+  workerSelectors: boolean;
 }
 
 /** The answer for a denial: the decisions it carries and its error detail, as the client would see them. */
@@ -68,7 +71,7 @@ export function policyService(deps: PolicyServiceDeps): ServiceImpl<typeof Polic
       if (!principal.delegation.scope!.policyProfileTypes.includes(profileType)) {
         throw policyChangeNotAllowed(profileTypeNames.get(profileType) ?? String(profileType), principal.delegation.name);
       }
-      return { bundle: await deps.policy.apply(profileType, source, principal.delegation.name) };
+      return { bundle: await deps.policy.apply(profileType, source, principal.delegation.name, auditDraft(context, { decision: allowedDecision() })) };
     },
   };
 }

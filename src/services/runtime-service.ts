@@ -2,7 +2,7 @@
 // attempt's own execution credential may ask, and only for its own operation.
 import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { ProgressAttributesSchema, OperationEventSchema, type BudgetWarning } from "../gen/agentmachine/v1/event_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { RuntimeService } from "../gen/agentmachine/v1/runtime_service_pb.js";
@@ -19,6 +19,9 @@ import { operationNotFound } from "../lifecycle/errors.js";
 import type { MacTokens } from "../lifecycle/mac-token.js";
 import { errorWithInfo, invalidField } from "../server/errors.js";
 import { principalOf } from "../server/auth-interceptor.js";
+import { auditDraft } from "../server/audit-interceptor.js";
+import type { AuditDraft } from "../audit/chain.js";
+import { allowedDecision, denialOf, type AuditDecisionInit } from "../audit/decisions.js";
 
 export interface RuntimeServiceDeps extends CallDecisionDeps {
   runner: OperationRunner;
@@ -66,9 +69,10 @@ export function runtimeService(deps: RuntimeServiceDeps): ServiceImpl<typeof Run
   /**
    * Applies a charge to the stored usage in one commit (concurrent calls never overspend) and,
    * when it exhausts a dimension, ends the task. `always` records the usage even then (reported
-   * usage was really spent); otherwise an exhausting call is refused and charges nothing.
+   * usage was really spent); otherwise an exhausting call is refused and charges nothing. The
+   * audit record commits with the charge, if there is one.
    */
-  async function applyCharge(name: string, compute: (operation: Operation) => Charge, always: boolean, onceKey?: string) {
+  async function applyCharge(name: string, compute: (operation: Operation) => Charge, always: boolean, audit: AuditDraft | undefined, onceKey?: string) {
     let outcome: Charge | undefined;
     const result = await store.modifyOperation(
       name,
@@ -81,6 +85,7 @@ export function runtimeService(deps: RuntimeServiceDeps): ServiceImpl<typeof Run
         return { operation, ...(warnings.length > 0 ? { event: warningEvent(operation, warnings) } : {}) };
       },
       onceKey,
+      audit,
     );
     if (result.kind === "not-found") throw operationNotFound(name);
     if (result.kind === "already-done") throw invalidField("call_ticket", "was already reported");
@@ -91,6 +96,12 @@ export function runtimeService(deps: RuntimeServiceDeps): ServiceImpl<typeof Run
     return { operation: result.operation, outcome };
   }
 
+  /** Records a refused call: AuthorizeCall answers a refusal, not an error the audit interceptor would see. */
+  async function auditRefusal(context: HandlerContext, name: string, decision: AuditDecisionInit): Promise<void> {
+    const draft = auditDraft(context, { resource: name, decision });
+    if (draft !== undefined) await store.appendAudit(draft);
+  }
+
   return {
     async authorizeCall({ operation: name, call }, context) {
       const principal = principalOf(context);
@@ -98,14 +109,18 @@ export function runtimeService(deps: RuntimeServiceDeps): ServiceImpl<typeof Run
       const verdict = await decideCall(deps, principal, operation.profile, call!, operation.labels);
       const limit = operation.requestedBudget ?? create(BudgetSchema);
       if (verdict.denial !== undefined) {
+        await auditRefusal(context, name, denialOf(verdict.denial));
         return { allowed: false, decisions: verdict.decisions, denialReason: verdict.denial.rawMessage, remaining: remainingAfter(limit, operation.usage) };
       }
-      const { operation: charged, outcome } = await applyCharge(name, (current) => charge(limit, current.usage, costOf(call!)), false);
+      const audit = auditDraft(context, { decision: allowedDecision(verdict.decisions) });
+      const { operation: charged, outcome } = await applyCharge(name, (current) => charge(limit, current.usage, costOf(call!)), false, audit);
       if (outcome.kind === "exhausted") {
+        const denialReason = `the call would exhaust the ${outcome.dimension} budget; the task is ended`;
+        await auditRefusal(context, name, { allowed: false, code: "resource_exhausted", reason: denialReason });
         return {
           allowed: false,
           decisions: verdict.decisions,
-          denialReason: `the call would exhaust the ${outcome.dimension} budget; the task is ended`,
+          denialReason,
           exhaustedDimension: dimensionEnum(outcome.dimension),
           remaining: remainingAfter(limit, charged.usage),
         };
@@ -128,7 +143,8 @@ export function runtimeService(deps: RuntimeServiceDeps): ServiceImpl<typeof Run
       const limit = operation.requestedBudget ?? create(BudgetSchema);
       const more = create(BudgetSchema, { tokens: actualTokens > estimated ? actualTokens - estimated : 0n });
       const less = create(BudgetSchema, { tokens: estimated > actualTokens ? estimated - actualTokens : 0n });
-      const { operation: charged, outcome } = await applyCharge(name, (current) => charge(limit, current.usage, more, less), true, `call-ticket:${name}:${String(ticket.call)}`);
+      const audit = auditDraft(context, { decision: allowedDecision() });
+      const { operation: charged, outcome } = await applyCharge(name, (current) => charge(limit, current.usage, more, less), true, audit, `call-ticket:${name}:${String(ticket.call)}`);
       return { remaining: remainingAfter(limit, charged.usage), withinBudget: outcome.kind === "within" };
     },
   };

@@ -1,6 +1,8 @@
 // The operation store: the only durable state of the server. One async interface, so that the
 // embedded SQLite store and a PostgreSQL store can stand behind it and pass one conformance
 // suite (test/store/conformance.ts). Nothing outside src/store knows SQL.
+import type { AuditDraft, ChainHead } from "../audit/chain.js";
+import type { AuditCheckpoint, AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
 import type { OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
@@ -63,6 +65,8 @@ export interface NewOperation {
   reservation?: Reservation;
   /** The first event (usually none: the task starts queued without one). */
   event?: OperationEvent;
+  /** The command's audit record, appended in the same commit when the operation is created (see "Audited writes" below). */
+  audit?: AuditDraft;
 }
 
 export type CreateResult =
@@ -130,6 +134,30 @@ export interface RetentionPolicy {
   maxAgeMs: number;
 }
 
+// Audited writes (an `audit` draft on createOperation, modifyOperation, putChildDelegation,
+// revokeDelegationSubtree, putPolicyBundle) seal the command's record onto the head of the audit
+// chain (src/audit/chain.ts) in the same commit as their effect: one record when the write
+// changes something, none when it is refused or changes nothing. The store fills in what only
+// the commit knows: the sequence and hashes, the time when the draft has none, and an empty
+// `resource` with the name of what the write acted on (the operation it created or changed, the
+// child delegation, the revoked delegation, the new policy bundle version).
+
+/** Which audit records, in sequence order; every set field must match. */
+export interface AuditQuery {
+  /** Only records with a larger sequence. */
+  afterSequence: bigint;
+  limit: number;
+  principal?: string;
+  delegation?: string;
+  operationTypes?: readonly OperationType[];
+  /** Only allowed (true) or only denied (false) commands. */
+  allowed?: boolean;
+  /** Only records at or after this time. */
+  startTime?: Date;
+  /** Only records before this time. */
+  endTime?: Date;
+}
+
 export interface OperationStore {
   /**
    * Whether only one server process uses this store at a time (the embedded store: one data
@@ -149,7 +177,7 @@ export interface OperationStore {
    * modifications never lose each other's changes. With `onceKey`, a second modification with
    * the same key is refused ("already-done") — the key is recorded in the same commit.
    */
-  modifyOperation(name: string, modify: Modification, onceKey?: string): Promise<ModifyResult>;
+  modifyOperation(name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): Promise<ModifyResult>;
   /**
    * modifyOperation for the claim that starts an execution: in the same commit, checks that
    * fewer than `cap` executions are running under each slot key (counted over every replica:
@@ -177,18 +205,35 @@ export interface OperationStore {
    * the parent's other children and what its subtree holds — returns no error; throws
    * that error otherwise.
    */
-  putChildDelegation(child: Delegation, check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined): Promise<Delegation>;
+  putChildDelegation(child: Delegation, check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined, audit?: AuditDraft): Promise<Delegation>;
   getDelegation(name: string): Promise<Delegation | undefined>;
   /** The delegation and every descendant, parents before children. */
   listDelegationSubtree(name: string): Promise<Delegation[]>;
   /** Revokes the delegation and every descendant not yet revoked, in one commit; returns those it revoked. */
-  revokeDelegationSubtree(name: string, time: Date, reason: string): Promise<Delegation[]>;
+  revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]>;
   /** The current state of budget accounts, read without changing them (for dry runs). */
   readAccounts(accounts: readonly string[]): Promise<AccountState[]>;
   /** Stores a policy bundle as the next version for its profile type; returns it with name and version. */
-  putPolicyBundle(bundle: PolicyBundle): Promise<PolicyBundle>;
+  putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft): Promise<PolicyBundle>;
   /** The newest bundle of each profile type, in profile type order. */
   listPolicyBundles(): Promise<PolicyBundle[]>;
+  /** Appends a record that comes with no other write (a denied attempt); returns it sealed. */
+  appendAudit(draft: AuditDraft): Promise<AuditRecord>;
+  /** The newest audit record's sequence and hash; undefined while the log is empty. */
+  auditHead(): Promise<ChainHead | undefined>;
+  /** Audit records matching `query`, in sequence order, at most `limit`. */
+  listAuditRecords(query: AuditQuery): Promise<AuditRecord[]>;
+  /** Records a signed checkpoint; one of the same size already stored is kept. */
+  putAuditCheckpoint(checkpoint: AuditCheckpoint): Promise<void>;
+  /** Checkpoints with size > `afterSize`, smallest first, at most `limit`. */
+  listAuditCheckpoints(afterSize: bigint, limit: number): Promise<AuditCheckpoint[]>;
+  latestAuditCheckpoint(): Promise<AuditCheckpoint | undefined>;
+  /**
+   * Called after a commit of this instance appended audit records, with the sequence of the
+   * last one (a wake-up for watchers and the checkpointer; with a shared store, other
+   * instances' appends are only seen by reading).
+   */
+  onAuditAppend(listener: (sequence: bigint) => void): void;
   /**
    * Called with committed events, in sequence order, each once, after their commit. With a
    * store that several servers share, that is every server's commits; a write's promise

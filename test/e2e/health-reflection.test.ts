@@ -35,7 +35,7 @@ describe("grpc.health.v1.Health", () => {
   it("List names every served service", async () => {
     const { statuses } = await health().list({});
     expect(Object.keys(statuses).sort()).toEqual(
-      ["", "agentmachine.v1.ContractService", "agentmachine.v1.DelegationService", "agentmachine.v1.DiagnosticsService", "agentmachine.v1.OperationService", "agentmachine.v1.PolicyService", "agentmachine.v1.RuntimeService", "agentmachine.v1.ProfileService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
+      ["", "agentmachine.v1.AuditService", "agentmachine.v1.ContractService", "agentmachine.v1.DelegationService", "agentmachine.v1.DiagnosticsService", "agentmachine.v1.OperationService", "agentmachine.v1.PolicyService", "agentmachine.v1.RuntimeService", "agentmachine.v1.ProfileService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
     );
   });
 
@@ -126,6 +126,10 @@ describe("server reflection", () => {
   it("buf curl --list-methods shows every RPC", async () => {
     const { stdout } = await run(`${repoRoot}/node_modules/.bin/buf`, ["curl", "--http2-prior-knowledge", "--list-methods", server.url], { cwd: "/tmp" });
     expect(stdout.trim().split("\n")).toEqual([
+      "agentmachine.v1.AuditService/GetCheckpoint",
+      "agentmachine.v1.AuditService/ListAuditRecords",
+      "agentmachine.v1.AuditService/ListCheckpoints",
+      "agentmachine.v1.AuditService/WatchAuditRecords",
       "agentmachine.v1.ContractService/GetContract",
       "agentmachine.v1.ContractService/ValidateContract",
       "agentmachine.v1.DelegationService/GetDelegation",

@@ -1,12 +1,12 @@
-// A server killed with SIGKILL leaves its executions' processes behind; the next server on the
-// same data dir stops them before it recovers their operations, so no agent keeps running
-// ungoverned.
-import { existsSync, readFileSync } from "node:fs";
+// A server killed with SIGKILL leaves its executions' processes (and containers) behind; the
+// next server on the same data dir stops them before it recovers their operations, so no agent
+// keeps running ungoverned.
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect, it } from "vitest";
 import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { createProfile, execution, isAlive, operationsClient, waitForEnd } from "../helpers/operations.js";
-import { startChildServer, tempDir } from "../helpers/server.js";
+import { createProfile, execution, isAlive, operationsClient, requestId, waitForEnd } from "../helpers/operations.js";
+import { repoRoot, startChildServer, tempDir } from "../helpers/server.js";
 
 it("a restart after a crash kills the process group the crashed server left running", async () => {
   const dataDir = tempDir("amctl-orphans-");
@@ -30,7 +30,46 @@ it("a restart after a crash kills the process group the crashed server left runn
     await expect.poll(() => isAlive(grandchild), { timeout: 5_000 }).toBe(false);
     const { operation: recovered } = await waitForEnd(operationsClient(second.url), name);
     expect(recovered).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "server_restart" } });
-    expect(second.stderr()).toContain("stopped a process group left running by a previous server");
+    expect(second.stderr()).toMatch(/"stopped":"process group \d+","msg":"stopped what a previous server left running"/);
+  } finally {
+    second.child.kill("SIGTERM");
+    await second.exited;
+  }
+});
+
+it("a restart after a crash removes the container the crashed server left running", async () => {
+  // The stand-in runtime (test/fixtures/fake-container-runtime.mjs) keeps its containers in a
+  // directory named by AMCTL_FAKE_RUNTIME_DIR; a wrapper names it, as a real CLI finds its daemon.
+  const runtimeDir = tempDir("amctl-orphan-runtime-");
+  const runtime = join(runtimeDir, "runtime");
+  writeFileSync(runtime, `#!/bin/sh\nAMCTL_FAKE_RUNTIME_DIR='${runtimeDir}' exec '${process.execPath}' '${join(repoRoot, "test/fixtures/fake-container-runtime.mjs")}' "$@"\n`);
+  chmodSync(runtime, 0o755);
+  const dataDir = tempDir("amctl-orphans-");
+  const first = await startChildServer(["--container-runtime", runtime], { dataDir });
+  const client = operationsClient(first.url);
+  const profile = await createProfile(client, "orphans");
+  const { operation } = await client.submitOperation({
+    requestId: requestId("container"),
+    profile,
+    spec: { spec: { case: "containerRun", value: { image: `registry.test/hangs@sha256:${"c".repeat(64)}` } } },
+  });
+  const name = `amctl-${operation!.name.replace("operations/", "").toLowerCase()}`;
+  const pidFile = join(runtimeDir, `${name}.pid`);
+  await expect.poll(() => existsSync(pidFile), { timeout: 10_000 }).toBe(true);
+  const container = Number(readFileSync(pidFile, "utf8"));
+
+  first.child.kill("SIGKILL");
+  await first.exited;
+  expect(isAlive(container)).toBe(true); // the container outlives the server, as under a daemon
+
+  const second = await startChildServer(["--container-runtime", runtime], { dataDir });
+  try {
+    await expect.poll(() => isAlive(container), { timeout: 10_000 }).toBe(false);
+    const calls = readFileSync(join(runtimeDir, "calls.jsonl"), "utf8");
+    expect(calls).toContain(JSON.stringify({ argv: ["rm", "--force", name] }));
+    const { operation: recovered } = await waitForEnd(operationsClient(second.url), operation!.name);
+    expect(recovered).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "server_restart" } });
+    expect(second.stderr()).toContain(`"stopped":"container ${name}"`);
   } finally {
     second.child.kill("SIGTERM");
     await second.exited;

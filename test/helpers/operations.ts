@@ -38,6 +38,7 @@ interface ExecutionInit {
   workingDirectory?: string;
   env?: Record<string, string>;
   retryPolicy?: MessageInitShape<typeof RetryPolicySchema>;
+  workerSelector?: Record<string, string>;
 }
 
 /** An execution_start request; `options` sets further fields of the spec and the budget. */

@@ -3,13 +3,15 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { GENESIS_HASH, recordHash, type AuditDraft } from "../../src/audit/chain.js";
+import { AuditCheckpointSchema, type AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../src/gen/agentmachine/v1/delegation_pb.js";
 import { OperationEventSchema } from "../../src/gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema } from "../../src/gen/agentmachine/v1/policy_pb.js";
 import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import type { AccountState, ChildAccount, OperationStore, StoredEvent } from "../../src/store/store.js";
+import type { AccountState, AuditQuery, ChildAccount, OperationStore, StoredEvent } from "../../src/store/store.js";
 
 // Builders of operations (each with a new name and request id) and events; the PostgreSQL replica
 // tests use them too.
@@ -68,6 +70,30 @@ async function accountStates(store: OperationStore, accounts: string[]): Promise
     }),
   ).rejects.toBe(probe);
   return seen;
+}
+
+/** An audit record's draft, as a service makes one. */
+export function auditDraft(overrides: Partial<AuditDraft> = {}): AuditDraft {
+  return {
+    principal: "alice",
+    delegation: "delegations/a",
+    delegationChain: ["delegations/root", "delegations/a"],
+    rpc: "/agentmachine.v1.OperationService/SubmitOperation",
+    operationType: OperationType.TOOL_GRANT_APPLY,
+    commandRef: "urn:srcos:workspace-operation-command:tool-grant-apply",
+    decision: { allowed: true },
+    requestDigest: "ab".repeat(32),
+    ...overrides,
+  };
+}
+
+/** Asserts that `records` are the whole chain from sequence 1: gapless, each linked to the one before and hashed right. */
+export function expectWholeChain(records: AuditRecord[]): void {
+  records.forEach((record, i) => {
+    expect(record.sequence).toBe(BigInt(i + 1));
+    expect(record.previousHash).toBe(i === 0 ? GENESIS_HASH : records[i - 1]!.hash);
+    expect(record.hash).toBe(recordHash(record));
+  });
 }
 
 async function heldOf(store: OperationStore, account: string): Promise<Budget> {
@@ -594,6 +620,104 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       await store.close();
       store = await reopen();
       expect((await store.runnerHeartbeats()).get("runners/a")).toEqual(new Date(3_000));
+    });
+
+    it("appends an audited write's record in the write's commit, and none when the write is refused or changes nothing", async () => {
+      const appended: bigint[] = [];
+      store.onAuditAppend((sequence) => appended.push(sequence));
+      expect(await store.auditHead()).toBeUndefined();
+      // createOperation: only when created; an empty resource becomes the operation's name.
+      const op = operation({ type: OperationType.PROFILE_CREATE, profile: "profiles/au" });
+      const createsProfile = { name: "profiles/au", profileType: ProfileType.PERSONAL };
+      expect(await store.createOperation({ operation: op, requestDigest: "d", createsProfile, audit: auditDraft() })).toMatchObject({ kind: "created" });
+      expect(await store.createOperation({ operation: operation({ requestId: op.requestId }), requestDigest: "d", audit: auditDraft() })).toMatchObject({ kind: "existing" });
+      const again = operation({ type: OperationType.PROFILE_CREATE, profile: "profiles/au" });
+      expect(await store.createOperation({ operation: again, requestDigest: "d2", createsProfile, audit: auditDraft() })).toMatchObject({ kind: "profile-exists" });
+      const refusal = new Error("over budget");
+      await expect(
+        store.createOperation({ operation: operation(), requestDigest: "d", reservation: { accounts: ["profiles/au"], amount: budget({ modelCalls: 1n }), check: () => refusal }, audit: auditDraft() }),
+      ).rejects.toBe(refusal);
+      // modifyOperation: only when modified.
+      expect(await store.modifyOperation(op.name, () => undefined, undefined, auditDraft())).toMatchObject({ kind: "unchanged" });
+      expect(await store.modifyOperation("operations/none", (current) => ({ operation: current }), undefined, auditDraft())).toEqual({ kind: "not-found" });
+      const charge = (current: Operation) => ({ operation: { ...current, usage: budget({ tokens: 5n }) } });
+      expect(await store.modifyOperation(op.name, charge, "ticket", auditDraft({ rpc: "/agentmachine.v1.RuntimeService/ReportUsage", resource: "explicit" }))).toMatchObject({ kind: "modified" });
+      expect(await store.modifyOperation(op.name, charge, "ticket", auditDraft())).toMatchObject({ kind: "already-done" });
+      // Delegations: a refused child and a revocation that revokes nothing leave no record.
+      await store.putDelegation(delegation("delegations/au"));
+      await expect(store.putChildDelegation(delegation("delegations/au-no", "delegations/au"), () => refusal, auditDraft())).rejects.toBe(refusal);
+      await store.putChildDelegation(delegation("delegations/au-1", "delegations/au"), () => undefined, auditDraft({ operationType: OperationType.UNSPECIFIED, commandRef: "IssueDelegation" }));
+      expect(await store.revokeDelegationSubtree("delegations/au-1", new Date(), "r", auditDraft({ commandRef: "RevokeDelegation" }))).toHaveLength(1);
+      expect(await store.revokeDelegationSubtree("delegations/au-1", new Date(), "r", auditDraft({ commandRef: "RevokeDelegation" }))).toEqual([]);
+      const bundle = await store.putPolicyBundle(create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "s", digest: "s" }), auditDraft({ commandRef: "ApplyPolicyBundle" }));
+      // A denied attempt, which has no other effect.
+      const denied = await store.appendAudit(auditDraft({ decision: { allowed: false, code: "permission_denied", reason: "no" } }));
+      expect(denied.sequence).toBe(6n);
+
+      const records = await store.listAuditRecords({ afterSequence: 0n, limit: 100 });
+      expect(records.map((r) => r.resource)).toEqual([op.name, "explicit", "delegations/au-1", "delegations/au-1", bundle.name, ""]);
+      expect(records.map((r) => r.commandRef)).toEqual([
+        "urn:srcos:workspace-operation-command:tool-grant-apply",
+        "urn:srcos:workspace-operation-command:tool-grant-apply",
+        "IssueDelegation",
+        "RevokeDelegation",
+        "ApplyPolicyBundle",
+        "urn:srcos:workspace-operation-command:tool-grant-apply",
+      ]);
+      expectWholeChain(records);
+      expect(records[5]).toEqual(denied);
+      expect(records[0]).toMatchObject({ principal: "alice", delegationChain: ["delegations/root", "delegations/a"], decision: { allowed: true } });
+      expect(records[0]!.time).toBeDefined();
+      expect(await store.auditHead()).toEqual({ sequence: 6n, hash: denied.hash });
+      expect(appended).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+    });
+
+    it("lists audit records by principal, delegation, operation type, decision and time, in sequence order", async () => {
+      const at = (ms: number) => timestampFromDate(new Date(ms));
+      await store.appendAudit(auditDraft({ time: at(1_000), principal: "alice", delegation: "delegations/a", operationType: OperationType.EXECUTION_START }));
+      await store.appendAudit(auditDraft({ time: at(2_000), principal: "bob", delegation: "delegations/b", decision: { allowed: false, code: "unauthenticated" } }));
+      await store.appendAudit(auditDraft({ time: at(3_000), principal: "alice", delegation: "delegations/a2", operationType: OperationType.CONTAINER_RUN }));
+      await store.appendAudit(auditDraft({ time: at(4_000), principal: "alice", delegation: "delegations/a", decision: { allowed: false, code: "permission_denied" } }));
+      const sequences = async (query: Partial<AuditQuery>) => (await store.listAuditRecords({ afterSequence: 0n, limit: 100, ...query })).map((r) => Number(r.sequence));
+      expect(await sequences({})).toEqual([1, 2, 3, 4]);
+      expect(await sequences({ principal: "alice" })).toEqual([1, 3, 4]);
+      expect(await sequences({ delegation: "delegations/a" })).toEqual([1, 4]);
+      expect(await sequences({ operationTypes: [OperationType.EXECUTION_START, OperationType.CONTAINER_RUN] })).toEqual([1, 3]);
+      expect(await sequences({ allowed: true })).toEqual([1, 3]);
+      expect(await sequences({ allowed: false, principal: "alice" })).toEqual([4]);
+      expect(await sequences({ startTime: new Date(2_000), endTime: new Date(4_000) })).toEqual([2, 3]);
+      expect(await sequences({ afterSequence: 1n, limit: 2 })).toEqual([2, 3]);
+      expect(await sequences({ principal: "nobody" })).toEqual([]);
+    });
+
+    it("keeps one audit chain when appends race", async () => {
+      await Promise.all(
+        Array.from({ length: 40 }, (_, i) =>
+          i % 2 === 0 ? store.appendAudit(auditDraft()) : store.createOperation({ operation: operation(), requestDigest: "d", audit: auditDraft() }),
+        ),
+      );
+      const records = await store.listAuditRecords({ afterSequence: 0n, limit: 100 });
+      expect(records).toHaveLength(40);
+      expectWholeChain(records);
+    });
+
+    it("stores signed checkpoints once per size, lists them oldest first, and keeps them and the log across a reopen", async () => {
+      const checkpoint = (size: bigint, note = `note ${size}`) =>
+        create(AuditCheckpointSchema, { origin: "o", size, headHash: "cd".repeat(32), signedNote: note, time: timestampFromDate(new Date(5_000)) });
+      expect(await store.latestAuditCheckpoint()).toBeUndefined();
+      await store.putAuditCheckpoint(checkpoint(2n));
+      await store.putAuditCheckpoint(checkpoint(5n));
+      await store.putAuditCheckpoint(checkpoint(2n, "another note of size 2"));
+      await store.putAuditCheckpoint(checkpoint(9n));
+      expect(await store.listAuditCheckpoints(0n, 10)).toEqual([checkpoint(2n), checkpoint(5n), checkpoint(9n)]);
+      expect((await store.listAuditCheckpoints(2n, 1)).map((c) => c.size)).toEqual([5n]);
+      expect(await store.latestAuditCheckpoint()).toEqual(checkpoint(9n));
+      const record = await store.appendAudit(auditDraft());
+      await store.close();
+      store = await reopen();
+      expect(await store.latestAuditCheckpoint()).toEqual(checkpoint(9n));
+      expect(await store.listAuditRecords({ afterSequence: 0n, limit: 10 })).toEqual([record]);
+      expect((await store.appendAudit(auditDraft())).previousHash).toBe(record.hash);
     });
   });
 }

@@ -9,6 +9,7 @@ import { PolicyDecisionSchema, type PolicyDecision } from "../../gen/agentmachin
 import { PolicyBundleSchema, type PolicyBundle, type PolicyInput } from "../../gen/agentmachine/v1/policy_pb.js";
 import type { ProfileType } from "../../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../../contract/mapping.js";
+import type { AuditDraft } from "../../audit/chain.js";
 import type { OperationStore } from "../../store/store.js";
 import { invalidField } from "../../server/errors.js";
 import type { Logger } from "../../server/logger.js";
@@ -86,8 +87,11 @@ export class PolicyEngine {
     }
   }
 
-  /** Compiles and applies a bundle for `profileType`; InvalidArgument naming the problem if it cannot be used. */
-  async apply(profileType: ProfileType, source: string, appliedBy: string): Promise<PolicyBundle> {
+  /**
+   * Compiles and applies a bundle for `profileType`; InvalidArgument naming the problem if it
+   * cannot be used. `audit`: the command's record, committed with the bundle.
+   */
+  async apply(profileType: ProfileType, source: string, appliedBy: string, audit?: AuditDraft): Promise<PolicyBundle> {
     let bundle: CompiledBundle;
     try {
       bundle = compileBundle(source);
@@ -98,7 +102,7 @@ export class PolicyEngine {
     if (bundle.profileType !== profileType) {
       throw invalidField("source", `profileType: the bundle governs ${profileTypeNames.get(bundle.profileType)}, not ${profileTypeNames.get(profileType)}`);
     }
-    const stored = await this.store.putPolicyBundle(this.record(bundle, source, appliedBy));
+    const stored = await this.store.putPolicyBundle(this.record(bundle, source, appliedBy), audit);
     this.bundles.set(profileType, bundle);
     return stored;
   }

@@ -94,6 +94,41 @@ export const migrations: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 3,
+    sql: `
+      -- The audit log (src/store/audit-rows.ts): each record's canonical JSON, hash included,
+      -- and the columns its filters read.
+      CREATE TABLE audit_records (
+        sequence BIGINT PRIMARY KEY,
+        time_ms BIGINT NOT NULL,
+        principal TEXT NOT NULL,
+        delegation TEXT NOT NULL,
+        operation_type INTEGER NOT NULL,
+        allowed SMALLINT NOT NULL,
+        hash TEXT NOT NULL,
+        record TEXT NOT NULL
+      );
+      -- One row: the newest record's sequence and hash (0 and '' while the log is empty). An
+      -- append locks it (SELECT … FOR UPDATE) until its transaction ends, so appends by any
+      -- number of replicas are serialized: each links to the record committed before it, and
+      -- the chain never forks.
+      CREATE TABLE audit_head (
+        id BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id),
+        sequence BIGINT NOT NULL,
+        hash TEXT NOT NULL
+      );
+      INSERT INTO audit_head (id, sequence, hash) VALUES (TRUE, 0, '');
+      -- Signed checkpoints of the log, by the number of records they cover.
+      CREATE TABLE audit_checkpoints (
+        size BIGINT PRIMARY KEY,
+        origin TEXT NOT NULL,
+        head_hash TEXT NOT NULL,
+        signed_note TEXT NOT NULL,
+        time_ms BIGINT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** Key of the session-level advisory lock that serializes migrations across replicas. */

@@ -42,12 +42,20 @@
 // delivered, so the event hub (src/lifecycle/event-hub.ts) knows a write before its client can
 // watch for it, and the hub's in-memory window stays complete with any number of replicas.
 //
+// Audit records: an audited write appends its record last, after any event, under a row lock on
+// the one row of `audit_head` (SELECT … FOR UPDATE), held until it commits. Appends by every
+// replica are thereby serialized like event appends: each record links to the one committed
+// before it, sequences are gapless and commit in order, and the chain never forks. Taking this
+// lock last (after the event counter) keeps the lock order the same in every transaction.
+//
 // onAvailability: when the feed's connection is lost, the instance reports itself unavailable
 // (the server turns NOT_SERVING), reconnects with backoff, reads what it missed, and reports
 // itself available again; subscribers resume where they were, without loss.
 import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Pool, type PoolClient, type PoolConfig, type QueryResultRow } from "pg";
+import type { AuditDraft, ChainHead } from "../../audit/chain.js";
+import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
 import { BudgetSchema, type Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
 import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
@@ -57,8 +65,20 @@ import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../../contract/mapping.js";
 import { addBudgets, subtractBudgets } from "../../governance/budget-math.js";
 import { isTerminal } from "../../lifecycle/transitions.js";
+import {
+  AUDIT_COLUMNS,
+  CHECKPOINT_COLUMNS,
+  auditQuerySql,
+  auditRowValues,
+  checkpointFromRow,
+  checkpointRowValues,
+  recordFromRow,
+  sealDraft,
+  type CheckpointRow,
+} from "../audit-rows.js";
 import type {
   AccountState,
+  AuditQuery,
   ChildAccount,
   ClaimResult,
   CreateResult,
@@ -107,9 +127,16 @@ function timeMs(event: OperationEvent): number {
   return event.time ? Number(event.time.seconds) * 1000 + Math.floor(event.time.nanos / 1e6) : Date.now();
 }
 
-/** One write transaction: its connection and the events it appended. */
+/** The audit head as stored: sequence 0 while the log is empty. */
+function chainHead(row: { sequence: bigint; hash: string }): ChainHead | undefined {
+  return row.sequence === 0n ? undefined : { sequence: row.sequence, hash: row.hash };
+}
+
+/** One write transaction: its connection and the events and audit records it appended. */
 class Transaction {
   readonly events: StoredEvent[] = [];
+  /** The last audit record it appended, if any. */
+  auditAppended: bigint | undefined;
 
   constructor(private readonly client: PoolClient) {}
 
@@ -141,6 +168,19 @@ class Transaction {
     this.events.push(stored);
     return stored;
   }
+
+  /** Seals `draft` onto the head under the head's row lock (see the module comment); returns the record. */
+  async appendAudit(draft: AuditDraft, actedOn: string): Promise<AuditRecord> {
+    const { rows } = await this.query<{ sequence: bigint; hash: string }>("SELECT sequence, hash FROM audit_head FOR UPDATE");
+    const record = sealDraft(draft, chainHead(rows[0]!), actedOn);
+    await this.query(
+      `WITH moved AS (UPDATE audit_head SET sequence = $1, hash = $7)
+       INSERT INTO audit_records (${AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+      auditRowValues(record),
+    );
+    this.auditAppended = record.sequence;
+    return record;
+  }
 }
 
 export class PostgresStore implements OperationStore {
@@ -148,6 +188,7 @@ export class PostgresStore implements OperationStore {
   readonly exclusive = false;
   private readonly listeners: ((events: StoredEvent[]) => void)[] = [];
   private readonly availabilityListeners: ((available: boolean, reason?: string) => void)[] = [];
+  private readonly auditListeners: ((sequence: bigint) => void)[] = [];
   private readonly feed = new EventFeed({
     read: (after, limit) => selectEvents(this.listen, after, limit),
     deliver: (events) => {
@@ -201,6 +242,10 @@ export class PostgresStore implements OperationStore {
     this.availabilityListeners.push(listener);
   }
 
+  onAuditAppend(listener: (sequence: bigint) => void): void {
+    this.auditListeners.push(listener);
+  }
+
   /** Runs `work` in one transaction, retried from the start on a transient conflict. */
   private write<T>(work: (tx: Transaction) => Promise<T>, retryOn?: (error: unknown) => boolean): Promise<T> {
     if (this.closing !== undefined) return Promise.reject(new Error("the store is closed"));
@@ -235,6 +280,8 @@ export class PostgresStore implements OperationStore {
         throw error;
       }
       client.release();
+      const appended = tx.auditAppended;
+      if (appended !== undefined) for (const listener of this.auditListeners) listener(appended);
       // The writer is answered once its events are delivered (see the module comment).
       await this.feed.committed(tx.events);
       return value;
@@ -377,6 +424,7 @@ export class PostgresStore implements OperationStore {
           toBinary(OperationSchema, operation),
         ],
       );
+      if (input.audit !== undefined) await tx.appendAudit(input.audit, operation.name);
       return { kind: "created", operation, ...(event ? { event } : {}) };
     }, isUniqueViolation("operations_request_id_unique"));
   }
@@ -396,8 +444,8 @@ export class PostgresStore implements OperationStore {
     });
   }
 
-  modifyOperation(name: string, modify: Modification, onceKey?: string): Promise<ModifyResult> {
-    return this.write((tx) => this.modifyIn(tx, name, modify, onceKey));
+  modifyOperation(name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): Promise<ModifyResult> {
+    return this.write((tx) => this.modifyIn(tx, name, modify, onceKey, audit));
   }
 
   claimOperation(name: string, slots: readonly SlotKey[], modify: Modification): Promise<ClaimResult> {
@@ -418,7 +466,7 @@ export class PostgresStore implements OperationStore {
   }
 
   /** The body of modifyOperation, inside `tx`. */
-  private async modifyIn(tx: Transaction, name: string, modify: Modification, onceKey?: string): Promise<ModifyResult> {
+  private async modifyIn(tx: Transaction, name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): Promise<ModifyResult> {
     const { rows } = await tx.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE name = $1 FOR UPDATE", [name]);
     const row = rows[0];
     if (row === undefined) return { kind: "not-found" };
@@ -433,6 +481,7 @@ export class PostgresStore implements OperationStore {
     if (change.settle !== undefined) await this.settle(tx, name, change.settle);
     const event = change.event ? await tx.appendEvent(operation, change.event) : undefined;
     await tx.query("UPDATE operations SET state = $1, data = $2 WHERE name = $3", [operation.state, toBinary(OperationSchema, operation), operation.name]);
+    if (audit !== undefined) await tx.appendAudit(audit, name);
     return { kind: "modified", operation, ...(event ? { event } : {}) };
   }
 
@@ -545,7 +594,7 @@ export class PostgresStore implements OperationStore {
     });
   }
 
-  putChildDelegation(child: Delegation, check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined): Promise<Delegation> {
+  putChildDelegation(child: Delegation, check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined, audit?: AuditDraft): Promise<Delegation> {
     const stored = clone(DelegationSchema, child);
     return this.write(async (tx) => {
       // The parent delegation row, then the parent's budget account row — which reservations on
@@ -556,6 +605,7 @@ export class PostgresStore implements OperationStore {
       const refusal = check(parent.children, parent.held);
       if (refusal !== undefined) throw refusal;
       await this.insertDelegation(tx, stored);
+      if (audit !== undefined) await tx.appendAudit(audit, stored.name);
       return stored;
     });
   }
@@ -578,7 +628,7 @@ export class PostgresStore implements OperationStore {
     return rows.map((row) => fromBinary(DelegationSchema, row.data));
   }
 
-  revokeDelegationSubtree(name: string, time: Date, reason: string): Promise<Delegation[]> {
+  revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]> {
     return this.write(async (tx) => {
       // Locked parents first: a concurrent revocation of an overlapping subtree locks them in the
       // same order, and reads `revoked` as that one committed it.
@@ -592,11 +642,12 @@ export class PostgresStore implements OperationStore {
         await tx.query("UPDATE delegations SET revoked = TRUE, data = $1 WHERE id = $2", [toBinary(DelegationSchema, delegation), row.id]);
         revoked.push(delegation);
       }
+      if (audit !== undefined && revoked.length > 0) await tx.appendAudit(audit, name);
       return revoked;
     });
   }
 
-  putPolicyBundle(bundle: PolicyBundle): Promise<PolicyBundle> {
+  putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft): Promise<PolicyBundle> {
     const submitted = clone(PolicyBundleSchema, bundle);
     return this.write(async (tx) => {
       const stored = clone(PolicyBundleSchema, submitted);
@@ -609,6 +660,7 @@ export class PostgresStore implements OperationStore {
         stored.version,
         toBinary(PolicyBundleSchema, stored),
       ]);
+      if (audit !== undefined) await tx.appendAudit(audit, stored.name);
       return stored;
     });
   }
@@ -618,6 +670,41 @@ export class PostgresStore implements OperationStore {
       "SELECT DISTINCT ON (profile_type) data FROM policy_bundles ORDER BY profile_type, version DESC",
     );
     return rows.map((row) => fromBinary(PolicyBundleSchema, row.data));
+  }
+
+  appendAudit(draft: AuditDraft): Promise<AuditRecord> {
+    return this.write((tx) => tx.appendAudit(draft, ""));
+  }
+
+  async auditHead(): Promise<ChainHead | undefined> {
+    const { rows } = await this.pool.query<{ sequence: bigint; hash: string }>("SELECT sequence, hash FROM audit_head");
+    return chainHead(rows[0]!);
+  }
+
+  async listAuditRecords(query: AuditQuery): Promise<AuditRecord[]> {
+    const args: unknown[] = [];
+    const sql = auditQuerySql(query, (value) => {
+      args.push(value);
+      return `$${args.length}`;
+    });
+    const { rows } = await this.pool.query<{ record: string }>(sql, args);
+    return rows.map(recordFromRow);
+  }
+
+  putAuditCheckpoint(checkpoint: AuditCheckpoint): Promise<void> {
+    return this.write(async (tx) => {
+      await tx.query(`INSERT INTO audit_checkpoints (${CHECKPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (size) DO NOTHING`, checkpointRowValues(checkpoint));
+    });
+  }
+
+  async listAuditCheckpoints(afterSize: bigint, limit: number): Promise<AuditCheckpoint[]> {
+    const { rows } = await this.pool.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size > $1 ORDER BY size LIMIT $2`, [afterSize, limit]);
+    return rows.map(checkpointFromRow);
+  }
+
+  async latestAuditCheckpoint(): Promise<AuditCheckpoint | undefined> {
+    const { rows } = await this.pool.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY size DESC LIMIT 1`);
+    return rows[0] && checkpointFromRow(rows[0]);
   }
 
   /** Delivers nothing more, waits for the writes in flight, then closes every connection. */

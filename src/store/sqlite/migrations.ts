@@ -91,4 +91,30 @@ export const migrations: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 6,
+    sql: `
+      -- The audit log (src/store/audit-rows.ts): each record's canonical JSON, hash included,
+      -- and the columns its filters read. Sequences are assigned by the store (head + 1), never
+      -- reused; the single writer keeps them gapless.
+      CREATE TABLE audit_records (
+        sequence INTEGER PRIMARY KEY,
+        time_ms INTEGER NOT NULL,
+        principal TEXT NOT NULL,
+        delegation TEXT NOT NULL,
+        operation_type INTEGER NOT NULL,
+        allowed INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        record TEXT NOT NULL
+      );
+      -- Signed checkpoints of the log, by the number of records they cover.
+      CREATE TABLE audit_checkpoints (
+        size INTEGER PRIMARY KEY,
+        origin TEXT NOT NULL,
+        head_hash TEXT NOT NULL,
+        signed_note TEXT NOT NULL,
+        time_ms INTEGER NOT NULL
+      );
+    `,
+  },
 ];

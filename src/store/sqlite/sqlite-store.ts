@@ -6,6 +6,8 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { AuditDraft, ChainHead } from "../../audit/chain.js";
+import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
 import { BudgetSchema, type Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
 import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
@@ -15,8 +17,20 @@ import { profileTypeNames } from "../../contract/mapping.js";
 import { addBudgets, subtractBudgets } from "../../governance/budget-math.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../../lifecycle/transitions.js";
+import {
+  AUDIT_COLUMNS,
+  CHECKPOINT_COLUMNS,
+  auditQuerySql,
+  auditRowValues,
+  checkpointFromRow,
+  checkpointRowValues,
+  recordFromRow,
+  sealDraft,
+  type CheckpointRow,
+} from "../audit-rows.js";
 import type {
   AccountState,
+  AuditQuery,
   ChildAccount,
   ClaimResult,
   CreateResult,
@@ -79,6 +93,9 @@ export class SqliteStore implements OperationStore {
   private readonly commits: GroupCommit;
   private readonly listeners: ((events: StoredEvent[]) => void)[] = [];
   private pendingEvents: StoredEvent[] = [];
+  private readonly auditListeners: ((sequence: bigint) => void)[] = [];
+  /** The last audit record the batch being committed appended, if any. */
+  private auditAppended: bigint | undefined;
   private readonly statements;
 
   constructor(dataDir: string) {
@@ -138,6 +155,11 @@ export class SqliteStore implements OperationStore {
       revokeDelegation: this.db.prepare("UPDATE delegations SET revoked = 1, data = ? WHERE id = ?"),
       getSecret: this.db.prepare("SELECT value FROM secrets WHERE key = ?"),
       insertSecret: this.db.prepare("INSERT OR IGNORE INTO secrets (key, value) VALUES (?, ?)"),
+      auditHead: this.db.prepare("SELECT sequence, hash FROM audit_records ORDER BY sequence DESC LIMIT 1"),
+      insertAudit: this.db.prepare(`INSERT INTO audit_records (${AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+      insertCheckpoint: this.db.prepare(`INSERT OR IGNORE INTO audit_checkpoints (${CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?)`),
+      listCheckpoints: this.db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size > ? ORDER BY size LIMIT ?`),
+      latestCheckpoint: this.db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY size DESC LIMIT 1`),
     };
   }
 
@@ -148,12 +170,32 @@ export class SqliteStore implements OperationStore {
   /** A file in the data dir is never unavailable while the server runs. */
   onAvailability(): void {}
 
+  onAuditAppend(listener: (sequence: bigint) => void): void {
+    this.auditListeners.push(listener);
+  }
+
   /** Publishes a batch's events once it is durable; drops them if it rolled back. */
   private afterBatch(committed: boolean): void {
     const events = this.pendingEvents;
+    const auditAppended = this.auditAppended;
     this.pendingEvents = [];
+    this.auditAppended = undefined;
+    // A write whose savepoint rolled back may have set auditAppended: a spurious wake-up is harmless.
+    if (committed && auditAppended !== undefined) for (const listener of this.auditListeners) listener(auditAppended);
     if (!committed || events.length === 0) return;
     for (const listener of this.listeners) listener(events);
+  }
+
+  /**
+   * Seals `draft` onto the head inside the current transaction. The head is read from the table,
+   * not cached: a savepoint that rolls back takes its record with it.
+   */
+  private appendAuditNow(draft: AuditDraft, actedOn: string): AuditRecord {
+    const head = this.statements.auditHead.get() as ChainHead | undefined;
+    const record = sealDraft(draft, head && { sequence: BigInt(head.sequence), hash: head.hash }, actedOn);
+    this.statements.insertAudit.run(...auditRowValues(record));
+    this.auditAppended = record.sequence;
+    return record;
   }
 
   /** Appends an event inside the current transaction; returns it with its sequence. */
@@ -216,6 +258,7 @@ export class SqliteStore implements OperationStore {
         JSON.stringify(operation.labels),
         toBinary(OperationSchema, operation),
       );
+      if (input.audit !== undefined) this.appendAuditNow(input.audit, operation.name);
       if (event) this.pendingEvents.push(event);
       return { kind: "created", operation, ...(event ? { event } : {}) };
     });
@@ -237,8 +280,8 @@ export class SqliteStore implements OperationStore {
     });
   }
 
-  modifyOperation(name: string, modify: Modification, onceKey?: string): Promise<ModifyResult> {
-    return this.commits.submit(() => this.modifyNow(name, modify, onceKey));
+  modifyOperation(name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): Promise<ModifyResult> {
+    return this.commits.submit(() => this.modifyNow(name, modify, onceKey, audit));
   }
 
   claimOperation(name: string, slots: readonly SlotKey[], modify: Modification): Promise<ClaimResult> {
@@ -252,7 +295,7 @@ export class SqliteStore implements OperationStore {
   }
 
   /** The body of modifyOperation, inside the current transaction. */
-  private modifyNow(name: string, modify: Modification, onceKey?: string): ModifyResult {
+  private modifyNow(name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): ModifyResult {
     const row = this.statements.getOperation.get(name) as { data: Uint8Array } | undefined;
     if (row === undefined) return { kind: "not-found" };
     const current = fromBinary(OperationSchema, row.data);
@@ -263,6 +306,7 @@ export class SqliteStore implements OperationStore {
     const event = change.event ? this.appendEvent(operation, change.event) : undefined;
     this.statements.updateOperation.run(operation.state, toBinary(OperationSchema, operation), operation.name);
     if (change.settle !== undefined) this.settle(operation.name, change.settle);
+    if (audit !== undefined) this.appendAuditNow(audit, name);
     if (event) this.pendingEvents.push(event);
     return { kind: "modified", operation, ...(event ? { event } : {}) };
   }
@@ -403,7 +447,7 @@ export class SqliteStore implements OperationStore {
     });
   }
 
-  putChildDelegation(child: Delegation, check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined): Promise<Delegation> {
+  putChildDelegation(child: Delegation, check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined, audit?: AuditDraft): Promise<Delegation> {
     const stored = clone(DelegationSchema, child);
     return this.commits.submit(() => {
       const parent = this.accountState(stored.parent);
@@ -411,6 +455,7 @@ export class SqliteStore implements OperationStore {
       if (refusal !== undefined) throw refusal;
       const expireMs = stored.expireTime ? Number(stored.expireTime.seconds) * 1000 : 0;
       this.statements.insertDelegation.run(stored.name, stored.parent, expireMs, toBinary(DelegationSchema, stored));
+      if (audit !== undefined) this.appendAuditNow(audit, stored.name);
       return stored;
     });
   }
@@ -429,7 +474,7 @@ export class SqliteStore implements OperationStore {
     return this.subtree(name).map((row) => row.delegation);
   }
 
-  revokeDelegationSubtree(name: string, time: Date, reason: string): Promise<Delegation[]> {
+  revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]> {
     return this.commits.submit(() => {
       const revoked: Delegation[] = [];
       for (const row of this.subtree(name)) {
@@ -439,17 +484,19 @@ export class SqliteStore implements OperationStore {
         this.statements.revokeDelegation.run(toBinary(DelegationSchema, row.delegation), row.id);
         revoked.push(row.delegation);
       }
+      if (audit !== undefined && revoked.length > 0) this.appendAuditNow(audit, name);
       return revoked;
     });
   }
 
-  putPolicyBundle(bundle: PolicyBundle): Promise<PolicyBundle> {
+  putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft): Promise<PolicyBundle> {
     const stored = clone(PolicyBundleSchema, bundle);
     return this.commits.submit(() => {
       const latest = this.statements.latestBundleVersion.get(stored.profileType) as { version: bigint | null };
       stored.version = (latest.version ?? 0n) + 1n;
       stored.name = `policyBundles/${profileTypeNames.get(stored.profileType)}/versions/${stored.version}`;
       this.statements.insertBundle.run(stored.profileType, stored.version, toBinary(PolicyBundleSchema, stored));
+      if (audit !== undefined) this.appendAuditNow(audit, stored.name);
       return stored;
     });
   }
@@ -464,6 +511,39 @@ export class SqliteStore implements OperationStore {
       this.statements.insertSecret.run(key, create());
       return (this.statements.getSecret.get(key) as { value: string }).value;
     });
+  }
+
+  appendAudit(draft: AuditDraft): Promise<AuditRecord> {
+    return this.commits.submit(() => this.appendAuditNow(draft, ""));
+  }
+
+  async auditHead(): Promise<ChainHead | undefined> {
+    const head = this.statements.auditHead.get() as ChainHead | undefined;
+    return head && { sequence: BigInt(head.sequence), hash: head.hash };
+  }
+
+  async listAuditRecords(query: AuditQuery): Promise<AuditRecord[]> {
+    const args: unknown[] = [];
+    const sql = auditQuerySql(query, (value) => {
+      args.push(value);
+      return "?";
+    });
+    return (this.db.prepare(sql).all(...args) as { record: string }[]).map(recordFromRow);
+  }
+
+  putAuditCheckpoint(checkpoint: AuditCheckpoint): Promise<void> {
+    return this.commits.submit(() => {
+      this.statements.insertCheckpoint.run(...checkpointRowValues(checkpoint));
+    });
+  }
+
+  async listAuditCheckpoints(afterSize: bigint, limit: number): Promise<AuditCheckpoint[]> {
+    return (this.statements.listCheckpoints.all(afterSize, limit) as CheckpointRow[]).map(checkpointFromRow);
+  }
+
+  async latestAuditCheckpoint(): Promise<AuditCheckpoint | undefined> {
+    const row = this.statements.latestCheckpoint.get() as CheckpointRow | undefined;
+    return row && checkpointFromRow(row);
   }
 
   /** Runs SQLite's own consistency check; "ok" when the file is sound. */

@@ -1,0 +1,71 @@
+// Following the audit log: the records after a sequence, in order, then new ones as they commit,
+// each once. Wake-ups come from this server's own appends (the store's onAuditAppend) and from a
+// poll of the store, which sees appends by other servers on a shared store.
+import type { AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
+import type { AuditQuery, OperationStore } from "../store/store.js";
+
+const PAGE = 512;
+/** How late an append by another server may be seen. */
+const POLL_MS = 1000;
+
+/** Counts this server's audit appends, so that a follower knows whether one came since it last read. */
+export class AuditAppends {
+  private count = 0;
+  private readonly waiters = new Set<() => void>();
+
+  constructor(store: OperationStore) {
+    store.onAuditAppend(() => {
+      this.count += 1;
+      for (const wake of this.waiters) wake();
+      this.waiters.clear();
+    });
+  }
+
+  get seen(): number {
+    return this.count;
+  }
+
+  /** Resolves when an append after `seen` was made, after `ms`, or when `signal` aborts. */
+  wait(seen: number, ms: number, signal: AbortSignal): Promise<void> {
+    if (this.count !== seen || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        this.waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done);
+      this.waiters.add(done);
+    });
+  }
+}
+
+/**
+ * The records matching `filter` with a sequence after `after`, then new ones, until `signal`
+ * aborts. The head is read before each page: every record up to it has committed (appends commit
+ * in sequence order), so when a page comes back short, every match up to the head was in it,
+ * and the cursor moves to the head — records that did not match are not read again.
+ */
+export async function* tailAuditRecords(
+  store: OperationStore,
+  appends: AuditAppends,
+  filter: Omit<AuditQuery, "afterSequence" | "limit">,
+  after: bigint,
+  signal: AbortSignal,
+): AsyncGenerator<AuditRecord> {
+  let cursor = after;
+  while (!signal.aborted) {
+    const seen = appends.seen;
+    const head = await store.auditHead();
+    const page = await store.listAuditRecords({ ...filter, afterSequence: cursor, limit: PAGE });
+    for (const record of page) {
+      cursor = record.sequence;
+      yield record;
+    }
+    if (page.length === PAGE) continue;
+    if (head !== undefined && head.sequence > cursor) cursor = head.sequence;
+    await appends.wait(seen, POLL_MS, signal);
+  }
+}

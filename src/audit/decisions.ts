@@ -1,0 +1,49 @@
+// The decision an audit record states: allowed, with the policy decisions that let the command
+// through, or denied, from the error the caller got.
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { AuditDecisionSchema } from "../gen/agentmachine/v1/audit_pb.js";
+import { ErrorInfoSchema } from "../gen/agentmachine/v1/errors_pb.js";
+import type { PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
+import { codeName } from "../server/errors.js";
+
+export type AuditDecisionInit = MessageInitShape<typeof AuditDecisionSchema>;
+
+/** The codes of a denied attempt: the caller was not allowed, as opposed to asking wrongly. */
+const denialCodes: ReadonlySet<Code> = new Set([Code.PermissionDenied, Code.Unauthenticated, Code.ResourceExhausted]);
+
+/**
+ * An allowed command. A command that passed several gates names them all, comma-separated in
+ * the same order in `gate` and `rule` (every gate of a profile type reads the same bundle, so
+ * `bundle_digest` is one digest).
+ */
+export function allowedDecision(policyDecisions: readonly PolicyDecision[] = []): AuditDecisionInit {
+  return {
+    allowed: true,
+    gate: policyDecisions.map((d) => d.gate).join(","),
+    rule: policyDecisions.map((d) => d.rule).join(","),
+    bundleDigest: [...new Set(policyDecisions.map((d) => d.bundleDigest))].join(","),
+  };
+}
+
+/** The denial `error` states, if a call failing with it was denied (rather than asked wrongly). */
+export function deniedDecision(error: unknown): AuditDecisionInit | undefined {
+  return error instanceof ConnectError && denialCodes.has(error.code) ? denialOf(error) : undefined;
+}
+
+/**
+ * A denial, from the error that states it. Gate, rule and bundle digest come from the error's
+ * ErrorInfo metadata (policy denials carry all three, separation rules their rule); the reason
+ * is the error's message, which never holds a secret.
+ */
+export function denialOf(error: ConnectError): AuditDecisionInit {
+  const metadata = error.findDetails(ErrorInfoSchema)[0]?.metadata ?? {};
+  return {
+    allowed: false,
+    code: codeName(error.code).toLowerCase(),
+    gate: metadata.gate ?? "",
+    rule: metadata.rule ?? "",
+    bundleDigest: metadata.bundle_digest ?? "",
+    reason: error.rawMessage,
+  };
+}

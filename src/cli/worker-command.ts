@@ -1,0 +1,57 @@
+// `amctl worker`: runs executions for a server started with `amctl serve --workers`, on this
+// machine (src/workers/worker-agent.ts). SIGINT or SIGTERM stops it: its tasks are stopped and
+// reported failed (retryable), so the server retries them on another worker.
+import { availableParallelism, hostname, tmpdir } from "node:os";
+import { join } from "node:path";
+import { InvalidArgumentError, type Command } from "commander";
+import type { Level } from "pino";
+import { WorkerService } from "../gen/agentmachine/v1/worker_service_pb.js";
+import { defaultConfig } from "../server/config.js";
+import { LOG_LEVELS, createLogger } from "../server/logger.js";
+import { WorkerAgent } from "../workers/worker-agent.js";
+import { serverOption, serviceClient } from "./client.js";
+import { labelFlag } from "./flags.js";
+
+interface WorkerOptions {
+  server: string;
+  capacity: number;
+  labels: Record<string, string>;
+  workDir: string;
+  logLevel: string;
+}
+
+function capacityFlag(text: string): number {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < 1 || value > 1024) throw new InvalidArgumentError(`must be an integer from 1 to 1024, got "${text}"`);
+  return value;
+}
+
+export function registerWorkerCommand(program: Command): void {
+  program
+    .command("worker")
+    .description("Run executions for a server started with --workers (credential: --token-file, a delegation with worker profiles).")
+    .addOption(serverOption())
+    .option("--capacity <n>", "tasks run at once", capacityFlag, availableParallelism())
+    .option("--labels <key=value>", "a label a task's worker_selector can ask for (repeatable)", labelFlag, {})
+    .option("--work-dir <dir>", "where task workspaces are made (each removed when its task ends)", join(tmpdir(), "amctl-worker"))
+    .option("--log-level <level>", `one of ${LOG_LEVELS.join(", ")}`, "info")
+    .action(async (options: WorkerOptions) => {
+      if (!LOG_LEVELS.includes(options.logLevel as Level)) throw new InvalidArgumentError(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
+      const log = createLogger(options.logLevel as Level);
+      const agent = new WorkerAgent({
+        client: serviceClient(WorkerService, options.server),
+        server: options.server,
+        capacity: options.capacity,
+        labels: options.labels,
+        displayName: hostname(),
+        workDir: options.workDir,
+        execution: defaultConfig.execution,
+        log,
+      });
+      const stop = new AbortController();
+      process.once("SIGINT", () => stop.abort());
+      process.once("SIGTERM", () => stop.abort());
+      await agent.run(stop.signal);
+      log.info("stopped");
+    });
+}

@@ -1,0 +1,129 @@
+// Audit of every call (src/audit/). Before the call: its audit scope — the RPC, what it
+// commands (src/audit/audited-commands.ts) and the digest of its request with secrets blanked —
+// goes into the call's context values, from which a service makes the record of a command it
+// carries out (auditDraft) and hands it to the store write that carries it out, so the record
+// commits with the effect. After the call: a denied attempt at any RPC (PermissionDenied,
+// Unauthenticated, ResourceExhausted) is appended as a denied record, then the caller gets the
+// error. Runs outside authentication so that unauthenticated calls are seen too; who called is
+// read after the call, from what authentication found (`anonymous` if nothing).
+import type { DescMessage, Message } from "@bufbuild/protobuf";
+import { createContextKey, type HandlerContext, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
+import { createAsyncIterable } from "@connectrpc/connect/protocol";
+import { commandOf, procedureOf, type Command } from "../audit/audited-commands.js";
+import type { AuditDraft } from "../audit/chain.js";
+import { deniedDecision, type AuditDecisionInit } from "../audit/decisions.js";
+import { redactedRequestDigest } from "../audit/request-digest.js";
+import type { Principal } from "../governance/authority.js";
+import type { OperationStore } from "../store/store.js";
+import { authenticatedPrincipal, principalOf } from "./auth-interceptor.js";
+import type { Logger } from "./logger.js";
+
+interface AuditScope {
+  rpc: string;
+  command: Command;
+  /** Empty until the request is read (a client or bidi stream's first message). */
+  requestDigest: string;
+}
+
+const auditScopeKey = createContextKey<AuditScope | undefined>(undefined, { description: "audit scope" });
+
+const ANONYMOUS = "anonymous";
+
+/** Who: the delegation's subject, the delegation, and its chain root first. */
+function caller(principal: Principal | undefined): Pick<AuditDraft, "principal" | "delegation" | "delegationChain"> {
+  if (principal === undefined) return { principal: ANONYMOUS, delegation: "", delegationChain: [] };
+  const { delegation, chain } = principal;
+  return { principal: delegation.subject, delegation: delegation.name, delegationChain: [...chain.map((d) => d.name).reverse(), delegation.name] };
+}
+
+function draftOf(scope: AuditScope, principal: Principal | undefined, resource: string, decision: AuditDecisionInit): AuditDraft {
+  return {
+    ...caller(principal),
+    rpc: scope.rpc,
+    operationType: scope.command.operationType,
+    commandRef: scope.command.commandRef,
+    resource,
+    decision,
+    requestDigest: scope.requestDigest,
+  };
+}
+
+/**
+ * The audit record of this call's command, for the store write that carries it out (an empty
+ * resource is filled in by the store with what the write acted on); undefined when the server
+ * runs without audit (`config.audit` false).
+ */
+export function auditDraft(context: HandlerContext, what: { resource?: string; decision: AuditDecisionInit }): AuditDraft | undefined {
+  const scope = context.values.get(auditScopeKey);
+  return scope && draftOf(scope, principalOf(context), what.resource ?? "", what.decision);
+}
+
+function resolve(scope: AuditScope, req: UnaryRequest | StreamRequest, message: Message): void {
+  scope.command = commandOf(req.method, message);
+  scope.requestDigest = redactedRequestDigest(req.method.input as DescMessage, message as never);
+}
+
+/**
+ * The request with its message(s) where the scope can see them: a server-streaming call's one
+ * message is read first (it is small and read before the handler runs anyway, and a denied call
+ * must be recorded with its digest); a client or bidi stream's first message as it passes.
+ */
+async function observed(scope: AuditScope, req: UnaryRequest | StreamRequest): Promise<UnaryRequest | StreamRequest> {
+  if (!req.stream) {
+    resolve(scope, req, req.message);
+    return req;
+  }
+  if (req.method.methodKind === "server_streaming") {
+    const messages: Message[] = [];
+    for await (const message of req.message) messages.push(message);
+    const [first] = messages;
+    if (first !== undefined) resolve(scope, req, first);
+    return { ...req, message: createAsyncIterable(messages) };
+  }
+  const input = req.message;
+  return {
+    ...req,
+    message: (async function* () {
+      let first = true;
+      for await (const message of input) {
+        if (first) resolve(scope, req, message);
+        first = false;
+        yield message;
+      }
+    })(),
+  };
+}
+
+async function* recordingDenial<T>(messages: AsyncIterable<T>, record: (error: unknown) => Promise<void>): AsyncIterable<T> {
+  try {
+    yield* messages;
+  } catch (error) {
+    await record(error);
+    throw error;
+  }
+}
+
+export function auditInterceptor(store: OperationStore, log: Logger): Interceptor {
+  return (next) => async (req) => {
+    const scope: AuditScope = { rpc: procedureOf(req.method), command: commandOf(req.method, undefined), requestDigest: "" };
+    req.contextValues.set(auditScopeKey, scope);
+    /** Appends the denied record of a call that failed with a denial (and nothing for other failures). */
+    const record = async (error: unknown): Promise<void> => {
+      const decision = deniedDecision(error);
+      if (decision === undefined) return;
+      try {
+        await store.appendAudit(draftOf(scope, authenticatedPrincipal(req.contextValues), "", decision));
+      } catch (appendError) {
+        // The caller gets its denial either way; an operator must see that it went unrecorded.
+        log.error({ err: appendError, rpc: scope.rpc }, "could not record a denied call in the audit log");
+      }
+    };
+    try {
+      const res = await next(await observed(scope, req));
+      return res.stream ? { ...res, message: recordingDenial(res.message, record) } : res;
+    } catch (error) {
+      await record(error);
+      throw error;
+    }
+  };
+}

@@ -1,0 +1,97 @@
+// agentmachine.v1.AuditService: reads of the audit log, for callers whose delegation scope has
+// `audit_read`. Serves what the store holds; verification is the client's (amctl audit verify).
+import { create } from "@bufbuild/protobuf";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { AuditDecisionFilter, AuditFilterSchema, AuditService, type AuditFilter } from "../gen/agentmachine/v1/audit_service_pb.js";
+import { tailAuditRecords, type AuditAppends } from "../audit/audit-tail.js";
+import type { Authority, Principal } from "../governance/authority.js";
+import { outOfScope } from "../governance/errors.js";
+import { invalidPageToken } from "../lifecycle/errors.js";
+import { messageDigest } from "../lifecycle/message-digest.js";
+import type { PageTokens } from "../lifecycle/page-token.js";
+import { principalOf } from "../server/auth-interceptor.js";
+import { cutOffWhenStalled } from "../server/raw-response.js";
+import type { AuditQuery, OperationStore } from "../store/store.js";
+import { whileAuthorized } from "./while-authorized.js";
+
+export interface AuditServiceDeps {
+  store: OperationStore;
+  appends: AuditAppends;
+  pageTokens: PageTokens;
+  /** The audit key's verifier key (`<name>+<key id>+<base64 key>`). */
+  verifierKey: string;
+  authority: Authority;
+  /** The period of the slow-subscriber check (src/server/raw-response.ts). */
+  slowSubscriberTimeoutMs: number;
+}
+
+const DEFAULT_PAGE_SIZE = 100;
+
+/** What checkpoint page tokens are bound to (record page tokens are bound to their filter's digest). */
+const CHECKPOINTS = "checkpoints";
+
+/** The caller, if its delegation may read the audit log. */
+function auditReader(context: HandlerContext): Principal {
+  const principal = principalOf(context);
+  if (!principal.delegation.scope?.auditRead) throw outOfScope("audit_read", "it may not read the audit log", principal.delegation.name);
+  return principal;
+}
+
+/** The store query of a filter, without position and limit. */
+function queryOf(filter: AuditFilter | undefined): Omit<AuditQuery, "afterSequence" | "limit"> {
+  if (filter === undefined) return {};
+  return {
+    ...(filter.principal ? { principal: filter.principal } : {}),
+    ...(filter.delegation ? { delegation: filter.delegation } : {}),
+    operationTypes: filter.operationTypes,
+    ...(filter.decision !== AuditDecisionFilter.UNSPECIFIED ? { allowed: filter.decision === AuditDecisionFilter.ALLOWED } : {}),
+    ...(filter.startTime ? { startTime: timestampDate(filter.startTime) } : {}),
+    ...(filter.endTime ? { endTime: timestampDate(filter.endTime) } : {}),
+  };
+}
+
+export function auditService(deps: AuditServiceDeps): ServiceImpl<typeof AuditService> {
+  const { store, pageTokens } = deps;
+
+  /** The position a page token holds (a sequence or a size; 0 without a token). */
+  function positionOf(pageToken: string, boundTo: string): bigint {
+    if (pageToken === "") return 0n;
+    const position = pageTokens.read(pageToken, boundTo);
+    if (position === undefined) throw invalidPageToken();
+    return BigInt(position);
+  }
+
+  return {
+    async listAuditRecords({ pageSize, pageToken, filter }, context) {
+      auditReader(context);
+      const digest = messageDigest(AuditFilterSchema, filter ?? create(AuditFilterSchema));
+      const limit = pageSize || DEFAULT_PAGE_SIZE;
+      // One extra row tells whether another page exists.
+      const rows = await store.listAuditRecords({ ...queryOf(filter), afterSequence: positionOf(pageToken, digest), limit: limit + 1 });
+      const records = rows.slice(0, limit);
+      return { records, nextPageToken: rows.length > limit ? pageTokens.issue(String(records[records.length - 1]!.sequence), digest) : "" };
+    },
+
+    async *watchAuditRecords({ afterSequence, filter }, context) {
+      const principal = auditReader(context);
+      yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
+        const records = tailAuditRecords(store, deps.appends, queryOf(filter), afterSequence, signal);
+        for await (const record of cutOffWhenStalled(records, deps.slowSubscriberTimeoutMs, context)) yield { record };
+      });
+    },
+
+    async getCheckpoint(_request, context) {
+      auditReader(context);
+      return { checkpoint: await store.latestAuditCheckpoint(), verifierKey: deps.verifierKey };
+    },
+
+    async listCheckpoints({ pageSize, pageToken }, context) {
+      auditReader(context);
+      const limit = pageSize || DEFAULT_PAGE_SIZE;
+      const rows = await store.listAuditCheckpoints(positionOf(pageToken, CHECKPOINTS), limit + 1);
+      const checkpoints = rows.slice(0, limit);
+      return { checkpoints, nextPageToken: rows.length > limit ? pageTokens.issue(String(checkpoints[checkpoints.length - 1]!.size), CHECKPOINTS) : "" };
+    },
+  };
+}

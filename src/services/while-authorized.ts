@@ -1,0 +1,20 @@
+// Streams that last only as long as the caller's authority: a revocation of the caller's
+// delegation or an ancestor (through this server, or seen by Authority.checkRevocations) ends the
+// stream with Unauthenticated.
+import type { HandlerContext } from "@connectrpc/connect";
+import type { Authority, Principal } from "../governance/authority.js";
+
+export async function* whileAuthorized<T>(
+  authority: Authority,
+  principal: Principal,
+  context: HandlerContext,
+  stream: (signal: AbortSignal) => AsyncIterable<T>,
+): AsyncGenerator<T> {
+  const revocation = authority.revocationSignal(principal);
+  try {
+    yield* stream(AbortSignal.any([context.signal, revocation.signal]));
+    if (revocation.signal.aborted) throw revocation.signal.reason;
+  } finally {
+    revocation.dispose();
+  }
+}

@@ -1,0 +1,200 @@
+// Remote workers end to end: a server started with remote workers, `amctl worker` processes
+// on real sockets, real task processes. Tasks spread over workers and honour selectors; a
+// worker killed mid-task loses its lease and the task completes on another exactly once, a
+// late report under the dead lease is refused; cancel reaches the worker's process group;
+// each task gets its own credential; budgets are enforced on the worker.
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { BudgetDimension } from "../../src/gen/agentmachine/v1/budget_pb.js";
+import { EventType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { AttemptResult, WorkerService } from "../../src/gen/agentmachine/v1/worker_service_pb.js";
+import { bearer } from "../helpers/auth.js";
+import { createProfile, execution, isAlive, operationsClient, waitForEnd, type OperationsClient } from "../helpers/operations.js";
+import { errorInfo, refusal } from "../helpers/runtime.js";
+import { startTestServer, tempDir, type TestServer } from "../helpers/server.js";
+import { startWorker, stopWorker, workerToken, type WorkerProcess } from "../helpers/workers.js";
+
+const LEASE_TTL_MS = 1500;
+const RETRY = { maxAttempts: 2, initialBackoff: durationFromMs(20), maxBackoff: durationFromMs(100) };
+
+let server: TestServer;
+let client: OperationsClient;
+let profile: string;
+const workers: WorkerProcess[] = [];
+
+async function worker(labels: string, subject: string, capacity = 2): Promise<WorkerProcess> {
+  const started = startWorker(server.url, await workerToken(server.dataDir, subject), ["--capacity", String(capacity), "--labels", labels]);
+  workers.push(started);
+  await started.name();
+  return started;
+}
+
+function workerClient(token: string, url = server.url) {
+  return createClient(WorkerService, createGrpcTransport({ baseUrl: url, interceptors: [bearer(token)] }));
+}
+
+async function waitForState(name: string, state: TaskState, timeoutMs = 20_000) {
+  await expect.poll(async () => (await client.getOperation({ name })).operation?.state, { timeout: timeoutMs }).toBe(state);
+  return (await client.getOperation({ name })).operation!;
+}
+
+beforeAll(async () => {
+  server = await startTestServer({ remoteWorkers: { leaseTtlMs: LEASE_TTL_MS } });
+  client = operationsClient(server.url);
+  profile = await createProfile(client, "workers");
+});
+afterEach(async () => {
+  await Promise.all(workers.splice(0).map(stopWorker));
+});
+afterAll(() => server.close());
+
+describe("dispatch", () => {
+  it("spreads tasks over the workers, and hands each task its own credential, not the worker's", async () => {
+    const [a, b] = [await worker("zone=a", "worker-a"), await worker("zone=b", "worker-b")];
+    const out = tempDir();
+    const script = 'echo "$AMCTL_TOKEN" | sha256sum | cut -c1-64 > "$OUT/$(basename "$AMCTL_OPERATION")"; sleep 1';
+    const names = [];
+    for (let i = 0; i < 4; i += 1) {
+      const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", script], { env: { OUT: out } }));
+      names.push(operation!.name);
+    }
+    const ended = await Promise.all(names.map((name) => waitForEnd(client, name)));
+    expect(ended.map(({ operation }) => operation.state)).toEqual(names.map(() => TaskState.COMPLETED));
+    const ran = new Set(ended.map(({ operation }) => operation.worker));
+    expect(ran).toEqual(new Set([await a.name(), await b.name()]));
+    const digests = readdirSync(out).map((file) => readFileSync(join(out, file), "utf8").trim());
+    expect(new Set(digests).size).toBe(4);
+    const workerDigests = [a, b].map((w) => createHash("sha256").update(`${readFileSync(w.tokenFile, "utf8")}\n`).digest("hex"));
+    for (const digest of workerDigests) expect(digests).not.toContain(digest);
+  });
+
+  it("runs a task only on a worker carrying its selector's labels, and keeps it queued while none does", async () => {
+    await worker("zone=a", "worker-a");
+    const b = await worker("zone=b", "worker-b");
+    const { operation: pinned } = await client.submitOperation(execution(profile, ["true"], { workerSelector: { zone: "b" } }));
+    expect((await waitForEnd(client, pinned!.name)).operation.worker).toBe(await b.name());
+
+    const { operation: nowhere } = await client.submitOperation(execution(profile, ["true"], { workerSelector: { zone: "c" } }));
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect((await client.getOperation({ name: nowhere!.name })).operation?.state).toBe(TaskState.QUEUED);
+    await client.cancelOperation({ name: nowhere!.name, reason: "no such zone" });
+    expect((await waitForEnd(client, nowhere!.name)).operation.state).toBe(TaskState.CANCELLED);
+  });
+
+  it("passes a cancel to the worker, which stops the whole process group", async () => {
+    await worker("zone=a", "worker-a");
+    const out = tempDir();
+    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", 'sleep 600 & echo $! > "$OUT/pid"; wait'], { env: { OUT: out } }));
+    await expect.poll(() => existsSync(join(out, "pid")), { timeout: 20_000 }).toBe(true);
+    const pid = Number(readFileSync(join(out, "pid"), "utf8"));
+    expect(isAlive(pid)).toBe(true);
+    await client.cancelOperation({ name: operation!.name, reason: "enough" });
+    expect((await waitForEnd(client, operation!.name)).operation.state).toBe(TaskState.CANCELLED);
+    await expect.poll(() => isAlive(pid), { timeout: 10_000 }).toBe(false);
+  });
+
+  it("enforces the task's budget on the worker", async () => {
+    await worker("zone=a", "worker-a");
+    const spin = "const end = Date.now() + 60000; while (Date.now() < end);";
+    const request = execution(profile, [process.execPath, "-e", spin], {}, { cpuGpuComputeSeconds: 1n });
+    const { operation } = await client.submitOperation(request);
+    const ended = (await waitForEnd(client, operation!.name, 30_000)).operation;
+    expect(ended.state).toBe(TaskState.FAILED);
+    expect(ended.stopCause?.reason).toBe("budget_exhausted");
+    expect(ended.stopCause?.dimension).toBe(BudgetDimension.CPU_GPU_COMPUTE_SECONDS);
+  });
+});
+
+describe("a lost worker", () => {
+  it("loses its lease when killed mid-task: the task completes on another worker exactly once, and the dead lease's late report is refused", async () => {
+    const a = await worker("zone=a", "worker-a", 1);
+    const b = await worker("zone=a", "worker-b", 1);
+    const out = tempDir();
+    mkdirSync(join(out, "done"));
+    // The first attempt sleeps long enough to be killed mid-task; the retry finishes at once.
+    const script = 'echo "$AMCTL_OPERATION" >> "$OUT/started"; [ "$(wc -l < "$OUT/started")" -gt 1 ] || sleep 5; touch "$OUT/done/$$"';
+    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", script], { env: { OUT: out }, retryPolicy: RETRY }));
+    const name = operation!.name;
+    const running = await waitForState(name, TaskState.RUNNING);
+    const [first, second] = running.worker === (await a.name()) ? [a, b] : [b, a];
+    const assigned = await first.waitForLog((line) => line.msg === "assigned" && line.operation === name);
+    await expect.poll(() => existsSync(join(out, "started")), { timeout: 20_000 }).toBe(true);
+    first.child.kill("SIGKILL");
+
+    const { events, operation: ended } = await waitForEnd(client, name, 30_000);
+    expect(ended.state).toBe(TaskState.COMPLETED);
+    expect(ended.attempt).toBe(2);
+    expect(ended.worker).toBe(await second.name());
+    const retry = events.find((event) => event.type === EventType.RETRY);
+    expect(retry?.attributes.case === "retry" ? retry.attributes.value.cause?.reason : undefined).toBe("worker_lost");
+    expect(events.filter((event) => event.type === EventType.COMPLETE)).toHaveLength(1);
+    // The killed worker's task died with it (a surviving first run would also have finished by now).
+    await new Promise((resolve) => setTimeout(resolve, 5500));
+    expect(readdirSync(join(out, "done"))).toHaveLength(1);
+
+    const late = await refusal(
+      workerClient(readFileSync(first.tokenFile, "utf8")).reportOutcome({
+        worker: await first.name(),
+        lease: { operation: name, attempt: 1, fencingToken: BigInt(assigned.fencingToken as string) },
+        result: AttemptResult.COMPLETED,
+      }),
+    );
+    expect(late.code).toBe(Code.FailedPrecondition);
+    expect(errorInfo(late)?.reason).toBe("LEASE_REJECTED");
+    const after = (await client.getOperation({ name })).operation!;
+    expect([after.state, after.attempt, after.worker]).toEqual([TaskState.COMPLETED, 2, await second.name()]);
+  }, 60_000);
+});
+
+describe("who may be a worker", () => {
+  it("refuses a credential without worker profiles", async () => {
+    const none = await workerToken(server.dataDir, "nobody", []);
+    const error = await refusal(
+      (async () => {
+        for await (const _ of workerClient(none).connect({ capacity: 1 })) break;
+      })(),
+    );
+    expect(error.code).toBe(Code.PermissionDenied);
+    expect(errorInfo(error)?.reason).toBe("NOT_A_WORKER");
+  });
+
+  it("gives a worker only tasks of the profiles its delegation names", async () => {
+    const other = await createProfile(client, "workers-other");
+    const onlyOther = startWorker(server.url, await workerToken(server.dataDir, "other-worker", [other]), ["--capacity", "1"]);
+    workers.push(onlyOther);
+    await onlyOther.name();
+    const { operation } = await client.submitOperation(execution(profile, ["true"]));
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect((await client.getOperation({ name: operation!.name })).operation?.state).toBe(TaskState.QUEUED);
+    const general = await worker("zone=a", "worker-a");
+    expect((await waitForEnd(client, operation!.name)).operation.worker).toBe(await general.name());
+    const { operation: inOther } = await client.submitOperation(execution(other, ["true"]));
+    expect((await waitForEnd(client, inOther!.name)).operation.state).toBe(TaskState.COMPLETED);
+  });
+});
+
+describe("a server without workers", () => {
+  let plain: TestServer;
+  beforeAll(async () => {
+    plain = await startTestServer();
+  });
+  afterAll(() => plain.close());
+
+  it("refuses workers and worker selectors with FailedPrecondition", async () => {
+    const connect = workerClient(plain.token, plain.url).connect({ capacity: 1 });
+    const error = await refusal((async () => {
+      for await (const _ of connect) break;
+    })());
+    expect([error.code, errorInfo(error)?.reason]).toEqual([Code.FailedPrecondition, "WORKERS_DISABLED"]);
+    const plainClient = operationsClient(plain.url);
+    const plainProfile = await createProfile(plainClient, "plain");
+    const submit = await refusal(plainClient.submitOperation(execution(plainProfile, ["true"], { workerSelector: { zone: "a" } })));
+    expect([submit.code, errorInfo(submit)?.reason]).toEqual([Code.FailedPrecondition, "WORKERS_DISABLED"]);
+    expect(ConnectError.from(submit).rawMessage).toContain("--workers");
+  });
+});
