@@ -45,10 +45,27 @@ interface RunningTask {
 const RECONNECT_MIN_MS = 250;
 const RECONNECT_MAX_MS = 5000;
 
+const WORKER_STOPPING = "worker_stopping";
+
 const stopCause = (reason: string, message: string): StopCause => create(StopCauseSchema, { reason, message });
 
 function isLeaseRejected(error: unknown): boolean {
   return error instanceof ConnectError && error.findDetails(ErrorInfoSchema).some((info) => info.reason === "LEASE_REJECTED");
+}
+
+/**
+ * How the attempt ended, as reported. A task stopped because the worker is stopping failed
+ * (retryable): the server should retry it elsewhere now, not take it for cancelled.
+ */
+function resultOf(outcome: Outcome, why: StopCause | undefined) {
+  switch (outcome.kind) {
+    case "completed":
+      return { result: AttemptResult.COMPLETED, message: outcome.message };
+    case "failed":
+      return { result: AttemptResult.FAILED, cause: outcome.cause, retryable: outcome.retryable };
+    case "cancelled":
+      return why?.reason === WORKER_STOPPING ? { result: AttemptResult.FAILED, cause: why, retryable: true } : { result: AttemptResult.CANCELLED };
+  }
 }
 
 export class WorkerAgent {
@@ -79,7 +96,7 @@ export class WorkerAgent {
       backoff = Math.min(backoff * 2, RECONNECT_MAX_MS);
     }
     const stopping = [...this.tasks.values()];
-    for (const task of stopping) task.controller.abort(stopCause("worker_stopping", "the worker is stopping"));
+    for (const task of stopping) task.controller.abort(stopCause(WORKER_STOPPING, "the worker is stopping"));
     // Reported as failed (retryable) so the server retries them now rather than after the lease TTL.
     await Promise.all(stopping.map((task) => task.done));
     clearInterval(this.heartbeatTimer);
@@ -181,19 +198,13 @@ export class WorkerAgent {
       ...report,
       ...(outcome.artifact !== undefined ? { artifact: outcome.artifact } : {}),
       ...(outcome.usage !== undefined ? { usage: outcome.usage } : {}),
-      ...(outcome.kind === "completed" ? { result: AttemptResult.COMPLETED, message: outcome.message } : {}),
-      ...(outcome.kind === "failed" ? { result: AttemptResult.FAILED, cause: outcome.cause, retryable: outcome.retryable } : {}),
-      ...(outcome.kind === "cancelled"
-        ? why?.reason === "worker_stopping"
-          ? { result: AttemptResult.FAILED, cause: why, retryable: true }
-          : { result: AttemptResult.CANCELLED }
-        : {}),
+      ...resultOf(outcome, why),
     };
     // The outcome matters: tried again while the lease may still be honoured.
     for (let tries = 0; ; tries += 1) {
       try {
         await this.options.client.reportOutcome(request);
-        this.options.log.info({ operation: report.lease.operation, result: AttemptResult[request.result!] }, "reported");
+        this.options.log.info({ operation: report.lease.operation, result: AttemptResult[request.result] }, "reported");
         return;
       } catch (error) {
         if (isLeaseRejected(error) || tries >= 5) {

@@ -151,6 +151,26 @@ describe("a lost worker", () => {
   }, 60_000);
 });
 
+describe("a worker that stops", () => {
+  it("stops its tasks on SIGTERM and reports them failed (retryable), so they are retried on another worker at once", async () => {
+    const a = await worker("zone=a", "worker-a", 1);
+    const out = tempDir();
+    const script = 'echo x >> "$OUT/started"; [ "$(wc -l < "$OUT/started")" -gt 1 ] || sleep 600';
+    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", script], { env: { OUT: out }, retryPolicy: RETRY }));
+    const name = operation!.name;
+    await waitForState(name, TaskState.RUNNING);
+    await expect.poll(() => existsSync(join(out, "started")), { timeout: 20_000 }).toBe(true);
+    const b = await worker("zone=a", "worker-b", 1);
+    a.child.kill("SIGTERM");
+    expect(await a.exited).toBe(0);
+
+    const { events, operation: ended } = await waitForEnd(client, name, 30_000);
+    expect([ended.state, ended.attempt, ended.worker]).toEqual([TaskState.COMPLETED, 2, await b.name()]);
+    const retry = events.find((event) => event.type === EventType.RETRY);
+    expect(retry?.attributes.case === "retry" ? retry.attributes.value.cause?.reason : undefined).toBe("worker_stopping");
+  });
+});
+
 describe("who may be a worker", () => {
   it("refuses a credential without worker profiles", async () => {
     const none = await workerToken(server.dataDir, "nobody", []);
