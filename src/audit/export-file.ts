@@ -1,8 +1,8 @@
 // The portable export of the audit log: UTF-8 JSON lines, each the RFC 8785 (JCS) canonical
-// form of an object with one key (the header has four), so that a verifier can demand every line
+// form of an object with one key (the header has three), so that a verifier can demand every line
 // byte for byte and any edit of the file is reported:
 //
-//   {"exportedAt":"…","format":"agentmachine-audit-export/v1","origin":"…","verifierKey":"…"}
+//   {"format":"agentmachine-audit-export/v1","origin":"…","verifierKey":"…"}
 //   {"record":<canonicalJson(record), hash included>}
 //   {"checkpoint":"<the signed note>"}          right after the record its size names
 //
@@ -10,7 +10,8 @@
 // and the time it was signed is left out because no signature covers it. The header's key is
 // informational: whoever edits a file can re-sign it with a key of their own and name that key
 // in the header, so verification uses a key given separately and only checks that the header
-// names the same one.
+// names the same one. Nothing unsigned and unchecked is in the file (no export time, say): every
+// byte of it is covered by a signature or a check.
 import { once } from "node:events";
 import { createReadStream } from "node:fs";
 import { createInterface } from "node:readline";
@@ -28,7 +29,6 @@ export interface ExportHeader {
   origin: string;
   /** The verifier key of the key that signed the checkpoints. */
   verifierKey: string;
-  exportedAt: Date;
 }
 
 const RECORD = '{"record":';
@@ -36,8 +36,8 @@ const CHECKPOINT = '{"checkpoint":';
 
 function headerLine(header: ExportHeader): string {
   // Keys in sorted order and string values only: JSON.stringify gives the JCS form.
-  const { origin, verifierKey, exportedAt } = header;
-  return JSON.stringify({ exportedAt: exportedAt.toISOString(), format: EXPORT_FORMAT, origin, verifierKey });
+  const { origin, verifierKey } = header;
+  return JSON.stringify({ format: EXPORT_FORMAT, origin, verifierKey });
 }
 
 function checkpointLine(signedNote: string): string {
@@ -72,11 +72,11 @@ function readHeader(line: string, verifier: VerifierKey): ExportHeader | string 
   } catch {
     return "not an export header (not JSON)";
   }
-  const { format, origin, verifierKey, exportedAt } = (typeof value === "object" && value !== null ? value : {}) as Record<string, unknown>;
+  const { format, origin, verifierKey } = (typeof value === "object" && value !== null ? value : {}) as Record<string, unknown>;
   if (format !== EXPORT_FORMAT) return `not an export header of format ${EXPORT_FORMAT}`;
-  if (typeof origin !== "string" || typeof verifierKey !== "string" || typeof exportedAt !== "string") return "export header lacks origin, verifierKey or exportedAt";
-  const header = { origin, verifierKey, exportedAt: new Date(exportedAt) };
-  if (Number.isNaN(header.exportedAt.getTime()) || headerLine(header) !== line) return "not the canonical encoding of an export header";
+  if (typeof origin !== "string" || typeof verifierKey !== "string") return "export header lacks origin or verifierKey";
+  const header = { origin, verifierKey };
+  if (headerLine(header) !== line) return "not the canonical encoding of an export header";
   if (verifierKey !== verifier.text) return `the header names the verifier key ${verifierKey}, not the key given (${verifier.text})`;
   return header;
 }

@@ -11,8 +11,7 @@
 // was cut after that checkpoint was signed.
 import { createHash } from "node:crypto";
 import { fromJson, type JsonValue } from "@bufbuild/protobuf";
-import type { AuditCheckpoint, AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
-import { AuditRecordSchema } from "../gen/agentmachine/v1/audit_pb.js";
+import { AuditRecordSchema, type AuditCheckpoint, type AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
 import { canonicalJson, GENESIS_HASH, recordHash } from "./chain.js";
 import { verifyCheckpointNote, type Checkpoint, type VerifierKey } from "./signed-note.js";
 

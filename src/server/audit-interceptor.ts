@@ -6,7 +6,7 @@
 // Unauthenticated, ResourceExhausted) is appended as a denied record, then the caller gets the
 // error. Runs outside authentication so that unauthenticated calls are seen too; who called is
 // read after the call, from what authentication found (`anonymous` if nothing).
-import type { DescMessage, Message } from "@bufbuild/protobuf";
+import type { Message } from "@bufbuild/protobuf";
 import { createContextKey, type HandlerContext, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import { createAsyncIterable } from "@connectrpc/connect/protocol";
 import { commandOf, procedureOf, type Command } from "../audit/audited-commands.js";
@@ -60,7 +60,7 @@ export function auditDraft(context: HandlerContext, what: { resource?: string; d
 
 function resolve(scope: AuditScope, req: UnaryRequest | StreamRequest, message: Message): void {
   scope.command = commandOf(req.method, message);
-  scope.requestDigest = redactedRequestDigest(req.method.input as DescMessage, message as never);
+  scope.requestDigest = redactedRequestDigest(req.method.input, message);
 }
 
 /**

@@ -176,6 +176,21 @@ describe("what is recorded", () => {
     expect(after).toMatchObject([{ principal: "anonymous", delegation: "", rpc: rpc("OperationService", "ListOperations"), commandRef: "ListOperations", decision: { allowed: false, code: "unauthenticated" } }]);
   });
 
+  it("records a budget refusal as resource_exhausted, and no operation", async () => {
+    const { delegation, token } = await root.delegations.issueDelegation({
+      subject: "agent-small",
+      scope: { operationTypes: [OperationType.EXECUTION_START], profiles: ["*"], budget: { tokens: 10n } },
+    });
+    const records = await recordsOf(async () => {
+      const refused = await refusal(clientsFor(server.url, token).operations.submitOperation(execution(personal, ["true"], {}, { tokens: 1000n })));
+      expect(refused.code).toBe(Code.ResourceExhausted);
+    });
+    expect(records).toMatchObject([
+      { principal: "agent-small", delegation: delegation!.name, operationType: OperationType.EXECUTION_START, resource: "", decision: { allowed: false, code: "resource_exhausted" } },
+    ]);
+    expect(records).toHaveLength(1);
+  });
+
   it("records unauthenticated calls to any RPC, unary or streaming, as anonymous with the request's digest", async () => {
     const anonymous = createClient(OperationService, createGrpcTransport({ baseUrl: server.url }));
     const records = await recordsOf(async () => {

@@ -1,0 +1,29 @@
+// The worked example in docs/audit.md is a valid export: its records hash and link as the text
+// says, and its checkpoint verifies with the verifier key shown; the docs cannot drift from the code.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { ExportVerifier } from "../../src/audit/export-file.js";
+import { parseVerifierKey, verifyCheckpointNote } from "../../src/audit/signed-note.js";
+import { repoRoot } from "../helpers/temp-dir.js";
+
+const docs = readFileSync(join(repoRoot, "docs", "audit.md"), "utf8");
+const block = (language: string, index = 0) => ([...docs.matchAll(new RegExp("```" + language + "\\n([\\s\\S]*?)```", "g"))][index]?.[1] ?? "");
+
+describe("docs/audit.md", () => {
+  const verifier = parseVerifierKey(block("text", 1).trim());
+  const exportLines = block("jsonl").trimEnd().split("\n");
+
+  it("shows an export that verifies with the verifier key it shows", () => {
+    const exported = new ExportVerifier(verifier);
+    exportLines.forEach((line, i) => expect(exported.pushLine(line, i + 1)).toBeUndefined());
+    expect(exported.finish()).toMatchObject({ ok: true, records: 2n, checkpoints: 1 });
+  });
+
+  it("shows the same records and checkpoint in every section", () => {
+    expect(block("json").trimEnd().split("\n")).toEqual(exportLines.slice(1, 3).map((line) => line.slice('{"record":'.length, -1)));
+    const note = block("text", 0);
+    expect(JSON.parse(exportLines[3] as string)).toEqual({ checkpoint: note });
+    expect(verifyCheckpointNote(note, verifier)).toMatchObject({ origin: "agentmachine.local/audit/example", size: 2n });
+  });
+});
