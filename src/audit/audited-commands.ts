@@ -6,12 +6,12 @@
 // (src/contract/server-contract.ts), so the contract says what the server really audits.
 import type { DescMethod } from "@bufbuild/protobuf";
 import { DelegationService } from "../gen/agentmachine/v1/delegation_service_pb.js";
-import type { OperationSpec } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationService, type SubmitOperationRequest } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
 import { RuntimeService } from "../gen/agentmachine/v1/runtime_service_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { commandRef } from "../contract/mapping.js";
+import { operationTypeOfSpec } from "../lifecycle/spec-types.js";
 
 export interface Command {
   /** UNSPECIFIED for a command that is not an operation. */
@@ -25,18 +25,6 @@ interface AuditedRpc {
   /** What one request of the RPC commands. */
   command(request: unknown): Command;
 }
-
-/** The operation type each case of OperationSpec's oneof submits. */
-const specOperationTypes: Record<NonNullable<OperationSpec["spec"]["case"]>, OperationType> = {
-  profileCreate: OperationType.PROFILE_CREATE,
-  executionStart: OperationType.EXECUTION_START,
-  executionCancel: OperationType.EXECUTION_CANCEL,
-  toolGrantApply: OperationType.TOOL_GRANT_APPLY,
-  toolGrantRevoke: OperationType.TOOL_GRANT_REVOKE,
-  containerRun: OperationType.CONTAINER_RUN,
-  modelProviderBind: OperationType.MODEL_PROVIDER_BIND,
-  diagnosticsExport: OperationType.DIAGNOSTICS_EXPORT_REDACTED,
-};
 
 /** `/agentmachine.v1.OperationService/SubmitOperation`: the procedure path, as the audit record's `rpc` spells it. */
 export function procedureOf(method: DescMethod): string {
@@ -54,10 +42,10 @@ const auditedRpcs: ReadonlyMap<string, AuditedRpc> = new Map([
   [
     procedureOf(OperationService.method.submitOperation),
     {
-      operationTypes: Object.values(specOperationTypes),
+      operationTypes: Object.values(operationTypeOfSpec),
       command(request) {
         const spec = (request as SubmitOperationRequest | undefined)?.spec?.spec;
-        return spec?.case === undefined ? methodCommand(OperationService.method.submitOperation) : operationCommand(specOperationTypes[spec.case]);
+        return spec?.case === undefined ? methodCommand(OperationService.method.submitOperation) : operationCommand(operationTypeOfSpec[spec.case]);
       },
     },
   ],

@@ -22,20 +22,10 @@ import { operationInput } from "../governance/policy/policy-input.js";
 import { requireSeparation } from "../governance/profile-rules.js";
 import { illegalTransition, noExecutor, operationNotFound, profileAlreadyExists, profileNotFound, targetNotAllowed } from "./errors.js";
 import { messageDigest } from "./message-digest.js";
+import { operationTypeOfSpec } from "./spec-types.js";
 import { isTerminal } from "./transitions.js";
 
 const nextId = monotonicFactory();
-
-const typeOfSpec: Record<NonNullable<OperationSpec["spec"]["case"]>, OperationType> = {
-  profileCreate: OperationType.PROFILE_CREATE,
-  executionStart: OperationType.EXECUTION_START,
-  executionCancel: OperationType.EXECUTION_CANCEL,
-  toolGrantApply: OperationType.TOOL_GRANT_APPLY,
-  toolGrantRevoke: OperationType.TOOL_GRANT_REVOKE,
-  containerRun: OperationType.CONTAINER_RUN,
-  modelProviderBind: OperationType.MODEL_PROVIDER_BIND,
-  diagnosticsExport: OperationType.DIAGNOSTICS_EXPORT_REDACTED,
-};
 
 /** What a server that cannot run a type lacks, as a refusal says it. */
 const missingExecutor: ReadonlyMap<OperationType, string> = new Map([
@@ -106,7 +96,7 @@ async function targetOf(spec: OperationSpec["spec"], store: OperationStore): Pro
  */
 export async function admit(request: SubmitOperationRequest, { store, defaultBudget, principal, policy, executable, workerSelectors }: AdmissionContext): Promise<NewOperation> {
   const spec = request.spec!.spec; // required by the request's validation rules
-  const type = typeOfSpec[spec.case!];
+  const type = operationTypeOfSpec[spec.case!];
   const profile = spec.case === "profileCreate" ? `profiles/${spec.value.profileId}` : request.profile;
   requireOperation(principal, {
     type,

@@ -24,6 +24,6 @@ describe("docs/audit.md", () => {
     expect(block("json").trimEnd().split("\n")).toEqual(exportLines.slice(1, 3).map((line) => line.slice('{"record":'.length, -1)));
     const note = block("text", 0);
     expect(JSON.parse(exportLines[3] as string)).toEqual({ checkpoint: note });
-    expect(verifyCheckpointNote(note, verifier)).toMatchObject({ origin: "agentmachine.local/audit/example", size: 2n });
+    expect(verifyCheckpointNote(note, verifier)).toMatchObject({ origin: "agent-machine/audit/01JZ8PZX0EXAMPLE0000000000", size: 2n });
   });
 });

@@ -77,8 +77,9 @@ export type AuditRecord = Message<"agentmachine.v1.AuditRecord"> & {
   operationType: OperationType;
 
   /**
-   * The command's contract ref, e.g. `agent_machine.tool_grant.apply`, or the RPC's method name
-   * for commands that are not operations (e.g. `IssueDelegation`).
+   * The command's contract ref as the contract's `audit.auditableCommands` lists it, e.g.
+   * `urn:srcos:workspace-operation-command:tool-grant-apply`, or the RPC's method name for
+   * commands that are not operations (e.g. `IssueDelegation`).
    *
    * @generated from field: string command_ref = 8;
    */
