@@ -16,8 +16,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 amctl() { node "$here/../bin/amctl.mjs" "$@"; }
 # One field of a JSON document on stdin (`a.b`), printed as JSON unless it is a string.
 field() { node -e 'let s = ""; process.stdin.on("data", (c) => (s += c)).on("end", () => { const v = process.argv[1].split(".").reduce((o, k) => o[k], JSON.parse(s)); console.log(typeof v === "string" ? v : JSON.stringify(v)); })' "$1"; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# The credentials go to a temporary directory (AMCTL_EXAMPLE_WORK keeps them in one of yours:
+# the test uses them as canaries to grep everything the server wrote for).
+work=${AMCTL_EXAMPLE_WORK:-$(mktemp -d)}
+[ -n "${AMCTL_EXAMPLE_WORK:-}" ] || trap 'rm -rf "$work"' EXIT
 export AMCTL_SERVER=$url
 
 [ -f "$data_dir/operator/operator.key" ] || amctl init --data-dir "$data_dir"

@@ -1,6 +1,6 @@
 // The secrets the server holds for itself, which no bundle may carry in any encoding: the
 // operator's private key when it is in the data dir (`amctl init` puts it there), the server's
-// own signing key, and the MAC keys of page tokens and call tickets.
+// own signing key, the audit signing key, and the MAC keys of page tokens and call tickets.
 import { existsSync, readFileSync } from "node:fs";
 import { operatorKeyFiles } from "../governance/operator-key.js";
 import type { OperationStore } from "../store/store.js";
@@ -18,12 +18,12 @@ function serverPrivateKey(stored: string): string[] {
 }
 
 /**
- * `macKeys` are the values of other store secrets the server already read (page-token and
- * call-ticket keys). The server key is read from the store, where it exists once the server
+ * `held` are secrets the server already holds in memory (the page-token and call-ticket MAC
+ * keys, the audit signing key as PEM). The server key is read from the store, where it exists once the server
  * started; the operator key from the data dir, if it is there.
  */
-export async function localSecrets(store: OperationStore, dataDir: string, macKeys: readonly string[]): Promise<string[]> {
-  const secrets = [...macKeys];
+export async function localSecrets(store: OperationStore, dataDir: string, held: readonly string[]): Promise<string[]> {
+  const secrets = [...held];
   // It exists once the server started, so the empty value offered for a missing one is never stored.
   const serverKey = await store.getOrCreateSecret(SERVER_KEY_SECRET, () => "");
   secrets.push(...serverPrivateKey(serverKey));

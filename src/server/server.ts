@@ -215,7 +215,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         health,
         recentErrors: () => recentErrors(log),
         credentialKeyIds: credentialKeys.map((key) => key.keyId),
-        localSecrets: () => localSecrets(store, dataDir, [pageTokenKey, callTicketKey]),
+        localSecrets: () => localSecrets(store, dataDir, [pageTokenKey, callTicketKey, auditKey.privateKey.export({ format: "pem", type: "pkcs8" }).toString()]),
       }),
     ],
   ]);

@@ -74,19 +74,21 @@ export function spawnAmctl(args: string[], env: NodeJS.ProcessEnv = {}): Running
 }
 
 /**
- * Runs `examples/SCRIPT DATA_DIR URL` against `server` (an `amctl serve` child), then stops the
- * server whatever happened. Resolves with the script's stdout; a failing script rejects with
- * everything it printed. The server's log must not hold the test's credential.
+ * Runs `examples/SCRIPT DATA_DIR URL` against `server` (an `amctl serve` child), then
+ * `inspect(server)` if given, then stops the server whatever happened. Resolves with the
+ * script's stdout; a failing script rejects with everything it printed. The server's log must
+ * not hold the test's credential.
  */
-export async function runExampleAgainst(script: string, server: ChildServer): Promise<string> {
+export async function runExampleAgainst(script: string, server: ChildServer, env: NodeJS.ProcessEnv = {}, inspect?: () => Promise<void>): Promise<string> {
   try {
     const stdout = await new Promise<string>((resolve, reject) => {
-      execFile("bash", [join(repoRoot, "examples", script), server.dataDir, server.url], { cwd: "/tmp" }, (error, out, err) => {
+      execFile("bash", [join(repoRoot, "examples", script), server.dataDir, server.url], { cwd: "/tmp", env: { ...process.env, ...env } }, (error, out, err) => {
         if (error === null) resolve(out);
         else reject(new Error(`examples/${script} failed:\n${out}\n${err}`));
       });
     });
     if (server.stderr().includes(server.token)) throw new Error("the server logged a credential");
+    await inspect?.();
     return stdout;
   } finally {
     server.child.kill("SIGTERM");
