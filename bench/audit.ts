@@ -3,6 +3,7 @@
 // the audit log: the baseline runs without it (bench/serve-without-audit.ts), the subject with it
 // (`amctl serve`: each submit's record is sealed onto the chain in the submit's own commit, its
 // request digested by the audit interceptor). Goal: throughput ratio ≥ 0.9 at 64 clients.
+import { verifySpeed } from "./audit-verify.js";
 import { fixed, type SectionReport } from "./format.js";
 import { errorCount, formatCells, runCell, runsPreamble, type CellResult } from "./load.js";
 import { startServerProcess, stopServerProcess, type BenchServer } from "./processes.js";
@@ -36,6 +37,7 @@ export async function auditBenchmark(settings: Settings): Promise<SectionReport>
   const ratios = cells.map((cell) => ({ clients: cell.clients, ratio: cell.ratios.throughput }));
   const errors = errorCount(cells);
   const goal = ratios.find((row) => row.clients === GOAL_CLIENTS)!;
+  const verify = await verifySpeed(settings.auditVerifyRecords);
   return {
     name: "audit",
     lines: [
@@ -47,7 +49,9 @@ export async function auditBenchmark(settings: Settings): Promise<SectionReport>
       "",
       ...ratios.map(({ clients, ratio }) => `audit on/off submit throughput at ${clients} clients: ${fixed(ratio)}${clients === GOAL_CLIENTS ? ` (goal ≥ ${fixed(GOAL_RATIO)})` : ""}`),
       ...(errors > 0 ? [`WARNING: ${errors} calls failed; see errorCodes in the results`] : []),
+      "",
+      ...verify.lines,
     ],
-    data: { protocol: PROTOCOL, cells, ratios, table, goal: { clients: GOAL_CLIENTS, ratio: GOAL_RATIO, met: goal.ratio >= GOAL_RATIO } },
+    data: { protocol: PROTOCOL, cells, ratios, table, goal: { clients: GOAL_CLIENTS, ratio: GOAL_RATIO, met: goal.ratio >= GOAL_RATIO }, verify: verify.data },
   };
 }

@@ -35,6 +35,8 @@ export interface Settings {
   replayEvents: number;
   /** Workers: executions per throughput run. */
   workerTasks: number;
+  /** Audit: records of the exported log whose verification is timed. */
+  auditVerifyRecords: number;
 }
 
 function envNumber(name: string, fallback: number, check: (value: number) => boolean): number {
@@ -84,5 +86,6 @@ export function readSettings(): Settings {
     fanoutOperations: envNumber("BENCH_FANOUT_OPERATIONS", 500, positiveInteger),
     replayEvents: envNumber("BENCH_REPLAY_EVENTS", 100_000, (value) => Number.isSafeInteger(value) && value >= 2),
     workerTasks: envNumber("BENCH_WORKER_TASKS", 200, positiveInteger),
+    auditVerifyRecords: envNumber("BENCH_AUDIT_VERIFY_RECORDS", 20_000, positiveInteger),
   };
 }
