@@ -3,6 +3,7 @@
 // poll of the store, which sees appends by other servers on a shared store.
 import type { AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
 import type { AuditQuery, OperationStore } from "../store/store.js";
+import { waitForWakeUp } from "../lifecycle/wake-up.js";
 
 const PAGE = 512;
 /** How late an append by another server may be seen. */
@@ -28,17 +29,7 @@ export class AuditAppends {
   /** Resolves when an append after `seen` was made, after `ms`, or when `signal` aborts. */
   wait(seen: number, ms: number, signal: AbortSignal): Promise<void> {
     if (this.count !== seen || signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        this.waiters.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener("abort", done);
-      this.waiters.add(done);
-    });
+    return waitForWakeUp(this.waiters, ms, signal);
   }
 }
 

@@ -1,5 +1,6 @@
 // `amctl`: the command-line client and server. Each command group lives in its own module.
 import { Command, CommanderError } from "commander";
+import { registerAuditCommands } from "./audit-commands.js";
 import { registerCallCommands } from "./call-commands.js";
 import { useTokenFile } from "./client.js";
 import { registerContractCommands } from "./contract-commands.js";
@@ -34,6 +35,7 @@ registerPolicyCommands(program);
 registerProfileCommands(program);
 registerCallCommands(program);
 registerDiagnosticsCommands(program);
+registerAuditCommands(program);
 registerWorkerCommand(program);
 
 try {

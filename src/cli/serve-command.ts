@@ -25,6 +25,7 @@ interface ServeOptions {
   policy?: string;
   containerRuntime?: string;
   auditKey?: string;
+  auditCheckpointIntervalMs: number;
   workers?: boolean;
   leaseTtlMs: number;
   eventRetentionCount: number;
@@ -48,6 +49,7 @@ export function registerServeCommand(program: Command): void {
     .option("--policy <dir>", "directory of policy bundles (*.yaml) to apply at start; default <data-dir>/policies if it exists")
     .option("--container-runtime <runtime>", "podman, docker, or the path of a CLI that takes their flags, to run container.run operations with; unset, they are refused")
     .option("--audit-key <file>", "Ed25519 private key (PEM) that signs audit checkpoints, created if missing; default <data-dir>/audit/signing-key.pem; replicas sharing a store need the same file")
+    .option("--audit-checkpoint-interval-ms <n>", "how often a signed audit checkpoint is made when the log grew (also at shutdown)", positiveInteger("--audit-checkpoint-interval-ms"), defaultConfig.auditCheckpointIntervalMs)
     .option("--workers", "run executions on remote workers (amctl worker) instead of on this server")
     .option("--lease-ttl-ms <n>", "with --workers: a worker's lease on a task expires unless renewed within this", positiveInteger("--lease-ttl-ms"), 10_000)
     .option("--max-concurrent-executions <n>", "executions running at once; more wait in queued", positiveInteger("--max-concurrent-executions"), defaultConfig.maxConcurrentExecutions)
@@ -72,6 +74,7 @@ export function registerServeCommand(program: Command): void {
           ...(options.policy !== undefined ? { policyDir: options.policy } : {}),
           ...(options.containerRuntime !== undefined ? { containerRuntime: options.containerRuntime } : {}),
           ...(options.auditKey !== undefined ? { auditKeyFile: options.auditKey } : {}),
+          auditCheckpointIntervalMs: options.auditCheckpointIntervalMs,
           ...(options.workers === true ? { remoteWorkers: { leaseTtlMs: options.leaseTtlMs } } : {}),
           eventRetention: { maxEvents: options.eventRetentionCount, maxAgeMs: options.eventRetentionHours * 3_600_000 },
         },

@@ -3,6 +3,7 @@
 // the cursor, else from the store. So replay and live tail are one loop, with no seam where an
 // event could be lost or repeated, and a slow subscriber holds nothing that the writer needs.
 import type { OperationStore, StoredEvent } from "../store/store.js";
+import { waitForWakeUp } from "./wake-up.js";
 
 export class EventHub {
   private window: StoredEvent[] = [];
@@ -56,16 +57,6 @@ export class EventHub {
   /** Resolves when an event after `after` is committed, the timeout passes, or `signal` aborts. */
   waitBeyond(after: bigint, timeoutMs: number, signal: AbortSignal): Promise<void> {
     if (after < this.head || signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        this.waiters.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      signal.addEventListener("abort", done);
-      this.waiters.add(done);
-    });
+    return waitForWakeUp(this.waiters, timeoutMs, signal);
   }
 }

@@ -3,6 +3,7 @@
 import { execFile, spawn } from "node:child_process";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { FollowedLines } from "./followed-lines.js";
 import { repoRoot, type ChildServer } from "./server.js";
 
 export interface CliResult {
@@ -37,34 +38,14 @@ export interface RunningCli {
 /** Starts `amctl ARGS...` and follows its stdout line by line. */
 export function spawnAmctl(args: string[], env: NodeJS.ProcessEnv = {}): RunningCli {
   const child = spawn(process.execPath, [amctlPath, ...args], { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  const lines: string[] = [];
-  const waiters = new Set<() => void>();
+  const lines = new FollowedLines<string>();
   let stderr = "";
   child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
-  createInterface({ input: child.stdout }).on("line", (line) => {
-    lines.push(line);
-    for (const wake of waiters) wake();
-  });
+  createInterface({ input: child.stdout }).on("line", (line) => lines.push(line));
   const exited = new Promise<{ code: number | null; stderr: string }>((resolve) => child.on("close", (code) => resolve({ code, stderr })));
   return {
-    lines,
-    waitForLine(match, timeoutMs = 20_000) {
-      return new Promise((resolve, reject) => {
-        const check = (): void => {
-          const found = lines.find(match);
-          if (found === undefined) return;
-          clearTimeout(timer);
-          waiters.delete(check);
-          resolve(found);
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`no matching line within ${timeoutMs} ms; stdout:\n${lines.join("\n")}\nstderr:\n${stderr}`));
-        }, timeoutMs);
-        waiters.add(check);
-        check();
-      });
-    },
+    lines: lines.items,
+    waitForLine: (match, timeoutMs = 20_000) => lines.waitFor(match, timeoutMs, () => `no matching line within ${timeoutMs} ms; stdout:\n${lines.items.join("\n")}\nstderr:\n${stderr}`),
     exited,
     interrupt() {
       child.kill("SIGINT");

@@ -6,6 +6,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { mintRoot, operatorOf } from "./auth.js";
+import { FollowedLines } from "./followed-lines.js";
 import { repoRoot, tempDir } from "./temp-dir.js";
 
 export interface WorkerProcess {
@@ -33,36 +34,20 @@ export function startWorker(url: string, token: string, args: string[] = []): Wo
   const child = spawn(process.execPath, [join(repoRoot, "bin/amctl.mjs"), "--token-file", tokenFile, "worker", "--server", url, "--work-dir", join(dir, "work"), ...args], {
     stdio: ["ignore", "ignore", "pipe"],
   });
-  const logs: Record<string, unknown>[] = [];
-  const waiters = new Set<() => void>();
+  const logs = new FollowedLines<Record<string, unknown>>();
   createInterface({ input: child.stderr! }).on("line", (line) => {
     try {
       logs.push(JSON.parse(line) as Record<string, unknown>);
     } catch {
       logs.push({ msg: line });
     }
-    for (const wake of waiters) wake();
   });
   const exited = new Promise<number | string>((resolve) => child.on("exit", (code, signal) => resolve(code ?? signal ?? "unknown")));
   const waitForLog = (match: (line: Record<string, unknown>) => boolean, timeoutMs = 20_000): Promise<Record<string, unknown>> =>
-    new Promise((resolve, reject) => {
-      const check = (): void => {
-        const found = logs.find(match);
-        if (found === undefined) return;
-        clearTimeout(timer);
-        waiters.delete(check);
-        resolve(found);
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(check);
-        reject(new Error(`no matching worker log line within ${timeoutMs} ms:\n${logs.map((l) => JSON.stringify(l)).join("\n")}`));
-      }, timeoutMs);
-      waiters.add(check);
-      check();
-    });
+    logs.waitFor(match, timeoutMs, () => `no matching worker log line within ${timeoutMs} ms:\n${logs.items.map((l) => JSON.stringify(l)).join("\n")}`);
   return {
     child,
-    logs,
+    logs: logs.items,
     waitForLog,
     name: async () => (await waitForLog((line) => line.msg === "connected")).worker as string,
     tokenFile,
