@@ -43,12 +43,22 @@ export function recordHash(record: AuditRecord): string {
 
 /** The record that follows `head` (undefined: the log is empty), with its hashes. */
 export function sealRecord(draft: AuditDraft, head: ChainHead | undefined): AuditRecord {
+  return sealRecordWithJson(draft, head).record;
+}
+
+/**
+ * sealRecord, and the sealed record's canonical JSON (what a store keeps), from one JSON
+ * conversion: JCS sorts members, so the canonical form with `hash` is the hashed encoding
+ * canonicalized again with the hash added, no second trip through protobuf.
+ */
+export function sealRecordWithJson(draft: AuditDraft, head: ChainHead | undefined): { record: AuditRecord; json: string } {
   const { $typeName: _, ...fields } = draft;
   const record = create(AuditRecordSchema, {
     ...fields,
     sequence: (head?.sequence ?? 0n) + 1n,
     previousHash: head?.hash ?? GENESIS_HASH,
   });
-  record.hash = recordHash(record);
-  return record;
+  const members = toJson(AuditRecordSchema, record) as Record<string, unknown>;
+  record.hash = createHash("sha256").update(canonicalize(members) as string).digest("hex");
+  return { record, json: canonicalize({ ...members, hash: record.hash }) as string };
 }

@@ -21,8 +21,11 @@ import type { Logger } from "./logger.js";
 interface AuditScope {
   rpc: string;
   command: Command;
-  /** Empty until the request is read (a client or bidi stream's first message). */
-  requestDigest: string;
+  /**
+   * The request's digest, computed when a record needs it (most calls make none); empty until
+   * the request is read (a client or bidi stream's first message).
+   */
+  requestDigest: () => string;
 }
 
 const auditScopeKey = createContextKey<AuditScope | undefined>(undefined, { description: "audit scope" });
@@ -44,7 +47,7 @@ function draftOf(scope: AuditScope, principal: Principal | undefined, resource: 
     commandRef: scope.command.commandRef,
     resource,
     decision,
-    requestDigest: scope.requestDigest,
+    requestDigest: scope.requestDigest(),
   };
 }
 
@@ -60,7 +63,8 @@ export function auditDraft(context: HandlerContext, what: { resource?: string; d
 
 function resolve(scope: AuditScope, req: UnaryRequest | StreamRequest, message: Message): void {
   scope.command = commandOf(req.method, message);
-  scope.requestDigest = redactedRequestDigest(req.method.input, message);
+  let digest: string | undefined;
+  scope.requestDigest = () => (digest ??= redactedRequestDigest(req.method.input, message));
 }
 
 /**
@@ -105,7 +109,7 @@ async function* recordingDenial<T>(messages: AsyncIterable<T>, record: (error: u
 
 export function auditInterceptor(store: OperationStore, log: Logger): Interceptor {
   return (next) => async (req) => {
-    const scope: AuditScope = { rpc: procedureOf(req.method), command: commandOf(req.method, undefined), requestDigest: "" };
+    const scope: AuditScope = { rpc: procedureOf(req.method), command: commandOf(req.method, undefined), requestDigest: () => "" };
     req.contextValues.set(auditScopeKey, scope);
     /** Appends the denied record of a call that failed with a denial (and nothing for other failures). */
     const record = async (error: unknown): Promise<void> => {

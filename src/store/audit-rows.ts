@@ -5,16 +5,16 @@
 import { create, fromJsonString } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import { AuditCheckpointSchema, AuditRecordSchema, type AuditCheckpoint, type AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
-import { canonicalJson, sealRecord, type AuditDraft, type ChainHead } from "../audit/chain.js";
+import { sealRecordWithJson, type AuditDraft, type ChainHead } from "../audit/chain.js";
 import type { AuditQuery } from "./store.js";
 
 /** The record that follows `head`, with what only the commit knows filled in (see "Audited writes" in store.ts). */
-export function sealDraft(draft: AuditDraft, head: ChainHead | undefined, actedOn: string): AuditRecord {
-  return sealRecord({ ...draft, time: draft.time ?? timestampNow(), resource: draft.resource || actedOn }, head);
+export function sealDraft(draft: AuditDraft, head: ChainHead | undefined, actedOn: string): { record: AuditRecord; json: string } {
+  return sealRecordWithJson({ ...draft, time: draft.time ?? timestampNow(), resource: draft.resource || actedOn }, head);
 }
 
-/** The columns of a record's row, in the order of the stores' INSERT statements. */
-export function auditRowValues(record: AuditRecord): [bigint, number, string, string, number, number, string, string] {
+/** The columns of a sealed record's row (`json`: its canonical JSON), in the order of the stores' INSERT statements. */
+export function auditRowValues({ record, json }: { record: AuditRecord; json: string }): [bigint, number, string, string, number, number, string, string] {
   return [
     record.sequence,
     record.time ? timestampMs(record.time) : 0,
@@ -24,7 +24,7 @@ export function auditRowValues(record: AuditRecord): [bigint, number, string, st
     // An integer in both stores: SQLite has no boolean to bind.
     record.decision?.allowed ? 1 : 0,
     record.hash,
-    canonicalJson(record),
+    json,
   ];
 }
 

@@ -4,6 +4,7 @@
 // (src/store/audit-rows.ts), so that only the verifier can tell.
 import Database from "better-sqlite3";
 import pg from "pg";
+import { canonicalJson } from "../../src/audit/chain.js";
 import type { AuditCheckpoint, AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { AUDIT_COLUMNS, auditRowValues, checkpointFromRow, recordFromRow, type CheckpointRow } from "../../src/store/audit-rows.js";
 import { storeFile } from "./store-file.js";
@@ -39,7 +40,7 @@ function auditTables(run: Run, close: () => Promise<void>): AuditTables {
       return recordFromRow(row as { record: string });
     },
     async putRecord(sequence, record) {
-      await run(`UPDATE audit_records SET ${RECORD_SET} WHERE sequence = ?`, [...auditRowValues(record).slice(1), sequence]);
+      await run(`UPDATE audit_records SET ${RECORD_SET} WHERE sequence = ?`, [...auditRowValues({ record, json: canonicalJson(record) }).slice(1), sequence]);
     },
     async deleteRecords(from, to) {
       await run("DELETE FROM audit_records WHERE sequence >= ? AND sequence <= ?", [from, to]);

@@ -172,11 +172,12 @@ class Transaction {
   /** Seals `draft` onto the head under the head's row lock (see the module comment); returns the record. */
   async appendAudit(draft: AuditDraft, actedOn: string): Promise<AuditRecord> {
     const { rows } = await this.query<{ sequence: bigint; hash: string }>("SELECT sequence, hash FROM audit_head FOR UPDATE");
-    const record = sealDraft(draft, chainHead(rows[0]!), actedOn);
+    const sealed = sealDraft(draft, chainHead(rows[0]!), actedOn);
+    const { record } = sealed;
     await this.query(
       `WITH moved AS (UPDATE audit_head SET sequence = $1, hash = $7)
        INSERT INTO audit_records (${AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-      auditRowValues(record),
+      auditRowValues(sealed),
     );
     this.auditAppended = record.sequence;
     return record;

@@ -192,8 +192,9 @@ export class SqliteStore implements OperationStore {
    */
   private appendAuditNow(draft: AuditDraft, actedOn: string): AuditRecord {
     const head = this.statements.auditHead.get() as ChainHead | undefined;
-    const record = sealDraft(draft, head && { sequence: BigInt(head.sequence), hash: head.hash }, actedOn);
-    this.statements.insertAudit.run(...auditRowValues(record));
+    const sealed = sealDraft(draft, head && { sequence: BigInt(head.sequence), hash: head.hash }, actedOn);
+    const { record } = sealed;
+    this.statements.insertAudit.run(...auditRowValues(sealed));
     this.auditAppended = record.sequence;
     return record;
   }
