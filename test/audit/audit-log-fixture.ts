@@ -10,6 +10,7 @@ import { sealRecord, type AuditDraft } from "../../src/audit/chain.js";
 import { signCheckpoint, verifierKeyString } from "../../src/audit/signed-note.js";
 import { AuditCheckpointSchema, type AuditCheckpoint, type AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { OperationType } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { commandRef, operationTypeNames } from "../../src/contract/mapping.js";
 
 export const ORIGIN = "agentmachine.local/audit/test-server";
 
@@ -34,16 +35,8 @@ const sha256 = (text: string) => createHash("sha256").update(text).digest("hex")
 const ulid = (n: number) => `01J${n.toString(36).toUpperCase().padStart(23, "0")}`;
 
 const principals = ["operator", "agent:planner", "agent:coder-7", "ci-bot@build.example", "zoë.müller@example.eu", "agent:検証"];
-const operations: [OperationType, string][] = [
-  [OperationType.PROFILE_CREATE, "agent_machine.profile.create"],
-  [OperationType.EXECUTION_START, "agent_machine.execution.start"],
-  [OperationType.EXECUTION_CANCEL, "agent_machine.execution.cancel"],
-  [OperationType.TOOL_GRANT_APPLY, "agent_machine.tool_grant.apply"],
-  [OperationType.TOOL_GRANT_REVOKE, "agent_machine.tool_grant.revoke"],
-  [OperationType.CONTAINER_RUN, "agent_machine.container.run"],
-  [OperationType.MODEL_PROVIDER_BIND, "agent_machine.model_provider.bind"],
-  [OperationType.DIAGNOSTICS_EXPORT_REDACTED, "agent_machine.diagnostics.export_redacted"],
-];
+// Each operation type with its contract command ref, as the server records them.
+const operations: [OperationType, string][] = [...operationTypeNames.keys()].map((type) => [type, commandRef(type)]);
 const otherCommands = [
   { rpc: "/agentmachine.v1.DelegationService/IssueDelegation", ref: "IssueDelegation", resource: (n: number) => `delegations/${ulid(n * 7)}` },
   { rpc: "/agentmachine.v1.DelegationService/RevokeDelegation", ref: "RevokeDelegation", resource: (n: number) => `delegations/${ulid(n * 3)}` },
