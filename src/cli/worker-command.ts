@@ -1,6 +1,7 @@
 // `amctl worker`: runs executions for a server started with `amctl serve --workers`, on this
 // machine (src/workers/worker-agent.ts). SIGINT or SIGTERM stops it: its tasks are stopped and
 // reported failed (retryable), so the server retries them on another worker.
+import { mkdtempSync, rmSync } from "node:fs";
 import { availableParallelism, hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { InvalidArgumentError, type Command } from "commander";
@@ -16,7 +17,7 @@ interface WorkerOptions {
   server: string;
   capacity: number;
   labels: Record<string, string>;
-  workDir: string;
+  workDir?: string;
   logLevel: string;
 }
 
@@ -33,25 +34,30 @@ export function registerWorkerCommand(program: Command): void {
     .addOption(serverOption())
     .option("--capacity <n>", "tasks run at once", capacityFlag, availableParallelism())
     .option("--labels <key=value>", "a label a task's worker_selector can ask for (repeatable)", labelFlag, {})
-    .option("--work-dir <dir>", "where task workspaces are made (each removed when its task ends)", join(tmpdir(), "amctl-worker"))
+    .option("--work-dir <dir>", "where task workspaces are made, each removed when its task ends (default: a new private directory under the system's temporary directory)")
     .option("--log-level <level>", `one of ${LOG_LEVELS.join(", ")}`, "info")
     .action(async (options: WorkerOptions) => {
       if (!LOG_LEVELS.includes(options.logLevel as Level)) throw new InvalidArgumentError(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
       const log = createLogger(options.logLevel as Level);
+      // A fresh directory of mode 0700 (mkdtemp) unless one is given: nobody else on the host
+      // can have prepared it. Removed when the worker stops.
+      const workDir = options.workDir ?? mkdtempSync(join(tmpdir(), "amctl-worker-"));
       const agent = new WorkerAgent({
         client: serviceClient(WorkerService, options.server),
         server: options.server,
         capacity: options.capacity,
         labels: options.labels,
         displayName: hostname(),
-        workDir: options.workDir,
+        workDir,
         execution: defaultConfig.execution,
         log,
       });
       const stop = new AbortController();
       process.once("SIGINT", () => stop.abort());
       process.once("SIGTERM", () => stop.abort());
-      await agent.run(stop.signal);
+      await agent.run(stop.signal).finally(() => {
+        if (options.workDir === undefined) rmSync(workDir, { recursive: true, force: true });
+      });
       log.info("stopped");
     });
 }

@@ -4,8 +4,9 @@
 // late report under the dead lease is refused; cancel reaches the worker's process group;
 // each task gets its own credential; budgets are enforced on the worker.
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, dirname, join } from "node:path";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -168,6 +169,25 @@ describe("a worker that stops", () => {
     expect([ended.state, ended.attempt, ended.worker]).toEqual([TaskState.COMPLETED, 2, await b.name()]);
     const retry = events.find((event) => event.type === EventType.RETRY);
     expect(retry?.attributes.case === "retry" ? retry.attributes.value.cause?.reason : undefined).toBe("worker_stopping");
+  });
+});
+
+describe("a worker's workspaces", () => {
+  it("are made in a private directory of its own unless --work-dir says where, removed when the worker stops", async () => {
+    const started = startWorker(server.url, await workerToken(server.dataDir, "worker-tmp"), ["--capacity", "1"], true);
+    workers.push(started);
+    await started.name();
+    const out = tempDir();
+    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", 'pwd > "$OUT/pwd"'], { env: { OUT: out } }));
+    expect((await waitForEnd(client, operation!.name)).operation.state).toBe(TaskState.COMPLETED);
+    const workspace = readFileSync(join(out, "pwd"), "utf8").trim();
+    const workDir = dirname(workspace);
+    expect(basename(workDir)).toMatch(/^amctl-worker-/);
+    expect(dirname(workDir)).toBe(tmpdir());
+    expect(existsSync(workspace)).toBe(false); // removed with its task
+    expect(statSync(workDir).mode & 0o777).toBe(0o700);
+    await stopWorker(started);
+    expect(existsSync(workDir)).toBe(false);
   });
 });
 

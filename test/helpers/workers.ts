@@ -27,11 +27,13 @@ export async function workerToken(dataDir: string, subject: string, profiles: st
   return mintRoot(await operatorOf(dataDir), { subject, scope: { workerProfiles: profiles } });
 }
 
-export function startWorker(url: string, token: string, args: string[] = []): WorkerProcess {
+/** `amctl worker` against `url`; its workspaces go to a test directory unless `defaultWorkDir`. */
+export function startWorker(url: string, token: string, args: string[] = [], defaultWorkDir = false): WorkerProcess {
   const dir = tempDir();
   const tokenFile = join(dir, "token");
   writeFileSync(tokenFile, token, { mode: 0o600 });
-  const child = spawn(process.execPath, [join(repoRoot, "bin/amctl.mjs"), "--token-file", tokenFile, "worker", "--server", url, "--work-dir", join(dir, "work"), ...args], {
+  const workDir = defaultWorkDir ? [] : ["--work-dir", join(dir, "work")];
+  const child = spawn(process.execPath, [join(repoRoot, "bin/amctl.mjs"), "--token-file", tokenFile, "worker", "--server", url, ...workDir, ...args], {
     stdio: ["ignore", "ignore", "pipe"],
   });
   const logs = new FollowedLines<Record<string, unknown>>();
