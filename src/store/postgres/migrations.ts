@@ -2,6 +2,7 @@
 // Every replica runs `migrate` at start; a session-level advisory lock makes them take turns, so
 // two replicas starting together never apply the same version twice or see a half-made schema.
 import type { Pool } from "pg";
+import { checkout } from "./checkout.js";
 
 export const migrations: readonly { version: number; sql: string }[] = [
   {
@@ -136,7 +137,7 @@ export const MIGRATION_LOCK_KEY = 0x616d63746c5f6d67n; // "amctl_mg"
 
 /** Applies the missing migrations, each in its own transaction, holding the migration lock. */
 export async function migrate(pool: Pool): Promise<void> {
-  const client = await pool.connect();
+  const { client, release } = await checkout(pool);
   let broken: Error | undefined;
   try {
     await client.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
@@ -166,6 +167,6 @@ export async function migrate(pool: Pool): Promise<void> {
     broken ??= error as Error;
     throw error;
   } finally {
-    client.release(broken);
+    release(broken);
   }
 }

@@ -96,6 +96,7 @@ import type {
   StoredProfile,
   UpdateResult,
 } from "../store.js";
+import { checkout } from "./checkout.js";
 import { clientConfig } from "./client-config.js";
 import { EventFeed } from "./event-feed.js";
 import { EVENTS_CHANNEL, selectEvents } from "./event-rows.js";
@@ -261,7 +262,7 @@ export class PostgresStore implements OperationStore {
 
   private async runWrite<T>(work: (tx: Transaction) => Promise<T>, retryOn?: (error: unknown) => boolean): Promise<T> {
     for (let attempt = 1; ; attempt += 1) {
-      const client = await this.pool.connect();
+      const { client, release } = await checkout(this.pool);
       const tx = new Transaction(client);
       let value: T;
       try {
@@ -276,11 +277,11 @@ export class PostgresStore implements OperationStore {
           (rollbackError: Error) => rollbackError,
         );
         // A connection that cannot roll back is closed rather than handed to the next writer.
-        client.release(broken);
+        release(broken);
         if (attempt < MAX_ATTEMPTS && (isTransient(error) || retryOn?.(error) === true)) continue;
         throw error;
       }
-      client.release();
+      release();
       const appended = tx.auditAppended;
       if (appended !== undefined) for (const listener of this.auditListeners) listener(appended);
       // The writer is answered once its events are delivered (see the module comment).
@@ -328,7 +329,7 @@ export class PostgresStore implements OperationStore {
   }
 
   async readAccounts(accounts: readonly string[]): Promise<AccountState[]> {
-    const client = await this.pool.connect();
+    const { client, release } = await checkout(this.pool);
     let broken: Error | undefined;
     try {
       // One snapshot for the accounts and their children.
@@ -349,7 +350,7 @@ export class PostgresStore implements OperationStore {
       );
       throw error;
     } finally {
-      client.release(broken);
+      release(broken);
     }
   }
 
