@@ -143,14 +143,19 @@ export class WorkerAgent {
     }
   }
 
-  private stopTask(lease: Lease, why: StopCause): void {
+  /** The running task `lease` is for, if it is still that lease's (not an older or newer attempt's). */
+  private taskUnder(lease: Lease): RunningTask | undefined {
     const task = this.tasks.get(lease.operation);
-    if (task !== undefined && task.lease.fencingToken === lease.fencingToken) task.controller.abort(why);
+    return task?.lease.fencingToken === lease.fencingToken ? task : undefined;
+  }
+
+  private stopTask(lease: Lease, why: StopCause): void {
+    this.taskUnder(lease)?.controller.abort(why);
   }
 
   private loseLease(lease: Lease, message: string): void {
-    const task = this.tasks.get(lease.operation);
-    if (task === undefined || task.lease.fencingToken !== lease.fencingToken) return;
+    const task = this.taskUnder(lease);
+    if (task === undefined) return;
     task.leaseLost = true;
     task.controller.abort(stopCause("lease_lost", message));
   }
