@@ -68,5 +68,7 @@ export const probeInputs: readonly PolicyInput[] = gates.map((gate) =>
     subject: "probe",
     delegation: "delegations/probe",
     labels: { probe: "probe" },
+    destinationHost: "api.example",
+    destinationPort: 443,
   }),
 );

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/audit.proto.
  */
 export const file_agentmachine_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("ChthZ2VudG1hY2hpbmUvdjEvYXVkaXQucHJvdG8SD2FnZW50bWFjaGluZS52MSLlAgoLQXVkaXRSZWNvcmQSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEhIKCmRlbGVnYXRpb24YBCABKAkSGAoQZGVsZWdhdGlvbl9jaGFpbhgFIAMoCRILCgNycGMYBiABKAkSNgoOb3BlcmF0aW9uX3R5cGUYByABKA4yHi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uVHlwZRITCgtjb21tYW5kX3JlZhgIIAEoCRIQCghyZXNvdXJjZRgJIAEoCRIwCghkZWNpc2lvbhgKIAEoCzIeLmFnZW50bWFjaGluZS52MS5BdWRpdERlY2lzaW9uEhYKDnJlcXVlc3RfZGlnZXN0GAsgASgJEhUKDXByZXZpb3VzX2hhc2gYDCABKAkSDAoEaGFzaBgNIAEoCSJxCg1BdWRpdERlY2lzaW9uEg8KB2FsbG93ZWQYASABKAgSDAoEY29kZRgCIAEoCRIMCgRnYXRlGAMgASgJEgwKBHJ1bGUYBCABKAkSFQoNYnVuZGxlX2RpZ2VzdBgFIAEoCRIOCgZyZWFzb24YBiABKAkigQEKD0F1ZGl0Q2hlY2twb2ludBIOCgZvcmlnaW4YASABKAkSDAoEc2l6ZRgCIAEoBBIRCgloZWFkX2hhc2gYAyABKAkSEwoLc2lnbmVkX25vdGUYBCABKAkSKAoEdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBiBnByb3RvMw", [file_agentmachine_v1_types, file_google_protobuf_timestamp]);
+  fileDesc("ChthZ2VudG1hY2hpbmUvdjEvYXVkaXQucHJvdG8SD2FnZW50bWFjaGluZS52MSKYAwoLQXVkaXRSZWNvcmQSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEhIKCmRlbGVnYXRpb24YBCABKAkSGAoQZGVsZWdhdGlvbl9jaGFpbhgFIAMoCRILCgNycGMYBiABKAkSNgoOb3BlcmF0aW9uX3R5cGUYByABKA4yHi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uVHlwZRITCgtjb21tYW5kX3JlZhgIIAEoCRIQCghyZXNvdXJjZRgJIAEoCRIwCghkZWNpc2lvbhgKIAEoCzIeLmFnZW50bWFjaGluZS52MS5BdWRpdERlY2lzaW9uEhYKDnJlcXVlc3RfZGlnZXN0GAsgASgJEhUKDXByZXZpb3VzX2hhc2gYDCABKAkSDAoEaGFzaBgNIAEoCRIxCgZlZ3Jlc3MYDiABKAsyIS5hZ2VudG1hY2hpbmUudjEuRWdyZXNzQ29ubmVjdGlvbiJaChBFZ3Jlc3NDb25uZWN0aW9uEgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoDRISCgpieXRlc19zZW50GAMgASgEEhYKDmJ5dGVzX3JlY2VpdmVkGAQgASgEInEKDUF1ZGl0RGVjaXNpb24SDwoHYWxsb3dlZBgBIAEoCBIMCgRjb2RlGAIgASgJEgwKBGdhdGUYAyABKAkSDAoEcnVsZRgEIAEoCRIVCg1idW5kbGVfZGlnZXN0GAUgASgJEg4KBnJlYXNvbhgGIAEoCSKBAQoPQXVkaXRDaGVja3BvaW50Eg4KBm9yaWdpbhgBIAEoCRIMCgRzaXplGAIgASgEEhEKCWhlYWRfaGFzaBgDIAEoCRITCgtzaWduZWRfbm90ZRgEIAEoCRIoCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcGIGcHJvdG8z", [file_agentmachine_v1_types, file_google_protobuf_timestamp]);
 
 /**
  * One entry of the tamper-evident audit log: a command (an RPC that changed state) or a
@@ -120,6 +120,14 @@ export type AuditRecord = Message<"agentmachine.v1.AuditRecord"> & {
    * @generated from field: string hash = 13;
    */
   hash: string;
+
+  /**
+   * For a connection through an execution's egress proxy: where it went and how much it
+   * carried. `resource` is the execution's operation; `rpc` is `egress`.
+   *
+   * @generated from field: agentmachine.v1.EgressConnection egress = 14;
+   */
+  egress?: EgressConnection | undefined;
 };
 
 /**
@@ -128,6 +136,48 @@ export type AuditRecord = Message<"agentmachine.v1.AuditRecord"> & {
  */
 export const AuditRecordSchema: GenMessage<AuditRecord> = /*@__PURE__*/
   messageDesc(file_agentmachine_v1_audit, 0);
+
+/**
+ * One connection an execution opened through the plane's egress proxy.
+ *
+ * @generated from message agentmachine.v1.EgressConnection
+ */
+export type EgressConnection = Message<"agentmachine.v1.EgressConnection"> & {
+  /**
+   * The destination host, as the execution asked for it.
+   *
+   * @generated from field: string host = 1;
+   */
+  host: string;
+
+  /**
+   * The destination port.
+   *
+   * @generated from field: uint32 port = 2;
+   */
+  port: number;
+
+  /**
+   * Bytes the execution sent to the destination.
+   *
+   * @generated from field: uint64 bytes_sent = 3;
+   */
+  bytesSent: bigint;
+
+  /**
+   * Bytes the destination sent back to the execution.
+   *
+   * @generated from field: uint64 bytes_received = 4;
+   */
+  bytesReceived: bigint;
+};
+
+/**
+ * Describes the message agentmachine.v1.EgressConnection.
+ * Use `create(EgressConnectionSchema)` to create a new message.
+ */
+export const EgressConnectionSchema: GenMessage<EgressConnection> = /*@__PURE__*/
+  messageDesc(file_agentmachine_v1_audit, 1);
 
 /**
  * What was decided about a command.
@@ -183,7 +233,7 @@ export type AuditDecision = Message<"agentmachine.v1.AuditDecision"> & {
  * Use `create(AuditDecisionSchema)` to create a new message.
  */
 export const AuditDecisionSchema: GenMessage<AuditDecision> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_audit, 1);
+  messageDesc(file_agentmachine_v1_audit, 2);
 
 /**
  * A signed statement of the log's size and head: a C2SP signed note whose body is a
@@ -234,5 +284,5 @@ export type AuditCheckpoint = Message<"agentmachine.v1.AuditCheckpoint"> & {
  * Use `create(AuditCheckpointSchema)` to create a new message.
  */
 export const AuditCheckpointSchema: GenMessage<AuditCheckpoint> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_audit, 2);
+  messageDesc(file_agentmachine_v1_audit, 3);
 

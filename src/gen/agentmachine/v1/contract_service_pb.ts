@@ -2,8 +2,8 @@
 // @generated from file agentmachine/v1/contract_service.proto (package agentmachine.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { WorkspaceOperationContract } from "./contract_pb.js";
 import { file_agentmachine_v1_contract } from "./contract_pb.js";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/contract_service.proto.
  */
 export const file_agentmachine_v1_contract_service: GenFile = /*@__PURE__*/
-  fileDesc("CiZhZ2VudG1hY2hpbmUvdjEvY29udHJhY3Rfc2VydmljZS5wcm90bxIPYWdlbnRtYWNoaW5lLnYxIpABChdWYWxpZGF0ZUNvbnRyYWN0UmVxdWVzdBIZCgRqc29uGAEgASgJQgm6SAZyBCiAgEBIABJHCghjb250cmFjdBgCIAEoCzIrLmFnZW50bWFjaGluZS52MS5Xb3Jrc3BhY2VPcGVyYXRpb25Db250cmFjdEIGukgD2AEDSABCEQoIZG9jdW1lbnQSBbpIAggBImEKGFZhbGlkYXRlQ29udHJhY3RSZXNwb25zZRINCgV2YWxpZBgBIAEoCBI2Cgp2aW9sYXRpb25zGAIgAygLMiIuYWdlbnRtYWNoaW5lLnYxLkNvbnRyYWN0VmlvbGF0aW9uIkMKEUNvbnRyYWN0VmlvbGF0aW9uEgwKBHBhdGgYASABKAkSDwoHbWVzc2FnZRgCIAEoCRIPCgdrZXl3b3JkGAMgASgJIhQKEkdldENvbnRyYWN0UmVxdWVzdCJiChNHZXRDb250cmFjdFJlc3BvbnNlEj0KCGNvbnRyYWN0GAEgASgLMisuYWdlbnRtYWNoaW5lLnYxLldvcmtzcGFjZU9wZXJhdGlvbkNvbnRyYWN0EgwKBGpzb24YAiABKAky3gEKD0NvbnRyYWN0U2VydmljZRJsChBWYWxpZGF0ZUNvbnRyYWN0EiguYWdlbnRtYWNoaW5lLnYxLlZhbGlkYXRlQ29udHJhY3RSZXF1ZXN0GikuYWdlbnRtYWNoaW5lLnYxLlZhbGlkYXRlQ29udHJhY3RSZXNwb25zZSIDkAIBEl0KC0dldENvbnRyYWN0EiMuYWdlbnRtYWNoaW5lLnYxLkdldENvbnRyYWN0UmVxdWVzdBokLmFnZW50bWFjaGluZS52MS5HZXRDb250cmFjdFJlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_agentmachine_v1_contract, file_buf_validate_validate]);
+  fileDesc("CiZhZ2VudG1hY2hpbmUvdjEvY29udHJhY3Rfc2VydmljZS5wcm90bxIPYWdlbnRtYWNoaW5lLnYxIpABChdWYWxpZGF0ZUNvbnRyYWN0UmVxdWVzdBIZCgRqc29uGAEgASgJQgm6SAZyBCiAgEBIABJHCghjb250cmFjdBgCIAEoCzIrLmFnZW50bWFjaGluZS52MS5Xb3Jrc3BhY2VPcGVyYXRpb25Db250cmFjdEIGukgD2AEDSABCEQoIZG9jdW1lbnQSBbpIAggBImEKGFZhbGlkYXRlQ29udHJhY3RSZXNwb25zZRINCgV2YWxpZBgBIAEoCBI2Cgp2aW9sYXRpb25zGAIgAygLMiIuYWdlbnRtYWNoaW5lLnYxLkNvbnRyYWN0VmlvbGF0aW9uIkMKEUNvbnRyYWN0VmlvbGF0aW9uEgwKBHBhdGgYASABKAkSDwoHbWVzc2FnZRgCIAEoCRIPCgdrZXl3b3JkGAMgASgJIhQKEkdldENvbnRyYWN0UmVxdWVzdCKkAQoTR2V0Q29udHJhY3RSZXNwb25zZRI9Cghjb250cmFjdBgBIAEoCzIrLmFnZW50bWFjaGluZS52MS5Xb3Jrc3BhY2VPcGVyYXRpb25Db250cmFjdBIMCgRqc29uGAIgASgJEkAKE2V4ZWN1dGlvbl9pc29sYXRpb24YAyABKAsyIy5hZ2VudG1hY2hpbmUudjEuRXhlY3V0aW9uSXNvbGF0aW9uIlAKEkV4ZWN1dGlvbklzb2xhdGlvbhIqCgRtb2RlGAEgASgOMhwuYWdlbnRtYWNoaW5lLnYxLlNhbmRib3hNb2RlEg4KBmRldGFpbBgCIAEoCSqGAQoLU2FuZGJveE1vZGUSHAoYU0FOREJPWF9NT0RFX1VOU1BFQ0lGSUVEEAASGQoVU0FOREJPWF9NT0RFX0VORk9SQ0VEEAESHAoYU0FOREJPWF9NT0RFX1VOQVZBSUxBQkxFEAISIAocU0FOREJPWF9NT0RFX0RJU0FCTEVEX1VOU0FGRRADMt4BCg9Db250cmFjdFNlcnZpY2USbAoQVmFsaWRhdGVDb250cmFjdBIoLmFnZW50bWFjaGluZS52MS5WYWxpZGF0ZUNvbnRyYWN0UmVxdWVzdBopLmFnZW50bWFjaGluZS52MS5WYWxpZGF0ZUNvbnRyYWN0UmVzcG9uc2UiA5ACARJdCgtHZXRDb250cmFjdBIjLmFnZW50bWFjaGluZS52MS5HZXRDb250cmFjdFJlcXVlc3QaJC5hZ2VudG1hY2hpbmUudjEuR2V0Q29udHJhY3RSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_agentmachine_v1_contract, file_buf_validate_validate]);
 
 /**
  * Request of ContractService.ValidateContract.
@@ -154,6 +154,13 @@ export type GetContractResponse = Message<"agentmachine.v1.GetContractResponse">
    * @generated from field: string json = 2;
    */
   json: string;
+
+  /**
+   * How this server confines executions: whether `ambientAuthority: false` holds for them.
+   *
+   * @generated from field: agentmachine.v1.ExecutionIsolation execution_isolation = 3;
+   */
+  executionIsolation?: ExecutionIsolation | undefined;
 };
 
 /**
@@ -162,6 +169,78 @@ export type GetContractResponse = Message<"agentmachine.v1.GetContractResponse">
  */
 export const GetContractResponseSchema: GenMessage<GetContractResponse> = /*@__PURE__*/
   messageDesc(file_agentmachine_v1_contract_service, 4);
+
+/**
+ * How a server confines the executions it runs (see docs/sandbox.md).
+ *
+ * @generated from message agentmachine.v1.ExecutionIsolation
+ */
+export type ExecutionIsolation = Message<"agentmachine.v1.ExecutionIsolation"> & {
+  /**
+   * The isolation in force.
+   *
+   * @generated from field: agentmachine.v1.SandboxMode mode = 1;
+   */
+  mode: SandboxMode;
+
+  /**
+   * In words: the sandbox in use, or why there is none and how to install it. Never a secret.
+   *
+   * @generated from field: string detail = 2;
+   */
+  detail: string;
+};
+
+/**
+ * Describes the message agentmachine.v1.ExecutionIsolation.
+ * Use `create(ExecutionIsolationSchema)` to create a new message.
+ */
+export const ExecutionIsolationSchema: GenMessage<ExecutionIsolation> = /*@__PURE__*/
+  messageDesc(file_agentmachine_v1_contract_service, 5);
+
+/**
+ * Whether executions run sandboxed.
+ *
+ * @generated from enum agentmachine.v1.SandboxMode
+ */
+export enum SandboxMode {
+  /**
+   * Not reported.
+   *
+   * @generated from enum value: SANDBOX_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Every execution runs in a sandbox: its own unprivileged uid, PID, mount, IPC and network
+   * namespaces, only its workspace writable, the plane its only way out.
+   *
+   * @generated from enum value: SANDBOX_MODE_ENFORCED = 1;
+   */
+  ENFORCED = 1,
+
+  /**
+   * No sandbox can be made here: `agent_machine.execution.start` is refused with
+   * FailedPrecondition, reason `SANDBOX_UNAVAILABLE`.
+   *
+   * @generated from enum value: SANDBOX_MODE_UNAVAILABLE = 2;
+   */
+  UNAVAILABLE = 2,
+
+  /**
+   * The server runs with `--unsafe-no-sandbox`: executions run as the server's user with its
+   * authority. For development only.
+   *
+   * @generated from enum value: SANDBOX_MODE_DISABLED_UNSAFE = 3;
+   */
+  DISABLED_UNSAFE = 3,
+}
+
+/**
+ * Describes the enum agentmachine.v1.SandboxMode.
+ */
+export const SandboxModeSchema: GenEnum<SandboxMode> = /*@__PURE__*/
+  enumDesc(file_agentmachine_v1_contract_service, 0);
 
 /**
  * Describes the contract this server implements and checks contract documents against the
