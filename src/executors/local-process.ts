@@ -32,7 +32,6 @@ import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { constants } from "node:os";
 import { relative, resolve } from "node:path";
-import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
@@ -43,6 +42,7 @@ import type { Attempt, Executor, Outcome } from "./executor.js";
 import { captureLogPath, captureTo } from "./output-capture.js";
 import { killedWithParent } from "./parent-death.js";
 import { killOrphanGroup } from "./process-identity.js";
+import { readProgressLines } from "./progress-lines.js";
 import { exhaustion, firstExhausted, usageBudget, UsageMeter, type Exhaustion, type Metered } from "./usage-meter.js";
 
 export interface LocalProcessOptions {
@@ -110,7 +110,8 @@ export class LocalProcessExecutor implements Executor {
       });
       const stdout = captureTo(child.stdout!, captureLogPath(workspace, "stdout", attempt.attempt), this.options.outputLimitBytes);
       const stderr = captureTo(child.stderr!, captureLogPath(workspace, "stderr", attempt.attempt), this.options.outputLimitBytes);
-      createInterface({ input: child.stdio[PROGRESS_FD] as Readable }).on("line", (line) => {
+      // At most 64 KiB a line: a longer one is dropped as it arrives (progress-lines.ts).
+      readProgressLines(child.stdio[PROGRESS_FD] as Readable, (line) => {
         try {
           const report = JSON.parse(line) as { percent?: unknown; message?: unknown };
           const percent = typeof report.percent === "number" ? Math.max(0, Math.min(100, Math.round(report.percent))) : undefined;
