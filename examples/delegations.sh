@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Delegated authority from scratch, as an operator would set it up:
-#   1. `amctl init` makes the operator key pair in the data dir (private key mode 0600);
-#   2. `amctl delegation root` signs a root credential offline with it;
+#   1. `amctl init` makes the operator key pair: the public key in the data dir, the private key
+#      (mode 0600) outside it, in the per-user place for that data dir (it prints where);
+#   2. `amctl delegation root --data-dir` finds the private key there and signs a root
+#      credential offline with it;
 #   3. the server (started on that data dir) trusts the operator's public key;
 #   4. the root issues a narrower child credential for an agent, which can do only that;
 #   5. revoking the child ends its authority at once.
@@ -16,10 +18,10 @@ amctl() { node "$here/../bin/amctl.mjs" "$@"; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-[ -f "$data_dir/operator/operator.key" ] || amctl init --data-dir "$data_dir"
+[ -f "$data_dir/operator/operator.pub" ] || amctl init --data-dir "$data_dir"
 
 echo "# A root credential, signed offline (valid 1 hour)"
-amctl delegation root --key "$data_dir/operator/operator.key" --subject ops --may-delegate --ttl 1h > "$work/root.jwt"
+amctl delegation root --data-dir "$data_dir" --subject ops --may-delegate --ttl 1h > "$work/root.jwt"
 amctl --token-file "$work/root.jwt" whoami --server "$url"
 
 echo "# A profile, made with the root"

@@ -22,10 +22,10 @@ work=${AMCTL_EXAMPLE_WORK:-$(mktemp -d)}
 [ -n "${AMCTL_EXAMPLE_WORK:-}" ] || trap 'rm -rf "$work"' EXIT
 export AMCTL_SERVER=$url
 
-[ -f "$data_dir/operator/operator.key" ] || amctl init --data-dir "$data_dir"
+[ -f "$data_dir/operator/operator.pub" ] || amctl init --data-dir "$data_dir"
 
 echo "# 1. A root credential, signed offline with the operator key"
-amctl delegation root --key "$data_dir/operator/operator.key" --subject ops --may-delegate --ttl 1h > "$work/root.jwt"
+amctl delegation root --data-dir "$data_dir" --subject ops --may-delegate --ttl 1h > "$work/root.jwt"
 root() { amctl --token-file "$work/root.jwt" "$@"; }
 root policy list
 

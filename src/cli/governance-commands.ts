@@ -1,6 +1,7 @@
 // `amctl init`, `amctl delegation root|issue|revoke|list|show`, `amctl whoami`: the operator's
 // key (and the default policy bundles), the roots it signs offline, and the delegations a
 // server issues below them.
+import { existsSync } from "node:fs";
 import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { Command, InvalidArgumentError } from "commander";
@@ -14,7 +15,7 @@ import { operationTypeNames, profileTypeNames } from "../contract/mapping.js";
 import { ANY } from "../governance/attenuation.js";
 import type { BudgetDimensionName } from "../governance/budget-dimensions.js";
 import { signCredential } from "../governance/credentials.js";
-import { createOperatorKey, readOperatorSigningKey } from "../governance/operator-key.js";
+import { assertOutsideDataDir, createOperatorKey, defaultPrivateKeyFile, moveKeyHint, moveLegacyOperatorKey, operatorKeyFiles, readOperatorSigningKey } from "../governance/operator-key.js";
 import { defaultConfig } from "../server/config.js";
 import { serverOption, serviceClient } from "./client.js";
 import { writeDefaultPolicies } from "./default-policies.js";
@@ -101,21 +102,50 @@ function describe(delegation: Delegation): string {
   ].join("\n");
 }
 
+/** The operator key `delegation root` signs with: --key, or the per-user file `amctl init` wrote for the data dir. */
+async function operatorSigningKey(options: { key?: string; dataDir: string }) {
+  const file = options.key ?? defaultPrivateKeyFile(options.dataDir);
+  if (!existsSync(file)) {
+    if (options.key !== undefined) throw new Error(`no operator private key at ${file} (--key)`);
+    const legacy = operatorKeyFiles(options.dataDir).legacyPrivateKey;
+    const older = existsSync(legacy) ? ` The data dir still holds one from an older amctl init (${legacy}), in reach of its executions: ${moveKeyHint(options.dataDir)}.` : "";
+    throw new Error(
+      `no operator private key for the data dir ${options.dataDir}: looked in ${file}, where \`amctl init --data-dir ${options.dataDir}\` puts it by default.${older} Pass --key FILE for a key kept elsewhere (amctl init --key-out FILE), or --data-dir DIR for another data dir.`,
+    );
+  }
+  try {
+    return await readOperatorSigningKey(file);
+  } catch (error) {
+    throw new Error(`cannot use ${file} as the operator private key: ${(error as Error).message}`);
+  }
+}
+
 export function registerGovernanceCommands(program: Command): void {
   program
     .command("init")
     .description(
-      "Create the operator key pair in DATA_DIR/operator (private key mode 0600; the server reads only the public key) and copy the default policy bundles (examples/policies) into DATA_DIR/policies, keeping files already there.",
+      "Create the operator key pair: the public key in DATA_DIR/operator/operator.pub (the server's trust anchor), the private key (mode 0600) outside the data dir, at --key-out FILE or the per-user place for the data dir ($AMCTL_CONFIG_DIR, else $XDG_CONFIG_HOME/amctl, else ~/.config/amctl; then operator-keys/<hash of the data dir's path>.key). Copy the default policy bundles (examples/policies) into DATA_DIR/policies, keeping files already there.",
     )
     .option("--data-dir <dir>", "the server's data dir", defaultConfig.dataDir)
-    .action((options: { dataDir: string }) => {
+    .option("--key-out <file>", "where to write the operator private key (never inside the data dir, never over an existing file; default: the per-user place)")
+    .option("--move-key", "only move the private key an older amctl init left in DATA_DIR/operator/operator.key to --key-out FILE or the per-user place")
+    .action((options: { dataDir: string; keyOut?: string; moveKey?: boolean }) => {
+      const keyFile = options.keyOut ?? defaultPrivateKeyFile(options.dataDir);
+      const found = options.keyOut === undefined ? "`amctl delegation root` finds it there" : "pass it to `amctl delegation root --key`";
+      if (options.moveKey) {
+        const moved = moveLegacyOperatorKey(options.dataDir, keyFile);
+        console.log(`operator private key: ${moved.privateKey}  (moved from ${moved.from}; mode 0600; ${found})`);
+        console.log(`operator public key:  ${moved.publicKey}  (the server's trust anchor, unchanged)`);
+        return;
+      }
+      assertOutsideDataDir(options.dataDir, keyFile); // before anything is written
       // The bundles first: a data dir made before init wrote them gets them from a second run,
       // whose key step then refuses, as ever, to replace the key.
       const policies = writeDefaultPolicies(options.dataDir);
       for (const file of policies.written) console.log(`policy bundle: ${file}`);
       for (const file of policies.kept) console.log(`policy bundle: ${file}  (already there, kept)`);
-      const files = createOperatorKey(options.dataDir);
-      console.log(`operator private key: ${files.privateKey}  (keep it offline; only \`amctl delegation root\` needs it)`);
+      const files = createOperatorKey(options.dataDir, keyFile);
+      console.log(`operator private key: ${files.privateKey}  (mode 0600, outside the data dir; ${found}; keep it offline if you can)`);
       console.log(`operator public key:  ${files.publicKey}  (the server's trust anchor)`);
     });
 
@@ -125,14 +155,15 @@ export function registerGovernanceCommands(program: Command): void {
     delegation
       .command("root")
       .description("Sign a root delegation offline with the operator key; prints the credential.")
-      .requiredOption("--key <file>", "the operator private key (from amctl init)")
+      .option("--key <file>", "the operator private key (default: where amctl init put it for --data-dir)")
+      .option("--data-dir <dir>", "the data dir whose operator key to use when --key is not given", defaultConfig.dataDir)
       .option("--subject <subject>", "who holds it", "operator")
       .option("--ttl <duration>", "how long it is valid", durationFlag, durationFlag("24h")),
     "default: all",
-  ).action(async (options: ScopeFlags & { key: string; subject: string; ttl: number }) => {
+  ).action(async (options: ScopeFlags & { key?: string; dataDir: string; subject: string; ttl: number }) => {
     const now = Date.now();
     console.log(
-      await signCredential(await readOperatorSigningKey(options.key), {
+      await signCredential(await operatorSigningKey(options), {
         id: nextId(),
         subject: options.subject,
         scope: create(DelegationScopeSchema, scopeFrom(options, true)),

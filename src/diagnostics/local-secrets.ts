@@ -1,5 +1,5 @@
 // The secrets the server holds for itself, which no bundle may carry in any encoding: the
-// operator's private key when it is in the data dir (`amctl init` puts it there), the server's
+// operator's private key when it is in the data dir (where an older `amctl init` put it), the server's
 // own signing key, the audit signing key, and the MAC keys of page tokens and call tickets.
 import { existsSync, readFileSync } from "node:fs";
 import { operatorKeyFiles } from "../governance/operator-key.js";
@@ -20,14 +20,15 @@ function serverPrivateKey(stored: string): string[] {
 /**
  * `held` are secrets the server already holds in memory (the page-token and call-ticket MAC
  * keys, the audit signing key as PEM). The server key is read from the store, where it exists once the server
- * started; the operator key from the data dir, if it is there.
+ * started; the operator key from the data dir, if an older `amctl init` left it there (the server
+ * never reads the per-user place where `amctl init` puts it now).
  */
 export async function localSecrets(store: OperationStore, dataDir: string, held: readonly string[]): Promise<string[]> {
   const secrets = [...held];
   // It exists once the server started, so the empty value offered for a missing one is never stored.
   const serverKey = await store.getOrCreateSecret(SERVER_KEY_SECRET, () => "");
   secrets.push(...serverPrivateKey(serverKey));
-  const operatorKey = operatorKeyFiles(dataDir).privateKey;
+  const operatorKey = operatorKeyFiles(dataDir).legacyPrivateKey;
   if (existsSync(operatorKey)) secrets.push(readFileSync(operatorKey, "utf8"));
   return secrets;
 }

@@ -39,7 +39,7 @@ import { PageTokens } from "../lifecycle/page-token.js";
 import { Authority } from "../governance/authority.js";
 import { ExecutionCredentials } from "../governance/execution-credentials.js";
 import { GrantIndex } from "../governance/grant-index.js";
-import { operatorKeyFiles } from "../governance/operator-key.js";
+import { legacyOperatorKeyWarning, operatorKeyFiles } from "../governance/operator-key.js";
 import { PolicyEngine } from "../governance/policy/policy-engine.js";
 import { loadServerKey, loadTrustAnchors } from "../governance/server-key.js";
 import { auditService } from "../services/audit-service.js";
@@ -166,6 +166,8 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const auditAppends = new AuditAppends(store);
   const serverKey = await loadServerKey(store);
   const initAnchor = operatorKeyFiles(dataDir).publicKey;
+  const legacyOperatorKey = legacyOperatorKeyWarning(dataDir);
+  if (legacyOperatorKey !== undefined) log.warn(legacyOperatorKey);
   const anchorFiles = [...config.trustAnchors, ...(existsSync(initAnchor) ? [initAnchor] : [])];
   const credentialKeys = [...(await loadTrustAnchors(anchorFiles)), serverKey.verifying];
   const authority = new Authority({

@@ -21,11 +21,10 @@ import { decompress, untar } from "../../src/diagnostics/archive.js";
 import { bundlePath, diagnosticsDir } from "../../src/diagnostics/bundle-file.js";
 import { DiagnosticsExecutor, REDACTION_FAILED } from "../../src/diagnostics/diagnostics-executor.js";
 import { defaultDetectors } from "../../src/diagnostics/detectors.js";
-import { operatorKeyFiles } from "../../src/governance/operator-key.js";
 import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
 import { createLogger, recentErrors, type Logger } from "../../src/server/logger.js";
 import { startServer, type RunningServer } from "../../src/server/server.js";
-import { mintRoot, operatorOf } from "../helpers/auth.js";
+import { mintRoot, operatorOf, operatorPrivateKeyFile } from "../helpers/auth.js";
 import { envValueCanaries, foreignJwtCanaries, leaks, pemCanaries, shapedCanaries, type Canary } from "../helpers/canaries.js";
 import { amctl } from "../helpers/cli.js";
 import { operationsClient, requestId, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";
@@ -143,7 +142,7 @@ beforeAll(async () => {
   diagnostics = createClient(DiagnosticsService, createGrpcTransport({ baseUrl: url, interceptors: [bearer(token)] }));
 
   // Credentials: the operator key, roots it signed, and children the server issued.
-  canaries.push({ format: "operator-private-key", value: readFileSync(operatorKeyFiles(dataDir).privateKey, "utf8"), text: readFileSync(operatorKeyFiles(dataDir).privateKey, "utf8") });
+  canaries.push({ format: "operator-private-key", value: readFileSync(operatorPrivateKeyFile(dataDir), "utf8"), text: readFileSync(operatorPrivateKeyFile(dataDir), "utf8") });
   canaries.push({ format: "root-credential", value: token, text: token });
   for (let i = 0; i < 4; i += 1) {
     const root = await mintRoot(operator, { subject: `root-${i}` });

@@ -8,7 +8,6 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../../src/contract/mapping.js";
-import { operatorKeyFiles } from "../../src/governance/operator-key.js";
 import { fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
 import { amctl, type CliResult } from "../helpers/cli.js";
 import { createProfile, execution, operationsClient, requestId, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";
@@ -151,7 +150,7 @@ describe("amctl policy list and apply", () => {
   }, SLOW);
 
   it("a root signed with amctl delegation root may apply every profile type's bundle; an issued child only those it names", async () => {
-    const root = await cli("delegation", "root", "--key", operatorKeyFiles(server.dataDir).privateKey, "--may-delegate");
+    const root = await cli("delegation", "root", "--data-dir", server.dataDir, "--may-delegate");
     expectExit(root, 0);
     const rootEnv = { ...env, AMCTL_TOKEN: root.stdout.trim() };
     const file = join(tempDir("amctl-policy-"), "airgapped.yaml");

@@ -1,20 +1,33 @@
-// Test authority: an operator key pair in the server's data dir (as `amctl init` writes it,
-// so the server trusts it) and root credentials minted with it (as `amctl delegation root`).
-import { cpSync, existsSync } from "node:fs";
-import { dirname } from "node:path";
+// Test authority: an operator key pair as `amctl init` writes it (the public key in the
+// server's data dir, so the server trusts it; the private key outside it, in the per-user place)
+// and root credentials minted with it (as `amctl delegation root`).
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { monotonicFactory } from "ulid";
 import { DelegationScopeSchema } from "../../src/gen/agentmachine/v1/delegation_pb.js";
 import type { OperationType } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { bearerInterceptor } from "../../src/governance/bearer.js";
 import { signCredential, type SigningKey } from "../../src/governance/credentials.js";
-import { createOperatorKey, operatorKeyFiles, readOperatorSigningKey } from "../../src/governance/operator-key.js";
+import { createOperatorKey, defaultPrivateKeyFile, operatorKeyFiles, readOperatorSigningKey } from "../../src/governance/operator-key.js";
+
+// Tests and benchmarks keep operator private keys where `amctl init` puts them, but under a
+// temporary per-user place of their own: AMCTL_CONFIG_DIR, set here for this process and the
+// `amctl` children it starts (they inherit it), so that `amctl init` and `amctl delegation root
+// --data-dir` in tests and examples agree with these helpers and never touch ~/.config.
+process.env.AMCTL_CONFIG_DIR ||= mkdtempSync(join(tmpdir(), "amctl-config-"));
+
+/** Where the operator private key of a data dir is (outside it, as `amctl init` puts it). */
+export function operatorPrivateKeyFile(dataDir: string): string {
+  return defaultPrivateKeyFile(dataDir);
+}
 
 /** The operator key of a data dir, created on first use. */
 export async function operatorOf(dataDir: string): Promise<SigningKey> {
-  const files = operatorKeyFiles(dataDir);
-  if (!existsSync(files.privateKey)) createOperatorKey(dataDir);
-  return readOperatorSigningKey(files.privateKey);
+  const privateKey = operatorPrivateKeyFile(dataDir);
+  if (!existsSync(operatorKeyFiles(dataDir).publicKey)) createOperatorKey(dataDir, privateKey);
+  return readOperatorSigningKey(privateKey);
 }
 
 /**
@@ -22,7 +35,10 @@ export async function operatorOf(dataDir: string): Promise<SigningKey> {
  * share it: each then trusts the same roots, and a root credential minted for one is valid on all.
  */
 export function copyOperatorKey(from: string, to: string): void {
-  cpSync(dirname(operatorKeyFiles(from).privateKey), dirname(operatorKeyFiles(to).privateKey), { recursive: true });
+  cpSync(dirname(operatorKeyFiles(from).publicKey), dirname(operatorKeyFiles(to).publicKey), { recursive: true });
+  const privateKey = operatorPrivateKeyFile(to);
+  mkdirSync(dirname(privateKey), { recursive: true, mode: 0o700 });
+  copyFileSync(operatorPrivateKeyFile(from), privateKey);
 }
 
 /** Everything: all operation types, profiles, tools and providers, a large budget, may delegate. */
