@@ -1,8 +1,9 @@
 // The whole governance path through the CLI, run for real: examples/governance.sh against an
-// `amctl serve` child on a data dir prepared by `amctl init` (operator key and the default
-// policy bundles), as a fresh install would have it. Its credentials (the operator's root and
-// the agent's child) are then canaries: none may appear in anything the server wrote — its
-// log, the operations, the events, the audit records and checkpoints, the errors the script saw.
+// `amctl serve` child on a data dir prepared by `amctl init` (the operator's public key and the
+// default policy bundles; the private key outside it, where `delegation root` finds it), as a
+// fresh install would have it. Its credentials (the operator's root and the agent's child) are
+// then canaries: none may appear in anything the server wrote — its log, the operations, the
+// events, the audit records and checkpoints, the errors the script saw.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { toJsonString } from "@bufbuild/protobuf";

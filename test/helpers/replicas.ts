@@ -1,6 +1,6 @@
 // Replicas of the server on one PostgreSQL database, as the scale-out tests run them: in-process
 // servers (startTestServer) and `amctl serve --store` child processes. Each has a data dir of its
-// own holding a copy of the same operator key, so every replica trusts the same roots and a root
+// own with a copy of the same operator key, so every replica trusts the same roots and a root
 // credential minted for one is valid on all. And the check of what their WatchEvents watchers
 // received against the store.
 import { setTimeout as sleep } from "node:timers/promises";
@@ -27,7 +27,7 @@ export function stoppedAfterEach(): (TestServer | ChildServer)[] {
   return started;
 }
 
-/** A fresh data dir holding a copy of the operator key of `from`. */
+/** A fresh data dir with a copy of the operator key of `from`. */
 export function dataDirSharingOperator(from: string): string {
   const dataDir = tempDir();
   copyOperatorKey(from, dataDir);

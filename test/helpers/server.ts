@@ -18,7 +18,8 @@ export const TEST_POLICIES = join(repoRoot, "test/fixtures/policies");
 
 /**
  * A root credential with the full scope for the server on `dataDir` (its operator key is
- * created in the data dir as `amctl init` does), registered for `url` so test clients use it.
+ * created as `amctl init` does: the public key in the data dir, the private key outside it),
+ * registered for `url` so test clients use it.
  */
 async function authorize(url: string, dataDir: string): Promise<string> {
   const token = await mintRoot(await operatorOf(dataDir));
