@@ -4,7 +4,7 @@
 // runtime's own messages, such as an image pull — is captured into the workspace as a local
 // process's output is; the wall clock comes from the budget; cancel stops the container by name.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { chmodSync } from "node:fs";
+import { chmodSync, chownSync } from "node:fs";
 import { availableParallelism, constants } from "node:os";
 import { setTimeout as delay } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
@@ -12,7 +12,7 @@ import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import { BudgetDimension, BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import { StopCauseSchema, type ContainerRunSpec, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
-import { containerInvocation, containerName } from "./container-invocation.js";
+import { CONTAINER_GID, CONTAINER_UID, containerInvocation, containerName } from "./container-invocation.js";
 import type { Attempt, Executor, Outcome } from "./executor.js";
 import type { LocalProcessOptions } from "./local-process.js";
 import { captureLogPath, captureTo } from "./output-capture.js";
@@ -53,6 +53,24 @@ function exitOf(child: ChildProcess): Promise<Exit> {
     // Killed by a signal: the shell convention 128 + signal number.
     child.once("exit", (code, sig) => resolveExit({ code: code ?? (sig ? 128 + constants.signals[sig] : null) }));
   });
+}
+
+/**
+ * Makes the workspace writable by the container's user (nobody), which owns nothing on the host.
+ * A server running as root runs a rootful runtime, where the container's 65534 is the host's
+ * 65534: the workspace is given to that user alone (mode 0700; root, the server, still writes the
+ * output logs there). A server running as another user runs a rootless runtime, where 65534 is an
+ * id mapped from the user's subordinate ids, or talks to a daemon: the workspace must then be
+ * writable by everyone. Either way nobody else reaches it, since the data dir above it is the
+ * server's alone (mode 0700); the container reaches it through its bind mount only.
+ */
+export function shareWorkspace(workspace: string, serverUid = process.getuid?.()): void {
+  if (serverUid === 0) {
+    chownSync(workspace, CONTAINER_UID, CONTAINER_GID);
+    chmodSync(workspace, 0o700);
+  } else {
+    chmodSync(workspace, 0o777);
+  }
 }
 
 export class ContainerExecutor implements Executor {
@@ -110,10 +128,7 @@ export class ContainerExecutor implements Executor {
     const { operation, workspace, signal } = attempt;
     const wallClockSeconds = Number(operation.requestedBudget?.wallClockSeconds ?? 0n) || this.options.defaultWallClockSeconds;
     const invocation = containerInvocation({ operation, workspace, wallClockSeconds, hostCpus: this.hostCpus });
-    // The container's user (nobody, or an unmapped id under rootless podman) owns nothing on the
-    // host: it may write to the workspace only if everyone may. Nobody else reaches it, since
-    // the data dir above it is the server's alone (mode 0700).
-    chmodSync(workspace, 0o777);
+    shareWorkspace(workspace);
 
     const started = Date.now();
     const child = spawn(this.options.runtime, invocation.args, { env: this.environment(), stdio: ["ignore", "pipe", "pipe"] });

@@ -21,8 +21,10 @@ const PIDS_LIMIT = 512;
 /** Where the workspace appears inside the container. */
 const CONTAINER_WORKSPACE = "/workspace";
 
-/** The user the container runs as: nobody, so no file of the image belongs to it. */
-const UNPRIVILEGED_USER = "65534:65534";
+/** The user and group the container runs as: nobody, so no file of the image belongs to it. */
+export const CONTAINER_UID = 65534;
+export const CONTAINER_GID = 65534;
+const UNPRIVILEGED_USER = `${CONTAINER_UID}:${CONTAINER_GID}`;
 
 export interface InvocationInput {
   /** A container.run operation, as admitted: its spec, requested budget and policy decisions. */
