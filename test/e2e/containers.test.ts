@@ -1,10 +1,13 @@
 // agent_machine.container.run end to end over real sockets, with a stand-in container runtime
 // (test/fixtures/fake-container-runtime.mjs) that records every command line it is given: the
 // exact `run` invocation, network only where the networkProfile gate allowed it, exit codes,
-// cancel and the wall clock stopping the container by name, and the recorded artifact. One
-// more test runs a real image when this host has a runtime that can run containers.
-import { spawnSync } from "node:child_process";
-import { chmodSync, copyFileSync, existsSync, readFileSync, rmSync } from "node:fs";
+// cancel and the wall clock stopping the container by name, and the recorded artifact. Then the
+// same with a real runtime (podman with runc, installed and configured by
+// test/helpers/podman.ts) and a real image: who the container runs as, its network, what it may
+// write, and a cancel.
+import { chmodSync, copyFileSync, existsSync, readFileSync, rmSync, statSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
+import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { create, toJsonString, type MessageInitShape } from "@bufbuild/protobuf";
 import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
@@ -19,7 +22,8 @@ import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachin
 import { defaultConfig } from "../../src/server/config.js";
 import { createProfile, operationsClient, requestId, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { bundleSource, policyAdmin, policyClient } from "../helpers/policy.js";
-import { repoRoot, startChildServer, startTestServer, tempDir, type TestServer } from "../helpers/server.js";
+import { setUpPodman, type Podman } from "../helpers/podman.js";
+import { repoRoot, startChildServer, startTestServer, tempDir, type ChildServer, type TestServer } from "../helpers/server.js";
 
 const RUNTIME = join(repoRoot, "test/fixtures/fake-container-runtime.mjs");
 const DIGEST = `sha256:${"c".repeat(64)}`;
@@ -253,36 +257,123 @@ describe("configuration", () => {
   });
 });
 
-/** A runtime on this host that can run containers, or why there is none. */
-function realRuntime(): { runtime: string } | { missing: string } {
-  for (const runtime of ["podman", "docker"]) {
-    const info = spawnSync(runtime, ["info"], { timeout: 5000, encoding: "utf8" });
-    if (info.status === 0) return { runtime };
-  }
-  return { missing: "neither podman nor docker can run containers here (`info` failed or they are not installed)" };
-}
-
-const real = realRuntime();
-
-describe("a real container runtime", () => {
-  // busybox 1.36, pinned by digest as every container.run image must be.
-  const busybox = "docker.io/library/busybox@sha256:73aaf090f3d85aa34ee199857f03fa3a95c8ede2ffd4cc2cdb5b94e566b11662";
-
-  it.skipIf("missing" in real)(`runs a tiny image pinned by digest as nobody, without network, writing only to its workspace${"missing" in real ? ` — skipped: ${real.missing}` : ""}`, { timeout: 120_000 }, async () => {
-    const withRuntime = await startTestServer({ containerRuntime: (real as { runtime: string }).runtime });
-    try {
-      const realClient = operationsClient(withRuntime.url);
-      const dev = await createProfile(realClient, "dev");
-      const script = "id -u; ls /sys/class/net; echo written > /workspace/out; touch /elsewhere 2>/dev/null || echo read-only";
-      const { operation: submitted } = await realClient.submitOperation(container(dev, { image: busybox, argv: ["sh", "-c", script] }));
-      // The first run may pull the image.
-      const { operation } = await waitForEnd(realClient, submitted!.name, 110_000);
-      expect(operation.state).toBe(TaskState.COMPLETED);
-      const workspace = join(withRuntime.dataDir, "workspaces", idOf(operation.name));
-      expect(readFileSync(join(workspace, "stdout.1.log"), "utf8")).toBe("65534\nlo\nread-only\n");
-      expect(readFileSync(join(workspace, "out"), "utf8")).toBe("written\n");
-    } finally {
-      await withRuntime.close();
+describe("a real container runtime: podman with runc (test/helpers/podman.ts)", () => {
+  let setUp: Promise<{ podman: Podman; server: ChildServer; client: OperationsClient; dev: string }> | undefined;
+  beforeAll(async () => {
+    setUp = (async () => {
+      const podman = await setUpPodman();
+      // `amctl serve` passes CONTAINERS_CONF and CONTAINERS_STORAGE_CONF on to podman; the child
+      // inherits them from this process's environment, which keeps them only while it starts.
+      const saved = { ...process.env };
+      Object.assign(process.env, podman.env);
+      let server: ChildServer;
+      try {
+        server = await startChildServer(["--container-runtime", podman.runtime]);
+      } finally {
+        for (const key of Object.keys(podman.env)) {
+          if (saved[key] === undefined) delete process.env[key];
+          else process.env[key] = saved[key];
+        }
+      }
+      const realClient = operationsClient(server.url);
+      return { podman, server, client: realClient, dev: await createProfile(realClient, "dev") };
+    })();
+    // Installing podman may take minutes on a fresh machine. A failed set-up is not the hook's
+    // failure but every test's (a failing hook would leave the tests reported as skipped).
+    await setUp.catch(() => undefined);
+  }, 600_000);
+  afterAll(async () => {
+    const started = await setUp?.catch(() => undefined);
+    if (started) {
+      started.server.child.kill("SIGTERM");
+      expect(await started.server.exited).toBe(0);
     }
+  });
+
+  /** The podman, the server that runs it, a client of that server and a profile to run containers in. */
+  const realRuntime = () => setUp ?? Promise.reject(new Error("podman was never set up"));
+
+  /**
+   * A TCP listener on every address of this host, and one of them that is not loopback: a
+   * container with network reaches it through the runtime's NAT; one without does not.
+   */
+  async function hostListener(): Promise<{ host: string; port: number; connections: () => number; close: () => Promise<void> }> {
+    const host = Object.values(networkInterfaces())
+      .flat()
+      .find((address) => address?.family === "IPv4" && !address.internal)?.address;
+    if (host === undefined) throw new Error("this host has no IPv4 address but loopback for a container to try to reach");
+    let connections = 0;
+    const listener = createServer((socket) => {
+      connections += 1;
+      socket.end();
+    });
+    await new Promise<void>((resolveListen) => listener.listen(0, "0.0.0.0", resolveListen));
+    const { port } = listener.address() as AddressInfo;
+    return { host, port, connections: () => connections, close: () => new Promise((resolveClose) => listener.close(() => resolveClose())) };
+  }
+
+  it("runs a tiny image pinned by digest as nobody, without network, writing only to its workspace", { timeout: 120_000 }, async () => {
+    const { podman, server: real, client: realClient, dev } = await realRuntime();
+    const listener = await hostListener();
+    try {
+      const script = [
+        "id -u; id -g; ls /sys/class/net",
+        `nc -w 2 ${listener.host} ${listener.port} </dev/null 2>/dev/null && echo connected || echo no-network`,
+        "echo written > /workspace/out",
+        // /scratch is writable by everyone in the image, so only the read-only root stops this.
+        "touch /scratch/file /elsewhere 2>&1",
+        "echo done >&2",
+      ].join("; ");
+      const { operation } = await run(realClient, container(dev, { image: podman.image, argv: ["sh", "-c", script] }));
+      expect(operation).toMatchObject({ state: TaskState.COMPLETED, artifact: { kind: { case: "containerExecutionRecord", value: { exitCode: 0, imageDigest: podman.image } } } });
+      const record = operation.artifact!.kind.value as { argv: string[] };
+      expect(record.argv.slice(0, 2)).toEqual([expect.stringMatching(/\/podman$/), "run"]);
+      expect(record.argv).toContain("--network=none");
+
+      const workspace = join(real.dataDir, "workspaces", idOf(operation.name));
+      expect(readFileSync(join(workspace, "stdout.1.log"), "utf8")).toBe(
+        ["65534", "65534", "lo", "no-network", "touch: /scratch/file: Read-only file system", "touch: /elsewhere: Read-only file system", ""].join("\n"),
+      );
+      expect(readFileSync(join(workspace, "stderr.1.log"), "utf8")).toBe("done\n");
+      expect(listener.connections()).toBe(0);
+      // Written by the container's user into the workspace, the one directory it may write to,
+      // which the server (root) gave to that user alone.
+      expect(readFileSync(join(workspace, "out"), "utf8")).toBe("written\n");
+      expect(statSync(join(workspace, "out")).uid).toBe(65534);
+      expect(statSync(workspace)).toMatchObject({ uid: 65534, gid: 65534 });
+      expect(statSync(workspace).mode & 0o777).toBe(0o700);
+      expect(podman.podman(["container", "exists", containerName(operation.name)]).status).toBe(1);
+    } finally {
+      await listener.close();
+    }
+  });
+
+  it("gives the container network when it asked and the networkProfile gate allowed it: the same connection goes through", { timeout: 120_000 }, async () => {
+    const { podman, client: realClient, dev } = await realRuntime();
+    const listener = await hostListener();
+    try {
+      const script = `nc -w 5 ${listener.host} ${listener.port} </dev/null && echo connected || echo no-network`;
+      const { operation } = await run(realClient, container(dev, { image: podman.image, argv: ["sh", "-c", script], network: true }));
+      expect(operation.policyDecisions.map((d) => [d.gate, d.allowed])).toEqual([["containerExecution", true], ["networkProfile", true]]);
+      expect(operation.state).toBe(TaskState.COMPLETED);
+      expect(operation.artifact?.kind.value).not.toHaveProperty("argv", expect.arrayContaining(["--network=none"]));
+      expect(listener.connections()).toBe(1);
+    } finally {
+      await listener.close();
+    }
+  });
+
+  it("stops a sleeping container on cancel and removes it", { timeout: 120_000 }, async () => {
+    const { podman, client: realClient, dev } = await realRuntime();
+    const { operation: submitted } = await realClient.submitOperation(container(dev, { image: podman.image, argv: ["sleep", "600"] }));
+    const name = submitted!.name;
+    const running = (): string => podman.podman(["container", "inspect", "--format", "{{.State.Status}}", containerName(name)]).stdout.trim();
+    await expect.poll(running, { timeout: 30_000, interval: 100 }).toBe("running");
+    await realClient.cancelOperation({ name, reason: "no longer needed" });
+    const { operation } = await waitForEnd(realClient, name, 30_000);
+    expect(operation.state).toBe(TaskState.CANCELLED);
+    // sleep is the container's pid 1, which ignores SIGTERM: `stop` kills it after the grace.
+    expect(operation.artifact?.kind).toMatchObject({ case: "containerExecutionRecord", value: { exitCode: 137 } });
+    await expect.poll(() => podman.podman(["container", "exists", containerName(name)]).status, { timeout: 10_000 }).toBe(1);
   });
 });
