@@ -30,6 +30,8 @@ interface ServeOptions {
   leaseTtlMs: number;
   eventRetentionCount: number;
   eventRetentionHours: number;
+  unsafeNoSandbox?: boolean;
+  sandboxMaxProcesses: number;
 }
 
 export function registerServeCommand(program: Command): void {
@@ -55,6 +57,8 @@ export function registerServeCommand(program: Command): void {
     .option("--max-concurrent-executions <n>", "executions running at once; more wait in queued", positiveInteger("--max-concurrent-executions"), defaultConfig.maxConcurrentExecutions)
     .option("--event-retention-count <n>", "events kept for replay", positiveInteger("--event-retention-count"), defaultConfig.eventRetention.maxEvents)
     .option("--event-retention-hours <n>", "hours events are kept for replay", positiveInteger("--event-retention-hours"), defaultConfig.eventRetention.maxAgeMs / 3_600_000)
+    .option("--sandbox-max-processes <n>", "cap on the processes and threads of one execution's sandbox", positiveInteger("--sandbox-max-processes"), defaultConfig.sandbox.maxProcesses)
+    .option("--unsafe-no-sandbox", "DEVELOPMENT ONLY: run executions unconfined, as this server's user (it can read the data dir and keys); warned at start, shown in health, GetContract and diagnostics")
     .action(async (options: ServeOptions) => {
       if (!LOG_LEVELS.includes(options.logLevel as Level)) {
         throw new Error(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got "${options.logLevel}"`);
@@ -77,6 +81,7 @@ export function registerServeCommand(program: Command): void {
           auditCheckpointIntervalMs: options.auditCheckpointIntervalMs,
           ...(options.workers === true ? { remoteWorkers: { leaseTtlMs: options.leaseTtlMs } } : {}),
           eventRetention: { maxEvents: options.eventRetentionCount, maxAgeMs: options.eventRetentionHours * 3_600_000 },
+          sandbox: { ...defaultConfig.sandbox, unsafeNoSandbox: options.unsafeNoSandbox === true, maxProcesses: options.sandboxMaxProcesses },
         },
         log,
       );

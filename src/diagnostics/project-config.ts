@@ -33,6 +33,9 @@ export const configAllowlist: ReadonlySet<string> = new Set([
   "execution.outputLimitBytes",
   "execution.defaultWallClockSeconds",
   "execution.killGraceMs",
+  "sandbox.unsafeNoSandbox",
+  "sandbox.maxProcesses",
+  "sandbox.tmpBytes",
 ]);
 
 function isRecord(value: unknown): value is Record<string, unknown> {

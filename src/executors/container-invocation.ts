@@ -47,13 +47,14 @@ export interface Invocation {
 }
 
 /**
- * Whether the container gets network egress: only if it asked for it and admission recorded an
- * allowing networkProfile decision. The spec alone never decides: the gate (and the profile rule
- * that forbids egress to airgapped profiles) ran on it at admission.
+ * Whether a container or an execution gets network egress: only if it asked for it and
+ * admission recorded an allowing networkProfile decision. The spec alone never decides: the
+ * gate (and the profile rule that forbids egress to airgapped profiles) ran on it at admission.
  */
 export function networkEgressAllowed(operation: Operation): boolean {
   const spec = operation.spec?.spec;
-  return spec?.case === "containerRun" && spec.value.network && operation.policyDecisions.some((d) => d.gate === "networkProfile" && d.allowed);
+  const asked = (spec?.case === "containerRun" || spec?.case === "executionStart") && spec.value.network;
+  return asked && operation.policyDecisions.some((d) => d.gate === "networkProfile" && d.allowed);
 }
 
 /** `compute / wall` CPUs in hundredths, as `--cpus` takes them (see the header). */

@@ -32,7 +32,7 @@ import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { constants } from "node:os";
 import { relative, resolve } from "node:path";
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
@@ -43,6 +43,10 @@ import { captureLogPath, captureTo } from "./output-capture.js";
 import { killedWithParent } from "./parent-death.js";
 import { killOrphanGroup } from "./process-identity.js";
 import { readProgressLines } from "./progress-lines.js";
+import { treeMembers } from "./process-group.js";
+import { networkEgressAllowed } from "./container-invocation.js";
+import { resolveExecutable } from "./resolve-executable.js";
+import { SANDBOX_ARGS_FD, type PreparedSandbox, type Sandboxes } from "../sandbox/sandbox.js";
 import { exhaustion, firstExhausted, usageBudget, UsageMeter, type Exhaustion, type Metered } from "./usage-meter.js";
 
 export interface LocalProcessOptions {
@@ -56,10 +60,28 @@ export interface LocalProcessOptions {
   killGraceMs: number;
   /** On a remote worker: the process is killed when the worker dies (parent-death.ts). */
   killWithParent?: boolean;
+  /** Where executions are confined (src/sandbox/); unset only with `--unsafe-no-sandbox`. */
+  sandboxes?: Sandboxes;
 }
 
 export const PROGRESS_FD = 3;
+/** How long output pipes are still read after the process ended (see `finish`). */
+const PIPE_DRAIN_MS = 1000;
 
+/** What `spawn` runs for an attempt. */
+interface Launch {
+  file: string;
+  args: string[];
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+  sandbox?: PreparedSandbox;
+}
+
+/** An error's code (EACCES, ENOENT…), or its class: never its message, which may quote a value. */
+function errorCode(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === "string" ? code : error instanceof Error ? error.name : "unknown error";
+}
 
 /** The working directory inside the workspace, or undefined if `relativeDir` escapes it. */
 export function workingDirectory(workspace: string, relativeDir: string): string | undefined {
@@ -79,7 +101,7 @@ export class LocalProcessExecutor implements Executor {
     return Promise.resolve(killOrphanGroup(processId, processStartTicks) ? `process group ${processId}` : undefined);
   }
 
-  run(attempt: Attempt): Promise<Outcome> {
+  async run(attempt: Attempt): Promise<Outcome> {
     const spec = attempt.operation.spec?.spec;
     if (spec?.case !== "executionStart") throw new Error("LocalProcessExecutor runs execution_start only");
     return this.runProcess(attempt, spec.value);
@@ -93,21 +115,78 @@ export class LocalProcessExecutor implements Executor {
     return { ...env, HOME: workspace, AMCTL_PROGRESS_FD: String(PROGRESS_FD), ...spec.env, ...fromServer };
   }
 
-  private runProcess(attempt: Attempt, spec: ExecutionStartSpec): Promise<Outcome> {
-    const { workspace, signal } = attempt;
+  /**
+   * Everything before the process runs: the working directory, the program's path, the sandbox.
+   * A step that fails ends the attempt with a cause naming the step (the error's code, never
+   * its message, which may quote an argument or a value of the environment).
+   */
+  private async launch(attempt: Attempt, spec: ExecutionStartSpec, limits: Metered): Promise<Launch | Outcome> {
+    const { workspace } = attempt;
     const cwd = workingDirectory(workspace, spec.workingDirectory) ?? workspace;
-    mkdirSync(cwd, { recursive: true });
-    const limits = this.limits(attempt.operation.requestedBudget);
+    const env = this.environment(spec, attempt);
     const [program, ...args] = spec.argv as [string, ...string[]];
-    const command = (this.options.killWithParent === true ? killedWithParent(program, args) : undefined) ?? { file: program, args };
+    const failed = (reason: string, message: string): Outcome => ({ kind: "failed", cause: create(StopCauseSchema, { reason, message }), retryable: false });
+    try {
+      mkdirSync(cwd, { recursive: true });
+    } catch (error) {
+      return failed("workspace_unavailable", `cannot create the working directory: ${errorCode(error)}`);
+    }
+    const sandboxes = this.options.sandboxes;
+    if (sandboxes === undefined) {
+      const command = (this.options.killWithParent === true ? killedWithParent(program, args) : undefined) ?? { file: program, args };
+      return { ...command, cwd, env };
+    }
+    let executable: string;
+    try {
+      executable = program.includes("/") ? resolveExecutable(resolve(cwd, program)) : resolveExecutable(program, env.PATH ?? "");
+    } catch {
+      return failed("spawn_failed", `cannot start ${program}: ENOENT`);
+    }
+    const server = new URL(attempt.env.AMCTL_SERVER ?? "http://127.0.0.1:0");
+    const egressCredential = networkEgressAllowed(attempt.operation) ? attempt.env.AMCTL_TOKEN : undefined;
+    try {
+      const sandbox = await sandboxes.prepare({
+        id: `${attempt.operation.name.replace("operations/", "")}-${attempt.attempt}-${process.pid}`,
+        workspace,
+        cwd,
+        argv: [executable, ...args],
+        env: Object.fromEntries(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined)),
+        plane: { host: server.hostname.replace(/^\[|\]$/g, ""), port: Number(server.port) },
+        ...(egressCredential !== undefined ? { egressCredential } : {}),
+        cpuSeconds: limits.cpuGpuComputeSeconds,
+        memoryBytes: limits.sandboxMemoryBytes,
+      });
+      return { file: sandbox.file, args: sandbox.args, cwd: "/", env: sandbox.env, sandbox };
+    } catch (error) {
+      return failed("sandbox_failed", `cannot set up the sandbox: ${errorCode(error)}`);
+    }
+  }
+
+  private async runProcess(attempt: Attempt, spec: ExecutionStartSpec): Promise<Outcome> {
+    const limits = this.limits(attempt.operation.requestedBudget);
+    const launch = await this.launch(attempt, spec, limits);
+    if ("kind" in launch) return launch;
+    try {
+      return await this.supervise(attempt, spec, limits, launch);
+    } finally {
+      launch.sandbox?.close();
+    }
+  }
+
+  private supervise(attempt: Attempt, spec: ExecutionStartSpec, limits: Metered, launch: Launch): Promise<Outcome> {
+    const { workspace, signal } = attempt;
+    const { sandbox } = launch;
+    const program = spec.argv[0]!;
 
     return new Promise<Outcome>((resolveOutcome) => {
-      const child = spawn(command.file, command.args, {
-        cwd,
-        env: this.environment(spec, attempt),
-        stdio: ["ignore", "pipe", "pipe", "pipe"],
+      const child = spawn(launch.file, launch.args, {
+        cwd: launch.cwd,
+        env: launch.env,
+        // fd 4 carries bubblewrap's options (sandbox.ts)
+        stdio: ["ignore", "pipe", "pipe", "pipe", ...(sandbox ? (["pipe"] as const) : [])],
         detached: true, // its own process group, so a kill reaches every descendant
       });
+      if (sandbox !== undefined) (child.stdio[SANDBOX_ARGS_FD] as Writable).end(sandbox.bwrapArgs);
       const stdout = captureTo(child.stdout!, captureLogPath(workspace, "stdout", attempt.attempt), this.options.outputLimitBytes);
       const stderr = captureTo(child.stderr!, captureLogPath(workspace, "stderr", attempt.attempt), this.options.outputLimitBytes);
       // At most 64 KiB a line: a longer one is dropped as it arrives (progress-lines.ts).
@@ -129,6 +208,21 @@ export class LocalProcessExecutor implements Executor {
           // already gone
         }
       };
+      // A cancel's SIGTERM goes to the program and what it started. In a sandbox, not to bwrap
+      // or the namespace's init (the pid and its child): either one's death ends the whole
+      // namespace at once, leaving no grace.
+      const terminate = (): void => {
+        if (sandbox === undefined || child.pid === undefined) return killGroup("SIGTERM");
+        const root = child.pid;
+        for (const member of treeMembers(root)) {
+          if (member.pid === root || member.ppid === root) continue;
+          try {
+            process.kill(member.pid, "SIGTERM");
+          } catch {
+            // gone meanwhile
+          }
+        }
+      };
       const stop = (why: "cancelled" | Exhaustion): void => {
         if (stopped !== undefined) return;
         stopped = why;
@@ -136,7 +230,7 @@ export class LocalProcessExecutor implements Executor {
           killGroup("SIGKILL");
           return;
         }
-        killGroup("SIGTERM");
+        terminate();
         setTimeout(() => killGroup("SIGKILL"), this.options.killGraceMs).unref();
       };
       const onAbort = (): void => stop("cancelled");
@@ -151,8 +245,9 @@ export class LocalProcessExecutor implements Executor {
       });
       if (child.pid !== undefined) {
         attempt.spawned(child.pid);
-        limitCpuSeconds(child.pid, limits.cpuGpuComputeSeconds);
-        meter.start(child.pid);
+        // In a sandbox, prlimit in its command chain sets the limit before anything runs.
+        if (sandbox === undefined) limitCpuSeconds(child.pid, limits.cpuGpuComputeSeconds);
+        meter.start(child.pid, sandbox !== undefined ? treeMembers : undefined);
       }
 
       let finished = false;
@@ -161,9 +256,19 @@ export class LocalProcessExecutor implements Executor {
         finished = true;
         signal.removeEventListener("abort", onAbort);
         meter.stop();
-        // Whatever the leader did, nothing of the group may outlive the attempt.
+        // Whatever the leader did, nothing of the group may outlive the attempt (in a sandbox,
+        // the namespace died with its init already).
         killGroup("SIGKILL");
-        await Promise.all([stdout.done, stderr.done]);
+        // Without a sandbox, a process that left the group (setsid) may still hold the output
+        // pipes: they are read a moment longer, then let go, so the attempt still ends.
+        const pipesClosed = Promise.all([stdout.done, stderr.done]);
+        const late = setTimeout(() => {
+          child.stdout?.destroy();
+          child.stderr?.destroy();
+          child.stdio[PROGRESS_FD]?.destroy();
+        }, PIPE_DRAIN_MS);
+        await pipesClosed;
+        clearTimeout(late);
         const used = await meter.final();
         const usage = usageBudget(used);
         // Killed by a signal: the shell convention 128 + signal number.
@@ -183,7 +288,7 @@ export class LocalProcessExecutor implements Executor {
           },
         });
         if (exit instanceof Error) {
-          const cause = create(StopCauseSchema, { reason: "spawn_failed", message: `cannot start ${program}: ${(exit as NodeJS.ErrnoException).code ?? exit.message}` });
+          const cause = create(StopCauseSchema, { reason: "spawn_failed", message: `cannot start ${program}: ${errorCode(exit)}` });
           resolveOutcome({ kind: "failed", cause, retryable: false, artifact, usage });
           return;
         }
@@ -191,9 +296,12 @@ export class LocalProcessExecutor implements Executor {
           resolveOutcome({ kind: "cancelled", artifact, usage });
           return;
         }
+        // bwrap reports a program killed by a signal as exit code 128 + its number.
+        const cpuLimited = exit.signal === CPU_LIMIT_SIGNAL || (sandbox !== undefined && exitCode === 128 + constants.signals[CPU_LIMIT_SIGNAL]);
         const exhausted =
           stopped ??
-          (exit.signal === CPU_LIMIT_SIGNAL ? exhaustion("cpuGpuComputeSeconds", `a process reached its CPU time limit of ${limits.cpuGpuComputeSeconds} s`) : undefined) ??
+          (cpuLimited ? exhaustion("cpuGpuComputeSeconds", `a process reached its CPU time limit of ${limits.cpuGpuComputeSeconds} s`) : undefined) ??
+          (sandbox?.oomKilled() === true ? exhaustion("sandboxMemoryBytes", `the sandbox reached its memory limit of ${limits.sandboxMemoryBytes} bytes`) : undefined) ??
           firstExhausted(used, limits);
         if (exhausted !== undefined) {
           const cause = create(StopCauseSchema, { reason: "budget_exhausted", ...exhausted });

@@ -36,22 +36,52 @@ export interface Member extends ProcStat {
   residentBytes: number;
 }
 
-/** The processes of group `pgid` now, from /proc. */
-function membersOf(pgid: number): Member[] {
+/** Every process on the machine now, from /proc. */
+function allProcesses(): ProcStat[] {
   let entries: string[];
   try {
     entries = readdirSync("/proc");
   } catch {
     return []; // not Linux
   }
-  const members: Member[] = [];
+  const processes: ProcStat[] = [];
   for (const entry of entries) {
     const pid = Number(entry);
     if (!Number.isInteger(pid)) continue;
     const stat = readStat(pid);
-    if (stat?.pgrp === pgid) members.push({ ...stat, residentBytes: readResidentBytes(pid) });
+    if (stat !== undefined) processes.push(stat);
   }
-  return members;
+  return processes;
+}
+
+const withMemory = (stat: ProcStat): Member => ({ ...stat, residentBytes: readResidentBytes(stat.pid) });
+
+/** The processes of group `pgid` now. */
+export function groupMembers(pgid: number): Member[] {
+  return allProcesses()
+    .filter((stat) => stat.pgrp === pgid)
+    .map(withMemory);
+}
+
+/**
+ * Process `root` and all its descendants now. For a sandbox this is its whole PID namespace:
+ * an orphan inside is re-parented to the namespace's init, itself a descendant of `root`, so
+ * a `setsid` or double-forked process is still found (it left the process group, not the tree).
+ */
+export function treeMembers(root: number): Member[] {
+  const processes = allProcesses();
+  const inTree = new Set([root]);
+  // Parents usually have lower pids, but pids wrap: repeat until nothing is added.
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const stat of processes) {
+      if (!inTree.has(stat.pid) && inTree.has(stat.ppid)) {
+        inTree.add(stat.pid);
+        grew = true;
+      }
+    }
+  }
+  return processes.filter((stat) => inTree.has(stat.pid)).map(withMemory);
 }
 
 export class ProcessGroupSampler {
@@ -63,7 +93,7 @@ export class ProcessGroupSampler {
 
   constructor(
     private readonly pgid: number,
-    private readonly read: (pgid: number) => Member[] = membersOf,
+    private readonly read: (pgid: number) => Member[] = groupMembers,
   ) {}
 
   sample(): GroupSample {

@@ -12,7 +12,7 @@ import { create } from "@bufbuild/protobuf";
 import { BudgetSchema, type Budget, type BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
 import { dimensionEnum } from "../governance/runtime-charging.js";
 import { CLOCK_TICKS_PER_SECOND } from "./proc-stat.js";
-import { ProcessGroupSampler } from "./process-group.js";
+import { ProcessGroupSampler, type Member } from "./process-group.js";
 import { workspaceBytes } from "./workspace-disk.js";
 
 const SAMPLE_PERIOD_MS = 250;
@@ -87,9 +87,12 @@ export class UsageMeter {
 
   constructor(private readonly options: MeterOptions) {}
 
-  /** Starts metering the process group `pgid`; the wall clock runs from the meter's creation. */
-  start(pgid: number): void {
-    this.group = new ProcessGroupSampler(pgid);
+  /**
+   * Starts metering `pid` and what `members` finds of it (by default its process group); the
+   * wall clock runs from the meter's creation.
+   */
+  start(pid: number, members?: (pid: number) => Member[]): void {
+    this.group = new ProcessGroupSampler(pid, members);
     this.sampleGroup();
     this.schedule();
   }

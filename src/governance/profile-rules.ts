@@ -81,13 +81,13 @@ export const separationRules: readonly SeparationRule[] = [
   },
   {
     id: "airgapped-no-network",
-    description: "airgapped_local_only profiles never get network egress: no container with network, no connector call.",
+    description: "airgapped_local_only profiles never get network egress: no container or execution with network, no connector call.",
     profileTypes: [ProfileType.AIRGAPPED_LOCAL_ONLY],
     enforcedAt: ["SubmitOperation (container.run)", "RuntimeService.AuthorizeCall (connector calls)"],
     code: Code.PermissionDenied,
     violation: ({ profileType, spec, call }) => {
       if (profileType !== ProfileType.AIRGAPPED_LOCAL_ONLY) return undefined;
-      if (spec?.case === "containerRun" && spec.value.network) return "an airgapped_local_only profile never gets network egress";
+      if ((spec?.case === "containerRun" || spec?.case === "executionStart") && spec.value.network) return "an airgapped_local_only profile never gets network egress";
       if (call?.kind === CallKind.CONNECTOR) return "an airgapped_local_only profile makes no connector calls";
       return undefined;
     },

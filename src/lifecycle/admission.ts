@@ -20,7 +20,7 @@ import { gatesForOperation } from "../governance/policy/gates.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import { operationInput } from "../governance/policy/policy-input.js";
 import { requireSeparation } from "../governance/profile-rules.js";
-import { illegalTransition, noExecutor, operationNotFound, profileAlreadyExists, profileNotFound, targetNotAllowed } from "./errors.js";
+import { illegalTransition, noExecutor, operationNotFound, profileAlreadyExists, profileNotFound, sandboxUnavailable, targetNotAllowed } from "./errors.js";
 import { messageDigest } from "./message-digest.js";
 import { operationTypeOfSpec } from "./spec-types.js";
 import { isTerminal } from "./transitions.js";
@@ -64,6 +64,8 @@ export interface AdmissionContext {
   executable: ReadonlySet<OperationType>;
   /** Whether executions may name a worker_selector: only on a server that dispatches to remote workers. */
   workerSelectors: boolean;
+  /** Set when executions cannot be sandboxed here: why (they are refused, SANDBOX_UNAVAILABLE). */
+  sandboxUnavailable?: string;
 }
 
 /** The operation a cancel or a revoke targets, checked for what that command needs of it. */
@@ -94,7 +96,7 @@ async function targetOf(spec: OperationSpec["spec"], store: OperationStore): Pro
  * type. Nothing is written here: the store takes the result, with its budget reservation, in
  * one commit (and PolicyService.EvaluatePolicy calls this as a dry run).
  */
-export async function admit(request: SubmitOperationRequest, { store, defaultBudget, principal, policy, executable, workerSelectors }: AdmissionContext): Promise<NewOperation> {
+export async function admit(request: SubmitOperationRequest, { store, defaultBudget, principal, policy, executable, workerSelectors, sandboxUnavailable: noSandbox }: AdmissionContext): Promise<NewOperation> {
   const spec = request.spec!.spec; // required by the request's validation rules
   const type = operationTypeOfSpec[spec.case!];
   const profile = spec.case === "profileCreate" ? `profiles/${spec.value.profileId}` : request.profile;
@@ -123,6 +125,7 @@ export async function admit(request: SubmitOperationRequest, { store, defaultBud
   if (denied !== undefined) throw policyDenied(denied);
 
   if (!executable.has(type)) throw noExecutor(operationTypeNames.get(type)!, missingExecutor.get(type) ?? "it has no executor for it");
+  if (spec.case === "executionStart" && noSandbox !== undefined) throw sandboxUnavailable(noSandbox);
   if (spec.case === "executionStart" && !workerSelectors && Object.keys(spec.value.workerSelector).length > 0) throw workersDisabled();
 
   const operation: Operation = create(OperationSchema, {

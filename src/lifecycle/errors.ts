@@ -57,6 +57,13 @@ export function noExecutor(operationType: string, why: string) {
   });
 }
 
+/** An execution cannot be confined here; `detail` says why and how to install the sandbox. */
+export function sandboxUnavailable(detail: string) {
+  return errorWithInfo(Code.FailedPrecondition, "SANDBOX_UNAVAILABLE", `agent_machine.execution.start cannot run on this server: ${detail}`, {
+    operation_type: "agent_machine.execution.start",
+  });
+}
+
 export function targetNotAllowed(field: string, message: string) {
   return errorWithInfo(Code.FailedPrecondition, "TARGET_NOT_ALLOWED", message, { field });
 }

@@ -4,6 +4,7 @@ import { create } from "@bufbuild/protobuf";
 import type { Level } from "pino";
 import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { LocalProcessOptions } from "../executors/local-process.js";
+import type { SandboxSettings } from "../sandbox/execution-isolation.js";
 import { defaultRetryPolicy, type EffectiveRetryPolicy } from "../lifecycle/retry.js";
 import type { RetentionPolicy } from "../store/store.js";
 
@@ -85,6 +86,8 @@ export interface ServerConfig {
    * Unset: this server runs executions itself and refuses workers.
    */
   remoteWorkers?: { leaseTtlMs: number };
+  /** How executions are confined (src/sandbox/, docs/sandbox.md). */
+  sandbox: SandboxSettings;
 }
 
 export const defaultConfig: ServerConfig = {
@@ -123,6 +126,7 @@ export const defaultConfig: ServerConfig = {
     defaultWallClockSeconds: 5400,
     killGraceMs: 2000,
   },
+  sandbox: { unsafeNoSandbox: false, maxProcesses: 512, tmpBytes: 256 * 1024 * 1024 },
 };
 
 /** Parses `host:port` (IPv6 as `[::1]:7070`). Throws a message naming the flag on bad input. */

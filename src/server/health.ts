@@ -7,6 +7,8 @@ export { ServingStatus };
 
 export class HealthStatus {
   private readonly statuses = new Map<string, ServingStatus>();
+  /** Statuses that state a fact of the configuration: `setAll` leaves them alone. */
+  private readonly pinned = new Set<string>();
   private readonly changes = new EventEmitter();
 
   constructor(services: readonly string[]) {
@@ -30,7 +32,13 @@ export class HealthStatus {
   }
 
   setAll(status: ServingStatus): void {
-    for (const service of this.statuses.keys()) this.set(service, status);
+    for (const service of this.statuses.keys()) if (!this.pinned.has(service)) this.set(service, status);
+  }
+
+  /** Adds `service` with a status that only `set` changes (e.g. whether executions are sandboxed). */
+  pin(service: string, status: ServingStatus): void {
+    this.pinned.add(service);
+    this.set(service, status);
   }
 
   /** Calls `listener` on each change of `service`; returns the unsubscribe function. */

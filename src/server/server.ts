@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { accessSync, constants, existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
-import type { DescFile, DescService } from "@bufbuild/protobuf";
+import { create, type DescFile, type DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AuditService, file_agentmachine_v1_audit_service } from "../gen/agentmachine/v1/audit_service_pb.js";
@@ -25,6 +25,8 @@ import { loadOrCreateAuditKey } from "../audit/audit-key.js";
 import { AuditAppends } from "../audit/audit-tail.js";
 import { Checkpointer } from "../audit/checkpointer.js";
 import { buildServerContract } from "../contract/server-contract.js";
+import { ExecutionIsolationSchema, SandboxMode } from "../gen/agentmachine/v1/contract_service_pb.js";
+import { executionIsolation } from "../sandbox/execution-isolation.js";
 import { ContainerExecutor } from "../executors/container-executor.js";
 import type { Executor } from "../executors/executor.js";
 import { LocalProcessExecutor } from "../executors/local-process.js";
@@ -112,6 +114,18 @@ export const servedServiceDescriptors: readonly DescService[] = [
 
 const servedServices = servedServiceDescriptors.map((service) => service.typeName);
 
+/**
+ * A health entry that is no service: SERVING when every execution this server runs is
+ * sandboxed, NOT_SERVING when it runs with --unsafe-no-sandbox or cannot sandbox (a monitor
+ * can alert on it with any gRPC health client).
+ */
+export const SANDBOX_HEALTH_SERVICE = "agentmachine.v1.ExecutionSandbox";
+
+const REMOTE_WORKERS_DETAIL = "executions run on remote workers, each of which sandboxes them (amctl worker refuses to start without a sandbox unless --unsafe-no-sandbox)";
+
+/** The project's install (bound read-only into sandboxes, so `amctl` works inside). */
+const installDir = resolve(import.meta.dirname, "..", "..");
+
 /** `<dataDir>/policies` (where `amctl init` puts the default bundles), if it exists. */
 function defaultPolicyDir(dataDir: string): string | undefined {
   const dir = join(dataDir, "policies");
@@ -143,7 +157,6 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   // default limit of 10 listeners would warn of a leak under ordinary load.
   setMaxListeners(0, shutdown.signal);
   const reflector = new Reflector(servedFiles, servedServices);
-  const ownContract = buildServerContract({ defaultBudget: config.defaultBudget, startedAt: new Date() });
 
   const store = await openStore(config, dataDir);
   // A replica that lost its database cannot serve: a load balancer that checks health sends
@@ -196,14 +209,22 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const policyDir = config.policyDir ?? defaultPolicyDir(dataDir);
   if (policyDir !== undefined) await policy.importDirectory(policyDir);
   else if ((await store.listPolicyBundles()).length === 0) log.warn("no policy bundle: every policy gate denies (run amctl init, or serve --policy DIR)");
+  const ownContract = buildServerContract({ defaultBudget: config.defaultBudget, startedAt: new Date() });
   let url = "";
   let runner: OperationRunner | undefined;
   // With --workers, executions run on remote workers only; the pool is their executor.
   const workers = config.remoteWorkers === undefined ? undefined : new WorkerPool(config.remoteWorkers);
+  // Executions here run sandboxed, or not at all unless the operator said --unsafe-no-sandbox.
+  // On remote workers, each worker sandboxes what it runs (amctl worker makes the same choice).
+  const isolation = workers === undefined ? executionIsolation(config.sandbox, installDir) : { mode: SandboxMode.ENFORCED, detail: REMOTE_WORKERS_DETAIL };
+  if (isolation.mode === SandboxMode.DISABLED_UNSAFE) log.warn(isolation.detail);
+  if (isolation.mode === SandboxMode.UNAVAILABLE) log.warn(`executions will be refused (SANDBOX_UNAVAILABLE): ${isolation.detail}`);
+  health.pin(SANDBOX_HEALTH_SERVICE, isolation.mode === SandboxMode.ENFORCED ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+  const sandboxUnavailable = isolation.mode === SandboxMode.UNAVAILABLE ? { sandboxUnavailable: isolation.detail } : {};
   const records = new RecordExecutor({ store, cancel: (target, reason) => runner!.cancel(target, reason) });
   const executors = new Map<OperationType, Executor>([
     [OperationType.PROFILE_CREATE, records],
-    [OperationType.EXECUTION_START, workers ?? new LocalProcessExecutor(config.execution)],
+    [OperationType.EXECUTION_START, workers ?? new LocalProcessExecutor({ ...config.execution, ...(isolation.sandboxes ? { sandboxes: isolation.sandboxes } : {}) })],
     [OperationType.EXECUTION_CANCEL, records],
     [OperationType.TOOL_GRANT_APPLY, records],
     [OperationType.TOOL_GRANT_REVOKE, records],
@@ -245,7 +266,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   compaction.unref();
 
   const routes = (router: ConnectRouter): void => {
-    router.service(ContractService, contractService(ownContract));
+    router.service(ContractService, contractService(ownContract, create(ExecutionIsolationSchema, { mode: isolation.mode, detail: isolation.detail })));
     router.service(
       OperationService,
       operationService({
@@ -256,6 +277,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         policy,
         executable,
         workerSelectors: workers !== undefined,
+        ...sandboxUnavailable,
         defaultBudget: config.defaultBudget,
         bookmarkIntervalMs: config.bookmarkIntervalMs,
         slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs,
@@ -278,7 +300,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         },
       }),
     );
-    router.service(PolicyService, policyService({ store, policy, grants, defaultBudget: config.defaultBudget, executable, workerSelectors: workers !== undefined }));
+    router.service(PolicyService, policyService({ store, policy, grants, defaultBudget: config.defaultBudget, executable, workerSelectors: workers !== undefined, ...sandboxUnavailable }));
     router.service(RuntimeService, runtimeService({ store, policy, grants, runner, callTickets: new MacTokens(callTicketKey) }));
     router.service(ProfileService, profileService());
     router.service(DiagnosticsService, diagnosticsService({ store, dataDir }));

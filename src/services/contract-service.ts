@@ -1,11 +1,12 @@
 // agentmachine.v1.ContractService: thin — decode, call src/contract, respond.
 import type { ServiceImpl } from "@connectrpc/connect";
-import { ContractService } from "../gen/agentmachine/v1/contract_service_pb.js";
+import { ContractService, type ExecutionIsolation } from "../gen/agentmachine/v1/contract_service_pb.js";
 import type { WorkspaceOperationContract } from "../gen/agentmachine/v1/contract_pb.js";
 import { contractToJson } from "../contract/mapping.js";
 import { validateContractMessage, validateContractText } from "../contract/validate.js";
 
-export function contractService(ownContract: WorkspaceOperationContract): ServiceImpl<typeof ContractService> {
+/** `isolation`: how this server confines executions, reported beside the contract (its `ambientAuthority: false`). */
+export function contractService(ownContract: WorkspaceOperationContract, isolation: ExecutionIsolation): ServiceImpl<typeof ContractService> {
   const ownJson = JSON.stringify(contractToJson(ownContract), null, 2);
   return {
     validateContract(req) {
@@ -14,7 +15,7 @@ export function contractService(ownContract: WorkspaceOperationContract): Servic
       return document.case === "json" ? validateContractText(document.value) : validateContractMessage(document.value!);
     },
     getContract() {
-      return { contract: ownContract, json: ownJson };
+      return { contract: ownContract, json: ownJson, executionIsolation: isolation };
     },
   };
 }

@@ -41,6 +41,8 @@ export interface OperationServiceDeps {
   /** The operation types this server has an executor for (admission refuses the others). */
   executable: ReadonlySet<OperationType>;
   workerSelectors: boolean;
+  /** Set when executions cannot be sandboxed here: why. */
+  sandboxUnavailable?: string;
   /** How often an idle WatchEvents stream gets a bookmark. */
   bookmarkIntervalMs: number;
   /** The period of the slow-subscriber check (src/server/raw-response.ts). */
@@ -68,7 +70,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       if (previous.requestDigest !== requestDigest(request)) throw requestIdConflict(request.requestId, previous.operation.name);
       return { operation: previous.operation, created: false };
     }
-    const admitted = await admit(request, { store, defaultBudget: deps.defaultBudget, principal, policy: deps.policy, executable: deps.executable, workerSelectors: deps.workerSelectors });
+    const admitted = await admit(request, { store, defaultBudget: deps.defaultBudget, principal, policy: deps.policy, executable: deps.executable, workerSelectors: deps.workerSelectors, ...(deps.sandboxUnavailable !== undefined ? { sandboxUnavailable: deps.sandboxUnavailable } : {}) });
     // The record commits with the operation; the store names it (resource) after the operation.
     admitted.audit = auditDraft(context, { decision: allowedDecision(admitted.operation.policyDecisions) });
     const result = await store.createOperation(admitted);

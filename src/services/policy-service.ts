@@ -27,6 +27,8 @@ export interface PolicyServiceDeps {
   /** The operation types this server has an executor for (a dry run refuses the others, as admission does). */
   executable: ReadonlySet<OperationType>;
   workerSelectors: boolean;
+  /** Set when executions cannot be sandboxed here: why. */
+  sandboxUnavailable?: string;
 }
 
 /** The answer for a denial: the decisions it carries and its error detail, as the client would see them. */

@@ -25,9 +25,13 @@ export function gatesForOperation(spec: OperationSpec["spec"]): Gate[] {
       return spec.value.network ? ["containerExecution", "networkProfile"] : ["containerExecution"];
     case "diagnosticsExport":
       return ["artifactAccess"];
+    case "executionStart":
+      // An execution's calls are gated one by one at runtime; egress is decided here and
+      // again for every connection through the egress proxy.
+      return spec.value.network ? ["networkProfile"] : [];
     default:
-      // Profiles, executions, cancels and revocations concern no gate: an execution's calls
-      // are gated one by one at runtime, and taking a grant away is never blocked by policy.
+      // Profiles, cancels and revocations concern no gate: taking a grant away is never
+      // blocked by policy.
       return [];
   }
 }

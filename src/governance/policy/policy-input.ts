@@ -33,6 +33,7 @@ export function operationInput(where: Where, operation: Pick<Operation, "type" |
     ...(spec?.case === "toolGrantApply" ? { tool: spec.value.tool } : {}),
     ...(spec?.case === "modelProviderBind" ? { modelProvider: spec.value.provider, modelProviderEndpoint: spec.value.endpoint } : {}),
     ...(spec?.case === "containerRun" ? { image: spec.value.image, network: spec.value.network } : {}),
+    ...(spec?.case === "executionStart" ? { network: spec.value.network } : {}),
   });
 }
 

@@ -2,6 +2,7 @@
 // write is on disk when its promise resolves; writes are group-committed (group-commit.ts).
 // A single connection is the single writer, so commit order and sequence order always agree.
 import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -101,6 +102,11 @@ export class SqliteStore implements OperationStore {
   constructor(dataDir: string) {
     this.db = new Database(join(dataDir, SQLITE_FILE));
     this.db.pragma("journal_mode = WAL");
+    // The store is the server's alone, whatever the umask: no other user reads it, even one
+    // that may traverse the data dir to reach a workspace (sandbox.ts).
+    for (const suffix of ["", "-wal", "-shm"]) {
+      if (existsSync(join(dataDir, SQLITE_FILE + suffix))) chmodSync(join(dataDir, SQLITE_FILE + suffix), 0o600);
+    }
     this.db.pragma("synchronous = FULL");
     this.db.pragma("busy_timeout = 5000");
     this.db.defaultSafeIntegers(true);

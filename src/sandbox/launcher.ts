@@ -1,0 +1,36 @@
+// The first program in a sandbox: it opens the sandbox's only ways out, then execs the
+// execution's own program in its place.
+//
+// The sandbox's network namespace has loopback only. For each way out, socat listens on a
+// loopback port inside and passes every connection to a unix socket that the plane's side of
+// the sandbox serves (SANDBOX_RUN_DIR, bound read-only): `plane.sock` reaches the plane's API,
+// so `AMCTL_SERVER=http://127.0.0.1:PORT` works inside unchanged; `egress.sock`, only when the
+// operation was granted egress, reaches the plane's egress proxy (HTTP_PROXY/HTTPS_PROXY).
+// The program starts once every bridge listens (the launcher watches /proc/net/tcp), so its
+// first call never meets a closed port.
+import { SANDBOX_RUN_DIR } from "./bubblewrap-args.js";
+
+export interface Bridge {
+  /** Loopback port inside the sandbox. */
+  port: number;
+  /** Socket file name in SANDBOX_RUN_DIR. */
+  socket: string;
+}
+
+/** The port in /proc/net/tcp's notation for a listening socket on 127.0.0.1. */
+function listeningPattern(port: number): string {
+  return `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")} 00000000:0000 0A`;
+}
+
+/** `sh -c SCRIPT launcher PROGRAM ARGS…`: the argv that runs `program` after the bridges are up. */
+export function launcherArgv(socat: string, bridges: readonly Bridge[], program: readonly string[]): string[] {
+  const lines = ["set -e"];
+  for (const { port, socket } of bridges) {
+    lines.push(`${socat} TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${SANDBOX_RUN_DIR}/${socket} </dev/null >/dev/null 2>&1 3>&- &`);
+  }
+  for (const { port } of bridges) {
+    lines.push(`n=0; until grep -q '${listeningPattern(port)}' /proc/net/tcp; do n=$((n+1)); [ $n -lt 2000 ] || { echo 'amctl sandbox: the plane bridge did not start' >&2; exit 125; }; sleep 0.005; done`);
+  }
+  lines.push('exec "$@"');
+  return ["/bin/sh", "-c", lines.join("\n"), "amctl-sandbox", ...program];
+}
