@@ -6,7 +6,9 @@ import { availableParallelism, hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { InvalidArgumentError, type Command } from "commander";
 import type { Level } from "pino";
+import { SandboxMode } from "../gen/agentmachine/v1/contract_service_pb.js";
 import { WorkerService } from "../gen/agentmachine/v1/worker_service_pb.js";
+import { executionIsolation } from "../sandbox/execution-isolation.js";
 import { defaultConfig } from "../server/config.js";
 import { LOG_LEVELS, createLogger } from "../server/logger.js";
 import { WorkerAgent } from "../workers/worker-agent.js";
@@ -19,6 +21,7 @@ interface WorkerOptions {
   labels: Record<string, string>;
   workDir?: string;
   logLevel: string;
+  unsafeNoSandbox?: boolean;
 }
 
 function capacityFlag(text: string): number {
@@ -36,9 +39,14 @@ export function registerWorkerCommand(program: Command): void {
     .option("--labels <key=value>", "a label a task's worker_selector can ask for (repeatable)", labelFlag, {})
     .option("--work-dir <dir>", "where task workspaces are made, each removed when its task ends (default: a new private directory under the system's temporary directory)")
     .option("--log-level <level>", `one of ${LOG_LEVELS.join(", ")}`, "info")
+    .option("--unsafe-no-sandbox", "DEVELOPMENT ONLY: run tasks unconfined, as this worker's user")
     .action(async (options: WorkerOptions) => {
       if (!LOG_LEVELS.includes(options.logLevel as Level)) throw new InvalidArgumentError(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
       const log = createLogger(options.logLevel as Level);
+      // Like the server: sandboxed, or refuse to run at all unless told --unsafe-no-sandbox.
+      const isolation = executionIsolation({ ...defaultConfig.sandbox, unsafeNoSandbox: options.unsafeNoSandbox === true });
+      if (isolation.mode === SandboxMode.UNAVAILABLE) throw new Error(`amctl worker cannot sandbox tasks: ${isolation.detail}`);
+      if (isolation.mode === SandboxMode.DISABLED_UNSAFE) log.warn(isolation.detail);
       // A fresh directory of mode 0700 (mkdtemp) unless one is given: nobody else on the host
       // can have prepared it. Removed when the worker stops.
       const workDir = options.workDir ?? mkdtempSync(join(tmpdir(), "amctl-worker-"));
@@ -49,7 +57,7 @@ export function registerWorkerCommand(program: Command): void {
         labels: options.labels,
         displayName: hostname(),
         workDir,
-        execution: defaultConfig.execution,
+        execution: { ...defaultConfig.execution, ...(isolation.sandboxes ? { sandboxes: isolation.sandboxes } : {}) },
         log,
       });
       const stop = new AbortController();

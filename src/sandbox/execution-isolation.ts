@@ -1,6 +1,7 @@
 // Which isolation a server or a worker runs executions under, decided once at start: a
 // sandbox when one can be made; none when the operator said `--unsafe-no-sandbox`; otherwise
 // executions are refused (SANDBOX_UNAVAILABLE) rather than run with the server's authority.
+import { resolve } from "node:path";
 import { SandboxMode } from "../gen/agentmachine/v1/contract_service_pb.js";
 import { nodePrefix, probeSandbox, Sandboxes } from "./sandbox.js";
 
@@ -24,8 +25,10 @@ export interface ExecutionIsolation {
 export const UNSAFE_DETAIL =
   "--unsafe-no-sandbox: executions run unconfined as the server's user, with its access to the data dir, its keys and the network";
 
-/** `installDir`: the project's install, bound read-only so `amctl` works inside. */
-export function executionIsolation(settings: SandboxSettings, installDir: string): ExecutionIsolation {
+/** The project's install (this file is src/sandbox/ in it), bound read-only so `amctl` works inside. */
+const installDir = resolve(import.meta.dirname, "..", "..");
+
+export function executionIsolation(settings: SandboxSettings): ExecutionIsolation {
   if (settings.unsafeNoSandbox) return { mode: SandboxMode.DISABLED_UNSAFE, detail: UNSAFE_DETAIL };
   const probe = probeSandbox();
   if (!probe.available) return { mode: SandboxMode.UNAVAILABLE, detail: probe.reason };

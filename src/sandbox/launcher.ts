@@ -23,7 +23,7 @@ function listeningPattern(port: number): string {
 }
 
 /** `sh -c SCRIPT launcher PROGRAM ARGS…`: the argv that runs `program` after the bridges are up. */
-export function launcherArgv(socat: string, bridges: readonly Bridge[], program: readonly string[]): string[] {
+export function launcherArgv(socat: string, bridges: readonly Bridge[], program: readonly string[], keepPwd: boolean): string[] {
   const lines = ["set -e"];
   for (const { port, socket } of bridges) {
     lines.push(`${socat} TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${SANDBOX_RUN_DIR}/${socket} </dev/null >/dev/null 2>&1 3>&- &`);
@@ -31,6 +31,7 @@ export function launcherArgv(socat: string, bridges: readonly Bridge[], program:
   for (const { port } of bridges) {
     lines.push(`n=0; until grep -q '${listeningPattern(port)}' /proc/net/tcp; do n=$((n+1)); [ $n -lt 2000 ] || { echo 'amctl sandbox: the plane bridge did not start' >&2; exit 125; }; sleep 0.005; done`);
   }
-  lines.push('exec "$@"');
+  // The shell exports PWD; the program gets exactly the environment it was given.
+  lines.push(keepPwd ? 'exec "$@"' : 'unset PWD; exec "$@"');
   return ["/bin/sh", "-c", lines.join("\n"), "amctl-sandbox", ...program];
 }

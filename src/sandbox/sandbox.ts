@@ -163,7 +163,7 @@ export class Sandboxes {
         ...(sockets.egress ? { HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: "", no_proxy: "" } : {}),
       };
       const options = bubblewrapOptions({ readOnly: this.options.readOnly, workspace: request.workspace, runDir: sockets.dir, cwd: request.cwd, tmpBytes: this.options.tmpBytes, env });
-      const chain = this.chain(request, cgroup, launcherArgv(this.tools.socat, bridges, request.argv));
+      const chain = this.chain(request, cgroup, launcherArgv(this.tools.socat, bridges, request.argv, "PWD" in request.env));
       const prepared: PreparedSandbox = {
         ...chain,
         env: { PATH: SYSTEM_PATH },

@@ -123,9 +123,6 @@ export const SANDBOX_HEALTH_SERVICE = "agentmachine.v1.ExecutionSandbox";
 
 const REMOTE_WORKERS_DETAIL = "executions run on remote workers, each of which sandboxes them (amctl worker refuses to start without a sandbox unless --unsafe-no-sandbox)";
 
-/** The project's install (bound read-only into sandboxes, so `amctl` works inside). */
-const installDir = resolve(import.meta.dirname, "..", "..");
-
 /** `<dataDir>/policies` (where `amctl init` puts the default bundles), if it exists. */
 function defaultPolicyDir(dataDir: string): string | undefined {
   const dir = join(dataDir, "policies");
@@ -216,7 +213,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const workers = config.remoteWorkers === undefined ? undefined : new WorkerPool(config.remoteWorkers);
   // Executions here run sandboxed, or not at all unless the operator said --unsafe-no-sandbox.
   // On remote workers, each worker sandboxes what it runs (amctl worker makes the same choice).
-  const isolation = workers === undefined ? executionIsolation(config.sandbox, installDir) : { mode: SandboxMode.ENFORCED, detail: REMOTE_WORKERS_DETAIL };
+  const isolation = workers === undefined ? executionIsolation(config.sandbox) : { mode: SandboxMode.ENFORCED, detail: REMOTE_WORKERS_DETAIL };
   if (isolation.mode === SandboxMode.DISABLED_UNSAFE) log.warn(isolation.detail);
   if (isolation.mode === SandboxMode.UNAVAILABLE) log.warn(`executions will be refused (SANDBOX_UNAVAILABLE): ${isolation.detail}`);
   health.pin(SANDBOX_HEALTH_SERVICE, isolation.mode === SandboxMode.ENFORCED ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);

@@ -5,7 +5,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { OperationEvent } from "../../src/gen/agentmachine/v1/event_pb.js";
 import type { BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import type { Operation, RetryPolicySchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { OperationService, SubmitOperationRequestSchema, type SubmitOperationRequest } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
@@ -58,6 +58,25 @@ export function isAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Host pids of the processes an execution started, found by the AMCTL_OPERATION variable the
+ * server puts in every execution's environment (read from /proc/PID/environ: the test runs as
+ * root). Works inside a sandbox too, whose processes have other pids in their namespace.
+ */
+export function processesOf(operation: string): number[] {
+  const marker = Buffer.from(`\0AMCTL_OPERATION=${operation}\0`);
+  const found: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry) || !isAlive(Number(entry))) continue;
+    try {
+      if (Buffer.concat([Buffer.from([0]), readFileSync(`/proc/${entry}/environ`)]).includes(marker)) found.push(Number(entry));
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return found;
 }
 
 /** Follows an operation to its terminal event; returns every event and the final operation. */
