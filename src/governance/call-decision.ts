@@ -12,7 +12,7 @@ import { policyDenied } from "./errors.js";
 import type { GrantIndex } from "./grant-index.js";
 import { gatesForCall } from "./policy/gates.js";
 import type { PolicyEngine } from "./policy/policy-engine.js";
-import { callInput } from "./policy/policy-input.js";
+import { callInput, type Destination } from "./policy/policy-input.js";
 import { requireSeparation } from "./profile-rules.js";
 import { requireCall } from "./scope.js";
 
@@ -39,6 +39,7 @@ export async function decideCall(
   profile: string,
   call: RuntimeCall,
   labels: Readonly<Record<string, string>> = {},
+  destination?: Destination,
 ): Promise<CallVerdict> {
   try {
     requireCall(principal, profile, call);
@@ -53,7 +54,7 @@ export async function decideCall(
       ...(call.kind === CallKind.TOOL ? { toolGranted: await deps.grants.toolGranted(profile, call.tool) } : {}),
     });
     const where = { principal, profile, profileType: stored.profileType };
-    const decisions = deps.policy.decide(stored.profileType, gatesForCall(call), callInput(where, call, leastLocal(bound), labels));
+    const decisions = deps.policy.decide(stored.profileType, gatesForCall(call), callInput(where, call, leastLocal(bound), labels, destination));
     const denied = decisions.find((decision) => !decision.allowed);
     return { decisions, ...(denied ? { denial: policyDenied(denied) } : {}) };
   } catch (error) {

@@ -33,7 +33,7 @@ const auditScopeKey = createContextKey<AuditScope | undefined>(undefined, { desc
 const ANONYMOUS = "anonymous";
 
 /** Who: the delegation's subject, the delegation, and its chain root first. */
-function caller(principal: Principal | undefined): Pick<AuditDraft, "principal" | "delegation" | "delegationChain"> {
+export function caller(principal: Principal | undefined): Pick<AuditDraft, "principal" | "delegation" | "delegationChain"> {
   if (principal === undefined) return { principal: ANONYMOUS, delegation: "", delegationChain: [] };
   const { delegation, chain } = principal;
   return { principal: delegation.subject, delegation: delegation.name, delegationChain: [...chain.map((d) => d.name).reverse(), delegation.name] };

@@ -16,6 +16,12 @@ type RequestHandler = (
   res: http.ServerResponse | http2.Http2ServerResponse,
 ) => void;
 
+/** HTTP/1.1 proxy requests on the same port (the egress proxy, src/gateways/egress-proxy.ts). */
+export interface ProxyHandlers {
+  connect(request: http.IncomingMessage, socket: Duplex, head: Buffer): void;
+  plainRequest(res: http.ServerResponse): void;
+}
+
 export interface OnePortListener {
   /** The bound address, once listening. */
   address(): net.AddressInfo;
@@ -100,8 +106,14 @@ export async function listenOnePort(
   host: string,
   port: number,
   prefaceTimeoutMs: number,
+  proxy?: ProxyHandlers,
 ): Promise<OnePortListener> {
-  const h1 = http.createServer(handler as http.RequestListener);
+  const h1 = http.createServer((req, res) => {
+    // An absolute-form target ("GET http://host/…") is a request to a proxy, not to us.
+    if (proxy !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(req.url ?? "")) proxy.plainRequest(res);
+    else (handler as http.RequestListener)(req, res);
+  });
+  if (proxy !== undefined) h1.on("connect", proxy.connect);
   // Node announces no limit on concurrent streams by default; each open stream holds tens of
   // KiB (bench/), so one connection must not be able to pin gigabytes.
   const h2 = http2.createServer({ settings: { maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION } }, (req, res) => {

@@ -67,6 +67,7 @@ import { authInterceptor } from "./auth-interceptor.js";
 import { errorInterceptor, loggingInterceptor, validationInterceptor } from "./interceptors.js";
 import { createLogger, recentErrors, type Logger } from "./logger.js";
 import { listenOnePort } from "./one-port-listener.js";
+import { egressProxy, refusePlainProxyRequest } from "../gateways/egress-proxy.js";
 import { rawRequestContextValues } from "./raw-response.js";
 import { answerUnknownRoute } from "./unknown-route.js";
 
@@ -329,12 +330,11 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     shutdownSignal: shutdown.signal,
   });
 
-  const listener = await listenOnePort(
-    handler,
-    config.host,
-    config.port,
-    config.connectionPrefaceTimeoutMs,
-  );
+  const egress = egressProxy({ store, policy, grants, authority, runner, log, audit: config.audit });
+  const listener = await listenOnePort(handler, config.host, config.port, config.connectionPrefaceTimeoutMs, {
+    connect: egress,
+    plainRequest: refusePlainProxyRequest,
+  });
   const { address, port } = listener.address();
   const host = address.includes(":") ? `[${address}]` : address;
   url = `http://${host}:${port}`;

@@ -3,12 +3,10 @@
 import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { ProgressAttributesSchema, OperationEventSchema, type BudgetWarning } from "../gen/agentmachine/v1/event_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { RuntimeService } from "../gen/agentmachine/v1/runtime_service_pb.js";
 import { CallKind } from "../gen/agentmachine/v1/runtime_pb.js";
-import { EventType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Principal } from "../governance/authority.js";
 import { attemptSubject } from "../governance/execution-credentials.js";
 import { decideCall, type CallDecisionDeps } from "../governance/call-decision.js";
@@ -21,6 +19,7 @@ import { errorWithInfo, invalidField } from "../server/errors.js";
 import { principalOf } from "../server/auth-interceptor.js";
 import { auditDraft } from "../server/audit-interceptor.js";
 import type { AuditDraft } from "../audit/chain.js";
+import { chargeOperation } from "../lifecycle/operation-charging.js";
 import { allowedDecision, denialOf, type AuditDecisionInit } from "../audit/decisions.js";
 
 export interface RuntimeServiceDeps extends CallDecisionDeps {
@@ -40,18 +39,6 @@ function notRunning(operation: Operation) {
   return errorWithInfo(Code.FailedPrecondition, "NOT_RUNNING", `${operation.name} is not running`, { operation: operation.name });
 }
 
-/** The progress event that carries budget warnings. */
-function warningEvent(operation: Operation, warnings: BudgetWarning[]) {
-  return create(OperationEventSchema, {
-    operation: operation.name,
-    type: EventType.PROGRESS,
-    state: TaskState.RUNNING,
-    time: timestampFromDate(new Date()),
-    attempt: operation.attempt,
-    attributes: { case: "progress", value: create(ProgressAttributesSchema, { message: "budget warning: over 80 % used", budgetWarnings: warnings }) },
-  });
-}
-
 export function runtimeService(deps: RuntimeServiceDeps): ServiceImpl<typeof RuntimeService> {
   const { store, runner } = deps;
 
@@ -66,34 +53,11 @@ export function runtimeService(deps: RuntimeServiceDeps): ServiceImpl<typeof Run
     return operation;
   }
 
-  /**
-   * Applies a charge to the stored usage in one commit (concurrent calls never overspend) and,
-   * when it exhausts a dimension, ends the task. `always` records the usage even then (reported
-   * usage was really spent); otherwise an exhausting call is refused and charges nothing. The
-   * audit record commits with the charge, if there is one.
-   */
+  /** Charges a running operation (src/lifecycle/operation-charging.ts). */
   async function applyCharge(name: string, compute: (operation: Operation) => Charge, always: boolean, audit: AuditDraft | undefined, onceKey?: string) {
-    let outcome: Charge | undefined;
-    const result = await store.modifyOperation(
-      name,
-      (operation) => {
-        if (operation.state !== TaskState.RUNNING) return undefined;
-        outcome = compute(operation);
-        if (outcome.kind === "exhausted" && !always) return undefined;
-        operation.usage = outcome.usage;
-        const warnings = outcome.kind === "within" ? outcome.warnings : [];
-        return { operation, ...(warnings.length > 0 ? { event: warningEvent(operation, warnings) } : {}) };
-      },
-      onceKey,
-      audit,
-    );
-    if (result.kind === "not-found") throw operationNotFound(name);
-    if (result.kind === "already-done") throw invalidField("call_ticket", "was already reported");
-    if (outcome === undefined) throw notRunning(result.operation);
-    if (outcome.kind === "exhausted") {
-      runner.stopForBudget(name, dimensionEnum(outcome.dimension), `${outcome.dimension} budget exhausted`);
-    }
-    return { operation: result.operation, outcome };
+    const { operation, outcome } = await chargeOperation({ store, runner }, name, compute, always, audit, onceKey);
+    if (outcome === undefined) throw notRunning(operation);
+    return { operation, outcome };
   }
 
   /** Records a refused call: AuthorizeCall answers a refusal, not an error the audit interceptor would see. */

@@ -37,7 +37,13 @@ export function operationInput(where: Where, operation: Pick<Operation, "type" |
   });
 }
 
-export function callInput(where: Where, call: RuntimeCall, providerProfileType: ProfileType | undefined, labels: Readonly<Record<string, string>>): PolicyInput {
+/** Where a connection through the egress proxy goes. */
+export interface Destination {
+  host: string;
+  port: number;
+}
+
+export function callInput(where: Where, call: RuntimeCall, providerProfileType: ProfileType | undefined, labels: Readonly<Record<string, string>>, destination?: Destination): PolicyInput {
   return create(PolicyInputSchema, {
     ...base(where),
     callKind: callKindNames.get(call.kind) ?? "",
@@ -48,5 +54,6 @@ export function callInput(where: Where, call: RuntimeCall, providerProfileType: 
     network: call.connector !== "",
     estimatedTokens: call.estimatedTokens,
     labels: { ...labels },
+    ...(destination !== undefined ? { destinationHost: destination.host, destinationPort: destination.port } : {}),
   });
 }
