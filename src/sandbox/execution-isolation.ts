@@ -12,6 +12,8 @@ export interface SandboxSettings {
   maxProcesses: number;
   /** Size of a sandbox's private /tmp. */
   tmpBytes: number;
+  /** bubblewrap's path, when it is not on the system's PATH. */
+  bwrapPath?: string;
 }
 
 export interface ExecutionIsolation {
@@ -30,7 +32,7 @@ const installDir = resolve(import.meta.dirname, "..", "..");
 
 export function executionIsolation(settings: SandboxSettings): ExecutionIsolation {
   if (settings.unsafeNoSandbox) return { mode: SandboxMode.DISABLED_UNSAFE, detail: UNSAFE_DETAIL };
-  const probe = probeSandbox();
+  const probe = probeSandbox(settings.bwrapPath);
   if (!probe.available) return { mode: SandboxMode.UNAVAILABLE, detail: probe.reason };
   const sandboxes = new Sandboxes(probe.tools, { readOnly: [...new Set([installDir, nodePrefix()])].filter((dir) => dir !== "/" && dir !== "/usr" && !dir.startsWith("/usr/")), maxProcesses: settings.maxProcesses, tmpBytes: settings.tmpBytes });
   return { mode: SandboxMode.ENFORCED, detail: probe.detail, sandboxes };

@@ -56,8 +56,8 @@ function find(program: string): string | undefined {
 }
 
 /** Whether a sandbox can be made here: the tools exist and a trial sandbox runs `true`. */
-export function probeSandbox(): SandboxProbe {
-  const bwrap = find("bwrap");
+export function probeSandbox(bwrapPath?: string): SandboxProbe {
+  const bwrap = bwrapPath === undefined ? find("bwrap") : find(bwrapPath);
   const socat = find("socat");
   const setpriv = find("setpriv");
   const prlimit = find("prlimit");

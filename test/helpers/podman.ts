@@ -24,15 +24,13 @@
 //
 // Test files in parallel workers take turns through a lock directory, so that two never run
 // apt-get or build the image at once.
-import { execFile, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
-import { promisify } from "node:util";
-
-const run = promisify(execFile);
+import { ensureDebianPackages } from "./debian-packages.js";
 
 export interface Podman {
   /** The runtime to give `amctl serve --container-runtime`. */
@@ -45,7 +43,6 @@ export interface Podman {
   podman(args: string[]): { status: number | null; stdout: string; stderr: string };
 }
 
-const isRoot = process.getuid?.() === 0;
 const PACKAGES = ["podman", "runc", "busybox-static"];
 const REPOSITORY = "localhost/amctl-test-busybox";
 /** Part of the image's tag: changed with the recipe, so that an image built by an older recipe is not reused. */
@@ -55,40 +52,6 @@ const PODMAN_DEFAULT_LIMITS = { nofile: 1_048_576, nproc: 1_048_576 };
 
 /** Where the tests' podman keeps its configuration, storage and state; one per user. */
 const stateDir = join(tmpdir(), `amctl-podman-${process.getuid?.() ?? "user"}`);
-
-async function aptGet(args: string[]): Promise<void> {
-  await run("apt-get", args, { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" }, maxBuffer: 64 * 1024 * 1024, timeout: 540_000 });
-}
-
-/** The packages of PACKAGES that dpkg does not know as installed. */
-function missingPackages(): string[] {
-  const query = spawnSync("dpkg-query", ["-W", "-f", "${Package} ${Status}\\n", ...PACKAGES], { encoding: "utf8" });
-  const installed = new Set(
-    (query.stdout ?? "")
-      .split("\n")
-      .filter((line) => line.endsWith(" install ok installed"))
-      .map((line) => line.split(" ")[0]),
-  );
-  return PACKAGES.filter((name) => !installed.has(name));
-}
-
-async function installPackages(): Promise<void> {
-  const missing = missingPackages();
-  if (missing.length === 0) return;
-  if (!isRoot) throw new Error(`${missing.join(", ")} not installed and this user cannot install them: run \`apt-get install -y ${PACKAGES.join(" ")}\` as root`);
-  try {
-    await aptGet(["install", "-y", ...PACKAGES]);
-  } catch {
-    try {
-      await aptGet(["update"]);
-      await aptGet(["install", "-y", ...PACKAGES]);
-    } catch (error) {
-      throw new Error(`could not install ${PACKAGES.join(", ")} with apt-get: ${(error as { stderr?: string }).stderr ?? String(error)}`);
-    }
-  }
-  const still = missingPackages();
-  if (still.length > 0) throw new Error(`apt-get ran, but ${still.join(", ")} is still not installed`);
-}
 
 /** This process's hard limit named `name` in /proc/self/limits (`ulimit -H`), at most `ceiling` (also for "unlimited"). */
 function hardLimit(name: "Max open files" | "Max processes", ceiling: number): number {
@@ -246,7 +209,7 @@ async function locked<T>(fn: () => Promise<T>): Promise<T> {
 export async function setUpPodman(): Promise<Podman> {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   return locked(async () => {
-    await installPackages();
+    await ensureDebianPackages(PACKAGES);
     const env = configure();
     const podman = podmanWith(env);
     const info = podman(["info", "--format", "{{.Host.OCIRuntime.Name}}"]);

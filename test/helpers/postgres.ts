@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import pg from "pg";
+import { ensureDebianPackages } from "./debian-packages.js";
 
 const run = promisify(execFile);
 
@@ -46,25 +47,11 @@ function binDirInstalled(): string | undefined {
 
 const findBinDir = (): string | undefined => binDirOnPath() ?? binDirInstalled();
 
-async function aptGet(args: string[]): Promise<void> {
-  await run("apt-get", args, { env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" }, maxBuffer: 64 * 1024 * 1024, timeout: 540_000 });
-}
-
 /** initdb and pg_ctl's directory, installing PostgreSQL first if it is missing. */
 async function postgresBinDir(): Promise<string> {
   const found = findBinDir();
   if (found) return found;
-  if (!isRoot) throw new Error("PostgreSQL (initdb, pg_ctl) is not installed and this user cannot install it: run `apt-get install -y postgresql` as root");
-  try {
-    await aptGet(["install", "-y", "postgresql"]);
-  } catch {
-    try {
-      await aptGet(["update"]);
-      await aptGet(["install", "-y", "postgresql"]);
-    } catch (error) {
-      throw new Error(`could not install PostgreSQL with apt-get: ${(error as { stderr?: string }).stderr ?? String(error)}`);
-    }
-  }
+  await ensureDebianPackages(["postgresql"]);
   const installed = findBinDir();
   if (!installed) throw new Error("apt-get installed postgresql, but initdb and pg_ctl are still not found (PATH, /usr/lib/postgresql/*/bin)");
   return installed;

@@ -1,0 +1,238 @@
+// The sandbox end to end, over real sockets and real stores: how a server reports its
+// isolation and fails closed without one; cancel, wall clock and revocation ending a sandbox
+// whose processes ignore SIGTERM, and the attempt's credential dying with it; egress only
+// through the plane's proxy, decided per destination, charged and audited.
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import * as http from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ContractService, SandboxMode } from "../../src/gen/agentmachine/v1/contract_service_pb.js";
+import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
+import { projectConfig } from "../../src/diagnostics/project-config.js";
+import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
+import { SANDBOX_HEALTH_SERVICE } from "../../src/server/server.js";
+import { createProfile, execution, operationsClient, processesOf, waitForEnd } from "../helpers/operations.js";
+import { bundleSource } from "../helpers/policy.js";
+import { issueAgent, roomyBudget, wideRoot } from "../helpers/runtime.js";
+import { startTestServer, TEST_POLICIES, type TestServer } from "../helpers/server.js";
+import { authInterceptors } from "../helpers/tokens.js";
+
+function clients(url: string) {
+  const transport = createGrpcTransport({ baseUrl: url, interceptors: authInterceptors(url) });
+  return { contract: createClient(ContractService, transport), health: createClient(Health, transport), audit: createClient(AuditService, transport) };
+}
+
+async function isolationOf(server: TestServer) {
+  const { contract, health } = clients(server.url);
+  const { executionIsolation } = await contract.getContract({});
+  const { status } = await health.check({ service: SANDBOX_HEALTH_SERVICE });
+  return { mode: executionIsolation?.mode, detail: executionIsolation?.detail ?? "", health: status };
+}
+
+describe("isolation is reported, and missing isolation fails closed", () => {
+  it("a default server sandboxes: ENFORCED in GetContract, SERVING in health", async () => {
+    const server = await startTestServer();
+    try {
+      expect(await isolationOf(server)).toMatchObject({ mode: SandboxMode.ENFORCED, health: HealthCheckResponse_ServingStatus.SERVING });
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("without bubblewrap an execution is FailedPrecondition SANDBOX_UNAVAILABLE saying how to install it, and nothing is stored", async () => {
+    const server = await startTestServer({ sandbox: { ...defaultConfig.sandbox, bwrapPath: "/nonexistent/bwrap" } });
+    try {
+      const isolation = await isolationOf(server);
+      expect(isolation).toMatchObject({ mode: SandboxMode.UNAVAILABLE, health: HealthCheckResponse_ServingStatus.NOT_SERVING });
+      const client = operationsClient(server.url);
+      const profile = await createProfile(client, "closed"); // other operations still run
+      const before = (await client.listOperations({})).operations.length;
+      const error = await client.submitOperation(execution(profile, ["true"])).then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
+      expect(error?.code).toBe(Code.FailedPrecondition);
+      expect(error?.findDetails(ErrorInfoSchema)[0]?.reason).toBe("SANDBOX_UNAVAILABLE");
+      expect(error?.rawMessage).toContain("apt-get install -y bubblewrap socat");
+      expect((await client.listOperations({})).operations.length).toBe(before);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("--unsafe-no-sandbox is warned at start and shows in GetContract, health and diagnostics", async () => {
+    const config: Partial<ServerConfig> = { sandbox: { ...defaultConfig.sandbox, unsafeNoSandbox: true } };
+    const server = await startTestServer(config);
+    try {
+      expect(await isolationOf(server)).toMatchObject({ mode: SandboxMode.DISABLED_UNSAFE, health: HealthCheckResponse_ServingStatus.NOT_SERVING });
+      expect(server.logs.some((line) => line.level === "warn" && String(line.msg).includes("--unsafe-no-sandbox"))).toBe(true);
+      const shown = projectConfig({ ...defaultConfig, ...config }, { redactedFields: 0 });
+      expect(shown.sandbox).toMatchObject({ unsafeNoSandbox: true });
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe("every way an attempt ends kills its whole sandbox, even processes that ignore SIGTERM", () => {
+  let server: TestServer;
+  const GRACE_MS = 500;
+  // Every process ignores SIGTERM (an ignored signal stays ignored across fork and exec); one
+  // leaves the session. The token is written out so the test can try it afterwards.
+  const stubborn = ["sh", "-c", "trap '' TERM; echo \"$AMCTL_TOKEN\" > token; setsid sleep 300 & sleep 300 & echo up > ready; wait"];
+
+  beforeAll(async () => {
+    server = await startTestServer({ execution: { ...defaultConfig.execution, killGraceMs: GRACE_MS } });
+  });
+  afterAll(() => server.close());
+
+  async function started(client: ReturnType<typeof operationsClient>, profile: string, budget = {}) {
+    const { operation } = await client.submitOperation(execution(profile, stubborn, {}, budget));
+    const name = operation!.name;
+    const workspace = join(server.dataDir, "workspaces", name.replace("operations/", ""));
+    await expect.poll(() => processesOf(name).length >= 3 && readFileSync(join(workspace, "token"), "utf8").includes("."), { timeout: 20_000 }).toBe(true);
+    return { name, token: readFileSync(join(workspace, "token"), "utf8").trim() };
+  }
+
+  async function expectCredentialDead(token: string): Promise<void> {
+    const transport = createGrpcTransport({ baseUrl: server.url, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))] });
+    const error = await createClient(ContractService, transport).getContract({}).then(() => undefined, (e: unknown) => ConnectError.from(e));
+    expect(error?.code).toBe(Code.Unauthenticated);
+  }
+
+  it("cancel", async () => {
+    const client = operationsClient(server.url);
+    const profile = await createProfile(client, "cancel-stubborn");
+    const { name, token } = await started(client, profile);
+    await client.cancelOperation({ name });
+    expect((await waitForEnd(client, name)).operation.state).toBe(TaskState.CANCELLED);
+    await expect.poll(() => processesOf(name), { timeout: 10_000 }).toEqual([]);
+    await expectCredentialDead(token);
+  });
+
+  it("wall clock", async () => {
+    const client = operationsClient(server.url);
+    const profile = await createProfile(client, "clock-stubborn");
+    const { name, token } = await started(client, profile, { wallClockSeconds: 3n });
+    const { operation } = await waitForEnd(client, name);
+    expect(operation.state).toBe(TaskState.FAILED);
+    expect(operation.stopCause?.reason).toBe("budget_exhausted");
+    await expect.poll(() => processesOf(name), { timeout: 10_000 }).toEqual([]);
+    await expectCredentialDead(token);
+  });
+
+  it("revocation of the delegation that admitted it", async () => {
+    const root = await wideRoot(server.url, server.dataDir);
+    const agent = await issueAgent(root, server.url, "stubborn-agent", roomyBudget());
+    const profile = await createProfile(operationsClient(server.url), "revoke-stubborn");
+    const { name, token } = await started(agent.clients.operations, profile);
+    await root.delegations.revokeDelegation({ name: agent.delegation.name, reason: "agent misbehaves" });
+    const { operation } = await waitForEnd(operationsClient(server.url), name);
+    expect(operation.state).toBe(TaskState.CANCELLED);
+    await expect.poll(() => processesOf(name), { timeout: 10_000 }).toEqual([]);
+    await expectCredentialDead(token);
+  });
+});
+
+describe("egress goes only through the plane's proxy, decided per destination, charged and audited", () => {
+  let server: TestServer;
+  let allowed: http.Server;
+  let other: http.Server;
+  let hits = { allowed: 0, other: 0 };
+
+  async function listen(count: () => void): Promise<http.Server> {
+    const site = http.createServer((_req, res) => {
+      count();
+      res.end("hello from outside\n");
+    });
+    await new Promise<void>((resolve) => site.listen(0, "127.0.0.1", resolve));
+    return site;
+  }
+  const portOf = (site: http.Server): number => (site.address() as AddressInfo).port;
+
+  beforeAll(async () => {
+    allowed = await listen(() => (hits.allowed += 1));
+    other = await listen(() => (hits.other += 1));
+    // Personal profiles: egress asked for at admission (no destination yet) is allowed, and a
+    // connection only to the allowed stand-in "outside" host.
+    const policies = mkdtempSync(join(tmpdir(), "amctl-egress-policies-"));
+    for (const file of ["corporate_firewall", "multi_corporate_firewall", "local_model_provider", "hosted_model_provider", "airgapped_local_only", "user_owned_model"]) {
+      writeFileSync(join(policies, `${file}.yaml`), readFileSync(join(TEST_POLICIES, `${file}.yaml`)));
+    }
+    writeFileSync(
+      join(policies, "personal.yaml"),
+      bundleSource("personal", [
+        { id: "egress.admission", gate: "networkProfile", effect: "allow", when: 'input.destination_host == ""' },
+        { id: "egress.allowed-site", gate: "networkProfile", effect: "allow", when: `input.destination_host == "127.0.0.1" && input.destination_port == ${portOf(allowed)}u` },
+      ]),
+    );
+    server = await startTestServer({ policyDir: policies });
+  });
+  afterAll(async () => {
+    allowed.close();
+    other.close();
+    await server.close();
+  });
+
+  const curl = (port: number) => `curl -s -o /dev/null -w '%{http_code}' --proxytunnel http://127.0.0.1:${port}/`;
+
+  it("without `network` an execution has no route out, not even through the proxy", async () => {
+    hits = { allowed: 0, other: 0 };
+    const client = operationsClient(server.url);
+    const profile = await createProfile(client, "no-egress");
+    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", `${curl(portOf(allowed))}; [ -z "$HTTPS_PROXY" ] && ! curl -s --max-time 3 http://127.0.0.1:${portOf(allowed)}/`]));
+    expect((await waitForEnd(client, operation!.name, 60_000)).operation.state).toBe(TaskState.COMPLETED);
+    expect(hits.allowed).toBe(0);
+  });
+
+  it("with `network`, the allowed host is reached through the proxy, another is refused; each connection is charged and audited", async () => {
+    hits = { allowed: 0, other: 0 };
+    const client = operationsClient(server.url);
+    const profile = await createProfile(client, "egress");
+    const script = `a=$(${curl(portOf(allowed))}); o=$(${curl(portOf(other))}); echo "$a $o"; [ "$a" = 200 ] && [ "$o" = 000 -o "$o" = 403 ]`;
+    const request = execution(profile, ["sh", "-c", script]);
+    const spec = request.spec!.spec;
+    if (spec.case === "executionStart") spec.value.network = true;
+    const { operation } = await client.submitOperation(request);
+    const ended = (await waitForEnd(client, operation!.name, 60_000)).operation;
+    const workspace = join(server.dataDir, "workspaces", ended.name.replace("operations/", ""));
+    expect(readFileSync(join(workspace, "stdout.1.log"), "utf8").trim()).toMatch(/^200 (000|403)$/);
+    expect(ended.state).toBe(TaskState.COMPLETED);
+    expect(hits).toEqual({ allowed: 1, other: 0 });
+    expect(ended.usage?.connectorCalls).toBe(1n);
+    expect(ended.policyDecisions.some((d) => d.gate === "networkProfile" && d.allowed)).toBe(true);
+
+    const { records } = await clients(server.url).audit.listAuditRecords({ pageSize: 1000 });
+    const egress = records.filter((record) => record.rpc === "egress" && record.resource === ended.name);
+    expect(egress.map((r) => ({ port: r.egress?.port, allowed: r.decision?.allowed }))).toEqual(
+      expect.arrayContaining([
+        { port: portOf(allowed), allowed: true },
+        { port: portOf(other), allowed: false },
+      ]),
+    );
+    const through = egress.find((r) => r.decision?.allowed);
+    expect(through?.egress?.bytesReceived).toBeGreaterThan(0n);
+    expect(through?.decision?.rule).toBe("egress.allowed-site");
+    expect(JSON.stringify(egress.map((r) => r.decision?.reason))).not.toContain(".ey"); // no credential in the record
+  });
+
+  it("refuses a caller without an execution credential of a running, egress-granted attempt", async () => {
+    const answer = await new Promise<number>((resolve) => {
+      const request = http.request({ host: new URL(server.url).hostname, port: new URL(server.url).port, method: "CONNECT", path: `127.0.0.1:${portOf(allowed)}`, headers: { "proxy-authorization": `Bearer ${server.token}` } });
+      request.on("connect", (res, socket) => {
+        socket.destroy();
+        resolve(res.statusCode ?? 0);
+      });
+      request.on("response", (res) => resolve(res.statusCode ?? 0));
+      request.end();
+    });
+    expect(answer).toBe(403);
+  });
+});
