@@ -74,7 +74,7 @@ describe("isolation is reported, and missing isolation fails closed", () => {
       expect(await isolationOf(server)).toMatchObject({ mode: SandboxMode.DISABLED_UNSAFE, health: HealthCheckResponse_ServingStatus.NOT_SERVING });
       expect(server.logs.some((line) => line.level === "warn" && String(line.msg).includes("--unsafe-no-sandbox"))).toBe(true);
       const shown = projectConfig({ ...defaultConfig, ...config }, { redactedFields: 0 });
-      expect(shown.sandbox).toMatchObject({ unsafeNoSandbox: true });
+      expect(shown.settings).toMatchObject({ sandbox: { unsafeNoSandbox: true } });
     } finally {
       await server.close();
     }
