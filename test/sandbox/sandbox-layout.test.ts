@@ -1,0 +1,92 @@
+// The pure parts of the sandbox: what bubblewrap is told to show, how the launcher opens the
+// ways out, how the egress side sets the credential, and which CONNECT targets are accepted.
+import { describe, expect, it } from "vitest";
+import { parseAuthority } from "../../src/gateways/egress-proxy.js";
+import { bubblewrapOptions, SANDBOX_RUN_DIR } from "../../src/sandbox/bubblewrap-args.js";
+import { launcherArgv } from "../../src/sandbox/launcher.js";
+import { withCredential } from "../../src/sandbox/plane-sockets.js";
+
+const layout = {
+  readOnly: ["/opt/amctl"],
+  workspace: "/var/lib/amctl/workspaces/01ABC",
+  runDir: "/tmp/amctl-sandbox-x",
+  cwd: "/var/lib/amctl/workspaces/01ABC/src",
+  tmpBytes: 1024,
+  env: { PATH: "/usr/bin", API_KEY: "secret" },
+};
+
+/** The pairs or triples that follow each occurrence of `flag`. */
+function after(args: string[], flag: string, count: number): string[][] {
+  return args.flatMap((arg, index) => (arg === flag ? [args.slice(index + 1, index + 1 + count)] : []));
+}
+
+describe("bubblewrap options", () => {
+  const args = bubblewrapOptions(layout);
+
+  it("unshares every namespace, forbids new user namespaces, drops capabilities and dies with its parent", () => {
+    for (const flag of ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session"]) expect(args).toContain(flag);
+    expect(after(args, "--cap-drop", 1)).toEqual([["ALL"]]);
+    expect(args).not.toContain("--share-net");
+  });
+
+  it("binds only the workspace writable; the install and the sockets read-only; nothing of the data dir else", () => {
+    expect(after(args, "--bind", 2)).toEqual([[layout.workspace, layout.workspace]]);
+    expect(after(args, "--ro-bind", 2)).toEqual(expect.arrayContaining([["/opt/amctl", "/opt/amctl"], [layout.runDir, SANDBOX_RUN_DIR]]));
+    expect(args.filter((arg) => arg.startsWith("/var/lib/amctl") && !arg.startsWith(layout.workspace))).toEqual([]);
+  });
+
+  it("mounts a private, size-capped /tmp before the binds, so a workspace under /tmp stays visible", () => {
+    const tmp = args.indexOf("/tmp");
+    expect(args.slice(tmp - 3, tmp + 1)).toEqual(["--size", "1024", "--tmpfs", "/tmp"]);
+    expect(args.indexOf("--bind")).toBeGreaterThan(tmp);
+  });
+
+  it("clears the environment and sets exactly the execution's, as options (never on a command line)", () => {
+    const clear = args.indexOf("--clearenv");
+    expect(clear).toBeGreaterThan(-1);
+    expect(after(args, "--setenv", 2)).toEqual([
+      ["PATH", "/usr/bin"],
+      ["API_KEY", "secret"],
+    ]);
+    expect(args.indexOf("--setenv")).toBeGreaterThan(clear);
+    expect(args).not.toContain("--");
+  });
+});
+
+describe("the launcher", () => {
+  it("starts a socat bridge per way out, waits until each listens, then execs the program", () => {
+    const argv = launcherArgv("/usr/bin/socat", [{ port: 7070, socket: "plane.sock" }, { port: 3128, socket: "egress.sock" }], ["/usr/bin/env"], false);
+    expect(argv.slice(0, 2)).toEqual(["/bin/sh", "-c"]);
+    const script = argv[2]!;
+    expect(script).toContain(`TCP-LISTEN:7070,bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${SANDBOX_RUN_DIR}/plane.sock`);
+    expect(script).toContain(`UNIX-CONNECT:${SANDBOX_RUN_DIR}/egress.sock`);
+    expect(script).toContain("0100007F:1B9E 00000000:0000 0A"); // 7070, listening
+    expect(script).toContain("0100007F:0C38 00000000:0000 0A"); // 3128
+    expect(script.trim().endsWith('unset PWD; exec "$@"')).toBe(true);
+    expect(argv.slice(3)).toEqual(["amctl-sandbox", "/usr/bin/env"]);
+  });
+
+  it("keeps PWD when the execution set it", () => {
+    expect(launcherArgv("/usr/bin/socat", [], ["true"], true)[2]!.trim().endsWith('\nexec "$@"')).toBe(true);
+  });
+});
+
+describe("the egress socket's credential", () => {
+  it("replaces any Proxy-Authorization the program sent with the attempt's own", () => {
+    const head = "CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\nproxy-authorization: Basic Zm9vOmJhcg==\r\nUser-Agent: curl";
+    expect(withCredential(head, "tok")).toBe("CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\nUser-Agent: curl\r\nProxy-Authorization: Bearer tok");
+  });
+});
+
+describe("CONNECT targets", () => {
+  it.each([
+    ["example.org:443", { host: "example.org", port: 443 }],
+    ["Example.ORG:80", { host: "example.org", port: 80 }],
+    ["127.0.0.1:8080", { host: "127.0.0.1", port: 8080 }],
+    ["[::1]:443", { host: "::1", port: 443 }],
+  ])("accepts %s", (target, expected) => expect(parseAuthority(target)).toEqual(expected));
+
+  it.each(["example.org", "example.org:0", "example.org:70000", "http://example.org:80", "exa mple.org:80", "[::1]", "a/b:80", ""])("refuses %j", (target) => {
+    expect(parseAuthority(target)).toBeUndefined();
+  });
+});
