@@ -12,6 +12,7 @@
 //   workers     executions/s dispatched to 4 remote worker processes vs the embedded executor,
 //               and the latency a lease round trip adds
 //   audit       durable submit throughput with the audit log on vs off
+//   sandbox     latency (p50, p99) and executions/s of `true`, sandboxed vs --unsafe-no-sandbox
 //
 // BENCH_ONLY selects some: a comma-separated list of these names, `streams` (idle, fanout,
 // replay) or `all` (the default). Every section starts its own server (`amctl serve`) and load
@@ -28,6 +29,7 @@ import { governanceBenchmark } from "./governance.js";
 import { operationsBenchmark } from "./operations.js";
 import { killAll, repoRoot } from "./processes.js";
 import { replicasBenchmark } from "./replicas.js";
+import { sandboxBenchmark } from "./sandbox.js";
 import { readSettings, type Benchmark, type Settings } from "./settings.js";
 import { fanoutBenchmark, idleBenchmark, replayBenchmark } from "./streams.js";
 import { workersBenchmark } from "./workers.js";
@@ -44,6 +46,7 @@ const run: Record<Benchmark, (settings: Settings) => Promise<SectionReport>> = {
   replicas: replicasBenchmark,
   workers: workersBenchmark,
   audit: auditBenchmark,
+  sandbox: sandboxBenchmark,
 };
 
 function gitCommit(): string | null {

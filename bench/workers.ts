@@ -27,7 +27,7 @@ interface Measured {
   p50Ms: number;
 }
 
-async function runOne(client: OperationsClient, profile: string, nextId: () => string): Promise<number> {
+export async function runOne(client: OperationsClient, profile: string, nextId: () => string): Promise<number> {
   const started = performance.now();
   const { operation } = await client.submitOperation({
     requestId: nextId(),

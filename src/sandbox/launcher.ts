@@ -17,9 +17,9 @@ export interface Bridge {
   socket: string;
 }
 
-/** The port in /proc/net/tcp's notation for a listening socket on 127.0.0.1. */
-function listeningPattern(port: number): string {
-  return `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")} 00000000:0000 0A`;
+/** 127.0.0.1:port in /proc/net/tcp's notation. */
+function listeningAddress(port: number): string {
+  return `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
 }
 
 /** `sh -c SCRIPT launcher PROGRAM ARGS…`: the argv that runs `program` after the bridges are up. */
@@ -28,8 +28,13 @@ export function launcherArgv(socat: string, bridges: readonly Bridge[], program:
   for (const { port, socket } of bridges) {
     lines.push(`${socat} TCP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${SANDBOX_RUN_DIR}/${socket} </dev/null >/dev/null 2>&1 3>&- &`);
   }
+  // Polled with the shell's own `read` (no process per look): a bridge listens within a few
+  // milliseconds, and a sleep between looks would cost more than the looking.
   for (const { port } of bridges) {
-    lines.push(`n=0; until grep -q '${listeningPattern(port)}' /proc/net/tcp; do n=$((n+1)); [ $n -lt 2000 ] || { echo 'amctl sandbox: the plane bridge did not start' >&2; exit 125; }; sleep 0.005; done`);
+    lines.push(
+      `n=0; up=; until [ -n "$up" ]; do n=$((n+1)); [ $n -lt 200000 ] || { echo 'amctl sandbox: the plane bridge did not start' >&2; exit 125; }; ` +
+        `while read -r _ local _ state _; do [ "$local $state" = "${listeningAddress(port)} 0A" ] && up=1; done < /proc/net/tcp; done`,
+    );
   }
   // The shell exports PWD; the program gets exactly the environment it was given.
   lines.push(keepPwd ? 'exec "$@"' : 'unset PWD; exec "$@"');

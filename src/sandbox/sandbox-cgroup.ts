@@ -6,8 +6,8 @@
 //           the meter names the dimension)
 // cgroup v1 (separate hierarchies, as on these hosts in hybrid mode) and v2 (one unified
 // hierarchy) are both handled. A process enters its groups before it execs setpriv (see
-// `enterCommand`), so nothing the sandbox starts escapes them. Where no group can be made, the
-// caller falls back to RLIMIT_NPROC (see sandbox.ts) and metering.
+// sandbox.ts), so nothing the sandbox starts escapes them. Where no group can be made, the
+// caller falls back to RLIMIT_NPROC and metering.
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -89,12 +89,4 @@ function group(dirs: string[], oom: () => boolean): SandboxCgroup {
     },
     remove: () => removeAll(dirs),
   };
-}
-
-/** A command that puts itself into the groups, then execs `file args…` (the shell's pid is the program's). */
-export function enterCommand(cgroup: SandboxCgroup | undefined, file: string, args: readonly string[]): { file: string; args: string[] } {
-  if (cgroup === undefined) return { file, args: [...args] };
-  const enter = cgroup.procsFiles.map((_, index) => `echo $$ > "$${index + 1}"`).join(" && ");
-  const script = `${enter} && shift ${cgroup.procsFiles.length} && exec "$@"`;
-  return { file: "/bin/sh", args: ["-c", script, "amctl-cgroup", ...cgroup.procsFiles, file, ...args] };
 }

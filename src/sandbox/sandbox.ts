@@ -13,8 +13,8 @@
 // with only what is listed, an unprivileged uid, and every connection attributed to its
 // operation so it can be decided, charged and audited.
 //
-// Process chain: [sh entering the cgroups] → [prlimit] → [setpriv to the sandbox uid] → bwrap
-// → launcher → the program. Each execs the next, so the spawned pid is bwrap's. Outside the
+// Process chain: sh (cgroups, rlimits) → [setpriv to the sandbox uid] → bwrap → launcher → the
+// program. Each execs the next, so the spawned pid is bwrap's. Outside the
 // sandbox only trusted binaries run, with a fixed environment.
 import { spawnSync } from "node:child_process";
 import { chmodSync, chownSync, statSync } from "node:fs";
@@ -23,7 +23,7 @@ import { resolveExecutable } from "../executors/resolve-executable.js";
 import { bubblewrapOptions } from "./bubblewrap-args.js";
 import { launcherArgv, type Bridge } from "./launcher.js";
 import { PlaneSockets, type PlaneAddress } from "./plane-sockets.js";
-import { createSandboxCgroup, enterCommand, type SandboxCgroup } from "./sandbox-cgroup.js";
+import { createSandboxCgroup, type SandboxCgroup } from "./sandbox-cgroup.js";
 
 /** Where the sandbox's helper programs are looked up: system directories only. */
 const SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -40,7 +40,6 @@ export interface SandboxTools {
   socat: string;
   /** Needed when the server runs as root (to leave root before bwrap). */
   setpriv?: string;
-  prlimit?: string;
 }
 
 export type SandboxProbe = { available: true; tools: SandboxTools; detail: string } | { available: false; reason: string };
@@ -60,10 +59,9 @@ export function probeSandbox(bwrapPath?: string): SandboxProbe {
   const bwrap = bwrapPath === undefined ? find("bwrap") : find(bwrapPath);
   const socat = find("socat");
   const setpriv = find("setpriv");
-  const prlimit = find("prlimit");
   const missing = [bwrap ? undefined : "bwrap (bubblewrap)", socat ? undefined : "socat", isRoot && !setpriv ? "setpriv (util-linux)" : undefined].filter(Boolean);
   if (missing.length > 0 || bwrap === undefined || socat === undefined) return { available: false, reason: `no sandbox: ${missing.join(", ")} not found; ${INSTALL_HINT}` };
-  const tools: SandboxTools = { bwrap, socat, ...(setpriv ? { setpriv } : {}), ...(prlimit ? { prlimit } : {}) };
+  const tools: SandboxTools = { bwrap, socat, ...(setpriv ? { setpriv } : {}) };
   const trial = spawnSync(isRoot ? setpriv! : bwrap, [...(isRoot ? dropTo(bwrap) : []), "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--ro-bind", "/", "/", "--", "/bin/true"], {
     env: { PATH: SYSTEM_PATH },
     timeout: 10_000,
@@ -182,18 +180,26 @@ export class Sandboxes {
     }
   }
 
-  /** cgroups → rlimits → leave root → bwrap, each exec'ing the next. */
+  /**
+   * A shell (as the server's user, with the fixed environment) enters the cgroups and sets the
+   * kernel's limits, then execs setpriv, which leaves root and execs bwrap: one pid throughout.
+   *   RLIMIT_CPU    soft at the compute budget, hard a second later: SIGXCPU names the cause
+   *                 (each process gets the whole allowance; the meter counts them together)
+   *   RLIMIT_NPROC  the fork-bomb cap where no pids cgroup could be made (it counts every
+   *                 process of the sandbox's uid on the host, so it is only a fallback)
+   */
   private chain(request: SandboxRequest, cgroup: SandboxCgroup | undefined, inside: readonly string[]): { file: string; args: string[] } {
     const bwrap = [this.tools.bwrap, "--args", String(SANDBOX_ARGS_FD), "--", ...inside];
     const dropped = isRoot ? [this.tools.setpriv!, ...dropTo(this.tools.bwrap).slice(0, -1), ...bwrap] : bwrap;
-    const limits = [
-      ...(request.cpuSeconds > 0 ? [`--cpu=${request.cpuSeconds}:${request.cpuSeconds + 1}`] : []),
-      // Without a pids cgroup, the kernel's per-user process limit is the fork-bomb cap.
-      ...(cgroup === undefined ? [`--nproc=${this.options.maxProcesses}`] : []),
+    const procsFiles = cgroup?.procsFiles ?? [];
+    const steps = [
+      ...procsFiles.map((_, index) => `echo $$ > "$${index + 1}"`),
+      ...(request.cpuSeconds > 0 ? [`ulimit -S -t ${request.cpuSeconds}`, `ulimit -H -t ${request.cpuSeconds + 1}`] : []),
+      ...(cgroup === undefined ? [`ulimit -p ${this.options.maxProcesses}`] : []),
+      ...(procsFiles.length > 0 ? [`shift ${procsFiles.length}`] : []),
+      'exec "$@"',
     ];
-    const limited = this.tools.prlimit !== undefined && limits.length > 0 ? [this.tools.prlimit, ...limits, "--", ...dropped] : dropped;
-    const [file, ...args] = limited as [string, ...string[]];
-    return enterCommand(cgroup, file, args);
+    return { file: "/bin/sh", args: ["-c", steps.join(" && "), "amctl-sandbox-limits", ...procsFiles, ...dropped] };
   }
 }
 

@@ -60,8 +60,8 @@ describe("the launcher", () => {
     const script = argv[2]!;
     expect(script).toContain(`TCP-LISTEN:7070,bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${SANDBOX_RUN_DIR}/plane.sock`);
     expect(script).toContain(`UNIX-CONNECT:${SANDBOX_RUN_DIR}/egress.sock`);
-    expect(script).toContain("0100007F:1B9E 00000000:0000 0A"); // 7070, listening
-    expect(script).toContain("0100007F:0C38 00000000:0000 0A"); // 3128
+    expect(script).toContain('"0100007F:1B9E 0A"'); // 7070, listening
+    expect(script).toContain('"0100007F:0C38 0A"'); // 3128
     expect(script.trim().endsWith('unset PWD; exec "$@"')).toBe(true);
     expect(argv.slice(3)).toEqual(["amctl-sandbox", "/usr/bin/env"]);
   });
