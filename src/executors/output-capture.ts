@@ -14,11 +14,19 @@ export function captureTo(stream: Readable, path: string, limit: number): { byte
   // this log goes, to have the server write through it outside the workspace. Whatever is there
   // goes first.
   rmSync(path, { force: true, recursive: true });
-  const file = createWriteStream(path);
+  // Created here or not at all ("wx": O_CREAT|O_EXCL, which also refuses a symlink): the
+  // program may be running already and could plant one between the removal and the open. Then
+  // the output is read and dropped, as beyond the limit.
   let bytes = 0;
   let truncated = false;
+  let unwritable = false;
+  const file = createWriteStream(path, { flags: "wx", mode: 0o644 });
+  file.on("error", () => {
+    unwritable = true;
+    truncated = true;
+  });
   stream.on("data", (chunk: Buffer) => {
-    const room = limit - bytes;
+    const room = unwritable ? 0 : limit - bytes;
     if (room <= 0) {
       truncated = true;
       return;
@@ -28,6 +36,6 @@ export function captureTo(stream: Readable, path: string, limit: number): { byte
     bytes += kept.length;
     file.write(kept);
   });
-  const done = new Promise<void>((resolveDone) => stream.on("close", () => file.end(resolveDone)));
+  const done = new Promise<void>((resolveDone) => stream.on("close", () => (file.destroyed ? resolveDone() : file.end(resolveDone))));
   return { bytes: () => bytes, truncated: () => truncated, done };
 }

@@ -32,3 +32,17 @@ it("replaces a symlink planted at the log's path instead of writing through it",
   expect(lstatSync(path).isSymbolicLink()).toBe(false);
   expect(readFileSync(path, "utf8")).toBe("output");
 });
+
+it("never writes through a symlink planted after the removal: the output is dropped instead", async () => {
+  const workspace = mkdtempSync(join(tmpdir(), "capture-"));
+  const outside = join(mkdtempSync(join(tmpdir(), "outside-")), "victim");
+  writeFileSync(outside, "untouched");
+  const path = captureLogPath(workspace, "stdout", 1);
+  const stream = new PassThrough();
+  const captured = captureTo(stream, path, 100);
+  symlinkSync(outside, path); // planted before the asynchronous open runs
+  stream.end("output");
+  await captured.done;
+  expect(readFileSync(outside, "utf8")).toBe("untouched");
+  expect(captured.truncated()).toBe(true);
+});
