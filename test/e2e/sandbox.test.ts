@@ -23,6 +23,7 @@ import { bundleSource } from "../helpers/policy.js";
 import { issueAgent, roomyBudget, wideRoot } from "../helpers/runtime.js";
 import { startTestServer, TEST_POLICIES, type TestServer } from "../helpers/server.js";
 import { authInterceptors } from "../helpers/tokens.js";
+import { startWorker, stopWorker, workerToken, type WorkerProcess } from "../helpers/workers.js";
 
 function clients(url: string) {
   const transport = createGrpcTransport({ baseUrl: url, interceptors: authInterceptors(url) });
@@ -143,6 +144,9 @@ describe("every way an attempt ends kills its whole sandbox, even processes that
 
 describe("egress goes only through the plane's proxy, decided per destination, charged and audited", () => {
   let server: TestServer;
+  /** A server that runs executions on a remote worker (sandboxed there), with the same policies. */
+  let workersServer: TestServer;
+  let worker: WorkerProcess;
   let allowed: http.Server;
   let other: http.Server;
   let hits = { allowed: 0, other: 0 };
@@ -156,6 +160,7 @@ describe("egress goes only through the plane's proxy, decided per destination, c
     return site;
   }
   const portOf = (site: http.Server): number => (site.address() as AddressInfo).port;
+  const serverOf = { local: () => server, workers: () => workersServer };
 
   beforeAll(async () => {
     allowed = await listen(() => (hits.allowed += 1));
@@ -174,11 +179,15 @@ describe("egress goes only through the plane's proxy, decided per destination, c
       ]),
     );
     server = await startTestServer({ policyDir: policies });
+    workersServer = await startTestServer({ policyDir: policies, remoteWorkers: { leaseTtlMs: 10_000 } });
+    worker = startWorker(workersServer.url, await workerToken(workersServer.dataDir, "egress-worker"));
+    await worker.name();
   });
   afterAll(async () => {
     allowed.close();
     other.close();
-    await server.close();
+    await stopWorker(worker);
+    await Promise.all([server.close(), workersServer.close()]);
   });
 
   const curl = (port: number) => `curl -s -o /dev/null -w '%{http_code}' --proxytunnel http://127.0.0.1:${port}/`;
@@ -192,36 +201,42 @@ describe("egress goes only through the plane's proxy, decided per destination, c
     expect(hits.allowed).toBe(0);
   });
 
-  it("with `network`, the allowed host is reached through the proxy, another is refused; each connection is charged and audited", async () => {
-    hits = { allowed: 0, other: 0 };
-    const client = operationsClient(server.url);
-    const profile = await createProfile(client, "egress");
-    const script = `a=$(${curl(portOf(allowed))}); o=$(${curl(portOf(other))}); echo "$a $o"; [ "$a" = 200 ] && [ "$o" = 000 -o "$o" = 403 ]`;
-    const request = execution(profile, ["sh", "-c", script]);
-    const spec = request.spec!.spec;
-    if (spec.case === "executionStart") spec.value.network = true;
-    const { operation } = await client.submitOperation(request);
-    const ended = (await waitForEnd(client, operation!.name, 60_000)).operation;
-    const workspace = join(server.dataDir, "workspaces", ended.name.replace("operations/", ""));
-    expect(readFileSync(join(workspace, "stdout.1.log"), "utf8").trim()).toMatch(/^200 (000|403)$/);
-    expect(ended.state).toBe(TaskState.COMPLETED);
-    expect(hits).toEqual({ allowed: 1, other: 0 });
-    expect(ended.usage?.connectorCalls).toBe(1n);
-    expect(ended.policyDecisions.some((d) => d.gate === "networkProfile" && d.allowed)).toBe(true);
+  for (const where of ["on the server", "on a remote worker"] as const) {
+    it(`with \`network\`, ${where}: the allowed host is reached through the proxy, another is refused; each connection is charged and audited`, async () => {
+      hits = { allowed: 0, other: 0 };
+      const server = where === "on the server" ? serverOf.local() : serverOf.workers();
+      const client = operationsClient(server.url);
+      const profile = await createProfile(client, "egress");
+      const script = `a=$(${curl(portOf(allowed))}); o=$(${curl(portOf(other))}); echo "$a $o"; [ "$a" = 200 ] && [ "$o" = 000 -o "$o" = 403 ]`;
+      const request = execution(profile, ["sh", "-c", script]);
+      const spec = request.spec!.spec;
+      if (spec.case === "executionStart") spec.value.network = true;
+      const { operation } = await client.submitOperation(request);
+      const ended = (await waitForEnd(client, operation!.name, 60_000)).operation;
+      // The script exits 0 only when the allowed site answered 200 and the other was refused.
+      expect(ended.state).toBe(TaskState.COMPLETED);
+      if (where === "on the server") {
+        const workspace = join(server.dataDir, "workspaces", ended.name.replace("operations/", ""));
+        expect(readFileSync(join(workspace, "stdout.1.log"), "utf8").trim()).toMatch(/^200 (000|403)$/);
+      }
+      expect(hits).toEqual({ allowed: 1, other: 0 });
+      expect(ended.usage?.connectorCalls).toBe(1n);
+      expect(ended.policyDecisions.some((d) => d.gate === "networkProfile" && d.allowed)).toBe(true);
 
-    const { records } = await clients(server.url).audit.listAuditRecords({ pageSize: 1000 });
-    const egress = records.filter((record) => record.rpc === "egress" && record.resource === ended.name);
-    expect(egress.map((r) => ({ port: r.egress?.port, allowed: r.decision?.allowed }))).toEqual(
-      expect.arrayContaining([
-        { port: portOf(allowed), allowed: true },
-        { port: portOf(other), allowed: false },
-      ]),
-    );
-    const through = egress.find((r) => r.decision?.allowed);
-    expect(through?.egress?.bytesReceived).toBeGreaterThan(0n);
-    expect(through?.decision?.rule).toBe("egress.allowed-site");
-    expect(JSON.stringify(egress.map((r) => r.decision?.reason))).not.toContain(".ey"); // no credential in the record
-  });
+      const { records } = await clients(server.url).audit.listAuditRecords({ pageSize: 1000 });
+      const egress = records.filter((record) => record.rpc === "egress" && record.resource === ended.name);
+      expect(egress.map((r) => ({ port: r.egress?.port, allowed: r.decision?.allowed }))).toEqual(
+        expect.arrayContaining([
+          { port: portOf(allowed), allowed: true },
+          { port: portOf(other), allowed: false },
+        ]),
+      );
+      const through = egress.find((r) => r.decision?.allowed);
+      expect(through?.egress?.bytesReceived).toBeGreaterThan(0n);
+      expect(through?.decision?.rule).toBe("egress.allowed-site");
+      expect(JSON.stringify(egress.map((r) => r.decision?.reason))).not.toContain(".ey"); // no credential in the record
+    });
+  }
 
   it("refuses a caller without an execution credential of a running, egress-granted attempt", async () => {
     const answer = await new Promise<number>((resolve) => {
