@@ -13,10 +13,8 @@ import { startServerProcess, stopServerProcess, type BenchServer } from "./proce
 import { createBenchProfile, operationsClient, requestIds } from "./records.js";
 import type { Settings } from "./settings.js";
 import { percentile, ratio } from "./stats.js";
-import { runOne } from "./workers.js";
+import { executionsPerSecond, PARALLEL, runOne, SUBMITTERS } from "./workers.js";
 
-const PARALLEL = 4;
-const SUBMITTERS = 16;
 const LATENCY_SAMPLES = 60;
 
 interface Measured {
@@ -32,17 +30,8 @@ async function measure(server: BenchServer, tasks: number): Promise<Measured> {
   for (let i = 0; i < 3; i += 1) await runOne(client, profile, nextId); // warm-up
   const latencies: number[] = [];
   for (let i = 0; i < LATENCY_SAMPLES; i += 1) latencies.push(await runOne(client, profile, nextId));
-  let remaining = tasks;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: SUBMITTERS }, async () => {
-      while (remaining > 0) {
-        remaining -= 1;
-        await runOne(client, profile, nextId);
-      }
-    }),
-  );
-  return { p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99), perSecond: tasks / ((performance.now() - started) / 1000) };
+  const perSecond = await executionsPerSecond(client, profile, nextId, tasks);
+  return { p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99), perSecond };
 }
 
 async function measureServer(args: string[], tasks: number): Promise<Measured> {

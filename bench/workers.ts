@@ -18,8 +18,9 @@ import type { Settings } from "./settings.js";
 import { percentile, ratio } from "./stats.js";
 import { TaskState } from "../src/gen/agentmachine/v1/types_pb.js";
 
-const PARALLEL = 4;
-const SUBMITTERS = 16;
+/** Executions running at once, either way. */
+export const PARALLEL = 4;
+export const SUBMITTERS = 16;
 const LATENCY_SAMPLES = 40;
 
 interface Measured {
@@ -39,11 +40,8 @@ export async function runOne(client: OperationsClient, profile: string, nextId: 
   return performance.now() - started;
 }
 
-async function measure(server: BenchServer, tasks: number): Promise<Measured> {
-  const client = operationsClient(server);
-  const { profile } = await createBenchProfile(client);
-  const nextId = requestIds("bench-exec");
-  await runOne(client, profile, nextId); // warm-up
+/** Completed executions of `true` per second, `tasks` of them submitted by SUBMITTERS clients at once. */
+export async function executionsPerSecond(client: OperationsClient, profile: string, nextId: () => string, tasks: number): Promise<number> {
   let remaining = tasks;
   const started = performance.now();
   await Promise.all(
@@ -54,7 +52,15 @@ async function measure(server: BenchServer, tasks: number): Promise<Measured> {
       }
     }),
   );
-  const perSecond = tasks / ((performance.now() - started) / 1000);
+  return tasks / ((performance.now() - started) / 1000);
+}
+
+async function measure(server: BenchServer, tasks: number): Promise<Measured> {
+  const client = operationsClient(server);
+  const { profile } = await createBenchProfile(client);
+  const nextId = requestIds("bench-exec");
+  await runOne(client, profile, nextId); // warm-up
+  const perSecond = await executionsPerSecond(client, profile, nextId, tasks);
   const latencies: number[] = [];
   for (let i = 0; i < LATENCY_SAMPLES; i += 1) latencies.push(await runOne(client, profile, nextId));
   return { perSecond, p50Ms: percentile(latencies, 50) };
