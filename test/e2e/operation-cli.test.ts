@@ -54,8 +54,8 @@ beforeAll(async () => {
   server = await startTestServer({ bookmarkIntervalMs: 300 });
   env = { AMCTL_SERVER: server.url, AMCTL_TOKEN: server.token };
   cli = (...args) => amctl(args, env);
-  progressScript = join(tempDir(), "progress.cjs");
-  writeFileSync(progressScript, `require("node:fs").writeSync(3, JSON.stringify({ percent: 50, message: "half" }) + "\\n");\n`);
+  // In the repository: an execution's sandbox sees the repository, not the test's temp dirs.
+  progressScript = join(repoRoot, "test/fixtures/progress-half.cjs");
   await createProfile("cli");
 });
 afterAll(() => server.close());

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetDimension } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
 import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { createProfile, execution, isAlive, operationsClient, requestId, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";
+import { commandLine, createProfile, execution, isAlive, operationsClient, processesOf, requestId, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 let server: TestServer;
@@ -150,17 +150,19 @@ describe("local process executor", () => {
 
 describe("cancel", () => {
   it("stops the whole process group of a running execution and records cancelled", async () => {
-    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", "sleep 30 & echo $! > grandchild.pid; wait"]));
+    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", "sleep 30 & wait"]));
     const name = operation!.name;
-    const pidFile = join(workspaceOf(name), "grandchild.pid");
-    await expect.poll(() => existsSync(pidFile) && readFileSync(pidFile, "utf8").trim() !== "", { timeout: 10_000 }).toBe(true);
+    // The grandchild by its host pid (a pid the sandbox's shell could tell is of its own PID namespace).
+    const sleeper = () => processesOf(name).find((pid) => commandLine(pid) === "sleep 30");
+    await expect.poll(sleeper, { timeout: 10_000 }).toBeDefined();
+    const grandchild = sleeper()!;
     const { cancelOperation } = await client.cancelOperation({ name, reason: "user pressed stop" });
     expect(cancelOperation?.type).toBe(OperationType.EXECUTION_CANCEL);
     const { operation: ended, events } = await waitForEnd(client, name);
     expect(ended.state).toBe(TaskState.CANCELLED);
     expect(events.at(-1)?.attributes).toMatchObject({ case: "cancel", value: { cause: { reason: "cancelled", message: "user pressed stop" } } });
-    const grandchild = Number(readFileSync(pidFile, "utf8"));
     expect(isAlive(grandchild)).toBe(false);
+    expect(processesOf(name)).toEqual([]);
     // Terminal: a further cancel is FailedPrecondition.
     expect((await refusal(client.cancelOperation({ name }))).code).toBe(Code.FailedPrecondition);
   });

@@ -13,7 +13,7 @@ import { CallKind } from "../../src/gen/agentmachine/v1/runtime_pb.js";
 import { EventType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
 import { clusterForFile } from "../helpers/cluster-for-file.js";
-import { createProfile, execution, isAlive, operationsClient, waitForEnd, type OperationsClient } from "../helpers/operations.js";
+import { commandLine, createProfile, execution, isAlive, operationsClient, processesOf, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { bundleSource, policyAdmin, policyClient } from "../helpers/policy.js";
 import { clientsFor, issueAgent, roomyBudget, startCredentialed, wideRoot } from "../helpers/runtime.js";
 import { dataDirSharingOperator, startChildReplica, startReplicas, stoppedAfterEach } from "../helpers/replicas.js";
@@ -96,12 +96,15 @@ it("a cancel through one replica stops the process that runs on another", async 
   const profile = await createProfile(viaA, "cancel");
   const { operation } = await viaA.submitOperation(execution(profile, ["sleep", "30"]));
   const running = await until(operationOf(viaA, operation!.name), (op) => op.state === TaskState.RUNNING && op.artifact?.kind.case === "localAgentExecution" && op.artifact.kind.value.processId > 0);
+  // The recorded pid (the sandbox's outermost process) and the program itself, by its host pid.
   const pid = running.artifact!.kind.case === "localAgentExecution" ? running.artifact!.kind.value.processId : 0;
   expect(isAlive(pid)).toBe(true);
+  const program = await until(async () => processesOf(operation!.name).find((p) => commandLine(p) === "/usr/bin/sleep 30" || commandLine(p) === "sleep 30"), (found) => found !== undefined, 10_000);
 
   await viaB.cancelOperation({ name: operation!.name, reason: "from the other replica" });
   expect((await waitForEnd(viaB, operation!.name)).operation.state).toBe(TaskState.CANCELLED);
-  await until(async () => isAlive(pid), (alive) => !alive, 10_000);
+  await until(async () => isAlive(pid) || isAlive(program!), (alive) => !alive, 10_000);
+  expect(processesOf(operation!.name)).toEqual([]);
 }, 60_000);
 
 it("a policy bundle applied through one replica decides on the others within a heartbeat or two", async () => {

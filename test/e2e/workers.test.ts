@@ -4,7 +4,7 @@
 // late report under the dead lease is refused; cancel reaches the worker's process group;
 // each task gets its own credential; budgets are enforced on the worker.
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
@@ -15,9 +15,9 @@ import { BudgetDimension } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { EventType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { AttemptResult, WorkerService } from "../../src/gen/agentmachine/v1/worker_service_pb.js";
 import { bearer } from "../helpers/auth.js";
-import { createProfile, execution, isAlive, operationsClient, waitForEnd, type OperationsClient } from "../helpers/operations.js";
+import { commandLine, createProfile, execution, isAlive, operationsClient, processesOf, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { errorInfo, refusal } from "../helpers/runtime.js";
-import { startTestServer, tempDir, type TestServer } from "../helpers/server.js";
+import { startTestServer, type TestServer } from "../helpers/server.js";
 import { startWorker, stopWorker, workerToken, type WorkerProcess } from "../helpers/workers.js";
 
 const LEASE_TTL_MS = 1500;
@@ -39,6 +39,11 @@ function workerClient(token: string, url = server.url) {
   return createClient(WorkerService, createGrpcTransport({ baseUrl: url, interceptors: [bearer(token)] }));
 }
 
+/** The host pid of the task's process whose command line is `command`, once it runs (workers run on this host). */
+function sleeperOf(operation: string, command: string): number | undefined {
+  return processesOf(operation).find((pid) => commandLine(pid) === command);
+}
+
 async function waitForState(name: string, state: TaskState, timeoutMs = 20_000) {
   await expect.poll(async () => (await client.getOperation({ name })).operation?.state, { timeout: timeoutMs }).toBe(state);
   return (await client.getOperation({ name })).operation!;
@@ -57,18 +62,20 @@ afterAll(() => server.close());
 describe("dispatch", () => {
   it("spreads tasks over the workers, and hands each task its own credential, not the worker's", async () => {
     const [a, b] = [await worker("zone=a", "worker-a"), await worker("zone=b", "worker-b")];
-    const out = tempDir();
-    const script = 'echo "$AMCTL_TOKEN" | sha256sum | cut -c1-64 > "$OUT/$(basename "$AMCTL_OPERATION")"; sleep 1';
+    // Each task reports the digest of its credential as progress (fd 3): a sandboxed task can
+    // write only to its own workspace, which its worker removes when the task ends.
+    const script = 'printf \'{"message": "%s"}\\n\' "$(echo "$AMCTL_TOKEN" | sha256sum | cut -c1-64)" >&3; sleep 1';
     const names = [];
     for (let i = 0; i < 4; i += 1) {
-      const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", script], { env: { OUT: out } }));
+      const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", script]));
       names.push(operation!.name);
     }
     const ended = await Promise.all(names.map((name) => waitForEnd(client, name)));
     expect(ended.map(({ operation }) => operation.state)).toEqual(names.map(() => TaskState.COMPLETED));
     const ran = new Set(ended.map(({ operation }) => operation.worker));
     expect(ran).toEqual(new Set([await a.name(), await b.name()]));
-    const digests = readdirSync(out).map((file) => readFileSync(join(out, file), "utf8").trim());
+    const digests = ended.map(({ events }) => events.flatMap((event) => (event.attributes.case === "progress" ? [event.attributes.value.message] : [])).at(-1));
+    for (const digest of digests) expect(digest).toMatch(/^[0-9a-f]{64}$/);
     expect(new Set(digests).size).toBe(4);
     const workerDigests = [a, b].map((w) => createHash("sha256").update(`${readFileSync(w.tokenFile, "utf8")}\n`).digest("hex"));
     for (const digest of workerDigests) expect(digests).not.toContain(digest);
@@ -89,14 +96,14 @@ describe("dispatch", () => {
 
   it("passes a cancel to the worker, which stops the whole process group", async () => {
     await worker("zone=a", "worker-a");
-    const out = tempDir();
-    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", 'sleep 600 & echo $! > "$OUT/pid"; wait'], { env: { OUT: out } }));
-    await expect.poll(() => existsSync(join(out, "pid")), { timeout: 20_000 }).toBe(true);
-    const pid = Number(readFileSync(join(out, "pid"), "utf8"));
-    expect(isAlive(pid)).toBe(true);
+    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", "sleep 600 & wait"]));
+    // The grandchild by its host pid (the task's shell would tell its pid in the sandbox's PID namespace).
+    await expect.poll(() => sleeperOf(operation!.name, "sleep 600"), { timeout: 20_000 }).toBeDefined();
+    const pid = sleeperOf(operation!.name, "sleep 600")!;
     await client.cancelOperation({ name: operation!.name, reason: "enough" });
     expect((await waitForEnd(client, operation!.name)).operation.state).toBe(TaskState.CANCELLED);
     await expect.poll(() => isAlive(pid), { timeout: 10_000 }).toBe(false);
+    expect(processesOf(operation!.name)).toEqual([]);
   });
 
   it("enforces the task's budget on the worker", async () => {
@@ -113,18 +120,20 @@ describe("dispatch", () => {
 
 describe("a lost worker", () => {
   it("loses its lease when killed mid-task: the task completes on another worker exactly once, and the dead lease's late report is refused", async () => {
-    const a = await worker("zone=a", "worker-a", 1);
-    const b = await worker("zone=a", "worker-b", 1);
-    const out = tempDir();
-    mkdirSync(join(out, "done"));
-    // The first attempt sleeps long enough to be killed mid-task; the retry finishes at once.
-    const script = 'echo "$AMCTL_OPERATION" >> "$OUT/started"; [ "$(wc -l < "$OUT/started")" -gt 1 ] || sleep 5; touch "$OUT/done/$$"';
-    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", script], { env: { OUT: out }, retryPolicy: RETRY }));
+    // The first attempt runs on the only worker yet; there, and only there (tasks share no
+    // place to count attempts in: each sees its own workspace alone), it sleeps long enough to
+    // be killed mid-task; the retry, on the other worker, finishes at once.
+    const first = await worker("zone=a", "worker-a", 1);
+    const script = 'touch started; case "$(pwd)" in "$SLOW"/*) sleep 5 ;; esac; touch done';
+    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", script], { env: { SLOW: first.workDir! }, retryPolicy: RETRY }));
     const name = operation!.name;
     const running = await waitForState(name, TaskState.RUNNING);
-    const [first, second] = running.worker === (await a.name()) ? [a, b] : [b, a];
+    expect(running.worker).toBe(await first.name());
     const assigned = await first.waitForLog((line) => line.msg === "assigned" && line.operation === name);
-    await expect.poll(() => existsSync(join(out, "started")), { timeout: 20_000 }).toBe(true);
+    const second = await worker("zone=a", "worker-b", 1);
+    const firstWorkspace = join(first.workDir!, name.replace("operations/", ""));
+    await expect.poll(() => sleeperOf(name, "sleep 5"), { timeout: 20_000 }).toBeDefined();
+    expect(existsSync(join(firstWorkspace, "started"))).toBe(true);
     first.child.kill("SIGKILL");
 
     const { events, operation: ended } = await waitForEnd(client, name, 30_000);
@@ -134,9 +143,11 @@ describe("a lost worker", () => {
     const retry = events.find((event) => event.type === EventType.RETRY);
     expect(retry?.attributes.case === "retry" ? retry.attributes.value.cause?.reason : undefined).toBe("worker_lost");
     expect(events.filter((event) => event.type === EventType.COMPLETE)).toHaveLength(1);
-    // The killed worker's task died with it (a surviving first run would also have finished by now).
+    // The killed worker's task died with it (a surviving first run would also have finished by
+    // now, in the workspace its dead worker could not remove).
     await new Promise((resolve) => setTimeout(resolve, 5500));
-    expect(readdirSync(join(out, "done"))).toHaveLength(1);
+    expect(existsSync(join(firstWorkspace, "done"))).toBe(false);
+    expect(processesOf(name)).toEqual([]);
 
     const late = await refusal(
       workerClient(readFileSync(first.tokenFile, "utf8")).reportOutcome({
@@ -155,15 +166,17 @@ describe("a lost worker", () => {
 describe("a worker that stops", () => {
   it("stops its tasks on SIGTERM and reports them failed (retryable), so they are retried on another worker at once", async () => {
     const a = await worker("zone=a", "worker-a", 1);
-    const out = tempDir();
-    const script = 'echo x >> "$OUT/started"; [ "$(wc -l < "$OUT/started")" -gt 1 ] || sleep 600';
-    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", script], { env: { OUT: out }, retryPolicy: RETRY }));
+    // Sleeps on the first worker only (see "a lost worker").
+    const script = 'case "$(pwd)" in "$SLOW"/*) sleep 600 ;; esac';
+    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", script], { env: { SLOW: a.workDir! }, retryPolicy: RETRY }));
     const name = operation!.name;
     await waitForState(name, TaskState.RUNNING);
-    await expect.poll(() => existsSync(join(out, "started")), { timeout: 20_000 }).toBe(true);
+    await expect.poll(() => sleeperOf(name, "sleep 600"), { timeout: 20_000 }).toBeDefined();
+    const sleeper = sleeperOf(name, "sleep 600")!;
     const b = await worker("zone=a", "worker-b", 1);
     a.child.kill("SIGTERM");
     expect(await a.exited).toBe(0);
+    expect(isAlive(sleeper)).toBe(false);
 
     const { events, operation: ended } = await waitForEnd(client, name, 30_000);
     expect([ended.state, ended.attempt, ended.worker]).toEqual([TaskState.COMPLETED, 2, await b.name()]);
@@ -177,15 +190,20 @@ describe("a worker's workspaces", () => {
     const started = startWorker(server.url, await workerToken(server.dataDir, "worker-tmp"), ["--capacity", "1"], true);
     workers.push(started);
     await started.name();
-    const out = tempDir();
-    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", 'pwd > "$OUT/pwd"'], { env: { OUT: out } }));
-    expect((await waitForEnd(client, operation!.name)).operation.state).toBe(TaskState.COMPLETED);
-    const workspace = readFileSync(join(out, "pwd"), "utf8").trim();
+    // The task reports its working directory as progress (fd 3); the sleep lets it be read first.
+    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", 'printf \'{"message": "%s"}\\n\' "$(pwd)" >&3; sleep 1']));
+    const { operation: ended, events } = await waitForEnd(client, operation!.name);
+    expect(ended.state).toBe(TaskState.COMPLETED);
+    const workspace = events.flatMap((event) => (event.attributes.case === "progress" ? [event.attributes.value.message] : [])).at(-1)!;
+    expect(workspace).toMatch(/^\//);
     const workDir = dirname(workspace);
     expect(basename(workDir)).toMatch(/^amctl-worker-/);
     expect(dirname(workDir)).toBe(tmpdir());
     expect(existsSync(workspace)).toBe(false); // removed with its task
-    expect(statSync(workDir).mode & 0o777).toBe(0o700);
+    // Private: the worker's alone, but for search (no listing) by the sandboxes' group, whose
+    // bubblewrap reaches each workspace by its path (src/sandbox/sandbox.ts, letGroupTraverse).
+    const { mode, gid } = statSync(workDir);
+    expect({ mode: mode & 0o777, gid }).toEqual({ mode: 0o710, gid: 65534 });
     await stopWorker(started);
     expect(existsSync(workDir)).toBe(false);
   });

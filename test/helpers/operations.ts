@@ -79,6 +79,15 @@ export function processesOf(operation: string): number[] {
   return found;
 }
 
+/** A live process's command line, its arguments joined by spaces (e.g. "sleep 30"); undefined once it is gone. */
+export function commandLine(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0$/, "").split("\0").join(" ");
+  } catch {
+    return undefined;
+  }
+}
+
 /** Follows an operation to its terminal event; returns every event and the final operation. */
 export async function waitForEnd(client: OperationsClient, name: string, timeoutMs = 20_000): Promise<{ events: OperationEvent[]; operation: Operation }> {
   const events: OperationEvent[] = [];

@@ -19,6 +19,8 @@ export interface WorkerProcess {
   waitForLog(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
   /** The file holding the worker's credential. */
   tokenFile: string;
+  /** Where its task workspaces are made (its --work-dir); undefined when it chose one itself. */
+  workDir: string | undefined;
   exited: Promise<number | string>;
 }
 
@@ -32,8 +34,8 @@ export function startWorker(url: string, token: string, args: string[] = [], def
   const dir = tempDir();
   const tokenFile = join(dir, "token");
   writeFileSync(tokenFile, token, { mode: 0o600 });
-  const workDir = defaultWorkDir ? [] : ["--work-dir", join(dir, "work")];
-  const child = spawn(process.execPath, [join(repoRoot, "bin/amctl.mjs"), "--token-file", tokenFile, "worker", "--server", url, ...workDir, ...args], {
+  const workDir = defaultWorkDir ? undefined : join(dir, "work");
+  const child = spawn(process.execPath, [join(repoRoot, "bin/amctl.mjs"), "--token-file", tokenFile, "worker", "--server", url, ...(workDir !== undefined ? ["--work-dir", workDir] : []), ...args], {
     stdio: ["ignore", "ignore", "pipe"],
   });
   const logs = new FollowedLines<Record<string, unknown>>();
@@ -53,6 +55,7 @@ export function startWorker(url: string, token: string, args: string[] = [], def
     waitForLog,
     name: async () => (await waitForLog((line) => line.msg === "connected")).worker as string,
     tokenFile,
+    workDir,
     exited,
   };
 }
