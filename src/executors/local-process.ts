@@ -46,6 +46,7 @@ import { readProgressLines } from "./progress-lines.js";
 import { treeMembers } from "./process-group.js";
 import { networkEgressAllowed } from "./container-invocation.js";
 import { resolveExecutable } from "./resolve-executable.js";
+import { ENVIRONMENT_FD } from "../sandbox/launcher.js";
 import { SANDBOX_ARGS_FD, type PreparedSandbox, type Sandboxes } from "../sandbox/sandbox.js";
 import { exhaustion, firstExhausted, usageBudget, UsageMeter, type Exhaustion, type Metered } from "./usage-meter.js";
 
@@ -75,6 +76,14 @@ interface Launch {
   cwd: string;
   env: NodeJS.ProcessEnv;
   sandbox?: PreparedSandbox;
+}
+
+function signalProcess(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // gone meanwhile
+  }
 }
 
 /** An error's code (EACCES, ENOENT…), or its class: never its message, which may quote a value. */
@@ -182,11 +191,14 @@ export class LocalProcessExecutor implements Executor {
       const child = spawn(launch.file, launch.args, {
         cwd: launch.cwd,
         env: launch.env,
-        // fd 4 carries bubblewrap's options (sandbox.ts)
-        stdio: ["ignore", "pipe", "pipe", "pipe", ...(sandbox ? (["pipe"] as const) : [])],
+        // fd 4 carries bubblewrap's options, fd 5 the program's environment (src/sandbox/)
+        stdio: ["ignore", "pipe", "pipe", "pipe", ...(sandbox ? (["pipe", "pipe"] as const) : [])],
         detached: true, // its own process group, so a kill reaches every descendant
       });
-      if (sandbox !== undefined) (child.stdio[SANDBOX_ARGS_FD] as Writable).end(sandbox.bwrapArgs);
+      if (sandbox !== undefined) {
+        (child.stdio[SANDBOX_ARGS_FD] as Writable).end(sandbox.bwrapArgs);
+        (child.stdio.at(ENVIRONMENT_FD) as Writable).end(sandbox.environment);
+      }
       const stdout = captureTo(child.stdout!, captureLogPath(workspace, "stdout", attempt.attempt), this.options.outputLimitBytes);
       const stderr = captureTo(child.stderr!, captureLogPath(workspace, "stderr", attempt.attempt), this.options.outputLimitBytes);
       // At most 64 KiB a line: a longer one is dropped as it arrives (progress-lines.ts).
@@ -202,6 +214,11 @@ export class LocalProcessExecutor implements Executor {
 
       let stopped: "cancelled" | Exhaustion | undefined;
       const killGroup = (sig: NodeJS.Signals): void => {
+        // A sandbox's processes are in no group of ours (a new session): each is killed,
+        // bwrap's init among them, which ends the PID namespace.
+        if (sig === "SIGKILL" && sandbox !== undefined && child.pid !== undefined) {
+          for (const member of treeMembers(child.pid)) signalProcess(member.pid, sig);
+        }
         try {
           if (child.pid !== undefined) process.kill(-child.pid, sig);
         } catch {
@@ -215,12 +232,7 @@ export class LocalProcessExecutor implements Executor {
         if (sandbox === undefined || child.pid === undefined) return killGroup("SIGTERM");
         const root = child.pid;
         for (const member of treeMembers(root)) {
-          if (member.pid === root || member.ppid === root) continue;
-          try {
-            process.kill(member.pid, "SIGTERM");
-          } catch {
-            // gone meanwhile
-          }
+          if (member.pid !== root && member.ppid !== root) signalProcess(member.pid, "SIGTERM");
         }
       };
       const stop = (why: "cancelled" | Exhaustion): void => {
@@ -256,9 +268,13 @@ export class LocalProcessExecutor implements Executor {
         finished = true;
         signal.removeEventListener("abort", onAbort);
         meter.stop();
-        // Whatever the leader did, nothing of the group may outlive the attempt (in a sandbox,
-        // the namespace died with its init already).
+        // Whatever the leader did, nothing of the group may outlive the attempt. In a sandbox
+        // the namespace died with its init already; its cgroups are emptied all the same, in
+        // case bwrap's init outlived bwrap.
+        const oomKilled = sandbox?.oomKilled() === true; // read before the cgroups go
+        const cgroupPeakBytes = sandbox?.peakMemoryBytes() ?? 0;
         killGroup("SIGKILL");
+        sandbox?.close();
         // Without a sandbox, a process that left the group (setsid) may still hold the output
         // pipes: they are read a moment longer, then let go, so the attempt still ends.
         const pipesClosed = Promise.all([stdout.done, stderr.done]);
@@ -269,7 +285,10 @@ export class LocalProcessExecutor implements Executor {
         }, PIPE_DRAIN_MS);
         await pipesClosed;
         clearTimeout(late);
-        const used = await meter.final();
+        const measured = await meter.final();
+        // The cgroup's peak sees what sampling every 250 ms misses (an allocation the kernel
+        // stopped between two samples); it counts page cache too, so it is the larger reading.
+        const used = { ...measured, sandboxMemoryBytes: Math.max(measured.sandboxMemoryBytes, cgroupPeakBytes) };
         const usage = usageBudget(used);
         // Killed by a signal: the shell convention 128 + signal number.
         const exitCode = exit instanceof Error ? null : (exit.code ?? (exit.signal ? 128 + constants.signals[exit.signal] : null));
@@ -296,12 +315,16 @@ export class LocalProcessExecutor implements Executor {
           resolveOutcome({ kind: "cancelled", artifact, usage });
           return;
         }
-        // bwrap reports a program killed by a signal as exit code 128 + its number.
-        const cpuLimited = exit.signal === CPU_LIMIT_SIGNAL || (sandbox !== undefined && exitCode === 128 + constants.signals[CPU_LIMIT_SIGNAL]);
+        // bwrap reports a program killed by a signal as exit code 128 + its number, which a
+        // program may also exit with: it counts as the CPU limit only when the sandbox did use
+        // about that much CPU (the meter may miss at most one sampling period of it).
+        const cpuLimited =
+          exit.signal === CPU_LIMIT_SIGNAL ||
+          (sandbox !== undefined && limits.cpuGpuComputeSeconds > 0 && exitCode === 128 + constants.signals[CPU_LIMIT_SIGNAL] && used.cpuGpuComputeSeconds >= limits.cpuGpuComputeSeconds - 0.5);
         const exhausted =
           stopped ??
           (cpuLimited ? exhaustion("cpuGpuComputeSeconds", `a process reached its CPU time limit of ${limits.cpuGpuComputeSeconds} s`) : undefined) ??
-          (sandbox?.oomKilled() === true ? exhaustion("sandboxMemoryBytes", `the sandbox reached its memory limit of ${limits.sandboxMemoryBytes} bytes`) : undefined) ??
+          (oomKilled ? exhaustion("sandboxMemoryBytes", `the sandbox reached its memory limit of ${limits.sandboxMemoryBytes} bytes`) : undefined) ??
           firstExhausted(used, limits);
         if (exhausted !== undefined) {
           const cause = create(StopCauseSchema, { reason: "budget_exhausted", ...exhausted });

@@ -16,11 +16,12 @@
 //   lifetime     bwrap's child dies with bwrap (--die-with-parent); it is the PID namespace's
 //                init, so when it goes, the kernel kills every process left in the namespace
 //
-// The options are handed to bwrap through a file descriptor (--args FD), with the environment
-// as --setenv pairs after --clearenv: values never appear on a command line that other users
-// of the host can read in /proc, and nothing the caller chose (LD_PRELOAD…) is in the
-// environment of setpriv and bwrap, which run outside the sandbox. The command itself stays on
-// bwrap's command line (bwrap takes only options from the descriptor).
+// The options are handed to bwrap through a file descriptor (--args FD); the command itself
+// stays on bwrap's command line (bwrap takes only options from the descriptor). The
+// environment is cleared: the execution's own reaches the program through the launcher's pipe
+// (launcher.ts), so its values never appear on a command line that other users of the host can
+// read in /proc, and nothing the caller chose (LD_PRELOAD…) is in the environment of setpriv
+// and bwrap, which run outside the sandbox.
 import { existsSync, lstatSync } from "node:fs";
 
 export const SANDBOX_RUN_DIR = "/run/amctl";
@@ -36,8 +37,6 @@ export interface SandboxLayout {
   cwd: string;
   /** Size of the private /tmp. */
   tmpBytes: number;
-  /** The environment inside, exactly. */
-  env: Readonly<Record<string, string>>;
 }
 
 /** System paths bound read-only when they exist; on a merged-/usr system the top-level ones are symlinks, recreated as such. */
@@ -56,7 +55,6 @@ function systemBinds(): string[] {
 
 /** bwrap's options; the command follows `--` on its command line. */
 export function bubblewrapOptions(layout: SandboxLayout): string[] {
-  const env = Object.entries(layout.env).flatMap(([name, value]) => ["--setenv", name, value]);
   return [
     "--unshare-all",
     "--unshare-user",
@@ -86,7 +84,7 @@ export function bubblewrapOptions(layout: SandboxLayout): string[] {
     SANDBOX_RUN_DIR,
     "--chdir",
     layout.cwd,
+    // The launcher gets no environment; it hands the program its own (launcher.ts).
     "--clearenv",
-    ...env,
   ];
 }

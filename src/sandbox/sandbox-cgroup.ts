@@ -8,7 +8,7 @@
 // hierarchy) are both handled. A process enters its groups before it execs setpriv (see
 // sandbox.ts), so nothing the sandbox starts escapes them. Where no group can be made, the
 // caller falls back to RLIMIT_NPROC and metering.
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 const ROOT = "/sys/fs/cgroup";
@@ -25,8 +25,14 @@ export interface SandboxCgroup {
   procsFiles: string[];
   /** Whether the kernel's OOM killer acted in the group (the memory limit was reached). */
   oomKilled(): boolean;
-  /** Removes the groups (they must be empty: call after the sandbox is gone). */
-  remove(): void;
+  /** The most memory the group held (0 without a memory group): it sees what sampling misses. */
+  peakMemoryBytes(): number;
+  /**
+   * Kills every process in the groups, whatever its parentage (one that bwrap's init left
+   * behind, re-parented outside the sandbox's tree, included), then removes the groups once
+   * they are empty: call when the attempt ends.
+   */
+  killAndRemove(): void;
 }
 
 function isV2(): boolean {
@@ -52,13 +58,13 @@ export function createSandboxCgroup(id: string, limits: CgroupLimits): SandboxCg
       writeFileSync(join(ROOT, PARENT, "cgroup.subtree_control"), "+pids +memory");
       const dir = makeGroup(ROOT, id, { "pids.max": String(limits.maxProcesses), ...(limits.memoryBytes > 0 ? { "memory.max": String(limits.memoryBytes) } : {}) });
       made.push(dir);
-      return group(made, () => /^oom_kill [1-9]/m.test(readFileSync(join(dir, "memory.events"), "utf8")));
+      return group(made, () => /^oom_kill [1-9]/m.test(readFileSync(join(dir, "memory.events"), "utf8")), join(dir, "memory.peak"));
     }
     made.push(makeGroup(join(ROOT, "pids"), id, { "pids.max": String(limits.maxProcesses) }));
     if (limits.memoryBytes > 0) {
       const memory = makeGroup(join(ROOT, "memory"), id, { "memory.limit_in_bytes": String(limits.memoryBytes) });
       made.push(memory);
-      return group(made, () => /^oom_kill [1-9]/m.test(readFileSync(join(memory, "memory.oom_control"), "utf8")));
+      return group(made, () => /^oom_kill [1-9]/m.test(readFileSync(join(memory, "memory.oom_control"), "utf8")), join(memory, "memory.max_usage_in_bytes"));
     }
     return group(made, () => false);
   } catch {
@@ -67,18 +73,54 @@ export function createSandboxCgroup(id: string, limits: CgroupLimits): SandboxCg
   }
 }
 
-function removeAll(dirs: readonly string[]): void {
+function removeAll(dirs: readonly string[]): boolean {
+  let removed = true;
   for (const dir of dirs) {
     try {
       rmdirSync(dir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") removed = false; // still busy
+    }
+  }
+  return removed;
+}
+
+/** The pids in a group now. */
+function members(dir: string): number[] {
+  try {
+    return readFileSync(join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Removes the groups that sandboxes left behind (a server killed before it could): a group
+ * whose sandbox still runs is not empty, and rmdir refuses it.
+ */
+export function sweepLeftoverCgroups(): void {
+  for (const base of isV2() ? [ROOT] : [join(ROOT, "pids"), join(ROOT, "memory")]) {
+    let names: string[];
+    try {
+      names = readdirSync(join(base, PARENT));
     } catch {
-      // still busy or gone; the next start's sweep is not needed: names are unique
+      continue;
+    }
+    for (const name of names) {
+      if (statSync(join(base, PARENT, name)).isDirectory()) removeAll([join(base, PARENT, name)]);
     }
   }
 }
 
-function group(dirs: string[], oom: () => boolean): SandboxCgroup {
+function group(dirs: string[], oom: () => boolean, peakFile?: string): SandboxCgroup {
   return {
+    peakMemoryBytes: () => {
+      try {
+        return peakFile === undefined ? 0 : Number(readFileSync(peakFile, "utf8").trim()) || 0;
+      } catch {
+        return 0; // memory.peak is new (Linux 5.19)
+      }
+    },
     procsFiles: dirs.map((dir) => join(dir, "cgroup.procs")),
     oomKilled: () => {
       try {
@@ -87,6 +129,23 @@ function group(dirs: string[], oom: () => boolean): SandboxCgroup {
         return false;
       }
     },
-    remove: () => removeAll(dirs),
+    killAndRemove: () => {
+      // Each round kills what is there; a process forked meanwhile is caught by the next one.
+      const rounds = { left: 50 };
+      const attempt = (): void => {
+        for (const dir of dirs) {
+          for (const pid of members(dir)) {
+            try {
+              process.kill(pid, "SIGKILL");
+            } catch {
+              // gone meanwhile
+            }
+          }
+        }
+        if (removeAll(dirs) || --rounds.left <= 0) return;
+        setTimeout(attempt, 20).unref(); // killed processes take a moment to leave the group
+      };
+      attempt();
+    },
   };
 }

@@ -13,17 +13,17 @@
 // with only what is listed, an unprivileged uid, and every connection attributed to its
 // operation so it can be decided, charged and audited.
 //
-// Process chain: sh (cgroups, rlimits) → [setpriv to the sandbox uid] → bwrap → launcher → the
-// program. Each execs the next, so the spawned pid is bwrap's. Outside the
+// Process chain: sh (cgroups, rlimits) → [setpriv to the sandbox uid] → bwrap → launcher (perl)
+// → the program. Each execs the next, so the spawned pid is bwrap's. Outside the
 // sandbox only trusted binaries run, with a fixed environment.
 import { spawnSync } from "node:child_process";
 import { chmodSync, chownSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { resolveExecutable } from "../executors/resolve-executable.js";
 import { bubblewrapOptions } from "./bubblewrap-args.js";
-import { launcherArgv, type Bridge } from "./launcher.js";
+import { encodeEnvironment, launcherArgv, type Bridge } from "./launcher.js";
 import { PlaneSockets, type PlaneAddress } from "./plane-sockets.js";
-import { createSandboxCgroup, type SandboxCgroup } from "./sandbox-cgroup.js";
+import { createSandboxCgroup, sweepLeftoverCgroups, type SandboxCgroup } from "./sandbox-cgroup.js";
 
 /** Where the sandbox's helper programs are looked up: system directories only. */
 const SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -33,11 +33,13 @@ export const SANDBOX_ARGS_FD = 4;
 export const SANDBOX_ID = 65534;
 const EGRESS_PORT = 3128;
 
-const INSTALL_HINT = "install bubblewrap and socat (Debian/Ubuntu: apt-get install -y bubblewrap socat), or start the server with --unsafe-no-sandbox for development only";
+const INSTALL_HINT = "install bubblewrap and socat (Debian/Ubuntu: apt-get install -y bubblewrap socat; perl comes with the system), or start the server with --unsafe-no-sandbox for development only";
 
 export interface SandboxTools {
   bwrap: string;
   socat: string;
+  /** Runs the launcher (launcher.ts). */
+  perl: string;
   /** Needed when the server runs as root (to leave root before bwrap). */
   setpriv?: string;
 }
@@ -58,10 +60,11 @@ function find(program: string): string | undefined {
 export function probeSandbox(bwrapPath?: string): SandboxProbe {
   const bwrap = bwrapPath === undefined ? find("bwrap") : find(bwrapPath);
   const socat = find("socat");
+  const perl = find("perl");
   const setpriv = find("setpriv");
-  const missing = [bwrap ? undefined : "bwrap (bubblewrap)", socat ? undefined : "socat", isRoot && !setpriv ? "setpriv (util-linux)" : undefined].filter(Boolean);
-  if (missing.length > 0 || bwrap === undefined || socat === undefined) return { available: false, reason: `no sandbox: ${missing.join(", ")} not found; ${INSTALL_HINT}` };
-  const tools: SandboxTools = { bwrap, socat, ...(setpriv ? { setpriv } : {}) };
+  const missing = [bwrap ? undefined : "bwrap (bubblewrap)", socat ? undefined : "socat", perl ? undefined : "perl", isRoot && !setpriv ? "setpriv (util-linux)" : undefined].filter(Boolean);
+  if (missing.length > 0 || bwrap === undefined || socat === undefined || perl === undefined) return { available: false, reason: `no sandbox: ${missing.join(", ")} not found; ${INSTALL_HINT}` };
+  const tools: SandboxTools = { bwrap, socat, perl, ...(setpriv ? { setpriv } : {}) };
   const trial = spawnSync(isRoot ? setpriv! : bwrap, [...(isRoot ? dropTo(bwrap) : []), "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--ro-bind", "/", "/", "--", "/bin/true"], {
     env: { PATH: SYSTEM_PATH },
     timeout: 10_000,
@@ -128,9 +131,13 @@ export interface PreparedSandbox {
   env: Record<string, string>;
   /** bwrap's options, to write to SANDBOX_ARGS_FD, then close it. */
   bwrapArgs: Buffer;
+  /** The program's environment, to write to ENVIRONMENT_FD, then close it. */
+  environment: Buffer;
   /** Whether the kernel's OOM killer ended something in the sandbox (memory at its cgroup limit). */
   oomKilled(): boolean;
-  /** Call once the sandbox is gone. */
+  /** The most memory the sandbox's cgroup held; 0 where there is none. */
+  peakMemoryBytes(): number;
+  /** Call when the attempt ends (again is harmless): kills whatever is left in the sandbox's cgroups, removes them and the sockets. */
   close(): void;
 }
 
@@ -138,7 +145,9 @@ export class Sandboxes {
   constructor(
     private readonly tools: SandboxTools,
     private readonly options: SandboxOptions,
-  ) {}
+  ) {
+    if (isRoot) sweepLeftoverCgroups();
+  }
 
   async prepare(request: SandboxRequest): Promise<PreparedSandbox> {
     const owner = isRoot ? { uid: SANDBOX_ID, gid: SANDBOX_ID } : undefined;
@@ -149,6 +158,7 @@ export class Sandboxes {
     }
     const sockets = await PlaneSockets.open({ plane: request.plane, ...(request.egressCredential !== undefined ? { egressCredential: request.egressCredential } : {}), ...(owner ? { owner } : {}) });
     let cgroup: SandboxCgroup | undefined;
+    let closed = false;
     try {
       cgroup = isRoot ? createSandboxCgroup(request.id, { maxProcesses: this.options.maxProcesses, memoryBytes: request.memoryBytes }) : undefined;
       const insidePort = request.plane.port;
@@ -160,22 +170,26 @@ export class Sandboxes {
         AMCTL_SERVER: `http://127.0.0.1:${insidePort}`,
         ...(sockets.egress ? { HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: "", no_proxy: "" } : {}),
       };
-      const options = bubblewrapOptions({ readOnly: this.options.readOnly, workspace: request.workspace, runDir: sockets.dir, cwd: request.cwd, tmpBytes: this.options.tmpBytes, env });
-      const chain = this.chain(request, cgroup, launcherArgv(this.tools.socat, bridges, request.argv, "PWD" in request.env));
+      const options = bubblewrapOptions({ readOnly: this.options.readOnly, workspace: request.workspace, runDir: sockets.dir, cwd: request.cwd, tmpBytes: this.options.tmpBytes });
+      const chain = this.chain(request, cgroup, launcherArgv(this.tools.perl, this.tools.socat, bridges, request.argv));
       const prepared: PreparedSandbox = {
         ...chain,
         env: { PATH: SYSTEM_PATH },
         bwrapArgs: Buffer.from(options.map((option) => `${option}\0`).join(""), "utf8"),
+        environment: encodeEnvironment(env),
         oomKilled: () => cgroup?.oomKilled() ?? false,
+        peakMemoryBytes: () => cgroup?.peakMemoryBytes() ?? 0,
         close: () => {
+          if (closed) return;
+          closed = true;
           sockets.close();
-          cgroup?.remove();
+          cgroup?.killAndRemove();
         },
       };
       return prepared;
     } catch (error) {
       sockets.close();
-      cgroup?.remove();
+      cgroup?.killAndRemove();
       throw error;
     }
   }

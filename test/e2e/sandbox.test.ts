@@ -251,3 +251,37 @@ describe("egress goes only through the plane's proxy, decided per destination, c
     expect(answer).toBe(403);
   });
 });
+
+describe("inside the sandbox a program gets what it would get outside", () => {
+  let sandboxed: TestServer;
+  let unsafe: TestServer;
+  beforeAll(async () => {
+    sandboxed = await startTestServer();
+    unsafe = await startTestServer({ sandbox: { ...defaultConfig.sandbox, unsafeNoSandbox: true } });
+  });
+  afterAll(() => Promise.all([sandboxed.close(), unsafe.close()]));
+
+  async function runOn(server: TestServer, argv: string[], env: Record<string, string> = {}, budget = {}) {
+    const client = operationsClient(server.url);
+    const profile = await createProfile(client, `same-${Math.random().toString(36).slice(2, 8)}`);
+    const { operation } = await client.submitOperation(execution(profile, argv, { env }, budget));
+    const ended = (await waitForEnd(client, operation!.name, 60_000)).operation;
+    const stdout = readFileSync(join(server.dataDir, "workspaces", ended.name.replace("operations/", ""), "stdout.1.log"), "utf8");
+    return { ended, stdout };
+  }
+
+  it("exactly its environment: names a shell would rewrite or drop come through unchanged", async () => {
+    const env = { IFS: "x", PPID: "5", OPTIND: "7", PWD: "/elsewhere", "MY.VAR": "1", "A-B": "2", SPACED: "a b\tc" };
+    const print = [process.execPath, "-e", `const e = process.env; console.log(JSON.stringify(Object.fromEntries(${JSON.stringify(Object.keys(env))}.map((k) => [k, e[k]]))))`];
+    const inside = await runOn(sandboxed, print, env);
+    const outside = await runOn(unsafe, print, env);
+    expect(JSON.parse(outside.stdout)).toEqual(env);
+    expect(JSON.parse(inside.stdout)).toEqual(env);
+  });
+
+  it("an exit code of 128 + SIGXCPU is an exit code, not the CPU limit, when no CPU was used", async () => {
+    const { ended } = await runOn(sandboxed, ["sh", "-c", "exit 152"], {}, { cpuGpuComputeSeconds: 5n });
+    expect(ended.state).toBe(TaskState.FAILED);
+    expect(ended.stopCause?.reason).toBe("exit_code");
+  });
+});
