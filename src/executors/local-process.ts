@@ -195,6 +195,9 @@ export class LocalProcessExecutor implements Executor {
         stdio: ["ignore", "pipe", "pipe", "pipe", ...(sandbox ? (["pipe", "pipe"] as const) : [])],
         detached: true, // its own process group, so a kill reaches every descendant
       });
+      // A pipe whose other end dies unread (a sandbox killed while it starts) reports
+      // ECONNRESET: that ends the pipe, nothing more; its close still ends the capture.
+      for (const pipe of child.stdio) pipe?.on("error", () => pipe.destroy());
       if (sandbox !== undefined) {
         (child.stdio[SANDBOX_ARGS_FD] as Writable).end(sandbox.bwrapArgs);
         (child.stdio.at(ENVIRONMENT_FD) as Writable).end(sandbox.environment);

@@ -162,7 +162,7 @@ export function egressProxy(deps: EgressProxyDeps) {
       upstream.on("data", (chunk: Buffer) => (received += BigInt(chunk.length)));
       client.pipe(upstream).pipe(client);
     });
-    upstream.once("error", (error: NodeJS.ErrnoException) => {
+    upstream.on("error", (error: NodeJS.ErrnoException) => {
       if (!established) answer(client, 502, "Bad Gateway", `amctl egress proxy: cannot connect to ${target}: ${error.code ?? "error"}`);
       else client.destroy();
     });

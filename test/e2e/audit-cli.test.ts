@@ -15,7 +15,7 @@ import { recordHash } from "../../src/audit/chain.js";
 import { checkpointBody, parseVerifierKey, signCheckpoint } from "../../src/audit/signed-note.js";
 import type { AuditCheckpoint } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
-import { bearer, fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
+import { bearer, copyOperatorKey, fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
 import { postgresAuditTables, sqliteAuditTables, type AuditTables } from "../helpers/audit-tables.js";
 import { amctl, type CliResult } from "../helpers/cli.js";
 import { clusterForFile } from "../helpers/cluster-for-file.js";
@@ -121,6 +121,7 @@ async function writeLog(store: Store): Promise<Log> {
 function copyDataDir(dataDir: string): string {
   const copy = tempDir("amctl-audit-copy-");
   cpSync(dataDir, copy, { recursive: true });
+  copyOperatorKey(dataDir, copy); // the private key lives outside the data dir, by its path
   return copy;
 }
 

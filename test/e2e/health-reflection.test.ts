@@ -32,10 +32,11 @@ describe("grpc.health.v1.Health", () => {
     await expect(health().check({ service: "no.such.Service" })).rejects.toMatchObject({ code: Code.NotFound });
   });
 
-  it("List names every served service", async () => {
+  it("List names every served service, and the sandbox entry (SERVING: executions are sandboxed)", async () => {
     const { statuses } = await health().list({});
+    expect(statuses["agentmachine.v1.ExecutionSandbox"]?.status).toBe(Status.SERVING);
     expect(Object.keys(statuses).sort()).toEqual(
-      ["", "agentmachine.v1.AuditService", "agentmachine.v1.ContractService", "agentmachine.v1.DelegationService", "agentmachine.v1.DiagnosticsService", "agentmachine.v1.OperationService", "agentmachine.v1.PolicyService", "agentmachine.v1.RuntimeService", "agentmachine.v1.ProfileService", "agentmachine.v1.WorkerService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
+      ["", "agentmachine.v1.ExecutionSandbox", "agentmachine.v1.AuditService", "agentmachine.v1.ContractService", "agentmachine.v1.DelegationService", "agentmachine.v1.DiagnosticsService", "agentmachine.v1.OperationService", "agentmachine.v1.PolicyService", "agentmachine.v1.RuntimeService", "agentmachine.v1.ProfileService", "agentmachine.v1.WorkerService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
     );
   });
 

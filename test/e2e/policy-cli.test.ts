@@ -249,16 +249,8 @@ describe("amctl call, inside an execution", () => {
   }, SLOW);
 
   it("call report reconciles the estimate with the tokens really used", async () => {
-    const script = join(tempDir("amctl-call-"), "agent.cjs");
-    writeFileSync(
-      script,
-      [
-        'const { execFileSync } = require("node:child_process");',
-        "const amctl = (...args) => execFileSync(process.execPath, [process.argv[2], ...args], { encoding: \"utf8\" });",
-        'const { callTicket } = JSON.parse(amctl("call", "model", "--provider", "ollama", "--tokens", "10", "--json"));',
-        'process.stdout.write(amctl("call", "report", "--ticket", callTicket, "--tokens", "7"));',
-      ].join("\n"),
-    );
+    // In the repo, not a temp dir: the sandbox shows the install, not the host's /tmp.
+    const script = join(repoRoot, "test/fixtures/call-report-agent.cjs");
     const operation = await executed([process.execPath, script, AMCTL]);
     expect(operation.state, JSON.stringify(operation.stopCause)).toBe(TaskState.COMPLETED);
     expect(operation.usage).toMatchObject({ modelCalls: 1n, tokens: 7n });
