@@ -123,8 +123,9 @@ export function egressProxy(deps: EgressProxyDeps) {
     let principal: Principal | undefined;
     let operation = "";
     try {
-      ({ principal, operation: { name: operation } } = await attemptOf(request));
-      const running = (await store.getOperation(operation))!;
+      let running: Operation;
+      ({ principal, operation: running } = await attemptOf(request));
+      operation = running.name;
       const call = create(RuntimeCallSchema, { kind: CallKind.CONNECTOR, connector: `${destination.host}:${destination.port}` });
       const verdict = await decideCall(deps, principal, running.profile, call, running.labels, destination);
       if (verdict.denial !== undefined) throw new Refusal(403, "Forbidden", denialOf(verdict.denial));
