@@ -6,8 +6,8 @@
 //   throughput  BENCH_WORKER_TASKS executions submitted 16 at a time, 4 running at once:
 //               completed executions/s each way and the ratio
 //
-// A sandbox costs a bubblewrap start (namespaces, mounts), a socat bridge, a cgroup and the
-// plane's unix sockets; the unsandboxed run spawns `true` alone.
+// A sandbox costs a bubblewrap start (namespaces, mounts), the Perl launcher and its bridge to
+// the plane, a cgroup and the plane's unix sockets; the unsandboxed run spawns `true` alone.
 import { fixed, ms, type SectionReport } from "./format.js";
 import { startServerProcess, stopServerProcess, type BenchServer } from "./processes.js";
 import { createBenchProfile, operationsClient, requestIds } from "./records.js";

@@ -155,7 +155,7 @@ export class LocalProcessExecutor implements Executor {
     const egressCredential = networkEgressAllowed(attempt.operation) ? attempt.env.AMCTL_TOKEN : undefined;
     try {
       const sandbox = await sandboxes.prepare({
-        id: `${attempt.operation.name.replace("operations/", "")}-${attempt.attempt}-${process.pid}`,
+        id: `${attempt.operation.name.replace("operations/", "")}-${attempt.attempt}`,
         workspace,
         cwd,
         argv: [executable, ...args],
@@ -194,11 +194,23 @@ export class LocalProcessExecutor implements Executor {
         // fd 4 carries bubblewrap's options, fd 5 the program's environment (src/sandbox/)
         stdio: ["ignore", "pipe", "pipe", "pipe", ...(sandbox ? (["pipe", "pipe"] as const) : [])],
         detached: true, // its own process group, so a kill reaches every descendant
+        ...(sandbox?.user ?? {}),
       });
       // A pipe whose other end dies unread (a sandbox killed while it starts) reports
       // ECONNRESET: that ends the pipe, nothing more; its close still ends the capture.
       for (const pipe of child.stdio) pipe?.on("error", () => pipe.destroy());
-      if (sandbox !== undefined) {
+      // bwrap starts nothing before it has read its options: it enters the cgroups first.
+      let unconfined: unknown;
+      if (sandbox !== undefined && child.pid !== undefined) {
+        try {
+          sandbox.confine(child.pid);
+        } catch (error) {
+          unconfined = error;
+        }
+      }
+      if (unconfined !== undefined) {
+        signalProcess(child.pid!, "SIGKILL");
+      } else if (sandbox !== undefined) {
         (child.stdio[SANDBOX_ARGS_FD] as Writable).end(sandbox.bwrapArgs);
         (child.stdio.at(ENVIRONMENT_FD) as Writable).end(sandbox.environment);
       }
@@ -260,7 +272,7 @@ export class LocalProcessExecutor implements Executor {
       });
       if (child.pid !== undefined) {
         attempt.spawned(child.pid);
-        // In a sandbox, prlimit in its command chain sets the limit before anything runs.
+        // In a sandbox, the launcher sets the limit before the program runs.
         if (sandbox === undefined) limitCpuSeconds(child.pid, limits.cpuGpuComputeSeconds);
         meter.start(child.pid, sandbox !== undefined ? treeMembers : undefined);
       }
@@ -309,6 +321,11 @@ export class LocalProcessExecutor implements Executor {
             },
           },
         });
+        if (unconfined !== undefined) {
+          const cause = create(StopCauseSchema, { reason: "sandbox_failed", message: `cannot set up the sandbox: ${errorCode(unconfined)}` });
+          resolveOutcome({ kind: "failed", cause, retryable: false, artifact, usage });
+          return;
+        }
         if (exit instanceof Error) {
           const cause = create(StopCauseSchema, { reason: "spawn_failed", message: `cannot start ${program}: ${errorCode(exit)}` });
           resolveOutcome({ kind: "failed", cause, retryable: false, artifact, usage });

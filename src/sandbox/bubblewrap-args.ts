@@ -20,8 +20,8 @@
 // stays on bwrap's command line (bwrap takes only options from the descriptor). The
 // environment is cleared: the execution's own reaches the program through the launcher's pipe
 // (launcher.ts), so its values never appear on a command line that other users of the host can
-// read in /proc, and nothing the caller chose (LD_PRELOAD…) is in the environment of setpriv
-// and bwrap, which run outside the sandbox.
+// read in /proc, and nothing the caller chose (LD_PRELOAD…) is in the environment of bwrap,
+// which runs outside the sandbox.
 import { existsSync, lstatSync } from "node:fs";
 
 export const SANDBOX_RUN_DIR = "/run/amctl";

@@ -1,19 +1,34 @@
 // The first program in a sandbox: it opens the sandbox's only ways out, then execs the
 // execution's own program in its place with exactly the environment it was given.
 //
-// The sandbox's network namespace has loopback only. For each way out, socat listens on a
-// loopback port inside and passes every connection to a unix socket that the plane's side of
-// the sandbox serves (SANDBOX_RUN_DIR, bound read-only): `plane.sock` reaches the plane's API,
-// so `AMCTL_SERVER=http://127.0.0.1:PORT` works inside unchanged; `egress.sock`, only when the
-// operation was granted egress, reaches the plane's egress proxy (HTTP_PROXY/HTTPS_PROXY).
-// The program starts once every bridge listens (the launcher reads /proc/net/tcp), so its
-// first call never meets a closed port.
+// The first program in a sandbox: it opens the sandbox's only ways out, then execs the
+// execution's own program in its place with exactly the environment it was given.
+//
+// The sandbox's network namespace has loopback only. For each way out, the launcher listens on
+// a loopback port inside and a bridge process passes every connection to a unix socket that the
+// plane's side of the sandbox serves (SANDBOX_RUN_DIR, bound read-only): `plane.sock` reaches
+// the plane's API, so `AMCTL_SERVER=http://127.0.0.1:PORT` works inside unchanged;
+// `egress.sock`, only when the operation was granted egress, reaches the plane's egress proxy
+// (HTTP_PROXY/HTTPS_PROXY). The ports listen before the program starts, so its first call never
+// meets a closed port.
 //
 // Written in Perl (perl-base is Essential on Debian and its derivatives): a shell in between
 // would rewrite the program's environment (IFS, PPID, OPTIND, PWD) and drop names that are not
 // shell identifiers. The environment arrives on a pipe (ENVIRONMENT_FD, NUL-separated
 // NAME=value), never on a command line; the launcher closes that pipe and bwrap's options pipe
-// before the exec, and gives the bridges none of the program's descriptors.
+// before the exec, and gives the bridge none of the program's descriptors.
+//
+// The bridge is written here rather than run as socat: starting socat and waiting until it
+// listened was a third of a sandbox's start-up cost (bench/README.md). It uses no Perl module
+// (loading Socket alone costs about 5 ms), hence the Linux constants and sockaddr layouts
+// written out. Each connection gets its own process that copies both ways and passes on a
+// half-close, as socat's `fork` mode does.
+//
+// Last before the exec, the launcher sets the program's kernel limits with the prlimit64 system
+// call (its number comes from the server, which knows the architecture): RLIMIT_CPU at the
+// compute budget, and RLIMIT_NPROC where no pids cgroup caps the sandbox. The bridge was
+// started before, so it is not bound by them: a program that exhausts its processes still
+// reaches the plane.
 import { SANDBOX_RUN_DIR } from "./bubblewrap-args.js";
 
 /** The descriptor the launcher reads the program's environment from. */
@@ -30,39 +45,89 @@ export interface Bridge {
 
 const script = `
 use strict;
-my ($socat, $count) = splice(@ARGV, 0, 2);
+my ($prlimit, $cpu, $nproc, $count) = splice(@ARGV, 0, 4);
 my @bridges = splice(@ARGV, 0, 2 * $count);
+my ($AF_UNIX, $AF_INET, $SOCK_STREAM, $SOL_SOCKET, $SO_REUSEADDR) = (1, 2, 1, 1, 2);
+sub limit {
+  my ($resource, $soft, $hard) = @_;
+  syscall($prlimit + 0, 0, $resource, pack("Q2", $soft, $hard), 0) == 0 or die "amctl sandbox: cannot set resource limit $resource: $!\\n";
+}
 sub close_fd { my ($fd, $h) = (shift); open($h, "<&=", $fd) and close($h); }
+sub relay {
+  my ($client, $path) = @_;
+  socket(my $plane, $AF_UNIX, $SOCK_STREAM, 0) or return;
+  connect($plane, pack("S Z108", $AF_UNIX, $path)) or return;
+  my %open = (fileno($client) => [$client, $plane], fileno($plane) => [$plane, $client]);
+  while (%open) {
+    my $ready = "";
+    vec($ready, $_, 1) = 1 for keys %open;
+    next unless select($ready, undef, undef, undef) > 0;
+    for my $fd (keys %open) {
+      next unless vec($ready, $fd, 1);
+      my ($from, $to) = @{$open{$fd}};
+      my $n = sysread($from, my $data, 65536);
+      return unless defined $n;
+      if ($n == 0) { delete $open{$fd}; shutdown($to, 1); next; }
+      for (my $done = 0; $done < $n; ) { my $wrote = syswrite($to, $data, $n - $done, $done); return unless defined $wrote; $done += $wrote; }
+    }
+  }
+}
+sub bridge {
+  my @listeners = @_;
+  open(STDIN, "<", "/dev/null"); open(STDOUT, ">", "/dev/null"); open(STDERR, ">", "/dev/null");
+  close_fd($_) for (3, ${OPTIONS_FD}, ${ENVIRONMENT_FD});
+  $SIG{CHLD} = "IGNORE";
+  $SIG{PIPE} = "IGNORE";
+  while (1) {
+    my $ready = "";
+    vec($ready, fileno($_->[0]), 1) = 1 for @listeners;
+    next unless select($ready, undef, undef, undef) > 0;
+    for my $listener (@listeners) {
+      next unless vec($ready, fileno($listener->[0]), 1);
+      accept(my $client, $listener->[0]) or next;
+      my $pid = fork();
+      if (defined $pid && $pid == 0) { close($_->[0]) for @listeners; relay($client, $listener->[1]); exit 0; }
+      close($client);
+    }
+  }
+}
+my @listeners;
 while (my ($port, $socket) = splice(@bridges, 0, 2)) {
+  socket(my $listener, $AF_INET, $SOCK_STREAM, 0) or die "amctl sandbox: cannot open the plane bridge: $!\\n";
+  setsockopt($listener, $SOL_SOCKET, $SO_REUSEADDR, pack("i", 1));
+  bind($listener, pack("S n C4 x8", $AF_INET, $port, 127, 0, 0, 1)) or die "amctl sandbox: cannot listen on 127.0.0.1:$port: $!\\n";
+  listen($listener, 128) or die "amctl sandbox: cannot listen on 127.0.0.1:$port: $!\\n";
+  push(@listeners, [$listener, "${SANDBOX_RUN_DIR}/$socket"]);
+}
+if (@listeners) {
   my $pid = fork();
   die "amctl sandbox: cannot start the plane bridge: $!\\n" unless defined $pid;
-  if ($pid == 0) {
-    open(STDIN, "<", "/dev/null"); open(STDOUT, ">", "/dev/null"); open(STDERR, ">", "/dev/null");
-    close_fd($_) for (3, ${OPTIONS_FD}, ${ENVIRONMENT_FD});
-    exec($socat, "TCP-LISTEN:$port,bind=127.0.0.1,fork,reuseaddr", "UNIX-CONNECT:${SANDBOX_RUN_DIR}/$socket") or exit 127;
-  }
-  my $want = sprintf("0100007F:%04X", $port);
-  my $up = 0;
-  for (my $look = 0; !$up && $look < 200000; $look++) {
-    open(my $tcp, "<", "/proc/net/tcp") or die "amctl sandbox: /proc/net/tcp: $!\\n";
-    while (my $line = <$tcp>) { my @f = split(" ", $line); $up = 1 if $f[1] eq $want && $f[3] eq "0A"; }
-    close($tcp);
-  }
-  die "amctl sandbox: the plane bridge did not start\\n" unless $up;
+  if ($pid == 0) { bridge(@listeners); exit 0; }
 }
 open(my $env, "<&=", ${ENVIRONMENT_FD}) or die "amctl sandbox: no environment: $!\\n";
 %ENV = ();
 { local $/ = "\\0"; while (my $pair = <$env>) { chomp($pair); my ($name, $value) = split(/=/, $pair, 2); $ENV{$name} = $value; } }
 close($env);
 close_fd(${OPTIONS_FD});
+limit(0, $cpu, $cpu + 1) if $cpu > 0;
+limit(6, $nproc, $nproc) if $nproc > 0;
 exec { $ARGV[0] } @ARGV or do { print STDERR "amctl sandbox: cannot start $ARGV[0]: $!\\n"; exit 127; };
 `;
 
-/** `perl -e SCRIPT SOCAT N PORT SOCKET… PROGRAM ARGS…`: the argv that runs `program` once the bridges are up. */
-export function launcherArgv(perl: string, socat: string, bridges: readonly Bridge[], program: readonly string[]): string[] {
-  return [perl, "-e", script, socat, String(bridges.length), ...bridges.flatMap(({ port, socket }) => [String(port), socket]), ...program];
+/** The kernel's limits on the program (and what it starts), set by the launcher just before it execs it. */
+export interface ProgramLimits {
+  /** prlimit64's system call number on this machine. */
+  prlimitSyscall: number;
+  /** RLIMIT_CPU: soft at this, hard a second later (SIGXCPU names the cause); 0: none. */
+  cpuSeconds: number;
+  /** RLIMIT_NPROC, the fork-bomb cap where there is no pids cgroup; 0: none. */
+  maxProcesses: number;
 }
 
+/** `perl -e SCRIPT SYSCALL CPU NPROC N PORT SOCKET… PROGRAM ARGS…`: the argv that runs `program` once the bridges listen. */
+export function launcherArgv(perl: string, limits: ProgramLimits, bridges: readonly Bridge[], program: readonly string[]): string[] {
+  return [perl, "-e", script, String(limits.prlimitSyscall), String(limits.cpuSeconds), String(limits.maxProcesses), String(bridges.length), ...bridges.flatMap(({ port, socket }) => [String(port), socket]), ...program];
+}
 /** The environment as the launcher reads it: NAME=value, each followed by a NUL. */
 export function encodeEnvironment(env: Readonly<Record<string, string>>): Buffer {
   return Buffer.from(Object.entries(env).map(([name, value]) => `${name}=${value}\0`).join(""), "utf8");

@@ -5,8 +5,8 @@
 //   memory  the memory budget as a hard limit (the kernel's OOM killer ends the sandbox at it;
 //           the meter names the dimension)
 // cgroup v1 (separate hierarchies, as on these hosts in hybrid mode) and v2 (one unified
-// hierarchy) are both handled. A process enters its groups before it execs setpriv (see
-// sandbox.ts), so nothing the sandbox starts escapes them. Where no group can be made, the
+// hierarchy) are both handled. The server puts bwrap in its groups before it hands bwrap
+// its options (see sandbox.ts), so nothing the sandbox starts escapes them. Where no group can be made, the
 // caller falls back to RLIMIT_NPROC and metering.
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -48,8 +48,12 @@ function makeGroup(base: string, id: string, settings: Record<string, string>): 
   return dir;
 }
 
-/** Groups for one sandbox, or undefined when this host or user cannot make them. */
-export function createSandboxCgroup(id: string, limits: CgroupLimits): SandboxCgroup | undefined {
+/**
+ * Groups for one sandbox, or undefined when this host or user cannot make them. They are named
+ * `id` and this process's pid, so a sweep by another server on the host knows whose they are.
+ */
+export function createSandboxCgroup(sandboxId: string, limits: CgroupLimits): SandboxCgroup | undefined {
+  const id = `${sandboxId}-${process.pid}`;
   const made: string[] = [];
   try {
     if (isV2()) {
@@ -94,9 +98,22 @@ function members(dir: string): number[] {
   }
 }
 
+/** Whether the process that made a group (its name ends with that process's pid) is gone. */
+function ownerGone(name: string): boolean {
+  const owner = /-(\d+)$/.exec(name)?.[1];
+  if (owner === undefined || Number(owner) === process.pid) return true;
+  try {
+    process.kill(Number(owner), 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "ESRCH";
+  }
+}
+
 /**
  * Removes the groups that sandboxes left behind (a server killed before it could): a group
- * whose sandbox still runs is not empty, and rmdir refuses it.
+ * whose sandbox still runs is not empty, and rmdir refuses it. A group of another live server
+ * (several may share a host) is left alone even when empty: its sandbox may be about to enter.
  */
 export function sweepLeftoverCgroups(): void {
   for (const base of isV2() ? [ROOT] : [join(ROOT, "pids"), join(ROOT, "memory")]) {
@@ -107,7 +124,7 @@ export function sweepLeftoverCgroups(): void {
       continue;
     }
     for (const name of names) {
-      if (statSync(join(base, PARENT, name)).isDirectory()) removeAll([join(base, PARENT, name)]);
+      if (statSync(join(base, PARENT, name)).isDirectory() && ownerGone(name)) removeAll([join(base, PARENT, name)]);
     }
   }
 }

@@ -13,11 +13,12 @@
 // with only what is listed, an unprivileged uid, and every connection attributed to its
 // operation so it can be decided, charged and audited.
 //
-// Process chain: sh (cgroups, rlimits) → [setpriv to the sandbox uid] → bwrap → launcher (perl)
-// → the program. Each execs the next, so the spawned pid is bwrap's. Outside the
-// sandbox only trusted binaries run, with a fixed environment.
+// Process chain: bwrap (spawned as the sandbox's uid when the server is root; the server puts it
+// in the sandbox's cgroups before handing it its options) → launcher (perl: bridges, rlimits) →
+// the program. The launcher execs the program, so the spawned pid is bwrap's. Outside the
+// sandbox only bwrap runs, with a fixed environment.
 import { spawnSync } from "node:child_process";
-import { chmodSync, chownSync, statSync } from "node:fs";
+import { chmodSync, chownSync, statSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { resolveExecutable } from "../executors/resolve-executable.js";
 import { bubblewrapOptions } from "./bubblewrap-args.js";
@@ -33,20 +34,25 @@ export const SANDBOX_ARGS_FD = 4;
 export const SANDBOX_ID = 65534;
 const EGRESS_PORT = 3128;
 
-const INSTALL_HINT = "install bubblewrap and socat (Debian/Ubuntu: apt-get install -y bubblewrap socat; perl comes with the system), or start the server with --unsafe-no-sandbox for development only";
+const INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap; perl comes with the system), or start the server with --unsafe-no-sandbox for development only";
 
 export interface SandboxTools {
   bwrap: string;
-  socat: string;
   /** Runs the launcher (launcher.ts). */
   perl: string;
-  /** Needed when the server runs as root (to leave root before bwrap). */
-  setpriv?: string;
+  /** This machine's prlimit64 system call, which the launcher sets the program's limits with. */
+  prlimitSyscall: number;
 }
 
 export type SandboxProbe = { available: true; tools: SandboxTools; detail: string } | { available: false; reason: string };
 
 const isRoot = process.getuid?.() === 0;
+
+/**
+ * prlimit64's number per 64-bit Linux architecture (Node's `process.arch`); all of these share
+ * RLIMIT_CPU = 0 and RLIMIT_NPROC = 6, which the launcher uses.
+ */
+const PRLIMIT64_SYSCALL: Readonly<Partial<Record<string, number>>> = { x64: 302, arm64: 261, riscv64: 261, loong64: 261, ppc64: 325, s390x: 334 };
 
 function find(program: string): string | undefined {
   try {
@@ -59,14 +65,15 @@ function find(program: string): string | undefined {
 /** Whether a sandbox can be made here: the tools exist and a trial sandbox runs `true`. */
 export function probeSandbox(bwrapPath?: string): SandboxProbe {
   const bwrap = bwrapPath === undefined ? find("bwrap") : find(bwrapPath);
-  const socat = find("socat");
   const perl = find("perl");
-  const setpriv = find("setpriv");
-  const missing = [bwrap ? undefined : "bwrap (bubblewrap)", socat ? undefined : "socat", perl ? undefined : "perl", isRoot && !setpriv ? "setpriv (util-linux)" : undefined].filter(Boolean);
-  if (missing.length > 0 || bwrap === undefined || socat === undefined || perl === undefined) return { available: false, reason: `no sandbox: ${missing.join(", ")} not found; ${INSTALL_HINT}` };
-  const tools: SandboxTools = { bwrap, socat, perl, ...(setpriv ? { setpriv } : {}) };
-  const trial = spawnSync(isRoot ? setpriv! : bwrap, [...(isRoot ? dropTo(bwrap) : []), "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--ro-bind", "/", "/", "--", "/bin/true"], {
+  const missing = [bwrap ? undefined : "bwrap (bubblewrap)", perl ? undefined : "perl"].filter(Boolean);
+  if (missing.length > 0 || bwrap === undefined || perl === undefined) return { available: false, reason: `no sandbox: ${missing.join(", ")} not found; ${INSTALL_HINT}` };
+  const prlimitSyscall = PRLIMIT64_SYSCALL[process.arch];
+  if (prlimitSyscall === undefined) return { available: false, reason: `no sandbox: the launcher does not know the prlimit64 system call of ${process.arch}` };
+  const tools: SandboxTools = { bwrap, perl, prlimitSyscall };
+  const trial = spawnSync(bwrap, ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--ro-bind", "/", "/", "--", "/bin/true"], {
     env: { PATH: SYSTEM_PATH },
+    ...(isRoot ? { uid: SANDBOX_ID, gid: SANDBOX_ID } : {}),
     timeout: 10_000,
   });
   if (trial.status !== 0) {
@@ -95,10 +102,6 @@ function letGroupTraverse(dir: string, gid: number): void {
   }
 }
 
-function dropTo(program: string): string[] {
-  return ["--reuid", String(SANDBOX_ID), "--regid", String(SANDBOX_ID), "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--nnp", "--", program];
-}
-
 export interface SandboxOptions {
   /** Directories bound read-only besides the system ones (the project's install, Node's prefix). */
   readOnly: readonly string[];
@@ -109,7 +112,7 @@ export interface SandboxOptions {
 }
 
 export interface SandboxRequest {
-  /** A name for the cgroups, unique among running sandboxes. */
+  /** A name for the cgroups, unique among this process's running sandboxes. */
   id: string;
   workspace: string;
   cwd: string;
@@ -127,6 +130,14 @@ export interface SandboxRequest {
 export interface PreparedSandbox {
   file: string;
   args: string[];
+  /** The user to spawn `file` as (the sandbox's), when the server runs as root. */
+  user?: { uid: number; gid: number };
+  /**
+   * Puts the spawned process in the sandbox's cgroups. Call it right after the spawn and before
+   * writing `bwrapArgs`: bwrap reads its options before it starts anything, so nothing of the
+   * sandbox runs outside the groups.
+   */
+  confine(pid: number): void;
   /** The environment to spawn `file` with: fixed, nothing of the execution's. */
   env: Record<string, string>;
   /** bwrap's options, to write to SANDBOX_ARGS_FD, then close it. */
@@ -171,9 +182,12 @@ export class Sandboxes {
         ...(sockets.egress ? { HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: "", no_proxy: "" } : {}),
       };
       const options = bubblewrapOptions({ readOnly: this.options.readOnly, workspace: request.workspace, runDir: sockets.dir, cwd: request.cwd, tmpBytes: this.options.tmpBytes });
-      const chain = this.chain(request, cgroup, launcherArgv(this.tools.perl, this.tools.socat, bridges, request.argv));
+      const limits = { prlimitSyscall: this.tools.prlimitSyscall, cpuSeconds: request.cpuSeconds, maxProcesses: cgroup === undefined ? this.options.maxProcesses : 0 };
       const prepared: PreparedSandbox = {
-        ...chain,
+        ...this.command(launcherArgv(this.tools.perl, limits, bridges, request.argv)),
+        confine: (pid) => {
+          for (const file of cgroup?.procsFiles ?? []) writeFileSync(file, String(pid));
+        },
         env: { PATH: SYSTEM_PATH },
         bwrapArgs: Buffer.from(options.map((option) => `${option}\0`).join(""), "utf8"),
         environment: encodeEnvironment(env),
@@ -195,25 +209,12 @@ export class Sandboxes {
   }
 
   /**
-   * A shell (as the server's user, with the fixed environment) enters the cgroups and sets the
-   * kernel's limits, then execs setpriv, which leaves root and execs bwrap: one pid throughout.
-   *   RLIMIT_CPU    soft at the compute budget, hard a second later: SIGXCPU names the cause
-   *                 (each process gets the whole allowance; the meter counts them together)
-   *   RLIMIT_NPROC  the fork-bomb cap where no pids cgroup could be made (it counts every
-   *                 process of the sandbox's uid on the host, so it is only a fallback)
+   * bwrap with its options on a descriptor, started by the server as the sandbox's uid when it
+   * runs as root (Node's spawn sets the uid and gid and clears the supplementary groups; bwrap
+   * sets no_new_privs and drops every capability before the launcher runs).
    */
-  private chain(request: SandboxRequest, cgroup: SandboxCgroup | undefined, inside: readonly string[]): { file: string; args: string[] } {
-    const bwrap = [this.tools.bwrap, "--args", String(SANDBOX_ARGS_FD), "--", ...inside];
-    const dropped = isRoot ? [this.tools.setpriv!, ...dropTo(this.tools.bwrap).slice(0, -1), ...bwrap] : bwrap;
-    const procsFiles = cgroup?.procsFiles ?? [];
-    const steps = [
-      ...procsFiles.map((_, index) => `echo $$ > "$${index + 1}"`),
-      ...(request.cpuSeconds > 0 ? [`ulimit -S -t ${request.cpuSeconds}`, `ulimit -H -t ${request.cpuSeconds + 1}`] : []),
-      ...(cgroup === undefined ? [`ulimit -p ${this.options.maxProcesses}`] : []),
-      ...(procsFiles.length > 0 ? [`shift ${procsFiles.length}`] : []),
-      'exec "$@"',
-    ];
-    return { file: "/bin/sh", args: ["-c", steps.join(" && "), "amctl-sandbox-limits", ...procsFiles, ...dropped] };
+  private command(inside: readonly string[]): { file: string; args: string[]; user?: { uid: number; gid: number } } {
+    return { file: this.tools.bwrap, args: ["--args", String(SANDBOX_ARGS_FD), "--", ...inside], ...(isRoot ? { user: { uid: SANDBOX_ID, gid: SANDBOX_ID } } : {}) };
   }
 }
 

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { defaultConfig } from "../../src/server/config.js";
+import { SANDBOX_ID } from "../../src/sandbox/sandbox.js";
 import { operatorPrivateKeyFile } from "../helpers/auth.js";
 import { createProfile, execution, operationsClient, processesOf, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -141,6 +142,15 @@ describe("an execution cannot read", () => {
 
   describe("an execution has no authority of its own", () => {
     it("does not run as uid 0 (nor the server's uid)", () => expectContained(() => `[ "$(id -u)" = "${process.getuid!()}" ]`));
+    it("has no capabilities, no supplementary groups, and cannot gain privileges (no_new_privs)", () =>
+      // Succeeds (an escape) when any of them is present; the unsandboxed run as root has them all.
+      expectContained(() =>
+        [
+          "grep -qE '^Cap(Inh|Prm|Eff|Bnd|Amb):[[:space:]]*0*[1-9a-f]' /proc/self/status",
+          "grep -qE '^NoNewPrivs:[[:space:]]*0' /proc/self/status",
+          `grep -E '^Groups:' /proc/self/status | tr -s ' \\t' '\\n' | grep -qvE '^(Groups:|${SANDBOX_ID}|)$'`,
+        ].join(" || "),
+      ));
     it("cannot signal the server", () => expectContained(() => `kill -0 ${process.pid}`));
     it("cannot read the server's memory map (ptrace access)", () => expectContained(() => `head -c 1 /proc/${process.pid}/maps | grep -q .`));
 

@@ -2,6 +2,7 @@
 // isolation and fails closed without one; cancel, wall clock and revocation ending a sandbox
 // whose processes ignore SIGTERM, and the attempt's credential dying with it; egress only
 // through the plane's proxy, decided per destination, charged and audited.
+import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -18,7 +19,8 @@ import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/he
 import { projectConfig } from "../../src/diagnostics/project-config.js";
 import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
 import { SANDBOX_HEALTH_SERVICE } from "../../src/server/server.js";
-import { createProfile, execution, operationsClient, processesOf, waitForEnd } from "../helpers/operations.js";
+import { SANDBOX_ID } from "../../src/sandbox/sandbox.js";
+import { commandLine, createProfile, execution, operationsClient, processesOf, waitForEnd } from "../helpers/operations.js";
 import { bundleSource } from "../helpers/policy.js";
 import { issueAgent, roomyBudget, wideRoot } from "../helpers/runtime.js";
 import { startTestServer, TEST_POLICIES, type TestServer } from "../helpers/server.js";
@@ -61,7 +63,7 @@ describe("isolation is reported, and missing isolation fails closed", () => {
       );
       expect(error?.code).toBe(Code.FailedPrecondition);
       expect(error?.findDetails(ErrorInfoSchema)[0]?.reason).toBe("SANDBOX_UNAVAILABLE");
-      expect(error?.rawMessage).toContain("apt-get install -y bubblewrap socat");
+      expect(error?.rawMessage).toContain("apt-get install -y bubblewrap");
       expect((await client.listOperations({})).operations.length).toBe(before);
     } finally {
       await server.close();
@@ -118,6 +120,31 @@ describe("every way an attempt ends kills its whole sandbox, even processes that
     await expectCredentialDead(token);
   });
 
+  it("on the host, every process from bwrap down runs as the sandbox's uid and gid, with no capabilities and no groups", async () => {
+    const client = operationsClient(server.url);
+    const profile = await createProfile(client, "host-view");
+    const { name } = await started(client, profile);
+    const status = (pid: number) => readFileSync(`/proc/${pid}/status`, "utf8");
+    const field = (pid: number, key: string) => new RegExp(`^${key}:[ \\t]*([^\\n]*)$`, "m").exec(status(pid))?.[1]?.trim().split(/\s+/) ?? [];
+    // From the program up to the server (the first process not of the sandbox's uid).
+    const expected = String(process.getuid!() === 0 ? SANDBOX_ID : process.getuid!());
+    const chain: number[] = [];
+    for (let pid = processesOf(name)[0]!; field(pid, "Uid")[0] === expected && process.getuid!() === 0; pid = Number(field(pid, "PPid")[0])) chain.push(pid);
+    if (process.getuid!() === 0) {
+      // The program's shell, the launcher's exec of it, bwrap's init and bwrap itself at least.
+      expect(chain.length).toBeGreaterThanOrEqual(3);
+      expect(commandLine(chain.at(-1)!)).toMatch(/bwrap --args 4/);
+    }
+    for (const pid of chain) {
+      expect(field(pid, "Uid")).toEqual([expected, expected, expected, expected]);
+      expect(field(pid, "Gid")).toEqual([expected, expected, expected, expected]);
+      expect(field(pid, "Groups")).toEqual([""]);
+      for (const caps of ["CapInh", "CapPrm", "CapEff", "CapAmb"]) expect(field(pid, caps)).toEqual(["0000000000000000"]);
+    }
+    await client.cancelOperation({ name });
+    await waitForEnd(client, name);
+  });
+
   it("wall clock", async () => {
     const client = operationsClient(server.url);
     const profile = await createProfile(client, "clock-stubborn");
@@ -142,6 +169,9 @@ describe("every way an attempt ends kills its whole sandbox, even processes that
   });
 });
 
+/** What the stand-in outside site serves at /big: 4 MiB that are not one repeated byte. */
+const BIG = Buffer.from(Array.from({ length: 4 << 20 }, (_, i) => (i * 7919) & 0xff));
+
 describe("egress goes only through the plane's proxy, decided per destination, charged and audited", () => {
   let server: TestServer;
   /** A server that runs executions on a remote worker (sandboxed there), with the same policies. */
@@ -152,9 +182,13 @@ describe("egress goes only through the plane's proxy, decided per destination, c
   let hits = { allowed: 0, other: 0 };
 
   async function listen(count: () => void): Promise<http.Server> {
-    const site = http.createServer((_req, res) => {
+    const site = http.createServer((req, res) => {
       count();
-      res.end("hello from outside\n");
+      if (req.url === "/big") return void res.end(BIG);
+      if (req.method !== "POST") return void res.end("hello from outside\n");
+      const digest = createHash("sha256");
+      req.on("data", (chunk: Buffer) => digest.update(chunk));
+      req.on("end", () => res.end(digest.digest("hex")));
     });
     await new Promise<void>((resolve) => site.listen(0, "127.0.0.1", resolve));
     return site;
@@ -242,6 +276,25 @@ describe("egress goes only through the plane's proxy, decided per destination, c
       expect(JSON.stringify(egress, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))).not.toMatch(/eyJ[\w-]+\.[\w-]+\.[\w-]+/);
     });
   }
+
+  it("the bridge out of the sandbox carries megabytes each way unchanged", async () => {
+    const client = operationsClient(server.url);
+    const profile = await createProfile(client, "egress-bulk");
+    const site = `http://127.0.0.1:${portOf(allowed)}`;
+    const script = [
+      "head -c 3000000 /dev/urandom > upload",
+      `[ "$(curl -s --proxytunnel --data-binary @upload ${site}/sha)" = "$(sha256sum upload | cut -d' ' -f1)" ]`,
+      `curl -s --proxytunnel ${site}/big | sha256sum | cut -d' ' -f1`,
+    ].join(" && ");
+    const request = execution(profile, ["sh", "-c", script]);
+    const spec = request.spec!.spec;
+    if (spec.case === "executionStart") spec.value.network = true;
+    const { operation } = await client.submitOperation(request);
+    const ended = (await waitForEnd(client, operation!.name, 60_000)).operation;
+    expect(ended.state).toBe(TaskState.COMPLETED);
+    const workspace = join(server.dataDir, "workspaces", ended.name.replace("operations/", ""));
+    expect(readFileSync(join(workspace, "stdout.1.log"), "utf8").trim()).toBe(createHash("sha256").update(BIG).digest("hex"));
+  });
 
   it("refuses a caller without an execution credential of a running, egress-granted attempt", async () => {
     const answer = await new Promise<number>((resolve) => {

@@ -48,11 +48,11 @@ describe("bubblewrap options", () => {
 });
 
 describe("the launcher", () => {
-  it("starts a socat bridge per way out and then the program, with the environment off the command line", () => {
-    const argv = launcherArgv("/usr/bin/perl", "/usr/bin/socat", [{ port: 7070, socket: "plane.sock" }, { port: 3128, socket: "egress.sock" }], ["/usr/bin/env", "-0"]);
+  it("bridges each way out to its socket in the run dir and then starts the program, with the environment off the command line", () => {
+    const argv = launcherArgv("/usr/bin/perl", { prlimitSyscall: 302, cpuSeconds: 30, maxProcesses: 0 }, [{ port: 7070, socket: "plane.sock" }, { port: 3128, socket: "egress.sock" }], ["/usr/bin/env", "-0"]);
     expect(argv.slice(0, 2)).toEqual(["/usr/bin/perl", "-e"]);
-    expect(argv[2]).toContain(`UNIX-CONNECT:${SANDBOX_RUN_DIR}/$socket`);
-    expect(argv.slice(3)).toEqual(["/usr/bin/socat", "2", "7070", "plane.sock", "3128", "egress.sock", "/usr/bin/env", "-0"]);
+    expect(argv[2]).toContain(`"${SANDBOX_RUN_DIR}/$socket"`);
+    expect(argv.slice(3)).toEqual(["302", "30", "0", "2", "7070", "plane.sock", "3128", "egress.sock", "/usr/bin/env", "-0"]);
   });
 
   it("encodes the environment as NAME=value pairs, each ended by a NUL, any name kept", () => {
