@@ -69,5 +69,5 @@ export function targetNotAllowed(field: string, message: string) {
 }
 
 export function invalidPageToken() {
-  return invalidField("page_token", "is not a token this server issued for this filter");
+  return invalidField("page_token", "is not a page token this server issued for this RPC and filter");
 }

@@ -1,6 +1,12 @@
-// Page tokens: the position (the last name of the page) and a digest of the filter, in a MACed
-// token (mac-token.ts). An edited token, or one reused with another filter, is refused.
+// Page tokens: the position (the last item of the page), the RPC that issued the token and a
+// digest of its filter, in a MACed token (mac-token.ts). An edited token, one reused with another
+// filter, or one sent to another RPC is refused. The RPC matters beyond the filter: RPCs' empty
+// filters digest alike, and the position of one (an operation name) means nothing to another (an
+// audit sequence).
 import { MacTokens } from "./mac-token.js";
+
+/** The paginated RPCs: a token of one is never accepted by another. */
+export type PagedRpc = "ListOperations" | "ListAuditRecords" | "ListCheckpoints";
 
 export class PageTokens {
   private readonly tokens: MacTokens;
@@ -9,13 +15,14 @@ export class PageTokens {
     this.tokens = new MacTokens(key);
   }
 
-  issue(lastName: string, filterDigest: string): string {
-    return this.tokens.issue({ after: lastName, filter: filterDigest });
+  /** `filterDigest` is "" for an RPC without a filter. */
+  issue(rpc: PagedRpc, lastPosition: string, filterDigest: string): string {
+    return this.tokens.issue({ rpc, after: lastPosition, filter: filterDigest });
   }
 
-  /** The position encoded in `token`, or undefined if it is not a token we issued for this filter. */
-  read(token: string, filterDigest: string): string | undefined {
+  /** The position encoded in `token`, or undefined if it is not a token we issued for this RPC and filter. */
+  read(rpc: PagedRpc, token: string, filterDigest: string): string | undefined {
     const decoded = this.tokens.read(token);
-    return typeof decoded?.after === "string" && decoded.filter === filterDigest ? decoded.after : undefined;
+    return decoded?.rpc === rpc && decoded.filter === filterDigest && typeof decoded.after === "string" ? decoded.after : undefined;
   }
 }

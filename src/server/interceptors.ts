@@ -2,9 +2,11 @@
 //   errors → logging → validation → service.
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { createValidator } from "@bufbuild/protovalidate";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import type { Logger } from "./logger.js";
 import { internalError } from "./errors.js";
+import { markInvalidUtf8, refusingInvalidUtf8 } from "./invalid-utf8.js";
 
 const REQUEST_ID_HEADER = "x-request-id";
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -75,7 +77,11 @@ export function loggingInterceptor(log: Logger): Interceptor {
   };
 }
 
-/** protovalidate rules of each request message → InvalidArgument with buf.validate.Violations. */
+/**
+ * Invalid UTF-8 in any string (invalid-utf8.ts), then the protovalidate rules of each request
+ * message → InvalidArgument with buf.validate.Violations.
+ */
 export function validationInterceptor(): Interceptor {
-  return createValidateInterceptor();
+  markInvalidUtf8();
+  return createValidateInterceptor({ validator: refusingInvalidUtf8(createValidator()) });
 }

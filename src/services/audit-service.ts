@@ -9,7 +9,7 @@ import type { Authority, Principal } from "../governance/authority.js";
 import { outOfScope } from "../governance/errors.js";
 import { invalidPageToken } from "../lifecycle/errors.js";
 import { messageDigest } from "../lifecycle/message-digest.js";
-import type { PageTokens } from "../lifecycle/page-token.js";
+import type { PagedRpc, PageTokens } from "../lifecycle/page-token.js";
 import { principalOf } from "../server/auth-interceptor.js";
 import { cutOffWhenStalled } from "../server/raw-response.js";
 import type { AuditQuery, OperationStore } from "../store/store.js";
@@ -27,9 +27,6 @@ export interface AuditServiceDeps {
 }
 
 const DEFAULT_PAGE_SIZE = 100;
-
-/** What checkpoint page tokens are bound to (record page tokens are bound to their filter's digest). */
-const CHECKPOINTS = "checkpoints";
 
 /** The caller, if its delegation may read the audit log. */
 function auditReader(context: HandlerContext): Principal {
@@ -54,10 +51,10 @@ function queryOf(filter: AuditFilter | undefined): Omit<AuditQuery, "afterSequen
 export function auditService(deps: AuditServiceDeps): ServiceImpl<typeof AuditService> {
   const { store, pageTokens } = deps;
 
-  /** The position a page token holds (a sequence or a size; 0 without a token). */
-  function positionOf(pageToken: string, boundTo: string): bigint {
+  /** The position a page token of `rpc` holds (a sequence or a size; 0 without a token). */
+  function positionOf(rpc: PagedRpc, pageToken: string, filterDigest: string): bigint {
     if (pageToken === "") return 0n;
-    const position = pageTokens.read(pageToken, boundTo);
+    const position = pageTokens.read(rpc, pageToken, filterDigest);
     if (position === undefined) throw invalidPageToken();
     return BigInt(position);
   }
@@ -68,9 +65,9 @@ export function auditService(deps: AuditServiceDeps): ServiceImpl<typeof AuditSe
       const digest = messageDigest(AuditFilterSchema, filter ?? create(AuditFilterSchema));
       const limit = pageSize || DEFAULT_PAGE_SIZE;
       // One extra row tells whether another page exists.
-      const rows = await store.listAuditRecords({ ...queryOf(filter), afterSequence: positionOf(pageToken, digest), limit: limit + 1 });
+      const rows = await store.listAuditRecords({ ...queryOf(filter), afterSequence: positionOf("ListAuditRecords", pageToken, digest), limit: limit + 1 });
       const records = rows.slice(0, limit);
-      return { records, nextPageToken: rows.length > limit ? pageTokens.issue(String(records[records.length - 1]!.sequence), digest) : "" };
+      return { records, nextPageToken: rows.length > limit ? pageTokens.issue("ListAuditRecords", String(records[records.length - 1]!.sequence), digest) : "" };
     },
 
     async *watchAuditRecords({ afterSequence, filter }, context) {
@@ -89,9 +86,9 @@ export function auditService(deps: AuditServiceDeps): ServiceImpl<typeof AuditSe
     async listCheckpoints({ pageSize, pageToken }, context) {
       auditReader(context);
       const limit = pageSize || DEFAULT_PAGE_SIZE;
-      const rows = await store.listAuditCheckpoints(positionOf(pageToken, CHECKPOINTS), limit + 1);
+      const rows = await store.listAuditCheckpoints(positionOf("ListCheckpoints", pageToken, ""), limit + 1);
       const checkpoints = rows.slice(0, limit);
-      return { checkpoints, nextPageToken: rows.length > limit ? pageTokens.issue(String(checkpoints[checkpoints.length - 1]!.size), CHECKPOINTS) : "" };
+      return { checkpoints, nextPageToken: rows.length > limit ? pageTokens.issue("ListCheckpoints", String(checkpoints[checkpoints.length - 1]!.size), "") : "" };
     },
   };
 }

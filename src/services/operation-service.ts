@@ -109,7 +109,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       const principal = principalOf(context);
       if (filter?.profile) requireProfile(principal, filter.profile);
       const digest = filterDigest(filter);
-      const beforeName = pageToken === "" ? undefined : deps.pageTokens.read(pageToken, digest);
+      const beforeName = pageToken === "" ? undefined : deps.pageTokens.read("ListOperations", pageToken, digest);
       if (pageToken !== "" && beforeName === undefined) throw invalidPageToken();
       const limit = pageSize || DEFAULT_PAGE_SIZE;
       // One extra row tells whether another page exists.
@@ -124,7 +124,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       });
       const operations = rows.slice(0, limit).map(withoutSecrets);
       const more = rows.length > limit;
-      return { operations, nextPageToken: more ? deps.pageTokens.issue(operations[operations.length - 1]!.name, digest) : "" };
+      return { operations, nextPageToken: more ? deps.pageTokens.issue("ListOperations", operations[operations.length - 1]!.name, digest) : "" };
     },
 
     async cancelOperation({ name, reason }, context) {

@@ -12,7 +12,9 @@
 //     fails before any interceptor runs, so the server cannot remap it;
 //   - the compressed flag without a grpc-encoding header: the gRPC spec says the flag must then
 //     be 0, and grpc-go answers codes.Internal as well.
-// The fuzz properties below allow INTERNAL only where one of these two applies.
+// The fuzz properties below allow INTERNAL only where one of these two applies. A string that is
+// not UTF-8 is not among them: the server reads it and refuses it as INVALID_ARGUMENT naming the
+// field (src/server/invalid-utf8.ts, test/e2e/invalid-utf8.test.ts).
 import * as net from "node:net";
 import * as http2 from "node:http2";
 import { gzipSync } from "node:zlib";
@@ -212,12 +214,15 @@ async function expectServing(): Promise<void> {
  *     RESOURCE_EXHAUSTED as soon as that header is read, before any envelope of the chunk is
  *     passed on;
  *  2. each complete envelope in turn: the compressed flag without grpc-encoding is INTERNAL,
- *     bytes that are not protobuf are INTERNAL, a second message is UNIMPLEMENTED;
+ *     bytes that are not protobuf are INTERNAL (but for invalid UTF-8 in a string, which the
+ *     server's text encoding, in force in this process too, reads and marks), a second message
+ *     is UNIMPLEMENTED;
  *  3. at the end of the body, bytes of an incomplete envelope are INVALID_ARGUMENT (except in
  *     a known issue: a header with none of its payload is forgotten), and no message at all is
  *     UNIMPLEMENTED;
- *  4. protovalidate: no document is INVALID_ARGUMENT; then the handler, which always answers
- *     OK, since a document that breaks the contract is a valid=false response, not an error.
+ *  4. validation: a string marked as invalid UTF-8, or no document, is INVALID_ARGUMENT; then
+ *     the handler, which always answers OK, since a document that breaks the contract is a
+ *     valid=false response, not an error.
  */
 function expectedGrpcStatus(body: Uint8Array): number {
   const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
@@ -253,7 +258,14 @@ function expectedGrpcStatus(body: Uint8Array): number {
   }
   if (leftover > 0) return INVALID_ARGUMENT;
   if (request === undefined) return UNIMPLEMENTED;
-  return request.document.case === undefined ? INVALID_ARGUMENT : OK;
+  return request.document.case === undefined || marksInvalidUtf8(request) ? INVALID_ARGUMENT : OK;
+}
+
+/** Whether a parsed message holds a string (or map key) with a lone surrogate: the mark of invalid UTF-8 (src/server/invalid-utf8.ts). */
+function marksInvalidUtf8(value: unknown): boolean {
+  if (typeof value === "string") return /\p{Cs}/u.test(value);
+  if (value === null || typeof value !== "object" || value instanceof Uint8Array) return false;
+  return Object.entries(value).some(([key, item]) => marksInvalidUtf8(key) || marksInvalidUtf8(item));
 }
 
 /** The same for a Connect unary JSON body (unknown fields are ignored, as connect-es does by default). */
@@ -284,7 +296,7 @@ const overLimit = requestBytes({ document: { case: "json", value: "x".repeat(MAX
 const envelopeCases: EnvelopeCase[] = [
   // INTERNAL, as grpc-go answers an unparseable message (see the top of this file).
   { name: "random bytes in a correct envelope", body: envelope(notProtobuf), code: INTERNAL },
-  { name: "a string field that is not UTF-8", body: envelope(Buffer.from([0x0a, 0x02, 0xff, 0xfe])), code: INTERNAL },
+  { name: "a string field that is not UTF-8", body: envelope(Buffer.from([0x0a, 0x02, 0xff, 0xfe])), code: INVALID_ARGUMENT },
   { name: "a truncated envelope (100 bytes declared, 10 sent)", body: envelope(Buffer.alloc(10), { declaredLength: 100 }), code: INVALID_ARGUMENT },
   { name: "a partial envelope header", body: Buffer.from([0x00, 0x00, 0x00]), code: INVALID_ARGUMENT },
   { name: "an oversized length prefix (0xFFFFFFF0)", body: envelope(Buffer.alloc(10), { declaredLength: 0xfffffff0 }), code: RESOURCE_EXHAUSTED },

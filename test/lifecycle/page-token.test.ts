@@ -3,20 +3,21 @@ import { PageTokens } from "../../src/lifecycle/page-token.js";
 
 describe("page tokens", () => {
   const tokens = new PageTokens("key-1");
-  const token = tokens.issue("operations/01ABC", "filter-a");
+  const token = tokens.issue("ListOperations", "operations/01ABC", "filter-a");
 
-  it("round-trip for the same filter", () => {
-    expect(tokens.read(token, "filter-a")).toBe("operations/01ABC");
+  it("round-trip for the same RPC and filter", () => {
+    expect(tokens.read("ListOperations", token, "filter-a")).toBe("operations/01ABC");
   });
 
-  it("are refused with another filter, another key, or any edited character", () => {
-    expect(tokens.read(token, "filter-b")).toBeUndefined();
-    expect(new PageTokens("key-2").read(token, "filter-a")).toBeUndefined();
+  it("are refused by another RPC, with another filter, another key, or any edited character", () => {
+    expect(tokens.read("ListAuditRecords", token, "filter-a")).toBeUndefined();
+    expect(tokens.read("ListOperations", token, "filter-b")).toBeUndefined();
+    expect(new PageTokens("key-2").read("ListOperations", token, "filter-a")).toBeUndefined();
     for (let i = 0; i < token.length; i += 1) {
       const edited = token.slice(0, i) + (token[i] === "A" ? "B" : "A") + token.slice(i + 1);
-      if (edited !== token) expect(tokens.read(edited, "filter-a")).toBeUndefined();
+      if (edited !== token) expect(tokens.read("ListOperations", edited, "filter-a")).toBeUndefined();
     }
-    expect(tokens.read("", "filter-a")).toBeUndefined();
-    expect(tokens.read("a.b.c", "filter-a")).toBeUndefined();
+    expect(tokens.read("ListOperations", "", "filter-a")).toBeUndefined();
+    expect(tokens.read("ListOperations", "a.b.c", "filter-a")).toBeUndefined();
   });
 });
