@@ -24,17 +24,30 @@ export function costOf(call: RuntimeCall): Budget {
 
 export type Charge =
   | { kind: "within"; usage: Budget; warnings: BudgetWarning[] }
-  | { kind: "exhausted"; usage: Budget; dimension: BudgetDimensionName };
+  | { kind: "exhausted"; usage: Budget; dimension: BudgetDimensionName; limit: bigint };
 
 /** Usage after adding `add` and taking back `refund`, checked against `limit`; warnings for each dimension that crossed 80 %. */
 export function charge(limit: Budget, usage: Budget | undefined, add: Budget, refund?: Budget): Charge {
   const next = subtractBudgets(addBudgets(usage, add), refund);
   const dimension = firstExcess(next, limit, chargedDimensions);
-  if (dimension !== undefined) return { kind: "exhausted", usage: next, dimension };
+  if (dimension !== undefined) return { kind: "exhausted", usage: next, dimension, limit: limit[dimension] };
   const warnings = chargedDimensions
     .filter((d) => limit[d] > 0n && (usage?.[d] ?? 0n) * 100n < limit[d] * WARNING_PERCENT && next[d] * 100n >= limit[d] * WARNING_PERCENT)
     .map((d) => create(BudgetWarningSchema, { dimension: dimensionEnum(d), used: next[d], limit: limit[d] }));
   return { kind: "within", usage: next, warnings };
+}
+
+/**
+ * The stop cause's message for an exhausting charge. When the usage was recorded all the same
+ * (a report of what was already used) it went past the budget: the message says by how much,
+ * and that only the budget is charged to the accounts above the operation (settledHolding).
+ */
+export function exhaustionMessage(outcome: Extract<Charge, { kind: "exhausted" }>, recorded: boolean): string {
+  const { dimension, limit } = outcome;
+  const used = outcome.usage[dimension];
+  const exhausted = `${dimension} budget exhausted`;
+  if (!recorded) return exhausted;
+  return `${exhausted}: ${used} reported against a budget of ${limit}, ${used - limit} over; its delegations and profile are charged the ${limit} only`;
 }
 
 export function remainingAfter(limit: Budget | undefined, usage: Budget | undefined): Budget {

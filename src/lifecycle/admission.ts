@@ -14,7 +14,7 @@ import type { Principal } from "../governance/authority.js";
 import { requireOperation } from "../governance/scope.js";
 import { workersDisabled } from "../workers/errors.js";
 import type { NewOperation, OperationStore, StoredProfile } from "../store/store.js";
-import { reservationFor, spendsBudget } from "../governance/budget-ledger.js";
+import { executionDefaults, reservationFor, spendsBudget } from "../governance/budget-ledger.js";
 import { policyDenied } from "../governance/errors.js";
 import { gatesForOperation } from "../governance/policy/gates.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
@@ -128,18 +128,22 @@ export async function admit(request: SubmitOperationRequest, { store, defaultBud
   if (spec.case === "executionStart" && noSandbox !== undefined) throw sandboxUnavailable(noSandbox);
   if (spec.case === "executionStart" && !workerSelectors && Object.keys(spec.value.workerSelector).length > 0) throw workersDisabled();
 
+  const now = new Date();
+  // What an execution leaves at 0 gets the server's default, but never more than its delegation
+  // and its profile can still give (src/governance/budget-ledger.ts).
+  const defaults = spendsBudget(type) ? await executionDefaults(store, defaultBudget, principal, stored, now) : defaultBudget;
   const operation: Operation = create(OperationSchema, {
     name: `operations/${nextId()}`,
     requestId: request.requestId,
     type,
     profile,
     spec: request.spec,
-    requestedBudget: withDefaults(request.requestedBudget, defaultBudget),
+    requestedBudget: withDefaults(request.requestedBudget, defaults),
     labels: request.labels,
     state: TaskState.QUEUED,
     delegation: principal.delegation.name,
     policyDecisions,
-    createTime: timestampFromDate(new Date()),
+    createTime: timestampFromDate(now),
   });
   return {
     operation,
@@ -147,6 +151,6 @@ export async function admit(request: SubmitOperationRequest, { store, defaultBud
     ...(spec.case === "profileCreate"
       ? { createsProfile: { name: profile, profileType: spec.value.profileType, ...(spec.value.budget ? { budget: spec.value.budget } : {}) } }
       : {}),
-    ...(spendsBudget(type) ? { reservation: reservationFor(operation, principal, stored, new Date()) } : {}),
+    ...(spendsBudget(type) ? { reservation: reservationFor(operation, principal, stored, now) } : {}),
   };
 }

@@ -7,7 +7,7 @@ import { OperationEventSchema, ProgressAttributesSchema, type BudgetWarning } fr
 import { EventType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { dimensionEnum, type Charge } from "../governance/runtime-charging.js";
+import { dimensionEnum, exhaustionMessage, type Charge } from "../governance/runtime-charging.js";
 import type { OperationStore } from "../store/store.js";
 import { invalidField } from "../server/errors.js";
 import { operationNotFound } from "./errors.js";
@@ -32,8 +32,9 @@ export interface ChargeResult {
 
 /**
  * Applies `compute`'s charge to the stored usage. `always` records the usage even when it
- * exhausts a dimension (reported usage was really spent); otherwise an exhausting charge is
- * refused and charges nothing. The audit record commits with the charge, if there is one.
+ * exhausts a dimension (reported usage was really spent; its accounts are charged no more than
+ * the budget when it settles, and the stop cause says how far over it went); otherwise an
+ * exhausting charge is refused and charges nothing. The audit record commits with the charge, if there is one.
  * Undefined outcome: the operation is not running (the caller says so its own way).
  */
 export async function chargeOperation(
@@ -61,7 +62,7 @@ export async function chargeOperation(
   if (result.kind === "not-found") throw operationNotFound(name);
   if (result.kind === "already-done") throw invalidField("call_ticket", "was already reported");
   if (outcome?.kind === "exhausted") {
-    deps.runner.stopForBudget(name, dimensionEnum(outcome.dimension), `${outcome.dimension} budget exhausted`);
+    deps.runner.stopForBudget(name, dimensionEnum(outcome.dimension), exhaustionMessage(outcome, always));
   }
   return { operation: result.operation, outcome };
 }

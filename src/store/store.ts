@@ -50,7 +50,10 @@ export interface Reservation {
   check: (accounts: readonly AccountState[]) => Error | undefined;
 }
 
-/** Ends an operation's reservation (the store knows its accounts and amount): the reservation is given back and `spent` kept. */
+/**
+ * Ends an operation's reservation (the store knows its accounts and amount): the reservation is
+ * given back and `spent` kept, but no more of it than was reserved in each dimension.
+ */
 export interface Settlement {
   spent: Budget;
 }

@@ -1,13 +1,15 @@
 // Budgets end to end: an execution reserves the consumable part of its requested budget from
 // its delegation and its profile in the commit that admits it, or is refused with
-// ResourceExhausted naming the dimension; the reservation is given back when it ends; memory
-// and disk are per-execution caps; concurrent submits and child issues never overspend; and
-// agentConcurrency caps how many run at once, the others waiting queued in order.
+// ResourceExhausted naming the dimension; a dimension it leaves at 0 gets the server's default
+// cut to what its delegation has left, so a child with a dimension at 0 still runs what does
+// not use it; the reservation is given back when it ends; memory and disk are per-execution
+// caps; concurrent submits and child issues never overspend; and agentConcurrency caps how many
+// run at once, the others waiting queued in order.
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
+import { BudgetDimension, BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import type { OperationEvent } from "../../src/gen/agentmachine/v1/event_pb.js";
 import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
 import { CallKind } from "../../src/gen/agentmachine/v1/runtime_pb.js";
@@ -56,6 +58,7 @@ beforeAll(async () => {
   server = await startTestServer({ maxConcurrentExecutions: 8 });
   root = await wideRoot(server.url, server.dataDir);
   profile = await createProfileWith(root.operations, "work", ProfileType.PERSONAL);
+  await bindProvider(root.operations, await createProfileWith(root.operations, "models", ProfileType.LOCAL_MODEL_PROVIDER), "ollama");
 });
 afterAll(() => server.close());
 
@@ -77,11 +80,33 @@ describe("admission", () => {
     await cancelAll([fits.operation!.name]);
   });
 
-  it("checks a dimension the request leaves at 0 at the server's default for it", async () => {
+  it("fills a dimension the request leaves at 0 with the server's default, or with what the delegation has left when that is less", async () => {
     const agent = await issueAgent(root, server.url, "below-default", roomyBudget({ tokens: 100_000n }));
-    const error = await refusal(agent.clients.operations.submitOperation(sleeper({})));
+    const { operation: first } = await agent.clients.operations.submitOperation(sleeper({ tokens: 30_000n }));
+    const { operation: second } = await agent.clients.operations.submitOperation(sleeper({}));
+    expect([second!.requestedBudget?.tokens, second!.requestedBudget?.modelCalls]).toEqual([70_000n, 200n]); // what is left; the default
+    await cancelAll([first!.name, second!.name]);
+  });
+
+  it("runs an execution under a child with a dimension at 0 when it does not use it, and refuses a call that needs it", async () => {
+    const child = await issueAgent(root, server.url, "no-models", roomyBudget({ modelCalls: 0n, tokens: 0n }));
+    const { operation: done } = await run(child.clients.operations, execution(profile, ["true"]));
+    expect(done).toMatchObject({ state: TaskState.COMPLETED, requestedBudget: { modelCalls: 0n, tokens: 0n, connectorCalls: 120n } });
+
+    const exec = await startCredentialed(server.url, server.dataDir, child.clients.operations, profile);
+    const connector = await exec.runtime.authorizeCall({ operation: exec.operation.name, call: { kind: CallKind.CONNECTOR, connector: "issue-tracker" } });
+    expect(connector.allowed).toBe(true);
+    const model = await exec.runtime.authorizeCall({ operation: exec.operation.name, call: { kind: CallKind.MODEL, modelProvider: "ollama", estimatedTokens: 1n } });
+    expect(model).toMatchObject({ allowed: false, exhaustedDimension: BudgetDimension.MODEL_CALLS });
+    const { operation: ended } = await waitForEnd(root.operations, exec.operation.name);
+    expect(ended).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "budget_exhausted", dimension: BudgetDimension.MODEL_CALLS } });
+  });
+
+  it("still refuses an execution when its delegation has nothing left of a dimension every execution runs in", async () => {
+    const child = await issueAgent(root, server.url, "no-wall-clock", roomyBudget({ wallClockSeconds: 0n }));
+    const error = await refusal(child.clients.operations.submitOperation(sleeper({})));
     expect(error.code).toBe(Code.ResourceExhausted);
-    expect(budgetRefusal(error)).toEqual({ account: agent.delegation.name, dimension: "tokens", requested: 160_000n, remaining: 100_000n });
+    expect(budgetRefusal(error)).toEqual({ account: child.delegation.name, dimension: "wallClockSeconds", requested: 1n, remaining: 0n });
   });
 
   it("holds memory and disk as caps per execution: each must fit, and executions that fit never take them from each other", async () => {
@@ -210,7 +235,6 @@ describe("no overspending under concurrency", () => {
   });
 
   it("gives a revoked child's unspent budget back to its parent, but not what the child's executions spent", async () => {
-    await bindProvider(root.operations, await createProfileWith(root.operations, "models", ProfileType.LOCAL_MODEL_PROVIDER), "ollama");
     const parent = await issueAgent(root, server.url, "spend-then-revoke", roomyBudget({ tokens: 1000n }), true);
     const child = await issueAgent(parent.clients, server.url, "spender-child", roomyBudget({ tokens: 1000n, agentConcurrency: 10n }));
     const exec = await startCredentialed(server.url, server.dataDir, child.clients.operations, profile, { tokens: 1000n });

@@ -1,25 +1,32 @@
 // RuntimeService end to end: a running execution asks, with its own execution credential
 // (AMCTL_TOKEN), before each model, connector or tool call. Calls are charged atomically to
 // the operation's budget; one that would overspend is denied and ends the task failed naming
-// the dimension; crossing 80 % warns once; ReportUsage reconciles each ticket once. Nobody
+// the dimension; crossing 80 % warns once; ReportUsage reconciles each ticket once, and a report
+// past the budget charges the delegations and the profile no more than the budget. Nobody
 // else's credential may ask for the execution, and its own is worthless once the task ends.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BudgetDimension } from "../../src/gen/agentmachine/v1/budget_pb.js";
+import { BudgetDimension, BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import type { AuthorizeCallResponse } from "../../src/gen/agentmachine/v1/runtime_service_pb.js";
 import { CallKind } from "../../src/gen/agentmachine/v1/runtime_pb.js";
 import { EventType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { budgetDimensions } from "../../src/governance/budget-dimensions.js";
+import { fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
 import { execution, waitForEnd } from "../helpers/operations.js";
 import {
   bindProvider,
+  budgetRefusal,
   cancelAndWait,
   clientsFor,
   createProfileWith,
   errorInfo,
+  issueAgent,
   refusal,
+  roomyBudget,
   startCredentialed,
   workspaceOf,
   type BudgetInit,
@@ -166,6 +173,33 @@ describe("ReportUsage", () => {
     expect(report.withinBudget).toBe(false);
     const { operation } = await waitForEnd(root.operations, exec.operation.name);
     expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "budget_exhausted", dimension: BudgetDimension.TOKENS }, usage: { tokens: 1500n } });
+  });
+
+  it("charges the delegations and the profile at most the operation's own budget, however much one report claims, and says by how much it went over", async () => {
+    // As `amctl delegation root` signs it: the server's default budget (160 000 tokens), here
+    // with room in the other dimensions; an agent below it with 100 000 tokens; an operation of 300.
+    const rootBudget = create(BudgetSchema, Object.fromEntries(budgetDimensions.map((d) => [d, d === "tokens" ? 160_000n : 1n << 60n])));
+    const operator = clientsFor(server.url, await mintRoot(await operatorOf(server.dataDir), { subject: "cli-like-root", scope: { ...fullScope, budget: rootBudget } }));
+    const capped = await createProfileWith(operator.operations, "dev-capped", ProfileType.PERSONAL, roomyBudget({ tokens: 1000n }));
+    const agent = await issueAgent(operator, server.url, "agent-100k", roomyBudget({ tokens: 100_000n }));
+    const exec = await startCredentialed(server.url, server.dataDir, agent.clients.operations, capped, { tokens: 300n });
+    const { callTicket } = await authorize(exec, modelCall(100n));
+    const report = await exec.runtime.reportUsage({ operation: exec.operation.name, callTicket, actualTokens: 100_000_000n });
+    expect(report).toMatchObject({ withinBudget: false, remaining: { tokens: 0n } });
+    const { operation } = await waitForEnd(root.operations, exec.operation.name);
+    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "budget_exhausted", dimension: BudgetDimension.TOKENS }, usage: { tokens: 100_000_000n } });
+    // The agent and the profile were charged the 300 the operation reserved, nothing more...
+    const fromAgent = await refusal(agent.clients.operations.submitOperation(execution(profile, ["true"], {}, { tokens: 99_701n })));
+    expect(budgetRefusal(fromAgent)).toEqual({ account: agent.delegation.name, dimension: "tokens", requested: 99_701n, remaining: 99_700n });
+    const fromProfile = await refusal(agent.clients.operations.submitOperation(execution(capped, ["true"], {}, { tokens: 701n })));
+    expect(budgetRefusal(fromProfile)).toEqual({ account: capped, dimension: "tokens", requested: 701n, remaining: 700n });
+    // ...so the operator's root still submits, and still issues a child with tokens=1.
+    const { operation: submitted } = await operator.operations.submitOperation(execution(profile, ["true"], {}, { tokens: 1000n }));
+    expect((await waitForEnd(operator.operations, submitted!.name)).operation.state).toBe(TaskState.COMPLETED);
+    const { delegation: child } = await operator.delegations.issueDelegation({ subject: "one-token", scope: { budget: { tokens: 1n } } });
+    expect(child?.scope?.budget?.tokens).toBe(1n);
+    // The anomaly, on the operation: what was reported, against what budget, and how far over.
+    expect(operation.stopCause?.message).toBe("tokens budget exhausted: 100000000 reported against a budget of 300, 99999700 over; its delegations and profile are charged the 300 only");
   });
 });
 

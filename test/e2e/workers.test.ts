@@ -2,7 +2,8 @@
 // on real sockets, real task processes. Tasks spread over workers and honour selectors; a
 // worker killed mid-task loses its lease and the task completes on another exactly once, a
 // late report under the dead lease is refused; cancel reaches the worker's process group;
-// each task gets its own credential; budgets are enforced on the worker.
+// each task gets its own credential; budgets are enforced on the worker; the usage a worker
+// reports adds up saturating and is settled within the operation's budget.
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -13,10 +14,10 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { BudgetDimension } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { EventType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { AttemptResult, WorkerService } from "../../src/gen/agentmachine/v1/worker_service_pb.js";
+import { AttemptResult, WorkerService, type ConnectResponse, type TaskAssignment } from "../../src/gen/agentmachine/v1/worker_service_pb.js";
 import { bearer } from "../helpers/auth.js";
 import { commandLine, createProfile, execution, isAlive, operationsClient, processesOf, waitForEnd, type OperationsClient } from "../helpers/operations.js";
-import { errorInfo, refusal } from "../helpers/runtime.js";
+import { budgetRefusal, errorInfo, issueAgent, refusal, roomyBudget, wideRoot } from "../helpers/runtime.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { startWorker, stopWorker, workerToken, type WorkerProcess } from "../helpers/workers.js";
 
@@ -115,6 +116,59 @@ describe("dispatch", () => {
     expect(ended.state).toBe(TaskState.FAILED);
     expect(ended.stopCause?.reason).toBe("budget_exhausted");
     expect(ended.stopCause?.dimension).toBe(BudgetDimension.CPU_GPU_COMPUTE_SECONDS);
+  });
+});
+
+describe("usage a worker reports", () => {
+  /** A worker of the test's own on a raw WorkerService stream, which reports whatever the test says. */
+  async function rawWorker(subject: string) {
+    const worker = workerClient(await workerToken(server.dataDir, subject));
+    const stop = new AbortController();
+    const instructions = worker.connect({ capacity: 1 }, { signal: stop.signal })[Symbol.asyncIterator]();
+    const next = async () => (await instructions.next()).value as ConnectResponse;
+    const welcome = (await next()).instruction;
+    if (welcome.case !== "welcome") throw new Error(`expected a welcome, got ${welcome.case}`);
+    return {
+      client: worker,
+      name: welcome.value.worker,
+      async assignment(): Promise<TaskAssignment> {
+        for (;;) {
+          const { instruction } = await next();
+          if (instruction.case === "assignment") return instruction.value;
+        }
+      },
+      close: () => stop.abort(),
+    };
+  }
+
+  it("saturates at 2^64−1 instead of failing the settlement: the task ends, and its delegation keeps no more than the operation's budget spent", async () => {
+    const MAX_UINT64 = (1n << 64n) - 1n;
+    const agent = await issueAgent(await wideRoot(server.url, server.dataDir), server.url, "agent-of-raw-worker", roomyBudget({ cpuGpuComputeSeconds: 1000n, wallClockSeconds: 1000n }));
+    const worker = await rawWorker("raw-worker");
+    try {
+      const { operation } = await agent.clients.operations.submitOperation(execution(profile, ["true"], { retryPolicy: RETRY }, { cpuGpuComputeSeconds: 100n, wallClockSeconds: 100n }));
+      const name = operation!.name;
+      // The first attempt fails after 10 s of each, the second claims 2^64 − 1 of everything:
+      // the attempts add up to 2^64 − 1 + 10.
+      const first = await worker.assignment();
+      expect(first.operation?.name).toBe(name);
+      const cause = { reason: "exit_code", message: "exit code 1" };
+      await worker.client.reportOutcome({ worker: worker.name, lease: first.lease, result: AttemptResult.FAILED, cause, retryable: true, usage: { cpuGpuComputeSeconds: 10n, wallClockSeconds: 10n } });
+      const second = await worker.assignment();
+      expect([second.operation?.name, second.lease?.attempt]).toEqual([name, 2]);
+      const everything = { cpuGpuComputeSeconds: MAX_UINT64, wallClockSeconds: MAX_UINT64, sandboxMemoryBytes: MAX_UINT64, localDiskBytes: MAX_UINT64 };
+      await worker.client.reportOutcome({ worker: worker.name, lease: second.lease, result: AttemptResult.COMPLETED, usage: everything });
+
+      const { operation: ended } = await waitForEnd(client, name);
+      expect(ended).toMatchObject({ state: TaskState.COMPLETED, usage: everything });
+      // The ledger settled: the 100 s of each the operation reserved are spent, nothing more.
+      for (const dimension of ["cpuGpuComputeSeconds", "wallClockSeconds"] as const) {
+        const over = await refusal(agent.clients.operations.submitOperation(execution(profile, ["true"], {}, { cpuGpuComputeSeconds: 1n, wallClockSeconds: 1n, [dimension]: 901n })));
+        expect(budgetRefusal(over)).toEqual({ account: agent.delegation.name, dimension, requested: 901n, remaining: 900n });
+      }
+    } finally {
+      worker.close();
+    }
   });
 });
 

@@ -2,13 +2,14 @@
 // in a charged dimension, one that would is refused naming the first such dimension, and a
 // dimension warns exactly when the charge carries its usage from below 80 % of its limit to
 // 80 % or more — so along any run of allowed calls, each dimension warns at most once.
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { BudgetDimension, BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { CallKind, RuntimeCallSchema } from "../../src/gen/agentmachine/v1/runtime_pb.js";
 import { budgetDimensions, type BudgetDimensionName } from "../../src/governance/budget-dimensions.js";
-import { charge, chargedDimensions, costOf, dimensionEnum, remainingAfter } from "../../src/governance/runtime-charging.js";
+import { MAX_AMOUNT } from "../../src/governance/budget-math.js";
+import { charge, chargedDimensions, costOf, dimensionEnum, exhaustionMessage, remainingAfter } from "../../src/governance/runtime-charging.js";
 
 const amount = (max: bigint) => fc.bigInt({ min: 0n, max });
 const budgetOf = (max: bigint): fc.Arbitrary<Budget> =>
@@ -120,6 +121,24 @@ describe("charge", () => {
     const limit = create(BudgetSchema, { modelCalls: 10n, tokens: 10n, connectorCalls: 10n });
     const result = charge(limit, undefined, create(BudgetSchema, { wallClockSeconds: 99n, sandboxMemoryBytes: 99n }));
     expect(result.kind).toBe("within");
+  });
+
+  it("never throws and always gives a usage that encodes, for any amounts up to 2^64−1", () => {
+    fc.assert(
+      fc.property(budgetOf(MAX_AMOUNT), budgetOf(MAX_AMOUNT), budgetOf(MAX_AMOUNT), budgetOf(MAX_AMOUNT), (limit, usage, add, refund) => {
+        const result = charge(limit, usage, add, refund);
+        expect(() => toBinary(BudgetSchema, result.usage)).not.toThrow();
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("names the limit it exhausts; a recorded usage's stop cause says how far over it went", () => {
+    const over = charge(create(BudgetSchema, { tokens: 300n }), create(BudgetSchema, { tokens: 100n }), create(BudgetSchema, { tokens: 99_999_900n }));
+    expect(over).toMatchObject({ kind: "exhausted", dimension: "tokens", limit: 300n });
+    if (over.kind !== "exhausted") return;
+    expect(exhaustionMessage(over, false)).toBe("tokens budget exhausted");
+    expect(exhaustionMessage(over, true)).toBe("tokens budget exhausted: 100000000 reported against a budget of 300, 99999700 over; its delegations and profile are charged the 300 only");
   });
 });
 

@@ -63,7 +63,7 @@ import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/opera
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../../contract/mapping.js";
-import { addBudgets, subtractBudgets } from "../../governance/budget-math.js";
+import { addBudgets, settledHolding } from "../../governance/budget-math.js";
 import { isTerminal } from "../../lifecycle/transitions.js";
 import {
   AUDIT_COLUMNS,
@@ -367,7 +367,7 @@ export class PostgresStore implements OperationStore {
     await this.putHeld(tx, held);
   }
 
-  /** Gives back an operation's reservation on each of its accounts and keeps what it spent; nothing if it holds none. */
+  /** Gives back an operation's reservation on each of its accounts and keeps what it spent, up to the reservation; nothing if it holds none. */
   private async settle(tx: Transaction, operation: string, { spent }: Settlement): Promise<void> {
     const { rows } = await tx.query<{ accounts: string[]; amount: Uint8Array }>("DELETE FROM reservations WHERE operation = $1 RETURNING accounts, amount", [operation]);
     const reservation = rows[0];
@@ -377,7 +377,7 @@ export class PostgresStore implements OperationStore {
     const states = await this.lockAccounts(tx, accounts, false);
     const held = new Map<string, Budget>();
     for (const account of accounts) {
-      held.set(account, addBudgets(subtractBudgets(held.get(account) ?? states.get(account)!.held, reserved), spent));
+      held.set(account, settledHolding(held.get(account) ?? states.get(account)!.held, reserved, spent));
     }
     await this.putHeld(tx, held);
   }

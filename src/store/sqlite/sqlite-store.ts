@@ -15,7 +15,7 @@ import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachin
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
 import { profileTypeNames } from "../../contract/mapping.js";
-import { addBudgets, subtractBudgets } from "../../governance/budget-math.js";
+import { addBudgets, settledHolding } from "../../governance/budget-math.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../../lifecycle/transitions.js";
 import {
@@ -352,13 +352,13 @@ export class SqliteStore implements OperationStore {
     return accounts.map((account) => this.accountState(account));
   }
 
-  /** Gives back an operation's reservation on each of its accounts and keeps what it spent; nothing if it holds none. */
+  /** Gives back an operation's reservation on each of its accounts and keeps what it spent, up to the reservation; nothing if it holds none. */
   private settle(operation: string, { spent }: Settlement): void {
     const row = this.statements.getReservation.get(operation) as { accounts: string; amount: Uint8Array } | undefined;
     if (row === undefined) return;
     const reserved = fromBinary(BudgetSchema, row.amount);
     for (const account of JSON.parse(row.accounts) as string[]) {
-      this.putHeld(account, addBudgets(subtractBudgets(this.held(account), reserved), spent));
+      this.putHeld(account, settledHolding(this.held(account), reserved, spent));
     }
     this.statements.deleteReservation.run(operation);
   }
