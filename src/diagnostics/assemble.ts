@@ -23,6 +23,7 @@ function projected<T>(schema: DescMessage & { typeName: string }, messages: read
 export function assembleFiles(sources: DiagnosticsSources, tally: AllowlistTally): BundleFile[] {
   const own = new Set(sources.recentOperations.map((operation) => operation.name));
   own.add(sources.operation.name);
+  own.add(sources.operation.profile);
   const server: JsonObject = {
     ...sources.server,
     exportTime: sources.exportTime.toISOString(),

@@ -1,7 +1,8 @@
 // What a diagnostics bundle is made of, read from where it lives: the store (operations, their
 // events, counts, policy bundles), the configuration, the health table and the logger's recent
-// error lines. Everything of operations is of the export's own profile: a bundle never carries
-// another profile's operations, events or counts.
+// error lines. Everything of operations is of the export's own profile, and so are the log lines
+// that concern a profile: a bundle never carries another profile's operations, events, counts or
+// log lines.
 import { readFileSync } from "node:fs";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
@@ -12,6 +13,7 @@ import { operationTypeNames, taskStateNames } from "../contract/mapping.js";
 import type { ServerConfig } from "../server/config.js";
 import type { HealthStatus } from "../server/health.js";
 import type { EventBounds, OperationStore } from "../store/store.js";
+import { linesOfProfile } from "./log-profiles.js";
 
 /** Operations included when the spec asks for 0. */
 export const DEFAULT_RECENT_OPERATIONS = 100;
@@ -57,6 +59,7 @@ export interface DiagnosticsSources {
   eventsScanned: number;
   eventsTruncated: boolean;
   policyBundles: PolicyBundle[];
+  /** The newest warn/error lines of the export's profile or of none (log-profiles.ts). */
   recentErrorLines: readonly string[];
   /** Service ("" is the server) → serving status name. */
   health: Record<string, string>;
@@ -135,7 +138,7 @@ export async function collect(context: DiagnosticsContext, operation: Operation,
     eventsScanned: scanned,
     eventsTruncated: truncated,
     policyBundles: await store.listPolicyBundles(),
-    recentErrorLines: context.recentErrors(),
+    recentErrorLines: await linesOfProfile(store, operation.profile, context.recentErrors()),
     health: Object.fromEntries(context.health.services().map((service) => [service, HealthCheckResponse_ServingStatus[context.health.get(service) ?? 0] ?? "UNKNOWN"])),
   };
 }

@@ -1,8 +1,9 @@
-// The server's recent warn/error lines as a bundle shows them. Log lines put what varies in
-// fields and keep their message a constant of the code, so the message, level, time, RPC name,
-// status code and error type are kept; every other field reads "[redacted]" (error messages and
-// stacks can hold anything). An operation named in a line is kept only if it is one of the
-// bundle's own operations (of its profile): a bundle says nothing of other profiles.
+// The server's recent warn/error lines as a bundle shows them (only those of its profile or of
+// none come here: log-profiles.ts). Log lines put what varies in fields and keep their message a
+// constant of the code, so the message, level, time, RPC name, status code and error type are
+// kept; every other field reads "[redacted]" (error messages and stacks can hold anything). The
+// profiles a line concerns, and an operation it names, are kept only if they are the bundle's
+// own (its profile, its recent operations): a bundle says nothing of other profiles.
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import type { AllowlistTally } from "./allowlist.js";
 import { REDACTED } from "./detector.js";
@@ -18,7 +19,8 @@ function scalar(value: unknown): value is string | number | boolean {
   return typeof value === "string" || typeof value === "number" || typeof value === "boolean";
 }
 
-export function projectLogLine(line: string, ownOperations: ReadonlySet<string>, tally: AllowlistTally): JsonObject {
+/** `ownNames`: the bundle's profile and the names of its operations. */
+export function projectLogLine(line: string, ownNames: ReadonlySet<string>, tally: AllowlistTally): JsonObject {
   const redact = (): JsonValue => {
     tally.redactedFields += 1;
     return REDACTED;
@@ -35,7 +37,8 @@ export function projectLogLine(line: string, ownOperations: ReadonlySet<string>,
   for (const [key, value] of Object.entries(parsed)) {
     if (key === "msg" && err !== undefined && value === err.message) out[key] = redact(); // log.error(error) puts the error's message here
     else if (KEPT.has(key) && scalar(value)) out[key] = value;
-    else if (key === "operation" && typeof value === "string" && ownOperations.has(value)) out[key] = value;
+    else if (key === "operation" && typeof value === "string" && ownNames.has(value)) out[key] = value;
+    else if (key === "profiles" && Array.isArray(value) && value.every((item) => typeof item === "string" && ownNames.has(item))) out[key] = value as string[];
     else if (key === "err" && err !== undefined) {
       out[key] = Object.fromEntries(Object.entries(err).map(([field, item]) => [field, ERROR_FIELDS.has(field) && scalar(item) ? item : redact()]));
     } else out[key] = redact();

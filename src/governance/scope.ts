@@ -5,6 +5,7 @@ import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js
 import { operationTypeNames } from "../contract/mapping.js";
 import { allows, ANY } from "./attenuation.js";
 import type { Principal } from "./authority.js";
+import { noteCallProfile } from "../server/call-profiles.js";
 import { outOfScope } from "./errors.js";
 
 export interface OperationAccess {
@@ -27,8 +28,11 @@ export function requireOperation(principal: Principal, access: OperationAccess):
   }
 }
 
+/** Whether the principal may see `profile`; if so, the current call concerns it (its log lines say so: src/server/call-profiles.ts). */
 export function canSeeProfile(principal: Principal, profile: string): boolean {
-  return allows(principal.delegation.scope!.profiles, profile);
+  const allowed = allows(principal.delegation.scope!.profiles, profile);
+  if (allowed) noteCallProfile(profile);
+  return allowed;
 }
 
 export function requireProfile(principal: Principal, profile: string): void {

@@ -4,6 +4,7 @@ import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { createValidator } from "@bufbuild/protovalidate";
 import { createValidateInterceptor } from "@connectrpc/validate";
+import { callProfileFields } from "./call-profiles.js";
 import type { Logger } from "./logger.js";
 import { internalError } from "./errors.js";
 import { markInvalidUtf8, refusingInvalidUtf8 } from "./invalid-utf8.js";
@@ -17,7 +18,7 @@ function sanitize(error: unknown, requestId: string, procedure: string, log: Log
     error.metadata.set(REQUEST_ID_HEADER, requestId);
     return error;
   }
-  log.error({ requestId, procedure, err: error }, "unexpected error in handler");
+  log.error({ requestId, procedure, ...callProfileFields(), err: error }, "unexpected error in handler");
   const internal = internalError(requestId);
   internal.metadata.set(REQUEST_ID_HEADER, requestId);
   return internal;
@@ -71,7 +72,7 @@ export function loggingInterceptor(log: Logger): Interceptor {
     } catch (error) {
       const code = error instanceof ConnectError ? error.code : Code.Internal;
       const serverSide = code === Code.Internal || code === Code.Unknown || code === Code.DataLoss;
-      log[serverSide ? "warn" : "debug"]({ ...fields, code: Code[code], ms: Math.round(performance.now() - started) }, "rpc failed");
+      log[serverSide ? "warn" : "debug"]({ ...fields, ...callProfileFields(), code: Code[code], ms: Math.round(performance.now() - started) }, "rpc failed");
       throw error;
     }
   };

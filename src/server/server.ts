@@ -64,6 +64,7 @@ import { shuttingDown } from "./errors.js";
 import { HealthStatus, ServingStatus } from "./health.js";
 import { auditInterceptor } from "./audit-interceptor.js";
 import { authInterceptor } from "./auth-interceptor.js";
+import { withCallProfiles } from "./call-profiles.js";
 import { errorInterceptor, loggingInterceptor, validationInterceptor } from "./interceptors.js";
 import { createLogger, recentErrors, type Logger } from "./logger.js";
 import { listenOnePort } from "./one-port-listener.js";
@@ -312,7 +313,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     router.service(reflectionV1alpha.ServerReflection, reflectionServiceV1alpha(reflector));
   };
 
-  const handler = connectNodeAdapter({
+  const adapter = connectNodeAdapter({
     routes,
     // Audit before authentication: unauthenticated attempts are recorded too.
     interceptors: [
@@ -329,6 +330,8 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     jsonOptions: { alwaysEmitImplicit: true },
     shutdownSignal: shutdown.signal,
   });
+  // Each call keeps a record of the profiles it concerns, for its log lines.
+  const handler = withCallProfiles(adapter);
 
   const egress = egressProxy({ store, policy, grants, authority, runner, log, audit: config.audit });
   const listener = await listenOnePort(handler, config.host, config.port, config.connectionPrefaceTimeoutMs, {
