@@ -20,6 +20,9 @@ interface ServeOptions {
   logLevel: string;
   maxMessageBytes: number;
   shutdownGraceMs: number;
+  maxConnections: number;
+  maxConnectionsPerAddress: number;
+  connectionIdleTimeoutMs: number;
   maxConcurrentExecutions: number;
   trustAnchor: string[];
   policy?: string;
@@ -47,6 +50,24 @@ export function registerServeCommand(program: Command): void {
     .option("--log-level <level>", `one of ${LOG_LEVELS.join(", ")}`, defaultConfig.logLevel)
     .option("--max-message-bytes <n>", "largest request message accepted", positiveInteger("--max-message-bytes"), defaultConfig.maxMessageBytes)
     .option("--shutdown-grace-ms <n>", "how long shutdown waits for open calls", positiveInteger("--shutdown-grace-ms"), defaultConfig.shutdownGraceMs)
+    .option(
+      "--max-connections <n>",
+      "connections held at once; beyond it a new one replaces the longest-idle one, or is refused when all are busy (default: 3/4 of the open-file limit, at most 10000)",
+      positiveInteger("--max-connections"),
+      defaultConfig.connectionLimits.maxConnections,
+    )
+    .option(
+      "--max-connections-per-address <n>",
+      "connections held at once from one IPv4 address or IPv6 /64, loopback included",
+      positiveInteger("--max-connections-per-address"),
+      defaultConfig.connectionLimits.maxConnectionsPerAddress,
+    )
+    .option(
+      "--connection-idle-timeout-ms <n>",
+      "a connection with no request or stream open for this long is closed",
+      positiveInteger("--connection-idle-timeout-ms"),
+      defaultConfig.connectionLimits.idleTimeoutMs,
+    )
     .option("--trust-anchor <file>", "operator public key (PEM) whose root delegations are accepted; repeatable", (file: string, files: string[]) => [...files, file], [] as string[])
     .option("--policy <dir>", "directory of policy bundles (*.yaml) to apply at start; default <data-dir>/policies if it exists")
     .option("--container-runtime <runtime>", "podman, docker, or the path of a CLI that takes their flags, to run container.run operations with; unset, they are refused")
@@ -73,6 +94,11 @@ export function registerServeCommand(program: Command): void {
           logLevel: options.logLevel as Level,
           maxMessageBytes: options.maxMessageBytes,
           shutdownGraceMs: options.shutdownGraceMs,
+          connectionLimits: {
+            maxConnections: options.maxConnections,
+            maxConnectionsPerAddress: options.maxConnectionsPerAddress,
+            idleTimeoutMs: options.connectionIdleTimeoutMs,
+          },
           maxConcurrentExecutions: options.maxConcurrentExecutions,
           trustAnchors: options.trustAnchor,
           ...(options.policy !== undefined ? { policyDir: options.policy } : {}),

@@ -7,6 +7,7 @@ import type { LocalProcessOptions } from "../executors/local-process.js";
 import type { SandboxSettings } from "../sandbox/execution-isolation.js";
 import { defaultRetryPolicy, type EffectiveRetryPolicy } from "../lifecycle/retry.js";
 import type { RetentionPolicy } from "../store/store.js";
+import { defaultConnectionLimits, type ConnectionLimits } from "./connection-limits.js";
 
 export interface ServerConfig {
   /** Interface to bind; loopback by default so a fresh install is not reachable from the network. */
@@ -25,6 +26,8 @@ export interface ServerConfig {
   maxMessageBytes: number;
   /** A connection that sends no request line or HTTP/2 preface within this is closed. */
   connectionPrefaceTimeoutMs: number;
+  /** Connections held at once (in all, and per address) and how long an idle one stays. */
+  connectionLimits: ConnectionLimits;
   /** How long shutdown waits for open calls and streams before it closes connections. */
   shutdownGraceMs: number;
   /**
@@ -97,6 +100,7 @@ export const defaultConfig: ServerConfig = {
   logLevel: "info",
   maxMessageBytes: 4 * 1024 * 1024,
   connectionPrefaceTimeoutMs: 10_000,
+  connectionLimits: defaultConnectionLimits(),
   shutdownGraceMs: 8000,
   trustAnchors: [],
   credentialCacheMs: 1000,

@@ -2,14 +2,20 @@
 // gRPC-Web need HTTP/1.1; Node's cleartext http2 server with allowHTTP1 does not serve HTTP/1.1
 // (that fallback only works through TLS ALPN). So a net.Server sniffs the first bytes of each
 // connection: the HTTP/2 client preface goes to the http2 server, anything else to the HTTP/1.1
-// server.
+// server. Every connection is held under the limits of connection-limits.ts (connection-table.ts).
 import { Duplex } from "node:stream";
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
+import type { ConnectionLimits } from "./connection-limits.js";
+import { ConnectionTable, type HeldConnection, type LimitEvent } from "./connection-table.js";
+import type { Logger } from "./logger.js";
+import { throttled } from "./throttled.js";
 
 const MAX_STREAMS_PER_CONNECTION = 1000;
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+/** A flood repeats the same warning thousands of times a second: it is logged this often at most, with a count. */
+const WARNING_INTERVAL_MS = 10_000;
 
 type RequestHandler = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
@@ -20,6 +26,16 @@ type RequestHandler = (
 export interface ProxyHandlers {
   connect(request: http.IncomingMessage, socket: Duplex, head: Buffer): void;
   plainRequest(res: http.ServerResponse): void;
+}
+
+export interface OnePortOptions {
+  host: string;
+  port: number;
+  /** A connection that has not sent enough bytes to tell its protocol within this is closed. */
+  prefaceTimeoutMs: number;
+  limits: ConnectionLimits;
+  log: Logger;
+  proxy?: ProxyHandlers;
 }
 
 export interface OnePortListener {
@@ -97,23 +113,40 @@ function looksLikeHttp2(bytes: Buffer): boolean | undefined {
   return n === HTTP2_PREFACE.length ? true : undefined;
 }
 
-/**
- * Listens on `host:port`. A connection that has not sent enough bytes to tell its protocol
- * within `prefaceTimeoutMs` is closed.
- */
-export async function listenOnePort(
-  handler: RequestHandler,
-  host: string,
-  port: number,
-  prefaceTimeoutMs: number,
-  proxy?: ProxyHandlers,
-): Promise<OnePortListener> {
+/** Logs what the connection table did at a cap, once per interval per outcome. */
+function limitWarnings(log: Logger): (event: LimitEvent) => void {
+  const refused = throttled(WARNING_INTERVAL_MS, (event: LimitEvent, count: number) =>
+    log.warn({ ...event, connections: count }, "connection limit reached: new connections refused (every connection held is busy)"),
+  );
+  const evicted = throttled(WARNING_INTERVAL_MS, (event: LimitEvent, count: number) =>
+    log.warn({ ...event, connections: count }, "connection limit reached: idle connections closed to make room"),
+  );
+  return (event) => (event.outcome === "refused" ? refused : evicted)(event);
+}
+
+/** Listens on `options.host:options.port`. */
+export async function listenOnePort(handler: RequestHandler, options: OnePortOptions): Promise<OnePortListener> {
+  const { proxy, log } = options;
+  const table = new ConnectionTable(options.limits, limitWarnings(log));
+  const heldSockets = new WeakMap<net.Socket, HeldConnection>();
+  /** HTTP/1.1: a request in flight (or a proxy tunnel, for as long as it lasts) makes its connection busy. */
+  const busyWhile = (socket: net.Socket, done?: http.ServerResponse): void => {
+    const held = heldSockets.get(socket);
+    held?.requestStarted();
+    done?.once("close", () => held?.requestEnded());
+  };
   const h1 = http.createServer((req, res) => {
+    busyWhile(req.socket, res);
     // An absolute-form target ("GET http://host/…") is a request to a proxy, not to us.
     if (proxy !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(req.url ?? "")) proxy.plainRequest(res);
     else (handler as http.RequestListener)(req, res);
   });
-  if (proxy !== undefined) h1.on("connect", proxy.connect);
+  if (proxy !== undefined) {
+    h1.on("connect", (request: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      busyWhile(socket as net.Socket);
+      proxy.connect(request, socket, head);
+    });
+  }
   // Node announces no limit on concurrent streams by default; each open stream holds tens of
   // KiB (bench/), so one connection must not be able to pin gigabytes.
   const h2 = http2.createServer({ settings: { maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION } }, (req, res) => {
@@ -128,19 +161,27 @@ export async function listenOnePort(
     handler(req, res);
   });
   const sessions = new Set<http2.ServerHttp2Session>();
-  const sockets = new Set<net.Socket>();
+  // The http2 server makes a connection's session, and emits "session", within its
+  // "connection" listener: what was held for the connection is handed over around that emit.
+  let arriving: HeldConnection | undefined;
   h2.on("session", (session) => {
     sessions.add(session);
     session.on("close", () => sessions.delete(session));
+    const held = arriving!;
+    session.on("stream", (stream: http2.ServerHttp2Stream) => {
+      held.requestStarted();
+      stream.once("close", () => held.requestEnded());
+    });
+    held.onIdle(() => session.close());
   });
 
   // noDelay: an RPC's frames are small writes; with Nagle's algorithm each call can wait ~40 ms
   // for a delayed ACK.
   const tcp = net.createServer({ noDelay: true }, (socket) => {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
+    const held = table.admit(socket);
+    if (held === undefined) return;
     // A connection that never says which protocol it speaks is dropped.
-    socket.setTimeout(prefaceTimeoutMs, () => socket.destroy());
+    socket.setTimeout(options.prefaceTimeoutMs, () => socket.destroy());
     let sniffed = Buffer.alloc(0);
     const onData = (chunk: Buffer): void => {
       sniffed = Buffer.concat([sniffed, chunk]);
@@ -150,8 +191,11 @@ export async function listenOnePort(
       socket.setTimeout(0);
       socket.pause();
       if (verdict) {
+        arriving = held;
         h2.emit("connection", new ReplaySocket(socket, sniffed));
+        arriving = undefined;
       } else {
+        heldSockets.set(socket, held);
         socket.unshift(sniffed);
         h1.emit("connection", socket);
         socket.resume();
@@ -163,11 +207,17 @@ export async function listenOnePort(
 
   await new Promise<void>((resolve, reject) => {
     tcp.once("error", reject);
-    tcp.listen(port, host, () => {
+    tcp.listen(options.port, options.host, () => {
       tcp.off("error", reject);
       resolve();
     });
   });
+  // An accept can fail (out of file descriptors, when libuv cannot shed the pending connection
+  // itself): the server keeps listening, but an "error" nobody listens to would end the process.
+  tcp.on(
+    "error",
+    throttled(WARNING_INTERVAL_MS, (error: Error, count: number) => log.warn({ err: error, count }, "could not accept connections")),
+  );
 
   return {
     address: () => tcp.address() as net.AddressInfo,
@@ -178,7 +228,7 @@ export async function listenOnePort(
       const deadline = setTimeout(() => {
         for (const session of sessions) session.destroy();
         h1.closeAllConnections();
-        for (const socket of sockets) socket.destroy();
+        table.destroyAll();
       }, graceMs);
       deadline.unref();
       await closed;

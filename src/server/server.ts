@@ -334,16 +334,20 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const handler = withCallProfiles(adapter);
 
   const egress = egressProxy({ store, policy, grants, authority, runner, log, audit: config.audit });
-  const listener = await listenOnePort(handler, config.host, config.port, config.connectionPrefaceTimeoutMs, {
-    connect: egress,
-    plainRequest: refusePlainProxyRequest,
+  const listener = await listenOnePort(handler, {
+    host: config.host,
+    port: config.port,
+    prefaceTimeoutMs: config.connectionPrefaceTimeoutMs,
+    limits: config.connectionLimits,
+    log,
+    proxy: { connect: egress, plainRequest: refusePlainProxyRequest },
   });
   const { address, port } = listener.address();
   const host = address.includes(":") ? `[${address}]` : address;
   url = `http://${host}:${port}`;
   // After listening: recovered executions get this server's address.
   await runner.recover();
-  log.info({ url, dataDir, services: servedServices, trustAnchors: anchorFiles, containerRuntime }, "serving");
+  log.info({ url, dataDir, services: servedServices, trustAnchors: anchorFiles, containerRuntime, connectionLimits: config.connectionLimits }, "serving");
 
   let closing: Promise<void> | undefined;
   return {

@@ -63,17 +63,18 @@ export interface ChildServer {
 export interface ChildServerOptions {
   /** Data dir to serve from (e.g. the same one across restarts); a fresh one when unset. */
   dataDir?: string;
+  /** The server's limit of open files (soft and hard, so Node cannot raise it); the machine's when unset. */
+  openFileLimit?: number;
 }
 
 /** Runs `amctl serve` as a child process and waits for its "serving" log line. */
 export async function startChildServer(args: string[] = [], options: ChildServerOptions = {}): Promise<ChildServer> {
   const dataDir = options.dataDir ?? tempDir();
   await operatorOf(dataDir);
-  const child = spawn(
-    process.execPath,
-    [join(repoRoot, "bin/amctl.mjs"), "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...(args.includes("--policy") ? [] : ["--policy", TEST_POLICIES]), ...args],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
+  const argv = [process.execPath, join(repoRoot, "bin/amctl.mjs"), "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...(args.includes("--policy") ? [] : ["--policy", TEST_POLICIES]), ...args];
+  // `exec` keeps the pid: the child is the server itself, with the shell's limit.
+  const [command, ...commandArgs] = options.openFileLimit === undefined ? argv : ["/bin/sh", "-c", `ulimit -n ${options.openFileLimit} && exec "$@"`, "sh", ...argv];
+  const child = spawn(command!, commandArgs, { stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   const exited = new Promise<number | string>((resolve) =>
     child.on("exit", (code, signal) => resolve(code ?? signal ?? "unknown")),
