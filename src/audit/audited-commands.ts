@@ -5,6 +5,7 @@
 // command ref, and the contract's audit.auditableCommands is generated
 // (src/contract/server-contract.ts), so the contract says what the server really audits.
 import type { DescMethod } from "@bufbuild/protobuf";
+import { AuditService } from "../gen/agentmachine/v1/audit_service_pb.js";
 import { DelegationService } from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { OperationService, type SubmitOperationRequest } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
@@ -57,6 +58,8 @@ const auditedRpcs: ReadonlyMap<string, AuditedRpc> = new Map([
   // When it charges the budget (an allowed call); a refused one is a denial.
   plainCommand(RuntimeService.method.authorizeCall),
   plainCommand(RuntimeService.method.reportUsage),
+  // The audit log's retention: deleting records is itself recorded, in the same commit.
+  plainCommand(AuditService.method.pruneAuditLog),
 ]);
 
 /** What a call of `method` with `request` (undefined while it is not read yet) commands. */

@@ -12,6 +12,10 @@
 // in the header, so verification uses a key given separately and only checks that the header
 // names the same one. Nothing unsigned and unchecked is in the file (no export time, say): every
 // byte of it is covered by a signature or a check.
+//
+// The export of a pruned log, and an archive (`amctl audit prune`) after the first, starts with
+// the checkpoint it starts from (src/audit/verify.ts), then the records after it. Archives are
+// verified in order, each going on from the one before, and then the log that was kept.
 import { once } from "node:events";
 import { createReadStream } from "node:fs";
 import { createInterface } from "node:readline";
@@ -87,10 +91,19 @@ export class ExportVerifier {
   private log: AuditVerifier | undefined;
   private failure: VerifyFailure | undefined;
 
-  constructor(private readonly verifier: VerifierKey) {}
+  /** With `before`, the file goes on from the log verified so far (the archives before it), and pushes to it. */
+  constructor(
+    private readonly verifier: VerifierKey,
+    private readonly before?: AuditVerifier,
+  ) {}
+
+  /** The log so far, once the header was read: what a following file or log goes on from. */
+  get verified(): AuditVerifier | undefined {
+    return this.log;
+  }
 
   snapshot(): ExportVerifier {
-    const copy = new ExportVerifier(this.verifier);
+    const copy = new ExportVerifier(this.verifier, this.before?.snapshot());
     copy.log = this.log?.snapshot();
     copy.failure = this.failure;
     return copy;
@@ -102,7 +115,11 @@ export class ExportVerifier {
     if (this.log === undefined) {
       const header = readHeader(line, this.verifier);
       if (typeof header === "string") return this.fail(number, header);
-      this.log = new AuditVerifier(this.verifier, header.origin);
+      const origin = this.before?.origin;
+      if (origin !== undefined && header.origin !== origin) {
+        return this.fail(number, `the export header's origin ${JSON.stringify(header.origin)} is not the origin of the log before it, ${JSON.stringify(origin)}`);
+      }
+      this.log = this.before ?? new AuditVerifier(this.verifier, header.origin);
       return undefined;
     }
     if (line.startsWith(RECORD) && line.endsWith("}")) return this.log.pushRecordLine(line.slice(RECORD.length, -1), number);
@@ -135,10 +152,9 @@ export class ExportVerifier {
   }
 }
 
-/** Verifies the export file at `path`, reading it a line at a time. */
-export async function verifyExportFile(path: string, verifier: VerifierKey): Promise<VerifyResult> {
+/** Pushes the lines of the file at `path`, read a line at a time, until one fails; returns `exported` finished. */
+export async function readExportFile(path: string, exported: ExportVerifier): Promise<VerifyResult> {
   const input = createReadStream(path, { encoding: "utf8" });
-  const exported = new ExportVerifier(verifier);
   let number = 0;
   try {
     for await (const line of createInterface({ input, crlfDelay: Infinity })) {
@@ -148,4 +164,9 @@ export async function verifyExportFile(path: string, verifier: VerifierKey): Pro
     input.destroy();
   }
   return exported.finish();
+}
+
+/** Verifies the export file at `path`. */
+export function verifyExportFile(path: string, verifier: VerifierKey): Promise<VerifyResult> {
+  return readExportFile(path, new ExportVerifier(verifier));
 }

@@ -9,10 +9,15 @@
 // A checkpoint must come no later than right after the record it covers, because only the last
 // hash is kept. One that covers records not seen yet waits for them; if the log ends first, it
 // was cut after that checkpoint was signed.
+//   start:       a log whose records were pruned (AuditService.PruneAuditLog) starts right after
+//                a signed checkpoint, which comes before its first record: the log is verified
+//                from that checkpoint's head, as if its records had been seen. A log that goes
+//                on from another (an archive, then what was kept) starts where that one ended.
 import { createHash } from "node:crypto";
 import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { AuditRecordSchema, type AuditCheckpoint, type AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
 import { canonicalJson, GENESIS_HASH, recordHash } from "./chain.js";
+import { isPruneTo } from "./retention.js";
 import { verifyCheckpointNote, type Checkpoint, type VerifierKey } from "./signed-note.js";
 
 /** The first thing found wrong. `reason` is a whole sentence, starting with where (`line 33: record 17: …`). */
@@ -26,10 +31,15 @@ export interface VerifyFailure {
 /** A log that holds together. `checkpoints` counts the checkpoints matched to their record; 0 proves little. */
 export interface VerifySuccess {
   ok: true;
+  /** The sequence of the last record (the log's size). */
   records: bigint;
   checkpoints: number;
   /** The hash of the last record; GENESIS_HASH for an empty log. */
   head: string;
+  /** Set when the log starts from a checkpoint, not at record 1: that checkpoint's size (records up to it are not in the log). */
+  start?: bigint;
+  /** With `start`: the sequence of the record of the prune that cut the log there, if the log holds it. */
+  pruneRecord?: bigint;
 }
 
 export type VerifyResult = VerifySuccess | VerifyFailure;
@@ -43,8 +53,12 @@ interface Where {
 interface State {
   records: bigint;
   head: string;
+  start: bigint | undefined;
+  pruneRecord: bigint | undefined;
   origin: string | undefined;
   lastCheckpointSize: bigint | undefined;
+  /** The size of the last checkpoint matched to its record: the same one met again (where an archive ends and the rest starts) counts once. */
+  lastMatchedSize: bigint | undefined;
   verifiedCheckpoints: number;
   /** Signed checkpoints beyond the last record seen, smallest first. */
   pending: Checkpoint[];
@@ -59,7 +73,23 @@ export class AuditVerifier {
     private readonly verifier: VerifierKey,
     origin?: string,
   ) {
-    this.state = { records: 0n, head: GENESIS_HASH, origin, lastCheckpointSize: undefined, verifiedCheckpoints: 0, pending: [], failure: undefined };
+    this.state = {
+      records: 0n,
+      head: GENESIS_HASH,
+      start: undefined,
+      pruneRecord: undefined,
+      origin,
+      lastCheckpointSize: undefined,
+      lastMatchedSize: undefined,
+      verifiedCheckpoints: 0,
+      pending: [],
+      failure: undefined,
+    };
+  }
+
+  /** The log's origin, once given or read from a checkpoint. */
+  get origin(): string | undefined {
+    return this.state.origin;
   }
 
   /** A copy of the state so far, to go on from here more than once. */
@@ -145,13 +175,31 @@ export class AuditVerifier {
     if (state.failure) return state.failure;
     const beyond = state.pending[0];
     if (beyond) return this.fail(`log ends at record ${state.records} but a checkpoint covers ${beyond.size} records (truncated)`, {});
-    return { ok: true, records: state.records, checkpoints: state.verifiedCheckpoints, head: state.head };
+    const { start, pruneRecord } = state;
+    return {
+      ok: true,
+      records: state.records,
+      checkpoints: state.verifiedCheckpoints,
+      head: state.head,
+      ...(start !== undefined ? { start } : {}),
+      ...(pruneRecord !== undefined ? { pruneRecord } : {}),
+    };
+  }
+
+  /** Pushes a log held as records and checkpoints (e.g. read from the store), then finishes. */
+  async pushLog(records: AsyncIterable<AuditRecord> | Iterable<AuditRecord>, checkpoints: readonly AuditCheckpoint[]): Promise<VerifyResult> {
+    for await (const entry of inLogOrder(records, checkpoints)) {
+      const failure = "record" in entry ? this.pushRecord(entry.record) : this.pushCheckpoint(entry.checkpoint);
+      if (failure) return failure;
+    }
+    return this.finish();
   }
 
   /** Adds a record whose hash was checked: it must be the next one and link to the one before. */
   private append(record: AuditRecord, line: number | undefined): VerifyFailure | undefined {
     const state = this.state;
     const at = { sequence: record.sequence, line };
+    if (state.records === 0n && record.sequence > 1n) this.startFrom(record.sequence - 1n);
     const expected = state.records + 1n;
     if (record.sequence !== expected) return this.fail(`record ${record.sequence}: out of sequence, expected record ${expected}`, at);
     if (record.previousHash !== state.head) {
@@ -159,11 +207,29 @@ export class AuditVerifier {
     }
     state.records = record.sequence;
     state.head = record.hash;
+    if (state.start !== undefined && state.pruneRecord === undefined && isPruneTo(record, state.start)) state.pruneRecord = record.sequence;
     while (state.pending[0]?.size === state.records) {
       const failure = this.matchHead(state.pending.shift() as Checkpoint, at);
       if (failure) return failure;
     }
     return undefined;
+  }
+
+  /**
+   * Starts a log that lacks records 1 to `size` from a checkpoint of that size pushed before its
+   * first record, if there is one (else the first record is out of sequence). Checkpoints before
+   * it cover only records not in the log: their signatures were checked, nothing more can be.
+   */
+  private startFrom(size: bigint): void {
+    const state = this.state;
+    const anchor = state.pending.findLast((checkpoint) => checkpoint.size === size);
+    if (anchor === undefined) return;
+    state.pending = state.pending.filter((checkpoint) => checkpoint.size > size);
+    state.start = size;
+    state.records = size;
+    state.head = anchor.headHash;
+    state.lastMatchedSize = size;
+    state.verifiedCheckpoints++;
   }
 
   /** Checks a checkpoint of the size of the log so far against its head. */
@@ -172,7 +238,8 @@ export class AuditVerifier {
       const covered = checkpoint.size === 0n ? "the empty log" : `record ${checkpoint.size}`;
       return this.fail(`checkpoint of size ${checkpoint.size}: head hash does not match ${covered}`, at);
     }
-    this.state.verifiedCheckpoints++;
+    if (this.state.lastMatchedSize !== checkpoint.size) this.state.verifiedCheckpoints++;
+    this.state.lastMatchedSize = checkpoint.size;
     return undefined;
   }
 
@@ -226,10 +293,5 @@ export async function verifyLog(
   verifier: VerifierKey,
   origin?: string,
 ): Promise<VerifyResult> {
-  const log = new AuditVerifier(verifier, origin);
-  for await (const entry of inLogOrder(records, checkpoints)) {
-    const failure = "record" in entry ? log.pushRecord(entry.record) : log.pushCheckpoint(entry.checkpoint);
-    if (failure) return failure;
-  }
-  return log.finish();
+  return new AuditVerifier(verifier, origin).pushLog(records, checkpoints);
 }

@@ -1,82 +1,23 @@
-// `amctl audit key | export | verify`: the server's audit log (docs/audit.md), read through
-// AuditService and checked here. The server serves what its store holds; whether anyone changed
-// that is for a verifier outside it to say, with a verifier key kept outside it.
-import { createReadStream, createWriteStream } from "node:fs";
-import { rename, rm } from "node:fs/promises";
+// `amctl audit key | export | verify | prune`: the server's audit log (docs/audit.md), read
+// through AuditService and checked here. The server serves what its store holds; whether anyone
+// changed that is for a verifier outside it to say, with a verifier key kept outside it.
+import { createReadStream } from "node:fs";
 import { createInterface } from "node:readline";
-import { PassThrough, type Writable } from "node:stream";
-import { pipeline } from "node:stream/promises";
-import type { Client } from "@connectrpc/connect";
+import type { Writable } from "node:stream";
 import type { Command } from "commander";
 import { readVerifierKeyFile } from "../audit/audit-key.js";
-import { verifyExportFile, writeExport } from "../audit/export-file.js";
+import { ExportVerifier, readExportFile, writeExport } from "../audit/export-file.js";
 import { parseVerifierKey, unverifiedCheckpoint, type Checkpoint, type VerifierKey } from "../audit/signed-note.js";
-import { verifyLog, type VerifyResult } from "../audit/verify.js";
-import type { AuditCheckpoint, AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
+import { AuditVerifier, type VerifyFailure, type VerifyResult } from "../audit/verify.js";
 import { AuditService } from "../gen/agentmachine/v1/audit_service_pb.js";
+import { pruneLog } from "./audit-prune.js";
+import { serverLog } from "./audit-reads.js";
 import { serverOption, serviceClient } from "./client.js";
 import { EXIT_INVALID } from "./exit-codes.js";
-
-type AuditClient = Client<typeof AuditService>;
-
-/** The largest page AuditService serves. */
-const PAGE_SIZE = 1000;
+import { writeWhole } from "./whole-file.js";
 
 interface Common {
   server: string;
-}
-
-/** Every checkpoint, oldest first. */
-async function allCheckpoints(client: AuditClient): Promise<AuditCheckpoint[]> {
-  const checkpoints: AuditCheckpoint[] = [];
-  let pageToken = "";
-  do {
-    const page = await client.listCheckpoints({ pageSize: PAGE_SIZE, pageToken });
-    checkpoints.push(...page.checkpoints);
-    pageToken = page.nextPageToken;
-  } while (pageToken !== "");
-  return checkpoints;
-}
-
-/** Every record in sequence order, a page at a time, so that a log of any length streams through. */
-async function* allRecords(client: AuditClient): AsyncGenerator<AuditRecord> {
-  let pageToken = "";
-  do {
-    const page = await client.listAuditRecords({ pageSize: PAGE_SIZE, pageToken });
-    yield* page.records;
-    pageToken = page.nextPageToken;
-  } while (pageToken !== "");
-}
-
-/**
- * The server's log. Its checkpoints are read before its records: records appended meanwhile
- * only make the log longer than its last checkpoint, whereas a checkpoint signed after the
- * records were read could cover records never read, which would look like a truncation.
- */
-async function serverLog(client: AuditClient): Promise<{ checkpoints: AuditCheckpoint[]; records: AsyncGenerator<AuditRecord> }> {
-  const checkpoints = await allCheckpoints(client);
-  return { checkpoints, records: allRecords(client) };
-}
-
-/** Writes `file` through a partial file that takes its name only once complete and flushed to disk. */
-async function writeWhole(file: string, write: (out: Writable) => Promise<void>): Promise<void> {
-  const partial = `${file}.partial`;
-  const lines = new PassThrough();
-  try {
-    // Awaited together, so that a failure on either side ends the export: a failed write
-    // destroys `lines`, which fails the pipeline; a failed file fails it directly.
-    await Promise.all([
-      write(lines).then(
-        () => lines.end(),
-        (error: unknown) => lines.destroy(error as Error),
-      ),
-      pipeline(lines, createWriteStream(partial, { mode: 0o600, flush: true })),
-    ]);
-  } catch (error) {
-    await rm(partial, { force: true });
-    throw error;
-  }
-  await rename(partial, file);
 }
 
 async function exportLog(options: Common & { output?: string }): Promise<void> {
@@ -120,7 +61,16 @@ function report(result: VerifyResult, checkpointed: bigint): void {
     process.exitCode = EXIT_INVALID;
     return;
   }
-  console.log(`ok: ${result.records} records, ${result.checkpoints} checkpoints, head ${result.head}`);
+  const { start, pruneRecord } = result;
+  const range = start === undefined ? `${result.records} records` : `records ${start + 1n} to ${result.records} from the checkpoint of size ${start}`;
+  console.log(`ok: ${range}, ${result.checkpoints} checkpoints, head ${result.head}`);
+  if (start !== undefined) {
+    console.error(
+      pruneRecord === undefined
+        ? `warning: records 1 to ${start} are not in this log, and no record in it says that they were pruned`
+        : `note: records 1 to ${start} were pruned (record ${pruneRecord}); to verify them too, pass their archives with --archive FILE`,
+    );
+  }
   if (result.checkpoints === 0) {
     console.error("warning: no checkpoint: an unsigned chain shows only that it holds together, not that nobody rewrote or emptied it");
   } else if (result.records > checkpointed) {
@@ -132,17 +82,34 @@ function verifierFromFile(file: string): VerifierKey {
   return parseVerifierKey(readVerifierKeyFile(file));
 }
 
-async function verify(options: Common & { key?: string; fromExport?: string }): Promise<void> {
-  if (options.fromExport !== undefined) {
-    if (options.key === undefined) {
-      throw new Error(
-        "verify --from-export needs --key FILE: an export must be verified with a verifier key obtained separately (saved from `amctl audit key`), because whoever edited the file can re-sign it and name their own key in its header",
-      );
-    }
-    const result = await verifyExportFile(options.fromExport, verifierFromFile(options.key));
-    report(result, result.ok ? await lastCheckpointSize(options.fromExport) : 0n);
-    return;
+/**
+ * Verifies the archives in order, each going on from the one before; the log they make, to go on
+ * from, or the first failure, naming its file.
+ */
+async function verifyArchives(files: readonly string[], verifier: VerifierKey): Promise<{ ok: true; log: AuditVerifier | undefined } | VerifyFailure> {
+  let log: AuditVerifier | undefined;
+  for (const file of files) {
+    const exported = new ExportVerifier(verifier, log);
+    const result = await readExportFile(file, exported);
+    if (!result.ok) return { ...result, reason: `archive ${file}: ${result.reason}` };
+    log = exported.verified;
   }
+  return { ok: true, log };
+}
+
+interface VerifyOptions extends Common {
+  key?: string;
+  fromExport?: string;
+  archive: string[];
+}
+
+async function verify(options: VerifyOptions): Promise<void> {
+  if (options.fromExport !== undefined && options.key === undefined) {
+    throw new Error(
+      "verify --from-export needs --key FILE: an export must be verified with a verifier key obtained separately (saved from `amctl audit key`), because whoever edited the file can re-sign it and name their own key in its header",
+    );
+  }
+  // Not connected until called: with --from-export, the server is never asked.
   const client = serviceClient(AuditService, options.server);
   let verifier: VerifierKey;
   if (options.key !== undefined) verifier = verifierFromFile(options.key);
@@ -152,12 +119,20 @@ async function verify(options: Common & { key?: string; fromExport?: string }): 
       "warning: no --key: verified with the key the server publishes, which proves only that the log is internally consistent, not that nobody holding the signing key rewrote it; keep the key from `amctl audit key` elsewhere and pass --key FILE",
     );
   }
+  const archived = await verifyArchives(options.archive, verifier);
+  if (!archived.ok) return report(archived, 0n);
+  if (options.fromExport !== undefined) {
+    const result = await readExportFile(options.fromExport, new ExportVerifier(verifier, archived.log));
+    return report(result, result.ok ? await lastCheckpointSize(options.fromExport) : 0n);
+  }
   const { checkpoints, records } = await serverLog(client);
-  report(await verifyLog(records, checkpoints, verifier), checkpoints.at(-1)?.size ?? 0n);
+  report(await (archived.log ?? new AuditVerifier(verifier)).pushLog(records, checkpoints), checkpoints.at(-1)?.size ?? 0n);
 }
 
 export function registerAuditCommands(program: Command): void {
-  const audit = program.command("audit").description("The audit log: its verifier key, a portable export, verification (needs a delegation with audit_read)");
+  const audit = program
+    .command("audit")
+    .description("The audit log: its verifier key, a portable export, verification, retention (needs a delegation with audit_read; prune, a root delegation)");
 
   audit
     .command("key")
@@ -182,5 +157,24 @@ export function registerAuditCommands(program: Command): void {
     .addOption(serverOption())
     .option("--key <file>", "the verifier key (from `amctl audit key`, kept elsewhere); required with --from-export; default: the key the server publishes")
     .option("--from-export <file>", "verify this export file instead of the server's log (no server needed)")
+    .option(
+      "--archive <file>",
+      "an archive `amctl audit prune` wrote, verified first, the log going on from it; repeatable, oldest first: with every archive, the whole log is verified",
+      (file: string, files: string[]) => [...files, file],
+      [] as string[],
+    )
     .action(verify);
+
+  audit
+    .command("prune")
+    .description(
+      "Delete the oldest records, those a signed checkpoint covers, after writing them to an archive (an export file, flushed to disk and verified first). The server keeps the checkpoint: the log verifies from it, and with the archives, whole. Needs a root delegation with audit_read.",
+    )
+    .addOption(serverOption())
+    .requiredOption("--checkpoint <size|latest>", "the checkpoint to cut at: records up to its size are archived and deleted")
+    .requiredOption("--archive <file>", "the archive to write (never overwritten); keep it, with the verifier key, away from the server")
+    .option("--key <file>", "the verifier key (from `amctl audit key`) the archive is verified with before anything is deleted; default: the key the server publishes")
+    .action((options: Common & { checkpoint: string; archive: string; key?: string }) =>
+      pruneLog({ ...options, ...(options.key !== undefined ? { verifier: verifierFromFile(options.key) } : {}) }),
+    );
 }

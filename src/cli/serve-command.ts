@@ -29,6 +29,8 @@ interface ServeOptions {
   containerRuntime?: string;
   auditKey?: string;
   auditCheckpointIntervalMs: number;
+  auditRefusalIntervalMs: number;
+  auditRefusalSources: number;
   workers?: boolean;
   leaseTtlMs: number;
   eventRetentionCount: number;
@@ -73,6 +75,13 @@ export function registerServeCommand(program: Command): void {
     .option("--container-runtime <runtime>", "podman, docker, or the path of a CLI that takes their flags, to run container.run operations with; unset, they are refused")
     .option("--audit-key <file>", "Ed25519 private key (PEM) that signs audit checkpoints, created if missing; default <data-dir>/audit/signing-key.pem; replicas sharing a store need the same file")
     .option("--audit-checkpoint-interval-ms <n>", "how often a signed audit checkpoint is made when the log grew (also at shutdown)", positiveInteger("--audit-checkpoint-interval-ms"), defaultConfig.auditCheckpointIntervalMs)
+    .option(
+      "--audit-refusal-interval-ms <n>",
+      "refusals of unauthenticated calls are summed per source address and reason over this interval: the first is recorded at once, the rest in one record with their count",
+      positiveInteger("--audit-refusal-interval-ms"),
+      defaultConfig.auditRefusalIntervalMs,
+    )
+    .option("--audit-refusal-sources <n>", "source addresses whose refusals are summed apart per interval; the rest are summed together", positiveInteger("--audit-refusal-sources"), defaultConfig.auditRefusalSources)
     .option("--workers", "run executions on remote workers (amctl worker) instead of on this server")
     .option("--lease-ttl-ms <n>", "with --workers: a worker's lease on a task expires unless renewed within this", positiveInteger("--lease-ttl-ms"), 10_000)
     .option("--max-concurrent-executions <n>", "executions running at once; more wait in queued", positiveInteger("--max-concurrent-executions"), defaultConfig.maxConcurrentExecutions)
@@ -105,6 +114,8 @@ export function registerServeCommand(program: Command): void {
           ...(options.containerRuntime !== undefined ? { containerRuntime: options.containerRuntime } : {}),
           ...(options.auditKey !== undefined ? { auditKeyFile: options.auditKey } : {}),
           auditCheckpointIntervalMs: options.auditCheckpointIntervalMs,
+          auditRefusalIntervalMs: options.auditRefusalIntervalMs,
+          auditRefusalSources: options.auditRefusalSources,
           ...(options.workers === true ? { remoteWorkers: { leaseTtlMs: options.leaseTtlMs } } : {}),
           eventRetention: { maxEvents: options.eventRetentionCount, maxAgeMs: options.eventRetentionHours * 3_600_000 },
           sandbox: { ...defaultConfig.sandbox, unsafeNoSandbox: options.unsafeNoSandbox === true, maxProcesses: options.sandboxMaxProcesses },

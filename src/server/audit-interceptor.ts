@@ -5,18 +5,23 @@
 // commits with the effect. After the call: a denied attempt at any RPC (PermissionDenied,
 // Unauthenticated, ResourceExhausted) is appended as a denied record, then the caller gets the
 // error. Runs outside authentication so that unauthenticated calls are seen too; who called is
-// read after the call, from what authentication found (`anonymous` if nothing).
+// read after the call, from what authentication found (`anonymous` if nothing). Refusals of
+// callers that were not authenticated carry the address they came from and go through the
+// refusal summaries (src/audit/refusal-summaries.ts): a flood of them is summed, not recorded
+// call by call. An authenticated caller's denial is always a record of its own.
 import type { Message } from "@bufbuild/protobuf";
 import { createContextKey, type HandlerContext, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import { createAsyncIterable } from "@connectrpc/connect/protocol";
 import { commandOf, procedureOf, type Command } from "../audit/audited-commands.js";
 import type { AuditDraft } from "../audit/chain.js";
 import { deniedDecision, type AuditDecisionInit } from "../audit/decisions.js";
+import type { RefusalSummaries } from "../audit/refusal-summaries.js";
 import { redactedRequestDigest } from "../audit/request-digest.js";
 import type { Principal } from "../governance/authority.js";
 import type { OperationStore } from "../store/store.js";
 import { authenticatedPrincipal, principalOf } from "./auth-interceptor.js";
 import type { Logger } from "./logger.js";
+import { sourceOf } from "./raw-response.js";
 
 interface AuditScope {
   rpc: string;
@@ -107,16 +112,19 @@ async function* recordingDenial<T>(messages: AsyncIterable<T>, record: (error: u
   }
 }
 
-export function auditInterceptor(store: OperationStore, log: Logger): Interceptor {
+export function auditInterceptor(store: OperationStore, refusals: RefusalSummaries, log: Logger): Interceptor {
   return (next) => async (req) => {
     const scope: AuditScope = { rpc: procedureOf(req.method), command: commandOf(req.method, undefined), requestDigest: () => "" };
     req.contextValues.set(auditScopeKey, scope);
-    /** Appends the denied record of a call that failed with a denial (and nothing for other failures). */
+    /** Records the denial of a call that failed with one (and nothing for other failures). */
     const record = async (error: unknown): Promise<void> => {
       const decision = deniedDecision(error);
       if (decision === undefined) return;
+      const principal = authenticatedPrincipal(req.contextValues);
+      const draft = draftOf(scope, principal, "", decision);
       try {
-        await store.appendAudit(draftOf(scope, authenticatedPrincipal(req.contextValues), "", decision));
+        if (principal !== undefined) await store.appendAudit(draft);
+        else await refusals.refused({ ...draft, sourceAddress: sourceOf(req.contextValues) ?? "" });
       } catch (appendError) {
         // The caller gets its denial either way; an operator must see that it went unrecorded.
         log.error({ err: appendError, rpc: scope.rpc }, "could not record a denied call in the audit log");

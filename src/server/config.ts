@@ -79,6 +79,14 @@ export interface ServerConfig {
   /** A signed audit checkpoint is made this often when the log grew (and at shutdown). */
   auditCheckpointIntervalMs: number;
   /**
+   * Refusals of callers that were not authenticated are summed per source address and reason
+   * over this interval: the first is recorded at once, the rest in one summary record at the
+   * end of the interval (src/audit/refusal-summaries.ts).
+   */
+  auditRefusalIntervalMs: number;
+  /** How many source addresses the refusal summaries track per interval; others are summed together. */
+  auditRefusalSources: number;
+  /**
    * false: no audit record is written (only for measuring what the audit costs: the bench;
    * deliberately not a flag of `amctl serve`).
    */
@@ -117,6 +125,8 @@ export const defaultConfig: ServerConfig = {
   eventRetention: { maxEvents: 1_000_000, maxAgeMs: 7 * 24 * 3600 * 1000 },
   compactionIntervalMs: 60_000,
   auditCheckpointIntervalMs: 10_000,
+  auditRefusalIntervalMs: 60_000,
+  auditRefusalSources: 1000,
   audit: true,
   bookmarkIntervalMs: 10_000,
   slowSubscriberTimeoutMs: 5_000,

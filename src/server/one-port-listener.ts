@@ -17,6 +17,19 @@ const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 /** A flood repeats the same warning thousands of times a second: it is logged this often at most, with a count. */
 const WARNING_INTERVAL_MS = 10_000;
 
+/**
+ * The address each HTTP/2 session's connection came from. http2 wraps a transport that is not a
+ * net.Socket (a ReplaySocket) in a socket of its own that knows no address, so a request's
+ * `socket.remoteAddress` is undefined there.
+ */
+const sessionAddresses = new WeakMap<http2.Http2Session, string>();
+
+/** The address a request's connection came from, if known. */
+export function remoteAddressOf(req: http.IncomingMessage | http2.Http2ServerRequest): string | undefined {
+  const session = "stream" in req ? req.stream.session : undefined;
+  return session !== undefined ? sessionAddresses.get(session) : req.socket.remoteAddress;
+}
+
 type RequestHandler = (
   req: http.IncomingMessage | http2.Http2ServerRequest,
   res: http.ServerResponse | http2.Http2ServerResponse,
@@ -164,7 +177,9 @@ export async function listenOnePort(handler: RequestHandler, options: OnePortOpt
   // The http2 server makes a connection's session, and emits "session", within its
   // "connection" listener: what was held for the connection is handed over around that emit.
   let arriving: HeldConnection | undefined;
+  let arrivingFrom: string | undefined;
   h2.on("session", (session) => {
+    if (arrivingFrom !== undefined) sessionAddresses.set(session, arrivingFrom);
     sessions.add(session);
     session.on("close", () => sessions.delete(session));
     const held = arriving!;
@@ -192,8 +207,10 @@ export async function listenOnePort(handler: RequestHandler, options: OnePortOpt
       socket.pause();
       if (verdict) {
         arriving = held;
+        arrivingFrom = socket.remoteAddress;
         h2.emit("connection", new ReplaySocket(socket, sniffed));
         arriving = undefined;
+        arrivingFrom = undefined;
       } else {
         heldSockets.set(socket, held);
         socket.unshift(sniffed);

@@ -1,11 +1,13 @@
-// Access to the raw HTTP request of a call, for the one thing connect's handler API cannot do:
-// abort a stream whose client stopped reading (its writes never complete, so an error can no
-// longer be written after them). The request reaches handlers through the call's context
-// values (set by connectNodeAdapter's `contextValues`), which costs nothing per call — unlike
-// AsyncLocalStorage, which turns on promise hooks for the whole process.
+// Access to the raw HTTP request of a call, for what connect's handler API cannot do: abort a
+// stream whose client stopped reading (its writes never complete, so an error can no longer be
+// written after them), and tell where a call came from. The request reaches handlers through the
+// call's context values (set by connectNodeAdapter's `contextValues`), which costs nothing per
+// call — unlike AsyncLocalStorage, which turns on promise hooks for the whole process.
 import * as http2 from "node:http2";
 import type * as http from "node:http";
 import { createContextKey, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
+import { addressKey } from "./address-key.js";
+import { remoteAddressOf } from "./one-port-listener.js";
 
 type RawRequest = http.IncomingMessage | http2.Http2ServerRequest;
 
@@ -14,6 +16,16 @@ const rawRequestKey = createContextKey<RawRequest | undefined>(undefined, { desc
 /** For connectNodeAdapter's `contextValues` option. */
 export function rawRequestContextValues(req: RawRequest): ContextValues {
   return createContextValues().set(rawRequestKey, req);
+}
+
+/**
+ * Where a call came from, as the connection limits count sources (src/server/address-key.ts): an
+ * IPv4 address, or an IPv6 /64. Undefined if not known.
+ */
+export function sourceOf(values: ContextValues): string | undefined {
+  const req = values.get(rawRequestKey);
+  const address = req && remoteAddressOf(req);
+  return address && addressKey(address);
 }
 
 /** Bytes written by the server that the client has not taken yet (flow control or a full socket). */

@@ -24,6 +24,7 @@ import * as reflectionV1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb
 import { loadOrCreateAuditKey } from "../audit/audit-key.js";
 import { AuditAppends } from "../audit/audit-tail.js";
 import { Checkpointer } from "../audit/checkpointer.js";
+import { RefusalSummaries } from "../audit/refusal-summaries.js";
 import { buildServerContract } from "../contract/server-contract.js";
 import { ExecutionIsolationSchema, SandboxMode } from "../gen/agentmachine/v1/contract_service_pb.js";
 import { executionIsolation } from "../sandbox/execution-isolation.js";
@@ -176,6 +177,12 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const auditKey = loadOrCreateAuditKey(config.auditKeyFile ?? join(dataDir, "audit", "signing-key.pem"), auditOrigin);
   const checkpointer = new Checkpointer({ store, key: auditKey, origin: auditOrigin, intervalMs: config.auditCheckpointIntervalMs, everyRecords: 1000, log });
   const auditAppends = new AuditAppends(store);
+  const refusals = new RefusalSummaries({
+    append: (draft) => store.appendAudit(draft),
+    intervalMs: config.auditRefusalIntervalMs,
+    maxSources: config.auditRefusalSources,
+    log,
+  });
   const serverKey = await loadServerKey(store);
   const initAnchor = operatorKeyFiles(dataDir).publicKey;
   const legacyOperatorKey = legacyOperatorKeyWarning(dataDir);
@@ -319,7 +326,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     interceptors: [
       errorInterceptor(log),
       loggingInterceptor(log),
-      ...(config.audit ? [auditInterceptor(store, log)] : []),
+      ...(config.audit ? [auditInterceptor(store, refusals, log)] : []),
       authInterceptor(authority),
       validationInterceptor(),
     ],
@@ -366,7 +373,9 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         runner.stop();
         workers?.close();
         await listener.close(config.shutdownGraceMs);
-        // After the last call: the final checkpoint covers every record.
+        // After the last call: the refusals counted so far are recorded, and the final
+        // checkpoint covers every record.
+        await refusals.close();
         await checkpointer.close();
         await store.close();
         log.info("stopped");

@@ -1,15 +1,20 @@
 // agentmachine.v1.AuditService: reads of the audit log, for callers whose delegation scope has
 // `audit_read`. Serves what the store holds; verification is the client's (amctl audit verify).
+// And its retention: a root delegation (an operator's) with `audit_read` may prune the records a
+// signed checkpoint covers, once archived (`amctl audit prune`, docs/audit.md).
 import { create } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { AuditDecisionFilter, AuditFilterSchema, AuditService, type AuditFilter } from "../gen/agentmachine/v1/audit_service_pb.js";
 import { tailAuditRecords, type AuditAppends } from "../audit/audit-tail.js";
+import { allowedDecision } from "../audit/decisions.js";
+import { pruneRefused } from "../audit/errors.js";
 import type { Authority, Principal } from "../governance/authority.js";
 import { outOfScope } from "../governance/errors.js";
 import { invalidPageToken } from "../lifecycle/errors.js";
 import { messageDigest } from "../lifecycle/message-digest.js";
 import type { PagedRpc, PageTokens } from "../lifecycle/page-token.js";
+import { auditDraft } from "../server/audit-interceptor.js";
 import { principalOf } from "../server/auth-interceptor.js";
 import { cutOffWhenStalled } from "../server/raw-response.js";
 import type { AuditQuery, OperationStore } from "../store/store.js";
@@ -32,6 +37,18 @@ const DEFAULT_PAGE_SIZE = 100;
 function auditReader(context: HandlerContext): Principal {
   const principal = principalOf(context);
   if (!principal.delegation.scope?.auditRead) throw outOfScope("audit_read", "it may not read the audit log", principal.delegation.name);
+  return principal;
+}
+
+/**
+ * The caller, if it may prune the audit log: an operator's own act, so only a root delegation
+ * (no child, however wide its scope, was signed by an operator) that may read the log.
+ */
+function auditPruner(context: HandlerContext): Principal {
+  const principal = auditReader(context);
+  if (principal.chain.length > 0) {
+    throw outOfScope("audit_prune", "only a root delegation (one an operator signed) may prune the audit log", principal.delegation.name);
+  }
   return principal;
 }
 
@@ -81,6 +98,13 @@ export function auditService(deps: AuditServiceDeps): ServiceImpl<typeof AuditSe
     async getCheckpoint(_request, context) {
       auditReader(context);
       return { checkpoint: await store.latestAuditCheckpoint(), verifierKey: deps.verifierKey };
+    },
+
+    async pruneAuditLog({ checkpointSize, headHash }, context) {
+      auditPruner(context);
+      const result = await store.pruneAuditLog(checkpointSize, headHash, auditDraft(context, { decision: allowedDecision() }));
+      if (result.kind !== "pruned") throw pruneRefused(checkpointSize, headHash, result);
+      return { prunedRecords: result.records, checkpoint: result.checkpoint };
     },
 
     async listCheckpoints({ pageSize, pageToken }, context) {

@@ -6,7 +6,7 @@ import { create, fromJsonString } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import { AuditCheckpointSchema, AuditRecordSchema, type AuditCheckpoint, type AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
 import { sealRecordWithJson, type AuditDraft, type ChainHead } from "../audit/chain.js";
-import type { AuditQuery } from "./store.js";
+import type { AuditPruneResult, AuditQuery } from "./store.js";
 
 /** The record that follows `head`, with what only the commit knows filled in (see "Audited writes" in store.ts). */
 export function sealDraft(draft: AuditDraft, head: ChainHead | undefined, actedOn: string): { record: AuditRecord; json: string } {
@@ -72,4 +72,17 @@ export function checkpointFromRow(row: CheckpointRow): AuditCheckpoint {
     signedNote: row.signed_note,
     time: timestampFromMs(Number(row.time_ms)),
   });
+}
+
+/**
+ * What a prune up to `checkpoint` (undefined: none of that size is stored) comes to before
+ * anything is deleted, or undefined when it goes ahead. `covered`: whether any record up to its
+ * size is still stored; `signedHash`: the stored hash of the record of its size.
+ */
+export function pruneOutcome(checkpoint: AuditCheckpoint | undefined, headHash: string, covered: boolean, signedHash: string | undefined): AuditPruneResult | undefined {
+  if (checkpoint === undefined) return { kind: "no-checkpoint" };
+  if (checkpoint.headHash !== headHash) return { kind: "head-mismatch", checkpoint };
+  if (!covered) return { kind: "pruned", records: 0n, checkpoint };
+  if (signedHash !== checkpoint.headHash) return { kind: "log-mismatch", checkpoint };
+  return undefined;
 }

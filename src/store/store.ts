@@ -161,6 +161,17 @@ export interface AuditQuery {
   endTime?: Date;
 }
 
+/** What pruneAuditLog did, or why it did nothing. */
+export type AuditPruneResult =
+  /** `records` deleted: 0 when an earlier prune had already deleted them. */
+  | { kind: "pruned"; records: bigint; checkpoint: AuditCheckpoint }
+  /** No checkpoint of that size is stored. */
+  | { kind: "no-checkpoint" }
+  /** The checkpoint states another head hash than the caller's. */
+  | { kind: "head-mismatch"; checkpoint: AuditCheckpoint }
+  /** The stored record of the checkpoint's size is missing or not the one it signed. */
+  | { kind: "log-mismatch"; checkpoint: AuditCheckpoint };
+
 export interface OperationStore {
   /**
    * Whether only one server process uses this store at a time (the embedded store: one data
@@ -231,6 +242,15 @@ export interface OperationStore {
   /** Checkpoints with size > `afterSize`, smallest first, at most `limit`. */
   listAuditCheckpoints(afterSize: bigint, limit: number): Promise<AuditCheckpoint[]>;
   latestAuditCheckpoint(): Promise<AuditCheckpoint | undefined>;
+  /**
+   * In one commit: appends `audit` (the prune's own record, its empty resource filled in with
+   * `auditCheckpoints/{size}`; see "Audited writes"), then deletes the audit records up to
+   * `size` and the checkpoints smaller than `size` — provided a checkpoint of `size` is stored,
+   * states `headHash`, and the stored record `size` is the one it signed. The checkpoint itself
+   * stays: the retained log starts from it. With nothing left to delete, changes nothing and
+   * appends nothing.
+   */
+  pruneAuditLog(size: bigint, headHash: string, audit?: AuditDraft): Promise<AuditPruneResult>;
   /**
    * Called after a commit of this instance appended audit records, with the sequence of the
    * last one (a wake-up for watchers and the checkpointer; with a shared store, other

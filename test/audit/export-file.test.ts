@@ -5,7 +5,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { beforeAll, describe, expect, it } from "vitest";
-import { ExportVerifier, verifyExportFile, writeExport } from "../../src/audit/export-file.js";
+import { ExportVerifier, readExportFile, verifyExportFile, writeExport } from "../../src/audit/export-file.js";
 import { parseVerifierKey, type VerifierKey } from "../../src/audit/signed-note.js";
 import { verifyLog, type VerifyResult } from "../../src/audit/verify.js";
 import type { AuditCheckpoint, AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
@@ -102,6 +102,26 @@ describe("audit export file", () => {
     expect(await verifyText(forged)).toMatchObject({ ok: false, line: 154, reason: `line 154: checkpoint of size 150: no signature by key ${ORIGIN}+${verifier.keyId.toString("hex")}` });
     const moved = [...lines.slice(0, 51), lines[52], lines[51], ...lines.slice(53)].join("\n") + "\n";
     expect(await verifyText(moved)).toMatchObject({ ok: false, line: 53, reason: "line 53: checkpoint of size 50: comes after record 51, but must come right after record 50" });
+  });
+
+  it("of a pruned log starts with its checkpoint, and an archive and the rest verify in turn, as long as they are of one log", async () => {
+    const [archive, rest] = [await exportBytes(records.slice(0, 100), checkpoints.slice(0, 2)), await exportBytes(records.slice(100), checkpoints.slice(1))];
+    expect(rest.toString("utf8").split("\n")[1]).toBe(`{"checkpoint":${JSON.stringify(checkpoints[1]?.signedNote)}}`);
+    expect(await verifyText(rest)).toEqual({ ok: true, records: 250n, checkpoints: 4, head: records.at(-1)?.hash, start: 100n });
+    const [archiveFile, restFile] = [join(dir, "archive.jsonl"), join(dir, "rest.jsonl")];
+    writeFileSync(archiveFile, archive);
+    writeFileSync(restFile, rest);
+    const archived = new ExportVerifier(verifier);
+    expect(await readExportFile(archiveFile, archived)).toMatchObject({ ok: true, records: 100n, checkpoints: 2 });
+    expect(await readExportFile(restFile, new ExportVerifier(verifier, archived.verified))).toEqual({ ok: true, records: 250n, checkpoints: 5, head: records.at(-1)?.hash });
+    // Another log's archive: its origin gives it away before its records do.
+    const foreign = new ExportVerifier(verifier);
+    foreign.pushLine(JSON.stringify({ format: "agentmachine-audit-export/v1", origin: "elsewhere.example/audit", verifierKey: key.verifierKey }), 1);
+    expect(await readExportFile(restFile, new ExportVerifier(verifier, foreign.verified))).toEqual({
+      ok: false,
+      line: 1,
+      reason: `line 1: the export header's origin "${ORIGIN}" is not the origin of the log before it, "elsewhere.example/audit"`,
+    });
   });
 
   it("rejects a file that does not exist", async () => {

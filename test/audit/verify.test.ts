@@ -137,6 +137,40 @@ describe("audit log verification", () => {
   });
 });
 
+describe("a pruned log", () => {
+  const kept = records.slice(200);
+  const otherKey = newAuditKey(ORIGIN);
+  /** Records 1 to 200 with a prune's record after them, sealed on, and a checkpoint of 200 and of the end. */
+  const withPrune = (() => {
+    const prune = sealRecord({ principal: "operator", rpc: "/agentmachine.v1.AuditService/PruneAuditLog", resource: "auditCheckpoints/200", decision: { allowed: true } }, at(200));
+    const next = sealRecord({ principal: "x" }, prune);
+    return { records: [prune, next], checkpoints: [checkpoints[1] as AuditCheckpoint, checkpointOf(key, next)] };
+  })();
+
+  it("verifies from the checkpoint it starts from, naming it and the record of the prune", async () => {
+    expect(await verifyLog(kept, checkpoints.slice(1), verifier)).toEqual({ ok: true, records: 300n, checkpoints: 2, head: at(300).hash, start: 200n });
+    // Checkpoints before the start cover only records not in the log: not counted.
+    expect(await verifyLog(kept, checkpoints, verifier)).toEqual({ ok: true, records: 300n, checkpoints: 2, head: at(300).hash, start: 200n });
+    expect(await verifyLog(withPrune.records, withPrune.checkpoints, verifier)).toMatchObject({ ok: true, records: 202n, start: 200n, pruneRecord: 201n });
+  });
+
+  it.each([
+    ["without a checkpoint of the size before its first record", records.slice(150), checkpoints, "record 151: out of sequence, expected record 1"],
+    ["from a checkpoint with another signature", kept, [checkpointOf(otherKey, at(200)), checkpoints[2] as AuditCheckpoint], `checkpoint of size 200: no signature by key ${ORIGIN}+${verifier.keyId.toString("hex")}`],
+    ["whose first record does not link to the checkpoint", [sealRecord({ principal: "x" }, { sequence: 200n, hash: "ab".repeat(32) })], checkpoints.slice(1, 2), "record 201: previous_hash does not link to record 200"],
+    ["whose first record was changed", [edited(201, { principal: "mallory" }), ...records.slice(201)], checkpoints.slice(1), "record 201: hash does not match its contents"],
+    ["that is only a checkpoint, its records gone", [], checkpoints.slice(1, 2), "log ends at record 0 but a checkpoint covers 200 records (truncated)"],
+  ] as const)("fails %s", async (_, log, logCheckpoints, reason) => {
+    expect(await verifyLog(log, logCheckpoints, verifier)).toMatchObject({ ok: false, reason });
+  });
+
+  it("goes on from its archive as the whole log, the checkpoint they share counted once", async () => {
+    const archive = new AuditVerifier(verifier, ORIGIN);
+    expect(await archive.pushLog(records.slice(0, 200), checkpoints.slice(0, 2))).toMatchObject({ ok: true, records: 200n, checkpoints: 2 });
+    expect(await archive.pushLog(kept, checkpoints.slice(1))).toEqual({ ok: true, records: 300n, checkpoints: 3, head: at(300).hash });
+  });
+});
+
 describe("record lines", () => {
   const line = canonicalJson(at(1));
   const push = (text: string) => new AuditVerifier(verifier).pushRecordLine(text, 7);

@@ -68,12 +68,16 @@ function audit(server: ChildServer, ...args: string[]): Promise<CliResult> {
   return amctl(["audit", ...args, "--server", server.url], { AMCTL_TOKEN: server.token });
 }
 
-/** `count` commands: two in three allowed (tool grants), one in three denied (an unauthenticated call). */
+/**
+ * `count` commands: two in three allowed (tool grants), one in three denied (a read of the log by
+ * a caller without audit_read: a denial of an authenticated caller is a record of its own).
+ */
 async function commands(server: ChildServer, profile: string, count: number): Promise<void> {
   const root = clientsFor(server.url, server.token);
-  const anonymous = clientsFor(server.url, "not-a-credential");
+  const noAudit = await mintRoot(await operatorOf(server.dataDir), { subject: "no-audit", scope: { ...fullScope, auditRead: false } });
+  const denied = createClient(AuditService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(noAudit)] }));
   for (let i = 0; i < count; i += 1) {
-    if (i % 3 === 2) await refusal(anonymous.operations.listOperations({}));
+    if (i % 3 === 2) await refusal(denied.listAuditRecords({}));
     else await root.operations.submitOperation({ requestId: requestId(), profile, spec: { spec: { case: "toolGrantApply", value: { tool: `tool-${i}` } } } });
   }
 }

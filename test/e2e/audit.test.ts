@@ -191,16 +191,18 @@ describe("what is recorded", () => {
     expect(records).toHaveLength(1);
   });
 
-  it("records unauthenticated calls to any RPC, unary or streaming, as anonymous with the request's digest", async () => {
+  // The first of each source and reason at once; floods are summed (audit-refusals.test.ts).
+  it("records unauthenticated calls to any RPC, unary or streaming, as anonymous with the request's digest and the source", async () => {
     const anonymous = createClient(OperationService, createGrpcTransport({ baseUrl: server.url }));
+    const garbled = createClient(OperationService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer("not-a-jwt")] }));
     const records = await recordsOf(async () => {
       expect((await refusal(anonymous.getOperation({ name: "operations/x" }))).code).toBe(Code.Unauthenticated);
-      const watch = anonymous.watchEvents({ afterSequence: 0n });
+      const watch = garbled.watchEvents({ afterSequence: 0n });
       expect((await refusal((async () => { for await (const _ of watch) void _; })())).code).toBe(Code.Unauthenticated);
     });
     expect(records).toMatchObject([
-      { principal: "anonymous", delegation: "", delegationChain: [], rpc: rpc("OperationService", "GetOperation"), decision: { allowed: false, code: "unauthenticated" } },
-      { principal: "anonymous", rpc: rpc("OperationService", "WatchEvents"), commandRef: "WatchEvents", decision: { allowed: false, code: "unauthenticated" } },
+      { principal: "anonymous", delegation: "", delegationChain: [], rpc: rpc("OperationService", "GetOperation"), sourceAddress: "127.0.0.1", decision: { allowed: false, code: "unauthenticated" } },
+      { principal: "anonymous", rpc: rpc("OperationService", "WatchEvents"), commandRef: "WatchEvents", sourceAddress: "127.0.0.1", decision: { allowed: false, code: "unauthenticated" } },
     ]);
     for (const record of records) expect(record.requestDigest).toMatch(/^[0-9a-f]{64}$/);
   });

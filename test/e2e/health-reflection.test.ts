@@ -130,6 +130,7 @@ describe("server reflection", () => {
       "agentmachine.v1.AuditService/GetCheckpoint",
       "agentmachine.v1.AuditService/ListAuditRecords",
       "agentmachine.v1.AuditService/ListCheckpoints",
+      "agentmachine.v1.AuditService/PruneAuditLog",
       "agentmachine.v1.AuditService/WatchAuditRecords",
       "agentmachine.v1.ContractService/GetContract",
       "agentmachine.v1.ContractService/ValidateContract",

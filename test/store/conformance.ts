@@ -720,5 +720,53 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(await store.listAuditRecords({ afterSequence: 0n, limit: 10 })).toEqual([record]);
       expect((await store.appendAudit(auditDraft())).previousHash).toBe(record.hash);
     });
+
+    it("prunes the records a stored checkpoint covers in one commit with the prune's own record, refuses any other cut, and keeps the chain going", async () => {
+      const checkpointOf = (record: AuditRecord) =>
+        create(AuditCheckpointSchema, { origin: "o", size: record.sequence, headHash: record.hash, signedNote: `note ${record.sequence}`, time: timestampFromDate(new Date(5_000)) });
+      const pruneDraft = () => auditDraft({ rpc: "/agentmachine.v1.AuditService/PruneAuditLog", operationType: OperationType.UNSPECIFIED, commandRef: "PruneAuditLog" });
+      const all = async () => store.listAuditRecords({ afterSequence: 0n, limit: 100 });
+      const sizes = async () => (await store.listAuditCheckpoints(0n, 100)).map((c) => c.size);
+      const written: AuditRecord[] = [];
+      for (let i = 0; i < 5; i += 1) written.push(await store.appendAudit(auditDraft()));
+      const [r2, r3, r4, r5] = written.slice(1) as [AuditRecord, AuditRecord, AuditRecord, AuditRecord];
+      for (const record of [r2, r3, r5]) await store.putAuditCheckpoint(checkpointOf(record));
+      const appended: bigint[] = [];
+      store.onAuditAppend((sequence) => appended.push(sequence));
+
+      // Refused, changing nothing: no checkpoint of that size, or one stating another head.
+      expect(await store.pruneAuditLog(4n, r4.hash, pruneDraft())).toEqual({ kind: "no-checkpoint" });
+      expect(await store.pruneAuditLog(3n, r2.hash, pruneDraft())).toEqual({ kind: "head-mismatch", checkpoint: checkpointOf(r3) });
+      expect(await all()).toEqual(written);
+
+      expect(await store.pruneAuditLog(3n, r3.hash, pruneDraft())).toEqual({ kind: "pruned", records: 3n, checkpoint: checkpointOf(r3) });
+      const [prune] = (await all()).slice(2);
+      expect(prune).toMatchObject({ sequence: 6n, previousHash: r5.hash, resource: "auditCheckpoints/3", commandRef: "PruneAuditLog" });
+      expect(await all()).toEqual([r4, r5, prune]);
+      expect(await sizes()).toEqual([3n, 5n]);
+      expect(await store.auditHead()).toEqual({ sequence: 6n, hash: prune!.hash });
+      expect(appended).toEqual([6n]);
+
+      // Again: nothing left to delete, nothing recorded.
+      expect(await store.pruneAuditLog(3n, r3.hash, pruneDraft())).toEqual({ kind: "pruned", records: 0n, checkpoint: checkpointOf(r3) });
+      expect(await store.auditHead()).toEqual({ sequence: 6n, hash: prune!.hash });
+
+      // Up to the head: the prune's record is sealed onto the last record deleted.
+      const r7 = await store.appendAudit(auditDraft());
+      await store.putAuditCheckpoint(checkpointOf(r7));
+      expect(await store.pruneAuditLog(7n, r7.hash, pruneDraft())).toMatchObject({ kind: "pruned", records: 4n });
+      const [last] = await all();
+      expect(last).toMatchObject({ sequence: 8n, previousHash: r7.hash, resource: "auditCheckpoints/7" });
+      expect(await sizes()).toEqual([7n]);
+
+      // A checkpoint the stored record does not match (the log was changed since it was signed).
+      await store.putAuditCheckpoint(checkpointOf({ ...last!, hash: "ee".repeat(32) }));
+      expect(await store.pruneAuditLog(8n, "ee".repeat(32), pruneDraft())).toMatchObject({ kind: "log-mismatch" });
+      expect(await all()).toEqual([last]);
+
+      await store.close();
+      store = await reopen();
+      expect((await store.appendAudit(auditDraft())).sequence).toBe(9n);
+    });
   });
 }

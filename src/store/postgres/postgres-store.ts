@@ -55,6 +55,7 @@ import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Pool, type PoolClient, type PoolConfig, type QueryResultRow } from "pg";
 import type { AuditDraft, ChainHead } from "../../audit/chain.js";
+import { prunedTo } from "../../audit/retention.js";
 import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
 import { BudgetSchema, type Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
@@ -72,12 +73,14 @@ import {
   auditRowValues,
   checkpointFromRow,
   checkpointRowValues,
+  pruneOutcome,
   recordFromRow,
   sealDraft,
   type CheckpointRow,
 } from "../audit-rows.js";
 import type {
   AccountState,
+  AuditPruneResult,
   AuditQuery,
   ChildAccount,
   ClaimResult,
@@ -707,6 +710,25 @@ export class PostgresStore implements OperationStore {
   async latestAuditCheckpoint(): Promise<AuditCheckpoint | undefined> {
     const { rows } = await this.pool.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY size DESC LIMIT 1`);
     return rows[0] && checkpointFromRow(rows[0]);
+  }
+
+  pruneAuditLog(size: bigint, headHash: string, audit?: AuditDraft): Promise<AuditPruneResult> {
+    return this.write(async (tx) => {
+      // The head's lock first: appends and other prunes wait until this commits, and what is
+      // read next is the log as it stands (each statement sees what committed before it).
+      await tx.query("SELECT sequence FROM audit_head FOR UPDATE");
+      const { rows } = await tx.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size = $1`, [size]);
+      const checkpoint = rows[0] && checkpointFromRow(rows[0]);
+      const first = (await tx.query<{ first: bigint | null }>("SELECT MIN(sequence) AS first FROM audit_records")).rows[0]!.first;
+      const signed = (await tx.query<{ hash: string }>("SELECT hash FROM audit_records WHERE sequence = $1", [size])).rows[0];
+      const refused = pruneOutcome(checkpoint, headHash, first !== null && BigInt(first) <= size, signed?.hash);
+      if (refused !== undefined) return refused;
+      // The prune's record first: it seals onto the head, which may be the last record deleted.
+      if (audit !== undefined) await tx.appendAudit(audit, prunedTo(size));
+      const { rowCount } = await tx.query("DELETE FROM audit_records WHERE sequence <= $1", [size]);
+      await tx.query("DELETE FROM audit_checkpoints WHERE size < $1", [size]);
+      return { kind: "pruned", records: BigInt(rowCount), checkpoint: checkpoint! };
+    });
   }
 
   /** Delivers nothing more, waits for the writes in flight, then closes every connection. */

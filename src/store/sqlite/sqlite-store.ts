@@ -8,6 +8,7 @@ import Database from "better-sqlite3";
 import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { AuditDraft, ChainHead } from "../../audit/chain.js";
+import { prunedTo } from "../../audit/retention.js";
 import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
 import { BudgetSchema, type Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
@@ -25,12 +26,14 @@ import {
   auditRowValues,
   checkpointFromRow,
   checkpointRowValues,
+  pruneOutcome,
   recordFromRow,
   sealDraft,
   type CheckpointRow,
 } from "../audit-rows.js";
 import type {
   AccountState,
+  AuditPruneResult,
   AuditQuery,
   ChildAccount,
   ClaimResult,
@@ -166,6 +169,11 @@ export class SqliteStore implements OperationStore {
       insertCheckpoint: this.db.prepare(`INSERT OR IGNORE INTO audit_checkpoints (${CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?)`),
       listCheckpoints: this.db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size > ? ORDER BY size LIMIT ?`),
       latestCheckpoint: this.db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY size DESC LIMIT 1`),
+      checkpointOfSize: this.db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size = ?`),
+      firstAudit: this.db.prepare("SELECT MIN(sequence) AS first FROM audit_records"),
+      auditHashAt: this.db.prepare("SELECT hash FROM audit_records WHERE sequence = ?"),
+      deleteAuditUpTo: this.db.prepare("DELETE FROM audit_records WHERE sequence <= ?"),
+      deleteCheckpointsBefore: this.db.prepare("DELETE FROM audit_checkpoints WHERE size < ?"),
     };
   }
 
@@ -551,6 +559,22 @@ export class SqliteStore implements OperationStore {
   async latestAuditCheckpoint(): Promise<AuditCheckpoint | undefined> {
     const row = this.statements.latestCheckpoint.get() as CheckpointRow | undefined;
     return row && checkpointFromRow(row);
+  }
+
+  pruneAuditLog(size: bigint, headHash: string, audit?: AuditDraft): Promise<AuditPruneResult> {
+    return this.commits.submit(() => {
+      const row = this.statements.checkpointOfSize.get(size) as CheckpointRow | undefined;
+      const checkpoint = row && checkpointFromRow(row);
+      const first = (this.statements.firstAudit.get() as { first: bigint | null }).first;
+      const signed = this.statements.auditHashAt.get(size) as { hash: string } | undefined;
+      const refused = pruneOutcome(checkpoint, headHash, first !== null && first <= size, signed?.hash);
+      if (refused !== undefined) return refused;
+      // The prune's record first: it seals onto the head, which may be the last record deleted.
+      if (audit !== undefined) this.appendAuditNow(audit, prunedTo(size));
+      const { changes } = this.statements.deleteAuditUpTo.run(size);
+      this.statements.deleteCheckpointsBefore.run(size);
+      return { kind: "pruned", records: BigInt(changes), checkpoint: checkpoint! };
+    });
   }
 
   /** Runs SQLite's own consistency check; "ok" when the file is sound. */

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/audit.proto.
  */
 export const file_agentmachine_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("ChthZ2VudG1hY2hpbmUvdjEvYXVkaXQucHJvdG8SD2FnZW50bWFjaGluZS52MSKYAwoLQXVkaXRSZWNvcmQSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEhIKCmRlbGVnYXRpb24YBCABKAkSGAoQZGVsZWdhdGlvbl9jaGFpbhgFIAMoCRILCgNycGMYBiABKAkSNgoOb3BlcmF0aW9uX3R5cGUYByABKA4yHi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uVHlwZRITCgtjb21tYW5kX3JlZhgIIAEoCRIQCghyZXNvdXJjZRgJIAEoCRIwCghkZWNpc2lvbhgKIAEoCzIeLmFnZW50bWFjaGluZS52MS5BdWRpdERlY2lzaW9uEhYKDnJlcXVlc3RfZGlnZXN0GAsgASgJEhUKDXByZXZpb3VzX2hhc2gYDCABKAkSDAoEaGFzaBgNIAEoCRIxCgZlZ3Jlc3MYDiABKAsyIS5hZ2VudG1hY2hpbmUudjEuRWdyZXNzQ29ubmVjdGlvbiJaChBFZ3Jlc3NDb25uZWN0aW9uEgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoDRISCgpieXRlc19zZW50GAMgASgEEhYKDmJ5dGVzX3JlY2VpdmVkGAQgASgEInEKDUF1ZGl0RGVjaXNpb24SDwoHYWxsb3dlZBgBIAEoCBIMCgRjb2RlGAIgASgJEgwKBGdhdGUYAyABKAkSDAoEcnVsZRgEIAEoCRIVCg1idW5kbGVfZGlnZXN0GAUgASgJEg4KBnJlYXNvbhgGIAEoCSKBAQoPQXVkaXRDaGVja3BvaW50Eg4KBm9yaWdpbhgBIAEoCRIMCgRzaXplGAIgASgEEhEKCWhlYWRfaGFzaBgDIAEoCRITCgtzaWduZWRfbm90ZRgEIAEoCRIoCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcGIGcHJvdG8z", [file_agentmachine_v1_types, file_google_protobuf_timestamp]);
+  fileDesc("ChthZ2VudG1hY2hpbmUvdjEvYXVkaXQucHJvdG8SD2FnZW50bWFjaGluZS52MSL1AwoLQXVkaXRSZWNvcmQSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEhIKCmRlbGVnYXRpb24YBCABKAkSGAoQZGVsZWdhdGlvbl9jaGFpbhgFIAMoCRILCgNycGMYBiABKAkSNgoOb3BlcmF0aW9uX3R5cGUYByABKA4yHi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uVHlwZRITCgtjb21tYW5kX3JlZhgIIAEoCRIQCghyZXNvdXJjZRgJIAEoCRIwCghkZWNpc2lvbhgKIAEoCzIeLmFnZW50bWFjaGluZS52MS5BdWRpdERlY2lzaW9uEhYKDnJlcXVlc3RfZGlnZXN0GAsgASgJEhUKDXByZXZpb3VzX2hhc2gYDCABKAkSDAoEaGFzaBgNIAEoCRIxCgZlZ3Jlc3MYDiABKAsyIS5hZ2VudG1hY2hpbmUudjEuRWdyZXNzQ29ubmVjdGlvbhIWCg5zb3VyY2VfYWRkcmVzcxgPIAEoCRIUCgxyZXBlYXRfY291bnQYECABKAQSLQoJbGFzdF90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJaChBFZ3Jlc3NDb25uZWN0aW9uEgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoDRISCgpieXRlc19zZW50GAMgASgEEhYKDmJ5dGVzX3JlY2VpdmVkGAQgASgEInEKDUF1ZGl0RGVjaXNpb24SDwoHYWxsb3dlZBgBIAEoCBIMCgRjb2RlGAIgASgJEgwKBGdhdGUYAyABKAkSDAoEcnVsZRgEIAEoCRIVCg1idW5kbGVfZGlnZXN0GAUgASgJEg4KBnJlYXNvbhgGIAEoCSKBAQoPQXVkaXRDaGVja3BvaW50Eg4KBm9yaWdpbhgBIAEoCRIMCgRzaXplGAIgASgEEhEKCWhlYWRfaGFzaBgDIAEoCRITCgtzaWduZWRfbm90ZRgEIAEoCRIoCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcGIGcHJvdG8z", [file_agentmachine_v1_types, file_google_protobuf_timestamp]);
 
 /**
  * One entry of the tamper-evident audit log: a command (an RPC that changed state) or a
@@ -128,6 +128,35 @@ export type AuditRecord = Message<"agentmachine.v1.AuditRecord"> & {
    * @generated from field: agentmachine.v1.EgressConnection egress = 14;
    */
   egress?: EgressConnection | undefined;
+
+  /**
+   * For a refusal of a caller that was not authenticated: where the call came from (the only
+   * thing known of such a caller), an IPv4 address or an IPv6 /64 prefix (`2001:db8:0:1::/64`).
+   * In a summary of refusals from several sources (beyond the number of sources the server
+   * tracks), empty.
+   *
+   * @generated from field: string source_address = 15;
+   */
+  sourceAddress: string;
+
+  /**
+   * Set on a summary: this record stands for `repeat_count` refusals of callers that were not
+   * authenticated, alike in what the record states (a field on which they differ is left
+   * empty), from `time` (the first) to `last_time` (the last). The server records the first
+   * refusal of each source and reason in an interval on its own, at once, and sums the rest
+   * into one record at the end of the interval (`amctl serve --audit-refusal-interval-ms`).
+   * 0: the record is of one call.
+   *
+   * @generated from field: uint64 repeat_count = 16;
+   */
+  repeatCount: bigint;
+
+  /**
+   * For a summary: when the last refusal it counts happened.
+   *
+   * @generated from field: google.protobuf.Timestamp last_time = 17;
+   */
+  lastTime?: Timestamp | undefined;
 };
 
 /**

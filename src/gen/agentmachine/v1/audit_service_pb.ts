@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/audit_service.proto.
  */
 export const file_agentmachine_v1_audit_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNhZ2VudG1hY2hpbmUvdjEvYXVkaXRfc2VydmljZS5wcm90bxIPYWdlbnRtYWNoaW5lLnYxItUCCgtBdWRpdEZpbHRlchIbCglwcmluY2lwYWwYASABKAlCCLpIBXIDGMgBEj8KCmRlbGVnYXRpb24YAiABKAlCK7pIKHImMiReKGRlbGVnYXRpb25zL1tBLVphLXowLTlfLV17MSw2NH0pPyQSSAoPb3BlcmF0aW9uX3R5cGVzGAMgAygOMh4uYWdlbnRtYWNoaW5lLnYxLk9wZXJhdGlvblR5cGVCD7pIDJIBCSIHggEEEAEgABJACghkZWNpc2lvbhgEIAEoDjIkLmFnZW50bWFjaGluZS52MS5BdWRpdERlY2lzaW9uRmlsdGVyQgi6SAWCAQIQARIuCgpzdGFydF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAihAEKF0xpc3RBdWRpdFJlY29yZHNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiABBIsCgZmaWx0ZXIYAyABKAsyHC5hZ2VudG1hY2hpbmUudjEuQXVkaXRGaWx0ZXIiYgoYTGlzdEF1ZGl0UmVjb3Jkc1Jlc3BvbnNlEi0KB3JlY29yZHMYASADKAsyHC5hZ2VudG1hY2hpbmUudjEuQXVkaXRSZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImAKGFdhdGNoQXVkaXRSZWNvcmRzUmVxdWVzdBIWCg5hZnRlcl9zZXF1ZW5jZRgBIAEoBBIsCgZmaWx0ZXIYAiABKAsyHC5hZ2VudG1hY2hpbmUudjEuQXVkaXRGaWx0ZXIiSQoZV2F0Y2hBdWRpdFJlY29yZHNSZXNwb25zZRIsCgZyZWNvcmQYASABKAsyHC5hZ2VudG1hY2hpbmUudjEuQXVkaXRSZWNvcmQiFgoUR2V0Q2hlY2twb2ludFJlcXVlc3QiYwoVR2V0Q2hlY2twb2ludFJlc3BvbnNlEjQKCmNoZWNrcG9pbnQYASABKAsyIC5hZ2VudG1hY2hpbmUudjEuQXVkaXRDaGVja3BvaW50EhQKDHZlcmlmaWVyX2tleRgCIAEoCSJVChZMaXN0Q2hlY2twb2ludHNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiABCJpChdMaXN0Q2hlY2twb2ludHNSZXNwb25zZRI1CgtjaGVja3BvaW50cxgBIAMoCzIgLmFnZW50bWFjaGluZS52MS5BdWRpdENoZWNrcG9pbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKoEBChNBdWRpdERlY2lzaW9uRmlsdGVyEiUKIUFVRElUX0RFQ0lTSU9OX0ZJTFRFUl9VTlNQRUNJRklFRBAAEiEKHUFVRElUX0RFQ0lTSU9OX0ZJTFRFUl9BTExPV0VEEAESIAocQVVESVRfREVDSVNJT05fRklMVEVSX0RFTklFRBACMr8DCgxBdWRpdFNlcnZpY2USbAoQTGlzdEF1ZGl0UmVjb3JkcxIoLmFnZW50bWFjaGluZS52MS5MaXN0QXVkaXRSZWNvcmRzUmVxdWVzdBopLmFnZW50bWFjaGluZS52MS5MaXN0QXVkaXRSZWNvcmRzUmVzcG9uc2UiA5ACARJxChFXYXRjaEF1ZGl0UmVjb3JkcxIpLmFnZW50bWFjaGluZS52MS5XYXRjaEF1ZGl0UmVjb3Jkc1JlcXVlc3QaKi5hZ2VudG1hY2hpbmUudjEuV2F0Y2hBdWRpdFJlY29yZHNSZXNwb25zZSIDkAIBMAESYwoNR2V0Q2hlY2twb2ludBIlLmFnZW50bWFjaGluZS52MS5HZXRDaGVja3BvaW50UmVxdWVzdBomLmFnZW50bWFjaGluZS52MS5HZXRDaGVja3BvaW50UmVzcG9uc2UiA5ACARJpCg9MaXN0Q2hlY2twb2ludHMSJy5hZ2VudG1hY2hpbmUudjEuTGlzdENoZWNrcG9pbnRzUmVxdWVzdBooLmFnZW50bWFjaGluZS52MS5MaXN0Q2hlY2twb2ludHNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_agentmachine_v1_audit, file_agentmachine_v1_types, file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("CiNhZ2VudG1hY2hpbmUvdjEvYXVkaXRfc2VydmljZS5wcm90bxIPYWdlbnRtYWNoaW5lLnYxItUCCgtBdWRpdEZpbHRlchIbCglwcmluY2lwYWwYASABKAlCCLpIBXIDGMgBEj8KCmRlbGVnYXRpb24YAiABKAlCK7pIKHImMiReKGRlbGVnYXRpb25zL1tBLVphLXowLTlfLV17MSw2NH0pPyQSSAoPb3BlcmF0aW9uX3R5cGVzGAMgAygOMh4uYWdlbnRtYWNoaW5lLnYxLk9wZXJhdGlvblR5cGVCD7pIDJIBCSIHggEEEAEgABJACghkZWNpc2lvbhgEIAEoDjIkLmFnZW50bWFjaGluZS52MS5BdWRpdERlY2lzaW9uRmlsdGVyQgi6SAWCAQIQARIuCgpzdGFydF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAihAEKF0xpc3RBdWRpdFJlY29yZHNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiABBIsCgZmaWx0ZXIYAyABKAsyHC5hZ2VudG1hY2hpbmUudjEuQXVkaXRGaWx0ZXIiYgoYTGlzdEF1ZGl0UmVjb3Jkc1Jlc3BvbnNlEi0KB3JlY29yZHMYASADKAsyHC5hZ2VudG1hY2hpbmUudjEuQXVkaXRSZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImAKGFdhdGNoQXVkaXRSZWNvcmRzUmVxdWVzdBIWCg5hZnRlcl9zZXF1ZW5jZRgBIAEoBBIsCgZmaWx0ZXIYAiABKAsyHC5hZ2VudG1hY2hpbmUudjEuQXVkaXRGaWx0ZXIiSQoZV2F0Y2hBdWRpdFJlY29yZHNSZXNwb25zZRIsCgZyZWNvcmQYASABKAsyHC5hZ2VudG1hY2hpbmUudjEuQXVkaXRSZWNvcmQiFgoUR2V0Q2hlY2twb2ludFJlcXVlc3QiYwoVR2V0Q2hlY2twb2ludFJlc3BvbnNlEjQKCmNoZWNrcG9pbnQYASABKAsyIC5hZ2VudG1hY2hpbmUudjEuQXVkaXRDaGVja3BvaW50EhQKDHZlcmlmaWVyX2tleRgCIAEoCSJVChZMaXN0Q2hlY2twb2ludHNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiABCJpChdMaXN0Q2hlY2twb2ludHNSZXNwb25zZRI1CgtjaGVja3BvaW50cxgBIAMoCzIgLmFnZW50bWFjaGluZS52MS5BdWRpdENoZWNrcG9pbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImIKFFBydW5lQXVkaXRMb2dSZXF1ZXN0EiAKD2NoZWNrcG9pbnRfc2l6ZRgBIAEoBEIHukgEMgIgABIoCgloZWFkX2hhc2gYAiABKAlCFbpIEnIQMg5eWzAtOWEtZl17NjR9JCJlChVQcnVuZUF1ZGl0TG9nUmVzcG9uc2USFgoOcHJ1bmVkX3JlY29yZHMYASABKAQSNAoKY2hlY2twb2ludBgCIAEoCzIgLmFnZW50bWFjaGluZS52MS5BdWRpdENoZWNrcG9pbnQqgQEKE0F1ZGl0RGVjaXNpb25GaWx0ZXISJQohQVVESVRfREVDSVNJT05fRklMVEVSX1VOU1BFQ0lGSUVEEAASIQodQVVESVRfREVDSVNJT05fRklMVEVSX0FMTE9XRUQQARIgChxBVURJVF9ERUNJU0lPTl9GSUxURVJfREVOSUVEEAIypAQKDEF1ZGl0U2VydmljZRJsChBMaXN0QXVkaXRSZWNvcmRzEiguYWdlbnRtYWNoaW5lLnYxLkxpc3RBdWRpdFJlY29yZHNSZXF1ZXN0GikuYWdlbnRtYWNoaW5lLnYxLkxpc3RBdWRpdFJlY29yZHNSZXNwb25zZSIDkAIBEnEKEVdhdGNoQXVkaXRSZWNvcmRzEikuYWdlbnRtYWNoaW5lLnYxLldhdGNoQXVkaXRSZWNvcmRzUmVxdWVzdBoqLmFnZW50bWFjaGluZS52MS5XYXRjaEF1ZGl0UmVjb3Jkc1Jlc3BvbnNlIgOQAgEwARJjCg1HZXRDaGVja3BvaW50EiUuYWdlbnRtYWNoaW5lLnYxLkdldENoZWNrcG9pbnRSZXF1ZXN0GiYuYWdlbnRtYWNoaW5lLnYxLkdldENoZWNrcG9pbnRSZXNwb25zZSIDkAIBEmkKD0xpc3RDaGVja3BvaW50cxInLmFnZW50bWFjaGluZS52MS5MaXN0Q2hlY2twb2ludHNSZXF1ZXN0GiguYWdlbnRtYWNoaW5lLnYxLkxpc3RDaGVja3BvaW50c1Jlc3BvbnNlIgOQAgESYwoNUHJ1bmVBdWRpdExvZxIlLmFnZW50bWFjaGluZS52MS5QcnVuZUF1ZGl0TG9nUmVxdWVzdBomLmFnZW50bWFjaGluZS52MS5QcnVuZUF1ZGl0TG9nUmVzcG9uc2UiA5ACAmIGcHJvdG8z", [file_agentmachine_v1_audit, file_agentmachine_v1_types, file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * Which audit records. Every set field must match.
@@ -288,6 +288,63 @@ export const ListCheckpointsResponseSchema: GenMessage<ListCheckpointsResponse> 
   messageDesc(file_agentmachine_v1_audit_service, 8);
 
 /**
+ * Request of AuditService.PruneAuditLog.
+ *
+ * @generated from message agentmachine.v1.PruneAuditLogRequest
+ */
+export type PruneAuditLogRequest = Message<"agentmachine.v1.PruneAuditLogRequest"> & {
+  /**
+   * The size of a stored checkpoint: records 1 to this size are deleted.
+   *
+   * @generated from field: uint64 checkpoint_size = 1;
+   */
+  checkpointSize: bigint;
+
+  /**
+   * The checkpoint's head hash (lowercase hex), as the caller's archive ends with it: the prune
+   * is refused unless the checkpoint states it, so that it deletes what was archived.
+   *
+   * @generated from field: string head_hash = 2;
+   */
+  headHash: string;
+};
+
+/**
+ * Describes the message agentmachine.v1.PruneAuditLogRequest.
+ * Use `create(PruneAuditLogRequestSchema)` to create a new message.
+ */
+export const PruneAuditLogRequestSchema: GenMessage<PruneAuditLogRequest> = /*@__PURE__*/
+  messageDesc(file_agentmachine_v1_audit_service, 9);
+
+/**
+ * Response of AuditService.PruneAuditLog.
+ *
+ * @generated from message agentmachine.v1.PruneAuditLogResponse
+ */
+export type PruneAuditLogResponse = Message<"agentmachine.v1.PruneAuditLogResponse"> & {
+  /**
+   * How many records were deleted; 0 when an earlier prune already had.
+   *
+   * @generated from field: uint64 pruned_records = 1;
+   */
+  prunedRecords: bigint;
+
+  /**
+   * The checkpoint the retained log starts from.
+   *
+   * @generated from field: agentmachine.v1.AuditCheckpoint checkpoint = 2;
+   */
+  checkpoint?: AuditCheckpoint | undefined;
+};
+
+/**
+ * Describes the message agentmachine.v1.PruneAuditLogResponse.
+ * Use `create(PruneAuditLogResponseSchema)` to create a new message.
+ */
+export const PruneAuditLogResponseSchema: GenMessage<PruneAuditLogResponse> = /*@__PURE__*/
+  messageDesc(file_agentmachine_v1_audit_service, 10);
+
+/**
  * Filter on the decision.
  *
  * @generated from enum agentmachine.v1.AuditDecisionFilter
@@ -369,6 +426,23 @@ export const AuditService: GenService<{
     methodKind: "unary";
     input: typeof ListCheckpointsRequestSchema;
     output: typeof ListCheckpointsResponseSchema;
+  },
+  /**
+   * Deletes the oldest records, those a signed checkpoint covers, once the caller archived them
+   * (`amctl audit prune` writes and verifies the archive first). In one commit: the records up
+   * to the checkpoint and the checkpoints before it are deleted, and the prune's own audit
+   * record is appended. The checkpoint stays: the retained log starts from it, and verifies
+   * from it; with the archive, the whole log verifies. Only a root delegation (signed by an
+   * operator) whose scope has `audit_read` may prune. Refused with FailedPrecondition when no
+   * checkpoint of that size is stored or it does not state `head_hash`. Calling it again
+   * deletes nothing and records nothing.
+   *
+   * @generated from rpc agentmachine.v1.AuditService.PruneAuditLog
+   */
+  pruneAuditLog: {
+    methodKind: "unary";
+    input: typeof PruneAuditLogRequestSchema;
+    output: typeof PruneAuditLogResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_agentmachine_v1_audit_service, 0);
