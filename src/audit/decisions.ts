@@ -5,7 +5,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { AuditDecisionSchema } from "../gen/agentmachine/v1/audit_pb.js";
 import { ErrorInfoSchema } from "../gen/agentmachine/v1/errors_pb.js";
 import type { PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
-import { codeName } from "../server/errors.js";
+import { codeName, concealedDenial } from "../server/errors.js";
 
 export type AuditDecisionInit = MessageInitShape<typeof AuditDecisionSchema>;
 
@@ -26,9 +26,13 @@ export function allowedDecision(policyDecisions: readonly PolicyDecision[] = [])
   };
 }
 
-/** The denial `error` states, if a call failing with it was denied (rather than asked wrongly). */
+/**
+ * The denial `error` states, if a call failing with it was denied (rather than asked wrongly),
+ * also when the caller was told NotFound in its place (server/errors.ts, concealed).
+ */
 export function deniedDecision(error: unknown): AuditDecisionInit | undefined {
-  return error instanceof ConnectError && denialCodes.has(error.code) ? denialOf(error) : undefined;
+  const denial = concealedDenial(error) ?? error;
+  return denial instanceof ConnectError && denialCodes.has(denial.code) ? denialOf(denial) : undefined;
 }
 
 /**

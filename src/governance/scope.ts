@@ -1,5 +1,6 @@
 // What a principal's delegation allows, asked the same way everywhere: the one place where
 // an operation, a profile, a tool or a provider is checked against a scope.
+import type { ConnectError } from "@connectrpc/connect";
 import type { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
 import { operationTypeNames } from "../contract/mapping.js";
@@ -35,8 +36,14 @@ export function canSeeProfile(principal: Principal, profile: string): boolean {
   return allowed;
 }
 
+/** The PermissionDenied naming the profiles axis, unless the principal may see `profile`. */
+export function profileDenial(principal: Principal, profile: string): ConnectError | undefined {
+  return canSeeProfile(principal, profile) ? undefined : outOfScope("profiles", `${profile} is not allowed`, principal.delegation.name);
+}
+
 export function requireProfile(principal: Principal, profile: string): void {
-  if (!canSeeProfile(principal, profile)) throw outOfScope("profiles", `${profile} is not allowed`, principal.delegation.name);
+  const denial = profileDenial(principal, profile);
+  if (denial !== undefined) throw denial;
 }
 
 /** The profiles a principal may see, or undefined for all of them. */

@@ -20,10 +20,11 @@ import { gatesForOperation } from "../governance/policy/gates.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import { operationInput } from "../governance/policy/policy-input.js";
 import { requireSeparation } from "../governance/profile-rules.js";
-import { illegalTransition, noExecutor, operationNotFound, profileAlreadyExists, profileNotFound, sandboxUnavailable, targetNotAllowed } from "./errors.js";
+import { illegalTransition, noExecutor, profileAlreadyExists, profileNotFound, sandboxUnavailable, targetNotAllowed } from "./errors.js";
 import { messageDigest } from "./message-digest.js";
 import { operationTypeOfSpec } from "./spec-types.js";
 import { isTerminal } from "./transitions.js";
+import { visibleOperation } from "./visible-operation.js";
 
 const nextId = monotonicFactory();
 
@@ -68,18 +69,19 @@ export interface AdmissionContext {
   sandboxUnavailable?: string;
 }
 
-/** The operation a cancel or a revoke targets, checked for what that command needs of it. */
-async function targetOf(spec: OperationSpec["spec"], store: OperationStore): Promise<Operation | undefined> {
+/**
+ * The operation a cancel or a revoke targets, checked for what that command needs of it — once
+ * the caller may see it: a target out of its scope is NotFound, whatever state it is in.
+ */
+async function targetOf(spec: OperationSpec["spec"], store: OperationStore, principal: Principal): Promise<Operation | undefined> {
   if (spec.case === "executionCancel") {
-    const target = await store.getOperation(spec.value.target);
-    if (target === undefined) throw operationNotFound(spec.value.target);
+    const target = await visibleOperation(store, principal, spec.value.target);
     if (!cancellable.has(target.type)) throw targetNotAllowed("spec.execution_cancel.target", `${target.name} is not an execution`);
     if (isTerminal(target.state)) throw illegalTransition(target.name, target.state, "cancel");
     return target;
   }
   if (spec.case === "toolGrantRevoke") {
-    const grant = await store.getOperation(spec.value.grant);
-    if (grant === undefined) throw operationNotFound(spec.value.grant);
+    const grant = await visibleOperation(store, principal, spec.value.grant);
     const record = grant.artifact?.kind.case === "toolGrantRecord" ? grant.artifact.kind.value : undefined;
     if (grant.type !== OperationType.TOOL_GRANT_APPLY || grant.state !== TaskState.COMPLETED || record === undefined) {
       throw targetNotAllowed("spec.tool_grant_revoke.grant", `${grant.name} is not an applied tool grant`);
@@ -90,13 +92,16 @@ async function targetOf(spec: OperationSpec["spec"], store: OperationStore): Pro
   return undefined;
 }
 
+/** An admitted operation, to be stored under the idempotency scope its submitter chooses. */
+export type Admitted = Omit<NewOperation, "idempotencyScope">;
+
 /**
  * Admits a submit or refuses it, in this order: the delegation's scope, the profile, the
  * target of a command, the profile separation rules, the policy gates, an executor for the
  * type. Nothing is written here: the store takes the result, with its budget reservation, in
  * one commit (and PolicyService.EvaluatePolicy calls this as a dry run).
  */
-export async function admit(request: SubmitOperationRequest, { store, defaultBudget, principal, policy, executable, workerSelectors, sandboxUnavailable: noSandbox }: AdmissionContext): Promise<NewOperation> {
+export async function admit(request: SubmitOperationRequest, { store, defaultBudget, principal, policy, executable, workerSelectors, sandboxUnavailable: noSandbox }: AdmissionContext): Promise<Admitted> {
   const spec = request.spec!.spec; // required by the request's validation rules
   const type = operationTypeOfSpec[spec.case!];
   const profile = spec.case === "profileCreate" ? `profiles/${spec.value.profileId}` : request.profile;
@@ -115,7 +120,7 @@ export async function admit(request: SubmitOperationRequest, { store, defaultBud
   if (spec.case === "executionStart" && workingDirectory("/workspace", spec.value.workingDirectory) === undefined) {
     throw invalidField("spec.execution_start.working_directory", "must stay inside the operation's workspace");
   }
-  const target = await targetOf(spec, store);
+  const target = await targetOf(spec, store, principal);
   if (target?.artifact?.kind.case === "toolGrantRecord") requireOperation(principal, { type, profile, tool: target.artifact.kind.value.tool });
   requireSeparation({ profile, profileType: stored.profileType, spec, ...(target ? { target } : {}) });
 

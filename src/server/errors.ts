@@ -55,3 +55,21 @@ export function invalidField(field: string, message: string): ConnectError {
   });
   return new ConnectError(`${field}: ${message}`, Code.InvalidArgument, undefined, [{ desc: ViolationsSchema, value: violations }]);
 }
+
+/** The denials that concealing answers stand for (see concealed). */
+const concealedDenials = new WeakMap<ConnectError, ConnectError>();
+
+/**
+ * `answer`, which the caller gets in place of `denial` (an operation out of its scope is NotFound,
+ * as if it did not exist), remembering `denial` for the audit log: an operator still sees the
+ * denial that happened (src/audit/decisions.ts).
+ */
+export function concealed(answer: ConnectError, denial: ConnectError): ConnectError {
+  concealedDenials.set(answer, denial);
+  return answer;
+}
+
+/** The denial `error` conceals, if it is a concealing answer. */
+export function concealedDenial(error: unknown): ConnectError | undefined {
+  return error instanceof ConnectError ? concealedDenials.get(error) : undefined;
+}

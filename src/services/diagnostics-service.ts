@@ -1,5 +1,5 @@
 // agentmachine.v1.DiagnosticsService: streams a completed export's bundle, authorized like a
-// read (the caller must see the operation's profile).
+// read (the caller must see the operation's profile, else it is NotFound).
 import { createHash } from "node:crypto";
 import { createReadStream, existsSync } from "node:fs";
 import type { ServiceImpl } from "@connectrpc/connect";
@@ -7,8 +7,7 @@ import { DiagnosticsService } from "../gen/agentmachine/v1/diagnostics_service_p
 import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { bundlePath } from "../diagnostics/bundle-file.js";
 import { bundleCorrupt, bundleNotHere, bundleNotReady, notADiagnosticsExport } from "../diagnostics/errors.js";
-import { requireProfile } from "../governance/scope.js";
-import { operationNotFound } from "../lifecycle/errors.js";
+import { visibleOperation } from "../lifecycle/visible-operation.js";
 import { principalOf } from "../server/auth-interceptor.js";
 import type { OperationStore } from "../store/store.js";
 
@@ -28,9 +27,7 @@ async function sha256OfFile(path: string): Promise<string> {
 export function diagnosticsService({ store, dataDir }: DiagnosticsServiceDeps): ServiceImpl<typeof DiagnosticsService> {
   return {
     async *downloadDiagnostics({ operation: name }, context) {
-      const operation = await store.getOperation(name);
-      if (operation === undefined) throw operationNotFound(name);
-      requireProfile(principalOf(context), operation.profile);
+      const operation = await visibleOperation(store, principalOf(context), name);
       if (operation.type !== OperationType.DIAGNOSTICS_EXPORT_REDACTED) throw notADiagnosticsExport(name);
       const artifact = operation.artifact?.kind.case === "agentMachineDiagnosticBundle" ? operation.artifact.kind.value : undefined;
       if (operation.state !== TaskState.COMPLETED || artifact === undefined) throw bundleNotReady(name, operation.state);

@@ -3,6 +3,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { create } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
+import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import {
   OperationFilterSchema,
   OperationService,
@@ -11,7 +12,9 @@ import {
   type SubmitOperationRequest,
 } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { admit, requestDigest } from "../lifecycle/admission.js";
-import { eventsCompacted, illegalTransition, invalidPageToken, operationNotFound, profileAlreadyExists, requestIdConflict } from "../lifecycle/errors.js";
+import { eventsCompacted, illegalTransition, invalidPageToken, profileAlreadyExists, requestIdConflict } from "../lifecycle/errors.js";
+import { cancelKey, clientKey, findSubmitted, type IdempotencyKey } from "../lifecycle/idempotency.js";
+import { visibleOperation } from "../lifecycle/visible-operation.js";
 import type { EventHub } from "../lifecycle/event-hub.js";
 import { matchesEventFilter } from "../lifecycle/event-filter.js";
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
@@ -25,10 +28,10 @@ import { principalOf } from "../server/auth-interceptor.js";
 import { auditDraft } from "../server/audit-interceptor.js";
 import { allowedDecision } from "../audit/decisions.js";
 import { whileAuthorized } from "./while-authorized.js";
-import type { Authority, Principal } from "../governance/authority.js";
+import type { Authority } from "../governance/authority.js";
 import { canSeeProfile, requireOperation, requireProfile, visibleProfiles } from "../governance/scope.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
-import type { OperationStore } from "../store/store.js";
+import type { CreateResult, OperationStore } from "../store/store.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 
 export interface OperationServiceDeps {
@@ -60,49 +63,56 @@ function filterDigest(filter: OperationFilter | undefined): string {
 export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof OperationService> {
   const { store, hub, runner } = deps;
 
-  async function submit(request: SubmitOperationRequest, context: HandlerContext) {
-    const principal = principalOf(context);
-    // A retried submit is answered from the store before admission, which could now refuse it
-    // (its cancel target may have finished, say) — but only to a caller who may see it.
-    const previous = await store.findByRequestId(request.requestId);
+  /**
+   * Admits `request` and stores it under `key`. A retried submit is answered from the store
+   * before admission, which could now refuse it (its cancel target may have finished, say).
+   */
+  async function admitAndStore(request: SubmitOperationRequest, key: IdempotencyKey, context: HandlerContext): Promise<CreateResult> {
+    const previous = await findSubmitted(store, key);
     if (previous !== undefined) {
-      requireProfile(principal, previous.operation.profile);
-      if (previous.requestDigest !== requestDigest(request)) throw requestIdConflict(request.requestId, previous.operation.name);
-      return { operation: previous.operation, created: false };
+      return previous.requestDigest === requestDigest(request) ? { kind: "existing", operation: previous.operation } : { kind: "request-id-conflict", operation: previous.operation };
     }
-    const admitted = await admit(request, { store, defaultBudget: deps.defaultBudget, principal, policy: deps.policy, executable: deps.executable, workerSelectors: deps.workerSelectors, ...(deps.sandboxUnavailable !== undefined ? { sandboxUnavailable: deps.sandboxUnavailable } : {}) });
+    const admitted = await admit(request, { store, defaultBudget: deps.defaultBudget, principal: principalOf(context), policy: deps.policy, executable: deps.executable, workerSelectors: deps.workerSelectors, ...(deps.sandboxUnavailable !== undefined ? { sandboxUnavailable: deps.sandboxUnavailable } : {}) });
     // The record commits with the operation; the store names it (resource) after the operation.
     admitted.audit = auditDraft(context, { decision: allowedDecision(admitted.operation.policyDecisions) });
-    const result = await store.createOperation(admitted);
-    switch (result.kind) {
-      case "created":
-        runner.enqueue(result.operation);
-        return { operation: result.operation, created: true };
-      case "existing":
-        return { operation: result.operation, created: false };
-      case "request-id-conflict":
-        throw requestIdConflict(request.requestId, result.operation.name);
-      case "profile-exists":
-        throw profileAlreadyExists(result.profile);
-    }
+    const result = await store.createOperation({ ...admitted, idempotencyScope: key.scope });
+    if (result.kind === "created") runner.enqueue(result.operation);
+    return result;
   }
 
-  /** The operation, if it exists and the caller may see its profile. */
-  async function visibleOperation(name: string, principal: Principal) {
-    const operation = await store.getOperation(name);
-    if (operation === undefined) throw operationNotFound(name);
-    requireProfile(principal, operation.profile);
-    return operation;
+  /** The one cancel operation of `target` (under the server's own key), made now if there is none yet. */
+  async function cancelOf(target: Operation, reason: string, context: HandlerContext): Promise<Operation> {
+    const key = cancelKey(target.name);
+    const request = create(SubmitOperationRequestSchema, {
+      requestId: key.requestId,
+      profile: target.profile,
+      spec: { spec: { case: "executionCancel", value: { target: target.name, reason } } },
+    });
+    const result = await admitAndStore(request, key, context);
+    // A concurrent CancelOperation may have made it first, with another reason: it is still the one.
+    if (result.kind === "profile-exists" || !key.owns(result.operation)) throw new Error(`${key.requestId} in the server's scope is not a cancel of ${target.name}`);
+    return result.operation;
   }
+
+  /** The operation, if it exists and the caller may see its profile (else NotFound, as if it did not exist). */
+  const visible = (name: string, context: HandlerContext) => visibleOperation(store, principalOf(context), name);
 
   return {
     async submitOperation(request, context) {
-      const { operation, created } = await submit(request, context);
-      return { operation: withoutSecrets(operation), created };
+      const result = await admitAndStore(request, clientKey(principalOf(context), request.requestId), context);
+      switch (result.kind) {
+        case "created":
+        case "existing":
+          return { operation: withoutSecrets(result.operation), created: result.kind === "created" };
+        case "request-id-conflict":
+          throw requestIdConflict(request.requestId, result.operation.name);
+        case "profile-exists":
+          throw profileAlreadyExists(result.profile);
+      }
     },
 
     async getOperation({ name }, context) {
-      return { operation: withoutSecrets(await visibleOperation(name, principalOf(context))) };
+      return { operation: withoutSecrets(await visible(name, context)) };
     },
 
     async listOperations({ pageSize, pageToken, filter }, context) {
@@ -128,29 +138,17 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
     },
 
     async cancelOperation({ name, reason }, context) {
-      const principal = principalOf(context);
-      const target = await visibleOperation(name, principal);
-      requireOperation(principal, { type: OperationType.EXECUTION_CANCEL, profile: target.profile });
-      // One cancel operation per target: cancelling again returns it while the target stops.
-      const requestId = `cancel:${name.replace("operations/", "")}`;
-      const previous = await store.findByRequestId(requestId);
+      const target = await visible(name, context);
+      requireOperation(principalOf(context), { type: OperationType.EXECUTION_CANCEL, profile: target.profile });
       if (isTerminal(target.state)) throw illegalTransition(name, target.state, "cancel");
-      const { operation } =
-        previous ??
-        (await submit(
-          create(SubmitOperationRequestSchema, {
-            requestId,
-            profile: target.profile,
-            spec: { spec: { case: "executionCancel", value: { target: name, reason } } },
-          }),
-          context,
-        ));
-      return { cancelOperation: operation, operation: withoutSecrets((await store.getOperation(name)) ?? target) };
+      // One cancel operation per target: cancelling again returns it while the target stops.
+      const cancel = await cancelOf(target, reason, context);
+      return { cancelOperation: cancel, operation: withoutSecrets((await store.getOperation(name)) ?? target) };
     },
 
     async *watchOperation({ name, afterSequence }, context: HandlerContext) {
       const principal = principalOf(context);
-      const operation = await visibleOperation(name, principal);
+      const operation = await visible(name, context);
       if (isTerminal(operation.state)) {
         if (afterSequence >= operation.lastSequence) return;
         // Its remaining events were compacted: nothing would ever end the stream.

@@ -58,8 +58,16 @@ export interface Settlement {
   spent: Budget;
 }
 
+/**
+ * The idempotency scope of rows stored before request ids were scoped (given them by the
+ * migration that added scopes); src/lifecycle/idempotency.ts says which keys they answer.
+ */
+export const LEGACY_IDEMPOTENCY_SCOPE = "legacy";
+
 export interface NewOperation {
   operation: Operation;
+  /** The scope its request id is unique in (src/lifecycle/idempotency.ts). */
+  idempotencyScope: string;
   /** SHA-256 of the canonical request body, to tell a retried submit from a conflicting one. */
   requestDigest: string;
   /** For profile.create: the profile the operation creates, registered in the same commit. */
@@ -182,7 +190,7 @@ export interface OperationStore {
   heartbeat(runner: string, at: Date): Promise<void>;
   /** When each runner last said it was alive. */
   runnerHeartbeats(): Promise<Map<string, Date>>;
-  /** Creates an operation (idempotent on its request id). Durable when the promise resolves. */
+  /** Creates an operation (idempotent on its request id within its idempotency scope). Durable when the promise resolves. */
   createOperation(input: NewOperation): Promise<CreateResult>;
   /** Changes an operation and appends its event in one commit. Durable when it resolves. */
   updateOperation(update: OperationUpdate): Promise<UpdateResult>;
@@ -199,8 +207,8 @@ export interface OperationStore {
    */
   claimOperation(name: string, slots: readonly SlotKey[], modify: Modification): Promise<ClaimResult>;
   getOperation(name: string): Promise<Operation | undefined>;
-  /** The operation submitted with this request id, and the digest of that request. */
-  findByRequestId(requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined>;
+  /** The operation submitted with this request id in this idempotency scope, and the digest of that request. */
+  findByRequestId(scope: string, requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined>;
   getProfile(name: string): Promise<StoredProfile | undefined>;
   listOperations(query: OperationQuery): Promise<Operation[]>;
   /** Operations not in a terminal state, oldest first (for recovery after a restart). */

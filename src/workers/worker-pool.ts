@@ -261,12 +261,15 @@ export class WorkerPool implements Executor {
     }
   }
 
-  /** The live lease `lease` names, if it is the current one and the caller's; else why not. */
+  /**
+   * The live lease `lease` names, if it is the current one and the caller's; else why not. A
+   * task another worker holds is answered as one no worker runs: a worker learns nothing of the
+   * tasks it does not hold (README, Errors).
+   */
   private current(principal: Principal, lease: Lease): ActiveLease | string {
     const active = this.leases.get(lease.operation);
-    if (active === undefined) return "no attempt of it is running on a worker of this server";
+    if (active === undefined || active.worker.delegation !== principal.delegation.name) return "no attempt of it is running on this worker";
     if (active.lease.fencingToken !== lease.fencingToken || active.lease.attempt !== lease.attempt) return "a newer lease superseded it";
-    if (active.worker.delegation !== principal.delegation.name) return "it was granted to another worker";
     return active;
   }
 

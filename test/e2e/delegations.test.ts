@@ -119,7 +119,8 @@ describe("visibility", () => {
     const { operation: other } = await root.submitOperation({ requestId: requestId(), profile: "profiles/team-b", spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } });
     const { token } = await delegations(server.token).issueDelegation({ subject: "viewer", scope: grantOnly });
     const viewer = operations(token);
-    expect((await refusal(viewer.getOperation({ name: other!.name }))).code).toBe(Code.PermissionDenied);
+    // Out of its scope is as if it did not exist (existence-oracles.test.ts checks the whole answer).
+    expect((await refusal(viewer.getOperation({ name: other!.name }))).code).toBe(Code.NotFound);
     const listed = await viewer.listOperations({ pageSize: 1000 });
     expect(listed.operations.length).toBeGreaterThan(0);
     expect(listed.operations.every((o) => o.profile === "profiles/team-a")).toBe(true);

@@ -403,12 +403,12 @@ describe("DownloadDiagnostics", () => {
     expect((await refusal(download(operation.name))).code).toBe(Code.DataLoss);
   });
 
-  it("refuses a caller who may not see the profile with PermissionDenied, and says NotFound or FailedPrecondition for what is not a bundle", async () => {
+  it("answers a caller who may not see the profile NotFound, as if the bundle did not exist, and says NotFound or FailedPrecondition for what is not a bundle", async () => {
     const delegations = createClient(DelegationService, createGrpcTransport({ baseUrl: url, interceptors: [bearer(token)] }));
     const { token: outsider } = await delegations.issueDelegation({ subject: "outsider", scope: { operationTypes: [OperationType.DIAGNOSTICS_EXPORT_REDACTED], profiles: [MODELS] } });
     const theirs = createClient(DiagnosticsService, createGrpcTransport({ baseUrl: url, interceptors: [bearer(outsider)] }));
     const denied = await refusal(download(bundles.get(MAIN)!.operation.name, theirs));
-    expect(denied.code).toBe(Code.PermissionDenied);
+    expect(denied.code).toBe(Code.NotFound);
     expect((await download(bundles.get(MODELS)!.operation.name, theirs)).archive.equals(bundles.get(MODELS)!.archive)).toBe(true);
     expect((await refusal(download("operations/01NOSUCHOPERATION00000000000"))).code).toBe(Code.NotFound);
     expect((await refusal(download([...mainOperations][0]!))).code).toBe(Code.FailedPrecondition);

@@ -62,8 +62,12 @@ async function eachLimited<T>(items: readonly T[], limit: number, work: (item: T
   );
 }
 
-function clientFor(server: ChildServer): OperationClient {
-  return createClient(OperationService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(server.token)] }));
+/**
+ * A client of `server` sending `token`. Every cycle sends the first server's credential: a retry
+ * is answered as one only under the delegation that submitted it (request ids are scoped to it).
+ */
+function clientFor(server: ChildServer, token: string): OperationClient {
+  return createClient(OperationService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(token)] }));
 }
 
 /**
@@ -107,6 +111,7 @@ describe("durability under kill -9", () => {
     let killsWithRunningTasks = 0;
     let profileCreated = false;
     let watcher: EventWatcher | undefined;
+    let token: string | undefined;
     const started = Date.now();
 
     const checkEventsInFile = (cycle: number, snapshot: StoreSnapshot, when: string): void => {
@@ -129,7 +134,7 @@ describe("durability under kill -9", () => {
 
     for (let cycle = 0; cycle <= CYCLES; cycle += 1) {
       const server = await startChildServer([], { dataDir });
-      const client = clientFor(server);
+      const client = clientFor(server, (token ??= server.token));
       try {
         // 1. Every submit acknowledged before the kill is still served, and a retry of it is
         //    answered with the same operation, not a new one.

@@ -208,7 +208,9 @@ describe("events across replicas", () => {
 
 describe("one store behind every replica", () => {
   it("makes one operation of a request id sent to two replicas at once", async () => {
-    const { clients } = await replicas("idempotent");
+    const { servers } = await replicas("idempotent");
+    // One caller, one credential, on both replicas: request ids are scoped to the caller's delegation.
+    const clients = servers.map((server) => clientsFor(server.url, servers[0]!.token).operations);
     await createProfile(clients[0]!, PROFILE_ID);
     for (let i = 0; i < 20; i += 1) {
       const request = i % 2 === 0 ? loadRequest(0, 0) : execution(PROFILE, ["true"]);

@@ -11,10 +11,12 @@ import { OperationEventSchema } from "../../src/gen/agentmachine/v1/event_pb.js"
 import { OperationSchema, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema } from "../../src/gen/agentmachine/v1/policy_pb.js";
 import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import type { AccountState, AuditQuery, ChildAccount, OperationStore, StoredEvent } from "../../src/store/store.js";
+import { LEGACY_IDEMPOTENCY_SCOPE, type AccountState, type AuditQuery, type ChildAccount, type OperationStore, type StoredEvent } from "../../src/store/store.js";
 
 // Builders of operations (each with a new name and request id) and events; the PostgreSQL replica
 // tests use them too.
+/** The idempotency scope the suite's operations are created in (a caller's delegation). */
+export const SCOPE = "delegations/conformance";
 let counter = 0;
 export function operation(overrides: Partial<Operation> = {}): Operation {
   counter += 1;
@@ -57,6 +59,7 @@ async function accountStates(store: OperationStore, accounts: string[]): Promise
   const probe = new Error("probe");
   await expect(
     store.createOperation({
+      idempotencyScope: SCOPE,
       operation: operation(),
       requestDigest: "probe",
       reservation: {
@@ -96,6 +99,19 @@ export function expectWholeChain(records: AuditRecord[]): void {
   });
 }
 
+/**
+ * What a store must show of a row that a schema before idempotency scopes stored (request ids
+ * unique across the store), once opened: the row is in the legacy scope, found there by its
+ * request id and in no other scope, and its request id is free for new operations elsewhere.
+ */
+export async function expectLegacyRow(store: OperationStore, old: Operation, requestDigest: string): Promise<void> {
+  expect(await store.findByRequestId(LEGACY_IDEMPOTENCY_SCOPE, old.requestId)).toEqual({ requestDigest, operation: old });
+  expect(await store.findByRequestId(SCOPE, old.requestId)).toBeUndefined();
+  const beside = operation({ requestId: old.requestId, profile: old.profile });
+  expect(await store.createOperation({ idempotencyScope: SCOPE, operation: beside, requestDigest })).toMatchObject({ kind: "created" });
+  expect((await store.listOperations({ limit: 10, profile: old.profile })).map((o) => o.name).sort()).toEqual([old.name, beside.name].sort());
+}
+
 async function heldOf(store: OperationStore, account: string): Promise<Budget> {
   return (await accountStates(store, [account]))[0]!.held;
 }
@@ -113,18 +129,40 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
 
     it("creates an operation and reads it back by name and by request id", async () => {
       const op = operation();
-      expect(await store.createOperation({ operation: op, requestDigest: "d1" })).toMatchObject({ kind: "created" });
+      expect(await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d1" })).toMatchObject({ kind: "created" });
       expect((await store.getOperation(op.name))?.requestId).toBe(op.requestId);
-      expect(await store.findByRequestId(op.requestId)).toMatchObject({ requestDigest: "d1", operation: { name: op.name } });
+      expect(await store.findByRequestId(SCOPE, op.requestId)).toMatchObject({ requestDigest: "d1", operation: { name: op.name } });
+      expect(await store.findByRequestId("delegations/other", op.requestId)).toBeUndefined();
       expect(await store.getOperation("operations/none")).toBeUndefined();
+    });
+
+    it("keeps request ids apart by idempotency scope: one id in two scopes is two operations, found each in its own", async () => {
+      const mine = operation();
+      const theirs = operation({ requestId: mine.requestId });
+      const created = await Promise.all([
+        store.createOperation({ idempotencyScope: "delegations/mine", operation: mine, requestDigest: "a" }),
+        store.createOperation({ idempotencyScope: "delegations/theirs", operation: theirs, requestDigest: "b" }),
+      ]);
+      expect(created.map((result) => result.kind)).toEqual(["created", "created"]);
+      expect(await store.findByRequestId("delegations/mine", mine.requestId)).toMatchObject({ requestDigest: "a", operation: { name: mine.name } });
+      expect(await store.findByRequestId("delegations/theirs", mine.requestId)).toMatchObject({ requestDigest: "b", operation: { name: theirs.name } });
+      // Within a scope the key still holds: a retry is the existing operation, another body a conflict.
+      const retry = operation({ requestId: mine.requestId });
+      expect(await store.createOperation({ idempotencyScope: "delegations/theirs", operation: retry, requestDigest: "b" })).toMatchObject({ kind: "existing", operation: { name: theirs.name } });
+      expect(await store.createOperation({ idempotencyScope: "delegations/mine", operation: retry, requestDigest: "c" })).toMatchObject({ kind: "request-id-conflict", operation: { name: mine.name } });
+      expect(await store.getOperation(retry.name)).toBeUndefined();
+      // Reopened (another replica, or after a restart), the scopes hold.
+      await store.close();
+      store = await reopen();
+      expect(await store.findByRequestId("delegations/theirs", mine.requestId)).toMatchObject({ operation: { name: theirs.name } });
     });
 
     it("answers a repeated request id with the existing operation, or a conflict when the body differs", async () => {
       const op = operation();
-      await store.createOperation({ operation: op, requestDigest: "same" });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "same" });
       const again = operation({ requestId: op.requestId });
-      expect(await store.createOperation({ operation: again, requestDigest: "same" })).toMatchObject({ kind: "existing", operation: { name: op.name } });
-      expect(await store.createOperation({ operation: again, requestDigest: "other" })).toMatchObject({ kind: "request-id-conflict", operation: { name: op.name } });
+      expect(await store.createOperation({ idempotencyScope: SCOPE, operation: again, requestDigest: "same" })).toMatchObject({ kind: "existing", operation: { name: op.name } });
+      expect(await store.createOperation({ idempotencyScope: SCOPE, operation: again, requestDigest: "other" })).toMatchObject({ kind: "request-id-conflict", operation: { name: op.name } });
       expect(await store.getOperation(again.name)).toBeUndefined();
     });
 
@@ -132,8 +170,8 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const first = operation({ type: OperationType.PROFILE_CREATE, profile: "profiles/x" });
       const createsProfile = { name: "profiles/x", profileType: ProfileType.PERSONAL };
       const [a, b] = await Promise.all([
-        store.createOperation({ operation: first, requestDigest: "1", createsProfile }),
-        store.createOperation({ operation: operation({ type: OperationType.PROFILE_CREATE, profile: "profiles/x" }), requestDigest: "2", createsProfile }),
+        store.createOperation({ idempotencyScope: SCOPE, operation: first, requestDigest: "1", createsProfile }),
+        store.createOperation({ idempotencyScope: SCOPE, operation: operation({ type: OperationType.PROFILE_CREATE, profile: "profiles/x" }), requestDigest: "2", createsProfile }),
       ]);
       expect([a.kind, b.kind].sort()).toEqual(["created", "profile-exists"]);
       expect(await store.getProfile("profiles/x")).toEqual(createsProfile);
@@ -144,7 +182,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const published: bigint[] = [];
       store.onCommit((events) => published.push(...events.map((e) => e.event.sequence)));
       const ops = Array.from({ length: 20 }, () => operation());
-      await Promise.all(ops.map((op) => store.createOperation({ operation: op, requestDigest: "d" })));
+      await Promise.all(ops.map((op) => store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" })));
       const results = await Promise.all(
         ops.map((op) =>
           store.updateOperation({ operation: { ...op, state: TaskState.RUNNING }, expectedState: TaskState.QUEUED, event: event(op.name, EventType.START, TaskState.RUNNING) }),
@@ -165,6 +203,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const results = await Promise.all(
         Array.from({ length: 6 }, (_, i) =>
           store.createOperation({
+            idempotencyScope: SCOPE,
             // Each attempt with its own name, as a retried submit would have.
             operation: i === 0 ? op : operation({ requestId: op.requestId, profile: "profiles/once" }),
             requestDigest: "same",
@@ -184,7 +223,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
 
     it("applies an update only from the expected state, and records the event with it", async () => {
       const op = operation();
-      await store.createOperation({ operation: op, requestDigest: "d" });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
       const running = { ...op, state: TaskState.RUNNING, attempt: 1 };
       const first = await store.updateOperation({ operation: running, expectedState: TaskState.QUEUED, event: event(op.name, EventType.START, TaskState.RUNNING) });
       expect(first.kind).toBe("updated");
@@ -201,7 +240,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const published: StoredEvent[] = [];
       store.onCommit((events) => published.push(...events));
       const op = operation({ labels: { team: "b" }, profile: "profiles/q", type: OperationType.EXECUTION_START });
-      await store.createOperation({ operation: op, requestDigest: "d", event: event(op.name, EventType.START, TaskState.QUEUED) });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d", event: event(op.name, EventType.START, TaskState.QUEUED) });
       expect(published).toHaveLength(1);
       expect(published[0]).toMatchObject({ profile: "profiles/q", operationType: OperationType.EXECUTION_START, labels: { team: "b" } });
       // A write that changes nothing publishes nothing.
@@ -213,13 +252,13 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const published: StoredEvent[] = [];
       store.onCommit((events) => published.push(...events));
       const op = operation();
-      await store.createOperation({ operation: op, requestDigest: "d" });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
       // Same name, another request id: the insert fails after its event was appended.
       const clash = operation({ name: op.name });
-      await expect(store.createOperation({ operation: clash, requestDigest: "d", event: event(op.name, EventType.START, TaskState.QUEUED) })).rejects.toThrow();
+      await expect(store.createOperation({ idempotencyScope: SCOPE, operation: clash, requestDigest: "d", event: event(op.name, EventType.START, TaskState.QUEUED) })).rejects.toThrow();
       expect(published).toEqual([]);
       expect(await store.readEvents(0n, 10)).toEqual([]);
-      expect(await store.findByRequestId(clash.requestId)).toBeUndefined();
+      expect(await store.findByRequestId(SCOPE, clash.requestId)).toBeUndefined();
     });
 
     it("lists newest first with filters, and pages by name", async () => {
@@ -231,7 +270,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
           labels: { parity: i % 2 ? "odd" : "even", "dotted.key": "v" },
         });
         made.push(op);
-        await store.createOperation({ operation: op, requestDigest: "d" });
+        await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
       }
       const names = (ops: Operation[]) => ops.map((o) => o.name);
       expect(names(await store.listOperations({ limit: 10 }))).toEqual(names([...made].reverse()));
@@ -245,14 +284,14 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
     it("lists the active operations for recovery, oldest first", async () => {
       const queued = operation();
       const done = operation({ state: TaskState.COMPLETED });
-      await store.createOperation({ operation: queued, requestDigest: "d" });
-      await store.createOperation({ operation: done, requestDigest: "d" });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: queued, requestDigest: "d" });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: done, requestDigest: "d" });
       expect((await store.listActiveOperations()).map((o) => o.name)).toEqual([queued.name]);
     });
 
     it("compacts events by count and by age, never reusing a sequence", async () => {
       const op = operation();
-      await store.createOperation({ operation: op, requestDigest: "d" });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
       const old = new Date(Date.now() - 3_600_000);
       for (let i = 0; i < 10; i += 1) {
         await store.updateOperation({ operation: op, expectedState: TaskState.QUEUED, event: event(op.name, EventType.PROGRESS, TaskState.QUEUED, i < 2 ? old : new Date()) });
@@ -291,6 +330,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const seen: AccountState[][] = [];
       const reserve = (amount: Budget) =>
         store.createOperation({
+          idempotencyScope: SCOPE,
           operation: operation({ delegation: "delegations/r", profile: "profiles/p" }),
           requestDigest: "d",
           reservation: {
@@ -315,6 +355,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       // A reservation held on the whole chain (child, parent): the parent's account then
       // reports what the child holds.
       await store.createOperation({
+        idempotencyScope: SCOPE,
         operation: operation({ delegation: "delegations/r-child", profile: "profiles/p" }),
         requestDigest: "d",
         reservation: { accounts: ["delegations/r-child", "delegations/r", "profiles/p"], amount: budget({ tokens: 7n }), check: () => undefined },
@@ -329,6 +370,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const refused = operation({ delegation: "delegations/r", profile: "profiles/p" });
       await expect(
         store.createOperation({
+          idempotencyScope: SCOPE,
           operation: refused,
           requestDigest: "d",
           event: event(refused.name, EventType.START, TaskState.QUEUED),
@@ -336,7 +378,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
         }),
       ).rejects.toBe(refusal);
       expect(await store.getOperation(refused.name)).toBeUndefined();
-      expect(await store.findByRequestId(refused.requestId)).toBeUndefined();
+      expect(await store.findByRequestId(SCOPE, refused.requestId)).toBeUndefined();
       expect(await store.readEvents(0n, 10)).toEqual([]);
       expect(published).toEqual([]);
       expect((await heldOf(store, "delegations/r")).modelCalls).toBe(5n);
@@ -359,6 +401,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const results = await Promise.allSettled(
         Array.from({ length: 30 }, () =>
           store.createOperation({
+            idempotencyScope: SCOPE,
             operation: operation({ profile: "profiles/race" }),
             requestDigest: "d",
             reservation: {
@@ -381,9 +424,9 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
     it("settles a reservation in the update that ends the operation: each account gives back what was reserved and keeps what was spent, never more than was reserved", async () => {
       const accounts = ["delegations/s", "profiles/s"];
       const op = operation({ profile: "profiles/s" });
-      await store.createOperation({ operation: op, requestDigest: "d", reservation: { accounts, amount: budget({ modelCalls: 10n, tokens: 1000n }), check: () => undefined } });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d", reservation: { accounts, amount: budget({ modelCalls: 10n, tokens: 1000n }), check: () => undefined } });
       const other = operation({ profile: "profiles/s" });
-      await store.createOperation({ operation: other, requestDigest: "d", reservation: { accounts: ["profiles/s"], amount: budget({ modelCalls: 1n, connectorCalls: 5n }), check: () => undefined } });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: other, requestDigest: "d", reservation: { accounts: ["profiles/s"], amount: budget({ modelCalls: 1n, connectorCalls: 5n }), check: () => undefined } });
       expect((await heldOf(store, "profiles/s")).modelCalls).toBe(11n);
       // An update that does not apply settles nothing.
       const stale = await store.updateOperation({ operation: { ...op, state: TaskState.COMPLETED }, expectedState: TaskState.RUNNING, settle: { spent: budget({}) } });
@@ -413,7 +456,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect((await heldOf(store, "delegations/s")).connectorCalls).toBe(0n);
       // An operation that reserved nothing settles nothing.
       const plain = operation({ profile: "profiles/s" });
-      await store.createOperation({ operation: plain, requestDigest: "d" });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: plain, requestDigest: "d" });
       await store.updateOperation({ operation: { ...plain, state: TaskState.COMPLETED }, expectedState: TaskState.QUEUED, settle: { spent: budget({ modelCalls: 9n }) } });
       expect((await heldOf(store, "profiles/s")).modelCalls).toBe(4n);
     });
@@ -421,7 +464,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
     it("settles each reservation once when settlements race", async () => {
       const ops = Array.from({ length: 10 }, () => operation({ profile: "profiles/sr" }));
       for (const op of ops) {
-        await store.createOperation({ operation: op, requestDigest: "d", reservation: { accounts: ["profiles/sr"], amount: budget({ tokens: 10n }), check: () => undefined } });
+        await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d", reservation: { accounts: ["profiles/sr"], amount: budget({ tokens: 10n }), check: () => undefined } });
       }
       expect((await heldOf(store, "profiles/sr")).tokens).toBe(100n);
       // Every operation settled three times at once, spending 1 token: 10 × 1 kept, the rest given back.
@@ -435,7 +478,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
 
     it("modifies an operation in one commit, so concurrent increments are never lost", async () => {
       const op = operation();
-      await store.createOperation({ operation: op, requestDigest: "d" });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
       const results = await Promise.all(
         Array.from({ length: 50 }, () =>
           store.modifyOperation(op.name, (current) => ({
@@ -450,7 +493,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
 
     it("refuses a second modification with the same once key, and reports unchanged and not-found", async () => {
       const op = operation();
-      await store.createOperation({ operation: op, requestDigest: "d" });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
       const add = (current: Operation) => ({ operation: { ...current, usage: budget({ ...current.usage, tokens: (current.usage?.tokens ?? 0n) + 10n }) } });
       expect(await store.modifyOperation(op.name, add, "ticket-1")).toMatchObject({ kind: "modified", operation: { usage: { tokens: 10n } } });
       let called = false;
@@ -477,7 +520,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
 
     it("appends a modification's event and publishes it after the commit; a failed modification keeps nothing", async () => {
       const op = operation();
-      await store.createOperation({ operation: op, requestDigest: "d" });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
       const published: StoredEvent[] = [];
       const readsAtPublish: Promise<StoredEvent[]>[] = [];
       store.onCommit((events) => {
@@ -519,6 +562,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
     it("records a child delegation only if its check passes over the siblings and what the parent holds", async () => {
       await store.putDelegation(delegation("delegations/pp"));
       await store.createOperation({
+        idempotencyScope: SCOPE,
         operation: operation({ delegation: "delegations/pp" }),
         requestDigest: "d",
         reservation: { accounts: ["delegations/pp"], amount: budget({ modelCalls: 7n }), check: () => undefined },
@@ -571,11 +615,11 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
 
     it("keeps a profile's budget, and reports none for a profile created without one", async () => {
       const withBudget = { name: "profiles/budgeted", profileType: ProfileType.CORPORATE_FIREWALL, budget: budget({ modelCalls: 9n, tokens: 900n }) };
-      await store.createOperation({ operation: operation({ type: OperationType.PROFILE_CREATE, profile: withBudget.name }), requestDigest: "d", createsProfile: withBudget });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: operation({ type: OperationType.PROFILE_CREATE, profile: withBudget.name }), requestDigest: "d", createsProfile: withBudget });
       const stored = await store.getProfile(withBudget.name);
       expect(stored).toEqual(withBudget);
       const plain = { name: "profiles/plain", profileType: ProfileType.PERSONAL };
-      await store.createOperation({ operation: operation({ type: OperationType.PROFILE_CREATE, profile: plain.name }), requestDigest: "d", createsProfile: plain });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: operation({ type: OperationType.PROFILE_CREATE, profile: plain.name }), requestDigest: "d", createsProfile: plain });
       expect(await store.getProfile(plain.name)).toEqual(plain);
       expect("budget" in (await store.getProfile(plain.name))!).toBe(false);
     });
@@ -583,6 +627,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
     it("keeps holdings, reservations, bundles, profiles and once keys across a reopen", async () => {
       const op = operation();
       await store.createOperation({
+        idempotencyScope: SCOPE,
         operation: op,
         requestDigest: "d",
         createsProfile: { name: "profiles/kept", profileType: ProfileType.PERSONAL, budget: budget({ tokens: 5n }) },
@@ -603,7 +648,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
 
     it("keeps everything across a reopen, and creates a secret only once", async () => {
       const op = operation();
-      await store.createOperation({ operation: op, requestDigest: "d", event: event(op.name, EventType.START, TaskState.QUEUED) });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d", event: event(op.name, EventType.START, TaskState.QUEUED) });
       const secret = await store.getOrCreateSecret("k", () => "first");
       expect(await store.getOrCreateSecret("k", () => "second")).toBe("first");
       await store.close();
@@ -630,13 +675,13 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       // createOperation: only when created; an empty resource becomes the operation's name.
       const op = operation({ type: OperationType.PROFILE_CREATE, profile: "profiles/au" });
       const createsProfile = { name: "profiles/au", profileType: ProfileType.PERSONAL };
-      expect(await store.createOperation({ operation: op, requestDigest: "d", createsProfile, audit: auditDraft() })).toMatchObject({ kind: "created" });
-      expect(await store.createOperation({ operation: operation({ requestId: op.requestId }), requestDigest: "d", audit: auditDraft() })).toMatchObject({ kind: "existing" });
+      expect(await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d", createsProfile, audit: auditDraft() })).toMatchObject({ kind: "created" });
+      expect(await store.createOperation({ idempotencyScope: SCOPE, operation: operation({ requestId: op.requestId }), requestDigest: "d", audit: auditDraft() })).toMatchObject({ kind: "existing" });
       const again = operation({ type: OperationType.PROFILE_CREATE, profile: "profiles/au" });
-      expect(await store.createOperation({ operation: again, requestDigest: "d2", createsProfile, audit: auditDraft() })).toMatchObject({ kind: "profile-exists" });
+      expect(await store.createOperation({ idempotencyScope: SCOPE, operation: again, requestDigest: "d2", createsProfile, audit: auditDraft() })).toMatchObject({ kind: "profile-exists" });
       const refusal = new Error("over budget");
       await expect(
-        store.createOperation({ operation: operation(), requestDigest: "d", reservation: { accounts: ["profiles/au"], amount: budget({ modelCalls: 1n }), check: () => refusal }, audit: auditDraft() }),
+        store.createOperation({ idempotencyScope: SCOPE, operation: operation(), requestDigest: "d", reservation: { accounts: ["profiles/au"], amount: budget({ modelCalls: 1n }), check: () => refusal }, audit: auditDraft() }),
       ).rejects.toBe(refusal);
       // modifyOperation: only when modified.
       expect(await store.modifyOperation(op.name, () => undefined, undefined, auditDraft())).toMatchObject({ kind: "unchanged" });
@@ -694,7 +739,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
     it("keeps one audit chain when appends race", async () => {
       await Promise.all(
         Array.from({ length: 40 }, (_, i) =>
-          i % 2 === 0 ? store.appendAudit(auditDraft()) : store.createOperation({ operation: operation(), requestDigest: "d", audit: auditDraft() }),
+          i % 2 === 0 ? store.appendAudit(auditDraft()) : store.createOperation({ idempotencyScope: SCOPE, operation: operation(), requestDigest: "d", audit: auditDraft() }),
         ),
       );
       const records = await store.listAuditRecords({ afterSequence: 0n, limit: 100 });

@@ -9,7 +9,7 @@ import { EventType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js"
 import { PostgresStore } from "../../src/store/postgres/postgres-store.js";
 import type { StoredEvent } from "../../src/store/store.js";
 import { clusterForFile } from "../helpers/cluster-for-file.js";
-import { event, operation } from "./conformance.js";
+import { event, operation, SCOPE } from "./conformance.js";
 
 const { database } = clusterForFile();
 
@@ -23,7 +23,7 @@ function recorder(store: PostgresStore): bigint[] {
 /** Creates an operation with its first event; resolves with that event's sequence. */
 async function append(store: PostgresStore): Promise<bigint> {
   const op = operation();
-  const result = await store.createOperation({ operation: op, requestDigest: "d", event: event(op.name, EventType.START, TaskState.QUEUED) });
+  const result = await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d", event: event(op.name, EventType.START, TaskState.QUEUED) });
   if (result.kind !== "created") throw new Error(`not created: ${result.kind}`);
   return result.event!.event.sequence;
 }

@@ -343,6 +343,21 @@ describe("fencing", () => {
     expect(await peek(run)).toBe(PENDING);
   });
 
+  it("answers a report under another worker's lease exactly as one on a task no worker runs (no existence oracle)", async () => {
+    const worker = await connectWorker(pool, principal("w", ["profiles/theirs"]), { capacity: 1, labels: {} });
+    const { lease } = await runOn(pool, worker, execution("theirs", {}, "profiles/theirs"));
+    const intruder = principal("intruder", ["profiles/mine"]);
+    const shape = (refused: Lease) => {
+      const error = refusal(() => pool.reportProgress(intruder, create(ReportProgressRequestSchema, { lease: refused, message: "probe" })));
+      return { code: error.code, message: error.rawMessage.replaceAll(refused.operation, "NAME"), info: error.findDetails(ErrorInfoSchema)[0]?.reason };
+    };
+    const nowhere = (probe: Lease) => create(LeaseSchema, { ...probe, operation: "operations/none" });
+    expect(shape(lease)).toEqual(shape(nowhere(lease)));
+    // The same goes for a guessed fencing token.
+    const guessed = create(LeaseSchema, { ...lease, fencingToken: lease.fencingToken + 1n });
+    expect(shape(guessed)).toEqual(shape(nowhere(guessed)));
+  });
+
   it("refuses a report under a lease whose run has resolved", async () => {
     const worker = await connectWorker(pool, principal("w"), { capacity: 1, labels: {} });
     const { lease, run } = await runOn(pool, worker, execution("a"));

@@ -130,6 +130,18 @@ export const migrations: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 4,
+    sql: `
+      -- Request ids are unique within an idempotency scope (src/lifecycle/idempotency.ts), no
+      -- longer across the store. Rows stored before get the scope 'legacy'
+      -- (LEGACY_IDEMPOTENCY_SCOPE); new rows always name theirs.
+      ALTER TABLE operations ADD COLUMN idempotency_scope TEXT NOT NULL DEFAULT 'legacy';
+      ALTER TABLE operations ALTER COLUMN idempotency_scope DROP DEFAULT;
+      ALTER TABLE operations DROP CONSTRAINT operations_request_id_unique;
+      ALTER TABLE operations ADD CONSTRAINT operations_request_key_unique UNIQUE (idempotency_scope, request_id);
+    `,
+  },
 ];
 
 /** Key of the session-level advisory lock that serializes migrations across replicas. */

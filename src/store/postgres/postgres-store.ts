@@ -391,8 +391,8 @@ export class PostgresStore implements OperationStore {
     return this.write(async (tx): Promise<CreateResult> => {
       const operation = clone(OperationSchema, submitted);
       const existing = await tx.query<{ request_digest: string; data: Uint8Array }>(
-        "SELECT request_digest, data FROM operations WHERE request_id = $1",
-        [operation.requestId],
+        "SELECT request_digest, data FROM operations WHERE idempotency_scope = $1 AND request_id = $2",
+        [input.idempotencyScope, operation.requestId],
       );
       const found = existing.rows[0];
       if (found !== undefined) {
@@ -417,9 +417,10 @@ export class PostgresStore implements OperationStore {
       }
       const event = input.event ? await tx.appendEvent(operation, input.event) : undefined;
       await tx.query(
-        "INSERT INTO operations (name, request_id, request_digest, type, state, profile, labels, data) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)",
+        "INSERT INTO operations (name, idempotency_scope, request_id, request_digest, type, state, profile, labels, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)",
         [
           operation.name,
+          input.idempotencyScope,
           operation.requestId,
           input.requestDigest,
           operation.type,
@@ -431,7 +432,7 @@ export class PostgresStore implements OperationStore {
       );
       if (input.audit !== undefined) await tx.appendAudit(input.audit, operation.name);
       return { kind: "created", operation, ...(event ? { event } : {}) };
-    }, isUniqueViolation("operations_request_id_unique"));
+    }, isUniqueViolation("operations_request_key_unique"));
   }
 
   updateOperation(update: OperationUpdate): Promise<UpdateResult> {
@@ -496,10 +497,10 @@ export class PostgresStore implements OperationStore {
     return rows[0] && fromBinary(OperationSchema, rows[0].data);
   }
 
-  async findByRequestId(requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined> {
+  async findByRequestId(scope: string, requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined> {
     const { rows } = await this.pool.query<{ request_digest: string; data: Uint8Array }>(
-      "SELECT request_digest, data FROM operations WHERE request_id = $1",
-      [requestId],
+      "SELECT request_digest, data FROM operations WHERE idempotency_scope = $1 AND request_id = $2",
+      [scope, requestId],
     );
     const row = rows[0];
     return row && { operation: fromBinary(OperationSchema, row.data), requestDigest: row.request_digest };

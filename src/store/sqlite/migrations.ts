@@ -117,4 +117,30 @@ export const migrations: readonly { version: number; sql: string }[] = [
       );
     `,
   },
+  {
+    version: 7,
+    sql: `
+      -- Request ids are unique within an idempotency scope (src/lifecycle/idempotency.ts), no
+      -- longer across the store. Rows stored before get the scope 'legacy'
+      -- (LEGACY_IDEMPOTENCY_SCOPE). SQLite cannot drop a column's UNIQUE: the table is rebuilt.
+      CREATE TABLE operations_scoped (
+        name TEXT PRIMARY KEY,
+        idempotency_scope TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        request_digest TEXT NOT NULL,
+        type INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        profile TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        data BLOB NOT NULL,
+        UNIQUE (idempotency_scope, request_id)
+      );
+      INSERT INTO operations_scoped (name, idempotency_scope, request_id, request_digest, type, state, profile, labels, data)
+        SELECT name, 'legacy', request_id, request_digest, type, state, profile, labels, data FROM operations;
+      DROP TABLE operations;
+      ALTER TABLE operations_scoped RENAME TO operations;
+      CREATE INDEX operations_state ON operations (state, name);
+      CREATE INDEX operations_profile ON operations (profile, name);
+    `,
+  },
 ];

@@ -117,9 +117,9 @@ export class SqliteStore implements OperationStore {
     this.commits = new GroupCommit(this.db, (committed) => this.afterBatch(committed));
     this.statements = {
       insertOperation: this.db.prepare(
-        "INSERT INTO operations (name, request_id, request_digest, type, state, profile, labels, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO operations (name, idempotency_scope, request_id, request_digest, type, state, profile, labels, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
       ),
-      byRequestId: this.db.prepare("SELECT request_digest, data FROM operations WHERE request_id = ?"),
+      byRequestId: this.db.prepare("SELECT request_digest, data FROM operations WHERE idempotency_scope = ? AND request_id = ?"),
       getOperation: this.db.prepare("SELECT data FROM operations WHERE name = ?"),
       stateOf: this.db.prepare("SELECT state, data FROM operations WHERE name = ?"),
       updateOperation: this.db.prepare("UPDATE operations SET state = ?, data = ? WHERE name = ?"),
@@ -240,7 +240,7 @@ export class SqliteStore implements OperationStore {
     // Snapshot now: the caller may go on changing its object before the batch commits.
     const operation = clone(OperationSchema, input.operation);
     return this.commits.submit((): CreateResult => {
-      const existing = this.statements.byRequestId.get(operation.requestId) as
+      const existing = this.statements.byRequestId.get(input.idempotencyScope, operation.requestId) as
         | { request_digest: string; data: Uint8Array }
         | undefined;
       if (existing !== undefined) {
@@ -265,6 +265,7 @@ export class SqliteStore implements OperationStore {
       const event = input.event ? this.appendEvent(operation, input.event) : undefined;
       this.statements.insertOperation.run(
         operation.name,
+        input.idempotencyScope,
         operation.requestId,
         input.requestDigest,
         operation.type,
@@ -376,8 +377,8 @@ export class SqliteStore implements OperationStore {
     return row && fromBinary(OperationSchema, row.data);
   }
 
-  async findByRequestId(requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined> {
-    const row = this.statements.byRequestId.get(requestId) as { request_digest: string; data: Uint8Array } | undefined;
+  async findByRequestId(scope: string, requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined> {
+    const row = this.statements.byRequestId.get(scope, requestId) as { request_digest: string; data: Uint8Array } | undefined;
     return row && { operation: fromBinary(OperationSchema, row.data), requestDigest: row.request_digest };
   }
 

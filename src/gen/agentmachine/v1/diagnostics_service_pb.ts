@@ -67,9 +67,9 @@ export const DiagnosticsService: GenService<{
   /**
    * Streams the archive of a completed diagnostics export, in order, in chunks of at most
    * 64 KiB; their concatenation has exactly the SHA-256 and size of the operation's artifact.
-   * Authorized like a read: the caller must be allowed to see the operation's profile
-   * (PermissionDenied otherwise). NotFound when there is no such operation, or when its archive
-   * is not in this server's data dir; FailedPrecondition when the operation is not a completed
+   * Authorized like a read: an operation in a profile the caller may not see is answered as one
+   * that does not exist. NotFound when there is no such operation, or when its archive is not
+   * in this server's data dir; FailedPrecondition when the operation is not a completed
    * diagnostics export; DataLoss when the archive no longer matches its recorded digest.
    *
    * @generated from rpc agentmachine.v1.DiagnosticsService.DownloadDiagnostics

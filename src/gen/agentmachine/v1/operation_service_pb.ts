@@ -30,7 +30,9 @@ export const file_agentmachine_v1_operation_service: GenFile = /*@__PURE__*/
  */
 export type SubmitOperationRequest = Message<"agentmachine.v1.SubmitOperationRequest"> & {
   /**
-   * The client's idempotency key, unique per intended operation.
+   * The client's idempotency key, unique per intended operation among the caller's own: keys
+   * are scoped to the delegation the caller's credential names, so a retry must be sent under
+   * the same delegation, and no other caller's key can collide with it.
    *
    * @generated from field: string request_id = 1;
    */
@@ -513,10 +515,11 @@ export const BookmarkSchema: GenMessage<Bookmark> = /*@__PURE__*/
  */
 export const OperationService: GenService<{
   /**
-   * Admits an operation and queues its task. Idempotent on `request_id`: the same key with the
-   * same body returns the existing operation (also after a restart); the same key with a
-   * different body is AlreadyExists. Types that have no executor on this server fail with
-   * FailedPrecondition, and nothing is stored.
+   * Admits an operation and queues its task. Idempotent on `request_id`, which is scoped to the
+   * caller's delegation: the same key from the same delegation with the same body returns the
+   * existing operation (also after a restart); with a different body it is AlreadyExists. The
+   * same key from another delegation is another key. Types that have no executor on this server
+   * fail with FailedPrecondition, and nothing is stored.
    *
    * @generated from rpc agentmachine.v1.OperationService.SubmitOperation
    */
@@ -526,7 +529,8 @@ export const OperationService: GenService<{
     output: typeof SubmitOperationResponseSchema;
   },
   /**
-   * Returns one operation with its artifact. NotFound if there is none by that name.
+   * Returns one operation with its artifact. NotFound if there is none by that name, or if it
+   * is in a profile the caller's delegation does not cover (the same answer either way).
    *
    * @generated from rpc agentmachine.v1.OperationService.GetOperation
    */
@@ -548,7 +552,8 @@ export const OperationService: GenService<{
   /**
    * Cancels an operation by submitting an `agent_machine.execution.cancel` operation for it.
    * Cancelling a terminal operation is FailedPrecondition; cancelling again while it is still
-   * stopping returns the same cancel operation.
+   * stopping returns the same cancel operation (kept under a key of the server's own, which no
+   * client's request_id can take). NotFound as GetOperation.
    *
    * @generated from rpc agentmachine.v1.OperationService.CancelOperation
    */
@@ -559,7 +564,7 @@ export const OperationService: GenService<{
   },
   /**
    * Replays the operation's events after `after_sequence`, then follows live events, and ends
-   * after the terminal event.
+   * after the terminal event. NotFound as GetOperation.
    *
    * @generated from rpc agentmachine.v1.OperationService.WatchOperation
    */
