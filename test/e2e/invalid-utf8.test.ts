@@ -8,7 +8,7 @@
 // (application/proto), gRPC and gRPC-Web. Nothing is stored, and no unexpected error is logged.
 import * as http2 from "node:http2";
 import { create, toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
-import { ViolationsSchema, type Violation } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { findTrailerError } from "@connectrpc/connect/protocol-grpc";
@@ -17,6 +17,7 @@ import { ListOperationsRequestSchema, SubmitOperationRequestSchema } from "../..
 import { authorizationHeader } from "../helpers/auth.js";
 import { createProfile, operationsClient, requestId, type OperationsClient } from "../helpers/operations.js";
 import { closeSession, envelope, GRPC_REQUEST_HEADERS, grpcWebTrailers, h1Request, h2Request, openSession, type RawResponse } from "../helpers/raw-http2.js";
+import { fieldPath } from "../helpers/violations.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 /** Eight ASCII bytes in the valid encoding, replaced on the wire by eight that are not UTF-8: a stray continuation byte, 0xFF, an overlong "/", an encoded surrogate. */
@@ -48,23 +49,6 @@ function withInvalidUtf8<Desc extends DescMessage>(schema: Desc, init: MessageIn
   expect(at).toBeGreaterThanOrEqual(0);
   for (; at >= 0; at = bytes.indexOf(MARKER, at)) INVALID.copy(bytes, at);
   return bytes;
-}
-
-/** A violation's field as protovalidate writes it, e.g. `spec.execution_start.env["X"]`. */
-function fieldPath(violation: Violation): string {
-  return (violation.field?.elements ?? [])
-    .map((e, i) => {
-      const name = `${i === 0 ? "" : "."}${e.fieldName}`;
-      switch (e.subscript.case) {
-        case "index":
-          return `${name}[${e.subscript.value}]`;
-        case "stringKey":
-          return `${name}["${e.subscript.value}"]`;
-        default:
-          return name;
-      }
-    })
-    .join("");
 }
 
 type Protocol = "connect" | "grpc" | "grpc-web";

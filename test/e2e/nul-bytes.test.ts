@@ -6,11 +6,12 @@
 // running for ever. Real sockets, one in-process server.
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ViolationsSchema, type Violation } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SubmitOperationRequestSchema, type SubmitOperationRequest } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { createProfile, execution, operationsClient, requestId, run, type OperationsClient } from "../helpers/operations.js";
+import { fieldPath } from "../helpers/violations.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 /** Carried next to every NUL, so the log can be searched for the value as well as the byte. */
@@ -34,23 +35,6 @@ async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
 
 async function storedOperations(): Promise<string[]> {
   return (await client.listOperations({ pageSize: 1000 })).operations.map((o) => o.name);
-}
-
-/** A violation's field as protovalidate writes it in the message, e.g. `spec.execution_start.env["X"]`. */
-function fieldPath(violation: Violation | undefined): string {
-  return (violation?.field?.elements ?? [])
-    .map((e, i) => {
-      const name = `${i === 0 ? "" : "."}${e.fieldName}`;
-      switch (e.subscript.case) {
-        case "index":
-          return `${name}[${e.subscript.value}]`;
-        case "stringKey":
-          return `${name}["${e.subscript.value}"]`;
-        default:
-          return name;
-      }
-    })
-    .join("");
 }
 
 function container(argv: string[], env: Record<string, string> = {}): SubmitOperationRequest {

@@ -224,6 +224,15 @@ describe("egress goes only through the plane's proxy, decided per destination, c
     await Promise.all([server.close(), workersServer.close()]);
   });
 
+  /** Runs `script` granted egress (`network`) and returns the operation as it ended. */
+  async function runWithEgress(client: ReturnType<typeof operationsClient>, profile: string, script: string) {
+    const request = execution(profile, ["sh", "-c", script]);
+    const spec = request.spec!.spec;
+    if (spec.case === "executionStart") spec.value.network = true;
+    const { operation } = await client.submitOperation(request);
+    return (await waitForEnd(client, operation!.name, 60_000)).operation;
+  }
+
   const curl = (port: number) => `curl -s -o /dev/null -w '%{http_code}' --proxytunnel http://127.0.0.1:${port}/`;
 
   it("without `network` an execution has no route out, not even through the proxy with its own credential", async () => {
@@ -246,11 +255,7 @@ describe("egress goes only through the plane's proxy, decided per destination, c
       const client = operationsClient(server.url);
       const profile = await createProfile(client, "egress");
       const script = `a=$(${curl(portOf(allowed))}); o=$(${curl(portOf(other))}); echo "$a $o"; [ "$a" = 200 ] && [ "$o" = 000 -o "$o" = 403 ]`;
-      const request = execution(profile, ["sh", "-c", script]);
-      const spec = request.spec!.spec;
-      if (spec.case === "executionStart") spec.value.network = true;
-      const { operation } = await client.submitOperation(request);
-      const ended = (await waitForEnd(client, operation!.name, 60_000)).operation;
+      const ended = await runWithEgress(client, profile, script);
       // The script exits 0 only when the allowed site answered 200 and the other was refused.
       expect(ended.state).toBe(TaskState.COMPLETED);
       if (where === "on the server") {
@@ -286,11 +291,7 @@ describe("egress goes only through the plane's proxy, decided per destination, c
       `[ "$(curl -s --proxytunnel --data-binary @upload ${site}/sha)" = "$(sha256sum upload | cut -d' ' -f1)" ]`,
       `curl -s --proxytunnel ${site}/big | sha256sum | cut -d' ' -f1`,
     ].join(" && ");
-    const request = execution(profile, ["sh", "-c", script]);
-    const spec = request.spec!.spec;
-    if (spec.case === "executionStart") spec.value.network = true;
-    const { operation } = await client.submitOperation(request);
-    const ended = (await waitForEnd(client, operation!.name, 60_000)).operation;
+    const ended = await runWithEgress(client, profile, script);
     expect(ended.state).toBe(TaskState.COMPLETED);
     const workspace = join(server.dataDir, "workspaces", ended.name.replace("operations/", ""));
     expect(readFileSync(join(workspace, "stdout.1.log"), "utf8").trim()).toBe(createHash("sha256").update(BIG).digest("hex"));
