@@ -47,6 +47,7 @@ import { treeMembers } from "./process-group.js";
 import { networkEgressAllowed } from "./container-invocation.js";
 import { resolveExecutable } from "./resolve-executable.js";
 import { ENVIRONMENT_FD } from "../sandbox/launcher.js";
+import { writeAndClose } from "./pipe-hand-off.js";
 import { SANDBOX_ARGS_FD, type PreparedSandbox, type Sandboxes } from "../sandbox/sandbox.js";
 import { exhaustion, firstExhausted, usageBudget, UsageMeter, type Exhaustion, type Metered } from "./usage-meter.js";
 
@@ -211,8 +212,8 @@ export class LocalProcessExecutor implements Executor {
       if (unconfined !== undefined) {
         signalProcess(child.pid!, "SIGKILL");
       } else if (sandbox !== undefined) {
-        (child.stdio[SANDBOX_ARGS_FD] as Writable).end(sandbox.bwrapArgs);
-        (child.stdio.at(ENVIRONMENT_FD) as Writable).end(sandbox.environment);
+        writeAndClose(child.stdio[SANDBOX_ARGS_FD] as Writable, sandbox.bwrapArgs);
+        writeAndClose(child.stdio.at(ENVIRONMENT_FD) as Writable, sandbox.environment);
       }
       const stdout = captureTo(child.stdout!, captureLogPath(workspace, "stdout", attempt.attempt), this.options.outputLimitBytes);
       const stderr = captureTo(child.stderr!, captureLogPath(workspace, "stderr", attempt.attempt), this.options.outputLimitBytes);
