@@ -231,8 +231,9 @@ export class LocalProcessExecutor implements Executor {
       let stopped: "cancelled" | Exhaustion | undefined;
       const killGroup = (sig: NodeJS.Signals): void => {
         // A sandbox's processes are in no group of ours (a new session): each is killed,
-        // bwrap's init among them, which ends the PID namespace.
-        if (sig === "SIGKILL" && sandbox !== undefined && child.pid !== undefined) {
+        // bwrap's init among them, which ends the PID namespace — all of its cgroups' members,
+        // or the process tree where it has none.
+        if (sig === "SIGKILL" && sandbox !== undefined && child.pid !== undefined && !sandbox.killAll()) {
           for (const member of treeMembers(child.pid)) signalProcess(member.pid, sig);
         }
         try {

@@ -33,6 +33,8 @@ export interface SandboxCgroup {
    * they are empty: call when the attempt ends.
    */
   killAndRemove(): void;
+  /** Kills every process in the groups now (one pass; the groups stay). */
+  kill(): void;
 }
 
 function isV2(): boolean {
@@ -129,6 +131,18 @@ export function sweepLeftoverCgroups(): void {
   }
 }
 
+function killMembers(dirs: readonly string[]): void {
+  for (const dir of dirs) {
+    for (const pid of members(dir)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+}
+
 function group(dirs: string[], oom: () => boolean, peakFile?: string): SandboxCgroup {
   return {
     peakMemoryBytes: () => {
@@ -146,19 +160,12 @@ function group(dirs: string[], oom: () => boolean, peakFile?: string): SandboxCg
         return false;
       }
     },
+    kill: () => killMembers(dirs),
     killAndRemove: () => {
       // Each round kills what is there; a process forked meanwhile is caught by the next one.
       const rounds = { left: 50 };
       const attempt = (): void => {
-        for (const dir of dirs) {
-          for (const pid of members(dir)) {
-            try {
-              process.kill(pid, "SIGKILL");
-            } catch {
-              // gone meanwhile
-            }
-          }
-        }
+        killMembers(dirs);
         if (removeAll(dirs) || --rounds.left <= 0) return;
         setTimeout(attempt, 20).unref(); // killed processes take a moment to leave the group
       };

@@ -144,6 +144,11 @@ export interface PreparedSandbox {
   bwrapArgs: Buffer;
   /** The program's environment, to write to ENVIRONMENT_FD, then close it. */
   environment: Buffer;
+  /**
+   * Kills every process of the sandbox through its cgroups and says so; false where it has none
+   * (the caller then kills the process tree it can see).
+   */
+  killAll(): boolean;
   /** Whether the kernel's OOM killer ended something in the sandbox (memory at its cgroup limit). */
   oomKilled(): boolean;
   /** The most memory the sandbox's cgroup held; 0 where there is none. */
@@ -153,6 +158,9 @@ export interface PreparedSandbox {
 }
 
 export class Sandboxes {
+  /** Directories above a workspace already made searchable by the sandbox's group (all workspaces share one). */
+  private readonly traversable = new Set<string>();
+
   constructor(
     private readonly tools: SandboxTools,
     private readonly options: SandboxOptions,
@@ -165,7 +173,11 @@ export class Sandboxes {
     if (owner !== undefined) {
       chownSync(request.workspace, owner.uid, owner.gid);
       chmodSync(request.workspace, 0o700);
-      letGroupTraverse(dirname(request.workspace), owner.gid);
+      const parent = dirname(request.workspace);
+      if (!this.traversable.has(parent)) {
+        letGroupTraverse(parent, owner.gid);
+        this.traversable.add(parent);
+      }
     }
     const sockets = await PlaneSockets.open({ plane: request.plane, ...(request.egressCredential !== undefined ? { egressCredential: request.egressCredential } : {}), ...(owner ? { owner } : {}) });
     let cgroup: SandboxCgroup | undefined;
@@ -191,6 +203,10 @@ export class Sandboxes {
         env: { PATH: SYSTEM_PATH },
         bwrapArgs: Buffer.from(options.map((option) => `${option}\0`).join(""), "utf8"),
         environment: encodeEnvironment(env),
+        killAll: () => {
+          cgroup?.kill();
+          return cgroup !== undefined;
+        },
         oomKilled: () => cgroup?.oomKilled() ?? false,
         peakMemoryBytes: () => cgroup?.peakMemoryBytes() ?? 0,
         close: () => {
