@@ -54,7 +54,10 @@ export type SubmitOperationRequest = Message<"agentmachine.v1.SubmitOperationReq
   spec?: OperationSpec | undefined;
 
   /**
-   * The budget requested for the task; the server default applies to dimensions left at 0.
+   * The budget requested for the task. A dimension left at 0 gets the server's default, cut to
+   * what the admitting delegation and a budgeted profile still have, so it may be 0 (the task
+   * then cannot spend that dimension). Compute and wall-clock seconds, memory and disk need at
+   * least 1 left: every execution runs in them.
    *
    * @generated from field: agentmachine.v1.Budget requested_budget = 4;
    */
