@@ -276,7 +276,7 @@ export class LocalProcessExecutor implements Executor {
         attempt.spawned(child.pid);
         // In a sandbox, the launcher sets the limit before the program runs.
         if (sandbox === undefined) limitCpuSeconds(child.pid, limits.cpuGpuComputeSeconds);
-        meter.start(child.pid, sandbox !== undefined ? treeMembers : undefined);
+        meter.start(child.pid, sandbox !== undefined ? (root) => sandbox.members() ?? treeMembers(root) : undefined);
       }
 
       let finished = false;

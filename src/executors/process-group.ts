@@ -15,7 +15,8 @@
 // copy-on-write after fork) count once per process, so it overstates rather than understates.
 //
 // Cost: a sample reads /proc/*/stat of every process on the machine (about 2 ms per 100
-// processes) to find the members, and /proc/PID/status of each member.
+// processes) to find the members, and /proc/PID/status of each member; a sandbox with cgroups
+// lists its members itself, and only theirs are read.
 import { readdirSync } from "node:fs";
 import { readResidentBytes, readStat, type ProcStat } from "./proc-stat.js";
 
@@ -55,6 +56,14 @@ function allProcesses(): ProcStat[] {
 }
 
 const withMemory = (stat: ProcStat): Member => ({ ...stat, residentBytes: readResidentBytes(stat.pid) });
+
+/** The processes with these pids that still run (a cgroup's members, say). */
+export function processesWithPids(pids: readonly number[]): Member[] {
+  return pids.flatMap((pid) => {
+    const stat = readStat(pid);
+    return stat === undefined ? [] : [withMemory(stat)];
+  });
+}
 
 /** The processes of group `pgid` now. */
 export function groupMembers(pgid: number): Member[] {

@@ -35,6 +35,8 @@ export interface SandboxCgroup {
   killAndRemove(): void;
   /** Kills every process in the groups now (one pass; the groups stay). */
   kill(): void;
+  /** The pids in the groups now (every process of the sandbox). */
+  pids(): number[];
 }
 
 function isV2(): boolean {
@@ -161,6 +163,7 @@ function group(dirs: string[], oom: () => boolean, peakFile?: string): SandboxCg
       }
     },
     kill: () => killMembers(dirs),
+    pids: () => members(dirs[0]!),
     killAndRemove: () => {
       // Each round kills what is there; a process forked meanwhile is caught by the next one.
       const rounds = { left: 50 };

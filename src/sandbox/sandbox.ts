@@ -20,6 +20,7 @@
 import { spawnSync } from "node:child_process";
 import { chmodSync, chownSync, statSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
+import { processesWithPids, type Member } from "../executors/process-group.js";
 import { resolveExecutable } from "../executors/resolve-executable.js";
 import { bubblewrapOptions } from "./bubblewrap-args.js";
 import { encodeEnvironment, launcherArgv, type Bridge } from "./launcher.js";
@@ -149,6 +150,8 @@ export interface PreparedSandbox {
    * (the caller then kills the process tree it can see).
    */
   killAll(): boolean;
+  /** Every process of the sandbox now, from its cgroups; undefined where it has none. */
+  members(): Member[] | undefined;
   /** Whether the kernel's OOM killer ended something in the sandbox (memory at its cgroup limit). */
   oomKilled(): boolean;
   /** The most memory the sandbox's cgroup held; 0 where there is none. */
@@ -203,6 +206,7 @@ export class Sandboxes {
         env: { PATH: SYSTEM_PATH },
         bwrapArgs: Buffer.from(options.map((option) => `${option}\0`).join(""), "utf8"),
         environment: encodeEnvironment(env),
+        members: () => (cgroup === undefined ? undefined : processesWithPids(cgroup.pids())),
         killAll: () => {
           cgroup?.kill();
           return cgroup !== undefined;
