@@ -11,6 +11,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "typecheck (tsc strict)"
 "$bin/tsc" -p tsconfig.json --noEmit
+"$bin/tsc" -p src/console/tsconfig.json --noEmit
 
 step "buf lint"
 "$bin/buf" lint

@@ -37,6 +37,7 @@ interface ServeOptions {
   eventRetentionHours: number;
   unsafeNoSandbox?: boolean;
   sandboxMaxProcesses: number;
+  consoleActions?: boolean;
 }
 
 export function registerServeCommand(program: Command): void {
@@ -88,6 +89,7 @@ export function registerServeCommand(program: Command): void {
     .option("--event-retention-count <n>", "events kept for replay", positiveInteger("--event-retention-count"), defaultConfig.eventRetention.maxEvents)
     .option("--event-retention-hours <n>", "hours events are kept for replay", positiveInteger("--event-retention-hours"), defaultConfig.eventRetention.maxAgeMs / 3_600_000)
     .option("--sandbox-max-processes <n>", "cap on the processes and threads of one execution's sandbox", positiveInteger("--sandbox-max-processes"), defaultConfig.sandbox.maxProcesses)
+    .option("--console-actions", "let the web console (/console/) cancel operations and revoke delegations, each after a confirmation; without it the console only reads")
     .option("--unsafe-no-sandbox", "DEVELOPMENT ONLY: run executions unconfined, as this server's user (it can read the data dir and keys); warned at start, shown in health, GetContract and diagnostics")
     .action(async (options: ServeOptions) => {
       if (!LOG_LEVELS.includes(options.logLevel as Level)) {
@@ -119,6 +121,7 @@ export function registerServeCommand(program: Command): void {
           ...(options.workers === true ? { remoteWorkers: { leaseTtlMs: options.leaseTtlMs } } : {}),
           eventRetention: { maxEvents: options.eventRetentionCount, maxAgeMs: options.eventRetentionHours * 3_600_000 },
           sandbox: { ...defaultConfig.sandbox, unsafeNoSandbox: options.unsafeNoSandbox === true, maxProcesses: options.sandboxMaxProcesses },
+          consoleActions: options.consoleActions === true,
         },
         log,
       );

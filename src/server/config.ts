@@ -99,6 +99,11 @@ export interface ServerConfig {
   remoteWorkers?: { leaseTtlMs: number };
   /** How executions are confined (src/sandbox/, docs/sandbox.md). */
   sandbox: SandboxSettings;
+  /**
+   * The web console (`/console/`) offers actions (cancel an operation, revoke a delegation),
+   * each behind a confirmation. false: it only reads. The caller's credential still decides.
+   */
+  consoleActions: boolean;
 }
 
 export const defaultConfig: ServerConfig = {
@@ -141,6 +146,7 @@ export const defaultConfig: ServerConfig = {
     killGraceMs: 2000,
   },
   sandbox: { unsafeNoSandbox: false, maxProcesses: 512, tmpBytes: 256 * 1024 * 1024 },
+  consoleActions: false,
 };
 
 /** Parses `host:port` (IPv6 as `[::1]:7070`). Throws a message naming the flag on bad input. */

@@ -72,6 +72,8 @@ import { listenOnePort } from "./one-port-listener.js";
 import { egressProxy, refusePlainProxyRequest } from "../gateways/egress-proxy.js";
 import { rawRequestContextValues } from "./raw-response.js";
 import { answerUnknownRoute } from "./unknown-route.js";
+import { ConsoleAssets } from "./console-assets.js";
+import { consoleRoute } from "./console-route.js";
 
 export interface RunningServer {
   /** Base URL, e.g. `http://127.0.0.1:7070`. */
@@ -331,7 +333,8 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
       validationInterceptor(),
     ],
     readMaxBytes: config.maxMessageBytes,
-    fallback: answerUnknownRoute,
+    // Paths that are no RPC: the web console, else the unknown-route answer.
+    fallback: consoleRoute({ assets: new ConsoleAssets(), actions: config.consoleActions }, answerUnknownRoute),
     contextValues: rawRequestContextValues,
     // JSON clients (curl) see `"valid": false` and empty lists rather than absent keys.
     jsonOptions: { alwaysEmitImplicit: true },

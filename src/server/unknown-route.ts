@@ -3,7 +3,8 @@
 // else gets the Connect protocol's HTTP 404 with code "unimplemented".
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 
-type Fallback = NonNullable<Parameters<typeof connectNodeAdapter>[0]["fallback"]>;
+/** What the Connect adapter calls for a path that is no RPC. */
+export type Fallback = NonNullable<Parameters<typeof connectNodeAdapter>[0]["fallback"]>;
 
 const UNIMPLEMENTED = "12";
 
