@@ -5,9 +5,12 @@
 // `hash`. Checkpoint: a C2SP signed note whose Ed25519 signature verifies with the verifier
 // key the operator gives, stating the log's size and the hash of the record at that size.
 import { toJson } from "@bufbuild/protobuf";
-import canonicalize from "canonicalize";
+import canonicalizeModule from "canonicalize";
 import { AuditRecordSchema, type AuditCheckpoint, type AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
 
+// The module's default export is the function; its typings say otherwise under NodeNext, where
+// tests import this file (as src/audit/chain.ts does).
+const canonicalize = canonicalizeModule as unknown as (input: unknown) => string | undefined;
 const GENESIS_HASH = "0".repeat(64);
 const ED25519 = 0x01;
 const utf8 = new TextEncoder();
@@ -17,7 +20,8 @@ export type Verdict = { ok: true; records: bigint; checkpointSize: bigint } | { 
 interface Verifier {
   name: string;
   keyId: Uint8Array;
-  key: CryptoKey;
+  // Spelled out rather than CryptoKey: the tests typecheck this file without the DOM library.
+  key: Awaited<ReturnType<typeof crypto.subtle.importKey>>;
 }
 
 const hex = (bytes: Uint8Array): string => Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
@@ -32,7 +36,7 @@ function base64(text: string): Uint8Array<ArrayBuffer> | undefined {
   }
 }
 
-async function sha256(bytes: BufferSource): Promise<Uint8Array<ArrayBuffer>> {
+async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
 }
 

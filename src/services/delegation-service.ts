@@ -4,7 +4,8 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, type ServiceImpl } from "@connectrpc/connect";
 import { monotonicFactory } from "ulid";
-import { DelegationSchema } from "../gen/agentmachine/v1/delegation_pb.js";
+import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
+import { DelegationSchema, type Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
 import { DelegationService } from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { widening } from "../governance/attenuation.js";
 import { Authority, delegationName, inactiveReason, type Principal } from "../governance/authority.js";
@@ -40,6 +41,13 @@ export function delegationService(deps: DelegationServiceDeps): ServiceImpl<type
       if (current.name === principal.delegation.name) return store.getDelegation(name);
     }
     throw notInSubtree(name);
+  }
+
+  /** What each delegation can still give (src/governance/carving.ts), by name. */
+  async function remainingBudgets(delegations: readonly Delegation[]): Promise<Record<string, Budget>> {
+    const now = new Date();
+    const accounts = await store.readAccounts(delegations.map((d) => d.name));
+    return Object.fromEntries(delegations.map((d, i) => [d.name, remainingOf(d.scope?.budget, accounts[i]!.children, accounts[i]!.held, now)]));
   }
 
   return {
@@ -93,13 +101,15 @@ export function delegationService(deps: DelegationServiceDeps): ServiceImpl<type
     },
 
     async getDelegation({ name }, context) {
-      return { delegation: await inSubtree(principalOf(context), name) };
+      const delegation = await inSubtree(principalOf(context), name);
+      return { delegation, ...(delegation ? { remainingBudget: (await remainingBudgets([delegation]))[name] } : {}) };
     },
 
     async listDelegations({ includeInactive }, context) {
       const now = new Date();
       const all = await store.listDelegationSubtree(principalOf(context).delegation.name);
-      return { delegations: includeInactive ? all : all.filter((d) => inactiveReason(d, now) === undefined) };
+      const delegations = includeInactive ? all : all.filter((d) => inactiveReason(d, now) === undefined);
+      return { delegations, remainingBudgets: await remainingBudgets(delegations) };
     },
 
     whoAmI(_request, context) {

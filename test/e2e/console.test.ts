@@ -205,6 +205,10 @@ describe("web console", () => {
     const node = page.locator(`li[data-delegation="${delegation!.name}"]`);
     await node.waitFor();
     expect(await node.textContent()).toContain("console-agent");
+    // What it can still give: its wall-clock budget less the running operation's reservation.
+    const { remainingBudget } = await delegations.getDelegation({ name: delegation!.name });
+    expect(remainingBudget!.wallClockSeconds).toBeLessThan(600n);
+    expect(await node.locator(":scope > .remaining").textContent()).toContain(`${remainingBudget!.wallClockSeconds}`);
     await screenshot(page, "delegations");
 
     // Cancelling the confirmation revokes nothing.

@@ -79,6 +79,30 @@ describe("issuing", () => {
     expect(results.filter((r) => r === Code.PermissionDenied)).toHaveLength(5);
   });
 
+  it("reports what each delegation can still give: its budget less its children's carve-outs and its operations' reservations", async () => {
+    const execute = { operationTypes: [OperationType.EXECUTION_START, OperationType.EXECUTION_CANCEL], profiles: ["profiles/team-a"] };
+    const budget = { tokens: 1000n, wallClockSeconds: 600n, cpuGpuComputeSeconds: 600n, localDiskBytes: 1n << 30n, sandboxMemoryBytes: 1n << 30n, agentConcurrency: 4n };
+    const { delegation: holder, token } = await delegations(server.token).issueDelegation({ subject: "remaining-holder", scope: { ...execute, mayDelegate: true, budget } });
+    const { delegation: child } = await delegations(token).issueDelegation({ subject: "remaining-child", scope: { ...execute, budget: { tokens: 300n } } });
+    const { operation } = await operations(token).submitOperation(execution("profiles/team-a", ["sleep", "60"], {}, { tokens: 200n, wallClockSeconds: 100n, cpuGpuComputeSeconds: 50n }));
+    try {
+      const { remainingBudget } = await delegations(token).getDelegation({ name: holder!.name });
+      expect(remainingBudget).toMatchObject({ tokens: 500n, wallClockSeconds: 500n, cpuGpuComputeSeconds: 550n });
+      const listed = await delegations(token).listDelegations({});
+      // The holder first, then its descendants: the child, and the running attempt's own credential.
+      expect(listed.delegations[0]?.name).toBe(holder!.name);
+      expect(listed.delegations.map((d) => d.name)).toContain(child!.name);
+      expect(Object.keys(listed.remainingBudgets).sort()).toEqual(listed.delegations.map((d) => d.name).sort());
+      expect(listed.remainingBudgets[child!.name]).toMatchObject({ tokens: 300n, wallClockSeconds: 0n });
+      expect(listed.remainingBudgets[holder!.name]?.tokens).toBe(500n);
+    } finally {
+      await operations(token).cancelOperation({ name: operation!.name });
+    }
+    // Cancelled, the operation keeps only what it spent: its reservation is back.
+    await waitForEnd(operations(token), operation!.name);
+    expect((await delegations(token).getDelegation({ name: holder!.name })).remainingBudget?.tokens).toBe(700n);
+  });
+
   it("never lets a child outlive its parent", async () => {
     const { delegation: parent, token } = await delegations(server.token).issueDelegation({ subject: "short", scope: { ...grantOnly, mayDelegate: true }, ttl: { seconds: 60n } });
     const { delegation: child } = await delegations(token).issueDelegation({ subject: "long", scope: grantOnly, ttl: { seconds: 86_400n } });

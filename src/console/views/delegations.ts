@@ -1,6 +1,8 @@
-// Delegations as trees from each root the caller can see, with each node's scope; revoke
+// Delegations as trees from each root the caller can see, with each node's scope and what it
+// can still give (its remaining budget); revoke
 // (which revokes the subtree and cancels its operations) when the server allows actions.
 import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import type { Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
 import { delegations } from "../client.js";
 import { confirmAction } from "../confirm.js";
@@ -43,7 +45,7 @@ export async function renderDelegations({ root, actions, signal }: ViewContext):
     await load();
   };
 
-  const node = (delegation: Delegation, children: Map<string, Delegation[]>, now: Date): HTMLElement => {
+  const node = (delegation: Delegation, children: Map<string, Delegation[]>, remaining: Record<string, Budget>, now: Date): HTMLElement => {
     const state = statusOf(delegation, now);
     const below = children.get(delegation.name) ?? [];
     return h(
@@ -52,20 +54,21 @@ export async function renderDelegations({ root, actions, signal }: ViewContext):
       h("div", { class: "node" }, h("strong", {}, delegation.subject), ` ${delegation.name} `, h("span", { class: "badge" }, state)),
       h("div", { class: "scope" }, scopeText(delegation)),
       h("div", { class: "scope" }, `budget: ${budgetSummary(delegation.scope?.budget)}`),
+      h("div", { class: "scope remaining" }, `remaining: ${budgetSummary(remaining[delegation.name])}`),
       actions && state === "active" ? h("button", { type: "button", class: "danger", "aria-label": `Revoke ${delegation.name}`, onclick: () => void revoke(delegation) }, "Revoke") : undefined,
-      below.length > 0 ? h("ul", {}, ...below.map((child) => node(child, children, now))) : undefined,
+      below.length > 0 ? h("ul", {}, ...below.map((child) => node(child, children, remaining, now))) : undefined,
     );
   };
 
   const load = async (): Promise<void> => {
-    const { delegations: all } = await delegations.listDelegations({ includeInactive: true }, { signal });
+    const { delegations: all, remainingBudgets } = await delegations.listDelegations({ includeInactive: true }, { signal });
     const names = new Set(all.map((delegation) => delegation.name));
     const children = new Map<string, Delegation[]>();
     for (const delegation of all) children.set(delegation.parent, [...(children.get(delegation.parent) ?? []), delegation]);
     // A root is one whose parent this caller cannot see (or that has none).
     const roots = all.filter((delegation) => !names.has(delegation.parent));
     const now = new Date();
-    trees.replaceChildren(...(roots.length > 0 ? roots.map((root) => h("ul", { class: "tree" }, node(root, children, now))) : [h("p", {}, "No delegations.")]));
+    trees.replaceChildren(...(roots.length > 0 ? roots.map((root) => h("ul", { class: "tree" }, node(root, children, remainingBudgets, now))) : [h("p", {}, "No delegations.")]));
   };
   await load();
 }
