@@ -16,6 +16,7 @@ import { bearer } from "../helpers/auth.js";
 import { amctl } from "../helpers/cli.js";
 import { ensureDebianPackages } from "../helpers/debian-packages.js";
 import { execution, operationsClient } from "../helpers/operations.js";
+import { startCountingProxy } from "../helpers/counting-proxy.js";
 import { repoRoot, startTestServer, tempDir, TEST_POLICIES, type TestServer } from "../helpers/server.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -49,13 +50,13 @@ async function submitFromCli(...args: string[]): Promise<string> {
   return (JSON.parse(stdout.split("\n")[0]!) as { operation: { name: string } }).operation.name;
 }
 
-async function signedIn(on: TestServer, hash = ""): Promise<Page> {
+async function signedIn(on: TestServer, hash = "", origin = on.url): Promise<Page> {
   const page = await browser.newPage();
-  await page.goto(`${on.url}/`);
+  await page.goto(`${origin}/`);
   await page.getByLabel("Credential").fill(on.token);
   await page.getByRole("button", { name: "Sign in" }).click();
   await expect.poll(() => page.getByText("Signed in as test-operator").count()).toBe(1);
-  if (hash) await page.goto(`${on.url}/console/${hash}`);
+  if (hash) await page.goto(`${origin}/console/${hash}`);
   return page;
 }
 
@@ -116,6 +117,28 @@ describe("web console", () => {
     await page.getByRole("alert").filter({ hasText: "That credential was refused" }).waitFor();
     await screenshot(page, "sign-in-refused");
     await page.close();
+  });
+
+  it("Operations: after the connection drops, the list resumes where it was and misses nothing", async () => {
+    const proxy = await startCountingProxy(Number(new URL(server.url).port));
+    try {
+      const page = await signedIn(server, "#/operations", proxy.url);
+      // An operation that shows up live proves the stream is open before it is cut.
+      const before = await submitFromCli("--grant-tool", "git");
+      await page.locator(`tr[data-operation="${before}"]`).waitFor();
+      proxy.cut();
+      // Submitted while the stream is down: the console must fetch it when it resumes.
+      const whileDown = await submitFromCli("--grant-tool", "git");
+      await page.locator(`tr[data-operation="${whileDown}"]`).waitFor({ timeout: 30_000 });
+      const after = await submitFromCli("--grant-tool", "git");
+      await page.locator(`tr[data-operation="${after}"]`).waitFor();
+      // Each operation once: a resumed stream neither repeats nor skips.
+      const rows = await page.locator("tbody tr").evaluateAll((trs) => trs.map((tr) => tr.getAttribute("data-operation")));
+      expect(new Set(rows).size).toBe(rows.length);
+      await page.close();
+    } finally {
+      await proxy.close();
+    }
   });
 
   it("Operations: an execution submitted from the CLI appears and completes live, newest first", async () => {

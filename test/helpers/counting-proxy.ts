@@ -9,6 +9,8 @@ export interface CountingProxy {
   address: string;
   /** Bytes relayed so far: client → server (`sent`) and server → client (`received`). */
   bytes(): { sent: number; received: number };
+  /** Destroys every relayed connection and goes on listening (a network blip, for a client's reconnect). */
+  cut(): void;
   /** Stops listening and destroys every relayed connection. */
   close(): Promise<void>;
 }
@@ -48,6 +50,9 @@ export async function startCountingProxy(targetPort: number, targetHost = "127.0
     url: `http://127.0.0.1:${port}`,
     address: `127.0.0.1:${port}`,
     bytes: () => ({ sent, received }),
+    cut: () => {
+      for (const socket of sockets) socket.destroy();
+    },
     close: () =>
       new Promise<void>((resolve) => {
         relay.close(() => resolve());
