@@ -1,6 +1,7 @@
 // The default policy bundles: examples/policies/*.yaml of the checkout amctl runs from, which
-// `amctl init` copies into DATA_DIR/policies. `amctl serve` applies that directory at start
-// (unless --policy names another), so a fresh install is governed by them without a flag.
+// `amctl init` copies into DATA_DIR/policies. `amctl serve` applies that directory at start and
+// as it changes (unless --policy names another), so a fresh install is governed by them without
+// a flag, even when the server was started before init.
 import { constants, copyFileSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";

@@ -1,4 +1,5 @@
-// `amctl serve`: runs the server until SIGINT or SIGTERM, then shuts down gracefully.
+// `amctl serve`: runs the server until SIGINT or SIGTERM, then shuts down gracefully. SIGHUP
+// makes it read its trust anchors and policy directory again (it also watches them).
 import { Option, type Command } from "commander";
 import type { Level } from "pino";
 import { defaultConfig, parseListen } from "../server/config.js";
@@ -71,8 +72,8 @@ export function registerServeCommand(program: Command): void {
       positiveInteger("--connection-idle-timeout-ms"),
       defaultConfig.connectionLimits.idleTimeoutMs,
     )
-    .option("--trust-anchor <file>", "operator public key (PEM) whose root delegations are accepted; repeatable", (file: string, files: string[]) => [...files, file], [] as string[])
-    .option("--policy <dir>", "directory of policy bundles (*.yaml) to apply at start; default <data-dir>/policies if it exists")
+    .option("--trust-anchor <file>", "operator public key (PEM) whose root delegations are accepted, read again when it changes; repeatable", (file: string, files: string[]) => [...files, file], [] as string[])
+    .option("--policy <dir>", "directory of policy bundles (*.yaml), applied at start and as they change; default <data-dir>/policies (watched until amctl init makes it)")
     .option("--container-runtime <runtime>", "podman, docker, or the path of a CLI that takes their flags, to run container.run operations with; unset, they are refused")
     .option("--audit-key <file>", "Ed25519 private key (PEM) that signs audit checkpoints, created if missing; default <data-dir>/audit/signing-key.pem; replicas sharing a store need the same file")
     .option("--audit-checkpoint-interval-ms <n>", "how often a signed audit checkpoint is made when the log grew (also at shutdown)", positiveInteger("--audit-checkpoint-interval-ms"), defaultConfig.auditCheckpointIntervalMs)
@@ -140,5 +141,9 @@ export function registerServeCommand(program: Command): void {
       };
       process.once("SIGINT", () => stop("SIGINT"));
       process.once("SIGTERM", () => stop("SIGTERM"));
+      process.on("SIGHUP", () => {
+        log.info({ signal: "SIGHUP" }, "signal received");
+        void server.reload("SIGHUP");
+      });
     });
 }

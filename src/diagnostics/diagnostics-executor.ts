@@ -18,8 +18,11 @@ export const REDACTION_FAILED = "redaction_failed";
 
 export interface DiagnosticsExecutorDeps extends DiagnosticsContext {
   dataDir: string;
-  /** Key ids (`kid`) of the keys whose credentials the server accepts: its trust anchors' and its own. */
-  credentialKeyIds: readonly string[];
+  /**
+   * Key ids (`kid`) of the keys whose credentials the server accepts or has accepted since it
+   * started (its trust anchors' and its own), read when an export runs: anchors change at run time.
+   */
+  credentialKeyIds(): readonly string[];
   /** The secrets the server holds for itself (private keys, MAC keys), read when an export runs. */
   localSecrets(): Promise<readonly string[]>;
   /**
@@ -52,7 +55,7 @@ export class DiagnosticsExecutor implements Executor {
     const sources = await collect(this.deps, operation, spec.value.recentOperations);
     progress(`collected ${sources.recentOperations.length} operations and ${sources.events.length} events`, 40);
     const secrets: KnownSecrets = {
-      credentialKeyIds: this.deps.credentialKeyIds,
+      credentialKeyIds: this.deps.credentialKeyIds(),
       localSecrets: await this.deps.localSecrets(),
       envSecrets: [...envValuesOf(sources.recentOperations), ...secretEnvValues(process.env)],
     };

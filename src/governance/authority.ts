@@ -7,8 +7,8 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { DelegationSchema, type Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
 import type { OperationStore } from "../store/store.js";
-import { CredentialError, verifyCredential, type PublicKeyEntry } from "./credentials.js";
-import { unauthenticated } from "./errors.js";
+import { CredentialError, UnknownKeyError, verifyCredential, type PublicKeyEntry } from "./credentials.js";
+import { unauthenticated, unknownSigningKey } from "./errors.js";
 
 export interface Principal {
   delegation: Delegation;
@@ -28,9 +28,17 @@ export function inactiveReason(delegation: Delegation, now: Date): string | unde
   return undefined;
 }
 
+/** The keys credentials may be signed with, which may change while the server runs (src/governance/trust-anchors.ts). */
+export interface TrustedKeys {
+  /** The keys now: a new array whenever they change. */
+  current(): readonly PublicKeyEntry[];
+  /** Called when a credential names a key id not among them: reads the keys again if it has not just done so. */
+  unknownKeyId(): Promise<void>;
+}
+
 export interface AuthorityOptions {
   store: OperationStore;
-  keys: readonly PublicKeyEntry[];
+  keys: TrustedKeys;
   /**
    * How long a verified credential is trusted without looking at the store again. Revocations
    * made through this server take effect at once; this bounds how late a revocation made
@@ -40,7 +48,8 @@ export interface AuthorityOptions {
 }
 
 export class Authority {
-  private readonly cache = new Map<string, { principal: Principal; until: number }>();
+  /** Verified credentials, with the keys they were verified against: a change of keys makes them be verified again. */
+  private readonly cache = new Map<string, { principal: Principal; until: number; keys: readonly PublicKeyEntry[] }>();
   private readonly revocationListeners = new Set<(revoked: ReadonlySet<string>) => void>();
   /** For each open stream, the delegations (its own and its ancestors) whose revocation ends it. */
   private readonly watched = new Map<(revoked: ReadonlySet<string>) => void, readonly string[]>();
@@ -50,13 +59,14 @@ export class Authority {
   async authenticate(token: string, now = new Date()): Promise<Principal> {
     const key = createHash("sha256").update(token).digest("base64url");
     const cached = this.cache.get(key);
-    if (cached !== undefined && cached.until > now.getTime() && inactiveReason(cached.principal.delegation, now) === undefined) {
+    const keys = this.options.keys.current();
+    if (cached !== undefined && cached.until > now.getTime() && cached.keys === keys && inactiveReason(cached.principal.delegation, now) === undefined) {
       return cached.principal;
     }
     this.cache.delete(key);
     const principal = await this.resolve(token, now);
     if (this.cache.size >= MAX_CACHED_CREDENTIALS) this.evictExpired(now.getTime());
-    this.cache.set(key, { principal, until: now.getTime() + this.options.cacheMs });
+    this.cache.set(key, { principal, until: now.getTime() + this.options.cacheMs, keys });
     return principal;
   }
 
@@ -69,8 +79,9 @@ export class Authority {
   private async resolve(token: string, now: Date): Promise<Principal> {
     let claims;
     try {
-      claims = await verifyCredential(token, this.options.keys, now);
+      claims = await this.verify(token, now);
     } catch (error) {
+      if (error instanceof UnknownKeyError) throw unknownSigningKey();
       if (error instanceof CredentialError) throw unauthenticated(error.message);
       throw error;
     }
@@ -105,6 +116,21 @@ export class Authority {
       if (reason !== undefined) throw unauthenticated(reason);
     }
     return { delegation, chain };
+  }
+
+  /**
+   * Verifies against the keys now; a key id none of them has may be a key that has just been put
+   * in place (`amctl init` after the server started), so the keys are read again (as often as
+   * TrustedKeys allows) and the credential tried once more.
+   */
+  private async verify(token: string, now: Date) {
+    try {
+      return await verifyCredential(token, this.options.keys.current(), now);
+    } catch (error) {
+      if (!(error instanceof UnknownKeyError)) throw error;
+      await this.options.keys.unknownKeyId();
+      return verifyCredential(token, this.options.keys.current(), now);
+    }
   }
 
   /** Whether `principal`'s delegation or an ancestor is among `names`. */

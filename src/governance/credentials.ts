@@ -73,6 +73,13 @@ export async function signCredential(signing: SigningKey, claims: CredentialClai
 
 export class CredentialError extends Error {}
 
+/** The credential names a key (`kid`) that is none of the keys it was checked against. */
+export class UnknownKeyError extends CredentialError {
+  constructor() {
+    super("the credential is signed by an unknown key");
+  }
+}
+
 /**
  * Verifies a credential against the given keys. Throws CredentialError (never anything else)
  * with a reason safe to show the caller: it names what failed, never the token.
@@ -85,7 +92,7 @@ export async function verifyCredential(token: string, keys: readonly PublicKeyEn
     throw new CredentialError("the credential is not a JWS");
   }
   const entry = keys.find((k) => k.keyId === keyId);
-  if (entry === undefined) throw new CredentialError("the credential is signed by an unknown key");
+  if (entry === undefined) throw new UnknownKeyError();
   try {
     const { payload } = await jwtVerify(token, entry.key, {
       algorithms: [ALGORITHM],

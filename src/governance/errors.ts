@@ -8,6 +8,18 @@ export function unauthenticated(reason: string) {
   return errorWithInfo(Code.Unauthenticated, "CREDENTIAL_INVALID", reason);
 }
 
+/**
+ * A credential signed by a key none of the server's trust anchors holds. The usual cause is a
+ * root signed before its key reached the server, or with the key of another data dir: the
+ * message says that the server reads its anchors again by itself (a restart changes nothing)
+ * and what to check. It names no file: the caller is not authenticated.
+ */
+export function unknownSigningKey() {
+  return unauthenticated(
+    "the credential is signed by an unknown key: none of this server's trust anchors. The server re-reads them as they change (no restart needed), so a root signed with the key of a fresh `amctl init` is accepted as soon as its public key is in place; if it is still refused, the key is another data dir's: run `amctl init` and `amctl delegation root` with the data dir `amctl serve` uses (--data-dir, default .amctl in the directory each runs in), or give the server the key with --trust-anchor",
+  );
+}
+
 /** A valid credential whose delegation does not cover what was asked. */
 export function outOfScope(axis: string, detail: string, delegation: string) {
   return errorWithInfo(Code.PermissionDenied, "OUT_OF_SCOPE", `${delegation} does not allow this: ${detail}`, { axis, delegation });

@@ -2,7 +2,6 @@
 // first start. It signs the child delegations the server issues for authorized callers; it
 // never authorizes anything by itself: a child is valid only below a root an operator signed.
 import { generateKeyPairSync } from "node:crypto";
-import { readFileSync } from "node:fs";
 import type { OperationStore } from "../store/store.js";
 import { importPublicKey, importSigningKey, type PublicKeyEntry, type SigningKey } from "./credentials.js";
 
@@ -16,17 +15,4 @@ export async function loadServerKey(store: OperationStore): Promise<{ signing: S
   });
   const { pkcs8, spki } = JSON.parse(stored) as { pkcs8: string; spki: string };
   return { signing: await importSigningKey(pkcs8, spki, "server"), verifying: await importPublicKey(spki, "server") };
-}
-
-/** Operator public keys (SPKI PEM files): the only roots of authority. */
-export async function loadTrustAnchors(files: readonly string[]): Promise<PublicKeyEntry[]> {
-  return Promise.all(
-    files.map(async (file) => {
-      try {
-        return await importPublicKey(readFileSync(file, "utf8"), "operator");
-      } catch (error) {
-        throw new Error(`trust anchor ${file}: ${(error as Error).message}`);
-      }
-    }),
-  );
 }

@@ -3,7 +3,7 @@
 // calls pass through the interceptors.
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
-import { accessSync, constants, existsSync, mkdirSync } from "node:fs";
+import { accessSync, constants, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { create, type DescFile, type DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
@@ -43,8 +43,10 @@ import { Authority } from "../governance/authority.js";
 import { ExecutionCredentials } from "../governance/execution-credentials.js";
 import { GrantIndex } from "../governance/grant-index.js";
 import { legacyOperatorKeyWarning, operatorKeyFiles } from "../governance/operator-key.js";
+import { PolicyDirectory } from "../governance/policy/policy-directory.js";
 import { PolicyEngine } from "../governance/policy/policy-engine.js";
-import { loadServerKey, loadTrustAnchors } from "../governance/server-key.js";
+import { loadServerKey } from "../governance/server-key.js";
+import { TrustAnchors } from "../governance/trust-anchors.js";
 import { auditService } from "../services/audit-service.js";
 import { contractService } from "../services/contract-service.js";
 import { delegationService } from "../services/delegation-service.js";
@@ -68,6 +70,7 @@ import { authInterceptor } from "./auth-interceptor.js";
 import { withCallProfiles } from "./call-profiles.js";
 import { errorInterceptor, loggingInterceptor, validationInterceptor } from "./interceptors.js";
 import { createLogger, recentErrors, type Logger } from "./logger.js";
+import { liveReload } from "./live-reload.js";
 import { listenOnePort } from "./one-port-listener.js";
 import { egressProxy, refusePlainProxyRequest } from "../gateways/egress-proxy.js";
 import { rawRequestContextValues } from "./raw-response.js";
@@ -81,6 +84,8 @@ export interface RunningServer {
   port: number;
   health: HealthStatus;
   store: OperationStore;
+  /** Reads the trust anchors and the policy directory again, as a restart would (`amctl serve` on SIGHUP). Never rejects. */
+  reload(trigger: string): Promise<void>;
   /** Graceful shutdown: NOT_SERVING, end streams, drain calls, close within the grace period. */
   close(): Promise<void>;
 }
@@ -127,12 +132,6 @@ const servedServices = servedServiceDescriptors.map((service) => service.typeNam
 export const SANDBOX_HEALTH_SERVICE = "agentmachine.v1.ExecutionSandbox";
 
 const REMOTE_WORKERS_DETAIL = "executions run on remote workers, each of which sandboxes them (amctl worker refuses to start without a sandbox unless --unsafe-no-sandbox)";
-
-/** `<dataDir>/policies` (where `amctl init` puts the default bundles), if it exists. */
-function defaultPolicyDir(dataDir: string): string | undefined {
-  const dir = join(dataDir, "policies");
-  return existsSync(dir) ? dir : undefined;
-}
 
 function resolveContainerRuntime(runtime: string): string {
   try {
@@ -189,11 +188,10 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const initAnchor = operatorKeyFiles(dataDir).publicKey;
   const legacyOperatorKey = legacyOperatorKeyWarning(dataDir);
   if (legacyOperatorKey !== undefined) log.warn(legacyOperatorKey);
-  const anchorFiles = [...config.trustAnchors, ...(existsSync(initAnchor) ? [initAnchor] : [])];
-  const credentialKeys = [...(await loadTrustAnchors(anchorFiles)), serverKey.verifying];
+  const anchors = await TrustAnchors.load({ required: config.trustAnchors, optional: [initAnchor] }, [serverKey.verifying], log);
   const authority = new Authority({
     store,
-    keys: credentialKeys,
+    keys: anchors,
     cacheMs: config.credentialCacheMs,
   });
   // On a shared store, revocations made through other replicas end this replica's streams too.
@@ -203,7 +201,9 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         authority.checkRevocations().catch((error: unknown) => log.warn({ err: error }, "could not check for revocations"));
       }, config.credentialCacheMs);
   revocationChecks?.unref();
-  if (anchorFiles.length === 0) log.warn("no trust anchor: no credential can be valid, so only health and reflection will answer (run amctl init)");
+  if (anchors.anchorFiles().length === 0) {
+    log.warn(`no trust anchor yet: no credential is valid, so only health and reflection answer until \`amctl init\` writes ${initAnchor} (taken up as it appears, no restart needed)`);
+  }
   const policy = new PolicyEngine(store, log);
   const grants = new GrantIndex(store);
   // Other replicas may apply bundles: a shared store is read again on every runner heartbeat.
@@ -214,9 +214,13 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
       }, config.runnerHeartbeatMs);
   policyRefresh?.unref();
   await policy.load();
-  const policyDir = config.policyDir ?? defaultPolicyDir(dataDir);
-  if (policyDir !== undefined) await policy.importDirectory(policyDir);
-  else if ((await store.listPolicyBundles()).length === 0) log.warn("no policy bundle: every policy gate denies (run amctl init, or serve --policy DIR)");
+  // The default directory (where `amctl init` puts the default bundles) may come later; it is watched until it does.
+  const policyDirectory = new PolicyDirectory(config.policyDir ?? join(dataDir, "policies"), policy, log);
+  await policyDirectory.applyAtStart(config.policyDir !== undefined);
+  const reloads = liveReload({ anchors, anchorFiles: [...config.trustAnchors, initAnchor], policy: policyDirectory, log });
+  if ((await store.listPolicyBundles()).length === 0) {
+    log.warn(`no policy bundle yet: every policy gate denies until one is in ${policyDirectory.dir} (applied as it appears, no restart needed; amctl init writes the defaults there) or applied with amctl policy apply`);
+  }
   const ownContract = buildServerContract({ defaultBudget: config.defaultBudget, startedAt: new Date() });
   let url = "";
   let runner: OperationRunner | undefined;
@@ -245,7 +249,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         config,
         health,
         recentErrors: () => recentErrors(log),
-        credentialKeyIds: credentialKeys.map((key) => key.keyId),
+        credentialKeyIds: () => anchors.everTrustedKeyIds(),
         localSecrets: () => localSecrets(store, dataDir, [pageTokenKey, callTicketKey, auditKey.privateKey.export({ format: "pem", type: "pkcs8" }).toString()]),
       }),
     ],
@@ -357,7 +361,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   url = `http://${host}:${port}`;
   // After listening: recovered executions get this server's address.
   await runner.recover();
-  log.info({ url, dataDir, services: servedServices, trustAnchors: anchorFiles, containerRuntime, connectionLimits: config.connectionLimits }, "serving");
+  log.info({ url, dataDir, services: servedServices, trustAnchors: anchors.anchorFiles(), containerRuntime, connectionLimits: config.connectionLimits }, "serving");
 
   let closing: Promise<void> | undefined;
   return {
@@ -365,6 +369,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     port,
     health,
     store,
+    reload: (trigger) => reloads.reload(trigger),
     close() {
       closing ??= (async () => {
         log.info("shutting down");
@@ -373,6 +378,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         clearInterval(compaction);
         clearInterval(policyRefresh);
         clearInterval(revocationChecks);
+        reloads.close();
         runner.stop();
         workers?.close();
         await listener.close(config.shutdownGraceMs);

@@ -361,7 +361,7 @@ describe("failing closed", () => {
       config: defaultConfig,
       health: server.health,
       recentErrors: () => recentErrors(log),
-      credentialKeyIds: [],
+      credentialKeyIds: () => [],
       localSecrets: async () => [],
       // The seam: the field pass lacks the AWS detector, the final scan has every detector.
       pipeline: (secrets) => ({ detectors: defaultDetectors(secrets).filter((d) => d.id !== "aws-access-key"), finalScanDetectors: defaultDetectors(secrets) }),

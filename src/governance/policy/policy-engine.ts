@@ -1,8 +1,6 @@
 // Policy decisions: the bundles in force (one per profile type, versioned in the store) and
 // how a gate is decided from them. A gate allows only if an allow rule matches and no deny
 // rule does; no matching allow, an evaluation error or a missing bundle is a denial.
-import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { PolicyDecisionSchema, type PolicyDecision } from "../../gen/agentmachine/v1/operation_pb.js";
@@ -19,7 +17,9 @@ import type { Gate } from "./gates.js";
 export function decideGate(bundle: CompiledBundle | undefined, gate: Gate, input: PolicyInput): PolicyDecision {
   const decision = (allowed: boolean, rule: string, reason: string) =>
     create(PolicyDecisionSchema, { gate, rule, bundleDigest: bundle?.digest ?? "", allowed, reason });
-  if (bundle === undefined) return decision(false, "missing-bundle", `no policy bundle governs ${input.profileType} profiles`);
+  if (bundle === undefined) {
+    return decision(false, "missing-bundle", `no policy bundle governs ${input.profileType} profiles: put one in the server's policy directory (applied as it changes, no restart needed) or apply one with amctl policy apply`);
+  }
   let allowedBy: { id: string; description: string } | undefined;
   for (const rule of bundle.rules) {
     if (rule.gate !== gate) continue;
@@ -60,31 +60,15 @@ export class PolicyEngine {
   }
 
   /**
-   * Applies every `*.yaml` bundle of `dir` whose content differs from the bundle in force. A
-   * file that does not compile stops the load (the server should not start on a policy its
-   * operator did not mean).
+   * Puts a compiled bundle (read from a policy directory: src/governance/policy/policy-directory.ts)
+   * in force, stored as the next version of its profile type; unless the bundle in force has the
+   * same digest, so that reading unchanged files again stores nothing. Returns what it stored.
    */
-  async importDirectory(dir: string): Promise<void> {
-    const files = readdirSync(dir).filter((file) => /\.ya?ml$/.test(file)).sort();
-    const compiled = files.map((file) => {
-      const source = readFileSync(join(dir, file), "utf8");
-      try {
-        return { file, source, bundle: compileBundle(source) };
-      } catch (error) {
-        throw new Error(`policy bundle ${join(dir, file)}: ${(error as Error).message}`);
-      }
-    });
-    const seen = new Map<ProfileType, string>();
-    for (const { file, bundle } of compiled) {
-      const other = seen.get(bundle.profileType);
-      if (other !== undefined) throw new Error(`policy bundles ${other} and ${file} both govern ${profileTypeNames.get(bundle.profileType)}`);
-      seen.set(bundle.profileType, file);
-    }
-    for (const { file, source, bundle } of compiled) {
-      if (this.bundles.get(bundle.profileType)?.digest === bundle.digest) continue;
-      await this.store.putPolicyBundle(this.record(bundle, source, `file:${join(dir, file)}`));
-      this.bundles.set(bundle.profileType, bundle);
-    }
+  async applyCompiled(bundle: CompiledBundle, source: string, appliedBy: string): Promise<PolicyBundle | undefined> {
+    if (this.bundles.get(bundle.profileType)?.digest === bundle.digest) return undefined;
+    const stored = await this.store.putPolicyBundle(this.record(bundle, source, appliedBy));
+    this.bundles.set(bundle.profileType, bundle);
+    return stored;
   }
 
   /**
