@@ -70,6 +70,8 @@ export interface BenchServer extends Endpoint {
   child: ChildProcess;
   pid: number;
   dataDir: string;
+  /** With `--metrics-listen`: where its metrics are scraped (`http://HOST:PORT/metrics`). */
+  metricsUrl?: string;
 }
 
 export interface ServerOptions {
@@ -81,6 +83,8 @@ export interface ServerOptions {
   args?: string[];
   /** Serve with the audit log off (bench/serve-without-audit.ts): the audit benchmark's baseline. */
   withoutAudit?: boolean;
+  /** More environment variables (e.g. OTEL_EXPORTER_OTLP_ENDPOINT). */
+  env?: NodeJS.ProcessEnv;
 }
 
 /**
@@ -112,11 +116,11 @@ export async function startServerProcess(options: ServerOptions = {}): Promise<B
         "1000",
         ...(options.args ?? []),
       ],
-      { cwd: repoRoot, env: { ...process.env, ...(options.store !== undefined ? { AMCTL_STORE: options.store } : {}) }, stdio: ["ignore", "ignore", "pipe"] },
+      { cwd: repoRoot, env: { ...process.env, ...(options.store !== undefined ? { AMCTL_STORE: options.store } : {}), ...options.env }, stdio: ["ignore", "ignore", "pipe"] },
     ),
   );
   let stderr = "";
-  const url = await new Promise<string>((resolve, reject) => {
+  const serving = await new Promise<{ url: string; metricsUrl?: string }>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start within 30 s:\n${stderr}`)), 30_000);
     child.stderr!.on("data", (chunk: Buffer) => {
       stderr += chunk.toString("utf8");
@@ -124,10 +128,10 @@ export async function startServerProcess(options: ServerOptions = {}): Promise<B
       for (const line of stderr.split("\n")) {
         if (!line.startsWith("{")) continue;
         try {
-          const entry = JSON.parse(line) as { msg?: unknown; url?: unknown };
+          const entry = JSON.parse(line) as { msg?: unknown; url?: unknown; metricsUrl?: unknown };
           if (entry.msg === "serving" && typeof entry.url === "string") {
             clearTimeout(timer);
-            resolve(entry.url);
+            resolve({ url: entry.url, ...(typeof entry.metricsUrl === "string" ? { metricsUrl: entry.metricsUrl } : {}) });
             return;
           }
         } catch {
@@ -140,8 +144,8 @@ export async function startServerProcess(options: ServerOptions = {}): Promise<B
       reject(new Error(`server exited (${code ?? signal}) before serving:\n${stderr}`));
     });
   });
-  if (new URL(url).hostname !== "127.0.0.1") throw new Error(`server is not on 127.0.0.1: ${url}`);
-  return { url, token, child, pid: child.pid!, dataDir };
+  if (new URL(serving.url).hostname !== "127.0.0.1") throw new Error(`server is not on 127.0.0.1: ${serving.url}`);
+  return { ...serving, token, child, pid: child.pid!, dataDir };
 }
 
 /** Runs `amctl ARGS...` (killed with the other children on exit), its stderr piped. */

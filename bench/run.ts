@@ -12,6 +12,7 @@
 //   workers     executions/s dispatched to 4 remote worker processes vs the embedded executor,
 //               and the latency a lease round trip adds
 //   audit       durable submit throughput with the audit log on vs off
+//   telemetry   durable submit throughput with metrics and traces on vs off
 //   sandbox     latency (p50, p99) and executions/s of `true`, sandboxed vs --unsafe-no-sandbox
 //
 // BENCH_ONLY selects some: a comma-separated list of these names, `streams` (idle, fanout,
@@ -30,6 +31,7 @@ import { operationsBenchmark } from "./operations.js";
 import { killAll, repoRoot } from "./processes.js";
 import { replicasBenchmark } from "./replicas.js";
 import { sandboxBenchmark } from "./sandbox.js";
+import { telemetryBenchmark } from "./telemetry.js";
 import { readSettings, type Benchmark, type Settings } from "./settings.js";
 import { fanoutBenchmark, idleBenchmark, replayBenchmark } from "./streams.js";
 import { workersBenchmark } from "./workers.js";
@@ -46,6 +48,7 @@ const run: Record<Benchmark, (settings: Settings) => Promise<SectionReport>> = {
   replicas: replicasBenchmark,
   workers: workersBenchmark,
   audit: auditBenchmark,
+  telemetry: telemetryBenchmark,
   sandbox: sandboxBenchmark,
 };
 

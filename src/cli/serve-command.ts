@@ -5,6 +5,7 @@ import type { Level } from "pino";
 import { defaultConfig, parseListen } from "../server/config.js";
 import { LOG_LEVELS, createLogger } from "../server/logger.js";
 import { startServer } from "../server/server.js";
+import { startTracing } from "../telemetry/otlp-tracing.js";
 
 function positiveInteger(flag: string) {
   return (text: string): number => {
@@ -97,6 +98,8 @@ export function registerServeCommand(program: Command): void {
         throw new Error(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got "${options.logLevel}"`);
       }
       const log = createLogger(options.logLevel as Level);
+      // Before the server, so that its first call is traced; nothing unless OTEL_EXPORTER_OTLP_ENDPOINT is set.
+      const tracing = startTracing(process.env, log);
       const server = await startServer(
         {
           ...defaultConfig,
@@ -131,7 +134,8 @@ export function registerServeCommand(program: Command): void {
         // A second signal means "now".
         process.once("SIGINT", () => process.exit(1));
         process.once("SIGTERM", () => process.exit(1));
-        server.close().then(
+        // The spans still buffered go out after the last call has ended.
+        server.close().then(() => tracing?.shutdown()).then(
           () => process.exit(0),
           (error: unknown) => {
             log.error({ err: error }, "shutdown failed");

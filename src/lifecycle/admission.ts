@@ -25,6 +25,7 @@ import { messageDigest } from "./message-digest.js";
 import { operationTypeOfSpec } from "./spec-types.js";
 import { isTerminal } from "./transitions.js";
 import { visibleOperation } from "./visible-operation.js";
+import { ATTR_OPERATION_NAME, ATTR_OPERATION_TYPE, inSpan } from "../telemetry/tracer.js";
 
 const nextId = monotonicFactory();
 
@@ -99,11 +100,20 @@ export type Admitted = Omit<NewOperation, "idempotencyScope">;
  * Admits a submit or refuses it, in this order: the delegation's scope, the profile, the
  * target of a command, the profile separation rules, the policy gates, an executor for the
  * type. Nothing is written here: the store takes the result, with its budget reservation, in
- * one commit (and PolicyService.EvaluatePolicy calls this as a dry run).
+ * one commit (and PolicyService.EvaluatePolicy calls this as a dry run). In a span of its own,
+ * `admission`, which names the operation it admits.
  */
-export async function admit(request: SubmitOperationRequest, { store, defaultBudget, principal, policy, executable, workerSelectors, sandboxUnavailable: noSandbox }: AdmissionContext): Promise<Admitted> {
-  const spec = request.spec!.spec; // required by the request's validation rules
-  const type = operationTypeOfSpec[spec.case!];
+export function admit(request: SubmitOperationRequest, context: AdmissionContext): Promise<Admitted> {
+  const type = operationTypeOfSpec[request.spec!.spec.case!]; // a spec is required by the request's validation rules
+  return inSpan("admission", { [ATTR_OPERATION_TYPE]: operationTypeNames.get(type) }, async (span) => {
+    const admitted = await admitOrRefuse(request, type, context);
+    span.setAttribute(ATTR_OPERATION_NAME, admitted.operation.name);
+    return admitted;
+  });
+}
+
+async function admitOrRefuse(request: SubmitOperationRequest, type: OperationType, { store, defaultBudget, principal, policy, executable, workerSelectors, sandboxUnavailable: noSandbox }: AdmissionContext): Promise<Admitted> {
+  const spec = request.spec!.spec;
   const profile = spec.case === "profileCreate" ? `profiles/${spec.value.profileId}` : request.profile;
   requireOperation(principal, {
     type,

@@ -4,6 +4,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { context, type Context } from "@opentelemetry/api";
 import { durationFromMs, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import { OperationEventSchema, ProgressAttributesSchema, type OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
@@ -20,6 +21,8 @@ import { ConcurrencySlots, slotKeysOf } from "./concurrency.js";
 import { illegalTransition, operationNotFound } from "./errors.js";
 import { backoffMs, effectiveRetryPolicy, type EffectiveRetryPolicy } from "./retry.js";
 import { isTerminal, transitionEvent } from "./transitions.js";
+import { attemptAttributes, recordOutcome } from "./attempt-span.js";
+import { inSpan } from "../telemetry/tracer.js";
 
 export interface RunnerOptions {
   store: OperationStore;
@@ -48,6 +51,8 @@ interface Waiting {
   name: string;
   /** The concurrency caps it runs under; undefined while they are being looked up. */
   keys?: SlotKey[];
+  /** The trace context it was queued in (its submit's call), which its attempt's spans continue. */
+  origin: Context;
 }
 
 type Attributes = MessageInitShape<typeof OperationEventSchema>["attributes"];
@@ -168,7 +173,7 @@ export class OperationRunner {
   /** Queues an execution (at the front: one that waited before); it starts once its caps are known and it fits (see pump). */
   private wait(operation: Pick<Operation, "name" | "delegation" | "profile">, front = false): void {
     if (this.stopping) return;
-    const entry: Waiting = { name: operation.name };
+    const entry: Waiting = { name: operation.name, origin: context.active() };
     if (front) this.queue.unshift(entry);
     else this.queue.push(entry);
     slotKeysOf(this.options.store, operation)
@@ -253,15 +258,21 @@ export class OperationRunner {
           this.pump();
         },
         keys,
+        entry.origin,
       );
     }
   }
 
-  /** Runs a task; `slots`, for an execution: the caps its claim must find room under (on every replica). */
-  private launch(name: string, done: () => void = () => {}, slots?: readonly SlotKey[]): void {
+  /**
+   * Runs a task; `slots`, for an execution: the caps its claim must find room under (on every
+   * replica). It runs in the trace context `origin` (where it was queued), not in whichever
+   * task's context freed the slot.
+   */
+  private launch(name: string, done: () => void = () => {}, slots?: readonly SlotKey[], origin = context.active()): void {
     const controller = new AbortController();
     this.running.set(name, controller);
-    this.execute(name, controller, slots)
+    context
+      .with(origin, () => this.execute(name, controller, slots))
       .catch((error: unknown) => this.options.log.error({ err: error, operation: name }, "task failed unexpectedly"))
       .finally(() => {
         this.running.delete(name);
@@ -402,53 +413,56 @@ export class OperationRunner {
         })
         .catch((error: unknown) => this.options.log.warn({ err: error, operation: name }, "could not record a report of the running task"));
     };
-    const outcome = await executor
-      .run({
-        operation: running,
-        attempt,
-        workspace,
-        signal: controller.signal,
-        ...(seat !== undefined ? { seat } : {}),
-        env: credential === undefined ? {} : { AMCTL_SERVER: this.options.serverAddress(), AMCTL_TOKEN: credential.token, AMCTL_OPERATION: name },
-        progress: (message, percent) => {
-          const value = { message, ...(percent !== undefined ? { percent } : {}) };
-          // A chatty process must not flood the event log: while a progress event waits for
-          // its write, newer reports replace it, so at most one is pending per task.
-          if (pendingProgress !== undefined) {
-            pendingProgress.attributes = { case: "progress", value: create(ProgressAttributesSchema, value) };
-            return;
-          }
-          const event = create(OperationEventSchema, {
-            operation: name,
-            type: EventType.PROGRESS,
-            state: TaskState.RUNNING,
-            attempt,
-            attributes: { case: "progress", value },
-          });
-          pendingProgress = event;
-          write(
-            () => {
-              pendingProgress = undefined;
-              event.time = timestampFromDate(new Date());
-            },
-            event,
-          );
-        },
-        // Usage as it accrues, so a watcher (and the budget) sees it before the attempt ends.
-        usage: (measured) => write((op) => {
-          op.usage = withAttemptUsage(op.usage, running.usage, measured);
-        }),
-        spawned: (pid) => {
-          const startTicks = processStartTicks(pid) ?? 0n; // now, while it surely is our process
-          write((op) => {
-            op.artifact = create(ArtifactSchema, { kind: { case: "localAgentExecution", value: { processId: pid, processStartTicks: startTicks } } });
-          });
-        },
-      })
-      .catch((error: unknown): Outcome => {
-        this.options.log.error({ err: error, operation: name }, "executor failed");
-        return { kind: "failed", cause: cause("executor_error", "the executor failed; see the server log"), retryable: false };
-      });
+    const outcome = await inSpan("executor.run", attemptAttributes(running, attempt), (span) =>
+      executor
+        .run({
+          operation: running,
+          attempt,
+          workspace,
+          signal: controller.signal,
+          ...(seat !== undefined ? { seat } : {}),
+          env: credential === undefined ? {} : { AMCTL_SERVER: this.options.serverAddress(), AMCTL_TOKEN: credential.token, AMCTL_OPERATION: name },
+          progress: (message, percent) => {
+            const value = { message, ...(percent !== undefined ? { percent } : {}) };
+            // A chatty process must not flood the event log: while a progress event waits for
+            // its write, newer reports replace it, so at most one is pending per task.
+            if (pendingProgress !== undefined) {
+              pendingProgress.attributes = { case: "progress", value: create(ProgressAttributesSchema, value) };
+              return;
+            }
+            const event = create(OperationEventSchema, {
+              operation: name,
+              type: EventType.PROGRESS,
+              state: TaskState.RUNNING,
+              attempt,
+              attributes: { case: "progress", value },
+            });
+            pendingProgress = event;
+            write(
+              () => {
+                pendingProgress = undefined;
+                event.time = timestampFromDate(new Date());
+              },
+              event,
+            );
+          },
+          // Usage as it accrues, so a watcher (and the budget) sees it before the attempt ends.
+          usage: (measured) => write((op) => {
+            op.usage = withAttemptUsage(op.usage, running.usage, measured);
+          }),
+          spawned: (pid) => {
+            const startTicks = processStartTicks(pid) ?? 0n; // now, while it surely is our process
+            write((op) => {
+              op.artifact = create(ArtifactSchema, { kind: { case: "localAgentExecution", value: { processId: pid, processStartTicks: startTicks } } });
+            });
+          },
+        })
+        .catch((error: unknown): Outcome => {
+          this.options.log.error({ err: error, operation: name }, "executor failed");
+          return { kind: "failed", cause: cause("executor_error", "the executor failed; see the server log"), retryable: false };
+        })
+        .then((outcome) => recordOutcome(span, outcome)),
+    );
     await writes;
     if (this.stopping) return; // recovered as server_restart on the next start
     await this.applyOutcome(running, outcome);

@@ -18,13 +18,18 @@ export function rawRequestContextValues(req: RawRequest): ContextValues {
   return createContextValues().set(rawRequestKey, req);
 }
 
+/** The address a call's connection came from (its span's `network.peer.address`), if known. */
+export function peerAddressOf(values: ContextValues): string | undefined {
+  const req = values.get(rawRequestKey);
+  return req && remoteAddressOf(req);
+}
+
 /**
  * Where a call came from, as the connection limits count sources (src/server/address-key.ts): an
  * IPv4 address, or an IPv6 /64. Undefined if not known.
  */
 export function sourceOf(values: ContextValues): string | undefined {
-  const req = values.get(rawRequestKey);
-  const address = req && remoteAddressOf(req);
+  const address = peerAddressOf(values);
   return address && addressKey(address);
 }
 

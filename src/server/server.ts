@@ -69,6 +69,7 @@ import { auditInterceptor } from "./audit-interceptor.js";
 import { authInterceptor } from "./auth-interceptor.js";
 import { withCallProfiles } from "./call-profiles.js";
 import { errorInterceptor, loggingInterceptor, validationInterceptor } from "./interceptors.js";
+import { traceInterceptor } from "./trace-interceptor.js";
 import { createLogger, recentErrors, type Logger } from "./logger.js";
 import { liveReload } from "./live-reload.js";
 import { listenOnePort } from "./one-port-listener.js";
@@ -330,6 +331,8 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     routes,
     // Audit before authentication: unauthenticated attempts are recorded too.
     interceptors: [
+      // The call's span: what the call does (admission, policy, store commits) nests below it.
+      traceInterceptor(),
       errorInterceptor(log),
       loggingInterceptor(log),
       ...(config.audit ? [auditInterceptor(store, refusals, log)] : []),

@@ -23,6 +23,7 @@ import { subscribe } from "../lifecycle/subscription.js";
 import { messageDigest } from "../lifecycle/message-digest.js";
 import { isTerminal } from "../lifecycle/transitions.js";
 import { withoutSecrets } from "../lifecycle/redact-operation.js";
+import { noteOperation } from "../telemetry/tracer.js";
 import { cutOffWhenStalled } from "../server/raw-response.js";
 import { principalOf } from "../server/auth-interceptor.js";
 import { auditDraft } from "../server/audit-interceptor.js";
@@ -95,7 +96,10 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
   }
 
   /** The operation, if it exists and the caller may see its profile (else NotFound, as if it did not exist). */
-  const visible = (name: string, context: HandlerContext) => visibleOperation(store, principalOf(context), name);
+  const visible = (name: string, context: HandlerContext) => {
+    noteOperation(name);
+    return visibleOperation(store, principalOf(context), name);
+  };
 
   return {
     async submitOperation(request, context) {
@@ -103,6 +107,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       switch (result.kind) {
         case "created":
         case "existing":
+          noteOperation(result.operation.name);
           return { operation: withoutSecrets(result.operation), created: result.kind === "created" };
         case "request-id-conflict":
           throw requestIdConflict(request.requestId, result.operation.name);

@@ -65,6 +65,8 @@ export interface ChildServerOptions {
   dataDir?: string;
   /** The server's limit of open files (soft and hard, so Node cannot raise it); the machine's when unset. */
   openFileLimit?: number;
+  /** Variables added to this process's environment for the server. */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** Runs `amctl serve` as a child process and waits for its "serving" log line. */
@@ -74,7 +76,7 @@ export async function startChildServer(args: string[] = [], options: ChildServer
   const argv = [process.execPath, join(repoRoot, "bin/amctl.mjs"), "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...(args.includes("--policy") ? [] : ["--policy", TEST_POLICIES]), ...args];
   // `exec` keeps the pid: the child is the server itself, with the shell's limit.
   const [command, ...commandArgs] = options.openFileLimit === undefined ? argv : ["/bin/sh", "-c", `ulimit -n ${options.openFileLimit} && exec "$@"`, "sh", ...argv];
-  const child = spawn(command!, commandArgs, { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(command!, commandArgs, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } });
   let stderr = "";
   const exited = new Promise<number | string>((resolve) =>
     child.on("exit", (code, signal) => resolve(code ?? signal ?? "unknown")),

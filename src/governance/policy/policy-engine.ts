@@ -11,10 +11,23 @@ import type { AuditDraft } from "../../audit/chain.js";
 import type { OperationStore } from "../../store/store.js";
 import { invalidField } from "../../server/errors.js";
 import type { Logger } from "../../server/logger.js";
+import { inChildSpan } from "../../telemetry/tracer.js";
 import { BundleError, compileBundle, type CompiledBundle } from "./policy-bundle.js";
 import type { Gate } from "./gates.js";
 
+/**
+ * Decides `gate` for `input`, in a span of its own (`policy.evaluate`, which says by which rule)
+ * when it is part of traced work.
+ */
 export function decideGate(bundle: CompiledBundle | undefined, gate: Gate, input: PolicyInput): PolicyDecision {
+  return inChildSpan("policy.evaluate", { "agentmachine.policy.gate": gate }, (span) => {
+    const decision = evaluateGate(bundle, gate, input);
+    span.setAttributes({ "agentmachine.policy.rule": decision.rule, "agentmachine.policy.allowed": decision.allowed, "agentmachine.policy.bundle_digest": decision.bundleDigest });
+    return decision;
+  });
+}
+
+function evaluateGate(bundle: CompiledBundle | undefined, gate: Gate, input: PolicyInput): PolicyDecision {
   const decision = (allowed: boolean, rule: string, reason: string) =>
     create(PolicyDecisionSchema, { gate, rule, bundleDigest: bundle?.digest ?? "", allowed, reason });
   if (bundle === undefined) {

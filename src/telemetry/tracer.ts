@@ -1,0 +1,91 @@
+// The server's spans, through the OpenTelemetry API only. Until an SDK registers a tracer
+// provider (amctl serve does when OTEL_EXPORTER_OTLP_ENDPOINT is set, see otlp-tracing.ts), the
+// API is a no-op: each span is a shared non-recording object and no context manager runs, so
+// code here costs a few function calls and records nothing.
+//
+// Attributes follow the OpenTelemetry semantic conventions 1.45.0 where one applies; our own
+// live under `agentmachine.`. Identifiers such as the operation's name are span attributes
+// only: a span is one event, so they cost nothing in cardinality there (unlike metric labels).
+import { INVALID_SPAN_CONTEXT, SpanStatusCode, trace, type Attributes, type Span } from "@opentelemetry/api";
+import { ATTR_ERROR_TYPE } from "@opentelemetry/semantic-conventions";
+import { Code, ConnectError } from "@connectrpc/connect";
+
+export const tracer = trace.getTracer("agent-machine-operation-plane");
+
+/** Our span attributes (the rest come from @opentelemetry/semantic-conventions). */
+export const ATTR_OPERATION_NAME = "agentmachine.operation.name";
+export const ATTR_OPERATION_TYPE = "agentmachine.operation.type";
+
+/** A status code as the Connect protocol spells it (`permission_denied`, `canceled`). */
+export function connectCodeName(code: Code): string {
+  return Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
+}
+
+/** A status code as gRPC spells it (`PERMISSION_DENIED`, `CANCELLED`), which is how OpenTelemetry records it. */
+export function grpcStatusName(code: Code): string {
+  return code === Code.Canceled ? "CANCELLED" : connectCodeName(code).toUpperCase();
+}
+
+/**
+ * Marks `span` as failed by `error`: `error.type` is the status code of a ConnectError (a
+ * refusal: PERMISSION_DENIED, RESOURCE_EXHAUSTED…) or the class of anything else.
+ */
+export function recordFailure(span: Span, error: unknown): void {
+  const type = error instanceof ConnectError ? grpcStatusName(error.code) : error instanceof Error ? error.constructor.name : "_OTHER";
+  span.setAttribute(ATTR_ERROR_TYPE, type);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof ConnectError ? error.rawMessage : String(error) });
+}
+
+/**
+ * Runs `body` in a new span, a child of the active one (and active itself while `body` runs,
+ * so spans started inside nest below it). The span ends when `body` returns or its promise
+ * settles; a throw or a rejection is recorded and passed on.
+ */
+export function inSpan<T>(name: string, attributes: Attributes, body: (span: Span) => T): T {
+  return tracer.startActiveSpan(name, { attributes }, (span) => endingWith(span, body));
+}
+
+function endingWith<T>(span: Span, body: (span: Span) => T): T {
+  let result: T;
+  try {
+    result = body(span);
+  } catch (error) {
+    endFailed(span, error);
+    throw error;
+  }
+  if (!(result instanceof Promise)) {
+    span.end();
+    return result;
+  }
+  return result.then(
+    (value: unknown) => {
+      span.end();
+      return value;
+    },
+    (error: unknown) => {
+      endFailed(span, error);
+      throw error;
+    },
+  ) as T;
+}
+
+function endFailed(span: Span, error: unknown): void {
+  recordFailure(span, error);
+  span.end();
+}
+
+/** What `inChildSpan` gives a body it runs without a span: attributes set on it go nowhere. */
+const noSpan = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+
+/**
+ * As inSpan, but only below an active span: done outside any traced work (a timer's, an egress
+ * connection's), `body` runs without a span, so it does not start a trace of one span.
+ */
+export function inChildSpan<T>(name: string, attributes: Attributes, body: (span: Span) => T): T {
+  return trace.getActiveSpan() === undefined ? body(noSpan) : inSpan(name, attributes, body);
+}
+
+/** Names the operation a call concerns on the call's span (and on whatever span is active). */
+export function noteOperation(name: string): void {
+  trace.getActiveSpan()?.setAttribute(ATTR_OPERATION_NAME, name);
+}
