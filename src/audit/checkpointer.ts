@@ -7,6 +7,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { AuditCheckpointSchema, type AuditCheckpoint } from "../gen/agentmachine/v1/audit_pb.js";
 import type { Logger } from "../server/logger.js";
+import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 import type { OperationStore } from "../store/store.js";
 import type { AuditKey } from "./audit-key.js";
 import { signCheckpoint } from "./signed-note.js";
@@ -19,6 +20,8 @@ export interface CheckpointerOptions {
   intervalMs: number;
   everyRecords: number;
   log: Logger;
+  /** Set when the server keeps metrics: each checkpoint signed is counted. */
+  metrics?: Pick<PlaneMetrics, "checkpointSigned">;
 }
 
 export class Checkpointer {
@@ -64,6 +67,7 @@ export class Checkpointer {
       time: timestampNow(),
     });
     await store.putAuditCheckpoint(checkpoint);
+    this.options.metrics?.checkpointSigned();
     this.checkpointed = checkpoint.size;
     return checkpoint;
   }

@@ -17,6 +17,7 @@ function positiveInteger(flag: string) {
 
 interface ServeOptions {
   listen: string;
+  metricsListen?: { host: string; port: number };
   dataDir: string;
   store?: string;
   logLevel: string;
@@ -47,6 +48,7 @@ export function registerServeCommand(program: Command): void {
     .command("serve")
     .description("Run the server: gRPC, Connect and gRPC-Web on one port, HTTP/2 and HTTP/1.1.")
     .option("--listen <host:port>", "address to listen on; port 0 picks a free port", `${defaultConfig.host}:${defaultConfig.port}`)
+    .option("--metrics-listen <host:port>", "serve Prometheus metrics at /metrics on this address, apart from the API's port; port 0 picks a free port (logged); unset, no metrics are kept or served", (text: string) => parseListen(text, "--metrics-listen"))
     .option("--data-dir <dir>", "directory of the server's durable state", defaultConfig.dataDir)
     .addOption(
       new Option("--store <url>", "where operations and events are kept: sqlite (the default: a file in the data dir) or a postgres:// URL shared by replicas; prefer AMCTL_STORE for a URL with a password")
@@ -104,6 +106,7 @@ export function registerServeCommand(program: Command): void {
         {
           ...defaultConfig,
           ...parseListen(options.listen),
+          ...(options.metricsListen !== undefined ? { metricsListen: options.metricsListen } : {}),
           dataDir: options.dataDir,
           ...(options.store !== undefined ? { store: options.store } : {}),
           logLevel: options.logLevel as Level,

@@ -210,6 +210,11 @@ export class OperationRunner {
     });
   }
 
+  /** Executions this runner is running, and those waiting here for a slot (for the metrics). */
+  executionCounts(): { running: number; queued: number } {
+    return { running: this.slotsInUse, queued: this.queue.length };
+  }
+
   /** Stops taking work and stops running executors; their tasks stay running in the store and are recovered on the next start. */
   stop(): void {
     this.stopping = true;

@@ -100,6 +100,11 @@ export interface ServerConfig {
   /** How executions are confined (src/sandbox/, docs/sandbox.md). */
   sandbox: SandboxSettings;
   /**
+   * Where Prometheus scrapes `/metrics`, on a listener apart from the API's port (port 0 picks
+   * a free one; the address is logged). Unset: no metrics are kept or served.
+   */
+  metricsListen?: { host: string; port: number };
+  /**
    * The web console (`/console/`) offers actions (cancel an operation, revoke a delegation),
    * each behind a confirmation. false: it only reads. The caller's credential still decides.
    */
@@ -150,9 +155,9 @@ export const defaultConfig: ServerConfig = {
 };
 
 /** Parses `host:port` (IPv6 as `[::1]:7070`). Throws a message naming the flag on bad input. */
-export function parseListen(text: string): { host: string; port: number } {
+export function parseListen(text: string, flag = "--listen"): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
   const port = match ? Number(match[3]) : NaN;
-  if (!match || port > 65535) throw new Error(`--listen must be HOST:PORT (e.g. 127.0.0.1:7070), got "${text}"`);
+  if (!match || port > 65535) throw new Error(`${flag} must be HOST:PORT (e.g. 127.0.0.1:7070), got "${text}"`);
   return { host: (match[1] ?? match[2]) as string, port };
 }

@@ -8,6 +8,7 @@ import type * as http from "node:http";
 import { createContextKey, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
 import { addressKey } from "./address-key.js";
 import { remoteAddressOf } from "./one-port-listener.js";
+import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 
 type RawRequest = http.IncomingMessage | http2.Http2ServerRequest;
 
@@ -48,6 +49,9 @@ function cutOff(req: RawRequest): void {
   else req.socket.destroy();
 }
 
+/** What a watch stream tells the metrics: that it is open, and whether it was cut off. */
+type SubscriberMetrics = Pick<PlaneMetrics, "subscriberConnected" | "subscriberCutOff">;
+
 /**
  * Passes items through, cutting the stream off when one item has not been taken by the
  * transport for about twice `timeoutMs` while written bytes sit unread and none of them left
@@ -55,8 +59,24 @@ function cutOff(req: RawRequest): void {
  * merely busy (nothing unsent, or unsent bytes that are draining) is given more time. The
  * subscriber then resumes from the last sequence it received.
  */
-export async function* cutOffWhenStalled<T>(items: AsyncIterable<T>, timeoutMs: number, context: HandlerContext): AsyncGenerator<T> {
+export async function* cutOffWhenStalled<T>(items: AsyncIterable<T>, timeoutMs: number, context: HandlerContext, metrics?: SubscriberMetrics): AsyncGenerator<T> {
   const req = context.values.get(rawRequestKey);
+  const method = context.method.name;
+  const disconnected = metrics?.subscriberConnected(method);
+  // A stream cut off is closed at once: connect-node may never resume this generator (its write
+  // waits for a 'drain' the closed stream never emits), so `finally` would come too late or not at all.
+  const cuttingOff = (): void => {
+    metrics?.subscriberCutOff(method);
+    disconnected?.();
+  };
+  try {
+    yield* passUnlessStalled(items, timeoutMs, req, cuttingOff);
+  } finally {
+    disconnected?.();
+  }
+}
+
+async function* passUnlessStalled<T>(items: AsyncIterable<T>, timeoutMs: number, req: RawRequest | undefined, cuttingOff: () => void): AsyncGenerator<T> {
   for await (const item of items) {
     let timer: NodeJS.Timeout | undefined;
     // Sampled one period after the yield (the transport appends the item's own bytes right
@@ -67,6 +87,7 @@ export async function* cutOffWhenStalled<T>(items: AsyncIterable<T>, timeoutMs: 
       // While this generator waits at `yield` it adds nothing more, so unsent bytes that did
       // not shrink mean the transport could not write any of them.
       if (req !== undefined && unsentBefore !== undefined && unsent > 0 && unsent >= unsentBefore) {
+        cuttingOff();
         cutOff(req);
         return;
       }

@@ -78,6 +78,10 @@ import { rawRequestContextValues } from "./raw-response.js";
 import { answerUnknownRoute } from "./unknown-route.js";
 import { ConsoleAssets } from "./console-assets.js";
 import { consoleRoute } from "./console-route.js";
+import { PlaneMetrics } from "../metrics/plane-metrics.js";
+import { measuredStore } from "../metrics/measured-store.js";
+import { listenForMetrics } from "./metrics-listener.js";
+import { rpcMetricsInterceptor } from "./rpc-metrics.js";
 
 export interface RunningServer {
   /** Base URL, e.g. `http://127.0.0.1:7070`. */
@@ -85,6 +89,8 @@ export interface RunningServer {
   port: number;
   health: HealthStatus;
   store: OperationStore;
+  /** With --metrics-listen: where Prometheus scrapes, `http://HOST:PORT/metrics`. */
+  metricsUrl?: string;
   /** Reads the trust anchors and the policy directory again, as a restart would (`amctl serve` on SIGHUP). Never rejects. */
   reload(trigger: string): Promise<void>;
   /** Graceful shutdown: NOT_SERVING, end streams, drain calls, close within the grace period. */
@@ -160,7 +166,10 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   setMaxListeners(0, shutdown.signal);
   const reflector = new Reflector(servedFiles, servedServices);
 
-  const store = await openStore(config, dataDir);
+  // With --metrics-listen: the metrics, counted from here on (without it, nothing is counted).
+  const metrics = config.metricsListen === undefined ? undefined : new PlaneMetrics();
+  const opened = await openStore(config, dataDir);
+  const store = metrics === undefined ? opened : measuredStore(opened, metrics);
   // A replica that lost its database cannot serve: a load balancer that checks health sends
   // calls elsewhere until the store is back and has caught up with the others' events.
   store.onAvailability((available, reason) => {
@@ -177,7 +186,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   // checkpoints of one log; its key file is theirs to share (--audit-key).
   const auditOrigin = `agent-machine/audit/${await store.getOrCreateSecret("audit-log-id", randomUUID)}`;
   const auditKey = loadOrCreateAuditKey(config.auditKeyFile ?? join(dataDir, "audit", "signing-key.pem"), auditOrigin);
-  const checkpointer = new Checkpointer({ store, key: auditKey, origin: auditOrigin, intervalMs: config.auditCheckpointIntervalMs, everyRecords: 1000, log });
+  const checkpointer = new Checkpointer({ store, key: auditKey, origin: auditOrigin, intervalMs: config.auditCheckpointIntervalMs, everyRecords: 1000, log, metrics });
   const auditAppends = new AuditAppends(store);
   const refusals = new RefusalSummaries({
     append: (draft) => store.appendAudit(draft),
@@ -205,7 +214,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   if (anchors.anchorFiles().length === 0) {
     log.warn(`no trust anchor yet: no credential is valid, so only health and reflection answer until \`amctl init\` writes ${initAnchor} (taken up as it appears, no restart needed)`);
   }
-  const policy = new PolicyEngine(store, log);
+  const policy = new PolicyEngine(store, log, metrics);
   const grants = new GrantIndex(store);
   // Other replicas may apply bundles: a shared store is read again on every runner heartbeat.
   const policyRefresh = store.exclusive
@@ -273,6 +282,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     heartbeatMs: config.runnerHeartbeatMs,
     runnerTimeoutMs: config.runnerTimeoutMs,
   });
+  metrics?.watch(store, runner);
   const compaction = setInterval(() => {
     store.compactEvents(config.eventRetention, new Date()).catch((error: unknown) => log.error({ err: error }, "event compaction failed"));
   }, config.compactionIntervalMs);
@@ -294,6 +304,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         defaultBudget: config.defaultBudget,
         bookmarkIntervalMs: config.bookmarkIntervalMs,
         slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs,
+        metrics,
         authority,
       }),
     );
@@ -319,7 +330,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     router.service(DiagnosticsService, diagnosticsService({ store, dataDir }));
     router.service(
       AuditService,
-      auditService({ store, appends: auditAppends, pageTokens, verifierKey: auditKey.verifierKey, authority, slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs }),
+      auditService({ store, appends: auditAppends, pageTokens, verifierKey: auditKey.verifierKey, authority, slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs, metrics }),
     );
     router.service(WorkerService, workerService({ pool: workers, authority }));
     router.service(Health, healthService(health));
@@ -331,6 +342,8 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     routes,
     // Audit before authentication: unauthenticated attempts are recorded too.
     interceptors: [
+      // Outermost: the RPC metrics count each call with the code its client gets.
+      ...(metrics !== undefined ? [rpcMetricsInterceptor(metrics.registry)] : []),
       // The call's span: what the call does (admission, policy, store commits) nests below it.
       traceInterceptor(),
       errorInterceptor(log),
@@ -364,7 +377,9 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   url = `http://${host}:${port}`;
   // After listening: recovered executions get this server's address.
   await runner.recover();
-  log.info({ url, dataDir, services: servedServices, trustAnchors: anchors.anchorFiles(), containerRuntime, connectionLimits: config.connectionLimits }, "serving");
+  const metricsListener = metrics && config.metricsListen && (await listenForMetrics(metrics.registry, config.metricsListen, log));
+  const metricsUrl = metricsListener?.url;
+  log.info({ url, dataDir, services: servedServices, trustAnchors: anchors.anchorFiles(), containerRuntime, connectionLimits: config.connectionLimits, metricsUrl }, "serving");
 
   let closing: Promise<void> | undefined;
   return {
@@ -372,6 +387,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     port,
     health,
     store,
+    metricsUrl,
     reload: (trigger) => reloads.reload(trigger),
     close() {
       closing ??= (async () => {
@@ -385,6 +401,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         runner.stop();
         workers?.close();
         await listener.close(config.shutdownGraceMs);
+        await metricsListener?.close();
         // After the last call: the refusals counted so far are recorded, and the final
         // checkpoint covers every record.
         await refusals.close();

@@ -17,6 +17,7 @@ import type { PagedRpc, PageTokens } from "../lifecycle/page-token.js";
 import { auditDraft } from "../server/audit-interceptor.js";
 import { principalOf } from "../server/auth-interceptor.js";
 import { cutOffWhenStalled } from "../server/raw-response.js";
+import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 import type { AuditQuery, OperationStore } from "../store/store.js";
 import { whileAuthorized } from "./while-authorized.js";
 
@@ -29,6 +30,8 @@ export interface AuditServiceDeps {
   authority: Authority;
   /** The period of the slow-subscriber check (src/server/raw-response.ts). */
   slowSubscriberTimeoutMs: number;
+  /** Set when the server keeps metrics: watch streams are counted. */
+  metrics?: PlaneMetrics;
 }
 
 const DEFAULT_PAGE_SIZE = 100;
@@ -91,7 +94,7 @@ export function auditService(deps: AuditServiceDeps): ServiceImpl<typeof AuditSe
       const principal = auditReader(context);
       yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
         const records = tailAuditRecords(store, deps.appends, queryOf(filter), afterSequence, signal);
-        for await (const record of cutOffWhenStalled(records, deps.slowSubscriberTimeoutMs, context)) yield { record };
+        for await (const record of cutOffWhenStalled(records, deps.slowSubscriberTimeoutMs, context, deps.metrics)) yield { record };
       });
     },
 

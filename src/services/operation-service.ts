@@ -34,6 +34,7 @@ import { canSeeProfile, requireOperation, requireProfile, visibleProfiles } from
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { CreateResult, OperationStore } from "../store/store.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
+import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 
 export interface OperationServiceDeps {
   store: OperationStore;
@@ -52,6 +53,8 @@ export interface OperationServiceDeps {
   /** The period of the slow-subscriber check (src/server/raw-response.ts). */
   slowSubscriberTimeoutMs: number;
   authority: Authority;
+  /** Set when the server keeps metrics: watch streams are counted. */
+  metrics?: PlaneMetrics;
 }
 
 const DEFAULT_PAGE_SIZE = 50;
@@ -168,7 +171,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
           bookmarkIntervalMs: 0,
           isLast: (stored) => isTerminal(stored.event.state),
         });
-        for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs, context)) {
+        for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs, context, deps.metrics)) {
           if (item.kind === "event") yield { event: item.stored.event };
         }
       });
@@ -185,7 +188,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
           signal,
           bookmarkIntervalMs: deps.bookmarkIntervalMs,
         });
-        for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs, context)) {
+        for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs, context, deps.metrics)) {
           yield item.kind === "event"
             ? { kind: { case: "event" as const, value: item.stored.event } }
             : { kind: { case: "bookmark" as const, value: { sequence: item.sequence, time: timestampFromDate(new Date()) } } };

@@ -11,6 +11,7 @@ import type { AuditDraft } from "../../audit/chain.js";
 import type { OperationStore } from "../../store/store.js";
 import { invalidField } from "../../server/errors.js";
 import type { Logger } from "../../server/logger.js";
+import type { PlaneMetrics } from "../../metrics/plane-metrics.js";
 import { inChildSpan } from "../../telemetry/tracer.js";
 import { BundleError, compileBundle, type CompiledBundle } from "./policy-bundle.js";
 import type { Gate } from "./gates.js";
@@ -54,6 +55,8 @@ export class PolicyEngine {
   constructor(
     private readonly store: OperationStore,
     private readonly log: Logger,
+    /** Set when the server keeps metrics: every decision is counted. */
+    private readonly metrics?: Pick<PlaneMetrics, "policyDecided">,
   ) {}
 
   /**
@@ -111,7 +114,9 @@ export class PolicyEngine {
   /** Decides each gate for `input` (whose `gate` field is set per gate), in order. */
   decide(profileType: ProfileType, gatesToRun: readonly Gate[], input: PolicyInput): PolicyDecision[] {
     const bundle = this.bundles.get(profileType);
-    return gatesToRun.map((gate) => decideGate(bundle, gate, { ...input, gate }));
+    const decisions = gatesToRun.map((gate) => decideGate(bundle, gate, { ...input, gate }));
+    this.metrics?.policyDecided(decisions);
+    return decisions;
   }
 
   private record(bundle: CompiledBundle, source: string, appliedBy: string): PolicyBundle {
