@@ -18,6 +18,7 @@ import { storeWrites } from "../../src/store/store-writes.js";
 import { createProfile, execution, operationsClient, requestId, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { bundleSource } from "../helpers/policy.js";
 import { scrape, total, type Exposition } from "../helpers/prometheus.js";
+import { envelope, GRPC_REQUEST_HEADERS } from "../helpers/raw-http2.js";
 import { startChildServer, startTestServer, tempDir, type TestServer } from "../helpers/server.js";
 
 let server: TestServer;
@@ -162,18 +163,13 @@ describe("RPC metrics, named as go-grpc-middleware names them", () => {
     const before = await scrape(metricsUrl);
     // A client with a 1 KiB flow-control window that never reads (as test/e2e/slow-subscriber.test.ts).
     const session = http2.connect(server.url, { settings: { initialWindowSize: 1024 } });
-    const message = toBinary(WatchEventsRequestSchema, create(WatchEventsRequestSchema, {}));
-    const frame = Buffer.alloc(5 + message.length);
-    frame.writeUInt32BE(message.length, 1);
-    frame.set(message, 5);
     const stalled = session.request({
       ":method": "POST",
       ":path": "/agentmachine.v1.OperationService/WatchEvents",
-      "content-type": "application/grpc",
-      te: "trailers",
+      ...GRPC_REQUEST_HEADERS,
       authorization: `Bearer ${server.token}`,
     });
-    stalled.end(frame);
+    stalled.end(envelope(toBinary(WatchEventsRequestSchema, create(WatchEventsRequestSchema, {}))));
     stalled.pause();
     stalled.on("error", () => undefined);
     const reset = new Promise<number>((resolve) => stalled.on("close", () => resolve(stalled.rstCode)));

@@ -5,6 +5,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { WatchEventsRequestSchema } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { createProfile, operationsClient, requestId, type OperationsClient } from "../helpers/operations.js";
+import { envelope, GRPC_REQUEST_HEADERS } from "../helpers/raw-http2.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 let server: TestServer;
@@ -18,24 +19,16 @@ beforeAll(async () => {
 });
 afterAll(() => server.close());
 
-function grpcFrame(message: Uint8Array): Buffer {
-  const frame = Buffer.alloc(5 + message.length);
-  frame.writeUInt32BE(message.length, 1);
-  frame.set(message, 5);
-  return frame;
-}
-
 it("a WatchEvents client that stops reading is reset with ENHANCE_YOUR_CALM (ResourceExhausted) while writers and other watchers go on", async () => {
   // A client with a 1 KiB flow-control window that never reads: the server's writes block.
   const session = http2.connect(server.url, { settings: { initialWindowSize: 1024 } });
   const stalled = session.request({
     ":method": "POST",
     ":path": "/agentmachine.v1.OperationService/WatchEvents",
-    "content-type": "application/grpc",
-    te: "trailers",
+    ...GRPC_REQUEST_HEADERS,
     authorization: `Bearer ${server.token}`,
   });
-  stalled.end(grpcFrame(toBinary(WatchEventsRequestSchema, create(WatchEventsRequestSchema, {}))));
+  stalled.end(envelope(toBinary(WatchEventsRequestSchema, create(WatchEventsRequestSchema, {}))));
   stalled.pause();
   stalled.on("error", () => undefined); // the reset is what we wait for, as rstCode
   const reset = new Promise<number>((resolve) => stalled.on("close", () => resolve(stalled.rstCode)));
