@@ -34,11 +34,16 @@ export type AroundWrite = (method: StoreWrite, args: unknown[], write: Write) =>
  */
 export function aroundWrites<S extends OperationStore>(store: S, around: AroundWrite): S {
   const methods = new Map<PropertyKey, unknown>();
-  for (const method of storeWrites) {
-    const write = (store[method] as Write).bind(store);
-    methods.set(method, (...args: unknown[]) => around(method, args, write));
-  }
+  const writes = new Set<PropertyKey>(storeWrites);
+  const wrap = (method: StoreWrite, write: Write) => (...args: unknown[]) => around(method, args, write);
+  for (const method of storeWrites) methods.set(method, wrap(method, (store[method] as Write).bind(store)));
   return new Proxy(store, {
+    // A write replaced later (a test's injected fault) is passed through `around` too.
+    set(target, key, value: unknown) {
+      if (writes.has(key) && typeof value === "function") methods.set(key, wrap(key as StoreWrite, (value as Write).bind(target)));
+      else methods.delete(key);
+      return Reflect.set(target, key, value);
+    },
     get(target, key) {
       const value: unknown = Reflect.get(target, key);
       if (typeof value !== "function") return value;
