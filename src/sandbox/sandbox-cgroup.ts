@@ -8,7 +8,7 @@
 // hierarchy) are both handled. The server puts bwrap in its groups before it hands bwrap
 // its options (see sandbox.ts), so nothing the sandbox starts escapes them. Where no group can be made, the
 // caller falls back to RLIMIT_NPROC and metering.
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync, type Dirent } from "node:fs";
 import { join } from "node:path";
 
 const ROOT = "/sys/fs/cgroup";
@@ -121,14 +121,16 @@ function ownerGone(name: string): boolean {
  */
 export function sweepLeftoverCgroups(): void {
   for (const base of isV2() ? [ROOT] : [join(ROOT, "pids"), join(ROOT, "memory")]) {
-    let names: string[];
+    let entries: Dirent[];
     try {
-      names = readdirSync(join(base, PARENT));
+      entries = readdirSync(join(base, PARENT), { withFileTypes: true });
     } catch {
       continue;
     }
-    for (const name of names) {
-      if (statSync(join(base, PARENT, name)).isDirectory() && ownerGone(name)) removeAll([join(base, PARENT, name)]);
+    // The type comes with the listing: no stat that a group removed meanwhile (by the sandbox
+    // that owned it) would fail. removeAll tolerates one already gone.
+    for (const entry of entries) {
+      if (entry.isDirectory() && ownerGone(entry.name)) removeAll([join(base, PARENT, entry.name)]);
     }
   }
 }
