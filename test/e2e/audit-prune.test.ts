@@ -21,6 +21,7 @@ import { clusterForFile } from "../helpers/cluster-for-file.js";
 import { createProfile, requestId } from "../helpers/operations.js";
 import { clientsFor, refusal } from "../helpers/runtime.js";
 import { startChildServer, tempDir, type ChildServer } from "../helpers/server.js";
+import { allAuditRecords } from "../helpers/audit-records.js";
 
 const { database } = clusterForFile();
 
@@ -35,16 +36,7 @@ function audit(server: ChildServer, ...args: string[]): Promise<CliResult> {
   return amctl(["audit", ...args, "--server", server.url], { AMCTL_TOKEN: server.token });
 }
 
-async function records(server: ChildServer): Promise<AuditRecord[]> {
-  const all: AuditRecord[] = [];
-  let pageToken = "";
-  do {
-    const page = await auditClient(server).listAuditRecords({ pageSize: 1000, pageToken });
-    all.push(...page.records);
-    pageToken = page.nextPageToken;
-  } while (pageToken !== "");
-  return all;
-}
+const records = (server: ChildServer): Promise<AuditRecord[]> => allAuditRecords(auditClient(server));
 
 /** `count` tool grants, each an audited command. */
 async function commands(server: ChildServer, profile: string, count: number): Promise<void> {

@@ -16,6 +16,7 @@ import type { ServerConfig } from "../../src/server/config.js";
 import { bearer, fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
 import { refusal } from "../helpers/runtime.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
+import { allAuditRecords } from "../helpers/audit-records.js";
 
 const FLOOD = 500;
 const BAD_CREDENTIAL = "not-a-credential";
@@ -36,16 +37,7 @@ function auditClient(server: TestServer): Client<typeof AuditService> {
   return createClient(AuditService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(server.token)] }));
 }
 
-async function allRecords(server: TestServer): Promise<AuditRecord[]> {
-  const records: AuditRecord[] = [];
-  let pageToken = "";
-  do {
-    const page = await auditClient(server).listAuditRecords({ pageSize: 1000, pageToken });
-    records.push(...page.records);
-    pageToken = page.nextPageToken;
-  } while (pageToken !== "");
-  return records;
-}
+const allRecords = (server: TestServer): Promise<AuditRecord[]> => allAuditRecords(auditClient(server));
 
 /** How many calls a record stands for. */
 const calls = (record: AuditRecord): number => Math.max(Number(record.repeatCount ?? 0), 1);

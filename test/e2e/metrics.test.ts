@@ -5,11 +5,10 @@
 import * as http2 from "node:http2";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { OperationService, WatchEventsRequestSchema } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
+import { OperationService } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { eventTypeNames, operationTypeNames, taskStateNames } from "../../src/contract/mapping.js";
 import { gates } from "../../src/governance/policy/gates.js";
@@ -18,7 +17,7 @@ import { storeWrites } from "../../src/store/store-writes.js";
 import { createProfile, execution, operationsClient, requestId, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { bundleSource } from "../helpers/policy.js";
 import { scrape, total, type Exposition } from "../helpers/prometheus.js";
-import { envelope, GRPC_REQUEST_HEADERS } from "../helpers/raw-http2.js";
+import { stalledWatch } from "../helpers/raw-http2.js";
 import { startChildServer, startTestServer, tempDir, type TestServer } from "../helpers/server.js";
 
 let server: TestServer;
@@ -162,17 +161,7 @@ describe("RPC metrics, named as go-grpc-middleware names them", () => {
   it("a subscriber that stops reading is cut off, counted as such, and handled as ResourceExhausted", async () => {
     const before = await scrape(metricsUrl);
     // A client with a 1 KiB flow-control window that never reads (as test/e2e/slow-subscriber.test.ts).
-    const session = http2.connect(server.url, { settings: { initialWindowSize: 1024 } });
-    const stalled = session.request({
-      ":method": "POST",
-      ":path": "/agentmachine.v1.OperationService/WatchEvents",
-      ...GRPC_REQUEST_HEADERS,
-      authorization: `Bearer ${server.token}`,
-    });
-    stalled.end(envelope(toBinary(WatchEventsRequestSchema, create(WatchEventsRequestSchema, {}))));
-    stalled.pause();
-    stalled.on("error", () => undefined);
-    const reset = new Promise<number>((resolve) => stalled.on("close", () => resolve(stalled.rstCode)));
+    const { session, reset } = stalledWatch(server.url, server.token);
     await Promise.all(Array.from({ length: 150 }, () => grantTool("git")));
     expect(await reset).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
     session.close();

@@ -1,11 +1,9 @@
 // A subscriber that stops reading is cut off (ResourceExhausted) after a bounded wait, and
 // never stalls the writer or the other subscribers; it can resume from its last sequence.
 import * as http2 from "node:http2";
-import { create, toBinary } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { WatchEventsRequestSchema } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { createProfile, operationsClient, requestId, type OperationsClient } from "../helpers/operations.js";
-import { envelope, GRPC_REQUEST_HEADERS } from "../helpers/raw-http2.js";
+import { stalledWatch } from "../helpers/raw-http2.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 let server: TestServer;
@@ -21,17 +19,7 @@ afterAll(() => server.close());
 
 it("a WatchEvents client that stops reading is reset with ENHANCE_YOUR_CALM (ResourceExhausted) while writers and other watchers go on", async () => {
   // A client with a 1 KiB flow-control window that never reads: the server's writes block.
-  const session = http2.connect(server.url, { settings: { initialWindowSize: 1024 } });
-  const stalled = session.request({
-    ":method": "POST",
-    ":path": "/agentmachine.v1.OperationService/WatchEvents",
-    ...GRPC_REQUEST_HEADERS,
-    authorization: `Bearer ${server.token}`,
-  });
-  stalled.end(envelope(toBinary(WatchEventsRequestSchema, create(WatchEventsRequestSchema, {}))));
-  stalled.pause();
-  stalled.on("error", () => undefined); // the reset is what we wait for, as rstCode
-  const reset = new Promise<number>((resolve) => stalled.on("close", () => resolve(stalled.rstCode)));
+  const { session, reset } = stalledWatch(server.url, server.token);
 
   // A healthy watcher, counting.
   const abort = new AbortController();

@@ -4,6 +4,8 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { WatchEventsRequestSchema } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 
 export const DEFAULT_TIMEOUT_MS = 5_000;
 
@@ -318,4 +320,18 @@ export function parseH2Frames(bytes: Buffer): H2Frame[] {
 export function goAwayErrorCode(frames: H2Frame[]): number | undefined {
   const goAway = frames.find((frame) => frame.type === H2_FRAME_GOAWAY);
   return goAway === undefined || goAway.payload.length < 8 ? undefined : goAway.payload.readUInt32BE(4);
+}
+
+/**
+ * A WatchEvents call from a client with a 1 KiB flow-control window that never reads, so the
+ * server's writes block; `reset` resolves with the RST_STREAM code the server ends it with.
+ */
+export function stalledWatch(url: string, token: string): { session: http2.ClientHttp2Session; reset: Promise<number> } {
+  const session = http2.connect(url, { settings: { initialWindowSize: 1024 } });
+  const stalled = session.request({ ":method": "POST", ":path": "/agentmachine.v1.OperationService/WatchEvents", ...GRPC_REQUEST_HEADERS, authorization: `Bearer ${token}` });
+  stalled.end(envelope(toBinary(WatchEventsRequestSchema, create(WatchEventsRequestSchema, {}))));
+  stalled.pause();
+  stalled.on("error", () => undefined); // the reset is what is awaited, as rstCode
+  const reset = new Promise<number>((resolve) => stalled.on("close", () => resolve(stalled.rstCode)));
+  return { session, reset };
 }
