@@ -83,7 +83,7 @@ describe("issuing", () => {
     const execute = { operationTypes: [OperationType.EXECUTION_START, OperationType.EXECUTION_CANCEL], profiles: ["profiles/team-a"] };
     const budget = { tokens: 1000n, wallClockSeconds: 600n, cpuGpuComputeSeconds: 600n, localDiskBytes: 1n << 30n, sandboxMemoryBytes: 1n << 30n, agentConcurrency: 4n };
     const { delegation: holder, token } = await delegations(server.token).issueDelegation({ subject: "remaining-holder", scope: { ...execute, mayDelegate: true, budget } });
-    const { delegation: child } = await delegations(token).issueDelegation({ subject: "remaining-child", scope: { ...execute, budget: { tokens: 300n } } });
+    const { delegation: child, token: childToken } = await delegations(token).issueDelegation({ subject: "remaining-child", scope: { ...execute, budget: { tokens: 300n } } });
     const { operation } = await operations(token).submitOperation(execution("profiles/team-a", ["sleep", "60"], {}, { tokens: 200n, wallClockSeconds: 100n, cpuGpuComputeSeconds: 50n }));
     try {
       const { remainingBudget } = await delegations(token).getDelegation({ name: holder!.name });
@@ -95,6 +95,10 @@ describe("issuing", () => {
       expect(Object.keys(listed.remainingBudgets).sort()).toEqual(listed.delegations.map((d) => d.name).sort());
       expect(listed.remainingBudgets[child!.name]).toMatchObject({ tokens: 300n, wallClockSeconds: 0n });
       expect(listed.remainingBudgets[holder!.name]?.tokens).toBe(500n);
+      // The child sees its own, never what its parent has left.
+      const own = await delegations(childToken).listDelegations({});
+      expect(Object.keys(own.remainingBudgets)).toEqual([child!.name]);
+      expect(await refusal(delegations(childToken).getDelegation({ name: holder!.name }))).toMatchObject({ code: Code.NotFound });
     } finally {
       await operations(token).cancelOperation({ name: operation!.name });
     }
