@@ -2,6 +2,9 @@
 // - grpc/health/v1/health.proto and grpc/reflection/{v1,v1alpha}/reflection.proto, copied from
 //   the npm packages that ship them (grpc-health-check, @grpc/reflection), because we serve
 //   those services ourselves;
+// - google/rpc/{status,error_details,code}.proto and google/api/{field_behavior,resource}.proto,
+//   copied from google-proto-files: our errors carry google.rpc details that every gRPC
+//   ecosystem understands, and our fields carry google.api annotations;
 // - buf/validate/validate.proto, printed back out from the descriptor that
 //   @bufbuild/protovalidate embeds. No npm package ships the .proto source and the BSR is not
 // reachable from our machines, so this is the only way to give `buf` the file our protos
@@ -215,6 +218,12 @@ const copied: Record<string, string> = {
   "grpc/reflection/v1/reflection.proto": "node_modules/@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto",
   "grpc/reflection/v1alpha/reflection.proto":
     "node_modules/@grpc/reflection/build/proto/grpc/reflection/v1alpha/reflection.proto",
+  ...Object.fromEntries(
+    ["rpc/status", "rpc/error_details", "rpc/code", "api/field_behavior", "api/resource"].map((name) => [
+      `google/${name}.proto`,
+      `node_modules/google-proto-files/google/${name}.proto`,
+    ]),
+  ),
 };
 
 const wanted = new Map<string, string>([["buf/validate/validate.proto", formatWithBuf(render())]]);
