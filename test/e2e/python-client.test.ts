@@ -56,7 +56,7 @@ describe("examples/clients/python/client.py", () => {
   beforeAll(async () => {
     result = await client();
     execution = linesOf(result.stdout, "execution")[0]?.[1] ?? expect.fail(`no execution line in:\n${result.stdout}\n${result.stderr}`);
-  });
+  }, 90_000);
 
   it("creates a profile, runs an execution and sees each of its events exactly once across a resume, to its terminal state", async () => {
     expect(result.stderr).toBe("");
