@@ -14,15 +14,18 @@ import type { Executor, Outcome, Seat } from "../executors/executor.js";
 import { processStartTicks } from "../executors/process-identity.js";
 import type { Logger } from "../server/logger.js";
 import type { Modification, OperationStore, SlotKey } from "../store/store.js";
-import { settlementFor, spendsBudget, withAttemptUsage } from "../governance/budget-ledger.js";
+import { settlementFor, withAttemptUsage } from "../governance/budget-ledger.js";
 import type { ExecutionCredential, ExecutionCredentials } from "../governance/execution-credentials.js";
 import { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
 import { ConcurrencySlots, slotKeysOf } from "./concurrency.js";
 import { illegalTransition, operationNotFound } from "./errors.js";
+import { requireNotEnded } from "./cancel-target.js";
+import { isExecution } from "./execution-types.js";
 import { backoffMs, effectiveRetryPolicy, type EffectiveRetryPolicy } from "./retry.js";
 import { isTerminal, transitionEvent } from "./transitions.js";
 import { attemptAttributes, recordOutcome } from "./attempt-span.js";
 import { inSpan } from "../telemetry/tracer.js";
+import { operationIdOf } from "../contract/resource-names.js";
 
 export interface RunnerOptions {
   store: OperationStore;
@@ -56,10 +59,6 @@ interface Waiting {
 }
 
 type Attributes = MessageInitShape<typeof OperationEventSchema>["attributes"];
-
-function usesSlot(type: OperationType): boolean {
-  return type === OperationType.EXECUTION_START || type === OperationType.CONTAINER_RUN;
-}
 
 function cause(reason: string, message: string, dimension = BudgetDimension.UNSPECIFIED): StopCause {
   return create(StopCauseSchema, { reason, message, dimension });
@@ -166,7 +165,7 @@ export class OperationRunner {
    */
   enqueue(operation: Pick<Operation, "name" | "type" | "delegation" | "profile">): void {
     if (this.stopping) return;
-    if (usesSlot(operation.type)) this.wait(operation);
+    if (isExecution(operation.type)) this.wait(operation);
     else this.launch(operation.name);
   }
 
@@ -194,7 +193,7 @@ export class OperationRunner {
   async cancel(name: string, reason: string, causeReason = "cancelled"): Promise<void> {
     const operation = await this.options.store.getOperation(name);
     if (operation === undefined) throw operationNotFound(name);
-    if (isTerminal(operation.state)) throw illegalTransition(name, operation.state, "cancel");
+    requireNotEnded(operation);
     const controller = this.running.get(name);
     if (controller !== undefined) {
       controller.abort(cause(causeReason, reason));
@@ -315,7 +314,7 @@ export class OperationRunner {
         attempt: next.attempt,
         attributes,
       });
-      return { operation: next, event, ...(ends && spendsBudget(next.type) ? { settle: settlementFor(next) } : {}) };
+      return { operation: next, event, ...(ends && isExecution(next.type) ? { settle: settlementFor(next) } : {}) };
     };
   }
 
@@ -355,7 +354,7 @@ export class OperationRunner {
       return; // cancelled or claimed meanwhile, or no room yet
     }
     const attempt = running.attempt;
-    const workspace = join(this.options.dataDir, "workspaces", name.replace("operations/", ""));
+    const workspace = join(this.options.dataDir, "workspaces", operationIdOf(name));
     mkdirSync(workspace, { recursive: true });
     const credential =
       running.type === OperationType.EXECUTION_START
