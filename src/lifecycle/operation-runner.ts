@@ -7,39 +7,23 @@ import { context } from "@opentelemetry/api";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
-import type { Executor } from "../executors/executor.js";
-import type { Logger } from "../server/logger.js";
-import type { OperationStore, SlotKey } from "../store/store.js";
-import type { ExecutionCredentials } from "../governance/execution-credentials.js";
+import type { SlotKey } from "../store/store.js";
 import { AttemptRetries } from "./attempt-retries.js";
 import { CancelCommand } from "./cancel-command.js";
 import { slotKeysOf } from "./concurrency.js";
 import { ExecutionQueue } from "./execution-queue.js";
 import { isExecution } from "./execution-types.js";
 import type { EffectiveRetryPolicy } from "./retry.js";
-import { AttemptRunner } from "./run-attempt.js";
+import { AttemptRunner, type AttemptEnvironment } from "./run-attempt.js";
 import { RunnerRecovery } from "./runner-recovery.js";
 import { TaskCancellation } from "./task-cancellation.js";
 import { BUDGET_EXHAUSTED, cause } from "./task-transitions.js";
 import { isTerminal } from "./transitions.js";
 
-export interface RunnerOptions {
-  store: OperationStore;
-  executors: ReadonlyMap<OperationType, Executor>;
-  /** Operation workspaces live in `<dataDir>/workspaces/<id>`. */
-  dataDir: string;
+export interface RunnerOptions extends AttemptEnvironment {
   /** Tasks running at once on this server; further ones wait in queued, in order. */
   maxConcurrent: number;
   defaultRetry: EffectiveRetryPolicy;
-  log: Logger;
-  /** Issues each execution attempt its own credential (see src/governance/execution-credentials.ts). */
-  credentials: ExecutionCredentials;
-  /** The URL executions reach this server at (AMCTL_SERVER); known once it listens. */
-  serverAddress: () => string;
-  /** Told the names of delegations the runner revoked (retired execution credentials). */
-  revoked: (names: ReadonlySet<string>) => void;
-  /** This runner's id (one per server process), recorded on the tasks it claims. */
-  runnerId: string;
   /** How often this runner says it is alive (and, on a shared store, looks for tasks of runners that stopped). */
   heartbeatMs: number;
   /** A runner silent for this long is taken for dead: its running tasks are retried or failed with cause `runner_lost`. */

@@ -24,7 +24,8 @@ import { BUDGET_EXHAUSTED, cause, transition, transitionChange } from "./task-tr
 /** How soon an execution that found its caps full on other replicas tries its claim again. */
 const CLAIM_RETRY_MS = 250;
 
-export interface AttemptRunnerOptions {
+/** What running an attempt needs of the server. */
+export interface AttemptEnvironment {
   store: OperationStore;
   executors: ReadonlyMap<OperationType, Executor>;
   /** Operation workspaces live in `<dataDir>/workspaces/<id>`. */
@@ -36,8 +37,11 @@ export interface AttemptRunnerOptions {
   serverAddress: () => string;
   /** Told the names of delegations the runner revoked (retired execution credentials). */
   revoked: (names: ReadonlySet<string>) => void;
-  /** The runner's id, recorded on the tasks it claims. */
+  /** This runner's id (one per server process), recorded on the tasks it claims. */
   runnerId: string;
+}
+
+export interface AttemptRunnerOptions extends AttemptEnvironment {
   retries: AttemptRetries;
   /** Puts an execution that found no room under its caps back at the front of the queue. */
   requeue: (operation: Operation) => void;
