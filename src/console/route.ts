@@ -1,5 +1,7 @@
 // Where the page is: `#/<view>[/<id>][?<filters>]`. Everything a view shows is decided by its
 // route, so a URL can be shared and opens the same view with the same filters.
+import { operationIdOf } from "../contract/resource-names.js";
+
 export type View = "operations" | "operation" | "delegations" | "audit" | "diagnostics";
 
 export interface Route {
@@ -27,5 +29,5 @@ export function routeHash(view: Exclude<View, "operation">, params: Record<strin
 }
 
 export function operationHash(name: string): string {
-  return `#/operations/${encodeURIComponent(name.replace(/^operations\//, ""))}`;
+  return `#/operations/${encodeURIComponent(operationIdOf(name))}`;
 }

@@ -3,6 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { operationIdOf } from "../contract/resource-names.js";
 
 const OPERATION_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -12,7 +13,7 @@ export function diagnosticsDir(dataDir: string): string {
 
 /** The bundle file of the operation `operations/{id}`. */
 export function bundlePath(dataDir: string, operation: string): string {
-  const id = operation.replace(/^operations\//, "");
+  const id = operationIdOf(operation);
   if (!OPERATION_ID.test(id)) throw new Error(`not an operation name: ${JSON.stringify(operation)}`);
   return join(diagnosticsDir(dataDir), `${id}.tar.gz`);
 }

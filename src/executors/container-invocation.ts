@@ -14,6 +14,7 @@
 //   without measuring CPU time it can never spend more (floored to hundredths, at least 0.01,
 //   at most the host's CPUs, which the runtimes refuse to exceed); `--pids-limit` is fixed.
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
+import { operationIdOf } from "../contract/resource-names.js";
 
 /** Processes a container may hold at once: room for build tools' worker pools, none for a fork bomb. */
 const PIDS_LIMIT = 512;
@@ -66,7 +67,7 @@ function cpus(computeSeconds: bigint, wallClockSeconds: number, hostCpus: number
 
 /** The container's name, derived from the operation so that a cancel, or a restarted server, can stop it. */
 export function containerName(operation: Pick<Operation, "name">): string {
-  return `amctl-${operation.name.replace("operations/", "").toLowerCase()}`;
+  return `amctl-${operationIdOf(operation.name).toLowerCase()}`;
 }
 
 export function containerInvocation({ operation, workspace, wallClockSeconds, hostCpus }: InvocationInput): Invocation {

@@ -50,6 +50,7 @@ import { ENVIRONMENT_FD } from "../sandbox/launcher.js";
 import { writeAndClose } from "./pipe-hand-off.js";
 import { SANDBOX_ARGS_FD, type PreparedSandbox, type Sandboxes } from "../sandbox/sandbox.js";
 import { exhaustion, firstExhausted, usageBudget, UsageMeter, type Exhaustion, type Metered } from "./usage-meter.js";
+import { operationIdOf } from "../contract/resource-names.js";
 
 export interface LocalProcessOptions {
   /** Names of the server's environment variables a process may inherit. */
@@ -156,7 +157,7 @@ export class LocalProcessExecutor implements Executor {
     const egressCredential = networkEgressAllowed(attempt.operation) ? attempt.env.AMCTL_TOKEN : undefined;
     try {
       const sandbox = await sandboxes.prepare({
-        id: `${attempt.operation.name.replace("operations/", "")}-${attempt.attempt}`,
+        id: `${operationIdOf(attempt.operation.name)}-${attempt.attempt}`,
         workspace,
         cwd,
         argv: [executable, ...args],

@@ -1,7 +1,7 @@
 // Executes the operations whose work is a record in the store: profile.create,
-// tool_grant.apply, tool_grant.revoke, model_provider.bind, and execution.cancel (which asks
-// the runner to cancel its target). Admission (src/lifecycle/admission.ts) has already checked
-// that targets exist and belong to the same profile.
+// tool_grant.apply, tool_grant.revoke and model_provider.bind (execution.cancel the runner runs
+// itself, src/lifecycle/cancel-command.ts). Admission (src/lifecycle/admission.ts) has already
+// checked that targets exist and belong to the same profile.
 import { create } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import { StopCauseSchema } from "../gen/agentmachine/v1/operation_pb.js";
@@ -11,8 +11,6 @@ import type { Attempt, Executor, Outcome } from "./executor.js";
 
 export interface RecordExecutorDeps {
   store: OperationStore;
-  /** Asks the runner to cancel an operation; resolves once the request is recorded. */
-  cancel(target: string, reason: string): Promise<void>;
 }
 
 function failed(reason: string, message: string): Outcome {
@@ -76,9 +74,6 @@ export class RecordExecutor implements Executor {
           }),
         };
       }
-      case "executionCancel":
-        await this.deps.cancel(spec.value.target, spec.value.reason || `cancelled by ${operation.name}`);
-        return { kind: "completed", message: `cancel of ${spec.value.target} requested` };
       default:
         throw new Error(`RecordExecutor cannot run ${spec?.case ?? "an empty spec"}`);
     }

@@ -18,7 +18,6 @@
 import { create } from "@bufbuild/protobuf";
 import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
-import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { AccountState, OperationStore, Reservation, Settlement, StoredProfile } from "../store/store.js";
 import type { Principal } from "./authority.js";
 import type { BudgetDimensionName } from "./budget-dimensions.js";
@@ -35,11 +34,6 @@ const consumable: readonly BudgetDimensionName[] = ["modelCalls", "tokens", "con
 const capped: readonly BudgetDimensionName[] = ["localDiskBytes", "sandboxMemoryBytes", "agentConcurrency"];
 /** What every execution runs in and its executor limits: an execution needs at least 1 of each. */
 const runsIn: readonly BudgetDimensionName[] = ["cpuGpuComputeSeconds", "localDiskBytes", "sandboxMemoryBytes", "wallClockSeconds"];
-
-/** Operation types that run and spend; the others are records and commands and reserve nothing. */
-export function spendsBudget(type: OperationType): boolean {
-  return type === OperationType.EXECUTION_START || type === OperationType.CONTAINER_RUN;
-}
 
 function only(budget: Budget | undefined, dimensions: readonly BudgetDimensionName[]): Budget {
   const result = create(BudgetSchema);

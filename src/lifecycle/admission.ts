@@ -8,22 +8,24 @@ import { OperationSchema, type Operation, type OperationSpec } from "../gen/agen
 import { SubmitOperationRequestSchema, type SubmitOperationRequest } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { operationTypeNames } from "../contract/mapping.js";
+import { operationName } from "../contract/resource-names.js";
 import { workingDirectory } from "../executors/local-process.js";
 import { invalidField } from "../server/errors.js";
 import type { Principal } from "../governance/authority.js";
 import { requireOperation } from "../governance/scope.js";
 import { workersDisabled } from "../workers/errors.js";
 import type { NewOperation, OperationStore, StoredProfile } from "../store/store.js";
-import { executionDefaults, reservationFor, spendsBudget } from "../governance/budget-ledger.js";
+import { executionDefaults, reservationFor } from "../governance/budget-ledger.js";
 import { policyDenied } from "../governance/errors.js";
 import { gatesForOperation } from "../governance/policy/gates.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import { operationInput } from "../governance/policy/policy-input.js";
 import { requireSeparation } from "../governance/profile-rules.js";
-import { illegalTransition, noExecutor, profileAlreadyExists, profileNotFound, sandboxUnavailable, targetNotAllowed } from "./errors.js";
+import { noExecutor, profileAlreadyExists, profileNotFound, sandboxUnavailable, targetNotAllowed } from "./errors.js";
 import { messageDigest } from "./message-digest.js";
 import { operationTypeOfSpec } from "./spec-types.js";
-import { isTerminal } from "./transitions.js";
+import { requireNotEnded } from "./cancel-target.js";
+import { isExecution } from "./execution-types.js";
 import { visibleOperation } from "./visible-operation.js";
 import { ATTR_OPERATION_NAME, ATTR_OPERATION_TYPE, inSpan } from "../telemetry/tracer.js";
 
@@ -33,9 +35,6 @@ const nextId = monotonicFactory();
 const missingExecutor: ReadonlyMap<OperationType, string> = new Map([
   [OperationType.CONTAINER_RUN, "no container runtime is configured (amctl serve --container-runtime)"],
 ]);
-
-/** Types that `agent_machine.execution.cancel` may target. */
-const cancellable = new Set([OperationType.EXECUTION_START, OperationType.CONTAINER_RUN]);
 
 /**
  * SHA-256 of the request without its request_id, over a canonical JSON form (keys sorted), so
@@ -77,8 +76,8 @@ export interface AdmissionContext {
 async function targetOf(spec: OperationSpec["spec"], store: OperationStore, principal: Principal): Promise<Operation | undefined> {
   if (spec.case === "executionCancel") {
     const target = await visibleOperation(store, principal, spec.value.target);
-    if (!cancellable.has(target.type)) throw targetNotAllowed("spec.execution_cancel.target", `${target.name} is not an execution`);
-    if (isTerminal(target.state)) throw illegalTransition(target.name, target.state, "cancel");
+    if (!isExecution(target.type)) throw targetNotAllowed("spec.execution_cancel.target", `${target.name} is not an execution`);
+    requireNotEnded(target);
     return target;
   }
   if (spec.case === "toolGrantRevoke") {
@@ -146,9 +145,9 @@ async function admitOrRefuse(request: SubmitOperationRequest, type: OperationTyp
   const now = new Date();
   // What an execution leaves at 0 gets the server's default, but never more than its delegation
   // and its profile can still give (src/governance/budget-ledger.ts).
-  const defaults = spendsBudget(type) ? await executionDefaults(store, defaultBudget, principal, stored, now) : defaultBudget;
+  const defaults = isExecution(type) ? await executionDefaults(store, defaultBudget, principal, stored, now) : defaultBudget;
   const operation: Operation = create(OperationSchema, {
-    name: `operations/${nextId()}`,
+    name: operationName(nextId()),
     requestId: request.requestId,
     type,
     profile,
@@ -166,6 +165,6 @@ async function admitOrRefuse(request: SubmitOperationRequest, type: OperationTyp
     ...(spec.case === "profileCreate"
       ? { createsProfile: { name: profile, profileType: spec.value.profileType, ...(spec.value.budget ? { budget: spec.value.budget } : {}) } }
       : {}),
-    ...(spendsBudget(type) ? { reservation: reservationFor(operation, principal, stored, now) } : {}),
+    ...(isExecution(type) ? { reservation: reservationFor(operation, principal, stored, now) } : {}),
   };
 }

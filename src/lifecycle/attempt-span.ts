@@ -1,6 +1,6 @@
 // What the span of an attempt (`executor.run`, the executor's share of one attempt of one
 // operation) says about it. Its parent is the call that submitted the operation, however much
-// later the attempt runs (src/lifecycle/operation-runner.ts keeps that context with the task).
+// later the attempt runs (src/lifecycle/execution-queue.ts keeps that context with the task).
 import { SpanStatusCode, type Attributes, type Span } from "@opentelemetry/api";
 import { ATTR_ERROR_TYPE } from "@opentelemetry/semantic-conventions";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";

@@ -15,6 +15,7 @@ import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { Principal } from "../governance/authority.js";
 import { LEGACY_IDEMPOTENCY_SCOPE, type OperationStore } from "../store/store.js";
+import { operationIdOf } from "../contract/resource-names.js";
 
 /** The scope of the keys the server derives itself. */
 export const SERVER_SCOPE = "server";
@@ -36,7 +37,7 @@ export function clientKey(principal: Principal, requestId: string): IdempotencyK
 export function cancelKey(target: string): IdempotencyKey {
   return {
     scope: SERVER_SCOPE,
-    requestId: `cancel:${target.replace("operations/", "")}`,
+    requestId: `cancel:${operationIdOf(target)}`,
     owns: (operation) =>
       operation.type === OperationType.EXECUTION_CANCEL && operation.spec?.spec.case === "executionCancel" && operation.spec.spec.value.target === target,
   };

@@ -233,7 +233,6 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   }
   const ownContract = buildServerContract({ defaultBudget: config.defaultBudget, startedAt: new Date() });
   let url = "";
-  let runner: OperationRunner | undefined;
   // With --workers, executions run on remote workers only; the pool is their executor.
   const workers = config.remoteWorkers === undefined ? undefined : new WorkerPool(config.remoteWorkers);
   // Executions here run sandboxed, or not at all unless the operator said --unsafe-no-sandbox.
@@ -243,11 +242,10 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   if (isolation.mode === SandboxMode.UNAVAILABLE) log.warn(`executions will be refused (SANDBOX_UNAVAILABLE): ${isolation.detail}`);
   health.pin(SANDBOX_HEALTH_SERVICE, isolation.mode === SandboxMode.ENFORCED ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
   const sandboxUnavailable = isolation.mode === SandboxMode.UNAVAILABLE ? { sandboxUnavailable: isolation.detail } : {};
-  const records = new RecordExecutor({ store, cancel: (target, reason) => runner!.cancel(target, reason) });
+  const records = new RecordExecutor({ store });
   const executors = new Map<OperationType, Executor>([
     [OperationType.PROFILE_CREATE, records],
     [OperationType.EXECUTION_START, workers ?? new LocalProcessExecutor({ ...config.execution, ...(isolation.sandboxes ? { sandboxes: isolation.sandboxes } : {}) })],
-    [OperationType.EXECUTION_CANCEL, records],
     [OperationType.TOOL_GRANT_APPLY, records],
     [OperationType.TOOL_GRANT_REVOKE, records],
     [OperationType.MODEL_PROVIDER_BIND, records],
@@ -265,9 +263,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     ],
   ]);
   if (containerRuntime !== undefined) executors.set(OperationType.CONTAINER_RUN, new ContainerExecutor({ ...config.execution, runtime: containerRuntime }));
-  /** Admission refuses the types without an executor, so none is stored that could never run. */
-  const executable: ReadonlySet<OperationType> = new Set(executors.keys());
-  runner = new OperationRunner({
+  const runner = new OperationRunner({
     store,
     dataDir,
     // The workers' capacity bounds what runs on them; this server runs none itself.
@@ -282,6 +278,8 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     heartbeatMs: config.runnerHeartbeatMs,
     runnerTimeoutMs: config.runnerTimeoutMs,
   });
+  /** Admission refuses the types the runner cannot run, so none is stored that could never run. */
+  const executable = runner.executable;
   metrics?.watch(store, runner);
   const compaction = setInterval(() => {
     store.compactEvents(config.eventRetention, new Date()).catch((error: unknown) => log.error({ err: error }, "event compaction failed"));
@@ -314,14 +312,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         store,
         authority,
         serverKey: serverKey.signing,
-        async cancelOperationsUnder(names) {
-          for (const operation of await store.listActiveOperations()) {
-            if (!names.has(operation.delegation)) continue;
-            await runner.cancel(operation.name, `${operation.delegation} was revoked`, "delegation_revoked").catch((error: unknown) => {
-              log.warn({ err: error, operation: operation.name }, "could not cancel an operation under a revoked delegation");
-            });
-          }
-        },
+        cancelOperationsUnder: (names) => runner.cancelOperationsUnder(names),
       }),
     );
     router.service(PolicyService, policyService({ store, policy, grants, defaultBudget: config.defaultBudget, executable, workerSelectors: workers !== undefined, ...sandboxUnavailable }));

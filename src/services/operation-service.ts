@@ -12,7 +12,7 @@ import {
   type SubmitOperationRequest,
 } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { admit, requestDigest } from "../lifecycle/admission.js";
-import { eventsCompacted, illegalTransition, invalidPageToken, profileAlreadyExists, requestIdConflict } from "../lifecycle/errors.js";
+import { eventsCompacted, invalidPageToken, profileAlreadyExists, requestIdConflict } from "../lifecycle/errors.js";
 import { cancelKey, clientKey, findSubmitted, type IdempotencyKey } from "../lifecycle/idempotency.js";
 import { visibleOperation } from "../lifecycle/visible-operation.js";
 import type { EventHub } from "../lifecycle/event-hub.js";
@@ -22,6 +22,7 @@ import type { PageTokens } from "../lifecycle/page-token.js";
 import { subscribe } from "../lifecycle/subscription.js";
 import { messageDigest } from "../lifecycle/message-digest.js";
 import { isTerminal } from "../lifecycle/transitions.js";
+import { requireNotEnded } from "../lifecycle/cancel-target.js";
 import { withoutSecrets } from "../lifecycle/redact-operation.js";
 import { noteOperation } from "../telemetry/tracer.js";
 import { cutOffWhenStalled } from "../server/raw-response.js";
@@ -148,7 +149,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
     async cancelOperation({ name, reason }, context) {
       const target = await visible(name, context);
       requireOperation(principalOf(context), { type: OperationType.EXECUTION_CANCEL, profile: target.profile });
-      if (isTerminal(target.state)) throw illegalTransition(name, target.state, "cancel");
+      requireNotEnded(target);
       // One cancel operation per target: cancelling again returns it while the target stops.
       const cancel = await cancelOf(target, reason, context);
       return { cancelOperation: cancel, operation: withoutSecrets((await store.getOperation(name)) ?? target) };

@@ -19,6 +19,7 @@ import { AttemptResult, WorkerService, type Lease, type TaskAssignment } from ".
 import type { Outcome } from "../executors/executor.js";
 import { LocalProcessExecutor, type LocalProcessOptions } from "../executors/local-process.js";
 import type { Logger } from "../server/logger.js";
+import { operationIdOf } from "../contract/resource-names.js";
 
 export interface WorkerAgentOptions {
   client: Client<typeof WorkerService>;
@@ -167,7 +168,7 @@ export class WorkerAgent {
     const task: RunningTask = { lease, controller, leaseLost: false, done: Promise.resolve() };
     this.tasks.set(operation.name, task);
     this.options.log.info({ operation: operation.name, attempt: lease.attempt, fencingToken: String(lease.fencingToken) }, "assigned");
-    const workspace = join(this.options.workDir, operation.name.replace("operations/", ""));
+    const workspace = join(this.options.workDir, operationIdOf(operation.name));
     mkdirSync(workspace, { recursive: true, mode: 0o700 });
     const report = { worker: this.worker, lease };
     task.done = this.executor

@@ -6,6 +6,7 @@ import { OperationFilterSchema } from "../../gen/agentmachine/v1/operation_servi
 import type { Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { OperationType, TaskState } from "../../gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../../lifecycle/transitions.js";
+import { operationIdOf } from "../../contract/resource-names.js";
 import { diagnostics, operations } from "../client.js";
 import { field, h, liveStatus } from "../dom.js";
 import { stateName, time } from "../format.js";
@@ -15,7 +16,7 @@ async function download(operation: Operation, status: HTMLElement, signal: Abort
   status.textContent = `downloading ${operation.name}…`;
   const chunks: Uint8Array<ArrayBuffer>[] = [];
   for await (const { chunk } of diagnostics.downloadDiagnostics({ operation: operation.name }, { signal })) chunks.push(new Uint8Array(chunk));
-  const link = h("a", { href: URL.createObjectURL(new Blob(chunks, { type: "application/gzip" })), download: `${operation.name.replace("operations/", "diagnostics-")}.tar.gz` }, "save");
+  const link = h("a", { href: URL.createObjectURL(new Blob(chunks, { type: "application/gzip" })), download: `diagnostics-${operationIdOf(operation.name)}.tar.gz` }, "save");
   document.body.append(link);
   link.click();
   link.remove();

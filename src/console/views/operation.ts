@@ -8,6 +8,7 @@ import type { Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { BudgetDimension } from "../../gen/agentmachine/v1/budget_pb.js";
 import { EventType } from "../../gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../../lifecycle/transitions.js";
+import { operationName } from "../../contract/resource-names.js";
 import { operations } from "../client.js";
 import { confirmAction } from "../confirm.js";
 import { h, liveStatus } from "../dom.js";
@@ -101,7 +102,7 @@ function eventItem(event: OperationEvent): HTMLElement {
 }
 
 export async function renderOperation({ root, route, actions, signal }: ViewContext): Promise<void> {
-  const name = `operations/${route.id ?? ""}`;
+  const name = operationName(route.id ?? "");
   const details = h("div");
   const timeline = h("ol", { class: "timeline", "aria-label": "Event timeline" });
   const status = liveStatus();
