@@ -5,7 +5,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { AuditDecisionSchema } from "../gen/agentmachine/v1/audit_pb.js";
 import { ErrorInfoSchema } from "../gen/agentmachine/v1/errors_pb.js";
 import type { PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
-import { codeName, concealedDenial } from "../server/errors.js";
+import { codeName, concealedDenial } from "../api/errors.js";
 
 export type AuditDecisionInit = MessageInitShape<typeof AuditDecisionSchema>;
 

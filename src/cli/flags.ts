@@ -1,7 +1,7 @@
 // Option parsers shared by the commands. Each throws InvalidArgumentError, which commander
 // reports as a usage error naming the option.
 import { InvalidArgumentError } from "commander";
-import { budgetDimensions, type BudgetDimensionName } from "../governance/budget-dimensions.js";
+import { budgetDimensions, type BudgetDimensionName } from "../model/budget-dimensions.js";
 
 /** A non-negative (or, with `min` 1, positive) safe integer. */
 export function integerFlag(min = 0) {

@@ -21,8 +21,8 @@ import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { AccountState, OperationStore, Reservation, Settlement, StoredProfile } from "../store/store.js";
 import type { Principal } from "./authority.js";
-import type { BudgetDimensionName } from "./budget-dimensions.js";
-import { addAmounts, addBudgets, firstExcess, minBudgets } from "./budget-math.js";
+import type { BudgetDimensionName } from "../model/budget-dimensions.js";
+import { addAmounts, addBudgets, firstExcess, minBudgets } from "../model/budget-math.js";
 import { remainingOf } from "./carving.js";
 import { budgetExceeded } from "./errors.js";
 

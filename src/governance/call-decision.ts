@@ -10,7 +10,7 @@ import type { OperationStore } from "../store/store.js";
 import type { Principal } from "./authority.js";
 import { policyDenied } from "./errors.js";
 import type { GrantIndex } from "./grant-index.js";
-import { gatesForCall } from "./policy/gates.js";
+import { gatesForCall } from "../model/policy-gates.js";
 import type { PolicyEngine } from "./policy/policy-engine.js";
 import { callInput, type Destination } from "./policy/policy-input.js";
 import { requireSeparation } from "./profile-rules.js";

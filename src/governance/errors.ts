@@ -1,6 +1,6 @@
 // Errors of governance, made in one place so that every denial of a kind looks the same.
 import { Code } from "@connectrpc/connect";
-import { errorWithInfo } from "../server/errors.js";
+import { errorWithInfo } from "../api/errors.js";
 import { PolicyDecisionSchema, type PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 
 /** No credential, or one that is not valid: expired, not yet valid, revoked, forged, unknown. */

@@ -3,10 +3,10 @@
 import type { ConnectError } from "@connectrpc/connect";
 import type { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
-import { operationTypeNames } from "../contract/mapping.js";
+import { operationTypeNames } from "../model/mapping.js";
 import { allows, ANY } from "./attenuation.js";
 import type { Principal } from "./authority.js";
-import { noteCallProfile } from "../server/call-profiles.js";
+import { noteCallProfile } from "../api/call-profiles.js";
 import { outOfScope } from "./errors.js";
 
 export interface OperationAccess {

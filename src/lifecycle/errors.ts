@@ -1,7 +1,7 @@
 // Errors of the operations domain, built in one place so each kind looks the same on the wire.
 import { Code } from "@connectrpc/connect";
-import { errorWithInfo, invalidField } from "../server/errors.js";
-import { taskStateNames } from "../contract/mapping.js";
+import { errorWithInfo, invalidField } from "../api/errors.js";
+import { taskStateNames } from "../model/mapping.js";
 import type { TaskState } from "../gen/agentmachine/v1/types_pb.js";
 
 export function eventsCompacted(cursor: bigint, oldest: bigint) {

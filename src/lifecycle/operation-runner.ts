@@ -12,7 +12,7 @@ import { StopCauseSchema, type Operation, type StopCause } from "../gen/agentmac
 import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Executor, Outcome, Seat } from "../executors/executor.js";
 import { processStartTicks } from "../executors/process-identity.js";
-import type { Logger } from "../server/logger.js";
+import type { Logger } from "../api/logger.js";
 import type { Modification, OperationStore, SlotKey } from "../store/store.js";
 import { settlementFor, spendsBudget, withAttemptUsage } from "../governance/budget-ledger.js";
 import type { ExecutionCredential, ExecutionCredentials } from "../governance/execution-credentials.js";
@@ -20,7 +20,7 @@ import { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
 import { ConcurrencySlots, slotKeysOf } from "./concurrency.js";
 import { illegalTransition, operationNotFound } from "./errors.js";
 import { backoffMs, effectiveRetryPolicy, type EffectiveRetryPolicy } from "./retry.js";
-import { isTerminal, transitionEvent } from "./transitions.js";
+import { isTerminal, transitionEvent } from "../model/transitions.js";
 import { attemptAttributes, recordOutcome } from "./attempt-span.js";
 import { inSpan } from "../telemetry/tracer.js";
 

@@ -5,7 +5,7 @@
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import type { Principal } from "../governance/authority.js";
 import { profileDenial } from "../governance/scope.js";
-import { concealed } from "../server/errors.js";
+import { concealed } from "../api/errors.js";
 import type { OperationStore } from "../store/store.js";
 import { operationNotFound } from "./errors.js";
 

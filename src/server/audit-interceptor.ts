@@ -13,15 +13,15 @@ import type { Message } from "@bufbuild/protobuf";
 import { createContextKey, type HandlerContext, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import { createAsyncIterable } from "@connectrpc/connect/protocol";
 import { commandOf, procedureOf, type Command } from "../audit/audited-commands.js";
-import type { AuditDraft } from "../audit/chain.js";
+import type { AuditDraft } from "../model/audit-chain.js";
 import { deniedDecision, type AuditDecisionInit } from "../audit/decisions.js";
 import type { RefusalSummaries } from "../audit/refusal-summaries.js";
 import { redactedRequestDigest } from "../audit/request-digest.js";
 import type { Principal } from "../governance/authority.js";
 import type { OperationStore } from "../store/store.js";
 import { authenticatedPrincipal, principalOf } from "./auth-interceptor.js";
-import type { Logger } from "./logger.js";
-import { sourceOf } from "./raw-response.js";
+import type { Logger } from "../api/logger.js";
+import { sourceOf } from "../call/raw-request.js";
 
 interface AuditScope {
   rpc: string;

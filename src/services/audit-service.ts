@@ -16,7 +16,7 @@ import { messageDigest } from "../lifecycle/message-digest.js";
 import type { PagedRpc, PageTokens } from "../lifecycle/page-token.js";
 import { auditDraft } from "../server/audit-interceptor.js";
 import { principalOf } from "../server/auth-interceptor.js";
-import { cutOffWhenStalled } from "../server/raw-response.js";
+import { cutOffWhenStalled } from "../call/raw-request.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 import type { AuditQuery, OperationStore } from "../store/store.js";
 import { whileAuthorized } from "./while-authorized.js";

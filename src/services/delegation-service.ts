@@ -15,7 +15,7 @@ import { outOfScope } from "../governance/errors.js";
 import { allowedDecision } from "../audit/decisions.js";
 import { principalOf } from "../server/auth-interceptor.js";
 import { auditDraft } from "../server/audit-interceptor.js";
-import { errorWithInfo } from "../server/errors.js";
+import { errorWithInfo } from "../api/errors.js";
 import type { OperationStore } from "../store/store.js";
 
 export interface DelegationServiceDeps {

@@ -5,7 +5,7 @@
 import { create, fromJsonString } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import { AuditCheckpointSchema, AuditRecordSchema, type AuditCheckpoint, type AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
-import { sealRecordWithJson, type AuditDraft, type ChainHead } from "../audit/chain.js";
+import { sealRecordWithJson, type AuditDraft, type ChainHead } from "../model/audit-chain.js";
 import type { AuditPruneResult, AuditQuery } from "./store.js";
 
 /** The record that follows `head`, with what only the commit knows filled in (see "Audited writes" in store.ts). */

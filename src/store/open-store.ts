@@ -1,6 +1,6 @@
 // Chooses the store behind the server: `config.store` (from `amctl serve --store` or AMCTL_STORE)
 // names a PostgreSQL database by URL; unset or `sqlite` is the embedded SQLite file in the data dir.
-import type { ServerConfig } from "../server/config.js";
+import type { ServerConfig } from "../config/config.js";
 import { PostgresStore } from "./postgres/postgres-store.js";
 import { SqliteStore } from "./sqlite/sqlite-store.js";
 import type { OperationStore } from "./store.js";

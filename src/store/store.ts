@@ -1,7 +1,7 @@
 // The operation store: the only durable state of the server. One async interface, so that the
 // embedded SQLite store and a PostgreSQL store can stand behind it and pass one conformance
 // suite (test/store/conformance.ts). Nothing outside src/store knows SQL.
-import type { AuditDraft, ChainHead } from "../audit/chain.js";
+import type { AuditDraft, ChainHead } from "../model/audit-chain.js";
 import type { AuditCheckpoint, AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Delegation } from "../gen/agentmachine/v1/delegation_pb.js";

@@ -18,7 +18,7 @@ import { StopCauseSchema, type StopCause } from "../gen/agentmachine/v1/operatio
 import { AttemptResult, WorkerService, type Lease, type TaskAssignment } from "../gen/agentmachine/v1/worker_service_pb.js";
 import type { Outcome } from "../executors/executor.js";
 import { LocalProcessExecutor, type LocalProcessOptions } from "../executors/local-process.js";
-import type { Logger } from "../server/logger.js";
+import type { Logger } from "../api/logger.js";
 
 export interface WorkerAgentOptions {
   client: Client<typeof WorkerService>;

@@ -5,7 +5,7 @@ import { create } from "@bufbuild/protobuf";
 import { OperationFilterSchema } from "../../gen/agentmachine/v1/operation_service_pb.js";
 import type { Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { OperationType, TaskState } from "../../gen/agentmachine/v1/types_pb.js";
-import { isTerminal } from "../../lifecycle/transitions.js";
+import { isTerminal } from "../../model/transitions.js";
 import { diagnostics, operations } from "../client.js";
 import { field, h, liveStatus } from "../dom.js";
 import { stateName, time } from "../format.js";

@@ -7,7 +7,7 @@ import type { OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
 import type { Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { BudgetDimension } from "../../gen/agentmachine/v1/budget_pb.js";
 import { EventType } from "../../gen/agentmachine/v1/types_pb.js";
-import { isTerminal } from "../../lifecycle/transitions.js";
+import { isTerminal } from "../../model/transitions.js";
 import { operations } from "../client.js";
 import { confirmAction } from "../confirm.js";
 import { h, liveStatus } from "../dom.js";

@@ -7,18 +7,18 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { AuditDraft, ChainHead } from "../../audit/chain.js";
-import { prunedTo } from "../../audit/retention.js";
+import type { AuditDraft, ChainHead } from "../../model/audit-chain.js";
+import { prunedTo } from "../../model/audit-retention.js";
 import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
 import { BudgetSchema, type Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
 import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
-import { profileTypeNames } from "../../contract/mapping.js";
-import { addBudgets, settledHolding } from "../../governance/budget-math.js";
+import { profileTypeNames } from "../../model/mapping.js";
+import { addBudgets, settledHolding } from "../../model/budget-math.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
-import { isTerminal } from "../../lifecycle/transitions.js";
+import { isTerminal } from "../../model/transitions.js";
 import {
   AUDIT_COLUMNS,
   CHECKPOINT_COLUMNS,

@@ -6,8 +6,8 @@
 import * as http2 from "node:http2";
 import type * as http from "node:http";
 import { createContextKey, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
-import { addressKey } from "./address-key.js";
-import { remoteAddressOf } from "./one-port-listener.js";
+import { addressKey } from "../server/address-key.js";
+import { remoteAddressOf } from "../server/one-port-listener.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 
 type RawRequest = http.IncomingMessage | http2.Http2ServerRequest;
