@@ -28,7 +28,7 @@ export function allowedDecision(policyDecisions: readonly PolicyDecision[] = [])
 
 /**
  * The denial `error` states, if a call failing with it was denied (rather than asked wrongly),
- * also when the caller was told NotFound in its place (server/errors.ts, concealed).
+ * also when the caller was told NotFound in its place (api/errors.ts, concealed).
  */
 export function deniedDecision(error: unknown): AuditDecisionInit | undefined {
   const denial = concealedDenial(error) ?? error;

@@ -35,7 +35,7 @@ import { attemptSubject } from "../governance/execution-credentials.js";
 import { charge, costOf } from "../governance/runtime-charging.js";
 import { chargeOperation } from "../lifecycle/operation-charging.js";
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
-import { caller } from "../server/audit-interceptor.js";
+import { caller } from "../call/audit-scope.js";
 import type { Logger } from "../api/logger.js";
 
 export const EGRESS_RPC = "egress";

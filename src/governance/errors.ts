@@ -58,3 +58,13 @@ export function policyChangeNotAllowed(profileType: string, delegation: string) 
     delegation,
   });
 }
+
+export function profileAlreadyExists(profile: string) {
+  return errorWithInfo(Code.AlreadyExists, "PROFILE_EXISTS", `${profile} already exists`, { profile });
+}
+
+export function profileNotFound(profile: string) {
+  return errorWithInfo(Code.FailedPrecondition, "PROFILE_NOT_FOUND", `${profile} does not exist; create it with agent_machine.profile.create first`, {
+    profile,
+  });
+}

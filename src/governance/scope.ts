@@ -29,7 +29,7 @@ export function requireOperation(principal: Principal, access: OperationAccess):
   }
 }
 
-/** Whether the principal may see `profile`; if so, the current call concerns it (its log lines say so: src/server/call-profiles.ts). */
+/** Whether the principal may see `profile`; if so, the current call concerns it (its log lines say so: src/api/call-profiles.ts). */
 export function canSeeProfile(principal: Principal, profile: string): boolean {
   const allowed = allows(principal.delegation.scope!.profiles, profile);
   if (allowed) noteCallProfile(profile);

@@ -41,16 +41,6 @@ export function requestIdConflict(requestId: string, existing: string) {
   );
 }
 
-export function profileAlreadyExists(profile: string) {
-  return errorWithInfo(Code.AlreadyExists, "PROFILE_EXISTS", `${profile} already exists`, { profile });
-}
-
-export function profileNotFound(profile: string) {
-  return errorWithInfo(Code.FailedPrecondition, "PROFILE_NOT_FOUND", `${profile} does not exist; create it with agent_machine.profile.create first`, {
-    profile,
-  });
-}
-
 export function noExecutor(operationType: string, why: string) {
   return errorWithInfo(Code.FailedPrecondition, "NO_EXECUTOR", `${operationType} cannot run on this server: ${why}`, {
     operation_type: operationType,

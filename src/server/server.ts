@@ -58,7 +58,7 @@ import { runtimeService } from "../services/runtime-service.js";
 import { workerService } from "../services/worker-service.js";
 import { WorkerPool } from "../workers/worker-pool.js";
 import { openStore } from "../store/open-store.js";
-import { randomSecret } from "../store/sqlite/sqlite-store.js";
+import { randomSecret } from "../store/random-secret.js";
 import type { OperationStore } from "../store/store.js";
 import { healthService } from "../services/health-service.js";
 import { Reflector, reflectionServiceV1, reflectionServiceV1alpha } from "../services/reflection-service.js";

@@ -12,7 +12,8 @@ import {
   type SubmitOperationRequest,
 } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { admit, requestDigest } from "../lifecycle/admission.js";
-import { eventsCompacted, illegalTransition, invalidPageToken, profileAlreadyExists, requestIdConflict } from "../lifecycle/errors.js";
+import { eventsCompacted, illegalTransition, invalidPageToken, requestIdConflict } from "../lifecycle/errors.js";
+import { profileAlreadyExists } from "../governance/errors.js";
 import { cancelKey, clientKey, findSubmitted, type IdempotencyKey } from "../lifecycle/idempotency.js";
 import { visibleOperation } from "../lifecycle/visible-operation.js";
 import type { EventHub } from "../lifecycle/event-hub.js";
@@ -25,8 +26,8 @@ import { isTerminal } from "../model/transitions.js";
 import { withoutSecrets } from "../lifecycle/redact-operation.js";
 import { noteOperation } from "../telemetry/tracer.js";
 import { cutOffWhenStalled } from "../call/raw-request.js";
-import { principalOf } from "../server/auth-interceptor.js";
-import { auditDraft } from "../server/audit-interceptor.js";
+import { principalOf } from "../call/principal.js";
+import { auditDraft } from "../call/audit-scope.js";
 import { allowedDecision } from "../audit/decisions.js";
 import { whileAuthorized } from "./while-authorized.js";
 import type { Authority } from "../governance/authority.js";
@@ -50,7 +51,7 @@ export interface OperationServiceDeps {
   sandboxUnavailable?: string;
   /** How often an idle WatchEvents stream gets a bookmark. */
   bookmarkIntervalMs: number;
-  /** The period of the slow-subscriber check (src/server/raw-response.ts). */
+  /** The period of the slow-subscriber check (src/call/raw-request.ts). */
   slowSubscriberTimeoutMs: number;
   authority: Authority;
   /** Set when the server keeps metrics: watch streams are counted. */

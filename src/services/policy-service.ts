@@ -14,8 +14,8 @@ import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import type { GrantIndex } from "../governance/grant-index.js";
 import { admit } from "../lifecycle/admission.js";
 import { allowedDecision } from "../audit/decisions.js";
-import { principalOf } from "../server/auth-interceptor.js";
-import { auditDraft } from "../server/audit-interceptor.js";
+import { principalOf } from "../call/principal.js";
+import { auditDraft } from "../call/audit-scope.js";
 import { codeName } from "../api/errors.js";
 import type { OperationStore } from "../store/store.js";
 

@@ -1,5 +1,5 @@
 // What both stores keep of the audit log, and how they query it. A record is stored as its
-// canonical JSON (src/audit/chain.ts: the export line, hash included, so what is read back is
+// canonical JSON (src/model/audit-chain.ts: the export line, hash included, so what is read back is
 // byte for byte what was hashed) next to the columns ListAuditRecords filters on. Checkpoints
 // are stored field by field.
 import { create, fromJsonString } from "@bufbuild/protobuf";

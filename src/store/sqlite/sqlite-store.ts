@@ -1,7 +1,6 @@
 // The embedded default store: one SQLite file in the data dir, WAL with synchronous=FULL, so a
 // write is on disk when its promise resolves; writes are group-committed (group-commit.ts).
 // A single connection is the single writer, so commit order and sequence order always agree.
-import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -588,8 +587,4 @@ export class SqliteStore implements OperationStore {
     await this.commits.submit(() => undefined);
     this.db.close();
   }
-}
-
-export function randomSecret(): string {
-  return randomBytes(32).toString("base64url");
 }
