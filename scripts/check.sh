@@ -13,6 +13,9 @@ step "typecheck (tsc strict)"
 "$bin/tsc" -p tsconfig.json --noEmit
 "$bin/tsc" -p src/console/tsconfig.json --noEmit
 
+step "layers import downwards only (dependency-cruiser, rules in .dependency-cruiser.cjs)"
+"$bin/depcruise" src --config .dependency-cruiser.cjs --output-type err
+
 step "buf lint"
 "$bin/buf" lint
 

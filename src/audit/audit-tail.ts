@@ -3,7 +3,7 @@
 // poll of the store, which sees appends by other servers on a shared store.
 import type { AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
 import type { AuditQuery, OperationStore } from "../store/store.js";
-import { waitForWakeUp } from "../lifecycle/wake-up.js";
+import { waitForWakeUp } from "../model/wake-up.js";
 
 const PAGE = 512;
 /** How late an append by another server may be seen. */

@@ -11,8 +11,8 @@ import { OperationService, type SubmitOperationRequest } from "../gen/agentmachi
 import { PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
 import { RuntimeService } from "../gen/agentmachine/v1/runtime_service_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
-import { commandRef } from "../contract/mapping.js";
-import { operationTypeOfSpec } from "../lifecycle/spec-types.js";
+import { commandRef } from "../model/mapping.js";
+import { operationTypeOfSpec } from "../model/spec-types.js";
 
 export interface Command {
   /** UNSPECIFIED for a command that is not an operation. */

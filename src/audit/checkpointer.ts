@@ -6,7 +6,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { AuditCheckpointSchema, type AuditCheckpoint } from "../gen/agentmachine/v1/audit_pb.js";
-import type { Logger } from "../server/logger.js";
+import type { Logger } from "../api/logger.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 import type { OperationStore } from "../store/store.js";
 import type { AuditKey } from "./audit-key.js";

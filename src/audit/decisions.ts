@@ -5,7 +5,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { AuditDecisionSchema } from "../gen/agentmachine/v1/audit_pb.js";
 import { ErrorInfoSchema } from "../gen/agentmachine/v1/errors_pb.js";
 import type { PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
-import { codeName, concealedDenial } from "../server/errors.js";
+import { codeName, concealedDenial } from "../api/errors.js";
 
 export type AuditDecisionInit = MessageInitShape<typeof AuditDecisionSchema>;
 
@@ -28,7 +28,7 @@ export function allowedDecision(policyDecisions: readonly PolicyDecision[] = [])
 
 /**
  * The denial `error` states, if a call failing with it was denied (rather than asked wrongly),
- * also when the caller was told NotFound in its place (server/errors.ts, concealed).
+ * also when the caller was told NotFound in its place (api/errors.ts, concealed).
  */
 export function deniedDecision(error: unknown): AuditDecisionInit | undefined {
   const denial = concealedDenial(error) ?? error;

@@ -1,6 +1,6 @@
 // Errors of the audit log's retention, built in one place so each kind looks the same on the wire.
 import { Code } from "@connectrpc/connect";
-import { errorWithInfo } from "../server/errors.js";
+import { errorWithInfo } from "../api/errors.js";
 import type { AuditPruneResult } from "../store/store.js";
 
 /** Why a prune (AuditService.PruneAuditLog) was refused: nothing was deleted. */

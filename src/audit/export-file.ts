@@ -22,7 +22,7 @@ import { createInterface } from "node:readline";
 import type { Writable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
 import { AuditCheckpointSchema, type AuditCheckpoint, type AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
-import { canonicalJson } from "./chain.js";
+import { canonicalJson } from "../model/audit-chain.js";
 import { unverifiedCheckpoint, type VerifierKey } from "./signed-note.js";
 import { AuditVerifier, inLogOrder, type VerifyFailure, type VerifyResult } from "./verify.js";
 

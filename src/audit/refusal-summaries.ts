@@ -14,9 +14,9 @@
 // differ (the RPC, the request digest, the source, the reason) is left empty. `close` writes
 // what was counted, so that nothing is lost at shutdown.
 import { timestampMs, timestampNow, type Timestamp } from "@bufbuild/protobuf/wkt";
-import type { Logger } from "../server/logger.js";
+import type { Logger } from "../api/logger.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
-import type { AuditDraft } from "./chain.js";
+import type { AuditDraft } from "../model/audit-chain.js";
 
 /** The reasons a server gives for an invalid credential are a handful; this leaves room for all. */
 const REASONS_PER_SOURCE = 16;

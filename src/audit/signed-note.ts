@@ -4,10 +4,9 @@
 // tooling (Go's golang.org/x/mod/sumdb/note and its ports) as well as by `amctl`.
 //
 // One deviation in meaning, not in syntax: the checkpoint's "root hash" line holds the hash of
-// the last record of the hash chain (src/audit/chain.ts), not the root of an RFC 6962 Merkle
+// the last record of the hash chain (src/model/audit-chain.ts), not the root of an RFC 6962 Merkle
 // tree. Tools can check the signature, but not inclusion or consistency proofs.
 import { createHash, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
-import type { AuditKey } from "./audit-key.js";
 
 /** The signature type byte of Ed25519 in key ids and verifier keys. */
 const ED25519 = 0x01;
@@ -30,6 +29,13 @@ export interface Checkpoint {
   origin: string;
   size: bigint;
   headHash: string;
+}
+
+/** A private key that signs notes, with its name and public half (an AuditKey, src/audit/audit-key.ts). */
+export interface SigningKey {
+  name: string;
+  privateKey: KeyObject;
+  publicKey: KeyObject;
 }
 
 /** A failure, in words. */
@@ -102,7 +108,7 @@ function textProblem(text: string): string | undefined {
 }
 
 /** `body` signed by `key`: the body, a blank line and one signature line `— <name> <base64(key id || signature)>`. */
-export function signNote(body: string, key: Pick<AuditKey, "name" | "privateKey" | "publicKey">): string {
+export function signNote(body: string, key: SigningKey): string {
   const problem = textProblem(body) ?? (body.endsWith("\n") ? undefined : "it does not end with a newline");
   if (problem) throw new Error(`cannot sign a note body: ${problem}`);
   if (!isKeyName(key.name)) throw new Error(`not a key name: ${JSON.stringify(key.name)}`);
@@ -185,7 +191,7 @@ export function parseCheckpointBody(body: string): Checkpoint | NoteError {
 }
 
 /** The whole signed note of a checkpoint. */
-export function signCheckpoint(key: AuditKey, checkpoint: Checkpoint): string {
+export function signCheckpoint(key: SigningKey, checkpoint: Checkpoint): string {
   return signNote(checkpointBody(checkpoint), key);
 }
 

@@ -16,8 +16,8 @@
 import { createHash } from "node:crypto";
 import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { AuditRecordSchema, type AuditCheckpoint, type AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
-import { canonicalJson, GENESIS_HASH, recordHash } from "./chain.js";
-import { isPruneTo } from "./retention.js";
+import { canonicalJson, GENESIS_HASH, recordHash } from "../model/audit-chain.js";
+import { isPruneTo } from "../model/audit-retention.js";
 import { verifyCheckpointNote, type Checkpoint, type VerifierKey } from "./signed-note.js";
 
 /** The first thing found wrong. `reason` is a whole sentence, starting with where (`line 33: record 17: …`). */

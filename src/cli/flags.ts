@@ -1,7 +1,7 @@
 // Option parsers shared by the commands. Each throws InvalidArgumentError, which commander
 // reports as a usage error naming the option.
 import { InvalidArgumentError } from "commander";
-import { budgetDimensions, type BudgetDimensionName } from "../governance/budget-dimensions.js";
+import { budgetDimensions, type BudgetDimensionName } from "../model/budget-dimensions.js";
 
 /** A non-negative (or, with `min` 1, positive) safe integer. */
 export function integerFlag(min = 0) {
@@ -26,7 +26,7 @@ export function labelFlag(text: string, previous: Record<string, string> = {}): 
   return { ...previous, [text.slice(0, at)]: text.slice(at + 1) };
 }
 
-/** The enum value whose contract spelling is `text`, from one of the tables of src/contract/mapping.ts. */
+/** The enum value whose contract spelling is `text`, from one of the tables of src/model/mapping.ts. */
 export function contractName<E extends number>(table: ReadonlyMap<E, string>) {
   return (text: string): E => {
     for (const [value, name] of table) if (name === text) return value;

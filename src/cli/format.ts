@@ -4,7 +4,7 @@ import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf"
 import { durationMs, timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import type { Operation, StopCause } from "../gen/agentmachine/v1/operation_pb.js";
-import { eventTypeNames, operationTypeNames, taskStateNames } from "../contract/mapping.js";
+import { eventTypeNames, operationTypeNames, taskStateNames } from "../model/mapping.js";
 
 /** One line of proto JSON. */
 export function jsonLine<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): string {

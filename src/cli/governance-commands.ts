@@ -11,12 +11,12 @@ import { DelegationScopeSchema, type Delegation } from "../gen/agentmachine/v1/d
 import { DelegationService, IssueDelegationResponseSchema, ListDelegationsResponseSchema, WhoAmIResponseSchema } from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { DelegationSchema } from "../gen/agentmachine/v1/delegation_pb.js";
 import type { OperationType, ProfileType } from "../gen/agentmachine/v1/types_pb.js";
-import { operationTypeNames, profileTypeNames } from "../contract/mapping.js";
+import { operationTypeNames, profileTypeNames } from "../model/mapping.js";
 import { ANY } from "../governance/attenuation.js";
-import type { BudgetDimensionName } from "../governance/budget-dimensions.js";
+import type { BudgetDimensionName } from "../model/budget-dimensions.js";
 import { signCredential } from "../governance/credentials.js";
 import { assertOutsideDataDir, createOperatorKey, defaultPrivateKeyFile, moveKeyHint, moveLegacyOperatorKey, operatorKeyFiles, readOperatorSigningKey } from "../governance/operator-key.js";
-import { defaultConfig } from "../server/config.js";
+import { defaultConfig } from "../config/config.js";
 import { serverOption, serviceClient } from "./client.js";
 import { writeDefaultPolicies } from "./default-policies.js";
 import { budgetFlag, collect, contractName, resourceName } from "./flags.js";

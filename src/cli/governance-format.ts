@@ -5,8 +5,8 @@ import type { PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 import type { PolicyBundle } from "../gen/agentmachine/v1/policy_pb.js";
 import type { SeparationRule } from "../gen/agentmachine/v1/profile_service_pb.js";
 import type { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
-import { profileTypeNames } from "../contract/mapping.js";
-import { budgetDimensions } from "../governance/budget-dimensions.js";
+import { profileTypeNames } from "../model/mapping.js";
+import { budgetDimensions } from "../model/budget-dimensions.js";
 import { formatTable, spelled, timeText } from "./format.js";
 
 /** Enough of a SHA-256 for a person to tell bundles apart; `--json` has it whole. */

@@ -14,7 +14,7 @@ import {
   type OperationService,
 } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import { eventTypeNames, operationTypeNames, taskStateNames } from "../contract/mapping.js";
+import { eventTypeNames, operationTypeNames, taskStateNames } from "../model/mapping.js";
 import { operationClient, serverOption } from "./client.js";
 import { EXIT_INVALID } from "./exit-codes.js";
 import { collect, contractName, integerFlag, labelFlag, resourceName, sequenceFlag } from "./flags.js";

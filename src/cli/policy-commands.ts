@@ -12,7 +12,7 @@ import {
 } from "../gen/agentmachine/v1/policy_service_pb.js";
 import type { CallKind } from "../gen/agentmachine/v1/runtime_pb.js";
 import type { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
-import { profileTypeNames } from "../contract/mapping.js";
+import { profileTypeNames } from "../model/mapping.js";
 import { serverOption, serviceClient } from "./client.js";
 import { EXIT_INVALID } from "./exit-codes.js";
 import { contractName } from "./flags.js";

@@ -3,7 +3,7 @@
 import type { Command } from "commander";
 import { ExplainSeparationResponseSchema, ProfileService } from "../gen/agentmachine/v1/profile_service_pb.js";
 import type { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
-import { profileTypeNames } from "../contract/mapping.js";
+import { profileTypeNames } from "../model/mapping.js";
 import { serverOption, serviceClient } from "./client.js";
 import { collect, contractName } from "./flags.js";
 import { jsonLine } from "./format.js";

@@ -2,8 +2,8 @@
 // makes it read its trust anchors and policy directory again (it also watches them).
 import { Option, type Command } from "commander";
 import type { Level } from "pino";
-import { defaultConfig, parseListen } from "../server/config.js";
-import { LOG_LEVELS, createLogger } from "../server/logger.js";
+import { defaultConfig, parseListen } from "../config/config.js";
+import { LOG_LEVELS, createLogger } from "../api/logger.js";
 import { startServer } from "../server/server.js";
 import { startTracing } from "../telemetry/otlp-tracing.js";
 

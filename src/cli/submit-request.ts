@@ -10,9 +10,9 @@ import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import type { OperationSpecSchema } from "../gen/agentmachine/v1/operation_pb.js";
 import { SubmitOperationRequestSchema, type SubmitOperationRequest } from "../gen/agentmachine/v1/operation_service_pb.js";
 import type { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
-import { profileTypeNames } from "../contract/mapping.js";
+import { profileTypeNames } from "../model/mapping.js";
 import { budgetFlag, contractName, integerFlag, labelFlag, resourceName } from "./flags.js";
-import type { BudgetDimensionName } from "../governance/budget-dimensions.js";
+import type { BudgetDimensionName } from "../model/budget-dimensions.js";
 import { readText } from "./read-text.js";
 
 export interface SubmitFlags {

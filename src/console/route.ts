@@ -1,6 +1,6 @@
 // Where the page is: `#/<view>[/<id>][?<filters>]`. Everything a view shows is decided by its
 // route, so a URL can be shared and opens the same view with the same filters.
-import { operationIdOf } from "../contract/resource-names.js";
+import { operationIdOf } from "../model/resource-names.js";
 
 export type View = "operations" | "operation" | "delegations" | "audit" | "diagnostics";
 

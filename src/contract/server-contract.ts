@@ -8,7 +8,7 @@ import {
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import { OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { auditableOperationTypes } from "../audit/audited-commands.js";
-import { artifactTypeNames, commandRef, eventTypeNames, operationTypeNames, profileTypeNames } from "./mapping.js";
+import { artifactTypeNames, commandRef, eventTypeNames, operationTypeNames, profileTypeNames } from "../model/mapping.js";
 
 export const CONTRACT_ID = "urn:srcos:agent-machine:workspace-operation-contract:agent-machine-operation-plane";
 

@@ -4,7 +4,7 @@
 import { readFileSync } from "node:fs";
 import { Ajv2020, type ErrorObject } from "ajv/dist/2020.js";
 import type { WorkspaceOperationContract } from "../gen/agentmachine/v1/contract_pb.js";
-import { contractToJson, type Json } from "./mapping.js";
+import { contractToJson, type Json } from "../model/mapping.js";
 
 export interface ContractViolation {
   /** JSON Pointer (RFC 6901) to the offending value or property; "" is the whole document. */

@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { operationIdOf } from "../contract/resource-names.js";
+import { operationIdOf } from "../model/resource-names.js";
 
 const OPERATION_ID = /^[A-Za-z0-9_-]{1,64}$/;
 

@@ -9,9 +9,9 @@ import type { OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import type { PolicyBundle } from "../gen/agentmachine/v1/policy_pb.js";
 import { HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
-import { operationTypeNames, taskStateNames } from "../contract/mapping.js";
-import type { ServerConfig } from "../server/config.js";
-import type { HealthStatus } from "../server/health.js";
+import { operationTypeNames, taskStateNames } from "../model/mapping.js";
+import type { ServerConfig } from "../config/config.js";
+import type { HealthStatus } from "../api/health.js";
 import type { EventBounds, OperationStore } from "../store/store.js";
 import { linesOfProfile } from "./log-profiles.js";
 

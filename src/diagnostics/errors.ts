@@ -1,8 +1,8 @@
 // Errors of the diagnostics download, built in one place so each kind looks the same on the wire.
 import { Code } from "@connectrpc/connect";
-import { taskStateNames } from "../contract/mapping.js";
+import { taskStateNames } from "../model/mapping.js";
 import type { TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import { errorWithInfo } from "../server/errors.js";
+import { errorWithInfo } from "../api/errors.js";
 
 export function notADiagnosticsExport(name: string) {
   return errorWithInfo(Code.FailedPrecondition, "NOT_A_DIAGNOSTICS_EXPORT", `${name} is not an agent_machine.diagnostics.export_redacted operation`, {

@@ -1,6 +1,6 @@
 // Which of the server's recent log lines a bundle may carry: those of its own profile and those
 // that concern no profile at all. A line concerns the profiles its call was allowed to see (the
-// `profiles` field, src/server/call-profiles.ts) and the profile of the operation it names (the
+// `profiles` field, src/api/call-profiles.ts) and the profile of the operation it names (the
 // `operation` field, as the runner's lines name their task), looked up in the store. Exact
 // fields, not a search of the text. A line that is not JSON concerns none here; the projection
 // (project-logs.ts) redacts it whole.

@@ -5,7 +5,7 @@
 // plus a few facts derived from the redacted ones (which store, how many trust anchors).
 import { toJson, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
-import type { ServerConfig } from "../server/config.js";
+import type { ServerConfig } from "../config/config.js";
 import type { AllowlistTally } from "./allowlist.js";
 import { REDACTED } from "./detector.js";
 

@@ -14,7 +14,7 @@
 //   without measuring CPU time it can never spend more (floored to hundredths, at least 0.01,
 //   at most the host's CPUs, which the runtimes refuse to exceed); `--pids-limit` is fixed.
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
-import { operationIdOf } from "../contract/resource-names.js";
+import { operationIdOf } from "../model/resource-names.js";
 
 /** Processes a container may hold at once: room for build tools' worker pools, none for a fork bomb. */
 const PIDS_LIMIT = 512;

@@ -43,14 +43,14 @@ import { captureLogPath, captureTo } from "./output-capture.js";
 import { killedWithParent } from "./parent-death.js";
 import { killOrphanGroup } from "./process-identity.js";
 import { readProgressLines } from "./progress-lines.js";
-import { treeMembers } from "./process-group.js";
+import { treeMembers } from "../process/process-group.js";
 import { networkEgressAllowed } from "./container-invocation.js";
-import { resolveExecutable } from "./resolve-executable.js";
+import { resolveExecutable } from "../process/resolve-executable.js";
 import { ENVIRONMENT_FD } from "../sandbox/launcher.js";
 import { writeAndClose } from "./pipe-hand-off.js";
 import { SANDBOX_ARGS_FD, type PreparedSandbox, type Sandboxes } from "../sandbox/sandbox.js";
 import { exhaustion, firstExhausted, usageBudget, UsageMeter, type Exhaustion, type Metered } from "./usage-meter.js";
-import { operationIdOf } from "../contract/resource-names.js";
+import { operationIdOf } from "../model/resource-names.js";
 
 export interface LocalProcessOptions {
   /** Names of the server's environment variables a process may inherit. */

@@ -4,7 +4,7 @@
 // parent dies (prctl PR_SET_PDEATHSIG, which Node cannot set itself), then execs the program
 // in place, so the leader's pid and process group are the program's. Its descendants are
 // not covered; the worker also stops the groups it left behind when it starts again.
-import { resolveExecutable } from "./resolve-executable.js";
+import { resolveExecutable } from "../process/resolve-executable.js";
 
 const setpriv = ((): string | undefined => {
   try {

@@ -1,7 +1,7 @@
 // Identifies a process across a server crash: its id plus its start time in clock ticks since
 // boot (field 22 of /proc/PID/stat), so a later process that reused the id is never mistaken
 // for it. Linux only; elsewhere identity is unknown and orphans cannot be stopped.
-import { readStat } from "./proc-stat.js";
+import { readStat } from "../process/proc-stat.js";
 
 export function processStartTicks(pid: number): bigint | undefined {
   const stat = readStat(pid);

@@ -11,8 +11,8 @@
 import { create } from "@bufbuild/protobuf";
 import { BudgetSchema, type Budget, type BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
 import { dimensionEnum } from "../governance/runtime-charging.js";
-import { CLOCK_TICKS_PER_SECOND } from "./proc-stat.js";
-import { ProcessGroupSampler, type Member } from "./process-group.js";
+import { CLOCK_TICKS_PER_SECOND } from "../process/proc-stat.js";
+import { ProcessGroupSampler, type Member } from "../process/process-group.js";
 import { workspaceBytes } from "./workspace-disk.js";
 
 const SAMPLE_PERIOD_MS = 250;

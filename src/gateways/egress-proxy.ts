@@ -23,7 +23,7 @@ import type { Duplex } from "node:stream";
 import { create } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
 import { allowedDecision, denialOf, type AuditDecisionInit } from "../audit/decisions.js";
-import type { AuditDraft } from "../audit/chain.js";
+import type { AuditDraft } from "../model/audit-chain.js";
 import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { CallKind, RuntimeCallSchema } from "../gen/agentmachine/v1/runtime_pb.js";
@@ -35,8 +35,8 @@ import { attemptSubject } from "../governance/execution-credentials.js";
 import { charge, costOf } from "../governance/runtime-charging.js";
 import { chargeOperation } from "../lifecycle/operation-charging.js";
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
-import { caller } from "../server/audit-interceptor.js";
-import type { Logger } from "../server/logger.js";
+import { caller } from "../call/audit-scope.js";
+import type { Logger } from "../api/logger.js";
 
 export const EGRESS_RPC = "egress";
 

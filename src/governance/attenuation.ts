@@ -2,7 +2,7 @@
 // so the rule is testable for all inputs (test/governance/attenuation.test.ts).
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { DelegationScope } from "../gen/agentmachine/v1/delegation_pb.js";
-import { budgetDimensions } from "./budget-dimensions.js";
+import { budgetDimensions } from "../model/budget-dimensions.js";
 
 export const ANY = "*";
 

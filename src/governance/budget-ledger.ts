@@ -20,8 +20,8 @@ import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import type { AccountState, OperationStore, Reservation, Settlement, StoredProfile } from "../store/store.js";
 import type { Principal } from "./authority.js";
-import type { BudgetDimensionName } from "./budget-dimensions.js";
-import { addAmounts, addBudgets, firstExcess, minBudgets } from "./budget-math.js";
+import type { BudgetDimensionName } from "../model/budget-dimensions.js";
+import { addAmounts, addBudgets, firstExcess, minBudgets } from "../model/budget-math.js";
 import { remainingOf } from "./carving.js";
 import { budgetExceeded } from "./errors.js";
 

@@ -6,7 +6,7 @@
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { ChildAccount } from "../store/store.js";
 import { inactiveReason } from "./authority.js";
-import { subtractBudgets } from "./budget-math.js";
+import { subtractBudgets } from "../model/budget-math.js";
 
 export function remainingOf(budget: Budget | undefined, children: readonly ChildAccount[], held: Budget | undefined, now: Date): Budget {
   let remaining = subtractBudgets(budget, held);

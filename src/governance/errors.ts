@@ -1,6 +1,6 @@
 // Errors of governance, made in one place so that every denial of a kind looks the same.
 import { Code } from "@connectrpc/connect";
-import { errorWithInfo } from "../server/errors.js";
+import { errorWithInfo } from "../api/errors.js";
 import { PolicyDecisionSchema, type PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 
 /** No credential, or one that is not valid: expired, not yet valid, revoked, forged, unknown. */
@@ -56,5 +56,15 @@ export function policyChangeNotAllowed(profileType: string, delegation: string) 
   return errorWithInfo(Code.PermissionDenied, "OUT_OF_SCOPE", `${delegation} does not allow changing the ${profileType} policy bundle`, {
     axis: "policy_profile_types",
     delegation,
+  });
+}
+
+export function profileAlreadyExists(profile: string) {
+  return errorWithInfo(Code.AlreadyExists, "PROFILE_EXISTS", `${profile} already exists`, { profile });
+}
+
+export function profileNotFound(profile: string) {
+  return errorWithInfo(Code.FailedPrecondition, "PROFILE_NOT_FOUND", `${profile} does not exist; create it with agent_machine.profile.create first`, {
+    profile,
   });
 }

@@ -4,8 +4,8 @@ import { create } from "@bufbuild/protobuf";
 import { BudgetSchema, BudgetDimension, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import { BudgetWarningSchema, type BudgetWarning } from "../gen/agentmachine/v1/event_pb.js";
 import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
-import { budgetDimensions, type BudgetDimensionName } from "./budget-dimensions.js";
-import { addBudgets, firstExcess, subtractBudgets } from "./budget-math.js";
+import { budgetDimensions, type BudgetDimensionName } from "../model/budget-dimensions.js";
+import { addBudgets, firstExcess, subtractBudgets } from "../model/budget-math.js";
 
 /** Dimensions charged through RuntimeService (the executor measures the others). */
 export const chargedDimensions: readonly BudgetDimensionName[] = ["modelCalls", "tokens", "connectorCalls"];

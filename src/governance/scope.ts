@@ -3,10 +3,10 @@
 import type { ConnectError } from "@connectrpc/connect";
 import type { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
-import { operationTypeNames } from "../contract/mapping.js";
+import { operationTypeNames } from "../model/mapping.js";
 import { allows, ANY } from "./attenuation.js";
 import type { Principal } from "./authority.js";
-import { noteCallProfile } from "../server/call-profiles.js";
+import { noteCallProfile } from "../api/call-profiles.js";
 import { outOfScope } from "./errors.js";
 
 export interface OperationAccess {
@@ -29,7 +29,7 @@ export function requireOperation(principal: Principal, access: OperationAccess):
   }
 }
 
-/** Whether the principal may see `profile`; if so, the current call concerns it (its log lines say so: src/server/call-profiles.ts). */
+/** Whether the principal may see `profile`; if so, the current call concerns it (its log lines say so: src/api/call-profiles.ts). */
 export function canSeeProfile(principal: Principal, profile: string): boolean {
   const allowed = allows(principal.delegation.scope!.profiles, profile);
   if (allowed) noteCallProfile(profile);

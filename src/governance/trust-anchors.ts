@@ -11,7 +11,7 @@
 // held before, with an error in the log, until it reads as a key again.
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import type { Logger } from "../server/logger.js";
+import type { Logger } from "../api/logger.js";
 import type { TrustedKeys } from "./authority.js";
 import { importPublicKey, type PublicKeyEntry } from "./credentials.js";
 

@@ -4,7 +4,7 @@
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { Operation, StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import type { Logger } from "../server/logger.js";
+import type { Logger } from "../api/logger.js";
 import type { OperationStore } from "../store/store.js";
 import { backoffMs, effectiveRetryPolicy, type EffectiveRetryPolicy } from "./retry.js";
 import { transition } from "./task-transitions.js";

@@ -4,7 +4,7 @@
 import { SpanStatusCode, type Attributes, type Span } from "@opentelemetry/api";
 import { ATTR_ERROR_TYPE } from "@opentelemetry/semantic-conventions";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
-import { operationTypeNames } from "../contract/mapping.js";
+import { operationTypeNames } from "../model/mapping.js";
 import type { Outcome } from "../executors/executor.js";
 import { ATTR_OPERATION_NAME, ATTR_OPERATION_TYPE } from "../telemetry/tracer.js";
 

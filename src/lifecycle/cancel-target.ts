@@ -3,7 +3,7 @@
 // target may end in between).
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { illegalTransition } from "./errors.js";
-import { isTerminal } from "./transitions.js";
+import { isTerminal } from "../model/transitions.js";
 
 /** FailedPrecondition (illegal transition) when `target` has already ended. */
 export function requireNotEnded(target: Pick<Operation, "name" | "state">): void {

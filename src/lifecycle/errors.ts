@@ -1,7 +1,7 @@
 // Errors of the operations domain, built in one place so each kind looks the same on the wire.
 import { Code } from "@connectrpc/connect";
-import { errorWithInfo, invalidField } from "../server/errors.js";
-import { taskStateNames } from "../contract/mapping.js";
+import { errorWithInfo, invalidField } from "../api/errors.js";
+import { taskStateNames } from "../model/mapping.js";
 import type { TaskState } from "../gen/agentmachine/v1/types_pb.js";
 
 export function eventsCompacted(cursor: bigint, oldest: bigint) {
@@ -39,16 +39,6 @@ export function requestIdConflict(requestId: string, existing: string) {
     `request_id "${requestId}" was already used for ${existing} with a different request body`,
     { request_id: requestId, operation: existing },
   );
-}
-
-export function profileAlreadyExists(profile: string) {
-  return errorWithInfo(Code.AlreadyExists, "PROFILE_EXISTS", `${profile} already exists`, { profile });
-}
-
-export function profileNotFound(profile: string) {
-  return errorWithInfo(Code.FailedPrecondition, "PROFILE_NOT_FOUND", `${profile} does not exist; create it with agent_machine.profile.create first`, {
-    profile,
-  });
 }
 
 export function noExecutor(operationType: string, why: string) {

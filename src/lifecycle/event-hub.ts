@@ -3,7 +3,7 @@
 // the cursor, else from the store. So replay and live tail are one loop, with no seam where an
 // event could be lost or repeated, and a slow subscriber holds nothing that the writer needs.
 import type { OperationStore, StoredEvent } from "../store/store.js";
-import { waitForWakeUp } from "./wake-up.js";
+import { waitForWakeUp } from "../model/wake-up.js";
 
 export class EventHub {
   private window: StoredEvent[] = [];

@@ -3,7 +3,7 @@
 // Other operations never wait for one.
 import { context, type Context } from "@opentelemetry/api";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
-import type { Logger } from "../server/logger.js";
+import type { Logger } from "../api/logger.js";
 import type { SlotKey } from "../store/store.js";
 import { ConcurrencySlots } from "./concurrency.js";
 

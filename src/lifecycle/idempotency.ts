@@ -15,7 +15,7 @@ import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { Principal } from "../governance/authority.js";
 import { LEGACY_IDEMPOTENCY_SCOPE, type OperationStore } from "../store/store.js";
-import { operationIdOf } from "../contract/resource-names.js";
+import { operationIdOf } from "../model/resource-names.js";
 
 /** The scope of the keys the server derives itself. */
 export const SERVER_SCOPE = "server";

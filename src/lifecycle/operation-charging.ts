@@ -1,7 +1,7 @@
 // Charges a running operation's usage in one store commit, so concurrent calls never
 // overspend: RuntimeService (calls an agent reports) and the egress proxy (connections the plane
 // sees) both charge through here. When a charge exhausts a dimension the task is ended.
-import type { AuditDraft } from "../audit/chain.js";
+import type { AuditDraft } from "../model/audit-chain.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationEventSchema, ProgressAttributesSchema, type BudgetWarning } from "../gen/agentmachine/v1/event_pb.js";
 import { EventType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
@@ -9,7 +9,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { dimensionEnum, exhaustionMessage, type Charge } from "../governance/runtime-charging.js";
 import type { OperationStore } from "../store/store.js";
-import { invalidField } from "../server/errors.js";
+import { invalidField } from "../api/errors.js";
 import { operationNotFound } from "./errors.js";
 import type { OperationRunner } from "./operation-runner.js";
 

@@ -18,7 +18,7 @@ import { AttemptRunner, type AttemptEnvironment } from "./run-attempt.js";
 import { RunnerRecovery } from "./runner-recovery.js";
 import { TaskCancellation } from "./task-cancellation.js";
 import { BUDGET_EXHAUSTED, cause } from "./task-transitions.js";
-import { isTerminal } from "./transitions.js";
+import { isTerminal } from "../model/transitions.js";
 
 export interface RunnerOptions extends AttemptEnvironment {
   /** Tasks running at once on this server; further ones wait in queued, in order. */

@@ -11,11 +11,11 @@ import type { Operation, StopCause } from "../gen/agentmachine/v1/operation_pb.j
 import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Executor, Outcome, Seat } from "../executors/executor.js";
 import { processStartTicks } from "../executors/process-identity.js";
-import type { Logger } from "../server/logger.js";
+import type { Logger } from "../api/logger.js";
 import type { OperationStore, SlotKey } from "../store/store.js";
 import { withAttemptUsage } from "../governance/budget-ledger.js";
 import type { ExecutionCredential, ExecutionCredentials } from "../governance/execution-credentials.js";
-import { operationIdOf } from "../contract/resource-names.js";
+import { operationIdOf } from "../model/resource-names.js";
 import { inSpan } from "../telemetry/tracer.js";
 import { attemptAttributes, recordOutcome } from "./attempt-span.js";
 import type { AttemptRetries } from "./attempt-retries.js";

@@ -4,7 +4,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Executor } from "../executors/executor.js";
-import type { Logger } from "../server/logger.js";
+import type { Logger } from "../api/logger.js";
 import type { OperationStore } from "../store/store.js";
 import type { AttemptRetries } from "./attempt-retries.js";
 import { cause } from "./task-transitions.js";

@@ -2,7 +2,7 @@
 // revoked. A waiting task is cancelled at once; a running one by stopping its executor.
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import type { Logger } from "../server/logger.js";
+import type { Logger } from "../api/logger.js";
 import type { OperationStore } from "../store/store.js";
 import type { AttemptRetries } from "./attempt-retries.js";
 import { requireNotEnded } from "./cancel-target.js";

@@ -10,7 +10,7 @@ import type { Modification, OperationStore } from "../store/store.js";
 import { settlementFor } from "../governance/budget-ledger.js";
 import { illegalTransition } from "./errors.js";
 import { isExecution } from "./execution-types.js";
-import { isTerminal, transitionEvent } from "./transitions.js";
+import { isTerminal, transitionEvent } from "../model/transitions.js";
 
 export type Attributes = MessageInitShape<typeof OperationEventSchema>["attributes"];
 

@@ -1,11 +1,11 @@
 // The one read of an operation that a caller names. An operation in a profile the caller may not
 // see is answered exactly as one that does not exist — NotFound, the same message, the same
 // detail — so that no RPC tells a caller what exists outside its scope (AIP-211; README, Errors).
-// The audit log still records the denial it was (server/errors.ts, concealed).
+// The audit log still records the denial it was (api/errors.ts, concealed).
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import type { Principal } from "../governance/authority.js";
 import { profileDenial } from "../governance/scope.js";
-import { concealed } from "../server/errors.js";
+import { concealed } from "../api/errors.js";
 import type { OperationStore } from "../store/store.js";
 import { operationNotFound } from "./errors.js";
 

@@ -11,9 +11,9 @@ import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { StoredEvent, OperationStore } from "../store/store.js";
 import type { Operation, PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 import { EventType, type OperationType, type TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import { eventTypeNames, operationTypeNames, taskStateNames } from "../contract/mapping.js";
-import type { BudgetDimensionName } from "../governance/budget-dimensions.js";
-import { gates } from "../governance/policy/gates.js";
+import { eventTypeNames, operationTypeNames, taskStateNames } from "../model/mapping.js";
+import type { BudgetDimensionName } from "../model/budget-dimensions.js";
+import { gates } from "../model/policy-gates.js";
 
 /** What the runner of this server has in hand (src/lifecycle/operation-runner.ts). */
 export interface ExecutionCounts {

@@ -20,8 +20,8 @@
 import { spawnSync } from "node:child_process";
 import { chmodSync, chownSync, statSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { processesWithPids, type Member } from "../executors/process-group.js";
-import { resolveExecutable } from "../executors/resolve-executable.js";
+import { processesWithPids, type Member } from "../process/process-group.js";
+import { resolveExecutable } from "../process/resolve-executable.js";
 import { bubblewrapOptions } from "./bubblewrap-args.js";
 import { encodeEnvironment, launcherArgv, type Bridge } from "./launcher.js";
 import { PlaneSockets, type PlaneAddress } from "./plane-sockets.js";

@@ -1,5 +1,4 @@
-// Audit of every call (src/audit/). Before the call: its audit scope — the RPC, what it
-// commands (src/audit/audited-commands.ts) and the digest of its request with secrets blanked —
+// Audit of every call (src/audit/). Before the call: its audit scope (src/call/audit-scope.ts)
 // goes into the call's context values, from which a service makes the record of a command it
 // carries out (auditDraft) and hands it to the store write that carries it out, so the record
 // commits with the effect. After the call: a denied attempt at any RPC (PermissionDenied,
@@ -10,61 +9,17 @@
 // refusal summaries (src/audit/refusal-summaries.ts): a flood of them is summed, not recorded
 // call by call. An authenticated caller's denial is always a record of its own.
 import type { Message } from "@bufbuild/protobuf";
-import { createContextKey, type HandlerContext, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
+import type { Interceptor, StreamRequest, UnaryRequest } from "@connectrpc/connect";
 import { createAsyncIterable } from "@connectrpc/connect/protocol";
-import { commandOf, procedureOf, type Command } from "../audit/audited-commands.js";
-import type { AuditDraft } from "../audit/chain.js";
-import { deniedDecision, type AuditDecisionInit } from "../audit/decisions.js";
+import { commandOf, procedureOf } from "../audit/audited-commands.js";
+import { deniedDecision } from "../audit/decisions.js";
 import type { RefusalSummaries } from "../audit/refusal-summaries.js";
 import { redactedRequestDigest } from "../audit/request-digest.js";
-import type { Principal } from "../governance/authority.js";
 import type { OperationStore } from "../store/store.js";
-import { authenticatedPrincipal, principalOf } from "./auth-interceptor.js";
-import type { Logger } from "./logger.js";
-import { sourceOf } from "./raw-response.js";
-
-interface AuditScope {
-  rpc: string;
-  command: Command;
-  /**
-   * The request's digest, computed when a record needs it (most calls make none); empty until
-   * the request is read (a client or bidi stream's first message).
-   */
-  requestDigest: () => string;
-}
-
-const auditScopeKey = createContextKey<AuditScope | undefined>(undefined, { description: "audit scope" });
-
-const ANONYMOUS = "anonymous";
-
-/** Who: the delegation's subject, the delegation, and its chain root first. */
-export function caller(principal: Principal | undefined): Pick<AuditDraft, "principal" | "delegation" | "delegationChain"> {
-  if (principal === undefined) return { principal: ANONYMOUS, delegation: "", delegationChain: [] };
-  const { delegation, chain } = principal;
-  return { principal: delegation.subject, delegation: delegation.name, delegationChain: [...chain.map((d) => d.name).reverse(), delegation.name] };
-}
-
-function draftOf(scope: AuditScope, principal: Principal | undefined, resource: string, decision: AuditDecisionInit): AuditDraft {
-  return {
-    ...caller(principal),
-    rpc: scope.rpc,
-    operationType: scope.command.operationType,
-    commandRef: scope.command.commandRef,
-    resource,
-    decision,
-    requestDigest: scope.requestDigest(),
-  };
-}
-
-/**
- * The audit record of this call's command, for the store write that carries it out (an empty
- * resource is filled in by the store with what the write acted on); undefined when the server
- * runs without audit (`config.audit` false).
- */
-export function auditDraft(context: HandlerContext, what: { resource?: string; decision: AuditDecisionInit }): AuditDraft | undefined {
-  const scope = context.values.get(auditScopeKey);
-  return scope && draftOf(scope, principalOf(context), what.resource ?? "", what.decision);
-}
+import { draftOf, setAuditScope, type AuditScope } from "../call/audit-scope.js";
+import { authenticatedPrincipal } from "../call/principal.js";
+import type { Logger } from "../api/logger.js";
+import { sourceOf } from "./peer-address.js";
 
 function resolve(scope: AuditScope, req: UnaryRequest | StreamRequest, message: Message): void {
   scope.command = commandOf(req.method, message);
@@ -115,7 +70,7 @@ async function* recordingDenial<T>(messages: AsyncIterable<T>, record: (error: u
 export function auditInterceptor(store: OperationStore, refusals: RefusalSummaries, log: Logger): Interceptor {
   return (next) => async (req) => {
     const scope: AuditScope = { rpc: procedureOf(req.method), command: commandOf(req.method, undefined), requestDigest: () => "" };
-    req.contextValues.set(auditScopeKey, scope);
+    setAuditScope(req.contextValues, scope);
     /** Records the denial of a call that failed with one (and nothing for other failures). */
     const record = async (error: unknown): Promise<void> => {
       const decision = deniedDecision(error);

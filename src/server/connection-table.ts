@@ -9,7 +9,7 @@
 // before any HTTP work is done for it.
 import type * as net from "node:net";
 import { addressKey } from "./address-key.js";
-import type { ConnectionLimits } from "./connection-limits.js";
+import type { ConnectionLimits } from "../config/connection-limits.js";
 
 /** How long a connection closed for idleness may take to finish closing (an HTTP/2 GOAWAY) before it is cut off. */
 const IDLE_CLOSE_GRACE_MS = 1_000;

@@ -4,9 +4,9 @@ import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { createValidator } from "@bufbuild/protovalidate";
 import { createValidateInterceptor } from "@connectrpc/validate";
-import { callProfileFields } from "./call-profiles.js";
-import type { Logger } from "./logger.js";
-import { internalError } from "./errors.js";
+import { callProfileFields } from "../api/call-profiles.js";
+import type { Logger } from "../api/logger.js";
+import { internalError } from "../api/errors.js";
 import { markInvalidUtf8, refusingInvalidUtf8 } from "./invalid-utf8.js";
 
 const REQUEST_ID_HEADER = "x-request-id";

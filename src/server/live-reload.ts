@@ -5,7 +5,7 @@
 // again too: src/governance/trust-anchors.ts.)
 import type { PolicyDirectory } from "../governance/policy/policy-directory.js";
 import type { TrustAnchors } from "../governance/trust-anchors.js";
-import type { Logger } from "./logger.js";
+import type { Logger } from "../api/logger.js";
 import { watchPaths } from "./path-watch.js";
 
 export interface LiveReload {

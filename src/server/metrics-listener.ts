@@ -5,7 +5,7 @@
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
-import type { Logger } from "./logger.js";
+import type { Logger } from "../api/logger.js";
 
 export interface MetricsListener {
   /** `http://HOST:PORT/metrics`, once listening. */

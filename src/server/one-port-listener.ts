@@ -7,9 +7,9 @@ import { Duplex } from "node:stream";
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
-import type { ConnectionLimits } from "./connection-limits.js";
+import type { ConnectionLimits } from "../config/connection-limits.js";
 import { ConnectionTable, type HeldConnection, type LimitEvent } from "./connection-table.js";
-import type { Logger } from "./logger.js";
+import type { Logger } from "../api/logger.js";
 import { throttled } from "./throttled.js";
 
 const MAX_STREAMS_PER_CONNECTION = 1000;

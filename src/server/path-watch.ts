@@ -9,7 +9,7 @@
 // picked up on SIGHUP; the server says so once.
 import { statSync, watch, type FSWatcher } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
-import type { Logger } from "./logger.js";
+import type { Logger } from "../api/logger.js";
 
 export interface WatchedPath {
   path: string;

@@ -5,28 +5,29 @@ import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { accessSync, constants, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { create, type DescFile, type DescService } from "@bufbuild/protobuf";
-import type { ConnectRouter } from "@connectrpc/connect";
+import { create, type DescService } from "@bufbuild/protobuf";
+import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { AuditService, file_agentmachine_v1_audit_service } from "../gen/agentmachine/v1/audit_service_pb.js";
-import { ContractService, file_agentmachine_v1_contract_service } from "../gen/agentmachine/v1/contract_service_pb.js";
-import { DelegationService, file_agentmachine_v1_delegation_service } from "../gen/agentmachine/v1/delegation_service_pb.js";
-import { DiagnosticsService, file_agentmachine_v1_diagnostics_service } from "../gen/agentmachine/v1/diagnostics_service_pb.js";
-import { OperationService, file_agentmachine_v1_operation_service } from "../gen/agentmachine/v1/operation_service_pb.js";
-import { PolicyService, file_agentmachine_v1_policy_service } from "../gen/agentmachine/v1/policy_service_pb.js";
-import { ProfileService, file_agentmachine_v1_profile_service } from "../gen/agentmachine/v1/profile_service_pb.js";
-import { RuntimeService, file_agentmachine_v1_runtime_service } from "../gen/agentmachine/v1/runtime_service_pb.js";
+import { AuditService } from "../gen/agentmachine/v1/audit_service_pb.js";
+import { ContractService } from "../gen/agentmachine/v1/contract_service_pb.js";
+import { DelegationService } from "../gen/agentmachine/v1/delegation_service_pb.js";
+import { DiagnosticsService } from "../gen/agentmachine/v1/diagnostics_service_pb.js";
+import { OperationService } from "../gen/agentmachine/v1/operation_service_pb.js";
+import { PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
+import { ProfileService } from "../gen/agentmachine/v1/profile_service_pb.js";
+import { RuntimeService } from "../gen/agentmachine/v1/runtime_service_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
-import { WorkerService, file_agentmachine_v1_worker_service } from "../gen/agentmachine/v1/worker_service_pb.js";
-import { Health, file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
+import { WorkerService } from "../gen/agentmachine/v1/worker_service_pb.js";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import * as reflectionV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as reflectionV1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
-import { loadOrCreateAuditKey } from "../audit/audit-key.js";
+import { loadOrCreateAuditKey, type AuditKey } from "../audit/audit-key.js";
 import { AuditAppends } from "../audit/audit-tail.js";
 import { Checkpointer } from "../audit/checkpointer.js";
 import { RefusalSummaries } from "../audit/refusal-summaries.js";
 import { buildServerContract } from "../contract/server-contract.js";
-import { ExecutionIsolationSchema, SandboxMode } from "../gen/agentmachine/v1/contract_service_pb.js";
+import { ExecutionIsolationSchema, SandboxMode, type ExecutionIsolation } from "../gen/agentmachine/v1/contract_service_pb.js";
+import type { WorkspaceOperationContract } from "../gen/agentmachine/v1/contract_pb.js";
 import { executionIsolation } from "../sandbox/execution-isolation.js";
 import { ContainerExecutor } from "../executors/container-executor.js";
 import type { Executor } from "../executors/executor.js";
@@ -34,13 +35,14 @@ import { LocalProcessExecutor } from "../executors/local-process.js";
 import { RecordExecutor } from "../executors/record-executor.js";
 import { DiagnosticsExecutor } from "../diagnostics/diagnostics-executor.js";
 import { localSecrets } from "../diagnostics/local-secrets.js";
-import { resolveExecutable } from "../executors/resolve-executable.js";
+import { resolveExecutable } from "../process/resolve-executable.js";
 import { EventHub } from "../lifecycle/event-hub.js";
 import { OperationRunner } from "../lifecycle/operation-runner.js";
 import { MacTokens } from "../lifecycle/mac-token.js";
 import { PageTokens } from "../lifecycle/page-token.js";
 import { Authority } from "../governance/authority.js";
 import { ExecutionCredentials } from "../governance/execution-credentials.js";
+import type { SigningKey } from "../governance/credentials.js";
 import { GrantIndex } from "../governance/grant-index.js";
 import { legacyOperatorKeyWarning, operatorKeyFiles } from "../governance/operator-key.js";
 import { PolicyDirectory } from "../governance/policy/policy-directory.js";
@@ -58,23 +60,23 @@ import { runtimeService } from "../services/runtime-service.js";
 import { workerService } from "../services/worker-service.js";
 import { WorkerPool } from "../workers/worker-pool.js";
 import { openStore } from "../store/open-store.js";
-import { randomSecret } from "../store/sqlite/sqlite-store.js";
+import { randomSecret } from "../store/random-secret.js";
 import type { OperationStore } from "../store/store.js";
 import { healthService } from "../services/health-service.js";
 import { Reflector, reflectionServiceV1, reflectionServiceV1alpha } from "../services/reflection-service.js";
-import type { ServerConfig } from "./config.js";
-import { shuttingDown } from "./errors.js";
-import { HealthStatus, ServingStatus } from "./health.js";
+import type { ServerConfig } from "../config/config.js";
+import { shuttingDown } from "../api/errors.js";
+import { HealthStatus, ServingStatus } from "../api/health.js";
 import { auditInterceptor } from "./audit-interceptor.js";
 import { authInterceptor } from "./auth-interceptor.js";
-import { withCallProfiles } from "./call-profiles.js";
+import { withCallProfiles } from "../api/call-profiles.js";
 import { errorInterceptor, loggingInterceptor, validationInterceptor } from "./interceptors.js";
 import { traceInterceptor } from "./trace-interceptor.js";
-import { createLogger, recentErrors, type Logger } from "./logger.js";
+import { createLogger, recentErrors, type Logger } from "../api/logger.js";
 import { liveReload } from "./live-reload.js";
 import { listenOnePort } from "./one-port-listener.js";
 import { egressProxy, refusePlainProxyRequest } from "../gateways/egress-proxy.js";
-import { rawRequestContextValues } from "./raw-response.js";
+import { rawRequestContextValues } from "../call/raw-request.js";
 import { answerUnknownRoute } from "./unknown-route.js";
 import { ConsoleAssets } from "./console-assets.js";
 import { consoleRoute } from "./console-route.js";
@@ -97,37 +99,95 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** The files whose services we serve; reflection describes exactly these (and their imports). */
-const servedFiles: DescFile[] = [
-  file_agentmachine_v1_contract_service,
-  file_agentmachine_v1_operation_service,
-  file_agentmachine_v1_delegation_service,
-  file_agentmachine_v1_policy_service,
-  file_agentmachine_v1_runtime_service,
-  file_agentmachine_v1_profile_service,
-  file_agentmachine_v1_diagnostics_service,
-  file_agentmachine_v1_audit_service,
-  file_agentmachine_v1_worker_service,
-  file_grpc_health_v1_health,
-  reflectionV1.file_grpc_reflection_v1_reflection,
-  reflectionV1alpha.file_grpc_reflection_v1alpha_reflection,
+/** The parts of a running server that its services are made of (startServer builds them). */
+interface ServiceParts {
+  config: ServerConfig;
+  dataDir: string;
+  log: Logger;
+  store: OperationStore;
+  hub: EventHub;
+  runner: OperationRunner;
+  pageTokens: PageTokens;
+  callTickets: MacTokens;
+  policy: PolicyEngine;
+  grants: GrantIndex;
+  authority: Authority;
+  serverKey: SigningKey;
+  auditKey: AuditKey;
+  auditAppends: AuditAppends;
+  ownContract: WorkspaceOperationContract;
+  isolation: ExecutionIsolation;
+  /** What admission knows of this server: the types it can run, where and whether sandboxed. */
+  admission: { executable: ReadonlySet<OperationType>; workerSelectors: boolean; sandboxUnavailable?: string };
+  workers: WorkerPool | undefined;
+  metrics: PlaneMetrics | undefined;
+  health: HealthStatus;
+  reflector: Reflector;
+}
+
+/** A served service: its descriptor, and its implementation made from the server's parts. */
+interface Served {
+  service: DescService;
+  implement(parts: ServiceParts): Partial<ServiceImpl<DescService>>;
+}
+
+/** Checks that a line's implementation is of its descriptor, then forgets the type so one list holds every line. */
+function serve<S extends DescService>(service: S, implement: (parts: ServiceParts) => ServiceImpl<S>): Served {
+  return { service, implement: implement as Served["implement"] };
+}
+
+/**
+ * Everything the server serves, one line each: the router registers these, reflection
+ * describes their files (and the files those import), and health reports each by name.
+ */
+const served: readonly Served[] = [
+  serve(ContractService, (p) => contractService(p.ownContract, p.isolation)),
+  serve(OperationService, (p) =>
+    operationService({
+      ...p.admission,
+      store: p.store,
+      hub: p.hub,
+      runner: p.runner,
+      pageTokens: p.pageTokens,
+      policy: p.policy,
+      defaultBudget: p.config.defaultBudget,
+      bookmarkIntervalMs: p.config.bookmarkIntervalMs,
+      slowSubscriberTimeoutMs: p.config.slowSubscriberTimeoutMs,
+      metrics: p.metrics,
+      authority: p.authority,
+    }),
+  ),
+  serve(DelegationService, (p) =>
+    delegationService({
+      store: p.store,
+      authority: p.authority,
+      serverKey: p.serverKey,
+      cancelOperationsUnder: (names) => p.runner.cancelOperationsUnder(names),
+    }),
+  ),
+  serve(PolicyService, (p) => policyService({ ...p.admission, store: p.store, policy: p.policy, grants: p.grants, defaultBudget: p.config.defaultBudget })),
+  serve(RuntimeService, (p) => runtimeService({ store: p.store, policy: p.policy, grants: p.grants, runner: p.runner, callTickets: p.callTickets })),
+  serve(ProfileService, () => profileService()),
+  serve(DiagnosticsService, (p) => diagnosticsService({ store: p.store, dataDir: p.dataDir })),
+  serve(AuditService, (p) =>
+    auditService({
+      store: p.store,
+      appends: p.auditAppends,
+      pageTokens: p.pageTokens,
+      verifierKey: p.auditKey.verifierKey,
+      authority: p.authority,
+      slowSubscriberTimeoutMs: p.config.slowSubscriberTimeoutMs,
+      metrics: p.metrics,
+    }),
+  ),
+  serve(WorkerService, (p) => workerService({ pool: p.workers, authority: p.authority })),
+  serve(Health, (p) => healthService(p.health)),
+  serve(reflectionV1.ServerReflection, (p) => reflectionServiceV1(p.reflector)),
+  serve(reflectionV1alpha.ServerReflection, (p) => reflectionServiceV1alpha(p.reflector)),
 ];
 
 /** The services we serve, as descriptors (the auth matrix test enumerates their methods). */
-export const servedServiceDescriptors: readonly DescService[] = [
-  ContractService,
-  OperationService,
-  DelegationService,
-  PolicyService,
-  RuntimeService,
-  ProfileService,
-  DiagnosticsService,
-  AuditService,
-  WorkerService,
-  Health,
-  reflectionV1.ServerReflection,
-  reflectionV1alpha.ServerReflection,
-];
+export const servedServiceDescriptors: readonly DescService[] = served.map(({ service }) => service);
 
 const servedServices = servedServiceDescriptors.map((service) => service.typeName);
 
@@ -164,7 +224,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   // Every call in flight listens on this signal (and stops listening when it ends), so the
   // default limit of 10 listeners would warn of a leak under ordinary load.
   setMaxListeners(0, shutdown.signal);
-  const reflector = new Reflector(servedFiles, servedServices);
+  const reflector = new Reflector(servedServiceDescriptors.map((service) => service.file), servedServices);
 
   // With --metrics-listen: the metrics, counted from here on (without it, nothing is counted).
   const metrics = config.metricsListen === undefined ? undefined : new PlaneMetrics();
@@ -241,7 +301,6 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   if (isolation.mode === SandboxMode.DISABLED_UNSAFE) log.warn(isolation.detail);
   if (isolation.mode === SandboxMode.UNAVAILABLE) log.warn(`executions will be refused (SANDBOX_UNAVAILABLE): ${isolation.detail}`);
   health.pin(SANDBOX_HEALTH_SERVICE, isolation.mode === SandboxMode.ENFORCED ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
-  const sandboxUnavailable = isolation.mode === SandboxMode.UNAVAILABLE ? { sandboxUnavailable: isolation.detail } : {};
   const records = new RecordExecutor({ store });
   const executors = new Map<OperationType, Executor>([
     [OperationType.PROFILE_CREATE, records],
@@ -286,47 +345,35 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   }, config.compactionIntervalMs);
   compaction.unref();
 
+  const parts: ServiceParts = {
+    config,
+    dataDir,
+    log,
+    store,
+    hub,
+    runner,
+    pageTokens,
+    callTickets: new MacTokens(callTicketKey),
+    policy,
+    grants,
+    authority,
+    serverKey: serverKey.signing,
+    auditKey,
+    auditAppends,
+    ownContract,
+    isolation: create(ExecutionIsolationSchema, { mode: isolation.mode, detail: isolation.detail }),
+    admission: {
+      executable,
+      workerSelectors: workers !== undefined,
+      ...(isolation.mode === SandboxMode.UNAVAILABLE ? { sandboxUnavailable: isolation.detail } : {}),
+    },
+    workers,
+    metrics,
+    health,
+    reflector,
+  };
   const routes = (router: ConnectRouter): void => {
-    router.service(ContractService, contractService(ownContract, create(ExecutionIsolationSchema, { mode: isolation.mode, detail: isolation.detail })));
-    router.service(
-      OperationService,
-      operationService({
-        store,
-        hub,
-        runner,
-        pageTokens,
-        policy,
-        executable,
-        workerSelectors: workers !== undefined,
-        ...sandboxUnavailable,
-        defaultBudget: config.defaultBudget,
-        bookmarkIntervalMs: config.bookmarkIntervalMs,
-        slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs,
-        metrics,
-        authority,
-      }),
-    );
-    router.service(
-      DelegationService,
-      delegationService({
-        store,
-        authority,
-        serverKey: serverKey.signing,
-        cancelOperationsUnder: (names) => runner.cancelOperationsUnder(names),
-      }),
-    );
-    router.service(PolicyService, policyService({ store, policy, grants, defaultBudget: config.defaultBudget, executable, workerSelectors: workers !== undefined, ...sandboxUnavailable }));
-    router.service(RuntimeService, runtimeService({ store, policy, grants, runner, callTickets: new MacTokens(callTicketKey) }));
-    router.service(ProfileService, profileService());
-    router.service(DiagnosticsService, diagnosticsService({ store, dataDir }));
-    router.service(
-      AuditService,
-      auditService({ store, appends: auditAppends, pageTokens, verifierKey: auditKey.verifierKey, authority, slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs, metrics }),
-    );
-    router.service(WorkerService, workerService({ pool: workers, authority }));
-    router.service(Health, healthService(health));
-    router.service(reflectionV1.ServerReflection, reflectionServiceV1(reflector));
-    router.service(reflectionV1alpha.ServerReflection, reflectionServiceV1alpha(reflector));
+    for (const { service, implement } of served) router.service(service, implement(parts));
   };
 
   const adapter = connectNodeAdapter({

@@ -14,7 +14,7 @@ import {
   RPC_SYSTEM_NAME_VALUE_GRPC,
 } from "@opentelemetry/semantic-conventions";
 import { connectCodeName, grpcStatusName, tracer } from "../telemetry/tracer.js";
-import { peerAddressOf } from "./raw-response.js";
+import { peerAddressOf } from "./peer-address.js";
 
 /** `rpc.system.name` of a Connect protocol call; still "Development" in the conventions, so not exported as stable. */
 const RPC_SYSTEM_NAME_VALUE_CONNECTRPC = "connectrpc";

@@ -14,9 +14,9 @@ import { outOfScope } from "../governance/errors.js";
 import { invalidPageToken } from "../lifecycle/errors.js";
 import { messageDigest } from "../lifecycle/message-digest.js";
 import type { PagedRpc, PageTokens } from "../lifecycle/page-token.js";
-import { auditDraft } from "../server/audit-interceptor.js";
-import { principalOf } from "../server/auth-interceptor.js";
-import { cutOffWhenStalled } from "../server/raw-response.js";
+import { auditDraft } from "../call/audit-scope.js";
+import { principalOf } from "../call/principal.js";
+import { cutOffWhenStalled } from "../call/raw-request.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 import type { AuditQuery, OperationStore } from "../store/store.js";
 import { whileAuthorized } from "./while-authorized.js";
@@ -28,7 +28,7 @@ export interface AuditServiceDeps {
   /** The audit key's verifier key (`<name>+<key id>+<base64 key>`). */
   verifierKey: string;
   authority: Authority;
-  /** The period of the slow-subscriber check (src/server/raw-response.ts). */
+  /** The period of the slow-subscriber check (src/call/raw-request.ts). */
   slowSubscriberTimeoutMs: number;
   /** Set when the server keeps metrics: watch streams are counted. */
   metrics?: PlaneMetrics;

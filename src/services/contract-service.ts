@@ -2,7 +2,7 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import { ContractService, type ExecutionIsolation } from "../gen/agentmachine/v1/contract_service_pb.js";
 import type { WorkspaceOperationContract } from "../gen/agentmachine/v1/contract_pb.js";
-import { contractToJson } from "../contract/mapping.js";
+import { contractToJson } from "../model/mapping.js";
 import { validateContractMessage, validateContractText } from "../contract/validate.js";
 
 /** `isolation`: how this server confines executions, reported beside the contract (its `ambientAuthority: false`). */

@@ -13,9 +13,9 @@ import { remainingOf } from "../governance/carving.js";
 import { signCredential, type SigningKey } from "../governance/credentials.js";
 import { outOfScope } from "../governance/errors.js";
 import { allowedDecision } from "../audit/decisions.js";
-import { principalOf } from "../server/auth-interceptor.js";
-import { auditDraft } from "../server/audit-interceptor.js";
-import { errorWithInfo } from "../server/errors.js";
+import { principalOf } from "../call/principal.js";
+import { auditDraft } from "../call/audit-scope.js";
+import { errorWithInfo } from "../api/errors.js";
 import type { OperationStore } from "../store/store.js";
 
 export interface DelegationServiceDeps {

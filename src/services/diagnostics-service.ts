@@ -8,7 +8,7 @@ import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { bundlePath } from "../diagnostics/bundle-file.js";
 import { bundleCorrupt, bundleNotHere, bundleNotReady, notADiagnosticsExport } from "../diagnostics/errors.js";
 import { visibleOperation } from "../lifecycle/visible-operation.js";
-import { principalOf } from "../server/auth-interceptor.js";
+import { principalOf } from "../call/principal.js";
 import type { OperationStore } from "../store/store.js";
 
 export const DOWNLOAD_CHUNK_BYTES = 64 * 1024;

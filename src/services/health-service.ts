@@ -7,7 +7,7 @@ import {
   type HealthCheckRequest,
   type HealthCheckResponse,
 } from "../gen/grpc/health/v1/health_pb.js";
-import { ServingStatus, type HealthStatus } from "../server/health.js";
+import { ServingStatus, type HealthStatus } from "../api/health.js";
 
 export function healthService(health: HealthStatus): ServiceImpl<typeof Health> {
   return {

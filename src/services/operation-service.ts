@@ -12,7 +12,8 @@ import {
   type SubmitOperationRequest,
 } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { admit, requestDigest } from "../lifecycle/admission.js";
-import { eventsCompacted, invalidPageToken, profileAlreadyExists, requestIdConflict } from "../lifecycle/errors.js";
+import { eventsCompacted, invalidPageToken, requestIdConflict } from "../lifecycle/errors.js";
+import { profileAlreadyExists } from "../governance/errors.js";
 import { cancelKey, clientKey, findSubmitted, type IdempotencyKey } from "../lifecycle/idempotency.js";
 import { visibleOperation } from "../lifecycle/visible-operation.js";
 import type { EventHub } from "../lifecycle/event-hub.js";
@@ -21,13 +22,13 @@ import type { OperationRunner } from "../lifecycle/operation-runner.js";
 import type { PageTokens } from "../lifecycle/page-token.js";
 import { subscribe } from "../lifecycle/subscription.js";
 import { messageDigest } from "../lifecycle/message-digest.js";
-import { isTerminal } from "../lifecycle/transitions.js";
+import { isTerminal } from "../model/transitions.js";
 import { requireNotEnded } from "../lifecycle/cancel-target.js";
 import { withoutSecrets } from "../lifecycle/redact-operation.js";
 import { noteOperation } from "../telemetry/tracer.js";
-import { cutOffWhenStalled } from "../server/raw-response.js";
-import { principalOf } from "../server/auth-interceptor.js";
-import { auditDraft } from "../server/audit-interceptor.js";
+import { cutOffWhenStalled } from "../call/raw-request.js";
+import { principalOf } from "../call/principal.js";
+import { auditDraft } from "../call/audit-scope.js";
 import { allowedDecision } from "../audit/decisions.js";
 import { whileAuthorized } from "./while-authorized.js";
 import type { Authority } from "../governance/authority.js";
@@ -51,7 +52,7 @@ export interface OperationServiceDeps {
   sandboxUnavailable?: string;
   /** How often an idle WatchEvents stream gets a bookmark. */
   bookmarkIntervalMs: number;
-  /** The period of the slow-subscriber check (src/server/raw-response.ts). */
+  /** The period of the slow-subscriber check (src/call/raw-request.ts). */
   slowSubscriberTimeoutMs: number;
   authority: Authority;
   /** Set when the server keeps metrics: watch streams are counted. */

@@ -7,16 +7,16 @@ import { PolicyDecisionSchema, type PolicyDecision } from "../gen/agentmachine/v
 import { PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { OperationType } from "../gen/agentmachine/v1/types_pb.js";
-import { profileTypeNames } from "../contract/mapping.js";
+import { profileTypeNames } from "../model/mapping.js";
 import { decideCall } from "../governance/call-decision.js";
 import { policyChangeNotAllowed } from "../governance/errors.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import type { GrantIndex } from "../governance/grant-index.js";
 import { admit } from "../lifecycle/admission.js";
 import { allowedDecision } from "../audit/decisions.js";
-import { principalOf } from "../server/auth-interceptor.js";
-import { auditDraft } from "../server/audit-interceptor.js";
-import { codeName } from "../server/errors.js";
+import { principalOf } from "../call/principal.js";
+import { auditDraft } from "../call/audit-scope.js";
+import { codeName } from "../api/errors.js";
 import type { OperationStore } from "../store/store.js";
 
 export interface PolicyServiceDeps {

@@ -1,7 +1,7 @@
 // agentmachine.v1.ProfileService: the separation rules, as enforced (src/governance/profile-rules.ts).
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { codeName } from "../server/errors.js";
+import { codeName } from "../api/errors.js";
 import { ProfileService, SeparationRuleSchema } from "../gen/agentmachine/v1/profile_service_pb.js";
 import { rulesConcerning } from "../governance/profile-rules.js";
 

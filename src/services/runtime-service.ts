@@ -15,10 +15,10 @@ import { charge, costOf, dimensionEnum, remainingAfter, type Charge } from "../g
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
 import { operationNotFound } from "../lifecycle/errors.js";
 import type { MacTokens } from "../lifecycle/mac-token.js";
-import { errorWithInfo, invalidField } from "../server/errors.js";
-import { principalOf } from "../server/auth-interceptor.js";
-import { auditDraft } from "../server/audit-interceptor.js";
-import type { AuditDraft } from "../audit/chain.js";
+import { errorWithInfo, invalidField } from "../api/errors.js";
+import { principalOf } from "../call/principal.js";
+import { auditDraft } from "../call/audit-scope.js";
+import type { AuditDraft } from "../model/audit-chain.js";
 import { chargeOperation } from "../lifecycle/operation-charging.js";
 import { allowedDecision, denialOf, type AuditDecisionInit } from "../audit/decisions.js";
 

@@ -4,7 +4,7 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import { WorkerService } from "../gen/agentmachine/v1/worker_service_pb.js";
 import type { Authority } from "../governance/authority.js";
-import { principalOf } from "../server/auth-interceptor.js";
+import { principalOf } from "../call/principal.js";
 import { notAWorker, workersDisabled } from "../workers/errors.js";
 import type { WorkerPool } from "../workers/worker-pool.js";
 

@@ -1,11 +1,11 @@
 // What both stores keep of the audit log, and how they query it. A record is stored as its
-// canonical JSON (src/audit/chain.ts: the export line, hash included, so what is read back is
+// canonical JSON (src/model/audit-chain.ts: the export line, hash included, so what is read back is
 // byte for byte what was hashed) next to the columns ListAuditRecords filters on. Checkpoints
 // are stored field by field.
 import { create, fromJsonString } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import { AuditCheckpointSchema, AuditRecordSchema, type AuditCheckpoint, type AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
-import { sealRecordWithJson, type AuditDraft, type ChainHead } from "../audit/chain.js";
+import { sealRecordWithJson, type AuditDraft, type ChainHead } from "../model/audit-chain.js";
 import type { AuditPruneResult, AuditQuery } from "./store.js";
 
 /** The record that follows `head`, with what only the commit knows filled in (see "Audited writes" in store.ts). */

@@ -1,12 +1,11 @@
 // Chooses the store behind the server: `config.store` (from `amctl serve --store` or AMCTL_STORE)
 // names a PostgreSQL database by URL; unset or `sqlite` is the embedded SQLite file in the data dir.
-import type { ServerConfig } from "../server/config.js";
 import { PostgresStore } from "./postgres/postgres-store.js";
 import { SqliteStore } from "./sqlite/sqlite-store.js";
 import type { OperationStore } from "./store.js";
 import { tracedStore } from "./traced-store.js";
 
-export async function openStore(config: Pick<ServerConfig, "store">, dataDir: string): Promise<OperationStore> {
+export async function openStore(config: { store?: string }, dataDir: string): Promise<OperationStore> {
   const store = config.store?.trim();
   if (store === undefined || store === "" || store === "sqlite") return tracedStore(new SqliteStore(dataDir), "sqlite");
   if (/^postgres(ql)?:\/\//i.test(store)) return tracedStore(await PostgresStore.open(store), "postgresql");

@@ -1,7 +1,7 @@
 // The operation store: the only durable state of the server. One async interface, so that the
 // embedded SQLite store and a PostgreSQL store can stand behind it and pass one conformance
 // suite (test/store/conformance.ts). Nothing outside src/store knows SQL.
-import type { AuditDraft, ChainHead } from "../audit/chain.js";
+import type { AuditDraft, ChainHead } from "../model/audit-chain.js";
 import type { AuditCheckpoint, AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
@@ -147,7 +147,7 @@ export interface RetentionPolicy {
 
 // Audited writes (an `audit` draft on createOperation, modifyOperation, putChildDelegation,
 // revokeDelegationSubtree, putPolicyBundle) seal the command's record onto the head of the audit
-// chain (src/audit/chain.ts) in the same commit as their effect: one record when the write
+// chain (src/model/audit-chain.ts) in the same commit as their effect: one record when the write
 // changes something, none when it is refused or changes nothing. The store fills in what only
 // the commit knows: the sequence and hashes, the time when the draft has none, and an empty
 // `resource` with the name of what the write acted on (the operation it created or changed, the

@@ -1,6 +1,6 @@
 // Errors of the worker protocol, built in one place so each kind looks the same on the wire.
 import { Code } from "@connectrpc/connect";
-import { errorWithInfo } from "../server/errors.js";
+import { errorWithInfo } from "../api/errors.js";
 
 /** A report or heartbeat under a lease the server no longer honours: the worker must drop the task. */
 export function leaseRejected(operation: string, fencingToken: bigint, why: string) {

@@ -18,8 +18,8 @@ import { StopCauseSchema, type StopCause } from "../gen/agentmachine/v1/operatio
 import { AttemptResult, WorkerService, type Lease, type TaskAssignment } from "../gen/agentmachine/v1/worker_service_pb.js";
 import type { Outcome } from "../executors/executor.js";
 import { LocalProcessExecutor, type LocalProcessOptions } from "../executors/local-process.js";
-import type { Logger } from "../server/logger.js";
-import { operationIdOf } from "../contract/resource-names.js";
+import type { Logger } from "../api/logger.js";
+import { operationIdOf } from "../model/resource-names.js";
 
 export interface WorkerAgentOptions {
   client: Client<typeof WorkerService>;

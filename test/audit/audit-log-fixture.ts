@@ -6,11 +6,11 @@ import { createHash, createPublicKey, generateKeyPairSync } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { AuditKey } from "../../src/audit/audit-key.js";
-import { sealRecord, type AuditDraft } from "../../src/audit/chain.js";
+import { sealRecord, type AuditDraft } from "../../src/model/audit-chain.js";
 import { signCheckpoint, verifierKeyString } from "../../src/audit/signed-note.js";
 import { AuditCheckpointSchema, type AuditCheckpoint, type AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { OperationType } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { commandRef, operationTypeNames } from "../../src/contract/mapping.js";
+import { commandRef, operationTypeNames } from "../../src/model/mapping.js";
 
 export const ORIGIN = "agentmachine.local/audit/test-server";
 

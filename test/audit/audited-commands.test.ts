@@ -3,11 +3,11 @@ import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { auditableOperationTypes, commandOf, procedureOf } from "../../src/audit/audited-commands.js";
 import { buildServerContract } from "../../src/contract/server-contract.js";
-import { operationTypeNames } from "../../src/contract/mapping.js";
+import { operationTypeNames } from "../../src/model/mapping.js";
 import { DelegationService } from "../../src/gen/agentmachine/v1/delegation_service_pb.js";
 import { OperationService, SubmitOperationRequestSchema } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { OperationType } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { defaultConfig } from "../../src/server/config.js";
+import { defaultConfig } from "../../src/config/config.js";
 
 describe("audited commands", () => {
   it.each([

@@ -4,7 +4,7 @@
 // give the same verdict. (Node's WebCrypto has Ed25519, as the browsers the console runs in do.)
 import { clone, create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { recordHash, sealRecord } from "../../src/audit/chain.js";
+import { recordHash, sealRecord } from "../../src/model/audit-chain.js";
 import { parseVerifierKey } from "../../src/audit/signed-note.js";
 import { verifyLog } from "../../src/audit/verify.js";
 import { verifyAuditLog } from "../../src/console/audit-verify.js";

@@ -3,9 +3,9 @@
 // bounded memory (sources and reasons beyond the caps summed together); nothing lost at close.
 import { Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
-import type { AuditDraft } from "../../src/audit/chain.js";
+import type { AuditDraft } from "../../src/model/audit-chain.js";
 import { RefusalSummaries } from "../../src/audit/refusal-summaries.js";
-import { createLogger } from "../../src/server/logger.js";
+import { createLogger } from "../../src/api/logger.js";
 
 const LIST = "/agentmachine.v1.OperationService/ListOperations";
 const GET = "/agentmachine.v1.OperationService/GetOperation";

@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { clone, create } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { canonicalJson, GENESIS_HASH, recordHash, sealRecord, type AuditDraft } from "../../src/audit/chain.js";
+import { canonicalJson, GENESIS_HASH, recordHash, sealRecord, type AuditDraft } from "../../src/model/audit-chain.js";
 import { parseVerifierKey } from "../../src/audit/signed-note.js";
 import { AuditVerifier, verifyLog } from "../../src/audit/verify.js";
 import { AuditCheckpointSchema, AuditRecordSchema, type AuditCheckpoint, type AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";

@@ -24,7 +24,7 @@ import { issuedCredentialDetector, shapeDetectors } from "../../src/diagnostics/
 import { projectConfig } from "../../src/diagnostics/project-config.js";
 import { projectLogLine } from "../../src/diagnostics/project-logs.js";
 import { redactJson } from "../../src/diagnostics/redact.js";
-import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
+import { defaultConfig, type ServerConfig } from "../../src/config/config.js";
 import { encodingsOf, envValueCanaries, pemCanaries, shapedCanaries } from "../helpers/canaries.js";
 
 const KEY_ID = "k".repeat(43);

@@ -11,7 +11,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadOrCreateAuditKey } from "../../src/audit/audit-key.js";
-import { recordHash } from "../../src/audit/chain.js";
+import { recordHash } from "../../src/model/audit-chain.js";
 import { checkpointBody, parseVerifierKey, signCheckpoint } from "../../src/audit/signed-note.js";
 import type { AuditCheckpoint } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";

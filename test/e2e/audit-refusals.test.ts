@@ -12,7 +12,7 @@ import { verifyLog } from "../../src/audit/verify.js";
 import type { AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
 import { OperationService } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
-import type { ServerConfig } from "../../src/server/config.js";
+import type { ServerConfig } from "../../src/config/config.js";
 import { bearer, fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
 import { refusal } from "../helpers/runtime.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";

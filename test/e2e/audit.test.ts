@@ -10,7 +10,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { canonicalJson, recordHash } from "../../src/audit/chain.js";
+import { canonicalJson, recordHash } from "../../src/model/audit-chain.js";
 import { redactedRequestDigest } from "../../src/audit/request-digest.js";
 import { parseVerifierKey, verifyCheckpointNote } from "../../src/audit/signed-note.js";
 import type { AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";

@@ -14,7 +14,7 @@ import type { OperationEvent } from "../../src/gen/agentmachine/v1/event_pb.js";
 import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
 import { CallKind } from "../../src/gen/agentmachine/v1/runtime_pb.js";
 import { EventType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { isTerminal } from "../../src/lifecycle/transitions.js";
+import { isTerminal } from "../../src/model/transitions.js";
 import { execution, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import {
   bindProvider,

@@ -11,7 +11,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { DelegationService } from "../../src/gen/agentmachine/v1/delegation_service_pb.js";
 import { Health, HealthCheckResponseSchema, HealthCheckResponse_ServingStatus as Status } from "../../src/gen/grpc/health/v1/health_pb.js";
-import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
+import { defaultConfig, type ServerConfig } from "../../src/config/config.js";
 import { clientFor } from "../helpers/clients.js";
 import { GRPC_REQUEST_HEADERS, H2_FRAME_SETTINGS, HTTP2_PREFACE, decodeEnvelopes, envelope, goAwayErrorCode, grpcStatus, h2Frame, h2Request, parseH2Frames } from "../helpers/raw-http2.js";
 import { startChildServer, startTestServer, type TestServer } from "../helpers/server.js";

@@ -19,7 +19,7 @@ import { ArtifactSchema } from "../../src/gen/agentmachine/v1/artifact_pb.js";
 import type { ContainerRunSpecSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { SubmitOperationRequestSchema, type SubmitOperationRequest } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { defaultConfig } from "../../src/server/config.js";
+import { defaultConfig } from "../../src/config/config.js";
 import { createProfile, operationsClient, requestId, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { bundleSource, policyAdmin, policyClient } from "../helpers/policy.js";
 import { setUpPodman, type Podman } from "../helpers/podman.js";

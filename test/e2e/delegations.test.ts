@@ -9,9 +9,9 @@ import { DelegationService } from "../../src/gen/agentmachine/v1/delegation_serv
 import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
 import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { bearer } from "../helpers/auth.js";
-import { addBudgets } from "../../src/governance/budget-math.js";
+import { addBudgets } from "../../src/model/budget-math.js";
 import type { Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
-import { defaultConfig } from "../../src/server/config.js";
+import { defaultConfig } from "../../src/config/config.js";
 import { execution, requestId, waitForEnd } from "../helpers/operations.js";
 import { OperationService } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";

@@ -20,7 +20,7 @@ import { OperationEventSchema, type OperationEvent } from "../../src/gen/agentma
 import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { OperationService, SubmitOperationRequestSchema, type SubmitOperationRequest } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { EventType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { isTerminal } from "../../src/lifecycle/transitions.js";
+import { isTerminal } from "../../src/model/transitions.js";
 import { bearer } from "../helpers/auth.js";
 import { contiguityViolations, describeEvent, lifecycleViolations } from "../helpers/event-invariants.js";
 import { EventWatcher, type OperationClient } from "../helpers/event-watcher.js";

@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
 import { OperationService, type SubmitOperationRequestSchema } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
+import { defaultConfig, type ServerConfig } from "../../src/config/config.js";
 import { contiguityViolations, storeTruth, watcherViolations, type SeenBy } from "../helpers/event-invariants.js";
 import { EventWatcher, type EventFilterInit, type OperationClient } from "../helpers/event-watcher.js";
 import { quiescent } from "../helpers/operations.js";

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetDimension, type BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { budgetDimensions } from "../../src/governance/budget-dimensions.js";
+import { budgetDimensions } from "../../src/model/budget-dimensions.js";
 import { commandLine, createProfile, execution, operationsClient, processesOf, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 

@@ -23,7 +23,7 @@ import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it, vi, type MockInstance } from "vitest";
 import { buildServerContract } from "../../src/contract/server-contract.js";
-import { defaultConfig } from "../../src/server/config.js";
+import { defaultConfig } from "../../src/config/config.js";
 import {
   ValidateContractRequestSchema,
   ValidateContractResponseSchema,

@@ -7,7 +7,7 @@ import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { profileTypeNames } from "../../src/contract/mapping.js";
+import { profileTypeNames } from "../../src/model/mapping.js";
 import { fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
 import { amctl, type CliResult } from "../helpers/cli.js";
 import { createProfile, execution, operationsClient, requestId, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";

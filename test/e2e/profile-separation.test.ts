@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CallKind, type RuntimeCallSchema } from "../../src/gen/agentmachine/v1/runtime_pb.js";
 import type { SeparationRule } from "../../src/gen/agentmachine/v1/profile_service_pb.js";
 import { ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { codeName } from "../../src/server/errors.js";
+import { codeName } from "../../src/api/errors.js";
 import { requestId, waitForEnd } from "../helpers/operations.js";
 import {
   applyGrant,

@@ -14,7 +14,7 @@ import { BudgetDimension, BudgetSchema } from "../../src/gen/agentmachine/v1/bud
 import type { AuthorizeCallResponse } from "../../src/gen/agentmachine/v1/runtime_service_pb.js";
 import { CallKind } from "../../src/gen/agentmachine/v1/runtime_pb.js";
 import { EventType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { budgetDimensions } from "../../src/governance/budget-dimensions.js";
+import { budgetDimensions } from "../../src/model/budget-dimensions.js";
 import { fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
 import { execution, waitForEnd } from "../helpers/operations.js";
 import {

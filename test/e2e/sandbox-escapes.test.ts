@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { defaultConfig } from "../../src/server/config.js";
+import { defaultConfig } from "../../src/config/config.js";
 import { SANDBOX_ID } from "../../src/sandbox/sandbox.js";
 import { operatorPrivateKeyFile } from "../helpers/auth.js";
 import { createProfile, execution, operationsClient, processesOf, waitForEnd, type OperationsClient } from "../helpers/operations.js";

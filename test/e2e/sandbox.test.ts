@@ -17,7 +17,7 @@ import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
 import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { projectConfig } from "../../src/diagnostics/project-config.js";
-import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
+import { defaultConfig, type ServerConfig } from "../../src/config/config.js";
 import { SANDBOX_HEALTH_SERVICE } from "../../src/server/server.js";
 import { SANDBOX_ID } from "../../src/sandbox/sandbox.js";
 import { commandLine, createProfile, execution, operationsClient, processesOf, waitForEnd } from "../helpers/operations.js";

@@ -10,7 +10,7 @@ import { trace } from "@opentelemetry/api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { OperationService } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
-import { createLogger } from "../../src/server/logger.js";
+import { createLogger } from "../../src/api/logger.js";
 import { startTracing } from "../../src/telemetry/otlp-tracing.js";
 import { clientFor } from "../helpers/clients.js";
 import { createProfile, execution, operationsClient, requestId, waitForEnd, type OperationsClient } from "../helpers/operations.js";

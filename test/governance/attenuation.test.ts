@@ -8,7 +8,7 @@ import { BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { DelegationScopeSchema, type DelegationScope } from "../../src/gen/agentmachine/v1/delegation_pb.js";
 import { OperationType, type ProfileType } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { allows, widening } from "../../src/governance/attenuation.js";
-import { budgetDimensions } from "../../src/governance/budget-dimensions.js";
+import { budgetDimensions } from "../../src/model/budget-dimensions.js";
 
 const types = [1, 2, 3, 4, 5, 6, 7, 8] as OperationType[];
 const profileTypes = [1, 2, 3, 4, 5, 6, 7] as ProfileType[];

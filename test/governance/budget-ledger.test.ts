@@ -12,9 +12,9 @@ import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
 import { OperationSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { OperationType, ProfileType } from "../../src/gen/agentmachine/v1/types_pb.js";
 import type { Principal } from "../../src/governance/authority.js";
-import { budgetDimensions, type BudgetDimensionName } from "../../src/governance/budget-dimensions.js";
+import { budgetDimensions, type BudgetDimensionName } from "../../src/model/budget-dimensions.js";
 import { executionDefaults, reservationFor, withAttemptUsage } from "../../src/governance/budget-ledger.js";
-import { MAX_AMOUNT } from "../../src/governance/budget-math.js";
+import { MAX_AMOUNT } from "../../src/model/budget-math.js";
 import type { AccountState, StoredProfile } from "../../src/store/store.js";
 
 const now = new Date();

@@ -7,8 +7,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { BudgetDimension, BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { CallKind, RuntimeCallSchema } from "../../src/gen/agentmachine/v1/runtime_pb.js";
-import { budgetDimensions, type BudgetDimensionName } from "../../src/governance/budget-dimensions.js";
-import { MAX_AMOUNT } from "../../src/governance/budget-math.js";
+import { budgetDimensions, type BudgetDimensionName } from "../../src/model/budget-dimensions.js";
+import { MAX_AMOUNT } from "../../src/model/budget-math.js";
 import { charge, chargedDimensions, costOf, dimensionEnum, exhaustionMessage, remainingAfter } from "../../src/governance/runtime-charging.js";
 
 const amount = (max: bigint) => fc.bigInt({ min: 0n, max });

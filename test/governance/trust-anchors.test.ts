@@ -8,7 +8,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { importPublicKey } from "../../src/governance/credentials.js";
 import { TrustAnchors } from "../../src/governance/trust-anchors.js";
-import { createLogger } from "../../src/server/logger.js";
+import { createLogger } from "../../src/api/logger.js";
 import { tempDir } from "../helpers/temp-dir.js";
 
 const publicPem = (): string => generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "pem" }).toString();

@@ -4,7 +4,7 @@
 // (src/store/audit-rows.ts), so that only the verifier can tell.
 import Database from "better-sqlite3";
 import pg from "pg";
-import { canonicalJson } from "../../src/audit/chain.js";
+import { canonicalJson } from "../../src/model/audit-chain.js";
 import type { AuditCheckpoint, AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { AUDIT_COLUMNS, auditRowValues, checkpointFromRow, recordFromRow, type CheckpointRow } from "../../src/store/audit-rows.js";
 import { storeFile } from "./store-file.js";

@@ -6,7 +6,7 @@ import { equals } from "@bufbuild/protobuf";
 import { OperationEventSchema, type OperationEvent } from "../../src/gen/agentmachine/v1/event_pb.js";
 import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { EventType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { transitionEvent } from "../../src/lifecycle/transitions.js";
+import { transitionEvent } from "../../src/model/transitions.js";
 import type { OperationStore, StoredEvent } from "../../src/store/store.js";
 import type { EventFilterInit, EventWatcher } from "./event-watcher.js";
 

@@ -9,7 +9,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { OperationService, SubmitOperationRequestSchema, type SubmitOperationRequest } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { isTerminal } from "../../src/lifecycle/transitions.js";
+import { isTerminal } from "../../src/model/transitions.js";
 import { authInterceptors } from "./tokens.js";
 
 export type OperationsClient = Client<typeof OperationService>;

@@ -5,7 +5,7 @@
 // received against the store.
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach } from "vitest";
-import type { ServerConfig } from "../../src/server/config.js";
+import type { ServerConfig } from "../../src/config/config.js";
 import type { OperationStore, StoredEvent } from "../../src/store/store.js";
 import { copyOperatorKey } from "./auth.js";
 import { contiguityViolations, storeTruth, watcherViolations, type SeenBy } from "./event-invariants.js";

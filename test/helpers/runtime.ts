@@ -16,8 +16,8 @@ import { PolicyService } from "../../src/gen/agentmachine/v1/policy_service_pb.j
 import { ProfileService } from "../../src/gen/agentmachine/v1/profile_service_pb.js";
 import { RuntimeService } from "../../src/gen/agentmachine/v1/runtime_service_pb.js";
 import { OperationType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { isTerminal } from "../../src/lifecycle/transitions.js";
-import { budgetDimensions, type BudgetDimensionName } from "../../src/governance/budget-dimensions.js";
+import { isTerminal } from "../../src/model/transitions.js";
+import { budgetDimensions, type BudgetDimensionName } from "../../src/model/budget-dimensions.js";
 import { bearer, fullScope, mintRoot, operatorOf } from "./auth.js";
 import { execution, requestId, waitForEnd, type OperationsClient } from "./operations.js";
 

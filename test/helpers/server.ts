@@ -3,8 +3,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { Writable } from "node:stream";
-import { defaultConfig, type ServerConfig } from "../../src/server/config.js";
-import { createLogger } from "../../src/server/logger.js";
+import { defaultConfig, type ServerConfig } from "../../src/config/config.js";
+import { createLogger } from "../../src/api/logger.js";
 import { startServer, type RunningServer } from "../../src/server/server.js";
 
 import { mintRoot, operatorOf } from "./auth.js";

@@ -10,13 +10,13 @@ import { DelegationSchema } from "../../src/gen/agentmachine/v1/delegation_pb.js
 import { SubmitOperationRequestSchema, type SubmitOperationRequest } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import type { OperationSpecSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
-import { operationIdOf, operationName } from "../../src/contract/resource-names.js";
+import { operationIdOf, operationName } from "../../src/model/resource-names.js";
 import type { Principal } from "../../src/governance/authority.js";
 import { PolicyEngine } from "../../src/governance/policy/policy-engine.js";
 import { admit, type AdmissionContext } from "../../src/lifecycle/admission.js";
-import { operationTypeOfSpec } from "../../src/lifecycle/spec-types.js";
-import { defaultConfig } from "../../src/server/config.js";
-import { createLogger } from "../../src/server/logger.js";
+import { operationTypeOfSpec } from "../../src/model/spec-types.js";
+import { defaultConfig } from "../../src/config/config.js";
+import { createLogger } from "../../src/api/logger.js";
 import { SqliteStore } from "../../src/store/sqlite/sqlite-store.js";
 import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { tempDir } from "../helpers/temp-dir.js";

@@ -4,7 +4,7 @@
 import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { ExecutionQueue, type Queued } from "../../src/lifecycle/execution-queue.js";
-import { createLogger } from "../../src/server/logger.js";
+import { createLogger } from "../../src/api/logger.js";
 import type { SlotKey } from "../../src/store/store.js";
 
 const silent = createLogger("error", new Writable({ write: (_chunk, _encoding, done) => done() }));

@@ -7,7 +7,7 @@ import { ContractService } from "../../src/gen/agentmachine/v1/contract_service_
 import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
 import { Health } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { errorInterceptor, loggingInterceptor } from "../../src/server/interceptors.js";
-import { createLogger } from "../../src/server/logger.js";
+import { createLogger } from "../../src/api/logger.js";
 
 const SECRET = "sk-live-CANARY-0123456789abcdef";
 

@@ -4,7 +4,7 @@
 import * as net from "node:net";
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { createLogger } from "../../src/server/logger.js";
+import { createLogger } from "../../src/api/logger.js";
 import { listenOnePort, type OnePortListener } from "../../src/server/one-port-listener.js";
 
 const IDLE_MS = 300;

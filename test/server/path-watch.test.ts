@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, expect, it } from "vitest";
-import { createLogger } from "../../src/server/logger.js";
+import { createLogger } from "../../src/api/logger.js";
 import { watchPaths, type WatchedPath } from "../../src/server/path-watch.js";
 import { tempDir } from "../helpers/temp-dir.js";
 

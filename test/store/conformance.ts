@@ -3,7 +3,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { GENESIS_HASH, recordHash, type AuditDraft } from "../../src/audit/chain.js";
+import { GENESIS_HASH, recordHash, type AuditDraft } from "../../src/model/audit-chain.js";
 import { AuditCheckpointSchema, type AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../src/gen/agentmachine/v1/delegation_pb.js";

@@ -4,7 +4,7 @@ import { create } from "@bufbuild/protobuf";
 import { OperationFilterSchema, EventFilterSchema, type WatchEventsResponse } from "../../gen/agentmachine/v1/operation_service_pb.js";
 import type { Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { OperationType, TaskState } from "../../gen/agentmachine/v1/types_pb.js";
-import { isTerminal } from "../../lifecycle/transitions.js";
+import { isTerminal } from "../../model/transitions.js";
 import { operations } from "../client.js";
 import { field, h, liveStatus, select } from "../dom.js";
 import { enumChoices, stateName, time, typeName } from "../format.js";

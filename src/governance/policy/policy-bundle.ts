@@ -4,9 +4,9 @@
 import { createHash } from "node:crypto";
 import { parse as parseYaml } from "yaml";
 import { ProfileType } from "../../gen/agentmachine/v1/types_pb.js";
-import { profileTypeNames } from "../../contract/mapping.js";
+import { profileTypeNames } from "../../model/mapping.js";
 import { compileRule, type CompiledRule } from "./rule-compiler.js";
-import { gates, probeInputs, type Gate } from "./gates.js";
+import { gates, probeInputs, type Gate } from "../../model/policy-gates.js";
 
 export interface PolicyRule {
   id: string;

@@ -12,9 +12,9 @@
 // force (the store has no "no bundle" version): replace the file, or apply another bundle.
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { profileTypeNames } from "../../contract/mapping.js";
+import { profileTypeNames } from "../../model/mapping.js";
 import type { ProfileType } from "../../gen/agentmachine/v1/types_pb.js";
-import type { Logger } from "../../server/logger.js";
+import type { Logger } from "../../api/logger.js";
 import { compileBundle, type CompiledBundle } from "./policy-bundle.js";
 import type { PolicyEngine } from "./policy-engine.js";
 

@@ -6,15 +6,15 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { PolicyDecisionSchema, type PolicyDecision } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema, type PolicyBundle, type PolicyInput } from "../../gen/agentmachine/v1/policy_pb.js";
 import type { ProfileType } from "../../gen/agentmachine/v1/types_pb.js";
-import { profileTypeNames } from "../../contract/mapping.js";
-import type { AuditDraft } from "../../audit/chain.js";
+import { profileTypeNames } from "../../model/mapping.js";
+import type { AuditDraft } from "../../model/audit-chain.js";
 import type { OperationStore } from "../../store/store.js";
-import { invalidField } from "../../server/errors.js";
-import type { Logger } from "../../server/logger.js";
+import { invalidField } from "../../api/errors.js";
+import type { Logger } from "../../api/logger.js";
 import type { PlaneMetrics } from "../../metrics/plane-metrics.js";
 import { inChildSpan } from "../../telemetry/tracer.js";
 import { BundleError, compileBundle, type CompiledBundle } from "./policy-bundle.js";
-import type { Gate } from "./gates.js";
+import type { Gate } from "../../model/policy-gates.js";
 
 /**
  * Decides `gate` for `input`, in a span of its own (`policy.evaluate`, which says by which rule)

@@ -5,9 +5,9 @@ import type { Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyInputSchema, type PolicyInput } from "../../gen/agentmachine/v1/policy_pb.js";
 import type { RuntimeCall } from "../../gen/agentmachine/v1/runtime_pb.js";
 import type { ProfileType } from "../../gen/agentmachine/v1/types_pb.js";
-import { operationTypeNames, profileTypeNames } from "../../contract/mapping.js";
+import { operationTypeNames, profileTypeNames } from "../../model/mapping.js";
 import type { Principal } from "../authority.js";
-import { callKindNames } from "./gates.js";
+import { callKindNames } from "../../model/policy-gates.js";
 
 interface Where {
   principal: Principal;

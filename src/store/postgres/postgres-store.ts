@@ -54,8 +54,8 @@
 import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Pool, type PoolClient, type PoolConfig, type QueryResultRow } from "pg";
-import type { AuditDraft, ChainHead } from "../../audit/chain.js";
-import { prunedTo } from "../../audit/retention.js";
+import type { AuditDraft, ChainHead } from "../../model/audit-chain.js";
+import { prunedTo } from "../../model/audit-retention.js";
 import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
 import { BudgetSchema, type Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
@@ -63,9 +63,9 @@ import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachin
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
-import { profileTypeNames } from "../../contract/mapping.js";
-import { addBudgets, settledHolding } from "../../governance/budget-math.js";
-import { isTerminal } from "../../lifecycle/transitions.js";
+import { profileTypeNames } from "../../model/mapping.js";
+import { addBudgets, settledHolding } from "../../model/budget-math.js";
+import { isTerminal } from "../../model/transitions.js";
 import {
   AUDIT_COLUMNS,
   CHECKPOINT_COLUMNS,

@@ -1,24 +1,23 @@
 // The embedded default store: one SQLite file in the data dir, WAL with synchronous=FULL, so a
 // write is on disk when its promise resolves; writes are group-committed (group-commit.ts).
 // A single connection is the single writer, so commit order and sequence order always agree.
-import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { AuditDraft, ChainHead } from "../../audit/chain.js";
-import { prunedTo } from "../../audit/retention.js";
+import type { AuditDraft, ChainHead } from "../../model/audit-chain.js";
+import { prunedTo } from "../../model/audit-retention.js";
 import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
 import { BudgetSchema, type Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
 import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
-import { profileTypeNames } from "../../contract/mapping.js";
-import { addBudgets, settledHolding } from "../../governance/budget-math.js";
+import { profileTypeNames } from "../../model/mapping.js";
+import { addBudgets, settledHolding } from "../../model/budget-math.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
-import { isTerminal } from "../../lifecycle/transitions.js";
+import { isTerminal } from "../../model/transitions.js";
 import {
   AUDIT_COLUMNS,
   CHECKPOINT_COLUMNS,
@@ -588,8 +587,4 @@ export class SqliteStore implements OperationStore {
     await this.commits.submit(() => undefined);
     this.db.close();
   }
-}
-
-export function randomSecret(): string {
-  return randomBytes(32).toString("base64url");
 }

@@ -1,7 +1,7 @@
 // Operation names and ids convert both ways, and only a leading `operations/` is an operation's
 // collection (a bundle file or a workspace is never named after the rest of some other string).
 import { describe, expect, it } from "vitest";
-import { operationIdOf, operationName } from "../../src/contract/resource-names.js";
+import { operationIdOf, operationName } from "../../src/model/resource-names.js";
 
 describe("resource names", () => {
   it("names an operation operations/{id}, and takes the id back out", () => {

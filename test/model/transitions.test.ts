@@ -2,7 +2,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { EventType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { isTerminal, legalTransitions, transitionEvent } from "../../src/lifecycle/transitions.js";
+import { isTerminal, legalTransitions, transitionEvent } from "../../src/model/transitions.js";
 import { backoffMs, effectiveRetryPolicy } from "../../src/lifecycle/retry.js";
 
 const { QUEUED, RUNNING, RETRYING, CANCELLED, FAILED, COMPLETED } = TaskState;

@@ -1,7 +1,7 @@
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { resolveExecutable } from "../../src/executors/resolve-executable.js";
+import { resolveExecutable } from "../../src/process/resolve-executable.js";
 import { tempDir } from "../helpers/temp-dir.js";
 
 function executable(dir: string, name: string, mode = 0o755): string {

@@ -6,8 +6,8 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
-import { budgetDimensions, type BudgetDimensionName } from "../../src/governance/budget-dimensions.js";
-import { addBudgets, MAX_AMOUNT, minBudgets, settledHolding, subtractBudgets } from "../../src/governance/budget-math.js";
+import { budgetDimensions, type BudgetDimensionName } from "../../src/model/budget-dimensions.js";
+import { addBudgets, MAX_AMOUNT, minBudgets, settledHolding, subtractBudgets } from "../../src/model/budget-math.js";
 
 /** Amounts anywhere in uint64, with its edges (0, 1, 2^64−2, 2^64−1) often. */
 const amount = fc.oneof(fc.bigInt({ min: 0n, max: MAX_AMOUNT }), fc.constantFrom(0n, 1n, MAX_AMOUNT - 1n, MAX_AMOUNT));

@@ -21,10 +21,10 @@ import {
   profileTypeNames,
   taskStateNames,
   type JsonObject,
-} from "../../src/contract/mapping.js";
+} from "../../src/model/mapping.js";
 import { buildServerContract } from "../../src/contract/server-contract.js";
 import { validateContractDocument, validateContractMessage } from "../../src/contract/validate.js";
-import { defaultConfig } from "../../src/server/config.js";
+import { defaultConfig } from "../../src/config/config.js";
 import { repoRoot } from "../helpers/server.js";
 
 const schema = JSON.parse(

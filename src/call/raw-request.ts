@@ -1,16 +1,14 @@
 // Access to the raw HTTP request of a call, for what connect's handler API cannot do: abort a
 // stream whose client stopped reading (its writes never complete, so an error can no longer be
-// written after them), and tell where a call came from. The request reaches handlers through the
-// call's context values (set by connectNodeAdapter's `contextValues`), which costs nothing per
+// written after them), and tell where a call came from (src/server/peer-address.ts). The request
+// reaches handlers through the call's context values (set by connectNodeAdapter's `contextValues`), which costs nothing per
 // call — unlike AsyncLocalStorage, which turns on promise hooks for the whole process.
 import * as http2 from "node:http2";
 import type * as http from "node:http";
 import { createContextKey, createContextValues, type ContextValues, type HandlerContext } from "@connectrpc/connect";
-import { addressKey } from "./address-key.js";
-import { remoteAddressOf } from "./one-port-listener.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 
-type RawRequest = http.IncomingMessage | http2.Http2ServerRequest;
+export type RawRequest = http.IncomingMessage | http2.Http2ServerRequest;
 
 const rawRequestKey = createContextKey<RawRequest | undefined>(undefined, { description: "raw request" });
 
@@ -19,19 +17,9 @@ export function rawRequestContextValues(req: RawRequest): ContextValues {
   return createContextValues().set(rawRequestKey, req);
 }
 
-/** The address a call's connection came from (its span's `network.peer.address`), if known. */
-export function peerAddressOf(values: ContextValues): string | undefined {
-  const req = values.get(rawRequestKey);
-  return req && remoteAddressOf(req);
-}
-
-/**
- * Where a call came from, as the connection limits count sources (src/server/address-key.ts): an
- * IPv4 address, or an IPv6 /64. Undefined if not known.
- */
-export function sourceOf(values: ContextValues): string | undefined {
-  const address = peerAddressOf(values);
-  return address && addressKey(address);
+/** The raw request of a call, if it came through connectNodeAdapter. */
+export function rawRequestOf(values: ContextValues): RawRequest | undefined {
+  return values.get(rawRequestKey);
 }
 
 /** Bytes written by the server that the client has not taken yet (flow control or a full socket). */

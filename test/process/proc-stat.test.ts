@@ -1,8 +1,8 @@
 // /proc parsing on sample text, and how a process group's CPU time is added up from samples of
 // its members: every exited process counted once, whoever reaped it, and never going back.
 import { describe, expect, it } from "vitest";
-import { parseResidentBytes, parseStat } from "../../src/executors/proc-stat.js";
-import { ProcessGroupSampler, type Member } from "../../src/executors/process-group.js";
+import { parseResidentBytes, parseStat } from "../../src/process/proc-stat.js";
+import { ProcessGroupSampler, type Member } from "../../src/process/process-group.js";
 
 // Fields 1–24 of proc(5); the name holds spaces and parentheses, as a process may choose.
 const RUNNING = "4242 (tricky) name) (x) R 4200 4242 4200 0 -1 4194560 1200 300 0 0 150 25 40 10 20 0 3 0 987654 123456789 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";

@@ -1,9 +1,9 @@
 // The five policy gates and what each one concerns. This table is the one place that says
 // which gates decide an operation or a runtime call.
 import { create } from "@bufbuild/protobuf";
-import { PolicyInputSchema, type PolicyInput } from "../../gen/agentmachine/v1/policy_pb.js";
-import type { OperationSpec } from "../../gen/agentmachine/v1/operation_pb.js";
-import { CallKind, type RuntimeCall } from "../../gen/agentmachine/v1/runtime_pb.js";
+import { PolicyInputSchema, type PolicyInput } from "../gen/agentmachine/v1/policy_pb.js";
+import type { OperationSpec } from "../gen/agentmachine/v1/operation_pb.js";
+import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
 
 export const gates = ["toolGrant", "modelProviderUse", "networkProfile", "containerExecution", "artifactAccess"] as const;
 export type Gate = (typeof gates)[number];
