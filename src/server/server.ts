@@ -301,6 +301,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         executable,
         workerSelectors: workers !== undefined,
         ...sandboxUnavailable,
+        dataDir,
         defaultBudget: config.defaultBudget,
         bookmarkIntervalMs: config.bookmarkIntervalMs,
         slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs,
@@ -324,7 +325,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         },
       }),
     );
-    router.service(PolicyService, policyService({ store, policy, grants, defaultBudget: config.defaultBudget, executable, workerSelectors: workers !== undefined, ...sandboxUnavailable }));
+    router.service(PolicyService, policyService({ store, policy, grants, defaultBudget: config.defaultBudget, executable, workerSelectors: workers !== undefined, ...sandboxUnavailable, dataDir }));
     router.service(RuntimeService, runtimeService({ store, policy, grants, runner, callTickets: new MacTokens(callTicketKey) }));
     router.service(ProfileService, profileService());
     router.service(DiagnosticsService, diagnosticsService({ store, dataDir }));
