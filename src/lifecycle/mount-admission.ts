@@ -5,7 +5,7 @@
 // prefixes is refused before anything on the disk is looked at, so a caller learns nothing
 // about paths it may not mount.
 import { realpathSync } from "node:fs";
-import { posix } from "node:path";
+import { dirname, posix } from "node:path";
 import { clone } from "@bufbuild/protobuf";
 import { MountSchema, type Mount } from "../gen/agentmachine/v1/operation_pb.js";
 import { prefixesCover, underPrefix } from "../governance/attenuation.js";
@@ -58,21 +58,33 @@ export function admitMounts(mounts: readonly Mount[], field: string, { principal
   });
 }
 
+/**
+ * The path resolved by the system's realpath(3) — Node's own first collapses `link/..` as text,
+ * which the kernel does not (it climbs from the link's target) — or, when it does not exist,
+ * its deepest ancestor that does. Judging that ancestor keeps "does not exist" from telling
+ * whether a file exists behind a link out of the caller's prefixes.
+ */
+function resolveExisting(hostPath: string): { resolved: string; exists: boolean } {
+  for (let current = hostPath; ; current = dirname(current)) {
+    try {
+      return { resolved: realpathSync.native(current), exists: current === hostPath };
+    } catch {
+      if (dirname(current) === current) return { resolved: current, exists: false };
+    }
+  }
+}
+
 function resolvedHostPath(hostPath: string, field: string, principal: Principal, dataDir: string): string {
   const { mountPrefixes } = principal.delegation.scope!;
   const delegation = principal.delegation.name;
   if (!prefixesCover(mountPrefixes, posix.resolve(hostPath))) throw outOfScope("mount_prefixes", `${field} ${hostPath} is not under its mount_prefixes`, delegation);
-  let resolved: string;
-  try {
-    resolved = realpathSync(hostPath);
-  } catch (error) {
-    throw invalidField(field, `cannot be resolved on the server (${(error as NodeJS.ErrnoException).code ?? "error"})`);
-  }
+  const { resolved, exists } = resolveExisting(hostPath);
   if (!prefixesCover(mountPrefixes, resolved)) throw outOfScope("mount_prefixes", `${field} ${hostPath} resolves to a path outside its mount_prefixes`, delegation);
-  const realDataDir = realpathSync(dataDir);
+  const realDataDir = realpathSync.native(dataDir);
   if (underPrefix(resolved, realDataDir) || underPrefix(realDataDir, resolved)) {
     throw mountForbidden(field, "resolves into the server's data dir (or above it), which is never mounted: it holds the keys, the store and every workspace");
   }
+  if (!exists) throw invalidField(field, "does not exist on the server");
   if (resolved.includes(",")) throw invalidField(field, "resolves to a path holding a comma, which a container runtime's --mount cannot take");
   return resolved;
 }
