@@ -20,6 +20,7 @@ import { OperationService, SubmitOperationRequestSchema } from "../../src/gen/ag
 import { OperationType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { defaultConfig } from "../../src/server/config.js";
 import { allAuditRecords } from "../helpers/audit-records.js";
+import { amctl } from "../helpers/cli.js";
 import { bearer, fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
 import { createProfile, execution, requestId, waitForEnd } from "../helpers/operations.js";
 import { bundleSource } from "../helpers/policy.js";
@@ -233,6 +234,23 @@ describe("a container's mounts", () => {
       spec: { spec: { case: "containerRun", value: { image: `registry.test/prints@sha256:${"c".repeat(64)}`, mounts: [{ hostPath: secret, path: "/secret" }] } } },
     });
     expectAxis(await refusal(scoped.submitOperation(request)), "mount_prefixes");
+  });
+});
+
+describe("amctl", () => {
+  it("submit --mount runs an execution with a read-only host path and a read-write workspace directory", async () => {
+    const env = { AMCTL_SERVER: server.url, AMCTL_TOKEN: scopedToken };
+    const result = await amctl(["submit", "--profile", profile, "--exec", "--mount", `${project}:/project`, "--mount", "out:/out:rw", "--wait", "--json", "--", "cp", "/project/readme.txt", "/out/copy.txt"], env);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    const name = /"name":\s*"(operations\/[^"]+)"/.exec(result.stdout)![1]!;
+    expect(readFileSync(join(workspaceOf(name), "out", "copy.txt"), "utf8")).toBe("original\n");
+  });
+
+  it("delegation issue --mount-prefix outside the caller's is refused, naming the axis", async () => {
+    const result = await amctl(["delegation", "issue", "--subject", "wider", "--mount-prefix", secret], { AMCTL_SERVER: server.url, AMCTL_TOKEN: scopedToken });
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain("mount_prefixes");
   });
 });
 
