@@ -3,7 +3,7 @@
 // resolved, never from the data dir (not even for a root that may mount "*"), read-only unless
 // it is the operation's own workspace, and decided by the artifactAccess gate, whose decision
 // is on the operation and in the audit log. Each rule is attacked by a caller or an execution.
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -12,6 +12,7 @@ import { Code, ConnectError, createClient, type Client } from "@connectrpc/conne
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
 import { DelegationService } from "../../src/gen/agentmachine/v1/delegation_service_pb.js";
 import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
@@ -80,7 +81,9 @@ beforeAll(async () => {
   for (const path of [project, join(project, "private")]) chmodSync(path, 0o777);
   chmodSync(join(project, "readme.txt"), 0o666);
   project = realpathSync(project);
+  // Readable by the sandbox's user: only the mount rules keep an execution out of it.
   secret = realpathSync(mkdtempSync(join(tmpdir(), "amctl-secret-")));
+  chmodSync(secret, 0o777);
   symlinkSync(secret, join(project, "escape"));
 
   // The test bundles, with the personal profile's artifactAccess gate refusing the project's private directory.
@@ -170,6 +173,25 @@ describe("a read-only mount", () => {
   it("is the only kind a host path may be: read-write outside the workspace is InvalidArgument naming the field", async () => {
     expectFieldViolation(await refusal(scoped.submitOperation(sh("true", [{ hostPath: project, path: "/project", readWrite: true }]))), "spec.execution_start.mounts[0].read_write");
     expectFieldViolation(await refusal(scoped.submitOperation(sh("true", [{ hostPath: project, path: "/run/amctl" }]))), "spec.execution_start.mounts[0].path");
+  });
+});
+
+describe("between admission and the attempt", () => {
+  it("a directory swapped for a link does not redirect the mount: the attempt fails and sees nothing behind the link", async () => {
+    writeFileSync(join(secret, "behind-link"), "secret\n");
+    mkdirSync(join(project, "swapped"));
+    chmodSync(join(project, "swapped"), 0o777);
+    // One execution at a time under this root: the mounting one waits queued behind a sleeper.
+    const oneAtATime = operations(await mintRoot(await operatorOf(server.dataDir), { scope: { ...fullScope, mountPrefixes: [project], budget: create(BudgetSchema, { ...fullScope.budget, agentConcurrency: 1n }) } }));
+    const { operation: sleeper } = await oneAtATime.submitOperation(sh("sleep 2", []));
+    const { operation: mounting } = await oneAtATime.submitOperation(sh("cat /p/behind-link", [{ hostPath: join(project, "swapped"), path: "/p" }]));
+    expect((await oneAtATime.getOperation({ name: mounting!.name })).operation?.state).toBe(TaskState.QUEUED);
+    renameSync(join(project, "swapped"), join(project, "swapped-away"));
+    symlinkSync(secret, join(project, "swapped"));
+    const ended = (await waitForEnd(oneAtATime, mounting!.name, 60_000)).operation;
+    expect(ended.state).toBe(TaskState.FAILED);
+    expect(ended.stopCause?.reason).toBe("mount_failed");
+    await waitForEnd(oneAtATime, sleeper!.name, 60_000);
   });
 });
 
