@@ -28,7 +28,7 @@ export interface MountAdmission {
 }
 
 /** A workspace mount's host path, normalized ("." for the workspace itself), or undefined if it leaves the workspace. */
-export function workspaceMountPath(hostPath: string): string | undefined {
+function workspaceMountPath(hostPath: string): string | undefined {
   const inside = posix.normalize(hostPath);
   return inside === ".." || inside.startsWith("../") ? undefined : inside.replace(/\/$/, "");
 }

@@ -25,7 +25,7 @@ import { processesWithPids, type Member } from "../executors/process-group.js";
 import { resolveExecutable } from "../executors/resolve-executable.js";
 import { bubblewrapOptions } from "./bubblewrap-args.js";
 import { ENVIRONMENT_FD, encodeEnvironment, launcherArgv, type Bridge } from "./launcher.js";
-import { closeMountSources, openMountSources, type MountSource } from "./mount-sources.js";
+import { closeMountSources, MountUnavailable, openMountSources, type MountSource } from "./mount-sources.js";
 import { PlaneSockets, type PlaneAddress } from "./plane-sockets.js";
 import { createSandboxCgroup, sweepLeftoverCgroups, type SandboxCgroup } from "./sandbox-cgroup.js";
 
@@ -47,6 +47,8 @@ export interface SandboxTools {
   perl: string;
   /** This machine's prlimit64 system call, which the launcher sets the program's limits with. */
   prlimitSyscall: number;
+  /** Whether bwrap binds by descriptor (--ro-bind-fd, bubblewrap 0.8.0 and later), which mounts need. */
+  bindsDescriptors: boolean;
 }
 
 export type SandboxProbe = { available: true; tools: SandboxTools; detail: string } | { available: false; reason: string };
@@ -75,7 +77,8 @@ export function probeSandbox(bwrapPath?: string): SandboxProbe {
   if (missing.length > 0 || bwrap === undefined || perl === undefined) return { available: false, reason: `no sandbox: ${missing.join(", ")} not found; ${INSTALL_HINT}` };
   const prlimitSyscall = PRLIMIT64_SYSCALL[process.arch];
   if (prlimitSyscall === undefined) return { available: false, reason: `no sandbox: the launcher does not know the prlimit64 system call of ${process.arch}` };
-  const tools: SandboxTools = { bwrap, perl, prlimitSyscall };
+  const help = spawnSync(bwrap, ["--help"], { env: { PATH: SYSTEM_PATH }, timeout: 10_000 });
+  const tools: SandboxTools = { bwrap, perl, prlimitSyscall, bindsDescriptors: (help.stdout?.toString("utf8") ?? "").includes("--ro-bind-fd") };
   const trial = spawnSync(bwrap, ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--ro-bind", "/", "/", "--", "/bin/true"], {
     env: { PATH: SYSTEM_PATH },
     ...(isRoot ? { uid: SANDBOX_ID, gid: SANDBOX_ID } : {}),
@@ -195,6 +198,9 @@ export class Sandboxes {
     let mounts: MountSource[] = [];
     let closed = false;
     try {
+      if (request.mounts.length > 0 && !this.tools.bindsDescriptors) {
+        throw new MountUnavailable("this host's bubblewrap is older than 0.8.0: it cannot bind a mount by descriptor, and a mount bound by path could be redirected");
+      }
       mounts = openMountSources(request.mounts, request.workspace, (dir) => owner && chownSync(dir, owner.uid, owner.gid));
       cgroup = isRoot ? createSandboxCgroup(request.id, { maxProcesses: this.options.maxProcesses, memoryBytes: request.memoryBytes }) : undefined;
       const insidePort = request.plane.port;
