@@ -24,7 +24,7 @@ import { allAuditRecords } from "../helpers/audit-records.js";
 import { amctl } from "../helpers/cli.js";
 import { bearer, fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
 import { createProfile, execution, requestId, waitForEnd } from "../helpers/operations.js";
-import { bundleSource } from "../helpers/policy.js";
+import { bundleSource, policyClient } from "../helpers/policy.js";
 import { repoRoot, startTestServer, TEST_POLICIES, tempDir, type TestServer } from "../helpers/server.js";
 
 const RUNTIME = join(repoRoot, "test/fixtures/fake-container-runtime.mjs");
@@ -227,6 +227,11 @@ describe("the artifactAccess gate", () => {
     expect(denial.code).toBe(Code.PermissionDenied);
     expect(denial.findDetails(ErrorInfoSchema)[0]).toMatchObject({ reason: "POLICY_DENIED", metadata: { gate: "artifactAccess", rule: "test.no-private-mounts" } });
     expect(denial.findDetails(PolicyDecisionSchema)).toMatchObject([{ gate: "artifactAccess", rule: "test.no-private-mounts", allowed: false }]);
+
+    // A dry run (EvaluatePolicy) judges the mounts as admission does.
+    const dryRun = await policyClient(server.url, scopedToken).evaluatePolicy({ subject: { case: "operation", value: sh("true", [{ hostPath: join(project, "private"), path: "/private" }]) } });
+    expect(dryRun).toMatchObject({ allowed: false, denialCode: "PERMISSION_DENIED" });
+    expect(dryRun.decisions).toEqual([expect.objectContaining({ gate: "artifactAccess", rule: "test.no-private-mounts", allowed: false })]);
 
     const audit = createClient(AuditService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(server.token)] }));
     const records = await allAuditRecords(audit);
