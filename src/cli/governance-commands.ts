@@ -2,6 +2,7 @@
 // key (and the default policy bundles), the roots it signs offline, and the delegations a
 // server issues below them.
 import { existsSync } from "node:fs";
+import { isAbsolute, normalize } from "node:path";
 import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { Command, InvalidArgumentError } from "commander";
@@ -41,6 +42,7 @@ interface ScopeFlags {
   policyProfileType?: ProfileType[];
   workerProfile?: string[];
   auditRead?: boolean;
+  mountPrefix?: string[];
 }
 
 function withScopeFlags(command: Command, unset: string): Command {
@@ -53,7 +55,13 @@ function withScopeFlags(command: Command, unset: string): Command {
     .option("--may-delegate", "it may issue child delegations")
     .option("--policy-profile-type <type>", `a profile type whose policy bundle it may replace (amctl policy apply), repeatable (${unset})`, collect(contractName(profileTypeNames)))
     .option("--worker-profile <profile>", `a profile whose executions it may run as a remote worker (profiles/ID or "*"), repeatable (${unset})`, collect(resourceOrAny("profiles")))
-    .option("--audit-read", `it may read the audit log (${unset === "default: none" ? "default: no" : "a root: yes"})`);
+    .option("--audit-read", `it may read the audit log (${unset === "default: none" ? "default: no" : "a root: yes"})`)
+    .option("--mount-prefix <path>", 'a host path under which it may mount into executions and containers (absolute, or "*"), repeatable (default: none, a root\'s too)', collect(mountPrefixFlag));
+}
+
+function mountPrefixFlag(text: string): string {
+  if (text !== ANY && !isAbsolute(text)) throw new InvalidArgumentError(`a mount prefix is an absolute path or "*": ${text}`);
+  return text === ANY ? ANY : normalize(text).replace(/(.)\/$/, "$1");
 }
 
 function resourceOrAny(collection: string) {
@@ -85,6 +93,8 @@ function scopeFrom(flags: ScopeFlags, everything: boolean): MessageInitShape<typ
     policyProfileTypes: flags.policyProfileType ?? (everything ? [...profileTypeNames.keys()] : []),
     workerProfiles: flags.workerProfile ?? any,
     auditRead: flags.auditRead ?? everything,
+    // Never "any" by default, not even for a root: mounting host paths is granted by name.
+    mountPrefixes: flags.mountPrefix ?? [],
   };
 }
 
@@ -99,6 +109,7 @@ function describe(delegation: Delegation): string {
     `  profiles: ${scope?.profiles.join(", ") || "(none)"}  tools: ${scope?.tools.join(", ") || "(none)"}  providers: ${scope?.modelProviders.join(", ") || "(none)"}`,
     `  may delegate: ${scope?.mayDelegate ? "yes" : "no"}  policy of: ${scope?.policyProfileTypes.map((t) => profileTypeNames.get(t)).join(", ") || "(none)"}`,
     `  worker for: ${scope?.workerProfiles.join(", ") || "(none)"}  audit read: ${scope?.auditRead ? "yes" : "no"}`,
+    `  mounts under: ${scope?.mountPrefixes.join(", ") || "(none)"}`,
   ].join("\n");
 }
 

@@ -5,9 +5,9 @@
 // `amctl policy check`).
 import { randomUUID } from "node:crypto";
 import { create, fromJson, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
-import { Option, type Command } from "commander";
+import { InvalidArgumentError, Option, type Command } from "commander";
 import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
-import type { OperationSpecSchema } from "../gen/agentmachine/v1/operation_pb.js";
+import type { MountSchema, OperationSpecSchema } from "../gen/agentmachine/v1/operation_pb.js";
 import { SubmitOperationRequestSchema, type SubmitOperationRequest } from "../gen/agentmachine/v1/operation_service_pb.js";
 import type { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../model/mapping.js";
@@ -28,6 +28,7 @@ export interface SubmitFlags {
   exec?: boolean;
   retry?: number;
   workerSelector?: Record<string, string>;
+  mount?: MountInit[];
   grantTool?: string;
   revokeGrant?: string;
   reason?: string;
@@ -50,6 +51,7 @@ function submitOptions(): Option[] {
     new Option("--exec", "agent_machine.execution.start: run the program after --"),
     new Option("--retry <attempts>", "with --exec: total attempts (retry_policy.max_attempts)").argParser(integerFlag(1)),
     new Option("--worker-selector <key=value>", "with --exec, on a server with remote workers: a label the worker must carry (repeatable)").argParser(labelFlag),
+    new Option("--mount <host:path[:rw]>", "with --exec: a host path (absolute, read-only; or relative: a directory of the workspace, which :rw makes writable) seen inside at PATH (repeatable)").argParser(collectMount),
     new Option("--grant-tool <tool>", "agent_machine.tool_grant.apply"),
     new Option("--revoke-grant <operation>", "agent_machine.tool_grant.revoke of this grant operation").argParser(resourceName("operations")),
     new Option("--reason <text>", "with --revoke-grant: why"),
@@ -72,6 +74,15 @@ export function submitFlagsGiven(flags: SubmitFlags, argv: string[]): string[] {
   return argv.length > 0 ? [...given, "a command after --"] : given;
 }
 
+type MountInit = MessageInitShape<typeof MountSchema>;
+
+/** `HOST:PATH` or `HOST:PATH:rw`, collected; the server judges the paths. */
+function collectMount(text: string, previous: MountInit[] | undefined): MountInit[] {
+  const match = /^([^:]+):([^:]+)(:rw)?$/.exec(text);
+  if (match === null) throw new InvalidArgumentError(`expected HOST:PATH or HOST:PATH:rw, got ${text}`);
+  return [...(previous ?? []), { hostPath: match[1], path: match[2], readWrite: match[3] !== undefined }];
+}
+
 type Spec = NonNullable<MessageInitShape<typeof OperationSpecSchema>["spec"]>;
 
 /** The spec flags: which one is given, and the spec it makes. */
@@ -91,6 +102,7 @@ function specChoices(flags: SubmitFlags, argv: string[]): { flag: string; given:
           argv,
           ...(flags.retry !== undefined ? { retryPolicy: { maxAttempts: flags.retry } } : {}),
           ...(flags.workerSelector !== undefined ? { workerSelector: flags.workerSelector } : {}),
+          ...(flags.mount !== undefined ? { mounts: flags.mount } : {}),
         },
       }),
     },
@@ -116,6 +128,7 @@ function checkCompanions(flags: SubmitFlags, argv: string[]): void {
     [flags.displayName !== undefined, "--display-name", "--profile-create", flags.profileCreate !== undefined],
     [flags.retry !== undefined, "--retry", "--exec", flags.exec === true],
     [flags.workerSelector !== undefined, "--worker-selector", "--exec", flags.exec === true],
+    [flags.mount !== undefined, "--mount", "--exec", flags.exec === true],
     [argv.length > 0, "a command after --", "--exec", flags.exec === true],
     [flags.exec === true, "--exec", "a command after -- (amctl submit --exec -- PROGRAM ARGS...)", argv.length > 0],
     [flags.reason !== undefined, "--reason", "--revoke-grant", flags.revokeGrant !== undefined],

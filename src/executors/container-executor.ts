@@ -12,7 +12,8 @@ import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import { BudgetDimension, BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import { StopCauseSchema, type ContainerRunSpec, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
-import { CONTAINER_GID, CONTAINER_UID, containerInvocation, containerName } from "./container-invocation.js";
+import { CONTAINER_GID, CONTAINER_UID, containerInvocation, containerName, type Invocation } from "./container-invocation.js";
+import { closeMountSources, MountUnavailable, openMountSources, type MountSource } from "../sandbox/mount-sources.js";
 import type { Attempt, Executor, Outcome } from "./executor.js";
 import type { LocalProcessOptions } from "./local-process.js";
 import { captureLogPath, captureTo } from "./output-capture.js";
@@ -125,10 +126,27 @@ export class ContainerExecutor implements Executor {
   }
 
   private async runContainer(attempt: Attempt, spec: ContainerRunSpec): Promise<Outcome> {
-    const { operation, workspace, signal } = attempt;
+    const { operation, workspace } = attempt;
     const wallClockSeconds = Number(operation.requestedBudget?.wallClockSeconds ?? 0n) || this.options.defaultWallClockSeconds;
-    const invocation = containerInvocation({ operation, workspace, wallClockSeconds, hostCpus: this.hostCpus });
     shareWorkspace(workspace);
+    // Opened and checked as a sandbox's are; the runtime takes paths, not descriptors, so a host
+    // path swapped between this check and the runtime's own mount is not caught (docs/mounts.md).
+    let mounts: MountSource[];
+    try {
+      mounts = openMountSources(spec.mounts, workspace, (dir) => shareWorkspace(dir));
+    } catch (error) {
+      const message = error instanceof MountUnavailable ? error.message : `cannot open a mount's host path: ${(error as NodeJS.ErrnoException).code ?? "error"}`;
+      return { kind: "failed", cause: create(StopCauseSchema, { reason: "mount_failed", message }), retryable: false };
+    }
+    try {
+      return await this.runInvocation(attempt, spec, containerInvocation({ operation, workspace, wallClockSeconds, hostCpus: this.hostCpus, mounts }), wallClockSeconds);
+    } finally {
+      closeMountSources(mounts);
+    }
+  }
+
+  private async runInvocation(attempt: Attempt, spec: ContainerRunSpec, invocation: Invocation, wallClockSeconds: number): Promise<Outcome> {
+    const { workspace, signal } = attempt;
 
     const started = Date.now();
     const child = spawn(this.options.runtime, invocation.args, { env: this.environment(), stdio: ["ignore", "pipe", "pipe"] });

@@ -6,8 +6,9 @@
 //   default network).
 // - A read-only root, every capability dropped, no privilege gain through setuid binaries, and
 //   an unprivileged user (nobody), so a compromised image has nothing to escalate with.
-// - The operation's workspace is the only host path the container sees, read-write, and its
-//   working directory.
+// - The operation's workspace is the only host path the container sees read-write (and its
+//   working directory), besides the directories of it the operation mounts elsewhere; the
+//   operation's other mounts are host paths its delegation may mount, bound `readonly`.
 // - Limits from the operation's budget (admission filled in the server's defaults):
 //   `--memory` is sandboxMemoryBytes; `--cpus` is cpuGpuComputeSeconds / wallClockSeconds, the
 //   rate at which a run that lasts its whole wall clock spends exactly its compute budget, so
@@ -20,7 +21,7 @@ import { operationIdOf } from "../model/resource-names.js";
 const PIDS_LIMIT = 512;
 
 /** Where the workspace appears inside the container. */
-const CONTAINER_WORKSPACE = "/workspace";
+export const CONTAINER_WORKSPACE = "/workspace";
 
 /** The user and group the container runs as: nobody, so no file of the image belongs to it. */
 export const CONTAINER_UID = 65534;
@@ -36,6 +37,8 @@ export interface InvocationInput {
   wallClockSeconds: number;
   /** CPUs of the host: the most `--cpus` may say. */
   hostCpus: number;
+  /** The operation's mounts, their sources opened and checked (src/sandbox/mount-sources.ts); none when unset. */
+  mounts?: readonly { source: string; target: string; readWrite: boolean }[];
 }
 
 export interface Invocation {
@@ -70,7 +73,7 @@ export function containerName(operation: Pick<Operation, "name">): string {
   return `amctl-${operationIdOf(operation.name).toLowerCase()}`;
 }
 
-export function containerInvocation({ operation, workspace, wallClockSeconds, hostCpus }: InvocationInput): Invocation {
+export function containerInvocation({ operation, workspace, wallClockSeconds, hostCpus, mounts = [] }: InvocationInput): Invocation {
   const spec = operation.spec?.spec;
   if (spec?.case !== "containerRun") throw new Error(`${operation.name} is not a container run`);
   const memory = operation.requestedBudget?.sandboxMemoryBytes ?? 0n;
@@ -98,6 +101,8 @@ export function containerInvocation({ operation, workspace, wallClockSeconds, ho
     String(PIDS_LIMIT),
     "--mount",
     `type=bind,source=${workspace},target=${CONTAINER_WORKSPACE}`,
+    // Admission refused paths holding a comma, which would split these values.
+    ...mounts.flatMap(({ source, target, readWrite }) => ["--mount", `type=bind,source=${source},target=${target}${readWrite ? "" : ",readonly"}`]),
     "--workdir",
     CONTAINER_WORKSPACE,
   ];

@@ -49,6 +49,7 @@ import { resolveExecutable } from "../process/resolve-executable.js";
 import { ENVIRONMENT_FD } from "../sandbox/launcher.js";
 import { writeAndClose } from "./pipe-hand-off.js";
 import { SANDBOX_ARGS_FD, type PreparedSandbox, type Sandboxes } from "../sandbox/sandbox.js";
+import { MountUnavailable } from "../sandbox/mount-sources.js";
 import { exhaustion, firstExhausted, usageBudget, UsageMeter, type Exhaustion, type Metered } from "./usage-meter.js";
 import { operationIdOf } from "../model/resource-names.js";
 
@@ -143,6 +144,9 @@ export class LocalProcessExecutor implements Executor {
       return failed("workspace_unavailable", `cannot create the working directory: ${errorCode(error)}`);
     }
     const sandboxes = this.options.sandboxes;
+    if (sandboxes === undefined && spec.mounts.length > 0) {
+      return failed("mount_failed", "mounts need the sandbox, and this server runs executions unconfined (--unsafe-no-sandbox)");
+    }
     if (sandboxes === undefined) {
       const command = (this.options.killWithParent === true ? killedWithParent(program, args) : undefined) ?? { file: program, args };
       return { ...command, cwd, env };
@@ -166,10 +170,11 @@ export class LocalProcessExecutor implements Executor {
         ...(egressCredential !== undefined ? { egressCredential } : {}),
         cpuSeconds: limits.cpuGpuComputeSeconds,
         memoryBytes: limits.sandboxMemoryBytes,
+        mounts: spec.mounts,
       });
       return { file: sandbox.file, args: sandbox.args, cwd: "/", env: sandbox.env, sandbox };
     } catch (error) {
-      return failed("sandbox_failed", `cannot set up the sandbox: ${errorCode(error)}`);
+      return error instanceof MountUnavailable ? failed("mount_failed", error.message) : failed("sandbox_failed", `cannot set up the sandbox: ${errorCode(error)}`);
     }
   }
 
@@ -193,8 +198,8 @@ export class LocalProcessExecutor implements Executor {
       const child = spawn(launch.file, launch.args, {
         cwd: launch.cwd,
         env: launch.env,
-        // fd 4 carries bubblewrap's options, fd 5 the program's environment (src/sandbox/)
-        stdio: ["ignore", "pipe", "pipe", "pipe", ...(sandbox ? (["pipe", "pipe"] as const) : [])],
+        // fd 4 carries bubblewrap's options, fd 5 the program's environment, fd 6 on the mounts' sources (src/sandbox/)
+        stdio: ["ignore", "pipe", "pipe", "pipe", ...(sandbox ? (["pipe", "pipe", ...sandbox.mountFds] as const) : [])],
         detached: true, // its own process group, so a kill reaches every descendant
         ...(sandbox?.user ?? {}),
       });

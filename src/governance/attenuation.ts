@@ -15,6 +15,16 @@ function listWithin(child: readonly string[], parent: readonly string[]): string
   return child.find((item) => (item === ANY ? !parent.includes(ANY) : !allows(parent, item)));
 }
 
+/** Whether `path` (absolute, resolved) lies at or below `prefix`: `/a/b` covers `/a/b/c`, not `/a/bc`. */
+export function underPrefix(path: string, prefix: string): boolean {
+  return prefix === "/" || path === prefix || path.startsWith(`${prefix}/`);
+}
+
+/** Whether a scope's mount prefixes (where "*" means any) cover `path`. */
+export function prefixesCover(prefixes: readonly string[], path: string): boolean {
+  return prefixes.includes(ANY) || prefixes.some((prefix) => underPrefix(path, prefix));
+}
+
 export type Widening = { axis: string; detail: string };
 
 /** The first way `child` is wider than `parent`, or undefined if it is within. */
@@ -27,6 +37,8 @@ export function widening(child: DelegationScope, parent: DelegationScope, childB
     const extra = listWithin(child[axis], parent[axis]);
     if (extra !== undefined) return { axis, detail: `${extra} is not in the parent's ${axis}` };
   }
+  const prefix = child.mountPrefixes.find((item) => (item === ANY ? !parent.mountPrefixes.includes(ANY) : !prefixesCover(parent.mountPrefixes, item)));
+  if (prefix !== undefined) return { axis: "mount_prefixes", detail: `${prefix} is not under the parent's mount_prefixes` };
   if (child.mayDelegate && !parent.mayDelegate) return { axis: "may_delegate", detail: "the parent may not delegate further" };
   if (child.auditRead && !parent.auditRead) return { axis: "audit_read", detail: "the parent may not read the audit log" };
   const limit = childBudgetLimit ?? parent.budget;

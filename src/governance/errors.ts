@@ -68,3 +68,8 @@ export function profileNotFound(profile: string) {
     profile,
   });
 }
+
+/** A mount that resolves into (or contains) the server's data dir: never mounted, whatever the scope. */
+export function mountForbidden(field: string, detail: string) {
+  return errorWithInfo(Code.PermissionDenied, "MOUNT_FORBIDDEN", `${field}: ${detail}`, { field });
+}

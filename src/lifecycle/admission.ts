@@ -4,7 +4,7 @@ import { clone, create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { monotonicFactory } from "ulid";
 import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
-import { OperationSchema, type Operation, type OperationSpec } from "../gen/agentmachine/v1/operation_pb.js";
+import { OperationSchema, OperationSpecSchema, type Mount, type Operation, type OperationSpec } from "../gen/agentmachine/v1/operation_pb.js";
 import { SubmitOperationRequestSchema, type SubmitOperationRequest } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { operationTypeNames } from "../model/mapping.js";
@@ -19,10 +19,11 @@ import { executionDefaults, reservationFor } from "../governance/budget-ledger.j
 import { policyDenied, profileAlreadyExists, profileNotFound } from "../governance/errors.js";
 import { gatesForOperation } from "../model/policy-gates.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
-import { operationInput } from "../governance/policy/policy-input.js";
+import { mountInput, operationInput } from "../governance/policy/policy-input.js";
 import { requireSeparation } from "../governance/profile-rules.js";
 import { noExecutor, sandboxUnavailable, targetNotAllowed } from "./errors.js";
 import { messageDigest } from "./message-digest.js";
+import { admitMounts } from "./mount-admission.js";
 import { operationTypeOfSpec } from "../model/spec-types.js";
 import { requireNotEnded } from "./cancel-target.js";
 import { isExecution } from "./execution-types.js";
@@ -67,6 +68,15 @@ export interface AdmissionContext {
   workerSelectors: boolean;
   /** Set when executions cannot be sandboxed here: why (they are refused, SANDBOX_UNAVAILABLE). */
   sandboxUnavailable?: string;
+  /** The server's data dir, which no mount may reach. */
+  dataDir: string;
+}
+
+/** The spec with its mounts replaced by the admitted ones (host paths resolved). */
+function withMounts(spec: OperationSpec, mounts: Mount[]): OperationSpec {
+  const admitted = clone(OperationSpecSchema, spec);
+  if (admitted.spec.case === "executionStart" || admitted.spec.case === "containerRun") admitted.spec.value.mounts = mounts;
+  return admitted;
 }
 
 /**
@@ -111,7 +121,7 @@ export function admit(request: SubmitOperationRequest, context: AdmissionContext
   });
 }
 
-async function admitOrRefuse(request: SubmitOperationRequest, type: OperationType, { store, defaultBudget, principal, policy, executable, workerSelectors, sandboxUnavailable: noSandbox }: AdmissionContext): Promise<Admitted> {
+async function admitOrRefuse(request: SubmitOperationRequest, type: OperationType, { store, defaultBudget, principal, policy, executable, workerSelectors, sandboxUnavailable: noSandbox, dataDir }: AdmissionContext): Promise<Admitted> {
   const spec = request.spec!.spec;
   const profile = spec.case === "profileCreate" ? `profiles/${spec.value.profileId}` : request.profile;
   requireOperation(principal, {
@@ -129,12 +139,22 @@ async function admitOrRefuse(request: SubmitOperationRequest, type: OperationTyp
   if (spec.case === "executionStart" && workingDirectory("/workspace", spec.value.workingDirectory) === undefined) {
     throw invalidField("spec.execution_start.working_directory", "must stay inside the operation's workspace");
   }
+  // With --workers every execution runs on a remote worker; containers always run here.
+  const mounts =
+    spec.case === "executionStart" || spec.case === "containerRun"
+      ? admitMounts(spec.value.mounts, spec.case === "executionStart" ? "spec.execution_start.mounts" : "spec.container_run.mounts", { principal, dataDir, remote: spec.case === "executionStart" && workerSelectors })
+      : [];
   const target = await targetOf(spec, store, principal);
   if (target?.artifact?.kind.case === "toolGrantRecord") requireOperation(principal, { type, profile, tool: target.artifact.kind.value.tool });
   requireSeparation({ profile, profileType: stored.profileType, spec, ...(target ? { target } : {}) });
 
   const where = { principal, profile, profileType: stored.profileType };
-  const policyDecisions = policy.decide(stored.profileType, gatesForOperation(spec), operationInput(where, { type, spec: request.spec, labels: request.labels }));
+  const asked = { type, spec: request.spec, labels: request.labels };
+  // The artifactAccess gate decides each mount, with its resolved host path in the input.
+  const policyDecisions = [
+    ...policy.decide(stored.profileType, gatesForOperation(spec), operationInput(where, asked)),
+    ...mounts.flatMap((mount) => policy.decide(stored.profileType, ["artifactAccess"], mountInput(where, asked, mount))),
+  ];
   const denied = policyDecisions.find((decision) => !decision.allowed);
   if (denied !== undefined) throw policyDenied(denied);
 
@@ -151,7 +171,7 @@ async function admitOrRefuse(request: SubmitOperationRequest, type: OperationTyp
     requestId: request.requestId,
     type,
     profile,
-    spec: request.spec,
+    spec: mounts.length > 0 ? withMounts(request.spec!, mounts) : request.spec,
     requestedBudget: withDefaults(request.requestedBudget, defaults),
     labels: request.labels,
     state: TaskState.QUEUED,

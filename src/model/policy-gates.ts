@@ -74,5 +74,8 @@ export const probeInputs: readonly PolicyInput[] = gates.map((gate) =>
     labels: { probe: "probe" },
     destinationHost: "api.example",
     destinationPort: 443,
+    mountHostPath: "/srv/probe",
+    mountPath: "/probe",
+    mountReadWrite: true,
   }),
 );

@@ -9,7 +9,8 @@
 //                call …` works inside; a private /tmp (size-capped); a new /proc showing only
 //                the sandbox's processes, a minimal /dev; the workspace, read-write, at its
 //                own path — the only writable place that outlives the attempt; the plane's
-//                sockets read-only at /run/amctl. Nothing else of the host: not the data dir
+//                sockets read-only at /run/amctl; the operation's mounts (read-only host
+//                paths, read-write workspace directories). Nothing else of the host: not the data dir
 //                (keys, store, audit log, other workspaces), not the server's home, not /root
 //   network      its own namespace: loopback only, where the launcher bridges the plane (see
 //                launcher.ts)
@@ -37,6 +38,15 @@ export interface SandboxLayout {
   cwd: string;
   /** Size of the private /tmp. */
   tmpBytes: number;
+  /** The operation's mounts, each an open descriptor of bwrap's (mount-sources.ts), in binding order. */
+  mounts: readonly BoundMount[];
+}
+
+export interface BoundMount {
+  /** bwrap's descriptor of the source. */
+  fd: number;
+  target: string;
+  readWrite: boolean;
 }
 
 /** System paths bound read-only when they exist; on a merged-/usr system the top-level ones are symlinks, recreated as such. */
@@ -82,6 +92,8 @@ export function bubblewrapOptions(layout: SandboxLayout): string[] {
     "--ro-bind",
     layout.runDir,
     SANDBOX_RUN_DIR,
+    // By descriptor, not by path: bwrap checks that it mounted the very file it was handed.
+    ...layout.mounts.flatMap(({ fd, target, readWrite }) => [readWrite ? "--bind-fd" : "--ro-bind-fd", String(fd), target]),
     "--chdir",
     layout.cwd,
     // The launcher gets no environment; it hands the program its own (launcher.ts).

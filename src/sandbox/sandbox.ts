@@ -20,10 +20,12 @@
 import { spawnSync } from "node:child_process";
 import { chmodSync, chownSync, statSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
+import type { Mount } from "../gen/agentmachine/v1/operation_pb.js";
 import { processesWithPids, type Member } from "../process/process-group.js";
 import { resolveExecutable } from "../process/resolve-executable.js";
 import { bubblewrapOptions } from "./bubblewrap-args.js";
-import { encodeEnvironment, launcherArgv, type Bridge } from "./launcher.js";
+import { ENVIRONMENT_FD, encodeEnvironment, launcherArgv, type Bridge } from "./launcher.js";
+import { closeMountSources, MountUnavailable, openMountSources, type MountSource } from "./mount-sources.js";
 import { PlaneSockets, type PlaneAddress } from "./plane-sockets.js";
 import { createSandboxCgroup, sweepLeftoverCgroups, type SandboxCgroup } from "./sandbox-cgroup.js";
 
@@ -31,6 +33,8 @@ import { createSandboxCgroup, sweepLeftoverCgroups, type SandboxCgroup } from ".
 const SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /** The file descriptor bwrap reads its arguments from. */
 export const SANDBOX_ARGS_FD = 4;
+/** bwrap's descriptor of the first mount's source; the others follow (mount-sources.ts). bwrap closes them once bound. */
+export const MOUNT_FD_BASE = ENVIRONMENT_FD + 1;
 /** The sandbox's uid and gid: `nobody`, never the server's and never root. */
 export const SANDBOX_ID = 65534;
 const EGRESS_PORT = 3128;
@@ -43,6 +47,8 @@ export interface SandboxTools {
   perl: string;
   /** This machine's prlimit64 system call, which the launcher sets the program's limits with. */
   prlimitSyscall: number;
+  /** Whether bwrap binds by descriptor (--ro-bind-fd, bubblewrap 0.8.0 and later), which mounts need. */
+  bindsDescriptors: boolean;
 }
 
 export type SandboxProbe = { available: true; tools: SandboxTools; detail: string } | { available: false; reason: string };
@@ -71,7 +77,8 @@ export function probeSandbox(bwrapPath?: string): SandboxProbe {
   if (missing.length > 0 || bwrap === undefined || perl === undefined) return { available: false, reason: `no sandbox: ${missing.join(", ")} not found; ${INSTALL_HINT}` };
   const prlimitSyscall = PRLIMIT64_SYSCALL[process.arch];
   if (prlimitSyscall === undefined) return { available: false, reason: `no sandbox: the launcher does not know the prlimit64 system call of ${process.arch}` };
-  const tools: SandboxTools = { bwrap, perl, prlimitSyscall };
+  const help = spawnSync(bwrap, ["--help"], { env: { PATH: SYSTEM_PATH }, timeout: 10_000 });
+  const tools: SandboxTools = { bwrap, perl, prlimitSyscall, bindsDescriptors: (help.stdout?.toString("utf8") ?? "").includes("--ro-bind-fd") };
   const trial = spawnSync(bwrap, ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--ro-bind", "/", "/", "--", "/bin/true"], {
     env: { PATH: SYSTEM_PATH },
     ...(isRoot ? { uid: SANDBOX_ID, gid: SANDBOX_ID } : {}),
@@ -126,6 +133,8 @@ export interface SandboxRequest {
   egressCredential?: string;
   cpuSeconds: number;
   memoryBytes: number;
+  /** The operation's mounts, as admitted (host paths resolved). */
+  mounts: readonly Mount[];
 }
 
 export interface PreparedSandbox {
@@ -145,6 +154,8 @@ export interface PreparedSandbox {
   bwrapArgs: Buffer;
   /** The program's environment, to write to ENVIRONMENT_FD, then close it. */
   environment: Buffer;
+  /** Descriptors of the mounts' sources, to hand bwrap at MOUNT_FD_BASE onwards (closed by close()). */
+  mountFds: number[];
   /**
    * Kills every process of the sandbox through its cgroups and says so; false where it has none
    * (the caller then kills the process tree it can see).
@@ -184,8 +195,13 @@ export class Sandboxes {
     }
     const sockets = await PlaneSockets.open({ plane: request.plane, ...(request.egressCredential !== undefined ? { egressCredential: request.egressCredential } : {}), ...(owner ? { owner } : {}) });
     let cgroup: SandboxCgroup | undefined;
+    let mounts: MountSource[] = [];
     let closed = false;
     try {
+      if (request.mounts.length > 0 && !this.tools.bindsDescriptors) {
+        throw new MountUnavailable("this host's bubblewrap is older than 0.8.0: it cannot bind a mount by descriptor, and a mount bound by path could be redirected");
+      }
+      mounts = openMountSources(request.mounts, request.workspace, (dir) => owner && chownSync(dir, owner.uid, owner.gid));
       cgroup = isRoot ? createSandboxCgroup(request.id, { maxProcesses: this.options.maxProcesses, memoryBytes: request.memoryBytes }) : undefined;
       const insidePort = request.plane.port;
       const egressPort = insidePort === EGRESS_PORT ? EGRESS_PORT + 1 : EGRESS_PORT;
@@ -196,7 +212,8 @@ export class Sandboxes {
         AMCTL_SERVER: `http://127.0.0.1:${insidePort}`,
         ...(sockets.egress ? { HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: "", no_proxy: "" } : {}),
       };
-      const options = bubblewrapOptions({ readOnly: this.options.readOnly, workspace: request.workspace, runDir: sockets.dir, cwd: request.cwd, tmpBytes: this.options.tmpBytes });
+      const bound = mounts.map(({ target, readWrite }, index) => ({ fd: MOUNT_FD_BASE + index, target, readWrite }));
+      const options = bubblewrapOptions({ readOnly: this.options.readOnly, workspace: request.workspace, runDir: sockets.dir, cwd: request.cwd, tmpBytes: this.options.tmpBytes, mounts: bound });
       const limits = { prlimitSyscall: this.tools.prlimitSyscall, cpuSeconds: request.cpuSeconds, maxProcesses: cgroup === undefined ? this.options.maxProcesses : 0 };
       const prepared: PreparedSandbox = {
         ...this.command(launcherArgv(this.tools.perl, limits, bridges, request.argv)),
@@ -206,6 +223,7 @@ export class Sandboxes {
         env: { PATH: SYSTEM_PATH },
         bwrapArgs: Buffer.from(options.map((option) => `${option}\0`).join(""), "utf8"),
         environment: encodeEnvironment(env),
+        mountFds: mounts.map(({ fd }) => fd),
         members: () => (cgroup === undefined ? undefined : processesWithPids(cgroup.pids())),
         killAll: () => {
           cgroup?.kill();
@@ -216,12 +234,14 @@ export class Sandboxes {
         close: () => {
           if (closed) return;
           closed = true;
+          closeMountSources(mounts);
           sockets.close();
           cgroup?.killAndRemove();
         },
       };
       return prepared;
     } catch (error) {
+      closeMountSources(mounts);
       sockets.close();
       cgroup?.killAndRemove();
       throw error;

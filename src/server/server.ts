@@ -118,7 +118,7 @@ interface ServiceParts {
   ownContract: WorkspaceOperationContract;
   isolation: ExecutionIsolation;
   /** What admission knows of this server: the types it can run, where and whether sandboxed. */
-  admission: { executable: ReadonlySet<OperationType>; workerSelectors: boolean; sandboxUnavailable?: string };
+  admission: { executable: ReadonlySet<OperationType>; workerSelectors: boolean; sandboxUnavailable?: string; dataDir: string };
   workers: WorkerPool | undefined;
   metrics: PlaneMetrics | undefined;
   health: HealthStatus;
@@ -365,6 +365,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     admission: {
       executable,
       workerSelectors: workers !== undefined,
+      dataDir,
       ...(isolation.mode === SandboxMode.UNAVAILABLE ? { sandboxUnavailable: isolation.detail } : {}),
     },
     workers,

@@ -50,6 +50,8 @@ export interface OperationServiceDeps {
   workerSelectors: boolean;
   /** Set when executions cannot be sandboxed here: why. */
   sandboxUnavailable?: string;
+  /** The server's data dir, which no mount may reach. */
+  dataDir: string;
   /** How often an idle WatchEvents stream gets a bookmark. */
   bookmarkIntervalMs: number;
   /** The period of the slow-subscriber check (src/call/raw-request.ts). */
@@ -78,7 +80,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
     if (previous !== undefined) {
       return previous.requestDigest === requestDigest(request) ? { kind: "existing", operation: previous.operation } : { kind: "request-id-conflict", operation: previous.operation };
     }
-    const admitted = await admit(request, { store, defaultBudget: deps.defaultBudget, principal: principalOf(context), policy: deps.policy, executable: deps.executable, workerSelectors: deps.workerSelectors, ...(deps.sandboxUnavailable !== undefined ? { sandboxUnavailable: deps.sandboxUnavailable } : {}) });
+    const admitted = await admit(request, { store, defaultBudget: deps.defaultBudget, principal: principalOf(context), policy: deps.policy, executable: deps.executable, workerSelectors: deps.workerSelectors, dataDir: deps.dataDir, ...(deps.sandboxUnavailable !== undefined ? { sandboxUnavailable: deps.sandboxUnavailable } : {}) });
     // The record commits with the operation; the store names it (resource) after the operation.
     admitted.audit = auditDraft(context, { decision: allowedDecision(admitted.operation.policyDecisions) });
     const result = await store.createOperation({ ...admitted, idempotencyScope: key.scope });

@@ -29,6 +29,8 @@ export interface PolicyServiceDeps {
   workerSelectors: boolean;
   /** Set when executions cannot be sandboxed here: why. */
   sandboxUnavailable?: string;
+  /** The server's data dir, which no mount may reach. */
+  dataDir: string;
 }
 
 /** The answer for a denial: the decisions it carries and its error detail, as the client would see them. */

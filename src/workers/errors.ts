@@ -17,3 +17,16 @@ export function notAWorker(delegation: string) {
 export function workersDisabled() {
   return errorWithInfo(Code.FailedPrecondition, "WORKERS_DISABLED", "this server runs executions itself; start it with `amctl serve --workers` to dispatch them to remote workers");
 }
+
+/**
+ * Mounts name host paths, which the server resolves and judges on its own disk; a remote worker
+ * runs the execution on another machine, where the same path is another file.
+ */
+export function mountsOnRemoteWorkers(field: string) {
+  return errorWithInfo(
+    Code.FailedPrecondition,
+    "MOUNTS_ON_REMOTE_WORKERS",
+    `${field}: this server runs executions on remote workers, whose host paths it cannot resolve or judge; mount nothing, or run the execution on a server without --workers`,
+    { field },
+  );
+}

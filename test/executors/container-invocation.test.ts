@@ -56,6 +56,19 @@ describe("containerInvocation", () => {
     ]);
   });
 
+  it("binds each mount after the workspace, readonly unless it is a read-write workspace mount", () => {
+    const mounts = [
+      { source: "/src/app", target: "/project", readWrite: false },
+      { source: "/data/workspaces/01JABCDEF/out", target: "/out", readWrite: true },
+    ];
+    const { args } = containerInvocation({ operation: operation(false, []), workspace: "/data/workspaces/01JABCDEF", wallClockSeconds: 60, hostCpus: 8, mounts });
+    expect(args.flatMap((arg, index) => (args[index - 1] === "--mount" ? [arg] : []))).toEqual([
+      "type=bind,source=/data/workspaces/01JABCDEF,target=/workspace",
+      "type=bind,source=/src/app,target=/project,readonly",
+      "type=bind,source=/data/workspaces/01JABCDEF/out,target=/out",
+    ]);
+  });
+
   it("records the same command line with every environment value redacted", () => {
     const { args, recordedArgs } = containerInvocation({ operation: operation(false, []), workspace: "/w", wallClockSeconds: 60, hostCpus: 8 });
     expect(recordedArgs).toEqual(args.map((arg) => ({ "API_KEY=s3cret": "API_KEY=[redacted]", "ZED=last": "ZED=[redacted]" })[arg] ?? arg));

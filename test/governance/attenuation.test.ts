@@ -8,11 +8,14 @@ import { BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { DelegationScopeSchema, type DelegationScope } from "../../src/gen/agentmachine/v1/delegation_pb.js";
 import { OperationType, type ProfileType } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { allows, widening } from "../../src/governance/attenuation.js";
+import { posix } from "node:path";
 import { budgetDimensions } from "../../src/model/budget-dimensions.js";
 
 const types = [1, 2, 3, 4, 5, 6, 7, 8] as OperationType[];
 const profileTypes = [1, 2, 3, 4, 5, 6, 7] as ProfileType[];
 const names = (prefix: string) => fc.uniqueArray(fc.oneof(fc.constant("*"), fc.constantFrom(...["a", "b", "c", "d"].map((n) => `${prefix}${n}`))), { maxLength: 4 });
+// Paths over a small alphabet, so that prefixes of one another (`/a`, `/a/b`, `/ab`) are common.
+const mountPrefixes = fc.uniqueArray(fc.oneof(fc.constant("*"), fc.constant("/"), fc.array(fc.constantFrom("a", "b", "ab"), { minLength: 1, maxLength: 3 }).map((parts) => `/${parts.join("/")}`)), { maxLength: 4 });
 const budget = fc.record(Object.fromEntries(budgetDimensions.map((d) => [d, fc.bigInt({ min: 0n, max: 1000n })])) as Record<(typeof budgetDimensions)[number], fc.Arbitrary<bigint>>);
 
 const scope: fc.Arbitrary<DelegationScope> = fc
@@ -24,6 +27,7 @@ const scope: fc.Arbitrary<DelegationScope> = fc
     budget,
     mayDelegate: fc.boolean(),
     policyProfileTypes: fc.uniqueArray(fc.constantFrom(...profileTypes), { maxLength: 7 }),
+    mountPrefixes,
   })
   .map((init) => create(DelegationScopeSchema, { ...init, budget: create(BudgetSchema, init.budget) }));
 
@@ -36,6 +40,8 @@ function within(child: DelegationScope, parent: DelegationScope): boolean {
     listWithin(child.profiles, parent.profiles) &&
     listWithin(child.tools, parent.tools) &&
     listWithin(child.modelProviders, parent.modelProviders) &&
+    // A child prefix lies under a parent's when the relative path from it does not climb out.
+    child.mountPrefixes.every((c) => (c === "*" ? parent.mountPrefixes.includes("*") : parent.mountPrefixes.some((p) => p === "*" || !posix.relative(p, c).startsWith("..")))) &&
     (!child.mayDelegate || parent.mayDelegate) &&
     budgetDimensions.every((d) => (child.budget?.[d] ?? 0n) <= (parent.budget?.[d] ?? 0n))
   );
@@ -67,7 +73,7 @@ describe("attenuation", () => {
   });
 
   it("names the axis of a widening", () => {
-    const parent = create(DelegationScopeSchema, { operationTypes: [OperationType.TOOL_GRANT_APPLY], profiles: ["profiles/a"], tools: ["git"], budget: { tokens: 10n } });
+    const parent = create(DelegationScopeSchema, { operationTypes: [OperationType.TOOL_GRANT_APPLY], profiles: ["profiles/a"], tools: ["git"], budget: { tokens: 10n }, mountPrefixes: ["/src/app"] });
     const cases: [Partial<DelegationScope>, string][] = [
       [{ operationTypes: [OperationType.EXECUTION_START] }, "operation_types"],
       [{ profiles: ["profiles/b"] }, "profiles"],
@@ -77,9 +83,13 @@ describe("attenuation", () => {
       [{ mayDelegate: true }, "may_delegate"],
       [{ policyProfileTypes: [1 as ProfileType] }, "policy_profile_types"],
       [{ budget: create(BudgetSchema, { tokens: 11n }) }, "budget.tokens"],
+      [{ mountPrefixes: ["/src/application"] }, "mount_prefixes"],
+      [{ mountPrefixes: ["/src"] }, "mount_prefixes"],
+      [{ mountPrefixes: ["*"] }, "mount_prefixes"],
     ];
     for (const [change, axis] of cases) {
       expect(widening(Object.assign(create(DelegationScopeSchema), change), parent, undefined)?.axis).toBe(axis);
     }
+    expect(widening(create(DelegationScopeSchema, { mountPrefixes: ["/src/app", "/src/app/lib"] }), parent, undefined)).toBeUndefined();
   });
 });

@@ -4,7 +4,7 @@ import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { OperationEvent } from "../../src/gen/agentmachine/v1/event_pb.js";
 import type { BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
-import type { Operation, RetryPolicySchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import type { MountSchema, Operation, RetryPolicySchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { readdirSync, readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { OperationService, SubmitOperationRequestSchema, type SubmitOperationRequest } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
@@ -39,6 +39,7 @@ interface ExecutionInit {
   env?: Record<string, string>;
   retryPolicy?: MessageInitShape<typeof RetryPolicySchema>;
   workerSelector?: Record<string, string>;
+  mounts?: MessageInitShape<typeof MountSchema>[];
 }
 
 /** An execution_start request; `options` sets further fields of the spec and the budget. */

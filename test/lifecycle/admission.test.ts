@@ -63,7 +63,8 @@ const startSpec: Spec = { case: "executionStart", value: { argv: ["true"] } };
 const cancelOf = (target: string): Spec => ({ case: "executionCancel", value: { target, reason: "" } });
 
 beforeEach(async () => {
-  store = new SqliteStore(tempDir("amctl-admission-"));
+  const dataDir = tempDir("amctl-admission-");
+  store = new SqliteStore(dataDir);
   const delegation = await store.putDelegation(
     create(DelegationSchema, {
       name: "delegations/root",
@@ -76,6 +77,7 @@ beforeEach(async () => {
   context = {
     store,
     defaultBudget: defaultConfig.defaultBudget,
+    dataDir,
     principal,
     policy: new PolicyEngine(store, silent),
     executable: new Set(Object.values(operationTypeOfSpec)),

@@ -12,6 +12,10 @@ const layout = {
   runDir: "/tmp/amctl-sandbox-x",
   cwd: "/var/lib/amctl/workspaces/01ABC/src",
   tmpBytes: 1024,
+  mounts: [
+    { fd: 6, target: "/project", readWrite: false },
+    { fd: 7, target: "/out", readWrite: true },
+  ],
 };
 
 /** The pairs or triples that follow each occurrence of `flag`. */
@@ -32,6 +36,12 @@ describe("bubblewrap options", () => {
     expect(after(args, "--bind", 2)).toEqual([[layout.workspace, layout.workspace]]);
     expect(after(args, "--ro-bind", 2)).toEqual(expect.arrayContaining([["/opt/amctl", "/opt/amctl"], [layout.runDir, SANDBOX_RUN_DIR]]));
     expect(args.filter((arg) => arg.startsWith("/var/lib/amctl") && !arg.startsWith(layout.workspace))).toEqual([]);
+  });
+
+  it("binds each mount by its descriptor, after the system paths and the sockets, read-only unless it is a workspace mount", () => {
+    expect(after(args, "--ro-bind-fd", 2)).toEqual([["6", "/project"]]);
+    expect(after(args, "--bind-fd", 2)).toEqual([["7", "/out"]]);
+    expect(args.indexOf("--ro-bind-fd")).toBeGreaterThan(args.indexOf(SANDBOX_RUN_DIR));
   });
 
   it("mounts a private, size-capped /tmp before the binds, so a workspace under /tmp stays visible", () => {

@@ -6,9 +6,9 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { GENESIS_HASH, recordHash, type AuditDraft } from "../../src/model/audit-chain.js";
 import { AuditCheckpointSchema, type AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
-import { DelegationSchema, type Delegation } from "../../src/gen/agentmachine/v1/delegation_pb.js";
+import { DelegationSchema, DelegationScopeSchema, type Delegation } from "../../src/gen/agentmachine/v1/delegation_pb.js";
 import { OperationEventSchema } from "../../src/gen/agentmachine/v1/event_pb.js";
-import { OperationSchema, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { OperationSchema, OperationSpecSchema, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema } from "../../src/gen/agentmachine/v1/policy_pb.js";
 import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { LEGACY_IDEMPOTENCY_SCOPE, type AccountState, type AuditQuery, type ChildAccount, type OperationStore, type StoredEvent } from "../../src/store/store.js";
@@ -322,6 +322,17 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(await store.revokeDelegationSubtree("delegations/a", new Date(), "again")).toEqual([]);
       expect((await store.revokeDelegationSubtree("delegations/root", new Date(), "all")).map((x) => x.name).sort()).toEqual(["delegations/b", "delegations/root"]);
       expect(await store.getDelegation("delegations/none")).toBeUndefined();
+    });
+
+    it("keeps a delegation's mount_prefixes and an operation's admitted mounts as they were stored", async () => {
+      const scoped = Object.assign(delegation("delegations/mounts"), { scope: create(DelegationScopeSchema, { mountPrefixes: ["/src/app", "*"] }) });
+      await store.putDelegation(scoped);
+      expect((await store.getDelegation("delegations/mounts"))?.scope?.mountPrefixes).toEqual(["/src/app", "*"]);
+      const mounts = [{ hostPath: "/src/app", path: "/project", readWrite: false }, { hostPath: "out", path: "/out", readWrite: true }];
+      const op = operation({ type: OperationType.EXECUTION_START, spec: create(OperationSpecSchema, { spec: { case: "executionStart", value: { argv: ["true"], mounts } } }) });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "m" });
+      const stored = (await store.getOperation(op.name))?.spec?.spec;
+      expect(stored?.case === "executionStart" && stored.value.mounts.map(({ hostPath, path, readWrite }) => ({ hostPath, path, readWrite }))).toEqual(mounts);
     });
 
     it("reserves budget at create: the check sees each account's held amount and a delegation's children", async () => {

@@ -1,7 +1,7 @@
 // Builds the `input` a policy rule sees (agentmachine.v1.PolicyInput) for an operation being
 // admitted or a runtime call, in the contract's spellings.
 import { create } from "@bufbuild/protobuf";
-import type { Operation } from "../../gen/agentmachine/v1/operation_pb.js";
+import type { Mount, Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyInputSchema, type PolicyInput } from "../../gen/agentmachine/v1/policy_pb.js";
 import type { RuntimeCall } from "../../gen/agentmachine/v1/runtime_pb.js";
 import type { ProfileType } from "../../gen/agentmachine/v1/types_pb.js";
@@ -35,6 +35,11 @@ export function operationInput(where: Where, operation: Pick<Operation, "type" |
     ...(spec?.case === "containerRun" ? { image: spec.value.image, network: spec.value.network } : {}),
     ...(spec?.case === "executionStart" ? { network: spec.value.network } : {}),
   });
+}
+
+/** The input the artifactAccess gate decides one mount of an operation with (its host path resolved at admission). */
+export function mountInput(where: Where, operation: Pick<Operation, "type" | "spec" | "labels">, mount: Mount): PolicyInput {
+  return create(PolicyInputSchema, { ...operationInput(where, operation), mountHostPath: mount.hostPath, mountPath: mount.path, mountReadWrite: mount.readWrite });
 }
 
 /** Where a connection through the egress proxy goes. */

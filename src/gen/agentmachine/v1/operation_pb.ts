@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/operation.proto.
  */
 export const file_agentmachine_v1_operation: GenFile = /*@__PURE__*/
-  fileDesc("Ch9hZ2VudG1hY2hpbmUvdjEvb3BlcmF0aW9uLnByb3RvEg9hZ2VudG1hY2hpbmUudjEiigYKCU9wZXJhdGlvbhIMCgRuYW1lGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSLAoEdHlwZRgDIAEoDjIeLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb25UeXBlEg8KB3Byb2ZpbGUYBCABKAkSLAoEc3BlYxgFIAEoCzIeLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb25TcGVjEjEKEHJlcXVlc3RlZF9idWRnZXQYBiABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0EjYKBmxhYmVscxgHIAMoCzImLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb24uTGFiZWxzRW50cnkSKQoFc3RhdGUYCCABKA4yGi5hZ2VudG1hY2hpbmUudjEuVGFza1N0YXRlEg8KB2F0dGVtcHQYCSABKA0SKwoIYXJ0aWZhY3QYCiABKAsyGS5hZ2VudG1hY2hpbmUudjEuQXJ0aWZhY3QSLgoKc3RvcF9jYXVzZRgLIAEoCzIaLmFnZW50bWFjaGluZS52MS5TdG9wQ2F1c2USEgoKZGVsZWdhdGlvbhgMIAEoCRI5ChBwb2xpY3lfZGVjaXNpb25zGA0gAygLMh8uYWdlbnRtYWNoaW5lLnYxLlBvbGljeURlY2lzaW9uEiYKBXVzYWdlGA4gASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldBIvCgtjcmVhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWxhc3Rfc2VxdWVuY2UYEiABKAQSDgoGcnVubmVyGBMgASgJEg4KBndvcmtlchgUIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqsECg1PcGVyYXRpb25TcGVjEjwKDnByb2ZpbGVfY3JlYXRlGAEgASgLMiIuYWdlbnRtYWNoaW5lLnYxLlByb2ZpbGVDcmVhdGVTcGVjSAASPgoPZXhlY3V0aW9uX3N0YXJ0GAIgASgLMiMuYWdlbnRtYWNoaW5lLnYxLkV4ZWN1dGlvblN0YXJ0U3BlY0gAEkAKEGV4ZWN1dGlvbl9jYW5jZWwYAyABKAsyJC5hZ2VudG1hY2hpbmUudjEuRXhlY3V0aW9uQ2FuY2VsU3BlY0gAEj8KEHRvb2xfZ3JhbnRfYXBwbHkYBCABKAsyIy5hZ2VudG1hY2hpbmUudjEuVG9vbEdyYW50QXBwbHlTcGVjSAASQQoRdG9vbF9ncmFudF9yZXZva2UYBSABKAsyJC5hZ2VudG1hY2hpbmUudjEuVG9vbEdyYW50UmV2b2tlU3BlY0gAEjoKDWNvbnRhaW5lcl9ydW4YBiABKAsyIS5hZ2VudG1hY2hpbmUudjEuQ29udGFpbmVyUnVuU3BlY0gAEkUKE21vZGVsX3Byb3ZpZGVyX2JpbmQYByABKAsyJi5hZ2VudG1hY2hpbmUudjEuTW9kZWxQcm92aWRlckJpbmRTcGVjSAASRAoSZGlhZ25vc3RpY3NfZXhwb3J0GAggASgLMiYuYWdlbnRtYWNoaW5lLnYxLkRpYWdub3N0aWNzRXhwb3J0U3BlY0gAQg0KBHNwZWMSBbpIAggBItIBChFQcm9maWxlQ3JlYXRlU3BlYxI0Cgpwcm9maWxlX2lkGAEgASgJQiC6SB1yGzIZXlthLXowLTldW2EtejAtOS1dezAsNjJ9JBI+Cgxwcm9maWxlX3R5cGUYAiABKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCCrpIB4IBBBABIAASHgoMZGlzcGxheV9uYW1lGAMgASgJQgi6SAVyAxjIARInCgZidWRnZXQYBCABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0IugFChJFeGVjdXRpb25TdGFydFNwZWMSZwoEYXJndhgBIAMoCUJZukhWkgFTCAEQgAIiTLoBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKXIFEAEYgCASaAoRd29ya2luZ19kaXJlY3RvcnkYAiABKAlCTbpISroBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKXIDGIAIEtUBCgNlbnYYAyADKAsyLC5hZ2VudG1hY2hpbmUudjEuRXhlY3V0aW9uU3RhcnRTcGVjLkVudkVudHJ5QpkBukiVAZoBkQEQgAEiRboBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKSpFugFCCgtub19udWxfYnl0ZRIbbXVzdCBub3QgY29udGFpbiBhIE5VTCBieXRlGhYhdGhpcy5jb250YWlucygnXHgwMCcpEjIKDHJldHJ5X3BvbGljeRgEIAEoCzIcLmFnZW50bWFjaGluZS52MS5SZXRyeVBvbGljeRJ/Cg93b3JrZXJfc2VsZWN0b3IYBSADKAsyNy5hZ2VudG1hY2hpbmUudjEuRXhlY3V0aW9uU3RhcnRTcGVjLldvcmtlclNlbGVjdG9yRW50cnlCLbpIKpoBJxAgIhxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2Mn0kKgVyAxiAAhIPCgduZXR3b3JrGAYgASgIGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaNQoTV29ya2VyU2VsZWN0b3JFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImgKE0V4ZWN1dGlvbkNhbmNlbFNwZWMSNwoGdGFyZ2V0GAEgASgJQie6SCRyIjIgXm9wZXJhdGlvbnMvW0EtWmEtejAtOV8tXXsxLDY0fSQSGAoGcmVhc29uGAIgASgJQgi6SAVyAxjoByIuChJUb29sR3JhbnRBcHBseVNwZWMSGAoEdG9vbBgBIAEoCUIKukgHcgUQARjIASJnChNUb29sR3JhbnRSZXZva2VTcGVjEjYKBWdyYW50GAEgASgJQie6SCRyIjIgXm9wZXJhdGlvbnMvW0EtWmEtejAtOV8tXXsxLDY0fSQSGAoGcmVhc29uGAIgASgJQgi6SAVyAxjoByLJAwoQQ29udGFpbmVyUnVuU3BlYxJCCgVpbWFnZRgBIAEoCUIzukgwci4yLF5bYS16MC05XVthLXowLTkuXy86LV0qQHNoYTI1NjpbYS1mMC05XXs2NH0kEl4KBGFyZ3YYAiADKAlCULpITZIBShCAAiJFugFCCgtub19udWxfYnl0ZRIbbXVzdCBub3QgY29udGFpbiBhIE5VTCBieXRlGhYhdGhpcy5jb250YWlucygnXHgwMCcpEtMBCgNlbnYYAyADKAsyKi5hZ2VudG1hY2hpbmUudjEuQ29udGFpbmVyUnVuU3BlYy5FbnZFbnRyeUKZAbpIlQGaAZEBEIABIkW6AUIKC25vX251bF9ieXRlEhttdXN0IG5vdCBjb250YWluIGEgTlVMIGJ5dGUaFiF0aGlzLmNvbnRhaW5zKCdceDAwJykqRboBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKRIPCgduZXR3b3JrGAQgASgIGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiUQoVTW9kZWxQcm92aWRlckJpbmRTcGVjEhwKCHByb3ZpZGVyGAEgASgJQgq6SAdyBRABGMgBEhoKCGVuZHBvaW50GAIgASgJQgi6SAVyAxiAECI8ChVEaWFnbm9zdGljc0V4cG9ydFNwZWMSIwoRcmVjZW50X29wZXJhdGlvbnMYASABKA1CCLpIBSoDGJBOIpABCgtSZXRyeVBvbGljeRIdCgxtYXhfYXR0ZW1wdHMYASABKA1CB7pIBCoCGBQSMgoPaW5pdGlhbF9iYWNrb2ZmGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC21heF9iYWNrb2ZmGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uImEKCVN0b3BDYXVzZRIOCgZyZWFzb24YASABKAkSDwoHbWVzc2FnZRgCIAEoCRIzCglkaW1lbnNpb24YAyABKA4yIC5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0RGltZW5zaW9uImQKDlBvbGljeURlY2lzaW9uEgwKBGdhdGUYASABKAkSDAoEcnVsZRgCIAEoCRIVCg1idW5kbGVfZGlnZXN0GAMgASgJEg8KB2FsbG93ZWQYBCABKAgSDgoGcmVhc29uGAUgASgJYgZwcm90bzM", [file_agentmachine_v1_artifact, file_agentmachine_v1_budget, file_agentmachine_v1_types, file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch9hZ2VudG1hY2hpbmUvdjEvb3BlcmF0aW9uLnByb3RvEg9hZ2VudG1hY2hpbmUudjEiigYKCU9wZXJhdGlvbhIMCgRuYW1lGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSLAoEdHlwZRgDIAEoDjIeLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb25UeXBlEg8KB3Byb2ZpbGUYBCABKAkSLAoEc3BlYxgFIAEoCzIeLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb25TcGVjEjEKEHJlcXVlc3RlZF9idWRnZXQYBiABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0EjYKBmxhYmVscxgHIAMoCzImLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb24uTGFiZWxzRW50cnkSKQoFc3RhdGUYCCABKA4yGi5hZ2VudG1hY2hpbmUudjEuVGFza1N0YXRlEg8KB2F0dGVtcHQYCSABKA0SKwoIYXJ0aWZhY3QYCiABKAsyGS5hZ2VudG1hY2hpbmUudjEuQXJ0aWZhY3QSLgoKc3RvcF9jYXVzZRgLIAEoCzIaLmFnZW50bWFjaGluZS52MS5TdG9wQ2F1c2USEgoKZGVsZWdhdGlvbhgMIAEoCRI5ChBwb2xpY3lfZGVjaXNpb25zGA0gAygLMh8uYWdlbnRtYWNoaW5lLnYxLlBvbGljeURlY2lzaW9uEiYKBXVzYWdlGA4gASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldBIvCgtjcmVhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWxhc3Rfc2VxdWVuY2UYEiABKAQSDgoGcnVubmVyGBMgASgJEg4KBndvcmtlchgUIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqsECg1PcGVyYXRpb25TcGVjEjwKDnByb2ZpbGVfY3JlYXRlGAEgASgLMiIuYWdlbnRtYWNoaW5lLnYxLlByb2ZpbGVDcmVhdGVTcGVjSAASPgoPZXhlY3V0aW9uX3N0YXJ0GAIgASgLMiMuYWdlbnRtYWNoaW5lLnYxLkV4ZWN1dGlvblN0YXJ0U3BlY0gAEkAKEGV4ZWN1dGlvbl9jYW5jZWwYAyABKAsyJC5hZ2VudG1hY2hpbmUudjEuRXhlY3V0aW9uQ2FuY2VsU3BlY0gAEj8KEHRvb2xfZ3JhbnRfYXBwbHkYBCABKAsyIy5hZ2VudG1hY2hpbmUudjEuVG9vbEdyYW50QXBwbHlTcGVjSAASQQoRdG9vbF9ncmFudF9yZXZva2UYBSABKAsyJC5hZ2VudG1hY2hpbmUudjEuVG9vbEdyYW50UmV2b2tlU3BlY0gAEjoKDWNvbnRhaW5lcl9ydW4YBiABKAsyIS5hZ2VudG1hY2hpbmUudjEuQ29udGFpbmVyUnVuU3BlY0gAEkUKE21vZGVsX3Byb3ZpZGVyX2JpbmQYByABKAsyJi5hZ2VudG1hY2hpbmUudjEuTW9kZWxQcm92aWRlckJpbmRTcGVjSAASRAoSZGlhZ25vc3RpY3NfZXhwb3J0GAggASgLMiYuYWdlbnRtYWNoaW5lLnYxLkRpYWdub3N0aWNzRXhwb3J0U3BlY0gAQg0KBHNwZWMSBbpIAggBItIBChFQcm9maWxlQ3JlYXRlU3BlYxI0Cgpwcm9maWxlX2lkGAEgASgJQiC6SB1yGzIZXlthLXowLTldW2EtejAtOS1dezAsNjJ9JBI+Cgxwcm9maWxlX3R5cGUYAiABKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCCrpIB4IBBBABIAASHgoMZGlzcGxheV9uYW1lGAMgASgJQgi6SAVyAxjIARInCgZidWRnZXQYBCABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0IpoGChJFeGVjdXRpb25TdGFydFNwZWMSZwoEYXJndhgBIAMoCUJZukhWkgFTCAEQgAIiTLoBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKXIFEAEYgCASaAoRd29ya2luZ19kaXJlY3RvcnkYAiABKAlCTbpISroBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKXIDGIAIEtUBCgNlbnYYAyADKAsyLC5hZ2VudG1hY2hpbmUudjEuRXhlY3V0aW9uU3RhcnRTcGVjLkVudkVudHJ5QpkBukiVAZoBkQEQgAEiRboBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKSpFugFCCgtub19udWxfYnl0ZRIbbXVzdCBub3QgY29udGFpbiBhIE5VTCBieXRlGhYhdGhpcy5jb250YWlucygnXHgwMCcpEjIKDHJldHJ5X3BvbGljeRgEIAEoCzIcLmFnZW50bWFjaGluZS52MS5SZXRyeVBvbGljeRJ/Cg93b3JrZXJfc2VsZWN0b3IYBSADKAsyNy5hZ2VudG1hY2hpbmUudjEuRXhlY3V0aW9uU3RhcnRTcGVjLldvcmtlclNlbGVjdG9yRW50cnlCLbpIKpoBJxAgIhxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2Mn0kKgVyAxiAAhIPCgduZXR3b3JrGAYgASgIEjAKBm1vdW50cxgHIAMoCzIWLmFnZW50bWFjaGluZS52MS5Nb3VudEIIukgFkgECEBAaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARo1ChNXb3JrZXJTZWxlY3RvckVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEipwIKBU1vdW50EogBCglob3N0X3BhdGgYASABKAlCdbpIcroBaAoPbm9fY29tbWFfb3JfbnVsEiZtdXN0IG5vdCBjb250YWluIGEgY29tbWEgb3IgYSBOVUwgYnl0ZRotIXRoaXMuY29udGFpbnMoJywnKSAmJiAhdGhpcy5jb250YWlucygnXHgwMCcpcgUQARiAIBJ/CgRwYXRoGAIgASgJQnG6SG66AVQKC25vcm1hbF9wYXRoEiVtdXN0IG5vdCBjb250YWluIGAuYCBvciBgLi5gIHNlZ21lbnRzGh4hdGhpcy5tYXRjaGVzKCcvXFwuXFwuPygvfCQpJylyFRiAIDIQXigvW14vLFx4MDBdKykrJBISCgpyZWFkX3dyaXRlGAMgASgIImgKE0V4ZWN1dGlvbkNhbmNlbFNwZWMSNwoGdGFyZ2V0GAEgASgJQie6SCRyIjIgXm9wZXJhdGlvbnMvW0EtWmEtejAtOV8tXXsxLDY0fSQSGAoGcmVhc29uGAIgASgJQgi6SAVyAxjoByIuChJUb29sR3JhbnRBcHBseVNwZWMSGAoEdG9vbBgBIAEoCUIKukgHcgUQARjIASJnChNUb29sR3JhbnRSZXZva2VTcGVjEjYKBWdyYW50GAEgASgJQie6SCRyIjIgXm9wZXJhdGlvbnMvW0EtWmEtejAtOV8tXXsxLDY0fSQSGAoGcmVhc29uGAIgASgJQgi6SAVyAxjoByL7AwoQQ29udGFpbmVyUnVuU3BlYxJCCgVpbWFnZRgBIAEoCUIzukgwci4yLF5bYS16MC05XVthLXowLTkuXy86LV0qQHNoYTI1NjpbYS1mMC05XXs2NH0kEl4KBGFyZ3YYAiADKAlCULpITZIBShCAAiJFugFCCgtub19udWxfYnl0ZRIbbXVzdCBub3QgY29udGFpbiBhIE5VTCBieXRlGhYhdGhpcy5jb250YWlucygnXHgwMCcpEtMBCgNlbnYYAyADKAsyKi5hZ2VudG1hY2hpbmUudjEuQ29udGFpbmVyUnVuU3BlYy5FbnZFbnRyeUKZAbpIlQGaAZEBEIABIkW6AUIKC25vX251bF9ieXRlEhttdXN0IG5vdCBjb250YWluIGEgTlVMIGJ5dGUaFiF0aGlzLmNvbnRhaW5zKCdceDAwJykqRboBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKRIPCgduZXR3b3JrGAQgASgIEjAKBm1vdW50cxgFIAMoCzIWLmFnZW50bWFjaGluZS52MS5Nb3VudEIIukgFkgECEBAaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJRChVNb2RlbFByb3ZpZGVyQmluZFNwZWMSHAoIcHJvdmlkZXIYASABKAlCCrpIB3IFEAEYyAESGgoIZW5kcG9pbnQYAiABKAlCCLpIBXIDGIAQIjwKFURpYWdub3N0aWNzRXhwb3J0U3BlYxIjChFyZWNlbnRfb3BlcmF0aW9ucxgBIAEoDUIIukgFKgMYkE4ikAEKC1JldHJ5UG9saWN5Eh0KDG1heF9hdHRlbXB0cxgBIAEoDUIHukgEKgIYFBIyCg9pbml0aWFsX2JhY2tvZmYYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoLbWF4X2JhY2tvZmYYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iYQoJU3RvcENhdXNlEg4KBnJlYXNvbhgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEjMKCWRpbWVuc2lvbhgDIAEoDjIgLmFnZW50bWFjaGluZS52MS5CdWRnZXREaW1lbnNpb24iZAoOUG9saWN5RGVjaXNpb24SDAoEZ2F0ZRgBIAEoCRIMCgRydWxlGAIgASgJEhUKDWJ1bmRsZV9kaWdlc3QYAyABKAkSDwoHYWxsb3dlZBgEIAEoCBIOCgZyZWFzb24YBSABKAliBnByb3RvMw", [file_agentmachine_v1_artifact, file_agentmachine_v1_budget, file_agentmachine_v1_types, file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * An operation: one command submitted to the plane, the task that carries it out, and the
@@ -364,6 +364,14 @@ export type ExecutionStartSpec = Message<"agentmachine.v1.ExecutionStartSpec"> &
    * @generated from field: bool network = 6;
    */
   network: boolean;
+
+  /**
+   * Host directories or files the execution sees, each bound at its own `path` inside the
+   * sandbox (docs/mounts.md). Refused on a server that runs executions on remote workers.
+   *
+   * @generated from field: repeated agentmachine.v1.Mount mounts = 7;
+   */
+  mounts: Mount[];
 };
 
 /**
@@ -372,6 +380,50 @@ export type ExecutionStartSpec = Message<"agentmachine.v1.ExecutionStartSpec"> &
  */
 export const ExecutionStartSpecSchema: GenMessage<ExecutionStartSpec> = /*@__PURE__*/
   messageDesc(file_agentmachine_v1_operation, 3);
+
+/**
+ * A host path made visible inside an execution's sandbox or a container. The server resolves
+ * `host_path` (symbolic links, `..`) at admission and judges the resolved path: it must lie
+ * under one of the delegation's `mount_prefixes` and never in the server's data dir, and the
+ * `artifactAccess` gate decides it with the path in its input. The admitted operation records
+ * the resolved path, and exactly that file is bound: it is opened and checked again when the
+ * attempt starts, so a link swapped after admission cannot redirect the mount.
+ *
+ * @generated from message agentmachine.v1.Mount
+ */
+export type Mount = Message<"agentmachine.v1.Mount"> & {
+  /**
+   * An absolute host path, mounted read-only; or a relative path, which names a directory of
+   * the operation's own workspace (created if missing; it may not leave the workspace) and is
+   * the only kind that may be mounted read-write. No path may hold a comma or a NUL byte.
+   *
+   * @generated from field: string host_path = 1;
+   */
+  hostPath: string;
+
+  /**
+   * Where it appears inside: an absolute path, not `/` and not under `/proc`, `/dev` or
+   * `/run/amctl` (the sandbox's own), without `.` or `..` segments.
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * Whether the execution may write through it. Only a mount of the operation's own workspace
+   * may be read-write: the contract's durable state allows no external writes.
+   *
+   * @generated from field: bool read_write = 3;
+   */
+  readWrite: boolean;
+};
+
+/**
+ * Describes the message agentmachine.v1.Mount.
+ * Use `create(MountSchema)` to create a new message.
+ */
+export const MountSchema: GenMessage<Mount> = /*@__PURE__*/
+  messageDesc(file_agentmachine_v1_operation, 4);
 
 /**
  * Cancels an execution.
@@ -399,7 +451,7 @@ export type ExecutionCancelSpec = Message<"agentmachine.v1.ExecutionCancelSpec">
  * Use `create(ExecutionCancelSpecSchema)` to create a new message.
  */
 export const ExecutionCancelSpecSchema: GenMessage<ExecutionCancelSpec> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_operation, 4);
+  messageDesc(file_agentmachine_v1_operation, 5);
 
 /**
  * Grants a tool within the operation's profile.
@@ -420,7 +472,7 @@ export type ToolGrantApplySpec = Message<"agentmachine.v1.ToolGrantApplySpec"> &
  * Use `create(ToolGrantApplySpecSchema)` to create a new message.
  */
 export const ToolGrantApplySpecSchema: GenMessage<ToolGrantApplySpec> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_operation, 5);
+  messageDesc(file_agentmachine_v1_operation, 6);
 
 /**
  * Revokes a tool grant.
@@ -448,7 +500,7 @@ export type ToolGrantRevokeSpec = Message<"agentmachine.v1.ToolGrantRevokeSpec">
  * Use `create(ToolGrantRevokeSpecSchema)` to create a new message.
  */
 export const ToolGrantRevokeSpecSchema: GenMessage<ToolGrantRevokeSpec> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_operation, 6);
+  messageDesc(file_agentmachine_v1_operation, 7);
 
 /**
  * Runs a container.
@@ -484,6 +536,14 @@ export type ContainerRunSpec = Message<"agentmachine.v1.ContainerRunSpec"> & {
    * @generated from field: bool network = 4;
    */
   network: boolean;
+
+  /**
+   * Host paths the container sees, judged as an execution's are (see Mount), passed to the
+   * runtime as `--mount type=bind,…` (`readonly` unless it is a read-write workspace mount).
+   *
+   * @generated from field: repeated agentmachine.v1.Mount mounts = 5;
+   */
+  mounts: Mount[];
 };
 
 /**
@@ -491,7 +551,7 @@ export type ContainerRunSpec = Message<"agentmachine.v1.ContainerRunSpec"> & {
  * Use `create(ContainerRunSpecSchema)` to create a new message.
  */
 export const ContainerRunSpecSchema: GenMessage<ContainerRunSpec> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_operation, 7);
+  messageDesc(file_agentmachine_v1_operation, 8);
 
 /**
  * Binds a model provider to a provider profile.
@@ -519,7 +579,7 @@ export type ModelProviderBindSpec = Message<"agentmachine.v1.ModelProviderBindSp
  * Use `create(ModelProviderBindSpecSchema)` to create a new message.
  */
 export const ModelProviderBindSpecSchema: GenMessage<ModelProviderBindSpec> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_operation, 8);
+  messageDesc(file_agentmachine_v1_operation, 9);
 
 /**
  * Exports a redacted diagnostics bundle.
@@ -540,7 +600,7 @@ export type DiagnosticsExportSpec = Message<"agentmachine.v1.DiagnosticsExportSp
  * Use `create(DiagnosticsExportSpecSchema)` to create a new message.
  */
 export const DiagnosticsExportSpecSchema: GenMessage<DiagnosticsExportSpec> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_operation, 9);
+  messageDesc(file_agentmachine_v1_operation, 10);
 
 /**
  * How failed attempts of a task are retried.
@@ -575,7 +635,7 @@ export type RetryPolicy = Message<"agentmachine.v1.RetryPolicy"> & {
  * Use `create(RetryPolicySchema)` to create a new message.
  */
 export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_operation, 10);
+  messageDesc(file_agentmachine_v1_operation, 11);
 
 /**
  * Why a task stopped.
@@ -611,7 +671,7 @@ export type StopCause = Message<"agentmachine.v1.StopCause"> & {
  * Use `create(StopCauseSchema)` to create a new message.
  */
 export const StopCauseSchema: GenMessage<StopCause> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_operation, 11);
+  messageDesc(file_agentmachine_v1_operation, 12);
 
 /**
  * One policy gate decision.
@@ -661,5 +721,5 @@ export type PolicyDecision = Message<"agentmachine.v1.PolicyDecision"> & {
  * Use `create(PolicyDecisionSchema)` to create a new message.
  */
 export const PolicyDecisionSchema: GenMessage<PolicyDecision> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_operation, 12);
+  messageDesc(file_agentmachine_v1_operation, 13);
 

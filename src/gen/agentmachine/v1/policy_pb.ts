@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/policy.proto.
  */
 export const file_agentmachine_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("ChxhZ2VudG1hY2hpbmUvdjEvcG9saWN5LnByb3RvEg9hZ2VudG1hY2hpbmUudjEi6AMKC1BvbGljeUlucHV0EgwKBGdhdGUYASABKAkSFgoOb3BlcmF0aW9uX3R5cGUYAiABKAkSEQoJY2FsbF9raW5kGAMgASgJEg8KB3Byb2ZpbGUYBCABKAkSFAoMcHJvZmlsZV90eXBlGAUgASgJEgwKBHRvb2wYBiABKAkSFgoObW9kZWxfcHJvdmlkZXIYByABKAkSIwobbW9kZWxfcHJvdmlkZXJfcHJvZmlsZV90eXBlGAggASgJEhEKCWNvbm5lY3RvchgJIAEoCRIPCgduZXR3b3JrGAogASgIEg0KBWltYWdlGAsgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYDCABKAQSDwoHc3ViamVjdBgNIAEoCRISCgpkZWxlZ2F0aW9uGA4gASgJEjgKBmxhYmVscxgPIAMoCzIoLmFnZW50bWFjaGluZS52MS5Qb2xpY3lJbnB1dC5MYWJlbHNFbnRyeRIfChdtb2RlbF9wcm92aWRlcl9lbmRwb2ludBgQIAEoCRIYChBkZXN0aW5hdGlvbl9ob3N0GBEgASgJEhgKEGRlc3RpbmF0aW9uX3BvcnQYEiABKA0aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLFAQoMUG9saWN5QnVuZGxlEgwKBG5hbWUYASABKAkSMgoMcHJvZmlsZV90eXBlGAIgASgOMhwuYWdlbnRtYWNoaW5lLnYxLlByb2ZpbGVUeXBlEg8KB3ZlcnNpb24YAyABKAQSDgoGZGlnZXN0GAQgASgJEg4KBnNvdXJjZRgFIAEoCRISCgphcHBsaWVkX2J5GAYgASgJEi4KCmFwcGx5X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wYgZwcm90bzM", [file_agentmachine_v1_types, file_google_protobuf_timestamp]);
+  fileDesc("ChxhZ2VudG1hY2hpbmUvdjEvcG9saWN5LnByb3RvEg9hZ2VudG1hY2hpbmUudjEirwQKC1BvbGljeUlucHV0EgwKBGdhdGUYASABKAkSFgoOb3BlcmF0aW9uX3R5cGUYAiABKAkSEQoJY2FsbF9raW5kGAMgASgJEg8KB3Byb2ZpbGUYBCABKAkSFAoMcHJvZmlsZV90eXBlGAUgASgJEgwKBHRvb2wYBiABKAkSFgoObW9kZWxfcHJvdmlkZXIYByABKAkSIwobbW9kZWxfcHJvdmlkZXJfcHJvZmlsZV90eXBlGAggASgJEhEKCWNvbm5lY3RvchgJIAEoCRIPCgduZXR3b3JrGAogASgIEg0KBWltYWdlGAsgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYDCABKAQSDwoHc3ViamVjdBgNIAEoCRISCgpkZWxlZ2F0aW9uGA4gASgJEjgKBmxhYmVscxgPIAMoCzIoLmFnZW50bWFjaGluZS52MS5Qb2xpY3lJbnB1dC5MYWJlbHNFbnRyeRIfChdtb2RlbF9wcm92aWRlcl9lbmRwb2ludBgQIAEoCRIYChBkZXN0aW5hdGlvbl9ob3N0GBEgASgJEhgKEGRlc3RpbmF0aW9uX3BvcnQYEiABKA0SFwoPbW91bnRfaG9zdF9wYXRoGBMgASgJEhIKCm1vdW50X3BhdGgYFCABKAkSGAoQbW91bnRfcmVhZF93cml0ZRgVIAEoCBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIsUBCgxQb2xpY3lCdW5kbGUSDAoEbmFtZRgBIAEoCRIyCgxwcm9maWxlX3R5cGUYAiABKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGUSDwoHdmVyc2lvbhgDIAEoBBIOCgZkaWdlc3QYBCABKAkSDgoGc291cmNlGAUgASgJEhIKCmFwcGxpZWRfYnkYBiABKAkSLgoKYXBwbHlfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBiBnByb3RvMw", [file_agentmachine_v1_types, file_google_protobuf_timestamp]);
 
 /**
  * What a policy rule sees: every CEL rule is a boolean expression over the variable `input`,
@@ -155,6 +155,28 @@ export type PolicyInput = Message<"agentmachine.v1.PolicyInput"> & {
    * @generated from field: uint32 destination_port = 18;
    */
   destinationPort: number;
+
+  /**
+   * For a mount (gate `artifactAccess`, once per mount): the host path, resolved (no symbolic
+   * link, no `..`); for a mount of the operation's own workspace, the path inside it, relative.
+   *
+   * @generated from field: string mount_host_path = 19;
+   */
+  mountHostPath: string;
+
+  /**
+   * For a mount: where it appears inside the sandbox or container.
+   *
+   * @generated from field: string mount_path = 20;
+   */
+  mountPath: string;
+
+  /**
+   * For a mount: whether it is read-write (only ever a workspace mount).
+   *
+   * @generated from field: bool mount_read_write = 21;
+   */
+  mountReadWrite: boolean;
 };
 
 /**
