@@ -2,7 +2,6 @@
 // retrying / cancelled. Every change goes through transition(), which checks the one table of
 // legal transitions (transitions.ts) and commits the new state with its event in one write.
 import { mkdirSync } from "node:fs";
-import { join } from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { context, type Context } from "@opentelemetry/api";
 import { durationFromMs, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
@@ -12,6 +11,7 @@ import { StopCauseSchema, type Operation, type StopCause } from "../gen/agentmac
 import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Executor, Outcome, Seat } from "../executors/executor.js";
 import { processStartTicks } from "../executors/process-identity.js";
+import { workspaceOf } from "../executors/workspace-files.js";
 import type { Logger } from "../server/logger.js";
 import type { Modification, OperationStore, SlotKey } from "../store/store.js";
 import { settlementFor, spendsBudget, withAttemptUsage } from "../governance/budget-ledger.js";
@@ -355,7 +355,7 @@ export class OperationRunner {
       return; // cancelled or claimed meanwhile, or no room yet
     }
     const attempt = running.attempt;
-    const workspace = join(this.options.dataDir, "workspaces", name.replace("operations/", ""));
+    const workspace = workspaceOf(this.options.dataDir, name);
     mkdirSync(workspace, { recursive: true });
     const credential =
       running.type === OperationType.EXECUTION_START

@@ -18,6 +18,7 @@ import { ProfileService, file_agentmachine_v1_profile_service } from "../gen/age
 import { RuntimeService, file_agentmachine_v1_runtime_service } from "../gen/agentmachine/v1/runtime_service_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { WorkerService, file_agentmachine_v1_worker_service } from "../gen/agentmachine/v1/worker_service_pb.js";
+import { WorkspaceService, file_agentmachine_v1_workspace_service } from "../gen/agentmachine/v1/workspace_service_pb.js";
 import { Health, file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import * as reflectionV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as reflectionV1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
@@ -56,6 +57,8 @@ import { policyService } from "../services/policy-service.js";
 import { profileService } from "../services/profile-service.js";
 import { runtimeService } from "../services/runtime-service.js";
 import { workerService } from "../services/worker-service.js";
+import { workspaceService } from "../services/workspace-service.js";
+import { WorkspaceKeeper } from "../lifecycle/workspace-keeper.js";
 import { WorkerPool } from "../workers/worker-pool.js";
 import { openStore } from "../store/open-store.js";
 import { randomSecret } from "../store/sqlite/sqlite-store.js";
@@ -108,6 +111,7 @@ const servedFiles: DescFile[] = [
   file_agentmachine_v1_diagnostics_service,
   file_agentmachine_v1_audit_service,
   file_agentmachine_v1_worker_service,
+  file_agentmachine_v1_workspace_service,
   file_grpc_health_v1_health,
   reflectionV1.file_grpc_reflection_v1_reflection,
   reflectionV1alpha.file_grpc_reflection_v1alpha_reflection,
@@ -124,6 +128,7 @@ export const servedServiceDescriptors: readonly DescService[] = [
   DiagnosticsService,
   AuditService,
   WorkerService,
+  WorkspaceService,
   Health,
   reflectionV1.ServerReflection,
   reflectionV1alpha.ServerReflection,
@@ -283,8 +288,10 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     runnerTimeoutMs: config.runnerTimeoutMs,
   });
   metrics?.watch(store, runner);
+  const keeper = new WorkspaceKeeper({ store, dataDir, retentionMs: config.workspaceRetentionMs, diskLimitBytes: config.workspaceDiskLimitBytes, log });
   const compaction = setInterval(() => {
     store.compactEvents(config.eventRetention, new Date()).catch((error: unknown) => log.error({ err: error }, "event compaction failed"));
+    keeper.sweep().catch((error: unknown) => log.error({ err: error }, "workspace sweep failed"));
   }, config.compactionIntervalMs);
   compaction.unref();
 
@@ -306,6 +313,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs,
         metrics,
         authority,
+        workspaceRoom: () => keeper.ensureRoom(),
       }),
     );
     router.service(
@@ -333,6 +341,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
       auditService({ store, appends: auditAppends, pageTokens, verifierKey: auditKey.verifierKey, authority, slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs, metrics }),
     );
     router.service(WorkerService, workerService({ pool: workers, authority }));
+    router.service(WorkspaceService, workspaceService({ store, dataDir, policy, pageTokens, keeper }));
     router.service(Health, healthService(health));
     router.service(reflectionV1.ServerReflection, reflectionServiceV1(reflector));
     router.service(reflectionV1alpha.ServerReflection, reflectionServiceV1alpha(reflector));

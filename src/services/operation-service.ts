@@ -32,6 +32,7 @@ import { whileAuthorized } from "./while-authorized.js";
 import type { Authority } from "../governance/authority.js";
 import { canSeeProfile, requireOperation, requireProfile, visibleProfiles } from "../governance/scope.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
+import { runsInWorkspace } from "../executors/workspace-files.js";
 import type { CreateResult, OperationStore } from "../store/store.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
@@ -55,6 +56,8 @@ export interface OperationServiceDeps {
   authority: Authority;
   /** Set when the server keeps metrics: watch streams are counted. */
   metrics?: PlaneMetrics;
+  /** Before an execution or container is stored: room under the workspaces' disk limit, else ResourceExhausted (src/lifecycle/workspace-keeper.ts). */
+  workspaceRoom?: () => Promise<void>;
 }
 
 const DEFAULT_PAGE_SIZE = 50;
@@ -78,6 +81,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
     }
     const admitted = await admit(request, { store, defaultBudget: deps.defaultBudget, principal: principalOf(context), policy: deps.policy, executable: deps.executable, workerSelectors: deps.workerSelectors, ...(deps.sandboxUnavailable !== undefined ? { sandboxUnavailable: deps.sandboxUnavailable } : {}) });
     // The record commits with the operation; the store names it (resource) after the operation.
+    if (runsInWorkspace(admitted.operation.type)) await deps.workspaceRoom?.();
     admitted.audit = auditDraft(context, { decision: allowedDecision(admitted.operation.policyDecisions) });
     const result = await store.createOperation({ ...admitted, idempotencyScope: key.scope });
     if (result.kind === "created") runner.enqueue(result.operation);

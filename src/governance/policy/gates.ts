@@ -74,5 +74,6 @@ export const probeInputs: readonly PolicyInput[] = gates.map((gate) =>
     labels: { probe: "probe" },
     destinationHost: "api.example",
     destinationPort: 443,
+    workspacePath: "out/probe.txt",
   }),
 );
