@@ -7,7 +7,8 @@
 // operation; the artifactAccess gate decides each download, and both its allowances and its
 // denials are in the audit log; workspaces go at the end of their retention period, on an
 // explicit delete, and (oldest ended first) when all of them reach their disk limit, past which
-// new executions are refused with ResourceExhausted naming the limit.
+// new executions are refused with ResourceExhausted naming the limit. An execution on a remote
+// worker left its files there (the worker removes them): FailedPrecondition says so.
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -33,6 +34,7 @@ import { bundleSource, policyAdmin, policyClient } from "../helpers/policy.js";
 import { errorShape, startWithScopedCallers, type ScopedCallers } from "../helpers/scoped-callers.js";
 import { startTestServer, tempDir, type TestServer } from "../helpers/server.js";
 import { authInterceptors } from "../helpers/tokens.js";
+import { startWorker, stopWorker, workerToken, type WorkerProcess } from "../helpers/workers.js";
 
 type WorkspaceClient = Client<typeof WorkspaceService>;
 
@@ -382,4 +384,31 @@ describe("the disk limit of all workspaces", () => {
     expect((await runScript(ops, profile, "true")).state).toBe(TaskState.COMPLETED);
     expect(existsSync(dir(c!.name))).toBe(false);
   }, 90_000);
+});
+
+describe("an execution on a remote worker", () => {
+  let server: TestServer;
+  let worker: WorkerProcess;
+
+  beforeAll(async () => {
+    server = await startTestServer({ remoteWorkers: { leaseTtlMs: 10_000 } });
+    worker = startWorker(server.url, await workerToken(server.dataDir, "worker-files"));
+    await worker.name();
+  });
+  afterAll(async () => {
+    if (worker !== undefined) await stopWorker(worker);
+    await server?.close();
+  });
+
+  it("left its files on the worker, which removed them: FailedPrecondition saying so, naming the worker", async () => {
+    const ops = operationsClient(server.url);
+    const ran = await runScript(ops, await createProfile(ops, "remote"), "echo remote > out.txt");
+    expect(ran.state).toBe(TaskState.COMPLETED);
+    const files = workspaceClient(server.url);
+    for (const call of [() => listAll(files, ran.name), () => download(files, ran.name, "out.txt")]) {
+      const error = await refusal(call());
+      expect([error.code, reasonOf(error)]).toEqual([Code.FailedPrecondition, "WORKSPACE_ON_WORKER"]);
+      expect(error.rawMessage).toContain(`ran on the remote worker ${ran.worker}, which removed its workspace when the task ended`);
+    }
+  }, 60_000);
 });
