@@ -64,6 +64,11 @@ async function makeRemovable(dir: string): Promise<void> {
 export class WorkspaceKeeper {
   /** Sweeps, room checks and deletes one at a time: none removes what another is measuring. */
   private turn: Promise<unknown> = Promise.resolve();
+  /**
+   * What each ended operation's workspace holds, measured once: nothing writes to it any more
+   * (a submit must not walk every file of every kept workspace again).
+   */
+  private readonly endedBytes = new Map<string, number>();
 
   constructor(private readonly options: WorkspaceKeeperOptions) {}
 
@@ -125,7 +130,9 @@ export class WorkspaceKeeper {
       const dir = workspaceOf(this.options.dataDir, operation);
       const stored = await this.options.store.getOperation(operation);
       const ended = stored !== undefined && isTerminal(stored.state) ? timestampDate(stored.endTime ?? stored.createTime!) : undefined;
-      held.push({ operation, dir, bytes: await workspaceBytes(dir, new Map()), ...(ended ? { ended } : {}) });
+      const bytes = (ended && this.endedBytes.get(operation)) ?? (await workspaceBytes(dir, new Map()));
+      if (ended) this.endedBytes.set(operation, bytes);
+      held.push({ operation, dir, bytes, ...(ended ? { ended } : {}) });
     }
     return held;
   }
@@ -143,6 +150,7 @@ export class WorkspaceKeeper {
 
   private async remove(workspace: Pick<Held, "operation" | "dir" | "bytes">, why: string): Promise<void> {
     await removeTree(workspace.dir);
+    this.endedBytes.delete(workspace.operation);
     this.options.log.info({ operation: workspace.operation, bytes: workspace.bytes, why }, "removed a workspace");
   }
 }

@@ -13,12 +13,11 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { Code, createClient, type Client, type ConnectError } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
 import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
 import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { WorkspaceFileType, WorkspaceService, type WorkspaceFile } from "../../src/gen/agentmachine/v1/workspace_service_pb.js";
@@ -34,6 +33,7 @@ import { bundleSource, policyAdmin, policyClient } from "../helpers/policy.js";
 import { errorShape, startWithScopedCallers, type ScopedCallers } from "../helpers/scoped-callers.js";
 import { startTestServer, tempDir, type TestServer } from "../helpers/server.js";
 import { authInterceptors } from "../helpers/tokens.js";
+import { errorInfo, refusal } from "../helpers/runtime.js";
 import { startWorker, stopWorker, workerToken, type WorkerProcess } from "../helpers/workers.js";
 
 type WorkspaceClient = Client<typeof WorkspaceService>;
@@ -42,12 +42,7 @@ function workspaceClient(url: string, token?: string): WorkspaceClient {
   return createClient(WorkspaceService, createGrpcTransport({ baseUrl: url, interceptors: token === undefined ? authInterceptors(url) : [bearer(token)] }));
 }
 
-async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  const error = await promise.then(() => undefined, (e: unknown) => ConnectError.from(e));
-  return error ?? expect.fail("expected a refusal, but the call succeeded");
-}
-
-const reasonOf = (error: ConnectError) => error.findDetails(ErrorInfoSchema)[0]?.reason;
+const reasonOf = (error: ConnectError) => errorInfo(error)?.reason;
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
 
 async function listAll(client: WorkspaceClient, operation: string, path = "", pageSize = 0): Promise<WorkspaceFile[]> {
@@ -268,7 +263,7 @@ describe("the artifactAccess gate decides each download", () => {
   it("a denied download is PermissionDenied naming gate and rule, and both the denial and the allowed download are in the audit log", async () => {
     const denied = await refusal(download(files, left.name, "keys.secret"));
     expect(denied.code).toBe(Code.PermissionDenied);
-    expect(denied.findDetails(ErrorInfoSchema)[0]).toMatchObject({ reason: "POLICY_DENIED", metadata: { gate: "artifactAccess", rule: "test.no-secrets" } });
+    expect(errorInfo(denied)).toMatchObject({ reason: "POLICY_DENIED", metadata: { gate: "artifactAccess", rule: "test.no-secrets" } });
     expect((await download(files, left.name, "notes.txt")).bytes.toString()).toBe("public\n");
     const audit = createClient(AuditService, createGrpcTransport({ baseUrl: server.url, interceptors: authInterceptors(server.url) }));
     const downloads = (await allAuditRecords(audit)).filter((r) => r.rpc === "/agentmachine.v1.WorkspaceService/DownloadWorkspaceFile");
@@ -371,7 +366,7 @@ describe("the disk limit of all workspaces", () => {
       }
       const error = await refusal(ops.submitOperation(execution(profile, ["true"])));
       expect(error.code).toBe(Code.ResourceExhausted);
-      expect(error.findDetails(ErrorInfoSchema)[0]).toMatchObject({ reason: "WORKSPACE_DISK_FULL", metadata: { limit: "workspace_disk_limit_bytes", limit_bytes: String(LIMIT) } });
+      expect(errorInfo(error)).toMatchObject({ reason: "WORKSPACE_DISK_FULL", metadata: { limit: "workspace_disk_limit_bytes", limit_bytes: String(LIMIT) } });
       expect(existsSync(dir(b))).toBe(false);
       expect(existsSync(join(dir(c!.name), "data.bin"))).toBe(true);
       // Other operations do not use a workspace and are still admitted.
