@@ -80,8 +80,8 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       return previous.requestDigest === requestDigest(request) ? { kind: "existing", operation: previous.operation } : { kind: "request-id-conflict", operation: previous.operation };
     }
     const admitted = await admit(request, { store, defaultBudget: deps.defaultBudget, principal: principalOf(context), policy: deps.policy, executable: deps.executable, workerSelectors: deps.workerSelectors, ...(deps.sandboxUnavailable !== undefined ? { sandboxUnavailable: deps.sandboxUnavailable } : {}) });
-    // The record commits with the operation; the store names it (resource) after the operation.
     if (runsInWorkspace(admitted.operation.type)) await deps.workspaceRoom?.();
+    // The record commits with the operation; the store names it (resource) after the operation.
     admitted.audit = auditDraft(context, { decision: allowedDecision(admitted.operation.policyDecisions) });
     const result = await store.createOperation({ ...admitted, idempotencyScope: key.scope });
     if (result.kind === "created") runner.enqueue(result.operation);
