@@ -166,6 +166,6 @@ async function admitOrRefuse(request: SubmitOperationRequest, type: OperationTyp
     ...(spec.case === "profileCreate"
       ? { createsProfile: { name: profile, profileType: spec.value.profileType, ...(spec.value.budget ? { budget: spec.value.budget } : {}) } }
       : {}),
-    ...(spendsBudget(type) ? { reservation: reservationFor(operation, principal, stored, now) } : {}),
+    ...(spendsBudget(type) ? { reservation: reservationFor(operation, principal, stored) } : {}),
   };
 }
