@@ -1,8 +1,7 @@
 // `amctl diagnostics export | download`: a redacted diagnostics bundle of one profile, made on
 // the server (agent_machine.diagnostics.export_redacted) and saved here. The download is checked
 // against the SHA-256 the operation recorded before the file takes its name.
-import { createHash, randomUUID } from "node:crypto";
-import { closeSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { randomUUID } from "node:crypto";
 import type { Client } from "@connectrpc/connect";
 import type { Command } from "commander";
 import { DiagnosticsService } from "../gen/agentmachine/v1/diagnostics_service_pb.js";
@@ -13,6 +12,7 @@ import { operationClient, serverOption, serviceClient } from "./client.js";
 import { EXIT_INVALID } from "./exit-codes.js";
 import { integerFlag, resourceName } from "./flags.js";
 import { causeText, formatFields, stateName } from "./format.js";
+import { saveVerified, type Saved } from "./verified-download.js";
 
 interface Common {
   server: string;
@@ -25,35 +25,16 @@ function defaultFile(operation: string): string {
 }
 
 /** Streams the bundle of `operation` into `file` (through a partial file), checking its digest. */
-async function download(server: string, operation: Operation, file: string): Promise<{ sizeBytes: number; sha256: string }> {
+async function download(server: string, operation: Operation, file: string): Promise<Saved> {
   const artifact = operation.artifact?.kind.case === "agentMachineDiagnosticBundle" ? operation.artifact.kind.value : undefined;
   if (artifact === undefined) throw new Error(`${operation.name} has no diagnostics bundle (${stateName(operation)})`);
-  const partial = `${file}.partial`;
-  const fd = openSync(partial, "w", 0o600);
-  const hash = createHash("sha256");
-  let sizeBytes = 0;
-  try {
-    for await (const { chunk } of serviceClient(DiagnosticsService, server).downloadDiagnostics({ operation: operation.name })) {
-      writeSync(fd, chunk);
-      hash.update(chunk);
-      sizeBytes += chunk.length;
-    }
-  } catch (error) {
-    closeSync(fd);
-    rmSync(partial, { force: true });
-    throw error;
-  }
-  closeSync(fd);
-  const sha256 = hash.digest("hex");
-  if (sha256 !== artifact.sha256 || BigInt(sizeBytes) !== artifact.sizeBytes) {
-    rmSync(partial, { force: true });
-    throw new Error(`the download of ${operation.name} does not match its artifact (sha256 ${sha256}, expected ${artifact.sha256})`);
-  }
-  renameSync(partial, file);
-  return { sizeBytes, sha256 };
+  const chunks = (async function* () {
+    for await (const { chunk } of serviceClient(DiagnosticsService, server).downloadDiagnostics({ operation: operation.name })) yield chunk;
+  })();
+  return saveVerified(chunks, file, () => artifact, operation.name);
 }
 
-function report(operation: Operation, file: string, saved: { sizeBytes: number; sha256: string }, json: boolean): void {
+function report(operation: Operation, file: string, saved: Saved, json: boolean): void {
   if (json) console.log(JSON.stringify({ operation: operation.name, file, ...saved }));
   else console.log(formatFields([["operation", operation.name], ["file", file], ["size", `${saved.sizeBytes} bytes`], ["sha256", saved.sha256]]));
 }

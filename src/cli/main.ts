@@ -5,6 +5,7 @@ import { registerCallCommands } from "./call-commands.js";
 import { useTokenFile } from "./client.js";
 import { registerContractCommands } from "./contract-commands.js";
 import { registerDiagnosticsCommands } from "./diagnostics-commands.js";
+import { registerFilesCommands } from "./files-commands.js";
 import { registerGovernanceCommands } from "./governance-commands.js";
 import { registerOperationCommands } from "./operation-commands.js";
 import { registerPolicyCommands } from "./policy-commands.js";
@@ -35,6 +36,7 @@ registerPolicyCommands(program);
 registerProfileCommands(program);
 registerCallCommands(program);
 registerDiagnosticsCommands(program);
+registerFilesCommands(program);
 registerAuditCommands(program);
 registerWorkerCommand(program);
 

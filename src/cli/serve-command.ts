@@ -3,6 +3,7 @@
 import { Option, type Command } from "commander";
 import type { Level } from "pino";
 import { defaultConfig, parseListen } from "../config/config.js";
+import { integerFlag } from "./flags.js";
 import { LOG_LEVELS, createLogger } from "../api/logger.js";
 import { startServer } from "../server/server.js";
 import { startTracing } from "../telemetry/otlp-tracing.js";
@@ -38,6 +39,8 @@ interface ServeOptions {
   leaseTtlMs: number;
   eventRetentionCount: number;
   eventRetentionHours: number;
+  workspaceRetentionHours: number;
+  workspaceDiskLimitBytes: number;
   unsafeNoSandbox?: boolean;
   sandboxMaxProcesses: number;
   consoleActions?: boolean;
@@ -92,6 +95,13 @@ export function registerServeCommand(program: Command): void {
     .option("--max-concurrent-executions <n>", "executions running at once; more wait in queued", positiveInteger("--max-concurrent-executions"), defaultConfig.maxConcurrentExecutions)
     .option("--event-retention-count <n>", "events kept for replay", positiveInteger("--event-retention-count"), defaultConfig.eventRetention.maxEvents)
     .option("--event-retention-hours <n>", "hours events are kept for replay", positiveInteger("--event-retention-hours"), defaultConfig.eventRetention.maxAgeMs / 3_600_000)
+    .option("--workspace-retention-hours <n>", "hours an ended operation's workspace is kept (amctl files) before it is removed", positiveInteger("--workspace-retention-hours"), defaultConfig.workspaceRetentionMs / 3_600_000)
+    .option(
+      "--workspace-disk-limit-bytes <n>",
+      "bytes all workspaces may hold together: at the limit the oldest ended operations' workspaces are removed, and if that is not enough new executions are refused (ResourceExhausted); 0 for no limit",
+      integerFlag(0),
+      defaultConfig.workspaceDiskLimitBytes,
+    )
     .option("--sandbox-max-processes <n>", "cap on the processes and threads of one execution's sandbox", positiveInteger("--sandbox-max-processes"), defaultConfig.sandbox.maxProcesses)
     .option("--console-actions", "let the web console (/console/) cancel operations and revoke delegations, each after a confirmation; without it the console only reads")
     .option("--unsafe-no-sandbox", "DEVELOPMENT ONLY: run executions unconfined, as this server's user (it can read the data dir and keys); warned at start, shown in health, GetContract and diagnostics")
@@ -127,6 +137,8 @@ export function registerServeCommand(program: Command): void {
           auditRefusalSources: options.auditRefusalSources,
           ...(options.workers === true ? { remoteWorkers: { leaseTtlMs: options.leaseTtlMs } } : {}),
           eventRetention: { maxEvents: options.eventRetentionCount, maxAgeMs: options.eventRetentionHours * 3_600_000 },
+          workspaceRetentionMs: options.workspaceRetentionHours * 3_600_000,
+          workspaceDiskLimitBytes: options.workspaceDiskLimitBytes,
           sandbox: { ...defaultConfig.sandbox, unsafeNoSandbox: options.unsafeNoSandbox === true, maxProcesses: options.sandboxMaxProcesses },
           consoleActions: options.consoleActions === true,
         },

@@ -48,6 +48,10 @@ export interface ServerConfig {
   /** Events kept for replay; older ones are compacted (a cursor before them is OutOfRange). */
   eventRetention: RetentionPolicy;
   compactionIntervalMs: number;
+  /** How long a workspace is kept after its operation ends; the sweep, every compaction interval, then removes it. */
+  workspaceRetentionMs: number;
+  /** Bytes all workspaces may hold together (src/lifecycle/workspace-keeper.ts: what happens at the limit); 0 for no limit. */
+  workspaceDiskLimitBytes: number;
   /** An idle WatchEvents stream gets a bookmark this often. */
   bookmarkIntervalMs: number;
   /**
@@ -134,6 +138,8 @@ export const defaultConfig: ServerConfig = {
   }),
   eventRetention: { maxEvents: 1_000_000, maxAgeMs: 7 * 24 * 3600 * 1000 },
   compactionIntervalMs: 60_000,
+  workspaceRetentionMs: 7 * 24 * 3600 * 1000,
+  workspaceDiskLimitBytes: 50 * 1024 ** 3,
   auditCheckpointIntervalMs: 10_000,
   auditRefusalIntervalMs: 60_000,
   auditRefusalSources: 1000,

@@ -24,6 +24,8 @@ export const configAllowlist: ReadonlySet<string> = new Set([
   "eventRetention.maxEvents",
   "eventRetention.maxAgeMs",
   "compactionIntervalMs",
+  "workspaceRetentionMs",
+  "workspaceDiskLimitBytes",
   "bookmarkIntervalMs",
   "slowSubscriberTimeoutMs",
   "maxConcurrentExecutions",

@@ -68,7 +68,7 @@ export async function executionDefaults(store: Pick<OperationStore, "readAccount
  * delegation and of the profile's budget if it has one, both must allow at least one running
  * execution, and at least 1 of each dimension it runs in must be left.
  */
-export function reservationFor(operation: Operation, principal: Principal, profile: StoredProfile, now: Date): Reservation {
+export function reservationFor(operation: Operation, principal: Principal, profile: StoredProfile): Reservation {
   const { delegation, chain } = principal;
   const amount = only(operation.requestedBudget, consumable);
   const perExecution = only(operation.requestedBudget, capped);
@@ -80,8 +80,11 @@ export function reservationFor(operation: Operation, principal: Principal, profi
     // The admitting delegation first and the profile last: the check reads them there.
     accounts: [delegation.name, ...chain.map((ancestor) => ancestor.name), profile.name],
     amount,
+    // Judged at the time of the check, in the store's commit, not when admission began: a child
+    // delegation issued in between is active by then (and was "not valid yet" before), so it
+    // must count against what remains.
     check: (accounts: readonly AccountState[]) => {
-      for (const [account, remaining] of remainingLimits(principal, profile, accounts[0]!, accounts.at(-1)!, now)) {
+      for (const [account, remaining] of remainingLimits(principal, profile, accounts[0]!, accounts.at(-1)!, new Date())) {
         const dimension = firstExcess(wanted, remaining);
         if (dimension !== undefined) return budgetExceeded(account, dimension, wanted[dimension], remaining[dimension]);
       }

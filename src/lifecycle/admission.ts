@@ -185,6 +185,6 @@ async function admitOrRefuse(request: SubmitOperationRequest, type: OperationTyp
     ...(spec.case === "profileCreate"
       ? { createsProfile: { name: profile, profileType: spec.value.profileType, ...(spec.value.budget ? { budget: spec.value.budget } : {}) } }
       : {}),
-    ...(isExecution(type) ? { reservation: reservationFor(operation, principal, stored, now) } : {}),
+    ...(isExecution(type) ? { reservation: reservationFor(operation, principal, stored) } : {}),
   };
 }

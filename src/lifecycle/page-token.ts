@@ -6,7 +6,7 @@
 import { MacTokens } from "./mac-token.js";
 
 /** The paginated RPCs: a token of one is never accepted by another. */
-export type PagedRpc = "ListOperations" | "ListAuditRecords" | "ListCheckpoints";
+export type PagedRpc = "ListOperations" | "ListAuditRecords" | "ListCheckpoints" | "ListWorkspaceFiles";
 
 export class PageTokens {
   private readonly tokens: MacTokens;

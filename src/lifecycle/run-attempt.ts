@@ -2,7 +2,6 @@
 // (queued/retrying → running), issue the execution's credential, hand the attempt to its
 // executor while recording what it reports, and turn its outcome into the next state.
 import { mkdirSync } from "node:fs";
-import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
@@ -11,11 +10,11 @@ import type { Operation, StopCause } from "../gen/agentmachine/v1/operation_pb.j
 import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Executor, Outcome, Seat } from "../executors/executor.js";
 import { processStartTicks } from "../executors/process-identity.js";
+import { workspaceOf } from "../executors/workspace-files.js";
 import type { Logger } from "../api/logger.js";
 import type { OperationStore, SlotKey } from "../store/store.js";
 import { withAttemptUsage } from "../governance/budget-ledger.js";
 import type { ExecutionCredential, ExecutionCredentials } from "../governance/execution-credentials.js";
-import { operationIdOf } from "../model/resource-names.js";
 import { inSpan } from "../telemetry/tracer.js";
 import { attemptAttributes, recordOutcome } from "./attempt-span.js";
 import type { AttemptRetries } from "./attempt-retries.js";
@@ -64,7 +63,7 @@ export class AttemptRunner {
       return; // cancelled or claimed meanwhile, or no room yet
     }
     const attempt = running.attempt;
-    const workspace = join(this.options.dataDir, "workspaces", operationIdOf(name));
+    const workspace = workspaceOf(this.options.dataDir, name);
     mkdirSync(workspace, { recursive: true });
     const credential =
       running.type === OperationType.EXECUTION_START

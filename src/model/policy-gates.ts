@@ -77,5 +77,6 @@ export const probeInputs: readonly PolicyInput[] = gates.map((gate) =>
     mountHostPath: "/srv/probe",
     mountPath: "/probe",
     mountReadWrite: true,
+    workspacePath: "out/probe.txt",
   }),
 );

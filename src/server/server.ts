@@ -18,6 +18,7 @@ import { ProfileService } from "../gen/agentmachine/v1/profile_service_pb.js";
 import { RuntimeService } from "../gen/agentmachine/v1/runtime_service_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { WorkerService } from "../gen/agentmachine/v1/worker_service_pb.js";
+import { WorkspaceService } from "../gen/agentmachine/v1/workspace_service_pb.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import * as reflectionV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as reflectionV1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
@@ -58,6 +59,8 @@ import { policyService } from "../services/policy-service.js";
 import { profileService } from "../services/profile-service.js";
 import { runtimeService } from "../services/runtime-service.js";
 import { workerService } from "../services/worker-service.js";
+import { workspaceService } from "../services/workspace-service.js";
+import { WorkspaceKeeper } from "../lifecycle/workspace-keeper.js";
 import { WorkerPool } from "../workers/worker-pool.js";
 import { openStore } from "../store/open-store.js";
 import { randomSecret } from "../store/random-secret.js";
@@ -107,6 +110,7 @@ interface ServiceParts {
   store: OperationStore;
   hub: EventHub;
   runner: OperationRunner;
+  keeper: WorkspaceKeeper;
   pageTokens: PageTokens;
   callTickets: MacTokens;
   policy: PolicyEngine;
@@ -155,6 +159,7 @@ const served: readonly Served[] = [
       slowSubscriberTimeoutMs: p.config.slowSubscriberTimeoutMs,
       metrics: p.metrics,
       authority: p.authority,
+      workspaceRoom: () => p.keeper.ensureRoom(),
     }),
   ),
   serve(DelegationService, (p) =>
@@ -181,6 +186,7 @@ const served: readonly Served[] = [
     }),
   ),
   serve(WorkerService, (p) => workerService({ pool: p.workers, authority: p.authority })),
+  serve(WorkspaceService, (p) => workspaceService({ store: p.store, dataDir: p.dataDir, policy: p.policy, pageTokens: p.pageTokens, keeper: p.keeper })),
   serve(Health, (p) => healthService(p.health)),
   serve(reflectionV1.ServerReflection, (p) => reflectionServiceV1(p.reflector)),
   serve(reflectionV1alpha.ServerReflection, (p) => reflectionServiceV1alpha(p.reflector)),
@@ -340,8 +346,10 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   /** Admission refuses the types the runner cannot run, so none is stored that could never run. */
   const executable = runner.executable;
   metrics?.watch(store, runner);
+  const keeper = new WorkspaceKeeper({ store, dataDir, retentionMs: config.workspaceRetentionMs, diskLimitBytes: config.workspaceDiskLimitBytes, log });
   const compaction = setInterval(() => {
     store.compactEvents(config.eventRetention, new Date()).catch((error: unknown) => log.error({ err: error }, "event compaction failed"));
+    keeper.sweep().catch((error: unknown) => log.error({ err: error }, "workspace sweep failed"));
   }, config.compactionIntervalMs);
   compaction.unref();
 
@@ -352,6 +360,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     store,
     hub,
     runner,
+    keeper,
     pageTokens,
     callTickets: new MacTokens(callTicketKey),
     policy,

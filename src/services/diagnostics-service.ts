@@ -1,7 +1,7 @@
 // agentmachine.v1.DiagnosticsService: streams a completed export's bundle, authorized like a
 // read (the caller must see the operation's profile, else it is NotFound).
-import { createHash } from "node:crypto";
-import { createReadStream, existsSync } from "node:fs";
+import { existsSync } from "node:fs";
+import { open } from "node:fs/promises";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { DiagnosticsService } from "../gen/agentmachine/v1/diagnostics_service_pb.js";
 import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
@@ -10,18 +10,11 @@ import { bundleCorrupt, bundleNotHere, bundleNotReady, notADiagnosticsExport } f
 import { visibleOperation } from "../lifecycle/visible-operation.js";
 import { principalOf } from "../call/principal.js";
 import type { OperationStore } from "../store/store.js";
-
-export const DOWNLOAD_CHUNK_BYTES = 64 * 1024;
+import { sha256OfFile, verifiedChunks } from "./chunked-download.js";
 
 export interface DiagnosticsServiceDeps {
   store: OperationStore;
   dataDir: string;
-}
-
-async function sha256OfFile(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest("hex");
 }
 
 export function diagnosticsService({ store, dataDir }: DiagnosticsServiceDeps): ServiceImpl<typeof DiagnosticsService> {
@@ -33,14 +26,14 @@ export function diagnosticsService({ store, dataDir }: DiagnosticsServiceDeps): 
       if (operation.state !== TaskState.COMPLETED || artifact === undefined) throw bundleNotReady(name, operation.state);
       const path = bundlePath(dataDir, name);
       if (!existsSync(path)) throw bundleNotHere(name);
-      // Checked before the first byte goes out, and again over the bytes sent.
-      if ((await sha256OfFile(path)) !== artifact.sha256) throw bundleCorrupt(name);
-      const sent = createHash("sha256");
-      for await (const chunk of createReadStream(path, { highWaterMark: DOWNLOAD_CHUNK_BYTES })) {
-        sent.update(chunk as Buffer);
-        yield { chunk: chunk as Buffer };
+      const file = await open(path);
+      try {
+        // Checked before the first byte goes out, and again over the bytes sent.
+        if ((await sha256OfFile(file)) !== artifact.sha256) throw bundleCorrupt(name);
+        for await (const chunk of verifiedChunks(file, artifact.sha256, () => bundleCorrupt(name))) yield { chunk };
+      } finally {
+        await file.close();
       }
-      if (sent.digest("hex") !== artifact.sha256) throw bundleCorrupt(name);
     },
   };
 }

@@ -34,6 +34,7 @@ import { whileAuthorized } from "./while-authorized.js";
 import type { Authority } from "../governance/authority.js";
 import { canSeeProfile, requireOperation, requireProfile, visibleProfiles } from "../governance/scope.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
+import { runsInWorkspace } from "../executors/workspace-files.js";
 import type { CreateResult, OperationStore } from "../store/store.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
@@ -59,6 +60,8 @@ export interface OperationServiceDeps {
   authority: Authority;
   /** Set when the server keeps metrics: watch streams are counted. */
   metrics?: PlaneMetrics;
+  /** Before an execution or container is stored: room under the workspaces' disk limit, else ResourceExhausted (src/lifecycle/workspace-keeper.ts). */
+  workspaceRoom?: () => Promise<void>;
 }
 
 const DEFAULT_PAGE_SIZE = 50;
@@ -81,6 +84,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       return previous.requestDigest === requestDigest(request) ? { kind: "existing", operation: previous.operation } : { kind: "request-id-conflict", operation: previous.operation };
     }
     const admitted = await admit(request, { store, defaultBudget: deps.defaultBudget, principal: principalOf(context), policy: deps.policy, executable: deps.executable, workerSelectors: deps.workerSelectors, dataDir: deps.dataDir, ...(deps.sandboxUnavailable !== undefined ? { sandboxUnavailable: deps.sandboxUnavailable } : {}) });
+    if (runsInWorkspace(admitted.operation.type)) await deps.workspaceRoom?.();
     // The record commits with the operation; the store names it (resource) after the operation.
     admitted.audit = auditDraft(context, { decision: allowedDecision(admitted.operation.policyDecisions) });
     const result = await store.createOperation({ ...admitted, idempotencyScope: key.scope });

@@ -1,7 +1,7 @@
 // No RPC tells a caller what exists outside its scope (issue 14, finding 7), on both stores over
 // real sockets. An operation in a profile the caller may not see is answered exactly as one that
 // does not exist — NotFound, the same message and the same detail — by every RPC that names it:
-// GetOperation, CancelOperation, WatchOperation, DownloadDiagnostics, the target of a cancel or a
+// GetOperation, CancelOperation, WatchOperation, DownloadDiagnostics, the WorkspaceService RPCs, the target of a cancel or a
 // revoke (submitted or dry-run through EvaluatePolicy), whatever state it is in. Where the
 // caller's scope alone decides (a profile named in a filter, another execution's operation at
 // RuntimeService, a delegation outside the caller's subtree), the answer never depends on
@@ -12,6 +12,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditDecisionFilter, AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
 import { DiagnosticsService } from "../../src/gen/agentmachine/v1/diagnostics_service_pb.js";
+import { WorkspaceService } from "../../src/gen/agentmachine/v1/workspace_service_pb.js";
 import type { EvaluatePolicyResponse } from "../../src/gen/agentmachine/v1/policy_service_pb.js";
 import { CallKind } from "../../src/gen/agentmachine/v1/runtime_pb.js";
 import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
@@ -81,6 +82,18 @@ describe.each(storesUnderTest())("%s", (_store, storeOf) => {
         return errorShape(await errorOf(() => diagnostics.downloadDiagnostics({ operation: name })), name);
       },
     ],
+    ...(["ListWorkspaceFiles", "DownloadWorkspaceFile", "DeleteWorkspace"] as const).map((rpc): [string, (name: string) => Promise<ReturnType<typeof errorShape>>] => [
+      rpc,
+      async (name) => {
+        const workspace = createClient(WorkspaceService, createGrpcTransport({ baseUrl: callers.server.url, interceptors: [bearer(mine.token)] }));
+        const call = {
+          ListWorkspaceFiles: () => workspace.listWorkspaceFiles({ operation: name }),
+          DownloadWorkspaceFile: () => workspace.downloadWorkspaceFile({ operation: name, path: "out.txt" }),
+          DeleteWorkspace: () => workspace.deleteWorkspace({ operation: name }),
+        }[rpc];
+        return errorShape(await errorOf(call), name);
+      },
+    ]),
     ...(["cancel", "revoke"] as const).flatMap((command) => {
       const spec = (name: string) =>
         command === "cancel" ? { case: "executionCancel" as const, value: { target: name } } : { case: "toolGrantRevoke" as const, value: { grant: name } };

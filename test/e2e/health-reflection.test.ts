@@ -36,7 +36,7 @@ describe("grpc.health.v1.Health", () => {
     const { statuses } = await health().list({});
     expect(statuses["agentmachine.v1.ExecutionSandbox"]?.status).toBe(Status.SERVING);
     expect(Object.keys(statuses).sort()).toEqual(
-      ["", "agentmachine.v1.ExecutionSandbox", "agentmachine.v1.AuditService", "agentmachine.v1.ContractService", "agentmachine.v1.DelegationService", "agentmachine.v1.DiagnosticsService", "agentmachine.v1.OperationService", "agentmachine.v1.PolicyService", "agentmachine.v1.RuntimeService", "agentmachine.v1.ProfileService", "agentmachine.v1.WorkerService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
+      ["", "agentmachine.v1.ExecutionSandbox", "agentmachine.v1.AuditService", "agentmachine.v1.ContractService", "agentmachine.v1.DelegationService", "agentmachine.v1.DiagnosticsService", "agentmachine.v1.OperationService", "agentmachine.v1.PolicyService", "agentmachine.v1.RuntimeService", "agentmachine.v1.ProfileService", "agentmachine.v1.WorkerService", "agentmachine.v1.WorkspaceService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
     );
   });
 
@@ -156,6 +156,9 @@ describe("server reflection", () => {
       "agentmachine.v1.WorkerService/Heartbeat",
       "agentmachine.v1.WorkerService/ReportOutcome",
       "agentmachine.v1.WorkerService/ReportProgress",
+      "agentmachine.v1.WorkspaceService/DeleteWorkspace",
+      "agentmachine.v1.WorkspaceService/DownloadWorkspaceFile",
+      "agentmachine.v1.WorkspaceService/ListWorkspaceFiles",
       "grpc.health.v1.Health/Check",
       "grpc.health.v1.Health/List",
       "grpc.health.v1.Health/Watch",

@@ -3,6 +3,7 @@
 // a 0 default, and the execution still admits); an execution needs some of each dimension it runs
 // in (compute, memory, disk, wall clock); and an attempt's measured usage adds up saturating.
 import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ConnectError } from "@connectrpc/connect";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
@@ -65,7 +66,7 @@ describe("execution defaults", () => {
     const requestedBudget = await executionDefaults(storeHolding(create(BudgetSchema), create(BudgetSchema)), defaults, principal, profile, now);
     expect(requestedBudget).toMatchObject({ modelCalls: 0n, tokens: 0n, connectorCalls: 120n, cpuGpuComputeSeconds: 100n, wallClockSeconds: 5400n });
     const operation = create(OperationSchema, { name: "operations/x", type: OperationType.EXECUTION_START, requestedBudget });
-    const reservation = reservationFor(operation, principal, profile, now);
+    const reservation = reservationFor(operation, principal, profile);
     const accounts = reservation.accounts.map((account): AccountState => ({ account, held: create(BudgetSchema), children: [] }));
     expect(reservation.check(accounts)).toBeUndefined();
   });
@@ -77,11 +78,24 @@ describe("reservations", () => {
       const principal = principalWith(create(BudgetSchema, { cpuGpuComputeSeconds: 10n, localDiskBytes: 10n, sandboxMemoryBytes: 10n, wallClockSeconds: 10n, agentConcurrency: 1n, [dimension]: 0n }));
       const requestedBudget = create(BudgetSchema, { cpuGpuComputeSeconds: 10n, localDiskBytes: 10n, sandboxMemoryBytes: 10n, wallClockSeconds: 10n, [dimension]: 0n });
       const operation = create(OperationSchema, { name: "operations/x", type: OperationType.EXECUTION_START, requestedBudget });
-      const reservation = reservationFor(operation, principal, profileWith(), now);
+      const reservation = reservationFor(operation, principal, profileWith());
       const refusal = reservation.check(reservation.accounts.map((account) => ({ account, held: create(BudgetSchema), children: [] })));
       expect(refusal).toBeInstanceOf(ConnectError);
       expect(ConnectError.from(refusal).findDetails(ErrorInfoSchema)[0]?.metadata).toEqual({ account: "delegations/agent", dimension, requested: "1", remaining: "0" });
     }
+  });
+});
+
+describe("a reservation's check", () => {
+  it("counts a child delegation issued after admission began, whose validity starts after it (judged when the store checks, not when admission read the clock)", async () => {
+    const principal = principalWith(create(BudgetSchema, { tokens: 1000n, cpuGpuComputeSeconds: 10n, localDiskBytes: 10n, sandboxMemoryBytes: 10n, wallClockSeconds: 10n, agentConcurrency: 1n }));
+    const requestedBudget = create(BudgetSchema, { tokens: 1000n, cpuGpuComputeSeconds: 10n, localDiskBytes: 10n, sandboxMemoryBytes: 10n, wallClockSeconds: 10n });
+    const reservation = reservationFor(create(OperationSchema, { name: "operations/x", type: OperationType.EXECUTION_START, requestedBudget }), principal, profileWith());
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Issued meanwhile, valid from now on, carving all the tokens.
+    const child = create(DelegationSchema, { name: "delegations/child", notBefore: timestampFromDate(new Date()), scope: { budget: { tokens: 1000n } } });
+    const accounts = reservation.accounts.map((account): AccountState => ({ account, held: create(BudgetSchema), children: account === "delegations/agent" ? [{ delegation: child, held: create(BudgetSchema) }] : [] }));
+    expect(ConnectError.from(reservation.check(accounts)).findDetails(ErrorInfoSchema)[0]?.metadata).toMatchObject({ account: "delegations/agent", dimension: "tokens", remaining: "0" });
   });
 });
 
