@@ -74,7 +74,7 @@ export interface AdmissionContext {
  * The operation a cancel or a revoke targets, checked for what that command needs of it — once
  * the caller may see it: a target out of its scope is NotFound, whatever state it is in.
  */
-async function targetOf(spec: OperationSpec["spec"], store: OperationStore, principal: Principal): Promise<Operation | undefined> {
+async function targetOf(spec: OperationSpec["kind"], store: OperationStore, principal: Principal): Promise<Operation | undefined> {
   if (spec.case === "executionCancel") {
     const target = await visibleOperation(store, principal, spec.value.target);
     if (!cancellable.has(target.type)) throw targetNotAllowed("spec.execution_cancel.target", `${target.name} is not an execution`);
@@ -104,7 +104,7 @@ export type Admitted = Omit<NewOperation, "idempotencyScope">;
  * `admission`, which names the operation it admits.
  */
 export function admit(request: SubmitOperationRequest, context: AdmissionContext): Promise<Admitted> {
-  const type = operationTypeOfSpec[request.spec!.spec.case!]; // a spec is required by the request's validation rules
+  const type = operationTypeOfSpec[request.spec!.kind.case!]; // a spec is required by the request's validation rules
   return inSpan("admission", { [ATTR_OPERATION_TYPE]: operationTypeNames.get(type) }, async (span) => {
     const admitted = await admitOrRefuse(request, type, context);
     span.setAttribute(ATTR_OPERATION_NAME, admitted.operation.name);
@@ -113,7 +113,7 @@ export function admit(request: SubmitOperationRequest, context: AdmissionContext
 }
 
 async function admitOrRefuse(request: SubmitOperationRequest, type: OperationType, { store, defaultBudget, principal, policy, executable, workerSelectors, sandboxUnavailable: noSandbox }: AdmissionContext): Promise<Admitted> {
-  const spec = request.spec!.spec;
+  const spec = request.spec!.kind;
   const profile = spec.case === "profileCreate" ? `profiles/${spec.value.profileId}` : request.profile;
   requireOperation(principal, {
     type,

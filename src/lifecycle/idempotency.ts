@@ -38,7 +38,7 @@ export function cancelKey(target: string): IdempotencyKey {
     scope: SERVER_SCOPE,
     requestId: `cancel:${target.replace("operations/", "")}`,
     owns: (operation) =>
-      operation.type === OperationType.EXECUTION_CANCEL && operation.spec?.spec.case === "executionCancel" && operation.spec.spec.value.target === target,
+      operation.type === OperationType.EXECUTION_CANCEL && operation.spec?.kind.case === "executionCancel" && operation.spec.kind.value.target === target,
   };
 }
 

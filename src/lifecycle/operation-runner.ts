@@ -225,7 +225,7 @@ export class OperationRunner {
   }
 
   private retryPolicy(operation: Operation): EffectiveRetryPolicy {
-    const spec = operation.spec?.spec;
+    const spec = operation.spec?.kind;
     return effectiveRetryPolicy(spec?.case === "executionStart" ? spec.value.retryPolicy : undefined, this.options.defaultRetry);
   }
 

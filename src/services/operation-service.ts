@@ -90,7 +90,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
     const request = create(SubmitOperationRequestSchema, {
       requestId: key.requestId,
       profile: target.profile,
-      spec: { spec: { case: "executionCancel", value: { target: target.name, reason } } },
+      spec: { kind: { case: "executionCancel", value: { target: target.name, reason } } },
     });
     const result = await admitAndStore(request, key, context);
     // A concurrent CancelOperation may have made it first, with another reason: it is still the one.

@@ -67,7 +67,7 @@ const workerLost = (message: string): StopCause => create(StopCauseSchema, { rea
 
 /** The labels an execution asks its worker to carry. */
 function selectorOf(operation: Operation): Readonly<Record<string, string>> {
-  const spec = operation.spec?.spec;
+  const spec = operation.spec?.kind;
   return spec?.case === "executionStart" ? spec.value.workerSelector : {};
 }
 

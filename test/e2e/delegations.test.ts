@@ -35,7 +35,7 @@ beforeAll(async () => {
   server = await startTestServer();
   const root = operations(server.token);
   for (const profileId of ["team-a", "team-b"]) {
-    const { operation } = await root.submitOperation({ requestId: requestId(), spec: { spec: { case: "profileCreate", value: { profileId, profileType: ProfileType.PERSONAL } } } });
+    const { operation } = await root.submitOperation({ requestId: requestId(), spec: { kind: { case: "profileCreate", value: { profileId, profileType: ProfileType.PERSONAL } } } });
     for await (const _ of root.watchOperation({ name: operation!.name })) void _;
   }
 });
@@ -48,7 +48,7 @@ describe("issuing", () => {
     const who = await delegations(token).whoAmI({});
     expect(who.delegation?.subject).toBe("agent-1");
     expect(who.chain.map((d) => d.subject)).toEqual(["test-operator"]);
-    const { operation } = await operations(token).submitOperation({ requestId: requestId(), profile: "profiles/team-a", spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } });
+    const { operation } = await operations(token).submitOperation({ requestId: requestId(), profile: "profiles/team-a", spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } });
     expect(operation?.delegation).toBe(delegation?.name);
   });
 
@@ -144,7 +144,7 @@ describe("revoking", () => {
 describe("visibility", () => {
   it("a delegation for one profile sees only that profile's operations and events", async () => {
     const root = operations(server.token);
-    const { operation: other } = await root.submitOperation({ requestId: requestId(), profile: "profiles/team-b", spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } });
+    const { operation: other } = await root.submitOperation({ requestId: requestId(), profile: "profiles/team-b", spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } });
     const { token } = await delegations(server.token).issueDelegation({ subject: "viewer", scope: grantOnly });
     const viewer = operations(token);
     // Out of its scope is as if it did not exist (existence-oracles.test.ts checks the whole answer).

@@ -49,7 +49,7 @@ function execution(id: string, workerSelector: Record<string, string> = {}, prof
   return create(OperationSchema, {
     name: `operations/${id}`,
     profile,
-    spec: { spec: { case: "executionStart", value: { argv: ["true"], workerSelector } } },
+    spec: { kind: { case: "executionStart", value: { argv: ["true"], workerSelector } } },
   });
 }
 
