@@ -16,6 +16,7 @@ import { ANY } from "../governance/attenuation.js";
 import type { BudgetDimensionName } from "../governance/budget-dimensions.js";
 import { signCredential } from "../governance/credentials.js";
 import { assertOutsideDataDir, createOperatorKey, defaultPrivateKeyFile, moveKeyHint, moveLegacyOperatorKey, operatorKeyFiles, readOperatorSigningKey } from "../governance/operator-key.js";
+import { allPages, MAX_PAGE_SIZE } from "../rpc/all-pages.js";
 import { defaultConfig } from "../server/config.js";
 import { serverOption, serviceClient } from "./client.js";
 import { writeDefaultPolicies } from "./default-policies.js";
@@ -204,12 +205,17 @@ export function registerGovernanceCommands(program: Command): void {
 
   delegation
     .command("list")
-    .description("Your delegation and those below it.")
+    .description("Your delegation and those below it (every page).")
     .option("--all", "include revoked and expired ones")
-    .option("--json", "print the whole response")
+    .option("--json", "print the whole response (the pages in one)")
     .addOption(serverOption())
     .action(async (options: { all?: boolean; json?: boolean; server: string }) => {
-      const response = await serviceClient(DelegationService, options.server).listDelegations({ includeInactive: options.all ?? false });
+      const client = serviceClient(DelegationService, options.server);
+      const response = create(ListDelegationsResponseSchema);
+      for await (const page of allPages((pageToken) => client.listDelegations({ includeInactive: options.all ?? false, pageSize: MAX_PAGE_SIZE, pageToken }))) {
+        response.delegations.push(...page.delegations);
+        Object.assign(response.remainingBudgets, page.remainingBudgets);
+      }
       console.log(options.json ? jsonLine(ListDelegationsResponseSchema, response) : response.delegations.map(describe).join("\n"));
     });
 

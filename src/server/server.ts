@@ -313,6 +313,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
       delegationService({
         store,
         authority,
+        pageTokens,
         serverKey: serverKey.signing,
         async cancelOperationsUnder(names) {
           for (const operation of await store.listActiveOperations()) {
@@ -324,7 +325,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         },
       }),
     );
-    router.service(PolicyService, policyService({ store, policy, grants, defaultBudget: config.defaultBudget, executable, workerSelectors: workers !== undefined, ...sandboxUnavailable }));
+    router.service(PolicyService, policyService({ store, policy, grants, defaultBudget: config.defaultBudget, executable, workerSelectors: workers !== undefined, ...sandboxUnavailable, pageTokens }));
     router.service(RuntimeService, runtimeService({ store, policy, grants, runner, callTickets: new MacTokens(callTicketKey) }));
     router.service(ProfileService, profileService());
     router.service(DiagnosticsService, diagnosticsService({ store, dataDir }));

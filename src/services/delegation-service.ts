@@ -6,13 +6,15 @@ import { Code, type ServiceImpl } from "@connectrpc/connect";
 import { monotonicFactory } from "ulid";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
-import { DelegationService } from "../gen/agentmachine/v1/delegation_service_pb.js";
+import { DelegationService, ListDelegationsRequestSchema } from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { widening } from "../governance/attenuation.js";
 import { Authority, delegationName, inactiveReason, type Principal } from "../governance/authority.js";
 import { remainingOf } from "../governance/carving.js";
 import { signCredential, type SigningKey } from "../governance/credentials.js";
 import { outOfScope } from "../governance/errors.js";
 import { allowedDecision } from "../audit/decisions.js";
+import { messageDigest } from "../lifecycle/message-digest.js";
+import type { PageTokens } from "../lifecycle/page-token.js";
 import { principalOf } from "../server/auth-interceptor.js";
 import { auditDraft } from "../server/audit-interceptor.js";
 import { errorWithInfo } from "../server/errors.js";
@@ -22,11 +24,20 @@ export interface DelegationServiceDeps {
   store: OperationStore;
   authority: Authority;
   serverKey: SigningKey;
+  pageTokens: PageTokens;
   /** Cancels running operations admitted under any of these delegations. */
   cancelOperationsUnder(names: ReadonlySet<string>): Promise<void>;
 }
 
 const nextId = monotonicFactory();
+
+const DEFAULT_PAGE_SIZE = 50;
+
+/** The position a ListDelegations page token holds (`{depth} {name}`, as the service issued it). */
+function subtreePosition(position: string): { depth: number; name: string } {
+  const [depth, name] = position.split(" ");
+  return { depth: Number(depth), name: name! };
+}
 
 function notInSubtree(name: string) {
   return errorWithInfo(Code.NotFound, "DELEGATION_NOT_FOUND", `${name} does not exist or is not below the caller's delegation`, { delegation: name });
@@ -105,11 +116,22 @@ export function delegationService(deps: DelegationServiceDeps): ServiceImpl<type
       return { delegation, ...(delegation ? { remainingBudget: (await remainingBudgets([delegation]))[name] } : {}) };
     },
 
-    async listDelegations({ includeInactive }, context) {
+    async listDelegations({ includeInactive, pageSize, pageToken }, context) {
       const now = new Date();
-      const all = await store.listDelegationSubtree(principalOf(context).delegation.name);
-      const delegations = includeInactive ? all : all.filter((d) => inactiveReason(d, now) === undefined);
-      return { delegations, remainingBudgets: await remainingBudgets(delegations) };
+      const root = principalOf(context).delegation.name;
+      // A token holds a position in this caller's subtree listing, so it is bound to the caller too.
+      const digest = `${root} ${messageDigest(ListDelegationsRequestSchema, create(ListDelegationsRequestSchema, { includeInactive }))}`;
+      const position = deps.pageTokens.requestedPosition("ListDelegations", pageToken, digest);
+      const limit = pageSize || DEFAULT_PAGE_SIZE;
+      const rows = await store.listDelegationSubtree(root, {
+        ...(position !== undefined ? { after: subtreePosition(position) } : {}),
+        ...(includeInactive ? {} : { activeAt: now }),
+        limit: limit + 1,
+      });
+      const { items, nextPageToken } = deps.pageTokens.page("ListDelegations", rows, limit, (last) => `${last.depth} ${last.delegation.name}`, digest);
+      // The store filters on revocation and expiry; a delegation not valid yet is left out here.
+      const delegations = items.map((entry) => entry.delegation).filter((d) => includeInactive || inactiveReason(d, now) === undefined);
+      return { delegations, remainingBudgets: await remainingBudgets(delegations), nextPageToken };
     },
 
     whoAmI(_request, context) {

@@ -12,7 +12,7 @@ import {
   type SubmitOperationRequest,
 } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { admit, requestDigest } from "../lifecycle/admission.js";
-import { eventsCompacted, illegalTransition, invalidPageToken, profileAlreadyExists, requestIdConflict } from "../lifecycle/errors.js";
+import { eventsCompacted, illegalTransition, profileAlreadyExists, requestIdConflict } from "../lifecycle/errors.js";
 import { cancelKey, clientKey, findSubmitted, type IdempotencyKey } from "../lifecycle/idempotency.js";
 import { visibleOperation } from "../lifecycle/visible-operation.js";
 import type { EventHub } from "../lifecycle/event-hub.js";
@@ -127,8 +127,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       const principal = principalOf(context);
       if (filter?.profile) requireProfile(principal, filter.profile);
       const digest = filterDigest(filter);
-      const beforeName = pageToken === "" ? undefined : deps.pageTokens.read("ListOperations", pageToken, digest);
-      if (pageToken !== "" && beforeName === undefined) throw invalidPageToken();
+      const beforeName = deps.pageTokens.requestedPosition("ListOperations", pageToken, digest);
       const limit = pageSize || DEFAULT_PAGE_SIZE;
       // One extra row tells whether another page exists.
       const rows = await store.listOperations({

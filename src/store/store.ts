@@ -153,6 +153,29 @@ export interface RetentionPolicy {
 // `resource` with the name of what the write acted on (the operation it created or changed, the
 // child delegation, the revoked delegation, the new policy bundle version).
 
+/** A delegation in a subtree listing, with its place in the listing's order. */
+export interface SubtreeEntry {
+  delegation: Delegation;
+  /** 0 for the subtree's root, 1 for its children, … */
+  depth: number;
+}
+
+/** A page of a subtree listing (listDelegationSubtree). */
+export interface SubtreePage {
+  /** Only entries after this one in the listing's order (depth, then name). */
+  after?: { depth: number; name: string };
+  limit: number;
+  /** Only delegations neither revoked nor expired at this time. */
+  activeAt?: Date;
+}
+
+/** A page of the bundles in force (listPolicyBundles). */
+export interface BundlePage {
+  /** Only profile types after this one. */
+  after: ProfileType;
+  limit: number;
+}
+
 /** Which audit records, in sequence order; every set field must match. */
 export interface AuditQuery {
   /** Only records with a larger sequence. */
@@ -229,16 +252,19 @@ export interface OperationStore {
    */
   putChildDelegation(child: Delegation, check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined, audit?: AuditDraft): Promise<Delegation>;
   getDelegation(name: string): Promise<Delegation | undefined>;
-  /** The delegation and every descendant, parents before children. */
-  listDelegationSubtree(name: string): Promise<Delegation[]>;
+  /**
+   * The delegation and every descendant, parents before children: by depth below `name`, then
+   * by name. With `page`, only the part of that order after `page.after`, at most `page.limit`.
+   */
+  listDelegationSubtree(name: string, page?: SubtreePage): Promise<SubtreeEntry[]>;
   /** Revokes the delegation and every descendant not yet revoked, in one commit; returns those it revoked. */
   revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]>;
   /** The current state of budget accounts, read without changing them (for dry runs). */
   readAccounts(accounts: readonly string[]): Promise<AccountState[]>;
   /** Stores a policy bundle as the next version for its profile type; returns it with name and version. */
   putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft): Promise<PolicyBundle>;
-  /** The newest bundle of each profile type, in profile type order. */
-  listPolicyBundles(): Promise<PolicyBundle[]>;
+  /** The newest bundle of each profile type, in profile type order; with `page`, of the profile types after `page.after`, at most `page.limit`. */
+  listPolicyBundles(page?: BundlePage): Promise<PolicyBundle[]>;
   /** Appends a record that comes with no other write (a denied attempt); returns it sealed. */
   appendAudit(draft: AuditDraft): Promise<AuditRecord>;
   /** The newest audit record's sequence and hash; undefined while the log is empty. */

@@ -165,3 +165,31 @@ describe("visibility", () => {
     expect((await refusal(viewer.listOperations({ filter: { profile: "profiles/team-b" } }))).code).toBe(Code.PermissionDenied);
   });
 });
+
+describe("listing", () => {
+  it("pages the caller's subtree parents first, each delegation once in a stable order, with the budgets of each page's delegations", async () => {
+    const { delegation: top, token } = await delegations(server.token).issueDelegation({ subject: "lister", scope: { ...grantOnly, mayDelegate: true, budget: { tokens: 100n } } });
+    const issued = [];
+    for (const subject of ["first", "second", "third"]) issued.push(await delegations(token).issueDelegation({ subject, scope: { ...grantOnly, mayDelegate: true, budget: { tokens: 10n } } }));
+    const children = issued.map((i) => i.delegation!);
+    // A grandchild, issued after every child: the listing still puts it after them all.
+    const { delegation: grandchild } = await delegations(issued[0]!.token).issueDelegation({ subject: "under", scope: grantOnly });
+    await delegations(token).revokeDelegation({ name: children[1]!.name });
+    const pages = async (includeInactive: boolean) => {
+      const listed: { names: string[]; budgets: string[] }[] = [];
+      let pageToken = "";
+      do {
+        const page = await delegations(token).listDelegations({ includeInactive, pageSize: 2, pageToken });
+        listed.push({ names: page.delegations.map((d) => d.name), budgets: Object.keys(page.remainingBudgets).sort() });
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
+      return listed;
+    };
+    const all = await pages(true);
+    expect(all.flatMap((p) => p.names)).toEqual([top!.name, ...children.map((c) => c.name), grandchild!.name]);
+    expect(all.map((p) => p.names.length)).toEqual([2, 2, 1]);
+    for (const page of all) expect(page.budgets).toEqual([...page.names].sort());
+    // Without include_inactive the revoked child is left out, and the pages still cover the rest once.
+    expect((await pages(false)).flatMap((p) => p.names)).toEqual([top!.name, children[0]!.name, children[2]!.name, grandchild!.name]);
+  });
+});

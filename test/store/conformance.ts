@@ -314,7 +314,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       await store.putDelegation(d("delegations/a", "delegations/root"));
       await store.putDelegation(d("delegations/a1", "delegations/a"));
       await store.putDelegation(d("delegations/b", "delegations/root"));
-      expect((await store.listDelegationSubtree("delegations/root")).map((x) => x.name)).toEqual(["delegations/root", "delegations/a", "delegations/b", "delegations/a1"]);
+      expect((await store.listDelegationSubtree("delegations/root")).map((x) => x.delegation.name)).toEqual(["delegations/root", "delegations/a", "delegations/b", "delegations/a1"]);
       const revoked = await store.revokeDelegationSubtree("delegations/a", new Date(), "test");
       expect(revoked.map((x) => x.name).sort()).toEqual(["delegations/a", "delegations/a1"]);
       expect((await store.getDelegation("delegations/a1"))?.revokeReason).toBe("test");
@@ -322,6 +322,34 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(await store.revokeDelegationSubtree("delegations/a", new Date(), "again")).toEqual([]);
       expect((await store.revokeDelegationSubtree("delegations/root", new Date(), "all")).map((x) => x.name).sort()).toEqual(["delegations/b", "delegations/root"]);
       expect(await store.getDelegation("delegations/none")).toBeUndefined();
+    });
+
+    it("pages a subtree by position (depth, then name), and leaves revoked and expired delegations out when asked", async () => {
+      const d = (name: string, parent = "", expiresInMs = 60_000) =>
+        create(DelegationSchema, { name, parent, subject: name, expireTime: timestampFromDate(new Date(Date.now() + expiresInMs)) });
+      await store.putDelegation(d("delegations/t"));
+      for (const child of ["c", "a", "b"]) await store.putDelegation(d(`delegations/t-${child}`, "delegations/t"));
+      await store.putDelegation(d("delegations/t-a-1", "delegations/t-a"));
+      await store.putDelegation(d("delegations/t-b-1", "delegations/t-b", -1_000));
+      await store.revokeDelegationSubtree("delegations/t-c", new Date(), "test");
+      const names = (entries: { delegation: { name: string } }[]) => entries.map((e) => e.delegation.name);
+      const all = ["delegations/t", "delegations/t-a", "delegations/t-b", "delegations/t-c", "delegations/t-a-1", "delegations/t-b-1"];
+      const first = await store.listDelegationSubtree("delegations/t", { limit: 2 });
+      expect(first.map((e) => [e.delegation.name, e.depth])).toEqual([["delegations/t", 0], ["delegations/t-a", 1]]);
+      // Pages taken from each previous page's last entry cover the listing exactly once, in order.
+      const paged = [...first];
+      for (let last = first[first.length - 1]!; ; ) {
+        const page = await store.listDelegationSubtree("delegations/t", { after: { depth: last.depth, name: last.delegation.name }, limit: 2 });
+        paged.push(...page);
+        if (page.length < 2) break;
+        last = page[page.length - 1]!;
+      }
+      expect(names(paged)).toEqual(all);
+      expect(names(await store.listDelegationSubtree("delegations/t", { limit: 10, activeAt: new Date() }))).toEqual(["delegations/t", "delegations/t-a", "delegations/t-b", "delegations/t-a-1"]);
+      expect(names(await store.listDelegationSubtree("delegations/t", { after: { depth: 1, name: "delegations/t-a" }, limit: 10, activeAt: new Date() }))).toEqual([
+        "delegations/t-b",
+        "delegations/t-a-1",
+      ]);
     });
 
     it("reserves budget at create: the check sees each account's held amount and a delegation's children", async () => {
@@ -589,7 +617,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
         ),
       );
       expect(raced.filter((r) => r.status === "fulfilled")).toHaveLength(3);
-      expect((await store.listDelegationSubtree("delegations/pp")).map((d) => d.name)).toHaveLength(6);
+      expect(await store.listDelegationSubtree("delegations/pp")).toHaveLength(6);
       // The parent's account now reports the children to a reservation's check.
       expect((await accountStates(store, ["delegations/pp"]))[0]!.children.map((c) => c.delegation.name)).toHaveLength(5);
     });
@@ -611,6 +639,10 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
         [ProfileType.USER_OWNED_MODEL, 5n, newest.source],
       ]);
       expect(listed[0]).toMatchObject({ name: "policyBundles/personal/versions/2", digest: "p2", appliedBy: "test" });
+      // A page: the profile types after a position, at most a limit.
+      expect((await store.listPolicyBundles({ after: ProfileType.UNSPECIFIED, limit: 2 })).map((b) => b.profileType)).toEqual([ProfileType.PERSONAL, ProfileType.CORPORATE_FIREWALL]);
+      expect((await store.listPolicyBundles({ after: ProfileType.CORPORATE_FIREWALL, limit: 2 })).map((b) => b.profileType)).toEqual([ProfileType.USER_OWNED_MODEL]);
+      expect(await store.listPolicyBundles({ after: ProfileType.USER_OWNED_MODEL, limit: 2 })).toEqual([]);
     });
 
     it("keeps a profile's budget, and reports none for a profile created without one", async () => {

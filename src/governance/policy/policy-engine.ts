@@ -107,10 +107,6 @@ export class PolicyEngine {
     return stored;
   }
 
-  list(): Promise<PolicyBundle[]> {
-    return this.store.listPolicyBundles();
-  }
-
   /** Decides each gate for `input` (whose `gate` field is set per gate), in order. */
   decide(profileType: ProfileType, gatesToRun: readonly Gate[], input: PolicyInput): PolicyDecision[] {
     const bundle = this.bundles.get(profileType);

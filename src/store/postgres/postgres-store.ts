@@ -82,6 +82,7 @@ import type {
   AccountState,
   AuditPruneResult,
   AuditQuery,
+  BundlePage,
   ChildAccount,
   ClaimResult,
   CreateResult,
@@ -97,8 +98,11 @@ import type {
   SlotKey,
   StoredEvent,
   StoredProfile,
+  SubtreeEntry,
+  SubtreePage,
   UpdateResult,
 } from "../store.js";
+import { subtreeSql } from "../delegation-rows.js";
 import { checkout } from "./checkout.js";
 import { clientConfig } from "./client-config.js";
 import { EventFeed } from "./event-feed.js";
@@ -621,17 +625,16 @@ export class PostgresStore implements OperationStore {
     return rows[0] && fromBinary(DelegationSchema, rows[0].data);
   }
 
-  private static readonly subtreeSql = `
-    WITH RECURSIVE subtree(id, depth) AS (
-      SELECT id, 0 FROM delegations WHERE id = $1
-      UNION ALL
-      SELECT d.id, s.depth + 1 FROM delegations d JOIN subtree s ON d.parent = s.id
-    )
-    SELECT d.id, d.revoked, d.data FROM delegations d JOIN subtree s ON d.id = s.id ORDER BY s.depth, d.id`;
+  private static readonly subtreeSql = subtreeSql("", undefined, () => "$1");
 
-  async listDelegationSubtree(name: string): Promise<Delegation[]> {
-    const { rows } = await this.pool.query<{ data: Uint8Array }>(PostgresStore.subtreeSql, [name]);
-    return rows.map((row) => fromBinary(DelegationSchema, row.data));
+  async listDelegationSubtree(name: string, page?: SubtreePage): Promise<SubtreeEntry[]> {
+    const args: unknown[] = [];
+    const sql = subtreeSql(name, page, (value) => {
+      args.push(value);
+      return `$${args.length}`;
+    });
+    const { rows } = await this.pool.query<{ data: Uint8Array; depth: number }>(sql, args);
+    return rows.map((row) => ({ delegation: fromBinary(DelegationSchema, row.data), depth: Number(row.depth) }));
   }
 
   revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]> {
@@ -671,9 +674,10 @@ export class PostgresStore implements OperationStore {
     });
   }
 
-  async listPolicyBundles(): Promise<PolicyBundle[]> {
+  async listPolicyBundles(page?: BundlePage): Promise<PolicyBundle[]> {
     const { rows } = await this.pool.query<{ data: Uint8Array }>(
-      "SELECT DISTINCT ON (profile_type) data FROM policy_bundles ORDER BY profile_type, version DESC",
+      "SELECT DISTINCT ON (profile_type) data FROM policy_bundles WHERE profile_type > $1 ORDER BY profile_type, version DESC LIMIT $2",
+      [page?.after ?? -1, page?.limit ?? null],
     );
     return rows.map((row) => fromBinary(PolicyBundleSchema, row.data));
   }

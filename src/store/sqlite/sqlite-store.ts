@@ -35,6 +35,7 @@ import type {
   AccountState,
   AuditPruneResult,
   AuditQuery,
+  BundlePage,
   ChildAccount,
   ClaimResult,
   CreateResult,
@@ -50,8 +51,11 @@ import type {
   SlotKey,
   StoredEvent,
   StoredProfile,
+  SubtreeEntry,
+  SubtreePage,
   UpdateResult,
 } from "../store.js";
+import { subtreeSql } from "../delegation-rows.js";
 import { GroupCommit } from "./group-commit.js";
 import { migrations } from "./migrations.js";
 
@@ -138,8 +142,8 @@ export class SqliteStore implements OperationStore {
       insertBundle: this.db.prepare("INSERT INTO policy_bundles (profile_type, version, data) VALUES (?, ?, ?)"),
       latestBundles: this.db.prepare(`
         SELECT data FROM policy_bundles p
-        WHERE version = (SELECT MAX(version) FROM policy_bundles q WHERE q.profile_type = p.profile_type)
-        ORDER BY profile_type`),
+        WHERE version = (SELECT MAX(version) FROM policy_bundles q WHERE q.profile_type = p.profile_type) AND profile_type > ?
+        ORDER BY profile_type LIMIT ?`),
       insertEvent: this.db.prepare(
         "INSERT INTO events (operation, time_ms, profile, operation_type, labels, data) VALUES (?, ?, ?, ?, ?, ?)",
       ),
@@ -154,13 +158,7 @@ export class SqliteStore implements OperationStore {
       insertDelegation: this.db.prepare("INSERT OR IGNORE INTO delegations (id, parent, expire_ms, data) VALUES (?, ?, ?, ?)"),
       getDelegation: this.db.prepare("SELECT data FROM delegations WHERE id = ?"),
       delegationChildren: this.db.prepare("SELECT data FROM delegations WHERE parent = ?"),
-      delegationSubtree: this.db.prepare(`
-        WITH RECURSIVE subtree(id, depth) AS (
-          SELECT id, 0 FROM delegations WHERE id = ?
-          UNION ALL
-          SELECT d.id, s.depth + 1 FROM delegations d JOIN subtree s ON d.parent = s.id
-        )
-        SELECT d.id, d.revoked, d.data FROM delegations d JOIN subtree s ON d.id = s.id ORDER BY s.depth, d.id`),
+      delegationSubtree: this.db.prepare(subtreeSql("", undefined, () => "?")),
       revokeDelegation: this.db.prepare("UPDATE delegations SET revoked = 1, data = ? WHERE id = ?"),
       getSecret: this.db.prepare("SELECT value FROM secrets WHERE key = ?"),
       insertSecret: this.db.prepare("INSERT OR IGNORE INTO secrets (key, value) VALUES (?, ?)"),
@@ -486,8 +484,14 @@ export class SqliteStore implements OperationStore {
     return rows.map((row) => ({ id: row.id, revoked: row.revoked, delegation: fromBinary(DelegationSchema, row.data) }));
   }
 
-  async listDelegationSubtree(name: string): Promise<Delegation[]> {
-    return this.subtree(name).map((row) => row.delegation);
+  async listDelegationSubtree(name: string, page?: SubtreePage): Promise<SubtreeEntry[]> {
+    const args: unknown[] = [];
+    const sql = subtreeSql(name, page, (value) => {
+      args.push(value);
+      return "?";
+    });
+    const rows = this.db.prepare(sql).all(...args) as { data: Uint8Array; depth: bigint }[];
+    return rows.map((row) => ({ delegation: fromBinary(DelegationSchema, row.data), depth: Number(row.depth) }));
   }
 
   revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]> {
@@ -517,8 +521,8 @@ export class SqliteStore implements OperationStore {
     });
   }
 
-  async listPolicyBundles(): Promise<PolicyBundle[]> {
-    const rows = this.statements.latestBundles.all() as { data: Uint8Array }[];
+  async listPolicyBundles(page?: BundlePage): Promise<PolicyBundle[]> {
+    const rows = this.statements.latestBundles.all(page?.after ?? -1, page?.limit ?? -1) as { data: Uint8Array }[];
     return rows.map((row) => fromBinary(PolicyBundleSchema, row.data));
   }
 

@@ -23,7 +23,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/policy_service.proto.
  */
 export const file_agentmachine_v1_policy_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRhZ2VudG1hY2hpbmUvdjEvcG9saWN5X3NlcnZpY2UucHJvdG8SD2FnZW50bWFjaGluZS52MSKVAQoVRXZhbHVhdGVQb2xpY3lSZXF1ZXN0EjwKCW9wZXJhdGlvbhgBIAEoCzInLmFnZW50bWFjaGluZS52MS5TdWJtaXRPcGVyYXRpb25SZXF1ZXN0SAASLAoEY2FsbBgCIAEoCzIcLmFnZW50bWFjaGluZS52MS5Qcm9maWxlQ2FsbEgAQhAKB3N1YmplY3QSBbpIAggBIn0KC1Byb2ZpbGVDYWxsEjoKB3Byb2ZpbGUYASABKAlCKbpIJnIkMiJecHJvZmlsZXMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEjIKBGNhbGwYAiABKAsyHC5hZ2VudG1hY2hpbmUudjEuUnVudGltZUNhbGxCBrpIA8gBASK2AQoWRXZhbHVhdGVQb2xpY3lSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEjIKCWRlY2lzaW9ucxgCIAMoCzIfLmFnZW50bWFjaGluZS52MS5Qb2xpY3lEZWNpc2lvbhIqCgZkZW5pYWwYAyABKAsyGi5hZ2VudG1hY2hpbmUudjEuRXJyb3JJbmZvEhMKC2RlbmlhbF9jb2RlGAQgASgJEhYKDmRlbmlhbF9tZXNzYWdlGAUgASgJIhoKGExpc3RQb2xpY3lCdW5kbGVzUmVxdWVzdCJLChlMaXN0UG9saWN5QnVuZGxlc1Jlc3BvbnNlEi4KB2J1bmRsZXMYASADKAsyHS5hZ2VudG1hY2hpbmUudjEuUG9saWN5QnVuZGxlIncKGEFwcGx5UG9saWN5QnVuZGxlUmVxdWVzdBI+Cgxwcm9maWxlX3R5cGUYASABKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCCrpIB4IBBBABIAASGwoGc291cmNlGAIgASgJQgu6SAhyBhABGICAECJKChlBcHBseVBvbGljeUJ1bmRsZVJlc3BvbnNlEi0KBmJ1bmRsZRgBIAEoCzIdLmFnZW50bWFjaGluZS52MS5Qb2xpY3lCdW5kbGUy1AIKDVBvbGljeVNlcnZpY2USZgoORXZhbHVhdGVQb2xpY3kSJi5hZ2VudG1hY2hpbmUudjEuRXZhbHVhdGVQb2xpY3lSZXF1ZXN0GicuYWdlbnRtYWNoaW5lLnYxLkV2YWx1YXRlUG9saWN5UmVzcG9uc2UiA5ACARJvChFMaXN0UG9saWN5QnVuZGxlcxIpLmFnZW50bWFjaGluZS52MS5MaXN0UG9saWN5QnVuZGxlc1JlcXVlc3QaKi5hZ2VudG1hY2hpbmUudjEuTGlzdFBvbGljeUJ1bmRsZXNSZXNwb25zZSIDkAIBEmoKEUFwcGx5UG9saWN5QnVuZGxlEikuYWdlbnRtYWNoaW5lLnYxLkFwcGx5UG9saWN5QnVuZGxlUmVxdWVzdBoqLmFnZW50bWFjaGluZS52MS5BcHBseVBvbGljeUJ1bmRsZVJlc3BvbnNlYgZwcm90bzM", [file_agentmachine_v1_errors, file_agentmachine_v1_operation, file_agentmachine_v1_operation_service, file_agentmachine_v1_policy, file_agentmachine_v1_runtime, file_agentmachine_v1_types, file_buf_validate_validate]);
+  fileDesc("CiRhZ2VudG1hY2hpbmUvdjEvcG9saWN5X3NlcnZpY2UucHJvdG8SD2FnZW50bWFjaGluZS52MSKVAQoVRXZhbHVhdGVQb2xpY3lSZXF1ZXN0EjwKCW9wZXJhdGlvbhgBIAEoCzInLmFnZW50bWFjaGluZS52MS5TdWJtaXRPcGVyYXRpb25SZXF1ZXN0SAASLAoEY2FsbBgCIAEoCzIcLmFnZW50bWFjaGluZS52MS5Qcm9maWxlQ2FsbEgAQhAKB3N1YmplY3QSBbpIAggBIn0KC1Byb2ZpbGVDYWxsEjoKB3Byb2ZpbGUYASABKAlCKbpIJnIkMiJecHJvZmlsZXMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEjIKBGNhbGwYAiABKAsyHC5hZ2VudG1hY2hpbmUudjEuUnVudGltZUNhbGxCBrpIA8gBASK2AQoWRXZhbHVhdGVQb2xpY3lSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEjIKCWRlY2lzaW9ucxgCIAMoCzIfLmFnZW50bWFjaGluZS52MS5Qb2xpY3lEZWNpc2lvbhIqCgZkZW5pYWwYAyABKAsyGi5hZ2VudG1hY2hpbmUudjEuRXJyb3JJbmZvEhMKC2RlbmlhbF9jb2RlGAQgASgJEhYKDmRlbmlhbF9tZXNzYWdlGAUgASgJIlcKGExpc3RQb2xpY3lCdW5kbGVzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAQiZAoZTGlzdFBvbGljeUJ1bmRsZXNSZXNwb25zZRIuCgdidW5kbGVzGAEgAygLMh0uYWdlbnRtYWNoaW5lLnYxLlBvbGljeUJ1bmRsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkidwoYQXBwbHlQb2xpY3lCdW5kbGVSZXF1ZXN0Ej4KDHByb2ZpbGVfdHlwZRgBIAEoDjIcLmFnZW50bWFjaGluZS52MS5Qcm9maWxlVHlwZUIKukgHggEEEAEgABIbCgZzb3VyY2UYAiABKAlCC7pICHIGEAEYgIAQIkoKGUFwcGx5UG9saWN5QnVuZGxlUmVzcG9uc2USLQoGYnVuZGxlGAEgASgLMh0uYWdlbnRtYWNoaW5lLnYxLlBvbGljeUJ1bmRsZTLUAgoNUG9saWN5U2VydmljZRJmCg5FdmFsdWF0ZVBvbGljeRImLmFnZW50bWFjaGluZS52MS5FdmFsdWF0ZVBvbGljeVJlcXVlc3QaJy5hZ2VudG1hY2hpbmUudjEuRXZhbHVhdGVQb2xpY3lSZXNwb25zZSIDkAIBEm8KEUxpc3RQb2xpY3lCdW5kbGVzEikuYWdlbnRtYWNoaW5lLnYxLkxpc3RQb2xpY3lCdW5kbGVzUmVxdWVzdBoqLmFnZW50bWFjaGluZS52MS5MaXN0UG9saWN5QnVuZGxlc1Jlc3BvbnNlIgOQAgESagoRQXBwbHlQb2xpY3lCdW5kbGUSKS5hZ2VudG1hY2hpbmUudjEuQXBwbHlQb2xpY3lCdW5kbGVSZXF1ZXN0GiouYWdlbnRtYWNoaW5lLnYxLkFwcGx5UG9saWN5QnVuZGxlUmVzcG9uc2ViBnByb3RvMw", [file_agentmachine_v1_errors, file_agentmachine_v1_operation, file_agentmachine_v1_operation_service, file_agentmachine_v1_policy, file_agentmachine_v1_runtime, file_agentmachine_v1_types, file_buf_validate_validate]);
 
 /**
  * Request of PolicyService.EvaluatePolicy.
@@ -146,6 +146,19 @@ export const EvaluatePolicyResponseSchema: GenMessage<EvaluatePolicyResponse> = 
  * @generated from message agentmachine.v1.ListPolicyBundlesRequest
  */
 export type ListPolicyBundlesRequest = Message<"agentmachine.v1.ListPolicyBundlesRequest"> & {
+  /**
+   * At most this many bundles; 0 means 50; at most 1000.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
 };
 
 /**
@@ -162,11 +175,19 @@ export const ListPolicyBundlesRequestSchema: GenMessage<ListPolicyBundlesRequest
  */
 export type ListPolicyBundlesResponse = Message<"agentmachine.v1.ListPolicyBundlesResponse"> & {
   /**
-   * The bundle in force per profile type, in profile type order.
+   * The bundle in force per profile type, in profile type order; the order is stable across
+   * pages.
    *
    * @generated from field: repeated agentmachine.v1.PolicyBundle bundles = 1;
    */
   bundles: PolicyBundle[];
+
+  /**
+   * Opaque; empty on the last page. Tokens are signed: an edited token is InvalidArgument.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -249,7 +270,7 @@ export const PolicyService: GenService<{
     output: typeof EvaluatePolicyResponseSchema;
   },
   /**
-   * Lists the bundle in force for each profile type that has one.
+   * Lists the bundle in force for each profile type that has one, one page at a time.
    *
    * @generated from rpc agentmachine.v1.PolicyService.ListPolicyBundles
    */
