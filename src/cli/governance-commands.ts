@@ -180,11 +180,13 @@ export function registerGovernanceCommands(program: Command): void {
       .description("Ask the server for a child of your delegation (never wider than yours); prints the credential.")
       .requiredOption("--subject <subject>", "who will hold it")
       .option("--ttl <duration>", "how long it is valid (at most as long as yours)", durationFlag)
+      .option("--request-id <id>", "idempotency key: the same id and flags again get the same delegation and credential (default: none)")
       .option("--json", "print the whole response")
       .addOption(serverOption()),
     "default: none",
-  ).action(async (options: ScopeFlags & { subject: string; ttl?: number; json?: boolean; server: string }) => {
+  ).action(async (options: ScopeFlags & { subject: string; ttl?: number; requestId?: string; json?: boolean; server: string }) => {
     const response = await serviceClient(DelegationService, options.server).issueDelegation({
+      requestId: options.requestId ?? "",
       subject: options.subject,
       scope: scopeFrom(options, false),
       ...(options.ttl !== undefined ? { ttl: durationFromMs(options.ttl) } : {}),

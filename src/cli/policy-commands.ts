@@ -96,10 +96,11 @@ export function registerPolicyCommands(program: Command): void {
     .argument("<file>", "the bundle (YAML, as in examples/policies)")
     .requiredOption("--profile-type <type>", `the profile type it governs: ${[...profileTypeNames.values()].join(", ")}`, contractName(profileTypeNames))
     .addOption(serverOption())
+    .option("--request-id <id>", "idempotency key: the same id and file again store no second version (default: none)")
     .option("--json", "print the ApplyPolicyBundleResponse as proto JSON")
-    .action(async (file: string, options: Common & { profileType: ProfileType }) => {
+    .action(async (file: string, options: Common & { profileType: ProfileType; requestId?: string }) => {
       const source = await readText(file);
-      const response = await serviceClient(PolicyService, options.server).applyPolicyBundle({ profileType: options.profileType, source });
+      const response = await serviceClient(PolicyService, options.server).applyPolicyBundle({ profileType: options.profileType, source, requestId: options.requestId ?? "" });
       console.log(options.json ? jsonLine(ApplyPolicyBundleResponseSchema, response) : formatBundle(response.bundle!));
     });
 }

@@ -4,7 +4,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../gen/agentmachine/v1/errors_pb.js";
 import { PolicyDecisionSchema, type PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
-import { PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
+import { ApplyPolicyBundleRequestSchema, PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import { ProfileType, type OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../contract/mapping.js";
@@ -13,6 +13,7 @@ import { policyChangeNotAllowed } from "../governance/errors.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import type { GrantIndex } from "../governance/grant-index.js";
 import { admit } from "../lifecycle/admission.js";
+import { createKey, keyedResult } from "../lifecycle/idempotency.js";
 import type { PageTokens } from "../lifecycle/page-token.js";
 import { allowedDecision } from "../audit/decisions.js";
 import { principalOf } from "../server/auth-interceptor.js";
@@ -76,12 +77,16 @@ export function policyService(deps: PolicyServiceDeps): ServiceImpl<typeof Polic
       return { bundles: items, nextPageToken };
     },
 
-    async applyPolicyBundle({ profileType, source }, context) {
+    async applyPolicyBundle(request, context) {
+      const { profileType, source, requestId } = request;
       const principal = principalOf(context);
       if (!principal.delegation.scope!.policyProfileTypes.includes(profileType)) {
         throw policyChangeNotAllowed(profileTypeNames.get(profileType) ?? String(profileType), principal.delegation.name);
       }
-      return { bundle: await deps.policy.apply(profileType, source, principal.delegation.name, auditDraft(context, { decision: allowedDecision() })) };
+      const key = createKey(principal, "ApplyPolicyBundle", ApplyPolicyBundleRequestSchema, request);
+      const written = await deps.policy.apply(profileType, source, principal.delegation.name, auditDraft(context, { decision: allowedDecision() }), key);
+      const { value: bundle, created } = await keyedResult(written, requestId, "policy_bundle", (name) => deps.store.getPolicyBundle(name));
+      return { bundle, created };
     },
   };
 }

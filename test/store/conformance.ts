@@ -11,7 +11,16 @@ import { OperationEventSchema } from "../../src/gen/agentmachine/v1/event_pb.js"
 import { OperationSchema, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema } from "../../src/gen/agentmachine/v1/policy_pb.js";
 import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { LEGACY_IDEMPOTENCY_SCOPE, type AccountState, type AuditQuery, type ChildAccount, type OperationStore, type StoredEvent } from "../../src/store/store.js";
+import {
+  LEGACY_IDEMPOTENCY_SCOPE,
+  type AccountState,
+  type AuditQuery,
+  type ChildAccount,
+  type KeyedCreate,
+  type OperationStore,
+  type RequestKey,
+  type StoredEvent,
+} from "../../src/store/store.js";
 
 // Builders of operations (each with a new name and request id) and events; the PostgreSQL replica
 // tests use them too.
@@ -76,6 +85,14 @@ async function accountStates(store: OperationStore, accounts: string[]): Promise
 }
 
 /** An audit record's draft, as a service makes one. */
+/** What a create without a key made (it always creates). */
+function made<T>(result: Promise<KeyedCreate<T>>): Promise<T> {
+  return result.then((written) => {
+    if (written.kind !== "created") throw new Error(`expected a create, got ${written.kind}`);
+    return written.value;
+  });
+}
+
 export function auditDraft(overrides: Partial<AuditDraft> = {}): AuditDraft {
   return {
     principal: "alice",
@@ -600,7 +617,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
         calls.push({ siblings: siblings.map((s) => s.delegation.name).sort(), held: parentHeld.modelCalls });
         return undefined;
       };
-      const first = await store.putChildDelegation(delegation("delegations/pp-1", "delegations/pp"), record);
+      const first = await made(store.putChildDelegation(delegation("delegations/pp-1", "delegations/pp"), record));
       expect(first.name).toBe("delegations/pp-1");
       await store.putChildDelegation(delegation("delegations/pp-2", "delegations/pp"), record);
       expect(calls).toEqual([
@@ -622,14 +639,54 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect((await accountStates(store, ["delegations/pp"]))[0]!.children.map((c) => c.delegation.name)).toHaveLength(5);
     });
 
+    it("records a child delegation's idempotency key in its commit: a retry carves nothing and names the first child, once however many race", async () => {
+      await store.putDelegation(delegation("delegations/kp"));
+      const key = (overrides: Partial<RequestKey> = {}): RequestKey => ({ scope: "delegations/kp", rpc: "IssueDelegation", requestId: "r-1", requestDigest: "d", ...overrides });
+      let checks = 0;
+      const check = () => {
+        checks += 1;
+        return undefined;
+      };
+      const raced = await Promise.all(Array.from({ length: 5 }, (_, i) => store.putChildDelegation(delegation(`delegations/kp-${i}`, "delegations/kp"), check, auditDraft(), key())));
+      expect(raced.filter((r) => r.kind === "created")).toHaveLength(1);
+      const first = raced.find((r) => r.kind === "created")!;
+      const firstName = first.kind === "created" ? first.value.name : "";
+      expect(raced.filter((r) => r.kind === "existing").map((r) => r.kind === "existing" && r.name)).toEqual(Array(4).fill(firstName));
+      expect(checks).toBe(1);
+      expect(await store.listDelegationSubtree("delegations/kp")).toHaveLength(2);
+      expect((await store.listAuditRecords({ afterSequence: 0n, limit: 100 })).filter((r) => r.resource.startsWith("delegations/kp-"))).toHaveLength(1);
+      // Another body under the key: refused by name, nothing written.
+      expect(await store.putChildDelegation(delegation("delegations/kp-x", "delegations/kp"), check, undefined, key({ requestDigest: "other" }))).toEqual({ kind: "request-id-conflict", name: firstName });
+      // The same request id in another scope, or of another RPC, is another key.
+      expect((await store.putChildDelegation(delegation("delegations/kp-y", "delegations/kp"), check, undefined, key({ scope: "delegations/other" }))).kind).toBe("created");
+      expect((await store.putChildDelegation(delegation("delegations/kp-z", "delegations/kp"), check, undefined, key({ rpc: "ApplyPolicyBundle" }))).kind).toBe("created");
+      expect(await store.getDelegation("delegations/kp-x")).toBeUndefined();
+    });
+
+    it("records a policy bundle's idempotency key in its commit: a retry stores no version and names the first", async () => {
+      const key: RequestKey = { scope: "delegations/admin", rpc: "ApplyPolicyBundle", requestId: "b-1", requestDigest: "d" };
+      const bundle = (source: string) => create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source, digest: source });
+      const first = await made(store.putPolicyBundle(bundle("one"), auditDraft(), key));
+      await made(store.putPolicyBundle(bundle("two")));
+      expect(await store.putPolicyBundle(bundle("one"), auditDraft(), key)).toEqual({ kind: "existing", name: first.name });
+      expect(await store.putPolicyBundle(bundle("three"), auditDraft(), { ...key, requestDigest: "other" })).toEqual({ kind: "request-id-conflict", name: first.name });
+      expect((await store.listPolicyBundles()).map((b) => b.version)).toEqual([2n]);
+      expect(await store.getPolicyBundle(first.name)).toMatchObject({ name: first.name, source: "one", version: 1n });
+      for (const unknown of ["policyBundles/personal/versions/9", "policyBundles/nothing/versions/1", "delegations/x"]) expect(await store.getPolicyBundle(unknown)).toBeUndefined();
+      // Keys are durable: a reopened store still answers them.
+      await store.close();
+      store = await reopen();
+      expect(await store.putPolicyBundle(bundle("one"), undefined, key)).toEqual({ kind: "existing", name: first.name });
+    });
+
     it("versions policy bundles per profile type, and lists the newest of each in profile type order", async () => {
       const bundle = (profileType: ProfileType, source: string) => create(PolicyBundleSchema, { profileType, source, digest: source, appliedBy: "test" });
       expect(await store.listPolicyBundles()).toEqual([]);
-      const corporate = await store.putPolicyBundle(bundle(ProfileType.CORPORATE_FIREWALL, "c1"));
+      const corporate = await made(store.putPolicyBundle(bundle(ProfileType.CORPORATE_FIREWALL, "c1")));
       expect(corporate).toMatchObject({ version: 1n, name: "policyBundles/corporate_firewall/versions/1", source: "c1" });
-      expect(await store.putPolicyBundle(bundle(ProfileType.PERSONAL, "p1"))).toMatchObject({ version: 1n, name: "policyBundles/personal/versions/1" });
-      expect(await store.putPolicyBundle(bundle(ProfileType.PERSONAL, "p2"))).toMatchObject({ version: 2n, name: "policyBundles/personal/versions/2" });
-      const raced = await Promise.all(Array.from({ length: 5 }, (_, i) => store.putPolicyBundle(bundle(ProfileType.USER_OWNED_MODEL, `u${i}`))));
+      expect(await made(store.putPolicyBundle(bundle(ProfileType.PERSONAL, "p1")))).toMatchObject({ version: 1n, name: "policyBundles/personal/versions/1" });
+      expect(await made(store.putPolicyBundle(bundle(ProfileType.PERSONAL, "p2")))).toMatchObject({ version: 2n, name: "policyBundles/personal/versions/2" });
+      const raced = await Promise.all(Array.from({ length: 5 }, (_, i) => made(store.putPolicyBundle(bundle(ProfileType.USER_OWNED_MODEL, `u${i}`)))));
       expect(raced.map((b) => b.version).sort()).toEqual([1n, 2n, 3n, 4n, 5n]);
       const newest = raced.find((b) => b.version === 5n)!;
       const listed = await store.listPolicyBundles();
@@ -672,7 +729,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect((await heldOf(store, "profiles/kept")).tokens).toBe(3n);
       expect((await store.getProfile("profiles/kept"))?.budget?.tokens).toBe(5n);
       expect(await store.modifyOperation(op.name, () => undefined, "once")).toMatchObject({ kind: "already-done", operation: { attempt: 2 } });
-      expect((await store.putPolicyBundle(create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "t" }))).version).toBe(2n);
+      expect((await made(store.putPolicyBundle(create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "t" })))).version).toBe(2n);
       // The reservation's record is kept too: settling after the reopen gives it back.
       await store.modifyOperation(op.name, (current) => ({ operation: { ...current, state: TaskState.COMPLETED }, settle: { spent: budget({ tokens: 1n }) } }));
       expect((await heldOf(store, "profiles/kept")).tokens).toBe(1n);
@@ -727,7 +784,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       await store.putChildDelegation(delegation("delegations/au-1", "delegations/au"), () => undefined, auditDraft({ operationType: OperationType.UNSPECIFIED, commandRef: "IssueDelegation" }));
       expect(await store.revokeDelegationSubtree("delegations/au-1", new Date(), "r", auditDraft({ commandRef: "RevokeDelegation" }))).toHaveLength(1);
       expect(await store.revokeDelegationSubtree("delegations/au-1", new Date(), "r", auditDraft({ commandRef: "RevokeDelegation" }))).toEqual([]);
-      const bundle = await store.putPolicyBundle(create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "s", digest: "s" }), auditDraft({ commandRef: "ApplyPolicyBundle" }));
+      const bundle = await made(store.putPolicyBundle(create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "s", digest: "s" }), auditDraft({ commandRef: "ApplyPolicyBundle" })));
       // A denied attempt, which has no other effect.
       const denied = await store.appendAudit(auditDraft({ decision: { allowed: false, code: "permission_denied", reason: "no" } }));
       expect(denied.sequence).toBe(6n);

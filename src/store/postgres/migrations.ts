@@ -142,6 +142,21 @@ export const migrations: readonly { version: number; sql: string }[] = [
       ALTER TABLE operations ADD CONSTRAINT operations_request_key_unique UNIQUE (idempotency_scope, request_id);
     `,
   },
+  {
+    version: 5,
+    sql: `
+      -- Idempotency keys of the creates that are not operations (IssueDelegation,
+      -- ApplyPolicyBundle; src/lifecycle/idempotency.ts), each naming what it created.
+      CREATE TABLE request_keys (
+        scope TEXT NOT NULL,
+        rpc TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        request_digest TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        PRIMARY KEY (scope, rpc, request_id)
+      );
+    `,
+  },
 ];
 
 /** Key of the session-level advisory lock that serializes migrations across replicas. */

@@ -143,4 +143,19 @@ export const migrations: readonly { version: number; sql: string }[] = [
       CREATE INDEX operations_profile ON operations (profile, name);
     `,
   },
+  {
+    version: 8,
+    sql: `
+      -- Idempotency keys of the creates that are not operations (IssueDelegation,
+      -- ApplyPolicyBundle; src/lifecycle/idempotency.ts), each naming what it created.
+      CREATE TABLE request_keys (
+        scope TEXT NOT NULL,
+        rpc TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        request_digest TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        PRIMARY KEY (scope, rpc, request_id)
+      );
+    `,
+  },
 ];
