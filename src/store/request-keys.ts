@@ -5,6 +5,20 @@ import { profileTypeNames } from "../contract/mapping.js";
 import type { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
 import type { KeyedCreate, RequestKey } from "./store.js";
 
+/** The table, the same in both dialects: SQLite migration 8 and PostgreSQL migration 5, applied, so never edited. */
+export const REQUEST_KEYS_TABLE = `
+  -- Idempotency keys of the creates that are not operations (IssueDelegation,
+  -- ApplyPolicyBundle; src/lifecycle/idempotency.ts), each naming what it created.
+  CREATE TABLE request_keys (
+    scope TEXT NOT NULL,
+    rpc TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    request_digest TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    PRIMARY KEY (scope, rpc, request_id)
+  );
+`;
+
 export interface RequestKeyRow {
   request_digest: string;
   resource: string;

@@ -1,6 +1,7 @@
 // Versioned schema of the PostgreSQL store. Append new versions; never edit an applied one.
 // Every replica runs `migrate` at start; a session-level advisory lock makes them take turns, so
 // two replicas starting together never apply the same version twice or see a half-made schema.
+import { REQUEST_KEYS_TABLE } from "../request-keys.js";
 import type { Pool } from "pg";
 import { checkout } from "./checkout.js";
 
@@ -144,18 +145,7 @@ export const migrations: readonly { version: number; sql: string }[] = [
   },
   {
     version: 5,
-    sql: `
-      -- Idempotency keys of the creates that are not operations (IssueDelegation,
-      -- ApplyPolicyBundle; src/lifecycle/idempotency.ts), each naming what it created.
-      CREATE TABLE request_keys (
-        scope TEXT NOT NULL,
-        rpc TEXT NOT NULL,
-        request_id TEXT NOT NULL,
-        request_digest TEXT NOT NULL,
-        resource TEXT NOT NULL,
-        PRIMARY KEY (scope, rpc, request_id)
-      );
-    `,
+    sql: REQUEST_KEYS_TABLE,
   },
 ];
 

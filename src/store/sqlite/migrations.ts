@@ -1,4 +1,5 @@
 // Versioned schema of the SQLite store. Append new versions; never edit an applied one.
+import { REQUEST_KEYS_TABLE } from "../request-keys.js";
 export const migrations: readonly { version: number; sql: string }[] = [
   {
     version: 1,
@@ -145,17 +146,6 @@ export const migrations: readonly { version: number; sql: string }[] = [
   },
   {
     version: 8,
-    sql: `
-      -- Idempotency keys of the creates that are not operations (IssueDelegation,
-      -- ApplyPolicyBundle; src/lifecycle/idempotency.ts), each naming what it created.
-      CREATE TABLE request_keys (
-        scope TEXT NOT NULL,
-        rpc TEXT NOT NULL,
-        request_id TEXT NOT NULL,
-        request_digest TEXT NOT NULL,
-        resource TEXT NOT NULL,
-        PRIMARY KEY (scope, rpc, request_id)
-      );
-    `,
+    sql: REQUEST_KEYS_TABLE,
   },
 ];
