@@ -39,7 +39,7 @@ export async function startExecution(client: OperationsClient, server: BenchServ
   const { operation } = await client.submitOperation({
     requestId: requestIds("bench-execution")(),
     profile,
-    spec: { spec: { case: "executionStart", value: { argv: [process.execPath, "-e", IDLE_WITH_TOKEN] } } },
+    spec: { kind: { case: "executionStart", value: { argv: [process.execPath, "-e", IDLE_WITH_TOKEN] } } },
     requestedBudget: { modelCalls: ABUNDANT, tokens: ABUNDANT, connectorCalls: ABUNDANT, wallClockSeconds: WALL_CLOCK_SECONDS },
   });
   const name = operation!.name;

@@ -35,7 +35,7 @@ export function requestIds(prefix: string): () => string {
 export const BENCH_TOOL = "git";
 
 export function recordRequest(profile: string, requestId: string): SubmitOperationRequest {
-  return create(SubmitOperationRequestSchema, { requestId, profile, spec: { spec: { case: "toolGrantApply", value: { tool: BENCH_TOOL } } } });
+  return create(SubmitOperationRequestSchema, { requestId, profile, spec: { kind: { case: "toolGrantApply", value: { tool: BENCH_TOOL } } } });
 }
 
 /**
@@ -43,7 +43,7 @@ export function recordRequest(profile: string, requestId: string): SubmitOperati
  * (base 36), so a fresh request id doubles as a fresh profile id.
  */
 export function profileRequest(requestId: string, profileId = requestId): SubmitOperationRequest {
-  return create(SubmitOperationRequestSchema, { requestId, spec: { spec: { case: "profileCreate", value: { profileId, profileType: ProfileType.PERSONAL } } } });
+  return create(SubmitOperationRequestSchema, { requestId, spec: { kind: { case: "profileCreate", value: { profileId, profileType: ProfileType.PERSONAL } } } });
 }
 
 /** A runtime use of BENCH_TOOL, as an execution would ask for it. */

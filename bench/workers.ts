@@ -33,7 +33,7 @@ export async function runOne(client: OperationsClient, profile: string, nextId: 
   const { operation } = await client.submitOperation({
     requestId: nextId(),
     profile,
-    spec: { spec: { case: "executionStart", value: { argv: ["true"] } } },
+    spec: { kind: { case: "executionStart", value: { argv: ["true"] } } },
   });
   const { operation: ended } = await waitForEnd(client, operation!.name);
   if (ended.state !== TaskState.COMPLETED) throw new Error(`${ended.name} ended ${TaskState[ended.state]}: ${ended.stopCause?.message ?? ""}`);

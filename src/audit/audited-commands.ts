@@ -45,7 +45,7 @@ const auditedRpcs: ReadonlyMap<string, AuditedRpc> = new Map([
     {
       operationTypes: Object.values(operationTypeOfSpec),
       command(request) {
-        const spec = (request as SubmitOperationRequest | undefined)?.spec?.spec;
+        const spec = (request as SubmitOperationRequest | undefined)?.spec?.kind;
         return spec?.case === undefined ? methodCommand(OperationService.method.submitOperation) : operationCommand(operationTypeOfSpec[spec.case]);
       },
     },

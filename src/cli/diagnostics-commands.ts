@@ -51,7 +51,7 @@ async function exportDiagnostics(options: Common & { profile: string; recent?: n
   const { operation: submitted } = await client.submitOperation({
     requestId: options.requestId ?? randomUUID(),
     profile: options.profile,
-    spec: { spec: { case: "diagnosticsExport", value: { recentOperations: options.recent ?? 0 } } },
+    spec: { kind: { case: "diagnosticsExport", value: { recentOperations: options.recent ?? 0 } } },
   });
   const operation = await waitForEnd(client, submitted!.name);
   if (operation.state !== TaskState.COMPLETED) {

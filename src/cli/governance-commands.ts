@@ -17,6 +17,7 @@ import { ANY } from "../governance/attenuation.js";
 import type { BudgetDimensionName } from "../model/budget-dimensions.js";
 import { signCredential } from "../governance/credentials.js";
 import { assertOutsideDataDir, createOperatorKey, defaultPrivateKeyFile, moveKeyHint, moveLegacyOperatorKey, operatorKeyFiles, readOperatorSigningKey } from "../governance/operator-key.js";
+import { allPages, MAX_PAGE_SIZE } from "../model/all-pages.js";
 import { defaultConfig } from "../config/config.js";
 import { serverOption, serviceClient } from "./client.js";
 import { writeDefaultPolicies } from "./default-policies.js";
@@ -190,11 +191,13 @@ export function registerGovernanceCommands(program: Command): void {
       .description("Ask the server for a child of your delegation (never wider than yours); prints the credential.")
       .requiredOption("--subject <subject>", "who will hold it")
       .option("--ttl <duration>", "how long it is valid (at most as long as yours)", durationFlag)
+      .option("--request-id <id>", "idempotency key: the same id and flags again get the same delegation and credential (default: none)")
       .option("--json", "print the whole response")
       .addOption(serverOption()),
     "default: none",
-  ).action(async (options: ScopeFlags & { subject: string; ttl?: number; json?: boolean; server: string }) => {
+  ).action(async (options: ScopeFlags & { subject: string; ttl?: number; requestId?: string; json?: boolean; server: string }) => {
     const response = await serviceClient(DelegationService, options.server).issueDelegation({
+      requestId: options.requestId ?? "",
       subject: options.subject,
       scope: scopeFrom(options, false),
       ...(options.ttl !== undefined ? { ttl: durationFromMs(options.ttl) } : {}),
@@ -215,12 +218,17 @@ export function registerGovernanceCommands(program: Command): void {
 
   delegation
     .command("list")
-    .description("Your delegation and those below it.")
+    .description("Your delegation and those below it (every page).")
     .option("--all", "include revoked and expired ones")
-    .option("--json", "print the whole response")
+    .option("--json", "print the whole response (the pages in one)")
     .addOption(serverOption())
     .action(async (options: { all?: boolean; json?: boolean; server: string }) => {
-      const response = await serviceClient(DelegationService, options.server).listDelegations({ includeInactive: options.all ?? false });
+      const client = serviceClient(DelegationService, options.server);
+      const response = create(ListDelegationsResponseSchema);
+      for await (const page of allPages((pageToken) => client.listDelegations({ includeInactive: options.all ?? false, pageSize: MAX_PAGE_SIZE, pageToken }))) {
+        response.delegations.push(...page.delegations);
+        Object.assign(response.remainingBudgets, page.remainingBudgets);
+      }
       console.log(options.json ? jsonLine(ListDelegationsResponseSchema, response) : response.delegations.map(describe).join("\n"));
     });
 

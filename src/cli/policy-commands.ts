@@ -1,6 +1,6 @@
 // `amctl policy check | list | apply`: what the policy gates would decide (a dry run of a submit
 // or of a runtime call), the bundles in force, and replacing the bundle of a profile type.
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { Command } from "commander";
 import {
   ApplyPolicyBundleResponseSchema,
@@ -13,6 +13,7 @@ import {
 import type { CallKind } from "../gen/agentmachine/v1/runtime_pb.js";
 import type { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../model/mapping.js";
+import { allPages, MAX_PAGE_SIZE } from "../model/all-pages.js";
 import { serverOption, serviceClient } from "./client.js";
 import { EXIT_INVALID } from "./exit-codes.js";
 import { contractName } from "./flags.js";
@@ -81,7 +82,9 @@ export function registerPolicyCommands(program: Command): void {
     .addOption(serverOption())
     .option("--json", "print the ListPolicyBundlesResponse (sources included) as proto JSON")
     .action(async (options: Common) => {
-      const response = await serviceClient(PolicyService, options.server).listPolicyBundles({});
+      const client = serviceClient(PolicyService, options.server);
+      const response = create(ListPolicyBundlesResponseSchema);
+      for await (const page of allPages((pageToken) => client.listPolicyBundles({ pageSize: MAX_PAGE_SIZE, pageToken }))) response.bundles.push(...page.bundles);
       console.log(options.json ? jsonLine(ListPolicyBundlesResponseSchema, response) : formatBundleTable(response.bundles));
     });
 
@@ -93,10 +96,11 @@ export function registerPolicyCommands(program: Command): void {
     .argument("<file>", "the bundle (YAML, as in examples/policies)")
     .requiredOption("--profile-type <type>", `the profile type it governs: ${[...profileTypeNames.values()].join(", ")}`, contractName(profileTypeNames))
     .addOption(serverOption())
+    .option("--request-id <id>", "idempotency key: the same id and file again store no second version (default: none)")
     .option("--json", "print the ApplyPolicyBundleResponse as proto JSON")
-    .action(async (file: string, options: Common & { profileType: ProfileType }) => {
+    .action(async (file: string, options: Common & { profileType: ProfileType; requestId?: string }) => {
       const source = await readText(file);
-      const response = await serviceClient(PolicyService, options.server).applyPolicyBundle({ profileType: options.profileType, source });
+      const response = await serviceClient(PolicyService, options.server).applyPolicyBundle({ profileType: options.profileType, source, requestId: options.requestId ?? "" });
       console.log(options.json ? jsonLine(ApplyPolicyBundleResponseSchema, response) : formatBundle(response.bundle!));
     });
 }

@@ -83,7 +83,7 @@ function collectMount(text: string, previous: MountInit[] | undefined): MountIni
   return [...(previous ?? []), { hostPath: match[1], path: match[2], readWrite: match[3] !== undefined }];
 }
 
-type Spec = NonNullable<MessageInitShape<typeof OperationSpecSchema>["spec"]>;
+type Spec = NonNullable<MessageInitShape<typeof OperationSpecSchema>["kind"]>;
 
 /** The spec flags: which one is given, and the spec it makes. */
 function specChoices(flags: SubmitFlags, argv: string[]): { flag: string; given: boolean; spec: () => Spec }[] {
@@ -159,13 +159,13 @@ export async function buildSubmitRequest(flags: SubmitFlags, argv: string[]): Pr
     throw new Error("say what to submit: --profile-create, --exec, --grant-tool, --revoke-grant, --bind-provider or -f FILE");
   }
   const request =
-    flags.file !== undefined ? await readRequestFile(flags.file) : create(SubmitOperationRequestSchema, { spec: { spec: given[0]!.spec() } });
+    flags.file !== undefined ? await readRequestFile(flags.file) : create(SubmitOperationRequestSchema, { spec: { kind: given[0]!.spec() } });
   request.requestId = flags.requestId ?? (request.requestId || randomUUID());
   request.profile = flags.profile ?? request.profile;
   request.labels = { ...request.labels, ...flags.label };
   const budget = { ...flags.budget, ...(flags.wallClock !== undefined ? { wallClockSeconds: BigInt(flags.wallClock) } : {}) };
   if (Object.keys(budget).length > 0) {
-    const spec = request.spec?.spec;
+    const spec = request.spec?.kind;
     // A new profile's budget is part of its spec; any other operation requests one for itself.
     const target = spec?.case === "profileCreate" ? (spec.value.budget ??= create(BudgetSchema)) : (request.requestedBudget ??= create(BudgetSchema));
     Object.assign(target, budget);

@@ -35,7 +35,7 @@ export interface DiagnosticsExecutorDeps extends DiagnosticsContext {
 /** The environment values of executions and container runs: secret, whatever they look like. */
 function envValuesOf(operations: readonly Operation[]): string[] {
   return operations.flatMap((operation) => {
-    const spec = operation.spec?.spec;
+    const spec = operation.spec?.kind;
     return spec?.case === "executionStart" || spec?.case === "containerRun" ? Object.values(spec.value.env) : [];
   });
 }
@@ -48,7 +48,7 @@ export class DiagnosticsExecutor implements Executor {
   constructor(private readonly deps: DiagnosticsExecutorDeps) {}
 
   async run({ operation, signal, progress }: Attempt): Promise<Outcome> {
-    const spec = operation.spec?.spec;
+    const spec = operation.spec?.kind;
     if (spec?.case !== "diagnosticsExport") throw new Error(`DiagnosticsExecutor cannot run ${spec?.case ?? "an empty spec"}`);
     const path = bundlePath(this.deps.dataDir, operation.name);
     removeBundle(path); // nothing of an earlier attempt may stand for this one

@@ -120,7 +120,7 @@ export class ContainerExecutor implements Executor {
   }
 
   run(attempt: Attempt): Promise<Outcome> {
-    const spec = attempt.operation.spec?.spec;
+    const spec = attempt.operation.spec?.kind;
     if (spec?.case !== "containerRun") throw new Error("ContainerExecutor runs container_run only");
     return this.runContainer(attempt, spec.value);
   }

@@ -56,7 +56,7 @@ export interface Invocation {
  * gate (and the profile rule that forbids egress to airgapped profiles) ran on it at admission.
  */
 export function networkEgressAllowed(operation: Operation): boolean {
-  const spec = operation.spec?.spec;
+  const spec = operation.spec?.kind;
   const asked = (spec?.case === "containerRun" || spec?.case === "executionStart") && spec.value.network;
   return asked && operation.policyDecisions.some((d) => d.gate === "networkProfile" && d.allowed);
 }
@@ -74,7 +74,7 @@ export function containerName(operation: Pick<Operation, "name">): string {
 }
 
 export function containerInvocation({ operation, workspace, wallClockSeconds, hostCpus, mounts = [] }: InvocationInput): Invocation {
-  const spec = operation.spec?.spec;
+  const spec = operation.spec?.kind;
   if (spec?.case !== "containerRun") throw new Error(`${operation.name} is not a container run`);
   const memory = operation.requestedBudget?.sandboxMemoryBytes ?? 0n;
   // Both runtimes read a memory limit of 0 as "unlimited": never let a missing budget mean that.

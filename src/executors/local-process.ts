@@ -114,7 +114,7 @@ export class LocalProcessExecutor implements Executor {
   }
 
   async run(attempt: Attempt): Promise<Outcome> {
-    const spec = attempt.operation.spec?.spec;
+    const spec = attempt.operation.spec?.kind;
     if (spec?.case !== "executionStart") throw new Error("LocalProcessExecutor runs execution_start only");
     return this.runProcess(attempt, spec.value);
   }

@@ -21,7 +21,7 @@ export class RecordExecutor implements Executor {
   constructor(private readonly deps: RecordExecutorDeps) {}
 
   async run({ operation }: Attempt): Promise<Outcome> {
-    const spec = operation.spec?.spec;
+    const spec = operation.spec?.kind;
     switch (spec?.case) {
       case "profileCreate":
         return {

@@ -23,6 +23,8 @@ export interface CredentialClaims {
   scope: DelegationScope;
   notBefore: Date;
   expires: Date;
+  /** `iat`; now if absent. A delegation's credential takes its creation time, so signing it again gives the same credential. */
+  issuedAt?: Date;
 }
 
 export interface VerifiedCredential extends CredentialClaims {
@@ -65,7 +67,7 @@ export async function signCredential(signing: SigningKey, claims: CredentialClai
     .setSubject(claims.subject)
     .setAudience(AUDIENCE)
     .setJti(claims.id)
-    .setIssuedAt()
+    .setIssuedAt(claims.issuedAt === undefined ? undefined : Math.floor(claims.issuedAt.getTime() / 1000))
     .setNotBefore(Math.floor(claims.notBefore.getTime() / 1000))
     .setExpirationTime(Math.floor(claims.expires.getTime() / 1000))
     .sign(signing.key);

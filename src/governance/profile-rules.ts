@@ -13,7 +13,7 @@ export interface SeparationFacts {
   profile: string;
   profileType: ProfileType;
   /** An operation being admitted. */
-  spec?: OperationSpec["spec"];
+  spec?: OperationSpec["kind"];
   /** For a cancel or a revoke: the operation it targets. */
   target?: Operation;
   /** A runtime call being authorized. */

@@ -75,7 +75,7 @@ export interface AdmissionContext {
 /** The spec with its mounts replaced by the admitted ones (host paths resolved). */
 function withMounts(spec: OperationSpec, mounts: Mount[]): OperationSpec {
   const admitted = clone(OperationSpecSchema, spec);
-  if (admitted.spec.case === "executionStart" || admitted.spec.case === "containerRun") admitted.spec.value.mounts = mounts;
+  if (admitted.kind.case === "executionStart" || admitted.kind.case === "containerRun") admitted.kind.value.mounts = mounts;
   return admitted;
 }
 
@@ -83,7 +83,7 @@ function withMounts(spec: OperationSpec, mounts: Mount[]): OperationSpec {
  * The operation a cancel or a revoke targets, checked for what that command needs of it — once
  * the caller may see it: a target out of its scope is NotFound, whatever state it is in.
  */
-async function targetOf(spec: OperationSpec["spec"], store: OperationStore, principal: Principal): Promise<Operation | undefined> {
+async function targetOf(spec: OperationSpec["kind"], store: OperationStore, principal: Principal): Promise<Operation | undefined> {
   if (spec.case === "executionCancel") {
     const target = await visibleOperation(store, principal, spec.value.target);
     if (!isExecution(target.type)) throw targetNotAllowed("spec.execution_cancel.target", `${target.name} is not an execution`);
@@ -113,7 +113,7 @@ export type Admitted = Omit<NewOperation, "idempotencyScope">;
  * `admission`, which names the operation it admits.
  */
 export function admit(request: SubmitOperationRequest, context: AdmissionContext): Promise<Admitted> {
-  const type = operationTypeOfSpec[request.spec!.spec.case!]; // a spec is required by the request's validation rules
+  const type = operationTypeOfSpec[request.spec!.kind.case!]; // a spec is required by the request's validation rules
   return inSpan("admission", { [ATTR_OPERATION_TYPE]: operationTypeNames.get(type) }, async (span) => {
     const admitted = await admitOrRefuse(request, type, context);
     span.setAttribute(ATTR_OPERATION_NAME, admitted.operation.name);
@@ -122,7 +122,7 @@ export function admit(request: SubmitOperationRequest, context: AdmissionContext
 }
 
 async function admitOrRefuse(request: SubmitOperationRequest, type: OperationType, { store, defaultBudget, principal, policy, executable, workerSelectors, sandboxUnavailable: noSandbox, dataDir }: AdmissionContext): Promise<Admitted> {
-  const spec = request.spec!.spec;
+  const spec = request.spec!.kind;
   const profile = spec.case === "profileCreate" ? `profiles/${spec.value.profileId}` : request.profile;
   requireOperation(principal, {
     type,

@@ -24,7 +24,7 @@ export class AttemptRetries {
   constructor(private readonly options: AttemptRetriesOptions) {}
 
   retryPolicy(operation: Operation): EffectiveRetryPolicy {
-    const spec = operation.spec?.spec;
+    const spec = operation.spec?.kind;
     return effectiveRetryPolicy(spec?.case === "executionStart" ? spec.value.retryPolicy : undefined, this.options.defaultRetry);
   }
 

@@ -9,7 +9,7 @@ export class CancelCommand implements Executor {
   constructor(private readonly cancellation: Pick<TaskCancellation, "cancel">) {}
 
   async run({ operation }: Attempt): Promise<Outcome> {
-    const spec = operation.spec?.spec;
+    const spec = operation.spec?.kind;
     if (spec?.case !== "executionCancel") throw new Error(`CancelCommand cannot run ${spec?.case ?? "an empty spec"}`);
     await this.cancellation.cancel(spec.value.target, spec.value.reason || `cancelled by ${operation.name}`);
     return { kind: "completed", message: `cancel of ${spec.value.target} requested` };

@@ -32,12 +32,13 @@ export function illegalTransition(name: string, from: TaskState, action: string)
   });
 }
 
-export function requestIdConflict(requestId: string, existing: string) {
+/** `field`: the metadata key that names what the request id made (`operation`, `delegation`, `policy_bundle`). */
+export function requestIdConflict(requestId: string, existing: string, field = "operation") {
   return errorWithInfo(
     Code.AlreadyExists,
     "REQUEST_ID_REUSED",
     `request_id "${requestId}" was already used for ${existing} with a different request body`,
-    { request_id: requestId, operation: existing },
+    { request_id: requestId, [field]: existing },
   );
 }
 

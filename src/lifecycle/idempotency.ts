@@ -8,14 +8,20 @@
 //   execution credential is a delegation of its own, per attempt, and may submit nothing.)
 // - The server's own keys (CancelOperation's one cancel per target) are scoped to SERVER_SCOPE,
 //   which is no delegation name, so no client can write a key there.
+// - IssueDelegation's and ApplyPolicyBundle's keys are scoped the same way, per RPC besides
+//   (the store's RequestKey): a key of one RPC never answers another. Their request_id is
+//   optional (AIP-155): without one, every call creates.
 // - Rows stored before keys were scoped carry LEGACY_IDEMPOTENCY_SCOPE (store migrations); such
 //   a row answers a key only if it is what the key names (`owns`): for a client, an operation its
 //   own delegation admitted; for the server's cancel key, a cancel of that target.
+import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { Principal } from "../governance/authority.js";
-import { LEGACY_IDEMPOTENCY_SCOPE, type OperationStore } from "../store/store.js";
+import { LEGACY_IDEMPOTENCY_SCOPE, type KeyedCreate, type OperationStore, type RequestKey } from "../store/store.js";
 import { operationIdOf } from "../model/resource-names.js";
+import { requestIdConflict } from "./errors.js";
+import { messageDigest } from "./message-digest.js";
 
 /** The scope of the keys the server derives itself. */
 export const SERVER_SCOPE = "server";
@@ -39,7 +45,7 @@ export function cancelKey(target: string): IdempotencyKey {
     scope: SERVER_SCOPE,
     requestId: `cancel:${operationIdOf(target)}`,
     owns: (operation) =>
-      operation.type === OperationType.EXECUTION_CANCEL && operation.spec?.spec.case === "executionCancel" && operation.spec.spec.value.target === target,
+      operation.type === OperationType.EXECUTION_CANCEL && operation.spec?.kind.case === "executionCancel" && operation.spec.kind.value.target === target,
   };
 }
 
@@ -50,4 +56,33 @@ export async function findSubmitted(store: OperationStore, key: IdempotencyKey):
     if (found !== undefined && key.owns(found.operation)) return found;
   }
   return undefined;
+}
+
+/**
+ * The key of an IssueDelegation or ApplyPolicyBundle request (`rpc`), in the scope of the
+ * caller's delegation, with the digest of the request without its request_id; undefined when
+ * the request has none.
+ */
+export function createKey<Desc extends DescMessage>(
+  principal: Principal,
+  rpc: "IssueDelegation" | "ApplyPolicyBundle",
+  schema: Desc,
+  request: MessageShape<Desc> & { requestId: string },
+): RequestKey | undefined {
+  if (request.requestId === "") return undefined;
+  return { scope: principal.delegation.name, rpc, requestId: request.requestId, requestDigest: messageDigest(schema, { ...request, requestId: "" }) };
+}
+
+/**
+ * What a keyed create answers: what it made, or for a retry what the key's first create made
+ * (read by name, as stored now). A key reused with another request is AlreadyExists, as
+ * SubmitOperation's; `field` names the resource in the error's metadata.
+ */
+export async function keyedResult<T>(result: KeyedCreate<T>, requestId: string, field: string, read: (name: string) => Promise<T | undefined>): Promise<{ value: T; created: boolean }> {
+  if (result.kind === "created") return { value: result.value, created: true };
+  if (result.kind === "request-id-conflict") throw requestIdConflict(requestId, result.name, field);
+  const value = await read(result.name);
+  // Delegations and bundles are never deleted.
+  if (value === undefined) throw new Error(`request_id ${requestId} names ${result.name}, which is not stored`);
+  return { value, created: false };
 }

@@ -8,10 +8,10 @@ import { OperationSchema, type Operation } from "../gen/agentmachine/v1/operatio
 export const REDACTED = "[redacted]";
 
 export function withoutSecrets(operation: Operation): Operation {
-  const spec = operation.spec?.spec;
+  const spec = operation.spec?.kind;
   if ((spec?.case !== "executionStart" && spec?.case !== "containerRun") || Object.keys(spec.value.env).length === 0) return operation;
   const copy = clone(OperationSchema, operation);
-  const env = (copy.spec!.spec.value as { env: Record<string, string> }).env;
+  const env = (copy.spec!.kind.value as { env: Record<string, string> }).env;
   for (const key of Object.keys(env)) env[key] = REDACTED;
   return copy;
 }

@@ -15,7 +15,7 @@ export const callKindNames: ReadonlyMap<CallKind, string> = new Map([
 ]);
 
 /** The gates an operation must pass at admission, in evaluation order. */
-export function gatesForOperation(spec: OperationSpec["spec"]): Gate[] {
+export function gatesForOperation(spec: OperationSpec["kind"]): Gate[] {
   switch (spec.case) {
     case "toolGrantApply":
       return ["toolGrant"];

@@ -3,7 +3,7 @@
 import type { OperationSpec } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 
-export type SpecCase = NonNullable<OperationSpec["spec"]["case"]>;
+export type SpecCase = NonNullable<OperationSpec["kind"]["case"]>;
 
 export const operationTypeOfSpec: Readonly<Record<SpecCase, OperationType>> = {
   profileCreate: OperationType.PROFILE_CREATE,

@@ -166,11 +166,12 @@ const served: readonly Served[] = [
     delegationService({
       store: p.store,
       authority: p.authority,
+      pageTokens: p.pageTokens,
       serverKey: p.serverKey,
       cancelOperationsUnder: (names) => p.runner.cancelOperationsUnder(names),
     }),
   ),
-  serve(PolicyService, (p) => policyService({ ...p.admission, store: p.store, policy: p.policy, grants: p.grants, defaultBudget: p.config.defaultBudget })),
+  serve(PolicyService, (p) => policyService({ ...p.admission, store: p.store, policy: p.policy, grants: p.grants, defaultBudget: p.config.defaultBudget, pageTokens: p.pageTokens })),
   serve(RuntimeService, (p) => runtimeService({ store: p.store, policy: p.policy, grants: p.grants, runner: p.runner, callTickets: p.callTickets })),
   serve(ProfileService, () => profileService()),
   serve(DiagnosticsService, (p) => diagnosticsService({ store: p.store, dataDir: p.dataDir })),

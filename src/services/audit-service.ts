@@ -11,7 +11,6 @@ import { allowedDecision } from "../audit/decisions.js";
 import { pruneRefused } from "../audit/errors.js";
 import type { Authority, Principal } from "../governance/authority.js";
 import { outOfScope } from "../governance/errors.js";
-import { invalidPageToken } from "../lifecycle/errors.js";
 import { messageDigest } from "../lifecycle/message-digest.js";
 import type { PagedRpc, PageTokens } from "../lifecycle/page-token.js";
 import { auditDraft } from "../call/audit-scope.js";
@@ -73,10 +72,7 @@ export function auditService(deps: AuditServiceDeps): ServiceImpl<typeof AuditSe
 
   /** The position a page token of `rpc` holds (a sequence or a size; 0 without a token). */
   function positionOf(rpc: PagedRpc, pageToken: string, filterDigest: string): bigint {
-    if (pageToken === "") return 0n;
-    const position = pageTokens.read(rpc, pageToken, filterDigest);
-    if (position === undefined) throw invalidPageToken();
-    return BigInt(position);
+    return BigInt(pageTokens.requestedPosition(rpc, pageToken, filterDigest) ?? 0);
   }
 
   return {

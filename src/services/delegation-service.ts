@@ -6,13 +6,16 @@ import { Code, type ServiceImpl } from "@connectrpc/connect";
 import { monotonicFactory } from "ulid";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
-import { DelegationService } from "../gen/agentmachine/v1/delegation_service_pb.js";
+import { DelegationService, IssueDelegationRequestSchema, ListDelegationsRequestSchema } from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { widening } from "../governance/attenuation.js";
 import { Authority, delegationName, inactiveReason, type Principal } from "../governance/authority.js";
 import { remainingOf } from "../governance/carving.js";
 import { signCredential, type SigningKey } from "../governance/credentials.js";
 import { outOfScope } from "../governance/errors.js";
 import { allowedDecision } from "../audit/decisions.js";
+import { createKey, keyedResult } from "../lifecycle/idempotency.js";
+import { messageDigest } from "../lifecycle/message-digest.js";
+import type { PageTokens } from "../lifecycle/page-token.js";
 import { principalOf } from "../call/principal.js";
 import { auditDraft } from "../call/audit-scope.js";
 import { errorWithInfo } from "../api/errors.js";
@@ -22,11 +25,20 @@ export interface DelegationServiceDeps {
   store: OperationStore;
   authority: Authority;
   serverKey: SigningKey;
+  pageTokens: PageTokens;
   /** Cancels running operations admitted under any of these delegations. */
   cancelOperationsUnder(names: ReadonlySet<string>): Promise<void>;
 }
 
 const nextId = monotonicFactory();
+
+const DEFAULT_PAGE_SIZE = 50;
+
+/** The position a ListDelegations page token holds (`{depth} {name}`, as the service issued it). */
+function subtreePosition(position: string): { depth: number; name: string } {
+  const [depth, name] = position.split(" ");
+  return { depth: Number(depth), name: name! };
+}
 
 function notInSubtree(name: string) {
   return errorWithInfo(Code.NotFound, "DELEGATION_NOT_FOUND", `${name} does not exist or is not below the caller's delegation`, { delegation: name });
@@ -51,7 +63,8 @@ export function delegationService(deps: DelegationServiceDeps): ServiceImpl<type
   }
 
   return {
-    async issueDelegation({ subject, scope, ttl }, context) {
+    async issueDelegation(request, context) {
+      const { subject, scope, ttl, requestId } = request;
       const principal = principalOf(context);
       const parent = principal.delegation;
       if (!parent.scope!.mayDelegate) throw outOfScope("may_delegate", "it may not issue delegations", parent.name);
@@ -70,24 +83,29 @@ export function delegationService(deps: DelegationServiceDeps): ServiceImpl<type
         createTime: timestampFromDate(now),
       });
       // The budget is carved out of what the parent's other children and operations have not taken, checked
-      // and recorded in one commit so concurrent issues cannot overspend it.
-      const stored = await store.putChildDelegation(
+      // and recorded in one commit so concurrent issues cannot overspend it; a retry (the same request_id)
+      // carves nothing and gets the child its first request made.
+      const written = await store.putChildDelegation(
         child,
         (siblings, parentHeld) => {
           const found = widening(scope!, parent.scope!, remainingOf(parent.scope!.budget, siblings, parentHeld, now));
           return found && outOfScope(found.axis, found.detail, parent.name);
         },
         auditDraft(context, { decision: allowedDecision() }),
+        createKey(principal, "IssueDelegation", IssueDelegationRequestSchema, request),
       );
+      const { value: stored, created } = await keyedResult(written, requestId, "delegation", (name) => store.getDelegation(name));
+      // The credential is never stored: a retry signs the same claims again (src/governance/credentials.ts).
       const token = await signCredential(deps.serverKey, {
         id: stored.name.replace("delegations/", ""),
-        subject,
-        parent: parent.name.replace("delegations/", ""),
+        subject: stored.subject,
+        parent: stored.parent.replace("delegations/", ""),
         scope: stored.scope!,
-        notBefore: now,
+        notBefore: timestampDate(stored.notBefore!),
         expires: timestampDate(stored.expireTime!),
+        issuedAt: timestampDate(stored.createTime!),
       });
-      return { delegation: stored, token };
+      return { delegation: stored, token, created };
     },
 
     async revokeDelegation({ name, reason }, context) {
@@ -105,11 +123,22 @@ export function delegationService(deps: DelegationServiceDeps): ServiceImpl<type
       return { delegation, ...(delegation ? { remainingBudget: (await remainingBudgets([delegation]))[name] } : {}) };
     },
 
-    async listDelegations({ includeInactive }, context) {
+    async listDelegations({ includeInactive, pageSize, pageToken }, context) {
       const now = new Date();
-      const all = await store.listDelegationSubtree(principalOf(context).delegation.name);
-      const delegations = includeInactive ? all : all.filter((d) => inactiveReason(d, now) === undefined);
-      return { delegations, remainingBudgets: await remainingBudgets(delegations) };
+      const root = principalOf(context).delegation.name;
+      // A token holds a position in this caller's subtree listing, so it is bound to the caller too.
+      const digest = `${root} ${messageDigest(ListDelegationsRequestSchema, create(ListDelegationsRequestSchema, { includeInactive }))}`;
+      const position = deps.pageTokens.requestedPosition("ListDelegations", pageToken, digest);
+      const limit = pageSize || DEFAULT_PAGE_SIZE;
+      const rows = await store.listDelegationSubtree(root, {
+        ...(position !== undefined ? { after: subtreePosition(position) } : {}),
+        ...(includeInactive ? {} : { activeAt: now }),
+        limit: limit + 1,
+      });
+      const { items, nextPageToken } = deps.pageTokens.page("ListDelegations", rows, limit, (last) => `${last.depth} ${last.delegation.name}`, digest);
+      // The store filters on revocation and expiry; a delegation not valid yet is left out here.
+      const delegations = items.map((entry) => entry.delegation).filter((d) => includeInactive || inactiveReason(d, now) === undefined);
+      return { delegations, remainingBudgets: await remainingBudgets(delegations), nextPageToken };
     },
 
     whoAmI(_request, context) {

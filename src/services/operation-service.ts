@@ -12,7 +12,7 @@ import {
   type SubmitOperationRequest,
 } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { admit, requestDigest } from "../lifecycle/admission.js";
-import { eventsCompacted, invalidPageToken, requestIdConflict } from "../lifecycle/errors.js";
+import { eventsCompacted, requestIdConflict } from "../lifecycle/errors.js";
 import { profileAlreadyExists } from "../governance/errors.js";
 import { cancelKey, clientKey, findSubmitted, type IdempotencyKey } from "../lifecycle/idempotency.js";
 import { visibleOperation } from "../lifecycle/visible-operation.js";
@@ -98,7 +98,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
     const request = create(SubmitOperationRequestSchema, {
       requestId: key.requestId,
       profile: target.profile,
-      spec: { spec: { case: "executionCancel", value: { target: target.name, reason } } },
+      spec: { kind: { case: "executionCancel", value: { target: target.name, reason } } },
     });
     const result = await admitAndStore(request, key, context);
     // A concurrent CancelOperation may have made it first, with another reason: it is still the one.
@@ -135,8 +135,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       const principal = principalOf(context);
       if (filter?.profile) requireProfile(principal, filter.profile);
       const digest = filterDigest(filter);
-      const beforeName = pageToken === "" ? undefined : deps.pageTokens.read("ListOperations", pageToken, digest);
-      if (pageToken !== "" && beforeName === undefined) throw invalidPageToken();
+      const beforeName = deps.pageTokens.requestedPosition("ListOperations", pageToken, digest);
       const limit = pageSize || DEFAULT_PAGE_SIZE;
       // One extra row tells whether another page exists.
       const rows = await store.listOperations({

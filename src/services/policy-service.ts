@@ -4,15 +4,17 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../gen/agentmachine/v1/errors_pb.js";
 import { PolicyDecisionSchema, type PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
-import { PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
+import { ApplyPolicyBundleRequestSchema, PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
-import type { OperationType } from "../gen/agentmachine/v1/types_pb.js";
+import { ProfileType, type OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../model/mapping.js";
 import { decideCall } from "../governance/call-decision.js";
 import { policyChangeNotAllowed } from "../governance/errors.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import type { GrantIndex } from "../governance/grant-index.js";
 import { admit } from "../lifecycle/admission.js";
+import { createKey, keyedResult } from "../lifecycle/idempotency.js";
+import type { PageTokens } from "../lifecycle/page-token.js";
 import { allowedDecision } from "../audit/decisions.js";
 import { principalOf } from "../call/principal.js";
 import { auditDraft } from "../call/audit-scope.js";
@@ -31,7 +33,10 @@ export interface PolicyServiceDeps {
   sandboxUnavailable?: string;
   /** The server's data dir, which no mount may reach. */
   dataDir: string;
+  pageTokens: PageTokens;
 }
+
+const DEFAULT_PAGE_SIZE = 50;
 
 /** The answer for a denial: the decisions it carries and its error detail, as the client would see them. */
 function denialAnswer(error: ConnectError, decisions: PolicyDecision[]) {
@@ -66,16 +71,24 @@ export function policyService(deps: PolicyServiceDeps): ServiceImpl<typeof Polic
       return verdict.denial === undefined ? { allowed: true, decisions: verdict.decisions } : denialAnswer(verdict.denial, verdict.decisions);
     },
 
-    async listPolicyBundles() {
-      return { bundles: await deps.policy.list() };
+    async listPolicyBundles({ pageSize, pageToken }) {
+      const after = deps.pageTokens.requestedPosition("ListPolicyBundles", pageToken, "");
+      const limit = pageSize || DEFAULT_PAGE_SIZE;
+      const rows = await deps.store.listPolicyBundles({ after: after === undefined ? ProfileType.UNSPECIFIED : Number(after), limit: limit + 1 });
+      const { items, nextPageToken } = deps.pageTokens.page("ListPolicyBundles", rows, limit, (last) => String(last.profileType), "");
+      return { bundles: items, nextPageToken };
     },
 
-    async applyPolicyBundle({ profileType, source }, context) {
+    async applyPolicyBundle(request, context) {
+      const { profileType, source, requestId } = request;
       const principal = principalOf(context);
       if (!principal.delegation.scope!.policyProfileTypes.includes(profileType)) {
         throw policyChangeNotAllowed(profileTypeNames.get(profileType) ?? String(profileType), principal.delegation.name);
       }
-      return { bundle: await deps.policy.apply(profileType, source, principal.delegation.name, auditDraft(context, { decision: allowedDecision() })) };
+      const key = createKey(principal, "ApplyPolicyBundle", ApplyPolicyBundleRequestSchema, request);
+      const written = await deps.policy.apply(profileType, source, principal.delegation.name, auditDraft(context, { decision: allowedDecision() }), key);
+      const { value: bundle, created } = await keyedResult(written, requestId, "policy_bundle", (name) => deps.store.getPolicyBundle(name));
+      return { bundle, created };
     },
   };
 }

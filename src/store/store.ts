@@ -80,6 +80,31 @@ export interface NewOperation {
   audit?: AuditDraft;
 }
 
+/**
+ * The idempotency key of a create that is not an operation (IssueDelegation, ApplyPolicyBundle:
+ * src/lifecycle/idempotency.ts), recorded in the create's commit.
+ */
+export interface RequestKey {
+  /** The scope the key is unique in: the caller's delegation. */
+  scope: string;
+  /** The RPC: keys of two RPCs never meet. */
+  rpc: string;
+  requestId: string;
+  /** SHA-256 of the canonical request body, to tell a retried create from a conflicting one. */
+  requestDigest: string;
+}
+
+/**
+ * What a create under a RequestKey did. A key already recorded makes it write nothing (no check,
+ * no budget carved, no audit record) and names what the key's first create made.
+ */
+export type KeyedCreate<T> =
+  | { kind: "created"; value: T }
+  /** The key was recorded with the same request digest. */
+  | { kind: "existing"; name: string }
+  /** The key was recorded with another request digest. */
+  | { kind: "request-id-conflict"; name: string };
+
 export type CreateResult =
   | { kind: "created"; operation: Operation; event?: StoredEvent }
   | { kind: "existing"; operation: Operation }
@@ -153,6 +178,29 @@ export interface RetentionPolicy {
 // `resource` with the name of what the write acted on (the operation it created or changed, the
 // child delegation, the revoked delegation, the new policy bundle version).
 
+/** A delegation in a subtree listing, with its place in the listing's order. */
+export interface SubtreeEntry {
+  delegation: Delegation;
+  /** 0 for the subtree's root, 1 for its children, … */
+  depth: number;
+}
+
+/** A page of a subtree listing (listDelegationSubtree). */
+export interface SubtreePage {
+  /** Only entries after this one in the listing's order (depth, then name). */
+  after?: { depth: number; name: string };
+  limit: number;
+  /** Only delegations neither revoked nor expired at this time. */
+  activeAt?: Date;
+}
+
+/** A page of the bundles in force (listPolicyBundles). */
+export interface BundlePage {
+  /** Only profile types after this one. */
+  after: ProfileType;
+  limit: number;
+}
+
 /** Which audit records, in sequence order; every set field must match. */
 export interface AuditQuery {
   /** Only records with a larger sequence. */
@@ -225,20 +273,33 @@ export interface OperationStore {
   /**
    * Records a child delegation if `check(siblings, parentHeld)` — run in the same commit, over
    * the parent's other children and what its subtree holds — returns no error; throws
-   * that error otherwise.
+   * that error otherwise. With `key`, nothing at all if the key is recorded already (KeyedCreate).
    */
-  putChildDelegation(child: Delegation, check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined, audit?: AuditDraft): Promise<Delegation>;
+  putChildDelegation(
+    child: Delegation,
+    check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined,
+    audit?: AuditDraft,
+    key?: RequestKey,
+  ): Promise<KeyedCreate<Delegation>>;
   getDelegation(name: string): Promise<Delegation | undefined>;
-  /** The delegation and every descendant, parents before children. */
-  listDelegationSubtree(name: string): Promise<Delegation[]>;
+  /**
+   * The delegation and every descendant, parents before children: by depth below `name`, then
+   * by name. With `page`, only the part of that order after `page.after`, at most `page.limit`.
+   */
+  listDelegationSubtree(name: string, page?: SubtreePage): Promise<SubtreeEntry[]>;
   /** Revokes the delegation and every descendant not yet revoked, in one commit; returns those it revoked. */
   revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]>;
   /** The current state of budget accounts, read without changing them (for dry runs). */
   readAccounts(accounts: readonly string[]): Promise<AccountState[]>;
-  /** Stores a policy bundle as the next version for its profile type; returns it with name and version. */
-  putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft): Promise<PolicyBundle>;
-  /** The newest bundle of each profile type, in profile type order. */
-  listPolicyBundles(): Promise<PolicyBundle[]>;
+  /**
+   * Stores a policy bundle as the next version for its profile type; returns it with name and
+   * version. With `key`, nothing if the key is recorded already (KeyedCreate).
+   */
+  putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft, key?: RequestKey): Promise<KeyedCreate<PolicyBundle>>;
+  /** A stored bundle by name, `policyBundles/{profile_type}/versions/{version}`, in force or not. */
+  getPolicyBundle(name: string): Promise<PolicyBundle | undefined>;
+  /** The newest bundle of each profile type, in profile type order; with `page`, of the profile types after `page.after`, at most `page.limit`. */
+  listPolicyBundles(page?: BundlePage): Promise<PolicyBundle[]>;
   /** Appends a record that comes with no other write (a denied attempt); returns it sealed. */
   appendAudit(draft: AuditDraft): Promise<AuditRecord>;
   /** The newest audit record's sequence and hash; undefined while the log is empty. */

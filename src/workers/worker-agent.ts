@@ -132,7 +132,8 @@ export class WorkerAgent {
 
   private async heartbeat(): Promise<void> {
     try {
-      const leases = [...this.tasks.values()].map((task) => task.lease);
+      // Only what names each lease: its expiry is the server's to set.
+      const leases = [...this.tasks.values()].map(({ lease: { operation, attempt, fencingToken } }) => ({ operation, attempt, fencingToken }));
       const { revoked } = await this.options.client.heartbeat({ worker: this.worker, leases }, { timeoutMs: this.leaseTtlMs });
       this.lastRenewal = Date.now();
       for (const lease of revoked) this.loseLease(lease, "the server no longer honours the task's lease");
@@ -145,7 +146,7 @@ export class WorkerAgent {
   }
 
   /** The running task `lease` is for, if it is still that lease's (not an older or newer attempt's). */
-  private taskUnder(lease: Lease): RunningTask | undefined {
+  private taskUnder(lease: Pick<Lease, "operation" | "fencingToken">): RunningTask | undefined {
     const task = this.tasks.get(lease.operation);
     return task?.lease.fencingToken === lease.fencingToken ? task : undefined;
   }
@@ -154,7 +155,7 @@ export class WorkerAgent {
     this.taskUnder(lease)?.controller.abort(why);
   }
 
-  private loseLease(lease: Lease, message: string): void {
+  private loseLease(lease: Pick<Lease, "operation" | "fencingToken">, message: string): void {
     const task = this.taskUnder(lease);
     if (task === undefined) return;
     task.leaseLost = true;

@@ -19,6 +19,7 @@ import {
   ConnectResponseSchema,
   LeaseSchema,
   type ConnectResponse,
+  type HeldLease,
   type Lease,
   type ReportOutcomeRequest,
   type ReportProgressRequest,
@@ -31,6 +32,9 @@ import { InstructionQueue } from "./instruction-queue.js";
 import { ulid } from "ulid";
 
 const instruction = (init: MessageInitShape<typeof ConnectResponseSchema>["instruction"]): ConnectResponse => create(ConnectResponseSchema, { instruction: init });
+
+/** What names a lease: a heartbeat's HeldLease or a report's Lease. */
+type LeaseIdentity = Pick<Lease, "operation" | "attempt" | "fencingToken">;
 
 export interface WorkerPoolOptions {
   /** A lease not renewed for this long expires. */
@@ -67,7 +71,7 @@ const workerLost = (message: string): StopCause => create(StopCauseSchema, { rea
 
 /** The labels an execution asks its worker to carry. */
 function selectorOf(operation: Operation): Readonly<Record<string, string>> {
-  const spec = operation.spec?.spec;
+  const spec = operation.spec?.kind;
   return spec?.case === "executionStart" ? spec.value.workerSelector : {};
 }
 
@@ -217,9 +221,9 @@ export class WorkerPool implements Executor {
   }
 
   /** Renews the leases the worker still holds; the rest come back as revoked. */
-  heartbeat(principal: Principal, leases: readonly Lease[]): { renewed: Lease[]; revoked: Lease[] } {
+  heartbeat(principal: Principal, leases: readonly HeldLease[]): { renewed: Lease[]; revoked: HeldLease[] } {
     const renewed: Lease[] = [];
-    const revoked: Lease[] = [];
+    const revoked: HeldLease[] = [];
     for (const lease of leases) {
       const active = this.current(principal, lease);
       if (typeof active === "string") {
@@ -266,7 +270,7 @@ export class WorkerPool implements Executor {
    * task another worker holds is answered as one no worker runs: a worker learns nothing of the
    * tasks it does not hold (README, Errors).
    */
-  private current(principal: Principal, lease: Lease): ActiveLease | string {
+  private current(principal: Principal, lease: LeaseIdentity): ActiveLease | string {
     const active = this.leases.get(lease.operation);
     if (active === undefined || active.worker.delegation !== principal.delegation.name) return "no attempt of it is running on this worker";
     if (active.lease.fencingToken !== lease.fencingToken || active.lease.attempt !== lease.attempt) return "a newer lease superseded it";

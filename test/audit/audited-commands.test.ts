@@ -11,7 +11,7 @@ import { defaultConfig } from "../../src/config/config.js";
 
 describe("audited commands", () => {
   it.each([
-    ["a submit, by its spec", OperationService.method.submitOperation, create(SubmitOperationRequestSchema, { spec: { spec: { case: "toolGrantRevoke", value: {} } } }), OperationType.TOOL_GRANT_REVOKE, "urn:srcos:workspace-operation-command:tool-grant-revoke"],
+    ["a submit, by its spec", OperationService.method.submitOperation, create(SubmitOperationRequestSchema, { spec: { kind: { case: "toolGrantRevoke", value: {} } } }), OperationType.TOOL_GRANT_REVOKE, "urn:srcos:workspace-operation-command:tool-grant-revoke"],
     ["a submit not read yet", OperationService.method.submitOperation, undefined, OperationType.UNSPECIFIED, "SubmitOperation"],
     ["a cancel, as the operation it submits", OperationService.method.cancelOperation, undefined, OperationType.EXECUTION_CANCEL, "urn:srcos:workspace-operation-command:execution-cancel"],
     ["a command that is not an operation", DelegationService.method.issueDelegation, undefined, OperationType.UNSPECIFIED, "IssueDelegation"],

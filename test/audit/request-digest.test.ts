@@ -7,10 +7,10 @@ import { SubmitOperationRequestSchema } from "../../src/gen/agentmachine/v1/oper
 import { ReportUsageRequestSchema } from "../../src/gen/agentmachine/v1/runtime_service_pb.js";
 
 const execution = (env: Record<string, string>, argv = ["run"]) =>
-  create(SubmitOperationRequestSchema, { requestId: "r", profile: "profiles/p", spec: { spec: { case: "executionStart", value: { argv, env } } } });
+  create(SubmitOperationRequestSchema, { requestId: "r", profile: "profiles/p", spec: { kind: { case: "executionStart", value: { argv, env } } } });
 const usage = (callTicket: string) => create(ReportUsageRequestSchema, { operation: "operations/a", callTicket, actualTokens: 5n });
 const container = (env: Record<string, string>) =>
-  create(SubmitOperationRequestSchema, { requestId: "r", profile: "profiles/p", spec: { spec: { case: "containerRun", value: { image: "i", env } } } });
+  create(SubmitOperationRequestSchema, { requestId: "r", profile: "profiles/p", spec: { kind: { case: "containerRun", value: { image: "i", env } } } });
 
 describe("redactedRequestDigest", () => {
   it.each([
@@ -27,6 +27,6 @@ describe("redactedRequestDigest", () => {
     expect(digest).toMatch(/^[0-9a-f]{64}$/);
     expect(redactedRequestDigest(SubmitOperationRequestSchema, execution({ OTHER_KEY: "s3cret" }))).not.toBe(digest);
     expect(redactedRequestDigest(SubmitOperationRequestSchema, execution({ API_KEY: "s3cret" }, ["run", "more"]))).not.toBe(digest);
-    expect(request.spec!.spec.value).toMatchObject({ env: { API_KEY: "s3cret" } });
+    expect(request.spec!.kind.value).toMatchObject({ env: { API_KEY: "s3cret" } });
   });
 });

@@ -163,7 +163,7 @@ describe("allowlists", () => {
     profile: "profiles/dev",
     state: TaskState.FAILED,
     labels: { team: "platform secret words" },
-    spec: { spec: { case: "executionStart", value: { argv: ["deploy", "--token", "x"], env: { TOKEN: "value" }, workingDirectory: "sub/dir" } } },
+    spec: { kind: { case: "executionStart", value: { argv: ["deploy", "--token", "x"], env: { TOKEN: "value" }, workingDirectory: "sub/dir" } } },
     stopCause: { reason: "exit_code", message: "process said: my password is hunter2" },
     policyDecisions: [{ gate: "artifactAccess", rule: "r1", bundleDigest: "ab".repeat(32), allowed: true, reason: "evaluation: input.x == 'secret'" }],
   });

@@ -78,7 +78,7 @@ async function commands(server: ChildServer, profile: string, count: number): Pr
   const denied = createClient(AuditService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(noAudit)] }));
   for (let i = 0; i < count; i += 1) {
     if (i % 3 === 2) await refusal(denied.listAuditRecords({}));
-    else await root.operations.submitOperation({ requestId: requestId(), profile, spec: { spec: { case: "toolGrantApply", value: { tool: `tool-${i}` } } } });
+    else await root.operations.submitOperation({ requestId: requestId(), profile, spec: { kind: { case: "toolGrantApply", value: { tool: `tool-${i}` } } } });
   }
 }
 

@@ -42,7 +42,7 @@ const records = (server: ChildServer): Promise<AuditRecord[]> => allAuditRecords
 async function commands(server: ChildServer, profile: string, count: number): Promise<void> {
   const operations = clientsFor(server.url, server.token).operations;
   for (let i = 0; i < count; i += 1) {
-    await operations.submitOperation({ requestId: requestId(), profile, spec: { spec: { case: "toolGrantApply", value: { tool: `tool-${i}` } } } });
+    await operations.submitOperation({ requestId: requestId(), profile, spec: { kind: { case: "toolGrantApply", value: { tool: `tool-${i}` } } } });
   }
 }
 

@@ -80,7 +80,7 @@ afterAll(() => server.close());
 
 describe("what is recorded", () => {
   it("records a submit once, with who, which delegation, the RPC, the command, the resource and the policy decision", async () => {
-    const request = { requestId: requestId(), profile: personal, spec: { spec: { case: "toolGrantApply" as const, value: { tool: "git" } } } };
+    const request = { requestId: requestId(), profile: personal, spec: { kind: { case: "toolGrantApply" as const, value: { tool: "git" } } } };
     let name = "";
     const records = await recordsOf(async () => {
       name = (await root.operations.submitOperation(request)).operation!.name;
@@ -125,7 +125,7 @@ describe("what is recorded", () => {
     const records = await recordsOf(async () => {
       bundle = (await admin.policy.applyPolicyBundle({ profileType: ProfileType.CORPORATE_FIREWALL, source })).bundle!.name;
       corporate = await createProfile(root.operations, "corp-audited", ProfileType.CORPORATE_FIREWALL);
-      const denied = await refusal(root.operations.submitOperation({ requestId: requestId(), profile: corporate, spec: { spec: { case: "toolGrantApply", value: { tool: "curl" } } } }));
+      const denied = await refusal(root.operations.submitOperation({ requestId: requestId(), profile: corporate, spec: { kind: { case: "toolGrantApply", value: { tool: "curl" } } } }));
       expect(denied.code).toBe(Code.PermissionDenied);
     });
     expect(records).toMatchObject([
@@ -270,7 +270,7 @@ describe("reading the log", () => {
     const submits = 30;
     const writing = (async () => {
       for (let i = 0; i < submits; i += 1) {
-        await root.operations.submitOperation({ requestId: requestId(), profile: personal, spec: { spec: { case: "toolGrantApply", value: { tool: `tool-${i}` } } } });
+        await root.operations.submitOperation({ requestId: requestId(), profile: personal, spec: { kind: { case: "toolGrantApply", value: { tool: `tool-${i}` } } } });
       }
     })();
     const seen: bigint[] = [];

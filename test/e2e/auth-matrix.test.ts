@@ -129,10 +129,10 @@ describe("a valid credential out of scope is PermissionDenied", () => {
     const url = `${server.url}/`;
     registerToken(url, narrow);
     const client = operationsClient(url);
-    await client.submitOperation({ requestId: "mine-1", spec: { spec: { case: "profileCreate", value: { profileId: "mine", profileType: 1 } } } });
+    await client.submitOperation({ requestId: "mine-1", spec: { kind: { case: "profileCreate", value: { profileId: "mine", profileType: 1 } } } });
     const denials = await Promise.all([
-      client.submitOperation({ requestId: "theirs-1", spec: { spec: { case: "profileCreate", value: { profileId: "theirs", profileType: 1 } } } }),
-      client.submitOperation({ requestId: "exec-1", profile: "profiles/mine", spec: { spec: { case: "executionStart", value: { argv: ["true"] } } } }),
+      client.submitOperation({ requestId: "theirs-1", spec: { kind: { case: "profileCreate", value: { profileId: "theirs", profileType: 1 } } } }),
+      client.submitOperation({ requestId: "exec-1", profile: "profiles/mine", spec: { kind: { case: "executionStart", value: { argv: ["true"] } } } }),
       createClient(DelegationService, transport(narrow)).issueDelegation({ subject: "x", scope: {} }),
     ].map((p) => p.then(() => undefined, (e: unknown) => ConnectError.from(e))));
     expect(denials.map((d) => d?.code)).toEqual([Code.PermissionDenied, Code.PermissionDenied, Code.PermissionDenied]);

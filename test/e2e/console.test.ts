@@ -307,7 +307,7 @@ describe("web console", () => {
       await page.goto(`${readOnly.url}/console/#/delegations`);
       await page.locator("li[data-delegation]").first().waitFor();
       expect(await page.getByRole("button", { name: /^Revoke/ }).count()).toBe(0);
-      const running = await operationsClient(readOnly.url).submitOperation({ requestId: "console-profile", spec: { spec: { case: "profileCreate", value: { profileId: "ro", profileType: 1 } } } });
+      const running = await operationsClient(readOnly.url).submitOperation({ requestId: "console-profile", spec: { kind: { case: "profileCreate", value: { profileId: "ro", profileType: 1 } } } });
       await page.goto(`${readOnly.url}/console/#/operations/${running.operation!.name.replace("operations/", "")}`);
       await page.getByRole("heading", { name: running.operation!.name }).waitFor();
       expect(await page.getByRole("button", { name: "Cancel operation" }).count()).toBe(0);

@@ -38,7 +38,7 @@ const runtimeDir = tempDir("amctl-fake-runtime-");
 const image = (mode: string): string => `registry.test/${mode}@${DIGEST}`;
 
 function container(target: string, spec: MessageInitShape<typeof ContainerRunSpecSchema>, requestedBudget?: MessageInitShape<typeof BudgetSchema>): SubmitOperationRequest {
-  return create(SubmitOperationRequestSchema, { requestId: requestId("container"), profile: target, spec: { spec: { case: "containerRun", value: spec } }, requestedBudget });
+  return create(SubmitOperationRequestSchema, { requestId: requestId("container"), profile: target, spec: { kind: { case: "containerRun", value: spec } }, requestedBudget });
 }
 
 const idOf = (name: string): string => name.replace("operations/", "");

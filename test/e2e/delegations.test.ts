@@ -35,7 +35,7 @@ beforeAll(async () => {
   server = await startTestServer();
   const root = operations(server.token);
   for (const profileId of ["team-a", "team-b"]) {
-    const { operation } = await root.submitOperation({ requestId: requestId(), spec: { spec: { case: "profileCreate", value: { profileId, profileType: ProfileType.PERSONAL } } } });
+    const { operation } = await root.submitOperation({ requestId: requestId(), spec: { kind: { case: "profileCreate", value: { profileId, profileType: ProfileType.PERSONAL } } } });
     for await (const _ of root.watchOperation({ name: operation!.name })) void _;
   }
 });
@@ -48,7 +48,7 @@ describe("issuing", () => {
     const who = await delegations(token).whoAmI({});
     expect(who.delegation?.subject).toBe("agent-1");
     expect(who.chain.map((d) => d.subject)).toEqual(["test-operator"]);
-    const { operation } = await operations(token).submitOperation({ requestId: requestId(), profile: "profiles/team-a", spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } });
+    const { operation } = await operations(token).submitOperation({ requestId: requestId(), profile: "profiles/team-a", spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } });
     expect(operation?.delegation).toBe(delegation?.name);
   });
 
@@ -144,7 +144,7 @@ describe("revoking", () => {
 describe("visibility", () => {
   it("a delegation for one profile sees only that profile's operations and events", async () => {
     const root = operations(server.token);
-    const { operation: other } = await root.submitOperation({ requestId: requestId(), profile: "profiles/team-b", spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } });
+    const { operation: other } = await root.submitOperation({ requestId: requestId(), profile: "profiles/team-b", spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } });
     const { token } = await delegations(server.token).issueDelegation({ subject: "viewer", scope: grantOnly });
     const viewer = operations(token);
     // Out of its scope is as if it did not exist (existence-oracles.test.ts checks the whole answer).
@@ -163,5 +163,33 @@ describe("visibility", () => {
     const operationsSeen = await Promise.all([...new Set(seen)].map(async (name) => (await root.getOperation({ name })).operation!.profile));
     expect(operationsSeen.every((p) => p === "profiles/team-a")).toBe(true);
     expect((await refusal(viewer.listOperations({ filter: { profile: "profiles/team-b" } }))).code).toBe(Code.PermissionDenied);
+  });
+});
+
+describe("listing", () => {
+  it("pages the caller's subtree parents first, each delegation once in a stable order, with the budgets of each page's delegations", async () => {
+    const { delegation: top, token } = await delegations(server.token).issueDelegation({ subject: "lister", scope: { ...grantOnly, mayDelegate: true, budget: { tokens: 100n } } });
+    const issued = [];
+    for (const subject of ["first", "second", "third"]) issued.push(await delegations(token).issueDelegation({ subject, scope: { ...grantOnly, mayDelegate: true, budget: { tokens: 10n } } }));
+    const children = issued.map((i) => i.delegation!);
+    // A grandchild, issued after every child: the listing still puts it after them all.
+    const { delegation: grandchild } = await delegations(issued[0]!.token).issueDelegation({ subject: "under", scope: grantOnly });
+    await delegations(token).revokeDelegation({ name: children[1]!.name });
+    const pages = async (includeInactive: boolean) => {
+      const listed: { names: string[]; budgets: string[] }[] = [];
+      let pageToken = "";
+      do {
+        const page = await delegations(token).listDelegations({ includeInactive, pageSize: 2, pageToken });
+        listed.push({ names: page.delegations.map((d) => d.name), budgets: Object.keys(page.remainingBudgets).sort() });
+        pageToken = page.nextPageToken;
+      } while (pageToken !== "");
+      return listed;
+    };
+    const all = await pages(true);
+    expect(all.flatMap((p) => p.names)).toEqual([top!.name, ...children.map((c) => c.name), grandchild!.name]);
+    expect(all.map((p) => p.names.length)).toEqual([2, 2, 1]);
+    for (const page of all) expect(page.budgets).toEqual([...page.names].sort());
+    // Without include_inactive the revoked child is left out, and the pages still cover the rest once.
+    expect((await pages(false)).flatMap((p) => p.names)).toEqual([top!.name, children[0]!.name, children[2]!.name, grandchild!.name]);
   });
 });

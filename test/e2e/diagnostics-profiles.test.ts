@@ -55,7 +55,7 @@ function injectFaults(store: OperationStore): void {
 }
 
 function grant(profile: string, fault: string) {
-  return { requestId: requestId("grant"), profile, labels: { fault }, spec: { spec: { case: "toolGrantApply" as const, value: { tool: "git" } } } };
+  return { requestId: requestId("grant"), profile, labels: { fault }, spec: { kind: { case: "toolGrantApply" as const, value: { tool: "git" } } } };
 }
 
 async function until(what: string, condition: () => boolean): Promise<void> {
@@ -65,7 +65,7 @@ async function until(what: string, condition: () => boolean): Promise<void> {
 }
 
 async function recentErrorsOf(profile: string): Promise<Record<string, unknown>[]> {
-  const { operation } = await client.submitOperation({ requestId: requestId("diag"), profile, spec: { spec: { case: "diagnosticsExport", value: {} } } });
+  const { operation } = await client.submitOperation({ requestId: requestId("diag"), profile, spec: { kind: { case: "diagnosticsExport", value: {} } } });
   const { operation: done } = await waitForEnd(client, operation!.name, 60_000);
   expect(done.state, JSON.stringify(done.stopCause)).toBe(TaskState.COMPLETED);
   const diagnostics = createClient(DiagnosticsService, createGrpcTransport({ baseUrl: server.url, interceptors: authInterceptors(server.url) }));

@@ -85,7 +85,7 @@ async function submitted(request: Parameters<OperationsClient["submitOperation"]
 }
 
 async function exportOf(profile: string, labels: Record<string, string> = {}): Promise<Operation> {
-  const name = await submitted({ requestId: requestId("diag"), profile, labels, spec: { spec: { case: "diagnosticsExport", value: {} } } });
+  const name = await submitted({ requestId: requestId("diag"), profile, labels, spec: { kind: { case: "diagnosticsExport", value: {} } } });
   return (await waitForEnd(ops, name, 60_000)).operation;
 }
 
@@ -155,8 +155,8 @@ beforeAll(async () => {
   }
 
   // Profiles, one with a display name of canaries.
-  await run(ops, { requestId: requestId("profile"), spec: { spec: { case: "profileCreate", value: { profileId: "canary-lab", profileType: ProfileType.PERSONAL, displayName: `${free(3).text} ${pick("aws-access-key-id", 8).text}` } } } });
-  await run(ops, { requestId: requestId("profile"), spec: { spec: { case: "profileCreate", value: { profileId: "canary-models", profileType: ProfileType.LOCAL_MODEL_PROVIDER, displayName: free(4).text } } } });
+  await run(ops, { requestId: requestId("profile"), spec: { kind: { case: "profileCreate", value: { profileId: "canary-lab", profileType: ProfileType.PERSONAL, displayName: `${free(3).text} ${pick("aws-access-key-id", 8).text}` } } } });
+  await run(ops, { requestId: requestId("profile"), spec: { kind: { case: "profileCreate", value: { profileId: "canary-models", profileType: ProfileType.LOCAL_MODEL_PROVIDER, displayName: free(4).text } } } });
   for (const { operation } of (await ops.listOperations({ filter: { profile: MAIN } })).operations.map((operation) => ({ operation }))) mainOperations.add(operation.name);
 
   // Executions that carry every canary in argv, labels and progress events; half of them also
@@ -169,7 +169,7 @@ beforeAll(async () => {
       profile: MAIN,
       labels: Object.fromEntries(chunk.filter((c) => c.text.length <= 256).slice(0, 32).map((c, i) => [`c${i}`, c.text])),
       spec: {
-        spec: {
+        kind: {
           case: "executionStart",
           value: {
             argv: [process.execPath, "-e", REPORTER, ...chunk.map((c) => c.text)],
@@ -183,10 +183,10 @@ beforeAll(async () => {
   const executions = await Promise.all(started);
   // Programs that cannot start: the stop cause names them.
   for (const program of [pick("aws-access-key-id", 1), pick("github-classic-token", 1), pick("stripe-live-key", 1), pick("openai-project-key", 1)]) {
-    executions.push(await submitted({ requestId: requestId("exec"), profile: MAIN, spec: { spec: { case: "executionStart", value: { argv: [program.text, free(5).text] } } } }));
+    executions.push(await submitted({ requestId: requestId("exec"), profile: MAIN, spec: { kind: { case: "executionStart", value: { argv: [program.text, free(5).text] } } } }));
   }
   // A cancel whose reason is canaries.
-  const sleeper = await submitted({ requestId: requestId("exec"), profile: MAIN, spec: { spec: { case: "executionStart", value: { argv: [process.execPath, "-e", "setTimeout(() => {}, 60000)"] } } } });
+  const sleeper = await submitted({ requestId: requestId("exec"), profile: MAIN, spec: { kind: { case: "executionStart", value: { argv: [process.execPath, "-e", "setTimeout(() => {}, 60000)"] } } } });
   for await (const { event } of ops.watchOperation({ name: sleeper })) if (event?.state === TaskState.RUNNING) break;
   const { cancelOperation } = await ops.cancelOperation({ name: sleeper, reason: `${free(6).text} ${pick("url-password", 1).text} ${pick("prompt-text", 1).text}` });
   mainOperations.add(cancelOperation!.name);
@@ -194,22 +194,22 @@ beforeAll(async () => {
   // Container runs with canaries in argv, and the same half as above in env.
   for (const [n, chunk] of dealt(planted, 2).entries()) {
     const env = n === 0 ? Object.fromEntries(chunk.map((c, i) => [`CANARY_${i}`, c.text])) : {};
-    executions.push(await submitted({ requestId: requestId("container"), profile: MAIN, spec: { spec: { case: "containerRun", value: { image: IMAGE, argv: chunk.map((c) => c.text), env } } } }));
+    executions.push(await submitted({ requestId: requestId("container"), profile: MAIN, spec: { kind: { case: "containerRun", value: { image: IMAGE, argv: chunk.map((c) => c.text), env } } } }));
   }
   // Tool grants: the tool's name is kept (it is a name the client chose), so only shapes the detectors know go there.
   const grants: string[] = [];
   for (const tool of ["git", pick("aws-access-key-id", 2).text, pick("github-classic-token", 2).text, pick("slack-bot-token", 2).text, pick("google-api-key", 2).text, pick("stripe-live-key", 2).text]) {
-    grants.push(await submitted({ requestId: requestId("grant"), profile: MAIN, spec: { spec: { case: "toolGrantApply", value: { tool } } } }));
+    grants.push(await submitted({ requestId: requestId("grant"), profile: MAIN, spec: { kind: { case: "toolGrantApply", value: { tool } } } }));
   }
   for (const name of grants) await waitForEnd(ops, name);
-  await run(ops, { requestId: requestId("revoke"), profile: MAIN, spec: { spec: { case: "toolGrantRevoke", value: { grant: grants[1]!, reason: `${free(7).text} ${pick("bearer-token", 1).text}` } } } }).then(({ operation }) => mainOperations.add(operation.name));
+  await run(ops, { requestId: requestId("revoke"), profile: MAIN, spec: { kind: { case: "toolGrantRevoke", value: { grant: grants[1]!, reason: `${free(7).text} ${pick("bearer-token", 1).text}` } } } }).then(({ operation }) => mainOperations.add(operation.name));
   // Model provider bindings, in the provider profile: an endpoint with a password and a key in its query.
   await run(ops, {
     requestId: requestId("bind"),
     profile: MODELS,
-    spec: { spec: { case: "modelProviderBind", value: { provider: "ollama", endpoint: `https://svc:${pick("url-password", 2).value}@models.internal:8443/v1/chat?api_key=${pick("openai-project-key", 2).text}&note=${free(8).value}` } } },
+    spec: { kind: { case: "modelProviderBind", value: { provider: "ollama", endpoint: `https://svc:${pick("url-password", 2).value}@models.internal:8443/v1/chat?api_key=${pick("openai-project-key", 2).text}&note=${free(8).value}` } } },
   });
-  await run(ops, { requestId: requestId("bind"), profile: MODELS, spec: { spec: { case: "modelProviderBind", value: { provider: pick("google-api-key", 3).text, endpoint: pick("url-password", 3).text } } } });
+  await run(ops, { requestId: requestId("bind"), profile: MODELS, spec: { kind: { case: "modelProviderBind", value: { provider: pick("google-api-key", 3).text, endpoint: pick("url-password", 3).text } } } });
   for (const name of executions) await waitForEnd(ops, name, 60_000);
 
   // Each execution's own credential, which it echoed into a progress event.
@@ -335,8 +335,8 @@ describe("failing closed", () => {
   it("a secret that the field pass cannot see but the final scan does fails the export with redaction_failed and no file", async () => {
     // An env value is secret whatever it says; this one is also a word only the manifest uses,
     // which the detectors never pass over before packing: the final scan is what finds it.
-    await run(ops, { requestId: requestId("profile"), spec: { spec: { case: "profileCreate", value: { profileId: "leaky", profileType: ProfileType.PERSONAL } } } });
-    await run(ops, { requestId: requestId("exec"), profile: "profiles/leaky", spec: { spec: { case: "executionStart", value: { argv: [process.execPath, "-e", "0"], env: { FLAG: "credentialsIncluded" } } } } });
+    await run(ops, { requestId: requestId("profile"), spec: { kind: { case: "profileCreate", value: { profileId: "leaky", profileType: ProfileType.PERSONAL } } } });
+    await run(ops, { requestId: requestId("exec"), profile: "profiles/leaky", spec: { kind: { case: "executionStart", value: { argv: [process.execPath, "-e", "0"], env: { FLAG: "credentialsIncluded" } } } } });
     const operation = await exportOf("profiles/leaky");
     expect(operation.state).toBe(TaskState.FAILED);
     expect(operation.stopCause?.reason).toBe(REDACTION_FAILED);
@@ -351,8 +351,8 @@ describe("failing closed", () => {
 
   it("a key in an allowlisted field that the field detectors miss is caught by the final scan, and any file of the operation is removed", async () => {
     // A tool named by an AWS key, in a profile where nothing else knows the key.
-    await run(ops, { requestId: requestId("profile"), spec: { spec: { case: "profileCreate", value: { profileId: "seam", profileType: ProfileType.PERSONAL } } } });
-    await run(ops, { requestId: requestId("grant"), profile: "profiles/seam", spec: { spec: { case: "toolGrantApply", value: { tool: shapedCanaries(1)[0]!.text } } } });
+    await run(ops, { requestId: requestId("profile"), spec: { kind: { case: "profileCreate", value: { profileId: "seam", profileType: ProfileType.PERSONAL } } } });
+    await run(ops, { requestId: requestId("grant"), profile: "profiles/seam", spec: { kind: { case: "toolGrantApply", value: { tool: shapedCanaries(1)[0]!.text } } } });
     const operation = await exportOf("profiles/seam");
     expect(existsSync(bundlePath(dataDir, operation.name))).toBe(true);
     const executor = new DiagnosticsExecutor({

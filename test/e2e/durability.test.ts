@@ -46,10 +46,10 @@ function makeRequest(cycle: number, index: number, random: () => number): Submit
   const labels = { cycle: String(cycle) };
   const roll = random();
   if (roll < 0.4) {
-    return create(SubmitOperationRequestSchema, { requestId, profile: PROFILE, labels, spec: { spec: { case: "toolGrantApply", value: { tool: `tool-${index % 7}` } } } });
+    return create(SubmitOperationRequestSchema, { requestId, profile: PROFILE, labels, spec: { kind: { case: "toolGrantApply", value: { tool: `tool-${index % 7}` } } } });
   }
   const argv = roll < 0.75 ? ["true"] : ["sh", "-c", "exit 3"];
-  return create(SubmitOperationRequestSchema, { requestId, profile: PROFILE, labels, spec: { spec: { case: "executionStart", value: { argv, retryPolicy: RETRY } } } });
+  return create(SubmitOperationRequestSchema, { requestId, profile: PROFILE, labels, spec: { kind: { case: "executionStart", value: { argv, retryPolicy: RETRY } } } });
 }
 
 /** Runs `work` over `items`, at most `limit` at a time. */
@@ -199,7 +199,7 @@ describe("durability under kill -9", () => {
               fail(cycle, `${before.name} was running attempt ${before.attempt} at the kill but has no retry/failure with cause server_restart: ${events.map(describeEvent).join("; ")}`);
             } else {
               restartCauses += 1;
-              const expected = before.attempt < RETRY.maxAttempts && before.spec?.spec.case === "executionStart" ? EventType.RETRY : EventType.FAILURE;
+              const expected = before.attempt < RETRY.maxAttempts && before.spec?.kind.case === "executionStart" ? EventType.RETRY : EventType.FAILURE;
               if (restart.type !== expected) fail(cycle, `${before.name}: server_restart recorded as ${EventType[restart.type]}, expected ${EventType[expected]}`);
             }
           }
@@ -248,7 +248,7 @@ describe("durability under kill -9", () => {
         }
 
         if (!profileCreated) {
-          const request = create(SubmitOperationRequestSchema, { requestId: `dur-${SEED}-profile`, spec: { spec: { case: "profileCreate", value: { profileId: "durable", profileType: ProfileType.PERSONAL } } } });
+          const request = create(SubmitOperationRequestSchema, { requestId: `dur-${SEED}-profile`, spec: { kind: { case: "profileCreate", value: { profileId: "durable", profileType: ProfileType.PERSONAL } } } });
           const { operation } = await client.submitOperation(request);
           acks.set(request.requestId, { request, name: operation!.name, cycle });
           for await (const { event } of client.watchOperation({ name: operation!.name }, { timeoutMs: 10_000 })) {

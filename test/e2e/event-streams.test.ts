@@ -49,9 +49,9 @@ const ARGV: Record<Exclude<SubmitKind, "record">, string[]> = {
 
 function submitRequest(kind: SubmitKind, profile: string, lane: string): MessageInitShape<typeof SubmitOperationRequestSchema> {
   const base = { requestId: nextRequestId(kind), profile, labels: { lane } };
-  if (kind === "record") return { ...base, spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } };
+  if (kind === "record") return { ...base, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } };
   const retryPolicy = { maxAttempts: 2, initialBackoff: durationFromMs(10), maxBackoff: durationFromMs(50) };
-  return { ...base, spec: { spec: { case: "executionStart", value: { argv: ARGV[kind], retryPolicy } } } };
+  return { ...base, spec: { kind: { case: "executionStart", value: { argv: ARGV[kind], retryPolicy } } } };
 }
 
 function clientFor(url: string): OperationClient {
@@ -75,7 +75,7 @@ async function createProfiles(client: OperationClient): Promise<void> {
   for (const profile of PROFILES) {
     const { operation } = await client.submitOperation({
       requestId: nextRequestId("profile"),
-      spec: { spec: { case: "profileCreate", value: { profileId: profile.replace("profiles/", ""), profileType: ProfileType.PERSONAL } } },
+      spec: { kind: { case: "profileCreate", value: { profileId: profile.replace("profiles/", ""), profileType: ProfileType.PERSONAL } } },
     });
     for await (const _ of client.watchOperation({ name: operation!.name }, { timeoutMs: 10_000 })) void _;
   }

@@ -97,7 +97,7 @@ describe.each(storesUnderTest())("%s", (_store, storeOf) => {
     ...(["cancel", "revoke"] as const).flatMap((command) => {
       const spec = (name: string) =>
         command === "cancel" ? { case: "executionCancel" as const, value: { target: name } } : { case: "toolGrantRevoke" as const, value: { grant: name } };
-      const request = (name: string) => ({ requestId: requestId(command), profile: mine.profile, spec: { spec: spec(name) } });
+      const request = (name: string) => ({ requestId: requestId(command), profile: mine.profile, spec: { kind: spec(name) } });
       return [
         [`SubmitOperation (${command} target)`, async (name: string) => errorShape(await errorOf(() => mine.clients.operations.submitOperation(request(name))), name)],
         [`EvaluatePolicy (${command} target)`, async (name: string) => denialShape(await mine.clients.policy.evaluatePolicy({ subject: { case: "operation", value: request(name) } }), name)],

@@ -88,25 +88,25 @@ const cases: Case[] = [
   {
     title: "SubmitOperationRequest.request_id",
     path: SUBMIT,
-    body: () => withInvalidUtf8(SubmitOperationRequestSchema, { requestId: MARKER, profile, spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } }),
+    body: () => withInvalidUtf8(SubmitOperationRequestSchema, { requestId: MARKER, profile, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } }),
     field: "request_id",
   },
   {
     title: "an argv item in the spec's oneof",
     path: SUBMIT,
-    body: () => withInvalidUtf8(SubmitOperationRequestSchema, { requestId: requestId("utf8"), profile, spec: { spec: { case: "executionStart", value: { argv: ["echo", MARKER] } } } }),
+    body: () => withInvalidUtf8(SubmitOperationRequestSchema, { requestId: requestId("utf8"), profile, spec: { kind: { case: "executionStart", value: { argv: ["echo", MARKER] } } } }),
     field: "spec.execution_start.argv[1]",
   },
   {
     title: "an env value",
     path: SUBMIT,
-    body: () => withInvalidUtf8(SubmitOperationRequestSchema, { requestId: requestId("utf8"), profile, spec: { spec: { case: "executionStart", value: { argv: ["true"], env: { X: MARKER } } } } }),
+    body: () => withInvalidUtf8(SubmitOperationRequestSchema, { requestId: requestId("utf8"), profile, spec: { kind: { case: "executionStart", value: { argv: ["true"], env: { X: MARKER } } } } }),
     field: 'spec.execution_start.env["X"]',
   },
   {
     title: "a label's key",
     path: SUBMIT,
-    body: () => withInvalidUtf8(SubmitOperationRequestSchema, { requestId: requestId("utf8"), profile, labels: { [MARKER]: "v" }, spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } }),
+    body: () => withInvalidUtf8(SubmitOperationRequestSchema, { requestId: requestId("utf8"), profile, labels: { [MARKER]: "v" }, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } }),
     field: 'labels["a\uFFFD\uFFFD\uFFFD\uFFFD\uFFFD\uFFFD\uFFFD"]',
   },
   {

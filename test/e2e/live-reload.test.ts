@@ -85,7 +85,7 @@ const personalWith = (tool: string): string => readFileSync(join(EXAMPLES, "pers
 
 /** Whether the gates would allow granting `tool` in `profile`, asked with `token`. */
 async function grantAllowed(server: ChildServer, profile: string, tool: string, token = server.token): Promise<boolean> {
-  const request = create(EvaluatePolicyRequestSchema, { subject: { case: "operation", value: { requestId: requestId("check"), profile, spec: { spec: { case: "toolGrantApply", value: { tool } } } } } });
+  const request = create(EvaluatePolicyRequestSchema, { subject: { case: "operation", value: { requestId: requestId("check"), profile, spec: { kind: { case: "toolGrantApply", value: { tool } } } } } });
   return (await policyClient(server.url, token).evaluatePolicy(request)).allowed;
 }
 

@@ -52,7 +52,7 @@ async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
 }
 
 function grantTool(tool: string) {
-  return client.submitOperation({ requestId: requestId(), profile, spec: { spec: { case: "toolGrantApply", value: { tool } } } });
+  return client.submitOperation({ requestId: requestId(), profile, spec: { kind: { case: "toolGrantApply", value: { tool } } } });
 }
 
 async function latestSequence(): Promise<bigint> {

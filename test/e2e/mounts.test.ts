@@ -166,7 +166,7 @@ describe("a read-only mount", () => {
     expect(readFileSync(join(project, "readme.txt"), "utf8")).toBe("original\n");
     expect(existsSync(join(project, "new"))).toBe(false);
     // The operation records the resolved path: what was judged and bound.
-    const spec = operation.spec?.spec;
+    const spec = operation.spec?.kind;
     expect(spec?.case === "executionStart" && spec.value.mounts.map((m) => m.hostPath)).toEqual([project]);
   });
 
@@ -245,7 +245,7 @@ describe("a container's mounts", () => {
     const request = create(SubmitOperationRequestSchema, {
       requestId: requestId("container"),
       profile,
-      spec: { spec: { case: "containerRun", value: { image: `registry.test/prints@sha256:${"c".repeat(64)}`, argv: ["true"], mounts: [{ hostPath: project, path: "/project" }, { hostPath: "out", path: "/out", readWrite: true }] } } },
+      spec: { kind: { case: "containerRun", value: { image: `registry.test/prints@sha256:${"c".repeat(64)}`, argv: ["true"], mounts: [{ hostPath: project, path: "/project" }, { hostPath: "out", path: "/out", readWrite: true }] } } },
       requestedBudget: { sandboxMemoryBytes: 256n * 1024n ** 2n },
     });
     const operation = await runToEnd(scoped, request);
@@ -258,7 +258,7 @@ describe("a container's mounts", () => {
     const request = create(SubmitOperationRequestSchema, {
       requestId: requestId("container"),
       profile,
-      spec: { spec: { case: "containerRun", value: { image: `registry.test/prints@sha256:${"c".repeat(64)}`, mounts: [{ hostPath: secret, path: "/secret" }] } } },
+      spec: { kind: { case: "containerRun", value: { image: `registry.test/prints@sha256:${"c".repeat(64)}`, mounts: [{ hostPath: secret, path: "/secret" }] } } },
     });
     expectAxis(await refusal(scoped.submitOperation(request)), "mount_prefixes");
   });

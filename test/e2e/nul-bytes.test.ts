@@ -38,7 +38,7 @@ async function storedOperations(): Promise<string[]> {
 }
 
 function container(argv: string[], env: Record<string, string> = {}): SubmitOperationRequest {
-  return create(SubmitOperationRequestSchema, { requestId: requestId("container"), profile, spec: { spec: { case: "containerRun", value: { image: IMAGE, argv, env } } } });
+  return create(SubmitOperationRequestSchema, { requestId: requestId("container"), profile, spec: { kind: { case: "containerRun", value: { image: IMAGE, argv, env } } } });
 }
 
 interface Case {

@@ -31,10 +31,10 @@ afterAll(() => server.close());
 
 describe("submit", () => {
   it("creates a profile whose artifact is an AgentMachineProfile; a second create of it is AlreadyExists", async () => {
-    const { operation } = await run(client, { requestId: requestId(), spec: { spec: { case: "profileCreate", value: { profileId: "corp", profileType: ProfileType.CORPORATE_FIREWALL } } } });
+    const { operation } = await run(client, { requestId: requestId(), spec: { kind: { case: "profileCreate", value: { profileId: "corp", profileType: ProfileType.CORPORATE_FIREWALL } } } });
     expect(operation.state).toBe(TaskState.COMPLETED);
     expect(operation.artifact?.kind).toMatchObject({ case: "agentMachineProfile", value: { name: "profiles/corp", profileType: ProfileType.CORPORATE_FIREWALL } });
-    const again = await refusal(client.submitOperation({ requestId: requestId(), spec: { spec: { case: "profileCreate", value: { profileId: "corp", profileType: ProfileType.PERSONAL } } } }));
+    const again = await refusal(client.submitOperation({ requestId: requestId(), spec: { kind: { case: "profileCreate", value: { profileId: "corp", profileType: ProfileType.PERSONAL } } } }));
     expect(again.code).toBe(Code.AlreadyExists);
   });
 
@@ -63,7 +63,7 @@ describe("submit", () => {
   it.each([
     ["container.run", { case: "containerRun" as const, value: { image: `alpine@sha256:${"a".repeat(64)}`, argv: ["true"] } }, "no container runtime"],
   ])("refuses %s at admission with FailedPrecondition naming what is missing", async (_name, spec, why) => {
-    const error = await refusal(client.submitOperation({ requestId: requestId(), profile, spec: { spec } }));
+    const error = await refusal(client.submitOperation({ requestId: requestId(), profile, spec: { kind: spec } }));
     expect(error.code).toBe(Code.FailedPrecondition);
     expect(error.rawMessage).toContain(why);
   });
@@ -118,7 +118,7 @@ describe("local process executor", () => {
     expect(readFileSync(join(workspaceOf(operation.name), "stdout.1.log"), "utf8")).toBe(secret);
     const listed = (await client.listOperations({ filter: { profile } })).operations.find((op) => op.name === operation.name);
     for (const seen of [submitted.operation, (await client.getOperation({ name: operation.name })).operation, listed]) {
-      expect(seen?.spec?.spec).toMatchObject({ case: "executionStart", value: { env: { API_KEY: "[redacted]" } } });
+      expect(seen?.spec?.kind).toMatchObject({ case: "executionStart", value: { env: { API_KEY: "[redacted]" } } });
       expect(JSON.stringify(seen, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))).not.toContain(secret);
     }
   });
@@ -197,26 +197,26 @@ describe("cancel", () => {
 
 describe("tool grants and model provider bindings", () => {
   it("applies and revokes a grant; the grant records its revoke command; a second revoke is refused", async () => {
-    const { operation: grant } = await run(client, { requestId: requestId(), profile, spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } });
+    const { operation: grant } = await run(client, { requestId: requestId(), profile, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } });
     expect(grant.artifact?.kind).toMatchObject({ case: "toolGrantRecord", value: { tool: "git", applyCommandRef: grant.name, revokeCommandRef: "" } });
-    const { operation: revoke } = await run(client, { requestId: requestId(), profile, spec: { spec: { case: "toolGrantRevoke", value: { grant: grant.name } } } });
+    const { operation: revoke } = await run(client, { requestId: requestId(), profile, spec: { kind: { case: "toolGrantRevoke", value: { grant: grant.name } } } });
     expect(revoke.state).toBe(TaskState.COMPLETED);
     const { operation: revoked } = await client.getOperation({ name: grant.name });
     expect(revoked?.artifact?.kind).toMatchObject({ value: { revokeCommandRef: revoke.name } });
-    const again = await refusal(client.submitOperation({ requestId: requestId(), profile, spec: { spec: { case: "toolGrantRevoke", value: { grant: grant.name } } } }));
+    const again = await refusal(client.submitOperation({ requestId: requestId(), profile, spec: { kind: { case: "toolGrantRevoke", value: { grant: grant.name } } } }));
     expect(again.code).toBe(Code.FailedPrecondition);
   });
 
   it("never lets a revoke cross profiles", async () => {
     const other = await createProfile(client, "other");
-    const { operation: grant } = await run(client, { requestId: requestId(), profile, spec: { spec: { case: "toolGrantApply", value: { tool: "browser" } } } });
-    const error = await refusal(client.submitOperation({ requestId: requestId(), profile: other, spec: { spec: { case: "toolGrantRevoke", value: { grant: grant.name } } } }));
+    const { operation: grant } = await run(client, { requestId: requestId(), profile, spec: { kind: { case: "toolGrantApply", value: { tool: "browser" } } } });
+    const error = await refusal(client.submitOperation({ requestId: requestId(), profile: other, spec: { kind: { case: "toolGrantRevoke", value: { grant: grant.name } } } }));
     expect(error.code).toBe(Code.FailedPrecondition);
     expect(error.rawMessage).toContain("another profile");
   });
 
   it("binds a model provider only to a provider profile", async () => {
-    const bind = (target: string) => ({ requestId: requestId(), profile: target, spec: { spec: { case: "modelProviderBind" as const, value: { provider: "ollama" } } } });
+    const bind = (target: string) => ({ requestId: requestId(), profile: target, spec: { kind: { case: "modelProviderBind" as const, value: { provider: "ollama" } } } });
     expect((await refusal(client.submitOperation(bind(profile)))).code).toBe(Code.FailedPrecondition);
     const local = await createProfile(client, "local-models", ProfileType.LOCAL_MODEL_PROVIDER);
     const { operation } = await run(client, bind(local));
@@ -228,7 +228,7 @@ describe("list", () => {
   it("pages newest first through a filter with signed tokens", async () => {
     const listProfile = await createProfile(client, "listing");
     const made = [];
-    for (let i = 0; i < 7; i += 1) made.push((await run(client, { requestId: requestId(), profile: listProfile, labels: { batch: "list" }, spec: { spec: { case: "toolGrantApply", value: { tool: `t${i}` } } } })).operation.name);
+    for (let i = 0; i < 7; i += 1) made.push((await run(client, { requestId: requestId(), profile: listProfile, labels: { batch: "list" }, spec: { kind: { case: "toolGrantApply", value: { tool: `t${i}` } } } })).operation.name);
     const seen: string[] = [];
     let pageToken = "";
     do {
@@ -240,7 +240,7 @@ describe("list", () => {
   });
 
   it("accepts a page token with the same filter whatever the order of its labels", async () => {
-    for (let i = 0; i < 2; i += 1) await client.submitOperation({ requestId: requestId(), profile, labels: { first: "1", second: "2" }, spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } });
+    for (let i = 0; i < 2; i += 1) await client.submitOperation({ requestId: requestId(), profile, labels: { first: "1", second: "2" }, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } });
     const page = await client.listOperations({ pageSize: 1, filter: { labels: { first: "1", second: "2" } } });
     const next = await client.listOperations({ pageSize: 1, pageToken: page.nextPageToken, filter: { labels: { second: "2", first: "1" } } });
     expect(next.operations).toHaveLength(1);

@@ -82,7 +82,7 @@ it("a restart after a crash removes the container the crashed server left runnin
   const { operation } = await client.submitOperation({
     requestId: requestId("container"),
     profile,
-    spec: { spec: { case: "containerRun", value: { image: `registry.test/hangs@sha256:${"c".repeat(64)}` } } },
+    spec: { kind: { case: "containerRun", value: { image: `registry.test/hangs@sha256:${"c".repeat(64)}` } } },
   });
   const name = `amctl-${operation!.name.replace("operations/", "").toLowerCase()}`;
   const pidFile = join(runtimeDir, `${name}.pid`);

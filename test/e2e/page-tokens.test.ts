@@ -10,14 +10,19 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditDecisionFilter, AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
+import { DelegationService } from "../../src/gen/agentmachine/v1/delegation_service_pb.js";
 import { OperationType } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { createProfile, operationsClient, type OperationsClient } from "../helpers/operations.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { authInterceptors } from "../helpers/tokens.js";
+import { bearer } from "../helpers/auth.js";
+import { policyClient, type PolicyClient } from "../helpers/policy.js";
 
 let server: TestServer;
 let operations: OperationsClient;
 let audit: Client<typeof AuditService>;
+let delegations: Client<typeof DelegationService>;
+let policy: PolicyClient;
 
 /** A paginated RPC: its first page of one item, then the page a token leads to, with the default filter or another one. */
 interface Paginated {
@@ -44,6 +49,16 @@ const rpcs: Paginated[] = [
     firstToken: async () => (await audit.listCheckpoints({ pageSize: 1 })).nextPageToken,
     page: async (pageToken) => (await audit.listCheckpoints({ pageSize: 1, pageToken })).checkpoints.length,
   },
+  {
+    name: "ListDelegations",
+    firstToken: async () => (await delegations.listDelegations({ pageSize: 1 })).nextPageToken,
+    page: async (pageToken, otherFilter) => (await delegations.listDelegations({ pageSize: 1, pageToken, includeInactive: otherFilter ?? false })).delegations.length,
+  },
+  {
+    name: "ListPolicyBundles",
+    firstToken: async () => (await policy.listPolicyBundles({ pageSize: 1 })).nextPageToken,
+    page: async (pageToken) => (await policy.listPolicyBundles({ pageSize: 1, pageToken })).bundles.length,
+  },
 ];
 const tokens = new Map<string, string>();
 
@@ -69,6 +84,11 @@ beforeAll(async () => {
   server = await startTestServer({ auditCheckpointIntervalMs: 50 });
   operations = operationsClient(server.url);
   audit = createClient(AuditService, createGrpcTransport({ baseUrl: server.url, interceptors: authInterceptors(server.url) }));
+  delegations = createClient(DelegationService, createGrpcTransport({ baseUrl: server.url, interceptors: authInterceptors(server.url) }));
+  policy = policyClient(server.url);
+  // The caller's delegation and a child of it: two delegations (the server's default bundles are
+  // several already).
+  await delegations.issueDelegation({ subject: "paging-child", scope: {} });
   // Two of everything, so each RPC's first page has a next page: operations and audit records
   // (each submit leaves one), and checkpoints (one after each).
   await createProfile(operations, "paging-a");
@@ -94,9 +114,19 @@ describe("a token of another paginated RPC is InvalidArgument naming page_token"
 });
 
 describe("a token used with another filter is InvalidArgument naming page_token", () => {
-  it.each(rpcs.filter((rpc) => rpc.name !== "ListCheckpoints"))("$name", async (rpc) => {
+  it.each(rpcs.filter((rpc) => rpc.name !== "ListCheckpoints" && rpc.name !== "ListPolicyBundles"))("$name", async (rpc) => {
     expectPageTokenRefused(await refusal(rpc.page(tokens.get(rpc.name)!, true)));
   });
+});
+
+it("a ListDelegations token of another caller is InvalidArgument naming page_token: it is a position in the issuer's subtree", async () => {
+  const { token } = await delegations.issueDelegation({ subject: "paging-other", scope: { mayDelegate: true } });
+  const other = createClient(DelegationService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(token)] }));
+  await other.issueDelegation({ subject: "paging-grandchild", scope: {} });
+  const othersToken = (await other.listDelegations({ pageSize: 1 })).nextPageToken;
+  expect(othersToken).not.toBe("");
+  expectPageTokenRefused(await refusal(delegations.listDelegations({ pageSize: 1, pageToken: othersToken })));
+  expectPageTokenRefused(await refusal(other.listDelegations({ pageSize: 1, pageToken: tokens.get("ListDelegations")! })));
 });
 
 describe("a garbled token is InvalidArgument naming page_token, never Internal", () => {

@@ -42,7 +42,7 @@ beforeAll(async () => {
   cli = (...args) => amctl(args, env);
   await createProfile(client, "dev", ProfileType.PERSONAL);
   await createProfile(client, "models", ProfileType.LOCAL_MODEL_PROVIDER);
-  const bound = await run(client, { requestId: requestId("bind"), profile: "profiles/models", spec: { spec: { case: "modelProviderBind", value: { provider: "ollama" } } } });
+  const bound = await run(client, { requestId: requestId("bind"), profile: "profiles/models", spec: { kind: { case: "modelProviderBind", value: { provider: "ollama" } } } });
   expect(bound.operation.state).toBe(TaskState.COMPLETED);
 });
 afterAll(() => server.close());

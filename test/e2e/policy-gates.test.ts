@@ -21,7 +21,7 @@ import { repoRoot, startTestServer, tempDir, type TestServer } from "../helpers/
 
 const EXAMPLES = join(repoRoot, "examples/policies");
 
-type Spec = MessageInitShape<typeof OperationSpecSchema>["spec"];
+type Spec = MessageInitShape<typeof OperationSpecSchema>["kind"];
 const grant = (tool: string): Spec => ({ case: "toolGrantApply", value: { tool } });
 const bind = (provider: string, endpoint = ""): Spec => ({ case: "modelProviderBind", value: { provider, endpoint } });
 const container = (image: string, network = false): Spec => ({ case: "containerRun", value: { image: `${image}@sha256:${"a".repeat(64)}`, argv: ["true"], network } });
@@ -95,7 +95,7 @@ describe("admission", () => {
     const digest = (await bundleInForce(policy, ProfileType.PERSONAL))!.digest;
     expect(digest).toBe(sha256(readFileSync(join(EXAMPLES, "personal.yaml"), "utf8")));
     const expected = [{ gate: "toolGrant", rule: "personal.dev-tools", bundleDigest: digest, allowed: true, reason: "Everyday development tools may be granted and used." }];
-    const { operation } = await client.submitOperation({ requestId: requestId(), profile: profiles.dev, spec: { spec: grant("git") } });
+    const { operation } = await client.submitOperation({ requestId: requestId(), profile: profiles.dev, spec: { kind: grant("git") } });
     expect(operation?.policyDecisions).toMatchObject(expected);
     const { events, operation: ended } = await waitForEnd(client, operation!.name);
     expect(ended.state).toBe(TaskState.COMPLETED);
@@ -107,7 +107,7 @@ describe("admission", () => {
 
   it("refuses a tool grant no rule allows with PermissionDenied carrying the decision, and stores nothing", async () => {
     const before = { operations: (await client.listOperations({ pageSize: 1000 })).operations.length, sequence: await latestSequence(client) };
-    const request = { requestId: requestId(), profile: profiles.dev, spec: { spec: grant("curl") } };
+    const request = { requestId: requestId(), profile: profiles.dev, spec: { kind: grant("curl") } };
     const error = await refusal(client.submitOperation(request));
     expectPolicyDenial(error, "toolGrant", "no-matching-allow", digests.get(ProfileType.PERSONAL)!);
     expect(error.rawMessage).toContain("toolGrant");
@@ -124,7 +124,7 @@ describe("admission", () => {
     ["a contracted hosted provider over https", "hosted", bind("openai", "https://api.openai.example"), { "endpoint-scheme": "https" }, [["modelProviderUse", "hosted.contracted"]]],
     ["an execution, which no gate concerns", "dev", { case: "executionStart", value: { argv: ["true"] } }, {}, []],
   ])("admits %s, recording each gate's allowing rule", async (_what, profile, spec, labels, decisions) => {
-    const { operation } = await run(client, { requestId: requestId(), profile: profiles[profile], labels, spec: { spec } });
+    const { operation } = await run(client, { requestId: requestId(), profile: profiles[profile], labels, spec: { kind: spec } });
     expect(operation.state).toBe(TaskState.COMPLETED);
     expect(operation.policyDecisions.map((d) => [d.gate, d.rule, d.allowed, d.bundleDigest])).toEqual(
       decisions.map(([gate, rule]) => [gate, rule, true, digests.get(profileTypes[profile]!)]),
@@ -141,12 +141,12 @@ describe("admission", () => {
     ["an official container that asks for network: the second gate denies", "dev", container("docker.io/library/alpine", true), {}, "networkProfile", "no-matching-allow"],
     ["a corporate container that asks for network", "corp", container("registry.corp.example/build", true), {}, "networkProfile", "corp.no-container-egress"],
   ])("refuses %s with POLICY_DENIED naming the gate and the rule", async (_what, profile, spec, labels, gate, rule) => {
-    const error = await refusal(client.submitOperation({ requestId: requestId(), profile: profiles[profile], labels, spec: { spec } }));
+    const error = await refusal(client.submitOperation({ requestId: requestId(), profile: profiles[profile], labels, spec: { kind: spec } }));
     expectPolicyDenial(error, gate, rule, digests.get(profileTypes[profile]!)!);
   });
 
   it("decides the policy gates before asking for an executor: an allowed container is refused only for want of a runtime", async () => {
-    const error = await refusal(client.submitOperation({ requestId: requestId(), profile: profiles.dev, spec: { spec: container("docker.io/library/alpine") } }));
+    const error = await refusal(client.submitOperation({ requestId: requestId(), profile: profiles.dev, spec: { kind: container("docker.io/library/alpine") } }));
     expect(error.code).toBe(Code.FailedPrecondition);
     expect(error.findDetails(ErrorInfoSchema)[0]?.reason).toBe("NO_EXECUTOR");
   });
@@ -161,11 +161,11 @@ describe("admission", () => {
       expect(bundles.map((b) => b.profileType)).toEqual([ProfileType.PERSONAL]);
       // Creating a profile concerns no gate, so it is admitted without a bundle.
       const corp = await createProfile(loneClient, "corp", ProfileType.CORPORATE_FIREWALL);
-      const error = await refusal(loneClient.submitOperation({ requestId: requestId(), profile: corp, spec: { spec: grant("git") } }));
+      const error = await refusal(loneClient.submitOperation({ requestId: requestId(), profile: corp, spec: { kind: grant("git") } }));
       expectPolicyDenial(error, "toolGrant", "missing-bundle", "");
       expect(error.rawMessage).toContain("corporate_firewall");
       const dev = await createProfile(loneClient, "dev");
-      const { operation } = await run(loneClient, { requestId: requestId(), profile: dev, spec: { spec: grant("git") } });
+      const { operation } = await run(loneClient, { requestId: requestId(), profile: dev, spec: { kind: grant("git") } });
       expect(operation.policyDecisions).toMatchObject([{ rule: "personal.dev-tools", allowed: true, bundleDigest: bundles[0]!.digest }]);
     } finally {
       await lone.close();
@@ -179,7 +179,7 @@ describe("EvaluatePolicy", () => {
     ["a grant no rule allows", "profiles/dev", grant("curl"), false, "PERMISSION_DENIED", "POLICY_DENIED", [["toolGrant", "no-matching-allow"]]],
     ["a grant in a profile that does not exist", "profiles/nope", grant("git"), false, "FAILED_PRECONDITION", "PROFILE_NOT_FOUND", []],
   ])("answers for a submit of %s as admission would decide it", async (_what, profile, spec, allowed, code, reason, decisions) => {
-    const answer = await policy.evaluatePolicy({ subject: { case: "operation", value: { requestId: requestId(), profile, spec: { spec } } } });
+    const answer = await policy.evaluatePolicy({ subject: { case: "operation", value: { requestId: requestId(), profile, spec: { kind: spec } } } });
     expect(answer.allowed).toBe(allowed);
     expect(answer.decisions.map((d) => [d.gate, d.rule])).toEqual(decisions);
     expect(answer.decisions.every((d) => d.allowed === allowed && d.bundleDigest === digests.get(ProfileType.PERSONAL))).toBe(true);
@@ -189,25 +189,25 @@ describe("EvaluatePolicy", () => {
 
   it("answers as a submit would for a profile that already exists and for a budget that does not fit, with the message", async () => {
     const existing = await policy.evaluatePolicy({
-      subject: { case: "operation", value: { requestId: requestId(), spec: { spec: { case: "profileCreate", value: { profileId: "dev", profileType: ProfileType.PERSONAL } } } } },
+      subject: { case: "operation", value: { requestId: requestId(), spec: { kind: { case: "profileCreate", value: { profileId: "dev", profileType: ProfileType.PERSONAL } } } } },
     });
     expect([existing.allowed, existing.denialCode, existing.denial?.reason]).toEqual([false, "ALREADY_EXISTS", "PROFILE_EXISTS"]);
     expect(existing.denialMessage).toContain("profiles/dev already exists");
     const tooLong = await policy.evaluatePolicy({
       subject: {
         case: "operation",
-        value: { requestId: requestId(), profile: profiles.dev, spec: { spec: { case: "executionStart", value: { argv: ["true"] } } }, requestedBudget: { wallClockSeconds: 1n << 50n } },
+        value: { requestId: requestId(), profile: profiles.dev, spec: { kind: { case: "executionStart", value: { argv: ["true"] } } }, requestedBudget: { wallClockSeconds: 1n << 50n } },
       },
     });
     expect([tooLong.allowed, tooLong.denialCode, tooLong.denial?.reason, tooLong.denial?.metadata.dimension]).toEqual([false, "RESOURCE_EXHAUSTED", "BUDGET_EXCEEDED", "wallClockSeconds"]);
     const fits = await policy.evaluatePolicy({
-      subject: { case: "operation", value: { requestId: requestId(), profile: profiles.dev, spec: { spec: { case: "executionStart", value: { argv: ["true"] } } } } },
+      subject: { case: "operation", value: { requestId: requestId(), profile: profiles.dev, spec: { kind: { case: "executionStart", value: { argv: ["true"] } } } } },
     });
     expect(fits.allowed).toBe(true);
   });
 
   it("stores nothing and does not take the request id: the same submit afterwards creates the operation", async () => {
-    const request = { requestId: requestId(), profile: profiles.dev, spec: { spec: grant("rg") } };
+    const request = { requestId: requestId(), profile: profiles.dev, spec: { kind: grant("rg") } };
     const before = { operations: (await client.listOperations({ pageSize: 1000 })).operations.length, sequence: await latestSequence(client) };
     const answer = await policy.evaluatePolicy({ subject: { case: "operation", value: request } });
     expect(answer.allowed).toBe(true);
@@ -221,8 +221,8 @@ describe("EvaluatePolicy", () => {
 
   describe("for a runtime call in a profile", () => {
     beforeAll(async () => {
-      await run(client, { requestId: requestId(), profile: profiles.local, spec: { spec: bind("ollama") } });
-      await run(client, { requestId: requestId(), profile: profiles.dev, spec: { spec: grant("make") } });
+      await run(client, { requestId: requestId(), profile: profiles.local, spec: { kind: bind("ollama") } });
+      await run(client, { requestId: requestId(), profile: profiles.dev, spec: { kind: grant("make") } });
     });
 
     it.each<[string, MessageInitShape<typeof RuntimeCallSchema>, boolean, string, string, [string, string][]]>([
@@ -250,7 +250,7 @@ describe("ApplyPolicyBundle", () => {
   let applying: TestServer;
   let applyingClient: OperationsClient;
   let dev: string;
-  const submitGrant = (tool: string) => applyingClient.submitOperation({ requestId: requestId(), profile: dev, spec: { spec: grant(tool) } });
+  const submitGrant = (tool: string) => applyingClient.submitOperation({ requestId: requestId(), profile: dev, spec: { kind: grant(tool) } });
   const onlyTools = (id: string, tools: string[]) => bundleSource("personal", [{ id, gate: "toolGrant", effect: "allow", when: `input.tool in ${JSON.stringify(tools)}` }]);
 
   beforeAll(async () => {
@@ -338,7 +338,7 @@ describe("restart", () => {
       expect(bundles.find((b) => b.profileType === ProfileType.PERSONAL)).toEqual(applied);
       const secondClient = operationsClient(second.url);
       const dev = await createProfile(secondClient, "dev");
-      expectPolicyDenial(await refusal(secondClient.submitOperation({ requestId: requestId(), profile: dev, spec: { spec: grant("git") } })), "toolGrant", "no-matching-allow", sha256(source));
+      expectPolicyDenial(await refusal(secondClient.submitOperation({ requestId: requestId(), profile: dev, spec: { kind: grant("git") } })), "toolGrant", "no-matching-allow", sha256(source));
     } finally {
       await second.close();
     }

@@ -19,7 +19,7 @@ const PROFILE = "profiles/ready";
 async function submitRecords(client: OperationsClient, count: number): Promise<void> {
   await Promise.all(
     Array.from({ length: count }, () =>
-      client.submitOperation({ requestId: requestId("ready"), profile: PROFILE, spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } }),
+      client.submitOperation({ requestId: requestId("ready"), profile: PROFILE, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } }),
     ),
   );
 }

@@ -113,7 +113,7 @@ it("a policy bundle applied through one replica decides on the others within a h
   started.push(a!, b!);
   const viaB = operationsClient(b!.url);
   const profile = await createProfile(viaB, "policy");
-  const grant = (tool: string) => ({ requestId: `grant-${tool}-${Date.now()}`, profile, spec: { spec: { case: "toolGrantApply" as const, value: { tool } } } });
+  const grant = (tool: string) => ({ requestId: `grant-${tool}-${Date.now()}`, profile, spec: { kind: { case: "toolGrantApply" as const, value: { tool } } } });
   expect((await viaB.submitOperation(grant("git"))).created).toBe(true);
 
   const admin = policyClient(a!.url, await policyAdmin(a!.dataDir, [ProfileType.PERSONAL]));

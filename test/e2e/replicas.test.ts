@@ -52,7 +52,7 @@ const FAST_RETRY = { maxAttempts: 2, initialBackoff: durationFromMs(20), maxBack
 function loadRequest(index: number, replica: number): SubmitInit {
   const labels = { replica: String(replica) };
   if (index % 4 === 3) return { ...execution(PROFILE, ["true"], { retryPolicy: FAST_RETRY }), labels };
-  return { requestId: requestId("load"), profile: PROFILE, labels, spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } };
+  return { requestId: requestId("load"), profile: PROFILE, labels, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } };
 }
 
 interface Ack {

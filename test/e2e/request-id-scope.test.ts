@@ -20,7 +20,7 @@ import { startWithScopedCallers, storesUnderTest, type ScopedCaller, type Scoped
 
 const SLEEPER = [process.execPath, "-e", "setTimeout(() => {}, 60000)"];
 
-const grant = (profile: string, tool: string, id: string) => ({ requestId: id, profile, spec: { spec: { case: "toolGrantApply" as const, value: { tool } } } });
+const grant = (profile: string, tool: string, id: string) => ({ requestId: id, profile, spec: { kind: { case: "toolGrantApply" as const, value: { tool } } } });
 
 describe.each(storesUnderTest())("%s", (_store, storeOf) => {
   let storeUrl: string | undefined;
@@ -62,7 +62,7 @@ describe.each(storesUnderTest())("%s", (_store, storeOf) => {
 
   /** The cancel CancelOperation answered with is a real one: an execution_cancel of `target`, in its profile, audited; the target ends cancelled. */
   async function expectRealCancel(cancel: Operation | undefined, target: Operation): Promise<void> {
-    expect(cancel).toMatchObject({ type: OperationType.EXECUTION_CANCEL, profile: target.profile, spec: { spec: { case: "executionCancel", value: { target: target.name } } } });
+    expect(cancel).toMatchObject({ type: OperationType.EXECUTION_CANCEL, profile: target.profile, spec: { kind: { case: "executionCancel", value: { target: target.name } } } });
     expect((await waitForEnd(theirs.clients.operations, target.name)).operation.state).toBe(TaskState.CANCELLED);
     const audit = createClient(AuditService, createGrpcTransport({ baseUrl: callers.server.url, interceptors: [bearer(callers.server.token)] }));
     const { records } = await audit.listAuditRecords({ pageSize: 1000, filter: { operationTypes: [OperationType.EXECUTION_CANCEL] } });

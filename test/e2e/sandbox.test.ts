@@ -227,7 +227,7 @@ describe("egress goes only through the plane's proxy, decided per destination, c
   /** Runs `script` granted egress (`network`) and returns the operation as it ended. */
   async function runWithEgress(client: ReturnType<typeof operationsClient>, profile: string, script: string) {
     const request = execution(profile, ["sh", "-c", script]);
-    const spec = request.spec!.spec;
+    const spec = request.spec!.kind;
     if (spec.case === "executionStart") spec.value.network = true;
     const { operation } = await client.submitOperation(request);
     return (await waitForEnd(client, operation!.name, 60_000)).operation;

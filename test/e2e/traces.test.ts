@@ -61,7 +61,7 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
   it("a submit's span continues the caller's traceparent, with admission, policy and the store commit below it and the executor's span after it", async () => {
     const caller = callerSpan();
     const { operation } = await client.submitOperation(
-      { requestId: requestId(), profile, spec: { spec: { case: "toolGrantApply", value: { tool: "git" } } } },
+      { requestId: requestId(), profile, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } },
       { headers: { traceparent: caller.traceparent } },
     );
     const name = operation!.name;
@@ -171,7 +171,7 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
   });
 
   it("a stream's span lasts until its end, and names the operation it watches", async () => {
-    const { operation } = await client.submitOperation({ requestId: requestId(), profile, spec: { spec: { case: "toolGrantApply", value: { tool: "make" } } } });
+    const { operation } = await client.submitOperation({ requestId: requestId(), profile, spec: { kind: { case: "toolGrantApply", value: { tool: "make" } } } });
     await waitForEnd(client, operation!.name);
     const method = "agentmachine.v1.OperationService/WatchOperation";
     const spans = await receiver.waitFor((received) => received.some((span) => span.name === method && span.attributes["agentmachine.operation.name"] === operation!.name));

@@ -12,7 +12,7 @@ const GiB = 1024n ** 3n;
 function operation(network: boolean, decisions: MessageInitShape<typeof PolicyDecisionSchema>[], budget = { sandboxMemoryBytes: 2n * GiB, cpuGpuComputeSeconds: 90n, wallClockSeconds: 60n }) {
   return create(OperationSchema, {
     name: "operations/01JABCDEF",
-    spec: { spec: { case: "containerRun", value: { image: IMAGE, argv: ["make", "-j4"], env: { ZED: "last", API_KEY: "s3cret" }, network } } },
+    spec: { kind: { case: "containerRun", value: { image: IMAGE, argv: ["make", "-j4"], env: { ZED: "last", API_KEY: "s3cret" }, network } } },
     requestedBudget: budget,
     policyDecisions: decisions,
   });

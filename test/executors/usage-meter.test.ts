@@ -76,7 +76,7 @@ describe("usage as it accrues", () => {
     const script = "{ const used = () => { const u = process.cpuUsage(); return u.user + u.system; }; const end = used() + 300000; while (used() < end); } setTimeout(() => {}, 4500)";
     const operation = create(OperationSchema, {
       name: "operations/metered",
-      spec: { spec: { case: "executionStart", value: { argv: [process.execPath, "-e", script] } } },
+      spec: { kind: { case: "executionStart", value: { argv: [process.execPath, "-e", script] } } },
       requestedBudget: { cpuGpuComputeSeconds: 60n, sandboxMemoryBytes: 1n << 30n, localDiskBytes: 1n << 30n, wallClockSeconds: 60n },
     });
     const reports: Budget[] = [];

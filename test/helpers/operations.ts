@@ -28,7 +28,7 @@ export function requestId(prefix = "req"): string {
 export async function createProfile(client: OperationsClient, profileId: string, profileType = ProfileType.PERSONAL): Promise<string> {
   const { operation } = await client.submitOperation({
     requestId: requestId("profile"),
-    spec: { spec: { case: "profileCreate", value: { profileId, profileType } } },
+    spec: { kind: { case: "profileCreate", value: { profileId, profileType } } },
   });
   await waitForEnd(client, operation!.name);
   return `profiles/${profileId}`;
@@ -47,7 +47,7 @@ export function execution(profile: string, argv: string[], options: ExecutionIni
   return create(SubmitOperationRequestSchema, {
     requestId: requestId("exec"),
     profile,
-    spec: { spec: { case: "executionStart", value: { argv, ...options } } },
+    spec: { kind: { case: "executionStart", value: { argv, ...options } } },
     requestedBudget,
   });
 }

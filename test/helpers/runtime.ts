@@ -134,7 +134,7 @@ export async function cancelAndWait(client: OperationsClient, name: string) {
 export async function createProfileWith(client: OperationsClient, profileId: string, profileType: number, budget?: BudgetInit): Promise<string> {
   const { operation } = await client.submitOperation({
     requestId: requestId("profile"),
-    spec: { spec: { case: "profileCreate", value: { profileId, profileType, ...(budget ? { budget } : {}) } } },
+    spec: { kind: { case: "profileCreate", value: { profileId, profileType, ...(budget ? { budget } : {}) } } },
   });
   const { operation: done } = await waitForEnd(client, operation!.name);
   expect(done.state).toBe(TaskState.COMPLETED);
@@ -143,13 +143,13 @@ export async function createProfileWith(client: OperationsClient, profileId: str
 
 /** Binds `provider` in the provider profile `profile`. */
 export async function bindProvider(client: OperationsClient, profile: string, provider: string): Promise<void> {
-  const { operation } = await client.submitOperation({ requestId: requestId("bind"), profile, spec: { spec: { case: "modelProviderBind", value: { provider } } } });
+  const { operation } = await client.submitOperation({ requestId: requestId("bind"), profile, spec: { kind: { case: "modelProviderBind", value: { provider } } } });
   expect((await waitForEnd(client, operation!.name)).operation.state).toBe(TaskState.COMPLETED);
 }
 
 /** Applies a grant of `tool` in `profile`; returns the grant operation's name. */
 export async function applyGrant(client: OperationsClient, profile: string, tool: string): Promise<string> {
-  const { operation } = await client.submitOperation({ requestId: requestId("grant"), profile, spec: { spec: { case: "toolGrantApply", value: { tool } } } });
+  const { operation } = await client.submitOperation({ requestId: requestId("grant"), profile, spec: { kind: { case: "toolGrantApply", value: { tool } } } });
   expect((await waitForEnd(client, operation!.name)).operation.state).toBe(TaskState.COMPLETED);
   return operation!.name;
 }

@@ -24,7 +24,7 @@ import { tempDir } from "../helpers/temp-dir.js";
 const silent = createLogger("error", new Writable({ write: (_chunk, _encoding, done) => done() }));
 const PROFILE = "profiles/work";
 
-type Spec = MessageInitShape<typeof OperationSpecSchema>["spec"];
+type Spec = MessageInitShape<typeof OperationSpecSchema>["kind"];
 
 let store: SqliteStore;
 let context: AdmissionContext;
@@ -32,7 +32,7 @@ let context: AdmissionContext;
 let profileCreate: Operation;
 
 function request(spec: Spec): SubmitOperationRequest {
-  return create(SubmitOperationRequestSchema, { requestId: `r-${Math.random()}`, profile: PROFILE, spec: { spec } });
+  return create(SubmitOperationRequestSchema, { requestId: `r-${Math.random()}`, profile: PROFILE, spec: { kind: spec } });
 }
 
 /** Admits `spec` and stores the result, as SubmitOperation does. */

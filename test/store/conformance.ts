@@ -11,7 +11,16 @@ import { OperationEventSchema } from "../../src/gen/agentmachine/v1/event_pb.js"
 import { OperationSchema, OperationSpecSchema, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema } from "../../src/gen/agentmachine/v1/policy_pb.js";
 import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { LEGACY_IDEMPOTENCY_SCOPE, type AccountState, type AuditQuery, type ChildAccount, type OperationStore, type StoredEvent } from "../../src/store/store.js";
+import {
+  LEGACY_IDEMPOTENCY_SCOPE,
+  type AccountState,
+  type AuditQuery,
+  type ChildAccount,
+  type KeyedCreate,
+  type OperationStore,
+  type RequestKey,
+  type StoredEvent,
+} from "../../src/store/store.js";
 
 // Builders of operations (each with a new name and request id) and events; the PostgreSQL replica
 // tests use them too.
@@ -76,6 +85,14 @@ async function accountStates(store: OperationStore, accounts: string[]): Promise
 }
 
 /** An audit record's draft, as a service makes one. */
+/** What a create without a key made (it always creates). */
+function made<T>(result: Promise<KeyedCreate<T>>): Promise<T> {
+  return result.then((written) => {
+    if (written.kind !== "created") throw new Error(`expected a create, got ${written.kind}`);
+    return written.value;
+  });
+}
+
 export function auditDraft(overrides: Partial<AuditDraft> = {}): AuditDraft {
   return {
     principal: "alice",
@@ -314,7 +331,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       await store.putDelegation(d("delegations/a", "delegations/root"));
       await store.putDelegation(d("delegations/a1", "delegations/a"));
       await store.putDelegation(d("delegations/b", "delegations/root"));
-      expect((await store.listDelegationSubtree("delegations/root")).map((x) => x.name)).toEqual(["delegations/root", "delegations/a", "delegations/b", "delegations/a1"]);
+      expect((await store.listDelegationSubtree("delegations/root")).map((x) => x.delegation.name)).toEqual(["delegations/root", "delegations/a", "delegations/b", "delegations/a1"]);
       const revoked = await store.revokeDelegationSubtree("delegations/a", new Date(), "test");
       expect(revoked.map((x) => x.name).sort()).toEqual(["delegations/a", "delegations/a1"]);
       expect((await store.getDelegation("delegations/a1"))?.revokeReason).toBe("test");
@@ -329,10 +346,38 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       await store.putDelegation(scoped);
       expect((await store.getDelegation("delegations/mounts"))?.scope?.mountPrefixes).toEqual(["/src/app", "*"]);
       const mounts = [{ hostPath: "/src/app", path: "/project", readWrite: false }, { hostPath: "out", path: "/out", readWrite: true }];
-      const op = operation({ type: OperationType.EXECUTION_START, spec: create(OperationSpecSchema, { spec: { case: "executionStart", value: { argv: ["true"], mounts } } }) });
+      const op = operation({ type: OperationType.EXECUTION_START, spec: create(OperationSpecSchema, { kind: { case: "executionStart", value: { argv: ["true"], mounts } } }) });
       await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "m" });
-      const stored = (await store.getOperation(op.name))?.spec?.spec;
+      const stored = (await store.getOperation(op.name))?.spec?.kind;
       expect(stored?.case === "executionStart" && stored.value.mounts.map(({ hostPath, path, readWrite }) => ({ hostPath, path, readWrite }))).toEqual(mounts);
+    });
+
+    it("pages a subtree by position (depth, then name), and leaves revoked and expired delegations out when asked", async () => {
+      const d = (name: string, parent = "", expiresInMs = 60_000) =>
+        create(DelegationSchema, { name, parent, subject: name, expireTime: timestampFromDate(new Date(Date.now() + expiresInMs)) });
+      await store.putDelegation(d("delegations/t"));
+      for (const child of ["c", "a", "b"]) await store.putDelegation(d(`delegations/t-${child}`, "delegations/t"));
+      await store.putDelegation(d("delegations/t-a-1", "delegations/t-a"));
+      await store.putDelegation(d("delegations/t-b-1", "delegations/t-b", -1_000));
+      await store.revokeDelegationSubtree("delegations/t-c", new Date(), "test");
+      const names = (entries: { delegation: { name: string } }[]) => entries.map((e) => e.delegation.name);
+      const all = ["delegations/t", "delegations/t-a", "delegations/t-b", "delegations/t-c", "delegations/t-a-1", "delegations/t-b-1"];
+      const first = await store.listDelegationSubtree("delegations/t", { limit: 2 });
+      expect(first.map((e) => [e.delegation.name, e.depth])).toEqual([["delegations/t", 0], ["delegations/t-a", 1]]);
+      // Pages taken from each previous page's last entry cover the listing exactly once, in order.
+      const paged = [...first];
+      for (let last = first[first.length - 1]!; ; ) {
+        const page = await store.listDelegationSubtree("delegations/t", { after: { depth: last.depth, name: last.delegation.name }, limit: 2 });
+        paged.push(...page);
+        if (page.length < 2) break;
+        last = page[page.length - 1]!;
+      }
+      expect(names(paged)).toEqual(all);
+      expect(names(await store.listDelegationSubtree("delegations/t", { limit: 10, activeAt: new Date() }))).toEqual(["delegations/t", "delegations/t-a", "delegations/t-b", "delegations/t-a-1"]);
+      expect(names(await store.listDelegationSubtree("delegations/t", { after: { depth: 1, name: "delegations/t-a" }, limit: 10, activeAt: new Date() }))).toEqual([
+        "delegations/t-b",
+        "delegations/t-a-1",
+      ]);
     });
 
     it("reserves budget at create: the check sees each account's held amount and a delegation's children", async () => {
@@ -583,7 +628,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
         calls.push({ siblings: siblings.map((s) => s.delegation.name).sort(), held: parentHeld.modelCalls });
         return undefined;
       };
-      const first = await store.putChildDelegation(delegation("delegations/pp-1", "delegations/pp"), record);
+      const first = await made(store.putChildDelegation(delegation("delegations/pp-1", "delegations/pp"), record));
       expect(first.name).toBe("delegations/pp-1");
       await store.putChildDelegation(delegation("delegations/pp-2", "delegations/pp"), record);
       expect(calls).toEqual([
@@ -600,19 +645,59 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
         ),
       );
       expect(raced.filter((r) => r.status === "fulfilled")).toHaveLength(3);
-      expect((await store.listDelegationSubtree("delegations/pp")).map((d) => d.name)).toHaveLength(6);
+      expect(await store.listDelegationSubtree("delegations/pp")).toHaveLength(6);
       // The parent's account now reports the children to a reservation's check.
       expect((await accountStates(store, ["delegations/pp"]))[0]!.children.map((c) => c.delegation.name)).toHaveLength(5);
+    });
+
+    it("records a child delegation's idempotency key in its commit: a retry carves nothing and names the first child, once however many race", async () => {
+      await store.putDelegation(delegation("delegations/kp"));
+      const key = (overrides: Partial<RequestKey> = {}): RequestKey => ({ scope: "delegations/kp", rpc: "IssueDelegation", requestId: "r-1", requestDigest: "d", ...overrides });
+      let checks = 0;
+      const check = () => {
+        checks += 1;
+        return undefined;
+      };
+      const raced = await Promise.all(Array.from({ length: 5 }, (_, i) => store.putChildDelegation(delegation(`delegations/kp-${i}`, "delegations/kp"), check, auditDraft(), key())));
+      expect(raced.filter((r) => r.kind === "created")).toHaveLength(1);
+      const first = raced.find((r) => r.kind === "created")!;
+      const firstName = first.kind === "created" ? first.value.name : "";
+      expect(raced.filter((r) => r.kind === "existing").map((r) => r.kind === "existing" && r.name)).toEqual(Array(4).fill(firstName));
+      expect(checks).toBe(1);
+      expect(await store.listDelegationSubtree("delegations/kp")).toHaveLength(2);
+      expect((await store.listAuditRecords({ afterSequence: 0n, limit: 100 })).filter((r) => r.resource.startsWith("delegations/kp-"))).toHaveLength(1);
+      // Another body under the key: refused by name, nothing written.
+      expect(await store.putChildDelegation(delegation("delegations/kp-x", "delegations/kp"), check, undefined, key({ requestDigest: "other" }))).toEqual({ kind: "request-id-conflict", name: firstName });
+      // The same request id in another scope, or of another RPC, is another key.
+      expect((await store.putChildDelegation(delegation("delegations/kp-y", "delegations/kp"), check, undefined, key({ scope: "delegations/other" }))).kind).toBe("created");
+      expect((await store.putChildDelegation(delegation("delegations/kp-z", "delegations/kp"), check, undefined, key({ rpc: "ApplyPolicyBundle" }))).kind).toBe("created");
+      expect(await store.getDelegation("delegations/kp-x")).toBeUndefined();
+    });
+
+    it("records a policy bundle's idempotency key in its commit: a retry stores no version and names the first", async () => {
+      const key: RequestKey = { scope: "delegations/admin", rpc: "ApplyPolicyBundle", requestId: "b-1", requestDigest: "d" };
+      const bundle = (source: string) => create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source, digest: source });
+      const first = await made(store.putPolicyBundle(bundle("one"), auditDraft(), key));
+      await made(store.putPolicyBundle(bundle("two")));
+      expect(await store.putPolicyBundle(bundle("one"), auditDraft(), key)).toEqual({ kind: "existing", name: first.name });
+      expect(await store.putPolicyBundle(bundle("three"), auditDraft(), { ...key, requestDigest: "other" })).toEqual({ kind: "request-id-conflict", name: first.name });
+      expect((await store.listPolicyBundles()).map((b) => b.version)).toEqual([2n]);
+      expect(await store.getPolicyBundle(first.name)).toMatchObject({ name: first.name, source: "one", version: 1n });
+      for (const unknown of ["policyBundles/personal/versions/9", "policyBundles/nothing/versions/1", "delegations/x"]) expect(await store.getPolicyBundle(unknown)).toBeUndefined();
+      // Keys are durable: a reopened store still answers them.
+      await store.close();
+      store = await reopen();
+      expect(await store.putPolicyBundle(bundle("one"), undefined, key)).toEqual({ kind: "existing", name: first.name });
     });
 
     it("versions policy bundles per profile type, and lists the newest of each in profile type order", async () => {
       const bundle = (profileType: ProfileType, source: string) => create(PolicyBundleSchema, { profileType, source, digest: source, appliedBy: "test" });
       expect(await store.listPolicyBundles()).toEqual([]);
-      const corporate = await store.putPolicyBundle(bundle(ProfileType.CORPORATE_FIREWALL, "c1"));
+      const corporate = await made(store.putPolicyBundle(bundle(ProfileType.CORPORATE_FIREWALL, "c1")));
       expect(corporate).toMatchObject({ version: 1n, name: "policyBundles/corporate_firewall/versions/1", source: "c1" });
-      expect(await store.putPolicyBundle(bundle(ProfileType.PERSONAL, "p1"))).toMatchObject({ version: 1n, name: "policyBundles/personal/versions/1" });
-      expect(await store.putPolicyBundle(bundle(ProfileType.PERSONAL, "p2"))).toMatchObject({ version: 2n, name: "policyBundles/personal/versions/2" });
-      const raced = await Promise.all(Array.from({ length: 5 }, (_, i) => store.putPolicyBundle(bundle(ProfileType.USER_OWNED_MODEL, `u${i}`))));
+      expect(await made(store.putPolicyBundle(bundle(ProfileType.PERSONAL, "p1")))).toMatchObject({ version: 1n, name: "policyBundles/personal/versions/1" });
+      expect(await made(store.putPolicyBundle(bundle(ProfileType.PERSONAL, "p2")))).toMatchObject({ version: 2n, name: "policyBundles/personal/versions/2" });
+      const raced = await Promise.all(Array.from({ length: 5 }, (_, i) => made(store.putPolicyBundle(bundle(ProfileType.USER_OWNED_MODEL, `u${i}`)))));
       expect(raced.map((b) => b.version).sort()).toEqual([1n, 2n, 3n, 4n, 5n]);
       const newest = raced.find((b) => b.version === 5n)!;
       const listed = await store.listPolicyBundles();
@@ -622,6 +707,10 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
         [ProfileType.USER_OWNED_MODEL, 5n, newest.source],
       ]);
       expect(listed[0]).toMatchObject({ name: "policyBundles/personal/versions/2", digest: "p2", appliedBy: "test" });
+      // A page: the profile types after a position, at most a limit.
+      expect((await store.listPolicyBundles({ after: ProfileType.UNSPECIFIED, limit: 2 })).map((b) => b.profileType)).toEqual([ProfileType.PERSONAL, ProfileType.CORPORATE_FIREWALL]);
+      expect((await store.listPolicyBundles({ after: ProfileType.CORPORATE_FIREWALL, limit: 2 })).map((b) => b.profileType)).toEqual([ProfileType.USER_OWNED_MODEL]);
+      expect(await store.listPolicyBundles({ after: ProfileType.USER_OWNED_MODEL, limit: 2 })).toEqual([]);
     });
 
     it("keeps a profile's budget, and reports none for a profile created without one", async () => {
@@ -651,7 +740,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect((await heldOf(store, "profiles/kept")).tokens).toBe(3n);
       expect((await store.getProfile("profiles/kept"))?.budget?.tokens).toBe(5n);
       expect(await store.modifyOperation(op.name, () => undefined, "once")).toMatchObject({ kind: "already-done", operation: { attempt: 2 } });
-      expect((await store.putPolicyBundle(create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "t" }))).version).toBe(2n);
+      expect((await made(store.putPolicyBundle(create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "t" })))).version).toBe(2n);
       // The reservation's record is kept too: settling after the reopen gives it back.
       await store.modifyOperation(op.name, (current) => ({ operation: { ...current, state: TaskState.COMPLETED }, settle: { spent: budget({ tokens: 1n }) } }));
       expect((await heldOf(store, "profiles/kept")).tokens).toBe(1n);
@@ -706,7 +795,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       await store.putChildDelegation(delegation("delegations/au-1", "delegations/au"), () => undefined, auditDraft({ operationType: OperationType.UNSPECIFIED, commandRef: "IssueDelegation" }));
       expect(await store.revokeDelegationSubtree("delegations/au-1", new Date(), "r", auditDraft({ commandRef: "RevokeDelegation" }))).toHaveLength(1);
       expect(await store.revokeDelegationSubtree("delegations/au-1", new Date(), "r", auditDraft({ commandRef: "RevokeDelegation" }))).toEqual([]);
-      const bundle = await store.putPolicyBundle(create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "s", digest: "s" }), auditDraft({ commandRef: "ApplyPolicyBundle" }));
+      const bundle = await made(store.putPolicyBundle(create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "s", digest: "s" }), auditDraft({ commandRef: "ApplyPolicyBundle" })));
       // A denied attempt, which has no other effect.
       const denied = await store.appendAudit(auditDraft({ decision: { allowed: false, code: "permission_denied", reason: "no" } }));
       expect(denied.sequence).toBe(6n);

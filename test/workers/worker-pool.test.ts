@@ -14,6 +14,7 @@ import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
 import { OperationSchema, StopCauseSchema, type Operation, type StopCause } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import {
   AttemptResult,
+  HeldLeaseSchema,
   LeaseSchema,
   ReportOutcomeRequestSchema,
   ReportProgressRequestSchema,
@@ -35,6 +36,9 @@ const realSetImmediate = setImmediate;
 const flush = (): Promise<void> => new Promise((resolve) => realSetImmediate(resolve));
 
 const PENDING = Symbol("pending");
+
+/** A lease as a worker's heartbeat names it. */
+const held = ({ operation, attempt, fencingToken }: Lease) => create(HeldLeaseSchema, { operation, attempt, fencingToken });
 /** What `promise` settled with after the pool had a turn, or PENDING. */
 async function peek<T>(promise: Promise<T>): Promise<T | typeof PENDING> {
   await flush();
@@ -49,7 +53,7 @@ function execution(id: string, workerSelector: Record<string, string> = {}, prof
   return create(OperationSchema, {
     name: `operations/${id}`,
     profile,
-    spec: { spec: { case: "executionStart", value: { argv: ["true"], workerSelector } } },
+    spec: { kind: { case: "executionStart", value: { argv: ["true"], workerSelector } } },
   });
 }
 
@@ -420,7 +424,7 @@ describe("lease expiry", () => {
     const { lease, run } = await runOn(pool, worker, execution("a"));
     for (let elapsed = 0; elapsed < 3 * TTL_MS; elapsed += TTL_MS / 2) {
       await vi.advanceTimersByTimeAsync(TTL_MS / 2);
-      const { renewed, revoked } = pool.heartbeat(principal("w"), [lease]);
+      const { renewed, revoked } = pool.heartbeat(principal("w"), [held(lease)]);
       expect(revoked).toEqual([]);
       expect(renewed).toHaveLength(1);
       expect(renewed[0]).toMatchObject({ operation: lease.operation, attempt: lease.attempt, fencingToken: lease.fencingToken });
@@ -441,10 +445,10 @@ describe("lease expiry", () => {
     const live = await runOn(pool, worker, execution("b"));
     const unknown = create(LeaseSchema, { operation: "operations/none", attempt: 1, fencingToken: 1n });
 
-    const answer = pool.heartbeat(principal("w"), [expiring.lease, unknown, live.lease]);
-    expect(answer.revoked).toEqual([expiring.lease, unknown]);
+    const answer = pool.heartbeat(principal("w"), [held(expiring.lease), held(unknown), held(live.lease)]);
+    expect(answer.revoked).toEqual([held(expiring.lease), held(unknown)]);
     expect(answer.renewed.map((l) => l.fencingToken)).toEqual([live.lease.fencingToken]);
-    expect(pool.heartbeat(principal("intruder"), [live.lease])).toEqual({ renewed: [], revoked: [live.lease] });
+    expect(pool.heartbeat(principal("intruder"), [held(live.lease)])).toEqual({ renewed: [], revoked: [held(live.lease)] });
   });
 });
 
@@ -537,7 +541,7 @@ describe("workers going away", () => {
     expect(await peek(run)).toBe(PENDING);
 
     await connectWorker(pool, principal("w"), { capacity: 1, labels: {}, resumeWorker: first.name });
-    expect(pool.heartbeat(principal("w"), [lease]).renewed).toHaveLength(1);
+    expect(pool.heartbeat(principal("w"), [held(lease)]).renewed).toHaveLength(1);
     pool.reportOutcome(principal("w"), outcomeRequest(lease, AttemptResult.COMPLETED, { message: "done" }));
     expect(await run).toMatchObject({ kind: "completed", message: "done" });
   });
@@ -550,7 +554,7 @@ describe("workers going away", () => {
     await first.disconnect();
     const second = await connectWorker(pool, principal("w"), { capacity: 1, labels: {}, resumeWorker: first.name });
     expect(second.name).toBe(first.name);
-    expect(pool.heartbeat(principal("w"), [lease]).renewed).toHaveLength(1);
+    expect(pool.heartbeat(principal("w"), [held(lease)]).renewed).toHaveLength(1);
 
     controller.abort(create(StopCauseSchema, { reason: "cancelled", message: "stop" }));
     await flush();
@@ -564,7 +568,7 @@ describe("workers going away", () => {
     const { lease } = await runOn(pool, first, execution("a"));
     await first.disconnect();
     await connectWorker(pool, principal("w"), { capacity: 1, labels: {}, resumeWorker: first.name });
-    expect(pool.heartbeat(principal("w"), [lease]).renewed).toHaveLength(1);
+    expect(pool.heartbeat(principal("w"), [held(lease)]).renewed).toHaveLength(1);
     expect(await peek(pool.reserve(execution("b"), new AbortController().signal))).toBe(PENDING);
   });
 });

@@ -4,6 +4,7 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import type { Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
+import { allPages, MAX_PAGE_SIZE } from "../../model/all-pages.js";
 import { delegations } from "../client.js";
 import { confirmAction } from "../confirm.js";
 import { h, liveStatus } from "../dom.js";
@@ -61,7 +62,13 @@ export async function renderDelegations({ root, actions, signal }: ViewContext):
   };
 
   const load = async (): Promise<void> => {
-    const { delegations: all, remainingBudgets } = await delegations.listDelegations({ includeInactive: true }, { signal });
+    // The whole tree: every page.
+    const all: Delegation[] = [];
+    const remainingBudgets: Record<string, Budget> = {};
+    for await (const page of allPages((pageToken) => delegations.listDelegations({ includeInactive: true, pageSize: MAX_PAGE_SIZE, pageToken }, { signal }))) {
+      all.push(...page.delegations);
+      Object.assign(remainingBudgets, page.remainingBudgets);
+    }
     const names = new Set(all.map((delegation) => delegation.name));
     const children = new Map<string, Delegation[]>();
     for (const delegation of all) children.set(delegation.parent, [...(children.get(delegation.parent) ?? []), delegation]);

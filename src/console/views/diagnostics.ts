@@ -50,7 +50,7 @@ export async function renderDiagnostics({ root, signal }: ViewContext): Promise<
     void (async () => {
       const name = profile.value.trim();
       const { operation } = await operations.submitOperation(
-        { requestId: `console-${crypto.randomUUID()}`, profile: name.startsWith("profiles/") ? name : `profiles/${name}`, spec: { spec: { case: "diagnosticsExport", value: {} } } },
+        { requestId: `console-${crypto.randomUUID()}`, profile: name.startsWith("profiles/") ? name : `profiles/${name}`, spec: { kind: { case: "diagnosticsExport", value: {} } } },
         { signal },
       );
       let ended = operation!;

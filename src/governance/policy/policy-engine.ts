@@ -8,7 +8,7 @@ import { PolicyBundleSchema, type PolicyBundle, type PolicyInput } from "../../g
 import type { ProfileType } from "../../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../../model/mapping.js";
 import type { AuditDraft } from "../../model/audit-chain.js";
-import type { OperationStore } from "../../store/store.js";
+import type { KeyedCreate, OperationStore, RequestKey } from "../../store/store.js";
 import { invalidField } from "../../api/errors.js";
 import type { Logger } from "../../api/logger.js";
 import type { PlaneMetrics } from "../../metrics/plane-metrics.js";
@@ -84,14 +84,16 @@ export class PolicyEngine {
     if (this.bundles.get(bundle.profileType)?.digest === bundle.digest) return undefined;
     const stored = await this.store.putPolicyBundle(this.record(bundle, source, appliedBy));
     this.bundles.set(bundle.profileType, bundle);
-    return stored;
+    // Without a key, a put always creates.
+    return stored.kind === "created" ? stored.value : undefined;
   }
 
   /**
    * Compiles and applies a bundle for `profileType`; InvalidArgument naming the problem if it
-   * cannot be used. `audit`: the command's record, committed with the bundle.
+   * cannot be used. `audit`: the command's record, committed with the bundle. With `key`, a key
+   * recorded already changes nothing, here either: the bundle in force stays.
    */
-  async apply(profileType: ProfileType, source: string, appliedBy: string, audit?: AuditDraft): Promise<PolicyBundle> {
+  async apply(profileType: ProfileType, source: string, appliedBy: string, audit?: AuditDraft, key?: RequestKey): Promise<KeyedCreate<PolicyBundle>> {
     let bundle: CompiledBundle;
     try {
       bundle = compileBundle(source);
@@ -102,13 +104,9 @@ export class PolicyEngine {
     if (bundle.profileType !== profileType) {
       throw invalidField("source", `profileType: the bundle governs ${profileTypeNames.get(bundle.profileType)}, not ${profileTypeNames.get(profileType)}`);
     }
-    const stored = await this.store.putPolicyBundle(this.record(bundle, source, appliedBy), audit);
-    this.bundles.set(profileType, bundle);
+    const stored = await this.store.putPolicyBundle(this.record(bundle, source, appliedBy), audit, key);
+    if (stored.kind === "created") this.bundles.set(profileType, bundle);
     return stored;
-  }
-
-  list(): Promise<PolicyBundle[]> {
-    return this.store.listPolicyBundles();
   }
 
   /** Decides each gate for `input` (whose `gate` field is set per gate), in order. */

@@ -25,7 +25,7 @@ function base({ principal, profile, profileType }: Where) {
 }
 
 export function operationInput(where: Where, operation: Pick<Operation, "type" | "spec" | "labels">): PolicyInput {
-  const spec = operation.spec?.spec;
+  const spec = operation.spec?.kind;
   return create(PolicyInputSchema, {
     ...base(where),
     operationType: operationTypeNames.get(operation.type) ?? "",

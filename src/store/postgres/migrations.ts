@@ -1,6 +1,7 @@
 // Versioned schema of the PostgreSQL store. Append new versions; never edit an applied one.
 // Every replica runs `migrate` at start; a session-level advisory lock makes them take turns, so
 // two replicas starting together never apply the same version twice or see a half-made schema.
+import { REQUEST_KEYS_TABLE } from "../request-keys.js";
 import type { Pool } from "pg";
 import { checkout } from "./checkout.js";
 
@@ -141,6 +142,10 @@ export const migrations: readonly { version: number; sql: string }[] = [
       ALTER TABLE operations DROP CONSTRAINT operations_request_id_unique;
       ALTER TABLE operations ADD CONSTRAINT operations_request_key_unique UNIQUE (idempotency_scope, request_id);
     `,
+  },
+  {
+    version: 5,
+    sql: REQUEST_KEYS_TABLE,
   },
 ];
 

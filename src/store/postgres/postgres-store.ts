@@ -63,7 +63,6 @@ import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachin
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
-import { profileTypeNames } from "../../model/mapping.js";
 import { addBudgets, settledHolding } from "../../model/budget-math.js";
 import { isTerminal } from "../../model/transitions.js";
 import {
@@ -82,23 +81,30 @@ import type {
   AccountState,
   AuditPruneResult,
   AuditQuery,
+  BundlePage,
   ChildAccount,
   ClaimResult,
   CreateResult,
   EventBounds,
+  KeyedCreate,
   Modification,
   ModifyResult,
   NewOperation,
   OperationQuery,
   OperationStore,
   OperationUpdate,
+  RequestKey,
   RetentionPolicy,
   Settlement,
   SlotKey,
   StoredEvent,
   StoredProfile,
+  SubtreeEntry,
+  SubtreePage,
   UpdateResult,
 } from "../store.js";
+import { subtreeSql } from "../delegation-rows.js";
+import { bundleName, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
 import { checkout } from "./checkout.js";
 import { clientConfig } from "./client-config.js";
 import { EventFeed } from "./event-feed.js";
@@ -600,9 +606,16 @@ export class PostgresStore implements OperationStore {
     });
   }
 
-  putChildDelegation(child: Delegation, check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined, audit?: AuditDraft): Promise<Delegation> {
+  putChildDelegation(
+    child: Delegation,
+    check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined,
+    audit?: AuditDraft,
+    key?: RequestKey,
+  ): Promise<KeyedCreate<Delegation>> {
     const stored = clone(DelegationSchema, child);
-    return this.write(async (tx) => {
+    return this.write(async (tx): Promise<KeyedCreate<Delegation>> => {
+      const taken = key && (await this.takeKey(tx, key, stored.name));
+      if (taken) return taken;
       // The parent delegation row, then the parent's budget account row — which reservations on
       // the parent lock too — and only then its holdings and children are read: neither changes
       // until this commit.
@@ -612,8 +625,24 @@ export class PostgresStore implements OperationStore {
       if (refusal !== undefined) throw refusal;
       await this.insertDelegation(tx, stored);
       if (audit !== undefined) await tx.appendAudit(audit, stored.name);
-      return stored;
+      return { kind: "created", value: stored };
     });
+  }
+
+  /**
+   * Records `key` as naming `resource`, or answers for it if it is recorded already. A concurrent
+   * create with the same key waits here until the first commits (then it answers for the key) or
+   * rolls back (then it records the key itself).
+   */
+  private async takeKey(tx: Transaction, key: RequestKey, resource: string): Promise<KeyedCreate<never> | undefined> {
+    const inserted = await tx.query(`INSERT INTO request_keys (${REQUEST_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, requestKeyValues(key, resource));
+    if (inserted.rowCount === 1) return undefined;
+    const { rows } = await tx.query<RequestKeyRow>("SELECT request_digest, resource FROM request_keys WHERE scope = $1 AND rpc = $2 AND request_id = $3", [
+      key.scope,
+      key.rpc,
+      key.requestId,
+    ]);
+    return takenKey(key, rows[0]!);
   }
 
   async getDelegation(name: string): Promise<Delegation | undefined> {
@@ -621,17 +650,16 @@ export class PostgresStore implements OperationStore {
     return rows[0] && fromBinary(DelegationSchema, rows[0].data);
   }
 
-  private static readonly subtreeSql = `
-    WITH RECURSIVE subtree(id, depth) AS (
-      SELECT id, 0 FROM delegations WHERE id = $1
-      UNION ALL
-      SELECT d.id, s.depth + 1 FROM delegations d JOIN subtree s ON d.parent = s.id
-    )
-    SELECT d.id, d.revoked, d.data FROM delegations d JOIN subtree s ON d.id = s.id ORDER BY s.depth, d.id`;
+  private static readonly subtreeSql = subtreeSql("", undefined, () => "$1");
 
-  async listDelegationSubtree(name: string): Promise<Delegation[]> {
-    const { rows } = await this.pool.query<{ data: Uint8Array }>(PostgresStore.subtreeSql, [name]);
-    return rows.map((row) => fromBinary(DelegationSchema, row.data));
+  async listDelegationSubtree(name: string, page?: SubtreePage): Promise<SubtreeEntry[]> {
+    const args: unknown[] = [];
+    const sql = subtreeSql(name, page, (value) => {
+      args.push(value);
+      return `$${args.length}`;
+    });
+    const { rows } = await this.pool.query<{ data: Uint8Array; depth: number }>(sql, args);
+    return rows.map((row) => ({ delegation: fromBinary(DelegationSchema, row.data), depth: Number(row.depth) }));
   }
 
   revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]> {
@@ -653,27 +681,37 @@ export class PostgresStore implements OperationStore {
     });
   }
 
-  putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft): Promise<PolicyBundle> {
+  putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft, key?: RequestKey): Promise<KeyedCreate<PolicyBundle>> {
     const submitted = clone(PolicyBundleSchema, bundle);
-    return this.write(async (tx) => {
+    return this.write(async (tx): Promise<KeyedCreate<PolicyBundle>> => {
       const stored = clone(PolicyBundleSchema, submitted);
       await tx.query("SELECT pg_advisory_xact_lock($1, $2)", [POLICY_BUNDLE_LOCK, stored.profileType]);
       const { rows } = await tx.query<{ version: bigint | null }>("SELECT MAX(version) AS version FROM policy_bundles WHERE profile_type = $1", [stored.profileType]);
       stored.version = (rows[0]?.version ?? 0n) + 1n;
-      stored.name = `policyBundles/${profileTypeNames.get(stored.profileType)}/versions/${stored.version}`;
+      stored.name = bundleName(stored.profileType, stored.version);
+      const taken = key && (await this.takeKey(tx, key, stored.name));
+      if (taken) return taken;
       await tx.query("INSERT INTO policy_bundles (profile_type, version, data) VALUES ($1, $2, $3)", [
         stored.profileType,
         stored.version,
         toBinary(PolicyBundleSchema, stored),
       ]);
       if (audit !== undefined) await tx.appendAudit(audit, stored.name);
-      return stored;
+      return { kind: "created", value: stored };
     });
   }
 
-  async listPolicyBundles(): Promise<PolicyBundle[]> {
+  async getPolicyBundle(name: string): Promise<PolicyBundle | undefined> {
+    const parsed = parseBundleName(name);
+    if (parsed === undefined) return undefined;
+    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM policy_bundles WHERE profile_type = $1 AND version = $2", [parsed.profileType, parsed.version]);
+    return rows[0] && fromBinary(PolicyBundleSchema, rows[0].data);
+  }
+
+  async listPolicyBundles(page?: BundlePage): Promise<PolicyBundle[]> {
     const { rows } = await this.pool.query<{ data: Uint8Array }>(
-      "SELECT DISTINCT ON (profile_type) data FROM policy_bundles ORDER BY profile_type, version DESC",
+      "SELECT DISTINCT ON (profile_type) data FROM policy_bundles WHERE profile_type > $1 ORDER BY profile_type, version DESC LIMIT $2",
+      [page?.after ?? -1, page?.limit ?? null],
     );
     return rows.map((row) => fromBinary(PolicyBundleSchema, row.data));
   }

@@ -1,4 +1,5 @@
 // Versioned schema of the SQLite store. Append new versions; never edit an applied one.
+import { REQUEST_KEYS_TABLE } from "../request-keys.js";
 export const migrations: readonly { version: number; sql: string }[] = [
   {
     version: 1,
@@ -142,5 +143,9 @@ export const migrations: readonly { version: number; sql: string }[] = [
       CREATE INDEX operations_state ON operations (state, name);
       CREATE INDEX operations_profile ON operations (profile, name);
     `,
+  },
+  {
+    version: 8,
+    sql: REQUEST_KEYS_TABLE,
   },
 ];

@@ -14,7 +14,6 @@ import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/del
 import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
-import { profileTypeNames } from "../../model/mapping.js";
 import { addBudgets, settledHolding } from "../../model/budget-math.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../../model/transitions.js";
@@ -34,23 +33,30 @@ import type {
   AccountState,
   AuditPruneResult,
   AuditQuery,
+  BundlePage,
   ChildAccount,
   ClaimResult,
   CreateResult,
   Modification,
   ModifyResult,
   EventBounds,
+  KeyedCreate,
   NewOperation,
   OperationQuery,
   OperationStore,
   OperationUpdate,
+  RequestKey,
   RetentionPolicy,
   Settlement,
   SlotKey,
   StoredEvent,
   StoredProfile,
+  SubtreeEntry,
+  SubtreePage,
   UpdateResult,
 } from "../store.js";
+import { subtreeSql } from "../delegation-rows.js";
+import { bundleName, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
 import { GroupCommit } from "./group-commit.js";
 import { migrations } from "./migrations.js";
 
@@ -135,10 +141,13 @@ export class SqliteStore implements OperationStore {
       insertOnceKey: this.db.prepare("INSERT OR IGNORE INTO once_keys (key) VALUES (?)"),
       latestBundleVersion: this.db.prepare("SELECT MAX(version) AS version FROM policy_bundles WHERE profile_type = ?"),
       insertBundle: this.db.prepare("INSERT INTO policy_bundles (profile_type, version, data) VALUES (?, ?, ?)"),
+      getBundle: this.db.prepare("SELECT data FROM policy_bundles WHERE profile_type = ? AND version = ?"),
+      insertRequestKey: this.db.prepare(`INSERT INTO request_keys (${REQUEST_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?)`),
+      getRequestKey: this.db.prepare("SELECT request_digest, resource FROM request_keys WHERE scope = ? AND rpc = ? AND request_id = ?"),
       latestBundles: this.db.prepare(`
         SELECT data FROM policy_bundles p
-        WHERE version = (SELECT MAX(version) FROM policy_bundles q WHERE q.profile_type = p.profile_type)
-        ORDER BY profile_type`),
+        WHERE version = (SELECT MAX(version) FROM policy_bundles q WHERE q.profile_type = p.profile_type) AND profile_type > ?
+        ORDER BY profile_type LIMIT ?`),
       insertEvent: this.db.prepare(
         "INSERT INTO events (operation, time_ms, profile, operation_type, labels, data) VALUES (?, ?, ?, ?, ?, ?)",
       ),
@@ -153,13 +162,7 @@ export class SqliteStore implements OperationStore {
       insertDelegation: this.db.prepare("INSERT OR IGNORE INTO delegations (id, parent, expire_ms, data) VALUES (?, ?, ?, ?)"),
       getDelegation: this.db.prepare("SELECT data FROM delegations WHERE id = ?"),
       delegationChildren: this.db.prepare("SELECT data FROM delegations WHERE parent = ?"),
-      delegationSubtree: this.db.prepare(`
-        WITH RECURSIVE subtree(id, depth) AS (
-          SELECT id, 0 FROM delegations WHERE id = ?
-          UNION ALL
-          SELECT d.id, s.depth + 1 FROM delegations d JOIN subtree s ON d.parent = s.id
-        )
-        SELECT d.id, d.revoked, d.data FROM delegations d JOIN subtree s ON d.id = s.id ORDER BY s.depth, d.id`),
+      delegationSubtree: this.db.prepare(subtreeSql("", undefined, () => "?")),
       revokeDelegation: this.db.prepare("UPDATE delegations SET revoked = 1, data = ? WHERE id = ?"),
       getSecret: this.db.prepare("SELECT value FROM secrets WHERE key = ?"),
       insertSecret: this.db.prepare("INSERT OR IGNORE INTO secrets (key, value) VALUES (?, ?)"),
@@ -462,17 +465,31 @@ export class SqliteStore implements OperationStore {
     });
   }
 
-  putChildDelegation(child: Delegation, check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined, audit?: AuditDraft): Promise<Delegation> {
+  putChildDelegation(
+    child: Delegation,
+    check: (siblings: ChildAccount[], parentHeld: Budget) => Error | undefined,
+    audit?: AuditDraft,
+    key?: RequestKey,
+  ): Promise<KeyedCreate<Delegation>> {
     const stored = clone(DelegationSchema, child);
-    return this.commits.submit(() => {
+    return this.commits.submit((): KeyedCreate<Delegation> => {
+      const taken = key && this.takenKey(key);
+      if (taken) return taken;
       const parent = this.accountState(stored.parent);
       const refusal = check(parent.children, parent.held);
       if (refusal !== undefined) throw refusal;
       const expireMs = stored.expireTime ? Number(stored.expireTime.seconds) * 1000 : 0;
       this.statements.insertDelegation.run(stored.name, stored.parent, expireMs, toBinary(DelegationSchema, stored));
+      if (key !== undefined) this.statements.insertRequestKey.run(...requestKeyValues(key, stored.name));
       if (audit !== undefined) this.appendAuditNow(audit, stored.name);
-      return stored;
+      return { kind: "created", value: stored };
     });
+  }
+
+  /** The answer for `key` if it is recorded already (in a commit). */
+  private takenKey(key: RequestKey): KeyedCreate<never> | undefined {
+    const row = this.statements.getRequestKey.get(key.scope, key.rpc, key.requestId) as RequestKeyRow | undefined;
+    return row && takenKey(key, row);
   }
 
   async getDelegation(name: string): Promise<Delegation | undefined> {
@@ -485,8 +502,14 @@ export class SqliteStore implements OperationStore {
     return rows.map((row) => ({ id: row.id, revoked: row.revoked, delegation: fromBinary(DelegationSchema, row.data) }));
   }
 
-  async listDelegationSubtree(name: string): Promise<Delegation[]> {
-    return this.subtree(name).map((row) => row.delegation);
+  async listDelegationSubtree(name: string, page?: SubtreePage): Promise<SubtreeEntry[]> {
+    const args: unknown[] = [];
+    const sql = subtreeSql(name, page, (value) => {
+      args.push(value);
+      return "?";
+    });
+    const rows = this.db.prepare(sql).all(...args) as { data: Uint8Array; depth: bigint }[];
+    return rows.map((row) => ({ delegation: fromBinary(DelegationSchema, row.data), depth: Number(row.depth) }));
   }
 
   revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]> {
@@ -504,20 +527,29 @@ export class SqliteStore implements OperationStore {
     });
   }
 
-  putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft): Promise<PolicyBundle> {
+  putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft, key?: RequestKey): Promise<KeyedCreate<PolicyBundle>> {
     const stored = clone(PolicyBundleSchema, bundle);
-    return this.commits.submit(() => {
+    return this.commits.submit((): KeyedCreate<PolicyBundle> => {
+      const taken = key && this.takenKey(key);
+      if (taken) return taken;
       const latest = this.statements.latestBundleVersion.get(stored.profileType) as { version: bigint | null };
       stored.version = (latest.version ?? 0n) + 1n;
-      stored.name = `policyBundles/${profileTypeNames.get(stored.profileType)}/versions/${stored.version}`;
+      stored.name = bundleName(stored.profileType, stored.version);
       this.statements.insertBundle.run(stored.profileType, stored.version, toBinary(PolicyBundleSchema, stored));
+      if (key !== undefined) this.statements.insertRequestKey.run(...requestKeyValues(key, stored.name));
       if (audit !== undefined) this.appendAuditNow(audit, stored.name);
-      return stored;
+      return { kind: "created", value: stored };
     });
   }
 
-  async listPolicyBundles(): Promise<PolicyBundle[]> {
-    const rows = this.statements.latestBundles.all() as { data: Uint8Array }[];
+  async getPolicyBundle(name: string): Promise<PolicyBundle | undefined> {
+    const parsed = parseBundleName(name);
+    const row = parsed && (this.statements.getBundle.get(parsed.profileType, parsed.version) as { data: Uint8Array } | undefined);
+    return row ? fromBinary(PolicyBundleSchema, row.data) : undefined;
+  }
+
+  async listPolicyBundles(page?: BundlePage): Promise<PolicyBundle[]> {
+    const rows = this.statements.latestBundles.all(page?.after ?? -1, page?.limit ?? -1) as { data: Uint8Array }[];
     return rows.map((row) => fromBinary(PolicyBundleSchema, row.data));
   }
 

@@ -9,6 +9,7 @@ import { file_agentmachine_v1_budget } from "./budget_pb.js";
 import type { Delegation, DelegationScope } from "./delegation_pb.js";
 import { file_agentmachine_v1_delegation } from "./delegation_pb.js";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -17,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/delegation_service.proto.
  */
 export const file_agentmachine_v1_delegation_service: GenFile = /*@__PURE__*/
-  fileDesc("CihhZ2VudG1hY2hpbmUvdjEvZGVsZWdhdGlvbl9zZXJ2aWNlLnByb3RvEg9hZ2VudG1hY2hpbmUudjEioAEKFklzc3VlRGVsZWdhdGlvblJlcXVlc3QSGwoHc3ViamVjdBgBIAEoCUIKukgHcgUQARjIARI3CgVzY29wZRgCIAEoCzIgLmFnZW50bWFjaGluZS52MS5EZWxlZ2F0aW9uU2NvcGVCBrpIA8gBARIwCgN0dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CCLpIBaoBAioAIlkKF0lzc3VlRGVsZWdhdGlvblJlc3BvbnNlEi8KCmRlbGVnYXRpb24YASABKAsyGy5hZ2VudG1hY2hpbmUudjEuRGVsZWdhdGlvbhINCgV0b2tlbhgCIAEoCSJrChdSZXZva2VEZWxlZ2F0aW9uUmVxdWVzdBI2CgRuYW1lGAEgASgJQii6SCVyIzIhXmRlbGVnYXRpb25zL1tBLVphLXowLTlfLV17MSw2NH0kEhgKBnJlYXNvbhgCIAEoCUIIukgFcgMY6AciYgoYUmV2b2tlRGVsZWdhdGlvblJlc3BvbnNlEi8KCmRlbGVnYXRpb24YASABKAsyGy5hZ2VudG1hY2hpbmUudjEuRGVsZWdhdGlvbhIVCg1yZXZva2VkX2NvdW50GAIgASgNIk4KFEdldERlbGVnYXRpb25SZXF1ZXN0EjYKBG5hbWUYASABKAlCKLpIJXIjMiFeZGVsZWdhdGlvbnMvW0EtWmEtejAtOV8tXXsxLDY0fSQiewoVR2V0RGVsZWdhdGlvblJlc3BvbnNlEi8KCmRlbGVnYXRpb24YASABKAsyGy5hZ2VudG1hY2hpbmUudjEuRGVsZWdhdGlvbhIxChByZW1haW5pbmdfYnVkZ2V0GAIgASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldCIyChZMaXN0RGVsZWdhdGlvbnNSZXF1ZXN0EhgKEGluY2x1ZGVfaW5hY3RpdmUYASABKAgi+AEKF0xpc3REZWxlZ2F0aW9uc1Jlc3BvbnNlEjAKC2RlbGVnYXRpb25zGAEgAygLMhsuYWdlbnRtYWNoaW5lLnYxLkRlbGVnYXRpb24SWQoRcmVtYWluaW5nX2J1ZGdldHMYAiADKAsyPi5hZ2VudG1hY2hpbmUudjEuTGlzdERlbGVnYXRpb25zUmVzcG9uc2UuUmVtYWluaW5nQnVkZ2V0c0VudHJ5GlAKFVJlbWFpbmluZ0J1ZGdldHNFbnRyeRILCgNrZXkYASABKAkSJgoFdmFsdWUYAiABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0OgI4ASIPCg1XaG9BbUlSZXF1ZXN0Im0KDldob0FtSVJlc3BvbnNlEi8KCmRlbGVnYXRpb24YASABKAsyGy5hZ2VudG1hY2hpbmUudjEuRGVsZWdhdGlvbhIqCgVjaGFpbhgCIAMoCzIbLmFnZW50bWFjaGluZS52MS5EZWxlZ2F0aW9uMocEChFEZWxlZ2F0aW9uU2VydmljZRJkCg9Jc3N1ZURlbGVnYXRpb24SJy5hZ2VudG1hY2hpbmUudjEuSXNzdWVEZWxlZ2F0aW9uUmVxdWVzdBooLmFnZW50bWFjaGluZS52MS5Jc3N1ZURlbGVnYXRpb25SZXNwb25zZRJsChBSZXZva2VEZWxlZ2F0aW9uEiguYWdlbnRtYWNoaW5lLnYxLlJldm9rZURlbGVnYXRpb25SZXF1ZXN0GikuYWdlbnRtYWNoaW5lLnYxLlJldm9rZURlbGVnYXRpb25SZXNwb25zZSIDkAICEmMKDUdldERlbGVnYXRpb24SJS5hZ2VudG1hY2hpbmUudjEuR2V0RGVsZWdhdGlvblJlcXVlc3QaJi5hZ2VudG1hY2hpbmUudjEuR2V0RGVsZWdhdGlvblJlc3BvbnNlIgOQAgESaQoPTGlzdERlbGVnYXRpb25zEicuYWdlbnRtYWNoaW5lLnYxLkxpc3REZWxlZ2F0aW9uc1JlcXVlc3QaKC5hZ2VudG1hY2hpbmUudjEuTGlzdERlbGVnYXRpb25zUmVzcG9uc2UiA5ACARJOCgZXaG9BbUkSHi5hZ2VudG1hY2hpbmUudjEuV2hvQW1JUmVxdWVzdBofLmFnZW50bWFjaGluZS52MS5XaG9BbUlSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_agentmachine_v1_budget, file_agentmachine_v1_delegation, file_buf_validate_validate, file_google_protobuf_duration]);
+  fileDesc("CihhZ2VudG1hY2hpbmUvdjEvZGVsZWdhdGlvbl9zZXJ2aWNlLnByb3RvEg9hZ2VudG1hY2hpbmUudjEi3gEKFklzc3VlRGVsZWdhdGlvblJlcXVlc3QSHgoHc3ViamVjdBgBIAEoCUIN4EECukgHcgUQARjIARI6CgVzY29wZRgCIAEoCzIgLmFnZW50bWFjaGluZS52MS5EZWxlZ2F0aW9uU2NvcGVCCeBBArpIA8gBARIwCgN0dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CCLpIBaoBAioAEjYKCnJlcXVlc3RfaWQYBCABKAlCIrpIH3IdMhteKFtBLVphLXowLTkuXzotXXsxLDEyOH0pPyQiagoXSXNzdWVEZWxlZ2F0aW9uUmVzcG9uc2USLwoKZGVsZWdhdGlvbhgBIAEoCzIbLmFnZW50bWFjaGluZS52MS5EZWxlZ2F0aW9uEg0KBXRva2VuGAIgASgJEg8KB2NyZWF0ZWQYAyABKAgibgoXUmV2b2tlRGVsZWdhdGlvblJlcXVlc3QSOQoEbmFtZRgBIAEoCUIr4EECukglciMyIV5kZWxlZ2F0aW9ucy9bQS1aYS16MC05Xy1dezEsNjR9JBIYCgZyZWFzb24YAiABKAlCCLpIBXIDGOgHImIKGFJldm9rZURlbGVnYXRpb25SZXNwb25zZRIvCgpkZWxlZ2F0aW9uGAEgASgLMhsuYWdlbnRtYWNoaW5lLnYxLkRlbGVnYXRpb24SFQoNcmV2b2tlZF9jb3VudBgCIAEoDSJRChRHZXREZWxlZ2F0aW9uUmVxdWVzdBI5CgRuYW1lGAEgASgJQivgQQK6SCVyIzIhXmRlbGVnYXRpb25zL1tBLVphLXowLTlfLV17MSw2NH0kIoABChVHZXREZWxlZ2F0aW9uUmVzcG9uc2USLwoKZGVsZWdhdGlvbhgBIAEoCzIbLmFnZW50bWFjaGluZS52MS5EZWxlZ2F0aW9uEjYKEHJlbWFpbmluZ19idWRnZXQYAiABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0QgPgQQMibwoWTGlzdERlbGVnYXRpb25zUmVxdWVzdBIYChBpbmNsdWRlX2luYWN0aXZlGAEgASgIEh0KCXBhZ2Vfc2l6ZRgCIAEoBUIKukgHGgUY6AcoABIcCgpwYWdlX3Rva2VuGAMgASgJQgi6SAVyAxiABCKWAgoXTGlzdERlbGVnYXRpb25zUmVzcG9uc2USMAoLZGVsZWdhdGlvbnMYASADKAsyGy5hZ2VudG1hY2hpbmUudjEuRGVsZWdhdGlvbhJeChFyZW1haW5pbmdfYnVkZ2V0cxgCIAMoCzI+LmFnZW50bWFjaGluZS52MS5MaXN0RGVsZWdhdGlvbnNSZXNwb25zZS5SZW1haW5pbmdCdWRnZXRzRW50cnlCA+BBAxIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkaUAoVUmVtYWluaW5nQnVkZ2V0c0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLmFnZW50bWFjaGluZS52MS5CdWRnZXQ6AjgBIg8KDVdob0FtSVJlcXVlc3QibQoOV2hvQW1JUmVzcG9uc2USLwoKZGVsZWdhdGlvbhgBIAEoCzIbLmFnZW50bWFjaGluZS52MS5EZWxlZ2F0aW9uEioKBWNoYWluGAIgAygLMhsuYWdlbnRtYWNoaW5lLnYxLkRlbGVnYXRpb24yhwQKEURlbGVnYXRpb25TZXJ2aWNlEmQKD0lzc3VlRGVsZWdhdGlvbhInLmFnZW50bWFjaGluZS52MS5Jc3N1ZURlbGVnYXRpb25SZXF1ZXN0GiguYWdlbnRtYWNoaW5lLnYxLklzc3VlRGVsZWdhdGlvblJlc3BvbnNlEmwKEFJldm9rZURlbGVnYXRpb24SKC5hZ2VudG1hY2hpbmUudjEuUmV2b2tlRGVsZWdhdGlvblJlcXVlc3QaKS5hZ2VudG1hY2hpbmUudjEuUmV2b2tlRGVsZWdhdGlvblJlc3BvbnNlIgOQAgISYwoNR2V0RGVsZWdhdGlvbhIlLmFnZW50bWFjaGluZS52MS5HZXREZWxlZ2F0aW9uUmVxdWVzdBomLmFnZW50bWFjaGluZS52MS5HZXREZWxlZ2F0aW9uUmVzcG9uc2UiA5ACARJpCg9MaXN0RGVsZWdhdGlvbnMSJy5hZ2VudG1hY2hpbmUudjEuTGlzdERlbGVnYXRpb25zUmVxdWVzdBooLmFnZW50bWFjaGluZS52MS5MaXN0RGVsZWdhdGlvbnNSZXNwb25zZSIDkAIBEk4KBldob0FtSRIeLmFnZW50bWFjaGluZS52MS5XaG9BbUlSZXF1ZXN0Gh8uYWdlbnRtYWNoaW5lLnYxLldob0FtSVJlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_agentmachine_v1_budget, file_agentmachine_v1_delegation, file_buf_validate_validate, file_google_api_field_behavior, file_google_protobuf_duration]);
 
 /**
  * Request of DelegationService.IssueDelegation.
@@ -45,6 +46,15 @@ export type IssueDelegationRequest = Message<"agentmachine.v1.IssueDelegationReq
    * @generated from field: google.protobuf.Duration ttl = 3;
    */
   ttl?: Duration | undefined;
+
+  /**
+   * The client's idempotency key, unique per intended delegation among the caller's own IssueDelegation
+   * calls: keys are scoped to the delegation the caller's credential names (as
+   * SubmitOperationRequest.request_id). Empty: no key, every call issues a new child.
+   *
+   * @generated from field: string request_id = 4;
+   */
+  requestId: string;
 };
 
 /**
@@ -73,6 +83,14 @@ export type IssueDelegationResponse = Message<"agentmachine.v1.IssueDelegationRe
    * @generated from field: string token = 2;
    */
   token: string;
+
+  /**
+   * False when the request_id had already been used with the same body and the existing child
+   * is returned (as stored now: it may have been revoked since).
+   *
+   * @generated from field: bool created = 3;
+   */
+  created: boolean;
 };
 
 /**
@@ -201,6 +219,21 @@ export type ListDelegationsRequest = Message<"agentmachine.v1.ListDelegationsReq
    * @generated from field: bool include_inactive = 1;
    */
   includeInactive: boolean;
+
+  /**
+   * At most this many delegations; 0 means 50; at most 1000.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page, with the same include_inactive, from the same
+   * delegation.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
 };
 
 /**
@@ -217,19 +250,29 @@ export const ListDelegationsRequestSchema: GenMessage<ListDelegationsRequest> = 
  */
 export type ListDelegationsResponse = Message<"agentmachine.v1.ListDelegationsResponse"> & {
   /**
-   * The caller's delegation first, then its descendants, oldest first.
+   * Parents before children: the caller's delegation first, then its children, then their
+   * children, each generation by name (names are time-ordered: oldest first). The order is
+   * stable across pages.
    *
    * @generated from field: repeated agentmachine.v1.Delegation delegations = 1;
    */
   delegations: Delegation[];
 
   /**
-   * Output only. For each delegation listed, by its name: what it can still give, as
+   * Output only. For each delegation on this page, by its name: what it can still give, as
    * GetDelegationResponse.remaining_budget says.
    *
    * @generated from field: map<string, agentmachine.v1.Budget> remaining_budgets = 2;
    */
   remainingBudgets: { [key: string]: Budget };
+
+  /**
+   * Opaque; empty on the last page. Tokens are signed: an edited token, or one of another
+   * request or caller, is InvalidArgument.
+   *
+   * @generated from field: string next_page_token = 3;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -294,7 +337,11 @@ export const DelegationService: GenService<{
    * Issues a child of the caller's delegation. The child's scope must be a subset of the
    * caller's on every axis, its budget is carved out of what remains of the caller's, and it
    * expires no later than the caller's. PermissionDenied otherwise, or when the caller may not
-   * delegate. The credential is in the response and nowhere else.
+   * delegate. The credential is in the response and nowhere else: the server does not keep it.
+   * Idempotent when `request_id` is set (not marked IDEMPOTENT: without one, every call issues),
+   * scoped to the caller's delegation as SubmitOperation's: a retry with the same body returns
+   * the same delegation (its budget carved once) and signs its credential again, byte for byte
+   * the same while the server's key is the same; with a different body it is AlreadyExists.
    *
    * @generated from rpc agentmachine.v1.DelegationService.IssueDelegation
    */
@@ -325,7 +372,7 @@ export const DelegationService: GenService<{
     output: typeof GetDelegationResponseSchema;
   },
   /**
-   * Lists the caller's delegation and its descendants.
+   * Lists the caller's delegation and its descendants, one page at a time.
    *
    * @generated from rpc agentmachine.v1.DelegationService.ListDelegations
    */

@@ -5,13 +5,14 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file agentmachine/v1/diagnostics_service.proto.
  */
 export const file_agentmachine_v1_diagnostics_service: GenFile = /*@__PURE__*/
-  fileDesc("CilhZ2VudG1hY2hpbmUvdjEvZGlhZ25vc3RpY3Nfc2VydmljZS5wcm90bxIPYWdlbnRtYWNoaW5lLnYxIlgKGkRvd25sb2FkRGlhZ25vc3RpY3NSZXF1ZXN0EjoKCW9wZXJhdGlvbhgBIAEoCUInukgkciIyIF5vcGVyYXRpb25zL1tBLVphLXowLTlfLV17MSw2NH0kIiwKG0Rvd25sb2FkRGlhZ25vc3RpY3NSZXNwb25zZRINCgVjaHVuaxgBIAEoDDKNAQoSRGlhZ25vc3RpY3NTZXJ2aWNlEncKE0Rvd25sb2FkRGlhZ25vc3RpY3MSKy5hZ2VudG1hY2hpbmUudjEuRG93bmxvYWREaWFnbm9zdGljc1JlcXVlc3QaLC5hZ2VudG1hY2hpbmUudjEuRG93bmxvYWREaWFnbm9zdGljc1Jlc3BvbnNlIgOQAgEwAWIGcHJvdG8z", [file_buf_validate_validate]);
+  fileDesc("CilhZ2VudG1hY2hpbmUvdjEvZGlhZ25vc3RpY3Nfc2VydmljZS5wcm90bxIPYWdlbnRtYWNoaW5lLnYxIlsKGkRvd25sb2FkRGlhZ25vc3RpY3NSZXF1ZXN0Ej0KCW9wZXJhdGlvbhgBIAEoCUIq4EECukgkciIyIF5vcGVyYXRpb25zL1tBLVphLXowLTlfLV17MSw2NH0kIiwKG0Rvd25sb2FkRGlhZ25vc3RpY3NSZXNwb25zZRINCgVjaHVuaxgBIAEoDDKNAQoSRGlhZ25vc3RpY3NTZXJ2aWNlEncKE0Rvd25sb2FkRGlhZ25vc3RpY3MSKy5hZ2VudG1hY2hpbmUudjEuRG93bmxvYWREaWFnbm9zdGljc1JlcXVlc3QaLC5hZ2VudG1hY2hpbmUudjEuRG93bmxvYWREaWFnbm9zdGljc1Jlc3BvbnNlIgOQAgEwAWIGcHJvdG8z", [file_buf_validate_validate, file_google_api_field_behavior]);
 
 /**
  * Request of DiagnosticsService.DownloadDiagnostics.

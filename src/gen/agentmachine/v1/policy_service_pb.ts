@@ -17,13 +17,14 @@ import { file_agentmachine_v1_runtime } from "./runtime_pb.js";
 import type { ProfileType } from "./types_pb.js";
 import { file_agentmachine_v1_types } from "./types_pb.js";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file agentmachine/v1/policy_service.proto.
  */
 export const file_agentmachine_v1_policy_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRhZ2VudG1hY2hpbmUvdjEvcG9saWN5X3NlcnZpY2UucHJvdG8SD2FnZW50bWFjaGluZS52MSKVAQoVRXZhbHVhdGVQb2xpY3lSZXF1ZXN0EjwKCW9wZXJhdGlvbhgBIAEoCzInLmFnZW50bWFjaGluZS52MS5TdWJtaXRPcGVyYXRpb25SZXF1ZXN0SAASLAoEY2FsbBgCIAEoCzIcLmFnZW50bWFjaGluZS52MS5Qcm9maWxlQ2FsbEgAQhAKB3N1YmplY3QSBbpIAggBIn0KC1Byb2ZpbGVDYWxsEjoKB3Byb2ZpbGUYASABKAlCKbpIJnIkMiJecHJvZmlsZXMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEjIKBGNhbGwYAiABKAsyHC5hZ2VudG1hY2hpbmUudjEuUnVudGltZUNhbGxCBrpIA8gBASK2AQoWRXZhbHVhdGVQb2xpY3lSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEjIKCWRlY2lzaW9ucxgCIAMoCzIfLmFnZW50bWFjaGluZS52MS5Qb2xpY3lEZWNpc2lvbhIqCgZkZW5pYWwYAyABKAsyGi5hZ2VudG1hY2hpbmUudjEuRXJyb3JJbmZvEhMKC2RlbmlhbF9jb2RlGAQgASgJEhYKDmRlbmlhbF9tZXNzYWdlGAUgASgJIhoKGExpc3RQb2xpY3lCdW5kbGVzUmVxdWVzdCJLChlMaXN0UG9saWN5QnVuZGxlc1Jlc3BvbnNlEi4KB2J1bmRsZXMYASADKAsyHS5hZ2VudG1hY2hpbmUudjEuUG9saWN5QnVuZGxlIncKGEFwcGx5UG9saWN5QnVuZGxlUmVxdWVzdBI+Cgxwcm9maWxlX3R5cGUYASABKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCCrpIB4IBBBABIAASGwoGc291cmNlGAIgASgJQgu6SAhyBhABGICAECJKChlBcHBseVBvbGljeUJ1bmRsZVJlc3BvbnNlEi0KBmJ1bmRsZRgBIAEoCzIdLmFnZW50bWFjaGluZS52MS5Qb2xpY3lCdW5kbGUy1AIKDVBvbGljeVNlcnZpY2USZgoORXZhbHVhdGVQb2xpY3kSJi5hZ2VudG1hY2hpbmUudjEuRXZhbHVhdGVQb2xpY3lSZXF1ZXN0GicuYWdlbnRtYWNoaW5lLnYxLkV2YWx1YXRlUG9saWN5UmVzcG9uc2UiA5ACARJvChFMaXN0UG9saWN5QnVuZGxlcxIpLmFnZW50bWFjaGluZS52MS5MaXN0UG9saWN5QnVuZGxlc1JlcXVlc3QaKi5hZ2VudG1hY2hpbmUudjEuTGlzdFBvbGljeUJ1bmRsZXNSZXNwb25zZSIDkAIBEmoKEUFwcGx5UG9saWN5QnVuZGxlEikuYWdlbnRtYWNoaW5lLnYxLkFwcGx5UG9saWN5QnVuZGxlUmVxdWVzdBoqLmFnZW50bWFjaGluZS52MS5BcHBseVBvbGljeUJ1bmRsZVJlc3BvbnNlYgZwcm90bzM", [file_agentmachine_v1_errors, file_agentmachine_v1_operation, file_agentmachine_v1_operation_service, file_agentmachine_v1_policy, file_agentmachine_v1_runtime, file_agentmachine_v1_types, file_buf_validate_validate]);
+  fileDesc("CiRhZ2VudG1hY2hpbmUvdjEvcG9saWN5X3NlcnZpY2UucHJvdG8SD2FnZW50bWFjaGluZS52MSKVAQoVRXZhbHVhdGVQb2xpY3lSZXF1ZXN0EjwKCW9wZXJhdGlvbhgBIAEoCzInLmFnZW50bWFjaGluZS52MS5TdWJtaXRPcGVyYXRpb25SZXF1ZXN0SAASLAoEY2FsbBgCIAEoCzIcLmFnZW50bWFjaGluZS52MS5Qcm9maWxlQ2FsbEgAQhAKB3N1YmplY3QSBbpIAggBIn0KC1Byb2ZpbGVDYWxsEjoKB3Byb2ZpbGUYASABKAlCKbpIJnIkMiJecHJvZmlsZXMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEjIKBGNhbGwYAiABKAsyHC5hZ2VudG1hY2hpbmUudjEuUnVudGltZUNhbGxCBrpIA8gBASK2AQoWRXZhbHVhdGVQb2xpY3lSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEjIKCWRlY2lzaW9ucxgCIAMoCzIfLmFnZW50bWFjaGluZS52MS5Qb2xpY3lEZWNpc2lvbhIqCgZkZW5pYWwYAyABKAsyGi5hZ2VudG1hY2hpbmUudjEuRXJyb3JJbmZvEhMKC2RlbmlhbF9jb2RlGAQgASgJEhYKDmRlbmlhbF9tZXNzYWdlGAUgASgJIlcKGExpc3RQb2xpY3lCdW5kbGVzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAQiZAoZTGlzdFBvbGljeUJ1bmRsZXNSZXNwb25zZRIuCgdidW5kbGVzGAEgAygLMh0uYWdlbnRtYWNoaW5lLnYxLlBvbGljeUJ1bmRsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkitQEKGEFwcGx5UG9saWN5QnVuZGxlUmVxdWVzdBJBCgxwcm9maWxlX3R5cGUYASABKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCDeBBArpIB4IBBBABIAASHgoGc291cmNlGAIgASgJQg7gQQK6SAhyBhABGICAEBI2CgpyZXF1ZXN0X2lkGAMgASgJQiK6SB9yHTIbXihbQS1aYS16MC05Ll86LV17MSwxMjh9KT8kIlsKGUFwcGx5UG9saWN5QnVuZGxlUmVzcG9uc2USLQoGYnVuZGxlGAEgASgLMh0uYWdlbnRtYWNoaW5lLnYxLlBvbGljeUJ1bmRsZRIPCgdjcmVhdGVkGAIgASgIMtQCCg1Qb2xpY3lTZXJ2aWNlEmYKDkV2YWx1YXRlUG9saWN5EiYuYWdlbnRtYWNoaW5lLnYxLkV2YWx1YXRlUG9saWN5UmVxdWVzdBonLmFnZW50bWFjaGluZS52MS5FdmFsdWF0ZVBvbGljeVJlc3BvbnNlIgOQAgESbwoRTGlzdFBvbGljeUJ1bmRsZXMSKS5hZ2VudG1hY2hpbmUudjEuTGlzdFBvbGljeUJ1bmRsZXNSZXF1ZXN0GiouYWdlbnRtYWNoaW5lLnYxLkxpc3RQb2xpY3lCdW5kbGVzUmVzcG9uc2UiA5ACARJqChFBcHBseVBvbGljeUJ1bmRsZRIpLmFnZW50bWFjaGluZS52MS5BcHBseVBvbGljeUJ1bmRsZVJlcXVlc3QaKi5hZ2VudG1hY2hpbmUudjEuQXBwbHlQb2xpY3lCdW5kbGVSZXNwb25zZWIGcHJvdG8z", [file_agentmachine_v1_errors, file_agentmachine_v1_operation, file_agentmachine_v1_operation_service, file_agentmachine_v1_policy, file_agentmachine_v1_runtime, file_agentmachine_v1_types, file_buf_validate_validate, file_google_api_field_behavior]);
 
 /**
  * Request of PolicyService.EvaluatePolicy.
@@ -146,6 +147,19 @@ export const EvaluatePolicyResponseSchema: GenMessage<EvaluatePolicyResponse> = 
  * @generated from message agentmachine.v1.ListPolicyBundlesRequest
  */
 export type ListPolicyBundlesRequest = Message<"agentmachine.v1.ListPolicyBundlesRequest"> & {
+  /**
+   * At most this many bundles; 0 means 50; at most 1000.
+   *
+   * @generated from field: int32 page_size = 1;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page.
+   *
+   * @generated from field: string page_token = 2;
+   */
+  pageToken: string;
 };
 
 /**
@@ -162,11 +176,19 @@ export const ListPolicyBundlesRequestSchema: GenMessage<ListPolicyBundlesRequest
  */
 export type ListPolicyBundlesResponse = Message<"agentmachine.v1.ListPolicyBundlesResponse"> & {
   /**
-   * The bundle in force per profile type, in profile type order.
+   * The bundle in force per profile type, in profile type order; the order is stable across
+   * pages.
    *
    * @generated from field: repeated agentmachine.v1.PolicyBundle bundles = 1;
    */
   bundles: PolicyBundle[];
+
+  /**
+   * Opaque; empty on the last page. Tokens are signed: an edited token is InvalidArgument.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -195,6 +217,15 @@ export type ApplyPolicyBundleRequest = Message<"agentmachine.v1.ApplyPolicyBundl
    * @generated from field: string source = 2;
    */
   source: string;
+
+  /**
+   * The client's idempotency key, unique per intended bundle version among the caller's own
+   * ApplyPolicyBundle calls: keys are scoped to the delegation the caller's credential names (as
+   * SubmitOperationRequest.request_id). Empty: no key, every call stores a new version.
+   *
+   * @generated from field: string request_id = 3;
+   */
+  requestId: string;
 };
 
 /**
@@ -211,11 +242,19 @@ export const ApplyPolicyBundleRequestSchema: GenMessage<ApplyPolicyBundleRequest
  */
 export type ApplyPolicyBundleResponse = Message<"agentmachine.v1.ApplyPolicyBundleResponse"> & {
   /**
-   * The bundle now in force.
+   * The bundle now in force; for a retry, the version the first request stored.
    *
    * @generated from field: agentmachine.v1.PolicyBundle bundle = 1;
    */
   bundle?: PolicyBundle | undefined;
+
+  /**
+   * False when the request_id had already been used with the same body and the version it
+   * stored is returned.
+   *
+   * @generated from field: bool created = 2;
+   */
+  created: boolean;
 };
 
 /**
@@ -249,7 +288,7 @@ export const PolicyService: GenService<{
     output: typeof EvaluatePolicyResponseSchema;
   },
   /**
-   * Lists the bundle in force for each profile type that has one.
+   * Lists the bundle in force for each profile type that has one, one page at a time.
    *
    * @generated from rpc agentmachine.v1.PolicyService.ListPolicyBundles
    */
@@ -262,6 +301,10 @@ export const PolicyService: GenService<{
    * Replaces the bundle of a profile type. The caller's delegation must list the profile type
    * in `policy_profile_types`. The bundle is compiled and checked first; one that does not
    * compile is refused with InvalidArgument naming the rule, and the bundle in force stays.
+   * Idempotent when `request_id` is set (not marked IDEMPOTENT: without one, every call stores a
+   * version), scoped to the caller's delegation as SubmitOperation's: a retry with the same body
+   * returns the version it stored and changes nothing (not even when another version was applied
+   * since); with a different body it is AlreadyExists.
    *
    * @generated from rpc agentmachine.v1.PolicyService.ApplyPolicyBundle
    */

@@ -11,6 +11,7 @@ import { file_agentmachine_v1_budget } from "./budget_pb.js";
 import type { Operation, StopCause } from "./operation_pb.js";
 import { file_agentmachine_v1_operation } from "./operation_pb.js";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -19,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/worker_service.proto.
  */
 export const file_agentmachine_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRhZ2VudG1hY2hpbmUvdjEvd29ya2VyX3NlcnZpY2UucHJvdG8SD2FnZW50bWFjaGluZS52MSKpAgoOQ29ubmVjdFJlcXVlc3QSHAoIY2FwYWNpdHkYASABKA1CCrpIByoFGIAIKAESagoGbGFiZWxzGAIgAygLMisuYWdlbnRtYWNoaW5lLnYxLkNvbm5lY3RSZXF1ZXN0LkxhYmVsc0VudHJ5Qi26SCqaAScQICIcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjJ9JCoFcgMYgAISHgoMZGlzcGxheV9uYW1lGAMgASgJQgi6SAVyAxjIARI+Cg1yZXN1bWVfd29ya2VyGAQgASgJQie6SCRyIjIgXih3b3JrZXJzL1tBLVphLXowLTlfLV17MSw2NH0pPyQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLFAQoPQ29ubmVjdFJlc3BvbnNlEjEKB3dlbGNvbWUYASABKAsyHi5hZ2VudG1hY2hpbmUudjEuV29ya2VyV2VsY29tZUgAEjUKCmFzc2lnbm1lbnQYAiABKAsyHy5hZ2VudG1hY2hpbmUudjEuVGFza0Fzc2lnbm1lbnRIABI5CgxjYW5jZWxsYXRpb24YAyABKAsyIS5hZ2VudG1hY2hpbmUudjEuVGFza0NhbmNlbGxhdGlvbkgAQg0KC2luc3RydWN0aW9uIoQBCg1Xb3JrZXJXZWxjb21lEg4KBndvcmtlchgBIAEoCRIsCglsZWFzZV90dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNQoSaGVhcnRiZWF0X2ludGVydmFsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIpwBCgVMZWFzZRI6CglvcGVyYXRpb24YASABKAlCJ7pIJHIiMiBeb3BlcmF0aW9ucy9bQS1aYS16MC05Xy1dezEsNjR9JBIPCgdhdHRlbXB0GAIgASgNEhUKDWZlbmNpbmdfdG9rZW4YAyABKAQSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIskBCg5UYXNrQXNzaWdubWVudBIlCgVsZWFzZRgBIAEoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZRItCglvcGVyYXRpb24YAiABKAsyGi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uEjUKA2VudhgDIAMoCzIoLmFnZW50bWFjaGluZS52MS5UYXNrQXNzaWdubWVudC5FbnZFbnRyeRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImQKEFRhc2tDYW5jZWxsYXRpb24SJQoFbGVhc2UYASABKAsyFi5hZ2VudG1hY2hpbmUudjEuTGVhc2USKQoFY2F1c2UYAiABKAsyGi5hZ2VudG1hY2hpbmUudjEuU3RvcENhdXNlInsKEEhlYXJ0YmVhdFJlcXVlc3QSNAoGd29ya2VyGAEgASgJQiS6SCFyHzIdXndvcmtlcnMvW0EtWmEtejAtOV8tXXsxLDY0fSQSMQoGbGVhc2VzGAIgAygLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlQgm6SAaSAQMQgAgiZQoRSGVhcnRiZWF0UmVzcG9uc2USJwoHcmVuZXdlZBgBIAMoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZRInCgdyZXZva2VkGAIgAygLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlIuoBChVSZXBvcnRQcm9ncmVzc1JlcXVlc3QSNAoGd29ya2VyGAEgASgJQiS6SCFyHzIdXndvcmtlcnMvW0EtWmEtejAtOV8tXXsxLDY0fSQSLQoFbGVhc2UYAiABKAsyFi5hZ2VudG1hY2hpbmUudjEuTGVhc2VCBrpIA8gBARIZCgdtZXNzYWdlGAMgASgJQgi6SAVyAxjoBxIdCgdwZXJjZW50GAQgASgNQge6SAQqAhhkSACIAQESJgoFdXNhZ2UYBSABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0QgoKCF9wZXJjZW50IhgKFlJlcG9ydFByb2dyZXNzUmVzcG9uc2Ui5QIKFFJlcG9ydE91dGNvbWVSZXF1ZXN0EjQKBndvcmtlchgBIAEoCUIkukghch8yHV53b3JrZXJzL1tBLVphLXowLTlfLV17MSw2NH0kEi0KBWxlYXNlGAIgASgLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlQga6SAPIAQESOgoGcmVzdWx0GAMgASgOMh4uYWdlbnRtYWNoaW5lLnYxLkF0dGVtcHRSZXN1bHRCCrpIB4IBBBABIAASGQoHbWVzc2FnZRgEIAEoCUIIukgFcgMY6AcSKQoFY2F1c2UYBSABKAsyGi5hZ2VudG1hY2hpbmUudjEuU3RvcENhdXNlEhEKCXJldHJ5YWJsZRgGIAEoCBIrCghhcnRpZmFjdBgHIAEoCzIZLmFnZW50bWFjaGluZS52MS5BcnRpZmFjdBImCgV1c2FnZRgIIAEoCzIXLmFnZW50bWFjaGluZS52MS5CdWRnZXQiFwoVUmVwb3J0T3V0Y29tZVJlc3BvbnNlKoYBCg1BdHRlbXB0UmVzdWx0Eh4KGkFUVEVNUFRfUkVTVUxUX1VOU1BFQ0lGSUVEEAASHAoYQVRURU1QVF9SRVNVTFRfQ09NUExFVEVEEAESGQoVQVRURU1QVF9SRVNVTFRfRkFJTEVEEAISHAoYQVRURU1QVF9SRVNVTFRfQ0FOQ0VMTEVEEAMy9gIKDVdvcmtlclNlcnZpY2USTgoHQ29ubmVjdBIfLmFnZW50bWFjaGluZS52MS5Db25uZWN0UmVxdWVzdBogLmFnZW50bWFjaGluZS52MS5Db25uZWN0UmVzcG9uc2UwARJSCglIZWFydGJlYXQSIS5hZ2VudG1hY2hpbmUudjEuSGVhcnRiZWF0UmVxdWVzdBoiLmFnZW50bWFjaGluZS52MS5IZWFydGJlYXRSZXNwb25zZRJhCg5SZXBvcnRQcm9ncmVzcxImLmFnZW50bWFjaGluZS52MS5SZXBvcnRQcm9ncmVzc1JlcXVlc3QaJy5hZ2VudG1hY2hpbmUudjEuUmVwb3J0UHJvZ3Jlc3NSZXNwb25zZRJeCg1SZXBvcnRPdXRjb21lEiUuYWdlbnRtYWNoaW5lLnYxLlJlcG9ydE91dGNvbWVSZXF1ZXN0GiYuYWdlbnRtYWNoaW5lLnYxLlJlcG9ydE91dGNvbWVSZXNwb25zZWIGcHJvdG8z", [file_agentmachine_v1_artifact, file_agentmachine_v1_budget, file_agentmachine_v1_operation, file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiRhZ2VudG1hY2hpbmUvdjEvd29ya2VyX3NlcnZpY2UucHJvdG8SD2FnZW50bWFjaGluZS52MSKpAgoOQ29ubmVjdFJlcXVlc3QSHAoIY2FwYWNpdHkYASABKA1CCrpIByoFGIAIKAESagoGbGFiZWxzGAIgAygLMisuYWdlbnRtYWNoaW5lLnYxLkNvbm5lY3RSZXF1ZXN0LkxhYmVsc0VudHJ5Qi26SCqaAScQICIcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjJ9JCoFcgMYgAISHgoMZGlzcGxheV9uYW1lGAMgASgJQgi6SAVyAxjIARI+Cg1yZXN1bWVfd29ya2VyGAQgASgJQie6SCRyIjIgXih3b3JrZXJzL1tBLVphLXowLTlfLV17MSw2NH0pPyQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLFAQoPQ29ubmVjdFJlc3BvbnNlEjEKB3dlbGNvbWUYASABKAsyHi5hZ2VudG1hY2hpbmUudjEuV29ya2VyV2VsY29tZUgAEjUKCmFzc2lnbm1lbnQYAiABKAsyHy5hZ2VudG1hY2hpbmUudjEuVGFza0Fzc2lnbm1lbnRIABI5CgxjYW5jZWxsYXRpb24YAyABKAsyIS5hZ2VudG1hY2hpbmUudjEuVGFza0NhbmNlbGxhdGlvbkgAQg0KC2luc3RydWN0aW9uIoQBCg1Xb3JrZXJXZWxjb21lEg4KBndvcmtlchgBIAEoCRIsCglsZWFzZV90dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNQoSaGVhcnRiZWF0X2ludGVydmFsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIqEBCgVMZWFzZRI6CglvcGVyYXRpb24YASABKAlCJ7pIJHIiMiBeb3BlcmF0aW9ucy9bQS1aYS16MC05Xy1dezEsNjR9JBIPCgdhdHRlbXB0GAIgASgNEhUKDWZlbmNpbmdfdG9rZW4YAyABKAQSNAoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgPgQQMiyQEKDlRhc2tBc3NpZ25tZW50EiUKBWxlYXNlGAEgASgLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlEi0KCW9wZXJhdGlvbhgCIAEoCzIaLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb24SNQoDZW52GAMgAygLMiguYWdlbnRtYWNoaW5lLnYxLlRhc2tBc3NpZ25tZW50LkVudkVudHJ5GioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiZAoQVGFza0NhbmNlbGxhdGlvbhIlCgVsZWFzZRgBIAEoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZRIpCgVjYXVzZRgCIAEoCzIaLmFnZW50bWFjaGluZS52MS5TdG9wQ2F1c2UicgoJSGVsZExlYXNlEj0KCW9wZXJhdGlvbhgBIAEoCUIq4EECukgkciIyIF5vcGVyYXRpb25zL1tBLVphLXowLTlfLV17MSw2NH0kEg8KB2F0dGVtcHQYAiABKA0SFQoNZmVuY2luZ190b2tlbhgDIAEoBCKCAQoQSGVhcnRiZWF0UmVxdWVzdBI3CgZ3b3JrZXIYASABKAlCJ+BBArpIIXIfMh1ed29ya2Vycy9bQS1aYS16MC05Xy1dezEsNjR9JBI1CgZsZWFzZXMYAiADKAsyGi5hZ2VudG1hY2hpbmUudjEuSGVsZExlYXNlQgm6SAaSAQMQgAgiaQoRSGVhcnRiZWF0UmVzcG9uc2USJwoHcmVuZXdlZBgBIAMoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZRIrCgdyZXZva2VkGAIgAygLMhouYWdlbnRtYWNoaW5lLnYxLkhlbGRMZWFzZSLwAQoVUmVwb3J0UHJvZ3Jlc3NSZXF1ZXN0EjcKBndvcmtlchgBIAEoCUIn4EECukghch8yHV53b3JrZXJzL1tBLVphLXowLTlfLV17MSw2NH0kEjAKBWxlYXNlGAIgASgLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlQgngQQK6SAPIAQESGQoHbWVzc2FnZRgDIAEoCUIIukgFcgMY6AcSHQoHcGVyY2VudBgEIAEoDUIHukgEKgIYZEgAiAEBEiYKBXVzYWdlGAUgASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldEIKCghfcGVyY2VudCIYChZSZXBvcnRQcm9ncmVzc1Jlc3BvbnNlIu4CChRSZXBvcnRPdXRjb21lUmVxdWVzdBI3CgZ3b3JrZXIYASABKAlCJ+BBArpIIXIfMh1ed29ya2Vycy9bQS1aYS16MC05Xy1dezEsNjR9JBIwCgVsZWFzZRgCIAEoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZUIJ4EECukgDyAEBEj0KBnJlc3VsdBgDIAEoDjIeLmFnZW50bWFjaGluZS52MS5BdHRlbXB0UmVzdWx0Qg3gQQK6SAeCAQQQASAAEhkKB21lc3NhZ2UYBCABKAlCCLpIBXIDGOgHEikKBWNhdXNlGAUgASgLMhouYWdlbnRtYWNoaW5lLnYxLlN0b3BDYXVzZRIRCglyZXRyeWFibGUYBiABKAgSKwoIYXJ0aWZhY3QYByABKAsyGS5hZ2VudG1hY2hpbmUudjEuQXJ0aWZhY3QSJgoFdXNhZ2UYCCABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0IhcKFVJlcG9ydE91dGNvbWVSZXNwb25zZSqGAQoNQXR0ZW1wdFJlc3VsdBIeChpBVFRFTVBUX1JFU1VMVF9VTlNQRUNJRklFRBAAEhwKGEFUVEVNUFRfUkVTVUxUX0NPTVBMRVRFRBABEhkKFUFUVEVNUFRfUkVTVUxUX0ZBSUxFRBACEhwKGEFUVEVNUFRfUkVTVUxUX0NBTkNFTExFRBADMvYCCg1Xb3JrZXJTZXJ2aWNlEk4KB0Nvbm5lY3QSHy5hZ2VudG1hY2hpbmUudjEuQ29ubmVjdFJlcXVlc3QaIC5hZ2VudG1hY2hpbmUudjEuQ29ubmVjdFJlc3BvbnNlMAESUgoJSGVhcnRiZWF0EiEuYWdlbnRtYWNoaW5lLnYxLkhlYXJ0YmVhdFJlcXVlc3QaIi5hZ2VudG1hY2hpbmUudjEuSGVhcnRiZWF0UmVzcG9uc2USYQoOUmVwb3J0UHJvZ3Jlc3MSJi5hZ2VudG1hY2hpbmUudjEuUmVwb3J0UHJvZ3Jlc3NSZXF1ZXN0GicuYWdlbnRtYWNoaW5lLnYxLlJlcG9ydFByb2dyZXNzUmVzcG9uc2USXgoNUmVwb3J0T3V0Y29tZRIlLmFnZW50bWFjaGluZS52MS5SZXBvcnRPdXRjb21lUmVxdWVzdBomLmFnZW50bWFjaGluZS52MS5SZXBvcnRPdXRjb21lUmVzcG9uc2ViBnByb3RvMw", [file_agentmachine_v1_artifact, file_agentmachine_v1_budget, file_agentmachine_v1_operation, file_buf_validate_validate, file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Request of WorkerService.Connect.
@@ -253,6 +254,42 @@ export const TaskCancellationSchema: GenMessage<TaskCancellation> = /*@__PURE__*
   messageDesc(file_agentmachine_v1_worker_service, 5);
 
 /**
+ * A lease as a worker names it in a heartbeat: what identifies it, without what only the server
+ * sets (Lease.expire_time).
+ *
+ * @generated from message agentmachine.v1.HeldLease
+ */
+export type HeldLease = Message<"agentmachine.v1.HeldLease"> & {
+  /**
+   * The operation, `operations/{id}`.
+   *
+   * @generated from field: string operation = 1;
+   */
+  operation: string;
+
+  /**
+   * The attempt the lease is for.
+   *
+   * @generated from field: uint32 attempt = 2;
+   */
+  attempt: number;
+
+  /**
+   * The lease's fencing token, as the server gave it.
+   *
+   * @generated from field: uint64 fencing_token = 3;
+   */
+  fencingToken: bigint;
+};
+
+/**
+ * Describes the message agentmachine.v1.HeldLease.
+ * Use `create(HeldLeaseSchema)` to create a new message.
+ */
+export const HeldLeaseSchema: GenMessage<HeldLease> = /*@__PURE__*/
+  messageDesc(file_agentmachine_v1_worker_service, 6);
+
+/**
  * Request of WorkerService.Heartbeat.
  *
  * @generated from message agentmachine.v1.HeartbeatRequest
@@ -268,9 +305,9 @@ export type HeartbeatRequest = Message<"agentmachine.v1.HeartbeatRequest"> & {
   /**
    * The leases the worker holds.
    *
-   * @generated from field: repeated agentmachine.v1.Lease leases = 2;
+   * @generated from field: repeated agentmachine.v1.HeldLease leases = 2;
    */
-  leases: Lease[];
+  leases: HeldLease[];
 };
 
 /**
@@ -278,7 +315,7 @@ export type HeartbeatRequest = Message<"agentmachine.v1.HeartbeatRequest"> & {
  * Use `create(HeartbeatRequestSchema)` to create a new message.
  */
 export const HeartbeatRequestSchema: GenMessage<HeartbeatRequest> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_worker_service, 6);
+  messageDesc(file_agentmachine_v1_worker_service, 7);
 
 /**
  * Response of WorkerService.Heartbeat.
@@ -294,11 +331,11 @@ export type HeartbeatResponse = Message<"agentmachine.v1.HeartbeatResponse"> & {
   renewed: Lease[];
 
   /**
-   * The leases the server no longer honours: stop these tasks now.
+   * The leases the server no longer honours, as the worker sent them: stop these tasks now.
    *
-   * @generated from field: repeated agentmachine.v1.Lease revoked = 2;
+   * @generated from field: repeated agentmachine.v1.HeldLease revoked = 2;
    */
-  revoked: Lease[];
+  revoked: HeldLease[];
 };
 
 /**
@@ -306,7 +343,7 @@ export type HeartbeatResponse = Message<"agentmachine.v1.HeartbeatResponse"> & {
  * Use `create(HeartbeatResponseSchema)` to create a new message.
  */
 export const HeartbeatResponseSchema: GenMessage<HeartbeatResponse> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_worker_service, 7);
+  messageDesc(file_agentmachine_v1_worker_service, 8);
 
 /**
  * Request of WorkerService.ReportProgress.
@@ -355,7 +392,7 @@ export type ReportProgressRequest = Message<"agentmachine.v1.ReportProgressReque
  * Use `create(ReportProgressRequestSchema)` to create a new message.
  */
 export const ReportProgressRequestSchema: GenMessage<ReportProgressRequest> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_worker_service, 8);
+  messageDesc(file_agentmachine_v1_worker_service, 9);
 
 /**
  * Response of WorkerService.ReportProgress.
@@ -370,7 +407,7 @@ export type ReportProgressResponse = Message<"agentmachine.v1.ReportProgressResp
  * Use `create(ReportProgressResponseSchema)` to create a new message.
  */
 export const ReportProgressResponseSchema: GenMessage<ReportProgressResponse> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_worker_service, 9);
+  messageDesc(file_agentmachine_v1_worker_service, 10);
 
 /**
  * Request of WorkerService.ReportOutcome.
@@ -440,7 +477,7 @@ export type ReportOutcomeRequest = Message<"agentmachine.v1.ReportOutcomeRequest
  * Use `create(ReportOutcomeRequestSchema)` to create a new message.
  */
 export const ReportOutcomeRequestSchema: GenMessage<ReportOutcomeRequest> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_worker_service, 10);
+  messageDesc(file_agentmachine_v1_worker_service, 11);
 
 /**
  * Response of WorkerService.ReportOutcome.
@@ -455,7 +492,7 @@ export type ReportOutcomeResponse = Message<"agentmachine.v1.ReportOutcomeRespon
  * Use `create(ReportOutcomeResponseSchema)` to create a new message.
  */
 export const ReportOutcomeResponseSchema: GenMessage<ReportOutcomeResponse> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_worker_service, 11);
+  messageDesc(file_agentmachine_v1_worker_service, 12);
 
 /**
  * How an attempt ended.
