@@ -38,6 +38,7 @@ interface ServeOptions {
   leaseTtlMs: number;
   eventRetentionCount: number;
   eventRetentionHours: number;
+  outputRetentionHours?: number;
   unsafeNoSandbox?: boolean;
   sandboxMaxProcesses: number;
   consoleActions?: boolean;
@@ -92,6 +93,7 @@ export function registerServeCommand(program: Command): void {
     .option("--max-concurrent-executions <n>", "executions running at once; more wait in queued", positiveInteger("--max-concurrent-executions"), defaultConfig.maxConcurrentExecutions)
     .option("--event-retention-count <n>", "events kept for replay", positiveInteger("--event-retention-count"), defaultConfig.eventRetention.maxEvents)
     .option("--event-retention-hours <n>", "hours events are kept for replay", positiveInteger("--event-retention-hours"), defaultConfig.eventRetention.maxAgeMs / 3_600_000)
+    .option("--output-retention-hours <n>", "hours an execution's output (amctl logs) is kept after its last byte; default: as long as events", positiveInteger("--output-retention-hours"))
     .option("--sandbox-max-processes <n>", "cap on the processes and threads of one execution's sandbox", positiveInteger("--sandbox-max-processes"), defaultConfig.sandbox.maxProcesses)
     .option("--console-actions", "let the web console (/console/) cancel operations and revoke delegations, each after a confirmation; without it the console only reads")
     .option("--unsafe-no-sandbox", "DEVELOPMENT ONLY: run executions unconfined, as this server's user (it can read the data dir and keys); warned at start, shown in health, GetContract and diagnostics")
@@ -127,6 +129,7 @@ export function registerServeCommand(program: Command): void {
           auditRefusalSources: options.auditRefusalSources,
           ...(options.workers === true ? { remoteWorkers: { leaseTtlMs: options.leaseTtlMs } } : {}),
           eventRetention: { maxEvents: options.eventRetentionCount, maxAgeMs: options.eventRetentionHours * 3_600_000 },
+          ...(options.outputRetentionHours !== undefined ? { outputRetentionMs: options.outputRetentionHours * 3_600_000 } : {}),
           sandbox: { ...defaultConfig.sandbox, unsafeNoSandbox: options.unsafeNoSandbox === true, maxProcesses: options.sandboxMaxProcesses },
           consoleActions: options.consoleActions === true,
         },

@@ -10,7 +10,7 @@ import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import { OperationEventSchema, ProgressAttributesSchema, type OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import { StopCauseSchema, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import type { Executor, Outcome, Seat } from "../executors/executor.js";
+import type { Executor, Outcome, OutputSink, Seat } from "../executors/executor.js";
 import { processStartTicks } from "../executors/process-identity.js";
 import type { Logger } from "../server/logger.js";
 import type { Modification, OperationStore, SlotKey } from "../store/store.js";
@@ -23,6 +23,7 @@ import { backoffMs, effectiveRetryPolicy, type EffectiveRetryPolicy } from "./re
 import { isTerminal, transitionEvent } from "./transitions.js";
 import { attemptAttributes, recordOutcome } from "./attempt-span.js";
 import { inSpan } from "../telemetry/tracer.js";
+import { closeOutput, openOutput, storeOutputSink } from "./attempt-output.js";
 
 export interface RunnerOptions {
   store: OperationStore;
@@ -418,6 +419,7 @@ export class OperationRunner {
         })
         .catch((error: unknown) => this.options.log.warn({ err: error, operation: name }, "could not record a report of the running task"));
     };
+    const output = usesSlot(running.type) ? await this.openOutput(name, attempt) : undefined;
     const outcome = await inSpan("executor.run", attemptAttributes(running, attempt), (span) =>
       executor
         .run({
@@ -426,6 +428,7 @@ export class OperationRunner {
           workspace,
           signal: controller.signal,
           ...(seat !== undefined ? { seat } : {}),
+          ...(output !== undefined ? { output } : {}),
           env: credential === undefined ? {} : { AMCTL_SERVER: this.options.serverAddress(), AMCTL_TOKEN: credential.token, AMCTL_OPERATION: name },
           progress: (message, percent) => {
             const value = { message, ...(percent !== undefined ? { percent } : {}) };
@@ -469,8 +472,18 @@ export class OperationRunner {
         .then((outcome) => recordOutcome(span, outcome)),
     );
     await writes;
+    if (output !== undefined) await closeOutput(this.options.store, name, attempt).catch((error: unknown) => this.options.log.warn({ err: error, operation: name }, "could not end the attempt's output"));
     if (this.stopping) return; // recovered as server_restart on the next start
     await this.applyOutcome(running, outcome);
+  }
+
+  /** Where the attempt's output is kept (attempt-output.ts); undefined, and the attempt runs on, when the store would not take it. */
+  private async openOutput(name: string, attempt: number): Promise<OutputSink | undefined> {
+    const sink = storeOutputSink(this.options.store, name, attempt, this.options.log);
+    return openOutput(sink).then(
+      () => sink,
+      () => undefined,
+    );
   }
 
   /** `operation` as it was when the attempt started (its usage is the attempts' before this one). */

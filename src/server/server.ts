@@ -13,6 +13,7 @@ import { ContractService, file_agentmachine_v1_contract_service } from "../gen/a
 import { DelegationService, file_agentmachine_v1_delegation_service } from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { DiagnosticsService, file_agentmachine_v1_diagnostics_service } from "../gen/agentmachine/v1/diagnostics_service_pb.js";
 import { OperationService, file_agentmachine_v1_operation_service } from "../gen/agentmachine/v1/operation_service_pb.js";
+import { OutputService, file_agentmachine_v1_output_service } from "../gen/agentmachine/v1/output_service_pb.js";
 import { PolicyService, file_agentmachine_v1_policy_service } from "../gen/agentmachine/v1/policy_service_pb.js";
 import { ProfileService, file_agentmachine_v1_profile_service } from "../gen/agentmachine/v1/profile_service_pb.js";
 import { RuntimeService, file_agentmachine_v1_runtime_service } from "../gen/agentmachine/v1/runtime_service_pb.js";
@@ -36,6 +37,7 @@ import { DiagnosticsExecutor } from "../diagnostics/diagnostics-executor.js";
 import { localSecrets } from "../diagnostics/local-secrets.js";
 import { resolveExecutable } from "../executors/resolve-executable.js";
 import { EventHub } from "../lifecycle/event-hub.js";
+import { OutputWakeUps } from "../lifecycle/output-watch.js";
 import { OperationRunner } from "../lifecycle/operation-runner.js";
 import { MacTokens } from "../lifecycle/mac-token.js";
 import { PageTokens } from "../lifecycle/page-token.js";
@@ -52,6 +54,7 @@ import { contractService } from "../services/contract-service.js";
 import { delegationService } from "../services/delegation-service.js";
 import { diagnosticsService } from "../services/diagnostics-service.js";
 import { operationService } from "../services/operation-service.js";
+import { outputService } from "../services/output-service.js";
 import { policyService } from "../services/policy-service.js";
 import { profileService } from "../services/profile-service.js";
 import { runtimeService } from "../services/runtime-service.js";
@@ -101,6 +104,7 @@ export interface RunningServer {
 const servedFiles: DescFile[] = [
   file_agentmachine_v1_contract_service,
   file_agentmachine_v1_operation_service,
+  file_agentmachine_v1_output_service,
   file_agentmachine_v1_delegation_service,
   file_agentmachine_v1_policy_service,
   file_agentmachine_v1_runtime_service,
@@ -117,6 +121,7 @@ const servedFiles: DescFile[] = [
 export const servedServiceDescriptors: readonly DescService[] = [
   ContractService,
   OperationService,
+  OutputService,
   DelegationService,
   PolicyService,
   RuntimeService,
@@ -179,6 +184,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     health.setAll(available ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
   });
   const hub = await EventHub.open(store);
+  const outputWakeUps = new OutputWakeUps(store);
   const pageTokenKey = await store.getOrCreateSecret("page-token-key", randomSecret);
   const pageTokens = new PageTokens(pageTokenKey);
   const callTicketKey = await store.getOrCreateSecret("call-ticket-key", randomSecret);
@@ -285,6 +291,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   metrics?.watch(store, runner);
   const compaction = setInterval(() => {
     store.compactEvents(config.eventRetention, new Date()).catch((error: unknown) => log.error({ err: error }, "event compaction failed"));
+    store.compactOutput(new Date(Date.now() - (config.outputRetentionMs ?? config.eventRetention.maxAgeMs))).catch((error: unknown) => log.error({ err: error }, "output compaction failed"));
   }, config.compactionIntervalMs);
   compaction.unref();
 
@@ -308,6 +315,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         authority,
       }),
     );
+    router.service(OutputService, outputService({ store, wakeUps: outputWakeUps, authority, slowSubscriberTimeoutMs: config.slowSubscriberTimeoutMs, metrics }));
     router.service(
       DelegationService,
       delegationService({

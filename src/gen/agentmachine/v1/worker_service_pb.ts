@@ -10,6 +10,8 @@ import type { Budget } from "./budget_pb.js";
 import { file_agentmachine_v1_budget } from "./budget_pb.js";
 import type { Operation, StopCause } from "./operation_pb.js";
 import { file_agentmachine_v1_operation } from "./operation_pb.js";
+import type { OutputStream } from "./output_pb.js";
+import { file_agentmachine_v1_output } from "./output_pb.js";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -19,7 +21,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/worker_service.proto.
  */
 export const file_agentmachine_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRhZ2VudG1hY2hpbmUvdjEvd29ya2VyX3NlcnZpY2UucHJvdG8SD2FnZW50bWFjaGluZS52MSKpAgoOQ29ubmVjdFJlcXVlc3QSHAoIY2FwYWNpdHkYASABKA1CCrpIByoFGIAIKAESagoGbGFiZWxzGAIgAygLMisuYWdlbnRtYWNoaW5lLnYxLkNvbm5lY3RSZXF1ZXN0LkxhYmVsc0VudHJ5Qi26SCqaAScQICIcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjJ9JCoFcgMYgAISHgoMZGlzcGxheV9uYW1lGAMgASgJQgi6SAVyAxjIARI+Cg1yZXN1bWVfd29ya2VyGAQgASgJQie6SCRyIjIgXih3b3JrZXJzL1tBLVphLXowLTlfLV17MSw2NH0pPyQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLFAQoPQ29ubmVjdFJlc3BvbnNlEjEKB3dlbGNvbWUYASABKAsyHi5hZ2VudG1hY2hpbmUudjEuV29ya2VyV2VsY29tZUgAEjUKCmFzc2lnbm1lbnQYAiABKAsyHy5hZ2VudG1hY2hpbmUudjEuVGFza0Fzc2lnbm1lbnRIABI5CgxjYW5jZWxsYXRpb24YAyABKAsyIS5hZ2VudG1hY2hpbmUudjEuVGFza0NhbmNlbGxhdGlvbkgAQg0KC2luc3RydWN0aW9uIoQBCg1Xb3JrZXJXZWxjb21lEg4KBndvcmtlchgBIAEoCRIsCglsZWFzZV90dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNQoSaGVhcnRiZWF0X2ludGVydmFsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIpwBCgVMZWFzZRI6CglvcGVyYXRpb24YASABKAlCJ7pIJHIiMiBeb3BlcmF0aW9ucy9bQS1aYS16MC05Xy1dezEsNjR9JBIPCgdhdHRlbXB0GAIgASgNEhUKDWZlbmNpbmdfdG9rZW4YAyABKAQSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIskBCg5UYXNrQXNzaWdubWVudBIlCgVsZWFzZRgBIAEoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZRItCglvcGVyYXRpb24YAiABKAsyGi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uEjUKA2VudhgDIAMoCzIoLmFnZW50bWFjaGluZS52MS5UYXNrQXNzaWdubWVudC5FbnZFbnRyeRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImQKEFRhc2tDYW5jZWxsYXRpb24SJQoFbGVhc2UYASABKAsyFi5hZ2VudG1hY2hpbmUudjEuTGVhc2USKQoFY2F1c2UYAiABKAsyGi5hZ2VudG1hY2hpbmUudjEuU3RvcENhdXNlInsKEEhlYXJ0YmVhdFJlcXVlc3QSNAoGd29ya2VyGAEgASgJQiS6SCFyHzIdXndvcmtlcnMvW0EtWmEtejAtOV8tXXsxLDY0fSQSMQoGbGVhc2VzGAIgAygLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlQgm6SAaSAQMQgAgiZQoRSGVhcnRiZWF0UmVzcG9uc2USJwoHcmVuZXdlZBgBIAMoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZRInCgdyZXZva2VkGAIgAygLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlIuoBChVSZXBvcnRQcm9ncmVzc1JlcXVlc3QSNAoGd29ya2VyGAEgASgJQiS6SCFyHzIdXndvcmtlcnMvW0EtWmEtejAtOV8tXXsxLDY0fSQSLQoFbGVhc2UYAiABKAsyFi5hZ2VudG1hY2hpbmUudjEuTGVhc2VCBrpIA8gBARIZCgdtZXNzYWdlGAMgASgJQgi6SAVyAxjoBxIdCgdwZXJjZW50GAQgASgNQge6SAQqAhhkSACIAQESJgoFdXNhZ2UYBSABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0QgoKCF9wZXJjZW50IhgKFlJlcG9ydFByb2dyZXNzUmVzcG9uc2Ui5QIKFFJlcG9ydE91dGNvbWVSZXF1ZXN0EjQKBndvcmtlchgBIAEoCUIkukghch8yHV53b3JrZXJzL1tBLVphLXowLTlfLV17MSw2NH0kEi0KBWxlYXNlGAIgASgLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlQga6SAPIAQESOgoGcmVzdWx0GAMgASgOMh4uYWdlbnRtYWNoaW5lLnYxLkF0dGVtcHRSZXN1bHRCCrpIB4IBBBABIAASGQoHbWVzc2FnZRgEIAEoCUIIukgFcgMY6AcSKQoFY2F1c2UYBSABKAsyGi5hZ2VudG1hY2hpbmUudjEuU3RvcENhdXNlEhEKCXJldHJ5YWJsZRgGIAEoCBIrCghhcnRpZmFjdBgHIAEoCzIZLmFnZW50bWFjaGluZS52MS5BcnRpZmFjdBImCgV1c2FnZRgIIAEoCzIXLmFnZW50bWFjaGluZS52MS5CdWRnZXQiFwoVUmVwb3J0T3V0Y29tZVJlc3BvbnNlKoYBCg1BdHRlbXB0UmVzdWx0Eh4KGkFUVEVNUFRfUkVTVUxUX1VOU1BFQ0lGSUVEEAASHAoYQVRURU1QVF9SRVNVTFRfQ09NUExFVEVEEAESGQoVQVRURU1QVF9SRVNVTFRfRkFJTEVEEAISHAoYQVRURU1QVF9SRVNVTFRfQ0FOQ0VMTEVEEAMy9gIKDVdvcmtlclNlcnZpY2USTgoHQ29ubmVjdBIfLmFnZW50bWFjaGluZS52MS5Db25uZWN0UmVxdWVzdBogLmFnZW50bWFjaGluZS52MS5Db25uZWN0UmVzcG9uc2UwARJSCglIZWFydGJlYXQSIS5hZ2VudG1hY2hpbmUudjEuSGVhcnRiZWF0UmVxdWVzdBoiLmFnZW50bWFjaGluZS52MS5IZWFydGJlYXRSZXNwb25zZRJhCg5SZXBvcnRQcm9ncmVzcxImLmFnZW50bWFjaGluZS52MS5SZXBvcnRQcm9ncmVzc1JlcXVlc3QaJy5hZ2VudG1hY2hpbmUudjEuUmVwb3J0UHJvZ3Jlc3NSZXNwb25zZRJeCg1SZXBvcnRPdXRjb21lEiUuYWdlbnRtYWNoaW5lLnYxLlJlcG9ydE91dGNvbWVSZXF1ZXN0GiYuYWdlbnRtYWNoaW5lLnYxLlJlcG9ydE91dGNvbWVSZXNwb25zZWIGcHJvdG8z", [file_agentmachine_v1_artifact, file_agentmachine_v1_budget, file_agentmachine_v1_operation, file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiRhZ2VudG1hY2hpbmUvdjEvd29ya2VyX3NlcnZpY2UucHJvdG8SD2FnZW50bWFjaGluZS52MSKpAgoOQ29ubmVjdFJlcXVlc3QSHAoIY2FwYWNpdHkYASABKA1CCrpIByoFGIAIKAESagoGbGFiZWxzGAIgAygLMisuYWdlbnRtYWNoaW5lLnYxLkNvbm5lY3RSZXF1ZXN0LkxhYmVsc0VudHJ5Qi26SCqaAScQICIcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjJ9JCoFcgMYgAISHgoMZGlzcGxheV9uYW1lGAMgASgJQgi6SAVyAxjIARI+Cg1yZXN1bWVfd29ya2VyGAQgASgJQie6SCRyIjIgXih3b3JrZXJzL1tBLVphLXowLTlfLV17MSw2NH0pPyQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLFAQoPQ29ubmVjdFJlc3BvbnNlEjEKB3dlbGNvbWUYASABKAsyHi5hZ2VudG1hY2hpbmUudjEuV29ya2VyV2VsY29tZUgAEjUKCmFzc2lnbm1lbnQYAiABKAsyHy5hZ2VudG1hY2hpbmUudjEuVGFza0Fzc2lnbm1lbnRIABI5CgxjYW5jZWxsYXRpb24YAyABKAsyIS5hZ2VudG1hY2hpbmUudjEuVGFza0NhbmNlbGxhdGlvbkgAQg0KC2luc3RydWN0aW9uIoQBCg1Xb3JrZXJXZWxjb21lEg4KBndvcmtlchgBIAEoCRIsCglsZWFzZV90dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNQoSaGVhcnRiZWF0X2ludGVydmFsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIpwBCgVMZWFzZRI6CglvcGVyYXRpb24YASABKAlCJ7pIJHIiMiBeb3BlcmF0aW9ucy9bQS1aYS16MC05Xy1dezEsNjR9JBIPCgdhdHRlbXB0GAIgASgNEhUKDWZlbmNpbmdfdG9rZW4YAyABKAQSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIskBCg5UYXNrQXNzaWdubWVudBIlCgVsZWFzZRgBIAEoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZRItCglvcGVyYXRpb24YAiABKAsyGi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uEjUKA2VudhgDIAMoCzIoLmFnZW50bWFjaGluZS52MS5UYXNrQXNzaWdubWVudC5FbnZFbnRyeRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImQKEFRhc2tDYW5jZWxsYXRpb24SJQoFbGVhc2UYASABKAsyFi5hZ2VudG1hY2hpbmUudjEuTGVhc2USKQoFY2F1c2UYAiABKAsyGi5hZ2VudG1hY2hpbmUudjEuU3RvcENhdXNlInsKEEhlYXJ0YmVhdFJlcXVlc3QSNAoGd29ya2VyGAEgASgJQiS6SCFyHzIdXndvcmtlcnMvW0EtWmEtejAtOV8tXXsxLDY0fSQSMQoGbGVhc2VzGAIgAygLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlQgm6SAaSAQMQgAgiZQoRSGVhcnRiZWF0UmVzcG9uc2USJwoHcmVuZXdlZBgBIAMoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZRInCgdyZXZva2VkGAIgAygLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlIuoBChVSZXBvcnRQcm9ncmVzc1JlcXVlc3QSNAoGd29ya2VyGAEgASgJQiS6SCFyHzIdXndvcmtlcnMvW0EtWmEtejAtOV8tXXsxLDY0fSQSLQoFbGVhc2UYAiABKAsyFi5hZ2VudG1hY2hpbmUudjEuTGVhc2VCBrpIA8gBARIZCgdtZXNzYWdlGAMgASgJQgi6SAVyAxjoBxIdCgdwZXJjZW50GAQgASgNQge6SAQqAhhkSACIAQESJgoFdXNhZ2UYBSABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0QgoKCF9wZXJjZW50IhgKFlJlcG9ydFByb2dyZXNzUmVzcG9uc2Ui5QIKFFJlcG9ydE91dGNvbWVSZXF1ZXN0EjQKBndvcmtlchgBIAEoCUIkukghch8yHV53b3JrZXJzL1tBLVphLXowLTlfLV17MSw2NH0kEi0KBWxlYXNlGAIgASgLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlQga6SAPIAQESOgoGcmVzdWx0GAMgASgOMh4uYWdlbnRtYWNoaW5lLnYxLkF0dGVtcHRSZXN1bHRCCrpIB4IBBBABIAASGQoHbWVzc2FnZRgEIAEoCUIIukgFcgMY6AcSKQoFY2F1c2UYBSABKAsyGi5hZ2VudG1hY2hpbmUudjEuU3RvcENhdXNlEhEKCXJldHJ5YWJsZRgGIAEoCBIrCghhcnRpZmFjdBgHIAEoCzIZLmFnZW50bWFjaGluZS52MS5BcnRpZmFjdBImCgV1c2FnZRgIIAEoCzIXLmFnZW50bWFjaGluZS52MS5CdWRnZXQiFwoVUmVwb3J0T3V0Y29tZVJlc3BvbnNlIv4BChNBcHBlbmRPdXRwdXRSZXF1ZXN0EjQKBndvcmtlchgBIAEoCUIkukghch8yHV53b3JrZXJzL1tBLVphLXowLTlfLV17MSw2NH0kEi0KBWxlYXNlGAIgASgLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlQga6SAPIAQESOQoGc3RyZWFtGAMgASgOMh0uYWdlbnRtYWNoaW5lLnYxLk91dHB1dFN0cmVhbUIKukgHggEEEAEgABIOCgZvZmZzZXQYBCABKAQSFwoEZGF0YRgFIAEoDEIJukgGegQYgIBAEgsKA2VuZBgGIAEoCBIRCgl0cnVuY2F0ZWQYByABKAgiFgoUQXBwZW5kT3V0cHV0UmVzcG9uc2UqhgEKDUF0dGVtcHRSZXN1bHQSHgoaQVRURU1QVF9SRVNVTFRfVU5TUEVDSUZJRUQQABIcChhBVFRFTVBUX1JFU1VMVF9DT01QTEVURUQQARIZChVBVFRFTVBUX1JFU1VMVF9GQUlMRUQQAhIcChhBVFRFTVBUX1JFU1VMVF9DQU5DRUxMRUQQAzLTAwoNV29ya2VyU2VydmljZRJOCgdDb25uZWN0Eh8uYWdlbnRtYWNoaW5lLnYxLkNvbm5lY3RSZXF1ZXN0GiAuYWdlbnRtYWNoaW5lLnYxLkNvbm5lY3RSZXNwb25zZTABElIKCUhlYXJ0YmVhdBIhLmFnZW50bWFjaGluZS52MS5IZWFydGJlYXRSZXF1ZXN0GiIuYWdlbnRtYWNoaW5lLnYxLkhlYXJ0YmVhdFJlc3BvbnNlEmEKDlJlcG9ydFByb2dyZXNzEiYuYWdlbnRtYWNoaW5lLnYxLlJlcG9ydFByb2dyZXNzUmVxdWVzdBonLmFnZW50bWFjaGluZS52MS5SZXBvcnRQcm9ncmVzc1Jlc3BvbnNlEl4KDVJlcG9ydE91dGNvbWUSJS5hZ2VudG1hY2hpbmUudjEuUmVwb3J0T3V0Y29tZVJlcXVlc3QaJi5hZ2VudG1hY2hpbmUudjEuUmVwb3J0T3V0Y29tZVJlc3BvbnNlElsKDEFwcGVuZE91dHB1dBIkLmFnZW50bWFjaGluZS52MS5BcHBlbmRPdXRwdXRSZXF1ZXN0GiUuYWdlbnRtYWNoaW5lLnYxLkFwcGVuZE91dHB1dFJlc3BvbnNlYgZwcm90bzM", [file_agentmachine_v1_artifact, file_agentmachine_v1_budget, file_agentmachine_v1_operation, file_agentmachine_v1_output, file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Request of WorkerService.Connect.
@@ -458,6 +460,84 @@ export const ReportOutcomeResponseSchema: GenMessage<ReportOutcomeResponse> = /*
   messageDesc(file_agentmachine_v1_worker_service, 11);
 
 /**
+ * Request of WorkerService.AppendOutput.
+ *
+ * @generated from message agentmachine.v1.AppendOutputRequest
+ */
+export type AppendOutputRequest = Message<"agentmachine.v1.AppendOutputRequest"> & {
+  /**
+   * The worker.
+   *
+   * @generated from field: string worker = 1;
+   */
+  worker: string;
+
+  /**
+   * The task's lease.
+   *
+   * @generated from field: agentmachine.v1.Lease lease = 2;
+   */
+  lease?: Lease | undefined;
+
+  /**
+   * The stream.
+   *
+   * @generated from field: agentmachine.v1.OutputStream stream = 3;
+   */
+  stream: OutputStream;
+
+  /**
+   * Where `data` starts in the stream: the number of bytes of it sent before.
+   *
+   * @generated from field: uint64 offset = 4;
+   */
+  offset: bigint;
+
+  /**
+   * The bytes.
+   *
+   * @generated from field: bytes data = 5;
+   */
+  data: Uint8Array;
+
+  /**
+   * This is the stream's last append.
+   *
+   * @generated from field: bool end = 6;
+   */
+  end: boolean;
+
+  /**
+   * With `end`: the program wrote more than the output limit, and the rest was dropped.
+   *
+   * @generated from field: bool truncated = 7;
+   */
+  truncated: boolean;
+};
+
+/**
+ * Describes the message agentmachine.v1.AppendOutputRequest.
+ * Use `create(AppendOutputRequestSchema)` to create a new message.
+ */
+export const AppendOutputRequestSchema: GenMessage<AppendOutputRequest> = /*@__PURE__*/
+  messageDesc(file_agentmachine_v1_worker_service, 12);
+
+/**
+ * Response of WorkerService.AppendOutput.
+ *
+ * @generated from message agentmachine.v1.AppendOutputResponse
+ */
+export type AppendOutputResponse = Message<"agentmachine.v1.AppendOutputResponse"> & {
+};
+
+/**
+ * Describes the message agentmachine.v1.AppendOutputResponse.
+ * Use `create(AppendOutputResponseSchema)` to create a new message.
+ */
+export const AppendOutputResponseSchema: GenMessage<AppendOutputResponse> = /*@__PURE__*/
+  messageDesc(file_agentmachine_v1_worker_service, 13);
+
+/**
  * How an attempt ended.
  *
  * @generated from enum agentmachine.v1.AttemptResult
@@ -551,6 +631,20 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof ReportOutcomeRequestSchema;
     output: typeof ReportOutcomeResponseSchema;
+  },
+  /**
+   * Appends a running task's output as it is produced, so that the server keeps it after the
+   * task, its workspace and the worker are gone (OutputService.WatchOutput reads it). Appends
+   * of one stream are sent in order; a retried append (same offset) is accepted once. An
+   * offset beyond what the server has is OutOfRange; an append to a stream that has ended is
+   * FailedPrecondition.
+   *
+   * @generated from rpc agentmachine.v1.WorkerService.AppendOutput
+   */
+  appendOutput: {
+    methodKind: "unary";
+    input: typeof AppendOutputRequestSchema;
+    output: typeof AppendOutputResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_agentmachine_v1_worker_service, 0);

@@ -1,0 +1,55 @@
+// The server keeps each execution attempt's stdout and stderr in the operation store as they are
+// produced (executors forward them here; a remote worker's arrive through
+// WorkerService.AppendOutput), so that OutputService can replay and follow them after the
+// process, its workspace and its worker are gone.
+//
+// Why the store and not files under the data dir: the store is already the server's only
+// durable state, it survives a restart, and replicas on PostgreSQL share it — a follower on one
+// replica reads what a worker appended through another. Files would be local to one replica and
+// one more thing to back up and prune apart from the rest.
+import type { OutputSink } from "../executors/executor.js";
+import { OutputStream } from "../gen/agentmachine/v1/output_pb.js";
+import type { Logger } from "../server/logger.js";
+import type { OperationStore, OutputKey, OutputStreamName } from "../store/store.js";
+import { outputEnded, outputGap } from "./output-errors.js";
+
+export const OUTPUT_STREAMS: readonly OutputStreamName[] = ["stdout", "stderr"];
+
+const streamEnums: Readonly<Record<OutputStreamName, OutputStream>> = { stdout: OutputStream.STDOUT, stderr: OutputStream.STDERR };
+
+/** The wire's name of a stream. */
+export const outputStreamEnum = (stream: OutputStreamName): OutputStream => streamEnums[stream];
+
+/** The stream a wire value names (validation has refused UNSPECIFIED and unknown values). */
+export const outputStreamName = (stream: OutputStream): OutputStreamName => (stream === OutputStream.STDERR ? "stderr" : "stdout");
+
+/** Where an attempt's output goes: the store, append by append, refused appends thrown as the wire errors. */
+export function storeOutputSink(store: OperationStore, operation: string, attempt: number, log: Logger): OutputSink {
+  return {
+    async append(stream, offset, data, end) {
+      const key: OutputKey = { operation, attempt, stream };
+      const result = await store.appendOutput({ ...key, offset, data, time: new Date(), ...(end !== undefined ? { end } : {}) }).catch((error: unknown) => {
+        log.warn({ err: error, operation, attempt, stream }, "could not keep execution output");
+        throw error;
+      });
+      if (result.kind === "gap") throw outputGap(key, offset, result.size);
+      if (result.kind === "ended") throw outputEnded(key, result.size);
+    },
+  };
+}
+
+/** Records that the attempt has begun (both streams empty), so a reader can tell a stream not yet written from one removed. */
+export async function openOutput(sink: OutputSink): Promise<void> {
+  for (const stream of OUTPUT_STREAMS) await sink.append(stream, 0n, new Uint8Array());
+}
+
+/**
+ * Ends the attempt's streams that its executor did not end (it failed before capturing, or
+ * a worker was lost), at what was kept, so that followers stop there.
+ */
+export async function closeOutput(store: OperationStore, operation: string, attempt: number): Promise<void> {
+  for (const stream of OUTPUT_STREAMS) {
+    const { state } = await store.readOutput({ operation, attempt, stream }, 0n, 0);
+    if (state !== undefined && !state.ended) await store.appendOutput({ operation, attempt, stream, offset: state.size, data: new Uint8Array(), end: { truncated: false }, time: new Date() });
+  }
+}
