@@ -6,6 +6,7 @@ import { useTokenFile } from "./client.js";
 import { registerContractCommands } from "./contract-commands.js";
 import { registerDiagnosticsCommands } from "./diagnostics-commands.js";
 import { registerGovernanceCommands } from "./governance-commands.js";
+import { registerLogsCommand } from "./logs-command.js";
 import { registerOperationCommands } from "./operation-commands.js";
 import { registerPolicyCommands } from "./policy-commands.js";
 import { registerProfileCommands } from "./profile-commands.js";
@@ -30,6 +31,7 @@ process.stdout.on("error", (error: NodeJS.ErrnoException) => {
 registerServeCommand(program);
 registerContractCommands(program);
 registerOperationCommands(program);
+registerLogsCommand(program);
 registerGovernanceCommands(program);
 registerPolicyCommands(program);
 registerProfileCommands(program);

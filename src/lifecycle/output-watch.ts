@@ -66,7 +66,8 @@ export async function* watchOutput(store: OperationStore, wakeUps: OutputWakeUps
   const { name } = operation;
   if (!hasOutput(operation.type)) throw noOutput(name, operationTypeNames.get(operation.type) ?? String(operation.type));
   const attempt = watch.attempt || Math.max(operation.attempt, 1);
-  if (attempt > Math.max(operation.attempt, 1) || (attempt > operation.attempt && !watch.follow)) throw attemptNotStarted(name, attempt);
+  // A follower may wait for the next attempt (the first of a queued execution, or the retry of a retrying one).
+  if (attempt > operation.attempt && (!watch.follow || attempt > operation.attempt + 1)) throw attemptNotStarted(name, attempt);
   const positions = new Map<OutputStreamName, bigint>((watch.streams.length > 0 ? watch.streams : OUTPUT_STREAMS).map((stream) => [stream, watch.offsets[stream]]));
   const keyOf = (stream: OutputStreamName): OutputKey => ({ operation: name, attempt, stream });
 

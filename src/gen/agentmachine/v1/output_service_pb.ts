@@ -218,8 +218,9 @@ export const OutputService: GenService<{
    * `follow`, it ends after what is stored now, with an `OutputEnd` only for streams that
    * ended). FailedPrecondition for an operation type that has no output; OutOfRange when
    * the attempt's output was removed after the retention period or an offset lies beyond the
-   * end of its stream; NotFound for an attempt that never started (with `follow`, a queued
-   * execution's first attempt is waited for).
+   * end of its stream; NotFound for an attempt that has not started (with `follow`, the next
+   * attempt — the first of a queued execution, the retry of a retrying one — is waited for, and
+   * ends at once, empty, if the operation ends without it).
    *
    * @generated from rpc agentmachine.v1.OutputService.WatchOutput
    */
