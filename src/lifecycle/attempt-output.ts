@@ -23,12 +23,25 @@ export const outputStreamEnum = (stream: OutputStreamName): OutputStream => stre
 /** The stream a wire value names (validation has refused UNSPECIFIED and unknown values). */
 export const outputStreamName = (stream: OutputStream): OutputStreamName => (stream === OutputStream.STDERR ? "stderr" : "stdout");
 
-/** Where an attempt's output goes: the store, append by append, refused appends thrown as the wire errors. */
-export function storeOutputSink(store: OperationStore, operation: string, attempt: number, log: Logger): OutputSink {
+/**
+ * Where an attempt's output goes: the store, append by append, at most `limitBytes` a stream.
+ * The limit is applied here too, not only where the output is captured: a remote worker (whose
+ * own limit may be larger, or which may not keep one) cannot make the server keep more. Bytes
+ * beyond it are dropped and the stream's end says it was truncated. Refused appends are thrown
+ * as the wire's errors.
+ */
+export function storeOutputSink(store: OperationStore, operation: string, attempt: number, limitBytes: number, log: Logger): OutputSink {
+  const limit = BigInt(limitBytes);
+  const clipped = new Set<OutputStreamName>();
   return {
     async append(stream, offset, data, end) {
       const key: OutputKey = { operation, attempt, stream };
-      const result = await store.appendOutput({ ...key, offset, data, time: new Date(), ...(end !== undefined ? { end } : {}) }).catch((error: unknown) => {
+      const start = offset < limit ? offset : limit;
+      const kept = data.subarray(0, Number(limit - start));
+      if (kept.length < data.length) clipped.add(stream);
+      if (kept.length === 0 && data.length > 0 && end === undefined) return;
+      const ending = end === undefined ? {} : { end: { truncated: end.truncated || clipped.has(stream) } };
+      const result = await store.appendOutput({ ...key, offset: start, data: kept, time: new Date(), ...ending }).catch((error: unknown) => {
         log.warn({ err: error, operation, attempt, stream }, "could not keep execution output");
         throw error;
       });

@@ -42,6 +42,8 @@ export interface RunnerOptions {
   revoked: (names: ReadonlySet<string>) => void;
   /** This runner's id (one per server process), recorded on the tasks it claims. */
   runnerId: string;
+  /** Bytes of each output stream of an attempt the server keeps (attempt-output.ts). */
+  outputLimitBytes: number;
   /** How often this runner says it is alive (and, on a shared store, looks for tasks of runners that stopped). */
   heartbeatMs: number;
   /** A runner silent for this long is taken for dead: its running tasks are retried or failed with cause `runner_lost`. */
@@ -479,7 +481,7 @@ export class OperationRunner {
 
   /** Where the attempt's output is kept (attempt-output.ts); undefined, and the attempt runs on, when the store would not take it. */
   private async openOutput(name: string, attempt: number): Promise<OutputSink | undefined> {
-    const sink = storeOutputSink(this.options.store, name, attempt, this.options.log);
+    const sink = storeOutputSink(this.options.store, name, attempt, this.options.outputLimitBytes, this.options.log);
     return openOutput(sink).then(
       () => sink,
       () => undefined,

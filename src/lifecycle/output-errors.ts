@@ -43,3 +43,8 @@ export function outputEnded(key: OutputKey, size: bigint) {
     size: String(size),
   });
 }
+
+/** The server could not begin keeping the attempt's output (the store refused), so it takes none of it. */
+export function outputNotKept(operation: string, attempt: number) {
+  return errorWithInfo(Code.FailedPrecondition, "OUTPUT_NOT_KEPT", `the server keeps no output of attempt ${attempt} of ${operation}`, { operation, attempt: String(attempt) });
+}

@@ -287,6 +287,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     runnerId: `runners/${randomUUID()}`,
     heartbeatMs: config.runnerHeartbeatMs,
     runnerTimeoutMs: config.runnerTimeoutMs,
+    outputLimitBytes: config.execution.outputLimitBytes,
   });
   metrics?.watch(store, runner);
   const compaction = setInterval(() => {

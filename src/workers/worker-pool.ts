@@ -26,6 +26,7 @@ import {
 } from "../gen/agentmachine/v1/worker_service_pb.js";
 import { allows } from "../governance/attenuation.js";
 import { outputStreamName } from "../lifecycle/attempt-output.js";
+import { outputNotKept } from "../lifecycle/output-errors.js";
 import type { Principal } from "../governance/authority.js";
 import type { Attempt, Executor, Outcome, Seat } from "../executors/executor.js";
 import { leaseRejected } from "./errors.js";
@@ -244,7 +245,7 @@ export class WorkerPool implements Executor {
   /** Keeps output the worker's task produced, under its lease (the attempt's sink refuses a gap or bytes after the end). */
   async appendOutput(principal: Principal, request: AppendOutputRequest): Promise<void> {
     const active = this.honoured(principal, request.lease!);
-    if (active.attempt.output === undefined) throw new Error(`${request.lease!.operation} keeps no output`);
+    if (active.attempt.output === undefined) throw outputNotKept(active.lease.operation, active.lease.attempt);
     await active.attempt.output.append(outputStreamName(request.stream), request.offset, request.data, request.end ? { truncated: request.truncated } : undefined);
   }
 

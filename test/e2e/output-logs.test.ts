@@ -4,12 +4,14 @@
 // connection and a server restart, a remote worker's output readable after the worker and its
 // workspace are gone, and output removed after its retention period.
 import { existsSync } from "node:fs";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { join } from "node:path";
 import { ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OutputStream } from "../../src/gen/agentmachine/v1/output_pb.js";
-import { OutputService, type WatchOutputRequest } from "../../src/gen/agentmachine/v1/output_service_pb.js";
+import { OutputService, type WatchOutputRequestSchema } from "../../src/gen/agentmachine/v1/output_service_pb.js";
+import { defaultConfig } from "../../src/server/config.js";
 import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { bearer } from "../helpers/auth.js";
 import { amctl, spawnAmctl } from "../helpers/cli.js";
@@ -29,7 +31,7 @@ function lines(count: number, ms: number): string[] {
 }
 
 /** Everything a WatchOutput call sends, gathered by stream; the chunks must follow one another without a gap. */
-async function readAll(client: OutputClient, request: Partial<WatchOutputRequest> & { name: string }) {
+async function readAll(client: OutputClient, request: MessageInitShape<typeof WatchOutputRequestSchema> & { name: string }) {
   const text = { stdout: "", stderr: "" };
   const next = { stdout: request.stdoutOffset ?? 0n, stderr: request.stderrOffset ?? 0n };
   const ends: { stream: string; offset: bigint; truncated: boolean; attempt: number }[] = [];
@@ -58,7 +60,7 @@ describe("a local execution's output", () => {
   let output: OutputClient;
   let profile: string;
   beforeAll(async () => {
-    server = await startTestServer({ execution: { ...(await import("../../src/server/config.js")).defaultConfig.execution, outputLimitBytes: 4096 } });
+    server = await startTestServer({ execution: { ...defaultConfig.execution, outputLimitBytes: 4096 } });
     client = operationsClient(server.url);
     output = outputClient(server);
     profile = await createProfile(client, "logs");
