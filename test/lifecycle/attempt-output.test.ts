@@ -9,6 +9,7 @@ import { SqliteStore } from "../../src/store/sqlite/sqlite-store.js";
 import { tempDir } from "../helpers/temp-dir.js";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
+const quiet = createLogger("fatal");
 const key = { operation: "operations/SINK", attempt: 1, stream: "stdout" as const };
 
 let store: SqliteStore;
@@ -19,7 +20,7 @@ afterEach(() => store.close());
 
 describe("storeOutputSink", () => {
   it("keeps at most the limit of a stream, drops what a writer sends beyond it, and ends the stream truncated", async () => {
-    const sink = storeOutputSink(store, key.operation, key.attempt, 10, createLogger("silent"));
+    const sink = storeOutputSink(store, key.operation, key.attempt, 10, quiet);
     await sink.append("stdout", 0n, bytes("0123456789abc"));
     await sink.append("stdout", 13n, bytes("more beyond the limit"));
     await sink.append("stdout", 34n, new Uint8Array(), { truncated: false });
@@ -29,14 +30,14 @@ describe("storeOutputSink", () => {
   });
 
   it("a stream within the limit ends as its writer says", async () => {
-    const sink = storeOutputSink(store, key.operation, key.attempt, 10, createLogger("silent"));
+    const sink = storeOutputSink(store, key.operation, key.attempt, 10, quiet);
     await sink.append("stdout", 0n, bytes("short"));
     await sink.append("stdout", 5n, new Uint8Array(), { truncated: false });
     expect((await store.readOutput(key, 0n, 10)).state).toEqual({ size: 5n, ended: true, truncated: false });
   });
 
   it("refuses an append that would leave a gap (OutOfRange) or follows the end (FailedPrecondition)", async () => {
-    const sink = storeOutputSink(store, key.operation, key.attempt, 100, createLogger("silent"));
+    const sink = storeOutputSink(store, key.operation, key.attempt, 100, quiet);
     await sink.append("stdout", 0n, bytes("abc"));
     await expect(sink.append("stdout", 5n, bytes("x"))).rejects.toMatchObject({ code: Code.OutOfRange });
     await sink.append("stdout", 3n, new Uint8Array(), { truncated: false });
