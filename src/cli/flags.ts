@@ -45,6 +45,12 @@ export function sequenceFlag(text: string): bigint {
   return BigInt(text);
 }
 
+/** A byte offset in a stream (uint64). */
+export function offsetFlag(text: string): bigint {
+  if (!/^\d{1,20}$/.test(text) || BigInt(text) >= 2n ** 64n) throw new InvalidArgumentError("must be a byte offset (a non-negative integer)");
+  return BigInt(text);
+}
+
 /** A repeatable `dimension=N` option (`tokens=1000`), by the budget's contract names, gathered into one record. */
 export function budgetFlag(text: string, previous: Partial<Record<BudgetDimensionName, bigint>> = {}) {
   const [key, value] = text.split("=");

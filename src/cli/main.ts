@@ -7,6 +7,7 @@ import { registerContractCommands } from "./contract-commands.js";
 import { registerDiagnosticsCommands } from "./diagnostics-commands.js";
 import { registerFilesCommands } from "./files-commands.js";
 import { registerGovernanceCommands } from "./governance-commands.js";
+import { registerLogsCommand } from "./logs-command.js";
 import { registerOperationCommands } from "./operation-commands.js";
 import { registerPolicyCommands } from "./policy-commands.js";
 import { registerProfileCommands } from "./profile-commands.js";
@@ -31,6 +32,7 @@ process.stdout.on("error", (error: NodeJS.ErrnoException) => {
 registerServeCommand(program);
 registerContractCommands(program);
 registerOperationCommands(program);
+registerLogsCommand(program);
 registerGovernanceCommands(program);
 registerPolicyCommands(program);
 registerProfileCommands(program);

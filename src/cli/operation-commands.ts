@@ -19,6 +19,7 @@ import { operationClient, serverOption } from "./client.js";
 import { EXIT_INVALID } from "./exit-codes.js";
 import { collect, contractName, integerFlag, labelFlag, resourceName, sequenceFlag } from "./flags.js";
 import { untilInterrupted } from "./follow.js";
+import { followEveryAttempt } from "./logs-command.js";
 import { causeText, formatEvent, formatOperation, formatOperationTable, jsonLine, stateName } from "./format.js";
 import { buildSubmitRequest, withSubmitOptions, type SubmitFlags } from "./submit-request.js";
 
@@ -62,16 +63,27 @@ async function followOperation(client: OperationClient, name: string, afterSeque
   }
 }
 
-async function submit(argv: string[], options: SubmitFlags & Common & { wait?: boolean }): Promise<void> {
+async function submit(argv: string[], options: SubmitFlags & Common & { wait?: boolean; followOutput?: boolean }): Promise<void> {
   const request = await buildSubmitRequest(options, argv);
   const client = operationClient(options.server);
   const response = await client.submitOperation(request);
   const operation = response.operation!;
-  console.log(options.json ? jsonLine(SubmitOperationResponseSchema, response) : `${formatOperation(operation)}${response.created ? "" : "\n(already submitted with this request id)"}`);
-  if (!options.wait) return;
-  await followOperation(client, operation.name, 0n, options.json === true);
+  // With --follow-output, stdout carries the program's output alone; what amctl says goes to stderr.
+  const followOutput = options.followOutput === true && (operation.type === OperationType.EXECUTION_START || operation.type === OperationType.CONTAINER_RUN);
+  const say = followOutput ? console.error : console.log;
+  say(options.json ? jsonLine(SubmitOperationResponseSchema, response) : `${formatOperation(operation)}${response.created ? "" : "\n(already submitted with this request id)"}`);
+  if (!options.wait && !options.followOutput) return;
+  if (followOutput) {
+    const over = async (attempt: number) => {
+      const current = (await client.getOperation({ name: operation.name })).operation!;
+      return [TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED].includes(current.state) && current.attempt <= attempt;
+    };
+    await followEveryAttempt(options.server, operation.name, over);
+  } else {
+    await followOperation(client, operation.name, 0n, options.json === true);
+  }
   const final = (await client.getOperation({ name: operation.name })).operation!;
-  if (!options.json) console.log(`${final.name}: ${stateName(final)}${final.stopCause ? ` (${causeText(final.stopCause)})` : ""}`);
+  if (!options.json) say(`${final.name}: ${stateName(final)}${final.stopCause ? ` (${causeText(final.stopCause)})` : ""}`);
   if (final.state !== TaskState.COMPLETED) process.exitCode = EXIT_INVALID;
 }
 
@@ -118,6 +130,7 @@ export function registerOperationCommands(program: Command): void {
     .description("Submit an operation: one of the spec flags, or -f FILE. Exit 0 when admitted; with --wait, 0 completed, 1 failed or cancelled.")
     .addOption(serverOption())
     .option("--wait", "follow the operation's events until it ends")
+    .option("--follow-output", "with an execution or container: instead of its events, print its output as it is produced (stdout to stdout, stderr to stderr, every attempt) until it ends; implies --wait")
     .option("--json", "print the response (and with --wait each event) as one line of proto JSON")
     .action(submit);
 

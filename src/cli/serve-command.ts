@@ -41,6 +41,7 @@ interface ServeOptions {
   eventRetentionHours: number;
   workspaceRetentionHours: number;
   workspaceDiskLimitBytes: number;
+  outputRetentionHours?: number;
   unsafeNoSandbox?: boolean;
   sandboxMaxProcesses: number;
   consoleActions?: boolean;
@@ -102,6 +103,7 @@ export function registerServeCommand(program: Command): void {
       integerFlag(0),
       defaultConfig.workspaceDiskLimitBytes,
     )
+    .option("--output-retention-hours <n>", "hours an execution's output (amctl logs) is kept after its last byte; default: as long as events", positiveInteger("--output-retention-hours"))
     .option("--sandbox-max-processes <n>", "cap on the processes and threads of one execution's sandbox", positiveInteger("--sandbox-max-processes"), defaultConfig.sandbox.maxProcesses)
     .option("--console-actions", "let the web console (/console/) cancel operations and revoke delegations, each after a confirmation; without it the console only reads")
     .option("--unsafe-no-sandbox", "DEVELOPMENT ONLY: run executions unconfined, as this server's user (it can read the data dir and keys); warned at start, shown in health, GetContract and diagnostics")
@@ -139,6 +141,7 @@ export function registerServeCommand(program: Command): void {
           eventRetention: { maxEvents: options.eventRetentionCount, maxAgeMs: options.eventRetentionHours * 3_600_000 },
           workspaceRetentionMs: options.workspaceRetentionHours * 3_600_000,
           workspaceDiskLimitBytes: options.workspaceDiskLimitBytes,
+          ...(options.outputRetentionHours !== undefined ? { outputRetentionMs: options.outputRetentionHours * 3_600_000 } : {}),
           sandbox: { ...defaultConfig.sandbox, unsafeNoSandbox: options.unsafeNoSandbox === true, maxProcesses: options.sandboxMaxProcesses },
           consoleActions: options.consoleActions === true,
         },

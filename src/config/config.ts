@@ -47,6 +47,8 @@ export interface ServerConfig {
   defaultBudget: Budget;
   /** Events kept for replay; older ones are compacted (a cursor before them is OutOfRange). */
   eventRetention: RetentionPolicy;
+  /** How long an execution's output is kept after its last append; unset: as long as events (eventRetention.maxAgeMs). */
+  outputRetentionMs?: number;
   compactionIntervalMs: number;
   /** How long a workspace is kept after its operation ends; the sweep, every compaction interval, then removes it. */
   workspaceRetentionMs: number;

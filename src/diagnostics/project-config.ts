@@ -23,6 +23,7 @@ export const configAllowlist: ReadonlySet<string> = new Set([
   "defaultBudget",
   "eventRetention.maxEvents",
   "eventRetention.maxAgeMs",
+  "outputRetentionMs",
   "compactionIntervalMs",
   "workspaceRetentionMs",
   "workspaceDiskLimitBytes",

@@ -16,7 +16,7 @@ import { CONTAINER_GID, CONTAINER_UID, containerInvocation, containerName, type 
 import { closeMountSources, MountUnavailable, openMountSources, type MountSource } from "../sandbox/mount-sources.js";
 import type { Attempt, Executor, Outcome } from "./executor.js";
 import type { LocalProcessOptions } from "./local-process.js";
-import { captureLogPath, captureTo } from "./output-capture.js";
+import { captureAttemptOutput } from "./output-capture.js";
 
 export interface ContainerExecutorOptions extends LocalProcessOptions {
   /** Absolute path of the runtime's CLI. */
@@ -146,13 +146,12 @@ export class ContainerExecutor implements Executor {
   }
 
   private async runInvocation(attempt: Attempt, spec: ContainerRunSpec, invocation: Invocation, wallClockSeconds: number): Promise<Outcome> {
-    const { workspace, signal } = attempt;
+    const { signal } = attempt;
 
     const started = Date.now();
     const child = spawn(this.options.runtime, invocation.args, { env: this.environment(), stdio: ["ignore", "pipe", "pipe"] });
     const exited = exitOf(child);
-    const stdout = captureTo(child.stdout!, captureLogPath(workspace, "stdout", attempt.attempt), this.options.outputLimitBytes);
-    const stderr = captureTo(child.stderr!, captureLogPath(workspace, "stderr", attempt.attempt), this.options.outputLimitBytes);
+    const { stdout, stderr } = captureAttemptOutput(child, attempt, this.options.outputLimitBytes);
 
     let stopReason: "cancelled" | "wall_clock" | undefined;
     let termination: Promise<void> | undefined;

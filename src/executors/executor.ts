@@ -3,6 +3,7 @@
 import type { Artifact } from "../gen/agentmachine/v1/artifact_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Operation, StopCause } from "../gen/agentmachine/v1/operation_pb.js";
+import type { OutputStreamName } from "../store/store.js";
 
 export interface Attempt {
   operation: Operation;
@@ -31,6 +32,20 @@ export interface Attempt {
   usage?(usage: Budget): void;
   /** What `Executor.reserve` returned for this attempt, for executors that reserve. */
   seat?: Seat;
+  /**
+   * Optional. Where an executor that runs a program sends its output as it is produced
+   * (besides the workspace's log files), so that it outlives the workspace (OutputService).
+   */
+  output?: OutputSink;
+}
+
+/**
+ * An attempt's output, kept elsewhere: the server's store, or (on a remote worker) the server.
+ * Appends of one stream come in order, each at the offset where the previous one ended; the
+ * last carries `end`. A rejection means the bytes were not kept (nor will later ones be).
+ */
+export interface OutputSink {
+  append(stream: OutputStreamName, offset: bigint, data: Uint8Array, end?: { truncated: boolean }): Promise<void>;
 }
 
 /** Room an executor holds for one attempt between `reserve` and `run` (e.g. a remote worker's slot). */

@@ -39,7 +39,7 @@ import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import { StopCauseSchema, type ExecutionStartSpec, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { CPU_LIMIT_SIGNAL, limitCpuSeconds } from "./cpu-limit.js";
 import type { Attempt, Executor, Outcome } from "./executor.js";
-import { captureLogPath, captureTo } from "./output-capture.js";
+import { captureAttemptOutput, captureLogPath } from "./output-capture.js";
 import { killedWithParent } from "./parent-death.js";
 import { killOrphanGroup } from "./process-identity.js";
 import { readProgressLines } from "./progress-lines.js";
@@ -221,8 +221,7 @@ export class LocalProcessExecutor implements Executor {
         writeAndClose(child.stdio[SANDBOX_ARGS_FD] as Writable, sandbox.bwrapArgs);
         writeAndClose(child.stdio.at(ENVIRONMENT_FD) as Writable, sandbox.environment);
       }
-      const stdout = captureTo(child.stdout!, captureLogPath(workspace, "stdout", attempt.attempt), this.options.outputLimitBytes);
-      const stderr = captureTo(child.stderr!, captureLogPath(workspace, "stderr", attempt.attempt), this.options.outputLimitBytes);
+      const { stdout, stderr } = captureAttemptOutput(child, attempt, this.options.outputLimitBytes);
       // At most 64 KiB a line: a longer one is dropped as it arrives (progress-lines.ts).
       readProgressLines(child.stdio[PROGRESS_FD] as Readable, (line) => {
         try {

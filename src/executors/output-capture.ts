@@ -3,13 +3,19 @@
 import { createWriteStream, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
+import type { Attempt } from "./executor.js";
+import { OutputForwarder } from "./output-forwarder.js";
 
 /** Where an attempt's stdout or stderr is kept. */
 export function captureLogPath(workspace: string, stream: "stdout" | "stderr", attempt: number): string {
   return join(workspace, `${stream}.${attempt}.log`);
 }
 
-export function captureTo(stream: Readable, path: string, limit: number): { bytes: () => number; truncated: () => boolean; done: Promise<void> } {
+/**
+ * Keeps up to `limit` bytes of `stream` in the file at `path` and, with `forward`, sends the same
+ * bytes on as they come; `done` settles once the file is written and the forwarder has the end.
+ */
+export function captureTo(stream: Readable, path: string, limit: number, forward?: OutputForwarder): { bytes: () => number; truncated: () => boolean; done: Promise<void> } {
   // The workspace belongs to the program: an earlier attempt could have left a symlink where
   // this log goes, to have the server write through it outside the workspace. Whatever is there
   // goes first.
@@ -35,7 +41,16 @@ export function captureTo(stream: Readable, path: string, limit: number): { byte
     truncated ||= kept.length < chunk.length;
     bytes += kept.length;
     file.write(kept);
+    forward?.push(kept);
   });
-  const done = new Promise<void>((resolveDone) => stream.on("close", () => (file.destroyed ? resolveDone() : file.end(resolveDone))));
+  const written = new Promise<void>((resolveDone) => stream.on("close", () => (file.destroyed ? resolveDone() : file.end(resolveDone))));
+  const done = written.then(() => forward?.end(truncated));
   return { bytes: () => bytes, truncated: () => truncated, done };
+}
+
+/** An attempt's stdout and stderr, each captured to its log file and forwarded to the attempt's output sink, if it has one. */
+export function captureAttemptOutput(child: { stdout: Readable | null; stderr: Readable | null }, attempt: Attempt, limit: number) {
+  const capture = (stream: "stdout" | "stderr", from: Readable) =>
+    captureTo(from, captureLogPath(attempt.workspace, stream, attempt.attempt), limit, attempt.output && new OutputForwarder(attempt.output, stream));
+  return { stdout: capture("stdout", child.stdout!), stderr: capture("stderr", child.stderr!) };
 }

@@ -8,7 +8,7 @@ import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import { OperationEventSchema, ProgressAttributesSchema, type OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import type { Operation, StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import type { Executor, Outcome, Seat } from "../executors/executor.js";
+import type { Executor, Outcome, OutputSink, Seat } from "../executors/executor.js";
 import { processStartTicks } from "../executors/process-identity.js";
 import { workspaceOf } from "../executors/workspace-files.js";
 import type { Logger } from "../api/logger.js";
@@ -17,6 +17,8 @@ import { withAttemptUsage } from "../governance/budget-ledger.js";
 import type { ExecutionCredential, ExecutionCredentials } from "../governance/execution-credentials.js";
 import { inSpan } from "../telemetry/tracer.js";
 import { attemptAttributes, recordOutcome } from "./attempt-span.js";
+import { isExecution } from "./execution-types.js";
+import { closeOutput, openOutput, storeOutputSink } from "./attempt-output.js";
 import type { AttemptRetries } from "./attempt-retries.js";
 import { BUDGET_EXHAUSTED, cause, transition, transitionChange } from "./task-transitions.js";
 
@@ -38,6 +40,8 @@ export interface AttemptEnvironment {
   revoked: (names: ReadonlySet<string>) => void;
   /** This runner's id (one per server process), recorded on the tasks it claims. */
   runnerId: string;
+  /** Bytes of each output stream of an attempt the server keeps (attempt-output.ts). */
+  outputLimitBytes: number;
 }
 
 export interface AttemptRunnerOptions extends AttemptEnvironment {
@@ -151,6 +155,7 @@ export class AttemptRunner {
         })
         .catch((error: unknown) => this.options.log.warn({ err: error, operation: name }, "could not record a report of the running task"));
     };
+    const output = isExecution(running.type) ? await this.openOutput(name, attempt) : undefined;
     const outcome = await inSpan("executor.run", attemptAttributes(running, attempt), (span) =>
       executor
         .run({
@@ -159,6 +164,7 @@ export class AttemptRunner {
           workspace,
           signal: controller.signal,
           ...(seat !== undefined ? { seat } : {}),
+          ...(output !== undefined ? { output } : {}),
           env: credential === undefined ? {} : { AMCTL_SERVER: this.options.serverAddress(), AMCTL_TOKEN: credential.token, AMCTL_OPERATION: name },
           progress: (message, percent) => {
             const value = { message, ...(percent !== undefined ? { percent } : {}) };
@@ -202,8 +208,18 @@ export class AttemptRunner {
         .then((outcome) => recordOutcome(span, outcome)),
     );
     await writes;
+    if (output !== undefined) await closeOutput(this.options.store, name, attempt).catch((error: unknown) => this.options.log.warn({ err: error, operation: name }, "could not end the attempt's output"));
     if (this.options.stopping()) return; // recovered as server_restart on the next start
     await this.applyOutcome(running, outcome, controller.signal);
+  }
+
+  /** Where the attempt's output is kept (attempt-output.ts); undefined, and the attempt runs on, when the store would not take it. */
+  private async openOutput(name: string, attempt: number): Promise<OutputSink | undefined> {
+    const sink = storeOutputSink(this.options.store, name, attempt, this.options.outputLimitBytes, this.options.log);
+    return openOutput(sink).then(
+      () => sink,
+      () => undefined,
+    );
   }
 
   /** `operation` as it was when the attempt started (its usage is the attempts' before this one); `signal` says why it was stopped, if it was. */

@@ -13,6 +13,7 @@ import { ContractService } from "../gen/agentmachine/v1/contract_service_pb.js";
 import { DelegationService } from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { DiagnosticsService } from "../gen/agentmachine/v1/diagnostics_service_pb.js";
 import { OperationService } from "../gen/agentmachine/v1/operation_service_pb.js";
+import { OutputService } from "../gen/agentmachine/v1/output_service_pb.js";
 import { PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
 import { ProfileService } from "../gen/agentmachine/v1/profile_service_pb.js";
 import { RuntimeService } from "../gen/agentmachine/v1/runtime_service_pb.js";
@@ -38,6 +39,7 @@ import { DiagnosticsExecutor } from "../diagnostics/diagnostics-executor.js";
 import { localSecrets } from "../diagnostics/local-secrets.js";
 import { resolveExecutable } from "../process/resolve-executable.js";
 import { EventHub } from "../lifecycle/event-hub.js";
+import { OutputWakeUps } from "../lifecycle/output-watch.js";
 import { OperationRunner } from "../lifecycle/operation-runner.js";
 import { MacTokens } from "../lifecycle/mac-token.js";
 import { PageTokens } from "../lifecycle/page-token.js";
@@ -55,6 +57,7 @@ import { contractService } from "../services/contract-service.js";
 import { delegationService } from "../services/delegation-service.js";
 import { diagnosticsService } from "../services/diagnostics-service.js";
 import { operationService } from "../services/operation-service.js";
+import { outputService } from "../services/output-service.js";
 import { policyService } from "../services/policy-service.js";
 import { profileService } from "../services/profile-service.js";
 import { runtimeService } from "../services/runtime-service.js";
@@ -109,6 +112,7 @@ interface ServiceParts {
   log: Logger;
   store: OperationStore;
   hub: EventHub;
+  outputWakeUps: OutputWakeUps;
   runner: OperationRunner;
   keeper: WorkspaceKeeper;
   pageTokens: PageTokens;
@@ -162,6 +166,7 @@ const served: readonly Served[] = [
       workspaceRoom: () => p.keeper.ensureRoom(),
     }),
   ),
+  serve(OutputService, (p) => outputService({ store: p.store, wakeUps: p.outputWakeUps, authority: p.authority, slowSubscriberTimeoutMs: p.config.slowSubscriberTimeoutMs, metrics: p.metrics })),
   serve(DelegationService, (p) =>
     delegationService({
       store: p.store,
@@ -246,6 +251,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     health.setAll(available ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
   });
   const hub = await EventHub.open(store);
+  const outputWakeUps = new OutputWakeUps(store);
   const pageTokenKey = await store.getOrCreateSecret("page-token-key", randomSecret);
   const pageTokens = new PageTokens(pageTokenKey);
   const callTicketKey = await store.getOrCreateSecret("call-ticket-key", randomSecret);
@@ -343,6 +349,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     runnerId: `runners/${randomUUID()}`,
     heartbeatMs: config.runnerHeartbeatMs,
     runnerTimeoutMs: config.runnerTimeoutMs,
+    outputLimitBytes: config.execution.outputLimitBytes,
   });
   /** Admission refuses the types the runner cannot run, so none is stored that could never run. */
   const executable = runner.executable;
@@ -350,6 +357,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const keeper = new WorkspaceKeeper({ store, dataDir, retentionMs: config.workspaceRetentionMs, diskLimitBytes: config.workspaceDiskLimitBytes, log });
   const compaction = setInterval(() => {
     store.compactEvents(config.eventRetention, new Date()).catch((error: unknown) => log.error({ err: error }, "event compaction failed"));
+    store.compactOutput(new Date(Date.now() - (config.outputRetentionMs ?? config.eventRetention.maxAgeMs))).catch((error: unknown) => log.error({ err: error }, "output compaction failed"));
     keeper.sweep().catch((error: unknown) => log.error({ err: error }, "workspace sweep failed"));
   }, config.compactionIntervalMs);
   compaction.unref();
@@ -360,6 +368,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     log,
     store,
     hub,
+    outputWakeUps,
     runner,
     keeper,
     pageTokens,

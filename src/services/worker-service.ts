@@ -43,5 +43,9 @@ export function workerService({ pool, authority }: WorkerServiceDeps): ServiceIm
       enabledPool().reportOutcome(principalOf(context), request);
       return {};
     },
+    async appendOutput(request, context) {
+      await enabledPool().appendOutput(principalOf(context), request);
+      return {};
+    },
   };
 }

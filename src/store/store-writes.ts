@@ -11,6 +11,8 @@ export const storeWrites = [
   "modifyOperation",
   "claimOperation",
   "compactEvents",
+  "appendOutput",
+  "compactOutput",
   "getOrCreateSecret",
   "putDelegation",
   "putChildDelegation",

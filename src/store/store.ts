@@ -228,6 +228,48 @@ export type AuditPruneResult =
   /** The stored record of the checkpoint's size is missing or not the one it signed. */
   | { kind: "log-mismatch"; checkpoint: AuditCheckpoint };
 
+/** An output stream of an execution attempt (src/lifecycle/attempt-output.ts writes them). */
+export interface OutputKey {
+  operation: string;
+  attempt: number;
+  stream: OutputStreamName;
+}
+
+export type OutputStreamName = "stdout" | "stderr";
+
+/** What is known of a stored output stream. */
+export interface OutputState {
+  /** Bytes stored: the offset the next append must start at. */
+  size: bigint;
+  /** No append follows (the attempt ended, or the writer said so). */
+  ended: boolean;
+  /** With `ended`: the program wrote more than the output limit. */
+  truncated: boolean;
+}
+
+export interface OutputAppend extends OutputKey {
+  /** Where `data` starts: the stream's size when the writer last heard of it. */
+  offset: bigint;
+  data: Uint8Array;
+  /** Set on the stream's last append. */
+  end?: { truncated: boolean };
+  time: Date;
+}
+
+/**
+ * How an append went (src/store/output-rows.ts decides): stored (also a retried append that was
+ * already stored, which changes nothing), or refused because it starts beyond the stored bytes
+ * (`gap`) or adds bytes to a stream that ended (`ended`). `size` is the stream's size after it.
+ */
+export type OutputAppendResult = { kind: "stored" | "gap" | "ended"; size: bigint };
+
+export interface OutputRead {
+  /** Stored bytes from the offset asked for, in order, without gaps. */
+  chunks: { offset: bigint; data: Uint8Array }[];
+  /** Undefined when nothing of the stream is stored (not started, or removed after retention). */
+  state?: OutputState;
+}
+
 export interface OperationStore {
   /**
    * Whether only one server process uses this store at a time (the embedded store: one data
@@ -266,6 +308,17 @@ export interface OperationStore {
   eventBounds(): Promise<EventBounds>;
   /** Deletes events outside the policy; returns how many. */
   compactEvents(policy: RetentionPolicy, now: Date): Promise<number>;
+  /** Appends bytes (or the end) to an execution's output stream, in one commit; idempotent on the offset. */
+  appendOutput(append: OutputAppend): Promise<OutputAppendResult>;
+  /** Stored bytes of `key` from offset `from` on, in at most `limit` chunks. */
+  readOutput(key: OutputKey, from: bigint, limit: number): Promise<OutputRead>;
+  /** Deletes the output streams last appended to before `before`; returns how many. */
+  compactOutput(before: Date): Promise<number>;
+  /**
+   * Called after a commit of this instance appended output (a wake-up for its readers; with a
+   * shared store, other instances' appends are only seen by reading).
+   */
+  onOutput(listener: (key: OutputKey) => void): void;
   /** A value the store keeps for the server (e.g. the page-token key), created once. */
   getOrCreateSecret(key: string, create: () => string): Promise<string>;
   /** Records a delegation unless one with its name exists; returns the stored one. */

@@ -20,6 +20,7 @@ import type { Outcome } from "../executors/executor.js";
 import { LocalProcessExecutor, type LocalProcessOptions } from "../executors/local-process.js";
 import type { Logger } from "../api/logger.js";
 import { operationIdOf } from "../model/resource-names.js";
+import { outputStreamEnum } from "../executors/output-streams.js";
 
 export interface WorkerAgentOptions {
   client: Client<typeof WorkerService>;
@@ -52,6 +53,11 @@ const stopCause = (reason: string, message: string): StopCause => create(StopCau
 
 function isLeaseRejected(error: unknown): boolean {
   return error instanceof ConnectError && error.findDetails(ErrorInfoSchema).some((info) => info.reason === "LEASE_REJECTED");
+}
+
+/** A refusal that another try would get again (a rejected lease among them). */
+function isRefusal(error: unknown): boolean {
+  return error instanceof ConnectError && [Code.FailedPrecondition, Code.OutOfRange, Code.InvalidArgument, Code.NotFound, Code.PermissionDenied].includes(error.code);
 }
 
 /**
@@ -182,6 +188,13 @@ export class WorkerAgent {
         spawned: () => {},
         progress: (message, percent) => this.send(() => this.options.client.reportProgress({ ...report, message, ...(percent !== undefined ? { percent } : {}) }), task),
         usage: (usage) => this.send(() => this.options.client.reportProgress({ ...report, usage }), task),
+        // Sent as it comes, and all of it before the outcome: the server keeps it after this workspace is gone.
+        output: {
+          append: async (stream, offset, data, end) => {
+            const request = { ...report, stream: outputStreamEnum(stream), offset, data, end: end !== undefined, truncated: end?.truncated ?? false };
+            if (!(await this.deliver(() => this.options.client.appendOutput(request), report.lease, `${stream} output`))) throw new Error("output not delivered");
+          },
+        },
       })
       .then((outcome) => (task.leaseLost ? undefined : this.reportOutcome(report, outcome, controller.signal.reason as StopCause | undefined)))
       .catch((error: unknown) => this.options.log.error({ err: error, operation: operation.name }, "task failed unexpectedly"))
@@ -199,6 +212,25 @@ export class WorkerAgent {
     });
   }
 
+  /**
+   * Makes a report that matters (the outcome, output), tried again while the lease may still be
+   * honoured; resolves with whether the server took it.
+   */
+  private async deliver(call: () => Promise<unknown>, lease: Lease, what: string): Promise<boolean> {
+    for (let tries = 0; ; tries += 1) {
+      try {
+        await call();
+        return true;
+      } catch (error) {
+        if (isRefusal(error) || tries >= 5) {
+          this.options.log.warn({ err: error, operation: lease.operation }, `${what} was not accepted`);
+          return false;
+        }
+        await new Promise((resolve) => setTimeout(resolve, RECONNECT_MIN_MS * 2 ** tries));
+      }
+    }
+  }
+
   /** `why`: what stopped the task, if something did (a cancellation, the worker stopping). */
   private async reportOutcome(report: { worker: string; lease: Lease }, outcome: Outcome, why: StopCause | undefined): Promise<void> {
     const request = {
@@ -207,19 +239,8 @@ export class WorkerAgent {
       ...(outcome.usage !== undefined ? { usage: outcome.usage } : {}),
       ...resultOf(outcome, why),
     };
-    // The outcome matters: tried again while the lease may still be honoured.
-    for (let tries = 0; ; tries += 1) {
-      try {
-        await this.options.client.reportOutcome(request);
-        this.options.log.info({ operation: report.lease.operation, result: AttemptResult[request.result] }, "reported");
-        return;
-      } catch (error) {
-        if (isLeaseRejected(error) || tries >= 5) {
-          this.options.log.warn({ err: error, operation: report.lease.operation }, "the outcome was not accepted");
-          return;
-        }
-        await new Promise((resolve) => setTimeout(resolve, RECONNECT_MIN_MS * 2 ** tries));
-      }
+    if (await this.deliver(() => this.options.client.reportOutcome(request), report.lease, "the outcome")) {
+      this.options.log.info({ operation: report.lease.operation, result: AttemptResult[request.result] }, "reported");
     }
   }
 }

@@ -21,10 +21,13 @@ import {
   type ConnectResponse,
   type HeldLease,
   type Lease,
+  type AppendOutputRequest,
   type ReportOutcomeRequest,
   type ReportProgressRequest,
 } from "../gen/agentmachine/v1/worker_service_pb.js";
 import { allows } from "../governance/attenuation.js";
+import { outputStreamName } from "../executors/output-streams.js";
+import { outputNotKept } from "../executors/output-errors.js";
 import type { Principal } from "../governance/authority.js";
 import type { Attempt, Executor, Outcome, Seat } from "../executors/executor.js";
 import { leaseRejected } from "./errors.js";
@@ -241,6 +244,13 @@ export class WorkerPool implements Executor {
     const active = this.honoured(principal, request.lease!);
     if (request.message !== "" || request.percent !== undefined) active.attempt.progress(request.message, request.percent);
     if (request.usage !== undefined) active.attempt.usage?.(request.usage);
+  }
+
+  /** Keeps output the worker's task produced, under its lease (the attempt's sink refuses a gap or bytes after the end). */
+  async appendOutput(principal: Principal, request: AppendOutputRequest): Promise<void> {
+    const active = this.honoured(principal, request.lease!);
+    if (active.attempt.output === undefined) throw outputNotKept(active.lease.operation, active.lease.attempt);
+    await active.attempt.output.append(outputStreamName(request.stream), request.offset, request.data, request.end ? { truncated: request.truncated } : undefined);
   }
 
   reportOutcome(principal: Principal, request: ReportOutcomeRequest): void {

@@ -20,6 +20,7 @@ import type { ContainerRunSpecSchema } from "../../src/gen/agentmachine/v1/opera
 import { SubmitOperationRequestSchema, type SubmitOperationRequest } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { defaultConfig } from "../../src/config/config.js";
+import { amctl } from "../helpers/cli.js";
 import { createProfile, operationsClient, requestId, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { bundleSource, policyAdmin, policyClient } from "../helpers/policy.js";
 import { setUpPodman, type Podman } from "../helpers/podman.js";
@@ -331,10 +332,13 @@ describe("a real container runtime: podman with runc (test/helpers/podman.ts)", 
       expect(record.argv).toContain("--network=none");
 
       const workspace = join(real.dataDir, "workspaces", idOf(operation.name));
-      expect(readFileSync(join(workspace, "stdout.1.log"), "utf8")).toBe(
-        ["65534", "65534", "lo", "no-network", "touch: /scratch/file: Read-only file system", "touch: /elsewhere: Read-only file system", ""].join("\n"),
-      );
+      const stdout = ["65534", "65534", "lo", "no-network", "touch: /scratch/file: Read-only file system", "touch: /elsewhere: Read-only file system", ""].join("\n");
+      expect(readFileSync(join(workspace, "stdout.1.log"), "utf8")).toBe(stdout);
       expect(readFileSync(join(workspace, "stderr.1.log"), "utf8")).toBe("done\n");
+      // The server kept the same output, stdout and stderr apart (OutputService, amctl logs).
+      const logsEnv = { AMCTL_SERVER: real.url, AMCTL_TOKEN: real.token };
+      expect(await amctl(["logs", operation.name], logsEnv)).toMatchObject({ code: 0, stdout });
+      expect(await amctl(["logs", "--stderr", operation.name], logsEnv)).toMatchObject({ code: 0, stdout: "done\n" });
       expect(listener.connections()).toBe(0);
       // Written by the container's user into the workspace, the one directory it may write to,
       // which the server (root) gave to that user alone.

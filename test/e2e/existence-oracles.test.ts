@@ -1,7 +1,7 @@
 // No RPC tells a caller what exists outside its scope (issue 14, finding 7), on both stores over
 // real sockets. An operation in a profile the caller may not see is answered exactly as one that
 // does not exist — NotFound, the same message and the same detail — by every RPC that names it:
-// GetOperation, CancelOperation, WatchOperation, DownloadDiagnostics, the WorkspaceService RPCs, the target of a cancel or a
+// GetOperation, CancelOperation, WatchOperation, WatchOutput, DownloadDiagnostics, the WorkspaceService RPCs, the target of a cancel or a
 // revoke (submitted or dry-run through EvaluatePolicy), whatever state it is in. Where the
 // caller's scope alone decides (a profile named in a filter, another execution's operation at
 // RuntimeService, a delegation outside the caller's subtree), the answer never depends on
@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditDecisionFilter, AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
 import { DiagnosticsService } from "../../src/gen/agentmachine/v1/diagnostics_service_pb.js";
 import { WorkspaceService } from "../../src/gen/agentmachine/v1/workspace_service_pb.js";
+import { OutputService } from "../../src/gen/agentmachine/v1/output_service_pb.js";
 import type { EvaluatePolicyResponse } from "../../src/gen/agentmachine/v1/policy_service_pb.js";
 import { CallKind } from "../../src/gen/agentmachine/v1/runtime_pb.js";
 import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
@@ -75,6 +76,13 @@ describe.each(storesUnderTest())("%s", (_store, storeOf) => {
     ["GetOperation", async (name) => errorShape(await errorOf(() => mine.clients.operations.getOperation({ name })), name)],
     ["CancelOperation", async (name) => errorShape(await errorOf(() => mine.clients.operations.cancelOperation({ name })), name)],
     ["WatchOperation", async (name) => errorShape(await errorOf(() => mine.clients.operations.watchOperation({ name })), name)],
+    [
+      "WatchOutput",
+      async (name) => {
+        const output = createClient(OutputService, createGrpcTransport({ baseUrl: callers.server.url, interceptors: [bearer(mine.token)] }));
+        return errorShape(await errorOf(() => output.watchOutput({ name, follow: true })), name);
+      },
+    ],
     [
       "DownloadDiagnostics",
       async (name) => {

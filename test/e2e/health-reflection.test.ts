@@ -36,7 +36,7 @@ describe("grpc.health.v1.Health", () => {
     const { statuses } = await health().list({});
     expect(statuses["agentmachine.v1.ExecutionSandbox"]?.status).toBe(Status.SERVING);
     expect(Object.keys(statuses).sort()).toEqual(
-      ["", "agentmachine.v1.ExecutionSandbox", "agentmachine.v1.AuditService", "agentmachine.v1.ContractService", "agentmachine.v1.DelegationService", "agentmachine.v1.DiagnosticsService", "agentmachine.v1.OperationService", "agentmachine.v1.PolicyService", "agentmachine.v1.RuntimeService", "agentmachine.v1.ProfileService", "agentmachine.v1.WorkerService", "agentmachine.v1.WorkspaceService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
+      ["", "agentmachine.v1.ExecutionSandbox", "agentmachine.v1.AuditService", "agentmachine.v1.ContractService", "agentmachine.v1.DelegationService", "agentmachine.v1.DiagnosticsService", "agentmachine.v1.OperationService", "agentmachine.v1.OutputService", "agentmachine.v1.PolicyService", "agentmachine.v1.RuntimeService", "agentmachine.v1.ProfileService", "agentmachine.v1.WorkerService", "agentmachine.v1.WorkspaceService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
     );
   });
 
@@ -146,12 +146,14 @@ describe("server reflection", () => {
       "agentmachine.v1.OperationService/SubmitOperation",
       "agentmachine.v1.OperationService/WatchEvents",
       "agentmachine.v1.OperationService/WatchOperation",
+      "agentmachine.v1.OutputService/WatchOutput",
       "agentmachine.v1.PolicyService/ApplyPolicyBundle",
       "agentmachine.v1.PolicyService/EvaluatePolicy",
       "agentmachine.v1.PolicyService/ListPolicyBundles",
       "agentmachine.v1.ProfileService/ExplainSeparation",
       "agentmachine.v1.RuntimeService/AuthorizeCall",
       "agentmachine.v1.RuntimeService/ReportUsage",
+      "agentmachine.v1.WorkerService/AppendOutput",
       "agentmachine.v1.WorkerService/Connect",
       "agentmachine.v1.WorkerService/Heartbeat",
       "agentmachine.v1.WorkerService/ReportOutcome",

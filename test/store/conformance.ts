@@ -913,5 +913,62 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       store = await reopen();
       expect((await store.appendAudit(auditDraft())).sequence).toBe(9n);
     });
+
+    describe("execution output", () => {
+      const bytes = (text: string) => new TextEncoder().encode(text);
+      const text = (read: { chunks: { data: Uint8Array }[] }) => Buffer.concat(read.chunks.map((chunk) => chunk.data)).toString("utf8");
+      const key = (stream: "stdout" | "stderr" = "stdout", attempt = 1) => ({ operation: "operations/OUT1", attempt, stream });
+      const append = (offset: bigint, data: string, extra: { end?: { truncated: boolean }; time?: Date; stream?: "stdout" | "stderr" } = {}) =>
+        store.appendOutput({ ...key(extra.stream), offset, data: bytes(data), time: extra.time ?? new Date(), ...(extra.end ? { end: extra.end } : {}) });
+
+      it("appends at the end only: a retried append stores only what it adds, a gap or bytes after the end are refused", async () => {
+        const heard: unknown[] = [];
+        store.onOutput((k) => heard.push(k));
+        expect(await append(0n, "")).toEqual({ kind: "stored", size: 0n });
+        expect(await append(0n, "hello ")).toEqual({ kind: "stored", size: 6n });
+        expect(await append(0n, "hello ")).toEqual({ kind: "stored", size: 6n }); // a retry: nothing new
+        expect(await append(3n, "lo world")).toEqual({ kind: "stored", size: 11n }); // overlaps: only "world" is new
+        expect(await append(20n, "late")).toEqual({ kind: "gap", size: 11n });
+        expect(await append(11n, "!\n", { stream: "stderr" })).toEqual({ kind: "gap", size: 0n });
+        expect(await append(11n, "", { end: { truncated: true } })).toEqual({ kind: "stored", size: 11n });
+        expect(await append(11n, "more")).toEqual({ kind: "ended", size: 11n });
+        expect(await append(6n, "world")).toEqual({ kind: "stored", size: 11n }); // a retry of stored bytes is still fine
+        expect(heard).toEqual([key(), key(), key(), key()]);
+
+        const whole = await store.readOutput(key(), 0n, 100);
+        expect(text(whole)).toBe("hello world");
+        expect(whole.state).toEqual({ size: 11n, ended: true, truncated: true });
+        // From inside a chunk: cut to start there.
+        const tail = await store.readOutput(key(), 8n, 100);
+        expect(tail.chunks[0]!.offset).toBe(8n);
+        expect(text(tail)).toBe("rld");
+        expect((await store.readOutput(key(), 11n, 100)).chunks).toEqual([]);
+        // Paged by chunk count, in order.
+        const first = await store.readOutput(key(), 0n, 1);
+        expect(first.chunks).toHaveLength(1);
+        expect(text(first)).toBe("hello ");
+        // Streams and attempts are apart; one never written has no state.
+        expect(await store.readOutput(key("stderr"), 0n, 100)).toEqual({ chunks: [] });
+        expect(await store.readOutput(key("stdout", 2), 0n, 100)).toEqual({ chunks: [] });
+      });
+
+      it("keeps output across a reopen and removes streams last appended to before the retention cutoff", async () => {
+        const old = new Date(Date.now() - 3_600_000);
+        await append(0n, "old", { time: old, end: { truncated: false } });
+        await append(0n, "new", { stream: "stderr" });
+        await store.close();
+        store = await reopen();
+        expect(text(await store.readOutput(key(), 0n, 100))).toBe("old");
+        expect(await store.compactOutput(new Date(Date.now() - 60_000))).toBe(1);
+        expect(await store.readOutput(key(), 0n, 100)).toEqual({ chunks: [] });
+        expect(text(await store.readOutput(key("stderr"), 0n, 100))).toBe("new");
+      });
+
+      it("concurrent appends of one stream at one offset store the bytes once", async () => {
+        const results = await Promise.all(Array.from({ length: 8 }, () => append(0n, "once")));
+        expect(results.every((result) => result.kind === "stored" && result.size === 4n)).toBe(true);
+        expect(text(await store.readOutput(key(), 0n, 100))).toBe("once");
+      });
+    });
   });
 }

@@ -12,7 +12,9 @@ import { BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_
 import { DelegationSchema } from "../../src/gen/agentmachine/v1/delegation_pb.js";
 import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
 import { OperationSchema, StopCauseSchema, type Operation, type StopCause } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { OutputStream } from "../../src/gen/agentmachine/v1/output_pb.js";
 import {
+  AppendOutputRequestSchema,
   AttemptResult,
   HeldLeaseSchema,
   LeaseSchema,
@@ -97,6 +99,7 @@ function attemptOf(operation: Operation, seat: Seat | undefined, attempt = 1) {
   const controller = new AbortController();
   const progress = vi.fn<(message: string, percent?: number) => void>();
   const usage = vi.fn();
+  const output = vi.fn<(stream: string, offset: bigint, data: Uint8Array, end?: { truncated: boolean }) => Promise<void>>(() => Promise.resolve());
   const value: Attempt = {
     operation,
     attempt,
@@ -106,9 +109,10 @@ function attemptOf(operation: Operation, seat: Seat | undefined, attempt = 1) {
     progress,
     spawned: vi.fn(),
     usage,
+    output: { append: output },
     ...(seat !== undefined ? { seat } : {}),
   };
-  return { attempt: value, controller, progress, usage };
+  return { attempt: value, controller, progress, usage, output };
 }
 
 /** Reserves a seat for `operation` (on whichever worker may take it) and runs its attempt: the run, its lease and its attempt's controls. */
@@ -282,6 +286,19 @@ describe("run", () => {
     expect(await peek(run)).toBe(PENDING);
   });
 
+  it("hands appended output to the attempt's output sink, stream, offset, bytes and end as sent", async () => {
+    const worker = await connectWorker(pool, principal("w"), { capacity: 1, labels: {} });
+    const { lease, output, run } = await runOn(pool, worker, execution("a"));
+    const data = new TextEncoder().encode("hello\n");
+    await pool.appendOutput(principal("w"), create(AppendOutputRequestSchema, { lease, stream: OutputStream.STDOUT, offset: 0n, data }));
+    await pool.appendOutput(principal("w"), create(AppendOutputRequestSchema, { lease, stream: OutputStream.STDERR, offset: 0n, end: true, truncated: true }));
+    expect(output.mock.calls).toEqual([
+      ["stdout", 0n, data, undefined],
+      ["stderr", 0n, new Uint8Array(), { truncated: true }],
+    ]);
+    expect(await peek(run)).toBe(PENDING);
+  });
+
   it("resolves with kind completed, the message, artifact and usage on a COMPLETED report", async () => {
     const worker = await connectWorker(pool, principal("w"), { capacity: 1, labels: {} });
     const { lease, run } = await runOn(pool, worker, execution("a"));
@@ -326,7 +343,7 @@ describe("run", () => {
 describe("fencing", () => {
   it("refuses reports under a wrong fencing token, a wrong attempt, an operation without a lease or another delegation, LEASE_REJECTED", async () => {
     const worker = await connectWorker(pool, principal("w"), { capacity: 1, labels: {} });
-    const { lease, run, progress } = await runOn(pool, worker, execution("a"));
+    const { lease, run, progress, output } = await runOn(pool, worker, execution("a"));
     const wrongToken = create(LeaseSchema, { operation: lease.operation, attempt: lease.attempt, fencingToken: lease.fencingToken + 1n });
     const wrongAttempt = create(LeaseSchema, { operation: lease.operation, attempt: lease.attempt + 1, fencingToken: lease.fencingToken });
     const noLease = create(LeaseSchema, { operation: "operations/none", attempt: lease.attempt, fencingToken: lease.fencingToken });
@@ -339,11 +356,16 @@ describe("fencing", () => {
     for (const [, who, refused] of cases) {
       expectLeaseRejected(() => pool.reportProgress(who, create(ReportProgressRequestSchema, { lease: refused, message: "sneaky" })));
       expectLeaseRejected(() => pool.reportOutcome(who, outcomeRequest(refused, AttemptResult.COMPLETED)));
+      const appended = await pool.appendOutput(who, create(AppendOutputRequestSchema, { lease: refused, stream: OutputStream.STDOUT, data: new Uint8Array([1]) })).catch((error: unknown) => error);
+      expectLeaseRejected(() => {
+        throw appended;
+      });
     }
     const error = refusal(() => pool.reportOutcome(principal("w"), outcomeRequest(wrongToken, AttemptResult.COMPLETED)));
     expect(error.findDetails(ErrorInfoSchema)[0]?.metadata).toEqual({ operation: "operations/a", fencing_token: String(wrongToken.fencingToken) });
 
     expect(progress).not.toHaveBeenCalled();
+    expect(output).not.toHaveBeenCalled();
     expect(await peek(run)).toBe(PENDING);
   });
 

@@ -147,6 +147,33 @@ export const migrations: readonly { version: number; sql: string }[] = [
     version: 5,
     sql: REQUEST_KEYS_TABLE,
   },
+  {
+    version: 6,
+    sql: `
+      -- Execution output (store.ts, OutputAppend): each stream's state, and its bytes as the
+      -- appends stored them, by the offset of their first byte. An append locks its stream's
+      -- row, so the replicas' appends to one stream are serialized.
+      CREATE TABLE output_streams (
+        operation TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        ended BOOLEAN NOT NULL,
+        truncated BOOLEAN NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        CONSTRAINT output_streams_pkey PRIMARY KEY (operation, attempt, stream)
+      );
+      CREATE INDEX output_streams_updated ON output_streams (updated_ms);
+      CREATE TABLE output_chunks (
+        operation TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        start_offset BIGINT NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (operation, attempt, stream, start_offset)
+      );
+    `,
+  },
 ];
 
 /** Key of the session-level advisory lock that serializes migrations across replicas. */

@@ -93,6 +93,11 @@ import type {
   OperationQuery,
   OperationStore,
   OperationUpdate,
+  OutputAppend,
+  OutputAppendResult,
+  OutputKey,
+  OutputRead,
+  OutputState,
   RequestKey,
   RetentionPolicy,
   Settlement,
@@ -111,6 +116,7 @@ import { EventFeed } from "./event-feed.js";
 import { EVENTS_CHANNEL, selectEvents } from "./event-rows.js";
 import { ListenConnection } from "./listen-connection.js";
 import { migrate } from "./migrations.js";
+import { fromOffset, planOutputAppend } from "../output-rows.js";
 
 const terminalStates = [TaskState.CANCELLED, TaskState.FAILED, TaskState.COMPLETED];
 
@@ -200,6 +206,7 @@ export class PostgresStore implements OperationStore {
   private readonly listeners: ((events: StoredEvent[]) => void)[] = [];
   private readonly availabilityListeners: ((available: boolean, reason?: string) => void)[] = [];
   private readonly auditListeners: ((sequence: bigint) => void)[] = [];
+  private readonly outputListeners: ((key: OutputKey) => void)[] = [];
   private readonly feed = new EventFeed({
     read: (after, limit) => selectEvents(this.listen, after, limit),
     deliver: (events) => {
@@ -566,6 +573,67 @@ export class PostgresStore implements OperationStore {
       ]);
       return rowCount;
     });
+  }
+
+  private async outputStateOf(db: Pick<Transaction, "query">, key: OutputKey, lock = false): Promise<OutputState | undefined> {
+    const { rows } = await db.query<OutputState>(
+      `SELECT size, ended, truncated FROM output_streams WHERE operation = $1 AND attempt = $2 AND stream = $3${lock ? " FOR UPDATE" : ""}`,
+      [key.operation, key.attempt, key.stream],
+    );
+    return rows[0];
+  }
+
+  async appendOutput(append: OutputAppend): Promise<OutputAppendResult> {
+    const { operation, attempt, stream } = append;
+    const plan = await this.write(
+      async (tx) => {
+        const stored = await this.outputStateOf(tx, append, true);
+        const planned = planOutputAppend(stored, append);
+        if (planned.kind !== "write") return planned;
+        const { size, ended, truncated } = planned.state;
+        if (planned.data.length > 0) {
+          await tx.query("INSERT INTO output_chunks (operation, attempt, stream, start_offset, data) VALUES ($1, $2, $3, $4, $5)", [operation, attempt, stream, planned.offset, planned.data]);
+        }
+        // A first append of a stream inserts its row; two at once: one commits, the other is retried (and then updates it).
+        await tx.query(
+          stored === undefined
+            ? "INSERT INTO output_streams (operation, attempt, stream, size, ended, truncated, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            : "UPDATE output_streams SET size = $4, ended = $5, truncated = $6, updated_ms = $7 WHERE operation = $1 AND attempt = $2 AND stream = $3",
+          [operation, attempt, stream, size, ended, truncated, append.time.getTime()],
+        );
+        return planned;
+      },
+      isUniqueViolation("output_streams_pkey"),
+    );
+    if (plan.kind === "write") for (const listener of this.outputListeners) listener({ operation, attempt, stream });
+    return { kind: plan.kind === "gap" || plan.kind === "ended" ? plan.kind : "stored", size: plan.state.size };
+  }
+
+  async readOutput(key: OutputKey, from: bigint, limit: number): Promise<OutputRead> {
+    // The state first: when it says the stream ended, the chunks read after it are all of it.
+    const state = await this.outputStateOf(this.pool, key);
+    const { rows } = await this.pool.query<{ start_offset: bigint; data: Buffer }>(
+      `SELECT start_offset, data FROM output_chunks WHERE operation = $1 AND attempt = $2 AND stream = $3
+       AND start_offset >= COALESCE((SELECT MAX(start_offset) FROM output_chunks WHERE operation = $1 AND attempt = $2 AND stream = $3 AND start_offset <= $4), 0)
+       ORDER BY start_offset LIMIT $5`,
+      [key.operation, key.attempt, key.stream, from, limit],
+    );
+    const chunks = fromOffset(rows.map((row) => ({ offset: row.start_offset, data: row.data })), from);
+    return state === undefined ? { chunks } : { chunks, state };
+  }
+
+  compactOutput(before: Date): Promise<number> {
+    return this.write(async (tx) => {
+      await tx.query(
+        "DELETE FROM output_chunks WHERE (operation, attempt, stream) IN (SELECT operation, attempt, stream FROM output_streams WHERE updated_ms < $1)",
+        [before.getTime()],
+      );
+      return (await tx.query("DELETE FROM output_streams WHERE updated_ms < $1", [before.getTime()])).rowCount;
+    });
+  }
+
+  onOutput(listener: (key: OutputKey) => void): void {
+    this.outputListeners.push(listener);
   }
 
   heartbeat(runner: string, at: Date): Promise<void> {

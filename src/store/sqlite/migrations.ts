@@ -148,4 +148,30 @@ export const migrations: readonly { version: number; sql: string }[] = [
     version: 8,
     sql: REQUEST_KEYS_TABLE,
   },
+  {
+    version: 9,
+    sql: `
+      -- Execution output (store.ts, OutputAppend): each stream's state, and its bytes as the
+      -- appends stored them, by the offset of their first byte.
+      CREATE TABLE output_streams (
+        operation TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        ended INTEGER NOT NULL,
+        truncated INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (operation, attempt, stream)
+      );
+      CREATE INDEX output_streams_updated ON output_streams (updated_ms);
+      CREATE TABLE output_chunks (
+        operation TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        start_offset INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (operation, attempt, stream, start_offset)
+      );
+    `,
+  },
 ];

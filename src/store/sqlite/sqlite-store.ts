@@ -45,6 +45,11 @@ import type {
   OperationQuery,
   OperationStore,
   OperationUpdate,
+  OutputAppend,
+  OutputAppendResult,
+  OutputKey,
+  OutputRead,
+  OutputState,
   RequestKey,
   RetentionPolicy,
   Settlement,
@@ -58,6 +63,7 @@ import type {
 import { subtreeSql } from "../delegation-rows.js";
 import { bundleName, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
 import { GroupCommit } from "./group-commit.js";
+import { fromOffset, planOutputAppend } from "../output-rows.js";
 import { migrations } from "./migrations.js";
 
 export const SQLITE_FILE = "amctl.sqlite";
@@ -103,6 +109,7 @@ export class SqliteStore implements OperationStore {
   private readonly listeners: ((events: StoredEvent[]) => void)[] = [];
   private pendingEvents: StoredEvent[] = [];
   private readonly auditListeners: ((sequence: bigint) => void)[] = [];
+  private readonly outputListeners: ((key: OutputKey) => void)[] = [];
   /** The last audit record the batch being committed appended, if any. */
   private auditAppended: bigint | undefined;
   private readonly statements;
@@ -176,6 +183,20 @@ export class SqliteStore implements OperationStore {
       auditHashAt: this.db.prepare("SELECT hash FROM audit_records WHERE sequence = ?"),
       deleteAuditUpTo: this.db.prepare("DELETE FROM audit_records WHERE sequence <= ?"),
       deleteCheckpointsBefore: this.db.prepare("DELETE FROM audit_checkpoints WHERE size < ?"),
+      outputState: this.db.prepare("SELECT size, ended, truncated FROM output_streams WHERE operation = ? AND attempt = ? AND stream = ?"),
+      putOutputState: this.db.prepare(
+        "INSERT INTO output_streams (operation, attempt, stream, size, ended, truncated, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (operation, attempt, stream) DO UPDATE SET size = excluded.size, ended = excluded.ended, truncated = excluded.truncated, updated_ms = excluded.updated_ms",
+      ),
+      insertOutputChunk: this.db.prepare("INSERT INTO output_chunks (operation, attempt, stream, start_offset, data) VALUES (?, ?, ?, ?, ?)"),
+      // From the chunk that holds `from` (the last one starting at or before it) on.
+      readOutputChunks: this.db.prepare(`
+        SELECT start_offset, data FROM output_chunks WHERE operation = @operation AND attempt = @attempt AND stream = @stream
+        AND start_offset >= COALESCE((SELECT MAX(start_offset) FROM output_chunks WHERE operation = @operation AND attempt = @attempt AND stream = @stream AND start_offset <= @from), 0)
+        ORDER BY start_offset LIMIT @limit`),
+      deleteOutputChunks: this.db.prepare(
+        "DELETE FROM output_chunks WHERE (operation, attempt, stream) IN (SELECT operation, attempt, stream FROM output_streams WHERE updated_ms < ?)",
+      ),
+      deleteOutputStreams: this.db.prepare("DELETE FROM output_streams WHERE updated_ms < ?"),
     };
   }
 
@@ -453,6 +474,44 @@ export class SqliteStore implements OperationStore {
         .run(latest - BigInt(policy.maxEvents), now.getTime() - policy.maxAgeMs);
       return result.changes;
     });
+  }
+
+  private outputStateOf(key: OutputKey): OutputState | undefined {
+    const row = this.statements.outputState.get(key.operation, key.attempt, key.stream) as { size: bigint; ended: bigint; truncated: bigint } | undefined;
+    return row && { size: BigInt(row.size), ended: row.ended !== 0n, truncated: row.truncated !== 0n };
+  }
+
+  async appendOutput(append: OutputAppend): Promise<OutputAppendResult> {
+    const { operation, attempt, stream } = append;
+    const plan = await this.commits.submit(() => {
+      const planned = planOutputAppend(this.outputStateOf(append), append);
+      if (planned.kind !== "write") return planned;
+      const { size, ended, truncated } = planned.state;
+      if (planned.data.length > 0) this.statements.insertOutputChunk.run(operation, attempt, stream, planned.offset, planned.data);
+      this.statements.putOutputState.run(operation, attempt, stream, size, ended ? 1 : 0, truncated ? 1 : 0, append.time.getTime());
+      return planned;
+    });
+    if (plan.kind === "write") for (const listener of this.outputListeners) listener({ operation, attempt, stream });
+    return { kind: plan.kind === "gap" || plan.kind === "ended" ? plan.kind : "stored", size: plan.state.size };
+  }
+
+  async readOutput(key: OutputKey, from: bigint, limit: number): Promise<OutputRead> {
+    // One synchronous read: the state and the chunks are of the same moment.
+    const state = this.outputStateOf(key);
+    const rows = this.statements.readOutputChunks.all({ ...key, from, limit }) as { start_offset: bigint; data: Uint8Array }[];
+    const chunks = fromOffset(rows.map((row) => ({ offset: BigInt(row.start_offset), data: row.data })), from);
+    return state === undefined ? { chunks } : { chunks, state };
+  }
+
+  compactOutput(before: Date): Promise<number> {
+    return this.commits.submit(() => {
+      this.statements.deleteOutputChunks.run(before.getTime());
+      return this.statements.deleteOutputStreams.run(before.getTime()).changes;
+    });
+  }
+
+  onOutput(listener: (key: OutputKey) => void): void {
+    this.outputListeners.push(listener);
   }
 
   putDelegation(delegation: Delegation): Promise<Delegation> {

@@ -10,6 +10,8 @@ import type { Budget } from "./budget_pb.js";
 import { file_agentmachine_v1_budget } from "./budget_pb.js";
 import type { Operation, StopCause } from "./operation_pb.js";
 import { file_agentmachine_v1_operation } from "./operation_pb.js";
+import type { OutputStream } from "./output_pb.js";
+import { file_agentmachine_v1_output } from "./output_pb.js";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
@@ -20,7 +22,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/worker_service.proto.
  */
 export const file_agentmachine_v1_worker_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRhZ2VudG1hY2hpbmUvdjEvd29ya2VyX3NlcnZpY2UucHJvdG8SD2FnZW50bWFjaGluZS52MSKpAgoOQ29ubmVjdFJlcXVlc3QSHAoIY2FwYWNpdHkYASABKA1CCrpIByoFGIAIKAESagoGbGFiZWxzGAIgAygLMisuYWdlbnRtYWNoaW5lLnYxLkNvbm5lY3RSZXF1ZXN0LkxhYmVsc0VudHJ5Qi26SCqaAScQICIcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjJ9JCoFcgMYgAISHgoMZGlzcGxheV9uYW1lGAMgASgJQgi6SAVyAxjIARI+Cg1yZXN1bWVfd29ya2VyGAQgASgJQie6SCRyIjIgXih3b3JrZXJzL1tBLVphLXowLTlfLV17MSw2NH0pPyQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLFAQoPQ29ubmVjdFJlc3BvbnNlEjEKB3dlbGNvbWUYASABKAsyHi5hZ2VudG1hY2hpbmUudjEuV29ya2VyV2VsY29tZUgAEjUKCmFzc2lnbm1lbnQYAiABKAsyHy5hZ2VudG1hY2hpbmUudjEuVGFza0Fzc2lnbm1lbnRIABI5CgxjYW5jZWxsYXRpb24YAyABKAsyIS5hZ2VudG1hY2hpbmUudjEuVGFza0NhbmNlbGxhdGlvbkgAQg0KC2luc3RydWN0aW9uIoQBCg1Xb3JrZXJXZWxjb21lEg4KBndvcmtlchgBIAEoCRIsCglsZWFzZV90dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNQoSaGVhcnRiZWF0X2ludGVydmFsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIqEBCgVMZWFzZRI6CglvcGVyYXRpb24YASABKAlCJ7pIJHIiMiBeb3BlcmF0aW9ucy9bQS1aYS16MC05Xy1dezEsNjR9JBIPCgdhdHRlbXB0GAIgASgNEhUKDWZlbmNpbmdfdG9rZW4YAyABKAQSNAoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgPgQQMiyQEKDlRhc2tBc3NpZ25tZW50EiUKBWxlYXNlGAEgASgLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlEi0KCW9wZXJhdGlvbhgCIAEoCzIaLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb24SNQoDZW52GAMgAygLMiguYWdlbnRtYWNoaW5lLnYxLlRhc2tBc3NpZ25tZW50LkVudkVudHJ5GioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiZAoQVGFza0NhbmNlbGxhdGlvbhIlCgVsZWFzZRgBIAEoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZRIpCgVjYXVzZRgCIAEoCzIaLmFnZW50bWFjaGluZS52MS5TdG9wQ2F1c2UicgoJSGVsZExlYXNlEj0KCW9wZXJhdGlvbhgBIAEoCUIq4EECukgkciIyIF5vcGVyYXRpb25zL1tBLVphLXowLTlfLV17MSw2NH0kEg8KB2F0dGVtcHQYAiABKA0SFQoNZmVuY2luZ190b2tlbhgDIAEoBCKCAQoQSGVhcnRiZWF0UmVxdWVzdBI3CgZ3b3JrZXIYASABKAlCJ+BBArpIIXIfMh1ed29ya2Vycy9bQS1aYS16MC05Xy1dezEsNjR9JBI1CgZsZWFzZXMYAiADKAsyGi5hZ2VudG1hY2hpbmUudjEuSGVsZExlYXNlQgm6SAaSAQMQgAgiaQoRSGVhcnRiZWF0UmVzcG9uc2USJwoHcmVuZXdlZBgBIAMoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZRIrCgdyZXZva2VkGAIgAygLMhouYWdlbnRtYWNoaW5lLnYxLkhlbGRMZWFzZSLwAQoVUmVwb3J0UHJvZ3Jlc3NSZXF1ZXN0EjcKBndvcmtlchgBIAEoCUIn4EECukghch8yHV53b3JrZXJzL1tBLVphLXowLTlfLV17MSw2NH0kEjAKBWxlYXNlGAIgASgLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlQgngQQK6SAPIAQESGQoHbWVzc2FnZRgDIAEoCUIIukgFcgMY6AcSHQoHcGVyY2VudBgEIAEoDUIHukgEKgIYZEgAiAEBEiYKBXVzYWdlGAUgASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldEIKCghfcGVyY2VudCIYChZSZXBvcnRQcm9ncmVzc1Jlc3BvbnNlIu4CChRSZXBvcnRPdXRjb21lUmVxdWVzdBI3CgZ3b3JrZXIYASABKAlCJ+BBArpIIXIfMh1ed29ya2Vycy9bQS1aYS16MC05Xy1dezEsNjR9JBIwCgVsZWFzZRgCIAEoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZUIJ4EECukgDyAEBEj0KBnJlc3VsdBgDIAEoDjIeLmFnZW50bWFjaGluZS52MS5BdHRlbXB0UmVzdWx0Qg3gQQK6SAeCAQQQASAAEhkKB21lc3NhZ2UYBCABKAlCCLpIBXIDGOgHEikKBWNhdXNlGAUgASgLMhouYWdlbnRtYWNoaW5lLnYxLlN0b3BDYXVzZRIRCglyZXRyeWFibGUYBiABKAgSKwoIYXJ0aWZhY3QYByABKAsyGS5hZ2VudG1hY2hpbmUudjEuQXJ0aWZhY3QSJgoFdXNhZ2UYCCABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0IhcKFVJlcG9ydE91dGNvbWVSZXNwb25zZSqGAQoNQXR0ZW1wdFJlc3VsdBIeChpBVFRFTVBUX1JFU1VMVF9VTlNQRUNJRklFRBAAEhwKGEFUVEVNUFRfUkVTVUxUX0NPTVBMRVRFRBABEhkKFUFUVEVNUFRfUkVTVUxUX0ZBSUxFRBACEhwKGEFUVEVNUFRfUkVTVUxUX0NBTkNFTExFRBADMvYCCg1Xb3JrZXJTZXJ2aWNlEk4KB0Nvbm5lY3QSHy5hZ2VudG1hY2hpbmUudjEuQ29ubmVjdFJlcXVlc3QaIC5hZ2VudG1hY2hpbmUudjEuQ29ubmVjdFJlc3BvbnNlMAESUgoJSGVhcnRiZWF0EiEuYWdlbnRtYWNoaW5lLnYxLkhlYXJ0YmVhdFJlcXVlc3QaIi5hZ2VudG1hY2hpbmUudjEuSGVhcnRiZWF0UmVzcG9uc2USYQoOUmVwb3J0UHJvZ3Jlc3MSJi5hZ2VudG1hY2hpbmUudjEuUmVwb3J0UHJvZ3Jlc3NSZXF1ZXN0GicuYWdlbnRtYWNoaW5lLnYxLlJlcG9ydFByb2dyZXNzUmVzcG9uc2USXgoNUmVwb3J0T3V0Y29tZRIlLmFnZW50bWFjaGluZS52MS5SZXBvcnRPdXRjb21lUmVxdWVzdBomLmFnZW50bWFjaGluZS52MS5SZXBvcnRPdXRjb21lUmVzcG9uc2ViBnByb3RvMw", [file_agentmachine_v1_artifact, file_agentmachine_v1_budget, file_agentmachine_v1_operation, file_buf_validate_validate, file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CiRhZ2VudG1hY2hpbmUvdjEvd29ya2VyX3NlcnZpY2UucHJvdG8SD2FnZW50bWFjaGluZS52MSKpAgoOQ29ubmVjdFJlcXVlc3QSHAoIY2FwYWNpdHkYASABKA1CCrpIByoFGIAIKAESagoGbGFiZWxzGAIgAygLMisuYWdlbnRtYWNoaW5lLnYxLkNvbm5lY3RSZXF1ZXN0LkxhYmVsc0VudHJ5Qi26SCqaAScQICIcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjJ9JCoFcgMYgAISHgoMZGlzcGxheV9uYW1lGAMgASgJQgi6SAVyAxjIARI+Cg1yZXN1bWVfd29ya2VyGAQgASgJQie6SCRyIjIgXih3b3JrZXJzL1tBLVphLXowLTlfLV17MSw2NH0pPyQaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLFAQoPQ29ubmVjdFJlc3BvbnNlEjEKB3dlbGNvbWUYASABKAsyHi5hZ2VudG1hY2hpbmUudjEuV29ya2VyV2VsY29tZUgAEjUKCmFzc2lnbm1lbnQYAiABKAsyHy5hZ2VudG1hY2hpbmUudjEuVGFza0Fzc2lnbm1lbnRIABI5CgxjYW5jZWxsYXRpb24YAyABKAsyIS5hZ2VudG1hY2hpbmUudjEuVGFza0NhbmNlbGxhdGlvbkgAQg0KC2luc3RydWN0aW9uIoQBCg1Xb3JrZXJXZWxjb21lEg4KBndvcmtlchgBIAEoCRIsCglsZWFzZV90dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNQoSaGVhcnRiZWF0X2ludGVydmFsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIqEBCgVMZWFzZRI6CglvcGVyYXRpb24YASABKAlCJ7pIJHIiMiBeb3BlcmF0aW9ucy9bQS1aYS16MC05Xy1dezEsNjR9JBIPCgdhdHRlbXB0GAIgASgNEhUKDWZlbmNpbmdfdG9rZW4YAyABKAQSNAoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgPgQQMiyQEKDlRhc2tBc3NpZ25tZW50EiUKBWxlYXNlGAEgASgLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlEi0KCW9wZXJhdGlvbhgCIAEoCzIaLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb24SNQoDZW52GAMgAygLMiguYWdlbnRtYWNoaW5lLnYxLlRhc2tBc3NpZ25tZW50LkVudkVudHJ5GioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiZAoQVGFza0NhbmNlbGxhdGlvbhIlCgVsZWFzZRgBIAEoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZRIpCgVjYXVzZRgCIAEoCzIaLmFnZW50bWFjaGluZS52MS5TdG9wQ2F1c2UicgoJSGVsZExlYXNlEj0KCW9wZXJhdGlvbhgBIAEoCUIq4EECukgkciIyIF5vcGVyYXRpb25zL1tBLVphLXowLTlfLV17MSw2NH0kEg8KB2F0dGVtcHQYAiABKA0SFQoNZmVuY2luZ190b2tlbhgDIAEoBCKCAQoQSGVhcnRiZWF0UmVxdWVzdBI3CgZ3b3JrZXIYASABKAlCJ+BBArpIIXIfMh1ed29ya2Vycy9bQS1aYS16MC05Xy1dezEsNjR9JBI1CgZsZWFzZXMYAiADKAsyGi5hZ2VudG1hY2hpbmUudjEuSGVsZExlYXNlQgm6SAaSAQMQgAgiaQoRSGVhcnRiZWF0UmVzcG9uc2USJwoHcmVuZXdlZBgBIAMoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZRIrCgdyZXZva2VkGAIgAygLMhouYWdlbnRtYWNoaW5lLnYxLkhlbGRMZWFzZSLwAQoVUmVwb3J0UHJvZ3Jlc3NSZXF1ZXN0EjcKBndvcmtlchgBIAEoCUIn4EECukghch8yHV53b3JrZXJzL1tBLVphLXowLTlfLV17MSw2NH0kEjAKBWxlYXNlGAIgASgLMhYuYWdlbnRtYWNoaW5lLnYxLkxlYXNlQgngQQK6SAPIAQESGQoHbWVzc2FnZRgDIAEoCUIIukgFcgMY6AcSHQoHcGVyY2VudBgEIAEoDUIHukgEKgIYZEgAiAEBEiYKBXVzYWdlGAUgASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldEIKCghfcGVyY2VudCIYChZSZXBvcnRQcm9ncmVzc1Jlc3BvbnNlIu4CChRSZXBvcnRPdXRjb21lUmVxdWVzdBI3CgZ3b3JrZXIYASABKAlCJ+BBArpIIXIfMh1ed29ya2Vycy9bQS1aYS16MC05Xy1dezEsNjR9JBIwCgVsZWFzZRgCIAEoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZUIJ4EECukgDyAEBEj0KBnJlc3VsdBgDIAEoDjIeLmFnZW50bWFjaGluZS52MS5BdHRlbXB0UmVzdWx0Qg3gQQK6SAeCAQQQASAAEhkKB21lc3NhZ2UYBCABKAlCCLpIBXIDGOgHEikKBWNhdXNlGAUgASgLMhouYWdlbnRtYWNoaW5lLnYxLlN0b3BDYXVzZRIRCglyZXRyeWFibGUYBiABKAgSKwoIYXJ0aWZhY3QYByABKAsyGS5hZ2VudG1hY2hpbmUudjEuQXJ0aWZhY3QSJgoFdXNhZ2UYCCABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0IhcKFVJlcG9ydE91dGNvbWVSZXNwb25zZSL+AQoTQXBwZW5kT3V0cHV0UmVxdWVzdBI0CgZ3b3JrZXIYASABKAlCJLpIIXIfMh1ed29ya2Vycy9bQS1aYS16MC05Xy1dezEsNjR9JBItCgVsZWFzZRgCIAEoCzIWLmFnZW50bWFjaGluZS52MS5MZWFzZUIGukgDyAEBEjkKBnN0cmVhbRgDIAEoDjIdLmFnZW50bWFjaGluZS52MS5PdXRwdXRTdHJlYW1CCrpIB4IBBBABIAASDgoGb2Zmc2V0GAQgASgEEhcKBGRhdGEYBSABKAxCCbpIBnoEGICAQBILCgNlbmQYBiABKAgSEQoJdHJ1bmNhdGVkGAcgASgIIhYKFEFwcGVuZE91dHB1dFJlc3BvbnNlKoYBCg1BdHRlbXB0UmVzdWx0Eh4KGkFUVEVNUFRfUkVTVUxUX1VOU1BFQ0lGSUVEEAASHAoYQVRURU1QVF9SRVNVTFRfQ09NUExFVEVEEAESGQoVQVRURU1QVF9SRVNVTFRfRkFJTEVEEAISHAoYQVRURU1QVF9SRVNVTFRfQ0FOQ0VMTEVEEAMy0wMKDVdvcmtlclNlcnZpY2USTgoHQ29ubmVjdBIfLmFnZW50bWFjaGluZS52MS5Db25uZWN0UmVxdWVzdBogLmFnZW50bWFjaGluZS52MS5Db25uZWN0UmVzcG9uc2UwARJSCglIZWFydGJlYXQSIS5hZ2VudG1hY2hpbmUudjEuSGVhcnRiZWF0UmVxdWVzdBoiLmFnZW50bWFjaGluZS52MS5IZWFydGJlYXRSZXNwb25zZRJhCg5SZXBvcnRQcm9ncmVzcxImLmFnZW50bWFjaGluZS52MS5SZXBvcnRQcm9ncmVzc1JlcXVlc3QaJy5hZ2VudG1hY2hpbmUudjEuUmVwb3J0UHJvZ3Jlc3NSZXNwb25zZRJeCg1SZXBvcnRPdXRjb21lEiUuYWdlbnRtYWNoaW5lLnYxLlJlcG9ydE91dGNvbWVSZXF1ZXN0GiYuYWdlbnRtYWNoaW5lLnYxLlJlcG9ydE91dGNvbWVSZXNwb25zZRJbCgxBcHBlbmRPdXRwdXQSJC5hZ2VudG1hY2hpbmUudjEuQXBwZW5kT3V0cHV0UmVxdWVzdBolLmFnZW50bWFjaGluZS52MS5BcHBlbmRPdXRwdXRSZXNwb25zZWIGcHJvdG8z", [file_agentmachine_v1_artifact, file_agentmachine_v1_budget, file_agentmachine_v1_operation, file_agentmachine_v1_output, file_buf_validate_validate, file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Request of WorkerService.Connect.
@@ -495,6 +497,84 @@ export const ReportOutcomeResponseSchema: GenMessage<ReportOutcomeResponse> = /*
   messageDesc(file_agentmachine_v1_worker_service, 12);
 
 /**
+ * Request of WorkerService.AppendOutput.
+ *
+ * @generated from message agentmachine.v1.AppendOutputRequest
+ */
+export type AppendOutputRequest = Message<"agentmachine.v1.AppendOutputRequest"> & {
+  /**
+   * The worker.
+   *
+   * @generated from field: string worker = 1;
+   */
+  worker: string;
+
+  /**
+   * The task's lease.
+   *
+   * @generated from field: agentmachine.v1.Lease lease = 2;
+   */
+  lease?: Lease | undefined;
+
+  /**
+   * The stream.
+   *
+   * @generated from field: agentmachine.v1.OutputStream stream = 3;
+   */
+  stream: OutputStream;
+
+  /**
+   * Where `data` starts in the stream: the number of bytes of it sent before.
+   *
+   * @generated from field: uint64 offset = 4;
+   */
+  offset: bigint;
+
+  /**
+   * The bytes.
+   *
+   * @generated from field: bytes data = 5;
+   */
+  data: Uint8Array;
+
+  /**
+   * This is the stream's last append.
+   *
+   * @generated from field: bool end = 6;
+   */
+  end: boolean;
+
+  /**
+   * With `end`: the program wrote more than the output limit, and the rest was dropped.
+   *
+   * @generated from field: bool truncated = 7;
+   */
+  truncated: boolean;
+};
+
+/**
+ * Describes the message agentmachine.v1.AppendOutputRequest.
+ * Use `create(AppendOutputRequestSchema)` to create a new message.
+ */
+export const AppendOutputRequestSchema: GenMessage<AppendOutputRequest> = /*@__PURE__*/
+  messageDesc(file_agentmachine_v1_worker_service, 13);
+
+/**
+ * Response of WorkerService.AppendOutput.
+ *
+ * @generated from message agentmachine.v1.AppendOutputResponse
+ */
+export type AppendOutputResponse = Message<"agentmachine.v1.AppendOutputResponse"> & {
+};
+
+/**
+ * Describes the message agentmachine.v1.AppendOutputResponse.
+ * Use `create(AppendOutputResponseSchema)` to create a new message.
+ */
+export const AppendOutputResponseSchema: GenMessage<AppendOutputResponse> = /*@__PURE__*/
+  messageDesc(file_agentmachine_v1_worker_service, 14);
+
+/**
  * How an attempt ended.
  *
  * @generated from enum agentmachine.v1.AttemptResult
@@ -588,6 +668,20 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof ReportOutcomeRequestSchema;
     output: typeof ReportOutcomeResponseSchema;
+  },
+  /**
+   * Appends a running task's output as it is produced, so that the server keeps it after the
+   * task, its workspace and the worker are gone (OutputService.WatchOutput reads it). Appends
+   * of one stream are sent in order; a retried append (same offset) is accepted once. An
+   * offset beyond what the server has is OutOfRange; an append to a stream that has ended is
+   * FailedPrecondition.
+   *
+   * @generated from rpc agentmachine.v1.WorkerService.AppendOutput
+   */
+  appendOutput: {
+    methodKind: "unary";
+    input: typeof AppendOutputRequestSchema;
+    output: typeof AppendOutputResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_agentmachine_v1_worker_service, 0);

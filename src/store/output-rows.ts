@@ -1,0 +1,32 @@
+// The rule both stores apply to an append of execution output (store.ts, OutputAppend): bytes
+// go on at the stream's end, a retried append (one that starts at or before the end) stores only
+// what it adds, and nothing may leave a gap or follow the end. Pure, so both backends share it
+// and differ only in SQL.
+import type { OutputAppend, OutputState } from "./store.js";
+
+export type OutputPlan =
+  /** Store `data` at `offset` (possibly nothing, when only the state changes) and then the new state. */
+  | { kind: "write"; offset: bigint; data: Uint8Array; state: OutputState }
+  /** Already stored: nothing to write. */
+  | { kind: "unchanged"; state: OutputState }
+  | { kind: "gap" | "ended"; state: OutputState };
+
+const EMPTY: OutputState = { size: 0n, ended: false, truncated: false };
+
+export function planOutputAppend(stored: OutputState | undefined, append: OutputAppend): OutputPlan {
+  const state = stored ?? EMPTY;
+  const end = append.offset + BigInt(append.data.length);
+  if (append.offset > state.size) return { kind: "gap", state };
+  if (state.ended) return end <= state.size ? { kind: "unchanged", state } : { kind: "ended", state };
+  const data = end > state.size ? append.data.subarray(Number(state.size - append.offset)) : new Uint8Array();
+  if (data.length === 0 && append.end === undefined && stored !== undefined) return { kind: "unchanged", state };
+  const next: OutputState = { size: state.size + BigInt(data.length), ended: append.end !== undefined, truncated: append.end?.truncated ?? false };
+  return { kind: "write", offset: state.size, data, state: next };
+}
+
+/** The chunks read from `from` on, the first cut to start there (rows are whole appends). */
+export function fromOffset(rows: { offset: bigint; data: Uint8Array }[], from: bigint): { offset: bigint; data: Uint8Array }[] {
+  return rows
+    .filter((row) => row.offset + BigInt(row.data.length) > from)
+    .map((row) => (row.offset >= from ? row : { offset: from, data: row.data.subarray(Number(from - row.offset)) }));
+}
