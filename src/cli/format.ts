@@ -5,6 +5,7 @@ import { durationMs, timestampDate, type Timestamp } from "@bufbuild/protobuf/wk
 import type { OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import type { Operation, StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { eventTypeNames, operationTypeNames, taskStateNames } from "../contract/mapping.js";
+import { stopReasonName } from "../lifecycle/stop-reasons.js";
 
 /** One line of proto JSON. */
 export function jsonLine<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): string {
@@ -25,7 +26,8 @@ export function timeText(time: Timestamp | undefined): string {
 
 export function causeText(cause: StopCause | undefined): string {
   if (cause === undefined) return "";
-  return cause.message === "" ? cause.reason : `${cause.reason}: ${cause.message}`;
+  const reason = stopReasonName(cause.reason);
+  return cause.message === "" ? reason : `${reason}: ${cause.message}`;
 }
 
 /** `key: value` lines of the fields a person looks at first. */

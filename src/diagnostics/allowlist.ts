@@ -35,8 +35,6 @@ export function urlOrigin(value: JsonValue): JsonValue {
   }
 }
 
-const STOP_REASON = /^[a-z][a-z0-9_]{0,63}$/;
-
 const keepAll = (...fields: string[]): Record<string, Rule> => Object.fromEntries(fields.map((field) => [field, "keep" as const]));
 
 export const operationAllowlist: Allowlist = {
@@ -74,7 +72,7 @@ export const operationAllowlist: Allowlist = {
     "wall_clock_seconds",
     "agent_concurrency",
   ),
-  "agentmachine.v1.StopCause": { reason: STOP_REASON, dimension: "keep" },
+  "agentmachine.v1.StopCause": keepAll("reason", "dimension"),
   "agentmachine.v1.PolicyDecision": keepAll("gate", "rule", "bundle_digest", "allowed"),
   "agentmachine.v1.Artifact": keepAll(
     "agent_machine_profile",

@@ -8,7 +8,7 @@ import { context, type Context } from "@opentelemetry/api";
 import { durationFromMs, timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import { OperationEventSchema, ProgressAttributesSchema, type OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
-import { StopCauseSchema, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopCauseSchema, StopReason, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Executor, Outcome, Seat } from "../executors/executor.js";
 import { processStartTicks } from "../executors/process-identity.js";
@@ -61,11 +61,9 @@ function usesSlot(type: OperationType): boolean {
   return type === OperationType.EXECUTION_START || type === OperationType.CONTAINER_RUN;
 }
 
-function cause(reason: string, message: string, dimension = BudgetDimension.UNSPECIFIED): StopCause {
+function cause(reason: StopReason, message: string, dimension = BudgetDimension.UNSPECIFIED): StopCause {
   return create(StopCauseSchema, { reason, message, dimension });
 }
-
-const BUDGET_EXHAUSTED = "budget_exhausted";
 
 /** How soon an execution that found its caps full on other replicas tries its claim again. */
 const CLAIM_RETRY_MS = 250;
@@ -85,7 +83,7 @@ export class OperationRunner {
     // over) must stop here too: the store tells every replica of every commit.
     options.store.onCommit((events) => {
       for (const { event } of events) {
-        if (isTerminal(event.state)) this.running.get(event.operation)?.abort(cause("cancelled", "the task ended on another server"));
+        if (isTerminal(event.state)) this.running.get(event.operation)?.abort(cause(StopReason.CANCELLED, "the task ended on another server"));
       }
     });
   }
@@ -135,9 +133,9 @@ export class OperationRunner {
       if (operation.state === TaskState.RUNNING && ownerGone) {
         if (store.exclusive) {
           await this.stopOrphan(operation);
-          await this.attemptFailed(operation, cause("server_restart", "the server stopped while the task was running"), true);
+          await this.attemptFailed(operation, cause(StopReason.SERVER_RESTART, "the server stopped while the task was running"), true);
         } else {
-          await this.attemptFailed(operation, cause("runner_lost", `${operation.runner} stopped sending heartbeats while the task was running`), true);
+          await this.attemptFailed(operation, cause(StopReason.RUNNER_LOST, `${operation.runner} stopped sending heartbeats while the task was running`), true);
         }
       } else if (operation.state === TaskState.RETRYING && ownerGone) {
         this.scheduleRetry(operation.name, this.retryPolicy(operation).initialBackoffMs);
@@ -191,7 +189,7 @@ export class OperationRunner {
    * Cancels a task: a waiting one at once, a running one by stopping its executor (the state
    * turns cancelled when it has stopped). Cancelling a task that is already stopping is a no-op.
    */
-  async cancel(name: string, reason: string, causeReason = "cancelled"): Promise<void> {
+  async cancel(name: string, reason: string, causeReason = StopReason.CANCELLED): Promise<void> {
     const operation = await this.options.store.getOperation(name);
     if (operation === undefined) throw operationNotFound(name);
     if (isTerminal(operation.state)) throw illegalTransition(name, operation.state, "cancel");
@@ -221,7 +219,7 @@ export class OperationRunner {
     clearInterval(this.heartbeats);
     for (const timer of this.retryTimers.values()) clearTimeout(timer);
     this.retryTimers.clear();
-    for (const controller of this.running.values()) controller.abort(cause("server_restart", "the server is stopping"));
+    for (const controller of this.running.values()) controller.abort(cause(StopReason.SERVER_RESTART, "the server is stopping"));
   }
 
   private retryPolicy(operation: Operation): EffectiveRetryPolicy {
@@ -234,7 +232,7 @@ export class OperationRunner {
    * and the state turns failed with cause `budget_exhausted` naming the dimension.
    */
   stopForBudget(name: string, dimension: BudgetDimension, message: string): void {
-    this.running.get(name)?.abort(cause(BUDGET_EXHAUSTED, message, dimension));
+    this.running.get(name)?.abort(cause(StopReason.BUDGET_EXHAUSTED, message, dimension));
   }
 
   /**
@@ -366,7 +364,7 @@ export class OperationRunner {
         : undefined;
     if (running.type === OperationType.EXECUTION_START && credential === undefined) {
       seat?.release();
-      await this.attemptFailed(running, cause("credential_unavailable", `no execution credential could be issued under ${running.delegation} (revoked, expired, or see the server log)`), false);
+      await this.attemptFailed(running, cause(StopReason.CREDENTIAL_UNAVAILABLE, `no execution credential could be issued under ${running.delegation} (revoked, expired, or see the server log)`), false);
       return;
     }
     try {
@@ -389,7 +387,7 @@ export class OperationRunner {
     } catch (error) {
       if (!signal.aborted) throw error;
       if (this.stopping) return null;
-      const why = (signal.reason as StopCause | undefined) ?? cause("cancelled", "cancelled");
+      const why = (signal.reason as StopCause | undefined) ?? cause(StopReason.CANCELLED, "cancelled");
       await this.transition(stored, TaskState.CANCELLED, { case: "cancel", value: { cause: why } }, (op) => {
         op.stopCause = why;
       });
@@ -464,7 +462,7 @@ export class OperationRunner {
         })
         .catch((error: unknown): Outcome => {
           this.options.log.error({ err: error, operation: name }, "executor failed");
-          return { kind: "failed", cause: cause("executor_error", "the executor failed; see the server log"), retryable: false };
+          return { kind: "failed", cause: cause(StopReason.EXECUTOR_ERROR, "the executor failed; see the server log"), retryable: false };
         })
         .then((outcome) => recordOutcome(span, outcome)),
     );
@@ -485,11 +483,11 @@ export class OperationRunner {
         return;
       case "cancelled": {
         const reason = this.running.get(operation.name)?.signal.reason as StopCause | undefined;
-        if (reason?.reason === BUDGET_EXHAUSTED) {
+        if (reason?.reason === StopReason.BUDGET_EXHAUSTED) {
           await this.attemptFailed(operation, reason, false, keep);
           return;
         }
-        const why = reason ?? cause("cancelled", "cancelled");
+        const why = reason ?? cause(StopReason.CANCELLED, "cancelled");
         await this.transition(operation, TaskState.CANCELLED, { case: "cancel", value: { cause: why } }, (op) => {
           keep(op);
           op.stopCause = why;

@@ -17,6 +17,7 @@ import { PolicyService, file_agentmachine_v1_policy_service } from "../gen/agent
 import { ProfileService, file_agentmachine_v1_profile_service } from "../gen/agentmachine/v1/profile_service_pb.js";
 import { RuntimeService, file_agentmachine_v1_runtime_service } from "../gen/agentmachine/v1/runtime_service_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
+import { StopReason } from "../gen/agentmachine/v1/operation_pb.js";
 import { WorkerService, file_agentmachine_v1_worker_service } from "../gen/agentmachine/v1/worker_service_pb.js";
 import { Health, file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import * as reflectionV1 from "../gen/grpc/reflection/v1/reflection_pb.js";
@@ -317,7 +318,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         async cancelOperationsUnder(names) {
           for (const operation of await store.listActiveOperations()) {
             if (!names.has(operation.delegation)) continue;
-            await runner.cancel(operation.name, `${operation.delegation} was revoked`, "delegation_revoked").catch((error: unknown) => {
+            await runner.cancel(operation.name, `${operation.delegation} was revoked`, StopReason.DELEGATION_REVOKED).catch((error: unknown) => {
               log.warn({ err: error, operation: operation.name }, "could not cancel an operation under a revoked delegation");
             });
           }

@@ -2,6 +2,7 @@
 // which records (commands, denials at any RPC, unauthenticated calls), that a command's record
 // commits with its effect, reading the log (filters, pages, a resumable watch), signed
 // checkpoints that verify, who may read, and that no secret of a request reaches a record.
+import { Code as RpcCode } from "../../src/gen/google/rpc/code_pb.js";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -15,10 +16,10 @@ import { redactedRequestDigest } from "../../src/audit/request-digest.js";
 import { parseVerifierKey, verifyCheckpointNote } from "../../src/audit/signed-note.js";
 import type { AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { AuditDecisionFilter, AuditService, type AuditFilterSchema } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { OperationService, SubmitOperationRequestSchema } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { CallKind } from "../../src/gen/agentmachine/v1/runtime_pb.js";
-import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { OperationType, PolicyGate, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { SQLITE_FILE } from "../../src/store/sqlite/sqlite-store.js";
 import { bearer, fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
 import { envValueCanaries, leaks } from "../helpers/canaries.js";
@@ -67,7 +68,7 @@ async function recordsOf(act: () => Promise<unknown>): Promise<AuditRecord[]> {
   return recordsAfter(before);
 }
 
-const allowedGrant = { allowed: true, gate: "toolGrant", rule: "test.allow-tool-grants" };
+const allowedGrant = { allowed: true, gates: [PolicyGate.TOOL_GRANT], rule: "test.allow-tool-grants" };
 
 beforeAll(async () => {
   server = await startTestServer({ auditCheckpointIntervalMs: 100 });
@@ -98,7 +99,7 @@ describe("what is recorded", () => {
       operationType: OperationType.TOOL_GRANT_APPLY,
       commandRef: commandRef("tool-grant-apply"),
       resource: name,
-      decision: { ...allowedGrant, bundleDigest: personalDigest, code: "", reason: "" },
+      decision: { ...allowedGrant, bundleDigest: personalDigest, denialCode: RpcCode.OK, reason: "" },
     });
     expect(records[0]!.requestDigest).toMatch(/^[0-9a-f]{64}$/);
     expect(records[0]!.hash).toBe(recordHash(records[0]!));
@@ -137,7 +138,7 @@ describe("what is recorded", () => {
         commandRef: commandRef("tool-grant-apply"),
         resource: "",
         delegation: rootDelegation,
-        decision: { allowed: false, code: "permission_denied", gate: "toolGrant", rule: "corp.no-curl", bundleDigest: sha256(source) },
+        decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED, gates: [PolicyGate.TOOL_GRANT], rule: "corp.no-curl", bundleDigest: sha256(source) },
       },
     ]);
     expect(records[2]!.decision!.reason).toContain("corp.no-curl");

@@ -1,5 +1,6 @@
 // The store conformance suite: every OperationStore implementation must pass it unchanged.
 // test/store/*.test.ts run it against each backend.
+import { Code as RpcCode } from "../../src/gen/google/rpc/code_pb.js";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -697,7 +698,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(await store.revokeDelegationSubtree("delegations/au-1", new Date(), "r", auditDraft({ commandRef: "RevokeDelegation" }))).toEqual([]);
       const bundle = await store.putPolicyBundle(create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "s", digest: "s" }), auditDraft({ commandRef: "ApplyPolicyBundle" }));
       // A denied attempt, which has no other effect.
-      const denied = await store.appendAudit(auditDraft({ decision: { allowed: false, code: "permission_denied", reason: "no" } }));
+      const denied = await store.appendAudit(auditDraft({ decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED, reason: "no" } }));
       expect(denied.sequence).toBe(6n);
 
       const records = await store.listAuditRecords({ afterSequence: 0n, limit: 100 });
@@ -721,9 +722,9 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
     it("lists audit records by principal, delegation, operation type, decision and time, in sequence order", async () => {
       const at = (ms: number) => timestampFromDate(new Date(ms));
       await store.appendAudit(auditDraft({ time: at(1_000), principal: "alice", delegation: "delegations/a", operationType: OperationType.EXECUTION_START }));
-      await store.appendAudit(auditDraft({ time: at(2_000), principal: "bob", delegation: "delegations/b", decision: { allowed: false, code: "unauthenticated" } }));
+      await store.appendAudit(auditDraft({ time: at(2_000), principal: "bob", delegation: "delegations/b", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } }));
       await store.appendAudit(auditDraft({ time: at(3_000), principal: "alice", delegation: "delegations/a2", operationType: OperationType.CONTAINER_RUN }));
-      await store.appendAudit(auditDraft({ time: at(4_000), principal: "alice", delegation: "delegations/a", decision: { allowed: false, code: "permission_denied" } }));
+      await store.appendAudit(auditDraft({ time: at(4_000), principal: "alice", delegation: "delegations/a", decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED } }));
       const sequences = async (query: Partial<AuditQuery>) => (await store.listAuditRecords({ afterSequence: 0n, limit: 100, ...query })).map((r) => Number(r.sequence));
       expect(await sequences({})).toEqual([1, 2, 3, 4]);
       expect(await sequences({ principal: "alice" })).toEqual([1, 3, 4]);

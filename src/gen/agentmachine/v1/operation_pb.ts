@@ -2,13 +2,13 @@
 // @generated from file agentmachine/v1/operation.proto (package agentmachine.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Artifact } from "./artifact_pb.js";
 import { file_agentmachine_v1_artifact } from "./artifact_pb.js";
 import type { Budget, BudgetDimension } from "./budget_pb.js";
 import { file_agentmachine_v1_budget } from "./budget_pb.js";
-import type { OperationType, ProfileType, TaskState } from "./types_pb.js";
+import type { OperationType, PolicyGate, ProfileType, TaskState } from "./types_pb.js";
 import { file_agentmachine_v1_types } from "./types_pb.js";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/operation.proto.
  */
 export const file_agentmachine_v1_operation: GenFile = /*@__PURE__*/
-  fileDesc("Ch9hZ2VudG1hY2hpbmUvdjEvb3BlcmF0aW9uLnByb3RvEg9hZ2VudG1hY2hpbmUudjEiigYKCU9wZXJhdGlvbhIMCgRuYW1lGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSLAoEdHlwZRgDIAEoDjIeLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb25UeXBlEg8KB3Byb2ZpbGUYBCABKAkSLAoEc3BlYxgFIAEoCzIeLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb25TcGVjEjEKEHJlcXVlc3RlZF9idWRnZXQYBiABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0EjYKBmxhYmVscxgHIAMoCzImLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb24uTGFiZWxzRW50cnkSKQoFc3RhdGUYCCABKA4yGi5hZ2VudG1hY2hpbmUudjEuVGFza1N0YXRlEg8KB2F0dGVtcHQYCSABKA0SKwoIYXJ0aWZhY3QYCiABKAsyGS5hZ2VudG1hY2hpbmUudjEuQXJ0aWZhY3QSLgoKc3RvcF9jYXVzZRgLIAEoCzIaLmFnZW50bWFjaGluZS52MS5TdG9wQ2F1c2USEgoKZGVsZWdhdGlvbhgMIAEoCRI5ChBwb2xpY3lfZGVjaXNpb25zGA0gAygLMh8uYWdlbnRtYWNoaW5lLnYxLlBvbGljeURlY2lzaW9uEiYKBXVzYWdlGA4gASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldBIvCgtjcmVhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWxhc3Rfc2VxdWVuY2UYEiABKAQSDgoGcnVubmVyGBMgASgJEg4KBndvcmtlchgUIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqsECg1PcGVyYXRpb25TcGVjEjwKDnByb2ZpbGVfY3JlYXRlGAEgASgLMiIuYWdlbnRtYWNoaW5lLnYxLlByb2ZpbGVDcmVhdGVTcGVjSAASPgoPZXhlY3V0aW9uX3N0YXJ0GAIgASgLMiMuYWdlbnRtYWNoaW5lLnYxLkV4ZWN1dGlvblN0YXJ0U3BlY0gAEkAKEGV4ZWN1dGlvbl9jYW5jZWwYAyABKAsyJC5hZ2VudG1hY2hpbmUudjEuRXhlY3V0aW9uQ2FuY2VsU3BlY0gAEj8KEHRvb2xfZ3JhbnRfYXBwbHkYBCABKAsyIy5hZ2VudG1hY2hpbmUudjEuVG9vbEdyYW50QXBwbHlTcGVjSAASQQoRdG9vbF9ncmFudF9yZXZva2UYBSABKAsyJC5hZ2VudG1hY2hpbmUudjEuVG9vbEdyYW50UmV2b2tlU3BlY0gAEjoKDWNvbnRhaW5lcl9ydW4YBiABKAsyIS5hZ2VudG1hY2hpbmUudjEuQ29udGFpbmVyUnVuU3BlY0gAEkUKE21vZGVsX3Byb3ZpZGVyX2JpbmQYByABKAsyJi5hZ2VudG1hY2hpbmUudjEuTW9kZWxQcm92aWRlckJpbmRTcGVjSAASRAoSZGlhZ25vc3RpY3NfZXhwb3J0GAggASgLMiYuYWdlbnRtYWNoaW5lLnYxLkRpYWdub3N0aWNzRXhwb3J0U3BlY0gAQg0KBHNwZWMSBbpIAggBItIBChFQcm9maWxlQ3JlYXRlU3BlYxI0Cgpwcm9maWxlX2lkGAEgASgJQiC6SB1yGzIZXlthLXowLTldW2EtejAtOS1dezAsNjJ9JBI+Cgxwcm9maWxlX3R5cGUYAiABKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCCrpIB4IBBBABIAASHgoMZGlzcGxheV9uYW1lGAMgASgJQgi6SAVyAxjIARInCgZidWRnZXQYBCABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0IugFChJFeGVjdXRpb25TdGFydFNwZWMSZwoEYXJndhgBIAMoCUJZukhWkgFTCAEQgAIiTLoBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKXIFEAEYgCASaAoRd29ya2luZ19kaXJlY3RvcnkYAiABKAlCTbpISroBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKXIDGIAIEtUBCgNlbnYYAyADKAsyLC5hZ2VudG1hY2hpbmUudjEuRXhlY3V0aW9uU3RhcnRTcGVjLkVudkVudHJ5QpkBukiVAZoBkQEQgAEiRboBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKSpFugFCCgtub19udWxfYnl0ZRIbbXVzdCBub3QgY29udGFpbiBhIE5VTCBieXRlGhYhdGhpcy5jb250YWlucygnXHgwMCcpEjIKDHJldHJ5X3BvbGljeRgEIAEoCzIcLmFnZW50bWFjaGluZS52MS5SZXRyeVBvbGljeRJ/Cg93b3JrZXJfc2VsZWN0b3IYBSADKAsyNy5hZ2VudG1hY2hpbmUudjEuRXhlY3V0aW9uU3RhcnRTcGVjLldvcmtlclNlbGVjdG9yRW50cnlCLbpIKpoBJxAgIhxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2Mn0kKgVyAxiAAhIPCgduZXR3b3JrGAYgASgIGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaNQoTV29ya2VyU2VsZWN0b3JFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImgKE0V4ZWN1dGlvbkNhbmNlbFNwZWMSNwoGdGFyZ2V0GAEgASgJQie6SCRyIjIgXm9wZXJhdGlvbnMvW0EtWmEtejAtOV8tXXsxLDY0fSQSGAoGcmVhc29uGAIgASgJQgi6SAVyAxjoByIuChJUb29sR3JhbnRBcHBseVNwZWMSGAoEdG9vbBgBIAEoCUIKukgHcgUQARjIASJnChNUb29sR3JhbnRSZXZva2VTcGVjEjYKBWdyYW50GAEgASgJQie6SCRyIjIgXm9wZXJhdGlvbnMvW0EtWmEtejAtOV8tXXsxLDY0fSQSGAoGcmVhc29uGAIgASgJQgi6SAVyAxjoByLJAwoQQ29udGFpbmVyUnVuU3BlYxJCCgVpbWFnZRgBIAEoCUIzukgwci4yLF5bYS16MC05XVthLXowLTkuXy86LV0qQHNoYTI1NjpbYS1mMC05XXs2NH0kEl4KBGFyZ3YYAiADKAlCULpITZIBShCAAiJFugFCCgtub19udWxfYnl0ZRIbbXVzdCBub3QgY29udGFpbiBhIE5VTCBieXRlGhYhdGhpcy5jb250YWlucygnXHgwMCcpEtMBCgNlbnYYAyADKAsyKi5hZ2VudG1hY2hpbmUudjEuQ29udGFpbmVyUnVuU3BlYy5FbnZFbnRyeUKZAbpIlQGaAZEBEIABIkW6AUIKC25vX251bF9ieXRlEhttdXN0IG5vdCBjb250YWluIGEgTlVMIGJ5dGUaFiF0aGlzLmNvbnRhaW5zKCdceDAwJykqRboBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKRIPCgduZXR3b3JrGAQgASgIGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiUQoVTW9kZWxQcm92aWRlckJpbmRTcGVjEhwKCHByb3ZpZGVyGAEgASgJQgq6SAdyBRABGMgBEhoKCGVuZHBvaW50GAIgASgJQgi6SAVyAxiAECI8ChVEaWFnbm9zdGljc0V4cG9ydFNwZWMSIwoRcmVjZW50X29wZXJhdGlvbnMYASABKA1CCLpIBSoDGJBOIpABCgtSZXRyeVBvbGljeRIdCgxtYXhfYXR0ZW1wdHMYASABKA1CB7pIBCoCGBQSMgoPaW5pdGlhbF9iYWNrb2ZmGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC21heF9iYWNrb2ZmGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uImEKCVN0b3BDYXVzZRIOCgZyZWFzb24YASABKAkSDwoHbWVzc2FnZRgCIAEoCRIzCglkaW1lbnNpb24YAyABKA4yIC5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0RGltZW5zaW9uImQKDlBvbGljeURlY2lzaW9uEgwKBGdhdGUYASABKAkSDAoEcnVsZRgCIAEoCRIVCg1idW5kbGVfZGlnZXN0GAMgASgJEg8KB2FsbG93ZWQYBCABKAgSDgoGcmVhc29uGAUgASgJYgZwcm90bzM", [file_agentmachine_v1_artifact, file_agentmachine_v1_budget, file_agentmachine_v1_types, file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch9hZ2VudG1hY2hpbmUvdjEvb3BlcmF0aW9uLnByb3RvEg9hZ2VudG1hY2hpbmUudjEiigYKCU9wZXJhdGlvbhIMCgRuYW1lGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSLAoEdHlwZRgDIAEoDjIeLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb25UeXBlEg8KB3Byb2ZpbGUYBCABKAkSLAoEc3BlYxgFIAEoCzIeLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb25TcGVjEjEKEHJlcXVlc3RlZF9idWRnZXQYBiABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0EjYKBmxhYmVscxgHIAMoCzImLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb24uTGFiZWxzRW50cnkSKQoFc3RhdGUYCCABKA4yGi5hZ2VudG1hY2hpbmUudjEuVGFza1N0YXRlEg8KB2F0dGVtcHQYCSABKA0SKwoIYXJ0aWZhY3QYCiABKAsyGS5hZ2VudG1hY2hpbmUudjEuQXJ0aWZhY3QSLgoKc3RvcF9jYXVzZRgLIAEoCzIaLmFnZW50bWFjaGluZS52MS5TdG9wQ2F1c2USEgoKZGVsZWdhdGlvbhgMIAEoCRI5ChBwb2xpY3lfZGVjaXNpb25zGA0gAygLMh8uYWdlbnRtYWNoaW5lLnYxLlBvbGljeURlY2lzaW9uEiYKBXVzYWdlGA4gASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldBIvCgtjcmVhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWxhc3Rfc2VxdWVuY2UYEiABKAQSDgoGcnVubmVyGBMgASgJEg4KBndvcmtlchgUIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqsECg1PcGVyYXRpb25TcGVjEjwKDnByb2ZpbGVfY3JlYXRlGAEgASgLMiIuYWdlbnRtYWNoaW5lLnYxLlByb2ZpbGVDcmVhdGVTcGVjSAASPgoPZXhlY3V0aW9uX3N0YXJ0GAIgASgLMiMuYWdlbnRtYWNoaW5lLnYxLkV4ZWN1dGlvblN0YXJ0U3BlY0gAEkAKEGV4ZWN1dGlvbl9jYW5jZWwYAyABKAsyJC5hZ2VudG1hY2hpbmUudjEuRXhlY3V0aW9uQ2FuY2VsU3BlY0gAEj8KEHRvb2xfZ3JhbnRfYXBwbHkYBCABKAsyIy5hZ2VudG1hY2hpbmUudjEuVG9vbEdyYW50QXBwbHlTcGVjSAASQQoRdG9vbF9ncmFudF9yZXZva2UYBSABKAsyJC5hZ2VudG1hY2hpbmUudjEuVG9vbEdyYW50UmV2b2tlU3BlY0gAEjoKDWNvbnRhaW5lcl9ydW4YBiABKAsyIS5hZ2VudG1hY2hpbmUudjEuQ29udGFpbmVyUnVuU3BlY0gAEkUKE21vZGVsX3Byb3ZpZGVyX2JpbmQYByABKAsyJi5hZ2VudG1hY2hpbmUudjEuTW9kZWxQcm92aWRlckJpbmRTcGVjSAASRAoSZGlhZ25vc3RpY3NfZXhwb3J0GAggASgLMiYuYWdlbnRtYWNoaW5lLnYxLkRpYWdub3N0aWNzRXhwb3J0U3BlY0gAQg0KBHNwZWMSBbpIAggBItIBChFQcm9maWxlQ3JlYXRlU3BlYxI0Cgpwcm9maWxlX2lkGAEgASgJQiC6SB1yGzIZXlthLXowLTldW2EtejAtOS1dezAsNjJ9JBI+Cgxwcm9maWxlX3R5cGUYAiABKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCCrpIB4IBBBABIAASHgoMZGlzcGxheV9uYW1lGAMgASgJQgi6SAVyAxjIARInCgZidWRnZXQYBCABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0IugFChJFeGVjdXRpb25TdGFydFNwZWMSZwoEYXJndhgBIAMoCUJZukhWkgFTCAEQgAIiTLoBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKXIFEAEYgCASaAoRd29ya2luZ19kaXJlY3RvcnkYAiABKAlCTbpISroBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKXIDGIAIEtUBCgNlbnYYAyADKAsyLC5hZ2VudG1hY2hpbmUudjEuRXhlY3V0aW9uU3RhcnRTcGVjLkVudkVudHJ5QpkBukiVAZoBkQEQgAEiRboBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKSpFugFCCgtub19udWxfYnl0ZRIbbXVzdCBub3QgY29udGFpbiBhIE5VTCBieXRlGhYhdGhpcy5jb250YWlucygnXHgwMCcpEjIKDHJldHJ5X3BvbGljeRgEIAEoCzIcLmFnZW50bWFjaGluZS52MS5SZXRyeVBvbGljeRJ/Cg93b3JrZXJfc2VsZWN0b3IYBSADKAsyNy5hZ2VudG1hY2hpbmUudjEuRXhlY3V0aW9uU3RhcnRTcGVjLldvcmtlclNlbGVjdG9yRW50cnlCLbpIKpoBJxAgIhxyGjIYXlthLXpdW2EtejAtOV8uLV17MCw2Mn0kKgVyAxiAAhIPCgduZXR3b3JrGAYgASgIGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaNQoTV29ya2VyU2VsZWN0b3JFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImgKE0V4ZWN1dGlvbkNhbmNlbFNwZWMSNwoGdGFyZ2V0GAEgASgJQie6SCRyIjIgXm9wZXJhdGlvbnMvW0EtWmEtejAtOV8tXXsxLDY0fSQSGAoGcmVhc29uGAIgASgJQgi6SAVyAxjoByIuChJUb29sR3JhbnRBcHBseVNwZWMSGAoEdG9vbBgBIAEoCUIKukgHcgUQARjIASJnChNUb29sR3JhbnRSZXZva2VTcGVjEjYKBWdyYW50GAEgASgJQie6SCRyIjIgXm9wZXJhdGlvbnMvW0EtWmEtejAtOV8tXXsxLDY0fSQSGAoGcmVhc29uGAIgASgJQgi6SAVyAxjoByLJAwoQQ29udGFpbmVyUnVuU3BlYxJCCgVpbWFnZRgBIAEoCUIzukgwci4yLF5bYS16MC05XVthLXowLTkuXy86LV0qQHNoYTI1NjpbYS1mMC05XXs2NH0kEl4KBGFyZ3YYAiADKAlCULpITZIBShCAAiJFugFCCgtub19udWxfYnl0ZRIbbXVzdCBub3QgY29udGFpbiBhIE5VTCBieXRlGhYhdGhpcy5jb250YWlucygnXHgwMCcpEtMBCgNlbnYYAyADKAsyKi5hZ2VudG1hY2hpbmUudjEuQ29udGFpbmVyUnVuU3BlYy5FbnZFbnRyeUKZAbpIlQGaAZEBEIABIkW6AUIKC25vX251bF9ieXRlEhttdXN0IG5vdCBjb250YWluIGEgTlVMIGJ5dGUaFiF0aGlzLmNvbnRhaW5zKCdceDAwJykqRboBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKRIPCgduZXR3b3JrGAQgASgIGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiUQoVTW9kZWxQcm92aWRlckJpbmRTcGVjEhwKCHByb3ZpZGVyGAEgASgJQgq6SAdyBRABGMgBEhoKCGVuZHBvaW50GAIgASgJQgi6SAVyAxiAECI8ChVEaWFnbm9zdGljc0V4cG9ydFNwZWMSIwoRcmVjZW50X29wZXJhdGlvbnMYASABKA1CCLpIBSoDGJBOIpABCgtSZXRyeVBvbGljeRIdCgxtYXhfYXR0ZW1wdHMYASABKA1CB7pIBCoCGBQSMgoPaW5pdGlhbF9iYWNrb2ZmGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC21heF9iYWNrb2ZmGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoQBCglTdG9wQ2F1c2USKwoGcmVhc29uGAQgASgOMhsuYWdlbnRtYWNoaW5lLnYxLlN0b3BSZWFzb24SDwoHbWVzc2FnZRgCIAEoCRIzCglkaW1lbnNpb24YAyABKA4yIC5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0RGltZW5zaW9uSgQIARACIocBCg5Qb2xpY3lEZWNpc2lvbhIpCgRnYXRlGAYgASgOMhsuYWdlbnRtYWNoaW5lLnYxLlBvbGljeUdhdGUSDAoEcnVsZRgCIAEoCRIVCg1idW5kbGVfZGlnZXN0GAMgASgJEg8KB2FsbG93ZWQYBCABKAgSDgoGcmVhc29uGAUgASgJSgQIARACKusECgpTdG9wUmVhc29uEhsKF1NUT1BfUkVBU09OX1VOU1BFQ0lGSUVEEAASGQoVU1RPUF9SRUFTT05fQ0FOQ0VMTEVEEAESGQoVU1RPUF9SRUFTT05fRVhJVF9DT0RFEAISIAocU1RPUF9SRUFTT05fQlVER0VUX0VYSEFVU1RFRBADEh4KGlNUT1BfUkVBU09OX1NFUlZFUl9SRVNUQVJUEAQSGwoXU1RPUF9SRUFTT05fV09SS0VSX0xPU1QQBRIgChxTVE9QX1JFQVNPTl9SRURBQ1RJT05fRkFJTEVEEAYSGwoXU1RPUF9SRUFTT05fUlVOTkVSX0xPU1QQBxImCiJTVE9QX1JFQVNPTl9DUkVERU5USUFMX1VOQVZBSUxBQkxFEAgSHgoaU1RPUF9SRUFTT05fRVhFQ1VUT1JfRVJST1IQCRIcChhTVE9QX1JFQVNPTl9TUEFXTl9GQUlMRUQQChIeChpTVE9QX1JFQVNPTl9TQU5EQk9YX0ZBSUxFRBALEiUKIVNUT1BfUkVBU09OX1dPUktTUEFDRV9VTkFWQUlMQUJMRRAMEhwKGFNUT1BfUkVBU09OX1dPUktFUl9FUlJPUhANEh8KG1NUT1BfUkVBU09OX1dPUktFUl9TVE9QUElORxAOEhoKFlNUT1BfUkVBU09OX0xFQVNFX0xPU1QQDxIfChtTVE9QX1JFQVNPTl9HUkFOVF9OT1RfRk9VTkQQEBIfChtTVE9QX1JFQVNPTl9BTFJFQURZX1JFVk9LRUQQERIiCh5TVE9QX1JFQVNPTl9ERUxFR0FUSU9OX1JFVk9LRUQQEmIGcHJvdG8z", [file_agentmachine_v1_artifact, file_agentmachine_v1_budget, file_agentmachine_v1_types, file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * An operation: one command submitted to the plane, the task that carries it out, and the
@@ -584,12 +584,11 @@ export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
  */
 export type StopCause = Message<"agentmachine.v1.StopCause"> & {
   /**
-   * A stable machine-readable reason, for example `exit_code`, `cancelled`,
-   * `budget_exhausted`, `server_restart`, `worker_lost`, `redaction_failed`.
+   * Why the task, or the attempt, stopped.
    *
-   * @generated from field: string reason = 1;
+   * @generated from field: agentmachine.v1.StopReason reason = 4;
    */
-  reason: string;
+  reason: StopReason;
 
   /**
    * A human-readable explanation; never holds a secret.
@@ -599,7 +598,7 @@ export type StopCause = Message<"agentmachine.v1.StopCause"> & {
   message: string;
 
   /**
-   * For `budget_exhausted`: the dimension that ran out.
+   * For `STOP_REASON_BUDGET_EXHAUSTED`: the dimension that ran out.
    *
    * @generated from field: agentmachine.v1.BudgetDimension dimension = 3;
    */
@@ -620,12 +619,11 @@ export const StopCauseSchema: GenMessage<StopCause> = /*@__PURE__*/
  */
 export type PolicyDecision = Message<"agentmachine.v1.PolicyDecision"> & {
   /**
-   * The gate: `toolGrant`, `modelProviderUse`, `networkProfile`, `containerExecution` or
-   * `artifactAccess`.
+   * The gate.
    *
-   * @generated from field: string gate = 1;
+   * @generated from field: agentmachine.v1.PolicyGate gate = 6;
    */
-  gate: string;
+  gate: PolicyGate;
 
   /**
    * The id of the rule that decided.
@@ -662,4 +660,155 @@ export type PolicyDecision = Message<"agentmachine.v1.PolicyDecision"> & {
  */
 export const PolicyDecisionSchema: GenMessage<PolicyDecision> = /*@__PURE__*/
   messageDesc(file_agentmachine_v1_operation, 12);
+
+/**
+ * Why a task or an attempt stopped. A reason marked "retried" fails an attempt that is retried
+ * when the task has attempts left; the others end the task.
+ *
+ * @generated from enum agentmachine.v1.StopReason
+ */
+export enum StopReason {
+  /**
+   * Not set; never the reason of a stopped task.
+   *
+   * @generated from enum value: STOP_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Cancelled: by CancelOperation (the cause's message is the reason given), or because the
+   * task ended on another server.
+   *
+   * @generated from enum value: STOP_REASON_CANCELLED = 1;
+   */
+  CANCELLED = 1,
+
+  /**
+   * The execution's process or container exited with a code other than 0.
+   *
+   * @generated from enum value: STOP_REASON_EXIT_CODE = 2;
+   */
+  EXIT_CODE = 2,
+
+  /**
+   * A budget dimension ran out (`dimension` says which); the execution was stopped.
+   *
+   * @generated from enum value: STOP_REASON_BUDGET_EXHAUSTED = 3;
+   */
+  BUDGET_EXHAUSTED = 3,
+
+  /**
+   * Retried: the server stopped, or restarted, while the attempt was running.
+   *
+   * @generated from enum value: STOP_REASON_SERVER_RESTART = 4;
+   */
+  SERVER_RESTART = 4,
+
+  /**
+   * Retried: the remote worker holding the attempt's lease stopped renewing it.
+   *
+   * @generated from enum value: STOP_REASON_WORKER_LOST = 5;
+   */
+  WORKER_LOST = 5,
+
+  /**
+   * A diagnostics bundle still held something that looked like a secret after redaction;
+   * nothing was written.
+   *
+   * @generated from enum value: STOP_REASON_REDACTION_FAILED = 6;
+   */
+  REDACTION_FAILED = 6,
+
+  /**
+   * Retried: the server replica running the attempt stopped sending heartbeats, and another
+   * took the task over.
+   *
+   * @generated from enum value: STOP_REASON_RUNNER_LOST = 7;
+   */
+  RUNNER_LOST = 7,
+
+  /**
+   * No execution credential could be issued under the operation's delegation (revoked or
+   * expired since admission).
+   *
+   * @generated from enum value: STOP_REASON_CREDENTIAL_UNAVAILABLE = 8;
+   */
+  CREDENTIAL_UNAVAILABLE = 8,
+
+  /**
+   * The executor failed unexpectedly; the server log has the error under the operation's name.
+   *
+   * @generated from enum value: STOP_REASON_EXECUTOR_ERROR = 9;
+   */
+  EXECUTOR_ERROR = 9,
+
+  /**
+   * The program or container runtime could not be started (for example, not found).
+   *
+   * @generated from enum value: STOP_REASON_SPAWN_FAILED = 10;
+   */
+  SPAWN_FAILED = 10,
+
+  /**
+   * The execution's sandbox could not be set up.
+   *
+   * @generated from enum value: STOP_REASON_SANDBOX_FAILED = 11;
+   */
+  SANDBOX_FAILED = 11,
+
+  /**
+   * The execution's working directory could not be created.
+   *
+   * @generated from enum value: STOP_REASON_WORKSPACE_UNAVAILABLE = 12;
+   */
+  WORKSPACE_UNAVAILABLE = 12,
+
+  /**
+   * A remote worker reported a failure without saying why.
+   *
+   * @generated from enum value: STOP_REASON_WORKER_ERROR = 13;
+   */
+  WORKER_ERROR = 13,
+
+  /**
+   * Retried: the remote worker running the attempt is stopping.
+   *
+   * @generated from enum value: STOP_REASON_WORKER_STOPPING = 14;
+   */
+  WORKER_STOPPING = 14,
+
+  /**
+   * The remote worker lost the attempt's lease (the server gave the task to another attempt).
+   *
+   * @generated from enum value: STOP_REASON_LEASE_LOST = 15;
+   */
+  LEASE_LOST = 15,
+
+  /**
+   * A tool grant revoke named a grant that is not applied.
+   *
+   * @generated from enum value: STOP_REASON_GRANT_NOT_FOUND = 16;
+   */
+  GRANT_NOT_FOUND = 16,
+
+  /**
+   * A tool grant revoke named a grant that was already revoked.
+   *
+   * @generated from enum value: STOP_REASON_ALREADY_REVOKED = 17;
+   */
+  ALREADY_REVOKED = 17,
+
+  /**
+   * The delegation that admitted the operation was revoked while it ran.
+   *
+   * @generated from enum value: STOP_REASON_DELEGATION_REVOKED = 18;
+   */
+  DELEGATION_REVOKED = 18,
+}
+
+/**
+ * Describes the enum agentmachine.v1.StopReason.
+ */
+export const StopReasonSchema: GenEnum<StopReason> = /*@__PURE__*/
+  enumDesc(file_agentmachine_v1_operation, 0);
 

@@ -4,8 +4,6 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ErrorInfo } from "./errors_pb.js";
-import { file_agentmachine_v1_errors } from "./errors_pb.js";
 import type { PolicyDecision } from "./operation_pb.js";
 import { file_agentmachine_v1_operation } from "./operation_pb.js";
 import type { SubmitOperationRequest } from "./operation_service_pb.js";
@@ -17,13 +15,15 @@ import { file_agentmachine_v1_runtime } from "./runtime_pb.js";
 import type { ProfileType } from "./types_pb.js";
 import { file_agentmachine_v1_types } from "./types_pb.js";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import type { Status } from "../../google/rpc/status_pb.js";
+import { file_google_rpc_status } from "../../google/rpc/status_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file agentmachine/v1/policy_service.proto.
  */
 export const file_agentmachine_v1_policy_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRhZ2VudG1hY2hpbmUvdjEvcG9saWN5X3NlcnZpY2UucHJvdG8SD2FnZW50bWFjaGluZS52MSKVAQoVRXZhbHVhdGVQb2xpY3lSZXF1ZXN0EjwKCW9wZXJhdGlvbhgBIAEoCzInLmFnZW50bWFjaGluZS52MS5TdWJtaXRPcGVyYXRpb25SZXF1ZXN0SAASLAoEY2FsbBgCIAEoCzIcLmFnZW50bWFjaGluZS52MS5Qcm9maWxlQ2FsbEgAQhAKB3N1YmplY3QSBbpIAggBIn0KC1Byb2ZpbGVDYWxsEjoKB3Byb2ZpbGUYASABKAlCKbpIJnIkMiJecHJvZmlsZXMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEjIKBGNhbGwYAiABKAsyHC5hZ2VudG1hY2hpbmUudjEuUnVudGltZUNhbGxCBrpIA8gBASK2AQoWRXZhbHVhdGVQb2xpY3lSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEjIKCWRlY2lzaW9ucxgCIAMoCzIfLmFnZW50bWFjaGluZS52MS5Qb2xpY3lEZWNpc2lvbhIqCgZkZW5pYWwYAyABKAsyGi5hZ2VudG1hY2hpbmUudjEuRXJyb3JJbmZvEhMKC2RlbmlhbF9jb2RlGAQgASgJEhYKDmRlbmlhbF9tZXNzYWdlGAUgASgJIhoKGExpc3RQb2xpY3lCdW5kbGVzUmVxdWVzdCJLChlMaXN0UG9saWN5QnVuZGxlc1Jlc3BvbnNlEi4KB2J1bmRsZXMYASADKAsyHS5hZ2VudG1hY2hpbmUudjEuUG9saWN5QnVuZGxlIncKGEFwcGx5UG9saWN5QnVuZGxlUmVxdWVzdBI+Cgxwcm9maWxlX3R5cGUYASABKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCCrpIB4IBBBABIAASGwoGc291cmNlGAIgASgJQgu6SAhyBhABGICAECJKChlBcHBseVBvbGljeUJ1bmRsZVJlc3BvbnNlEi0KBmJ1bmRsZRgBIAEoCzIdLmFnZW50bWFjaGluZS52MS5Qb2xpY3lCdW5kbGUy1AIKDVBvbGljeVNlcnZpY2USZgoORXZhbHVhdGVQb2xpY3kSJi5hZ2VudG1hY2hpbmUudjEuRXZhbHVhdGVQb2xpY3lSZXF1ZXN0GicuYWdlbnRtYWNoaW5lLnYxLkV2YWx1YXRlUG9saWN5UmVzcG9uc2UiA5ACARJvChFMaXN0UG9saWN5QnVuZGxlcxIpLmFnZW50bWFjaGluZS52MS5MaXN0UG9saWN5QnVuZGxlc1JlcXVlc3QaKi5hZ2VudG1hY2hpbmUudjEuTGlzdFBvbGljeUJ1bmRsZXNSZXNwb25zZSIDkAIBEmoKEUFwcGx5UG9saWN5QnVuZGxlEikuYWdlbnRtYWNoaW5lLnYxLkFwcGx5UG9saWN5QnVuZGxlUmVxdWVzdBoqLmFnZW50bWFjaGluZS52MS5BcHBseVBvbGljeUJ1bmRsZVJlc3BvbnNlYgZwcm90bzM", [file_agentmachine_v1_errors, file_agentmachine_v1_operation, file_agentmachine_v1_operation_service, file_agentmachine_v1_policy, file_agentmachine_v1_runtime, file_agentmachine_v1_types, file_buf_validate_validate]);
+  fileDesc("CiRhZ2VudG1hY2hpbmUvdjEvcG9saWN5X3NlcnZpY2UucHJvdG8SD2FnZW50bWFjaGluZS52MSKVAQoVRXZhbHVhdGVQb2xpY3lSZXF1ZXN0EjwKCW9wZXJhdGlvbhgBIAEoCzInLmFnZW50bWFjaGluZS52MS5TdWJtaXRPcGVyYXRpb25SZXF1ZXN0SAASLAoEY2FsbBgCIAEoCzIcLmFnZW50bWFjaGluZS52MS5Qcm9maWxlQ2FsbEgAQhAKB3N1YmplY3QSBbpIAggBIn0KC1Byb2ZpbGVDYWxsEjoKB3Byb2ZpbGUYASABKAlCKbpIJnIkMiJecHJvZmlsZXMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEjIKBGNhbGwYAiABKAsyHC5hZ2VudG1hY2hpbmUudjEuUnVudGltZUNhbGxCBrpIA8gBASKwAQoWRXZhbHVhdGVQb2xpY3lSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEjIKCWRlY2lzaW9ucxgCIAMoCzIfLmFnZW50bWFjaGluZS52MS5Qb2xpY3lEZWNpc2lvbhIiCgZkZW5pYWwYBiABKAsyEi5nb29nbGUucnBjLlN0YXR1c0oECAMQBEoECAQQBUoECAUQBlILZGVuaWFsX2NvZGVSDmRlbmlhbF9tZXNzYWdlIhoKGExpc3RQb2xpY3lCdW5kbGVzUmVxdWVzdCJLChlMaXN0UG9saWN5QnVuZGxlc1Jlc3BvbnNlEi4KB2J1bmRsZXMYASADKAsyHS5hZ2VudG1hY2hpbmUudjEuUG9saWN5QnVuZGxlIncKGEFwcGx5UG9saWN5QnVuZGxlUmVxdWVzdBI+Cgxwcm9maWxlX3R5cGUYASABKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCCrpIB4IBBBABIAASGwoGc291cmNlGAIgASgJQgu6SAhyBhABGICAECJKChlBcHBseVBvbGljeUJ1bmRsZVJlc3BvbnNlEi0KBmJ1bmRsZRgBIAEoCzIdLmFnZW50bWFjaGluZS52MS5Qb2xpY3lCdW5kbGUy1AIKDVBvbGljeVNlcnZpY2USZgoORXZhbHVhdGVQb2xpY3kSJi5hZ2VudG1hY2hpbmUudjEuRXZhbHVhdGVQb2xpY3lSZXF1ZXN0GicuYWdlbnRtYWNoaW5lLnYxLkV2YWx1YXRlUG9saWN5UmVzcG9uc2UiA5ACARJvChFMaXN0UG9saWN5QnVuZGxlcxIpLmFnZW50bWFjaGluZS52MS5MaXN0UG9saWN5QnVuZGxlc1JlcXVlc3QaKi5hZ2VudG1hY2hpbmUudjEuTGlzdFBvbGljeUJ1bmRsZXNSZXNwb25zZSIDkAIBEmoKEUFwcGx5UG9saWN5QnVuZGxlEikuYWdlbnRtYWNoaW5lLnYxLkFwcGx5UG9saWN5QnVuZGxlUmVxdWVzdBoqLmFnZW50bWFjaGluZS52MS5BcHBseVBvbGljeUJ1bmRsZVJlc3BvbnNlYgZwcm90bzM", [file_agentmachine_v1_operation, file_agentmachine_v1_operation_service, file_agentmachine_v1_policy, file_agentmachine_v1_runtime, file_agentmachine_v1_types, file_buf_validate_validate, file_google_rpc_status]);
 
 /**
  * Request of PolicyService.EvaluatePolicy.
@@ -112,25 +112,13 @@ export type EvaluatePolicyResponse = Message<"agentmachine.v1.EvaluatePolicyResp
   decisions: PolicyDecision[];
 
   /**
-   * When not allowed: the error it would get (reason and metadata, as on the wire).
+   * When not allowed: the status the call would fail with, as on the wire: its code, message
+   * and details (google.rpc.ErrorInfo with the reason, and the PolicyDecision of the gate that
+   * denied, when one did).
    *
-   * @generated from field: agentmachine.v1.ErrorInfo denial = 3;
+   * @generated from field: google.rpc.Status denial = 6;
    */
-  denial?: ErrorInfo | undefined;
-
-  /**
-   * When not allowed: the gRPC status code name it would get, for example `PERMISSION_DENIED`.
-   *
-   * @generated from field: string denial_code = 4;
-   */
-  denialCode: string;
-
-  /**
-   * When not allowed: the error message it would get, in words.
-   *
-   * @generated from field: string denial_message = 5;
-   */
-  denialMessage: string;
+  denial?: Status | undefined;
 };
 
 /**
