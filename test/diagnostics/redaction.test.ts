@@ -179,13 +179,13 @@ describe("allowlists", () => {
       state: "TASK_STATE_FAILED",
       labels: { team: REDACTED },
       spec: { executionStart: { argv: REDACTED, env: { TOKEN: REDACTED }, workingDirectory: REDACTED } },
-      stopCause: { reason: StopReason.EXIT_CODE, message: REDACTED },
-      policyDecisions: [{ gate: PolicyGate.ARTIFACT_ACCESS, rule: "r1", bundleDigest: "ab".repeat(32), allowed: true, reason: REDACTED }],
+      stopCause: { reason: "STOP_REASON_EXIT_CODE", message: REDACTED },
+      policyDecisions: [{ gate: "POLICY_GATE_ARTIFACT_ACCESS", rule: "r1", bundleDigest: "ab".repeat(32), allowed: true, reason: REDACTED }],
     });
     expect(tally.redactedFields).toBe(7);
   });
 
-  it("redact a field the allowlist does not know (one added to the API later) and a stop reason that is not a machine token", () => {
+  it("redact a field the allowlist does not know (one added to the API later) and a stop reason that is not one of the enum's names", () => {
     const json = { ...(toJson(OperationSchema, operation) as Record<string, unknown>), futureField: "anything", stopCause: { reason: "Exit Code: hunter2" } };
     const out = project(OperationSchema, json as never, operationAllowlist, { redactedFields: 0 }) as Record<string, unknown>;
     expect(out.futureField).toBe(REDACTED);

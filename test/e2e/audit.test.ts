@@ -167,14 +167,14 @@ describe("what is recorded", () => {
         principal: "agent-audited",
         delegation: child,
         delegationChain: [rootDelegation, child],
-        decision: { allowed: false, code: "permission_denied" },
+        decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED },
       },
       { rpc: rpc("DelegationService", "RevokeDelegation"), commandRef: "RevokeDelegation", resource: child, decision: { allowed: true } },
     ]);
     expect(records).toHaveLength(3);
     // A call with the revoked credential is an unauthenticated attempt.
     const after = await recordsOf(() => refusal(clientsFor(server.url, token).operations.listOperations({})));
-    expect(after).toMatchObject([{ principal: "anonymous", delegation: "", rpc: rpc("OperationService", "ListOperations"), commandRef: "ListOperations", decision: { allowed: false, code: "unauthenticated" } }]);
+    expect(after).toMatchObject([{ principal: "anonymous", delegation: "", rpc: rpc("OperationService", "ListOperations"), commandRef: "ListOperations", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } }]);
   });
 
   it("records a budget refusal as resource_exhausted, and no operation", async () => {
@@ -187,7 +187,7 @@ describe("what is recorded", () => {
       expect(refused.code).toBe(Code.ResourceExhausted);
     });
     expect(records).toMatchObject([
-      { principal: "agent-small", delegation: delegation!.name, operationType: OperationType.EXECUTION_START, resource: "", decision: { allowed: false, code: "resource_exhausted" } },
+      { principal: "agent-small", delegation: delegation!.name, operationType: OperationType.EXECUTION_START, resource: "", decision: { allowed: false, denialCode: RpcCode.RESOURCE_EXHAUSTED } },
     ]);
     expect(records).toHaveLength(1);
   });
@@ -202,8 +202,8 @@ describe("what is recorded", () => {
       expect((await refusal((async () => { for await (const _ of watch) void _; })())).code).toBe(Code.Unauthenticated);
     });
     expect(records).toMatchObject([
-      { principal: "anonymous", delegation: "", delegationChain: [], rpc: rpc("OperationService", "GetOperation"), sourceAddress: "127.0.0.1", decision: { allowed: false, code: "unauthenticated" } },
-      { principal: "anonymous", rpc: rpc("OperationService", "WatchEvents"), commandRef: "WatchEvents", sourceAddress: "127.0.0.1", decision: { allowed: false, code: "unauthenticated" } },
+      { principal: "anonymous", delegation: "", delegationChain: [], rpc: rpc("OperationService", "GetOperation"), sourceAddress: "127.0.0.1", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } },
+      { principal: "anonymous", rpc: rpc("OperationService", "WatchEvents"), commandRef: "WatchEvents", sourceAddress: "127.0.0.1", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } },
     ]);
     for (const record of records) expect(record.requestDigest).toMatch(/^[0-9a-f]{64}$/);
   });
@@ -339,12 +339,12 @@ describe("reading the log", () => {
         expect(error.findDetails(ErrorInfoSchema)[0]).toMatchObject({ reason: "OUT_OF_SCOPE", metadata: { axis: "audit_read" } });
       }
     });
-    expect(records.map((r) => [r.principal, r.commandRef, r.decision?.code])).toEqual(
+    expect(records.map((r) => [r.principal, r.commandRef, r.decision?.denialCode])).toEqual(
       expect.arrayContaining([
-        ["no-audit", "ListAuditRecords", "permission_denied"],
-        ["no-audit", "GetCheckpoint", "permission_denied"],
-        ["no-audit", "ListCheckpoints", "permission_denied"],
-        ["no-audit", "WatchAuditRecords", "permission_denied"],
+        ["no-audit", "ListAuditRecords", RpcCode.PERMISSION_DENIED],
+        ["no-audit", "GetCheckpoint", RpcCode.PERMISSION_DENIED],
+        ["no-audit", "ListCheckpoints", RpcCode.PERMISSION_DENIED],
+        ["no-audit", "WatchAuditRecords", RpcCode.PERMISSION_DENIED],
       ]),
     );
   });

@@ -17,7 +17,7 @@ import { PolicyGate, ProfileType, TaskState } from "../../src/gen/agentmachine/v
 import { bearer, mintRoot, operatorOf } from "../helpers/auth.js";
 import { createProfile, operationsClient, requestId, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { bundleSource, denialOf, latestSequence, policyAdmin, policyClient, sha256, type PolicyClient } from "../helpers/policy.js";
-import { gateName } from "../../src/governance/policy/gates.js";
+import { gateName, policyGates, type Gate } from "../../src/governance/policy/gates.js";
 import { repoRoot, startTestServer, tempDir, type TestServer } from "../helpers/server.js";
 
 const EXAMPLES = join(repoRoot, "examples/policies");
@@ -53,7 +53,7 @@ function expectPolicyDenial(error: ConnectError, gate: string, rule: string, dig
   const info = error.findDetails(ErrorInfoSchema)[0];
   expect(info?.reason).toBe("POLICY_DENIED");
   expect(info?.metadata).toEqual({ gate, rule, bundle_digest: digest });
-  expect(error.findDetails(PolicyDecisionSchema)).toMatchObject([{ gate, rule, bundleDigest: digest, allowed: false }]);
+  expect(error.findDetails(PolicyDecisionSchema)).toMatchObject([{ gate: policyGates.get(gate as Gate), rule, bundleDigest: digest, allowed: false }]);
 }
 
 let server: TestServer;
