@@ -6,10 +6,11 @@ import type { OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import type { Operation, StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { eventTypeNames, operationTypeNames, taskStateNames } from "../contract/mapping.js";
 import { stopReasonName } from "../lifecycle/stop-reasons.js";
+import { errorDetailTypes } from "../server/errors.js";
 
 /** One line of proto JSON. */
 export function jsonLine<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): string {
-  return JSON.stringify(toJson(schema, message));
+  return JSON.stringify(toJson(schema, message, { registry: errorDetailTypes }));
 }
 
 /** The contract spelling of an enum value (one of the tables of mapping.ts). */

@@ -4,12 +4,13 @@
 // rejected field, google.rpc.PreconditionFailure for a FailedPrecondition. Validation errors come
 // from the protovalidate interceptor with buf.validate.Violations; withGoogleDetails adds the
 // same google.rpc details to those.
-import { create } from "@bufbuild/protobuf";
+import { create, createRegistry } from "@bufbuild/protobuf";
 import { AnySchema, anyPack } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ViolationsSchema, type FieldPath, type Violation } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { BadRequestSchema, ErrorInfoSchema, PreconditionFailureSchema } from "../gen/google/rpc/error_details_pb.js";
 import { StatusSchema, type Status } from "../gen/google/rpc/status_pb.js";
+import { PolicyDecisionSchema } from "../gen/agentmachine/v1/operation_pb.js";
 
 const DOMAIN = "agentmachine.v1";
 
@@ -113,6 +114,12 @@ export function withGoogleDetails(error: ConnectError): ConnectError {
   error.details.push(...fieldDetails(violations));
   return error;
 }
+
+/**
+ * Every detail type the server attaches to an error, for JSON writers of a google.rpc.Status
+ * (EvaluatePolicyResponse.denial), whose Any details JSON spells out whole.
+ */
+export const errorDetailTypes = createRegistry(ErrorInfoSchema, BadRequestSchema, PreconditionFailureSchema, ViolationsSchema, PolicyDecisionSchema);
 
 /** `error` as the google.rpc.Status a gRPC client gets: its code, message and details. */
 export function statusOf(error: ConnectError): Status {

@@ -98,6 +98,21 @@ describe("a client that knows only google.rpc", () => {
   });
 });
 
+describe("EvaluatePolicy's denial", () => {
+  it("is the google.rpc.Status the call would get, its details whole in JSON", async () => {
+    const response = await fetch(`${server.url}/agentmachine.v1.PolicyService/EvaluatePolicy`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${server.token}` },
+      body: JSON.stringify({ operation: { requestId: "dry-run-1", profile: "profiles/missing", spec: { toolGrantApply: { tool: "git" } } } }),
+    });
+    expect(response.status).toBe(200);
+    const { denial } = (await response.json()) as { denial: { code: number; message: string; details: Record<string, unknown>[] } };
+    expect(denial).toMatchObject({ code: Code.FailedPrecondition, message: expect.stringContaining("profiles/missing") });
+    expect(denial.details).toContainEqual(expect.objectContaining({ "@type": "type.googleapis.com/google.rpc.ErrorInfo", reason: "PROFILE_NOT_FOUND" }));
+    expect(denial.details).toContainEqual(expect.objectContaining({ "@type": "type.googleapis.com/google.rpc.PreconditionFailure" }));
+  });
+});
+
 describe("PreconditionFailure", () => {
   it("names as its subject the resource the metadata names", () => {
     const error = errorWithInfo(Code.FailedPrecondition, "NOT_RUNNING", "operations/x is not running", { operation: "operations/x" });
