@@ -166,7 +166,7 @@ describe("the run command line", () => {
 
   it("is allowed by a dry run, as admission would decide it on a server with a runtime", async () => {
     const answer = await policyClient(server.url).evaluatePolicy({ subject: { case: "operation", value: container(profile, { image: image("prints") }) } });
-    expect(answer).toMatchObject({ allowed: true, denialCode: "" });
+    expect([answer.allowed, answer.denial]).toEqual([true, undefined]);
   });
 });
 
