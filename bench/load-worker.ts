@@ -177,7 +177,7 @@ function callFor(options: Options, transport: Transport): () => Promise<void> {
       const request = create(EvaluatePolicyRequestSchema, { subject: { case: "call", value: { profile: options.profile, call: toolCall() } } });
       return async () => {
         const response = await client.evaluatePolicy(request);
-        if (!response.allowed) throw new Error(`denied: ${response.denialCode} ${response.denial?.reason ?? ""}`);
+        if (!response.allowed) throw new Error(`denied: ${response.denial?.message ?? ""}`);
       };
     }
     case "authorize": {

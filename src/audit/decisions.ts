@@ -3,9 +3,10 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { AuditDecisionSchema } from "../gen/agentmachine/v1/audit_pb.js";
-import { ErrorInfoSchema } from "../gen/agentmachine/v1/errors_pb.js";
 import type { PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
-import { codeName, concealedDenial } from "../api/errors.js";
+import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { policyGates, type Gate } from "../model/policy-gates.js";
+import { concealedDenial } from "../api/errors.js";
 
 export type AuditDecisionInit = MessageInitShape<typeof AuditDecisionSchema>;
 
@@ -13,14 +14,14 @@ export type AuditDecisionInit = MessageInitShape<typeof AuditDecisionSchema>;
 const denialCodes: ReadonlySet<Code> = new Set([Code.PermissionDenied, Code.Unauthenticated, Code.ResourceExhausted]);
 
 /**
- * An allowed command. A command that passed several gates names them all, comma-separated in
- * the same order in `gate` and `rule` (every gate of a profile type reads the same bundle, so
+ * An allowed command. A command that passed several gates names them all, in the same order in
+ * `gates` and (comma-separated) `rule` (every gate of a profile type reads the same bundle, so
  * `bundle_digest` is one digest).
  */
 export function allowedDecision(policyDecisions: readonly PolicyDecision[] = []): AuditDecisionInit {
   return {
     allowed: true,
-    gate: policyDecisions.map((d) => d.gate).join(","),
+    gates: policyDecisions.map((d) => d.gate),
     rule: policyDecisions.map((d) => d.rule).join(","),
     bundleDigest: [...new Set(policyDecisions.map((d) => d.bundleDigest))].join(","),
   };
@@ -42,10 +43,12 @@ export function deniedDecision(error: unknown): AuditDecisionInit | undefined {
  */
 export function denialOf(error: ConnectError): AuditDecisionInit {
   const metadata = error.findDetails(ErrorInfoSchema)[0]?.metadata ?? {};
+  const gate = policyGates.get(metadata.gate as Gate);
   return {
     allowed: false,
-    code: codeName(error.code).toLowerCase(),
-    gate: metadata.gate ?? "",
+    // connect's Code numbers the codes as google.rpc.Code does.
+    denialCode: error.code as number,
+    gates: gate === undefined ? [] : [gate],
     rule: metadata.rule ?? "",
     bundleDigest: metadata.bundle_digest ?? "",
     reason: error.rawMessage,

@@ -5,10 +5,12 @@ import { durationMs, timestampDate, type Timestamp } from "@bufbuild/protobuf/wk
 import type { OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import type { Operation, StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { eventTypeNames, operationTypeNames, taskStateNames } from "../model/mapping.js";
+import { stopReasonName } from "../model/stop-reasons.js";
+import { errorDetailTypes } from "../api/errors.js";
 
 /** One line of proto JSON. */
 export function jsonLine<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): string {
-  return JSON.stringify(toJson(schema, message));
+  return JSON.stringify(toJson(schema, message, { registry: errorDetailTypes }));
 }
 
 /** The contract spelling of an enum value (one of the tables of mapping.ts). */
@@ -25,7 +27,8 @@ export function timeText(time: Timestamp | undefined): string {
 
 export function causeText(cause: StopCause | undefined): string {
   if (cause === undefined) return "";
-  return cause.message === "" ? cause.reason : `${cause.reason}: ${cause.message}`;
+  const reason = stopReasonName(cause.reason);
+  return cause.message === "" ? reason : `${reason}: ${cause.message}`;
 }
 
 /** `key: value` lines of the fields a person looks at first. */

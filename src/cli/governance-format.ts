@@ -7,6 +7,7 @@ import type { SeparationRule } from "../gen/agentmachine/v1/profile_service_pb.j
 import type { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../model/mapping.js";
 import { budgetDimensions } from "../model/budget-dimensions.js";
+import { gateName } from "../model/policy-gates.js";
 import { formatTable, spelled, timeText } from "./format.js";
 
 /** Enough of a SHA-256 for a person to tell bundles apart; `--json` has it whole. */
@@ -18,7 +19,7 @@ const profileTypeName = (type: ProfileType): string => spelled(profileTypeNames,
 export function formatDecisions(decisions: PolicyDecision[]): string {
   return formatTable(
     ["GATE", "DECISION", "RULE", "BUNDLE", "REASON"],
-    decisions.map((d) => [d.gate, d.allowed ? "allow" : "deny", d.rule, shortDigest(d.bundleDigest), d.reason]),
+    decisions.map((d) => [gateName(d.gate), d.allowed ? "allow" : "deny", d.rule, shortDigest(d.bundleDigest), d.reason]),
   );
 }
 

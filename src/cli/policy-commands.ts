@@ -1,6 +1,7 @@
 // `amctl policy check | list | apply`: what the policy gates would decide (a dry run of a submit
 // or of a runtime call), the bundles in force, and replacing the bundle of a profile type.
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { anyUnpack } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
 import {
   ApplyPolicyBundleResponseSchema,
@@ -11,6 +12,8 @@ import {
   type EvaluatePolicyResponse,
 } from "../gen/agentmachine/v1/policy_service_pb.js";
 import type { CallKind } from "../gen/agentmachine/v1/runtime_pb.js";
+import { Code } from "../gen/google/rpc/code_pb.js";
+import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import type { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../model/mapping.js";
 import { allPages, MAX_PAGE_SIZE } from "../model/all-pages.js";
@@ -47,12 +50,13 @@ async function subjectOf(argv: string[], flags: CheckFlags): Promise<Subject> {
 }
 
 /**
- * The error the request would get: status code and reason. A gate's denial is its decision,
- * printed below it; any other denial (scope, profile separation, budget) has no decision, and
- * says why in its metadata.
+ * The error the request would get: status code and reason (its google.rpc.ErrorInfo's). A
+ * gate's denial is its decision, printed below it; any other denial (scope, profile separation,
+ * budget) has no decision, and says why in its message.
  */
-function denialText({ denialCode, denial, denialMessage }: EvaluatePolicyResponse): string {
-  return `${denialCode} ${denial?.reason ?? ""}: ${denialMessage}`;
+function denialText({ denial }: EvaluatePolicyResponse): string {
+  const info = denial?.details.map((detail) => anyUnpack(detail, ErrorInfoSchema)).find((unpacked) => unpacked !== undefined);
+  return `${Code[denial?.code ?? Code.OK]} ${info?.reason ?? ""}: ${denial?.message ?? ""}`;
 }
 
 async function check(argv: string[], flags: CheckFlags): Promise<void> {

@@ -12,6 +12,7 @@
 // completion messages, stop-cause messages), request ids, policy rule reasons and bundle
 // sources, who applied a bundle, and the container command line.
 import type { DescField, DescMessage, JsonObject, JsonValue } from "@bufbuild/protobuf";
+import { StopReasonSchema } from "../gen/agentmachine/v1/operation_pb.js";
 import { REDACTED } from "./detector.js";
 
 /**
@@ -35,7 +36,12 @@ export function urlOrigin(value: JsonValue): JsonValue {
   }
 }
 
-const STOP_REASON = /^[a-z][a-z0-9_]{0,63}$/;
+const stopReasonNames = new Set(StopReasonSchema.values.map((value) => value.name));
+
+/** A stop reason kept only as one of the enum's names: a JSON value from elsewhere may hold any text. */
+function stopReason(value: JsonValue): JsonValue {
+  return typeof value === "string" && stopReasonNames.has(value) ? value : REDACTED;
+}
 
 const keepAll = (...fields: string[]): Record<string, Rule> => Object.fromEntries(fields.map((field) => [field, "keep" as const]));
 
@@ -74,7 +80,7 @@ export const operationAllowlist: Allowlist = {
     "wall_clock_seconds",
     "agent_concurrency",
   ),
-  "agentmachine.v1.StopCause": { reason: STOP_REASON, dimension: "keep" },
+  "agentmachine.v1.StopCause": { reason: stopReason, dimension: "keep" },
   "agentmachine.v1.PolicyDecision": keepAll("gate", "rule", "bundle_digest", "allowed"),
   "agentmachine.v1.Artifact": keepAll(
     "agent_machine_profile",

@@ -4,7 +4,7 @@
 // cause `redaction_failed` and leaves no file. The artifactAccess gate ran at admission.
 import { create } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
-import { StopCauseSchema, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopCauseSchema, StopReason, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { Attempt, Executor, Outcome } from "../executors/executor.js";
 import type { AllowlistTally } from "./allowlist.js";
@@ -13,8 +13,6 @@ import { bundlePath, removeBundle, writeBundle } from "./bundle-file.js";
 import { collect, type DiagnosticsContext } from "./collect.js";
 import { defaultDetectors, secretEnvValues, type KnownSecrets } from "./detectors.js";
 import { describeFindings, exportBundle, type Pipeline } from "./export-bundle.js";
-
-export const REDACTION_FAILED = "redaction_failed";
 
 export interface DiagnosticsExecutorDeps extends DiagnosticsContext {
   dataDir: string;
@@ -40,7 +38,7 @@ function envValuesOf(operations: readonly Operation[]): string[] {
   });
 }
 
-function failed(reason: string, message: string): Outcome {
+function failed(reason: StopReason, message: string): Outcome {
   return { kind: "failed", cause: create(StopCauseSchema, { reason, message }), retryable: false };
 }
 
@@ -68,7 +66,7 @@ export class DiagnosticsExecutor implements Executor {
       { operation: operation.name, profile: operation.profile, exportTime: sources.exportTime, serverVersion: sources.server.version, allowlist },
       pipeline,
     );
-    if (result.kind === "leak") return failed(REDACTION_FAILED, describeFindings(result.findings));
+    if (result.kind === "leak") return failed(StopReason.REDACTION_FAILED, describeFindings(result.findings));
     if (signal.aborted) return { kind: "cancelled" };
     writeBundle(path, result.archive);
     return {

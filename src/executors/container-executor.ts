@@ -10,7 +10,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import { BudgetDimension, BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
-import { StopCauseSchema, type ContainerRunSpec, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopCauseSchema, StopReason, type ContainerRunSpec, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { CONTAINER_GID, CONTAINER_UID, containerInvocation, containerName, type Invocation } from "./container-invocation.js";
 import { closeMountSources, MountUnavailable, openMountSources, type MountSource } from "../sandbox/mount-sources.js";
@@ -136,7 +136,7 @@ export class ContainerExecutor implements Executor {
       mounts = openMountSources(spec.mounts, workspace, (dir) => shareWorkspace(dir));
     } catch (error) {
       const message = error instanceof MountUnavailable ? error.message : `cannot open a mount's host path: ${(error as NodeJS.ErrnoException).code ?? "error"}`;
-      return { kind: "failed", cause: create(StopCauseSchema, { reason: "mount_failed", message }), retryable: false };
+      return { kind: "failed", cause: create(StopCauseSchema, { reason: StopReason.MOUNT_FAILED, message }), retryable: false };
     }
     try {
       return await this.runInvocation(attempt, spec, containerInvocation({ operation, workspace, wallClockSeconds, hostCpus: this.hostCpus, mounts }), wallClockSeconds);
@@ -188,20 +188,20 @@ export class ContainerExecutor implements Executor {
       },
     });
     if (exit.error !== undefined) {
-      const cause = create(StopCauseSchema, { reason: "spawn_failed", message: `cannot start ${this.options.runtime}: ${(exit.error as NodeJS.ErrnoException).code ?? exit.error.message}` });
+      const cause = create(StopCauseSchema, { reason: StopReason.SPAWN_FAILED, message: `cannot start ${this.options.runtime}: ${(exit.error as NodeJS.ErrnoException).code ?? exit.error.message}` });
       return { kind: "failed", cause, retryable: false, artifact, usage };
     }
     if (stopReason === "cancelled") return { kind: "cancelled", artifact, usage };
     if (stopReason === "wall_clock") {
       const cause = create(StopCauseSchema, {
-        reason: "budget_exhausted",
+        reason: StopReason.BUDGET_EXHAUSTED,
         message: `wallClockSeconds: ran longer than ${wallClockSeconds} s`,
         dimension: BudgetDimension.WALL_CLOCK_SECONDS,
       });
       return { kind: "failed", cause, retryable: false, artifact, usage };
     }
     if (exit.code === 0) return { kind: "completed", artifact, message: "container exited with code 0", usage };
-    const cause = create(StopCauseSchema, { reason: "exit_code", message: `container exited with code ${exit.code ?? "unknown"}` });
+    const cause = create(StopCauseSchema, { reason: StopReason.EXIT_CODE, message: `container exited with code ${exit.code ?? "unknown"}` });
     return { kind: "failed", cause, retryable: true, artifact, usage };
   }
 }

@@ -16,6 +16,7 @@
 //   at most the host's CPUs, which the runtimes refuse to exceed); `--pids-limit` is fixed.
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { operationIdOf } from "../model/resource-names.js";
+import { PolicyGate } from "../gen/agentmachine/v1/types_pb.js";
 
 /** Processes a container may hold at once: room for build tools' worker pools, none for a fork bomb. */
 const PIDS_LIMIT = 512;
@@ -58,7 +59,7 @@ export interface Invocation {
 export function networkEgressAllowed(operation: Operation): boolean {
   const spec = operation.spec?.kind;
   const asked = (spec?.case === "containerRun" || spec?.case === "executionStart") && spec.value.network;
-  return asked && operation.policyDecisions.some((d) => d.gate === "networkProfile" && d.allowed);
+  return asked && operation.policyDecisions.some((d) => d.gate === PolicyGate.NETWORK_PROFILE && d.allowed);
 }
 
 /** `compute / wall` CPUs in hundredths, as `--cpus` takes them (see the header). */

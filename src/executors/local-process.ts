@@ -36,7 +36,7 @@ import type { Readable, Writable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
-import { StopCauseSchema, type ExecutionStartSpec, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopCauseSchema, StopReason, type ExecutionStartSpec, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { CPU_LIMIT_SIGNAL, limitCpuSeconds } from "./cpu-limit.js";
 import type { Attempt, Executor, Outcome } from "./executor.js";
 import { captureAttemptOutput, captureLogPath } from "./output-capture.js";
@@ -137,15 +137,15 @@ export class LocalProcessExecutor implements Executor {
     const cwd = workingDirectory(workspace, spec.workingDirectory) ?? workspace;
     const env = this.environment(spec, attempt);
     const [program, ...args] = spec.argv as [string, ...string[]];
-    const failed = (reason: string, message: string): Outcome => ({ kind: "failed", cause: create(StopCauseSchema, { reason, message }), retryable: false });
+    const failed = (reason: StopReason, message: string): Outcome => ({ kind: "failed", cause: create(StopCauseSchema, { reason, message }), retryable: false });
     try {
       mkdirSync(cwd, { recursive: true });
     } catch (error) {
-      return failed("workspace_unavailable", `cannot create the working directory: ${errorCode(error)}`);
+      return failed(StopReason.WORKSPACE_UNAVAILABLE, `cannot create the working directory: ${errorCode(error)}`);
     }
     const sandboxes = this.options.sandboxes;
     if (sandboxes === undefined && spec.mounts.length > 0) {
-      return failed("mount_failed", "mounts need the sandbox, and this server runs executions unconfined (--unsafe-no-sandbox)");
+      return failed(StopReason.MOUNT_FAILED, "mounts need the sandbox, and this server runs executions unconfined (--unsafe-no-sandbox)");
     }
     if (sandboxes === undefined) {
       const command = (this.options.killWithParent === true ? killedWithParent(program, args) : undefined) ?? { file: program, args };
@@ -155,7 +155,7 @@ export class LocalProcessExecutor implements Executor {
     try {
       executable = program.includes("/") ? resolveExecutable(resolve(cwd, program)) : resolveExecutable(program, env.PATH ?? "");
     } catch {
-      return failed("spawn_failed", `cannot start ${program}: ENOENT`);
+      return failed(StopReason.SPAWN_FAILED, `cannot start ${program}: ENOENT`);
     }
     const server = new URL(attempt.env.AMCTL_SERVER ?? "http://127.0.0.1:0");
     const egressCredential = networkEgressAllowed(attempt.operation) ? attempt.env.AMCTL_TOKEN : undefined;
@@ -174,7 +174,7 @@ export class LocalProcessExecutor implements Executor {
       });
       return { file: sandbox.file, args: sandbox.args, cwd: "/", env: sandbox.env, sandbox };
     } catch (error) {
-      return error instanceof MountUnavailable ? failed("mount_failed", error.message) : failed("sandbox_failed", `cannot set up the sandbox: ${errorCode(error)}`);
+      return error instanceof MountUnavailable ? failed(StopReason.MOUNT_FAILED, error.message) : failed(StopReason.SANDBOX_FAILED, `cannot set up the sandbox: ${errorCode(error)}`);
     }
   }
 
@@ -329,12 +329,12 @@ export class LocalProcessExecutor implements Executor {
           },
         });
         if (unconfined !== undefined) {
-          const cause = create(StopCauseSchema, { reason: "sandbox_failed", message: `cannot set up the sandbox: ${errorCode(unconfined)}` });
+          const cause = create(StopCauseSchema, { reason: StopReason.SANDBOX_FAILED, message: `cannot set up the sandbox: ${errorCode(unconfined)}` });
           resolveOutcome({ kind: "failed", cause, retryable: false, artifact, usage });
           return;
         }
         if (exit instanceof Error) {
-          const cause = create(StopCauseSchema, { reason: "spawn_failed", message: `cannot start ${program}: ${errorCode(exit)}` });
+          const cause = create(StopCauseSchema, { reason: StopReason.SPAWN_FAILED, message: `cannot start ${program}: ${errorCode(exit)}` });
           resolveOutcome({ kind: "failed", cause, retryable: false, artifact, usage });
           return;
         }
@@ -354,12 +354,12 @@ export class LocalProcessExecutor implements Executor {
           (oomKilled ? exhaustion("sandboxMemoryBytes", `the sandbox reached its memory limit of ${limits.sandboxMemoryBytes} bytes`) : undefined) ??
           firstExhausted(used, limits);
         if (exhausted !== undefined) {
-          const cause = create(StopCauseSchema, { reason: "budget_exhausted", ...exhausted });
+          const cause = create(StopCauseSchema, { reason: StopReason.BUDGET_EXHAUSTED, ...exhausted });
           resolveOutcome({ kind: "failed", cause, retryable: false, artifact, usage });
         } else if (exitCode === 0) {
           resolveOutcome({ kind: "completed", artifact, message: "process exited with code 0", usage });
         } else {
-          const cause = create(StopCauseSchema, { reason: "exit_code", message: `process exited with code ${exitCode ?? "unknown"}` });
+          const cause = create(StopCauseSchema, { reason: StopReason.EXIT_CODE, message: `process exited with code ${exitCode ?? "unknown"}` });
           resolveOutcome({ kind: "failed", cause, retryable: true, artifact, usage });
         }
       };

@@ -4,7 +4,7 @@
 // checked that targets exist and belong to the same profile.
 import { create } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
-import { StopCauseSchema } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopCauseSchema, StopReason } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { OperationStore } from "../store/store.js";
 import type { Attempt, Executor, Outcome } from "./executor.js";
@@ -13,7 +13,7 @@ export interface RecordExecutorDeps {
   store: OperationStore;
 }
 
-function failed(reason: string, message: string): Outcome {
+function failed(reason: StopReason, message: string): Outcome {
   return { kind: "failed", cause: create(StopCauseSchema, { reason, message }), retryable: false };
 }
 
@@ -45,12 +45,12 @@ export class RecordExecutor implements Executor {
       case "toolGrantRevoke": {
         const grant = await this.deps.store.getOperation(spec.value.grant);
         const record = grant?.artifact?.kind.case === "toolGrantRecord" ? grant.artifact.kind.value : undefined;
-        if (grant === undefined || record === undefined) return failed("grant_not_found", `${spec.value.grant} is not an applied tool grant`);
-        if (record.revokeCommandRef !== "") return failed("already_revoked", `${grant.name} was already revoked by ${record.revokeCommandRef}`);
+        if (grant === undefined || record === undefined) return failed(StopReason.GRANT_NOT_FOUND, `${spec.value.grant} is not an applied tool grant`);
+        if (record.revokeCommandRef !== "") return failed(StopReason.ALREADY_REVOKED, `${grant.name} was already revoked by ${record.revokeCommandRef}`);
         record.revokeCommandRef = operation.name;
         // The grant's state stays completed: revoking updates its artifact, not its lifecycle.
         const result = await this.deps.store.updateOperation({ operation: grant, expectedState: TaskState.COMPLETED });
-        if (result.kind !== "updated") return failed("grant_not_found", `${grant.name} changed while being revoked`);
+        if (result.kind !== "updated") return failed(StopReason.GRANT_NOT_FOUND, `${grant.name} changed while being revoked`);
         return {
           kind: "completed",
           message: `revoked ${record.tool}`,

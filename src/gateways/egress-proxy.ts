@@ -24,10 +24,11 @@ import { create } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
 import { allowedDecision, denialOf, type AuditDecisionInit } from "../audit/decisions.js";
 import type { AuditDraft } from "../model/audit-chain.js";
+import { Code } from "../gen/google/rpc/code_pb.js";
 import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { CallKind, RuntimeCallSchema } from "../gen/agentmachine/v1/runtime_pb.js";
-import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
+import { OperationType, PolicyGate, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { networkEgressAllowed } from "../executors/container-invocation.js";
 import type { Authority, Principal } from "../governance/authority.js";
 import { decideCall, type CallDecisionDeps } from "../governance/call-decision.js";
@@ -66,8 +67,8 @@ class Refusal extends Error {
   }
 }
 
-function refusal(status: number, statusText: string, code: string, reason: string): Refusal {
-  return new Refusal(status, statusText, { allowed: false, code, reason });
+function refusal(status: number, statusText: string, code: Code, reason: string): Refusal {
+  return new Refusal(status, statusText, { allowed: false, denialCode: code, reason });
 }
 
 function answer(socket: Duplex, status: number, statusText: string, reason: string): void {
@@ -95,20 +96,20 @@ export function egressProxy(deps: EgressProxyDeps) {
   async function attemptOf(request: http.IncomingMessage): Promise<{ principal: Principal; operation: Operation }> {
     const header = request.headers["proxy-authorization"] ?? "";
     const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
-    if (token === undefined) throw refusal(407, "Proxy Authentication Required", "unauthenticated", "the egress proxy needs an execution credential (Proxy-Authorization: Bearer)");
+    if (token === undefined) throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, "the egress proxy needs an execution credential (Proxy-Authorization: Bearer)");
     let principal: Principal;
     try {
       principal = await authority.authenticate(token);
     } catch (error) {
-      throw refusal(407, "Proxy Authentication Required", "unauthenticated", error instanceof ConnectError ? error.rawMessage : "invalid credential");
+      throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, error instanceof ConnectError ? error.rawMessage : "invalid credential");
     }
     const name = principal.delegation.operation;
     const operation = name === "" ? undefined : await store.getOperation(name);
     if (operation === undefined || principal.delegation.subject !== attemptSubject(operation) || operation.state !== TaskState.RUNNING) {
-      throw new Refusal(403, "Forbidden", { allowed: false, code: "permission_denied", reason: "only a running execution's own credential may use the egress proxy" });
+      throw refusal(403, "Forbidden", Code.PERMISSION_DENIED, "only a running execution's own credential may use the egress proxy");
     }
     if (!networkEgressAllowed(operation)) {
-      throw new Refusal(403, "Forbidden", { allowed: false, code: "permission_denied", gate: "networkProfile", reason: `${operation.name} was not granted network egress at admission` });
+      throw new Refusal(403, "Forbidden", { allowed: false, denialCode: Code.PERMISSION_DENIED, gates: [PolicyGate.NETWORK_PROFILE], reason: `${operation.name} was not granted network egress at admission` });
     }
     return { principal, operation };
   }
@@ -131,8 +132,8 @@ export function egressProxy(deps: EgressProxyDeps) {
       if (verdict.denial !== undefined) throw new Refusal(403, "Forbidden", denialOf(verdict.denial));
       const limit = running.requestedBudget ?? create(BudgetSchema);
       const charged = await chargeOperation(deps, operation, (current) => charge(limit, current.usage, costOf(call)), false, undefined);
-      if (charged.outcome === undefined) throw refusal(403, "Forbidden", "failed_precondition", `${operation} is not running`);
-      if (charged.outcome.kind === "exhausted") throw refusal(403, "Forbidden", "resource_exhausted", `the connection would exhaust the ${charged.outcome.dimension} budget; the task is ended`);
+      if (charged.outcome === undefined) throw refusal(403, "Forbidden", Code.FAILED_PRECONDITION, `${operation} is not running`);
+      if (charged.outcome.kind === "exhausted") throw refusal(403, "Forbidden", Code.RESOURCE_EXHAUSTED, `the connection would exhaust the ${charged.outcome.dimension} budget; the task is ended`);
       tunnel(socket, head, destination, target, (bytes) => record(draft(principal, operation, target, destination, allowedDecision(verdict.decisions), bytes)));
     } catch (error) {
       if (!(error instanceof Refusal)) {

@@ -2,6 +2,7 @@
 import { Code } from "@connectrpc/connect";
 import { errorWithInfo } from "../api/errors.js";
 import { PolicyDecisionSchema, type PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
+import { gateName } from "../model/policy-gates.js";
 
 /** No credential, or one that is not valid: expired, not yet valid, revoked, forged, unknown. */
 export function unauthenticated(reason: string) {
@@ -27,8 +28,9 @@ export function outOfScope(axis: string, detail: string, delegation: string) {
 
 /** A policy gate said no; the detail is the decision itself (gate, rule, bundle digest, reason). */
 export function policyDenied(decision: PolicyDecision) {
-  const error = errorWithInfo(Code.PermissionDenied, "POLICY_DENIED", `the ${decision.gate} gate denied this: rule ${decision.rule}: ${decision.reason}`, {
-    gate: decision.gate,
+  const gate = gateName(decision.gate);
+  const error = errorWithInfo(Code.PermissionDenied, "POLICY_DENIED", `the ${gate} gate denied this: rule ${decision.rule}: ${decision.reason}`, {
+    gate,
     rule: decision.rule,
     bundle_digest: decision.bundleDigest,
   });

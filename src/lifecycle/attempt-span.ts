@@ -6,6 +6,7 @@ import { ATTR_ERROR_TYPE } from "@opentelemetry/semantic-conventions";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { operationTypeNames } from "../model/mapping.js";
 import type { Outcome } from "../executors/executor.js";
+import { stopReasonName } from "../model/stop-reasons.js";
 import { ATTR_OPERATION_NAME, ATTR_OPERATION_TYPE } from "../telemetry/tracer.js";
 
 export function attemptAttributes(operation: Operation, attempt: number): Attributes {
@@ -16,7 +17,7 @@ export function attemptAttributes(operation: Operation, attempt: number): Attrib
 export function recordOutcome(span: Span, outcome: Outcome): Outcome {
   span.setAttribute("agentmachine.execution.outcome", outcome.kind);
   if (outcome.kind === "failed") {
-    span.setAttribute(ATTR_ERROR_TYPE, outcome.cause.reason);
+    span.setAttribute(ATTR_ERROR_TYPE, stopReasonName(outcome.cause.reason));
     span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.cause.message });
   }
   return outcome;

@@ -4,7 +4,7 @@
 // attempt (attempt-retries.ts), cancelling (task-cancellation.ts), recovery and heartbeats
 // (runner-recovery.ts); every change of state goes through task-transitions.ts.
 import { context } from "@opentelemetry/api";
-import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopReason, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
 import type { SlotKey } from "../store/store.js";
@@ -17,7 +17,7 @@ import type { EffectiveRetryPolicy } from "./retry.js";
 import { AttemptRunner, type AttemptEnvironment } from "./run-attempt.js";
 import { RunnerRecovery } from "./runner-recovery.js";
 import { TaskCancellation } from "./task-cancellation.js";
-import { BUDGET_EXHAUSTED, cause } from "./task-transitions.js";
+import { cause } from "./task-transitions.js";
 import { isTerminal } from "../model/transitions.js";
 
 export interface RunnerOptions extends AttemptEnvironment {
@@ -46,7 +46,7 @@ export class OperationRunner {
     // over) must stop here too: the store tells every replica of every commit.
     options.store.onCommit((events) => {
       for (const { event } of events) {
-        if (isTerminal(event.state)) this.running.get(event.operation)?.abort(cause("cancelled", "the task ended on another server"));
+        if (isTerminal(event.state)) this.running.get(event.operation)?.abort(cause(StopReason.CANCELLED, "the task ended on another server"));
       }
     });
     const { store, log } = options;
@@ -111,7 +111,7 @@ export class OperationRunner {
     this.recovery.stop();
     this.queue.stop();
     this.retries.stop();
-    for (const controller of this.running.values()) controller.abort(cause("server_restart", "the server is stopping"));
+    for (const controller of this.running.values()) controller.abort(cause(StopReason.SERVER_RESTART, "the server is stopping"));
   }
 
   /**
@@ -119,7 +119,7 @@ export class OperationRunner {
    * and the state turns failed with cause `budget_exhausted` naming the dimension.
    */
   stopForBudget(name: string, dimension: BudgetDimension, message: string): void {
-    this.running.get(name)?.abort(cause(BUDGET_EXHAUSTED, message, dimension));
+    this.running.get(name)?.abort(cause(StopReason.BUDGET_EXHAUSTED, message, dimension));
   }
 
   /**

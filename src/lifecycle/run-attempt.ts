@@ -6,7 +6,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import { OperationEventSchema, ProgressAttributesSchema, type OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
-import type { Operation, StopCause } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopReason, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Executor, Outcome, OutputSink, Seat } from "../executors/executor.js";
 import { processStartTicks } from "../executors/process-identity.js";
@@ -20,7 +20,7 @@ import { attemptAttributes, recordOutcome } from "./attempt-span.js";
 import { isExecution } from "./execution-types.js";
 import { closeOutput, openOutput, storeOutputSink } from "./attempt-output.js";
 import type { AttemptRetries } from "./attempt-retries.js";
-import { BUDGET_EXHAUSTED, cause, transition, transitionChange } from "./task-transitions.js";
+import { cause, transition, transitionChange } from "./task-transitions.js";
 
 /** How soon an execution that found its caps full on other replicas tries its claim again. */
 const CLAIM_RETRY_MS = 250;
@@ -78,7 +78,7 @@ export class AttemptRunner {
         : undefined;
     if (running.type === OperationType.EXECUTION_START && credential === undefined) {
       seat?.release();
-      await this.options.retries.attemptFailed(running, cause("credential_unavailable", `no execution credential could be issued under ${running.delegation} (revoked, expired, or see the server log)`), false);
+      await this.options.retries.attemptFailed(running, cause(StopReason.CREDENTIAL_UNAVAILABLE, `no execution credential could be issued under ${running.delegation} (revoked, expired, or see the server log)`), false);
       return;
     }
     try {
@@ -126,7 +126,7 @@ export class AttemptRunner {
     } catch (error) {
       if (!signal.aborted) throw error;
       if (this.options.stopping()) return null;
-      const why = (signal.reason as StopCause | undefined) ?? cause("cancelled", "cancelled");
+      const why = (signal.reason as StopCause | undefined) ?? cause(StopReason.CANCELLED, "cancelled");
       await transition(this.options.store, stored, TaskState.CANCELLED, { case: "cancel", value: { cause: why } }, (op) => {
         op.stopCause = why;
       });
@@ -203,7 +203,7 @@ export class AttemptRunner {
         })
         .catch((error: unknown): Outcome => {
           this.options.log.error({ err: error, operation: name }, "executor failed");
-          return { kind: "failed", cause: cause("executor_error", "the executor failed; see the server log"), retryable: false };
+          return { kind: "failed", cause: cause(StopReason.EXECUTOR_ERROR, "the executor failed; see the server log"), retryable: false };
         })
         .then((outcome) => recordOutcome(span, outcome)),
     );
@@ -234,11 +234,11 @@ export class AttemptRunner {
         return;
       case "cancelled": {
         const reason = signal.reason as StopCause | undefined;
-        if (reason?.reason === BUDGET_EXHAUSTED) {
+        if (reason?.reason === StopReason.BUDGET_EXHAUSTED) {
           await this.options.retries.attemptFailed(operation, reason, false, keep);
           return;
         }
-        const why = reason ?? cause("cancelled", "cancelled");
+        const why = reason ?? cause(StopReason.CANCELLED, "cancelled");
         await transition(this.options.store, operation, TaskState.CANCELLED, { case: "cancel", value: { cause: why } }, (op) => {
           keep(op);
           op.stopCause = why;

@@ -1,7 +1,7 @@
 // Recovery and heartbeats: a runner says it is alive every heartbeat, and takes over the tasks
 // of runners that stopped saying so (or, on the embedded store, of the process before it).
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopReason, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Executor } from "../executors/executor.js";
 import type { Logger } from "../api/logger.js";
@@ -76,9 +76,9 @@ export class RunnerRecovery {
       if (operation.state === TaskState.RUNNING && ownerGone) {
         if (store.exclusive) {
           await this.stopOrphan(operation);
-          await retries.attemptFailed(operation, cause("server_restart", "the server stopped while the task was running"), true);
+          await retries.attemptFailed(operation, cause(StopReason.SERVER_RESTART, "the server stopped while the task was running"), true);
         } else {
-          await retries.attemptFailed(operation, cause("runner_lost", `${operation.runner} stopped sending heartbeats while the task was running`), true);
+          await retries.attemptFailed(operation, cause(StopReason.RUNNER_LOST, `${operation.runner} stopped sending heartbeats while the task was running`), true);
         }
       } else if (operation.state === TaskState.RETRYING && ownerGone) {
         retries.scheduleRetry(operation.name, retries.retryPolicy(operation).initialBackoffMs);

@@ -1,6 +1,6 @@
 // Cancelling tasks: one (an execution.cancel), or every active one under delegations that were
 // revoked. A waiting task is cancelled at once; a running one by stopping its executor.
-import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopReason, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Logger } from "../api/logger.js";
 import type { OperationStore } from "../store/store.js";
@@ -26,7 +26,7 @@ export class TaskCancellation {
    * Cancels a task: a waiting one at once, a running one by stopping its executor (the state
    * turns cancelled when it has stopped). Cancelling a task that is already stopping is a no-op.
    */
-  async cancel(name: string, reason: string, causeReason = "cancelled"): Promise<void> {
+  async cancel(name: string, reason: string, causeReason = StopReason.CANCELLED): Promise<void> {
     const operation = await this.options.store.getOperation(name);
     if (operation === undefined) throw operationNotFound(name);
     requireNotEnded(operation);
@@ -47,7 +47,7 @@ export class TaskCancellation {
   async cancelOperationsUnder(names: ReadonlySet<string>): Promise<void> {
     for (const operation of await this.options.store.listActiveOperations()) {
       if (!names.has(operation.delegation)) continue;
-      await this.cancel(operation.name, `${operation.delegation} was revoked`, "delegation_revoked").catch((error: unknown) => {
+      await this.cancel(operation.name, `${operation.delegation} was revoked`, StopReason.DELEGATION_REVOKED).catch((error: unknown) => {
         this.options.log.warn({ err: error, operation: operation.name }, "could not cancel an operation under a revoked delegation");
       });
     }

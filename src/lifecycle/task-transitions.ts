@@ -3,7 +3,7 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { OperationEventSchema } from "../gen/agentmachine/v1/event_pb.js";
-import { StopCauseSchema, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopCauseSchema, StopReason, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Modification, OperationStore } from "../store/store.js";
@@ -14,11 +14,9 @@ import { isTerminal, transitionEvent } from "../model/transitions.js";
 
 export type Attributes = MessageInitShape<typeof OperationEventSchema>["attributes"];
 
-export function cause(reason: string, message: string, dimension = BudgetDimension.UNSPECIFIED): StopCause {
+export function cause(reason: StopReason, message: string, dimension = BudgetDimension.UNSPECIFIED): StopCause {
   return create(StopCauseSchema, { reason, message, dimension });
 }
-
-export const BUDGET_EXHAUSTED = "budget_exhausted";
 
 /**
  * Moves `operation` from its state to `to` with its event, if that transition is legal and

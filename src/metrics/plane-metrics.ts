@@ -9,11 +9,12 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { StoredEvent, OperationStore } from "../store/store.js";
-import type { Operation, PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopReason, type Operation, type PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 import { EventType, type OperationType, type TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { eventTypeNames, operationTypeNames, taskStateNames } from "../model/mapping.js";
 import type { BudgetDimensionName } from "../model/budget-dimensions.js";
-import { gates } from "../model/policy-gates.js";
+import { gateName, gates } from "../model/policy-gates.js";
+import { stopReasonName } from "../model/stop-reasons.js";
 
 /** What the runner of this server has in hand (src/lifecycle/operation-runner.ts). */
 export interface ExecutionCounts {
@@ -54,7 +55,7 @@ function stateName(state: TaskState): string {
 /** The stop cause a failure or retry event gives for the attempt that ended. */
 function attemptCause(event: StoredEvent["event"]): string | undefined {
   const { attributes } = event;
-  return attributes.case === "failure" || attributes.case === "retry" ? attributes.value.cause?.reason : undefined;
+  return attributes.case === "failure" || attributes.case === "retry" ? stopReasonName(attributes.value.cause?.reason ?? StopReason.UNSPECIFIED) : undefined;
 }
 
 export class PlaneMetrics {
@@ -185,7 +186,7 @@ export class PlaneMetrics {
   }
 
   policyDecided(decisions: readonly PolicyDecision[]): void {
-    for (const { gate, allowed } of decisions) this.policyDecisions.labels(gate, allowed ? "allow" : "deny").inc();
+    for (const { gate, allowed } of decisions) this.policyDecisions.labels(gateName(gate), allowed ? "allow" : "deny").inc();
   }
 
   checkpointSigned(): void {

@@ -4,9 +4,25 @@ import { create } from "@bufbuild/protobuf";
 import { PolicyInputSchema, type PolicyInput } from "../gen/agentmachine/v1/policy_pb.js";
 import type { OperationSpec } from "../gen/agentmachine/v1/operation_pb.js";
 import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
+import { PolicyGate } from "../gen/agentmachine/v1/types_pb.js";
 
+/** The gates as bundles and rules spell them (the contract's spelling). */
 export const gates = ["toolGrant", "modelProviderUse", "networkProfile", "containerExecution", "artifactAccess"] as const;
 export type Gate = (typeof gates)[number];
+
+/** Each gate's value in the API (PolicyDecision.gate, AuditDecision.gates). */
+export const policyGates: ReadonlyMap<Gate, PolicyGate> = new Map([
+  ["toolGrant", PolicyGate.TOOL_GRANT],
+  ["modelProviderUse", PolicyGate.MODEL_PROVIDER_USE],
+  ["networkProfile", PolicyGate.NETWORK_PROFILE],
+  ["containerExecution", PolicyGate.CONTAINER_EXECUTION],
+  ["artifactAccess", PolicyGate.ARTIFACT_ACCESS],
+]);
+
+/** A gate's spelling, from its API value; empty for UNSPECIFIED. */
+export function gateName(gate: PolicyGate): Gate | "" {
+  return gates.find((name) => policyGates.get(name) === gate) ?? "";
+}
 
 export const callKindNames: ReadonlyMap<CallKind, string> = new Map([
   [CallKind.MODEL, "model"],

@@ -6,17 +6,20 @@ import { createValidator } from "@bufbuild/protovalidate";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import { callProfileFields } from "../api/call-profiles.js";
 import type { Logger } from "../api/logger.js";
-import { internalError } from "../api/errors.js";
+import { internalError, withGoogleDetails } from "../api/errors.js";
 import { markInvalidUtf8, refusingInvalidUtf8 } from "./invalid-utf8.js";
 
 const REQUEST_ID_HEADER = "x-request-id";
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** Errors that are ours to show pass unchanged; anything else becomes an opaque Internal. */
+/**
+ * Errors that are ours to show pass (validation errors with google.rpc details added); anything
+ * else becomes an opaque Internal.
+ */
 function sanitize(error: unknown, requestId: string, procedure: string, log: Logger): ConnectError {
   if (error instanceof ConnectError) {
     error.metadata.set(REQUEST_ID_HEADER, requestId);
-    return error;
+    return withGoogleDetails(error);
   }
   log.error({ requestId, procedure, ...callProfileFields(), err: error }, "unexpected error in handler");
   const internal = internalError(requestId);
@@ -80,7 +83,8 @@ export function loggingInterceptor(log: Logger): Interceptor {
 
 /**
  * Invalid UTF-8 in any string (invalid-utf8.ts), then the protovalidate rules of each request
- * message → InvalidArgument with buf.validate.Violations.
+ * message → InvalidArgument with buf.validate.Violations (to which the error interceptor adds
+ * google.rpc.BadRequest).
  */
 export function validationInterceptor(): Interceptor {
   markInvalidUtf8();

@@ -71,7 +71,7 @@ import type { OperationStore } from "../store/store.js";
 import { healthService } from "../services/health-service.js";
 import { Reflector, reflectionServiceV1, reflectionServiceV1alpha } from "../services/reflection-service.js";
 import type { ServerConfig } from "../config/config.js";
-import { shuttingDown } from "../api/errors.js";
+import { errorDetailTypes, shuttingDown } from "../api/errors.js";
 import { HealthStatus, ServingStatus } from "../api/health.js";
 import { auditInterceptor } from "./audit-interceptor.js";
 import { authInterceptor } from "./auth-interceptor.js";
@@ -414,8 +414,9 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     // Paths that are no RPC: the web console, else the unknown-route answer.
     fallback: consoleRoute({ assets: new ConsoleAssets(), actions: config.consoleActions }, answerUnknownRoute),
     contextValues: rawRequestContextValues,
-    // JSON clients (curl) see `"valid": false` and empty lists rather than absent keys.
-    jsonOptions: { alwaysEmitImplicit: true },
+    // JSON clients (curl) see `"valid": false` and empty lists rather than absent keys, and the
+    // details of EvaluatePolicyResponse.denial whole.
+    jsonOptions: { alwaysEmitImplicit: true, registry: errorDetailTypes },
     shutdownSignal: shutdown.signal,
   });
   // Each call keeps a record of the profiles it concerns, for its log lines.

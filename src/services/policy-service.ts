@@ -1,8 +1,6 @@
 // agentmachine.v1.PolicyService: dry runs, the bundles in force, and changing a bundle (itself
 // authorized: the caller's delegation must list the profile type in policy_profile_types).
-import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
-import { ErrorInfoSchema } from "../gen/agentmachine/v1/errors_pb.js";
 import { PolicyDecisionSchema, type PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 import { ApplyPolicyBundleRequestSchema, PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
@@ -18,7 +16,7 @@ import type { PageTokens } from "../lifecycle/page-token.js";
 import { allowedDecision } from "../audit/decisions.js";
 import { principalOf } from "../call/principal.js";
 import { auditDraft } from "../call/audit-scope.js";
-import { codeName } from "../api/errors.js";
+import { statusOf } from "../api/errors.js";
 import type { OperationStore } from "../store/store.js";
 
 export interface PolicyServiceDeps {
@@ -38,15 +36,12 @@ export interface PolicyServiceDeps {
 
 const DEFAULT_PAGE_SIZE = 50;
 
-/** The answer for a denial: the decisions it carries and its error detail, as the client would see them. */
+/** The answer for a denial: the decisions it carries and the status the call would fail with, as the client would see them. */
 function denialAnswer(error: ConnectError, decisions: PolicyDecision[]) {
-  const detailDecisions = error.findDetails(PolicyDecisionSchema);
   return {
     allowed: false,
-    decisions: decisions.length > 0 ? decisions : detailDecisions,
-    denial: error.findDetails(ErrorInfoSchema)[0] ?? create(ErrorInfoSchema, { reason: "DENIED", domain: "agentmachine.v1" }),
-    denialCode: codeName(error.code),
-    denialMessage: error.rawMessage,
+    decisions: decisions.length > 0 ? decisions : error.findDetails(PolicyDecisionSchema),
+    denial: statusOf(error),
   };
 }
 

@@ -3,6 +3,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { Code as RpcCode } from "../gen/google/rpc/code_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { RuntimeService } from "../gen/agentmachine/v1/runtime_service_pb.js";
 import { CallKind } from "../gen/agentmachine/v1/runtime_pb.js";
@@ -80,7 +81,7 @@ export function runtimeService(deps: RuntimeServiceDeps): ServiceImpl<typeof Run
       const { operation: charged, outcome } = await applyCharge(name, (current) => charge(limit, current.usage, costOf(call!)), false, audit);
       if (outcome.kind === "exhausted") {
         const denialReason = `the call would exhaust the ${outcome.dimension} budget; the task is ended`;
-        await auditRefusal(context, name, { allowed: false, code: "resource_exhausted", reason: denialReason });
+        await auditRefusal(context, name, { allowed: false, denialCode: RpcCode.RESOURCE_EXHAUSTED, reason: denialReason });
         return {
           allowed: false,
           decisions: verdict.decisions,

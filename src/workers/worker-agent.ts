@@ -13,8 +13,8 @@ import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { durationMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
-import { ErrorInfoSchema } from "../gen/agentmachine/v1/errors_pb.js";
-import { StopCauseSchema, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
+import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { StopCauseSchema, StopReason, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { AttemptResult, WorkerService, type Lease, type TaskAssignment } from "../gen/agentmachine/v1/worker_service_pb.js";
 import type { Outcome } from "../executors/executor.js";
 import { LocalProcessExecutor, type LocalProcessOptions } from "../executors/local-process.js";
@@ -47,9 +47,7 @@ interface RunningTask {
 const RECONNECT_MIN_MS = 250;
 const RECONNECT_MAX_MS = 5000;
 
-const WORKER_STOPPING = "worker_stopping";
-
-const stopCause = (reason: string, message: string): StopCause => create(StopCauseSchema, { reason, message });
+const stopCause = (reason: StopReason, message: string): StopCause => create(StopCauseSchema, { reason, message });
 
 function isLeaseRejected(error: unknown): boolean {
   return error instanceof ConnectError && error.findDetails(ErrorInfoSchema).some((info) => info.reason === "LEASE_REJECTED");
@@ -71,7 +69,7 @@ function resultOf(outcome: Outcome, why: StopCause | undefined) {
     case "failed":
       return { result: AttemptResult.FAILED, cause: outcome.cause, retryable: outcome.retryable };
     case "cancelled":
-      return why?.reason === WORKER_STOPPING ? { result: AttemptResult.FAILED, cause: why, retryable: true } : { result: AttemptResult.CANCELLED };
+      return why?.reason === StopReason.WORKER_STOPPING ? { result: AttemptResult.FAILED, cause: why, retryable: true } : { result: AttemptResult.CANCELLED };
   }
 }
 
@@ -103,7 +101,7 @@ export class WorkerAgent {
       backoff = Math.min(backoff * 2, RECONNECT_MAX_MS);
     }
     const stopping = [...this.tasks.values()];
-    for (const task of stopping) task.controller.abort(stopCause(WORKER_STOPPING, "the worker is stopping"));
+    for (const task of stopping) task.controller.abort(stopCause(StopReason.WORKER_STOPPING, "the worker is stopping"));
     // Reported as failed (retryable) so the server retries them now rather than after the lease TTL.
     await Promise.all(stopping.map((task) => task.done));
     clearInterval(this.heartbeatTimer);
@@ -124,7 +122,7 @@ export class WorkerAgent {
           this.start(instruction.value);
           break;
         case "cancellation":
-          this.stopTask(instruction.value.lease!, instruction.value.cause ?? stopCause("cancelled", "cancelled"));
+          this.stopTask(instruction.value.lease!, instruction.value.cause ?? stopCause(StopReason.CANCELLED, "cancelled"));
           break;
       }
     }
@@ -165,7 +163,7 @@ export class WorkerAgent {
     const task = this.taskUnder(lease);
     if (task === undefined) return;
     task.leaseLost = true;
-    task.controller.abort(stopCause("lease_lost", message));
+    task.controller.abort(stopCause(StopReason.LEASE_LOST, message));
   }
 
   private start(assignment: TaskAssignment): void {

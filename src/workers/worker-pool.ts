@@ -13,7 +13,7 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
-import { StopCauseSchema, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopCauseSchema, StopReason, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import {
   AttemptResult,
   ConnectResponseSchema,
@@ -70,7 +70,7 @@ interface Waiter {
   grant: (seat: Seat) => void;
 }
 
-const workerLost = (message: string): StopCause => create(StopCauseSchema, { reason: "worker_lost", message });
+const workerLost = (message: string): StopCause => create(StopCauseSchema, { reason: StopReason.WORKER_LOST, message });
 
 /** The labels an execution asks its worker to carry. */
 function selectorOf(operation: Operation): Readonly<Record<string, string>> {
@@ -268,7 +268,7 @@ export class WorkerPool implements Executor {
       default:
         active.settle({
           kind: "failed",
-          cause: request.cause ?? create(StopCauseSchema, { reason: "worker_error", message: "the worker reported a failure without a cause" }),
+          cause: request.cause ?? create(StopCauseSchema, { reason: StopReason.WORKER_ERROR, message: "the worker reported a failure without a cause" }),
           retryable: request.retryable,
           ...extras,
         });

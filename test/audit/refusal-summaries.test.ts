@@ -1,6 +1,7 @@
 // The summing of unauthenticated refusals: the first of each source and reason at once, the rest
 // in one summary per interval that states what they have in common and how many they were;
 // bounded memory (sources and reasons beyond the caps summed together); nothing lost at close.
+import { Code as RpcCode } from "../../src/gen/google/rpc/code_pb.js";
 import { Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import type { AuditDraft } from "../../src/model/audit-chain.js";
@@ -16,7 +17,7 @@ function refusal(overrides: { source?: string; reason?: string; rpc?: string; di
     principal: "anonymous",
     rpc,
     commandRef: rpc.split("/").at(-1)!,
-    decision: { allowed: false, code: "unauthenticated", reason: overrides.reason ?? "the credential is not a JWS" },
+    decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED, reason: overrides.reason ?? "the credential is not a JWS" },
     requestDigest: overrides.digest ?? "ab".repeat(32),
     sourceAddress: overrides.source ?? "10.0.0.1",
   };

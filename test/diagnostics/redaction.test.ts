@@ -8,8 +8,8 @@ import { create, toJson } from "@bufbuild/protobuf";
 import { SignJWT } from "jose";
 import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { OperationSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
-import { OperationType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { StopReason, OperationSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { OperationType, PolicyGate, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { operationAllowlist, project, urlOrigin } from "../../src/diagnostics/allowlist.js";
 import { decompress, packArchive, tarOf, untar } from "../../src/diagnostics/archive.js";
 import type { BundleFile } from "../../src/diagnostics/assemble.js";
@@ -164,8 +164,8 @@ describe("allowlists", () => {
     state: TaskState.FAILED,
     labels: { team: "platform secret words" },
     spec: { kind: { case: "executionStart", value: { argv: ["deploy", "--token", "x"], env: { TOKEN: "value" }, workingDirectory: "sub/dir" } } },
-    stopCause: { reason: "exit_code", message: "process said: my password is hunter2" },
-    policyDecisions: [{ gate: "artifactAccess", rule: "r1", bundleDigest: "ab".repeat(32), allowed: true, reason: "evaluation: input.x == 'secret'" }],
+    stopCause: { reason: StopReason.EXIT_CODE, message: "process said: my password is hunter2" },
+    policyDecisions: [{ gate: PolicyGate.ARTIFACT_ACCESS, rule: "r1", bundleDigest: "ab".repeat(32), allowed: true, reason: "evaluation: input.x == 'secret'" }],
   });
 
   it("keep listed fields, and redact every other field, label and env value, and free text", () => {
@@ -179,13 +179,13 @@ describe("allowlists", () => {
       state: "TASK_STATE_FAILED",
       labels: { team: REDACTED },
       spec: { executionStart: { argv: REDACTED, env: { TOKEN: REDACTED }, workingDirectory: REDACTED } },
-      stopCause: { reason: "exit_code", message: REDACTED },
-      policyDecisions: [{ gate: "artifactAccess", rule: "r1", bundleDigest: "ab".repeat(32), allowed: true, reason: REDACTED }],
+      stopCause: { reason: "STOP_REASON_EXIT_CODE", message: REDACTED },
+      policyDecisions: [{ gate: "POLICY_GATE_ARTIFACT_ACCESS", rule: "r1", bundleDigest: "ab".repeat(32), allowed: true, reason: REDACTED }],
     });
     expect(tally.redactedFields).toBe(7);
   });
 
-  it("redact a field the allowlist does not know (one added to the API later) and a stop reason that is not a machine token", () => {
+  it("redact a field the allowlist does not know (one added to the API later) and a stop reason that is not one of the enum's names", () => {
     const json = { ...(toJson(OperationSchema, operation) as Record<string, unknown>), futureField: "anything", stopCause: { reason: "Exit Code: hunter2" } };
     const out = project(OperationSchema, json as never, operationAllowlist, { redactedFields: 0 }) as Record<string, unknown>;
     expect(out.futureField).toBe(REDACTED);

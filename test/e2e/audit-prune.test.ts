@@ -6,6 +6,7 @@
 // archive or of the retained log is found; a prune past the newest checkpoint, with a head the
 // checkpoint does not state, or by a caller that is not an operator's root is refused, deletes
 // nothing, and an archive that cannot be written prunes nothing.
+import { Code as RpcCode } from "../../src/gen/google/rpc/code_pb.js";
 import { readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
@@ -13,7 +14,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { bearer } from "../helpers/auth.js";
 import { postgresAuditTables, sqliteAuditTables, type AuditTables } from "../helpers/audit-tables.js";
 import { amctl, type CliResult } from "../helpers/cli.js";
@@ -222,7 +223,7 @@ describe.each(stores)("on $name", ({ storeArgs, tables }) => {
     const afterChild = await records(server);
     expect(afterChild.slice(before.length)).toMatchObject([
       { commandRef: "IssueDelegation", decision: { allowed: true } },
-      { principal: "auditor", rpc: PRUNE_RPC, decision: { allowed: false, code: "permission_denied" } },
+      { principal: "auditor", rpc: PRUNE_RPC, decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED } },
     ]);
 
     // The archive's directory does not exist: nothing is pruned.

@@ -2,6 +2,7 @@
 // which records (commands, denials at any RPC, unauthenticated calls), that a command's record
 // commits with its effect, reading the log (filters, pages, a resumable watch), signed
 // checkpoints that verify, who may read, and that no secret of a request reaches a record.
+import { Code as RpcCode } from "../../src/gen/google/rpc/code_pb.js";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -15,10 +16,10 @@ import { redactedRequestDigest } from "../../src/audit/request-digest.js";
 import { parseVerifierKey, verifyCheckpointNote } from "../../src/audit/signed-note.js";
 import type { AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { AuditDecisionFilter, AuditService, type AuditFilterSchema } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { OperationService, SubmitOperationRequestSchema } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { CallKind } from "../../src/gen/agentmachine/v1/runtime_pb.js";
-import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { OperationType, PolicyGate, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { SQLITE_FILE } from "../../src/store/sqlite/sqlite-store.js";
 import { bearer, fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
 import { envValueCanaries, leaks } from "../helpers/canaries.js";
@@ -67,7 +68,7 @@ async function recordsOf(act: () => Promise<unknown>): Promise<AuditRecord[]> {
   return recordsAfter(before);
 }
 
-const allowedGrant = { allowed: true, gate: "toolGrant", rule: "test.allow-tool-grants" };
+const allowedGrant = { allowed: true, gates: [PolicyGate.TOOL_GRANT], rule: "test.allow-tool-grants" };
 
 beforeAll(async () => {
   server = await startTestServer({ auditCheckpointIntervalMs: 100 });
@@ -98,7 +99,7 @@ describe("what is recorded", () => {
       operationType: OperationType.TOOL_GRANT_APPLY,
       commandRef: commandRef("tool-grant-apply"),
       resource: name,
-      decision: { ...allowedGrant, bundleDigest: personalDigest, code: "", reason: "" },
+      decision: { ...allowedGrant, bundleDigest: personalDigest, denialCode: RpcCode.OK, reason: "" },
     });
     expect(records[0]!.requestDigest).toMatch(/^[0-9a-f]{64}$/);
     expect(records[0]!.hash).toBe(recordHash(records[0]!));
@@ -137,7 +138,7 @@ describe("what is recorded", () => {
         commandRef: commandRef("tool-grant-apply"),
         resource: "",
         delegation: rootDelegation,
-        decision: { allowed: false, code: "permission_denied", gate: "toolGrant", rule: "corp.no-curl", bundleDigest: sha256(source) },
+        decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED, gates: [PolicyGate.TOOL_GRANT], rule: "corp.no-curl", bundleDigest: sha256(source) },
       },
     ]);
     expect(records[2]!.decision!.reason).toContain("corp.no-curl");
@@ -166,14 +167,14 @@ describe("what is recorded", () => {
         principal: "agent-audited",
         delegation: child,
         delegationChain: [rootDelegation, child],
-        decision: { allowed: false, code: "permission_denied" },
+        decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED },
       },
       { rpc: rpc("DelegationService", "RevokeDelegation"), commandRef: "RevokeDelegation", resource: child, decision: { allowed: true } },
     ]);
     expect(records).toHaveLength(3);
     // A call with the revoked credential is an unauthenticated attempt.
     const after = await recordsOf(() => refusal(clientsFor(server.url, token).operations.listOperations({})));
-    expect(after).toMatchObject([{ principal: "anonymous", delegation: "", rpc: rpc("OperationService", "ListOperations"), commandRef: "ListOperations", decision: { allowed: false, code: "unauthenticated" } }]);
+    expect(after).toMatchObject([{ principal: "anonymous", delegation: "", rpc: rpc("OperationService", "ListOperations"), commandRef: "ListOperations", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } }]);
   });
 
   it("records a budget refusal as resource_exhausted, and no operation", async () => {
@@ -186,7 +187,7 @@ describe("what is recorded", () => {
       expect(refused.code).toBe(Code.ResourceExhausted);
     });
     expect(records).toMatchObject([
-      { principal: "agent-small", delegation: delegation!.name, operationType: OperationType.EXECUTION_START, resource: "", decision: { allowed: false, code: "resource_exhausted" } },
+      { principal: "agent-small", delegation: delegation!.name, operationType: OperationType.EXECUTION_START, resource: "", decision: { allowed: false, denialCode: RpcCode.RESOURCE_EXHAUSTED } },
     ]);
     expect(records).toHaveLength(1);
   });
@@ -201,8 +202,8 @@ describe("what is recorded", () => {
       expect((await refusal((async () => { for await (const _ of watch) void _; })())).code).toBe(Code.Unauthenticated);
     });
     expect(records).toMatchObject([
-      { principal: "anonymous", delegation: "", delegationChain: [], rpc: rpc("OperationService", "GetOperation"), sourceAddress: "127.0.0.1", decision: { allowed: false, code: "unauthenticated" } },
-      { principal: "anonymous", rpc: rpc("OperationService", "WatchEvents"), commandRef: "WatchEvents", sourceAddress: "127.0.0.1", decision: { allowed: false, code: "unauthenticated" } },
+      { principal: "anonymous", delegation: "", delegationChain: [], rpc: rpc("OperationService", "GetOperation"), sourceAddress: "127.0.0.1", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } },
+      { principal: "anonymous", rpc: rpc("OperationService", "WatchEvents"), commandRef: "WatchEvents", sourceAddress: "127.0.0.1", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } },
     ]);
     for (const record of records) expect(record.requestDigest).toMatch(/^[0-9a-f]{64}$/);
   });
@@ -338,12 +339,12 @@ describe("reading the log", () => {
         expect(error.findDetails(ErrorInfoSchema)[0]).toMatchObject({ reason: "OUT_OF_SCOPE", metadata: { axis: "audit_read" } });
       }
     });
-    expect(records.map((r) => [r.principal, r.commandRef, r.decision?.code])).toEqual(
+    expect(records.map((r) => [r.principal, r.commandRef, r.decision?.denialCode])).toEqual(
       expect.arrayContaining([
-        ["no-audit", "ListAuditRecords", "permission_denied"],
-        ["no-audit", "GetCheckpoint", "permission_denied"],
-        ["no-audit", "ListCheckpoints", "permission_denied"],
-        ["no-audit", "WatchAuditRecords", "permission_denied"],
+        ["no-audit", "ListAuditRecords", RpcCode.PERMISSION_DENIED],
+        ["no-audit", "GetCheckpoint", RpcCode.PERMISSION_DENIED],
+        ["no-audit", "ListCheckpoints", RpcCode.PERMISSION_DENIED],
+        ["no-audit", "WatchAuditRecords", RpcCode.PERMISSION_DENIED],
       ]),
     );
   });

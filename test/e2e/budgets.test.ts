@@ -5,13 +5,14 @@
 // not use it; the reservation is given back when it ends; memory and disk are per-execution
 // caps; concurrent submits and child issues never overspend; and agentConcurrency caps how many
 // run at once, the others waiting queued in order.
+import { StopReason } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetDimension, BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import type { OperationEvent } from "../../src/gen/agentmachine/v1/event_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { CallKind } from "../../src/gen/agentmachine/v1/runtime_pb.js";
 import { EventType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../../src/model/transitions.js";
@@ -99,7 +100,7 @@ describe("admission", () => {
     const model = await exec.runtime.authorizeCall({ operation: exec.operation.name, call: { kind: CallKind.MODEL, modelProvider: "ollama", estimatedTokens: 1n } });
     expect(model).toMatchObject({ allowed: false, exhaustedDimension: BudgetDimension.MODEL_CALLS });
     const { operation: ended } = await waitForEnd(root.operations, exec.operation.name);
-    expect(ended).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "budget_exhausted", dimension: BudgetDimension.MODEL_CALLS } });
+    expect(ended).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.MODEL_CALLS } });
   });
 
   it("still refuses an execution when its delegation has nothing left of a dimension every execution runs in", async () => {

@@ -14,11 +14,11 @@ import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/valid
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetDimension, type BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { ArtifactSchema } from "../../src/gen/agentmachine/v1/artifact_pb.js";
-import type { ContainerRunSpecSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { StopReason, type ContainerRunSpecSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { SubmitOperationRequestSchema, type SubmitOperationRequest } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
-import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { OperationType, PolicyGate, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { defaultConfig } from "../../src/config/config.js";
 import { amctl } from "../helpers/cli.js";
 import { createProfile, operationsClient, requestId, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";
@@ -128,7 +128,7 @@ describe("the run command line", () => {
 
   it("gives network egress to a container that asked for it when the networkProfile gate allowed it, with the default budget's limits", async () => {
     const { operation } = await run(client, container(profile, { image: image("prints"), network: true }));
-    expect(operation.policyDecisions.map((d) => [d.gate, d.allowed])).toEqual([["containerExecution", true], ["networkProfile", true]]);
+    expect(operation.policyDecisions.map((d) => [d.gate, d.allowed])).toEqual([[PolicyGate.CONTAINER_EXECUTION, true], [PolicyGate.NETWORK_PROFILE, true]]);
     const { sandboxMemoryBytes, cpuGpuComputeSeconds, wallClockSeconds } = defaultConfig.defaultBudget;
     expect([cpuGpuComputeSeconds, wallClockSeconds]).toEqual([3600n, 5400n]); // 0.66 CPUs, floored
     const limits = ["--memory", String(sandboxMemoryBytes), "--cpus", "0.66", "--pids-limit", "512"];
@@ -167,14 +167,14 @@ describe("the run command line", () => {
 
   it("is allowed by a dry run, as admission would decide it on a server with a runtime", async () => {
     const answer = await policyClient(server.url).evaluatePolicy({ subject: { case: "operation", value: container(profile, { image: image("prints") }) } });
-    expect(answer).toMatchObject({ allowed: true, denialCode: "" });
+    expect([answer.allowed, answer.denial]).toEqual([true, undefined]);
   });
 });
 
 describe("how a run ends", () => {
   it("fails with the container's exit code, recorded on the artifact", async () => {
     const { operation } = await run(client, container(profile, { image: image("exits"), argv: ["3"] }));
-    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "exit_code", message: "container exited with code 3" } });
+    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.EXIT_CODE, message: "container exited with code 3" } });
     expect(operation.artifact?.kind).toMatchObject({ case: "containerExecutionRecord", value: { exitCode: 3, imageDigest: image("exits") } });
   });
 
@@ -183,7 +183,7 @@ describe("how a run ends", () => {
     await client.cancelOperation({ name, reason: "no longer needed" });
     const { operation, events } = await waitForEnd(client, name);
     expect(operation.state).toBe(TaskState.CANCELLED);
-    expect(events.at(-1)?.attributes).toMatchObject({ case: "cancel", value: { cause: { reason: "cancelled", message: "no longer needed" } } });
+    expect(events.at(-1)?.attributes).toMatchObject({ case: "cancel", value: { cause: { reason: StopReason.CANCELLED, message: "no longer needed" } } });
     const [first, ...then] = callsFor(name);
     expect(first?.[0]).toBe("run");
     expect(then).toEqual([["stop", "-t", "1", containerName(name)]]);
@@ -202,7 +202,7 @@ describe("how a run ends", () => {
 
   it("stops a container that outlives its wall clock and fails it as budget_exhausted WALL_CLOCK_SECONDS", async () => {
     const { operation } = await run(client, container(profile, { image: image("hangs") }, { wallClockSeconds: 1n }));
-    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "budget_exhausted", dimension: BudgetDimension.WALL_CLOCK_SECONDS } });
+    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.WALL_CLOCK_SECONDS } });
     expect(callsFor(operation.name).map((argv) => argv[0])).toEqual(["run", "stop"]);
     expect(operation.usage?.wallClockSeconds).toBeGreaterThanOrEqual(1n);
   });
@@ -237,7 +237,7 @@ describe("configuration", () => {
       const vanishingClient = operationsClient(vanishing.url);
       const dev = await createProfile(vanishingClient, "dev");
       const { operation } = await run(vanishingClient, container(dev, { image: image("prints") }));
-      expect(operation).toMatchObject({ state: TaskState.FAILED, attempt: 1, stopCause: { reason: "spawn_failed", message: `cannot start ${gone}: ENOENT` } });
+      expect(operation).toMatchObject({ state: TaskState.FAILED, attempt: 1, stopCause: { reason: StopReason.SPAWN_FAILED, message: `cannot start ${gone}: ENOENT` } });
     } finally {
       await vanishing.close();
     }
@@ -358,7 +358,7 @@ describe("a real container runtime: podman with runc (test/helpers/podman.ts)", 
     try {
       const script = `nc -w 5 ${listener.host} ${listener.port} </dev/null && echo connected || echo no-network`;
       const { operation } = await run(realClient, container(dev, { image: podman.image, argv: ["sh", "-c", script], network: true }));
-      expect(operation.policyDecisions.map((d) => [d.gate, d.allowed])).toEqual([["containerExecution", true], ["networkProfile", true]]);
+      expect(operation.policyDecisions.map((d) => [d.gate, d.allowed])).toEqual([[PolicyGate.CONTAINER_EXECUTION, true], [PolicyGate.NETWORK_PROFILE, true]]);
       expect(operation.state).toBe(TaskState.COMPLETED);
       expect(operation.artifact?.kind.value).not.toHaveProperty("argv", expect.arrayContaining(["--network=none"]));
       expect(listener.connections()).toBe(1);

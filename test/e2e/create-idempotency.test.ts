@@ -7,7 +7,7 @@
 // the victim's, nor its credential.
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { OperationType, ProfileType } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
 import { bundleSource } from "../helpers/policy.js";

@@ -1,12 +1,13 @@
 // Delegations end to end: attenuation, budget carving without races, expiry, revocation that
 // cascades to descendants, cancels their running operations and ends their streams, and
 // profile visibility of reads and watches.
+import { StopReason } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DelegationService } from "../../src/gen/agentmachine/v1/delegation_service_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { bearer } from "../helpers/auth.js";
 import { addBudgets } from "../../src/model/budget-math.js";
@@ -135,7 +136,7 @@ describe("revoking", () => {
     expect(ended?.code).toBe(Code.Unauthenticated);
 
     const { operation: cancelled } = await waitForEnd(operations(server.token) as never, operation!.name);
-    expect(cancelled).toMatchObject({ state: TaskState.CANCELLED, stopCause: { reason: "delegation_revoked" } });
+    expect(cancelled).toMatchObject({ state: TaskState.CANCELLED, stopCause: { reason: StopReason.DELEGATION_REVOKED } });
     // Revoking again changes nothing.
     expect((await delegations(server.token).revokeDelegation({ name: middle!.name })).revokedCount).toBe(0);
   });

@@ -15,11 +15,11 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DelegationService } from "../../src/gen/agentmachine/v1/delegation_service_pb.js";
 import { DiagnosticsService } from "../../src/gen/agentmachine/v1/diagnostics_service_pb.js";
-import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { StopReason, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { decompress, untar } from "../../src/diagnostics/archive.js";
 import { bundlePath, diagnosticsDir } from "../../src/diagnostics/bundle-file.js";
-import { DiagnosticsExecutor, REDACTION_FAILED } from "../../src/diagnostics/diagnostics-executor.js";
+import { DiagnosticsExecutor } from "../../src/diagnostics/diagnostics-executor.js";
 import { defaultDetectors } from "../../src/diagnostics/detectors.js";
 import { defaultConfig, type ServerConfig } from "../../src/config/config.js";
 import { createLogger, recentErrors, type Logger } from "../../src/api/logger.js";
@@ -339,7 +339,7 @@ describe("failing closed", () => {
     await run(ops, { requestId: requestId("exec"), profile: "profiles/leaky", spec: { kind: { case: "executionStart", value: { argv: [process.execPath, "-e", "0"], env: { FLAG: "credentialsIncluded" } } } } });
     const operation = await exportOf("profiles/leaky");
     expect(operation.state).toBe(TaskState.FAILED);
-    expect(operation.stopCause?.reason).toBe(REDACTION_FAILED);
+    expect(operation.stopCause?.reason).toBe(StopReason.REDACTION_FAILED);
     expect(operation.stopCause?.message).toContain("secret-env-value");
     expect(operation.stopCause?.message).toContain("manifest.json");
     expect(operation.artifact).toBeUndefined();
@@ -367,7 +367,7 @@ describe("failing closed", () => {
       pipeline: (secrets) => ({ detectors: defaultDetectors(secrets).filter((d) => d.id !== "aws-access-key"), finalScanDetectors: defaultDetectors(secrets) }),
     });
     const outcome = await executor.run({ operation, attempt: 2, workspace: tempDir(), signal: new AbortController().signal, env: {}, progress: () => {}, spawned: () => {} });
-    expect(outcome).toMatchObject({ kind: "failed", retryable: false, cause: { reason: REDACTION_FAILED } });
+    expect(outcome).toMatchObject({ kind: "failed", retryable: false, cause: { reason: StopReason.REDACTION_FAILED } });
     expect(outcome.kind === "failed" && outcome.cause.message).toMatch(/aws-access-key ×\d+ in amctl-diagnostics-[^/]+\/operations\.json/);
     expect(existsSync(bundlePath(dataDir, operation.name))).toBe(false);
   });

@@ -17,7 +17,7 @@ import { ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { describe, expect, it } from "vitest";
 import { OperationEventSchema, type OperationEvent } from "../../src/gen/agentmachine/v1/event_pb.js";
-import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { StopReason, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { OperationService, SubmitOperationRequestSchema, type SubmitOperationRequest } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { EventType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../../src/model/transitions.js";
@@ -193,7 +193,7 @@ describe("durability under kill -9", () => {
                 event.sequence > latestAtKill &&
                 event.attempt === before.attempt &&
                 (event.attributes.case === "retry" || event.attributes.case === "failure") &&
-                event.attributes.value.cause?.reason === "server_restart",
+                event.attributes.value.cause?.reason === StopReason.SERVER_RESTART,
             );
             if (restart === undefined) {
               fail(cycle, `${before.name} was running attempt ${before.attempt} at the kill but has no retry/failure with cause server_restart: ${events.map(describeEvent).join("; ")}`);

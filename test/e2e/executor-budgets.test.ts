@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetDimension, type BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
-import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { StopReason, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { budgetDimensions } from "../../src/model/budget-dimensions.js";
 import { commandLine, createProfile, execution, operationsClient, processesOf, waitForEnd, type OperationsClient } from "../helpers/operations.js";
@@ -61,7 +61,7 @@ function usageOf(operation: Operation) {
 async function expectExhausted(operation: Operation, dimension: BudgetDimension): Promise<void> {
   expect(operation.state).toBe(TaskState.FAILED);
   expect(operation.attempt).toBe(1); // not retried: another attempt cannot help
-  expect(operation.stopCause).toMatchObject({ reason: "budget_exhausted", dimension });
+  expect(operation.stopCause).toMatchObject({ reason: StopReason.BUDGET_EXHAUSTED, dimension });
   expect(operation.stopCause?.message.startsWith(`${budgetDimensions[dimension - 1]}: `)).toBe(true);
   await expectGroupGone(operation);
 }

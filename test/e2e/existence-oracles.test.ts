@@ -7,6 +7,7 @@
 // RuntimeService, a delegation outside the caller's subtree), the answer never depends on
 // whether the resource exists either. The audit log, which only operators read, still records
 // each such probe as the denial it was.
+import { Code as RpcCode } from "../../src/gen/google/rpc/code_pb.js";
 import { ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -20,6 +21,7 @@ import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { bearer } from "../helpers/auth.js";
 import { execution, requestId, waitForEnd } from "../helpers/operations.js";
 import { applyGrant } from "../helpers/runtime.js";
+import { denialOf } from "../helpers/policy.js";
 import { errorShape, startWithScopedCallers, storesUnderTest, type ScopedCaller, type ScopedCallers } from "../helpers/scoped-callers.js";
 
 const SLEEPER = [process.execPath, "-e", "setTimeout(() => {}, 60000)"];
@@ -43,11 +45,12 @@ async function errorOf(call: () => Promise<unknown> | AsyncIterable<unknown>): P
 function denialShape(answer: EvaluatePolicyResponse, name: string) {
   expect(answer.allowed).toBe(false);
   const anonymous = (text: string) => text.replaceAll(name, "NAME");
+  const denial = denialOf(answer);
   return {
-    code: answer.denialCode,
-    message: anonymous(answer.denialMessage),
-    reason: answer.denial?.reason,
-    metadata: Object.fromEntries(Object.entries(answer.denial?.metadata ?? {}).map(([key, value]) => [key, anonymous(value)])),
+    code: denial.code,
+    message: anonymous(denial.message),
+    reason: denial.reason,
+    metadata: Object.fromEntries(Object.entries(denial.metadata).map(([key, value]) => [key, anonymous(value)])),
   };
 }
 
@@ -132,7 +135,7 @@ describe.each(storesUnderTest())("%s", (_store, storeOf) => {
     await errorOf(() => mine.clients.operations.getOperation({ name: hidden.running! }));
     const recorded = await denials();
     expect(recorded).toHaveLength(before + 1);
-    expect(recorded.at(-1)?.decision).toMatchObject({ allowed: false, code: "permission_denied", reason: expect.stringContaining(`${theirs.profile} is not allowed`) });
+    expect(recorded.at(-1)?.decision).toMatchObject({ allowed: false, denialCode: RpcCode.PERMISSION_DENIED, reason: expect.stringContaining(`${theirs.profile} is not allowed`) });
   });
 
   it("a profile filter naming a profile out of scope is PermissionDenied whether the profile exists or not", async () => {

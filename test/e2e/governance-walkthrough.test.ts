@@ -56,15 +56,15 @@ it("examples/governance.sh: init → root → agent delegation → policy dry ru
   expect(stdout).toMatch(/denied: PERMISSION_DENIED POLICY_DENIED: the toolGrant gate denied this: rule no-matching-allow/);
   // The execution asked once for a tool and once for a model (500 estimated, 400 reported).
   expect(stdout).toContain('{"modelCalls":"1","tokens":"400","connectorCalls":"1"');
-  expect(stdout).toContain('"reason":"budget_exhausted"');
+  expect(stdout).toContain('"reason":"STOP_REASON_BUDGET_EXHAUSTED"');
   expect(stdout).toContain('"dimension":"BUDGET_DIMENSION_TOKENS"');
   expect(stdout).toContain("revoked (1 delegation)");
   expect(stdout).toContain("# done");
 
   // The run left a trail: operations, events and audit records (denials included) were read.
   expect(served).toMatch(/"records":\[\{/);
-  expect(served).toContain('"code":"unauthenticated","reason":"delegations/');
-  expect(served).toContain('"code":"resource_exhausted"');
+  expect(served).toMatch(/"reason":"delegations\/[^}]*"denialCode":"UNAUTHENTICATED"/);
+  expect(served).toContain('"denialCode":"RESOURCE_EXHAUSTED"');
   const written = [server.stderr(), stdout, served].join("\n");
   for (const file of ["root.jwt", "agent.jwt"]) {
     const credential = readFileSync(join(work, file), "utf8").trim();

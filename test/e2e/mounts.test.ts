@@ -15,7 +15,7 @@ import { parse } from "yaml";
 import { BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
 import { DelegationService } from "../../src/gen/agentmachine/v1/delegation_service_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { PolicyDecisionSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { OperationService, SubmitOperationRequestSchema } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { OperationType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";

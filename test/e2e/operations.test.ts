@@ -1,11 +1,12 @@
 // OperationService end to end: real sockets, a real SQLite file, real child processes.
+import { StopReason } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetDimension } from "../../src/gen/agentmachine/v1/budget_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { commandLine, createProfile, execution, isAlive, operationsClient, processesOf, requestId, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
@@ -133,18 +134,18 @@ describe("local process executor", () => {
     const request = execution(profile, ["sh", "-c", "exit 3"], { retryPolicy: { maxAttempts: 2, initialBackoff: { seconds: 0n, nanos: 50_000_000 } } });
     const { events, operation } = await run(client, request);
     expect(events.map((e) => `${EventType[e.type]}:${e.attempt}`)).toEqual(["START:1", "RETRY:1", "START:2", "FAILURE:2"]);
-    expect(operation).toMatchObject({ state: TaskState.FAILED, attempt: 2, stopCause: { reason: "exit_code", message: "process exited with code 3" } });
+    expect(operation).toMatchObject({ state: TaskState.FAILED, attempt: 2, stopCause: { reason: StopReason.EXIT_CODE, message: "process exited with code 3" } });
   });
 
   it("fails without retrying when the program does not exist", async () => {
     const request = execution(profile, ["/no/such/program"], { retryPolicy: { maxAttempts: 3 } });
     const { operation } = await run(client, request);
-    expect(operation).toMatchObject({ state: TaskState.FAILED, attempt: 1, stopCause: { reason: "spawn_failed" } });
+    expect(operation).toMatchObject({ state: TaskState.FAILED, attempt: 1, stopCause: { reason: StopReason.SPAWN_FAILED } });
   });
 
   it("fails a process that outlives its wall-clock budget, naming the dimension", async () => {
     const { operation } = await run(client, execution(profile, ["sleep", "30"], {}, { wallClockSeconds: 1n }));
-    expect(operation.stopCause).toMatchObject({ reason: "budget_exhausted", dimension: BudgetDimension.WALL_CLOCK_SECONDS });
+    expect(operation.stopCause).toMatchObject({ reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.WALL_CLOCK_SECONDS });
   });
 });
 
@@ -160,7 +161,7 @@ describe("cancel", () => {
     expect(cancelOperation?.type).toBe(OperationType.EXECUTION_CANCEL);
     const { operation: ended, events } = await waitForEnd(client, name);
     expect(ended.state).toBe(TaskState.CANCELLED);
-    expect(events.at(-1)?.attributes).toMatchObject({ case: "cancel", value: { cause: { reason: "cancelled", message: "user pressed stop" } } });
+    expect(events.at(-1)?.attributes).toMatchObject({ case: "cancel", value: { cause: { reason: StopReason.CANCELLED, message: "user pressed stop" } } });
     expect(isAlive(grandchild)).toBe(false);
     expect(processesOf(name)).toEqual([]);
     // Terminal: a further cancel is FailedPrecondition.
@@ -296,7 +297,7 @@ describe("restart", () => {
     const second = await startTestServer({ dataDir: first.dataDir });
     try {
       const { operation: recovered, events } = await waitForEnd(operationsClient(second.url), operation!.name);
-      expect(recovered).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "server_restart" } });
+      expect(recovered).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.SERVER_RESTART } });
       expect(events.at(-1)?.type).toBe(EventType.FAILURE);
       // The idempotency key still answers after the restart.
       expect(readdirSync(join(first.dataDir, "workspaces")).length).toBeGreaterThan(0);

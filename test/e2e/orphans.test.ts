@@ -1,6 +1,7 @@
 // A server killed with SIGKILL leaves its unsandboxed executions' processes (and containers)
 // behind; the next server on the same data dir stops them before it recovers their operations,
 // so no agent keeps running ungoverned. A sandboxed execution dies with its server.
+import { StopReason } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect, it } from "vitest";
@@ -35,7 +36,7 @@ it("a restart after a crash kills the process group the crashed server left runn
     await expect.poll(() => isAlive(grandchild), { timeout: 5_000 }).toBe(false);
     expect(processesOf(name)).toEqual([]);
     const { operation: recovered } = await waitForEnd(operationsClient(second.url), name);
-    expect(recovered).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "server_restart" } });
+    expect(recovered).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.SERVER_RESTART } });
     expect(second.stderr()).toMatch(/"stopped":"process group \d+","msg":"stopped what a previous server left running"/);
   } finally {
     second.child.kill("SIGTERM");
@@ -61,7 +62,7 @@ it("a sandboxed execution does not outlive a crash of its server; the restart re
   const second = await startChildServer([], { dataDir });
   try {
     const { operation: recovered } = await waitForEnd(operationsClient(second.url), name);
-    expect(recovered).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "server_restart" } });
+    expect(recovered).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.SERVER_RESTART } });
   } finally {
     second.child.kill("SIGTERM");
     await second.exited;
@@ -99,7 +100,7 @@ it("a restart after a crash removes the container the crashed server left runnin
     const calls = readFileSync(join(runtimeDir, "calls.jsonl"), "utf8");
     expect(calls).toContain(JSON.stringify({ argv: ["rm", "--force", name] }));
     const { operation: recovered } = await waitForEnd(operationsClient(second.url), operation!.name);
-    expect(recovered).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "server_restart" } });
+    expect(recovered).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.SERVER_RESTART } });
     expect(second.stderr()).toContain(`"stopped":"container ${name}"`);
   } finally {
     second.child.kill("SIGTERM");

@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../../src/model/mapping.js";
@@ -69,9 +70,13 @@ describe("amctl policy check", () => {
     const result = await cli("policy", "check", "--json", "--profile", "dev", "--grant-tool", "nmap");
     expectExit(result, 1);
     expect(JSON.parse(result.stdout)).toMatchObject({
-      denialCode: "PERMISSION_DENIED",
-      denial: { reason: "POLICY_DENIED", metadata: { gate: "toolGrant", rule: "no-matching-allow" } },
-      decisions: [{ gate: "toolGrant", rule: "no-matching-allow", bundleDigest: exampleDigest("personal.yaml") }],
+      denial: {
+        code: Code.PermissionDenied,
+        details: expect.arrayContaining([
+          { "@type": "type.googleapis.com/google.rpc.ErrorInfo", reason: "POLICY_DENIED", domain: "agentmachine.v1", metadata: expect.objectContaining({ gate: "toolGrant", rule: "no-matching-allow" }) },
+        ]),
+      },
+      decisions: [{ gate: "POLICY_GATE_TOOL_GRANT", rule: "no-matching-allow", bundleDigest: exampleDigest("personal.yaml") }],
     });
     expect(JSON.parse(result.stdout).allowed).toBeUndefined(); // proto JSON leaves out false
   });

@@ -10,13 +10,14 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DelegationService } from "../../src/gen/agentmachine/v1/delegation_service_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { PolicyDecisionSchema, type OperationSpecSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { CallKind, type RuntimeCallSchema } from "../../src/gen/agentmachine/v1/runtime_pb.js";
-import { ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { PolicyGate, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { bearer, mintRoot, operatorOf } from "../helpers/auth.js";
 import { createProfile, operationsClient, requestId, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";
-import { bundleSource, latestSequence, policyAdmin, policyClient, sha256, type PolicyClient } from "../helpers/policy.js";
+import { bundleSource, denialOf, latestSequence, policyAdmin, policyClient, sha256, type PolicyClient } from "../helpers/policy.js";
+import { gateName, policyGates, type Gate } from "../../src/model/policy-gates.js";
 import { repoRoot, startTestServer, tempDir, type TestServer } from "../helpers/server.js";
 
 const EXAMPLES = join(repoRoot, "examples/policies");
@@ -52,7 +53,7 @@ function expectPolicyDenial(error: ConnectError, gate: string, rule: string, dig
   const info = error.findDetails(ErrorInfoSchema)[0];
   expect(info?.reason).toBe("POLICY_DENIED");
   expect(info?.metadata).toEqual({ gate, rule, bundle_digest: digest });
-  expect(error.findDetails(PolicyDecisionSchema)).toMatchObject([{ gate, rule, bundleDigest: digest, allowed: false }]);
+  expect(error.findDetails(PolicyDecisionSchema)).toMatchObject([{ gate: policyGates.get(gate as Gate), rule, bundleDigest: digest, allowed: false }]);
 }
 
 let server: TestServer;
@@ -94,7 +95,7 @@ describe("admission", () => {
   it("records the decision of a tool grant allowed by personal.dev-tools on the operation and on its start event", async () => {
     const digest = (await bundleInForce(policy, ProfileType.PERSONAL))!.digest;
     expect(digest).toBe(sha256(readFileSync(join(EXAMPLES, "personal.yaml"), "utf8")));
-    const expected = [{ gate: "toolGrant", rule: "personal.dev-tools", bundleDigest: digest, allowed: true, reason: "Everyday development tools may be granted and used." }];
+    const expected = [{ gate: PolicyGate.TOOL_GRANT, rule: "personal.dev-tools", bundleDigest: digest, allowed: true, reason: "Everyday development tools may be granted and used." }];
     const { operation } = await client.submitOperation({ requestId: requestId(), profile: profiles.dev, spec: { kind: grant("git") } });
     expect(operation?.policyDecisions).toMatchObject(expected);
     const { events, operation: ended } = await waitForEnd(client, operation!.name);
@@ -126,7 +127,7 @@ describe("admission", () => {
   ])("admits %s, recording each gate's allowing rule", async (_what, profile, spec, labels, decisions) => {
     const { operation } = await run(client, { requestId: requestId(), profile: profiles[profile], labels, spec: { kind: spec } });
     expect(operation.state).toBe(TaskState.COMPLETED);
-    expect(operation.policyDecisions.map((d) => [d.gate, d.rule, d.allowed, d.bundleDigest])).toEqual(
+    expect(operation.policyDecisions.map((d) => [gateName(d.gate), d.rule, d.allowed, d.bundleDigest])).toEqual(
       decisions.map(([gate, rule]) => [gate, rule, true, digests.get(profileTypes[profile]!)]),
     );
   });
@@ -181,25 +182,24 @@ describe("EvaluatePolicy", () => {
   ])("answers for a submit of %s as admission would decide it", async (_what, profile, spec, allowed, code, reason, decisions) => {
     const answer = await policy.evaluatePolicy({ subject: { case: "operation", value: { requestId: requestId(), profile, spec: { kind: spec } } } });
     expect(answer.allowed).toBe(allowed);
-    expect(answer.decisions.map((d) => [d.gate, d.rule])).toEqual(decisions);
+    expect(answer.decisions.map((d) => [gateName(d.gate), d.rule])).toEqual(decisions);
     expect(answer.decisions.every((d) => d.allowed === allowed && d.bundleDigest === digests.get(ProfileType.PERSONAL))).toBe(true);
-    expect(answer.denialCode).toBe(code);
-    expect(answer.denial?.reason ?? "").toBe(reason);
+    expect([denialOf(answer).code, denialOf(answer).reason]).toEqual([code, reason]);
   });
 
   it("answers as a submit would for a profile that already exists and for a budget that does not fit, with the message", async () => {
     const existing = await policy.evaluatePolicy({
       subject: { case: "operation", value: { requestId: requestId(), spec: { kind: { case: "profileCreate", value: { profileId: "dev", profileType: ProfileType.PERSONAL } } } } },
     });
-    expect([existing.allowed, existing.denialCode, existing.denial?.reason]).toEqual([false, "ALREADY_EXISTS", "PROFILE_EXISTS"]);
-    expect(existing.denialMessage).toContain("profiles/dev already exists");
+    expect([existing.allowed, denialOf(existing).code, denialOf(existing).reason]).toEqual([false, "ALREADY_EXISTS", "PROFILE_EXISTS"]);
+    expect(denialOf(existing).message).toContain("profiles/dev already exists");
     const tooLong = await policy.evaluatePolicy({
       subject: {
         case: "operation",
         value: { requestId: requestId(), profile: profiles.dev, spec: { kind: { case: "executionStart", value: { argv: ["true"] } } }, requestedBudget: { wallClockSeconds: 1n << 50n } },
       },
     });
-    expect([tooLong.allowed, tooLong.denialCode, tooLong.denial?.reason, tooLong.denial?.metadata.dimension]).toEqual([false, "RESOURCE_EXHAUSTED", "BUDGET_EXCEEDED", "wallClockSeconds"]);
+    expect([tooLong.allowed, denialOf(tooLong).code, denialOf(tooLong).reason, denialOf(tooLong).metadata.dimension]).toEqual([false, "RESOURCE_EXHAUSTED", "BUDGET_EXCEEDED", "wallClockSeconds"]);
     const fits = await policy.evaluatePolicy({
       subject: { case: "operation", value: { requestId: requestId(), profile: profiles.dev, spec: { kind: { case: "executionStart", value: { argv: ["true"] } } } } },
     });
@@ -237,10 +237,9 @@ describe("EvaluatePolicy", () => {
       const before = await latestSequence(client);
       const answer = await policy.evaluatePolicy({ subject: { case: "call", value: { profile: profiles.dev, call } } });
       expect(answer.allowed).toBe(allowed);
-      expect(answer.decisions.map((d) => [d.gate, d.rule])).toEqual(decisions);
+      expect(answer.decisions.map((d) => [gateName(d.gate), d.rule])).toEqual(decisions);
       expect(answer.decisions.every((d) => d.bundleDigest === digests.get(ProfileType.PERSONAL))).toBe(true);
-      expect(answer.denialCode).toBe(code);
-      expect(answer.denial?.reason ?? "").toBe(reason);
+      expect([denialOf(answer).code, denialOf(answer).reason]).toEqual([code, reason]);
       expect(await latestSequence(client)).toBe(before);
     });
   });

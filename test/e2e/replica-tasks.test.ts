@@ -5,10 +5,11 @@
 // one replica stops the process that runs on another. A policy bundle applied through one
 // replica is read by the others on their next heartbeat. agentConcurrency and runtime charging
 // hold across replicas.
+import { StopReason } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { expect, it } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { CallKind } from "../../src/gen/agentmachine/v1/runtime_pb.js";
 import { EventType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { defaultConfig, type ServerConfig } from "../../src/config/config.js";
@@ -81,7 +82,7 @@ it("the running task of a replica killed with SIGKILL is taken over by a live on
 
   const { events, operation: ended } = await waitForEnd(viaSurvivor, operation!.name, 60_000);
   const retry = events.find((event) => event.type === EventType.RETRY);
-  expect(retry?.attributes).toMatchObject({ case: "retry", value: { cause: { reason: "runner_lost" } } });
+  expect(retry?.attributes).toMatchObject({ case: "retry", value: { cause: { reason: StopReason.RUNNER_LOST } } });
   expect(ended.state).toBe(TaskState.COMPLETED);
   expect(ended.attempt).toBe(2);
   expect(ended.runner).not.toBe(first.runner);
@@ -179,7 +180,7 @@ it("runtime charging through both replicas at once never overspends the operatio
   expect(answers.filter((answer) => answer.status === "fulfilled" && answer.value.allowed)).toHaveLength(20);
   const { operation } = await waitForEnd(root.operations, exec.operation.name);
   expect(operation.usage?.connectorCalls).toBe(20n);
-  expect(operation.stopCause).toMatchObject({ reason: "budget_exhausted" });
+  expect(operation.stopCause).toMatchObject({ reason: StopReason.BUDGET_EXHAUSTED });
 }, 60_000);
 
 it("a revocation through one replica ends the streams the credential holds open on another", async () => {

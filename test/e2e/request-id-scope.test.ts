@@ -10,7 +10,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { OperationType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { SQLITE_FILE } from "../../src/store/sqlite/sqlite-store.js";

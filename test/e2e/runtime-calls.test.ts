@@ -4,6 +4,7 @@
 // the dimension; crossing 80 % warns once; ReportUsage reconciles each ticket once, and a report
 // past the budget charges the delegations and the profile no more than the budget. Nobody
 // else's credential may ask for the execution, and its own is worthless once the task ends.
+import { StopReason } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -92,7 +93,7 @@ describe("charging", () => {
     const { operation } = await waitForEnd(root.operations, exec.operation.name);
     expect(operation).toMatchObject({
       state: TaskState.FAILED,
-      stopCause: { reason: "budget_exhausted", dimension: BudgetDimension.MODEL_CALLS },
+      stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.MODEL_CALLS },
       usage: { modelCalls: 20n, tokens: 200n },
     });
   });
@@ -121,7 +122,7 @@ describe("charging", () => {
     const over = await authorize(exec, modelCall(401n));
     expect(over).toMatchObject({ allowed: false, exhaustedDimension: BudgetDimension.TOKENS, remaining: { tokens: 400n } });
     const { operation } = await waitForEnd(root.operations, exec.operation.name);
-    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "budget_exhausted", dimension: BudgetDimension.TOKENS }, usage: { tokens: 600n, modelCalls: 1n } });
+    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.TOKENS }, usage: { tokens: 600n, modelCalls: 1n } });
   });
 });
 
@@ -172,7 +173,7 @@ describe("ReportUsage", () => {
     const report = await exec.runtime.reportUsage({ operation: exec.operation.name, callTicket, actualTokens: 1500n });
     expect(report.withinBudget).toBe(false);
     const { operation } = await waitForEnd(root.operations, exec.operation.name);
-    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "budget_exhausted", dimension: BudgetDimension.TOKENS }, usage: { tokens: 1500n } });
+    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.TOKENS }, usage: { tokens: 1500n } });
   });
 
   it("charges the delegations and the profile at most the operation's own budget, however much one report claims, and says by how much it went over", async () => {
@@ -187,7 +188,7 @@ describe("ReportUsage", () => {
     const report = await exec.runtime.reportUsage({ operation: exec.operation.name, callTicket, actualTokens: 100_000_000n });
     expect(report).toMatchObject({ withinBudget: false, remaining: { tokens: 0n } });
     const { operation } = await waitForEnd(root.operations, exec.operation.name);
-    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: "budget_exhausted", dimension: BudgetDimension.TOKENS }, usage: { tokens: 100_000_000n } });
+    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.TOKENS }, usage: { tokens: 100_000_000n } });
     // The agent and the profile were charged the 300 the operation reserved, nothing more...
     const fromAgent = await refusal(agent.clients.operations.submitOperation(execution(profile, ["true"], {}, { tokens: 99_701n })));
     expect(budgetRefusal(fromAgent)).toEqual({ account: agent.delegation.name, dimension: "tokens", requested: 99_701n, remaining: 99_700n });

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { StopReason, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { defaultConfig } from "../../src/config/config.js";
 import { SANDBOX_ID } from "../../src/sandbox/sandbox.js";
@@ -87,7 +87,7 @@ for (const where of ["on the server", "on a remote worker"] as const) {
     expect(unsafe.state).toBe(TaskState.COMPLETED);
     const sandboxed = await run(sides.sandboxed, script(sides.sandboxed), env(sides.sandboxed));
     expect(sandboxed.state).toBe(TaskState.FAILED);
-    expect(sandboxed.stopCause?.reason).toBe("exit_code");
+    expect(sandboxed.stopCause?.reason).toBe(StopReason.EXIT_CODE);
   }
 
 describe("an execution cannot read", () => {

@@ -2,6 +2,7 @@
 // isolation and fails closed without one; cancel, wall clock and revocation ending a sandbox
 // whose processes ignore SIGTERM, and the attempt's credential dying with it; egress only
 // through the plane's proxy, decided per destination, charged and audited.
+import { StopReason } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import * as http from "node:http";
@@ -13,8 +14,8 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ContractService, SandboxMode } from "../../src/gen/agentmachine/v1/contract_service_pb.js";
 import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
-import { TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
+import { PolicyGate, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { projectConfig } from "../../src/diagnostics/project-config.js";
 import { defaultConfig, type ServerConfig } from "../../src/config/config.js";
@@ -151,7 +152,7 @@ describe("every way an attempt ends kills its whole sandbox, even processes that
     const { name, token } = await started(client, profile, { wallClockSeconds: 3n });
     const { operation } = await waitForEnd(client, name);
     expect(operation.state).toBe(TaskState.FAILED);
-    expect(operation.stopCause?.reason).toBe("budget_exhausted");
+    expect(operation.stopCause?.reason).toBe(StopReason.BUDGET_EXHAUSTED);
     await expect.poll(() => processesOf(name), { timeout: 10_000 }).toEqual([]);
     await expectCredentialDead(token);
   });
@@ -264,7 +265,7 @@ describe("egress goes only through the plane's proxy, decided per destination, c
       }
       expect(hits).toEqual({ allowed: 1, other: 0 });
       expect(ended.usage?.connectorCalls).toBe(1n);
-      expect(ended.policyDecisions.some((d) => d.gate === "networkProfile" && d.allowed)).toBe(true);
+      expect(ended.policyDecisions.some((d) => d.gate === PolicyGate.NETWORK_PROFILE && d.allowed)).toBe(true);
 
       const { records } = await clients(server.url).audit.listAuditRecords({ pageSize: 1000 });
       const egress = records.filter((record) => record.rpc === "egress" && record.resource === ended.name);
@@ -341,6 +342,6 @@ describe("inside the sandbox a program gets what it would get outside", () => {
   it("an exit code of 128 + SIGXCPU is an exit code, not the CPU limit, when no CPU was used", async () => {
     const { ended } = await runOn(sandboxed, ["sh", "-c", "exit 152"], {}, { cpuGpuComputeSeconds: 5n });
     expect(ended.state).toBe(TaskState.FAILED);
-    expect(ended.stopCause?.reason).toBe("exit_code");
+    expect(ended.stopCause?.reason).toBe(StopReason.EXIT_CODE);
   });
 });

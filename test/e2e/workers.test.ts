@@ -4,6 +4,7 @@
 // late report under the dead lease is refused; cancel reaches the worker's process group;
 // each task gets its own credential; budgets are enforced on the worker; the usage a worker
 // reports adds up saturating and is settled within the operation's budget.
+import { StopReason } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -114,7 +115,7 @@ describe("dispatch", () => {
     const { operation } = await client.submitOperation(request);
     const ended = (await waitForEnd(client, operation!.name, 30_000)).operation;
     expect(ended.state).toBe(TaskState.FAILED);
-    expect(ended.stopCause?.reason).toBe("budget_exhausted");
+    expect(ended.stopCause?.reason).toBe(StopReason.BUDGET_EXHAUSTED);
     expect(ended.stopCause?.dimension).toBe(BudgetDimension.CPU_GPU_COMPUTE_SECONDS);
   });
 });
@@ -152,7 +153,7 @@ describe("usage a worker reports", () => {
       // the attempts add up to 2^64 − 1 + 10.
       const first = await worker.assignment();
       expect(first.operation?.name).toBe(name);
-      const cause = { reason: "exit_code", message: "exit code 1" };
+      const cause = { reason: StopReason.EXIT_CODE, message: "exit code 1" };
       await worker.client.reportOutcome({ worker: worker.name, lease: first.lease, result: AttemptResult.FAILED, cause, retryable: true, usage: { cpuGpuComputeSeconds: 10n, wallClockSeconds: 10n } });
       const second = await worker.assignment();
       expect([second.operation?.name, second.lease?.attempt]).toEqual([name, 2]);
@@ -195,7 +196,7 @@ describe("a lost worker", () => {
     expect(ended.attempt).toBe(2);
     expect(ended.worker).toBe(await second.name());
     const retry = events.find((event) => event.type === EventType.RETRY);
-    expect(retry?.attributes.case === "retry" ? retry.attributes.value.cause?.reason : undefined).toBe("worker_lost");
+    expect(retry?.attributes.case === "retry" ? retry.attributes.value.cause?.reason : undefined).toBe(StopReason.WORKER_LOST);
     expect(events.filter((event) => event.type === EventType.COMPLETE)).toHaveLength(1);
     // The killed worker's task died with it (a surviving first run would also have finished by
     // now, in the workspace its dead worker could not remove).
@@ -235,7 +236,7 @@ describe("a worker that stops", () => {
     const { events, operation: ended } = await waitForEnd(client, name, 30_000);
     expect([ended.state, ended.attempt, ended.worker]).toEqual([TaskState.COMPLETED, 2, await b.name()]);
     const retry = events.find((event) => event.type === EventType.RETRY);
-    expect(retry?.attributes.case === "retry" ? retry.attributes.value.cause?.reason : undefined).toBe("worker_stopping");
+    expect(retry?.attributes.case === "retry" ? retry.attributes.value.cause?.reason : undefined).toBe(StopReason.WORKER_STOPPING);
   });
 });
 

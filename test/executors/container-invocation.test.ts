@@ -1,6 +1,7 @@
 // The container command line as a pure function of the operation: isolation flags, limits
 // derived from the budget, network only with an allowing networkProfile decision, and env
 // values kept out of what is recorded.
+import { PolicyGate } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { OperationSchema, type PolicyDecisionSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
@@ -18,8 +19,8 @@ function operation(network: boolean, decisions: MessageInitShape<typeof PolicyDe
   });
 }
 
-const containerGate = { gate: "containerExecution", rule: "r", allowed: true };
-const networkGate = { gate: "networkProfile", rule: "n", allowed: true };
+const containerGate = { gate: PolicyGate.CONTAINER_EXECUTION, rule: "r", allowed: true };
+const networkGate = { gate: PolicyGate.NETWORK_PROFILE, rule: "n", allowed: true };
 
 describe("containerInvocation", () => {
   it("isolates the container: no network, read-only, no capabilities, nobody, budget limits, the workspace as the only mount", () => {

@@ -9,7 +9,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema } from "../../src/gen/agentmachine/v1/delegation_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { OperationSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { OperationType, ProfileType } from "../../src/gen/agentmachine/v1/types_pb.js";
 import type { Principal } from "../../src/governance/authority.js";

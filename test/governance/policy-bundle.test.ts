@@ -1,6 +1,7 @@
 // Policy bundles without a server: every shipped bundle compiles; a bundle that cannot be used
 // is refused whole, naming where (`rules[1].when`); and a gate is decided by the rules of the
 // bundle as the contract says: an allow must match and no deny may, anything else denies.
+import { PolicyGate } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { readdirSync, readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -8,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import { PolicyInputSchema } from "../../src/gen/agentmachine/v1/policy_pb.js";
 import { profileTypeNames } from "../../src/model/mapping.js";
 import { BundleError, compileBundle } from "../../src/governance/policy/policy-bundle.js";
-import type { Gate } from "../../src/model/policy-gates.js";
+import { policyGates, type Gate } from "../../src/model/policy-gates.js";
 import { decideGate } from "../../src/governance/policy/policy-engine.js";
 import { bundleSource, sha256, type RuleInit } from "../helpers/policy.js";
 import { repoRoot } from "../helpers/temp-dir.js";
@@ -116,13 +117,13 @@ describe("decideGate", () => {
     ["a rule of another gate would error on this input: it is not evaluated", "toolGrant", input({ tool: "git", labels: {} }), true, "allow-git", "git, by name"],
   ])("%s", (_case, gate, policyInput, allowed, rule, reason) => {
     const decision = decideGate(bundle, gate, policyInput);
-    expect(decision).toMatchObject({ gate, allowed, rule, bundleDigest: sha256(source) });
+    expect(decision).toMatchObject({ gate: policyGates.get(gate), allowed, rule, bundleDigest: sha256(source) });
     expect(decision.reason.startsWith(reason)).toBe(true);
   });
 
   it("denies every gate with rule missing-bundle when no bundle governs the profile type, naming no digest", () => {
     const decision = decideGate(undefined, "toolGrant", input({ tool: "git" }));
-    expect(decision).toMatchObject({ gate: "toolGrant", allowed: false, rule: "missing-bundle", bundleDigest: "" });
+    expect(decision).toMatchObject({ gate: PolicyGate.TOOL_GRANT, allowed: false, rule: "missing-bundle", bundleDigest: "" });
     expect(decision.reason).toContain("personal");
   });
 

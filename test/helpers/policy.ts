@@ -4,7 +4,10 @@ import { createHash } from "node:crypto";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { stringify } from "yaml";
-import { PolicyService } from "../../src/gen/agentmachine/v1/policy_service_pb.js";
+import { anyUnpack } from "@bufbuild/protobuf/wkt";
+import { PolicyService, type EvaluatePolicyResponse } from "../../src/gen/agentmachine/v1/policy_service_pb.js";
+import { Code } from "../../src/gen/google/rpc/code_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import type { ProfileType } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { fullScope, mintRoot, operatorOf } from "./auth.js";
 import type { OperationsClient } from "./operations.js";
@@ -12,6 +15,17 @@ import { authInterceptors } from "./tokens.js";
 import { bearer } from "./auth.js";
 
 export type PolicyClient = Client<typeof PolicyService>;
+
+/**
+ * A dry run's denial as a client reads its google.rpc.Status: the code's name
+ * (`PERMISSION_DENIED`), the message, and the reason and metadata of its ErrorInfo; all empty
+ * when allowed.
+ */
+export function denialOf(answer: EvaluatePolicyResponse): { code: string; message: string; reason: string; metadata: Record<string, string> } {
+  const status = answer.denial;
+  const info = status?.details.map((detail) => anyUnpack(detail, ErrorInfoSchema)).find((unpacked) => unpacked !== undefined);
+  return { code: status === undefined ? "" : (Code[status.code] ?? String(status.code)), message: status?.message ?? "", reason: info?.reason ?? "", metadata: info?.metadata ?? {} };
+}
 
 /** A PolicyService client sending `token`, or the server's registered root credential. */
 export function policyClient(baseUrl: string, token?: string): PolicyClient {

@@ -9,7 +9,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { expect } from "vitest";
 import { BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { DelegationService } from "../../src/gen/agentmachine/v1/delegation_service_pb.js";
-import { ErrorInfoSchema, type ErrorInfo } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema, type ErrorInfo } from "../../src/gen/google/rpc/error_details_pb.js";
 import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { OperationService } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { PolicyService } from "../../src/gen/agentmachine/v1/policy_service_pb.js";

@@ -3,7 +3,7 @@
 // Run on each store: the embedded SQLite file and a PostgreSQL database.
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Delegation } from "../../src/gen/agentmachine/v1/delegation_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { OperationType, ProfileType } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { clusterForFile } from "./cluster-for-file.js";
 import { clientsFor, createProfileWith, roomyBudget, wideRoot, type Clients } from "./runtime.js";

@@ -6,7 +6,7 @@ import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { OperationEventSchema, type OperationEvent } from "../../src/gen/agentmachine/v1/event_pb.js";
-import { OperationSchema, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { StopReason, OperationSchema, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { EventType, OperationType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { measuredStore } from "../../src/metrics/measured-store.js";
 import { PlaneMetrics } from "../../src/metrics/plane-metrics.js";
@@ -24,7 +24,7 @@ function stored(event: OperationEvent): StoredEvent {
   return { event, profile: "profiles/p", operationType: OperationType.EXECUTION_START, labels: {} };
 }
 
-function failure(reason: string, state = TaskState.FAILED): OperationEvent {
+function failure(reason: StopReason, state = TaskState.FAILED): OperationEvent {
   const type = state === TaskState.RETRYING ? EventType.RETRY : EventType.FAILURE;
   const attributes = state === TaskState.RETRYING ? { case: "retry" as const, value: { cause: { reason } } } : { case: "failure" as const, value: { cause: { reason } } };
   return create(OperationEventSchema, { operation: execution.name, type, state, attributes });
@@ -77,7 +77,7 @@ describe("the measured store", () => {
   it("counts nothing of a modification that did not commit", async () => {
     const metrics = new PlaneMetrics();
     const measured = measuredStore(storeRunning([execution], true) as unknown as OperationStore, metrics);
-    await measured.modifyOperation(execution.name, (operation) => ({ operation, event: failure("exit_code"), settle: { spent: create(BudgetSchema, { tokens: 7n }) } }));
+    await measured.modifyOperation(execution.name, (operation) => ({ operation, event: failure(StopReason.EXIT_CODE), settle: { spent: create(BudgetSchema, { tokens: 7n }) } }));
     const value = await read(metrics);
     expect(value("amctl_budget_consumed_tokens_total")).toBe(0);
     expect(value("amctl_events_appended_total")).toBe(0);
@@ -90,9 +90,9 @@ describe("the measured store", () => {
     const metrics = new PlaneMetrics();
     const measured = measuredStore(storeRunning([execution]) as unknown as OperationStore, metrics);
     for (const event of [
-      failure("sandbox_failed", TaskState.RETRYING),
-      failure("sandbox_failed"),
-      failure("exit_code"),
+      failure(StopReason.SANDBOX_FAILED, TaskState.RETRYING),
+      failure(StopReason.SANDBOX_FAILED),
+      failure(StopReason.EXIT_CODE),
       create(OperationEventSchema, { operation: execution.name, type: EventType.PROGRESS, state: TaskState.RUNNING, attributes: { case: "progress", value: { message: "half way" } } }),
     ]) {
       await measured.modifyOperation(execution.name, (operation) => ({ operation, event }));

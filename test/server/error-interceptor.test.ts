@@ -4,7 +4,7 @@ import { Writable } from "node:stream";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { describe, expect, it } from "vitest";
 import { ContractService } from "../../src/gen/agentmachine/v1/contract_service_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { Health } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { errorInterceptor, loggingInterceptor } from "../../src/server/interceptors.js";
 import { createLogger } from "../../src/api/logger.js";

@@ -1,16 +1,18 @@
 // The store conformance suite: every OperationStore implementation must pass it unchanged.
 // test/store/*.test.ts run it against each backend.
-import { create } from "@bufbuild/protobuf";
+import { Code as RpcCode } from "../../src/gen/google/rpc/code_pb.js";
+import { create, type Message } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { GENESIS_HASH, recordHash, type AuditDraft } from "../../src/model/audit-chain.js";
 import { AuditCheckpointSchema, type AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, DelegationScopeSchema, type Delegation } from "../../src/gen/agentmachine/v1/delegation_pb.js";
-import { OperationEventSchema } from "../../src/gen/agentmachine/v1/event_pb.js";
-import { OperationSchema, OperationSpecSchema, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { OperationEventSchema, RetryAttributesSchema } from "../../src/gen/agentmachine/v1/event_pb.js";
+import { OperationSchema, OperationSpecSchema, PolicyDecisionSchema, StopCauseSchema, StopReason, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema } from "../../src/gen/agentmachine/v1/policy_pb.js";
-import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { EventType, OperationType, PolicyGate, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import {
   LEGACY_IDEMPOTENCY_SCOPE,
   type AccountState,
@@ -21,6 +23,7 @@ import {
   type RequestKey,
   type StoredEvent,
 } from "../../src/store/store.js";
+import { denialCodeText, gatesText } from "../../src/model/audit-decision-text.js";
 
 // Builders of operations (each with a new name and request id) and events; the PostgreSQL replica
 // tests use them too.
@@ -127,6 +130,16 @@ export async function expectLegacyRow(store: OperationStore, old: Operation, req
   const beside = operation({ requestId: old.requestId, profile: old.profile });
   expect(await store.createOperation({ idempotencyScope: SCOPE, operation: beside, requestDigest })).toMatchObject({ kind: "created" });
   expect((await store.listOperations({ limit: 10, profile: old.profile })).map((o) => o.name).sort()).toEqual([old.name, beside.name].sort());
+}
+
+/**
+ * `message` as a version before 0.x wrote it: with `value` in field 1, where StopCause.reason and
+ * PolicyDecision.gate were strings (now enums under other numbers). Encoded, it is byte for byte
+ * what that version stored.
+ */
+function writtenBefore<T extends Message>(message: T, value: string): T {
+  message.$unknown = [{ no: 1, wireType: WireType.LengthDelimited, data: new BinaryWriter().string(value).finish() }];
+  return message;
 }
 
 async function heldOf(store: OperationStore, account: string): Promise<Budget> {
@@ -251,6 +264,36 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(stored?.lastSequence).toBe(first.kind === "updated" ? first.event!.event.sequence : 0n);
       expect((await store.readEvents(0n, 10)).map((e) => e.event.type)).toEqual([EventType.START]);
       expect(await store.updateOperation({ operation: operation(), expectedState: TaskState.QUEUED })).toEqual({ kind: "not-found" });
+    });
+
+    it("reads operations and events written before 0.x with their string stop reasons and gates as the enums", async () => {
+      const legacyCause = () => writtenBefore(create(StopCauseSchema, { message: "the runner stopped" }), "runner_lost");
+      const op = operation({ policyDecisions: [writtenBefore(create(PolicyDecisionSchema, { rule: "r", allowed: true }), "toolGrant")] });
+      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
+      const retrying = { ...op, state: TaskState.RETRYING, stopCause: legacyCause() };
+      const retry = event(op.name, EventType.RETRY, TaskState.RETRYING);
+      retry.attributes = { case: "retry", value: create(RetryAttributesSchema, { cause: legacyCause() }) };
+      expect((await store.updateOperation({ operation: retrying, expectedState: TaskState.QUEUED, event: retry })).kind).toBe("updated");
+      const upgraded = { reason: StopReason.RUNNER_LOST, message: "the runner stopped" };
+      for (const read of [await store.getOperation(op.name), (await store.listOperations({ limit: 10 }))[0]]) {
+        expect(read).toMatchObject({ stopCause: upgraded, policyDecisions: [{ gate: PolicyGate.TOOL_GRANT, rule: "r" }] });
+        // Nothing of the old form is left to be written back.
+        expect([read?.stopCause?.$unknown, read?.policyDecisions[0]?.$unknown]).toEqual([undefined, undefined]);
+      }
+      const [stored] = await store.readEvents(0n, 10);
+      expect(stored?.event.attributes).toMatchObject({ case: "retry", value: { cause: upgraded } });
+    });
+
+    it("keeps audit records written before 0.x (string code and gate) as they were hashed: they read, link and verify", async () => {
+      const old = await store.appendAudit(auditDraft({ decision: { allowed: false, code: "permission_denied", gate: "toolGrant", rule: "no-curl" } }));
+      const current = await store.appendAudit(auditDraft({ decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED, gates: [PolicyGate.TOOL_GRANT], rule: "no-curl" } }));
+      const records = await store.listAuditRecords({ afterSequence: 0n, limit: 10 });
+      expect(records).toEqual([old, current]);
+      expectWholeChain(records);
+      expect(records.map((record) => [denialCodeText(record.decision!), gatesText(record.decision!)])).toEqual([
+        ["PERMISSION_DENIED", "toolGrant"],
+        ["PERMISSION_DENIED", "toolGrant"],
+      ]);
     });
 
     it("publishes committed events to onCommit listeners in sequence order, with their filter fields", async () => {
@@ -797,7 +840,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(await store.revokeDelegationSubtree("delegations/au-1", new Date(), "r", auditDraft({ commandRef: "RevokeDelegation" }))).toEqual([]);
       const bundle = await made(store.putPolicyBundle(create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "s", digest: "s" }), auditDraft({ commandRef: "ApplyPolicyBundle" })));
       // A denied attempt, which has no other effect.
-      const denied = await store.appendAudit(auditDraft({ decision: { allowed: false, code: "permission_denied", reason: "no" } }));
+      const denied = await store.appendAudit(auditDraft({ decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED, reason: "no" } }));
       expect(denied.sequence).toBe(6n);
 
       const records = await store.listAuditRecords({ afterSequence: 0n, limit: 100 });
@@ -821,9 +864,9 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
     it("lists audit records by principal, delegation, operation type, decision and time, in sequence order", async () => {
       const at = (ms: number) => timestampFromDate(new Date(ms));
       await store.appendAudit(auditDraft({ time: at(1_000), principal: "alice", delegation: "delegations/a", operationType: OperationType.EXECUTION_START }));
-      await store.appendAudit(auditDraft({ time: at(2_000), principal: "bob", delegation: "delegations/b", decision: { allowed: false, code: "unauthenticated" } }));
+      await store.appendAudit(auditDraft({ time: at(2_000), principal: "bob", delegation: "delegations/b", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } }));
       await store.appendAudit(auditDraft({ time: at(3_000), principal: "alice", delegation: "delegations/a2", operationType: OperationType.CONTAINER_RUN }));
-      await store.appendAudit(auditDraft({ time: at(4_000), principal: "alice", delegation: "delegations/a", decision: { allowed: false, code: "permission_denied" } }));
+      await store.appendAudit(auditDraft({ time: at(4_000), principal: "alice", delegation: "delegations/a", decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED } }));
       const sequences = async (query: Partial<AuditQuery>) => (await store.listAuditRecords({ afterSequence: 0n, limit: 100, ...query })).map((r) => Number(r.sequence));
       expect(await sequences({})).toEqual([1, 2, 3, 4]);
       expect(await sequences({ principal: "alice" })).toEqual([1, 3, 4]);

@@ -10,8 +10,8 @@ import type { Attempt, Outcome, Seat } from "../../src/executors/executor.js";
 import { ArtifactSchema, type Artifact } from "../../src/gen/agentmachine/v1/artifact_pb.js";
 import { BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema } from "../../src/gen/agentmachine/v1/delegation_pb.js";
-import { ErrorInfoSchema } from "../../src/gen/agentmachine/v1/errors_pb.js";
-import { OperationSchema, StopCauseSchema, type Operation, type StopCause } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
+import { StopReason, OperationSchema, StopCauseSchema, type Operation, type StopCause } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { OutputStream } from "../../src/gen/agentmachine/v1/output_pb.js";
 import {
   AppendOutputRequestSchema,
@@ -312,7 +312,7 @@ describe("run", () => {
 
   it("resolves with kind failed, the cause and the retryable flag on a FAILED report", async () => {
     const worker = await connectWorker(pool, principal("w"), { capacity: 2, labels: {} });
-    const cause = create(StopCauseSchema, { reason: "exit_code", message: "exited with 2" });
+    const cause = create(StopCauseSchema, { reason: StopReason.EXIT_CODE, message: "exited with 2" });
     const artifact = create(ArtifactSchema, { kind: { case: "localAgentExecution", value: { exitCode: 2 } } });
 
     const fatal = await runOn(pool, worker, execution("a"));
@@ -328,7 +328,7 @@ describe("run", () => {
     const worker = await connectWorker(pool, principal("w"), { capacity: 1, labels: {} });
     const { lease, run } = await runOn(pool, worker, execution("a"));
     pool.reportOutcome(principal("w"), outcomeRequest(lease, AttemptResult.FAILED, { retryable: true }));
-    expect(await run).toMatchObject({ kind: "failed", cause: { reason: "worker_error" }, retryable: true });
+    expect(await run).toMatchObject({ kind: "failed", cause: { reason: StopReason.WORKER_ERROR }, retryable: true });
   });
 
   it("resolves with kind cancelled and the usage on a CANCELLED report", async () => {
@@ -433,10 +433,10 @@ describe("lease expiry", () => {
     expect(await peek(run)).toBe(PENDING);
     await vi.advanceTimersByTimeAsync(EXPIRY_MS - (TTL_MS - 1));
     const outcome = await peek(run);
-    expect(outcome).toMatchObject({ kind: "failed", retryable: true, cause: { reason: "worker_lost" } });
+    expect(outcome).toMatchObject({ kind: "failed", retryable: true, cause: { reason: StopReason.WORKER_LOST } });
 
     await flush();
-    expect(worker.cancellations()).toEqual([expect.objectContaining({ lease, cause: expect.objectContaining({ reason: "worker_lost" }) })]);
+    expect(worker.cancellations()).toEqual([expect.objectContaining({ lease, cause: expect.objectContaining({ reason: StopReason.WORKER_LOST }) })]);
     // The seat came back with the lease.
     expect(await peek(next)).toMatchObject({ worker: worker.name });
   });
@@ -456,7 +456,7 @@ describe("lease expiry", () => {
     expect(worker.cancellations()).toEqual([]);
 
     await vi.advanceTimersByTimeAsync(EXPIRY_MS);
-    expect(await peek(run)).toMatchObject({ kind: "failed", cause: { reason: "worker_lost" } });
+    expect(await peek(run)).toMatchObject({ kind: "failed", cause: { reason: StopReason.WORKER_LOST } });
   });
 
   it("returns unknown, stale and other delegations' leases in revoked", async () => {
@@ -478,7 +478,7 @@ describe("cancel", () => {
   it("sends the worker a cancellation with the abort reason; the worker's CANCELLED report resolves the run as cancelled", async () => {
     const worker = await connectWorker(pool, principal("w"), { capacity: 1, labels: {} });
     const { lease, run, controller } = await runOn(pool, worker, execution("a"));
-    const cause = create(StopCauseSchema, { reason: "cancelled", message: "cancelled by the operator" });
+    const cause = create(StopCauseSchema, { reason: StopReason.CANCELLED, message: "cancelled by the operator" });
     controller.abort(cause);
     await flush();
     expect(worker.cancellations()).toEqual([expect.objectContaining({ lease, cause })]);
@@ -492,7 +492,7 @@ describe("cancel", () => {
     const worker = await connectWorker(pool, principal("w"), { capacity: 1, labels: {} });
     const seat = await pool.reserve(execution("a"), new AbortController().signal);
     const { attempt, controller } = attemptOf(execution("a"), seat);
-    const cause = create(StopCauseSchema, { reason: "cancelled", message: "too late" });
+    const cause = create(StopCauseSchema, { reason: StopReason.CANCELLED, message: "too late" });
     controller.abort(cause);
     const run = pool.run(attempt);
     await flush();
@@ -505,7 +505,7 @@ describe("cancel", () => {
   it("resolves the run as cancelled, not worker_lost, when the worker never answers a cancellation and the lease expires", async () => {
     const worker = await connectWorker(pool, principal("w"), { capacity: 1, labels: {} });
     const { run, controller } = await runOn(pool, worker, execution("a"));
-    controller.abort(create(StopCauseSchema, { reason: "cancelled", message: "stop" }));
+    controller.abort(create(StopCauseSchema, { reason: StopReason.CANCELLED, message: "stop" }));
     await vi.advanceTimersByTimeAsync(TTL_MS / 2);
     expect(await peek(run)).toBe(PENDING);
     await vi.advanceTimersByTimeAsync(EXPIRY_MS);
@@ -533,10 +533,10 @@ describe("workers going away", () => {
 
     const run: Promise<Outcome> = pool.run(attemptOf(execution("a"), seat).attempt);
     await vi.advanceTimersByTimeAsync(EXPIRY_MS);
-    expect(await peek(run)).toMatchObject({ kind: "failed", retryable: true, cause: { reason: "worker_lost" } });
+    expect(await peek(run)).toMatchObject({ kind: "failed", retryable: true, cause: { reason: StopReason.WORKER_LOST } });
     expect(seat.release).toHaveBeenCalledOnce();
     expect(gone.assignments()).toEqual([]);
-    expect(await pool.run(attemptOf(execution("b"), undefined).attempt)).toMatchObject({ kind: "failed", retryable: true, cause: { reason: "worker_lost" } });
+    expect(await pool.run(attemptOf(execution("b"), undefined).attempt)).toMatchObject({ kind: "failed", retryable: true, cause: { reason: StopReason.WORKER_LOST } });
 
     const back = await connectWorker(pool, principal("back"), { capacity: 1, labels: {} });
     const held = await pool.reserve(execution("c"), new AbortController().signal);
@@ -578,7 +578,7 @@ describe("workers going away", () => {
     expect(second.name).toBe(first.name);
     expect(pool.heartbeat(principal("w"), [held(lease)]).renewed).toHaveLength(1);
 
-    controller.abort(create(StopCauseSchema, { reason: "cancelled", message: "stop" }));
+    controller.abort(create(StopCauseSchema, { reason: StopReason.CANCELLED, message: "stop" }));
     await flush();
     expect(second.cancellations().map((c) => c.lease?.fencingToken)).toEqual([lease.fencingToken]);
     pool.reportOutcome(principal("w"), outcomeRequest(lease, AttemptResult.CANCELLED));

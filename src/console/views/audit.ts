@@ -4,6 +4,7 @@
 import { create } from "@bufbuild/protobuf";
 import { AuditDecisionFilter, AuditFilterSchema } from "../../gen/agentmachine/v1/audit_service_pb.js";
 import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
+import { denialCodeText, gatesText } from "../../model/audit-decision-text.js";
 import { audit } from "../client.js";
 import { verifyAuditLog } from "../audit-verify.js";
 import { field, h, liveStatus, select } from "../dom.js";
@@ -37,8 +38,8 @@ function row(record: AuditRecord): HTMLTableRowElement {
     h("td", {}, record.rpc.replace(/^\/agentmachine\.v1\./, "")),
     h("td", {}, record.operationType ? typeName(record.operationType) : ""),
     h("td", {}, record.resource),
-    h("td", { class: decision?.allowed ? "allowed" : "denied" }, decision?.allowed ? "allowed" : `denied (${decision?.code ?? ""})`),
-    h("td", {}, decision?.gate ?? ""),
+    h("td", { class: decision?.allowed ? "allowed" : "denied" }, decision?.allowed ? "allowed" : `denied (${decision ? denialCodeText(decision) : ""})`),
+    h("td", {}, decision ? gatesText(decision) : ""),
     h("td", {}, decision?.rule ?? ""),
     h("td", { class: "digest" }, decision?.bundleDigest ?? ""),
     h("td", {}, decision?.reason ?? ""),

@@ -4,9 +4,11 @@ import { toJsonString } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../../gen/agentmachine/v1/artifact_pb.js";
 import type { Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import type { OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
-import type { Operation } from "../../gen/agentmachine/v1/operation_pb.js";
+import { StopReason, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { BudgetDimension } from "../../gen/agentmachine/v1/budget_pb.js";
 import { EventType } from "../../gen/agentmachine/v1/types_pb.js";
+import { gateName } from "../../model/policy-gates.js";
+import { stopReasonName } from "../../model/stop-reasons.js";
 import { isTerminal } from "../../model/transitions.js";
 import { operationName } from "../../model/resource-names.js";
 import { operations } from "../client.js";
@@ -46,7 +48,7 @@ function decisionsTable(operation: Operation): HTMLElement {
     h(
       "tr",
       {},
-      h("td", {}, decision.gate),
+      h("td", {}, gateName(decision.gate)),
       h("td", {}, decision.allowed ? "allowed" : "denied"),
       h("td", {}, decision.rule),
       h("td", { class: "digest" }, decision.bundleDigest),
@@ -74,7 +76,7 @@ function summary(operation: Operation): HTMLElement {
     ["Created", time(operation.createTime)],
     ["Started", time(operation.startTime)],
     ["Ended", time(operation.endTime)],
-    ["Stop cause", cause === undefined || cause.reason === "" ? "" : `${cause.reason}: ${cause.message}${cause.dimension ? ` (${enumName(BudgetDimension, cause.dimension)})` : ""}`],
+    ["Stop cause", cause === undefined || cause.reason === StopReason.UNSPECIFIED ? "" : `${stopReasonName(cause.reason)}: ${cause.message}${cause.dimension ? ` (${enumName(BudgetDimension, cause.dimension)})` : ""}`],
   ];
   return h("dl", { class: "summary" }, ...entries.filter(([, value]) => value !== "").flatMap(([term, value]) => [h("dt", {}, term), h("dd", { "data-field": term }, value)]));
 }
@@ -87,11 +89,11 @@ function eventDetail(event: OperationEvent): string {
     case "failure":
     case "cancel":
     case "retry":
-      return attributes.value.cause ? `${attributes.value.cause.reason}: ${attributes.value.cause.message}` : "";
+      return attributes.value.cause ? `${stopReasonName(attributes.value.cause.reason)}: ${attributes.value.cause.message}` : "";
     case "complete":
       return attributes.value.message;
     case "start":
-      return attributes.value.policyDecisions.map((decision) => `${decision.gate}: ${decision.rule}`).join("; ");
+      return attributes.value.policyDecisions.map((decision) => `${gateName(decision.gate)}: ${decision.rule}`).join("; ");
     default:
       return "";
   }

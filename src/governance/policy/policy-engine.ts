@@ -14,7 +14,7 @@ import type { Logger } from "../../api/logger.js";
 import type { PlaneMetrics } from "../../metrics/plane-metrics.js";
 import { inChildSpan } from "../../telemetry/tracer.js";
 import { BundleError, compileBundle, type CompiledBundle } from "./policy-bundle.js";
-import type { Gate } from "../../model/policy-gates.js";
+import { policyGates, type Gate } from "../../model/policy-gates.js";
 
 /**
  * Decides `gate` for `input`, in a span of its own (`policy.evaluate`, which says by which rule)
@@ -30,7 +30,7 @@ export function decideGate(bundle: CompiledBundle | undefined, gate: Gate, input
 
 function evaluateGate(bundle: CompiledBundle | undefined, gate: Gate, input: PolicyInput): PolicyDecision {
   const decision = (allowed: boolean, rule: string, reason: string) =>
-    create(PolicyDecisionSchema, { gate, rule, bundleDigest: bundle?.digest ?? "", allowed, reason });
+    create(PolicyDecisionSchema, { gate: policyGates.get(gate), rule, bundleDigest: bundle?.digest ?? "", allowed, reason });
   if (bundle === undefined) {
     return decision(false, "missing-bundle", `no policy bundle governs ${input.profileType} profiles: put one in the server's policy directory (applied as it changes, no restart needed) or apply one with amctl policy apply`);
   }

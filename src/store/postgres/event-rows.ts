@@ -1,9 +1,8 @@
 // Reading the events table, for the store's readEvents (on the pool) and for the event feed's tail
 // (on its own connection), and the channel that appending transactions notify.
-import { fromBinary } from "@bufbuild/protobuf";
 import type { QueryResultRow } from "pg";
-import { OperationEventSchema } from "../../gen/agentmachine/v1/event_pb.js";
 import type { StoredEvent } from "../store.js";
+import { decodeEvent } from "../stored-messages.js";
 
 /** The channel an appending transaction notifies (pg_notify, delivered at commit), with its last sequence as payload. */
 export const EVENTS_CHANNEL = "amctl_events";
@@ -28,7 +27,7 @@ export async function selectEvents(db: Queryable, after: bigint, limit: number):
     [after, limit],
   );
   return rows.map((row) => ({
-    event: { ...fromBinary(OperationEventSchema, row.data), sequence: row.sequence },
+    event: { ...decodeEvent(row.data), sequence: row.sequence },
     profile: row.profile,
     operationType: row.operation_type,
     labels: row.labels,

@@ -51,6 +51,7 @@
 // onAvailability: when the feed's connection is lost, the instance reports itself unavailable
 // (the server turns NOT_SERVING), reconnects with backoff, reads what it missed, and reports
 // itself available again; subscribers resume where they were, without loss.
+import { decodeOperation } from "../stored-messages.js";
 import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Pool, type PoolClient, type PoolConfig, type QueryResultRow } from "pg";
@@ -409,7 +410,7 @@ export class PostgresStore implements OperationStore {
       );
       const found = existing.rows[0];
       if (found !== undefined) {
-        const stored = fromBinary(OperationSchema, found.data);
+        const stored = decodeOperation(found.data);
         return found.request_digest === input.requestDigest ? { kind: "existing", operation: stored } : { kind: "request-id-conflict", operation: stored };
       }
       if (input.createsProfile !== undefined) {
@@ -455,7 +456,7 @@ export class PostgresStore implements OperationStore {
       const { rows } = await tx.query<{ state: number; data: Uint8Array }>("SELECT state, data FROM operations WHERE name = $1 FOR UPDATE", [operation.name]);
       const row = rows[0];
       if (row === undefined) return { kind: "not-found" };
-      if (row.state !== update.expectedState) return { kind: "state-changed", operation: fromBinary(OperationSchema, row.data) };
+      if (row.state !== update.expectedState) return { kind: "state-changed", operation: decodeOperation(row.data) };
       if (update.settle !== undefined) await this.settle(tx, operation.name, update.settle);
       const event = update.event ? await tx.appendEvent(operation, update.event) : undefined;
       await tx.query("UPDATE operations SET state = $1, data = $2 WHERE name = $3", [operation.state, toBinary(OperationSchema, operation), operation.name]);
@@ -489,7 +490,7 @@ export class PostgresStore implements OperationStore {
     const { rows } = await tx.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE name = $1 FOR UPDATE", [name]);
     const row = rows[0];
     if (row === undefined) return { kind: "not-found" };
-    const current = fromBinary(OperationSchema, row.data);
+    const current = decodeOperation(row.data);
     if (onceKey !== undefined) {
       const inserted = await tx.query("INSERT INTO once_keys (key) VALUES ($1) ON CONFLICT (key) DO NOTHING", [onceKey]);
       if (inserted.rowCount === 0) return { kind: "already-done", operation: current };
@@ -507,7 +508,7 @@ export class PostgresStore implements OperationStore {
 
   async getOperation(name: string): Promise<Operation | undefined> {
     const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE name = $1", [name]);
-    return rows[0] && fromBinary(OperationSchema, rows[0].data);
+    return rows[0] && decodeOperation(rows[0].data);
   }
 
   async findByRequestId(scope: string, requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined> {
@@ -516,7 +517,7 @@ export class PostgresStore implements OperationStore {
       [scope, requestId],
     );
     const row = rows[0];
-    return row && { operation: fromBinary(OperationSchema, row.data), requestDigest: row.request_digest };
+    return row && { operation: decodeOperation(row.data), requestDigest: row.request_digest };
   }
 
   async getProfile(name: string): Promise<StoredProfile | undefined> {
@@ -544,12 +545,12 @@ export class PostgresStore implements OperationStore {
     if (query.beforeName) where.push(`name < ${arg(query.beforeName)}`);
     const sql = `SELECT data FROM operations ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY name DESC LIMIT ${arg(query.limit)}`;
     const { rows } = await this.pool.query<{ data: Uint8Array }>(sql, args);
-    return rows.map((row) => fromBinary(OperationSchema, row.data));
+    return rows.map((row) => decodeOperation(row.data));
   }
 
   async listActiveOperations(): Promise<Operation[]> {
     const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE state <> ALL($1::int[]) ORDER BY name", [terminalStates]);
-    return rows.map((row) => fromBinary(OperationSchema, row.data)).filter((op) => !isTerminal(op.state));
+    return rows.map((row) => decodeOperation(row.data)).filter((op) => !isTerminal(op.state));
   }
 
   readEvents(after: bigint, limit: number): Promise<StoredEvent[]> {

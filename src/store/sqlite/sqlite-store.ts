@@ -1,6 +1,7 @@
 // The embedded default store: one SQLite file in the data dir, WAL with synchronous=FULL, so a
 // write is on disk when its promise resolves; writes are group-committed (group-commit.ts).
 // A single connection is the single writer, so commit order and sequence order always agree.
+import { decodeEvent, decodeOperation } from "../stored-messages.js";
 import { chmodSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -267,7 +268,7 @@ export class SqliteStore implements OperationStore {
         | { request_digest: string; data: Uint8Array }
         | undefined;
       if (existing !== undefined) {
-        const stored = fromBinary(OperationSchema, existing.data);
+        const stored = decodeOperation(existing.data);
         return existing.request_digest === input.requestDigest
           ? { kind: "existing", operation: stored }
           : { kind: "request-id-conflict", operation: stored };
@@ -309,7 +310,7 @@ export class SqliteStore implements OperationStore {
       const row = this.statements.stateOf.get(operation.name) as { state: bigint; data: Uint8Array } | undefined;
       if (row === undefined) return { kind: "not-found" };
       if (Number(row.state) !== update.expectedState) {
-        return { kind: "state-changed", operation: fromBinary(OperationSchema, row.data) };
+        return { kind: "state-changed", operation: decodeOperation(row.data) };
       }
       const event = update.event ? this.appendEvent(operation, update.event) : undefined;
       this.statements.updateOperation.run(operation.state, toBinary(OperationSchema, operation), operation.name);
@@ -337,7 +338,7 @@ export class SqliteStore implements OperationStore {
   private modifyNow(name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): ModifyResult {
     const row = this.statements.getOperation.get(name) as { data: Uint8Array } | undefined;
     if (row === undefined) return { kind: "not-found" };
-    const current = fromBinary(OperationSchema, row.data);
+    const current = decodeOperation(row.data);
     if (onceKey !== undefined && this.statements.insertOnceKey.run(onceKey).changes === 0) return { kind: "already-done", operation: current };
     const change = modify(clone(OperationSchema, current));
     if (change === undefined) return { kind: "unchanged", operation: current };
@@ -397,12 +398,12 @@ export class SqliteStore implements OperationStore {
 
   async getOperation(name: string): Promise<Operation | undefined> {
     const row = this.statements.getOperation.get(name) as { data: Uint8Array } | undefined;
-    return row && fromBinary(OperationSchema, row.data);
+    return row && decodeOperation(row.data);
   }
 
   async findByRequestId(scope: string, requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined> {
     const row = this.statements.byRequestId.get(scope, requestId) as { request_digest: string; data: Uint8Array } | undefined;
-    return row && { operation: fromBinary(OperationSchema, row.data), requestDigest: row.request_digest };
+    return row && { operation: decodeOperation(row.data), requestDigest: row.request_digest };
   }
 
   async getProfile(name: string): Promise<StoredProfile | undefined> {
@@ -440,18 +441,18 @@ export class SqliteStore implements OperationStore {
     }
     const sql = `SELECT data FROM operations ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY name DESC LIMIT ?`;
     const rows = this.db.prepare(sql).all(...args, query.limit) as { data: Uint8Array }[];
-    return rows.map((row) => fromBinary(OperationSchema, row.data));
+    return rows.map((row) => decodeOperation(row.data));
   }
 
   async listActiveOperations(): Promise<Operation[]> {
     const rows = this.statements.activeOperations.all(...terminalStates) as { data: Uint8Array }[];
-    return rows.map((row) => fromBinary(OperationSchema, row.data)).filter((op) => !isTerminal(op.state));
+    return rows.map((row) => decodeOperation(row.data)).filter((op) => !isTerminal(op.state));
   }
 
   async readEvents(after: bigint, limit: number): Promise<StoredEvent[]> {
     const rows = this.statements.readEvents.all(after, limit) as EventRow[];
     return rows.map((row) => ({
-      event: { ...fromBinary(OperationEventSchema, row.data), sequence: BigInt(row.sequence) },
+      event: { ...decodeEvent(row.data), sequence: BigInt(row.sequence) },
       profile: row.profile,
       operationType: Number(row.operation_type),
       labels: JSON.parse(row.labels) as Record<string, string>,

@@ -4,17 +4,19 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { OperationType } from "./types_pb.js";
+import type { OperationType, PolicyGate } from "./types_pb.js";
 import { file_agentmachine_v1_types } from "./types_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Code } from "../../google/rpc/code_pb.js";
+import { file_google_rpc_code } from "../../google/rpc/code_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file agentmachine/v1/audit.proto.
  */
 export const file_agentmachine_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("ChthZ2VudG1hY2hpbmUvdjEvYXVkaXQucHJvdG8SD2FnZW50bWFjaGluZS52MSL1AwoLQXVkaXRSZWNvcmQSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEhIKCmRlbGVnYXRpb24YBCABKAkSGAoQZGVsZWdhdGlvbl9jaGFpbhgFIAMoCRILCgNycGMYBiABKAkSNgoOb3BlcmF0aW9uX3R5cGUYByABKA4yHi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uVHlwZRITCgtjb21tYW5kX3JlZhgIIAEoCRIQCghyZXNvdXJjZRgJIAEoCRIwCghkZWNpc2lvbhgKIAEoCzIeLmFnZW50bWFjaGluZS52MS5BdWRpdERlY2lzaW9uEhYKDnJlcXVlc3RfZGlnZXN0GAsgASgJEhUKDXByZXZpb3VzX2hhc2gYDCABKAkSDAoEaGFzaBgNIAEoCRIxCgZlZ3Jlc3MYDiABKAsyIS5hZ2VudG1hY2hpbmUudjEuRWdyZXNzQ29ubmVjdGlvbhIWCg5zb3VyY2VfYWRkcmVzcxgPIAEoCRIUCgxyZXBlYXRfY291bnQYECABKAQSLQoJbGFzdF90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJaChBFZ3Jlc3NDb25uZWN0aW9uEgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoDRISCgpieXRlc19zZW50GAMgASgEEhYKDmJ5dGVzX3JlY2VpdmVkGAQgASgEInEKDUF1ZGl0RGVjaXNpb24SDwoHYWxsb3dlZBgBIAEoCBIMCgRjb2RlGAIgASgJEgwKBGdhdGUYAyABKAkSDAoEcnVsZRgEIAEoCRIVCg1idW5kbGVfZGlnZXN0GAUgASgJEg4KBnJlYXNvbhgGIAEoCSKBAQoPQXVkaXRDaGVja3BvaW50Eg4KBm9yaWdpbhgBIAEoCRIMCgRzaXplGAIgASgEEhEKCWhlYWRfaGFzaBgDIAEoCRITCgtzaWduZWRfbm90ZRgEIAEoCRIoCgR0aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcGIGcHJvdG8z", [file_agentmachine_v1_types, file_google_protobuf_timestamp]);
+  fileDesc("ChthZ2VudG1hY2hpbmUvdjEvYXVkaXQucHJvdG8SD2FnZW50bWFjaGluZS52MSL1AwoLQXVkaXRSZWNvcmQSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEhIKCmRlbGVnYXRpb24YBCABKAkSGAoQZGVsZWdhdGlvbl9jaGFpbhgFIAMoCRILCgNycGMYBiABKAkSNgoOb3BlcmF0aW9uX3R5cGUYByABKA4yHi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uVHlwZRITCgtjb21tYW5kX3JlZhgIIAEoCRIQCghyZXNvdXJjZRgJIAEoCRIwCghkZWNpc2lvbhgKIAEoCzIeLmFnZW50bWFjaGluZS52MS5BdWRpdERlY2lzaW9uEhYKDnJlcXVlc3RfZGlnZXN0GAsgASgJEhUKDXByZXZpb3VzX2hhc2gYDCABKAkSDAoEaGFzaBgNIAEoCRIxCgZlZ3Jlc3MYDiABKAsyIS5hZ2VudG1hY2hpbmUudjEuRWdyZXNzQ29ubmVjdGlvbhIWCg5zb3VyY2VfYWRkcmVzcxgPIAEoCRIUCgxyZXBlYXRfY291bnQYECABKAQSLQoJbGFzdF90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJaChBFZ3Jlc3NDb25uZWN0aW9uEgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoDRISCgpieXRlc19zZW50GAMgASgEEhYKDmJ5dGVzX3JlY2VpdmVkGAQgASgEIswBCg1BdWRpdERlY2lzaW9uEg8KB2FsbG93ZWQYASABKAgSEAoEY29kZRgCIAEoCUICGAESEAoEZ2F0ZRgDIAEoCUICGAESDAoEcnVsZRgEIAEoCRIVCg1idW5kbGVfZGlnZXN0GAUgASgJEg4KBnJlYXNvbhgGIAEoCRIlCgtkZW5pYWxfY29kZRgHIAEoDjIQLmdvb2dsZS5ycGMuQ29kZRIqCgVnYXRlcxgIIAMoDjIbLmFnZW50bWFjaGluZS52MS5Qb2xpY3lHYXRlIoEBCg9BdWRpdENoZWNrcG9pbnQSDgoGb3JpZ2luGAEgASgJEgwKBHNpemUYAiABKAQSEQoJaGVhZF9oYXNoGAMgASgJEhMKC3NpZ25lZF9ub3RlGAQgASgJEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wYgZwcm90bzM", [file_agentmachine_v1_types, file_google_protobuf_timestamp, file_google_rpc_code]);
 
 /**
  * One entry of the tamper-evident audit log: a command (an RPC that changed state) or a
@@ -86,7 +88,10 @@ export type AuditRecord = Message<"agentmachine.v1.AuditRecord"> & {
   commandRef: string;
 
   /**
-   * What the command acted on: `operations/{id}`, `delegations/{id}`, `policyBundles/{type}/{version}`.
+   * What the command acted on: `operations/{id}`, `delegations/{id}` (for a revocation, the
+   * delegation named, whose subtree was revoked), `policyBundles/{profile_type}/versions/{version}`,
+   * or `auditCheckpoints/{size}` for a prune (the checkpoint the kept log starts from). For a
+   * runtime call, the execution's operation. Empty for a refusal that names no resource.
    *
    * @generated from field: string resource = 9;
    */
@@ -222,28 +227,33 @@ export type AuditDecision = Message<"agentmachine.v1.AuditDecision"> & {
   allowed: boolean;
 
   /**
-   * When denied: the error code, e.g. `permission_denied`, `unauthenticated`, `resource_exhausted`.
+   * Deprecated: use `denial_code`. Set only in records written before 0.x (hashed as they are,
+   * so kept): the code in lowercase, for example `permission_denied`.
    *
-   * @generated from field: string code = 2;
+   * @generated from field: string code = 2 [deprecated = true];
+   * @deprecated
    */
   code: string;
 
   /**
-   * The policy gate that decided, when one did.
+   * Deprecated: use `gates`. Set only in records written before 0.x (hashed as they are, so
+   * kept): the gates, comma-separated, for example `containerExecution,networkProfile`.
    *
-   * @generated from field: string gate = 3;
+   * @generated from field: string gate = 3 [deprecated = true];
+   * @deprecated
    */
   gate: string;
 
   /**
-   * The rule that decided, when one did.
+   * The rules that decided, when any did; for several gates, comma-separated in the order of
+   * `gates`.
    *
    * @generated from field: string rule = 4;
    */
   rule: string;
 
   /**
-   * SHA-256 of the policy bundle the rule came from.
+   * SHA-256 of the policy bundle the rules came from.
    *
    * @generated from field: string bundle_digest = 5;
    */
@@ -255,6 +265,21 @@ export type AuditDecision = Message<"agentmachine.v1.AuditDecision"> & {
    * @generated from field: string reason = 6;
    */
   reason: string;
+
+  /**
+   * When denied: the status code the caller got, `PERMISSION_DENIED`, `UNAUTHENTICATED` or
+   * `RESOURCE_EXHAUSTED` (the code of EvaluatePolicyResponse.denial for the same refusal).
+   *
+   * @generated from field: google.rpc.Code denial_code = 7;
+   */
+  denialCode: Code;
+
+  /**
+   * The policy gates that decided, in evaluation order, when any did.
+   *
+   * @generated from field: repeated agentmachine.v1.PolicyGate gates = 8;
+   */
+  gates: PolicyGate[];
 };
 
 /**
@@ -273,7 +298,8 @@ export const AuditDecisionSchema: GenMessage<AuditDecision> = /*@__PURE__*/
  */
 export type AuditCheckpoint = Message<"agentmachine.v1.AuditCheckpoint"> & {
   /**
-   * The log's origin line, e.g. `agentmachine.local/audit/<server id>`.
+   * The log's origin line, `agent-machine/audit/{log id}`: the log id is made once per store,
+   * so replicas sharing a store sign checkpoints of one log.
    *
    * @generated from field: string origin = 1;
    */

@@ -2,13 +2,13 @@
 // @generated from file agentmachine/v1/operation.proto (package agentmachine.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Artifact } from "./artifact_pb.js";
 import { file_agentmachine_v1_artifact } from "./artifact_pb.js";
 import type { Budget, BudgetDimension } from "./budget_pb.js";
 import { file_agentmachine_v1_budget } from "./budget_pb.js";
-import type { OperationType, ProfileType, TaskState } from "./types_pb.js";
+import type { OperationType, PolicyGate, ProfileType, TaskState } from "./types_pb.js";
 import { file_agentmachine_v1_types } from "./types_pb.js";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
@@ -21,7 +21,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/operation.proto.
  */
 export const file_agentmachine_v1_operation: GenFile = /*@__PURE__*/
-  fileDesc("Ch9hZ2VudG1hY2hpbmUvdjEvb3BlcmF0aW9uLnByb3RvEg9hZ2VudG1hY2hpbmUudjEirQcKCU9wZXJhdGlvbhIRCgRuYW1lGAEgASgJQgPgQQMSFwoKcmVxdWVzdF9pZBgCIAEoCUID4EEFEjEKBHR5cGUYAyABKA4yHi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uVHlwZUID4EEDEhQKB3Byb2ZpbGUYBCABKAlCA+BBBRIxCgRzcGVjGAUgASgLMh4uYWdlbnRtYWNoaW5lLnYxLk9wZXJhdGlvblNwZWNCA+BBBRI2ChByZXF1ZXN0ZWRfYnVkZ2V0GAYgASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldEID4EEFEjsKBmxhYmVscxgHIAMoCzImLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb24uTGFiZWxzRW50cnlCA+BBBRIuCgVzdGF0ZRgIIAEoDjIaLmFnZW50bWFjaGluZS52MS5UYXNrU3RhdGVCA+BBAxIUCgdhdHRlbXB0GAkgASgNQgPgQQMSMAoIYXJ0aWZhY3QYCiABKAsyGS5hZ2VudG1hY2hpbmUudjEuQXJ0aWZhY3RCA+BBAxIzCgpzdG9wX2NhdXNlGAsgASgLMhouYWdlbnRtYWNoaW5lLnYxLlN0b3BDYXVzZUID4EEDEhcKCmRlbGVnYXRpb24YDCABKAlCA+BBAxI+ChBwb2xpY3lfZGVjaXNpb25zGA0gAygLMh8uYWdlbnRtYWNoaW5lLnYxLlBvbGljeURlY2lzaW9uQgPgQQMSKwoFdXNhZ2UYDiABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0QgPgQQMSNAoLY3JlYXRlX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgPgQQMSMwoKc3RhcnRfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCA+BBAxIxCghlbmRfdGltZRgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCA+BBAxIaCg1sYXN0X3NlcXVlbmNlGBIgASgEQgPgQQMSEwoGcnVubmVyGBMgASgJQgPgQQMSEwoGd29ya2VyGBQgASgJQgPgQQMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ATo96kE6CiBhZ2VudG1hY2hpbmUuc3Jjb3MuZGV2L09wZXJhdGlvbhIWb3BlcmF0aW9ucy97b3BlcmF0aW9ufSKrBAoNT3BlcmF0aW9uU3BlYxI8Cg5wcm9maWxlX2NyZWF0ZRgBIAEoCzIiLmFnZW50bWFjaGluZS52MS5Qcm9maWxlQ3JlYXRlU3BlY0gAEj4KD2V4ZWN1dGlvbl9zdGFydBgCIAEoCzIjLmFnZW50bWFjaGluZS52MS5FeGVjdXRpb25TdGFydFNwZWNIABJAChBleGVjdXRpb25fY2FuY2VsGAMgASgLMiQuYWdlbnRtYWNoaW5lLnYxLkV4ZWN1dGlvbkNhbmNlbFNwZWNIABI/ChB0b29sX2dyYW50X2FwcGx5GAQgASgLMiMuYWdlbnRtYWNoaW5lLnYxLlRvb2xHcmFudEFwcGx5U3BlY0gAEkEKEXRvb2xfZ3JhbnRfcmV2b2tlGAUgASgLMiQuYWdlbnRtYWNoaW5lLnYxLlRvb2xHcmFudFJldm9rZVNwZWNIABI6Cg1jb250YWluZXJfcnVuGAYgASgLMiEuYWdlbnRtYWNoaW5lLnYxLkNvbnRhaW5lclJ1blNwZWNIABJFChNtb2RlbF9wcm92aWRlcl9iaW5kGAcgASgLMiYuYWdlbnRtYWNoaW5lLnYxLk1vZGVsUHJvdmlkZXJCaW5kU3BlY0gAEkQKEmRpYWdub3N0aWNzX2V4cG9ydBgIIAEoCzImLmFnZW50bWFjaGluZS52MS5EaWFnbm9zdGljc0V4cG9ydFNwZWNIAEINCgRraW5kEgW6SAIIASLSAQoRUHJvZmlsZUNyZWF0ZVNwZWMSNAoKcHJvZmlsZV9pZBgBIAEoCUIgukgdchsyGV5bYS16MC05XVthLXowLTktXXswLDYyfSQSPgoMcHJvZmlsZV90eXBlGAIgASgOMhwuYWdlbnRtYWNoaW5lLnYxLlByb2ZpbGVUeXBlQgq6SAeCAQQQASAAEh4KDGRpc3BsYXlfbmFtZRgDIAEoCUIIukgFcgMYyAESJwoGYnVkZ2V0GAQgASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldCKaBgoSRXhlY3V0aW9uU3RhcnRTcGVjEmcKBGFyZ3YYASADKAlCWbpIVpIBUwgBEIACIky6AUIKC25vX251bF9ieXRlEhttdXN0IG5vdCBjb250YWluIGEgTlVMIGJ5dGUaFiF0aGlzLmNvbnRhaW5zKCdceDAwJylyBRABGIAgEmgKEXdvcmtpbmdfZGlyZWN0b3J5GAIgASgJQk26SEq6AUIKC25vX251bF9ieXRlEhttdXN0IG5vdCBjb250YWluIGEgTlVMIGJ5dGUaFiF0aGlzLmNvbnRhaW5zKCdceDAwJylyAxiACBLVAQoDZW52GAMgAygLMiwuYWdlbnRtYWNoaW5lLnYxLkV4ZWN1dGlvblN0YXJ0U3BlYy5FbnZFbnRyeUKZAbpIlQGaAZEBEIABIkW6AUIKC25vX251bF9ieXRlEhttdXN0IG5vdCBjb250YWluIGEgTlVMIGJ5dGUaFiF0aGlzLmNvbnRhaW5zKCdceDAwJykqRboBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKRIyCgxyZXRyeV9wb2xpY3kYBCABKAsyHC5hZ2VudG1hY2hpbmUudjEuUmV0cnlQb2xpY3kSfwoPd29ya2VyX3NlbGVjdG9yGAUgAygLMjcuYWdlbnRtYWNoaW5lLnYxLkV4ZWN1dGlvblN0YXJ0U3BlYy5Xb3JrZXJTZWxlY3RvckVudHJ5Qi26SCqaAScQICIcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjJ9JCoFcgMYgAISDwoHbmV0d29yaxgGIAEoCBIwCgZtb3VudHMYByADKAsyFi5hZ2VudG1hY2hpbmUudjEuTW91bnRCCLpIBZIBAhAQGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaNQoTV29ya2VyU2VsZWN0b3JFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqcCCgVNb3VudBKIAQoJaG9zdF9wYXRoGAEgASgJQnW6SHK6AWgKD25vX2NvbW1hX29yX251bBImbXVzdCBub3QgY29udGFpbiBhIGNvbW1hIG9yIGEgTlVMIGJ5dGUaLSF0aGlzLmNvbnRhaW5zKCcsJykgJiYgIXRoaXMuY29udGFpbnMoJ1x4MDAnKXIFEAEYgCASfwoEcGF0aBgCIAEoCUJxukhuugFUCgtub3JtYWxfcGF0aBIlbXVzdCBub3QgY29udGFpbiBgLmAgb3IgYC4uYCBzZWdtZW50cxoeIXRoaXMubWF0Y2hlcygnL1xcLlxcLj8oL3wkKScpchUYgCAyEF4oL1teLyxceDAwXSspKyQSEgoKcmVhZF93cml0ZRgDIAEoCCJoChNFeGVjdXRpb25DYW5jZWxTcGVjEjcKBnRhcmdldBgBIAEoCUInukgkciIyIF5vcGVyYXRpb25zL1tBLVphLXowLTlfLV17MSw2NH0kEhgKBnJlYXNvbhgCIAEoCUIIukgFcgMY6AciLgoSVG9vbEdyYW50QXBwbHlTcGVjEhgKBHRvb2wYASABKAlCCrpIB3IFEAEYyAEiZwoTVG9vbEdyYW50UmV2b2tlU3BlYxI2CgVncmFudBgBIAEoCUInukgkciIyIF5vcGVyYXRpb25zL1tBLVphLXowLTlfLV17MSw2NH0kEhgKBnJlYXNvbhgCIAEoCUIIukgFcgMY6Aci+wMKEENvbnRhaW5lclJ1blNwZWMSQgoFaW1hZ2UYASABKAlCM7pIMHIuMixeW2EtejAtOV1bYS16MC05Ll8vOi1dKkBzaGEyNTY6W2EtZjAtOV17NjR9JBJeCgRhcmd2GAIgAygJQlC6SE2SAUoQgAIiRboBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKRLTAQoDZW52GAMgAygLMiouYWdlbnRtYWNoaW5lLnYxLkNvbnRhaW5lclJ1blNwZWMuRW52RW50cnlCmQG6SJUBmgGRARCAASJFugFCCgtub19udWxfYnl0ZRIbbXVzdCBub3QgY29udGFpbiBhIE5VTCBieXRlGhYhdGhpcy5jb250YWlucygnXHgwMCcpKkW6AUIKC25vX251bF9ieXRlEhttdXN0IG5vdCBjb250YWluIGEgTlVMIGJ5dGUaFiF0aGlzLmNvbnRhaW5zKCdceDAwJykSDwoHbmV0d29yaxgEIAEoCBIwCgZtb3VudHMYBSADKAsyFi5hZ2VudG1hY2hpbmUudjEuTW91bnRCCLpIBZIBAhAQGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiUQoVTW9kZWxQcm92aWRlckJpbmRTcGVjEhwKCHByb3ZpZGVyGAEgASgJQgq6SAdyBRABGMgBEhoKCGVuZHBvaW50GAIgASgJQgi6SAVyAxiAECI8ChVEaWFnbm9zdGljc0V4cG9ydFNwZWMSIwoRcmVjZW50X29wZXJhdGlvbnMYASABKA1CCLpIBSoDGJBOIpABCgtSZXRyeVBvbGljeRIdCgxtYXhfYXR0ZW1wdHMYASABKA1CB7pIBCoCGBQSMgoPaW5pdGlhbF9iYWNrb2ZmGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC21heF9iYWNrb2ZmGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uImEKCVN0b3BDYXVzZRIOCgZyZWFzb24YASABKAkSDwoHbWVzc2FnZRgCIAEoCRIzCglkaW1lbnNpb24YAyABKA4yIC5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0RGltZW5zaW9uImQKDlBvbGljeURlY2lzaW9uEgwKBGdhdGUYASABKAkSDAoEcnVsZRgCIAEoCRIVCg1idW5kbGVfZGlnZXN0GAMgASgJEg8KB2FsbG93ZWQYBCABKAgSDgoGcmVhc29uGAUgASgJYgZwcm90bzM", [file_agentmachine_v1_artifact, file_agentmachine_v1_budget, file_agentmachine_v1_types, file_buf_validate_validate, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Ch9hZ2VudG1hY2hpbmUvdjEvb3BlcmF0aW9uLnByb3RvEg9hZ2VudG1hY2hpbmUudjEirQcKCU9wZXJhdGlvbhIRCgRuYW1lGAEgASgJQgPgQQMSFwoKcmVxdWVzdF9pZBgCIAEoCUID4EEFEjEKBHR5cGUYAyABKA4yHi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uVHlwZUID4EEDEhQKB3Byb2ZpbGUYBCABKAlCA+BBBRIxCgRzcGVjGAUgASgLMh4uYWdlbnRtYWNoaW5lLnYxLk9wZXJhdGlvblNwZWNCA+BBBRI2ChByZXF1ZXN0ZWRfYnVkZ2V0GAYgASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldEID4EEFEjsKBmxhYmVscxgHIAMoCzImLmFnZW50bWFjaGluZS52MS5PcGVyYXRpb24uTGFiZWxzRW50cnlCA+BBBRIuCgVzdGF0ZRgIIAEoDjIaLmFnZW50bWFjaGluZS52MS5UYXNrU3RhdGVCA+BBAxIUCgdhdHRlbXB0GAkgASgNQgPgQQMSMAoIYXJ0aWZhY3QYCiABKAsyGS5hZ2VudG1hY2hpbmUudjEuQXJ0aWZhY3RCA+BBAxIzCgpzdG9wX2NhdXNlGAsgASgLMhouYWdlbnRtYWNoaW5lLnYxLlN0b3BDYXVzZUID4EEDEhcKCmRlbGVnYXRpb24YDCABKAlCA+BBAxI+ChBwb2xpY3lfZGVjaXNpb25zGA0gAygLMh8uYWdlbnRtYWNoaW5lLnYxLlBvbGljeURlY2lzaW9uQgPgQQMSKwoFdXNhZ2UYDiABKAsyFy5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0QgPgQQMSNAoLY3JlYXRlX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgPgQQMSMwoKc3RhcnRfdGltZRgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCA+BBAxIxCghlbmRfdGltZRgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCA+BBAxIaCg1sYXN0X3NlcXVlbmNlGBIgASgEQgPgQQMSEwoGcnVubmVyGBMgASgJQgPgQQMSEwoGd29ya2VyGBQgASgJQgPgQQMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ATo96kE6CiBhZ2VudG1hY2hpbmUuc3Jjb3MuZGV2L09wZXJhdGlvbhIWb3BlcmF0aW9ucy97b3BlcmF0aW9ufSKrBAoNT3BlcmF0aW9uU3BlYxI8Cg5wcm9maWxlX2NyZWF0ZRgBIAEoCzIiLmFnZW50bWFjaGluZS52MS5Qcm9maWxlQ3JlYXRlU3BlY0gAEj4KD2V4ZWN1dGlvbl9zdGFydBgCIAEoCzIjLmFnZW50bWFjaGluZS52MS5FeGVjdXRpb25TdGFydFNwZWNIABJAChBleGVjdXRpb25fY2FuY2VsGAMgASgLMiQuYWdlbnRtYWNoaW5lLnYxLkV4ZWN1dGlvbkNhbmNlbFNwZWNIABI/ChB0b29sX2dyYW50X2FwcGx5GAQgASgLMiMuYWdlbnRtYWNoaW5lLnYxLlRvb2xHcmFudEFwcGx5U3BlY0gAEkEKEXRvb2xfZ3JhbnRfcmV2b2tlGAUgASgLMiQuYWdlbnRtYWNoaW5lLnYxLlRvb2xHcmFudFJldm9rZVNwZWNIABI6Cg1jb250YWluZXJfcnVuGAYgASgLMiEuYWdlbnRtYWNoaW5lLnYxLkNvbnRhaW5lclJ1blNwZWNIABJFChNtb2RlbF9wcm92aWRlcl9iaW5kGAcgASgLMiYuYWdlbnRtYWNoaW5lLnYxLk1vZGVsUHJvdmlkZXJCaW5kU3BlY0gAEkQKEmRpYWdub3N0aWNzX2V4cG9ydBgIIAEoCzImLmFnZW50bWFjaGluZS52MS5EaWFnbm9zdGljc0V4cG9ydFNwZWNIAEINCgRraW5kEgW6SAIIASLSAQoRUHJvZmlsZUNyZWF0ZVNwZWMSNAoKcHJvZmlsZV9pZBgBIAEoCUIgukgdchsyGV5bYS16MC05XVthLXowLTktXXswLDYyfSQSPgoMcHJvZmlsZV90eXBlGAIgASgOMhwuYWdlbnRtYWNoaW5lLnYxLlByb2ZpbGVUeXBlQgq6SAeCAQQQASAAEh4KDGRpc3BsYXlfbmFtZRgDIAEoCUIIukgFcgMYyAESJwoGYnVkZ2V0GAQgASgLMhcuYWdlbnRtYWNoaW5lLnYxLkJ1ZGdldCKaBgoSRXhlY3V0aW9uU3RhcnRTcGVjEmcKBGFyZ3YYASADKAlCWbpIVpIBUwgBEIACIky6AUIKC25vX251bF9ieXRlEhttdXN0IG5vdCBjb250YWluIGEgTlVMIGJ5dGUaFiF0aGlzLmNvbnRhaW5zKCdceDAwJylyBRABGIAgEmgKEXdvcmtpbmdfZGlyZWN0b3J5GAIgASgJQk26SEq6AUIKC25vX251bF9ieXRlEhttdXN0IG5vdCBjb250YWluIGEgTlVMIGJ5dGUaFiF0aGlzLmNvbnRhaW5zKCdceDAwJylyAxiACBLVAQoDZW52GAMgAygLMiwuYWdlbnRtYWNoaW5lLnYxLkV4ZWN1dGlvblN0YXJ0U3BlYy5FbnZFbnRyeUKZAbpIlQGaAZEBEIABIkW6AUIKC25vX251bF9ieXRlEhttdXN0IG5vdCBjb250YWluIGEgTlVMIGJ5dGUaFiF0aGlzLmNvbnRhaW5zKCdceDAwJykqRboBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKRIyCgxyZXRyeV9wb2xpY3kYBCABKAsyHC5hZ2VudG1hY2hpbmUudjEuUmV0cnlQb2xpY3kSfwoPd29ya2VyX3NlbGVjdG9yGAUgAygLMjcuYWdlbnRtYWNoaW5lLnYxLkV4ZWN1dGlvblN0YXJ0U3BlYy5Xb3JrZXJTZWxlY3RvckVudHJ5Qi26SCqaAScQICIcchoyGF5bYS16XVthLXowLTlfLi1dezAsNjJ9JCoFcgMYgAISDwoHbmV0d29yaxgGIAEoCBIwCgZtb3VudHMYByADKAsyFi5hZ2VudG1hY2hpbmUudjEuTW91bnRCCLpIBZIBAhAQGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaNQoTV29ya2VyU2VsZWN0b3JFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqcCCgVNb3VudBKIAQoJaG9zdF9wYXRoGAEgASgJQnW6SHK6AWgKD25vX2NvbW1hX29yX251bBImbXVzdCBub3QgY29udGFpbiBhIGNvbW1hIG9yIGEgTlVMIGJ5dGUaLSF0aGlzLmNvbnRhaW5zKCcsJykgJiYgIXRoaXMuY29udGFpbnMoJ1x4MDAnKXIFEAEYgCASfwoEcGF0aBgCIAEoCUJxukhuugFUCgtub3JtYWxfcGF0aBIlbXVzdCBub3QgY29udGFpbiBgLmAgb3IgYC4uYCBzZWdtZW50cxoeIXRoaXMubWF0Y2hlcygnL1xcLlxcLj8oL3wkKScpchUYgCAyEF4oL1teLyxceDAwXSspKyQSEgoKcmVhZF93cml0ZRgDIAEoCCJoChNFeGVjdXRpb25DYW5jZWxTcGVjEjcKBnRhcmdldBgBIAEoCUInukgkciIyIF5vcGVyYXRpb25zL1tBLVphLXowLTlfLV17MSw2NH0kEhgKBnJlYXNvbhgCIAEoCUIIukgFcgMY6AciLgoSVG9vbEdyYW50QXBwbHlTcGVjEhgKBHRvb2wYASABKAlCCrpIB3IFEAEYyAEiZwoTVG9vbEdyYW50UmV2b2tlU3BlYxI2CgVncmFudBgBIAEoCUInukgkciIyIF5vcGVyYXRpb25zL1tBLVphLXowLTlfLV17MSw2NH0kEhgKBnJlYXNvbhgCIAEoCUIIukgFcgMY6Aci+wMKEENvbnRhaW5lclJ1blNwZWMSQgoFaW1hZ2UYASABKAlCM7pIMHIuMixeW2EtejAtOV1bYS16MC05Ll8vOi1dKkBzaGEyNTY6W2EtZjAtOV17NjR9JBJeCgRhcmd2GAIgAygJQlC6SE2SAUoQgAIiRboBQgoLbm9fbnVsX2J5dGUSG211c3Qgbm90IGNvbnRhaW4gYSBOVUwgYnl0ZRoWIXRoaXMuY29udGFpbnMoJ1x4MDAnKRLTAQoDZW52GAMgAygLMiouYWdlbnRtYWNoaW5lLnYxLkNvbnRhaW5lclJ1blNwZWMuRW52RW50cnlCmQG6SJUBmgGRARCAASJFugFCCgtub19udWxfYnl0ZRIbbXVzdCBub3QgY29udGFpbiBhIE5VTCBieXRlGhYhdGhpcy5jb250YWlucygnXHgwMCcpKkW6AUIKC25vX251bF9ieXRlEhttdXN0IG5vdCBjb250YWluIGEgTlVMIGJ5dGUaFiF0aGlzLmNvbnRhaW5zKCdceDAwJykSDwoHbmV0d29yaxgEIAEoCBIwCgZtb3VudHMYBSADKAsyFi5hZ2VudG1hY2hpbmUudjEuTW91bnRCCLpIBZIBAhAQGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiUQoVTW9kZWxQcm92aWRlckJpbmRTcGVjEhwKCHByb3ZpZGVyGAEgASgJQgq6SAdyBRABGMgBEhoKCGVuZHBvaW50GAIgASgJQgi6SAVyAxiAECI8ChVEaWFnbm9zdGljc0V4cG9ydFNwZWMSIwoRcmVjZW50X29wZXJhdGlvbnMYASABKA1CCLpIBSoDGJBOIpABCgtSZXRyeVBvbGljeRIdCgxtYXhfYXR0ZW1wdHMYASABKA1CB7pIBCoCGBQSMgoPaW5pdGlhbF9iYWNrb2ZmGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC21heF9iYWNrb2ZmGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoQBCglTdG9wQ2F1c2USKwoGcmVhc29uGAQgASgOMhsuYWdlbnRtYWNoaW5lLnYxLlN0b3BSZWFzb24SDwoHbWVzc2FnZRgCIAEoCRIzCglkaW1lbnNpb24YAyABKA4yIC5hZ2VudG1hY2hpbmUudjEuQnVkZ2V0RGltZW5zaW9uSgQIARACIocBCg5Qb2xpY3lEZWNpc2lvbhIpCgRnYXRlGAYgASgOMhsuYWdlbnRtYWNoaW5lLnYxLlBvbGljeUdhdGUSDAoEcnVsZRgCIAEoCRIVCg1idW5kbGVfZGlnZXN0GAMgASgJEg8KB2FsbG93ZWQYBCABKAgSDgoGcmVhc29uGAUgASgJSgQIARACKokFCgpTdG9wUmVhc29uEhsKF1NUT1BfUkVBU09OX1VOU1BFQ0lGSUVEEAASGQoVU1RPUF9SRUFTT05fQ0FOQ0VMTEVEEAESGQoVU1RPUF9SRUFTT05fRVhJVF9DT0RFEAISIAocU1RPUF9SRUFTT05fQlVER0VUX0VYSEFVU1RFRBADEh4KGlNUT1BfUkVBU09OX1NFUlZFUl9SRVNUQVJUEAQSGwoXU1RPUF9SRUFTT05fV09SS0VSX0xPU1QQBRIgChxTVE9QX1JFQVNPTl9SRURBQ1RJT05fRkFJTEVEEAYSGwoXU1RPUF9SRUFTT05fUlVOTkVSX0xPU1QQBxImCiJTVE9QX1JFQVNPTl9DUkVERU5USUFMX1VOQVZBSUxBQkxFEAgSHgoaU1RPUF9SRUFTT05fRVhFQ1VUT1JfRVJST1IQCRIcChhTVE9QX1JFQVNPTl9TUEFXTl9GQUlMRUQQChIeChpTVE9QX1JFQVNPTl9TQU5EQk9YX0ZBSUxFRBALEiUKIVNUT1BfUkVBU09OX1dPUktTUEFDRV9VTkFWQUlMQUJMRRAMEhwKGFNUT1BfUkVBU09OX1dPUktFUl9FUlJPUhANEh8KG1NUT1BfUkVBU09OX1dPUktFUl9TVE9QUElORxAOEhoKFlNUT1BfUkVBU09OX0xFQVNFX0xPU1QQDxIfChtTVE9QX1JFQVNPTl9HUkFOVF9OT1RfRk9VTkQQEBIfChtTVE9QX1JFQVNPTl9BTFJFQURZX1JFVk9LRUQQERIiCh5TVE9QX1JFQVNPTl9ERUxFR0FUSU9OX1JFVk9LRUQQEhIcChhTVE9QX1JFQVNPTl9NT1VOVF9GQUlMRUQQE2IGcHJvdG8z", [file_agentmachine_v1_artifact, file_agentmachine_v1_budget, file_agentmachine_v1_types, file_buf_validate_validate, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * An operation: one command submitted to the plane, the task that carries it out, and the
@@ -646,12 +646,11 @@ export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
  */
 export type StopCause = Message<"agentmachine.v1.StopCause"> & {
   /**
-   * A stable machine-readable reason, for example `exit_code`, `cancelled`,
-   * `budget_exhausted`, `server_restart`, `worker_lost`, `redaction_failed`.
+   * Why the task, or the attempt, stopped.
    *
-   * @generated from field: string reason = 1;
+   * @generated from field: agentmachine.v1.StopReason reason = 4;
    */
-  reason: string;
+  reason: StopReason;
 
   /**
    * A human-readable explanation; never holds a secret.
@@ -661,7 +660,7 @@ export type StopCause = Message<"agentmachine.v1.StopCause"> & {
   message: string;
 
   /**
-   * For `budget_exhausted`: the dimension that ran out.
+   * For `STOP_REASON_BUDGET_EXHAUSTED`: the dimension that ran out.
    *
    * @generated from field: agentmachine.v1.BudgetDimension dimension = 3;
    */
@@ -682,12 +681,11 @@ export const StopCauseSchema: GenMessage<StopCause> = /*@__PURE__*/
  */
 export type PolicyDecision = Message<"agentmachine.v1.PolicyDecision"> & {
   /**
-   * The gate: `toolGrant`, `modelProviderUse`, `networkProfile`, `containerExecution` or
-   * `artifactAccess`.
+   * The gate.
    *
-   * @generated from field: string gate = 1;
+   * @generated from field: agentmachine.v1.PolicyGate gate = 6;
    */
-  gate: string;
+  gate: PolicyGate;
 
   /**
    * The id of the rule that decided.
@@ -724,4 +722,164 @@ export type PolicyDecision = Message<"agentmachine.v1.PolicyDecision"> & {
  */
 export const PolicyDecisionSchema: GenMessage<PolicyDecision> = /*@__PURE__*/
   messageDesc(file_agentmachine_v1_operation, 13);
+
+/**
+ * Why a task or an attempt stopped. A reason marked "retried" fails an attempt that is retried
+ * when the task has attempts left; the others end the task.
+ *
+ * @generated from enum agentmachine.v1.StopReason
+ */
+export enum StopReason {
+  /**
+   * Not set; never the reason of a stopped task.
+   *
+   * @generated from enum value: STOP_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Cancelled: by CancelOperation (the cause's message is the reason given), or because the
+   * task ended on another server.
+   *
+   * @generated from enum value: STOP_REASON_CANCELLED = 1;
+   */
+  CANCELLED = 1,
+
+  /**
+   * The execution's process or container exited with a code other than 0.
+   *
+   * @generated from enum value: STOP_REASON_EXIT_CODE = 2;
+   */
+  EXIT_CODE = 2,
+
+  /**
+   * A budget dimension ran out (`dimension` says which); the execution was stopped.
+   *
+   * @generated from enum value: STOP_REASON_BUDGET_EXHAUSTED = 3;
+   */
+  BUDGET_EXHAUSTED = 3,
+
+  /**
+   * Retried: the server stopped, or restarted, while the attempt was running.
+   *
+   * @generated from enum value: STOP_REASON_SERVER_RESTART = 4;
+   */
+  SERVER_RESTART = 4,
+
+  /**
+   * Retried: the remote worker holding the attempt's lease stopped renewing it.
+   *
+   * @generated from enum value: STOP_REASON_WORKER_LOST = 5;
+   */
+  WORKER_LOST = 5,
+
+  /**
+   * A diagnostics bundle still held something that looked like a secret after redaction;
+   * nothing was written.
+   *
+   * @generated from enum value: STOP_REASON_REDACTION_FAILED = 6;
+   */
+  REDACTION_FAILED = 6,
+
+  /**
+   * Retried: the server replica running the attempt stopped sending heartbeats, and another
+   * took the task over.
+   *
+   * @generated from enum value: STOP_REASON_RUNNER_LOST = 7;
+   */
+  RUNNER_LOST = 7,
+
+  /**
+   * No execution credential could be issued under the operation's delegation (revoked or
+   * expired since admission).
+   *
+   * @generated from enum value: STOP_REASON_CREDENTIAL_UNAVAILABLE = 8;
+   */
+  CREDENTIAL_UNAVAILABLE = 8,
+
+  /**
+   * The executor failed unexpectedly; the server log has the error under the operation's name.
+   *
+   * @generated from enum value: STOP_REASON_EXECUTOR_ERROR = 9;
+   */
+  EXECUTOR_ERROR = 9,
+
+  /**
+   * The program or container runtime could not be started (for example, not found).
+   *
+   * @generated from enum value: STOP_REASON_SPAWN_FAILED = 10;
+   */
+  SPAWN_FAILED = 10,
+
+  /**
+   * The execution's sandbox could not be set up.
+   *
+   * @generated from enum value: STOP_REASON_SANDBOX_FAILED = 11;
+   */
+  SANDBOX_FAILED = 11,
+
+  /**
+   * The execution's working directory could not be created.
+   *
+   * @generated from enum value: STOP_REASON_WORKSPACE_UNAVAILABLE = 12;
+   */
+  WORKSPACE_UNAVAILABLE = 12,
+
+  /**
+   * A remote worker reported a failure without saying why.
+   *
+   * @generated from enum value: STOP_REASON_WORKER_ERROR = 13;
+   */
+  WORKER_ERROR = 13,
+
+  /**
+   * Retried: the remote worker running the attempt is stopping.
+   *
+   * @generated from enum value: STOP_REASON_WORKER_STOPPING = 14;
+   */
+  WORKER_STOPPING = 14,
+
+  /**
+   * The remote worker lost the attempt's lease (the server gave the task to another attempt).
+   *
+   * @generated from enum value: STOP_REASON_LEASE_LOST = 15;
+   */
+  LEASE_LOST = 15,
+
+  /**
+   * A tool grant revoke named a grant that is not applied.
+   *
+   * @generated from enum value: STOP_REASON_GRANT_NOT_FOUND = 16;
+   */
+  GRANT_NOT_FOUND = 16,
+
+  /**
+   * A tool grant revoke named a grant that was already revoked.
+   *
+   * @generated from enum value: STOP_REASON_ALREADY_REVOKED = 17;
+   */
+  ALREADY_REVOKED = 17,
+
+  /**
+   * The delegation that admitted the operation was revoked while it ran.
+   *
+   * @generated from enum value: STOP_REASON_DELEGATION_REVOKED = 18;
+   */
+  DELEGATION_REVOKED = 18,
+
+  /**
+   * A mount's host path could not be opened when the attempt started, was no longer the path
+   * admission judged (a link swapped in since), or this server cannot mount (no bubblewrap
+   * 0.8.0, or `--unsafe-no-sandbox`).
+   *
+   * @generated from enum value: STOP_REASON_MOUNT_FAILED = 19;
+   */
+  MOUNT_FAILED = 19,
+}
+
+/**
+ * Describes the enum agentmachine.v1.StopReason.
+ */
+export const StopReasonSchema: GenEnum<StopReason> = /*@__PURE__*/
+  enumDesc(file_agentmachine_v1_operation, 0);
 

@@ -4,8 +4,6 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ErrorInfo } from "./errors_pb.js";
-import { file_agentmachine_v1_errors } from "./errors_pb.js";
 import type { PolicyDecision } from "./operation_pb.js";
 import { file_agentmachine_v1_operation } from "./operation_pb.js";
 import type { SubmitOperationRequest } from "./operation_service_pb.js";
@@ -18,13 +16,15 @@ import type { ProfileType } from "./types_pb.js";
 import { file_agentmachine_v1_types } from "./types_pb.js";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
+import type { Status } from "../../google/rpc/status_pb.js";
+import { file_google_rpc_status } from "../../google/rpc/status_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file agentmachine/v1/policy_service.proto.
  */
 export const file_agentmachine_v1_policy_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRhZ2VudG1hY2hpbmUvdjEvcG9saWN5X3NlcnZpY2UucHJvdG8SD2FnZW50bWFjaGluZS52MSKVAQoVRXZhbHVhdGVQb2xpY3lSZXF1ZXN0EjwKCW9wZXJhdGlvbhgBIAEoCzInLmFnZW50bWFjaGluZS52MS5TdWJtaXRPcGVyYXRpb25SZXF1ZXN0SAASLAoEY2FsbBgCIAEoCzIcLmFnZW50bWFjaGluZS52MS5Qcm9maWxlQ2FsbEgAQhAKB3N1YmplY3QSBbpIAggBIn0KC1Byb2ZpbGVDYWxsEjoKB3Byb2ZpbGUYASABKAlCKbpIJnIkMiJecHJvZmlsZXMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEjIKBGNhbGwYAiABKAsyHC5hZ2VudG1hY2hpbmUudjEuUnVudGltZUNhbGxCBrpIA8gBASK2AQoWRXZhbHVhdGVQb2xpY3lSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEjIKCWRlY2lzaW9ucxgCIAMoCzIfLmFnZW50bWFjaGluZS52MS5Qb2xpY3lEZWNpc2lvbhIqCgZkZW5pYWwYAyABKAsyGi5hZ2VudG1hY2hpbmUudjEuRXJyb3JJbmZvEhMKC2RlbmlhbF9jb2RlGAQgASgJEhYKDmRlbmlhbF9tZXNzYWdlGAUgASgJIlcKGExpc3RQb2xpY3lCdW5kbGVzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAQiZAoZTGlzdFBvbGljeUJ1bmRsZXNSZXNwb25zZRIuCgdidW5kbGVzGAEgAygLMh0uYWdlbnRtYWNoaW5lLnYxLlBvbGljeUJ1bmRsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkitQEKGEFwcGx5UG9saWN5QnVuZGxlUmVxdWVzdBJBCgxwcm9maWxlX3R5cGUYASABKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCDeBBArpIB4IBBBABIAASHgoGc291cmNlGAIgASgJQg7gQQK6SAhyBhABGICAEBI2CgpyZXF1ZXN0X2lkGAMgASgJQiK6SB9yHTIbXihbQS1aYS16MC05Ll86LV17MSwxMjh9KT8kIlsKGUFwcGx5UG9saWN5QnVuZGxlUmVzcG9uc2USLQoGYnVuZGxlGAEgASgLMh0uYWdlbnRtYWNoaW5lLnYxLlBvbGljeUJ1bmRsZRIPCgdjcmVhdGVkGAIgASgIMtQCCg1Qb2xpY3lTZXJ2aWNlEmYKDkV2YWx1YXRlUG9saWN5EiYuYWdlbnRtYWNoaW5lLnYxLkV2YWx1YXRlUG9saWN5UmVxdWVzdBonLmFnZW50bWFjaGluZS52MS5FdmFsdWF0ZVBvbGljeVJlc3BvbnNlIgOQAgESbwoRTGlzdFBvbGljeUJ1bmRsZXMSKS5hZ2VudG1hY2hpbmUudjEuTGlzdFBvbGljeUJ1bmRsZXNSZXF1ZXN0GiouYWdlbnRtYWNoaW5lLnYxLkxpc3RQb2xpY3lCdW5kbGVzUmVzcG9uc2UiA5ACARJqChFBcHBseVBvbGljeUJ1bmRsZRIpLmFnZW50bWFjaGluZS52MS5BcHBseVBvbGljeUJ1bmRsZVJlcXVlc3QaKi5hZ2VudG1hY2hpbmUudjEuQXBwbHlQb2xpY3lCdW5kbGVSZXNwb25zZWIGcHJvdG8z", [file_agentmachine_v1_errors, file_agentmachine_v1_operation, file_agentmachine_v1_operation_service, file_agentmachine_v1_policy, file_agentmachine_v1_runtime, file_agentmachine_v1_types, file_buf_validate_validate, file_google_api_field_behavior]);
+  fileDesc("CiRhZ2VudG1hY2hpbmUvdjEvcG9saWN5X3NlcnZpY2UucHJvdG8SD2FnZW50bWFjaGluZS52MSKVAQoVRXZhbHVhdGVQb2xpY3lSZXF1ZXN0EjwKCW9wZXJhdGlvbhgBIAEoCzInLmFnZW50bWFjaGluZS52MS5TdWJtaXRPcGVyYXRpb25SZXF1ZXN0SAASLAoEY2FsbBgCIAEoCzIcLmFnZW50bWFjaGluZS52MS5Qcm9maWxlQ2FsbEgAQhAKB3N1YmplY3QSBbpIAggBIn0KC1Byb2ZpbGVDYWxsEjoKB3Byb2ZpbGUYASABKAlCKbpIJnIkMiJecHJvZmlsZXMvW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEjIKBGNhbGwYAiABKAsyHC5hZ2VudG1hY2hpbmUudjEuUnVudGltZUNhbGxCBrpIA8gBASKwAQoWRXZhbHVhdGVQb2xpY3lSZXNwb25zZRIPCgdhbGxvd2VkGAEgASgIEjIKCWRlY2lzaW9ucxgCIAMoCzIfLmFnZW50bWFjaGluZS52MS5Qb2xpY3lEZWNpc2lvbhIiCgZkZW5pYWwYBiABKAsyEi5nb29nbGUucnBjLlN0YXR1c0oECAMQBEoECAQQBUoECAUQBlILZGVuaWFsX2NvZGVSDmRlbmlhbF9tZXNzYWdlIlcKGExpc3RQb2xpY3lCdW5kbGVzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGOgHKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAQiZAoZTGlzdFBvbGljeUJ1bmRsZXNSZXNwb25zZRIuCgdidW5kbGVzGAEgAygLMh0uYWdlbnRtYWNoaW5lLnYxLlBvbGljeUJ1bmRsZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkitQEKGEFwcGx5UG9saWN5QnVuZGxlUmVxdWVzdBJBCgxwcm9maWxlX3R5cGUYASABKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCDeBBArpIB4IBBBABIAASHgoGc291cmNlGAIgASgJQg7gQQK6SAhyBhABGICAEBI2CgpyZXF1ZXN0X2lkGAMgASgJQiK6SB9yHTIbXihbQS1aYS16MC05Ll86LV17MSwxMjh9KT8kIlsKGUFwcGx5UG9saWN5QnVuZGxlUmVzcG9uc2USLQoGYnVuZGxlGAEgASgLMh0uYWdlbnRtYWNoaW5lLnYxLlBvbGljeUJ1bmRsZRIPCgdjcmVhdGVkGAIgASgIMtQCCg1Qb2xpY3lTZXJ2aWNlEmYKDkV2YWx1YXRlUG9saWN5EiYuYWdlbnRtYWNoaW5lLnYxLkV2YWx1YXRlUG9saWN5UmVxdWVzdBonLmFnZW50bWFjaGluZS52MS5FdmFsdWF0ZVBvbGljeVJlc3BvbnNlIgOQAgESbwoRTGlzdFBvbGljeUJ1bmRsZXMSKS5hZ2VudG1hY2hpbmUudjEuTGlzdFBvbGljeUJ1bmRsZXNSZXF1ZXN0GiouYWdlbnRtYWNoaW5lLnYxLkxpc3RQb2xpY3lCdW5kbGVzUmVzcG9uc2UiA5ACARJqChFBcHBseVBvbGljeUJ1bmRsZRIpLmFnZW50bWFjaGluZS52MS5BcHBseVBvbGljeUJ1bmRsZVJlcXVlc3QaKi5hZ2VudG1hY2hpbmUudjEuQXBwbHlQb2xpY3lCdW5kbGVSZXNwb25zZWIGcHJvdG8z", [file_agentmachine_v1_operation, file_agentmachine_v1_operation_service, file_agentmachine_v1_policy, file_agentmachine_v1_runtime, file_agentmachine_v1_types, file_buf_validate_validate, file_google_api_field_behavior, file_google_rpc_status]);
 
 /**
  * Request of PolicyService.EvaluatePolicy.
@@ -113,25 +113,13 @@ export type EvaluatePolicyResponse = Message<"agentmachine.v1.EvaluatePolicyResp
   decisions: PolicyDecision[];
 
   /**
-   * When not allowed: the error it would get (reason and metadata, as on the wire).
+   * When not allowed: the status the call would fail with, as on the wire: its code, message
+   * and details (google.rpc.ErrorInfo with the reason, and the PolicyDecision of the gate that
+   * denied, when one did).
    *
-   * @generated from field: agentmachine.v1.ErrorInfo denial = 3;
+   * @generated from field: google.rpc.Status denial = 6;
    */
-  denial?: ErrorInfo | undefined;
-
-  /**
-   * When not allowed: the gRPC status code name it would get, for example `PERMISSION_DENIED`.
-   *
-   * @generated from field: string denial_code = 4;
-   */
-  denialCode: string;
-
-  /**
-   * When not allowed: the error message it would get, in words.
-   *
-   * @generated from field: string denial_message = 5;
-   */
-  denialMessage: string;
+  denial?: Status | undefined;
 };
 
 /**
