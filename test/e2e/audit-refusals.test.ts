@@ -12,6 +12,7 @@ import { verifyLog } from "../../src/audit/verify.js";
 import type { AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
 import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
 import { OperationService } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
+import { Code as RpcCode } from "../../src/gen/google/rpc/code_pb.js";
 import type { ServerConfig } from "../../src/config/config.js";
 import { bearer, fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
 import { refusal } from "../helpers/runtime.js";
@@ -79,7 +80,7 @@ describe("unauthenticated refusals", () => {
     // At once: the first refusal, as a record of its own (the others are being summed).
     const during = anonymousRecords((await allRecords(server)).slice(before));
     expect(during.length).toBeLessThanOrEqual(2);
-    expect(during[0]).toMatchObject({ rpc: LIST_OPERATIONS, sourceAddress: "127.0.0.1", decision: { allowed: false, code: "unauthenticated" } });
+    expect(during[0]).toMatchObject({ rpc: LIST_OPERATIONS, sourceAddress: "127.0.0.1", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } });
 
     // Authenticated denials: one record each, at once.
     const noAudit = await mintRoot(await operatorOf(server.dataDir), { subject: "no-audit", scope: { ...fullScope, auditRead: false } });
@@ -87,7 +88,7 @@ describe("unauthenticated refusals", () => {
     for (let i = 0; i < 5; i += 1) expect((await refusal(denied.listAuditRecords({}))).code).toBe(Code.PermissionDenied);
     const deniedRecords = (await allRecords(server)).filter((r) => r.principal === "no-audit");
     expect(deniedRecords).toHaveLength(5);
-    for (const record of deniedRecords) expect(record).toMatchObject({ repeatCount: 0n, decision: { allowed: false, code: "permission_denied" } });
+    for (const record of deniedRecords) expect(record).toMatchObject({ repeatCount: 0n, decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED } });
 
     // The sum of the rest is written at shutdown, and a checkpoint covers it.
     server = await restart(server);
@@ -98,7 +99,7 @@ describe("unauthenticated refusals", () => {
     const summaries = refusals.filter((r) => r.repeatCount > 0n);
     expect(summaries.length).toBeGreaterThanOrEqual(1);
     for (const summary of summaries) {
-      expect(summary).toMatchObject({ principal: "anonymous", rpc: LIST_OPERATIONS, sourceAddress: "127.0.0.1", decision: { allowed: false, code: "unauthenticated" } });
+      expect(summary).toMatchObject({ principal: "anonymous", rpc: LIST_OPERATIONS, sourceAddress: "127.0.0.1", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } });
       expect(summary.lastTime!.seconds).toBeGreaterThanOrEqual(summary.time!.seconds);
     }
     const audit = auditClient(server);

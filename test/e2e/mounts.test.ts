@@ -16,15 +16,15 @@ import { BudgetSchema } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
 import { DelegationService } from "../../src/gen/agentmachine/v1/delegation_service_pb.js";
 import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
-import { PolicyDecisionSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { PolicyDecisionSchema, StopReason } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { OperationService, SubmitOperationRequestSchema } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
-import { OperationType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { OperationType, PolicyGate, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { defaultConfig } from "../../src/config/config.js";
 import { allAuditRecords } from "../helpers/audit-records.js";
 import { amctl } from "../helpers/cli.js";
 import { bearer, fullScope, mintRoot, operatorOf } from "../helpers/auth.js";
 import { createProfile, execution, requestId, waitForEnd } from "../helpers/operations.js";
-import { bundleSource, policyClient } from "../helpers/policy.js";
+import { bundleSource, denialOf, policyClient } from "../helpers/policy.js";
 import { repoRoot, startTestServer, TEST_POLICIES, tempDir, type TestServer } from "../helpers/server.js";
 
 const RUNTIME = join(repoRoot, "test/fixtures/fake-container-runtime.mjs");
@@ -190,7 +190,7 @@ describe("between admission and the attempt", () => {
     symlinkSync(secret, join(project, "swapped"));
     const ended = (await waitForEnd(oneAtATime, mounting!.name, 60_000)).operation;
     expect(ended.state).toBe(TaskState.FAILED);
-    expect(ended.stopCause?.reason).toBe("mount_failed");
+    expect(ended.stopCause?.reason).toBe(StopReason.MOUNT_FAILED);
     await waitForEnd(oneAtATime, sleeper!.name, 60_000);
   });
 });
@@ -213,7 +213,7 @@ describe("a workspace mount", () => {
     const operation = await runToEnd(scoped, sh(script, [{ hostPath: "out", path: "/out", readWrite: true }], { retryPolicy: { maxAttempts: 2, initialBackoff: { nanos: 100_000_000 } } }));
     expect(operation.attempt).toBe(2);
     expect(operation.state).toBe(TaskState.FAILED);
-    expect(operation.stopCause?.reason).toBe("mount_failed");
+    expect(operation.stopCause?.reason).toBe(StopReason.MOUNT_FAILED);
     expect(existsSync(pwned)).toBe(false);
   });
 });
@@ -221,22 +221,23 @@ describe("a workspace mount", () => {
 describe("the artifactAccess gate", () => {
   it("decides each mount with its path: an allowed one is recorded on the operation and in the audit log; a denied one refuses the submit, audited", async () => {
     const { operation } = await scoped.submitOperation(sh("true", [{ hostPath: project, path: "/project" }]));
-    expect(operation!.policyDecisions).toEqual([expect.objectContaining({ gate: "artifactAccess", rule: "test.allow-artifacts", allowed: true })]);
+    expect(operation!.policyDecisions).toEqual([expect.objectContaining({ gate: PolicyGate.ARTIFACT_ACCESS, rule: "test.allow-artifacts", allowed: true })]);
 
     const denial = await refusal(scoped.submitOperation(sh("true", [{ hostPath: join(project, "private"), path: "/private" }])));
     expect(denial.code).toBe(Code.PermissionDenied);
     expect(denial.findDetails(ErrorInfoSchema)[0]).toMatchObject({ reason: "POLICY_DENIED", metadata: { gate: "artifactAccess", rule: "test.no-private-mounts" } });
-    expect(denial.findDetails(PolicyDecisionSchema)).toMatchObject([{ gate: "artifactAccess", rule: "test.no-private-mounts", allowed: false }]);
+    expect(denial.findDetails(PolicyDecisionSchema)).toMatchObject([{ gate: PolicyGate.ARTIFACT_ACCESS, rule: "test.no-private-mounts", allowed: false }]);
 
     // A dry run (EvaluatePolicy) judges the mounts as admission does.
     const dryRun = await policyClient(server.url, scopedToken).evaluatePolicy({ subject: { case: "operation", value: sh("true", [{ hostPath: join(project, "private"), path: "/private" }]) } });
-    expect(dryRun).toMatchObject({ allowed: false, denialCode: "PERMISSION_DENIED" });
-    expect(dryRun.decisions).toEqual([expect.objectContaining({ gate: "artifactAccess", rule: "test.no-private-mounts", allowed: false })]);
+    expect(dryRun.allowed).toBe(false);
+    expect(denialOf(dryRun).code).toBe("PERMISSION_DENIED");
+    expect(dryRun.decisions).toEqual([expect.objectContaining({ gate: PolicyGate.ARTIFACT_ACCESS, rule: "test.no-private-mounts", allowed: false })]);
 
     const audit = createClient(AuditService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(server.token)] }));
     const records = await allAuditRecords(audit);
-    expect(records.find((record) => record.resource === operation!.name)?.decision).toMatchObject({ allowed: true, gate: "artifactAccess", rule: "test.allow-artifacts" });
-    expect(records.some((record) => record.decision?.allowed === false && record.decision.gate === "artifactAccess" && record.decision.rule === "test.no-private-mounts")).toBe(true);
+    expect(records.find((record) => record.resource === operation!.name)?.decision).toMatchObject({ allowed: true, gates: [PolicyGate.ARTIFACT_ACCESS], rule: "test.allow-artifacts" });
+    expect(records.some((record) => record.decision?.allowed === false && record.decision.gates.includes(PolicyGate.ARTIFACT_ACCESS) && record.decision.rule === "test.no-private-mounts")).toBe(true);
   });
 });
 

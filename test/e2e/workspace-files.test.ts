@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
 import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import type { Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
-import { OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { OperationType, PolicyGate, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { WorkspaceFileType, WorkspaceService, type WorkspaceFile } from "../../src/gen/agentmachine/v1/workspace_service_pb.js";
 import { DOWNLOAD_CHUNK_BYTES } from "../../src/services/chunked-download.js";
 import { workspaceOf } from "../../src/executors/workspace-files.js";
@@ -267,9 +267,9 @@ describe("the artifactAccess gate decides each download", () => {
     expect((await download(files, left.name, "notes.txt")).bytes.toString()).toBe("public\n");
     const audit = createClient(AuditService, createGrpcTransport({ baseUrl: server.url, interceptors: authInterceptors(server.url) }));
     const downloads = (await allAuditRecords(audit)).filter((r) => r.rpc === "/agentmachine.v1.WorkspaceService/DownloadWorkspaceFile");
-    expect(downloads.map((r) => ({ allowed: r.decision!.allowed, gate: r.decision!.gate, rule: r.decision!.rule, commandRef: r.commandRef }))).toEqual([
-      { allowed: false, gate: "artifactAccess", rule: "test.no-secrets", commandRef: "DownloadWorkspaceFile" },
-      { allowed: true, gate: "artifactAccess", rule: "test.workspace-files", commandRef: "DownloadWorkspaceFile" },
+    expect(downloads.map((r) => ({ allowed: r.decision!.allowed, gates: r.decision!.gates, rule: r.decision!.rule, commandRef: r.commandRef }))).toEqual([
+      { allowed: false, gates: [PolicyGate.ARTIFACT_ACCESS], rule: "test.no-secrets", commandRef: "DownloadWorkspaceFile" },
+      { allowed: true, gates: [PolicyGate.ARTIFACT_ACCESS], rule: "test.workspace-files", commandRef: "DownloadWorkspaceFile" },
     ]);
     expect(downloads[1]!.resource).toBe(left.name);
     // The two requests differ only in their path, which the digests bind.
