@@ -68,7 +68,7 @@ export class WorkspaceKeeper {
    * What each ended operation's workspace holds, measured once: nothing writes to it any more
    * (a submit must not walk every file of every kept workspace again).
    */
-  private readonly endedBytes = new Map<string, number>();
+  private readonly endedWorkspaces = new Map<string, { bytes: number; ended: Date }>();
 
   constructor(private readonly options: WorkspaceKeeperOptions) {}
 
@@ -128,10 +128,17 @@ export class WorkspaceKeeper {
     for (const id of ids) {
       const operation = `operations/${id}`;
       const dir = workspaceOf(this.options.dataDir, operation);
+      // An ended operation's workspace no longer changes: it is measured and looked up once, so
+      // a check costs a directory listing plus the running operations, not every workspace kept.
+      const known = this.endedWorkspaces.get(operation);
+      if (known !== undefined) {
+        held.push({ operation, dir, ...known });
+        continue;
+      }
       const stored = await this.options.store.getOperation(operation);
       const ended = stored !== undefined && isTerminal(stored.state) ? timestampDate(stored.endTime ?? stored.createTime!) : undefined;
-      const bytes = (ended && this.endedBytes.get(operation)) ?? (await workspaceBytes(dir, new Map()));
-      if (ended) this.endedBytes.set(operation, bytes);
+      const bytes = await workspaceBytes(dir, new Map());
+      if (ended) this.endedWorkspaces.set(operation, { bytes, ended });
       held.push({ operation, dir, bytes, ...(ended ? { ended } : {}) });
     }
     return held;
@@ -150,7 +157,7 @@ export class WorkspaceKeeper {
 
   private async remove(workspace: Pick<Held, "operation" | "dir" | "bytes">, why: string): Promise<void> {
     await removeTree(workspace.dir);
-    this.endedBytes.delete(workspace.operation);
+    this.endedWorkspaces.delete(workspace.operation);
     this.options.log.info({ operation: workspace.operation, bytes: workspace.bytes, why }, "removed a workspace");
   }
 }
