@@ -1,0 +1,95 @@
+// The prose points only at things that exist: every relative Markdown link in README.md, docs/,
+// examples/ and bench/README.md resolves to a file or directory of the repository (and an
+// `#anchor` into a Markdown file to one of its headings), and every repository path quoted as
+// code (`src/model/mapping.ts`) names one too — modules move, and the docs must move with them.
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+import { describe, expect, it } from "vitest";
+import { repoRoot } from "./helpers/temp-dir.js";
+
+const documents = (): string[] => {
+  const found = ["README.md", "bench/README.md"];
+  const walk = (dir: string): void => {
+    for (const entry of readdirSync(join(repoRoot, dir), { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) walk(path);
+      else if (entry.name.endsWith(".md")) found.push(path);
+    }
+  };
+  walk("docs");
+  walk("examples");
+  return found;
+};
+
+/** GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens. */
+const anchorOf = (heading: string): string =>
+  heading
+    .trim()
+    .toLowerCase()
+    .replace(/`/g, "")
+    .replace(/[^\p{L}\p{N}\s_-]/gu, "")
+    .replace(/\s/g, "-");
+
+const anchorsIn = (file: string): Set<string> => {
+  const text = readFileSync(file, "utf8").replace(/```[\s\S]*?```/g, "");
+  return new Set([...text.matchAll(/^#{1,6}\s+(.+)$/gm)].map((m) => anchorOf(m[1] ?? "")));
+};
+
+/** Markdown links `[text](target)` outside fenced code, skipping URLs with a scheme. */
+const linksIn = (text: string): string[] =>
+  [...text.replace(/```[\s\S]*?```/g, "").matchAll(/\]\(([^)\s]+)(?:\s+"[^"]*")?\)/g)]
+    .map((m) => m[1] ?? "")
+    .filter((target) => !/^[a-z][a-z0-9+.-]*:/i.test(target));
+
+const pathRoots = ["src/", "test/", "scripts/", "bench/", "examples/", "docs/", "proto/", "proto-vendor/"];
+
+/** Code spans that are a path into the repository (no placeholders, globs or arguments). */
+const quotedPathsIn = (text: string): string[] =>
+  [...text.replace(/```[\s\S]*?```/g, "").matchAll(/`([^`\s]+)`/g)]
+    .map((m) => (m[1] ?? "").replace(/:\d+(-\d+)?$/, ""))
+    .filter((path) => pathRoots.some((root) => path.startsWith(root)))
+    .filter((path) => !/[{}*<>$]|\.\.\.|…/.test(path));
+
+const problemsIn = (doc: string): string[] => {
+  const file = join(repoRoot, doc);
+  const text = readFileSync(file, "utf8");
+  const problems: string[] = [];
+  for (const link of linksIn(text)) {
+    const [target = "", anchor] = link.split("#");
+    const resolved = target === "" ? file : resolve(dirname(file), decodeURIComponent(target));
+    if (!existsSync(resolved)) {
+      problems.push(`${doc}: link ${link} → ${relative(repoRoot, resolved)} does not exist`);
+      continue;
+    }
+    if (anchor && resolved.endsWith(".md") && !anchorsIn(resolved).has(anchor))
+      problems.push(`${doc}: link ${link} → no heading #${anchor} in ${relative(repoRoot, resolved)}`);
+  }
+  for (const path of quotedPathsIn(text)) {
+    if (!existsSync(join(repoRoot, path))) problems.push(`${doc}: \`${path}\` does not exist`);
+  }
+  return problems;
+};
+
+describe("links and paths in the docs", () => {
+  it("finds the documents it checks", () => {
+    const docs = documents();
+    expect(docs).toContain("docs/architecture.md");
+    expect(docs).toContain("examples/policies/README.md");
+    for (const doc of docs) expect(statSync(join(repoRoot, doc)).isFile()).toBe(true);
+  });
+
+  it.each(documents())("every relative link and quoted repository path in %s exists", (doc) => {
+    expect(problemsIn(doc)).toEqual([]);
+  });
+
+  it("a broken link, a missing anchor and a moved src/ path are each reported", () => {
+    const probe = "test/fixtures/docs-links-probe.md";
+    expect(existsSync(join(repoRoot, probe))).toBe(true);
+    const problems = problemsIn(probe);
+    expect(problems).toEqual([
+      expect.stringContaining("link ../../src/server/errors.ts"),
+      expect.stringContaining("no heading #nowhere"),
+      expect.stringContaining("`src/server/errors.ts` does not exist"),
+    ]);
+  });
+});
