@@ -82,6 +82,20 @@ describe("links and paths in the docs", () => {
     expect(problemsIn(doc)).toEqual([]);
   });
 
+  it("the README's table of services names every service and RPC of proto/agentmachine/v1", () => {
+    const table = readFileSync(join(repoRoot, "README.md"), "utf8").split("\n").filter((line) => line.startsWith("| `agentmachine.v1."));
+    const protoDir = join(repoRoot, "proto/agentmachine/v1");
+    const missing: string[] = [];
+    for (const file of readdirSync(protoDir).filter((name) => name.endsWith("_service.proto"))) {
+      const proto = readFileSync(join(protoDir, file), "utf8");
+      const service = /^service (\w+)/m.exec(proto)?.[1] ?? "";
+      const row = table.find((line) => line.startsWith(`| \`agentmachine.v1.${service}\` |`));
+      if (row === undefined) missing.push(service);
+      for (const [, rpc] of proto.matchAll(/^\s*rpc (\w+)\(/gm)) if (row !== undefined && !row.includes(`\`${rpc}\``)) missing.push(`${service}.${rpc}`);
+    }
+    expect(missing).toEqual([]);
+  });
+
   it("a broken link, a missing anchor and a moved src/ path are each reported", () => {
     const probe = "test/fixtures/docs-links-probe.md";
     expect(existsSync(join(repoRoot, probe))).toBe(true);
