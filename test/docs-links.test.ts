@@ -1,7 +1,7 @@
 // The prose points only at things that exist: every relative Markdown link in README.md, docs/,
 // examples/ and bench/README.md resolves to a file or directory of the repository (and an
 // `#anchor` into a Markdown file to one of its headings), and every repository path quoted as
-// code (`src/model/mapping.ts`) names one too — modules move, and the docs must move with them.
+// code (`src/model/mapping.ts`, or a bare `launcher.ts`) names one too — modules move, and the docs must move with them.
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -50,6 +50,29 @@ const quotedPathsIn = (text: string): string[] =>
     .filter((path) => pathRoots.some((root) => path.startsWith(root)))
     .filter((path) => !/[{}*<>$]|\.\.\.|…/.test(path));
 
+/** Every file name under the directories a doc may name a module of, e.g. `operation-runner.ts`. */
+const repositoryFileNames = (() => {
+  let names: Set<string> | undefined;
+  return (): Set<string> => {
+    if (names !== undefined) return names;
+    const found = new Set<string>();
+    const walk = (dir: string): void => {
+      for (const entry of readdirSync(join(repoRoot, dir), { withFileTypes: true })) {
+        if (entry.isDirectory()) walk(join(dir, entry.name));
+        else found.add(entry.name);
+      }
+    };
+    for (const root of ["src", "test", "bench", "scripts", "examples", "proto", "proto-vendor", "bin"]) walk(root);
+    for (const entry of readdirSync(repoRoot, { withFileTypes: true })) if (entry.isFile()) found.add(entry.name);
+    names = found;
+    return found;
+  };
+})();
+
+/** Code spans that are a bare module or script name (`launcher.ts`), with no directory. */
+const quotedFileNamesIn = (text: string): string[] =>
+  [...text.replace(/```[\s\S]*?```/g, "").matchAll(/`([\w.-]+\.(?:ts|proto|sh|cjs|mjs))`/g)].map((m) => m[1] ?? "");
+
 const problemsIn = (doc: string): string[] => {
   const file = join(repoRoot, doc);
   const text = readFileSync(file, "utf8");
@@ -66,6 +89,9 @@ const problemsIn = (doc: string): string[] => {
   }
   for (const path of quotedPathsIn(text)) {
     if (!existsSync(join(repoRoot, path))) problems.push(`${doc}: \`${path}\` does not exist`);
+  }
+  for (const name of quotedFileNamesIn(text)) {
+    if (!repositoryFileNames().has(name)) problems.push(`${doc}: \`${name}\` is no file of the repository`);
   }
   return problems;
 };
@@ -104,6 +130,7 @@ describe("links and paths in the docs", () => {
       expect.stringContaining("link ../../src/server/errors.ts"),
       expect.stringContaining("no heading #nowhere"),
       expect.stringContaining("`src/server/errors.ts` does not exist"),
+      expect.stringContaining("`operation-runner-old.ts` is no file"),
     ]);
   });
 });
