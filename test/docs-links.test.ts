@@ -108,6 +108,18 @@ describe("links and paths in the docs", () => {
     expect(problemsIn(doc)).toEqual([]);
   });
 
+  it("the README opens with the two commands: run the server on the embedded store, run the whole test suite", () => {
+    const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
+    const first = /```sh\n([\s\S]*?)```/.exec(readme)?.[1] ?? "";
+    const commands = first.split("\n").map((line) => line.replace(/#.*$/, "").trim()).filter(Boolean);
+    expect(commands).toEqual(["npm ci && npm start", "npm ci && npm test"]);
+    expect(readme.indexOf(first)).toBeLessThan(readme.indexOf("\n## "));
+    const scripts = (JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts;
+    expect(scripts.start).toMatch(/amctl\.mjs serve$/);
+    expect(scripts.test).toContain("scripts/check.sh");
+    expect(readFileSync(join(repoRoot, ".ci/run"), "utf8")).toContain("\nnpm ci && npm test\n");
+  });
+
   it("the README's table of services names every service and RPC of proto/agentmachine/v1", () => {
     const table = readFileSync(join(repoRoot, "README.md"), "utf8").split("\n").filter((line) => line.startsWith("| `agentmachine.v1."));
     const protoDir = join(repoRoot, "proto/agentmachine/v1");
