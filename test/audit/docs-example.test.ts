@@ -3,7 +3,10 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { fromJson } from "@bufbuild/protobuf";
 import { ExportVerifier } from "../../src/audit/export-file.js";
+import { AuditRecordSchema } from "../../src/gen/agentmachine/v1/audit_pb.js";
+import { gates } from "../../src/model/policy-gates.js";
 import { parseVerifierKey, verifyCheckpointNote } from "../../src/audit/signed-note.js";
 import { repoRoot } from "../helpers/temp-dir.js";
 
@@ -25,5 +28,12 @@ describe("docs/audit.md", () => {
     const note = block("text", 0);
     expect(JSON.parse(exportLines[3] as string)).toEqual({ checkpoint: note });
     expect(verifyCheckpointNote(note, verifier)).toMatchObject({ origin: "agent-machine/audit/01JZ8PZX0EXAMPLE0000000000", size: 2n });
+  });
+
+  it("shows records as the server writes them: proto JSON, a gate by the name the code gives it, the hash the text names", () => {
+    const records = exportLines.slice(1, 3).map((line) => fromJson(AuditRecordSchema, (JSON.parse(line) as { record: never }).record));
+    for (const record of records) for (const gate of record.decision?.gate.split(",").filter(Boolean) ?? []) expect(gates).toContain(gate);
+    const first = records[0]?.hash ?? "";
+    expect(docs).toContain(`without \`"hash":"${first.slice(0, 4)}…${first.slice(-4)}",\``);
   });
 });

@@ -379,7 +379,8 @@ export const AuditDecisionFilterSchema: GenEnum<AuditDecisionFilter> = /*@__PURE
   enumDesc(file_agentmachine_v1_audit_service, 0);
 
 /**
- * Reads the audit log. Callers need a delegation whose scope has `audit_read`.
+ * Reads the audit log and, for an operator, prunes it. Callers need a delegation whose scope has
+ * `audit_read` (PruneAuditLog: a root delegation too).
  * Verification is the client's job (`amctl audit verify`): the server serves what its store
  * holds, and the chain and signed checkpoints show whether anyone changed it.
  *
