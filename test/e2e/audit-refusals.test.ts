@@ -51,7 +51,9 @@ async function flood(server: TestServer, count: number, options: { parallel?: nu
     baseUrl: server.url,
     interceptors: [bearer(BAD_CREDENTIAL)],
     // From another loopback address: Linux routes all of 127.0.0.0/8 to this host.
-    ...(localAddress ? { nodeOptions: { createConnection: (authority: URL) => connect({ host: authority.hostname, port: Number(authority.port), localAddress }) } } : {}),
+    ...(localAddress
+      ? { nodeOptions: { createConnection: (authority: URL) => connect({ host: authority.hostname, port: Number(authority.port), localAddress }) } }
+      : {}),
   });
   const client = createClient(OperationService, transport);
   for (let sent = 0; sent < count; ) {
@@ -98,7 +100,12 @@ describe("unauthenticated refusals", () => {
     const summaries = refusals.filter((r) => r.repeatCount > 0n);
     expect(summaries.length).toBeGreaterThanOrEqual(1);
     for (const summary of summaries) {
-      expect(summary).toMatchObject({ principal: "anonymous", rpc: LIST_OPERATIONS, sourceAddress: "127.0.0.1", decision: { allowed: false, code: "unauthenticated" } });
+      expect(summary).toMatchObject({
+        principal: "anonymous",
+        rpc: LIST_OPERATIONS,
+        sourceAddress: "127.0.0.1",
+        decision: { allowed: false, code: "unauthenticated" },
+      });
       expect(summary.lastTime!.seconds).toBeGreaterThanOrEqual(summary.time!.seconds);
     }
     const audit = auditClient(server);
