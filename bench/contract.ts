@@ -16,7 +16,9 @@ export async function contractBenchmark(settings: Settings): Promise<SectionRepo
     const cellCount = settings.protocols.length * settings.concurrency.length;
     for (const protocol of settings.protocols) {
       for (const clients of settings.concurrency) {
-        cells.push(await runCell(server, { protocol, clients, baseline: "health", subject: "validate" }, settings, `[contract ${cells.length + 1}/${cellCount}]`));
+        cells.push(
+          await runCell(server, { protocol, clients, baseline: "health", subject: "validate" }, settings, `[contract ${cells.length + 1}/${cellCount}]`),
+        );
       }
     }
   });

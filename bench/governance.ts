@@ -54,7 +54,13 @@ export async function governanceBenchmark(settings: Settings): Promise<SectionRe
     const base = { protocol: PROTOCOL, baseline: "health" } as const;
     const specs: CellSpec[] = [
       ...CALL_CLIENTS.map((clients) => ({ ...base, clients, subject: "evaluate" as const, workerArgs: ["--profile", profile] })),
-      ...CALL_CLIENTS.map((clients) => ({ ...base, clients, subject: "authorize" as const, workerArgs: ["--operation", execution.name], token: execution.token })),
+      ...CALL_CLIENTS.map((clients) => ({
+        ...base,
+        clients,
+        subject: "authorize" as const,
+        workerArgs: ["--operation", execution.name],
+        token: execution.token,
+      })),
       { ...base, clients: SUBMIT_CLIENTS, subject: "submit-profile" },
       { ...base, clients: SUBMIT_CLIENTS, subject: "submit", workerArgs: ["--profile", grantProfile] },
     ];

@@ -62,18 +62,18 @@ async function runLoad(servers: readonly BenchServer[], spec: CellSpec, method: 
         `load worker (${protocol} ${method} ×${share})`,
         "bench/load-worker.ts",
         [
-        "--url",
-        servers[index % servers.length]!.url,
-        "--protocol",
-        protocol,
-        "--method",
-        method,
-        "--concurrency",
-        String(share),
-        "--warmup",
-        String(settings.warmupSeconds),
-        "--seconds",
-        String(settings.seconds),
+          "--url",
+          servers[index % servers.length]!.url,
+          "--protocol",
+          protocol,
+          "--method",
+          method,
+          "--concurrency",
+          String(share),
+          "--warmup",
+          String(settings.warmupSeconds),
+          "--seconds",
+          String(settings.seconds),
           ...(spec.workerArgs ?? []),
         ],
         credentialEnv(spec.token ?? servers[0]!.token),
@@ -81,7 +81,9 @@ async function runLoad(servers: readonly BenchServer[], spec: CellSpec, method: 
   );
   const serversCpu = (): number => servers.reduce((sum, server) => sum + cpuSeconds(server.pid), 0);
   const deadline = (settings.warmupSeconds + settings.seconds) * 1000 + 60_000;
-  const killAll = (): void => workers.forEach((worker) => worker.kill());
+  const killAll = (): void => {
+    for (const worker of workers) worker.kill();
+  };
   try {
     const { results, serverCpu } = await withTimeout(
       (async () => {
@@ -91,11 +93,14 @@ async function runLoad(servers: readonly BenchServer[], spec: CellSpec, method: 
         for (const worker of workers) worker.send("go");
         const windowStart = performance.now() + settings.warmupSeconds * 1000;
         const cpu = new Promise<number>((resolve) => {
-          setTimeout(() => {
-            const before = serversCpu();
-            const at = performance.now();
-            setTimeout(() => resolve((serversCpu() - before) / ((performance.now() - at) / 1000)), settings.seconds * 1000);
-          }, Math.max(0, windowStart - performance.now()));
+          setTimeout(
+            () => {
+              const before = serversCpu();
+              const at = performance.now();
+              setTimeout(() => resolve((serversCpu() - before) / ((performance.now() - at) / 1000)), settings.seconds * 1000);
+            },
+            Math.max(0, windowStart - performance.now()),
+          );
         });
         const results = await Promise.all(workers.map((worker) => worker.next<WorkerResult>()));
         return { results, serverCpu: await cpu };
@@ -282,7 +287,9 @@ export function idleLatencyNotes(cells: CellResult[]): string[] {
 export function cellsPreamble(settings: Settings, baseline: BenchMethod, subject: string | readonly string[]): string[] {
   return [
     `Baseline (base): ${methodLabel[baseline]}`,
-    ...(typeof subject === "string" ? [`Subject  (subj): ${subject}`] : ["Subject  (subj): per row, named in the subject column:", ...subject.map((line) => `  ${line}`)]),
+    ...(typeof subject === "string"
+      ? [`Subject  (subj): ${subject}`]
+      : ["Subject  (subj): per row, named in the subject column:", ...subject.map((line) => `  ${line}`)]),
     runsPreamble(settings),
   ];
 }

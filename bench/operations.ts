@@ -29,12 +29,17 @@ export async function operationsBenchmark(settings: Settings): Promise<SectionRe
   return {
     name: "operations",
     lines: [
-      ...cellsPreamble(settings, "health", `${methodLabel.submit} of a record operation (tool_grant.apply, fresh request_id) in one profile; durable (synchronous=FULL)`),
+      ...cellsPreamble(
+        settings,
+        "health",
+        `${methodLabel.submit} of a record operation (tool_grant.apply, fresh request_id) in one profile; durable (synchronous=FULL)`,
+      ),
       "",
       table,
       "",
       ...ratios.map(
-        ({ clients, ratio }) => `submit/health throughput at ${clients} clients: ${fixed(ratio)}${clients === GOAL_CLIENTS ? ` (goal ≥ ${fixed(GOAL_RATIO)})` : ""}`,
+        ({ clients, ratio }) =>
+          `submit/health throughput at ${clients} clients: ${fixed(ratio)}${clients === GOAL_CLIENTS ? ` (goal ≥ ${fixed(GOAL_RATIO)})` : ""}`,
       ),
       ...idleLatencyNotes(cells),
       ...(errors > 0 ? [`WARNING: ${errors} calls failed; see errorCodes in the results`] : []),

@@ -116,7 +116,11 @@ export async function startServerProcess(options: ServerOptions = {}): Promise<B
         "1000",
         ...(options.args ?? []),
       ],
-      { cwd: repoRoot, env: { ...process.env, ...(options.store !== undefined ? { AMCTL_STORE: options.store } : {}), ...options.env }, stdio: ["ignore", "ignore", "pipe"] },
+      {
+        cwd: repoRoot,
+        env: { ...process.env, ...(options.store !== undefined ? { AMCTL_STORE: options.store } : {}), ...options.env },
+        stdio: ["ignore", "ignore", "pipe"],
+      },
     ),
   );
   let stderr = "";

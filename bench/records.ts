@@ -43,7 +43,10 @@ export function recordRequest(profile: string, requestId: string): SubmitOperati
  * (base 36), so a fresh request id doubles as a fresh profile id.
  */
 export function profileRequest(requestId: string, profileId = requestId): SubmitOperationRequest {
-  return create(SubmitOperationRequestSchema, { requestId, spec: { kind: { case: "profileCreate", value: { profileId, profileType: ProfileType.PERSONAL } } } });
+  return create(SubmitOperationRequestSchema, {
+    requestId,
+    spec: { kind: { case: "profileCreate", value: { profileId, profileType: ProfileType.PERSONAL } } },
+  });
 }
 
 /** A runtime use of BENCH_TOOL, as an execution would ask for it. */
@@ -89,7 +92,13 @@ export async function grantBenchTool(client: OperationsClient, profile: string):
  * Submits `total` record operations, `concurrency` at a time, over the client's one connection.
  * Resolves when every submit is answered (the operations may still be running).
  */
-export async function submitRecords(client: OperationsClient, profile: string, total: number, concurrency: number, onProgress?: (done: number) => void): Promise<void> {
+export async function submitRecords(
+  client: OperationsClient,
+  profile: string,
+  total: number,
+  concurrency: number,
+  onProgress?: (done: number) => void,
+): Promise<void> {
   const nextId = requestIds("bench-record");
   let started = 0;
   let done = 0;
@@ -109,7 +118,8 @@ export async function submitRecords(client: OperationsClient, profile: string, t
 export async function waitForSequence(client: OperationsClient, sequence: bigint, timeoutMs: number): Promise<void> {
   for await (const response of client.watchEvents({ afterSequence: sequence - 1n }, { timeoutMs })) {
     if (response.kind.case !== "event") continue;
-    if (response.kind.value.sequence !== sequence) throw new Error(`expected event ${sequence} next, got ${response.kind.value.sequence}: did something else write events?`);
+    if (response.kind.value.sequence !== sequence)
+      throw new Error(`expected event ${sequence} next, got ${response.kind.value.sequence}: did something else write events?`);
     return;
   }
   throw new Error(`WatchEvents ended before event ${sequence}`);

@@ -57,6 +57,13 @@ export async function sandboxBenchmark(settings: Settings): Promise<SectionRepor
   return {
     name: "sandbox",
     lines,
-    data: { tasks, sandboxed, unsandboxed, p50Ratio: ratio(sandboxed.p50Ms, unsandboxed.p50Ms), p99Ratio: ratio(sandboxed.p99Ms, unsandboxed.p99Ms), throughputRatio: ratio(sandboxed.perSecond, unsandboxed.perSecond) },
+    data: {
+      tasks,
+      sandboxed,
+      unsandboxed,
+      p50Ratio: ratio(sandboxed.p50Ms, unsandboxed.p50Ms),
+      p99Ratio: ratio(sandboxed.p99Ms, unsandboxed.p99Ms),
+      throughputRatio: ratio(sandboxed.perSecond, unsandboxed.perSecond),
+    },
   };
 }

@@ -48,7 +48,10 @@ function envNumber(name: string, fallback: number, check: (value: number) => boo
 }
 
 function envList(name: string, fallback: string): string[] {
-  return (process.env[name]?.trim() || fallback).split(",").map((item) => item.trim()).filter(Boolean);
+  return (process.env[name]?.trim() || fallback)
+    .split(",")
+    .map((item) => item.trim())
+    .filter(Boolean);
 }
 
 function readOnly(): Benchmark[] {

@@ -197,7 +197,18 @@ export async function fanoutBenchmark(settings: Settings): Promise<SectionReport
   });
   const missed = runs.filter((run) => run.minEvents !== run.events || run.maxEvents !== run.events);
   const table = formatTable(
-    ["round", "subscribers", "events", "produced s", "delivered s", "delivered events/s", "server cpu", "server peak RSS MiB", "events per subscriber", "cut off & resumed"],
+    [
+      "round",
+      "subscribers",
+      "events",
+      "produced s",
+      "delivered s",
+      "delivered events/s",
+      "server cpu",
+      "server peak RSS MiB",
+      "events per subscriber",
+      "cut off & resumed",
+    ],
     runs.map((run, index) => [
       String(Math.floor(index / 2) + 1),
       String(run.subscribers),
@@ -224,7 +235,9 @@ export async function fanoutBenchmark(settings: Settings): Promise<SectionReport
         `${count(rate(wide))} vs ${count(rate(1))} events/s)`,
       ...(missed.length > 0 ? [`WARNING: in ${missed.length} runs a subscriber did not receive exactly the burst's ${events} events`] : []),
       ...(runs.some((run) => run.resumed > 0)
-        ? [`note: the server cut subscribers off as slow readers (RST_STREAM ENHANCE_YOUR_CALM) ${runs.reduce((sum, run) => sum + run.resumed, 0)} times; they resumed from their last event, and the time includes it.`]
+        ? [
+            `note: the server cut subscribers off as slow readers (RST_STREAM ENHANCE_YOUR_CALM) ${runs.reduce((sum, run) => sum + run.resumed, 0)} times; they resumed from their last event, and the time includes it.`,
+          ]
         : []),
     ],
     data: { operations, events, wide, runs, ratio: value, roundRatios, ratePerSecond: { wide: rate(wide), one: rate(1) }, table },
@@ -321,7 +334,9 @@ export async function replayBenchmark(settings: Settings): Promise<SectionReport
       "",
       `replay/memory rate: ${fixed(value)} (goal ≥ ${REPLAY_GOAL}) (rounds: ${roundRatios.map((round) => fixed(round)).join(" ")}; ` +
         `${count(rate("store"))} vs ${count(rate("memory"))} events/s)`,
-      ...(perCall < WINDOW_EVENTS ? [`note: all ${perCall} events fit in the in-memory window, so the replay did not read the store; use BENCH_REPLAY_EVENTS > 4096`] : []),
+      ...(perCall < WINDOW_EVENTS
+        ? [`note: all ${perCall} events fit in the in-memory window, so the replay did not read the store; use BENCH_REPLAY_EVENTS > 4096`]
+        : []),
     ],
     data: { production, windowEventsPerCall: perCall, runs, ratio: value, roundRatios, goal: { ratio: REPLAY_GOAL, met: value >= REPLAY_GOAL }, table },
   };

@@ -27,7 +27,13 @@ export interface SubmitSides {
   subject: () => Promise<BenchServer>;
 }
 
-export async function compareSubmits(name: string, label: string, start: SubmitSides, goal: { clients: number; ratio: number }, settings: Settings): Promise<SubmitComparison> {
+export async function compareSubmits(
+  name: string,
+  label: string,
+  start: SubmitSides,
+  goal: { clients: number; ratio: number },
+  settings: Settings,
+): Promise<SubmitComparison> {
   const concurrency = [...new Set([...settings.concurrency, goal.clients])].sort((a, b) => a - b);
   const servers: BenchServer[] = [];
   const cells: CellResult[] = [];
@@ -55,6 +61,9 @@ export async function compareSubmits(name: string, label: string, start: SubmitS
     ratios,
     errors: errorCount(cells),
     goal: { ...goal, met: atGoal.ratio >= goal.ratio },
-    ratioLines: ratios.map(({ clients, ratio }) => `${label} submit throughput at ${clients} clients: ${fixed(ratio)}${clients === goal.clients ? ` (goal ≥ ${fixed(goal.ratio)})` : ""}`),
+    ratioLines: ratios.map(
+      ({ clients, ratio }) =>
+        `${label} submit throughput at ${clients} clients: ${fixed(ratio)}${clients === goal.clients ? ` (goal ≥ ${fixed(goal.ratio)})` : ""}`,
+    ),
   };
 }

@@ -41,7 +41,9 @@ export class SubscriberGroup {
       parts.reduce((sum, part) => sum + Math.ceil(part.subscribers / perConnection), 0),
     );
     try {
-      await Promise.all(parts.map(({ worker, subscribers: share }) => ask(worker, { op: "connect", connections: Math.ceil(share / perConnection) }, "connected", 60_000)));
+      await Promise.all(
+        parts.map(({ worker, subscribers: share }) => ask(worker, { op: "connect", connections: Math.ceil(share / perConnection) }, "connected", 60_000)),
+      );
     } catch (error) {
       await group.stop();
       throw error;
@@ -61,7 +63,10 @@ export class SubscriberGroup {
    */
   async until(sequence: bigint, timeoutMs: number): Promise<{ at: number; minEvents: number; maxEvents: number; resumed: number }> {
     const answers = await Promise.all(
-      this.parts.map(async ({ worker }) => ({ answer: await ask(worker, { op: "until", sequence: String(sequence) }, "reached", timeoutMs), at: performance.now() })),
+      this.parts.map(async ({ worker }) => ({
+        answer: await ask(worker, { op: "until", sequence: String(sequence) }, "reached", timeoutMs),
+        at: performance.now(),
+      })),
     );
     return {
       at: Math.max(...answers.map(({ at }) => at)),

@@ -78,7 +78,14 @@ interface TelemetryRun extends SubmitComparison {
 }
 
 /** Plain servers against servers with metrics (when this server has them) and traces, exported to `sink`. */
-async function compareTelemetry(name: string, label: string, metrics: boolean, tracing: NodeJS.ProcessEnv, sink: OtlpSink, settings: Settings): Promise<TelemetryRun> {
+async function compareTelemetry(
+  name: string,
+  label: string,
+  metrics: boolean,
+  tracing: NodeJS.ProcessEnv,
+  sink: OtlpSink,
+  settings: Settings,
+): Promise<TelemetryRun> {
   const before = { ...sink.stats };
   const scrapes = { ok: 0, failed: 0 };
   let metricsUrl: string | undefined;
@@ -88,7 +95,10 @@ async function compareTelemetry(name: string, label: string, metrics: boolean, t
     {
       baseline: () => startServerProcess(),
       subject: async () => {
-        const server = await startServerProcess({ args: metrics ? ["--metrics-listen", "127.0.0.1:0"] : [], env: { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, ...tracing } });
+        const server = await startServerProcess({
+          args: metrics ? ["--metrics-listen", "127.0.0.1:0"] : [],
+          env: { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, ...tracing },
+        });
         metricsUrl = server.metricsUrl;
         if (metricsUrl !== undefined) scrapeWhileUp(server, scrapes);
         return server;
@@ -111,14 +121,24 @@ export async function telemetryBenchmark(settings: Settings): Promise<SectionRep
   try {
     const all = await compareTelemetry("telemetry", `${what} on/off`, metrics, {}, sink, settings);
     // The same at the goal's clients only, with one trace in ten recorded.
-    const sampled = await compareTelemetry("telemetry, sampled", `${what} (1 trace in 10) on/off`, metrics, SAMPLED, sink, { ...settings, concurrency: [GOAL_CLIENTS] });
+    const sampled = await compareTelemetry("telemetry, sampled", `${what} (1 trace in 10) on/off`, metrics, SAMPLED, sink, {
+      ...settings,
+      concurrency: [GOAL_CLIENTS],
+    });
     const notes = [
       ...(metrics ? [] : ["`amctl serve --help` has no --metrics-listen: this server keeps no metrics, so the subject has traces only"]),
-      ...(metrics && all.metricsUrl === undefined ? ["the subject's \"serving\" line gave no metricsUrl: its metrics were not scraped"] : []),
+      ...(metrics && all.metricsUrl === undefined ? ['the subject\'s "serving" line gave no metricsUrl: its metrics were not scraped'] : []),
       ...(all.exports.requests === 0 ? ["the OTLP sink received nothing: the subject exported no traces"] : []),
     ];
     const errors = all.errors + sampled.errors;
-    const data = (run: TelemetryRun) => ({ cells: run.cells, ratios: run.ratios, table: run.table, goal: run.goal, exports: run.exports, scrapes: run.scrapes });
+    const data = (run: TelemetryRun) => ({
+      cells: run.cells,
+      ratios: run.ratios,
+      table: run.table,
+      goal: run.goal,
+      exports: run.exports,
+      scrapes: run.scrapes,
+    });
     return {
       name: "telemetry",
       lines: [
@@ -131,7 +151,9 @@ export async function telemetryBenchmark(settings: Settings): Promise<SectionRep
         ...all.ratioLines,
         received(all),
         "",
-        `The same with ${Object.entries(SAMPLED).map(([name, value]) => `${name}=${value}`).join(" ")}:`,
+        `The same with ${Object.entries(SAMPLED)
+          .map(([name, value]) => `${name}=${value}`)
+          .join(" ")}:`,
         "",
         sampled.table,
         "",

@@ -115,5 +115,9 @@ export async function workersBenchmark(settings: Settings): Promise<SectionRepor
     `  throughput ratio workers / embedded: ${fixed(ratio(remote.perSecond, embedded.perSecond))}`,
     `  lease round trip adds ${ms(remote.p50Ms - embedded.p50Ms)} ms at p50 (latency ratio ${fixed(ratio(remote.p50Ms, embedded.p50Ms))})`,
   ];
-  return { name: "workers", lines, data: { tasks, embedded, remote, throughputRatio: ratio(remote.perSecond, embedded.perSecond), addedP50Ms: remote.p50Ms - embedded.p50Ms } };
+  return {
+    name: "workers",
+    lines,
+    data: { tasks, embedded, remote, throughputRatio: ratio(remote.perSecond, embedded.perSecond), addedP50Ms: remote.p50Ms - embedded.p50Ms },
+  };
 }

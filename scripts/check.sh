@@ -16,6 +16,9 @@ step "typecheck (tsc strict)"
 step "layers import downwards only (dependency-cruiser, rules in .dependency-cruiser.cjs)"
 "$bin/depcruise" src --config .dependency-cruiser.cjs --output-type err
 
+step "biome (TypeScript format and lint; fix with: npm run format)"
+"$bin/biome" ci --colors=off .
+
 step "buf lint"
 "$bin/buf" lint
 

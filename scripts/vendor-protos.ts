@@ -35,16 +35,11 @@ import {
   type FieldDescriptorProto,
   type FieldOptions,
 } from "@bufbuild/protobuf/wkt";
-import {
-  file_buf_validate_validate,
-  predefined,
-} from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
+import { file_buf_validate_validate, predefined } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const vendorDir = join(root, "proto-vendor");
-const pkgVersion = JSON.parse(
-  readFileSync(join(root, "node_modules/@bufbuild/protovalidate/package.json"), "utf8"),
-).version as string;
+const pkgVersion = JSON.parse(readFileSync(join(root, "node_modules/@bufbuild/protovalidate/package.json"), "utf8")).version as string;
 
 const scalarNames: Partial<Record<FieldDescriptorProto_Type, string>> = {
   [FieldDescriptorProto_Type.DOUBLE]: "double",
@@ -75,10 +70,7 @@ function oneofIndexOf(field: FieldDescriptorProto): number | undefined {
 function typeName(field: FieldDescriptorProto): string {
   const scalar = scalarNames[field.type];
   if (scalar !== undefined) return scalar;
-  if (
-    field.type === FieldDescriptorProto_Type.MESSAGE ||
-    field.type === FieldDescriptorProto_Type.ENUM
-  ) {
+  if (field.type === FieldDescriptorProto_Type.MESSAGE || field.type === FieldDescriptorProto_Type.ENUM) {
     return field.typeName; // fully qualified with a leading dot: always unambiguous
   }
   throw new Error(`unsupported field type ${field.type} on ${field.name}`);
@@ -110,12 +102,7 @@ function printField(field: FieldDescriptorProto, indent: string, inOneof: boolea
   }
   let label = "";
   if (!inOneof) {
-    label =
-      field.label === FieldDescriptorProto_Label.REPEATED
-        ? "repeated "
-        : field.label === FieldDescriptorProto_Label.REQUIRED
-          ? "required "
-          : "optional ";
+    label = field.label === FieldDescriptorProto_Label.REPEATED ? "repeated " : field.label === FieldDescriptorProto_Label.REQUIRED ? "required " : "optional ";
   }
   const options = fieldOptions(field.options);
   const suffix = options.length > 0 ? ` [\n${options.map((o) => `${indent}  ${o}`).join(",\n")}\n${indent}]` : "";
@@ -139,7 +126,7 @@ function printMessage(m: DescriptorProto, indent: string): string[] {
   if (m.options !== undefined && (m.options.mapEntry || m.options.deprecated)) {
     throw new Error(`unsupported message options on ${m.name}`);
   }
-  const inner = indent + "  ";
+  const inner = `${indent}  `;
   const lines = [`${indent}message ${m.name} {`];
   for (const nested of m.nestedType) lines.push(...printMessage(nested, inner));
   for (const e of m.enumType) lines.push(...printEnum(e, inner));
@@ -150,7 +137,7 @@ function printMessage(m: DescriptorProto, indent: string): string[] {
   m.oneofDecl.forEach((oneof, index) => {
     lines.push(`${inner}oneof ${oneof.name} {`);
     for (const field of m.field.filter((f) => oneofIndexOf(f) === index)) {
-      lines.push(printField(field, inner + "  ", true));
+      lines.push(printField(field, `${inner}  `, true));
     }
     lines.push(`${inner}}`);
   });
@@ -216,8 +203,7 @@ function formatWithBuf(source: string): string {
 const copied: Record<string, string> = {
   "grpc/health/v1/health.proto": "node_modules/grpc-health-check/proto/health/v1/health.proto",
   "grpc/reflection/v1/reflection.proto": "node_modules/@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto",
-  "grpc/reflection/v1alpha/reflection.proto":
-    "node_modules/@grpc/reflection/build/proto/grpc/reflection/v1alpha/reflection.proto",
+  "grpc/reflection/v1alpha/reflection.proto": "node_modules/@grpc/reflection/build/proto/grpc/reflection/v1alpha/reflection.proto",
   ...Object.fromEntries(
     ["rpc/status", "rpc/error_details", "rpc/code", "api/field_behavior", "api/resource"].map((name) => [
       `google/${name}.proto`,

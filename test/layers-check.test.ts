@@ -72,7 +72,11 @@ describe("layering gate", () => {
   });
 
   it("lets downward imports through", () => {
-    const downward = ["src/store/store.ts -> src/model/rule.ts", "src/lifecycle/runner.ts -> src/store/store.ts", "src/store/sqlite/sqlite-store.ts -> src/store/store.ts"];
+    const downward = [
+      "src/store/store.ts -> src/model/rule.ts",
+      "src/lifecycle/runner.ts -> src/store/store.ts",
+      "src/store/sqlite/sqlite-store.ts -> src/store/store.ts",
+    ];
     for (const edge of downward) expect(violations.filter((v) => v.endsWith(edge))).toEqual([]);
   });
 });

@@ -29,16 +29,14 @@ function errorInfo(reason: string, metadata: Record<string, string>): Detail {
  * as a google.rpc.PreconditionFailure, whose type is the reason and whose subject is the
  * resource the metadata names (the first value that is a resource name, `operations/…`), if any.
  */
-export function errorWithInfo(
-  code: Code,
-  reason: string,
-  message: string,
-  metadata: Record<string, string> = {},
-): ConnectError {
+export function errorWithInfo(code: Code, reason: string, message: string, metadata: Record<string, string> = {}): ConnectError {
   const details = [errorInfo(reason, metadata)];
   if (code === Code.FailedPrecondition) {
     const subject = Object.values(metadata).find((value) => /^[a-zA-Z]+\/./.test(value)) ?? "";
-    details.push({ desc: PreconditionFailureSchema, value: create(PreconditionFailureSchema, { violations: [{ type: reason, subject, description: message }] }) });
+    details.push({
+      desc: PreconditionFailureSchema,
+      value: create(PreconditionFailureSchema, { violations: [{ type: reason, subject, description: message }] }),
+    });
   }
   return new ConnectError(message, code, undefined, details);
 }
@@ -82,7 +80,10 @@ export function fieldPathText(path: FieldPath | undefined): string {
 /** The google.rpc details of field violations: BadRequest naming each field, ErrorInfo naming the first. */
 function fieldDetails(violations: readonly Violation[]): Detail[] {
   const fieldViolations = violations.map((violation) => ({ field: fieldPathText(violation.field), description: violation.message, reason: violation.ruleId }));
-  return [errorInfo(INVALID_FIELD, { field: fieldViolations[0]?.field ?? "" }), { desc: BadRequestSchema, value: create(BadRequestSchema, { fieldViolations }) }];
+  return [
+    errorInfo(INVALID_FIELD, { field: fieldViolations[0]?.field ?? "" }),
+    { desc: BadRequestSchema, value: create(BadRequestSchema, { fieldViolations }) },
+  ];
 }
 
 /**
@@ -100,7 +101,10 @@ export function invalidField(field: string, message: string): ConnectError {
       },
     ],
   });
-  return new ConnectError(`${field}: ${message}`, Code.InvalidArgument, undefined, [{ desc: ViolationsSchema, value: violations }, ...fieldDetails(violations.violations)]);
+  return new ConnectError(`${field}: ${message}`, Code.InvalidArgument, undefined, [
+    { desc: ViolationsSchema, value: violations },
+    ...fieldDetails(violations.violations),
+  ]);
 }
 
 /**
@@ -127,7 +131,9 @@ export function statusOf(error: ConnectError): Status {
     code: error.code,
     message: error.rawMessage,
     details: error.details.map((detail) =>
-      "desc" in detail ? anyPack(detail.desc, create(detail.desc, detail.value)) : create(AnySchema, { typeUrl: `type.googleapis.com/${detail.type}`, value: detail.value }),
+      "desc" in detail
+        ? anyPack(detail.desc, create(detail.desc, detail.value))
+        : create(AnySchema, { typeUrl: `type.googleapis.com/${detail.type}`, value: detail.value }),
     ),
   });
 }

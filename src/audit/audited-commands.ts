@@ -51,7 +51,10 @@ const auditedRpcs: ReadonlyMap<string, AuditedRpc> = new Map([
     },
   ],
   // CancelOperation submits the agent_machine.execution.cancel operation.
-  [procedureOf(OperationService.method.cancelOperation), { operationTypes: [OperationType.EXECUTION_CANCEL], command: () => operationCommand(OperationType.EXECUTION_CANCEL) }],
+  [
+    procedureOf(OperationService.method.cancelOperation),
+    { operationTypes: [OperationType.EXECUTION_CANCEL], command: () => operationCommand(OperationType.EXECUTION_CANCEL) },
+  ],
   plainCommand(DelegationService.method.issueDelegation),
   plainCommand(DelegationService.method.revokeDelegation),
   plainCommand(PolicyService.method.applyPolicyBundle),

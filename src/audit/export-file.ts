@@ -117,7 +117,10 @@ export class ExportVerifier {
       if (typeof header === "string") return this.fail(number, header);
       const origin = this.before?.origin;
       if (origin !== undefined && header.origin !== origin) {
-        return this.fail(number, `the export header's origin ${JSON.stringify(header.origin)} is not the origin of the log before it, ${JSON.stringify(origin)}`);
+        return this.fail(
+          number,
+          `the export header's origin ${JSON.stringify(header.origin)} is not the origin of the log before it, ${JSON.stringify(origin)}`,
+        );
       }
       this.log = this.before ?? new AuditVerifier(this.verifier, header.origin);
       return undefined;

@@ -40,7 +40,11 @@ function common(a: AuditDraft, b: AuditDraft): AuditDraft {
     ...(sameCall ? {} : { rpc: "", commandRef: "", operationType: OperationType.UNSPECIFIED }),
     requestDigest: same(a.requestDigest, b.requestDigest, ""),
     sourceAddress: same(a.sourceAddress, b.sourceAddress, ""),
-    decision: { ...a.decision, code: same(a.decision?.code ?? "", b.decision?.code ?? "", ""), reason: same(a.decision?.reason ?? "", b.decision?.reason ?? "", "") },
+    decision: {
+      ...a.decision,
+      code: same(a.decision?.code ?? "", b.decision?.code ?? "", ""),
+      reason: same(a.decision?.reason ?? "", b.decision?.reason ?? "", ""),
+    },
   };
 }
 

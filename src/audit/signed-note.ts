@@ -1,3 +1,4 @@
+// biome-ignore-all lint/suspicious/noControlCharactersInRegex: the signed-note format forbids control characters, and these regexes find them
 // Checkpoints of the audit log as C2SP signed notes (https://c2sp.org/signed-note) whose body is a
 // tlog-checkpoint (https://c2sp.org/tlog-checkpoint), signed with Ed25519. A standard format so
 // that the checkpoints can be read, and their signatures checked, by existing transparency-log

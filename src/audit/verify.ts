@@ -136,7 +136,8 @@ export class AuditVerifier {
 
   pushRecord(record: AuditRecord, line?: number): VerifyFailure | undefined {
     if (this.state.failure) return this.state.failure;
-    if (record.hash !== recordHash(record)) return this.fail(`record ${record.sequence}: hash does not match its contents`, { sequence: record.sequence, line });
+    if (record.hash !== recordHash(record))
+      return this.fail(`record ${record.sequence}: hash does not match its contents`, { sequence: record.sequence, line });
     return this.append(record, line);
   }
 
@@ -203,7 +204,10 @@ export class AuditVerifier {
     const expected = state.records + 1n;
     if (record.sequence !== expected) return this.fail(`record ${record.sequence}: out of sequence, expected record ${expected}`, at);
     if (record.previousHash !== state.head) {
-      return this.fail(`record ${record.sequence}: previous_hash ${expected === 1n ? "is not the genesis hash" : `does not link to record ${state.records}`}`, at);
+      return this.fail(
+        `record ${record.sequence}: previous_hash ${expected === 1n ? "is not the genesis hash" : `does not link to record ${state.records}`}`,
+        at,
+      );
     }
     state.records = record.sequence;
     state.head = record.hash;
@@ -275,7 +279,10 @@ export type LogEntry = { record: AuditRecord } | { checkpoint: AuditCheckpoint }
  * checkpoints in the order given (so that one out of order is reported, not quietly sorted). A
  * checkpoint beyond the last record comes at the end.
  */
-export async function* inLogOrder(records: AsyncIterable<AuditRecord> | Iterable<AuditRecord>, checkpoints: readonly AuditCheckpoint[]): AsyncGenerator<LogEntry> {
+export async function* inLogOrder(
+  records: AsyncIterable<AuditRecord> | Iterable<AuditRecord>,
+  checkpoints: readonly AuditCheckpoint[],
+): AsyncGenerator<LogEntry> {
   let next = 0;
   for await (const record of records) {
     for (; next < checkpoints.length && (checkpoints[next] as AuditCheckpoint).size < record.sequence; next++) {

@@ -47,7 +47,12 @@ type SubscriberMetrics = Pick<PlaneMetrics, "subscriberConnected" | "subscriberC
  * merely busy (nothing unsent, or unsent bytes that are draining) is given more time. The
  * subscriber then resumes from the last sequence it received.
  */
-export async function* cutOffWhenStalled<T>(items: AsyncIterable<T>, timeoutMs: number, context: HandlerContext, metrics?: SubscriberMetrics): AsyncGenerator<T> {
+export async function* cutOffWhenStalled<T>(
+  items: AsyncIterable<T>,
+  timeoutMs: number,
+  context: HandlerContext,
+  metrics?: SubscriberMetrics,
+): AsyncGenerator<T> {
   const req = context.values.get(rawRequestKey);
   const method = context.method.name;
   const disconnected = metrics?.subscriberConnected(method);

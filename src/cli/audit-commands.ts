@@ -173,7 +173,10 @@ export function registerAuditCommands(program: Command): void {
     .addOption(serverOption())
     .requiredOption("--checkpoint <size|latest>", "the checkpoint to cut at: records up to its size are archived and deleted")
     .requiredOption("--archive <file>", "the archive to write (never overwritten); keep it, with the verifier key, away from the server")
-    .option("--key <file>", "the verifier key (from `amctl audit key`) the archive is verified with before anything is deleted; default: the key the server publishes")
+    .option(
+      "--key <file>",
+      "the verifier key (from `amctl audit key`) the archive is verified with before anything is deleted; default: the key the server publishes",
+    )
     .action((options: Common & { checkpoint: string; archive: string; key?: string }) =>
       pruneLog({ ...options, ...(options.key !== undefined ? { verifier: verifierFromFile(options.key) } : {}) }),
     );

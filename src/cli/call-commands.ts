@@ -4,7 +4,12 @@
 // accepts no other for the operation) and AMCTL_OPERATION, so inside an execution no flag but
 // the call's own is needed.
 import { Option, type Command } from "commander";
-import { AuthorizeCallResponseSchema, ReportUsageResponseSchema, RuntimeService, type AuthorizeCallResponse } from "../gen/agentmachine/v1/runtime_service_pb.js";
+import {
+  AuthorizeCallResponseSchema,
+  ReportUsageResponseSchema,
+  RuntimeService,
+  type AuthorizeCallResponse,
+} from "../gen/agentmachine/v1/runtime_service_pb.js";
 import { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
 import { CallKind } from "../gen/agentmachine/v1/runtime_pb.js";
 import { serverOption, serviceClient } from "./client.js";
@@ -21,7 +26,10 @@ interface Common {
 }
 
 function operationOption(): Option {
-  return new Option("--operation <operation>", "the running operation, operations/ID").env("AMCTL_OPERATION").argParser(resourceName("operations")).makeOptionMandatory();
+  return new Option("--operation <operation>", "the running operation, operations/ID")
+    .env("AMCTL_OPERATION")
+    .argParser(resourceName("operations"))
+    .makeOptionMandatory();
 }
 
 /** The commands' shared options: where the server is, which operation, and the output. */
@@ -43,17 +51,23 @@ function formatAuthorization(response: AuthorizeCallResponse): string {
 export function registerCallCommands(program: Command): void {
   const call = program
     .command("call")
-    .description("Inside an execution: ask the server before each model, connector or tool call (AMCTL_SERVER, AMCTL_TOKEN and AMCTL_OPERATION come from the executor)");
+    .description(
+      "Inside an execution: ask the server before each model, connector or tool call (AMCTL_SERVER, AMCTL_TOKEN and AMCTL_OPERATION come from the executor)",
+    );
 
   for (const spelling of callKinds) {
-    const prints = spelling.kind === CallKind.MODEL ? "the verdict, the remaining budget and the ticket for amctl call report" : "the verdict and the remaining budget";
+    const prints =
+      spelling.kind === CallKind.MODEL ? "the verdict, the remaining budget and the ticket for amctl call report" : "the verdict and the remaining budget";
     withCallContext(
       withCallKindOptions(call.command(spelling.name), spelling).description(
         `Ask to make one ${spelling.name} call; if allowed it is charged to the operation's budget. Prints ${prints}. Exit 0 allowed, 1 denied.`,
       ),
       "print the AuthorizeCallResponse as proto JSON",
     ).action(async (options: CallFlags & Common) => {
-      const response = await serviceClient(RuntimeService, options.server).authorizeCall({ operation: options.operation, call: runtimeCall(spelling.kind, options) });
+      const response = await serviceClient(RuntimeService, options.server).authorizeCall({
+        operation: options.operation,
+        call: runtimeCall(spelling.kind, options),
+      });
       console.log(options.json ? jsonLine(AuthorizeCallResponseSchema, response) : formatAuthorization(response));
       if (!response.allowed) process.exitCode = EXIT_INVALID;
     });
@@ -62,7 +76,9 @@ export function registerCallCommands(program: Command): void {
   withCallContext(
     call
       .command("report")
-      .description("Report the tokens a model call really used, once per ticket. Exit 0 within budget, 1 when the usage exhausted the budget (the task is ended).")
+      .description(
+        "Report the tokens a model call really used, once per ticket. Exit 0 within budget, 1 when the usage exhausted the budget (the task is ended).",
+      )
       .requiredOption("--ticket <ticket>", "the ticket amctl call model printed")
       .requiredOption("--tokens <n>", "the tokens the call used, prompt and completion", integerFlag()),
     "print the ReportUsageResponse as proto JSON",

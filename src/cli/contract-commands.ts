@@ -48,11 +48,7 @@ export function registerContractCommands(program: Command): void {
       const reports = await Promise.all(files.map(checkFile));
       if (options.json) console.log(JSON.stringify(reports, null, 2));
       else printHuman(reports);
-      process.exitCode = reports.some((r) => r.error !== undefined)
-        ? EXIT_USAGE
-        : reports.every((r) => r.valid)
-          ? EXIT_OK
-          : EXIT_INVALID;
+      process.exitCode = reports.some((r) => r.error !== undefined) ? EXIT_USAGE : reports.every((r) => r.valid) ? EXIT_OK : EXIT_INVALID;
     });
 
   contract

@@ -16,7 +16,10 @@ export interface CopiedPolicies {
   kept: string[];
 }
 
-const bundleFiles = (dir: string): string[] => readdirSync(dir).filter((name) => /\.ya?ml$/.test(name)).sort();
+const bundleFiles = (dir: string): string[] =>
+  readdirSync(dir)
+    .filter((name) => /\.ya?ml$/.test(name))
+    .sort();
 
 /** The profile type a bundle file says it governs, if it can be read as one. */
 function governedType(file: string): unknown {

@@ -36,7 +36,15 @@ async function download(server: string, operation: Operation, file: string): Pro
 
 function report(operation: Operation, file: string, saved: Saved, json: boolean): void {
   if (json) console.log(JSON.stringify({ operation: operation.name, file, ...saved }));
-  else console.log(formatFields([["operation", operation.name], ["file", file], ["size", `${saved.sizeBytes} bytes`], ["sha256", saved.sha256]]));
+  else
+    console.log(
+      formatFields([
+        ["operation", operation.name],
+        ["file", file],
+        ["size", `${saved.sizeBytes} bytes`],
+        ["sha256", saved.sha256],
+      ]),
+    );
 }
 
 async function waitForEnd(client: Client<typeof OperationService>, name: string): Promise<Operation> {
@@ -68,7 +76,9 @@ export function registerDiagnosticsCommands(program: Command): void {
 
   diagnostics
     .command("export")
-    .description("Export a redacted diagnostics bundle of one profile, wait for it, and save it. Exit 0 when saved, 1 when the export failed (e.g. redaction_failed).")
+    .description(
+      "Export a redacted diagnostics bundle of one profile, wait for it, and save it. Exit 0 when saved, 1 when the export failed (e.g. redaction_failed).",
+    )
     .requiredOption("--profile <profile>", "profiles/ID (or just ID) whose operations the bundle covers", resourceName("profiles"))
     .option("--recent <n>", "how many recent operations to include (server default 100, at most 10000)", integerFlag(1))
     .option("-o, --output <file>", "where to save the .tar.gz (default: amctl-diagnostics-<operation id>.tar.gz)")

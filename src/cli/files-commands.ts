@@ -3,7 +3,13 @@
 // its bytes have the SHA-256 and size the server announced before sending them.
 import { basename } from "node:path";
 import type { Command } from "commander";
-import { DeleteWorkspaceResponseSchema, WorkspaceFileSchema, WorkspaceFileType, WorkspaceService, type WorkspaceFile } from "../gen/agentmachine/v1/workspace_service_pb.js";
+import {
+  DeleteWorkspaceResponseSchema,
+  WorkspaceFileSchema,
+  WorkspaceFileType,
+  WorkspaceService,
+  type WorkspaceFile,
+} from "../gen/agentmachine/v1/workspace_service_pb.js";
 import { serverOption, serviceClient } from "./client.js";
 import { integerFlag, resourceName } from "./flags.js";
 import { formatFields, formatTable, jsonLine } from "./format.js";
@@ -57,7 +63,16 @@ async function get(operation: string, path: string, options: Common & { output?:
   })();
   const saved = await saveVerified(chunks, file, () => announced ?? { sha256: "(not announced)", sizeBytes: -1n }, `${path} of ${operation}`);
   if (options.json) console.log(JSON.stringify({ operation, path, file, ...saved }));
-  else console.log(formatFields([["operation", operation], ["path", path], ["file", file], ["size", `${saved.sizeBytes} bytes`], ["sha256", saved.sha256]]));
+  else
+    console.log(
+      formatFields([
+        ["operation", operation],
+        ["path", path],
+        ["file", file],
+        ["size", `${saved.sizeBytes} bytes`],
+        ["sha256", saved.sha256],
+      ]),
+    );
 }
 
 export function registerFilesCommands(program: Command): void {
@@ -65,7 +80,9 @@ export function registerFilesCommands(program: Command): void {
 
   files
     .command("list")
-    .description("List the entries of an ended execution's workspace, or of one directory of it, with each regular file's SHA-256; links are shown, never followed.")
+    .description(
+      "List the entries of an ended execution's workspace, or of one directory of it, with each regular file's SHA-256; links are shown, never followed.",
+    )
     .argument("<operation>", "operations/ID (or just ID)", resourceName("operations"))
     .argument("[path]", "a directory or file inside the workspace (default: all of it)")
     .option("--page-size <n>", "entries per call (server default 100, at most 1000)", integerFlag(1))

@@ -5,18 +5,31 @@ import { existsSync } from "node:fs";
 import { isAbsolute, normalize } from "node:path";
 import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
-import { Command, InvalidArgumentError } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import { monotonicFactory } from "ulid";
 import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import { DelegationScopeSchema, type Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
-import { DelegationService, IssueDelegationResponseSchema, ListDelegationsResponseSchema, WhoAmIResponseSchema } from "../gen/agentmachine/v1/delegation_service_pb.js";
+import {
+  DelegationService,
+  IssueDelegationResponseSchema,
+  ListDelegationsResponseSchema,
+  WhoAmIResponseSchema,
+} from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { DelegationSchema } from "../gen/agentmachine/v1/delegation_pb.js";
 import type { OperationType, ProfileType } from "../gen/agentmachine/v1/types_pb.js";
 import { operationTypeNames, profileTypeNames } from "../model/mapping.js";
 import { ANY } from "../governance/attenuation.js";
 import type { BudgetDimensionName } from "../model/budget-dimensions.js";
 import { signCredential } from "../governance/credentials.js";
-import { assertOutsideDataDir, createOperatorKey, defaultPrivateKeyFile, moveKeyHint, moveLegacyOperatorKey, operatorKeyFiles, readOperatorSigningKey } from "../governance/operator-key.js";
+import {
+  assertOutsideDataDir,
+  createOperatorKey,
+  defaultPrivateKeyFile,
+  moveKeyHint,
+  moveLegacyOperatorKey,
+  operatorKeyFiles,
+  readOperatorSigningKey,
+} from "../governance/operator-key.js";
 import { allPages, MAX_PAGE_SIZE } from "../model/all-pages.js";
 import { defaultConfig } from "../config/config.js";
 import { serverOption, serviceClient } from "./client.js";
@@ -52,12 +65,28 @@ function withScopeFlags(command: Command, unset: string): Command {
     .option("--profile <profile>", `a profile it allows (profiles/ID or "*"), repeatable (${unset})`, collect(resourceOrAny("profiles")))
     .option("--tool <tool>", `a tool it allows (or "*"), repeatable (${unset})`, collect(String))
     .option("--provider <provider>", `a model provider it allows (or "*"), repeatable (${unset})`, collect(String))
-    .option("--budget <dimension=n>", "a budget dimension, repeatable (a root's unset dimensions: 100 times the server's default execution budget, 16 at once; a child's: 0)", budgetFlag)
+    .option(
+      "--budget <dimension=n>",
+      "a budget dimension, repeatable (a root's unset dimensions: 100 times the server's default execution budget, 16 at once; a child's: 0)",
+      budgetFlag,
+    )
     .option("--may-delegate", "it may issue child delegations")
-    .option("--policy-profile-type <type>", `a profile type whose policy bundle it may replace (amctl policy apply), repeatable (${unset})`, collect(contractName(profileTypeNames)))
-    .option("--worker-profile <profile>", `a profile whose executions it may run as a remote worker (profiles/ID or "*"), repeatable (${unset})`, collect(resourceOrAny("profiles")))
+    .option(
+      "--policy-profile-type <type>",
+      `a profile type whose policy bundle it may replace (amctl policy apply), repeatable (${unset})`,
+      collect(contractName(profileTypeNames)),
+    )
+    .option(
+      "--worker-profile <profile>",
+      `a profile whose executions it may run as a remote worker (profiles/ID or "*"), repeatable (${unset})`,
+      collect(resourceOrAny("profiles")),
+    )
     .option("--audit-read", `it may read the audit log (${unset === "default: none" ? "default: no" : "a root: yes"})`)
-    .option("--mount-prefix <path>", 'a host path under which it may mount into executions and containers (absolute, or "*"), repeatable (default: none, a root\'s too)', collect(mountPrefixFlag));
+    .option(
+      "--mount-prefix <path>",
+      'a host path under which it may mount into executions and containers (absolute, or "*"), repeatable (default: none, a root\'s too)',
+      collect(mountPrefixFlag),
+    );
 }
 
 function mountPrefixFlag(text: string): string {
@@ -120,7 +149,9 @@ async function operatorSigningKey(options: { key?: string; dataDir: string }) {
   if (!existsSync(file)) {
     if (options.key !== undefined) throw new Error(`no operator private key at ${file} (--key)`);
     const legacy = operatorKeyFiles(options.dataDir).legacyPrivateKey;
-    const older = existsSync(legacy) ? ` The data dir still holds one from an older amctl init (${legacy}), in reach of its executions: ${moveKeyHint(options.dataDir)}.` : "";
+    const older = existsSync(legacy)
+      ? ` The data dir still holds one from an older amctl init (${legacy}), in reach of its executions: ${moveKeyHint(options.dataDir)}.`
+      : "";
     throw new Error(
       `no operator private key for the data dir ${options.dataDir}: looked in ${file}, where \`amctl init --data-dir ${options.dataDir}\` puts it by default.${older} Pass --key FILE for a key kept elsewhere (amctl init --key-out FILE), or --data-dir DIR for another data dir.`,
     );

@@ -22,7 +22,10 @@ const streamName = (stream: OutputStream): string => (stream === OutputStream.ST
 /** Tells on stderr which streams lost output to the server's limit. */
 export function reportTruncation(name: string, ended: OutputEnded): void {
   for (const end of ended.ends) {
-    if (end.truncated) console.error(`amctl: the ${streamName(end.stream)} of attempt ${ended.attempt} of ${name} was truncated at ${end.offset} bytes (the server's output limit)`);
+    if (end.truncated)
+      console.error(
+        `amctl: the ${streamName(end.stream)} of attempt ${ended.attempt} of ${name} was truncated at ${end.offset} bytes (the server's output limit)`,
+      );
   }
 }
 

@@ -13,7 +13,7 @@ import {
   WatchEventsResponseSchema,
   type OperationService,
 } from "../gen/agentmachine/v1/operation_service_pb.js";
-import { EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
+import { type EventType, OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { eventTypeNames, operationTypeNames, taskStateNames } from "../model/mapping.js";
 import { operationClient, serverOption } from "./client.js";
 import { EXIT_INVALID } from "./exit-codes.js";
@@ -71,7 +71,11 @@ async function submit(argv: string[], options: SubmitFlags & Common & { wait?: b
   // With --follow-output, stdout carries the program's output alone; what amctl says goes to stderr.
   const followOutput = options.followOutput === true && (operation.type === OperationType.EXECUTION_START || operation.type === OperationType.CONTAINER_RUN);
   const say = followOutput ? console.error : console.log;
-  say(options.json ? jsonLine(SubmitOperationResponseSchema, response) : `${formatOperation(operation)}${response.created ? "" : "\n(already submitted with this request id)"}`);
+  say(
+    options.json
+      ? jsonLine(SubmitOperationResponseSchema, response)
+      : `${formatOperation(operation)}${response.created ? "" : "\n(already submitted with this request id)"}`,
+  );
   if (!options.wait && !options.followOutput) return;
   if (followOutput) {
     const over = async (attempt: number) => {
@@ -106,7 +110,8 @@ async function watch(operation: string | undefined, options: FilterFlags<WatchTy
   const json = options.json === true;
   const after = options.after ?? 0n;
   if (operation !== undefined) {
-    if (options.type || options.state || options.profile || options.label) throw new Error("--type, --state, --profile and --label filter a watch without OPERATION");
+    if (options.type || options.state || options.profile || options.label)
+      throw new Error("--type, --state, --profile and --label filter a watch without OPERATION");
     return untilInterrupted((signal) => followOperation(client, operation, after, json, signal));
   }
   const types = options.type ?? [];
@@ -119,7 +124,8 @@ async function watch(operation: string | undefined, options: FilterFlags<WatchTy
   };
   return untilInterrupted(async (signal) => {
     for await (const response of client.watchEvents({ filter, afterSequence: after }, { signal })) {
-      if (json) console.log(response.kind.case === "event" ? jsonLine(OperationEventSchema, response.kind.value) : jsonLine(WatchEventsResponseSchema, response));
+      if (json)
+        console.log(response.kind.case === "event" ? jsonLine(OperationEventSchema, response.kind.value) : jsonLine(WatchEventsResponseSchema, response));
       else if (response.kind.case === "event") console.log(formatEvent(response.kind.value));
     }
   });
@@ -130,7 +136,10 @@ export function registerOperationCommands(program: Command): void {
     .description("Submit an operation: one of the spec flags, or -f FILE. Exit 0 when admitted; with --wait, 0 completed, 1 failed or cancelled.")
     .addOption(serverOption())
     .option("--wait", "follow the operation's events until it ends")
-    .option("--follow-output", "with an execution or container: instead of its events, print its output as it is produced (stdout to stdout, stderr to stderr, every attempt) until it ends; implies --wait")
+    .option(
+      "--follow-output",
+      "with an execution or container: instead of its events, print its output as it is produced (stdout to stdout, stderr to stderr, every attempt) until it ends; implies --wait",
+    )
     .option("--json", "print the response (and with --wait each event) as one line of proto JSON")
     .action(submit);
 
@@ -157,7 +166,11 @@ export function registerOperationCommands(program: Command): void {
     .option("--json", "print the CancelOperationResponse as proto JSON")
     .action(async (name: string, options: Common & { reason: string }) => {
       const response = await operationClient(options.server).cancelOperation({ name, reason: options.reason });
-      console.log(options.json ? jsonLine(CancelOperationResponseSchema, response) : `${formatOperation(response.operation!)}\n${"cancel:".padEnd(12)}${response.cancelOperation?.name ?? ""}`);
+      console.log(
+        options.json
+          ? jsonLine(CancelOperationResponseSchema, response)
+          : `${formatOperation(response.operation!)}\n${"cancel:".padEnd(12)}${response.cancelOperation?.name ?? ""}`,
+      );
     });
 
   withFilterOptions(program.command("watch"), "event type (start, progress, …) or operation type (agent_machine.…)", watchType)
@@ -165,6 +178,6 @@ export function registerOperationCommands(program: Command): void {
     .argument("[operation]", "operations/ID (or just ID)", resourceName("operations"))
     .addOption(serverOption())
     .option("--after <sequence>", "only events after this sequence (resume where a previous watch stopped)", sequenceFlag)
-    .option("--json", "one line of proto JSON per event; bookmarks as {\"bookmark\": {\"sequence\": …}}")
+    .option("--json", 'one line of proto JSON per event; bookmarks as {"bookmark": {"sequence": …}}')
     .action(watch);
 }

@@ -68,7 +68,13 @@ async function check(argv: string[], flags: CheckFlags): Promise<void> {
 export function registerPolicyCommands(program: Command): void {
   const policy = program.command("policy").description("Policy bundles: the CEL rules of the policy gates, one bundle per profile type");
 
-  withCallOptions(withSubmitOptions(policy.command("check")).option("--call <kind>", "check a runtime call instead: model, connector or tool, made in --profile", callKindFlag))
+  withCallOptions(
+    withSubmitOptions(policy.command("check")).option(
+      "--call <kind>",
+      "check a runtime call instead: model, connector or tool, made in --profile",
+      callKindFlag,
+    ),
+  )
     .description(
       "Dry run: would this operation (the flags of amctl submit) or runtime call (--call) be allowed under your delegation, the profile rules and the policy gates? Nothing is stored and no budget is spent. Exit 0 allowed, 1 denied (or refused as invalid), 2 usage error or unreachable server.",
     )
@@ -76,7 +82,12 @@ export function registerPolicyCommands(program: Command): void {
     .option("--json", "print the EvaluatePolicyResponse as proto JSON")
     .addHelpText(
       "after",
-      ["", "Examples:", "  amctl policy check --profile personal --grant-tool nmap", "  amctl policy check --call model --profile work --provider ollama --tokens 500"].join("\n"),
+      [
+        "",
+        "Examples:",
+        "  amctl policy check --profile personal --grant-tool nmap",
+        "  amctl policy check --call model --profile work --provider ollama --tokens 500",
+      ].join("\n"),
     )
     .action(check);
 
@@ -88,7 +99,8 @@ export function registerPolicyCommands(program: Command): void {
     .action(async (options: Common) => {
       const client = serviceClient(PolicyService, options.server);
       const response = create(ListPolicyBundlesResponseSchema);
-      for await (const page of allPages((pageToken) => client.listPolicyBundles({ pageSize: MAX_PAGE_SIZE, pageToken }))) response.bundles.push(...page.bundles);
+      for await (const page of allPages((pageToken) => client.listPolicyBundles({ pageSize: MAX_PAGE_SIZE, pageToken })))
+        response.bundles.push(...page.bundles);
       console.log(options.json ? jsonLine(ListPolicyBundlesResponseSchema, response) : formatBundleTable(response.bundles));
     });
 
@@ -104,7 +116,11 @@ export function registerPolicyCommands(program: Command): void {
     .option("--json", "print the ApplyPolicyBundleResponse as proto JSON")
     .action(async (file: string, options: Common & { profileType: ProfileType; requestId?: string }) => {
       const source = await readText(file);
-      const response = await serviceClient(PolicyService, options.server).applyPolicyBundle({ profileType: options.profileType, source, requestId: options.requestId ?? "" });
+      const response = await serviceClient(PolicyService, options.server).applyPolicyBundle({
+        profileType: options.profileType,
+        source,
+        requestId: options.requestId ?? "",
+      });
       console.log(options.json ? jsonLine(ApplyPolicyBundleResponseSchema, response) : formatBundle(response.bundle!));
     });
 }

@@ -52,11 +52,17 @@ export function registerServeCommand(program: Command): void {
     .command("serve")
     .description("Run the server: gRPC, Connect and gRPC-Web on one port, HTTP/2 and HTTP/1.1.")
     .option("--listen <host:port>", "address to listen on; port 0 picks a free port", `${defaultConfig.host}:${defaultConfig.port}`)
-    .option("--metrics-listen <host:port>", "serve Prometheus metrics at /metrics on this address, apart from the API's port; port 0 picks a free port (logged); unset, no metrics are kept or served", (text: string) => parseListen(text, "--metrics-listen"))
+    .option(
+      "--metrics-listen <host:port>",
+      "serve Prometheus metrics at /metrics on this address, apart from the API's port; port 0 picks a free port (logged); unset, no metrics are kept or served",
+      (text: string) => parseListen(text, "--metrics-listen"),
+    )
     .option("--data-dir <dir>", "directory of the server's durable state", defaultConfig.dataDir)
     .addOption(
-      new Option("--store <url>", "where operations and events are kept: sqlite (the default: a file in the data dir) or a postgres:// URL shared by replicas; prefer AMCTL_STORE for a URL with a password")
-        .env("AMCTL_STORE"),
+      new Option(
+        "--store <url>",
+        "where operations and events are kept: sqlite (the default: a file in the data dir) or a postgres:// URL shared by replicas; prefer AMCTL_STORE for a URL with a password",
+      ).env("AMCTL_STORE"),
     )
     .option("--log-level <level>", `one of ${LOG_LEVELS.join(", ")}`, defaultConfig.logLevel)
     .option("--max-message-bytes <n>", "largest request message accepted", positiveInteger("--max-message-bytes"), defaultConfig.maxMessageBytes)
@@ -79,34 +85,88 @@ export function registerServeCommand(program: Command): void {
       positiveInteger("--connection-idle-timeout-ms"),
       defaultConfig.connectionLimits.idleTimeoutMs,
     )
-    .option("--trust-anchor <file>", "operator public key (PEM) whose root delegations are accepted, read again when it changes; repeatable", (file: string, files: string[]) => [...files, file], [] as string[])
-    .option("--policy <dir>", "directory of policy bundles (*.yaml), applied at start and as they change; default <data-dir>/policies (watched until amctl init makes it)")
-    .option("--container-runtime <runtime>", "podman, docker, or the path of a CLI that takes their flags, to run container.run operations with; unset, they are refused")
-    .option("--audit-key <file>", "Ed25519 private key (PEM) that signs audit checkpoints, created if missing; default <data-dir>/audit/signing-key.pem; replicas sharing a store need the same file")
-    .option("--audit-checkpoint-interval-ms <n>", "how often a signed audit checkpoint is made when the log grew (also at shutdown)", positiveInteger("--audit-checkpoint-interval-ms"), defaultConfig.auditCheckpointIntervalMs)
+    .option(
+      "--trust-anchor <file>",
+      "operator public key (PEM) whose root delegations are accepted, read again when it changes; repeatable",
+      (file: string, files: string[]) => [...files, file],
+      [] as string[],
+    )
+    .option(
+      "--policy <dir>",
+      "directory of policy bundles (*.yaml), applied at start and as they change; default <data-dir>/policies (watched until amctl init makes it)",
+    )
+    .option(
+      "--container-runtime <runtime>",
+      "podman, docker, or the path of a CLI that takes their flags, to run container.run operations with; unset, they are refused",
+    )
+    .option(
+      "--audit-key <file>",
+      "Ed25519 private key (PEM) that signs audit checkpoints, created if missing; default <data-dir>/audit/signing-key.pem; replicas sharing a store need the same file",
+    )
+    .option(
+      "--audit-checkpoint-interval-ms <n>",
+      "how often a signed audit checkpoint is made when the log grew (also at shutdown)",
+      positiveInteger("--audit-checkpoint-interval-ms"),
+      defaultConfig.auditCheckpointIntervalMs,
+    )
     .option(
       "--audit-refusal-interval-ms <n>",
       "refusals of unauthenticated calls are summed per source address and reason over this interval: the first is recorded at once, the rest in one record with their count",
       positiveInteger("--audit-refusal-interval-ms"),
       defaultConfig.auditRefusalIntervalMs,
     )
-    .option("--audit-refusal-sources <n>", "source addresses whose refusals are summed apart per interval; the rest are summed together", positiveInteger("--audit-refusal-sources"), defaultConfig.auditRefusalSources)
+    .option(
+      "--audit-refusal-sources <n>",
+      "source addresses whose refusals are summed apart per interval; the rest are summed together",
+      positiveInteger("--audit-refusal-sources"),
+      defaultConfig.auditRefusalSources,
+    )
     .option("--workers", "run executions on remote workers (amctl worker) instead of on this server")
     .option("--lease-ttl-ms <n>", "with --workers: a worker's lease on a task expires unless renewed within this", positiveInteger("--lease-ttl-ms"), 10_000)
-    .option("--max-concurrent-executions <n>", "executions running at once; more wait in queued", positiveInteger("--max-concurrent-executions"), defaultConfig.maxConcurrentExecutions)
+    .option(
+      "--max-concurrent-executions <n>",
+      "executions running at once; more wait in queued",
+      positiveInteger("--max-concurrent-executions"),
+      defaultConfig.maxConcurrentExecutions,
+    )
     .option("--event-retention-count <n>", "events kept for replay", positiveInteger("--event-retention-count"), defaultConfig.eventRetention.maxEvents)
-    .option("--event-retention-hours <n>", "hours events are kept for replay", positiveInteger("--event-retention-hours"), defaultConfig.eventRetention.maxAgeMs / 3_600_000)
-    .option("--workspace-retention-hours <n>", "hours an ended operation's workspace is kept (amctl files) before it is removed", positiveInteger("--workspace-retention-hours"), defaultConfig.workspaceRetentionMs / 3_600_000)
+    .option(
+      "--event-retention-hours <n>",
+      "hours events are kept for replay",
+      positiveInteger("--event-retention-hours"),
+      defaultConfig.eventRetention.maxAgeMs / 3_600_000,
+    )
+    .option(
+      "--workspace-retention-hours <n>",
+      "hours an ended operation's workspace is kept (amctl files) before it is removed",
+      positiveInteger("--workspace-retention-hours"),
+      defaultConfig.workspaceRetentionMs / 3_600_000,
+    )
     .option(
       "--workspace-disk-limit-bytes <n>",
       "bytes all workspaces may hold together: at the limit the oldest ended operations' workspaces are removed, and if that is not enough new executions are refused (ResourceExhausted); 0 for no limit",
       integerFlag(0),
       defaultConfig.workspaceDiskLimitBytes,
     )
-    .option("--output-retention-hours <n>", "hours an execution's output (amctl logs) is kept after its last byte; default: as long as events", positiveInteger("--output-retention-hours"))
-    .option("--sandbox-max-processes <n>", "cap on the processes and threads of one execution's sandbox", positiveInteger("--sandbox-max-processes"), defaultConfig.sandbox.maxProcesses)
-    .option("--console-actions", "let the web console (/console/) cancel operations and revoke delegations, each after a confirmation; without it the console only reads")
-    .option("--unsafe-no-sandbox", "DEVELOPMENT ONLY: run executions unconfined, as this server's user (it can read the data dir and keys); warned at start, shown in health, GetContract and diagnostics")
+    .option(
+      "--output-retention-hours <n>",
+      "hours an execution's output (amctl logs) is kept after its last byte; default: as long as events",
+      positiveInteger("--output-retention-hours"),
+    )
+    .option(
+      "--sandbox-max-processes <n>",
+      "cap on the processes and threads of one execution's sandbox",
+      positiveInteger("--sandbox-max-processes"),
+      defaultConfig.sandbox.maxProcesses,
+    )
+    .option(
+      "--console-actions",
+      "let the web console (/console/) cancel operations and revoke delegations, each after a confirmation; without it the console only reads",
+    )
+    .option(
+      "--unsafe-no-sandbox",
+      "DEVELOPMENT ONLY: run executions unconfined, as this server's user (it can read the data dir and keys); warned at start, shown in health, GetContract and diagnostics",
+    )
     .action(async (options: ServeOptions) => {
       if (!LOG_LEVELS.includes(options.logLevel as Level)) {
         throw new Error(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got "${options.logLevel}"`);
@@ -153,13 +213,16 @@ export function registerServeCommand(program: Command): void {
         process.once("SIGINT", () => process.exit(1));
         process.once("SIGTERM", () => process.exit(1));
         // The spans still buffered go out after the last call has ended.
-        server.close().then(() => tracing?.shutdown()).then(
-          () => process.exit(0),
-          (error: unknown) => {
-            log.error({ err: error }, "shutdown failed");
-            process.exit(1);
-          },
-        );
+        server
+          .close()
+          .then(() => tracing?.shutdown())
+          .then(
+            () => process.exit(0),
+            (error: unknown) => {
+              log.error({ err: error }, "shutdown failed");
+              process.exit(1);
+            },
+          );
       };
       process.once("SIGINT", () => stop("SIGINT"));
       process.once("SIGTERM", () => stop("SIGTERM"));

@@ -44,14 +44,22 @@ function submitOptions(): Option[] {
     new Option("--profile <profile>", "profiles/ID (or just ID) the operation belongs to").argParser(resourceName("profiles")),
     new Option("--label <key=value>", "a label (repeatable)").argParser(labelFlag),
     new Option("--wall-clock <seconds>", "requested wall-clock budget").argParser(integerFlag(1)),
-    new Option("--budget <dimension=n>", "a requested budget dimension, e.g. tokens=1000 (repeatable; the server default fills the others); with --profile-create: the profile's budget").argParser(budgetFlag),
+    new Option(
+      "--budget <dimension=n>",
+      "a requested budget dimension, e.g. tokens=1000 (repeatable; the server default fills the others); with --profile-create: the profile's budget",
+    ).argParser(budgetFlag),
     new Option("--profile-create <id>", "agent_machine.profile.create: the new profile's id"),
     new Option("--profile-type <type>", `with --profile-create: ${[...profileTypeNames.values()].join(", ")}`).argParser(contractName(profileTypeNames)),
     new Option("--display-name <text>", "with --profile-create: a human-readable name"),
     new Option("--exec", "agent_machine.execution.start: run the program after --"),
     new Option("--retry <attempts>", "with --exec: total attempts (retry_policy.max_attempts)").argParser(integerFlag(1)),
-    new Option("--worker-selector <key=value>", "with --exec, on a server with remote workers: a label the worker must carry (repeatable)").argParser(labelFlag),
-    new Option("--mount <host:path[:rw]>", "with --exec: a host path (absolute, read-only; or relative: a directory of the workspace, which :rw makes writable) seen inside at PATH (repeatable)").argParser(collectMount),
+    new Option("--worker-selector <key=value>", "with --exec, on a server with remote workers: a label the worker must carry (repeatable)").argParser(
+      labelFlag,
+    ),
+    new Option(
+      "--mount <host:path[:rw]>",
+      "with --exec: a host path (absolute, read-only; or relative: a directory of the workspace, which :rw makes writable) seen inside at PATH (repeatable)",
+    ).argParser(collectMount),
     new Option("--grant-tool <tool>", "agent_machine.tool_grant.apply"),
     new Option("--revoke-grant <operation>", "agent_machine.tool_grant.revoke of this grant operation").argParser(resourceName("operations")),
     new Option("--reason <text>", "with --revoke-grant: why"),
@@ -91,7 +99,7 @@ function specChoices(flags: SubmitFlags, argv: string[]): { flag: string; given:
     {
       flag: "--profile-create",
       given: flags.profileCreate !== undefined,
-      spec: () => ({ case: "profileCreate", value: { profileId: flags.profileCreate, profileType: flags.profileType, displayName: flags.displayName } })
+      spec: () => ({ case: "profileCreate", value: { profileId: flags.profileCreate, profileType: flags.profileType, displayName: flags.displayName } }),
     },
     {
       flag: "--exec",
@@ -110,12 +118,12 @@ function specChoices(flags: SubmitFlags, argv: string[]): { flag: string; given:
     {
       flag: "--revoke-grant",
       given: flags.revokeGrant !== undefined,
-      spec: () => ({ case: "toolGrantRevoke", value: { grant: flags.revokeGrant, reason: flags.reason ?? "" } })
+      spec: () => ({ case: "toolGrantRevoke", value: { grant: flags.revokeGrant, reason: flags.reason ?? "" } }),
     },
     {
       flag: "--bind-provider",
       given: flags.bindProvider !== undefined,
-      spec: () => ({ case: "modelProviderBind", value: { provider: flags.bindProvider, endpoint: flags.endpoint ?? "" } })
+      spec: () => ({ case: "modelProviderBind", value: { provider: flags.bindProvider, endpoint: flags.endpoint ?? "" } }),
     },
   ];
 }
@@ -158,8 +166,7 @@ export async function buildSubmitRequest(flags: SubmitFlags, argv: string[]): Pr
   if (flags.file === undefined && given.length === 0) {
     throw new Error("say what to submit: --profile-create, --exec, --grant-tool, --revoke-grant, --bind-provider or -f FILE");
   }
-  const request =
-    flags.file !== undefined ? await readRequestFile(flags.file) : create(SubmitOperationRequestSchema, { spec: { kind: given[0]!.spec() } });
+  const request = flags.file !== undefined ? await readRequestFile(flags.file) : create(SubmitOperationRequestSchema, { spec: { kind: given[0]!.spec() } });
   request.requestId = flags.requestId ?? (request.requestId || randomUUID());
   request.profile = flags.profile ?? request.profile;
   request.labels = { ...request.labels, ...flags.label };

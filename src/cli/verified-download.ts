@@ -13,7 +13,12 @@ export interface Saved {
  * Writes `chunks` to `file`. `expected` is read after the last chunk (a stream may say what it
  * sends in its first message); a mismatch throws, naming `what`.
  */
-export async function saveVerified(chunks: AsyncIterable<Uint8Array>, file: string, expected: () => { sha256: string; sizeBytes: bigint }, what: string): Promise<Saved> {
+export async function saveVerified(
+  chunks: AsyncIterable<Uint8Array>,
+  file: string,
+  expected: () => { sha256: string; sizeBytes: bigint },
+  what: string,
+): Promise<Saved> {
   const partial = `${file}.partial`;
   const fd = openSync(partial, "w", 0o600);
   const hash = createHash("sha256");

@@ -38,7 +38,10 @@ export function registerWorkerCommand(program: Command): void {
     .addOption(serverOption())
     .option("--capacity <n>", "tasks run at once", capacityFlag, availableParallelism())
     .option("--labels <key=value>", "a label a task's worker_selector can ask for (repeatable)", labelFlag, {})
-    .option("--work-dir <dir>", "where task workspaces are made, each removed when its task ends (default: a new private directory under the system's temporary directory)")
+    .option(
+      "--work-dir <dir>",
+      "where task workspaces are made, each removed when its task ends (default: a new private directory under the system's temporary directory)",
+    )
     .option("--log-level <level>", `one of ${LOG_LEVELS.join(", ")}`, "info")
     .option("--sandbox-max-processes <n>", "cap on the processes and threads of one task's sandbox", capacityFlag, defaultConfig.sandbox.maxProcesses)
     .option("--unsafe-no-sandbox", "DEVELOPMENT ONLY: run tasks unconfined, as this worker's user")
@@ -46,7 +49,11 @@ export function registerWorkerCommand(program: Command): void {
       if (!LOG_LEVELS.includes(options.logLevel as Level)) throw new InvalidArgumentError(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
       const log = createLogger(options.logLevel as Level);
       // Like the server: sandboxed, or refuse to run at all unless told --unsafe-no-sandbox.
-      const isolation = executionIsolation({ ...defaultConfig.sandbox, unsafeNoSandbox: options.unsafeNoSandbox === true, maxProcesses: options.sandboxMaxProcesses });
+      const isolation = executionIsolation({
+        ...defaultConfig.sandbox,
+        unsafeNoSandbox: options.unsafeNoSandbox === true,
+        maxProcesses: options.sandboxMaxProcesses,
+      });
       if (isolation.mode === SandboxMode.UNAVAILABLE) throw new Error(`amctl worker cannot sandbox tasks: ${isolation.detail}`);
       if (isolation.mode === SandboxMode.DISABLED_UNSAFE) log.warn(isolation.detail);
       // A fresh directory of mode 0700 (mkdtemp) unless one is given: nobody else on the host

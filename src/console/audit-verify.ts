@@ -68,7 +68,8 @@ async function checkpointProblem(checkpoint: AuditCheckpoint, verifier: Verifier
   if (!(await crypto.subtle.verify("Ed25519", verifier.key, signature.subarray(4), utf8.encode(body)))) return "the signature does not verify";
   const [origin, size, hash] = body.slice(0, -1).split("\n");
   const head = base64(hash ?? "");
-  if (origin !== checkpoint.origin || size !== String(checkpoint.size) || head === undefined || hex(head) !== checkpoint.headHash) return "its fields differ from its signed note";
+  if (origin !== checkpoint.origin || size !== String(checkpoint.size) || head === undefined || hex(head) !== checkpoint.headHash)
+    return "its fields differ from its signed note";
   return undefined;
 }
 
@@ -82,7 +83,12 @@ async function recordHash(record: AuditRecord): Promise<string> {
  * Verifies `records` (the whole log as kept, in sequence order) up to `checkpoint`, the last
  * signed one. A pruned log starts after the checkpoint `start` it was pruned to.
  */
-export async function verifyAuditLog(records: readonly AuditRecord[], checkpoint: AuditCheckpoint, start: AuditCheckpoint | undefined, verifierKey: string): Promise<Verdict> {
+export async function verifyAuditLog(
+  records: readonly AuditRecord[],
+  checkpoint: AuditCheckpoint,
+  start: AuditCheckpoint | undefined,
+  verifierKey: string,
+): Promise<Verdict> {
   let verifier: Verifier;
   try {
     verifier = await parseVerifierKey(verifierKey);
@@ -103,7 +109,8 @@ export async function verifyAuditLog(records: readonly AuditRecord[], checkpoint
     sequence = record.sequence;
     head = record.hash;
   }
-  if (sequence !== checkpoint.size) return { ok: false, reason: `the log ends at record ${sequence} but the checkpoint covers ${checkpoint.size} records (truncated)` };
+  if (sequence !== checkpoint.size)
+    return { ok: false, reason: `the log ends at record ${sequence} but the checkpoint covers ${checkpoint.size} records (truncated)` };
   if (head !== checkpoint.headHash) return { ok: false, reason: `checkpoint of size ${checkpoint.size}: head hash does not match record ${sequence}` };
   return { ok: true, records: sequence, checkpointSize: checkpoint.size };
 }

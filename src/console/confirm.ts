@@ -13,7 +13,12 @@ export function confirmAction(question: string, confirmLabel: string, defaultRea
       { method: "dialog" },
       h("p", { id: "confirm-question" }, question),
       field("Reason", reason),
-      h("div", { class: "buttons" }, h("button", { value: "cancel", type: "submit" }, "Cancel"), h("button", { value: "confirm", type: "submit", class: "danger" }, confirmLabel)),
+      h(
+        "div",
+        { class: "buttons" },
+        h("button", { value: "cancel", type: "submit" }, "Cancel"),
+        h("button", { value: "confirm", type: "submit", class: "danger" }, confirmLabel),
+      ),
     ),
   );
   document.body.append(dialog);

@@ -19,7 +19,12 @@ export const stateName = (state: TaskState): string => enumName(TaskState, state
 export const typeName = (type: OperationType): string => enumName(OperationType, type);
 
 export function time(timestamp: Timestamp | undefined): string {
-  return timestamp === undefined ? "" : timestampDate(timestamp).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+  return timestamp === undefined
+    ? ""
+    : timestampDate(timestamp)
+        .toISOString()
+        .replace("T", " ")
+        .replace(/\.\d+Z$/, "Z");
 }
 
 /** The budget dimensions in their order in budget.proto, with their field names and labels. */

@@ -56,12 +56,32 @@ function signInForm(main: HTMLElement, problem?: string): void {
 function drawNav(view: View): void {
   const nav = document.getElementById("nav")!;
   nav.replaceChildren(
-    h("ul", {}, ...NAV.map(([name, label]) => h("li", {}, h("a", { href: routeHash(name), ...(view === name || (view === "operation" && name === "operations") ? { "aria-current": "page" } : {}) }, label)))),
+    h(
+      "ul",
+      {},
+      ...NAV.map(([name, label]) =>
+        h(
+          "li",
+          {},
+          h("a", { href: routeHash(name), ...(view === name || (view === "operation" && name === "operations") ? { "aria-current": "page" } : {}) }, label),
+        ),
+      ),
+    ),
   );
 }
 
 function drawSession(subject: string): void {
-  const signOut = h("button", { type: "button", onclick: () => (forgetCredential(), location.reload()) }, "Sign out");
+  const signOut = h(
+    "button",
+    {
+      type: "button",
+      onclick: () => {
+        forgetCredential();
+        location.reload();
+      },
+    },
+    "Sign out",
+  );
   document.getElementById("session")!.replaceChildren(h("span", {}, `Signed in as ${subject} `), signOut);
 }
 

@@ -1,10 +1,7 @@
 // The server's description of itself as a WorkspaceOperationContract. Everything here is
 // derived from the mapping tables, so adding an operation type or profile there updates it.
 import { create } from "@bufbuild/protobuf";
-import {
-  WorkspaceOperationContractSchema,
-  type WorkspaceOperationContract,
-} from "../gen/agentmachine/v1/contract_pb.js";
+import { WorkspaceOperationContractSchema, type WorkspaceOperationContract } from "../gen/agentmachine/v1/contract_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import { OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { auditableOperationTypes } from "../audit/audited-commands.js";

@@ -19,9 +19,7 @@ export interface ContractValidation {
   violations: ContractViolation[];
 }
 
-const schema = JSON.parse(
-  readFileSync(new URL("./schema/workspace-operation-contract.schema.json", import.meta.url), "utf8"),
-) as object;
+const schema = JSON.parse(readFileSync(new URL("./schema/workspace-operation-contract.schema.json", import.meta.url), "utf8")) as object;
 
 // allErrors: report every violation, not the first. verbose: keep the failing subschema so a
 // `contains` message can say what is missing.

@@ -139,6 +139,8 @@ export async function collect(context: DiagnosticsContext, operation: Operation,
     eventsTruncated: truncated,
     policyBundles: await store.listPolicyBundles(),
     recentErrorLines: await linesOfProfile(store, operation.profile, context.recentErrors()),
-    health: Object.fromEntries(context.health.services().map((service) => [service, HealthCheckResponse_ServingStatus[context.health.get(service) ?? 0] ?? "UNKNOWN"])),
+    health: Object.fromEntries(
+      context.health.services().map((service) => [service, HealthCheckResponse_ServingStatus[context.health.get(service) ?? 0] ?? "UNKNOWN"]),
+    ),
   };
 }

@@ -37,7 +37,8 @@ export function defaultDetectors(secrets: KnownSecrets): Detector[] {
 }
 
 /** Names of environment variables whose values are secret. */
-export const SECRET_ENV_NAME = /pass(?:word|wd)?|pwd|secret|token|api[-_]?key|access[-_]?key|private[-_]?key|credential|auth|session|cookie|signature|(?:^|_)key(?:_|$)|dsn|database_url/i;
+export const SECRET_ENV_NAME =
+  /pass(?:word|wd)?|pwd|secret|token|api[-_]?key|access[-_]?key|private[-_]?key|credential|auth|session|cookie|signature|(?:^|_)key(?:_|$)|dsn|database_url/i;
 
 /** The values of the secret-named variables of `env` (the server's own environment). */
 export function secretEnvValues(env: NodeJS.ProcessEnv): string[] {

@@ -47,9 +47,19 @@ export async function exportBundle(files: readonly BundleFile[], meta: BundleMet
   // The manifest names the operation and profile as the files do (a profile named like a secret
   // env value reads redacted there too); the rest of it is made here, after the field pass.
   const named = redactJson({ operation: meta.operation, profile: meta.profile }, pipeline.detectors, replaced) as { operation: string; profile: string };
-  const manifest = buildManifest({ ...meta, ...named, files: redacted, detectors: pipeline.detectors, replaced, finalScanDetectors: pipeline.finalScanDetectors });
+  const manifest = buildManifest({
+    ...meta,
+    ...named,
+    files: redacted,
+    detectors: pipeline.detectors,
+    replaced,
+    finalScanDetectors: pipeline.finalScanDetectors,
+  });
   const folder = bundleFolder(meta.operation);
-  const entries: ArchiveEntry[] = [{ name: MANIFEST, data: json(manifest) }, ...redacted].map((entry) => ({ name: `${folder}/${entry.name}`, data: entry.data }));
+  const entries: ArchiveEntry[] = [{ name: MANIFEST, data: json(manifest) }, ...redacted].map((entry) => ({
+    name: `${folder}/${entry.name}`,
+    data: entry.data,
+  }));
   const archive = await packArchive(entries, meta.exportTime);
   const findings = await finalScan(archive, pipeline.finalScanDetectors);
   if (findings.length > 0) return { kind: "leak", findings };

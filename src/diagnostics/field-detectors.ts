@@ -4,7 +4,8 @@
 import { PLACEHOLDER, type Detector, type Span, type Where } from "./detector.js";
 
 /** Field names that announce a secret: password, api_key, clientSecret, X-Auth-Token, session… */
-const SECRET_FIELD = /pass(?:word|wd|phrase)?|pwd|secret|token|api[-_]?key|apikey|access[-_]?key|private[-_]?key|credential|cookie|session|signature|salt|bearer|jwt|auth(?!or)/i;
+const SECRET_FIELD =
+  /pass(?:word|wd|phrase)?|pwd|secret|token|api[-_]?key|apikey|access[-_]?key|private[-_]?key|credential|cookie|session|signature|salt|bearer|jwt|auth(?!or)/i;
 
 /** Shannon entropy of `text`, in bits per character. */
 export function entropyBits(text: string): number {
@@ -37,7 +38,19 @@ export const secretFieldEntropyDetector: Detector = {
 };
 
 /** Field names whose values are prompts or model conversations, compared without case or separators. */
-const PROMPT_FIELDS = new Set(["messages", "instruction", "instructions", "completion", "completions", "content", "transcript", "conversation", "chathistory", "input", "query"]);
+const PROMPT_FIELDS = new Set([
+  "messages",
+  "instruction",
+  "instructions",
+  "completion",
+  "completions",
+  "content",
+  "transcript",
+  "conversation",
+  "chathistory",
+  "input",
+  "query",
+]);
 
 function isPromptField(field: string): boolean {
   const name = field.toLowerCase().replace(/[^a-z0-9]/g, "");

@@ -52,7 +52,11 @@ export const awsAccessKeyDetector = patternDetector(
 );
 
 /** GitHub tokens: classic (ghp_, gho_, ghu_, ghs_, ghr_) and fine-grained (github_pat_). */
-export const githubTokenDetector = patternDetector("github-token", "credentials", /(?<![A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9]{30,251}|github_pat_[A-Za-z0-9_]{22,255})/g);
+export const githubTokenDetector = patternDetector(
+  "github-token",
+  "credentials",
+  /(?<![A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9]{30,251}|github_pat_[A-Za-z0-9_]{22,255})/g,
+);
 
 /** Slack tokens (xoxb-, xoxp-, xoxa-, xoxo-, xoxs-, xoxr-, xoxe-) and incoming-webhook URLs. */
 export const slackTokenDetector = patternDetector(
@@ -68,13 +72,22 @@ export const openAiKeyDetector = patternDetector("openai-key", "credentials", /(
 export const googleApiKeyDetector = patternDetector("google-api-key", "credentials", /AIza[0-9A-Za-z_-]{35}|(?<![A-Za-z0-9])ya29\.[0-9A-Za-z_-]{20,}/g);
 
 /** Stripe secret and restricted keys (sk_live_, sk_test_, rk_live_, rk_test_) and webhook secrets. */
-export const stripeKeyDetector = patternDetector("stripe-key", "credentials", /(?<![A-Za-z0-9])(?:[sr]k_(?:live|test)_[0-9A-Za-z]{16,}|whsec_[0-9A-Za-z+/=]{24,})/g);
+export const stripeKeyDetector = patternDetector(
+  "stripe-key",
+  "credentials",
+  /(?<![A-Za-z0-9])(?:[sr]k_(?:live|test)_[0-9A-Za-z]{16,}|whsec_[0-9A-Za-z+/=]{24,})/g,
+);
 
 /** The credential of an Authorization header value: `Bearer …` or `Basic …`. */
 export const bearerDetector = patternDetector("bearer-authorization", "tokens", /\b(?:Bearer|Basic)\s+(?!\[redacted)([A-Za-z0-9._~+/-]{16,}=*)/gi, 1);
 
 /** The password of a URL's userinfo: `scheme://user:PASSWORD@host`. */
-export const urlPasswordDetector = patternDetector("url-password", "credentials", /\b[a-z][a-z0-9+.-]{1,20}:\/\/[^\s/:@"'<>]+:(?!\[redacted)([^\s/@"'<>]+)@/gi, 1);
+export const urlPasswordDetector = patternDetector(
+  "url-password",
+  "credentials",
+  /\b[a-z][a-z0-9+.-]{1,20}:\/\/[^\s/:@"'<>]+:(?!\[redacted)([^\s/@"'<>]+)@/gi,
+  1,
+);
 
 /**
  * The value of an assignment to a secret-named key: `password=…`, `DB_PASSWORD: …`,

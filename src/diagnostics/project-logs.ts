@@ -35,7 +35,8 @@ export function projectLogLine(line: string, ownNames: ReadonlySet<string>, tall
   const err = isObject(parsed.err) ? parsed.err : undefined;
   const out: JsonObject = {};
   for (const [key, value] of Object.entries(parsed)) {
-    if (key === "msg" && err !== undefined && value === err.message) out[key] = redact(); // log.error(error) puts the error's message here
+    if (key === "msg" && err !== undefined && value === err.message)
+      out[key] = redact(); // log.error(error) puts the error's message here
     else if (KEPT.has(key) && scalar(value)) out[key] = value;
     else if (key === "operation" && typeof value === "string" && ownNames.has(value)) out[key] = value;
     else if (key === "profiles" && Array.isArray(value) && value.every((item) => typeof item === "string" && ownNames.has(item))) out[key] = value as string[];

@@ -135,11 +135,17 @@ export class ContainerExecutor implements Executor {
     try {
       mounts = openMountSources(spec.mounts, workspace, (dir) => shareWorkspace(dir));
     } catch (error) {
-      const message = error instanceof MountUnavailable ? error.message : `cannot open a mount's host path: ${(error as NodeJS.ErrnoException).code ?? "error"}`;
+      const message =
+        error instanceof MountUnavailable ? error.message : `cannot open a mount's host path: ${(error as NodeJS.ErrnoException).code ?? "error"}`;
       return { kind: "failed", cause: create(StopCauseSchema, { reason: StopReason.MOUNT_FAILED, message }), retryable: false };
     }
     try {
-      return await this.runInvocation(attempt, spec, containerInvocation({ operation, workspace, wallClockSeconds, hostCpus: this.hostCpus, mounts }), wallClockSeconds);
+      return await this.runInvocation(
+        attempt,
+        spec,
+        containerInvocation({ operation, workspace, wallClockSeconds, hostCpus: this.hostCpus, mounts }),
+        wallClockSeconds,
+      );
     } finally {
       closeMountSources(mounts);
     }
@@ -188,7 +194,10 @@ export class ContainerExecutor implements Executor {
       },
     });
     if (exit.error !== undefined) {
-      const cause = create(StopCauseSchema, { reason: StopReason.SPAWN_FAILED, message: `cannot start ${this.options.runtime}: ${(exit.error as NodeJS.ErrnoException).code ?? exit.error.message}` });
+      const cause = create(StopCauseSchema, {
+        reason: StopReason.SPAWN_FAILED,
+        message: `cannot start ${this.options.runtime}: ${(exit.error as NodeJS.ErrnoException).code ?? exit.error.message}`,
+      });
       return { kind: "failed", cause, retryable: false, artifact, usage };
     }
     if (stopReason === "cancelled") return { kind: "cancelled", artifact, usage };

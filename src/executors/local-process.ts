@@ -137,7 +137,11 @@ export class LocalProcessExecutor implements Executor {
     const cwd = workingDirectory(workspace, spec.workingDirectory) ?? workspace;
     const env = this.environment(spec, attempt);
     const [program, ...args] = spec.argv as [string, ...string[]];
-    const failed = (reason: StopReason, message: string): Outcome => ({ kind: "failed", cause: create(StopCauseSchema, { reason, message }), retryable: false });
+    const failed = (reason: StopReason, message: string): Outcome => ({
+      kind: "failed",
+      cause: create(StopCauseSchema, { reason, message }),
+      retryable: false,
+    });
     try {
       mkdirSync(cwd, { recursive: true });
     } catch (error) {
@@ -174,7 +178,9 @@ export class LocalProcessExecutor implements Executor {
       });
       return { file: sandbox.file, args: sandbox.args, cwd: "/", env: sandbox.env, sandbox };
     } catch (error) {
-      return error instanceof MountUnavailable ? failed(StopReason.MOUNT_FAILED, error.message) : failed(StopReason.SANDBOX_FAILED, `cannot set up the sandbox: ${errorCode(error)}`);
+      return error instanceof MountUnavailable
+        ? failed(StopReason.MOUNT_FAILED, error.message)
+        : failed(StopReason.SANDBOX_FAILED, `cannot set up the sandbox: ${errorCode(error)}`);
     }
   }
 
@@ -251,7 +257,10 @@ export class LocalProcessExecutor implements Executor {
       // or the namespace's init (the pid and its child): either one's death ends the whole
       // namespace at once, leaving no grace.
       const terminate = (): void => {
-        if (sandbox === undefined || child.pid === undefined) return killGroup("SIGTERM");
+        if (sandbox === undefined || child.pid === undefined) {
+          killGroup("SIGTERM");
+          return;
+        }
         const root = child.pid;
         for (const member of treeMembers(root)) {
           if (member.pid !== root && member.ppid !== root) signalProcess(member.pid, "SIGTERM");
@@ -347,7 +356,10 @@ export class LocalProcessExecutor implements Executor {
         // about that much CPU (the meter may miss at most one sampling period of it).
         const cpuLimited =
           exit.signal === CPU_LIMIT_SIGNAL ||
-          (sandbox !== undefined && limits.cpuGpuComputeSeconds > 0 && exitCode === 128 + constants.signals[CPU_LIMIT_SIGNAL] && used.cpuGpuComputeSeconds >= limits.cpuGpuComputeSeconds - 0.5);
+          (sandbox !== undefined &&
+            limits.cpuGpuComputeSeconds > 0 &&
+            exitCode === 128 + constants.signals[CPU_LIMIT_SIGNAL] &&
+            used.cpuGpuComputeSeconds >= limits.cpuGpuComputeSeconds - 0.5);
         const exhausted =
           stopped ??
           (cpuLimited ? exhaustion("cpuGpuComputeSeconds", `a process reached its CPU time limit of ${limits.cpuGpuComputeSeconds} s`) : undefined) ??

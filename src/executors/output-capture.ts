@@ -15,7 +15,12 @@ export function captureLogPath(workspace: string, stream: "stdout" | "stderr", a
  * Keeps up to `limit` bytes of `stream` in the file at `path` and, with `forward`, sends the same
  * bytes on as they come; `done` settles once the file is written and the forwarder has the end.
  */
-export function captureTo(stream: Readable, path: string, limit: number, forward?: OutputForwarder): { bytes: () => number; truncated: () => boolean; done: Promise<void> } {
+export function captureTo(
+  stream: Readable,
+  path: string,
+  limit: number,
+  forward?: OutputForwarder,
+): { bytes: () => number; truncated: () => boolean; done: Promise<void> } {
   // The workspace belongs to the program: an earlier attempt could have left a symlink where
   // this log goes, to have the server write through it outside the workspace. Whatever is there
   // goes first.

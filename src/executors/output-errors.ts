@@ -18,15 +18,25 @@ export function attemptNotStarted(name: string, attempt: number) {
 }
 
 export function outputRemoved(key: OutputKey) {
-  return errorWithInfo(Code.OutOfRange, "OUTPUT_REMOVED", `the ${key.stream} of attempt ${key.attempt} of ${key.operation} is no longer kept (removed after the output retention period)`, where(key));
+  return errorWithInfo(
+    Code.OutOfRange,
+    "OUTPUT_REMOVED",
+    `the ${key.stream} of attempt ${key.attempt} of ${key.operation} is no longer kept (removed after the output retention period)`,
+    where(key),
+  );
 }
 
 export function offsetAhead(key: OutputKey, offset: bigint, size: bigint) {
-  return errorWithInfo(Code.OutOfRange, "OFFSET_AHEAD", `${key.stream} offset ${offset} is beyond the ${size} bytes of attempt ${key.attempt} of ${key.operation}`, {
-    ...where(key),
-    offset: String(offset),
-    size: String(size),
-  });
+  return errorWithInfo(
+    Code.OutOfRange,
+    "OFFSET_AHEAD",
+    `${key.stream} offset ${offset} is beyond the ${size} bytes of attempt ${key.attempt} of ${key.operation}`,
+    {
+      ...where(key),
+      offset: String(offset),
+      size: String(size),
+    },
+  );
 }
 
 export function outputGap(key: OutputKey, offset: bigint, size: bigint) {
@@ -46,5 +56,8 @@ export function outputEnded(key: OutputKey, size: bigint) {
 
 /** The server could not begin keeping the attempt's output (the store refused), so it takes none of it. */
 export function outputNotKept(operation: string, attempt: number) {
-  return errorWithInfo(Code.FailedPrecondition, "OUTPUT_NOT_KEPT", `the server keeps no output of attempt ${attempt} of ${operation}`, { operation, attempt: String(attempt) });
+  return errorWithInfo(Code.FailedPrecondition, "OUTPUT_NOT_KEPT", `the server keeps no output of attempt ${attempt} of ${operation}`, {
+    operation,
+    attempt: String(attempt),
+  });
 }

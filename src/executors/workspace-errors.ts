@@ -7,10 +7,15 @@ import { errorWithInfo } from "../api/errors.js";
 
 export function workspaceNotTerminal(operation: string, state: TaskState) {
   const stateName = taskStateNames.get(state) ?? String(state);
-  return errorWithInfo(Code.FailedPrecondition, "OPERATION_NOT_TERMINAL", `${operation} is ${stateName}: its workspace is read or removed once the operation has ended`, {
-    operation,
-    state: stateName,
-  });
+  return errorWithInfo(
+    Code.FailedPrecondition,
+    "OPERATION_NOT_TERMINAL",
+    `${operation} is ${stateName}: its workspace is read or removed once the operation has ended`,
+    {
+      operation,
+      state: stateName,
+    },
+  );
 }
 
 export function noWorkspace(operation: string, why: string) {
@@ -40,10 +45,15 @@ export function symlinkNotFollowed(operation: string, path: string, target: stri
 }
 
 export function notARegularFile(operation: string, path: string, what: string) {
-  return errorWithInfo(Code.FailedPrecondition, "NOT_A_REGULAR_FILE", `${path} in the workspace of ${operation} is ${what}: only regular files are downloaded`, {
-    operation,
-    path,
-  });
+  return errorWithInfo(
+    Code.FailedPrecondition,
+    "NOT_A_REGULAR_FILE",
+    `${path} in the workspace of ${operation} is ${what}: only regular files are downloaded`,
+    {
+      operation,
+      path,
+    },
+  );
 }
 
 export function hardLinkedFile(operation: string, path: string, links: number) {
@@ -69,10 +79,15 @@ export function unreadableFile(operation: string, path: string, reason: string) 
 }
 
 export function fileChanged(operation: string, path: string) {
-  return errorWithInfo(Code.DataLoss, "FILE_CHANGED", `${path} in the workspace of ${operation} changed while it was sent: its bytes no longer match the SHA-256 sent first`, {
-    operation,
-    path,
-  });
+  return errorWithInfo(
+    Code.DataLoss,
+    "FILE_CHANGED",
+    `${path} in the workspace of ${operation} changed while it was sent: its bytes no longer match the SHA-256 sent first`,
+    {
+      operation,
+      path,
+    },
+  );
 }
 
 /** The disk limit of all workspaces is reached and removing ended ones did not make room. */

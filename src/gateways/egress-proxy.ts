@@ -73,13 +73,22 @@ function refusal(status: number, statusText: string, code: Code, reason: string)
 
 function answer(socket: Duplex, status: number, statusText: string, reason: string): void {
   const body = `${reason}\n`;
-  socket.end(`HTTP/1.1 ${status} ${statusText}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  socket.end(
+    `HTTP/1.1 ${status} ${statusText}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
 
 export function egressProxy(deps: EgressProxyDeps) {
   const { store, authority, log } = deps;
 
-  function draft(principal: Principal | undefined, operation: string, target: string, destination: { host: string; port: number }, decision: AuditDecisionInit, bytes = { sent: 0n, received: 0n }): AuditDraft {
+  function draft(
+    principal: Principal | undefined,
+    operation: string,
+    target: string,
+    destination: { host: string; port: number },
+    decision: AuditDecisionInit,
+    bytes = { sent: 0n, received: 0n },
+  ): AuditDraft {
     return {
       ...caller(principal),
       rpc: EGRESS_RPC,
@@ -96,7 +105,8 @@ export function egressProxy(deps: EgressProxyDeps) {
   async function attemptOf(request: http.IncomingMessage): Promise<{ principal: Principal; operation: Operation }> {
     const header = request.headers["proxy-authorization"] ?? "";
     const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
-    if (token === undefined) throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, "the egress proxy needs an execution credential (Proxy-Authorization: Bearer)");
+    if (token === undefined)
+      throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, "the egress proxy needs an execution credential (Proxy-Authorization: Bearer)");
     let principal: Principal;
     try {
       principal = await authority.authenticate(token);
@@ -109,7 +119,12 @@ export function egressProxy(deps: EgressProxyDeps) {
       throw refusal(403, "Forbidden", Code.PERMISSION_DENIED, "only a running execution's own credential may use the egress proxy");
     }
     if (!networkEgressAllowed(operation)) {
-      throw new Refusal(403, "Forbidden", { allowed: false, denialCode: Code.PERMISSION_DENIED, gates: [PolicyGate.NETWORK_PROFILE], reason: `${operation.name} was not granted network egress at admission` });
+      throw new Refusal(403, "Forbidden", {
+        allowed: false,
+        denialCode: Code.PERMISSION_DENIED,
+        gates: [PolicyGate.NETWORK_PROFILE],
+        reason: `${operation.name} was not granted network egress at admission`,
+      });
     }
     return { principal, operation };
   }
@@ -133,7 +148,8 @@ export function egressProxy(deps: EgressProxyDeps) {
       const limit = running.requestedBudget ?? create(BudgetSchema);
       const charged = await chargeOperation(deps, operation, (current) => charge(limit, current.usage, costOf(call)), false, undefined);
       if (charged.outcome === undefined) throw refusal(403, "Forbidden", Code.FAILED_PRECONDITION, `${operation} is not running`);
-      if (charged.outcome.kind === "exhausted") throw refusal(403, "Forbidden", Code.RESOURCE_EXHAUSTED, `the connection would exhaust the ${charged.outcome.dimension} budget; the task is ended`);
+      if (charged.outcome.kind === "exhausted")
+        throw refusal(403, "Forbidden", Code.RESOURCE_EXHAUSTED, `the connection would exhaust the ${charged.outcome.dimension} budget; the task is ended`);
       tunnel(socket, head, destination, target, (bytes) => record(draft(principal, operation, target, destination, allowedDecision(verdict.decisions), bytes)));
     } catch (error) {
       if (!(error instanceof Refusal)) {
@@ -151,7 +167,13 @@ export function egressProxy(deps: EgressProxyDeps) {
     store.appendAudit(audit).catch((error: unknown) => log.error({ err: error }, "could not audit an egress connection"));
   }
 
-  function tunnel(client: Duplex, head: Buffer, destination: { host: string; port: number }, target: string, closed: (bytes: { sent: bigint; received: bigint }) => void): void {
+  function tunnel(
+    client: Duplex,
+    head: Buffer,
+    destination: { host: string; port: number },
+    target: string,
+    closed: (bytes: { sent: bigint; received: bigint }) => void,
+  ): void {
     let sent = BigInt(head.length);
     let received = 0n;
     const upstream = net.connect(destination.port, destination.host);
@@ -189,5 +211,7 @@ export function egressProxy(deps: EgressProxyDeps) {
 
 /** Answers a plain-HTTP proxy request (absolute-form URL): refused, the proxy only tunnels. */
 export function refusePlainProxyRequest(res: http.ServerResponse): void {
-  res.writeHead(405, { "Content-Type": "text/plain; charset=utf-8", Allow: "CONNECT" }).end("amctl egress proxy: only CONNECT is supported (use https, or curl --proxytunnel)\n");
+  res
+    .writeHead(405, { "Content-Type": "text/plain; charset=utf-8", Allow: "CONNECT" })
+    .end("amctl egress proxy: only CONNECT is supported (use https, or curl --proxytunnel)\n");
 }

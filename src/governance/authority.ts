@@ -77,7 +77,7 @@ export class Authority {
   }
 
   private async resolve(token: string, now: Date): Promise<Principal> {
-    let claims;
+    let claims: Awaited<ReturnType<typeof this.verify>>;
     try {
       claims = await this.verify(token, now);
     } catch (error) {

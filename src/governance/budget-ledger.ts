@@ -46,7 +46,13 @@ function only(budget: Budget | undefined, dimensions: readonly BudgetDimensionNa
  * (its budget less its active children's and its operations' holdings) and of the profile's
  * budget if it has one.
  */
-function remainingLimits(principal: Principal, profile: StoredProfile, delegationAccount: AccountState, profileAccount: AccountState, now: Date): [string, Budget][] {
+function remainingLimits(
+  principal: Principal,
+  profile: StoredProfile,
+  delegationAccount: AccountState,
+  profileAccount: AccountState,
+  now: Date,
+): [string, Budget][] {
   const { delegation } = principal;
   const limits: [string, Budget][] = [[delegation.name, remainingOf(delegation.scope?.budget, delegationAccount.children, delegationAccount.held, now)]];
   if (profile.budget !== undefined) limits.push([profile.name, remainingOf(profile.budget, [], profileAccount.held, now)]);
@@ -58,9 +64,18 @@ function remainingLimits(principal: Principal, profile: StoredProfile, delegatio
  * and the profile can still give. Read outside the submit's commit: the reservation checks
  * again in it, so a concurrent submit that took the room meanwhile makes this one refused.
  */
-export async function executionDefaults(store: Pick<OperationStore, "readAccounts">, defaults: Budget, principal: Principal, profile: StoredProfile, now: Date): Promise<Budget> {
+export async function executionDefaults(
+  store: Pick<OperationStore, "readAccounts">,
+  defaults: Budget,
+  principal: Principal,
+  profile: StoredProfile,
+  now: Date,
+): Promise<Budget> {
   const [delegationAccount, profileAccount] = await store.readAccounts([principal.delegation.name, profile.name]);
-  return remainingLimits(principal, profile, delegationAccount!, profileAccount!, now).reduce((budget, [, remaining]) => minBudgets(budget, remaining), defaults);
+  return remainingLimits(principal, profile, delegationAccount!, profileAccount!, now).reduce(
+    (budget, [, remaining]) => minBudgets(budget, remaining),
+    defaults,
+  );
 }
 
 /**

@@ -11,7 +11,8 @@ import { subtractBudgets } from "../model/budget-math.js";
 export function remainingOf(budget: Budget | undefined, children: readonly ChildAccount[], held: Budget | undefined, now: Date): Budget {
   let remaining = subtractBudgets(budget, held);
   for (const child of children) {
-    if (inactiveReason(child.delegation, now) === undefined) remaining = subtractBudgets(remaining, subtractBudgets(child.delegation.scope?.budget, child.held));
+    if (inactiveReason(child.delegation, now) === undefined)
+      remaining = subtractBudgets(remaining, subtractBudgets(child.delegation.scope?.budget, child.held));
   }
   return remaining;
 }

@@ -48,7 +48,8 @@ export class GrantIndex {
   }
 
   private async load(): Promise<Snapshot> {
-    const completed = (type: OperationType): Promise<Operation[]> => this.store.listOperations({ types: [type], states: [TaskState.COMPLETED], limit: SCAN_LIMIT });
+    const completed = (type: OperationType): Promise<Operation[]> =>
+      this.store.listOperations({ types: [type], states: [TaskState.COMPLETED], limit: SCAN_LIMIT });
     const [grantOps, bindingOps] = await Promise.all([completed(OperationType.TOOL_GRANT_APPLY), completed(OperationType.MODEL_PROVIDER_BIND)]);
     const grants = new Set<string>();
     for (const grant of grantOps) {

@@ -67,7 +67,8 @@ export function assertOutsideDataDir(dataDir: string, privateKeyFile: string): v
 
 /** Writes a private key PEM: mode 0600, never over an existing file, directories created 0700. */
 function writePrivateKey(file: string, pem: string): void {
-  if (existsSync(file)) throw new Error(`an operator private key already exists at ${file}; refusing to overwrite it (choose another file with --key-out FILE)`);
+  if (existsSync(file))
+    throw new Error(`an operator private key already exists at ${file}; refusing to overwrite it (choose another file with --key-out FILE)`);
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   writeFileSync(file, pem, { mode: 0o600, flag: "wx" });
 }
@@ -85,7 +86,9 @@ export function createOperatorKey(dataDir: string, privateKeyFile: string): { pr
   const files = operatorKeyFiles(dataDir);
   assertOutsideDataDir(dataDir, privateKeyFile);
   if (existsSync(files.legacyPrivateKey)) {
-    throw new Error(`an operator key already exists in ${dirname(files.publicKey)}; refusing to replace it. Its private key is still in the data dir: ${moveKeyHint(dataDir)}`);
+    throw new Error(
+      `an operator key already exists in ${dirname(files.publicKey)}; refusing to replace it. Its private key is still in the data dir: ${moveKeyHint(dataDir)}`,
+    );
   }
   if (existsSync(files.publicKey)) throw new Error(`an operator key already exists in ${dirname(files.publicKey)}; refusing to replace it`);
   const { privateKey, publicKey } = generateKeyPairSync("ed25519");
@@ -112,7 +115,8 @@ export function moveLegacyOperatorKey(dataDir: string, privateKeyFile: string): 
   const pem = readFileSync(files.legacyPrivateKey, "utf8");
   createPrivateKey(pem); // a file that is not a key is left where it is
   writePrivateKey(privateKeyFile, pem);
-  if (readFileSync(privateKeyFile, "utf8") !== pem) throw new Error(`the copy at ${privateKeyFile} differs from ${files.legacyPrivateKey}; the data dir still holds the key`);
+  if (readFileSync(privateKeyFile, "utf8") !== pem)
+    throw new Error(`the copy at ${privateKeyFile} differs from ${files.legacyPrivateKey}; the data dir still holds the key`);
   unlinkSync(files.legacyPrivateKey);
   return { privateKey: privateKeyFile, publicKey: files.publicKey, from: files.legacyPrivateKey };
 }

@@ -77,7 +77,9 @@ export const separationRules: readonly SeparationRule[] = [
     enforcedAt: ["RuntimeService.AuthorizeCall (model calls)"],
     code: Code.FailedPrecondition,
     violation: (facts) =>
-      isModelCall(facts) && (facts.providerProfileTypes ?? []).length === 0 ? `model provider ${facts.call!.modelProvider} is not bound in any provider profile` : undefined,
+      isModelCall(facts) && (facts.providerProfileTypes ?? []).length === 0
+        ? `model provider ${facts.call!.modelProvider} is not bound in any provider profile`
+        : undefined,
   },
   {
     id: "airgapped-no-network",
@@ -87,7 +89,8 @@ export const separationRules: readonly SeparationRule[] = [
     code: Code.PermissionDenied,
     violation: ({ profileType, spec, call }) => {
       if (profileType !== ProfileType.AIRGAPPED_LOCAL_ONLY) return undefined;
-      if ((spec?.case === "containerRun" || spec?.case === "executionStart") && spec.value.network) return "an airgapped_local_only profile never gets network egress";
+      if ((spec?.case === "containerRun" || spec?.case === "executionStart") && spec.value.network)
+        return "an airgapped_local_only profile never gets network egress";
       if (call?.kind === CallKind.CONNECTOR) return "an airgapped_local_only profile makes no connector calls";
       return undefined;
     },
@@ -100,7 +103,9 @@ export const separationRules: readonly SeparationRule[] = [
     enforcedAt: ["RuntimeService.AuthorizeCall (model calls)"],
     code: Code.PermissionDenied,
     violation: (facts) =>
-      facts.profileType === ProfileType.AIRGAPPED_LOCAL_ONLY && isModelCall(facts) && (facts.providerProfileTypes ?? []).some((type) => type !== ProfileType.LOCAL_MODEL_PROVIDER)
+      facts.profileType === ProfileType.AIRGAPPED_LOCAL_ONLY &&
+      isModelCall(facts) &&
+      (facts.providerProfileTypes ?? []).some((type) => type !== ProfileType.LOCAL_MODEL_PROVIDER)
         ? `an airgapped_local_only profile may not call ${facts.call!.modelProvider}, which is bound as a non-local provider`
         : undefined,
   },

@@ -1,7 +1,7 @@
 // Runtime charging: what a call costs, and whether a task's usage stays within its budget.
 // Pure, so the arithmetic is testable for all inputs; the store applies it atomically.
 import { create } from "@bufbuild/protobuf";
-import { BudgetSchema, BudgetDimension, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
+import { BudgetSchema, type BudgetDimension, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import { BudgetWarningSchema, type BudgetWarning } from "../gen/agentmachine/v1/event_pb.js";
 import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
 import { budgetDimensions, type BudgetDimensionName } from "../model/budget-dimensions.js";
@@ -17,9 +17,7 @@ export function dimensionEnum(name: BudgetDimensionName): BudgetDimension {
 }
 
 export function costOf(call: RuntimeCall): Budget {
-  return call.kind === CallKind.MODEL
-    ? create(BudgetSchema, { modelCalls: 1n, tokens: call.estimatedTokens })
-    : create(BudgetSchema, { connectorCalls: 1n });
+  return call.kind === CallKind.MODEL ? create(BudgetSchema, { modelCalls: 1n, tokens: call.estimatedTokens }) : create(BudgetSchema, { connectorCalls: 1n });
 }
 
 export type Charge =

@@ -112,7 +112,10 @@ export class TrustAnchors implements TrustedKeys {
       try {
         key = await readAnchor(file);
       } catch (error) {
-        this.log.error({ trigger, file, problem: (error as Error).message }, "trust anchor not read: the key it held before stays trusted until it reads as a key");
+        this.log.error(
+          { trigger, file, problem: (error as Error).message },
+          "trust anchor not read: the key it held before stays trusted until it reads as a key",
+        );
         continue;
       }
       if (key?.keyId === before?.keyId) continue;

@@ -121,7 +121,11 @@ export function admit(request: SubmitOperationRequest, context: AdmissionContext
   });
 }
 
-async function admitOrRefuse(request: SubmitOperationRequest, type: OperationType, { store, defaultBudget, principal, policy, executable, workerSelectors, sandboxUnavailable: noSandbox, dataDir }: AdmissionContext): Promise<Admitted> {
+async function admitOrRefuse(
+  request: SubmitOperationRequest,
+  type: OperationType,
+  { store, defaultBudget, principal, policy, executable, workerSelectors, sandboxUnavailable: noSandbox, dataDir }: AdmissionContext,
+): Promise<Admitted> {
   const spec = request.spec!.kind;
   const profile = spec.case === "profileCreate" ? `profiles/${spec.value.profileId}` : request.profile;
   requireOperation(principal, {
@@ -142,7 +146,11 @@ async function admitOrRefuse(request: SubmitOperationRequest, type: OperationTyp
   // With --workers every execution runs on a remote worker; containers always run here.
   const mounts =
     spec.case === "executionStart" || spec.case === "containerRun"
-      ? admitMounts(spec.value.mounts, spec.case === "executionStart" ? "spec.execution_start.mounts" : "spec.container_run.mounts", { principal, dataDir, remote: spec.case === "executionStart" && workerSelectors })
+      ? admitMounts(spec.value.mounts, spec.case === "executionStart" ? "spec.execution_start.mounts" : "spec.container_run.mounts", {
+          principal,
+          dataDir,
+          remote: spec.case === "executionStart" && workerSelectors,
+        })
       : [];
   const target = await targetOf(spec, store, principal);
   if (target?.artifact?.kind.case === "toolGrantRecord") requireOperation(principal, { type, profile, tool: target.artifact.kind.value.tool });

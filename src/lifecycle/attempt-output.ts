@@ -53,6 +53,7 @@ export async function openOutput(sink: OutputSink): Promise<void> {
 export async function closeOutput(store: OperationStore, operation: string, attempt: number): Promise<void> {
   for (const stream of OUTPUT_STREAMS) {
     const { state } = await store.readOutput({ operation, attempt, stream }, 0n, 0);
-    if (state !== undefined && !state.ended) await store.appendOutput({ operation, attempt, stream, offset: state.size, data: new Uint8Array(), end: { truncated: false }, time: new Date() });
+    if (state !== undefined && !state.ended)
+      await store.appendOutput({ operation, attempt, stream, offset: state.size, data: new Uint8Array(), end: { truncated: false }, time: new Date() });
   }
 }

@@ -33,7 +33,13 @@ export class AttemptRetries {
     const policy = this.retryPolicy(operation);
     if (retryable && operation.attempt < policy.maxAttempts) {
       const delay = backoffMs(policy, operation.attempt + 1);
-      const retrying = await transition(this.options.store, operation, TaskState.RETRYING, { case: "retry", value: { delay: durationFromMs(delay), cause: why } }, keep);
+      const retrying = await transition(
+        this.options.store,
+        operation,
+        TaskState.RETRYING,
+        { case: "retry", value: { delay: durationFromMs(delay), cause: why } },
+        keep,
+      );
       if (retrying !== undefined) this.scheduleRetry(operation.name, delay);
       return;
     }

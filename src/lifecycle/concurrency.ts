@@ -4,7 +4,6 @@
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import type { OperationStore, SlotKey } from "../store/store.js";
 
-
 /** The caps an execution runs under: every delegation from its own up to the root, and its profile's if it has one. */
 export async function slotKeysOf(store: OperationStore, operation: Pick<Operation, "delegation" | "profile">): Promise<SlotKey[]> {
   const keys: SlotKey[] = [];

@@ -5,12 +5,10 @@ import { taskStateNames } from "../model/mapping.js";
 import type { TaskState } from "../gen/agentmachine/v1/types_pb.js";
 
 export function eventsCompacted(cursor: bigint, oldest: bigint) {
-  return errorWithInfo(
-    Code.OutOfRange,
-    "EVENTS_COMPACTED",
-    `events after sequence ${cursor} are no longer retained; the oldest available is ${oldest}`,
-    { after_sequence: String(cursor), oldest_sequence: String(oldest) },
-  );
+  return errorWithInfo(Code.OutOfRange, "EVENTS_COMPACTED", `events after sequence ${cursor} are no longer retained; the oldest available is ${oldest}`, {
+    after_sequence: String(cursor),
+    oldest_sequence: String(oldest),
+  });
 }
 
 export function cursorAhead(cursor: bigint, latest: bigint) {
@@ -34,12 +32,10 @@ export function illegalTransition(name: string, from: TaskState, action: string)
 
 /** `field`: the metadata key that names what the request id made (`operation`, `delegation`, `policy_bundle`). */
 export function requestIdConflict(requestId: string, existing: string, field = "operation") {
-  return errorWithInfo(
-    Code.AlreadyExists,
-    "REQUEST_ID_REUSED",
-    `request_id "${requestId}" was already used for ${existing} with a different request body`,
-    { request_id: requestId, [field]: existing },
-  );
+  return errorWithInfo(Code.AlreadyExists, "REQUEST_ID_REUSED", `request_id "${requestId}" was already used for ${existing} with a different request body`, {
+    request_id: requestId,
+    [field]: existing,
+  });
 }
 
 export function noExecutor(operationType: string, why: string) {

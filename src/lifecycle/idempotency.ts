@@ -78,7 +78,12 @@ export function createKey<Desc extends DescMessage>(
  * (read by name, as stored now). A key reused with another request is AlreadyExists, as
  * SubmitOperation's; `field` names the resource in the error's metadata.
  */
-export async function keyedResult<T>(result: KeyedCreate<T>, requestId: string, field: string, read: (name: string) => Promise<T | undefined>): Promise<{ value: T; created: boolean }> {
+export async function keyedResult<T>(
+  result: KeyedCreate<T>,
+  requestId: string,
+  field: string,
+  read: (name: string) => Promise<T | undefined>,
+): Promise<{ value: T; created: boolean }> {
   if (result.kind === "created") return { value: result.value, created: true };
   if (result.kind === "request-id-conflict") throw requestIdConflict(requestId, result.name, field);
   const value = await read(result.name);

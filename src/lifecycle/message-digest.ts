@@ -14,5 +14,7 @@ function canonical(value: unknown): unknown {
 }
 
 export function messageDigest<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): string {
-  return createHash("sha256").update(JSON.stringify(canonical(toJson(schema, message)))).digest("hex");
+  return createHash("sha256")
+    .update(JSON.stringify(canonical(toJson(schema, message))))
+    .digest("hex");
 }

@@ -52,7 +52,10 @@ export function admitMounts(mounts: readonly Mount[], field: string, { principal
       return clone(MountSchema, { ...mount, hostPath: inside });
     }
     if (mount.readWrite) {
-      throw invalidField(`${at}.read_write`, "only a mount of the operation's own workspace (a relative host_path) may be read-write: the contract allows no external writes");
+      throw invalidField(
+        `${at}.read_write`,
+        "only a mount of the operation's own workspace (a relative host_path) may be read-write: the contract allows no external writes",
+      );
     }
     return clone(MountSchema, { ...mount, hostPath: resolvedHostPath(mount.hostPath, `${at}.host_path`, principal, dataDir) });
   });
@@ -77,9 +80,11 @@ function resolveExisting(hostPath: string): { resolved: string; exists: boolean 
 function resolvedHostPath(hostPath: string, field: string, principal: Principal, dataDir: string): string {
   const { mountPrefixes } = principal.delegation.scope!;
   const delegation = principal.delegation.name;
-  if (!prefixesCover(mountPrefixes, posix.resolve(hostPath))) throw outOfScope("mount_prefixes", `${field} ${hostPath} is not under its mount_prefixes`, delegation);
+  if (!prefixesCover(mountPrefixes, posix.resolve(hostPath)))
+    throw outOfScope("mount_prefixes", `${field} ${hostPath} is not under its mount_prefixes`, delegation);
   const { resolved, exists } = resolveExisting(hostPath);
-  if (!prefixesCover(mountPrefixes, resolved)) throw outOfScope("mount_prefixes", `${field} ${hostPath} resolves to a path outside its mount_prefixes`, delegation);
+  if (!prefixesCover(mountPrefixes, resolved))
+    throw outOfScope("mount_prefixes", `${field} ${hostPath} resolves to a path outside its mount_prefixes`, delegation);
   const realDataDir = realpathSync.native(dataDir);
   if (underPrefix(resolved, realDataDir) || underPrefix(realDataDir, resolved)) {
     throw mountForbidden(field, "resolves into the server's data dir (or above it), which is never mounted: it holds the keys, the store and every workspace");

@@ -68,7 +68,9 @@ export async function* watchOutput(store: OperationStore, wakeUps: OutputWakeUps
   const attempt = watch.attempt || Math.max(operation.attempt, 1);
   // A follower may wait for the next attempt (the first of a queued execution, or the retry of a retrying one).
   if (attempt > operation.attempt && (!watch.follow || attempt > operation.attempt + 1)) throw attemptNotStarted(name, attempt);
-  const positions = new Map<OutputStreamName, bigint>((watch.streams.length > 0 ? watch.streams : OUTPUT_STREAMS).map((stream) => [stream, watch.offsets[stream]]));
+  const positions = new Map<OutputStreamName, bigint>(
+    (watch.streams.length > 0 ? watch.streams : OUTPUT_STREAMS).map((stream) => [stream, watch.offsets[stream]]),
+  );
   const keyOf = (stream: OutputStreamName): OutputKey => ({ operation: name, attempt, stream });
 
   // Before anything is sent: offsets a stream cannot reach, output no longer kept.

@@ -78,7 +78,14 @@ export class AttemptRunner {
         : undefined;
     if (running.type === OperationType.EXECUTION_START && credential === undefined) {
       seat?.release();
-      await this.options.retries.attemptFailed(running, cause(StopReason.CREDENTIAL_UNAVAILABLE, `no execution credential could be issued under ${running.delegation} (revoked, expired, or see the server log)`), false);
+      await this.options.retries.attemptFailed(
+        running,
+        cause(
+          StopReason.CREDENTIAL_UNAVAILABLE,
+          `no execution credential could be issued under ${running.delegation} (revoked, expired, or see the server log)`,
+        ),
+        false,
+      );
       return;
     }
     try {
@@ -134,7 +141,14 @@ export class AttemptRunner {
     }
   }
 
-  private async runAttempt(running: Operation, attempt: number, workspace: string, controller: AbortController, credential: ExecutionCredential | undefined, seat: Seat | undefined): Promise<void> {
+  private async runAttempt(
+    running: Operation,
+    attempt: number,
+    workspace: string,
+    controller: AbortController,
+    credential: ExecutionCredential | undefined,
+    seat: Seat | undefined,
+  ): Promise<void> {
     const { name } = running;
     const executor = this.options.executors.get(running.type);
     if (executor === undefined) throw new Error(`no executor for operation type ${running.type}`);
@@ -182,18 +196,16 @@ export class AttemptRunner {
               attributes: { case: "progress", value },
             });
             pendingProgress = event;
-            write(
-              () => {
-                pendingProgress = undefined;
-                event.time = timestampFromDate(new Date());
-              },
-              event,
-            );
+            write(() => {
+              pendingProgress = undefined;
+              event.time = timestampFromDate(new Date());
+            }, event);
           },
           // Usage as it accrues, so a watcher (and the budget) sees it before the attempt ends.
-          usage: (measured) => write((op) => {
-            op.usage = withAttemptUsage(op.usage, running.usage, measured);
-          }),
+          usage: (measured) =>
+            write((op) => {
+              op.usage = withAttemptUsage(op.usage, running.usage, measured);
+            }),
           spawned: (pid) => {
             const startTicks = processStartTicks(pid) ?? 0n; // now, while it surely is our process
             write((op) => {
@@ -208,7 +220,10 @@ export class AttemptRunner {
         .then((outcome) => recordOutcome(span, outcome)),
     );
     await writes;
-    if (output !== undefined) await closeOutput(this.options.store, name, attempt).catch((error: unknown) => this.options.log.warn({ err: error, operation: name }, "could not end the attempt's output"));
+    if (output !== undefined)
+      await closeOutput(this.options.store, name, attempt).catch((error: unknown) =>
+        this.options.log.warn({ err: error, operation: name }, "could not end the attempt's output"),
+      );
     if (this.options.stopping()) return; // recovered as server_restart on the next start
     await this.applyOutcome(running, outcome, controller.signal);
   }

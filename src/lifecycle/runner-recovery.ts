@@ -2,7 +2,7 @@
 // of runners that stopped saying so (or, on the embedded store, of the process before it).
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { StopReason, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
-import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
+import { type OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Executor } from "../executors/executor.js";
 import type { Logger } from "../api/logger.js";
 import type { OperationStore } from "../store/store.js";
@@ -78,7 +78,11 @@ export class RunnerRecovery {
           await this.stopOrphan(operation);
           await retries.attemptFailed(operation, cause(StopReason.SERVER_RESTART, "the server stopped while the task was running"), true);
         } else {
-          await retries.attemptFailed(operation, cause(StopReason.RUNNER_LOST, `${operation.runner} stopped sending heartbeats while the task was running`), true);
+          await retries.attemptFailed(
+            operation,
+            cause(StopReason.RUNNER_LOST, `${operation.runner} stopped sending heartbeats while the task was running`),
+            true,
+          );
         }
       } else if (operation.state === TaskState.RETRYING && ownerGone) {
         retries.scheduleRetry(operation.name, retries.retryPolicy(operation).initialBackoffMs);
@@ -93,10 +97,13 @@ export class RunnerRecovery {
    * Only on the embedded store: there what was started surely is of this machine.
    */
   private async stopOrphan(operation: Operation): Promise<void> {
-    const stopped = await this.options.executors.get(operation.type)?.stopOrphan?.(operation).catch((error: unknown) => {
-      this.options.log.error({ err: error, operation: operation.name }, "could not stop what a previous server left running");
-      return undefined;
-    });
+    const stopped = await this.options.executors
+      .get(operation.type)
+      ?.stopOrphan?.(operation)
+      .catch((error: unknown) => {
+        this.options.log.error({ err: error, operation: operation.name }, "could not stop what a previous server left running");
+        return undefined;
+      });
     if (stopped !== undefined) this.options.log.warn({ operation: operation.name, stopped }, "stopped what a previous server left running");
   }
 }

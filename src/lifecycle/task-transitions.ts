@@ -3,7 +3,7 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { OperationEventSchema } from "../gen/agentmachine/v1/event_pb.js";
-import { StopCauseSchema, StopReason, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
+import { StopCauseSchema, type StopReason, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Modification, OperationStore } from "../store/store.js";
@@ -25,7 +25,13 @@ export function cause(reason: StopReason, message: string, dimension = BudgetDim
  * commit, so usage charged at runtime (RuntimeService) is never overwritten; an execution
  * that ends settles its budget there too.
  */
-export async function transition(store: OperationStore, operation: Operation, to: TaskState, attributes: Attributes, change: (op: Operation) => void = () => {}): Promise<Operation | undefined> {
+export async function transition(
+  store: OperationStore,
+  operation: Operation,
+  to: TaskState,
+  attributes: Attributes,
+  change: (op: Operation) => void = () => {},
+): Promise<Operation | undefined> {
   const result = await store.modifyOperation(operation.name, transitionChange(operation, to, attributes, change));
   return result.kind === "modified" ? result.operation : undefined;
 }

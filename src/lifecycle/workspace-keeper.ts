@@ -95,7 +95,13 @@ export class WorkspaceKeeper {
   delete(operation: Operation): Promise<number | undefined> {
     return this.inTurn(async () => {
       const dir = workspaceOf(this.options.dataDir, operation.name);
-      if (!(await lstat(dir).then((s) => s.isDirectory(), () => false))) return undefined;
+      if (
+        !(await lstat(dir).then(
+          (s) => s.isDirectory(),
+          () => false,
+        ))
+      )
+        return undefined;
       const bytes = await workspaceBytes(dir, new Map());
       await this.remove({ operation: operation.name, dir, bytes }, "it was deleted");
       return bytes;

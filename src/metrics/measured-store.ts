@@ -3,7 +3,17 @@
 // server's writes committed — operations created, events appended, budgets settled. These are
 // counted from each write's answer, not from onCommit, because on a shared store onCommit passes
 // on every replica's events: each server counts its own commits, so a sum over replicas is right.
-import type { ClaimResult, CreateResult, Modification, ModifyResult, OperationStore, OperationUpdate, Settlement, StoredEvent, UpdateResult } from "../store/store.js";
+import type {
+  ClaimResult,
+  CreateResult,
+  Modification,
+  ModifyResult,
+  OperationStore,
+  OperationUpdate,
+  Settlement,
+  StoredEvent,
+  UpdateResult,
+} from "../store/store.js";
 import { aroundWrites, type StoreWrite } from "../store/store-writes.js";
 import type { PlaneMetrics } from "./plane-metrics.js";
 

@@ -111,7 +111,10 @@ export class PlaneMetrics {
   });
   private readonly consumed = consumedDimensions.map(
     ([dimension, name, what]) =>
-      [dimension, new Counter({ name, help: `${what} spent by operations whose budget this server settled (when they ended).`, registers: this.registers })] as const,
+      [
+        dimension,
+        new Counter({ name, help: `${what} spent by operations whose budget this server settled (when they ended).`, registers: this.registers }),
+      ] as const,
   );
 
   constructor() {

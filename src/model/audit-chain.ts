@@ -59,6 +59,8 @@ export function sealRecordWithJson(draft: AuditDraft, head: ChainHead | undefine
     previousHash: head?.hash ?? GENESIS_HASH,
   });
   const members = toJson(AuditRecordSchema, record) as Record<string, unknown>;
-  record.hash = createHash("sha256").update(canonicalize(members) as string).digest("hex");
+  record.hash = createHash("sha256")
+    .update(canonicalize(members) as string)
+    .digest("hex");
   return { record, json: canonicalize({ ...members, hash: record.hash }) as string };
 }

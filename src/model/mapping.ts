@@ -7,10 +7,7 @@
 // translate enums (contract strings) and 64-bit integers (JSON numbers).
 import { create, ScalarType, type DescEnum, type DescField, type DescMessage, type Message } from "@bufbuild/protobuf";
 import { ArtifactType, EventType, OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import {
-  WorkspaceOperationContractSchema,
-  type WorkspaceOperationContract,
-} from "../gen/agentmachine/v1/contract_pb.js";
+import { WorkspaceOperationContractSchema, type WorkspaceOperationContract } from "../gen/agentmachine/v1/contract_pb.js";
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type JsonObject = { [key: string]: Json };
@@ -134,13 +131,7 @@ function messageToJson(desc: DescMessage, message: Message): JsonObject {
   return out;
 }
 
-const int64Scalars = new Set<ScalarType>([
-  ScalarType.INT64,
-  ScalarType.UINT64,
-  ScalarType.SINT64,
-  ScalarType.FIXED64,
-  ScalarType.SFIXED64,
-]);
+const int64Scalars = new Set<ScalarType>([ScalarType.INT64, ScalarType.UINT64, ScalarType.SINT64, ScalarType.FIXED64, ScalarType.SFIXED64]);
 
 function singleFromJson(field: DescField, value: Json, path: string): unknown {
   if (field.fieldKind === "enum" || (field.fieldKind === "list" && field.listKind === "enum")) {

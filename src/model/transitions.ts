@@ -6,7 +6,13 @@ import { EventType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 const { QUEUED, RUNNING, RETRYING, CANCELLED, FAILED, COMPLETED } = TaskState;
 
 const transitions: ReadonlyMap<TaskState, ReadonlyMap<TaskState, EventType>> = new Map([
-  [QUEUED, new Map([[RUNNING, EventType.START], [CANCELLED, EventType.CANCEL]])],
+  [
+    QUEUED,
+    new Map([
+      [RUNNING, EventType.START],
+      [CANCELLED, EventType.CANCEL],
+    ]),
+  ],
   [
     RUNNING,
     new Map([
@@ -16,7 +22,13 @@ const transitions: ReadonlyMap<TaskState, ReadonlyMap<TaskState, EventType>> = n
       [CANCELLED, EventType.CANCEL],
     ]),
   ],
-  [RETRYING, new Map([[RUNNING, EventType.START], [CANCELLED, EventType.CANCEL]])],
+  [
+    RETRYING,
+    new Map([
+      [RUNNING, EventType.START],
+      [CANCELLED, EventType.CANCEL],
+    ]),
+  ],
   [CANCELLED, new Map()],
   [FAILED, new Map()],
   [COMPLETED, new Map()],

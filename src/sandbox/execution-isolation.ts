@@ -24,8 +24,7 @@ export interface ExecutionIsolation {
   sandboxes?: Sandboxes;
 }
 
-export const UNSAFE_DETAIL =
-  "--unsafe-no-sandbox: executions run unconfined as the server's user, with its access to the data dir, its keys and the network";
+export const UNSAFE_DETAIL = "--unsafe-no-sandbox: executions run unconfined as the server's user, with its access to the data dir, its keys and the network";
 
 /** The project's install (this file is src/sandbox/ in it), bound read-only so `amctl` works inside. */
 const installDir = resolve(import.meta.dirname, "..", "..");
@@ -34,6 +33,10 @@ export function executionIsolation(settings: SandboxSettings): ExecutionIsolatio
   if (settings.unsafeNoSandbox) return { mode: SandboxMode.DISABLED_UNSAFE, detail: UNSAFE_DETAIL };
   const probe = probeSandbox(settings.bwrapPath);
   if (!probe.available) return { mode: SandboxMode.UNAVAILABLE, detail: probe.reason };
-  const sandboxes = new Sandboxes(probe.tools, { readOnly: [...new Set([installDir, nodePrefix()])].filter((dir) => dir !== "/" && dir !== "/usr" && !dir.startsWith("/usr/")), maxProcesses: settings.maxProcesses, tmpBytes: settings.tmpBytes });
+  const sandboxes = new Sandboxes(probe.tools, {
+    readOnly: [...new Set([installDir, nodePrefix()])].filter((dir) => dir !== "/" && dir !== "/usr" && !dir.startsWith("/usr/")),
+    maxProcesses: settings.maxProcesses,
+    tmpBytes: settings.tmpBytes,
+  });
   return { mode: SandboxMode.ENFORCED, detail: probe.detail, sandboxes };
 }

@@ -126,9 +126,24 @@ export interface ProgramLimits {
 
 /** `perl -e SCRIPT SYSCALL CPU NPROC N PORT SOCKET… PROGRAM ARGS…`: the argv that runs `program` once the bridges listen. */
 export function launcherArgv(perl: string, limits: ProgramLimits, bridges: readonly Bridge[], program: readonly string[]): string[] {
-  return [perl, "-e", script, String(limits.prlimitSyscall), String(limits.cpuSeconds), String(limits.maxProcesses), String(bridges.length), ...bridges.flatMap(({ port, socket }) => [String(port), socket]), ...program];
+  return [
+    perl,
+    "-e",
+    script,
+    String(limits.prlimitSyscall),
+    String(limits.cpuSeconds),
+    String(limits.maxProcesses),
+    String(bridges.length),
+    ...bridges.flatMap(({ port, socket }) => [String(port), socket]),
+    ...program,
+  ];
 }
 /** The environment as the launcher reads it: NAME=value, each followed by a NUL. */
 export function encodeEnvironment(env: Readonly<Record<string, string>>): Buffer {
-  return Buffer.from(Object.entries(env).map(([name, value]) => `${name}=${value}\0`).join(""), "utf8");
+  return Buffer.from(
+    Object.entries(env)
+      .map(([name, value]) => `${name}=${value}\0`)
+      .join(""),
+    "utf8",
+  );
 }

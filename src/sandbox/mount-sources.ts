@@ -11,7 +11,7 @@
 // created here if missing one component at a time: every existing component must be a real
 // directory, never a link, since an earlier attempt of the operation could have left a link
 // there pointing out of the workspace.
-import { closeSync, lstatSync, mkdirSync, openSync, readlinkSync, realpathSync } from "node:fs";
+import { closeSync, lstatSync, mkdirSync, openSync, readlinkSync, realpathSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import type { Mount } from "../gen/agentmachine/v1/operation_pb.js";
 
@@ -38,7 +38,7 @@ function workspaceDirectory(root: string, relative: string, share: (dir: string)
   let dir = root;
   for (const part of relative === "." ? [] : relative.split("/")) {
     dir = join(dir, part);
-    let stat;
+    let stat: Stats;
     try {
       stat = lstatSync(dir);
     } catch {

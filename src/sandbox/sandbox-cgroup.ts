@@ -64,7 +64,10 @@ export function createSandboxCgroup(sandboxId: string, limits: CgroupLimits): Sa
       // The parent must delegate the controllers to its children.
       mkdirSync(join(ROOT, PARENT), { recursive: true });
       writeFileSync(join(ROOT, PARENT, "cgroup.subtree_control"), "+pids +memory");
-      const dir = makeGroup(ROOT, id, { "pids.max": String(limits.maxProcesses), ...(limits.memoryBytes > 0 ? { "memory.max": String(limits.memoryBytes) } : {}) });
+      const dir = makeGroup(ROOT, id, {
+        "pids.max": String(limits.maxProcesses),
+        ...(limits.memoryBytes > 0 ? { "memory.max": String(limits.memoryBytes) } : {}),
+      });
       made.push(dir);
       return group(made, () => /^oom_kill [1-9]/m.test(readFileSync(join(dir, "memory.events"), "utf8")), join(dir, "memory.peak"));
     }

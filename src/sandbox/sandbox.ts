@@ -39,7 +39,8 @@ export const MOUNT_FD_BASE = ENVIRONMENT_FD + 1;
 export const SANDBOX_ID = 65534;
 const EGRESS_PORT = 3128;
 
-const INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap; perl comes with the system), or start the server with --unsafe-no-sandbox for development only";
+const INSTALL_HINT =
+  "install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap; perl comes with the system), or start the server with --unsafe-no-sandbox for development only";
 
 export interface SandboxTools {
   bwrap: string;
@@ -74,7 +75,8 @@ export function probeSandbox(bwrapPath?: string): SandboxProbe {
   const bwrap = bwrapPath === undefined ? find("bwrap") : find(bwrapPath);
   const perl = find("perl");
   const missing = [bwrap ? undefined : "bwrap (bubblewrap)", perl ? undefined : "perl"].filter(Boolean);
-  if (missing.length > 0 || bwrap === undefined || perl === undefined) return { available: false, reason: `no sandbox: ${missing.join(", ")} not found; ${INSTALL_HINT}` };
+  if (missing.length > 0 || bwrap === undefined || perl === undefined)
+    return { available: false, reason: `no sandbox: ${missing.join(", ")} not found; ${INSTALL_HINT}` };
   const prlimitSyscall = PRLIMIT64_SYSCALL[process.arch];
   if (prlimitSyscall === undefined) return { available: false, reason: `no sandbox: the launcher does not know the prlimit64 system call of ${process.arch}` };
   const help = spawnSync(bwrap, ["--help"], { env: { PATH: SYSTEM_PATH }, timeout: 10_000 });
@@ -193,13 +195,19 @@ export class Sandboxes {
         this.traversable.add(parent);
       }
     }
-    const sockets = await PlaneSockets.open({ plane: request.plane, ...(request.egressCredential !== undefined ? { egressCredential: request.egressCredential } : {}), ...(owner ? { owner } : {}) });
+    const sockets = await PlaneSockets.open({
+      plane: request.plane,
+      ...(request.egressCredential !== undefined ? { egressCredential: request.egressCredential } : {}),
+      ...(owner ? { owner } : {}),
+    });
     let cgroup: SandboxCgroup | undefined;
     let mounts: MountSource[] = [];
     let closed = false;
     try {
       if (request.mounts.length > 0 && !this.tools.bindsDescriptors) {
-        throw new MountUnavailable("this host's bubblewrap is older than 0.8.0: it cannot bind a mount by descriptor, and a mount bound by path could be redirected");
+        throw new MountUnavailable(
+          "this host's bubblewrap is older than 0.8.0: it cannot bind a mount by descriptor, and a mount bound by path could be redirected",
+        );
       }
       mounts = openMountSources(request.mounts, request.workspace, (dir) => owner && chownSync(dir, owner.uid, owner.gid));
       cgroup = isRoot ? createSandboxCgroup(request.id, { maxProcesses: this.options.maxProcesses, memoryBytes: request.memoryBytes }) : undefined;
@@ -213,8 +221,19 @@ export class Sandboxes {
         ...(sockets.egress ? { HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: "", no_proxy: "" } : {}),
       };
       const bound = mounts.map(({ target, readWrite }, index) => ({ fd: MOUNT_FD_BASE + index, target, readWrite }));
-      const options = bubblewrapOptions({ readOnly: this.options.readOnly, workspace: request.workspace, runDir: sockets.dir, cwd: request.cwd, tmpBytes: this.options.tmpBytes, mounts: bound });
-      const limits = { prlimitSyscall: this.tools.prlimitSyscall, cpuSeconds: request.cpuSeconds, maxProcesses: cgroup === undefined ? this.options.maxProcesses : 0 };
+      const options = bubblewrapOptions({
+        readOnly: this.options.readOnly,
+        workspace: request.workspace,
+        runDir: sockets.dir,
+        cwd: request.cwd,
+        tmpBytes: this.options.tmpBytes,
+        mounts: bound,
+      });
+      const limits = {
+        prlimitSyscall: this.tools.prlimitSyscall,
+        cpuSeconds: request.cpuSeconds,
+        maxProcesses: cgroup === undefined ? this.options.maxProcesses : 0,
+      };
       const prepared: PreparedSandbox = {
         ...this.command(launcherArgv(this.tools.perl, limits, bridges, request.argv)),
         confine: (pid) => {
@@ -254,7 +273,11 @@ export class Sandboxes {
    * sets no_new_privs and drops every capability before the launcher runs).
    */
   private command(inside: readonly string[]): { file: string; args: string[]; user?: { uid: number; gid: number } } {
-    return { file: this.tools.bwrap, args: ["--args", String(SANDBOX_ARGS_FD), "--", ...inside], ...(isRoot ? { user: { uid: SANDBOX_ID, gid: SANDBOX_ID } } : {}) };
+    return {
+      file: this.tools.bwrap,
+      args: ["--args", String(SANDBOX_ARGS_FD), "--", ...inside],
+      ...(isRoot ? { user: { uid: SANDBOX_ID, gid: SANDBOX_ID } } : {}),
+    };
   }
 }
 

@@ -18,7 +18,8 @@ export interface ConsoleOptions {
  * inline script can run), never framed, no referrer (an operation's URL names it).
  */
 export const CONSOLE_SECURITY_HEADERS: Readonly<Record<string, string>> = {
-  "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  "content-security-policy":
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
   "x-content-type-options": "nosniff",
   "referrer-policy": "no-referrer",
   "x-frame-options": "DENY",
@@ -37,7 +38,11 @@ export function consoleRoute(options: ConsoleOptions, next: Fallback): Fallback 
     const method = req.method ?? "";
     const contentType = String(req.headers["content-type"] ?? "");
     const path = (req.url ?? "").split("?")[0] ?? "";
-    if ((method !== "GET" && method !== "HEAD") || contentType.startsWith("application/") || !(path === "/" || path === "/console" || path.startsWith("/console/"))) {
+    if (
+      (method !== "GET" && method !== "HEAD") ||
+      contentType.startsWith("application/") ||
+      !(path === "/" || path === "/console" || path.startsWith("/console/"))
+    ) {
       next(req, res);
       return;
     }
@@ -58,7 +63,8 @@ export function consoleRoute(options: ConsoleOptions, next: Fallback): Fallback 
     }
     asset.then(
       ({ contentType: type, body }) => send(res, 200, { "content-type": type }, body, head),
-      (error: unknown) => send(res, 500, { "content-type": "text/plain; charset=utf-8" }, `the console could not be built: ${(error as Error).message}\n`, head),
+      (error: unknown) =>
+        send(res, 500, { "content-type": "text/plain; charset=utf-8" }, `the console could not be built: ${(error as Error).message}\n`, head),
     );
   };
 }

@@ -27,12 +27,7 @@ function sanitize(error: unknown, requestId: string, procedure: string, log: Log
   return internal;
 }
 
-async function* sanitizeStream<T>(
-  messages: AsyncIterable<T>,
-  requestId: string,
-  procedure: string,
-  log: Logger,
-): AsyncIterable<T> {
+async function* sanitizeStream<T>(messages: AsyncIterable<T>, requestId: string, procedure: string, log: Logger): AsyncIterable<T> {
   try {
     yield* messages;
   } catch (error) {

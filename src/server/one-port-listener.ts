@@ -30,10 +30,7 @@ export function remoteAddressOf(req: http.IncomingMessage | http2.Http2ServerReq
   return session !== undefined ? sessionAddresses.get(session) : req.socket.remoteAddress;
 }
 
-type RequestHandler = (
-  req: http.IncomingMessage | http2.Http2ServerRequest,
-  res: http.ServerResponse | http2.Http2ServerResponse,
-) => void;
+type RequestHandler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
 
 /** HTTP/1.1 proxy requests on the same port (the egress proxy, src/gateways/egress-proxy.ts). */
 export interface ProxyHandlers {

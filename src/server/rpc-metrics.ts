@@ -56,7 +56,12 @@ class RpcMetrics {
       labelNames: [...labelNames, "grpc_code"],
       registers,
     });
-    this.received = new Counter({ name: "grpc_server_msg_received_total", help: "Total number of RPC stream messages received on the server.", labelNames, registers });
+    this.received = new Counter({
+      name: "grpc_server_msg_received_total",
+      help: "Total number of RPC stream messages received on the server.",
+      labelNames,
+      registers,
+    });
     this.sent = new Counter({ name: "grpc_server_msg_sent_total", help: "Total number of gRPC stream messages sent by the server.", labelNames, registers });
     this.seconds = new Histogram({
       name: "grpc_server_handling_seconds",

@@ -166,7 +166,15 @@ const served: readonly Served[] = [
       workspaceRoom: () => p.keeper.ensureRoom(),
     }),
   ),
-  serve(OutputService, (p) => outputService({ store: p.store, wakeUps: p.outputWakeUps, authority: p.authority, slowSubscriberTimeoutMs: p.config.slowSubscriberTimeoutMs, metrics: p.metrics })),
+  serve(OutputService, (p) =>
+    outputService({
+      store: p.store,
+      wakeUps: p.outputWakeUps,
+      authority: p.authority,
+      slowSubscriberTimeoutMs: p.config.slowSubscriberTimeoutMs,
+      metrics: p.metrics,
+    }),
+  ),
   serve(DelegationService, (p) =>
     delegationService({
       store: p.store,
@@ -176,7 +184,9 @@ const served: readonly Served[] = [
       cancelOperationsUnder: (names) => p.runner.cancelOperationsUnder(names),
     }),
   ),
-  serve(PolicyService, (p) => policyService({ ...p.admission, store: p.store, policy: p.policy, grants: p.grants, defaultBudget: p.config.defaultBudget, pageTokens: p.pageTokens })),
+  serve(PolicyService, (p) =>
+    policyService({ ...p.admission, store: p.store, policy: p.policy, grants: p.grants, defaultBudget: p.config.defaultBudget, pageTokens: p.pageTokens }),
+  ),
   serve(RuntimeService, (p) => runtimeService({ store: p.store, policy: p.policy, grants: p.grants, runner: p.runner, callTickets: p.callTickets })),
   serve(ProfileService, () => profileService()),
   serve(DiagnosticsService, (p) => diagnosticsService({ store: p.store, dataDir: p.dataDir })),
@@ -210,7 +220,8 @@ const servedServices = servedServiceDescriptors.map((service) => service.typeNam
  */
 export const SANDBOX_HEALTH_SERVICE = "agentmachine.v1.ExecutionSandbox";
 
-const REMOTE_WORKERS_DETAIL = "executions run on remote workers, each of which sandboxes them (amctl worker refuses to start without a sandbox unless --unsafe-no-sandbox)";
+const REMOTE_WORKERS_DETAIL =
+  "executions run on remote workers, each of which sandboxes them (amctl worker refuses to start without a sandbox unless --unsafe-no-sandbox)";
 
 function resolveContainerRuntime(runtime: string): string {
   try {
@@ -236,7 +247,10 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   // Every call in flight listens on this signal (and stops listening when it ends), so the
   // default limit of 10 listeners would warn of a leak under ordinary load.
   setMaxListeners(0, shutdown.signal);
-  const reflector = new Reflector(servedServiceDescriptors.map((service) => service.file), servedServices);
+  const reflector = new Reflector(
+    servedServiceDescriptors.map((service) => service.file),
+    servedServices,
+  );
 
   // With --metrics-listen: the metrics, counted from here on (without it, nothing is counted).
   const metrics = config.metricsListen === undefined ? undefined : new PlaneMetrics();
@@ -259,7 +273,15 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   // checkpoints of one log; its key file is theirs to share (--audit-key).
   const auditOrigin = `agent-machine/audit/${await store.getOrCreateSecret("audit-log-id", randomUUID)}`;
   const auditKey = loadOrCreateAuditKey(config.auditKeyFile ?? join(dataDir, "audit", "signing-key.pem"), auditOrigin);
-  const checkpointer = new Checkpointer({ store, key: auditKey, origin: auditOrigin, intervalMs: config.auditCheckpointIntervalMs, everyRecords: 1000, log, metrics });
+  const checkpointer = new Checkpointer({
+    store,
+    key: auditKey,
+    origin: auditOrigin,
+    intervalMs: config.auditCheckpointIntervalMs,
+    everyRecords: 1000,
+    log,
+    metrics,
+  });
   const auditAppends = new AuditAppends(store);
   const refusals = new RefusalSummaries({
     append: (draft) => store.appendAudit(draft),
@@ -285,7 +307,9 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
       }, config.credentialCacheMs);
   revocationChecks?.unref();
   if (anchors.anchorFiles().length === 0) {
-    log.warn(`no trust anchor yet: no credential is valid, so only health and reflection answer until \`amctl init\` writes ${initAnchor} (taken up as it appears, no restart needed)`);
+    log.warn(
+      `no trust anchor yet: no credential is valid, so only health and reflection answer until \`amctl init\` writes ${initAnchor} (taken up as it appears, no restart needed)`,
+    );
   }
   const policy = new PolicyEngine(store, log, metrics);
   const grants = new GrantIndex(store);
@@ -302,7 +326,9 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   await policyDirectory.applyAtStart(config.policyDir !== undefined);
   const reloads = liveReload({ anchors, anchorFiles: [...config.trustAnchors, initAnchor], policy: policyDirectory, log });
   if ((await store.listPolicyBundles()).length === 0) {
-    log.warn(`no policy bundle yet: every policy gate denies until one is in ${policyDirectory.dir} (applied as it appears, no restart needed; amctl init writes the defaults there) or applied with amctl policy apply`);
+    log.warn(
+      `no policy bundle yet: every policy gate denies until one is in ${policyDirectory.dir} (applied as it appears, no restart needed; amctl init writes the defaults there) or applied with amctl policy apply`,
+    );
   }
   const ownContract = buildServerContract({ defaultBudget: config.defaultBudget, startedAt: new Date() });
   let url = "";
@@ -317,7 +343,10 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const records = new RecordExecutor({ store });
   const executors = new Map<OperationType, Executor>([
     [OperationType.PROFILE_CREATE, records],
-    [OperationType.EXECUTION_START, workers ?? new LocalProcessExecutor({ ...config.execution, ...(isolation.sandboxes ? { sandboxes: isolation.sandboxes } : {}) })],
+    [
+      OperationType.EXECUTION_START,
+      workers ?? new LocalProcessExecutor({ ...config.execution, ...(isolation.sandboxes ? { sandboxes: isolation.sandboxes } : {}) }),
+    ],
     [OperationType.TOOL_GRANT_APPLY, records],
     [OperationType.TOOL_GRANT_REVOKE, records],
     [OperationType.MODEL_PROVIDER_BIND, records],
@@ -330,7 +359,8 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         health,
         recentErrors: () => recentErrors(log),
         credentialKeyIds: () => anchors.everTrustedKeyIds(),
-        localSecrets: () => localSecrets(store, dataDir, [pageTokenKey, callTicketKey, auditKey.privateKey.export({ format: "pem", type: "pkcs8" }).toString()]),
+        localSecrets: () =>
+          localSecrets(store, dataDir, [pageTokenKey, callTicketKey, auditKey.privateKey.export({ format: "pem", type: "pkcs8" }).toString()]),
       }),
     ],
   ]);
@@ -357,7 +387,9 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const keeper = new WorkspaceKeeper({ store, dataDir, retentionMs: config.workspaceRetentionMs, diskLimitBytes: config.workspaceDiskLimitBytes, log });
   const compaction = setInterval(() => {
     store.compactEvents(config.eventRetention, new Date()).catch((error: unknown) => log.error({ err: error }, "event compaction failed"));
-    store.compactOutput(new Date(Date.now() - (config.outputRetentionMs ?? config.eventRetention.maxAgeMs))).catch((error: unknown) => log.error({ err: error }, "output compaction failed"));
+    store
+      .compactOutput(new Date(Date.now() - (config.outputRetentionMs ?? config.eventRetention.maxAgeMs)))
+      .catch((error: unknown) => log.error({ err: error }, "output compaction failed"));
     keeper.sweep().catch((error: unknown) => log.error({ err: error }, "workspace sweep failed"));
   }, config.compactionIntervalMs);
   compaction.unref();
@@ -438,7 +470,10 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   await runner.recover();
   const metricsListener = metrics && config.metricsListen && (await listenForMetrics(metrics.registry, config.metricsListen, log));
   const metricsUrl = metricsListener?.url;
-  log.info({ url, dataDir, services: servedServices, trustAnchors: anchors.anchorFiles(), containerRuntime, connectionLimits: config.connectionLimits, metricsUrl }, "serving");
+  log.info(
+    { url, dataDir, services: servedServices, trustAnchors: anchors.anchorFiles(), containerRuntime, connectionLimits: config.connectionLimits, metricsUrl },
+    "serving",
+  );
 
   let closing: Promise<void> | undefined;
   return {

@@ -91,8 +91,12 @@ function streamInContext<T>(messages: AsyncIterable<T>, active: Context, span: S
   const iterator: AsyncIterator<T> = {
     next: () => step(() => inner.next()),
     throw: (reason?: unknown) =>
-      step(() => (inner.throw !== undefined ? inner.throw(reason) : Promise.reject(reason)), reason instanceof ConnectError ? outcomeOf(reason) : { code: Code.Canceled }),
-    return: (value?: unknown) => step(() => (inner.return !== undefined ? inner.return(value) : Promise.resolve({ done: true, value })), { code: Code.Canceled }),
+      step(
+        () => (inner.throw !== undefined ? inner.throw(reason) : Promise.reject(reason)),
+        reason instanceof ConnectError ? outcomeOf(reason) : { code: Code.Canceled },
+      ),
+    return: (value?: unknown) =>
+      step(() => (inner.return !== undefined ? inner.return(value) : Promise.resolve({ done: true, value })), { code: Code.Canceled }),
   };
   return { [Symbol.asyncIterator]: () => iterator };
 }

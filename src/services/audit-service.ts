@@ -5,7 +5,7 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { AuditDecisionFilter, AuditFilterSchema, AuditService, type AuditFilter } from "../gen/agentmachine/v1/audit_service_pb.js";
+import { AuditDecisionFilter, AuditFilterSchema, type AuditService, type AuditFilter } from "../gen/agentmachine/v1/audit_service_pb.js";
 import { tailAuditRecords, type AuditAppends } from "../audit/audit-tail.js";
 import { allowedDecision } from "../audit/decisions.js";
 import { pruneRefused } from "../audit/errors.js";
@@ -111,7 +111,10 @@ export function auditService(deps: AuditServiceDeps): ServiceImpl<typeof AuditSe
       const limit = pageSize || DEFAULT_PAGE_SIZE;
       const rows = await store.listAuditCheckpoints(positionOf("ListCheckpoints", pageToken, ""), limit + 1);
       const checkpoints = rows.slice(0, limit);
-      return { checkpoints, nextPageToken: rows.length > limit ? pageTokens.issue("ListCheckpoints", String(checkpoints[checkpoints.length - 1]!.size), "") : "" };
+      return {
+        checkpoints,
+        nextPageToken: rows.length > limit ? pageTokens.issue("ListCheckpoints", String(checkpoints[checkpoints.length - 1]!.size), "") : "",
+      };
     },
   };
 }

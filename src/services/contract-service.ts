@@ -1,6 +1,6 @@
 // agentmachine.v1.ContractService: thin — decode, call src/contract, respond.
 import type { ServiceImpl } from "@connectrpc/connect";
-import { ContractService, type ExecutionIsolation } from "../gen/agentmachine/v1/contract_service_pb.js";
+import type { ContractService, ExecutionIsolation } from "../gen/agentmachine/v1/contract_service_pb.js";
 import type { WorkspaceOperationContract } from "../gen/agentmachine/v1/contract_pb.js";
 import { contractToJson } from "../model/mapping.js";
 import { validateContractMessage, validateContractText } from "../contract/validate.js";

@@ -6,9 +6,9 @@ import { Code, type ServiceImpl } from "@connectrpc/connect";
 import { monotonicFactory } from "ulid";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
-import { DelegationService, IssueDelegationRequestSchema, ListDelegationsRequestSchema } from "../gen/agentmachine/v1/delegation_service_pb.js";
+import { type DelegationService, IssueDelegationRequestSchema, ListDelegationsRequestSchema } from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { widening } from "../governance/attenuation.js";
-import { Authority, delegationName, inactiveReason, type Principal } from "../governance/authority.js";
+import { type Authority, delegationName, inactiveReason, type Principal } from "../governance/authority.js";
 import { remainingOf } from "../governance/carving.js";
 import { signCredential, type SigningKey } from "../governance/credentials.js";
 import { outOfScope } from "../governance/errors.js";
@@ -49,7 +49,11 @@ export function delegationService(deps: DelegationServiceDeps): ServiceImpl<type
 
   /** `name` if it is the caller's delegation or a descendant of it. */
   async function inSubtree(principal: Principal, name: string) {
-    for (let current = await store.getDelegation(name); current !== undefined; current = current.parent ? await store.getDelegation(current.parent) : undefined) {
+    for (
+      let current = await store.getDelegation(name);
+      current !== undefined;
+      current = current.parent ? await store.getDelegation(current.parent) : undefined
+    ) {
       if (current.name === principal.delegation.name) return store.getDelegation(name);
     }
     throw notInSubtree(name);
@@ -111,7 +115,12 @@ export function delegationService(deps: DelegationServiceDeps): ServiceImpl<type
     async revokeDelegation({ name, reason }, context) {
       const principal = principalOf(context);
       const target = await inSubtree(principal, name);
-      const revoked = await store.revokeDelegationSubtree(name, new Date(), reason || `revoked by ${principal.delegation.name}`, auditDraft(context, { decision: allowedDecision() }));
+      const revoked = await store.revokeDelegationSubtree(
+        name,
+        new Date(),
+        reason || `revoked by ${principal.delegation.name}`,
+        auditDraft(context, { decision: allowedDecision() }),
+      );
       const names = new Set(revoked.map((d) => d.name));
       deps.authority.revoked(names);
       await deps.cancelOperationsUnder(names);

@@ -3,7 +3,7 @@
 import { existsSync } from "node:fs";
 import { open } from "node:fs/promises";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { DiagnosticsService } from "../gen/agentmachine/v1/diagnostics_service_pb.js";
+import type { DiagnosticsService } from "../gen/agentmachine/v1/diagnostics_service_pb.js";
 import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { bundlePath } from "../diagnostics/bundle-file.js";
 import { bundleCorrupt, bundleNotHere, bundleNotReady, notADiagnosticsExport } from "../diagnostics/errors.js";

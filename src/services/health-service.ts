@@ -1,12 +1,7 @@
 // grpc.health.v1.Health: Check, List and Watch over the server's HealthStatus.
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import {
-  Health,
-  HealthCheckResponseSchema,
-  type HealthCheckRequest,
-  type HealthCheckResponse,
-} from "../gen/grpc/health/v1/health_pb.js";
+import { type Health, HealthCheckResponseSchema, type HealthCheckRequest, type HealthCheckResponse } from "../gen/grpc/health/v1/health_pb.js";
 import { ServingStatus, type HealthStatus } from "../api/health.js";
 
 export function healthService(health: HealthStatus): ServiceImpl<typeof Health> {

@@ -6,7 +6,7 @@ import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import {
   OperationFilterSchema,
-  OperationService,
+  type OperationService,
   SubmitOperationRequestSchema,
   type OperationFilter,
   type SubmitOperationRequest,
@@ -81,9 +81,20 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
   async function admitAndStore(request: SubmitOperationRequest, key: IdempotencyKey, context: HandlerContext): Promise<CreateResult> {
     const previous = await findSubmitted(store, key);
     if (previous !== undefined) {
-      return previous.requestDigest === requestDigest(request) ? { kind: "existing", operation: previous.operation } : { kind: "request-id-conflict", operation: previous.operation };
+      return previous.requestDigest === requestDigest(request)
+        ? { kind: "existing", operation: previous.operation }
+        : { kind: "request-id-conflict", operation: previous.operation };
     }
-    const admitted = await admit(request, { store, defaultBudget: deps.defaultBudget, principal: principalOf(context), policy: deps.policy, executable: deps.executable, workerSelectors: deps.workerSelectors, dataDir: deps.dataDir, ...(deps.sandboxUnavailable !== undefined ? { sandboxUnavailable: deps.sandboxUnavailable } : {}) });
+    const admitted = await admit(request, {
+      store,
+      defaultBudget: deps.defaultBudget,
+      principal: principalOf(context),
+      policy: deps.policy,
+      executable: deps.executable,
+      workerSelectors: deps.workerSelectors,
+      dataDir: deps.dataDir,
+      ...(deps.sandboxUnavailable !== undefined ? { sandboxUnavailable: deps.sandboxUnavailable } : {}),
+    });
     if (runsInWorkspace(admitted.operation.type)) await deps.workspaceRoom?.();
     // The record commits with the operation; the store names it (resource) after the operation.
     admitted.audit = auditDraft(context, { decision: allowedDecision(admitted.operation.policyDecisions) });
@@ -102,7 +113,8 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
     });
     const result = await admitAndStore(request, key, context);
     // A concurrent CancelOperation may have made it first, with another reason: it is still the one.
-    if (result.kind === "profile-exists" || !key.owns(result.operation)) throw new Error(`${key.requestId} in the server's scope is not a cancel of ${target.name}`);
+    if (result.kind === "profile-exists" || !key.owns(result.operation))
+      throw new Error(`${key.requestId} in the server's scope is not a cancel of ${target.name}`);
     return result.operation;
   }
 

@@ -3,7 +3,7 @@
 // the caller's authority lasts and it keeps up with the stream.
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { OutputService, type WatchOutputResponseSchema } from "../gen/agentmachine/v1/output_service_pb.js";
+import type { OutputService, WatchOutputResponseSchema } from "../gen/agentmachine/v1/output_service_pb.js";
 import type { Authority } from "../governance/authority.js";
 import { outputStreamEnum, outputStreamName } from "../executors/output-streams.js";
 import { watchOutput, type OutputItem, type OutputWakeUps } from "../lifecycle/output-watch.js";
@@ -26,7 +26,9 @@ export interface OutputServiceDeps {
 
 function responseOf(item: OutputItem): MessageInitShape<typeof WatchOutputResponseSchema> {
   const where = { attempt: item.key.attempt, stream: outputStreamEnum(item.key.stream), offset: item.offset };
-  return item.kind === "chunk" ? { kind: { case: "chunk", value: { ...where, data: item.data } } } : { kind: { case: "end", value: { ...where, truncated: item.truncated } } };
+  return item.kind === "chunk"
+    ? { kind: { case: "chunk", value: { ...where, data: item.data } } }
+    : { kind: { case: "end", value: { ...where, truncated: item.truncated } } };
 }
 
 export function outputService(deps: OutputServiceDeps): ServiceImpl<typeof OutputService> {

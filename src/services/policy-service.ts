@@ -2,7 +2,7 @@
 // authorized: the caller's delegation must list the profile type in policy_profile_types).
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { PolicyDecisionSchema, type PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
-import { ApplyPolicyBundleRequestSchema, PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
+import { ApplyPolicyBundleRequestSchema, type PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import { ProfileType, type OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../model/mapping.js";
@@ -53,7 +53,7 @@ export function policyService(deps: PolicyServiceDeps): ServiceImpl<typeof Polic
         try {
           const admitted = await admit(subject.value, { ...deps, principal });
           const { reservation } = admitted;
-          const refusal = reservation && reservation.check(await deps.store.readAccounts(reservation.accounts));
+          const refusal = reservation?.check(await deps.store.readAccounts(reservation.accounts));
           if (refusal !== undefined) return denialAnswer(ConnectError.from(refusal), admitted.operation.policyDecisions);
           return { allowed: true, decisions: admitted.operation.policyDecisions };
         } catch (error) {

@@ -2,7 +2,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { codeName } from "../api/errors.js";
-import { ProfileService, SeparationRuleSchema } from "../gen/agentmachine/v1/profile_service_pb.js";
+import { type ProfileService, SeparationRuleSchema } from "../gen/agentmachine/v1/profile_service_pb.js";
 import { rulesConcerning } from "../governance/profile-rules.js";
 
 export function profileService(): ServiceImpl<typeof ProfileService> {

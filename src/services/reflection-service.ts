@@ -44,9 +44,7 @@ export class Reflector {
         return this.fileAnswer(this.fileOfSymbol(question.value), `symbol "${question.value}"`);
       case "fileContainingExtension": {
         const { containingType, extensionNumber } = question.value;
-        const ext = [...this.registry].find(
-          (d) => d.kind === "extension" && d.extendee.typeName === containingType && d.number === extensionNumber,
-        );
+        const ext = [...this.registry].find((d) => d.kind === "extension" && d.extendee.typeName === containingType && d.number === extensionNumber);
         return this.fileAnswer(ext?.file, `extension ${containingType}#${extensionNumber}`);
       }
       case "allExtensionNumbersOfType": {

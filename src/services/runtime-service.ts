@@ -5,7 +5,7 @@ import { Code } from "@connectrpc/connect";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { Code as RpcCode } from "../gen/google/rpc/code_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
-import { RuntimeService } from "../gen/agentmachine/v1/runtime_service_pb.js";
+import type { RuntimeService } from "../gen/agentmachine/v1/runtime_service_pb.js";
 import { CallKind } from "../gen/agentmachine/v1/runtime_pb.js";
 import { TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Principal } from "../governance/authority.js";
@@ -109,7 +109,13 @@ export function runtimeService(deps: RuntimeServiceDeps): ServiceImpl<typeof Run
       const more = create(BudgetSchema, { tokens: actualTokens > estimated ? actualTokens - estimated : 0n });
       const less = create(BudgetSchema, { tokens: estimated > actualTokens ? estimated - actualTokens : 0n });
       const audit = auditDraft(context, { decision: allowedDecision() });
-      const { operation: charged, outcome } = await applyCharge(name, (current) => charge(limit, current.usage, more, less), true, audit, `call-ticket:${name}:${String(ticket.call)}`);
+      const { operation: charged, outcome } = await applyCharge(
+        name,
+        (current) => charge(limit, current.usage, more, less),
+        true,
+        audit,
+        `call-ticket:${name}:${String(ticket.call)}`,
+      );
       return { remaining: remainingAfter(limit, charged.usage), withinBudget: outcome.kind === "within" };
     },
   };

@@ -2,7 +2,7 @@
 // Only a delegation with worker_profiles may connect; a revocation of it ends the stream, and
 // its leases then expire unless renewed. A server that runs executions itself refuses workers.
 import type { ServiceImpl } from "@connectrpc/connect";
-import { WorkerService } from "../gen/agentmachine/v1/worker_service_pb.js";
+import type { WorkerService } from "../gen/agentmachine/v1/worker_service_pb.js";
 import type { Authority } from "../governance/authority.js";
 import { principalOf } from "../call/principal.js";
 import { notAWorker, workersDisabled } from "../workers/errors.js";

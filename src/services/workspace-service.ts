@@ -5,7 +5,7 @@
 import { existsSync } from "node:fs";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
-import { WorkspaceService } from "../gen/agentmachine/v1/workspace_service_pb.js";
+import type { WorkspaceService } from "../gen/agentmachine/v1/workspace_service_pb.js";
 import { allowedDecision } from "../audit/decisions.js";
 import { noWorkspace, workspaceNotTerminal, workspaceOnWorker, fileChanged } from "../executors/workspace-errors.js";
 import { runsInWorkspace, WorkspaceFiles, workspaceOf, workspacePathComponents } from "../executors/workspace-files.js";
@@ -56,7 +56,11 @@ export function workspaceService(deps: WorkspaceServiceDeps): ServiceImpl<typeof
   async function readable(name: string, context: HandlerContext): Promise<{ operation: Operation; files: WorkspaceFiles }> {
     const operation = await endedWithWorkspace(name, context);
     const dir = workspaceOf(dataDir, name);
-    if (!existsSync(dir)) throw noWorkspace(name, "it was removed (deleted, at the end of its retention period, or for room under the disk limit), or another server ran the operation");
+    if (!existsSync(dir))
+      throw noWorkspace(
+        name,
+        "it was removed (deleted, at the end of its retention period, or for room under the disk limit), or another server ran the operation",
+      );
     return { operation, files: new WorkspaceFiles(name, dir) };
   }
 
@@ -112,7 +116,9 @@ export function workspaceService(deps: WorkspaceServiceDeps): ServiceImpl<typeof
     },
 
     async deleteWorkspace({ operation: name }, context) {
-      const operation = await endedWithWorkspace(name, context, (visible) => requireOperation(principalOf(context), { type: visible.type, profile: visible.profile }));
+      const operation = await endedWithWorkspace(name, context, (visible) =>
+        requireOperation(principalOf(context), { type: visible.type, profile: visible.profile }),
+      );
       const freed = await deps.keeper.delete(operation);
       const audit = auditDraft(context, { resource: name, decision: allowedDecision() });
       if (audit !== undefined) await store.appendAudit(audit);

@@ -79,7 +79,12 @@ export function checkpointFromRow(row: CheckpointRow): AuditCheckpoint {
  * anything is deleted, or undefined when it goes ahead. `covered`: whether any record up to its
  * size is still stored; `signedHash`: the stored hash of the record of its size.
  */
-export function pruneOutcome(checkpoint: AuditCheckpoint | undefined, headHash: string, covered: boolean, signedHash: string | undefined): AuditPruneResult | undefined {
+export function pruneOutcome(
+  checkpoint: AuditCheckpoint | undefined,
+  headHash: string,
+  covered: boolean,
+  signedHash: string | undefined,
+): AuditPruneResult | undefined {
   if (checkpoint === undefined) return { kind: "no-checkpoint" };
   if (checkpoint.headHash !== headHash) return { kind: "head-mismatch", checkpoint };
   if (!covered) return { kind: "pruned", records: 0n, checkpoint };

@@ -11,5 +11,7 @@ export async function openStore(config: { store?: string }, dataDir: string): Pr
   if (/^postgres(ql)?:\/\//i.test(store)) return tracedStore(await PostgresStore.open(store), "postgresql");
   // Only the scheme in the message: the rest may hold a password.
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(store)?.[1];
-  throw new Error(`the store must be "sqlite" or a postgres:// URL, got ${scheme ? `a ${scheme}: URL` : `"${store.length > 40 ? `${store.slice(0, 40)}…` : store}"`}`);
+  throw new Error(
+    `the store must be "sqlite" or a postgres:// URL, got ${scheme ? `a ${scheme}: URL` : `"${store.length > 40 ? `${store.slice(0, 40)}…` : store}"`}`,
+  );
 }

@@ -37,7 +37,10 @@ export type AroundWrite = (method: StoreWrite, args: unknown[], write: Write) =>
 export function aroundWrites<S extends OperationStore>(store: S, around: AroundWrite): S {
   const methods = new Map<PropertyKey, unknown>();
   const writes = new Set<PropertyKey>(storeWrites);
-  const wrap = (method: StoreWrite, write: Write) => (...args: unknown[]) => around(method, args, write);
+  const wrap =
+    (method: StoreWrite, write: Write) =>
+    (...args: unknown[]) =>
+      around(method, args, write);
   for (const method of storeWrites) methods.set(method, wrap(method, (store[method] as Write).bind(store)));
   return new Proxy(store, {
     // A write replaced later (a test's injected fault) is passed through `around` too.

@@ -15,7 +15,11 @@ export function notAWorker(delegation: string) {
 }
 
 export function workersDisabled() {
-  return errorWithInfo(Code.FailedPrecondition, "WORKERS_DISABLED", "this server runs executions itself; start it with `amctl serve --workers` to dispatch them to remote workers");
+  return errorWithInfo(
+    Code.FailedPrecondition,
+    "WORKERS_DISABLED",
+    "this server runs executions itself; start it with `amctl serve --workers` to dispatch them to remote workers",
+  );
 }
 
 /**

@@ -15,7 +15,7 @@ import { durationMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { ErrorInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { StopCauseSchema, StopReason, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
-import { AttemptResult, WorkerService, type Lease, type TaskAssignment } from "../gen/agentmachine/v1/worker_service_pb.js";
+import { AttemptResult, type WorkerService, type Lease, type TaskAssignment } from "../gen/agentmachine/v1/worker_service_pb.js";
 import type { Outcome } from "../executors/executor.js";
 import { LocalProcessExecutor, type LocalProcessOptions } from "../executors/local-process.js";
 import type { Logger } from "../api/logger.js";
@@ -55,7 +55,9 @@ function isLeaseRejected(error: unknown): boolean {
 
 /** A refusal that another try would get again (a rejected lease among them). */
 function isRefusal(error: unknown): boolean {
-  return error instanceof ConnectError && [Code.FailedPrecondition, Code.OutOfRange, Code.InvalidArgument, Code.NotFound, Code.PermissionDenied].includes(error.code);
+  return (
+    error instanceof ConnectError && [Code.FailedPrecondition, Code.OutOfRange, Code.InvalidArgument, Code.NotFound, Code.PermissionDenied].includes(error.code)
+  );
 }
 
 /**
@@ -94,7 +96,11 @@ export class WorkerAgent {
         backoff = RECONNECT_MIN_MS;
       } catch (error) {
         if (signal.aborted) break;
-        if (error instanceof ConnectError && (error.code === Code.PermissionDenied || error.code === Code.Unauthenticated || error.code === Code.FailedPrecondition)) throw error;
+        if (
+          error instanceof ConnectError &&
+          (error.code === Code.PermissionDenied || error.code === Code.Unauthenticated || error.code === Code.FailedPrecondition)
+        )
+          throw error;
         this.options.log.warn({ err: error, retryInMs: backoff }, "connection to the server lost; reconnecting");
       }
       await new Promise((resolve) => setTimeout(resolve, backoff));
@@ -184,13 +190,15 @@ export class WorkerAgent {
         signal: controller.signal,
         env: { ...assignment.env, AMCTL_SERVER: this.options.server },
         spawned: () => {},
-        progress: (message, percent) => this.send(() => this.options.client.reportProgress({ ...report, message, ...(percent !== undefined ? { percent } : {}) }), task),
+        progress: (message, percent) =>
+          this.send(() => this.options.client.reportProgress({ ...report, message, ...(percent !== undefined ? { percent } : {}) }), task),
         usage: (usage) => this.send(() => this.options.client.reportProgress({ ...report, usage }), task),
         // Sent as it comes, and all of it before the outcome: the server keeps it after this workspace is gone.
         output: {
           append: async (stream, offset, data, end) => {
             const request = { ...report, stream: outputStreamEnum(stream), offset, data, end: end !== undefined, truncated: end?.truncated ?? false };
-            if (!(await this.deliver(() => this.options.client.appendOutput(request), report.lease, `${stream} output`))) throw new Error("output not delivered");
+            if (!(await this.deliver(() => this.options.client.appendOutput(request), report.lease, `${stream} output`)))
+              throw new Error("output not delivered");
           },
         },
       })

@@ -34,7 +34,8 @@ import { leaseRejected } from "./errors.js";
 import { InstructionQueue } from "./instruction-queue.js";
 import { ulid } from "ulid";
 
-const instruction = (init: MessageInitShape<typeof ConnectResponseSchema>["instruction"]): ConnectResponse => create(ConnectResponseSchema, { instruction: init });
+const instruction = (init: MessageInitShape<typeof ConnectResponseSchema>["instruction"]): ConnectResponse =>
+  create(ConnectResponseSchema, { instruction: init });
 
 /** What names a lease: a heartbeat's HeldLease or a report's Lease. */
 type LeaseIdentity = Pick<Lease, "operation" | "attempt" | "fencingToken">;
@@ -102,7 +103,11 @@ export class WorkerPool implements Executor {
    * aborts. A worker that reconnects (`resumeWorker`, same delegation) keeps its name, its
    * leases, their slots and the instructions queued meanwhile.
    */
-  async *connect(principal: Principal, request: { capacity: number; labels: Record<string, string>; resumeWorker?: string }, signal: AbortSignal): AsyncGenerator<ConnectResponse> {
+  async *connect(
+    principal: Principal,
+    request: { capacity: number; labels: Record<string, string>; resumeWorker?: string },
+    signal: AbortSignal,
+  ): AsyncGenerator<ConnectResponse> {
     const previous = request.resumeWorker === undefined ? undefined : this.workers.get(request.resumeWorker);
     const resumed = previous !== undefined && !previous.connected && previous.delegation === principal.delegation.name ? previous : undefined;
     const worker: ConnectedWorker = Object.assign(resumed ?? { name: `workers/${ulid()}`, busy: 0, instructions: new InstructionQueue<ConnectResponse>() }, {
@@ -250,7 +255,12 @@ export class WorkerPool implements Executor {
   async appendOutput(principal: Principal, request: AppendOutputRequest): Promise<void> {
     const active = this.honoured(principal, request.lease!);
     if (active.attempt.output === undefined) throw outputNotKept(active.lease.operation, active.lease.attempt);
-    await active.attempt.output.append(outputStreamName(request.stream), request.offset, request.data, request.end ? { truncated: request.truncated } : undefined);
+    await active.attempt.output.append(
+      outputStreamName(request.stream),
+      request.offset,
+      request.data,
+      request.end ? { truncated: request.truncated } : undefined,
+    );
   }
 
   reportOutcome(principal: Principal, request: ReportOutcomeRequest): void {

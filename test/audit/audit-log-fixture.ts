@@ -70,7 +70,14 @@ function draft(n: number, next: () => number): AuditDraft {
     commandRef: isOperation ? commandRef : other.ref,
     resource: isOperation ? `operations/${ulid(n)}` : other.resource(n),
     decision: denied
-      ? { allowed: false, code: denial.code, gate: denial.gate, rule: denial.rule, bundleDigest: denial.gate ? sha256(`bundle-${denial.gate}`) : "", reason: denial.reason }
+      ? {
+          allowed: false,
+          code: denial.code,
+          gate: denial.gate,
+          rule: denial.rule,
+          bundleDigest: denial.gate ? sha256(`bundle-${denial.gate}`) : "",
+          reason: denial.reason,
+        }
       : { allowed: true, gate: "tool_grant", rule: "allow-listed", bundleDigest: sha256("bundle-tool_grant") },
     requestDigest: sha256(`request ${n}`),
   };

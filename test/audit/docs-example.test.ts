@@ -11,7 +11,7 @@ import { parseVerifierKey, verifyCheckpointNote } from "../../src/audit/signed-n
 import { repoRoot } from "../helpers/temp-dir.js";
 
 const docs = readFileSync(join(repoRoot, "docs", "audit.md"), "utf8");
-const block = (language: string, index = 0) => ([...docs.matchAll(new RegExp("```" + language + "\\n([\\s\\S]*?)```", "g"))][index]?.[1] ?? "");
+const block = (language: string, index = 0) => [...docs.matchAll(new RegExp(`\`\`\`${language}\\n([\\s\\S]*?)\`\`\``, "g"))][index]?.[1] ?? "";
 
 describe("docs/audit.md", () => {
   const verifier = parseVerifierKey(block("text", 1).trim());
@@ -19,7 +19,7 @@ describe("docs/audit.md", () => {
 
   it("shows an export that verifies with the verifier key it shows", () => {
     const exported = new ExportVerifier(verifier);
-    exportLines.forEach((line, i) => expect(exported.pushLine(line, i + 1)).toBeUndefined());
+    for (const [i, line] of exportLines.entries()) expect(exported.pushLine(line, i + 1)).toBeUndefined();
     expect(exported.finish()).toMatchObject({ ok: true, records: 2n, checkpoints: 1 });
   });
 

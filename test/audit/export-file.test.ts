@@ -43,7 +43,7 @@ describe("audit export file", () => {
     text = (await exportBytes(records, checkpoints)).toString("utf8");
     lines = text.slice(0, -1).split("\n");
   });
-  const withLine = (index: number, line: string) => [...lines.slice(0, index), line, ...lines.slice(index + 1)].join("\n") + "\n";
+  const withLine = (index: number, line: string) => `${[...lines.slice(0, index), line, ...lines.slice(index + 1)].join("\n")}\n`;
 
   it("puts the header first and each checkpoint right after the record it covers; it verifies like the log it came from", async () => {
     expect(JSON.parse(lines[0] as string)).toEqual({ format: "agentmachine-audit-export/v1", origin: ORIGIN, verifierKey: key.verifierKey });
@@ -59,12 +59,15 @@ describe("audit export file", () => {
     const otherKey = newAuditKey();
     const cases: [string, string][] = [
       ["", "line 1: missing export header (the file is empty)"],
-      [lines.slice(1).join("\n") + "\n", "line 1: not an export header of format agentmachine-audit-export/v1"],
+      [`${lines.slice(1).join("\n")}\n`, "line 1: not an export header of format agentmachine-audit-export/v1"],
       [withLine(0, "{"), "line 1: not an export header (not JSON)"],
       [withLine(0, (lines[0] as string).replace('"origin"', '"origin_"')), "line 1: export header lacks origin or verifierKey"],
       [withLine(0, (lines[0] as string).replace('{"format"', '{ "format"')), "line 1: not the canonical encoding of an export header"],
       [withLine(0, (lines[0] as string).replace("}", ',"note":"x"}')), "line 1: not the canonical encoding of an export header"],
-      [withLine(0, (lines[0] as string).replace(key.verifierKey, otherKey.verifierKey)), `line 1: the header names the verifier key ${otherKey.verifierKey}, not the key given (${key.verifierKey})`],
+      [
+        withLine(0, (lines[0] as string).replace(key.verifierKey, otherKey.verifierKey)),
+        `line 1: the header names the verifier key ${otherKey.verifierKey}, not the key given (${key.verifierKey})`,
+      ],
     ];
     for (const [content, reason] of cases) expect(await verifyText(content)).toEqual({ ok: false, line: 1, reason });
   });
@@ -88,7 +91,11 @@ describe("audit export file", () => {
       [51, '{"checkpoint":"x}', "line 52: a checkpoint line that is not JSON"],
       [51, `{"checkpoint":{"signedNote":${JSON.stringify(note)}}}`, "line 52: not the canonical encoding of a checkpoint"],
       [51, `{"checkpoint":${JSON.stringify(note.replace("\n\n", "\n"))}}`, "line 52: checkpoint: malformed note: no blank line before the signatures"],
-      [51, `{"checkpoint":${JSON.stringify(note.replace("\n50\n", "\n050\n"))}}`, "line 52: checkpoint: malformed checkpoint: the size line is not a decimal number"],
+      [
+        51,
+        `{"checkpoint":${JSON.stringify(note.replace("\n50\n", "\n050\n"))}}`,
+        "line 52: checkpoint: malformed checkpoint: the size line is not a decimal number",
+      ],
     ];
     for (const [index, line, reason] of cases) {
       const result = await verifyText(withLine(index, line));
@@ -99,9 +106,17 @@ describe("audit export file", () => {
 
   it("reports a checkpoint signed by another key and a checkpoint line moved later", async () => {
     const forged = (await exportBytes(records, [...checkpoints.slice(0, 2), ...buildLog(150, 50, newAuditKey()).checkpoints.slice(2)])).toString();
-    expect(await verifyText(forged)).toMatchObject({ ok: false, line: 154, reason: `line 154: checkpoint of size 150: no signature by key ${ORIGIN}+${verifier.keyId.toString("hex")}` });
-    const moved = [...lines.slice(0, 51), lines[52], lines[51], ...lines.slice(53)].join("\n") + "\n";
-    expect(await verifyText(moved)).toMatchObject({ ok: false, line: 53, reason: "line 53: checkpoint of size 50: comes after record 51, but must come right after record 50" });
+    expect(await verifyText(forged)).toMatchObject({
+      ok: false,
+      line: 154,
+      reason: `line 154: checkpoint of size 150: no signature by key ${ORIGIN}+${verifier.keyId.toString("hex")}`,
+    });
+    const moved = `${[...lines.slice(0, 51), lines[52], lines[51], ...lines.slice(53)].join("\n")}\n`;
+    expect(await verifyText(moved)).toMatchObject({
+      ok: false,
+      line: 53,
+      reason: "line 53: checkpoint of size 50: comes after record 51, but must come right after record 50",
+    });
   });
 
   it("of a pruned log starts with its checkpoint, and an archive and the rest verify in turn, as long as they are of one log", async () => {
@@ -113,7 +128,12 @@ describe("audit export file", () => {
     writeFileSync(restFile, rest);
     const archived = new ExportVerifier(verifier);
     expect(await readExportFile(archiveFile, archived)).toMatchObject({ ok: true, records: 100n, checkpoints: 2 });
-    expect(await readExportFile(restFile, new ExportVerifier(verifier, archived.verified))).toEqual({ ok: true, records: 250n, checkpoints: 5, head: records.at(-1)?.hash });
+    expect(await readExportFile(restFile, new ExportVerifier(verifier, archived.verified))).toEqual({
+      ok: true,
+      records: 250n,
+      checkpoints: 5,
+      head: records.at(-1)?.hash,
+    });
     // Another log's archive: its origin gives it away before its records do.
     const foreign = new ExportVerifier(verifier);
     foreign.pushLine(JSON.stringify({ format: "agentmachine-audit-export/v1", origin: "elsewhere.example/audit", verifierKey: key.verifierKey }), 1);
@@ -143,7 +163,7 @@ describe("every single-byte change of a 1,000-record export", () => {
     const starts = [0];
     for (let i = file.indexOf(10); i !== -1 && i + 1 < file.length; i = file.indexOf(10, i + 1)) starts.push(i + 1);
     const lineOf = new Uint32Array(file.length);
-    starts.forEach((start, k) => lineOf.fill(k, start, starts[k + 1] ?? file.length));
+    for (const [k, start] of starts.entries()) lineOf.fill(k, start, starts[k + 1] ?? file.length);
     const texts = starts.map((start, k) => file.toString("utf8", start, (starts[k + 1] ?? file.length) - 1));
     const states = [new ExportVerifier(verifier)];
     texts.forEach((text, k) => {
@@ -159,7 +179,8 @@ describe("every single-byte change of a 1,000-record export", () => {
       const original = starts[k] === start && (starts[k + 1] ?? file.length) - 1 === end;
       if (offset < start || offset >= end) return original ? text : file.toString("utf8", start, end);
       // A line of ASCII changed into ASCII: the same text with one character replaced, without decoding.
-      if (original && value < 0x80 && text.length === end - start) return text.slice(0, offset - start) + String.fromCharCode(value) + text.slice(offset - start + 1);
+      if (original && value < 0x80 && text.length === end - start)
+        return text.slice(0, offset - start) + String.fromCharCode(value) + text.slice(offset - start + 1);
       const bytes = Buffer.from(file.subarray(start, end));
       bytes[offset - start] = value;
       return bytes.toString("utf8");
@@ -171,7 +192,8 @@ describe("every single-byte change of a 1,000-record export", () => {
       const state = (states[k] as ExportVerifier).snapshot();
       for (let start = starts[k] as number, number = k + 1; start < file.length; number++) {
         let end = file.indexOf(10, start);
-        if (value === 10 && offset >= start && (end === -1 || offset < end)) end = offset; // a new line break
+        if (value === 10 && offset >= start && (end === -1 || offset < end))
+          end = offset; // a new line break
         else if (end === offset) end = file.indexOf(10, offset + 1); // a line break removed: two lines merge
         if (end === -1) end = file.length;
         const failure = state.pushLine(lineText(start, end, offset, value), number);
@@ -205,7 +227,14 @@ describe("every single-byte change of a 1,000-record export", () => {
 
     // The incremental verification above is the whole-file one: spot-check a spread of offsets,
     // among them a line break, a checkpoint line and the header.
-    const samples = [0, 40, (starts[1] as number) - 1, file.indexOf('{"checkpoint":') + 20, file.length - 1, ...Array.from({ length: 5 }, (_, i) => Math.floor((file.length * (i + 0.5)) / 5))];
+    const samples = [
+      0,
+      40,
+      (starts[1] as number) - 1,
+      file.indexOf('{"checkpoint":') + 20,
+      file.length - 1,
+      ...Array.from({ length: 5 }, (_, i) => Math.floor((file.length * (i + 0.5)) / 5)),
+    ];
     for (const offset of samples) {
       const mutated = Buffer.from(file);
       mutated[offset] = (file[offset] as number) ^ 0x01;

@@ -73,7 +73,14 @@ describe("refusal summaries", () => {
     const summed = written.slice(3);
     // Source 10.0.0.1's two (different RPCs and digests: left empty), then 10.0.0.2's one (alike).
     expect(summed).toEqual([
-      expect.objectContaining({ repeatCount: 2n, rpc: "", commandRef: "", requestDigest: "", sourceAddress: "10.0.0.1", decision: expect.objectContaining({ reason: "the credential is not a JWS" }) }),
+      expect.objectContaining({
+        repeatCount: 2n,
+        rpc: "",
+        commandRef: "",
+        requestDigest: "",
+        sourceAddress: "10.0.0.1",
+        decision: expect.objectContaining({ reason: "the credential is not a JWS" }),
+      }),
       expect.objectContaining({ repeatCount: 1n, rpc: LIST, commandRef: "ListOperations", requestDigest: "ab".repeat(32), sourceAddress: "10.0.0.2" }),
     ]);
     for (const summary of summed) expect(summary.lastTime).toBeDefined();
@@ -94,7 +101,9 @@ describe("refusal summaries", () => {
     for (const source of ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.3"]) await refusals.refused(refusal({ source }));
     expect(written.map((draft) => draft.sourceAddress)).toEqual(["10.0.0.1", "10.0.0.2"]);
     await refusals.close();
-    expect(written.slice(2)).toEqual([expect.objectContaining({ repeatCount: 3n, sourceAddress: "", rpc: LIST, decision: expect.objectContaining({ reason: "the credential is not a JWS" }) })]);
+    expect(written.slice(2)).toEqual([
+      expect.objectContaining({ repeatCount: 3n, sourceAddress: "", rpc: LIST, decision: expect.objectContaining({ reason: "the credential is not a JWS" }) }),
+    ]);
   });
 
   it("track at most 16 reasons of a source: its other reasons are summed together", async () => {
@@ -102,7 +111,9 @@ describe("refusal summaries", () => {
     for (let i = 0; i < 20; i += 1) await refusals.refused(refusal({ reason: `reason ${i}` }));
     expect(written).toHaveLength(16);
     await refusals.close();
-    expect(written.slice(16)).toEqual([expect.objectContaining({ repeatCount: 4n, sourceAddress: "10.0.0.1", decision: expect.objectContaining({ reason: "" }) })]);
+    expect(written.slice(16)).toEqual([
+      expect.objectContaining({ repeatCount: 4n, sourceAddress: "10.0.0.1", decision: expect.objectContaining({ reason: "" }) }),
+    ]);
   });
 
   it("log a summary that could not be written and go on with the others; after close, record each refusal at once", async () => {

@@ -14,8 +14,16 @@ const container = (env: Record<string, string>) =>
 
 describe("redactedRequestDigest", () => {
   it.each([
-    ["execution env values", redactedRequestDigest(SubmitOperationRequestSchema, execution({ API_KEY: "s3cret" })), redactedRequestDigest(SubmitOperationRequestSchema, execution({ API_KEY: "other" }))],
-    ["container env values", redactedRequestDigest(SubmitOperationRequestSchema, container({ TOKEN: "s3cret" })), redactedRequestDigest(SubmitOperationRequestSchema, container({ TOKEN: "" }))],
+    [
+      "execution env values",
+      redactedRequestDigest(SubmitOperationRequestSchema, execution({ API_KEY: "s3cret" })),
+      redactedRequestDigest(SubmitOperationRequestSchema, execution({ API_KEY: "other" })),
+    ],
+    [
+      "container env values",
+      redactedRequestDigest(SubmitOperationRequestSchema, container({ TOKEN: "s3cret" })),
+      redactedRequestDigest(SubmitOperationRequestSchema, container({ TOKEN: "" })),
+    ],
     ["a call ticket", redactedRequestDigest(ReportUsageRequestSchema, usage("t1")), redactedRequestDigest(ReportUsageRequestSchema, usage("t2"))],
   ])("ignores %s", (_what, a, b) => {
     expect(a).toBe(b);

@@ -48,7 +48,10 @@ describe("signed notes", () => {
     const head = createHash("sha256").update("record 1000").digest();
     // The raw public key is the tail of its SPKI encoding; the key id and the lines are built by hand.
     const raw = key.publicKey.export({ type: "spki", format: "der" }).subarray(-32);
-    const keyId = createHash("sha256").update(bytes(key.name, [0x0a, 0x01], raw)).digest().subarray(0, 4);
+    const keyId = createHash("sha256")
+      .update(bytes(key.name, [0x0a, 0x01], raw))
+      .digest()
+      .subarray(0, 4);
     const body = bytes(origin, [0x0a], "1000", [0x0a], head.toString("base64"), [0x0a]);
     const signature = sign(null, body, key.privateKey); // Ed25519 is deterministic (RFC 8032)
     const note = bytes(body, [0x0a], [0xe2, 0x80, 0x94, 0x20], key.name, [0x20], bytes(keyId, signature).toString("base64"), [0x0a]);

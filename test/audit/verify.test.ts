@@ -51,13 +51,33 @@ describe("audit log verification", () => {
   const earlierLog = buildLog(100, 100, key, 99);
   const tampered: [string, AuditRecord[], AuditCheckpoint[], string][] = [
     ["a field edited", replacing(150, edited(150, { principal: "mallory" })), checkpoints, "record 150: hash does not match its contents"],
-    ["a field edited and the record re-hashed", replacing(150, rehashed(edited(150, { principal: "mallory" }))), checkpoints, "record 151: previous_hash does not link to record 150"],
-    ["a field edited and the chain re-sealed", resealedFrom(150, { principal: "mallory" }), checkpoints, "checkpoint of size 200: head hash does not match record 200"],
+    [
+      "a field edited and the record re-hashed",
+      replacing(150, rehashed(edited(150, { principal: "mallory" }))),
+      checkpoints,
+      "record 151: previous_hash does not link to record 150",
+    ],
+    [
+      "a field edited and the chain re-sealed",
+      resealedFrom(150, { principal: "mallory" }),
+      checkpoints,
+      "checkpoint of size 200: head hash does not match record 200",
+    ],
     ["a record deleted", records.filter((r) => r.sequence !== 150n), checkpoints, "record 151: out of sequence, expected record 150"],
-    ["two records reordered", records.map((r) => (r.sequence === 150n ? at(151) : r.sequence === 151n ? at(150) : r)), checkpoints, "record 151: out of sequence, expected record 150"],
+    [
+      "two records reordered",
+      records.map((r) => (r.sequence === 150n ? at(151) : r.sequence === 151n ? at(150) : r)),
+      checkpoints,
+      "record 151: out of sequence, expected record 150",
+    ],
     ["a record repeated", [...records.slice(0, 150), at(150), ...records.slice(150)], checkpoints, "record 150: out of sequence, expected record 151"],
     ["the tail cut after a checkpoint", records.slice(0, 250), checkpoints, "log ends at record 250 but a checkpoint covers 300 records (truncated)"],
-    ["a first record not linked to the genesis hash", [sealRecord({ principal: "x" }, { sequence: 0n, hash: "ab".repeat(32) })], [], "record 1: previous_hash is not the genesis hash"],
+    [
+      "a first record not linked to the genesis hash",
+      [sealRecord({ principal: "x" }, { sequence: 0n, hash: "ab".repeat(32) })],
+      [],
+      "record 1: previous_hash is not the genesis hash",
+    ],
     [
       "a checkpoint forged with another key of the same name",
       records,
@@ -70,7 +90,12 @@ describe("audit log verification", () => {
       [earlierLog.checkpoints[0] as AuditCheckpoint, ...checkpoints.slice(1)],
       "checkpoint of size 100: head hash does not match record 100",
     ],
-    ["an old checkpoint replayed after a later one", records, [...checkpoints, checkpoints[0] as AuditCheckpoint], "checkpoint of size 100: smaller than the checkpoint before it (300)"],
+    [
+      "an old checkpoint replayed after a later one",
+      records,
+      [...checkpoints, checkpoints[0] as AuditCheckpoint],
+      "checkpoint of size 100: smaller than the checkpoint before it (300)",
+    ],
     [
       "a checkpoint's fields edited beside its note",
       records,
@@ -89,13 +114,19 @@ describe("audit log verification", () => {
   });
 
   it("reports the sequence of the record at fault", async () => {
-    expect(await verifyLog(replacing(17, edited(17, { rpc: "/x" })), [], verifier)).toEqual({ ok: false, sequence: 17n, reason: "record 17: hash does not match its contents" });
+    expect(await verifyLog(replacing(17, edited(17, { rpc: "/x" })), [], verifier)).toEqual({
+      ok: false,
+      sequence: 17n,
+      reason: "record 17: hash does not match its contents",
+    });
   });
 
   it("reports a checkpoint that comes after the record following the one it covers", () => {
     const log = new AuditVerifier(verifier);
     for (const record of records.slice(0, 150)) expect(log.pushRecord(record)).toBeUndefined();
-    expect(log.pushCheckpoint(checkpoints[0] as AuditCheckpoint)).toMatchObject({ reason: "checkpoint of size 100: comes after record 150, but must come right after record 100" });
+    expect(log.pushCheckpoint(checkpoints[0] as AuditCheckpoint)).toMatchObject({
+      reason: "checkpoint of size 100: comes after record 150, but must come right after record 100",
+    });
   });
 
   it("checks checkpoints given before their records as the records arrive, and keeps the first failure", () => {
@@ -142,7 +173,10 @@ describe("a pruned log", () => {
   const otherKey = newAuditKey(ORIGIN);
   /** Records 1 to 200 with a prune's record after them, sealed on, and a checkpoint of 200 and of the end. */
   const withPrune = (() => {
-    const prune = sealRecord({ principal: "operator", rpc: "/agentmachine.v1.AuditService/PruneAuditLog", resource: "auditCheckpoints/200", decision: { allowed: true } }, at(200));
+    const prune = sealRecord(
+      { principal: "operator", rpc: "/agentmachine.v1.AuditService/PruneAuditLog", resource: "auditCheckpoints/200", decision: { allowed: true } },
+      at(200),
+    );
     const next = sealRecord({ principal: "x" }, prune);
     return { records: [prune, next], checkpoints: [checkpoints[1] as AuditCheckpoint, checkpointOf(key, next)] };
   })();
@@ -156,9 +190,24 @@ describe("a pruned log", () => {
 
   it.each([
     ["without a checkpoint of the size before its first record", records.slice(150), checkpoints, "record 151: out of sequence, expected record 1"],
-    ["from a checkpoint with another signature", kept, [checkpointOf(otherKey, at(200)), checkpoints[2] as AuditCheckpoint], `checkpoint of size 200: no signature by key ${ORIGIN}+${verifier.keyId.toString("hex")}`],
-    ["whose first record does not link to the checkpoint", [sealRecord({ principal: "x" }, { sequence: 200n, hash: "ab".repeat(32) })], checkpoints.slice(1, 2), "record 201: previous_hash does not link to record 200"],
-    ["whose first record was changed", [edited(201, { principal: "mallory" }), ...records.slice(201)], checkpoints.slice(1), "record 201: hash does not match its contents"],
+    [
+      "from a checkpoint with another signature",
+      kept,
+      [checkpointOf(otherKey, at(200)), checkpoints[2] as AuditCheckpoint],
+      `checkpoint of size 200: no signature by key ${ORIGIN}+${verifier.keyId.toString("hex")}`,
+    ],
+    [
+      "whose first record does not link to the checkpoint",
+      [sealRecord({ principal: "x" }, { sequence: 200n, hash: "ab".repeat(32) })],
+      checkpoints.slice(1, 2),
+      "record 201: previous_hash does not link to record 200",
+    ],
+    [
+      "whose first record was changed",
+      [edited(201, { principal: "mallory" }), ...records.slice(201)],
+      checkpoints.slice(1),
+      "record 201: hash does not match its contents",
+    ],
     ["that is only a checkpoint, its records gone", [], checkpoints.slice(1, 2), "log ends at record 0 but a checkpoint covers 200 records (truncated)"],
   ] as const)("fails %s", async (_, log, logCheckpoints, reason) => {
     expect(await verifyLog(log, logCheckpoints, verifier)).toMatchObject({ ok: false, reason });

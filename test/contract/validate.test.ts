@@ -8,9 +8,7 @@ import { validateContractDocument, validateContractText } from "../../src/contra
 import { repoRoot } from "../helpers/server.js";
 
 type Node = Record<string, unknown>;
-const schema = JSON.parse(
-  readFileSync(join(repoRoot, "src/contract/schema/workspace-operation-contract.schema.json"), "utf8"),
-) as Node;
+const schema = JSON.parse(readFileSync(join(repoRoot, "src/contract/schema/workspace-operation-contract.schema.json"), "utf8")) as Node;
 const exampleText = readFileSync(join(repoRoot, "examples/contracts/local-execution.json"), "utf8");
 const example = (): Node => JSON.parse(exampleText) as Node;
 
@@ -38,7 +36,7 @@ function sites(node: Node = schema, value: unknown = example(), pointer = ""): S
     }
   }
   if (s.type === "array" && Array.isArray(value)) {
-    value.forEach((item, index) => out.push(...sites(s.items as Node, item, `${pointer}/${index}`)));
+    for (const [index, item] of value.entries()) out.push(...sites(s.items as Node, item, `${pointer}/${index}`));
   }
   return out;
 }
@@ -52,9 +50,7 @@ function setAt(document: Node, pointer: string, mutate: (parent: Node | unknown[
 }
 
 const allSites = sites();
-const requiredCases = allSites.flatMap((site) =>
-  ((site.schema.required as string[] | undefined) ?? []).map((key) => `${site.pointer}/${key}`),
-);
+const requiredCases = allSites.flatMap((site) => ((site.schema.required as string[] | undefined) ?? []).map((key) => `${site.pointer}/${key}`));
 const constCases = allSites.filter((site) => "const" in site.schema);
 const enumCases = allSites.filter((site) => Array.isArray(site.schema.enum));
 const closedObjects = allSites.filter((site) => site.schema.additionalProperties === false);
@@ -86,24 +82,30 @@ describe("contract validation", () => {
   });
 
   it.each(requiredCases)("removing required %s is reported at that path", (pointer) => {
-    expectViolation(setAt(example(), pointer, (parent, key) => delete (parent as Node)[key]), pointer, "required");
+    expectViolation(
+      setAt(example(), pointer, (parent, key) => delete (parent as Node)[key]),
+      pointer,
+      "required",
+    );
   });
 
-  it.each(constCases.map((site) => [site.pointer, site.schema.const] as const))(
-    "flipping const %s (%j) is reported at that path",
-    (pointer, constant) => {
-      const flipped = typeof constant === "boolean" ? !constant : `${String(constant)}-flipped`;
-      expectViolation(setAt(example(), pointer, (parent, key) => ((parent as Node)[key] = flipped)), pointer, "const");
-    },
-  );
+  it.each(constCases.map((site) => [site.pointer, site.schema.const] as const))("flipping const %s (%j) is reported at that path", (pointer, constant) => {
+    const flipped = typeof constant === "boolean" ? !constant : `${String(constant)}-flipped`;
+    expectViolation(
+      setAt(example(), pointer, (parent, key) => ((parent as Node)[key] = flipped)),
+      pointer,
+      "const",
+    );
+  });
 
-  it.each(enumCases.map((site) => [site.pointer, site.value] as const))(
-    "misspelling enum value %s (%j) is reported at that path",
-    (pointer, value) => {
-      const misspelled = String(value).replace(/_/, "-").toUpperCase();
-      expectViolation(setAt(example(), pointer, (parent, key) => ((parent as Node)[key] = misspelled)), pointer, "enum");
-    },
-  );
+  it.each(enumCases.map((site) => [site.pointer, site.value] as const))("misspelling enum value %s (%j) is reported at that path", (pointer, value) => {
+    const misspelled = String(value).replace(/_/, "-").toUpperCase();
+    expectViolation(
+      setAt(example(), pointer, (parent, key) => ((parent as Node)[key] = misspelled)),
+      pointer,
+      "enum",
+    );
+  });
 
   it.each(closedObjects.map((site) => site.pointer))("an extra property in object %s is reported at that property", (pointer) => {
     const document = example();
@@ -119,9 +121,7 @@ describe("contract validation", () => {
       const matches = (item: unknown): boolean =>
         "const" in contains
           ? item === contains.const
-          : Object.entries(contains.properties as Node).every(
-              ([key, rule]) => (item as Node)[key] === (rule as Node).const,
-            );
+          : Object.entries(contains.properties as Node).every(([key, rule]) => (item as Node)[key] === (rule as Node).const);
       const document = setAt(example(), pointer, (parent, key) => {
         const array = (parent as Node)[key] as unknown[];
         (parent as Node)[key] = array.filter((item) => !matches(item));
@@ -153,7 +153,11 @@ describe("contract validation", () => {
     ["/controls/operationEvents/0/at", false, "type"],
     ["/artifacts/modelProviderBinding/profileType", "personal", "enum"],
   ] as const)("%s = %j is reported as %s", (pointer, value, keyword) => {
-    expectViolation(setAt(example(), pointer, (parent, key) => ((parent as Node)[key] = value)), pointer, keyword);
+    expectViolation(
+      setAt(example(), pointer, (parent, key) => ((parent as Node)[key] = value)),
+      pointer,
+      keyword,
+    );
   });
 
   it.each([

@@ -55,14 +55,17 @@ describe("shape detectors", () => {
     "prompt-text": "prompt-text",
   };
 
-  it.each(shaped.filter((c) => expected[c.format] !== undefined).map((c) => [c.format, c] as const))("%s is found where it stands, and its secret part is replaced", (format, canary) => {
-    const text = `before ${canary.text} after`;
-    const spans = byId(expected[format]!).find(text, RAW);
-    expect(spans.length).toBeGreaterThan(0);
-    const replaced = redactJson({ note: text }, full, new Map()) as { note: string };
-    expect(replaced.note).not.toContain(canary.value);
-    if (format !== "prompt-text") expect(replaced.note).toMatch(/^before .*after$/);
-  });
+  it.each(shaped.filter((c) => expected[c.format] !== undefined).map((c) => [c.format, c] as const))(
+    "%s is found where it stands, and its secret part is replaced",
+    (format, canary) => {
+      const text = `before ${canary.text} after`;
+      const spans = byId(expected[format]!).find(text, RAW);
+      expect(spans.length).toBeGreaterThan(0);
+      const replaced = redactJson({ note: text }, full, new Map()) as { note: string };
+      expect(replaced.note).not.toContain(canary.value);
+      if (format !== "prompt-text") expect(replaced.note).toMatch(/^before .*after$/);
+    },
+  );
 
   it("finds PEM private keys of every kind, JWTs, and tells the server's own credentials apart", async () => {
     for (const pem of pemCanaries()) expect(byId("pem-private-key").find(JSON.stringify({ key: pem.text }), RAW)).toHaveLength(1);
@@ -127,7 +130,12 @@ describe("known values", () => {
   });
 
   it("takes the server's secret-named environment variables", () => {
-    expect(secretEnvValues({ PATH: "/usr/bin", GITHUB_TOKEN: "t", PGPASSWORD: "p", AWS_SECRET_ACCESS_KEY: "s", SIGNING_KEY: "k", LANG: "C" }).sort()).toEqual(["k", "p", "s", "t"]);
+    expect(secretEnvValues({ PATH: "/usr/bin", GITHUB_TOKEN: "t", PGPASSWORD: "p", AWS_SECRET_ACCESS_KEY: "s", SIGNING_KEY: "k", LANG: "C" }).sort()).toEqual([
+      "k",
+      "p",
+      "s",
+      "t",
+    ]);
   });
 });
 
@@ -165,7 +173,9 @@ describe("allowlists", () => {
     labels: { team: "platform secret words" },
     spec: { kind: { case: "executionStart", value: { argv: ["deploy", "--token", "x"], env: { TOKEN: "value" }, workingDirectory: "sub/dir" } } },
     stopCause: { reason: StopReason.EXIT_CODE, message: "process said: my password is hunter2" },
-    policyDecisions: [{ gate: PolicyGate.ARTIFACT_ACCESS, rule: "r1", bundleDigest: "ab".repeat(32), allowed: true, reason: "evaluation: input.x == 'secret'" }],
+    policyDecisions: [
+      { gate: PolicyGate.ARTIFACT_ACCESS, rule: "r1", bundleDigest: "ab".repeat(32), allowed: true, reason: "evaluation: input.x == 'secret'" },
+    ],
   });
 
   it("keep listed fields, and redact every other field, label and env value, and free text", () => {
@@ -201,15 +211,39 @@ describe("allowlists", () => {
     const config = { ...defaultConfig, store: "postgres://amctl:hunter2@db/amctl", policyDir: "/home/alice/policies", futureSecret: "s" } as ServerConfig;
     const tally = { redactedFields: 0 };
     const out = projectConfig(config, tally);
-    expect(out.settings).toMatchObject({ host: "127.0.0.1", port: 7070, store: REDACTED, dataDir: REDACTED, policyDir: REDACTED, futureSecret: REDACTED, execution: { envAllowlist: defaultConfig.execution.envAllowlist } });
+    expect(out.settings).toMatchObject({
+      host: "127.0.0.1",
+      port: 7070,
+      store: REDACTED,
+      dataDir: REDACTED,
+      policyDir: REDACTED,
+      futureSecret: REDACTED,
+      execution: { envAllowlist: defaultConfig.execution.envAllowlist },
+    });
     expect((out.settings as Record<string, { tokens?: string }>).defaultBudget?.tokens).toBe("160000");
     expect(out.derived).toMatchObject({ storeKind: "postgres", policyDirConfigured: true });
     expect(JSON.stringify(out)).not.toContain("hunter2");
   });
 
   it("keep a log line's level, time, message and error type, and redact everything else", () => {
-    const line = JSON.stringify({ level: "error", time: "t", msg: "planted", err: { type: "Error", message: "pw=1", stack: "at x" }, token: "[redacted]", operation: "operations/other", extra: { a: 1 } });
-    expect(projectLogLine(line, new Set(), { redactedFields: 0 })).toEqual({ level: "error", time: "t", msg: "planted", err: { type: "Error", message: REDACTED, stack: REDACTED }, token: REDACTED, operation: REDACTED, extra: REDACTED });
+    const line = JSON.stringify({
+      level: "error",
+      time: "t",
+      msg: "planted",
+      err: { type: "Error", message: "pw=1", stack: "at x" },
+      token: "[redacted]",
+      operation: "operations/other",
+      extra: { a: 1 },
+    });
+    expect(projectLogLine(line, new Set(), { redactedFields: 0 })).toEqual({
+      level: "error",
+      time: "t",
+      msg: "planted",
+      err: { type: "Error", message: REDACTED, stack: REDACTED },
+      token: REDACTED,
+      operation: REDACTED,
+      extra: REDACTED,
+    });
     const thrown = JSON.stringify({ level: "error", msg: "secret text", err: { type: "Error", message: "secret text" } });
     expect(projectLogLine(thrown, new Set(), { redactedFields: 0 }).msg).toBe(REDACTED);
     expect(projectLogLine("not json", new Set(), { redactedFields: 0 })).toEqual({ line: REDACTED });
@@ -217,7 +251,13 @@ describe("allowlists", () => {
 });
 
 describe("exportBundle and the final scan", () => {
-  const meta = (): BundleMeta => ({ operation: "operations/01SEAM", profile: "profiles/dev", exportTime: new Date("2026-01-02T03:04:05Z"), serverVersion: "0.1.0", allowlist: { redactedFields: 0 } });
+  const meta = (): BundleMeta => ({
+    operation: "operations/01SEAM",
+    profile: "profiles/dev",
+    exportTime: new Date("2026-01-02T03:04:05Z"),
+    serverVersion: "0.1.0",
+    allowlist: { redactedFields: 0 },
+  });
   const awsKey = `AKIA${"Q".repeat(16)}`;
   /** A key in a field the allowlist keeps verbatim (a tool's name). */
   const files = (): BundleFile[] => [{ name: "operations.json", content: [{ name: "operations/01X", spec: { toolGrantApply: { tool: awsKey } } }] }];
@@ -236,13 +276,20 @@ describe("exportBundle and the final scan", () => {
   it("fails closed when a value slips past the allowlist and the field detectors: the final scan finds it and no archive comes out", async () => {
     const narrow = full.filter((d) => d.id !== "aws-access-key");
     const result = await exportBundle(files(), meta(), { detectors: narrow, finalScanDetectors: full });
-    expect(result).toEqual({ kind: "leak", findings: expect.arrayContaining([expect.objectContaining({ detector: "aws-access-key", where: "amctl-diagnostics-01SEAM/operations.json" })]) });
+    expect(result).toEqual({
+      kind: "leak",
+      findings: expect.arrayContaining([expect.objectContaining({ detector: "aws-access-key", where: "amctl-diagnostics-01SEAM/operations.json" })]),
+    });
     expect("archive" in result).toBe(false);
   });
 
   it("names the profile in the manifest as the files do, so a profile named like an env value does not fail the export", async () => {
     const detectors = defaultDetectors({ credentialKeyIds: [], localSecrets: [], envSecrets: ["team-2024-q4"] });
-    const result = await exportBundle([{ name: "server.json", content: { profile: "profiles/team-2024-q4" } }], { ...meta(), profile: "profiles/team-2024-q4" }, { detectors, finalScanDetectors: detectors });
+    const result = await exportBundle(
+      [{ name: "server.json", content: { profile: "profiles/team-2024-q4" } }],
+      { ...meta(), profile: "profiles/team-2024-q4" },
+      { detectors, finalScanDetectors: detectors },
+    );
     expect(result.kind).toBe("bundle");
     expect(result.kind === "bundle" && result.manifest.profile).toBe("profiles/[redacted:secret-env-value]");
   });
@@ -258,13 +305,19 @@ describe("exportBundle and the final scan", () => {
 
   it("runs every detector over every file and counts them in the manifest", async () => {
     const shaped = shapedCanaries(1);
-    const result = await exportBundle([{ name: "notes.json", content: { notes: shaped.map((c) => c.text) } }], meta(), { detectors: full, finalScanDetectors: full });
+    const result = await exportBundle([{ name: "notes.json", content: { notes: shaped.map((c) => c.text) } }], meta(), {
+      detectors: full,
+      finalScanDetectors: full,
+    });
     expect(result.kind).toBe("bundle");
     if (result.kind !== "bundle") return;
     const counted = (result.manifest.redaction as { detectors: { id: string; replaced: number }[] }).detectors;
     expect(counted.map((d) => d.id)).toEqual(full.map((d) => d.id));
-    expect(counted.filter((d) => d.replaced > 0).map((d) => d.id)).toEqual(expect.arrayContaining(shapeDetectors.map((d) => d.id).filter((id) => id !== "pem-private-key" && id !== "jwt")));
+    expect(counted.filter((d) => d.replaced > 0).map((d) => d.id)).toEqual(
+      expect.arrayContaining(shapeDetectors.map((d) => d.id).filter((id) => id !== "pem-private-key" && id !== "jwt")),
+    );
     const text = (await untar(await decompress(result.archive))).map((e) => e.data.toString()).join("\n");
-    for (const canary of shaped.filter((c) => c.format !== "free-text" && c.format !== "hex-local-secret")) expect(text, canary.format).not.toContain(canary.value);
+    for (const canary of shaped.filter((c) => c.format !== "free-text" && c.format !== "hex-local-secret"))
+      expect(text, canary.format).not.toContain(canary.value);
   });
 });

@@ -319,7 +319,11 @@ describe.each(stores)("on $name", ({ fresh }) => {
     writeFileSync(laterCopy, later.stdout);
     cpSync(log.keyFile, key);
     const verify = (path: string) => amctl(["audit", "verify", "--from-export", path, "--key", key]);
-    expect(await verify(copy)).toEqual({ code: 0, stdout: `ok: ${log.records} records, ${log.checkpoints.length} checkpoints, head ${log.head}\n`, stderr: "" });
+    expect(await verify(copy)).toEqual({
+      code: 0,
+      stdout: `ok: ${log.records} records, ${log.checkpoints.length} checkpoints, head ${log.head}\n`,
+      stderr: "",
+    });
     expect(await verify(laterCopy)).toMatchObject({ code: 0, stderr: "warning: 3 records are not covered by a checkpoint yet\n" });
 
     // One hex digit of record 7's request digest changed.

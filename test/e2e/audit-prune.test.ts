@@ -70,7 +70,7 @@ const stores = [
   {
     name: "PostgreSQL",
     storeArgs: async () => ["--store", await database("prune")],
-    tables: (server: ChildServer, url?: string) => postgresAuditTables(url!),
+    tables: (_server: ChildServer, url?: string) => postgresAuditTables(url!),
   },
 ];
 
@@ -103,10 +103,21 @@ describe.each(stores)("on $name", ({ storeArgs, tables }) => {
 
     const pruned = await audit(server, "prune", "--checkpoint", "latest", "--archive", archive1, "--key", keyFile);
     expect(pruned).toMatchObject({ code: 0, stdout: "" });
-    expect(pruned.stderr).toMatch(new RegExp(`^archived records 1 to ${first.sequence} and \\d+ checkpoints to .*archive-1\\.jsonl; pruned ${first.sequence} records: the log now starts from the checkpoint of size ${first.sequence}\\n$`));
+    expect(pruned.stderr).toMatch(
+      new RegExp(
+        `^archived records 1 to ${first.sequence} and \\d+ checkpoints to .*archive-1\\.jsonl; pruned ${first.sequence} records: the log now starts from the checkpoint of size ${first.sequence}\\n$`,
+      ),
+    );
     // The server kept what follows the checkpoint, starting with the record of the prune itself.
     const kept = await records(server);
-    expect(kept[0]).toMatchObject({ sequence: first.sequence + 1n, previousHash: first.hash, rpc: PRUNE_RPC, resource: `auditCheckpoints/${first.sequence}`, principal: "test-operator", decision: { allowed: true } });
+    expect(kept[0]).toMatchObject({
+      sequence: first.sequence + 1n,
+      previousHash: first.hash,
+      rpc: PRUNE_RPC,
+      resource: `auditCheckpoints/${first.sequence}`,
+      principal: "test-operator",
+      decision: { allowed: true },
+    });
     expect((await auditClient(server).listCheckpoints({})).checkpoints[0]).toMatchObject({ size: first.sequence, headHash: first.hash });
 
     await commands(server, profile, 5);
@@ -119,11 +130,17 @@ describe.each(stores)("on $name", ({ storeArgs, tables }) => {
       stderr: `note: records 1 to ${first.sequence} were pruned (record ${first.sequence + 1n}); to verify them too, pass their archives with --archive FILE\n`,
     });
     const whole = await audit(server, "verify", "--key", keyFile, "--archive", archive1);
-    expect(whole).toMatchObject({ code: 0, stdout: expect.stringMatching(new RegExp(`^ok: ${head.sequence} records, \\d+ checkpoints, head ${head.hash}\\n$`)), stderr: "" });
+    expect(whole).toMatchObject({
+      code: 0,
+      stdout: expect.stringMatching(new RegExp(`^ok: ${head.sequence} records, \\d+ checkpoints, head ${head.hash}\\n$`)),
+      stderr: "",
+    });
 
     // A second prune, at a checkpoint named by its size: its archive starts from the first's checkpoint.
     const second = await audit(server, "prune", "--checkpoint", String(head.sequence), "--archive", archive2, "--key", keyFile);
-    expect(second.stderr).toMatch(new RegExp(`^archived records ${first.sequence + 1n} to ${head.sequence} and \\d+ checkpoints .*; pruned ${head.sequence - first.sequence} records`));
+    expect(second.stderr).toMatch(
+      new RegExp(`^archived records ${first.sequence + 1n} to ${head.sequence} and \\d+ checkpoints .*; pruned ${head.sequence - first.sequence} records`),
+    );
     expect(readFileSync(archive2, "utf8").split("\n")[1]).toMatch(/^\{"checkpoint":"agent-machine\/audit\/.*\\n\d+\\n/);
     await commands(server, profile, 2);
     const later = await checkpointed(server);
@@ -138,14 +155,25 @@ describe.each(stores)("on $name", ({ storeArgs, tables }) => {
       stdout: expect.stringMatching(new RegExp(`^ok: records ${first.sequence + 1n} to ${later.sequence} from the checkpoint of size ${first.sequence}, `)),
     });
     // An archive out of order is not the log's beginning.
-    expect(await audit(server, "verify", "--key", keyFile, "--archive", archive2, "--archive", archive1)).toMatchObject({ code: 1, stdout: expect.stringMatching(/^FAILED: archive .*archive-1\.jsonl: line 2: record 1: out of sequence/) });
+    expect(await audit(server, "verify", "--key", keyFile, "--archive", archive2, "--archive", archive1)).toMatchObject({
+      code: 1,
+      stdout: expect.stringMatching(/^FAILED: archive .*archive-1\.jsonl: line 2: record 1: out of sequence/),
+    });
 
     // Away from the server: an export of the retained log, after its archives.
     const exported = join(dir, "retained.jsonl");
     expect((await audit(server, "export", "-o", exported)).code).toBe(0);
-    const offline = (...files: string[]) => amctl(["audit", "verify", "--key", keyFile, "--from-export", exported, ...files.flatMap((file) => ["--archive", file])]);
-    expect(await offline(archive1, archive2)).toMatchObject({ code: 0, stdout: expect.stringMatching(new RegExp(`^ok: ${later.sequence} records, `)), stderr: "" });
-    expect(await offline()).toMatchObject({ code: 0, stdout: expect.stringMatching(new RegExp(`^ok: records ${head.sequence + 1n} to ${later.sequence} from the checkpoint of size ${head.sequence}, `)) });
+    const offline = (...files: string[]) =>
+      amctl(["audit", "verify", "--key", keyFile, "--from-export", exported, ...files.flatMap((file) => ["--archive", file])]);
+    expect(await offline(archive1, archive2)).toMatchObject({
+      code: 0,
+      stdout: expect.stringMatching(new RegExp(`^ok: ${later.sequence} records, `)),
+      stderr: "",
+    });
+    expect(await offline()).toMatchObject({
+      code: 0,
+      stdout: expect.stringMatching(new RegExp(`^ok: records ${head.sequence + 1n} to ${later.sequence} from the checkpoint of size ${head.sequence}, `)),
+    });
 
     // Once pruned, a prune at the same checkpoint has nothing left to do.
     expect(await audit(server, "prune", "--checkpoint", String(head.sequence), "--archive", join(dir, "again.jsonl"))).toEqual({
@@ -168,7 +196,10 @@ describe.each(stores)("on $name", ({ storeArgs, tables }) => {
     const cut = join(dir, "archive-1-cut.jsonl");
     const lines = readFileSync(archive1, "utf8").split("\n");
     writeFileSync(cut, [...lines.slice(0, -3), ...lines.slice(-2)].join("\n"));
-    expect(await audit(server, "verify", "--key", keyFile, "--archive", cut, "--archive", archive2)).toMatchObject({ code: 1, stdout: expect.stringMatching(/^FAILED: archive .*archive-1-cut\.jsonl: /) });
+    expect(await audit(server, "verify", "--key", keyFile, "--archive", cut, "--archive", archive2)).toMatchObject({
+      code: 1,
+      stdout: expect.stringMatching(/^FAILED: archive .*archive-1-cut\.jsonl: /),
+    });
 
     // A changed byte of the retained log, in the store, is found too; and a retained export without the checkpoint it starts from does not verify.
     const store = await openTables();
@@ -185,7 +216,13 @@ describe.each(stores)("on $name", ({ storeArgs, tables }) => {
       await store.close();
     }
     const unanchored = join(dir, "unanchored.jsonl");
-    writeFileSync(unanchored, readFileSync(exported, "utf8").split("\n").filter((line, i) => i !== 1).join("\n"));
+    writeFileSync(
+      unanchored,
+      readFileSync(exported, "utf8")
+        .split("\n")
+        .filter((_line, i) => i !== 1)
+        .join("\n"),
+    );
     expect(await amctl(["audit", "verify", "--key", keyFile, "--from-export", unanchored])).toMatchObject({
       code: 1,
       stdout: `FAILED: line 2: record ${head.sequence + 1n}: out of sequence, expected record 1\n`,
@@ -211,8 +248,14 @@ describe.each(stores)("on $name", ({ storeArgs, tables }) => {
       const error = await refusal(promise);
       return { code: error.code, reason: error.findDetails(ErrorInfoSchema)[0]?.reason };
     };
-    expect(await failed(client.pruneAuditLog({ checkpointSize: beyondSize, headHash: head.hash }))).toEqual({ code: Code.FailedPrecondition, reason: "AUDIT_NOT_CHECKPOINTED" });
-    expect(await failed(client.pruneAuditLog({ checkpointSize: head.sequence, headHash: before[0]!.hash }))).toEqual({ code: Code.FailedPrecondition, reason: "AUDIT_HEAD_MISMATCH" });
+    expect(await failed(client.pruneAuditLog({ checkpointSize: beyondSize, headHash: head.hash }))).toEqual({
+      code: Code.FailedPrecondition,
+      reason: "AUDIT_NOT_CHECKPOINTED",
+    });
+    expect(await failed(client.pruneAuditLog({ checkpointSize: head.sequence, headHash: before[0]!.hash }))).toEqual({
+      code: Code.FailedPrecondition,
+      reason: "AUDIT_HEAD_MISMATCH",
+    });
     expect(await records(server)).toEqual(before);
 
     // A child delegation, even with audit_read, is not the operator.

@@ -52,7 +52,9 @@ async function flood(server: TestServer, count: number, options: { parallel?: nu
     baseUrl: server.url,
     interceptors: [bearer(BAD_CREDENTIAL)],
     // From another loopback address: Linux routes all of 127.0.0.0/8 to this host.
-    ...(localAddress ? { nodeOptions: { createConnection: (authority: URL) => connect({ host: authority.hostname, port: Number(authority.port), localAddress }) } } : {}),
+    ...(localAddress
+      ? { nodeOptions: { createConnection: (authority: URL) => connect({ host: authority.hostname, port: Number(authority.port), localAddress }) } }
+      : {}),
   });
   const client = createClient(OperationService, transport);
   for (let sent = 0; sent < count; ) {

@@ -110,7 +110,13 @@ describe("what is recorded", () => {
     const records = await recordsOf(() => cancelAndWait(root.operations, operation!.name));
     const cancels = (await root.operations.listOperations({ filter: { types: [OperationType.EXECUTION_CANCEL] } })).operations;
     expect(records).toMatchObject([
-      { rpc: rpc("OperationService", "CancelOperation"), operationType: OperationType.EXECUTION_CANCEL, commandRef: commandRef("execution-cancel"), resource: cancels[0]!.name, decision: { allowed: true } },
+      {
+        rpc: rpc("OperationService", "CancelOperation"),
+        operationType: OperationType.EXECUTION_CANCEL,
+        commandRef: commandRef("execution-cancel"),
+        resource: cancels[0]!.name,
+        decision: { allowed: true },
+      },
     ]);
   });
 
@@ -126,11 +132,20 @@ describe("what is recorded", () => {
     const records = await recordsOf(async () => {
       bundle = (await admin.policy.applyPolicyBundle({ profileType: ProfileType.CORPORATE_FIREWALL, source })).bundle!.name;
       corporate = await createProfile(root.operations, "corp-audited", ProfileType.CORPORATE_FIREWALL);
-      const denied = await refusal(root.operations.submitOperation({ requestId: requestId(), profile: corporate, spec: { kind: { case: "toolGrantApply", value: { tool: "curl" } } } }));
+      const denied = await refusal(
+        root.operations.submitOperation({ requestId: requestId(), profile: corporate, spec: { kind: { case: "toolGrantApply", value: { tool: "curl" } } } }),
+      );
       expect(denied.code).toBe(Code.PermissionDenied);
     });
     expect(records).toMatchObject([
-      { rpc: rpc("PolicyService", "ApplyPolicyBundle"), commandRef: "ApplyPolicyBundle", operationType: OperationType.UNSPECIFIED, resource: bundle, delegation: adminDelegation, decision: { allowed: true } },
+      {
+        rpc: rpc("PolicyService", "ApplyPolicyBundle"),
+        commandRef: "ApplyPolicyBundle",
+        operationType: OperationType.UNSPECIFIED,
+        resource: bundle,
+        delegation: adminDelegation,
+        decision: { allowed: true },
+      },
       { rpc: rpc("OperationService", "SubmitOperation"), operationType: OperationType.PROFILE_CREATE, decision: { allowed: true } },
       {
         rpc: rpc("OperationService", "SubmitOperation"),
@@ -149,7 +164,10 @@ describe("what is recorded", () => {
     let child = "";
     let token = "";
     const records = await recordsOf(async () => {
-      ({ delegation: { name: child } = { name: "" }, token } = await root.delegations.issueDelegation({
+      ({
+        delegation: { name: child } = { name: "" },
+        token,
+      } = await root.delegations.issueDelegation({
         subject: "agent-audited",
         scope: { operationTypes: [OperationType.TOOL_GRANT_APPLY], profiles: ["*"], tools: ["*"] },
       }));
@@ -160,7 +178,13 @@ describe("what is recorded", () => {
       await root.delegations.revokeDelegation({ name: child, reason: "again" });
     });
     expect(records).toMatchObject([
-      { rpc: rpc("DelegationService", "IssueDelegation"), commandRef: "IssueDelegation", resource: child, principal: "test-operator", decision: { allowed: true } },
+      {
+        rpc: rpc("DelegationService", "IssueDelegation"),
+        commandRef: "IssueDelegation",
+        resource: child,
+        principal: "test-operator",
+        decision: { allowed: true },
+      },
       {
         rpc: rpc("OperationService", "SubmitOperation"),
         operationType: OperationType.EXECUTION_START,
@@ -174,7 +198,15 @@ describe("what is recorded", () => {
     expect(records).toHaveLength(3);
     // A call with the revoked credential is an unauthenticated attempt.
     const after = await recordsOf(() => refusal(clientsFor(server.url, token).operations.listOperations({})));
-    expect(after).toMatchObject([{ principal: "anonymous", delegation: "", rpc: rpc("OperationService", "ListOperations"), commandRef: "ListOperations", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } }]);
+    expect(after).toMatchObject([
+      {
+        principal: "anonymous",
+        delegation: "",
+        rpc: rpc("OperationService", "ListOperations"),
+        commandRef: "ListOperations",
+        decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED },
+      },
+    ]);
   });
 
   it("records a budget refusal as resource_exhausted, and no operation", async () => {
@@ -187,7 +219,13 @@ describe("what is recorded", () => {
       expect(refused.code).toBe(Code.ResourceExhausted);
     });
     expect(records).toMatchObject([
-      { principal: "agent-small", delegation: delegation!.name, operationType: OperationType.EXECUTION_START, resource: "", decision: { allowed: false, denialCode: RpcCode.RESOURCE_EXHAUSTED } },
+      {
+        principal: "agent-small",
+        delegation: delegation!.name,
+        operationType: OperationType.EXECUTION_START,
+        resource: "",
+        decision: { allowed: false, denialCode: RpcCode.RESOURCE_EXHAUSTED },
+      },
     ]);
     expect(records).toHaveLength(1);
   });
@@ -199,11 +237,32 @@ describe("what is recorded", () => {
     const records = await recordsOf(async () => {
       expect((await refusal(anonymous.getOperation({ name: "operations/x" }))).code).toBe(Code.Unauthenticated);
       const watch = garbled.watchEvents({ afterSequence: 0n });
-      expect((await refusal((async () => { for await (const _ of watch) void _; })())).code).toBe(Code.Unauthenticated);
+      expect(
+        (
+          await refusal(
+            (async () => {
+              for await (const _ of watch) void _;
+            })(),
+          )
+        ).code,
+      ).toBe(Code.Unauthenticated);
     });
     expect(records).toMatchObject([
-      { principal: "anonymous", delegation: "", delegationChain: [], rpc: rpc("OperationService", "GetOperation"), sourceAddress: "127.0.0.1", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } },
-      { principal: "anonymous", rpc: rpc("OperationService", "WatchEvents"), commandRef: "WatchEvents", sourceAddress: "127.0.0.1", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } },
+      {
+        principal: "anonymous",
+        delegation: "",
+        delegationChain: [],
+        rpc: rpc("OperationService", "GetOperation"),
+        sourceAddress: "127.0.0.1",
+        decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED },
+      },
+      {
+        principal: "anonymous",
+        rpc: rpc("OperationService", "WatchEvents"),
+        commandRef: "WatchEvents",
+        sourceAddress: "127.0.0.1",
+        decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED },
+      },
     ]);
     for (const record of records) expect(record.requestDigest).toMatch(/^[0-9a-f]{64}$/);
   });
@@ -218,7 +277,14 @@ describe("what is recorded", () => {
       });
       const who = (await running.clients.delegations.whoAmI({})).delegation!;
       expect(records).toMatchObject([
-        { rpc: rpc("RuntimeService", "AuthorizeCall"), commandRef: "AuthorizeCall", resource: running.operation.name, delegation: who.name, principal: who.subject, decision: { allowed: true } },
+        {
+          rpc: rpc("RuntimeService", "AuthorizeCall"),
+          commandRef: "AuthorizeCall",
+          resource: running.operation.name,
+          delegation: who.name,
+          principal: who.subject,
+          decision: { allowed: true },
+        },
         { rpc: rpc("RuntimeService", "AuthorizeCall"), resource: running.operation.name, decision: { allowed: false } },
       ]);
       expect(records[0]!.delegationChain).toEqual([rootDelegation, who.name]);
@@ -252,17 +318,24 @@ describe("reading the log", () => {
     };
     await expectFiltered({ principal: "agent-audited" }, (r) => r.principal === "agent-audited");
     await expectFiltered({ delegation: rootDelegation }, (r) => r.delegation === rootDelegation);
-    await expectFiltered({ operationTypes: [OperationType.PROFILE_CREATE, OperationType.EXECUTION_CANCEL] }, (r) => [OperationType.PROFILE_CREATE, OperationType.EXECUTION_CANCEL].includes(r.operationType));
+    await expectFiltered({ operationTypes: [OperationType.PROFILE_CREATE, OperationType.EXECUTION_CANCEL] }, (r) =>
+      [OperationType.PROFILE_CREATE, OperationType.EXECUTION_CANCEL].includes(r.operationType),
+    );
     await expectFiltered({ decision: AuditDecisionFilter.DENIED }, (r) => !r.decision?.allowed);
     const middle = all[Math.floor(all.length / 2)]!.time!;
-    await expectFiltered({ startTime: middle }, (r) => r.time!.seconds > middle.seconds || (r.time!.seconds === middle.seconds && r.time!.nanos >= middle.nanos));
+    await expectFiltered(
+      { startTime: middle },
+      (r) => r.time!.seconds > middle.seconds || (r.time!.seconds === middle.seconds && r.time!.nanos >= middle.nanos),
+    );
     await expectFiltered({ endTime: timestampFromDate(new Date(Date.now() + 60_000)) }, () => true);
     // Pages of two, followed to the end, are the whole list.
     expect((await recordsAfter(0n, {}, 2)).map((r) => r.sequence)).toEqual(all.map((r) => r.sequence));
     const first = await audit.listAuditRecords({ pageSize: 2 });
     expect(first.records).toHaveLength(2);
     // A token is bound to its filter, and cannot be edited.
-    expect((await refusal(audit.listAuditRecords({ pageSize: 2, pageToken: first.nextPageToken, filter: { principal: "x" } }))).code).toBe(Code.InvalidArgument);
+    expect((await refusal(audit.listAuditRecords({ pageSize: 2, pageToken: first.nextPageToken, filter: { principal: "x" } }))).code).toBe(
+      Code.InvalidArgument,
+    );
     expect((await refusal(audit.listAuditRecords({ pageSize: 2, pageToken: `${first.nextPageToken}x` }))).code).toBe(Code.InvalidArgument);
   });
 
@@ -271,7 +344,11 @@ describe("reading the log", () => {
     const submits = 30;
     const writing = (async () => {
       for (let i = 0; i < submits; i += 1) {
-        await root.operations.submitOperation({ requestId: requestId(), profile: personal, spec: { kind: { case: "toolGrantApply", value: { tool: `tool-${i}` } } } });
+        await root.operations.submitOperation({
+          requestId: requestId(),
+          profile: personal,
+          spec: { kind: { case: "toolGrantApply", value: { tool: `tool-${i}` } } },
+        });
       }
     })();
     const seen: bigint[] = [];
@@ -353,7 +430,9 @@ describe("reading the log", () => {
 describe("secrets", () => {
   it("keeps an execution's secret environment values out of every audit record, digest included", async () => {
     const canaries = envValueCanaries(3);
-    const request = execution(personal, [process.execPath, "-e", "0"], { env: { API_KEY: canaries[0]!.value, SESSION_TOKEN: canaries[1]!.value, PLAIN: canaries[2]!.value } });
+    const request = execution(personal, [process.execPath, "-e", "0"], {
+      env: { API_KEY: canaries[0]!.value, SESSION_TOKEN: canaries[1]!.value, PLAIN: canaries[2]!.value },
+    });
     const records = await recordsOf(async () => {
       const { operation } = await root.operations.submitOperation(request);
       expect((await waitForEnd(root.operations, operation!.name)).operation.state).toBe(TaskState.COMPLETED);
@@ -367,7 +446,11 @@ describe("secrets", () => {
     const db = new Database(join(server.dataDir, SQLITE_FILE), { readonly: true });
     try {
       const rows = db.prepare("SELECT * FROM audit_records").all() as Record<string, unknown>[];
-      for (const [i, row] of rows.entries()) served.set(`row ${i}`, JSON.stringify(row, (_key, value: unknown) => (typeof value === "bigint" ? String(value) : value)));
+      for (const [i, row] of rows.entries())
+        served.set(
+          `row ${i}`,
+          JSON.stringify(row, (_key, value: unknown) => (typeof value === "bigint" ? String(value) : value)),
+        );
     } finally {
       db.close();
     }

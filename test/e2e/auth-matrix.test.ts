@@ -63,7 +63,10 @@ beforeAll(async () => {
 
   // A root revoked by itself, and a child whose root is revoked.
   const doomedRoot = await mintRoot(operator);
-  const child = await createClient(DelegationService, transport(doomedRoot)).issueDelegation({ subject: "agent", scope: { operationTypes: [OperationType.TOOL_GRANT_APPLY], profiles: ["*"] } });
+  const child = await createClient(DelegationService, transport(doomedRoot)).issueDelegation({
+    subject: "agent",
+    scope: { operationTypes: [OperationType.TOOL_GRANT_APPLY], profiles: ["*"] },
+  });
   const revokedRoot = await mintRoot(operator);
   const revokedRootName = (await createClient(DelegationService, transport(revokedRoot)).whoAmI({})).delegation!.name;
   await createClient(DelegationService, transport(revokedRoot)).revokeDelegation({ name: revokedRootName });
@@ -79,7 +82,7 @@ beforeAll(async () => {
   bad.set("alg none", `${base64url.encode(JSON.stringify({ alg: "none", kid: operator.keyId }))}.${payload}.`);
   bad.set(
     "HS256 signed with our public key",
-    await new SignJWT(claims).setProtectedHeader({ alg: "HS256", kid: operator.keyId }).sign(new TextEncoder().encode((await operatorPublicPem()))),
+    await new SignJWT(claims).setProtectedHeader({ alg: "HS256", kid: operator.keyId }).sign(new TextEncoder().encode(await operatorPublicPem())),
   );
   bad.set("wrong audience", await resign({ aud: "someone-else" }));
   bad.set("wrong issuer", await resign({ iss: "amctl-operator:other" }));
@@ -98,11 +101,31 @@ afterAll(() => server.close());
 describe("every guarded method refuses every bad credential with Unauthenticated", () => {
   it("enumerates the served methods", () => {
     expect(guardedMethods.map((m) => `${m.parent.name}.${m.name}`)).toEqual(
-      expect.arrayContaining(["ContractService.ValidateContract", "OperationService.SubmitOperation", "OperationService.WatchEvents", "DelegationService.IssueDelegation", "DelegationService.WhoAmI"]),
+      expect.arrayContaining([
+        "ContractService.ValidateContract",
+        "OperationService.SubmitOperation",
+        "OperationService.WatchEvents",
+        "DelegationService.IssueDelegation",
+        "DelegationService.WhoAmI",
+      ]),
     );
   });
 
-  const kinds = ["no credential", "not a JWT", "expired", "not yet valid", "revoked itself", "ancestor revoked", "alg none", "HS256 signed with our public key", "wrong audience", "wrong issuer", "unknown key id", "tampered signature", "tampered claims"];
+  const kinds = [
+    "no credential",
+    "not a JWT",
+    "expired",
+    "not yet valid",
+    "revoked itself",
+    "ancestor revoked",
+    "alg none",
+    "HS256 signed with our public key",
+    "wrong audience",
+    "wrong issuer",
+    "unknown key id",
+    "tampered signature",
+    "tampered claims",
+  ];
   it.each(guardedMethods.flatMap((m) => kinds.map((kind) => [`${m.parent.name}.${m.name}`, kind, m] as const)))("%s with %s", async (_name, kind, method) => {
     expect(bad.has(kind)).toBe(true);
     expect(await call(method, bad.get(kind))).toBe(Code.Unauthenticated);
@@ -123,18 +146,27 @@ describe("every guarded method refuses every bad credential with Unauthenticated
 describe("a valid credential out of scope is PermissionDenied", () => {
   it("names the axis it lacks", async () => {
     const operator = await operatorOf(server.dataDir);
-    const narrow = await mintRoot(operator, { scope: { ...fullScope, operationTypes: [OperationType.PROFILE_CREATE], profiles: ["profiles/mine"], mayDelegate: false } });
+    const narrow = await mintRoot(operator, {
+      scope: { ...fullScope, operationTypes: [OperationType.PROFILE_CREATE], profiles: ["profiles/mine"], mayDelegate: false },
+    });
     const { operationsClient } = await import("../helpers/operations.js");
     const { registerToken } = await import("../helpers/tokens.js");
     const url = `${server.url}/`;
     registerToken(url, narrow);
     const client = operationsClient(url);
     await client.submitOperation({ requestId: "mine-1", spec: { kind: { case: "profileCreate", value: { profileId: "mine", profileType: 1 } } } });
-    const denials = await Promise.all([
-      client.submitOperation({ requestId: "theirs-1", spec: { kind: { case: "profileCreate", value: { profileId: "theirs", profileType: 1 } } } }),
-      client.submitOperation({ requestId: "exec-1", profile: "profiles/mine", spec: { kind: { case: "executionStart", value: { argv: ["true"] } } } }),
-      createClient(DelegationService, transport(narrow)).issueDelegation({ subject: "x", scope: {} }),
-    ].map((p) => p.then(() => undefined, (e: unknown) => ConnectError.from(e))));
+    const denials = await Promise.all(
+      [
+        client.submitOperation({ requestId: "theirs-1", spec: { kind: { case: "profileCreate", value: { profileId: "theirs", profileType: 1 } } } }),
+        client.submitOperation({ requestId: "exec-1", profile: "profiles/mine", spec: { kind: { case: "executionStart", value: { argv: ["true"] } } } }),
+        createClient(DelegationService, transport(narrow)).issueDelegation({ subject: "x", scope: {} }),
+      ].map((p) =>
+        p.then(
+          () => undefined,
+          (e: unknown) => ConnectError.from(e),
+        ),
+      ),
+    );
     expect(denials.map((d) => d?.code)).toEqual([Code.PermissionDenied, Code.PermissionDenied, Code.PermissionDenied]);
     expect(denials.map((d) => d?.metadata.get("x-request-id") !== null)).toEqual([true, true, true]);
   });

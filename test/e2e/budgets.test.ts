@@ -97,7 +97,10 @@ describe("admission", () => {
     const exec = await startCredentialed(server.url, server.dataDir, child.clients.operations, profile);
     const connector = await exec.runtime.authorizeCall({ operation: exec.operation.name, call: { kind: CallKind.CONNECTOR, connector: "issue-tracker" } });
     expect(connector.allowed).toBe(true);
-    const model = await exec.runtime.authorizeCall({ operation: exec.operation.name, call: { kind: CallKind.MODEL, modelProvider: "ollama", estimatedTokens: 1n } });
+    const model = await exec.runtime.authorizeCall({
+      operation: exec.operation.name,
+      call: { kind: CallKind.MODEL, modelProvider: "ollama", estimatedTokens: 1n },
+    });
     expect(model).toMatchObject({ allowed: false, exhaustedDimension: BudgetDimension.MODEL_CALLS });
     const { operation: ended } = await waitForEnd(root.operations, exec.operation.name);
     expect(ended).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.MODEL_CALLS } });
@@ -183,22 +186,29 @@ describe("reservation", () => {
 describe("no overspending under concurrency", () => {
   it("admits exactly as many of 40 concurrent submits as the budget fits, and refuses the rest with ResourceExhausted", async () => {
     await fc.assert(
-      fc.asyncProperty(fc.integer({ min: 1, max: 12 }), fc.bigInt({ min: 1n, max: 10_000n }), fc.double({ min: 0, max: 0.999, noNaN: true }), async (fits, each, slackShare) => {
-        // A budget for `fits` of them and a bit, never enough for one more.
-        const slack = BigInt(Math.floor(Number(each - 1n) * slackShare));
-        const agent = await issueAgent(root, server.url, `hammer-${fits}`, roomyBudget({ tokens: each * BigInt(fits) + slack }));
-        const results = await Promise.all(Array.from({ length: 40 }, () => attempt(agent.clients.operations, sleeper({ tokens: each }))));
-        const admitted = results.filter((r): r is string => typeof r === "string");
-        const refused = results.filter((r): r is ConnectError => r instanceof ConnectError);
-        try {
-          expect(admitted).toHaveLength(fits);
-          expect(refused.map((e) => [e.code, budgetRefusal(e)?.dimension])).toEqual(Array.from({ length: 40 - fits }, () => [Code.ResourceExhausted, "tokens"]));
-          // What is left is exactly the slack.
-          expect(refused.map((e) => budgetRefusal(e)?.remaining).filter((r) => r !== slack)).toEqual([]);
-        } finally {
-          await cancelAll(admitted);
-        }
-      }),
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 12 }),
+        fc.bigInt({ min: 1n, max: 10_000n }),
+        fc.double({ min: 0, max: 0.999, noNaN: true }),
+        async (fits, each, slackShare) => {
+          // A budget for `fits` of them and a bit, never enough for one more.
+          const slack = BigInt(Math.floor(Number(each - 1n) * slackShare));
+          const agent = await issueAgent(root, server.url, `hammer-${fits}`, roomyBudget({ tokens: each * BigInt(fits) + slack }));
+          const results = await Promise.all(Array.from({ length: 40 }, () => attempt(agent.clients.operations, sleeper({ tokens: each }))));
+          const admitted = results.filter((r): r is string => typeof r === "string");
+          const refused = results.filter((r): r is ConnectError => r instanceof ConnectError);
+          try {
+            expect(admitted).toHaveLength(fits);
+            expect(refused.map((e) => [e.code, budgetRefusal(e)?.dimension])).toEqual(
+              Array.from({ length: 40 - fits }, () => [Code.ResourceExhausted, "tokens"]),
+            );
+            // What is left is exactly the slack.
+            expect(refused.map((e) => budgetRefusal(e)?.remaining).filter((r) => r !== slack)).toEqual([]);
+          } finally {
+            await cancelAll(admitted);
+          }
+        },
+      ),
       { numRuns: 5 },
     );
   });
@@ -226,10 +236,14 @@ describe("no overspending under concurrency", () => {
       }
       // The children and the operations hold the parent's 10 000 tokens between them: nothing is left.
       const { delegations } = await parent.clients.delegations.listDelegations({});
-      const carved = delegations.filter((d) => d.parent === parent.delegation.name && d.operation === "").reduce((sum, d) => sum + (d.scope?.budget?.tokens ?? 0n), 0n);
+      const carved = delegations
+        .filter((d) => d.parent === parent.delegation.name && d.operation === "")
+        .reduce((sum, d) => sum + (d.scope?.budget?.tokens ?? 0n), 0n);
       expect(carved + 1000n * BigInt(admitted.length)).toBe(10_000n);
       expect(budgetRefusal(await refusal(parent.clients.operations.submitOperation(sleeper({ tokens: 1n }))))).toMatchObject({ remaining: 0n });
-      expect((await refusal(parent.clients.delegations.issueDelegation({ subject: "one-more", scope: { budget: { tokens: 1n } } }))).code).toBe(Code.PermissionDenied);
+      expect((await refusal(parent.clients.delegations.issueDelegation({ subject: "one-more", scope: { budget: { tokens: 1n } } }))).code).toBe(
+        Code.PermissionDenied,
+      );
     } finally {
       await cancelAll(admitted);
     }
@@ -239,7 +253,10 @@ describe("no overspending under concurrency", () => {
     const parent = await issueAgent(root, server.url, "spend-then-revoke", roomyBudget({ tokens: 1000n }), true);
     const child = await issueAgent(parent.clients, server.url, "spender-child", roomyBudget({ tokens: 1000n, agentConcurrency: 10n }));
     const exec = await startCredentialed(server.url, server.dataDir, child.clients.operations, profile, { tokens: 1000n });
-    const call = await exec.runtime.authorizeCall({ operation: exec.operation.name, call: { kind: CallKind.MODEL, modelProvider: "ollama", estimatedTokens: 900n } });
+    const call = await exec.runtime.authorizeCall({
+      operation: exec.operation.name,
+      call: { kind: CallKind.MODEL, modelProvider: "ollama", estimatedTokens: 900n },
+    });
     expect(call.allowed).toBe(true);
     await parent.clients.delegations.revokeDelegation({ name: child.delegation.name });
     const { operation } = await waitForEnd(root.operations, exec.operation.name);

@@ -13,7 +13,18 @@ import { DelegationService } from "../../src/gen/agentmachine/v1/delegation_serv
 import { Health, HealthCheckResponseSchema, HealthCheckResponse_ServingStatus as Status } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { defaultConfig, type ServerConfig } from "../../src/config/config.js";
 import { clientFor } from "../helpers/clients.js";
-import { GRPC_REQUEST_HEADERS, H2_FRAME_SETTINGS, HTTP2_PREFACE, decodeEnvelopes, envelope, goAwayErrorCode, grpcStatus, h2Frame, h2Request, parseH2Frames } from "../helpers/raw-http2.js";
+import {
+  GRPC_REQUEST_HEADERS,
+  H2_FRAME_SETTINGS,
+  HTTP2_PREFACE,
+  decodeEnvelopes,
+  envelope,
+  goAwayErrorCode,
+  grpcStatus,
+  h2Frame,
+  h2Request,
+  parseH2Frames,
+} from "../helpers/raw-http2.js";
 import { startChildServer, startTestServer, type TestServer } from "../helpers/server.js";
 
 const IDLE_MS = 400;
@@ -99,7 +110,10 @@ function sessionFrom(url: string, from: string): http2.ClientHttp2Session {
 }
 
 /** An HTTP/2 session from `from` with an open grpc.health.v1.Health/Watch stream: a busy connection. */
-async function watchingSession(url: string, from: string): Promise<{ session: http2.ClientHttp2Session; stream: http2.ClientHttp2Stream; messages: () => number }> {
+async function watchingSession(
+  url: string,
+  from: string,
+): Promise<{ session: http2.ClientHttp2Session; stream: http2.ClientHttp2Stream; messages: () => number }> {
   const session = sessionFrom(url, from);
   const stream = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Watch", ...GRPC_REQUEST_HEADERS });
   stream.on("error", () => {});
@@ -267,7 +281,10 @@ describe("a flood of idle sessions", () => {
     const keepOpen = async (from: string): Promise<void> => {
       while (flooding) {
         floodConnections += 1;
-        await idleSession(port, from).then((connection) => connection.closed, () => sleep(10));
+        await idleSession(port, from).then(
+          (connection) => connection.closed,
+          () => sleep(10),
+        );
       }
     };
     const flood = Array.from({ length: 3_000 }, (_, i) => keepOpen(`127.0.0.${1 + (i % 13)}`));

@@ -33,7 +33,7 @@ function policiesDenyingCurl(): string {
   const personal = join(dir, "personal.yaml");
   const source = readFileSync(personal, "utf8").replace(
     "rules:\n",
-    'rules:\n  - id: console.no-curl\n    gate: toolGrant\n    effect: deny\n    when: \'input.tool == "curl"\'\n',
+    "rules:\n  - id: console.no-curl\n    gate: toolGrant\n    effect: deny\n    when: 'input.tool == \"curl\"'\n",
   );
   writeFileSync(personal, source);
   return dir;
@@ -221,7 +221,10 @@ describe("web console", () => {
   it("Delegations: revoking a delegation (after a confirmation) cancels its running operation", async () => {
     const delegations = createClient(DelegationService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(server.token)] }));
     const budget = { cpuGpuComputeSeconds: 600n, localDiskBytes: 1n << 30n, sandboxMemoryBytes: 1n << 30n, wallClockSeconds: 600n, agentConcurrency: 2n };
-    const { delegation, token } = await delegations.issueDelegation({ subject: "console-agent", scope: { operationTypes: [OperationType.EXECUTION_START], profiles: ["*"], budget } });
+    const { delegation, token } = await delegations.issueDelegation({
+      subject: "console-agent",
+      scope: { operationTypes: [OperationType.EXECUTION_START], profiles: ["*"], budget },
+    });
     const agent = createClient(OperationService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(token)] }));
     const { operation } = await agent.submitOperation(execution("profiles/console", ["sleep", "60"]));
     const page = await signedIn(server, "#/delegations");
@@ -275,7 +278,9 @@ describe("web console", () => {
     const focusOrder: string[] = [];
     for (let i = 0; i < 9; i++) {
       await page.keyboard.press("Tab");
-      focusOrder.push(await page.locator(":focus").evaluate((active) => active.labels?.[0]?.textContent ?? active.getAttribute("aria-label") ?? active.textContent ?? ""));
+      focusOrder.push(
+        await page.locator(":focus").evaluate((active) => active.labels?.[0]?.textContent ?? active.getAttribute("aria-label") ?? active.textContent ?? ""),
+      );
     }
     expect(focusOrder).toEqual(["Operations", "Delegations", "Audit", "Diagnostics", "Sign out", "State", "Type", "Profile", "Apply filters"]);
     // Enter on a focused link changes the view.
@@ -289,7 +294,12 @@ describe("web console", () => {
       const unlabelled = await page
         .locator("input, select, textarea, button, meter")
         .evaluateAll((controls) =>
-          controls.filter((control) => (control.labels?.length ?? 0) === 0 && !control.getAttribute("aria-label") && !(control.tagName === "BUTTON" && control.textContent?.trim())).map((control) => control.outerHTML),
+          controls
+            .filter(
+              (control) =>
+                (control.labels?.length ?? 0) === 0 && !control.getAttribute("aria-label") && !(control.tagName === "BUTTON" && control.textContent?.trim()),
+            )
+            .map((control) => control.outerHTML),
         );
       expect(unlabelled, hash).toEqual([]);
     }
@@ -307,7 +317,10 @@ describe("web console", () => {
       await page.goto(`${readOnly.url}/console/#/delegations`);
       await page.locator("li[data-delegation]").first().waitFor();
       expect(await page.getByRole("button", { name: /^Revoke/ }).count()).toBe(0);
-      const running = await operationsClient(readOnly.url).submitOperation({ requestId: "console-profile", spec: { kind: { case: "profileCreate", value: { profileId: "ro", profileType: 1 } } } });
+      const running = await operationsClient(readOnly.url).submitOperation({
+        requestId: "console-profile",
+        spec: { kind: { case: "profileCreate", value: { profileId: "ro", profileType: 1 } } },
+      });
       await page.goto(`${readOnly.url}/console/#/operations/${running.operation!.name.replace("operations/", "")}`);
       await page.getByRole("heading", { name: running.operation!.name }).waitFor();
       expect(await page.getByRole("button", { name: "Cancel operation" }).count()).toBe(0);

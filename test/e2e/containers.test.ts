@@ -38,8 +38,17 @@ const runtimeDir = tempDir("amctl-fake-runtime-");
 /** The stand-in's image for a behaviour: prints, exits, hangs or starts-late. */
 const image = (mode: string): string => `registry.test/${mode}@${DIGEST}`;
 
-function container(target: string, spec: MessageInitShape<typeof ContainerRunSpecSchema>, requestedBudget?: MessageInitShape<typeof BudgetSchema>): SubmitOperationRequest {
-  return create(SubmitOperationRequestSchema, { requestId: requestId("container"), profile: target, spec: { kind: { case: "containerRun", value: spec } }, requestedBudget });
+function container(
+  target: string,
+  spec: MessageInitShape<typeof ContainerRunSpecSchema>,
+  requestedBudget?: MessageInitShape<typeof BudgetSchema>,
+): SubmitOperationRequest {
+  return create(SubmitOperationRequestSchema, {
+    requestId: requestId("container"),
+    profile: target,
+    spec: { kind: { case: "containerRun", value: spec } },
+    requestedBudget,
+  });
 }
 
 const idOf = (name: string): string => name.replace("operations/", "");
@@ -63,7 +72,10 @@ const callsFor = (name: string): string[][] => allCalls().filter((argv) => argv.
 const ISOLATION = ["--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges", "--user", "65534:65534"];
 
 async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  const error = await promise.then(() => undefined, (e: unknown) => ConnectError.from(e));
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => ConnectError.from(e),
+  );
   return error ?? expect.fail("expected a refusal, but the call succeeded");
 }
 
@@ -81,7 +93,13 @@ beforeAll(async () => {
   process.env.AMCTL_FAKE_RUNTIME_DIR = runtimeDir;
   server = await startTestServer({
     containerRuntime: RUNTIME,
-    execution: { ...defaultConfig.execution, envAllowlist: ["PATH", "AMCTL_FAKE_RUNTIME_DIR"], outputLimitBytes: 4096, defaultWallClockSeconds: 60, killGraceMs: 500 },
+    execution: {
+      ...defaultConfig.execution,
+      envAllowlist: ["PATH", "AMCTL_FAKE_RUNTIME_DIR"],
+      outputLimitBytes: 4096,
+      defaultWallClockSeconds: 60,
+      killGraceMs: 500,
+    },
   });
   client = operationsClient(server.url);
   profile = await createProfile(client, "dev");
@@ -93,13 +111,34 @@ afterAll(async () => {
 
 describe("the run command line", () => {
   it("isolates the container, limits it by its budget, passes its env, and records what ran with env values redacted", async () => {
-    const request = container(profile, { image: image("prints"), argv: ["make", "--jobs", "2"], env: { TOKEN: "s3cret-value", LANG: "C" } }, { sandboxMemoryBytes: 256n * 1024n ** 2n, cpuGpuComputeSeconds: 30n, wallClockSeconds: 60n });
+    const request = container(
+      profile,
+      { image: image("prints"), argv: ["make", "--jobs", "2"], env: { TOKEN: "s3cret-value", LANG: "C" } },
+      { sandboxMemoryBytes: 256n * 1024n ** 2n, cpuGpuComputeSeconds: 30n, wallClockSeconds: 60n },
+    );
     const { operation } = await run(client, request);
     const name = containerName(operation.name);
     const workspace = workspaceOf(operation.name);
     const limits = ["--memory", String(256n * 1024n ** 2n), "--cpus", "0.50", "--pids-limit", "512"];
     const mount = ["--mount", `type=bind,source=${workspace},target=/workspace`, "--workdir", "/workspace"];
-    const expected = ["run", "--rm", "--name", name, "--network=none", ...ISOLATION, ...limits, ...mount, "--env", "LANG=C", "--env", "TOKEN=s3cret-value", image("prints"), "make", "--jobs", "2"];
+    const expected = [
+      "run",
+      "--rm",
+      "--name",
+      name,
+      "--network=none",
+      ...ISOLATION,
+      ...limits,
+      ...mount,
+      "--env",
+      "LANG=C",
+      "--env",
+      "TOKEN=s3cret-value",
+      image("prints"),
+      "make",
+      "--jobs",
+      "2",
+    ];
     expect(callsFor(operation.name)).toEqual([expected]);
 
     expect(operation.state).toBe(TaskState.COMPLETED);
@@ -128,7 +167,10 @@ describe("the run command line", () => {
 
   it("gives network egress to a container that asked for it when the networkProfile gate allowed it, with the default budget's limits", async () => {
     const { operation } = await run(client, container(profile, { image: image("prints"), network: true }));
-    expect(operation.policyDecisions.map((d) => [d.gate, d.allowed])).toEqual([[PolicyGate.CONTAINER_EXECUTION, true], [PolicyGate.NETWORK_PROFILE, true]]);
+    expect(operation.policyDecisions.map((d) => [d.gate, d.allowed])).toEqual([
+      [PolicyGate.CONTAINER_EXECUTION, true],
+      [PolicyGate.NETWORK_PROFILE, true],
+    ]);
     const { sandboxMemoryBytes, cpuGpuComputeSeconds, wallClockSeconds } = defaultConfig.defaultBudget;
     expect([cpuGpuComputeSeconds, wallClockSeconds]).toEqual([3600n, 5400n]); // 0.66 CPUs, floored
     const limits = ["--memory", String(sandboxMemoryBytes), "--cpus", "0.66", "--pids-limit", "512"];
@@ -140,7 +182,10 @@ describe("the run command line", () => {
   it("refuses a container with network where the bundle's networkProfile gate denies it, running nothing; without network it runs", async () => {
     const corp = await createProfile(client, "corp", ProfileType.CORPORATE_FIREWALL);
     const source = bundleSource("corporate_firewall", [{ id: "corp.containers", gate: "containerExecution", effect: "allow", when: "true" }]);
-    await policyClient(server.url, await policyAdmin(server.dataDir, [ProfileType.CORPORATE_FIREWALL])).applyPolicyBundle({ profileType: ProfileType.CORPORATE_FIREWALL, source });
+    await policyClient(server.url, await policyAdmin(server.dataDir, [ProfileType.CORPORATE_FIREWALL])).applyPolicyBundle({
+      profileType: ProfileType.CORPORATE_FIREWALL,
+      source,
+    });
     const before = allCalls().length;
     const error = await refusal(client.submitOperation(container(corp, { image: image("prints"), network: true })));
     expect(error.code).toBe(Code.PermissionDenied);
@@ -202,7 +247,10 @@ describe("how a run ends", () => {
 
   it("stops a container that outlives its wall clock and fails it as budget_exhausted WALL_CLOCK_SECONDS", async () => {
     const { operation } = await run(client, container(profile, { image: image("hangs") }, { wallClockSeconds: 1n }));
-    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.WALL_CLOCK_SECONDS } });
+    expect(operation).toMatchObject({
+      state: TaskState.FAILED,
+      stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.WALL_CLOCK_SECONDS },
+    });
     expect(callsFor(operation.name).map((argv) => argv[0])).toEqual(["run", "stop"]);
     expect(operation.usage?.wallClockSeconds).toBeGreaterThanOrEqual(1n);
   });
@@ -224,7 +272,9 @@ describe("configuration", () => {
   });
 
   it("does not start with a runtime that is not on PATH", async () => {
-    await expect(startTestServer({ containerRuntime: "no-such-container-runtime" })).rejects.toThrow("--container-runtime no-such-container-runtime: no-such-container-runtime was not found on PATH");
+    await expect(startTestServer({ containerRuntime: "no-such-container-runtime" })).rejects.toThrow(
+      "--container-runtime no-such-container-runtime: no-such-container-runtime was not found on PATH",
+    );
   });
 
   it("fails a run without retrying when the runtime is gone since the server started", async () => {
@@ -237,7 +287,11 @@ describe("configuration", () => {
       const vanishingClient = operationsClient(vanishing.url);
       const dev = await createProfile(vanishingClient, "dev");
       const { operation } = await run(vanishingClient, container(dev, { image: image("prints") }));
-      expect(operation).toMatchObject({ state: TaskState.FAILED, attempt: 1, stopCause: { reason: StopReason.SPAWN_FAILED, message: `cannot start ${gone}: ENOENT` } });
+      expect(operation).toMatchObject({
+        state: TaskState.FAILED,
+        attempt: 1,
+        stopCause: { reason: StopReason.SPAWN_FAILED, message: `cannot start ${gone}: ENOENT` },
+      });
     } finally {
       await vanishing.close();
     }
@@ -326,13 +380,18 @@ describe("a real container runtime: podman with runc (test/helpers/podman.ts)", 
         "echo done >&2",
       ].join("; ");
       const { operation } = await run(realClient, container(dev, { image: podman.image, argv: ["sh", "-c", script] }));
-      expect(operation).toMatchObject({ state: TaskState.COMPLETED, artifact: { kind: { case: "containerExecutionRecord", value: { exitCode: 0, imageDigest: podman.image } } } });
+      expect(operation).toMatchObject({
+        state: TaskState.COMPLETED,
+        artifact: { kind: { case: "containerExecutionRecord", value: { exitCode: 0, imageDigest: podman.image } } },
+      });
       const record = operation.artifact!.kind.value as { argv: string[] };
       expect(record.argv.slice(0, 2)).toEqual([expect.stringMatching(/\/podman$/), "run"]);
       expect(record.argv).toContain("--network=none");
 
       const workspace = join(real.dataDir, "workspaces", idOf(operation.name));
-      const stdout = ["65534", "65534", "lo", "no-network", "touch: /scratch/file: Read-only file system", "touch: /elsewhere: Read-only file system", ""].join("\n");
+      const stdout = ["65534", "65534", "lo", "no-network", "touch: /scratch/file: Read-only file system", "touch: /elsewhere: Read-only file system", ""].join(
+        "\n",
+      );
       expect(readFileSync(join(workspace, "stdout.1.log"), "utf8")).toBe(stdout);
       expect(readFileSync(join(workspace, "stderr.1.log"), "utf8")).toBe("done\n");
       // The server kept the same output, stdout and stderr apart (OutputService, amctl logs).
@@ -358,7 +417,10 @@ describe("a real container runtime: podman with runc (test/helpers/podman.ts)", 
     try {
       const script = `nc -w 5 ${listener.host} ${listener.port} </dev/null && echo connected || echo no-network`;
       const { operation } = await run(realClient, container(dev, { image: podman.image, argv: ["sh", "-c", script], network: true }));
-      expect(operation.policyDecisions.map((d) => [d.gate, d.allowed])).toEqual([[PolicyGate.CONTAINER_EXECUTION, true], [PolicyGate.NETWORK_PROFILE, true]]);
+      expect(operation.policyDecisions.map((d) => [d.gate, d.allowed])).toEqual([
+        [PolicyGate.CONTAINER_EXECUTION, true],
+        [PolicyGate.NETWORK_PROFILE, true],
+      ]);
       expect(operation.state).toBe(TaskState.COMPLETED);
       expect(operation.artifact?.kind.value).not.toHaveProperty("argv", expect.arrayContaining(["--network=none"]));
       expect(listener.connections()).toBe(1);

@@ -29,11 +29,21 @@ describe.each(storesUnderTest())("%s", (_store, storeOf) => {
   beforeAll(async () => {
     const store = await storeOf();
     server = await startTestServer(store === undefined ? {} : { store });
-    const root = clientsFor(server.url, await mintRoot(await operatorOf(server.dataDir), { subject: "root", scope: { ...fullScope, policyProfileTypes: [ProfileType.PERSONAL] } }));
+    const root = clientsFor(
+      server.url,
+      await mintRoot(await operatorOf(server.dataDir), { subject: "root", scope: { ...fullScope, policyProfileTypes: [ProfileType.PERSONAL] } }),
+    );
     const caller = async (subject: string) => {
       const issued = await root.delegations.issueDelegation({
         subject,
-        scope: { operationTypes: [OperationType.TOOL_GRANT_APPLY], profiles: ["*"], tools: ["*"], mayDelegate: true, budget: { tokens: 10_000n }, policyProfileTypes: [ProfileType.PERSONAL] },
+        scope: {
+          operationTypes: [OperationType.TOOL_GRANT_APPLY],
+          profiles: ["*"],
+          tools: ["*"],
+          mayDelegate: true,
+          budget: { tokens: 10_000n },
+          policyProfileTypes: [ProfileType.PERSONAL],
+        },
       });
       return { clients: clientsFor(server.url, issued.token), name: issued.delegation!.name };
     };
@@ -70,7 +80,10 @@ describe.each(storesUnderTest())("%s", (_store, storeOf) => {
     const before = await remainingTokens(victim);
     const error = await refusal(victim.delegations.issueDelegation({ requestId: "issue-2", subject: "two", scope: childScope }));
     expect(error.code).toBe(Code.AlreadyExists);
-    expect(error.findDetails(ErrorInfoSchema)[0]).toMatchObject({ reason: "REQUEST_ID_REUSED", metadata: { request_id: "issue-2", delegation: first.delegation!.name } });
+    expect(error.findDetails(ErrorInfoSchema)[0]).toMatchObject({
+      reason: "REQUEST_ID_REUSED",
+      metadata: { request_id: "issue-2", delegation: first.delegation!.name },
+    });
     expect(error.rawMessage).not.toContain(first.token);
     expect(await remainingTokens(victim)).toBe(before);
   });

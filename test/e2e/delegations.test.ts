@@ -26,17 +26,29 @@ function operations(token: string): Client<typeof OperationService> {
   return createClient(OperationService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(token)] }));
 }
 async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  return ConnectError.from(await promise.then(() => new Error("expected a refusal"), (e: unknown) => e));
+  return ConnectError.from(
+    await promise.then(
+      () => new Error("expected a refusal"),
+      (e: unknown) => e,
+    ),
+  );
 }
 
 const twice = (budget: Budget): Budget => addBudgets(budget, budget);
-const grantOnly = { operationTypes: [OperationType.TOOL_GRANT_APPLY, OperationType.EXECUTION_START, OperationType.EXECUTION_CANCEL], profiles: ["profiles/team-a"], tools: ["git"] };
+const grantOnly = {
+  operationTypes: [OperationType.TOOL_GRANT_APPLY, OperationType.EXECUTION_START, OperationType.EXECUTION_CANCEL],
+  profiles: ["profiles/team-a"],
+  tools: ["git"],
+};
 
 beforeAll(async () => {
   server = await startTestServer();
   const root = operations(server.token);
   for (const profileId of ["team-a", "team-b"]) {
-    const { operation } = await root.submitOperation({ requestId: requestId(), spec: { kind: { case: "profileCreate", value: { profileId, profileType: ProfileType.PERSONAL } } } });
+    const { operation } = await root.submitOperation({
+      requestId: requestId(),
+      spec: { kind: { case: "profileCreate", value: { profileId, profileType: ProfileType.PERSONAL } } },
+    });
     for await (const _ of root.watchOperation({ name: operation!.name })) void _;
   }
 });
@@ -49,7 +61,11 @@ describe("issuing", () => {
     const who = await delegations(token).whoAmI({});
     expect(who.delegation?.subject).toBe("agent-1");
     expect(who.chain.map((d) => d.subject)).toEqual(["test-operator"]);
-    const { operation } = await operations(token).submitOperation({ requestId: requestId(), profile: "profiles/team-a", spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } });
+    const { operation } = await operations(token).submitOperation({
+      requestId: requestId(),
+      profile: "profiles/team-a",
+      spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } },
+    });
     expect(operation?.delegation).toBe(delegation?.name);
   });
 
@@ -72,9 +88,19 @@ describe("issuing", () => {
   });
 
   it("carves budgets out of what remains, without overspending under concurrent issues", async () => {
-    const { token } = await delegations(server.token).issueDelegation({ subject: "budget-holder", scope: { ...grantOnly, mayDelegate: true, budget: { tokens: 100n } } });
+    const { token } = await delegations(server.token).issueDelegation({
+      subject: "budget-holder",
+      scope: { ...grantOnly, mayDelegate: true, budget: { tokens: 100n } },
+    });
     const results = await Promise.all(
-      Array.from({ length: 10 }, (_, i) => delegations(token).issueDelegation({ subject: `child-${i}`, scope: { ...grantOnly, budget: { tokens: 20n } } }).then(() => "issued", (e: unknown) => ConnectError.from(e).code)),
+      Array.from({ length: 10 }, (_, i) =>
+        delegations(token)
+          .issueDelegation({ subject: `child-${i}`, scope: { ...grantOnly, budget: { tokens: 20n } } })
+          .then(
+            () => "issued",
+            (e: unknown) => ConnectError.from(e).code,
+          ),
+      ),
     );
     expect(results.filter((r) => r === "issued")).toHaveLength(5);
     expect(results.filter((r) => r === Code.PermissionDenied)).toHaveLength(5);
@@ -82,10 +108,25 @@ describe("issuing", () => {
 
   it("reports what each delegation can still give: its budget less its children's carve-outs and its operations' reservations", async () => {
     const execute = { operationTypes: [OperationType.EXECUTION_START, OperationType.EXECUTION_CANCEL], profiles: ["profiles/team-a"] };
-    const budget = { tokens: 1000n, wallClockSeconds: 600n, cpuGpuComputeSeconds: 600n, localDiskBytes: 1n << 30n, sandboxMemoryBytes: 1n << 30n, agentConcurrency: 4n };
-    const { delegation: holder, token } = await delegations(server.token).issueDelegation({ subject: "remaining-holder", scope: { ...execute, mayDelegate: true, budget } });
-    const { delegation: child, token: childToken } = await delegations(token).issueDelegation({ subject: "remaining-child", scope: { ...execute, budget: { tokens: 300n } } });
-    const { operation } = await operations(token).submitOperation(execution("profiles/team-a", ["sleep", "60"], {}, { tokens: 200n, wallClockSeconds: 100n, cpuGpuComputeSeconds: 50n }));
+    const budget = {
+      tokens: 1000n,
+      wallClockSeconds: 600n,
+      cpuGpuComputeSeconds: 600n,
+      localDiskBytes: 1n << 30n,
+      sandboxMemoryBytes: 1n << 30n,
+      agentConcurrency: 4n,
+    };
+    const { delegation: holder, token } = await delegations(server.token).issueDelegation({
+      subject: "remaining-holder",
+      scope: { ...execute, mayDelegate: true, budget },
+    });
+    const { delegation: child, token: childToken } = await delegations(token).issueDelegation({
+      subject: "remaining-child",
+      scope: { ...execute, budget: { tokens: 300n } },
+    });
+    const { operation } = await operations(token).submitOperation(
+      execution("profiles/team-a", ["sleep", "60"], {}, { tokens: 200n, wallClockSeconds: 100n, cpuGpuComputeSeconds: 50n }),
+    );
     try {
       const { remainingBudget } = await delegations(token).getDelegation({ name: holder!.name });
       expect(remainingBudget).toMatchObject({ tokens: 500n, wallClockSeconds: 500n, cpuGpuComputeSeconds: 550n });
@@ -109,7 +150,11 @@ describe("issuing", () => {
   });
 
   it("never lets a child outlive its parent", async () => {
-    const { delegation: parent, token } = await delegations(server.token).issueDelegation({ subject: "short", scope: { ...grantOnly, mayDelegate: true }, ttl: { seconds: 60n } });
+    const { delegation: parent, token } = await delegations(server.token).issueDelegation({
+      subject: "short",
+      scope: { ...grantOnly, mayDelegate: true },
+      ttl: { seconds: 60n },
+    });
     const { delegation: child } = await delegations(token).issueDelegation({ subject: "long", scope: grantOnly, ttl: { seconds: 86_400n } });
     expect(timestampDate(child!.expireTime!).getTime()).toBeLessThanOrEqual(timestampDate(parent!.expireTime!).getTime());
   });
@@ -117,8 +162,14 @@ describe("issuing", () => {
 
 describe("revoking", () => {
   it("cascades to every descendant, cancels their running operations and ends their streams", async () => {
-    const { delegation: middle, token: middleToken } = await delegations(server.token).issueDelegation({ subject: "middle", scope: { ...grantOnly, budget: twice(defaultConfig.defaultBudget), mayDelegate: true } });
-    const { token: leafToken } = await delegations(middleToken).issueDelegation({ subject: "leaf", scope: { ...grantOnly, budget: defaultConfig.defaultBudget } });
+    const { delegation: middle, token: middleToken } = await delegations(server.token).issueDelegation({
+      subject: "middle",
+      scope: { ...grantOnly, budget: twice(defaultConfig.defaultBudget), mayDelegate: true },
+    });
+    const { token: leafToken } = await delegations(middleToken).issueDelegation({
+      subject: "leaf",
+      scope: { ...grantOnly, budget: defaultConfig.defaultBudget },
+    });
     const leafOps = operations(leafToken);
     const { operation } = await leafOps.submitOperation(execution("profiles/team-a", ["sleep", "30"]));
     await expect.poll(async () => (await leafOps.getOperation({ name: operation!.name })).operation?.state, { timeout: 10_000 }).toBe(TaskState.RUNNING);
@@ -145,7 +196,11 @@ describe("revoking", () => {
 describe("visibility", () => {
   it("a delegation for one profile sees only that profile's operations and events", async () => {
     const root = operations(server.token);
-    const { operation: other } = await root.submitOperation({ requestId: requestId(), profile: "profiles/team-b", spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } });
+    const { operation: other } = await root.submitOperation({
+      requestId: requestId(),
+      profile: "profiles/team-b",
+      spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } },
+    });
     const { token } = await delegations(server.token).issueDelegation({ subject: "viewer", scope: grantOnly });
     const viewer = operations(token);
     // Out of its scope is as if it did not exist (existence-oracles.test.ts checks the whole answer).
@@ -169,9 +224,13 @@ describe("visibility", () => {
 
 describe("listing", () => {
   it("pages the caller's subtree parents first, each delegation once in a stable order, with the budgets of each page's delegations", async () => {
-    const { delegation: top, token } = await delegations(server.token).issueDelegation({ subject: "lister", scope: { ...grantOnly, mayDelegate: true, budget: { tokens: 100n } } });
+    const { delegation: top, token } = await delegations(server.token).issueDelegation({
+      subject: "lister",
+      scope: { ...grantOnly, mayDelegate: true, budget: { tokens: 100n } },
+    });
     const issued = [];
-    for (const subject of ["first", "second", "third"]) issued.push(await delegations(token).issueDelegation({ subject, scope: { ...grantOnly, mayDelegate: true, budget: { tokens: 10n } } }));
+    for (const subject of ["first", "second", "third"])
+      issued.push(await delegations(token).issueDelegation({ subject, scope: { ...grantOnly, mayDelegate: true, budget: { tokens: 10n } } }));
     const children = issued.map((i) => i.delegation!);
     // A grandchild, issued after every child: the listing still puts it after them all.
     const { delegation: grandchild } = await delegations(issued[0]!.token).issueDelegation({ subject: "under", scope: grantOnly });

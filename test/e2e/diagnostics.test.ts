@@ -74,7 +74,10 @@ async function download(name: string, client = diagnostics): Promise<{ chunks: U
 }
 
 async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  const error = await promise.then(() => undefined, (e: unknown) => ConnectError.from(e));
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => ConnectError.from(e),
+  );
   return error ?? expect.fail("expected a refusal, but the call succeeded");
 }
 
@@ -142,7 +145,11 @@ beforeAll(async () => {
   diagnostics = createClient(DiagnosticsService, createGrpcTransport({ baseUrl: url, interceptors: [bearer(token)] }));
 
   // Credentials: the operator key, roots it signed, and children the server issued.
-  canaries.push({ format: "operator-private-key", value: readFileSync(operatorPrivateKeyFile(dataDir), "utf8"), text: readFileSync(operatorPrivateKeyFile(dataDir), "utf8") });
+  canaries.push({
+    format: "operator-private-key",
+    value: readFileSync(operatorPrivateKeyFile(dataDir), "utf8"),
+    text: readFileSync(operatorPrivateKeyFile(dataDir), "utf8"),
+  });
   canaries.push({ format: "root-credential", value: token, text: token });
   for (let i = 0; i < 4; i += 1) {
     const root = await mintRoot(operator, { subject: `root-${i}` });
@@ -150,14 +157,29 @@ beforeAll(async () => {
   }
   const delegations = createClient(DelegationService, createGrpcTransport({ baseUrl: url, interceptors: [bearer(token)] }));
   for (let i = 0; i < 10; i += 1) {
-    const { token: child } = await delegations.issueDelegation({ subject: `agent-${i}`, scope: { operationTypes: [OperationType.TOOL_GRANT_APPLY], profiles: [MAIN] } });
+    const { token: child } = await delegations.issueDelegation({
+      subject: `agent-${i}`,
+      scope: { operationTypes: [OperationType.TOOL_GRANT_APPLY], profiles: [MAIN] },
+    });
     canaries.push({ format: "issued-credential", value: child, text: child });
   }
 
   // Profiles, one with a display name of canaries.
-  await run(ops, { requestId: requestId("profile"), spec: { kind: { case: "profileCreate", value: { profileId: "canary-lab", profileType: ProfileType.PERSONAL, displayName: `${free(3).text} ${pick("aws-access-key-id", 8).text}` } } } });
-  await run(ops, { requestId: requestId("profile"), spec: { kind: { case: "profileCreate", value: { profileId: "canary-models", profileType: ProfileType.LOCAL_MODEL_PROVIDER, displayName: free(4).text } } } });
-  for (const { operation } of (await ops.listOperations({ filter: { profile: MAIN } })).operations.map((operation) => ({ operation }))) mainOperations.add(operation.name);
+  await run(ops, {
+    requestId: requestId("profile"),
+    spec: {
+      kind: {
+        case: "profileCreate",
+        value: { profileId: "canary-lab", profileType: ProfileType.PERSONAL, displayName: `${free(3).text} ${pick("aws-access-key-id", 8).text}` },
+      },
+    },
+  });
+  await run(ops, {
+    requestId: requestId("profile"),
+    spec: { kind: { case: "profileCreate", value: { profileId: "canary-models", profileType: ProfileType.LOCAL_MODEL_PROVIDER, displayName: free(4).text } } },
+  });
+  for (const { operation } of (await ops.listOperations({ filter: { profile: MAIN } })).operations.map((operation) => ({ operation })))
+    mainOperations.add(operation.name);
 
   // Executions that carry every canary in argv, labels and progress events; half of them also
   // as env values (which a detector then knows), half not (where only the allowlist and the
@@ -167,7 +189,12 @@ beforeAll(async () => {
     submitted({
       requestId: requestId("exec"),
       profile: MAIN,
-      labels: Object.fromEntries(chunk.filter((c) => c.text.length <= 256).slice(0, 32).map((c, i) => [`c${i}`, c.text])),
+      labels: Object.fromEntries(
+        chunk
+          .filter((c) => c.text.length <= 256)
+          .slice(0, 32)
+          .map((c, i) => [`c${i}`, c.text]),
+      ),
       spec: {
         kind: {
           case: "executionStart",
@@ -183,33 +210,75 @@ beforeAll(async () => {
   const executions = await Promise.all(started);
   // Programs that cannot start: the stop cause names them.
   for (const program of [pick("aws-access-key-id", 1), pick("github-classic-token", 1), pick("stripe-live-key", 1), pick("openai-project-key", 1)]) {
-    executions.push(await submitted({ requestId: requestId("exec"), profile: MAIN, spec: { kind: { case: "executionStart", value: { argv: [program.text, free(5).text] } } } }));
+    executions.push(
+      await submitted({
+        requestId: requestId("exec"),
+        profile: MAIN,
+        spec: { kind: { case: "executionStart", value: { argv: [program.text, free(5).text] } } },
+      }),
+    );
   }
   // A cancel whose reason is canaries.
-  const sleeper = await submitted({ requestId: requestId("exec"), profile: MAIN, spec: { kind: { case: "executionStart", value: { argv: [process.execPath, "-e", "setTimeout(() => {}, 60000)"] } } } });
+  const sleeper = await submitted({
+    requestId: requestId("exec"),
+    profile: MAIN,
+    spec: { kind: { case: "executionStart", value: { argv: [process.execPath, "-e", "setTimeout(() => {}, 60000)"] } } },
+  });
   for await (const { event } of ops.watchOperation({ name: sleeper })) if (event?.state === TaskState.RUNNING) break;
-  const { cancelOperation } = await ops.cancelOperation({ name: sleeper, reason: `${free(6).text} ${pick("url-password", 1).text} ${pick("prompt-text", 1).text}` });
+  const { cancelOperation } = await ops.cancelOperation({
+    name: sleeper,
+    reason: `${free(6).text} ${pick("url-password", 1).text} ${pick("prompt-text", 1).text}`,
+  });
   mainOperations.add(cancelOperation!.name);
   executions.push(sleeper);
   // Container runs with canaries in argv, and the same half as above in env.
   for (const [n, chunk] of dealt(planted, 2).entries()) {
     const env = n === 0 ? Object.fromEntries(chunk.map((c, i) => [`CANARY_${i}`, c.text])) : {};
-    executions.push(await submitted({ requestId: requestId("container"), profile: MAIN, spec: { kind: { case: "containerRun", value: { image: IMAGE, argv: chunk.map((c) => c.text), env } } } }));
+    executions.push(
+      await submitted({
+        requestId: requestId("container"),
+        profile: MAIN,
+        spec: { kind: { case: "containerRun", value: { image: IMAGE, argv: chunk.map((c) => c.text), env } } },
+      }),
+    );
   }
   // Tool grants: the tool's name is kept (it is a name the client chose), so only shapes the detectors know go there.
   const grants: string[] = [];
-  for (const tool of ["git", pick("aws-access-key-id", 2).text, pick("github-classic-token", 2).text, pick("slack-bot-token", 2).text, pick("google-api-key", 2).text, pick("stripe-live-key", 2).text]) {
+  for (const tool of [
+    "git",
+    pick("aws-access-key-id", 2).text,
+    pick("github-classic-token", 2).text,
+    pick("slack-bot-token", 2).text,
+    pick("google-api-key", 2).text,
+    pick("stripe-live-key", 2).text,
+  ]) {
     grants.push(await submitted({ requestId: requestId("grant"), profile: MAIN, spec: { kind: { case: "toolGrantApply", value: { tool } } } }));
   }
   for (const name of grants) await waitForEnd(ops, name);
-  await run(ops, { requestId: requestId("revoke"), profile: MAIN, spec: { kind: { case: "toolGrantRevoke", value: { grant: grants[1]!, reason: `${free(7).text} ${pick("bearer-token", 1).text}` } } } }).then(({ operation }) => mainOperations.add(operation.name));
+  await run(ops, {
+    requestId: requestId("revoke"),
+    profile: MAIN,
+    spec: { kind: { case: "toolGrantRevoke", value: { grant: grants[1]!, reason: `${free(7).text} ${pick("bearer-token", 1).text}` } } },
+  }).then(({ operation }) => mainOperations.add(operation.name));
   // Model provider bindings, in the provider profile: an endpoint with a password and a key in its query.
   await run(ops, {
     requestId: requestId("bind"),
     profile: MODELS,
-    spec: { kind: { case: "modelProviderBind", value: { provider: "ollama", endpoint: `https://svc:${pick("url-password", 2).value}@models.internal:8443/v1/chat?api_key=${pick("openai-project-key", 2).text}&note=${free(8).value}` } } },
+    spec: {
+      kind: {
+        case: "modelProviderBind",
+        value: {
+          provider: "ollama",
+          endpoint: `https://svc:${pick("url-password", 2).value}@models.internal:8443/v1/chat?api_key=${pick("openai-project-key", 2).text}&note=${free(8).value}`,
+        },
+      },
+    },
   });
-  await run(ops, { requestId: requestId("bind"), profile: MODELS, spec: { kind: { case: "modelProviderBind", value: { provider: pick("google-api-key", 3).text, endpoint: pick("url-password", 3).text } } } });
+  await run(ops, {
+    requestId: requestId("bind"),
+    profile: MODELS,
+    spec: { kind: { case: "modelProviderBind", value: { provider: pick("google-api-key", 3).text, endpoint: pick("url-password", 3).text } } },
+  });
   for (const name of executions) await waitForEnd(ops, name, 60_000);
 
   // Each execution's own credential, which it echoed into a progress event.
@@ -219,8 +288,24 @@ beforeAll(async () => {
   }
 
   // The log: canaries in fields, and shapes in messages (log messages are constants of the code; these stand for a careless call).
-  log.error({ err: new Error(`connect ${pick("url-password", 4).text} failed`), token: pick("foreign-jwt").text, apiKey: pick("openai-project-key", 4).text, detail: free(9).text, operation: "operations/01NOTOURS0000000000000000" }, "planted upstream failure");
-  log.warn({ headers: { authorization: `Bearer ${pick("bearer-token", 4).value}` }, cookie: pick("hex-local-secret", 4).text, env: { KEY: pick("secret-env-value", 4).text } }, "planted warning");
+  log.error(
+    {
+      err: new Error(`connect ${pick("url-password", 4).text} failed`),
+      token: pick("foreign-jwt").text,
+      apiKey: pick("openai-project-key", 4).text,
+      detail: free(9).text,
+      operation: "operations/01NOTOURS0000000000000000",
+    },
+    "planted upstream failure",
+  );
+  log.warn(
+    {
+      headers: { authorization: `Bearer ${pick("bearer-token", 4).value}` },
+      cookie: pick("hex-local-secret", 4).text,
+      env: { KEY: pick("secret-env-value", 4).text },
+    },
+    "planted warning",
+  );
   log.error(new Error(`password=${pick("password-assignment", 4).value} ${free(9).text}`));
   log.error(`rejected the credential ${canaries.find((c) => c.format === "issued-credential")!.text}`);
   log.error(`upstream answered for ${pick("aws-access-key-id", 4).text} and ${pick("github-fine-grained-token", 4).text}`);
@@ -252,7 +337,9 @@ describe("canaries", () => {
 
   it("the detectors replaced what slipped into allowlisted fields (tool and provider names, log messages), and the manifest counts it", () => {
     const replacedIn = (profile: string) => {
-      const manifest = JSON.parse(bundles.get(profile)!.files.get("manifest.json")!) as { redaction: { allowlist: { fieldsRedacted: number }; detectors: { id: string; replaced: number }[] } };
+      const manifest = JSON.parse(bundles.get(profile)!.files.get("manifest.json")!) as {
+        redaction: { allowlist: { fieldsRedacted: number }; detectors: { id: string; replaced: number }[] };
+      };
       expect(manifest.redaction.allowlist.fieldsRedacted).toBeGreaterThan(10);
       return Object.fromEntries(manifest.redaction.detectors.map((d) => [d.id, d.replaced]));
     };
@@ -271,13 +358,32 @@ describe("benign data", () => {
   const json = <T>(profile: string, file: string): T => JSON.parse(bundles.get(profile)!.files.get(file)!) as T;
 
   it("keeps operation names, types, states, profiles, label and env keys, and tool names", () => {
-    const operations = json<{ name: string; type: string; state: string; profile: string; labels?: Record<string, string>; spec: Record<string, { env?: Record<string, string>; tool?: string }> }[]>(MAIN, "operations.json");
+    const operations = json<
+      {
+        name: string;
+        type: string;
+        state: string;
+        profile: string;
+        labels?: Record<string, string>;
+        spec: Record<string, { env?: Record<string, string>; tool?: string }>;
+      }[]
+    >(MAIN, "operations.json");
     expect(new Set(operations.map((o) => o.name))).toEqual(new Set([...mainOperations, bundles.get(MAIN)!.operation.name]));
     expect(new Set(operations.map((o) => o.profile))).toEqual(new Set([MAIN]));
     expect(new Set(operations.map((o) => o.type))).toEqual(
-      new Set(["OPERATION_TYPE_PROFILE_CREATE", "OPERATION_TYPE_EXECUTION_START", "OPERATION_TYPE_EXECUTION_CANCEL", "OPERATION_TYPE_CONTAINER_RUN", "OPERATION_TYPE_TOOL_GRANT_APPLY", "OPERATION_TYPE_TOOL_GRANT_REVOKE", "OPERATION_TYPE_DIAGNOSTICS_EXPORT_REDACTED"]),
+      new Set([
+        "OPERATION_TYPE_PROFILE_CREATE",
+        "OPERATION_TYPE_EXECUTION_START",
+        "OPERATION_TYPE_EXECUTION_CANCEL",
+        "OPERATION_TYPE_CONTAINER_RUN",
+        "OPERATION_TYPE_TOOL_GRANT_APPLY",
+        "OPERATION_TYPE_TOOL_GRANT_REVOKE",
+        "OPERATION_TYPE_DIAGNOSTICS_EXPORT_REDACTED",
+      ]),
     );
-    expect(new Set(operations.map((o) => o.state))).toEqual(new Set(["TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELLED", "TASK_STATE_RUNNING"]));
+    expect(new Set(operations.map((o) => o.state))).toEqual(
+      new Set(["TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELLED", "TASK_STATE_RUNNING"]),
+    );
     expect(operations.find((o) => o.spec.toolGrantApply?.tool === "git")).toBeDefined();
     expect(Object.keys(operations.find((o) => o.spec.executionStart?.env)!.spec.executionStart!.env!)).toContain("CANARY_0");
     expect(Object.keys(operations.find((o) => o.labels?.c0 !== undefined)!.labels!)).toContain("c0");
@@ -293,7 +399,9 @@ describe("benign data", () => {
 
   it("keeps events, store statistics, health, the version, allowlisted settings and recent error lines", () => {
     const events = json<{ operation: string; type: string }[]>(MAIN, "events.json");
-    expect(new Set(events.map((e) => e.type))).toEqual(new Set(["EVENT_TYPE_START", "EVENT_TYPE_PROGRESS", "EVENT_TYPE_FAILURE", "EVENT_TYPE_CANCEL", "EVENT_TYPE_COMPLETE"]));
+    expect(new Set(events.map((e) => e.type))).toEqual(
+      new Set(["EVENT_TYPE_START", "EVENT_TYPE_PROGRESS", "EVENT_TYPE_FAILURE", "EVENT_TYPE_CANCEL", "EVENT_TYPE_COMPLETE"]),
+    );
     expect(events.every((e) => mainOperations.has(e.operation) || e.operation === bundles.get(MAIN)!.operation.name)).toBe(true);
     const stats = json<{ operations: { total: number; byTypeAndState: Record<string, Record<string, number>> } }>(MAIN, "store-stats.json");
     expect(stats.operations.total).toBe(mainOperations.size);
@@ -302,10 +410,20 @@ describe("benign data", () => {
     const version = (JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { version: string }).version;
     expect(json<{ version: string; profile: string }>(MAIN, "server.json")).toMatchObject({ version, profile: MAIN });
     const config = json<{ settings: Record<string, unknown>; derived: Record<string, unknown> }>(MAIN, "config.json");
-    expect(config.settings).toMatchObject({ host: "127.0.0.1", maxConcurrentExecutions: 4, policyDir: "[redacted]", vaultPassword: "[redacted]", containerRuntime: "[redacted]" });
+    expect(config.settings).toMatchObject({
+      host: "127.0.0.1",
+      maxConcurrentExecutions: 4,
+      policyDir: "[redacted]",
+      vaultPassword: "[redacted]",
+      containerRuntime: "[redacted]",
+    });
     expect(config.derived).toEqual({ storeKind: "sqlite", containerRuntimeConfigured: true, trustAnchorFiles: 1, policyDirConfigured: true });
     const errors = json<{ msg?: string; level: string; operation?: string; err?: Record<string, string> }[]>(MAIN, "recent-errors.json");
-    expect(errors.find((e) => e.msg === "planted upstream failure")).toMatchObject({ level: "error", err: { type: "Error", message: "[redacted]" }, operation: "[redacted]" });
+    expect(errors.find((e) => e.msg === "planted upstream failure")).toMatchObject({
+      level: "error",
+      err: { type: "Error", message: "[redacted]" },
+      operation: "[redacted]",
+    });
     expect(errors.find((e) => e.msg === "planted own operation")?.operation).toMatch(/^operations\//);
   });
 
@@ -318,7 +436,14 @@ describe("benign data", () => {
   it("has a manifest naming each file with its digest, the detectors, and the four flags false", () => {
     const { files, operation } = bundles.get(MAIN)!;
     const manifest = JSON.parse(files.get("manifest.json")!) as Record<string, unknown> & { files: { name: string; sha256: string; sizeBytes: number }[] };
-    expect(manifest).toMatchObject({ operation: operation.name, profile: MAIN, credentialsIncluded: false, tokensIncluded: false, localSecretsIncluded: false, sensitivePromptsIncluded: false });
+    expect(manifest).toMatchObject({
+      operation: operation.name,
+      profile: MAIN,
+      credentialsIncluded: false,
+      tokensIncluded: false,
+      localSecretsIncluded: false,
+      sensitivePromptsIncluded: false,
+    });
     expect(manifest.files.map((f) => f.name).sort()).toEqual([...files.keys()].filter((k) => k.endsWith(".json") && k !== "manifest.json").sort());
     for (const file of manifest.files) {
       expect(createHash("sha256").update(files.get(file.name)!, "utf8").digest("hex"), file.name).toBe(file.sha256);
@@ -326,7 +451,13 @@ describe("benign data", () => {
     }
     expect(operation.artifact?.kind).toMatchObject({
       case: "agentMachineDiagnosticBundle",
-      value: { operationType: OperationType.DIAGNOSTICS_EXPORT_REDACTED, credentialsIncluded: false, tokensIncluded: false, localSecretsIncluded: false, sensitivePromptsIncluded: false },
+      value: {
+        operationType: OperationType.DIAGNOSTICS_EXPORT_REDACTED,
+        credentialsIncluded: false,
+        tokensIncluded: false,
+        localSecretsIncluded: false,
+        sensitivePromptsIncluded: false,
+      },
     });
   });
 });
@@ -335,8 +466,15 @@ describe("failing closed", () => {
   it("a secret that the field pass cannot see but the final scan does fails the export with redaction_failed and no file", async () => {
     // An env value is secret whatever it says; this one is also a word only the manifest uses,
     // which the detectors never pass over before packing: the final scan is what finds it.
-    await run(ops, { requestId: requestId("profile"), spec: { kind: { case: "profileCreate", value: { profileId: "leaky", profileType: ProfileType.PERSONAL } } } });
-    await run(ops, { requestId: requestId("exec"), profile: "profiles/leaky", spec: { kind: { case: "executionStart", value: { argv: [process.execPath, "-e", "0"], env: { FLAG: "credentialsIncluded" } } } } });
+    await run(ops, {
+      requestId: requestId("profile"),
+      spec: { kind: { case: "profileCreate", value: { profileId: "leaky", profileType: ProfileType.PERSONAL } } },
+    });
+    await run(ops, {
+      requestId: requestId("exec"),
+      profile: "profiles/leaky",
+      spec: { kind: { case: "executionStart", value: { argv: [process.execPath, "-e", "0"], env: { FLAG: "credentialsIncluded" } } } },
+    });
     const operation = await exportOf("profiles/leaky");
     expect(operation.state).toBe(TaskState.FAILED);
     expect(operation.stopCause?.reason).toBe(StopReason.REDACTION_FAILED);
@@ -351,8 +489,15 @@ describe("failing closed", () => {
 
   it("a key in an allowlisted field that the field detectors miss is caught by the final scan, and any file of the operation is removed", async () => {
     // A tool named by an AWS key, in a profile where nothing else knows the key.
-    await run(ops, { requestId: requestId("profile"), spec: { kind: { case: "profileCreate", value: { profileId: "seam", profileType: ProfileType.PERSONAL } } } });
-    await run(ops, { requestId: requestId("grant"), profile: "profiles/seam", spec: { kind: { case: "toolGrantApply", value: { tool: shapedCanaries(1)[0]!.text } } } });
+    await run(ops, {
+      requestId: requestId("profile"),
+      spec: { kind: { case: "profileCreate", value: { profileId: "seam", profileType: ProfileType.PERSONAL } } },
+    });
+    await run(ops, {
+      requestId: requestId("grant"),
+      profile: "profiles/seam",
+      spec: { kind: { case: "toolGrantApply", value: { tool: shapedCanaries(1)[0]!.text } } },
+    });
     const operation = await exportOf("profiles/seam");
     expect(existsSync(bundlePath(dataDir, operation.name))).toBe(true);
     const executor = new DiagnosticsExecutor({
@@ -366,7 +511,15 @@ describe("failing closed", () => {
       // The seam: the field pass lacks the AWS detector, the final scan has every detector.
       pipeline: (secrets) => ({ detectors: defaultDetectors(secrets).filter((d) => d.id !== "aws-access-key"), finalScanDetectors: defaultDetectors(secrets) }),
     });
-    const outcome = await executor.run({ operation, attempt: 2, workspace: tempDir(), signal: new AbortController().signal, env: {}, progress: () => {}, spawned: () => {} });
+    const outcome = await executor.run({
+      operation,
+      attempt: 2,
+      workspace: tempDir(),
+      signal: new AbortController().signal,
+      env: {},
+      progress: () => {},
+      spawned: () => {},
+    });
     expect(outcome).toMatchObject({ kind: "failed", retryable: false, cause: { reason: StopReason.REDACTION_FAILED } });
     expect(outcome.kind === "failed" && outcome.cause.message).toMatch(/aws-access-key ×\d+ in amctl-diagnostics-[^/]+\/operations\.json/);
     expect(existsSync(bundlePath(dataDir, operation.name))).toBe(false);
@@ -405,7 +558,10 @@ describe("DownloadDiagnostics", () => {
 
   it("answers a caller who may not see the profile NotFound, as if the bundle did not exist, and says NotFound or FailedPrecondition for what is not a bundle", async () => {
     const delegations = createClient(DelegationService, createGrpcTransport({ baseUrl: url, interceptors: [bearer(token)] }));
-    const { token: outsider } = await delegations.issueDelegation({ subject: "outsider", scope: { operationTypes: [OperationType.DIAGNOSTICS_EXPORT_REDACTED], profiles: [MODELS] } });
+    const { token: outsider } = await delegations.issueDelegation({
+      subject: "outsider",
+      scope: { operationTypes: [OperationType.DIAGNOSTICS_EXPORT_REDACTED], profiles: [MODELS] },
+    });
     const theirs = createClient(DiagnosticsService, createGrpcTransport({ baseUrl: url, interceptors: [bearer(outsider)] }));
     const denied = await refusal(download(bundles.get(MAIN)!.operation.name, theirs));
     expect(denied.code).toBe(Code.NotFound);
@@ -419,7 +575,9 @@ describe("DownloadDiagnostics", () => {
 describe("amctl diagnostics export", () => {
   it("submits, waits, downloads and checks the bundle", async () => {
     const file = join(tempDir(), "bundle.tar.gz");
-    const result = await amctl(["diagnostics", "export", "--profile", "canary-models", "--recent", "5", "-o", file, "--server", url, "--json"], { AMCTL_TOKEN: token });
+    const result = await amctl(["diagnostics", "export", "--profile", "canary-models", "--recent", "5", "-o", file, "--server", url, "--json"], {
+      AMCTL_TOKEN: token,
+    });
     expect(result.stderr).toBe("");
     expect(result.code).toBe(0);
     const printed = JSON.parse(result.stdout) as { operation: string; file: string; sizeBytes: number; sha256: string };

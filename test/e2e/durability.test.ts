@@ -46,10 +46,20 @@ function makeRequest(cycle: number, index: number, random: () => number): Submit
   const labels = { cycle: String(cycle) };
   const roll = random();
   if (roll < 0.4) {
-    return create(SubmitOperationRequestSchema, { requestId, profile: PROFILE, labels, spec: { kind: { case: "toolGrantApply", value: { tool: `tool-${index % 7}` } } } });
+    return create(SubmitOperationRequestSchema, {
+      requestId,
+      profile: PROFILE,
+      labels,
+      spec: { kind: { case: "toolGrantApply", value: { tool: `tool-${index % 7}` } } },
+    });
   }
   const argv = roll < 0.75 ? ["true"] : ["sh", "-c", "exit 3"];
-  return create(SubmitOperationRequestSchema, { requestId, profile: PROFILE, labels, spec: { kind: { case: "executionStart", value: { argv, retryPolicy: RETRY } } } });
+  return create(SubmitOperationRequestSchema, {
+    requestId,
+    profile: PROFILE,
+    labels,
+    spec: { kind: { case: "executionStart", value: { argv, retryPolicy: RETRY } } },
+  });
 }
 
 /** Runs `work` over `items`, at most `limit` at a time. */
@@ -119,7 +129,8 @@ describe("durability under kill -9", () => {
       for (const event of watcher?.events ?? []) {
         const stored = bySequence.get(event.sequence);
         if (stored === undefined) fail(cycle, `${when}: received event ${describeEvent(event)} is not in the file`);
-        else if (!equals(OperationEventSchema, stored, event)) fail(cycle, `${when}: received ${describeEvent(event)} but the file has ${describeEvent(stored)}`);
+        else if (!equals(OperationEventSchema, stored, event))
+          fail(cycle, `${when}: received ${describeEvent(event)} but the file has ${describeEvent(stored)}`);
       }
     };
     const checkAcksInFile = (cycle: number, snapshot: StoreSnapshot, when: string): void => {
@@ -144,7 +155,10 @@ describe("durability under kill -9", () => {
             if (operation?.requestId !== ack.request.requestId) fail(cycle, `${ack.name} has request id ${operation?.requestId}`);
             const again = await client.submitOperation(ack.request);
             if (again.created || again.operation?.name !== ack.name) {
-              fail(cycle, `re-submit of ${ack.request.requestId} returned created=${again.created} ${again.operation?.name}, expected created=false ${ack.name}`);
+              fail(
+                cycle,
+                `re-submit of ${ack.request.requestId} returned created=${again.created} ${again.operation?.name}, expected created=false ${ack.name}`,
+              );
             }
           } catch (error) {
             lost += 1;
@@ -159,8 +173,10 @@ describe("durability under kill -9", () => {
           const inFile = crashedRequestIds.get(request.requestId);
           try {
             const { operation, created } = await client.submitOperation(request);
-            if (inFile !== undefined && (created || operation!.name !== inFile)) fail(cycle, `in-doubt ${request.requestId} was stored as ${inFile}, but its retry returned created=${created} ${operation!.name}`);
-            if (inFile === undefined && !created) fail(cycle, `in-doubt ${request.requestId} was not in the file, but its retry returned created=false ${operation!.name}`);
+            if (inFile !== undefined && (created || operation!.name !== inFile))
+              fail(cycle, `in-doubt ${request.requestId} was stored as ${inFile}, but its retry returned created=${created} ${operation!.name}`);
+            if (inFile === undefined && !created)
+              fail(cycle, `in-doubt ${request.requestId} was not in the file, but its retry returned created=false ${operation!.name}`);
             if (inFile === undefined) inDoubtAbsent += 1;
             else inDoubtStored += 1;
             acks.set(request.requestId, { request, name: operation!.name, cycle });
@@ -196,11 +212,15 @@ describe("durability under kill -9", () => {
                 event.attributes.value.cause?.reason === StopReason.SERVER_RESTART,
             );
             if (restart === undefined) {
-              fail(cycle, `${before.name} was running attempt ${before.attempt} at the kill but has no retry/failure with cause server_restart: ${events.map(describeEvent).join("; ")}`);
+              fail(
+                cycle,
+                `${before.name} was running attempt ${before.attempt} at the kill but has no retry/failure with cause server_restart: ${events.map(describeEvent).join("; ")}`,
+              );
             } else {
               restartCauses += 1;
               const expected = before.attempt < RETRY.maxAttempts && before.spec?.kind.case === "executionStart" ? EventType.RETRY : EventType.FAILURE;
-              if (restart.type !== expected) fail(cycle, `${before.name}: server_restart recorded as ${EventType[restart.type]}, expected ${EventType[expected]}`);
+              if (restart.type !== expected)
+                fail(cycle, `${before.name}: server_restart recorded as ${EventType[restart.type]}, expected ${EventType[expected]}`);
             }
           }
         });
@@ -210,11 +230,20 @@ describe("durability under kill -9", () => {
         if (settled.integrity !== "ok") fail(cycle, `integrity_check after the restart: ${settled.integrity}`);
         checkAcksInFile(cycle, settled, "after the restart");
         checkEventsInFile(cycle, settled, "after the restart");
-        violations.push(...contiguityViolations(settled.events.map((event) => event.sequence), 1n).map((v) => `cycle ${cycle}: ${v}`));
+        violations.push(
+          ...contiguityViolations(
+            settled.events.map((event) => event.sequence),
+            1n,
+          ).map((v) => `cycle ${cycle}: ${v}`),
+        );
         if (settled.events.length > 0 && settled.events[settled.events.length - 1]!.sequence !== settled.latest) {
           fail(cycle, `the last event is #${settled.events[settled.events.length - 1]!.sequence} but sqlite_sequence says ${settled.latest}`);
         }
-        violations.push(...lifecycleViolations(settled.events, new Map([...settled.operations].map(([name, { operation }]) => [name, operation]))).map((v) => `cycle ${cycle}: ${v}`));
+        violations.push(
+          ...lifecycleViolations(settled.events, new Map([...settled.operations].map(([name, { operation }]) => [name, operation]))).map(
+            (v) => `cycle ${cycle}: ${v}`,
+          ),
+        );
         for (const [name, { operation }] of settled.operations) {
           if (!isTerminal(operation.state)) fail(cycle, `${name} is still ${TaskState[operation.state]} after recovery settled`);
         }
@@ -238,7 +267,10 @@ describe("durability under kill -9", () => {
             const again = await client.submitOperation(ack.request).catch((error: unknown) => ConnectError.from(error));
             if (again instanceof ConnectError || again.created || again.operation?.name !== ack.name) {
               lost += 1;
-              fail(cycle, `final re-submit of ${ack.request.requestId}: ${again instanceof ConnectError ? again.message : `created=${again.created} ${again.operation?.name}`}`);
+              fail(
+                cycle,
+                `final re-submit of ${ack.request.requestId}: ${again instanceof ConnectError ? again.message : `created=${again.created} ${again.operation?.name}`}`,
+              );
             }
           });
           expect(violations, violations.join("\n")).toEqual([]);
@@ -248,11 +280,15 @@ describe("durability under kill -9", () => {
         }
 
         if (!profileCreated) {
-          const request = create(SubmitOperationRequestSchema, { requestId: `dur-${SEED}-profile`, spec: { kind: { case: "profileCreate", value: { profileId: "durable", profileType: ProfileType.PERSONAL } } } });
+          const request = create(SubmitOperationRequestSchema, {
+            requestId: `dur-${SEED}-profile`,
+            spec: { kind: { case: "profileCreate", value: { profileId: "durable", profileType: ProfileType.PERSONAL } } },
+          });
           const { operation } = await client.submitOperation(request);
           acks.set(request.requestId, { request, name: operation!.name, cycle });
           for await (const { event } of client.watchOperation({ name: operation!.name }, { timeoutMs: 10_000 })) {
-            if (event !== undefined && isTerminal(event.state) && event.state !== TaskState.COMPLETED) throw new Error(`profile create ended ${TaskState[event.state]}`);
+            if (event !== undefined && isTerminal(event.state) && event.state !== TaskState.COMPLETED)
+              throw new Error(`profile create ended ${TaskState[event.state]}`);
           }
           profileCreated = true;
         }
@@ -286,7 +322,8 @@ describe("durability under kill -9", () => {
               try {
                 const { operation } = await client.submitOperation(request);
                 const earlier = acks.get(request.requestId);
-                if (earlier !== undefined && earlier.name !== operation!.name) fail(cycle, `${request.requestId} was acknowledged as ${earlier.name} and as ${operation!.name}`);
+                if (earlier !== undefined && earlier.name !== operation!.name)
+                  fail(cycle, `${request.requestId} was acknowledged as ${earlier.name} and as ${operation!.name}`);
                 const ack = { request, name: operation!.name, cycle };
                 if (earlier === undefined) {
                   acks.set(request.requestId, ack);

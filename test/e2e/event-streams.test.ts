@@ -152,7 +152,9 @@ class Submit implements fc.AsyncCommand<Model, Real> {
   }
   async run(): Promise<void> {
     // `count` at once: concurrent submits share group commits.
-    const responses = await Promise.all(Array.from({ length: this.count }, () => client.submitOperation(submitRequest(this.kind, PROFILES[this.profile], this.lane))));
+    const responses = await Promise.all(
+      Array.from({ length: this.count }, () => client.submitOperation(submitRequest(this.kind, PROFILES[this.profile], this.lane))),
+    );
     for (const response of responses) expect(response.created).toBe(true);
   }
   toString(): string {
@@ -325,10 +327,16 @@ describe("WatchEvents invariants", () => {
           for (const name of real.long) await client.cancelOperation({ name, reason: "cleanup" }).catch(() => undefined);
         }
       }),
-      { numRuns: Number(process.env.AMCTL_STREAMS_RUNS ?? 25), endOnFailure: true, ...(process.env.AMCTL_STREAMS_SEED ? { seed: Number(process.env.AMCTL_STREAMS_SEED) } : {}) },
+      {
+        numRuns: Number(process.env.AMCTL_STREAMS_RUNS ?? 25),
+        endOnFailure: true,
+        ...(process.env.AMCTL_STREAMS_SEED ? { seed: Number(process.env.AMCTL_STREAMS_SEED) } : {}),
+      },
     );
     const { latest } = await server.store.eventBounds();
-    console.log(`event-streams: ${runs} runs, ${watchersChecked} watchers, ${checkedEvents} received events checked, ${seenBy.size} distinct sequences cross-checked, latest #${latest}`);
+    console.log(
+      `event-streams: ${runs} runs, ${watchersChecked} watchers, ${checkedEvents} received events checked, ${seenBy.size} distinct sequences cross-checked, latest #${latest}`,
+    );
   });
 });
 
@@ -403,7 +411,8 @@ describe("retention", () => {
       // Compaction keeps the newest 10.
       const deadline = Date.now() + 5_000;
       while ((await retained.store.eventBounds()).oldest !== latest - 9n) {
-        if (Date.now() > deadline) throw new Error(`no compaction: ${JSON.stringify(await retained.store.eventBounds(), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))}`);
+        if (Date.now() > deadline)
+          throw new Error(`no compaction: ${JSON.stringify(await retained.store.eventBounds(), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))}`);
         await sleep(50);
       }
       const oldest = latest - 9n;

@@ -35,7 +35,15 @@ describe("examples/calls.sh", () => {
 });
 
 describe("amctl contract", () => {
-  const broken = ["ambient-authority", "missing-audit", "misspelled-profile", "extra-property", "diagnostics-include-tokens", "binding-to-personal-profile", "not-json"];
+  const broken = [
+    "ambient-authority",
+    "missing-audit",
+    "misspelled-profile",
+    "extra-property",
+    "diagnostics-include-tokens",
+    "binding-to-personal-profile",
+    "not-json",
+  ];
   const expectedPaths: Record<string, string> = {
     "ambient-authority": "/controls/ambientAuthority",
     "missing-audit": "/audit",
@@ -95,7 +103,10 @@ describe("amctl contract", () => {
 
 describe("examples/clients/validate-contract.ts (a generated client)", () => {
   const client = (file: string) =>
-    run(join(repoRoot, "node_modules/.bin/tsx"), [join(repoRoot, "examples/clients/validate-contract.ts"), server.url, file], { cwd: repoRoot, env: withToken() }).then(
+    run(join(repoRoot, "node_modules/.bin/tsx"), [join(repoRoot, "examples/clients/validate-contract.ts"), server.url, file], {
+      cwd: repoRoot,
+      env: withToken(),
+    }).then(
       ({ stdout }) => ({ code: 0, stdout }),
       (error: { code: number; stdout: string }) => error,
     );

@@ -17,7 +17,8 @@ import { startTestServer, type TestServer } from "../helpers/server.js";
 const OUTPUT_LIMIT = 4096;
 const MiB = 1024 * 1024;
 /** Node code that keeps a CPU busy until the process has used `seconds` of CPU time. */
-const spinFor = (seconds: number) => `{ const used = () => { const u = process.cpuUsage(); return u.user + u.system; }; const end = used() + ${seconds * 1e6}; while (used() < end); }`;
+const spinFor = (seconds: number) =>
+  `{ const used = () => { const u = process.cpuUsage(); return u.user + u.system; }; const end = used() + ${seconds * 1e6}; while (used() < end); }`;
 
 let server: TestServer;
 let client: OperationsClient;
@@ -45,7 +46,9 @@ async function runGroup(script: string, budget: MessageInitShape<typeof BudgetSc
   const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", line], { env: { NODE: process.execPath, SCRIPT: script } }, budget));
   const name = operation!.name;
   const commands = () => processesOf(name).map(commandLine);
-  await expect.poll(() => commands().includes("sleep 600") && commands().some((command) => /^\S*sh -c sleep 600 &/.test(command ?? "")), { timeout: 20_000 }).toBe(true);
+  await expect
+    .poll(() => commands().includes("sleep 600") && commands().some((command) => /^\S*sh -c sleep 600 &/.test(command ?? "")), { timeout: 20_000 })
+    .toBe(true);
   writeFileSync(join(workspaceOf(operation!), "go"), "");
   return (await waitForEnd(client, name, 60_000)).operation;
 }
@@ -68,7 +71,9 @@ async function expectExhausted(operation: Operation, dimension: BudgetDimension)
 
 describe("over budget: failed with budget_exhausted, the group killed", () => {
   it("memory: a program touching 200 MB against 64 MiB", async () => {
-    const operation = await runGroup("const held = Buffer.alloc(200 * 2 ** 20, 1); setInterval(() => held[0]++, 1000)", { sandboxMemoryBytes: BigInt(64 * MiB) });
+    const operation = await runGroup("const held = Buffer.alloc(200 * 2 ** 20, 1); setInterval(() => held[0]++, 1000)", {
+      sandboxMemoryBytes: BigInt(64 * MiB),
+    });
     await expectExhausted(operation, BudgetDimension.SANDBOX_MEMORY_BYTES);
     // At least the limit: in a sandbox the kernel's memory cgroup holds the charge at the limit itself.
     expect(usageOf(operation)?.sandboxMemoryBytes).toBeGreaterThanOrEqual(BigInt(64 * MiB));

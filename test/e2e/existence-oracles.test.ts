@@ -93,25 +93,33 @@ describe.each(storesUnderTest())("%s", (_store, storeOf) => {
         return errorShape(await errorOf(() => diagnostics.downloadDiagnostics({ operation: name })), name);
       },
     ],
-    ...(["ListWorkspaceFiles", "DownloadWorkspaceFile", "DeleteWorkspace"] as const).map((rpc): [string, (name: string) => Promise<ReturnType<typeof errorShape>>] => [
-      rpc,
-      async (name) => {
-        const workspace = createClient(WorkspaceService, createGrpcTransport({ baseUrl: callers.server.url, interceptors: [bearer(mine.token)] }));
-        const call = {
-          ListWorkspaceFiles: () => workspace.listWorkspaceFiles({ operation: name }),
-          DownloadWorkspaceFile: () => workspace.downloadWorkspaceFile({ operation: name, path: "out.txt" }),
-          DeleteWorkspace: () => workspace.deleteWorkspace({ operation: name }),
-        }[rpc];
-        return errorShape(await errorOf(call), name);
-      },
-    ]),
+    ...(["ListWorkspaceFiles", "DownloadWorkspaceFile", "DeleteWorkspace"] as const).map(
+      (rpc): [string, (name: string) => Promise<ReturnType<typeof errorShape>>] => [
+        rpc,
+        async (name) => {
+          const workspace = createClient(WorkspaceService, createGrpcTransport({ baseUrl: callers.server.url, interceptors: [bearer(mine.token)] }));
+          const call = {
+            ListWorkspaceFiles: () => workspace.listWorkspaceFiles({ operation: name }),
+            DownloadWorkspaceFile: () => workspace.downloadWorkspaceFile({ operation: name, path: "out.txt" }),
+            DeleteWorkspace: () => workspace.deleteWorkspace({ operation: name }),
+          }[rpc];
+          return errorShape(await errorOf(call), name);
+        },
+      ],
+    ),
     ...(["cancel", "revoke"] as const).flatMap((command) => {
       const spec = (name: string) =>
         command === "cancel" ? { case: "executionCancel" as const, value: { target: name } } : { case: "toolGrantRevoke" as const, value: { grant: name } };
       const request = (name: string) => ({ requestId: requestId(command), profile: mine.profile, spec: { kind: spec(name) } });
       return [
-        [`SubmitOperation (${command} target)`, async (name: string) => errorShape(await errorOf(() => mine.clients.operations.submitOperation(request(name))), name)],
-        [`EvaluatePolicy (${command} target)`, async (name: string) => denialShape(await mine.clients.policy.evaluatePolicy({ subject: { case: "operation", value: request(name) } }), name)],
+        [
+          `SubmitOperation (${command} target)`,
+          async (name: string) => errorShape(await errorOf(() => mine.clients.operations.submitOperation(request(name))), name),
+        ],
+        [
+          `EvaluatePolicy (${command} target)`,
+          async (name: string) => denialShape(await mine.clients.policy.evaluatePolicy({ subject: { case: "operation", value: request(name) } }), name),
+        ],
       ] as [string, (name: string) => Promise<ReturnType<typeof errorShape>>][];
     }),
   ];
@@ -126,8 +134,8 @@ describe.each(storesUnderTest())("%s", (_store, storeOf) => {
   it("the audit log still records a probe of a hidden operation as the denial it was, for the operator", async () => {
     const audit = createClient(AuditService, createGrpcTransport({ baseUrl: callers.server.url, interceptors: [bearer(callers.server.token)] }));
     const denials = async () =>
-      (await audit.listAuditRecords({ pageSize: 1000, filter: { delegation: mine.delegation.name, decision: AuditDecisionFilter.DENIED } })).records.filter((record) =>
-        record.rpc.endsWith("/GetOperation"),
+      (await audit.listAuditRecords({ pageSize: 1000, filter: { delegation: mine.delegation.name, decision: AuditDecisionFilter.DENIED } })).records.filter(
+        (record) => record.rpc.endsWith("/GetOperation"),
       );
     const before = (await denials()).length;
     await errorOf(() => mine.clients.operations.getOperation({ name: MISSING_OPERATION }));
@@ -135,7 +143,11 @@ describe.each(storesUnderTest())("%s", (_store, storeOf) => {
     await errorOf(() => mine.clients.operations.getOperation({ name: hidden.running! }));
     const recorded = await denials();
     expect(recorded).toHaveLength(before + 1);
-    expect(recorded.at(-1)?.decision).toMatchObject({ allowed: false, denialCode: RpcCode.PERMISSION_DENIED, reason: expect.stringContaining(`${theirs.profile} is not allowed`) });
+    expect(recorded.at(-1)?.decision).toMatchObject({
+      allowed: false,
+      denialCode: RpcCode.PERMISSION_DENIED,
+      reason: expect.stringContaining(`${theirs.profile} is not allowed`),
+    });
   });
 
   it("a profile filter naming a profile out of scope is PermissionDenied whether the profile exists or not", async () => {
@@ -160,7 +172,8 @@ describe.each(storesUnderTest())("%s", (_store, storeOf) => {
   });
 
   it("RuntimeService refuses another execution's operation as it refuses one that does not exist: PermissionDenied, decided by the credential", async () => {
-    const probe = async (name: string) => errorShape(await errorOf(() => mine.clients.runtime.authorizeCall({ operation: name, call: { kind: CallKind.CONNECTOR, connector: "c" } })), name);
+    const probe = async (name: string) =>
+      errorShape(await errorOf(() => mine.clients.runtime.authorizeCall({ operation: name, call: { kind: CallKind.CONNECTOR, connector: "c" } })), name);
     const absent = await probe(MISSING_OPERATION);
     expect(absent).toMatchObject({ code: "PermissionDenied", reason: "NOT_THIS_EXECUTION" });
     expect(await probe(hidden.running!)).toEqual(absent);

@@ -95,7 +95,13 @@ it("README first run: npm start, then amctl init, delegation root and whoami aga
   const dev = await createProfile(operationsClient(server.url), "dev", ProfileType.PERSONAL);
   const policy = policyClient(server.url, root);
   const allowed = async (tool: string): Promise<boolean> =>
-    (await policy.evaluatePolicy(create(EvaluatePolicyRequestSchema, { subject: { case: "operation", value: { requestId: requestId("check"), profile: dev, spec: { kind: { case: "toolGrantApply", value: { tool } } } } } }))).allowed;
+    (
+      await policy.evaluatePolicy(
+        create(EvaluatePolicyRequestSchema, {
+          subject: { case: "operation", value: { requestId: requestId("check"), profile: dev, spec: { kind: { case: "toolGrantApply", value: { tool } } } } },
+        }),
+      )
+    ).allowed;
   expect(await allowed("git")).toBe(true);
   expect(await allowed("nmap")).toBe(false);
 

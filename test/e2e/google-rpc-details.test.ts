@@ -51,7 +51,8 @@ function statusOfCall<I extends DescMessage>(path: string, schema: I, request: M
 }
 
 const path = (service: { typeName: string }, method: string) => `/${service.typeName}/${method}`;
-const unpacked = <D extends DescMessage>(status: Status, schema: D) => status.details.map((detail) => anyUnpack(detail, schema)).filter((detail) => detail !== undefined);
+const unpacked = <D extends DescMessage>(status: Status, schema: D) =>
+  status.details.map((detail) => anyUnpack(detail, schema)).filter((detail) => detail !== undefined);
 
 describe("a client that knows only google.rpc", () => {
   it("reads the reason of a refusal from grpc-status-details-bin", async () => {
@@ -61,7 +62,12 @@ describe("a client that knows only google.rpc", () => {
   });
 
   it("finds the field of a protovalidate refusal in a BadRequest, beside buf.validate.Violations", async () => {
-    const status = await statusOfCall(path(OperationService, "SubmitOperation"), SubmitOperationRequestSchema, create(SubmitOperationRequestSchema), server.token);
+    const status = await statusOfCall(
+      path(OperationService, "SubmitOperation"),
+      SubmitOperationRequestSchema,
+      create(SubmitOperationRequestSchema),
+      server.token,
+    );
     expect(status.code).toBe(Code.InvalidArgument);
     const [badRequest] = unpacked(status, BadRequestSchema);
     expect(badRequest?.fieldViolations.map((violation) => violation.field)).toContain("request_id");
@@ -73,7 +79,9 @@ describe("a client that knows only google.rpc", () => {
     const request = create(ListOperationsRequestSchema, { pageSize: 1, pageToken: "not-a-token" });
     const status = await statusOfCall(path(OperationService, "ListOperations"), ListOperationsRequestSchema, request, server.token);
     expect(status.code).toBe(Code.InvalidArgument);
-    expect(unpacked(status, BadRequestSchema)[0]?.fieldViolations).toEqual([expect.objectContaining({ field: "page_token", description: expect.stringContaining("page token") })]);
+    expect(unpacked(status, BadRequestSchema)[0]?.fieldViolations).toEqual([
+      expect.objectContaining({ field: "page_token", description: expect.stringContaining("page token") }),
+    ]);
     expect(unpacked(status, ErrorInfoSchema)[0]).toMatchObject({ reason: "INVALID_FIELD", metadata: { field: "page_token" } });
   });
 
@@ -81,7 +89,9 @@ describe("a client that knows only google.rpc", () => {
     const request = create(HeartbeatRequestSchema, { worker: "workers/w1" });
     const status = await statusOfCall(path(WorkerService, "Heartbeat"), HeartbeatRequestSchema, request, server.token);
     expect(status.code).toBe(Code.FailedPrecondition);
-    expect(unpacked(status, PreconditionFailureSchema)[0]?.violations).toEqual([expect.objectContaining({ type: "WORKERS_DISABLED", description: status.message })]);
+    expect(unpacked(status, PreconditionFailureSchema)[0]?.violations).toEqual([
+      expect.objectContaining({ type: "WORKERS_DISABLED", description: status.message }),
+    ]);
   });
 
   it("reads the same details from a Connect error's JSON", async () => {

@@ -35,7 +35,10 @@ function expectOperatorKeyNotIn(dataDir: string, privateKeyFile: string): void {
   expect(readdirSync(join(dataDir, "operator"))).toEqual(["operator.pub"]);
   const pem = readFileSync(privateKeyFile, "utf8");
   expect(pem).toContain("-----BEGIN PRIVATE KEY-----");
-  const base64 = pem.split("\n").filter((line) => line !== "" && !line.startsWith("-----")).join("");
+  const base64 = pem
+    .split("\n")
+    .filter((line) => line !== "" && !line.startsWith("-----"))
+    .join("");
   const holding = filesUnder(dataDir).filter((file) => readFileSync(file, "latin1").includes(base64));
   expect(holding.map((file) => relative(dataDir, file))).toEqual([]);
 }
@@ -143,7 +146,11 @@ describe("amctl init: the operator's private key outside the data dir", () => {
 
 /** Runs `amctl serve` on `dataDir` until it serves, stops it, and returns what it logged. */
 async function serveLog(dataDir: string): Promise<string> {
-  const child = spawn(process.execPath, [join(repoRoot, "bin/amctl.mjs"), "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--policy", TEST_POLICIES], { stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(
+    process.execPath,
+    [join(repoRoot, "bin/amctl.mjs"), "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--policy", TEST_POLICIES],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
   let stderr = "";
   const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
   await new Promise<void>((resolve, reject) => {

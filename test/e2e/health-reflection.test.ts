@@ -36,7 +36,24 @@ describe("grpc.health.v1.Health", () => {
     const { statuses } = await health().list({});
     expect(statuses["agentmachine.v1.ExecutionSandbox"]?.status).toBe(Status.SERVING);
     expect(Object.keys(statuses).sort()).toEqual(
-      ["", "agentmachine.v1.ExecutionSandbox", "agentmachine.v1.AuditService", "agentmachine.v1.ContractService", "agentmachine.v1.DelegationService", "agentmachine.v1.DiagnosticsService", "agentmachine.v1.OperationService", "agentmachine.v1.OutputService", "agentmachine.v1.PolicyService", "agentmachine.v1.RuntimeService", "agentmachine.v1.ProfileService", "agentmachine.v1.WorkerService", "agentmachine.v1.WorkspaceService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"].sort(),
+      [
+        "",
+        "agentmachine.v1.ExecutionSandbox",
+        "agentmachine.v1.AuditService",
+        "agentmachine.v1.ContractService",
+        "agentmachine.v1.DelegationService",
+        "agentmachine.v1.DiagnosticsService",
+        "agentmachine.v1.OperationService",
+        "agentmachine.v1.OutputService",
+        "agentmachine.v1.PolicyService",
+        "agentmachine.v1.RuntimeService",
+        "agentmachine.v1.ProfileService",
+        "agentmachine.v1.WorkerService",
+        "agentmachine.v1.WorkspaceService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+      ].sort(),
     );
   });
 
@@ -114,8 +131,14 @@ describe("server reflection", () => {
     const { stdout } = await run(
       `${repoRoot}/node_modules/.bin/buf`,
       [
-        "curl", "--http2-prior-knowledge", "--protocol", "grpc", "--reflect-protocol", reflectProtocol,
-        "-H", `authorization: Bearer ${server.token}`,
+        "curl",
+        "--http2-prior-knowledge",
+        "--protocol",
+        "grpc",
+        "--reflect-protocol",
+        reflectProtocol,
+        "-H",
+        `authorization: Bearer ${server.token}`,
         `${server.url}/agentmachine.v1.ContractService/GetContract`,
       ],
       { cwd: "/tmp" },

@@ -35,9 +35,7 @@ function post1(path: string, body: string | Buffer, headers: http.OutgoingHttpHe
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (chunk: Buffer) => chunks.push(chunk));
-        res.on("end", () =>
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), httpVersion: res.httpVersion }),
-        );
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks), httpVersion: res.httpVersion }));
         res.on("error", reject);
       },
     );
@@ -54,8 +52,7 @@ function post2(session: http2.ClientHttp2Session, path: string, body: string): P
     let headers: http2.IncomingHttpHeaders = {};
     stream.on("response", (h) => (headers = h));
     stream.on("data", (chunk: Buffer) => chunks.push(chunk));
-    stream.on("end", () =>
-resolve({ status: Number(headers[":status"]), headers, body: Buffer.concat(chunks) }));
+    stream.on("end", () => resolve({ status: Number(headers[":status"]), headers, body: Buffer.concat(chunks) }));
     stream.on("error", reject);
     stream.end(body);
   });

@@ -96,9 +96,7 @@ describe.each(cells)("$name", (cell) => {
   it("ValidateContract answers valid = false with a violation at /controls/ambientAuthority for ambient authority", async () => {
     const res = await contracts.validateContract({ document: { case: "json", value: ambientAuthorityContractText() } });
     expect(res.valid).toBe(false);
-    expect(res.violations.map(({ path, keyword }) => ({ path, keyword }))).toEqual([
-      { path: "/controls/ambientAuthority", keyword: "const" },
-    ]);
+    expect(res.violations.map(({ path, keyword }) => ({ path, keyword }))).toEqual([{ path: "/controls/ambientAuthority", keyword: "const" }]);
   });
 
   it("ValidateContract without a document fails with InvalidArgument carrying a buf.validate violation of field document", async () => {

@@ -6,7 +6,7 @@
 // requests are built by hand (a valid encoding whose marker bytes are then replaced by invalid
 // UTF-8 of the same length) and sent over real sockets with the Connect protocol
 // (application/proto), gRPC and gRPC-Web. Nothing is stored, and no unexpected error is logged.
-import * as http2 from "node:http2";
+import type * as http2 from "node:http2";
 import { create, toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import { ViolationsSchema } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -88,25 +88,42 @@ const cases: Case[] = [
   {
     title: "SubmitOperationRequest.request_id",
     path: SUBMIT,
-    body: () => withInvalidUtf8(SubmitOperationRequestSchema, { requestId: MARKER, profile, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } }),
+    body: () =>
+      withInvalidUtf8(SubmitOperationRequestSchema, { requestId: MARKER, profile, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } }),
     field: "request_id",
   },
   {
     title: "an argv item in the spec's oneof",
     path: SUBMIT,
-    body: () => withInvalidUtf8(SubmitOperationRequestSchema, { requestId: requestId("utf8"), profile, spec: { kind: { case: "executionStart", value: { argv: ["echo", MARKER] } } } }),
+    body: () =>
+      withInvalidUtf8(SubmitOperationRequestSchema, {
+        requestId: requestId("utf8"),
+        profile,
+        spec: { kind: { case: "executionStart", value: { argv: ["echo", MARKER] } } },
+      }),
     field: "spec.execution_start.argv[1]",
   },
   {
     title: "an env value",
     path: SUBMIT,
-    body: () => withInvalidUtf8(SubmitOperationRequestSchema, { requestId: requestId("utf8"), profile, spec: { kind: { case: "executionStart", value: { argv: ["true"], env: { X: MARKER } } } } }),
+    body: () =>
+      withInvalidUtf8(SubmitOperationRequestSchema, {
+        requestId: requestId("utf8"),
+        profile,
+        spec: { kind: { case: "executionStart", value: { argv: ["true"], env: { X: MARKER } } } },
+      }),
     field: 'spec.execution_start.env["X"]',
   },
   {
     title: "a label's key",
     path: SUBMIT,
-    body: () => withInvalidUtf8(SubmitOperationRequestSchema, { requestId: requestId("utf8"), profile, labels: { [MARKER]: "v" }, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } }),
+    body: () =>
+      withInvalidUtf8(SubmitOperationRequestSchema, {
+        requestId: requestId("utf8"),
+        profile,
+        labels: { [MARKER]: "v" },
+        spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } },
+      }),
     field: 'labels["a\uFFFD\uFFFD\uFFFD\uFFFD\uFFFD\uFFFD\uFFFD"]',
   },
   {
@@ -125,7 +142,10 @@ describe.each<Protocol>(["connect", "grpc", "grpc-web"])("over %s, invalid UTF-8
   it.each(cases)("$title", async ({ path, body, field }) => {
     const before = await storedOperations();
     const error = await send(protocol, path, body());
-    expect({ code: Code[error.code], message: error.rawMessage }).toEqual({ code: Code[Code.InvalidArgument], message: `${field}: must be valid UTF-8 [valid_utf8]` });
+    expect({ code: Code[error.code], message: error.rawMessage }).toEqual({
+      code: Code[Code.InvalidArgument],
+      message: `${field}: must be valid UTF-8 [valid_utf8]`,
+    });
     const violations = error.findDetails(ViolationsSchema)[0]?.violations ?? [];
     expect(violations.map((v) => ({ field: fieldPath(v), ruleId: v.ruleId, message: v.message, forKey: v.forKey }))).toEqual([
       { field, ruleId: "valid_utf8", message: "must be valid UTF-8", forKey: field.startsWith("labels[") },

@@ -60,7 +60,8 @@ function replaceFile(file: string, content: string): void {
 }
 
 type WhoAmIClient = ReturnType<typeof whoamiClient>;
-const whoamiClient = (server: ChildServer, token: string) => createClient(DelegationService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(token)] }));
+const whoamiClient = (server: ChildServer, token: string) =>
+  createClient(DelegationService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(token)] }));
 
 /** What WhoAmI answers `token` (or a client sending one): "ok", or the error's code. */
 async function whoami(server: ChildServer, token: string | WhoAmIClient): Promise<"ok" | Code> {
@@ -85,7 +86,9 @@ const personalWith = (tool: string): string => readFileSync(join(EXAMPLES, "pers
 
 /** Whether the gates would allow granting `tool` in `profile`, asked with `token`. */
 async function grantAllowed(server: ChildServer, profile: string, tool: string, token = server.token): Promise<boolean> {
-  const request = create(EvaluatePolicyRequestSchema, { subject: { case: "operation", value: { requestId: requestId("check"), profile, spec: { kind: { case: "toolGrantApply", value: { tool } } } } } });
+  const request = create(EvaluatePolicyRequestSchema, {
+    subject: { case: "operation", value: { requestId: requestId("check"), profile, spec: { kind: { case: "toolGrantApply", value: { tool } } } } },
+  });
   return (await policyClient(server.url, token).evaluatePolicy(request)).allowed;
 }
 
@@ -149,11 +152,16 @@ describe("policy directory", () => {
 
     replaceFile(join(dir, "personal.yaml"), "profileType: personal\nrules:\n  - id: broken\n    gate: toolGrant\n    effect: allow\n    when: input.tool ==\n");
     // Changed after the broken file, so no read of the directory sees it without the broken one.
-    replaceFile(join(dir, "corporate_firewall.yaml"), bundleSource("corporate_firewall", [{ id: "corp.git", gate: "toolGrant", effect: "allow", when: 'input.tool == "git"' }]));
-    await expect.poll(() => logOf(server).find((line) => String(line.msg).startsWith("policy directory not applied")), { timeout: 5000 }).toMatchObject({
-      level: "error",
-      problem: expect.stringMatching(/personal\.yaml: rules\[0\]\.when/),
-    });
+    replaceFile(
+      join(dir, "corporate_firewall.yaml"),
+      bundleSource("corporate_firewall", [{ id: "corp.git", gate: "toolGrant", effect: "allow", when: 'input.tool == "git"' }]),
+    );
+    await expect
+      .poll(() => logOf(server).find((line) => String(line.msg).startsWith("policy directory not applied")), { timeout: 5000 })
+      .toMatchObject({
+        level: "error",
+        problem: expect.stringMatching(/personal\.yaml: rules\[0\]\.when/),
+      });
     expect(await bundlesInForce(server)).toEqual(before);
     expect(await grantAllowed(server, dev, "git")).toBe(true);
 
@@ -197,7 +205,9 @@ describe("SIGHUP", () => {
     writeFileSync(join(keys, "current.pub"), second.publicPem);
     const reloads = (trigger: string) => logOf(server).filter((line) => line.trigger === trigger);
     server.child.kill("SIGHUP");
-    await expect.poll(() => reloads("SIGHUP").map((line) => line.msg), { timeout: 5000 }).toEqual(expect.arrayContaining(["trust anchors changed", "policy directory applied"]));
+    await expect
+      .poll(() => reloads("SIGHUP").map((line) => line.msg), { timeout: 5000 })
+      .toEqual(expect.arrayContaining(["trust anchors changed", "policy directory applied"]));
 
     expect(await whoami(server, await mintRoot(second.signing))).toBe("ok");
     expect(await whoami(server, firstRoot)).toBe(Code.Unauthenticated);

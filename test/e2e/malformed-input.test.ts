@@ -16,7 +16,7 @@
 // not UTF-8 is not among them: the server reads it and refuses it as INVALID_ARGUMENT naming the
 // field (src/server/invalid-utf8.ts, test/e2e/invalid-utf8.test.ts).
 import * as net from "node:net";
-import * as http2 from "node:http2";
+import type * as http2 from "node:http2";
 import { gzipSync } from "node:zlib";
 import { create, fromBinary, fromJsonString, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
@@ -68,9 +68,23 @@ const RESOURCE_EXHAUSTED = 8;
 const UNIMPLEMENTED = 12;
 const INTERNAL = 13;
 const CODE_NAMES = [
-  "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-  "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+  "OK",
+  "CANCELLED",
+  "UNKNOWN",
+  "INVALID_ARGUMENT",
+  "DEADLINE_EXCEEDED",
+  "NOT_FOUND",
+  "ALREADY_EXISTS",
+  "PERMISSION_DENIED",
+  "RESOURCE_EXHAUSTED",
+  "FAILED_PRECONDITION",
+  "ABORTED",
+  "OUT_OF_RANGE",
+  "UNIMPLEMENTED",
+  "INTERNAL",
+  "UNAVAILABLE",
+  "DATA_LOSS",
+  "UNAUTHENTICATED",
 ] as const;
 
 /**
@@ -303,9 +317,24 @@ const envelopeCases: EnvelopeCase[] = [
   { name: "a message larger than 64 KiB", body: envelope(overLimit), code: RESOURCE_EXHAUSTED },
   // INTERNAL, as the gRPC spec and grpc-go have it (see the top of this file).
   { name: "the compressed flag without grpc-encoding", body: envelope(oneJsonDocument, { flags: 0x01 }), code: INTERNAL },
-  { name: "grpc-encoding gzip with bytes that are not gzip", body: envelope(oneJsonDocument, { flags: 0x01 }), headers: { "grpc-encoding": "gzip" }, code: INVALID_ARGUMENT },
-  { name: "a gzip message that inflates past 64 KiB", body: envelope(gzipSync(Buffer.alloc(1 << 20)), { flags: 0x01 }), headers: { "grpc-encoding": "gzip" }, code: RESOURCE_EXHAUSTED },
-  { name: 'an unknown grpc-encoding ("br-unknown")', body: envelope(oneJsonDocument, { flags: 0x01 }), headers: { "grpc-encoding": "br-unknown" }, code: UNIMPLEMENTED },
+  {
+    name: "grpc-encoding gzip with bytes that are not gzip",
+    body: envelope(oneJsonDocument, { flags: 0x01 }),
+    headers: { "grpc-encoding": "gzip" },
+    code: INVALID_ARGUMENT,
+  },
+  {
+    name: "a gzip message that inflates past 64 KiB",
+    body: envelope(gzipSync(Buffer.alloc(1 << 20)), { flags: 0x01 }),
+    headers: { "grpc-encoding": "gzip" },
+    code: RESOURCE_EXHAUSTED,
+  },
+  {
+    name: 'an unknown grpc-encoding ("br-unknown")',
+    body: envelope(oneJsonDocument, { flags: 0x01 }),
+    headers: { "grpc-encoding": "br-unknown" },
+    code: UNIMPLEMENTED,
+  },
   // connect-es answers a unary call with no message, or with two, UNIMPLEMENTED.
   { name: "no message at all", body: [], code: UNIMPLEMENTED },
   { name: "two messages for a unary method", body: [envelope(oneJsonDocument), envelope(oneJsonDocument)], code: UNIMPLEMENTED },
@@ -386,7 +415,7 @@ interface ConnectCase {
 const connectCases: ConnectCase[] = [
   { name: "invalid JSON", body: "{not json", status: 400, code: "invalid_argument" },
   { name: "an empty body", body: "", status: 400, code: "invalid_argument" },
-  { name: "JSON of the wrong shape ({\"json\": 5})", body: '{"json": 5}', status: 400, code: "invalid_argument" },
+  { name: 'JSON of the wrong shape ({"json": 5})', body: '{"json": 5}', status: 400, code: "invalid_argument" },
   { name: "JSON that is not an object", body: "[1, 2]", status: 400, code: "invalid_argument" },
   { name: "JSON null", body: "null", status: 400, code: "invalid_argument" },
   { name: "both members of the document oneof", body: '{"json": "{}", "contract": {}}', status: 400, code: "invalid_argument" },
@@ -405,26 +434,31 @@ describe.each([
   { transport: "HTTP/1.1", send: (request: RawRequest) => h1Request(server.url, request) },
   { transport: "HTTP/2", send: (request: RawRequest) => h2Request(session, request) },
 ])("Connect unary over $transport", ({ send }) => {
-  it.each(
-    connectCases.map((c) => ({ ...c, title: `${c.name} is HTTP ${c.status}${c.code ? ` ${c.code}` : ""}` })),
-  )("$title", async ({ contentType, body, status, code }) => {
-    const response = await send({
-      path: VALIDATE,
-      headers: { "content-type": contentType ?? "application/json", ...credential() },
-      body: typeof body === "string" ? Buffer.from(body) : body,
-    });
-    if (code === undefined) {
-      expect(response.status).toBe(status);
-      const answer = JSON.parse(response.body.toString("utf8")) as { violations?: unknown };
-      expect(answer.violations).toBeInstanceOf(Array);
-    } else {
-      expectConnectError(response, status, code);
-    }
-    await expectServing();
-  });
+  it.each(connectCases.map((c) => ({ ...c, title: `${c.name} is HTTP ${c.status}${c.code ? ` ${c.code}` : ""}` })))(
+    "$title",
+    async ({ contentType, body, status, code }) => {
+      const response = await send({
+        path: VALIDATE,
+        headers: { "content-type": contentType ?? "application/json", ...credential() },
+        body: typeof body === "string" ? Buffer.from(body) : body,
+      });
+      if (code === undefined) {
+        expect(response.status).toBe(status);
+        const answer = JSON.parse(response.body.toString("utf8")) as { violations?: unknown };
+        expect(answer.violations).toBeInstanceOf(Array);
+      } else {
+        expectConnectError(response, status, code);
+      }
+      await expectServing();
+    },
+  );
 
   it("an unknown procedure is HTTP 404", async () => {
-    const response = await send({ path: "/agentmachine.v1.NoSuchService/Nothing", headers: { "content-type": "application/json", ...credential() }, body: Buffer.from("{}") });
+    const response = await send({
+      path: "/agentmachine.v1.NoSuchService/Nothing",
+      headers: { "content-type": "application/json", ...credential() },
+      body: Buffer.from("{}"),
+    });
     expect(response.status).toBe(404);
   });
 });
@@ -442,8 +476,7 @@ interface SocketCase {
   expectReply: (received: Buffer) => void;
 }
 
-const expectHttp1BadRequest = (received: Buffer): void =>
-  expect(received.toString("latin1")).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+const expectHttp1BadRequest = (received: Buffer): void => expect(received.toString("latin1")).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
 const expectGoAway = (received: Buffer): void => {
   const code = goAwayErrorCode(parseH2Frames(received));
   expect(code, "a GOAWAY frame").toBeTypeOf("number");
@@ -451,17 +484,57 @@ const expectGoAway = (received: Buffer): void => {
 };
 
 const socketCases: SocketCase[] = [
-  { name: "random bytes are HTTP/1.1 400 and the connection is closed", chunks: [Buffer.from([0x00, 0xff, 0x13, 0x37, 0x80, 0x0d, 0x0a])], clientHangsUp: false, expectReply: expectHttp1BadRequest },
-  { name: "a broken HTTP/1.1 request line is HTTP/1.1 400 and the connection is closed", chunks: [Buffer.from("POST /\u0001 HTTP/1.1\r\n\r\n", "latin1")], clientHangsUp: false, expectReply: expectHttp1BadRequest },
-  { name: "a partial HTTP/2 preface, then the client hangs up: the server closes and says nothing", chunks: [HTTP2_PREFACE.subarray(0, 10)], clientHangsUp: true, expectReply: (received) => expect(received.length).toBe(0) },
-  { name: "the HTTP/2 preface followed by garbage bytes is a GOAWAY and the connection is closed", chunks: [HTTP2_PREFACE, Buffer.from("garbage garbage garbage garbage")], clientHangsUp: false, expectReply: expectGoAway },
-  { name: "the HTTP/2 preface followed by SETTINGS on a stream is a GOAWAY and the connection is closed", chunks: [HTTP2_PREFACE, h2Frame(0x4, 0, 1)], clientHangsUp: false, expectReply: expectGoAway },
+  {
+    name: "random bytes are HTTP/1.1 400 and the connection is closed",
+    chunks: [Buffer.from([0x00, 0xff, 0x13, 0x37, 0x80, 0x0d, 0x0a])],
+    clientHangsUp: false,
+    expectReply: expectHttp1BadRequest,
+  },
+  {
+    name: "a broken HTTP/1.1 request line is HTTP/1.1 400 and the connection is closed",
+    chunks: [Buffer.from("POST /\u0001 HTTP/1.1\r\n\r\n", "latin1")],
+    clientHangsUp: false,
+    expectReply: expectHttp1BadRequest,
+  },
+  {
+    name: "a partial HTTP/2 preface, then the client hangs up: the server closes and says nothing",
+    chunks: [HTTP2_PREFACE.subarray(0, 10)],
+    clientHangsUp: true,
+    expectReply: (received) => expect(received.length).toBe(0),
+  },
+  {
+    name: "the HTTP/2 preface followed by garbage bytes is a GOAWAY and the connection is closed",
+    chunks: [HTTP2_PREFACE, Buffer.from("garbage garbage garbage garbage")],
+    clientHangsUp: false,
+    expectReply: expectGoAway,
+  },
+  {
+    name: "the HTTP/2 preface followed by SETTINGS on a stream is a GOAWAY and the connection is closed",
+    chunks: [HTTP2_PREFACE, h2Frame(0x4, 0, 1)],
+    clientHangsUp: false,
+    expectReply: expectGoAway,
+  },
   // After these two GOAWAYs, node's http2 (not this server's code) waits for the peer to close
   // the TCP connection, although RFC 9113 §5.4.1 says the sender must close it. An idle
   // timeout on HTTP/2 sessions would bound how long such a connection can linger.
-  { name: "the HTTP/2 preface and HEADERS with a broken HPACK block is a GOAWAY", chunks: [HTTP2_PREFACE, emptySettings, h2Frame(0x1, 0x5, 1, Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]))], clientHangsUp: true, expectReply: expectGoAway },
-  { name: "the HTTP/2 preface and DATA on an idle stream is a GOAWAY", chunks: [HTTP2_PREFACE, emptySettings, h2Frame(0x0, 0x1, 1, Buffer.from("hi"))], clientHangsUp: true, expectReply: expectGoAway },
-  { name: "the HTTP/2 preface alone, then the client hangs up: the server closes", chunks: [HTTP2_PREFACE], clientHangsUp: true, expectReply: (received) => expect(parseH2Frames(received)[0]?.type).toBe(H2_FRAME_SETTINGS) },
+  {
+    name: "the HTTP/2 preface and HEADERS with a broken HPACK block is a GOAWAY",
+    chunks: [HTTP2_PREFACE, emptySettings, h2Frame(0x1, 0x5, 1, Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]))],
+    clientHangsUp: true,
+    expectReply: expectGoAway,
+  },
+  {
+    name: "the HTTP/2 preface and DATA on an idle stream is a GOAWAY",
+    chunks: [HTTP2_PREFACE, emptySettings, h2Frame(0x0, 0x1, 1, Buffer.from("hi"))],
+    clientHangsUp: true,
+    expectReply: expectGoAway,
+  },
+  {
+    name: "the HTTP/2 preface alone, then the client hangs up: the server closes",
+    chunks: [HTTP2_PREFACE],
+    clientHangsUp: true,
+    expectReply: (received) => expect(parseH2Frames(received)[0]?.type).toBe(H2_FRAME_SETTINGS),
+  },
 ];
 
 describe("garbage on the TCP socket", () => {
@@ -480,12 +553,16 @@ const protobufFieldArb = fc.oneof(
   fc.string({ maxLength: 48 }).map((text) => (w: BinaryWriter) => w.tag(1, WireType.LengthDelimited).string(text)),
   fc.json({ maxDepth: 3 }).map((text) => (w: BinaryWriter) => w.tag(1, WireType.LengthDelimited).string(text)),
   fc.uint8Array({ maxLength: 48 }).map((bytes) => (w: BinaryWriter) => w.tag(2, WireType.LengthDelimited).bytes(bytes)),
-  fc
-    .tuple(fc.integer({ min: 1, max: 2000 }), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }))
-    .map(([field, value]) => (w: BinaryWriter) => w.tag(field, WireType.Varint).uint64(value)),
-  fc
-    .tuple(fc.integer({ min: 3, max: 2000 }), fc.uint8Array({ maxLength: 24 }))
-    .map(([field, bytes]) => (w: BinaryWriter) => w.tag(field, WireType.LengthDelimited).bytes(bytes)),
+  fc.tuple(fc.integer({ min: 1, max: 2000 }), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })).map(
+    ([field, value]) =>
+      (w: BinaryWriter) =>
+        w.tag(field, WireType.Varint).uint64(value),
+  ),
+  fc.tuple(fc.integer({ min: 3, max: 2000 }), fc.uint8Array({ maxLength: 24 })).map(
+    ([field, bytes]) =>
+      (w: BinaryWriter) =>
+        w.tag(field, WireType.LengthDelimited).bytes(bytes),
+  ),
   fc.uint8Array({ minLength: 1, maxLength: 8 }).map((bytes) => (w: BinaryWriter) => w.raw(bytes)),
 );
 const protobufishArb = fc.array(protobufFieldArb, { maxLength: 4 }).map((fields) => {
@@ -508,12 +585,14 @@ const envelopeArb = fc
     ),
   })
   .map(({ flags, payload, length }) => {
-    const declaredLength =
-      length === "exact" ? payload.length : typeof length === "number" ? Math.max(0, payload.length + length) : length.absolute;
+    const declaredLength = length === "exact" ? payload.length : typeof length === "number" ? Math.max(0, payload.length + length) : length.absolute;
     return envelope(payload, { flags, declaredLength });
   });
 const envelopesArb = fc
-  .tuple(fc.array(envelopeArb, { maxLength: 3 }), fc.oneof({ weight: 4, arbitrary: fc.constant(new Uint8Array(0)) }, fc.uint8Array({ minLength: 1, maxLength: 6 })))
+  .tuple(
+    fc.array(envelopeArb, { maxLength: 3 }),
+    fc.oneof({ weight: 4, arbitrary: fc.constant(new Uint8Array(0)) }, fc.uint8Array({ minLength: 1, maxLength: 6 })),
+  )
   .map(([envelopes, trailing]) => Buffer.concat([...envelopes, trailing]));
 
 /** A byte-level edit of a valid message: flip, delete, insert or truncate. */
@@ -557,9 +636,7 @@ const validRequestArb = fc.oneof(
 async function checkGrpcBody(body: Uint8Array): Promise<void> {
   generatedFrames++;
   const response = await grpc(body);
-  expect(expectGrpcAnswer(response), `grpc-status for body ${Buffer.from(body).toString("hex").slice(0, 200)}`).toBe(
-    expectedGrpcStatus(body),
-  );
+  expect(expectGrpcAnswer(response), `grpc-status for body ${Buffer.from(body).toString("hex").slice(0, 200)}`).toBe(expectedGrpcStatus(body));
 }
 
 /** BATCH values of `arb`, which a run sends as concurrent streams. */
@@ -588,9 +665,7 @@ describe("generated gRPC requests on one reused HTTP/2 session", () => {
   it(
     "mutated valid requests (the server's own contract, JSON documents) never make the handler fail",
     async () => {
-      const mutatedArb = fc
-        .tuple(validRequestArb, fc.array(mutationArb, { maxLength: 4 }))
-        .map(([request, mutations]) => envelope(mutate(request, mutations)));
+      const mutatedArb = fc.tuple(validRequestArb, fc.array(mutationArb, { maxLength: 4 })).map(([request, mutations]) => envelope(mutate(request, mutations)));
       await fc.assert(fc.asyncProperty(batchOf(mutatedArb), checkGrpcBodies), fcParams(FRAMES.mutatedRequests / BATCH));
       await expectServing();
     },
@@ -603,7 +678,9 @@ describe("generated Connect JSON requests", () => {
     fc.json({ maxDepth: 4 }),
     fc.record({ json: fc.string({ maxLength: 64 }) }, { requiredKeys: [] }).map((value) => JSON.stringify(value)),
     fc.dictionary(fc.constantFrom("json", "contract", "document", "noSuchField"), fc.jsonValue({ maxDepth: 3 })).map((value) => JSON.stringify(value)),
-    fc.tuple(fc.constant('{"json": "{}"}'), fc.array(mutationArb, { minLength: 1, maxLength: 3 })).map(([text, mutations]) => Buffer.from(mutate(Buffer.from(text), mutations)).toString("latin1")),
+    fc
+      .tuple(fc.constant('{"json": "{}"}'), fc.array(mutationArb, { minLength: 1, maxLength: 3 }))
+      .map(([text, mutations]) => Buffer.from(mutate(Buffer.from(text), mutations)).toString("latin1")),
   );
   const connectBodyArb = fc.oneof(
     { weight: 4, arbitrary: jsonBodyArb.map((text) => Buffer.from(text, "utf8")) },
@@ -662,7 +739,10 @@ describe("generated garbage on the TCP socket", () => {
       // A control character cannot begin a request line, so the HTTP/1.1 parser fails at once
       // (CR and LF excepted: empty lines before a request line are allowed, RFC 9112 §2.2).
       const notHttpArb = fc
-        .tuple(fc.integer({ min: 0x00, max: 0x1f }).filter((byte) => byte !== 0x0a && byte !== 0x0d), fc.uint8Array({ maxLength: 100 }))
+        .tuple(
+          fc.integer({ min: 0x00, max: 0x1f }).filter((byte) => byte !== 0x0a && byte !== 0x0d),
+          fc.uint8Array({ maxLength: 100 }),
+        )
         .map(([first, rest]) => Buffer.concat([Buffer.from([first]), rest]));
       await fc.assert(
         fc.asyncProperty(notHttpArb, async (garbage) => {

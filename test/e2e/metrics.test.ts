@@ -34,8 +34,16 @@ const WATCH_OPERATION = { ...OPERATIONS, grpc_method: "WatchOperation", grpc_typ
 beforeAll(async () => {
   // Tool grants are allowed but one tool, so that a policy denial can be counted too.
   const policies = tempDir();
-  writeFileSync(join(policies, "personal.yaml"), bundleSource("personal", [{ id: "metrics.all-but-forbidden", gate: "toolGrant", effect: "allow", when: 'input.tool != "forbidden"' }]));
-  server = await startTestServer({ metricsListen: { host: "127.0.0.1", port: 0 }, policyDir: policies, slowSubscriberTimeoutMs: 300, auditCheckpointIntervalMs: 200 });
+  writeFileSync(
+    join(policies, "personal.yaml"),
+    bundleSource("personal", [{ id: "metrics.all-but-forbidden", gate: "toolGrant", effect: "allow", when: 'input.tool != "forbidden"' }]),
+  );
+  server = await startTestServer({
+    metricsListen: { host: "127.0.0.1", port: 0 },
+    policyDir: policies,
+    slowSubscriberTimeoutMs: 300,
+    auditCheckpointIntervalMs: 200,
+  });
   metricsUrl = server.metricsUrl!;
   client = operationsClient(server.url);
   profile = await createProfile(client, PROFILE_ID);
@@ -48,7 +56,12 @@ function deltas(before: Exposition, after: Exposition) {
 }
 
 async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  return ConnectError.from(await promise.then(() => new Error("expected a refusal"), (e: unknown) => e));
+  return ConnectError.from(
+    await promise.then(
+      () => new Error("expected a refusal"),
+      (e: unknown) => e,
+    ),
+  );
 }
 
 function grantTool(tool: string) {
@@ -109,7 +122,11 @@ describe("RPC metrics, named as go-grpc-middleware names them", () => {
     expect((await refusal(client.submitOperation({ requestId: requestId(), profile }))).code).toBe(Code.InvalidArgument);
     const anonymous = createClient(OperationService, createGrpcTransport({ baseUrl: server.url }));
     expect((await refusal(anonymous.submitOperation({ requestId: requestId(), profile }))).code).toBe(Code.Unauthenticated);
-    const unknown = await fetch(new URL("/agentmachine.v1.OperationService/NoSuchMethod", server.url), { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+    const unknown = await fetch(new URL("/agentmachine.v1.OperationService/NoSuchMethod", server.url), {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
     expect(unknown.status).toBe(404);
     const after = await scrape(metricsUrl);
     const delta = deltas(before, after);

@@ -3,7 +3,19 @@
 // resolved, never from the data dir (not even for a root that may mount "*"), read-only unless
 // it is the operation's own workspace, and decided by the artifactAccess gate, whose decision
 // is on the operation and in the audit log. Each rule is attacked by a caller or an execution.
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { create } from "@bufbuild/protobuf";
@@ -47,7 +59,10 @@ function operations(token: string, url = server.url): Client<typeof OperationSer
 }
 
 async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  const error = await promise.then(() => undefined, (e: unknown) => ConnectError.from(e));
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => ConnectError.from(e),
+  );
   return error ?? expect.fail("expected a refusal, but the call succeeded");
 }
 
@@ -91,7 +106,13 @@ beforeAll(async () => {
   for (const file of readdirSync(TEST_POLICIES)) copyFileSync(join(TEST_POLICIES, file), join(policyDir, file));
   const personal = readFileSync(join(TEST_POLICIES, "personal.yaml"), "utf8");
   const rules = parse(personal) as { rules: { id: string; gate: string; effect: string; when: string }[] };
-  const deny = { id: "test.no-private-mounts", gate: "artifactAccess", effect: "deny", when: `input.mount_host_path.startsWith("${project}/private")`, description: "the project's private files are not mounted" };
+  const deny = {
+    id: "test.no-private-mounts",
+    gate: "artifactAccess",
+    effect: "deny",
+    when: `input.mount_host_path.startsWith("${project}/private")`,
+    description: "the project's private files are not mounted",
+  };
   writeFileSync(join(policyDir, "personal.yaml"), bundleSource("personal", [...rules.rules, deny]));
 
   process.env.AMCTL_FAKE_RUNTIME_DIR = runtimeDir;
@@ -127,7 +148,10 @@ describe("the caller's mount_prefixes", () => {
 
   it("tell nothing of what lies behind a link out of them: a missing file there is refused alike", async () => {
     expectAxis(await refusal(scoped.submitOperation(sh("true", [{ hostPath: join(project, "escape", "missing", "deeper"), path: "/p" }]))), "mount_prefixes");
-    expectFieldViolation(await refusal(scoped.submitOperation(sh("true", [{ hostPath: join(project, "missing"), path: "/p" }]))), "spec.execution_start.mounts[0].host_path");
+    expectFieldViolation(
+      await refusal(scoped.submitOperation(sh("true", [{ hostPath: join(project, "missing"), path: "/p" }]))),
+      "spec.execution_start.mounts[0].host_path",
+    );
   });
 
   it("bound a child delegation: IssueDelegation refuses prefixes outside its parent's, naming the axis", async () => {
@@ -145,7 +169,10 @@ describe("the server's data dir", () => {
     for (const hostPath of [server.dataDir, join(server.dataDir, "workspaces"), join(server.dataDir, "no-such-file"), "/", join(project, "data")]) {
       const error = await refusal(everything.submitOperation(sh("true", [{ hostPath, path: "/p" }])));
       expect(error.code).toBe(Code.PermissionDenied);
-      expect(error.findDetails(ErrorInfoSchema)[0]).toMatchObject({ reason: "MOUNT_FORBIDDEN", metadata: { field: "spec.execution_start.mounts[0].host_path" } });
+      expect(error.findDetails(ErrorInfoSchema)[0]).toMatchObject({
+        reason: "MOUNT_FORBIDDEN",
+        metadata: { field: "spec.execution_start.mounts[0].host_path" },
+      });
     }
   });
 });
@@ -171,7 +198,10 @@ describe("a read-only mount", () => {
   });
 
   it("is the only kind a host path may be: read-write outside the workspace is InvalidArgument naming the field", async () => {
-    expectFieldViolation(await refusal(scoped.submitOperation(sh("true", [{ hostPath: project, path: "/project", readWrite: true }]))), "spec.execution_start.mounts[0].read_write");
+    expectFieldViolation(
+      await refusal(scoped.submitOperation(sh("true", [{ hostPath: project, path: "/project", readWrite: true }]))),
+      "spec.execution_start.mounts[0].read_write",
+    );
     expectFieldViolation(await refusal(scoped.submitOperation(sh("true", [{ hostPath: project, path: "/run/amctl" }]))), "spec.execution_start.mounts[0].path");
   });
 });
@@ -182,7 +212,11 @@ describe("between admission and the attempt", () => {
     mkdirSync(join(project, "swapped"));
     chmodSync(join(project, "swapped"), 0o777);
     // One execution at a time under this root: the mounting one waits queued behind a sleeper.
-    const oneAtATime = operations(await mintRoot(await operatorOf(server.dataDir), { scope: { ...fullScope, mountPrefixes: [project], budget: create(BudgetSchema, { ...fullScope.budget, agentConcurrency: 1n }) } }));
+    const oneAtATime = operations(
+      await mintRoot(await operatorOf(server.dataDir), {
+        scope: { ...fullScope, mountPrefixes: [project], budget: create(BudgetSchema, { ...fullScope.budget, agentConcurrency: 1n }) },
+      }),
+    );
     const { operation: sleeper } = await oneAtATime.submitOperation(sh("sleep 2", []));
     const { operation: mounting } = await oneAtATime.submitOperation(sh("cat /p/behind-link", [{ hostPath: join(project, "swapped"), path: "/p" }]));
     expect((await oneAtATime.getOperation({ name: mounting!.name })).operation?.state).toBe(TaskState.QUEUED);
@@ -203,14 +237,20 @@ describe("a workspace mount", () => {
   });
 
   it("may not leave the workspace", async () => {
-    expectFieldViolation(await refusal(scoped.submitOperation(sh("true", [{ hostPath: "../other", path: "/out", readWrite: true }]))), "spec.execution_start.mounts[0].host_path");
+    expectFieldViolation(
+      await refusal(scoped.submitOperation(sh("true", [{ hostPath: "../other", path: "/out", readWrite: true }]))),
+      "spec.execution_start.mounts[0].host_path",
+    );
   });
 
   it("does not follow a link an earlier attempt planted in place of its directory", async () => {
     const pwned = join(secret, "pwned");
     // Attempt 1 replaces the mounted directory with a link to a host directory and fails; attempt 2 would write through it.
     const script = `if [ ! -e "$HOME/attempted" ]; then touch "$HOME/attempted"; rmdir "$HOME/out"; ln -s ${secret} "$HOME/out"; exit 1; fi; touch /out/pwned`;
-    const operation = await runToEnd(scoped, sh(script, [{ hostPath: "out", path: "/out", readWrite: true }], { retryPolicy: { maxAttempts: 2, initialBackoff: { nanos: 100_000_000 } } }));
+    const operation = await runToEnd(
+      scoped,
+      sh(script, [{ hostPath: "out", path: "/out", readWrite: true }], { retryPolicy: { maxAttempts: 2, initialBackoff: { nanos: 100_000_000 } } }),
+    );
     expect(operation.attempt).toBe(2);
     expect(operation.state).toBe(TaskState.FAILED);
     expect(operation.stopCause?.reason).toBe(StopReason.MOUNT_FAILED);
@@ -246,20 +286,39 @@ describe("a container's mounts", () => {
     const request = create(SubmitOperationRequestSchema, {
       requestId: requestId("container"),
       profile,
-      spec: { kind: { case: "containerRun", value: { image: `registry.test/prints@sha256:${"c".repeat(64)}`, argv: ["true"], mounts: [{ hostPath: project, path: "/project" }, { hostPath: "out", path: "/out", readWrite: true }] } } },
+      spec: {
+        kind: {
+          case: "containerRun",
+          value: {
+            image: `registry.test/prints@sha256:${"c".repeat(64)}`,
+            argv: ["true"],
+            mounts: [
+              { hostPath: project, path: "/project" },
+              { hostPath: "out", path: "/out", readWrite: true },
+            ],
+          },
+        },
+      },
       requestedBudget: { sandboxMemoryBytes: 256n * 1024n ** 2n },
     });
     const operation = await runToEnd(scoped, request);
     expect(operation.state).toBe(TaskState.COMPLETED);
     const argv = operation.artifact?.kind.case === "containerExecutionRecord" ? operation.artifact.kind.value.argv : [];
-    expect(argv).toEqual(expect.arrayContaining([`type=bind,source=${project},target=/project,readonly`, `type=bind,source=${join(realpathSync(workspaceOf(operation.name)), "out")},target=/out`]));
+    expect(argv).toEqual(
+      expect.arrayContaining([
+        `type=bind,source=${project},target=/project,readonly`,
+        `type=bind,source=${join(realpathSync(workspaceOf(operation.name)), "out")},target=/out`,
+      ]),
+    );
   });
 
   it("are judged as an execution's: outside the prefixes is refused with the axis named", async () => {
     const request = create(SubmitOperationRequestSchema, {
       requestId: requestId("container"),
       profile,
-      spec: { kind: { case: "containerRun", value: { image: `registry.test/prints@sha256:${"c".repeat(64)}`, mounts: [{ hostPath: secret, path: "/secret" }] } } },
+      spec: {
+        kind: { case: "containerRun", value: { image: `registry.test/prints@sha256:${"c".repeat(64)}`, mounts: [{ hostPath: secret, path: "/secret" }] } },
+      },
     });
     expectAxis(await refusal(scoped.submitOperation(request)), "mount_prefixes");
   });
@@ -268,7 +327,25 @@ describe("a container's mounts", () => {
 describe("amctl", () => {
   it("submit --mount runs an execution with a read-only host path and a read-write workspace directory", async () => {
     const env = { AMCTL_SERVER: server.url, AMCTL_TOKEN: scopedToken };
-    const result = await amctl(["submit", "--profile", profile, "--exec", "--mount", `${project}:/project`, "--mount", "out:/out:rw", "--wait", "--json", "--", "cp", "/project/readme.txt", "/out/copy.txt"], env);
+    const result = await amctl(
+      [
+        "submit",
+        "--profile",
+        profile,
+        "--exec",
+        "--mount",
+        `${project}:/project`,
+        "--mount",
+        "out:/out:rw",
+        "--wait",
+        "--json",
+        "--",
+        "cp",
+        "/project/readme.txt",
+        "/out/copy.txt",
+      ],
+      env,
+    );
     expect(result.stderr).toBe("");
     expect(result.code).toBe(0);
     const name = /"name":\s*"(operations\/[^"]+)"/.exec(result.stdout)![1]!;

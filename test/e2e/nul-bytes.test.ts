@@ -30,7 +30,12 @@ beforeAll(async () => {
 afterAll(() => server.close());
 
 async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  return ConnectError.from(await promise.then(() => new Error("expected a refusal"), (e: unknown) => e));
+  return ConnectError.from(
+    await promise.then(
+      () => new Error("expected a refusal"),
+      (e: unknown) => e,
+    ),
+  );
 }
 
 async function storedOperations(): Promise<string[]> {
@@ -38,7 +43,11 @@ async function storedOperations(): Promise<string[]> {
 }
 
 function container(argv: string[], env: Record<string, string> = {}): SubmitOperationRequest {
-  return create(SubmitOperationRequestSchema, { requestId: requestId("container"), profile, spec: { kind: { case: "containerRun", value: { image: IMAGE, argv, env } } } });
+  return create(SubmitOperationRequestSchema, {
+    requestId: requestId("container"),
+    profile,
+    spec: { kind: { case: "containerRun", value: { image: IMAGE, argv, env } } },
+  });
 }
 
 interface Case {
@@ -51,9 +60,21 @@ interface Case {
 
 const cases: Case[] = [
   { title: "execution_start argv", request: (nul) => execution(profile, ["echo", `a${nul}${CANARY}`]), field: "spec.execution_start.argv[1]" },
-  { title: "execution_start env name", request: (nul) => execution(profile, ["true"], { env: { [`X${nul}${CANARY}`]: "v" } }), field: `spec.execution_start.env["X\0${CANARY}"]` },
-  { title: "execution_start env value", request: (nul) => execution(profile, ["true"], { env: { X: `v${nul}${CANARY}` } }), field: 'spec.execution_start.env["X"]' },
-  { title: "execution_start working_directory", request: (nul) => execution(profile, ["true"], { workingDirectory: `sub${nul}${CANARY}` }), field: "spec.execution_start.working_directory" },
+  {
+    title: "execution_start env name",
+    request: (nul) => execution(profile, ["true"], { env: { [`X${nul}${CANARY}`]: "v" } }),
+    field: `spec.execution_start.env["X\0${CANARY}"]`,
+  },
+  {
+    title: "execution_start env value",
+    request: (nul) => execution(profile, ["true"], { env: { X: `v${nul}${CANARY}` } }),
+    field: 'spec.execution_start.env["X"]',
+  },
+  {
+    title: "execution_start working_directory",
+    request: (nul) => execution(profile, ["true"], { workingDirectory: `sub${nul}${CANARY}` }),
+    field: "spec.execution_start.working_directory",
+  },
   { title: "container_run argv", request: (nul) => container(["echo", `a${nul}${CANARY}`]), field: "spec.container_run.argv[1]" },
   { title: "container_run env name", request: (nul) => container(["true"], { [`X${nul}${CANARY}`]: "v" }), field: `spec.container_run.env["X\0${CANARY}"]` },
   { title: "container_run env value", request: (nul) => container(["true"], { X: `v${nul}${CANARY}` }), field: 'spec.container_run.env["X"]' },
@@ -65,7 +86,9 @@ describe("a NUL byte is InvalidArgument at admission naming the field, and nothi
     const error = await refusal(client.submitOperation(request("\0")));
     expect(error.code).toBe(Code.InvalidArgument);
     const violations = error.findDetails(ViolationsSchema)[0]?.violations ?? [];
-    expect(violations.map((v) => ({ field: fieldPath(v), ruleId: v.ruleId, message: v.message }))).toEqual([{ field, ruleId: "no_nul_byte", message: "must not contain a NUL byte" }]);
+    expect(violations.map((v) => ({ field: fieldPath(v), ruleId: v.ruleId, message: v.message }))).toEqual([
+      { field, ruleId: "no_nul_byte", message: "must not contain a NUL byte" },
+    ]);
     // The message names the field and does not echo the byte (but for a map key, which is the field's name).
     expect(error.rawMessage).toBe(`${field}: must not contain a NUL byte [no_nul_byte]`);
     expect(await storedOperations()).toEqual(before);
@@ -78,11 +101,14 @@ describe("the same requests without the NUL pass validation", () => {
     expect(operation.state).toBe(TaskState.COMPLETED);
   });
 
-  it.each(cases.filter((c) => c.title.startsWith("container_run")))("$title gets past validation (refused only for want of a container runtime)", async ({ request }) => {
-    const error = await refusal(client.submitOperation(request("")));
-    expect(error.code).toBe(Code.FailedPrecondition);
-    expect(error.rawMessage).toContain("no container runtime");
-  });
+  it.each(cases.filter((c) => c.title.startsWith("container_run")))(
+    "$title gets past validation (refused only for want of a container runtime)",
+    async ({ request }) => {
+      const error = await refusal(client.submitOperation(request("")));
+      expect(error.code).toBe(Code.FailedPrecondition);
+      expect(error.rawMessage).toContain("no container runtime");
+    },
+  );
 });
 
 it("the server's log holds no NUL and none of the values that carried one", () => {

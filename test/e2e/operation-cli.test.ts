@@ -94,7 +94,10 @@ describe("amctl submit", () => {
     writeFileSync(file, JSON.stringify({ profile: "profiles/cli", spec: { toolGrantApply: { tool: "git" } }, labels: { from: "file" } }));
     const first = await cli("submit", "-f", file, "--label", "extra=flag", "--request-id", "grant-git-1", "--json");
     expect(first.code).toBe(0);
-    const { operation, created } = JSON.parse(first.stdout) as { operation: { name: string; type: string; labels: Record<string, string>; requestId: string }; created: boolean };
+    const { operation, created } = JSON.parse(first.stdout) as {
+      operation: { name: string; type: string; labels: Record<string, string>; requestId: string };
+      created: boolean;
+    };
     expect(created).toBe(true);
     expect(operation).toMatchObject({ type: "OPERATION_TYPE_TOOL_GRANT_APPLY", requestId: "grant-git-1", labels: { from: "file", extra: "flag" } });
 
@@ -234,7 +237,9 @@ describe("amctl watch", () => {
     expect(human.stdout).toMatch(new RegExp(`^#${all[1]!.sequence} +${name} +progress +running +50% half$`, "m"));
   });
 
-  it("with a filter follows live events with bookmarks until SIGINT (exit 0); --after the last line resumes without duplicates", { timeout: SLOW }, async () => {
+  it("with a filter follows live events with bookmarks until SIGINT (exit 0); --after the last line resumes without duplicates", {
+    timeout: SLOW,
+  }, async () => {
     await createProfile("resume");
     const watchProfile = (...args: string[]) => spawnAmctl(["watch", "--json", "--profile", "resume", "--type", "agent_machine.execution.start", ...args], env);
     const lastSequence = (lines: string[]): string => {
@@ -272,12 +277,13 @@ describe("amctl watch", () => {
 
 describe("examples/operations.sh", () => {
   it("walks through profile, execution with --wait, list and watch --json --after against a real server", { timeout: SLOW }, async () => {
-    const result = await run("bash", [join(repoRoot, "examples/operations.sh"), server.url], { cwd: "/tmp", env: { ...process.env, AMCTL_TOKEN: server.token } }).catch(
-      (error: { stdout?: string; stderr?: string; code?: number }) => {
-        // Say where the walk-through stopped, not only that it did.
-        throw new Error(`operations.sh exited ${error.code}\n--- stdout\n${error.stdout}\n--- stderr\n${error.stderr}`);
-      },
-    );
+    const result = await run("bash", [join(repoRoot, "examples/operations.sh"), server.url], {
+      cwd: "/tmp",
+      env: { ...process.env, AMCTL_TOKEN: server.token },
+    }).catch((error: { stdout?: string; stderr?: string; code?: number }) => {
+      // Say where the walk-through stopped, not only that it did.
+      throw new Error(`operations.sh exited ${error.code}\n--- stdout\n${error.stdout}\n--- stderr\n${error.stderr}`);
+    });
     expect(result.stdout).toMatch(/progress +running +50% half way$/m);
     expect(result.stdout).toMatch(/^operations\/\S+: completed$/m);
     expect(result.stdout).toMatch(/^NAME +TYPE +STATE/m);

@@ -8,7 +8,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BudgetDimension } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
-import { commandLine, createProfile, execution, isAlive, operationsClient, processesOf, requestId, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";
+import {
+  commandLine,
+  createProfile,
+  execution,
+  isAlive,
+  operationsClient,
+  processesOf,
+  requestId,
+  run,
+  waitForEnd,
+  type OperationsClient,
+} from "../helpers/operations.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 
 let server: TestServer;
@@ -16,7 +27,12 @@ let client: OperationsClient;
 let profile: string;
 
 async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  return ConnectError.from(await promise.then(() => new Error("expected a refusal"), (e: unknown) => e));
+  return ConnectError.from(
+    await promise.then(
+      () => new Error("expected a refusal"),
+      (e: unknown) => e,
+    ),
+  );
 }
 
 function workspaceOf(name: string): string {
@@ -24,7 +40,10 @@ function workspaceOf(name: string): string {
 }
 
 beforeAll(async () => {
-  server = await startTestServer({ maxConcurrentExecutions: 2, execution: { envAllowlist: ["PATH"], outputLimitBytes: 256, defaultWallClockSeconds: 60, killGraceMs: 500 } });
+  server = await startTestServer({
+    maxConcurrentExecutions: 2,
+    execution: { envAllowlist: ["PATH"], outputLimitBytes: 256, defaultWallClockSeconds: 60, killGraceMs: 500 },
+  });
   client = operationsClient(server.url);
   profile = await createProfile(client, "dev");
 });
@@ -32,10 +51,21 @@ afterAll(() => server.close());
 
 describe("submit", () => {
   it("creates a profile whose artifact is an AgentMachineProfile; a second create of it is AlreadyExists", async () => {
-    const { operation } = await run(client, { requestId: requestId(), spec: { kind: { case: "profileCreate", value: { profileId: "corp", profileType: ProfileType.CORPORATE_FIREWALL } } } });
+    const { operation } = await run(client, {
+      requestId: requestId(),
+      spec: { kind: { case: "profileCreate", value: { profileId: "corp", profileType: ProfileType.CORPORATE_FIREWALL } } },
+    });
     expect(operation.state).toBe(TaskState.COMPLETED);
-    expect(operation.artifact?.kind).toMatchObject({ case: "agentMachineProfile", value: { name: "profiles/corp", profileType: ProfileType.CORPORATE_FIREWALL } });
-    const again = await refusal(client.submitOperation({ requestId: requestId(), spec: { kind: { case: "profileCreate", value: { profileId: "corp", profileType: ProfileType.PERSONAL } } } }));
+    expect(operation.artifact?.kind).toMatchObject({
+      case: "agentMachineProfile",
+      value: { name: "profiles/corp", profileType: ProfileType.CORPORATE_FIREWALL },
+    });
+    const again = await refusal(
+      client.submitOperation({
+        requestId: requestId(),
+        spec: { kind: { case: "profileCreate", value: { profileId: "corp", profileType: ProfileType.PERSONAL } } },
+      }),
+    );
     expect(again.code).toBe(Code.AlreadyExists);
   });
 
@@ -61,25 +91,31 @@ describe("submit", () => {
     expect((await client.listOperations({ pageSize: 1000 })).operations.length).toBe(before);
   });
 
-  it.each([
-    ["container.run", { case: "containerRun" as const, value: { image: `alpine@sha256:${"a".repeat(64)}`, argv: ["true"] } }, "no container runtime"],
-  ])("refuses %s at admission with FailedPrecondition naming what is missing", async (_name, spec, why) => {
-    const error = await refusal(client.submitOperation({ requestId: requestId(), profile, spec: { kind: spec } }));
-    expect(error.code).toBe(Code.FailedPrecondition);
-    expect(error.rawMessage).toContain(why);
-  });
+  it.each([["container.run", { case: "containerRun" as const, value: { image: `alpine@sha256:${"a".repeat(64)}`, argv: ["true"] } }, "no container runtime"]])(
+    "refuses %s at admission with FailedPrecondition naming what is missing",
+    async (_name, spec, why) => {
+      const error = await refusal(client.submitOperation({ requestId: requestId(), profile, spec: { kind: spec } }));
+      expect(error.code).toBe(Code.FailedPrecondition);
+      expect(error.rawMessage).toContain(why);
+    },
+  );
 
   it("refuses a working directory outside the workspace with InvalidArgument naming the field", async () => {
     const request = execution(profile, ["true"], { workingDirectory: "../../etc" });
     const error = await refusal(client.submitOperation(request));
     expect(error.code).toBe(Code.InvalidArgument);
-    expect(error.findDetails(ViolationsSchema)[0]?.violations[0]?.field?.elements.map((e) => e.fieldName)).toEqual(["spec", "execution_start", "working_directory"]);
+    expect(error.findDetails(ViolationsSchema)[0]?.violations[0]?.field?.elements.map((e) => e.fieldName)).toEqual([
+      "spec",
+      "execution_start",
+      "working_directory",
+    ]);
   });
 });
 
 describe("local process executor", () => {
   it("runs argv without a shell in the workspace, reports progress from fd 3, and completes on exit 0", async () => {
-    const script = "require('fs').writeFileSync('made-here', process.cwd()); for (const p of [25, 75]) require('fs').writeSync(3, JSON.stringify({ percent: p, message: 'step ' + p }) + '\\n'); console.log('$HOME is not expanded')";
+    const script =
+      "require('fs').writeFileSync('made-here', process.cwd()); for (const p of [25, 75]) require('fs').writeSync(3, JSON.stringify({ percent: p, message: 'step ' + p }) + '\\n'); console.log('$HOME is not expanded')";
     const { events, operation } = await run(client, execution(profile, [process.execPath, "-e", script]));
     // Reports that arrive while one is being written are coalesced: the last one always lands.
     expect(events.map((e) => EventType[e.type]).filter((t, i, all) => t !== all[i - 1])).toEqual(["START", "PROGRESS", "COMPLETE"]);
@@ -134,7 +170,11 @@ describe("local process executor", () => {
     const request = execution(profile, ["sh", "-c", "exit 3"], { retryPolicy: { maxAttempts: 2, initialBackoff: { seconds: 0n, nanos: 50_000_000 } } });
     const { events, operation } = await run(client, request);
     expect(events.map((e) => `${EventType[e.type]}:${e.attempt}`)).toEqual(["START:1", "RETRY:1", "START:2", "FAILURE:2"]);
-    expect(operation).toMatchObject({ state: TaskState.FAILED, attempt: 2, stopCause: { reason: StopReason.EXIT_CODE, message: "process exited with code 3" } });
+    expect(operation).toMatchObject({
+      state: TaskState.FAILED,
+      attempt: 2,
+      stopCause: { reason: StopReason.EXIT_CODE, message: "process exited with code 3" },
+    });
   });
 
   it("fails without retrying when the program does not exist", async () => {
@@ -169,7 +209,9 @@ describe("cancel", () => {
   });
 
   it("cancelling twice while it is still stopping returns the same cancel operation", async () => {
-    const { operation } = await client.submitOperation(execution(profile, ["sh", "-c", "trap 'sleep 1; exit 0' TERM; echo ready > ready; sleep 30 & wait; wait"]));
+    const { operation } = await client.submitOperation(
+      execution(profile, ["sh", "-c", "trap 'sleep 1; exit 0' TERM; echo ready > ready; sleep 30 & wait; wait"]),
+    );
     const name = operation!.name;
     await expect.poll(() => existsSync(join(workspaceOf(name), "ready")), { timeout: 10_000 }).toBe(true);
     const first = await client.cancelOperation({ name });
@@ -200,28 +242,43 @@ describe("tool grants and model provider bindings", () => {
   it("applies and revokes a grant; the grant records its revoke command; a second revoke is refused", async () => {
     const { operation: grant } = await run(client, { requestId: requestId(), profile, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } });
     expect(grant.artifact?.kind).toMatchObject({ case: "toolGrantRecord", value: { tool: "git", applyCommandRef: grant.name, revokeCommandRef: "" } });
-    const { operation: revoke } = await run(client, { requestId: requestId(), profile, spec: { kind: { case: "toolGrantRevoke", value: { grant: grant.name } } } });
+    const { operation: revoke } = await run(client, {
+      requestId: requestId(),
+      profile,
+      spec: { kind: { case: "toolGrantRevoke", value: { grant: grant.name } } },
+    });
     expect(revoke.state).toBe(TaskState.COMPLETED);
     const { operation: revoked } = await client.getOperation({ name: grant.name });
     expect(revoked?.artifact?.kind).toMatchObject({ value: { revokeCommandRef: revoke.name } });
-    const again = await refusal(client.submitOperation({ requestId: requestId(), profile, spec: { kind: { case: "toolGrantRevoke", value: { grant: grant.name } } } }));
+    const again = await refusal(
+      client.submitOperation({ requestId: requestId(), profile, spec: { kind: { case: "toolGrantRevoke", value: { grant: grant.name } } } }),
+    );
     expect(again.code).toBe(Code.FailedPrecondition);
   });
 
   it("never lets a revoke cross profiles", async () => {
     const other = await createProfile(client, "other");
     const { operation: grant } = await run(client, { requestId: requestId(), profile, spec: { kind: { case: "toolGrantApply", value: { tool: "browser" } } } });
-    const error = await refusal(client.submitOperation({ requestId: requestId(), profile: other, spec: { kind: { case: "toolGrantRevoke", value: { grant: grant.name } } } }));
+    const error = await refusal(
+      client.submitOperation({ requestId: requestId(), profile: other, spec: { kind: { case: "toolGrantRevoke", value: { grant: grant.name } } } }),
+    );
     expect(error.code).toBe(Code.FailedPrecondition);
     expect(error.rawMessage).toContain("another profile");
   });
 
   it("binds a model provider only to a provider profile", async () => {
-    const bind = (target: string) => ({ requestId: requestId(), profile: target, spec: { kind: { case: "modelProviderBind" as const, value: { provider: "ollama" } } } });
+    const bind = (target: string) => ({
+      requestId: requestId(),
+      profile: target,
+      spec: { kind: { case: "modelProviderBind" as const, value: { provider: "ollama" } } },
+    });
     expect((await refusal(client.submitOperation(bind(profile)))).code).toBe(Code.FailedPrecondition);
     const local = await createProfile(client, "local-models", ProfileType.LOCAL_MODEL_PROVIDER);
     const { operation } = await run(client, bind(local));
-    expect(operation.artifact?.kind).toMatchObject({ case: "modelProviderBinding", value: { provider: "ollama", profileType: ProfileType.LOCAL_MODEL_PROVIDER, operationType: OperationType.MODEL_PROVIDER_BIND } });
+    expect(operation.artifact?.kind).toMatchObject({
+      case: "modelProviderBinding",
+      value: { provider: "ollama", profileType: ProfileType.LOCAL_MODEL_PROVIDER, operationType: OperationType.MODEL_PROVIDER_BIND },
+    });
   });
 });
 
@@ -229,7 +286,17 @@ describe("list", () => {
   it("pages newest first through a filter with signed tokens", async () => {
     const listProfile = await createProfile(client, "listing");
     const made = [];
-    for (let i = 0; i < 7; i += 1) made.push((await run(client, { requestId: requestId(), profile: listProfile, labels: { batch: "list" }, spec: { kind: { case: "toolGrantApply", value: { tool: `t${i}` } } } })).operation.name);
+    for (let i = 0; i < 7; i += 1)
+      made.push(
+        (
+          await run(client, {
+            requestId: requestId(),
+            profile: listProfile,
+            labels: { batch: "list" },
+            spec: { kind: { case: "toolGrantApply", value: { tool: `t${i}` } } },
+          })
+        ).operation.name,
+      );
     const seen: string[] = [];
     let pageToken = "";
     do {
@@ -241,7 +308,13 @@ describe("list", () => {
   });
 
   it("accepts a page token with the same filter whatever the order of its labels", async () => {
-    for (let i = 0; i < 2; i += 1) await client.submitOperation({ requestId: requestId(), profile, labels: { first: "1", second: "2" }, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } });
+    for (let i = 0; i < 2; i += 1)
+      await client.submitOperation({
+        requestId: requestId(),
+        profile,
+        labels: { first: "1", second: "2" },
+        spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } },
+      });
     const page = await client.listOperations({ pageSize: 1, filter: { labels: { first: "1", second: "2" } } });
     const next = await client.listOperations({ pageSize: 1, pageToken: page.nextPageToken, filter: { labels: { second: "2", first: "1" } } });
     expect(next.operations).toHaveLength(1);
@@ -250,7 +323,10 @@ describe("list", () => {
 
   it("refuses an edited page token, or one used with another filter, with InvalidArgument naming page_token", async () => {
     const { nextPageToken } = await client.listOperations({ pageSize: 1 });
-    for (const [token, filter] of [[`${nextPageToken}x`, undefined], [nextPageToken, { types: [OperationType.EXECUTION_START] }]] as [string, { types: OperationType[] } | undefined][]) {
+    for (const [token, filter] of [
+      [`${nextPageToken}x`, undefined],
+      [nextPageToken, { types: [OperationType.EXECUTION_START] }],
+    ] as [string, { types: OperationType[] } | undefined][]) {
       const error = await refusal(client.listOperations({ pageSize: 1, pageToken: token, filter }));
       expect(error.code).toBe(Code.InvalidArgument);
       expect(error.findDetails(ViolationsSchema)[0]?.violations[0]?.field?.elements[0]?.fieldName).toBe("page_token");

@@ -24,7 +24,9 @@ it("a restart after a crash kills the process group the crashed server left runn
   const name = operation!.name;
   await expect.poll(() => sleeperOf(name), { timeout: 10_000 }).toBeDefined();
   // The process record is written just after the spawn.
-  await expect.poll(async () => (await client.getOperation({ name })).operation?.artifact?.kind.value, { timeout: 5_000 }).toMatchObject({ processId: expect.any(Number) });
+  await expect
+    .poll(async () => (await client.getOperation({ name })).operation?.artifact?.kind.value, { timeout: 5_000 })
+    .toMatchObject({ processId: expect.any(Number) });
   const grandchild = sleeperOf(name)!;
 
   first.child.kill("SIGKILL");
@@ -74,7 +76,10 @@ it("a restart after a crash removes the container the crashed server left runnin
   // directory named by AMCTL_FAKE_RUNTIME_DIR; a wrapper names it, as a real CLI finds its daemon.
   const runtimeDir = tempDir("amctl-orphan-runtime-");
   const runtime = join(runtimeDir, "runtime");
-  writeFileSync(runtime, `#!/bin/sh\nAMCTL_FAKE_RUNTIME_DIR='${runtimeDir}' exec '${process.execPath}' '${join(repoRoot, "test/fixtures/fake-container-runtime.mjs")}' "$@"\n`);
+  writeFileSync(
+    runtime,
+    `#!/bin/sh\nAMCTL_FAKE_RUNTIME_DIR='${runtimeDir}' exec '${process.execPath}' '${join(repoRoot, "test/fixtures/fake-container-runtime.mjs")}' "$@"\n`,
+  );
   chmodSync(runtime, 0o755);
   const dataDir = tempDir("amctl-orphans-");
   const first = await startChildServer(["--container-runtime", runtime], { dataDir });

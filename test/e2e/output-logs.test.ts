@@ -51,7 +51,9 @@ describe("a local execution's output", () => {
     expect(stderr.text.stderr).toBe("err 10\n");
     // At the end: just the end.
     expect((await readAll(output, { name: operation!.name, streams: [OutputStream.STDERR], stderrOffset: 13n })).ends).toHaveLength(1);
-    const beyond = await readAll(output, { name: operation!.name, stdoutOffset: BigInt(expected.length + 1) }).catch((error: unknown) => ConnectError.from(error));
+    const beyond = await readAll(output, { name: operation!.name, stdoutOffset: BigInt(expected.length + 1) }).catch((error: unknown) =>
+      ConnectError.from(error),
+    );
     expect(beyond).toMatchObject({ code: 11 /* OutOfRange */, rawMessage: expect.stringContaining("beyond") });
     // An attempt that never ran.
     const never = await readAll(output, { name: operation!.name, attempt: 2 }).catch((error: unknown) => ConnectError.from(error));
@@ -73,14 +75,21 @@ describe("a local execution's output", () => {
   it("a record operation has no output: FailedPrecondition", async () => {
     const error = await readAll(output, { name: profile.replace("profiles/", "operations/") }).catch((e: unknown) => ConnectError.from(e));
     expect(error).toBeInstanceOf(ConnectError);
-    const { operation } = await client.submitOperation({ requestId: `g-${Date.now()}`, profile, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } });
+    const { operation } = await client.submitOperation({
+      requestId: `g-${Date.now()}`,
+      profile,
+      spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } },
+    });
     await waitForEnd(client, operation!.name);
     const refused = await readAll(output, { name: operation!.name }).catch((e: unknown) => ConnectError.from(e));
     expect(refused).toMatchObject({ code: 9 /* FailedPrecondition */ });
   });
 
   it("amctl submit --wait --follow-output prints the program's stdout and stderr as they come, amctl's own lines on stderr", async () => {
-    const result = await amctl(["submit", "--profile", profile, "--exec", "--follow-output", "--", ...lines(12, 5)], { AMCTL_SERVER: server.url, AMCTL_TOKEN: server.token });
+    const result = await amctl(["submit", "--profile", profile, "--exec", "--follow-output", "--", ...lines(12, 5)], {
+      AMCTL_SERVER: server.url,
+      AMCTL_TOKEN: server.token,
+    });
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout.split("\n").filter(Boolean)).toEqual(Array.from({ length: 12 }, (_, i) => `line ${i}`));
     expect(result.stderr).toContain("err 0\nerr 10\n");
@@ -179,7 +188,9 @@ describe("retention", () => {
       const { operation } = await client.submitOperation(execution(profile, ["echo", "gone soon"]));
       await waitForEnd(client, operation!.name);
       await expect
-        .poll(async () => (await readAll(outputClient(server), { name: operation!.name }).catch((e: unknown) => ConnectError.from(e))) as unknown, { timeout: 5000 })
+        .poll(async () => (await readAll(outputClient(server), { name: operation!.name }).catch((e: unknown) => ConnectError.from(e))) as unknown, {
+          timeout: 5000,
+        })
         .toMatchObject({ code: 11, rawMessage: expect.stringContaining("no longer kept") });
     } finally {
       await server.close();

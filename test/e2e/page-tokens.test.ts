@@ -36,7 +36,8 @@ const rpcs: Paginated[] = [
     name: "ListOperations",
     firstToken: async () => (await operations.listOperations({ pageSize: 1 })).nextPageToken,
     page: async (pageToken, otherFilter) =>
-      (await operations.listOperations({ pageSize: 1, pageToken, ...(otherFilter ? { filter: { types: [OperationType.PROFILE_CREATE] } } : {}) })).operations.length,
+      (await operations.listOperations({ pageSize: 1, pageToken, ...(otherFilter ? { filter: { types: [OperationType.PROFILE_CREATE] } } : {}) })).operations
+        .length,
   },
   {
     name: "ListAuditRecords",
@@ -52,7 +53,8 @@ const rpcs: Paginated[] = [
   {
     name: "ListDelegations",
     firstToken: async () => (await delegations.listDelegations({ pageSize: 1 })).nextPageToken,
-    page: async (pageToken, otherFilter) => (await delegations.listDelegations({ pageSize: 1, pageToken, includeInactive: otherFilter ?? false })).delegations.length,
+    page: async (pageToken, otherFilter) =>
+      (await delegations.listDelegations({ pageSize: 1, pageToken, includeInactive: otherFilter ?? false })).delegations.length,
   },
   {
     name: "ListPolicyBundles",
@@ -63,11 +65,19 @@ const rpcs: Paginated[] = [
 const tokens = new Map<string, string>();
 
 async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  return ConnectError.from(await promise.then(() => new Error("expected a refusal, but the call succeeded"), (e: unknown) => e));
+  return ConnectError.from(
+    await promise.then(
+      () => new Error("expected a refusal, but the call succeeded"),
+      (e: unknown) => e,
+    ),
+  );
 }
 
 function expectPageTokenRefused(error: ConnectError): void {
-  expect({ code: Code[error.code], message: error.rawMessage }).toEqual({ code: Code[Code.InvalidArgument], message: expect.stringMatching(/^page_token: /) as unknown });
+  expect({ code: Code[error.code], message: error.rawMessage }).toEqual({
+    code: Code[Code.InvalidArgument],
+    message: expect.stringMatching(/^page_token: /) as unknown,
+  });
   const violations = error.findDetails(ViolationsSchema)[0]?.violations ?? [];
   expect(violations.map((v) => v.field?.elements.map((e) => e.fieldName).join("."))).toEqual(["page_token"]);
 }

@@ -14,6 +14,7 @@ import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
 import { PolicyDecisionSchema, type OperationSpecSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { CallKind, type RuntimeCallSchema } from "../../src/gen/agentmachine/v1/runtime_pb.js";
 import { PolicyGate, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import type { PolicyBundle } from "../../src/gen/agentmachine/v1/policy_pb.js";
 import { bearer, mintRoot, operatorOf } from "../helpers/auth.js";
 import { createProfile, operationsClient, requestId, run, waitForEnd, type OperationsClient } from "../helpers/operations.js";
 import { bundleSource, denialOf, latestSequence, policyAdmin, policyClient, sha256, type PolicyClient } from "../helpers/policy.js";
@@ -25,11 +26,17 @@ const EXAMPLES = join(repoRoot, "examples/policies");
 type Spec = MessageInitShape<typeof OperationSpecSchema>["kind"];
 const grant = (tool: string): Spec => ({ case: "toolGrantApply", value: { tool } });
 const bind = (provider: string, endpoint = ""): Spec => ({ case: "modelProviderBind", value: { provider, endpoint } });
-const container = (image: string, network = false): Spec => ({ case: "containerRun", value: { image: `${image}@sha256:${"a".repeat(64)}`, argv: ["true"], network } });
+const container = (image: string, network = false): Spec => ({
+  case: "containerRun",
+  value: { image: `${image}@sha256:${"a".repeat(64)}`, argv: ["true"], network },
+});
 
 /** The error a call was refused with; fails the test if the call succeeded. */
 async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  const error = await promise.then(() => undefined, (e: unknown) => ConnectError.from(e));
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => ConnectError.from(e),
+  );
   return error ?? expect.fail("expected a refusal, but the call succeeded");
 }
 
@@ -95,7 +102,15 @@ describe("admission", () => {
   it("records the decision of a tool grant allowed by personal.dev-tools on the operation and on its start event", async () => {
     const digest = (await bundleInForce(policy, ProfileType.PERSONAL))!.digest;
     expect(digest).toBe(sha256(readFileSync(join(EXAMPLES, "personal.yaml"), "utf8")));
-    const expected = [{ gate: PolicyGate.TOOL_GRANT, rule: "personal.dev-tools", bundleDigest: digest, allowed: true, reason: "Everyday development tools may be granted and used." }];
+    const expected = [
+      {
+        gate: PolicyGate.TOOL_GRANT,
+        rule: "personal.dev-tools",
+        bundleDigest: digest,
+        allowed: true,
+        reason: "Everyday development tools may be granted and used.",
+      },
+    ];
     const { operation } = await client.submitOperation({ requestId: requestId(), profile: profiles.dev, spec: { kind: grant("git") } });
     expect(operation?.policyDecisions).toMatchObject(expected);
     const { events, operation: ended } = await waitForEnd(client, operation!.name);
@@ -122,7 +137,13 @@ describe("admission", () => {
     ["a corporate tool on the approved list", "corp", grant("npm"), {}, [["toolGrant", "corp.approved-tools"]]],
     ["a multi-company grant of git for a named tenant", "multi", grant("git"), { tenant: "acme" }, [["toolGrant", "multi.tenant-tools"]]],
     ["a local model runtime", "local", bind("ollama"), {}, [["modelProviderUse", "local.runtimes"]]],
-    ["a contracted hosted provider over https", "hosted", bind("openai", "https://api.openai.example"), { "endpoint-scheme": "https" }, [["modelProviderUse", "hosted.contracted"]]],
+    [
+      "a contracted hosted provider over https",
+      "hosted",
+      bind("openai", "https://api.openai.example"),
+      { "endpoint-scheme": "https" },
+      [["modelProviderUse", "hosted.contracted"]],
+    ],
     ["an execution, which no gate concerns", "dev", { case: "executionStart", value: { argv: ["true"] } }, {}, []],
   ])("admits %s, recording each gate's allowing rule", async (_what, profile, spec, labels, decisions) => {
     const { operation } = await run(client, { requestId: requestId(), profile: profiles[profile], labels, spec: { kind: spec } });
@@ -137,9 +158,23 @@ describe("admission", () => {
     ["a multi-company grant without a tenant", "multi", grant("git"), {}, "toolGrant", "no-matching-allow"],
     ["a corporate tool off the approved list", "corp", grant("browser"), {}, "toolGrant", "no-matching-allow"],
     ["a hosted runtime bound in a local profile", "local", bind("openai"), {}, "modelProviderUse", "no-matching-allow"],
-    ["a contracted provider through a plain-HTTP endpoint (hosted.https-endpoints: never bind through one)", "hosted", bind("openai", "http://api.openai.example"), {}, "modelProviderUse", "hosted.https-endpoints"],
+    [
+      "a contracted provider through a plain-HTTP endpoint (hosted.https-endpoints: never bind through one)",
+      "hosted",
+      bind("openai", "http://api.openai.example"),
+      {},
+      "modelProviderUse",
+      "hosted.https-endpoints",
+    ],
     ["a container from outside Docker Hub's official images", "dev", container("ghcr.io/someone/tool"), {}, "containerExecution", "no-matching-allow"],
-    ["an official container that asks for network: the second gate denies", "dev", container("docker.io/library/alpine", true), {}, "networkProfile", "no-matching-allow"],
+    [
+      "an official container that asks for network: the second gate denies",
+      "dev",
+      container("docker.io/library/alpine", true),
+      {},
+      "networkProfile",
+      "no-matching-allow",
+    ],
     ["a corporate container that asks for network", "corp", container("registry.corp.example/build", true), {}, "networkProfile", "corp.no-container-egress"],
   ])("refuses %s with POLICY_DENIED naming the gate and the rule", async (_what, profile, spec, labels, gate, rule) => {
     const error = await refusal(client.submitOperation({ requestId: requestId(), profile: profiles[profile], labels, spec: { kind: spec } }));
@@ -147,7 +182,9 @@ describe("admission", () => {
   });
 
   it("decides the policy gates before asking for an executor: an allowed container is refused only for want of a runtime", async () => {
-    const error = await refusal(client.submitOperation({ requestId: requestId(), profile: profiles.dev, spec: { kind: container("docker.io/library/alpine") } }));
+    const error = await refusal(
+      client.submitOperation({ requestId: requestId(), profile: profiles.dev, spec: { kind: container("docker.io/library/alpine") } }),
+    );
     expect(error.code).toBe(Code.FailedPrecondition);
     expect(error.findDetails(ErrorInfoSchema)[0]?.reason).toBe("NO_EXECUTOR");
   });
@@ -189,19 +226,35 @@ describe("EvaluatePolicy", () => {
 
   it("answers as a submit would for a profile that already exists and for a budget that does not fit, with the message", async () => {
     const existing = await policy.evaluatePolicy({
-      subject: { case: "operation", value: { requestId: requestId(), spec: { kind: { case: "profileCreate", value: { profileId: "dev", profileType: ProfileType.PERSONAL } } } } },
+      subject: {
+        case: "operation",
+        value: { requestId: requestId(), spec: { kind: { case: "profileCreate", value: { profileId: "dev", profileType: ProfileType.PERSONAL } } } },
+      },
     });
     expect([existing.allowed, denialOf(existing).code, denialOf(existing).reason]).toEqual([false, "ALREADY_EXISTS", "PROFILE_EXISTS"]);
     expect(denialOf(existing).message).toContain("profiles/dev already exists");
     const tooLong = await policy.evaluatePolicy({
       subject: {
         case: "operation",
-        value: { requestId: requestId(), profile: profiles.dev, spec: { kind: { case: "executionStart", value: { argv: ["true"] } } }, requestedBudget: { wallClockSeconds: 1n << 50n } },
+        value: {
+          requestId: requestId(),
+          profile: profiles.dev,
+          spec: { kind: { case: "executionStart", value: { argv: ["true"] } } },
+          requestedBudget: { wallClockSeconds: 1n << 50n },
+        },
       },
     });
-    expect([tooLong.allowed, denialOf(tooLong).code, denialOf(tooLong).reason, denialOf(tooLong).metadata.dimension]).toEqual([false, "RESOURCE_EXHAUSTED", "BUDGET_EXCEEDED", "wallClockSeconds"]);
+    expect([tooLong.allowed, denialOf(tooLong).code, denialOf(tooLong).reason, denialOf(tooLong).metadata.dimension]).toEqual([
+      false,
+      "RESOURCE_EXHAUSTED",
+      "BUDGET_EXCEEDED",
+      "wallClockSeconds",
+    ]);
     const fits = await policy.evaluatePolicy({
-      subject: { case: "operation", value: { requestId: requestId(), profile: profiles.dev, spec: { kind: { case: "executionStart", value: { argv: ["true"] } } } } },
+      subject: {
+        case: "operation",
+        value: { requestId: requestId(), profile: profiles.dev, spec: { kind: { case: "executionStart", value: { argv: ["true"] } } } },
+      },
     });
     expect(fits.allowed).toBe(true);
   });
@@ -226,10 +279,38 @@ describe("EvaluatePolicy", () => {
     });
 
     it.each<[string, MessageInitShape<typeof RuntimeCallSchema>, boolean, string, string, [string, string][]]>([
-      ["a connector to a well-known service", { kind: CallKind.CONNECTOR, connector: "github" }, true, "", "", [["networkProfile", "personal.known-connectors"]]],
-      ["a connector to anything else", { kind: CallKind.CONNECTOR, connector: "pastebin" }, false, "PERMISSION_DENIED", "POLICY_DENIED", [["networkProfile", "no-matching-allow"]]],
-      ["a model call to a bound provider", { kind: CallKind.MODEL, modelProvider: "ollama", estimatedTokens: 1000n }, true, "", "", [["modelProviderUse", "personal.bound-providers"]]],
-      ["a model call over the token ceiling", { kind: CallKind.MODEL, modelProvider: "ollama", estimatedTokens: 300_000n }, false, "PERMISSION_DENIED", "POLICY_DENIED", [["modelProviderUse", "personal.token-ceiling"]]],
+      [
+        "a connector to a well-known service",
+        { kind: CallKind.CONNECTOR, connector: "github" },
+        true,
+        "",
+        "",
+        [["networkProfile", "personal.known-connectors"]],
+      ],
+      [
+        "a connector to anything else",
+        { kind: CallKind.CONNECTOR, connector: "pastebin" },
+        false,
+        "PERMISSION_DENIED",
+        "POLICY_DENIED",
+        [["networkProfile", "no-matching-allow"]],
+      ],
+      [
+        "a model call to a bound provider",
+        { kind: CallKind.MODEL, modelProvider: "ollama", estimatedTokens: 1000n },
+        true,
+        "",
+        "",
+        [["modelProviderUse", "personal.bound-providers"]],
+      ],
+      [
+        "a model call over the token ceiling",
+        { kind: CallKind.MODEL, modelProvider: "ollama", estimatedTokens: 300_000n },
+        false,
+        "PERMISSION_DENIED",
+        "POLICY_DENIED",
+        [["modelProviderUse", "personal.token-ceiling"]],
+      ],
       ["a model call to an unbound provider", { kind: CallKind.MODEL, modelProvider: "mystery" }, false, "FAILED_PRECONDITION", "PROFILE_SEPARATION", []],
       ["a granted tool", { kind: CallKind.TOOL, tool: "make" }, true, "", "", [["toolGrant", "personal.dev-tools"]]],
       ["a tool without a grant in the profile", { kind: CallKind.TOOL, tool: "python3" }, false, "PERMISSION_DENIED", "PROFILE_SEPARATION", []],
@@ -250,7 +331,8 @@ describe("ApplyPolicyBundle", () => {
   let applyingClient: OperationsClient;
   let dev: string;
   const submitGrant = (tool: string) => applyingClient.submitOperation({ requestId: requestId(), profile: dev, spec: { kind: grant(tool) } });
-  const onlyTools = (id: string, tools: string[]) => bundleSource("personal", [{ id, gate: "toolGrant", effect: "allow", when: `input.tool in ${JSON.stringify(tools)}` }]);
+  const onlyTools = (id: string, tools: string[]) =>
+    bundleSource("personal", [{ id, gate: "toolGrant", effect: "allow", when: `input.tool in ${JSON.stringify(tools)}` }]);
 
   beforeAll(async () => {
     applying = await startTestServer({ policyDir: EXAMPLES });
@@ -265,7 +347,9 @@ describe("ApplyPolicyBundle", () => {
   ])("refuses a caller whose scope %s with PermissionDenied naming policy_profile_types; the bundle in force stays", async (_what, types) => {
     const token = types === undefined ? await mintRoot(await operatorOf(applying.dataDir)) : await policyAdmin(applying.dataDir, types);
     const before = await bundleInForce(policyClient(applying.url), ProfileType.PERSONAL);
-    const error = await refusal(policyClient(applying.url, token).applyPolicyBundle({ profileType: ProfileType.PERSONAL, source: onlyTools("refused", ["rg"]) }));
+    const error = await refusal(
+      policyClient(applying.url, token).applyPolicyBundle({ profileType: ProfileType.PERSONAL, source: onlyTools("refused", ["rg"]) }),
+    );
     expect(error.code).toBe(Code.PermissionDenied);
     expect(error.findDetails(ErrorInfoSchema)[0]).toMatchObject({ reason: "OUT_OF_SCOPE", metadata: { axis: "policy_profile_types" } });
     expect(await bundleInForce(policyClient(applying.url), ProfileType.PERSONAL)).toEqual(before);
@@ -277,7 +361,14 @@ describe("ApplyPolicyBundle", () => {
     const source = onlyTools("personal.rg-only", ["rg"]);
     const { bundle } = await policyClient(applying.url, token).applyPolicyBundle({ profileType: ProfileType.PERSONAL, source });
     const version = before.version + 1n;
-    expect(bundle).toMatchObject({ name: `policyBundles/personal/versions/${version}`, profileType: ProfileType.PERSONAL, version, digest: sha256(source), source, appliedBy: await delegationName(applying.url, token) });
+    expect(bundle).toMatchObject({
+      name: `policyBundles/personal/versions/${version}`,
+      profileType: ProfileType.PERSONAL,
+      version,
+      digest: sha256(source),
+      source,
+      appliedBy: await delegationName(applying.url, token),
+    });
     expect(await bundleInForce(policyClient(applying.url), ProfileType.PERSONAL)).toEqual(bundle);
     expectPolicyDenial(await refusal(submitGrant("git")), "toolGrant", "no-matching-allow", sha256(source));
     const { operation } = await submitGrant("rg");
@@ -322,7 +413,7 @@ describe("restart", () => {
   it("keeps an applied bundle in force across a restart without a policy directory", async () => {
     const first = await startTestServer({ policyDir: EXAMPLES });
     const source = onlyToolsBundle(["rg"]);
-    let applied;
+    let applied: PolicyBundle;
     try {
       const token = await policyAdmin(first.dataDir, [ProfileType.PERSONAL]);
       applied = (await policyClient(first.url, token).applyPolicyBundle({ profileType: ProfileType.PERSONAL, source })).bundle!;
@@ -337,7 +428,12 @@ describe("restart", () => {
       expect(bundles.find((b) => b.profileType === ProfileType.PERSONAL)).toEqual(applied);
       const secondClient = operationsClient(second.url);
       const dev = await createProfile(secondClient, "dev");
-      expectPolicyDenial(await refusal(secondClient.submitOperation({ requestId: requestId(), profile: dev, spec: { kind: grant("git") } })), "toolGrant", "no-matching-allow", sha256(source));
+      expectPolicyDenial(
+        await refusal(secondClient.submitOperation({ requestId: requestId(), profile: dev, spec: { kind: grant("git") } })),
+        "toolGrant",
+        "no-matching-allow",
+        sha256(source),
+      );
     } finally {
       await second.close();
     }

@@ -199,7 +199,11 @@ describe("runtime calls", () => {
     // Its own grant does, until it is revoked.
     const grant = await applyGrant(root.operations, profiles.personal, "git");
     await expectAllowed(profiles.personal, tool("git"));
-    const { operation: revoke } = await root.operations.submitOperation({ requestId: requestId("revoke"), profile: profiles.personal, spec: { kind: { case: "toolGrantRevoke", value: { grant } } } });
+    const { operation: revoke } = await root.operations.submitOperation({
+      requestId: requestId("revoke"),
+      profile: profiles.personal,
+      spec: { kind: { case: "toolGrantRevoke", value: { grant } } },
+    });
     expect((await waitForEnd(root.operations, revoke!.name)).operation.state).toBe(TaskState.COMPLETED);
     await expectViolation(profiles.personal, tool("git"), "tool-use-needs-grant-in-profile");
   });
@@ -216,7 +220,11 @@ describe("admission", () => {
   }
 
   it("model_provider.bind into a personal profile is refused FailedPrecondition (provider-binding-targets-provider-profiles)", async () => {
-    const bind = (profile: string) => ({ requestId: requestId("bind"), profile, spec: { kind: { case: "modelProviderBind" as const, value: { provider: "stray" } } } });
+    const bind = (profile: string) => ({
+      requestId: requestId("bind"),
+      profile,
+      spec: { kind: { case: "modelProviderBind" as const, value: { provider: "stray" } } },
+    });
     await expectRefused(bind(profiles.personal), "provider-binding-targets-provider-profiles");
     expect(table.get("provider-binding-targets-provider-profiles")?.violationCode).toBe("FAILED_PRECONDITION");
     // Nothing was bound: the provider is still unknown to model calls.

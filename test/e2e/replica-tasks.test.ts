@@ -96,15 +96,26 @@ it("a cancel through one replica stops the process that runs on another", async 
   const viaB = operationsClient(b!.url);
   const profile = await createProfile(viaA, "cancel");
   const { operation } = await viaA.submitOperation(execution(profile, ["sleep", "30"]));
-  const running = await until(operationOf(viaA, operation!.name), (op) => op.state === TaskState.RUNNING && op.artifact?.kind.case === "localAgentExecution" && op.artifact.kind.value.processId > 0);
+  const running = await until(
+    operationOf(viaA, operation!.name),
+    (op) => op.state === TaskState.RUNNING && op.artifact?.kind.case === "localAgentExecution" && op.artifact.kind.value.processId > 0,
+  );
   // The recorded pid (the sandbox's outermost process) and the program itself, by its host pid.
   const pid = running.artifact!.kind.case === "localAgentExecution" ? running.artifact!.kind.value.processId : 0;
   expect(isAlive(pid)).toBe(true);
-  const program = await until(async () => processesOf(operation!.name).find((p) => commandLine(p) === "/usr/bin/sleep 30" || commandLine(p) === "sleep 30"), (found) => found !== undefined, 10_000);
+  const program = await until(
+    async () => processesOf(operation!.name).find((p) => commandLine(p) === "/usr/bin/sleep 30" || commandLine(p) === "sleep 30"),
+    (found) => found !== undefined,
+    10_000,
+  );
 
   await viaB.cancelOperation({ name: operation!.name, reason: "from the other replica" });
   expect((await waitForEnd(viaB, operation!.name)).operation.state).toBe(TaskState.CANCELLED);
-  await until(async () => isAlive(pid) || isAlive(program!), (alive) => !alive, 10_000);
+  await until(
+    async () => isAlive(pid) || isAlive(program!),
+    (alive) => !alive,
+    10_000,
+  );
   expect(processesOf(operation!.name)).toEqual([]);
 }, 60_000);
 
@@ -123,7 +134,11 @@ it("a policy bundle applied through one replica decides on the others within a h
     source: bundleSource("personal", [{ id: "only-rg", gate: "toolGrant", effect: "allow", when: 'input.tool == "rg"' }]),
   });
   const refusal = await until(
-    () => viaB.submitOperation(grant("git")).then(() => undefined, (error: unknown) => ConnectError.from(error)),
+    () =>
+      viaB.submitOperation(grant("git")).then(
+        () => undefined,
+        (error: unknown) => ConnectError.from(error),
+      ),
     (error) => error !== undefined,
     10_000,
   );
@@ -175,7 +190,9 @@ it("runtime charging through both replicas at once never overspends the operatio
   const runtimes = [exec.runtime, clientsFor(b!.url, exec.token).runtime];
   // Once a call would overspend, the task ends: calls after that are refused as not running.
   const answers = await Promise.allSettled(
-    Array.from({ length: 50 }, (_, i) => runtimes[i % 2]!.authorizeCall({ operation: exec.operation.name, call: { kind: CallKind.CONNECTOR, connector: "github" } })),
+    Array.from({ length: 50 }, (_, i) =>
+      runtimes[i % 2]!.authorizeCall({ operation: exec.operation.name, call: { kind: CallKind.CONNECTOR, connector: "github" } }),
+    ),
   );
   expect(answers.filter((answer) => answer.status === "fulfilled" && answer.value.allowed)).toHaveLength(20);
   const { operation } = await waitForEnd(root.operations, exec.operation.name);

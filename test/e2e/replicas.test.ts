@@ -37,7 +37,11 @@ const replicaConfig: Partial<ServerConfig> = {
 /** What each test started, stopped after it whatever happened. */
 const started = stoppedAfterEach();
 
-async function replicas(prefix: string, count = 2, overrides: Partial<ServerConfig> = {}): Promise<{ url: string; servers: TestServer[]; clients: OperationsClient[] }> {
+async function replicas(
+  prefix: string,
+  count = 2,
+  overrides: Partial<ServerConfig> = {},
+): Promise<{ url: string; servers: TestServer[]; clients: OperationsClient[] }> {
   const url = await database(prefix);
   const servers = await startReplicas(url, count, { ...replicaConfig, ...overrides });
   started.push(...servers);
@@ -65,7 +69,12 @@ interface Ack {
  * the acknowledged ones. A failed submit ends its replica's share (the replica may have been
  * killed); `failures` counts them.
  */
-async function submitThrough(clients: readonly OperationsClient[], perReplica: number, concurrency: number, onAck?: (ack: Ack) => void): Promise<{ acks: Ack[]; failures: number }> {
+async function submitThrough(
+  clients: readonly OperationsClient[],
+  perReplica: number,
+  concurrency: number,
+  onAck?: (ack: Ack) => void,
+): Promise<{ acks: Ack[]; failures: number }> {
   const acks: Ack[] = [];
   let failures = 0;
   await Promise.all(
@@ -125,7 +134,12 @@ describe("events across replicas", () => {
     const { violations, truth } = await watcherReport(servers[0]!.store, watchers, watchers[0]);
     expect(violations).toEqual([]);
     const operations = await storedOperations(servers[1]!.store);
-    expect(lifecycleViolations([...truth.values()].map((stored) => stored.event), operations)).toEqual([]);
+    expect(
+      lifecycleViolations(
+        [...truth.values()].map((stored) => stored.event),
+        operations,
+      ),
+    ).toEqual([]);
     for (const watcher of watchers.filter((w) => w.filter === undefined)) expect(unseen(acks, watcher, truth, operations)).toEqual([]);
     // Every operation ran to its end on the replica that admitted it.
     expect(acks.filter((ack) => operations.get(ack.name)?.state !== TaskState.COMPLETED)).toEqual([]);
@@ -200,7 +214,12 @@ describe("events across replicas", () => {
     const { violations, truth } = await watcherReport(survivor!.store, [watcher]);
     expect(violations).toEqual([]);
     const after = await storedOperations(survivor!.store);
-    expect(lifecycleViolations([...truth.values()].map((stored) => stored.event), after)).toEqual([]);
+    expect(
+      lifecycleViolations(
+        [...truth.values()].map((stored) => stored.event),
+        after,
+      ),
+    ).toEqual([]);
     expect(unseen(acks, watcher, truth, after)).toEqual([]);
     expect([...after.values()].filter((operation) => !isTerminal(operation.state))).toEqual([]);
   });
@@ -226,7 +245,10 @@ describe("one store behind every replica", () => {
     const credentialCacheMs = 300;
     const { servers } = await replicas("revoke", 2, { credentialCacheMs });
     const a = clientsFor(servers[0]!.url, servers[0]!.token);
-    const { delegation, token } = await a.delegations.issueDelegation({ subject: "agent", scope: { operationTypes: [OperationType.TOOL_GRANT_APPLY], profiles: ["*"], tools: ["git"] } });
+    const { delegation, token } = await a.delegations.issueDelegation({
+      subject: "agent",
+      scope: { operationTypes: [OperationType.TOOL_GRANT_APPLY], profiles: ["*"], tools: ["git"] },
+    });
     const onA = clientsFor(servers[0]!.url, token);
     const onB = clientsFor(servers[1]!.url, token);
     // Both replicas know the credential now, and B has it in its cache.
@@ -270,7 +292,9 @@ describe("one store behind every replica", () => {
     const refused = results.filter((result): result is ConnectError => result instanceof ConnectError);
     try {
       expect(admitted).toHaveLength(fits);
-      expect(refused.map((error) => [error.code, budgetRefusal(error)?.dimension])).toEqual(Array.from({ length: 40 - fits }, () => [Code.ResourceExhausted, "tokens"]));
+      expect(refused.map((error) => [error.code, budgetRefusal(error)?.dimension])).toEqual(
+        Array.from({ length: 40 - fits }, () => [Code.ResourceExhausted, "tokens"]),
+      );
     } finally {
       // Each replica stops the executions it runs.
       await Promise.all(admitted.map((result) => cancelAndWait(through[result.replica]!, result.name)));

@@ -62,7 +62,11 @@ describe.each(storesUnderTest())("%s", (_store, storeOf) => {
 
   /** The cancel CancelOperation answered with is a real one: an execution_cancel of `target`, in its profile, audited; the target ends cancelled. */
   async function expectRealCancel(cancel: Operation | undefined, target: Operation): Promise<void> {
-    expect(cancel).toMatchObject({ type: OperationType.EXECUTION_CANCEL, profile: target.profile, spec: { kind: { case: "executionCancel", value: { target: target.name } } } });
+    expect(cancel).toMatchObject({
+      type: OperationType.EXECUTION_CANCEL,
+      profile: target.profile,
+      spec: { kind: { case: "executionCancel", value: { target: target.name } } },
+    });
     expect((await waitForEnd(theirs.clients.operations, target.name)).operation.state).toBe(TaskState.CANCELLED);
     const audit = createClient(AuditService, createGrpcTransport({ baseUrl: callers.server.url, interceptors: [bearer(callers.server.token)] }));
     const { records } = await audit.listAuditRecords({ pageSize: 1000, filter: { operationTypes: [OperationType.EXECUTION_CANCEL] } });
@@ -92,8 +96,14 @@ describe.each(storesUnderTest())("%s", (_store, storeOf) => {
     expect([first.created, second.created]).toEqual([true, true]);
     expect(first.operation).toMatchObject({ profile: mine.profile, delegation: mine.delegation.name });
     expect(second.operation).toMatchObject({ profile: theirs.profile, delegation: theirs.delegation.name });
-    expect(await mine.clients.operations.submitOperation(grant(mine.profile, "git", shared))).toMatchObject({ created: false, operation: { name: first.operation!.name } });
-    expect(await theirs.clients.operations.submitOperation(grant(theirs.profile, "git", shared))).toMatchObject({ created: false, operation: { name: second.operation!.name } });
+    expect(await mine.clients.operations.submitOperation(grant(mine.profile, "git", shared))).toMatchObject({
+      created: false,
+      operation: { name: first.operation!.name },
+    });
+    expect(await theirs.clients.operations.submitOperation(grant(theirs.profile, "git", shared))).toMatchObject({
+      created: false,
+      operation: { name: second.operation!.name },
+    });
     // Another body under a key of one's own is AlreadyExists, naming one's own operation only.
     const conflict = ConnectError.from(await theirs.clients.operations.submitOperation(grant(theirs.profile, "curl", shared)).catch((error: unknown) => error));
     expect(conflict.code).toBe(Code.AlreadyExists);
@@ -108,7 +118,10 @@ describe.each(storesUnderTest())("%s", (_store, storeOf) => {
     const theirsBefore = (await theirs.clients.operations.submitOperation(grant(theirs.profile, "git", old))).operation!;
     await asStoredBeforeScopes([squat.name, theirsBefore.name]);
 
-    expect(await theirs.clients.operations.submitOperation(grant(theirs.profile, "git", old))).toMatchObject({ created: false, operation: { name: theirsBefore.name } });
+    expect(await theirs.clients.operations.submitOperation(grant(theirs.profile, "git", old))).toMatchObject({
+      created: false,
+      operation: { name: theirsBefore.name },
+    });
     const mineNow = await mine.clients.operations.submitOperation(grant(mine.profile, "git", old));
     expect(mineNow).toMatchObject({ created: true, operation: { profile: mine.profile } });
     const { cancelOperation } = await theirs.clients.operations.cancelOperation({ name: target.name });

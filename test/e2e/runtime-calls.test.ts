@@ -54,7 +54,10 @@ async function authorize(exec: RunningExecution, call: ReturnType<typeof modelCa
 
 /** The field a refusal's validation detail names. */
 function violatedField(error: ConnectError): string | undefined {
-  return error.findDetails(ViolationsSchema)[0]?.violations[0]?.field?.elements.map((e) => e.fieldName).join(".");
+  return error
+    .findDetails(ViolationsSchema)[0]
+    ?.violations[0]?.field?.elements.map((e) => e.fieldName)
+    .join(".");
 }
 
 beforeAll(async () => {
@@ -122,7 +125,11 @@ describe("charging", () => {
     const over = await authorize(exec, modelCall(401n));
     expect(over).toMatchObject({ allowed: false, exhaustedDimension: BudgetDimension.TOKENS, remaining: { tokens: 400n } });
     const { operation } = await waitForEnd(root.operations, exec.operation.name);
-    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.TOKENS }, usage: { tokens: 600n, modelCalls: 1n } });
+    expect(operation).toMatchObject({
+      state: TaskState.FAILED,
+      stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.TOKENS },
+      usage: { tokens: 600n, modelCalls: 1n },
+    });
   });
 });
 
@@ -163,7 +170,10 @@ describe("ReportUsage", () => {
     const crossed = await refusal(b.runtime.reportUsage({ operation: b.operation.name, callTicket, actualTokens: 1n }));
     expect([crossed.code, violatedField(crossed)]).toEqual([Code.InvalidArgument, "call_ticket"]);
     // None of this used a's ticket up.
-    expect(await a.runtime.reportUsage({ operation: a.operation.name, callTicket, actualTokens: 50n })).toMatchObject({ withinBudget: true, remaining: { tokens: 950n } });
+    expect(await a.runtime.reportUsage({ operation: a.operation.name, callTicket, actualTokens: 50n })).toMatchObject({
+      withinBudget: true,
+      remaining: { tokens: 950n },
+    });
     await Promise.all([a, b].map((exec) => cancelAndWait(root.operations, exec.operation.name)));
   });
 
@@ -173,14 +183,21 @@ describe("ReportUsage", () => {
     const report = await exec.runtime.reportUsage({ operation: exec.operation.name, callTicket, actualTokens: 1500n });
     expect(report.withinBudget).toBe(false);
     const { operation } = await waitForEnd(root.operations, exec.operation.name);
-    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.TOKENS }, usage: { tokens: 1500n } });
+    expect(operation).toMatchObject({
+      state: TaskState.FAILED,
+      stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.TOKENS },
+      usage: { tokens: 1500n },
+    });
   });
 
   it("charges the delegations and the profile at most the operation's own budget, however much one report claims, and says by how much it went over", async () => {
     // As `amctl delegation root` signs it: the server's default budget (160 000 tokens), here
     // with room in the other dimensions; an agent below it with 100 000 tokens; an operation of 300.
     const rootBudget = create(BudgetSchema, Object.fromEntries(budgetDimensions.map((d) => [d, d === "tokens" ? 160_000n : 1n << 60n])));
-    const operator = clientsFor(server.url, await mintRoot(await operatorOf(server.dataDir), { subject: "cli-like-root", scope: { ...fullScope, budget: rootBudget } }));
+    const operator = clientsFor(
+      server.url,
+      await mintRoot(await operatorOf(server.dataDir), { subject: "cli-like-root", scope: { ...fullScope, budget: rootBudget } }),
+    );
     const capped = await createProfileWith(operator.operations, "dev-capped", ProfileType.PERSONAL, roomyBudget({ tokens: 1000n }));
     const agent = await issueAgent(operator, server.url, "agent-100k", roomyBudget({ tokens: 100_000n }));
     const exec = await startCredentialed(server.url, server.dataDir, agent.clients.operations, capped, { tokens: 300n });
@@ -188,7 +205,11 @@ describe("ReportUsage", () => {
     const report = await exec.runtime.reportUsage({ operation: exec.operation.name, callTicket, actualTokens: 100_000_000n });
     expect(report).toMatchObject({ withinBudget: false, remaining: { tokens: 0n } });
     const { operation } = await waitForEnd(root.operations, exec.operation.name);
-    expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.TOKENS }, usage: { tokens: 100_000_000n } });
+    expect(operation).toMatchObject({
+      state: TaskState.FAILED,
+      stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.TOKENS },
+      usage: { tokens: 100_000_000n },
+    });
     // The agent and the profile were charged the 300 the operation reserved, nothing more...
     const fromAgent = await refusal(agent.clients.operations.submitOperation(execution(profile, ["true"], {}, { tokens: 99_701n })));
     expect(budgetRefusal(fromAgent)).toEqual({ account: agent.delegation.name, dimension: "tokens", requested: 99_701n, remaining: 99_700n });
@@ -200,7 +221,9 @@ describe("ReportUsage", () => {
     const { delegation: child } = await operator.delegations.issueDelegation({ subject: "one-token", scope: { budget: { tokens: 1n } } });
     expect(child?.scope?.budget?.tokens).toBe(1n);
     // The anomaly, on the operation: what was reported, against what budget, and how far over.
-    expect(operation.stopCause?.message).toBe("tokens budget exhausted: 100000000 reported against a budget of 300, 99999700 over; its delegations and profile are charged the 300 only");
+    expect(operation.stopCause?.message).toBe(
+      "tokens budget exhausted: 100000000 reported against a budget of 300, 99999700 over; its delegations and profile are charged the 300 only",
+    );
   });
 });
 

@@ -106,8 +106,21 @@ describe("every way an attempt ends kills its whole sandbox, even processes that
   }
 
   async function expectCredentialDead(token: string): Promise<void> {
-    const transport = createGrpcTransport({ baseUrl: server.url, interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))] });
-    const error = await createClient(ContractService, transport).getContract({}).then(() => undefined, (e: unknown) => ConnectError.from(e));
+    const transport = createGrpcTransport({
+      baseUrl: server.url,
+      interceptors: [
+        (next) => (req) => {
+          req.header.set("authorization", `Bearer ${token}`);
+          return next(req);
+        },
+      ],
+    });
+    const error = await createClient(ContractService, transport)
+      .getContract({})
+      .then(
+        () => undefined,
+        (e: unknown) => ConnectError.from(e),
+      );
     expect(error?.code).toBe(Code.Unauthenticated);
   }
 
@@ -203,14 +216,26 @@ describe("egress goes only through the plane's proxy, decided per destination, c
     // Personal profiles: egress asked for at admission (no destination yet) is allowed, and a
     // connection only to the allowed stand-in "outside" host.
     const policies = mkdtempSync(join(tmpdir(), "amctl-egress-policies-"));
-    for (const file of ["corporate_firewall", "multi_corporate_firewall", "local_model_provider", "hosted_model_provider", "airgapped_local_only", "user_owned_model"]) {
+    for (const file of [
+      "corporate_firewall",
+      "multi_corporate_firewall",
+      "local_model_provider",
+      "hosted_model_provider",
+      "airgapped_local_only",
+      "user_owned_model",
+    ]) {
       writeFileSync(join(policies, `${file}.yaml`), readFileSync(join(TEST_POLICIES, `${file}.yaml`)));
     }
     writeFileSync(
       join(policies, "personal.yaml"),
       bundleSource("personal", [
         { id: "egress.admission", gate: "networkProfile", effect: "allow", when: 'input.destination_host == ""' },
-        { id: "egress.allowed-site", gate: "networkProfile", effect: "allow", when: `input.destination_host == "127.0.0.1" && input.destination_port == ${portOf(allowed)}u` },
+        {
+          id: "egress.allowed-site",
+          gate: "networkProfile",
+          effect: "allow",
+          when: `input.destination_host == "127.0.0.1" && input.destination_port == ${portOf(allowed)}u`,
+        },
       ]),
     );
     server = await startTestServer({ policyDir: policies });
@@ -300,7 +325,13 @@ describe("egress goes only through the plane's proxy, decided per destination, c
 
   it("refuses a caller without an execution credential of a running, egress-granted attempt", async () => {
     const answer = await new Promise<number>((resolve) => {
-      const request = http.request({ host: new URL(server.url).hostname, port: new URL(server.url).port, method: "CONNECT", path: `127.0.0.1:${portOf(allowed)}`, headers: { "proxy-authorization": `Bearer ${server.token}` } });
+      const request = http.request({
+        host: new URL(server.url).hostname,
+        port: new URL(server.url).port,
+        method: "CONNECT",
+        path: `127.0.0.1:${portOf(allowed)}`,
+        headers: { "proxy-authorization": `Bearer ${server.token}` },
+      });
       request.on("connect", (res, socket) => {
         socket.destroy();
         resolve(res.statusCode ?? 0);
@@ -332,7 +363,11 @@ describe("inside the sandbox a program gets what it would get outside", () => {
 
   it("exactly its environment: names a shell would rewrite or drop come through unchanged", async () => {
     const env = { IFS: "x", PPID: "5", OPTIND: "7", PWD: "/elsewhere", "MY.VAR": "1", "A-B": "2", SPACED: "a b\tc" };
-    const print = [process.execPath, "-e", `const e = process.env; console.log(JSON.stringify(Object.fromEntries(${JSON.stringify(Object.keys(env))}.map((k) => [k, e[k]]))))`];
+    const print = [
+      process.execPath,
+      "-e",
+      `const e = process.env; console.log(JSON.stringify(Object.fromEntries(${JSON.stringify(Object.keys(env))}.map((k) => [k, e[k]]))))`,
+    ];
     const inside = await runOn(sandboxed, print, env);
     const outside = await runOn(unsafe, print, env);
     expect(JSON.parse(outside.stdout)).toEqual(env);

@@ -30,7 +30,9 @@ it("a WatchEvents client that stops reading is reset with ENHANCE_YOUR_CALM (Res
 
   // The writer keeps going: 150 submits, none of them held up by the stalled client.
   const submitted = await Promise.all(
-    Array.from({ length: 150 }, () => client.submitOperation({ requestId: requestId(), profile, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } })),
+    Array.from({ length: 150 }, () =>
+      client.submitOperation({ requestId: requestId(), profile, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } }),
+    ),
   );
   expect(submitted.every((s) => s.created)).toBe(true);
 

@@ -48,7 +48,9 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
     receiver = await startOtlpReceiver();
     // Batches go out every 100 ms rather than every 5 s. One execution at a time: a queued one
     // starts when another ends.
-    server = await startChildServer(["--max-concurrent-executions", "1"], { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: "100" } });
+    server = await startChildServer(["--max-concurrent-executions", "1"], {
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: "100" },
+    });
     client = operationsClient(server.url);
     profile = await createProfile(client, "traced");
   });
@@ -83,7 +85,10 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
     expect(call.resource["service.name"]).toBe("amctl");
 
     const admission = only(childrenOf(spans, call), (span) => span.name === "admission", "admission span");
-    expect(admission).toMatchObject({ kind: INTERNAL, attributes: { "agentmachine.operation.name": name, "agentmachine.operation.type": "agent_machine.tool_grant.apply" } });
+    expect(admission).toMatchObject({
+      kind: INTERNAL,
+      attributes: { "agentmachine.operation.name": name, "agentmachine.operation.type": "agent_machine.tool_grant.apply" },
+    });
     const policy = only(childrenOf(spans, admission), (span) => span.name === "policy.evaluate", "policy span");
     expect(policy.attributes).toMatchObject({ "agentmachine.policy.gate": "toolGrant", "agentmachine.policy.allowed": true });
     expect(policy.attributes["agentmachine.policy.rule"]).toEqual(expect.any(String));
@@ -116,7 +121,11 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
     expect(executor).toMatchObject({
       kind: INTERNAL,
       status: { code: 0 },
-      attributes: { "agentmachine.operation.name": name, "agentmachine.operation.type": "agent_machine.execution.start", "agentmachine.execution.outcome": "completed" },
+      attributes: {
+        "agentmachine.operation.name": name,
+        "agentmachine.operation.type": "agent_machine.execution.start",
+        "agentmachine.execution.outcome": "completed",
+      },
     });
     // No gate concerns an execution without network: admission evaluates none.
     const admission = only(childrenOf(spans, call), (span) => span.name === "admission", "admission span");
@@ -131,7 +140,10 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
     await waitForEnd(client, running!.name);
     await waitForEnd(client, queued!.name);
     await receiver.waitFor(() => [first, second].every(({ traceId }) => inTrace(receiver, traceId).some((span) => span.name === "executor.run")));
-    for (const [caller, operation] of [[first, running!], [second, queued!]] as const) {
+    for (const [caller, operation] of [
+      [first, running!],
+      [second, queued!],
+    ] as const) {
       const spans = inTrace(receiver, caller.traceId);
       const call = only(spans, (span) => span.name === SUBMIT, "SubmitOperation span");
       const executor = only(spans, (span) => span.name === "executor.run", "executor span");
@@ -171,10 +183,16 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
   });
 
   it("a stream's span lasts until its end, and names the operation it watches", async () => {
-    const { operation } = await client.submitOperation({ requestId: requestId(), profile, spec: { kind: { case: "toolGrantApply", value: { tool: "make" } } } });
+    const { operation } = await client.submitOperation({
+      requestId: requestId(),
+      profile,
+      spec: { kind: { case: "toolGrantApply", value: { tool: "make" } } },
+    });
     await waitForEnd(client, operation!.name);
     const method = "agentmachine.v1.OperationService/WatchOperation";
-    const spans = await receiver.waitFor((received) => received.some((span) => span.name === method && span.attributes["agentmachine.operation.name"] === operation!.name));
+    const spans = await receiver.waitFor((received) =>
+      received.some((span) => span.name === method && span.attributes["agentmachine.operation.name"] === operation!.name),
+    );
     const watch = only(spans, (span) => span.name === method && span.attributes["agentmachine.operation.name"] === operation!.name, "WatchOperation span");
     expect(watch.attributes["rpc.status_code"]).toBe("OK");
   });
@@ -183,7 +201,15 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
 describe("without OTEL_EXPORTER_OTLP_ENDPOINT", () => {
   it("nothing is started, so the server's spans stay the API's no-op: none is recorded", async () => {
     const lines: string[] = [];
-    const log = createLogger("info", new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(chunk.toString("utf8")), done()) }));
+    const log = createLogger(
+      "info",
+      new Writable({
+        write: (chunk: Buffer, _encoding, done) => {
+          lines.push(chunk.toString("utf8"));
+          done();
+        },
+      }),
+    );
     expect(startTracing({}, log)).toBeUndefined();
     expect(startTracing({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:1", OTEL_SDK_DISABLED: "true" }, log)).toBeUndefined();
     expect(lines).toEqual([]);

@@ -79,7 +79,11 @@ describe("dispatch", () => {
     const digests = ended.map(({ events }) => events.flatMap((event) => (event.attributes.case === "progress" ? [event.attributes.value.message] : [])).at(-1));
     for (const digest of digests) expect(digest).toMatch(/^[0-9a-f]{64}$/);
     expect(new Set(digests).size).toBe(4);
-    const workerDigests = [a, b].map((w) => createHash("sha256").update(`${readFileSync(w.tokenFile, "utf8")}\n`).digest("hex"));
+    const workerDigests = [a, b].map((w) =>
+      createHash("sha256")
+        .update(`${readFileSync(w.tokenFile, "utf8")}\n`)
+        .digest("hex"),
+    );
     for (const digest of workerDigests) expect(digests).not.toContain(digest);
   });
 
@@ -144,17 +148,31 @@ describe("usage a worker reports", () => {
 
   it("saturates at 2^64−1 instead of failing the settlement: the task ends, and its delegation keeps no more than the operation's budget spent", async () => {
     const MAX_UINT64 = (1n << 64n) - 1n;
-    const agent = await issueAgent(await wideRoot(server.url, server.dataDir), server.url, "agent-of-raw-worker", roomyBudget({ cpuGpuComputeSeconds: 1000n, wallClockSeconds: 1000n }));
+    const agent = await issueAgent(
+      await wideRoot(server.url, server.dataDir),
+      server.url,
+      "agent-of-raw-worker",
+      roomyBudget({ cpuGpuComputeSeconds: 1000n, wallClockSeconds: 1000n }),
+    );
     const worker = await rawWorker("raw-worker");
     try {
-      const { operation } = await agent.clients.operations.submitOperation(execution(profile, ["true"], { retryPolicy: RETRY }, { cpuGpuComputeSeconds: 100n, wallClockSeconds: 100n }));
+      const { operation } = await agent.clients.operations.submitOperation(
+        execution(profile, ["true"], { retryPolicy: RETRY }, { cpuGpuComputeSeconds: 100n, wallClockSeconds: 100n }),
+      );
       const name = operation!.name;
       // The first attempt fails after 10 s of each, the second claims 2^64 − 1 of everything:
       // the attempts add up to 2^64 − 1 + 10.
       const first = await worker.assignment();
       expect(first.operation?.name).toBe(name);
       const cause = { reason: StopReason.EXIT_CODE, message: "exit code 1" };
-      await worker.client.reportOutcome({ worker: worker.name, lease: first.lease, result: AttemptResult.FAILED, cause, retryable: true, usage: { cpuGpuComputeSeconds: 10n, wallClockSeconds: 10n } });
+      await worker.client.reportOutcome({
+        worker: worker.name,
+        lease: first.lease,
+        result: AttemptResult.FAILED,
+        cause,
+        retryable: true,
+        usage: { cpuGpuComputeSeconds: 10n, wallClockSeconds: 10n },
+      });
       const second = await worker.assignment();
       expect([second.operation?.name, second.lease?.attempt]).toEqual([name, 2]);
       const everything = { cpuGpuComputeSeconds: MAX_UINT64, wallClockSeconds: MAX_UINT64, sandboxMemoryBytes: MAX_UINT64, localDiskBytes: MAX_UINT64 };
@@ -164,7 +182,9 @@ describe("usage a worker reports", () => {
       expect(ended).toMatchObject({ state: TaskState.COMPLETED, usage: everything });
       // The ledger settled: the 100 s of each the operation reserved are spent, nothing more.
       for (const dimension of ["cpuGpuComputeSeconds", "wallClockSeconds"] as const) {
-        const over = await refusal(agent.clients.operations.submitOperation(execution(profile, ["true"], {}, { cpuGpuComputeSeconds: 1n, wallClockSeconds: 1n, [dimension]: 901n })));
+        const over = await refusal(
+          agent.clients.operations.submitOperation(execution(profile, ["true"], {}, { cpuGpuComputeSeconds: 1n, wallClockSeconds: 1n, [dimension]: 901n })),
+        );
         expect(budgetRefusal(over)).toEqual({ account: agent.delegation.name, dimension, requested: 901n, remaining: 900n });
       }
     } finally {
@@ -300,9 +320,11 @@ describe("a server without workers", () => {
 
   it("refuses workers and worker selectors with FailedPrecondition", async () => {
     const connect = workerClient(plain.token, plain.url).connect({ capacity: 1 });
-    const error = await refusal((async () => {
-      for await (const _ of connect) break;
-    })());
+    const error = await refusal(
+      (async () => {
+        for await (const _ of connect) break;
+      })(),
+    );
     expect([error.code, errorInfo(error)?.reason]).toEqual([Code.FailedPrecondition, "WORKERS_DISABLED"]);
     const plainClient = operationsClient(plain.url);
     const plainProfile = await createProfile(plainClient, "plain");

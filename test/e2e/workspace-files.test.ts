@@ -151,7 +151,11 @@ describe("workspace files of a sandboxed execution", () => {
   });
 
   it("never follows a planted link: not to /etc/shadow, not into the data dir, not through a linked directory", async () => {
-    for (const [path, target] of [["shadow-link", "/etc/shadow"], ["data-link", server.dataDir], ["root-link", "/"]] as const) {
+    for (const [path, target] of [
+      ["shadow-link", "/etc/shadow"],
+      ["data-link", server.dataDir],
+      ["root-link", "/"],
+    ] as const) {
       const error = await refusal(download(files, left.name, path));
       expect([error.code, reasonOf(error)]).toEqual([Code.FailedPrecondition, "SYMLINK_NOT_FOLLOWED"]);
       expect(error.rawMessage).toContain(`is a symbolic link (to ${target})`);
@@ -253,7 +257,13 @@ describe("the artifactAccess gate decides each download", () => {
     const profile = await createProfile(ops, "gated");
     left = await runScript(ops, profile, "echo public > notes.txt && echo hidden > keys.secret");
     const source = bundleSource("personal", [
-      { id: "test.no-secrets", gate: "artifactAccess", effect: "deny", when: 'input.workspace_path.endsWith(".secret")', description: "Files named *.secret stay on the machine." },
+      {
+        id: "test.no-secrets",
+        gate: "artifactAccess",
+        effect: "deny",
+        when: 'input.workspace_path.endsWith(".secret")',
+        description: "Files named *.secret stay on the machine.",
+      },
       { id: "test.workspace-files", gate: "artifactAccess", effect: "allow", when: 'input.operation_type == "agent_machine.execution.start"' },
     ]);
     await policyClient(server.url, await policyAdmin(server.dataDir, [ProfileType.PERSONAL])).applyPolicyBundle({ profileType: ProfileType.PERSONAL, source });

@@ -10,7 +10,11 @@ import { containerInvocation, networkEgressAllowed } from "../../src/executors/c
 const IMAGE = `registry.example/tool@sha256:${"b".repeat(64)}`;
 const GiB = 1024n ** 3n;
 
-function operation(network: boolean, decisions: MessageInitShape<typeof PolicyDecisionSchema>[], budget = { sandboxMemoryBytes: 2n * GiB, cpuGpuComputeSeconds: 90n, wallClockSeconds: 60n }) {
+function operation(
+  network: boolean,
+  decisions: MessageInitShape<typeof PolicyDecisionSchema>[],
+  budget = { sandboxMemoryBytes: 2n * GiB, cpuGpuComputeSeconds: 90n, wallClockSeconds: 60n },
+) {
   return create(OperationSchema, {
     name: "operations/01JABCDEF",
     spec: { kind: { case: "containerRun", value: { image: IMAGE, argv: ["make", "-j4"], env: { ZED: "last", API_KEY: "s3cret" }, network } } },
@@ -24,7 +28,12 @@ const networkGate = { gate: PolicyGate.NETWORK_PROFILE, rule: "n", allowed: true
 
 describe("containerInvocation", () => {
   it("isolates the container: no network, read-only, no capabilities, nobody, budget limits, the workspace as the only mount", () => {
-    const invocation = containerInvocation({ operation: operation(false, [containerGate]), workspace: "/data/workspaces/01JABCDEF", wallClockSeconds: 60, hostCpus: 8 });
+    const invocation = containerInvocation({
+      operation: operation(false, [containerGate]),
+      workspace: "/data/workspaces/01JABCDEF",
+      wallClockSeconds: 60,
+      hostCpus: 8,
+    });
     expect(invocation.name).toBe("amctl-01jabcdef");
     expect(invocation.args).toEqual([
       "run",
@@ -62,7 +71,13 @@ describe("containerInvocation", () => {
       { source: "/src/app", target: "/project", readWrite: false },
       { source: "/data/workspaces/01JABCDEF/out", target: "/out", readWrite: true },
     ];
-    const { args } = containerInvocation({ operation: operation(false, []), workspace: "/data/workspaces/01JABCDEF", wallClockSeconds: 60, hostCpus: 8, mounts });
+    const { args } = containerInvocation({
+      operation: operation(false, []),
+      workspace: "/data/workspaces/01JABCDEF",
+      wallClockSeconds: 60,
+      hostCpus: 8,
+      mounts,
+    });
     expect(args.flatMap((arg, index) => (args[index - 1] === "--mount" ? [arg] : []))).toEqual([
       "type=bind,source=/data/workspaces/01JABCDEF,target=/workspace",
       "type=bind,source=/src/app,target=/project,readonly",
@@ -87,7 +102,8 @@ describe("containerInvocation", () => {
   });
 
   it("drops --network=none only when the container asked for network and the networkProfile gate allowed it", () => {
-    const networkFlag = (op: ReturnType<typeof operation>) => containerInvocation({ operation: op, workspace: "/w", wallClockSeconds: 60, hostCpus: 8 }).args.includes("--network=none");
+    const networkFlag = (op: ReturnType<typeof operation>) =>
+      containerInvocation({ operation: op, workspace: "/w", wallClockSeconds: 60, hostCpus: 8 }).args.includes("--network=none");
     expect(networkFlag(operation(true, [containerGate, networkGate]))).toBe(false);
     // Asked for, but no decision allowed it (as for an operation admitted without the gate): none.
     expect(networkFlag(operation(true, [containerGate]))).toBe(true);

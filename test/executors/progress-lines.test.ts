@@ -19,8 +19,8 @@ async function readAll(chunks: (string | Buffer)[], limit?: number) {
 describe("lines", () => {
   it.each([
     ["one chunk", ['{"percent": 10}\n{"percent": 20}\n']],
-    ["split inside a line", ['{"perc', 'ent": 10}\n{"percent"', ': 20}\n']],
-    ["split at the newline", ['{"percent": 10}', '\n', '{"percent": 20}', "\n"]],
+    ["split inside a line", ['{"perc', 'ent": 10}\n{"percent"', ": 20}\n"]],
+    ["split at the newline", ['{"percent": 10}', "\n", '{"percent": 20}', "\n"]],
     ["one byte at a time", [...'{"percent": 10}\n{"percent": 20}\n']],
     ["CRLF line ends", ['{"percent": 10}\r\n{"percent": 20}\r', "\n"]],
   ])("are delivered whole whatever the chunking: %s", async (_, chunks) => {
@@ -58,7 +58,7 @@ describe("the cap", () => {
   });
 
   it("counts every dropped line, one chunk or several", async () => {
-    const result = await readAll(["x".repeat(20) + "\n" + "y".repeat(20) + "\nz\n", "w".repeat(30), "\n"], 8);
+    const result = await readAll([`${"x".repeat(20)}\n${"y".repeat(20)}\nz\n`, "w".repeat(30), "\n"], 8);
     expect(result).toEqual({ lines: ["z"], dropped: 3, buffered: 0 });
   });
 

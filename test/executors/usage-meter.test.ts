@@ -27,9 +27,15 @@ describe("firstExhausted", () => {
       dimension: BudgetDimension.SANDBOX_MEMORY_BYTES,
       message: "sandboxMemoryBytes: the process group's resident memory reached 101 bytes, more than the 100 budgeted",
     });
-    expect(firstExhausted({ ...none, cpuGpuComputeSeconds: 2.01, localDiskBytes: 11 }, limits)).toMatchObject({ dimension: BudgetDimension.CPU_GPU_COMPUTE_SECONDS, message: expect.stringMatching(/^cpuGpuComputeSeconds: /) });
+    expect(firstExhausted({ ...none, cpuGpuComputeSeconds: 2.01, localDiskBytes: 11 }, limits)).toMatchObject({
+      dimension: BudgetDimension.CPU_GPU_COMPUTE_SECONDS,
+      message: expect.stringMatching(/^cpuGpuComputeSeconds: /),
+    });
     expect(firstExhausted({ ...none, localDiskBytes: 11 }, limits)?.dimension).toBe(BudgetDimension.LOCAL_DISK_BYTES);
-    expect(firstExhausted({ ...none, wallClockSeconds: 5.2 }, limits)).toEqual({ dimension: BudgetDimension.WALL_CLOCK_SECONDS, message: "wallClockSeconds: ran longer than 5 s" });
+    expect(firstExhausted({ ...none, wallClockSeconds: 5.2 }, limits)).toEqual({
+      dimension: BudgetDimension.WALL_CLOCK_SECONDS,
+      message: "wallClockSeconds: ran longer than 5 s",
+    });
   });
 });
 
@@ -73,7 +79,8 @@ describe("limitCpuSeconds", () => {
 
 describe("usage as it accrues", () => {
   it("is reported to attempt.usage while the process runs, each report at most the final usage", async () => {
-    const script = "{ const used = () => { const u = process.cpuUsage(); return u.user + u.system; }; const end = used() + 300000; while (used() < end); } setTimeout(() => {}, 4500)";
+    const script =
+      "{ const used = () => { const u = process.cpuUsage(); return u.user + u.system; }; const end = used() + 300000; while (used() < end); } setTimeout(() => {}, 4500)";
     const operation = create(OperationSchema, {
       name: "operations/metered",
       spec: { kind: { case: "executionStart", value: { argv: [process.execPath, "-e", script] } } },
@@ -99,7 +106,8 @@ describe("usage as it accrues", () => {
     expect(reports[0]!.wallClockSeconds).toBeGreaterThanOrEqual(2n);
     expect(reports[0]!.sandboxMemoryBytes).toBeGreaterThan(0n);
     for (const report of reports) {
-      for (const dimension of ["cpuGpuComputeSeconds", "sandboxMemoryBytes", "wallClockSeconds"] as const) expect(report[dimension]).toBeLessThanOrEqual(final[dimension]);
+      for (const dimension of ["cpuGpuComputeSeconds", "sandboxMemoryBytes", "wallClockSeconds"] as const)
+        expect(report[dimension]).toBeLessThanOrEqual(final[dimension]);
     }
     expect(final.cpuGpuComputeSeconds).toBeGreaterThanOrEqual(1n);
   });

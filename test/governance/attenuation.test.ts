@@ -13,10 +13,20 @@ import { budgetDimensions } from "../../src/model/budget-dimensions.js";
 
 const types = [1, 2, 3, 4, 5, 6, 7, 8] as OperationType[];
 const profileTypes = [1, 2, 3, 4, 5, 6, 7] as ProfileType[];
-const names = (prefix: string) => fc.uniqueArray(fc.oneof(fc.constant("*"), fc.constantFrom(...["a", "b", "c", "d"].map((n) => `${prefix}${n}`))), { maxLength: 4 });
+const names = (prefix: string) =>
+  fc.uniqueArray(fc.oneof(fc.constant("*"), fc.constantFrom(...["a", "b", "c", "d"].map((n) => `${prefix}${n}`))), { maxLength: 4 });
 // Paths over a small alphabet, so that prefixes of one another (`/a`, `/a/b`, `/ab`) are common.
-const mountPrefixes = fc.uniqueArray(fc.oneof(fc.constant("*"), fc.constant("/"), fc.array(fc.constantFrom("a", "b", "ab"), { minLength: 1, maxLength: 3 }).map((parts) => `/${parts.join("/")}`)), { maxLength: 4 });
-const budget = fc.record(Object.fromEntries(budgetDimensions.map((d) => [d, fc.bigInt({ min: 0n, max: 1000n })])) as Record<(typeof budgetDimensions)[number], fc.Arbitrary<bigint>>);
+const mountPrefixes = fc.uniqueArray(
+  fc.oneof(
+    fc.constant("*"),
+    fc.constant("/"),
+    fc.array(fc.constantFrom("a", "b", "ab"), { minLength: 1, maxLength: 3 }).map((parts) => `/${parts.join("/")}`),
+  ),
+  { maxLength: 4 },
+);
+const budget = fc.record(
+  Object.fromEntries(budgetDimensions.map((d) => [d, fc.bigInt({ min: 0n, max: 1000n })])) as Record<(typeof budgetDimensions)[number], fc.Arbitrary<bigint>>,
+);
 
 const scope: fc.Arbitrary<DelegationScope> = fc
   .record({
@@ -41,7 +51,9 @@ function within(child: DelegationScope, parent: DelegationScope): boolean {
     listWithin(child.tools, parent.tools) &&
     listWithin(child.modelProviders, parent.modelProviders) &&
     // A child prefix lies under a parent's when the relative path from it does not climb out.
-    child.mountPrefixes.every((c) => (c === "*" ? parent.mountPrefixes.includes("*") : parent.mountPrefixes.some((p) => p === "*" || !posix.relative(p, c).startsWith("..")))) &&
+    child.mountPrefixes.every((c) =>
+      c === "*" ? parent.mountPrefixes.includes("*") : parent.mountPrefixes.some((p) => p === "*" || !posix.relative(p, c).startsWith("..")),
+    ) &&
     (!child.mayDelegate || parent.mayDelegate) &&
     budgetDimensions.every((d) => (child.budget?.[d] ?? 0n) <= (parent.budget?.[d] ?? 0n))
   );
@@ -73,7 +85,13 @@ describe("attenuation", () => {
   });
 
   it("names the axis of a widening", () => {
-    const parent = create(DelegationScopeSchema, { operationTypes: [OperationType.TOOL_GRANT_APPLY], profiles: ["profiles/a"], tools: ["git"], budget: { tokens: 10n }, mountPrefixes: ["/src/app"] });
+    const parent = create(DelegationScopeSchema, {
+      operationTypes: [OperationType.TOOL_GRANT_APPLY],
+      profiles: ["profiles/a"],
+      tools: ["git"],
+      budget: { tokens: 10n },
+      mountPrefixes: ["/src/app"],
+    });
     const cases: [Partial<DelegationScope>, string][] = [
       [{ operationTypes: [OperationType.EXECUTION_START] }, "operation_types"],
       [{ profiles: ["profiles/b"] }, "profiles"],

@@ -45,21 +45,38 @@ const least = (...xs: bigint[]) => xs.reduce((a, b) => (a < b ? a : b));
 describe("execution defaults", () => {
   it("are the server's defaults cut to what the delegation and a budgeted profile have left, dimension by dimension", async () => {
     await fc.assert(
-      fc.asyncProperty(budgetOf(1000n), budgetOf(1000n), budgetOf(1000n), budgetOf(1000n), budgetOf(1000n), fc.boolean(), async (defaults, delegationBudget, delegationHeld, profileBudget, profileHeld, budgeted) => {
-        const profile = profileWith(budgeted ? profileBudget : undefined);
-        const got = await executionDefaults(storeHolding(delegationHeld, profileHeld), defaults, principalWith(delegationBudget), profile, now);
-        for (const d of budgetDimensions) {
-          const fromDelegation = floor(delegationBudget[d], delegationHeld[d]);
-          const fromProfile = budgeted ? floor(profileBudget[d], profileHeld[d]) : defaults[d];
-          expect(got[d]).toBe(least(defaults[d], fromDelegation, fromProfile));
-        }
-      }),
+      fc.asyncProperty(
+        budgetOf(1000n),
+        budgetOf(1000n),
+        budgetOf(1000n),
+        budgetOf(1000n),
+        budgetOf(1000n),
+        fc.boolean(),
+        async (defaults, delegationBudget, delegationHeld, profileBudget, profileHeld, budgeted) => {
+          const profile = profileWith(budgeted ? profileBudget : undefined);
+          const got = await executionDefaults(storeHolding(delegationHeld, profileHeld), defaults, principalWith(delegationBudget), profile, now);
+          for (const d of budgetDimensions) {
+            const fromDelegation = floor(delegationBudget[d], delegationHeld[d]);
+            const fromProfile = budgeted ? floor(profileBudget[d], profileHeld[d]) : defaults[d];
+            expect(got[d]).toBe(least(defaults[d], fromDelegation, fromProfile));
+          }
+        },
+      ),
       { numRuns: 500 },
     );
   });
 
   it("give a dimension the delegation has at 0 a default of 0, and the execution still admits (it just cannot spend that dimension)", async () => {
-    const defaults = create(BudgetSchema, { modelCalls: 200n, tokens: 160_000n, connectorCalls: 120n, cpuGpuComputeSeconds: 3600n, localDiskBytes: 1n << 30n, sandboxMemoryBytes: 1n << 30n, wallClockSeconds: 5400n, agentConcurrency: 2n });
+    const defaults = create(BudgetSchema, {
+      modelCalls: 200n,
+      tokens: 160_000n,
+      connectorCalls: 120n,
+      cpuGpuComputeSeconds: 3600n,
+      localDiskBytes: 1n << 30n,
+      sandboxMemoryBytes: 1n << 30n,
+      wallClockSeconds: 5400n,
+      agentConcurrency: 2n,
+    });
     const delegationBudget = create(BudgetSchema, { ...defaults, modelCalls: 0n, tokens: 0n, cpuGpuComputeSeconds: 100n });
     const principal = principalWith(delegationBudget);
     const profile = profileWith();
@@ -75,27 +92,76 @@ describe("execution defaults", () => {
 describe("reservations", () => {
   it("refuse an execution with nothing left of a dimension it runs in, naming it (an executor would read a limit of 0 as none)", () => {
     for (const dimension of ["cpuGpuComputeSeconds", "localDiskBytes", "sandboxMemoryBytes", "wallClockSeconds"] as const) {
-      const principal = principalWith(create(BudgetSchema, { cpuGpuComputeSeconds: 10n, localDiskBytes: 10n, sandboxMemoryBytes: 10n, wallClockSeconds: 10n, agentConcurrency: 1n, [dimension]: 0n }));
-      const requestedBudget = create(BudgetSchema, { cpuGpuComputeSeconds: 10n, localDiskBytes: 10n, sandboxMemoryBytes: 10n, wallClockSeconds: 10n, [dimension]: 0n });
+      const principal = principalWith(
+        create(BudgetSchema, {
+          cpuGpuComputeSeconds: 10n,
+          localDiskBytes: 10n,
+          sandboxMemoryBytes: 10n,
+          wallClockSeconds: 10n,
+          agentConcurrency: 1n,
+          [dimension]: 0n,
+        }),
+      );
+      const requestedBudget = create(BudgetSchema, {
+        cpuGpuComputeSeconds: 10n,
+        localDiskBytes: 10n,
+        sandboxMemoryBytes: 10n,
+        wallClockSeconds: 10n,
+        [dimension]: 0n,
+      });
       const operation = create(OperationSchema, { name: "operations/x", type: OperationType.EXECUTION_START, requestedBudget });
       const reservation = reservationFor(operation, principal, profileWith());
       const refusal = reservation.check(reservation.accounts.map((account) => ({ account, held: create(BudgetSchema), children: [] })));
       expect(refusal).toBeInstanceOf(ConnectError);
-      expect(ConnectError.from(refusal).findDetails(ErrorInfoSchema)[0]?.metadata).toEqual({ account: "delegations/agent", dimension, requested: "1", remaining: "0" });
+      expect(ConnectError.from(refusal).findDetails(ErrorInfoSchema)[0]?.metadata).toEqual({
+        account: "delegations/agent",
+        dimension,
+        requested: "1",
+        remaining: "0",
+      });
     }
   });
 });
 
 describe("a reservation's check", () => {
   it("counts a child delegation issued after admission began, whose validity starts after it (judged when the store checks, not when admission read the clock)", async () => {
-    const principal = principalWith(create(BudgetSchema, { tokens: 1000n, cpuGpuComputeSeconds: 10n, localDiskBytes: 10n, sandboxMemoryBytes: 10n, wallClockSeconds: 10n, agentConcurrency: 1n }));
-    const requestedBudget = create(BudgetSchema, { tokens: 1000n, cpuGpuComputeSeconds: 10n, localDiskBytes: 10n, sandboxMemoryBytes: 10n, wallClockSeconds: 10n });
-    const reservation = reservationFor(create(OperationSchema, { name: "operations/x", type: OperationType.EXECUTION_START, requestedBudget }), principal, profileWith());
+    const principal = principalWith(
+      create(BudgetSchema, {
+        tokens: 1000n,
+        cpuGpuComputeSeconds: 10n,
+        localDiskBytes: 10n,
+        sandboxMemoryBytes: 10n,
+        wallClockSeconds: 10n,
+        agentConcurrency: 1n,
+      }),
+    );
+    const requestedBudget = create(BudgetSchema, {
+      tokens: 1000n,
+      cpuGpuComputeSeconds: 10n,
+      localDiskBytes: 10n,
+      sandboxMemoryBytes: 10n,
+      wallClockSeconds: 10n,
+    });
+    const reservation = reservationFor(
+      create(OperationSchema, { name: "operations/x", type: OperationType.EXECUTION_START, requestedBudget }),
+      principal,
+      profileWith(),
+    );
     await new Promise((resolve) => setTimeout(resolve, 20));
     // Issued meanwhile, valid from now on, carving all the tokens.
     const child = create(DelegationSchema, { name: "delegations/child", notBefore: timestampFromDate(new Date()), scope: { budget: { tokens: 1000n } } });
-    const accounts = reservation.accounts.map((account): AccountState => ({ account, held: create(BudgetSchema), children: account === "delegations/agent" ? [{ delegation: child, held: create(BudgetSchema) }] : [] }));
-    expect(ConnectError.from(reservation.check(accounts)).findDetails(ErrorInfoSchema)[0]?.metadata).toMatchObject({ account: "delegations/agent", dimension: "tokens", remaining: "0" });
+    const accounts = reservation.accounts.map(
+      (account): AccountState => ({
+        account,
+        held: create(BudgetSchema),
+        children: account === "delegations/agent" ? [{ delegation: child, held: create(BudgetSchema) }] : [],
+      }),
+    );
+    expect(ConnectError.from(reservation.check(accounts)).findDetails(ErrorInfoSchema)[0]?.metadata).toMatchObject({
+      account: "delegations/agent",
+      dimension: "tokens",
+      remaining: "0",
+    });
   });
 });
 

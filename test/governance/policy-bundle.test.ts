@@ -70,7 +70,7 @@ describe("compileBundle", () => {
     ["a when that is a YAML boolean, not CEL text", withWhen(true), "rules[1].when", "must be a non-empty string"],
     ["CEL that does not parse", withWhen("input.tool =="), "rules[1].when", "does not parse"],
     ["an unknown name", withWhen("foo.bar"), "rules[1].when", "unknown name 'foo'"],
-    ["an unknown name inside a call", withWhen('input.tool.startsWith(prefix)'), "rules[1].when", "unknown name 'prefix'"],
+    ["an unknown name inside a call", withWhen("input.tool.startsWith(prefix)"), "rules[1].when", "unknown name 'prefix'"],
     ["an unknown input field", withWhen('input.tol == "git"'), "rules[1].when", "input has no field 'tol'"],
     ["a type error", withWhen("input.tool + 1"), "rules[1].when", "no matching overload"],
     ["a result that is not a bool", withWhen("input.tool"), "rules[1].when", "not a bool"],
@@ -103,18 +103,47 @@ describe("decideGate", () => {
     { id: "allow-network", gate: "networkProfile", effect: "allow", when: "true" },
   ]);
   const bundle = compileBundle(source);
-  const input = (init: { tool?: string; modelProvider?: string; labels?: Record<string, string> }) => create(PolicyInputSchema, { profileType: "personal", ...init });
+  const input = (init: { tool?: string; modelProvider?: string; labels?: Record<string, string> }) =>
+    create(PolicyInputSchema, { profileType: "personal", ...init });
 
   it.each<[string, Gate, ReturnType<typeof input>, boolean, string, string]>([
     ["an allow rule matches: the first matching allow decides", "toolGrant", input({ tool: "git" }), true, "allow-git", "git, by name"],
     ["a later allow rule matches", "toolGrant", input({ tool: "rg" }), true, "allow-tools", "a short list"],
     ["a deny rule matches: it overrides an earlier allow", "toolGrant", input({ tool: "curl" }), false, "deny-curl", "never curl"],
     ["no allow rule matches", "toolGrant", input({ tool: "wget" }), false, "no-matching-allow", "no allow rule of the toolGrant gate matched"],
-    ["only rules of other gates would match", "artifactAccess", input({ tool: "git" }), false, "no-matching-allow", "no allow rule of the artifactAccess gate matched"],
-    ["a rule errors: denied, naming that rule, even though a later allow matches", "modelProviderUse", input({ modelProvider: "ollama" }), false, "needs-probe-label", "evaluation error"],
-    ["the same rule evaluates without error", "modelProviderUse", input({ modelProvider: "ollama", labels: { probe: "yes" } }), true, "needs-probe-label", "an allow rule matched"],
+    [
+      "only rules of other gates would match",
+      "artifactAccess",
+      input({ tool: "git" }),
+      false,
+      "no-matching-allow",
+      "no allow rule of the artifactAccess gate matched",
+    ],
+    [
+      "a rule errors: denied, naming that rule, even though a later allow matches",
+      "modelProviderUse",
+      input({ modelProvider: "ollama" }),
+      false,
+      "needs-probe-label",
+      "evaluation error",
+    ],
+    [
+      "the same rule evaluates without error",
+      "modelProviderUse",
+      input({ modelProvider: "ollama", labels: { probe: "yes" } }),
+      true,
+      "needs-probe-label",
+      "an allow rule matched",
+    ],
     ["a deny rule errors after nothing matched", "networkProfile", input({}), false, "deny-unlabelled-network", "evaluation error"],
-    ["a rule of another gate would error on this input: it is not evaluated", "toolGrant", input({ tool: "git", labels: {} }), true, "allow-git", "git, by name"],
+    [
+      "a rule of another gate would error on this input: it is not evaluated",
+      "toolGrant",
+      input({ tool: "git", labels: {} }),
+      true,
+      "allow-git",
+      "git, by name",
+    ],
   ])("%s", (_case, gate, policyInput, allowed, rule, reason) => {
     const decision = decideGate(bundle, gate, policyInput);
     expect(decision).toMatchObject({ gate: policyGates.get(gate), allowed, rule, bundleDigest: sha256(source) });

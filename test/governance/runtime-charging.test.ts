@@ -24,11 +24,13 @@ const limitAndUsage = budgetOf(1000n).chain((limit) =>
     .map((usage) => ({ limit, usage: create(BudgetSchema, usage) })),
 );
 
-const call = fc.oneof(
-  fc.record({ kind: fc.constant(CallKind.MODEL), modelProvider: fc.constant("p"), estimatedTokens: amount(300n) }),
-  fc.record({ kind: fc.constant(CallKind.CONNECTOR), connector: fc.constant("c") }),
-  fc.record({ kind: fc.constant(CallKind.TOOL), tool: fc.constant("t") }),
-).map((init) => create(RuntimeCallSchema, init));
+const call = fc
+  .oneof(
+    fc.record({ kind: fc.constant(CallKind.MODEL), modelProvider: fc.constant("p"), estimatedTokens: amount(300n) }),
+    fc.record({ kind: fc.constant(CallKind.CONNECTOR), connector: fc.constant("c") }),
+    fc.record({ kind: fc.constant(CallKind.TOOL), tool: fc.constant("t") }),
+  )
+  .map((init) => create(RuntimeCallSchema, init));
 
 /** Whether `before` → `after` crosses 80 % of `limit`, by the definition (in exact arithmetic). */
 const crosses = (limit: bigint, before: bigint, after: bigint) => limit > 0n && before * 5n < limit * 4n && after * 5n >= limit * 4n;
@@ -114,7 +116,10 @@ describe("charge", () => {
   it("allows a charge that uses the budget up exactly, and refuses one unit more", () => {
     const limit = create(BudgetSchema, { connectorCalls: 3n });
     expect(charge(limit, create(BudgetSchema, { connectorCalls: 2n }), create(BudgetSchema, { connectorCalls: 1n })).kind).toBe("within");
-    expect(charge(limit, create(BudgetSchema, { connectorCalls: 3n }), create(BudgetSchema, { connectorCalls: 1n }))).toMatchObject({ kind: "exhausted", dimension: "connectorCalls" });
+    expect(charge(limit, create(BudgetSchema, { connectorCalls: 3n }), create(BudgetSchema, { connectorCalls: 1n }))).toMatchObject({
+      kind: "exhausted",
+      dimension: "connectorCalls",
+    });
   });
 
   it("checks only the dimensions charged at runtime: the executor measures the others", () => {
@@ -138,7 +143,9 @@ describe("charge", () => {
     expect(over).toMatchObject({ kind: "exhausted", dimension: "tokens", limit: 300n });
     if (over.kind !== "exhausted") return;
     expect(exhaustionMessage(over, false)).toBe("tokens budget exhausted");
-    expect(exhaustionMessage(over, true)).toBe("tokens budget exhausted: 100000000 reported against a budget of 300, 99999700 over; its delegations and profile are charged the 300 only");
+    expect(exhaustionMessage(over, true)).toBe(
+      "tokens budget exhausted: 100000000 reported against a budget of 300, 99999700 over; its delegations and profile are charged the 300 only",
+    );
   });
 });
 

@@ -77,7 +77,10 @@ describe("a re-read", () => {
     writeFileSync(file, "-----BEGIN PUBLIC KEY-----\n");
     await anchors.reload("test");
     expect(anchors.current()).toBe(before);
-    expect(lines.find((line) => line.level === "error")).toMatchObject({ file, msg: expect.stringMatching(/^trust anchor not read: the key it held before stays trusted/) });
+    expect(lines.find((line) => line.level === "error")).toMatchObject({
+      file,
+      msg: expect.stringMatching(/^trust anchor not read: the key it held before stays trusted/),
+    });
   });
 });
 

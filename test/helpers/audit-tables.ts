@@ -83,7 +83,12 @@ export async function postgresAuditTables(url: string): Promise<AuditTables> {
   const run: Run = async (sql, params) => {
     let n = 0;
     const values = params.map((value) => (typeof value === "bigint" ? String(value) : value));
-    return (await client.query(sql.replace(/\?/g, () => `$${++n}`), values)).rows as Record<string, unknown>[];
+    return (
+      await client.query(
+        sql.replace(/\?/g, () => `$${++n}`),
+        values,
+      )
+    ).rows as Record<string, unknown>[];
   };
   return auditTables(run, () => client.end());
 }

@@ -31,10 +31,10 @@ const WORDS = ["amber", "basil", "cobalt", "delta", "ember", "fjord", "garnet", 
 /** The synchronous formats: `perFormat` unique canaries of each. */
 export function shapedCanaries(perFormat: number): Canary[] {
   const makers: Record<string, () => Canary> = {
-    "aws-access-key-id": () => plain("aws-access-key-id", `AKIA${randomFrom(UPPER + "234567", 16)}`),
-    "aws-temporary-key-id": () => plain("aws-temporary-key-id", `ASIA${randomFrom(UPPER + "234567", 16)}`),
+    "aws-access-key-id": () => plain("aws-access-key-id", `AKIA${randomFrom(`${UPPER}234567`, 16)}`),
+    "aws-temporary-key-id": () => plain("aws-temporary-key-id", `ASIA${randomFrom(`${UPPER}234567`, 16)}`),
     "aws-secret-access-key": () => {
-      const value = randomFrom(ALNUM + "/+", 40);
+      const value = randomFrom(`${ALNUM}/+`, 40);
       return { format: "aws-secret-access-key", value, text: `aws_secret_access_key=${value}` };
     },
     "github-classic-token": () => plain("github-classic-token", `ghp_${randomFrom(ALNUM, 36)}`),
@@ -42,12 +42,16 @@ export function shapedCanaries(perFormat: number): Canary[] {
     "slack-bot-token": () => plain("slack-bot-token", `xoxb-${randomFrom(DIGITS, 12)}-${randomFrom(DIGITS, 13)}-${randomFrom(ALNUM, 24)}`),
     "slack-webhook": () => {
       const value = randomFrom(ALNUM, 24);
-      return { format: "slack-webhook", value, text: `https://hooks.slack.com/services/T${randomFrom(UPPER + DIGITS, 8)}/B${randomFrom(UPPER + DIGITS, 10)}/${value}` };
+      return {
+        format: "slack-webhook",
+        value,
+        text: `https://hooks.slack.com/services/T${randomFrom(UPPER + DIGITS, 8)}/B${randomFrom(UPPER + DIGITS, 10)}/${value}`,
+      };
     },
-    "openai-project-key": () => plain("openai-project-key", `sk-proj-${randomFrom(ALNUM + "_-", 48)}`),
-    "anthropic-key": () => plain("anthropic-key", `sk-ant-api03-${randomFrom(ALNUM + "_-", 80)}`),
-    "google-api-key": () => plain("google-api-key", `AIza${randomFrom(ALNUM + "_-", 35)}`),
-    "google-oauth-token": () => plain("google-oauth-token", `ya29.${randomFrom(ALNUM + "_-", 64)}`),
+    "openai-project-key": () => plain("openai-project-key", `sk-proj-${randomFrom(`${ALNUM}_-`, 48)}`),
+    "anthropic-key": () => plain("anthropic-key", `sk-ant-api03-${randomFrom(`${ALNUM}_-`, 80)}`),
+    "google-api-key": () => plain("google-api-key", `AIza${randomFrom(`${ALNUM}_-`, 35)}`),
+    "google-oauth-token": () => plain("google-oauth-token", `ya29.${randomFrom(`${ALNUM}_-`, 64)}`),
     "stripe-live-key": () => plain("stripe-live-key", `sk_live_${randomFrom(ALNUM, 24)}`),
     "stripe-restricted-key": () => plain("stripe-restricted-key", `rk_test_${randomFrom(ALNUM, 24)}`),
     "stripe-webhook-secret": () => plain("stripe-webhook-secret", `whsec_${randomFrom(ALNUM, 32)}`),
@@ -83,17 +87,30 @@ export function envValueCanaries(count: number): Canary[] {
 
 /** Private keys in PEM: RSA (PKCS#1), EC (SEC1) and Ed25519 (PKCS#8). */
 export function pemCanaries(): Canary[] {
-  const rsa = Array.from({ length: 2 }, () => generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey.export({ type: "pkcs1", format: "pem" }) as string);
+  const rsa = Array.from(
+    { length: 2 },
+    () => generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey.export({ type: "pkcs1", format: "pem" }) as string,
+  );
   const ec = Array.from({ length: 3 }, () => generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "sec1", format: "pem" }) as string);
   const ed = Array.from({ length: 3 }, () => generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" }) as string);
-  return [...rsa.map((pem) => plain("rsa-private-key", pem)), ...ec.map((pem) => plain("ec-private-key", pem)), ...ed.map((pem) => plain("ed25519-private-key", pem))];
+  return [
+    ...rsa.map((pem) => plain("rsa-private-key", pem)),
+    ...ec.map((pem) => plain("ec-private-key", pem)),
+    ...ed.map((pem) => plain("ed25519-private-key", pem)),
+  ];
 }
 
 /** JWTs signed by someone else's key (HS256): tokens, though not ours. */
 export async function foreignJwtCanaries(count: number): Promise<Canary[]> {
   return Promise.all(
     Array.from({ length: count }, async () =>
-      plain("foreign-jwt", await new SignJWT({ scope: "repo", nonce: hex(8) }).setProtectedHeader({ alg: "HS256", typ: "JWT" }).setSubject(`svc-${hex(4)}`).sign(randomBytes(32))),
+      plain(
+        "foreign-jwt",
+        await new SignJWT({ scope: "repo", nonce: hex(8) })
+          .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+          .setSubject(`svc-${hex(4)}`)
+          .sign(randomBytes(32)),
+      ),
     ),
   );
 }

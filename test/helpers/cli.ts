@@ -45,7 +45,8 @@ export function spawnAmctl(args: string[], env: NodeJS.ProcessEnv = {}): Running
   const exited = new Promise<{ code: number | null; stderr: string }>((resolve) => child.on("close", (code) => resolve({ code, stderr })));
   return {
     lines: lines.items,
-    waitForLine: (match, timeoutMs = 20_000) => lines.waitFor(match, timeoutMs, () => `no matching line within ${timeoutMs} ms; stdout:\n${lines.items.join("\n")}\nstderr:\n${stderr}`),
+    waitForLine: (match, timeoutMs = 20_000) =>
+      lines.waitFor(match, timeoutMs, () => `no matching line within ${timeoutMs} ms; stdout:\n${lines.items.join("\n")}\nstderr:\n${stderr}`),
     exited,
     interrupt() {
       child.kill("SIGINT");
@@ -63,10 +64,15 @@ export function spawnAmctl(args: string[], env: NodeJS.ProcessEnv = {}): Running
 export async function runExampleAgainst(script: string, server: ChildServer, env: NodeJS.ProcessEnv = {}, inspect?: () => Promise<void>): Promise<string> {
   try {
     const stdout = await new Promise<string>((resolve, reject) => {
-      execFile("bash", [join(repoRoot, "examples", script), server.dataDir, server.url], { cwd: "/tmp", env: { ...process.env, ...env } }, (error, out, err) => {
-        if (error === null) resolve(out);
-        else reject(new Error(`examples/${script} failed:\n${out}\n${err}`));
-      });
+      execFile(
+        "bash",
+        [join(repoRoot, "examples", script), server.dataDir, server.url],
+        { cwd: "/tmp", env: { ...process.env, ...env } },
+        (error, out, err) => {
+          if (error === null) resolve(out);
+          else reject(new Error(`examples/${script} failed:\n${out}\n${err}`));
+        },
+      );
     });
     if (server.stderr().includes(server.token)) throw new Error("the server logged a credential");
     await inspect?.();

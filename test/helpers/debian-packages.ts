@@ -13,6 +13,7 @@ async function aptGet(args: string[]): Promise<void> {
 
 /** The packages of `packages` that dpkg does not know as installed. */
 export function missingDebianPackages(packages: readonly string[]): string[] {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: ${Package} is dpkg-query's format, not a template
   const query = spawnSync("dpkg-query", ["-W", "-f", "${Package} ${Status}\\n", ...packages], { encoding: "utf8" });
   const installed = new Set(
     (query.stdout ?? "")
@@ -27,7 +28,8 @@ export function missingDebianPackages(packages: readonly string[]): string[] {
 export async function ensureDebianPackages(packages: readonly string[]): Promise<void> {
   const missing = missingDebianPackages(packages);
   if (missing.length === 0) return;
-  if (!isRoot) throw new Error(`${missing.join(", ")} not installed and this user cannot install them: run \`apt-get install -y ${missing.join(" ")}\` as root`);
+  if (!isRoot)
+    throw new Error(`${missing.join(", ")} not installed and this user cannot install them: run \`apt-get install -y ${missing.join(" ")}\` as root`);
   try {
     await aptGet(["install", "-y", ...missing]);
   } catch {

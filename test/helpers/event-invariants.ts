@@ -75,7 +75,8 @@ export function watcherViolations(
       if (lastBookmark !== undefined && item.sequence < lastBookmark) say(`bookmark ${item.sequence} went backwards (previous bookmark ${lastBookmark})`);
       if (lastEvent !== undefined && item.sequence < lastEvent) say(`bookmark ${item.sequence} is behind the event #${lastEvent} sent before it`);
       if (item.sequence > latest) say(`bookmark ${item.sequence} is beyond the latest sequence ${latest}`);
-      if (item.sequence < watcher.segments[item.segment]!.after) say(`bookmark ${item.sequence} is before its connection's cursor ${watcher.segments[item.segment]!.after}`);
+      if (item.sequence < watcher.segments[item.segment]!.after)
+        say(`bookmark ${item.sequence} is before its connection's cursor ${watcher.segments[item.segment]!.after}`);
       lastBookmark = item.sequence;
       continue;
     }
@@ -83,8 +84,10 @@ export function watcherViolations(
     const sequence = event.sequence;
     if (!firstOfSegment.has(item.segment)) firstOfSegment.set(item.segment, sequence);
     if (lastEvent !== undefined && sequence <= lastEvent) say(`event #${sequence} after #${lastEvent}: not strictly increasing (duplicate or out of order)`);
-    if (lastBookmark !== undefined && sequence <= lastBookmark) say(`event #${sequence} arrived after bookmark ${lastBookmark}, which claimed everything up to it was considered`);
-    if (sequence <= watcher.segments[item.segment]!.after) say(`event #${sequence} is not after its connection's cursor ${watcher.segments[item.segment]!.after}`);
+    if (lastBookmark !== undefined && sequence <= lastBookmark)
+      say(`event #${sequence} arrived after bookmark ${lastBookmark}, which claimed everything up to it was considered`);
+    if (sequence <= watcher.segments[item.segment]!.after)
+      say(`event #${sequence} is not after its connection's cursor ${watcher.segments[item.segment]!.after}`);
     lastEvent = sequence;
 
     const stored = truth.get(sequence);
@@ -96,7 +99,8 @@ export function watcherViolations(
     }
     const other = seenBy.get(sequence);
     if (other === undefined) seenBy.set(sequence, { watcher: watcher.name, event });
-    else if (!equals(OperationEventSchema, event, other.event)) say(`split: ${describeEvent(event)} but ${other.watcher} received ${describeEvent(other.event)}`);
+    else if (!equals(OperationEventSchema, event, other.event))
+      say(`split: ${describeEvent(event)} but ${other.watcher} received ${describeEvent(other.event)}`);
   }
 
   // Resumable: a resumed unfiltered stream starts exactly after its cursor.
@@ -118,9 +122,11 @@ export function watcherViolations(
   const expectedSet = new Set(expected);
   const missing = expected.filter((sequence) => !gotSet.has(sequence));
   const extra = got.filter((sequence) => !expectedSet.has(sequence));
-  if (missing.length > 0) say(`missing ${missing.length} event(s) after ${watcher.start}: ${missing.slice(0, 10).join(", ")}${missing.length > 10 ? ", …" : ""}`);
+  if (missing.length > 0)
+    say(`missing ${missing.length} event(s) after ${watcher.start}: ${missing.slice(0, 10).join(", ")}${missing.length > 10 ? ", …" : ""}`);
   if (extra.length > 0) say(`${extra.length} unexpected event(s): ${extra.slice(0, 10).join(", ")}`);
-  if (got.length !== expected.length && missing.length === 0 && extra.length === 0) say(`received ${got.length} events for ${expected.length} expected: duplicates`);
+  if (got.length !== expected.length && missing.length === 0 && extra.length === 0)
+    say(`received ${got.length} events for ${expected.length} expected: duplicates`);
   if (reference !== undefined && reference !== watcher) {
     const share = reference.events
       .filter((event) => event.sequence > watcher.start && event.sequence <= latest)
@@ -131,7 +137,9 @@ export function watcherViolations(
       .map((event) => event.sequence);
     if (share.join() !== got.join()) {
       const index = share.findIndex((sequence, i) => got[i] !== sequence);
-      say(`differs from its share of ${reference.name}'s list at position ${index === -1 ? share.length : index}: expected #${share[index === -1 ? share.length : index]}, got #${got[index === -1 ? share.length : index]}`);
+      say(
+        `differs from its share of ${reference.name}'s list at position ${index === -1 ? share.length : index}: expected #${share[index === -1 ? share.length : index]}, got #${got[index === -1 ? share.length : index]}`,
+      );
     }
   }
   if (unfiltered) {

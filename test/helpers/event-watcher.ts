@@ -9,9 +9,7 @@ import type { EventFilterSchema, OperationService } from "../../src/gen/agentmac
 export type OperationClient = Client<typeof OperationService>;
 export type EventFilterInit = MessageInitShape<typeof EventFilterSchema>;
 
-export type Received =
-  | { kind: "event"; event: OperationEvent; segment: number }
-  | { kind: "bookmark"; sequence: bigint; segment: number };
+export type Received = { kind: "event"; event: OperationEvent; segment: number } | { kind: "bookmark"; sequence: bigint; segment: number };
 
 export interface Segment {
   /** The after_sequence this connection was opened with. */
@@ -128,7 +126,11 @@ export class EventWatcher {
       const timer = setTimeout(() => {
         this.listeners.delete(check);
         const segment = this.segments[this.segments.length - 1];
-        reject(new Error(`${this.name}: timed out after ${timeoutMs} ms waiting for ${what} (position ${this.position}, connected ${this.active}, last end ${String(segment?.end)})`));
+        reject(
+          new Error(
+            `${this.name}: timed out after ${timeoutMs} ms waiting for ${what} (position ${this.position}, connected ${this.active}, last end ${String(segment?.end)})`,
+          ),
+        );
       }, timeoutMs);
       this.listeners.add(check);
     });

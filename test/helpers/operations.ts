@@ -43,7 +43,12 @@ interface ExecutionInit {
 }
 
 /** An execution_start request; `options` sets further fields of the spec and the budget. */
-export function execution(profile: string, argv: string[], options: ExecutionInit = {}, requestedBudget?: MessageInitShape<typeof BudgetSchema>): SubmitOperationRequest {
+export function execution(
+  profile: string,
+  argv: string[],
+  options: ExecutionInit = {},
+  requestedBudget?: MessageInitShape<typeof BudgetSchema>,
+): SubmitOperationRequest {
   return create(SubmitOperationRequestSchema, {
     requestId: requestId("exec"),
     profile,

@@ -81,10 +81,12 @@ function anyValue(bytes: Buffer): AttributeValue {
 
 /** Repeated KeyValue (key 1, value 2). */
 function attributesOf(keyValues: Buffer[]): Record<string, AttributeValue> {
-  return Object.fromEntries(keyValues.map((bytes) => {
-    const fields = fieldsOf(bytes);
-    return [one(fields, 1).toString("utf8"), anyValue(one(fields, 2))];
-  }));
+  return Object.fromEntries(
+    keyValues.map((bytes) => {
+      const fields = fieldsOf(bytes);
+      return [one(fields, 1).toString("utf8"), anyValue(one(fields, 2))];
+    }),
+  );
 }
 
 /** ExportTraceServiceRequest → ResourceSpans (1) → ScopeSpans (2) → Span (2). */

@@ -91,7 +91,7 @@ function configure(): Podman["env"] {
       "[engine]",
       "# crun refuses cgroup v1 hosts in hybrid mode; runc runs on v1, hybrid and v2.",
       'runtime = "runc"',
-      '# No systemd needed: cgroups are managed through the filesystem, events go to a file.',
+      "# No systemd needed: cgroups are managed through the filesystem, events go to a file.",
       'cgroup_manager = "cgroupfs"',
       'events_logger = "file"',
       `tmp_dir = "${join(stateDir, "libpod")}"`,
@@ -141,7 +141,9 @@ function testImage(podman: Podman["podman"]): string {
       mkdirSync(join(root, "scratch"));
       chmodSync(join(root, "scratch"), 0o1777);
       writeFileSync(join(root, "bin", "busybox"), readFileSync(busybox), { mode: 0o755 });
-      const applets = spawnSync(busybox, ["--list"], { encoding: "utf8" }).stdout.split("\n").filter((name) => /^[a-z0-9_.[-]+$/.test(name) && name !== "busybox");
+      const applets = spawnSync(busybox, ["--list"], { encoding: "utf8" })
+        .stdout.split("\n")
+        .filter((name) => /^[a-z0-9_.[-]+$/.test(name) && name !== "busybox");
       if (!applets.includes("sh")) throw new Error(`${busybox} --list names no sh: is it busybox?`);
       for (const applet of applets) symlinkSync("busybox", join(root, "bin", applet));
       writeFileSync(join(root, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n");
@@ -213,7 +215,8 @@ export async function setUpPodman(): Promise<Podman> {
     const env = configure();
     const podman = podmanWith(env);
     const info = podman(["info", "--format", "{{.Host.OCIRuntime.Name}}"]);
-    if (info.status !== 0 || info.stdout.trim() !== "runc") throw new Error(`podman does not work with the tests' configuration (${env.CONTAINERS_CONF}): ${info.stdout}${info.stderr}`);
+    if (info.status !== 0 || info.stdout.trim() !== "runc")
+      throw new Error(`podman does not work with the tests' configuration (${env.CONTAINERS_CONF}): ${info.stdout}${info.stderr}`);
     return { runtime: "podman", env, image: testImage(podman), podman };
   });
 }

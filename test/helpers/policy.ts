@@ -24,7 +24,12 @@ export type PolicyClient = Client<typeof PolicyService>;
 export function denialOf(answer: EvaluatePolicyResponse): { code: string; message: string; reason: string; metadata: Record<string, string> } {
   const status = answer.denial;
   const info = status?.details.map((detail) => anyUnpack(detail, ErrorInfoSchema)).find((unpacked) => unpacked !== undefined);
-  return { code: status === undefined ? "" : (Code[status.code] ?? String(status.code)), message: status?.message ?? "", reason: info?.reason ?? "", metadata: info?.metadata ?? {} };
+  return {
+    code: status === undefined ? "" : (Code[status.code] ?? String(status.code)),
+    message: status?.message ?? "",
+    reason: info?.reason ?? "",
+    metadata: info?.metadata ?? {},
+  };
 }
 
 /** A PolicyService client sending `token`, or the server's registered root credential. */

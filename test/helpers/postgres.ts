@@ -101,7 +101,12 @@ export async function startPostgresCluster(): Promise<PostgresCluster> {
   }
   let running = false;
   const stopNow = (): void => {
-    if (running) spawnSync(isRoot ? "runuser" : join(binDir, "pg_ctl"), [...(isRoot ? ["-u", "postgres", "--", join(binDir, "pg_ctl")] : []), "stop", "-D", data, "-m", "immediate"], { cwd: dir, stdio: "ignore" });
+    if (running)
+      spawnSync(
+        isRoot ? "runuser" : join(binDir, "pg_ctl"),
+        [...(isRoot ? ["-u", "postgres", "--", join(binDir, "pg_ctl")] : []), "stop", "-D", data, "-m", "immediate"],
+        { cwd: dir, stdio: "ignore" },
+      );
     running = false;
     rmSync(dir, { recursive: true, force: true });
   };
@@ -113,7 +118,13 @@ export async function startPostgresCluster(): Promise<PostgresCluster> {
     await runAsOwner(join(binDir, "initdb"), ["-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"], dir);
     let port = 0;
     const startServer = async (): Promise<void> => {
-      const options = [`-c port=${port}`, "-c listen_addresses=127.0.0.1", `-c unix_socket_directories='${socketDir}'`, "-c fsync=on", "-c synchronous_commit=on"].join(" ");
+      const options = [
+        `-c port=${port}`,
+        "-c listen_addresses=127.0.0.1",
+        `-c unix_socket_directories='${socketDir}'`,
+        "-c fsync=on",
+        "-c synchronous_commit=on",
+      ].join(" ");
       await runAsOwner(join(binDir, "pg_ctl"), ["start", "-D", data, "-l", log, "-w", "-t", "60", "-o", options], dir);
       running = true;
     };

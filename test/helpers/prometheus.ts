@@ -68,7 +68,8 @@ export function parseExposition(text: string): Exposition {
 export async function scrape(url: string): Promise<Exposition> {
   const response = await fetch(url);
   if (response.status !== 200) throw new Error(`GET ${url}: ${response.status}`);
-  if (!response.headers.get("content-type")?.startsWith("text/plain; version=0.0.4")) throw new Error(`GET ${url}: content type ${response.headers.get("content-type")}`);
+  if (!response.headers.get("content-type")?.startsWith("text/plain; version=0.0.4"))
+    throw new Error(`GET ${url}: content type ${response.headers.get("content-type")}`);
   return parseExposition(await response.text());
 }
 

@@ -137,10 +137,7 @@ export interface H2Response extends RawResponse {
  * server to close the stream by itself first. Rejects if the stream closed without a
  * response, or at the deadline.
  */
-export function h2Request(
-  session: http2.ClientHttp2Session,
-  request: RawRequest & { lingerMs?: number },
-): Promise<H2Response> {
+export function h2Request(session: http2.ClientHttp2Session, request: RawRequest & { lingerMs?: number }): Promise<H2Response> {
   const timeoutMs = request.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
     const stream = session.request({ ":method": request.method ?? "POST", ":path": request.path, ...request.headers });
@@ -246,11 +243,7 @@ export interface SocketOutcome {
  * otherwise the server must close on its own. Rejects if the connection is still open at the
  * deadline.
  */
-export function rawExchange(
-  port: number,
-  chunks: Uint8Array[],
-  options: { halfClose: boolean; timeoutMs?: number },
-): Promise<SocketOutcome> {
+export function rawExchange(port: number, chunks: Uint8Array[], options: { halfClose: boolean; timeoutMs?: number }): Promise<SocketOutcome> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, "127.0.0.1");
@@ -328,7 +321,12 @@ export function goAwayErrorCode(frames: H2Frame[]): number | undefined {
  */
 export function stalledWatch(url: string, token: string): { session: http2.ClientHttp2Session; reset: Promise<number> } {
   const session = http2.connect(url, { settings: { initialWindowSize: 1024 } });
-  const stalled = session.request({ ":method": "POST", ":path": "/agentmachine.v1.OperationService/WatchEvents", ...GRPC_REQUEST_HEADERS, authorization: `Bearer ${token}` });
+  const stalled = session.request({
+    ":method": "POST",
+    ":path": "/agentmachine.v1.OperationService/WatchEvents",
+    ...GRPC_REQUEST_HEADERS,
+    authorization: `Bearer ${token}`,
+  });
   stalled.end(envelope(toBinary(WatchEventsRequestSchema, create(WatchEventsRequestSchema, {}))));
   stalled.pause();
   stalled.on("error", () => undefined); // the reset is what is awaited, as rstCode

@@ -59,7 +59,11 @@ export function startChildReplica(store: string, like: { dataDir: string }, data
  * order, contiguous, none twice, and the same event for the same sequence on every watcher; with
  * `reference`, each list exactly its share of the reference's. The store must be quiescent.
  */
-export async function watcherReport(store: OperationStore, watchers: readonly EventWatcher[], reference?: EventWatcher): Promise<{ violations: string[]; latest: bigint; truth: Map<bigint, StoredEvent> }> {
+export async function watcherReport(
+  store: OperationStore,
+  watchers: readonly EventWatcher[],
+  reference?: EventWatcher,
+): Promise<{ violations: string[]; latest: bigint; truth: Map<bigint, StoredEvent> }> {
   const { latest } = await store.eventBounds();
   await Promise.all(watchers.map((watcher) => watcher.caughtUp(latest, 20_000)));
   await sleep(300);
@@ -67,6 +71,9 @@ export async function watcherReport(store: OperationStore, watchers: readonly Ev
   const truth = await storeTruth(store);
   if ((await store.eventBounds()).latest !== latest) throw new Error("events were appended while checking: not quiescent");
   const seenBy: SeenBy = new Map();
-  const violations = [...contiguityViolations([...truth.keys()], 1n), ...watchers.flatMap((watcher) => watcherViolations(watcher, truth, latest, seenBy, reference))];
+  const violations = [
+    ...contiguityViolations([...truth.keys()], 1n),
+    ...watchers.flatMap((watcher) => watcherViolations(watcher, truth, latest, seenBy, reference)),
+  ];
   return { violations, latest, truth };
 }

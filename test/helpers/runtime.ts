@@ -38,7 +38,12 @@ export type Clients = ReturnType<typeof clientsFor>;
 export type RuntimeClient = Client<typeof RuntimeService>;
 
 export async function refusal(promise: Promise<unknown>): Promise<ConnectError> {
-  return ConnectError.from(await promise.then(() => new Error("expected a refusal"), (e: unknown) => e));
+  return ConnectError.from(
+    await promise.then(
+      () => new Error("expected a refusal"),
+      (e: unknown) => e,
+    ),
+  );
 }
 
 export function errorInfo(error: ConnectError): ErrorInfo | undefined {
@@ -143,7 +148,11 @@ export async function createProfileWith(client: OperationsClient, profileId: str
 
 /** Binds `provider` in the provider profile `profile`. */
 export async function bindProvider(client: OperationsClient, profile: string, provider: string): Promise<void> {
-  const { operation } = await client.submitOperation({ requestId: requestId("bind"), profile, spec: { kind: { case: "modelProviderBind", value: { provider } } } });
+  const { operation } = await client.submitOperation({
+    requestId: requestId("bind"),
+    profile,
+    spec: { kind: { case: "modelProviderBind", value: { provider } } },
+  });
   expect((await waitForEnd(client, operation!.name)).operation.state).toBe(TaskState.COMPLETED);
 }
 

@@ -73,14 +73,23 @@ export interface ChildServerOptions {
 export async function startChildServer(args: string[] = [], options: ChildServerOptions = {}): Promise<ChildServer> {
   const dataDir = options.dataDir ?? tempDir();
   await operatorOf(dataDir);
-  const argv = [process.execPath, join(repoRoot, "bin/amctl.mjs"), "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...(args.includes("--policy") ? [] : ["--policy", TEST_POLICIES]), ...args];
+  const argv = [
+    process.execPath,
+    join(repoRoot, "bin/amctl.mjs"),
+    "serve",
+    "--listen",
+    "127.0.0.1:0",
+    "--data-dir",
+    dataDir,
+    ...(args.includes("--policy") ? [] : ["--policy", TEST_POLICIES]),
+    ...args,
+  ];
   // `exec` keeps the pid: the child is the server itself, with the shell's limit.
-  const [command, ...commandArgs] = options.openFileLimit === undefined ? argv : ["/bin/sh", "-c", `ulimit -n ${options.openFileLimit} && exec "$@"`, "sh", ...argv];
+  const [command, ...commandArgs] =
+    options.openFileLimit === undefined ? argv : ["/bin/sh", "-c", `ulimit -n ${options.openFileLimit} && exec "$@"`, "sh", ...argv];
   const child = spawn(command!, commandArgs, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } });
   let stderr = "";
-  const exited = new Promise<number | string>((resolve) =>
-    child.on("exit", (code, signal) => resolve(code ?? signal ?? "unknown")),
-  );
+  const exited = new Promise<number | string>((resolve) => child.on("exit", (code, signal) => resolve(code ?? signal ?? "unknown")));
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${stderr}`)), 20_000);
     child.stderr!.on("data", (chunk: Buffer) => {

@@ -35,9 +35,13 @@ export function startWorker(url: string, token: string, args: string[] = [], def
   const tokenFile = join(dir, "token");
   writeFileSync(tokenFile, token, { mode: 0o600 });
   const workDir = defaultWorkDir ? undefined : join(dir, "work");
-  const child = spawn(process.execPath, [join(repoRoot, "bin/amctl.mjs"), "--token-file", tokenFile, "worker", "--server", url, ...(workDir !== undefined ? ["--work-dir", workDir] : []), ...args], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [join(repoRoot, "bin/amctl.mjs"), "--token-file", tokenFile, "worker", "--server", url, ...(workDir !== undefined ? ["--work-dir", workDir] : []), ...args],
+    {
+      stdio: ["ignore", "ignore", "pipe"],
+    },
+  );
   const logs = new FollowedLines<Record<string, unknown>>();
   createInterface({ input: child.stderr! }).on("line", (line) => {
     try {

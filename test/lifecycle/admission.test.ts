@@ -118,13 +118,16 @@ describe("admission", () => {
     expect(error.rawMessage).toBe(`${profileCreate.name} is not an execution`);
   });
 
-  it.each([TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED])("refuses a cancel of an execution that has ended (%s) as an illegal transition", async (state) => {
-    const target = await submit(startSpec);
-    await end(target, state);
-    const error = await refusal(cancelOf(target.name));
-    expect(error.code).toBe(Code.FailedPrecondition);
-    expect(error.rawMessage).toMatch(new RegExp(`^${target.name} is \\w+: cannot cancel$`));
-  });
+  it.each([TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED])(
+    "refuses a cancel of an execution that has ended (%s) as an illegal transition",
+    async (state) => {
+      const target = await submit(startSpec);
+      await end(target, state);
+      const error = await refusal(cancelOf(target.name));
+      expect(error.code).toBe(Code.FailedPrecondition);
+      expect(error.rawMessage).toMatch(new RegExp(`^${target.name} is \\w+: cannot cancel$`));
+    },
+  );
 
   it("refuses a cancel of an operation it cannot see as NotFound", async () => {
     const error = await refusal(cancelOf(operationName("01NOSUCHOPERATION000000000")));

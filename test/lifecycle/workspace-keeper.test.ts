@@ -65,7 +65,9 @@ describe("WorkspaceKeeper", () => {
 
   it("refuses with ResourceExhausted naming the limit when running workspaces alone fill it", async () => {
     const { dataDir, store, kept } = setUp({ ended: { bytes: 300, endedHoursAgo: 1 }, running: { bytes: 1000 } });
-    const error = await new WorkspaceKeeper({ store, dataDir, retentionMs: 100 * HOUR, diskLimitBytes: 1000, log }).ensureRoom().catch((e: unknown) => ConnectError.from(e));
+    const error = await new WorkspaceKeeper({ store, dataDir, retentionMs: 100 * HOUR, diskLimitBytes: 1000, log })
+      .ensureRoom()
+      .catch((e: unknown) => ConnectError.from(e));
     expect(error).toBeInstanceOf(ConnectError);
     expect((error as ConnectError).code).toBe(Code.ResourceExhausted);
     expect((error as ConnectError).rawMessage).toContain("hold 1000 bytes, at or over their limit of 1000");

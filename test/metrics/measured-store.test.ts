@@ -26,7 +26,8 @@ function stored(event: OperationEvent): StoredEvent {
 
 function failure(reason: StopReason, state = TaskState.FAILED): OperationEvent {
   const type = state === TaskState.RETRYING ? EventType.RETRY : EventType.FAILURE;
-  const attributes = state === TaskState.RETRYING ? { case: "retry" as const, value: { cause: { reason } } } : { case: "failure" as const, value: { cause: { reason } } };
+  const attributes =
+    state === TaskState.RETRYING ? { case: "retry" as const, value: { cause: { reason } } } : { case: "failure" as const, value: { cause: { reason } } };
   return create(OperationEventSchema, { operation: execution.name, type, state, attributes });
 }
 
@@ -77,7 +78,11 @@ describe("the measured store", () => {
   it("counts nothing of a modification that did not commit", async () => {
     const metrics = new PlaneMetrics();
     const measured = measuredStore(storeRunning([execution], true) as unknown as OperationStore, metrics);
-    await measured.modifyOperation(execution.name, (operation) => ({ operation, event: failure(StopReason.EXIT_CODE), settle: { spent: create(BudgetSchema, { tokens: 7n }) } }));
+    await measured.modifyOperation(execution.name, (operation) => ({
+      operation,
+      event: failure(StopReason.EXIT_CODE),
+      settle: { spent: create(BudgetSchema, { tokens: 7n }) },
+    }));
     const value = await read(metrics);
     expect(value("amctl_budget_consumed_tokens_total")).toBe(0);
     expect(value("amctl_events_appended_total")).toBe(0);
@@ -93,7 +98,12 @@ describe("the measured store", () => {
       failure(StopReason.SANDBOX_FAILED, TaskState.RETRYING),
       failure(StopReason.SANDBOX_FAILED),
       failure(StopReason.EXIT_CODE),
-      create(OperationEventSchema, { operation: execution.name, type: EventType.PROGRESS, state: TaskState.RUNNING, attributes: { case: "progress", value: { message: "half way" } } }),
+      create(OperationEventSchema, {
+        operation: execution.name,
+        type: EventType.PROGRESS,
+        state: TaskState.RUNNING,
+        attributes: { case: "progress", value: { message: "half way" } },
+      }),
     ]) {
       await measured.modifyOperation(execution.name, (operation) => ({ operation, event }));
     }

@@ -1,3 +1,4 @@
+// biome-ignore-all lint/suspicious/noExplicitAny: the tests edit parsed JSON documents of any shape
 // The one mapping between contract spellings and proto: complete, exact and reversible.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -5,13 +6,7 @@ import { create, type DescEnum } from "@bufbuild/protobuf";
 import { createValidator } from "@bufbuild/protovalidate";
 import { describe, expect, it } from "vitest";
 import { WorkspaceOperationContractSchema } from "../../src/gen/agentmachine/v1/contract_pb.js";
-import {
-  ArtifactTypeSchema,
-  EventTypeSchema,
-  OperationTypeSchema,
-  ProfileTypeSchema,
-  TaskStateSchema,
-} from "../../src/gen/agentmachine/v1/types_pb.js";
+import { ArtifactTypeSchema, EventTypeSchema, OperationTypeSchema, ProfileTypeSchema, TaskStateSchema } from "../../src/gen/agentmachine/v1/types_pb.js";
 import {
   artifactTypeNames,
   contractFromJson,
@@ -27,9 +22,10 @@ import { validateContractDocument, validateContractMessage } from "../../src/con
 import { defaultConfig } from "../../src/config/config.js";
 import { repoRoot } from "../helpers/server.js";
 
-const schema = JSON.parse(
-  readFileSync(join(repoRoot, "src/contract/schema/workspace-operation-contract.schema.json"), "utf8"),
-) as { $defs: Record<string, { enum?: string[] }>; properties: Record<string, any> };
+const schema = JSON.parse(readFileSync(join(repoRoot, "src/contract/schema/workspace-operation-contract.schema.json"), "utf8")) as {
+  $defs: Record<string, { enum?: string[] }>;
+  properties: Record<string, any>;
+};
 const example = JSON.parse(readFileSync(join(repoRoot, "examples/contracts/local-execution.json"), "utf8")) as JsonObject;
 
 describe("contract spellings", () => {

@@ -45,13 +45,19 @@ describe("task lifecycle", () => {
 describe("retry backoff", () => {
   it("grows exponentially within [step/2, step] and never exceeds the cap", () => {
     fc.assert(
-      fc.property(fc.integer({ min: 1, max: 10_000 }), fc.integer({ min: 1, max: 600_000 }), fc.integer({ min: 2, max: 40 }), fc.double({ min: 0, max: 1, noNaN: true }), (initial, cap, attempt, random) => {
-        const policy = { maxAttempts: 50, initialBackoffMs: initial, maxBackoffMs: cap };
-        const step = Math.min(cap, initial * 2 ** (attempt - 2));
-        const delay = backoffMs(policy, attempt, () => random);
-        expect(delay).toBeGreaterThanOrEqual(Math.floor(step / 2));
-        expect(delay).toBeLessThanOrEqual(Math.ceil(step));
-      }),
+      fc.property(
+        fc.integer({ min: 1, max: 10_000 }),
+        fc.integer({ min: 1, max: 600_000 }),
+        fc.integer({ min: 2, max: 40 }),
+        fc.double({ min: 0, max: 1, noNaN: true }),
+        (initial, cap, attempt, random) => {
+          const policy = { maxAttempts: 50, initialBackoffMs: initial, maxBackoffMs: cap };
+          const step = Math.min(cap, initial * 2 ** (attempt - 2));
+          const delay = backoffMs(policy, attempt, () => random);
+          expect(delay).toBeGreaterThanOrEqual(Math.floor(step / 2));
+          expect(delay).toBeLessThanOrEqual(Math.ceil(step));
+        },
+      ),
     );
   });
 

@@ -5,7 +5,8 @@ import { parseResidentBytes, parseStat } from "../../src/process/proc-stat.js";
 import { ProcessGroupSampler, type Member } from "../../src/process/process-group.js";
 
 // Fields 1–24 of proc(5); the name holds spaces and parentheses, as a process may choose.
-const RUNNING = "4242 (tricky) name) (x) R 4200 4242 4200 0 -1 4194560 1200 300 0 0 150 25 40 10 20 0 3 0 987654 123456789 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
+const RUNNING =
+  "4242 (tricky) name) (x) R 4200 4242 4200 0 -1 4194560 1200 300 0 0 150 25 40 10 20 0 3 0 987654 123456789 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
 const ZOMBIE = "4243 (sh) Z 4242 4242 4200 0 -1 4227084 90 0 0 0 7 3 0 0 20 0 1 0 987700 0 0 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n";
 
 describe("parseStat", () => {

@@ -19,7 +19,7 @@ const layout = {
 };
 
 /** The pairs or triples that follow each occurrence of `flag`. */
-function after(args: string[], flag: string, count: number): string[][] {
+function argsAfter(args: string[], flag: string, count: number): string[][] {
   return args.flatMap((arg, index) => (arg === flag ? [args.slice(index + 1, index + 1 + count)] : []));
 }
 
@@ -28,19 +28,24 @@ describe("bubblewrap options", () => {
 
   it("unshares every namespace, forbids new user namespaces, drops capabilities and dies with its parent", () => {
     for (const flag of ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session"]) expect(args).toContain(flag);
-    expect(after(args, "--cap-drop", 1)).toEqual([["ALL"]]);
+    expect(argsAfter(args, "--cap-drop", 1)).toEqual([["ALL"]]);
     expect(args).not.toContain("--share-net");
   });
 
   it("binds only the workspace writable; the install and the sockets read-only; nothing of the data dir else", () => {
-    expect(after(args, "--bind", 2)).toEqual([[layout.workspace, layout.workspace]]);
-    expect(after(args, "--ro-bind", 2)).toEqual(expect.arrayContaining([["/opt/amctl", "/opt/amctl"], [layout.runDir, SANDBOX_RUN_DIR]]));
+    expect(argsAfter(args, "--bind", 2)).toEqual([[layout.workspace, layout.workspace]]);
+    expect(argsAfter(args, "--ro-bind", 2)).toEqual(
+      expect.arrayContaining([
+        ["/opt/amctl", "/opt/amctl"],
+        [layout.runDir, SANDBOX_RUN_DIR],
+      ]),
+    );
     expect(args.filter((arg) => arg.startsWith("/var/lib/amctl") && !arg.startsWith(layout.workspace))).toEqual([]);
   });
 
   it("binds each mount by its descriptor, after the system paths and the sockets, read-only unless it is a workspace mount", () => {
-    expect(after(args, "--ro-bind-fd", 2)).toEqual([["6", "/project"]]);
-    expect(after(args, "--bind-fd", 2)).toEqual([["7", "/out"]]);
+    expect(argsAfter(args, "--ro-bind-fd", 2)).toEqual([["6", "/project"]]);
+    expect(argsAfter(args, "--bind-fd", 2)).toEqual([["7", "/out"]]);
     expect(args.indexOf("--ro-bind-fd")).toBeGreaterThan(args.indexOf(SANDBOX_RUN_DIR));
   });
 
@@ -59,7 +64,15 @@ describe("bubblewrap options", () => {
 
 describe("the launcher", () => {
   it("bridges each way out to its socket in the run dir and then starts the program, with the environment off the command line", () => {
-    const argv = launcherArgv("/usr/bin/perl", { prlimitSyscall: 302, cpuSeconds: 30, maxProcesses: 0 }, [{ port: 7070, socket: "plane.sock" }, { port: 3128, socket: "egress.sock" }], ["/usr/bin/env", "-0"]);
+    const argv = launcherArgv(
+      "/usr/bin/perl",
+      { prlimitSyscall: 302, cpuSeconds: 30, maxProcesses: 0 },
+      [
+        { port: 7070, socket: "plane.sock" },
+        { port: 3128, socket: "egress.sock" },
+      ],
+      ["/usr/bin/env", "-0"],
+    );
     expect(argv.slice(0, 2)).toEqual(["/usr/bin/perl", "-e"]);
     expect(argv[2]).toContain(`"${SANDBOX_RUN_DIR}/$socket"`);
     expect(argv.slice(3)).toEqual(["302", "30", "0", "2", "7070", "plane.sock", "3128", "egress.sock", "/usr/bin/env", "-0"]);
@@ -73,7 +86,9 @@ describe("the launcher", () => {
 describe("the egress socket's credential", () => {
   it("replaces any Proxy-Authorization the program sent with the attempt's own", () => {
     const head = "CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\nproxy-authorization: Basic Zm9vOmJhcg==\r\nUser-Agent: curl";
-    expect(withCredential(head, "tok")).toBe("CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\nUser-Agent: curl\r\nProxy-Authorization: Bearer tok");
+    expect(withCredential(head, "tok")).toBe(
+      "CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\nUser-Agent: curl\r\nProxy-Authorization: Bearer tok",
+    );
   });
 });
 

@@ -13,7 +13,15 @@ const SECRET = "sk-live-CANARY-0123456789abcdef";
 
 function setup() {
   const lines: string[] = [];
-  const log = createLogger("debug", new Writable({ write: (chunk, _e, cb) => (lines.push(String(chunk)), cb()) }));
+  const log = createLogger(
+    "debug",
+    new Writable({
+      write: (chunk, _e, cb) => {
+        lines.push(String(chunk));
+        cb();
+      },
+    }),
+  );
   const transport = createRouterTransport(
     (router) => {
       router.service(ContractService, {
@@ -45,7 +53,11 @@ function setup() {
 describe("error interceptor", () => {
   it("turns an unexpected exception into Internal that names only a request id", async () => {
     const { lines, transport } = setup();
-    const error = ConnectError.from(await createClient(ContractService, transport).validateContract({}).catch((e: unknown) => e));
+    const error = ConnectError.from(
+      await createClient(ContractService, transport)
+        .validateContract({})
+        .catch((e: unknown) => e),
+    );
     expect(error.code).toBe(Code.Internal);
     expect(error.rawMessage).toMatch(/^internal error; request id [0-9a-f-]{36}$/);
     expect(error.rawMessage).not.toContain(SECRET);

@@ -11,23 +11,20 @@ const IDLE_MS = 300;
 
 let listener: OnePortListener;
 beforeAll(async () => {
-  listener = await listenOnePort(
-    (_req, res) => res.end(),
-    {
-      host: "127.0.0.1",
-      port: 0,
-      prefaceTimeoutMs: 10_000,
-      limits: { maxConnections: 10, maxConnectionsPerAddress: 10, idleTimeoutMs: IDLE_MS },
-      log: createLogger("fatal", new Writable({ write: (_chunk, _encoding, callback) => callback() })),
-      proxy: {
-        connect(_request, socket) {
-          socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
-          socket.pipe(socket);
-        },
-        plainRequest: (res) => res.end(),
+  listener = await listenOnePort((_req, res) => res.end(), {
+    host: "127.0.0.1",
+    port: 0,
+    prefaceTimeoutMs: 10_000,
+    limits: { maxConnections: 10, maxConnectionsPerAddress: 10, idleTimeoutMs: IDLE_MS },
+    log: createLogger("fatal", new Writable({ write: (_chunk, _encoding, callback) => callback() })),
+    proxy: {
+      connect(_request, socket) {
+        socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+        socket.pipe(socket);
       },
+      plainRequest: (res) => res.end(),
     },
-  );
+  });
 });
 afterAll(() => listener.close(100));
 

@@ -28,27 +28,27 @@ const serving = create(HealthCheckResponseSchema, { status: HealthCheckResponse_
 const handler = connectNodeAdapter({
   routes: (router) =>
     router.service(Health, {
-        check({ service }) {
-          return inSpan("work", {}, () => {
-            if (service === "internal") throw new ConnectError("the disk is on fire", Code.Internal);
-            if (service === "denied") throw new ConnectError("not yours", Code.PermissionDenied);
-            return serving;
-          });
-        },
-        async *watch() {
-          let ended!: () => void;
-          watchEnded = new Promise((resolve) => (ended = resolve));
-          try {
-            for (;;) {
-              yield serving;
-              await new Promise((resolve) => setTimeout(resolve, 10));
-            }
-          } finally {
-            ended();
+      check({ service }) {
+        return inSpan("work", {}, () => {
+          if (service === "internal") throw new ConnectError("the disk is on fire", Code.Internal);
+          if (service === "denied") throw new ConnectError("not yours", Code.PermissionDenied);
+          return serving;
+        });
+      },
+      async *watch() {
+        let ended!: () => void;
+        watchEnded = new Promise((resolve) => (ended = resolve));
+        try {
+          for (;;) {
+            yield serving;
+            await new Promise((resolve) => setTimeout(resolve, 10));
           }
-        },
-        list: () => ({ statuses: {} }),
-      }),
+        } finally {
+          ended();
+        }
+      },
+      list: () => ({ statuses: {} }),
+    }),
   interceptors: [traceInterceptor()],
 });
 

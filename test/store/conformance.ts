@@ -10,7 +10,14 @@ import { AuditCheckpointSchema, type AuditRecord } from "../../src/gen/agentmach
 import { BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, DelegationScopeSchema, type Delegation } from "../../src/gen/agentmachine/v1/delegation_pb.js";
 import { OperationEventSchema, RetryAttributesSchema } from "../../src/gen/agentmachine/v1/event_pb.js";
-import { OperationSchema, OperationSpecSchema, PolicyDecisionSchema, StopCauseSchema, StopReason, type Operation } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import {
+  OperationSchema,
+  OperationSpecSchema,
+  PolicyDecisionSchema,
+  StopCauseSchema,
+  StopReason,
+  type Operation,
+} from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema } from "../../src/gen/agentmachine/v1/policy_pb.js";
 import { EventType, OperationType, PolicyGate, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import {
@@ -178,8 +185,14 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(await store.findByRequestId("delegations/theirs", mine.requestId)).toMatchObject({ requestDigest: "b", operation: { name: theirs.name } });
       // Within a scope the key still holds: a retry is the existing operation, another body a conflict.
       const retry = operation({ requestId: mine.requestId });
-      expect(await store.createOperation({ idempotencyScope: "delegations/theirs", operation: retry, requestDigest: "b" })).toMatchObject({ kind: "existing", operation: { name: theirs.name } });
-      expect(await store.createOperation({ idempotencyScope: "delegations/mine", operation: retry, requestDigest: "c" })).toMatchObject({ kind: "request-id-conflict", operation: { name: mine.name } });
+      expect(await store.createOperation({ idempotencyScope: "delegations/theirs", operation: retry, requestDigest: "b" })).toMatchObject({
+        kind: "existing",
+        operation: { name: theirs.name },
+      });
+      expect(await store.createOperation({ idempotencyScope: "delegations/mine", operation: retry, requestDigest: "c" })).toMatchObject({
+        kind: "request-id-conflict",
+        operation: { name: mine.name },
+      });
       expect(await store.getOperation(retry.name)).toBeUndefined();
       // Reopened (another replica, or after a restart), the scopes hold.
       await store.close();
@@ -191,8 +204,14 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const op = operation();
       await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "same" });
       const again = operation({ requestId: op.requestId });
-      expect(await store.createOperation({ idempotencyScope: SCOPE, operation: again, requestDigest: "same" })).toMatchObject({ kind: "existing", operation: { name: op.name } });
-      expect(await store.createOperation({ idempotencyScope: SCOPE, operation: again, requestDigest: "other" })).toMatchObject({ kind: "request-id-conflict", operation: { name: op.name } });
+      expect(await store.createOperation({ idempotencyScope: SCOPE, operation: again, requestDigest: "same" })).toMatchObject({
+        kind: "existing",
+        operation: { name: op.name },
+      });
+      expect(await store.createOperation({ idempotencyScope: SCOPE, operation: again, requestDigest: "other" })).toMatchObject({
+        kind: "request-id-conflict",
+        operation: { name: op.name },
+      });
       expect(await store.getOperation(again.name)).toBeUndefined();
     });
 
@@ -201,7 +220,12 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const createsProfile = { name: "profiles/x", profileType: ProfileType.PERSONAL };
       const [a, b] = await Promise.all([
         store.createOperation({ idempotencyScope: SCOPE, operation: first, requestDigest: "1", createsProfile }),
-        store.createOperation({ idempotencyScope: SCOPE, operation: operation({ type: OperationType.PROFILE_CREATE, profile: "profiles/x" }), requestDigest: "2", createsProfile }),
+        store.createOperation({
+          idempotencyScope: SCOPE,
+          operation: operation({ type: OperationType.PROFILE_CREATE, profile: "profiles/x" }),
+          requestDigest: "2",
+          createsProfile,
+        }),
       ]);
       expect([a.kind, b.kind].sort()).toEqual(["created", "profile-exists"]);
       expect(await store.getProfile("profiles/x")).toEqual(createsProfile);
@@ -215,7 +239,11 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       await Promise.all(ops.map((op) => store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" })));
       const results = await Promise.all(
         ops.map((op) =>
-          store.updateOperation({ operation: { ...op, state: TaskState.RUNNING }, expectedState: TaskState.QUEUED, event: event(op.name, EventType.START, TaskState.RUNNING) }),
+          store.updateOperation({
+            operation: { ...op, state: TaskState.RUNNING },
+            expectedState: TaskState.QUEUED,
+            event: event(op.name, EventType.START, TaskState.RUNNING),
+          }),
         ),
       );
       const sequences = results.map((r) => (r.kind === "updated" ? r.event!.event.sequence : -1n)).sort((x, y) => (x < y ? -1 : 1));
@@ -255,9 +283,17 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const op = operation();
       await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
       const running = { ...op, state: TaskState.RUNNING, attempt: 1 };
-      const first = await store.updateOperation({ operation: running, expectedState: TaskState.QUEUED, event: event(op.name, EventType.START, TaskState.RUNNING) });
+      const first = await store.updateOperation({
+        operation: running,
+        expectedState: TaskState.QUEUED,
+        event: event(op.name, EventType.START, TaskState.RUNNING),
+      });
       expect(first.kind).toBe("updated");
-      const stale = await store.updateOperation({ operation: { ...op, state: TaskState.CANCELLED }, expectedState: TaskState.QUEUED, event: event(op.name, EventType.CANCEL, TaskState.CANCELLED) });
+      const stale = await store.updateOperation({
+        operation: { ...op, state: TaskState.CANCELLED },
+        expectedState: TaskState.QUEUED,
+        event: event(op.name, EventType.CANCEL, TaskState.CANCELLED),
+      });
       expect(stale).toMatchObject({ kind: "state-changed", operation: { state: TaskState.RUNNING } });
       const stored = await store.getOperation(op.name);
       expect(stored?.state).toBe(TaskState.RUNNING);
@@ -286,7 +322,9 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
 
     it("keeps audit records written before 0.x (string code and gate) as they were hashed: they read, link and verify", async () => {
       const old = await store.appendAudit(auditDraft({ decision: { allowed: false, code: "permission_denied", gate: "toolGrant", rule: "no-curl" } }));
-      const current = await store.appendAudit(auditDraft({ decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED, gates: [PolicyGate.TOOL_GRANT], rule: "no-curl" } }));
+      const current = await store.appendAudit(
+        auditDraft({ decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED, gates: [PolicyGate.TOOL_GRANT], rule: "no-curl" } }),
+      );
       const records = await store.listAuditRecords({ afterSequence: 0n, limit: 10 });
       expect(records).toEqual([old, current]);
       expectWholeChain(records);
@@ -315,7 +353,9 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
       // Same name, another request id: the insert fails after its event was appended.
       const clash = operation({ name: op.name });
-      await expect(store.createOperation({ idempotencyScope: SCOPE, operation: clash, requestDigest: "d", event: event(op.name, EventType.START, TaskState.QUEUED) })).rejects.toThrow();
+      await expect(
+        store.createOperation({ idempotencyScope: SCOPE, operation: clash, requestDigest: "d", event: event(op.name, EventType.START, TaskState.QUEUED) }),
+      ).rejects.toThrow();
       expect(published).toEqual([]);
       expect(await store.readEvents(0n, 10)).toEqual([]);
       expect(await store.findByRequestId(SCOPE, clash.requestId)).toBeUndefined();
@@ -354,7 +394,11 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
       const old = new Date(Date.now() - 3_600_000);
       for (let i = 0; i < 10; i += 1) {
-        await store.updateOperation({ operation: op, expectedState: TaskState.QUEUED, event: event(op.name, EventType.PROGRESS, TaskState.QUEUED, i < 2 ? old : new Date()) });
+        await store.updateOperation({
+          operation: op,
+          expectedState: TaskState.QUEUED,
+          event: event(op.name, EventType.PROGRESS, TaskState.QUEUED, i < 2 ? old : new Date()),
+        });
       }
       const before = await store.eventBounds();
       expect(await store.compactEvents({ maxEvents: 5, maxAgeMs: 60_000 }, new Date())).toBe(5);
@@ -367,20 +411,29 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
     });
 
     it("records a delegation once, and revokes a subtree in one commit, each delegation once", async () => {
-      const d = (name: string, parent = "") => create(DelegationSchema, { name, parent, subject: name, expireTime: timestampFromDate(new Date(Date.now() + 60_000)) });
+      const d = (name: string, parent = "") =>
+        create(DelegationSchema, { name, parent, subject: name, expireTime: timestampFromDate(new Date(Date.now() + 60_000)) });
       expect((await store.putDelegation(d("delegations/root"))).subject).toBe("delegations/root");
       // A second put with the same name keeps the first record.
       expect((await store.putDelegation({ ...d("delegations/root"), subject: "other" })).subject).toBe("delegations/root");
       await store.putDelegation(d("delegations/a", "delegations/root"));
       await store.putDelegation(d("delegations/a1", "delegations/a"));
       await store.putDelegation(d("delegations/b", "delegations/root"));
-      expect((await store.listDelegationSubtree("delegations/root")).map((x) => x.delegation.name)).toEqual(["delegations/root", "delegations/a", "delegations/b", "delegations/a1"]);
+      expect((await store.listDelegationSubtree("delegations/root")).map((x) => x.delegation.name)).toEqual([
+        "delegations/root",
+        "delegations/a",
+        "delegations/b",
+        "delegations/a1",
+      ]);
       const revoked = await store.revokeDelegationSubtree("delegations/a", new Date(), "test");
       expect(revoked.map((x) => x.name).sort()).toEqual(["delegations/a", "delegations/a1"]);
       expect((await store.getDelegation("delegations/a1"))?.revokeReason).toBe("test");
       expect((await store.getDelegation("delegations/b"))?.revokeTime).toBeUndefined();
       expect(await store.revokeDelegationSubtree("delegations/a", new Date(), "again")).toEqual([]);
-      expect((await store.revokeDelegationSubtree("delegations/root", new Date(), "all")).map((x) => x.name).sort()).toEqual(["delegations/b", "delegations/root"]);
+      expect((await store.revokeDelegationSubtree("delegations/root", new Date(), "all")).map((x) => x.name).sort()).toEqual([
+        "delegations/b",
+        "delegations/root",
+      ]);
       expect(await store.getDelegation("delegations/none")).toBeUndefined();
     });
 
@@ -388,8 +441,14 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const scoped = Object.assign(delegation("delegations/mounts"), { scope: create(DelegationScopeSchema, { mountPrefixes: ["/src/app", "*"] }) });
       await store.putDelegation(scoped);
       expect((await store.getDelegation("delegations/mounts"))?.scope?.mountPrefixes).toEqual(["/src/app", "*"]);
-      const mounts = [{ hostPath: "/src/app", path: "/project", readWrite: false }, { hostPath: "out", path: "/out", readWrite: true }];
-      const op = operation({ type: OperationType.EXECUTION_START, spec: create(OperationSpecSchema, { kind: { case: "executionStart", value: { argv: ["true"], mounts } } }) });
+      const mounts = [
+        { hostPath: "/src/app", path: "/project", readWrite: false },
+        { hostPath: "out", path: "/out", readWrite: true },
+      ];
+      const op = operation({
+        type: OperationType.EXECUTION_START,
+        spec: create(OperationSpecSchema, { kind: { case: "executionStart", value: { argv: ["true"], mounts } } }),
+      });
       await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "m" });
       const stored = (await store.getOperation(op.name))?.spec?.kind;
       expect(stored?.case === "executionStart" && stored.value.mounts.map(({ hostPath, path, readWrite }) => ({ hostPath, path, readWrite }))).toEqual(mounts);
@@ -406,7 +465,10 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const names = (entries: { delegation: { name: string } }[]) => entries.map((e) => e.delegation.name);
       const all = ["delegations/t", "delegations/t-a", "delegations/t-b", "delegations/t-c", "delegations/t-a-1", "delegations/t-b-1"];
       const first = await store.listDelegationSubtree("delegations/t", { limit: 2 });
-      expect(first.map((e) => [e.delegation.name, e.depth])).toEqual([["delegations/t", 0], ["delegations/t-a", 1]]);
+      expect(first.map((e) => [e.delegation.name, e.depth])).toEqual([
+        ["delegations/t", 0],
+        ["delegations/t-a", 1],
+      ]);
       // Pages taken from each previous page's last entry cover the listing exactly once, in order.
       const paged = [...first];
       for (let last = first[first.length - 1]!; ; ) {
@@ -416,11 +478,15 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
         last = page[page.length - 1]!;
       }
       expect(names(paged)).toEqual(all);
-      expect(names(await store.listDelegationSubtree("delegations/t", { limit: 10, activeAt: new Date() }))).toEqual(["delegations/t", "delegations/t-a", "delegations/t-b", "delegations/t-a-1"]);
-      expect(names(await store.listDelegationSubtree("delegations/t", { after: { depth: 1, name: "delegations/t-a" }, limit: 10, activeAt: new Date() }))).toEqual([
+      expect(names(await store.listDelegationSubtree("delegations/t", { limit: 10, activeAt: new Date() }))).toEqual([
+        "delegations/t",
+        "delegations/t-a",
         "delegations/t-b",
         "delegations/t-a-1",
       ]);
+      expect(
+        names(await store.listDelegationSubtree("delegations/t", { after: { depth: 1, name: "delegations/t-a" }, limit: 10, activeAt: new Date() })),
+      ).toEqual(["delegations/t-b", "delegations/t-a-1"]);
     });
 
     it("reserves budget at create: the check sees each account's held amount and a delegation's children", async () => {
@@ -523,12 +589,26 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
     it("settles a reservation in the update that ends the operation: each account gives back what was reserved and keeps what was spent, never more than was reserved", async () => {
       const accounts = ["delegations/s", "profiles/s"];
       const op = operation({ profile: "profiles/s" });
-      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d", reservation: { accounts, amount: budget({ modelCalls: 10n, tokens: 1000n }), check: () => undefined } });
+      await store.createOperation({
+        idempotencyScope: SCOPE,
+        operation: op,
+        requestDigest: "d",
+        reservation: { accounts, amount: budget({ modelCalls: 10n, tokens: 1000n }), check: () => undefined },
+      });
       const other = operation({ profile: "profiles/s" });
-      await store.createOperation({ idempotencyScope: SCOPE, operation: other, requestDigest: "d", reservation: { accounts: ["profiles/s"], amount: budget({ modelCalls: 1n, connectorCalls: 5n }), check: () => undefined } });
+      await store.createOperation({
+        idempotencyScope: SCOPE,
+        operation: other,
+        requestDigest: "d",
+        reservation: { accounts: ["profiles/s"], amount: budget({ modelCalls: 1n, connectorCalls: 5n }), check: () => undefined },
+      });
       expect((await heldOf(store, "profiles/s")).modelCalls).toBe(11n);
       // An update that does not apply settles nothing.
-      const stale = await store.updateOperation({ operation: { ...op, state: TaskState.COMPLETED }, expectedState: TaskState.RUNNING, settle: { spent: budget({}) } });
+      const stale = await store.updateOperation({
+        operation: { ...op, state: TaskState.COMPLETED },
+        expectedState: TaskState.RUNNING,
+        settle: { spent: budget({}) },
+      });
       expect(stale.kind).toBe("state-changed");
       expect((await heldOf(store, "profiles/s")).modelCalls).toBe(11n);
       const done = await store.updateOperation({
@@ -544,11 +624,18 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const delegationHeld = await heldOf(store, "delegations/s");
       expect([delegationHeld.modelCalls, delegationHeld.tokens, delegationHeld.connectorCalls]).toEqual([4n, 1000n, 0n]);
       // A reservation is settled once: settling again gives nothing back and keeps nothing more.
-      const again = await store.updateOperation({ operation: { ...op, state: TaskState.COMPLETED }, expectedState: TaskState.COMPLETED, settle: { spent: budget({ modelCalls: 50n }) } });
+      const again = await store.updateOperation({
+        operation: { ...op, state: TaskState.COMPLETED },
+        expectedState: TaskState.COMPLETED,
+        settle: { spent: budget({ modelCalls: 50n }) },
+      });
       expect(again.kind).toBe("updated");
       expect((await heldOf(store, "profiles/s")).modelCalls).toBe(5n);
       // A modification settles too, from the reservation the store recorded.
-      const modified = await store.modifyOperation(other.name, (current) => ({ operation: { ...current, state: TaskState.CANCELLED }, settle: { spent: budget({ connectorCalls: 1n }) } }));
+      const modified = await store.modifyOperation(other.name, (current) => ({
+        operation: { ...current, state: TaskState.CANCELLED },
+        settle: { spent: budget({ connectorCalls: 1n }) },
+      }));
       expect(modified.kind).toBe("modified");
       const after = await heldOf(store, "profiles/s");
       expect([after.modelCalls, after.tokens, after.connectorCalls]).toEqual([4n, 1000n, 1n]);
@@ -556,20 +643,31 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       // An operation that reserved nothing settles nothing.
       const plain = operation({ profile: "profiles/s" });
       await store.createOperation({ idempotencyScope: SCOPE, operation: plain, requestDigest: "d" });
-      await store.updateOperation({ operation: { ...plain, state: TaskState.COMPLETED }, expectedState: TaskState.QUEUED, settle: { spent: budget({ modelCalls: 9n }) } });
+      await store.updateOperation({
+        operation: { ...plain, state: TaskState.COMPLETED },
+        expectedState: TaskState.QUEUED,
+        settle: { spent: budget({ modelCalls: 9n }) },
+      });
       expect((await heldOf(store, "profiles/s")).modelCalls).toBe(4n);
     });
 
     it("settles each reservation once when settlements race", async () => {
       const ops = Array.from({ length: 10 }, () => operation({ profile: "profiles/sr" }));
       for (const op of ops) {
-        await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d", reservation: { accounts: ["profiles/sr"], amount: budget({ tokens: 10n }), check: () => undefined } });
+        await store.createOperation({
+          idempotencyScope: SCOPE,
+          operation: op,
+          requestDigest: "d",
+          reservation: { accounts: ["profiles/sr"], amount: budget({ tokens: 10n }), check: () => undefined },
+        });
       }
       expect((await heldOf(store, "profiles/sr")).tokens).toBe(100n);
       // Every operation settled three times at once, spending 1 token: 10 × 1 kept, the rest given back.
       await Promise.all(
         ops.flatMap((op) =>
-          [1, 2, 3].map(() => store.modifyOperation(op.name, (current) => ({ operation: { ...current, state: TaskState.COMPLETED }, settle: { spent: budget({ tokens: 1n }) } }))),
+          [1, 2, 3].map(() =>
+            store.modifyOperation(op.name, (current) => ({ operation: { ...current, state: TaskState.COMPLETED }, settle: { spent: budget({ tokens: 1n }) } })),
+          ),
         ),
       );
       expect((await heldOf(store, "profiles/sr")).tokens).toBe(10n);
@@ -653,7 +751,11 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(published).toHaveLength(1);
       expect((await store.readEvents(0n, 10)).map((e) => e.event.sequence)).toEqual([sequence]);
       // Events of modifications, updates and creates share one contiguous sequence.
-      const next = await store.updateOperation({ operation: { ...stored!, state: TaskState.COMPLETED }, expectedState: TaskState.RUNNING, event: event(op.name, EventType.COMPLETE, TaskState.COMPLETED) });
+      const next = await store.updateOperation({
+        operation: { ...stored!, state: TaskState.COMPLETED },
+        expectedState: TaskState.RUNNING,
+        event: event(op.name, EventType.COMPLETE, TaskState.COMPLETED),
+      });
       expect(next.kind === "updated" && next.event!.event.sequence).toBe(sequence + 1n);
       expect(published.map((e) => e.event.sequence)).toEqual([sequence, sequence + 1n]);
     });
@@ -695,13 +797,21 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
 
     it("records a child delegation's idempotency key in its commit: a retry carves nothing and names the first child, once however many race", async () => {
       await store.putDelegation(delegation("delegations/kp"));
-      const key = (overrides: Partial<RequestKey> = {}): RequestKey => ({ scope: "delegations/kp", rpc: "IssueDelegation", requestId: "r-1", requestDigest: "d", ...overrides });
+      const key = (overrides: Partial<RequestKey> = {}): RequestKey => ({
+        scope: "delegations/kp",
+        rpc: "IssueDelegation",
+        requestId: "r-1",
+        requestDigest: "d",
+        ...overrides,
+      });
       let checks = 0;
       const check = () => {
         checks += 1;
         return undefined;
       };
-      const raced = await Promise.all(Array.from({ length: 5 }, (_, i) => store.putChildDelegation(delegation(`delegations/kp-${i}`, "delegations/kp"), check, auditDraft(), key())));
+      const raced = await Promise.all(
+        Array.from({ length: 5 }, (_, i) => store.putChildDelegation(delegation(`delegations/kp-${i}`, "delegations/kp"), check, auditDraft(), key())),
+      );
       expect(raced.filter((r) => r.kind === "created")).toHaveLength(1);
       const first = raced.find((r) => r.kind === "created")!;
       const firstName = first.kind === "created" ? first.value.name : "";
@@ -710,10 +820,17 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(await store.listDelegationSubtree("delegations/kp")).toHaveLength(2);
       expect((await store.listAuditRecords({ afterSequence: 0n, limit: 100 })).filter((r) => r.resource.startsWith("delegations/kp-"))).toHaveLength(1);
       // Another body under the key: refused by name, nothing written.
-      expect(await store.putChildDelegation(delegation("delegations/kp-x", "delegations/kp"), check, undefined, key({ requestDigest: "other" }))).toEqual({ kind: "request-id-conflict", name: firstName });
+      expect(await store.putChildDelegation(delegation("delegations/kp-x", "delegations/kp"), check, undefined, key({ requestDigest: "other" }))).toEqual({
+        kind: "request-id-conflict",
+        name: firstName,
+      });
       // The same request id in another scope, or of another RPC, is another key.
-      expect((await store.putChildDelegation(delegation("delegations/kp-y", "delegations/kp"), check, undefined, key({ scope: "delegations/other" }))).kind).toBe("created");
-      expect((await store.putChildDelegation(delegation("delegations/kp-z", "delegations/kp"), check, undefined, key({ rpc: "ApplyPolicyBundle" }))).kind).toBe("created");
+      expect(
+        (await store.putChildDelegation(delegation("delegations/kp-y", "delegations/kp"), check, undefined, key({ scope: "delegations/other" }))).kind,
+      ).toBe("created");
+      expect((await store.putChildDelegation(delegation("delegations/kp-z", "delegations/kp"), check, undefined, key({ rpc: "ApplyPolicyBundle" }))).kind).toBe(
+        "created",
+      );
       expect(await store.getDelegation("delegations/kp-x")).toBeUndefined();
     });
 
@@ -723,10 +840,14 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       const first = await made(store.putPolicyBundle(bundle("one"), auditDraft(), key));
       await made(store.putPolicyBundle(bundle("two")));
       expect(await store.putPolicyBundle(bundle("one"), auditDraft(), key)).toEqual({ kind: "existing", name: first.name });
-      expect(await store.putPolicyBundle(bundle("three"), auditDraft(), { ...key, requestDigest: "other" })).toEqual({ kind: "request-id-conflict", name: first.name });
+      expect(await store.putPolicyBundle(bundle("three"), auditDraft(), { ...key, requestDigest: "other" })).toEqual({
+        kind: "request-id-conflict",
+        name: first.name,
+      });
       expect((await store.listPolicyBundles()).map((b) => b.version)).toEqual([2n]);
       expect(await store.getPolicyBundle(first.name)).toMatchObject({ name: first.name, source: "one", version: 1n });
-      for (const unknown of ["policyBundles/personal/versions/9", "policyBundles/nothing/versions/1", "delegations/x"]) expect(await store.getPolicyBundle(unknown)).toBeUndefined();
+      for (const unknown of ["policyBundles/personal/versions/9", "policyBundles/nothing/versions/1", "delegations/x"])
+        expect(await store.getPolicyBundle(unknown)).toBeUndefined();
       // Keys are durable: a reopened store still answers them.
       await store.close();
       store = await reopen();
@@ -751,18 +872,33 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       ]);
       expect(listed[0]).toMatchObject({ name: "policyBundles/personal/versions/2", digest: "p2", appliedBy: "test" });
       // A page: the profile types after a position, at most a limit.
-      expect((await store.listPolicyBundles({ after: ProfileType.UNSPECIFIED, limit: 2 })).map((b) => b.profileType)).toEqual([ProfileType.PERSONAL, ProfileType.CORPORATE_FIREWALL]);
-      expect((await store.listPolicyBundles({ after: ProfileType.CORPORATE_FIREWALL, limit: 2 })).map((b) => b.profileType)).toEqual([ProfileType.USER_OWNED_MODEL]);
+      expect((await store.listPolicyBundles({ after: ProfileType.UNSPECIFIED, limit: 2 })).map((b) => b.profileType)).toEqual([
+        ProfileType.PERSONAL,
+        ProfileType.CORPORATE_FIREWALL,
+      ]);
+      expect((await store.listPolicyBundles({ after: ProfileType.CORPORATE_FIREWALL, limit: 2 })).map((b) => b.profileType)).toEqual([
+        ProfileType.USER_OWNED_MODEL,
+      ]);
       expect(await store.listPolicyBundles({ after: ProfileType.USER_OWNED_MODEL, limit: 2 })).toEqual([]);
     });
 
     it("keeps a profile's budget, and reports none for a profile created without one", async () => {
       const withBudget = { name: "profiles/budgeted", profileType: ProfileType.CORPORATE_FIREWALL, budget: budget({ modelCalls: 9n, tokens: 900n }) };
-      await store.createOperation({ idempotencyScope: SCOPE, operation: operation({ type: OperationType.PROFILE_CREATE, profile: withBudget.name }), requestDigest: "d", createsProfile: withBudget });
+      await store.createOperation({
+        idempotencyScope: SCOPE,
+        operation: operation({ type: OperationType.PROFILE_CREATE, profile: withBudget.name }),
+        requestDigest: "d",
+        createsProfile: withBudget,
+      });
       const stored = await store.getProfile(withBudget.name);
       expect(stored).toEqual(withBudget);
       const plain = { name: "profiles/plain", profileType: ProfileType.PERSONAL };
-      await store.createOperation({ idempotencyScope: SCOPE, operation: operation({ type: OperationType.PROFILE_CREATE, profile: plain.name }), requestDigest: "d", createsProfile: plain });
+      await store.createOperation({
+        idempotencyScope: SCOPE,
+        operation: operation({ type: OperationType.PROFILE_CREATE, profile: plain.name }),
+        requestDigest: "d",
+        createsProfile: plain,
+      });
       expect(await store.getProfile(plain.name)).toEqual(plain);
       expect("budget" in (await store.getProfile(plain.name))!).toBe(false);
     });
@@ -805,7 +941,12 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       await store.heartbeat("runners/a", new Date(1_000));
       await store.heartbeat("runners/b", new Date(2_000));
       await store.heartbeat("runners/a", new Date(3_000));
-      expect(await store.runnerHeartbeats()).toEqual(new Map([["runners/a", new Date(3_000)], ["runners/b", new Date(2_000)]]));
+      expect(await store.runnerHeartbeats()).toEqual(
+        new Map([
+          ["runners/a", new Date(3_000)],
+          ["runners/b", new Date(2_000)],
+        ]),
+      );
       await store.close();
       store = await reopen();
       expect((await store.runnerHeartbeats()).get("runners/a")).toEqual(new Date(3_000));
@@ -818,27 +959,50 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       // createOperation: only when created; an empty resource becomes the operation's name.
       const op = operation({ type: OperationType.PROFILE_CREATE, profile: "profiles/au" });
       const createsProfile = { name: "profiles/au", profileType: ProfileType.PERSONAL };
-      expect(await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d", createsProfile, audit: auditDraft() })).toMatchObject({ kind: "created" });
-      expect(await store.createOperation({ idempotencyScope: SCOPE, operation: operation({ requestId: op.requestId }), requestDigest: "d", audit: auditDraft() })).toMatchObject({ kind: "existing" });
+      expect(await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d", createsProfile, audit: auditDraft() })).toMatchObject({
+        kind: "created",
+      });
+      expect(
+        await store.createOperation({ idempotencyScope: SCOPE, operation: operation({ requestId: op.requestId }), requestDigest: "d", audit: auditDraft() }),
+      ).toMatchObject({ kind: "existing" });
       const again = operation({ type: OperationType.PROFILE_CREATE, profile: "profiles/au" });
-      expect(await store.createOperation({ idempotencyScope: SCOPE, operation: again, requestDigest: "d2", createsProfile, audit: auditDraft() })).toMatchObject({ kind: "profile-exists" });
+      expect(
+        await store.createOperation({ idempotencyScope: SCOPE, operation: again, requestDigest: "d2", createsProfile, audit: auditDraft() }),
+      ).toMatchObject({ kind: "profile-exists" });
       const refusal = new Error("over budget");
       await expect(
-        store.createOperation({ idempotencyScope: SCOPE, operation: operation(), requestDigest: "d", reservation: { accounts: ["profiles/au"], amount: budget({ modelCalls: 1n }), check: () => refusal }, audit: auditDraft() }),
+        store.createOperation({
+          idempotencyScope: SCOPE,
+          operation: operation(),
+          requestDigest: "d",
+          reservation: { accounts: ["profiles/au"], amount: budget({ modelCalls: 1n }), check: () => refusal },
+          audit: auditDraft(),
+        }),
       ).rejects.toBe(refusal);
       // modifyOperation: only when modified.
       expect(await store.modifyOperation(op.name, () => undefined, undefined, auditDraft())).toMatchObject({ kind: "unchanged" });
       expect(await store.modifyOperation("operations/none", (current) => ({ operation: current }), undefined, auditDraft())).toEqual({ kind: "not-found" });
       const charge = (current: Operation) => ({ operation: { ...current, usage: budget({ tokens: 5n }) } });
-      expect(await store.modifyOperation(op.name, charge, "ticket", auditDraft({ rpc: "/agentmachine.v1.RuntimeService/ReportUsage", resource: "explicit" }))).toMatchObject({ kind: "modified" });
+      expect(
+        await store.modifyOperation(op.name, charge, "ticket", auditDraft({ rpc: "/agentmachine.v1.RuntimeService/ReportUsage", resource: "explicit" })),
+      ).toMatchObject({ kind: "modified" });
       expect(await store.modifyOperation(op.name, charge, "ticket", auditDraft())).toMatchObject({ kind: "already-done" });
       // Delegations: a refused child and a revocation that revokes nothing leave no record.
       await store.putDelegation(delegation("delegations/au"));
       await expect(store.putChildDelegation(delegation("delegations/au-no", "delegations/au"), () => refusal, auditDraft())).rejects.toBe(refusal);
-      await store.putChildDelegation(delegation("delegations/au-1", "delegations/au"), () => undefined, auditDraft({ operationType: OperationType.UNSPECIFIED, commandRef: "IssueDelegation" }));
+      await store.putChildDelegation(
+        delegation("delegations/au-1", "delegations/au"),
+        () => undefined,
+        auditDraft({ operationType: OperationType.UNSPECIFIED, commandRef: "IssueDelegation" }),
+      );
       expect(await store.revokeDelegationSubtree("delegations/au-1", new Date(), "r", auditDraft({ commandRef: "RevokeDelegation" }))).toHaveLength(1);
       expect(await store.revokeDelegationSubtree("delegations/au-1", new Date(), "r", auditDraft({ commandRef: "RevokeDelegation" }))).toEqual([]);
-      const bundle = await made(store.putPolicyBundle(create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "s", digest: "s" }), auditDraft({ commandRef: "ApplyPolicyBundle" })));
+      const bundle = await made(
+        store.putPolicyBundle(
+          create(PolicyBundleSchema, { profileType: ProfileType.PERSONAL, source: "s", digest: "s" }),
+          auditDraft({ commandRef: "ApplyPolicyBundle" }),
+        ),
+      );
       // A denied attempt, which has no other effect.
       const denied = await store.appendAudit(auditDraft({ decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED, reason: "no" } }));
       expect(denied.sequence).toBe(6n);
@@ -864,10 +1028,15 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
     it("lists audit records by principal, delegation, operation type, decision and time, in sequence order", async () => {
       const at = (ms: number) => timestampFromDate(new Date(ms));
       await store.appendAudit(auditDraft({ time: at(1_000), principal: "alice", delegation: "delegations/a", operationType: OperationType.EXECUTION_START }));
-      await store.appendAudit(auditDraft({ time: at(2_000), principal: "bob", delegation: "delegations/b", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } }));
+      await store.appendAudit(
+        auditDraft({ time: at(2_000), principal: "bob", delegation: "delegations/b", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } }),
+      );
       await store.appendAudit(auditDraft({ time: at(3_000), principal: "alice", delegation: "delegations/a2", operationType: OperationType.CONTAINER_RUN }));
-      await store.appendAudit(auditDraft({ time: at(4_000), principal: "alice", delegation: "delegations/a", decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED } }));
-      const sequences = async (query: Partial<AuditQuery>) => (await store.listAuditRecords({ afterSequence: 0n, limit: 100, ...query })).map((r) => Number(r.sequence));
+      await store.appendAudit(
+        auditDraft({ time: at(4_000), principal: "alice", delegation: "delegations/a", decision: { allowed: false, denialCode: RpcCode.PERMISSION_DENIED } }),
+      );
+      const sequences = async (query: Partial<AuditQuery>) =>
+        (await store.listAuditRecords({ afterSequence: 0n, limit: 100, ...query })).map((r) => Number(r.sequence));
       expect(await sequences({})).toEqual([1, 2, 3, 4]);
       expect(await sequences({ principal: "alice" })).toEqual([1, 3, 4]);
       expect(await sequences({ delegation: "delegations/a" })).toEqual([1, 4]);
@@ -882,7 +1051,9 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
     it("keeps one audit chain when appends race", async () => {
       await Promise.all(
         Array.from({ length: 40 }, (_, i) =>
-          i % 2 === 0 ? store.appendAudit(auditDraft()) : store.createOperation({ idempotencyScope: SCOPE, operation: operation(), requestDigest: "d", audit: auditDraft() }),
+          i % 2 === 0
+            ? store.appendAudit(auditDraft())
+            : store.createOperation({ idempotencyScope: SCOPE, operation: operation(), requestDigest: "d", audit: auditDraft() }),
         ),
       );
       const records = await store.listAuditRecords({ afterSequence: 0n, limit: 100 });
@@ -911,8 +1082,15 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
 
     it("prunes the records a stored checkpoint covers in one commit with the prune's own record, refuses any other cut, and keeps the chain going", async () => {
       const checkpointOf = (record: AuditRecord) =>
-        create(AuditCheckpointSchema, { origin: "o", size: record.sequence, headHash: record.hash, signedNote: `note ${record.sequence}`, time: timestampFromDate(new Date(5_000)) });
-      const pruneDraft = () => auditDraft({ rpc: "/agentmachine.v1.AuditService/PruneAuditLog", operationType: OperationType.UNSPECIFIED, commandRef: "PruneAuditLog" });
+        create(AuditCheckpointSchema, {
+          origin: "o",
+          size: record.sequence,
+          headHash: record.hash,
+          signedNote: `note ${record.sequence}`,
+          time: timestampFromDate(new Date(5_000)),
+        });
+      const pruneDraft = () =>
+        auditDraft({ rpc: "/agentmachine.v1.AuditService/PruneAuditLog", operationType: OperationType.UNSPECIFIED, commandRef: "PruneAuditLog" });
       const all = async () => store.listAuditRecords({ afterSequence: 0n, limit: 100 });
       const sizes = async () => (await store.listAuditCheckpoints(0n, 100)).map((c) => c.size);
       const written: AuditRecord[] = [];

@@ -24,7 +24,10 @@ it("survives the connection breaking while the client is checked out and idle", 
     await admin.end();
     // The "error" event of the broken connection comes while nothing runs on the client.
     await new Promise((resolve) => setTimeout(resolve, 300));
-    const failure = await client.query("SELECT 1").then(() => undefined, (error: Error) => error);
+    const failure = await client.query("SELECT 1").then(
+      () => undefined,
+      (error: Error) => error,
+    );
     expect(failure).toBeInstanceOf(Error);
     release(failure);
     expect(unhandled).toEqual([]);

@@ -23,7 +23,12 @@ function recorder(store: PostgresStore): bigint[] {
 /** Creates an operation with its first event; resolves with that event's sequence. */
 async function append(store: PostgresStore): Promise<bigint> {
   const op = operation();
-  const result = await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d", event: event(op.name, EventType.START, TaskState.QUEUED) });
+  const result = await store.createOperation({
+    idempotencyScope: SCOPE,
+    operation: op,
+    requestDigest: "d",
+    event: event(op.name, EventType.START, TaskState.QUEUED),
+  });
   if (result.kind !== "created") throw new Error(`not created: ${result.kind}`);
   return result.event!.event.sequence;
 }
@@ -65,7 +70,9 @@ describe("PostgreSQL store replicas", () => {
     // The instance's own event connection: the only one on this database so far.
     const admin = new pg.Client({ connectionString: url });
     await admin.connect();
-    const { rows } = await admin.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'amctl-events'");
+    const { rows } = await admin.query<{ pid: number }>(
+      "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'amctl-events'",
+    );
     expect(rows).toHaveLength(1);
     const other = await PostgresStore.open(url);
     try {

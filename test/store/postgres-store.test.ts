@@ -27,7 +27,9 @@ it("keeps one gapless audit chain when two replicas append at once", async () =>
       Array.from({ length: appends }, (_, i) => {
         const store = replicas[i % 2]!;
         // Plain appends and audited creates, which take the event counter's lock before the audit head's.
-        return i % 3 === 0 ? store.createOperation({ idempotencyScope: SCOPE, operation: operation(), requestDigest: "d", audit: auditDraft({ principal: `p${i}` }) }) : store.appendAudit(auditDraft({ principal: `p${i}` }));
+        return i % 3 === 0
+          ? store.createOperation({ idempotencyScope: SCOPE, operation: operation(), requestDigest: "d", audit: auditDraft({ principal: `p${i}` }) })
+          : store.appendAudit(auditDraft({ principal: `p${i}` }));
       }),
     );
     const records = await replicas[1]!.listAuditRecords({ afterSequence: 0n, limit: 1000 });

@@ -24,8 +24,16 @@ it("upgrades a file whose request ids were unique across the store: its rows kee
     db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(migration.version, new Date().toISOString());
   }
   const old = operation();
-  db.prepare("INSERT INTO operations (name, request_id, request_digest, type, state, profile, labels, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-    .run(old.name, old.requestId, "before", old.type, old.state, old.profile, JSON.stringify(old.labels), toBinary(OperationSchema, old));
+  db.prepare("INSERT INTO operations (name, request_id, request_digest, type, state, profile, labels, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)").run(
+    old.name,
+    old.requestId,
+    "before",
+    old.type,
+    old.state,
+    old.profile,
+    JSON.stringify(old.labels),
+    toBinary(OperationSchema, old),
+  );
   db.close();
   const store = new SqliteStore(dir);
   try {

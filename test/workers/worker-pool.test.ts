@@ -71,7 +71,11 @@ interface FakeWorker {
   disconnect(): Promise<void>;
 }
 
-async function connectWorker(pool: WorkerPool, who: Principal, request: { capacity: number; labels: Record<string, string>; resumeWorker?: string } = { capacity: 1, labels: {} }): Promise<FakeWorker> {
+async function connectWorker(
+  pool: WorkerPool,
+  who: Principal,
+  request: { capacity: number; labels: Record<string, string>; resumeWorker?: string } = { capacity: 1, labels: {} },
+): Promise<FakeWorker> {
   const controller = new AbortController();
   const received: ConnectResponse[] = [];
   let ended = false;
@@ -127,7 +131,11 @@ async function runOn(pool: WorkerPool, worker: FakeWorker, operation: Operation,
   return { ...parts, seat, run, lease: assignment.lease!, assignment };
 }
 
-function outcomeRequest(lease: Lease, result: AttemptResult, init: { message?: string; cause?: StopCause; retryable?: boolean; artifact?: Artifact; usage?: Budget } = {}) {
+function outcomeRequest(
+  lease: Lease,
+  result: AttemptResult,
+  init: { message?: string; cause?: StopCause; retryable?: boolean; artifact?: Artifact; usage?: Budget } = {},
+) {
   return create(ReportOutcomeRequestSchema, { lease, result, ...init });
 }
 
@@ -356,7 +364,9 @@ describe("fencing", () => {
     for (const [, who, refused] of cases) {
       expectLeaseRejected(() => pool.reportProgress(who, create(ReportProgressRequestSchema, { lease: refused, message: "sneaky" })));
       expectLeaseRejected(() => pool.reportOutcome(who, outcomeRequest(refused, AttemptResult.COMPLETED)));
-      const appended = await pool.appendOutput(who, create(AppendOutputRequestSchema, { lease: refused, stream: OutputStream.STDOUT, data: new Uint8Array([1]) })).catch((error: unknown) => error);
+      const appended = await pool
+        .appendOutput(who, create(AppendOutputRequestSchema, { lease: refused, stream: OutputStream.STDOUT, data: new Uint8Array([1]) }))
+        .catch((error: unknown) => error);
       expectLeaseRejected(() => {
         throw appended;
       });
@@ -536,7 +546,11 @@ describe("workers going away", () => {
     expect(await peek(run)).toMatchObject({ kind: "failed", retryable: true, cause: { reason: StopReason.WORKER_LOST } });
     expect(seat.release).toHaveBeenCalledOnce();
     expect(gone.assignments()).toEqual([]);
-    expect(await pool.run(attemptOf(execution("b"), undefined).attempt)).toMatchObject({ kind: "failed", retryable: true, cause: { reason: StopReason.WORKER_LOST } });
+    expect(await pool.run(attemptOf(execution("b"), undefined).attempt)).toMatchObject({
+      kind: "failed",
+      retryable: true,
+      cause: { reason: StopReason.WORKER_LOST },
+    });
 
     const back = await connectWorker(pool, principal("back"), { capacity: 1, labels: {} });
     const held = await pool.reserve(execution("c"), new AbortController().signal);

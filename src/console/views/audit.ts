@@ -16,10 +16,25 @@ const PAGE_SIZE = 100;
 const VERIFY_PAGE_SIZE = 1000;
 
 function filtersForm(params: URLSearchParams): HTMLFormElement {
-  const decision = select("decision", [["", "any"], ["allowed", "allowed"], ["denied", "denied"]], params.get("decision") ?? "");
+  const decision = select(
+    "decision",
+    [
+      ["", "any"],
+      ["allowed", "allowed"],
+      ["denied", "denied"],
+    ],
+    params.get("decision") ?? "",
+  );
   const principal = h("input", { type: "text", name: "principal", value: params.get("principal") ?? "" });
   const delegation = h("input", { type: "text", name: "delegation", placeholder: "delegations/…", value: params.get("delegation") ?? "" });
-  const form = h("form", { class: "filters", "aria-label": "Audit filters" }, field("Decision", decision), field("Principal", principal), field("Delegation", delegation), h("button", { type: "submit" }, "Apply filters"));
+  const form = h(
+    "form",
+    { class: "filters", "aria-label": "Audit filters" },
+    field("Decision", decision),
+    field("Principal", principal),
+    field("Delegation", delegation),
+    h("button", { type: "submit" }, "Apply filters"),
+  );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     location.hash = routeHash("audit", { decision: decision.value, principal: principal.value.trim(), delegation: delegation.value.trim() });
@@ -106,7 +121,13 @@ export async function renderAudit({ root, route, signal }: ViewContext): Promise
     verifySection(signal),
     h("h2", {}, "Records"),
     filtersForm(params),
-    h("table", {}, h("caption", {}, "Audit records, oldest first"), h("thead", {}, h("tr", {}, ...headings.map((title) => h("th", { scope: "col" }, title)))), body),
+    h(
+      "table",
+      {},
+      h("caption", {}, "Audit records, oldest first"),
+      h("thead", {}, h("tr", {}, ...headings.map((title) => h("th", { scope: "col" }, title)))),
+      body,
+    ),
     more,
   );
   let pageToken = "";

@@ -35,7 +35,11 @@ export async function renderDelegations({ root, actions, signal }: ViewContext):
   root.append(h("h1", {}, "Delegations"), status, trees);
 
   const revoke = async (delegation: Delegation): Promise<void> => {
-    const reason = await confirmAction(`Revoke ${delegation.name} (${delegation.subject})? Its descendants are revoked too and their running operations cancelled.`, "Revoke delegation", "revoked from the console");
+    const reason = await confirmAction(
+      `Revoke ${delegation.name} (${delegation.subject})? Its descendants are revoked too and their running operations cancelled.`,
+      "Revoke delegation",
+      "revoked from the console",
+    );
     if (reason === undefined) return;
     try {
       const { revokedCount } = await delegations.revokeDelegation({ name: delegation.name, reason });
@@ -56,7 +60,9 @@ export async function renderDelegations({ root, actions, signal }: ViewContext):
       h("div", { class: "scope" }, scopeText(delegation)),
       h("div", { class: "scope" }, `budget: ${budgetSummary(delegation.scope?.budget)}`),
       h("div", { class: "scope remaining" }, `remaining: ${budgetSummary(remaining[delegation.name])}`),
-      actions && state === "active" ? h("button", { type: "button", class: "danger", "aria-label": `Revoke ${delegation.name}`, onclick: () => void revoke(delegation) }, "Revoke") : undefined,
+      actions && state === "active"
+        ? h("button", { type: "button", class: "danger", "aria-label": `Revoke ${delegation.name}`, onclick: () => void revoke(delegation) }, "Revoke")
+        : undefined,
       below.length > 0 ? h("ul", {}, ...below.map((child) => node(child, children, remaining, now))) : undefined,
     );
   };
@@ -75,7 +81,9 @@ export async function renderDelegations({ root, actions, signal }: ViewContext):
     // A root is one whose parent this caller cannot see (or that has none).
     const roots = all.filter((delegation) => !names.has(delegation.parent));
     const now = new Date();
-    trees.replaceChildren(...(roots.length > 0 ? roots.map((root) => h("ul", { class: "tree" }, node(root, children, remainingBudgets, now))) : [h("p", {}, "No delegations.")]));
+    trees.replaceChildren(
+      ...(roots.length > 0 ? roots.map((root) => h("ul", { class: "tree" }, node(root, children, remainingBudgets, now))) : [h("p", {}, "No delegations.")]),
+    );
   };
   await load();
 }

@@ -16,7 +16,11 @@ async function download(operation: Operation, status: HTMLElement, signal: Abort
   status.textContent = `downloading ${operation.name}…`;
   const chunks: Uint8Array<ArrayBuffer>[] = [];
   for await (const { chunk } of diagnostics.downloadDiagnostics({ operation: operation.name }, { signal })) chunks.push(new Uint8Array(chunk));
-  const link = h("a", { href: URL.createObjectURL(new Blob(chunks, { type: "application/gzip" })), download: `diagnostics-${operationIdOf(operation.name)}.tar.gz` }, "save");
+  const link = h(
+    "a",
+    { href: URL.createObjectURL(new Blob(chunks, { type: "application/gzip" })), download: `diagnostics-${operationIdOf(operation.name)}.tar.gz` },
+    "save",
+  );
   document.body.append(link);
   link.click();
   link.remove();
@@ -28,7 +32,14 @@ export async function renderDiagnostics({ root, signal }: ViewContext): Promise<
   const profile = h("input", { type: "text", name: "profile", placeholder: "profiles/…", required: true });
   const form = h("form", { "aria-label": "Export diagnostics" }, field("Profile", profile), h("button", { type: "submit" }, "Export diagnostics"));
   const list = h("ul", { "aria-label": "Diagnostics exports" });
-  root.append(h("h1", {}, "Diagnostics"), h("p", {}, "A redacted bundle of one profile's recent operations and the server's state, for a bug report."), form, status, h("h2", {}, "Exports"), list);
+  root.append(
+    h("h1", {}, "Diagnostics"),
+    h("p", {}, "A redacted bundle of one profile's recent operations and the server's state, for a bug report."),
+    form,
+    status,
+    h("h2", {}, "Exports"),
+    list,
+  );
 
   const item = (operation: Operation): HTMLElement =>
     h(
@@ -36,11 +47,22 @@ export async function renderDiagnostics({ root, signal }: ViewContext): Promise<
       {},
       `${operation.name} ${operation.profile} ${time(operation.createTime)} ${stateName(operation.state)} `,
       operation.state === TaskState.COMPLETED
-        ? h("button", { type: "button", "aria-label": `Download ${operation.name}`, onclick: () => void download(operation, status, signal).catch((error: unknown) => (status.textContent = (error as Error).message)) }, "Download")
+        ? h(
+            "button",
+            {
+              type: "button",
+              "aria-label": `Download ${operation.name}`,
+              onclick: () => void download(operation, status, signal).catch((error: unknown) => (status.textContent = (error as Error).message)),
+            },
+            "Download",
+          )
         : undefined,
     );
   const load = async (): Promise<void> => {
-    const { operations: exports } = await operations.listOperations({ pageSize: 20, filter: create(OperationFilterSchema, { types: [OperationType.DIAGNOSTICS_EXPORT_REDACTED] }) }, { signal });
+    const { operations: exports } = await operations.listOperations(
+      { pageSize: 20, filter: create(OperationFilterSchema, { types: [OperationType.DIAGNOSTICS_EXPORT_REDACTED] }) },
+      { signal },
+    );
     list.replaceChildren(...exports.map(item));
   };
 
@@ -50,7 +72,11 @@ export async function renderDiagnostics({ root, signal }: ViewContext): Promise<
     void (async () => {
       const name = profile.value.trim();
       const { operation } = await operations.submitOperation(
-        { requestId: `console-${crypto.randomUUID()}`, profile: name.startsWith("profiles/") ? name : `profiles/${name}`, spec: { kind: { case: "diagnosticsExport", value: {} } } },
+        {
+          requestId: `console-${crypto.randomUUID()}`,
+          profile: name.startsWith("profiles/") ? name : `profiles/${name}`,
+          spec: { kind: { case: "diagnosticsExport", value: {} } },
+        },
         { signal },
       );
       let ended = operation!;

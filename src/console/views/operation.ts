@@ -40,7 +40,12 @@ function budgetBars(operation: Operation): HTMLElement {
         h("span", {}, `${used} of ${limit > 0n ? limit : "no limit"}`),
       );
     });
-  return h("section", { "aria-labelledby": "budget-title" }, h("h2", { id: "budget-title" }, "Budget"), ...(rows.length > 0 ? rows : [h("p", {}, "No budget.")]));
+  return h(
+    "section",
+    { "aria-labelledby": "budget-title" },
+    h("h2", { id: "budget-title" }, "Budget"),
+    ...(rows.length > 0 ? rows : [h("p", {}, "No budget.")]),
+  );
 }
 
 function decisionsTable(operation: Operation): HTMLElement {
@@ -61,7 +66,12 @@ function decisionsTable(operation: Operation): HTMLElement {
     h("h2", { id: "decisions-title" }, "Policy decisions"),
     rows.length === 0
       ? h("p", {}, "No policy decision was recorded.")
-      : h("table", {}, h("thead", {}, h("tr", {}, ...["Gate", "Verdict", "Rule", "Bundle digest", "Reason"].map((title) => h("th", { scope: "col" }, title)))), h("tbody", {}, ...rows)),
+      : h(
+          "table",
+          {},
+          h("thead", {}, h("tr", {}, ...["Gate", "Verdict", "Rule", "Bundle digest", "Reason"].map((title) => h("th", { scope: "col" }, title)))),
+          h("tbody", {}, ...rows),
+        ),
   );
 }
 
@@ -76,9 +86,18 @@ function summary(operation: Operation): HTMLElement {
     ["Created", time(operation.createTime)],
     ["Started", time(operation.startTime)],
     ["Ended", time(operation.endTime)],
-    ["Stop cause", cause === undefined || cause.reason === StopReason.UNSPECIFIED ? "" : `${stopReasonName(cause.reason)}: ${cause.message}${cause.dimension ? ` (${enumName(BudgetDimension, cause.dimension)})` : ""}`],
+    [
+      "Stop cause",
+      cause === undefined || cause.reason === StopReason.UNSPECIFIED
+        ? ""
+        : `${stopReasonName(cause.reason)}: ${cause.message}${cause.dimension ? ` (${enumName(BudgetDimension, cause.dimension)})` : ""}`,
+    ],
   ];
-  return h("dl", { class: "summary" }, ...entries.filter(([, value]) => value !== "").flatMap(([term, value]) => [h("dt", {}, term), h("dd", { "data-field": term }, value)]));
+  return h(
+    "dl",
+    { class: "summary" },
+    ...entries.filter(([, value]) => value !== "").flatMap(([term, value]) => [h("dt", {}, term), h("dd", { "data-field": term }, value)]),
+  );
 }
 
 function eventDetail(event: OperationEvent): string {
@@ -100,7 +119,15 @@ function eventDetail(event: OperationEvent): string {
 }
 
 function eventItem(event: OperationEvent): HTMLElement {
-  return h("li", {}, h("span", { class: "seq" }, `#${event.sequence}`), ` ${time(event.time)} `, h("strong", {}, enumName(EventType, event.type)), ` → ${stateName(event.state)} `, eventDetail(event));
+  return h(
+    "li",
+    {},
+    h("span", { class: "seq" }, `#${event.sequence}`),
+    ` ${time(event.time)} `,
+    h("strong", {}, enumName(EventType, event.type)),
+    ` → ${stateName(event.state)} `,
+    eventDetail(event),
+  );
 }
 
 export async function renderOperation({ root, route, actions, signal }: ViewContext): Promise<void> {
@@ -108,15 +135,28 @@ export async function renderOperation({ root, route, actions, signal }: ViewCont
   const details = h("div");
   const timeline = h("ol", { class: "timeline", "aria-label": "Event timeline" });
   const status = liveStatus();
-  root.append(h("h1", {}, name), details, h("section", { "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title" }, "Timeline"), status, timeline));
+  root.append(
+    h("h1", {}, name),
+    details,
+    h("section", { "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title" }, "Timeline"), status, timeline),
+  );
 
   const draw = (operation: Operation): void => {
     const cancel =
       actions && !isTerminal(operation.state)
         ? h("button", { type: "button", class: "danger", onclick: () => void cancelOperation(operation.name) }, "Cancel operation")
         : undefined;
-    const artifact = operation.artifact?.kind.case === undefined ? h("p", {}, "No artifact yet.") : h("pre", {}, toJsonString(ArtifactSchema, operation.artifact, { prettySpaces: 2 }));
-    details.replaceChildren(summary(operation), ...(cancel ? [cancel] : []), budgetBars(operation), decisionsTable(operation), h("section", { "aria-labelledby": "artifact-title" }, h("h2", { id: "artifact-title" }, "Artifact"), artifact));
+    const artifact =
+      operation.artifact?.kind.case === undefined
+        ? h("p", {}, "No artifact yet.")
+        : h("pre", {}, toJsonString(ArtifactSchema, operation.artifact, { prettySpaces: 2 }));
+    details.replaceChildren(
+      summary(operation),
+      ...(cancel ? [cancel] : []),
+      budgetBars(operation),
+      decisionsTable(operation),
+      h("section", { "aria-labelledby": "artifact-title" }, h("h2", { id: "artifact-title" }, "Artifact"), artifact),
+    );
   };
   const reload = async (): Promise<void> => {
     const { operation } = await operations.getOperation({ name }, { signal });

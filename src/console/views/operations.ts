@@ -56,7 +56,13 @@ export async function renderOperations({ root, route, signal }: ViewContext): Pr
     h("h1", {}, "Operations"),
     filtersForm(params),
     status,
-    h("table", {}, h("caption", {}, "Operations, newest first"), h("thead", {}, h("tr", {}, ...["Operation", "Type", "State", "Profile", "Created"].map((title) => h("th", { scope: "col" }, title)))), body),
+    h(
+      "table",
+      {},
+      h("caption", {}, "Operations, newest first"),
+      h("thead", {}, h("tr", {}, ...["Operation", "Type", "State", "Profile", "Created"].map((title) => h("th", { scope: "col" }, title)))),
+      body,
+    ),
   );
 
   const shown = new Map<string, Operation>();

@@ -3,7 +3,7 @@
 // is refused with the first problem named (`rules[2].when: …`).
 import { createHash } from "node:crypto";
 import { parse as parseYaml } from "yaml";
-import { ProfileType } from "../../gen/agentmachine/v1/types_pb.js";
+import type { ProfileType } from "../../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../../model/mapping.js";
 import { compileRule, type CompiledRule } from "./rule-compiler.js";
 import { gates, probeInputs, type Gate } from "../../model/policy-gates.js";

@@ -83,7 +83,10 @@ export class PolicyDirectory {
       try {
         this.logApplied(trigger, await this.apply(scope, false));
       } catch (error) {
-        this.log.error({ trigger, dir: this.dir, problem: (error as Error).message }, "policy directory not applied: every bundle in force stays until it is fixed");
+        this.log.error(
+          { trigger, dir: this.dir, problem: (error as Error).message },
+          "policy directory not applied: every bundle in force stays until it is fixed",
+        );
       }
     });
   }

@@ -23,7 +23,11 @@ import { policyGates, type Gate } from "../../model/policy-gates.js";
 export function decideGate(bundle: CompiledBundle | undefined, gate: Gate, input: PolicyInput): PolicyDecision {
   return inChildSpan("policy.evaluate", { "agentmachine.policy.gate": gate }, (span) => {
     const decision = evaluateGate(bundle, gate, input);
-    span.setAttributes({ "agentmachine.policy.rule": decision.rule, "agentmachine.policy.allowed": decision.allowed, "agentmachine.policy.bundle_digest": decision.bundleDigest });
+    span.setAttributes({
+      "agentmachine.policy.rule": decision.rule,
+      "agentmachine.policy.allowed": decision.allowed,
+      "agentmachine.policy.bundle_digest": decision.bundleDigest,
+    });
     return decision;
   });
 }
@@ -32,7 +36,11 @@ function evaluateGate(bundle: CompiledBundle | undefined, gate: Gate, input: Pol
   const decision = (allowed: boolean, rule: string, reason: string) =>
     create(PolicyDecisionSchema, { gate: policyGates.get(gate), rule, bundleDigest: bundle?.digest ?? "", allowed, reason });
   if (bundle === undefined) {
-    return decision(false, "missing-bundle", `no policy bundle governs ${input.profileType} profiles: put one in the server's policy directory (applied as it changes, no restart needed) or apply one with amctl policy apply`);
+    return decision(
+      false,
+      "missing-bundle",
+      `no policy bundle governs ${input.profileType} profiles: put one in the server's policy directory (applied as it changes, no restart needed) or apply one with amctl policy apply`,
+    );
   }
   let allowedBy: { id: string; description: string } | undefined;
   for (const rule of bundle.rules) {

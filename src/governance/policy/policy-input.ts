@@ -39,7 +39,12 @@ export function operationInput(where: Where, operation: Pick<Operation, "type" |
 
 /** The input the artifactAccess gate decides one mount of an operation with (its host path resolved at admission). */
 export function mountInput(where: Where, operation: Pick<Operation, "type" | "spec" | "labels">, mount: Mount): PolicyInput {
-  return create(PolicyInputSchema, { ...operationInput(where, operation), mountHostPath: mount.hostPath, mountPath: mount.path, mountReadWrite: mount.readWrite });
+  return create(PolicyInputSchema, {
+    ...operationInput(where, operation),
+    mountHostPath: mount.hostPath,
+    mountPath: mount.path,
+    mountReadWrite: mount.readWrite,
+  });
 }
 
 /** Where a connection through the egress proxy goes. */
@@ -48,7 +53,13 @@ export interface Destination {
   port: number;
 }
 
-export function callInput(where: Where, call: RuntimeCall, providerProfileType: ProfileType | undefined, labels: Readonly<Record<string, string>>, destination?: Destination): PolicyInput {
+export function callInput(
+  where: Where,
+  call: RuntimeCall,
+  providerProfileType: ProfileType | undefined,
+  labels: Readonly<Record<string, string>>,
+  destination?: Destination,
+): PolicyInput {
   return create(PolicyInputSchema, {
     ...base(where),
     callKind: callKindNames.get(call.kind) ?? "",

@@ -80,7 +80,7 @@ function checkFieldPath(message: DescMessage, path: readonly string[]): void {
 
 /** Compiles `source`, or throws an Error whose message says why it cannot be used. */
 export function compileRule(source: string, probes: readonly PolicyInput[]): CompiledRule {
-  let parsed;
+  let parsed: ReturnType<typeof parse>;
   try {
     parsed = parse(source);
   } catch (error) {

@@ -4,7 +4,9 @@ import { types, type CustomTypesConfig, type PoolConfig } from "pg";
 /** BIGINT columns come back as bigint, not as strings. */
 const int8AsBigInt: CustomTypesConfig = {
   getTypeParser: ((oid: number, format?: "text" | "binary") =>
-    oid === types.builtins.INT8 && format !== "binary" ? (value: string) => BigInt(value) : types.getTypeParser(oid, format)) as CustomTypesConfig["getTypeParser"],
+    oid === types.builtins.INT8 && format !== "binary"
+      ? (value: string) => BigInt(value)
+      : types.getTypeParser(oid, format)) as CustomTypesConfig["getTypeParser"],
 };
 
 /** A `postgres://` URL or pool settings, as settings with the store's type parsers. */

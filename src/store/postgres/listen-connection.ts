@@ -69,7 +69,13 @@ export class ListenConnection implements Queryable {
   }
 
   private async connect(): Promise<pg.Client> {
-    const client = new pg.Client({ ...this.config, application_name: APPLICATION_NAME, keepAlive: true, connectionTimeoutMillis: TIMEOUT_MS, query_timeout: TIMEOUT_MS });
+    const client = new pg.Client({
+      ...this.config,
+      application_name: APPLICATION_NAME,
+      keepAlive: true,
+      connectionTimeoutMillis: TIMEOUT_MS,
+      query_timeout: TIMEOUT_MS,
+    });
     // Without a listener an error would end the process; after the drop it is only noise.
     client.on("error", (error) => this.drop(client, error));
     client.on("end", () => this.drop(client, new Error("the connection ended")));

@@ -172,7 +172,15 @@ class Transaction {
          RETURNING sequence
        )
        SELECT sequence, pg_notify($7, sequence::text) FROM appended`,
-      [operation.name, timeMs(event), operation.profile, operation.type, JSON.stringify(operation.labels), toBinary(OperationEventSchema, event), EVENTS_CHANNEL],
+      [
+        operation.name,
+        timeMs(event),
+        operation.profile,
+        operation.type,
+        JSON.stringify(operation.labels),
+        toBinary(OperationEventSchema, event),
+        EVENTS_CHANNEL,
+      ],
     );
     const sequence = rows[0]!.sequence;
     const stored: StoredEvent = {
@@ -386,7 +394,9 @@ export class PostgresStore implements OperationStore {
 
   /** Gives back an operation's reservation on each of its accounts and keeps what it spent, up to the reservation; nothing if it holds none. */
   private async settle(tx: Transaction, operation: string, { spent }: Settlement): Promise<void> {
-    const { rows } = await tx.query<{ accounts: string[]; amount: Uint8Array }>("DELETE FROM reservations WHERE operation = $1 RETURNING accounts, amount", [operation]);
+    const { rows } = await tx.query<{ accounts: string[]; amount: Uint8Array }>("DELETE FROM reservations WHERE operation = $1 RETURNING accounts, amount", [
+      operation,
+    ]);
     const reservation = rows[0];
     if (reservation === undefined) return;
     const { accounts } = reservation;
@@ -415,10 +425,12 @@ export class PostgresStore implements OperationStore {
       }
       if (input.createsProfile !== undefined) {
         const { name, profileType, budget } = input.createsProfile;
-        const inserted = await tx.query(
-          "INSERT INTO profiles (name, profile_type, operation, budget) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
-          [name, profileType, operation.name, budget ? toBinary(BudgetSchema, budget) : null],
-        );
+        const inserted = await tx.query("INSERT INTO profiles (name, profile_type, operation, budget) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING", [
+          name,
+          profileType,
+          operation.name,
+          budget ? toBinary(BudgetSchema, budget) : null,
+        ]);
         if (inserted.rowCount === 0) return { kind: "profile-exists", profile: name };
       }
       if (input.reservation !== undefined) {
@@ -427,7 +439,11 @@ export class PostgresStore implements OperationStore {
         const refusal = check(accounts.map((account) => states.get(account)!));
         if (refusal !== undefined) throw refusal;
         await this.reserve(tx, states, accounts, amount);
-        await tx.query("INSERT INTO reservations (operation, accounts, amount) VALUES ($1, $2::text[], $3)", [operation.name, [...accounts], toBinary(BudgetSchema, amount)]);
+        await tx.query("INSERT INTO reservations (operation, accounts, amount) VALUES ($1, $2::text[], $3)", [
+          operation.name,
+          [...accounts],
+          toBinary(BudgetSchema, amount),
+        ]);
       }
       const event = input.event ? await tx.appendEvent(operation, input.event) : undefined;
       await tx.query(
@@ -473,7 +489,11 @@ export class PostgresStore implements OperationStore {
       // The operation row first, then the slot keys' account rows (the order settlements take),
       // so that claims under one key are serialized across replicas while they count.
       await tx.query("SELECT 1 FROM operations WHERE name = $1 FOR UPDATE", [name]);
-      await this.lockAccounts(tx, slots.map((slot) => slot.key), false);
+      await this.lockAccounts(
+        tx,
+        slots.map((slot) => slot.key),
+        false,
+      );
       for (const { key, cap } of slots) {
         const { rows } = await tx.query<{ n: bigint }>(
           "SELECT count(*) AS n FROM reservations r JOIN operations o ON o.name = r.operation WHERE o.state = $1 AND $2 = ANY(r.accounts)",
@@ -504,7 +524,6 @@ export class PostgresStore implements OperationStore {
     if (audit !== undefined) await tx.appendAudit(audit, name);
     return { kind: "modified", operation, ...(event ? { event } : {}) };
   }
-
 
   async getOperation(name: string): Promise<Operation | undefined> {
     const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE name = $1", [name]);
@@ -620,7 +639,10 @@ export class PostgresStore implements OperationStore {
        ORDER BY start_offset LIMIT $5`,
       [key.operation, key.attempt, key.stream, from, limit],
     );
-    const chunks = fromOffset(rows.map((row) => ({ offset: row.start_offset, data: row.data })), from);
+    const chunks = fromOffset(
+      rows.map((row) => ({ offset: row.start_offset, data: row.data })),
+      from,
+    );
     return state === undefined ? { chunks } : { chunks, state };
   }
 
@@ -640,7 +662,10 @@ export class PostgresStore implements OperationStore {
 
   heartbeat(runner: string, at: Date): Promise<void> {
     return this.write(async (tx) => {
-      await tx.query("INSERT INTO runners (id, heartbeat_ms) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms", [runner, at.getTime()]);
+      await tx.query("INSERT INTO runners (id, heartbeat_ms) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms", [
+        runner,
+        at.getTime(),
+      ]);
     });
   }
 
@@ -705,7 +730,10 @@ export class PostgresStore implements OperationStore {
    * rolls back (then it records the key itself).
    */
   private async takeKey(tx: Transaction, key: RequestKey, resource: string): Promise<KeyedCreate<never> | undefined> {
-    const inserted = await tx.query(`INSERT INTO request_keys (${REQUEST_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`, requestKeyValues(key, resource));
+    const inserted = await tx.query(
+      `INSERT INTO request_keys (${REQUEST_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+      requestKeyValues(key, resource),
+    );
     if (inserted.rowCount === 1) return undefined;
     const { rows } = await tx.query<RequestKeyRow>("SELECT request_digest, resource FROM request_keys WHERE scope = $1 AND rpc = $2 AND request_id = $3", [
       key.scope,
@@ -756,7 +784,9 @@ export class PostgresStore implements OperationStore {
     return this.write(async (tx): Promise<KeyedCreate<PolicyBundle>> => {
       const stored = clone(PolicyBundleSchema, submitted);
       await tx.query("SELECT pg_advisory_xact_lock($1, $2)", [POLICY_BUNDLE_LOCK, stored.profileType]);
-      const { rows } = await tx.query<{ version: bigint | null }>("SELECT MAX(version) AS version FROM policy_bundles WHERE profile_type = $1", [stored.profileType]);
+      const { rows } = await tx.query<{ version: bigint | null }>("SELECT MAX(version) AS version FROM policy_bundles WHERE profile_type = $1", [
+        stored.profileType,
+      ]);
       stored.version = (rows[0]?.version ?? 0n) + 1n;
       stored.name = bundleName(stored.profileType, stored.version);
       const taken = key && (await this.takeKey(tx, key, stored.name));
@@ -774,7 +804,10 @@ export class PostgresStore implements OperationStore {
   async getPolicyBundle(name: string): Promise<PolicyBundle | undefined> {
     const parsed = parseBundleName(name);
     if (parsed === undefined) return undefined;
-    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM policy_bundles WHERE profile_type = $1 AND version = $2", [parsed.profileType, parsed.version]);
+    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM policy_bundles WHERE profile_type = $1 AND version = $2", [
+      parsed.profileType,
+      parsed.version,
+    ]);
     return rows[0] && fromBinary(PolicyBundleSchema, rows[0].data);
   }
 
@@ -807,12 +840,18 @@ export class PostgresStore implements OperationStore {
 
   putAuditCheckpoint(checkpoint: AuditCheckpoint): Promise<void> {
     return this.write(async (tx) => {
-      await tx.query(`INSERT INTO audit_checkpoints (${CHECKPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (size) DO NOTHING`, checkpointRowValues(checkpoint));
+      await tx.query(
+        `INSERT INTO audit_checkpoints (${CHECKPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (size) DO NOTHING`,
+        checkpointRowValues(checkpoint),
+      );
     });
   }
 
   async listAuditCheckpoints(afterSize: bigint, limit: number): Promise<AuditCheckpoint[]> {
-    const { rows } = await this.pool.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size > $1 ORDER BY size LIMIT $2`, [afterSize, limit]);
+    const { rows } = await this.pool.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size > $1 ORDER BY size LIMIT $2`, [
+      afterSize,
+      limit,
+    ]);
     return rows.map(checkpointFromRow);
   }
 

@@ -81,9 +81,7 @@ const terminalStates = [TaskState.CANCELLED, TaskState.FAILED, TaskState.COMPLET
 
 function migrate(db: Database.Database): void {
   db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)");
-  const applied = new Set(
-    (db.prepare("SELECT version FROM schema_migrations").all() as { version: bigint }[]).map((r) => Number(r.version)),
-  );
+  const applied = new Set((db.prepare("SELECT version FROM schema_migrations").all() as { version: bigint }[]).map((r) => Number(r.version)));
   for (const migration of migrations) {
     if (applied.has(migration.version)) continue;
     db.transaction(() => {
@@ -156,17 +154,11 @@ export class SqliteStore implements OperationStore {
         SELECT data FROM policy_bundles p
         WHERE version = (SELECT MAX(version) FROM policy_bundles q WHERE q.profile_type = p.profile_type) AND profile_type > ?
         ORDER BY profile_type LIMIT ?`),
-      insertEvent: this.db.prepare(
-        "INSERT INTO events (operation, time_ms, profile, operation_type, labels, data) VALUES (?, ?, ?, ?, ?, ?)",
-      ),
-      readEvents: this.db.prepare(
-        "SELECT sequence, profile, operation_type, labels, data FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?",
-      ),
+      insertEvent: this.db.prepare("INSERT INTO events (operation, time_ms, profile, operation_type, labels, data) VALUES (?, ?, ?, ?, ?, ?)"),
+      readEvents: this.db.prepare("SELECT sequence, profile, operation_type, labels, data FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?"),
       oldestEvent: this.db.prepare("SELECT MIN(sequence) AS oldest FROM events"),
       latestEvent: this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
-      activeOperations: this.db.prepare(
-        `SELECT data FROM operations WHERE state NOT IN (${placeholders(terminalStates)}) ORDER BY name`,
-      ),
+      activeOperations: this.db.prepare(`SELECT data FROM operations WHERE state NOT IN (${placeholders(terminalStates)}) ORDER BY name`),
       insertDelegation: this.db.prepare("INSERT OR IGNORE INTO delegations (id, parent, expire_ms, data) VALUES (?, ?, ?, ?)"),
       getDelegation: this.db.prepare("SELECT data FROM delegations WHERE id = ?"),
       delegationChildren: this.db.prepare("SELECT data FROM delegations WHERE parent = ?"),
@@ -264,14 +256,10 @@ export class SqliteStore implements OperationStore {
     // Snapshot now: the caller may go on changing its object before the batch commits.
     const operation = clone(OperationSchema, input.operation);
     return this.commits.submit((): CreateResult => {
-      const existing = this.statements.byRequestId.get(input.idempotencyScope, operation.requestId) as
-        | { request_digest: string; data: Uint8Array }
-        | undefined;
+      const existing = this.statements.byRequestId.get(input.idempotencyScope, operation.requestId) as { request_digest: string; data: Uint8Array } | undefined;
       if (existing !== undefined) {
         const stored = decodeOperation(existing.data);
-        return existing.request_digest === input.requestDigest
-          ? { kind: "existing", operation: stored }
-          : { kind: "request-id-conflict", operation: stored };
+        return existing.request_digest === input.requestDigest ? { kind: "existing", operation: stored } : { kind: "request-id-conflict", operation: stored };
       }
       if (input.createsProfile !== undefined) {
         const { name, profileType, budget } = input.createsProfile;
@@ -372,7 +360,9 @@ export class SqliteStore implements OperationStore {
 
   heartbeat(runner: string, at: Date): Promise<void> {
     return this.commits.submit(() => {
-      this.db.prepare("INSERT INTO runners (id, heartbeat_ms) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms").run(runner, at.getTime());
+      this.db
+        .prepare("INSERT INTO runners (id, heartbeat_ms) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms")
+        .run(runner, at.getTime());
     });
   }
 
@@ -500,7 +490,10 @@ export class SqliteStore implements OperationStore {
     // One synchronous read: the state and the chunks are of the same moment.
     const state = this.outputStateOf(key);
     const rows = this.statements.readOutputChunks.all({ ...key, from, limit }) as { start_offset: bigint; data: Uint8Array }[];
-    const chunks = fromOffset(rows.map((row) => ({ offset: BigInt(row.start_offset), data: row.data })), from);
+    const chunks = fromOffset(
+      rows.map((row) => ({ offset: BigInt(row.start_offset), data: row.data })),
+      from,
+    );
     return state === undefined ? { chunks } : { chunks, state };
   }
 
