@@ -111,7 +111,10 @@ describe("links and paths in the docs", () => {
   it("the README opens with the two commands: run the server on the embedded store, run the whole test suite", () => {
     const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
     const first = /```sh\n([\s\S]*?)```/.exec(readme)?.[1] ?? "";
-    const commands = first.split("\n").map((line) => line.replace(/#.*$/, "").trim()).filter(Boolean);
+    const commands = first
+      .split("\n")
+      .map((line) => line.replace(/#.*$/, "").trim())
+      .filter(Boolean);
     expect(commands).toEqual(["npm ci && npm start", "npm ci && npm test"]);
     expect(readme.indexOf(first)).toBeLessThan(readme.indexOf("\n## "));
     const scripts = (JSON.parse(readFileSync(join(repoRoot, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts;
@@ -121,7 +124,9 @@ describe("links and paths in the docs", () => {
   });
 
   it("the README's table of services names every service and RPC of proto/agentmachine/v1", () => {
-    const table = readFileSync(join(repoRoot, "README.md"), "utf8").split("\n").filter((line) => line.startsWith("| `agentmachine.v1."));
+    const table = readFileSync(join(repoRoot, "README.md"), "utf8")
+      .split("\n")
+      .filter((line) => line.startsWith("| `agentmachine.v1."));
     const protoDir = join(repoRoot, "proto/agentmachine/v1");
     const missing: string[] = [];
     for (const file of readdirSync(protoDir).filter((name) => name.endsWith("_service.proto"))) {

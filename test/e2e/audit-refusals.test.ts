@@ -101,7 +101,12 @@ describe("unauthenticated refusals", () => {
     const summaries = refusals.filter((r) => r.repeatCount > 0n);
     expect(summaries.length).toBeGreaterThanOrEqual(1);
     for (const summary of summaries) {
-      expect(summary).toMatchObject({ principal: "anonymous", rpc: LIST_OPERATIONS, sourceAddress: "127.0.0.1", decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED } });
+      expect(summary).toMatchObject({
+        principal: "anonymous",
+        rpc: LIST_OPERATIONS,
+        sourceAddress: "127.0.0.1",
+        decision: { allowed: false, denialCode: RpcCode.UNAUTHENTICATED },
+      });
       expect(summary.lastTime!.seconds).toBeGreaterThanOrEqual(summary.time!.seconds);
     }
     const audit = auditClient(server);

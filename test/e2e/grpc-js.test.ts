@@ -160,7 +160,11 @@ describe.each(channels)("@grpc/grpc-js client, $name", (channel) => {
     expect(status.code).toBe(grpc.status.INVALID_ARGUMENT);
     // buf.validate.Violations for clients that know protovalidate, and the google.rpc details
     // (BadRequest, ErrorInfo) for those that know only the standard ones.
-    expect(status.details.map((detail) => detail.typeUrl.replace("type.googleapis.com/", ""))).toEqual(["buf.validate.Violations", "google.rpc.ErrorInfo", "google.rpc.BadRequest"]);
+    expect(status.details.map((detail) => detail.typeUrl.replace("type.googleapis.com/", ""))).toEqual([
+      "buf.validate.Violations",
+      "google.rpc.ErrorInfo",
+      "google.rpc.BadRequest",
+    ]);
     const violations = anyUnpack(status.details[0]!, ViolationsSchema);
     expect(violations?.violations.map((v) => v.field?.elements.map((e) => e.fieldName))).toEqual([["document"]]);
     expect(error.metadata.get("x-request-id")[0]).toMatch(UUID);

@@ -125,7 +125,10 @@ describe("HTTP/1.1 JSON POSTs (Connect unary, as curl sends them)", () => {
     expect(json(answer)).toMatchObject({
       code: "invalid_argument",
       details: expect.arrayContaining([
-        expect.objectContaining({ type: "buf.validate.Violations", debug: { violations: [expect.objectContaining({ field: { elements: [{ fieldName: "document" }] } })] } }),
+        expect.objectContaining({
+          type: "buf.validate.Violations",
+          debug: { violations: [expect.objectContaining({ field: { elements: [{ fieldName: "document" }] } })] },
+        }),
         expect.objectContaining({ type: "google.rpc.BadRequest", debug: { fieldViolations: [expect.objectContaining({ field: "document" })] } }),
       ]),
     });

@@ -265,19 +265,33 @@ describe("the artifactAccess gate", () => {
 
     const denial = await refusal(scoped.submitOperation(sh("true", [{ hostPath: join(project, "private"), path: "/private" }])));
     expect(denial.code).toBe(Code.PermissionDenied);
-    expect(denial.findDetails(ErrorInfoSchema)[0]).toMatchObject({ reason: "POLICY_DENIED", metadata: { gate: "artifactAccess", rule: "test.no-private-mounts" } });
+    expect(denial.findDetails(ErrorInfoSchema)[0]).toMatchObject({
+      reason: "POLICY_DENIED",
+      metadata: { gate: "artifactAccess", rule: "test.no-private-mounts" },
+    });
     expect(denial.findDetails(PolicyDecisionSchema)).toMatchObject([{ gate: PolicyGate.ARTIFACT_ACCESS, rule: "test.no-private-mounts", allowed: false }]);
 
     // A dry run (EvaluatePolicy) judges the mounts as admission does.
-    const dryRun = await policyClient(server.url, scopedToken).evaluatePolicy({ subject: { case: "operation", value: sh("true", [{ hostPath: join(project, "private"), path: "/private" }]) } });
+    const dryRun = await policyClient(server.url, scopedToken).evaluatePolicy({
+      subject: { case: "operation", value: sh("true", [{ hostPath: join(project, "private"), path: "/private" }]) },
+    });
     expect(dryRun.allowed).toBe(false);
     expect(denialOf(dryRun).code).toBe("PERMISSION_DENIED");
     expect(dryRun.decisions).toEqual([expect.objectContaining({ gate: PolicyGate.ARTIFACT_ACCESS, rule: "test.no-private-mounts", allowed: false })]);
 
     const audit = createClient(AuditService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(server.token)] }));
     const records = await allAuditRecords(audit);
-    expect(records.find((record) => record.resource === operation!.name)?.decision).toMatchObject({ allowed: true, gates: [PolicyGate.ARTIFACT_ACCESS], rule: "test.allow-artifacts" });
-    expect(records.some((record) => record.decision?.allowed === false && record.decision.gates.includes(PolicyGate.ARTIFACT_ACCESS) && record.decision.rule === "test.no-private-mounts")).toBe(true);
+    expect(records.find((record) => record.resource === operation!.name)?.decision).toMatchObject({
+      allowed: true,
+      gates: [PolicyGate.ARTIFACT_ACCESS],
+      rule: "test.allow-artifacts",
+    });
+    expect(
+      records.some(
+        (record) =>
+          record.decision?.allowed === false && record.decision.gates.includes(PolicyGate.ARTIFACT_ACCESS) && record.decision.rule === "test.no-private-mounts",
+      ),
+    ).toBe(true);
   });
 });
 

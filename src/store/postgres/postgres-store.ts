@@ -605,27 +605,30 @@ export class PostgresStore implements OperationStore {
 
   async appendOutput(append: OutputAppend): Promise<OutputAppendResult> {
     const { operation, attempt, stream } = append;
-    const plan = await this.write(
-      async (tx) => {
-        const stored = await this.outputStateOf(tx, append, true);
-        const planned = planOutputAppend(stored, append);
-        if (planned.kind !== "write") return planned;
-        const { size, ended, truncated } = planned.state;
-        // A first append of a stream inserts its row; two at once: one commits, the other is retried (and then updates it).
-        // The row comes before the chunk, so that the second waits on the row's key and is retried, rather than failing on the chunk's.
-        await tx.query(
-          stored === undefined
-            ? "INSERT INTO output_streams (operation, attempt, stream, size, ended, truncated, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            : "UPDATE output_streams SET size = $4, ended = $5, truncated = $6, updated_ms = $7 WHERE operation = $1 AND attempt = $2 AND stream = $3",
-          [operation, attempt, stream, size, ended, truncated, append.time.getTime()],
-        );
-        if (planned.data.length > 0) {
-          await tx.query("INSERT INTO output_chunks (operation, attempt, stream, start_offset, data) VALUES ($1, $2, $3, $4, $5)", [operation, attempt, stream, planned.offset, planned.data]);
-        }
-        return planned;
-      },
-      isUniqueViolation("output_streams_pkey"),
-    );
+    const plan = await this.write(async (tx) => {
+      const stored = await this.outputStateOf(tx, append, true);
+      const planned = planOutputAppend(stored, append);
+      if (planned.kind !== "write") return planned;
+      const { size, ended, truncated } = planned.state;
+      // A first append of a stream inserts its row; two at once: one commits, the other is retried (and then updates it).
+      // The row comes before the chunk, so that the second waits on the row's key and is retried, rather than failing on the chunk's.
+      await tx.query(
+        stored === undefined
+          ? "INSERT INTO output_streams (operation, attempt, stream, size, ended, truncated, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+          : "UPDATE output_streams SET size = $4, ended = $5, truncated = $6, updated_ms = $7 WHERE operation = $1 AND attempt = $2 AND stream = $3",
+        [operation, attempt, stream, size, ended, truncated, append.time.getTime()],
+      );
+      if (planned.data.length > 0) {
+        await tx.query("INSERT INTO output_chunks (operation, attempt, stream, start_offset, data) VALUES ($1, $2, $3, $4, $5)", [
+          operation,
+          attempt,
+          stream,
+          planned.offset,
+          planned.data,
+        ]);
+      }
+      return planned;
+    }, isUniqueViolation("output_streams_pkey"));
     if (plan.kind === "write") for (const listener of this.outputListeners) listener({ operation, attempt, stream });
     return { kind: plan.kind === "gap" || plan.kind === "ended" ? plan.kind : "stored", size: plan.state.size };
   }
