@@ -52,19 +52,17 @@
 // (the server turns NOT_SERVING), reconnects with backoff, reads what it missed, and reports
 // itself available again; subscribers resume where they were, without loss.
 import { decodeOperation } from "../stored-messages.js";
-import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Pool, type PoolClient, type PoolConfig, type QueryResultRow } from "pg";
 import type { AuditDraft, ChainHead } from "../../model/audit-chain.js";
 import { prunedTo } from "../../model/audit-retention.js";
 import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
-import { BudgetSchema, type Budget } from "../../gen/agentmachine/v1/budget_pb.js";
+import type { Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
-import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
+import type { OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
-import { addBudgets, settledHolding } from "../../model/budget-math.js";
 import { isTerminal } from "../../model/transitions.js";
 import {
   AUDIT_COLUMNS,
@@ -109,8 +107,23 @@ import type {
   SubtreePage,
   UpdateResult,
 } from "../store.js";
-import { subtreeSql } from "../delegation-rows.js";
-import { bundleName, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
+import { delegationFromRow, delegationRowValues, revocations, subtreeSql } from "../delegation-rows.js";
+import { numberBundle, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
+import { budgetColumn, budgetFromColumn, reservedHoldings, settledHoldings } from "../budget-rows.js";
+import {
+  EVENT_COLUMNS,
+  TERMINAL_STATES,
+  appendedEvent,
+  eventRowValues,
+  existingOperation,
+  modification,
+  operationRowValues,
+  operationUpdateValues,
+  profileFromRow,
+  profileRowValues,
+  withEvent,
+} from "../operation-rows.js";
+import { postgresPlaceholder, statements } from "../statements.js";
 import { checkout } from "./checkout.js";
 import { clientConfig } from "./client-config.js";
 import { EventFeed } from "./event-feed.js";
@@ -119,7 +132,7 @@ import { ListenConnection } from "./listen-connection.js";
 import { migrate } from "./migrations.js";
 import { fromOffset, planOutputAppend } from "../output-rows.js";
 
-const terminalStates = [TaskState.CANCELLED, TaskState.FAILED, TaskState.COMPLETED];
+const sql = statements(postgresPlaceholder, (placeholder) => `${placeholder}::jsonb`);
 
 /** Namespace (first key) of the transaction-scoped advisory locks that number policy bundles. */
 const POLICY_BUNDLE_LOCK = 0x616d7062; // "ampb"
@@ -138,10 +151,6 @@ function isTransient(error: unknown): boolean {
 
 function isUniqueViolation(constraint: string): (error: unknown) => boolean {
   return (error) => sqlState(error) === "23505" && (error as { constraint?: string }).constraint === constraint;
-}
-
-function timeMs(event: OperationEvent): number {
-  return event.time ? Number(event.time.seconds) * 1000 + Math.floor(event.time.nanos / 1e6) : Date.now();
 }
 
 /** The audit head as stored: sequence 0 while the log is empty. */
@@ -167,29 +176,14 @@ class Transaction {
     const { rows } = await this.query<{ sequence: bigint }>(
       `WITH next AS (UPDATE event_counter SET value = value + 1 RETURNING value),
        appended AS (
-         INSERT INTO events (sequence, operation, time_ms, profile, operation_type, labels, data)
+         INSERT INTO events (sequence, ${EVENT_COLUMNS})
          SELECT value, $1, $2, $3, $4, $5::jsonb, $6 FROM next
          RETURNING sequence
        )
        SELECT sequence, pg_notify($7, sequence::text) FROM appended`,
-      [
-        operation.name,
-        timeMs(event),
-        operation.profile,
-        operation.type,
-        JSON.stringify(operation.labels),
-        toBinary(OperationEventSchema, event),
-        EVENTS_CHANNEL,
-      ],
+      [...eventRowValues(operation, event), EVENTS_CHANNEL],
     );
-    const sequence = rows[0]!.sequence;
-    const stored: StoredEvent = {
-      event: { ...event, sequence },
-      profile: operation.profile,
-      operationType: operation.type,
-      labels: { ...operation.labels },
-    };
-    operation.lastSequence = sequence;
+    const stored = appendedEvent(operation, event, rows[0]!.sequence);
     this.events.push(stored);
     return stored;
   }
@@ -336,8 +330,8 @@ export class PostgresStore implements OperationStore {
       [unique],
     );
     const states = new Map<string, AccountState>();
-    for (const account of unique) states.set(account, { account, held: create(BudgetSchema), children: [] });
-    for (const row of rows) states.get(row.account)!.held = fromBinary(BudgetSchema, row.held);
+    for (const account of unique) states.set(account, { account, held: budgetFromColumn(undefined), children: [] });
+    for (const row of rows) states.get(row.account)!.held = budgetFromColumn(row.held);
     const delegations = unique.filter((account) => account.startsWith("delegations/"));
     if (options.children && delegations.length > 0) {
       const found = await tx.query<{ parent: string; data: Uint8Array; held: Uint8Array | null }>(
@@ -346,7 +340,7 @@ export class PostgresStore implements OperationStore {
         [delegations],
       );
       for (const row of found.rows) {
-        const child: ChildAccount = { delegation: fromBinary(DelegationSchema, row.data), held: fromBinary(BudgetSchema, row.held ?? new Uint8Array()) };
+        const child: ChildAccount = { delegation: delegationFromRow(row), held: budgetFromColumn(row.held) };
         states.get(row.parent)!.children.push(child);
       }
     }
@@ -381,15 +375,16 @@ export class PostgresStore implements OperationStore {
 
   private async putHeld(tx: Transaction, held: Map<string, Budget>): Promise<void> {
     for (const [account, budget] of held) {
-      await tx.query("UPDATE budget_accounts SET held = $2 WHERE account = $1", [account, toBinary(BudgetSchema, budget)]);
+      await tx.query("UPDATE budget_accounts SET held = $2 WHERE account = $1", [account, budgetColumn(budget)]);
     }
   }
 
   /** Adds `amount` to each account (an account named twice gets it twice). */
   private async reserve(tx: Transaction, states: Map<string, AccountState>, accounts: readonly string[], amount: Budget): Promise<void> {
-    const held = new Map<string, Budget>();
-    for (const account of accounts) held.set(account, addBudgets(held.get(account) ?? states.get(account)!.held, amount));
-    await this.putHeld(tx, held);
+    await this.putHeld(
+      tx,
+      reservedHoldings((account) => states.get(account)!.held, accounts, amount),
+    );
   }
 
   /** Gives back an operation's reservation on each of its accounts and keeps what it spent, up to the reservation; nothing if it holds none. */
@@ -400,13 +395,12 @@ export class PostgresStore implements OperationStore {
     const reservation = rows[0];
     if (reservation === undefined) return;
     const { accounts } = reservation;
-    const reserved = fromBinary(BudgetSchema, reservation.amount);
+    const reserved = budgetFromColumn(reservation.amount);
     const states = await this.lockAccounts(tx, accounts, false);
-    const held = new Map<string, Budget>();
-    for (const account of accounts) {
-      held.set(account, settledHolding(held.get(account) ?? states.get(account)!.held, reserved, spent));
-    }
-    await this.putHeld(tx, held);
+    await this.putHeld(
+      tx,
+      settledHoldings((account) => states.get(account)!.held, accounts, reserved, spent),
+    );
   }
 
   createOperation(input: NewOperation): Promise<CreateResult> {
@@ -414,24 +408,15 @@ export class PostgresStore implements OperationStore {
     const submitted = clone(OperationSchema, input.operation);
     return this.write(async (tx): Promise<CreateResult> => {
       const operation = clone(OperationSchema, submitted);
-      const existing = await tx.query<{ request_digest: string; data: Uint8Array }>(
-        "SELECT request_digest, data FROM operations WHERE idempotency_scope = $1 AND request_id = $2",
-        [input.idempotencyScope, operation.requestId],
-      );
+      const existing = await tx.query<{ request_digest: string; data: Uint8Array }>(sql.byRequestId, [input.idempotencyScope, operation.requestId]);
       const found = existing.rows[0];
-      if (found !== undefined) {
-        const stored = decodeOperation(found.data);
-        return found.request_digest === input.requestDigest ? { kind: "existing", operation: stored } : { kind: "request-id-conflict", operation: stored };
-      }
+      if (found !== undefined) return existingOperation(found, input.requestDigest);
       if (input.createsProfile !== undefined) {
-        const { name, profileType, budget } = input.createsProfile;
-        const inserted = await tx.query("INSERT INTO profiles (name, profile_type, operation, budget) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING", [
-          name,
-          profileType,
-          operation.name,
-          budget ? toBinary(BudgetSchema, budget) : null,
-        ]);
-        if (inserted.rowCount === 0) return { kind: "profile-exists", profile: name };
+        const inserted = await tx.query(
+          "INSERT INTO profiles (name, profile_type, operation, budget) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+          profileRowValues(input.createsProfile, operation.name),
+        );
+        if (inserted.rowCount === 0) return { kind: "profile-exists", profile: input.createsProfile.name };
       }
       if (input.reservation !== undefined) {
         const { accounts, amount, check } = input.reservation;
@@ -442,26 +427,13 @@ export class PostgresStore implements OperationStore {
         await tx.query("INSERT INTO reservations (operation, accounts, amount) VALUES ($1, $2::text[], $3)", [
           operation.name,
           [...accounts],
-          toBinary(BudgetSchema, amount),
+          budgetColumn(amount),
         ]);
       }
       const event = input.event ? await tx.appendEvent(operation, input.event) : undefined;
-      await tx.query(
-        "INSERT INTO operations (name, idempotency_scope, request_id, request_digest, type, state, profile, labels, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)",
-        [
-          operation.name,
-          input.idempotencyScope,
-          operation.requestId,
-          input.requestDigest,
-          operation.type,
-          operation.state,
-          operation.profile,
-          JSON.stringify(operation.labels),
-          toBinary(OperationSchema, operation),
-        ],
-      );
+      await tx.query(sql.insertOperation, operationRowValues(input, operation));
       if (input.audit !== undefined) await tx.appendAudit(input.audit, operation.name);
-      return { kind: "created", operation, ...(event ? { event } : {}) };
+      return withEvent("created", operation, event);
     }, isUniqueViolation("operations_request_key_unique"));
   }
 
@@ -469,14 +441,14 @@ export class PostgresStore implements OperationStore {
     const submitted = clone(OperationSchema, update.operation);
     return this.write(async (tx): Promise<UpdateResult> => {
       const operation = clone(OperationSchema, submitted);
-      const { rows } = await tx.query<{ state: number; data: Uint8Array }>("SELECT state, data FROM operations WHERE name = $1 FOR UPDATE", [operation.name]);
+      const { rows } = await tx.query<{ state: number; data: Uint8Array }>(`${sql.stateOf} FOR UPDATE`, [operation.name]);
       const row = rows[0];
       if (row === undefined) return { kind: "not-found" };
       if (row.state !== update.expectedState) return { kind: "state-changed", operation: decodeOperation(row.data) };
       if (update.settle !== undefined) await this.settle(tx, operation.name, update.settle);
       const event = update.event ? await tx.appendEvent(operation, update.event) : undefined;
-      await tx.query("UPDATE operations SET state = $1, data = $2 WHERE name = $3", [operation.state, toBinary(OperationSchema, operation), operation.name]);
-      return { kind: "updated", operation, ...(event ? { event } : {}) };
+      await tx.query(sql.updateOperation, operationUpdateValues(operation));
+      return withEvent("updated", operation, event);
     });
   }
 
@@ -507,7 +479,7 @@ export class PostgresStore implements OperationStore {
 
   /** The body of modifyOperation, inside `tx`. */
   private async modifyIn(tx: Transaction, name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): Promise<ModifyResult> {
-    const { rows } = await tx.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE name = $1 FOR UPDATE", [name]);
+    const { rows } = await tx.query<{ data: Uint8Array }>(`${sql.getOperation} FOR UPDATE`, [name]);
     const row = rows[0];
     if (row === undefined) return { kind: "not-found" };
     const current = decodeOperation(row.data);
@@ -515,38 +487,30 @@ export class PostgresStore implements OperationStore {
       const inserted = await tx.query("INSERT INTO once_keys (key) VALUES ($1) ON CONFLICT (key) DO NOTHING", [onceKey]);
       if (inserted.rowCount === 0) return { kind: "already-done", operation: current };
     }
-    const change = modify(clone(OperationSchema, current));
+    const change = modification(current, modify);
     if (change === undefined) return { kind: "unchanged", operation: current };
-    const operation = clone(OperationSchema, change.operation);
+    const { operation } = change;
     if (change.settle !== undefined) await this.settle(tx, name, change.settle);
     const event = change.event ? await tx.appendEvent(operation, change.event) : undefined;
-    await tx.query("UPDATE operations SET state = $1, data = $2 WHERE name = $3", [operation.state, toBinary(OperationSchema, operation), operation.name]);
+    await tx.query(sql.updateOperation, operationUpdateValues(operation));
     if (audit !== undefined) await tx.appendAudit(audit, name);
-    return { kind: "modified", operation, ...(event ? { event } : {}) };
+    return withEvent("modified", operation, event);
   }
 
   async getOperation(name: string): Promise<Operation | undefined> {
-    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE name = $1", [name]);
+    const { rows } = await this.pool.query<{ data: Uint8Array }>(sql.getOperation, [name]);
     return rows[0] && decodeOperation(rows[0].data);
   }
 
   async findByRequestId(scope: string, requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined> {
-    const { rows } = await this.pool.query<{ request_digest: string; data: Uint8Array }>(
-      "SELECT request_digest, data FROM operations WHERE idempotency_scope = $1 AND request_id = $2",
-      [scope, requestId],
-    );
+    const { rows } = await this.pool.query<{ request_digest: string; data: Uint8Array }>(sql.byRequestId, [scope, requestId]);
     const row = rows[0];
     return row && { operation: decodeOperation(row.data), requestDigest: row.request_digest };
   }
 
   async getProfile(name: string): Promise<StoredProfile | undefined> {
-    const { rows } = await this.pool.query<{ name: string; profile_type: number; budget: Uint8Array | null }>(
-      "SELECT name, profile_type, budget FROM profiles WHERE name = $1",
-      [name],
-    );
-    const row = rows[0];
-    if (row === undefined) return undefined;
-    return { name: row.name, profileType: row.profile_type, ...(row.budget ? { budget: fromBinary(BudgetSchema, row.budget) } : {}) };
+    const { rows } = await this.pool.query<{ name: string; profile_type: number; budget: Uint8Array | null }>(sql.getProfile, [name]);
+    return rows[0] && profileFromRow(rows[0]);
   }
 
   async listOperations(query: OperationQuery): Promise<Operation[]> {
@@ -568,7 +532,7 @@ export class PostgresStore implements OperationStore {
   }
 
   async listActiveOperations(): Promise<Operation[]> {
-    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE state <> ALL($1::int[]) ORDER BY name", [terminalStates]);
+    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE state <> ALL($1::int[]) ORDER BY name", [TERMINAL_STATES]);
     return rows.map((row) => decodeOperation(row.data)).filter((op) => !isTerminal(op.state));
   }
 
@@ -611,13 +575,7 @@ export class PostgresStore implements OperationStore {
       if (planned.kind !== "write") return planned;
       const { size, ended, truncated } = planned.state;
       if (planned.data.length > 0) {
-        await tx.query("INSERT INTO output_chunks (operation, attempt, stream, start_offset, data) VALUES ($1, $2, $3, $4, $5)", [
-          operation,
-          attempt,
-          stream,
-          planned.offset,
-          planned.data,
-        ]);
+        await tx.query(sql.insertOutputChunk, [operation, attempt, stream, planned.offset, planned.data]);
       }
       // A first append of a stream inserts its row; two at once: one commits, the other is retried (and then updates it).
       await tx.query(
@@ -650,11 +608,8 @@ export class PostgresStore implements OperationStore {
 
   compactOutput(before: Date): Promise<number> {
     return this.write(async (tx) => {
-      await tx.query(
-        "DELETE FROM output_chunks WHERE (operation, attempt, stream) IN (SELECT operation, attempt, stream FROM output_streams WHERE updated_ms < $1)",
-        [before.getTime()],
-      );
-      return (await tx.query("DELETE FROM output_streams WHERE updated_ms < $1", [before.getTime()])).rowCount;
+      await tx.query(sql.deleteOutputChunks, [before.getTime()]);
+      return (await tx.query(sql.deleteOutputStreams, [before.getTime()])).rowCount;
     });
   }
 
@@ -664,42 +619,36 @@ export class PostgresStore implements OperationStore {
 
   heartbeat(runner: string, at: Date): Promise<void> {
     return this.write(async (tx) => {
-      await tx.query("INSERT INTO runners (id, heartbeat_ms) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms", [
-        runner,
-        at.getTime(),
-      ]);
+      await tx.query(sql.heartbeat, [runner, at.getTime()]);
     });
   }
 
   async runnerHeartbeats(): Promise<Map<string, Date>> {
-    const { rows } = await this.pool.query<{ id: string; heartbeat_ms: bigint }>("SELECT id, heartbeat_ms FROM runners");
+    const { rows } = await this.pool.query<{ id: string; heartbeat_ms: bigint }>(sql.runnerHeartbeats);
     return new Map(rows.map((row) => [row.id, new Date(Number(row.heartbeat_ms))]));
   }
 
   async getOrCreateSecret(key: string, create: () => string): Promise<string> {
     return this.write(async (tx) => {
       await tx.query("INSERT INTO secrets (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", [key, create()]);
-      const { rows } = await tx.query<{ value: string }>("SELECT value FROM secrets WHERE key = $1", [key]);
+      const { rows } = await tx.query<{ value: string }>(sql.getSecret, [key]);
       return rows[0]!.value;
     });
   }
 
   private insertDelegation(tx: Transaction, delegation: Delegation): Promise<unknown> {
-    const expireMs = delegation.expireTime ? Number(delegation.expireTime.seconds) * 1000 : 0;
-    return tx.query("INSERT INTO delegations (id, parent, expire_ms, data) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING", [
-      delegation.name,
-      delegation.parent || null,
-      expireMs,
-      toBinary(DelegationSchema, delegation),
-    ]);
+    return tx.query(
+      "INSERT INTO delegations (id, parent, expire_ms, data) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+      delegationRowValues(delegation),
+    );
   }
 
   putDelegation(delegation: Delegation): Promise<Delegation> {
     const stored = clone(DelegationSchema, delegation);
     return this.write(async (tx) => {
       await this.insertDelegation(tx, stored);
-      const { rows } = await tx.query<{ data: Uint8Array }>("SELECT data FROM delegations WHERE id = $1", [stored.name]);
-      return fromBinary(DelegationSchema, rows[0]!.data);
+      const { rows } = await tx.query<{ data: Uint8Array }>(sql.getDelegation, [stored.name]);
+      return delegationFromRow(rows[0]!);
     });
   }
 
@@ -737,17 +686,13 @@ export class PostgresStore implements OperationStore {
       requestKeyValues(key, resource),
     );
     if (inserted.rowCount === 1) return undefined;
-    const { rows } = await tx.query<RequestKeyRow>("SELECT request_digest, resource FROM request_keys WHERE scope = $1 AND rpc = $2 AND request_id = $3", [
-      key.scope,
-      key.rpc,
-      key.requestId,
-    ]);
+    const { rows } = await tx.query<RequestKeyRow>(sql.getRequestKey, [key.scope, key.rpc, key.requestId]);
     return takenKey(key, rows[0]!);
   }
 
   async getDelegation(name: string): Promise<Delegation | undefined> {
-    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM delegations WHERE id = $1", [name]);
-    return rows[0] && fromBinary(DelegationSchema, rows[0].data);
+    const { rows } = await this.pool.query<{ data: Uint8Array }>(sql.getDelegation, [name]);
+    return rows[0] && delegationFromRow(rows[0]);
   }
 
   private static readonly subtreeSql = subtreeSql("", undefined, () => "$1");
@@ -759,7 +704,7 @@ export class PostgresStore implements OperationStore {
       return `$${args.length}`;
     });
     const { rows } = await this.pool.query<{ data: Uint8Array; depth: number }>(sql, args);
-    return rows.map((row) => ({ delegation: fromBinary(DelegationSchema, row.data), depth: Number(row.depth) }));
+    return rows.map((row) => ({ delegation: delegationFromRow(row), depth: Number(row.depth) }));
   }
 
   revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]> {
@@ -767,17 +712,12 @@ export class PostgresStore implements OperationStore {
       // Locked parents first: a concurrent revocation of an overlapping subtree locks them in the
       // same order, and reads `revoked` as that one committed it.
       const { rows } = await tx.query<{ id: string; revoked: boolean; data: Uint8Array }>(`${PostgresStore.subtreeSql} FOR UPDATE OF d`, [name]);
-      const revoked: Delegation[] = [];
-      for (const row of rows) {
-        if (row.revoked) continue;
-        const delegation = fromBinary(DelegationSchema, row.data);
-        delegation.revokeTime = timestampFromDate(time);
-        delegation.revokeReason = reason;
-        await tx.query("UPDATE delegations SET revoked = TRUE, data = $1 WHERE id = $2", [toBinary(DelegationSchema, delegation), row.id]);
-        revoked.push(delegation);
+      const revoked = revocations(rows, time, reason);
+      for (const { id, delegation } of revoked) {
+        await tx.query("UPDATE delegations SET revoked = TRUE, data = $1 WHERE id = $2", [toBinary(DelegationSchema, delegation), id]);
       }
       if (audit !== undefined && revoked.length > 0) await tx.appendAudit(audit, name);
-      return revoked;
+      return revoked.map(({ delegation }) => delegation);
     });
   }
 
@@ -786,18 +726,11 @@ export class PostgresStore implements OperationStore {
     return this.write(async (tx): Promise<KeyedCreate<PolicyBundle>> => {
       const stored = clone(PolicyBundleSchema, submitted);
       await tx.query("SELECT pg_advisory_xact_lock($1, $2)", [POLICY_BUNDLE_LOCK, stored.profileType]);
-      const { rows } = await tx.query<{ version: bigint | null }>("SELECT MAX(version) AS version FROM policy_bundles WHERE profile_type = $1", [
-        stored.profileType,
-      ]);
-      stored.version = (rows[0]?.version ?? 0n) + 1n;
-      stored.name = bundleName(stored.profileType, stored.version);
+      const { rows } = await tx.query<{ version: bigint | null }>(sql.latestBundleVersion, [stored.profileType]);
+      numberBundle(stored, rows[0]?.version);
       const taken = key && (await this.takeKey(tx, key, stored.name));
       if (taken) return taken;
-      await tx.query("INSERT INTO policy_bundles (profile_type, version, data) VALUES ($1, $2, $3)", [
-        stored.profileType,
-        stored.version,
-        toBinary(PolicyBundleSchema, stored),
-      ]);
+      await tx.query(sql.insertBundle, [stored.profileType, stored.version, toBinary(PolicyBundleSchema, stored)]);
       if (audit !== undefined) await tx.appendAudit(audit, stored.name);
       return { kind: "created", value: stored };
     });
@@ -806,10 +739,7 @@ export class PostgresStore implements OperationStore {
   async getPolicyBundle(name: string): Promise<PolicyBundle | undefined> {
     const parsed = parseBundleName(name);
     if (parsed === undefined) return undefined;
-    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM policy_bundles WHERE profile_type = $1 AND version = $2", [
-      parsed.profileType,
-      parsed.version,
-    ]);
+    const { rows } = await this.pool.query<{ data: Uint8Array }>(sql.getBundle, [parsed.profileType, parsed.version]);
     return rows[0] && fromBinary(PolicyBundleSchema, rows[0].data);
   }
 
@@ -850,15 +780,12 @@ export class PostgresStore implements OperationStore {
   }
 
   async listAuditCheckpoints(afterSize: bigint, limit: number): Promise<AuditCheckpoint[]> {
-    const { rows } = await this.pool.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size > $1 ORDER BY size LIMIT $2`, [
-      afterSize,
-      limit,
-    ]);
+    const { rows } = await this.pool.query<CheckpointRow>(sql.listCheckpoints, [afterSize, limit]);
     return rows.map(checkpointFromRow);
   }
 
   async latestAuditCheckpoint(): Promise<AuditCheckpoint | undefined> {
-    const { rows } = await this.pool.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY size DESC LIMIT 1`);
+    const { rows } = await this.pool.query<CheckpointRow>(sql.latestCheckpoint);
     return rows[0] && checkpointFromRow(rows[0]);
   }
 
@@ -867,16 +794,16 @@ export class PostgresStore implements OperationStore {
       // The head's lock first: appends and other prunes wait until this commits, and what is
       // read next is the log as it stands (each statement sees what committed before it).
       await tx.query("SELECT sequence FROM audit_head FOR UPDATE");
-      const { rows } = await tx.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size = $1`, [size]);
+      const { rows } = await tx.query<CheckpointRow>(sql.checkpointOfSize, [size]);
       const checkpoint = rows[0] && checkpointFromRow(rows[0]);
-      const first = (await tx.query<{ first: bigint | null }>("SELECT MIN(sequence) AS first FROM audit_records")).rows[0]!.first;
-      const signed = (await tx.query<{ hash: string }>("SELECT hash FROM audit_records WHERE sequence = $1", [size])).rows[0];
+      const first = (await tx.query<{ first: bigint | null }>(sql.firstAudit)).rows[0]!.first;
+      const signed = (await tx.query<{ hash: string }>(sql.auditHashAt, [size])).rows[0];
       const refused = pruneOutcome(checkpoint, headHash, first !== null && BigInt(first) <= size, signed?.hash);
       if (refused !== undefined) return refused;
       // The prune's record first: it seals onto the head, which may be the last record deleted.
       if (audit !== undefined) await tx.appendAudit(audit, prunedTo(size));
-      const { rowCount } = await tx.query("DELETE FROM audit_records WHERE sequence <= $1", [size]);
-      await tx.query("DELETE FROM audit_checkpoints WHERE size < $1", [size]);
+      const { rowCount } = await tx.query(sql.deleteAuditUpTo, [size]);
+      await tx.query(sql.deleteCheckpointsBefore, [size]);
       return { kind: "pruned", records: BigInt(rowCount), checkpoint: checkpoint! };
     });
   }

@@ -5,17 +5,15 @@ import { decodeEvent, decodeOperation } from "../stored-messages.js";
 import { chmodSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { AuditDraft, ChainHead } from "../../model/audit-chain.js";
 import { prunedTo } from "../../model/audit-retention.js";
 import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
-import { BudgetSchema, type Budget } from "../../gen/agentmachine/v1/budget_pb.js";
+import type { Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
-import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
+import type { OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
-import { addBudgets, settledHolding } from "../../model/budget-math.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../../model/transitions.js";
 import {
@@ -61,8 +59,23 @@ import type {
   SubtreePage,
   UpdateResult,
 } from "../store.js";
-import { subtreeSql } from "../delegation-rows.js";
-import { bundleName, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
+import { delegationFromRow, delegationRowValues, revocations, subtreeSql } from "../delegation-rows.js";
+import { numberBundle, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
+import { budgetColumn, budgetFromColumn, reservedHoldings, settledHoldings } from "../budget-rows.js";
+import {
+  EVENT_COLUMNS,
+  TERMINAL_STATES,
+  appendedEvent,
+  eventRowValues,
+  existingOperation,
+  modification,
+  operationRowValues,
+  operationUpdateValues,
+  profileFromRow,
+  profileRowValues,
+  withEvent,
+} from "../operation-rows.js";
+import { sqlitePlaceholder, statements } from "../statements.js";
 import { GroupCommit } from "./group-commit.js";
 import { fromOffset, planOutputAppend } from "../output-rows.js";
 import { migrations } from "./migrations.js";
@@ -77,7 +90,7 @@ interface EventRow {
   data: Uint8Array;
 }
 
-const terminalStates = [TaskState.CANCELLED, TaskState.FAILED, TaskState.COMPLETED];
+const sql = statements(sqlitePlaceholder);
 
 function migrate(db: Database.Database): void {
   db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)");
@@ -127,15 +140,13 @@ export class SqliteStore implements OperationStore {
     migrate(this.db);
     this.commits = new GroupCommit(this.db, (committed) => this.afterBatch(committed));
     this.statements = {
-      insertOperation: this.db.prepare(
-        "INSERT INTO operations (name, idempotency_scope, request_id, request_digest, type, state, profile, labels, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      ),
-      byRequestId: this.db.prepare("SELECT request_digest, data FROM operations WHERE idempotency_scope = ? AND request_id = ?"),
-      getOperation: this.db.prepare("SELECT data FROM operations WHERE name = ?"),
-      stateOf: this.db.prepare("SELECT state, data FROM operations WHERE name = ?"),
-      updateOperation: this.db.prepare("UPDATE operations SET state = ?, data = ? WHERE name = ?"),
+      insertOperation: this.db.prepare(sql.insertOperation),
+      byRequestId: this.db.prepare(sql.byRequestId),
+      getOperation: this.db.prepare(sql.getOperation),
+      stateOf: this.db.prepare(sql.stateOf),
+      updateOperation: this.db.prepare(sql.updateOperation),
       insertProfile: this.db.prepare("INSERT OR IGNORE INTO profiles (name, profile_type, operation, budget) VALUES (?, ?, ?, ?)"),
-      getProfile: this.db.prepare("SELECT name, profile_type, budget FROM profiles WHERE name = ?"),
+      getProfile: this.db.prepare(sql.getProfile),
       getHeld: this.db.prepare("SELECT held FROM budget_accounts WHERE account = ?"),
       putHeld: this.db.prepare("INSERT INTO budget_accounts (account, held) VALUES (?, ?) ON CONFLICT (account) DO UPDATE SET held = excluded.held"),
       insertReservation: this.db.prepare("INSERT INTO reservations (operation, accounts, amount) VALUES (?, ?, ?)"),
@@ -145,51 +156,49 @@ export class SqliteStore implements OperationStore {
         SELECT COUNT(*) AS n FROM reservations r JOIN operations o ON o.name = r.operation
         WHERE o.state = ? AND EXISTS (SELECT 1 FROM json_each(r.accounts) WHERE value = ?)`),
       insertOnceKey: this.db.prepare("INSERT OR IGNORE INTO once_keys (key) VALUES (?)"),
-      latestBundleVersion: this.db.prepare("SELECT MAX(version) AS version FROM policy_bundles WHERE profile_type = ?"),
-      insertBundle: this.db.prepare("INSERT INTO policy_bundles (profile_type, version, data) VALUES (?, ?, ?)"),
-      getBundle: this.db.prepare("SELECT data FROM policy_bundles WHERE profile_type = ? AND version = ?"),
+      latestBundleVersion: this.db.prepare(sql.latestBundleVersion),
+      insertBundle: this.db.prepare(sql.insertBundle),
+      getBundle: this.db.prepare(sql.getBundle),
       insertRequestKey: this.db.prepare(`INSERT INTO request_keys (${REQUEST_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?)`),
-      getRequestKey: this.db.prepare("SELECT request_digest, resource FROM request_keys WHERE scope = ? AND rpc = ? AND request_id = ?"),
+      getRequestKey: this.db.prepare(sql.getRequestKey),
       latestBundles: this.db.prepare(`
         SELECT data FROM policy_bundles p
         WHERE version = (SELECT MAX(version) FROM policy_bundles q WHERE q.profile_type = p.profile_type) AND profile_type > ?
         ORDER BY profile_type LIMIT ?`),
-      insertEvent: this.db.prepare("INSERT INTO events (operation, time_ms, profile, operation_type, labels, data) VALUES (?, ?, ?, ?, ?, ?)"),
+      insertEvent: this.db.prepare(`INSERT INTO events (${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`),
       readEvents: this.db.prepare("SELECT sequence, profile, operation_type, labels, data FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?"),
       oldestEvent: this.db.prepare("SELECT MIN(sequence) AS oldest FROM events"),
       latestEvent: this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
-      activeOperations: this.db.prepare(`SELECT data FROM operations WHERE state NOT IN (${placeholders(terminalStates)}) ORDER BY name`),
+      activeOperations: this.db.prepare(`SELECT data FROM operations WHERE state NOT IN (${placeholders(TERMINAL_STATES)}) ORDER BY name`),
       insertDelegation: this.db.prepare("INSERT OR IGNORE INTO delegations (id, parent, expire_ms, data) VALUES (?, ?, ?, ?)"),
-      getDelegation: this.db.prepare("SELECT data FROM delegations WHERE id = ?"),
+      getDelegation: this.db.prepare(sql.getDelegation),
       delegationChildren: this.db.prepare("SELECT data FROM delegations WHERE parent = ?"),
       delegationSubtree: this.db.prepare(subtreeSql("", undefined, () => "?")),
       revokeDelegation: this.db.prepare("UPDATE delegations SET revoked = 1, data = ? WHERE id = ?"),
-      getSecret: this.db.prepare("SELECT value FROM secrets WHERE key = ?"),
+      getSecret: this.db.prepare(sql.getSecret),
       insertSecret: this.db.prepare("INSERT OR IGNORE INTO secrets (key, value) VALUES (?, ?)"),
       auditHead: this.db.prepare("SELECT sequence, hash FROM audit_records ORDER BY sequence DESC LIMIT 1"),
       insertAudit: this.db.prepare(`INSERT INTO audit_records (${AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
       insertCheckpoint: this.db.prepare(`INSERT OR IGNORE INTO audit_checkpoints (${CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?)`),
-      listCheckpoints: this.db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size > ? ORDER BY size LIMIT ?`),
-      latestCheckpoint: this.db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY size DESC LIMIT 1`),
-      checkpointOfSize: this.db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size = ?`),
-      firstAudit: this.db.prepare("SELECT MIN(sequence) AS first FROM audit_records"),
-      auditHashAt: this.db.prepare("SELECT hash FROM audit_records WHERE sequence = ?"),
-      deleteAuditUpTo: this.db.prepare("DELETE FROM audit_records WHERE sequence <= ?"),
-      deleteCheckpointsBefore: this.db.prepare("DELETE FROM audit_checkpoints WHERE size < ?"),
+      listCheckpoints: this.db.prepare(sql.listCheckpoints),
+      latestCheckpoint: this.db.prepare(sql.latestCheckpoint),
+      checkpointOfSize: this.db.prepare(sql.checkpointOfSize),
+      firstAudit: this.db.prepare(sql.firstAudit),
+      auditHashAt: this.db.prepare(sql.auditHashAt),
+      deleteAuditUpTo: this.db.prepare(sql.deleteAuditUpTo),
+      deleteCheckpointsBefore: this.db.prepare(sql.deleteCheckpointsBefore),
       outputState: this.db.prepare("SELECT size, ended, truncated FROM output_streams WHERE operation = ? AND attempt = ? AND stream = ?"),
       putOutputState: this.db.prepare(
         "INSERT INTO output_streams (operation, attempt, stream, size, ended, truncated, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (operation, attempt, stream) DO UPDATE SET size = excluded.size, ended = excluded.ended, truncated = excluded.truncated, updated_ms = excluded.updated_ms",
       ),
-      insertOutputChunk: this.db.prepare("INSERT INTO output_chunks (operation, attempt, stream, start_offset, data) VALUES (?, ?, ?, ?, ?)"),
+      insertOutputChunk: this.db.prepare(sql.insertOutputChunk),
       // From the chunk that holds `from` (the last one starting at or before it) on.
       readOutputChunks: this.db.prepare(`
         SELECT start_offset, data FROM output_chunks WHERE operation = @operation AND attempt = @attempt AND stream = @stream
         AND start_offset >= COALESCE((SELECT MAX(start_offset) FROM output_chunks WHERE operation = @operation AND attempt = @attempt AND stream = @stream AND start_offset <= @from), 0)
         ORDER BY start_offset LIMIT @limit`),
-      deleteOutputChunks: this.db.prepare(
-        "DELETE FROM output_chunks WHERE (operation, attempt, stream) IN (SELECT operation, attempt, stream FROM output_streams WHERE updated_ms < ?)",
-      ),
-      deleteOutputStreams: this.db.prepare("DELETE FROM output_streams WHERE updated_ms < ?"),
+      deleteOutputChunks: this.db.prepare(sql.deleteOutputChunks),
+      deleteOutputStreams: this.db.prepare(sql.deleteOutputStreams),
     };
   }
 
@@ -231,22 +240,8 @@ export class SqliteStore implements OperationStore {
 
   /** Appends an event inside the current transaction; returns it with its sequence. */
   private appendEvent(operation: Operation, event: OperationEvent): StoredEvent {
-    const time = event.time ? Number(event.time.seconds) * 1000 + Math.floor(event.time.nanos / 1e6) : Date.now();
-    const result = this.statements.insertEvent.run(
-      operation.name,
-      time,
-      operation.profile,
-      operation.type,
-      JSON.stringify(operation.labels),
-      toBinary(OperationEventSchema, event),
-    );
-    const stored: StoredEvent = {
-      event: { ...event, sequence: BigInt(result.lastInsertRowid) },
-      profile: operation.profile,
-      operationType: operation.type,
-      labels: { ...operation.labels },
-    };
-    operation.lastSequence = stored.event.sequence;
+    const result = this.statements.insertEvent.run(...eventRowValues(operation, event));
+    const stored = appendedEvent(operation, event, BigInt(result.lastInsertRowid));
     // If the savepoint of this write rolls back, the event was never committed: pendingEvents
     // is only extended once the write returned (see createOperation/updateOperation).
     return stored;
@@ -257,38 +252,22 @@ export class SqliteStore implements OperationStore {
     const operation = clone(OperationSchema, input.operation);
     return this.commits.submit((): CreateResult => {
       const existing = this.statements.byRequestId.get(input.idempotencyScope, operation.requestId) as { request_digest: string; data: Uint8Array } | undefined;
-      if (existing !== undefined) {
-        const stored = decodeOperation(existing.data);
-        return existing.request_digest === input.requestDigest ? { kind: "existing", operation: stored } : { kind: "request-id-conflict", operation: stored };
-      }
-      if (input.createsProfile !== undefined) {
-        const { name, profileType, budget } = input.createsProfile;
-        if (this.statements.insertProfile.run(name, profileType, operation.name, budget ? toBinary(BudgetSchema, budget) : null).changes === 0) {
-          return { kind: "profile-exists", profile: name };
-        }
+      if (existing !== undefined) return existingOperation(existing, input.requestDigest);
+      if (input.createsProfile !== undefined && this.statements.insertProfile.run(...profileRowValues(input.createsProfile, operation.name)).changes === 0) {
+        return { kind: "profile-exists", profile: input.createsProfile.name };
       }
       if (input.reservation !== undefined) {
         const { accounts, amount, check } = input.reservation;
         const refusal = check(accounts.map((account) => this.accountState(account)));
         if (refusal !== undefined) throw refusal;
-        for (const account of accounts) this.putHeld(account, addBudgets(this.held(account), amount));
-        this.statements.insertReservation.run(operation.name, JSON.stringify(accounts), toBinary(BudgetSchema, amount));
+        for (const [account, held] of reservedHoldings((account) => this.held(account), accounts, amount)) this.putHeld(account, held);
+        this.statements.insertReservation.run(operation.name, JSON.stringify(accounts), budgetColumn(amount));
       }
       const event = input.event ? this.appendEvent(operation, input.event) : undefined;
-      this.statements.insertOperation.run(
-        operation.name,
-        input.idempotencyScope,
-        operation.requestId,
-        input.requestDigest,
-        operation.type,
-        operation.state,
-        operation.profile,
-        JSON.stringify(operation.labels),
-        toBinary(OperationSchema, operation),
-      );
+      this.statements.insertOperation.run(...operationRowValues(input, operation));
       if (input.audit !== undefined) this.appendAuditNow(input.audit, operation.name);
       if (event) this.pendingEvents.push(event);
-      return { kind: "created", operation, ...(event ? { event } : {}) };
+      return withEvent("created", operation, event);
     });
   }
 
@@ -301,10 +280,10 @@ export class SqliteStore implements OperationStore {
         return { kind: "state-changed", operation: decodeOperation(row.data) };
       }
       const event = update.event ? this.appendEvent(operation, update.event) : undefined;
-      this.statements.updateOperation.run(operation.state, toBinary(OperationSchema, operation), operation.name);
+      this.statements.updateOperation.run(...operationUpdateValues(operation));
       if (update.settle !== undefined) this.settle(operation.name, update.settle);
       if (event) this.pendingEvents.push(event);
-      return { kind: "updated", operation, ...(event ? { event } : {}) };
+      return withEvent("updated", operation, event);
     });
   }
 
@@ -328,30 +307,30 @@ export class SqliteStore implements OperationStore {
     if (row === undefined) return { kind: "not-found" };
     const current = decodeOperation(row.data);
     if (onceKey !== undefined && this.statements.insertOnceKey.run(onceKey).changes === 0) return { kind: "already-done", operation: current };
-    const change = modify(clone(OperationSchema, current));
+    const change = modification(current, modify);
     if (change === undefined) return { kind: "unchanged", operation: current };
-    const operation = clone(OperationSchema, change.operation);
+    const { operation } = change;
     const event = change.event ? this.appendEvent(operation, change.event) : undefined;
-    this.statements.updateOperation.run(operation.state, toBinary(OperationSchema, operation), operation.name);
+    this.statements.updateOperation.run(...operationUpdateValues(operation));
     if (change.settle !== undefined) this.settle(operation.name, change.settle);
     if (audit !== undefined) this.appendAuditNow(audit, name);
     if (event) this.pendingEvents.push(event);
-    return { kind: "modified", operation, ...(event ? { event } : {}) };
+    return withEvent("modified", operation, event);
   }
 
   private held(account: string): Budget {
     const row = this.statements.getHeld.get(account) as { held: Uint8Array } | undefined;
-    return row ? fromBinary(BudgetSchema, row.held) : create(BudgetSchema);
+    return budgetFromColumn(row?.held);
   }
 
   private putHeld(account: string, held: Budget): void {
-    this.statements.putHeld.run(account, toBinary(BudgetSchema, held));
+    this.statements.putHeld.run(account, budgetColumn(held));
   }
 
   private accountState(account: string): AccountState {
     const children = account.startsWith("delegations/")
       ? (this.statements.delegationChildren.all(account) as { data: Uint8Array }[]).map((row) => {
-          const delegation = fromBinary(DelegationSchema, row.data);
+          const delegation = delegationFromRow(row);
           return { delegation, held: this.held(delegation.name) };
         })
       : [];
@@ -360,14 +339,12 @@ export class SqliteStore implements OperationStore {
 
   heartbeat(runner: string, at: Date): Promise<void> {
     return this.commits.submit(() => {
-      this.db
-        .prepare("INSERT INTO runners (id, heartbeat_ms) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms")
-        .run(runner, at.getTime());
+      this.db.prepare(sql.heartbeat).run(runner, at.getTime());
     });
   }
 
   async runnerHeartbeats(): Promise<Map<string, Date>> {
-    const rows = this.db.prepare("SELECT id, heartbeat_ms FROM runners").all() as { id: string; heartbeat_ms: bigint }[];
+    const rows = this.db.prepare(sql.runnerHeartbeats).all() as { id: string; heartbeat_ms: bigint }[];
     return new Map(rows.map((row) => [row.id, new Date(Number(row.heartbeat_ms))]));
   }
 
@@ -379,9 +356,9 @@ export class SqliteStore implements OperationStore {
   private settle(operation: string, { spent }: Settlement): void {
     const row = this.statements.getReservation.get(operation) as { accounts: string; amount: Uint8Array } | undefined;
     if (row === undefined) return;
-    const reserved = fromBinary(BudgetSchema, row.amount);
-    for (const account of JSON.parse(row.accounts) as string[]) {
-      this.putHeld(account, settledHolding(this.held(account), reserved, spent));
+    const reserved = budgetFromColumn(row.amount);
+    for (const [account, held] of settledHoldings((account) => this.held(account), JSON.parse(row.accounts) as string[], reserved, spent)) {
+      this.putHeld(account, held);
     }
     this.statements.deleteReservation.run(operation);
   }
@@ -398,8 +375,7 @@ export class SqliteStore implements OperationStore {
 
   async getProfile(name: string): Promise<StoredProfile | undefined> {
     const row = this.statements.getProfile.get(name) as { name: string; profile_type: bigint; budget: Uint8Array | null } | undefined;
-    if (row === undefined) return undefined;
-    return { name: row.name, profileType: Number(row.profile_type), ...(row.budget ? { budget: fromBinary(BudgetSchema, row.budget) } : {}) };
+    return row && profileFromRow(row);
   }
 
   async listOperations(query: OperationQuery): Promise<Operation[]> {
@@ -435,7 +411,7 @@ export class SqliteStore implements OperationStore {
   }
 
   async listActiveOperations(): Promise<Operation[]> {
-    const rows = this.statements.activeOperations.all(...terminalStates) as { data: Uint8Array }[];
+    const rows = this.statements.activeOperations.all(...TERMINAL_STATES) as { data: Uint8Array }[];
     return rows.map((row) => decodeOperation(row.data)).filter((op) => !isTerminal(op.state));
   }
 
@@ -511,10 +487,8 @@ export class SqliteStore implements OperationStore {
   putDelegation(delegation: Delegation): Promise<Delegation> {
     const stored = clone(DelegationSchema, delegation);
     return this.commits.submit(() => {
-      const expireMs = stored.expireTime ? Number(stored.expireTime.seconds) * 1000 : 0;
-      this.statements.insertDelegation.run(stored.name, stored.parent || null, expireMs, toBinary(DelegationSchema, stored));
-      const row = this.statements.getDelegation.get(stored.name) as { data: Uint8Array };
-      return fromBinary(DelegationSchema, row.data);
+      this.statements.insertDelegation.run(...delegationRowValues(stored));
+      return delegationFromRow(this.statements.getDelegation.get(stored.name) as { data: Uint8Array });
     });
   }
 
@@ -531,8 +505,7 @@ export class SqliteStore implements OperationStore {
       const parent = this.accountState(stored.parent);
       const refusal = check(parent.children, parent.held);
       if (refusal !== undefined) throw refusal;
-      const expireMs = stored.expireTime ? Number(stored.expireTime.seconds) * 1000 : 0;
-      this.statements.insertDelegation.run(stored.name, stored.parent, expireMs, toBinary(DelegationSchema, stored));
+      this.statements.insertDelegation.run(...delegationRowValues(stored));
       if (key !== undefined) this.statements.insertRequestKey.run(...requestKeyValues(key, stored.name));
       if (audit !== undefined) this.appendAuditNow(audit, stored.name);
       return { kind: "created", value: stored };
@@ -547,12 +520,7 @@ export class SqliteStore implements OperationStore {
 
   async getDelegation(name: string): Promise<Delegation | undefined> {
     const row = this.statements.getDelegation.get(name) as { data: Uint8Array } | undefined;
-    return row && fromBinary(DelegationSchema, row.data);
-  }
-
-  private subtree(name: string): { id: string; revoked: bigint; delegation: Delegation }[] {
-    const rows = this.statements.delegationSubtree.all(name) as { id: string; revoked: bigint; data: Uint8Array }[];
-    return rows.map((row) => ({ id: row.id, revoked: row.revoked, delegation: fromBinary(DelegationSchema, row.data) }));
+    return row && delegationFromRow(row);
   }
 
   async listDelegationSubtree(name: string, page?: SubtreePage): Promise<SubtreeEntry[]> {
@@ -562,21 +530,16 @@ export class SqliteStore implements OperationStore {
       return "?";
     });
     const rows = this.db.prepare(sql).all(...args) as { data: Uint8Array; depth: bigint }[];
-    return rows.map((row) => ({ delegation: fromBinary(DelegationSchema, row.data), depth: Number(row.depth) }));
+    return rows.map((row) => ({ delegation: delegationFromRow(row), depth: Number(row.depth) }));
   }
 
   revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]> {
     return this.commits.submit(() => {
-      const revoked: Delegation[] = [];
-      for (const row of this.subtree(name)) {
-        if (row.revoked !== 0n) continue;
-        row.delegation.revokeTime = timestampFromDate(time);
-        row.delegation.revokeReason = reason;
-        this.statements.revokeDelegation.run(toBinary(DelegationSchema, row.delegation), row.id);
-        revoked.push(row.delegation);
-      }
+      const rows = this.statements.delegationSubtree.all(name) as { id: string; revoked: bigint; data: Uint8Array }[];
+      const revoked = revocations(rows, time, reason);
+      for (const { id, delegation } of revoked) this.statements.revokeDelegation.run(toBinary(DelegationSchema, delegation), id);
       if (audit !== undefined && revoked.length > 0) this.appendAuditNow(audit, name);
-      return revoked;
+      return revoked.map(({ delegation }) => delegation);
     });
   }
 
@@ -586,8 +549,7 @@ export class SqliteStore implements OperationStore {
       const taken = key && this.takenKey(key);
       if (taken) return taken;
       const latest = this.statements.latestBundleVersion.get(stored.profileType) as { version: bigint | null };
-      stored.version = (latest.version ?? 0n) + 1n;
-      stored.name = bundleName(stored.profileType, stored.version);
+      numberBundle(stored, latest.version);
       this.statements.insertBundle.run(stored.profileType, stored.version, toBinary(PolicyBundleSchema, stored));
       if (key !== undefined) this.statements.insertRequestKey.run(...requestKeyValues(key, stored.name));
       if (audit !== undefined) this.appendAuditNow(audit, stored.name);
