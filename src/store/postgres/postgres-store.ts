@@ -99,7 +99,6 @@ import type {
   OutputState,
   RequestKey,
   RetentionPolicy,
-  Settlement,
   SlotKey,
   StoredEvent,
   StoredProfile,
@@ -107,23 +106,20 @@ import type {
   SubtreePage,
   UpdateResult,
 } from "../store.js";
-import { delegationFromRow, delegationRowValues, revocations, subtreeSql } from "../delegation-rows.js";
+import { delegationFromRow, delegationRowValues, subtreeSql } from "../delegation-rows.js";
 import { numberBundle, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
-import { budgetColumn, budgetFromColumn, reservedHoldings, settledHoldings } from "../budget-rows.js";
-import {
-  EVENT_COLUMNS,
-  TERMINAL_STATES,
-  appendedEvent,
-  eventRowValues,
-  existingOperation,
-  modification,
-  operationRowValues,
-  operationUpdateValues,
-  profileFromRow,
-  profileRowValues,
-  withEvent,
-} from "../operation-rows.js";
+import { budgetColumn, budgetFromColumn } from "../budget-rows.js";
+import { EVENT_COLUMNS, TERMINAL_STATES, appendedEvent, eventRowValues, operationRowValues, operationUpdateValues, profileFromRow } from "../operation-rows.js";
 import { postgresPlaceholder, statements } from "../statements.js";
+import { runAsync } from "../steps.js";
+import {
+  claimOperationSteps,
+  createOperationSteps,
+  modifyOperationSteps,
+  revokeSubtreeSteps,
+  updateOperationSteps,
+  type WriteRows,
+} from "../operation-writes.js";
 import { checkout } from "./checkout.js";
 import { clientConfig } from "./client-config.js";
 import { EventFeed } from "./event-feed.js";
@@ -373,128 +369,77 @@ export class PostgresStore implements OperationStore {
     }
   }
 
-  private async putHeld(tx: Transaction, held: Map<string, Budget>): Promise<void> {
-    for (const [account, budget] of held) {
-      await tx.query("UPDATE budget_accounts SET held = $2 WHERE account = $1", [account, budgetColumn(budget)]);
-    }
-  }
-
-  /** Adds `amount` to each account (an account named twice gets it twice). */
-  private async reserve(tx: Transaction, states: Map<string, AccountState>, accounts: readonly string[], amount: Budget): Promise<void> {
-    await this.putHeld(
-      tx,
-      reservedHoldings((account) => states.get(account)!.held, accounts, amount),
-    );
-  }
-
-  /** Gives back an operation's reservation on each of its accounts and keeps what it spent, up to the reservation; nothing if it holds none. */
-  private async settle(tx: Transaction, operation: string, { spent }: Settlement): Promise<void> {
-    const { rows } = await tx.query<{ accounts: string[]; amount: Uint8Array }>("DELETE FROM reservations WHERE operation = $1 RETURNING accounts, amount", [
-      operation,
-    ]);
-    const reservation = rows[0];
-    if (reservation === undefined) return;
-    const { accounts } = reservation;
-    const reserved = budgetFromColumn(reservation.amount);
-    const states = await this.lockAccounts(tx, accounts, false);
-    await this.putHeld(
-      tx,
-      settledHoldings((account) => states.get(account)!.held, accounts, reserved, spent),
-    );
+  /** The shared writes' statements (operation-writes.ts) in `tx`, with the row locks the module comment lists. */
+  private rowsOf(tx: Transaction): WriteRows {
+    return {
+      byRequestId: async (scope, requestId) => (await tx.query<{ request_digest: string; data: Uint8Array }>(sql.byRequestId, [scope, requestId])).rows[0],
+      insertProfile: async (values) =>
+        (await tx.query("INSERT INTO profiles (name, profile_type, operation, budget) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING", values))
+          .rowCount > 0,
+      lockAccounts: (accounts, children) => this.lockAccounts(tx, accounts, children),
+      putHeld: async (held) => {
+        for (const [account, budget] of held) {
+          await tx.query("UPDATE budget_accounts SET held = $2 WHERE account = $1", [account, budgetColumn(budget)]);
+        }
+      },
+      insertReservation: (operation, accounts, amount) =>
+        tx.query("INSERT INTO reservations (operation, accounts, amount) VALUES ($1, $2::text[], $3)", [operation, [...accounts], budgetColumn(amount)]),
+      // A second settlement finds none: the first took it.
+      takeReservation: async (operation) => {
+        const { rows } = await tx.query<{ accounts: string[]; amount: Uint8Array }>(
+          "DELETE FROM reservations WHERE operation = $1 RETURNING accounts, amount",
+          [operation],
+        );
+        return rows[0] && { accounts: rows[0].accounts, amount: budgetFromColumn(rows[0].amount) };
+      },
+      appendEvent: (operation, event) => tx.appendEvent(operation, event),
+      insertOperation: (input, operation) => tx.query(sql.insertOperation, operationRowValues(input, operation)),
+      lockOperation: async (name) => (await tx.query<{ state: number; data: Uint8Array }>(`${sql.stateOf} FOR UPDATE`, [name])).rows[0],
+      writeOperation: (operation) => tx.query(sql.updateOperation, operationUpdateValues(operation)),
+      recordOnceKey: async (key) => (await tx.query("INSERT INTO once_keys (key) VALUES ($1) ON CONFLICT (key) DO NOTHING", [key])).rowCount > 0,
+      // The operation row first, then the slot keys' account rows (the order settlements take),
+      // so that claims under one key are serialized across replicas while they count.
+      lockClaim: async (name, keys) => {
+        await tx.query("SELECT 1 FROM operations WHERE name = $1 FOR UPDATE", [name]);
+        await this.lockAccounts(tx, keys, false);
+      },
+      runningUnder: async (key) => {
+        const { rows } = await tx.query<{ n: bigint }>(
+          "SELECT count(*) AS n FROM reservations r JOIN operations o ON o.name = r.operation WHERE o.state = $1 AND $2 = ANY(r.accounts)",
+          [TaskState.RUNNING, key],
+        );
+        return BigInt(rows[0]!.n);
+      },
+      // Locked parents first: a concurrent revocation of an overlapping subtree locks them in the
+      // same order, and reads `revoked` as that one committed it.
+      lockSubtree: async (name) =>
+        (await tx.query<{ id: string; revoked: boolean; data: Uint8Array }>(`${PostgresStore.subtreeSql} FOR UPDATE OF d`, [name])).rows,
+      writeRevoked: (id, delegation) =>
+        tx.query("UPDATE delegations SET revoked = TRUE, data = $1 WHERE id = $2", [toBinary(DelegationSchema, delegation), id]),
+      appendAudit: (draft, actedOn) => tx.appendAudit(draft, actedOn),
+    };
   }
 
   createOperation(input: NewOperation): Promise<CreateResult> {
     // Snapshot now: the caller may go on changing its object before the commit.
     const submitted = clone(OperationSchema, input.operation);
-    return this.write(async (tx): Promise<CreateResult> => {
-      const operation = clone(OperationSchema, submitted);
-      const existing = await tx.query<{ request_digest: string; data: Uint8Array }>(sql.byRequestId, [input.idempotencyScope, operation.requestId]);
-      const found = existing.rows[0];
-      if (found !== undefined) return existingOperation(found, input.requestDigest);
-      if (input.createsProfile !== undefined) {
-        const inserted = await tx.query(
-          "INSERT INTO profiles (name, profile_type, operation, budget) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
-          profileRowValues(input.createsProfile, operation.name),
-        );
-        if (inserted.rowCount === 0) return { kind: "profile-exists", profile: input.createsProfile.name };
-      }
-      if (input.reservation !== undefined) {
-        const { accounts, amount, check } = input.reservation;
-        const states = await this.lockAccounts(tx, accounts, true);
-        const refusal = check(accounts.map((account) => states.get(account)!));
-        if (refusal !== undefined) throw refusal;
-        await this.reserve(tx, states, accounts, amount);
-        await tx.query("INSERT INTO reservations (operation, accounts, amount) VALUES ($1, $2::text[], $3)", [
-          operation.name,
-          [...accounts],
-          budgetColumn(amount),
-        ]);
-      }
-      const event = input.event ? await tx.appendEvent(operation, input.event) : undefined;
-      await tx.query(sql.insertOperation, operationRowValues(input, operation));
-      if (input.audit !== undefined) await tx.appendAudit(input.audit, operation.name);
-      return withEvent("created", operation, event);
-    }, isUniqueViolation("operations_request_key_unique"));
+    return this.write(
+      (tx) => runAsync(createOperationSteps(this.rowsOf(tx), input, clone(OperationSchema, submitted))),
+      isUniqueViolation("operations_request_key_unique"),
+    );
   }
 
   updateOperation(update: OperationUpdate): Promise<UpdateResult> {
     const submitted = clone(OperationSchema, update.operation);
-    return this.write(async (tx): Promise<UpdateResult> => {
-      const operation = clone(OperationSchema, submitted);
-      const { rows } = await tx.query<{ state: number; data: Uint8Array }>(`${sql.stateOf} FOR UPDATE`, [operation.name]);
-      const row = rows[0];
-      if (row === undefined) return { kind: "not-found" };
-      if (row.state !== update.expectedState) return { kind: "state-changed", operation: decodeOperation(row.data) };
-      if (update.settle !== undefined) await this.settle(tx, operation.name, update.settle);
-      const event = update.event ? await tx.appendEvent(operation, update.event) : undefined;
-      await tx.query(sql.updateOperation, operationUpdateValues(operation));
-      return withEvent("updated", operation, event);
-    });
+    return this.write((tx) => runAsync(updateOperationSteps(this.rowsOf(tx), update, clone(OperationSchema, submitted))));
   }
 
   modifyOperation(name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): Promise<ModifyResult> {
-    return this.write((tx) => this.modifyIn(tx, name, modify, onceKey, audit));
+    return this.write((tx) => runAsync(modifyOperationSteps(this.rowsOf(tx), name, modify, onceKey, audit)));
   }
 
   claimOperation(name: string, slots: readonly SlotKey[], modify: Modification): Promise<ClaimResult> {
-    return this.write(async (tx): Promise<ClaimResult> => {
-      // The operation row first, then the slot keys' account rows (the order settlements take),
-      // so that claims under one key are serialized across replicas while they count.
-      await tx.query("SELECT 1 FROM operations WHERE name = $1 FOR UPDATE", [name]);
-      await this.lockAccounts(
-        tx,
-        slots.map((slot) => slot.key),
-        false,
-      );
-      for (const { key, cap } of slots) {
-        const { rows } = await tx.query<{ n: bigint }>(
-          "SELECT count(*) AS n FROM reservations r JOIN operations o ON o.name = r.operation WHERE o.state = $1 AND $2 = ANY(r.accounts)",
-          [TaskState.RUNNING, key],
-        );
-        if (BigInt(rows[0]!.n) >= cap) return { kind: "no-slot", key };
-      }
-      return this.modifyIn(tx, name, modify);
-    });
-  }
-
-  /** The body of modifyOperation, inside `tx`. */
-  private async modifyIn(tx: Transaction, name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): Promise<ModifyResult> {
-    const { rows } = await tx.query<{ data: Uint8Array }>(`${sql.getOperation} FOR UPDATE`, [name]);
-    const row = rows[0];
-    if (row === undefined) return { kind: "not-found" };
-    const current = decodeOperation(row.data);
-    if (onceKey !== undefined) {
-      const inserted = await tx.query("INSERT INTO once_keys (key) VALUES ($1) ON CONFLICT (key) DO NOTHING", [onceKey]);
-      if (inserted.rowCount === 0) return { kind: "already-done", operation: current };
-    }
-    const change = modification(current, modify);
-    if (change === undefined) return { kind: "unchanged", operation: current };
-    const { operation } = change;
-    if (change.settle !== undefined) await this.settle(tx, name, change.settle);
-    const event = change.event ? await tx.appendEvent(operation, change.event) : undefined;
-    await tx.query(sql.updateOperation, operationUpdateValues(operation));
-    if (audit !== undefined) await tx.appendAudit(audit, name);
-    return withEvent("modified", operation, event);
+    return this.write((tx) => runAsync(claimOperationSteps(this.rowsOf(tx), name, slots, modify)));
   }
 
   async getOperation(name: string): Promise<Operation | undefined> {
@@ -708,17 +653,7 @@ export class PostgresStore implements OperationStore {
   }
 
   revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]> {
-    return this.write(async (tx) => {
-      // Locked parents first: a concurrent revocation of an overlapping subtree locks them in the
-      // same order, and reads `revoked` as that one committed it.
-      const { rows } = await tx.query<{ id: string; revoked: boolean; data: Uint8Array }>(`${PostgresStore.subtreeSql} FOR UPDATE OF d`, [name]);
-      const revoked = revocations(rows, time, reason);
-      for (const { id, delegation } of revoked) {
-        await tx.query("UPDATE delegations SET revoked = TRUE, data = $1 WHERE id = $2", [toBinary(DelegationSchema, delegation), id]);
-      }
-      if (audit !== undefined && revoked.length > 0) await tx.appendAudit(audit, name);
-      return revoked.map(({ delegation }) => delegation);
-    });
+    return this.write((tx) => runAsync(revokeSubtreeSteps(this.rowsOf(tx), name, time, reason, audit)));
   }
 
   putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft, key?: RequestKey): Promise<KeyedCreate<PolicyBundle>> {

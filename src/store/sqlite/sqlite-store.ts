@@ -51,7 +51,6 @@ import type {
   OutputState,
   RequestKey,
   RetentionPolicy,
-  Settlement,
   SlotKey,
   StoredEvent,
   StoredProfile,
@@ -59,23 +58,20 @@ import type {
   SubtreePage,
   UpdateResult,
 } from "../store.js";
-import { delegationFromRow, delegationRowValues, revocations, subtreeSql } from "../delegation-rows.js";
+import { delegationFromRow, delegationRowValues, subtreeSql } from "../delegation-rows.js";
 import { numberBundle, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
-import { budgetColumn, budgetFromColumn, reservedHoldings, settledHoldings } from "../budget-rows.js";
-import {
-  EVENT_COLUMNS,
-  TERMINAL_STATES,
-  appendedEvent,
-  eventRowValues,
-  existingOperation,
-  modification,
-  operationRowValues,
-  operationUpdateValues,
-  profileFromRow,
-  profileRowValues,
-  withEvent,
-} from "../operation-rows.js";
+import { budgetColumn, budgetFromColumn } from "../budget-rows.js";
+import { EVENT_COLUMNS, TERMINAL_STATES, appendedEvent, eventRowValues, operationRowValues, operationUpdateValues, profileFromRow } from "../operation-rows.js";
 import { sqlitePlaceholder, statements } from "../statements.js";
+import { runSync, type Steps } from "../steps.js";
+import {
+  claimOperationSteps,
+  createOperationSteps,
+  modifyOperationSteps,
+  revokeSubtreeSteps,
+  updateOperationSteps,
+  type WriteRows,
+} from "../operation-writes.js";
 import { GroupCommit } from "./group-commit.js";
 import { fromOffset, planOutputAppend } from "../output-rows.js";
 import { migrations } from "./migrations.js";
@@ -125,6 +121,7 @@ export class SqliteStore implements OperationStore {
   /** The last audit record the batch being committed appended, if any. */
   private auditAppended: bigint | undefined;
   private readonly statements;
+  private readonly rows: WriteRows;
 
   constructor(dataDir: string) {
     this.db = new Database(join(dataDir, SQLITE_FILE));
@@ -200,6 +197,7 @@ export class SqliteStore implements OperationStore {
       deleteOutputChunks: this.db.prepare(sql.deleteOutputChunks),
       deleteOutputStreams: this.db.prepare(sql.deleteOutputStreams),
     };
+    this.rows = this.writeRows();
   }
 
   onCommit(listener: (events: StoredEvent[]) => void): void {
@@ -243,79 +241,38 @@ export class SqliteStore implements OperationStore {
     const result = this.statements.insertEvent.run(...eventRowValues(operation, event));
     const stored = appendedEvent(operation, event, BigInt(result.lastInsertRowid));
     // If the savepoint of this write rolls back, the event was never committed: pendingEvents
-    // is only extended once the write returned (see createOperation/updateOperation).
+    // is only extended once the write returned (publishing).
     return stored;
   }
 
   createOperation(input: NewOperation): Promise<CreateResult> {
     // Snapshot now: the caller may go on changing its object before the batch commits.
     const operation = clone(OperationSchema, input.operation);
-    return this.commits.submit((): CreateResult => {
-      const existing = this.statements.byRequestId.get(input.idempotencyScope, operation.requestId) as { request_digest: string; data: Uint8Array } | undefined;
-      if (existing !== undefined) return existingOperation(existing, input.requestDigest);
-      if (input.createsProfile !== undefined && this.statements.insertProfile.run(...profileRowValues(input.createsProfile, operation.name)).changes === 0) {
-        return { kind: "profile-exists", profile: input.createsProfile.name };
-      }
-      if (input.reservation !== undefined) {
-        const { accounts, amount, check } = input.reservation;
-        const refusal = check(accounts.map((account) => this.accountState(account)));
-        if (refusal !== undefined) throw refusal;
-        for (const [account, held] of reservedHoldings((account) => this.held(account), accounts, amount)) this.putHeld(account, held);
-        this.statements.insertReservation.run(operation.name, JSON.stringify(accounts), budgetColumn(amount));
-      }
-      const event = input.event ? this.appendEvent(operation, input.event) : undefined;
-      this.statements.insertOperation.run(...operationRowValues(input, operation));
-      if (input.audit !== undefined) this.appendAuditNow(input.audit, operation.name);
-      if (event) this.pendingEvents.push(event);
-      return withEvent("created", operation, event);
-    });
+    return this.commits.submit(() => this.publishing(createOperationSteps(this.rows, input, operation)));
   }
 
   updateOperation(update: OperationUpdate): Promise<UpdateResult> {
     const operation = clone(OperationSchema, update.operation);
-    return this.commits.submit((): UpdateResult => {
-      const row = this.statements.stateOf.get(operation.name) as { state: bigint; data: Uint8Array } | undefined;
-      if (row === undefined) return { kind: "not-found" };
-      if (Number(row.state) !== update.expectedState) {
-        return { kind: "state-changed", operation: decodeOperation(row.data) };
-      }
-      const event = update.event ? this.appendEvent(operation, update.event) : undefined;
-      this.statements.updateOperation.run(...operationUpdateValues(operation));
-      if (update.settle !== undefined) this.settle(operation.name, update.settle);
-      if (event) this.pendingEvents.push(event);
-      return withEvent("updated", operation, event);
-    });
+    return this.commits.submit(() => this.publishing(updateOperationSteps(this.rows, update, operation)));
   }
 
   modifyOperation(name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): Promise<ModifyResult> {
-    return this.commits.submit(() => this.modifyNow(name, modify, onceKey, audit));
+    return this.commits.submit(() => this.publishing(modifyOperationSteps(this.rows, name, modify, onceKey, audit)));
   }
 
   claimOperation(name: string, slots: readonly SlotKey[], modify: Modification): Promise<ClaimResult> {
-    return this.commits.submit((): ClaimResult => {
-      for (const { key, cap } of slots) {
-        const { n } = this.statements.runningUnder.get(TaskState.RUNNING, key) as { n: bigint };
-        if (BigInt(n) >= cap) return { kind: "no-slot", key };
-      }
-      return this.modifyNow(name, modify);
-    });
+    return this.commits.submit(() => this.publishing(claimOperationSteps(this.rows, name, slots, modify)));
   }
 
-  /** The body of modifyOperation, inside the current transaction. */
-  private modifyNow(name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): ModifyResult {
-    const row = this.statements.getOperation.get(name) as { data: Uint8Array } | undefined;
-    if (row === undefined) return { kind: "not-found" };
-    const current = decodeOperation(row.data);
-    if (onceKey !== undefined && this.statements.insertOnceKey.run(onceKey).changes === 0) return { kind: "already-done", operation: current };
-    const change = modification(current, modify);
-    if (change === undefined) return { kind: "unchanged", operation: current };
-    const { operation } = change;
-    const event = change.event ? this.appendEvent(operation, change.event) : undefined;
-    this.statements.updateOperation.run(...operationUpdateValues(operation));
-    if (change.settle !== undefined) this.settle(operation.name, change.settle);
-    if (audit !== undefined) this.appendAuditNow(audit, name);
-    if (event) this.pendingEvents.push(event);
-    return withEvent("modified", operation, event);
+  /**
+   * Runs a write's steps in the current transaction and keeps the event it appended for the
+   * batch's listeners: only once the write returned, since a write whose savepoint rolls back
+   * never committed its event.
+   */
+  private publishing<T extends CreateResult | UpdateResult | ClaimResult>(steps: Steps<T>): T {
+    const result = runSync(steps);
+    if ("event" in result && result.event !== undefined) this.pendingEvents.push(result.event);
+    return result;
   }
 
   private held(account: string): Budget {
@@ -323,18 +280,45 @@ export class SqliteStore implements OperationStore {
     return budgetFromColumn(row?.held);
   }
 
-  private putHeld(account: string, held: Budget): void {
-    this.statements.putHeld.run(account, budgetColumn(held));
+  private accountState(account: string, children = true): AccountState {
+    const childAccounts =
+      children && account.startsWith("delegations/")
+        ? (this.statements.delegationChildren.all(account) as { data: Uint8Array }[]).map((row) => {
+            const delegation = delegationFromRow(row);
+            return { delegation, held: this.held(delegation.name) };
+          })
+        : [];
+    return { account, held: this.held(account), children: childAccounts };
   }
 
-  private accountState(account: string): AccountState {
-    const children = account.startsWith("delegations/")
-      ? (this.statements.delegationChildren.all(account) as { data: Uint8Array }[]).map((row) => {
-          const delegation = delegationFromRow(row);
-          return { delegation, held: this.held(delegation.name) };
-        })
-      : [];
-    return { account, held: this.held(account), children };
+  /** The shared writes' statements (operation-writes.ts). One connection is the only writer: what a write reads stays as read until it commits, without locks. */
+  private writeRows(): WriteRows {
+    const statements = this.statements;
+    return {
+      byRequestId: (scope, requestId) => statements.byRequestId.get(scope, requestId) as { request_digest: string; data: Uint8Array } | undefined,
+      insertProfile: (values) => statements.insertProfile.run(...values).changes > 0,
+      lockAccounts: (accounts, children) => new Map(accounts.map((account) => [account, this.accountState(account, children)])),
+      putHeld: (held) => {
+        for (const [account, budget] of held) statements.putHeld.run(account, budgetColumn(budget));
+      },
+      insertReservation: (operation, accounts, amount) => statements.insertReservation.run(operation, JSON.stringify(accounts), budgetColumn(amount)),
+      takeReservation: (operation) => {
+        const row = statements.getReservation.get(operation) as { accounts: string; amount: Uint8Array } | undefined;
+        if (row === undefined) return undefined;
+        statements.deleteReservation.run(operation);
+        return { accounts: JSON.parse(row.accounts) as string[], amount: budgetFromColumn(row.amount) };
+      },
+      appendEvent: (operation, event) => this.appendEvent(operation, event),
+      insertOperation: (input, operation) => statements.insertOperation.run(...operationRowValues(input, operation)),
+      lockOperation: (name) => statements.stateOf.get(name) as { state: bigint; data: Uint8Array } | undefined,
+      writeOperation: (operation) => statements.updateOperation.run(...operationUpdateValues(operation)),
+      recordOnceKey: (key) => statements.insertOnceKey.run(key).changes > 0,
+      lockClaim: () => undefined,
+      runningUnder: (key) => BigInt((statements.runningUnder.get(TaskState.RUNNING, key) as { n: bigint }).n),
+      lockSubtree: (name) => statements.delegationSubtree.all(name) as { id: string; revoked: bigint; data: Uint8Array }[],
+      writeRevoked: (id, delegation) => statements.revokeDelegation.run(toBinary(DelegationSchema, delegation), id),
+      appendAudit: (draft, actedOn) => this.appendAuditNow(draft, actedOn),
+    };
   }
 
   heartbeat(runner: string, at: Date): Promise<void> {
@@ -350,17 +334,6 @@ export class SqliteStore implements OperationStore {
 
   async readAccounts(accounts: readonly string[]): Promise<AccountState[]> {
     return accounts.map((account) => this.accountState(account));
-  }
-
-  /** Gives back an operation's reservation on each of its accounts and keeps what it spent, up to the reservation; nothing if it holds none. */
-  private settle(operation: string, { spent }: Settlement): void {
-    const row = this.statements.getReservation.get(operation) as { accounts: string; amount: Uint8Array } | undefined;
-    if (row === undefined) return;
-    const reserved = budgetFromColumn(row.amount);
-    for (const [account, held] of settledHoldings((account) => this.held(account), JSON.parse(row.accounts) as string[], reserved, spent)) {
-      this.putHeld(account, held);
-    }
-    this.statements.deleteReservation.run(operation);
   }
 
   async getOperation(name: string): Promise<Operation | undefined> {
@@ -534,13 +507,7 @@ export class SqliteStore implements OperationStore {
   }
 
   revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]> {
-    return this.commits.submit(() => {
-      const rows = this.statements.delegationSubtree.all(name) as { id: string; revoked: bigint; data: Uint8Array }[];
-      const revoked = revocations(rows, time, reason);
-      for (const { id, delegation } of revoked) this.statements.revokeDelegation.run(toBinary(DelegationSchema, delegation), id);
-      if (audit !== undefined && revoked.length > 0) this.appendAuditNow(audit, name);
-      return revoked.map(({ delegation }) => delegation);
-    });
+    return this.commits.submit(() => runSync(revokeSubtreeSteps(this.rows, name, time, reason, audit)));
   }
 
   putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft, key?: RequestKey): Promise<KeyedCreate<PolicyBundle>> {
