@@ -2,7 +2,7 @@
 // go on at the stream's end, a retried append (one that starts at or before the end) stores only
 // what it adds, and nothing may leave a gap or follow the end. Pure, so both backends share it
 // and differ only in SQL.
-import type { OutputAppend, OutputState } from "./store.js";
+import type { OutputAppend, OutputAppendResult, OutputState } from "./store.js";
 
 export type OutputPlan =
   /** Store `data` at `offset` (possibly nothing, when only the state changes) and then the new state. */
@@ -22,6 +22,11 @@ export function planOutputAppend(stored: OutputState | undefined, append: Output
   if (data.length === 0 && append.end === undefined && stored !== undefined) return { kind: "unchanged", state };
   const next: OutputState = { size: state.size + BigInt(data.length), ended: append.end !== undefined, truncated: append.end?.truncated ?? false };
   return { kind: "write", offset: state.size, data, state: next };
+}
+
+/** How an append went, as its plan says. */
+export function appendResult(plan: OutputPlan): OutputAppendResult {
+  return { kind: plan.kind === "gap" || plan.kind === "ended" ? plan.kind : "stored", size: plan.state.size };
 }
 
 /** The chunks read from `from` on, the first cut to start there (rows are whole appends). */

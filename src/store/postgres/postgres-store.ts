@@ -55,7 +55,6 @@ import { decodeOperation } from "../stored-messages.js";
 import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Pool, type PoolClient, type PoolConfig, type QueryResultRow } from "pg";
 import type { AuditDraft, ChainHead } from "../../model/audit-chain.js";
-import { prunedTo } from "../../model/audit-retention.js";
 import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
 import type { Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
@@ -71,7 +70,6 @@ import {
   auditRowValues,
   checkpointFromRow,
   checkpointRowValues,
-  pruneOutcome,
   recordFromRow,
   sealDraft,
   type CheckpointRow,
@@ -107,7 +105,7 @@ import type {
   UpdateResult,
 } from "../store.js";
 import { delegationFromRow, delegationRowValues, subtreeSql } from "../delegation-rows.js";
-import { numberBundle, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
+import { parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
 import { budgetColumn, budgetFromColumn } from "../budget-rows.js";
 import { EVENT_COLUMNS, TERMINAL_STATES, appendedEvent, eventRowValues, operationRowValues, operationUpdateValues, profileFromRow } from "../operation-rows.js";
 import { postgresPlaceholder, statements } from "../statements.js";
@@ -118,15 +116,19 @@ import {
   modifyOperationSteps,
   revokeSubtreeSteps,
   updateOperationSteps,
+  appendOutputSteps,
+  putChildDelegationSteps,
+  putPolicyBundleSteps,
+  pruneAuditLogSteps,
   type WriteRows,
-} from "../operation-writes.js";
+} from "../write-steps.js";
 import { checkout } from "./checkout.js";
 import { clientConfig } from "./client-config.js";
 import { EventFeed } from "./event-feed.js";
 import { EVENTS_CHANNEL, selectEvents } from "./event-rows.js";
 import { ListenConnection } from "./listen-connection.js";
 import { migrate } from "./migrations.js";
-import { fromOffset, planOutputAppend } from "../output-rows.js";
+import { appendResult, fromOffset } from "../output-rows.js";
 
 const sql = statements(postgresPlaceholder, (placeholder) => `${placeholder}::jsonb`);
 
@@ -369,7 +371,7 @@ export class PostgresStore implements OperationStore {
     }
   }
 
-  /** The shared writes' statements (operation-writes.ts) in `tx`, with the row locks the module comment lists. */
+  /** The shared writes' statements (write-steps.ts) in `tx`, with the row locks the module comment lists. */
   private rowsOf(tx: Transaction): WriteRows {
     return {
       byRequestId: async (scope, requestId) => (await tx.query<{ request_digest: string; data: Uint8Array }>(sql.byRequestId, [scope, requestId])).rows[0],
@@ -417,6 +419,38 @@ export class PostgresStore implements OperationStore {
       writeRevoked: (id, delegation) =>
         tx.query("UPDATE delegations SET revoked = TRUE, data = $1 WHERE id = $2", [toBinary(DelegationSchema, delegation), id]),
       appendAudit: (draft, actedOn) => tx.appendAudit(draft, actedOn),
+      // The parent delegation row, then the parent's budget account row — which reservations on
+      // the parent lock too — and only then its holdings and children are read: neither changes
+      // until this commit.
+      lockParent: async (parent) => {
+        await tx.query("SELECT 1 FROM delegations WHERE id = $1 FOR UPDATE", [parent]);
+        return (await this.lockAccounts(tx, [parent], true)).get(parent)!;
+      },
+      insertDelegation: (delegation) => this.insertDelegation(tx, delegation),
+      takeKey: (key, resource) => this.takeKey(tx, key, resource),
+      lockBundleVersions: (profileType) => tx.query("SELECT pg_advisory_xact_lock($1, $2)", [POLICY_BUNDLE_LOCK, profileType]),
+      latestBundleVersion: async (profileType) => (await tx.query<{ version: bigint | null }>(sql.latestBundleVersion, [profileType])).rows[0]?.version,
+      insertBundle: (bundle) => tx.query(sql.insertBundle, [bundle.profileType, bundle.version, toBinary(PolicyBundleSchema, bundle)]),
+      // The head's lock first: appends and other prunes wait until this commits, and what is
+      // read next is the log as it stands (each statement sees what committed before it).
+      lockAuditHead: () => tx.query("SELECT sequence FROM audit_head FOR UPDATE"),
+      checkpointOfSize: async (size) => (await tx.query<CheckpointRow>(sql.checkpointOfSize, [size])).rows[0],
+      firstAudit: async () => (await tx.query<{ first: bigint | null }>(sql.firstAudit)).rows[0]!.first,
+      auditHashAt: async (sequence) => (await tx.query<{ hash: string }>(sql.auditHashAt, [sequence])).rows[0]?.hash,
+      deleteAuditUpTo: async (size) => {
+        const { rowCount } = await tx.query(sql.deleteAuditUpTo, [size]);
+        await tx.query(sql.deleteCheckpointsBefore, [size]);
+        return rowCount;
+      },
+      lockOutputState: (key) => this.outputStateOf(tx, key, true),
+      insertOutputChunk: ({ operation, attempt, stream }, offset, data) => tx.query(sql.insertOutputChunk, [operation, attempt, stream, offset, data]),
+      writeOutputState: ({ operation, attempt, stream }, existed, { size, ended, truncated }, timeMs) =>
+        tx.query(
+          existed
+            ? "UPDATE output_streams SET size = $4, ended = $5, truncated = $6, updated_ms = $7 WHERE operation = $1 AND attempt = $2 AND stream = $3"
+            : "INSERT INTO output_streams (operation, attempt, stream, size, ended, truncated, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+          [operation, attempt, stream, size, ended, truncated, timeMs],
+        ),
     };
   }
 
@@ -513,26 +547,11 @@ export class PostgresStore implements OperationStore {
   }
 
   async appendOutput(append: OutputAppend): Promise<OutputAppendResult> {
-    const { operation, attempt, stream } = append;
-    const plan = await this.write(async (tx) => {
-      const stored = await this.outputStateOf(tx, append, true);
-      const planned = planOutputAppend(stored, append);
-      if (planned.kind !== "write") return planned;
-      const { size, ended, truncated } = planned.state;
-      if (planned.data.length > 0) {
-        await tx.query(sql.insertOutputChunk, [operation, attempt, stream, planned.offset, planned.data]);
-      }
-      // A first append of a stream inserts its row; two at once: one commits, the other is retried (and then updates it).
-      await tx.query(
-        stored === undefined
-          ? "INSERT INTO output_streams (operation, attempt, stream, size, ended, truncated, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-          : "UPDATE output_streams SET size = $4, ended = $5, truncated = $6, updated_ms = $7 WHERE operation = $1 AND attempt = $2 AND stream = $3",
-        [operation, attempt, stream, size, ended, truncated, append.time.getTime()],
-      );
-      return planned;
-    }, isUniqueViolation("output_streams_pkey"));
-    if (plan.kind === "write") for (const listener of this.outputListeners) listener({ operation, attempt, stream });
-    return { kind: plan.kind === "gap" || plan.kind === "ended" ? plan.kind : "stored", size: plan.state.size };
+    // A first append of a stream inserts its row; two at once: one commits, the other is retried (and then updates it).
+    const plan = await this.write((tx) => runAsync(appendOutputSteps(this.rowsOf(tx), append)), isUniqueViolation("output_streams_pkey"));
+    if (plan.kind === "write")
+      for (const listener of this.outputListeners) listener({ operation: append.operation, attempt: append.attempt, stream: append.stream });
+    return appendResult(plan);
   }
 
   async readOutput(key: OutputKey, from: bigint, limit: number): Promise<OutputRead> {
@@ -604,20 +623,7 @@ export class PostgresStore implements OperationStore {
     key?: RequestKey,
   ): Promise<KeyedCreate<Delegation>> {
     const stored = clone(DelegationSchema, child);
-    return this.write(async (tx): Promise<KeyedCreate<Delegation>> => {
-      const taken = key && (await this.takeKey(tx, key, stored.name));
-      if (taken) return taken;
-      // The parent delegation row, then the parent's budget account row — which reservations on
-      // the parent lock too — and only then its holdings and children are read: neither changes
-      // until this commit.
-      await tx.query("SELECT 1 FROM delegations WHERE id = $1 FOR UPDATE", [stored.parent]);
-      const parent = (await this.lockAccounts(tx, [stored.parent], true)).get(stored.parent)!;
-      const refusal = check(parent.children, parent.held);
-      if (refusal !== undefined) throw refusal;
-      await this.insertDelegation(tx, stored);
-      if (audit !== undefined) await tx.appendAudit(audit, stored.name);
-      return { kind: "created", value: stored };
-    });
+    return this.write((tx) => runAsync(putChildDelegationSteps(this.rowsOf(tx), stored, check, audit, key)));
   }
 
   /**
@@ -658,17 +664,7 @@ export class PostgresStore implements OperationStore {
 
   putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft, key?: RequestKey): Promise<KeyedCreate<PolicyBundle>> {
     const submitted = clone(PolicyBundleSchema, bundle);
-    return this.write(async (tx): Promise<KeyedCreate<PolicyBundle>> => {
-      const stored = clone(PolicyBundleSchema, submitted);
-      await tx.query("SELECT pg_advisory_xact_lock($1, $2)", [POLICY_BUNDLE_LOCK, stored.profileType]);
-      const { rows } = await tx.query<{ version: bigint | null }>(sql.latestBundleVersion, [stored.profileType]);
-      numberBundle(stored, rows[0]?.version);
-      const taken = key && (await this.takeKey(tx, key, stored.name));
-      if (taken) return taken;
-      await tx.query(sql.insertBundle, [stored.profileType, stored.version, toBinary(PolicyBundleSchema, stored)]);
-      if (audit !== undefined) await tx.appendAudit(audit, stored.name);
-      return { kind: "created", value: stored };
-    });
+    return this.write((tx) => runAsync(putPolicyBundleSteps(this.rowsOf(tx), clone(PolicyBundleSchema, submitted), audit, key)));
   }
 
   async getPolicyBundle(name: string): Promise<PolicyBundle | undefined> {
@@ -725,22 +721,7 @@ export class PostgresStore implements OperationStore {
   }
 
   pruneAuditLog(size: bigint, headHash: string, audit?: AuditDraft): Promise<AuditPruneResult> {
-    return this.write(async (tx) => {
-      // The head's lock first: appends and other prunes wait until this commits, and what is
-      // read next is the log as it stands (each statement sees what committed before it).
-      await tx.query("SELECT sequence FROM audit_head FOR UPDATE");
-      const { rows } = await tx.query<CheckpointRow>(sql.checkpointOfSize, [size]);
-      const checkpoint = rows[0] && checkpointFromRow(rows[0]);
-      const first = (await tx.query<{ first: bigint | null }>(sql.firstAudit)).rows[0]!.first;
-      const signed = (await tx.query<{ hash: string }>(sql.auditHashAt, [size])).rows[0];
-      const refused = pruneOutcome(checkpoint, headHash, first !== null && BigInt(first) <= size, signed?.hash);
-      if (refused !== undefined) return refused;
-      // The prune's record first: it seals onto the head, which may be the last record deleted.
-      if (audit !== undefined) await tx.appendAudit(audit, prunedTo(size));
-      const { rowCount } = await tx.query(sql.deleteAuditUpTo, [size]);
-      await tx.query(sql.deleteCheckpointsBefore, [size]);
-      return { kind: "pruned", records: BigInt(rowCount), checkpoint: checkpoint! };
-    });
+    return this.write((tx) => runAsync(pruneAuditLogSteps(this.rowsOf(tx), size, headHash, audit)));
   }
 
   /** Delivers nothing more, waits for the writes in flight, then closes every connection. */

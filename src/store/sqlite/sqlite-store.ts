@@ -7,7 +7,6 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { AuditDraft, ChainHead } from "../../model/audit-chain.js";
-import { prunedTo } from "../../model/audit-retention.js";
 import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
 import type { Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
@@ -23,7 +22,6 @@ import {
   auditRowValues,
   checkpointFromRow,
   checkpointRowValues,
-  pruneOutcome,
   recordFromRow,
   sealDraft,
   type CheckpointRow,
@@ -59,7 +57,7 @@ import type {
   UpdateResult,
 } from "../store.js";
 import { delegationFromRow, delegationRowValues, subtreeSql } from "../delegation-rows.js";
-import { numberBundle, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
+import { parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
 import { budgetColumn, budgetFromColumn } from "../budget-rows.js";
 import { EVENT_COLUMNS, TERMINAL_STATES, appendedEvent, eventRowValues, operationRowValues, operationUpdateValues, profileFromRow } from "../operation-rows.js";
 import { sqlitePlaceholder, statements } from "../statements.js";
@@ -70,10 +68,14 @@ import {
   modifyOperationSteps,
   revokeSubtreeSteps,
   updateOperationSteps,
+  appendOutputSteps,
+  putChildDelegationSteps,
+  putPolicyBundleSteps,
+  pruneAuditLogSteps,
   type WriteRows,
-} from "../operation-writes.js";
+} from "../write-steps.js";
 import { GroupCommit } from "./group-commit.js";
-import { fromOffset, planOutputAppend } from "../output-rows.js";
+import { appendResult, fromOffset } from "../output-rows.js";
 import { migrations } from "./migrations.js";
 
 export const SQLITE_FILE = "amctl.sqlite";
@@ -291,7 +293,7 @@ export class SqliteStore implements OperationStore {
     return { account, held: this.held(account), children: childAccounts };
   }
 
-  /** The shared writes' statements (operation-writes.ts). One connection is the only writer: what a write reads stays as read until it commits, without locks. */
+  /** The shared writes' statements (write-steps.ts). One connection is the only writer: what a write reads stays as read until it commits, without locks. */
   private writeRows(): WriteRows {
     const statements = this.statements;
     return {
@@ -318,6 +320,30 @@ export class SqliteStore implements OperationStore {
       lockSubtree: (name) => statements.delegationSubtree.all(name) as { id: string; revoked: bigint; data: Uint8Array }[],
       writeRevoked: (id, delegation) => statements.revokeDelegation.run(toBinary(DelegationSchema, delegation), id),
       appendAudit: (draft, actedOn) => this.appendAuditNow(draft, actedOn),
+      lockParent: (parent) => this.accountState(parent),
+      insertDelegation: (delegation) => statements.insertDelegation.run(...delegationRowValues(delegation)),
+      takeKey: (key, resource) => {
+        const row = statements.getRequestKey.get(key.scope, key.rpc, key.requestId) as RequestKeyRow | undefined;
+        if (row !== undefined) return takenKey(key, row);
+        statements.insertRequestKey.run(...requestKeyValues(key, resource));
+        return undefined;
+      },
+      lockBundleVersions: () => undefined,
+      latestBundleVersion: (profileType) => (statements.latestBundleVersion.get(profileType) as { version: bigint | null }).version,
+      insertBundle: (bundle) => statements.insertBundle.run(bundle.profileType, bundle.version, toBinary(PolicyBundleSchema, bundle)),
+      lockAuditHead: () => undefined,
+      checkpointOfSize: (size) => statements.checkpointOfSize.get(size) as CheckpointRow | undefined,
+      firstAudit: () => (statements.firstAudit.get() as { first: bigint | null }).first,
+      auditHashAt: (sequence) => (statements.auditHashAt.get(sequence) as { hash: string } | undefined)?.hash,
+      deleteAuditUpTo: (size) => {
+        const { changes } = statements.deleteAuditUpTo.run(size);
+        statements.deleteCheckpointsBefore.run(size);
+        return changes;
+      },
+      lockOutputState: (key) => this.outputStateOf(key),
+      insertOutputChunk: ({ operation, attempt, stream }, offset, data) => statements.insertOutputChunk.run(operation, attempt, stream, offset, data),
+      writeOutputState: ({ operation, attempt, stream }, _existed, { size, ended, truncated }, timeMs) =>
+        statements.putOutputState.run(operation, attempt, stream, size, ended ? 1 : 0, truncated ? 1 : 0, timeMs),
     };
   }
 
@@ -422,17 +448,10 @@ export class SqliteStore implements OperationStore {
   }
 
   async appendOutput(append: OutputAppend): Promise<OutputAppendResult> {
-    const { operation, attempt, stream } = append;
-    const plan = await this.commits.submit(() => {
-      const planned = planOutputAppend(this.outputStateOf(append), append);
-      if (planned.kind !== "write") return planned;
-      const { size, ended, truncated } = planned.state;
-      if (planned.data.length > 0) this.statements.insertOutputChunk.run(operation, attempt, stream, planned.offset, planned.data);
-      this.statements.putOutputState.run(operation, attempt, stream, size, ended ? 1 : 0, truncated ? 1 : 0, append.time.getTime());
-      return planned;
-    });
-    if (plan.kind === "write") for (const listener of this.outputListeners) listener({ operation, attempt, stream });
-    return { kind: plan.kind === "gap" || plan.kind === "ended" ? plan.kind : "stored", size: plan.state.size };
+    const plan = await this.commits.submit(() => runSync(appendOutputSteps(this.rows, append)));
+    if (plan.kind === "write")
+      for (const listener of this.outputListeners) listener({ operation: append.operation, attempt: append.attempt, stream: append.stream });
+    return appendResult(plan);
   }
 
   async readOutput(key: OutputKey, from: bigint, limit: number): Promise<OutputRead> {
@@ -472,23 +491,7 @@ export class SqliteStore implements OperationStore {
     key?: RequestKey,
   ): Promise<KeyedCreate<Delegation>> {
     const stored = clone(DelegationSchema, child);
-    return this.commits.submit((): KeyedCreate<Delegation> => {
-      const taken = key && this.takenKey(key);
-      if (taken) return taken;
-      const parent = this.accountState(stored.parent);
-      const refusal = check(parent.children, parent.held);
-      if (refusal !== undefined) throw refusal;
-      this.statements.insertDelegation.run(...delegationRowValues(stored));
-      if (key !== undefined) this.statements.insertRequestKey.run(...requestKeyValues(key, stored.name));
-      if (audit !== undefined) this.appendAuditNow(audit, stored.name);
-      return { kind: "created", value: stored };
-    });
-  }
-
-  /** The answer for `key` if it is recorded already (in a commit). */
-  private takenKey(key: RequestKey): KeyedCreate<never> | undefined {
-    const row = this.statements.getRequestKey.get(key.scope, key.rpc, key.requestId) as RequestKeyRow | undefined;
-    return row && takenKey(key, row);
+    return this.commits.submit(() => runSync(putChildDelegationSteps(this.rows, stored, check, audit, key)));
   }
 
   async getDelegation(name: string): Promise<Delegation | undefined> {
@@ -512,16 +515,7 @@ export class SqliteStore implements OperationStore {
 
   putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft, key?: RequestKey): Promise<KeyedCreate<PolicyBundle>> {
     const stored = clone(PolicyBundleSchema, bundle);
-    return this.commits.submit((): KeyedCreate<PolicyBundle> => {
-      const taken = key && this.takenKey(key);
-      if (taken) return taken;
-      const latest = this.statements.latestBundleVersion.get(stored.profileType) as { version: bigint | null };
-      numberBundle(stored, latest.version);
-      this.statements.insertBundle.run(stored.profileType, stored.version, toBinary(PolicyBundleSchema, stored));
-      if (key !== undefined) this.statements.insertRequestKey.run(...requestKeyValues(key, stored.name));
-      if (audit !== undefined) this.appendAuditNow(audit, stored.name);
-      return { kind: "created", value: stored };
-    });
+    return this.commits.submit(() => runSync(putPolicyBundleSteps(this.rows, stored, audit, key)));
   }
 
   async getPolicyBundle(name: string): Promise<PolicyBundle | undefined> {
@@ -576,19 +570,7 @@ export class SqliteStore implements OperationStore {
   }
 
   pruneAuditLog(size: bigint, headHash: string, audit?: AuditDraft): Promise<AuditPruneResult> {
-    return this.commits.submit(() => {
-      const row = this.statements.checkpointOfSize.get(size) as CheckpointRow | undefined;
-      const checkpoint = row && checkpointFromRow(row);
-      const first = (this.statements.firstAudit.get() as { first: bigint | null }).first;
-      const signed = this.statements.auditHashAt.get(size) as { hash: string } | undefined;
-      const refused = pruneOutcome(checkpoint, headHash, first !== null && first <= size, signed?.hash);
-      if (refused !== undefined) return refused;
-      // The prune's record first: it seals onto the head, which may be the last record deleted.
-      if (audit !== undefined) this.appendAuditNow(audit, prunedTo(size));
-      const { changes } = this.statements.deleteAuditUpTo.run(size);
-      this.statements.deleteCheckpointsBefore.run(size);
-      return { kind: "pruned", records: BigInt(changes), checkpoint: checkpoint! };
-    });
+    return this.commits.submit(() => runSync(pruneAuditLogSteps(this.rows, size, headHash, audit)));
   }
 
   /** Runs SQLite's own consistency check; "ok" when the file is sound. */
