@@ -7,7 +7,8 @@ import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import { OperationEventSchema, type OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import { decodeOperation } from "./stored-messages.js";
+import { isTerminal } from "../model/transitions.js";
+import { decodeEvent, decodeOperation } from "./stored-messages.js";
 import type { CreateResult, Modification, NewOperation, Settlement, StoredEvent, StoredProfile } from "./store.js";
 
 /** The states an operation never leaves, as both stores' queries for active operations name them. */
@@ -33,6 +34,11 @@ export function operationRowValues(input: NewOperation, operation: Operation): [
 /** The values of `UPDATE operations SET state = ·, data = · WHERE name = ·`. */
 export function operationUpdateValues(operation: Operation): [number, Uint8Array, string] {
   return [operation.state, toBinary(OperationSchema, operation), operation.name];
+}
+
+/** The operations of rows selected as not terminal, oldest first: a row a newer server wrote in a state this one does not know is left out. */
+export function activeOperations(rows: readonly { data: Uint8Array }[]): Operation[] {
+  return rows.map((row) => decodeOperation(row.data)).filter((operation) => !isTerminal(operation.state));
 }
 
 /** What a create answers when its request id was used already in its scope (`row`). */
@@ -62,6 +68,24 @@ export const EVENT_COLUMNS = "operation, time_ms, profile, operation_type, label
 /** The values of `event`'s row: it carries what filters need to know of its operation. */
 export function eventRowValues(operation: Operation, event: OperationEvent): [string, number, string, number, string, Uint8Array] {
   return [operation.name, eventTimeMs(event), operation.profile, operation.type, JSON.stringify(operation.labels), toBinary(OperationEventSchema, event)];
+}
+
+/** An event's row as read (SQLite returns `labels` as its JSON text, PostgreSQL as the object). */
+export interface EventRow {
+  sequence: bigint | number;
+  profile: string;
+  operation_type: number | bigint;
+  labels: string | Record<string, string>;
+  data: Uint8Array;
+}
+
+export function eventFromRow(row: EventRow): StoredEvent {
+  return {
+    event: { ...decodeEvent(row.data), sequence: BigInt(row.sequence) },
+    profile: row.profile,
+    operationType: Number(row.operation_type),
+    labels: typeof row.labels === "string" ? (JSON.parse(row.labels) as Record<string, string>) : row.labels,
+  };
 }
 
 /** `event` as appended with `sequence`; `operation` is given it as its last sequence. */

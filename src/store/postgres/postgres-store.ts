@@ -62,7 +62,6 @@ import type { OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
-import { isTerminal } from "../../model/transitions.js";
 import {
   AUDIT_COLUMNS,
   CHECKPOINT_COLUMNS,
@@ -107,7 +106,16 @@ import type {
 import { delegationFromRow, delegationRowValues, subtreeSql } from "../delegation-rows.js";
 import { parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
 import { budgetColumn, budgetFromColumn } from "../budget-rows.js";
-import { EVENT_COLUMNS, TERMINAL_STATES, appendedEvent, eventRowValues, operationRowValues, operationUpdateValues, profileFromRow } from "../operation-rows.js";
+import {
+  EVENT_COLUMNS,
+  TERMINAL_STATES,
+  activeOperations,
+  appendedEvent,
+  eventRowValues,
+  operationRowValues,
+  operationUpdateValues,
+  profileFromRow,
+} from "../operation-rows.js";
 import { postgresPlaceholder, statements } from "../statements.js";
 import { runAsync } from "../steps.js";
 import {
@@ -128,7 +136,7 @@ import { EventFeed } from "./event-feed.js";
 import { EVENTS_CHANNEL, selectEvents } from "./event-rows.js";
 import { ListenConnection } from "./listen-connection.js";
 import { migrate } from "./migrations.js";
-import { appendResult, fromOffset } from "../output-rows.js";
+import { appendResult, outputRead } from "../output-rows.js";
 
 const sql = statements(postgresPlaceholder, (placeholder) => `${placeholder}::jsonb`);
 
@@ -512,7 +520,7 @@ export class PostgresStore implements OperationStore {
 
   async listActiveOperations(): Promise<Operation[]> {
     const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE state <> ALL($1::int[]) ORDER BY name", [TERMINAL_STATES]);
-    return rows.map((row) => decodeOperation(row.data)).filter((op) => !isTerminal(op.state));
+    return activeOperations(rows);
   }
 
   readEvents(after: bigint, limit: number): Promise<StoredEvent[]> {
@@ -563,11 +571,7 @@ export class PostgresStore implements OperationStore {
        ORDER BY start_offset LIMIT $5`,
       [key.operation, key.attempt, key.stream, from, limit],
     );
-    const chunks = fromOffset(
-      rows.map((row) => ({ offset: row.start_offset, data: row.data })),
-      from,
-    );
-    return state === undefined ? { chunks } : { chunks, state };
+    return outputRead(rows, from, state);
   }
 
   compactOutput(before: Date): Promise<number> {

@@ -1,7 +1,7 @@
 // The embedded default store: one SQLite file in the data dir, WAL with synchronous=FULL, so a
 // write is on disk when its promise resolves; writes are group-committed (group-commit.ts).
 // A single connection is the single writer, so commit order and sequence order always agree.
-import { decodeEvent, decodeOperation } from "../stored-messages.js";
+import { decodeOperation } from "../stored-messages.js";
 import { chmodSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -14,7 +14,6 @@ import type { OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
-import { isTerminal } from "../../model/transitions.js";
 import {
   AUDIT_COLUMNS,
   CHECKPOINT_COLUMNS,
@@ -59,7 +58,18 @@ import type {
 import { delegationFromRow, delegationRowValues, subtreeSql } from "../delegation-rows.js";
 import { parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
 import { budgetColumn, budgetFromColumn } from "../budget-rows.js";
-import { EVENT_COLUMNS, TERMINAL_STATES, appendedEvent, eventRowValues, operationRowValues, operationUpdateValues, profileFromRow } from "../operation-rows.js";
+import {
+  EVENT_COLUMNS,
+  TERMINAL_STATES,
+  activeOperations,
+  appendedEvent,
+  eventFromRow,
+  type EventRow,
+  eventRowValues,
+  operationRowValues,
+  operationUpdateValues,
+  profileFromRow,
+} from "../operation-rows.js";
 import { sqlitePlaceholder, statements } from "../statements.js";
 import { runSync, type Steps } from "../steps.js";
 import {
@@ -75,18 +85,10 @@ import {
   type WriteRows,
 } from "../write-steps.js";
 import { GroupCommit } from "./group-commit.js";
-import { appendResult, fromOffset } from "../output-rows.js";
+import { appendResult, outputRead } from "../output-rows.js";
 import { migrations } from "./migrations.js";
 
 export const SQLITE_FILE = "amctl.sqlite";
-
-interface EventRow {
-  sequence: number | bigint;
-  profile: string;
-  operation_type: number;
-  labels: string;
-  data: Uint8Array;
-}
 
 const sql = statements(sqlitePlaceholder);
 
@@ -165,7 +167,7 @@ export class SqliteStore implements OperationStore {
         WHERE version = (SELECT MAX(version) FROM policy_bundles q WHERE q.profile_type = p.profile_type) AND profile_type > ?
         ORDER BY profile_type LIMIT ?`),
       insertEvent: this.db.prepare(`INSERT INTO events (${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`),
-      readEvents: this.db.prepare("SELECT sequence, profile, operation_type, labels, data FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?"),
+      readEvents: this.db.prepare(sql.readEvents),
       oldestEvent: this.db.prepare("SELECT MIN(sequence) AS oldest FROM events"),
       latestEvent: this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
       activeOperations: this.db.prepare(`SELECT data FROM operations WHERE state NOT IN (${placeholders(TERMINAL_STATES)}) ORDER BY name`),
@@ -411,17 +413,11 @@ export class SqliteStore implements OperationStore {
 
   async listActiveOperations(): Promise<Operation[]> {
     const rows = this.statements.activeOperations.all(...TERMINAL_STATES) as { data: Uint8Array }[];
-    return rows.map((row) => decodeOperation(row.data)).filter((op) => !isTerminal(op.state));
+    return activeOperations(rows);
   }
 
   async readEvents(after: bigint, limit: number): Promise<StoredEvent[]> {
-    const rows = this.statements.readEvents.all(after, limit) as EventRow[];
-    return rows.map((row) => ({
-      event: { ...decodeEvent(row.data), sequence: BigInt(row.sequence) },
-      profile: row.profile,
-      operationType: Number(row.operation_type),
-      labels: JSON.parse(row.labels) as Record<string, string>,
-    }));
+    return (this.statements.readEvents.all(after, limit) as EventRow[]).map(eventFromRow);
   }
 
   async eventBounds(): Promise<EventBounds> {
@@ -458,11 +454,7 @@ export class SqliteStore implements OperationStore {
     // One synchronous read: the state and the chunks are of the same moment.
     const state = this.outputStateOf(key);
     const rows = this.statements.readOutputChunks.all({ ...key, from, limit }) as { start_offset: bigint; data: Uint8Array }[];
-    const chunks = fromOffset(
-      rows.map((row) => ({ offset: BigInt(row.start_offset), data: row.data })),
-      from,
-    );
-    return state === undefined ? { chunks } : { chunks, state };
+    return outputRead(rows, from, state);
   }
 
   compactOutput(before: Date): Promise<number> {
