@@ -104,7 +104,7 @@ import type {
   UpdateResult,
 } from "../store.js";
 import { delegationFromRow, delegationRowValues, subtreeSql } from "../delegation-rows.js";
-import { parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
+import { bundleRowValues, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
 import { budgetColumn, budgetFromColumn } from "../budget-rows.js";
 import {
   EVENT_COLUMNS,
@@ -438,7 +438,7 @@ export class PostgresStore implements OperationStore {
       takeKey: (key, resource) => this.takeKey(tx, key, resource),
       lockBundleVersions: (profileType) => tx.query("SELECT pg_advisory_xact_lock($1, $2)", [POLICY_BUNDLE_LOCK, profileType]),
       latestBundleVersion: async (profileType) => (await tx.query<{ version: bigint | null }>(sql.latestBundleVersion, [profileType])).rows[0]?.version,
-      insertBundle: (bundle) => tx.query(sql.insertBundle, [bundle.profileType, bundle.version, toBinary(PolicyBundleSchema, bundle)]),
+      insertBundle: (bundle) => tx.query(sql.insertBundle, bundleRowValues(bundle)),
       // The head's lock first: appends and other prunes wait until this commits, and what is
       // read next is the log as it stands (each statement sees what committed before it).
       lockAuditHead: () => tx.query("SELECT sequence FROM audit_head FOR UPDATE"),

@@ -56,7 +56,7 @@ import type {
   UpdateResult,
 } from "../store.js";
 import { delegationFromRow, delegationRowValues, subtreeSql } from "../delegation-rows.js";
-import { parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
+import { bundleRowValues, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
 import { budgetColumn, budgetFromColumn } from "../budget-rows.js";
 import {
   EVENT_COLUMNS,
@@ -240,13 +240,10 @@ export class SqliteStore implements OperationStore {
     return record;
   }
 
-  /** Appends an event inside the current transaction; returns it with its sequence. */
+  /** Appends an event inside the current transaction; returns it with its sequence (`publishing` passes it on once the write returned). */
   private appendEvent(operation: Operation, event: OperationEvent): StoredEvent {
     const result = this.statements.insertEvent.run(...eventRowValues(operation, event));
-    const stored = appendedEvent(operation, event, BigInt(result.lastInsertRowid));
-    // If the savepoint of this write rolls back, the event was never committed: pendingEvents
-    // is only extended once the write returned (publishing).
-    return stored;
+    return appendedEvent(operation, event, BigInt(result.lastInsertRowid));
   }
 
   createOperation(input: NewOperation): Promise<CreateResult> {
@@ -332,7 +329,7 @@ export class SqliteStore implements OperationStore {
       },
       lockBundleVersions: () => undefined,
       latestBundleVersion: (profileType) => (statements.latestBundleVersion.get(profileType) as { version: bigint | null }).version,
-      insertBundle: (bundle) => statements.insertBundle.run(bundle.profileType, bundle.version, toBinary(PolicyBundleSchema, bundle)),
+      insertBundle: (bundle) => statements.insertBundle.run(...bundleRowValues(bundle)),
       lockAuditHead: () => undefined,
       checkpointOfSize: (size) => statements.checkpointOfSize.get(size) as CheckpointRow | undefined,
       firstAudit: () => (statements.firstAudit.get() as { first: bigint | null }).first,
