@@ -2,7 +2,7 @@
 // each once. Wake-ups come from this server's own appends (the store's onAuditAppend) and from a
 // poll of the store, which sees appends by other servers on a shared store.
 import type { AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
-import type { AuditQuery, OperationStore } from "../store/store.js";
+import type { AuditQuery, StoreAudit } from "../store/store.js";
 import { waitForWakeUp } from "../model/wake-up.js";
 
 const PAGE = 512;
@@ -14,7 +14,7 @@ export class AuditAppends {
   private count = 0;
   private readonly waiters = new Set<() => void>();
 
-  constructor(store: OperationStore) {
+  constructor(store: StoreAudit) {
     store.onAuditAppend(() => {
       this.count += 1;
       for (const wake of this.waiters) wake();
@@ -40,7 +40,7 @@ export class AuditAppends {
  * and the cursor moves to the head — records that did not match are not read again.
  */
 export async function* tailAuditRecords(
-  store: OperationStore,
+  store: StoreAudit,
   appends: AuditAppends,
   filter: Omit<AuditQuery, "afterSequence" | "limit">,
   after: bigint,

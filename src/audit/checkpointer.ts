@@ -8,12 +8,12 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { AuditCheckpointSchema, type AuditCheckpoint } from "../gen/agentmachine/v1/audit_pb.js";
 import type { Logger } from "../api/logger.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreAudit } from "../store/store.js";
 import type { AuditKey } from "./audit-key.js";
 import { signCheckpoint } from "./signed-note.js";
 
 export interface CheckpointerOptions {
-  store: OperationStore;
+  store: StoreAudit;
   key: AuditKey;
   /** The log's origin line, `agent-machine/audit/<log id>`. */
   origin: string;

@@ -12,7 +12,7 @@ import { HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_
 import { operationTypeNames, taskStateNames } from "../model/mapping.js";
 import type { ServerConfig } from "../config/config.js";
 import type { HealthStatus } from "../api/health.js";
-import type { EventBounds, OperationStore } from "../store/store.js";
+import type { EventBounds, StoreBundles, StoreEvents, StoreOperations } from "../store/store.js";
 import { linesOfProfile } from "./log-profiles.js";
 
 /** Operations included when the spec asks for 0. */
@@ -29,7 +29,7 @@ const PAGE = 1000;
 const CLOCK_SLACK_MS = 60_000;
 
 export interface DiagnosticsContext {
-  store: OperationStore;
+  store: StoreOperations & StoreEvents & StoreBundles;
   config: ServerConfig;
   health: HealthStatus;
   /** The newest warn/error log lines, as written. */
@@ -73,7 +73,7 @@ export function serverVersion(): string {
   return version;
 }
 
-async function countOperations(store: OperationStore, profile: string): Promise<OperationCounts> {
+async function countOperations(store: StoreOperations & StoreEvents & StoreBundles, profile: string): Promise<OperationCounts> {
   const counts: OperationCounts = { total: 0, byTypeAndState: {}, truncated: false };
   let beforeName: string | undefined;
   for (;;) {
@@ -98,7 +98,7 @@ async function countOperations(store: OperationStore, profile: string): Promise<
  * The events of `operations`, read newest first in windows until a window starts before the
  * oldest of them was created (or MAX_SCANNED_EVENTS were read), returned in sequence order.
  */
-async function eventsOf(store: OperationStore, operations: readonly Operation[], bounds: EventBounds) {
+async function eventsOf(store: StoreOperations & StoreEvents & StoreBundles, operations: readonly Operation[], bounds: EventBounds) {
   const names = new Set(operations.map((operation) => operation.name));
   const createTimes = operations.flatMap((operation) => (operation.createTime ? [timestampDate(operation.createTime).getTime()] : []));
   const since = createTimes.length === 0 ? Number.POSITIVE_INFINITY : Math.min(...createTimes) - CLOCK_SLACK_MS;

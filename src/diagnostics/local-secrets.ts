@@ -3,7 +3,7 @@
 // own signing key, the audit signing key, and the MAC keys of page tokens and call tickets.
 import { existsSync, readFileSync } from "node:fs";
 import { operatorKeyFiles } from "../governance/operator-key.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreSecrets } from "../store/store.js";
 
 /** The store secret under which src/governance/server-key.ts keeps the server's key pair (JSON with a `pkcs8` PEM). */
 const SERVER_KEY_SECRET = "server-signing-key";
@@ -23,7 +23,7 @@ function serverPrivateKey(stored: string): string[] {
  * started; the operator key from the data dir, if an older `amctl init` left it there (the server
  * never reads the per-user place where `amctl init` puts it now).
  */
-export async function localSecrets(store: OperationStore, dataDir: string, held: readonly string[]): Promise<string[]> {
+export async function localSecrets(store: StoreSecrets, dataDir: string, held: readonly string[]): Promise<string[]> {
   const secrets = [...held];
   // It exists once the server started, so the empty value offered for a missing one is never stored.
   const serverKey = await store.getOrCreateSecret(SERVER_KEY_SECRET, () => "");

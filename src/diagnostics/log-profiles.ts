@@ -4,7 +4,7 @@
 // `operation` field, as the runner's lines name their task), looked up in the store. Exact
 // fields, not a search of the text. A line that is not JSON concerns none here; the projection
 // (project-logs.ts) redacts it whole.
-import type { OperationStore } from "../store/store.js";
+import type { StoreOperations } from "../store/store.js";
 
 function fieldsOf(line: string): Record<string, unknown> {
   try {
@@ -16,7 +16,7 @@ function fieldsOf(line: string): Record<string, unknown> {
 }
 
 /** The lines of `lines` that concern `profile` only, or no profile. */
-export async function linesOfProfile(store: OperationStore, profile: string, lines: readonly string[]): Promise<string[]> {
+export async function linesOfProfile(store: StoreOperations, profile: string, lines: readonly string[]): Promise<string[]> {
   const operationProfiles = new Map<string, string | undefined>();
   const profileOfOperation = async (name: string): Promise<string | undefined> => {
     if (!operationProfiles.has(name)) operationProfiles.set(name, (await store.getOperation(name))?.profile);

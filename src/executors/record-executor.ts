@@ -6,11 +6,11 @@ import { create } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import { StopCauseSchema, StopReason } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreAccounts, StoreOperations } from "../store/store.js";
 import type { Attempt, Executor, Outcome } from "./executor.js";
 
 export interface RecordExecutorDeps {
-  store: OperationStore;
+  store: StoreOperations & StoreAccounts;
 }
 
 function failed(reason: StopReason, message: string): Outcome {

@@ -38,10 +38,12 @@ import { chargeOperation } from "../lifecycle/operation-charging.js";
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
 import { caller } from "../call/audit-scope.js";
 import type { Logger } from "../api/logger.js";
+import type { StoreAccounts, StoreAudit, StoreOperations } from "../store/store.js";
 
 export const EGRESS_RPC = "egress";
 
 export interface EgressProxyDeps extends CallDecisionDeps {
+  store: StoreOperations & StoreAccounts & StoreAudit;
   authority: Authority;
   runner: OperationRunner;
   log: Logger;

@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { DelegationSchema, type Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreDelegations } from "../store/store.js";
 import { CredentialError, UnknownKeyError, verifyCredential, type PublicKeyEntry } from "./credentials.js";
 import { unauthenticated, unknownSigningKey } from "./errors.js";
 
@@ -37,7 +37,7 @@ export interface TrustedKeys {
 }
 
 export interface AuthorityOptions {
-  store: OperationStore;
+  store: StoreDelegations;
   keys: TrustedKeys;
   /**
    * How long a verified credential is trusted without looking at the store again. Revocations

@@ -18,7 +18,7 @@
 import { create } from "@bufbuild/protobuf";
 import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
-import type { AccountState, OperationStore, Reservation, Settlement, StoredProfile } from "../store/store.js";
+import type { AccountState, Reservation, Settlement, StoreAccounts, StoredProfile } from "../store/store.js";
 import type { Principal } from "./authority.js";
 import type { BudgetDimensionName } from "../model/budget-dimensions.js";
 import { addAmounts, addBudgets, firstExcess, minBudgets } from "../model/budget-math.js";
@@ -65,7 +65,7 @@ function remainingLimits(
  * again in it, so a concurrent submit that took the room meanwhile makes this one refused.
  */
 export async function executionDefaults(
-  store: Pick<OperationStore, "readAccounts">,
+  store: Pick<StoreAccounts, "readAccounts">,
   defaults: Budget,
   principal: Principal,
   profile: StoredProfile,

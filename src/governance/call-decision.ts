@@ -5,7 +5,7 @@ import { ConnectError } from "@connectrpc/connect";
 import type { PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
 import { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreAccounts } from "../store/store.js";
 import type { Principal } from "./authority.js";
 import { policyDenied, profileNotFound } from "./errors.js";
 import type { GrantIndex } from "./grant-index.js";
@@ -16,7 +16,7 @@ import { requireSeparation } from "./profile-rules.js";
 import { requireCall } from "./scope.js";
 
 export interface CallDecisionDeps {
-  store: OperationStore;
+  store: StoreAccounts;
   policy: PolicyEngine;
   grants: GrantIndex;
 }

@@ -9,7 +9,7 @@ import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { monotonicFactory } from "ulid";
 import { DelegationSchema } from "../gen/agentmachine/v1/delegation_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreDelegations } from "../store/store.js";
 import { delegationName } from "./authority.js";
 import { signCredential, type SigningKey } from "./credentials.js";
 
@@ -28,7 +28,7 @@ export interface ExecutionCredential {
 
 export class ExecutionCredentials {
   constructor(
-    private readonly store: OperationStore,
+    private readonly store: StoreDelegations,
     private readonly serverKey: SigningKey,
   ) {}
 

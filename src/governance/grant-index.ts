@@ -5,7 +5,7 @@
 // never used once its revocation has completed.
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType, TaskState, type ProfileType } from "../gen/agentmachine/v1/types_pb.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreEvents, StoreOperations } from "../store/store.js";
 
 const relevant = new Set([OperationType.TOOL_GRANT_APPLY, OperationType.TOOL_GRANT_REVOKE, OperationType.MODEL_PROVIDER_BIND]);
 
@@ -23,7 +23,7 @@ interface Snapshot {
 export class GrantIndex {
   private snapshot: Promise<Snapshot> | undefined;
 
-  constructor(private readonly store: OperationStore) {
+  constructor(private readonly store: StoreOperations & StoreEvents) {
     store.onCommit((events) => {
       if (events.some((stored) => relevant.has(stored.operationType))) this.snapshot = undefined;
     });

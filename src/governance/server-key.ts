@@ -2,10 +2,10 @@
 // first start. It signs the child delegations the server issues for authorized callers; it
 // never authorizes anything by itself: a child is valid only below a root an operator signed.
 import { generateKeyPairSync } from "node:crypto";
-import type { OperationStore } from "../store/store.js";
+import type { StoreSecrets } from "../store/store.js";
 import { importPublicKey, importSigningKey, type PublicKeyEntry, type SigningKey } from "./credentials.js";
 
-export async function loadServerKey(store: OperationStore): Promise<{ signing: SigningKey; verifying: PublicKeyEntry }> {
+export async function loadServerKey(store: StoreSecrets): Promise<{ signing: SigningKey; verifying: PublicKeyEntry }> {
   const stored = await store.getOrCreateSecret("server-signing-key", () => {
     const { privateKey, publicKey } = generateKeyPairSync("ed25519");
     return JSON.stringify({

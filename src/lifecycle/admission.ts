@@ -14,7 +14,7 @@ import { invalidField } from "../api/errors.js";
 import type { Principal } from "../governance/authority.js";
 import { requireOperation } from "../governance/scope.js";
 import { workersDisabled } from "../workers/errors.js";
-import type { NewOperation, OperationStore, StoredProfile } from "../store/store.js";
+import type { NewOperation, StoreAccounts, StoredProfile, StoreOperations } from "../store/store.js";
 import { executionDefaults, reservationFor } from "../governance/budget-ledger.js";
 import { policyDenied, profileAlreadyExists, profileNotFound } from "../governance/errors.js";
 import { gatesForOperation } from "../model/policy-gates.js";
@@ -57,7 +57,7 @@ function withDefaults(requested: Budget | undefined, defaults: Budget): Budget {
 }
 
 export interface AdmissionContext {
-  store: OperationStore;
+  store: StoreOperations & StoreAccounts;
   defaultBudget: Budget;
   /** The caller; its delegation must cover the operation. */
   principal: Principal;
@@ -83,7 +83,7 @@ function withMounts(spec: OperationSpec, mounts: Mount[]): OperationSpec {
  * The operation a cancel or a revoke targets, checked for what that command needs of it — once
  * the caller may see it: a target out of its scope is NotFound, whatever state it is in.
  */
-async function targetOf(spec: OperationSpec["kind"], store: OperationStore, principal: Principal): Promise<Operation | undefined> {
+async function targetOf(spec: OperationSpec["kind"], store: StoreOperations, principal: Principal): Promise<Operation | undefined> {
   if (spec.case === "executionCancel") {
     const target = await visibleOperation(store, principal, spec.value.target);
     if (!isExecution(target.type)) throw targetNotAllowed("spec.execution_cancel.target", `${target.name} is not an execution`);

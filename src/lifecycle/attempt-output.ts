@@ -9,7 +9,7 @@
 // one more thing to back up and prune apart from the rest.
 import type { OutputSink } from "../executors/executor.js";
 import type { Logger } from "../api/logger.js";
-import type { OperationStore, OutputKey, OutputStreamName } from "../store/store.js";
+import type { OutputKey, OutputStreamName, StoreOutput } from "../store/store.js";
 import { OUTPUT_STREAMS } from "../executors/output-streams.js";
 import { outputEnded, outputGap } from "../executors/output-errors.js";
 
@@ -20,7 +20,7 @@ import { outputEnded, outputGap } from "../executors/output-errors.js";
  * beyond it are dropped and the stream's end says it was truncated. Refused appends are thrown
  * as the wire's errors.
  */
-export function storeOutputSink(store: OperationStore, operation: string, attempt: number, limitBytes: number, log: Logger): OutputSink {
+export function storeOutputSink(store: StoreOutput, operation: string, attempt: number, limitBytes: number, log: Logger): OutputSink {
   const limit = BigInt(limitBytes);
   const clipped = new Set<OutputStreamName>();
   return {
@@ -50,7 +50,7 @@ export async function openOutput(sink: OutputSink): Promise<void> {
  * Ends the attempt's streams that its executor did not end (it failed before capturing, or
  * a worker was lost), at what was kept, so that followers stop there.
  */
-export async function closeOutput(store: OperationStore, operation: string, attempt: number): Promise<void> {
+export async function closeOutput(store: StoreOutput, operation: string, attempt: number): Promise<void> {
   for (const stream of OUTPUT_STREAMS) {
     const { state } = await store.readOutput({ operation, attempt, stream }, 0n, 0);
     if (state !== undefined && !state.ended)

@@ -5,12 +5,12 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import type { Operation, StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Logger } from "../api/logger.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreOperations } from "../store/store.js";
 import { backoffMs, effectiveRetryPolicy, type EffectiveRetryPolicy } from "./retry.js";
 import { transition } from "./task-transitions.js";
 
 export interface AttemptRetriesOptions {
-  store: OperationStore;
+  store: StoreOperations;
   defaultRetry: EffectiveRetryPolicy;
   /** Queues a retrying execution whose backoff has passed. */
   requeue: (operation: Operation) => void;

@@ -2,10 +2,10 @@
 // whole subtree counts) and in each profile that has a budget. An execution that would exceed
 // a cap is not rejected: it waits in `queued` and starts, in arrival order, when a slot frees.
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
-import type { OperationStore, SlotKey } from "../store/store.js";
+import type { SlotKey, StoreAccounts, StoreDelegations } from "../store/store.js";
 
 /** The caps an execution runs under: every delegation from its own up to the root, and its profile's if it has one. */
-export async function slotKeysOf(store: OperationStore, operation: Pick<Operation, "delegation" | "profile">): Promise<SlotKey[]> {
+export async function slotKeysOf(store: StoreDelegations & StoreAccounts, operation: Pick<Operation, "delegation" | "profile">): Promise<SlotKey[]> {
   const keys: SlotKey[] = [];
   for (let name = operation.delegation; name !== ""; ) {
     const delegation = await store.getDelegation(name);

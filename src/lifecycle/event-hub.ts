@@ -2,7 +2,7 @@
 // events after its last sequence, from this in-memory window of recent events when it covers
 // the cursor, else from the store. So replay and live tail are one loop, with no seam where an
 // event could be lost or repeated, and a slow subscriber holds nothing that the writer needs.
-import type { OperationStore, StoredEvent } from "../store/store.js";
+import type { StoreEvents, StoredEvent } from "../store/store.js";
 import { waitForWakeUp } from "../model/wake-up.js";
 
 export class EventHub {
@@ -11,7 +11,7 @@ export class EventHub {
   private waiters = new Set<() => void>();
 
   private constructor(
-    private readonly store: OperationStore,
+    private readonly store: StoreEvents,
     private readonly windowSize: number,
     latest: bigint,
   ) {
@@ -19,7 +19,7 @@ export class EventHub {
     store.onCommit((events) => this.append(events));
   }
 
-  static async open(store: OperationStore, windowSize = 4096): Promise<EventHub> {
+  static async open(store: StoreEvents, windowSize = 4096): Promise<EventHub> {
     return new EventHub(store, windowSize, (await store.eventBounds()).latest);
   }
 

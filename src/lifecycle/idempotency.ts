@@ -18,7 +18,7 @@ import type { DescMessage, MessageShape } from "@bufbuild/protobuf";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { Principal } from "../governance/authority.js";
-import { LEGACY_IDEMPOTENCY_SCOPE, type KeyedCreate, type OperationStore, type RequestKey } from "../store/store.js";
+import { type KeyedCreate, LEGACY_IDEMPOTENCY_SCOPE, type RequestKey, type StoreOperations } from "../store/store.js";
 import { operationIdOf } from "../model/resource-names.js";
 import { requestIdConflict } from "./errors.js";
 import { messageDigest } from "./message-digest.js";
@@ -50,7 +50,7 @@ export function cancelKey(target: string): IdempotencyKey {
 }
 
 /** The operation submitted under `key`, in its scope or from before scopes, if it is the one the key names. */
-export async function findSubmitted(store: OperationStore, key: IdempotencyKey): Promise<{ operation: Operation; requestDigest: string } | undefined> {
+export async function findSubmitted(store: StoreOperations, key: IdempotencyKey): Promise<{ operation: Operation; requestDigest: string } | undefined> {
   for (const scope of [key.scope, LEGACY_IDEMPOTENCY_SCOPE]) {
     const found = await store.findByRequestId(scope, key.requestId);
     if (found !== undefined && key.owns(found.operation)) return found;

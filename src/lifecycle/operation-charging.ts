@@ -8,7 +8,7 @@ import { EventType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { dimensionEnum, exhaustionMessage, type Charge } from "../governance/runtime-charging.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreOperations } from "../store/store.js";
 import { invalidField } from "../api/errors.js";
 import { operationNotFound } from "./errors.js";
 import type { OperationRunner } from "./operation-runner.js";
@@ -38,7 +38,7 @@ export interface ChargeResult {
  * Undefined outcome: the operation is not running (the caller says so its own way).
  */
 export async function chargeOperation(
-  deps: { store: OperationStore; runner: OperationRunner },
+  deps: { store: StoreOperations; runner: OperationRunner },
   name: string,
   compute: (operation: Operation) => Charge,
   always: boolean,

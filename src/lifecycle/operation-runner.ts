@@ -7,7 +7,7 @@ import { context } from "@opentelemetry/api";
 import { StopReason, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
-import type { SlotKey } from "../store/store.js";
+import type { SlotKey, StoreAccounts, StoreDelegations, StoreEvents, StoreOperations, StoreOutput, StoreRunners } from "../store/store.js";
 import { AttemptRetries } from "./attempt-retries.js";
 import { CancelCommand } from "./cancel-command.js";
 import { slotKeysOf } from "./concurrency.js";
@@ -21,6 +21,7 @@ import { cause } from "./task-transitions.js";
 import { isTerminal } from "../model/transitions.js";
 
 export interface RunnerOptions extends AttemptEnvironment {
+  store: StoreRunners & StoreOperations & StoreEvents & StoreOutput & StoreDelegations & StoreAccounts;
   /** Tasks running at once on this server; further ones wait in queued, in order. */
   maxConcurrent: number;
   defaultRetry: EffectiveRetryPolicy;

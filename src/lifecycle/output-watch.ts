@@ -5,7 +5,7 @@
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { operationTypeNames } from "../model/mapping.js";
-import type { OperationStore, OutputKey, OutputStreamName, StoredEvent } from "../store/store.js";
+import type { OutputKey, OutputStreamName, StoreEvents, StoreOperations, StoreOutput, StoredEvent } from "../store/store.js";
 import { OUTPUT_STREAMS } from "../executors/output-streams.js";
 import { attemptNotStarted, noOutput, offsetAhead, outputRemoved } from "../executors/output-errors.js";
 import { isTerminal } from "../model/transitions.js";
@@ -35,7 +35,7 @@ const POLL_MS = 1000;
 export class OutputWakeUps {
   private readonly waiters = new Map<string, Set<() => void>>();
 
-  constructor(store: OperationStore) {
+  constructor(store: StoreOperations & StoreEvents & StoreOutput) {
     store.onOutput((key) => this.wake(key.operation));
     store.onCommit((events: StoredEvent[]) => {
       for (const { event } of events) this.wake(event.operation);
@@ -61,7 +61,7 @@ const hasOutput = (type: OperationType): boolean => type === OperationType.EXECU
 /** The attempt is over: a later one started, or the operation ended. */
 const attemptOver = (operation: Operation, attempt: number): boolean => operation.attempt > attempt || isTerminal(operation.state);
 
-export async function* watchOutput(store: OperationStore, wakeUps: OutputWakeUps, watch: OutputWatch): AsyncGenerator<OutputItem> {
+export async function* watchOutput(store: StoreOperations & StoreEvents & StoreOutput, wakeUps: OutputWakeUps, watch: OutputWatch): AsyncGenerator<OutputItem> {
   let operation = watch.operation;
   const { name } = operation;
   if (!hasOutput(operation.type)) throw noOutput(name, operationTypeNames.get(operation.type) ?? String(operation.type));

@@ -12,7 +12,7 @@ import type { Executor, Outcome, OutputSink, Seat } from "../executors/executor.
 import { processStartTicks } from "../executors/process-identity.js";
 import { workspaceOf } from "../executors/workspace-files.js";
 import type { Logger } from "../api/logger.js";
-import type { OperationStore, SlotKey } from "../store/store.js";
+import type { SlotKey, StoreOperations, StoreOutput } from "../store/store.js";
 import { withAttemptUsage } from "../governance/budget-ledger.js";
 import type { ExecutionCredential, ExecutionCredentials } from "../governance/execution-credentials.js";
 import { inSpan } from "../telemetry/tracer.js";
@@ -27,7 +27,7 @@ const CLAIM_RETRY_MS = 250;
 
 /** What running an attempt needs of the server. */
 export interface AttemptEnvironment {
-  store: OperationStore;
+  store: StoreOperations & StoreOutput;
   executors: ReadonlyMap<OperationType, Executor>;
   /** Operation workspaces live in `<dataDir>/workspaces/<id>`. */
   dataDir: string;

@@ -5,12 +5,12 @@ import { StopReason, type Operation } from "../gen/agentmachine/v1/operation_pb.
 import { type OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Executor } from "../executors/executor.js";
 import type { Logger } from "../api/logger.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreOperations, StoreRunners } from "../store/store.js";
 import type { AttemptRetries } from "./attempt-retries.js";
 import { cause } from "./task-transitions.js";
 
 export interface RunnerRecoveryOptions {
-  store: OperationStore;
+  store: StoreRunners & StoreOperations;
   executors: ReadonlyMap<OperationType, Executor>;
   log: Logger;
   runnerId: string;

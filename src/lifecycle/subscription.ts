@@ -1,7 +1,7 @@
 // One subscriber's stream of events: replay from the cursor, then follow live, as one loop
 // over the EventHub (see event-hub.ts). Bookmarks carry the sequence considered so far when
 // nothing matching was sent for a while; they never go backwards.
-import type { OperationStore, StoredEvent } from "../store/store.js";
+import type { StoreEvents, StoredEvent } from "../store/store.js";
 import { cursorAhead, eventsCompacted } from "./errors.js";
 import type { EventHub } from "./event-hub.js";
 
@@ -24,7 +24,7 @@ const PAGE = 512;
  * The cursor to start from. OutOfRange when events after `after` were already compacted away,
  * or when `after` is beyond the newest event (a cursor this store never handed out).
  */
-export async function checkCursor(store: OperationStore, after: bigint): Promise<bigint> {
+export async function checkCursor(store: StoreEvents, after: bigint): Promise<bigint> {
   const { oldest, latest } = await store.eventBounds();
   if (after > latest) throw cursorAhead(after, latest);
   if (after === 0n) return oldest > 1n ? oldest - 1n : 0n;
@@ -32,7 +32,7 @@ export async function checkCursor(store: OperationStore, after: bigint): Promise
   return after;
 }
 
-export async function* subscribe(hub: EventHub, store: OperationStore, options: SubscriptionOptions): AsyncGenerator<SubscriptionItem> {
+export async function* subscribe(hub: EventHub, store: StoreEvents, options: SubscriptionOptions): AsyncGenerator<SubscriptionItem> {
   let cursor = await checkCursor(store, options.after);
   let lastSentAt = Date.now();
   while (!options.signal.aborted) {

@@ -3,7 +3,7 @@
 import { StopReason, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Logger } from "../api/logger.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreOperations } from "../store/store.js";
 import type { AttemptRetries } from "./attempt-retries.js";
 import { requireNotEnded } from "./cancel-target.js";
 import { operationNotFound } from "./errors.js";
@@ -11,7 +11,7 @@ import type { ExecutionQueue } from "./execution-queue.js";
 import { cause, transition } from "./task-transitions.js";
 
 export interface TaskCancellationOptions {
-  store: OperationStore;
+  store: StoreOperations;
   /** The tasks this runner is running, each stopped by aborting its controller. */
   running: ReadonlyMap<string, AbortController>;
   retries: AttemptRetries;

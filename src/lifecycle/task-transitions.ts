@@ -6,7 +6,7 @@ import { OperationEventSchema } from "../gen/agentmachine/v1/event_pb.js";
 import { StopCauseSchema, type StopReason, type Operation, type StopCause } from "../gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
-import type { Modification, OperationStore } from "../store/store.js";
+import type { Modification, StoreOperations } from "../store/store.js";
 import { settlementFor } from "../governance/budget-ledger.js";
 import { illegalTransition } from "./errors.js";
 import { isExecution } from "./execution-types.js";
@@ -26,7 +26,7 @@ export function cause(reason: StopReason, message: string, dimension = BudgetDim
  * that ends settles its budget there too.
  */
 export async function transition(
-  store: OperationStore,
+  store: StoreOperations,
   operation: Operation,
   to: TaskState,
   attributes: Attributes,

@@ -6,10 +6,10 @@ import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import type { Principal } from "../governance/authority.js";
 import { profileDenial } from "../governance/scope.js";
 import { concealed } from "../api/errors.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreOperations } from "../store/store.js";
 import { operationNotFound } from "./errors.js";
 
-export async function visibleOperation(store: OperationStore, principal: Principal, name: string): Promise<Operation> {
+export async function visibleOperation(store: StoreOperations, principal: Principal, name: string): Promise<Operation> {
   const operation = await store.getOperation(name);
   if (operation === undefined) throw operationNotFound(name);
   const denial = profileDenial(principal, operation.profile);

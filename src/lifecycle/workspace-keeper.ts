@@ -15,11 +15,11 @@ import { workspaceBytes } from "../executors/workspace-disk.js";
 import { workspaceDiskFull } from "../executors/workspace-errors.js";
 import { workspaceOf, workspacesDir } from "../executors/workspace-files.js";
 import type { Logger } from "../api/logger.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreOperations } from "../store/store.js";
 import { isTerminal } from "../model/transitions.js";
 
 export interface WorkspaceKeeperOptions {
-  store: Pick<OperationStore, "getOperation">;
+  store: Pick<StoreOperations, "getOperation">;
   dataDir: string;
   /** How long a workspace is kept after its operation ends. */
   retentionMs: number;

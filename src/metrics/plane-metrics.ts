@@ -8,7 +8,7 @@
 // event types, gates, RPC method names, store methods.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
-import type { StoredEvent, OperationStore } from "../store/store.js";
+import type { StoreAudit, StoredEvent, StoreOperations } from "../store/store.js";
 import { StopReason, type Operation, type PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 import { EventType, type OperationType, type TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { eventTypeNames, operationTypeNames, taskStateNames } from "../model/mapping.js";
@@ -128,7 +128,7 @@ export class PlaneMetrics {
    * The gauges read at scrape time: operations not yet ended (from the store: the same on every
    * replica sharing it), executions of this server, and the audit log's length (from the store).
    */
-  watch(store: Pick<OperationStore, "listActiveOperations" | "auditHead">, runner: ExecutionCounts): void {
+  watch(store: Pick<StoreOperations, "listActiveOperations"> & Pick<StoreAudit, "auditHead">, runner: ExecutionCounts): void {
     new Gauge({
       name: "amctl_operations_active",
       help: "Operations in the store not yet ended (queued, running or retrying), by operation type and state; the same on every server sharing the store.",

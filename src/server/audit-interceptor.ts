@@ -15,7 +15,7 @@ import { commandOf, procedureOf } from "../audit/audited-commands.js";
 import { deniedDecision } from "../audit/decisions.js";
 import type { RefusalSummaries } from "../audit/refusal-summaries.js";
 import { redactedRequestDigest } from "../audit/request-digest.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreAudit } from "../store/store.js";
 import { draftOf, setAuditScope, type AuditScope } from "../call/audit-scope.js";
 import { authenticatedPrincipal } from "../call/principal.js";
 import type { Logger } from "../api/logger.js";
@@ -67,7 +67,7 @@ async function* recordingDenial<T>(messages: AsyncIterable<T>, record: (error: u
   }
 }
 
-export function auditInterceptor(store: OperationStore, refusals: RefusalSummaries, log: Logger): Interceptor {
+export function auditInterceptor(store: StoreAudit, refusals: RefusalSummaries, log: Logger): Interceptor {
   return (next) => async (req) => {
     const scope: AuditScope = { rpc: procedureOf(req.method), command: commandOf(req.method, undefined), requestDigest: () => "" };
     setAuditScope(req.contextValues, scope);

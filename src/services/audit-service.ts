@@ -17,11 +17,11 @@ import { auditDraft } from "../call/audit-scope.js";
 import { principalOf } from "../call/principal.js";
 import { cutOffWhenStalled } from "../call/raw-request.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
-import type { AuditQuery, OperationStore } from "../store/store.js";
+import type { AuditQuery, StoreAudit } from "../store/store.js";
 import { whileAuthorized } from "./while-authorized.js";
 
 export interface AuditServiceDeps {
-  store: OperationStore;
+  store: StoreAudit;
   appends: AuditAppends;
   pageTokens: PageTokens;
   /** The audit key's verifier key (`<name>+<key id>+<base64 key>`). */

@@ -19,10 +19,10 @@ import type { PageTokens } from "../lifecycle/page-token.js";
 import { principalOf } from "../call/principal.js";
 import { auditDraft } from "../call/audit-scope.js";
 import { errorWithInfo } from "../api/errors.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreAccounts, StoreDelegations } from "../store/store.js";
 
 export interface DelegationServiceDeps {
-  store: OperationStore;
+  store: StoreDelegations & StoreAccounts;
   authority: Authority;
   serverKey: SigningKey;
   pageTokens: PageTokens;

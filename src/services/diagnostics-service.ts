@@ -9,11 +9,11 @@ import { bundlePath } from "../diagnostics/bundle-file.js";
 import { bundleCorrupt, bundleNotHere, bundleNotReady, notADiagnosticsExport } from "../diagnostics/errors.js";
 import { visibleOperation } from "../lifecycle/visible-operation.js";
 import { principalOf } from "../call/principal.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreOperations } from "../store/store.js";
 import { sha256OfFile, verifiedChunks } from "./chunked-download.js";
 
 export interface DiagnosticsServiceDeps {
-  store: OperationStore;
+  store: StoreOperations;
   dataDir: string;
 }
 

@@ -35,12 +35,12 @@ import type { Authority } from "../governance/authority.js";
 import { canSeeProfile, requireOperation, requireProfile, visibleProfiles } from "../governance/scope.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { runsInWorkspace } from "../executors/workspace-files.js";
-import type { CreateResult, OperationStore } from "../store/store.js";
+import type { CreateResult, StoreAccounts, StoreEvents, StoreOperations } from "../store/store.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 
 export interface OperationServiceDeps {
-  store: OperationStore;
+  store: StoreOperations & StoreEvents & StoreAccounts;
   hub: EventHub;
   runner: OperationRunner;
   pageTokens: PageTokens;

@@ -11,12 +11,12 @@ import { visibleOperation } from "../lifecycle/visible-operation.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 import { principalOf } from "../call/principal.js";
 import { cutOffWhenStalled } from "../call/raw-request.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreEvents, StoreOperations, StoreOutput } from "../store/store.js";
 import { noteOperation } from "../telemetry/tracer.js";
 import { whileAuthorized } from "./while-authorized.js";
 
 export interface OutputServiceDeps {
-  store: OperationStore;
+  store: StoreOperations & StoreEvents & StoreOutput;
   wakeUps: OutputWakeUps;
   authority: Authority;
   /** The period of the slow-subscriber check (src/server/raw-response.ts). */

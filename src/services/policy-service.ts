@@ -17,10 +17,10 @@ import { allowedDecision } from "../audit/decisions.js";
 import { principalOf } from "../call/principal.js";
 import { auditDraft } from "../call/audit-scope.js";
 import { statusOf } from "../api/errors.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreAccounts, StoreBundles, StoreOperations } from "../store/store.js";
 
 export interface PolicyServiceDeps {
-  store: OperationStore;
+  store: StoreOperations & StoreAccounts & StoreBundles;
   policy: PolicyEngine;
   grants: GrantIndex;
   defaultBudget: Budget;

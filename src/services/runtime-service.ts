@@ -21,9 +21,11 @@ import { principalOf } from "../call/principal.js";
 import { auditDraft } from "../call/audit-scope.js";
 import type { AuditDraft } from "../model/audit-chain.js";
 import { chargeOperation } from "../lifecycle/operation-charging.js";
+import type { StoreAccounts, StoreAudit, StoreOperations } from "../store/store.js";
 import { allowedDecision, denialOf, type AuditDecisionInit } from "../audit/decisions.js";
 
 export interface RuntimeServiceDeps extends CallDecisionDeps {
+  store: StoreOperations & StoreAccounts & StoreAudit;
   runner: OperationRunner;
   /** Signs and reads call tickets (key kept in the store). */
   callTickets: MacTokens;

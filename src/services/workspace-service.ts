@@ -21,11 +21,11 @@ import type { WorkspaceKeeper } from "../lifecycle/workspace-keeper.js";
 import { principalOf } from "../call/principal.js";
 import { auditDraft } from "../call/audit-scope.js";
 import { invalidField } from "../api/errors.js";
-import type { OperationStore } from "../store/store.js";
+import type { StoreAccounts, StoreAudit, StoreOperations } from "../store/store.js";
 import { sha256OfFile, verifiedChunks } from "./chunked-download.js";
 
 export interface WorkspaceServiceDeps {
-  store: OperationStore;
+  store: StoreOperations & StoreAccounts & StoreAudit;
   dataDir: string;
   policy: PolicyEngine;
   pageTokens: PageTokens;

@@ -2,7 +2,7 @@
 // go on at the stream's end, a retried append (one that starts at or before the end) stores only
 // what it adds, and nothing may leave a gap or follow the end. Pure, so both backends share it
 // and differ only in SQL.
-import type { OutputAppend, OutputState } from "./store.js";
+import type { OutputAppend, OutputAppendResult, OutputRead, OutputState } from "./store.js";
 
 export type OutputPlan =
   /** Store `data` at `offset` (possibly nothing, when only the state changes) and then the new state. */
@@ -24,9 +24,16 @@ export function planOutputAppend(stored: OutputState | undefined, append: Output
   return { kind: "write", offset: state.size, data, state: next };
 }
 
-/** The chunks read from `from` on, the first cut to start there (rows are whole appends). */
-export function fromOffset(rows: { offset: bigint; data: Uint8Array }[], from: bigint): { offset: bigint; data: Uint8Array }[] {
-  return rows
-    .filter((row) => row.offset + BigInt(row.data.length) > from)
-    .map((row) => (row.offset >= from ? row : { offset: from, data: row.data.subarray(Number(from - row.offset)) }));
+/** How an append went, as its plan says. */
+export function appendResult(plan: OutputPlan): OutputAppendResult {
+  return { kind: plan.kind === "gap" || plan.kind === "ended" ? plan.kind : "stored", size: plan.state.size };
+}
+
+/** What readOutput answers: the chunk rows read from `from` on (rows are whole appends: the first is cut to start there) and the stream's state. */
+export function outputRead(rows: readonly { start_offset: bigint | number; data: Uint8Array }[], from: bigint, state: OutputState | undefined): OutputRead {
+  const chunks = rows
+    .map((row) => ({ offset: BigInt(row.start_offset), data: row.data }))
+    .filter((chunk) => chunk.offset + BigInt(chunk.data.length) > from)
+    .map((chunk) => (chunk.offset >= from ? chunk : { offset: from, data: chunk.data.subarray(Number(from - chunk.offset)) }));
+  return state === undefined ? { chunks } : { chunks, state };
 }

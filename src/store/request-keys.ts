@@ -2,6 +2,8 @@
 // (IssueDelegation, ApplyPolicyBundle): a row per key in `request_keys`, written in the commit of
 // what the key created, naming it. The policy bundle names both stores give and read back.
 import { profileTypeNames } from "../model/mapping.js";
+import { toBinary } from "@bufbuild/protobuf";
+import { PolicyBundleSchema, type PolicyBundle } from "../gen/agentmachine/v1/policy_pb.js";
 import type { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
 import type { KeyedCreate, RequestKey } from "./store.js";
 
@@ -34,6 +36,17 @@ export function requestKeyValues(key: RequestKey, resource: string): [string, st
 /** The answer of a create whose key is recorded already (`row`). */
 export function takenKey(key: RequestKey, row: RequestKeyRow): KeyedCreate<never> {
   return { kind: row.request_digest === key.requestDigest ? "existing" : "request-id-conflict", name: row.resource };
+}
+
+/** The values of a bundle's row (profile_type, version, data). */
+export function bundleRowValues(bundle: PolicyBundle): [number, bigint, Uint8Array] {
+  return [bundle.profileType, bundle.version, toBinary(PolicyBundleSchema, bundle)];
+}
+
+/** Numbers `bundle` as the version after `latest` (the newest stored of its profile type, null when none) and names it. */
+export function numberBundle(bundle: PolicyBundle, latest: bigint | null | undefined): void {
+  bundle.version = (latest ?? 0n) + 1n;
+  bundle.name = bundleName(bundle.profileType, bundle.version);
 }
 
 export function bundleName(profileType: ProfileType, version: bigint): string {

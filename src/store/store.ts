@@ -270,7 +270,8 @@ export interface OutputRead {
   state?: OutputState;
 }
 
-export interface OperationStore {
+/** Runner processes: who is alive, and whether one process owns the store. */
+export interface StoreRunners {
   /**
    * Whether only one server process uses this store at a time (the embedded store: one data
    * dir, one process), so that every task a previous process left running is its orphan.
@@ -280,6 +281,10 @@ export interface OperationStore {
   heartbeat(runner: string, at: Date): Promise<void>;
   /** When each runner last said it was alive. */
   runnerHeartbeats(): Promise<Map<string, Date>>;
+}
+
+/** Operations: their creation, changes and reads. */
+export interface StoreOperations {
   /** Creates an operation (idempotent on its request id within its idempotency scope). Durable when the promise resolves. */
   createOperation(input: NewOperation): Promise<CreateResult>;
   /** Changes an operation and appends its event in one commit. Durable when it resolves. */
@@ -299,15 +304,28 @@ export interface OperationStore {
   getOperation(name: string): Promise<Operation | undefined>;
   /** The operation submitted with this request id in this idempotency scope, and the digest of that request. */
   findByRequestId(scope: string, requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined>;
-  getProfile(name: string): Promise<StoredProfile | undefined>;
   listOperations(query: OperationQuery): Promise<Operation[]>;
   /** Operations not in a terminal state, oldest first (for recovery after a restart). */
   listActiveOperations(): Promise<Operation[]>;
+}
+
+/** The event log and its commit feed. */
+export interface StoreEvents {
   /** Events with sequence > `after`, in sequence order, at most `limit`. */
   readEvents(after: bigint, limit: number): Promise<StoredEvent[]>;
   eventBounds(): Promise<EventBounds>;
   /** Deletes events outside the policy; returns how many. */
   compactEvents(policy: RetentionPolicy, now: Date): Promise<number>;
+  /**
+   * Called with committed events, in sequence order, each once, after their commit. With a
+   * store that several servers share, that is every server's commits; a write's promise
+   * resolves after its own events were passed on.
+   */
+  onCommit(listener: (events: StoredEvent[]) => void): void;
+}
+
+/** Executions' output streams. */
+export interface StoreOutput {
   /** Appends bytes (or the end) to an execution's output stream, in one commit; idempotent on the offset. */
   appendOutput(append: OutputAppend): Promise<OutputAppendResult>;
   /** Stored bytes of `key` from offset `from` on, in at most `limit` chunks. */
@@ -319,8 +337,16 @@ export interface OperationStore {
    * shared store, other instances' appends are only seen by reading).
    */
   onOutput(listener: (key: OutputKey) => void): void;
+}
+
+/** Values the server keeps for itself. */
+export interface StoreSecrets {
   /** A value the store keeps for the server (e.g. the page-token key), created once. */
   getOrCreateSecret(key: string, create: () => string): Promise<string>;
+}
+
+/** Delegations and their subtrees. */
+export interface StoreDelegations {
   /** Records a delegation unless one with its name exists; returns the stored one. */
   putDelegation(delegation: Delegation): Promise<Delegation>;
   /**
@@ -342,8 +368,17 @@ export interface OperationStore {
   listDelegationSubtree(name: string, page?: SubtreePage): Promise<SubtreeEntry[]>;
   /** Revokes the delegation and every descendant not yet revoked, in one commit; returns those it revoked. */
   revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]>;
+}
+
+/** Budget accounts and the profiles that own some of them. */
+export interface StoreAccounts {
+  getProfile(name: string): Promise<StoredProfile | undefined>;
   /** The current state of budget accounts, read without changing them (for dry runs). */
   readAccounts(accounts: readonly string[]): Promise<AccountState[]>;
+}
+
+/** Policy bundles and their versions. */
+export interface StoreBundles {
   /**
    * Stores a policy bundle as the next version for its profile type; returns it with name and
    * version. With `key`, nothing if the key is recorded already (KeyedCreate).
@@ -353,6 +388,10 @@ export interface OperationStore {
   getPolicyBundle(name: string): Promise<PolicyBundle | undefined>;
   /** The newest bundle of each profile type, in profile type order; with `page`, of the profile types after `page.after`, at most `page.limit`. */
   listPolicyBundles(page?: BundlePage): Promise<PolicyBundle[]>;
+}
+
+/** The audit log and its checkpoints. */
+export interface StoreAudit {
   /** Appends a record that comes with no other write (a denied attempt); returns it sealed. */
   appendAudit(draft: AuditDraft): Promise<AuditRecord>;
   /** The newest audit record's sequence and hash; undefined while the log is empty. */
@@ -379,12 +418,10 @@ export interface OperationStore {
    * instances' appends are only seen by reading).
    */
   onAuditAppend(listener: (sequence: bigint) => void): void;
-  /**
-   * Called with committed events, in sequence order, each once, after their commit. With a
-   * store that several servers share, that is every server's commits; a write's promise
-   * resolves after its own events were passed on.
-   */
-  onCommit(listener: (events: StoredEvent[]) => void): void;
+}
+
+/** The store as a connection: whether its database is reachable, and closing it. */
+export interface StoreConnection {
   /**
    * Called when the store loses its database (false, with the reason) and when it is back and
    * has caught up with what was committed meanwhile (true). A store that cannot lose its
@@ -393,3 +430,19 @@ export interface OperationStore {
   onAvailability(listener: (available: boolean, reason?: string) => void): void;
   close(): Promise<void>;
 }
+
+/**
+ * The whole store, as the two backends implement it. A consumer depends on the roles it uses
+ * (`StoreOperations & StoreEvents`…), not on this.
+ */
+export interface OperationStore
+  extends StoreRunners,
+    StoreOperations,
+    StoreEvents,
+    StoreOutput,
+    StoreSecrets,
+    StoreDelegations,
+    StoreAccounts,
+    StoreBundles,
+    StoreAudit,
+    StoreConnection {}

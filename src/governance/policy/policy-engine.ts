@@ -8,7 +8,7 @@ import { PolicyBundleSchema, type PolicyBundle, type PolicyInput } from "../../g
 import type { ProfileType } from "../../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../../model/mapping.js";
 import type { AuditDraft } from "../../model/audit-chain.js";
-import type { KeyedCreate, OperationStore, RequestKey } from "../../store/store.js";
+import type { KeyedCreate, RequestKey, StoreBundles } from "../../store/store.js";
 import { invalidField } from "../../api/errors.js";
 import type { Logger } from "../../api/logger.js";
 import type { PlaneMetrics } from "../../metrics/plane-metrics.js";
@@ -61,7 +61,7 @@ export class PolicyEngine {
   private readonly refused = new Set<string>();
 
   constructor(
-    private readonly store: OperationStore,
+    private readonly store: StoreBundles,
     private readonly log: Logger,
     /** Set when the server keeps metrics: every decision is counted. */
     private readonly metrics?: Pick<PlaneMetrics, "policyDecided">,

@@ -52,20 +52,16 @@
 // (the server turns NOT_SERVING), reconnects with backoff, reads what it missed, and reports
 // itself available again; subscribers resume where they were, without loss.
 import { decodeOperation } from "../stored-messages.js";
-import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Pool, type PoolClient, type PoolConfig, type QueryResultRow } from "pg";
 import type { AuditDraft, ChainHead } from "../../model/audit-chain.js";
-import { prunedTo } from "../../model/audit-retention.js";
 import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
-import { BudgetSchema, type Budget } from "../../gen/agentmachine/v1/budget_pb.js";
+import type { Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
-import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
+import type { OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
-import { addBudgets, settledHolding } from "../../model/budget-math.js";
-import { isTerminal } from "../../model/transitions.js";
 import {
   AUDIT_COLUMNS,
   CHECKPOINT_COLUMNS,
@@ -73,7 +69,6 @@ import {
   auditRowValues,
   checkpointFromRow,
   checkpointRowValues,
-  pruneOutcome,
   recordFromRow,
   sealDraft,
   type CheckpointRow,
@@ -101,7 +96,6 @@ import type {
   OutputState,
   RequestKey,
   RetentionPolicy,
-  Settlement,
   SlotKey,
   StoredEvent,
   StoredProfile,
@@ -109,17 +103,42 @@ import type {
   SubtreePage,
   UpdateResult,
 } from "../store.js";
-import { subtreeSql } from "../delegation-rows.js";
-import { bundleName, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
+import { delegationFromRow, delegationRowValues, subtreeSql } from "../delegation-rows.js";
+import { bundleRowValues, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
+import { budgetColumn, budgetFromColumn } from "../budget-rows.js";
+import {
+  EVENT_COLUMNS,
+  TERMINAL_STATES,
+  activeOperations,
+  appendedEvent,
+  eventRowValues,
+  operationRowValues,
+  operationUpdateValues,
+  profileFromRow,
+} from "../operation-rows.js";
+import { postgresPlaceholder, statements } from "../statements.js";
+import { runAsync } from "../steps.js";
+import {
+  claimOperationSteps,
+  createOperationSteps,
+  modifyOperationSteps,
+  revokeSubtreeSteps,
+  updateOperationSteps,
+  appendOutputSteps,
+  putChildDelegationSteps,
+  putPolicyBundleSteps,
+  pruneAuditLogSteps,
+  type WriteRows,
+} from "../write-steps.js";
 import { checkout } from "./checkout.js";
 import { clientConfig } from "./client-config.js";
 import { EventFeed } from "./event-feed.js";
 import { EVENTS_CHANNEL, selectEvents } from "./event-rows.js";
 import { ListenConnection } from "./listen-connection.js";
 import { migrate } from "./migrations.js";
-import { fromOffset, planOutputAppend } from "../output-rows.js";
+import { appendResult, outputRead } from "../output-rows.js";
 
-const terminalStates = [TaskState.CANCELLED, TaskState.FAILED, TaskState.COMPLETED];
+const sql = statements(postgresPlaceholder, (placeholder) => `${placeholder}::jsonb`);
 
 /** Namespace (first key) of the transaction-scoped advisory locks that number policy bundles. */
 const POLICY_BUNDLE_LOCK = 0x616d7062; // "ampb"
@@ -138,10 +157,6 @@ function isTransient(error: unknown): boolean {
 
 function isUniqueViolation(constraint: string): (error: unknown) => boolean {
   return (error) => sqlState(error) === "23505" && (error as { constraint?: string }).constraint === constraint;
-}
-
-function timeMs(event: OperationEvent): number {
-  return event.time ? Number(event.time.seconds) * 1000 + Math.floor(event.time.nanos / 1e6) : Date.now();
 }
 
 /** The audit head as stored: sequence 0 while the log is empty. */
@@ -167,29 +182,14 @@ class Transaction {
     const { rows } = await this.query<{ sequence: bigint }>(
       `WITH next AS (UPDATE event_counter SET value = value + 1 RETURNING value),
        appended AS (
-         INSERT INTO events (sequence, operation, time_ms, profile, operation_type, labels, data)
+         INSERT INTO events (sequence, ${EVENT_COLUMNS})
          SELECT value, $1, $2, $3, $4, $5::jsonb, $6 FROM next
          RETURNING sequence
        )
        SELECT sequence, pg_notify($7, sequence::text) FROM appended`,
-      [
-        operation.name,
-        timeMs(event),
-        operation.profile,
-        operation.type,
-        JSON.stringify(operation.labels),
-        toBinary(OperationEventSchema, event),
-        EVENTS_CHANNEL,
-      ],
+      [...eventRowValues(operation, event), EVENTS_CHANNEL],
     );
-    const sequence = rows[0]!.sequence;
-    const stored: StoredEvent = {
-      event: { ...event, sequence },
-      profile: operation.profile,
-      operationType: operation.type,
-      labels: { ...operation.labels },
-    };
-    operation.lastSequence = sequence;
+    const stored = appendedEvent(operation, event, rows[0]!.sequence);
     this.events.push(stored);
     return stored;
   }
@@ -336,8 +336,8 @@ export class PostgresStore implements OperationStore {
       [unique],
     );
     const states = new Map<string, AccountState>();
-    for (const account of unique) states.set(account, { account, held: create(BudgetSchema), children: [] });
-    for (const row of rows) states.get(row.account)!.held = fromBinary(BudgetSchema, row.held);
+    for (const account of unique) states.set(account, { account, held: budgetFromColumn(undefined), children: [] });
+    for (const row of rows) states.get(row.account)!.held = budgetFromColumn(row.held);
     const delegations = unique.filter((account) => account.startsWith("delegations/"));
     if (options.children && delegations.length > 0) {
       const found = await tx.query<{ parent: string; data: Uint8Array; held: Uint8Array | null }>(
@@ -346,7 +346,7 @@ export class PostgresStore implements OperationStore {
         [delegations],
       );
       for (const row of found.rows) {
-        const child: ChildAccount = { delegation: fromBinary(DelegationSchema, row.data), held: fromBinary(BudgetSchema, row.held ?? new Uint8Array()) };
+        const child: ChildAccount = { delegation: delegationFromRow(row), held: budgetFromColumn(row.held) };
         states.get(row.parent)!.children.push(child);
       }
     }
@@ -379,174 +379,125 @@ export class PostgresStore implements OperationStore {
     }
   }
 
-  private async putHeld(tx: Transaction, held: Map<string, Budget>): Promise<void> {
-    for (const [account, budget] of held) {
-      await tx.query("UPDATE budget_accounts SET held = $2 WHERE account = $1", [account, toBinary(BudgetSchema, budget)]);
-    }
-  }
-
-  /** Adds `amount` to each account (an account named twice gets it twice). */
-  private async reserve(tx: Transaction, states: Map<string, AccountState>, accounts: readonly string[], amount: Budget): Promise<void> {
-    const held = new Map<string, Budget>();
-    for (const account of accounts) held.set(account, addBudgets(held.get(account) ?? states.get(account)!.held, amount));
-    await this.putHeld(tx, held);
-  }
-
-  /** Gives back an operation's reservation on each of its accounts and keeps what it spent, up to the reservation; nothing if it holds none. */
-  private async settle(tx: Transaction, operation: string, { spent }: Settlement): Promise<void> {
-    const { rows } = await tx.query<{ accounts: string[]; amount: Uint8Array }>("DELETE FROM reservations WHERE operation = $1 RETURNING accounts, amount", [
-      operation,
-    ]);
-    const reservation = rows[0];
-    if (reservation === undefined) return;
-    const { accounts } = reservation;
-    const reserved = fromBinary(BudgetSchema, reservation.amount);
-    const states = await this.lockAccounts(tx, accounts, false);
-    const held = new Map<string, Budget>();
-    for (const account of accounts) {
-      held.set(account, settledHolding(held.get(account) ?? states.get(account)!.held, reserved, spent));
-    }
-    await this.putHeld(tx, held);
+  /** The shared writes' statements (write-steps.ts) in `tx`, with the row locks the module comment lists. */
+  private rowsOf(tx: Transaction): WriteRows {
+    return {
+      byRequestId: async (scope, requestId) => (await tx.query<{ request_digest: string; data: Uint8Array }>(sql.byRequestId, [scope, requestId])).rows[0],
+      insertProfile: async (values) =>
+        (await tx.query("INSERT INTO profiles (name, profile_type, operation, budget) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING", values))
+          .rowCount > 0,
+      lockAccounts: (accounts, children) => this.lockAccounts(tx, accounts, children),
+      putHeld: async (held) => {
+        for (const [account, budget] of held) {
+          await tx.query("UPDATE budget_accounts SET held = $2 WHERE account = $1", [account, budgetColumn(budget)]);
+        }
+      },
+      insertReservation: (operation, accounts, amount) =>
+        tx.query("INSERT INTO reservations (operation, accounts, amount) VALUES ($1, $2::text[], $3)", [operation, [...accounts], budgetColumn(amount)]),
+      // A second settlement finds none: the first took it.
+      takeReservation: async (operation) => {
+        const { rows } = await tx.query<{ accounts: string[]; amount: Uint8Array }>(
+          "DELETE FROM reservations WHERE operation = $1 RETURNING accounts, amount",
+          [operation],
+        );
+        return rows[0] && { accounts: rows[0].accounts, amount: budgetFromColumn(rows[0].amount) };
+      },
+      appendEvent: (operation, event) => tx.appendEvent(operation, event),
+      insertOperation: (input, operation) => tx.query(sql.insertOperation, operationRowValues(input, operation)),
+      lockOperation: async (name) => (await tx.query<{ state: number; data: Uint8Array }>(`${sql.stateOf} FOR UPDATE`, [name])).rows[0],
+      writeOperation: (operation) => tx.query(sql.updateOperation, operationUpdateValues(operation)),
+      recordOnceKey: async (key) => (await tx.query("INSERT INTO once_keys (key) VALUES ($1) ON CONFLICT (key) DO NOTHING", [key])).rowCount > 0,
+      // The operation row first, then the slot keys' account rows (the order settlements take),
+      // so that claims under one key are serialized across replicas while they count.
+      lockClaim: async (name, keys) => {
+        await tx.query("SELECT 1 FROM operations WHERE name = $1 FOR UPDATE", [name]);
+        await this.lockAccounts(tx, keys, false);
+      },
+      runningUnder: async (key) => {
+        const { rows } = await tx.query<{ n: bigint }>(
+          "SELECT count(*) AS n FROM reservations r JOIN operations o ON o.name = r.operation WHERE o.state = $1 AND $2 = ANY(r.accounts)",
+          [TaskState.RUNNING, key],
+        );
+        return BigInt(rows[0]!.n);
+      },
+      // Locked parents first: a concurrent revocation of an overlapping subtree locks them in the
+      // same order, and reads `revoked` as that one committed it.
+      lockSubtree: async (name) =>
+        (await tx.query<{ id: string; revoked: boolean; data: Uint8Array }>(`${PostgresStore.subtreeSql} FOR UPDATE OF d`, [name])).rows,
+      writeRevoked: (id, delegation) =>
+        tx.query("UPDATE delegations SET revoked = TRUE, data = $1 WHERE id = $2", [toBinary(DelegationSchema, delegation), id]),
+      appendAudit: (draft, actedOn) => tx.appendAudit(draft, actedOn),
+      // The parent delegation row, then the parent's budget account row — which reservations on
+      // the parent lock too — and only then its holdings and children are read: neither changes
+      // until this commit.
+      lockParent: async (parent) => {
+        await tx.query("SELECT 1 FROM delegations WHERE id = $1 FOR UPDATE", [parent]);
+        return (await this.lockAccounts(tx, [parent], true)).get(parent)!;
+      },
+      insertDelegation: (delegation) => this.insertDelegation(tx, delegation),
+      takeKey: (key, resource) => this.takeKey(tx, key, resource),
+      lockBundleVersions: (profileType) => tx.query("SELECT pg_advisory_xact_lock($1, $2)", [POLICY_BUNDLE_LOCK, profileType]),
+      latestBundleVersion: async (profileType) => (await tx.query<{ version: bigint | null }>(sql.latestBundleVersion, [profileType])).rows[0]?.version,
+      insertBundle: (bundle) => tx.query(sql.insertBundle, bundleRowValues(bundle)),
+      // The head's lock first: appends and other prunes wait until this commits, and what is
+      // read next is the log as it stands (each statement sees what committed before it).
+      lockAuditHead: () => tx.query("SELECT sequence FROM audit_head FOR UPDATE"),
+      checkpointOfSize: async (size) => (await tx.query<CheckpointRow>(sql.checkpointOfSize, [size])).rows[0],
+      firstAudit: async () => (await tx.query<{ first: bigint | null }>(sql.firstAudit)).rows[0]!.first,
+      auditHashAt: async (sequence) => (await tx.query<{ hash: string }>(sql.auditHashAt, [sequence])).rows[0]?.hash,
+      deleteAuditUpTo: async (size) => {
+        const { rowCount } = await tx.query(sql.deleteAuditUpTo, [size]);
+        await tx.query(sql.deleteCheckpointsBefore, [size]);
+        return rowCount;
+      },
+      lockOutputState: (key) => this.outputStateOf(tx, key, true),
+      insertOutputChunk: ({ operation, attempt, stream }, offset, data) => tx.query(sql.insertOutputChunk, [operation, attempt, stream, offset, data]),
+      writeOutputState: ({ operation, attempt, stream }, existed, { size, ended, truncated }, timeMs) =>
+        tx.query(
+          existed
+            ? "UPDATE output_streams SET size = $4, ended = $5, truncated = $6, updated_ms = $7 WHERE operation = $1 AND attempt = $2 AND stream = $3"
+            : "INSERT INTO output_streams (operation, attempt, stream, size, ended, truncated, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+          [operation, attempt, stream, size, ended, truncated, timeMs],
+        ),
+    };
   }
 
   createOperation(input: NewOperation): Promise<CreateResult> {
     // Snapshot now: the caller may go on changing its object before the commit.
     const submitted = clone(OperationSchema, input.operation);
-    return this.write(async (tx): Promise<CreateResult> => {
-      const operation = clone(OperationSchema, submitted);
-      const existing = await tx.query<{ request_digest: string; data: Uint8Array }>(
-        "SELECT request_digest, data FROM operations WHERE idempotency_scope = $1 AND request_id = $2",
-        [input.idempotencyScope, operation.requestId],
-      );
-      const found = existing.rows[0];
-      if (found !== undefined) {
-        const stored = decodeOperation(found.data);
-        return found.request_digest === input.requestDigest ? { kind: "existing", operation: stored } : { kind: "request-id-conflict", operation: stored };
-      }
-      if (input.createsProfile !== undefined) {
-        const { name, profileType, budget } = input.createsProfile;
-        const inserted = await tx.query("INSERT INTO profiles (name, profile_type, operation, budget) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING", [
-          name,
-          profileType,
-          operation.name,
-          budget ? toBinary(BudgetSchema, budget) : null,
-        ]);
-        if (inserted.rowCount === 0) return { kind: "profile-exists", profile: name };
-      }
-      if (input.reservation !== undefined) {
-        const { accounts, amount, check } = input.reservation;
-        const states = await this.lockAccounts(tx, accounts, true);
-        const refusal = check(accounts.map((account) => states.get(account)!));
-        if (refusal !== undefined) throw refusal;
-        await this.reserve(tx, states, accounts, amount);
-        await tx.query("INSERT INTO reservations (operation, accounts, amount) VALUES ($1, $2::text[], $3)", [
-          operation.name,
-          [...accounts],
-          toBinary(BudgetSchema, amount),
-        ]);
-      }
-      const event = input.event ? await tx.appendEvent(operation, input.event) : undefined;
-      await tx.query(
-        "INSERT INTO operations (name, idempotency_scope, request_id, request_digest, type, state, profile, labels, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)",
-        [
-          operation.name,
-          input.idempotencyScope,
-          operation.requestId,
-          input.requestDigest,
-          operation.type,
-          operation.state,
-          operation.profile,
-          JSON.stringify(operation.labels),
-          toBinary(OperationSchema, operation),
-        ],
-      );
-      if (input.audit !== undefined) await tx.appendAudit(input.audit, operation.name);
-      return { kind: "created", operation, ...(event ? { event } : {}) };
-    }, isUniqueViolation("operations_request_key_unique"));
+    return this.write(
+      (tx) => runAsync(createOperationSteps(this.rowsOf(tx), input, clone(OperationSchema, submitted))),
+      isUniqueViolation("operations_request_key_unique"),
+    );
   }
 
   updateOperation(update: OperationUpdate): Promise<UpdateResult> {
     const submitted = clone(OperationSchema, update.operation);
-    return this.write(async (tx): Promise<UpdateResult> => {
-      const operation = clone(OperationSchema, submitted);
-      const { rows } = await tx.query<{ state: number; data: Uint8Array }>("SELECT state, data FROM operations WHERE name = $1 FOR UPDATE", [operation.name]);
-      const row = rows[0];
-      if (row === undefined) return { kind: "not-found" };
-      if (row.state !== update.expectedState) return { kind: "state-changed", operation: decodeOperation(row.data) };
-      if (update.settle !== undefined) await this.settle(tx, operation.name, update.settle);
-      const event = update.event ? await tx.appendEvent(operation, update.event) : undefined;
-      await tx.query("UPDATE operations SET state = $1, data = $2 WHERE name = $3", [operation.state, toBinary(OperationSchema, operation), operation.name]);
-      return { kind: "updated", operation, ...(event ? { event } : {}) };
-    });
+    return this.write((tx) => runAsync(updateOperationSteps(this.rowsOf(tx), update, clone(OperationSchema, submitted))));
   }
 
   modifyOperation(name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): Promise<ModifyResult> {
-    return this.write((tx) => this.modifyIn(tx, name, modify, onceKey, audit));
+    return this.write((tx) => runAsync(modifyOperationSteps(this.rowsOf(tx), name, modify, onceKey, audit)));
   }
 
   claimOperation(name: string, slots: readonly SlotKey[], modify: Modification): Promise<ClaimResult> {
-    return this.write(async (tx): Promise<ClaimResult> => {
-      // The operation row first, then the slot keys' account rows (the order settlements take),
-      // so that claims under one key are serialized across replicas while they count.
-      await tx.query("SELECT 1 FROM operations WHERE name = $1 FOR UPDATE", [name]);
-      await this.lockAccounts(
-        tx,
-        slots.map((slot) => slot.key),
-        false,
-      );
-      for (const { key, cap } of slots) {
-        const { rows } = await tx.query<{ n: bigint }>(
-          "SELECT count(*) AS n FROM reservations r JOIN operations o ON o.name = r.operation WHERE o.state = $1 AND $2 = ANY(r.accounts)",
-          [TaskState.RUNNING, key],
-        );
-        if (BigInt(rows[0]!.n) >= cap) return { kind: "no-slot", key };
-      }
-      return this.modifyIn(tx, name, modify);
-    });
-  }
-
-  /** The body of modifyOperation, inside `tx`. */
-  private async modifyIn(tx: Transaction, name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): Promise<ModifyResult> {
-    const { rows } = await tx.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE name = $1 FOR UPDATE", [name]);
-    const row = rows[0];
-    if (row === undefined) return { kind: "not-found" };
-    const current = decodeOperation(row.data);
-    if (onceKey !== undefined) {
-      const inserted = await tx.query("INSERT INTO once_keys (key) VALUES ($1) ON CONFLICT (key) DO NOTHING", [onceKey]);
-      if (inserted.rowCount === 0) return { kind: "already-done", operation: current };
-    }
-    const change = modify(clone(OperationSchema, current));
-    if (change === undefined) return { kind: "unchanged", operation: current };
-    const operation = clone(OperationSchema, change.operation);
-    if (change.settle !== undefined) await this.settle(tx, name, change.settle);
-    const event = change.event ? await tx.appendEvent(operation, change.event) : undefined;
-    await tx.query("UPDATE operations SET state = $1, data = $2 WHERE name = $3", [operation.state, toBinary(OperationSchema, operation), operation.name]);
-    if (audit !== undefined) await tx.appendAudit(audit, name);
-    return { kind: "modified", operation, ...(event ? { event } : {}) };
+    return this.write((tx) => runAsync(claimOperationSteps(this.rowsOf(tx), name, slots, modify)));
   }
 
   async getOperation(name: string): Promise<Operation | undefined> {
-    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE name = $1", [name]);
+    const { rows } = await this.pool.query<{ data: Uint8Array }>(sql.getOperation, [name]);
     return rows[0] && decodeOperation(rows[0].data);
   }
 
   async findByRequestId(scope: string, requestId: string): Promise<{ operation: Operation; requestDigest: string } | undefined> {
-    const { rows } = await this.pool.query<{ request_digest: string; data: Uint8Array }>(
-      "SELECT request_digest, data FROM operations WHERE idempotency_scope = $1 AND request_id = $2",
-      [scope, requestId],
-    );
+    const { rows } = await this.pool.query<{ request_digest: string; data: Uint8Array }>(sql.byRequestId, [scope, requestId]);
     const row = rows[0];
     return row && { operation: decodeOperation(row.data), requestDigest: row.request_digest };
   }
 
   async getProfile(name: string): Promise<StoredProfile | undefined> {
-    const { rows } = await this.pool.query<{ name: string; profile_type: number; budget: Uint8Array | null }>(
-      "SELECT name, profile_type, budget FROM profiles WHERE name = $1",
-      [name],
-    );
-    const row = rows[0];
-    if (row === undefined) return undefined;
-    return { name: row.name, profileType: row.profile_type, ...(row.budget ? { budget: fromBinary(BudgetSchema, row.budget) } : {}) };
+    const { rows } = await this.pool.query<{ name: string; profile_type: number; budget: Uint8Array | null }>(sql.getProfile, [name]);
+    return rows[0] && profileFromRow(rows[0]);
   }
 
   async listOperations(query: OperationQuery): Promise<Operation[]> {
@@ -568,8 +519,8 @@ export class PostgresStore implements OperationStore {
   }
 
   async listActiveOperations(): Promise<Operation[]> {
-    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE state <> ALL($1::int[]) ORDER BY name", [terminalStates]);
-    return rows.map((row) => decodeOperation(row.data)).filter((op) => !isTerminal(op.state));
+    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM operations WHERE state <> ALL($1::int[]) ORDER BY name", [TERMINAL_STATES]);
+    return activeOperations(rows);
   }
 
   readEvents(after: bigint, limit: number): Promise<StoredEvent[]> {
@@ -604,33 +555,11 @@ export class PostgresStore implements OperationStore {
   }
 
   async appendOutput(append: OutputAppend): Promise<OutputAppendResult> {
-    const { operation, attempt, stream } = append;
-    const plan = await this.write(async (tx) => {
-      const stored = await this.outputStateOf(tx, append, true);
-      const planned = planOutputAppend(stored, append);
-      if (planned.kind !== "write") return planned;
-      const { size, ended, truncated } = planned.state;
-      // A first append of a stream inserts its row; two at once: one commits, the other is retried (and then updates it).
-      // The row comes before the chunk, so that the second waits on the row's key and is retried, rather than failing on the chunk's.
-      await tx.query(
-        stored === undefined
-          ? "INSERT INTO output_streams (operation, attempt, stream, size, ended, truncated, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-          : "UPDATE output_streams SET size = $4, ended = $5, truncated = $6, updated_ms = $7 WHERE operation = $1 AND attempt = $2 AND stream = $3",
-        [operation, attempt, stream, size, ended, truncated, append.time.getTime()],
-      );
-      if (planned.data.length > 0) {
-        await tx.query("INSERT INTO output_chunks (operation, attempt, stream, start_offset, data) VALUES ($1, $2, $3, $4, $5)", [
-          operation,
-          attempt,
-          stream,
-          planned.offset,
-          planned.data,
-        ]);
-      }
-      return planned;
-    }, isUniqueViolation("output_streams_pkey"));
-    if (plan.kind === "write") for (const listener of this.outputListeners) listener({ operation, attempt, stream });
-    return { kind: plan.kind === "gap" || plan.kind === "ended" ? plan.kind : "stored", size: plan.state.size };
+    // A first append of a stream inserts its row; two at once: one commits, the other is retried (and then updates it).
+    const plan = await this.write((tx) => runAsync(appendOutputSteps(this.rowsOf(tx), append)), isUniqueViolation("output_streams_pkey"));
+    if (plan.kind === "write")
+      for (const listener of this.outputListeners) listener({ operation: append.operation, attempt: append.attempt, stream: append.stream });
+    return appendResult(plan);
   }
 
   async readOutput(key: OutputKey, from: bigint, limit: number): Promise<OutputRead> {
@@ -642,20 +571,13 @@ export class PostgresStore implements OperationStore {
        ORDER BY start_offset LIMIT $5`,
       [key.operation, key.attempt, key.stream, from, limit],
     );
-    const chunks = fromOffset(
-      rows.map((row) => ({ offset: row.start_offset, data: row.data })),
-      from,
-    );
-    return state === undefined ? { chunks } : { chunks, state };
+    return outputRead(rows, from, state);
   }
 
   compactOutput(before: Date): Promise<number> {
     return this.write(async (tx) => {
-      await tx.query(
-        "DELETE FROM output_chunks WHERE (operation, attempt, stream) IN (SELECT operation, attempt, stream FROM output_streams WHERE updated_ms < $1)",
-        [before.getTime()],
-      );
-      return (await tx.query("DELETE FROM output_streams WHERE updated_ms < $1", [before.getTime()])).rowCount;
+      await tx.query(sql.deleteOutputChunks, [before.getTime()]);
+      return (await tx.query(sql.deleteOutputStreams, [before.getTime()])).rowCount;
     });
   }
 
@@ -665,42 +587,36 @@ export class PostgresStore implements OperationStore {
 
   heartbeat(runner: string, at: Date): Promise<void> {
     return this.write(async (tx) => {
-      await tx.query("INSERT INTO runners (id, heartbeat_ms) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms", [
-        runner,
-        at.getTime(),
-      ]);
+      await tx.query(sql.heartbeat, [runner, at.getTime()]);
     });
   }
 
   async runnerHeartbeats(): Promise<Map<string, Date>> {
-    const { rows } = await this.pool.query<{ id: string; heartbeat_ms: bigint }>("SELECT id, heartbeat_ms FROM runners");
+    const { rows } = await this.pool.query<{ id: string; heartbeat_ms: bigint }>(sql.runnerHeartbeats);
     return new Map(rows.map((row) => [row.id, new Date(Number(row.heartbeat_ms))]));
   }
 
   async getOrCreateSecret(key: string, create: () => string): Promise<string> {
     return this.write(async (tx) => {
       await tx.query("INSERT INTO secrets (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", [key, create()]);
-      const { rows } = await tx.query<{ value: string }>("SELECT value FROM secrets WHERE key = $1", [key]);
+      const { rows } = await tx.query<{ value: string }>(sql.getSecret, [key]);
       return rows[0]!.value;
     });
   }
 
   private insertDelegation(tx: Transaction, delegation: Delegation): Promise<unknown> {
-    const expireMs = delegation.expireTime ? Number(delegation.expireTime.seconds) * 1000 : 0;
-    return tx.query("INSERT INTO delegations (id, parent, expire_ms, data) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING", [
-      delegation.name,
-      delegation.parent || null,
-      expireMs,
-      toBinary(DelegationSchema, delegation),
-    ]);
+    return tx.query(
+      "INSERT INTO delegations (id, parent, expire_ms, data) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+      delegationRowValues(delegation),
+    );
   }
 
   putDelegation(delegation: Delegation): Promise<Delegation> {
     const stored = clone(DelegationSchema, delegation);
     return this.write(async (tx) => {
       await this.insertDelegation(tx, stored);
-      const { rows } = await tx.query<{ data: Uint8Array }>("SELECT data FROM delegations WHERE id = $1", [stored.name]);
-      return fromBinary(DelegationSchema, rows[0]!.data);
+      const { rows } = await tx.query<{ data: Uint8Array }>(sql.getDelegation, [stored.name]);
+      return delegationFromRow(rows[0]!);
     });
   }
 
@@ -711,20 +627,7 @@ export class PostgresStore implements OperationStore {
     key?: RequestKey,
   ): Promise<KeyedCreate<Delegation>> {
     const stored = clone(DelegationSchema, child);
-    return this.write(async (tx): Promise<KeyedCreate<Delegation>> => {
-      const taken = key && (await this.takeKey(tx, key, stored.name));
-      if (taken) return taken;
-      // The parent delegation row, then the parent's budget account row — which reservations on
-      // the parent lock too — and only then its holdings and children are read: neither changes
-      // until this commit.
-      await tx.query("SELECT 1 FROM delegations WHERE id = $1 FOR UPDATE", [stored.parent]);
-      const parent = (await this.lockAccounts(tx, [stored.parent], true)).get(stored.parent)!;
-      const refusal = check(parent.children, parent.held);
-      if (refusal !== undefined) throw refusal;
-      await this.insertDelegation(tx, stored);
-      if (audit !== undefined) await tx.appendAudit(audit, stored.name);
-      return { kind: "created", value: stored };
-    });
+    return this.write((tx) => runAsync(putChildDelegationSteps(this.rowsOf(tx), stored, check, audit, key)));
   }
 
   /**
@@ -738,17 +641,13 @@ export class PostgresStore implements OperationStore {
       requestKeyValues(key, resource),
     );
     if (inserted.rowCount === 1) return undefined;
-    const { rows } = await tx.query<RequestKeyRow>("SELECT request_digest, resource FROM request_keys WHERE scope = $1 AND rpc = $2 AND request_id = $3", [
-      key.scope,
-      key.rpc,
-      key.requestId,
-    ]);
+    const { rows } = await tx.query<RequestKeyRow>(sql.getRequestKey, [key.scope, key.rpc, key.requestId]);
     return takenKey(key, rows[0]!);
   }
 
   async getDelegation(name: string): Promise<Delegation | undefined> {
-    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM delegations WHERE id = $1", [name]);
-    return rows[0] && fromBinary(DelegationSchema, rows[0].data);
+    const { rows } = await this.pool.query<{ data: Uint8Array }>(sql.getDelegation, [name]);
+    return rows[0] && delegationFromRow(rows[0]);
   }
 
   private static readonly subtreeSql = subtreeSql("", undefined, () => "$1");
@@ -760,57 +659,22 @@ export class PostgresStore implements OperationStore {
       return `$${args.length}`;
     });
     const { rows } = await this.pool.query<{ data: Uint8Array; depth: number }>(sql, args);
-    return rows.map((row) => ({ delegation: fromBinary(DelegationSchema, row.data), depth: Number(row.depth) }));
+    return rows.map((row) => ({ delegation: delegationFromRow(row), depth: Number(row.depth) }));
   }
 
   revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]> {
-    return this.write(async (tx) => {
-      // Locked parents first: a concurrent revocation of an overlapping subtree locks them in the
-      // same order, and reads `revoked` as that one committed it.
-      const { rows } = await tx.query<{ id: string; revoked: boolean; data: Uint8Array }>(`${PostgresStore.subtreeSql} FOR UPDATE OF d`, [name]);
-      const revoked: Delegation[] = [];
-      for (const row of rows) {
-        if (row.revoked) continue;
-        const delegation = fromBinary(DelegationSchema, row.data);
-        delegation.revokeTime = timestampFromDate(time);
-        delegation.revokeReason = reason;
-        await tx.query("UPDATE delegations SET revoked = TRUE, data = $1 WHERE id = $2", [toBinary(DelegationSchema, delegation), row.id]);
-        revoked.push(delegation);
-      }
-      if (audit !== undefined && revoked.length > 0) await tx.appendAudit(audit, name);
-      return revoked;
-    });
+    return this.write((tx) => runAsync(revokeSubtreeSteps(this.rowsOf(tx), name, time, reason, audit)));
   }
 
   putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft, key?: RequestKey): Promise<KeyedCreate<PolicyBundle>> {
     const submitted = clone(PolicyBundleSchema, bundle);
-    return this.write(async (tx): Promise<KeyedCreate<PolicyBundle>> => {
-      const stored = clone(PolicyBundleSchema, submitted);
-      await tx.query("SELECT pg_advisory_xact_lock($1, $2)", [POLICY_BUNDLE_LOCK, stored.profileType]);
-      const { rows } = await tx.query<{ version: bigint | null }>("SELECT MAX(version) AS version FROM policy_bundles WHERE profile_type = $1", [
-        stored.profileType,
-      ]);
-      stored.version = (rows[0]?.version ?? 0n) + 1n;
-      stored.name = bundleName(stored.profileType, stored.version);
-      const taken = key && (await this.takeKey(tx, key, stored.name));
-      if (taken) return taken;
-      await tx.query("INSERT INTO policy_bundles (profile_type, version, data) VALUES ($1, $2, $3)", [
-        stored.profileType,
-        stored.version,
-        toBinary(PolicyBundleSchema, stored),
-      ]);
-      if (audit !== undefined) await tx.appendAudit(audit, stored.name);
-      return { kind: "created", value: stored };
-    });
+    return this.write((tx) => runAsync(putPolicyBundleSteps(this.rowsOf(tx), clone(PolicyBundleSchema, submitted), audit, key)));
   }
 
   async getPolicyBundle(name: string): Promise<PolicyBundle | undefined> {
     const parsed = parseBundleName(name);
     if (parsed === undefined) return undefined;
-    const { rows } = await this.pool.query<{ data: Uint8Array }>("SELECT data FROM policy_bundles WHERE profile_type = $1 AND version = $2", [
-      parsed.profileType,
-      parsed.version,
-    ]);
+    const { rows } = await this.pool.query<{ data: Uint8Array }>(sql.getBundle, [parsed.profileType, parsed.version]);
     return rows[0] && fromBinary(PolicyBundleSchema, rows[0].data);
   }
 
@@ -851,35 +715,17 @@ export class PostgresStore implements OperationStore {
   }
 
   async listAuditCheckpoints(afterSize: bigint, limit: number): Promise<AuditCheckpoint[]> {
-    const { rows } = await this.pool.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size > $1 ORDER BY size LIMIT $2`, [
-      afterSize,
-      limit,
-    ]);
+    const { rows } = await this.pool.query<CheckpointRow>(sql.listCheckpoints, [afterSize, limit]);
     return rows.map(checkpointFromRow);
   }
 
   async latestAuditCheckpoint(): Promise<AuditCheckpoint | undefined> {
-    const { rows } = await this.pool.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY size DESC LIMIT 1`);
+    const { rows } = await this.pool.query<CheckpointRow>(sql.latestCheckpoint);
     return rows[0] && checkpointFromRow(rows[0]);
   }
 
   pruneAuditLog(size: bigint, headHash: string, audit?: AuditDraft): Promise<AuditPruneResult> {
-    return this.write(async (tx) => {
-      // The head's lock first: appends and other prunes wait until this commits, and what is
-      // read next is the log as it stands (each statement sees what committed before it).
-      await tx.query("SELECT sequence FROM audit_head FOR UPDATE");
-      const { rows } = await tx.query<CheckpointRow>(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size = $1`, [size]);
-      const checkpoint = rows[0] && checkpointFromRow(rows[0]);
-      const first = (await tx.query<{ first: bigint | null }>("SELECT MIN(sequence) AS first FROM audit_records")).rows[0]!.first;
-      const signed = (await tx.query<{ hash: string }>("SELECT hash FROM audit_records WHERE sequence = $1", [size])).rows[0];
-      const refused = pruneOutcome(checkpoint, headHash, first !== null && BigInt(first) <= size, signed?.hash);
-      if (refused !== undefined) return refused;
-      // The prune's record first: it seals onto the head, which may be the last record deleted.
-      if (audit !== undefined) await tx.appendAudit(audit, prunedTo(size));
-      const { rowCount } = await tx.query("DELETE FROM audit_records WHERE sequence <= $1", [size]);
-      await tx.query("DELETE FROM audit_checkpoints WHERE size < $1", [size]);
-      return { kind: "pruned", records: BigInt(rowCount), checkpoint: checkpoint! };
-    });
+    return this.write((tx) => runAsync(pruneAuditLogSteps(this.rowsOf(tx), size, headHash, audit)));
   }
 
   /** Delivers nothing more, waits for the writes in flight, then closes every connection. */

@@ -1,23 +1,19 @@
 // The embedded default store: one SQLite file in the data dir, WAL with synchronous=FULL, so a
 // write is on disk when its promise resolves; writes are group-committed (group-commit.ts).
 // A single connection is the single writer, so commit order and sequence order always agree.
-import { decodeEvent, decodeOperation } from "../stored-messages.js";
+import { decodeOperation } from "../stored-messages.js";
 import { chmodSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { clone, create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { AuditDraft, ChainHead } from "../../model/audit-chain.js";
-import { prunedTo } from "../../model/audit-retention.js";
 import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
-import { BudgetSchema, type Budget } from "../../gen/agentmachine/v1/budget_pb.js";
+import type { Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
-import { OperationEventSchema, type OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
+import type { OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
-import { addBudgets, settledHolding } from "../../model/budget-math.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
-import { isTerminal } from "../../model/transitions.js";
 import {
   AUDIT_COLUMNS,
   CHECKPOINT_COLUMNS,
@@ -25,7 +21,6 @@ import {
   auditRowValues,
   checkpointFromRow,
   checkpointRowValues,
-  pruneOutcome,
   recordFromRow,
   sealDraft,
   type CheckpointRow,
@@ -53,7 +48,6 @@ import type {
   OutputState,
   RequestKey,
   RetentionPolicy,
-  Settlement,
   SlotKey,
   StoredEvent,
   StoredProfile,
@@ -61,23 +55,42 @@ import type {
   SubtreePage,
   UpdateResult,
 } from "../store.js";
-import { subtreeSql } from "../delegation-rows.js";
-import { bundleName, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
+import { delegationFromRow, delegationRowValues, subtreeSql } from "../delegation-rows.js";
+import { bundleRowValues, parseBundleName, REQUEST_KEY_COLUMNS, requestKeyValues, takenKey, type RequestKeyRow } from "../request-keys.js";
+import { budgetColumn, budgetFromColumn } from "../budget-rows.js";
+import {
+  EVENT_COLUMNS,
+  TERMINAL_STATES,
+  activeOperations,
+  appendedEvent,
+  eventFromRow,
+  type EventRow,
+  eventRowValues,
+  operationRowValues,
+  operationUpdateValues,
+  profileFromRow,
+} from "../operation-rows.js";
+import { sqlitePlaceholder, statements } from "../statements.js";
+import { runSync, type Steps } from "../steps.js";
+import {
+  claimOperationSteps,
+  createOperationSteps,
+  modifyOperationSteps,
+  revokeSubtreeSteps,
+  updateOperationSteps,
+  appendOutputSteps,
+  putChildDelegationSteps,
+  putPolicyBundleSteps,
+  pruneAuditLogSteps,
+  type WriteRows,
+} from "../write-steps.js";
 import { GroupCommit } from "./group-commit.js";
-import { fromOffset, planOutputAppend } from "../output-rows.js";
+import { appendResult, outputRead } from "../output-rows.js";
 import { migrations } from "./migrations.js";
 
 export const SQLITE_FILE = "amctl.sqlite";
 
-interface EventRow {
-  sequence: number | bigint;
-  profile: string;
-  operation_type: number;
-  labels: string;
-  data: Uint8Array;
-}
-
-const terminalStates = [TaskState.CANCELLED, TaskState.FAILED, TaskState.COMPLETED];
+const sql = statements(sqlitePlaceholder);
 
 function migrate(db: Database.Database): void {
   db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)");
@@ -112,6 +125,7 @@ export class SqliteStore implements OperationStore {
   /** The last audit record the batch being committed appended, if any. */
   private auditAppended: bigint | undefined;
   private readonly statements;
+  private readonly rows: WriteRows;
 
   constructor(dataDir: string) {
     this.db = new Database(join(dataDir, SQLITE_FILE));
@@ -127,15 +141,13 @@ export class SqliteStore implements OperationStore {
     migrate(this.db);
     this.commits = new GroupCommit(this.db, (committed) => this.afterBatch(committed));
     this.statements = {
-      insertOperation: this.db.prepare(
-        "INSERT INTO operations (name, idempotency_scope, request_id, request_digest, type, state, profile, labels, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      ),
-      byRequestId: this.db.prepare("SELECT request_digest, data FROM operations WHERE idempotency_scope = ? AND request_id = ?"),
-      getOperation: this.db.prepare("SELECT data FROM operations WHERE name = ?"),
-      stateOf: this.db.prepare("SELECT state, data FROM operations WHERE name = ?"),
-      updateOperation: this.db.prepare("UPDATE operations SET state = ?, data = ? WHERE name = ?"),
+      insertOperation: this.db.prepare(sql.insertOperation),
+      byRequestId: this.db.prepare(sql.byRequestId),
+      getOperation: this.db.prepare(sql.getOperation),
+      stateOf: this.db.prepare(sql.stateOf),
+      updateOperation: this.db.prepare(sql.updateOperation),
       insertProfile: this.db.prepare("INSERT OR IGNORE INTO profiles (name, profile_type, operation, budget) VALUES (?, ?, ?, ?)"),
-      getProfile: this.db.prepare("SELECT name, profile_type, budget FROM profiles WHERE name = ?"),
+      getProfile: this.db.prepare(sql.getProfile),
       getHeld: this.db.prepare("SELECT held FROM budget_accounts WHERE account = ?"),
       putHeld: this.db.prepare("INSERT INTO budget_accounts (account, held) VALUES (?, ?) ON CONFLICT (account) DO UPDATE SET held = excluded.held"),
       insertReservation: this.db.prepare("INSERT INTO reservations (operation, accounts, amount) VALUES (?, ?, ?)"),
@@ -145,52 +157,51 @@ export class SqliteStore implements OperationStore {
         SELECT COUNT(*) AS n FROM reservations r JOIN operations o ON o.name = r.operation
         WHERE o.state = ? AND EXISTS (SELECT 1 FROM json_each(r.accounts) WHERE value = ?)`),
       insertOnceKey: this.db.prepare("INSERT OR IGNORE INTO once_keys (key) VALUES (?)"),
-      latestBundleVersion: this.db.prepare("SELECT MAX(version) AS version FROM policy_bundles WHERE profile_type = ?"),
-      insertBundle: this.db.prepare("INSERT INTO policy_bundles (profile_type, version, data) VALUES (?, ?, ?)"),
-      getBundle: this.db.prepare("SELECT data FROM policy_bundles WHERE profile_type = ? AND version = ?"),
+      latestBundleVersion: this.db.prepare(sql.latestBundleVersion),
+      insertBundle: this.db.prepare(sql.insertBundle),
+      getBundle: this.db.prepare(sql.getBundle),
       insertRequestKey: this.db.prepare(`INSERT INTO request_keys (${REQUEST_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?)`),
-      getRequestKey: this.db.prepare("SELECT request_digest, resource FROM request_keys WHERE scope = ? AND rpc = ? AND request_id = ?"),
+      getRequestKey: this.db.prepare(sql.getRequestKey),
       latestBundles: this.db.prepare(`
         SELECT data FROM policy_bundles p
         WHERE version = (SELECT MAX(version) FROM policy_bundles q WHERE q.profile_type = p.profile_type) AND profile_type > ?
         ORDER BY profile_type LIMIT ?`),
-      insertEvent: this.db.prepare("INSERT INTO events (operation, time_ms, profile, operation_type, labels, data) VALUES (?, ?, ?, ?, ?, ?)"),
-      readEvents: this.db.prepare("SELECT sequence, profile, operation_type, labels, data FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?"),
+      insertEvent: this.db.prepare(`INSERT INTO events (${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`),
+      readEvents: this.db.prepare(sql.readEvents),
       oldestEvent: this.db.prepare("SELECT MIN(sequence) AS oldest FROM events"),
       latestEvent: this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
-      activeOperations: this.db.prepare(`SELECT data FROM operations WHERE state NOT IN (${placeholders(terminalStates)}) ORDER BY name`),
+      activeOperations: this.db.prepare(`SELECT data FROM operations WHERE state NOT IN (${placeholders(TERMINAL_STATES)}) ORDER BY name`),
       insertDelegation: this.db.prepare("INSERT OR IGNORE INTO delegations (id, parent, expire_ms, data) VALUES (?, ?, ?, ?)"),
-      getDelegation: this.db.prepare("SELECT data FROM delegations WHERE id = ?"),
+      getDelegation: this.db.prepare(sql.getDelegation),
       delegationChildren: this.db.prepare("SELECT data FROM delegations WHERE parent = ?"),
       delegationSubtree: this.db.prepare(subtreeSql("", undefined, () => "?")),
       revokeDelegation: this.db.prepare("UPDATE delegations SET revoked = 1, data = ? WHERE id = ?"),
-      getSecret: this.db.prepare("SELECT value FROM secrets WHERE key = ?"),
+      getSecret: this.db.prepare(sql.getSecret),
       insertSecret: this.db.prepare("INSERT OR IGNORE INTO secrets (key, value) VALUES (?, ?)"),
       auditHead: this.db.prepare("SELECT sequence, hash FROM audit_records ORDER BY sequence DESC LIMIT 1"),
       insertAudit: this.db.prepare(`INSERT INTO audit_records (${AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
       insertCheckpoint: this.db.prepare(`INSERT OR IGNORE INTO audit_checkpoints (${CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?)`),
-      listCheckpoints: this.db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size > ? ORDER BY size LIMIT ?`),
-      latestCheckpoint: this.db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY size DESC LIMIT 1`),
-      checkpointOfSize: this.db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE size = ?`),
-      firstAudit: this.db.prepare("SELECT MIN(sequence) AS first FROM audit_records"),
-      auditHashAt: this.db.prepare("SELECT hash FROM audit_records WHERE sequence = ?"),
-      deleteAuditUpTo: this.db.prepare("DELETE FROM audit_records WHERE sequence <= ?"),
-      deleteCheckpointsBefore: this.db.prepare("DELETE FROM audit_checkpoints WHERE size < ?"),
+      listCheckpoints: this.db.prepare(sql.listCheckpoints),
+      latestCheckpoint: this.db.prepare(sql.latestCheckpoint),
+      checkpointOfSize: this.db.prepare(sql.checkpointOfSize),
+      firstAudit: this.db.prepare(sql.firstAudit),
+      auditHashAt: this.db.prepare(sql.auditHashAt),
+      deleteAuditUpTo: this.db.prepare(sql.deleteAuditUpTo),
+      deleteCheckpointsBefore: this.db.prepare(sql.deleteCheckpointsBefore),
       outputState: this.db.prepare("SELECT size, ended, truncated FROM output_streams WHERE operation = ? AND attempt = ? AND stream = ?"),
       putOutputState: this.db.prepare(
         "INSERT INTO output_streams (operation, attempt, stream, size, ended, truncated, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (operation, attempt, stream) DO UPDATE SET size = excluded.size, ended = excluded.ended, truncated = excluded.truncated, updated_ms = excluded.updated_ms",
       ),
-      insertOutputChunk: this.db.prepare("INSERT INTO output_chunks (operation, attempt, stream, start_offset, data) VALUES (?, ?, ?, ?, ?)"),
+      insertOutputChunk: this.db.prepare(sql.insertOutputChunk),
       // From the chunk that holds `from` (the last one starting at or before it) on.
       readOutputChunks: this.db.prepare(`
         SELECT start_offset, data FROM output_chunks WHERE operation = @operation AND attempt = @attempt AND stream = @stream
         AND start_offset >= COALESCE((SELECT MAX(start_offset) FROM output_chunks WHERE operation = @operation AND attempt = @attempt AND stream = @stream AND start_offset <= @from), 0)
         ORDER BY start_offset LIMIT @limit`),
-      deleteOutputChunks: this.db.prepare(
-        "DELETE FROM output_chunks WHERE (operation, attempt, stream) IN (SELECT operation, attempt, stream FROM output_streams WHERE updated_ms < ?)",
-      ),
-      deleteOutputStreams: this.db.prepare("DELETE FROM output_streams WHERE updated_ms < ?"),
+      deleteOutputChunks: this.db.prepare(sql.deleteOutputChunks),
+      deleteOutputStreams: this.db.prepare(sql.deleteOutputStreams),
     };
+    this.rows = this.writeRows();
   }
 
   onCommit(listener: (events: StoredEvent[]) => void): void {
@@ -229,161 +240,125 @@ export class SqliteStore implements OperationStore {
     return record;
   }
 
-  /** Appends an event inside the current transaction; returns it with its sequence. */
+  /** Appends an event inside the current transaction; returns it with its sequence (`publishing` passes it on once the write returned). */
   private appendEvent(operation: Operation, event: OperationEvent): StoredEvent {
-    const time = event.time ? Number(event.time.seconds) * 1000 + Math.floor(event.time.nanos / 1e6) : Date.now();
-    const result = this.statements.insertEvent.run(
-      operation.name,
-      time,
-      operation.profile,
-      operation.type,
-      JSON.stringify(operation.labels),
-      toBinary(OperationEventSchema, event),
-    );
-    const stored: StoredEvent = {
-      event: { ...event, sequence: BigInt(result.lastInsertRowid) },
-      profile: operation.profile,
-      operationType: operation.type,
-      labels: { ...operation.labels },
-    };
-    operation.lastSequence = stored.event.sequence;
-    // If the savepoint of this write rolls back, the event was never committed: pendingEvents
-    // is only extended once the write returned (see createOperation/updateOperation).
-    return stored;
+    const result = this.statements.insertEvent.run(...eventRowValues(operation, event));
+    return appendedEvent(operation, event, BigInt(result.lastInsertRowid));
   }
 
   createOperation(input: NewOperation): Promise<CreateResult> {
     // Snapshot now: the caller may go on changing its object before the batch commits.
     const operation = clone(OperationSchema, input.operation);
-    return this.commits.submit((): CreateResult => {
-      const existing = this.statements.byRequestId.get(input.idempotencyScope, operation.requestId) as { request_digest: string; data: Uint8Array } | undefined;
-      if (existing !== undefined) {
-        const stored = decodeOperation(existing.data);
-        return existing.request_digest === input.requestDigest ? { kind: "existing", operation: stored } : { kind: "request-id-conflict", operation: stored };
-      }
-      if (input.createsProfile !== undefined) {
-        const { name, profileType, budget } = input.createsProfile;
-        if (this.statements.insertProfile.run(name, profileType, operation.name, budget ? toBinary(BudgetSchema, budget) : null).changes === 0) {
-          return { kind: "profile-exists", profile: name };
-        }
-      }
-      if (input.reservation !== undefined) {
-        const { accounts, amount, check } = input.reservation;
-        const refusal = check(accounts.map((account) => this.accountState(account)));
-        if (refusal !== undefined) throw refusal;
-        for (const account of accounts) this.putHeld(account, addBudgets(this.held(account), amount));
-        this.statements.insertReservation.run(operation.name, JSON.stringify(accounts), toBinary(BudgetSchema, amount));
-      }
-      const event = input.event ? this.appendEvent(operation, input.event) : undefined;
-      this.statements.insertOperation.run(
-        operation.name,
-        input.idempotencyScope,
-        operation.requestId,
-        input.requestDigest,
-        operation.type,
-        operation.state,
-        operation.profile,
-        JSON.stringify(operation.labels),
-        toBinary(OperationSchema, operation),
-      );
-      if (input.audit !== undefined) this.appendAuditNow(input.audit, operation.name);
-      if (event) this.pendingEvents.push(event);
-      return { kind: "created", operation, ...(event ? { event } : {}) };
-    });
+    return this.commits.submit(() => this.publishing(createOperationSteps(this.rows, input, operation)));
   }
 
   updateOperation(update: OperationUpdate): Promise<UpdateResult> {
     const operation = clone(OperationSchema, update.operation);
-    return this.commits.submit((): UpdateResult => {
-      const row = this.statements.stateOf.get(operation.name) as { state: bigint; data: Uint8Array } | undefined;
-      if (row === undefined) return { kind: "not-found" };
-      if (Number(row.state) !== update.expectedState) {
-        return { kind: "state-changed", operation: decodeOperation(row.data) };
-      }
-      const event = update.event ? this.appendEvent(operation, update.event) : undefined;
-      this.statements.updateOperation.run(operation.state, toBinary(OperationSchema, operation), operation.name);
-      if (update.settle !== undefined) this.settle(operation.name, update.settle);
-      if (event) this.pendingEvents.push(event);
-      return { kind: "updated", operation, ...(event ? { event } : {}) };
-    });
+    return this.commits.submit(() => this.publishing(updateOperationSteps(this.rows, update, operation)));
   }
 
   modifyOperation(name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): Promise<ModifyResult> {
-    return this.commits.submit(() => this.modifyNow(name, modify, onceKey, audit));
+    return this.commits.submit(() => this.publishing(modifyOperationSteps(this.rows, name, modify, onceKey, audit)));
   }
 
   claimOperation(name: string, slots: readonly SlotKey[], modify: Modification): Promise<ClaimResult> {
-    return this.commits.submit((): ClaimResult => {
-      for (const { key, cap } of slots) {
-        const { n } = this.statements.runningUnder.get(TaskState.RUNNING, key) as { n: bigint };
-        if (BigInt(n) >= cap) return { kind: "no-slot", key };
-      }
-      return this.modifyNow(name, modify);
-    });
+    return this.commits.submit(() => this.publishing(claimOperationSteps(this.rows, name, slots, modify)));
   }
 
-  /** The body of modifyOperation, inside the current transaction. */
-  private modifyNow(name: string, modify: Modification, onceKey?: string, audit?: AuditDraft): ModifyResult {
-    const row = this.statements.getOperation.get(name) as { data: Uint8Array } | undefined;
-    if (row === undefined) return { kind: "not-found" };
-    const current = decodeOperation(row.data);
-    if (onceKey !== undefined && this.statements.insertOnceKey.run(onceKey).changes === 0) return { kind: "already-done", operation: current };
-    const change = modify(clone(OperationSchema, current));
-    if (change === undefined) return { kind: "unchanged", operation: current };
-    const operation = clone(OperationSchema, change.operation);
-    const event = change.event ? this.appendEvent(operation, change.event) : undefined;
-    this.statements.updateOperation.run(operation.state, toBinary(OperationSchema, operation), operation.name);
-    if (change.settle !== undefined) this.settle(operation.name, change.settle);
-    if (audit !== undefined) this.appendAuditNow(audit, name);
-    if (event) this.pendingEvents.push(event);
-    return { kind: "modified", operation, ...(event ? { event } : {}) };
+  /**
+   * Runs a write's steps in the current transaction and keeps the event it appended for the
+   * batch's listeners: only once the write returned, since a write whose savepoint rolls back
+   * never committed its event.
+   */
+  private publishing<T extends CreateResult | UpdateResult | ClaimResult>(steps: Steps<T>): T {
+    const result = runSync(steps);
+    if ("event" in result && result.event !== undefined) this.pendingEvents.push(result.event);
+    return result;
   }
 
   private held(account: string): Budget {
     const row = this.statements.getHeld.get(account) as { held: Uint8Array } | undefined;
-    return row ? fromBinary(BudgetSchema, row.held) : create(BudgetSchema);
+    return budgetFromColumn(row?.held);
   }
 
-  private putHeld(account: string, held: Budget): void {
-    this.statements.putHeld.run(account, toBinary(BudgetSchema, held));
+  private accountState(account: string, children = true): AccountState {
+    const childAccounts =
+      children && account.startsWith("delegations/")
+        ? (this.statements.delegationChildren.all(account) as { data: Uint8Array }[]).map((row) => {
+            const delegation = delegationFromRow(row);
+            return { delegation, held: this.held(delegation.name) };
+          })
+        : [];
+    return { account, held: this.held(account), children: childAccounts };
   }
 
-  private accountState(account: string): AccountState {
-    const children = account.startsWith("delegations/")
-      ? (this.statements.delegationChildren.all(account) as { data: Uint8Array }[]).map((row) => {
-          const delegation = fromBinary(DelegationSchema, row.data);
-          return { delegation, held: this.held(delegation.name) };
-        })
-      : [];
-    return { account, held: this.held(account), children };
+  /** The shared writes' statements (write-steps.ts). One connection is the only writer: what a write reads stays as read until it commits, without locks. */
+  private writeRows(): WriteRows {
+    const statements = this.statements;
+    return {
+      byRequestId: (scope, requestId) => statements.byRequestId.get(scope, requestId) as { request_digest: string; data: Uint8Array } | undefined,
+      insertProfile: (values) => statements.insertProfile.run(...values).changes > 0,
+      lockAccounts: (accounts, children) => new Map(accounts.map((account) => [account, this.accountState(account, children)])),
+      putHeld: (held) => {
+        for (const [account, budget] of held) statements.putHeld.run(account, budgetColumn(budget));
+      },
+      insertReservation: (operation, accounts, amount) => statements.insertReservation.run(operation, JSON.stringify(accounts), budgetColumn(amount)),
+      takeReservation: (operation) => {
+        const row = statements.getReservation.get(operation) as { accounts: string; amount: Uint8Array } | undefined;
+        if (row === undefined) return undefined;
+        statements.deleteReservation.run(operation);
+        return { accounts: JSON.parse(row.accounts) as string[], amount: budgetFromColumn(row.amount) };
+      },
+      appendEvent: (operation, event) => this.appendEvent(operation, event),
+      insertOperation: (input, operation) => statements.insertOperation.run(...operationRowValues(input, operation)),
+      lockOperation: (name) => statements.stateOf.get(name) as { state: bigint; data: Uint8Array } | undefined,
+      writeOperation: (operation) => statements.updateOperation.run(...operationUpdateValues(operation)),
+      recordOnceKey: (key) => statements.insertOnceKey.run(key).changes > 0,
+      lockClaim: () => undefined,
+      runningUnder: (key) => BigInt((statements.runningUnder.get(TaskState.RUNNING, key) as { n: bigint }).n),
+      lockSubtree: (name) => statements.delegationSubtree.all(name) as { id: string; revoked: bigint; data: Uint8Array }[],
+      writeRevoked: (id, delegation) => statements.revokeDelegation.run(toBinary(DelegationSchema, delegation), id),
+      appendAudit: (draft, actedOn) => this.appendAuditNow(draft, actedOn),
+      lockParent: (parent) => this.accountState(parent),
+      insertDelegation: (delegation) => statements.insertDelegation.run(...delegationRowValues(delegation)),
+      takeKey: (key, resource) => {
+        const row = statements.getRequestKey.get(key.scope, key.rpc, key.requestId) as RequestKeyRow | undefined;
+        if (row !== undefined) return takenKey(key, row);
+        statements.insertRequestKey.run(...requestKeyValues(key, resource));
+        return undefined;
+      },
+      lockBundleVersions: () => undefined,
+      latestBundleVersion: (profileType) => (statements.latestBundleVersion.get(profileType) as { version: bigint | null }).version,
+      insertBundle: (bundle) => statements.insertBundle.run(...bundleRowValues(bundle)),
+      lockAuditHead: () => undefined,
+      checkpointOfSize: (size) => statements.checkpointOfSize.get(size) as CheckpointRow | undefined,
+      firstAudit: () => (statements.firstAudit.get() as { first: bigint | null }).first,
+      auditHashAt: (sequence) => (statements.auditHashAt.get(sequence) as { hash: string } | undefined)?.hash,
+      deleteAuditUpTo: (size) => {
+        const { changes } = statements.deleteAuditUpTo.run(size);
+        statements.deleteCheckpointsBefore.run(size);
+        return changes;
+      },
+      lockOutputState: (key) => this.outputStateOf(key),
+      insertOutputChunk: ({ operation, attempt, stream }, offset, data) => statements.insertOutputChunk.run(operation, attempt, stream, offset, data),
+      writeOutputState: ({ operation, attempt, stream }, _existed, { size, ended, truncated }, timeMs) =>
+        statements.putOutputState.run(operation, attempt, stream, size, ended ? 1 : 0, truncated ? 1 : 0, timeMs),
+    };
   }
 
   heartbeat(runner: string, at: Date): Promise<void> {
     return this.commits.submit(() => {
-      this.db
-        .prepare("INSERT INTO runners (id, heartbeat_ms) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms")
-        .run(runner, at.getTime());
+      this.db.prepare(sql.heartbeat).run(runner, at.getTime());
     });
   }
 
   async runnerHeartbeats(): Promise<Map<string, Date>> {
-    const rows = this.db.prepare("SELECT id, heartbeat_ms FROM runners").all() as { id: string; heartbeat_ms: bigint }[];
+    const rows = this.db.prepare(sql.runnerHeartbeats).all() as { id: string; heartbeat_ms: bigint }[];
     return new Map(rows.map((row) => [row.id, new Date(Number(row.heartbeat_ms))]));
   }
 
   async readAccounts(accounts: readonly string[]): Promise<AccountState[]> {
     return accounts.map((account) => this.accountState(account));
-  }
-
-  /** Gives back an operation's reservation on each of its accounts and keeps what it spent, up to the reservation; nothing if it holds none. */
-  private settle(operation: string, { spent }: Settlement): void {
-    const row = this.statements.getReservation.get(operation) as { accounts: string; amount: Uint8Array } | undefined;
-    if (row === undefined) return;
-    const reserved = fromBinary(BudgetSchema, row.amount);
-    for (const account of JSON.parse(row.accounts) as string[]) {
-      this.putHeld(account, settledHolding(this.held(account), reserved, spent));
-    }
-    this.statements.deleteReservation.run(operation);
   }
 
   async getOperation(name: string): Promise<Operation | undefined> {
@@ -398,8 +373,7 @@ export class SqliteStore implements OperationStore {
 
   async getProfile(name: string): Promise<StoredProfile | undefined> {
     const row = this.statements.getProfile.get(name) as { name: string; profile_type: bigint; budget: Uint8Array | null } | undefined;
-    if (row === undefined) return undefined;
-    return { name: row.name, profileType: Number(row.profile_type), ...(row.budget ? { budget: fromBinary(BudgetSchema, row.budget) } : {}) };
+    return row && profileFromRow(row);
   }
 
   async listOperations(query: OperationQuery): Promise<Operation[]> {
@@ -435,18 +409,12 @@ export class SqliteStore implements OperationStore {
   }
 
   async listActiveOperations(): Promise<Operation[]> {
-    const rows = this.statements.activeOperations.all(...terminalStates) as { data: Uint8Array }[];
-    return rows.map((row) => decodeOperation(row.data)).filter((op) => !isTerminal(op.state));
+    const rows = this.statements.activeOperations.all(...TERMINAL_STATES) as { data: Uint8Array }[];
+    return activeOperations(rows);
   }
 
   async readEvents(after: bigint, limit: number): Promise<StoredEvent[]> {
-    const rows = this.statements.readEvents.all(after, limit) as EventRow[];
-    return rows.map((row) => ({
-      event: { ...decodeEvent(row.data), sequence: BigInt(row.sequence) },
-      profile: row.profile,
-      operationType: Number(row.operation_type),
-      labels: JSON.parse(row.labels) as Record<string, string>,
-    }));
+    return (this.statements.readEvents.all(after, limit) as EventRow[]).map(eventFromRow);
   }
 
   async eventBounds(): Promise<EventBounds> {
@@ -473,28 +441,17 @@ export class SqliteStore implements OperationStore {
   }
 
   async appendOutput(append: OutputAppend): Promise<OutputAppendResult> {
-    const { operation, attempt, stream } = append;
-    const plan = await this.commits.submit(() => {
-      const planned = planOutputAppend(this.outputStateOf(append), append);
-      if (planned.kind !== "write") return planned;
-      const { size, ended, truncated } = planned.state;
-      if (planned.data.length > 0) this.statements.insertOutputChunk.run(operation, attempt, stream, planned.offset, planned.data);
-      this.statements.putOutputState.run(operation, attempt, stream, size, ended ? 1 : 0, truncated ? 1 : 0, append.time.getTime());
-      return planned;
-    });
-    if (plan.kind === "write") for (const listener of this.outputListeners) listener({ operation, attempt, stream });
-    return { kind: plan.kind === "gap" || plan.kind === "ended" ? plan.kind : "stored", size: plan.state.size };
+    const plan = await this.commits.submit(() => runSync(appendOutputSteps(this.rows, append)));
+    if (plan.kind === "write")
+      for (const listener of this.outputListeners) listener({ operation: append.operation, attempt: append.attempt, stream: append.stream });
+    return appendResult(plan);
   }
 
   async readOutput(key: OutputKey, from: bigint, limit: number): Promise<OutputRead> {
     // One synchronous read: the state and the chunks are of the same moment.
     const state = this.outputStateOf(key);
     const rows = this.statements.readOutputChunks.all({ ...key, from, limit }) as { start_offset: bigint; data: Uint8Array }[];
-    const chunks = fromOffset(
-      rows.map((row) => ({ offset: BigInt(row.start_offset), data: row.data })),
-      from,
-    );
-    return state === undefined ? { chunks } : { chunks, state };
+    return outputRead(rows, from, state);
   }
 
   compactOutput(before: Date): Promise<number> {
@@ -511,10 +468,8 @@ export class SqliteStore implements OperationStore {
   putDelegation(delegation: Delegation): Promise<Delegation> {
     const stored = clone(DelegationSchema, delegation);
     return this.commits.submit(() => {
-      const expireMs = stored.expireTime ? Number(stored.expireTime.seconds) * 1000 : 0;
-      this.statements.insertDelegation.run(stored.name, stored.parent || null, expireMs, toBinary(DelegationSchema, stored));
-      const row = this.statements.getDelegation.get(stored.name) as { data: Uint8Array };
-      return fromBinary(DelegationSchema, row.data);
+      this.statements.insertDelegation.run(...delegationRowValues(stored));
+      return delegationFromRow(this.statements.getDelegation.get(stored.name) as { data: Uint8Array });
     });
   }
 
@@ -525,34 +480,12 @@ export class SqliteStore implements OperationStore {
     key?: RequestKey,
   ): Promise<KeyedCreate<Delegation>> {
     const stored = clone(DelegationSchema, child);
-    return this.commits.submit((): KeyedCreate<Delegation> => {
-      const taken = key && this.takenKey(key);
-      if (taken) return taken;
-      const parent = this.accountState(stored.parent);
-      const refusal = check(parent.children, parent.held);
-      if (refusal !== undefined) throw refusal;
-      const expireMs = stored.expireTime ? Number(stored.expireTime.seconds) * 1000 : 0;
-      this.statements.insertDelegation.run(stored.name, stored.parent, expireMs, toBinary(DelegationSchema, stored));
-      if (key !== undefined) this.statements.insertRequestKey.run(...requestKeyValues(key, stored.name));
-      if (audit !== undefined) this.appendAuditNow(audit, stored.name);
-      return { kind: "created", value: stored };
-    });
-  }
-
-  /** The answer for `key` if it is recorded already (in a commit). */
-  private takenKey(key: RequestKey): KeyedCreate<never> | undefined {
-    const row = this.statements.getRequestKey.get(key.scope, key.rpc, key.requestId) as RequestKeyRow | undefined;
-    return row && takenKey(key, row);
+    return this.commits.submit(() => runSync(putChildDelegationSteps(this.rows, stored, check, audit, key)));
   }
 
   async getDelegation(name: string): Promise<Delegation | undefined> {
     const row = this.statements.getDelegation.get(name) as { data: Uint8Array } | undefined;
-    return row && fromBinary(DelegationSchema, row.data);
-  }
-
-  private subtree(name: string): { id: string; revoked: bigint; delegation: Delegation }[] {
-    const rows = this.statements.delegationSubtree.all(name) as { id: string; revoked: bigint; data: Uint8Array }[];
-    return rows.map((row) => ({ id: row.id, revoked: row.revoked, delegation: fromBinary(DelegationSchema, row.data) }));
+    return row && delegationFromRow(row);
   }
 
   async listDelegationSubtree(name: string, page?: SubtreePage): Promise<SubtreeEntry[]> {
@@ -562,37 +495,16 @@ export class SqliteStore implements OperationStore {
       return "?";
     });
     const rows = this.db.prepare(sql).all(...args) as { data: Uint8Array; depth: bigint }[];
-    return rows.map((row) => ({ delegation: fromBinary(DelegationSchema, row.data), depth: Number(row.depth) }));
+    return rows.map((row) => ({ delegation: delegationFromRow(row), depth: Number(row.depth) }));
   }
 
   revokeDelegationSubtree(name: string, time: Date, reason: string, audit?: AuditDraft): Promise<Delegation[]> {
-    return this.commits.submit(() => {
-      const revoked: Delegation[] = [];
-      for (const row of this.subtree(name)) {
-        if (row.revoked !== 0n) continue;
-        row.delegation.revokeTime = timestampFromDate(time);
-        row.delegation.revokeReason = reason;
-        this.statements.revokeDelegation.run(toBinary(DelegationSchema, row.delegation), row.id);
-        revoked.push(row.delegation);
-      }
-      if (audit !== undefined && revoked.length > 0) this.appendAuditNow(audit, name);
-      return revoked;
-    });
+    return this.commits.submit(() => runSync(revokeSubtreeSteps(this.rows, name, time, reason, audit)));
   }
 
   putPolicyBundle(bundle: PolicyBundle, audit?: AuditDraft, key?: RequestKey): Promise<KeyedCreate<PolicyBundle>> {
     const stored = clone(PolicyBundleSchema, bundle);
-    return this.commits.submit((): KeyedCreate<PolicyBundle> => {
-      const taken = key && this.takenKey(key);
-      if (taken) return taken;
-      const latest = this.statements.latestBundleVersion.get(stored.profileType) as { version: bigint | null };
-      stored.version = (latest.version ?? 0n) + 1n;
-      stored.name = bundleName(stored.profileType, stored.version);
-      this.statements.insertBundle.run(stored.profileType, stored.version, toBinary(PolicyBundleSchema, stored));
-      if (key !== undefined) this.statements.insertRequestKey.run(...requestKeyValues(key, stored.name));
-      if (audit !== undefined) this.appendAuditNow(audit, stored.name);
-      return { kind: "created", value: stored };
-    });
+    return this.commits.submit(() => runSync(putPolicyBundleSteps(this.rows, stored, audit, key)));
   }
 
   async getPolicyBundle(name: string): Promise<PolicyBundle | undefined> {
@@ -647,19 +559,7 @@ export class SqliteStore implements OperationStore {
   }
 
   pruneAuditLog(size: bigint, headHash: string, audit?: AuditDraft): Promise<AuditPruneResult> {
-    return this.commits.submit(() => {
-      const row = this.statements.checkpointOfSize.get(size) as CheckpointRow | undefined;
-      const checkpoint = row && checkpointFromRow(row);
-      const first = (this.statements.firstAudit.get() as { first: bigint | null }).first;
-      const signed = this.statements.auditHashAt.get(size) as { hash: string } | undefined;
-      const refused = pruneOutcome(checkpoint, headHash, first !== null && first <= size, signed?.hash);
-      if (refused !== undefined) return refused;
-      // The prune's record first: it seals onto the head, which may be the last record deleted.
-      if (audit !== undefined) this.appendAuditNow(audit, prunedTo(size));
-      const { changes } = this.statements.deleteAuditUpTo.run(size);
-      this.statements.deleteCheckpointsBefore.run(size);
-      return { kind: "pruned", records: BigInt(changes), checkpoint: checkpoint! };
-    });
+    return this.commits.submit(() => runSync(pruneAuditLogSteps(this.rows, size, headHash, audit)));
   }
 
   /** Runs SQLite's own consistency check; "ok" when the file is sound. */
