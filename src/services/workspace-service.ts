@@ -8,12 +8,11 @@ import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import type { WorkspaceService } from "../gen/agentmachine/v1/workspace_service_pb.js";
 import { allowedDecision } from "../audit/decisions.js";
 import { noWorkspace, workspaceNotTerminal, workspaceOnWorker, fileChanged } from "../executors/workspace-errors.js";
-import { runsInWorkspace, WorkspaceFiles, workspaceOf, workspacePathComponents } from "../executors/workspace-files.js";
+import { WorkspaceFiles, workspaceOf, workspacePathComponents } from "../executors/workspace-files.js";
 import { policyDenied, profileNotFound } from "../governance/errors.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import { operationInput } from "../governance/policy/policy-input.js";
 import { requireOperation } from "../governance/scope.js";
-import { invalidPageToken } from "../lifecycle/errors.js";
 import type { PageTokens } from "../lifecycle/page-token.js";
 import { isTerminal } from "../model/transitions.js";
 import { visibleOperation } from "../lifecycle/visible-operation.js";
@@ -21,6 +20,7 @@ import type { WorkspaceKeeper } from "../lifecycle/workspace-keeper.js";
 import { principalOf } from "../call/principal.js";
 import { auditDraft } from "../call/audit-scope.js";
 import { invalidField } from "../api/errors.js";
+import { isExecution } from "../model/execution-types.js";
 import type { StoreAccounts, StoreAudit, StoreOperations } from "../store/store.js";
 import { sha256OfFile, verifiedChunks } from "./chunked-download.js";
 
@@ -47,7 +47,7 @@ export function workspaceService(deps: WorkspaceServiceDeps): ServiceImpl<typeof
   async function endedWithWorkspace(name: string, context: HandlerContext, authorize: (operation: Operation) => void = () => {}): Promise<Operation> {
     const operation = await visibleOperation(store, principalOf(context), name);
     authorize(operation);
-    if (!runsInWorkspace(operation.type)) throw noWorkspace(name, "only executions and containers run in one");
+    if (!isExecution(operation.type)) throw noWorkspace(name, "only executions and containers run in one");
     if (!isTerminal(operation.state)) throw workspaceNotTerminal(name, operation.state);
     if (operation.worker !== "") throw workspaceOnWorker(name, operation.worker);
     return operation;
@@ -80,12 +80,11 @@ export function workspaceService(deps: WorkspaceServiceDeps): ServiceImpl<typeof
     async listWorkspaceFiles({ operation: name, path, pageSize, pageToken }, context) {
       const components = pathComponents(path);
       const filter = `${name}\0${components.join("/")}`;
-      const after = pageToken === "" ? undefined : deps.pageTokens.read("ListWorkspaceFiles", pageToken, filter);
-      if (pageToken !== "" && after === undefined) throw invalidPageToken();
+      const after = deps.pageTokens.requestedPosition("ListWorkspaceFiles", pageToken, filter);
       const { files } = await readable(name, context);
       const all = await files.list(components);
       const rest = after === undefined ? all : all.filter((file) => Buffer.compare(Buffer.from(file.path, "utf8"), Buffer.from(after, "utf8")) > 0);
-      const page = rest.slice(0, pageSize || DEFAULT_PAGE_SIZE);
+      const { items: page, nextPageToken } = deps.pageTokens.page("ListWorkspaceFiles", rest, pageSize || DEFAULT_PAGE_SIZE, (last) => last.path, filter);
       for (const file of page) {
         const handle = await files.openListed(file);
         if (handle === undefined) continue;
@@ -95,8 +94,7 @@ export function workspaceService(deps: WorkspaceServiceDeps): ServiceImpl<typeof
           await handle.close();
         }
       }
-      const more = rest.length > page.length;
-      return { files: page, nextPageToken: more ? deps.pageTokens.issue("ListWorkspaceFiles", page[page.length - 1]!.path, filter) : "" };
+      return { files: page, nextPageToken };
     },
 
     async *downloadWorkspaceFile({ operation: name, path }, context) {
