@@ -13,15 +13,9 @@ import { lstat, open, readdir, readlink, realpath, type FileHandle } from "node:
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { WorkspaceFileSchema, WorkspaceFileType, type WorkspaceFile } from "../gen/agentmachine/v1/workspace_service_pb.js";
 import { hardLinkedFile, notARegularFile, serverFile, symlinkNotFollowed, unreadableFile, workspaceEntryNotFound } from "./workspace-errors.js";
 import { operationIdOf } from "../model/resource-names.js";
-
-/** Whether operations of `type` run in a workspace (executions and containers; other operations leave none worth keeping). */
-export function runsInWorkspace(type: OperationType): boolean {
-  return type === OperationType.EXECUTION_START || type === OperationType.CONTAINER_RUN;
-}
 
 /** Where the workspaces of a data dir are, one directory per operation. */
 export function workspacesDir(dataDir: string): string {

@@ -26,7 +26,7 @@ import { messageDigest } from "./message-digest.js";
 import { admitMounts } from "./mount-admission.js";
 import { operationTypeOfSpec } from "../model/spec-types.js";
 import { requireNotEnded } from "./cancel-target.js";
-import { isExecution } from "./execution-types.js";
+import { isExecution } from "../model/execution-types.js";
 import { visibleOperation } from "./visible-operation.js";
 import { ATTR_OPERATION_NAME, ATTR_OPERATION_TYPE, inSpan } from "../telemetry/tracer.js";
 

@@ -12,7 +12,7 @@ import { AttemptRetries } from "./attempt-retries.js";
 import { CancelCommand } from "./cancel-command.js";
 import { slotKeysOf } from "./concurrency.js";
 import { ExecutionQueue } from "./execution-queue.js";
-import { isExecution } from "./execution-types.js";
+import { isExecution } from "../model/execution-types.js";
 import type { EffectiveRetryPolicy } from "./retry.js";
 import { AttemptRunner, type AttemptEnvironment } from "./run-attempt.js";
 import { RunnerRecovery } from "./runner-recovery.js";

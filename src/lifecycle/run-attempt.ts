@@ -17,7 +17,7 @@ import { withAttemptUsage } from "../governance/budget-ledger.js";
 import type { ExecutionCredential, ExecutionCredentials } from "../governance/execution-credentials.js";
 import { inSpan } from "../telemetry/tracer.js";
 import { attemptAttributes, recordOutcome } from "./attempt-span.js";
-import { isExecution } from "./execution-types.js";
+import { isExecution } from "../model/execution-types.js";
 import { closeOutput, openOutput, storeOutputSink } from "./attempt-output.js";
 import type { AttemptRetries } from "./attempt-retries.js";
 import { cause, transition, transitionChange } from "./task-transitions.js";

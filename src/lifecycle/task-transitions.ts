@@ -9,7 +9,7 @@ import { BudgetDimension } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Modification, StoreOperations } from "../store/store.js";
 import { settlementFor } from "../governance/budget-ledger.js";
 import { illegalTransition } from "./errors.js";
-import { isExecution } from "./execution-types.js";
+import { isExecution } from "../model/execution-types.js";
 import { isTerminal, transitionEvent } from "../model/transitions.js";
 
 export type Attributes = MessageInitShape<typeof OperationEventSchema>["attributes"];

@@ -34,7 +34,7 @@ import { whileAuthorized } from "./while-authorized.js";
 import type { Authority } from "../governance/authority.js";
 import { canSeeProfile, requireOperation, requireProfile, visibleProfiles } from "../governance/scope.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
-import { runsInWorkspace } from "../executors/workspace-files.js";
+import { isExecution } from "../model/execution-types.js";
 import type { CreateResult, StoreAccounts, StoreEvents, StoreOperations } from "../store/store.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
@@ -95,7 +95,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       dataDir: deps.dataDir,
       ...(deps.sandboxUnavailable !== undefined ? { sandboxUnavailable: deps.sandboxUnavailable } : {}),
     });
-    if (runsInWorkspace(admitted.operation.type)) await deps.workspaceRoom?.();
+    if (isExecution(admitted.operation.type)) await deps.workspaceRoom?.();
     // The record commits with the operation; the store names it (resource) after the operation.
     admitted.audit = auditDraft(context, { decision: allowedDecision(admitted.operation.policyDecisions) });
     const result = await store.createOperation({ ...admitted, idempotencyScope: key.scope });
