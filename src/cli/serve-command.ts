@@ -30,6 +30,7 @@ interface ServeOptions {
   maxConcurrentExecutions: number;
   trustAnchor: string[];
   policy?: string;
+  mcpUpstreams?: string;
   containerRuntime?: string;
   auditKey?: string;
   auditCheckpointIntervalMs: number;
@@ -95,6 +96,7 @@ export function registerServeCommand(program: Command): void {
       "--policy <dir>",
       "directory of policy bundles (*.yaml), applied at start and as they change; default <data-dir>/policies (watched until amctl init makes it)",
     )
+    .option("--mcp-upstreams <file>", "YAML file declaring the upstream MCP servers the MCP gateway (/mcp) forwards to (docs/mcp-gateway.md)")
     .option(
       "--container-runtime <runtime>",
       "podman, docker, or the path of a CLI that takes their flags, to run container.run operations with; unset, they are refused",
@@ -192,6 +194,7 @@ export function registerServeCommand(program: Command): void {
           maxConcurrentExecutions: options.maxConcurrentExecutions,
           trustAnchors: options.trustAnchor,
           ...(options.policy !== undefined ? { policyDir: options.policy } : {}),
+          ...(options.mcpUpstreams !== undefined ? { mcpUpstreams: options.mcpUpstreams } : {}),
           ...(options.containerRuntime !== undefined ? { containerRuntime: options.containerRuntime } : {}),
           ...(options.auditKey !== undefined ? { auditKeyFile: options.auditKey } : {}),
           auditCheckpointIntervalMs: options.auditCheckpointIntervalMs,

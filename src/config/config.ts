@@ -115,6 +115,11 @@ export interface ServerConfig {
    * each behind a confirmation. false: it only reads. The caller's credential still decides.
    */
   consoleActions: boolean;
+  /**
+   * A file declaring the upstream MCP servers the MCP gateway (`/mcp`) forwards to
+   * (docs/mcp-gateway.md), read at start. Unset: the gateway offers no tools.
+   */
+  mcpUpstreams?: string;
 }
 
 export const defaultConfig: ServerConfig = {

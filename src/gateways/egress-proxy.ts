@@ -21,24 +21,23 @@ import type * as http from "node:http";
 import * as net from "node:net";
 import type { Duplex } from "node:stream";
 import { create } from "@bufbuild/protobuf";
-import { ConnectError } from "@connectrpc/connect";
 import { allowedDecision, denialOf, type AuditDecisionInit } from "../audit/decisions.js";
 import type { AuditDraft } from "../model/audit-chain.js";
 import { Code } from "../gen/google/rpc/code_pb.js";
 import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { CallKind, RuntimeCallSchema } from "../gen/agentmachine/v1/runtime_pb.js";
-import { OperationType, PolicyGate, TaskState } from "../gen/agentmachine/v1/types_pb.js";
+import { OperationType, PolicyGate } from "../gen/agentmachine/v1/types_pb.js";
 import { networkEgressAllowed } from "../executors/container-invocation.js";
 import type { Authority, Principal } from "../governance/authority.js";
 import { decideCall, type CallDecisionDeps } from "../governance/call-decision.js";
-import { attemptSubject } from "../governance/execution-credentials.js";
 import { charge, costOf } from "../governance/runtime-charging.js";
 import { chargeOperation } from "../lifecycle/operation-charging.js";
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
 import { caller } from "../call/audit-scope.js";
 import type { Logger } from "../api/logger.js";
 import type { StoreAccounts, StoreAudit, StoreOperations } from "../store/store.js";
+import { AttemptRefusal, runningAttempt } from "./running-attempt.js";
 
 export const EGRESS_RPC = "egress";
 
@@ -105,21 +104,18 @@ export function egressProxy(deps: EgressProxyDeps) {
 
   /** The running attempt the credential belongs to, if it may use the proxy. */
   async function attemptOf(request: http.IncomingMessage): Promise<{ principal: Principal; operation: Operation }> {
-    const header = request.headers["proxy-authorization"] ?? "";
-    const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
+    const token = /^Bearer\s+(\S+)$/i.exec(request.headers["proxy-authorization"] ?? "")?.[1];
     if (token === undefined)
       throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, "the egress proxy needs an execution credential (Proxy-Authorization: Bearer)");
-    let principal: Principal;
+    let attempt: { principal: Principal; operation: Operation };
     try {
-      principal = await authority.authenticate(token);
+      attempt = await runningAttempt(authority, store, token);
     } catch (error) {
-      throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, error instanceof ConnectError ? error.rawMessage : "invalid credential");
+      if (!(error instanceof AttemptRefusal)) throw error;
+      if (error.kind === "not-an-attempt") throw refusal(403, "Forbidden", Code.PERMISSION_DENIED, "only a running execution's own credential may use the egress proxy");
+      throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, error.message);
     }
-    const name = principal.delegation.operation;
-    const operation = name === "" ? undefined : await store.getOperation(name);
-    if (operation === undefined || principal.delegation.subject !== attemptSubject(operation) || operation.state !== TaskState.RUNNING) {
-      throw refusal(403, "Forbidden", Code.PERMISSION_DENIED, "only a running execution's own credential may use the egress proxy");
-    }
+    const { principal, operation } = attempt;
     if (!networkEgressAllowed(operation)) {
       throw new Refusal(403, "Forbidden", {
         allowed: false,

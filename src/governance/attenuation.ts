@@ -6,9 +6,13 @@ import { budgetDimensions } from "../model/budget-dimensions.js";
 
 export const ANY = "*";
 
-/** Whether `allowed` (a scope list where "*" means any) allows `item`. */
+/**
+ * Whether `allowed` (a scope list where "*" means any) allows `item`. An entry ending in `/*`
+ * allows every item below its prefix (`files/*` allows `files/read` and `files/*`): a grant of
+ * every tool of one MCP upstream server (docs/mcp-gateway.md). Only tool names may be written so.
+ */
 export function allows(allowed: readonly string[], item: string): boolean {
-  return allowed.includes(ANY) || allowed.includes(item);
+  return allowed.some((entry) => entry === ANY || entry === item || (entry.endsWith("/*") && item.startsWith(entry.slice(0, -1))));
 }
 
 function listWithin(child: readonly string[], parent: readonly string[]): string | undefined {

@@ -1,6 +1,7 @@
 // Decides a runtime call (a model, connector or tool call an execution asks to make): the
 // caller's scope, then the profile separation rules, then the policy gates. Used by
-// RuntimeService.AuthorizeCall and, as a dry run, by PolicyService.EvaluatePolicy.
+// RuntimeService.AuthorizeCall, the egress proxy, the MCP gateway and, as a dry run, by
+// PolicyService.EvaluatePolicy.
 import { ConnectError } from "@connectrpc/connect";
 import type { PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
@@ -11,7 +12,7 @@ import { policyDenied, profileNotFound } from "./errors.js";
 import type { GrantIndex } from "./grant-index.js";
 import { gatesForCall } from "../model/policy-gates.js";
 import type { PolicyEngine } from "./policy/policy-engine.js";
-import { callInput, type Destination } from "./policy/policy-input.js";
+import { callInput, type Destination, type ToolCallFacts } from "./policy/policy-input.js";
 import { requireSeparation } from "./profile-rules.js";
 import { requireCall } from "./scope.js";
 
@@ -39,6 +40,7 @@ export async function decideCall(
   call: RuntimeCall,
   labels: Readonly<Record<string, string>> = {},
   destination?: Destination,
+  toolCall?: ToolCallFacts,
 ): Promise<CallVerdict> {
   try {
     requireCall(principal, profile, call);
@@ -53,7 +55,7 @@ export async function decideCall(
       ...(call.kind === CallKind.TOOL ? { toolGranted: await deps.grants.toolGranted(profile, call.tool) } : {}),
     });
     const where = { principal, profile, profileType: stored.profileType };
-    const decisions = deps.policy.decide(stored.profileType, gatesForCall(call), callInput(where, call, leastLocal(bound), labels, destination));
+    const decisions = deps.policy.decide(stored.profileType, gatesForCall(call), callInput(where, call, leastLocal(bound), labels, destination, toolCall));
     const denied = decisions.find((decision) => !decision.allowed);
     return { decisions, ...(denied ? { denial: policyDenied(denied) } : {}) };
   } catch (error) {

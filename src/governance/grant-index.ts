@@ -6,6 +6,7 @@
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType, TaskState, type ProfileType } from "../gen/agentmachine/v1/types_pb.js";
 import type { StoreEvents, StoreOperations } from "../store/store.js";
+import { allows } from "./attenuation.js";
 
 const relevant = new Set([OperationType.TOOL_GRANT_APPLY, OperationType.TOOL_GRANT_REVOKE, OperationType.MODEL_PROVIDER_BIND]);
 
@@ -14,8 +15,8 @@ const relevant = new Set([OperationType.TOOL_GRANT_APPLY, OperationType.TOOL_GRA
 const SCAN_LIMIT = 100_000;
 
 interface Snapshot {
-  /** `profile\ntool` of every applied, unrevoked grant. */
-  grants: Set<string>;
+  /** Profile → the tools of its applied, unrevoked grants (a tool may be a pattern, `files/*`: attenuation.ts). */
+  grants: Map<string, string[]>;
   /** Provider → the types of the provider profiles it is bound in. */
   bindings: Map<string, Set<ProfileType>>;
 }
@@ -30,7 +31,7 @@ export class GrantIndex {
   }
 
   async toolGranted(profile: string, tool: string): Promise<boolean> {
-    return (await this.current()).grants.has(`${profile}\n${tool}`);
+    return allows((await this.current()).grants.get(profile) ?? [], tool);
   }
 
   /** The types of the provider profiles `provider` is bound in (empty when it is bound nowhere). */
@@ -51,10 +52,12 @@ export class GrantIndex {
     const completed = (type: OperationType): Promise<Operation[]> =>
       this.store.listOperations({ types: [type], states: [TaskState.COMPLETED], limit: SCAN_LIMIT });
     const [grantOps, bindingOps] = await Promise.all([completed(OperationType.TOOL_GRANT_APPLY), completed(OperationType.MODEL_PROVIDER_BIND)]);
-    const grants = new Set<string>();
+    const grants = new Map<string, string[]>();
     for (const grant of grantOps) {
       const artifact = grant.artifact?.kind;
-      if (artifact?.case === "toolGrantRecord" && artifact.value.revokeCommandRef === "") grants.add(`${grant.profile}\n${artifact.value.tool}`);
+      if (artifact?.case === "toolGrantRecord" && artifact.value.revokeCommandRef === "") {
+        grants.set(grant.profile, [...(grants.get(grant.profile) ?? []), artifact.value.tool]);
+      }
     }
     const bindings = new Map<string, Set<ProfileType>>();
     for (const binding of bindingOps) {

@@ -13,6 +13,11 @@ import { AuditRecordSchema, type AuditRecord } from "../gen/agentmachine/v1/audi
 // export; under NodeNext the default import is module.exports itself.
 const canonicalize = canonicalizeModule as unknown as (input: unknown) => string | undefined;
 
+/** RFC 8785 canonical JSON of a JSON value (what the audit log digests a request's JSON by). */
+export function canonicalJsonText(value: unknown): string {
+  return canonicalize(value) ?? "null";
+}
+
 /** The `previous_hash` of the first record. */
 export const GENESIS_HASH = "0".repeat(64);
 

@@ -82,6 +82,10 @@ import { createLogger, recentErrors, type Logger } from "../api/logger.js";
 import { liveReload } from "./live-reload.js";
 import { listenOnePort } from "./one-port-listener.js";
 import { egressProxy, refusePlainProxyRequest } from "../gateways/egress-proxy.js";
+import { isMcpRequest, mcpGateway } from "../gateways/mcp-gateway.js";
+import { UpstreamClients } from "../gateways/mcp-upstream-clients.js";
+import { readMcpUpstreams } from "../gateways/mcp-upstreams.js";
+import { serverVersion } from "../diagnostics/collect.js";
 import { rawRequestContextValues } from "../call/raw-request.js";
 import { answerUnknownRoute } from "./unknown-route.js";
 import { ConsoleAssets } from "./console-assets.js";
@@ -455,7 +459,26 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const handler = withCallProfiles(adapter);
 
   const egress = egressProxy({ store, policy, grants, authority, runner, log, audit: config.audit });
-  const listener = await listenOnePort(handler, {
+  // The MCP gateway: /mcp on the same port, forwarding to the operator's upstream MCP servers.
+  const mcp = mcpGateway({
+    store,
+    policy,
+    grants,
+    authority,
+    runner,
+    log,
+    audit: config.audit,
+    version: serverVersion(),
+    maxBodyBytes: config.maxMessageBytes,
+    upstreams: new UpstreamClients({
+      upstreams: config.mcpUpstreams === undefined ? [] : readMcpUpstreams(config.mcpUpstreams),
+      sandboxes: isolation.sandboxes,
+      dir: join(dataDir, "mcp-upstreams"),
+      plane: () => ({ host: new URL(url).hostname.replace(/^\[|\]$/g, ""), port: Number(new URL(url).port) }),
+      version: serverVersion(),
+    }),
+  });
+  const listener = await listenOnePort((req, res) => (isMcpRequest(req.url) ? mcp.handle(req, res) : handler(req, res)), {
     host: config.host,
     port: config.port,
     prefaceTimeoutMs: config.connectionPrefaceTimeoutMs,
@@ -495,6 +518,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         runner.stop();
         workers?.close();
         await listener.close(config.shutdownGraceMs);
+        await mcp.close();
         await metricsListener?.close();
         // After the last call: the refusals counted so far are recorded, and the final
         // checkpoint covers every record.

@@ -1,6 +1,6 @@
 // Builds the `input` a policy rule sees (agentmachine.v1.PolicyInput) for an operation being
 // admitted or a runtime call, in the contract's spellings.
-import { create } from "@bufbuild/protobuf";
+import { create, type JsonObject } from "@bufbuild/protobuf";
 import type { Mount, Operation } from "../../gen/agentmachine/v1/operation_pb.js";
 import { PolicyInputSchema, type PolicyInput } from "../../gen/agentmachine/v1/policy_pb.js";
 import type { RuntimeCall } from "../../gen/agentmachine/v1/runtime_pb.js";
@@ -53,12 +53,19 @@ export interface Destination {
   port: number;
 }
 
+/** For a tool call through the MCP gateway: what the caller sends and what the upstream declares. */
+export interface ToolCallFacts {
+  arguments: JsonObject;
+  annotations: JsonObject;
+}
+
 export function callInput(
   where: Where,
   call: RuntimeCall,
   providerProfileType: ProfileType | undefined,
   labels: Readonly<Record<string, string>>,
   destination?: Destination,
+  toolCall?: ToolCallFacts,
 ): PolicyInput {
   return create(PolicyInputSchema, {
     ...base(where),
@@ -71,5 +78,6 @@ export function callInput(
     estimatedTokens: call.estimatedTokens,
     labels: { ...labels },
     ...(destination !== undefined ? { destinationHost: destination.host, destinationPort: destination.port } : {}),
+    ...(toolCall !== undefined ? { toolArguments: toolCall.arguments, toolAnnotations: toolCall.annotations } : {}),
   });
 }

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/audit.proto.
  */
 export const file_agentmachine_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("ChthZ2VudG1hY2hpbmUvdjEvYXVkaXQucHJvdG8SD2FnZW50bWFjaGluZS52MSL1AwoLQXVkaXRSZWNvcmQSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEhIKCmRlbGVnYXRpb24YBCABKAkSGAoQZGVsZWdhdGlvbl9jaGFpbhgFIAMoCRILCgNycGMYBiABKAkSNgoOb3BlcmF0aW9uX3R5cGUYByABKA4yHi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uVHlwZRITCgtjb21tYW5kX3JlZhgIIAEoCRIQCghyZXNvdXJjZRgJIAEoCRIwCghkZWNpc2lvbhgKIAEoCzIeLmFnZW50bWFjaGluZS52MS5BdWRpdERlY2lzaW9uEhYKDnJlcXVlc3RfZGlnZXN0GAsgASgJEhUKDXByZXZpb3VzX2hhc2gYDCABKAkSDAoEaGFzaBgNIAEoCRIxCgZlZ3Jlc3MYDiABKAsyIS5hZ2VudG1hY2hpbmUudjEuRWdyZXNzQ29ubmVjdGlvbhIWCg5zb3VyY2VfYWRkcmVzcxgPIAEoCRIUCgxyZXBlYXRfY291bnQYECABKAQSLQoJbGFzdF90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJaChBFZ3Jlc3NDb25uZWN0aW9uEgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoDRISCgpieXRlc19zZW50GAMgASgEEhYKDmJ5dGVzX3JlY2VpdmVkGAQgASgEIswBCg1BdWRpdERlY2lzaW9uEg8KB2FsbG93ZWQYASABKAgSEAoEY29kZRgCIAEoCUICGAESEAoEZ2F0ZRgDIAEoCUICGAESDAoEcnVsZRgEIAEoCRIVCg1idW5kbGVfZGlnZXN0GAUgASgJEg4KBnJlYXNvbhgGIAEoCRIlCgtkZW5pYWxfY29kZRgHIAEoDjIQLmdvb2dsZS5ycGMuQ29kZRIqCgVnYXRlcxgIIAMoDjIbLmFnZW50bWFjaGluZS52MS5Qb2xpY3lHYXRlIoEBCg9BdWRpdENoZWNrcG9pbnQSDgoGb3JpZ2luGAEgASgJEgwKBHNpemUYAiABKAQSEQoJaGVhZF9oYXNoGAMgASgJEhMKC3NpZ25lZF9ub3RlGAQgASgJEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wYgZwcm90bzM", [file_agentmachine_v1_types, file_google_protobuf_timestamp, file_google_rpc_code]);
+  fileDesc("ChthZ2VudG1hY2hpbmUvdjEvYXVkaXQucHJvdG8SD2FnZW50bWFjaGluZS52MSKqBAoLQXVkaXRSZWNvcmQSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEhIKCmRlbGVnYXRpb24YBCABKAkSGAoQZGVsZWdhdGlvbl9jaGFpbhgFIAMoCRILCgNycGMYBiABKAkSNgoOb3BlcmF0aW9uX3R5cGUYByABKA4yHi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uVHlwZRITCgtjb21tYW5kX3JlZhgIIAEoCRIQCghyZXNvdXJjZRgJIAEoCRIwCghkZWNpc2lvbhgKIAEoCzIeLmFnZW50bWFjaGluZS52MS5BdWRpdERlY2lzaW9uEhYKDnJlcXVlc3RfZGlnZXN0GAsgASgJEhUKDXByZXZpb3VzX2hhc2gYDCABKAkSDAoEaGFzaBgNIAEoCRIxCgZlZ3Jlc3MYDiABKAsyIS5hZ2VudG1hY2hpbmUudjEuRWdyZXNzQ29ubmVjdGlvbhIWCg5zb3VyY2VfYWRkcmVzcxgPIAEoCRIUCgxyZXBlYXRfY291bnQYECABKAQSLQoJbGFzdF90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg1tY3BfdG9vbF9jYWxsGBIgASgLMhwuYWdlbnRtYWNoaW5lLnYxLk1jcFRvb2xDYWxsIisKC01jcFRvb2xDYWxsEg4KBnNlcnZlchgBIAEoCRIMCgR0b29sGAIgASgJIloKEEVncmVzc0Nvbm5lY3Rpb24SDAoEaG9zdBgBIAEoCRIMCgRwb3J0GAIgASgNEhIKCmJ5dGVzX3NlbnQYAyABKAQSFgoOYnl0ZXNfcmVjZWl2ZWQYBCABKAQizAEKDUF1ZGl0RGVjaXNpb24SDwoHYWxsb3dlZBgBIAEoCBIQCgRjb2RlGAIgASgJQgIYARIQCgRnYXRlGAMgASgJQgIYARIMCgRydWxlGAQgASgJEhUKDWJ1bmRsZV9kaWdlc3QYBSABKAkSDgoGcmVhc29uGAYgASgJEiUKC2RlbmlhbF9jb2RlGAcgASgOMhAuZ29vZ2xlLnJwYy5Db2RlEioKBWdhdGVzGAggAygOMhsuYWdlbnRtYWNoaW5lLnYxLlBvbGljeUdhdGUigQEKD0F1ZGl0Q2hlY2twb2ludBIOCgZvcmlnaW4YASABKAkSDAoEc2l6ZRgCIAEoBBIRCgloZWFkX2hhc2gYAyABKAkSEwoLc2lnbmVkX25vdGUYBCABKAkSKAoEdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBiBnByb3RvMw", [file_agentmachine_v1_types, file_google_protobuf_timestamp, file_google_rpc_code]);
 
 /**
  * One entry of the tamper-evident audit log: a command (an RPC that changed state) or a
@@ -162,6 +162,15 @@ export type AuditRecord = Message<"agentmachine.v1.AuditRecord"> & {
    * @generated from field: google.protobuf.Timestamp last_time = 17;
    */
   lastTime?: Timestamp | undefined;
+
+  /**
+   * For a tool call through the MCP gateway (`rpc` is `mcp`): the tool called. `resource` is the
+   * execution's operation; `request_digest` is the SHA-256 of the call's arguments (their
+   * canonical JSON), never the arguments themselves.
+   *
+   * @generated from field: agentmachine.v1.McpToolCall mcp_tool_call = 18;
+   */
+  mcpToolCall?: McpToolCall | undefined;
 };
 
 /**
@@ -170,6 +179,34 @@ export type AuditRecord = Message<"agentmachine.v1.AuditRecord"> & {
  */
 export const AuditRecordSchema: GenMessage<AuditRecord> = /*@__PURE__*/
   messageDesc(file_agentmachine_v1_audit, 0);
+
+/**
+ * One `tools/call` an execution made through the plane's MCP gateway.
+ *
+ * @generated from message agentmachine.v1.McpToolCall
+ */
+export type McpToolCall = Message<"agentmachine.v1.McpToolCall"> & {
+  /**
+   * The upstream MCP server, as the operator declared it.
+   *
+   * @generated from field: string server = 1;
+   */
+  server: string;
+
+  /**
+   * The tool's name on that server.
+   *
+   * @generated from field: string tool = 2;
+   */
+  tool: string;
+};
+
+/**
+ * Describes the message agentmachine.v1.McpToolCall.
+ * Use `create(McpToolCallSchema)` to create a new message.
+ */
+export const McpToolCallSchema: GenMessage<McpToolCall> = /*@__PURE__*/
+  messageDesc(file_agentmachine_v1_audit, 1);
 
 /**
  * One connection an execution opened through the plane's egress proxy.
@@ -211,7 +248,7 @@ export type EgressConnection = Message<"agentmachine.v1.EgressConnection"> & {
  * Use `create(EgressConnectionSchema)` to create a new message.
  */
 export const EgressConnectionSchema: GenMessage<EgressConnection> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_audit, 1);
+  messageDesc(file_agentmachine_v1_audit, 2);
 
 /**
  * What was decided about a command.
@@ -287,7 +324,7 @@ export type AuditDecision = Message<"agentmachine.v1.AuditDecision"> & {
  * Use `create(AuditDecisionSchema)` to create a new message.
  */
 export const AuditDecisionSchema: GenMessage<AuditDecision> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_audit, 2);
+  messageDesc(file_agentmachine_v1_audit, 3);
 
 /**
  * A signed statement of the log's size and head: a C2SP signed note whose body is a
@@ -339,5 +376,5 @@ export type AuditCheckpoint = Message<"agentmachine.v1.AuditCheckpoint"> & {
  * Use `create(AuditCheckpointSchema)` to create a new message.
  */
 export const AuditCheckpointSchema: GenMessage<AuditCheckpoint> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_audit, 3);
+  messageDesc(file_agentmachine_v1_audit, 4);
 

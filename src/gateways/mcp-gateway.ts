@@ -1,0 +1,205 @@
+// The MCP gateway: `POST /mcp` on the server's port, MCP's streamable HTTP transport in its
+// stateless form (each POST is answered on its own, as JSON or a server-sent-event stream;
+// there is no session and no standalone GET stream, which the specification allows). The
+// caller is a running execution, authenticated by its own credential (`Authorization: Bearer
+// $AMCTL_TOKEN`) the way every RPC is. It sees, as tools of one MCP server:
+//
+//   tools/list  the tools of every declared upstream (mcp-upstreams.ts) that its profile
+//               grants and its delegation's scope covers, named `server__tool` (mcp-tool-names.ts);
+//   tools/call  forwarded once governToolCall (mcp-tool-call.ts) allows and charges it; a
+//               refusal is a tool result with isError set, whose text names the rule.
+//
+// A call in flight ends at once when the caller's delegation (or an ancestor) or the grant it
+// was allowed under is revoked (call-revocations.ts), and the caller's stream with it.
+import type * as http from "node:http";
+import type * as http2 from "node:http2";
+import type { JsonObject } from "@bufbuild/protobuf";
+import { Server } from "@modelcontextprotocol/sdk/server/index.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { CallToolRequestSchema, ListToolsRequestSchema, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
+import type { Logger } from "../api/logger.js";
+import type { Authority, Principal } from "../governance/authority.js";
+import { bearerToken } from "../governance/bearer.js";
+import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
+import { CallKind, RuntimeCallSchema } from "../gen/agentmachine/v1/runtime_pb.js";
+import { requireCall } from "../governance/scope.js";
+import { create } from "@bufbuild/protobuf";
+import { CallRevocations } from "./call-revocations.js";
+import { exposedName, grantName, parseExposedName, type UpstreamTool } from "./mcp-tool-names.js";
+import { governToolCall, type ToolCallDeps } from "./mcp-tool-call.js";
+import { UpstreamUnavailable, type UpstreamClients } from "./mcp-upstream-clients.js";
+import { AttemptRefusal, runningAttempt } from "./running-attempt.js";
+import type { StoreEvents } from "../store/store.js";
+
+export const MCP_PATH = "/mcp";
+
+export interface McpGatewayDeps extends ToolCallDeps {
+  store: ToolCallDeps["store"] & StoreEvents;
+  authority: Authority;
+  upstreams: UpstreamClients;
+  log: Logger;
+  version: string;
+  /** Largest request body read. */
+  maxBodyBytes: number;
+}
+
+/** A JSON-RPC error answered over plain HTTP (before any MCP session exists). */
+function answerHttp(res: http.ServerResponse, status: number, message: string, headers: Record<string, string> = {}): void {
+  res
+    .writeHead(status, { "Content-Type": "application/json", ...headers })
+    .end(JSON.stringify({ jsonrpc: "2.0", error: { code: -32000, message }, id: null }));
+}
+
+function toolError(text: string): CallToolResult {
+  return { content: [{ type: "text", text }], isError: true };
+}
+
+async function readBody(req: http.IncomingMessage, limit: number): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new RangeError(`the request is larger than ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+}
+
+export function mcpGateway(deps: McpGatewayDeps) {
+  const { authority, store, upstreams, log } = deps;
+  const revocations = new CallRevocations(authority, deps.grants, store);
+
+  /** Whether the caller may see `target` now: its scope covers it and its profile grants it. */
+  async function visible(principal: Principal, operation: Operation, target: UpstreamTool): Promise<boolean> {
+    const tool = grantName(target);
+    try {
+      requireCall(principal, operation.profile, create(RuntimeCallSchema, { kind: CallKind.TOOL, tool }));
+    } catch {
+      return false;
+    }
+    return deps.grants.toolGranted(operation.profile, tool);
+  }
+
+  async function listTools(principal: Principal, operation: Operation, signal: AbortSignal): Promise<Tool[]> {
+    const listed: Tool[] = [];
+    for (const server of upstreams.names()) {
+      let tools: Tool[];
+      try {
+        tools = await upstreams.tools(server, signal);
+      } catch (error) {
+        log.warn({ err: error, upstream: server }, "an upstream MCP server did not list its tools");
+        continue;
+      }
+      for (const tool of tools) {
+        if (await visible(principal, operation, { server, tool: tool.name })) listed.push({ ...tool, name: exposedName({ server, tool: tool.name }) });
+      }
+    }
+    return listed;
+  }
+
+  async function callTool(principal: Principal, operation: Operation, name: string, args: JsonObject, signal: AbortSignal): Promise<CallToolResult> {
+    const target = parseExposedName(name);
+    if (target === undefined || !upstreams.has(target.server)) return toolError(`refused: no tool named ${name} is offered through this gateway`);
+    let offered: Tool | undefined;
+    try {
+      offered = (await upstreams.tools(target.server, signal)).find((tool) => tool.name === target.tool);
+    } catch (error) {
+      log.warn({ err: error, upstream: target.server }, "an upstream MCP server did not list its tools");
+      return toolError(`upstream MCP server ${target.server} is unavailable`);
+    }
+    const annotations = (offered?.annotations ?? {}) as JsonObject;
+    const verdict = await governToolCall(deps, { principal, operation, target, arguments: args, annotations, exists: offered !== undefined });
+    if (!verdict.allowed) return toolError(verdict.reason);
+    const watch = revocations.watch(principal, { profile: operation.profile, tool: grantName(target) });
+    try {
+      return await upstreams.call(target.server, target.tool, args, AbortSignal.any([signal, watch.signal]));
+    } catch (error) {
+      if (watch.signal.aborted) return toolError(`ended: ${String(watch.signal.reason)}`);
+      if (error instanceof UpstreamUnavailable) return toolError(error.message);
+      throw error;
+    } finally {
+      watch.dispose();
+    }
+  }
+
+  /** One MCP server for one request of one authenticated caller. */
+  function serverFor(principal: Principal, operation: Operation): Server {
+    const server = new Server({ name: "amctl-mcp-gateway", version: deps.version }, { capabilities: { tools: {} } });
+    server.setRequestHandler(ListToolsRequestSchema, async (_request, extra) => ({ tools: await listTools(principal, operation, extra.signal) }));
+    server.setRequestHandler(CallToolRequestSchema, (request, extra) =>
+      callTool(principal, operation, request.params.name, (request.params.arguments ?? {}) as JsonObject, extra.signal),
+    );
+    return server;
+  }
+
+  async function serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    if (req.method !== "POST") {
+      answerHttp(res, 405, "this MCP gateway is stateless: POST each JSON-RPC message to /mcp", { Allow: "POST" });
+      return;
+    }
+    const token = bearerToken(req.headers.authorization ?? "");
+    if (token === undefined) {
+      answerHttp(res, 401, "the MCP gateway needs an execution credential: Authorization: Bearer $AMCTL_TOKEN", { "WWW-Authenticate": "Bearer" });
+      return;
+    }
+    let attempt: { principal: Principal; operation: Operation };
+    try {
+      attempt = await runningAttempt(authority, store, token);
+    } catch (error) {
+      if (!(error instanceof AttemptRefusal)) throw error;
+      if (error.kind === "unauthenticated") answerHttp(res, 401, error.message, { "WWW-Authenticate": 'Bearer error="invalid_token"' });
+      else answerHttp(res, 403, error.message);
+      return;
+    }
+    let body: unknown;
+    try {
+      body = await readBody(req, deps.maxBodyBytes);
+    } catch (error) {
+      answerHttp(res, error instanceof RangeError ? 413 : 400, error instanceof RangeError ? error.message : "the request body is not JSON");
+      return;
+    }
+    const server = serverFor(attempt.principal, attempt.operation);
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+    // A revocation ends the caller's calls (callTool answers them), then its stream.
+    const watch = revocations.watch(attempt.principal);
+    const closeStream = (): void => void transport.close().catch(() => undefined);
+    watch.signal.addEventListener("abort", () => setTimeout(closeStream, 100).unref(), { once: true });
+    res.once("close", () => {
+      watch.dispose();
+      closeStream();
+      void server.close().catch(() => undefined);
+    });
+    await server.connect(transport);
+    await transport.handleRequest(req, res, body);
+  }
+
+  return {
+    handle(req: AnyRequest, res: AnyResponse): void {
+      const exchange = { req, res };
+      // MCP clients speak HTTP/1.1 (the SDK's transport converts Node's HTTP/1.1 objects only).
+      if (!isHttp1(exchange)) {
+        res.writeHead(505, { "Content-Type": "text/plain" }).end("the MCP gateway speaks HTTP/1.1\n");
+        return;
+      }
+      serve(exchange.req, exchange.res).catch((error: unknown) => {
+        log.error({ err: error }, "the MCP gateway failed");
+        if (!exchange.res.headersSent) answerHttp(exchange.res, 500, "the MCP gateway failed; see the server log");
+        else exchange.res.destroy();
+      });
+    },
+    close: () => upstreams.close(),
+  };
+}
+
+type AnyRequest = http.IncomingMessage | http2.Http2ServerRequest;
+type AnyResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+function isHttp1(exchange: { req: AnyRequest; res: AnyResponse }): exchange is { req: http.IncomingMessage; res: http.ServerResponse } {
+  return exchange.req.httpVersionMajor === 1;
+}
+
+/** Whether a request is for the MCP gateway. */
+export function isMcpRequest(url: string | undefined): boolean {
+  const path = (url ?? "").split("?")[0];
+  return path === MCP_PATH;
+}

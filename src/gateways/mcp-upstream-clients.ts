@@ -1,0 +1,111 @@
+// The gateway's client side: one MCP client per declared upstream, connected on first use and
+// again after its connection is lost. Upstreams know nothing of callers: the gateway decides,
+// charges and audits before anything reaches them (mcp-tool-call.ts).
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import { CallToolResultSchema, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
+import type { PlaneAddress } from "../sandbox/plane-sockets.js";
+import type { Sandboxes } from "../sandbox/sandbox.js";
+import type { McpUpstream } from "./mcp-upstreams.js";
+import { SandboxedStdioTransport } from "./sandboxed-stdio.js";
+
+/** The longest a forwarded tool call may run (the SDK's default of 60 s is short for tools). */
+const TOOL_CALL_TIMEOUT_MS = 10 * 60_000;
+/** Pages of an upstream's tools/list read at most: beyond this, its further tools are not offered. */
+const MAX_TOOL_PAGES = 100;
+
+export interface UpstreamClientsOptions {
+  upstreams: readonly McpUpstream[];
+  /** Where stdio upstreams are confined; undefined when this server has no sandbox (they are then refused). */
+  sandboxes: Sandboxes | undefined;
+  /** Where stdio upstreams get their workspaces. */
+  dir: string;
+  /** The plane as the sandbox reaches it (the server's own address, known once it listens). */
+  plane: () => PlaneAddress;
+  version: string;
+}
+
+export class UpstreamUnavailable extends Error {}
+
+export class UpstreamClients {
+  private readonly connected = new Map<string, Promise<Client>>();
+  private readonly byName: ReadonlyMap<string, McpUpstream>;
+
+  constructor(private readonly options: UpstreamClientsOptions) {
+    this.byName = new Map(options.upstreams.map((upstream) => [upstream.name, upstream]));
+  }
+
+  names(): string[] {
+    return [...this.byName.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
+
+  /** Every tool `name` offers now, across its pages. */
+  async tools(name: string, signal?: AbortSignal): Promise<Tool[]> {
+    const client = await this.client(name);
+    const tools: Tool[] = [];
+    let cursor: string | undefined;
+    for (let page = 0; page < MAX_TOOL_PAGES; page++) {
+      const answer = await client.listTools(cursor === undefined ? {} : { cursor }, signal ? { signal } : {});
+      tools.push(...answer.tools);
+      cursor = answer.nextCursor;
+      if (cursor === undefined) break;
+    }
+    return tools;
+  }
+
+  /** Forwards a call as it is (the upstream's result is passed back unchanged, not validated here). */
+  async call(name: string, tool: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallToolResult> {
+    const client = await this.client(name);
+    return client.request({ method: "tools/call", params: { name: tool, arguments: args } }, CallToolResultSchema, { signal, timeout: TOOL_CALL_TIMEOUT_MS });
+  }
+
+  async close(): Promise<void> {
+    const clients = [...this.connected.values()];
+    this.connected.clear();
+    await Promise.all(clients.map((client) => client.then((c) => c.close()).catch(() => undefined)));
+  }
+
+  private client(name: string): Promise<Client> {
+    const existing = this.connected.get(name);
+    if (existing !== undefined) return existing;
+    const connecting = this.connect(name);
+    this.connected.set(name, connecting);
+    // A failed connection is not kept: the next use tries again.
+    connecting.catch(() => {
+      if (this.connected.get(name) === connecting) this.connected.delete(name);
+    });
+    return connecting;
+  }
+
+  private async connect(name: string): Promise<Client> {
+    const upstream = this.byName.get(name);
+    if (upstream === undefined) throw new UpstreamUnavailable(`no upstream MCP server is named ${name}`);
+    const client = new Client({ name: "amctl-mcp-gateway", version: this.options.version });
+    const transport = this.transport(upstream);
+    const lost = (): void => {
+      this.connected.delete(name);
+    };
+    client.onclose = lost;
+    try {
+      await client.connect(transport);
+    } catch (error) {
+      await client.close().catch(() => undefined);
+      throw new UpstreamUnavailable(`upstream MCP server ${name} is unavailable: ${(error as Error).message}`);
+    }
+    return client;
+  }
+
+  private transport(upstream: McpUpstream): Transport {
+    if (upstream.transport === "http") return new StreamableHTTPClientTransport(upstream.url);
+    const { sandboxes } = this.options;
+    if (sandboxes === undefined) {
+      throw new UpstreamUnavailable(`upstream MCP server ${upstream.name} is a command, and this server has no sandbox to run it in (--unsafe-no-sandbox)`);
+    }
+    return new SandboxedStdioTransport({ sandboxes, name: upstream.name, dir: this.options.dir, command: upstream.command, plane: this.options.plane() });
+  }
+}

@@ -1,0 +1,118 @@
+// An MCP stdio transport whose server runs inside a sandbox of its own (src/sandbox/): the
+// operator's command gets the same confinement as an execution (its own uid, PID, mount and
+// network namespaces, a private workspace as the only writable path), and no network but
+// the plane's port, where it holds no credential. The SDK's StdioClientTransport cannot be
+// used: bubblewrap reads its options and the program's environment from extra descriptors.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { Readable, Writable } from "node:stream";
+import { ReadBuffer, serializeMessage } from "@modelcontextprotocol/sdk/shared/stdio.js";
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
+import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
+import { writeAndClose } from "../executors/pipe-hand-off.js";
+import { resolveExecutable } from "../process/resolve-executable.js";
+import { ENVIRONMENT_FD } from "../sandbox/launcher.js";
+import { SANDBOX_ARGS_FD, type PreparedSandbox, type Sandboxes } from "../sandbox/sandbox.js";
+import type { PlaneAddress } from "../sandbox/plane-sockets.js";
+
+/** Memory an upstream's sandbox may hold. */
+const UPSTREAM_MEMORY_BYTES = 1024 * 1024 * 1024;
+const SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin";
+
+export interface SandboxedStdioOptions {
+  sandboxes: Sandboxes;
+  /** The upstream's name: its workspace is `<dir>/<name>`. */
+  name: string;
+  dir: string;
+  command: readonly string[];
+  plane: PlaneAddress;
+}
+
+export class SandboxedStdioTransport implements Transport {
+  onclose?: () => void;
+  onerror?: (error: Error) => void;
+  onmessage?: (message: JSONRPCMessage) => void;
+  private child: ChildProcess | undefined;
+  private sandbox: PreparedSandbox | undefined;
+  private readonly buffer = new ReadBuffer();
+
+  constructor(private readonly options: SandboxedStdioOptions) {}
+
+  async start(): Promise<void> {
+    const { sandboxes, name, dir, command, plane } = this.options;
+    const workspace = join(dir, name);
+    mkdirSync(workspace, { recursive: true, mode: 0o700 });
+    const [program, ...args] = command as [string, ...string[]];
+    const executable = resolveExecutable(program, SYSTEM_PATH);
+    const sandbox = await sandboxes.prepare({
+      id: `mcp-${name}-${process.pid}`,
+      workspace,
+      cwd: workspace,
+      argv: [executable, ...args],
+      env: { PATH: SYSTEM_PATH, HOME: workspace },
+      plane,
+      cpuSeconds: 0,
+      memoryBytes: UPSTREAM_MEMORY_BYTES,
+      mounts: [],
+    });
+    this.sandbox = sandbox;
+    const child = spawn(sandbox.file, sandbox.args, {
+      cwd: "/",
+      env: sandbox.env,
+      stdio: ["pipe", "pipe", "ignore", "ignore", "pipe", "pipe"],
+      ...(sandbox.user ?? {}),
+    });
+    this.child = child;
+    for (const pipe of child.stdio) pipe?.on("error", () => pipe.destroy());
+    try {
+      if (child.pid !== undefined) sandbox.confine(child.pid);
+    } catch (error) {
+      child.kill("SIGKILL");
+      throw error;
+    }
+    writeAndClose(child.stdio[SANDBOX_ARGS_FD] as Writable, sandbox.bwrapArgs);
+    writeAndClose(child.stdio.at(ENVIRONMENT_FD) as Writable, sandbox.environment);
+    (child.stdout as Readable).on("data", (chunk: Buffer) => {
+      this.buffer.append(chunk);
+      for (let message = this.read(); message !== undefined; message = this.read()) this.onmessage?.(message);
+    });
+    child.on("error", (error) => this.onerror?.(error));
+    child.once("exit", () => this.ended());
+  }
+
+  private read(): JSONRPCMessage | undefined {
+    try {
+      return this.buffer.readMessage() ?? undefined;
+    } catch (error) {
+      this.onerror?.(error as Error);
+      return undefined;
+    }
+  }
+
+  send(message: JSONRPCMessage): Promise<void> {
+    return new Promise((resolve) => {
+      const stdin = this.child?.stdin;
+      if (stdin == null || stdin.destroyed) {
+        resolve();
+        return;
+      }
+      if (stdin.write(serializeMessage(message))) resolve();
+      else stdin.once("drain", resolve);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.sandbox?.killAll();
+    this.child?.kill("SIGKILL");
+    this.ended();
+  }
+
+  private ended(): void {
+    if (this.sandbox === undefined) return;
+    this.sandbox.close();
+    this.sandbox = undefined;
+    this.buffer.clear();
+    this.onclose?.();
+  }
+}
