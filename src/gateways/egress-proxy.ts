@@ -112,7 +112,8 @@ export function egressProxy(deps: EgressProxyDeps) {
       attempt = await runningAttempt(authority, store, token);
     } catch (error) {
       if (!(error instanceof AttemptRefusal)) throw error;
-      if (error.kind === "not-an-attempt") throw refusal(403, "Forbidden", Code.PERMISSION_DENIED, "only a running execution's own credential may use the egress proxy");
+      if (error.kind === "not-an-attempt")
+        throw refusal(403, "Forbidden", Code.PERMISSION_DENIED, "only a running execution's own credential may use the egress proxy");
       throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, error.message);
     }
     const { principal, operation } = attempt;

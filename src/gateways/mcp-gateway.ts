@@ -45,9 +45,7 @@ export interface McpGatewayDeps extends ToolCallDeps {
 
 /** A JSON-RPC error answered over plain HTTP (before any MCP session exists). */
 function answerHttp(res: http.ServerResponse, status: number, message: string, headers: Record<string, string> = {}): void {
-  res
-    .writeHead(status, { "Content-Type": "application/json", ...headers })
-    .end(JSON.stringify({ jsonrpc: "2.0", error: { code: -32000, message }, id: null }));
+  res.writeHead(status, { "Content-Type": "application/json", ...headers }).end(JSON.stringify({ jsonrpc: "2.0", error: { code: -32000, message }, id: null }));
 }
 
 function toolError(text: string): CallToolResult {

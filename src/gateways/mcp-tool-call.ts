@@ -101,7 +101,10 @@ export async function governToolCall(deps: ToolCallDeps, request: ToolCallReques
   const audit = deps.audit ? draft(allowedDecision(verdict.decisions)) : undefined;
   const { outcome } = await chargeOperation(deps, operation.name, (current) => charge(limit, current.usage, costOf(call)), false, audit);
   if (outcome === undefined) {
-    return refuse({ allowed: false, denialCode: Code.FAILED_PRECONDITION, reason: `${operation.name} is not running` }, `refused: ${operation.name} is not running`);
+    return refuse(
+      { allowed: false, denialCode: Code.FAILED_PRECONDITION, reason: `${operation.name} is not running` },
+      `refused: ${operation.name} is not running`,
+    );
   }
   if (outcome.kind === "exhausted") {
     const reason = `the call would exhaust the ${outcome.dimension} budget; the task is ended`;

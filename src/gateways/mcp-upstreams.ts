@@ -31,14 +31,16 @@ function upstreamOf(file: string, entry: unknown, index: number, seen: Set<strin
   if ((url === undefined) === (command === undefined)) throw invalid(file, where, "needs exactly one of url (an HTTP upstream) or command (a stdio upstream)");
   if (url !== undefined) {
     const parsed = typeof url === "string" && URL.canParse(url) ? new URL(url) : undefined;
-    if (parsed === undefined || (parsed.protocol !== "http:" && parsed.protocol !== "https:")) throw invalid(file, `${where}.url`, "must be an http or https URL");
+    if (parsed === undefined || (parsed.protocol !== "http:" && parsed.protocol !== "https:"))
+      throw invalid(file, `${where}.url`, "must be an http or https URL");
     if (network !== undefined) throw invalid(file, `${where}.network`, "applies to a stdio upstream only");
     return { name, transport: "http", url: parsed };
   }
   if (!Array.isArray(command) || command.length === 0 || !command.every((arg) => typeof arg === "string" && arg !== "" && !arg.includes("\0"))) {
     throw invalid(file, `${where}.command`, "must be a non-empty list of non-empty strings (the program, then its arguments)");
   }
-  if (network !== undefined && network !== "none") throw invalid(file, `${where}.network`, "must be none (a stdio upstream reaches nothing but the plane's port)");
+  if (network !== undefined && network !== "none")
+    throw invalid(file, `${where}.network`, "must be none (a stdio upstream reaches nothing but the plane's port)");
   return { name, transport: "stdio", command: command as string[] };
 }
 

@@ -59,6 +59,11 @@ export interface ToolCallFacts {
   annotations: JsonObject;
 }
 
+/** A JSON object's members as CEL rules see them: a string as it is, any other value as its JSON. */
+function flatStrings(object: JsonObject): Record<string, string> {
+  return Object.fromEntries(Object.entries(object).map(([name, value]) => [name, typeof value === "string" ? value : JSON.stringify(value)]));
+}
+
 export function callInput(
   where: Where,
   call: RuntimeCall,
@@ -78,6 +83,6 @@ export function callInput(
     estimatedTokens: call.estimatedTokens,
     labels: { ...labels },
     ...(destination !== undefined ? { destinationHost: destination.host, destinationPort: destination.port } : {}),
-    ...(toolCall !== undefined ? { toolArguments: toolCall.arguments, toolAnnotations: toolCall.annotations } : {}),
+    ...(toolCall !== undefined ? { toolArguments: flatStrings(toolCall.arguments), toolAnnotations: flatStrings(toolCall.annotations) } : {}),
   });
 }

@@ -9,14 +9,14 @@ import { file_agentmachine_v1_types } from "./types_pb.js";
 import { file_google_api_field_behavior } from "../../google/api/field_behavior_pb.js";
 import { file_google_api_resource } from "../../google/api/resource_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { JsonObject, Message } from "@bufbuild/protobuf";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file agentmachine/v1/policy.proto.
  */
 export const file_agentmachine_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("ChxhZ2VudG1hY2hpbmUvdjEvcG9saWN5LnByb3RvEg9hZ2VudG1hY2hpbmUudjEiqwUKC1BvbGljeUlucHV0EgwKBGdhdGUYASABKAkSFgoOb3BlcmF0aW9uX3R5cGUYAiABKAkSEQoJY2FsbF9raW5kGAMgASgJEg8KB3Byb2ZpbGUYBCABKAkSFAoMcHJvZmlsZV90eXBlGAUgASgJEgwKBHRvb2wYBiABKAkSFgoObW9kZWxfcHJvdmlkZXIYByABKAkSIwobbW9kZWxfcHJvdmlkZXJfcHJvZmlsZV90eXBlGAggASgJEhEKCWNvbm5lY3RvchgJIAEoCRIPCgduZXR3b3JrGAogASgIEg0KBWltYWdlGAsgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYDCABKAQSDwoHc3ViamVjdBgNIAEoCRISCgpkZWxlZ2F0aW9uGA4gASgJEjgKBmxhYmVscxgPIAMoCzIoLmFnZW50bWFjaGluZS52MS5Qb2xpY3lJbnB1dC5MYWJlbHNFbnRyeRIfChdtb2RlbF9wcm92aWRlcl9lbmRwb2ludBgQIAEoCRIYChBkZXN0aW5hdGlvbl9ob3N0GBEgASgJEhgKEGRlc3RpbmF0aW9uX3BvcnQYEiABKA0SFwoPbW91bnRfaG9zdF9wYXRoGBMgASgJEhIKCm1vdW50X3BhdGgYFCABKAkSGAoQbW91bnRfcmVhZF93cml0ZRgVIAEoCBIWCg53b3Jrc3BhY2VfcGF0aBgWIAEoCRIvCg50b29sX2FyZ3VtZW50cxgXIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSMQoQdG9vbF9hbm5vdGF0aW9ucxgYIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLDAgoMUG9saWN5QnVuZGxlEhEKBG5hbWUYASABKAlCA+BBAxI3Cgxwcm9maWxlX3R5cGUYAiABKA4yHC5hZ2VudG1hY2hpbmUudjEuUHJvZmlsZVR5cGVCA+BBBRIUCgd2ZXJzaW9uGAMgASgEQgPgQQMSEwoGZGlnZXN0GAQgASgJQgPgQQMSEwoGc291cmNlGAUgASgJQgPgQQUSFwoKYXBwbGllZF9ieRgGIAEoCUID4EEDEjMKCmFwcGx5X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgPgQQM6WepBVgojYWdlbnRtYWNoaW5lLnNyY29zLmRldi9Qb2xpY3lCdW5kbGUSL3BvbGljeUJ1bmRsZXMve3Byb2ZpbGVfdHlwZX0vdmVyc2lvbnMve3ZlcnNpb259YgZwcm90bzM", [file_agentmachine_v1_types, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChxhZ2VudG1hY2hpbmUvdjEvcG9saWN5LnByb3RvEg9hZ2VudG1hY2hpbmUudjEiywYKC1BvbGljeUlucHV0EgwKBGdhdGUYASABKAkSFgoOb3BlcmF0aW9uX3R5cGUYAiABKAkSEQoJY2FsbF9raW5kGAMgASgJEg8KB3Byb2ZpbGUYBCABKAkSFAoMcHJvZmlsZV90eXBlGAUgASgJEgwKBHRvb2wYBiABKAkSFgoObW9kZWxfcHJvdmlkZXIYByABKAkSIwobbW9kZWxfcHJvdmlkZXJfcHJvZmlsZV90eXBlGAggASgJEhEKCWNvbm5lY3RvchgJIAEoCRIPCgduZXR3b3JrGAogASgIEg0KBWltYWdlGAsgASgJEhgKEGVzdGltYXRlZF90b2tlbnMYDCABKAQSDwoHc3ViamVjdBgNIAEoCRISCgpkZWxlZ2F0aW9uGA4gASgJEjgKBmxhYmVscxgPIAMoCzIoLmFnZW50bWFjaGluZS52MS5Qb2xpY3lJbnB1dC5MYWJlbHNFbnRyeRIfChdtb2RlbF9wcm92aWRlcl9lbmRwb2ludBgQIAEoCRIYChBkZXN0aW5hdGlvbl9ob3N0GBEgASgJEhgKEGRlc3RpbmF0aW9uX3BvcnQYEiABKA0SFwoPbW91bnRfaG9zdF9wYXRoGBMgASgJEhIKCm1vdW50X3BhdGgYFCABKAkSGAoQbW91bnRfcmVhZF93cml0ZRgVIAEoCBIWCg53b3Jrc3BhY2VfcGF0aBgWIAEoCRJHCg50b29sX2FyZ3VtZW50cxgXIAMoCzIvLmFnZW50bWFjaGluZS52MS5Qb2xpY3lJbnB1dC5Ub29sQXJndW1lbnRzRW50cnkSSwoQdG9vbF9hbm5vdGF0aW9ucxgYIAMoCzIxLmFnZW50bWFjaGluZS52MS5Qb2xpY3lJbnB1dC5Ub29sQW5ub3RhdGlvbnNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjQKElRvb2xBcmd1bWVudHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGjYKFFRvb2xBbm5vdGF0aW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiwwIKDFBvbGljeUJ1bmRsZRIRCgRuYW1lGAEgASgJQgPgQQMSNwoMcHJvZmlsZV90eXBlGAIgASgOMhwuYWdlbnRtYWNoaW5lLnYxLlByb2ZpbGVUeXBlQgPgQQUSFAoHdmVyc2lvbhgDIAEoBEID4EEDEhMKBmRpZ2VzdBgEIAEoCUID4EEDEhMKBnNvdXJjZRgFIAEoCUID4EEFEhcKCmFwcGxpZWRfYnkYBiABKAlCA+BBAxIzCgphcHBseV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEID4EEDOlnqQVYKI2FnZW50bWFjaGluZS5zcmNvcy5kZXYvUG9saWN5QnVuZGxlEi9wb2xpY3lCdW5kbGVzL3twcm9maWxlX3R5cGV9L3ZlcnNpb25zL3t2ZXJzaW9ufWIGcHJvdG8z", [file_agentmachine_v1_types, file_google_api_field_behavior, file_google_api_resource, file_google_protobuf_timestamp]);
 
 /**
  * What a policy rule sees: every CEL rule is a boolean expression over the variable `input`,
@@ -190,22 +190,23 @@ export type PolicyInput = Message<"agentmachine.v1.PolicyInput"> & {
   workspacePath: string;
 
   /**
-   * For a tool call through the MCP gateway: the call's arguments, as the caller sent them
-   * (`input.tool_arguments.path`). Empty for every other request.
+   * For a tool call through the MCP gateway: the call's top-level arguments by name, a string
+   * as it is and any other value as its JSON (`input.tool_arguments.path == '/tmp'`,
+   * `input.tool_arguments.limit == '10'`). Empty for every other request.
    *
-   * @generated from field: google.protobuf.Struct tool_arguments = 23;
+   * @generated from field: map<string, string> tool_arguments = 23;
    */
-  toolArguments?: JsonObject | undefined;
+  toolArguments: { [key: string]: string };
 
   /**
    * For a tool call through the MCP gateway: the tool's annotations as its upstream server
-   * declares them (`readOnlyHint`, `destructiveHint`, `idempotentHint`, `openWorldHint`,
-   * `title`), for example `input.tool_annotations.readOnlyHint == true`. These are the
-   * server's hints, not guarantees. Empty when the tool declares none.
+   * declares them, in the same form (`input.tool_annotations.readOnlyHint == 'true'`; the MCP
+   * hints are readOnlyHint, destructiveHint, idempotentHint, openWorldHint and title). They
+   * are the upstream's hints, not guarantees. Empty when the tool declares none.
    *
-   * @generated from field: google.protobuf.Struct tool_annotations = 24;
+   * @generated from field: map<string, string> tool_annotations = 24;
    */
-  toolAnnotations?: JsonObject | undefined;
+  toolAnnotations: { [key: string]: string };
 };
 
 /**
