@@ -29,11 +29,11 @@ import {
   createProfileWith,
   roomyBudget,
   startCredentialed,
+  wideRoot,
   workspaceOf,
   type BudgetInit,
   type Clients,
   type RunningExecution,
-  wideRoot,
 } from "../helpers/runtime.js";
 import { repoRoot, startTestServer, tempDir, type TestServer } from "../helpers/server.js";
 
@@ -146,13 +146,23 @@ describe("tools/call", () => {
   it("charges connectorCalls exactly: of 8 concurrent calls under a budget of 3, 3 are forwarded and the task ends naming the dimension", async () => {
     const { exec, agent } = await agentRunning(["notes/*"], { connectorCalls: 3n });
     const mcp = await mcpOf(exec);
-    const results = await Promise.all(Array.from({ length: 8 }, (_, i) => mcp.callTool({ name: "notes__echo", arguments: { text: `n${i}` } })));
+    // A request that arrives once the task has ended is refused before MCP (its credential is revoked).
+    const results = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        mcp
+          .callTool({ name: "notes__echo", arguments: { text: `n${i}` } })
+          .catch((error: unknown) => ({ isError: true, content: [{ type: "text", text: `${String(error)} is not running` }] })),
+      ),
+    );
     expect(results.filter((r) => !r.isError)).toHaveLength(3);
     const refusals = results.filter((r) => r.isError).map(resultText);
     expect(refusals.length).toBe(5);
-    for (const text of refusals) expect(text).toMatch(/connectorCalls budget|not a running|only a running|not running/);
+    // The first refusal ends the task; calls decided after that find it no longer running.
+    expect(refusals.some((text) => text.startsWith("refused by the connectorCalls budget"))).toBe(true);
+    for (const text of refusals) expect(text).toMatch(/^refused by the connectorCalls budget|is not running$/);
     const { operation } = await waitForEnd(agent.operations, exec.operation.name);
     expect(operation.state).toBe(TaskState.FAILED);
+    expect(operation.stopCause?.message).toMatch(/connectorCalls/);
     expect(operation.usage?.connectorCalls).toBe(3n);
   });
 });

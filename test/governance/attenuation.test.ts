@@ -111,3 +111,25 @@ describe("attenuation", () => {
     expect(widening(create(DelegationScopeSchema, { mountPrefixes: ["/src/app", "/src/app/lib"] }), parent, undefined)).toBeUndefined();
   });
 });
+
+describe("tool patterns (server/*)", () => {
+  const patterns = fc.uniqueArray(fc.constantFrom("*", "s/*", "s/a", "s/b", "s/x/*", "s/x/a", "t/*", "t/a"), { maxLength: 4 });
+  const tools = ["s/a", "s/b", "s/c", "s/x/a", "s/x/b", "t/a", "t/b", "sa", "s"];
+
+  it("`server/*` covers exactly the names below `server/`", () => {
+    expect(tools.filter((tool) => allows(["s/*"], tool))).toEqual(["s/a", "s/b", "s/c", "s/x/a", "s/x/b"]);
+    expect(allows(["s/a"], "s/*")).toBe(false);
+    expect(allows(["s/*"], "s/*")).toBe(true);
+  });
+
+  it("a child's tools accepted within its parent's never allow a tool the parent does not", () => {
+    fc.assert(
+      fc.property(patterns, patterns, (child, parent) => {
+        const childScope = create(DelegationScopeSchema, { tools: child });
+        const parentScope = create(DelegationScopeSchema, { tools: parent });
+        if (widening(childScope, parentScope, undefined) !== undefined) return;
+        for (const tool of [...tools, ...child]) if (allows(child, tool)) expect(allows(parent, tool), `${tool}: ${child} within ${parent}`).toBe(true);
+      }),
+    );
+  });
+});

@@ -1,0 +1,50 @@
+// The operator's upstream declarations are read strictly (a bad file stops the start naming the
+// field), and the gateway's tool names round-trip: `server__tool` splits at the first `__`.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { exposedName, grantName, parseExposedName } from "../../src/gateways/mcp-tool-names.js";
+import { readMcpUpstreams } from "../../src/gateways/mcp-upstreams.js";
+import { tempDir } from "../helpers/temp-dir.js";
+
+function declared(yaml: string) {
+  const file = join(tempDir(), "upstreams.yaml");
+  writeFileSync(file, yaml);
+  return () => readMcpUpstreams(file);
+}
+
+describe("readMcpUpstreams", () => {
+  it("reads HTTP and command upstreams", () => {
+    const upstreams = declared(
+      "servers:\n  - name: notes\n    url: http://127.0.0.1:9/mcp\n  - name: files\n    command: [node, server.mjs]\n    network: none\n",
+    )();
+    expect(upstreams).toEqual([
+      { name: "notes", transport: "http", url: new URL("http://127.0.0.1:9/mcp") },
+      { name: "files", transport: "stdio", command: ["node", "server.mjs"] },
+    ]);
+  });
+
+  it.each([
+    ["servers: {}", /servers: must be a list/],
+    ["servers:\n  - name: Notes_1\n    url: http://x/mcp", /servers\[0\]\.name: must match/],
+    ["servers:\n  - name: a\n    url: http://x/mcp\n  - name: a\n    url: http://y/mcp", /servers\[1\]\.name: a is declared twice/],
+    ["servers:\n  - name: a", /needs exactly one of url/],
+    ["servers:\n  - name: a\n    url: http://x\n    command: [x]", /needs exactly one of url/],
+    ["servers:\n  - name: a\n    url: file:///etc/passwd", /servers\[0\]\.url: must be an http or https URL/],
+    ["servers:\n  - name: a\n    command: []", /servers\[0\]\.command: must be a non-empty list/],
+    ["servers:\n  - name: a\n    command: [x]\n    network: open", /servers\[0\]\.network: must be none/],
+    ["servers:\n  - name: a\n    url: http://x\n    headers: {}", /servers\[0\]\.headers: is not a field/],
+  ])("refuses %j naming the field", (yaml, message) => {
+    expect(declared(yaml)).toThrow(message);
+  });
+});
+
+describe("tool names", () => {
+  it("exposes server__tool, splits at the first __, and grants server/tool", () => {
+    const target = { server: "notes", tool: "read__all" };
+    expect(exposedName(target)).toBe("notes__read__all");
+    expect(parseExposedName("notes__read__all")).toEqual(target);
+    expect(grantName(target)).toBe("notes/read__all");
+    for (const name of ["notes", "__read", "notes__", ""]) expect(parseExposedName(name)).toBeUndefined();
+  });
+});
