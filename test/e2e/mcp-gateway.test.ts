@@ -247,7 +247,7 @@ describe("inside a sandboxed execution", () => {
       scope: { operationTypes: agentOperationTypes, profiles: ["*"], tools: ["notes/echo"], modelProviders: ["*"], budget: roomyBudget() },
     });
     const agent = clientsFor(server.url, token);
-    const script = join(repoRoot, "test/fixtures/mcp/sandboxed-client.mjs");
+    const script = join(repoRoot, "examples/mcp/agent.mjs");
     const { operation } = await agent.operations.submitOperation(execution(profile, [process.execPath, script, "notes__echo"], {}, roomyBudget()));
     const { operation: done } = await waitForEnd(agent.operations, operation!.name);
     expect(done.state, done.stopCause?.message).toBe(TaskState.COMPLETED);

@@ -1,4 +1,4 @@
-// MCP on both sides of the gateway's tests: a real upstream (test/fixtures/mcp/upstream-server.mjs)
+// MCP on both sides of the gateway's tests: a real upstream (examples/mcp/upstream-server.mjs)
 // served over streamable HTTP on a real socket, and an SDK client of the gateway's /mcp that
 // sends an execution's credential.
 import { createServer, type Server } from "node:http";
@@ -9,7 +9,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import { repoRoot } from "./temp-dir.js";
 
-export const UPSTREAM_SCRIPT = join(repoRoot, "test/fixtures/mcp/upstream-server.mjs");
+export const UPSTREAM_SCRIPT = join(repoRoot, "examples/mcp/upstream-server.mjs");
 
 /** Serves a fresh upstream per request (stateless) at `http://127.0.0.1:PORT/mcp`. */
 export async function startHttpUpstream(label: string): Promise<{ url: string; close: () => Promise<void> }> {
