@@ -97,10 +97,11 @@ export function mcpGateway(deps: McpGatewayDeps) {
 
   async function callTool(principal: Principal, operation: Operation, name: string, args: JsonObject, signal: AbortSignal): Promise<CallToolResult> {
     const target = parseExposedName(name);
-    if (target === undefined || !upstreams.has(target.server)) return toolError(`refused: no tool named ${name} is offered through this gateway`);
+    if (target === undefined) return toolError(`refused: ${name} is not a tool name of this gateway (server__tool)`);
     let offered: Tool | undefined;
     try {
-      offered = (await upstreams.tools(target.server, signal)).find((tool) => tool.name === target.tool);
+      // A server nobody declared offers nothing; the call is still decided (and audited) like any other.
+      if (upstreams.has(target.server)) offered = (await upstreams.tools(target.server, signal)).find((tool) => tool.name === target.tool);
     } catch (error) {
       log.warn({ err: error, upstream: target.server }, "an upstream MCP server did not list its tools");
       return toolError(`upstream MCP server ${target.server} is unavailable`);

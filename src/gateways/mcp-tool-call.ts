@@ -94,7 +94,7 @@ export async function governToolCall(deps: ToolCallDeps, request: ToolCallReques
   });
   if (verdict.denial !== undefined) return refuse(denialOf(verdict.denial), refusalText(verdict.denial));
   if (!request.exists) {
-    const reason = `upstream MCP server ${target.server} offers no tool ${target.tool}`;
+    const reason = `no upstream MCP server ${target.server} offers a tool ${target.tool}`;
     return refuse({ allowed: false, denialCode: Code.NOT_FOUND, reason }, `refused: ${reason}`);
   }
   const limit = operation.requestedBudget ?? create(BudgetSchema);

@@ -100,6 +100,7 @@ describe("tools/list", () => {
     const notesOnly = await mcpOf((await agentRunning(["notes/*"])).exec);
     const localEcho = await mcpOf((await agentRunning(["local/echo"])).exec);
     expect((await notesOnly.listTools()).tools.map((tool) => tool.name).sort()).toEqual(["notes__echo", "notes__erase", "notes__slow"]);
+    // local/* is granted, local/echo is all this delegation covers.
     const local = (await localEcho.listTools()).tools;
     expect(local.map((tool) => tool.name)).toEqual(["local__echo"]);
     expect(local[0]!.annotations?.readOnlyHint).toBe(true);
@@ -125,10 +126,15 @@ describe("tools/call", () => {
     expect(JSON.stringify(records, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))).not.toContain("canary-7f3a");
   });
 
-  it("runs a stdio upstream inside a sandbox and forwards to it", async () => {
+  it("runs a stdio upstream inside a sandbox of its own (uid 65534, no audit key) and forwards to it", async () => {
     const mcp = await mcpOf((await agentRunning(["local/*"])).exec);
     const result = await mcp.callTool({ name: "local__echo", arguments: { text: "hello" } });
     expect(resultText(result)).toBe("stdio-upstream: hello");
+    const probe = JSON.parse(
+      resultText(await mcp.callTool({ name: "local__probe", arguments: { path: join(server.dataDir, "audit", "signing-key.pem") } })),
+    ) as { uid: number; sees: boolean };
+    expect(probe.sees).toBe(false);
+    if (process.getuid?.() === 0) expect(probe.uid).toBe(65534);
   });
 
   it("refuses by the toolGrant gate on the tool's annotations and on the call's arguments, naming the rule, and audits the refusal", async () => {
@@ -177,7 +183,11 @@ describe("attacks", () => {
     const ungranted = await notesAll.callTool({ name: "notes__secret", arguments: {} });
     expect(resultText(ungranted)).toMatch(/refused by profile rule tool-use-needs-grant-in-profile/);
     const noSuchServer = await notesAll.callTool({ name: "nowhere__echo", arguments: {} });
-    expect(noSuchServer.isError).toBe(true);
+    expect(resultText(noSuchServer)).toMatch(/refused by the delegation's scope \(tools\)/);
+    const everything = await mcpOf((await agentRunning(["*"])).exec);
+    // Granted (local/*) and covered, but nothing of that name exists: not found, and not charged.
+    const missing = await everything.callTool({ name: "local__nothing", arguments: {} });
+    expect(resultText(missing)).toMatch(/^refused: no upstream MCP server local offers a tool nothing/);
   });
 
   it("refuses a forged credential (401) and a credential that is no running execution's (403)", async () => {
@@ -193,6 +203,29 @@ describe("attacks", () => {
     await cancelAndWait(agent.operations, exec.operation.name);
     expect((await answer(exec.token)).status).toBe(401);
     await expect(gatewayClient(server.url, server.token)).rejects.toThrow();
+  });
+});
+
+describe("transport", () => {
+  it("answers initialize in each protocol version current clients speak, and refuses GET (the gateway is stateless)", async () => {
+    const { exec } = await agentRunning(["notes/*"]);
+    for (const protocolVersion of ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"]) {
+      const answer = await fetch(new URL("/mcp", server.url), {
+        method: "POST",
+        headers: { Authorization: `Bearer ${exec.token}`, "Content-Type": "application/json", Accept: "application/json, text/event-stream" },
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: 1,
+          method: "initialize",
+          params: { protocolVersion, capabilities: {}, clientInfo: { name: "raw", version: "1" } },
+        }),
+      });
+      const text = await answer.text();
+      const message = JSON.parse(text.startsWith("{") ? text : /^data: (.*)$/m.exec(text)![1]!) as { result: { protocolVersion: string } };
+      expect(message.result.protocolVersion).toBe(protocolVersion);
+    }
+    const get = await fetch(new URL("/mcp", server.url), { headers: { Authorization: `Bearer ${exec.token}`, Accept: "text/event-stream" } });
+    expect(get.status).toBe(405);
   });
 });
 
