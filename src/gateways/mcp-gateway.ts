@@ -16,7 +16,7 @@ import type * as http2 from "node:http2";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
-import { CallToolRequestSchema, ListToolsRequestSchema, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
+import { CallToolRequestSchema, ListToolsRequestSchema, McpError, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "../api/logger.js";
 import type { Authority, Principal } from "../governance/authority.js";
 import { bearerToken } from "../governance/bearer.js";
@@ -114,8 +114,11 @@ export function mcpGateway(deps: McpGatewayDeps) {
       return await upstreams.call(target.server, target.tool, args, AbortSignal.any([signal, watch.signal]));
     } catch (error) {
       if (watch.signal.aborted) return toolError(`ended: ${String(watch.signal.reason)}`);
-      if (error instanceof UpstreamUnavailable) return toolError(error.message);
-      throw error;
+      // The upstream's own JSON-RPC error is its answer, passed on; anything else is the gateway's
+      // trouble reaching it, told without the details (an address) and logged.
+      if (error instanceof McpError) throw error;
+      log.warn({ err: error, upstream: target.server }, "a tool call to an upstream MCP server failed");
+      return toolError(error instanceof UpstreamUnavailable ? error.message : `upstream MCP server ${target.server} failed to answer`);
     } finally {
       watch.dispose();
     }

@@ -95,7 +95,8 @@ export class UpstreamClients {
       await client.connect(transport);
     } catch (error) {
       await client.close().catch(() => undefined);
-      throw new UpstreamUnavailable(`upstream MCP server ${name} is unavailable: ${(error as Error).message}`);
+      // The cause (which may name the upstream's address) is for the server's log, not the caller.
+      throw new UpstreamUnavailable(`upstream MCP server ${name} is unavailable`, { cause: error });
     }
     return client;
   }
