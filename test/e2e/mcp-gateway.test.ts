@@ -31,16 +31,17 @@ import {
   startCredentialed,
   wideRoot,
   workspaceOf,
-  type BudgetInit,
-  type Clients,
-  type RunningExecution,
 } from "../helpers/runtime.js";
+import type { BudgetInit, Clients, RunningExecution } from "../helpers/runtime.js";
 import { repoRoot, startTestServer, tempDir, type TestServer } from "../helpers/server.js";
 
+/** The HTTP upstream `notes`; `local` is the same server over stdio, run by the gateway in a sandbox. */
+let upstream: Awaited<ReturnType<typeof startHttpUpstream>>;
 let server: TestServer;
 let root: Clients;
+/** The personal profile the grants are applied in and every execution runs in. */
 let profile: string;
-let upstream: Awaited<ReturnType<typeof startHttpUpstream>>;
+/** Every MCP client a test opened, closed at the end. */
 const clients: Client[] = [];
 
 /** An agent whose delegation covers `tools`, and a running execution of it with its credential. */
