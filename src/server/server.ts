@@ -494,6 +494,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         reloads.close();
         runner.stop();
         workers?.close();
+        isolation.sandboxes?.close();
         await listener.close(config.shutdownGraceMs);
         await metricsListener?.close();
         // After the last call: the refusals counted so far are recorded, and the final
