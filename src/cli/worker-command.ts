@@ -73,6 +73,7 @@ export function registerWorkerCommand(program: Command): void {
       process.once("SIGINT", () => stop.abort());
       process.once("SIGTERM", () => stop.abort());
       await agent.run(stop.signal).finally(() => {
+        isolation.sandboxes?.close();
         if (options.workDir === undefined) rmSync(workDir, { recursive: true, force: true });
       });
       log.info("stopped");

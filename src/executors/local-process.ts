@@ -28,11 +28,11 @@
 //
 // Usage: the outcome carries what the attempt used (wall-clock and compute seconds rounded
 // up, peak memory, the workspace's final size), and `attempt.usage` hears it as it accrues.
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { constants } from "node:os";
 import { relative, resolve } from "node:path";
-import type { Readable, Writable } from "node:stream";
+import type { Readable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
@@ -46,12 +46,9 @@ import { readProgressLines } from "./progress-lines.js";
 import { treeMembers } from "../process/process-group.js";
 import { networkEgressAllowed } from "./container-invocation.js";
 import { resolveExecutable } from "../process/resolve-executable.js";
-import { ENVIRONMENT_FD } from "../sandbox/launcher.js";
-import { writeAndClose } from "./pipe-hand-off.js";
-import { SANDBOX_ARGS_FD, type PreparedSandbox, type Sandboxes } from "../sandbox/sandbox.js";
+import type { PreparedSandbox, Sandboxes } from "../sandbox/sandbox.js";
 import { MountUnavailable } from "../sandbox/mount-sources.js";
 import { exhaustion, firstExhausted, usageBudget, UsageMeter, type Exhaustion, type Metered } from "./usage-meter.js";
-import { operationIdOf } from "../model/resource-names.js";
 
 export interface LocalProcessOptions {
   /** Names of the server's environment variables a process may inherit. */
@@ -72,12 +69,9 @@ export const PROGRESS_FD = 3;
 /** How long output pipes are still read after the process ended (see `finish`). */
 const PIPE_DRAIN_MS = 1000;
 
-/** What `spawn` runs for an attempt. */
+/** How an attempt's process starts: spawned here, or a prepared sandbox's bwrap handed its options. */
 interface Launch {
-  file: string;
-  args: string[];
-  cwd: string;
-  env: NodeJS.ProcessEnv;
+  start(): ChildProcess;
   sandbox?: PreparedSandbox;
 }
 
@@ -152,8 +146,16 @@ export class LocalProcessExecutor implements Executor {
       return failed(StopReason.MOUNT_FAILED, "mounts need the sandbox, and this server runs executions unconfined (--unsafe-no-sandbox)");
     }
     if (sandboxes === undefined) {
-      const command = (this.options.killWithParent === true ? killedWithParent(program, args) : undefined) ?? { file: program, args };
-      return { ...command, cwd, env };
+      const { file, args: fileArgs } = (this.options.killWithParent === true ? killedWithParent(program, args) : undefined) ?? { file: program, args };
+      return {
+        start: () =>
+          spawn(file, fileArgs, {
+            cwd,
+            env,
+            stdio: ["ignore", "pipe", "pipe", "pipe"],
+            detached: true, // its own process group, so a kill reaches every descendant
+          }),
+      };
     }
     let executable: string;
     try {
@@ -165,7 +167,6 @@ export class LocalProcessExecutor implements Executor {
     const egressCredential = networkEgressAllowed(attempt.operation) ? attempt.env.AMCTL_TOKEN : undefined;
     try {
       const sandbox = await sandboxes.prepare({
-        id: `${operationIdOf(attempt.operation.name)}-${attempt.attempt}`,
         workspace,
         cwd,
         argv: [executable, ...args],
@@ -176,7 +177,13 @@ export class LocalProcessExecutor implements Executor {
         memoryBytes: limits.sandboxMemoryBytes,
         mounts: spec.mounts,
       });
-      return { file: sandbox.file, args: sandbox.args, cwd: "/", env: sandbox.env, sandbox };
+      return {
+        start: () => {
+          sandbox.start();
+          return sandbox.child;
+        },
+        sandbox,
+      };
     } catch (error) {
       return error instanceof MountUnavailable
         ? failed(StopReason.MOUNT_FAILED, error.message)
@@ -201,32 +208,10 @@ export class LocalProcessExecutor implements Executor {
     const program = spec.argv[0]!;
 
     return new Promise<Outcome>((resolveOutcome) => {
-      const child = spawn(launch.file, launch.args, {
-        cwd: launch.cwd,
-        env: launch.env,
-        // fd 4 carries bubblewrap's options, fd 5 the program's environment, fd 6 on the mounts' sources (src/sandbox/)
-        stdio: ["ignore", "pipe", "pipe", "pipe", ...(sandbox ? (["pipe", "pipe", ...sandbox.mountFds] as const) : [])],
-        detached: true, // its own process group, so a kill reaches every descendant
-        ...(sandbox?.user ?? {}),
-      });
+      const child = launch.start();
       // A pipe whose other end dies unread (a sandbox killed while it starts) reports
       // ECONNRESET: that ends the pipe, nothing more; its close still ends the capture.
       for (const pipe of child.stdio) pipe?.on("error", () => pipe.destroy());
-      // bwrap starts nothing before it has read its options: it enters the cgroups first.
-      let unconfined: unknown;
-      if (sandbox !== undefined && child.pid !== undefined) {
-        try {
-          sandbox.confine(child.pid);
-        } catch (error) {
-          unconfined = error;
-        }
-      }
-      if (unconfined !== undefined) {
-        signalProcess(child.pid!, "SIGKILL");
-      } else if (sandbox !== undefined) {
-        writeAndClose(child.stdio[SANDBOX_ARGS_FD] as Writable, sandbox.bwrapArgs);
-        writeAndClose(child.stdio.at(ENVIRONMENT_FD) as Writable, sandbox.environment);
-      }
       const { stdout, stderr } = captureAttemptOutput(child, attempt, this.options.outputLimitBytes);
       // At most 64 KiB a line: a longer one is dropped as it arrives (progress-lines.ts).
       readProgressLines(child.stdio[PROGRESS_FD] as Readable, (line) => {
@@ -337,11 +322,6 @@ export class LocalProcessExecutor implements Executor {
             },
           },
         });
-        if (unconfined !== undefined) {
-          const cause = create(StopCauseSchema, { reason: StopReason.SANDBOX_FAILED, message: `cannot set up the sandbox: ${errorCode(unconfined)}` });
-          resolveOutcome({ kind: "failed", cause, retryable: false, artifact, usage });
-          return;
-        }
         if (exit instanceof Error) {
           const cause = create(StopCauseSchema, { reason: StopReason.SPAWN_FAILED, message: `cannot start ${program}: ${errorCode(exit)}` });
           resolveOutcome({ kind: "failed", cause, retryable: false, artifact, usage });
@@ -377,6 +357,8 @@ export class LocalProcessExecutor implements Executor {
       };
       child.once("error", (error) => void finish(error));
       child.once("exit", (code, sig) => void finish({ code, signal: sig }));
+      // A sandbox's bwrap was started before this attempt's listeners: it may have ended already.
+      if (child.exitCode !== null || child.signalCode !== null) void finish({ code: child.exitCode, signal: child.signalCode });
     });
   }
 

@@ -1,9 +1,6 @@
 // The first program in a sandbox: it opens the sandbox's only ways out, then execs the
 // execution's own program in its place with exactly the environment it was given.
 //
-// The first program in a sandbox: it opens the sandbox's only ways out, then execs the
-// execution's own program in its place with exactly the environment it was given.
-//
 // The sandbox's network namespace has loopback only. For each way out, the launcher listens on
 // a loopback port inside and a bridge process passes every connection to a unix socket that the
 // plane's side of the sandbox serves (SANDBOX_RUN_DIR, bound read-only): `plane.sock` reaches
@@ -14,9 +11,13 @@
 //
 // Written in Perl (perl-base is Essential on Debian and its derivatives): a shell in between
 // would rewrite the program's environment (IFS, PPID, OPTIND, PWD) and drop names that are not
-// shell identifiers. The environment arrives on a pipe (ENVIRONMENT_FD, NUL-separated
-// NAME=value), never on a command line; the launcher closes that pipe and bwrap's options pipe
-// before the exec, and gives the bridge none of the program's descriptors.
+// shell identifiers. Everything that differs from one attempt to the next arrives on a pipe
+// (LAUNCH_FD, encodeLaunch), never on a command line: the limits, the bridges, the program's
+// argv and its environment. So bwrap and the launcher can be started before the attempt is
+// known (spare-sandboxes.ts), and no value of the execution's is readable in /proc before the
+// program itself runs. The launcher closes that pipe and bwrap's options pipe before the exec,
+// and gives the bridge none of the program's descriptors. Without a complete launch (the
+// server died before it wrote one) it stops before doing anything.
 //
 // The bridge is written here rather than run as socat: starting socat and waiting until it
 // listened was a third of a sandbox's start-up cost (bench/README.md). It uses no Perl module
@@ -31,8 +32,8 @@
 // reaches the plane.
 import { SANDBOX_RUN_DIR } from "./bubblewrap-args.js";
 
-/** The descriptor the launcher reads the program's environment from. */
-export const ENVIRONMENT_FD = 5;
+/** The descriptor the launcher reads its launch from (encodeLaunch). */
+export const LAUNCH_FD = 5;
 /** bwrap's options pipe (sandbox.ts), still open in the launcher. */
 const OPTIONS_FD = 4;
 
@@ -45,8 +46,21 @@ export interface Bridge {
 
 const script = `
 use strict;
-my ($prlimit, $cpu, $nproc, $count) = splice(@ARGV, 0, 4);
-my @bridges = splice(@ARGV, 0, 2 * $count);
+my @launch;
+{
+  open(my $in, "<&=", ${LAUNCH_FD}) or die "amctl sandbox: no launch: $!\\n";
+  local $/;
+  my $data = <$in>;
+  close($in);
+  die "amctl sandbox: no launch\\n" unless defined $data && $data =~ /\\0\\z/;
+  @launch = split(/\\0/, $data, -1);
+  pop(@launch);
+}
+sub field { die "amctl sandbox: incomplete launch\\n" unless @launch; return shift(@launch); }
+my ($prlimit, $cpu, $nproc, $count) = map { field() } 1 .. 4;
+my @bridges = map { field() } 1 .. 2 * $count;
+my @program = map { field() } 1 .. field();
+die "amctl sandbox: no program\\n" unless @program;
 my ($AF_UNIX, $AF_INET, $SOCK_STREAM, $SOL_SOCKET, $SO_REUSEADDR) = (1, 2, 1, 1, 2);
 sub limit {
   my ($resource, $soft, $hard) = @_;
@@ -75,7 +89,7 @@ sub relay {
 sub bridge {
   my @listeners = @_;
   open(STDIN, "<", "/dev/null"); open(STDOUT, ">", "/dev/null"); open(STDERR, ">", "/dev/null");
-  close_fd($_) for (3, ${OPTIONS_FD}, ${ENVIRONMENT_FD});
+  close_fd($_) for (3, ${OPTIONS_FD});
   $SIG{CHLD} = "IGNORE";
   $SIG{PIPE} = "IGNORE";
   while (1) {
@@ -104,14 +118,12 @@ if (@listeners) {
   die "amctl sandbox: cannot start the plane bridge: $!\\n" unless defined $pid;
   if ($pid == 0) { bridge(@listeners); exit 0; }
 }
-open(my $env, "<&=", ${ENVIRONMENT_FD}) or die "amctl sandbox: no environment: $!\\n";
 %ENV = ();
-{ local $/ = "\\0"; while (my $pair = <$env>) { chomp($pair); my ($name, $value) = split(/=/, $pair, 2); $ENV{$name} = $value; } }
-close($env);
+for my $pair (@launch) { my ($name, $value) = split(/=/, $pair, 2); $ENV{$name} = $value; }
 close_fd(${OPTIONS_FD});
 limit(0, $cpu, $cpu + 1) if $cpu > 0;
 limit(6, $nproc, $nproc) if $nproc > 0;
-exec { $ARGV[0] } @ARGV or do { print STDERR "amctl sandbox: cannot start $ARGV[0]: $!\\n"; exit 127; };
+exec { $program[0] } @program or do { print STDERR "amctl sandbox: cannot start $program[0]: $!\\n"; exit 127; };
 `;
 
 /** The kernel's limits on the program (and what it starts), set by the launcher just before it execs it. */
@@ -124,26 +136,35 @@ export interface ProgramLimits {
   maxProcesses: number;
 }
 
-/** `perl -e SCRIPT SYSCALL CPU NPROC N PORT SOCKET… PROGRAM ARGS…`: the argv that runs `program` once the bridges listen. */
-export function launcherArgv(perl: string, limits: ProgramLimits, bridges: readonly Bridge[], program: readonly string[]): string[] {
-  return [
-    perl,
-    "-e",
-    script,
+/** `perl -e SCRIPT`: the same for every sandbox; what it runs comes on LAUNCH_FD. */
+export function launcherArgv(perl: string): string[] {
+  return [perl, "-e", script];
+}
+
+export interface Launch {
+  limits: ProgramLimits;
+  bridges: readonly Bridge[];
+  /** The program and its arguments (argv[0] an absolute path). */
+  argv: readonly string[];
+  env: Readonly<Record<string, string>>;
+}
+
+/**
+ * What the launcher reads on LAUNCH_FD, each field ended by a NUL: the prlimit64 number, the CPU
+ * seconds, the process cap, the number of bridges and each one's port and socket, the number
+ * of the program's arguments and each of them, then the environment as NAME=value fields.
+ * No field holds a NUL (admission refuses one in argv and the environment).
+ */
+export function encodeLaunch({ limits, bridges, argv, env }: Launch): Buffer {
+  const fields = [
     String(limits.prlimitSyscall),
     String(limits.cpuSeconds),
     String(limits.maxProcesses),
     String(bridges.length),
     ...bridges.flatMap(({ port, socket }) => [String(port), socket]),
-    ...program,
+    String(argv.length),
+    ...argv,
+    ...Object.entries(env).map(([name, value]) => `${name}=${value}`),
   ];
-}
-/** The environment as the launcher reads it: NAME=value, each followed by a NUL. */
-export function encodeEnvironment(env: Readonly<Record<string, string>>): Buffer {
-  return Buffer.from(
-    Object.entries(env)
-      .map(([name, value]) => `${name}=${value}\0`)
-      .join(""),
-    "utf8",
-  );
+  return Buffer.from(fields.map((field) => `${field}\0`).join(""), "utf8");
 }

@@ -8,21 +8,24 @@
 // hierarchy) are both handled. The server puts bwrap in its groups before it hands bwrap
 // its options (see sandbox.ts), so nothing the sandbox starts escapes them. Where no group can be made, the
 // caller falls back to RLIMIT_NPROC and metering.
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync, type Dirent } from "node:fs";
+//
+// Groups are made before the attempt they will serve is known (spare-sandboxes.ts), so the
+// memory group is always made and its limit set when the attempt claims it. Entering a group
+// (a write of the pid to `cgroup.procs`) waits for an RCU grace period in the kernel, 4 to
+// 20 ms here, holding the kernel's cgroup lock, which making and removing a group wait for:
+// those three are done off the event loop.
+import { existsSync, readdirSync, readFileSync, rmdirSync, writeFileSync, type Dirent } from "node:fs";
+import { mkdir, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 const ROOT = "/sys/fs/cgroup";
 const PARENT = "amctl-sandboxes";
 
-export interface CgroupLimits {
-  maxProcesses: number;
-  /** 0: none. */
-  memoryBytes: number;
-}
-
 export interface SandboxCgroup {
-  /** The `cgroup.procs` files a process writes its pid to, to enter the groups. */
-  procsFiles: string[];
+  /** Moves a process into the groups (the kernel then keeps its children there). */
+  enter(pid: number): Promise<void>;
+  /** Sets the memory limit (0: none); before anything of the sandbox runs. */
+  limitMemory(bytes: number): void;
   /** Whether the kernel's OOM killer acted in the group (the memory limit was reached). */
   oomKilled(): boolean;
   /** The most memory the group held (0 without a memory group): it sees what sampling misses. */
@@ -43,12 +46,14 @@ function isV2(): boolean {
   return existsSync(join(ROOT, "cgroup.controllers"));
 }
 
-function makeGroup(base: string, id: string, settings: Record<string, string>): string {
+/** Makes a group and records it in `made` (to be removed if a later step fails). */
+async function makeGroup(base: string, id: string, settings: Record<string, string>, made: string[]): Promise<string> {
   const parent = join(base, PARENT);
-  mkdirSync(parent, { recursive: true });
+  await mkdir(parent, { recursive: true });
   const dir = join(parent, id);
-  mkdirSync(dir);
-  for (const [file, value] of Object.entries(settings)) writeFileSync(join(dir, file), value);
+  await mkdir(dir);
+  made.push(dir);
+  for (const [file, value] of Object.entries(settings)) await writeFile(join(dir, file), value);
   return dir;
 }
 
@@ -56,42 +61,41 @@ function makeGroup(base: string, id: string, settings: Record<string, string>): 
  * Groups for one sandbox, or undefined when this host or user cannot make them. They are named
  * `id` and this process's pid, so a sweep by another server on the host knows whose they are.
  */
-export function createSandboxCgroup(sandboxId: string, limits: CgroupLimits): SandboxCgroup | undefined {
+export async function createSandboxCgroup(sandboxId: string, maxProcesses: number): Promise<SandboxCgroup | undefined> {
   const id = `${sandboxId}-${process.pid}`;
   const made: string[] = [];
   try {
     if (isV2()) {
       // The parent must delegate the controllers to its children.
-      mkdirSync(join(ROOT, PARENT), { recursive: true });
-      writeFileSync(join(ROOT, PARENT, "cgroup.subtree_control"), "+pids +memory");
-      const dir = makeGroup(ROOT, id, {
-        "pids.max": String(limits.maxProcesses),
-        ...(limits.memoryBytes > 0 ? { "memory.max": String(limits.memoryBytes) } : {}),
+      await mkdir(join(ROOT, PARENT), { recursive: true });
+      await writeFile(join(ROOT, PARENT, "cgroup.subtree_control"), "+pids +memory");
+      const dir = await makeGroup(ROOT, id, { "pids.max": String(maxProcesses) }, made);
+      return group(made, {
+        oom: () => /^oom_kill [1-9]/m.test(readFileSync(join(dir, "memory.events"), "utf8")),
+        limitFile: join(dir, "memory.max"),
+        peakFile: join(dir, "memory.peak"),
       });
-      made.push(dir);
-      return group(made, () => /^oom_kill [1-9]/m.test(readFileSync(join(dir, "memory.events"), "utf8")), join(dir, "memory.peak"));
     }
-    made.push(makeGroup(join(ROOT, "pids"), id, { "pids.max": String(limits.maxProcesses) }));
-    if (limits.memoryBytes > 0) {
-      const memory = makeGroup(join(ROOT, "memory"), id, { "memory.limit_in_bytes": String(limits.memoryBytes) });
-      made.push(memory);
-      return group(made, () => /^oom_kill [1-9]/m.test(readFileSync(join(memory, "memory.oom_control"), "utf8")), join(memory, "memory.max_usage_in_bytes"));
-    }
-    return group(made, () => false);
+    await makeGroup(join(ROOT, "pids"), id, { "pids.max": String(maxProcesses) }, made);
+    const memory = await makeGroup(join(ROOT, "memory"), id, {}, made);
+    return group(made, {
+      oom: () => /^oom_kill [1-9]/m.test(readFileSync(join(memory, "memory.oom_control"), "utf8")),
+      limitFile: join(memory, "memory.limit_in_bytes"),
+      peakFile: join(memory, "memory.max_usage_in_bytes"),
+    });
   } catch {
-    removeAll(made);
+    await removeAll(made);
     return undefined;
   }
 }
 
-function removeAll(dirs: readonly string[]): boolean {
+/** Removes the groups; whether all are gone. */
+async function removeAll(dirs: readonly string[]): Promise<boolean> {
   let removed = true;
   for (const dir of dirs) {
-    try {
-      rmdirSync(dir);
-    } catch (error) {
+    await rmdir(dir).catch((error: unknown) => {
       if ((error as NodeJS.ErrnoException).code !== "ENOENT") removed = false; // still busy
-    }
+    });
   }
   return removed;
 }
@@ -105,10 +109,14 @@ function members(dir: string): number[] {
   }
 }
 
-/** Whether the process that made a group (its name ends with that process's pid) is gone. */
+/**
+ * Whether the process that made a group (its name ends with that process's pid) is gone. This
+ * process's own groups are not: each belongs to a sandbox of a server in it (a test process
+ * runs several), maybe made and not yet entered, and is removed when that sandbox ends.
+ */
 function ownerGone(name: string): boolean {
   const owner = /-(\d+)$/.exec(name)?.[1];
-  if (owner === undefined || Number(owner) === process.pid) return true;
+  if (owner === undefined) return true;
   try {
     process.kill(Number(owner), 0);
     return false;
@@ -131,9 +139,14 @@ export function sweepLeftoverCgroups(): void {
       continue;
     }
     // The type comes with the listing: no stat that a group removed meanwhile (by the sandbox
-    // that owned it) would fail. removeAll tolerates one already gone.
+    // that owned it) would fail.
     for (const entry of entries) {
-      if (entry.isDirectory() && ownerGone(entry.name)) removeAll([join(base, PARENT, entry.name)]);
+      if (!entry.isDirectory() || !ownerGone(entry.name)) continue;
+      try {
+        rmdirSync(join(base, PARENT, entry.name));
+      } catch {
+        // still busy (its sandbox runs) or gone already
+      }
     }
   }
 }
@@ -150,16 +163,27 @@ function killMembers(dirs: readonly string[]): void {
   }
 }
 
-function group(dirs: string[], oom: () => boolean, peakFile?: string): SandboxCgroup {
+interface MemoryFiles {
+  oom: () => boolean;
+  limitFile: string;
+  peakFile: string;
+}
+
+function group(dirs: string[], { oom, limitFile, peakFile }: MemoryFiles): SandboxCgroup {
   return {
     peakMemoryBytes: () => {
       try {
-        return peakFile === undefined ? 0 : Number(readFileSync(peakFile, "utf8").trim()) || 0;
+        return Number(readFileSync(peakFile, "utf8").trim()) || 0;
       } catch {
         return 0; // memory.peak is new (Linux 5.19)
       }
     },
-    procsFiles: dirs.map((dir) => join(dir, "cgroup.procs")),
+    enter: async (pid) => {
+      for (const dir of dirs) await writeFile(join(dir, "cgroup.procs"), String(pid));
+    },
+    limitMemory: (bytes) => {
+      if (bytes > 0) writeFileSync(limitFile, String(bytes));
+    },
     oomKilled: () => {
       try {
         return oom();
@@ -172,12 +196,12 @@ function group(dirs: string[], oom: () => boolean, peakFile?: string): SandboxCg
     killAndRemove: () => {
       // Each round kills what is there; a process forked meanwhile is caught by the next one.
       const rounds = { left: 50 };
-      const attempt = (): void => {
+      const attempt = async (): Promise<void> => {
         killMembers(dirs);
-        if (removeAll(dirs) || --rounds.left <= 0) return;
-        setTimeout(attempt, 20).unref(); // killed processes take a moment to leave the group
+        if ((await removeAll(dirs)) || --rounds.left <= 0) return;
+        setTimeout(() => void attempt(), 20).unref(); // killed processes take a moment to leave the group
       };
-      attempt();
+      void attempt();
     },
   };
 }

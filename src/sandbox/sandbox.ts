@@ -13,31 +13,40 @@
 // with only what is listed, an unprivileged uid, and every connection attributed to its
 // operation so it can be decided, charged and audited.
 //
-// Process chain: bwrap (spawned as the sandbox's uid when the server is root; the server puts it
-// in the sandbox's cgroups before handing it its options) → launcher (perl: bridges, rlimits) →
-// the program. The launcher execs the program, so the spawned pid is bwrap's. Outside the
-// sandbox only bwrap runs, with a fixed environment.
-import { spawnSync } from "node:child_process";
-import { chmodSync, chownSync, statSync, writeFileSync } from "node:fs";
+// Process chain: bwrap (spawned as the sandbox's uid when the server is root, with a fixed
+// command line; the server puts it in the sandbox's cgroups before handing it its options) →
+// launcher (perl: bridges, rlimits) → the program. The launcher execs the program, so the
+// spawned pid is bwrap's. Outside the sandbox only bwrap runs, with a fixed environment. Since
+// nothing of an attempt is on that command line, bwrap is started ahead of the attempt when it
+// can be (spare-sandboxes.ts; an attempt with mounts hands bwrap their descriptors, so it
+// starts its own).
+import { spawnSync, type ChildProcess } from "node:child_process";
+import { chmodSync, chownSync, statSync } from "node:fs";
 import { dirname } from "node:path";
+import type { Writable } from "node:stream";
 import type { Mount } from "../gen/agentmachine/v1/operation_pb.js";
 import { processesWithPids, type Member } from "../process/process-group.js";
 import { resolveExecutable } from "../process/resolve-executable.js";
+import { writeAndClose } from "../process/pipe-hand-off.js";
 import { bubblewrapOptions } from "./bubblewrap-args.js";
-import { ENVIRONMENT_FD, encodeEnvironment, launcherArgv, type Bridge } from "./launcher.js";
+import { LAUNCH_FD, encodeLaunch, launcherArgv, type Bridge } from "./launcher.js";
 import { closeMountSources, MountUnavailable, openMountSources, type MountSource } from "./mount-sources.js";
 import { PlaneSockets, type PlaneAddress } from "./plane-sockets.js";
-import { createSandboxCgroup, sweepLeftoverCgroups, type SandboxCgroup } from "./sandbox-cgroup.js";
+import { sweepLeftoverCgroups } from "./sandbox-cgroup.js";
+import { SpareSandboxes } from "./spare-sandboxes.js";
+import { startWaitingSandbox, type BubblewrapCommand, type WaitingSandbox } from "./waiting-sandbox.js";
 
 /** Where the sandbox's helper programs are looked up: system directories only. */
 const SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /** The file descriptor bwrap reads its arguments from. */
 export const SANDBOX_ARGS_FD = 4;
 /** bwrap's descriptor of the first mount's source; the others follow (mount-sources.ts). bwrap closes them once bound. */
-export const MOUNT_FD_BASE = ENVIRONMENT_FD + 1;
+export const MOUNT_FD_BASE = LAUNCH_FD + 1;
 /** The sandbox's uid and gid: `nobody`, never the server's and never root. */
 export const SANDBOX_ID = 65534;
 const EGRESS_PORT = 3128;
+/** Sandboxes kept started ahead of need (spare-sandboxes.ts). */
+const SPARES = 2;
 
 const INSTALL_HINT =
   "install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap; perl comes with the system), or start the server with --unsafe-no-sandbox for development only";
@@ -122,8 +131,6 @@ export interface SandboxOptions {
 }
 
 export interface SandboxRequest {
-  /** A name for the cgroups, unique among this process's running sandboxes. */
-  id: string;
   workspace: string;
   cwd: string;
   /** The program and its arguments (argv[0] resolved to an absolute path). */
@@ -140,24 +147,13 @@ export interface SandboxRequest {
 }
 
 export interface PreparedSandbox {
-  file: string;
-  args: string[];
-  /** The user to spawn `file` as (the sandbox's), when the server runs as root. */
-  user?: { uid: number; gid: number };
   /**
-   * Puts the spawned process in the sandbox's cgroups. Call it right after the spawn and before
-   * writing `bwrapArgs`: bwrap reads its options before it starts anything, so nothing of the
-   * sandbox runs outside the groups.
+   * bwrap, already in the sandbox's cgroups, waiting: its stdout, stderr and fd 3 are the
+   * program's. Nothing runs before start().
    */
-  confine(pid: number): void;
-  /** The environment to spawn `file` with: fixed, nothing of the execution's. */
-  env: Record<string, string>;
-  /** bwrap's options, to write to SANDBOX_ARGS_FD, then close it. */
-  bwrapArgs: Buffer;
-  /** The program's environment, to write to ENVIRONMENT_FD, then close it. */
-  environment: Buffer;
-  /** Descriptors of the mounts' sources, to hand bwrap at MOUNT_FD_BASE onwards (closed by close()). */
-  mountFds: number[];
+  child: ChildProcess;
+  /** Hands bwrap its options and the launcher its launch, and closes both pipes: the sandbox starts. */
+  start(): void;
   /**
    * Kills every process of the sandbox through its cgroups and says so; false where it has none
    * (the caller then kills the process tree it can see).
@@ -176,12 +172,26 @@ export interface PreparedSandbox {
 export class Sandboxes {
   /** Directories above a workspace already made searchable by the sandbox's group (all workspaces share one). */
   private readonly traversable = new Set<string>();
+  /**
+   * bwrap with its options on a descriptor, started by the server as the sandbox's uid when it
+   * runs as root (Node's spawn sets the uid and gid and clears the supplementary groups; bwrap
+   * sets no_new_privs and drops every capability before the launcher runs).
+   */
+  private readonly command: BubblewrapCommand;
+  private readonly spares: SpareSandboxes;
 
   constructor(
     private readonly tools: SandboxTools,
     private readonly options: SandboxOptions,
   ) {
     if (isRoot) sweepLeftoverCgroups();
+    this.command = {
+      file: tools.bwrap,
+      args: ["--args", String(SANDBOX_ARGS_FD), "--", ...launcherArgv(tools.perl)],
+      env: { PATH: SYSTEM_PATH },
+      ...(isRoot ? { user: { uid: SANDBOX_ID, gid: SANDBOX_ID }, cgroupMaxProcesses: options.maxProcesses } : {}),
+    };
+    this.spares = new SpareSandboxes(() => startWaitingSandbox(this.command), SPARES);
   }
 
   async prepare(request: SandboxRequest): Promise<PreparedSandbox> {
@@ -200,7 +210,7 @@ export class Sandboxes {
       ...(request.egressCredential !== undefined ? { egressCredential: request.egressCredential } : {}),
       ...(owner ? { owner } : {}),
     });
-    let cgroup: SandboxCgroup | undefined;
+    let waiting: WaitingSandbox | undefined;
     let mounts: MountSource[] = [];
     let closed = false;
     try {
@@ -210,7 +220,14 @@ export class Sandboxes {
         );
       }
       mounts = openMountSources(request.mounts, request.workspace, (dir) => owner && chownSync(dir, owner.uid, owner.gid));
-      cgroup = isRoot ? createSandboxCgroup(request.id, { maxProcesses: this.options.maxProcesses, memoryBytes: request.memoryBytes }) : undefined;
+      waiting =
+        (mounts.length === 0 ? this.spares.take() : undefined) ??
+        (await startWaitingSandbox(
+          this.command,
+          mounts.map(({ fd }) => fd),
+        ));
+      const { child, cgroup } = waiting;
+      cgroup?.limitMemory(request.memoryBytes);
       const insidePort = request.plane.port;
       const egressPort = insidePort === EGRESS_PORT ? EGRESS_PORT + 1 : EGRESS_PORT;
       const bridges: Bridge[] = [{ port: insidePort, socket: "plane.sock" }, ...(sockets.egress ? [{ port: egressPort, socket: "egress.sock" }] : [])];
@@ -234,15 +251,18 @@ export class Sandboxes {
         cpuSeconds: request.cpuSeconds,
         maxProcesses: cgroup === undefined ? this.options.maxProcesses : 0,
       };
+      const discard = waiting.discard;
       const prepared: PreparedSandbox = {
-        ...this.command(launcherArgv(this.tools.perl, limits, bridges, request.argv)),
-        confine: (pid) => {
-          for (const file of cgroup?.procsFiles ?? []) writeFileSync(file, String(pid));
+        child,
+        start: () => {
+          writeAndClose(child.stdio[SANDBOX_ARGS_FD] as Writable, Buffer.from(options.map((option) => `${option}\0`).join(""), "utf8"));
+          writeAndClose(child.stdio.at(LAUNCH_FD) as Writable, encodeLaunch({ limits, bridges, argv: request.argv, env }));
+          // The bwrap descriptors of the mounts are open in bwrap now; the server's are not needed.
+          closeMountSources(mounts);
+          mounts = [];
+          // Ready the next attempt's sandbox once this one runs, so the spawn does not delay it.
+          setImmediate(() => this.spares.fill());
         },
-        env: { PATH: SYSTEM_PATH },
-        bwrapArgs: Buffer.from(options.map((option) => `${option}\0`).join(""), "utf8"),
-        environment: encodeEnvironment(env),
-        mountFds: mounts.map(({ fd }) => fd),
         members: () => (cgroup === undefined ? undefined : processesWithPids(cgroup.pids())),
         killAll: () => {
           cgroup?.kill();
@@ -255,29 +275,21 @@ export class Sandboxes {
           closed = true;
           closeMountSources(mounts);
           sockets.close();
-          cgroup?.killAndRemove();
+          discard();
         },
       };
       return prepared;
     } catch (error) {
       closeMountSources(mounts);
       sockets.close();
-      cgroup?.killAndRemove();
+      waiting?.discard();
       throw error;
     }
   }
 
-  /**
-   * bwrap with its options on a descriptor, started by the server as the sandbox's uid when it
-   * runs as root (Node's spawn sets the uid and gid and clears the supplementary groups; bwrap
-   * sets no_new_privs and drops every capability before the launcher runs).
-   */
-  private command(inside: readonly string[]): { file: string; args: string[]; user?: { uid: number; gid: number } } {
-    return {
-      file: this.tools.bwrap,
-      args: ["--args", String(SANDBOX_ARGS_FD), "--", ...inside],
-      ...(isRoot ? { user: { uid: SANDBOX_ID, gid: SANDBOX_ID } } : {}),
-    };
+  /** Kills the spare sandboxes (the server or worker is stopping). */
+  close(): void {
+    this.spares.close();
   }
 }
 

@@ -517,6 +517,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         reloads.close();
         runner.stop();
         workers?.close();
+        isolation.sandboxes?.close();
         await listener.close(config.shutdownGraceMs);
         await mcp.close();
         await metricsListener?.close();

@@ -3,7 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { parseAuthority } from "../../src/gateways/egress-proxy.js";
 import { bubblewrapOptions, SANDBOX_RUN_DIR } from "../../src/sandbox/bubblewrap-args.js";
-import { encodeEnvironment, launcherArgv } from "../../src/sandbox/launcher.js";
+import { encodeLaunch, launcherArgv } from "../../src/sandbox/launcher.js";
 import { withCredential } from "../../src/sandbox/plane-sockets.js";
 
 const layout = {
@@ -63,23 +63,29 @@ describe("bubblewrap options", () => {
 });
 
 describe("the launcher", () => {
-  it("bridges each way out to its socket in the run dir and then starts the program, with the environment off the command line", () => {
-    const argv = launcherArgv(
-      "/usr/bin/perl",
-      { prlimitSyscall: 302, cpuSeconds: 30, maxProcesses: 0 },
-      [
+  it("has a command line without anything of an attempt's, so it can start before the attempt is known", () => {
+    const argv = launcherArgv("/usr/bin/perl");
+    expect(argv.slice(0, 2)).toEqual(["/usr/bin/perl", "-e"]);
+    expect(argv[2]).toContain(`"${SANDBOX_RUN_DIR}/$socket"`);
+    expect(argv).toHaveLength(3);
+  });
+
+  it("gets its limits, bridges, program and environment on its pipe, each field ended by a NUL, any name kept", () => {
+    const launch = encodeLaunch({
+      limits: { prlimitSyscall: 302, cpuSeconds: 30, maxProcesses: 0 },
+      bridges: [
         { port: 7070, socket: "plane.sock" },
         { port: 3128, socket: "egress.sock" },
       ],
-      ["/usr/bin/env", "-0"],
-    );
-    expect(argv.slice(0, 2)).toEqual(["/usr/bin/perl", "-e"]);
-    expect(argv[2]).toContain(`"${SANDBOX_RUN_DIR}/$socket"`);
-    expect(argv.slice(3)).toEqual(["302", "30", "0", "2", "7070", "plane.sock", "3128", "egress.sock", "/usr/bin/env", "-0"]);
-  });
-
-  it("encodes the environment as NAME=value pairs, each ended by a NUL, any name kept", () => {
-    expect(encodeEnvironment({ IFS: "x", "MY.VAR": "a=b", EMPTY: "" }).toString("utf8")).toBe("IFS=x\0MY.VAR=a=b\0EMPTY=\0");
+      argv: ["/usr/bin/env", "-0", ""],
+      env: { IFS: "x", "MY.VAR": "a=b", EMPTY: "" },
+    });
+    expect(launch.toString("utf8").split("\0")).toEqual([
+      ...["302", "30", "0", "2", "7070", "plane.sock", "3128", "egress.sock"],
+      ...["3", "/usr/bin/env", "-0", ""],
+      ...["IFS=x", "MY.VAR=a=b", "EMPTY="],
+      "",
+    ]);
   });
 });
 

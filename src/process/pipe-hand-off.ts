@@ -3,7 +3,7 @@
 // A child's stdio pipe ended with `stream.end(data)` gets its end of file only when the server's
 // event loop next polls, after whatever synchronous work the tick of the spawn goes on to do
 // (the attempt's first store writes, a /proc scan). bwrap reads its options to the end, and the
-// sandbox's launcher its environment, before anything starts: in a busy server every sandbox
+// sandbox's launcher its launch, before anything starts: in a busy server every sandbox
 // started 10 to 17 ms late (bench/README.md). Written here with one synchronous write and closed
 // at once, the data and the end of file are in the pipe before the spawn's tick goes on.
 //

@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
-import { writeAndClose } from "../../src/executors/pipe-hand-off.js";
+import { writeAndClose } from "../../src/process/pipe-hand-off.js";
 import { tempDir } from "../helpers/temp-dir.js";
 
 /** A child that copies its fd 3 to `out` until the end of file, then writes `done`. */
