@@ -3,17 +3,15 @@
 // network namespaces, a private workspace as the only writable path), and no network but
 // the plane's port, where it holds no credential. The SDK's StdioClientTransport cannot be
 // used: bubblewrap reads its options and the program's environment from extra descriptors.
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import type { Readable, Writable } from "node:stream";
+import type { Readable } from "node:stream";
 import { ReadBuffer, serializeMessage } from "@modelcontextprotocol/sdk/shared/stdio.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
-import { writeAndClose } from "../executors/pipe-hand-off.js";
 import { resolveExecutable } from "../process/resolve-executable.js";
-import { ENVIRONMENT_FD } from "../sandbox/launcher.js";
-import { SANDBOX_ARGS_FD, type PreparedSandbox, type Sandboxes } from "../sandbox/sandbox.js";
+import type { PreparedSandbox, Sandboxes } from "../sandbox/sandbox.js";
 import type { PlaneAddress } from "../sandbox/plane-sockets.js";
 
 /** Memory an upstream's sandbox may hold. */
@@ -46,7 +44,6 @@ export class SandboxedStdioTransport implements Transport {
     const [program, ...args] = command as [string, ...string[]];
     const executable = resolveExecutable(program, SYSTEM_PATH);
     const sandbox = await sandboxes.prepare({
-      id: `mcp-${name}-${process.pid}`,
       workspace,
       cwd: workspace,
       argv: [executable, ...args],
@@ -55,30 +52,21 @@ export class SandboxedStdioTransport implements Transport {
       cpuSeconds: 0,
       memoryBytes: UPSTREAM_MEMORY_BYTES,
       mounts: [],
+      stdin: true,
     });
     this.sandbox = sandbox;
-    const child = spawn(sandbox.file, sandbox.args, {
-      cwd: "/",
-      env: sandbox.env,
-      stdio: ["pipe", "pipe", "ignore", "ignore", "pipe", "pipe"],
-      ...(sandbox.user ?? {}),
-    });
+    const child = sandbox.child;
     this.child = child;
-    for (const pipe of child.stdio) pipe?.on("error", () => pipe.destroy());
-    try {
-      if (child.pid !== undefined) sandbox.confine(child.pid);
-    } catch (error) {
-      child.kill("SIGKILL");
-      throw error;
-    }
-    writeAndClose(child.stdio[SANDBOX_ARGS_FD] as Writable, sandbox.bwrapArgs);
-    writeAndClose(child.stdio.at(ENVIRONMENT_FD) as Writable, sandbox.environment);
+    // Its stderr and progress pipe are read by no one: drained so a chatty upstream never blocks.
+    child.stderr?.resume();
+    (child.stdio[3] as Readable | null)?.resume();
     (child.stdout as Readable).on("data", (chunk: Buffer) => {
       this.buffer.append(chunk);
       for (let message = this.read(); message !== undefined; message = this.read()) this.onmessage?.(message);
     });
     child.on("error", (error) => this.onerror?.(error));
     child.once("exit", () => this.ended());
+    sandbox.start();
   }
 
   private read(): JSONRPCMessage | undefined {

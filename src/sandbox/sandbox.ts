@@ -144,6 +144,8 @@ export interface SandboxRequest {
   memoryBytes: number;
   /** The operation's mounts, as admitted (host paths resolved). */
   mounts: readonly Mount[];
+  /** Whether the program reads a pipe on its standard input (an MCP stdio upstream); executions' is closed. */
+  stdin?: boolean;
 }
 
 export interface PreparedSandbox {
@@ -220,11 +222,14 @@ export class Sandboxes {
         );
       }
       mounts = openMountSources(request.mounts, request.workspace, (dir) => owner && chownSync(dir, owner.uid, owner.gid));
+      // A spare's stdin is closed and it holds no mount descriptors: such sandboxes start their own bwrap.
+      const spare = mounts.length === 0 && request.stdin !== true ? this.spares.take() : undefined;
       waiting =
-        (mounts.length === 0 ? this.spares.take() : undefined) ??
+        spare ??
         (await startWaitingSandbox(
           this.command,
           mounts.map(({ fd }) => fd),
+          request.stdin === true,
         ));
       const { child, cgroup } = waiting;
       cgroup?.limitMemory(request.memoryBytes);

@@ -33,12 +33,15 @@ export interface WaitingSandbox {
 
 let started = 0;
 
-/** Starts bwrap, waiting; `extraFds` are handed to it from fd 6 on (mount sources). */
-export async function startWaitingSandbox(command: BubblewrapCommand, extraFds: readonly number[] = []): Promise<WaitingSandbox> {
+/**
+ * Starts bwrap, waiting; `extraFds` are handed to it from fd 6 on (mount sources). With `stdin`,
+ * the program's standard input is a pipe the caller writes (otherwise it is closed).
+ */
+export async function startWaitingSandbox(command: BubblewrapCommand, extraFds: readonly number[] = [], stdin = false): Promise<WaitingSandbox> {
   const child = spawn(command.file, command.args, {
     cwd: "/",
     env: command.env,
-    stdio: ["ignore", "pipe", "pipe", "pipe", "pipe", "pipe", ...extraFds],
+    stdio: [stdin ? "pipe" : "ignore", "pipe", "pipe", "pipe", "pipe", "pipe", ...extraFds],
     detached: true, // its own process group, so a kill reaches every descendant
     ...(command.user ?? {}),
   });
