@@ -25,27 +25,20 @@ import { ConnectError } from "@connectrpc/connect";
 import { allowedDecision, denialOf, type AuditDecisionInit } from "../audit/decisions.js";
 import type { AuditDraft } from "../model/audit-chain.js";
 import { Code } from "../gen/google/rpc/code_pb.js";
-import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { CallKind, RuntimeCallSchema } from "../gen/agentmachine/v1/runtime_pb.js";
-import { OperationType, PolicyGate, TaskState } from "../gen/agentmachine/v1/types_pb.js";
+import { OperationType, PolicyGate } from "../gen/agentmachine/v1/types_pb.js";
 import { networkEgressAllowed } from "../executors/container-invocation.js";
 import type { Authority, Principal } from "../governance/authority.js";
-import { decideCall, type CallDecisionDeps } from "../governance/call-decision.js";
-import { attemptSubject } from "../governance/execution-credentials.js";
-import { charge, costOf } from "../governance/runtime-charging.js";
-import { chargeOperation } from "../lifecycle/operation-charging.js";
-import type { OperationRunner } from "../lifecycle/operation-runner.js";
+import { bearerToken } from "../governance/bearer.js";
+import { admitCall, runningAttempt, type RuntimeCallDeps } from "./runtime-call.js";
 import { caller } from "../call/audit-scope.js";
 import type { Logger } from "../api/logger.js";
-import type { StoreAccounts, StoreAudit, StoreOperations } from "../store/store.js";
 
 export const EGRESS_RPC = "egress";
 
-export interface EgressProxyDeps extends CallDecisionDeps {
-  store: StoreOperations & StoreAccounts & StoreAudit;
+export interface EgressProxyDeps extends RuntimeCallDeps {
   authority: Authority;
-  runner: OperationRunner;
   log: Logger;
   /** Whether commands are audited (config.audit). */
   audit: boolean;
@@ -106,7 +99,7 @@ export function egressProxy(deps: EgressProxyDeps) {
   /** The running attempt the credential belongs to, if it may use the proxy. */
   async function attemptOf(request: http.IncomingMessage): Promise<{ principal: Principal; operation: Operation }> {
     const header = request.headers["proxy-authorization"] ?? "";
-    const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
+    const token = bearerToken(header);
     if (token === undefined)
       throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, "the egress proxy needs an execution credential (Proxy-Authorization: Bearer)");
     let principal: Principal;
@@ -115,11 +108,10 @@ export function egressProxy(deps: EgressProxyDeps) {
     } catch (error) {
       throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, error instanceof ConnectError ? error.rawMessage : "invalid credential");
     }
-    const name = principal.delegation.operation;
-    const operation = name === "" ? undefined : await store.getOperation(name);
-    if (operation === undefined || principal.delegation.subject !== attemptSubject(operation) || operation.state !== TaskState.RUNNING) {
+    const operation = await runningAttempt(store, principal).catch((error: unknown) => {
+      if (!(error instanceof ConnectError)) throw error;
       throw refusal(403, "Forbidden", Code.PERMISSION_DENIED, "only a running execution's own credential may use the egress proxy");
-    }
+    });
     if (!networkEgressAllowed(operation)) {
       throw new Refusal(403, "Forbidden", {
         allowed: false,
@@ -145,14 +137,15 @@ export function egressProxy(deps: EgressProxyDeps) {
       ({ principal, operation: running } = await attemptOf(request));
       operation = running.name;
       const call = create(RuntimeCallSchema, { kind: CallKind.CONNECTOR, connector: `${destination.host}:${destination.port}` });
-      const verdict = await decideCall(deps, principal, running.profile, call, running.labels, destination);
-      if (verdict.denial !== undefined) throw new Refusal(403, "Forbidden", denialOf(verdict.denial));
-      const limit = running.requestedBudget ?? create(BudgetSchema);
-      const charged = await chargeOperation(deps, operation, (current) => charge(limit, current.usage, costOf(call)), false, undefined);
-      if (charged.outcome === undefined) throw refusal(403, "Forbidden", Code.FAILED_PRECONDITION, `${operation} is not running`);
-      if (charged.outcome.kind === "exhausted")
-        throw refusal(403, "Forbidden", Code.RESOURCE_EXHAUSTED, `the connection would exhaust the ${charged.outcome.dimension} budget; the task is ended`);
-      tunnel(socket, head, destination, target, (bytes) => record(draft(principal, operation, target, destination, allowedDecision(verdict.decisions), bytes)));
+      const admission = await admitCall(deps, principal, running, call, { destination }).catch((error: unknown) => {
+        if (!(error instanceof ConnectError)) throw error;
+        throw refusal(403, "Forbidden", Code.FAILED_PRECONDITION, `${operation} is not running`);
+      });
+      if (!admission.allowed && admission.exhausted !== undefined)
+        throw refusal(403, "Forbidden", Code.RESOURCE_EXHAUSTED, `the connection would exhaust the ${admission.exhausted} budget; the task is ended`);
+      if (!admission.allowed) throw new Refusal(403, "Forbidden", denialOf(admission.denial));
+      const { decisions } = admission;
+      tunnel(socket, head, destination, target, (bytes) => record(draft(principal, operation, target, destination, allowedDecision(decisions), bytes)));
     } catch (error) {
       if (!(error instanceof Refusal)) {
         log.error({ err: error, operation }, "egress proxy failed");

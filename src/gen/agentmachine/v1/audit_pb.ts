@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/audit.proto.
  */
 export const file_agentmachine_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("ChthZ2VudG1hY2hpbmUvdjEvYXVkaXQucHJvdG8SD2FnZW50bWFjaGluZS52MSL1AwoLQXVkaXRSZWNvcmQSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEhIKCmRlbGVnYXRpb24YBCABKAkSGAoQZGVsZWdhdGlvbl9jaGFpbhgFIAMoCRILCgNycGMYBiABKAkSNgoOb3BlcmF0aW9uX3R5cGUYByABKA4yHi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uVHlwZRITCgtjb21tYW5kX3JlZhgIIAEoCRIQCghyZXNvdXJjZRgJIAEoCRIwCghkZWNpc2lvbhgKIAEoCzIeLmFnZW50bWFjaGluZS52MS5BdWRpdERlY2lzaW9uEhYKDnJlcXVlc3RfZGlnZXN0GAsgASgJEhUKDXByZXZpb3VzX2hhc2gYDCABKAkSDAoEaGFzaBgNIAEoCRIxCgZlZ3Jlc3MYDiABKAsyIS5hZ2VudG1hY2hpbmUudjEuRWdyZXNzQ29ubmVjdGlvbhIWCg5zb3VyY2VfYWRkcmVzcxgPIAEoCRIUCgxyZXBlYXRfY291bnQYECABKAQSLQoJbGFzdF90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJaChBFZ3Jlc3NDb25uZWN0aW9uEgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoDRISCgpieXRlc19zZW50GAMgASgEEhYKDmJ5dGVzX3JlY2VpdmVkGAQgASgEIswBCg1BdWRpdERlY2lzaW9uEg8KB2FsbG93ZWQYASABKAgSEAoEY29kZRgCIAEoCUICGAESEAoEZ2F0ZRgDIAEoCUICGAESDAoEcnVsZRgEIAEoCRIVCg1idW5kbGVfZGlnZXN0GAUgASgJEg4KBnJlYXNvbhgGIAEoCRIlCgtkZW5pYWxfY29kZRgHIAEoDjIQLmdvb2dsZS5ycGMuQ29kZRIqCgVnYXRlcxgIIAMoDjIbLmFnZW50bWFjaGluZS52MS5Qb2xpY3lHYXRlIoEBCg9BdWRpdENoZWNrcG9pbnQSDgoGb3JpZ2luGAEgASgJEgwKBHNpemUYAiABKAQSEQoJaGVhZF9oYXNoGAMgASgJEhMKC3NpZ25lZF9ub3RlGAQgASgJEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wYgZwcm90bzM", [file_agentmachine_v1_types, file_google_protobuf_timestamp, file_google_rpc_code]);
+  fileDesc("ChthZ2VudG1hY2hpbmUvdjEvYXVkaXQucHJvdG8SD2FnZW50bWFjaGluZS52MSKlBAoLQXVkaXRSZWNvcmQSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEhIKCmRlbGVnYXRpb24YBCABKAkSGAoQZGVsZWdhdGlvbl9jaGFpbhgFIAMoCRILCgNycGMYBiABKAkSNgoOb3BlcmF0aW9uX3R5cGUYByABKA4yHi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uVHlwZRITCgtjb21tYW5kX3JlZhgIIAEoCRIQCghyZXNvdXJjZRgJIAEoCRIwCghkZWNpc2lvbhgKIAEoCzIeLmFnZW50bWFjaGluZS52MS5BdWRpdERlY2lzaW9uEhYKDnJlcXVlc3RfZGlnZXN0GAsgASgJEhUKDXByZXZpb3VzX2hhc2gYDCABKAkSDAoEaGFzaBgNIAEoCRIxCgZlZ3Jlc3MYDiABKAsyIS5hZ2VudG1hY2hpbmUudjEuRWdyZXNzQ29ubmVjdGlvbhIWCg5zb3VyY2VfYWRkcmVzcxgPIAEoCRIUCgxyZXBlYXRfY291bnQYECABKAQSLQoJbGFzdF90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgptb2RlbF9jYWxsGBIgASgLMhouYWdlbnRtYWNoaW5lLnYxLk1vZGVsQ2FsbCKQAQoJTW9kZWxDYWxsEhAKCHByb3ZpZGVyGAEgASgJEg0KBW1vZGVsGAIgASgJEgsKA2FwaRgDIAEoCRIUCgxpbnB1dF90b2tlbnMYBCABKAQSFQoNb3V0cHV0X3Rva2VucxgFIAEoBBIYChB0b2tlbnNfZXN0aW1hdGVkGAYgASgIEg4KBnN0cmVhbRgHIAEoCCJaChBFZ3Jlc3NDb25uZWN0aW9uEgwKBGhvc3QYASABKAkSDAoEcG9ydBgCIAEoDRISCgpieXRlc19zZW50GAMgASgEEhYKDmJ5dGVzX3JlY2VpdmVkGAQgASgEIswBCg1BdWRpdERlY2lzaW9uEg8KB2FsbG93ZWQYASABKAgSEAoEY29kZRgCIAEoCUICGAESEAoEZ2F0ZRgDIAEoCUICGAESDAoEcnVsZRgEIAEoCRIVCg1idW5kbGVfZGlnZXN0GAUgASgJEg4KBnJlYXNvbhgGIAEoCRIlCgtkZW5pYWxfY29kZRgHIAEoDjIQLmdvb2dsZS5ycGMuQ29kZRIqCgVnYXRlcxgIIAMoDjIbLmFnZW50bWFjaGluZS52MS5Qb2xpY3lHYXRlIoEBCg9BdWRpdENoZWNrcG9pbnQSDgoGb3JpZ2luGAEgASgJEgwKBHNpemUYAiABKAQSEQoJaGVhZF9oYXNoGAMgASgJEhMKC3NpZ25lZF9ub3RlGAQgASgJEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wYgZwcm90bzM", [file_agentmachine_v1_types, file_google_protobuf_timestamp, file_google_rpc_code]);
 
 /**
  * One entry of the tamper-evident audit log: a command (an RPC that changed state) or a
@@ -162,6 +162,15 @@ export type AuditRecord = Message<"agentmachine.v1.AuditRecord"> & {
    * @generated from field: google.protobuf.Timestamp last_time = 17;
    */
   lastTime?: Timestamp | undefined;
+
+  /**
+   * For a call through the plane's model gateway: which provider and model, and the tokens
+   * charged. `resource` is the execution's operation; `rpc` is `model-gateway`. Never the
+   * prompt or the completion.
+   *
+   * @generated from field: agentmachine.v1.ModelCall model_call = 18;
+   */
+  modelCall?: ModelCall | undefined;
 };
 
 /**
@@ -170,6 +179,70 @@ export type AuditRecord = Message<"agentmachine.v1.AuditRecord"> & {
  */
 export const AuditRecordSchema: GenMessage<AuditRecord> = /*@__PURE__*/
   messageDesc(file_agentmachine_v1_audit, 0);
+
+/**
+ * One model call an execution made through the plane's model gateway.
+ *
+ * @generated from message agentmachine.v1.ModelCall
+ */
+export type ModelCall = Message<"agentmachine.v1.ModelCall"> & {
+  /**
+   * The provider the call was routed to, as bound (`agent_machine.model_provider.bind`).
+   *
+   * @generated from field: string provider = 1;
+   */
+  provider: string;
+
+  /**
+   * The model asked for, as sent to the provider.
+   *
+   * @generated from field: string model = 2;
+   */
+  model: string;
+
+  /**
+   * The wire format spoken: `openai`, `anthropic` or `ollama`.
+   *
+   * @generated from field: string api = 3;
+   */
+  api: string;
+
+  /**
+   * Prompt tokens charged.
+   *
+   * @generated from field: uint64 input_tokens = 4;
+   */
+  inputTokens: bigint;
+
+  /**
+   * Completion tokens charged.
+   *
+   * @generated from field: uint64 output_tokens = 5;
+   */
+  outputTokens: bigint;
+
+  /**
+   * Whether the tokens are the gateway's estimate (the provider reported no usage, or the
+   * stream ended before it did) rather than the provider's own count.
+   *
+   * @generated from field: bool tokens_estimated = 6;
+   */
+  tokensEstimated: boolean;
+
+  /**
+   * Whether the response was streamed.
+   *
+   * @generated from field: bool stream = 7;
+   */
+  stream: boolean;
+};
+
+/**
+ * Describes the message agentmachine.v1.ModelCall.
+ * Use `create(ModelCallSchema)` to create a new message.
+ */
+export const ModelCallSchema: GenMessage<ModelCall> = /*@__PURE__*/
+  messageDesc(file_agentmachine_v1_audit, 1);
 
 /**
  * One connection an execution opened through the plane's egress proxy.
@@ -211,7 +284,7 @@ export type EgressConnection = Message<"agentmachine.v1.EgressConnection"> & {
  * Use `create(EgressConnectionSchema)` to create a new message.
  */
 export const EgressConnectionSchema: GenMessage<EgressConnection> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_audit, 1);
+  messageDesc(file_agentmachine_v1_audit, 2);
 
 /**
  * What was decided about a command.
@@ -287,7 +360,7 @@ export type AuditDecision = Message<"agentmachine.v1.AuditDecision"> & {
  * Use `create(AuditDecisionSchema)` to create a new message.
  */
 export const AuditDecisionSchema: GenMessage<AuditDecision> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_audit, 2);
+  messageDesc(file_agentmachine_v1_audit, 3);
 
 /**
  * A signed statement of the log's size and head: a C2SP signed note whose body is a
@@ -339,5 +412,5 @@ export type AuditCheckpoint = Message<"agentmachine.v1.AuditCheckpoint"> & {
  * Use `create(AuditCheckpointSchema)` to create a new message.
  */
 export const AuditCheckpointSchema: GenMessage<AuditCheckpoint> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_audit, 3);
+  messageDesc(file_agentmachine_v1_audit, 4);
 
