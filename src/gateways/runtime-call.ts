@@ -5,7 +5,7 @@
 // charges what it costs in one store commit (lifecycle/operation-charging.ts), refusing a
 // charge the budget cannot cover — which ends the task, naming the dimension.
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, type ConnectError } from "@connectrpc/connect";
 import { errorWithInfo } from "../api/errors.js";
 import { denialOf, allowedDecision, type AuditDecisionInit } from "../audit/decisions.js";
 import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
@@ -80,7 +80,13 @@ export interface CallOptions {
 }
 
 /** Decides `call` of the running `operation` and, when allowed, charges it. */
-export async function admitCall(deps: RuntimeCallDeps, principal: Principal, operation: Operation, call: RuntimeCall, options: CallOptions = {}): Promise<CallAdmission> {
+export async function admitCall(
+  deps: RuntimeCallDeps,
+  principal: Principal,
+  operation: Operation,
+  call: RuntimeCall,
+  options: CallOptions = {},
+): Promise<CallAdmission> {
   const { store } = deps;
   const refuse = async (admission: Extract<CallAdmission, { allowed: false }>): Promise<CallAdmission> => {
     const draft = options.audit?.(denialOf(admission.denial));
@@ -91,11 +97,23 @@ export async function admitCall(deps: RuntimeCallDeps, principal: Principal, ope
   if (verdict.denial !== undefined) return refuse({ allowed: false, operation, decisions: verdict.decisions, denial: verdict.denial });
   const limit = operation.requestedBudget ?? create(BudgetSchema);
   const cost = options.cost ?? costOf(call);
-  const charged = await chargeOperation(deps, operation.name, (current) => charge(limit, current.usage, cost), false, options.audit?.(allowedDecision(verdict.decisions)));
+  const charged = await chargeOperation(
+    deps,
+    operation.name,
+    (current) => charge(limit, current.usage, cost),
+    false,
+    options.audit?.(allowedDecision(verdict.decisions)),
+  );
   if (charged.outcome === undefined) throw notRunning(operation.name);
   if (charged.outcome.kind === "exhausted") {
     const { dimension } = charged.outcome;
-    return refuse({ allowed: false, operation: charged.operation, decisions: verdict.decisions, denial: callExhausts(dimension, operation.name), exhausted: dimension });
+    return refuse({
+      allowed: false,
+      operation: charged.operation,
+      decisions: verdict.decisions,
+      denial: callExhausts(dimension, operation.name),
+      exhausted: dimension,
+    });
   }
   return { allowed: true, operation: charged.operation, decisions: verdict.decisions };
 }
@@ -119,4 +137,28 @@ export async function settleCall(
   const charged = await chargeOperation(deps, operation.name, (current) => charge(limit, current.usage, more, less), always, audit, onceKey);
   if (charged.outcome === undefined) throw notRunning(operation.name);
   return { operation: charged.operation, outcome: charged.outcome };
+}
+
+/**
+ * Reserves `need` more tokens for a call in flight, and up to `ahead` beyond them while the
+ * budget has room, in one commit: a stream charges its tokens in blocks as it goes, not once per
+ * event. Answers the tokens reserved, or the exhausted outcome (nothing charged, the task ended)
+ * when even `need` does not fit.
+ */
+export async function reserveTokens(deps: RuntimeCallDeps, operation: Operation, need: bigint, ahead: bigint): Promise<bigint | "exhausted"> {
+  const limit = operation.requestedBudget ?? create(BudgetSchema);
+  let reserved = 0n;
+  const charged = await chargeOperation(
+    deps,
+    operation.name,
+    (current) => {
+      const room = limit.tokens - (current.usage?.tokens ?? 0n);
+      reserved = need > room ? need : need + (ahead < room - need ? ahead : room - need);
+      return charge(limit, current.usage, create(BudgetSchema, { tokens: reserved }));
+    },
+    false,
+    undefined,
+  );
+  if (charged.outcome === undefined) throw notRunning(operation.name);
+  return charged.outcome.kind === "exhausted" ? "exhausted" : reserved;
 }

@@ -18,6 +18,7 @@
 // the program. The launcher execs the program, so the spawned pid is bwrap's. Outside the
 // sandbox only bwrap runs, with a fixed environment.
 import { spawnSync } from "node:child_process";
+import { planeEnvironment } from "../api/plane-environment.js";
 import { chmodSync, chownSync, statSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Mount } from "../gen/agentmachine/v1/operation_pb.js";
@@ -217,7 +218,7 @@ export class Sandboxes {
       const proxy = `http://127.0.0.1:${egressPort}`;
       const env = {
         ...request.env,
-        AMCTL_SERVER: `http://127.0.0.1:${insidePort}`,
+        ...planeEnvironment(`http://127.0.0.1:${insidePort}`, request.env.AMCTL_TOKEN),
         ...(sockets.egress ? { HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: "", no_proxy: "" } : {}),
       };
       const bound = mounts.map(({ target, readWrite }, index) => ({ fd: MOUNT_FD_BASE + index, target, readWrite }));

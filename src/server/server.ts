@@ -82,6 +82,7 @@ import { createLogger, recentErrors, type Logger } from "../api/logger.js";
 import { liveReload } from "./live-reload.js";
 import { listenOnePort } from "./one-port-listener.js";
 import { egressProxy, refusePlainProxyRequest } from "../gateways/egress-proxy.js";
+import { modelGateway } from "../gateways/model-gateway.js";
 import { rawRequestContextValues } from "../call/raw-request.js";
 import { answerUnknownRoute } from "./unknown-route.js";
 import { ConsoleAssets } from "./console-assets.js";
@@ -452,7 +453,12 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     shutdownSignal: shutdown.signal,
   });
   // Each call keeps a record of the profiles it concerns, for its log lines.
-  const handler = withCallProfiles(adapter);
+  const rpcs = withCallProfiles(adapter);
+  // The model-provider gateway's paths (/v1/chat/completions, /v1/messages, /api/chat, …) first.
+  const models = modelGateway({ store, policy, grants, authority, runner, log, audit: config.audit, dataDir });
+  const handler: typeof rpcs = (req, res) => {
+    if (!models(req, res)) rpcs(req, res);
+  };
 
   const egress = egressProxy({ store, policy, grants, authority, runner, log, audit: config.audit });
   const listener = await listenOnePort(handler, {
