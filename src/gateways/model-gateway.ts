@@ -10,7 +10,7 @@
 //      modelProviderUse gate with `input.model`): one model call and the prompt's estimated
 //      tokens; a refusal answers the API's own error (429 for a budget) before the provider is asked;
 //   4. the provider's key (provider-keys.ts) replaces the caller's credential upstream;
-//   5. a stream's tokens are reserved in blocks as its text flows, and it is cut with the API's
+//   5. a stream's tokens are charged as its text flows (estimated, before it is forwarded), and it is cut with the API's
 //      error event when the budget cannot cover them or the credential is revoked (the task's end
 //      revokes it); at the end the tokens charged are settled to the usage the provider
 //      reported (or the estimate, marked as one), and the call is audited (provider, model,
@@ -35,13 +35,10 @@ import { allows } from "../governance/attenuation.js";
 import { bindingApi, errorStatus, estimateTokens, modelApis, type ApiName, type ErrorKind, type ModelApi, type Usage } from "./model-apis.js";
 import { providerKey, ProviderKeyUnavailable } from "../governance/provider-keys.js";
 import { routeModel } from "./provider-routing.js";
-import { admitCall, reserveTokens, runningAttempt, settleCall, type RuntimeCallDeps } from "./runtime-call.js";
+import { admitCall, runningAttempt, settleCall, type RuntimeCallDeps } from "./runtime-call.js";
 import { StreamEvents } from "./stream-events.js";
 
 export const MODEL_GATEWAY_RPC = "model-gateway";
-
-/** Tokens a stream reserves ahead of its text, so that it charges the store once per block rather than once per event. */
-export const STREAM_RESERVE_BLOCK = 256n;
 
 const MAX_BODY_BYTES = 8 * 1024 * 1024;
 
@@ -318,26 +315,25 @@ class ModelCallRun {
       for (;;) {
         const { done, value } = await reader.read();
         const batch = done ? events.end() : events.push(value);
+        // One charge for what one read brought, before any of it is forwarded: exact (nothing is
+        // reserved ahead that a concurrent stream of the same task could have used), and one
+        // store commit per read rather than per event when the provider is fast.
         for (const event of batch) {
           const usage = this.api.eventUsage(event.json);
           if (usage !== undefined) this.reported = { ...this.reported, ...usage };
           this.outputEstimate += estimateTokens(this.api.eventText(event.json));
-          const need = this.promptTokens + this.outputEstimate - this.charged;
-          if (need > 0n) {
-            const reserved = await reserveTokens(this.deps, this.operation, need, STREAM_RESERVE_BLOCK);
-            if (reserved === "exhausted") {
-              ended = {
-                kind: "budget",
-                message: "amctl model gateway: the tokens budget is exhausted; the task is ended",
-                decision: { allowed: false, reason: "tokens budget exhausted mid-stream" },
-              };
-              break;
-            }
-            this.charged += reserved;
-          }
-          res.write(event.raw);
         }
-        if (done || ended !== undefined) break;
+        const need = this.promptTokens + this.outputEstimate - this.charged;
+        if (need > 0n) {
+          const { outcome } = await settleCall(this.deps, this.operation, create(BudgetSchema, { tokens: need }), undefined, false);
+          if (outcome.kind === "exhausted") {
+            ended = { kind: "budget", message: "amctl model gateway: the tokens budget is exhausted; the task is ended", decision: { allowed: false, reason: "tokens budget exhausted mid-stream" } };
+            break;
+          }
+          this.charged += need;
+        }
+        for (const event of batch) res.write(event.raw);
+        if (done) break;
       }
     } catch (error) {
       const reason = signal.aborted ? signal.reason : error;

@@ -139,26 +139,3 @@ export async function settleCall(
   return { operation: charged.operation, outcome: charged.outcome };
 }
 
-/**
- * Reserves `need` more tokens for a call in flight, and up to `ahead` beyond them while the
- * budget has room, in one commit: a stream charges its tokens in blocks as it goes, not once per
- * event. Answers the tokens reserved, or the exhausted outcome (nothing charged, the task ended)
- * when even `need` does not fit.
- */
-export async function reserveTokens(deps: RuntimeCallDeps, operation: Operation, need: bigint, ahead: bigint): Promise<bigint | "exhausted"> {
-  const limit = operation.requestedBudget ?? create(BudgetSchema);
-  let reserved = 0n;
-  const charged = await chargeOperation(
-    deps,
-    operation.name,
-    (current) => {
-      const room = limit.tokens - (current.usage?.tokens ?? 0n);
-      reserved = need > room ? need : need + (ahead < room - need ? ahead : room - need);
-      return charge(limit, current.usage, create(BudgetSchema, { tokens: reserved }));
-    },
-    false,
-    undefined,
-  );
-  if (charged.outcome === undefined) throw notRunning(operation.name);
-  return charged.outcome.kind === "exhausted" ? "exhausted" : reserved;
-}
