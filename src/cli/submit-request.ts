@@ -68,7 +68,10 @@ function submitOptions(): Option[] {
     new Option("--reason <text>", "with --revoke-grant: why"),
     new Option("--bind-provider <name>", "agent_machine.model_provider.bind"),
     new Option("--endpoint <url>", "with --bind-provider: the provider's endpoint"),
-    new Option("--api-key-ref <ref>", "with --bind-provider: where the server finds the provider's key (env:AMCTL_PROVIDER_NAME or file:NAME in DATA_DIR/provider-keys)"),
+    new Option(
+      "--api-key-ref <ref>",
+      "with --bind-provider: where the server finds the provider's key (env:AMCTL_PROVIDER_NAME or file:NAME in DATA_DIR/provider-keys)",
+    ),
     new Option("--provider-api <api>", "with --bind-provider: the wire format the provider speaks").choices(["openai", "anthropic", "ollama"]),
     new Option("--provider-model <model>", "with --bind-provider: a model the gateway routes to this provider (repeatable)").argParser(
       (value: string, previous: string[] | undefined) => [...(previous ?? []), value],

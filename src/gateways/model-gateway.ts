@@ -327,7 +327,11 @@ class ModelCallRun {
         if (need > 0n) {
           const { outcome } = await settleCall(this.deps, this.operation, create(BudgetSchema, { tokens: need }), undefined, false);
           if (outcome.kind === "exhausted") {
-            ended = { kind: "budget", message: "amctl model gateway: the tokens budget is exhausted; the task is ended", decision: { allowed: false, reason: "tokens budget exhausted mid-stream" } };
+            ended = {
+              kind: "budget",
+              message: "amctl model gateway: the tokens budget is exhausted; the task is ended",
+              decision: { allowed: false, reason: "tokens budget exhausted mid-stream" },
+            };
             break;
           }
           this.charged += need;

@@ -138,4 +138,3 @@ export async function settleCall(
   if (charged.outcome === undefined) throw notRunning(operation.name);
   return { operation: charged.operation, outcome: charged.outcome };
 }
-

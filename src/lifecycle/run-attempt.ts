@@ -180,7 +180,10 @@ export class AttemptRunner {
           signal: controller.signal,
           ...(seat !== undefined ? { seat } : {}),
           ...(output !== undefined ? { output } : {}),
-          env: credential === undefined ? {} : { ...planeEnvironment(this.options.serverAddress(), credential.token), AMCTL_TOKEN: credential.token, AMCTL_OPERATION: name },
+          env:
+            credential === undefined
+              ? {}
+              : { ...planeEnvironment(this.options.serverAddress(), credential.token), AMCTL_TOKEN: credential.token, AMCTL_OPERATION: name },
           progress: (message, percent) => {
             const value = { message, ...(percent !== undefined ? { percent } : {}) };
             // A chatty process must not flood the event log: while a progress event waits for

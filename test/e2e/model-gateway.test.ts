@@ -7,12 +7,13 @@
 // provider and nothing else. The `openai` and `@anthropic-ai/sdk` SDKs are used as agents use
 // them, from this process and from inside a sandboxed execution (examples/model-gateway).
 import { execFile } from "node:child_process";
+import * as http2 from "node:http2";
 import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { toJsonString } from "@bufbuild/protobuf";
 import Anthropic from "@anthropic-ai/sdk";
-import { createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -48,7 +49,7 @@ function policiesDenyingAModel(): string {
   cpSync(TEST_POLICIES, dir, { recursive: true });
   const personal = readFileSync(join(dir, "personal.yaml"), "utf8").replace(
     "rules:\n",
-    'rules:\n  - id: test.deny-forbidden-model\n    gate: modelProviderUse\n    effect: deny\n    when: "input.model == \'forbidden-model\'"\n',
+    "rules:\n  - id: test.deny-forbidden-model\n    gate: modelProviderUse\n    effect: deny\n    when: \"input.model == 'forbidden-model'\"\n",
   );
   writeFileSync(join(dir, "personal.yaml"), personal);
   return dir;
@@ -68,7 +69,11 @@ function start(budget: BudgetInit = {}): Promise<RunningExecution> {
 }
 
 async function post(exec: RunningExecution, path: string, body: object, headers: Record<string, string> = { authorization: `Bearer ${exec.token}` }) {
-  const response = await fetch(`${server.url}${path}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+  const response = await fetch(`${server.url}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
   const text = await response.text();
   answers.push(text);
   return { status: response.status, text, json: () => JSON.parse(text) as Record<string, unknown> };
@@ -120,7 +125,15 @@ describe("OpenAI chat completions", () => {
     expect(got[0]!.body.model).toBe("gpt-test");
     expect((await usageOf(exec.operation.name)).usage).toMatchObject({ modelCalls: 1n, tokens: REPORTED });
     const [record] = await modelCallRecords(exec.operation.name);
-    expect(record?.modelCall).toMatchObject({ provider: "standin", model: "gpt-test", api: "openai", inputTokens: BigInt(PROMPT_TOKENS), outputTokens: BigInt(WORDS), tokensEstimated: false, stream: false });
+    expect(record?.modelCall).toMatchObject({
+      provider: "standin",
+      model: "gpt-test",
+      api: "openai",
+      inputTokens: BigInt(PROMPT_TOKENS),
+      outputTokens: BigInt(WORDS),
+      tokensEstimated: false,
+      stream: false,
+    });
     expect(record?.decision).toMatchObject({ allowed: true, rule: "test.allow-model-providers" });
     await cancelAndWait(root.operations, exec.operation.name);
   });
@@ -208,11 +221,50 @@ describe("refusals", () => {
     expect(operation).toMatchObject({ state: TaskState.FAILED, stopCause: { reason: StopReason.BUDGET_EXHAUSTED, dimension: BudgetDimension.MODEL_CALLS } });
   });
 
-  it("refuses a request that the routing rule cannot place", async () => {
+  it("refuses a key reference that could make the server send another of its secrets (InvalidArgument naming api_key_ref), binding nothing", async () => {
+    const models = "profiles/models";
+    for (const apiKeyRef of ["env:HOME", "env:AMCTL_TOKEN", "file:../audit/signing-key.pem", "file:/etc/shadow", "env:AMCTL_PROVIDER_X\nY"]) {
+      const error = await root.operations
+        .submitOperation({
+          requestId: requestId("bind"),
+          profile: models,
+          spec: { kind: { case: "modelProviderBind", value: { provider: "thief", endpoint: "http://127.0.0.1:9/v1", apiKeyRef } } },
+        })
+        .catch((e: unknown) => ConnectError.from(e));
+      expect(error, apiKeyRef).toBeInstanceOf(ConnectError);
+      expect((error as ConnectError).code, apiKeyRef).toBe(Code.InvalidArgument);
+      expect((error as ConnectError).message, apiKeyRef).toContain("api_key_ref");
+    }
+    const { operations } = await root.operations.listOperations({ filter: { profile: models }, pageSize: 100 });
+    expect(operations.filter((o) => o.spec?.kind.case === "modelProviderBind" && o.spec.kind.value.provider === "thief")).toHaveLength(0);
+  });
+
+  it("serves the same calls over HTTP/2", async () => {
     const exec = await start();
-    const unknown = await post(exec, "/api/chat", { model: "nobody/llama3", messages: [] }, { authorization: `Bearer ${exec.token}` });
-    expect(unknown.status).toBe(200); // one Ollama provider: it gets the model as named
-    await cancelAndWait(root.operations, exec.operation.name);
+    const session = http2.connect(server.url);
+    try {
+      const text = await new Promise<string>((resolve, reject) => {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": "/v1/chat/completions",
+          "content-type": "application/json",
+          authorization: `Bearer ${exec.token}`,
+        });
+        let body = "";
+        stream.setEncoding("utf8");
+        stream.on("data", (chunk: string) => (body += chunk));
+        stream.on("end", () => resolve(body));
+        stream.on("error", reject);
+        stream.end(JSON.stringify(streamed()));
+      });
+      answers.push(text);
+      expect(text).toContain('"usage"');
+      expect(text.trim().endsWith("data: [DONE]")).toBe(true);
+      expect((await usageOf(exec.operation.name)).usage).toMatchObject({ modelCalls: 1n, tokens: REPORTED });
+    } finally {
+      session.close();
+      await cancelAndWait(root.operations, exec.operation.name);
+    }
   });
 });
 
@@ -350,7 +402,10 @@ describe("Ollama chat and generate", () => {
   it("streams /api/chat as NDJSON and answers /api/generate whole, charging the reported counts", async () => {
     const exec = await start();
     const streamed = await post(exec, "/api/chat", { model: "llama3", messages: [{ role: "user", content: "hi" }] });
-    const lines = streamed.text.trim().split("\n").map((line) => JSON.parse(line) as { done: boolean; eval_count?: number });
+    const lines = streamed.text
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { done: boolean; eval_count?: number });
     expect(lines.at(-1)).toMatchObject({ done: true, eval_count: WORDS });
     const whole = await post(exec, "/api/generate", { model: "llama3", prompt: "hi", stream: false });
     expect(whole.json()).toMatchObject({ response: "tok ".repeat(WORDS), done: true });
@@ -362,7 +417,11 @@ describe("Ollama chat and generate", () => {
 describe("the provider's key", () => {
   it("is found in no response, log line, event, audit record or diagnostics bundle", async () => {
     // A diagnostics bundle of the agents' profile, made after every call above.
-    const { operation } = await root.operations.submitOperation({ requestId: requestId("diag"), profile, spec: { kind: { case: "diagnosticsExport", value: {} } } });
+    const { operation } = await root.operations.submitOperation({
+      requestId: requestId("diag"),
+      profile,
+      spec: { kind: { case: "diagnosticsExport", value: {} } },
+    });
     expect((await waitForEnd(root.operations, operation!.name, 60_000)).operation.state).toBe(TaskState.COMPLETED);
     const diagnostics = createClient(DiagnosticsService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(server.token)] }));
     const chunks: Uint8Array[] = [];
@@ -411,5 +470,20 @@ describe("examples/model-gateway", () => {
       delete process.env.AMCTL_PROVIDER_DEMO_KEY;
       await walkthrough.close();
     }
+  });
+});
+
+describe("several providers speaking one API", () => {
+  it("refuses a model the rule cannot place, naming the providers, and routes provider/model", async () => {
+    await bind("profiles/models", "other", ModelProviderApi.OPENAI, `${provider.url}/v1`);
+    const exec = await start();
+    const ambiguous = await post(exec, "/v1/chat/completions", chat());
+    expect(ambiguous.status).toBe(400);
+    expect(ambiguous.json()).toMatchObject({ error: { type: "invalid_request_error" } });
+    expect(String((ambiguous.json().error as { message: string }).message)).toMatch(/standin, other|other, standin/);
+    expect((await post(exec, "/v1/chat/completions", chat("other/gpt-test"))).status).toBe(200);
+    const [record] = await modelCallRecords(exec.operation.name);
+    expect(record?.modelCall).toMatchObject({ provider: "other", model: "gpt-test" });
+    await cancelAndWait(root.operations, exec.operation.name);
   });
 });

@@ -93,7 +93,16 @@ export async function startStandInProvider(options: StandInOptions = {}): Promis
       const event = (type: string, data: object) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
       await write(
         event("message_start", {
-          message: { id: "msg_1", type: "message", role: "assistant", model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: PROMPT_TOKENS, output_tokens: 1 } },
+          message: {
+            id: "msg_1",
+            type: "message",
+            role: "assistant",
+            model,
+            content: [],
+            stop_reason: null,
+            stop_sequence: null,
+            usage: { input_tokens: PROMPT_TOKENS, output_tokens: 1 },
+          },
         }),
       );
       await write(event("content_block_start", { index: 0, content_block: { type: "text", text: "" } }));
