@@ -207,7 +207,7 @@ export function modelGateway(deps: ModelGatewayDeps) {
           tokensEstimated: estimated,
         }),
       );
-      await run.run(req, res, `${binding.endpoint.replace(/\/+$/, "")}${upstreamPath}`, headers, api.upstreamBody(body, model, stream), principal);
+      await run.run(res, `${binding.endpoint.replace(/\/+$/, "")}${upstreamPath}`, headers, api.upstreamBody(body, model, stream), principal);
     } catch (error) {
       if (error instanceof ProviderKeyUnavailable) {
         log.warn({ operation: operationName, reason: error.message }, "model gateway: provider key unavailable");
@@ -262,7 +262,7 @@ class ModelCallRun {
     this.charged = promptTokens;
   }
 
-  async run(req: Request, res: Response, url: string, headers: Record<string, string>, body: Json, principal: Principal): Promise<void> {
+  async run(res: Response, url: string, headers: Record<string, string>, body: Json, principal: Principal): Promise<void> {
     const upstream = new AbortController();
     const revocation = this.deps.authority.revocationSignal(principal);
     const cut = (reason: unknown) => upstream.abort(reason);
