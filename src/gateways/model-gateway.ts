@@ -36,7 +36,7 @@ import { bindingApi, errorStatus, estimateTokens, modelApis, type ApiName, type 
 import { providerKey, ProviderKeyUnavailable } from "../governance/provider-keys.js";
 import { routeModel } from "./provider-routing.js";
 import { admitCall, runningAttempt, settleCall, type RuntimeCallDeps } from "./runtime-call.js";
-import { StreamEvents } from "./stream-events.js";
+import { EventPump } from "./event-pump.js";
 
 export const MODEL_GATEWAY_RPC = "model-gateway";
 
@@ -308,16 +308,13 @@ class ModelCallRun {
 
   private async stream(res: Response, answer: globalThis.Response, signal: AbortSignal): Promise<void> {
     res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "text/event-stream", "cache-control": "no-cache" });
-    const events = new StreamEvents(this.api.framing);
-    const reader = answer.body!.getReader();
+    const pump = new EventPump(answer.body!.getReader(), this.api.framing);
     let ended: { kind: ErrorKind; message: string; decision: AuditDecisionInit } | undefined;
     try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        const batch = done ? events.end() : events.push(value);
-        // One charge for what one read brought, before any of it is forwarded: exact (nothing is
-        // reserved ahead that a concurrent stream of the same task could have used), and one
-        // store commit per read rather than per event when the provider is fast.
+      for (let batch = await pump.next(); batch !== undefined; batch = await pump.next()) {
+        // One charge for all that arrived while the last was charged, before any of it is
+        // forwarded: exact (nothing is reserved ahead that a concurrent stream of the same task
+        // could have used), and one store commit per batch rather than per event.
         for (const event of batch) {
           const usage = this.api.eventUsage(event.json);
           if (usage !== undefined) this.reported = { ...this.reported, ...usage };
@@ -336,22 +333,23 @@ class ModelCallRun {
           }
           this.charged += need;
         }
-        for (const event of batch) res.write(event.raw);
-        if (done) break;
+        res.write(batch.map((event) => event.raw).join(""));
       }
+      if (ended === undefined && pump.failure !== undefined) throw pump.failure;
     } catch (error) {
       const reason = signal.aborted ? signal.reason : error;
       const message = reason instanceof ConnectError ? reason.rawMessage : reason instanceof Error ? reason.message : "the stream failed";
       ended = { kind: "permission", message: `amctl model gateway: ${message}`, decision: { allowed: false, reason: message } };
     } finally {
-      reader.cancel().catch(() => undefined);
+      await pump.cancel();
     }
     if (ended !== undefined && !res.writableEnded) res.write(this.api.streamError(ended.kind, ended.message, ended.kind === "budget" ? "tokens" : undefined));
-    res.end();
-    // A stream cut at the budget is held to what it forwarded (all charged already); any other
+    // Settled before the stream ends, so the caller that sees its end sees the final charge. A
+    // stream cut at the budget is held to what it forwarded (all charged already); any other
     // end settles to what the provider reported.
     const forwarded = ended?.kind === "budget" ? { input: this.promptTokens, output: this.charged - this.promptTokens } : undefined;
     await this.settle(forwarded, ended?.decision);
+    res.end();
   }
 
   /**
