@@ -25,7 +25,7 @@ amctl submit --profile "profiles/models-$suffix" --bind-provider demo-anthropic 
 
 echo "# The agent runs in a personal profile, sandboxed, with a budget of 10 model calls"
 amctl submit --profile-create "agent-$suffix" --profile-type personal --wait >/dev/null
-amctl submit --profile "profiles/agent-$suffix" --budget modelCalls=10 --budget tokens=10000 --wall-clock 60 \
+amctl submit --profile "profiles/agent-$suffix" --budget modelCalls=10 --budget tokens=10000 --wall-clock 180 \
   --exec --wait -- node "$here/agent.mjs" | tail -n 1
 operation=$(amctl list --profile "profiles/agent-$suffix" --type agent_machine.execution.start --json | node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0, "utf8"))[0].name)')
 

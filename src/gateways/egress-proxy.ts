@@ -27,12 +27,11 @@ import type { AuditDraft } from "../model/audit-chain.js";
 import { Code } from "../gen/google/rpc/code_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { CallKind, RuntimeCallSchema } from "../gen/agentmachine/v1/runtime_pb.js";
-import { OperationType, PolicyGate } from "../gen/agentmachine/v1/types_pb.js";
+import { PolicyGate } from "../gen/agentmachine/v1/types_pb.js";
 import { networkEgressAllowed } from "../executors/container-invocation.js";
 import type { Authority, Principal } from "../governance/authority.js";
 import { bearerToken } from "../governance/bearer.js";
-import { admitCall, runningAttempt, type RuntimeCallDeps } from "./runtime-call.js";
-import { caller } from "../call/audit-scope.js";
+import { admitCall, executionCallDraft, runningAttempt, type RuntimeCallDeps } from "./runtime-call.js";
 import type { Logger } from "../api/logger.js";
 
 export const EGRESS_RPC = "egress";
@@ -84,16 +83,10 @@ export function egressProxy(deps: EgressProxyDeps) {
     decision: AuditDecisionInit,
     bytes = { sent: 0n, received: 0n },
   ): AuditDraft {
-    return {
-      ...caller(principal),
-      rpc: EGRESS_RPC,
-      operationType: OperationType.EXECUTION_START,
-      commandRef: "EgressConnection",
-      resource: operation,
-      decision,
-      requestDigest: createHash("sha256").update(`CONNECT ${target}`).digest("hex"),
+    const requestDigest = createHash("sha256").update(`CONNECT ${target}`).digest("hex");
+    return executionCallDraft(principal, { rpc: EGRESS_RPC, commandRef: "EgressConnection", operation, requestDigest }, decision, {
       egress: { host: destination.host, port: destination.port, bytesSent: bytes.sent, bytesReceived: bytes.received },
-    };
+    });
   }
 
   /** The running attempt the credential belongs to, if it may use the proxy. */

@@ -21,12 +21,10 @@ import { create } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
 import type { Logger } from "../api/logger.js";
 import { allowedDecision, denialOf, type AuditDecisionInit } from "../audit/decisions.js";
-import { caller } from "../call/audit-scope.js";
 import type { ModelCallSchema } from "../gen/agentmachine/v1/audit_pb.js";
 import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { CallKind, RuntimeCallSchema } from "../gen/agentmachine/v1/runtime_pb.js";
-import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import type { Authority, Principal } from "../governance/authority.js";
 import { bearerToken } from "../governance/bearer.js";
 import type { AuditDraft } from "../model/audit-chain.js";
@@ -35,7 +33,7 @@ import { allows } from "../governance/attenuation.js";
 import { bindingApi, errorStatus, estimateTokens, modelApis, type ApiName, type ErrorKind, type ModelApi, type Usage } from "./model-apis.js";
 import { providerKey, ProviderKeyUnavailable } from "../governance/provider-keys.js";
 import { routeModel } from "./provider-routing.js";
-import { admitCall, runningAttempt, settleCall, type RuntimeCallDeps } from "./runtime-call.js";
+import { admitCall, executionCallDraft, runningAttempt, settleCall, type RuntimeCallDeps } from "./runtime-call.js";
 import { EventPump } from "./event-pump.js";
 
 export const MODEL_GATEWAY_RPC = "model-gateway";
@@ -129,16 +127,8 @@ export function modelGateway(deps: ModelGatewayDeps) {
     call?: MessageInitShape<typeof ModelCallSchema>,
   ): AuditDraft | undefined {
     if (!deps.audit) return undefined;
-    return {
-      ...caller(principal),
-      rpc: MODEL_GATEWAY_RPC,
-      operationType: OperationType.EXECUTION_START,
-      commandRef: "ModelCall",
-      resource: operation,
-      decision,
-      requestDigest: digest,
-      ...(call !== undefined ? { modelCall: call } : {}),
-    };
+    const what = { rpc: MODEL_GATEWAY_RPC, commandRef: "ModelCall", operation, requestDigest: digest };
+    return executionCallDraft(principal, what, decision, call !== undefined ? { modelCall: call } : {});
   }
 
   function record(audit: AuditDraft | undefined): void {

@@ -7,11 +7,12 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, type ConnectError } from "@connectrpc/connect";
 import { errorWithInfo } from "../api/errors.js";
+import { caller } from "../call/audit-scope.js";
 import { denialOf, allowedDecision, type AuditDecisionInit } from "../audit/decisions.js";
 import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Operation, PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 import type { RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
-import { TaskState } from "../gen/agentmachine/v1/types_pb.js";
+import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import type { Principal } from "../governance/authority.js";
 import { decideCall, type CallDecisionDeps } from "../governance/call-decision.js";
 import { attemptSubject } from "../governance/execution-credentials.js";
@@ -137,4 +138,27 @@ export async function settleCall(
   const charged = await chargeOperation(deps, operation.name, (current) => charge(limit, current.usage, more, less), always, audit, onceKey);
   if (charged.outcome === undefined) throw notRunning(operation.name);
   return { operation: charged.operation, outcome: charged.outcome };
+}
+
+/**
+ * The audit record of a runtime call the plane carried for an execution (a connection, a model
+ * call, a tool call): who, which execution (`resource`), what was decided, the request's digest,
+ * and the gateway's own fields (`egress`, `modelCall`, …) in `details`.
+ */
+export function executionCallDraft(
+  principal: Principal | undefined,
+  what: { rpc: string; commandRef: string; operation: string; requestDigest: string },
+  decision: AuditDecisionInit,
+  details: Partial<AuditDraft> = {},
+): AuditDraft {
+  return {
+    ...caller(principal),
+    rpc: what.rpc,
+    operationType: OperationType.EXECUTION_START,
+    commandRef: what.commandRef,
+    resource: what.operation,
+    decision,
+    requestDigest: what.requestDigest,
+    ...details,
+  };
 }

@@ -454,7 +454,7 @@ describe("examples/model-gateway", () => {
         execFile(
           "bash",
           [join(repoRoot, "examples/model-gateway/walkthrough.sh"), walkthrough.url, provider.url],
-          { cwd: "/tmp", env: { ...process.env, AMCTL_TOKEN: walkthrough.token }, timeout: 120_000 },
+          { cwd: "/tmp", env: { ...process.env, AMCTL_TOKEN: walkthrough.token }, timeout: 240_000 },
           (error, out, err) => (error === null ? resolve(out) : reject(new Error(`walkthrough failed:\n${out}\n${err}`))),
         ),
       );
@@ -470,7 +470,7 @@ describe("examples/model-gateway", () => {
       delete process.env.AMCTL_PROVIDER_DEMO_KEY;
       await walkthrough.close();
     }
-  });
+  }, 300_000);
 });
 
 describe("several providers speaking one API", () => {
