@@ -172,6 +172,16 @@ describe("OpenAI chat completions", () => {
     }
   });
 
+  it("warns once with a progress event when its tokens cross 80 % of the budget", async () => {
+    const exec = await start({ tokens: 15n });
+    expect((await post(exec, "/v1/chat/completions", chat())).status).toBe(200);
+    const { events, operation } = await cancelAndWait(root.operations, exec.operation.name);
+    expect(operation.usage?.tokens).toBe(REPORTED);
+    const warnings = events.flatMap((e) => (e.attributes.case === "progress" ? e.attributes.value.budgetWarnings : []));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ dimension: BudgetDimension.TOKENS, used: REPORTED, limit: 15n });
+  });
+
   it("lists the bound models at /v1/models and accepts the credential as x-api-key too", async () => {
     const exec = await start();
     const response = await fetch(`${server.url}/v1/models`, { headers: { "x-api-key": exec.token } });
