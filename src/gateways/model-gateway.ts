@@ -70,6 +70,7 @@ class Refusal extends Error {
     message: string,
     readonly decision?: AuditDecisionInit,
     readonly code?: string,
+    readonly principal?: Principal,
   ) {
     super(message);
   }
@@ -107,15 +108,26 @@ function sendJson(res: Response, status: number, body: unknown): void {
 export function modelGateway(deps: ModelGatewayDeps) {
   const { store, authority, log } = deps;
 
+  /**
+   * The caller's principal and running attempt. A credential that does not authenticate is
+   * refused unaudited (as the RPCs' interceptor summarizes such refusals, a flood of them must
+   * not grow the log one record each); a valid one that is not a running attempt's is audited.
+   */
   async function attempt(req: Request): Promise<{ principal: Principal; operation: Operation }> {
     const token = credentialOf(req);
     if (token === undefined) throw new Refusal("auth", "amctl model gateway: send the execution credential (AMCTL_TOKEN) as the API key");
+    let principal: Principal;
     try {
-      const principal = await authority.authenticate(token);
+      principal = await authority.authenticate(token);
+    } catch (error) {
+      if (!(error instanceof ConnectError)) throw error;
+      throw new Refusal("auth", `amctl model gateway: ${error.rawMessage}`);
+    }
+    try {
       return { principal, operation: await runningAttempt(store, principal) };
     } catch (error) {
       if (!(error instanceof ConnectError)) throw error;
-      throw new Refusal("auth", `amctl model gateway: ${error.rawMessage}`, denialOf(error));
+      throw new Refusal("auth", `amctl model gateway: ${error.rawMessage}`, denialOf(error), undefined, principal);
     }
   }
 
@@ -204,7 +216,8 @@ export function modelGateway(deps: ModelGatewayDeps) {
         return sendJson(res, errorStatus("upstream"), api.errorBody("upstream", `amctl model gateway: ${error.message}`));
       }
       if (!(error instanceof Refusal)) throw error;
-      if (error.decision !== undefined) record(draft(principal, operationName, digest, error.decision));
+      if (error.decision !== undefined)
+        record(draft(principal ?? error.principal, operationName || (error.principal?.delegation.operation ?? ""), digest, error.decision));
       sendJson(res, errorStatus(error.kind), api.errorBody(error.kind, error.message, error.code));
     }
   }
