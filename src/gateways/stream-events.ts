@@ -18,6 +18,13 @@ function parse(text: string): unknown {
 }
 
 function sseData(raw: string): unknown {
+  // The common case, one `data:` line, without splitting the event into lines.
+  if (raw.startsWith("data: ")) {
+    const newline = raw.indexOf("\n");
+    const end = newline === -1 ? raw.length : raw[newline - 1] === "\r" ? newline - 1 : newline;
+    const line = raw.slice(6, end);
+    if (raw.indexOf("data:", 6) === -1) return line === "" ? undefined : parse(line);
+  }
   const data = raw
     .split(/\r?\n/)
     .filter((line) => line.startsWith("data:"))
