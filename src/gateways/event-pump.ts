@@ -3,6 +3,7 @@
 // that came in meanwhile. A fast provider thus costs one commit per batch, not per read, and the
 // gateway forwards at the provider's pace (bench/model-gateway.ts), while every event is still
 // charged before it is forwarded.
+import type { Readable } from "node:stream";
 import { StreamEvents, type StreamEvent } from "./stream-events.js";
 
 export class EventPump {
@@ -14,18 +15,17 @@ export class EventPump {
   private readonly reading: Promise<void>;
 
   constructor(
-    private readonly reader: ReadableStreamDefaultReader<Uint8Array>,
+    private readonly body: Readable,
     framing: "sse" | "ndjson",
   ) {
     const events = new StreamEvents(framing);
     this.reading = (async () => {
       try {
-        for (;;) {
-          const { done, value } = await reader.read();
-          this.pending.push(...(done ? events.end() : events.push(value)));
+        for await (const chunk of body) {
+          this.pending.push(...events.push(chunk as Buffer));
           this.wake?.();
-          if (done) break;
         }
+        this.pending.push(...events.end());
       } catch (error) {
         this.failure = error;
       } finally {
@@ -49,7 +49,7 @@ export class EventPump {
 
   /** Stops reading (the rest of the provider's answer is not wanted) and waits until it has. */
   async cancel(): Promise<void> {
-    await this.reader.cancel().catch(() => undefined);
+    this.body.destroy();
     await this.reading;
   }
 }

@@ -35,6 +35,7 @@ import { providerKey, ProviderKeyUnavailable } from "../governance/provider-keys
 import { routeModel } from "./provider-routing.js";
 import { admitCall, executionCallDraft, runningAttempt, settleCall, type RuntimeCallDeps } from "./runtime-call.js";
 import { EventPump } from "./event-pump.js";
+import { postUpstream, type UpstreamAnswer } from "./upstream-request.js";
 
 export const MODEL_GATEWAY_RPC = "model-gateway";
 
@@ -272,9 +273,9 @@ class ModelCallRun {
     revocation.signal.addEventListener("abort", () => cut(revocation.signal.reason), { once: true });
     res.once("close", () => cut(new Error("the caller went away")));
     try {
-      let answer: globalThis.Response;
+      let answer: UpstreamAnswer;
       try {
-        answer = await fetch(url, { method: "POST", headers, body: JSON.stringify(body), signal: upstream.signal });
+        answer = await postUpstream(url, headers, JSON.stringify(body), upstream.signal);
       } catch (error) {
         await this.settle({ input: 0n, output: 0n }, { allowed: false, reason: "the provider could not be reached" });
         if (!res.headersSent && !res.writableEnded)
@@ -282,14 +283,14 @@ class ModelCallRun {
         this.deps.log.warn({ err: error, provider: this.what.provider }, "model gateway: provider unreachable");
         return;
       }
-      if (!this.what.stream || !answer.ok || answer.body === null) return await this.whole(res, answer);
+      if (!this.what.stream || !answer.ok) return await this.whole(res, answer);
       await this.stream(res, answer, upstream.signal);
     } finally {
       revocation.dispose();
     }
   }
 
-  private async whole(res: Response, answer: globalThis.Response): Promise<void> {
+  private async whole(res: Response, answer: UpstreamAnswer): Promise<void> {
     const text = await answer.text();
     let parsed: unknown;
     try {
@@ -305,13 +306,13 @@ class ModelCallRun {
       answer.ok ? undefined : { input: 0n, output: 0n },
       answer.ok ? undefined : { allowed: false, reason: `the provider answered ${answer.status}` },
     );
-    res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "application/json" });
+    res.writeHead(answer.status, { "content-type": answer.contentType ?? "application/json" });
     res.end(text);
   }
 
-  private async stream(res: Response, answer: globalThis.Response, signal: AbortSignal): Promise<void> {
-    res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "text/event-stream", "cache-control": "no-cache" });
-    const pump = new EventPump(answer.body!.getReader(), this.api.framing);
+  private async stream(res: Response, answer: UpstreamAnswer, signal: AbortSignal): Promise<void> {
+    res.writeHead(answer.status, { "content-type": answer.contentType ?? "text/event-stream", "cache-control": "no-cache" });
+    const pump = new EventPump(answer.body, this.api.framing);
     let ended: { kind: ErrorKind; message: string; decision: AuditDecisionInit } | undefined;
     try {
       for (let batch = await pump.next(); batch !== undefined; batch = await pump.next()) {
