@@ -14,6 +14,8 @@
 //   audit       durable submit throughput with the audit log on vs off
 //   telemetry   durable submit throughput with metrics and traces on vs off
 //   sandbox     latency (p50, p99) and executions/s of `true`, sandboxed vs --unsafe-no-sandbox
+//   model-gateway  tokens/s streamed through the model gateway vs directly from a stand-in
+//               provider, and the latency the gateway adds per call (p50, p99)
 //
 // BENCH_ONLY selects some: a comma-separated list of these names, `streams` (idle, fanout,
 // replay) or `all` (the default). Every section starts its own server (`amctl serve`) and load
@@ -30,6 +32,7 @@ import { governanceBenchmark } from "./governance.js";
 import { operationsBenchmark } from "./operations.js";
 import { killAll, repoRoot } from "./processes.js";
 import { replicasBenchmark } from "./replicas.js";
+import { modelGatewayBenchmark } from "./model-gateway.js";
 import { sandboxBenchmark } from "./sandbox.js";
 import { telemetryBenchmark } from "./telemetry.js";
 import { readSettings, type Benchmark, type Settings } from "./settings.js";
@@ -50,6 +53,7 @@ const run: Record<Benchmark, (settings: Settings) => Promise<SectionReport>> = {
   audit: auditBenchmark,
   telemetry: telemetryBenchmark,
   sandbox: sandboxBenchmark,
+  "model-gateway": modelGatewayBenchmark,
 };
 
 function gitCommit(): string | null {

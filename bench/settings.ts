@@ -3,7 +3,20 @@ import { cpus } from "node:os";
 import type { BenchProtocol } from "./load-worker.js";
 
 /** The benchmarks, by the name BENCH_ONLY selects them with. */
-export const benchmarks = ["contract", "operations", "governance", "idle", "fanout", "replay", "replicas", "workers", "audit", "telemetry", "sandbox"] as const;
+export const benchmarks = [
+  "contract",
+  "operations",
+  "governance",
+  "idle",
+  "fanout",
+  "replay",
+  "replicas",
+  "workers",
+  "audit",
+  "telemetry",
+  "sandbox",
+  "model-gateway",
+] as const;
 export type Benchmark = (typeof benchmarks)[number];
 
 /** Names that select several benchmarks at once. */

@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { create, fromJson, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
 import { InvalidArgumentError, Option, type Command } from "commander";
 import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
-import type { MountSchema, OperationSpecSchema } from "../gen/agentmachine/v1/operation_pb.js";
+import { ModelProviderApi, type MountSchema, type OperationSpecSchema } from "../gen/agentmachine/v1/operation_pb.js";
 import { SubmitOperationRequestSchema, type SubmitOperationRequest } from "../gen/agentmachine/v1/operation_service_pb.js";
 import type { ProfileType } from "../gen/agentmachine/v1/types_pb.js";
 import { profileTypeNames } from "../model/mapping.js";
@@ -34,6 +34,9 @@ export interface SubmitFlags {
   reason?: string;
   bindProvider?: string;
   endpoint?: string;
+  apiKeyRef?: string;
+  providerApi?: string;
+  providerModel?: string[];
 }
 
 /** The options that describe an operation; a fresh set for each command (commander owns what it adds). */
@@ -65,6 +68,14 @@ function submitOptions(): Option[] {
     new Option("--reason <text>", "with --revoke-grant: why"),
     new Option("--bind-provider <name>", "agent_machine.model_provider.bind"),
     new Option("--endpoint <url>", "with --bind-provider: the provider's endpoint"),
+    new Option(
+      "--api-key-ref <ref>",
+      "with --bind-provider: where the server finds the provider's key (env:AMCTL_PROVIDER_NAME or file:NAME in DATA_DIR/provider-keys)",
+    ),
+    new Option("--provider-api <api>", "with --bind-provider: the wire format the provider speaks").choices(["openai", "anthropic", "ollama"]),
+    new Option("--provider-model <model>", "with --bind-provider: a model the gateway routes to this provider (repeatable)").argParser(
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    ),
   ];
 }
 
@@ -123,10 +134,25 @@ function specChoices(flags: SubmitFlags, argv: string[]): { flag: string; given:
     {
       flag: "--bind-provider",
       given: flags.bindProvider !== undefined,
-      spec: () => ({ case: "modelProviderBind", value: { provider: flags.bindProvider, endpoint: flags.endpoint ?? "" } }),
+      spec: () => ({
+        case: "modelProviderBind",
+        value: {
+          provider: flags.bindProvider,
+          endpoint: flags.endpoint ?? "",
+          apiKeyRef: flags.apiKeyRef ?? "",
+          api: providerApis[flags.providerApi ?? ""] ?? ModelProviderApi.UNSPECIFIED,
+          models: flags.providerModel ?? [],
+        },
+      }),
     },
   ];
 }
+
+const providerApis: Record<string, ModelProviderApi> = {
+  openai: ModelProviderApi.OPENAI,
+  anthropic: ModelProviderApi.ANTHROPIC,
+  ollama: ModelProviderApi.OLLAMA,
+};
 
 /** Flags that only mean something next to another one. */
 function checkCompanions(flags: SubmitFlags, argv: string[]): void {
@@ -141,6 +167,9 @@ function checkCompanions(flags: SubmitFlags, argv: string[]): void {
     [flags.exec === true, "--exec", "a command after -- (amctl submit --exec -- PROGRAM ARGS...)", argv.length > 0],
     [flags.reason !== undefined, "--reason", "--revoke-grant", flags.revokeGrant !== undefined],
     [flags.endpoint !== undefined, "--endpoint", "--bind-provider", flags.bindProvider !== undefined],
+    [flags.apiKeyRef !== undefined, "--api-key-ref", "--bind-provider", flags.bindProvider !== undefined],
+    [flags.providerApi !== undefined, "--provider-api", "--bind-provider", flags.bindProvider !== undefined],
+    [flags.providerModel !== undefined, "--provider-model", "--bind-provider", flags.bindProvider !== undefined],
   ];
   for (const [given, flag, needs, present] of companions) {
     if (given && !present) throw new Error(`${flag} needs ${needs}`);

@@ -36,9 +36,9 @@ export function defaultDetectors(secrets: KnownSecrets): Detector[] {
   ];
 }
 
-/** Names of environment variables whose values are secret. */
+/** Names of environment variables whose values are secret (`AMCTL_PROVIDER_…`: model providers' keys, ModelProviderBindSpec.api_key_ref). */
 export const SECRET_ENV_NAME =
-  /pass(?:word|wd)?|pwd|secret|token|api[-_]?key|access[-_]?key|private[-_]?key|credential|auth|session|cookie|signature|(?:^|_)key(?:_|$)|dsn|database_url/i;
+  /^AMCTL_PROVIDER_|pass(?:word|wd)?|pwd|secret|token|api[-_]?key|access[-_]?key|private[-_]?key|credential|auth|session|cookie|signature|(?:^|_)key(?:_|$)|dsn|database_url/i;
 
 /** The values of the secret-named variables of `env` (the server's own environment). */
 export function secretEnvValues(env: NodeJS.ProcessEnv): string[] {

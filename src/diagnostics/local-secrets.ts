@@ -1,8 +1,10 @@
 // The secrets the server holds for itself, which no bundle may carry in any encoding: the
 // operator's private key when it is in the data dir (where an older `amctl init` put it), the server's
-// own signing key, the audit signing key, and the MAC keys of page tokens and call tickets.
+// own signing key, the audit signing key, the MAC keys of page tokens and call tickets, and
+// the model providers' keys in DATA_DIR/provider-keys.
 import { existsSync, readFileSync } from "node:fs";
 import { operatorKeyFiles } from "../governance/operator-key.js";
+import { providerKeyFileValues } from "../governance/provider-keys.js";
 import type { StoreSecrets } from "../store/store.js";
 
 /** The store secret under which src/governance/server-key.ts keeps the server's key pair (JSON with a `pkcs8` PEM). */
@@ -30,5 +32,7 @@ export async function localSecrets(store: StoreSecrets, dataDir: string, held: r
   secrets.push(...serverPrivateKey(serverKey));
   const operatorKey = operatorKeyFiles(dataDir).legacyPrivateKey;
   if (existsSync(operatorKey)) secrets.push(readFileSync(operatorKey, "utf8"));
+  // Model providers' keys the gateway sends upstream (file references; env ones are secret-named).
+  secrets.push(...providerKeyFileValues(dataDir));
   return secrets;
 }

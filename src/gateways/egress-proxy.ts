@@ -21,30 +21,23 @@ import type * as http from "node:http";
 import * as net from "node:net";
 import type { Duplex } from "node:stream";
 import { create } from "@bufbuild/protobuf";
+import { ConnectError } from "@connectrpc/connect";
 import { allowedDecision, denialOf, type AuditDecisionInit } from "../audit/decisions.js";
 import type { AuditDraft } from "../model/audit-chain.js";
 import { Code } from "../gen/google/rpc/code_pb.js";
-import { BudgetSchema } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { CallKind, RuntimeCallSchema } from "../gen/agentmachine/v1/runtime_pb.js";
-import { OperationType, PolicyGate } from "../gen/agentmachine/v1/types_pb.js";
+import { PolicyGate } from "../gen/agentmachine/v1/types_pb.js";
 import { networkEgressAllowed } from "../executors/container-invocation.js";
 import type { Authority, Principal } from "../governance/authority.js";
-import { decideCall, type CallDecisionDeps } from "../governance/call-decision.js";
-import { charge, costOf } from "../governance/runtime-charging.js";
-import { chargeOperation } from "../lifecycle/operation-charging.js";
-import type { OperationRunner } from "../lifecycle/operation-runner.js";
-import { caller } from "../call/audit-scope.js";
+import { bearerToken } from "../governance/bearer.js";
+import { admitCall, executionCallDraft, runningAttempt, type RuntimeCallDeps } from "./runtime-call.js";
 import type { Logger } from "../api/logger.js";
-import type { StoreAccounts, StoreAudit, StoreOperations } from "../store/store.js";
-import { AttemptRefusal, runningAttempt } from "./running-attempt.js";
 
 export const EGRESS_RPC = "egress";
 
-export interface EgressProxyDeps extends CallDecisionDeps {
-  store: StoreOperations & StoreAccounts & StoreAudit;
+export interface EgressProxyDeps extends RuntimeCallDeps {
   authority: Authority;
-  runner: OperationRunner;
   log: Logger;
   /** Whether commands are audited (config.audit). */
   audit: boolean;
@@ -90,33 +83,28 @@ export function egressProxy(deps: EgressProxyDeps) {
     decision: AuditDecisionInit,
     bytes = { sent: 0n, received: 0n },
   ): AuditDraft {
-    return {
-      ...caller(principal),
-      rpc: EGRESS_RPC,
-      operationType: OperationType.EXECUTION_START,
-      commandRef: "EgressConnection",
-      resource: operation,
-      decision,
-      requestDigest: createHash("sha256").update(`CONNECT ${target}`).digest("hex"),
+    const requestDigest = createHash("sha256").update(`CONNECT ${target}`).digest("hex");
+    return executionCallDraft(principal, { rpc: EGRESS_RPC, commandRef: "EgressConnection", operation, requestDigest }, decision, {
       egress: { host: destination.host, port: destination.port, bytesSent: bytes.sent, bytesReceived: bytes.received },
-    };
+    });
   }
 
   /** The running attempt the credential belongs to, if it may use the proxy. */
   async function attemptOf(request: http.IncomingMessage): Promise<{ principal: Principal; operation: Operation }> {
-    const token = /^Bearer\s+(\S+)$/i.exec(request.headers["proxy-authorization"] ?? "")?.[1];
+    const header = request.headers["proxy-authorization"] ?? "";
+    const token = bearerToken(header);
     if (token === undefined)
       throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, "the egress proxy needs an execution credential (Proxy-Authorization: Bearer)");
-    let attempt: { principal: Principal; operation: Operation };
+    let principal: Principal;
     try {
-      attempt = await runningAttempt(authority, store, token);
+      principal = await authority.authenticate(token);
     } catch (error) {
-      if (!(error instanceof AttemptRefusal)) throw error;
-      if (error.kind === "not-an-attempt")
-        throw refusal(403, "Forbidden", Code.PERMISSION_DENIED, "only a running execution's own credential may use the egress proxy");
-      throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, error.message);
+      throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, error instanceof ConnectError ? error.rawMessage : "invalid credential");
     }
-    const { principal, operation } = attempt;
+    const operation = await runningAttempt(store, principal).catch((error: unknown) => {
+      if (!(error instanceof ConnectError)) throw error;
+      throw refusal(403, "Forbidden", Code.PERMISSION_DENIED, "only a running execution's own credential may use the egress proxy");
+    });
     if (!networkEgressAllowed(operation)) {
       throw new Refusal(403, "Forbidden", {
         allowed: false,
@@ -142,14 +130,15 @@ export function egressProxy(deps: EgressProxyDeps) {
       ({ principal, operation: running } = await attemptOf(request));
       operation = running.name;
       const call = create(RuntimeCallSchema, { kind: CallKind.CONNECTOR, connector: `${destination.host}:${destination.port}` });
-      const verdict = await decideCall(deps, principal, running.profile, call, running.labels, destination);
-      if (verdict.denial !== undefined) throw new Refusal(403, "Forbidden", denialOf(verdict.denial));
-      const limit = running.requestedBudget ?? create(BudgetSchema);
-      const charged = await chargeOperation(deps, operation, (current) => charge(limit, current.usage, costOf(call)), false, undefined);
-      if (charged.outcome === undefined) throw refusal(403, "Forbidden", Code.FAILED_PRECONDITION, `${operation} is not running`);
-      if (charged.outcome.kind === "exhausted")
-        throw refusal(403, "Forbidden", Code.RESOURCE_EXHAUSTED, `the connection would exhaust the ${charged.outcome.dimension} budget; the task is ended`);
-      tunnel(socket, head, destination, target, (bytes) => record(draft(principal, operation, target, destination, allowedDecision(verdict.decisions), bytes)));
+      const admission = await admitCall(deps, principal, running, call, { destination }).catch((error: unknown) => {
+        if (!(error instanceof ConnectError)) throw error;
+        throw refusal(403, "Forbidden", Code.FAILED_PRECONDITION, `${operation} is not running`);
+      });
+      if (!admission.allowed && admission.exhausted !== undefined)
+        throw refusal(403, "Forbidden", Code.RESOURCE_EXHAUSTED, `the connection would exhaust the ${admission.exhausted} budget; the task is ended`);
+      if (!admission.allowed) throw new Refusal(403, "Forbidden", denialOf(admission.denial));
+      const { decisions } = admission;
+      tunnel(socket, head, destination, target, (bytes) => record(draft(principal, operation, target, destination, allowedDecision(decisions), bytes)));
     } catch (error) {
       if (!(error instanceof Refusal)) {
         log.error({ err: error, operation }, "egress proxy failed");

@@ -3,7 +3,7 @@
 // operations) and kept until a commit touches a grant, a revocation or a binding — the store
 // tells every listener after each commit, before the writer is answered, so a revoked grant is
 // never used once its revocation has completed.
-import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
+import type { ModelProviderBindSpec, Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { OperationType, TaskState, type ProfileType } from "../gen/agentmachine/v1/types_pb.js";
 import type { StoreEvents, StoreOperations } from "../store/store.js";
 import { allows } from "./attenuation.js";
@@ -19,6 +19,8 @@ interface Snapshot {
   grants: Map<string, string[]>;
   /** Provider → the types of the provider profiles it is bound in. */
   bindings: Map<string, Set<ProfileType>>;
+  /** Provider → its last completed binding's spec (endpoint, key reference, wire format, models). */
+  specs: Map<string, ModelProviderBindSpec>;
 }
 
 export class GrantIndex {
@@ -37,6 +39,11 @@ export class GrantIndex {
   /** The types of the provider profiles `provider` is bound in (empty when it is bound nowhere). */
   async providerProfileTypes(provider: string): Promise<ProfileType[]> {
     return [...((await this.current()).bindings.get(provider) ?? [])];
+  }
+
+  /** Every bound provider's newest binding, for the model gateway's routing. */
+  async providerBindings(): Promise<ModelProviderBindSpec[]> {
+    return [...(await this.current()).specs.values()];
   }
 
   private current(): Promise<Snapshot> {
@@ -60,13 +67,15 @@ export class GrantIndex {
       }
     }
     const bindings = new Map<string, Set<ProfileType>>();
-    for (const binding of bindingOps) {
+    const specs = new Map<string, ModelProviderBindSpec>();
+    for (const binding of [...bindingOps].sort((a, b) => Number(a.lastSequence - b.lastSequence))) {
       const artifact = binding.artifact?.kind;
       if (artifact?.case !== "modelProviderBinding") continue;
       const types = bindings.get(artifact.value.provider) ?? new Set<ProfileType>();
       types.add(artifact.value.profileType);
       bindings.set(artifact.value.provider, types);
+      if (binding.spec?.kind.case === "modelProviderBind") specs.set(artifact.value.provider, binding.spec.kind.value);
     }
-    return { grants, bindings };
+    return { grants, bindings, specs };
   }
 }

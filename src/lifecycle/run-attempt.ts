@@ -2,6 +2,7 @@
 // (queued/retrying → running), issue the execution's credential, hand the attempt to its
 // executor while recording what it reports, and turn its outcome into the next state.
 import { mkdirSync } from "node:fs";
+import { planeEnvironment } from "../api/plane-environment.js";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ArtifactSchema } from "../gen/agentmachine/v1/artifact_pb.js";
@@ -179,7 +180,10 @@ export class AttemptRunner {
           signal: controller.signal,
           ...(seat !== undefined ? { seat } : {}),
           ...(output !== undefined ? { output } : {}),
-          env: credential === undefined ? {} : { AMCTL_SERVER: this.options.serverAddress(), AMCTL_TOKEN: credential.token, AMCTL_OPERATION: name },
+          env:
+            credential === undefined
+              ? {}
+              : { ...planeEnvironment(this.options.serverAddress(), credential.token), AMCTL_TOKEN: credential.token, AMCTL_OPERATION: name },
           progress: (message, percent) => {
             const value = { message, ...(percent !== undefined ? { percent } : {}) };
             // A chatty process must not flood the event log: while a progress event waits for

@@ -22,6 +22,7 @@
 // starts its own).
 import { spawnSync, type ChildProcess } from "node:child_process";
 import { chmodSync, chownSync, statSync } from "node:fs";
+import { planeEnvironment } from "../api/plane-environment.js";
 import { dirname } from "node:path";
 import type { Writable } from "node:stream";
 import type { Mount } from "../gen/agentmachine/v1/operation_pb.js";
@@ -239,7 +240,7 @@ export class Sandboxes {
       const proxy = `http://127.0.0.1:${egressPort}`;
       const env = {
         ...request.env,
-        AMCTL_SERVER: `http://127.0.0.1:${insidePort}`,
+        ...planeEnvironment(`http://127.0.0.1:${insidePort}`, request.env.AMCTL_TOKEN),
         ...(sockets.egress ? { HTTP_PROXY: proxy, HTTPS_PROXY: proxy, http_proxy: proxy, https_proxy: proxy, NO_PROXY: "", no_proxy: "" } : {}),
       };
       const bound = mounts.map(({ target, readWrite }, index) => ({ fd: MOUNT_FD_BASE + index, target, readWrite }));

@@ -86,6 +86,7 @@ import { isMcpRequest, mcpGateway } from "../gateways/mcp-gateway.js";
 import { UpstreamClients } from "../gateways/mcp-upstream-clients.js";
 import { readMcpUpstreams } from "../gateways/mcp-upstreams.js";
 import { serverVersion } from "../diagnostics/collect.js";
+import { modelGateway } from "../gateways/model-gateway.js";
 import { rawRequestContextValues } from "../call/raw-request.js";
 import { answerUnknownRoute } from "./unknown-route.js";
 import { ConsoleAssets } from "./console-assets.js";
@@ -456,7 +457,12 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     shutdownSignal: shutdown.signal,
   });
   // Each call keeps a record of the profiles it concerns, for its log lines.
-  const handler = withCallProfiles(adapter);
+  const rpcs = withCallProfiles(adapter);
+  // The model-provider gateway's paths (/v1/chat/completions, /v1/messages, /api/chat, …) first.
+  const models = modelGateway({ store, policy, grants, authority, runner, log, audit: config.audit, dataDir });
+  const handler: typeof rpcs = (req, res) => {
+    if (!models(req, res)) rpcs(req, res);
+  };
 
   const egress = egressProxy({ store, policy, grants, authority, runner, log, audit: config.audit });
   // The MCP gateway: /mcp on the same port, forwarding to the operator's upstream MCP servers.

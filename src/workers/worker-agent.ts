@@ -9,6 +9,7 @@
 // cancellation, a LEASE_REJECTED report) is killed at once, and so is every task when no
 // heartbeat got through for a whole lease TTL — by then the server has given them to others.
 import { mkdirSync, rmSync } from "node:fs";
+import { planeEnvironment } from "../api/plane-environment.js";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { durationMs } from "@bufbuild/protobuf/wkt";
@@ -188,7 +189,7 @@ export class WorkerAgent {
         attempt: lease.attempt,
         workspace,
         signal: controller.signal,
-        env: { ...assignment.env, AMCTL_SERVER: this.options.server },
+        env: { ...assignment.env, ...planeEnvironment(this.options.server, assignment.env.AMCTL_TOKEN) },
         spawned: () => {},
         progress: (message, percent) =>
           this.send(() => this.options.client.reportProgress({ ...report, message, ...(percent !== undefined ? { percent } : {}) }), task),

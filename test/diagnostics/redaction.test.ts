@@ -137,6 +137,10 @@ describe("known values", () => {
       "t",
     ]);
   });
+
+  it("takes every model provider key the gateway may be given (AMCTL_PROVIDER_…), whatever the rest of its name", () => {
+    expect(secretEnvValues({ AMCTL_PROVIDER_OPENAI: "o", AMCTL_PROVIDER_CLAUDE_PROD: "c", AMCTL_SERVER: "http://127.0.0.1:7070" }).sort()).toEqual(["c", "o"]);
+  });
 });
 
 describe("field detectors", () => {

@@ -77,6 +77,7 @@ export function callInput(
     callKind: callKindNames.get(call.kind) ?? "",
     tool: call.tool,
     modelProvider: call.modelProvider,
+    model: call.model,
     modelProviderProfileType: providerProfileType === undefined ? "" : (profileTypeNames.get(providerProfileType) ?? ""),
     connector: call.connector,
     network: call.connector !== "",

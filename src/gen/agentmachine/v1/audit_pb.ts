@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/audit.proto.
  */
 export const file_agentmachine_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("ChthZ2VudG1hY2hpbmUvdjEvYXVkaXQucHJvdG8SD2FnZW50bWFjaGluZS52MSKqBAoLQXVkaXRSZWNvcmQSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEhIKCmRlbGVnYXRpb24YBCABKAkSGAoQZGVsZWdhdGlvbl9jaGFpbhgFIAMoCRILCgNycGMYBiABKAkSNgoOb3BlcmF0aW9uX3R5cGUYByABKA4yHi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uVHlwZRITCgtjb21tYW5kX3JlZhgIIAEoCRIQCghyZXNvdXJjZRgJIAEoCRIwCghkZWNpc2lvbhgKIAEoCzIeLmFnZW50bWFjaGluZS52MS5BdWRpdERlY2lzaW9uEhYKDnJlcXVlc3RfZGlnZXN0GAsgASgJEhUKDXByZXZpb3VzX2hhc2gYDCABKAkSDAoEaGFzaBgNIAEoCRIxCgZlZ3Jlc3MYDiABKAsyIS5hZ2VudG1hY2hpbmUudjEuRWdyZXNzQ29ubmVjdGlvbhIWCg5zb3VyY2VfYWRkcmVzcxgPIAEoCRIUCgxyZXBlYXRfY291bnQYECABKAQSLQoJbGFzdF90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg1tY3BfdG9vbF9jYWxsGBIgASgLMhwuYWdlbnRtYWNoaW5lLnYxLk1jcFRvb2xDYWxsIisKC01jcFRvb2xDYWxsEg4KBnNlcnZlchgBIAEoCRIMCgR0b29sGAIgASgJIloKEEVncmVzc0Nvbm5lY3Rpb24SDAoEaG9zdBgBIAEoCRIMCgRwb3J0GAIgASgNEhIKCmJ5dGVzX3NlbnQYAyABKAQSFgoOYnl0ZXNfcmVjZWl2ZWQYBCABKAQizAEKDUF1ZGl0RGVjaXNpb24SDwoHYWxsb3dlZBgBIAEoCBIQCgRjb2RlGAIgASgJQgIYARIQCgRnYXRlGAMgASgJQgIYARIMCgRydWxlGAQgASgJEhUKDWJ1bmRsZV9kaWdlc3QYBSABKAkSDgoGcmVhc29uGAYgASgJEiUKC2RlbmlhbF9jb2RlGAcgASgOMhAuZ29vZ2xlLnJwYy5Db2RlEioKBWdhdGVzGAggAygOMhsuYWdlbnRtYWNoaW5lLnYxLlBvbGljeUdhdGUigQEKD0F1ZGl0Q2hlY2twb2ludBIOCgZvcmlnaW4YASABKAkSDAoEc2l6ZRgCIAEoBBIRCgloZWFkX2hhc2gYAyABKAkSEwoLc2lnbmVkX25vdGUYBCABKAkSKAoEdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBiBnByb3RvMw", [file_agentmachine_v1_types, file_google_protobuf_timestamp, file_google_rpc_code]);
+  fileDesc("ChthZ2VudG1hY2hpbmUvdjEvYXVkaXQucHJvdG8SD2FnZW50bWFjaGluZS52MSLaBAoLQXVkaXRSZWNvcmQSEAoIc2VxdWVuY2UYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcHJpbmNpcGFsGAMgASgJEhIKCmRlbGVnYXRpb24YBCABKAkSGAoQZGVsZWdhdGlvbl9jaGFpbhgFIAMoCRILCgNycGMYBiABKAkSNgoOb3BlcmF0aW9uX3R5cGUYByABKA4yHi5hZ2VudG1hY2hpbmUudjEuT3BlcmF0aW9uVHlwZRITCgtjb21tYW5kX3JlZhgIIAEoCRIQCghyZXNvdXJjZRgJIAEoCRIwCghkZWNpc2lvbhgKIAEoCzIeLmFnZW50bWFjaGluZS52MS5BdWRpdERlY2lzaW9uEhYKDnJlcXVlc3RfZGlnZXN0GAsgASgJEhUKDXByZXZpb3VzX2hhc2gYDCABKAkSDAoEaGFzaBgNIAEoCRIxCgZlZ3Jlc3MYDiABKAsyIS5hZ2VudG1hY2hpbmUudjEuRWdyZXNzQ29ubmVjdGlvbhIWCg5zb3VyY2VfYWRkcmVzcxgPIAEoCRIUCgxyZXBlYXRfY291bnQYECABKAQSLQoJbGFzdF90aW1lGBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg1tY3BfdG9vbF9jYWxsGBIgASgLMhwuYWdlbnRtYWNoaW5lLnYxLk1jcFRvb2xDYWxsEi4KCm1vZGVsX2NhbGwYEyABKAsyGi5hZ2VudG1hY2hpbmUudjEuTW9kZWxDYWxsIisKC01jcFRvb2xDYWxsEg4KBnNlcnZlchgBIAEoCRIMCgR0b29sGAIgASgJIpABCglNb2RlbENhbGwSEAoIcHJvdmlkZXIYASABKAkSDQoFbW9kZWwYAiABKAkSCwoDYXBpGAMgASgJEhQKDGlucHV0X3Rva2VucxgEIAEoBBIVCg1vdXRwdXRfdG9rZW5zGAUgASgEEhgKEHRva2Vuc19lc3RpbWF0ZWQYBiABKAgSDgoGc3RyZWFtGAcgASgIIloKEEVncmVzc0Nvbm5lY3Rpb24SDAoEaG9zdBgBIAEoCRIMCgRwb3J0GAIgASgNEhIKCmJ5dGVzX3NlbnQYAyABKAQSFgoOYnl0ZXNfcmVjZWl2ZWQYBCABKAQizAEKDUF1ZGl0RGVjaXNpb24SDwoHYWxsb3dlZBgBIAEoCBIQCgRjb2RlGAIgASgJQgIYARIQCgRnYXRlGAMgASgJQgIYARIMCgRydWxlGAQgASgJEhUKDWJ1bmRsZV9kaWdlc3QYBSABKAkSDgoGcmVhc29uGAYgASgJEiUKC2RlbmlhbF9jb2RlGAcgASgOMhAuZ29vZ2xlLnJwYy5Db2RlEioKBWdhdGVzGAggAygOMhsuYWdlbnRtYWNoaW5lLnYxLlBvbGljeUdhdGUigQEKD0F1ZGl0Q2hlY2twb2ludBIOCgZvcmlnaW4YASABKAkSDAoEc2l6ZRgCIAEoBBIRCgloZWFkX2hhc2gYAyABKAkSEwoLc2lnbmVkX25vdGUYBCABKAkSKAoEdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBiBnByb3RvMw", [file_agentmachine_v1_types, file_google_protobuf_timestamp, file_google_rpc_code]);
 
 /**
  * One entry of the tamper-evident audit log: a command (an RPC that changed state) or a
@@ -171,6 +171,15 @@ export type AuditRecord = Message<"agentmachine.v1.AuditRecord"> & {
    * @generated from field: agentmachine.v1.McpToolCall mcp_tool_call = 18;
    */
   mcpToolCall?: McpToolCall | undefined;
+
+  /**
+   * For a call through the plane's model gateway: which provider and model, and the tokens
+   * charged. `resource` is the execution's operation; `rpc` is `model-gateway`. Never the
+   * prompt or the completion.
+   *
+   * @generated from field: agentmachine.v1.ModelCall model_call = 19;
+   */
+  modelCall?: ModelCall | undefined;
 };
 
 /**
@@ -207,6 +216,70 @@ export type McpToolCall = Message<"agentmachine.v1.McpToolCall"> & {
  */
 export const McpToolCallSchema: GenMessage<McpToolCall> = /*@__PURE__*/
   messageDesc(file_agentmachine_v1_audit, 1);
+
+/**
+ * One model call an execution made through the plane's model gateway.
+ *
+ * @generated from message agentmachine.v1.ModelCall
+ */
+export type ModelCall = Message<"agentmachine.v1.ModelCall"> & {
+  /**
+   * The provider the call was routed to, as bound (`agent_machine.model_provider.bind`).
+   *
+   * @generated from field: string provider = 1;
+   */
+  provider: string;
+
+  /**
+   * The model asked for, as sent to the provider.
+   *
+   * @generated from field: string model = 2;
+   */
+  model: string;
+
+  /**
+   * The wire format spoken: `openai`, `anthropic` or `ollama`.
+   *
+   * @generated from field: string api = 3;
+   */
+  api: string;
+
+  /**
+   * Prompt tokens charged.
+   *
+   * @generated from field: uint64 input_tokens = 4;
+   */
+  inputTokens: bigint;
+
+  /**
+   * Completion tokens charged.
+   *
+   * @generated from field: uint64 output_tokens = 5;
+   */
+  outputTokens: bigint;
+
+  /**
+   * Whether the tokens are the gateway's estimate (the provider reported no usage, or the
+   * stream ended before it did) rather than the provider's own count.
+   *
+   * @generated from field: bool tokens_estimated = 6;
+   */
+  tokensEstimated: boolean;
+
+  /**
+   * Whether the response was streamed.
+   *
+   * @generated from field: bool stream = 7;
+   */
+  stream: boolean;
+};
+
+/**
+ * Describes the message agentmachine.v1.ModelCall.
+ * Use `create(ModelCallSchema)` to create a new message.
+ */
+export const ModelCallSchema: GenMessage<ModelCall> = /*@__PURE__*/
+  messageDesc(file_agentmachine_v1_audit, 2);
 
 /**
  * One connection an execution opened through the plane's egress proxy.
@@ -248,7 +321,7 @@ export type EgressConnection = Message<"agentmachine.v1.EgressConnection"> & {
  * Use `create(EgressConnectionSchema)` to create a new message.
  */
 export const EgressConnectionSchema: GenMessage<EgressConnection> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_audit, 2);
+  messageDesc(file_agentmachine_v1_audit, 3);
 
 /**
  * What was decided about a command.
@@ -324,7 +397,7 @@ export type AuditDecision = Message<"agentmachine.v1.AuditDecision"> & {
  * Use `create(AuditDecisionSchema)` to create a new message.
  */
 export const AuditDecisionSchema: GenMessage<AuditDecision> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_audit, 3);
+  messageDesc(file_agentmachine_v1_audit, 4);
 
 /**
  * A signed statement of the log's size and head: a C2SP signed note whose body is a
@@ -376,5 +449,5 @@ export type AuditCheckpoint = Message<"agentmachine.v1.AuditCheckpoint"> & {
  * Use `create(AuditCheckpointSchema)` to create a new message.
  */
 export const AuditCheckpointSchema: GenMessage<AuditCheckpoint> = /*@__PURE__*/
-  messageDesc(file_agentmachine_v1_audit, 4);
+  messageDesc(file_agentmachine_v1_audit, 5);
 

@@ -11,7 +11,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentmachine/v1/runtime.proto.
  */
 export const file_agentmachine_v1_runtime: GenFile = /*@__PURE__*/
-  fileDesc("Ch1hZ2VudG1hY2hpbmUvdjEvcnVudGltZS5wcm90bxIPYWdlbnRtYWNoaW5lLnYxIrkDCgtSdW50aW1lQ2FsbBIzCgRraW5kGAEgASgOMhkuYWdlbnRtYWNoaW5lLnYxLkNhbGxLaW5kQgq6SAeCAQQQASAAEiAKDm1vZGVsX3Byb3ZpZGVyGAIgASgJQgi6SAVyAxjIARIbCgljb25uZWN0b3IYAyABKAlCCLpIBXIDGMgBEhYKBHRvb2wYBCABKAlCCLpIBXIDGMgBEiQKEGVzdGltYXRlZF90b2tlbnMYBSABKARCCrpIBzIFGIDC1y869wG6SPMBGvABChNydW50aW1lX2NhbGwudGFyZ2V0ElthIG1vZGVsIGNhbGwgbmFtZXMgbW9kZWxfcHJvdmlkZXIsIGEgY29ubmVjdG9yIGNhbGwgbmFtZXMgY29ubmVjdG9yLCBhIHRvb2wgY2FsbCBuYW1lcyB0b29sGnx0aGlzLmtpbmQgPT0gMSA/IHRoaXMubW9kZWxfcHJvdmlkZXIgIT0gJycgOiB0aGlzLmtpbmQgPT0gMiA/IHRoaXMuY29ubmVjdG9yICE9ICcnIDogdGhpcy5raW5kID09IDMgPyB0aGlzLnRvb2wgIT0gJycgOiB0cnVlKmcKCENhbGxLaW5kEhkKFUNBTExfS0lORF9VTlNQRUNJRklFRBAAEhMKD0NBTExfS0lORF9NT0RFTBABEhcKE0NBTExfS0lORF9DT05ORUNUT1IQAhISCg5DQUxMX0tJTkRfVE9PTBADYgZwcm90bzM", [file_buf_validate_validate]);
+  fileDesc("Ch1hZ2VudG1hY2hpbmUvdjEvcnVudGltZS5wcm90bxIPYWdlbnRtYWNoaW5lLnYxItIDCgtSdW50aW1lQ2FsbBIzCgRraW5kGAEgASgOMhkuYWdlbnRtYWNoaW5lLnYxLkNhbGxLaW5kQgq6SAeCAQQQASAAEiAKDm1vZGVsX3Byb3ZpZGVyGAIgASgJQgi6SAVyAxjIARIbCgljb25uZWN0b3IYAyABKAlCCLpIBXIDGMgBEhYKBHRvb2wYBCABKAlCCLpIBXIDGMgBEiQKEGVzdGltYXRlZF90b2tlbnMYBSABKARCCrpIBzIFGIDC1y8SFwoFbW9kZWwYBiABKAlCCLpIBXIDGMgBOvcBukjzARrwAQoTcnVudGltZV9jYWxsLnRhcmdldBJbYSBtb2RlbCBjYWxsIG5hbWVzIG1vZGVsX3Byb3ZpZGVyLCBhIGNvbm5lY3RvciBjYWxsIG5hbWVzIGNvbm5lY3RvciwgYSB0b29sIGNhbGwgbmFtZXMgdG9vbBp8dGhpcy5raW5kID09IDEgPyB0aGlzLm1vZGVsX3Byb3ZpZGVyICE9ICcnIDogdGhpcy5raW5kID09IDIgPyB0aGlzLmNvbm5lY3RvciAhPSAnJyA6IHRoaXMua2luZCA9PSAzID8gdGhpcy50b29sICE9ICcnIDogdHJ1ZSpnCghDYWxsS2luZBIZChVDQUxMX0tJTkRfVU5TUEVDSUZJRUQQABITCg9DQUxMX0tJTkRfTU9ERUwQARIXChNDQUxMX0tJTkRfQ09OTkVDVE9SEAISEgoOQ0FMTF9LSU5EX1RPT0wQA2IGcHJvdG8z", [file_buf_validate_validate]);
 
 /**
  * A call an agent asks to make at runtime.
@@ -53,6 +53,14 @@ export type RuntimeCall = Message<"agentmachine.v1.RuntimeCall"> & {
    * @generated from field: uint64 estimated_tokens = 5;
    */
   estimatedTokens: bigint;
+
+  /**
+   * For a model call: the model, as the provider names it (for example `gpt-4o-mini`); policy
+   * rules see it as `input.model`. The model gateway always sets it.
+   *
+   * @generated from field: string model = 6;
+   */
+  model: string;
 };
 
 /**
