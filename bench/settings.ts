@@ -3,13 +3,26 @@ import { cpus } from "node:os";
 import type { BenchProtocol } from "./load-worker.js";
 
 /** The benchmarks, by the name BENCH_ONLY selects them with. */
-export const benchmarks = ["contract", "operations", "governance", "idle", "fanout", "replay", "replicas", "workers", "audit", "telemetry", "sandbox"] as const;
+export const benchmarks = [
+  "contract",
+  "operations",
+  "governance",
+  "idle",
+  "fanout",
+  "watched",
+  "replay",
+  "replicas",
+  "workers",
+  "audit",
+  "telemetry",
+  "sandbox",
+] as const;
 export type Benchmark = (typeof benchmarks)[number];
 
 /** Names that select several benchmarks at once. */
 const groups: Record<string, readonly Benchmark[]> = {
   all: benchmarks,
-  streams: ["idle", "fanout", "replay"],
+  streams: ["idle", "fanout", "watched", "replay"],
 };
 
 export interface Settings {

@@ -4,6 +4,8 @@
 //           Goal ≤ 16 KiB.
 // - fanout: events/s delivered in all to many subscribers against one subscriber, for the same
 //           burst of record operations.
+// - watched: durable submits/s while many subscribers watch every event, against none watching.
+//           Goal ≥ 0.7.
 // - replay: the rate of a replay from sequence 0 (read from the store) against the rate of the
 //           same number of events streamed from the server's in-memory window. Goal ≥ 0.5.
 //
@@ -17,6 +19,7 @@ import { announcedMaxConcurrentStreams, ask, startStreamWorker, SubscriberGroup 
 
 const IDLE_GOAL_KIB = 16;
 const REPLAY_GOAL = 0.5;
+const WATCHED_GOAL = 0.7;
 /** Submits in flight while producing events (one HTTP/2 connection). */
 const PRODUCER_CONCURRENCY = 64;
 /**
@@ -241,6 +244,82 @@ export async function fanoutBenchmark(settings: Settings): Promise<SectionReport
         : []),
     ],
     data: { operations, events, wide, runs, ratio: value, roundRatios, ratePerSecond: { wide: rate(wide), one: rate(1) }, table },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// watched
+
+interface WatchedRun {
+  subscribers: number;
+  submits: number;
+  seconds: number;
+  submitsPerSecond: number;
+  serverCpu: number;
+}
+
+export async function watchedBenchmark(settings: Settings): Promise<SectionReport> {
+  const wide = settings.fanoutSubscribers;
+  const operations = settings.fanoutOperations;
+  const runs: WatchedRun[] = [];
+  await withServer("submits while watched", async (server) => {
+    const client = operationsClient(server);
+    const created = await createBenchProfile(client);
+    let head = created.head;
+    for (let round = 0; round < settings.rounds; round++) {
+      for (const subscribers of round % 2 === 0 ? [0, wide] : [wide, 0]) {
+        process.stderr.write(`[watched] round ${round + 1}/${settings.rounds}: ${subscribers} subscribers, ${operations} submits… `);
+        const group = subscribers === 0 ? undefined : await SubscriberGroup.connect(server, subscribers, settings.streamWorkers, settings.streamsPerConnection);
+        try {
+          await group?.open(head - 1n);
+          const last = head + BigInt(operations * EVENTS_PER_RECORD);
+          const reached = group?.until(last, 600_000);
+          const started = performance.now();
+          const { cpu } = await withCpu(server.pid, () => submitRecords(client, created.profile, operations, PRODUCER_CONCURRENCY));
+          const seconds = (performance.now() - started) / 1000;
+          // Every subscriber got every event (else the run did not measure what it says).
+          await reached;
+          head = last;
+          runs.push({ subscribers, submits: operations, seconds, submitsPerSecond: operations / seconds, serverCpu: cpu });
+          process.stderr.write(`${count(operations / seconds)} submits/s\n`);
+        } finally {
+          await group?.stop();
+        }
+      }
+    }
+  });
+  const rate = (subscribers: number): number => {
+    const of = runs.filter((run) => run.subscribers === subscribers);
+    return of.reduce((sum, run) => sum + run.submits, 0) / of.reduce((sum, run) => sum + run.seconds, 0);
+  };
+  const value = ratio(rate(wide), rate(0));
+  const roundRatios = Array.from({ length: settings.rounds }, (_, round) => {
+    const pair = runs.slice(round * 2, round * 2 + 2);
+    return ratio(pair.find((run) => run.subscribers === wide)!.submitsPerSecond, pair.find((run) => run.subscribers === 0)!.submitsPerSecond);
+  });
+  const table = formatTable(
+    ["round", "subscribers", "submits", "seconds", "submits/s", "server cpu"],
+    runs.map((run, index) => [
+      String(Math.floor(index / 2) + 1),
+      String(run.subscribers),
+      count(run.submits),
+      ms(run.seconds),
+      count(run.submitsPerSecond),
+      percent(run.serverCpu),
+    ]),
+  );
+  return {
+    name: "watched",
+    lines: [
+      `Submits while watched: ${operations} durable record submits (${PRODUCER_CONCURRENCY} in flight) with ${wide} WatchEvents subscribers ` +
+        `receiving every event (${settings.streamsPerConnection} streams a connection) against none.`,
+      "",
+      table,
+      "",
+      `submit throughput, ${wide} subscribers watching / none: ${fixed(value)} (goal ≥ ${WATCHED_GOAL}) (rounds: ${roundRatios.map((round) => fixed(round)).join(" ")}; ` +
+        `${count(rate(wide))} vs ${count(rate(0))} submits/s)`,
+    ],
+    data: { operations, wide, runs, ratio: value, roundRatios, goal: { ratio: WATCHED_GOAL, met: value >= WATCHED_GOAL }, table },
   };
 }
 

@@ -34,8 +34,8 @@ class MemoryLog implements StoreEvents {
       event: create(OperationEventSchema, {
         sequence: BigInt(this.events.length + index + 1),
         operation,
-        type: EventType.STATE_CHANGED,
-        state: TaskState.SUCCEEDED,
+        type: EventType.START,
+        state: TaskState.RUNNING,
       }),
       profile,
       operationType: type ?? OperationType.TOOL_GRANT_APPLY,
@@ -50,7 +50,13 @@ class MemoryLog implements StoreEvents {
 function counted(filter: CompiledFilter): { filter: CompiledFilter; asked: () => number } {
   let asked = 0;
   return {
-    filter: { index: filter.index, matches: (stored) => (asked++, filter.matches(stored)) },
+    filter: {
+      index: filter.index,
+      matches: (stored) => {
+        asked++;
+        return filter.matches(stored);
+      },
+    },
     asked: () => asked,
   };
 }
