@@ -10,7 +10,7 @@
 import { gzipSync } from "node:zlib";
 import type * as http2 from "node:http2";
 import { create, type DescMessage, type MessageInitShape, toBinary, toJsonString } from "@bufbuild/protobuf";
-import { createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WatchAuditRecordsRequestSchema } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
@@ -19,6 +19,7 @@ import { ProfileType } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { closeSession, decodeEnvelopes, envelope, h2Request, openSession, type H2Response } from "../helpers/raw-http2.js";
 import { startTestServer, type TestServer } from "../helpers/server.js";
 import { authInterceptors } from "../helpers/tokens.js";
+import { agentOperationTypes, clientsFor, roomyBudget, wideRoot } from "../helpers/runtime.js";
 
 const MAX_MESSAGE_BYTES = 64 * 1024;
 
@@ -185,4 +186,54 @@ describe("the lean watch path answers as connect-node does", () => {
       expect(comparable(lean)).toEqual(comparable(router));
     });
   }
+});
+
+describe("the lean watch path applies the caller's scope and authority", () => {
+  /** A child of a wide root that may see only `profiles`. */
+  async function scoped(subject: string, profiles: string[]) {
+    const root = await wideRoot(server.url, server.dataDir);
+    const { delegation, token } = await root.delegations.issueDelegation({
+      subject,
+      scope: { operationTypes: agentOperationTypes, profiles, tools: ["*"], modelProviders: ["*"], budget: roomyBudget() },
+    });
+    return { root, delegation: delegation!, clients: clientsFor(server.url, token) };
+  }
+
+  /** Every event a WatchEvents from 0 sends before its deadline, or the error that ended it. */
+  async function watchAll(clients: ReturnType<typeof clientsFor>, filter?: { profile: string }): Promise<string[] | ConnectError> {
+    const operations: string[] = [];
+    try {
+      for await (const response of clients.operations.watchEvents({ afterSequence: 0n, ...(filter ? { filter } : {}) }, { timeoutMs: 800 })) {
+        if (response.kind.case === "event") operations.push(response.kind.value.operation);
+      }
+    } catch (error) {
+      const connectError = ConnectError.from(error);
+      if (connectError.code !== Code.DeadlineExceeded) return connectError;
+    }
+    return operations;
+  }
+
+  it("a caller scoped to another profile sees none of this profile's events, and may not ask for them", async () => {
+    const { clients } = await scoped("elsewhere", ["profiles/elsewhere"]);
+    expect(await watchAll(clients)).toEqual([]);
+    const denied = await watchAll(clients, { profile: "profiles/lean" });
+    expect(denied instanceof ConnectError ? denied.code : denied).toBe(Code.PermissionDenied);
+    const own = await scoped("lean-only", ["profiles/lean"]);
+    expect(await watchAll(own.clients)).toContain(finished);
+  });
+
+  it("revoking the caller's delegation ends its open stream with Unauthenticated", async () => {
+    const { root, delegation, clients } = await scoped("revoked-watcher", ["*"]);
+    const stream = clients.operations.watchEvents({})[Symbol.asyncIterator]();
+    const ended = (async () => {
+      for (;;) await stream.next();
+    })().then(
+      () => undefined,
+      (error: unknown) => ConnectError.from(error),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await root.delegations.revokeDelegation({ name: delegation.name, reason: "retired" });
+    const error = await Promise.race([ended, new Promise<"still open">((resolve) => setTimeout(() => resolve("still open"), 10_000))]);
+    expect(error === "still open" ? error : error?.code).toBe(Code.Unauthenticated);
+  });
 });
