@@ -14,7 +14,9 @@
 //   same service implementations as the router, so every rule has one implementation;
 // - the response: each message serialized by connect's serializer (with the same size limit),
 //   compressed by connect's envelopeCompress when negotiated, framed by encodeEnvelope, and the
-//   status (with google.rpc details) put in the trailers by connect's setTrailerStatus.
+//   status (with google.rpc details) put in the trailers by connect's setTrailerStatus. An event
+//   response in binary without compression is one frame made once per event and written to
+//   every stream that sends it (src/services/encoded-events.ts): the same bytes, built once.
 //
 // gRPC-Web and the Connect protocol, and gRPC over HTTP/1.1, go through the router as before.
 // test/e2e/lean-watch.test.ts checks that both paths answer byte for byte the same.
@@ -53,6 +55,16 @@ import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest } f
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { AuditService } from "../gen/agentmachine/v1/audit_service_pb.js";
 import { OperationService } from "../gen/agentmachine/v1/operation_service_pb.js";
+import { sharedFrame as sharedEventFrame } from "../services/encoded-events.js";
+
+/**
+ * The frame an event response shares with every stream (src/services/encoded-events.ts), when
+ * it is within the size limit (else connect's serializer refuses it as for any message).
+ */
+function sharedFrame(message: object, writeMaxBytes: number): Uint8Array | undefined {
+  const frame = sharedEventFrame(message);
+  return frame !== undefined && frame.byteLength - 5 <= writeMaxBytes ? frame : undefined;
+}
 
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
 
@@ -153,16 +165,21 @@ function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchO
     );
     const output = transformInvokeImplementation(spec, context, opt.interceptors)(input)[Symbol.asyncIterator]();
     const serializer = serialization.getO(type.binary);
+    /** A message's frame as connect makes it: serialized (within the size limit), compressed when negotiated, enveloped. */
+    const framed = async (message: Parameters<typeof serializer.serialize>[0]): Promise<Uint8Array> => {
+      const data = serializer.serialize(message);
+      const envelope = compression.response ? await envelopeCompress({ flags: 0, data }, compression.response, opt.compressMinBytes) : { flags: 0, data };
+      return encodeEnvelope(envelope.flags, envelope.data);
+    };
     const writeHead = (): void => {
       if (!res.headersSent) res.writeHead(200, nodeHeaders(context.responseHeader));
     };
     try {
       for (let next = await output.next(); next.done !== true; next = await output.next()) {
-        const data = serializer.serialize(next.value);
-        const envelope = compression.response ? await envelopeCompress({ flags: 0, data }, compression.response, opt.compressMinBytes) : { flags: 0, data };
+        const frame = (type.binary && !compression.response && sharedFrame(next.value, opt.writeMaxBytes)) || (await framed(next.value));
         if (res.stream.closed) break;
         writeHead();
-        if (!res.write(encodeEnvelope(envelope.flags, envelope.data))) await writable(res);
+        if (!res.write(frame)) await writable(res);
       }
       context.abort();
     } catch (error) {
