@@ -1,6 +1,7 @@
-// Whether a stored event matches a watch, compiled once per subscriber: the exact predicate, and
-// the one index key set the EventHub files the subscriber under (event-hub.ts), so that an event
-// is tested only against the subscribers that could want it instead of against every filter.
+// Whether a stored event matches a WatchEvents filter. Every set field must match; repeated
+// fields match any of their elements. And the one index key set the EventHub files a live
+// subscriber under (event-hub.ts), so that an event is tested only against the subscribers that
+// could want it instead of against every filter.
 import type { EventFilter } from "../gen/agentmachine/v1/operation_service_pb.js";
 import type { StoredEvent } from "../store/store.js";
 
@@ -15,6 +16,7 @@ export interface IndexKeys {
   values: readonly (string | number)[];
 }
 
+/** A live subscriber's filter as the hub uses it: where it is filed, and the exact rule. */
 export interface CompiledFilter {
   /** Undefined: the subscriber may want any event (it is tested against each). */
   index: IndexKeys | undefined;
@@ -50,33 +52,16 @@ export function matchesEventFilter(filter: EventFilter | undefined, stored: Stor
 }
 
 /**
- * The most selective index key a WatchEvents filter has: its operations, else the profiles it
- * may see (the filter's profile, else `visibleProfiles`, the caller's scope when that is a
- * list — an empty list files the subscriber under nothing, so no live event ever wakes it),
- * else its operation types, else its event types.
+ * The index key the EventHub files a WatchEvents subscriber under: its filter's operations, else
+ * the profiles it may see (the filter's profile, else `visibleProfiles`, the caller's scope when
+ * that is a list — an empty list files the subscriber under nothing, so no live event ever wakes
+ * it), else its operation types, else its event types; undefined when it has none of these.
  */
-function eventFilterIndex(filter: EventFilter | undefined, visibleProfiles: readonly string[] | undefined): IndexKeys | undefined {
+export function eventFilterIndex(filter: EventFilter | undefined, visibleProfiles: readonly string[] | undefined): IndexKeys | undefined {
   if (filter !== undefined && filter.operations.length > 0) return { by: "operation", values: filter.operations };
   if (filter !== undefined && filter.profile !== "") return { by: "profile", values: [filter.profile] };
   if (visibleProfiles !== undefined) return { by: "profile", values: visibleProfiles };
   if (filter !== undefined && filter.operationTypes.length > 0) return { by: "operationType", values: filter.operationTypes };
   if (filter !== undefined && filter.types.length > 0) return { by: "type", values: filter.types };
   return undefined;
-}
-
-/** A WatchEvents subscriber's filter; `canSee` is its scope's profile rule, applied to every event. */
-export function compileEventFilter(
-  filter: EventFilter | undefined,
-  visibleProfiles: readonly string[] | undefined,
-  canSee: (profile: string) => boolean,
-): CompiledFilter {
-  return {
-    index: eventFilterIndex(filter, visibleProfiles),
-    matches: (stored) => canSee(stored.profile) && matchesEventFilter(filter, stored),
-  };
-}
-
-/** The events of one operation (WatchOperation). */
-export function operationFilter(name: string): CompiledFilter {
-  return { index: { by: "operation", values: [name] }, matches: (stored) => stored.event.operation === name };
 }

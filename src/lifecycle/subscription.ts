@@ -6,7 +6,7 @@
 // when nothing matching was sent for a while; they never go backwards.
 import type { StoreEvents, StoredEvent } from "../store/store.js";
 import { cursorAhead, eventsCompacted } from "./errors.js";
-import type { CompiledFilter } from "./event-filter.js";
+import type { IndexKeys } from "./event-filter.js";
 import type { EventHub, Tail } from "./event-hub.js";
 
 export type SubscriptionItem = { kind: "event"; stored: StoredEvent } | { kind: "bookmark"; sequence: bigint };
@@ -14,7 +14,9 @@ export type SubscriptionItem = { kind: "event"; stored: StoredEvent } | { kind: 
 export interface SubscriptionOptions {
   /** Only events with a larger sequence; 0 means every retained event. */
   after: bigint;
-  filter: CompiledFilter;
+  matches: (stored: StoredEvent) => boolean;
+  /** What the hub files the live tail under (event-filter.ts); undefined: it is offered every event. */
+  index?: IndexKeys;
   signal: AbortSignal;
   /** Send a bookmark after this long without a matching event; 0 never. */
   bookmarkIntervalMs: number;
@@ -51,7 +53,7 @@ export async function* subscribe(hub: EventHub, store: StoreEvents, options: Sub
           throw eventsCompacted(cursor, batch[0]!.event.sequence);
         }
         // Caught up: from here the hub hands this subscriber its matching events.
-        if (batch.length === 0 && cursor >= hub.latest()) tail = hub.follow(options.filter);
+        if (batch.length === 0 && cursor >= hub.latest()) tail = hub.follow({ index: options.index, matches: options.matches });
       } else if (tail.overflowed) {
         // Fell behind: back to reading by cursor from the last event sent.
         tail.close();
@@ -64,7 +66,7 @@ export async function* subscribe(hub: EventHub, store: StoreEvents, options: Sub
       }
       for (const stored of batch) {
         cursor = stored.event.sequence;
-        if (tail === undefined && !options.filter.matches(stored)) continue;
+        if (tail === undefined && !options.matches(stored)) continue;
         yield { kind: "event", stored };
         lastSentAt = Date.now();
         if (options.isLast?.(stored)) return;

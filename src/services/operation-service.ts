@@ -19,7 +19,7 @@ import { profileAlreadyExists } from "../governance/errors.js";
 import { cancelKey, clientKey, findSubmitted, type IdempotencyKey } from "../lifecycle/idempotency.js";
 import { visibleOperation } from "../lifecycle/visible-operation.js";
 import type { EventHub } from "../lifecycle/event-hub.js";
-import { compileEventFilter, operationFilter } from "../lifecycle/event-filter.js";
+import { eventFilterIndex, matchesEventFilter } from "../lifecycle/event-filter.js";
 import { answersInBinary, withEncodedEvent } from "./encoded-events.js";
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
 import type { PageTokens } from "../lifecycle/page-token.js";
@@ -189,7 +189,8 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
         const items = subscribe(hub, store, {
           after: afterSequence,
-          filter: operationFilter(name),
+          matches: (stored) => stored.event.operation === name,
+          index: { by: "operation", values: [name] },
           signal,
           bookmarkIntervalMs: 0,
           isLast: (stored) => isTerminal(stored.event.state),
@@ -210,7 +211,8 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
         const items = subscribe(hub, store, {
           after: afterSequence,
           // A watcher sees only the profiles its delegation covers.
-          filter: compileEventFilter(filter, visibleProfiles(principal), (profile) => canSeeProfile(principal, profile)),
+          matches: (stored) => canSeeProfile(principal, stored.profile) && matchesEventFilter(filter, stored),
+          index: eventFilterIndex(filter, visibleProfiles(principal)),
           signal,
           bookmarkIntervalMs: deps.bookmarkIntervalMs,
         });

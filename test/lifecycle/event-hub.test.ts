@@ -9,7 +9,14 @@ import { OperationEventSchema } from "../../src/gen/agentmachine/v1/event_pb.js"
 import { EventFilterSchema } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { EventType, OperationType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { EventHub } from "../../src/lifecycle/event-hub.js";
-import { compileEventFilter, type CompiledFilter, operationFilter } from "../../src/lifecycle/event-filter.js";
+import { type CompiledFilter, eventFilterIndex, matchesEventFilter } from "../../src/lifecycle/event-filter.js";
+import type { EventFilter } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
+
+/** A WatchEvents subscriber's filter as the operation service makes it. */
+function compiled(filter: EventFilter | undefined, visibleProfiles: readonly string[] | undefined): CompiledFilter {
+  const canSee = (profile: string) => visibleProfiles === undefined || visibleProfiles.includes(profile);
+  return { index: eventFilterIndex(filter, visibleProfiles), matches: (stored) => canSee(stored.profile) && matchesEventFilter(filter, stored) };
+}
 import { subscribe, type SubscriptionItem } from "../../src/lifecycle/subscription.js";
 import type { EventBounds, StoreEvents, StoredEvent } from "../../src/store/store.js";
 
@@ -79,7 +86,7 @@ describe("EventHub live fan-out", () => {
   it("offers a live subscriber only the events of its index key", async () => {
     const log = new MemoryLog();
     const hub = await EventHub.open(log);
-    const onA = counted(compileEventFilter(create(EventFilterSchema, { profile: profileA }), undefined, () => true));
+    const onA = counted(compiled(create(EventFilterSchema, { profile: profileA }), undefined));
     const tail = hub.follow(onA.filter);
     const others = Array.from({ length: 500 }, (_, i) => ({ profile: profileB, operation: `operations/b${i}` }));
     log.commit(...others, { profile: profileA, operation: "operations/a" });
@@ -91,7 +98,7 @@ describe("EventHub live fan-out", () => {
   it("a caller that may see no profile is offered no live event at all", async () => {
     const log = new MemoryLog();
     const hub = await EventHub.open(log);
-    const none = counted(compileEventFilter(undefined, [], () => false));
+    const none = counted(compiled(undefined, []));
     hub.follow(none.filter);
     log.commit({ profile: profileA, operation: "operations/a" }, { profile: profileB, operation: "operations/b" });
     expect(none.asked()).toBe(0);
@@ -103,8 +110,8 @@ describe("EventHub live fan-out", () => {
     const entry = (i: number) => ({ profile: i % 3 === 0 ? profileA : profileB, operation: `operations/${i % 7}` });
     log.commit(...Array.from({ length: 40 }, (_, i) => entry(i)));
     const controller = new AbortController();
-    const filter = compileEventFilter(create(EventFilterSchema, { profile: profileA, operations: ["operations/0", "operations/3"] }), undefined, () => true);
-    const items = subscribe(hub, log, { after: 0n, filter, signal: controller.signal, bookmarkIntervalMs: 0 });
+    const filter = compiled(create(EventFilterSchema, { profile: profileA, operations: ["operations/0", "operations/3"] }), undefined);
+    const items = subscribe(hub, log, { after: 0n, ...filter, signal: controller.signal, bookmarkIntervalMs: 0 });
     const replayed = await events(items, 4);
     for (let i = 40; i < 120; i++) log.commit(entry(i));
     const expected = log.events.filter((stored) => filter.matches(stored)).map((stored) => stored.event.sequence);
@@ -118,7 +125,13 @@ describe("EventHub live fan-out", () => {
     const log = new MemoryLog();
     const hub = await EventHub.open(log);
     const controller = new AbortController();
-    const items = subscribe(hub, log, { after: 0n, filter: operationFilter("operations/x"), signal: controller.signal, bookmarkIntervalMs: 0 });
+    const items = subscribe(hub, log, {
+      after: 0n,
+      matches: (stored) => stored.event.operation === "operations/x",
+      index: { by: "operation", values: ["operations/x"] },
+      signal: controller.signal,
+      bookmarkIntervalMs: 0,
+    });
     log.commit({ profile: profileA, operation: "operations/x" });
     expect(await events(items, 1)).toEqual([1n]);
     // Now following live; it does not read while far more than a buffer's worth commits.
@@ -130,17 +143,17 @@ describe("EventHub live fan-out", () => {
 
   it("files WatchEvents filters under their most selective key", () => {
     const filter = (init: Parameters<typeof create<typeof EventFilterSchema>>[1]) => create(EventFilterSchema, init);
-    expect(compileEventFilter(filter({ operations: ["operations/1"], profile: profileA }), undefined, () => true).index).toEqual({
+    expect(eventFilterIndex(filter({ operations: ["operations/1"], profile: profileA }), undefined)).toEqual({
       by: "operation",
       values: ["operations/1"],
     });
-    expect(compileEventFilter(filter({ profile: profileA }), [profileA, profileB], () => true).index).toEqual({ by: "profile", values: [profileA] });
-    expect(compileEventFilter(undefined, [profileB], () => true).index).toEqual({ by: "profile", values: [profileB] });
-    expect(compileEventFilter(filter({ operationTypes: [OperationType.PROFILE_CREATE] }), undefined, () => true).index).toEqual({
+    expect(eventFilterIndex(filter({ profile: profileA }), [profileA, profileB])).toEqual({ by: "profile", values: [profileA] });
+    expect(eventFilterIndex(undefined, [profileB])).toEqual({ by: "profile", values: [profileB] });
+    expect(eventFilterIndex(filter({ operationTypes: [OperationType.PROFILE_CREATE] }), undefined)).toEqual({
       by: "operationType",
       values: [OperationType.PROFILE_CREATE],
     });
-    expect(compileEventFilter(filter({ types: [EventType.PROGRESS] }), undefined, () => true).index).toEqual({ by: "type", values: [EventType.PROGRESS] });
-    expect(compileEventFilter(filter({ states: [TaskState.FAILED] }), undefined, () => true).index).toBeUndefined();
+    expect(eventFilterIndex(filter({ types: [EventType.PROGRESS] }), undefined)).toEqual({ by: "type", values: [EventType.PROGRESS] });
+    expect(eventFilterIndex(filter({ states: [TaskState.FAILED] }), undefined)).toBeUndefined();
   });
 });
