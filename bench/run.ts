@@ -7,6 +7,7 @@
 //   governance  EvaluatePolicy, AuthorizeCall and gated and ungated submits vs Health/Check over gRPC
 //   idle        server memory per idle WatchEvents subscriber (10,000 of them)
 //   fanout      events/s delivered to 1,000 subscribers vs to 1
+//   watched     durable submits/s while 1,000 subscribers watch every event vs none
 //   replay      replay of 100,000 events from sequence 0 vs streaming them from memory
 //   replicas    submit throughput: 2 replicas on PostgreSQL vs 1, and PostgreSQL vs SQLite
 //   workers     executions/s dispatched to 4 remote worker processes vs the embedded executor,
@@ -18,7 +19,7 @@
 //               provider, and the latency the gateway adds per call (p50, p99)
 //
 // BENCH_ONLY selects some: a comma-separated list of these names, `streams` (idle, fanout,
-// replay) or `all` (the default). Every section starts its own server (`amctl serve`) and load
+// watched, replay) or `all` (the default). Every section starts its own server (`amctl serve`) and load
 // processes, so none shares an event loop with the thing it measures, and every child process is
 // killed on exit, on error and on Ctrl-C. The other variables are in bench/settings.ts.
 import { execFileSync } from "node:child_process";
@@ -36,7 +37,7 @@ import { modelGatewayBenchmark } from "./model-gateway.js";
 import { sandboxBenchmark } from "./sandbox.js";
 import { telemetryBenchmark } from "./telemetry.js";
 import { readSettings, type Benchmark, type Settings } from "./settings.js";
-import { fanoutBenchmark, idleBenchmark, replayBenchmark } from "./streams.js";
+import { fanoutBenchmark, idleBenchmark, replayBenchmark, watchedBenchmark } from "./streams.js";
 import { workersBenchmark } from "./workers.js";
 
 const resultsPath = join(repoRoot, "bench/results/latest.json");
@@ -47,6 +48,7 @@ const run: Record<Benchmark, (settings: Settings) => Promise<SectionReport>> = {
   governance: governanceBenchmark,
   idle: idleBenchmark,
   fanout: fanoutBenchmark,
+  watched: watchedBenchmark,
   replay: replayBenchmark,
   replicas: replicasBenchmark,
   workers: workersBenchmark,

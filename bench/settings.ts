@@ -9,6 +9,7 @@ export const benchmarks = [
   "governance",
   "idle",
   "fanout",
+  "watched",
   "replay",
   "replicas",
   "workers",
@@ -22,7 +23,7 @@ export type Benchmark = (typeof benchmarks)[number];
 /** Names that select several benchmarks at once. */
 const groups: Record<string, readonly Benchmark[]> = {
   all: benchmarks,
-  streams: ["idle", "fanout", "replay"],
+  streams: ["idle", "fanout", "watched", "replay"],
 };
 
 export interface Settings {

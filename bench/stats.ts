@@ -34,6 +34,34 @@ export function ratio(numerator: number, denominator: number): number {
   return numerator / denominator;
 }
 
+/** A run of an A/B benchmark: which side it was, how much it did, in how long. */
+export interface SidedRun<Side> {
+  side: Side;
+  amount: number;
+  seconds: number;
+}
+
+/**
+ * The ratio of `subject`'s rate to `baseline`'s, pooled (all the amount over all the time of a
+ * side's runs), and per round: rounds are consecutive pairs of runs, one of each side.
+ */
+export function abRatios<Side>(runs: readonly SidedRun<Side>[], subject: Side, baseline: Side): { pooled: number; rounds: number[]; rates: [number, number] } {
+  const rate = (side: Side): number => {
+    const of = runs.filter((run) => run.side === side);
+    return of.reduce((sum, run) => sum + run.amount, 0) / of.reduce((sum, run) => sum + run.seconds, 0);
+  };
+  const rounds = Array.from({ length: Math.floor(runs.length / 2) }, (_, round) => {
+    const pair = runs.slice(round * 2, round * 2 + 2);
+    const of = (side: Side): number => {
+      const run = pair.find((candidate) => candidate.side === side)!;
+      return run.amount / run.seconds;
+    };
+    return ratio(of(subject), of(baseline));
+  });
+  const rates: [number, number] = [rate(subject), rate(baseline)];
+  return { pooled: ratio(...rates), rounds, rates };
+}
+
 /** Calls per second; NaN for a non-positive duration. */
 export function throughput(calls: number, seconds: number): number {
   return seconds > 0 ? calls / seconds : NaN;

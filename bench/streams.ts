@@ -4,19 +4,22 @@
 //           Goal ≤ 16 KiB.
 // - fanout: events/s delivered in all to many subscribers against one subscriber, for the same
 //           burst of record operations.
+// - watched: durable submits/s while many subscribers watch every event, against none watching.
+//           Goal ≥ 0.7.
 // - replay: the rate of a replay from sequence 0 (read from the store) against the rate of the
 //           same number of events streamed from the server's in-memory window. Goal ≥ 0.5.
 //
 // See bench/README.md for the design of each.
 import { count, fixed, formatTable, kib, ms, percent, type SectionReport } from "./format.js";
-import { rssKiB, sleep, withCpu, withServer } from "./processes.js";
+import { type Endpoint, rssKiB, sleep, withCpu, withServer } from "./processes.js";
 import { createBenchProfile, EVENTS_PER_RECORD, operationsClient, submitRecords, waitForSequence } from "./records.js";
 import type { Settings } from "./settings.js";
-import { ratio } from "./stats.js";
+import { abRatios, ratio } from "./stats.js";
 import { announcedMaxConcurrentStreams, ask, startStreamWorker, SubscriberGroup } from "./subscribers.js";
 
 const IDLE_GOAL_KIB = 16;
 const REPLAY_GOAL = 0.5;
+const WATCHED_GOAL = 0.7;
 /** Submits in flight while producing events (one HTTP/2 connection). */
 const PRODUCER_CONCURRENCY = 64;
 /**
@@ -116,6 +119,40 @@ export async function idleBenchmark(settings: Settings): Promise<SectionReport> 
 }
 
 // ---------------------------------------------------------------------------------------------
+// fanout and watched: A/B runs with two numbers of subscribers
+
+/**
+ * `settings.rounds` rounds of one run with each number of subscribers in `sides` (the order
+ * alternating between rounds), each with new subscriber processes (none for 0) whose streams
+ * are open from the head's event; `run` produces the events after `head` and says where the
+ * head is now and what to print.
+ */
+async function alternatingRuns(
+  server: Endpoint,
+  settings: Settings,
+  label: string,
+  sides: readonly [number, number],
+  start: bigint,
+  run: (subscribers: number, group: SubscriberGroup | undefined, head: bigint) => Promise<{ head: bigint; summary: string }>,
+): Promise<void> {
+  let head = start;
+  for (let round = 0; round < settings.rounds; round++) {
+    for (const subscribers of round % 2 === 0 ? sides : [sides[1], sides[0]]) {
+      process.stderr.write(`[${label}] round ${round + 1}/${settings.rounds}: ${subscribers} subscribers… `);
+      const group = subscribers === 0 ? undefined : await SubscriberGroup.connect(server, subscribers, settings.streamWorkers, settings.streamsPerConnection);
+      try {
+        await group?.open(head - 1n);
+        const done = await run(subscribers, group, head);
+        head = done.head;
+        process.stderr.write(`${done.summary}\n`);
+      } finally {
+        await group?.stop();
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // fanout
 
 interface FanoutRun {
@@ -146,55 +183,44 @@ export async function fanoutBenchmark(settings: Settings): Promise<SectionReport
     const client = operationsClient(server);
     const created = await createBenchProfile(client);
     const profile = created.profile;
-    let head = created.head;
-    for (let round = 0; round < settings.rounds; round++) {
-      for (const subscribers of round % 2 === 0 ? [1, wide] : [wide, 1]) {
-        process.stderr.write(`[fanout] round ${round + 1}/${settings.rounds}: ${subscribers} subscribers, ${operations} operations… `);
-        const group = await SubscriberGroup.connect(server, subscribers, settings.streamWorkers, settings.streamsPerConnection);
-        try {
-          await group.open(head - 1n);
-          const last = head + BigInt(events);
-          let peakRss = rssKiB(server.pid);
-          const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssKiB(server.pid))), 250);
-          const started = performance.now();
-          const { value, cpu } = await withCpu(server.pid, async () => {
-            const reached = group.until(last, 600_000);
-            await submitRecords(client, profile, operations, PRODUCER_CONCURRENCY);
-            const producedSeconds = (performance.now() - started) / 1000;
-            return { ...(await reached), producedSeconds };
-          }).finally(() => clearInterval(sampler));
-          head = last;
-          const seconds = (value.at - started) / 1000;
-          const run = {
-            subscribers,
-            events,
-            seconds,
-            producedSeconds: value.producedSeconds,
-            deliveredPerSecond: (events * subscribers) / seconds,
-            serverCpu: cpu,
-            serverPeakRssKiB: peakRss,
-            minEvents: value.minEvents,
-            maxEvents: value.maxEvents,
-            resumed: value.resumed,
-          };
-          runs.push(run);
-          process.stderr.write(`${count(run.deliveredPerSecond)} events/s delivered\n`);
-        } finally {
-          await group.stop();
-        }
-      }
-    }
+    await alternatingRuns(server, settings, "fanout", [1, wide], created.head, async (subscribers, group, head) => {
+      const last = head + BigInt(events);
+      let peakRss = rssKiB(server.pid);
+      const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssKiB(server.pid))), 250);
+      const started = performance.now();
+      const { value, cpu } = await withCpu(server.pid, async () => {
+        const reached = group!.until(last, 600_000);
+        await submitRecords(client, profile, operations, PRODUCER_CONCURRENCY);
+        const producedSeconds = (performance.now() - started) / 1000;
+        return { ...(await reached), producedSeconds };
+      }).finally(() => clearInterval(sampler));
+      const seconds = (value.at - started) / 1000;
+      const run = {
+        subscribers,
+        events,
+        seconds,
+        producedSeconds: value.producedSeconds,
+        deliveredPerSecond: (events * subscribers) / seconds,
+        serverCpu: cpu,
+        serverPeakRssKiB: peakRss,
+        minEvents: value.minEvents,
+        maxEvents: value.maxEvents,
+        resumed: value.resumed,
+      };
+      runs.push(run);
+      return { head: last, summary: `${count(run.deliveredPerSecond)} events/s delivered` };
+    });
   });
   // Pooled over the rounds: all events delivered over all the time it took.
-  const rate = (subscribers: number): number => {
-    const of = runs.filter((run) => run.subscribers === subscribers);
-    return of.reduce((sum, run) => sum + run.events * run.subscribers, 0) / of.reduce((sum, run) => sum + run.seconds, 0);
-  };
-  const value = ratio(rate(wide), rate(1));
-  const roundRatios = Array.from({ length: settings.rounds }, (_, round) => {
-    const pair = runs.slice(round * 2, round * 2 + 2);
-    return ratio(pair.find((run) => run.subscribers === wide)!.deliveredPerSecond, pair.find((run) => run.subscribers === 1)!.deliveredPerSecond);
-  });
+  const {
+    pooled: value,
+    rounds: roundRatios,
+    rates: [wideRate, oneRate],
+  } = abRatios(
+    runs.map((run) => ({ side: run.subscribers, amount: run.events * run.subscribers, seconds: run.seconds })),
+    wide,
+    1,
+  );
   const missed = runs.filter((run) => run.minEvents !== run.events || run.maxEvents !== run.events);
   const table = formatTable(
     [
@@ -232,7 +258,7 @@ export async function fanoutBenchmark(settings: Settings): Promise<SectionReport
       table,
       "",
       `fan-out delivered events/s, ${wide} subscribers / 1 subscriber: ${fixed(value)} (rounds: ${roundRatios.map((round) => fixed(round)).join(" ")}; ` +
-        `${count(rate(wide))} vs ${count(rate(1))} events/s)`,
+        `${count(wideRate)} vs ${count(oneRate)} events/s)`,
       ...(missed.length > 0 ? [`WARNING: in ${missed.length} runs a subscriber did not receive exactly the burst's ${events} events`] : []),
       ...(runs.some((run) => run.resumed > 0)
         ? [
@@ -240,7 +266,72 @@ export async function fanoutBenchmark(settings: Settings): Promise<SectionReport
           ]
         : []),
     ],
-    data: { operations, events, wide, runs, ratio: value, roundRatios, ratePerSecond: { wide: rate(wide), one: rate(1) }, table },
+    data: { operations, events, wide, runs, ratio: value, roundRatios, ratePerSecond: { wide: wideRate, one: oneRate }, table },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// watched
+
+interface WatchedRun {
+  subscribers: number;
+  submits: number;
+  seconds: number;
+  submitsPerSecond: number;
+  serverCpu: number;
+}
+
+export async function watchedBenchmark(settings: Settings): Promise<SectionReport> {
+  const wide = settings.fanoutSubscribers;
+  const operations = settings.fanoutOperations;
+  const runs: WatchedRun[] = [];
+  await withServer("submits while watched", async (server) => {
+    const client = operationsClient(server);
+    const created = await createBenchProfile(client);
+    await alternatingRuns(server, settings, "watched", [0, wide], created.head, async (subscribers, group, head) => {
+      const last = head + BigInt(operations * EVENTS_PER_RECORD);
+      const reached = group?.until(last, 600_000);
+      const started = performance.now();
+      const { cpu } = await withCpu(server.pid, () => submitRecords(client, created.profile, operations, PRODUCER_CONCURRENCY));
+      const seconds = (performance.now() - started) / 1000;
+      // Every subscriber got every event (else the run did not measure what it says).
+      await reached;
+      runs.push({ subscribers, submits: operations, seconds, submitsPerSecond: operations / seconds, serverCpu: cpu });
+      return { head: last, summary: `${count(operations / seconds)} submits/s` };
+    });
+  });
+  const {
+    pooled: value,
+    rounds: roundRatios,
+    rates: [watchedRate, unwatchedRate],
+  } = abRatios(
+    runs.map((run) => ({ side: run.subscribers, amount: run.submits, seconds: run.seconds })),
+    wide,
+    0,
+  );
+  const table = formatTable(
+    ["round", "subscribers", "submits", "seconds", "submits/s", "server cpu"],
+    runs.map((run, index) => [
+      String(Math.floor(index / 2) + 1),
+      String(run.subscribers),
+      count(run.submits),
+      ms(run.seconds),
+      count(run.submitsPerSecond),
+      percent(run.serverCpu),
+    ]),
+  );
+  return {
+    name: "watched",
+    lines: [
+      `Submits while watched: ${operations} durable record submits (${PRODUCER_CONCURRENCY} in flight) with ${wide} WatchEvents subscribers ` +
+        `receiving every event (${settings.streamsPerConnection} streams a connection) against none.`,
+      "",
+      table,
+      "",
+      `submit throughput, ${wide} subscribers watching / none: ${fixed(value)} (goal ≥ ${WATCHED_GOAL}) (rounds: ${roundRatios.map((round) => fixed(round)).join(" ")}; ` +
+        `${count(watchedRate)} vs ${count(unwatchedRate)} submits/s)`,
+    ],
+    data: { operations, wide, runs, ratio: value, roundRatios, goal: { ratio: WATCHED_GOAL, met: value >= WATCHED_GOAL }, table },
   };
 }
 

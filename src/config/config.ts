@@ -61,6 +61,11 @@ export interface ServerConfig {
    * checked one period after a message is handed over: about twice this in all.
    */
   slowSubscriberTimeoutMs: number;
+  /**
+   * Serve WatchEvents, WatchOperation and WatchAuditRecords over gRPC on HTTP/2 by the lean path
+   * (src/server/lean-watch.ts) rather than connect-node's pipeline; the answers are the same.
+   */
+  leanWatchStreams: boolean;
   /** Executions running at once; more wait in queued, first come first served. */
   maxConcurrentExecutions: number;
   /** How often the runner says it is alive (and, on a shared store, looks for abandoned tasks). */
@@ -153,6 +158,7 @@ export const defaultConfig: ServerConfig = {
   audit: true,
   bookmarkIntervalMs: 10_000,
   slowSubscriberTimeoutMs: 5_000,
+  leanWatchStreams: true,
   maxConcurrentExecutions: 4,
   runnerHeartbeatMs: 2_000,
   runnerTimeoutMs: 10_000,

@@ -1,7 +1,41 @@
 // Whether a stored event matches a WatchEvents filter. Every set field must match; repeated
-// fields match any of their elements.
+// fields match any of their elements. And the one index key set the EventHub files a live
+// subscriber under (event-hub.ts), so that an event is tested only against the subscribers that
+// could want it instead of against every filter.
 import type { EventFilter } from "../gen/agentmachine/v1/operation_service_pb.js";
 import type { StoredEvent } from "../store/store.js";
+
+/**
+ * The event fields the hub indexes subscribers by. A subscriber is filed under one of them with
+ * the values it accepts: an event can match only if its own value is among them.
+ */
+export type IndexDimension = "operation" | "profile" | "operationType" | "type";
+
+export interface IndexKeys {
+  by: IndexDimension;
+  values: readonly (string | number)[];
+}
+
+/** A live subscriber's filter as the hub uses it: where it is filed, and the exact rule. */
+export interface CompiledFilter {
+  /** Undefined: the subscriber may want any event (it is tested against each). */
+  index: IndexKeys | undefined;
+  matches: (stored: StoredEvent) => boolean;
+}
+
+/** The value of `dimension` in a stored event. */
+export function indexValue(stored: StoredEvent, dimension: IndexDimension): string | number {
+  switch (dimension) {
+    case "operation":
+      return stored.event.operation;
+    case "profile":
+      return stored.profile;
+    case "operationType":
+      return stored.operationType;
+    case "type":
+      return stored.event.type;
+  }
+}
 
 export function matchesEventFilter(filter: EventFilter | undefined, stored: StoredEvent): boolean {
   if (filter === undefined) return true;
@@ -15,4 +49,19 @@ export function matchesEventFilter(filter: EventFilter | undefined, stored: Stor
     if (stored.labels[key] !== value) return false;
   }
   return true;
+}
+
+/**
+ * The index key the EventHub files a WatchEvents subscriber under: its filter's operations, else
+ * the profiles it may see (the filter's profile, else `visibleProfiles`, the caller's scope when
+ * that is a list — an empty list files the subscriber under nothing, so no live event ever wakes
+ * it), else its operation types, else its event types; undefined when it has none of these.
+ */
+export function eventFilterIndex(filter: EventFilter | undefined, visibleProfiles: readonly string[] | undefined): IndexKeys | undefined {
+  if (filter !== undefined && filter.operations.length > 0) return { by: "operation", values: filter.operations };
+  if (filter !== undefined && filter.profile !== "") return { by: "profile", values: [filter.profile] };
+  if (visibleProfiles !== undefined) return { by: "profile", values: visibleProfiles };
+  if (filter !== undefined && filter.operationTypes.length > 0) return { by: "operationType", values: filter.operationTypes };
+  if (filter !== undefined && filter.types.length > 0) return { by: "type", values: filter.types };
+  return undefined;
 }

@@ -1,14 +1,72 @@
 // Fan-out of committed events. The store is the truth: a subscriber is a cursor that reads
 // events after its last sequence, from this in-memory window of recent events when it covers
-// the cursor, else from the store. So replay and live tail are one loop, with no seam where an
-// event could be lost or repeated, and a slow subscriber holds nothing that the writer needs.
+// the cursor, else from the store. A subscriber that has caught up with the newest event
+// follows live as a Tail: the hub hands each committed event only to the tails its index
+// files under that event's operation, profile, operation type or event type (plus the
+// unindexed ones), tests their compiled filters, and appends matches to their bounded buffers.
+// A tail whose buffer overflows is dropped back to reading by cursor, so a slow subscriber
+// holds at most its buffer and nothing that the writer waits for.
 import type { StoreEvents, StoredEvent } from "../store/store.js";
 import { waitForWakeUp } from "../model/wake-up.js";
+import { type CompiledFilter, type IndexDimension, indexValue } from "./event-filter.js";
+
+const DIMENSIONS: readonly IndexDimension[] = ["operation", "profile", "operationType", "type"];
+
+/** Events a tail may hold unread before it falls back to reading by cursor. */
+const TAIL_BUFFER = 1024;
+
+/**
+ * A live subscriber: its filter, the matching events committed since it caught up and not yet
+ * taken, and whether it fell behind (then it reads by cursor from its last taken event).
+ */
+export class Tail {
+  /** Matching events not yet taken, in order. */
+  buffer: StoredEvent[] = [];
+  overflowed = false;
+  readonly waiters = new Set<() => void>();
+
+  constructor(
+    readonly filter: CompiledFilter,
+    private readonly detach: (tail: Tail) => void,
+  ) {}
+
+  /** Called by the hub for a committed event the index routed here. */
+  offer(stored: StoredEvent): boolean {
+    if (this.overflowed || !this.filter.matches(stored)) return false;
+    if (this.buffer.length >= TAIL_BUFFER) {
+      this.overflowed = true;
+      this.buffer = [];
+    } else this.buffer.push(stored);
+    return true;
+  }
+
+  /** The buffered events, emptying the buffer. */
+  take(): StoredEvent[] {
+    const taken = this.buffer;
+    this.buffer = [];
+    return taken;
+  }
+
+  /** Resolves when an event is buffered, the tail overflows, the timeout passes, or `signal` aborts. */
+  wait(timeoutMs: number, signal: AbortSignal): Promise<void> {
+    if (this.buffer.length > 0 || this.overflowed || signal.aborted) return Promise.resolve();
+    return waitForWakeUp(this.waiters, timeoutMs, signal);
+  }
+
+  /** Leaves the hub: no more events are offered. */
+  close(): void {
+    this.detach(this);
+  }
+}
 
 export class EventHub {
   private window: StoredEvent[] = [];
   private head: bigint;
   private waiters = new Set<() => void>();
+  /** Tails by `${dimension} ${value}`, each under every value of its one index dimension. */
+  private indexed = new Map<string, Set<Tail>>();
+  /** Tails without an index key: offered every event. */
+  private unindexed = new Set<Tail>();
 
   private constructor(
     private readonly store: StoreEvents,
@@ -34,13 +92,67 @@ export class EventHub {
     // again after it, and a subscriber behind the gap reads from the store and learns that its
     // cursor was compacted.
     const newest = this.window[this.window.length - 1];
-    if (newest !== undefined && events[0]!.event.sequence !== newest.event.sequence + 1n) this.window = [];
+    const gap = newest !== undefined && events[0]!.event.sequence !== newest.event.sequence + 1n;
+    if (gap) this.window = [];
     this.window.push(...events);
     if (this.window.length > this.windowSize) this.window.splice(0, this.window.length - this.windowSize);
     this.head = events[events.length - 1]!.event.sequence;
+    this.offerToTails(events, gap);
     const waiters = this.waiters;
     this.waiters = new Set();
     for (const wake of waiters) wake();
+  }
+
+  /** Routes each event to the tails that may want it; after a gap, every tail reads by cursor. */
+  private offerToTails(events: StoredEvent[], gap: boolean): void {
+    const woken = new Set<Tail>();
+    if (gap) {
+      for (const tails of [this.unindexed, ...this.indexed.values()]) {
+        for (const tail of tails) {
+          tail.overflowed = true;
+          woken.add(tail);
+        }
+      }
+    } else {
+      for (const stored of events) {
+        for (const tail of this.unindexed) if (tail.offer(stored)) woken.add(tail);
+        for (const dimension of DIMENSIONS) {
+          const tails = this.indexed.get(`${dimension} ${indexValue(stored, dimension)}`);
+          if (tails !== undefined) for (const tail of tails) if (tail.offer(stored)) woken.add(tail);
+        }
+      }
+    }
+    for (const tail of woken) {
+      const waiters = [...tail.waiters];
+      tail.waiters.clear();
+      for (const wake of waiters) wake();
+    }
+  }
+
+  /**
+   * Follows live from the newest event (the caller has read everything up to `latest()`):
+   * every later committed event its filter matches is buffered in the returned tail.
+   */
+  follow(filter: CompiledFilter): Tail {
+    const tail = new Tail(filter, (leaving) => this.unfollow(leaving));
+    if (filter.index === undefined) this.unindexed.add(tail);
+    for (const value of filter.index?.values ?? []) {
+      const key = `${filter.index!.by} ${value}`;
+      let tails = this.indexed.get(key);
+      if (tails === undefined) this.indexed.set(key, (tails = new Set()));
+      tails.add(tail);
+    }
+    return tail;
+  }
+
+  private unfollow(tail: Tail): void {
+    this.unindexed.delete(tail);
+    for (const value of tail.filter.index?.values ?? []) {
+      const key = `${tail.filter.index!.by} ${value}`;
+      const tails = this.indexed.get(key);
+      tails?.delete(tail);
+      if (tails?.size === 0) this.indexed.delete(key);
+    }
   }
 
   /** Up to `limit` committed events after `after`, in order. */

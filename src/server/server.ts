@@ -39,6 +39,7 @@ import { DiagnosticsExecutor } from "../diagnostics/diagnostics-executor.js";
 import { localSecrets } from "../diagnostics/local-secrets.js";
 import { resolveExecutable } from "../process/resolve-executable.js";
 import { EventHub } from "../lifecycle/event-hub.js";
+import { withLeanWatch } from "./lean-watch.js";
 import { OutputWakeUps } from "../lifecycle/output-watch.js";
 import { OperationRunner } from "../lifecycle/operation-runner.js";
 import { MacTokens } from "../lifecycle/mac-token.js";
@@ -429,35 +430,48 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     health,
     reflector,
   };
+  // One implementation of each service, for the router and the lean watch path alike.
+  const implementations = new Map(served.map(({ service, implement }) => [service, implement(parts)] as const));
   const routes = (router: ConnectRouter): void => {
-    for (const { service, implement } of served) router.service(service, implement(parts));
+    for (const [service, implementation] of implementations) router.service(service, implementation);
   };
 
+  const interceptors = [
+    // Outermost: the RPC metrics count each call with the code its client gets.
+    ...(metrics !== undefined ? [rpcMetricsInterceptor(metrics.registry)] : []),
+    // The call's span: what the call does (admission, policy, store commits) nests below it.
+    traceInterceptor(),
+    errorInterceptor(log),
+    loggingInterceptor(log),
+    ...(config.audit ? [auditInterceptor(store, refusals, log)] : []),
+    authInterceptor(authority),
+    validationInterceptor(),
+  ];
+  // JSON clients (curl) see `"valid": false` and empty lists rather than absent keys, and the
+  // details of EvaluatePolicyResponse.denial whole.
+  const jsonOptions = { alwaysEmitImplicit: true, registry: errorDetailTypes };
   const adapter = connectNodeAdapter({
     routes,
-    // Audit before authentication: unauthenticated attempts are recorded too.
-    interceptors: [
-      // Outermost: the RPC metrics count each call with the code its client gets.
-      ...(metrics !== undefined ? [rpcMetricsInterceptor(metrics.registry)] : []),
-      // The call's span: what the call does (admission, policy, store commits) nests below it.
-      traceInterceptor(),
-      errorInterceptor(log),
-      loggingInterceptor(log),
-      ...(config.audit ? [auditInterceptor(store, refusals, log)] : []),
-      authInterceptor(authority),
-      validationInterceptor(),
-    ],
+    interceptors,
     readMaxBytes: config.maxMessageBytes,
     // Paths that are no RPC: the web console, else the unknown-route answer.
     fallback: consoleRoute({ assets: new ConsoleAssets(), actions: config.consoleActions }, answerUnknownRoute),
     contextValues: rawRequestContextValues,
-    // JSON clients (curl) see `"valid": false` and empty lists rather than absent keys, and the
-    // details of EvaluatePolicyResponse.denial whole.
-    jsonOptions: { alwaysEmitImplicit: true, registry: errorDetailTypes },
+    jsonOptions,
     shutdownSignal: shutdown.signal,
   });
+  // The watch RPCs over gRPC skip connect-node's per-message pipeline, with the same interceptors.
+  const watchAware = withLeanWatch(adapter, {
+    implementations,
+    interceptors,
+    readMaxBytes: config.maxMessageBytes,
+    jsonOptions,
+    shutdownSignal: shutdown.signal,
+    contextValues: rawRequestContextValues,
+    enabled: () => config.leanWatchStreams,
+  });
   // Each call keeps a record of the profiles it concerns, for its log lines.
-  const rpcs = withCallProfiles(adapter);
+  const rpcs = withCallProfiles(watchAware);
   // The model-provider gateway's paths (/v1/chat/completions, /v1/messages, /api/chat, …) first.
   const models = modelGateway({ store, policy, grants, authority, runner, log, audit: config.audit, dataDir });
   const handler: typeof rpcs = (req, res) => {

@@ -10,6 +10,8 @@ import {
   SubmitOperationRequestSchema,
   type OperationFilter,
   type SubmitOperationRequest,
+  WatchEventsResponseSchema,
+  WatchOperationResponseSchema,
 } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { admit, requestDigest } from "../lifecycle/admission.js";
 import { eventsCompacted, requestIdConflict } from "../lifecycle/errors.js";
@@ -17,7 +19,8 @@ import { profileAlreadyExists } from "../governance/errors.js";
 import { cancelKey, clientKey, findSubmitted, type IdempotencyKey } from "../lifecycle/idempotency.js";
 import { visibleOperation } from "../lifecycle/visible-operation.js";
 import type { EventHub } from "../lifecycle/event-hub.js";
-import { matchesEventFilter } from "../lifecycle/event-filter.js";
+import { eventFilterIndex, matchesEventFilter } from "../lifecycle/event-filter.js";
+import { answersInBinary, withEncodedEvent } from "./encoded-events.js";
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
 import type { PageTokens } from "../lifecycle/page-token.js";
 import { subscribe } from "../lifecycle/subscription.js";
@@ -182,16 +185,20 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
         const { oldest } = await store.eventBounds();
         if (operation.lastSequence < oldest) throw eventsCompacted(afterSequence, oldest);
       }
+      const binary = answersInBinary(context);
       yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
         const items = subscribe(hub, store, {
           after: afterSequence,
           matches: (stored) => stored.event.operation === name,
+          index: { by: "operation", values: [name] },
           signal,
           bookmarkIntervalMs: 0,
           isLast: (stored) => isTerminal(stored.event.state),
         });
         for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs, context, deps.metrics)) {
-          if (item.kind === "event") yield { event: item.stored.event };
+          if (item.kind !== "event") continue;
+          const { event } = item.stored;
+          yield binary ? withEncodedEvent(WatchOperationResponseSchema, WatchOperationResponseSchema.field.event.number, event) : { event };
         }
       });
     },
@@ -199,18 +206,25 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
     async *watchEvents({ filter, afterSequence }, context: HandlerContext) {
       const principal = principalOf(context);
       if (filter?.profile) requireProfile(principal, filter.profile);
+      const binary = answersInBinary(context);
       yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
         const items = subscribe(hub, store, {
           after: afterSequence,
           // A watcher sees only the profiles its delegation covers.
           matches: (stored) => canSeeProfile(principal, stored.profile) && matchesEventFilter(filter, stored),
+          index: eventFilterIndex(filter, visibleProfiles(principal)),
           signal,
           bookmarkIntervalMs: deps.bookmarkIntervalMs,
         });
         for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs, context, deps.metrics)) {
-          yield item.kind === "event"
-            ? { kind: { case: "event" as const, value: item.stored.event } }
-            : { kind: { case: "bookmark" as const, value: { sequence: item.sequence, time: timestampFromDate(new Date()) } } };
+          if (item.kind === "bookmark") {
+            yield { kind: { case: "bookmark" as const, value: { sequence: item.sequence, time: timestampFromDate(new Date()) } } };
+            continue;
+          }
+          const { event } = item.stored;
+          yield binary
+            ? withEncodedEvent(WatchEventsResponseSchema, WatchEventsResponseSchema.field.event.number, event)
+            : { kind: { case: "event" as const, value: event } };
         }
       });
     },

@@ -32,6 +32,8 @@ export interface TestServer extends RunningServer {
   dataDir: string;
   /** A root credential with the full scope (test clients send it by default). */
   token: string;
+  /** The configuration the server runs with: the same object, so settings it reads per call can be changed. */
+  config: ServerConfig;
 }
 
 /** Starts a server in this process on 127.0.0.1 and a free port, with a fresh data dir. */
@@ -46,7 +48,7 @@ export async function startTestServer(overrides: Partial<ServerConfig> = {}): Pr
   const config: ServerConfig = { ...defaultConfig, port: 0, dataDir: tempDir(), shutdownGraceMs: 2000, policyDir: TEST_POLICIES, ...overrides };
   await operatorOf(config.dataDir); // the trust anchor must exist before the server starts
   const server = await startServer(config, createLogger("debug", sink));
-  return Object.assign(server, { logs, dataDir: config.dataDir, token: await authorize(server.url, config.dataDir) });
+  return Object.assign(server, { logs, dataDir: config.dataDir, token: await authorize(server.url, config.dataDir), config });
 }
 
 export interface ChildServer {

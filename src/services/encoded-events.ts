@@ -1,0 +1,66 @@
+// Encode once, write many: an event that goes to many binary watch streams is serialized once.
+// The event's bytes are kept beside the (shared, never mutated) event object the EventHub hands
+// to every subscriber, and each response carries them as the raw bytes of its event field —
+// protobuf-es writes unknown fields verbatim, so the response's binary encoding is exactly that
+// of the same response with the event set, without walking the event again. The lean gRPC path
+// (src/server/lean-watch.ts) goes further and writes one shared frame of the whole response to
+// every stream (sharedFrame). JSON responses cannot carry raw bytes, so for them the event is
+// set as usual.
+import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import type { HandlerContext } from "@connectrpc/connect";
+import { type OperationEvent, OperationEventSchema } from "../gen/agentmachine/v1/event_pb.js";
+
+/** Each event's encoding as a length-delimited field value (its length, then its bytes). */
+const encodings = new WeakMap<OperationEvent, Uint8Array>();
+
+function lengthDelimited(event: OperationEvent): Uint8Array {
+  let encoded = encodings.get(event);
+  if (encoded === undefined) {
+    encoded = new BinaryWriter().bytes(toBinary(OperationEventSchema, event)).finish();
+    encodings.set(event, encoded);
+  }
+  return encoded;
+}
+
+/**
+ * A response made by withEncodedEvent → its gRPC frame (uncompressed envelope: flags 0, length,
+ * the response's binary encoding), made once per event and field and shared by every stream.
+ */
+const frames = new WeakMap<object, Uint8Array>();
+const framesByEvent = new WeakMap<OperationEvent, Map<number, Uint8Array>>();
+
+function frameOf(event: OperationEvent, fieldNumber: number): Uint8Array {
+  let byField = framesByEvent.get(event);
+  if (byField === undefined) framesByEvent.set(event, (byField = new Map()));
+  let frame = byField.get(fieldNumber);
+  if (frame === undefined) {
+    const response = new BinaryWriter().tag(fieldNumber, WireType.LengthDelimited).raw(lengthDelimited(event)).finish();
+    frame = new Uint8Array(5 + response.byteLength);
+    new DataView(frame.buffer).setUint32(1, response.byteLength);
+    frame.set(response, 5);
+    byField.set(fieldNumber, frame);
+  }
+  return frame;
+}
+
+/** The shared uncompressed gRPC frame of a response withEncodedEvent made; undefined for any other message. */
+export function sharedFrame(message: object): Uint8Array | undefined {
+  return frames.get(message);
+}
+
+/** Whether the call's messages go out in the binary codec (every protocol names JSON in its content type). */
+export function answersInBinary(context: HandlerContext): boolean {
+  return !/[/+]json\b/.test(context.requestHeader.get("content-type") ?? "");
+}
+
+/**
+ * A `schema` response whose field `fieldNumber` (an OperationEvent) is `event`, already
+ * encoded: for binary calls only (see answersInBinary).
+ */
+export function withEncodedEvent<Desc extends DescMessage>(schema: Desc, fieldNumber: number, event: OperationEvent): MessageShape<Desc> {
+  const message = create(schema);
+  message.$unknown = [{ no: fieldNumber, wireType: WireType.LengthDelimited, data: lengthDelimited(event) }];
+  frames.set(message, frameOf(event, fieldNumber));
+  return message;
+}
