@@ -1,7 +1,8 @@
 // The server's spans, through the OpenTelemetry API only. Until an SDK registers a tracer
 // provider (amctl serve does when OTEL_EXPORTER_OTLP_ENDPOINT is set, see otlp-tracing.ts), the
-// API is a no-op: each span is a shared non-recording object and no context manager runs, so
-// code here costs a few function calls and records nothing.
+// API is a no-op: each span is a non-recording object, carried in the process's async context
+// (src/api/async-context.ts, which the server keeps anyway), so code here costs a few function
+// calls and records nothing.
 //
 // Attributes follow the OpenTelemetry semantic conventions 1.45.0 where one applies; our own
 // live under `agentmachine.`. Identifiers such as the operation's name are span attributes

@@ -48,7 +48,7 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
     receiver = await startOtlpReceiver();
     // Batches go out every 100 ms rather than every 5 s. One execution at a time: a queued one
     // starts when another ends.
-    server = await startChildServer(["--max-concurrent-executions", "1"], {
+    server = await startChildServer(["--max-concurrent-executions", "1", "--log-level", "debug"], {
       env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: "100" },
     });
     client = operationsClient(server.url);
@@ -171,6 +171,22 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
     expect(spans.some((span) => span.name.startsWith("store."))).toBe(false);
   });
 
+  it("a traced call's log lines still name the profiles it concerns: the trace and the call's record share one async context", async () => {
+    const caller = callerSpan();
+    const refused = await client.submitOperation(execution("profiles/untold", ["true"]), { headers: { traceparent: caller.traceparent } }).then(
+      () => undefined,
+      (error: unknown) => ConnectError.from(error),
+    );
+    expect(refused?.code).toBe(Code.FailedPrecondition);
+    await receiver.waitFor(() => inTrace(receiver, caller.traceId).some((span) => span.name === SUBMIT));
+    const failed = server
+      .stderr()
+      .split("\n")
+      .filter((line) => line.includes('"msg":"rpc failed"') && line.includes("profiles/untold"))
+      .map((line) => JSON.parse(line) as { profiles?: string[] });
+    expect(failed).toEqual([expect.objectContaining({ profiles: ["profiles/untold"] })]);
+  });
+
   it("a Connect call is rpc.system.name connectrpc, with no status code when it succeeds; a call without traceparent starts a trace", async () => {
     const connect = clientFor(OperationService, server.url, { protocol: "connect" });
     const { operations } = await connect.listOperations({ pageSize: 1 });
@@ -227,7 +243,7 @@ describe("without OTEL_EXPORTER_OTLP_ENDPOINT", () => {
       await server.close();
     }
     // The server took its tracer from this global API: with no provider registered, every span
-    // it started was a non-recording one, and there was no context to carry.
+    // it started was a non-recording one.
     const span = trace.getTracer("agent-machine-operation-plane").startSpan("probe");
     expect(span.isRecording()).toBe(false);
   });
