@@ -152,15 +152,20 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
     }
   });
 
-  it("a refusal is the caller's error: the call's span records its code without an error status, admission records why", async () => {
+  /** Submits an execution in `missing`, a profile that does not exist, and waits for its refused call's span; returns the trace's id. */
+  async function refusedSubmit(missing: string): Promise<string> {
     const caller = callerSpan();
-    const refused = await client.submitOperation(execution("profiles/none", ["true"]), { headers: { traceparent: caller.traceparent } }).then(
+    const refused = await client.submitOperation(execution(missing, ["true"]), { headers: { traceparent: caller.traceparent } }).then(
       () => undefined,
       (error: unknown) => ConnectError.from(error),
     );
     expect(refused?.code).toBe(Code.FailedPrecondition);
     await receiver.waitFor(() => inTrace(receiver, caller.traceId).some((span) => span.name === SUBMIT));
-    const spans = inTrace(receiver, caller.traceId);
+    return caller.traceId;
+  }
+
+  it("a refusal is the caller's error: the call's span records its code without an error status, admission records why", async () => {
+    const spans = inTrace(receiver, await refusedSubmit("profiles/none"));
     const call = only(spans, (span) => span.name === SUBMIT, "SubmitOperation span");
     expect(call.attributes["rpc.status_code"]).toBe("FAILED_PRECONDITION");
     expect(call.attributes["error.type"]).toBeUndefined();
@@ -172,13 +177,7 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
   });
 
   it("a traced call's log lines still name the profiles it concerns: the trace and the call's record share one async context", async () => {
-    const caller = callerSpan();
-    const refused = await client.submitOperation(execution("profiles/untold", ["true"]), { headers: { traceparent: caller.traceparent } }).then(
-      () => undefined,
-      (error: unknown) => ConnectError.from(error),
-    );
-    expect(refused?.code).toBe(Code.FailedPrecondition);
-    await receiver.waitFor(() => inTrace(receiver, caller.traceId).some((span) => span.name === SUBMIT));
+    await refusedSubmit("profiles/untold");
     const failed = server
       .stderr()
       .split("\n")
