@@ -7,7 +7,7 @@
 // Attributes follow the OpenTelemetry semantic conventions 1.45.0 where one applies; our own
 // live under `agentmachine.`. Identifiers such as the operation's name are span attributes
 // only: a span is one event, so they cost nothing in cardinality there (unlike metric labels).
-import { INVALID_SPAN_CONTEXT, SpanStatusCode, context, trace, type Attributes, type Span } from "@opentelemetry/api";
+import { INVALID_SPAN_CONTEXT, SpanStatusCode, TraceFlags, context, trace, type Attributes, type Span } from "@opentelemetry/api";
 import { ATTR_ERROR_TYPE } from "@opentelemetry/semantic-conventions";
 import { Code, ConnectError } from "@connectrpc/connect";
 
@@ -83,11 +83,15 @@ const noSpan = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
  * is for work that starts no spans of its own (a store write, a policy decision). That saves
  * each such span a context and an async-context switch, a large part of a span's cost. Done
  * outside any traced work (a timer's, an egress connection's), `body` runs without a span, so
- * it does not start a trace of one span.
+ * it does not start a trace of one span; so it does below a span whose context is not sampled
+ * (one the sampler left out), since a leaf has no children to pass a context on to and the
+ * sampler would not record it either. (Sampled, not recording: a task's commits come after its
+ * call's span has ended, and are still its children.)
  */
 export function inChildSpan<T>(name: string, attributes: Attributes, body: (span: Span) => T): T {
   const active = context.active();
-  if (trace.getSpan(active) === undefined) return body(noSpan);
+  const parent = trace.getSpan(active);
+  if (parent === undefined || (parent.spanContext().traceFlags & TraceFlags.SAMPLED) === 0) return body(noSpan);
   return endingWith(tracer.startSpan(name, { attributes }, active), body);
 }
 
