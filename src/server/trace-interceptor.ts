@@ -4,7 +4,7 @@
 // call's handler runs with it as the active span, so the spans of admission, policy, store
 // commits and executors nest below it.
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, context, propagation, trace, type Context, type Span, type TextMapGetter } from "@opentelemetry/api";
+import { SpanKind, SpanStatusCode, context, propagation, trace, type Context, type Span, type TextMapGetter } from "@opentelemetry/api";
 import {
   ATTR_ERROR_TYPE,
   ATTR_NETWORK_PEER_ADDRESS,
@@ -106,7 +106,8 @@ export function traceInterceptor(): Interceptor {
   return (next) => async (req) => {
     const method = `${req.service.typeName}/${req.method.name}`;
     const system = rpcSystem(req.header);
-    const parent = propagation.extract(ROOT_CONTEXT, req.header, headerGetter);
+    // On the active context, not an empty one: it holds the call's own values (the profiles it concerns).
+    const parent = propagation.extract(context.active(), req.header, headerGetter);
     const span = tracer.startSpan(method, { kind: SpanKind.SERVER, attributes: { [ATTR_RPC_SYSTEM_NAME]: system, [ATTR_RPC_METHOD]: method } }, parent);
     // Who called, only worked out for a span that is recorded. (server.address and server.port,
     // merely recommended, are left out: the same on every call, they would be bytes per span.)

@@ -8,6 +8,7 @@ import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
 import { defaultResource, detectResources, envDetector, resourceFromAttributes } from "@opentelemetry/resources";
 import { BatchSpanProcessor, NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 import { ATTR_SERVICE_NAME } from "@opentelemetry/semantic-conventions";
+import { keepAsyncContext } from "../api/async-context.js";
 import type { Logger } from "../api/logger.js";
 
 /** `service.name` unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES say otherwise. */
@@ -29,7 +30,7 @@ function diagnostics(log: Logger): DiagLogger {
 
 /**
  * Registers a tracer provider that batches spans to the OTLP endpoint the environment names,
- * with W3C trace context propagation and an AsyncLocalStorage context manager; undefined, and
+ * with W3C trace context propagation, in the process's async context; undefined, and
  * nothing registered, when no endpoint is set (or OTEL_SDK_DISABLED=true, or an OTLP protocol
  * other than HTTP/protobuf is asked for: that is logged).
  */
@@ -48,7 +49,10 @@ export function startTracing(env: NodeJS.ProcessEnv, log: Logger): Tracing | und
       .merge(detectResources({ detectors: [envDetector] })),
     spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter())],
   });
-  provider.register();
+  // The process's one async context (src/api/async-context.ts), rather than a second
+  // AsyncLocalStorage of the provider's own.
+  keepAsyncContext();
+  provider.register({ contextManager: null });
   // The origin only: a URL may carry credentials.
   log.info({ endpoint: originOf(endpoint) }, "exporting traces over OTLP");
   return { shutdown: () => provider.shutdown() };

@@ -1,12 +1,13 @@
 // The server's spans, through the OpenTelemetry API only. Until an SDK registers a tracer
 // provider (amctl serve does when OTEL_EXPORTER_OTLP_ENDPOINT is set, see otlp-tracing.ts), the
-// API is a no-op: each span is a shared non-recording object and no context manager runs, so
-// code here costs a few function calls and records nothing.
+// API is a no-op: each span is a non-recording object, carried in the process's async context
+// (src/api/async-context.ts, which the server keeps anyway), so code here costs a few function
+// calls and records nothing.
 //
 // Attributes follow the OpenTelemetry semantic conventions 1.45.0 where one applies; our own
 // live under `agentmachine.`. Identifiers such as the operation's name are span attributes
 // only: a span is one event, so they cost nothing in cardinality there (unlike metric labels).
-import { INVALID_SPAN_CONTEXT, SpanStatusCode, trace, type Attributes, type Span } from "@opentelemetry/api";
+import { INVALID_SPAN_CONTEXT, SpanStatusCode, TraceFlags, context, trace, type Attributes, type Span } from "@opentelemetry/api";
 import { ATTR_ERROR_TYPE } from "@opentelemetry/semantic-conventions";
 import { Code, ConnectError } from "@connectrpc/connect";
 
@@ -78,11 +79,20 @@ function endFailed(span: Span, error: unknown): void {
 const noSpan = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
 /**
- * As inSpan, but only below an active span: done outside any traced work (a timer's, an egress
- * connection's), `body` runs without a span, so it does not start a trace of one span.
+ * A leaf span: a child of the active span, ended as inSpan's, but not made active itself, so it
+ * is for work that starts no spans of its own (a store write, a policy decision). That saves
+ * each such span a context and an async-context switch, a large part of a span's cost. Done
+ * outside any traced work (a timer's, an egress connection's), `body` runs without a span, so
+ * it does not start a trace of one span; so it does below a span whose context is not sampled
+ * (one the sampler left out), since a leaf has no children to pass a context on to and the
+ * sampler would not record it either. (Sampled, not recording: a task's commits come after its
+ * call's span has ended, and are still its children.)
  */
 export function inChildSpan<T>(name: string, attributes: Attributes, body: (span: Span) => T): T {
-  return trace.getActiveSpan() === undefined ? body(noSpan) : inSpan(name, attributes, body);
+  const active = context.active();
+  const parent = trace.getSpan(active);
+  if (parent === undefined || (parent.spanContext().traceFlags & TraceFlags.SAMPLED) === 0) return body(noSpan);
+  return endingWith(tracer.startSpan(name, { attributes }, active), body);
 }
 
 /** Names the operation a call concerns on the call's span (and on whatever span is active). */

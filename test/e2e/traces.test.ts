@@ -48,7 +48,7 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
     receiver = await startOtlpReceiver();
     // Batches go out every 100 ms rather than every 5 s. One execution at a time: a queued one
     // starts when another ends.
-    server = await startChildServer(["--max-concurrent-executions", "1"], {
+    server = await startChildServer(["--max-concurrent-executions", "1", "--log-level", "debug"], {
       env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: "100" },
     });
     client = operationsClient(server.url);
@@ -152,15 +152,20 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
     }
   });
 
-  it("a refusal is the caller's error: the call's span records its code without an error status, admission records why", async () => {
+  /** Submits an execution in `missing`, a profile that does not exist, and waits for its refused call's span; returns the trace's id. */
+  async function refusedSubmit(missing: string): Promise<string> {
     const caller = callerSpan();
-    const refused = await client.submitOperation(execution("profiles/none", ["true"]), { headers: { traceparent: caller.traceparent } }).then(
+    const refused = await client.submitOperation(execution(missing, ["true"]), { headers: { traceparent: caller.traceparent } }).then(
       () => undefined,
       (error: unknown) => ConnectError.from(error),
     );
     expect(refused?.code).toBe(Code.FailedPrecondition);
     await receiver.waitFor(() => inTrace(receiver, caller.traceId).some((span) => span.name === SUBMIT));
-    const spans = inTrace(receiver, caller.traceId);
+    return caller.traceId;
+  }
+
+  it("a refusal is the caller's error: the call's span records its code without an error status, admission records why", async () => {
+    const spans = inTrace(receiver, await refusedSubmit("profiles/none"));
     const call = only(spans, (span) => span.name === SUBMIT, "SubmitOperation span");
     expect(call.attributes["rpc.status_code"]).toBe("FAILED_PRECONDITION");
     expect(call.attributes["error.type"]).toBeUndefined();
@@ -169,6 +174,16 @@ describe("with OTEL_EXPORTER_OTLP_ENDPOINT, amctl serve exports spans over OTLP/
     expect(admission.status).toMatchObject({ code: STATUS_ERROR, message: expect.stringContaining("profiles/none") });
     expect(admission.attributes["error.type"]).toBe("FAILED_PRECONDITION");
     expect(spans.some((span) => span.name.startsWith("store."))).toBe(false);
+  });
+
+  it("a traced call's log lines still name the profiles it concerns: the trace and the call's record share one async context", async () => {
+    await refusedSubmit("profiles/untold");
+    const failed = server
+      .stderr()
+      .split("\n")
+      .filter((line) => line.includes('"msg":"rpc failed"') && line.includes("profiles/untold"))
+      .map((line) => JSON.parse(line) as { profiles?: string[] });
+    expect(failed).toEqual([expect.objectContaining({ profiles: ["profiles/untold"] })]);
   });
 
   it("a Connect call is rpc.system.name connectrpc, with no status code when it succeeds; a call without traceparent starts a trace", async () => {
@@ -227,7 +242,7 @@ describe("without OTEL_EXPORTER_OTLP_ENDPOINT", () => {
       await server.close();
     }
     // The server took its tracer from this global API: with no provider registered, every span
-    // it started was a non-recording one, and there was no context to carry.
+    // it started was a non-recording one.
     const span = trace.getTracer("agent-machine-operation-plane").startSpan("probe");
     expect(span.isRecording()).toBe(false);
   });
