@@ -31,7 +31,7 @@ import { PolicyGate } from "../gen/agentmachine/v1/types_pb.js";
 import { networkEgressAllowed } from "../executors/container-invocation.js";
 import type { Authority, Principal } from "../governance/authority.js";
 import { bearerToken } from "../governance/bearer.js";
-import { admitCall, executionCallDraft, runningAttempt, type RuntimeCallDeps } from "./runtime-call.js";
+import { admitCall, attemptOfToken, executionCallDraft, type RuntimeCallDeps } from "./runtime-call.js";
 import type { Logger } from "../api/logger.js";
 
 export const EGRESS_RPC = "egress";
@@ -95,16 +95,11 @@ export function egressProxy(deps: EgressProxyDeps) {
     const token = bearerToken(header);
     if (token === undefined)
       throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, "the egress proxy needs an execution credential (Proxy-Authorization: Bearer)");
-    let principal: Principal;
-    try {
-      principal = await authority.authenticate(token);
-    } catch (error) {
-      throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, error instanceof ConnectError ? error.rawMessage : "invalid credential");
-    }
-    const operation = await runningAttempt(store, principal).catch((error: unknown) => {
-      if (!(error instanceof ConnectError)) throw error;
+    const attempt = await attemptOfToken(authority, store, token);
+    if (attempt.refusal === "unauthenticated") throw refusal(407, "Proxy Authentication Required", Code.UNAUTHENTICATED, attempt.error.rawMessage);
+    if (attempt.refusal === "not-an-attempt")
       throw refusal(403, "Forbidden", Code.PERMISSION_DENIED, "only a running execution's own credential may use the egress proxy");
-    });
+    const { principal, operation } = attempt;
     if (!networkEgressAllowed(operation)) {
       throw new Refusal(403, "Forbidden", {
         allowed: false,

@@ -28,7 +28,7 @@ import { CallRevocations } from "./call-revocations.js";
 import { exposedName, grantName, parseExposedName, type UpstreamTool } from "./mcp-tool-names.js";
 import { governToolCall, type ToolCallDeps } from "./mcp-tool-call.js";
 import { UpstreamUnavailable, type UpstreamClients } from "./mcp-upstream-clients.js";
-import { AttemptRefusal, runningAttempt } from "./running-attempt.js";
+import { attemptOfToken } from "./runtime-call.js";
 import type { StoreEvents } from "../store/store.js";
 
 export const MCP_PATH = "/mcp";
@@ -144,13 +144,13 @@ export function mcpGateway(deps: McpGatewayDeps) {
       answerHttp(res, 401, "the MCP gateway needs an execution credential: Authorization: Bearer $AMCTL_TOKEN", { "WWW-Authenticate": "Bearer" });
       return;
     }
-    let attempt: { principal: Principal; operation: Operation };
-    try {
-      attempt = await runningAttempt(authority, store, token);
-    } catch (error) {
-      if (!(error instanceof AttemptRefusal)) throw error;
-      if (error.kind === "unauthenticated") answerHttp(res, 401, error.message, { "WWW-Authenticate": 'Bearer error="invalid_token"' });
-      else answerHttp(res, 403, error.message);
+    const attempt = await attemptOfToken(authority, store, token);
+    if (attempt.refusal === "unauthenticated") {
+      answerHttp(res, 401, attempt.error.rawMessage, { "WWW-Authenticate": 'Bearer error="invalid_token"' });
+      return;
+    }
+    if (attempt.refusal === "not-an-attempt") {
+      answerHttp(res, 403, "only a running execution's own credential may use this gateway");
       return;
     }
     let body: unknown;

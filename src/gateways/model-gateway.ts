@@ -33,7 +33,7 @@ import { allows } from "../governance/attenuation.js";
 import { bindingApi, errorStatus, estimateTokens, modelApis, type ApiName, type ErrorKind, type ModelApi, type Usage } from "./model-apis.js";
 import { providerKey, ProviderKeyUnavailable } from "../governance/provider-keys.js";
 import { routeModel } from "./provider-routing.js";
-import { admitCall, executionCallDraft, runningAttempt, settleCall, type RuntimeCallDeps } from "./runtime-call.js";
+import { admitCall, attemptOfToken, executionCallDraft, settleCall, type RuntimeCallDeps } from "./runtime-call.js";
 import { EventPump } from "./event-pump.js";
 import { postUpstream, type UpstreamAnswer } from "./upstream-request.js";
 
@@ -117,19 +117,11 @@ export function modelGateway(deps: ModelGatewayDeps) {
   async function attempt(req: Request): Promise<{ principal: Principal; operation: Operation }> {
     const token = credentialOf(req);
     if (token === undefined) throw new Refusal("auth", "amctl model gateway: send the execution credential (AMCTL_TOKEN) as the API key");
-    let principal: Principal;
-    try {
-      principal = await authority.authenticate(token);
-    } catch (error) {
-      if (!(error instanceof ConnectError)) throw error;
-      throw new Refusal("auth", `amctl model gateway: ${error.rawMessage}`);
-    }
-    try {
-      return { principal, operation: await runningAttempt(store, principal) };
-    } catch (error) {
-      if (!(error instanceof ConnectError)) throw error;
-      throw new Refusal("auth", `amctl model gateway: ${error.rawMessage}`, denialOf(error), undefined, principal);
-    }
+    const found = await attemptOfToken(authority, store, token);
+    if (found.refusal === "unauthenticated") throw new Refusal("auth", `amctl model gateway: ${found.error.rawMessage}`);
+    if (found.refusal === "not-an-attempt")
+      throw new Refusal("auth", `amctl model gateway: ${found.error.rawMessage}`, denialOf(found.error), undefined, found.principal);
+    return found;
   }
 
   function draft(

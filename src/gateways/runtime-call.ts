@@ -1,11 +1,12 @@
 // The one path every runtime call of an execution takes, whoever carries it: RuntimeService
 // (an agent that asks with AuthorizeCall), the egress proxy (a connection), the model gateway (a
-// model request) and the MCP gateway (a tool call). It finds the caller's running attempt,
+// model request) and the MCP gateway (a tool call). It finds the caller's running attempt (for a
+// gateway, from the bearer token its request carries: attemptOfToken),
 // decides the call (scope, profile rules, policy gates: governance/call-decision.ts) and
 // charges what it costs in one store commit (lifecycle/operation-charging.ts), refusing a
 // charge the budget cannot cover — which ends the task, naming the dimension.
 import { create } from "@bufbuild/protobuf";
-import { Code, type ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { errorWithInfo } from "../api/errors.js";
 import { caller } from "../call/audit-scope.js";
 import { denialOf, allowedDecision, type AuditDecisionInit } from "../audit/decisions.js";
@@ -13,10 +14,10 @@ import { BudgetSchema, type Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Operation, PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 import type { RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
 import { OperationType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
-import type { Principal } from "../governance/authority.js";
+import type { Authority, Principal } from "../governance/authority.js";
 import { decideCall, type CallDecisionDeps } from "../governance/call-decision.js";
 import { attemptSubject } from "../governance/execution-credentials.js";
-import type { Destination } from "../governance/policy/policy-input.js";
+import type { Destination, ToolCallFacts } from "../governance/policy/policy-input.js";
 import { charge, costOf, type Charge } from "../governance/runtime-charging.js";
 import { operationNotFound } from "../lifecycle/errors.js";
 import { chargeOperation } from "../lifecycle/operation-charging.js";
@@ -63,6 +64,34 @@ export async function runningAttempt(store: StoreOperations, principal: Principa
   return operation;
 }
 
+/** Whose running attempt a gateway request is; or why the gateway refuses it, for it to answer in its own wire shape. */
+export type TokenAttempt =
+  | { principal: Principal; operation: Operation; refusal?: undefined }
+  | { refusal: "unauthenticated"; error: ConnectError; principal?: undefined }
+  | { refusal: "not-an-attempt"; error: ConnectError; principal: Principal };
+
+/**
+ * The running attempt a gateway request's bearer `token` is the execution credential of:
+ * authenticated as every RPC's credential is, then runningAttempt. Any other credential (a
+ * root, a child delegation, an ended or earlier attempt's) is refused, because what a gateway
+ * charges and audits belongs to one running execution.
+ */
+export async function attemptOfToken(authority: Pick<Authority, "authenticate">, store: StoreOperations, token: string): Promise<TokenAttempt> {
+  let principal: Principal;
+  try {
+    principal = await authority.authenticate(token);
+  } catch (error) {
+    if (!(error instanceof ConnectError)) throw error;
+    return { refusal: "unauthenticated", error };
+  }
+  try {
+    return { principal, operation: await runningAttempt(store, principal) };
+  } catch (error) {
+    if (!(error instanceof ConnectError)) throw error;
+    return { refusal: "not-an-attempt", error, principal };
+  }
+}
+
 export type CallAdmission =
   | { allowed: true; operation: Operation; decisions: PolicyDecision[] }
   | { allowed: false; operation: Operation; decisions: PolicyDecision[]; denial: ConnectError; exhausted?: BudgetDimensionName };
@@ -76,6 +105,14 @@ export interface CallOptions {
   audit?: (decision: AuditDecisionInit) => AuditDraft | undefined;
   /** For a connection through the egress proxy: where it goes. */
   destination?: Destination;
+  /** For a tool call through the MCP gateway: its arguments and the tool's annotations, for the toolGrant gate. */
+  toolCall?: ToolCallFacts;
+  /**
+   * Why the plane cannot carry the call even if it is allowed (the MCP gateway's tool that no
+   * upstream offers): it is refused, charging nothing, after the decision, so a caller guessing
+   * names learns nothing beyond what its grants allow.
+   */
+  uncarried?: ConnectError;
   /** What the call is charged up front; by default costOf(call). */
   cost?: Budget;
 }
@@ -94,8 +131,9 @@ export async function admitCall(
     if (draft !== undefined) await store.appendAudit(draft);
     return admission;
   };
-  const verdict = await decideCall(deps, principal, operation.profile, call, operation.labels, options.destination);
-  if (verdict.denial !== undefined) return refuse({ allowed: false, operation, decisions: verdict.decisions, denial: verdict.denial });
+  const verdict = await decideCall(deps, principal, operation.profile, call, operation.labels, options.destination, options.toolCall);
+  const denial = verdict.denial ?? options.uncarried;
+  if (denial !== undefined) return refuse({ allowed: false, operation, decisions: verdict.decisions, denial });
   const limit = operation.requestedBudget ?? create(BudgetSchema);
   const cost = options.cost ?? costOf(call);
   const charged = await chargeOperation(

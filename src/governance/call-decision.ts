@@ -1,7 +1,7 @@
 // Decides a runtime call (a model, connector or tool call an execution asks to make): the
-// caller's scope, then the profile separation rules, then the policy gates. Used by
-// RuntimeService.AuthorizeCall, the egress proxy, the MCP gateway and, as a dry run, by
-// PolicyService.EvaluatePolicy.
+// caller's scope, then the profile separation rules, then the policy gates. Used by the one
+// runtime-call path (gateways/runtime-call.ts admitCall: RuntimeService.AuthorizeCall, the egress
+// proxy, the model and MCP gateways) and, as a dry run, by PolicyService.EvaluatePolicy.
 import { ConnectError } from "@connectrpc/connect";
 import type { PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
 import { CallKind, type RuntimeCall } from "../gen/agentmachine/v1/runtime_pb.js";
