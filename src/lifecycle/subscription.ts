@@ -1,15 +1,32 @@
-// One subscriber's stream of events: replay from the cursor, then follow live, as one loop
-// over the EventHub (see event-hub.ts). Bookmarks carry the sequence considered so far when
-// nothing matching was sent for a while; they never go backwards.
-import type { StoreEvents, StoredEvent } from "../store/store.js";
+// One subscriber's stream of events: the history the hub's window no longer holds, read from
+// the store in filtered, scheduled pages (history-replay.ts), then the window and live events
+// from the EventHub (event-hub.ts), as one loop over one cursor. Bookmarks carry the sequence
+// considered so far when nothing matching was sent for a while; they never go backwards.
+import type { EventSelection, StoreEvents, StoredEvent } from "../store/store.js";
 import { cursorAhead, eventsCompacted } from "./errors.js";
 import type { EventHub } from "./event-hub.js";
+import type { HistoryReader } from "./history-replay.js";
+import type { RetentionFloor } from "./retention-floor.js";
 
 export type SubscriptionItem = { kind: "event"; stored: StoredEvent } | { kind: "bookmark"; sequence: bigint };
+
+/** Where a subscription's events come from. */
+export interface EventSources {
+  /** The window of recent events and the live tail. */
+  hub: EventHub;
+  /** The pages of history the window no longer holds. */
+  history: HistoryReader;
+  retention: RetentionFloor;
+  /** For the cursor checks the window cannot answer. */
+  store: StoreEvents;
+}
 
 export interface SubscriptionOptions {
   /** Only events with a larger sequence; 0 means every retained event. */
   after: bigint;
+  /** What the store can select of `matches` in its query: a superset of the matching events. */
+  selection: EventSelection;
+  /** The exact rule, applied to every event before it is sent. */
   matches: (stored: StoredEvent) => boolean;
   signal: AbortSignal;
   /** Send a bookmark after this long without a matching event; 0 never. */
@@ -32,30 +49,62 @@ export async function checkCursor(store: StoreEvents, after: bigint): Promise<bi
   return after;
 }
 
-export async function* subscribe(hub: EventHub, store: StoreEvents, options: SubscriptionOptions): AsyncGenerator<SubscriptionItem> {
-  let cursor = await checkCursor(store, options.after);
+/**
+ * The cursor to start from. A cursor the hub's window holds, retained as far as this server
+ * knows (RetentionFloor), needs nothing of the store; any other is checked there (checkCursor).
+ */
+async function startCursor({ hub, retention, store }: EventSources, after: bigint): Promise<bigint> {
+  if (after <= hub.latest()) {
+    const start = after === 0n ? (retention.oldest > 1n ? retention.oldest - 1n : 0n) : after;
+    if (start + 1n >= retention.oldest && hub.covers(start)) return start;
+  }
+  return checkCursor(store, after);
+}
+
+export async function* subscribe(sources: EventSources, options: SubscriptionOptions): AsyncGenerator<SubscriptionItem> {
+  const { hub, history } = sources;
+  let cursor = await startCursor(sources, options.after);
   let lastSentAt = Date.now();
-  while (!options.signal.aborted) {
-    const batch = await hub.read(cursor, PAGE);
-    if (batch.length > 0 && batch[0]!.event.sequence !== cursor + 1n) {
-      // Compaction overtook a subscriber that was reading from the store.
-      throw eventsCompacted(cursor, batch[0]!.event.sequence);
-    }
-    for (const stored of batch) {
-      cursor = stored.event.sequence;
+  const idleFor = () => Date.now() - lastSentAt;
+  const bookmarkDue = () => options.bookmarkIntervalMs > 0 && idleFor() >= options.bookmarkIntervalMs;
+  /** Sends the matching events of `events`; returns whether the stream ends with the last one sent. */
+  function* send(events: StoredEvent[]): Generator<SubscriptionItem, boolean> {
+    for (const stored of events) {
       if (!options.matches(stored)) continue;
       yield { kind: "event", stored };
       lastSentAt = Date.now();
-      if (options.isLast?.(stored)) return;
+      if (options.isLast?.(stored)) return true;
     }
-    if (batch.length > 0) continue;
-    const idleFor = Date.now() - lastSentAt;
-    if (options.bookmarkIntervalMs > 0 && idleFor >= options.bookmarkIntervalMs) {
-      yield { kind: "bookmark", sequence: cursor };
-      lastSentAt = Date.now();
+    return false;
+  }
+  function* bookmark(): Generator<SubscriptionItem> {
+    yield { kind: "bookmark", sequence: cursor };
+    lastSentAt = Date.now();
+  }
+  while (!options.signal.aborted) {
+    if (!hub.covers(cursor)) {
+      for await (const page of history.pages(hub, cursor, options.selection, options.signal)) {
+        if (yield* send(page.events)) return;
+        cursor = page.through;
+        if (bookmarkDue()) yield* bookmark();
+      }
       continue;
     }
-    const wait = options.bookmarkIntervalMs > 0 ? options.bookmarkIntervalMs - idleFor : 60_000;
+    const batch = await hub.read(cursor, PAGE);
+    if (batch.length > 0 && batch[0]!.event.sequence !== cursor + 1n) {
+      // The window restarted after a gap (events compacted before this server read them).
+      throw eventsCompacted(cursor, batch[0]!.event.sequence);
+    }
+    if (yield* send(batch)) return;
+    if (batch.length > 0) {
+      cursor = batch[batch.length - 1]!.event.sequence;
+      continue;
+    }
+    if (bookmarkDue()) {
+      yield* bookmark();
+      continue;
+    }
+    const wait = options.bookmarkIntervalMs > 0 ? options.bookmarkIntervalMs - idleFor() : 60_000;
     await hub.waitBeyond(cursor, wait, options.signal);
   }
 }

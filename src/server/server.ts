@@ -39,6 +39,8 @@ import { DiagnosticsExecutor } from "../diagnostics/diagnostics-executor.js";
 import { localSecrets } from "../diagnostics/local-secrets.js";
 import { resolveExecutable } from "../process/resolve-executable.js";
 import { EventHub } from "../lifecycle/event-hub.js";
+import { ReplayScheduler } from "../lifecycle/replay-scheduler.js";
+import { RetentionFloor } from "../lifecycle/retention-floor.js";
 import { OutputWakeUps } from "../lifecycle/output-watch.js";
 import { OperationRunner } from "../lifecycle/operation-runner.js";
 import { MacTokens } from "../lifecycle/mac-token.js";
@@ -112,6 +114,8 @@ interface ServiceParts {
   log: Logger;
   store: OperationStore;
   hub: EventHub;
+  replays: ReplayScheduler;
+  retention: RetentionFloor;
   outputWakeUps: OutputWakeUps;
   runner: OperationRunner;
   keeper: WorkspaceKeeper;
@@ -155,6 +159,9 @@ const served: readonly Served[] = [
       ...p.admission,
       store: p.store,
       hub: p.hub,
+      replays: p.replays,
+      replayPages: p.config.replay,
+      retention: p.retention,
       runner: p.runner,
       pageTokens: p.pageTokens,
       policy: p.policy,
@@ -265,6 +272,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     health.setAll(available ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
   });
   const hub = await EventHub.open(store);
+  const retention = await RetentionFloor.open(store);
   const outputWakeUps = new OutputWakeUps(store);
   const pageTokenKey = await store.getOrCreateSecret("page-token-key", randomSecret);
   const pageTokens = new PageTokens(pageTokenKey);
@@ -386,7 +394,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   metrics?.watch(store, runner);
   const keeper = new WorkspaceKeeper({ store, dataDir, retentionMs: config.workspaceRetentionMs, diskLimitBytes: config.workspaceDiskLimitBytes, log });
   const compaction = setInterval(() => {
-    store.compactEvents(config.eventRetention, new Date()).catch((error: unknown) => log.error({ err: error }, "event compaction failed"));
+    retention.compact(config.eventRetention, new Date()).catch((error: unknown) => log.error({ err: error }, "event compaction failed"));
     store
       .compactOutput(new Date(Date.now() - (config.outputRetentionMs ?? config.eventRetention.maxAgeMs)))
       .catch((error: unknown) => log.error({ err: error }, "output compaction failed"));
@@ -400,6 +408,8 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     log,
     store,
     hub,
+    replays: new ReplayScheduler(config.replay.pagesInFlight),
+    retention,
     outputWakeUps,
     runner,
     keeper,

@@ -17,7 +17,10 @@ import { profileAlreadyExists } from "../governance/errors.js";
 import { cancelKey, clientKey, findSubmitted, type IdempotencyKey } from "../lifecycle/idempotency.js";
 import { visibleOperation } from "../lifecycle/visible-operation.js";
 import type { EventHub } from "../lifecycle/event-hub.js";
-import { matchesEventFilter } from "../lifecycle/event-filter.js";
+import { eventSelection, matchesEventFilter } from "../lifecycle/event-filter.js";
+import { HistoryReader, type PageBounds } from "../lifecycle/history-replay.js";
+import type { ReplayScheduler } from "../lifecycle/replay-scheduler.js";
+import type { RetentionFloor } from "../lifecycle/retention-floor.js";
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
 import type { PageTokens } from "../lifecycle/page-token.js";
 import { subscribe } from "../lifecycle/subscription.js";
@@ -42,6 +45,10 @@ import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 export interface OperationServiceDeps {
   store: StoreOperations & StoreEvents & StoreAccounts;
   hub: EventHub;
+  /** The server's turns for history pages, shared by every replay. */
+  replays: ReplayScheduler;
+  replayPages: PageBounds;
+  retention: RetentionFloor;
   runner: OperationRunner;
   pageTokens: PageTokens;
   defaultBudget: Budget;
@@ -73,6 +80,7 @@ function filterDigest(filter: OperationFilter | undefined): string {
 
 export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof OperationService> {
   const { store, hub, runner } = deps;
+  const sources = { hub, store, retention: deps.retention, history: new HistoryReader(store, deps.replays, deps.replayPages) };
 
   /**
    * Admits `request` and stores it under `key`. A retried submit is answered from the store
@@ -179,12 +187,13 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       if (isTerminal(operation.state)) {
         if (afterSequence >= operation.lastSequence) return;
         // Its remaining events were compacted: nothing would ever end the stream.
-        const { oldest } = await store.eventBounds();
+        const { oldest } = deps.retention;
         if (operation.lastSequence < oldest) throw eventsCompacted(afterSequence, oldest);
       }
       yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
-        const items = subscribe(hub, store, {
+        const items = subscribe(sources, {
           after: afterSequence,
+          selection: { operations: [name] },
           matches: (stored) => stored.event.operation === name,
           signal,
           bookmarkIntervalMs: 0,
@@ -200,9 +209,10 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       const principal = principalOf(context);
       if (filter?.profile) requireProfile(principal, filter.profile);
       yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
-        const items = subscribe(hub, store, {
+        const items = subscribe(sources, {
           after: afterSequence,
           // A watcher sees only the profiles its delegation covers.
+          selection: eventSelection(filter, visibleProfiles(principal)),
           matches: (stored) => canSeeProfile(principal, stored.profile) && matchesEventFilter(filter, stored),
           signal,
           bookmarkIntervalMs: deps.bookmarkIntervalMs,
