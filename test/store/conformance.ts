@@ -1144,7 +1144,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
         [EventType.PROGRESS, TaskState.QUEUED],
         [EventType.START, TaskState.RUNNING],
         [EventType.PROGRESS, TaskState.RUNNING],
-        [EventType.COMPLETE, TaskState.SUCCEEDED],
+        [EventType.COMPLETE, TaskState.COMPLETED],
       ];
 
       /** Operations over the profiles and types, each with a run of events; every stored event, in order. */
@@ -1195,7 +1195,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
           operations: subset(names),
           operationTypes: subset(OP_TYPES),
           types: subset([EventType.START, EventType.PROGRESS, EventType.COMPLETE]),
-          states: subset([TaskState.QUEUED, TaskState.RUNNING, TaskState.SUCCEEDED]),
+          states: subset([TaskState.QUEUED, TaskState.RUNNING, TaskState.COMPLETED]),
         });
         await fc.assert(
           fc.asyncProperty(
