@@ -8,6 +8,7 @@
 //   idle        server memory per idle WatchEvents subscriber (10,000 of them)
 //   fanout      events/s delivered to 1,000 subscribers vs to 1
 //   replay      replay of 100,000 events from sequence 0 vs streaming them from memory
+//   replay-storm  health p99 while 100 replays over 50,000 events run vs idle health p99
 //   replicas    submit throughput: 2 replicas on PostgreSQL vs 1, and PostgreSQL vs SQLite
 //   workers     executions/s dispatched to 4 remote worker processes vs the embedded executor,
 //               and the latency a lease round trip adds
@@ -16,7 +17,7 @@
 //   sandbox     latency (p50, p99) and executions/s of `true`, sandboxed vs --unsafe-no-sandbox
 //
 // BENCH_ONLY selects some: a comma-separated list of these names, `streams` (idle, fanout,
-// replay) or `all` (the default). Every section starts its own server (`amctl serve`) and load
+// replay, replay-storm) or `all` (the default). Every section starts its own server (`amctl serve`) and load
 // processes, so none shares an event loop with the thing it measures, and every child process is
 // killed on exit, on error and on Ctrl-C. The other variables are in bench/settings.ts.
 import { execFileSync } from "node:child_process";
@@ -34,6 +35,7 @@ import { sandboxBenchmark } from "./sandbox.js";
 import { telemetryBenchmark } from "./telemetry.js";
 import { readSettings, type Benchmark, type Settings } from "./settings.js";
 import { fanoutBenchmark, idleBenchmark, replayBenchmark } from "./streams.js";
+import { replayStormBenchmark } from "./replay-storm.js";
 import { workersBenchmark } from "./workers.js";
 
 const resultsPath = join(repoRoot, "bench/results/latest.json");
@@ -45,6 +47,7 @@ const run: Record<Benchmark, (settings: Settings) => Promise<SectionReport>> = {
   idle: idleBenchmark,
   fanout: fanoutBenchmark,
   replay: replayBenchmark,
+  "replay-storm": replayStormBenchmark,
   replicas: replicasBenchmark,
   workers: workersBenchmark,
   audit: auditBenchmark,

@@ -6,6 +6,7 @@ import type { EventSelection, StoreEvents, StoredEvent } from "../store/store.js
 import { cursorAhead, eventsCompacted } from "./errors.js";
 import type { EventHub } from "./event-hub.js";
 import type { HistoryReader } from "./history-replay.js";
+import type { ReplayScheduler } from "./replay-scheduler.js";
 import type { RetentionFloor } from "./retention-floor.js";
 
 export type SubscriptionItem = { kind: "event"; stored: StoredEvent } | { kind: "bookmark"; sequence: bigint };
@@ -16,6 +17,8 @@ export interface EventSources {
   hub: EventHub;
   /** The pages of history the window no longer holds. */
   history: HistoryReader;
+  /** The turns a replay's pages of the window take too, until it has caught up (see subscribe). */
+  replays: ReplayScheduler;
   retention: RetentionFloor;
   /** For the cursor checks the window cannot answer. */
   store: StoreEvents;
@@ -64,6 +67,7 @@ async function startCursor({ hub, retention, store }: EventSources, after: bigin
 export async function* subscribe(sources: EventSources, options: SubscriptionOptions): AsyncGenerator<SubscriptionItem> {
   const { hub, history } = sources;
   let cursor = await startCursor(sources, options.after);
+  let catchingUp = true;
   let lastSentAt = Date.now();
   const idleFor = () => Date.now() - lastSentAt;
   const bookmarkDue = () => options.bookmarkIntervalMs > 0 && idleFor() >= options.bookmarkIntervalMs;
@@ -90,7 +94,12 @@ export async function* subscribe(sources: EventSources, options: SubscriptionOpt
       }
       continue;
     }
-    const batch = await hub.read(cursor, PAGE);
+    // Until its first short page a subscription is a replay: its pages of the window take their
+    // turns like those of the history, so a hundred replays of a full window cannot hold the
+    // event loop either. From then on it follows live events without waiting for turns.
+    const read = () => hub.read(cursor, PAGE);
+    const batch = catchingUp ? ((await sources.replays.run(read, options.signal)) ?? []) : await read();
+    if (batch.length < PAGE) catchingUp = false;
     if (batch.length > 0 && batch[0]!.event.sequence !== cursor + 1n) {
       // The window restarted after a gap (events compacted before this server read them).
       throw eventsCompacted(cursor, batch[0]!.event.sequence);

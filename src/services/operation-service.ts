@@ -80,7 +80,7 @@ function filterDigest(filter: OperationFilter | undefined): string {
 
 export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof OperationService> {
   const { store, hub, runner } = deps;
-  const sources = { hub, store, retention: deps.retention, history: new HistoryReader(store, deps.replays, deps.replayPages) };
+  const sources = { hub, store, retention: deps.retention, replays: deps.replays, history: new HistoryReader(store, deps.replays, deps.replayPages) };
 
   /**
    * Admits `request` and stores it under `key`. A retried submit is answered from the store

@@ -56,9 +56,11 @@ function counted(store: OperationStore): { store: OperationStore; reads: { count
 }
 
 async function sourcesOver(store: OperationStore, windowSize: number, pages: PageBounds = { pageEvents: 512, pageSpan: 8192 }): Promise<EventSources> {
+  const replays = new ReplayScheduler(2);
   return {
     hub: await EventHub.open(store, windowSize),
-    history: new HistoryReader(store, new ReplayScheduler(2), pages),
+    history: new HistoryReader(store, replays, pages),
+    replays,
     retention: await RetentionFloor.open(store),
     store,
   };
