@@ -18,15 +18,10 @@ import { subscribe, type EventSources } from "../../src/lifecycle/subscription.j
 import { SqliteStore } from "../../src/store/sqlite/sqlite-store.js";
 import type { OperationStore, StoredEvent } from "../../src/store/store.js";
 import { tempDir } from "../helpers/temp-dir.js";
-import { event, operation, SCOPE } from "../store/conformance.js";
+import { EVENT_STEPS, event, operation, SCOPE } from "../store/conformance.js";
 
 const PROFILES = ["profiles/sub-a", "profiles/sub-b", "profiles/sub-c"];
 const OP_TYPES = [OperationType.TOOL_GRANT_APPLY, OperationType.PROFILE_CREATE];
-const STEPS: [EventType, TaskState][] = [
-  [EventType.START, TaskState.QUEUED],
-  [EventType.PROGRESS, TaskState.RUNNING],
-  [EventType.COMPLETE, TaskState.COMPLETED],
-];
 
 const opened: OperationStore[] = [];
 afterEach(async () => {
@@ -76,7 +71,7 @@ function openStore(): OperationStore {
 async function append(store: OperationStore, count: number, from = 0): Promise<void> {
   for (let i = from; i < from + count; i += 1) {
     const op = operation({ profile: PROFILES[i % PROFILES.length]!, type: OP_TYPES[i % OP_TYPES.length]! });
-    const [type, state] = STEPS[i % STEPS.length]!;
+    const [type, state] = EVENT_STEPS[i % EVENT_STEPS.length]!;
     await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d", event: event(op.name, type, state) });
   }
 }

@@ -57,6 +57,14 @@ export function event(name: string, type: EventType, state: TaskState, time = ne
   return create(OperationEventSchema, { operation: name, type, state, time: timestampFromDate(time), attempt: 1 });
 }
 
+/** Event types and states for histories of varied events (the history-page and subscription tests). */
+export const EVENT_STEPS: readonly [EventType, TaskState][] = [
+  [EventType.PROGRESS, TaskState.QUEUED],
+  [EventType.START, TaskState.RUNNING],
+  [EventType.PROGRESS, TaskState.RUNNING],
+  [EventType.COMPLETE, TaskState.COMPLETED],
+];
+
 function budget(init: Partial<Record<"modelCalls" | "tokens" | "connectorCalls", bigint>>): Budget {
   return create(BudgetSchema, init);
 }
@@ -1140,19 +1148,13 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
     describe("history pages", () => {
       const PROFILES = ["profiles/hp-a", "profiles/hp-b", "profiles/hp-c"];
       const OP_TYPES = [OperationType.TOOL_GRANT_APPLY, OperationType.EXECUTION_START];
-      const STEPS: [EventType, TaskState][] = [
-        [EventType.PROGRESS, TaskState.QUEUED],
-        [EventType.START, TaskState.RUNNING],
-        [EventType.PROGRESS, TaskState.RUNNING],
-        [EventType.COMPLETE, TaskState.COMPLETED],
-      ];
 
       /** Operations over the profiles and types, each with a run of events; every stored event, in order. */
       async function history(operations: number): Promise<StoredEvent[]> {
         for (let i = 0; i < operations; i += 1) {
           const op = operation({ profile: PROFILES[i % PROFILES.length]!, type: OP_TYPES[i % OP_TYPES.length]! });
           await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
-          for (const [type, state] of STEPS.slice(0, 1 + (i % STEPS.length))) {
+          for (const [type, state] of EVENT_STEPS.slice(0, 1 + (i % EVENT_STEPS.length))) {
             const result = await store.updateOperation({ operation: op, expectedState: TaskState.QUEUED, event: event(op.name, type, state) });
             expect(result.kind).toBe("updated");
           }
