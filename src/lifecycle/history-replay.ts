@@ -6,7 +6,7 @@
 // continues from there — no event is lost or repeated at the seam.
 import type { EventSelection, StoreEvents, StoredEvent } from "../store/store.js";
 import { eventsCompacted } from "./errors.js";
-import type { ReplayScheduler } from "./replay-scheduler.js";
+import type { ReplayScheduler } from "../model/replay-scheduler.js";
 
 /** The seam between history and live tail: what the history needs of the live window. */
 export interface LiveWindow {

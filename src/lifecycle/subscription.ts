@@ -6,7 +6,7 @@ import type { EventSelection, StoreEvents, StoredEvent } from "../store/store.js
 import { cursorAhead, eventsCompacted } from "./errors.js";
 import type { EventHub } from "./event-hub.js";
 import type { HistoryReader } from "./history-replay.js";
-import type { ReplayScheduler } from "./replay-scheduler.js";
+import type { ReplayScheduler } from "../model/replay-scheduler.js";
 import type { RetentionFloor } from "./retention-floor.js";
 
 export type SubscriptionItem = { kind: "event"; stored: StoredEvent } | { kind: "bookmark"; sequence: bigint };

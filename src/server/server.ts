@@ -39,7 +39,7 @@ import { DiagnosticsExecutor } from "../diagnostics/diagnostics-executor.js";
 import { localSecrets } from "../diagnostics/local-secrets.js";
 import { resolveExecutable } from "../process/resolve-executable.js";
 import { EventHub } from "../lifecycle/event-hub.js";
-import { ReplayScheduler } from "../lifecycle/replay-scheduler.js";
+import { ReplayScheduler } from "../model/replay-scheduler.js";
 import { RetentionFloor } from "../lifecycle/retention-floor.js";
 import { OutputWakeUps } from "../lifecycle/output-watch.js";
 import { OperationRunner } from "../lifecycle/operation-runner.js";
@@ -201,6 +201,7 @@ const served: readonly Served[] = [
     auditService({
       store: p.store,
       appends: p.auditAppends,
+      replays: p.replays,
       pageTokens: p.pageTokens,
       verifierKey: p.auditKey.verifierKey,
       authority: p.authority,

@@ -19,7 +19,7 @@ import { visibleOperation } from "../lifecycle/visible-operation.js";
 import type { EventHub } from "../lifecycle/event-hub.js";
 import { eventSelection, matchesEventFilter } from "../lifecycle/event-filter.js";
 import { HistoryReader, type PageBounds } from "../lifecycle/history-replay.js";
-import type { ReplayScheduler } from "../lifecycle/replay-scheduler.js";
+import type { ReplayScheduler } from "../model/replay-scheduler.js";
 import type { RetentionFloor } from "../lifecycle/retention-floor.js";
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
 import type { PageTokens } from "../lifecycle/page-token.js";

@@ -234,6 +234,8 @@ export interface BundlePage {
 export interface AuditQuery {
   /** Only records with a larger sequence. */
   afterSequence: bigint;
+  /** Only records with a sequence up to this one: bounds a page's scan where the filter matches little. */
+  throughSequence?: bigint;
   limit: number;
   principal?: string;
   delegation?: string;

@@ -12,7 +12,7 @@ import { EventType, OperationType, TaskState } from "../../src/gen/agentmachine/
 import { eventSelection, matchesEventFilter } from "../../src/lifecycle/event-filter.js";
 import { EventHub } from "../../src/lifecycle/event-hub.js";
 import { HistoryReader, type PageBounds } from "../../src/lifecycle/history-replay.js";
-import { ReplayScheduler } from "../../src/lifecycle/replay-scheduler.js";
+import { ReplayScheduler } from "../../src/model/replay-scheduler.js";
 import { RetentionFloor } from "../../src/lifecycle/retention-floor.js";
 import { subscribe, type EventSources } from "../../src/lifecycle/subscription.js";
 import { SqliteStore } from "../../src/store/sqlite/sqlite-store.js";

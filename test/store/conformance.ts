@@ -1035,7 +1035,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(appended).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
     });
 
-    it("lists audit records by principal, delegation, operation type, decision and time, in sequence order", async () => {
+    it("lists audit records by principal, delegation, operation type, decision, time and sequence range, in sequence order", async () => {
       const at = (ms: number) => timestampFromDate(new Date(ms));
       await store.appendAudit(auditDraft({ time: at(1_000), principal: "alice", delegation: "delegations/a", operationType: OperationType.EXECUTION_START }));
       await store.appendAudit(
@@ -1056,6 +1056,9 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(await sequences({ startTime: new Date(2_000), endTime: new Date(4_000) })).toEqual([2, 3]);
       expect(await sequences({ afterSequence: 1n, limit: 2 })).toEqual([2, 3]);
       expect(await sequences({ principal: "nobody" })).toEqual([]);
+      // A page of a tail: no further than its end, whatever the limit.
+      expect(await sequences({ principal: "alice", throughSequence: 3n })).toEqual([1, 3]);
+      expect(await sequences({ afterSequence: 1n, throughSequence: 2n })).toEqual([2]);
     });
 
     it("keeps one audit chain when appends race", async () => {

@@ -3,7 +3,7 @@
 // never runs its page. Orderings only, never durations.
 import { setImmediate as nextTurn } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
-import { ReplayScheduler } from "../../src/lifecycle/replay-scheduler.js";
+import { ReplayScheduler } from "../../src/model/replay-scheduler.js";
 
 const never = new AbortController().signal;
 
