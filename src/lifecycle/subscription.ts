@@ -94,11 +94,12 @@ export async function* subscribe(sources: EventSources, options: SubscriptionOpt
       }
       continue;
     }
-    // Until its first short page a subscription is a replay: its pages of the window take their
-    // turns like those of the history, so a hundred replays of a full window cannot hold the
-    // event loop either. From then on it follows live events without waiting for turns.
+    // Until its first short page a subscription is a replay: its full pages of the window take
+    // their turns like those of the history, so a hundred replays of a full window cannot hold
+    // the event loop either. From then on it follows live events without waiting for turns.
     const read = () => hub.read(cursor, PAGE);
-    const batch = catchingUp ? ((await sources.replays.run(read, options.signal)) ?? []) : await read();
+    const fullPage = catchingUp && hub.latest() - cursor > BigInt(PAGE);
+    const batch = fullPage ? ((await sources.replays.run(read, options.signal)) ?? []) : await read();
     if (batch.length < PAGE) catchingUp = false;
     if (batch.length > 0 && batch[0]!.event.sequence !== cursor + 1n) {
       // The window restarted after a gap (events compacted before this server read them).
