@@ -9,6 +9,7 @@
 //   fanout      events/s delivered to 1,000 subscribers vs to 1
 //   watched     durable submits/s while 1,000 subscribers watch every event vs none
 //   replay      replay of 100,000 events from sequence 0 vs streaming them from memory
+//   replay-storm  health p99 while 100 replays over 50,000 events run vs idle health p99
 //   replicas    submit throughput: 2 replicas on PostgreSQL vs 1, and PostgreSQL vs SQLite
 //   workers     executions/s dispatched to 4 remote worker processes vs the embedded executor,
 //               and the latency a lease round trip adds
@@ -19,7 +20,7 @@
 //               provider, and the latency the gateway adds per call (p50, p99)
 //
 // BENCH_ONLY selects some: a comma-separated list of these names, `streams` (idle, fanout,
-// watched, replay) or `all` (the default). Every section starts its own server (`amctl serve`) and load
+// watched, replay, replay-storm) or `all` (the default). Every section starts its own server (`amctl serve`) and load
 // processes, so none shares an event loop with the thing it measures, and every child process is
 // killed on exit, on error and on Ctrl-C. The other variables are in bench/settings.ts.
 import { execFileSync } from "node:child_process";
@@ -38,6 +39,7 @@ import { sandboxBenchmark } from "./sandbox.js";
 import { telemetryBenchmark } from "./telemetry.js";
 import { readSettings, type Benchmark, type Settings } from "./settings.js";
 import { fanoutBenchmark, idleBenchmark, replayBenchmark, watchedBenchmark } from "./streams.js";
+import { replayStormBenchmark } from "./replay-storm.js";
 import { workersBenchmark } from "./workers.js";
 
 const resultsPath = join(repoRoot, "bench/results/latest.json");
@@ -50,6 +52,7 @@ const run: Record<Benchmark, (settings: Settings) => Promise<SectionReport>> = {
   fanout: fanoutBenchmark,
   watched: watchedBenchmark,
   replay: replayBenchmark,
+  "replay-storm": replayStormBenchmark,
   replicas: replicasBenchmark,
   workers: workersBenchmark,
   audit: auditBenchmark,

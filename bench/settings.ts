@@ -11,6 +11,7 @@ export const benchmarks = [
   "fanout",
   "watched",
   "replay",
+  "replay-storm",
   "replicas",
   "workers",
   "audit",
@@ -23,7 +24,7 @@ export type Benchmark = (typeof benchmarks)[number];
 /** Names that select several benchmarks at once. */
 const groups: Record<string, readonly Benchmark[]> = {
   all: benchmarks,
-  streams: ["idle", "fanout", "watched", "replay"],
+  streams: ["idle", "fanout", "watched", "replay", "replay-storm"],
 };
 
 export interface Settings {
@@ -47,6 +48,9 @@ export interface Settings {
   fanoutOperations: number;
   /** Replay: events streamed from sequence 0. */
   replayEvents: number;
+  /** Replay storm: events of the history, and replays running at once. */
+  stormEvents: number;
+  stormReplays: number;
   /** Workers: executions per throughput run. */
   workerTasks: number;
   /** Audit: records of the exported log whose verification is timed. */
@@ -102,6 +106,8 @@ export function readSettings(): Settings {
     fanoutSubscribers: envNumber("BENCH_FANOUT_SUBSCRIBERS", 1000, positiveInteger),
     fanoutOperations: envNumber("BENCH_FANOUT_OPERATIONS", 500, positiveInteger),
     replayEvents: envNumber("BENCH_REPLAY_EVENTS", 100_000, (value) => Number.isSafeInteger(value) && value >= 2),
+    stormEvents: envNumber("BENCH_STORM_EVENTS", 50_000, (value) => Number.isSafeInteger(value) && value >= 2),
+    stormReplays: envNumber("BENCH_STORM_REPLAYS", 100, (value) => Number.isSafeInteger(value) && value >= 1),
     workerTasks: envNumber("BENCH_WORKER_TASKS", 200, positiveInteger),
     auditVerifyRecords: envNumber("BENCH_AUDIT_VERIFY_RECORDS", 20_000, positiveInteger),
   };

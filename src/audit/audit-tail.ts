@@ -3,9 +3,12 @@
 // poll of the store, which sees appends by other servers on a shared store.
 import type { AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
 import type { AuditQuery, StoreAudit } from "../store/store.js";
+import type { ReplayScheduler } from "../model/replay-scheduler.js";
 import { waitForWakeUp } from "../model/wake-up.js";
 
 const PAGE = 512;
+/** At most this many sequences per page: bounded work where the filter matches little (the log has no secondary index). */
+const PAGE_SPAN = 8192n;
 /** How late an append by another server may be seen. */
 const POLL_MS = 1000;
 
@@ -36,27 +39,35 @@ export class AuditAppends {
 /**
  * The records matching `filter` with a sequence after `after`, then new ones, until `signal`
  * aborts. The head is read before each page: every record up to it has committed (appends commit
- * in sequence order), so when a page comes back short, every match up to the head was in it,
- * and the cursor moves to the head — records that did not match are not read again.
+ * in sequence order), so when a page comes back short, every match up to its end (at most
+ * PAGE_SPAN beyond the cursor, at most the head) was in it, and the cursor moves there — records
+ * that did not match are not read again. Pages take their turns in `replays`, as the history
+ * pages of event streams do (src/lifecycle/history-replay.ts).
  */
 export async function* tailAuditRecords(
   store: StoreAudit,
   appends: AuditAppends,
-  filter: Omit<AuditQuery, "afterSequence" | "limit">,
+  replays: ReplayScheduler,
+  filter: Omit<AuditQuery, "afterSequence" | "throughSequence" | "limit">,
   after: bigint,
   signal: AbortSignal,
 ): AsyncGenerator<AuditRecord> {
   let cursor = after;
   while (!signal.aborted) {
     const seen = appends.seen;
-    const head = await store.auditHead();
-    const page = await store.listAuditRecords({ ...filter, afterSequence: cursor, limit: PAGE });
+    const head = (await store.auditHead())?.sequence ?? 0n;
+    if (head <= cursor) {
+      await appends.wait(seen, POLL_MS, signal);
+      continue;
+    }
+    const from = cursor;
+    const through = from + PAGE_SPAN < head ? from + PAGE_SPAN : head;
+    const page = await replays.run(() => store.listAuditRecords({ ...filter, afterSequence: from, throughSequence: through, limit: PAGE }), signal);
+    if (page === undefined) return;
     for (const record of page) {
       cursor = record.sequence;
       yield record;
     }
-    if (page.length === PAGE) continue;
-    if (head !== undefined && head.sequence > cursor) cursor = head.sequence;
-    await appends.wait(seen, POLL_MS, signal);
+    if (page.length < PAGE) cursor = through;
   }
 }

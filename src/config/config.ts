@@ -57,6 +57,13 @@ export interface ServerConfig {
   /** An idle WatchEvents stream gets a bookmark this often. */
   bookmarkIntervalMs: number;
   /**
+   * How watch streams read the history the in-memory window no longer holds
+   * (src/lifecycle/history-replay.ts): pages of at most `pageEvents` events and `pageSpan`
+   * sequences, at most `pagesInFlight` pages at once on the whole server, one page started per
+   * turn of the event loop.
+   */
+  replay: { pageEvents: number; pageSpan: number; pagesInFlight: number };
+  /**
    * A stream is cut off (ResourceExhausted) when its unsent bytes have not shrunk for this long,
    * checked one period after a message is handed over: about twice this in all.
    */
@@ -157,6 +164,7 @@ export const defaultConfig: ServerConfig = {
   auditRefusalSources: 1000,
   audit: true,
   bookmarkIntervalMs: 10_000,
+  replay: { pageEvents: 512, pageSpan: 8192, pagesInFlight: 4 },
   slowSubscriberTimeoutMs: 5_000,
   leanWatchStreams: true,
   maxConcurrentExecutions: 4,

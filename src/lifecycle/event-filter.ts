@@ -1,9 +1,9 @@
 // Whether a stored event matches a WatchEvents filter. Every set field must match; repeated
-// fields match any of their elements. And the one index key set the EventHub files a live
-// subscriber under (event-hub.ts), so that an event is tested only against the subscribers that
-// could want it instead of against every filter.
+// fields match any of their elements. The part of it a replay's store query selects by. And the
+// one index key set the EventHub files a live subscriber under (event-hub.ts), so that an event is
+// tested only against the subscribers that could want it instead of against every filter.
 import type { EventFilter } from "../gen/agentmachine/v1/operation_service_pb.js";
-import type { StoredEvent } from "../store/store.js";
+import type { EventSelection, StoredEvent } from "../store/store.js";
 
 /**
  * The event fields the hub indexes subscribers by. A subscriber is filed under one of them with
@@ -64,4 +64,22 @@ export function eventFilterIndex(filter: EventFilter | undefined, visibleProfile
   if (filter !== undefined && filter.operationTypes.length > 0) return { by: "operationType", values: filter.operationTypes };
   if (filter !== undefined && filter.types.length > 0) return { by: "type", values: filter.types };
   return undefined;
+}
+
+/**
+ * What the store selects in its query for `filter` seen by a caller who may see `visibleProfiles`
+ * (undefined: every profile): every event that matches, and perhaps more (labels are matched only
+ * by matchesEventFilter, on every event before it is sent).
+ */
+export function eventSelection(filter: EventFilter | undefined, visibleProfiles: readonly string[] | undefined): EventSelection {
+  const selection: EventSelection = {};
+  const profile = filter?.profile ?? "";
+  if (profile !== "") selection.profiles = visibleProfiles === undefined || visibleProfiles.includes(profile) ? [profile] : [];
+  else if (visibleProfiles !== undefined) selection.profiles = visibleProfiles;
+  if (filter === undefined) return selection;
+  if (filter.operations.length > 0) selection.operations = filter.operations;
+  if (filter.operationTypes.length > 0) selection.operationTypes = filter.operationTypes;
+  if (filter.types.length > 0) selection.types = filter.types;
+  if (filter.states.length > 0) selection.states = filter.states;
+  return selection;
 }

@@ -155,12 +155,17 @@ export class EventHub {
     }
   }
 
+  /** Whether the window holds every committed event after `after` (the seam with history-replay.ts). */
+  covers(after: bigint): boolean {
+    const first = this.window[0];
+    return after >= this.head || (first !== undefined && first.event.sequence <= after + 1n);
+  }
+
   /** Up to `limit` committed events after `after`, in order. */
   async read(after: bigint, limit: number): Promise<StoredEvent[]> {
     if (after >= this.head) return [];
-    const first = this.window[0];
-    if (first !== undefined && first.event.sequence <= after + 1n) {
-      const start = Number(after + 1n - first.event.sequence);
+    if (this.covers(after)) {
+      const start = Number(after + 1n - this.window[0]!.event.sequence);
       return this.window.slice(start, start + limit);
     }
     return this.store.readEvents(after, limit);

@@ -1,19 +1,38 @@
-// One subscriber's stream of events: replay from the cursor, then follow live, as one loop
-// over the EventHub (see event-hub.ts). The seam: while the cursor is behind the hub's newest
-// event the subscriber reads pages by cursor (the replay); once it has caught up it follows as
-// a Tail, to which the hub hands only its matching events; a tail that overflows goes back to
-// reading by cursor from the last event it sent. Bookmarks carry the sequence considered so far
-// when nothing matching was sent for a while; they never go backwards.
-import type { StoreEvents, StoredEvent } from "../store/store.js";
+// One subscriber's stream of events: the history the hub's window no longer holds, read from
+// the store in filtered, scheduled pages (history-replay.ts), then the window from the EventHub
+// (event-hub.ts), as one loop over one cursor. Once it has caught up with the hub's newest event
+// it follows as a Tail, to which the hub hands only its matching events; a tail that overflows
+// goes back to reading by cursor from the last event it sent. Bookmarks carry the sequence
+// considered so far when nothing matching was sent for a while; they never go backwards.
+import type { EventSelection, StoreEvents, StoredEvent } from "../store/store.js";
 import { cursorAhead, eventsCompacted } from "./errors.js";
 import type { IndexKeys } from "./event-filter.js";
 import type { EventHub, Tail } from "./event-hub.js";
+import type { HistoryReader } from "./history-replay.js";
+import type { ReplayScheduler } from "../model/replay-scheduler.js";
+import type { RetentionFloor } from "./retention-floor.js";
 
 export type SubscriptionItem = { kind: "event"; stored: StoredEvent } | { kind: "bookmark"; sequence: bigint };
+
+/** Where a subscription's events come from. */
+export interface EventSources {
+  /** The window of recent events and the live tail. */
+  hub: EventHub;
+  /** The pages of history the window no longer holds. */
+  history: HistoryReader;
+  /** The turns a replay's pages of the window take too, until it has caught up (see subscribe). */
+  replays: ReplayScheduler;
+  retention: RetentionFloor;
+  /** For the cursor checks the window cannot answer. */
+  store: StoreEvents;
+}
 
 export interface SubscriptionOptions {
   /** Only events with a larger sequence; 0 means every retained event. */
   after: bigint;
+  /** What the store can select of `matches` in its query: a superset of the matching events. */
+  selection: EventSelection;
+  /** The exact rule, applied to every event before it is sent. */
   matches: (stored: StoredEvent) => boolean;
   /** What the hub files the live tail under (event-filter.ts); undefined: it is offered every event. */
   index?: IndexKeys;
@@ -38,48 +57,96 @@ export async function checkCursor(store: StoreEvents, after: bigint): Promise<bi
   return after;
 }
 
-export async function* subscribe(hub: EventHub, store: StoreEvents, options: SubscriptionOptions): AsyncGenerator<SubscriptionItem> {
-  let cursor = await checkCursor(store, options.after);
+/**
+ * The cursor to start from. A cursor the hub's window holds, retained as far as this server
+ * knows (RetentionFloor), needs nothing of the store; any other is checked there (checkCursor).
+ */
+async function startCursor({ hub, retention, store }: EventSources, after: bigint): Promise<bigint> {
+  if (after <= hub.latest()) {
+    const start = after === 0n ? (retention.oldest > 1n ? retention.oldest - 1n : 0n) : after;
+    if (start + 1n >= retention.oldest && hub.covers(start)) return start;
+  }
+  return checkCursor(store, after);
+}
+
+export async function* subscribe(sources: EventSources, options: SubscriptionOptions): AsyncGenerator<SubscriptionItem> {
+  const { hub, history } = sources;
+  let cursor = await startCursor(sources, options.after);
+  let catchingUp = true;
   let lastSentAt = Date.now();
   let tail: Tail | undefined;
+  const idleFor = () => Date.now() - lastSentAt;
+  const bookmarkDue = () => options.bookmarkIntervalMs > 0 && idleFor() >= options.bookmarkIntervalMs;
+  const waitMs = () => (options.bookmarkIntervalMs > 0 ? options.bookmarkIntervalMs - idleFor() : 60_000);
+  /**
+   * Sends the matching events of `events` (all of them when the tail `matched` them already);
+   * returns whether the stream ends with the last one sent.
+   */
+  function* send(events: StoredEvent[], matched = false): Generator<SubscriptionItem, boolean> {
+    for (const stored of events) {
+      if (!matched && !options.matches(stored)) continue;
+      yield { kind: "event", stored };
+      lastSentAt = Date.now();
+      if (options.isLast?.(stored)) return true;
+    }
+    return false;
+  }
+  function* bookmark(): Generator<SubscriptionItem> {
+    yield { kind: "bookmark", sequence: cursor };
+    lastSentAt = Date.now();
+  }
   try {
     while (!options.signal.aborted) {
-      let batch: StoredEvent[];
-      if (tail === undefined) {
-        // Replay: by cursor, from the hub's window or the store.
-        batch = await hub.read(cursor, PAGE);
-        if (batch.length > 0 && batch[0]!.event.sequence !== cursor + 1n) {
-          // Compaction overtook a subscriber that was reading from the store.
-          throw eventsCompacted(cursor, batch[0]!.event.sequence);
+      if (tail !== undefined) {
+        if (tail.overflowed) {
+          // Fell behind: back to reading by cursor from the last event sent.
+          tail.close();
+          tail = undefined;
+          continue;
         }
-        // Caught up: from here the hub hands this subscriber its matching events.
-        if (batch.length === 0 && cursor >= hub.latest()) tail = hub.follow({ index: options.index, matches: options.matches });
-      } else if (tail.overflowed) {
-        // Fell behind: back to reading by cursor from the last event sent.
-        tail.close();
-        tail = undefined;
-        continue;
-      } else {
-        batch = tail.take();
+        const buffered = tail.take();
+        if (buffered.length > 0) {
+          if (yield* send(buffered, true)) return;
+          cursor = buffered[buffered.length - 1]!.event.sequence;
+          continue;
+        }
         // Every event up to the newest was offered to the tail: those not buffered did not match.
-        if (batch.length === 0) cursor = hub.latest();
-      }
-      for (const stored of batch) {
-        cursor = stored.event.sequence;
-        if (tail === undefined && !options.matches(stored)) continue;
-        yield { kind: "event", stored };
-        lastSentAt = Date.now();
-        if (options.isLast?.(stored)) return;
-      }
-      if (batch.length > 0) continue;
-      const idleFor = Date.now() - lastSentAt;
-      if (options.bookmarkIntervalMs > 0 && idleFor >= options.bookmarkIntervalMs) {
-        yield { kind: "bookmark", sequence: cursor };
-        lastSentAt = Date.now();
+        cursor = hub.latest();
+        if (bookmarkDue()) yield* bookmark();
+        else await tail.wait(waitMs(), options.signal);
         continue;
       }
-      const wait = options.bookmarkIntervalMs > 0 ? options.bookmarkIntervalMs - idleFor : 60_000;
-      await (tail === undefined ? hub.waitBeyond(cursor, wait, options.signal) : tail.wait(wait, options.signal));
+      if (!hub.covers(cursor)) {
+        for await (const page of history.pages(hub, cursor, options.selection, options.signal)) {
+          if (yield* send(page.events)) return;
+          cursor = page.through;
+          if (bookmarkDue()) yield* bookmark();
+        }
+        continue;
+      }
+      // Until its first short page a subscription is a replay: its full pages of the window take
+      // their turns like those of the history, so a hundred replays of a full window cannot hold
+      // the event loop either. From then on it follows live events without waiting for turns.
+      const read = () => hub.read(cursor, PAGE);
+      const fullPage = catchingUp && hub.latest() - cursor > BigInt(PAGE);
+      const batch = fullPage ? ((await sources.replays.run(read, options.signal)) ?? []) : await read();
+      if (batch.length < PAGE) catchingUp = false;
+      if (batch.length > 0 && batch[0]!.event.sequence !== cursor + 1n) {
+        // The window restarted after a gap (events compacted before this server read them).
+        throw eventsCompacted(cursor, batch[0]!.event.sequence);
+      }
+      if (yield* send(batch)) return;
+      if (batch.length > 0) {
+        cursor = batch[batch.length - 1]!.event.sequence;
+        continue;
+      }
+      // Caught up: from here the hub hands this subscriber its matching events.
+      if (cursor >= hub.latest()) {
+        tail = hub.follow({ index: options.index, matches: options.matches });
+        continue;
+      }
+      if (bookmarkDue()) yield* bookmark();
+      else await hub.waitBeyond(cursor, waitMs(), options.signal);
     }
   } finally {
     tail?.close();

@@ -40,6 +40,8 @@ import { localSecrets } from "../diagnostics/local-secrets.js";
 import { resolveExecutable } from "../process/resolve-executable.js";
 import { EventHub } from "../lifecycle/event-hub.js";
 import { withLeanWatch } from "./lean-watch.js";
+import { ReplayScheduler } from "../model/replay-scheduler.js";
+import { RetentionFloor } from "../lifecycle/retention-floor.js";
 import { OutputWakeUps } from "../lifecycle/output-watch.js";
 import { OperationRunner } from "../lifecycle/operation-runner.js";
 import { MacTokens } from "../lifecycle/mac-token.js";
@@ -118,6 +120,8 @@ interface ServiceParts {
   log: Logger;
   store: OperationStore;
   hub: EventHub;
+  replays: ReplayScheduler;
+  retention: RetentionFloor;
   outputWakeUps: OutputWakeUps;
   runner: OperationRunner;
   keeper: WorkspaceKeeper;
@@ -161,6 +165,9 @@ const served: readonly Served[] = [
       ...p.admission,
       store: p.store,
       hub: p.hub,
+      replays: p.replays,
+      replayPages: p.config.replay,
+      retention: p.retention,
       runner: p.runner,
       pageTokens: p.pageTokens,
       policy: p.policy,
@@ -200,6 +207,7 @@ const served: readonly Served[] = [
     auditService({
       store: p.store,
       appends: p.auditAppends,
+      replays: p.replays,
       pageTokens: p.pageTokens,
       verifierKey: p.auditKey.verifierKey,
       authority: p.authority,
@@ -271,6 +279,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     health.setAll(available ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
   });
   const hub = await EventHub.open(store);
+  const retention = await RetentionFloor.open(store);
   const outputWakeUps = new OutputWakeUps(store);
   const pageTokenKey = await store.getOrCreateSecret("page-token-key", randomSecret);
   const pageTokens = new PageTokens(pageTokenKey);
@@ -392,7 +401,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   metrics?.watch(store, runner);
   const keeper = new WorkspaceKeeper({ store, dataDir, retentionMs: config.workspaceRetentionMs, diskLimitBytes: config.workspaceDiskLimitBytes, log });
   const compaction = setInterval(() => {
-    store.compactEvents(config.eventRetention, new Date()).catch((error: unknown) => log.error({ err: error }, "event compaction failed"));
+    retention.compact(config.eventRetention, new Date()).catch((error: unknown) => log.error({ err: error }, "event compaction failed"));
     store
       .compactOutput(new Date(Date.now() - (config.outputRetentionMs ?? config.eventRetention.maxAgeMs)))
       .catch((error: unknown) => log.error({ err: error }, "output compaction failed"));
@@ -406,6 +415,8 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     log,
     store,
     hub,
+    replays: new ReplayScheduler(config.replay.pagesInFlight),
+    retention,
     outputWakeUps,
     runner,
     keeper,

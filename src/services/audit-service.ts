@@ -6,6 +6,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { AuditDecisionFilter, AuditFilterSchema, type AuditService, type AuditFilter } from "../gen/agentmachine/v1/audit_service_pb.js";
+import type { ReplayScheduler } from "../model/replay-scheduler.js";
 import { tailAuditRecords, type AuditAppends } from "../audit/audit-tail.js";
 import { allowedDecision } from "../audit/decisions.js";
 import { pruneRefused } from "../audit/errors.js";
@@ -23,6 +24,8 @@ import { whileAuthorized } from "./while-authorized.js";
 export interface AuditServiceDeps {
   store: StoreAudit;
   appends: AuditAppends;
+  /** The server's turns for history pages, shared by every replay. */
+  replays: ReplayScheduler;
   pageTokens: PageTokens;
   /** The audit key's verifier key (`<name>+<key id>+<base64 key>`). */
   verifierKey: string;
@@ -89,7 +92,7 @@ export function auditService(deps: AuditServiceDeps): ServiceImpl<typeof AuditSe
     async *watchAuditRecords({ afterSequence, filter }, context) {
       const principal = auditReader(context);
       yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
-        const records = tailAuditRecords(store, deps.appends, queryOf(filter), afterSequence, signal);
+        const records = tailAuditRecords(store, deps.appends, deps.replays, queryOf(filter), afterSequence, signal);
         for await (const record of cutOffWhenStalled(records, deps.slowSubscriberTimeoutMs, context, deps.metrics)) yield { record };
       });
     },

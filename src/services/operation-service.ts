@@ -19,8 +19,11 @@ import { profileAlreadyExists } from "../governance/errors.js";
 import { cancelKey, clientKey, findSubmitted, type IdempotencyKey } from "../lifecycle/idempotency.js";
 import { visibleOperation } from "../lifecycle/visible-operation.js";
 import type { EventHub } from "../lifecycle/event-hub.js";
-import { eventFilterIndex, matchesEventFilter } from "../lifecycle/event-filter.js";
+import { eventFilterIndex, eventSelection, matchesEventFilter } from "../lifecycle/event-filter.js";
 import { answersInBinary, withEncodedEvent } from "./encoded-events.js";
+import { HistoryReader, type PageBounds } from "../lifecycle/history-replay.js";
+import type { ReplayScheduler } from "../model/replay-scheduler.js";
+import type { RetentionFloor } from "../lifecycle/retention-floor.js";
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
 import type { PageTokens } from "../lifecycle/page-token.js";
 import { subscribe } from "../lifecycle/subscription.js";
@@ -45,6 +48,10 @@ import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 export interface OperationServiceDeps {
   store: StoreOperations & StoreEvents & StoreAccounts;
   hub: EventHub;
+  /** The server's turns for history pages, shared by every replay. */
+  replays: ReplayScheduler;
+  replayPages: PageBounds;
+  retention: RetentionFloor;
   runner: OperationRunner;
   pageTokens: PageTokens;
   defaultBudget: Budget;
@@ -76,6 +83,7 @@ function filterDigest(filter: OperationFilter | undefined): string {
 
 export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof OperationService> {
   const { store, hub, runner } = deps;
+  const sources = { hub, store, retention: deps.retention, replays: deps.replays, history: new HistoryReader(store, deps.replays, deps.replayPages) };
 
   /**
    * Admits `request` and stores it under `key`. A retried submit is answered from the store
@@ -182,13 +190,14 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       if (isTerminal(operation.state)) {
         if (afterSequence >= operation.lastSequence) return;
         // Its remaining events were compacted: nothing would ever end the stream.
-        const { oldest } = await store.eventBounds();
+        const { oldest } = deps.retention;
         if (operation.lastSequence < oldest) throw eventsCompacted(afterSequence, oldest);
       }
       const binary = answersInBinary(context);
       yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
-        const items = subscribe(hub, store, {
+        const items = subscribe(sources, {
           after: afterSequence,
+          selection: { operations: [name] },
           matches: (stored) => stored.event.operation === name,
           index: { by: "operation", values: [name] },
           signal,
@@ -208,9 +217,10 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       if (filter?.profile) requireProfile(principal, filter.profile);
       const binary = answersInBinary(context);
       yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
-        const items = subscribe(hub, store, {
+        const items = subscribe(sources, {
           after: afterSequence,
           // A watcher sees only the profiles its delegation covers.
+          selection: eventSelection(filter, visibleProfiles(principal)),
           matches: (stored) => canSeeProfile(principal, stored.profile) && matchesEventFilter(filter, stored),
           index: eventFilterIndex(filter, visibleProfiles(principal)),
           signal,

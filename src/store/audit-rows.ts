@@ -41,6 +41,7 @@ export function recordFromRow(row: { record: string }): AuditRecord {
  */
 export function auditQuerySql(query: AuditQuery, arg: (value: unknown) => string): string {
   const where = [`sequence > ${arg(query.afterSequence)}`];
+  if (query.throughSequence !== undefined) where.push(`sequence <= ${arg(query.throughSequence)}`);
   if (query.principal) where.push(`principal = ${arg(query.principal)}`);
   if (query.delegation) where.push(`delegation = ${arg(query.delegation)}`);
   if (query.operationTypes?.length) where.push(`operation_type IN (${query.operationTypes.map(arg).join(", ")})`);

@@ -63,11 +63,23 @@ export function eventTimeMs(event: OperationEvent): number {
 }
 
 /** The columns of an event's row without its sequence, in the order of eventRowValues. */
-export const EVENT_COLUMNS = "operation, time_ms, profile, operation_type, labels, data";
+export const EVENT_COLUMNS = "operation, time_ms, profile, operation_type, labels, data, event_type, state";
 
-/** The values of `event`'s row: it carries what filters need to know of its operation. */
-export function eventRowValues(operation: Operation, event: OperationEvent): [string, number, string, number, string, Uint8Array] {
-  return [operation.name, eventTimeMs(event), operation.profile, operation.type, JSON.stringify(operation.labels), toBinary(OperationEventSchema, event)];
+/**
+ * The values of `event`'s row: it carries what filters need to know of its operation, and the
+ * event's own type and state, so that a replay's filter runs in the query (EventSelection).
+ */
+export function eventRowValues(operation: Operation, event: OperationEvent): [string, number, string, number, string, Uint8Array, number, number] {
+  return [
+    operation.name,
+    eventTimeMs(event),
+    operation.profile,
+    operation.type,
+    JSON.stringify(operation.labels),
+    toBinary(OperationEventSchema, event),
+    event.type,
+    event.state,
+  ];
 }
 
 /** An event's row as read (SQLite returns `labels` as its JSON text, PostgreSQL as the object). */

@@ -8,7 +8,7 @@ import type { Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
 import type { OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import type { PolicyBundle } from "../gen/agentmachine/v1/policy_pb.js";
-import type { OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
+import type { EventType, OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 
 /** An event as stored: the event plus what filters need to know of its operation. */
 export interface StoredEvent {
@@ -163,6 +163,35 @@ export interface EventBounds {
   latest: bigint;
 }
 
+/**
+ * Which events a history page holds, as the store can select them by its indexed columns. Each
+ * set field narrows; a list matches any of its elements, and an empty list matches nothing.
+ */
+export interface EventSelection {
+  profiles?: readonly string[];
+  operations?: readonly string[];
+  operationTypes?: readonly OperationType[];
+  types?: readonly EventType[];
+  states?: readonly TaskState[];
+}
+
+/** One bounded page of history: the selected events with `after` < sequence ≤ `through`, at most `limit`. */
+export interface EventPageQuery extends EventSelection {
+  after: bigint;
+  through: bigint;
+  limit: number;
+}
+
+export interface EventPage {
+  /** In sequence order. */
+  events: StoredEvent[];
+  /**
+   * The oldest retained sequence, read no earlier than the events: when it is beyond
+   * `after + 1`, compaction may have removed events of the page before they were read.
+   */
+  oldest: bigint;
+}
+
 export interface RetentionPolicy {
   /** Keep at most this many events. */
   maxEvents: number;
@@ -205,6 +234,8 @@ export interface BundlePage {
 export interface AuditQuery {
   /** Only records with a larger sequence. */
   afterSequence: bigint;
+  /** Only records with a sequence up to this one: bounds a page's scan where the filter matches little. */
+  throughSequence?: bigint;
   limit: number;
   principal?: string;
   delegation?: string;
@@ -313,6 +344,8 @@ export interface StoreOperations {
 export interface StoreEvents {
   /** Events with sequence > `after`, in sequence order, at most `limit`. */
   readEvents(after: bigint, limit: number): Promise<StoredEvent[]>;
+  /** One page of history selected in the query (by indexes), for replays (src/lifecycle/history-replay.ts). */
+  readEventPage(query: EventPageQuery): Promise<EventPage>;
   eventBounds(): Promise<EventBounds>;
   /** Deletes events outside the policy; returns how many. */
   compactEvents(policy: RetentionPolicy, now: Date): Promise<number>;

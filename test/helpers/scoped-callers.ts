@@ -8,6 +8,7 @@ import { OperationType, ProfileType } from "../../src/gen/agentmachine/v1/types_
 import { clusterForFile } from "./cluster-for-file.js";
 import { clientsFor, createProfileWith, roomyBudget, wideRoot, type Clients } from "./runtime.js";
 import { startTestServer, type TestServer } from "./server.js";
+import type { ServerConfig } from "../../src/config/config.js";
 
 export interface ScopedCaller {
   /** The one profile its delegation covers. */
@@ -42,9 +43,9 @@ export function storesUnderTest(): [string, () => Promise<string | undefined>][]
   ];
 }
 
-/** A server on `store` (the SQLite file when undefined) with the profiles `mine` and `theirs` and a caller scoped to each. */
-export async function startWithScopedCallers(store: string | undefined): Promise<ScopedCallers> {
-  const server = await startTestServer(store === undefined ? {} : { store });
+/** A server on `store` (the SQLite file when undefined), set up with `overrides`, with the profiles `mine` and `theirs` and a caller scoped to each. */
+export async function startWithScopedCallers(store: string | undefined, overrides: Partial<ServerConfig> = {}): Promise<ScopedCallers> {
+  const server = await startTestServer(store === undefined ? overrides : { ...overrides, store });
   const root = await wideRoot(server.url, server.dataDir);
   async function caller(profileId: string): Promise<ScopedCaller> {
     const profile = await createProfileWith(root.operations, profileId, ProfileType.PERSONAL);

@@ -1,7 +1,7 @@
 // The EventHub's live fan-out: subscribers filed under an index key are offered only the events
 // with that key, matching is exact, and a live subscriber that falls behind its bounded buffer
 // reads on by cursor without a gap or a repeat. The hub's contract with the store is small
-// (readEvents, eventBounds, onCommit), so an in-memory log stands in for it here; the same
+// (readEvents, readEventPage, eventBounds, onCommit), so an in-memory log stands in for it here; the same
 // paths run over real sockets and a real store in test/e2e/event-streams.test.ts.
 import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
@@ -17,14 +17,22 @@ function compiled(filter: EventFilter | undefined, visibleProfiles: readonly str
   const canSee = (profile: string) => visibleProfiles === undefined || visibleProfiles.includes(profile);
   return { index: eventFilterIndex(filter, visibleProfiles), matches: (stored) => canSee(stored.profile) && matchesEventFilter(filter, stored) };
 }
-import { subscribe, type SubscriptionItem } from "../../src/lifecycle/subscription.js";
-import type { EventBounds, StoreEvents, StoredEvent } from "../../src/store/store.js";
+import { HistoryReader } from "../../src/lifecycle/history-replay.js";
+import { RetentionFloor } from "../../src/lifecycle/retention-floor.js";
+import { subscribe, type EventSources, type SubscriptionItem } from "../../src/lifecycle/subscription.js";
+import { ReplayScheduler } from "../../src/model/replay-scheduler.js";
+import type { EventBounds, EventPage, EventPageQuery, StoreEvents, StoredEvent } from "../../src/store/store.js";
 
 class MemoryLog implements StoreEvents {
   events: StoredEvent[] = [];
   private listeners: ((events: StoredEvent[]) => void)[] = [];
   async readEvents(after: bigint, limit: number): Promise<StoredEvent[]> {
     return this.events.filter((stored) => stored.event.sequence > after).slice(0, limit);
+  }
+  /** History pages, unfiltered (the subscription's exact rule filters them). */
+  async readEventPage({ after, through, limit }: EventPageQuery): Promise<EventPage> {
+    const events = this.events.filter(({ event }) => event.sequence > after && event.sequence <= through).slice(0, limit);
+    return { events, oldest: this.events[0]?.event.sequence ?? 1n };
   }
   async eventBounds(): Promise<EventBounds> {
     return { oldest: this.events[0]?.event.sequence ?? 1n, latest: BigInt(this.events.length) };
@@ -51,6 +59,12 @@ class MemoryLog implements StoreEvents {
     this.events.push(...committed);
     for (const listener of this.listeners) listener(committed);
   }
+}
+
+/** What a subscription reads over `log`, as the server makes it. */
+async function sourcesOver(log: MemoryLog, hub: EventHub): Promise<EventSources> {
+  const replays = new ReplayScheduler(2);
+  return { hub, history: new HistoryReader(log, replays, { pageEvents: 512, pageSpan: 8192 }), replays, retention: await RetentionFloor.open(log), store: log };
 }
 
 /** A filter that counts the events it was asked about. */
@@ -111,7 +125,7 @@ describe("EventHub live fan-out", () => {
     log.commit(...Array.from({ length: 40 }, (_, i) => entry(i)));
     const controller = new AbortController();
     const filter = compiled(create(EventFilterSchema, { profile: profileA, operations: ["operations/0", "operations/3"] }), undefined);
-    const items = subscribe(hub, log, { after: 0n, ...filter, signal: controller.signal, bookmarkIntervalMs: 0 });
+    const items = subscribe(await sourcesOver(log, hub), { after: 0n, selection: {}, ...filter, signal: controller.signal, bookmarkIntervalMs: 0 });
     const replayed = await events(items, 4);
     for (let i = 40; i < 120; i++) log.commit(entry(i));
     const expected = log.events.filter((stored) => filter.matches(stored)).map((stored) => stored.event.sequence);
@@ -125,8 +139,9 @@ describe("EventHub live fan-out", () => {
     const log = new MemoryLog();
     const hub = await EventHub.open(log);
     const controller = new AbortController();
-    const items = subscribe(hub, log, {
+    const items = subscribe(await sourcesOver(log, hub), {
       after: 0n,
+      selection: {},
       matches: (stored) => stored.event.operation === "operations/x",
       index: { by: "operation", values: ["operations/x"] },
       signal: controller.signal,

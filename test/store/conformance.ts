@@ -4,6 +4,7 @@ import { Code as RpcCode } from "../../src/gen/google/rpc/code_pb.js";
 import { create, type Message } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { GENESIS_HASH, recordHash, type AuditDraft } from "../../src/model/audit-chain.js";
 import { AuditCheckpointSchema, type AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
@@ -28,6 +29,7 @@ import {
   type KeyedCreate,
   type OperationStore,
   type RequestKey,
+  type EventSelection,
   type StoredEvent,
 } from "../../src/store/store.js";
 import { denialCodeText, gatesText } from "../../src/model/audit-decision-text.js";
@@ -54,6 +56,14 @@ export function operation(overrides: Partial<Operation> = {}): Operation {
 export function event(name: string, type: EventType, state: TaskState, time = new Date()) {
   return create(OperationEventSchema, { operation: name, type, state, time: timestampFromDate(time), attempt: 1 });
 }
+
+/** Event types and states for histories of varied events (the history-page and subscription tests). */
+export const EVENT_STEPS: readonly [EventType, TaskState][] = [
+  [EventType.PROGRESS, TaskState.QUEUED],
+  [EventType.START, TaskState.RUNNING],
+  [EventType.PROGRESS, TaskState.RUNNING],
+  [EventType.COMPLETE, TaskState.COMPLETED],
+];
 
 function budget(init: Partial<Record<"modelCalls" | "tokens" | "connectorCalls", bigint>>): Budget {
   return create(BudgetSchema, init);
@@ -1025,7 +1035,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(appended).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
     });
 
-    it("lists audit records by principal, delegation, operation type, decision and time, in sequence order", async () => {
+    it("lists audit records by principal, delegation, operation type, decision, time and sequence range, in sequence order", async () => {
       const at = (ms: number) => timestampFromDate(new Date(ms));
       await store.appendAudit(auditDraft({ time: at(1_000), principal: "alice", delegation: "delegations/a", operationType: OperationType.EXECUTION_START }));
       await store.appendAudit(
@@ -1046,6 +1056,9 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(await sequences({ startTime: new Date(2_000), endTime: new Date(4_000) })).toEqual([2, 3]);
       expect(await sequences({ afterSequence: 1n, limit: 2 })).toEqual([2, 3]);
       expect(await sequences({ principal: "nobody" })).toEqual([]);
+      // A page of a tail: no further than its end, whatever the limit.
+      expect(await sequences({ principal: "alice", throughSequence: 3n })).toEqual([1, 3]);
+      expect(await sequences({ afterSequence: 1n, throughSequence: 2n })).toEqual([2]);
     });
 
     it("keeps one audit chain when appends race", async () => {
@@ -1133,6 +1146,87 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       await store.close();
       store = await reopen();
       expect((await store.appendAudit(auditDraft())).sequence).toBe(9n);
+    });
+
+    describe("history pages", () => {
+      const PROFILES = ["profiles/hp-a", "profiles/hp-b", "profiles/hp-c"];
+      const OP_TYPES = [OperationType.TOOL_GRANT_APPLY, OperationType.EXECUTION_START];
+
+      /** Operations over the profiles and types, each with a run of events; every stored event, in order. */
+      async function history(operations: number): Promise<StoredEvent[]> {
+        for (let i = 0; i < operations; i += 1) {
+          const op = operation({ profile: PROFILES[i % PROFILES.length]!, type: OP_TYPES[i % OP_TYPES.length]! });
+          await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
+          for (const [type, state] of EVENT_STEPS.slice(0, 1 + (i % EVENT_STEPS.length))) {
+            const result = await store.updateOperation({ operation: op, expectedState: TaskState.QUEUED, event: event(op.name, type, state) });
+            expect(result.kind).toBe("updated");
+          }
+        }
+        return store.readEvents(0n, 10_000);
+      }
+
+      /** The selection's rule, as the reference the store's query must equal. */
+      function selects(selection: EventSelection, stored: StoredEvent): boolean {
+        const { event: e } = stored;
+        return (
+          (selection.profiles?.includes(stored.profile) ?? true) &&
+          (selection.operations?.includes(e.operation) ?? true) &&
+          (selection.operationTypes?.includes(stored.operationType) ?? true) &&
+          (selection.types?.includes(e.type) ?? true) &&
+          (selection.states?.includes(e.state) ?? true)
+        );
+      }
+
+      /** Every page from `after` to `latest`, each `span` sequences wide at most, concatenated. */
+      async function pagedThrough(selection: EventSelection, after: bigint, latest: bigint, span: bigint, limit: number): Promise<StoredEvent[]> {
+        const read: StoredEvent[] = [];
+        for (let cursor = after; cursor < latest; ) {
+          const through = cursor + span < latest ? cursor + span : latest;
+          const page = await store.readEventPage({ ...selection, after: cursor, through, limit });
+          expect(page.events.length).toBeLessThanOrEqual(limit);
+          read.push(...page.events);
+          cursor = page.events.length === limit ? page.events[limit - 1]!.event.sequence : through;
+        }
+        return read;
+      }
+
+      it("selects in the query exactly the events the filter matches, in order, page by page, whatever the page bounds", async () => {
+        const all = await history(12);
+        const names = [...new Set(all.map((stored) => stored.event.operation))];
+        const { latest } = await store.eventBounds();
+        const subset = <T>(values: readonly T[]) => fc.option(fc.subarray([...values]), { nil: undefined });
+        const selection = fc.record({
+          profiles: subset([...PROFILES, "profiles/hp-none"]),
+          operations: subset(names),
+          operationTypes: subset(OP_TYPES),
+          types: subset([EventType.START, EventType.PROGRESS, EventType.COMPLETE]),
+          states: subset([TaskState.QUEUED, TaskState.RUNNING, TaskState.COMPLETED]),
+        });
+        await fc.assert(
+          fc.asyncProperty(
+            selection,
+            fc.nat({ max: Number(latest) }),
+            fc.integer({ min: 1, max: 40 }),
+            fc.integer({ min: 1, max: 7 }),
+            async (chosen, from, span, limit) => {
+              const defined = Object.fromEntries(Object.entries(chosen).filter(([, value]) => value !== undefined)) as EventSelection;
+              const expected = all.filter((stored) => stored.event.sequence > BigInt(from) && selects(defined, stored));
+              expect(await pagedThrough(defined, BigInt(from), latest, BigInt(span), limit)).toEqual(expected);
+            },
+          ),
+          { numRuns: 40 },
+        );
+      });
+
+      it("reads a page's oldest retained sequence with it, so a reader knows when compaction overtook it", async () => {
+        const all = await history(3);
+        const { latest } = await store.eventBounds();
+        expect((await store.readEventPage({ after: 0n, through: latest, limit: 100 })).oldest).toBe(all[0]!.event.sequence);
+        await store.compactEvents({ maxEvents: 2, maxAgeMs: 60_000 }, new Date());
+        const page = await store.readEventPage({ after: 0n, through: latest, limit: 100 });
+        expect(page).toEqual({ events: all.slice(-2), oldest: latest - 1n });
+        expect(await store.readEventPage({ profiles: [], after: 0n, through: latest, limit: 100 })).toEqual({ events: [], oldest: latest - 1n });
+      });
     });
 
     describe("execution output", () => {

@@ -2,6 +2,7 @@
 // Every replica runs `migrate` at start; a session-level advisory lock makes them take turns, so
 // two replicas starting together never apply the same version twice or see a half-made schema.
 import { REQUEST_KEYS_TABLE } from "../request-keys.js";
+import { EVENT_SELECTION_COLUMNS } from "../event-page.js";
 import type { Pool } from "pg";
 import { checkout } from "./checkout.js";
 
@@ -173,6 +174,10 @@ export const migrations: readonly { version: number; sql: string }[] = [
         PRIMARY KEY (operation, attempt, stream, start_offset)
       );
     `,
+  },
+  {
+    version: 7,
+    sql: EVENT_SELECTION_COLUMNS,
   },
 ];
 

@@ -82,6 +82,8 @@ import type {
   ClaimResult,
   CreateResult,
   EventBounds,
+  EventPage,
+  EventPageQuery,
   KeyedCreate,
   Modification,
   ModifyResult,
@@ -133,7 +135,7 @@ import {
 import { checkout } from "./checkout.js";
 import { clientConfig } from "./client-config.js";
 import { EventFeed } from "./event-feed.js";
-import { EVENTS_CHANNEL, selectEvents } from "./event-rows.js";
+import { EVENTS_CHANNEL, selectEventBounds, selectEventPage, selectEvents } from "./event-rows.js";
 import { ListenConnection } from "./listen-connection.js";
 import { migrate } from "./migrations.js";
 import { appendResult, outputRead } from "../output-rows.js";
@@ -183,10 +185,10 @@ class Transaction {
       `WITH next AS (UPDATE event_counter SET value = value + 1 RETURNING value),
        appended AS (
          INSERT INTO events (sequence, ${EVENT_COLUMNS})
-         SELECT value, $1, $2, $3, $4, $5::jsonb, $6 FROM next
+         SELECT value, $1, $2, $3, $4, $5::jsonb, $6, $7, $8 FROM next
          RETURNING sequence
        )
-       SELECT sequence, pg_notify($7, sequence::text) FROM appended`,
+       SELECT sequence, pg_notify($9, sequence::text) FROM appended`,
       [...eventRowValues(operation, event), EVENTS_CHANNEL],
     );
     const stored = appendedEvent(operation, event, rows[0]!.sequence);
@@ -527,13 +529,12 @@ export class PostgresStore implements OperationStore {
     return selectEvents(this.pool, after, limit);
   }
 
-  async eventBounds(): Promise<EventBounds> {
-    // One statement, one snapshot: the bounds are of the same moment.
-    const { rows } = await this.pool.query<{ latest: bigint; oldest: bigint | null }>(
-      "SELECT (SELECT value FROM event_counter) AS latest, (SELECT MIN(sequence) FROM events) AS oldest",
-    );
-    const { latest, oldest } = rows[0]!;
-    return { oldest: oldest ?? latest + 1n, latest };
+  readEventPage(query: EventPageQuery): Promise<EventPage> {
+    return selectEventPage(this.pool, query);
+  }
+
+  eventBounds(): Promise<EventBounds> {
+    return selectEventBounds(this.pool);
   }
 
   compactEvents(policy: RetentionPolicy, now: Date): Promise<number> {

@@ -1,5 +1,6 @@
 // Versioned schema of the SQLite store. Append new versions; never edit an applied one.
 import { REQUEST_KEYS_TABLE } from "../request-keys.js";
+import { EVENT_SELECTION_COLUMNS } from "../event-page.js";
 export const migrations: readonly { version: number; sql: string }[] = [
   {
     version: 1,
@@ -173,5 +174,9 @@ export const migrations: readonly { version: number; sql: string }[] = [
         PRIMARY KEY (operation, attempt, stream, start_offset)
       );
     `,
+  },
+  {
+    version: 10,
+    sql: EVENT_SELECTION_COLUMNS,
   },
 ];

@@ -36,6 +36,8 @@ import type {
   Modification,
   ModifyResult,
   EventBounds,
+  EventPage,
+  EventPageQuery,
   KeyedCreate,
   NewOperation,
   OperationQuery,
@@ -71,6 +73,7 @@ import {
   profileFromRow,
 } from "../operation-rows.js";
 import { sqlitePlaceholder, statements } from "../statements.js";
+import { eventPageStatement, sqliteOneOf } from "../event-page.js";
 import { runSync, type Steps } from "../steps.js";
 import {
   claimOperationSteps,
@@ -166,7 +169,7 @@ export class SqliteStore implements OperationStore {
         SELECT data FROM policy_bundles p
         WHERE version = (SELECT MAX(version) FROM policy_bundles q WHERE q.profile_type = p.profile_type) AND profile_type > ?
         ORDER BY profile_type LIMIT ?`),
-      insertEvent: this.db.prepare(`INSERT INTO events (${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)`),
+      insertEvent: this.db.prepare(`INSERT INTO events (${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
       readEvents: this.db.prepare(sql.readEvents),
       oldestEvent: this.db.prepare("SELECT MIN(sequence) AS oldest FROM events"),
       latestEvent: this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
@@ -417,7 +420,18 @@ export class SqliteStore implements OperationStore {
     return (this.statements.readEvents.all(after, limit) as EventRow[]).map(eventFromRow);
   }
 
+  async readEventPage(query: EventPageQuery): Promise<EventPage> {
+    const { sql, values } = eventPageStatement(sqlitePlaceholder, sqliteOneOf, query);
+    const rows = this.db.prepare(sql).all(...values) as EventRow[];
+    // The bounds are read right after the page, in the same synchronous step.
+    return { events: rows.map(eventFromRow), oldest: this.bounds().oldest };
+  }
+
   async eventBounds(): Promise<EventBounds> {
+    return this.bounds();
+  }
+
+  private bounds(): EventBounds {
     const latestRow = this.statements.latestEvent.get() as { seq: bigint } | undefined;
     const latest = latestRow ? BigInt(latestRow.seq) : 0n;
     const oldestRow = this.statements.oldestEvent.get() as { oldest: bigint | null };

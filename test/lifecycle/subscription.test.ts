@@ -1,0 +1,203 @@
+// A subscription over a real SQLite store: history read in filtered pages from the store, then the
+// hub's window and live events, as one stream — ordered, exactly the filter's share, no gap or
+// repeat at the seam however the window, the pages and the concurrent appends fall, resumable
+// from any event it sent; a replay the window holds reads nothing of the store; compaction that
+// overtakes a replay is OutOfRange.
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import fc from "fast-check";
+import { afterEach, describe, expect, it } from "vitest";
+import { EventFilterSchema, type EventFilter } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
+import { EventType, OperationType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
+import { eventSelection, matchesEventFilter } from "../../src/lifecycle/event-filter.js";
+import { EventHub } from "../../src/lifecycle/event-hub.js";
+import { HistoryReader, type PageBounds } from "../../src/lifecycle/history-replay.js";
+import { ReplayScheduler } from "../../src/model/replay-scheduler.js";
+import { RetentionFloor } from "../../src/lifecycle/retention-floor.js";
+import { subscribe, type EventSources } from "../../src/lifecycle/subscription.js";
+import { SqliteStore } from "../../src/store/sqlite/sqlite-store.js";
+import type { OperationStore, StoredEvent } from "../../src/store/store.js";
+import { tempDir } from "../helpers/temp-dir.js";
+import { EVENT_STEPS, event, operation, SCOPE } from "../store/conformance.js";
+
+const PROFILES = ["profiles/sub-a", "profiles/sub-b", "profiles/sub-c"];
+const OP_TYPES = [OperationType.TOOL_GRANT_APPLY, OperationType.PROFILE_CREATE];
+
+const opened: OperationStore[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((store) => store.close()));
+});
+
+/** Store reads a replay could make, counted. */
+const READS = ["readEvents", "readEventPage", "eventBounds"] as const;
+
+/** `store` with its event reads counted in `reads.count`. */
+function counted(store: OperationStore): { store: OperationStore; reads: { count: number } } {
+  const reads = { count: 0 };
+  const wrapped = new Proxy(store, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target) as unknown;
+      if (typeof value !== "function") return value;
+      if ((READS as readonly (string | symbol)[]).includes(property)) {
+        return (...args: unknown[]) => {
+          reads.count += 1;
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      }
+      return (value as (...a: unknown[]) => unknown).bind(target);
+    },
+  });
+  return { store: wrapped, reads };
+}
+
+async function sourcesOver(store: OperationStore, windowSize: number, pages: PageBounds = { pageEvents: 512, pageSpan: 8192 }): Promise<EventSources> {
+  const replays = new ReplayScheduler(2);
+  return {
+    hub: await EventHub.open(store, windowSize),
+    history: new HistoryReader(store, replays, pages),
+    replays,
+    retention: await RetentionFloor.open(store),
+    store,
+  };
+}
+
+function openStore(): OperationStore {
+  const store = new SqliteStore(tempDir("amctl-subscription-"));
+  opened.push(store);
+  return store;
+}
+
+/** Appends `count` operations' events, spread over the profiles, types and steps. */
+async function append(store: OperationStore, count: number, from = 0): Promise<void> {
+  for (let i = from; i < from + count; i += 1) {
+    const op = operation({ profile: PROFILES[i % PROFILES.length]!, type: OP_TYPES[i % OP_TYPES.length]! });
+    const [type, state] = EVENT_STEPS[i % EVENT_STEPS.length]!;
+    await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d", event: event(op.name, type, state) });
+  }
+}
+
+interface Watch {
+  after: bigint;
+  filter: EventFilter;
+  /** The caller's visible profiles; undefined for every profile. */
+  visible?: readonly string[];
+}
+
+const visibleTo = (watch: Watch) => (stored: StoredEvent) => (watch.visible?.includes(stored.profile) ?? true) && matchesEventFilter(watch.filter, stored);
+
+/**
+ * The events a subscription sends until it has considered `until` (told by an event or a
+ * bookmark at or beyond it), or `take` events; then it stops.
+ */
+async function watch(sources: EventSources, spec: Watch, until: () => bigint, take = Number.POSITIVE_INFINITY): Promise<StoredEvent[]> {
+  const controller = new AbortController();
+  const sent: StoredEvent[] = [];
+  try {
+    for await (const item of subscribe(sources, {
+      after: spec.after,
+      selection: eventSelection(spec.filter, spec.visible),
+      matches: visibleTo(spec),
+      signal: controller.signal,
+      bookmarkIntervalMs: 1,
+    })) {
+      const considered = item.kind === "event" ? item.stored.event.sequence : item.sequence;
+      if (item.kind === "event") sent.push(item.stored);
+      if (sent.length >= take || considered >= until()) break;
+    }
+  } finally {
+    controller.abort();
+  }
+  return sent;
+}
+
+const filters = fc.record({
+  profile: fc.constantFrom("", ...PROFILES),
+  types: fc.subarray([EventType.START, EventType.PROGRESS, EventType.COMPLETE]),
+  states: fc.subarray([TaskState.QUEUED, TaskState.RUNNING, TaskState.COMPLETED]),
+  operationTypes: fc.subarray(OP_TYPES),
+});
+
+describe("subscription: history, then window and live tail", () => {
+  it("sends exactly the filter's share of every event after the cursor, in order, across the seam, while events keep coming", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          before: fc.integer({ min: 0, max: 120 }),
+          during: fc.integer({ min: 0, max: 60 }),
+          window: fc.integer({ min: 1, max: 40 }),
+          pageEvents: fc.integer({ min: 1, max: 9 }),
+          pageSpan: fc.integer({ min: 1, max: 30 }),
+          from: fc.double({ min: 0, max: 1, noNaN: true }),
+          filter: filters,
+          visible: fc.option(fc.subarray(PROFILES), { nil: undefined }),
+        }),
+        async (run) => {
+          const store = openStore();
+          await append(store, run.before);
+          const sources = await sourcesOver(store, run.window, { pageEvents: run.pageEvents, pageSpan: run.pageSpan });
+          const spec: Watch = { after: BigInt(Math.floor(run.from * run.before)), filter: create(EventFilterSchema, run.filter), visible: run.visible };
+          const target = BigInt(run.before + run.during);
+          const watching = watch(sources, spec, () => target);
+          await append(store, run.during, run.before);
+          const sent = await watching;
+          const all = await store.readEvents(0n, 100_000);
+          expect(sent.map((stored) => stored.event.sequence)).toEqual(
+            all.filter((stored) => stored.event.sequence > spec.after && visibleTo(spec)(stored)).map((stored) => stored.event.sequence),
+          );
+          expect(sent).toEqual(sent.map((stored) => all[Number(stored.event.sequence) - 1]));
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+
+  it("resumes after the last event it sent, anywhere in the history or the window, with nothing lost or repeated", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 30 }), fc.integer({ min: 1, max: 20 }), filters, async (cut, window, filter) => {
+        const store = openStore();
+        await append(store, 90);
+        const sources = await sourcesOver(store, window, { pageEvents: 4, pageSpan: 10 });
+        const spec: Watch = { after: 0n, filter: create(EventFilterSchema, filter) };
+        const first = await watch(sources, spec, () => 90n, cut);
+        const resumed = await watch(sources, { ...spec, after: first.at(-1)?.event.sequence ?? 90n }, () => 90n);
+        const whole = await watch(sources, spec, () => 90n);
+        expect([...first, ...resumed]).toEqual(whole);
+      }),
+      { numRuns: 25 },
+    );
+  });
+
+  it("serves a replay the window holds without reading the store, and reads the store for one it does not", async () => {
+    const { store, reads } = counted(openStore());
+    // The hubs see the events committed after they open, as a server's hub does.
+    const small = await sourcesOver(store, 16);
+    const large = await sourcesOver(store, 64);
+    await append(store, 50);
+    const spec = (after: bigint): Watch => ({ after, filter: create(EventFilterSchema, { profile: PROFILES[1] }) });
+    const all = await store.readEvents(0n, 100);
+    const expected = (after: bigint) => all.filter((stored) => stored.event.sequence > after && visibleTo(spec(after))(stored));
+
+    reads.count = 0;
+    expect(await watch(large, spec(0n), () => 50n)).toEqual(expected(0n));
+    expect(await watch(large, spec(20n), () => 50n)).toEqual(expected(20n));
+    expect(reads.count).toBe(0);
+
+    expect(await watch(small, spec(0n), () => 50n)).toEqual(expected(0n));
+    expect(reads.count).toBeGreaterThan(0);
+  });
+
+  it("ends a replay that compaction overtook with OutOfRange naming the oldest retained sequence", async () => {
+    const store = openStore();
+    await append(store, 60);
+    const sources = await sourcesOver(store, 5, { pageEvents: 5, pageSpan: 5 });
+    const items = subscribe(sources, { after: 0n, selection: {}, matches: () => true, signal: new AbortController().signal, bookmarkIntervalMs: 0 });
+    expect((await items.next()).value).toMatchObject({ kind: "event", stored: { event: { sequence: 1n } } });
+    await store.compactEvents({ maxEvents: 20, maxAgeMs: 3_600_000 }, new Date());
+    const error = await (async () => {
+      for await (const _ of items);
+    })().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectError);
+    expect((error as ConnectError).code).toBe(Code.OutOfRange);
+    expect((error as ConnectError).rawMessage).toContain("oldest available is 41");
+  });
+});
