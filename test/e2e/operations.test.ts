@@ -142,8 +142,22 @@ describe("local process executor", () => {
     const request = execution(profile, [process.execPath, "-e", "console.log(JSON.stringify(Object.keys(process.env).sort()))"], { env: { EXPLICIT: "yes" } });
     const { operation } = await run(client, request);
     const keys = JSON.parse(readFileSync(join(workspaceOf(operation.name), "stdout.1.log"), "utf8")) as string[];
-    // AMCTL_SERVER, AMCTL_TOKEN and AMCTL_OPERATION: the attempt's own execution credential and where to use it.
-    expect(keys).toEqual(["AMCTL_OPERATION", "AMCTL_PROGRESS_FD", "AMCTL_SERVER", "AMCTL_TOKEN", "EXPLICIT", "HOME", "PATH"]);
+    // AMCTL_SERVER, AMCTL_TOKEN and AMCTL_OPERATION: the attempt's own execution credential and where to use it;
+    // the model SDKs' base URLs and keys: the plane's model gateway and that same credential (docs/model-gateway.md).
+    expect(keys).toEqual([
+      "AMCTL_OPERATION",
+      "AMCTL_PROGRESS_FD",
+      "AMCTL_SERVER",
+      "AMCTL_TOKEN",
+      "ANTHROPIC_API_KEY",
+      "ANTHROPIC_BASE_URL",
+      "EXPLICIT",
+      "HOME",
+      "OLLAMA_HOST",
+      "OPENAI_API_KEY",
+      "OPENAI_BASE_URL",
+      "PATH",
+    ]);
     delete process.env.AMCTL_TEST_SERVER_SECRET;
   });
 
