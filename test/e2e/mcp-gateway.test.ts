@@ -8,6 +8,7 @@
 // execution reaches the gateway through AMCTL_SERVER; guessed names and other credentials fail.
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
+import * as http2 from "node:http2";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -227,6 +228,47 @@ describe("transport", () => {
     }
     const get = await fetch(new URL("/mcp", server.url), { headers: { Authorization: `Bearer ${exec.token}`, Accept: "text/event-stream" } });
     expect(get.status).toBe(405);
+  });
+
+  it("serves a client over HTTP/2 the same answers, governed the same (a denied tool is still refused)", async () => {
+    const { exec } = await agentRunning(["notes/*"]);
+    const session = http2.connect(server.url);
+    try {
+      /** One JSON-RPC request as one HTTP/2 POST; the answer is JSON or one server-sent event. */
+      const rpc = (id: number, method: string, params: object, token = exec.token) =>
+        new Promise<{ status: number; message: { result?: Record<string, unknown>; error?: { message: string } } }>((resolve, reject) => {
+          const stream = session.request({
+            ":method": "POST",
+            ":path": "/mcp",
+            authorization: `Bearer ${token}`,
+            "content-type": "application/json",
+            accept: "application/json, text/event-stream",
+            "mcp-protocol-version": "2025-06-18",
+          });
+          let status = 0;
+          let text = "";
+          stream.on("response", (headers) => (status = Number(headers[":status"])));
+          stream.setEncoding("utf8");
+          stream.on("data", (chunk: string) => (text += chunk));
+          stream.on("end", () => resolve({ status, message: JSON.parse(text.startsWith("{") ? text : /^data: (.*)$/m.exec(text)![1]!) }));
+          stream.on("error", reject);
+          stream.end(JSON.stringify({ jsonrpc: "2.0", id, method, params }));
+        });
+      const init = await rpc(1, "initialize", { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "h2", version: "1" } });
+      expect(init.status).toBe(200);
+      expect(init.message.result?.protocolVersion).toBe("2025-06-18");
+      const list = await rpc(2, "tools/list", {});
+      expect((list.message.result?.tools as { name: string }[]).map((tool) => tool.name).sort()).toEqual(["notes__echo", "notes__erase", "notes__slow"]);
+      const echo = await rpc(3, "tools/call", { name: "notes__echo", arguments: { text: "over-h2" } });
+      expect(resultText(echo.message.result!)).toBe("notes: over-h2");
+      const erase = await rpc(4, "tools/call", { name: "notes__erase", arguments: { path: "/" } });
+      expect(erase.message.result?.isError).toBe(true);
+      expect(resultText(erase.message.result!)).toMatch(/refused by policy rule mcp\.no-destructive \(toolGrant gate\)/);
+      // The credential is checked the same way too.
+      expect((await rpc(5, "tools/list", {}, "forged")).status).toBe(401);
+    } finally {
+      session.close();
+    }
   });
 });
 
