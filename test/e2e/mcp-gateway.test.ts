@@ -258,7 +258,7 @@ describe("transport", () => {
       expect(init.status).toBe(200);
       expect(init.message.result?.protocolVersion).toBe("2025-06-18");
       const list = await rpc(2, "tools/list", {});
-      expect((list.message.result?.tools as { name: string }[]).map((tool) => tool.name).sort()).toEqual(["notes__echo", "notes__erase", "notes__slow"]);
+      expect((list.message.result!.tools as { name: string }[]).map((tool) => tool.name).sort()).toEqual(["notes__echo", "notes__erase", "notes__slow"]);
       const echo = await rpc(3, "tools/call", { name: "notes__echo", arguments: { text: "over-h2" } });
       expect(resultText(echo.message.result!)).toBe("notes: over-h2");
       const erase = await rpc(4, "tools/call", { name: "notes__erase", arguments: { path: "/" } });
