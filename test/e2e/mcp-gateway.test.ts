@@ -9,6 +9,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import * as http2 from "node:http2";
+import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer } from "node:net";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -42,6 +43,9 @@ let server: TestServer;
 let root: Clients;
 /** The personal profile the grants are applied in and every execution runs in. */
 let profile: string;
+/** Destinations that greet whoever connects: `reach` may reach the first, not the second. */
+let listed: TcpServer;
+let unlisted: TcpServer;
 /** Every MCP client a test opened, closed at the end. */
 const clients: Client[] = [];
 
@@ -62,12 +66,23 @@ async function mcpOf(exec: RunningExecution): Promise<Client> {
   return client;
 }
 
+async function greeter(name: string): Promise<TcpServer> {
+  const greeting = createTcpServer((socket) => socket.end(`hello from ${name}\n`));
+  await new Promise<void>((resolve) => greeting.listen(0, "127.0.0.1", resolve));
+  return greeting;
+}
+
+const portOf = (tcp: TcpServer): number => (tcp.address() as AddressInfo).port;
+
 beforeAll(async () => {
   upstream = await startHttpUpstream("notes");
+  listed = await greeter("listed");
+  unlisted = await greeter("unlisted");
   const upstreams = join(tempDir(), "mcp-upstreams.yaml");
   writeFileSync(
     upstreams,
-    `servers:\n  - name: notes\n    url: ${upstream.url}\n  - name: local\n    command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(UPSTREAM_SCRIPT)}, stdio]\n    network: none\n`,
+    `servers:\n  - name: notes\n    url: ${upstream.url}\n  - name: local\n    command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(UPSTREAM_SCRIPT)}, stdio]\n    network: none\n` +
+      `  - name: reach\n    command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(UPSTREAM_SCRIPT)}, stdio]\n    network:\n      egress: ["127.0.0.1:${portOf(listed)}"]\n`,
   );
   server = await startTestServer({ maxConcurrentExecutions: 16, mcpUpstreams: upstreams });
   root = await wideRoot(server.url, server.dataDir);
@@ -88,13 +103,15 @@ beforeAll(async () => {
     { id: "test.allow-artifacts", gate: "artifactAccess", effect: "allow", when: "true" },
   ]);
   await policyClient(server.url, await policyAdmin(server.dataDir, [ProfileType.PERSONAL])).applyPolicyBundle({ profileType: ProfileType.PERSONAL, source });
-  for (const tool of ["notes/echo", "notes/erase", "notes/slow", "local/*"]) await applyGrant(root.operations, profile, tool);
+  for (const tool of ["notes/echo", "notes/erase", "notes/slow", "local/*", "reach/*"]) await applyGrant(root.operations, profile, tool);
 }, 60_000);
 
 afterAll(async () => {
   await Promise.all(clients.map((client) => client.close().catch(() => undefined)));
   await server?.close();
   await upstream?.close();
+  listed?.close();
+  unlisted?.close();
 });
 
 describe("tools/list", () => {
@@ -269,6 +286,35 @@ describe("transport", () => {
     } finally {
       session.close();
     }
+  });
+});
+
+describe("an upstream's network profile", () => {
+  it("lets a stdio upstream reach exactly the destinations its declaration lists through the egress proxy, and audits each connection", async () => {
+    const mcp = await mcpOf((await agentRunning(["reach/*", "local/*"])).exec);
+    const connect = async (name: string, target: string) => resultText(await mcp.callTool({ name, arguments: { target } }));
+    expect(await connect("reach__connect", `127.0.0.1:${portOf(listed)}`)).toBe("200 hello from listed");
+    // Attacks: a host:port the list does not hold, the same host under another name, the plane itself.
+    expect(await connect("reach__connect", `127.0.0.1:${portOf(unlisted)}`)).toBe("403");
+    expect(await connect("reach__connect", `localhost:${portOf(listed)}`)).toBe("403");
+    expect(await connect("reach__connect", `127.0.0.1:${new URL(server.url).port}`)).toBe("403");
+    // The default stays no network at all: no proxy is offered.
+    expect(await connect("local__connect", `127.0.0.1:${portOf(listed)}`)).toBe("no proxy");
+    await expect
+      .poll(async () => (await auditOf("mcp-upstreams/reach")).map((r) => `${r.decision?.allowed} ${r.egress?.host}:${r.egress?.port}`).sort(), {
+        timeout: 5000,
+      })
+      .toEqual(
+        [
+          `false 127.0.0.1:${portOf(unlisted)}`,
+          `false 127.0.0.1:${new URL(server.url).port}`,
+          `false localhost:${portOf(listed)}`,
+          `true 127.0.0.1:${portOf(listed)}`,
+        ].sort(),
+      );
+    const records = await auditOf("mcp-upstreams/reach");
+    expect(records.every((r) => r.principal === "mcp-upstream:reach" && r.decision?.rule === "mcp-upstream-egress-list")).toBe(true);
+    expect(records.find((r) => r.decision?.allowed)?.egress?.bytesReceived).toBe(BigInt("hello from listed\n".length));
   });
 });
 
