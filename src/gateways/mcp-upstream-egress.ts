@@ -6,7 +6,12 @@
 // destinations its declaration lists. An upstream is no execution: there is no operation to
 // charge or delegation to decide by, so the operator's list is the whole rule.
 import { createHash, randomBytes } from "node:crypto";
-import type { EgressDestination } from "./mcp-upstreams.js";
+
+/** A `host:port` an upstream may reach through the plane's egress proxy. */
+export interface EgressDestination {
+  host: string;
+  port: number;
+}
 
 export interface UpstreamEgressHolder {
   upstream: string;

@@ -7,15 +7,10 @@
 import { readFileSync } from "node:fs";
 import { parse } from "yaml";
 import { parseAuthority } from "./egress-proxy.js";
+import type { EgressDestination } from "./mcp-upstream-egress.js";
 
 /** An upstream's name: the prefix of its tools (`files__read`); no `_`, so the prefix ends at the first `__`. */
 const UPSTREAM_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
-
-/** A `host:port` an upstream may reach through the plane's egress proxy. */
-export interface EgressDestination {
-  host: string;
-  port: number;
-}
 
 export type McpUpstream =
   | { name: string; transport: "http"; url: URL }

@@ -15,8 +15,7 @@ import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import { resolveExecutable } from "../process/resolve-executable.js";
 import type { PreparedSandbox, Sandboxes } from "../sandbox/sandbox.js";
 import type { PlaneAddress } from "../sandbox/plane-sockets.js";
-import type { UpstreamEgress } from "./mcp-upstream-egress.js";
-import type { EgressDestination } from "./mcp-upstreams.js";
+import type { EgressDestination, UpstreamEgress } from "./mcp-upstream-egress.js";
 
 /** Memory an upstream's sandbox may hold. */
 const UPSTREAM_MEMORY_BYTES = 1024 * 1024 * 1024;
