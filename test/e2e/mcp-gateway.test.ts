@@ -8,6 +8,7 @@
 // execution reaches the gateway through AMCTL_SERVER; guessed names and other credentials fail.
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
+import * as http from "node:http";
 import * as http2 from "node:http2";
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer } from "node:net";
 import { join } from "node:path";
@@ -315,6 +316,24 @@ describe("an upstream's network profile", () => {
     const records = await auditOf("mcp-upstreams/reach");
     expect(records.every((r) => r.principal === "mcp-upstream:reach" && r.decision?.rule === "mcp-upstream-egress-list")).toBe(true);
     expect(records.find((r) => r.decision?.allowed)?.egress?.bytesReceived).toBe(BigInt("hello from listed\n".length));
+  });
+
+  it("refuses a forged upstream credential at the egress proxy like any unknown credential (407)", async () => {
+    const status = await new Promise<number>((resolve) => {
+      const request = http.request({
+        host: new URL(server.url).hostname,
+        port: new URL(server.url).port,
+        method: "CONNECT",
+        path: `127.0.0.1:${portOf(listed)}`,
+        headers: { "proxy-authorization": `Bearer amctl-upstream-${"A".repeat(43)}` },
+      });
+      request.on("connect", (res, socket) => {
+        socket.destroy();
+        resolve(res.statusCode ?? 0);
+      });
+      request.end();
+    });
+    expect(status).toBe(407);
   });
 });
 
