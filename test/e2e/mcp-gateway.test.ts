@@ -8,7 +8,6 @@
 // execution reaches the gateway through AMCTL_SERVER; guessed names and other credentials fail.
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
-import * as http from "node:http";
 import * as http2 from "node:http2";
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer } from "node:net";
 import { join } from "node:path";
@@ -21,6 +20,7 @@ import { ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.j
 import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
 import { bearer } from "../helpers/auth.js";
 import { canonicalJsonText } from "../../src/model/audit-chain.js";
+import { proxyConnectStatus } from "../helpers/egress-proxy.js";
 import { gatewayClient, resultText, startHttpUpstream, UPSTREAM_SCRIPT } from "../helpers/mcp.js";
 import { execution, requestId, waitForEnd } from "../helpers/operations.js";
 import { bundleSource, policyAdmin, policyClient } from "../helpers/policy.js";
@@ -319,20 +319,7 @@ describe("an upstream's network profile", () => {
   });
 
   it("refuses a forged upstream credential at the egress proxy like any unknown credential (407)", async () => {
-    const status = await new Promise<number>((resolve) => {
-      const request = http.request({
-        host: new URL(server.url).hostname,
-        port: new URL(server.url).port,
-        method: "CONNECT",
-        path: `127.0.0.1:${portOf(listed)}`,
-        headers: { "proxy-authorization": `Bearer amctl-upstream-${"A".repeat(43)}` },
-      });
-      request.on("connect", (res, socket) => {
-        socket.destroy();
-        resolve(res.statusCode ?? 0);
-      });
-      request.end();
-    });
+    const status = await proxyConnectStatus(server.url, `127.0.0.1:${portOf(listed)}`, `amctl-upstream-${"A".repeat(43)}`);
     expect(status).toBe(407);
   });
 });
