@@ -14,6 +14,11 @@
 //   4. every connection is audited: refused ones when refused, allowed ones when they close,
 //      with the bytes each way (AuditRecord.egress).
 //
+// An MCP stdio upstream's sandbox uses the same proxy with a credential of its own
+// (mcp-upstream-egress.ts): it may reach the destinations its declaration lists and no others,
+// charging nothing (it runs no operation), each connection audited the same way under
+// `mcp-upstreams/<name>`.
+//
 // Anything but CONNECT (a plain-HTTP request in absolute form) is refused with 405: the proxy
 // tunnels, it does not rewrite requests; HTTPS clients and `curl --proxytunnel` use CONNECT.
 import { createHash } from "node:crypto";
@@ -27,11 +32,12 @@ import type { AuditDraft } from "../model/audit-chain.js";
 import { Code } from "../gen/google/rpc/code_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { CallKind, RuntimeCallSchema } from "../gen/agentmachine/v1/runtime_pb.js";
-import { PolicyGate } from "../gen/agentmachine/v1/types_pb.js";
+import { OperationType, PolicyGate } from "../gen/agentmachine/v1/types_pb.js";
 import { networkEgressAllowed } from "../executors/container-invocation.js";
 import type { Authority, Principal } from "../governance/authority.js";
 import { bearerToken } from "../governance/bearer.js";
 import { admitCall, attemptOfToken, executionCallDraft, type RuntimeCallDeps } from "./runtime-call.js";
+import { egressListed, type UpstreamEgress, type UpstreamEgressHolder } from "./mcp-upstream-egress.js";
 import type { Logger } from "../api/logger.js";
 
 export const EGRESS_RPC = "egress";
@@ -41,7 +47,12 @@ export interface EgressProxyDeps extends RuntimeCallDeps {
   log: Logger;
   /** Whether commands are audited (config.audit). */
   audit: boolean;
+  /** The credentials of MCP upstreams that may reach listed destinations. */
+  upstreamEgress?: UpstreamEgress;
 }
+
+/** The rule an MCP upstream's connection is decided by: its declaration's egress list. */
+const UPSTREAM_EGRESS_RULE = "mcp-upstream-egress-list";
 
 /** `host:port` of a CONNECT request target, or undefined when it is not one. */
 export function parseAuthority(target: string): { host: string; port: number } | undefined {
@@ -82,11 +93,31 @@ export function egressProxy(deps: EgressProxyDeps) {
     destination: { host: string; port: number },
     decision: AuditDecisionInit,
     bytes = { sent: 0n, received: 0n },
+    caller: Partial<AuditDraft> = {},
   ): AuditDraft {
     const requestDigest = createHash("sha256").update(`CONNECT ${target}`).digest("hex");
     return executionCallDraft(principal, { rpc: EGRESS_RPC, commandRef: "EgressConnection", operation, requestDigest }, decision, {
       egress: { host: destination.host, port: destination.port, bytesSent: bytes.sent, bytesReceived: bytes.received },
+      ...caller,
     });
+  }
+
+  /** An MCP upstream's connection: tunnelled when its declaration lists the destination, else refused. */
+  function openForUpstream(holder: UpstreamEgressHolder, socket: Duplex, head: Buffer, target: string, destination: { host: string; port: number }): void {
+    const audit = (decision: AuditDecisionInit, bytes?: { sent: bigint; received: bigint }): void =>
+      record(
+        draft(undefined, `mcp-upstreams/${holder.upstream}`, target, destination, { ...decision, rule: UPSTREAM_EGRESS_RULE }, bytes, {
+          principal: `mcp-upstream:${holder.upstream}`,
+          operationType: OperationType.UNSPECIFIED,
+        }),
+      );
+    if (!egressListed(holder, destination)) {
+      const reason = `${target} is not in the egress list of MCP upstream ${holder.upstream}`;
+      answer(socket, 403, "Forbidden", `amctl egress proxy: ${reason}`);
+      audit({ allowed: false, denialCode: Code.PERMISSION_DENIED, reason });
+      return;
+    }
+    tunnel(socket, head, destination, target, (bytes) => audit({ allowed: true }, bytes));
   }
 
   /** The running attempt the credential belongs to, if it may use the proxy. */
@@ -116,6 +147,11 @@ export function egressProxy(deps: EgressProxyDeps) {
     const destination = parseAuthority(target);
     if (request.method !== "CONNECT" || destination === undefined) {
       answer(socket, 400, "Bad Request", "the egress proxy takes CONNECT host:port");
+      return;
+    }
+    const upstream = deps.upstreamEgress?.holderOf(bearerToken(request.headers["proxy-authorization"] ?? "") ?? "");
+    if (upstream !== undefined) {
+      openForUpstream(upstream, socket, head, target, destination);
       return;
     }
     let principal: Principal | undefined;

@@ -1,6 +1,7 @@
-// The MCP gateway: `POST /mcp` on the server's port, MCP's streamable HTTP transport in its
-// stateless form (each POST is answered on its own, as JSON or a server-sent-event stream;
-// there is no session and no standalone GET stream, which the specification allows). The
+// The MCP gateway: `POST /mcp` on the server's port, over HTTP/1.1 or HTTP/2, MCP's streamable
+// HTTP transport in its stateless form (each POST is answered on its own, as JSON or a
+// server-sent-event stream; there is no session and no standalone GET stream, which the
+// specification allows). The
 // caller is a running execution, authenticated by its own credential (`Authorization: Bearer
 // $AMCTL_TOKEN`) the way every RPC is. It sees, as tools of one MCP server:
 //
@@ -11,11 +12,9 @@
 //
 // A call in flight ends at once when the caller's delegation (or an ancestor) or the grant it
 // was allowed under is revoked (call-revocations.ts), and the caller's stream with it.
-import type * as http from "node:http";
-import type * as http2 from "node:http2";
 import type { JsonObject } from "@bufbuild/protobuf";
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
 import { CallToolRequestSchema, ListToolsRequestSchema, McpError, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { Logger } from "../api/logger.js";
 import type { Authority, Principal } from "../governance/authority.js";
@@ -30,6 +29,7 @@ import { governToolCall, type ToolCallDeps } from "./mcp-tool-call.js";
 import { UpstreamUnavailable, type UpstreamClients } from "./mcp-upstream-clients.js";
 import { attemptOfToken } from "./runtime-call.js";
 import type { StoreEvents } from "../store/store.js";
+import { sendJson, sendWebResponse, webRequestOf, type NodeRequest, type NodeResponse } from "./web-exchange.js";
 
 export const MCP_PATH = "/mcp";
 
@@ -44,15 +44,15 @@ export interface McpGatewayDeps extends ToolCallDeps {
 }
 
 /** A JSON-RPC error answered over plain HTTP (before any MCP session exists). */
-function answerHttp(res: http.ServerResponse, status: number, message: string, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { "Content-Type": "application/json", ...headers }).end(JSON.stringify({ jsonrpc: "2.0", error: { code: -32000, message }, id: null }));
+function answerHttp(res: NodeResponse, status: number, message: string, headers: Record<string, string> = {}): void {
+  sendJson(res, status, { jsonrpc: "2.0", error: { code: -32000, message }, id: null }, headers);
 }
 
 function toolError(text: string): CallToolResult {
   return { content: [{ type: "text", text }], isError: true };
 }
 
-async function readBody(req: http.IncomingMessage, limit: number): Promise<unknown> {
+async function readBody(req: NodeRequest, limit: number): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
@@ -134,7 +134,7 @@ export function mcpGateway(deps: McpGatewayDeps) {
     return server;
   }
 
-  async function serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  async function serve(req: NodeRequest, res: NodeResponse): Promise<void> {
     if (req.method !== "POST") {
       answerHttp(res, 405, "this MCP gateway is stateless: POST each JSON-RPC message to /mcp", { Allow: "POST" });
       return;
@@ -161,7 +161,8 @@ export function mcpGateway(deps: McpGatewayDeps) {
       return;
     }
     const server = serverFor(attempt.principal, attempt.operation);
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+    // The web-standard transport serves HTTP/1.1 and HTTP/2 alike (web-exchange.ts converts).
+    const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined });
     // A revocation ends the caller's calls (callTool answers them), then its stream.
     const watch = revocations.watch(attempt.principal);
     const closeStream = (): void => void transport.close().catch(() => undefined);
@@ -172,32 +173,19 @@ export function mcpGateway(deps: McpGatewayDeps) {
       void server.close().catch(() => undefined);
     });
     await server.connect(transport);
-    await transport.handleRequest(req, res, body);
+    await sendWebResponse(await transport.handleRequest(webRequestOf(req), { parsedBody: body }), res);
   }
 
   return {
-    handle(req: AnyRequest, res: AnyResponse): void {
-      const exchange = { req, res };
-      // MCP clients speak HTTP/1.1 (the SDK's transport converts Node's HTTP/1.1 objects only).
-      if (!isHttp1(exchange)) {
-        res.writeHead(505, { "Content-Type": "text/plain" }).end("the MCP gateway speaks HTTP/1.1\n");
-        return;
-      }
-      serve(exchange.req, exchange.res).catch((error: unknown) => {
+    handle(req: NodeRequest, res: NodeResponse): void {
+      serve(req, res).catch((error: unknown) => {
         log.error({ err: error }, "the MCP gateway failed");
-        if (!exchange.res.headersSent) answerHttp(exchange.res, 500, "the MCP gateway failed; see the server log");
-        else exchange.res.destroy();
+        if (!res.headersSent) answerHttp(res, 500, "the MCP gateway failed; see the server log");
+        else res.destroy();
       });
     },
     close: () => upstreams.close(),
   };
-}
-
-type AnyRequest = http.IncomingMessage | http2.Http2ServerRequest;
-type AnyResponse = http.ServerResponse | http2.Http2ServerResponse;
-
-function isHttp1(exchange: { req: AnyRequest; res: AnyResponse }): exchange is { req: http.IncomingMessage; res: http.ServerResponse } {
-  return exchange.req.httpVersionMajor === 1;
 }
 
 /** Whether a request is for the MCP gateway. */

@@ -7,6 +7,7 @@ import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { CallToolResultSchema, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { PlaneAddress } from "../sandbox/plane-sockets.js";
 import type { Sandboxes } from "../sandbox/sandbox.js";
+import type { UpstreamEgress } from "./mcp-upstream-egress.js";
 import type { McpUpstream } from "./mcp-upstreams.js";
 import { SandboxedStdioTransport } from "./sandboxed-stdio.js";
 
@@ -23,6 +24,8 @@ export interface UpstreamClientsOptions {
   dir: string;
   /** The plane as the sandbox reaches it (the server's own address, known once it listens). */
   plane: () => PlaneAddress;
+  /** Issues the egress credentials of stdio upstreams whose declaration lists destinations. */
+  egressCredentials: UpstreamEgress;
   version: string;
 }
 
@@ -107,6 +110,14 @@ export class UpstreamClients {
     if (sandboxes === undefined) {
       throw new UpstreamUnavailable(`upstream MCP server ${upstream.name} is a command, and this server has no sandbox to run it in (--unsafe-no-sandbox)`);
     }
-    return new SandboxedStdioTransport({ sandboxes, name: upstream.name, dir: this.options.dir, command: upstream.command, plane: this.options.plane() });
+    return new SandboxedStdioTransport({
+      sandboxes,
+      name: upstream.name,
+      dir: this.options.dir,
+      command: upstream.command,
+      plane: this.options.plane(),
+      egress: upstream.egress,
+      credentials: this.options.egressCredentials,
+    });
   }
 }

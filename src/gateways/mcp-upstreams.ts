@@ -6,14 +6,19 @@
 // bundle is per profile type. Which caller may use which tool stays with delegations and grants.
 import { readFileSync } from "node:fs";
 import { parse } from "yaml";
+import { parseAuthority } from "./egress-proxy.js";
+import type { EgressDestination } from "./mcp-upstream-egress.js";
 
 /** An upstream's name: the prefix of its tools (`files__read`); no `_`, so the prefix ends at the first `__`. */
 const UPSTREAM_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 export type McpUpstream =
   | { name: string; transport: "http"; url: URL }
-  /** Run inside a sandbox of its own (src/sandbox/), with no network but the plane's port. */
-  | { name: string; transport: "stdio"; command: string[] };
+  /**
+   * Run inside a sandbox of its own (src/sandbox/), with no network but the plane's port and,
+   * when `egress` lists any, the plane's egress proxy, which lets it reach those and no others.
+   */
+  | { name: string; transport: "stdio"; command: string[]; egress: EgressDestination[] };
 
 function invalid(file: string, where: string, what: string): Error {
   return new Error(`--mcp-upstreams ${file}: ${where}: ${what}`);
@@ -39,9 +44,23 @@ function upstreamOf(file: string, entry: unknown, index: number, seen: Set<strin
   if (!Array.isArray(command) || command.length === 0 || !command.every((arg) => typeof arg === "string" && arg !== "" && !arg.includes("\0"))) {
     throw invalid(file, `${where}.command`, "must be a non-empty list of non-empty strings (the program, then its arguments)");
   }
-  if (network !== undefined && network !== "none")
-    throw invalid(file, `${where}.network`, "must be none (a stdio upstream reaches nothing but the plane's port)");
-  return { name, transport: "stdio", command: command as string[] };
+  return { name, transport: "stdio", command: command as string[], egress: egressOf(file, `${where}.network`, network) };
+}
+
+/** `network`: absent or `none` (no way out), or `{egress: [host:port, …]}` (those through the egress proxy). */
+function egressOf(file: string, where: string, network: unknown): EgressDestination[] {
+  if (network === undefined || network === "none") return [];
+  const usage = "must be none, or {egress: [host:port, …]} (the destinations it may reach through the egress proxy)";
+  if (typeof network !== "object" || network === null || Array.isArray(network)) throw invalid(file, where, usage);
+  const { egress, ...rest } = network as Record<string, unknown>;
+  const unknown = Object.keys(rest)[0];
+  if (unknown !== undefined) throw invalid(file, `${where}.${unknown}`, "is not a field of a network profile (egress)");
+  if (!Array.isArray(egress) || egress.length === 0) throw invalid(file, `${where}.egress`, "must be a non-empty list of host:port");
+  return egress.map((entry, index) => {
+    const destination = typeof entry === "string" ? parseAuthority(entry) : undefined;
+    if (destination === undefined) throw invalid(file, `${where}.egress[${index}]`, "must be host:port (a DNS name or IP address, and a port 1-65535)");
+    return destination;
+  });
 }
 
 /** The upstreams declared in `file` (YAML or JSON: `servers: [{name, url | command}]`); throws naming the bad field. */

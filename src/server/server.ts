@@ -88,6 +88,7 @@ import { egressProxy, refusePlainProxyRequest } from "../gateways/egress-proxy.j
 import { isMcpRequest, mcpGateway } from "../gateways/mcp-gateway.js";
 import { UpstreamClients } from "../gateways/mcp-upstream-clients.js";
 import { readMcpUpstreams } from "../gateways/mcp-upstreams.js";
+import { UpstreamEgress } from "../gateways/mcp-upstream-egress.js";
 import { serverVersion } from "../diagnostics/collect.js";
 import { modelGateway } from "../gateways/model-gateway.js";
 import { rawRequestContextValues } from "../call/raw-request.js";
@@ -489,7 +490,9 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     if (!models(req, res)) rpcs(req, res);
   };
 
-  const egress = egressProxy({ store, policy, grants, authority, runner, log, audit: config.audit });
+  // MCP stdio upstreams reach their declared destinations through the same egress proxy.
+  const upstreamEgress = new UpstreamEgress();
+  const egress = egressProxy({ store, policy, grants, authority, runner, log, audit: config.audit, upstreamEgress });
   // The MCP gateway: /mcp on the same port, forwarding to the operator's upstream MCP servers.
   const mcp = mcpGateway({
     store,
@@ -506,6 +509,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
       sandboxes: isolation.sandboxes,
       dir: join(dataDir, "mcp-upstreams"),
       plane: () => ({ host: new URL(url).hostname.replace(/^\[|\]$/g, ""), port: Number(new URL(url).port) }),
+      egressCredentials: upstreamEgress,
       version: serverVersion(),
     }),
   });

@@ -8,6 +8,8 @@
 // execution reaches the gateway through AMCTL_SERVER; guessed names and other credentials fail.
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
+import * as http2 from "node:http2";
+import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer } from "node:net";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -18,6 +20,7 @@ import { ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.j
 import { AuditService } from "../../src/gen/agentmachine/v1/audit_service_pb.js";
 import { bearer } from "../helpers/auth.js";
 import { canonicalJsonText } from "../../src/model/audit-chain.js";
+import { proxyConnectStatus } from "../helpers/egress-proxy.js";
 import { gatewayClient, resultText, startHttpUpstream, UPSTREAM_SCRIPT } from "../helpers/mcp.js";
 import { execution, requestId, waitForEnd } from "../helpers/operations.js";
 import { bundleSource, policyAdmin, policyClient } from "../helpers/policy.js";
@@ -41,6 +44,9 @@ let server: TestServer;
 let root: Clients;
 /** The personal profile the grants are applied in and every execution runs in. */
 let profile: string;
+/** Destinations that greet whoever connects: `reach` may reach the first, not the second. */
+let listed: TcpServer;
+let unlisted: TcpServer;
 /** Every MCP client a test opened, closed at the end. */
 const clients: Client[] = [];
 
@@ -61,12 +67,23 @@ async function mcpOf(exec: RunningExecution): Promise<Client> {
   return client;
 }
 
+async function greeter(name: string): Promise<TcpServer> {
+  const greeting = createTcpServer((socket) => socket.end(`hello from ${name}\n`));
+  await new Promise<void>((resolve) => greeting.listen(0, "127.0.0.1", resolve));
+  return greeting;
+}
+
+const portOf = (tcp: TcpServer): number => (tcp.address() as AddressInfo).port;
+
 beforeAll(async () => {
   upstream = await startHttpUpstream("notes");
+  listed = await greeter("listed");
+  unlisted = await greeter("unlisted");
   const upstreams = join(tempDir(), "mcp-upstreams.yaml");
   writeFileSync(
     upstreams,
-    `servers:\n  - name: notes\n    url: ${upstream.url}\n  - name: local\n    command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(UPSTREAM_SCRIPT)}, stdio]\n    network: none\n`,
+    `servers:\n  - name: notes\n    url: ${upstream.url}\n  - name: local\n    command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(UPSTREAM_SCRIPT)}, stdio]\n    network: none\n` +
+      `  - name: reach\n    command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(UPSTREAM_SCRIPT)}, stdio]\n    network:\n      egress: ["127.0.0.1:${portOf(listed)}"]\n`,
   );
   server = await startTestServer({ maxConcurrentExecutions: 16, mcpUpstreams: upstreams });
   root = await wideRoot(server.url, server.dataDir);
@@ -87,13 +104,15 @@ beforeAll(async () => {
     { id: "test.allow-artifacts", gate: "artifactAccess", effect: "allow", when: "true" },
   ]);
   await policyClient(server.url, await policyAdmin(server.dataDir, [ProfileType.PERSONAL])).applyPolicyBundle({ profileType: ProfileType.PERSONAL, source });
-  for (const tool of ["notes/echo", "notes/erase", "notes/slow", "local/*"]) await applyGrant(root.operations, profile, tool);
+  for (const tool of ["notes/echo", "notes/erase", "notes/slow", "local/*", "reach/*"]) await applyGrant(root.operations, profile, tool);
 }, 60_000);
 
 afterAll(async () => {
   await Promise.all(clients.map((client) => client.close().catch(() => undefined)));
   await server?.close();
   await upstream?.close();
+  listed?.close();
+  unlisted?.close();
 });
 
 describe("tools/list", () => {
@@ -227,6 +246,81 @@ describe("transport", () => {
     }
     const get = await fetch(new URL("/mcp", server.url), { headers: { Authorization: `Bearer ${exec.token}`, Accept: "text/event-stream" } });
     expect(get.status).toBe(405);
+  });
+
+  it("serves a client over HTTP/2 the same answers, governed the same (a denied tool is still refused)", async () => {
+    const { exec } = await agentRunning(["notes/*"]);
+    const session = http2.connect(server.url);
+    try {
+      /** One JSON-RPC request as one HTTP/2 POST; the answer is JSON or one server-sent event. */
+      const rpc = (id: number, method: string, params: object, token = exec.token) =>
+        new Promise<{ status: number; message: { result?: Record<string, unknown>; error?: { message: string } } }>((resolve, reject) => {
+          const stream = session.request({
+            ":method": "POST",
+            ":path": "/mcp",
+            authorization: `Bearer ${token}`,
+            "content-type": "application/json",
+            accept: "application/json, text/event-stream",
+            "mcp-protocol-version": "2025-06-18",
+          });
+          let status = 0;
+          let text = "";
+          stream.on("response", (headers) => (status = Number(headers[":status"])));
+          stream.setEncoding("utf8");
+          stream.on("data", (chunk: string) => (text += chunk));
+          stream.on("end", () => resolve({ status, message: JSON.parse(text.startsWith("{") ? text : /^data: (.*)$/m.exec(text)![1]!) }));
+          stream.on("error", reject);
+          stream.end(JSON.stringify({ jsonrpc: "2.0", id, method, params }));
+        });
+      const init = await rpc(1, "initialize", { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "h2", version: "1" } });
+      expect(init.status).toBe(200);
+      expect(init.message.result?.protocolVersion).toBe("2025-06-18");
+      const list = await rpc(2, "tools/list", {});
+      expect((list.message.result!.tools as { name: string }[]).map((tool) => tool.name).sort()).toEqual(["notes__echo", "notes__erase", "notes__slow"]);
+      const echo = await rpc(3, "tools/call", { name: "notes__echo", arguments: { text: "over-h2" } });
+      expect(resultText(echo.message.result!)).toBe("notes: over-h2");
+      const erase = await rpc(4, "tools/call", { name: "notes__erase", arguments: { path: "/" } });
+      expect(erase.message.result?.isError).toBe(true);
+      expect(resultText(erase.message.result!)).toMatch(/refused by policy rule mcp\.no-destructive \(toolGrant gate\)/);
+      // The credential is checked the same way too.
+      expect((await rpc(5, "tools/list", {}, "forged")).status).toBe(401);
+    } finally {
+      session.close();
+    }
+  });
+});
+
+describe("an upstream's network profile", () => {
+  it("lets a stdio upstream reach exactly the destinations its declaration lists through the egress proxy, and audits each connection", async () => {
+    const mcp = await mcpOf((await agentRunning(["reach/*", "local/*"])).exec);
+    const connect = async (name: string, target: string) => resultText(await mcp.callTool({ name, arguments: { target } }));
+    expect(await connect("reach__connect", `127.0.0.1:${portOf(listed)}`)).toBe("200 hello from listed");
+    // Attacks: a host:port the list does not hold, the same host under another name, the plane itself.
+    expect(await connect("reach__connect", `127.0.0.1:${portOf(unlisted)}`)).toBe("403");
+    expect(await connect("reach__connect", `localhost:${portOf(listed)}`)).toBe("403");
+    expect(await connect("reach__connect", `127.0.0.1:${new URL(server.url).port}`)).toBe("403");
+    // The default stays no network at all: no proxy is offered.
+    expect(await connect("local__connect", `127.0.0.1:${portOf(listed)}`)).toBe("no proxy");
+    await expect
+      .poll(async () => (await auditOf("mcp-upstreams/reach")).map((r) => `${r.decision?.allowed} ${r.egress?.host}:${r.egress?.port}`).sort(), {
+        timeout: 5000,
+      })
+      .toEqual(
+        [
+          `false 127.0.0.1:${portOf(unlisted)}`,
+          `false 127.0.0.1:${new URL(server.url).port}`,
+          `false localhost:${portOf(listed)}`,
+          `true 127.0.0.1:${portOf(listed)}`,
+        ].sort(),
+      );
+    const records = await auditOf("mcp-upstreams/reach");
+    expect(records.every((r) => r.principal === "mcp-upstream:reach" && r.decision?.rule === "mcp-upstream-egress-list")).toBe(true);
+    expect(records.find((r) => r.decision?.allowed)?.egress?.bytesReceived).toBe(BigInt("hello from listed\n".length));
+  });
+
+  it("refuses a forged upstream credential at the egress proxy like any unknown credential (407)", async () => {
+    const status = await proxyConnectStatus(server.url, `127.0.0.1:${portOf(listed)}`, `amctl-upstream-${"A".repeat(43)}`);
+    expect(status).toBe(407);
   });
 });
 

@@ -22,6 +22,7 @@ import { defaultConfig, type ServerConfig } from "../../src/config/config.js";
 import { SANDBOX_HEALTH_SERVICE } from "../../src/server/server.js";
 import { SANDBOX_ID } from "../../src/sandbox/sandbox.js";
 import { commandLine, createProfile, execution, operationsClient, processesOf, waitForEnd } from "../helpers/operations.js";
+import { proxyConnectStatus } from "../helpers/egress-proxy.js";
 import { bundleSource } from "../helpers/policy.js";
 import { issueAgent, roomyBudget, wideRoot } from "../helpers/runtime.js";
 import { startTestServer, TEST_POLICIES, type TestServer } from "../helpers/server.js";
@@ -324,21 +325,7 @@ describe("egress goes only through the plane's proxy, decided per destination, c
   });
 
   it("refuses a caller without an execution credential of a running, egress-granted attempt", async () => {
-    const answer = await new Promise<number>((resolve) => {
-      const request = http.request({
-        host: new URL(server.url).hostname,
-        port: new URL(server.url).port,
-        method: "CONNECT",
-        path: `127.0.0.1:${portOf(allowed)}`,
-        headers: { "proxy-authorization": `Bearer ${server.token}` },
-      });
-      request.on("connect", (res, socket) => {
-        socket.destroy();
-        resolve(res.statusCode ?? 0);
-      });
-      request.on("response", (res) => resolve(res.statusCode ?? 0));
-      request.end();
-    });
+    const answer = await proxyConnectStatus(server.url, `127.0.0.1:${portOf(allowed)}`, server.token);
     expect(answer).toBe(403);
   });
 });

@@ -20,8 +20,18 @@ describe("readMcpUpstreams", () => {
     )();
     expect(upstreams).toEqual([
       { name: "notes", transport: "http", url: new URL("http://127.0.0.1:9/mcp") },
-      { name: "files", transport: "stdio", command: ["node", "server.mjs"] },
+      { name: "files", transport: "stdio", command: ["node", "server.mjs"], egress: [] },
     ]);
+  });
+
+  it("reads a command upstream's egress list, hosts lower-cased", () => {
+    const [upstream] = declared("servers:\n  - name: web\n    command: [x]\n    network:\n      egress: [Api.Example.com:443, '[::1]:8080']\n")();
+    expect(upstream).toMatchObject({
+      egress: [
+        { host: "api.example.com", port: 443 },
+        { host: "::1", port: 8080 },
+      ],
+    });
   });
 
   it.each([
@@ -33,6 +43,11 @@ describe("readMcpUpstreams", () => {
     ["servers:\n  - name: a\n    url: file:///etc/passwd", /servers\[0\]\.url: must be an http or https URL/],
     ["servers:\n  - name: a\n    command: []", /servers\[0\]\.command: must be a non-empty list/],
     ["servers:\n  - name: a\n    command: [x]\n    network: open", /servers\[0\]\.network: must be none/],
+    ["servers:\n  - name: a\n    command: [x]\n    network: {egress: []}", /servers\[0\]\.network\.egress: must be a non-empty list/],
+    ["servers:\n  - name: a\n    command: [x]\n    network: {egress: [example.com]}", /servers\[0\]\.network\.egress\[0\]: must be host:port/],
+    ["servers:\n  - name: a\n    command: [x]\n    network: {egress: ['*:443']}", /servers\[0\]\.network\.egress\[0\]: must be host:port/],
+    ["servers:\n  - name: a\n    command: [x]\n    network: {egress: ['a:443'], ingress: []}", /servers\[0\]\.network\.ingress: is not a field/],
+    ["servers:\n  - name: a\n    url: http://x\n    network: {egress: ['a:443']}", /servers\[0\]\.network: applies to a stdio upstream only/],
     ["servers:\n  - name: a\n    url: http://x\n    headers: {}", /servers\[0\]\.headers: is not a field/],
   ])("refuses %j naming the field", (yaml, message) => {
     expect(declared(yaml)).toThrow(message);
