@@ -1,13 +1,11 @@
-// Reads a provider's streamed response ahead of the model gateway's charging: while one batch of
-// events is being charged (a store commit), the next keeps arriving, so the next batch is all
-// that came in meanwhile. A fast provider thus costs one commit per batch, not per read, and the
-// gateway forwards at the provider's pace (bench/model-gateway.ts), while every event is still
-// charged before it is forwarded.
+// Reads a provider's streamed response ahead of the model gateway's charging: while one charge
+// is being committed, the stream keeps arriving, so the next step takes all that came in
+// meanwhile — as runs of whole events, the bytes as the provider sent them (stream-scan.ts).
 import type { Readable } from "node:stream";
-import { StreamEvents, type StreamEvent } from "./stream-events.js";
+import { EventRuns, type Framing } from "./stream-scan.js";
 
 export class EventPump {
-  private pending: StreamEvent[] = [];
+  private pending: Buffer[] = [];
   private finished = false;
   private wake: (() => void) | undefined;
   /** Why reading failed, if it did (an abort's reason, a broken connection). */
@@ -16,16 +14,18 @@ export class EventPump {
 
   constructor(
     private readonly body: Readable,
-    framing: "sse" | "ndjson",
+    framing: Framing,
   ) {
-    const events = new StreamEvents(framing);
+    const runs = new EventRuns(framing);
+    const take = (run: Buffer | undefined) => {
+      if (run === undefined) return;
+      this.pending.push(run);
+      this.wake?.();
+    };
     this.reading = (async () => {
       try {
-        for await (const chunk of body) {
-          this.pending.push(...events.push(chunk as Buffer));
-          this.wake?.();
-        }
-        this.pending.push(...events.end());
+        for await (const chunk of body) take(runs.push(chunk as Buffer));
+        take(runs.end());
       } catch (error) {
         this.failure = error;
       } finally {
@@ -35,8 +35,8 @@ export class EventPump {
     })();
   }
 
-  /** Every event read since the last call, waiting for one; undefined once the stream has ended and all were taken. */
-  async next(): Promise<StreamEvent[] | undefined> {
+  /** Every run read since the last call, waiting for one; undefined once the stream has ended and all were taken. */
+  async next(): Promise<Buffer[] | undefined> {
     while (this.pending.length === 0) {
       if (this.finished) return undefined;
       await new Promise<void>((resolve) => {
