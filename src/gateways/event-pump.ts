@@ -1,11 +1,17 @@
 // Reads a provider's streamed response ahead of the model gateway's charging: while one charge
 // is being committed, the stream keeps arriving, so the next step takes all that came in
-// meanwhile — as runs of whole events, the bytes as the provider sent them (stream-scan.ts).
+// meanwhile — as runs of whole events, the bytes as the provider sent them (stream-scan.ts). It
+// reads no further than READ_AHEAD_BYTES ahead of the gateway, so a caller slower than the
+// provider holds the provider back rather than filling the server's memory.
 import type { Readable } from "node:stream";
 import { EventRuns, type Framing } from "./stream-scan.js";
 
+const READ_AHEAD_BYTES = 4 * 1024 * 1024;
+
 export class EventPump {
   private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private taken: (() => void) | undefined;
   private finished = false;
   private wake: (() => void) | undefined;
   /** Why reading failed, if it did (an abort's reason, a broken connection). */
@@ -20,11 +26,15 @@ export class EventPump {
     const take = (run: Buffer | undefined) => {
       if (run === undefined) return;
       this.pending.push(run);
+      this.pendingBytes += run.length;
       this.wake?.();
     };
     this.reading = (async () => {
       try {
-        for await (const chunk of body) take(runs.push(chunk as Buffer));
+        for await (const chunk of body) {
+          take(runs.push(chunk as Buffer));
+          if (this.pendingBytes > READ_AHEAD_BYTES) await new Promise<void>((resolve) => (this.taken = resolve));
+        }
         take(runs.end());
       } catch (error) {
         this.failure = error;
@@ -44,12 +54,16 @@ export class EventPump {
       });
       this.wake = undefined;
     }
+    this.pendingBytes = 0;
+    this.taken?.();
+    this.taken = undefined;
     return this.pending.splice(0);
   }
 
   /** Stops reading (the rest of the provider's answer is not wanted) and waits until it has. */
   async cancel(): Promise<void> {
     this.body.destroy();
+    this.taken?.();
     await this.reading;
   }
 }

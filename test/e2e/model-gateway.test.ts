@@ -322,6 +322,23 @@ describe("budgets under concurrency", () => {
     }
   });
 
+  it("reserves tokens ahead of a stream only below the budget's warning line: a stream that ends under it is neither cut nor warned", async () => {
+    provider.options.words = 60;
+    provider.options.delayMs = 1;
+    try {
+      const exec = await start({ tokens: 100n });
+      let text = "";
+      for await (const chunk of await openaiOf(exec).chat.completions.create(streamed("gpt-test"))) text += chunk.choices[0]?.delta?.content ?? "";
+      expect(text).toBe("tok ".repeat(60));
+      const { events, operation } = await cancelAndWait(root.operations, exec.operation.name);
+      expect(operation.usage?.tokens).toBe(BigInt(PROMPT_TOKENS + 60));
+      expect(events.filter((e) => e.attributes.case === "progress" && e.attributes.value.budgetWarnings.length > 0)).toHaveLength(0);
+    } finally {
+      provider.options.words = WORDS;
+      provider.options.delayMs = 0;
+    }
+  });
+
   it("cuts a stream at the tokens budget with the API's error event and ends the task budget-exhausted", async () => {
     provider.options.words = 200;
     provider.options.delayMs = 2;
