@@ -12,6 +12,7 @@ export class EventPump {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private taken: (() => void) | undefined;
+  private waking = false;
   private finished = false;
   private wake: (() => void) | undefined;
   /** Why reading failed, if it did (an abort's reason, a broken connection). */
@@ -27,7 +28,15 @@ export class EventPump {
       if (run === undefined) return;
       this.pending.push(run);
       this.pendingBytes += run.length;
-      this.wake?.();
+      // Woken after the poll phase, so that all the reads of one turn of the event loop are one
+      // step of the gateway (one charge check, one write to the caller) rather than one each.
+      if (!this.waking) {
+        this.waking = true;
+        setImmediate(() => {
+          this.waking = false;
+          this.wake?.();
+        });
+      }
     };
     this.reading = (async () => {
       try {

@@ -243,8 +243,8 @@ export function modelGateway(deps: ModelGatewayDeps) {
 
 type AuditOf = (usage: Usage, estimated: boolean, decision?: AuditDecisionInit) => AuditDraft | undefined;
 
-/** The most a stream reserves ahead at once, in tokens (it reserves as much as it has forwarded, up to this). */
-const MAX_TOKENS_AHEAD = 8192n;
+/** The most a stream reserves ahead at once, in tokens (it reserves twice what it will have forwarded, up to this). */
+const MAX_TOKENS_AHEAD = 65_536n;
 
 /** One admitted call in flight: forwards it, charges its tokens as they come, settles and audits it. */
 class ModelCallRun {
@@ -317,7 +317,7 @@ class ModelCallRun {
     try {
       for (let runs = await pump.next(); runs !== undefined; runs = await pump.next()) {
         // All that arrived while the last was charged and forwarded, charged before any of it
-        // is forwarded. A charge reserves ahead as much as the stream has forwarded (up to
+        // is forwarded. A charge reserves ahead twice what the stream will have forwarded (up to
         // MAX_TOKENS_AHEAD, and only below the budget's warning line: chargeTokensAhead), so a
         // long stream costs a few store commits, not one per read, and never overspends.
         let length = this.textLength;
@@ -327,8 +327,8 @@ class ModelCallRun {
         }
         const need = this.promptTokens + estimateTokens(length) - this.charged;
         if (need > 0n) {
-          const forwarded = estimateTokens(this.textLength);
-          const charged = await chargeTokensAhead(this.deps, this.operation, need, forwarded < MAX_TOKENS_AHEAD ? forwarded : MAX_TOKENS_AHEAD);
+          const ahead = 2n * estimateTokens(length);
+          const charged = await chargeTokensAhead(this.deps, this.operation, need, ahead < MAX_TOKENS_AHEAD ? ahead : MAX_TOKENS_AHEAD);
           if (charged === undefined) {
             ended = {
               kind: "budget",
@@ -340,8 +340,7 @@ class ModelCallRun {
           this.charged += charged;
         }
         this.textLength = length;
-        let drained = true;
-        for (const run of runs) drained = res.write(run);
+        const drained = res.write(runs.length === 1 ? runs[0]! : Buffer.concat(runs));
         // A caller slower than the provider holds the provider back rather than the server's memory.
         if (!drained && !res.writableEnded) await once(res, "drain", { signal });
       }
