@@ -19,12 +19,18 @@ const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 const COLON = 0x3a;
 
+// Searched for as bytes: Buffer#indexOf encodes a string needle again at every call.
+const needles = new Map<string, Buffer>();
+const needle = (text: string): Buffer => needles.get(text) ?? needles.set(text, Buffer.from(text)).get(text)!;
+const BLANK_LINE = needle("\n\n");
+const BLANK_CRLF_LINE = needle("\n\r\n");
+
 /** Where the events of `bytes` end (just past the last terminator), or 0 when none does. */
 function wholeEventsEnd(bytes: Buffer, framing: Framing): number {
   if (framing === "ndjson") return bytes.lastIndexOf(NEWLINE) + 1;
   // A blank line: "\n\n", or "\r\n\r\n" (which holds "\n\r\n").
-  const lf = bytes.lastIndexOf("\n\n");
-  const crlf = bytes.lastIndexOf("\n\r\n");
+  const lf = bytes.lastIndexOf(BLANK_LINE);
+  const crlf = bytes.lastIndexOf(BLANK_CRLF_LINE);
   return Math.max(lf === -1 ? 0 : lf + 2, crlf === -1 ? 0 : crlf + 3);
 }
 
@@ -84,7 +90,8 @@ function stringLength(bytes: Buffer, at: number): number {
 export function textLength(bytes: Buffer, keys: readonly string[]): number {
   let total = 0;
   for (const key of keys) {
-    for (let found = bytes.indexOf(key); found !== -1; found = bytes.indexOf(key, found + key.length)) {
+    const bytesOfKey = needle(key);
+    for (let found = bytes.indexOf(bytesOfKey); found !== -1; found = bytes.indexOf(bytesOfKey, found + key.length)) {
       const value = valueStart(bytes, found + key.length);
       if (value !== -1 && bytes[value] === QUOTE) total += stringLength(bytes, value);
     }
@@ -117,10 +124,10 @@ function eventAround(run: Buffer, at: number, framing: Framing): { start: number
     const end = run.indexOf(NEWLINE, at);
     return { start: run.lastIndexOf(NEWLINE, at) + 1, end: end === -1 ? run.length : end + 1 };
   }
-  const lf = run.lastIndexOf("\n\n", at);
-  const crlf = run.lastIndexOf("\n\r\n", at);
-  const nextLf = run.indexOf("\n\n", at);
-  const nextCrlf = run.indexOf("\n\r\n", at);
+  const lf = run.lastIndexOf(BLANK_LINE, at);
+  const crlf = run.lastIndexOf(BLANK_CRLF_LINE, at);
+  const nextLf = run.indexOf(BLANK_LINE, at);
+  const nextCrlf = run.indexOf(BLANK_CRLF_LINE, at);
   return {
     start: Math.max(lf === -1 ? 0 : lf + 2, crlf === -1 ? 0 : crlf + 3),
     end: Math.min(nextLf === -1 ? run.length : nextLf + 2, nextCrlf === -1 ? run.length : nextCrlf + 3),
@@ -130,7 +137,8 @@ function eventAround(run: Buffer, at: number, framing: Framing): { start: number
 /** The JSON of each event of `run` in which `key` (a quoted name, `"usage"`) has a value other than null. */
 export function eventsWith(run: Buffer, key: string, framing: Framing): unknown[] {
   const events: unknown[] = [];
-  for (let found = run.indexOf(key); found !== -1; found = run.indexOf(key, found + key.length)) {
+  const bytesOfKey = needle(key);
+  for (let found = run.indexOf(bytesOfKey); found !== -1; found = run.indexOf(bytesOfKey, found + key.length)) {
     const value = valueStart(run, found + key.length);
     if (value === -1 || run.toString("latin1", value, value + 4) === "null") continue;
     const { start, end } = eventAround(run, found, framing);
