@@ -1,6 +1,6 @@
 // What the model gateway knows of each provider API's wire format: where a request goes
 // upstream, how it asks for a stream, where each API reports usage (in a response and in a
-// stream), the text a stream carries (to estimate tokens as it flows), and the error bodies and
+// stream), where the generated text is (to estimate tokens as a stream flows), and the error bodies and
 // stream error events each API's SDKs understand. Nothing here does I/O.
 import { ModelProviderApi } from "../gen/agentmachine/v1/operation_pb.js";
 
@@ -35,8 +35,10 @@ export interface ModelApi {
   responseUsage(body: unknown): Usage | undefined;
   /** Usage one stream event reports, in part: each API reports input and output at different points. */
   eventUsage(event: unknown): Partial<Usage> | undefined;
-  /** The generated text one stream event carries. */
-  eventText(event: unknown): string;
+  /** The keys (quoted) whose string values are the generated text, in a response or a stream event (stream-scan.ts). */
+  textKeys: readonly string[];
+  /** The key (quoted) of the stream events that carry usage, when its value is not null: the only events parsed. */
+  usageKey: string;
   /** The prompt's text, for the estimate charged before the provider answers. */
   promptText(body: Json): string;
   /** An error response body. */
@@ -87,10 +89,9 @@ const openai: ModelApi = {
     return input === undefined || output === undefined ? undefined : { input, output };
   },
   eventUsage: (event) => openai.responseUsage(event),
-  eventText: (event) => {
-    const choices = isObject(event) && Array.isArray(event.choices) ? event.choices : [];
-    return choices.map((choice) => (isObject(choice) && isObject(choice.delta) ? textOf(choice.delta.content) : "")).join("");
-  },
+  // A choice's `delta.content` in a stream, `message.content` in a response.
+  textKeys: ['"content"'],
+  usageKey: '"usage"',
   promptText: messagesText,
   errorBody: (kind, message, code) => ({ error: { message, type: openaiErrorType[kind], param: null, code: code ?? null } }),
   streamError: (kind, message, code) => `data: ${JSON.stringify(openai.errorBody(kind, message, code))}\n\n`,
@@ -130,7 +131,9 @@ const anthropic: ModelApi = {
     }
     return undefined;
   },
-  eventText: (event) => (isObject(event) && event.type === "content_block_delta" && isObject(event.delta) ? textOf(event.delta.text) : ""),
+  // A text block's `text`, a content_block_delta's `delta.text`.
+  textKeys: ['"text"'],
+  usageKey: '"usage"',
   promptText: messagesText,
   errorBody: (kind, message) => ({ type: "error", error: { type: anthropicErrorType[kind], message } }),
   streamError: (kind, message) => `event: error\ndata: ${JSON.stringify(anthropic.errorBody(kind, message))}\n\n`,
@@ -150,10 +153,9 @@ const ollama: ModelApi = {
     return input === undefined || output === undefined ? undefined : { input, output };
   },
   eventUsage: (event) => ollama.responseUsage(event),
-  eventText: (event) => {
-    if (!isObject(event)) return "";
-    return typeof event.response === "string" ? event.response : isObject(event.message) ? textOf(event.message.content) : "";
-  },
+  // /api/generate's `response`, /api/chat's `message.content`; the counts come with the last line.
+  textKeys: ['"response"', '"content"'],
+  usageKey: '"eval_count"',
   promptText: (body) => (typeof body.prompt === "string" ? `${textOf(body.system)}\n${body.prompt}` : messagesText(body)),
   errorBody: (_kind, message) => ({ error: message }),
   streamError: (_kind, message) => `${JSON.stringify({ error: message })}\n`,
@@ -169,10 +171,10 @@ export function bindingApi(api: ModelProviderApi, provider: string): ApiName {
 }
 
 /**
- * Tokens a text is estimated at before (or without) the provider's count: one per four
+ * Tokens a text of `characters` is estimated at before (or without) the provider's count: one per four
  * characters, rounded up, and at least one for a text that is not empty — the usual rule of
  * thumb for English with BPE tokenizers.
  */
-export function estimateTokens(text: string): bigint {
-  return text.length === 0 ? 0n : BigInt(Math.ceil(text.length / 4));
+export function estimateTokens(characters: number): bigint {
+  return BigInt(Math.ceil(characters / 4));
 }

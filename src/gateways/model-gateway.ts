@@ -10,12 +10,14 @@
 //      modelProviderUse gate with `input.model`): one model call and the prompt's estimated
 //      tokens; a refusal answers the API's own error (429 for a budget) before the provider is asked;
 //   4. the provider's key (provider-keys.ts) replaces the caller's credential upstream;
-//   5. a stream's tokens are charged as its text flows (estimated, before it is forwarded), and it is cut with the API's
+//   5. a stream's tokens are charged as its text flows (estimated, before it is forwarded; its bytes are forwarded
+//      as they came, only the events that carry usage parsed), and it is cut with the API's
 //      error event when the budget cannot cover them or the credential is revoked (the task's end
 //      revokes it); at the end the tokens charged are settled to the usage the provider
 //      reported (or the estimate, marked as one), and the call is audited (provider, model,
 //      tokens, decision, rule; the request's digest, never a prompt or a completion).
 import { createHash } from "node:crypto";
+import { once } from "node:events";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 import { create } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
@@ -33,7 +35,8 @@ import { allows } from "../governance/attenuation.js";
 import { bindingApi, errorStatus, estimateTokens, modelApis, type ApiName, type ErrorKind, type ModelApi, type Usage } from "./model-apis.js";
 import { providerKey, ProviderKeyUnavailable } from "../governance/provider-keys.js";
 import { routeModel } from "./provider-routing.js";
-import { admitCall, attemptOfToken, executionCallDraft, settleCall, type RuntimeCallDeps } from "./runtime-call.js";
+import { admitCall, attemptOfToken, chargeTokensAhead, executionCallDraft, settleCall, type RuntimeCallDeps } from "./runtime-call.js";
+import { eventsWith, textLength } from "./stream-scan.js";
 import { EventPump } from "./event-pump.js";
 import { postUpstream, type UpstreamAnswer } from "./upstream-request.js";
 
@@ -173,7 +176,7 @@ export function modelGateway(deps: ModelGatewayDeps) {
       if ("refusal" in routing) throw new Refusal(routing.refusal.kind, routing.refusal.message);
       const { binding, model } = routing.route;
       const stream = api.streams(body);
-      const promptTokens = estimateTokens(api.promptText(body));
+      const promptTokens = estimateTokens(api.promptText(body).length);
       const call = create(RuntimeCallSchema, { kind: CallKind.MODEL, modelProvider: binding.provider, model, estimatedTokens: promptTokens });
       const who = principal;
       const admission = await admitCall(deps, principal, operation, call, {
@@ -240,11 +243,15 @@ export function modelGateway(deps: ModelGatewayDeps) {
 
 type AuditOf = (usage: Usage, estimated: boolean, decision?: AuditDecisionInit) => AuditDraft | undefined;
 
+/** The most a stream reserves ahead at once, in tokens (it reserves twice what it will have forwarded, up to this). */
+const MAX_TOKENS_AHEAD = 65_536n;
+
 /** One admitted call in flight: forwards it, charges its tokens as they come, settles and audits it. */
 class ModelCallRun {
-  /** Tokens charged so far (the prompt's estimate, then blocks reserved as a stream flows). */
+  /** Tokens charged so far: the prompt's estimate, then what a stream forwarded and reserved ahead. */
   private charged: bigint;
-  private outputEstimate = 0n;
+  /** The length of the generated text forwarded, for the output's estimate. */
+  private textLength = 0;
   private reported: Partial<Usage> = {};
 
   constructor(
@@ -283,43 +290,46 @@ class ModelCallRun {
   }
 
   private async whole(res: Response, answer: UpstreamAnswer): Promise<void> {
-    const text = await answer.text();
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      parsed = undefined;
-    }
+    const bytes = await answer.bytes();
     if (answer.ok) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(bytes.toString("utf8"));
+      } catch {
+        parsed = undefined;
+      }
       this.reported = this.api.responseUsage(parsed) ?? {};
-      this.outputEstimate = estimateTokens(this.api.eventText(parsed) || textOfChoices(parsed));
+      this.textLength = textLength(bytes, this.api.textKeys);
     }
     await this.settle(
       answer.ok ? undefined : { input: 0n, output: 0n },
       answer.ok ? undefined : { allowed: false, reason: `the provider answered ${answer.status}` },
     );
     res.writeHead(answer.status, { "content-type": answer.contentType ?? "application/json" });
-    res.end(text);
+    res.end(bytes);
   }
 
   private async stream(res: Response, answer: UpstreamAnswer, signal: AbortSignal): Promise<void> {
     res.writeHead(answer.status, { "content-type": answer.contentType ?? "text/event-stream", "cache-control": "no-cache" });
-    const pump = new EventPump(answer.body, this.api.framing);
+    const { framing, textKeys, usageKey } = this.api;
+    const pump = new EventPump(answer.body, framing);
     let ended: { kind: ErrorKind; message: string; decision: AuditDecisionInit } | undefined;
     try {
-      for (let batch = await pump.next(); batch !== undefined; batch = await pump.next()) {
-        // One charge for all that arrived while the last was charged, before any of it is
-        // forwarded: exact (nothing is reserved ahead that a concurrent stream of the same task
-        // could have used), and one store commit per batch rather than per event.
-        for (const event of batch) {
-          const usage = this.api.eventUsage(event.json);
-          if (usage !== undefined) this.reported = { ...this.reported, ...usage };
-          this.outputEstimate += estimateTokens(this.api.eventText(event.json));
+      for (let runs = await pump.next(); runs !== undefined; runs = await pump.next()) {
+        // All that arrived while the last was charged and forwarded, charged before any of it
+        // is forwarded. A charge reserves ahead twice what the stream will have forwarded (up to
+        // MAX_TOKENS_AHEAD, and only below the budget's warning line: chargeTokensAhead), so a
+        // long stream costs a few store commits, not one per read, and never overspends.
+        let length = this.textLength;
+        for (const run of runs) {
+          length += textLength(run, textKeys);
+          for (const event of eventsWith(run, usageKey, framing)) this.reported = { ...this.reported, ...this.api.eventUsage(event) };
         }
-        const need = this.promptTokens + this.outputEstimate - this.charged;
+        const need = this.promptTokens + estimateTokens(length) - this.charged;
         if (need > 0n) {
-          const { outcome } = await settleCall(this.deps, this.operation, create(BudgetSchema, { tokens: need }), undefined, false);
-          if (outcome.kind === "exhausted") {
+          const ahead = 2n * estimateTokens(length);
+          const charged = await chargeTokensAhead(this.deps, this.operation, need, ahead < MAX_TOKENS_AHEAD ? ahead : MAX_TOKENS_AHEAD);
+          if (charged === undefined) {
             ended = {
               kind: "budget",
               message: "amctl model gateway: the tokens budget is exhausted; the task is ended",
@@ -327,9 +337,12 @@ class ModelCallRun {
             };
             break;
           }
-          this.charged += need;
+          this.charged += charged;
         }
-        res.write(batch.map((event) => event.raw).join(""));
+        this.textLength = length;
+        const drained = res.write(runs.length === 1 ? runs[0]! : Buffer.concat(runs));
+        // A caller slower than the provider holds the provider back rather than the server's memory.
+        if (!drained && !res.writableEnded) await once(res, "drain", { signal });
       }
       if (ended === undefined && pump.failure !== undefined) throw pump.failure;
     } catch (error) {
@@ -341,9 +354,9 @@ class ModelCallRun {
     }
     if (ended !== undefined && !res.writableEnded) res.write(this.api.streamError(ended.kind, ended.message, ended.kind === "budget" ? "tokens" : undefined));
     // Settled before the stream ends, so the caller that sees its end sees the final charge. A
-    // stream cut at the budget is held to what it forwarded (all charged already); any other
-    // end settles to what the provider reported.
-    const forwarded = ended?.kind === "budget" ? { input: this.promptTokens, output: this.charged - this.promptTokens } : undefined;
+    // stream cut at the budget is held to what it forwarded (and gets back what it reserved);
+    // any other end settles to what the provider reported.
+    const forwarded = ended?.kind === "budget" ? { input: this.promptTokens, output: estimateTokens(this.textLength) } : undefined;
     await this.settle(forwarded, ended?.decision);
     res.end();
   }
@@ -355,7 +368,7 @@ class ModelCallRun {
    */
   private async settle(used?: Usage, decision?: AuditDecisionInit): Promise<void> {
     const reported = this.reported.input !== undefined && this.reported.output !== undefined;
-    const usage: Usage = used ?? { input: this.reported.input ?? this.promptTokens, output: this.reported.output ?? this.outputEstimate };
+    const usage: Usage = used ?? { input: this.reported.input ?? this.promptTokens, output: this.reported.output ?? estimateTokens(this.textLength) };
     const total = usage.input + usage.output;
     const audit = this.auditOf(usage, used === undefined ? !reported : used.input + used.output > 0n, decision);
     try {
@@ -373,13 +386,4 @@ class ModelCallRun {
       if (audit !== undefined) await this.deps.store.appendAudit(audit);
     }
   }
-}
-
-/** The text of a whole OpenAI or Anthropic response, for an estimate when it reports no usage. */
-function textOfChoices(body: unknown): string {
-  if (typeof body !== "object" || body === null) return "";
-  const json = body as Json;
-  if (Array.isArray(json.choices)) return json.choices.map((c) => String((c as { message?: { content?: unknown } }).message?.content ?? "")).join("");
-  if (Array.isArray(json.content)) return json.content.map((c) => String((c as { text?: unknown }).text ?? "")).join("");
-  return "";
 }

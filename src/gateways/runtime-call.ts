@@ -18,7 +18,7 @@ import type { Authority, Principal } from "../governance/authority.js";
 import { decideCall, type CallDecisionDeps } from "../governance/call-decision.js";
 import { attemptSubject } from "../governance/execution-credentials.js";
 import type { Destination, ToolCallFacts } from "../governance/policy/policy-input.js";
-import { charge, costOf, type Charge } from "../governance/runtime-charging.js";
+import { charge, costOf, reservableTokens, type Charge } from "../governance/runtime-charging.js";
 import { operationNotFound } from "../lifecycle/errors.js";
 import { chargeOperation } from "../lifecycle/operation-charging.js";
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
@@ -176,6 +176,30 @@ export async function settleCall(
   const charged = await chargeOperation(deps, operation.name, (current) => charge(limit, current.usage, more, less), always, audit, onceKey);
   if (charged.outcome === undefined) throw notRunning(operation.name);
   return { operation: charged.operation, outcome: charged.outcome };
+}
+
+/**
+ * Charges `need` more tokens to a call already admitted, and up to `ahead` besides as a
+ * reservation (reservableTokens: only below the budget's warning line), in one store commit;
+ * the call settles what it reserved but did not use (settleCall). Answers the tokens charged, or
+ * undefined when `need` itself would exhaust the budget: then nothing is charged and the task is
+ * ended, as with settleCall.
+ */
+export async function chargeTokensAhead(deps: RuntimeCallDeps, operation: Operation, need: bigint, ahead: bigint): Promise<bigint | undefined> {
+  const limit = operation.requestedBudget ?? create(BudgetSchema);
+  let tokens = need;
+  const charged = await chargeOperation(
+    deps,
+    operation.name,
+    (current) => {
+      tokens = need + reservableTokens(limit.tokens, current.usage?.tokens ?? 0n, need, ahead);
+      return charge(limit, current.usage, create(BudgetSchema, { tokens }));
+    },
+    false,
+    undefined,
+  );
+  if (charged.outcome === undefined) throw notRunning(operation.name);
+  return charged.outcome.kind === "exhausted" ? undefined : tokens;
 }
 
 /**

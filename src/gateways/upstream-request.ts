@@ -10,7 +10,7 @@ export interface UpstreamAnswer {
   ok: boolean;
   contentType: string | undefined;
   body: Readable;
-  text(): Promise<string>;
+  bytes(): Promise<Buffer>;
 }
 
 export function postUpstream(url: string, headers: Record<string, string>, body: string, signal: AbortSignal): Promise<UpstreamAnswer> {
@@ -24,10 +24,10 @@ export function postUpstream(url: string, headers: Record<string, string>, body:
         ok: status >= 200 && status < 300,
         contentType: response.headers["content-type"],
         body: response,
-        async text() {
+        async bytes() {
           const chunks: Buffer[] = [];
           for await (const chunk of response) chunks.push(chunk as Buffer);
-          return Buffer.concat(chunks).toString("utf8");
+          return Buffer.concat(chunks);
         },
       });
     });

@@ -36,6 +36,19 @@ export function charge(limit: Budget, usage: Budget | undefined, add: Budget, re
 }
 
 /**
+ * How many of `ahead` tokens a call that needs `need` more may take besides, as a reservation
+ * for what it will use next (a stream): as many as keep the tokens used below the 80 % warning
+ * line of `limit`. Near the end of a budget calls are so charged
+ * exactly what they need, no call is refused for another's reservation there, and no warning is
+ * given for tokens only reserved.
+ */
+export function reservableTokens(limit: bigint, used: bigint, need: bigint, ahead: bigint): bigint {
+  // The most that stays below the line: next * 100 < limit * WARNING_PERCENT.
+  const below = (limit * WARNING_PERCENT + 99n) / 100n - 1n - used - need;
+  return below <= 0n ? 0n : below < ahead ? below : ahead;
+}
+
+/**
  * The stop cause's message for an exhausting charge. When the usage was recorded all the same
  * (a report of what was already used) it went past the budget: the message says by how much,
  * and that only the budget is charged to the accounts above the operation (settledHolding).

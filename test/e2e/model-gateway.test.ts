@@ -84,6 +84,18 @@ const streamed = (model = "gpt-test") => ({ ...chat(model), stream: true as cons
 
 const openaiOf = (exec: RunningExecution) => new OpenAI({ baseURL: `${server.url}/v1`, apiKey: exec.token, maxRetries: 0 });
 
+/** Runs `body` while the provider answers `words` words, a millisecond apart (so a stream is many reads). */
+async function withSlowProvider(words: number, body: () => Promise<void>): Promise<void> {
+  provider.options.words = words;
+  provider.options.delayMs = 1;
+  try {
+    await body();
+  } finally {
+    provider.options.words = WORDS;
+    provider.options.delayMs = 0;
+  }
+}
+
 async function usageOf(name: string) {
   const { operation } = await root.operations.getOperation({ name });
   return operation!;
@@ -320,6 +332,19 @@ describe("budgets under concurrency", () => {
     } finally {
       provider.options.delayMs = 0;
     }
+  });
+
+  it("reserves tokens ahead of a stream only below the budget's warning line: a stream that ends under it is neither cut nor warned", async () => {
+    const words = 60;
+    const exec = await start({ tokens: 100n });
+    let text = "";
+    await withSlowProvider(words, async () => {
+      for await (const chunk of await openaiOf(exec).chat.completions.create(streamed("gpt-test"))) text += chunk.choices[0]?.delta?.content ?? "";
+    });
+    expect(text).toBe("tok ".repeat(words));
+    const { events, operation } = await cancelAndWait(root.operations, exec.operation.name);
+    expect(operation.usage?.tokens).toBe(BigInt(PROMPT_TOKENS + words));
+    expect(events.filter((e) => e.attributes.case === "progress" && e.attributes.value.budgetWarnings.length > 0)).toHaveLength(0);
   });
 
   it("cuts a stream at the tokens budget with the API's error event and ends the task budget-exhausted", async () => {

@@ -9,7 +9,15 @@ import { BudgetDimension, BudgetSchema, type Budget } from "../../src/gen/agentm
 import { CallKind, RuntimeCallSchema } from "../../src/gen/agentmachine/v1/runtime_pb.js";
 import { budgetDimensions, type BudgetDimensionName } from "../../src/model/budget-dimensions.js";
 import { MAX_AMOUNT } from "../../src/model/budget-math.js";
-import { charge, chargedDimensions, costOf, dimensionEnum, exhaustionMessage, remainingAfter } from "../../src/governance/runtime-charging.js";
+import {
+  charge,
+  chargedDimensions,
+  costOf,
+  dimensionEnum,
+  exhaustionMessage,
+  remainingAfter,
+  reservableTokens,
+} from "../../src/governance/runtime-charging.js";
 
 const amount = (max: bigint) => fc.bigInt({ min: 0n, max });
 const budgetOf = (max: bigint): fc.Arbitrary<Budget> =>
@@ -186,5 +194,27 @@ describe("dimensionEnum and remainingAfter", () => {
         for (const d of budgetDimensions) expect(remaining[d]).toBe(limit[d] > usage[d] ? limit[d] - usage[d] : 0n);
       }),
     );
+  });
+});
+
+describe("reservableTokens", () => {
+  it("reserves at most what was asked, never so much that the call's charge crosses the 80 % line, and all of it when it fits", () => {
+    fc.assert(
+      fc.property(amount(10_000n), amount(12_000n), amount(500n), amount(5000n), (limit, used, need, ahead) => {
+        const reserved = reservableTokens(limit, used, need, ahead);
+        expect(reserved >= 0n && reserved <= ahead).toBe(true);
+        const next = used + need + reserved;
+        if (reserved > 0n) expect(next * 5n < limit * 4n).toBe(true);
+        if (reserved < ahead) expect((next + 1n) * 5n >= limit * 4n).toBe(true);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("reserves nothing from a zero budget or once the line is reached", () => {
+    expect(reservableTokens(0n, 0n, 0n, 10n)).toBe(0n);
+    expect(reservableTokens(1000n, 700n, 0n, 500n)).toBe(99n);
+    expect(reservableTokens(1000n, 700n, 99n, 500n)).toBe(0n);
+    expect(reservableTokens(1000n, 900n, 1n, 500n)).toBe(0n);
   });
 });
