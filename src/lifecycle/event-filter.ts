@@ -52,17 +52,18 @@ export function matchesEventFilter(filter: EventFilter | undefined, stored: Stor
 }
 
 /**
- * The index key the EventHub files a WatchEvents subscriber under: its filter's operations, else
- * the profiles it may see (the filter's profile, else `visibleProfiles`, the caller's scope when
- * that is a list — an empty list files the subscriber under nothing, so no live event ever wakes
- * it), else its operation types, else its event types; undefined when it has none of these.
+ * The index key the EventHub files a WatchEvents subscriber under, taken from the same reading of
+ * its filter as the store query's (eventSelection): its operations, else the profiles it may see
+ * (the filter's profile, else the caller's scope when that is a list — an empty list files the
+ * subscriber under nothing, so no live event ever wakes it), else its operation types, else its
+ * event types; undefined when it has none of these.
  */
 export function eventFilterIndex(filter: EventFilter | undefined, visibleProfiles: readonly string[] | undefined): IndexKeys | undefined {
-  if (filter !== undefined && filter.operations.length > 0) return { by: "operation", values: filter.operations };
-  if (filter !== undefined && filter.profile !== "") return { by: "profile", values: [filter.profile] };
-  if (visibleProfiles !== undefined) return { by: "profile", values: visibleProfiles };
-  if (filter !== undefined && filter.operationTypes.length > 0) return { by: "operationType", values: filter.operationTypes };
-  if (filter !== undefined && filter.types.length > 0) return { by: "type", values: filter.types };
+  const { operations, profiles, operationTypes, types } = eventSelection(filter, visibleProfiles);
+  if (operations !== undefined) return { by: "operation", values: operations };
+  if (profiles !== undefined) return { by: "profile", values: profiles };
+  if (operationTypes !== undefined) return { by: "operationType", values: operationTypes };
+  if (types !== undefined) return { by: "type", values: types };
   return undefined;
 }
 
