@@ -150,6 +150,30 @@ export async function expectLegacyRow(store: OperationStore, old: Operation, req
 }
 
 /**
+ * What a store's history pages must do with event rows written before the event_type and state
+ * columns (NULL there): `nullify` makes every row such a row. A page filtered by type or state
+ * selects them as "maybe" (the reader filters the decoded events exactly); the other filters,
+ * whose columns were always written, still apply in the query.
+ */
+export async function expectLegacyEventsSelectedAsMaybe(store: OperationStore, nullify: () => Promise<void>): Promise<void> {
+  const mine = operation({ profile: "profiles/legacy-a" });
+  const other = operation({ profile: "profiles/legacy-b" });
+  for (const op of [mine, other]) {
+    await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
+    for (const [type, state] of EVENT_STEPS)
+      await store.updateOperation({ operation: op, expectedState: TaskState.QUEUED, event: event(op.name, type, state) });
+  }
+  await nullify();
+  const { latest } = await store.eventBounds();
+  const page = (selection: EventSelection) => store.readEventPage({ ...selection, after: 0n, through: latest, limit: 100 });
+  const all = await store.readEvents(0n, 100);
+  expect(all).toHaveLength(2 * EVENT_STEPS.length);
+  expect((await page({ types: [EventType.COMPLETE] })).events).toEqual(all);
+  expect((await page({ states: [TaskState.COMPLETED] })).events).toEqual(all);
+  expect((await page({ types: [EventType.COMPLETE], profiles: [mine.profile] })).events).toEqual(all.filter((stored) => stored.profile === mine.profile));
+}
+
+/**
  * `message` as a version before 0.x wrote it: with `value` in field 1, where StopCause.reason and
  * PolicyDecision.gate were strings (now enums under other numbers). Encoded, it is byte for byte
  * what that version stored.

@@ -9,7 +9,7 @@ import { OperationSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { migrations } from "../../src/store/postgres/migrations.js";
 import { PostgresStore } from "../../src/store/postgres/postgres-store.js";
 import { clusterForFile } from "../helpers/cluster-for-file.js";
-import { auditDraft, expectLegacyRow, expectWholeChain, operation, SCOPE, storeConformance } from "./conformance.js";
+import { auditDraft, expectLegacyEventsSelectedAsMaybe, expectLegacyRow, expectWholeChain, operation, SCOPE, storeConformance } from "./conformance.js";
 
 const { database } = clusterForFile();
 
@@ -64,6 +64,20 @@ it("upgrades a database whose request ids were unique across the store: its rows
   const store = await PostgresStore.open(url);
   try {
     await expectLegacyRow(store, old, "before");
+  } finally {
+    await store.close();
+  }
+});
+
+it("selects event rows written before the type and state columns as maybe in a typed page", async () => {
+  const url = await database("legacy_events");
+  const store = await PostgresStore.open(url);
+  try {
+    await expectLegacyEventsSelectedAsMaybe(store, async () => {
+      const client = new pg.Client(url);
+      await client.connect();
+      await client.query("UPDATE events SET event_type = NULL, state = NULL").finally(() => client.end());
+    });
   } finally {
     await store.close();
   }

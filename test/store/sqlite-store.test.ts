@@ -7,7 +7,7 @@ import { OperationSchema } from "../../src/gen/agentmachine/v1/operation_pb.js";
 import { migrations } from "../../src/store/sqlite/migrations.js";
 import { SQLITE_FILE, SqliteStore } from "../../src/store/sqlite/sqlite-store.js";
 import { tempDir } from "../helpers/server.js";
-import { expectLegacyRow, operation, storeConformance } from "./conformance.js";
+import { expectLegacyEventsSelectedAsMaybe, expectLegacyRow, operation, storeConformance } from "./conformance.js";
 
 storeConformance("SQLite", async () => {
   const dir = tempDir("amctl-sqlite-");
@@ -38,6 +38,20 @@ it("upgrades a file whose request ids were unique across the store: its rows kee
   const store = new SqliteStore(dir);
   try {
     await expectLegacyRow(store, old, "before");
+  } finally {
+    await store.close();
+  }
+});
+
+it("selects event rows written before the type and state columns as maybe in a typed page", async () => {
+  const dir = tempDir("amctl-sqlite-");
+  const store = new SqliteStore(dir);
+  try {
+    await expectLegacyEventsSelectedAsMaybe(store, async () => {
+      const db = new Database(join(dir, SQLITE_FILE));
+      db.exec("UPDATE events SET event_type = NULL, state = NULL");
+      db.close();
+    });
   } finally {
     await store.close();
   }
