@@ -2,9 +2,8 @@
 // is being committed, the stream keeps arriving, so the next step takes all that came in
 // meanwhile — one run of whole events, the bytes as the provider sent them (stream-scan.ts). A
 // provider writes each event on its own (an HTTP chunk each, tens of thousands per completion),
-// so nothing here is done per chunk but keep it: the chunks of a turn of the event loop are
-// joined and cut at the last event boundary once, when the gateway takes them
-// (bench/model-gateway.ts). It reads no further than READ_AHEAD_BYTES ahead of the gateway, so a
+// so nothing here is done per chunk but keep it: the chunks read since the gateway's last step
+// are joined and cut at the last event boundary once, when it takes them (bench/model-gateway.ts). It reads no further than READ_AHEAD_BYTES ahead of the gateway, so a
 // caller slower than the provider holds the provider back rather than filling the server's memory.
 import { finished, type Readable } from "node:stream";
 import { EventRuns, type Framing } from "./stream-scan.js";
