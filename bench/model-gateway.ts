@@ -4,7 +4,10 @@
 // `env:AMCTL_PROVIDER_…` reference), alternately, in one run:
 //
 //   throughput  one streamed completion of STREAM_WORDS tokens at a time: tokens/s received
-//               by the client each way, and the ratio gateway / direct (goal ≥ 0.9)
+//               by the client each way, and the ratio gateway / direct (goal ≥ 0.9); and the
+//               server's CPU time per streamed completion, which the machine's load moves less
+//               than the rates (each a median of STREAM_ROUNDS rounds, since on a shared machine
+//               one stream's rate can halve from one second to the next)
 //   latency     one small whole completion at a time: p50 and p99 each way, and what the
 //               gateway adds (authentication, the decision, two store commits — the charge at
 //               the request and the settlement with the audit record — and the extra hop)
@@ -18,7 +21,7 @@ import { startStandInProvider } from "../test/helpers/stand-in-provider.js";
 import { SubmitOperationRequestSchema } from "../src/gen/agentmachine/v1/operation_service_pb.js";
 import { cancelExecution, startExecution } from "./executions.js";
 import { fixed, ms, type SectionReport } from "./format.js";
-import { startServerProcess, stopServerProcess } from "./processes.js";
+import { cpuSeconds, startServerProcess, stopServerProcess } from "./processes.js";
 import { completeOperation, createBenchProfile, operationsClient, requestIds } from "./records.js";
 import { percentile, ratio } from "./stats.js";
 
@@ -26,7 +29,7 @@ const KEY_VAR = "AMCTL_PROVIDER_BENCH_KEY";
 /** An OpenAI-compatible local runtime the default local_model_provider bundle allows. */
 const PROVIDER = "vllm";
 const STREAM_WORDS = 40_000;
-const STREAM_ROUNDS = 4;
+const STREAM_ROUNDS = 12;
 const LATENCY_SAMPLES = 200;
 const SMALL_WORDS = 5;
 
@@ -106,20 +109,28 @@ export async function modelGatewayBenchmark(): Promise<SectionReport> {
         await streamOnce(direct);
         await streamOnce(gateway);
         const rates = { direct: [] as number[], gateway: [] as number[] };
+        let serverCpuSeconds = 0;
         for (let round = 0; round < STREAM_ROUNDS; round += 1) {
-          for (const [name, target] of [
+          // Both ways each round, which goes first taking turns, so neither is always the one
+          // that runs right after the other.
+          const ways = [
             ["direct", direct],
             ["gateway", gateway],
-          ] as const) {
+          ] as const;
+          for (const [name, target] of round % 2 === 0 ? ways : [...ways].reverse()) {
+            const cpuBefore = cpuSeconds(server.pid);
             const { tokens, seconds } = await streamOnce(target);
+            if (name === "gateway") serverCpuSeconds += cpuSeconds(server.pid) - cpuBefore;
             rates[name].push(tokens / seconds);
           }
         }
+        const serverCpuMsPerStream = (serverCpuSeconds * 1000) / STREAM_ROUNDS;
         provider.options.words = SMALL_WORDS;
         const latencies = { direct: [] as number[], gateway: [] as number[] };
         for (let i = 0; i < LATENCY_SAMPLES; i += 1) {
+          if (i % 2 === 1) latencies.gateway.push(await callOnce(gateway));
           latencies.direct.push(await callOnce(direct));
-          latencies.gateway.push(await callOnce(gateway));
+          if (i % 2 === 0) latencies.gateway.push(await callOnce(gateway));
         }
         const tokensPerSecond = { direct: percentile(rates.direct, 50), gateway: percentile(rates.gateway, 50) };
         const p = (name: "direct" | "gateway", q: number) => percentile(latencies[name], q);
@@ -128,16 +139,18 @@ export async function modelGatewayBenchmark(): Promise<SectionReport> {
         return {
           name: "model-gateway",
           lines: [
-            `streamed completions of ${STREAM_WORDS} tokens, ${STREAM_ROUNDS} rounds each way (median tokens/s); ${LATENCY_SAMPLES} small whole completions each way, one at a time`,
+            `streamed completions of ${STREAM_WORDS} tokens, ${STREAM_ROUNDS} rounds each way, alternating (median tokens/s); ${LATENCY_SAMPLES} small whole completions each way, one at a time`,
             `  direct    ${fixed(tokensPerSecond.direct, 0)} tokens/s   p50 ${ms(p("direct", 50))} ms   p99 ${ms(p("direct", 99))} ms`,
             `  gateway   ${fixed(tokensPerSecond.gateway, 0)} tokens/s   p50 ${ms(p("gateway", 50))} ms   p99 ${ms(p("gateway", 99))} ms`,
             `  throughput ratio gateway / direct: ${fixed(throughputRatio)} (goal ≥ 0.9)`,
+            `  server CPU per streamed completion through the gateway: ${ms(serverCpuMsPerStream)} ms`,
             `  latency the gateway adds per call: p50 ${ms(added.p50Ms)} ms, p99 ${ms(added.p99Ms)} ms`,
           ],
           data: {
             streamWords: STREAM_WORDS,
             tokensPerSecond,
             throughputRatio,
+            serverCpuMsPerStream,
             latencyMs: { direct: { p50: p("direct", 50), p99: p("direct", 99) }, gateway: { p50: p("gateway", 50), p99: p("gateway", 99) } },
             addedMs: added,
           },

@@ -99,6 +99,8 @@ export async function startServerProcess(options: ServerOptions = {}): Promise<B
     spawn(
       process.execPath,
       [
+        // Node's own flags for the server, to profile it (`--cpu-prof`, which NODE_OPTIONS refuses).
+        ...(process.env.BENCH_SERVER_NODE_FLAGS?.split(" ").filter(Boolean) ?? []),
         ...(options.withoutAudit ? ["--import", "tsx", join(repoRoot, "bench/serve-without-audit.ts")] : [join(repoRoot, "bin/amctl.mjs")]),
         "serve",
         "--listen",

@@ -315,16 +315,13 @@ class ModelCallRun {
     const pump = new EventPump(answer.body, framing);
     let ended: { kind: ErrorKind; message: string; decision: AuditDecisionInit } | undefined;
     try {
-      for (let runs = await pump.next(); runs !== undefined; runs = await pump.next()) {
+      for (let run = await pump.next(); run !== undefined; run = await pump.next()) {
         // All that arrived while the last was charged and forwarded, charged before any of it
         // is forwarded. A charge reserves ahead twice what the stream will have forwarded (up to
         // MAX_TOKENS_AHEAD, and only below the budget's warning line: chargeTokensAhead), so a
         // long stream costs a few store commits, not one per read, and never overspends.
-        let length = this.textLength;
-        for (const run of runs) {
-          length += textLength(run, textKeys);
-          for (const event of eventsWith(run, usageKey, framing)) this.reported = { ...this.reported, ...this.api.eventUsage(event) };
-        }
+        const length = this.textLength + textLength(run, textKeys);
+        for (const event of eventsWith(run, usageKey, framing)) this.reported = { ...this.reported, ...this.api.eventUsage(event) };
         const need = this.promptTokens + estimateTokens(length) - this.charged;
         if (need > 0n) {
           const ahead = 2n * estimateTokens(length);
@@ -340,7 +337,7 @@ class ModelCallRun {
           this.charged += charged;
         }
         this.textLength = length;
-        const drained = res.write(runs.length === 1 ? runs[0]! : Buffer.concat(runs));
+        const drained = res.write(run);
         // A caller slower than the provider holds the provider back rather than the server's memory.
         if (!drained && !res.writableEnded) await once(res, "drain", { signal });
       }

@@ -86,6 +86,12 @@ describe("the stream scan", () => {
     expect(runs.end()).toBeUndefined();
   });
 
+  it("finds a key only with its opening quote, at the very start of a run too", () => {
+    expect(textLength(Buffer.from('"content":"ab"'), ['"content"'])).toBe(2);
+    expect(textLength(Buffer.from('{"subcontent":"ab","xcontent" : "c","content":"d"}'), ['"content"'])).toBe(1);
+    expect(eventsWith(Buffer.from('{"myusage":{"a":1}}\n{"usage":{"b":2}}\n'), '"usage"', "ndjson")).toEqual([{ usage: { b: 2 } }]);
+  });
+
   it("counts escapes and characters outside the BMP as JavaScript does, and skips keys whose value is not a string", () => {
     const text = 'a\n\u00e9\ud83d\ude00"\\\u0001';
     const json = Buffer.from(JSON.stringify({ content: text, other: { content: null }, list: [{ content: ["x"] }] }));
