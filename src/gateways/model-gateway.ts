@@ -180,6 +180,7 @@ export function modelGateway(deps: ModelGatewayDeps) {
       const call = create(RuntimeCallSchema, { kind: CallKind.MODEL, modelProvider: binding.provider, model, estimatedTokens: promptTokens });
       const who = principal;
       const admission = await admitCall(deps, principal, operation, call, {
+        reserveTokens: stream ? FIRST_TOKENS_AHEAD : 0n,
         audit: (decision) =>
           decision.allowed === true ? undefined : draft(who, operationName, digest, decision, { provider: binding.provider, model, api: api.name, stream }),
       });
@@ -194,16 +195,23 @@ export function modelGateway(deps: ModelGatewayDeps) {
         const value = req.headers[name];
         if (typeof value === "string") headers[name] = value;
       }
-      const run = new ModelCallRun(deps, api, operation, { provider: binding.provider, model, stream }, promptTokens, (usage, estimated, ended) =>
-        draft(who, operationName, digest, ended ?? allowedDecision(admission.decisions), {
-          provider: binding.provider,
-          model,
-          api: api.name,
-          stream,
-          inputTokens: usage.input,
-          outputTokens: usage.output,
-          tokensEstimated: estimated,
-        }),
+      const run = new ModelCallRun(
+        deps,
+        api,
+        operation,
+        { provider: binding.provider, model, stream },
+        promptTokens,
+        admission.reserved,
+        (usage, estimated, ended) =>
+          draft(who, operationName, digest, ended ?? allowedDecision(admission.decisions), {
+            provider: binding.provider,
+            model,
+            api: api.name,
+            stream,
+            inputTokens: usage.input,
+            outputTokens: usage.output,
+            tokensEstimated: estimated,
+          }),
       );
       await run.run(res, `${binding.endpoint.replace(/\/+$/, "")}${upstreamPath}`, headers, api.upstreamBody(body, model, stream), principal);
     } catch (error) {
@@ -243,12 +251,17 @@ export function modelGateway(deps: ModelGatewayDeps) {
 
 type AuditOf = (usage: Usage, estimated: boolean, decision?: AuditDecisionInit) => AuditDraft | undefined;
 
+/**
+ * What a stream reserves at its admission, in tokens, in the commit that charges the call: a
+ * stream shorter than this (most chat answers) charges nothing more until it settles.
+ */
+const FIRST_TOKENS_AHEAD = 4_096n;
 /** The most a stream reserves ahead at once, in tokens (it reserves twice what it will have forwarded, up to this). */
 const MAX_TOKENS_AHEAD = 65_536n;
 
 /** One admitted call in flight: forwards it, charges its tokens as they come, settles and audits it. */
 class ModelCallRun {
-  /** Tokens charged so far: the prompt's estimate, then what a stream forwarded and reserved ahead. */
+  /** Tokens charged so far: the prompt's estimate and what the admission reserved, then what a stream forwarded and reserved ahead. */
   private charged: bigint;
   /** The length of the generated text forwarded, for the output's estimate. */
   private textLength = 0;
@@ -260,9 +273,10 @@ class ModelCallRun {
     private operation: Operation,
     private readonly what: { provider: string; model: string; stream: boolean },
     private readonly promptTokens: bigint,
+    reserved: bigint,
     private readonly auditOf: AuditOf,
   ) {
-    this.charged = promptTokens;
+    this.charged = promptTokens + reserved;
   }
 
   async run(res: Response, url: string, headers: Record<string, string>, body: Json, principal: Principal): Promise<void> {

@@ -24,6 +24,7 @@ import { chargeOperation } from "../lifecycle/operation-charging.js";
 import type { OperationRunner } from "../lifecycle/operation-runner.js";
 import type { AuditDraft } from "../model/audit-chain.js";
 import type { BudgetDimensionName } from "../model/budget-dimensions.js";
+import { addBudgets } from "../model/budget-math.js";
 import type { StoreAccounts, StoreAudit, StoreOperations } from "../store/store.js";
 
 export interface RuntimeCallDeps extends CallDecisionDeps {
@@ -93,7 +94,7 @@ export async function attemptOfToken(authority: Pick<Authority, "authenticate">,
 }
 
 export type CallAdmission =
-  | { allowed: true; operation: Operation; decisions: PolicyDecision[] }
+  | { allowed: true; operation: Operation; decisions: PolicyDecision[] /** Tokens reserved besides the cost (CallOptions.reserveTokens). */; reserved: bigint }
   | { allowed: false; operation: Operation; decisions: PolicyDecision[]; denial: ConnectError; exhausted?: BudgetDimensionName };
 
 export interface CallOptions {
@@ -115,6 +116,12 @@ export interface CallOptions {
   uncarried?: ConnectError;
   /** What the call is charged up front; by default costOf(call). */
   cost?: Budget;
+  /**
+   * Tokens to reserve besides the cost, in the same commit, as much of them as stays below the
+   * budget's warning line (reservableTokens): a stream then charges nothing more until it has
+   * forwarded that many, and settles what it did not use (settleCall).
+   */
+  reserveTokens?: bigint;
 }
 
 /** Decides `call` of the running `operation` and, when allowed, charges it. */
@@ -136,10 +143,14 @@ export async function admitCall(
   if (denial !== undefined) return refuse({ allowed: false, operation, decisions: verdict.decisions, denial });
   const limit = operation.requestedBudget ?? create(BudgetSchema);
   const cost = options.cost ?? costOf(call);
+  let reserved = 0n;
   const charged = await chargeOperation(
     deps,
     operation.name,
-    (current) => charge(limit, current.usage, cost),
+    (current) => {
+      reserved = reservableTokens(limit.tokens, current.usage?.tokens ?? 0n, cost.tokens, options.reserveTokens ?? 0n);
+      return charge(limit, current.usage, addBudgets(cost, create(BudgetSchema, { tokens: reserved })));
+    },
     false,
     options.audit?.(allowedDecision(verdict.decisions)),
   );
@@ -154,7 +165,7 @@ export async function admitCall(
       exhausted: dimension,
     });
   }
-  return { allowed: true, operation: charged.operation, decisions: verdict.decisions };
+  return { allowed: true, operation: charged.operation, decisions: verdict.decisions, reserved };
 }
 
 /**

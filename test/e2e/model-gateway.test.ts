@@ -347,6 +347,21 @@ describe("budgets under concurrency", () => {
     expect(events.filter((e) => e.attributes.case === "progress" && e.attributes.value.budgetWarnings.length > 0)).toHaveLength(0);
   });
 
+  it("reserves a stream's first tokens in its admission's commit, and settles to the reported usage", async () => {
+    const words = 50;
+    const exec = await start();
+    let midStream: bigint | undefined;
+    await withSlowProvider(words, async () => {
+      for await (const chunk of await openaiOf(exec).chat.completions.create(streamed("gpt-test"))) {
+        if (chunk.choices[0]?.delta?.content && midStream === undefined) midStream = (await usageOf(exec.operation.name)).usage?.tokens;
+      }
+    });
+    // The prompt's estimate (one token for "hi") and 4,096 ahead, not a charge per read.
+    expect(midStream).toBe(1n + 4_096n);
+    const { operation } = await cancelAndWait(root.operations, exec.operation.name);
+    expect(operation.usage).toMatchObject({ modelCalls: 1n, tokens: BigInt(PROMPT_TOKENS + words) });
+  });
+
   it("cuts a stream at the tokens budget with the API's error event and ends the task budget-exhausted", async () => {
     provider.options.words = 200;
     provider.options.delayMs = 2;
