@@ -17,6 +17,8 @@
 //   status (with google.rpc details) put in the trailers by connect's setTrailerStatus. An event
 //   response in binary without compression is one frame made once per event and written to
 //   every stream that sends it (src/services/encoded-events.ts): the same bytes, built once.
+//   Such a call gets a FrameSink (src/call/frame-sink.ts) through which the event hub writes
+//   live events' frames straight to the stream while the call's generators sleep.
 //
 // gRPC-Web and the Connect protocol, and gRPC over HTTP/1.1, go through the router as before.
 // test/e2e/lean-watch.test.ts checks that both paths answer byte for byte the same.
@@ -56,6 +58,7 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { AuditService } from "../gen/agentmachine/v1/audit_service_pb.js";
 import { OperationService } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { sharedFrame as sharedEventFrame } from "../services/encoded-events.js";
+import { frameSinkKey } from "../call/frame-sink.js";
 
 /**
  * The frame an event response shares with every stream (src/services/encoded-events.ts), when
@@ -65,6 +68,15 @@ function sharedFrame(message: object, writeMaxBytes: number): Uint8Array | undef
   const frame = sharedEventFrame(message);
   return frame !== undefined && frame.byteLength - 5 <= writeMaxBytes ? frame : undefined;
 }
+
+/**
+ * Bytes a stream may hold unsent before the hub stops writing live events to it directly (then
+ * its subscription sends them once the stream drains, and cuts off a client that stopped
+ * reading). Above the stream's high-water mark (16 KiB), so that a burst of events goes to a
+ * client that is reading as fast as its share of the machine allows without falling back; about
+ * what the event hub's tail buffer holds of a subscriber (1,024 events). The frames are shared.
+ */
+const DIRECT_WRITE_BYTES = 128 * 1024;
 
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
 
@@ -174,6 +186,23 @@ function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchO
     const writeHead = (): void => {
       if (!res.headersSent) res.writeHead(200, nodeHeaders(context.responseHeader));
     };
+    if (type.binary && !compression.response) {
+      // Live events' shared frames, written by the event hub while the call's generators sleep
+      // (src/lifecycle/subscription.ts): the bytes this loop would write for them.
+      context.values.set(frameSinkKey, {
+        write(frames) {
+          if (res.stream.closed || frames.some((frame) => frame.byteLength - 5 > opt.writeMaxBytes)) return false;
+          writeHead();
+          // Corked: one write of the frames as they are (shared by every stream), not copies.
+          res.stream.cork();
+          for (const frame of frames) res.write(frame);
+          res.stream.uncork();
+          return true;
+        },
+        writable: () => !res.stream.closed && res.stream.writableLength < DIRECT_WRITE_BYTES,
+        drained: () => (res.stream.closed || !res.stream.writableNeedDrain ? Promise.resolve() : writable(res)),
+      });
+    }
     try {
       for (let next = await output.next(); next.done !== true; next = await output.next()) {
         const frame = (type.binary && !compression.response && sharedFrame(next.value, opt.writeMaxBytes)) || (await framed(next.value));
