@@ -123,6 +123,36 @@ function writable(res: http2.Http2ServerResponse): Promise<void> {
   });
 }
 
+/**
+ * `input`, let go of once it has ended: a watch call reads its one request message at its start
+ * and then streams for hours, while everything that reads the body (connect's pipeline of
+ * generators over the HTTP/2 stream) would otherwise stay reachable from the call's input.
+ */
+function releasedWhenRead<T>(input: AsyncIterable<T>): AsyncIterable<T> {
+  let source: AsyncIterator<T> | undefined = input[Symbol.asyncIterator]();
+  const ended: IteratorReturnResult<undefined> = { done: true, value: undefined };
+  const iterator: AsyncIterator<T> = {
+    async next() {
+      if (source === undefined) return ended;
+      try {
+        const result = await source.next();
+        if (result.done === true) source = undefined;
+        return result;
+      } catch (error) {
+        source = undefined;
+        throw error;
+      }
+    },
+    async return() {
+      const reading = source;
+      source = undefined;
+      await reading?.return?.();
+      return ended;
+    },
+  };
+  return { [Symbol.asyncIterator]: () => iterator };
+}
+
 /** The call handler of one watch method. */
 function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchOptions) {
   const opt = validateUniversalHandlerOptions({
@@ -137,7 +167,12 @@ function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchO
   const implementation = (impl as Record<string, (...args: unknown[]) => unknown>)[method.localName]!.bind(impl);
   const spec = createMethodImplSpec(method, implementation as never);
 
-  return async (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): Promise<void> => {
+  /**
+   * The call started: its context and output, as connect makes them. A function of its own so
+   * that nothing of the request's reading (which ends with its one message) outlives it in the
+   * frame of a call that streams for hours.
+   */
+  const start = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
     const uReq = universalRequestFromNodeRequest(req, res, undefined, options.contextValues(req));
     assertByteStreamRequest(uReq);
     const type = parseContentType(uReq.header.get(headerContentType))!;
@@ -175,18 +210,23 @@ function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchO
       transformDecompressEnvelope(compression.request, opt.readMaxBytes),
       transformParseEnvelope(serialization.getI(type.binary)),
     );
-    const output = transformInvokeImplementation(spec, context, opt.interceptors)(input)[Symbol.asyncIterator]();
-    const serializer = serialization.getO(type.binary);
+    const output = transformInvokeImplementation(spec, context, opt.interceptors)(releasedWhenRead(input))[Symbol.asyncIterator]();
+    return { context, output, binary: type.binary, compression: compression.response };
+  };
+
+  return async (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): Promise<void> => {
+    const { context, output, binary, compression } = start(req, res);
+    const serializer = serialization.getO(binary);
     /** A message's frame as connect makes it: serialized (within the size limit), compressed when negotiated, enveloped. */
     const framed = async (message: Parameters<typeof serializer.serialize>[0]): Promise<Uint8Array> => {
       const data = serializer.serialize(message);
-      const envelope = compression.response ? await envelopeCompress({ flags: 0, data }, compression.response, opt.compressMinBytes) : { flags: 0, data };
+      const envelope = compression ? await envelopeCompress({ flags: 0, data }, compression, opt.compressMinBytes) : { flags: 0, data };
       return encodeEnvelope(envelope.flags, envelope.data);
     };
     const writeHead = (): void => {
       if (!res.headersSent) res.writeHead(200, nodeHeaders(context.responseHeader));
     };
-    if (type.binary && !compression.response) {
+    if (binary && !compression) {
       // Live events' shared frames, written by the event hub while the call's generators sleep
       // (src/lifecycle/subscription.ts): the bytes this loop would write for them.
       context.values.set(frameSinkKey, {
@@ -205,7 +245,7 @@ function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchO
     }
     try {
       for (let next = await output.next(); next.done !== true; next = await output.next()) {
-        const frame = (type.binary && !compression.response && sharedFrame(next.value, opt.writeMaxBytes)) || (await framed(next.value));
+        const frame = (binary && !compression && sharedFrame(next.value, opt.writeMaxBytes)) || (await framed(next.value));
         if (res.stream.closed) break;
         writeHead();
         if (!res.write(frame)) await writable(res);
