@@ -86,6 +86,14 @@ class ReplaySocket extends Duplex {
     this.socket.write(chunk, callback);
   }
 
+  // What http2 writes at once (the frames of one flush of its session) goes to the socket as
+  // one write, not chunk by chunk, each waiting for the one before it to complete.
+  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
+    this.socket.cork();
+    chunks.forEach(({ chunk }, index) => this.socket.write(chunk, index === chunks.length - 1 ? callback : undefined));
+    this.socket.uncork();
+  }
+
   override _final(callback: (error?: Error | null) => void): void {
     this.socket.end(callback);
   }
