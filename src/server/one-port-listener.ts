@@ -93,7 +93,7 @@ class ReplaySocket extends Duplex {
   // one write, not chunk by chunk, each waiting for the one before it to complete.
   override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
     this.socket.cork();
-    chunks.forEach(({ chunk }, index) => this.socket.write(chunk, index === chunks.length - 1 ? callback : undefined));
+    for (const [index, { chunk }] of chunks.entries()) this.socket.write(chunk, index === chunks.length - 1 ? callback : undefined);
     this.socket.uncork();
   }
 

@@ -17,7 +17,7 @@ beforeAll(async () => {
     (req, res) => {
       if (req.url !== "/many") return void res.end();
       // Many small writes in one turn of the event loop, as the event hub's fan-out makes them.
-      for (let i = 0; i < CHUNKS; i += 1) res.write(`chunk ${i};`);
+      for (let i = 0; i < CHUNKS; i += 1) (res as http2.Http2ServerResponse).write(`chunk ${i};`);
       res.end();
     },
     {
