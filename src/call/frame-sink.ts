@@ -11,9 +11,11 @@ export interface FrameSink {
    * as any message is).
    */
   write(frames: readonly Uint8Array[]): boolean;
-  /** Whether a write now is taken at once: the stream is open and not waiting for its client to read. */
+  /** Whether a write now is taken at once: the stream is open and holds little unsent. */
   writable(): boolean;
-  /** Resolves when the stream takes writes at once again, or is closed. */
+  /** Whether the stream holds more unsent than its buffer should (its last write returned false). */
+  backedUp(): boolean;
+  /** Resolves when the stream is no longer backed up, or is closed. */
   drained(): Promise<void>;
 }
 

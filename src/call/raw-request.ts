@@ -71,18 +71,22 @@ export class StallGuard {
     this.disconnected?.();
   }
 
-  /** Starts watching what was written so far; returns the function that stops it. */
-  watch(): () => void {
+  /**
+   * Starts watching what was written so far; returns the function that stops it. `written`
+   * counts bytes the stream is given while watched (the event hub's direct writes): bytes that
+   * left are what was written less what is unsent, so more written meanwhile is no progress.
+   */
+  watch(written: () => number = () => 0): () => void {
     const { req } = this;
     let timer: NodeJS.Timeout | undefined;
     // Sampled one period after the watch starts (the transport appends the last item's own
     // bytes right after it is yielded), then compared a period later.
-    let unsentBefore: number | undefined;
+    let leftBefore: number | undefined;
     const check = (): void => {
       const unsent = req === undefined ? 0 : unsentBytes(req);
-      // While watched, the stream adds nothing more, so unsent bytes that did not shrink mean
-      // the transport could not write any of them.
-      if (req !== undefined && unsentBefore !== undefined && unsent > 0 && unsent >= unsentBefore) {
+      const left = written() - unsent;
+      // Unsent bytes of which none left over a period mean the transport could not write any of them.
+      if (req !== undefined && leftBefore !== undefined && unsent > 0 && left <= leftBefore) {
         // A stream cut off is closed at once: connect-node may never resume its generator (its
         // write waits for a 'drain' the closed stream never emits), so `finally` would come too late or not at all.
         this.metrics?.subscriberCutOff(this.method);
@@ -90,7 +94,7 @@ export class StallGuard {
         cutOff(req);
         return;
       }
-      unsentBefore = unsent;
+      leftBefore = left;
       timer = setTimeout(check, this.timeoutMs);
     };
     timer = setTimeout(check, this.timeoutMs);

@@ -240,6 +240,7 @@ function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchO
           return true;
         },
         writable: () => !res.stream.closed && res.stream.writableLength < DIRECT_WRITE_BYTES,
+        backedUp: () => !res.stream.closed && res.stream.writableNeedDrain,
         drained: () => (res.stream.closed || !res.stream.writableNeedDrain ? Promise.resolve() : writable(res)),
       });
     }

@@ -71,23 +71,34 @@ export function withEncodedEvent<Desc extends DescMessage>(schema: Desc, fieldNu
 
 /**
  * Writes events to the call's stream as responses made by withEncodedEvent would be (their
- * shared frames), when the lean gRPC path gives the call a FrameSink; `guard` cuts the stream off
- * while it waits for a client that stopped reading, as it does for yielded messages.
+ * shared frames), when the lean gRPC path gives the call a FrameSink. While the stream is backed
+ * up (as when a yielded message waits for 'drain'), `guard` watches it and cuts off a client that
+ * stopped reading, counting what is written meanwhile.
  */
 export function directDelivery(context: HandlerContext, fieldNumber: number, guard: StallGuard): DirectDelivery | undefined {
   const sink = frameSinkOf(context);
   if (sink === undefined) return undefined;
-  return {
-    deliver: (events) => sink.write(events.map((stored) => frameOf(stored.event, fieldNumber))),
-    writable: () => sink.writable(),
-    async ready() {
-      if (sink.writable()) return;
-      const stop = guard.watch();
-      try {
-        await sink.drained();
-      } finally {
+  let written = 0;
+  let drained: Promise<void> | undefined;
+  const watchUntilDrained = (): Promise<void> => {
+    if (drained === undefined) {
+      const stop = guard.watch(() => written);
+      drained = sink.drained().finally(() => {
         stop();
-      }
+        drained = undefined;
+      });
+    }
+    return drained;
+  };
+  return {
+    deliver(events) {
+      const frames = events.map((stored) => frameOf(stored.event, fieldNumber));
+      if (!sink.write(frames)) return false;
+      for (const frame of frames) written += frame.byteLength;
+      if (sink.backedUp()) void watchUntilDrained();
+      return true;
     },
+    writable: () => sink.writable(),
+    ready: () => (sink.writable() ? Promise.resolve() : watchUntilDrained()),
   };
 }
