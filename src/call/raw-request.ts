@@ -41,57 +41,80 @@ function cutOff(req: RawRequest): void {
 type SubscriberMetrics = Pick<PlaneMetrics, "subscriberConnected" | "subscriberCutOff">;
 
 /**
- * Passes items through, cutting the stream off when one item has not been taken by the
- * transport for about twice `timeoutMs` while written bytes sit unread and none of them left
- * for `timeoutMs` — the client stopped reading and its flow-control window is full. A server that is
- * merely busy (nothing unsent, or unsent bytes that are draining) is given more time. The
- * subscriber then resumes from the last sequence it received.
+ * One watch stream's guard against a client that stopped reading: while the stream waits for
+ * its transport to take what was written (watch), it is cut off when about twice `timeoutMs`
+ * pass while written bytes sit unread and none of them left for `timeoutMs` — the client
+ * stopped reading and its flow-control window is full. A server that is merely busy (nothing
+ * unsent, or unsent bytes that are draining) is given more time. The subscriber then resumes
+ * from the last sequence it received.
  */
-export async function* cutOffWhenStalled<T>(
-  items: AsyncIterable<T>,
-  timeoutMs: number,
-  context: HandlerContext,
-  metrics?: SubscriberMetrics,
-): AsyncGenerator<T> {
-  const req = context.values.get(rawRequestKey);
-  const method = context.method.name;
-  const disconnected = metrics?.subscriberConnected(method);
-  // A stream cut off is closed at once: connect-node may never resume this generator (its write
-  // waits for a 'drain' the closed stream never emits), so `finally` would come too late or not at all.
-  const cuttingOff = (): void => {
-    metrics?.subscriberCutOff(method);
-    disconnected?.();
-  };
-  try {
-    yield* passUnlessStalled(items, timeoutMs, req, cuttingOff);
-  } finally {
-    disconnected?.();
-  }
-}
+export class StallGuard {
+  private readonly req: RawRequest | undefined;
+  private readonly method: string;
+  private disconnected: (() => void) | undefined;
 
-async function* passUnlessStalled<T>(items: AsyncIterable<T>, timeoutMs: number, req: RawRequest | undefined, cuttingOff: () => void): AsyncGenerator<T> {
-  for await (const item of items) {
+  constructor(
+    context: HandlerContext,
+    private readonly timeoutMs: number,
+    private readonly metrics?: SubscriberMetrics,
+  ) {
+    this.req = context.values.get(rawRequestKey);
+    this.method = context.method.name;
+  }
+
+  /** The stream is open (counted by the metrics until closed). */
+  opened(): void {
+    this.disconnected = this.metrics?.subscriberConnected(this.method);
+  }
+
+  closed(): void {
+    this.disconnected?.();
+  }
+
+  /**
+   * Starts watching what was written so far; returns the function that stops it. `written`
+   * counts bytes the stream is given while watched (the event hub's direct writes): bytes that
+   * left are what was written less what is unsent, so more written meanwhile is no progress.
+   */
+  watch(written: () => number = () => 0): () => void {
+    const { req } = this;
     let timer: NodeJS.Timeout | undefined;
-    // Sampled one period after the yield (the transport appends the item's own bytes right
-    // after it), then compared a period later.
-    let unsentBefore: number | undefined;
+    // Sampled one period after the watch starts (the transport appends the last item's own
+    // bytes right after it is yielded), then compared a period later.
+    let leftBefore: number | undefined;
     const check = (): void => {
       const unsent = req === undefined ? 0 : unsentBytes(req);
-      // While this generator waits at `yield` it adds nothing more, so unsent bytes that did
-      // not shrink mean the transport could not write any of them.
-      if (req !== undefined && unsentBefore !== undefined && unsent > 0 && unsent >= unsentBefore) {
-        cuttingOff();
+      const left = written() - unsent;
+      // Unsent bytes of which none left over a period mean the transport could not write any of them.
+      if (req !== undefined && leftBefore !== undefined && unsent > 0 && left <= leftBefore) {
+        // A stream cut off is closed at once: connect-node may never resume its generator (its
+        // write waits for a 'drain' the closed stream never emits), so `finally` would come too late or not at all.
+        this.metrics?.subscriberCutOff(this.method);
+        this.closed();
         cutOff(req);
         return;
       }
-      unsentBefore = unsent;
-      timer = setTimeout(check, timeoutMs);
+      leftBefore = left;
+      timer = setTimeout(check, this.timeoutMs);
     };
-    timer = setTimeout(check, timeoutMs);
-    try {
-      yield item;
-    } finally {
-      clearTimeout(timer);
+    timer = setTimeout(check, this.timeoutMs);
+    return () => clearTimeout(timer);
+  }
+}
+
+/** Passes items through, cutting the stream off when one item is not taken in time (StallGuard). */
+export async function* cutOffWhenStalled<T>(items: AsyncIterable<T>, guard: StallGuard): AsyncGenerator<T> {
+  guard.opened();
+  try {
+    for await (const item of items) {
+      const stop = guard.watch();
+      try {
+        yield item;
+      } finally {
+        stop();
+      }
     }
+  } finally {
+    guard.closed();
   }
 }

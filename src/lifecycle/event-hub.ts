@@ -5,7 +5,9 @@
 // files under that event's operation, profile, operation type or event type (plus the
 // unindexed ones), tests their compiled filters, and appends matches to their bounded buffers.
 // A tail whose buffer overflows is dropped back to reading by cursor, so a slow subscriber
-// holds at most its buffer and nothing that the writer waits for.
+// holds at most its buffer and nothing that the writer waits for. While its subscription sleeps
+// with a writer set (subscription.ts), the hub hands a tail's matches of one commit straight to
+// that writer (one write to its stream) instead of waking the subscription for them.
 import type { StoreEvents, StoredEvent } from "../store/store.js";
 import { waitForWakeUp } from "../model/wake-up.js";
 import { type CompiledFilter, type IndexDimension, indexValue } from "./event-filter.js";
@@ -24,6 +26,12 @@ export class Tail {
   buffer: StoredEvent[] = [];
   overflowed = false;
   readonly waiters = new Set<() => void>();
+  /**
+   * Set by the subscription while it sleeps and its stream takes writes at once: takes the
+   * matching events of one commit and returns whether it wrote them. A writer that can take no
+   * more unsets itself; the subscription is woken whenever none is set after a commit.
+   */
+  writer: ((events: StoredEvent[]) => boolean) | undefined;
 
   constructor(
     readonly filter: CompiledFilter,
@@ -123,6 +131,8 @@ export class EventHub {
       }
     }
     for (const tail of woken) {
+      if (!tail.overflowed && tail.writer?.(tail.buffer)) tail.buffer = [];
+      if (tail.writer !== undefined && !tail.overflowed) continue;
       const waiters = [...tail.waiters];
       tail.waiters.clear();
       for (const wake of waiters) wake();

@@ -2,7 +2,11 @@
 // the store in filtered, scheduled pages (history-replay.ts), then the window from the EventHub
 // (event-hub.ts), as one loop over one cursor. Once it has caught up with the hub's newest event
 // it follows as a Tail, to which the hub hands only its matching events; a tail that overflows
-// goes back to reading by cursor from the last event it sent. Bookmarks carry the sequence
+// goes back to reading by cursor from the last event it sent. With a DirectDelivery, a subscription
+// that sleeps on its tail lets the hub write each commit's matches straight to its stream, so a
+// live event costs each subscriber one write instead of a resumption of its call's chain of
+// generators; it wakes to send a bookmark, when its stream stops taking writes at once, or at
+// its last event. Bookmarks carry the sequence
 // considered so far when nothing matching was sent for a while; they never go backwards.
 import type { EventSelection, StoreEvents, StoredEvent } from "../store/store.js";
 import { cursorAhead, eventsCompacted } from "./errors.js";
@@ -27,6 +31,19 @@ export interface EventSources {
   store: StoreEvents;
 }
 
+/** A stream that can take events without the subscription yielding them (the lean gRPC path's). */
+export interface DirectDelivery {
+  /**
+   * Writes the events' messages to the stream, as yielding them would; false when it wrote none
+   * of them (then they are yielded, and whatever refused them reports why).
+   */
+  deliver(events: readonly StoredEvent[]): boolean;
+  /** Whether a write now is taken at once (the stream is open and not waiting for its client to read). */
+  writable(): boolean;
+  /** Resolves when the stream takes writes at once again, or can take none (closed, or cut off as too slow). */
+  ready(): Promise<void>;
+}
+
 export interface SubscriptionOptions {
   /** Only events with a larger sequence; 0 means every retained event. */
   after: bigint;
@@ -41,6 +58,8 @@ export interface SubscriptionOptions {
   bookmarkIntervalMs: number;
   /** Stop once this returns true for a sent event (WatchOperation stops at the terminal one). */
   isLast?: (stored: StoredEvent) => boolean;
+  /** Live events may be written by the hub straight to this stream (see the top of this file). */
+  direct?: DirectDelivery;
 }
 
 const PAGE = 512;
@@ -91,6 +110,35 @@ export async function* subscribe(sources: EventSources, options: SubscriptionOpt
     }
     return false;
   }
+  let ended = false;
+  /** The tail's writer while the subscription sleeps: the matching events up to the last one, written in one go. */
+  const writeDirectly = (events: StoredEvent[]): boolean => {
+    const { direct, isLast } = options;
+    if (options.signal.aborted || direct === undefined) return disarm(false);
+    const last = isLast === undefined ? -1 : events.findIndex(isLast);
+    if (!direct.deliver(last < 0 ? events : events.slice(0, last + 1))) return disarm(false);
+    lastSentAt = Date.now();
+    if (last >= 0) ended = true;
+    if (ended || !direct.writable()) disarm(true);
+    return true;
+  };
+  const disarm = (written: boolean): boolean => {
+    if (tail !== undefined) tail.writer = undefined;
+    return written;
+  };
+  /** Sleeps on the tail, letting the hub write to the stream meanwhile when it takes writes at once. */
+  async function sleepOn(following: Tail): Promise<void> {
+    const { direct } = options;
+    // A stream that takes no more for now gets its events yielded once it does (ready() is
+    // where a client that stopped reading is cut off); a closed one gets none.
+    if (direct !== undefined && !direct.writable()) await direct.ready();
+    following.writer = direct?.writable() ? writeDirectly : undefined;
+    try {
+      await following.wait(waitMs(), options.signal);
+    } finally {
+      following.writer = undefined;
+    }
+  }
   function* bookmark(): Generator<SubscriptionItem> {
     yield { kind: "bookmark", sequence: cursor };
     lastSentAt = Date.now();
@@ -110,10 +158,13 @@ export async function* subscribe(sources: EventSources, options: SubscriptionOpt
           cursor = buffered[buffered.length - 1]!.event.sequence;
           continue;
         }
-        // Every event up to the newest was offered to the tail: those not buffered did not match.
+        // Every event up to the newest was offered to the tail: those not buffered did not match
+        // (or were written to the stream directly).
+        if (ended) return;
         cursor = hub.latest();
         if (bookmarkDue()) yield* bookmark();
-        else await tail.wait(waitMs(), options.signal);
+        else await sleepOn(tail);
+        if (ended) return;
         continue;
       }
       if (!hub.covers(cursor)) {

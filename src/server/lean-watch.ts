@@ -17,6 +17,8 @@
 //   status (with google.rpc details) put in the trailers by connect's setTrailerStatus. An event
 //   response in binary without compression is one frame made once per event and written to
 //   every stream that sends it (src/services/encoded-events.ts): the same bytes, built once.
+//   Such a call gets a FrameSink (src/call/frame-sink.ts) through which the event hub writes
+//   live events' frames straight to the stream while the call's generators sleep.
 //
 // gRPC-Web and the Connect protocol, and gRPC over HTTP/1.1, go through the router as before.
 // test/e2e/lean-watch.test.ts checks that both paths answer byte for byte the same.
@@ -56,6 +58,7 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { AuditService } from "../gen/agentmachine/v1/audit_service_pb.js";
 import { OperationService } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { sharedFrame as sharedEventFrame } from "../services/encoded-events.js";
+import { frameSinkKey } from "../call/frame-sink.js";
 
 /**
  * The frame an event response shares with every stream (src/services/encoded-events.ts), when
@@ -65,6 +68,15 @@ function sharedFrame(message: object, writeMaxBytes: number): Uint8Array | undef
   const frame = sharedEventFrame(message);
   return frame !== undefined && frame.byteLength - 5 <= writeMaxBytes ? frame : undefined;
 }
+
+/**
+ * Bytes a stream may hold unsent before the hub stops writing live events to it directly (then
+ * its subscription sends them once the stream drains, and cuts off a client that stopped
+ * reading). Above the stream's high-water mark (16 KiB), so that a burst of events goes to a
+ * client that is reading as fast as its share of the machine allows without falling back; about
+ * what the event hub's tail buffer holds of a subscriber (1,024 events). The frames are shared.
+ */
+const DIRECT_WRITE_BYTES = 128 * 1024;
 
 type Handler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: http.ServerResponse | http2.Http2ServerResponse) => void;
 
@@ -111,6 +123,36 @@ function writable(res: http2.Http2ServerResponse): Promise<void> {
   });
 }
 
+/**
+ * `input`, let go of once it has ended: a watch call reads its one request message at its start
+ * and then streams for hours, while everything that reads the body (connect's pipeline of
+ * generators over the HTTP/2 stream) would otherwise stay reachable from the call's input.
+ */
+function releasedWhenRead<T>(input: AsyncIterable<T>): AsyncIterable<T> {
+  let source: AsyncIterator<T> | undefined = input[Symbol.asyncIterator]();
+  const ended: IteratorReturnResult<undefined> = { done: true, value: undefined };
+  const iterator: AsyncIterator<T> = {
+    async next() {
+      if (source === undefined) return ended;
+      try {
+        const result = await source.next();
+        if (result.done === true) source = undefined;
+        return result;
+      } catch (error) {
+        source = undefined;
+        throw error;
+      }
+    },
+    async return() {
+      const reading = source;
+      source = undefined;
+      await reading?.return?.();
+      return ended;
+    },
+  };
+  return { [Symbol.asyncIterator]: () => iterator };
+}
+
 /** The call handler of one watch method. */
 function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchOptions) {
   const opt = validateUniversalHandlerOptions({
@@ -125,7 +167,12 @@ function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchO
   const implementation = (impl as Record<string, (...args: unknown[]) => unknown>)[method.localName]!.bind(impl);
   const spec = createMethodImplSpec(method, implementation as never);
 
-  return async (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): Promise<void> => {
+  /**
+   * The call started: its context and output, as connect makes them. A function of its own so
+   * that nothing of the request's reading (which ends with its one message) outlives it in the
+   * frame of a call that streams for hours.
+   */
+  const start = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
     const uReq = universalRequestFromNodeRequest(req, res, undefined, options.contextValues(req));
     assertByteStreamRequest(uReq);
     const type = parseContentType(uReq.header.get(headerContentType))!;
@@ -163,20 +210,43 @@ function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchO
       transformDecompressEnvelope(compression.request, opt.readMaxBytes),
       transformParseEnvelope(serialization.getI(type.binary)),
     );
-    const output = transformInvokeImplementation(spec, context, opt.interceptors)(input)[Symbol.asyncIterator]();
-    const serializer = serialization.getO(type.binary);
+    const output = transformInvokeImplementation(spec, context, opt.interceptors)(releasedWhenRead(input))[Symbol.asyncIterator]();
+    return { context, output, binary: type.binary, compression: compression.response };
+  };
+
+  return async (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): Promise<void> => {
+    const { context, output, binary, compression } = start(req, res);
+    const serializer = serialization.getO(binary);
     /** A message's frame as connect makes it: serialized (within the size limit), compressed when negotiated, enveloped. */
     const framed = async (message: Parameters<typeof serializer.serialize>[0]): Promise<Uint8Array> => {
       const data = serializer.serialize(message);
-      const envelope = compression.response ? await envelopeCompress({ flags: 0, data }, compression.response, opt.compressMinBytes) : { flags: 0, data };
+      const envelope = compression ? await envelopeCompress({ flags: 0, data }, compression, opt.compressMinBytes) : { flags: 0, data };
       return encodeEnvelope(envelope.flags, envelope.data);
     };
     const writeHead = (): void => {
       if (!res.headersSent) res.writeHead(200, nodeHeaders(context.responseHeader));
     };
+    if (binary && !compression) {
+      // Live events' shared frames, written by the event hub while the call's generators sleep
+      // (src/lifecycle/subscription.ts): the bytes this loop would write for them.
+      context.values.set(frameSinkKey, {
+        write(frames) {
+          if (res.stream.closed || frames.some((frame) => frame.byteLength - 5 > opt.writeMaxBytes)) return false;
+          writeHead();
+          // Corked: one write of the frames as they are (shared by every stream), not copies.
+          res.stream.cork();
+          for (const frame of frames) res.write(frame);
+          res.stream.uncork();
+          return true;
+        },
+        writable: () => !res.stream.closed && res.stream.writableLength < DIRECT_WRITE_BYTES,
+        backedUp: () => !res.stream.closed && res.stream.writableNeedDrain,
+        drained: () => (res.stream.closed || !res.stream.writableNeedDrain ? Promise.resolve() : writable(res)),
+      });
+    }
     try {
       for (let next = await output.next(); next.done !== true; next = await output.next()) {
-        const frame = (type.binary && !compression.response && sharedFrame(next.value, opt.writeMaxBytes)) || (await framed(next.value));
+        const frame = (binary && !compression && sharedFrame(next.value, opt.writeMaxBytes)) || (await framed(next.value));
         if (res.stream.closed) break;
         writeHead();
         if (!res.write(frame)) await writable(res);

@@ -16,7 +16,7 @@ import { messageDigest } from "../lifecycle/message-digest.js";
 import type { PagedRpc, PageTokens } from "../lifecycle/page-token.js";
 import { auditDraft } from "../call/audit-scope.js";
 import { principalOf } from "../call/principal.js";
-import { cutOffWhenStalled } from "../call/raw-request.js";
+import { cutOffWhenStalled, StallGuard } from "../call/raw-request.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 import type { AuditQuery, StoreAudit } from "../store/store.js";
 import { whileAuthorized } from "./while-authorized.js";
@@ -93,7 +93,7 @@ export function auditService(deps: AuditServiceDeps): ServiceImpl<typeof AuditSe
       const principal = auditReader(context);
       yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
         const records = tailAuditRecords(store, deps.appends, deps.replays, queryOf(filter), afterSequence, signal);
-        for await (const record of cutOffWhenStalled(records, deps.slowSubscriberTimeoutMs, context, deps.metrics)) yield { record };
+        for await (const record of cutOffWhenStalled(records, new StallGuard(context, deps.slowSubscriberTimeoutMs, deps.metrics))) yield { record };
       });
     },
 

@@ -4,12 +4,16 @@
 // protobuf-es writes unknown fields verbatim, so the response's binary encoding is exactly that
 // of the same response with the event set, without walking the event again. The lean gRPC path
 // (src/server/lean-watch.ts) goes further and writes one shared frame of the whole response to
-// every stream (sharedFrame). JSON responses cannot carry raw bytes, so for them the event is
+// every stream (sharedFrame), and lets the hub write those frames of live events straight to a
+// sleeping subscription's stream (directDelivery). JSON responses cannot carry raw bytes, so for them the event is
 // set as usual.
 import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import type { HandlerContext } from "@connectrpc/connect";
 import { type OperationEvent, OperationEventSchema } from "../gen/agentmachine/v1/event_pb.js";
+import { frameSinkOf } from "../call/frame-sink.js";
+import type { StallGuard } from "../call/raw-request.js";
+import type { DirectDelivery } from "../lifecycle/subscription.js";
 
 /** Each event's encoding as a length-delimited field value (its length, then its bytes). */
 const encodings = new WeakMap<OperationEvent, Uint8Array>();
@@ -63,4 +67,38 @@ export function withEncodedEvent<Desc extends DescMessage>(schema: Desc, fieldNu
   message.$unknown = [{ no: fieldNumber, wireType: WireType.LengthDelimited, data: lengthDelimited(event) }];
   frames.set(message, frameOf(event, fieldNumber));
   return message;
+}
+
+/**
+ * Writes events to the call's stream as responses made by withEncodedEvent would be (their
+ * shared frames), when the lean gRPC path gives the call a FrameSink. While the stream is backed
+ * up (as when a yielded message waits for 'drain'), `guard` watches it and cuts off a client that
+ * stopped reading, counting what is written meanwhile.
+ */
+export function directDelivery(context: HandlerContext, fieldNumber: number, guard: StallGuard): DirectDelivery | undefined {
+  const sink = frameSinkOf(context);
+  if (sink === undefined) return undefined;
+  let written = 0;
+  let drained: Promise<void> | undefined;
+  const watchUntilDrained = (): Promise<void> => {
+    if (drained === undefined) {
+      const stop = guard.watch(() => written);
+      drained = sink.drained().finally(() => {
+        stop();
+        drained = undefined;
+      });
+    }
+    return drained;
+  };
+  return {
+    deliver(events) {
+      const frames = events.map((stored) => frameOf(stored.event, fieldNumber));
+      if (!sink.write(frames)) return false;
+      for (const frame of frames) written += frame.byteLength;
+      if (sink.backedUp()) void watchUntilDrained();
+      return true;
+    },
+    writable: () => sink.writable(),
+    ready: () => (sink.writable() ? Promise.resolve() : watchUntilDrained()),
+  };
 }

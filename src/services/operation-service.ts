@@ -20,7 +20,7 @@ import { cancelKey, clientKey, findSubmitted, type IdempotencyKey } from "../lif
 import { visibleOperation } from "../lifecycle/visible-operation.js";
 import type { EventHub } from "../lifecycle/event-hub.js";
 import { eventFilterIndex, eventSelection, matchesEventFilter } from "../lifecycle/event-filter.js";
-import { answersInBinary, withEncodedEvent } from "./encoded-events.js";
+import { answersInBinary, directDelivery, withEncodedEvent } from "./encoded-events.js";
 import { HistoryReader, type PageBounds } from "../lifecycle/history-replay.js";
 import type { ReplayScheduler } from "../model/replay-scheduler.js";
 import type { RetentionFloor } from "../lifecycle/retention-floor.js";
@@ -32,7 +32,7 @@ import { isTerminal } from "../model/transitions.js";
 import { requireNotEnded } from "../lifecycle/cancel-target.js";
 import { withoutSecrets } from "../lifecycle/redact-operation.js";
 import { noteOperation } from "../telemetry/tracer.js";
-import { cutOffWhenStalled } from "../call/raw-request.js";
+import { cutOffWhenStalled, StallGuard } from "../call/raw-request.js";
 import { principalOf } from "../call/principal.js";
 import { auditDraft } from "../call/audit-scope.js";
 import { allowedDecision } from "../audit/decisions.js";
@@ -195,6 +195,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       }
       const binary = answersInBinary(context);
       yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
+        const guard = new StallGuard(context, deps.slowSubscriberTimeoutMs, deps.metrics);
         const items = subscribe(sources, {
           after: afterSequence,
           selection: { operations: [name] },
@@ -203,8 +204,9 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
           signal,
           bookmarkIntervalMs: 0,
           isLast: (stored) => isTerminal(stored.event.state),
+          direct: directDelivery(context, WatchOperationResponseSchema.field.event.number, guard),
         });
-        for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs, context, deps.metrics)) {
+        for await (const item of cutOffWhenStalled(items, guard)) {
           if (item.kind !== "event") continue;
           const { event } = item.stored;
           yield binary ? withEncodedEvent(WatchOperationResponseSchema, WatchOperationResponseSchema.field.event.number, event) : { event };
@@ -217,6 +219,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
       if (filter?.profile) requireProfile(principal, filter.profile);
       const binary = answersInBinary(context);
       yield* whileAuthorized(deps.authority, principal, context, async function* (signal) {
+        const guard = new StallGuard(context, deps.slowSubscriberTimeoutMs, deps.metrics);
         const items = subscribe(sources, {
           after: afterSequence,
           // A watcher sees only the profiles its delegation covers.
@@ -225,8 +228,9 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
           index: eventFilterIndex(filter, visibleProfiles(principal)),
           signal,
           bookmarkIntervalMs: deps.bookmarkIntervalMs,
+          direct: directDelivery(context, WatchEventsResponseSchema.field.event.number, guard),
         });
-        for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs, context, deps.metrics)) {
+        for await (const item of cutOffWhenStalled(items, guard)) {
           if (item.kind === "bookmark") {
             yield { kind: { case: "bookmark" as const, value: { sequence: item.sequence, time: timestampFromDate(new Date()) } } };
             continue;

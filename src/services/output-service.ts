@@ -10,7 +10,7 @@ import { watchOutput, type OutputItem, type OutputWakeUps } from "../lifecycle/o
 import { visibleOperation } from "../lifecycle/visible-operation.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 import { principalOf } from "../call/principal.js";
-import { cutOffWhenStalled } from "../call/raw-request.js";
+import { cutOffWhenStalled, StallGuard } from "../call/raw-request.js";
 import type { StoreEvents, StoreOperations, StoreOutput } from "../store/store.js";
 import { noteOperation } from "../telemetry/tracer.js";
 import { whileAuthorized } from "./while-authorized.js";
@@ -47,7 +47,7 @@ export function outputService(deps: OutputServiceDeps): ServiceImpl<typeof Outpu
           follow: request.follow,
           signal,
         });
-        for await (const item of cutOffWhenStalled(items, deps.slowSubscriberTimeoutMs, context, deps.metrics)) yield responseOf(item);
+        for await (const item of cutOffWhenStalled(items, new StallGuard(context, deps.slowSubscriberTimeoutMs, deps.metrics))) yield responseOf(item);
       });
     },
   };

@@ -26,6 +26,7 @@ const MAX_MESSAGE_BYTES = 64 * 1024;
 let server: TestServer;
 let session: http2.ClientHttp2Session;
 let finished: string;
+let operations: ReturnType<typeof createClient<typeof OperationService>>;
 
 interface Case {
   name: string;
@@ -94,6 +95,7 @@ async function bothPaths(request: Case): Promise<{ lean: H2Response; router: H2R
 beforeAll(async () => {
   server = await startTestServer({ bookmarkIntervalMs: 600_000, maxMessageBytes: MAX_MESSAGE_BYTES });
   const client = createClient(OperationService, createGrpcTransport({ baseUrl: server.url, interceptors: authInterceptors(server.url) }));
+  operations = client;
   const { operation } = await client.submitOperation({
     requestId: "lean-profile",
     spec: { kind: { case: "profileCreate", value: { profileId: "lean", profileType: ProfileType.PERSONAL } } },
@@ -168,6 +170,47 @@ describe("the lean watch path answers as connect-node does", () => {
         }
       });
     }
+  }
+
+  // Live events of a binary stream without compression are written by the event hub straight to
+  // the lean path's stream (src/call/frame-sink.ts); with gzip they pass through the call's loop.
+  for (const gzip of [false, true]) {
+    it(`WatchEvents of events committed while both streams are open, proto, ${gzip ? "gzip" : "identity"}`, async () => {
+      let head = 0n;
+      try {
+        for await (const response of operations.watchEvents({ afterSequence: 0n }, { timeoutMs: 500 })) {
+          if (response.kind.case === "event") head = response.kind.value.sequence;
+        }
+      } catch (error) {
+        expect(ConnectError.from(error).code).toBe(Code.DeadlineExceeded);
+      }
+      const request: Case = {
+        name: `live ${gzip}`,
+        path: WATCH_EVENTS,
+        message: encoded(WatchEventsRequestSchema, { afterSequence: head }, false),
+        gzip,
+        headers: { "grpc-timeout": "4000m", ...acceptGzip(gzip) },
+      };
+      const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      requestCounter++;
+      server.config.leanWatchStreams = true;
+      const lean = ask(request);
+      await pause(200);
+      server.config.leanWatchStreams = false;
+      const router = ask(request);
+      await pause(200);
+      server.config.leanWatchStreams = true;
+      for (const id of ["live-a", "live-b", "live-c"]) {
+        const { operation } = await operations.submitOperation({
+          requestId: `${id}-${gzip}`,
+          spec: { kind: { case: "profileCreate", value: { profileId: `${id}-${gzip ? "gz" : "id"}`, profileType: ProfileType.PERSONAL } } },
+        });
+        for await (const _ of operations.watchOperation({ name: operation!.name }, { timeoutMs: 10_000 })) void _;
+      }
+      const [leanResponse, routerResponse] = await Promise.all([lean, router]);
+      expect(decodeEnvelopes(leanResponse.body).length).toBeGreaterThanOrEqual(6);
+      expect(comparable(leanResponse)).toEqual(comparable(routerResponse));
+    });
   }
 
   const errors: Case[] = [

@@ -11,7 +11,8 @@ let client: OperationsClient;
 let profile: string;
 
 beforeAll(async () => {
-  server = await startTestServer({ slowSubscriberTimeoutMs: 300 });
+  // No bookmark comes during a test: only events (and the cut-off) are written.
+  server = await startTestServer({ slowSubscriberTimeoutMs: 300, bookmarkIntervalMs: 600_000 });
   client = operationsClient(server.url);
   profile = await createProfile(client, "slow");
 });
@@ -41,5 +42,24 @@ it("a WatchEvents client that stops reading is reset with ENHANCE_YOUR_CALM (Res
   await expect.poll(() => healthySeen, { timeout: 10_000 }).toBe(latest);
   abort.abort();
   await healthy;
+  session.close();
+});
+
+it("a WatchEvents client that stops reading is cut off once what it left unread fills its stream's buffer, though nothing more is written", async () => {
+  // From the newest event: it follows live, the event hub writing to its stream (src/call/frame-sink.ts).
+  const before = (await server.store.eventBounds()).latest;
+  const { session, reset } = stalledWatch(server.url, server.token, before);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  // A few dozen events: more than the stream's 16 KiB buffer holds beyond the client's window, then nothing.
+  for (let round = 0; round < 4; round += 1) {
+    await Promise.all(
+      Array.from({ length: 15 }, () =>
+        client.submitOperation({ requestId: requestId(), profile, spec: { kind: { case: "toolGrantApply", value: { tool: "git" } } } }),
+      ),
+    );
+  }
+  const { latest } = await server.store.eventBounds();
+  expect(latest - before).toBeGreaterThan(60n);
+  expect(await reset).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
   session.close();
 });

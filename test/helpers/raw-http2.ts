@@ -319,7 +319,7 @@ export function goAwayErrorCode(frames: H2Frame[]): number | undefined {
  * A WatchEvents call from a client with a 1 KiB flow-control window that never reads, so the
  * server's writes block; `reset` resolves with the RST_STREAM code the server ends it with.
  */
-export function stalledWatch(url: string, token: string): { session: http2.ClientHttp2Session; reset: Promise<number> } {
+export function stalledWatch(url: string, token: string, afterSequence = 0n): { session: http2.ClientHttp2Session; reset: Promise<number> } {
   const session = http2.connect(url, { settings: { initialWindowSize: 1024 } });
   const stalled = session.request({
     ":method": "POST",
@@ -327,7 +327,7 @@ export function stalledWatch(url: string, token: string): { session: http2.Clien
     ...GRPC_REQUEST_HEADERS,
     authorization: `Bearer ${token}`,
   });
-  stalled.end(envelope(toBinary(WatchEventsRequestSchema, create(WatchEventsRequestSchema, {}))));
+  stalled.end(envelope(toBinary(WatchEventsRequestSchema, create(WatchEventsRequestSchema, { afterSequence }))));
   stalled.pause();
   stalled.on("error", () => undefined); // the reset is what is awaited, as rstCode
   const reset = new Promise<number>((resolve) => stalled.on("close", () => resolve(stalled.rstCode)));

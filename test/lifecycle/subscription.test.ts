@@ -2,7 +2,9 @@
 // hub's window and live events, as one stream — ordered, exactly the filter's share, no gap or
 // repeat at the seam however the window, the pages and the concurrent appends fall, resumable
 // from any event it sent; a replay the window holds reads nothing of the store; compaction that
-// overtakes a replay is OutOfRange.
+// overtakes a replay is OutOfRange. With a DirectDelivery, live events the hub writes straight to
+// the stream and those the subscription yields make up that same stream, in order, whenever the
+// stream stops and starts taking writes.
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import fc from "fast-check";
@@ -14,7 +16,7 @@ import { EventHub } from "../../src/lifecycle/event-hub.js";
 import { HistoryReader, type PageBounds } from "../../src/lifecycle/history-replay.js";
 import { ReplayScheduler } from "../../src/model/replay-scheduler.js";
 import { RetentionFloor } from "../../src/lifecycle/retention-floor.js";
-import { subscribe, type EventSources } from "../../src/lifecycle/subscription.js";
+import { subscribe, type DirectDelivery, type EventSources } from "../../src/lifecycle/subscription.js";
 import { SqliteStore } from "../../src/store/sqlite/sqlite-store.js";
 import type { OperationStore, StoredEvent } from "../../src/store/store.js";
 import { tempDir } from "../helpers/temp-dir.js";
@@ -199,5 +201,117 @@ describe("subscription: history, then window and live tail", () => {
     expect(error).toBeInstanceOf(ConnectError);
     expect((error as ConnectError).code).toBe(Code.OutOfRange);
     expect((error as ConnectError).rawMessage).toContain("oldest available is 41");
+  });
+
+  it("with a direct stream, the hub writes live events to it and the subscription yields the rest: one stream, in order, bookmarks never behind", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          before: fc.integer({ min: 0, max: 30 }),
+          during: fc.integer({ min: 1, max: 40 }),
+          /** After each direct write, whether the stream still takes writes at once. */
+          takes: fc.array(fc.boolean(), { minLength: 1, maxLength: 8 }),
+          filter: filters,
+          visible: fc.option(fc.subarray(PROFILES), { nil: undefined }),
+        }),
+        async (run) => {
+          const store = openStore();
+          await append(store, run.before);
+          const sources = await sourcesOver(store, 16);
+          const spec: Watch = { after: 0n, filter: create(EventFilterSchema, run.filter), visible: run.visible };
+          /** What went out on the stream, in order: events (written or yielded) and bookmarks. */
+          const wire: { kind: "event" | "bookmark"; sequence: bigint }[] = [];
+          let writable = true;
+          let writes = 0;
+          const direct: DirectDelivery = {
+            deliver(events) {
+              for (const stored of events) wire.push({ kind: "event", sequence: stored.event.sequence });
+              writable = run.takes[writes++ % run.takes.length]!;
+              return true;
+            },
+            writable: () => writable,
+            ready: () => new Promise((resolve) => setTimeout(() => resolve(void (writable = true)), 1)),
+          };
+          const controller = new AbortController();
+          const target = BigInt(run.before + run.during);
+          const considered = () => wire.at(-1)?.sequence ?? 0n;
+          const watching = (async () => {
+            const items = subscribe(sources, {
+              after: spec.after,
+              selection: eventSelection(spec.filter, spec.visible),
+              matches: visibleTo(spec),
+              signal: controller.signal,
+              bookmarkIntervalMs: 2,
+              direct,
+            });
+            for await (const item of items) {
+              wire.push(item.kind === "event" ? { kind: "event", sequence: item.stored.event.sequence } : { kind: "bookmark", sequence: item.sequence });
+              if (considered() >= target) break;
+            }
+          })();
+          // Live: one commit at a time, the subscription following.
+          for (let i = run.before; i < run.before + run.during; i += 1) {
+            await append(store, 1, i);
+            await new Promise((resolve) => setImmediate(resolve));
+          }
+          await Promise.race([watching, new Promise((resolve) => setTimeout(resolve, 2000))]);
+          controller.abort();
+          await watching;
+          const all = await store.readEvents(0n, 100_000);
+          const expected = all.filter((stored) => visibleTo(spec)(stored)).map((stored) => stored.event.sequence);
+          const events = wire.filter((item) => item.kind === "event").map((item) => item.sequence);
+          expect(events).toEqual(expected.filter((sequence) => sequence <= considered()));
+          // Every matching event up to the last one considered went out: nothing lost at the end either.
+          expect(considered()).toBeGreaterThanOrEqual(expected.at(-1) ?? 0n);
+          for (let i = 1; i < wire.length; i += 1) expect(wire[i]!.sequence).toBeGreaterThanOrEqual(wire[i - 1]!.sequence);
+          if (expected.some((sequence) => sequence > BigInt(run.before)) && run.takes.every(Boolean)) expect(writes).toBeGreaterThan(0);
+        },
+      ),
+      { numRuns: 30 },
+    );
+  });
+
+  it("with a direct stream, ends at its last event, and writes nothing once its call is over", async () => {
+    const store = openStore();
+    const sources = await sourcesOver(store, 16);
+    const written: bigint[] = [];
+    let directly = 0;
+    const direct: DirectDelivery = {
+      deliver(events) {
+        written.push(...events.map((stored) => stored.event.sequence));
+        directly += events.length;
+        return true;
+      },
+      writable: () => true,
+      ready: () => Promise.resolve(),
+    };
+    const last = subscribe(sources, {
+      after: 0n,
+      selection: {},
+      matches: () => true,
+      signal: new AbortController().signal,
+      bookmarkIntervalMs: 0,
+      direct,
+      isLast: (stored) => stored.event.sequence === 3n,
+    });
+    const ended = (async () => {
+      for await (const item of last) if (item.kind === "event") written.push(item.stored.event.sequence);
+    })();
+    // The three events in one commit each, then more that must not go out.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await append(store, 5);
+    await ended;
+    expect(written).toEqual([1n, 2n, 3n]);
+    expect(directly).toBe(3);
+
+    const controller = new AbortController();
+    const after = subscribe(sources, { after: 5n, selection: {}, matches: () => true, signal: controller.signal, bookmarkIntervalMs: 0, direct });
+    written.length = 0;
+    const following = after.next();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    controller.abort();
+    await append(store, 2, 5);
+    expect(await following).toMatchObject({ done: true });
+    expect(written).toEqual([]);
   });
 });
