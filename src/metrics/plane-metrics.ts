@@ -7,13 +7,14 @@
 // principal, profile): every label value comes from a fixed set — operation types, task states,
 // event types, gates, RPC method names, store methods.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { TalliedCounter, type Tally } from "./tallied-counter.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { StoreAudit, StoredEvent, StoreOperations } from "../store/store.js";
 import { StopReason, type Operation, type PolicyDecision } from "../gen/agentmachine/v1/operation_pb.js";
-import { EventType, type OperationType, type TaskState } from "../gen/agentmachine/v1/types_pb.js";
+import { EventType, type OperationType, type PolicyGate, type TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { eventTypeNames, operationTypeNames, taskStateNames } from "../model/mapping.js";
 import type { BudgetDimensionName } from "../model/budget-dimensions.js";
-import { gateName, gates } from "../model/policy-gates.js";
+import { gateName, gates, policyGates } from "../model/policy-gates.js";
 import { stopReasonName } from "../model/stop-reasons.js";
 
 /** What the runner of this server has in hand (src/lifecycle/operation-runner.ts). */
@@ -44,12 +45,29 @@ const SANDBOX_FAILED = "sandbox_failed";
  */
 const unreadable = (): null => null;
 
+const count = (tally: Tally): void => {
+  tally.value += 1;
+};
+
 function typeName(type: OperationType): string {
   return operationTypeNames.get(type) ?? "unspecified";
 }
 
 function stateName(state: TaskState): string {
   return taskStateNames.get(state) ?? "unspecified";
+}
+
+/** `make`, called once per key: the series of each label value is looked up by value, not by label. */
+function memo<K, V>(make: (key: K) => V): (key: K) => V {
+  const made = new Map<K, V>();
+  return (key) => {
+    let value = made.get(key);
+    if (value === undefined) {
+      value = make(key);
+      made.set(key, value);
+    }
+    return value;
+  };
 }
 
 /** The stop cause a failure or retry event gives for the attempt that ended. */
@@ -62,13 +80,13 @@ export class PlaneMetrics {
   readonly registry = new Registry();
   private readonly registers = [this.registry];
 
-  private readonly stateChanges = new Counter({
+  private readonly stateChanges = new TalliedCounter({
     name: "amctl_operation_state_changes_total",
     help: "Operations this server moved into a task state (a submit that creates one: queued), by operation type and state.",
     labelNames: ["operation_type", "state"] as const,
     registers: this.registers,
   });
-  private readonly eventsAppended = new Counter({
+  private readonly eventsAppended = new TalliedCounter({
     name: "amctl_events_appended_total",
     help: "Lifecycle events this server appended to the event log, by event type.",
     labelNames: ["event_type"] as const,
@@ -86,7 +104,7 @@ export class PlaneMetrics {
     labelNames: ["grpc_method"] as const,
     registers: this.registers,
   });
-  private readonly policyDecisions = new Counter({
+  private readonly policyDecisions = new TalliedCounter({
     name: "amctl_policy_decisions_total",
     help: "Policy gate decisions, by gate and verdict (allow or deny); EvaluatePolicy's dry runs included.",
     labelNames: ["gate", "verdict"] as const,
@@ -117,11 +135,20 @@ export class PlaneMetrics {
       ] as const,
   );
 
+  private readonly stateChange = memo((type: OperationType) =>
+    memo((state: TaskState) => this.stateChanges.tally({ operation_type: typeName(type), state: stateName(state) })),
+  );
+  private readonly eventAppend = memo((type: EventType) => this.eventsAppended.tally({ event_type: eventTypeNames.get(type) ?? "unspecified" }));
+  private readonly policyDecision = memo((gate: PolicyGate) =>
+    memo((allowed: boolean) => this.policyDecisions.tally({ gate: gateName(gate), verdict: allowed ? "allow" : "deny" })),
+  );
+  private readonly storeWriteSeries = memo((method: string) => this.storeWrites.labels(method));
+
   constructor() {
     // Series of known label values start at 0, so that the first increase shows in rate().
-    for (const [type] of operationTypeNames) for (const [state] of taskStateNames) this.stateChanges.labels(typeName(type), stateName(state)).inc(0);
-    for (const [, name] of eventTypeNames) this.eventsAppended.labels(name).inc(0);
-    for (const gate of gates) for (const verdict of ["allow", "deny"]) this.policyDecisions.labels(gate, verdict).inc(0);
+    for (const [type] of operationTypeNames) for (const [state] of taskStateNames) this.stateChange(type)(state);
+    for (const [type] of eventTypeNames) this.eventAppend(type);
+    for (const gate of gates) for (const allowed of [true, false]) this.policyDecision(policyGates.get(gate)!)(allowed);
   }
 
   /**
@@ -167,14 +194,14 @@ export class PlaneMetrics {
 
   /** A write of this server created `operation` (and appended `event`, if any). */
   operationCreated(operation: Operation, event: StoredEvent | undefined): void {
-    this.stateChanges.labels(typeName(operation.type), stateName(operation.state)).inc();
+    count(this.stateChange(operation.type)(operation.state));
     if (event !== undefined) this.eventAppended(event);
   }
 
   /** A write of this server appended `event`: every event but progress records a state change. */
   eventAppended({ event, operationType }: StoredEvent): void {
-    this.eventsAppended.labels(eventTypeNames.get(event.type) ?? "unspecified").inc();
-    if (event.type !== EventType.PROGRESS) this.stateChanges.labels(typeName(operationType), stateName(event.state)).inc();
+    count(this.eventAppend(event.type));
+    if (event.type !== EventType.PROGRESS) count(this.stateChange(operationType)(event.state));
     if (attemptCause(event) === SANDBOX_FAILED) this.sandboxFailures.inc();
   }
 
@@ -185,11 +212,13 @@ export class PlaneMetrics {
 
   /** Starts timing a store write; call the result when it has answered. */
   storeWrite(method: string): () => void {
-    return this.storeWrites.startTimer({ method });
+    const series = this.storeWriteSeries(method);
+    const start = performance.now();
+    return () => series.observe((performance.now() - start) / 1000);
   }
 
   policyDecided(decisions: readonly PolicyDecision[]): void {
-    for (const { gate, allowed } of decisions) this.policyDecisions.labels(gateName(gate), allowed ? "allow" : "deny").inc();
+    for (const { gate, allowed } of decisions) count(this.policyDecision(gate)(allowed));
   }
 
   checkpointSigned(): void {

@@ -16,7 +16,8 @@
 // HTTP/2 stream), Canceled when it has none.
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
-import { Counter, Histogram, type Registry } from "prom-client";
+import { Histogram, type Registry } from "prom-client";
+import { TalliedCounter, type Tally } from "../metrics/tallied-counter.js";
 
 const grpcTypes: Record<DescMethod["methodKind"], string> = {
   unary: "unary",
@@ -28,7 +29,7 @@ const grpcTypes: Record<DescMethod["methodKind"], string> = {
 /** Prometheus's DefBuckets, go-grpc-middleware's default for the handling-time histogram. */
 const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-type Labels = { grpc_type: string; grpc_service: string; grpc_method: string };
+type LabelName = "grpc_type" | "grpc_service" | "grpc_method";
 
 function codeOf(error: unknown): string {
   return Code[error instanceof ConnectError ? error.code : Code.Internal];
@@ -39,30 +40,47 @@ function abortCode(signal: AbortSignal): string {
   return signal.reason instanceof ConnectError ? Code[signal.reason.code] : Code[Code.Canceled];
 }
 
+/** One method's series, looked up once per method rather than by label values on every call. */
+interface MethodSeries {
+  labels: Record<LabelName, string>;
+  started: Tally;
+  received: Tally;
+  sent: Tally;
+  seconds: { observe(seconds: number): void };
+  /** The handled series of each code the method has ended with so far. */
+  handled: Map<string, Tally>;
+}
+
 class RpcMetrics {
-  readonly started: Counter<keyof Labels>;
-  readonly handled: Counter<keyof Labels | "grpc_code">;
-  readonly received: Counter<keyof Labels>;
-  readonly sent: Counter<keyof Labels>;
-  readonly seconds: Histogram<keyof Labels>;
+  private readonly started: TalliedCounter<LabelName>;
+  private readonly handled: TalliedCounter<LabelName | "grpc_code">;
+  private readonly received: TalliedCounter<LabelName>;
+  private readonly sent: TalliedCounter<LabelName>;
+  private readonly seconds: Histogram<LabelName>;
+  private readonly methods = new Map<DescMethod, MethodSeries>();
 
   constructor(registry: Registry) {
     const labelNames = ["grpc_type", "grpc_service", "grpc_method"] as const;
     const registers = [registry];
-    this.started = new Counter({ name: "grpc_server_started_total", help: "Total number of RPCs started on the server.", labelNames, registers });
-    this.handled = new Counter({
+    this.started = new TalliedCounter({ name: "grpc_server_started_total", help: "Total number of RPCs started on the server.", labelNames, registers });
+    this.handled = new TalliedCounter({
       name: "grpc_server_handled_total",
       help: "Total number of RPCs completed on the server, regardless of success or failure.",
       labelNames: [...labelNames, "grpc_code"],
       registers,
     });
-    this.received = new Counter({
+    this.received = new TalliedCounter({
       name: "grpc_server_msg_received_total",
       help: "Total number of RPC stream messages received on the server.",
       labelNames,
       registers,
     });
-    this.sent = new Counter({ name: "grpc_server_msg_sent_total", help: "Total number of gRPC stream messages sent by the server.", labelNames, registers });
+    this.sent = new TalliedCounter({
+      name: "grpc_server_msg_sent_total",
+      help: "Total number of gRPC stream messages sent by the server.",
+      labelNames,
+      registers,
+    });
     this.seconds = new Histogram({
       name: "grpc_server_handling_seconds",
       help: "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
@@ -70,6 +88,35 @@ class RpcMetrics {
       buckets: DEFAULT_BUCKETS,
       registers,
     });
+  }
+
+  /** The series of `method` (a served method's: the label sets stay bounded). */
+  of(method: DescMethod): MethodSeries {
+    let series = this.methods.get(method);
+    if (series === undefined) {
+      const labels = { grpc_type: grpcTypes[method.methodKind], grpc_service: method.parent.typeName, grpc_method: method.name };
+      series = {
+        labels,
+        started: this.started.tally(labels),
+        received: this.received.tally(labels),
+        sent: this.sent.tally(labels),
+        seconds: this.seconds.labels(labels),
+        handled: new Map(),
+      };
+      this.methods.set(method, series);
+    }
+    return series;
+  }
+
+  /** Counts a call handled with `code`, `start` (performance.now()) being when it started. */
+  handle(series: MethodSeries, code: string, start: number): void {
+    let handled = series.handled.get(code);
+    if (handled === undefined) {
+      handled = this.handled.tally({ ...series.labels, grpc_code: code });
+      series.handled.set(code, handled);
+    }
+    handled.value += 1;
+    series.seconds.observe((performance.now() - start) / 1000);
   }
 }
 
@@ -85,28 +132,24 @@ async function* counting<T>(messages: AsyncIterable<T>, each: () => void): Async
 export function rpcMetricsInterceptor(registry: Registry): Interceptor {
   const metrics = new RpcMetrics(registry);
   return (next) => async (req) => {
-    const labels: Labels = { grpc_type: grpcTypes[req.method.methodKind], grpc_service: req.service.typeName, grpc_method: req.method.name };
+    const series = metrics.of(req.method);
     const start = performance.now();
-    const handled = (code: string): void => {
-      metrics.handled.inc({ ...labels, grpc_code: code });
-      metrics.seconds.observe(labels, (performance.now() - start) / 1000);
-    };
-    metrics.started.inc(labels);
+    series.started.value += 1;
     let res: UnaryResponse | StreamResponse;
     try {
       if (req.stream) {
-        res = await next({ ...req, message: counting(req.message, () => metrics.received.inc(labels)) });
+        res = await next({ ...req, message: counting(req.message, () => (series.received.value += 1)) });
       } else {
-        metrics.received.inc(labels);
+        series.received.value += 1;
         res = await next(req);
       }
     } catch (error) {
-      handled(codeOf(error));
+      metrics.handle(series, codeOf(error), start);
       throw error;
     }
     if (!res.stream) {
-      metrics.sent.inc(labels);
-      handled("OK");
+      series.sent.value += 1;
+      metrics.handle(series, "OK", start);
       return res;
     }
     // A stream is handled at the first of its end and the abort of its call. The abort may be
@@ -119,7 +162,7 @@ export function rpcMetricsInterceptor(registry: Registry): Interceptor {
       if (ended) return;
       ended = true;
       req.signal.removeEventListener("abort", aborted);
-      handled(code);
+      metrics.handle(series, code, start);
     };
     const aborted = (): void => end(abortCode(req.signal));
     if (req.signal.aborted) aborted();
@@ -128,7 +171,7 @@ export function rpcMetricsInterceptor(registry: Registry): Interceptor {
       ...res,
       message: (async function* () {
         try {
-          yield* counting(messages, () => metrics.sent.inc(labels));
+          yield* counting(messages, () => (series.sent.value += 1));
           end("OK");
         } catch (error) {
           end(codeOf(error));
