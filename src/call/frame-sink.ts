@@ -1,14 +1,14 @@
 // A watch call's response stream as raw frames, for the lean gRPC path (src/server/lean-watch.ts):
-// it puts a FrameSink in the call's context values when the call's messages go out as
-// uncompressed binary gRPC frames, so that a live event's shared frame (encoded-events.ts) can be
+// it puts a FrameSink in the call's context values when the call's messages go out as binary gRPC
+// frames, so that a live event's shared frame (encoded-events.ts) can be
 // written to the stream without passing through the call's chain of generators.
 import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 
 export interface FrameSink {
   /**
    * Writes the frames, in order, as one write; false when it wrote none of them: the stream is
-   * closed, or a frame's message is over the call's size limit (yielded instead, it is refused
-   * as any message is).
+   * closed, or a frame is not what the call sends for its message — over the call's size limit
+   * (yielded instead, it is refused as any message is), or big enough to be compressed.
    */
   write(frames: readonly Uint8Array[]): boolean;
   /** Whether a write now is taken at once: the stream is open and holds little unsent. */
@@ -21,7 +21,25 @@ export interface FrameSink {
 
 export const frameSinkKey = createContextKey<FrameSink | undefined>(undefined, { description: "frame sink" });
 
-/** The call's FrameSink, if the lean path serves it in uncompressed binary gRPC. */
+/** The call's FrameSink, if the lean path serves it in binary gRPC. */
 export function frameSinkOf(context: HandlerContext): FrameSink | undefined {
   return context.values.get(frameSinkKey);
+}
+
+/**
+ * `sink`, counting the frames it writes with `count`: what an interceptor that counts the
+ * messages a call sends (src/server/rpc-metrics.ts) puts in the call's context values, since
+ * frames written here never pass through the call's response stream.
+ */
+export function countingFrameSink(sink: FrameSink, count: (frames: number) => void): FrameSink {
+  return {
+    write(frames) {
+      const wrote = sink.write(frames);
+      if (wrote) count(frames.length);
+      return wrote;
+    },
+    writable: () => sink.writable(),
+    backedUp: () => sink.backedUp(),
+    drained: () => sink.drained(),
+  };
 }

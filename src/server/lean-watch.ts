@@ -15,9 +15,10 @@
 // - the response: each message serialized by connect's serializer (with the same size limit),
 //   compressed by connect's envelopeCompress when negotiated, framed by encodeEnvelope, and the
 //   status (with google.rpc details) put in the trailers by connect's setTrailerStatus. An event
-//   response in binary without compression is one frame made once per event and written to
-//   every stream that sends it (src/services/encoded-events.ts): the same bytes, built once.
-//   Such a call gets a FrameSink (src/call/frame-sink.ts) through which the event hub writes
+//   response in binary that goes out uncompressed — no compression was negotiated, or it is
+//   under compressMinBytes, which connect never compresses — is one frame made once per event
+//   and written to every stream that sends it (src/services/encoded-events.ts): the same bytes,
+//   built once. Such a call gets a FrameSink (src/call/frame-sink.ts) through which the event hub writes
 //   live events' frames straight to the stream while the call's generators sleep.
 //
 // gRPC-Web and the Connect protocol, and gRPC over HTTP/1.1, go through the router as before.
@@ -61,12 +62,20 @@ import { sharedFrame as sharedEventFrame } from "../services/encoded-events.js";
 import { frameSinkKey } from "../call/frame-sink.js";
 
 /**
- * The frame an event response shares with every stream (src/services/encoded-events.ts), when
- * it is within the size limit (else connect's serializer refuses it as for any message).
+ * Whether `frame` (enveloped) is what connect would send for its message: within the size limit
+ * (else connect's serializer refuses it, as any message), and uncompressed — `compressFrom` is
+ * the size from which connect compresses a message (envelopeCompress), or undefined when no
+ * compression was negotiated.
  */
-function sharedFrame(message: object, writeMaxBytes: number): Uint8Array | undefined {
+function sentAsIs(frame: Uint8Array, writeMaxBytes: number, compressFrom: number | undefined): boolean {
+  const size = frame.byteLength - 5;
+  return size <= writeMaxBytes && (compressFrom === undefined || size < compressFrom);
+}
+
+/** The frame an event response shares with every stream (src/services/encoded-events.ts), when connect would send it as is. */
+function sharedFrame(message: object, writeMaxBytes: number, compressFrom: number | undefined): Uint8Array | undefined {
   const frame = sharedEventFrame(message);
-  return frame !== undefined && frame.byteLength - 5 <= writeMaxBytes ? frame : undefined;
+  return frame !== undefined && sentAsIs(frame, writeMaxBytes, compressFrom) ? frame : undefined;
 }
 
 /**
@@ -226,12 +235,13 @@ function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchO
     const writeHead = (): void => {
       if (!res.headersSent) res.writeHead(200, nodeHeaders(context.responseHeader));
     };
-    if (binary && !compression) {
+    const compressFrom = compression ? opt.compressMinBytes : undefined;
+    if (binary) {
       // Live events' shared frames, written by the event hub while the call's generators sleep
       // (src/lifecycle/subscription.ts): the bytes this loop would write for them.
       context.values.set(frameSinkKey, {
         write(frames) {
-          if (res.stream.closed || frames.some((frame) => frame.byteLength - 5 > opt.writeMaxBytes)) return false;
+          if (res.stream.closed || !frames.every((frame) => sentAsIs(frame, opt.writeMaxBytes, compressFrom))) return false;
           writeHead();
           // Corked: one write of the frames as they are (shared by every stream), not copies.
           res.stream.cork();
@@ -246,7 +256,7 @@ function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchO
     }
     try {
       for (let next = await output.next(); next.done !== true; next = await output.next()) {
-        const frame = (binary && !compression && sharedFrame(next.value, opt.writeMaxBytes)) || (await framed(next.value));
+        const frame = (binary && sharedFrame(next.value, opt.writeMaxBytes, compressFrom)) || (await framed(next.value));
         if (res.stream.closed) break;
         writeHead();
         if (!res.write(frame)) await writable(res);

@@ -175,6 +175,24 @@ describe("RPC metrics, named as go-grpc-middleware names them", () => {
     expect(delta("grpc_server_msg_sent_total", WATCH_EVENTS)).toBeGreaterThanOrEqual(received);
   });
 
+  it("counts as sent the live events the event hub writes straight to a lean watch stream", async () => {
+    const abort = new AbortController();
+    let received = 0;
+    const watching = (async () => {
+      for await (const { kind } of client.watchEvents({ afterSequence: await latestSequence() }, { signal: abort.signal }))
+        if (kind.case === "event") received += 1;
+    })().catch(() => undefined);
+    await expect.poll(async () => total(await scrape(metricsUrl), "amctl_subscribers", { grpc_method: "WatchEvents" })).toBe(1);
+    const before = await scrape(metricsUrl);
+    // Live events only (the stream began at the latest sequence): each tool grant is two.
+    for (let n = 0; n < 5; n += 1) await waitForEnd(client, (await grantTool("git")).operation!.name);
+    await expect.poll(() => received).toBeGreaterThanOrEqual(10);
+    const sent = deltas(before, await scrape(metricsUrl))("grpc_server_msg_sent_total", WATCH_EVENTS);
+    abort.abort();
+    await watching;
+    expect(sent).toBeGreaterThanOrEqual(received);
+  });
+
   it("a subscriber that stops reading is cut off, counted as such, and handled as ResourceExhausted", async () => {
     const before = await scrape(metricsUrl);
     // A client with a 1 KiB flow-control window that never reads (as test/e2e/slow-subscriber.test.ts).
