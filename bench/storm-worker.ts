@@ -1,9 +1,9 @@
 // The replay storm's client process, started by bench/replay-storm.ts (`node --import tsx
 // bench/storm-worker.ts --url URL --replays N --profile profiles/ID --expect K`). It keeps N
-// OperationService/WatchEvents streams replaying from sequence 0 with the filter `profile`, on
-// one HTTP/2 connection: each stream runs until it has received the K events of that profile (the
-// newest events on the server, so the replay has considered the whole history), is cancelled,
-// and is opened again. It prints `{"ready":true}` once every stream has finished one replay, and
+// OperationService/WatchEvents streams replaying from sequence 0 with the filter `profile`, over
+// CONNECTIONS HTTP/2 connections: each stream runs until it has received the K events of that
+// profile (the newest events on the server, so the replay has considered the whole history), is
+// cancelled, and is opened again. It prints `{"ready":true}` once every stream has finished one replay, and
 // when stdin closes it stops and prints `{"replays":R}`, the replays finished in all.
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
@@ -24,13 +24,19 @@ const streams = Number(values.replays);
 const expected = Number(values.expect);
 const filter = { profile: values.profile ?? "" };
 
-const client = createClient(OperationService, createGrpcTransport({ baseUrl: url.toString(), interceptors: credentialInterceptors(workerToken()) }));
+// Spread over connections because each replay ends with a cancel (RST_STREAM): on one connection
+// the storm resets streams faster than nghttp2's rapid-reset guard allows (CVE-2023-44487: a
+// burst of 1,000, then 33 a second), and the server's HTTP/2 session ends with INTERNAL_ERROR.
+const CONNECTIONS = 10;
+const clients = Array.from({ length: CONNECTIONS }, () =>
+  createClient(OperationService, createGrpcTransport({ baseUrl: url.toString(), interceptors: credentialInterceptors(workerToken()) })),
+);
 const stopping = new AbortController();
 let finished = 0;
 let firstRounds = 0;
 
 /** One replay from 0, until it has received the profile's `expected` events; false when stopped first. */
-async function replayOnce(): Promise<boolean> {
+async function replayOnce(client: (typeof clients)[number]): Promise<boolean> {
   const call = new AbortController();
   const stop = () => call.abort();
   stopping.signal.addEventListener("abort", stop, { once: true });
@@ -49,9 +55,9 @@ async function replayOnce(): Promise<boolean> {
   }
 }
 
-async function loop(): Promise<void> {
+async function loop(_: unknown, index: number): Promise<void> {
   let first = true;
-  while (await replayOnce()) {
+  while (await replayOnce(clients[index % CONNECTIONS]!)) {
     finished++;
     if (first && ++firstRounds === streams) process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
     first = false;
