@@ -127,7 +127,8 @@ describe("trust anchors", () => {
 
     let sent = 1;
     const started = performance.now();
-    while (performance.now() - started < 2500) {
+    // A flood: more than 200 refusals, over at least 2.5 s (however slow the machine is).
+    while (sent <= 200 || performance.now() - started < 2500) {
       const outcomes = await Promise.all(forged.map((client) => whoami(server, client)));
       expect(outcomes.every((outcome) => outcome === Code.Unauthenticated)).toBe(true);
       sent += forged.length;
@@ -135,7 +136,6 @@ describe("trust anchors", () => {
     const elapsedMs = performance.now() - started;
     expect(await whoami(server, server.token)).toBe("ok");
     const rereads = logOf(server).filter((line) => line.trigger === "unknown key id");
-    expect(sent).toBeGreaterThan(200);
     expect(rereads.length).toBeGreaterThanOrEqual(1);
     // One at the first forged id, then at most one a second (the first refusal came before `started`).
     expect(rereads.length).toBeLessThanOrEqual(Math.floor(elapsedMs / 1000) + 2);
