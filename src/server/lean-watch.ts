@@ -60,6 +60,7 @@ import { AuditService } from "../gen/agentmachine/v1/audit_service_pb.js";
 import { OperationService } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { sharedFrame as sharedEventFrame } from "../services/encoded-events.js";
 import { frameSinkKey } from "../call/frame-sink.js";
+import { joinedFrames } from "./joined-frames.js";
 
 /**
  * Whether `frame` (enveloped) is what connect would send for its message: within the size limit
@@ -243,10 +244,7 @@ function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchO
         write(frames) {
           if (res.stream.closed || !frames.every((frame) => sentAsIs(frame, opt.writeMaxBytes, compressFrom))) return false;
           writeHead();
-          // Corked: one write of the frames as they are (shared by every stream), not copies.
-          res.stream.cork();
-          for (const frame of frames) res.write(frame);
-          res.stream.uncork();
+          res.write(joinedFrames(frames));
           return true;
         },
         writable: () => !res.stream.closed && res.stream.writableLength < DIRECT_WRITE_BYTES,
