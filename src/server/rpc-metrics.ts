@@ -17,7 +17,7 @@
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
 import { Histogram, type Registry } from "prom-client";
-import { countingFrameSink, frameSinkKey } from "../call/frame-sink.js";
+import { CountingFrameSink, frameSinkKey } from "../call/frame-sink.js";
 import { TalliedCounter, type Tally } from "../metrics/tallied-counter.js";
 
 const grpcTypes: Record<DescMethod["methodKind"], string> = {
@@ -141,11 +141,7 @@ export function rpcMetricsInterceptor(registry: Registry): Interceptor {
       if (req.stream) {
         // Live events the event hub writes straight to a lean watch stream are sent messages too.
         const sink = req.contextValues.get(frameSinkKey);
-        if (sink !== undefined)
-          req.contextValues.set(
-            frameSinkKey,
-            countingFrameSink(sink, (frames) => (series.sent.value += frames)),
-          );
+        if (sink !== undefined) req.contextValues.set(frameSinkKey, new CountingFrameSink(sink, (frames) => (series.sent.value += frames)));
         res = await next({ ...req, message: counting(req.message, () => (series.received.value += 1)) });
       } else {
         series.received.value += 1;
