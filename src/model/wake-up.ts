@@ -38,7 +38,7 @@ class Sleeper implements Waiter {
   }
 }
 
-/** Sleepers by deadline (a binary min-heap), with one timer armed for the earliest. */
+/** Sleepers by deadline (a binary min-heap, on the monotonic clock as timers are), with one timer armed for the earliest. */
 class DeadlineHeap {
   private readonly heap: Sleeper[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -74,7 +74,7 @@ class DeadlineHeap {
   private expire(): void {
     this.timer = undefined;
     this.armedFor = Number.POSITIVE_INFINITY;
-    const now = Date.now();
+    const now = performance.now();
     while (this.heap.length > 0 && this.heap[0]!.due <= now) this.heap[0]!.wake();
     this.arm();
   }
@@ -84,7 +84,7 @@ class DeadlineHeap {
     if (first === undefined || first.due >= this.armedFor) return;
     this.disarm();
     this.armedFor = first.due;
-    this.timer = setTimeout(() => this.expire(), Math.max(0, first.due - Date.now()));
+    this.timer = setTimeout(() => this.expire(), Math.max(0, first.due - performance.now()));
   }
 
   private disarm(): void {
@@ -131,7 +131,7 @@ export function sleepingWaits(): number {
 export function waitForWakeUp(waiters: Set<Waiter>, ms: number, signal: AbortSignal): Promise<void> {
   if (signal.aborted) return Promise.resolve();
   return new Promise((resolve) => {
-    const sleeper = new Sleeper(Date.now() + ms, waiters, signal, resolve);
+    const sleeper = new Sleeper(performance.now() + ms, waiters, signal, resolve);
     deadlines.add(sleeper);
     signal.addEventListener("abort", sleeper);
     waiters.add(sleeper);
