@@ -4,7 +4,7 @@
 import type { AuditRecord } from "../gen/agentmachine/v1/audit_pb.js";
 import type { AuditQuery, StoreAudit } from "../store/store.js";
 import type { ReplayScheduler } from "../model/replay-scheduler.js";
-import { waitForWakeUp } from "../model/wake-up.js";
+import { type Waiter, waitForWakeUp, wakeAll } from "../model/wake-up.js";
 
 const PAGE = 512;
 /** At most this many sequences per page: bounded work where the filter matches little (the log has no secondary index). */
@@ -15,13 +15,12 @@ const POLL_MS = 1000;
 /** Counts this server's audit appends, so that a follower knows whether one came since it last read. */
 export class AuditAppends {
   private count = 0;
-  private readonly waiters = new Set<() => void>();
+  private readonly waiters = new Set<Waiter>();
 
   constructor(store: StoreAudit) {
     store.onAuditAppend(() => {
       this.count += 1;
-      for (const wake of this.waiters) wake();
-      this.waiters.clear();
+      wakeAll(this.waiters);
     });
   }
 

@@ -47,12 +47,39 @@ export interface AuthorityOptions {
   cacheMs: number;
 }
 
+/**
+ * An open stream's watch for the revocation of its principal's delegation or an ancestor. A class,
+ * not closures: a watch stream holds it for hours (see src/lifecycle/subscription.ts's Subscriber).
+ */
+class RevocationWatch {
+  private readonly controller = new AbortController();
+  /** The delegations (its own and its ancestors) whose revocation ends the stream. */
+  readonly names: readonly string[];
+  /** Leaves the authority's watches; a function of its own, as callers pass it as a listener. */
+  readonly dispose: () => void;
+
+  constructor(
+    private readonly principal: Principal,
+    watches: Set<RevocationWatch>,
+  ) {
+    this.names = [principal.delegation.name, ...principal.chain.map((d) => d.name)];
+    this.dispose = watches.delete.bind(watches, this);
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  revoked(names: ReadonlySet<string>): void {
+    if (Authority.affected(this.principal, names)) this.controller.abort(unauthenticated(`${this.principal.delegation.name} was revoked`));
+  }
+}
+
 export class Authority {
   /** Verified credentials, with the keys they were verified against: a change of keys makes them be verified again. */
   private readonly cache = new Map<string, { principal: Principal; until: number; keys: readonly PublicKeyEntry[] }>();
-  private readonly revocationListeners = new Set<(revoked: ReadonlySet<string>) => void>();
-  /** For each open stream, the delegations (its own and its ancestors) whose revocation ends it. */
-  private readonly watched = new Map<(revoked: ReadonlySet<string>) => void, readonly string[]>();
+  /** Each open stream's watch for revocations. */
+  private readonly watches = new Set<RevocationWatch>();
 
   constructor(private readonly options: AuthorityOptions) {}
 
@@ -141,24 +168,14 @@ export class Authority {
   /** Forgets cached credentials and tells open streams, after revocations through this server. */
   revoked(names: ReadonlySet<string>): void {
     this.cache.clear();
-    for (const listener of this.revocationListeners) listener(names);
+    for (const watch of this.watches) watch.revoked(names);
   }
 
   /** An AbortSignal that fires when `principal`'s delegation or an ancestor is revoked here. */
   revocationSignal(principal: Principal): { signal: AbortSignal; dispose: () => void } {
-    const controller = new AbortController();
-    const listener = (names: ReadonlySet<string>): void => {
-      if (Authority.affected(principal, names)) controller.abort(unauthenticated(`${principal.delegation.name} was revoked`));
-    };
-    this.revocationListeners.add(listener);
-    this.watched.set(listener, [principal.delegation.name, ...principal.chain.map((d) => d.name)]);
-    return {
-      signal: controller.signal,
-      dispose: () => {
-        this.revocationListeners.delete(listener);
-        this.watched.delete(listener);
-      },
-    };
+    const watch = new RevocationWatch(principal, this.watches);
+    this.watches.add(watch);
+    return watch;
   }
 
   /**
@@ -167,7 +184,7 @@ export class Authority {
    * `cacheMs`, so a stream ends within the same bound as a call would be refused.
    */
   async checkRevocations(): Promise<void> {
-    const names = new Set([...this.watched.values()].flat());
+    const names = new Set([...this.watches].flatMap((watch) => watch.names));
     const revoked = new Set<string>();
     for (const name of names) {
       const delegation = await this.options.store.getDelegation(name);

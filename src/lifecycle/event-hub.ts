@@ -9,13 +9,18 @@
 // with a writer set (subscription.ts), the hub hands a tail's matches of one commit straight to
 // that writer (one write to its stream) instead of waking the subscription for them.
 import type { StoreEvents, StoredEvent } from "../store/store.js";
-import { waitForWakeUp } from "../model/wake-up.js";
+import { type Waiter, waitForWakeUp, wakeAll } from "../model/wake-up.js";
 import { type CompiledFilter, type IndexDimension, indexValue } from "./event-filter.js";
 
 const DIMENSIONS: readonly IndexDimension[] = ["operation", "profile", "operationType", "type"];
 
 /** Events a tail may hold unread before it falls back to reading by cursor. */
 const TAIL_BUFFER = 1024;
+
+/** What writes a tail's matches of one commit straight to its stream (see Tail.writer). */
+export interface TailWriter {
+  writeLive(events: StoredEvent[]): boolean;
+}
 
 /**
  * A live subscriber: its filter, the matching events committed since it caught up and not yet
@@ -25,17 +30,17 @@ export class Tail {
   /** Matching events not yet taken, in order. */
   buffer: StoredEvent[] = [];
   overflowed = false;
-  readonly waiters = new Set<() => void>();
+  readonly waiters = new Set<Waiter>();
   /**
    * Set by the subscription while it sleeps and its stream takes writes at once: takes the
    * matching events of one commit and returns whether it wrote them. A writer that can take no
    * more unsets itself; the subscription is woken whenever none is set after a commit.
    */
-  writer: ((events: StoredEvent[]) => boolean) | undefined;
+  writer: TailWriter | undefined;
 
   constructor(
     readonly filter: CompiledFilter,
-    private readonly detach: (tail: Tail) => void,
+    private readonly hub: EventHub,
   ) {}
 
   /** Called by the hub for a committed event the index routed here. */
@@ -63,14 +68,14 @@ export class Tail {
 
   /** Leaves the hub: no more events are offered. */
   close(): void {
-    this.detach(this);
+    this.hub.unfollow(this);
   }
 }
 
 export class EventHub {
   private window: StoredEvent[] = [];
   private head: bigint;
-  private waiters = new Set<() => void>();
+  private waiters = new Set<Waiter>();
   /** Tails by `${dimension} ${value}`, each under every value of its one index dimension. */
   private indexed = new Map<string, Set<Tail>>();
   /** Tails without an index key: offered every event. */
@@ -108,7 +113,7 @@ export class EventHub {
     this.offerToTails(events, gap);
     const waiters = this.waiters;
     this.waiters = new Set();
-    for (const wake of waiters) wake();
+    wakeAll(waiters);
   }
 
   /** Routes each event to the tails that may want it; after a gap, every tail reads by cursor. */
@@ -131,11 +136,9 @@ export class EventHub {
       }
     }
     for (const tail of woken) {
-      if (!tail.overflowed && tail.writer?.(tail.buffer)) tail.buffer = [];
+      if (!tail.overflowed && tail.writer?.writeLive(tail.buffer)) tail.buffer = [];
       if (tail.writer !== undefined && !tail.overflowed) continue;
-      const waiters = [...tail.waiters];
-      tail.waiters.clear();
-      for (const wake of waiters) wake();
+      wakeAll(tail.waiters);
     }
   }
 
@@ -144,7 +147,7 @@ export class EventHub {
    * every later committed event its filter matches is buffered in the returned tail.
    */
   follow(filter: CompiledFilter): Tail {
-    const tail = new Tail(filter, (leaving) => this.unfollow(leaving));
+    const tail = new Tail(filter, this);
     if (filter.index === undefined) this.unindexed.add(tail);
     for (const value of filter.index?.values ?? []) {
       const key = `${filter.index!.by} ${value}`;
@@ -155,7 +158,8 @@ export class EventHub {
     return tail;
   }
 
-  private unfollow(tail: Tail): void {
+  /** Files `tail` under nothing any more (Tail.close). */
+  unfollow(tail: Tail): void {
     this.unindexed.delete(tail);
     for (const value of tail.filter.index?.values ?? []) {
       const key = `${tail.filter.index!.by} ${value}`;

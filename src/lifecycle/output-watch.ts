@@ -9,7 +9,7 @@ import type { OutputKey, OutputStreamName, StoreEvents, StoreOperations, StoreOu
 import { OUTPUT_STREAMS } from "../executors/output-streams.js";
 import { attemptNotStarted, noOutput, offsetAhead, outputRemoved } from "../executors/output-errors.js";
 import { isTerminal } from "../model/transitions.js";
-import { waitForWakeUp } from "../model/wake-up.js";
+import { type Waiter, waitForWakeUp, wakeAll } from "../model/wake-up.js";
 
 export type OutputItem =
   | { kind: "chunk"; key: OutputKey; offset: bigint; data: Uint8Array }
@@ -33,7 +33,7 @@ const POLL_MS = 1000;
 
 /** Wakes an operation's output readers when this server stores its output or commits one of its events. */
 export class OutputWakeUps {
-  private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly waiters = new Map<string, Set<Waiter>>();
 
   constructor(store: StoreOperations & StoreEvents & StoreOutput) {
     store.onOutput((key) => this.wake(key.operation));
@@ -43,7 +43,7 @@ export class OutputWakeUps {
   }
 
   private wake(operation: string): void {
-    for (const wake of this.waiters.get(operation) ?? []) wake();
+    wakeAll(this.waiters.get(operation) ?? []);
   }
 
   wait(operation: string, signal: AbortSignal): Promise<void> {

@@ -11,7 +11,7 @@
 import type { EventSelection, StoreEvents, StoredEvent } from "../store/store.js";
 import { cursorAhead, eventsCompacted } from "./errors.js";
 import type { IndexKeys } from "./event-filter.js";
-import type { EventHub, Tail } from "./event-hub.js";
+import type { EventHub, Tail, TailWriter } from "./event-hub.js";
 import type { HistoryReader } from "./history-replay.js";
 import type { ReplayScheduler } from "../model/replay-scheduler.js";
 import type { RetentionFloor } from "./retention-floor.js";
@@ -42,6 +42,11 @@ export interface DirectDelivery {
   writable(): boolean;
   /** Resolves when the stream takes writes at once again, or can take none (closed, or cut off as too slow). */
   ready(): Promise<void>;
+  /**
+   * Writes a bookmark at `sequence` to the stream, as yielding one would; false when it wrote
+   * none (then it is yielded). Without it, bookmarks are always yielded.
+   */
+  bookmark?(sequence: bigint): boolean;
 }
 
 export interface SubscriptionOptions {
@@ -88,118 +93,165 @@ async function startCursor({ hub, retention, store }: EventSources, after: bigin
   return checkCursor(store, after);
 }
 
-export async function* subscribe(sources: EventSources, options: SubscriptionOptions): AsyncGenerator<SubscriptionItem> {
-  const { hub, history } = sources;
-  let cursor = await startCursor(sources, options.after);
-  let catchingUp = true;
-  let lastSentAt = Date.now();
-  let tail: Tail | undefined;
-  const idleFor = () => Date.now() - lastSentAt;
-  const bookmarkDue = () => options.bookmarkIntervalMs > 0 && idleFor() >= options.bookmarkIntervalMs;
-  const waitMs = () => (options.bookmarkIntervalMs > 0 ? options.bookmarkIntervalMs - idleFor() : 60_000);
+/**
+ * One subscription's state and steps, for as long as its stream lives. A class rather than
+ * closures in subscribe: its methods are made once for every subscriber, where each closure made
+ * per call is an object of its own — and, under tsx (esbuild's keepNames gives each named one
+ * its `name` with defineProperty), a function in dictionary mode, about 400 bytes a closure.
+ * It is its tail's writer (writeLive) while it sleeps.
+ */
+class Subscriber implements TailWriter {
+  cursor: bigint;
+  catchingUp = true;
+  lastSentAt = Date.now();
+  tail: Tail | undefined;
+  /** Its last event was written to the stream directly: nothing more is to be sent. */
+  ended = false;
+
+  constructor(
+    readonly options: SubscriptionOptions,
+    start: bigint,
+  ) {
+    this.cursor = start;
+  }
+
+  idleFor(): number {
+    return Date.now() - this.lastSentAt;
+  }
+
+  bookmarkDue(): boolean {
+    return this.options.bookmarkIntervalMs > 0 && this.idleFor() >= this.options.bookmarkIntervalMs;
+  }
+
+  waitMs(): number {
+    return this.options.bookmarkIntervalMs > 0 ? this.options.bookmarkIntervalMs - this.idleFor() : 60_000;
+  }
+
   /**
    * Sends the matching events of `events` (all of them when the tail `matched` them already);
    * returns whether the stream ends with the last one sent.
    */
-  function* send(events: StoredEvent[], matched = false): Generator<SubscriptionItem, boolean> {
+  *send(events: StoredEvent[], matched = false): Generator<SubscriptionItem, boolean> {
     for (const stored of events) {
-      if (!matched && !options.matches(stored)) continue;
+      if (!matched && !this.options.matches(stored)) continue;
       yield { kind: "event", stored };
-      lastSentAt = Date.now();
-      if (options.isLast?.(stored)) return true;
+      this.lastSentAt = Date.now();
+      if (this.options.isLast?.(stored)) return true;
     }
     return false;
   }
-  let ended = false;
-  /** The tail's writer while the subscription sleeps: the matching events up to the last one, written in one go. */
-  const writeDirectly = (events: StoredEvent[]): boolean => {
-    const { direct, isLast } = options;
-    if (options.signal.aborted || direct === undefined) return disarm(false);
-    const last = isLast === undefined ? -1 : events.findIndex(isLast);
-    if (!direct.deliver(last < 0 ? events : events.slice(0, last + 1))) return disarm(false);
-    lastSentAt = Date.now();
-    if (last >= 0) ended = true;
-    if (ended || !direct.writable()) disarm(true);
+
+  *bookmark(): Generator<SubscriptionItem> {
+    if (this.bookmarkDirectly()) return;
+    yield { kind: "bookmark", sequence: this.cursor };
+    this.lastSentAt = Date.now();
+  }
+
+  /**
+   * A bookmark written to the stream directly, when it takes writes at once: an idle subscriber
+   * then wakes only itself every bookmark interval, not its call's whole chain of generators
+   * (which, for thousands of idle streams, is most of what they allocate).
+   */
+  private bookmarkDirectly(): boolean {
+    const { direct, signal } = this.options;
+    if (signal.aborted || direct?.bookmark === undefined || !direct.writable() || !direct.bookmark(this.cursor)) return false;
+    this.lastSentAt = Date.now();
     return true;
-  };
-  const disarm = (written: boolean): boolean => {
-    if (tail !== undefined) tail.writer = undefined;
+  }
+
+  /** The tail's writer while the subscription sleeps: the matching events up to the last one, written in one go. */
+  writeLive(events: StoredEvent[]): boolean {
+    const { direct, isLast } = this.options;
+    if (this.options.signal.aborted || direct === undefined) return this.disarm(false);
+    const last = isLast === undefined ? -1 : events.findIndex(isLast);
+    if (!direct.deliver(last < 0 ? events : events.slice(0, last + 1))) return this.disarm(false);
+    this.lastSentAt = Date.now();
+    if (last >= 0) this.ended = true;
+    if (this.ended || !direct.writable()) this.disarm(true);
+    return true;
+  }
+
+  disarm(written: boolean): boolean {
+    if (this.tail !== undefined) this.tail.writer = undefined;
     return written;
-  };
+  }
+
   /** Sleeps on the tail, letting the hub write to the stream meanwhile when it takes writes at once. */
-  async function sleepOn(following: Tail): Promise<void> {
-    const { direct } = options;
+  async sleepOn(following: Tail): Promise<void> {
+    const { direct } = this.options;
     // A stream that takes no more for now gets its events yielded once it does (ready() is
     // where a client that stopped reading is cut off); a closed one gets none.
     if (direct !== undefined && !direct.writable()) await direct.ready();
-    following.writer = direct?.writable() ? writeDirectly : undefined;
+    following.writer = direct?.writable() ? this : undefined;
     try {
-      await following.wait(waitMs(), options.signal);
+      await following.wait(this.waitMs(), this.options.signal);
     } finally {
       following.writer = undefined;
     }
   }
-  function* bookmark(): Generator<SubscriptionItem> {
-    yield { kind: "bookmark", sequence: cursor };
-    lastSentAt = Date.now();
-  }
+}
+
+export async function* subscribe(sources: EventSources, options: SubscriptionOptions): AsyncGenerator<SubscriptionItem> {
+  const { hub, history } = sources;
+  const self = new Subscriber(options, await startCursor(sources, options.after));
   try {
     while (!options.signal.aborted) {
+      const { tail } = self;
       if (tail !== undefined) {
         if (tail.overflowed) {
           // Fell behind: back to reading by cursor from the last event sent.
           tail.close();
-          tail = undefined;
+          self.tail = undefined;
           continue;
         }
         const buffered = tail.take();
         if (buffered.length > 0) {
-          if (yield* send(buffered, true)) return;
-          cursor = buffered[buffered.length - 1]!.event.sequence;
+          if (yield* self.send(buffered, true)) return;
+          self.cursor = buffered[buffered.length - 1]!.event.sequence;
           continue;
         }
         // Every event up to the newest was offered to the tail: those not buffered did not match
         // (or were written to the stream directly).
-        if (ended) return;
-        cursor = hub.latest();
-        if (bookmarkDue()) yield* bookmark();
-        else await sleepOn(tail);
-        if (ended) return;
+        if (self.ended) return;
+        self.cursor = hub.latest();
+        if (self.bookmarkDue()) yield* self.bookmark();
+        else await self.sleepOn(tail);
+        if (self.ended) return;
         continue;
       }
-      if (!hub.covers(cursor)) {
-        for await (const page of history.pages(hub, cursor, options.selection, options.signal)) {
-          if (yield* send(page.events)) return;
-          cursor = page.through;
-          if (bookmarkDue()) yield* bookmark();
+      if (!hub.covers(self.cursor)) {
+        for await (const page of history.pages(hub, self.cursor, options.selection, options.signal)) {
+          if (yield* self.send(page.events)) return;
+          self.cursor = page.through;
+          if (self.bookmarkDue()) yield* self.bookmark();
         }
         continue;
       }
       // Until its first short page a subscription is a replay: its full pages of the window take
       // their turns like those of the history, so a hundred replays of a full window cannot hold
       // the event loop either. From then on it follows live events without waiting for turns.
-      const read = () => hub.read(cursor, PAGE);
-      const fullPage = catchingUp && hub.latest() - cursor > BigInt(PAGE);
-      const batch = fullPage ? ((await sources.replays.run(read, options.signal)) ?? []) : await read();
-      if (batch.length < PAGE) catchingUp = false;
-      if (batch.length > 0 && batch[0]!.event.sequence !== cursor + 1n) {
+      const after = self.cursor;
+      const fullPage = self.catchingUp && hub.latest() - after > BigInt(PAGE);
+      const batch = fullPage ? ((await sources.replays.run(() => hub.read(after, PAGE), options.signal)) ?? []) : await hub.read(after, PAGE);
+      if (batch.length < PAGE) self.catchingUp = false;
+      if (batch.length > 0 && batch[0]!.event.sequence !== after + 1n) {
         // The window restarted after a gap (events compacted before this server read them).
-        throw eventsCompacted(cursor, batch[0]!.event.sequence);
+        throw eventsCompacted(after, batch[0]!.event.sequence);
       }
-      if (yield* send(batch)) return;
+      if (yield* self.send(batch)) return;
       if (batch.length > 0) {
-        cursor = batch[batch.length - 1]!.event.sequence;
+        self.cursor = batch[batch.length - 1]!.event.sequence;
         continue;
       }
       // Caught up: from here the hub hands this subscriber its matching events.
-      if (cursor >= hub.latest()) {
-        tail = hub.follow({ index: options.index, matches: options.matches });
+      if (after >= hub.latest()) {
+        self.tail = hub.follow({ index: options.index, matches: options.matches });
         continue;
       }
-      if (bookmarkDue()) yield* bookmark();
-      else await hub.waitBeyond(cursor, waitMs(), options.signal);
+      if (self.bookmarkDue()) yield* self.bookmark();
+      else await hub.waitBeyond(after, self.waitMs(), options.signal);
     }
   } finally {
-    tail?.close();
+    self.tail?.close();
   }
 }

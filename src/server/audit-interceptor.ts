@@ -67,24 +67,39 @@ async function* recordingDenial<T>(messages: AsyncIterable<T>, record: (error: u
   }
 }
 
+/**
+ * Records the denial of a call that failed with one (and nothing for other failures). Made by a
+ * function, not as a named closure in the interceptor: a watch stream holds it for hours, and
+ * under tsx each named closure made per call costs a property dictionary (see
+ * src/lifecycle/subscription.ts's Subscriber).
+ */
+function denialRecorder(
+  store: StoreAudit,
+  refusals: RefusalSummaries,
+  log: Logger,
+  req: UnaryRequest | StreamRequest,
+  scope: AuditScope,
+): (error: unknown) => Promise<void> {
+  return async (error) => {
+    const decision = deniedDecision(error);
+    if (decision === undefined) return;
+    const principal = authenticatedPrincipal(req.contextValues);
+    const draft = draftOf(scope, principal, "", decision);
+    try {
+      if (principal !== undefined) await store.appendAudit(draft);
+      else await refusals.refused({ ...draft, sourceAddress: sourceOf(req.contextValues) ?? "" });
+    } catch (appendError) {
+      // The caller gets its denial either way; an operator must see that it went unrecorded.
+      log.error({ err: appendError, rpc: scope.rpc }, "could not record a denied call in the audit log");
+    }
+  };
+}
+
 export function auditInterceptor(store: StoreAudit, refusals: RefusalSummaries, log: Logger): Interceptor {
   return (next) => async (req) => {
     const scope: AuditScope = { rpc: procedureOf(req.method), command: commandOf(req.method, undefined), requestDigest: () => "" };
     setAuditScope(req.contextValues, scope);
-    /** Records the denial of a call that failed with one (and nothing for other failures). */
-    const record = async (error: unknown): Promise<void> => {
-      const decision = deniedDecision(error);
-      if (decision === undefined) return;
-      const principal = authenticatedPrincipal(req.contextValues);
-      const draft = draftOf(scope, principal, "", decision);
-      try {
-        if (principal !== undefined) await store.appendAudit(draft);
-        else await refusals.refused({ ...draft, sourceAddress: sourceOf(req.contextValues) ?? "" });
-      } catch (appendError) {
-        // The caller gets its denial either way; an operator must see that it went unrecorded.
-        log.error({ err: appendError, rpc: scope.rpc }, "could not record a denied call in the audit log");
-      }
-    };
+    const record = denialRecorder(store, refusals, log, req, scope);
     try {
       const res = await next(await observed(scope, req));
       return res.stream ? { ...res, message: recordingDenial(res.message, record) } : res;

@@ -28,6 +28,7 @@ import type * as http2 from "node:http2";
 import { Code, ConnectError, createHandlerContext, createMethodImplSpec, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import {
   assertByteStreamRequest,
+  type Compression,
   compressionNegotiate,
   createMethodSerializationLookup,
   encodeEnvelope,
@@ -59,7 +60,7 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import { AuditService } from "../gen/agentmachine/v1/audit_service_pb.js";
 import { OperationService } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { sharedFrame as sharedEventFrame } from "../services/encoded-events.js";
-import { frameSinkKey } from "../call/frame-sink.js";
+import { type FrameSink, frameSinkKey } from "../call/frame-sink.js";
 import { joinedFrames } from "./joined-frames.js";
 
 /**
@@ -71,12 +72,6 @@ import { joinedFrames } from "./joined-frames.js";
 function sentAsIs(frame: Uint8Array, writeMaxBytes: number, compressFrom: number | undefined): boolean {
   const size = frame.byteLength - 5;
   return size <= writeMaxBytes && (compressFrom === undefined || size < compressFrom);
-}
-
-/** The frame an event response shares with every stream (src/services/encoded-events.ts), when connect would send it as is. */
-function sharedFrame(message: object, writeMaxBytes: number, compressFrom: number | undefined): Uint8Array | undefined {
-  const frame = sharedEventFrame(message);
-  return frame !== undefined && sentAsIs(frame, writeMaxBytes, compressFrom) ? frame : undefined;
 }
 
 /**
@@ -138,29 +133,99 @@ function writable(res: http2.Http2ServerResponse): Promise<void> {
  * and then streams for hours, while everything that reads the body (connect's pipeline of
  * generators over the HTTP/2 stream) would otherwise stay reachable from the call's input.
  */
-function releasedWhenRead<T>(input: AsyncIterable<T>): AsyncIterable<T> {
-  let source: AsyncIterator<T> | undefined = input[Symbol.asyncIterator]();
-  const ended: IteratorReturnResult<undefined> = { done: true, value: undefined };
-  const iterator: AsyncIterator<T> = {
-    async next() {
-      if (source === undefined) return ended;
-      try {
-        const result = await source.next();
-        if (result.done === true) source = undefined;
-        return result;
-      } catch (error) {
-        source = undefined;
-        throw error;
-      }
-    },
-    async return() {
-      const reading = source;
-      source = undefined;
-      await reading?.return?.();
-      return ended;
-    },
-  };
-  return { [Symbol.asyncIterator]: () => iterator };
+class ReleasedWhenRead<T> implements AsyncIterator<T>, AsyncIterable<T> {
+  private source: AsyncIterator<T> | undefined;
+
+  constructor(input: AsyncIterable<T>) {
+    this.source = input[Symbol.asyncIterator]();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    return this;
+  }
+
+  async next(): Promise<IteratorResult<T>> {
+    if (this.source === undefined) return { done: true, value: undefined };
+    try {
+      const result = await this.source.next();
+      if (result.done === true) this.source = undefined;
+      return result;
+    } catch (error) {
+      this.source = undefined;
+      throw error;
+    }
+  }
+
+  async return(): Promise<IteratorResult<T>> {
+    const reading = this.source;
+    this.source = undefined;
+    await reading?.return?.();
+    return { done: true, value: undefined };
+  }
+}
+
+/**
+ * One call's response: its stream, written by the call's loop and (as the call's FrameSink) by
+ * the event hub. A class, not closures made per call: a watch stream holds it for hours (see
+ * src/lifecycle/subscription.ts's Subscriber for what a closure per call costs).
+ */
+class LeanResponse implements FrameSink {
+  constructor(
+    private readonly res: http2.Http2ServerResponse,
+    private readonly responseHeader: Headers,
+    private readonly writeMaxBytes: number,
+    /** The size from which connect compresses a message, or undefined when no compression was negotiated. */
+    private readonly compressFrom: number | undefined,
+  ) {}
+
+  get closed(): boolean {
+    return this.res.stream.closed;
+  }
+
+  writeHead(): void {
+    if (!this.res.headersSent) this.res.writeHead(200, nodeHeaders(this.responseHeader));
+  }
+
+  /** The frame an event response shares with every stream, when connect would send it as is. */
+  sharedFrame(message: object): Uint8Array | undefined {
+    const frame = sharedEventFrame(message);
+    return frame !== undefined && sentAsIs(frame, this.writeMaxBytes, this.compressFrom) ? frame : undefined;
+  }
+
+  /** Writes a frame the call's loop made; resolves once the stream can take more. */
+  async send(frame: Uint8Array): Promise<void> {
+    this.writeHead();
+    if (!this.res.write(frame)) await writable(this.res);
+  }
+
+  // Live events' shared frames, written by the event hub while the call's generators sleep
+  // (src/lifecycle/subscription.ts): the bytes the call's loop would write for them.
+  write(frames: readonly Uint8Array[]): boolean {
+    const { res } = this;
+    if (res.stream.closed || !frames.every((frame) => sentAsIs(frame, this.writeMaxBytes, this.compressFrom))) return false;
+    this.writeHead();
+    res.write(joinedFrames(frames));
+    return true;
+  }
+
+  writable(): boolean {
+    return !this.res.stream.closed && this.res.stream.writableLength < DIRECT_WRITE_BYTES;
+  }
+
+  backedUp(): boolean {
+    return !this.res.stream.closed && this.res.stream.writableNeedDrain;
+  }
+
+  drained(): Promise<void> {
+    return this.res.stream.closed || !this.res.stream.writableNeedDrain ? Promise.resolve() : writable(this.res);
+  }
+
+  end(trailer: Headers): void {
+    if (this.res.stream.closed) return;
+    this.writeHead();
+    this.res.addTrailers(nodeHeaders(trailer));
+    this.res.end();
+  }
 }
 
 /** The call handler of one watch method. */
@@ -220,44 +285,26 @@ function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchO
       transformDecompressEnvelope(compression.request, opt.readMaxBytes),
       transformParseEnvelope(serialization.getI(type.binary)),
     );
-    const output = transformInvokeImplementation(spec, context, opt.interceptors)(releasedWhenRead(input))[Symbol.asyncIterator]();
+    const output = transformInvokeImplementation(spec, context, opt.interceptors)(new ReleasedWhenRead(input))[Symbol.asyncIterator]();
     return { context, output, binary: type.binary, compression: compression.response };
   };
 
+  /** A message's frame as connect makes it: serialized (within the size limit), compressed when negotiated, enveloped. */
+  async function framed(message: object, binary: boolean, compression: Compression | null): Promise<Uint8Array> {
+    const data = serialization.getO(binary).serialize(message as never);
+    const envelope = compression ? await envelopeCompress({ flags: 0, data }, compression, opt.compressMinBytes) : { flags: 0, data };
+    return encodeEnvelope(envelope.flags, envelope.data);
+  }
+
   return async (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse): Promise<void> => {
     const { context, output, binary, compression } = start(req, res);
-    const serializer = serialization.getO(binary);
-    /** A message's frame as connect makes it: serialized (within the size limit), compressed when negotiated, enveloped. */
-    const framed = async (message: Parameters<typeof serializer.serialize>[0]): Promise<Uint8Array> => {
-      const data = serializer.serialize(message);
-      const envelope = compression ? await envelopeCompress({ flags: 0, data }, compression, opt.compressMinBytes) : { flags: 0, data };
-      return encodeEnvelope(envelope.flags, envelope.data);
-    };
-    const writeHead = (): void => {
-      if (!res.headersSent) res.writeHead(200, nodeHeaders(context.responseHeader));
-    };
-    const compressFrom = compression ? opt.compressMinBytes : undefined;
-    if (binary) {
-      // Live events' shared frames, written by the event hub while the call's generators sleep
-      // (src/lifecycle/subscription.ts): the bytes this loop would write for them.
-      context.values.set(frameSinkKey, {
-        write(frames) {
-          if (res.stream.closed || !frames.every((frame) => sentAsIs(frame, opt.writeMaxBytes, compressFrom))) return false;
-          writeHead();
-          res.write(joinedFrames(frames));
-          return true;
-        },
-        writable: () => !res.stream.closed && res.stream.writableLength < DIRECT_WRITE_BYTES,
-        backedUp: () => !res.stream.closed && res.stream.writableNeedDrain,
-        drained: () => (res.stream.closed || !res.stream.writableNeedDrain ? Promise.resolve() : writable(res)),
-      });
-    }
+    const response = new LeanResponse(res, context.responseHeader, opt.writeMaxBytes, compression ? opt.compressMinBytes : undefined);
+    if (binary) context.values.set(frameSinkKey, response);
     try {
       for (let next = await output.next(); next.done !== true; next = await output.next()) {
-        const frame = (binary && sharedFrame(next.value, opt.writeMaxBytes, compressFrom)) || (await framed(next.value));
-        if (res.stream.closed) break;
-        writeHead();
-        if (!res.write(frame)) await writable(res);
+        const frame = (binary && response.sharedFrame(next.value)) || (await framed(next.value, binary, compression));
+        if (response.closed) break;
+        await response.send(frame);
       }
       context.abort();
     } catch (error) {
@@ -269,10 +316,7 @@ function leanMethodHandler(method: DescMethod, impl: object, options: LeanWatchO
     } finally {
       await output.return?.().catch(() => undefined);
     }
-    if (res.stream.closed) return;
-    writeHead();
-    res.addTrailers(nodeHeaders(context.responseTrailer));
-    res.end();
+    response.end(context.responseTrailer);
   };
 }
 

@@ -17,7 +17,7 @@
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor, type StreamResponse, type UnaryResponse } from "@connectrpc/connect";
 import { Histogram, type Registry } from "prom-client";
-import { countingFrameSink, frameSinkKey } from "../call/frame-sink.js";
+import { CountingFrameSink, frameSinkKey } from "../call/frame-sink.js";
 import { TalliedCounter, type Tally } from "../metrics/tallied-counter.js";
 
 const grpcTypes: Record<DescMethod["methodKind"], string> = {
@@ -129,6 +129,50 @@ async function* counting<T>(messages: AsyncIterable<T>, each: () => void): Async
   }
 }
 
+/**
+ * A stream's end, counted once: at the first of its end and the abort of its call (it is its
+ * signal's abort listener). A class, not closures made per call: a watch stream holds it for
+ * hours (see src/lifecycle/subscription.ts's Subscriber for what a closure per call costs).
+ */
+class HandledStream {
+  private ended = false;
+
+  constructor(
+    private readonly metrics: RpcMetrics,
+    private readonly series: MethodSeries,
+    private readonly start: number,
+    private readonly signal: AbortSignal,
+  ) {
+    if (signal.aborted) this.handleEvent();
+    else signal.addEventListener("abort", this);
+  }
+
+  end(code: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.signal.removeEventListener("abort", this);
+    this.metrics.handle(this.series, code, this.start);
+  }
+
+  handleEvent(): void {
+    this.end(abortCode(this.signal));
+  }
+
+  /** `messages`, each counted as sent; the stream is handled when they end. */
+  async *pass<T>(messages: AsyncIterable<T>): AsyncIterable<T> {
+    try {
+      yield* counting(messages, () => (this.series.sent.value += 1));
+      this.end("OK");
+    } catch (error) {
+      this.end(codeOf(error));
+      throw error;
+    } finally {
+      // The transport stopped reading it.
+      this.end(abortCode(this.signal));
+    }
+  }
+}
+
 /** The RPC metrics on `registry`, and the interceptor that counts them (outermost: it sees what the client gets). */
 export function rpcMetricsInterceptor(registry: Registry): Interceptor {
   const metrics = new RpcMetrics(registry);
@@ -141,11 +185,7 @@ export function rpcMetricsInterceptor(registry: Registry): Interceptor {
       if (req.stream) {
         // Live events the event hub writes straight to a lean watch stream are sent messages too.
         const sink = req.contextValues.get(frameSinkKey);
-        if (sink !== undefined)
-          req.contextValues.set(
-            frameSinkKey,
-            countingFrameSink(sink, (frames) => (series.sent.value += frames)),
-          );
+        if (sink !== undefined) req.contextValues.set(frameSinkKey, new CountingFrameSink(sink, (frames) => (series.sent.value += frames)));
         res = await next({ ...req, message: counting(req.message, () => (series.received.value += 1)) });
       } else {
         series.received.value += 1;
@@ -164,31 +204,6 @@ export function rpcMetricsInterceptor(registry: Registry): Interceptor {
     // all there is: connect-node never resumes nor closes a stream whose transport was closed
     // while a write waited for room (a slow subscriber cut off), as it waits for a 'drain' that
     // does not come.
-    const messages = res.message;
-    let ended = false;
-    const end = (code: string): void => {
-      if (ended) return;
-      ended = true;
-      req.signal.removeEventListener("abort", aborted);
-      metrics.handle(series, code, start);
-    };
-    const aborted = (): void => end(abortCode(req.signal));
-    if (req.signal.aborted) aborted();
-    else req.signal.addEventListener("abort", aborted);
-    return {
-      ...res,
-      message: (async function* () {
-        try {
-          yield* counting(messages, () => (series.sent.value += 1));
-          end("OK");
-        } catch (error) {
-          end(codeOf(error));
-          throw error;
-        } finally {
-          // The transport stopped reading it.
-          end(abortCode(req.signal));
-        }
-      })(),
-    };
+    return { ...res, message: new HandledStream(metrics, series, start, req.signal).pass(res.message) };
   };
 }

@@ -67,38 +67,61 @@ function endCall(span: Span, system: string, { code, message }: Outcome): void {
  * the transport pulls, outside the interceptor) and passes through unchanged: the transport's
  * `throw` and `return` when the client goes away reach the handler as they would without this.
  * The span ends with the stream: when it is done, with the handler's error, or with the
- * transport's (CANCELLED for a client that went away).
+ * transport's (CANCELLED for a client that went away). A class, not closures: a watch stream
+ * holds it for hours, and its methods are made once for every call (see subscription.ts's
+ * Subscriber for what a closure per call costs).
  */
-function streamInContext<T>(messages: AsyncIterable<T>, active: Context, span: Span, system: string): AsyncIterable<T> {
-  const inner = messages[Symbol.asyncIterator]();
-  let ended = false;
-  const end = (outcome: Outcome): void => {
-    if (ended) return;
-    ended = true;
-    endCall(span, system, outcome);
-  };
-  const step = async (move: () => Promise<IteratorResult<T>>, stopped?: Outcome): Promise<IteratorResult<T>> => {
-    if (stopped !== undefined) end(stopped);
+class StreamInContext<T> implements AsyncIterator<T>, AsyncIterable<T> {
+  private ended = false;
+  private readonly inner: AsyncIterator<T>;
+
+  constructor(
+    messages: AsyncIterable<T>,
+    private readonly active: Context,
+    private readonly span: Span,
+    private readonly system: string,
+  ) {
+    this.inner = messages[Symbol.asyncIterator]();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<T>> {
+    return this.step(() => this.inner.next());
+  }
+
+  throw(reason?: unknown): Promise<IteratorResult<T>> {
+    return this.step(
+      () => (this.inner.throw !== undefined ? this.inner.throw(reason) : Promise.reject(reason)),
+      reason instanceof ConnectError ? outcomeOf(reason) : { code: Code.Canceled },
+    );
+  }
+
+  return(value?: unknown): Promise<IteratorResult<T>> {
+    return this.step(() => (this.inner.return !== undefined ? this.inner.return(value) : Promise.resolve({ done: true, value })), {
+      code: Code.Canceled,
+    });
+  }
+
+  private end(outcome: Outcome): void {
+    if (this.ended) return;
+    this.ended = true;
+    endCall(this.span, this.system, outcome);
+  }
+
+  private async step(move: () => Promise<IteratorResult<T>>, stopped?: Outcome): Promise<IteratorResult<T>> {
+    if (stopped !== undefined) this.end(stopped);
     try {
-      const result = await context.with(active, move);
-      if (result.done === true) end({});
+      const result = await context.with(this.active, move);
+      if (result.done === true) this.end({});
       return result;
     } catch (error) {
-      end(outcomeOf(error));
+      this.end(outcomeOf(error));
       throw error;
     }
-  };
-  const iterator: AsyncIterator<T> = {
-    next: () => step(() => inner.next()),
-    throw: (reason?: unknown) =>
-      step(
-        () => (inner.throw !== undefined ? inner.throw(reason) : Promise.reject(reason)),
-        reason instanceof ConnectError ? outcomeOf(reason) : { code: Code.Canceled },
-      ),
-    return: (value?: unknown) =>
-      step(() => (inner.return !== undefined ? inner.return(value) : Promise.resolve({ done: true, value })), { code: Code.Canceled }),
-  };
-  return { [Symbol.asyncIterator]: () => iterator };
+  }
 }
 
 /** The call's span; outside the error interceptor, so it records the code the client gets. */
@@ -120,7 +143,7 @@ export function traceInterceptor(): Interceptor {
         endCall(span, system, {});
         return res;
       }
-      return { ...res, message: streamInContext(res.message, active, span, system) };
+      return { ...res, message: new StreamInContext(res.message, active, span, system) };
     } catch (error) {
       endCall(span, system, outcomeOf(error));
       throw error;

@@ -7,13 +7,14 @@
 // every stream (sharedFrame), and lets the hub write those frames of live events straight to a
 // sleeping subscription's stream (directDelivery). JSON responses cannot carry raw bytes, so for them the event is
 // set as usual.
-import { create, type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { create, type DescMessage, type Message, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import type { HandlerContext } from "@connectrpc/connect";
 import { type OperationEvent, OperationEventSchema } from "../gen/agentmachine/v1/event_pb.js";
-import { frameSinkOf } from "../call/frame-sink.js";
+import { type FrameSink, frameSinkOf } from "../call/frame-sink.js";
 import type { StallGuard } from "../call/raw-request.js";
 import type { DirectDelivery } from "../lifecycle/subscription.js";
+import type { StoredEvent } from "../store/store.js";
 
 /** Each event's encoding as a length-delimited field value (its length, then its bytes). */
 const encodings = new WeakMap<OperationEvent, Uint8Array>();
@@ -34,15 +35,20 @@ function lengthDelimited(event: OperationEvent): Uint8Array {
 const frames = new WeakMap<object, Uint8Array>();
 const framesByEvent = new WeakMap<OperationEvent, Map<number, Uint8Array>>();
 
+/** A response's binary encoding → its uncompressed gRPC frame. */
+function uncompressedFrame(response: Uint8Array): Uint8Array {
+  const frame = new Uint8Array(5 + response.byteLength);
+  new DataView(frame.buffer).setUint32(1, response.byteLength);
+  frame.set(response, 5);
+  return frame;
+}
+
 function frameOf(event: OperationEvent, fieldNumber: number): Uint8Array {
   let byField = framesByEvent.get(event);
   if (byField === undefined) framesByEvent.set(event, (byField = new Map()));
   let frame = byField.get(fieldNumber);
   if (frame === undefined) {
-    const response = new BinaryWriter().tag(fieldNumber, WireType.LengthDelimited).raw(lengthDelimited(event)).finish();
-    frame = new Uint8Array(5 + response.byteLength);
-    new DataView(frame.buffer).setUint32(1, response.byteLength);
-    frame.set(response, 5);
+    frame = uncompressedFrame(new BinaryWriter().tag(fieldNumber, WireType.LengthDelimited).raw(lengthDelimited(event)).finish());
     byField.set(fieldNumber, frame);
   }
   return frame;
@@ -71,34 +77,73 @@ export function withEncodedEvent<Desc extends DescMessage>(schema: Desc, fieldNu
 
 /**
  * Writes events to the call's stream as responses made by withEncodedEvent would be (their
- * shared frames), when the lean gRPC path gives the call a FrameSink. While the stream is backed
- * up (as when a yielded message waits for 'drain'), `guard` watches it and cuts off a client that
- * stopped reading, counting what is written meanwhile.
+ * shared frames), through the FrameSink the lean gRPC path gives the call. While the stream is
+ * backed up (as when a yielded message waits for 'drain'), `guard` watches it and cuts off a
+ * client that stopped reading, counting what is written meanwhile. A class, not closures: a
+ * watch stream holds it for hours (see src/lifecycle/subscription.ts's Subscriber).
  */
-export function directDelivery(context: HandlerContext, fieldNumber: number, guard: StallGuard): DirectDelivery | undefined {
-  const sink = frameSinkOf(context);
-  if (sink === undefined) return undefined;
-  let written = 0;
-  let drained: Promise<void> | undefined;
-  const watchUntilDrained = (): Promise<void> => {
-    if (drained === undefined) {
-      const stop = guard.watch(() => written);
-      drained = sink.drained().finally(() => {
+class DirectFrames implements DirectDelivery {
+  private written = 0;
+  private drained: Promise<void> | undefined;
+
+  constructor(
+    private readonly sink: FrameSink,
+    private readonly fieldNumber: number,
+    private readonly guard: StallGuard,
+    private readonly bookmarkResponse: BookmarkResponse | undefined,
+  ) {}
+
+  deliver(events: readonly StoredEvent[]): boolean {
+    return this.write(events.map((stored) => frameOf(stored.event, this.fieldNumber)));
+  }
+
+  bookmark(sequence: bigint): boolean {
+    if (this.bookmarkResponse === undefined) return false;
+    const { schema, message } = this.bookmarkResponse(sequence);
+    return this.write([uncompressedFrame(toBinary(schema, message))]);
+  }
+
+  private write(frames: Uint8Array[]): boolean {
+    if (!this.sink.write(frames)) return false;
+    for (const frame of frames) this.written += frame.byteLength;
+    if (this.sink.backedUp()) void this.watchUntilDrained();
+    return true;
+  }
+
+  writable(): boolean {
+    return this.sink.writable();
+  }
+
+  ready(): Promise<void> {
+    return this.sink.writable() ? Promise.resolve() : this.watchUntilDrained();
+  }
+
+  private watchUntilDrained(): Promise<void> {
+    if (this.drained === undefined) {
+      const stop = this.guard.watch(() => this.written);
+      this.drained = this.sink.drained().finally(() => {
         stop();
-        drained = undefined;
+        this.drained = undefined;
       });
     }
-    return drained;
-  };
-  return {
-    deliver(events) {
-      const frames = events.map((stored) => frameOf(stored.event, fieldNumber));
-      if (!sink.write(frames)) return false;
-      for (const frame of frames) written += frame.byteLength;
-      if (sink.backedUp()) void watchUntilDrained();
-      return true;
-    },
-    writable: () => sink.writable(),
-    ready: () => (sink.writable() ? Promise.resolve() : watchUntilDrained()),
-  };
+    return this.drained;
+  }
+}
+
+/** A stream's bookmark response at `sequence` (the message it yields for one) and its schema. */
+export type BookmarkResponse = (sequence: bigint) => { schema: DescMessage; message: Message };
+
+/**
+ * The call's DirectDelivery when the lean gRPC path gives it a FrameSink; `fieldNumber` is its
+ * responses' event field, `bookmarkResponse` (for a stream that sends bookmarks) makes its
+ * bookmarks, which are then written directly too.
+ */
+export function directDelivery(
+  context: HandlerContext,
+  fieldNumber: number,
+  guard: StallGuard,
+  bookmarkResponse?: BookmarkResponse,
+): DirectDelivery | undefined {
+  const sink = frameSinkOf(context);
+  return sink === undefined ? undefined : new DirectFrames(sink, fieldNumber, guard, bookmarkResponse);
 }

@@ -8,8 +8,10 @@ import {
   OperationFilterSchema,
   type OperationService,
   SubmitOperationRequestSchema,
+  type EventFilter,
   type OperationFilter,
   type SubmitOperationRequest,
+  type WatchEventsResponse,
   WatchEventsResponseSchema,
   WatchOperationResponseSchema,
 } from "../gen/agentmachine/v1/operation_service_pb.js";
@@ -37,11 +39,11 @@ import { principalOf } from "../call/principal.js";
 import { auditDraft } from "../call/audit-scope.js";
 import { allowedDecision } from "../audit/decisions.js";
 import { whileAuthorized } from "./while-authorized.js";
-import type { Authority } from "../governance/authority.js";
+import type { Authority, Principal } from "../governance/authority.js";
 import { canSeeProfile, requireOperation, requireProfile, visibleProfiles } from "../governance/scope.js";
 import { OperationType } from "../gen/agentmachine/v1/types_pb.js";
 import { isExecution } from "../model/execution-types.js";
-import type { CreateResult, StoreAccounts, StoreEvents, StoreOperations } from "../store/store.js";
+import type { CreateResult, StoreAccounts, StoreEvents, StoredEvent, StoreOperations } from "../store/store.js";
 import type { PolicyEngine } from "../governance/policy/policy-engine.js";
 import type { PlaneMetrics } from "../metrics/plane-metrics.js";
 
@@ -79,6 +81,31 @@ const DEFAULT_PAGE_SIZE = 50;
 /** Binds page tokens to their filter; equal filters digest alike whatever their label order. */
 function filterDigest(filter: OperationFilter | undefined): string {
   return messageDigest(OperationFilterSchema, filter ?? create(OperationFilterSchema));
+}
+
+// A watch stream's filters, made by functions rather than as named closures in the handler: a
+// watch holds them for hours, and under tsx each named closure made per call costs a property
+// dictionary (see src/lifecycle/subscription.ts's Subscriber).
+
+/** The events of operation `name`. */
+function ofOperation(name: string): (stored: StoredEvent) => boolean {
+  return (stored) => stored.event.operation === name;
+}
+
+/** Whether the event ends its operation (WatchOperation's last). */
+function endsOperation(stored: StoredEvent): boolean {
+  return isTerminal(stored.event.state);
+}
+
+/** The events `filter` selects of those `principal` may see. */
+function visibleMatches(principal: Principal, filter: EventFilter | undefined): (stored: StoredEvent) => boolean {
+  return (stored) => canSeeProfile(principal, stored.profile) && matchesEventFilter(filter, stored);
+}
+
+/** WatchEvents' bookmark at `sequence`: the message yielded for it, or written directly (encoded-events.ts). */
+function bookmarkResponse(sequence: bigint): { schema: typeof WatchEventsResponseSchema; message: WatchEventsResponse } {
+  const message = create(WatchEventsResponseSchema, { kind: { case: "bookmark", value: { sequence, time: timestampFromDate(new Date()) } } });
+  return { schema: WatchEventsResponseSchema, message };
 }
 
 export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof OperationService> {
@@ -199,11 +226,11 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
         const items = subscribe(sources, {
           after: afterSequence,
           selection: { operations: [name] },
-          matches: (stored) => stored.event.operation === name,
+          matches: ofOperation(name),
           index: { by: "operation", values: [name] },
           signal,
           bookmarkIntervalMs: 0,
-          isLast: (stored) => isTerminal(stored.event.state),
+          isLast: endsOperation,
           direct: directDelivery(context, WatchOperationResponseSchema.field.event.number, guard),
         });
         for await (const item of cutOffWhenStalled(items, guard)) {
@@ -224,15 +251,15 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
           after: afterSequence,
           // A watcher sees only the profiles its delegation covers.
           selection: eventSelection(filter, visibleProfiles(principal)),
-          matches: (stored) => canSeeProfile(principal, stored.profile) && matchesEventFilter(filter, stored),
+          matches: visibleMatches(principal, filter),
           index: eventFilterIndex(filter, visibleProfiles(principal)),
           signal,
           bookmarkIntervalMs: deps.bookmarkIntervalMs,
-          direct: directDelivery(context, WatchEventsResponseSchema.field.event.number, guard),
+          direct: directDelivery(context, WatchEventsResponseSchema.field.event.number, guard, bookmarkResponse),
         });
         for await (const item of cutOffWhenStalled(items, guard)) {
           if (item.kind === "bookmark") {
-            yield { kind: { case: "bookmark" as const, value: { sequence: item.sequence, time: timestampFromDate(new Date()) } } };
+            yield bookmarkResponse(item.sequence).message;
             continue;
           }
           const { event } = item.stored;

@@ -16,7 +16,8 @@ import { EventHub } from "../../src/lifecycle/event-hub.js";
 import { HistoryReader, type PageBounds } from "../../src/lifecycle/history-replay.js";
 import { ReplayScheduler } from "../../src/model/replay-scheduler.js";
 import { RetentionFloor } from "../../src/lifecycle/retention-floor.js";
-import { subscribe, type DirectDelivery, type EventSources } from "../../src/lifecycle/subscription.js";
+import { subscribe, type DirectDelivery, type EventSources, type SubscriptionItem } from "../../src/lifecycle/subscription.js";
+import { sleepingWaits } from "../../src/model/wake-up.js";
 import { SqliteStore } from "../../src/store/sqlite/sqlite-store.js";
 import type { OperationStore, StoredEvent } from "../../src/store/store.js";
 import { tempDir } from "../helpers/temp-dir.js";
@@ -330,4 +331,85 @@ describe("subscription: history, then window and live tail", () => {
     expect(await following).toMatchObject({ done: true });
     expect(written).toEqual([]);
   });
+
+  it("many sleeping subscriptions each get their bookmarks written directly, at the newest sequence; cancelled, they leave nothing behind", async () => {
+    const store = openStore();
+    const sources = await sourcesOver(store, 16);
+    await append(store, 3);
+    const before = sleepingWaits();
+    const subscribers = Array.from({ length: 40 }, () => {
+      const state = { direct: [] as bigint[], yielded: [] as SubscriptionItem[], offered: 0 };
+      const controller = new AbortController();
+      const direct: DirectDelivery = {
+        deliver: () => true,
+        writable: () => true,
+        ready: () => Promise.resolve(),
+        bookmark(sequence) {
+          state.direct.push(sequence);
+          return true;
+        },
+      };
+      const ended = (async () => {
+        for await (const item of subscribe(sources, {
+          after: 3n,
+          selection: {},
+          matches: () => {
+            state.offered += 1;
+            return true;
+          },
+          signal: controller.signal,
+          bookmarkIntervalMs: 20,
+          direct,
+        }))
+          state.yielded.push(item);
+      })();
+      return { state, controller, ended };
+    });
+    await until(() => subscribers.every(({ state }) => state.direct.length >= 2));
+    for (const { state } of subscribers) {
+      expect(state.yielded).toEqual([]);
+      expect(new Set(state.direct)).toEqual(new Set([3n]));
+    }
+    expect(sleepingWaits()).toBe(before + subscribers.length);
+
+    for (const { controller } of subscribers) controller.abort();
+    await Promise.all(subscribers.map(({ ended }) => ended));
+    expect(sleepingWaits()).toBe(before);
+    // No longer filed in the hub: a commit is offered to none of them.
+    const offered = subscribers.map(({ state }) => state.offered);
+    await append(store, 2, 3);
+    expect(subscribers.map(({ state }) => state.offered)).toEqual(offered);
+  });
+
+  it("yields its bookmark when its direct stream takes no write at once, or refuses it", async () => {
+    const store = openStore();
+    const sources = await sourcesOver(store, 16);
+    await append(store, 2);
+    for (const [writable, takes] of [
+      [false, true],
+      [true, false],
+    ] as const) {
+      const direct: DirectDelivery & { tried: number } = {
+        tried: 0,
+        deliver: () => true,
+        writable: () => writable,
+        ready: () => Promise.resolve(),
+        bookmark() {
+          direct.tried += 1;
+          return takes;
+        },
+      };
+      const controller = new AbortController();
+      const items = subscribe(sources, { after: 2n, selection: {}, matches: () => true, signal: controller.signal, bookmarkIntervalMs: 10, direct });
+      expect((await items.next()).value).toEqual({ kind: "bookmark", sequence: 2n });
+      expect(direct.tried).toBe(writable ? 1 : 0);
+      controller.abort();
+      await items.return(undefined);
+    }
+  });
 });
+
+/** Resolves once `done()` holds, checking every few milliseconds. */
+async function until(done: () => boolean): Promise<void> {
+  while (!done()) await new Promise((resolve) => setTimeout(resolve, 5));
+}
