@@ -203,11 +203,19 @@ export class WorkerAgent {
           },
         },
       })
+      // The workspace is gone before the outcome is reported: a client that sees the task end
+      // may count on it.
+      .finally(() => {
+        try {
+          rmSync(workspace, { recursive: true, force: true });
+        } catch (error) {
+          this.options.log.warn({ err: error, operation: operation.name }, "could not remove the task's workspace");
+        }
+      })
       .then((outcome) => (task.leaseLost ? undefined : this.reportOutcome(report, outcome, controller.signal.reason as StopCause | undefined)))
       .catch((error: unknown) => this.options.log.error({ err: error, operation: operation.name }, "task failed unexpectedly"))
       .finally(() => {
         if (this.tasks.get(operation.name) === task) this.tasks.delete(operation.name);
-        rmSync(workspace, { recursive: true, force: true });
       });
   }
 
