@@ -7,6 +7,7 @@ import { errorCount, formatCells, runCell, type CellResult } from "./load.js";
 import { stopServerProcess, type BenchServer } from "./processes.js";
 import { createBenchProfile, operationsClient } from "./records.js";
 import type { Settings } from "./settings.js";
+import { cpuPerCallUs } from "./stats.js";
 
 const PROTOCOL = "grpc";
 
@@ -27,11 +28,6 @@ export interface SubmitComparison {
   cpuPerSubmitUs: { clients: number; baseline: number; subject: number }[];
   /** `server CPU per submit at N clients: B µs without, S µs with (+D µs)`. */
   cpuLines: string[];
-}
-
-/** Server CPU seconds over all of a side's rounds per call, µs. */
-function cpuPerCallUs(rounds: readonly { rps: number; serverCpu: number }[]): number {
-  return (rounds.reduce((sum, round) => sum + round.serverCpu, 0) / rounds.reduce((sum, round) => sum + round.rps, 0)) * 1e6;
 }
 
 export interface SubmitSides {
