@@ -11,7 +11,7 @@ import type { Settings } from "./settings.js";
 import { compareSubmits } from "./submit-ab.js";
 
 export async function auditBenchmark(settings: Settings): Promise<SectionReport> {
-  const { ratioLines, errors, ...data } = await compareSubmits(
+  const { ratioLines, cpuLines, errors, ...data } = await compareSubmits(
     "audit",
     "audit on/off",
     { baseline: () => startServerProcess({ withoutAudit: true }), subject: () => startServerProcess() },
@@ -29,6 +29,7 @@ export async function auditBenchmark(settings: Settings): Promise<SectionReport>
       data.table,
       "",
       ...ratioLines,
+      ...cpuLines,
       ...(errors > 0 ? [`WARNING: ${errors} calls failed; see errorCodes in the results`] : []),
       "",
       ...verify.lines,

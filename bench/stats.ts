@@ -62,6 +62,16 @@ export function abRatios<Side>(runs: readonly SidedRun<Side>[], subject: Side, b
   return { pooled: ratio(...rates), rounds, rates };
 }
 
+/**
+ * A side's server CPU per call over rounds of equal length, µs: all the rounds' CPU over all
+ * their calls (not the mean of each round's, which a slow round would weigh as much as a fast
+ * one); NaN without calls. `serverCpu` is a share of one core, `rps` calls per second.
+ */
+export function cpuPerCallUs(rounds: readonly { rps: number; serverCpu: number }[]): number {
+  const calls = rounds.reduce((sum, round) => sum + round.rps, 0);
+  return calls > 0 ? (rounds.reduce((sum, round) => sum + round.serverCpu, 0) / calls) * 1e6 : Number.NaN;
+}
+
 /** Calls per second; NaN for a non-positive duration. */
 export function throughput(calls: number, seconds: number): number {
   return seconds > 0 ? calls / seconds : NaN;

@@ -7,6 +7,7 @@ import { errorCount, formatCells, runCell, type CellResult } from "./load.js";
 import { stopServerProcess, type BenchServer } from "./processes.js";
 import { createBenchProfile, operationsClient } from "./records.js";
 import type { Settings } from "./settings.js";
+import { cpuPerCallUs } from "./stats.js";
 
 const PROTOCOL = "grpc";
 
@@ -19,6 +20,14 @@ export interface SubmitComparison {
   goal: { clients: number; ratio: number; met: boolean };
   /** `<label> submit throughput at N clients: R`, the goal's row with its goal. */
   ratioLines: string[];
+  /**
+   * The server's CPU per submit of each side at each client count, µs: what the subject's
+   * difference costs, which unlike the throughput ratio hardly depends on what else the machine
+   * runs meanwhile.
+   */
+  cpuPerSubmitUs: { clients: number; baseline: number; subject: number }[];
+  /** `server CPU per submit at N clients: B µs without, S µs with (+D µs)`. */
+  cpuLines: string[];
 }
 
 export interface SubmitSides {
@@ -54,6 +63,11 @@ export async function compareSubmits(
   }
   const ratios = cells.map((cell) => ({ clients: cell.clients, ratio: cell.ratios.throughput }));
   const atGoal = ratios.find((row) => row.clients === goal.clients)!;
+  const cpuPerSubmitUs = cells.map((cell) => ({
+    clients: cell.clients,
+    baseline: cpuPerCallUs(cell.baseline.rounds),
+    subject: cpuPerCallUs(cell.subject.rounds),
+  }));
   return {
     protocol: PROTOCOL,
     cells,
@@ -64,6 +78,11 @@ export async function compareSubmits(
     ratioLines: ratios.map(
       ({ clients, ratio }) =>
         `${label} submit throughput at ${clients} clients: ${fixed(ratio)}${clients === goal.clients ? ` (goal ≥ ${fixed(goal.ratio)})` : ""}`,
+    ),
+    cpuPerSubmitUs,
+    cpuLines: cpuPerSubmitUs.map(
+      ({ clients, baseline, subject }) =>
+        `server CPU per submit at ${clients} clients: ${Math.round(baseline)} µs baseline, ${Math.round(subject)} µs subject (${subject >= baseline ? "+" : "−"}${Math.round(Math.abs(subject - baseline))} µs)`,
     ),
   };
 }

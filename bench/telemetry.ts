@@ -134,6 +134,7 @@ export async function telemetryBenchmark(settings: Settings): Promise<SectionRep
     const data = (run: TelemetryRun) => ({
       cells: run.cells,
       ratios: run.ratios,
+      cpuPerSubmitUs: run.cpuPerSubmitUs,
       table: run.table,
       goal: run.goal,
       exports: run.exports,
@@ -149,6 +150,7 @@ export async function telemetryBenchmark(settings: Settings): Promise<SectionRep
         all.table,
         "",
         ...all.ratioLines,
+        ...all.cpuLines,
         received(all),
         "",
         `The same with ${Object.entries(SAMPLED)
@@ -158,6 +160,7 @@ export async function telemetryBenchmark(settings: Settings): Promise<SectionRep
         sampled.table,
         "",
         ...sampled.ratioLines,
+        ...sampled.cpuLines,
         received(sampled),
         ...notes.map((line) => `NOTE: ${line}`),
         ...(errors > 0 ? [`WARNING: ${errors} calls failed; see errorCodes in the results`] : []),

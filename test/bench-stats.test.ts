@@ -1,7 +1,7 @@
 // The benchmark's arithmetic (bench/stats.ts): percentiles, ratios, throughput, summaries.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { compare, percentile, ratio, sortAscending, split, summarize, throughput } from "../bench/stats.js";
+import { compare, cpuPerCallUs, percentile, ratio, sortAscending, split, summarize, throughput } from "../bench/stats.js";
 
 describe("percentile", () => {
   it("interpolates linearly between closest ranks (NumPy's default)", () => {
@@ -146,5 +146,22 @@ describe("split", () => {
   it("rejects a total that is not a positive integer", () => {
     expect(() => split(0, 2)).toThrow(RangeError);
     expect(() => split(1.5, 2)).toThrow(RangeError);
+  });
+});
+
+describe("cpuPerCallUs", () => {
+  it("is all the rounds' CPU over all their calls, not the mean of each round's", () => {
+    // Half a core at 100 calls/s is 5,000 µs a call, at 300 calls/s 1,667: together 1 core-second for 400 calls.
+    expect(
+      cpuPerCallUs([
+        { rps: 100, serverCpu: 0.5 },
+        { rps: 300, serverCpu: 0.5 },
+      ]),
+    ).toBeCloseTo(2500, 9);
+  });
+
+  it("is NaN without calls", () => {
+    expect(cpuPerCallUs([])).toBeNaN();
+    expect(cpuPerCallUs([{ rps: 0, serverCpu: 0.2 }])).toBeNaN();
   });
 });

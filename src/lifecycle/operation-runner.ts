@@ -19,6 +19,7 @@ import { RunnerRecovery } from "./runner-recovery.js";
 import { TaskCancellation } from "./task-cancellation.js";
 import { cause } from "./task-transitions.js";
 import { isTerminal } from "../model/transitions.js";
+import { runAsTask } from "../telemetry/tracer.js";
 
 export interface RunnerOptions extends AttemptEnvironment {
   store: StoreRunners & StoreOperations & StoreEvents & StoreOutput & StoreDelegations & StoreAccounts;
@@ -126,13 +127,14 @@ export class OperationRunner {
   /**
    * Runs a task; `slots`, for an execution: the caps its claim must find room under (on every
    * replica). It runs in the trace context `origin` (where it was queued), not in whichever
-   * task's context freed the slot.
+   * task's context freed the slot, as a task of its span (runAsTask): its `executor.run` is a
+   * child of the submit's span, its claim and outcome commits make no spans.
    */
   private launch(name: string, done: () => void = () => {}, slots?: readonly SlotKey[], origin = context.active()): void {
     const controller = new AbortController();
     this.running.set(name, controller);
     context
-      .with(origin, () => this.attempts.execute(name, controller, slots))
+      .with(origin, () => runAsTask(() => this.attempts.execute(name, controller, slots)))
       .catch((error: unknown) => this.options.log.error({ err: error, operation: name }, "task failed unexpectedly"))
       .finally(() => {
         this.running.delete(name);

@@ -16,7 +16,7 @@ import type { Logger } from "../api/logger.js";
 import type { SlotKey, StoreOperations, StoreOutput } from "../store/store.js";
 import { withAttemptUsage } from "../governance/budget-ledger.js";
 import type { ExecutionCredential, ExecutionCredentials } from "../governance/execution-credentials.js";
-import { inSpan } from "../telemetry/tracer.js";
+import { inTaskSpan } from "../telemetry/tracer.js";
 import { attemptAttributes, recordOutcome } from "./attempt-span.js";
 import { isExecution } from "../model/execution-types.js";
 import { closeOutput, openOutput, storeOutputSink } from "./attempt-output.js";
@@ -171,7 +171,7 @@ export class AttemptRunner {
         .catch((error: unknown) => this.options.log.warn({ err: error, operation: name }, "could not record a report of the running task"));
     };
     const output = isExecution(running.type) ? await this.openOutput(name, attempt) : undefined;
-    const outcome = await inSpan("executor.run", attemptAttributes(running, attempt), (span) =>
+    const outcome = await inTaskSpan("executor.run", attemptAttributes(running, attempt), (span) =>
       executor
         .run({
           operation: running,

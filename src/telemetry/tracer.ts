@@ -7,7 +7,7 @@
 // Attributes follow the OpenTelemetry semantic conventions 1.45.0 where one applies; our own
 // live under `agentmachine.`. Identifiers such as the operation's name are span attributes
 // only: a span is one event, so they cost nothing in cardinality there (unlike metric labels).
-import { INVALID_SPAN_CONTEXT, SpanStatusCode, TraceFlags, context, trace, type Attributes, type Span } from "@opentelemetry/api";
+import { INVALID_SPAN_CONTEXT, SpanStatusCode, TraceFlags, context, createContextKey, trace, type Attributes, type Span } from "@opentelemetry/api";
 import { ATTR_ERROR_TYPE } from "@opentelemetry/semantic-conventions";
 import { Code, ConnectError } from "@connectrpc/connect";
 
@@ -85,14 +85,44 @@ const noSpan = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
  * outside any traced work (a timer's, an egress connection's), `body` runs without a span, so
  * it does not start a trace of one span; so it does below a span whose context is not sampled
  * (one the sampler left out), since a leaf has no children to pass a context on to and the
- * sampler would not record it either. (Sampled, not recording: a task's commits come after its
- * call's span has ended, and are still its children.)
+ * sampler would not record it either. (Sampled, not recording: a write that a call started may
+ * end after the call's span has, and is still its child.)
  */
 export function inChildSpan<T>(name: string, attributes: Attributes, body: (span: Span) => T): T {
   const active = context.active();
   const parent = trace.getSpan(active);
   if (parent === undefined || (parent.spanContext().traceFlags & TraceFlags.SAMPLED) === 0) return body(noSpan);
   return endingWith(tracer.startSpan(name, { attributes }, active), body);
+}
+
+/** The span whose task runs in this context (runAsTask), which the task's own span is a child of. */
+const taskOrigin = createContextKey("agentmachine.task-origin");
+
+/**
+ * Runs `body`, background work that the active span started and that may outlive it (an
+ * operation's task, submitted by a call), with no active span: the task's own bookkeeping (the
+ * commits that claim it and record its outcome) makes no spans, which would cost every traced
+ * submit two more spans than the work it asks for. The span the task runs in (inTaskSpan) is
+ * still a child of the span that started it, in its trace. Without an active span (a task taken
+ * up after a restart), or inside a task already, `body` runs in the context as it is.
+ */
+export function runAsTask<T>(body: () => T): T {
+  const active = context.active();
+  const origin = trace.getSpan(active);
+  if (origin === undefined) return body();
+  return context.with(trace.deleteSpan(active).setValue(taskOrigin, origin), body);
+}
+
+/**
+ * inSpan for the work of a task (runAsTask): a child of the span that started the task (or
+ * of the active span, outside a task), and active while `body` runs, so what the work commits
+ * nests below it.
+ */
+export function inTaskSpan<T>(name: string, attributes: Attributes, body: (span: Span) => T): T {
+  const active = context.active();
+  const origin = active.getValue(taskOrigin) as Span | undefined;
+  const parent = origin === undefined ? active : trace.setSpan(active, origin);
+  return tracer.startActiveSpan(name, { attributes }, parent, (span) => endingWith(span, body));
 }
 
 /** Names the operation a call concerns on the call's span (and on whatever span is active). */

@@ -4,7 +4,7 @@
 import { INVALID_SPANID, TraceFlags, context, trace } from "@opentelemetry/api";
 import { InMemorySpanExporter, NodeTracerProvider, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { inChildSpan, inSpan } from "../../src/telemetry/tracer.js";
+import { inChildSpan, inSpan, inTaskSpan, runAsTask } from "../../src/telemetry/tracer.js";
 
 const exporter = new InMemorySpanExporter();
 
@@ -26,7 +26,7 @@ describe("inChildSpan", () => {
     expect(child!.parentSpanContext?.spanId).toBe(call!.spanContext().spanId);
   });
 
-  it("records below a sampled span that has ended, as a task's commits come after its call's answer", () => {
+  it("records below a sampled span that has ended, as a write a call started may end after the call's answer", () => {
     const call = inSpan("call", {}, (span) => span);
     context.with(trace.setSpan(context.active(), call), () => inChildSpan("store.claimOperation", {}, () => undefined));
     const [, child] = exporter.getFinishedSpans();
@@ -39,5 +39,45 @@ describe("inChildSpan", () => {
     const outside = inChildSpan("store.write", {}, (span) => span.spanContext().spanId);
     expect([below, outside]).toEqual([INVALID_SPANID, INVALID_SPANID]);
     expect(exporter.getFinishedSpans()).toEqual([]);
+  });
+});
+
+describe("runAsTask and inTaskSpan", () => {
+  const parentOf = (name: string) => exporter.getFinishedSpans().find((span) => span.name === name)?.parentSpanContext?.spanId;
+
+  it("a task's own commits make no spans; its span is a child of the span that started it, and what it commits nests below that", async () => {
+    const call = inSpan("call", {}, (span) => span);
+    await context.with(trace.setSpan(context.active(), call), () =>
+      runAsTask(async () => {
+        inChildSpan("store.claimOperation", {}, () => undefined);
+        await inTaskSpan("executor.run", {}, async () => {
+          await Promise.resolve();
+          inChildSpan("store.modifyOperation", {}, () => undefined);
+        });
+        inChildSpan("store.modifyOperation", {}, () => undefined);
+      }),
+    );
+    expect(exporter.getFinishedSpans().map((span) => span.name)).toEqual(["call", "store.modifyOperation", "executor.run"]);
+    expect(parentOf("executor.run")).toBe(call.spanContext().spanId);
+    expect(parentOf("store.modifyOperation")).toBe(
+      exporter
+        .getFinishedSpans()
+        .find((span) => span.name === "executor.run")!
+        .spanContext().spanId,
+    );
+  });
+
+  it("work queued from inside a task (a retry) runs again as a task of the same span", () => {
+    const call = inSpan("call", {}, (span) => span);
+    const queued = context.with(trace.setSpan(context.active(), call), () => runAsTask(() => context.active()));
+    context.with(queued, () => runAsTask(() => inTaskSpan("executor.run", {}, () => undefined)));
+    expect(parentOf("executor.run")).toBe(call.spanContext().spanId);
+  });
+
+  it("a task started outside any span (taken up after a restart) starts a trace of its own", () => {
+    runAsTask(() => inTaskSpan("executor.run", {}, () => undefined));
+    const [span] = exporter.getFinishedSpans();
+    expect(span?.name).toBe("executor.run");
+    expect(span?.parentSpanContext).toBeUndefined();
   });
 });
