@@ -35,9 +35,6 @@ function tagOf(fieldNumber: number): Uint8Array {
   return tag;
 }
 
-/** The envelope's 5 bytes before its length is set (flags 0: uncompressed). */
-const ENVELOPE = new Uint8Array(5);
-
 /**
  * The frame of a response whose field `fieldNumber` is `event`: the envelope, the field's tag and
  * length, and the event's encoding — the one the store read it from when it has that (a replay's
@@ -49,9 +46,14 @@ function frameOf(event: OperationEvent, fieldNumber: number): Uint8Array {
   let frame = byEvent.get(event);
   if (frame === undefined) {
     const encoded = storedEncoding(event) ?? toBinary(OperationEventSchema, event);
-    frame = new BinaryWriter().raw(ENVELOPE).raw(tagOf(fieldNumber)).uint32(encoded.byteLength).raw(encoded).finish();
-    new DataView(frame.buffer, frame.byteOffset).setUint32(1, frame.byteLength - 5);
-    byEvent.set(event, frame);
+    const field = new BinaryWriter().raw(tagOf(fieldNumber)).uint32(encoded.byteLength).finish();
+    // From Node's shared pool, every byte written (see decodeStoredEvent).
+    const bytes = Buffer.allocUnsafe(5 + field.byteLength + encoded.byteLength);
+    bytes[0] = 0;
+    bytes.writeUInt32BE(field.byteLength + encoded.byteLength, 1);
+    bytes.set(field, 5);
+    bytes.set(encoded, 5 + field.byteLength);
+    byEvent.set(event, (frame = bytes));
   }
   return frame;
 }

@@ -74,8 +74,15 @@ export function decodeStoredEvent(data: Uint8Array, sequence: bigint): Operation
   const event = fromBinary(OperationEventSchema, data);
   const canonical = event.sequence === 0n && data[0] !== SEQUENCE_TAG && !holdsUnknownFields(event);
   event.sequence = sequence;
-  if (canonical) storedEncodings.set(event, new BinaryWriter().uint32(SEQUENCE_TAG).uint64(sequence).raw(data).finish());
-  else upgradeEvent(event);
+  if (canonical) {
+    const field = new BinaryWriter().uint32(SEQUENCE_TAG).uint64(sequence).finish();
+    // From Node's shared pool (every byte is written): a buffer of its own per event is a block
+    // the garbage collector tracks one by one, a good part of a replay's cost.
+    const encoded = Buffer.allocUnsafe(field.byteLength + data.byteLength);
+    encoded.set(field);
+    encoded.set(data, field.byteLength);
+    storedEncodings.set(event, encoded);
+  } else upgradeEvent(event);
   return event;
 }
 
