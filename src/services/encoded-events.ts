@@ -1,6 +1,8 @@
 // Encode once, write many: an event that goes to many binary watch streams is serialized once.
 // The event's bytes are kept beside the (shared, never mutated) event object the EventHub hands
-// to every subscriber, and each response carries them as the raw bytes of its event field —
+// to every subscriber (an event a replay read from the store has the encoding it was stored in,
+// storedEncoding, and is not encoded at all), and each response carries them as
+// the raw bytes of its event field —
 // protobuf-es writes unknown fields verbatim, so the response's binary encoding is exactly that
 // of the same response with the event set, without walking the event again. The lean gRPC path
 // (src/server/lean-watch.ts) goes further and writes one shared frame of the whole response to
@@ -15,25 +17,15 @@ import { type FrameSink, frameSinkOf } from "../call/frame-sink.js";
 import type { StallGuard } from "../call/raw-request.js";
 import type { DirectDelivery } from "../lifecycle/subscription.js";
 import type { StoredEvent } from "../store/store.js";
-
-/** Each event's encoding as a length-delimited field value (its length, then its bytes). */
-const encodings = new WeakMap<OperationEvent, Uint8Array>();
-
-function lengthDelimited(event: OperationEvent): Uint8Array {
-  let encoded = encodings.get(event);
-  if (encoded === undefined) {
-    encoded = new BinaryWriter().bytes(toBinary(OperationEventSchema, event)).finish();
-    encodings.set(event, encoded);
-  }
-  return encoded;
-}
+import { storedEncoding } from "../store/stored-messages.js";
 
 /**
  * A response made by withEncodedEvent → its gRPC frame (uncompressed envelope: flags 0, length,
  * the response's binary encoding), made once per event and field and shared by every stream.
  */
 const frames = new WeakMap<object, Uint8Array>();
-const framesByEvent = new WeakMap<OperationEvent, Map<number, Uint8Array>>();
+/** Field number → event → the frame of a response with the event in that field. */
+const framesByField = new Map<number, WeakMap<OperationEvent, Uint8Array>>();
 
 /** A response's binary encoding → its uncompressed gRPC frame. */
 function uncompressedFrame(response: Uint8Array): Uint8Array {
@@ -43,13 +35,34 @@ function uncompressedFrame(response: Uint8Array): Uint8Array {
   return frame;
 }
 
+/** The encoded tag of each length-delimited field number used. */
+const tags = new Map<number, Uint8Array>();
+
+function tagOf(fieldNumber: number): Uint8Array {
+  let tag = tags.get(fieldNumber);
+  if (tag === undefined) tags.set(fieldNumber, (tag = new BinaryWriter().tag(fieldNumber, WireType.LengthDelimited).finish()));
+  return tag;
+}
+
+/**
+ * The frame of a response whose field `fieldNumber` is `event`: the envelope, the field's tag and
+ * length, and the event's encoding — the one the store read it from when it has that (a replay's
+ * page), else toBinary's.
+ */
 function frameOf(event: OperationEvent, fieldNumber: number): Uint8Array {
-  let byField = framesByEvent.get(event);
-  if (byField === undefined) framesByEvent.set(event, (byField = new Map()));
-  let frame = byField.get(fieldNumber);
+  let byEvent = framesByField.get(fieldNumber);
+  if (byEvent === undefined) framesByField.set(fieldNumber, (byEvent = new WeakMap()));
+  let frame = byEvent.get(event);
   if (frame === undefined) {
-    frame = uncompressedFrame(new BinaryWriter().tag(fieldNumber, WireType.LengthDelimited).raw(lengthDelimited(event)).finish());
-    byField.set(fieldNumber, frame);
+    const encoded = storedEncoding(event) ?? toBinary(OperationEventSchema, event);
+    const field = new BinaryWriter().raw(tagOf(fieldNumber)).uint32(encoded.byteLength).finish();
+    // From Node's shared pool, every byte written (see decodeStoredEvent).
+    const bytes = Buffer.allocUnsafe(5 + field.byteLength + encoded.byteLength);
+    bytes[0] = 0;
+    bytes.writeUInt32BE(field.byteLength + encoded.byteLength, 1);
+    bytes.set(field, 5);
+    bytes.set(encoded, 5 + field.byteLength);
+    byEvent.set(event, (frame = bytes));
   }
   return frame;
 }
@@ -70,8 +83,9 @@ export function answersInBinary(context: HandlerContext): boolean {
  */
 export function withEncodedEvent<Desc extends DescMessage>(schema: Desc, fieldNumber: number, event: OperationEvent): MessageShape<Desc> {
   const message = create(schema);
-  message.$unknown = [{ no: fieldNumber, wireType: WireType.LengthDelimited, data: lengthDelimited(event) }];
-  frames.set(message, frameOf(event, fieldNumber));
+  const frame = frameOf(event, fieldNumber);
+  message.$unknown = [{ no: fieldNumber, wireType: WireType.LengthDelimited, data: frame.subarray(5 + tagOf(fieldNumber).byteLength) }];
+  frames.set(message, frame);
   return message;
 }
 

@@ -8,7 +8,7 @@ import { OperationEventSchema, type OperationEvent } from "../gen/agentmachine/v
 import { OperationSchema, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../model/transitions.js";
-import { decodeEvent, decodeOperation } from "./stored-messages.js";
+import { decodeOperation, decodeStoredEvent } from "./stored-messages.js";
 import type { CreateResult, Modification, NewOperation, Settlement, StoredEvent, StoredProfile } from "./store.js";
 
 /** The states an operation never leaves, as both stores' queries for active operations name them. */
@@ -93,7 +93,7 @@ export interface EventRow {
 
 export function eventFromRow(row: EventRow): StoredEvent {
   return {
-    event: { ...decodeEvent(row.data), sequence: BigInt(row.sequence) },
+    event: decodeStoredEvent(row.data, BigInt(row.sequence)),
     profile: row.profile,
     operationType: Number(row.operation_type),
     labels: typeof row.labels === "string" ? (JSON.parse(row.labels) as Record<string, string>) : row.labels,

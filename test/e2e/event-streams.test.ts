@@ -10,22 +10,32 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import Database from "better-sqlite3";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorInfoSchema } from "../../src/gen/google/rpc/error_details_pb.js";
-import { OperationService, type SubmitOperationRequestSchema } from "../../src/gen/agentmachine/v1/operation_service_pb.js";
+import { OperationEventSchema, type OperationEvent } from "../../src/gen/agentmachine/v1/event_pb.js";
+import { StopCauseSchema, StopReason } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import {
+  OperationService,
+  type SubmitOperationRequestSchema,
+  WatchOperationRequestSchema,
+  WatchOperationResponseSchema,
+} from "../../src/gen/agentmachine/v1/operation_service_pb.js";
 import { EventType, OperationType, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { defaultConfig, type ServerConfig } from "../../src/config/config.js";
 import { SQLITE_FILE } from "../../src/store/sqlite/sqlite-store.js";
 import { contiguityViolations, storeTruth, watcherViolations, type SeenBy } from "../helpers/event-invariants.js";
 import { EventWatcher, type EventFilterInit, type OperationClient } from "../helpers/event-watcher.js";
 import { quiescent } from "../helpers/operations.js";
+import { closeSession, decodeEnvelopes, envelope, GRPC_REQUEST_HEADERS, grpcStatus, h2Request, openSession } from "../helpers/raw-http2.js";
 import { startTestServer, tempDir, type TestServer } from "../helpers/server.js";
 import { seededRandom } from "../helpers/store-file.js";
 import { authInterceptors } from "../helpers/tokens.js";
+import { eventsWithEveryField, operation, SCOPE } from "../store/conformance.js";
 
 const PROFILES = ["profiles/es-a", "profiles/es-b"] as const;
 const BOOKMARK_MS = 200;
@@ -504,6 +514,68 @@ describe("retention", () => {
       ]);
     } finally {
       await retained.close();
+    }
+  });
+});
+
+describe("a replay of stored rows sent in the bytes they were stored in", () => {
+  it("sends each event exactly as protobuf encodes the event the store holds, with every field set, by every protocol", { timeout: 60_000 }, async () => {
+    const dataDir = tempDir("amctl-stored-bytes-");
+    const first = await startTestServer({ ...serverConfig, dataDir });
+    const op = operation({ profile: PROFILES[0] });
+    let written: OperationEvent[] = [];
+    try {
+      await first.store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
+      const legacy = create(StopCauseSchema, { message: "the runner stopped" });
+      legacy.$unknown = [{ no: 1, wireType: WireType.LengthDelimited, data: new BinaryWriter().string("runner_lost").finish() }];
+      written = [
+        ...eventsWithEveryField(op.name),
+        // A row of a version before 0.x: its bytes hold the old form, which must not go out.
+        create(OperationEventSchema, { operation: op.name, type: EventType.RETRY, attributes: { case: "retry", value: { cause: legacy } } }),
+      ];
+      written.at(-1)!.state = TaskState.COMPLETED; // WatchOperation ends with it
+      for (const full of written) await first.store.updateOperation({ operation: op, expectedState: TaskState.QUEUED, event: full });
+    } finally {
+      await first.close();
+    }
+
+    // After a restart the in-memory window is empty: a replay from 0 reads the store's pages.
+    const server = await startTestServer({ ...serverConfig, dataDir });
+    const session = await openSession(server.url);
+    try {
+      // (The restarted server may go on with the queued operation: its own events come after these.)
+      const held = (await server.store.readEvents(0n, 100))
+        .map((stored) => stored.event)
+        .filter((e) => e.operation === op.name)
+        .slice(0, written.length);
+      expect(held.map((e) => e.sequence)).toEqual(written.map((_, index) => BigInt(index + 1)));
+      expect(held.at(-1)?.attributes.value).toMatchObject({ cause: { reason: StopReason.RUNNER_LOST } });
+      // The lean gRPC path's frames, byte for byte: each is toBinary of the response with the event set.
+      const response = await h2Request(session, {
+        path: "/agentmachine.v1.OperationService/WatchOperation",
+        headers: { ...GRPC_REQUEST_HEADERS, authorization: `Bearer ${server.token}` },
+        body: envelope(toBinary(WatchOperationRequestSchema, create(WatchOperationRequestSchema, { name: op.name }))),
+        timeoutMs: 15_000,
+      });
+      expect(grpcStatus(response)).toBe(0);
+      const expected = held.map((e) => Buffer.from(toBinary(WatchOperationResponseSchema, create(WatchOperationResponseSchema, { event: e }))).toString("hex"));
+      expect(decodeEnvelopes(response.body).map((frame) => frame.data.toString("hex"))).toEqual(expected);
+      // Every protocol and codec decodes the same events.
+      for (const [protocol, client] of Object.entries(watchClients(server.url))) {
+        const received: unknown[] = [];
+        for await (const { event } of client.watchOperation({ name: op.name })) received.push(event);
+        expect(received, protocol).toEqual(held);
+      }
+      const json = createClient(
+        OperationService,
+        createConnectTransport({ baseUrl: server.url, httpVersion: "2", useBinaryFormat: false, interceptors: authInterceptors(server.url) }),
+      );
+      const fromJson: unknown[] = [];
+      for await (const { event } of json.watchOperation({ name: op.name })) fromJson.push(event);
+      expect(fromJson).toEqual(held);
+    } finally {
+      await closeSession(session);
+      await server.close();
     }
   });
 });

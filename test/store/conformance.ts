@@ -1,16 +1,25 @@
 // The store conformance suite: every OperationStore implementation must pass it unchanged.
 // test/store/*.test.ts run it against each backend.
 import { Code as RpcCode } from "../../src/gen/google/rpc/code_pb.js";
-import { create, type Message } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type Message } from "@bufbuild/protobuf";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { GENESIS_HASH, recordHash, type AuditDraft } from "../../src/model/audit-chain.js";
 import { AuditCheckpointSchema, type AuditRecord } from "../../src/gen/agentmachine/v1/audit_pb.js";
-import { BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
+import { BudgetDimension, BudgetSchema, type Budget } from "../../src/gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, DelegationScopeSchema, type Delegation } from "../../src/gen/agentmachine/v1/delegation_pb.js";
-import { OperationEventSchema, RetryAttributesSchema } from "../../src/gen/agentmachine/v1/event_pb.js";
+import {
+  CancelAttributesSchema,
+  CompleteAttributesSchema,
+  FailureAttributesSchema,
+  OperationEventSchema,
+  ProgressAttributesSchema,
+  RetryAttributesSchema,
+  StartAttributesSchema,
+  type OperationEvent,
+} from "../../src/gen/agentmachine/v1/event_pb.js";
 import {
   OperationSchema,
   OperationSpecSchema,
@@ -33,6 +42,7 @@ import {
   type StoredEvent,
 } from "../../src/store/store.js";
 import { denialCodeText, gatesText } from "../../src/model/audit-decision-text.js";
+import { storedEncoding } from "../../src/store/stored-messages.js";
 
 // Builders of operations (each with a new name and request id) and events; the PostgreSQL replica
 // tests use them too.
@@ -55,6 +65,44 @@ export function operation(overrides: Partial<Operation> = {}): Operation {
 
 export function event(name: string, type: EventType, state: TaskState, time = new Date()) {
   return create(OperationEventSchema, { operation: name, type, state, time: timestampFromDate(time), attempt: 1 });
+}
+
+/**
+ * One event of each attributes case with every field set (none at its zero value), as a store
+ * holds them for `name` before it gives them a sequence.
+ */
+export function eventsWithEveryField(name: string): OperationEvent[] {
+  const cause = { reason: StopReason.BUDGET_EXHAUSTED, message: "tokens ran out — ünïcode", dimension: BudgetDimension.TOKENS };
+  const attributes: OperationEvent["attributes"][] = [
+    {
+      case: "start",
+      value: create(StartAttributesSchema, {
+        policyDecisions: [
+          { gate: PolicyGate.TOOL_GRANT, rule: "r1", bundleDigest: "sha256:ab", allowed: true, reason: "allowed by r1" },
+          { gate: PolicyGate.TOOL_GRANT, rule: "r2", bundleDigest: "sha256:cd", allowed: true, reason: "and by r2" },
+        ],
+      }),
+    },
+    {
+      case: "progress",
+      value: create(ProgressAttributesSchema, {
+        message: "half way",
+        percent: 50,
+        budgetWarnings: [{ dimension: BudgetDimension.MODEL_CALLS, used: 2n ** 40n, limit: 2n ** 63n + 5n }],
+      }),
+    },
+    { case: "failure", value: create(FailureAttributesSchema, { cause }) },
+    { case: "retry", value: create(RetryAttributesSchema, { delay: { seconds: 3n, nanos: 500 }, cause }) },
+    { case: "cancel", value: create(CancelAttributesSchema, { cause }) },
+    { case: "complete", value: create(CompleteAttributesSchema, { message: "done" }) },
+  ];
+  return attributes.map((value, index) => {
+    const full = event(name, EventType.PROGRESS, TaskState.RUNNING, new Date(1_700_000_000_123 + index));
+    full.time!.nanos += 456;
+    full.attempt = 300 + index;
+    full.attributes = value;
+    return full;
+  });
 }
 
 /** Event types and states for histories of varied events (the history-page and subscription tests). */
@@ -352,6 +400,24 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       }
       const [stored] = await store.readEvents(0n, 10);
       expect(stored?.event.attributes).toMatchObject({ case: "retry", value: { cause: upgraded } });
+      // Its row's bytes hold the old form: a replay must not send them as they are.
+      expect(storedEncoding(stored!.event)).toBeUndefined();
+    });
+
+    it("reads events with every field set back as written, with their rows' bytes as exactly their encoding, by readEvents and readEventPage", async () => {
+      const op = operation();
+      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
+      const written = eventsWithEveryField(op.name);
+      for (const full of written) expect((await store.updateOperation({ operation: op, expectedState: TaskState.QUEUED, event: full })).kind).toBe("updated");
+      const { latest } = await store.eventBounds();
+      for (const read of [await store.readEvents(0n, 100), (await store.readEventPage({ after: 0n, through: latest, limit: 100 })).events]) {
+        expect(read.map((stored) => stored.event)).toEqual(written.map((full, index) => ({ ...full, sequence: BigInt(index + 1) })));
+        for (const { event: e } of read) {
+          const encoding = storedEncoding(e);
+          expect(encoding && Buffer.from(encoding).toString("hex")).toBe(Buffer.from(toBinary(OperationEventSchema, e)).toString("hex"));
+          expect(fromBinary(OperationEventSchema, encoding!)).toEqual(e);
+        }
+      }
     });
 
     it("keeps audit records written before 0.x (string code and gate) as they were hashed: they read, link and verify", async () => {

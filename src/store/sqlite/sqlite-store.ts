@@ -91,6 +91,9 @@ import { GroupCommit } from "./group-commit.js";
 import { appendResult, outputRead } from "../output-rows.js";
 import { migrations } from "./migrations.js";
 
+/** How many page statements a store keeps prepared: each filter shape (how many profiles, operations, … it names) is one. */
+const PAGE_STATEMENTS = 64;
+
 export const SQLITE_FILE = "amctl.sqlite";
 
 const sql = statements(sqlitePlaceholder);
@@ -129,6 +132,8 @@ export class SqliteStore implements OperationStore {
   private auditAppended: bigint | undefined;
   private readonly statements;
   private readonly rows: WriteRows;
+  /** Replays' page statements by SQL (one per shape of filter in use), the oldest dropped past PAGE_STATEMENTS. */
+  private readonly pageStatements = new Map<string, Database.Statement>();
 
   constructor(dataDir: string) {
     this.db = new Database(join(dataDir, SQLITE_FILE));
@@ -422,9 +427,18 @@ export class SqliteStore implements OperationStore {
 
   async readEventPage(query: EventPageQuery): Promise<EventPage> {
     const { sql, values } = eventPageStatement(sqlitePlaceholder, sqliteOneOf, query);
-    const rows = this.db.prepare(sql).all(...values) as EventRow[];
+    const rows = this.pageStatement(sql).all(...values) as EventRow[];
     // The bounds are read right after the page, in the same synchronous step.
     return { events: rows.map(eventFromRow), oldest: this.bounds().oldest };
+  }
+
+  private pageStatement(sql: string): Database.Statement {
+    let statement = this.pageStatements.get(sql);
+    if (statement === undefined) {
+      if (this.pageStatements.size >= PAGE_STATEMENTS) this.pageStatements.delete(this.pageStatements.keys().next().value!);
+      this.pageStatements.set(sql, (statement = this.db.prepare(sql)));
+    }
+    return statement;
   }
 
   async eventBounds(): Promise<EventBounds> {
