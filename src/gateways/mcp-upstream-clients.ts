@@ -95,10 +95,16 @@ export class UpstreamClients {
     if (withdrawn === undefined) this.inFlight.set(name, (withdrawn = new AbortController()));
     const client = await this.client(name);
     withdrawn.signal.throwIfAborted();
-    return client.request({ method: "tools/call", params: { name: tool, arguments: args } }, CallToolResultSchema, {
-      signal: AbortSignal.any([signal, withdrawn.signal]),
-      timeout: TOOL_CALL_TIMEOUT_MS,
-    });
+    try {
+      return await client.request({ method: "tools/call", params: { name: tool, arguments: args } }, CallToolResultSchema, {
+        signal: AbortSignal.any([signal, withdrawn.signal]),
+        timeout: TOOL_CALL_TIMEOUT_MS,
+      });
+    } catch (error) {
+      // The SDK wraps an abort's reason in an McpError: the withdrawal is told as such.
+      if (withdrawn.signal.aborted) throw withdrawn.signal.reason;
+      throw error;
+    }
   }
 
   async close(): Promise<void> {

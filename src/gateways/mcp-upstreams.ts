@@ -73,8 +73,9 @@ function egressOf(egress: unknown, field: string): EgressDestination[] {
   });
 }
 
+/** Names the file as the operator gave it: `--mcp-upstreams FILE` to `amctl serve`, `--file FILE` to `amctl mcp-upstream put`. */
 function invalid(file: string, where: string, what: string): Error {
-  return new Error(`--mcp-upstreams ${file}: ${where}: ${what}`);
+  return new Error(`${file}: ${where}: ${what}`);
 }
 
 /** The file's entry as a declaration: what is particular to YAML (a mapping, its keys, `network`) is checked here, the rules by checkedUpstream. */
@@ -105,9 +106,13 @@ function fileFields(where: string): DeclarationFields {
   return { entry: where, name: `${where}.name`, url: `${where}.url`, command: `${where}.command`, egress: `${where}.network.egress` };
 }
 
-/** The upstreams declared in `file` (YAML or JSON: `servers: [{name, url | command}]`); throws naming the bad field. */
-export function readMcpUpstreams(file: string): McpUpstream[] {
-  const document: unknown = parse(readFileSync(file, "utf8"));
+/**
+ * The upstreams declared in `path` (YAML or JSON: `servers: [{name, url | command}]`); throws
+ * naming the bad field, after `flag` (the option that gave the file).
+ */
+export function readMcpUpstreams(path: string, flag = "--mcp-upstreams"): McpUpstream[] {
+  const file = `${flag} ${path}`;
+  const document: unknown = parse(readFileSync(path, "utf8"));
   const servers = (document as { servers?: unknown } | null)?.servers;
   if (!Array.isArray(servers)) throw invalid(file, "servers", "must be a list of upstream MCP servers");
   const seen = new Set<string>();
