@@ -259,6 +259,17 @@ function resolveContainerRuntime(runtime: string): string {
   }
 }
 
+/**
+ * On a store other replicas share, runs `task` every `ms`: what they change is seen here only by
+ * reading. None on an exclusive store, where every change is this process's own.
+ */
+function whileShared(store: { exclusive: boolean }, ms: number, task: () => Promise<unknown>, failed: (error: unknown) => void): NodeJS.Timeout | undefined {
+  if (store.exclusive) return undefined;
+  const timer = setInterval(() => void task().catch(failed), ms);
+  timer.unref();
+  return timer;
+}
+
 function ensureDataDir(dataDir: string): string {
   const path = resolve(dataDir);
   mkdirSync(path, { recursive: true, mode: 0o700 });
@@ -329,12 +340,12 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     cacheMs: config.credentialCacheMs,
   });
   // On a shared store, revocations made through other replicas end this replica's streams too.
-  const revocationChecks = store.exclusive
-    ? undefined
-    : setInterval(() => {
-        authority.checkRevocations().catch((error: unknown) => log.warn({ err: error }, "could not check for revocations"));
-      }, config.credentialCacheMs);
-  revocationChecks?.unref();
+  const revocationChecks = whileShared(
+    store,
+    config.credentialCacheMs,
+    () => authority.checkRevocations(),
+    (error) => log.warn({ err: error }, "could not check for revocations"),
+  );
   if (anchors.anchorFiles().length === 0) {
     log.warn(
       `no trust anchor yet: no credential is valid, so only health and reflection answer until \`amctl init\` writes ${initAnchor} (taken up as it appears, no restart needed)`,
@@ -343,12 +354,12 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const policy = new PolicyEngine(store, log, metrics);
   const grants = new GrantIndex(store);
   // Other replicas may apply bundles: a shared store is read again on every runner heartbeat.
-  const policyRefresh = store.exclusive
-    ? undefined
-    : setInterval(() => {
-        policy.load().catch((error: unknown) => log.warn({ err: error }, "could not reload the policy bundles"));
-      }, config.runnerHeartbeatMs);
-  policyRefresh?.unref();
+  const policyRefresh = whileShared(
+    store,
+    config.runnerHeartbeatMs,
+    () => policy.load(),
+    (error) => log.warn({ err: error }, "could not reload the policy bundles"),
+  );
   await policy.load();
   // The default directory (where `amctl init` puts the default bundles) may come later; it is watched until it does.
   const policyDirectory = new PolicyDirectory(config.policyDir ?? join(dataDir, "policies"), policy, log);
@@ -440,12 +451,12 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   });
   // Another replica's change ends this replica's calls to what it replaced or removed within a
   // heartbeat (this replica's own changes, and any call here, take it up at once).
-  const upstreamRefresh = store.exclusive
-    ? undefined
-    : setInterval(() => {
-        upstreamClients.sync().catch((error: unknown) => log.warn({ err: error }, "could not read the upstream MCP servers"));
-      }, config.runnerHeartbeatMs);
-  upstreamRefresh?.unref();
+  const upstreamRefresh = whileShared(
+    store,
+    config.runnerHeartbeatMs,
+    () => upstreamClients.sync(),
+    (error) => log.warn({ err: error }, "could not read the upstream MCP servers"),
+  );
 
   const parts: ServiceParts = {
     config,
