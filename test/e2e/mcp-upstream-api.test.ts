@@ -5,7 +5,8 @@
 // are InvalidArgument naming the field and store nothing; only a root delegation may put,
 // delete or list (a child with the widest scope and an execution credential are refused); the
 // CLI round-trips.
-import { writeFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, createClient, type Client as RpcClient } from "@connectrpc/connect";
@@ -52,7 +53,24 @@ function upstreamsClient(url: string, token: string): UpstreamsClient {
 }
 
 const http = (name: string, url: string): UpstreamInit => ({ name, transport: { case: "http", value: { url } } });
-const stdio = (name: string): UpstreamInit => ({ name, transport: { case: "stdio", value: { command: [process.execPath, UPSTREAM_SCRIPT, "stdio"] } } });
+/** A stdio upstream; `label` (its answers' prefix) also marks its process in /proc. */
+const stdio = (name: string, label = "stdio-upstream"): UpstreamInit => ({
+  name,
+  transport: { case: "stdio", value: { command: [process.execPath, UPSTREAM_SCRIPT, "stdio", label] } },
+});
+
+/** How many processes run with `marker` among their arguments (a sandbox's PID namespace hides nothing from /proc here). */
+function processesMarked(marker: string): number {
+  let count = 0;
+  for (const pid of readdirSync("/proc").filter((entry) => /^\d+$/.test(entry))) {
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").includes(marker)) count += 1;
+    } catch {
+      // It ended meanwhile.
+    }
+  }
+  return count;
+}
 
 /** An MCP client of the gateway for a fresh running execution whose delegation covers every tool. */
 async function agentMcp(): Promise<{ mcp: Client; token: string }> {
@@ -138,16 +156,19 @@ describe("live declarations", () => {
     await operator.deleteMcpUpstream({ name: "swap" });
   });
 
-  it("deleting an upstream removes its tools and ends a call in flight to it", async () => {
-    await operator.putMcpUpstream({ upstream: stdio("gone") });
+  it("deleting an upstream removes its tools, ends a call in flight to it and stops its sandbox", async () => {
+    const marker = `gone-${randomUUID()}`;
+    await operator.putMcpUpstream({ upstream: stdio("gone", marker) });
     const { mcp } = await agentMcp();
     expect(await toolNames(mcp)).toContain("gone__slow");
     const slow = mcp.callTool({ name: "gone__slow", arguments: { ms: 30_000 } });
     await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(processesMarked(marker)).toBeGreaterThan(0);
     expect((await operator.deleteMcpUpstream({ name: "gone" })).upstream?.name).toBe("gone");
     const ended = await slow;
     expect(ended.isError).toBe(true);
     expect(resultText(ended)).toBe("ended: upstream MCP server gone was removed");
+    await expect.poll(() => processesMarked(marker), { timeout: 5_000 }).toBe(0);
     expect((await toolNames(mcp)).filter((name) => name.startsWith("gone__"))).toEqual([]);
     const after = await mcp.callTool({ name: "gone__echo", arguments: { text: "x" } });
     expect(after.isError).toBe(true);
