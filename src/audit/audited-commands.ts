@@ -7,6 +7,7 @@
 import type { DescMethod } from "@bufbuild/protobuf";
 import { AuditService } from "../gen/agentmachine/v1/audit_service_pb.js";
 import { DelegationService } from "../gen/agentmachine/v1/delegation_service_pb.js";
+import { McpUpstreamService } from "../gen/agentmachine/v1/mcp_upstream_service_pb.js";
 import { OperationService, type SubmitOperationRequest } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
 import { RuntimeService } from "../gen/agentmachine/v1/runtime_service_pb.js";
@@ -58,6 +59,9 @@ const auditedRpcs: ReadonlyMap<string, AuditedRpc> = new Map([
   plainCommand(DelegationService.method.issueDelegation),
   plainCommand(DelegationService.method.revokeDelegation),
   plainCommand(PolicyService.method.applyPolicyBundle),
+  // What the MCP gateway forwards to, and (stdio) what the server runs.
+  plainCommand(McpUpstreamService.method.putMcpUpstream),
+  plainCommand(McpUpstreamService.method.deleteMcpUpstream),
   // When it charges the budget (an allowed call); a refused one is a denial.
   plainCommand(RuntimeService.method.authorizeCall),
   plainCommand(RuntimeService.method.reportUsage),

@@ -5,13 +5,15 @@
 // caller is a running execution, authenticated by its own credential (`Authorization: Bearer
 // $AMCTL_TOKEN`) the way every RPC is. It sees, as tools of one MCP server:
 //
-//   tools/list  the tools of every declared upstream (mcp-upstreams.ts) that its profile
+//   tools/list  the tools of every declared upstream (mcp-upstreams.ts; the declarations as they
+//               are at this request, mcp-upstream-declarations.ts) that its profile
 //               grants and its delegation's scope covers, named `server__tool` (mcp-tool-names.ts);
 //   tools/call  forwarded once governToolCall (mcp-tool-call.ts) allows and charges it; a
 //               refusal is a tool result with isError set, whose text names the rule.
 //
 // A call in flight ends at once when the caller's delegation (or an ancestor) or the grant it
-// was allowed under is revoked (call-revocations.ts), and the caller's stream with it.
+// was allowed under is revoked (call-revocations.ts), and the caller's stream with it; and when
+// its upstream is replaced or removed (mcp-upstream-clients.ts), as a tool error saying so.
 import type { JsonObject } from "@bufbuild/protobuf";
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
@@ -26,7 +28,7 @@ import { create } from "@bufbuild/protobuf";
 import { CallRevocations } from "./call-revocations.js";
 import { exposedName, grantName, parseExposedName, type UpstreamTool } from "./mcp-tool-names.js";
 import { governToolCall, type ToolCallDeps } from "./mcp-tool-call.js";
-import { UpstreamUnavailable, type UpstreamClients } from "./mcp-upstream-clients.js";
+import { UpstreamUnavailable, UpstreamWithdrawn, type UpstreamClients } from "./mcp-upstream-clients.js";
 import { attemptOfToken } from "./runtime-call.js";
 import type { StoreEvents } from "../store/store.js";
 import { sendJson, sendWebResponse, webRequestOf, type NodeRequest, type NodeResponse } from "./web-exchange.js";
@@ -80,6 +82,7 @@ export function mcpGateway(deps: McpGatewayDeps) {
 
   async function listTools(principal: Principal, operation: Operation, signal: AbortSignal): Promise<Tool[]> {
     const listed: Tool[] = [];
+    await upstreams.sync();
     for (const server of upstreams.names()) {
       let tools: Tool[];
       try {
@@ -99,6 +102,7 @@ export function mcpGateway(deps: McpGatewayDeps) {
     const target = parseExposedName(name);
     if (target === undefined) return toolError(`refused: ${name} is not a tool name of this gateway (server__tool)`);
     let offered: Tool | undefined;
+    await upstreams.sync();
     try {
       // A server nobody declared offers nothing; the call is still decided (and audited) like any other.
       if (upstreams.has(target.server)) offered = (await upstreams.tools(target.server, signal)).find((tool) => tool.name === target.tool);
@@ -114,6 +118,7 @@ export function mcpGateway(deps: McpGatewayDeps) {
       return await upstreams.call(target.server, target.tool, args, AbortSignal.any([signal, watch.signal]));
     } catch (error) {
       if (watch.signal.aborted) return toolError(`ended: ${String(watch.signal.reason)}`);
+      if (error instanceof UpstreamWithdrawn) return toolError(`ended: ${error.message}`);
       // The upstream's own JSON-RPC error is its answer, passed on; anything else is the gateway's
       // trouble reaching it, told without the details (an address) and logged.
       if (error instanceof McpError) throw error;

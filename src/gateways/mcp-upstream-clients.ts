@@ -1,5 +1,8 @@
 // The gateway's client side: one MCP client per declared upstream, connected on first use and
-// again after its connection is lost. Upstreams know nothing of callers: the gateway decides,
+// again after its connection is lost. The declarations may change while the server runs
+// (mcp-upstream-declarations.ts): sync() takes up the current ones, and an upstream replaced or
+// removed has its client closed (a stdio upstream's sandbox stopped) and the calls in flight to
+// it ended with UpstreamWithdrawn. Upstreams know nothing of callers: the gateway decides,
 // charges and audits before anything reaches them (mcp-tool-call.ts).
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -7,6 +10,7 @@ import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { CallToolResultSchema, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { PlaneAddress } from "../sandbox/plane-sockets.js";
 import type { Sandboxes } from "../sandbox/sandbox.js";
+import type { UpstreamDeclarations } from "./mcp-upstream-declarations.js";
 import type { UpstreamEgress } from "./mcp-upstream-egress.js";
 import type { McpUpstream } from "./mcp-upstreams.js";
 import { SandboxedStdioTransport } from "./sandboxed-stdio.js";
@@ -17,7 +21,7 @@ const TOOL_CALL_TIMEOUT_MS = 10 * 60_000;
 const MAX_TOOL_PAGES = 100;
 
 export interface UpstreamClientsOptions {
-  upstreams: readonly McpUpstream[];
+  declarations: UpstreamDeclarations;
   /** Where stdio upstreams are confined; undefined when this server has no sandbox (they are then refused). */
   sandboxes: Sandboxes | undefined;
   /** Where stdio upstreams get their workspaces. */
@@ -31,12 +35,33 @@ export interface UpstreamClientsOptions {
 
 export class UpstreamUnavailable extends Error {}
 
+/** The reason a call in flight ended: its upstream was replaced or removed meanwhile. */
+export class UpstreamWithdrawn extends Error {}
+
+/** What makes two declarations of one name the same upstream. */
+function identity(upstream: McpUpstream): string {
+  return JSON.stringify(upstream.transport === "http" ? [upstream.url.href] : [upstream.command, upstream.egress]);
+}
+
 export class UpstreamClients {
   private readonly connected = new Map<string, Promise<Client>>();
-  private readonly byName: ReadonlyMap<string, McpUpstream>;
+  /** Per upstream, what its calls in flight listen on: aborted when it is withdrawn. */
+  private readonly inFlight = new Map<string, AbortController>();
+  private byName: ReadonlyMap<string, McpUpstream> = new Map();
 
-  constructor(private readonly options: UpstreamClientsOptions) {
-    this.byName = new Map(options.upstreams.map((upstream) => [upstream.name, upstream]));
+  constructor(private readonly options: UpstreamClientsOptions) {}
+
+  /** Takes up the current declarations: upstreams replaced or removed since are closed, their calls in flight ended. */
+  async sync(): Promise<void> {
+    const declared = await this.options.declarations.now();
+    if (declared === this.byName) return;
+    const previous = this.byName;
+    this.byName = declared;
+    for (const [name, upstream] of previous) {
+      const now = declared.get(name);
+      if (now === undefined) this.withdraw(name, `upstream MCP server ${name} was removed`);
+      else if (identity(now) !== identity(upstream)) this.withdraw(name, `upstream MCP server ${name} was replaced`);
+    }
   }
 
   names(): string[] {
@@ -61,10 +86,25 @@ export class UpstreamClients {
     return tools;
   }
 
-  /** Forwards a call as it is (the upstream's result is passed back unchanged, not validated here). */
+  /**
+   * Forwards a call as it is (the upstream's result is passed back unchanged, not validated here).
+   * Rejects with UpstreamWithdrawn when the upstream is replaced or removed before it answers.
+   */
   async call(name: string, tool: string, args: Record<string, unknown>, signal: AbortSignal): Promise<CallToolResult> {
+    let withdrawn = this.inFlight.get(name);
+    if (withdrawn === undefined) this.inFlight.set(name, (withdrawn = new AbortController()));
     const client = await this.client(name);
-    return client.request({ method: "tools/call", params: { name: tool, arguments: args } }, CallToolResultSchema, { signal, timeout: TOOL_CALL_TIMEOUT_MS });
+    withdrawn.signal.throwIfAborted();
+    try {
+      return await client.request({ method: "tools/call", params: { name: tool, arguments: args } }, CallToolResultSchema, {
+        signal: AbortSignal.any([signal, withdrawn.signal]),
+        timeout: TOOL_CALL_TIMEOUT_MS,
+      });
+    } catch (error) {
+      // The SDK wraps an abort's reason in an McpError: the withdrawal is told as such.
+      if (withdrawn.signal.aborted) throw withdrawn.signal.reason;
+      throw error;
+    }
   }
 
   async close(): Promise<void> {
@@ -73,10 +113,22 @@ export class UpstreamClients {
     await Promise.all(clients.map((client) => client.then((c) => c.close()).catch(() => undefined)));
   }
 
+  /** Ends the calls in flight to `name` (the caller's stream is told why), then closes its client. */
+  private withdraw(name: string, why: string): void {
+    this.inFlight.get(name)?.abort(new UpstreamWithdrawn(why));
+    this.inFlight.delete(name);
+    const client = this.connected.get(name);
+    this.connected.delete(name);
+    void client?.then((c) => c.close()).catch(() => undefined);
+  }
+
   private client(name: string): Promise<Client> {
     const existing = this.connected.get(name);
     if (existing !== undefined) return existing;
-    const connecting = this.connect(name);
+    // Lost: forgotten, unless it was already replaced by a newer connection of the name.
+    const connecting = this.connect(name, () => {
+      if (this.connected.get(name) === connecting) this.connected.delete(name);
+    });
     this.connected.set(name, connecting);
     // A failed connection is not kept: the next use tries again.
     connecting.catch(() => {
@@ -85,14 +137,11 @@ export class UpstreamClients {
     return connecting;
   }
 
-  private async connect(name: string): Promise<Client> {
+  private async connect(name: string, lost: () => void): Promise<Client> {
     const upstream = this.byName.get(name);
     if (upstream === undefined) throw new UpstreamUnavailable(`no upstream MCP server is named ${name}`);
     const client = new Client({ name: "amctl-mcp-gateway", version: this.options.version });
     const transport = this.transport(upstream);
-    const lost = (): void => {
-      this.connected.delete(name);
-    };
     client.onclose = lost;
     try {
       await client.connect(transport);

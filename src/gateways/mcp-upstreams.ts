@@ -1,9 +1,9 @@
-// The MCP servers the gateway forwards to, as the operator declares them in a file
-// (`amctl serve --mcp-upstreams FILE`, docs/mcp-gateway.md). A file rather than an RPC or a
-// policy bundle: a stdio upstream is a command the server runs, which is the operator's
-// authority and no delegation's (a delegation that may replace a profile type's bundle must not
-// thereby choose what the server executes), and an upstream serves every profile alike, where a
-// bundle is per profile type. Which caller may use which tool stays with delegations and grants.
+// The MCP servers the gateway forwards to, as the operator declares them: in a file
+// (`amctl serve --mcp-upstreams FILE`, fixed for the server's life) or through
+// McpUpstreamService (kept in the store). A declaration's rules are written once, here
+// (checkedUpstream), and both sources go through them; each source only says where its fields
+// are, so an error names the field as the operator wrote it. Declaring is the operator's
+// authority and no delegation's: a stdio upstream is a command the server runs.
 import { readFileSync } from "node:fs";
 import { parse } from "yaml";
 import { parseAuthority } from "./egress-proxy.js";
@@ -20,54 +20,112 @@ export type McpUpstream =
    */
   | { name: string; transport: "stdio"; command: string[]; egress: EgressDestination[] };
 
-function invalid(file: string, where: string, what: string): Error {
-  return new Error(`--mcp-upstreams ${file}: ${where}: ${what}`);
+/** A declaration as its source gives it, before the rules are checked: absent fields are undefined. */
+export interface UpstreamDeclaration {
+  name: unknown;
+  url?: unknown;
+  command?: unknown;
+  /** The stdio upstream's egress list; undefined for none. */
+  egress?: unknown;
 }
 
-function upstreamOf(file: string, entry: unknown, index: number, seen: Set<string>): McpUpstream {
-  const where = `servers[${index}]`;
+/** Where a source keeps each field of a declaration (`servers[0].url`, `upstream.http.url`); `entry` is the declaration itself. */
+export type DeclarationFields = Record<"entry" | "name" | "url" | "command" | "egress", string>;
+
+/** A declaration that breaks a rule: which field, and what the rule wants. */
+export class UpstreamDeclarationInvalid extends Error {
+  constructor(
+    readonly field: string,
+    readonly description: string,
+  ) {
+    super(`${field}: ${description}`);
+  }
+}
+
+/** The upstream `declaration` declares, or UpstreamDeclarationInvalid naming the first field that breaks a rule. */
+export function checkedUpstream(declaration: UpstreamDeclaration, fields: DeclarationFields): McpUpstream {
+  const { name, url, command, egress } = declaration;
+  const invalid = (field: keyof DeclarationFields, what: string) => new UpstreamDeclarationInvalid(fields[field], what);
+  /** `upstream.http.url` → `http.url`: a field as the entry's own, for a message that names two of them. */
+  const within = (field: "url" | "command") => fields[field].slice(fields.entry.length + 1);
+  if (typeof name !== "string" || !UPSTREAM_NAME.test(name)) throw invalid("name", "must match [a-z0-9][a-z0-9-]{0,62}");
+  if ((url === undefined) === (command === undefined)) {
+    throw invalid("entry", `needs exactly one of ${within("url")} (an HTTP upstream) or ${within("command")} (a stdio upstream)`);
+  }
+  if (url !== undefined) {
+    const parsed = typeof url === "string" && URL.canParse(url) ? new URL(url) : undefined;
+    if (parsed === undefined || (parsed.protocol !== "http:" && parsed.protocol !== "https:")) throw invalid("url", "must be an http or https URL");
+    return { name, transport: "http", url: parsed };
+  }
+  if (!Array.isArray(command) || command.length === 0 || !command.every((arg) => typeof arg === "string" && arg !== "" && !arg.includes("\0"))) {
+    throw invalid("command", "must be a non-empty list of non-empty strings (the program, then its arguments)");
+  }
+  return { name, transport: "stdio", command: command as string[], egress: egressOf(egress ?? [], fields.egress) };
+}
+
+function egressOf(egress: unknown, field: string): EgressDestination[] {
+  if (!Array.isArray(egress)) throw new UpstreamDeclarationInvalid(field, "must be a list of host:port");
+  return egress.map((entry, index) => {
+    const destination = typeof entry === "string" ? parseAuthority(entry) : undefined;
+    if (destination === undefined)
+      throw new UpstreamDeclarationInvalid(`${field}[${index}]`, "must be host:port (a DNS name or IP address, and a port 1-65535)");
+    return destination;
+  });
+}
+
+/** Names the file as the operator gave it: `--mcp-upstreams FILE` to `amctl serve`, `--file FILE` to `amctl mcp-upstream put`. */
+function invalid(file: string, where: string, what: string): Error {
+  return new Error(`${file}: ${where}: ${what}`);
+}
+
+/** The file's entry as a declaration: what is particular to YAML (a mapping, its keys, `network`) is checked here, the rules by checkedUpstream. */
+function declarationOf(file: string, entry: unknown, where: string): UpstreamDeclaration {
   if (typeof entry !== "object" || entry === null) throw invalid(file, where, "is not a mapping");
   const { name, url, command, network, ...rest } = entry as Record<string, unknown>;
   const unknown = Object.keys(rest)[0];
   if (unknown !== undefined) throw invalid(file, `${where}.${unknown}`, "is not a field of an upstream (name, url, command, network)");
-  if (typeof name !== "string" || !UPSTREAM_NAME.test(name)) throw invalid(file, `${where}.name`, "must match [a-z0-9][a-z0-9-]{0,62}");
-  if (seen.has(name)) throw invalid(file, `${where}.name`, `${name} is declared twice`);
-  seen.add(name);
-  if ((url === undefined) === (command === undefined)) throw invalid(file, where, "needs exactly one of url (an HTTP upstream) or command (a stdio upstream)");
-  if (url !== undefined) {
-    const parsed = typeof url === "string" && URL.canParse(url) ? new URL(url) : undefined;
-    if (parsed === undefined || (parsed.protocol !== "http:" && parsed.protocol !== "https:"))
-      throw invalid(file, `${where}.url`, "must be an http or https URL");
-    if (network !== undefined) throw invalid(file, `${where}.network`, "applies to a stdio upstream only");
-    return { name, transport: "http", url: parsed };
-  }
-  if (!Array.isArray(command) || command.length === 0 || !command.every((arg) => typeof arg === "string" && arg !== "" && !arg.includes("\0"))) {
-    throw invalid(file, `${where}.command`, "must be a non-empty list of non-empty strings (the program, then its arguments)");
-  }
-  return { name, transport: "stdio", command: command as string[], egress: egressOf(file, `${where}.network`, network) };
+  if (url !== undefined && command === undefined && network !== undefined) throw invalid(file, `${where}.network`, "applies to a stdio upstream only");
+  return { name, url, command, egress: networkOf(file, `${where}.network`, network) };
 }
 
 /** `network`: absent or `none` (no way out), or `{egress: [host:port, …]}` (those through the egress proxy). */
-function egressOf(file: string, where: string, network: unknown): EgressDestination[] {
-  if (network === undefined || network === "none") return [];
+function networkOf(file: string, where: string, network: unknown): unknown {
+  if (network === undefined || network === "none") return undefined;
   const usage = "must be none, or {egress: [host:port, …]} (the destinations it may reach through the egress proxy)";
   if (typeof network !== "object" || network === null || Array.isArray(network)) throw invalid(file, where, usage);
   const { egress, ...rest } = network as Record<string, unknown>;
   const unknown = Object.keys(rest)[0];
   if (unknown !== undefined) throw invalid(file, `${where}.${unknown}`, "is not a field of a network profile (egress)");
+  // In the file, `none` says "no egress": an empty list is a mistake.
   if (!Array.isArray(egress) || egress.length === 0) throw invalid(file, `${where}.egress`, "must be a non-empty list of host:port");
-  return egress.map((entry, index) => {
-    const destination = typeof entry === "string" ? parseAuthority(entry) : undefined;
-    if (destination === undefined) throw invalid(file, `${where}.egress[${index}]`, "must be host:port (a DNS name or IP address, and a port 1-65535)");
-    return destination;
-  });
+  return egress;
 }
 
-/** The upstreams declared in `file` (YAML or JSON: `servers: [{name, url | command}]`); throws naming the bad field. */
-export function readMcpUpstreams(file: string): McpUpstream[] {
-  const document: unknown = parse(readFileSync(file, "utf8"));
+/** The fields of the file's `servers[index]`, as its YAML spells them. */
+function fileFields(where: string): DeclarationFields {
+  return { entry: where, name: `${where}.name`, url: `${where}.url`, command: `${where}.command`, egress: `${where}.network.egress` };
+}
+
+/**
+ * The upstreams declared in `path` (YAML or JSON: `servers: [{name, url | command}]`); throws
+ * naming the bad field, after `flag` (the option that gave the file).
+ */
+export function readMcpUpstreams(path: string, flag = "--mcp-upstreams"): McpUpstream[] {
+  const file = `${flag} ${path}`;
+  const document: unknown = parse(readFileSync(path, "utf8"));
   const servers = (document as { servers?: unknown } | null)?.servers;
   if (!Array.isArray(servers)) throw invalid(file, "servers", "must be a list of upstream MCP servers");
   const seen = new Set<string>();
-  return servers.map((entry, index) => upstreamOf(file, entry, index, seen));
+  return servers.map((entry, index) => {
+    const where = `servers[${index}]`;
+    let upstream: McpUpstream;
+    try {
+      upstream = checkedUpstream(declarationOf(file, entry, where), fileFields(where));
+    } catch (error) {
+      throw error instanceof UpstreamDeclarationInvalid ? invalid(file, error.field, error.description) : error;
+    }
+    if (seen.has(upstream.name)) throw invalid(file, `${where}.name`, `${upstream.name} is declared twice`);
+    seen.add(upstream.name);
+    return upstream;
+  });
 }

@@ -7,7 +7,14 @@ import { invalidPageToken } from "./errors.js";
 import { MacTokens } from "./mac-token.js";
 
 /** The paginated RPCs: a token of one is never accepted by another. */
-export type PagedRpc = "ListOperations" | "ListAuditRecords" | "ListCheckpoints" | "ListWorkspaceFiles" | "ListDelegations" | "ListPolicyBundles";
+export type PagedRpc =
+  | "ListOperations"
+  | "ListAuditRecords"
+  | "ListCheckpoints"
+  | "ListWorkspaceFiles"
+  | "ListDelegations"
+  | "ListPolicyBundles"
+  | "ListMcpUpstreams";
 
 export class PageTokens {
   private readonly tokens: MacTokens;

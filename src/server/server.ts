@@ -12,6 +12,7 @@ import { AuditService } from "../gen/agentmachine/v1/audit_service_pb.js";
 import { ContractService } from "../gen/agentmachine/v1/contract_service_pb.js";
 import { DelegationService } from "../gen/agentmachine/v1/delegation_service_pb.js";
 import { DiagnosticsService } from "../gen/agentmachine/v1/diagnostics_service_pb.js";
+import { McpUpstreamService } from "../gen/agentmachine/v1/mcp_upstream_service_pb.js";
 import { OperationService } from "../gen/agentmachine/v1/operation_service_pb.js";
 import { OutputService } from "../gen/agentmachine/v1/output_service_pb.js";
 import { PolicyService } from "../gen/agentmachine/v1/policy_service_pb.js";
@@ -59,6 +60,7 @@ import { auditService } from "../services/audit-service.js";
 import { contractService } from "../services/contract-service.js";
 import { delegationService } from "../services/delegation-service.js";
 import { diagnosticsService } from "../services/diagnostics-service.js";
+import { mcpUpstreamService } from "../services/mcp-upstream-service.js";
 import { operationService } from "../services/operation-service.js";
 import { outputService } from "../services/output-service.js";
 import { policyService } from "../services/policy-service.js";
@@ -88,6 +90,7 @@ import { egressProxy, refusePlainProxyRequest } from "../gateways/egress-proxy.j
 import { isMcpRequest, mcpGateway } from "../gateways/mcp-gateway.js";
 import { UpstreamClients } from "../gateways/mcp-upstream-clients.js";
 import { readMcpUpstreams } from "../gateways/mcp-upstreams.js";
+import { UpstreamDeclarations } from "../gateways/mcp-upstream-declarations.js";
 import { UpstreamEgress } from "../gateways/mcp-upstream-egress.js";
 import { serverVersion } from "../diagnostics/collect.js";
 import { modelGateway } from "../gateways/model-gateway.js";
@@ -142,6 +145,8 @@ interface ServiceParts {
   metrics: PlaneMetrics | undefined;
   health: HealthStatus;
   reflector: Reflector;
+  /** The MCP gateway's upstreams: who declares them, and its clients of them. */
+  mcpUpstreams: { declarations: UpstreamDeclarations; clients: UpstreamClients };
 }
 
 /** A served service: its descriptor, and its implementation made from the server's parts. */
@@ -201,6 +206,14 @@ const served: readonly Served[] = [
   serve(PolicyService, (p) =>
     policyService({ ...p.admission, store: p.store, policy: p.policy, grants: p.grants, defaultBudget: p.config.defaultBudget, pageTokens: p.pageTokens }),
   ),
+  serve(McpUpstreamService, (p) =>
+    mcpUpstreamService({
+      store: p.store,
+      pageTokens: p.pageTokens,
+      declarations: p.mcpUpstreams.declarations,
+      changed: () => p.mcpUpstreams.clients.sync(),
+    }),
+  ),
   serve(RuntimeService, (p) => runtimeService({ store: p.store, policy: p.policy, grants: p.grants, runner: p.runner, callTickets: p.callTickets })),
   serve(ProfileService, () => profileService()),
   serve(DiagnosticsService, (p) => diagnosticsService({ store: p.store, dataDir: p.dataDir })),
@@ -244,6 +257,17 @@ function resolveContainerRuntime(runtime: string): string {
   } catch (error) {
     throw new Error(`--container-runtime ${runtime}: ${(error as Error).message}`);
   }
+}
+
+/**
+ * On a store other replicas share, runs `task` every `ms`: what they change is seen here only by
+ * reading. None on an exclusive store, where every change is this process's own.
+ */
+function whileShared(store: { exclusive: boolean }, ms: number, task: () => Promise<unknown>, failed: (error: unknown) => void): NodeJS.Timeout | undefined {
+  if (store.exclusive) return undefined;
+  const timer = setInterval(() => void task().catch(failed), ms);
+  timer.unref();
+  return timer;
 }
 
 function ensureDataDir(dataDir: string): string {
@@ -316,12 +340,12 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     cacheMs: config.credentialCacheMs,
   });
   // On a shared store, revocations made through other replicas end this replica's streams too.
-  const revocationChecks = store.exclusive
-    ? undefined
-    : setInterval(() => {
-        authority.checkRevocations().catch((error: unknown) => log.warn({ err: error }, "could not check for revocations"));
-      }, config.credentialCacheMs);
-  revocationChecks?.unref();
+  const revocationChecks = whileShared(
+    store,
+    config.credentialCacheMs,
+    () => authority.checkRevocations(),
+    (error) => log.warn({ err: error }, "could not check for revocations"),
+  );
   if (anchors.anchorFiles().length === 0) {
     log.warn(
       `no trust anchor yet: no credential is valid, so only health and reflection answer until \`amctl init\` writes ${initAnchor} (taken up as it appears, no restart needed)`,
@@ -330,12 +354,12 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   const policy = new PolicyEngine(store, log, metrics);
   const grants = new GrantIndex(store);
   // Other replicas may apply bundles: a shared store is read again on every runner heartbeat.
-  const policyRefresh = store.exclusive
-    ? undefined
-    : setInterval(() => {
-        policy.load().catch((error: unknown) => log.warn({ err: error }, "could not reload the policy bundles"));
-      }, config.runnerHeartbeatMs);
-  policyRefresh?.unref();
+  const policyRefresh = whileShared(
+    store,
+    config.runnerHeartbeatMs,
+    () => policy.load(),
+    (error) => log.warn({ err: error }, "could not reload the policy bundles"),
+  );
   await policy.load();
   // The default directory (where `amctl init` puts the default bundles) may come later; it is watched until it does.
   const policyDirectory = new PolicyDirectory(config.policyDir ?? join(dataDir, "policies"), policy, log);
@@ -410,6 +434,30 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   }, config.compactionIntervalMs);
   compaction.unref();
 
+  // The MCP gateway's upstreams: the file's, fixed, and the store's, taken up as they change.
+  const upstreamEgress = new UpstreamEgress();
+  const declarations = new UpstreamDeclarations(
+    { path: config.mcpUpstreams, upstreams: config.mcpUpstreams === undefined ? [] : readMcpUpstreams(config.mcpUpstreams) },
+    store,
+    log,
+  );
+  const upstreamClients = new UpstreamClients({
+    declarations,
+    sandboxes: isolation.sandboxes,
+    dir: join(dataDir, "mcp-upstreams"),
+    plane: () => ({ host: new URL(url).hostname.replace(/^\[|\]$/g, ""), port: Number(new URL(url).port) }),
+    egressCredentials: upstreamEgress,
+    version: serverVersion(),
+  });
+  // Another replica's change ends this replica's calls to what it replaced or removed within a
+  // heartbeat (this replica's own changes, and any call here, take it up at once).
+  const upstreamRefresh = whileShared(
+    store,
+    config.runnerHeartbeatMs,
+    () => upstreamClients.sync(),
+    (error) => log.warn({ err: error }, "could not read the upstream MCP servers"),
+  );
+
   const parts: ServiceParts = {
     config,
     dataDir,
@@ -441,6 +489,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     metrics,
     health,
     reflector,
+    mcpUpstreams: { declarations, clients: upstreamClients },
   };
   // One implementation of each service, for the router and the lean watch path alike.
   const implementations = new Map(served.map(({ service, implement }) => [service, implement(parts)] as const));
@@ -491,7 +540,6 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
   };
 
   // MCP stdio upstreams reach their declared destinations through the same egress proxy.
-  const upstreamEgress = new UpstreamEgress();
   const egress = egressProxy({ store, policy, grants, authority, runner, log, audit: config.audit, upstreamEgress });
   // The MCP gateway: /mcp on the same port, forwarding to the operator's upstream MCP servers.
   const mcp = mcpGateway({
@@ -504,14 +552,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
     audit: config.audit,
     version: serverVersion(),
     maxBodyBytes: config.maxMessageBytes,
-    upstreams: new UpstreamClients({
-      upstreams: config.mcpUpstreams === undefined ? [] : readMcpUpstreams(config.mcpUpstreams),
-      sandboxes: isolation.sandboxes,
-      dir: join(dataDir, "mcp-upstreams"),
-      plane: () => ({ host: new URL(url).hostname.replace(/^\[|\]$/g, ""), port: Number(new URL(url).port) }),
-      egressCredentials: upstreamEgress,
-      version: serverVersion(),
-    }),
+    upstreams: upstreamClients,
   });
   const listener = await listenOnePort((req, res) => (isMcpRequest(req.url) ? mcp.handle(req, res) : handler(req, res)), {
     host: config.host,
@@ -548,6 +589,7 @@ export async function startServer(config: ServerConfig, log: Logger = createLogg
         shutdown.abort(shuttingDown());
         clearInterval(compaction);
         clearInterval(policyRefresh);
+        clearInterval(upstreamRefresh);
         clearInterval(revocationChecks);
         reloads.close();
         runner.stop();

@@ -18,6 +18,8 @@ export const storeWrites = [
   "putChildDelegation",
   "revokeDelegationSubtree",
   "putPolicyBundle",
+  "putMcpUpstream",
+  "deleteMcpUpstream",
   "appendAudit",
   "putAuditCheckpoint",
   "pruneAuditLog",

@@ -7,6 +7,7 @@ import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
 import type { OperationEvent } from "../gen/agentmachine/v1/event_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
+import type { McpUpstream } from "../gen/agentmachine/v1/mcp_upstream_service_pb.js";
 import type { PolicyBundle } from "../gen/agentmachine/v1/policy_pb.js";
 import type { EventType, OperationType, ProfileType, TaskState } from "../gen/agentmachine/v1/types_pb.js";
 
@@ -200,12 +201,12 @@ export interface RetentionPolicy {
 }
 
 // Audited writes (an `audit` draft on createOperation, modifyOperation, putChildDelegation,
-// revokeDelegationSubtree, putPolicyBundle) seal the command's record onto the head of the audit
+// revokeDelegationSubtree, putPolicyBundle, putMcpUpstream, deleteMcpUpstream) seal the command's record onto the head of the audit
 // chain (src/model/audit-chain.ts) in the same commit as their effect: one record when the write
 // changes something, none when it is refused or changes nothing. The store fills in what only
 // the commit knows: the sequence and hashes, the time when the draft has none, and an empty
 // `resource` with the name of what the write acted on (the operation it created or changed, the
-// child delegation, the revoked delegation, the new policy bundle version).
+// child delegation, the revoked delegation, the new policy bundle version, `mcp-upstreams/{name}`).
 
 /** A delegation in a subtree listing, with its place in the listing's order. */
 export interface SubtreeEntry {
@@ -227,6 +228,13 @@ export interface SubtreePage {
 export interface BundlePage {
   /** Only profile types after this one. */
   after: ProfileType;
+  limit: number;
+}
+
+/** A page of the declared MCP upstreams (listMcpUpstreams). */
+export interface McpUpstreamPage {
+  /** Only upstreams whose name sorts after this one (byte order). */
+  after: string;
   limit: number;
 }
 
@@ -423,6 +431,22 @@ export interface StoreBundles {
   listPolicyBundles(page?: BundlePage): Promise<PolicyBundle[]>;
 }
 
+/**
+ * The upstream MCP servers declared through McpUpstreamService, by name. Every change moves a
+ * version that all processes sharing the store read, so a gateway re-reads the declarations
+ * exactly when one changed (src/gateways/mcp-upstream-declarations.ts).
+ */
+export interface StoreMcpUpstreams {
+  /** Stores `upstream` under its name, replacing the one of that name if any; whether it was new. */
+  putMcpUpstream(upstream: McpUpstream, audit?: AuditDraft): Promise<{ created: boolean }>;
+  /** Deletes the upstream named `name` and returns it; undefined, and nothing written (no audit record either), when there was none. */
+  deleteMcpUpstream(name: string, audit?: AuditDraft): Promise<McpUpstream | undefined>;
+  /** The upstreams in name order (byte order); with `page`, those after `page.after`, at most `page.limit`. */
+  listMcpUpstreams(page?: McpUpstreamPage): Promise<McpUpstream[]>;
+  /** Moves (grows) with every put and delete, by any process sharing the store, in the commit of the change. */
+  mcpUpstreamsVersion(): Promise<bigint>;
+}
+
 /** The audit log and its checkpoints. */
 export interface StoreAudit {
   /** Appends a record that comes with no other write (a denied attempt); returns it sealed. */
@@ -477,5 +501,6 @@ export interface OperationStore
     StoreDelegations,
     StoreAccounts,
     StoreBundles,
+    StoreMcpUpstreams,
     StoreAudit,
     StoreConnection {}

@@ -4,7 +4,9 @@
 // the order of the statements in both stores; for PostgreSQL it is also the order of its locks
 // (see postgres-store.ts): the operation row, then the budget accounts, then the event counter,
 // then the audit head.
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { AuditDraft } from "../model/audit-chain.js";
+import { McpUpstreamSchema, type McpUpstream } from "../gen/agentmachine/v1/mcp_upstream_service_pb.js";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Delegation } from "../gen/agentmachine/v1/delegation_pb.js";
 import type { PolicyBundle } from "../gen/agentmachine/v1/policy_pb.js";
@@ -44,7 +46,7 @@ import type {
 } from "./store.js";
 
 /** The statements of one write transaction that the shared steps need, in a backend's dialect. */
-export type WriteRows = OperationRows & DelegationRows & BundleRows & AuditRows & OutputRows;
+export type WriteRows = OperationRows & DelegationRows & BundleRows & McpUpstreamRows & AuditRows & OutputRows;
 
 export interface OperationRows {
   byRequestId(scope: string, requestId: string): Maybe<{ request_digest: string; data: Uint8Array } | undefined>;
@@ -90,6 +92,17 @@ export interface BundleRows {
   latestBundleVersion(profileType: ProfileType): Maybe<bigint | null | undefined>;
   insertBundle(bundle: PolicyBundle): Maybe<unknown>;
   takeKey(key: RequestKey, resource: string): Maybe<KeyedCreate<never> | undefined>;
+  appendAudit(draft: AuditDraft, actedOn: string): Maybe<unknown>;
+}
+
+export interface McpUpstreamRows {
+  /** Serializes the changes of the declared upstreams until the commit. */
+  lockMcpUpstreams(): Maybe<unknown>;
+  getMcpUpstream(name: string): Maybe<Uint8Array | undefined>;
+  putMcpUpstream(name: string, data: Uint8Array): Maybe<unknown>;
+  deleteMcpUpstream(name: string): Maybe<unknown>;
+  /** Moves the version readers re-read the declarations by. */
+  bumpMcpUpstreamsVersion(): Maybe<unknown>;
   appendAudit(draft: AuditDraft, actedOn: string): Maybe<unknown>;
 }
 
@@ -217,6 +230,30 @@ export function* putPolicyBundleSteps(rows: BundleRows, bundle: PolicyBundle, au
   yield* step(rows.insertBundle(bundle));
   if (audit !== undefined) yield* step(rows.appendAudit(audit, bundle.name));
   return { kind: "created", value: bundle };
+}
+
+/** What an MCP upstream's audit record names (as the egress proxy's records of its connections do). */
+export const mcpUpstreamResource = (name: string): string => `mcp-upstreams/${name}`;
+
+/** Stores `upstream`, new or replacing the one of its name, and moves the version. */
+export function* putMcpUpstreamSteps(rows: McpUpstreamRows, upstream: McpUpstream, audit?: AuditDraft): Steps<{ created: boolean }> {
+  yield* step(rows.lockMcpUpstreams());
+  const existing = yield* step(rows.getMcpUpstream(upstream.name));
+  yield* step(rows.putMcpUpstream(upstream.name, toBinary(McpUpstreamSchema, upstream)));
+  yield* step(rows.bumpMcpUpstreamsVersion());
+  if (audit !== undefined) yield* step(rows.appendAudit(audit, mcpUpstreamResource(upstream.name)));
+  return { created: existing === undefined };
+}
+
+/** Deletes the upstream `name` and moves the version; nothing when there is none. */
+export function* deleteMcpUpstreamSteps(rows: McpUpstreamRows, name: string, audit?: AuditDraft): Steps<McpUpstream | undefined> {
+  yield* step(rows.lockMcpUpstreams());
+  const existing = yield* step(rows.getMcpUpstream(name));
+  if (existing === undefined) return undefined;
+  yield* step(rows.deleteMcpUpstream(name));
+  yield* step(rows.bumpMcpUpstreamsVersion());
+  if (audit !== undefined) yield* step(rows.appendAudit(audit, mcpUpstreamResource(name)));
+  return fromBinary(McpUpstreamSchema, existing);
 }
 
 export function* pruneAuditLogSteps(rows: AuditRows, size: bigint, headHash: string, audit?: AuditDraft): Steps<AuditPruneResult> {

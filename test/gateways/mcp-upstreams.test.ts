@@ -2,9 +2,14 @@
 // field), and the gateway's tool names round-trip: `server__tool` splits at the first `__`.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { exposedName, grantName, parseExposedName } from "../../src/gateways/mcp-tool-names.js";
 import { readMcpUpstreams } from "../../src/gateways/mcp-upstreams.js";
+import { UpstreamDeclarations } from "../../src/gateways/mcp-upstream-declarations.js";
+import { messageOfUpstream, upstreamOfMessage } from "../../src/gateways/mcp-upstream-messages.js";
+import { createLogger } from "../../src/api/logger.js";
+import { McpUpstreamSchema, McpUpstreamSource, type McpUpstream as McpUpstreamMessage } from "../../src/gen/agentmachine/v1/mcp_upstream_service_pb.js";
 import { tempDir } from "../helpers/temp-dir.js";
 
 function declared(yaml: string) {
@@ -51,6 +56,60 @@ describe("readMcpUpstreams", () => {
     ["servers:\n  - name: a\n    url: http://x\n    headers: {}", /servers\[0\]\.headers: is not a field/],
   ])("refuses %j naming the field", (yaml, message) => {
     expect(declared(yaml)).toThrow(message);
+  });
+});
+
+describe("a declaration through the API", () => {
+  it("is read by the file's rules and written back as it is used (URL normalized, hosts lower-cased)", () => {
+    const message = create(McpUpstreamSchema, {
+      name: "web",
+      transport: { case: "stdio", value: { command: ["x"], egress: ["Api.Example.com:443", "[::1]:80"] } },
+    });
+    const upstream = upstreamOfMessage(message);
+    expect(upstream).toEqual({
+      name: "web",
+      transport: "stdio",
+      command: ["x"],
+      egress: [
+        { host: "api.example.com", port: 443 },
+        { host: "::1", port: 80 },
+      ],
+    });
+    expect(messageOfUpstream(upstream, McpUpstreamSource.API).transport.value).toMatchObject({ egress: ["api.example.com:443", "[::1]:80"] });
+    expect(() => upstreamOfMessage(create(McpUpstreamSchema, { name: "web" }))).toThrow(
+      "upstream: needs exactly one of http.url (an HTTP upstream) or stdio.command (a stdio upstream)",
+    );
+  });
+});
+
+describe("UpstreamDeclarations", () => {
+  it("re-reads the store only when its version moved, and keeps the file's upstream where a stored one has its name", async () => {
+    let version = 1n;
+    let lists = 0;
+    const stored: McpUpstreamMessage[] = [
+      create(McpUpstreamSchema, { name: "fixed", transport: { case: "http", value: { url: "http://other/mcp" } } }),
+      create(McpUpstreamSchema, { name: "live", transport: { case: "http", value: { url: "http://live/mcp" } } }),
+    ];
+    const store = {
+      mcpUpstreamsVersion: async () => version,
+      listMcpUpstreams: async () => {
+        lists += 1;
+        return stored;
+      },
+    };
+    const fixed = { name: "fixed", transport: "http" as const, url: new URL("http://fixed/mcp") };
+    const declarations = new UpstreamDeclarations({ path: "/etc/upstreams.yaml", upstreams: [fixed] }, store, createLogger("fatal"));
+    const first = await declarations.now();
+    expect([...first.keys()]).toEqual(["fixed", "live"]);
+    expect(first.get("fixed")).toBe(fixed);
+    expect(await declarations.now()).toBe(first);
+    expect(lists).toBe(1);
+    stored.pop();
+    version = 2n;
+    expect([...(await declarations.now()).keys()]).toEqual(["fixed"]);
+    expect(lists).toBe(2);
+    expect(declarations.fileDeclaring("fixed")).toBe("/etc/upstreams.yaml");
+    expect(declarations.fileDeclaring("live")).toBeUndefined();
   });
 });
 

@@ -28,6 +28,7 @@ import {
   StopReason,
   type Operation,
 } from "../../src/gen/agentmachine/v1/operation_pb.js";
+import { McpUpstreamSchema } from "../../src/gen/agentmachine/v1/mcp_upstream_service_pb.js";
 import { PolicyBundleSchema } from "../../src/gen/agentmachine/v1/policy_pb.js";
 import { EventType, OperationType, PolicyGate, ProfileType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import {
@@ -952,6 +953,61 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       await store.close();
       store = await reopen();
       expect(await store.putPolicyBundle(bundle("one"), undefined, key)).toEqual({ kind: "existing", name: first.name });
+    });
+
+    describe("MCP upstreams", () => {
+      const http = (name: string, url: string) => create(McpUpstreamSchema, { name, transport: { case: "http", value: { url } } });
+      const stdio = (name: string) =>
+        create(McpUpstreamSchema, { name, transport: { case: "stdio", value: { command: ["/usr/bin/node", "s.mjs"], egress: ["api.example:443"] } } });
+      const names = async () => (await store.listMcpUpstreams()).map((upstream) => upstream.name);
+
+      it("puts, replaces, lists in byte order and pages, deletes, and keeps them across a reopen", async () => {
+        expect(await store.listMcpUpstreams()).toEqual([]);
+        expect(await store.putMcpUpstream(http("notes", "http://a/mcp"))).toEqual({ created: true });
+        expect(await store.putMcpUpstream(stdio("files"))).toEqual({ created: true });
+        expect(await store.putMcpUpstream(http("a-b", "http://c/mcp"))).toEqual({ created: true });
+        expect(await store.putMcpUpstream(http("notes", "http://b/mcp"))).toEqual({ created: false });
+        // Byte order: `-` (0x2d) before digits and letters, whatever the database's collation.
+        expect(await store.putMcpUpstream(http("ab", "http://d/mcp"))).toEqual({ created: true });
+        expect(await names()).toEqual(["a-b", "ab", "files", "notes"]);
+        expect((await store.listMcpUpstreams({ after: "ab", limit: 1 })).map((u) => u.name)).toEqual(["files"]);
+        const all = await store.listMcpUpstreams();
+        expect(all.find((u) => u.name === "notes")?.transport).toEqual({ case: "http", value: expect.objectContaining({ url: "http://b/mcp" }) });
+        expect(all.find((u) => u.name === "files")?.transport.value).toMatchObject({ command: ["/usr/bin/node", "s.mjs"], egress: ["api.example:443"] });
+        expect((await store.deleteMcpUpstream("ab"))?.name).toBe("ab");
+        expect(await store.deleteMcpUpstream("ab")).toBeUndefined();
+        await store.close();
+        store = await reopen();
+        expect(await names()).toEqual(["a-b", "files", "notes"]);
+      });
+
+      it("moves the version with every change, in its commit, and not for a delete of nothing", async () => {
+        const start = await store.mcpUpstreamsVersion();
+        await store.putMcpUpstream(http("notes", "http://a/mcp"));
+        const afterPut = await store.mcpUpstreamsVersion();
+        expect(afterPut).toBeGreaterThan(start);
+        await store.putMcpUpstream(http("notes", "http://a/mcp"));
+        const afterReplace = await store.mcpUpstreamsVersion();
+        expect(afterReplace).toBeGreaterThan(afterPut);
+        expect(await store.deleteMcpUpstream("none")).toBeUndefined();
+        expect(await store.mcpUpstreamsVersion()).toBe(afterReplace);
+        await store.deleteMcpUpstream("notes");
+        expect(await store.mcpUpstreamsVersion()).toBeGreaterThan(afterReplace);
+        // Concurrent puts are each counted: none is lost.
+        const before = await store.mcpUpstreamsVersion();
+        await Promise.all(Array.from({ length: 6 }, (_, i) => store.putMcpUpstream(http(`u${i % 2}`, `http://x/${i}`))));
+        expect(await store.mcpUpstreamsVersion()).toBe(before + 6n);
+        expect(await names()).toEqual(["u0", "u1"]);
+      });
+
+      it("seals a put's and a delete's audit record in their commit, naming mcp-upstreams/{name}; a delete of nothing records nothing", async () => {
+        await store.putMcpUpstream(http("notes", "http://a/mcp"), auditDraft({ commandRef: "PutMcpUpstream" }));
+        await store.deleteMcpUpstream("notes", auditDraft({ commandRef: "DeleteMcpUpstream" }));
+        await store.deleteMcpUpstream("notes", auditDraft({ commandRef: "DeleteMcpUpstream" }));
+        const records = await store.listAuditRecords({ afterSequence: 0n, limit: 100 });
+        expect(records.map((r) => `${r.commandRef} ${r.resource}`)).toEqual(["PutMcpUpstream mcp-upstreams/notes", "DeleteMcpUpstream mcp-upstreams/notes"]);
+        expectWholeChain(records);
+      });
     });
 
     it("versions policy bundles per profile type, and lists the newest of each in profile type order", async () => {

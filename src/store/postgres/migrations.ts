@@ -179,6 +179,17 @@ export const migrations: readonly { version: number; sql: string }[] = [
     version: 7,
     sql: EVENT_SELECTION_COLUMNS,
   },
+  {
+    version: 8,
+    sql: `
+      -- Upstream MCP servers declared through McpUpstreamService (data: the McpUpstream
+      -- message; names compared byte by byte, as SQLite and the page tokens do), and the one row
+      -- whose version moves with every change of them, which every replica reads.
+      CREATE TABLE mcp_upstreams (name TEXT COLLATE "C" PRIMARY KEY, data BYTEA NOT NULL);
+      CREATE TABLE mcp_upstream_changes (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+      INSERT INTO mcp_upstream_changes (id, version) VALUES (1, 0);
+    `,
+  },
 ];
 
 /** Key of the session-level advisory lock that serializes migrations across replicas. */

@@ -60,6 +60,7 @@ import type { Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
 import type { OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
+import { McpUpstreamSchema, type McpUpstream } from "../../gen/agentmachine/v1/mcp_upstream_service_pb.js";
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
 import {
@@ -85,6 +86,7 @@ import type {
   EventPage,
   EventPageQuery,
   KeyedCreate,
+  McpUpstreamPage,
   Modification,
   ModifyResult,
   NewOperation,
@@ -129,6 +131,8 @@ import {
   appendOutputSteps,
   putChildDelegationSteps,
   putPolicyBundleSteps,
+  putMcpUpstreamSteps,
+  deleteMcpUpstreamSteps,
   pruneAuditLogSteps,
   type WriteRows,
 } from "../write-steps.js";
@@ -441,6 +445,12 @@ export class PostgresStore implements OperationStore {
       lockBundleVersions: (profileType) => tx.query("SELECT pg_advisory_xact_lock($1, $2)", [POLICY_BUNDLE_LOCK, profileType]),
       latestBundleVersion: async (profileType) => (await tx.query<{ version: bigint | null }>(sql.latestBundleVersion, [profileType])).rows[0]?.version,
       insertBundle: (bundle) => tx.query(sql.insertBundle, bundleRowValues(bundle)),
+      // The version's row: changes of the declared upstreams wait for each other (reads do not).
+      lockMcpUpstreams: () => tx.query("SELECT version FROM mcp_upstream_changes FOR UPDATE"),
+      getMcpUpstream: async (name) => (await tx.query<{ data: Uint8Array }>(sql.getMcpUpstream, [name])).rows[0]?.data,
+      putMcpUpstream: (name, data) => tx.query(sql.putMcpUpstream, [name, data]),
+      deleteMcpUpstream: (name) => tx.query(sql.deleteMcpUpstream, [name]),
+      bumpMcpUpstreamsVersion: () => tx.query(sql.bumpMcpUpstreamsVersion),
       // The head's lock first: appends and other prunes wait until this commits, and what is
       // read next is the log as it stands (each statement sees what committed before it).
       lockAuditHead: () => tx.query("SELECT sequence FROM audit_head FOR UPDATE"),
@@ -685,6 +695,25 @@ export class PostgresStore implements OperationStore {
       [page?.after ?? -1, page?.limit ?? null],
     );
     return rows.map((row) => fromBinary(PolicyBundleSchema, row.data));
+  }
+
+  putMcpUpstream(upstream: McpUpstream, audit?: AuditDraft): Promise<{ created: boolean }> {
+    const submitted = clone(McpUpstreamSchema, upstream);
+    return this.write((tx) => runAsync(putMcpUpstreamSteps(this.rowsOf(tx), submitted, audit)));
+  }
+
+  deleteMcpUpstream(name: string, audit?: AuditDraft): Promise<McpUpstream | undefined> {
+    return this.write((tx) => runAsync(deleteMcpUpstreamSteps(this.rowsOf(tx), name, audit)));
+  }
+
+  async listMcpUpstreams(page?: McpUpstreamPage): Promise<McpUpstream[]> {
+    const { rows } = await this.pool.query<{ data: Uint8Array }>(sql.listMcpUpstreams, [page?.after ?? "", page?.limit ?? null]);
+    return rows.map((row) => fromBinary(McpUpstreamSchema, row.data));
+  }
+
+  async mcpUpstreamsVersion(): Promise<bigint> {
+    const { rows } = await this.pool.query<{ version: bigint }>(sql.mcpUpstreamsVersion);
+    return BigInt(rows[0]!.version);
   }
 
   appendAudit(draft: AuditDraft): Promise<AuditRecord> {

@@ -179,4 +179,14 @@ export const migrations: readonly { version: number; sql: string }[] = [
     version: 10,
     sql: EVENT_SELECTION_COLUMNS,
   },
+  {
+    version: 11,
+    sql: `
+      -- Upstream MCP servers declared through McpUpstreamService (data: the McpUpstream
+      -- message), and the one row whose version moves with every change of them.
+      CREATE TABLE mcp_upstreams (name TEXT PRIMARY KEY, data BLOB NOT NULL);
+      CREATE TABLE mcp_upstream_changes (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
+      INSERT INTO mcp_upstream_changes (id, version) VALUES (1, 0);
+    `,
+  },
 ];

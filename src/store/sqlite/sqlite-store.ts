@@ -12,6 +12,7 @@ import type { Budget } from "../../gen/agentmachine/v1/budget_pb.js";
 import { DelegationSchema, type Delegation } from "../../gen/agentmachine/v1/delegation_pb.js";
 import type { OperationEvent } from "../../gen/agentmachine/v1/event_pb.js";
 import { OperationSchema, type Operation } from "../../gen/agentmachine/v1/operation_pb.js";
+import { McpUpstreamSchema, type McpUpstream } from "../../gen/agentmachine/v1/mcp_upstream_service_pb.js";
 import { PolicyBundleSchema, type PolicyBundle } from "../../gen/agentmachine/v1/policy_pb.js";
 import { TaskState } from "../../gen/agentmachine/v1/types_pb.js";
 import {
@@ -39,6 +40,7 @@ import type {
   EventPage,
   EventPageQuery,
   KeyedCreate,
+  McpUpstreamPage,
   NewOperation,
   OperationQuery,
   OperationStore,
@@ -84,6 +86,8 @@ import {
   appendOutputSteps,
   putChildDelegationSteps,
   putPolicyBundleSteps,
+  putMcpUpstreamSteps,
+  deleteMcpUpstreamSteps,
   pruneAuditLogSteps,
   type WriteRows,
 } from "../write-steps.js";
@@ -170,6 +174,12 @@ export class SqliteStore implements OperationStore {
       getBundle: this.db.prepare(sql.getBundle),
       insertRequestKey: this.db.prepare(`INSERT INTO request_keys (${REQUEST_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?)`),
       getRequestKey: this.db.prepare(sql.getRequestKey),
+      getMcpUpstream: this.db.prepare(sql.getMcpUpstream),
+      putMcpUpstream: this.db.prepare(sql.putMcpUpstream),
+      deleteMcpUpstream: this.db.prepare(sql.deleteMcpUpstream),
+      listMcpUpstreams: this.db.prepare(sql.listMcpUpstreams),
+      bumpMcpUpstreamsVersion: this.db.prepare(sql.bumpMcpUpstreamsVersion),
+      mcpUpstreamsVersion: this.db.prepare(sql.mcpUpstreamsVersion),
       latestBundles: this.db.prepare(`
         SELECT data FROM policy_bundles p
         WHERE version = (SELECT MAX(version) FROM policy_bundles q WHERE q.profile_type = p.profile_type) AND profile_type > ?
@@ -338,6 +348,11 @@ export class SqliteStore implements OperationStore {
       lockBundleVersions: () => undefined,
       latestBundleVersion: (profileType) => (statements.latestBundleVersion.get(profileType) as { version: bigint | null }).version,
       insertBundle: (bundle) => statements.insertBundle.run(...bundleRowValues(bundle)),
+      lockMcpUpstreams: () => undefined,
+      getMcpUpstream: (name) => (statements.getMcpUpstream.get(name) as { data: Uint8Array } | undefined)?.data,
+      putMcpUpstream: (name, data) => statements.putMcpUpstream.run(name, data),
+      deleteMcpUpstream: (name) => statements.deleteMcpUpstream.run(name),
+      bumpMcpUpstreamsVersion: () => statements.bumpMcpUpstreamsVersion.run(),
       lockAuditHead: () => undefined,
       checkpointOfSize: (size) => statements.checkpointOfSize.get(size) as CheckpointRow | undefined,
       firstAudit: () => (statements.firstAudit.get() as { first: bigint | null }).first,
@@ -544,6 +559,24 @@ export class SqliteStore implements OperationStore {
   async listPolicyBundles(page?: BundlePage): Promise<PolicyBundle[]> {
     const rows = this.statements.latestBundles.all(page?.after ?? -1, page?.limit ?? -1) as { data: Uint8Array }[];
     return rows.map((row) => fromBinary(PolicyBundleSchema, row.data));
+  }
+
+  putMcpUpstream(upstream: McpUpstream, audit?: AuditDraft): Promise<{ created: boolean }> {
+    const stored = clone(McpUpstreamSchema, upstream);
+    return this.commits.submit(() => runSync(putMcpUpstreamSteps(this.rows, stored, audit)));
+  }
+
+  deleteMcpUpstream(name: string, audit?: AuditDraft): Promise<McpUpstream | undefined> {
+    return this.commits.submit(() => runSync(deleteMcpUpstreamSteps(this.rows, name, audit)));
+  }
+
+  async listMcpUpstreams(page?: McpUpstreamPage): Promise<McpUpstream[]> {
+    const rows = this.statements.listMcpUpstreams.all(page?.after ?? "", page?.limit ?? -1) as { data: Uint8Array }[];
+    return rows.map((row) => fromBinary(McpUpstreamSchema, row.data));
+  }
+
+  async mcpUpstreamsVersion(): Promise<bigint> {
+    return BigInt((this.statements.mcpUpstreamsVersion.get() as { version: bigint }).version);
   }
 
   async getOrCreateSecret(key: string, create: () => string): Promise<string> {
