@@ -23,7 +23,8 @@ export class PacedTask {
   request(urgent: boolean): void {
     if (this.immediate !== undefined) return;
     const wait = urgent ? 0 : this.restsUntil - performance.now();
-    if (wait > 0) {
+    // Timers count whole milliseconds: a shorter rest is over by the next turn.
+    if (wait >= 1) {
       this.timer ??= setTimeout(this.fire, Math.ceil(wait)).unref();
       return;
     }
