@@ -6,9 +6,17 @@
 // unindexed ones), tests their compiled filters, and appends matches to their bounded buffers.
 // A tail whose buffer overflows is dropped back to reading by cursor, so a slow subscriber
 // holds at most its buffer and nothing that the writer waits for. While its subscription sleeps
-// with a writer set (subscription.ts), the hub hands a tail's matches of one commit straight to
-// that writer (one write to its stream) instead of waking the subscription for them.
+// with a writer set (subscription.ts), the hub hands a tail's buffered matches straight to that
+// writer (one write to its stream) instead of waking the subscription for them.
+//
+// Matching is done as each commit lands; delivering (the writes, the wake-ups) is paced: it runs
+// in a later turn of the event loop and then rests for twice as long as it took, so it takes at
+// most a third of the loop's time however many streams watch, and the commits made meanwhile go
+// to each stream together, in one write. An event waits at most twice as long as a delivery to
+// every stream takes (microseconds for a few streams, milliseconds for thousands); a burst is
+// delivered without resting once it fills a sixteenth of a tail's buffer.
 import type { StoreEvents, StoredEvent } from "../store/store.js";
+import { PacedTask } from "../model/paced-task.js";
 import { type Waiter, waitForWakeUp, wakeAll } from "../model/wake-up.js";
 import { type CompiledFilter, type IndexDimension, indexValue } from "./event-filter.js";
 
@@ -17,7 +25,13 @@ const DIMENSIONS: readonly IndexDimension[] = ["operation", "profile", "operatio
 /** Events a tail may hold unread before it falls back to reading by cursor. */
 const TAIL_BUFFER = 1024;
 
-/** What writes a tail's matches of one commit straight to its stream (see Tail.writer). */
+/** The rest after a delivery, as a multiple of the time it took (see the top of this file). */
+const DELIVERY_PACE = 2;
+
+/** Events committed since the last delivery from which the next one does not wait for its rest. */
+const DELIVER_WITHOUT_REST = TAIL_BUFFER / 16;
+
+/** What writes a tail's buffered matches straight to its stream (see Tail.writer). */
 export interface TailWriter {
   writeLive(events: StoredEvent[]): boolean;
 }
@@ -33,8 +47,8 @@ export class Tail {
   readonly waiters = new Set<Waiter>();
   /**
    * Set by the subscription while it sleeps and its stream takes writes at once: takes the
-   * matching events of one commit and returns whether it wrote them. A writer that can take no
-   * more unsets itself; the subscription is woken whenever none is set after a commit.
+   * matches buffered since the last delivery and returns whether it wrote them. A writer that
+   * can take no more unsets itself; the subscription is woken whenever none is set at a delivery.
    */
   writer: TailWriter | undefined;
 
@@ -80,6 +94,11 @@ export class EventHub {
   private indexed = new Map<string, Set<Tail>>();
   /** Tails without an index key: offered every event. */
   private unindexed = new Set<Tail>();
+  /** Tails with matches (or an overflow) since the last delivery. */
+  private undelivered = new Set<Tail>();
+  /** Events committed since the last delivery. */
+  private eventsSinceDelivery = 0;
+  private readonly delivery = new PacedTask(() => this.deliver(), DELIVERY_PACE);
 
   private constructor(
     private readonly store: StoreEvents,
@@ -116,26 +135,43 @@ export class EventHub {
     wakeAll(waiters);
   }
 
-  /** Routes each event to the tails that may want it; after a gap, every tail reads by cursor. */
+  /**
+   * Routes each event to the tails that may want it (after a gap, every tail reads by cursor),
+   * and asks for a delivery of what they matched.
+   */
   private offerToTails(events: StoredEvent[], gap: boolean): void {
-    const woken = new Set<Tail>();
+    const matched = this.undelivered;
     if (gap) {
       for (const tails of [this.unindexed, ...this.indexed.values()]) {
         for (const tail of tails) {
           tail.overflowed = true;
-          woken.add(tail);
+          matched.add(tail);
         }
       }
     } else {
       for (const stored of events) {
-        for (const tail of this.unindexed) if (tail.offer(stored)) woken.add(tail);
+        for (const tail of this.unindexed) if (tail.offer(stored)) matched.add(tail);
         for (const dimension of DIMENSIONS) {
           const tails = this.indexed.get(`${dimension} ${indexValue(stored, dimension)}`);
-          if (tails !== undefined) for (const tail of tails) if (tail.offer(stored)) woken.add(tail);
+          if (tails !== undefined) for (const tail of tails) if (tail.offer(stored)) matched.add(tail);
         }
       }
     }
-    for (const tail of woken) {
+    if (matched.size === 0) return;
+    this.eventsSinceDelivery += events.length;
+    this.delivery.request(gap || this.eventsSinceDelivery >= DELIVER_WITHOUT_REST);
+  }
+
+  /**
+   * Hands each tail's buffered matches to its writer, or wakes its subscription to take them (a
+   * subscription that woke meanwhile took them already).
+   */
+  private deliver(): void {
+    const tails = this.undelivered;
+    this.undelivered = new Set();
+    this.eventsSinceDelivery = 0;
+    for (const tail of tails) {
+      if (!tail.overflowed && tail.buffer.length === 0) continue;
       if (!tail.overflowed && tail.writer?.writeLive(tail.buffer)) tail.buffer = [];
       if (tail.writer !== undefined && !tail.overflowed) continue;
       wakeAll(tail.waiters);
@@ -160,6 +196,7 @@ export class EventHub {
 
   /** Files `tail` under nothing any more (Tail.close). */
   unfollow(tail: Tail): void {
+    this.undelivered.delete(tail);
     this.unindexed.delete(tail);
     for (const value of tail.filter.index?.values ?? []) {
       const key = `${tail.filter.index!.by} ${value}`;

@@ -128,10 +128,12 @@ class Subscriber implements TailWriter {
   }
 
   /**
-   * Sends the matching events of `events` (all of them when the tail `matched` them already);
+   * Sends the matching events of `events` (all of them when the tail `matched` them already):
+   * written to the stream in one go when it takes writes at once, else yielded one by one;
    * returns whether the stream ends with the last one sent.
    */
   *send(events: StoredEvent[], matched = false): Generator<SubscriptionItem, boolean> {
+    if (this.writeDirectly(matched ? events : events.filter(this.options.matches))) return this.ended;
     for (const stored of events) {
       if (!matched && !this.options.matches(stored)) continue;
       yield { kind: "event", stored };
@@ -159,15 +161,27 @@ class Subscriber implements TailWriter {
     return true;
   }
 
-  /** The tail's writer while the subscription sleeps: the matching events up to the last one, written in one go. */
-  writeLive(events: StoredEvent[]): boolean {
-    const { direct, isLast } = this.options;
-    if (this.options.signal.aborted || direct === undefined) return this.disarm(false);
+  /**
+   * Writes `events` (matching ones) up to the last one to the stream in one go, when it takes
+   * writes at once: a batch of history, of the window or of the tail's buffer then costs one
+   * write, not a pass through the call's chain of generators per event. The call's loop is
+   * waiting for this subscription meanwhile, so the writes keep their order.
+   */
+  private writeDirectly(events: StoredEvent[]): boolean {
+    const { direct, isLast, signal } = this.options;
+    if (signal.aborted || direct === undefined || !direct.writable()) return false;
+    if (events.length === 0) return true;
     const last = isLast === undefined ? -1 : events.findIndex(isLast);
-    if (!direct.deliver(last < 0 ? events : events.slice(0, last + 1))) return this.disarm(false);
+    if (!direct.deliver(last < 0 ? events : events.slice(0, last + 1))) return false;
     this.lastSentAt = Date.now();
     if (last >= 0) this.ended = true;
-    if (this.ended || !direct.writable()) this.disarm(true);
+    return true;
+  }
+
+  /** The tail's writer while the subscription sleeps. */
+  writeLive(events: StoredEvent[]): boolean {
+    if (!this.writeDirectly(events)) return this.disarm(false);
+    if (this.ended || !this.options.direct!.writable()) this.disarm(true);
     return true;
   }
 

@@ -1,7 +1,7 @@
-// The frames of one commit's events joined into one buffer, shared by the streams that take the
-// same events. The event hub hands each direct stream the events of a commit that match its
-// filter (src/lifecycle/event-hub.ts); a group commit carries tens of events, and writing them
-// as one buffer costs a stream one write instead of one per event. Streams with the same filter
+// The frames of one delivery's events joined into one buffer, shared by the streams that take the
+// same events. The event hub hands each direct stream the events of a delivery that match its
+// filter (src/lifecycle/event-hub.ts); a delivery carries the commits made since the last one,
+// tens of events, and writing them as one buffer costs a stream one write instead of one per event. Streams with the same filter
 // come one after another in the hub's loop, so remembering the last join serves all of them.
 
 let lastFrames: readonly Uint8Array[] = [];

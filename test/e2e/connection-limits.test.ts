@@ -131,7 +131,14 @@ async function watchingSession(
 async function healthFrom(url: string, from: string): Promise<Status | undefined> {
   const session = sessionFrom(url, from);
   try {
-    const response = await h2Request(session, { path: "/grpc.health.v1.Health/Check", headers: GRPC_REQUEST_HEADERS, body: envelope(new Uint8Array(0)) });
+    // Whether it answers, not how fast: during the flood test below, on a loaded two-core machine,
+    // an answer once took over the helper's default 5 s.
+    const response = await h2Request(session, {
+      path: "/grpc.health.v1.Health/Check",
+      headers: GRPC_REQUEST_HEADERS,
+      body: envelope(new Uint8Array(0)),
+      timeoutMs: 20_000,
+    });
     expect(grpcStatus(response)).toBe(0);
     return fromBinary(HealthCheckResponseSchema, decodeEnvelopes(response.body)[0]!.data).status;
   } finally {

@@ -135,6 +135,50 @@ describe("EventHub live fan-out", () => {
     await items.return(undefined);
   });
 
+  it("paces its writes: the commits made while a delivery rests go to each writer in one write, and a burst goes at once", async () => {
+    const log = new MemoryLog();
+    const hub = await EventHub.open(log);
+    const writes: bigint[][] = [];
+    const tails = [0, 1].map(() => hub.follow(compiled(undefined, undefined)));
+    for (const tail of tails) {
+      tail.writer = {
+        writeLive(events) {
+          writes.push(events.map((stored) => stored.event.sequence));
+          // Deliveries of event 1 and 5 take 100 ms (50 for each writer): the hub rests 200 ms after each.
+          if (events[0]!.event.sequence === 1n || events[0]!.event.sequence === 5n) {
+            const until = performance.now() + 100 / tails.length;
+            while (performance.now() < until);
+          }
+          return true;
+        },
+      };
+    }
+    const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+    log.commit({ profile: profileA, operation: "operations/a" });
+    // Delivered in a later turn, not as the commit lands.
+    expect(writes).toEqual([]);
+    await nextTurn();
+    expect(writes).toEqual([[1n], [1n]]);
+    // Three commits while the hub rests: matched at once, written together after the rest.
+    for (let i = 0; i < 3; i++) log.commit({ profile: profileA, operation: "operations/a" });
+    await nextTurn();
+    expect(writes).toHaveLength(2);
+    expect(tails[0]!.buffer).toHaveLength(3);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(writes.slice(2)).toEqual([
+      [2n, 3n, 4n],
+      [2n, 3n, 4n],
+    ]);
+    // While it rests, a burst of 64 events or more is written in the next turn.
+    log.commit({ profile: profileA, operation: "operations/a" });
+    await nextTurn();
+    expect(writes.slice(4)).toEqual([[5n], [5n]]);
+    log.commit(...Array.from({ length: 64 }, () => ({ profile: profileA, operation: "operations/a" })));
+    await nextTurn();
+    expect(writes.slice(6).map((write) => write.length)).toEqual([64, 64]);
+    for (const tail of tails) tail.close();
+  });
+
   it("a live subscriber that overflows its buffer reads on by cursor with no gap or repeat", async () => {
     const log = new MemoryLog();
     const hub = await EventHub.open(log);

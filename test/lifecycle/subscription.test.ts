@@ -332,6 +332,47 @@ describe("subscription: history, then window and live tail", () => {
     expect(written).toEqual([]);
   });
 
+  it("with a direct stream that takes writes at once, a replay goes out one write per page, and one yield per event when it does not", async () => {
+    const store = openStore();
+    await append(store, 1500);
+    const sources = await sourcesOver(store, 16);
+    const replay = async (writable: boolean) => {
+      const writes: bigint[][] = [];
+      const yielded: bigint[] = [];
+      const direct: DirectDelivery = {
+        deliver(events) {
+          writes.push(events.map((stored) => stored.event.sequence));
+          return true;
+        },
+        writable: () => writable,
+        ready: () => Promise.resolve(),
+      };
+      const items = subscribe(sources, {
+        after: 0n,
+        selection: {},
+        // Every other event, so that a page's write is of the matching ones only.
+        matches: (stored) => stored.event.sequence % 2n === 0n,
+        signal: new AbortController().signal,
+        bookmarkIntervalMs: 0,
+        direct,
+        isLast: (stored) => stored.event.sequence === 1500n,
+      });
+      for await (const item of items) if (item.kind === "event") yielded.push(item.stored.event.sequence);
+      return { writes, yielded };
+    };
+    const evens = Array.from({ length: 750 }, (_, i) => BigInt(2 * (i + 1)));
+
+    const direct = await replay(true);
+    expect(direct.yielded).toEqual([]);
+    expect(direct.writes.flat()).toEqual(evens);
+    // Three pages of history (512 events each at most) and the window's last events.
+    expect(direct.writes.length).toBeLessThanOrEqual(4);
+
+    const backedUp = await replay(false);
+    expect(backedUp.writes).toEqual([]);
+    expect(backedUp.yielded).toEqual(evens);
+  });
+
   it("many sleeping subscriptions each get their bookmarks written directly, at the newest sequence; cancelled, they leave nothing behind", async () => {
     const store = openStore();
     const sources = await sourcesOver(store, 16);
