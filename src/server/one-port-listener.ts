@@ -60,11 +60,14 @@ export interface OnePortListener {
 
 /**
  * Replays the sniffed bytes ahead of the socket's data. Given the net.Socket itself (after
- * `socket.unshift`), http2 would read its native handle, and stop reading once it has sent a
- * GOAWAY for a protocol error, so it would never see the peer hang up and never close the
- * connection (test/e2e/malformed-input.test.ts); this stream keeps reading. It costs a hop
- * through JavaScript per read and per write: about 10 % of HTTP/2 throughput (bench/), and a
- * third of the server's CPU in fan-out to 1,000 watch streams (bench/streams.ts).
+ * `socket.unshift`), http2 would read its native handle, and stop reading whenever nghttp2 wants
+ * no more input (after a GOAWAY for a protocol error, or once both ends sent GOAWAY while a
+ * stream is still held), so it would never see the peer hang up and never close the connection
+ * (test/e2e/malformed-input.test.ts, connection-limits.test.ts); this stream keeps reading. It
+ * costs a hop through JavaScript per read and per write. Handing http2 the native socket, with
+ * its reading restarted now and then, passes every test but did not pay (docs/event-streams.md,
+ * "All five rows on a quiet machine"): less delivery CPU while submits are watched, yet a lower
+ * fan-out rate and more server CPU in fan-out, in every paired run.
  */
 class ReplaySocket extends Duplex {
   constructor(

@@ -15,6 +15,7 @@ import { defaultConfig, type ServerConfig } from "../../src/config/config.js";
 import { clientFor } from "../helpers/clients.js";
 import {
   GRPC_REQUEST_HEADERS,
+  H2_FRAME_DATA,
   H2_FRAME_SETTINGS,
   HTTP2_PREFACE,
   decodeEnvelopes,
@@ -22,6 +23,7 @@ import {
   goAwayErrorCode,
   grpcStatus,
   h2Frame,
+  h2HeadersFrame,
   h2Request,
   parseH2Frames,
 } from "../helpers/raw-http2.js";
@@ -174,6 +176,50 @@ describe("idle connections are closed; busy ones are not", () => {
     const ended = Date.now();
     await within(goaway, 5_000, "no GOAWAY");
     expect(Date.now() - ended).toBeGreaterThanOrEqual(IDLE_MS - 50);
+  });
+
+  it("a session with an open watch stream that breaks the protocol and then hangs up is closed by the server", async () => {
+    const watch = await rawConnection(server.port, "127.0.0.1", [
+      HTTP2_PREFACE,
+      h2Frame(H2_FRAME_SETTINGS, 0, 0),
+      h2HeadersFrame(
+        1,
+        { ":method": "POST", ":scheme": "http", ":path": "/grpc.health.v1.Health/Watch", ":authority": "localhost", ...GRPC_REQUEST_HEADERS },
+        { endStream: false },
+      ),
+      h2Frame(H2_FRAME_DATA, 0x1, 1, envelope(new Uint8Array(0))),
+    ]);
+    await expect
+      .poll(() => parseH2Frames(watch.received()).some((frame) => frame.type === H2_FRAME_DATA && frame.streamId === 1), { timeout: 3_000 })
+      .toBe(true);
+    // DATA on a stream never opened: a connection error, answered with GOAWAY(PROTOCOL_ERROR).
+    watch.socket.end(h2Frame(H2_FRAME_DATA, 0x1, 99, Buffer.from("hi")));
+    await closedWithin(watch, 5_000);
+    expect(goAwayErrorCode(parseH2Frames(watch.received()))).toBe(http2.constants.NGHTTP2_PROTOCOL_ERROR);
+  });
+
+  // Known issue: node lets a server stream closed without error go only once its request body
+  // has been read to the end (or if nothing ever read from it). A handler that read part of the
+  // body, answered and stopped reading leaves the stream open on the JavaScript side for as long
+  // as the connection: the connection stays busy and is never closed as idle. Draining the rest
+  // at once can drop the answer's trailers (node sends a pending RST_STREAM first when the stream
+  // is destroyed while a write is in progress), so the fix must wait until nghttp2 has closed the
+  // stream. This test asserts today's behaviour; once fixed, assert the GOAWAY after the idle timeout.
+  it("a session whose request body was answered before it was read to its end stays busy (known issue: it should go idle)", async () => {
+    const session = sessionFrom(server.url, "127.0.0.1");
+    let goaway = false;
+    session.once("goaway", () => (goaway = true));
+    // The whole body fits the stream's window, so it arrives in full; the server reads its
+    // first part, finds a message longer than any it takes, and answers at once.
+    const response = await h2Request(session, {
+      path: "/grpc.health.v1.Health/Check",
+      headers: GRPC_REQUEST_HEADERS,
+      body: envelope(Buffer.alloc(60_000), { declaredLength: 0xfffffff0 }),
+      lingerMs: 1_000,
+    });
+    expect(grpcStatus(response)).toBe(8); // RESOURCE_EXHAUSTED
+    await sleep(IDLE_MS * 5);
+    expect(goaway).toBe(false); // Correct: true (closed as idle).
   });
 
   it("a watch over HTTP/1.1 (Connect streaming) outlives the idle timeout", async () => {

@@ -281,6 +281,22 @@ export function h2Frame(type: number, flags: number, streamId: number, payload: 
   return out;
 }
 
+/**
+ * A HEADERS frame whose block is every header as a literal without indexing (RFC 7541 §6.2.2),
+ * so a raw socket can open a stream. Names and values must be shorter than 127 bytes.
+ */
+export function h2HeadersFrame(streamId: number, headers: Record<string, string>, options: { endStream: boolean }): Buffer {
+  const literal = (text: string): Buffer => {
+    const bytes = Buffer.from(text, "latin1");
+    if (bytes.length >= 127) throw new Error(`header text too long for h2HeadersFrame: ${text}`);
+    return Buffer.concat([Buffer.from([bytes.length]), bytes]);
+  };
+  const block = Buffer.concat(Object.entries(headers).flatMap(([name, value]) => [Buffer.from([0x00]), literal(name), literal(value)]));
+  const END_STREAM = 0x1;
+  const END_HEADERS = 0x4;
+  return h2Frame(0x1, END_HEADERS | (options.endStream ? END_STREAM : 0), streamId, block);
+}
+
 export interface H2Frame {
   type: number;
   flags: number;
@@ -288,6 +304,7 @@ export interface H2Frame {
   payload: Buffer;
 }
 
+export const H2_FRAME_DATA = 0x0;
 export const H2_FRAME_SETTINGS = 0x4;
 export const H2_FRAME_GOAWAY = 0x7;
 
