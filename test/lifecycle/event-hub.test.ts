@@ -144,9 +144,9 @@ describe("EventHub live fan-out", () => {
       tail.writer = {
         writeLive(events) {
           writes.push(events.map((stored) => stored.event.sequence));
-          // Deliveries of event 1 and 5 take 100 ms (50 for each writer): the hub rests 200 ms after each.
+          // Deliveries of event 1 and 5 take 60 ms (30 for each writer): the hub rests 240 ms after each.
           if (events[0]!.event.sequence === 1n || events[0]!.event.sequence === 5n) {
-            const until = performance.now() + 100 / tails.length;
+            const until = performance.now() + 60 / tails.length;
             while (performance.now() < until);
           }
           return true;
@@ -164,7 +164,7 @@ describe("EventHub live fan-out", () => {
     await nextTurn();
     expect(writes).toHaveLength(2);
     expect(tails[0]!.buffer).toHaveLength(3);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await new Promise((resolve) => setTimeout(resolve, 450));
     expect(writes.slice(2)).toEqual([
       [2n, 3n, 4n],
       [2n, 3n, 4n],
