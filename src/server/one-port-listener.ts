@@ -58,6 +58,11 @@ export interface OnePortListener {
   close(graceMs: number): Promise<void>;
 }
 
+/** Reads and drops what `stream` holds of a request body nobody reads any more. */
+function dropUnread(stream: http2.ServerHttp2Stream): void {
+  while (stream.read() !== null);
+}
+
 /**
  * Replays the sniffed bytes ahead of the socket's data. Given the net.Socket itself (after
  * `socket.unshift`), http2 would read its native handle, and stop reading whenever nghttp2 wants
@@ -182,6 +187,14 @@ export async function listenOnePort(handler: RequestHandler, options: OnePortOpt
         if (!stream.closed && !stream.readableEnded) stream.close(http2.constants.NGHTTP2_NO_ERROR);
       }),
     );
+    // Node lets a stream go only once its request body was read to the end (or never read at
+    // all): a body whose reader gave up (the request is destroyed: a message over the size limit,
+    // say) would hold the stream, and keep its connection busy, until the connection ends. Once
+    // the answer is written, the rest of the body is read and dropped, as node's HTTP/1.1 server
+    // does with an unread body; the stream then ends once nghttp2 has closed it (after its trailers).
+    stream.once("finish", () => {
+      if (!stream.readableEnded) stream.on("readable", () => dropUnread(stream));
+    });
     handler(req, res);
   });
   const sessions = new Set<http2.ServerHttp2Session>();
