@@ -102,7 +102,10 @@ class DeadlineHeap {
     const { heap } = this;
     for (;;) {
       const left = 2 * at + 1;
-      const smallest = [left, left + 1].reduce((best, child) => (child < heap.length && heap[child]!.due < heap[best]!.due ? child : best), at);
+      const right = left + 1;
+      let smallest = at;
+      if (left < heap.length && heap[left]!.due < heap[smallest]!.due) smallest = left;
+      if (right < heap.length && heap[right]!.due < heap[smallest]!.due) smallest = right;
       if (smallest === at) return;
       this.swap(at, smallest);
       at = smallest;
