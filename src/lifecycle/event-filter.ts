@@ -21,6 +21,11 @@ export interface CompiledFilter {
   /** Undefined: the subscriber may want any event (it is tested against each). */
   index: IndexKeys | undefined;
   matches: (stored: StoredEvent) => boolean;
+  /**
+   * Equal for filters that match exactly the same events (then the hub tests an event once for
+   * all their subscribers and hands them one list); undefined: shared with none.
+   */
+  key?: string;
 }
 
 /** The value of `dimension` in a stored event. */

@@ -58,6 +58,8 @@ export interface SubscriptionOptions {
   matches: (stored: StoredEvent) => boolean;
   /** What the hub files the live tail under (event-filter.ts); undefined: it is offered every event. */
   index?: IndexKeys;
+  /** Equal for subscriptions whose `matches` select exactly the same events (CompiledFilter.key). */
+  filterKey?: string;
   signal: AbortSignal;
   /** Send a bookmark after this long without a matching event; 0 never. */
   bookmarkIntervalMs: number;
@@ -259,7 +261,7 @@ export async function* subscribe(sources: EventSources, options: SubscriptionOpt
       }
       // Caught up: from here the hub hands this subscriber its matching events.
       if (after >= hub.latest()) {
-        self.tail = hub.follow({ index: options.index, matches: options.matches });
+        self.tail = hub.follow({ index: options.index, matches: options.matches, ...(options.filterKey !== undefined ? { key: options.filterKey } : {}) });
         continue;
       }
       if (self.bookmarkDue()) yield* self.bookmark();

@@ -1,6 +1,6 @@
 // agentmachine.v1.OperationService: thin — decode, call the lifecycle domain, respond.
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { Budget } from "../gen/agentmachine/v1/budget_pb.js";
 import type { Operation } from "../gen/agentmachine/v1/operation_pb.js";
@@ -9,6 +9,7 @@ import {
   type OperationService,
   SubmitOperationRequestSchema,
   type EventFilter,
+  EventFilterSchema,
   type OperationFilter,
   type SubmitOperationRequest,
   type WatchEventsResponse,
@@ -100,6 +101,16 @@ function endsOperation(stored: StoredEvent): boolean {
 /** The events `filter` selects of those `principal` may see. */
 function visibleMatches(principal: Principal, filter: EventFilter | undefined): (stored: StoredEvent) => boolean {
   return (stored) => canSeeProfile(principal, stored.profile) && matchesEventFilter(filter, stored);
+}
+
+/**
+ * Equal for WatchEvents calls whose events are the same: `filter` (its encoding; equal filters
+ * whose labels were set in another order only share nothing) seen by a caller who may see
+ * `visible` profiles (visibleMatches decides by these two alone).
+ */
+function eventFilterKey(filter: EventFilter | undefined, visible: readonly string[] | undefined): string {
+  const encoded = filter === undefined ? "" : Buffer.from(toBinary(EventFilterSchema, filter)).toString("base64");
+  return `events ${JSON.stringify(visible ?? null)} ${encoded}`;
 }
 
 /** WatchEvents' bookmark at `sequence`: the message yielded for it, or written directly (encoded-events.ts). */
@@ -228,6 +239,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
           selection: { operations: [name] },
           matches: ofOperation(name),
           index: { by: "operation", values: [name] },
+          filterKey: `operation ${name}`,
           signal,
           bookmarkIntervalMs: 0,
           isLast: endsOperation,
@@ -253,6 +265,7 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
           selection: eventSelection(filter, visibleProfiles(principal)),
           matches: visibleMatches(principal, filter),
           index: eventFilterIndex(filter, visibleProfiles(principal)),
+          filterKey: eventFilterKey(filter, visibleProfiles(principal)),
           signal,
           bookmarkIntervalMs: deps.bookmarkIntervalMs,
           direct: directDelivery(context, WatchEventsResponseSchema.field.event.number, guard, bookmarkResponse),

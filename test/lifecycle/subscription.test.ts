@@ -84,6 +84,8 @@ interface Watch {
   filter: EventFilter;
   /** The caller's visible profiles; undefined for every profile. */
   visible?: readonly string[];
+  /** Shared by watches with the same filter and visible profiles (the hub matches once for all). */
+  key?: string;
 }
 
 const visibleTo = (watch: Watch) => (stored: StoredEvent) => (watch.visible?.includes(stored.profile) ?? true) && matchesEventFilter(watch.filter, stored);
@@ -102,6 +104,7 @@ async function watch(sources: EventSources, spec: Watch, until: () => bigint, ta
       matches: visibleTo(spec),
       signal: controller.signal,
       bookmarkIntervalMs: 1,
+      ...(spec.key !== undefined ? { filterKey: spec.key } : {}),
     })) {
       const considered = item.kind === "event" ? item.stored.event.sequence : item.sequence;
       if (item.kind === "event") sent.push(item.stored);
@@ -150,6 +153,53 @@ describe("subscription: history, then window and live tail", () => {
             all.filter((stored) => stored.event.sequence > spec.after && visibleTo(spec)(stored)).map((stored) => stored.event.sequence),
           );
           expect(sent).toEqual(sent.map((stored) => all[Number(stored.event.sequence) - 1]));
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+
+  it("subscriptions sharing one filter key, started at different cursors and times, each send exactly their share", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          before: fc.integer({ min: 0, max: 60 }),
+          /** For each subscription: where its cursor is (a share of `before`), and after how many live commits it starts. */
+          starts: fc.array(fc.record({ from: fc.double({ min: 0, max: 1, noNaN: true }), afterCommits: fc.integer({ min: 0, max: 30 }) }), {
+            minLength: 2,
+            maxLength: 5,
+          }),
+          during: fc.integer({ min: 1, max: 40 }),
+          window: fc.integer({ min: 1, max: 40 }),
+          filter: filters,
+          visible: fc.option(fc.subarray(PROFILES), { nil: undefined }),
+        }),
+        async (run) => {
+          const store = openStore();
+          await append(store, run.before);
+          const sources = await sourcesOver(store, run.window);
+          const target = BigInt(run.before + run.during);
+          const filter = create(EventFilterSchema, run.filter);
+          const specs: Watch[] = run.starts.map(({ from }) => ({ after: BigInt(Math.floor(from * run.before)), filter, visible: run.visible, key: "shared" }));
+          const watching: Promise<StoredEvent[]>[] = [];
+          for (let i = 0; i < run.during; i += 1) {
+            run.starts.forEach(({ afterCommits }, index) => {
+              if (afterCommits === i) watching[index] = watch(sources, specs[index]!, () => target);
+            });
+            await append(store, 1, run.before + i);
+            await new Promise((resolve) => setImmediate(resolve));
+          }
+          run.starts.forEach((_, index) => {
+            watching[index] ??= watch(sources, specs[index]!, () => target);
+          });
+          const all = await store.readEvents(0n, 100_000);
+          const sent = await Promise.all(watching);
+          sent.forEach((events, index) => {
+            const spec = specs[index]!;
+            expect(events.map((stored) => stored.event.sequence)).toEqual(
+              all.filter((stored) => stored.event.sequence > spec.after && visibleTo(spec)(stored)).map((stored) => stored.event.sequence),
+            );
+          });
         },
       ),
       { numRuns: 40 },
