@@ -52,8 +52,11 @@ class TailGroup {
   /** The matching events committed since the last delivery, in order, shared by the tails. */
   pending: StoredEvent[] = [];
 
-  /** Kept by the hub under its filter's key while it has tails; without a key, a group of one. */
-  constructor(readonly filter: CompiledFilter) {}
+  constructor(
+    readonly filter: CompiledFilter,
+    /** Where the hub keeps it while it has tails: its filter's key, or none (a group of one). */
+    readonly key: string | undefined,
+  ) {}
 }
 
 /**
@@ -88,15 +91,16 @@ export class Tail {
     return this.buffer.length;
   }
 
-  /** Hands it `events` (new to it) at a delivery; when they overflow its buffer it reads by cursor instead. */
-  receive(events: readonly StoredEvent[]): void {
-    if (this.overflowed) return;
+  /** Hands it `events` (new to it) at a delivery; false when they overflow its buffer (then it reads by cursor). */
+  receive(events: readonly StoredEvent[]): boolean {
+    if (this.overflowed) return false;
     if (this.buffer.length + events.length > TAIL_BUFFER) {
       this.overflowed = true;
       this.buffer = [];
-      return;
+      return false;
     }
     for (const stored of events) this.buffer.push(stored);
+    return true;
   }
 
   /**
@@ -246,8 +250,8 @@ export class EventHub {
   follow(filter: CompiledFilter): Tail {
     let group = filter.key === undefined ? undefined : this.shared.get(filter.key);
     if (group === undefined) {
-      group = new TailGroup(filter);
-      if (filter.key !== undefined) this.shared.set(filter.key, group);
+      group = new TailGroup(filter, filter.key);
+      if (group.key !== undefined) this.shared.set(group.key, group);
       if (filter.index === undefined) this.unindexed.add(group);
       for (const value of filter.index?.values ?? []) {
         const key = `${filter.index!.by} ${value}`;
@@ -267,7 +271,7 @@ export class EventHub {
     this.overflowedTails.delete(tail);
     if (!group.tails.delete(tail) || group.tails.size > 0) return;
     this.undelivered.delete(group);
-    if (group.filter.key !== undefined) this.shared.delete(group.filter.key);
+    if (group.key !== undefined) this.shared.delete(group.key);
     this.unindexed.delete(group);
     for (const value of group.filter.index?.values ?? []) {
       const key = `${group.filter.index!.by} ${value}`;

@@ -135,7 +135,7 @@ class Subscriber implements TailWriter {
    * returns whether the stream ends with the last one sent.
    */
   *send(events: StoredEvent[], matched = false): Generator<SubscriptionItem, boolean> {
-    if (this.writeDirectly(events, matched)) return this.ended;
+    if (this.writeDirectly(matched ? events : events.filter(this.options.matches))) return this.ended;
     for (const stored of events) {
       if (!matched && !this.options.matches(stored)) continue;
       yield { kind: "event", stored };
@@ -164,16 +164,14 @@ class Subscriber implements TailWriter {
   }
 
   /**
-   * Writes the matching events of `batch` (all of them when `matched`) up to the last one to the stream in one go, when it takes
+   * Writes `events` (matching ones) up to the last one to the stream in one go, when it takes
    * writes at once: a batch of history, of the window or of the tail's buffer then costs one
    * write, not a pass through the call's chain of generators per event. The call's loop is
    * waiting for this subscription meanwhile, so the writes keep their order.
    */
-  private writeDirectly(batch: StoredEvent[], matched: boolean): boolean {
+  private writeDirectly(events: StoredEvent[]): boolean {
     const { direct, isLast, signal } = this.options;
     if (signal.aborted || direct === undefined || !direct.writable()) return false;
-    // Filtered only once it is sure to be written here: a yielded batch is filtered as it goes.
-    const events = matched ? batch : batch.filter(this.options.matches);
     if (events.length === 0) return true;
     const last = isLast === undefined ? -1 : events.findIndex(isLast);
     if (!direct.deliver(last < 0 ? events : events.slice(0, last + 1))) return false;
@@ -184,7 +182,7 @@ class Subscriber implements TailWriter {
 
   /** The tail's writer while the subscription sleeps. */
   writeLive(events: StoredEvent[]): boolean {
-    if (!this.writeDirectly(events, true)) return this.disarm(false);
+    if (!this.writeDirectly(events)) return this.disarm(false);
     if (this.ended || !this.options.direct!.writable()) this.disarm(true);
     return true;
   }
