@@ -3,7 +3,7 @@
 // commits three durable writes and two events (start, complete), so the event sequence of a
 // quiet server is known in advance. Also the tool call that the governance benchmark asks about.
 import { create } from "@bufbuild/protobuf";
-import { createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { Operation } from "../src/gen/agentmachine/v1/operation_pb.js";
 import { OperationService, SubmitOperationRequestSchema, type SubmitOperationRequest } from "../src/gen/agentmachine/v1/operation_service_pb.js";
@@ -116,11 +116,21 @@ export async function submitRecords(
 
 /** Waits until the event with `sequence` is committed (on a server whose sequence only grows by our writes). */
 export async function waitForSequence(client: OperationsClient, sequence: bigint, timeoutMs: number): Promise<void> {
-  for await (const response of client.watchEvents({ afterSequence: sequence - 1n }, { timeoutMs })) {
-    if (response.kind.case !== "event") continue;
-    if (response.kind.value.sequence !== sequence)
-      throw new Error(`expected event ${sequence} next, got ${response.kind.value.sequence}: did something else write events?`);
-    return;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      for await (const response of client.watchEvents({ afterSequence: sequence - 1n }, { timeoutMs: deadline - Date.now() })) {
+        if (response.kind.case !== "event") continue;
+        if (response.kind.value.sequence !== sequence)
+          throw new Error(`expected event ${sequence} next, got ${response.kind.value.sequence}: did something else write events?`);
+        return;
+      }
+      throw new Error(`WatchEvents ended before event ${sequence}`);
+    } catch (error) {
+      // A submit is answered before its operation's last event commits: until then the cursor is
+      // beyond the newest event, which the server refuses (OutOfRange). Ask again shortly.
+      if (!(error instanceof ConnectError && error.code === Code.OutOfRange) || Date.now() >= deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
-  throw new Error(`WatchEvents ended before event ${sequence}`);
 }

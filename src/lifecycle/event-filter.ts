@@ -42,13 +42,16 @@ export function indexValue(stored: StoredEvent, dimension: IndexDimension): stri
   }
 }
 
+/**
+ * Whether `stored` matches `filter`. It reads the event (which a replay's page decodes only when
+ * asked: RowEvent) and the labels only for the fields the filter sets.
+ */
 export function matchesEventFilter(filter: EventFilter | undefined, stored: StoredEvent): boolean {
   if (filter === undefined) return true;
-  const { event } = stored;
-  if (filter.types.length > 0 && !filter.types.includes(event.type)) return false;
-  if (filter.states.length > 0 && !filter.states.includes(event.state)) return false;
+  if (filter.types.length > 0 && !filter.types.includes(stored.event.type)) return false;
+  if (filter.states.length > 0 && !filter.states.includes(stored.event.state)) return false;
   if (filter.profile !== "" && filter.profile !== stored.profile) return false;
-  if (filter.operations.length > 0 && !filter.operations.includes(event.operation)) return false;
+  if (filter.operations.length > 0 && !filter.operations.includes(stored.event.operation)) return false;
   if (filter.operationTypes.length > 0 && !filter.operationTypes.includes(stored.operationType)) return false;
   for (const [key, value] of Object.entries(filter.labels)) {
     if (stored.labels[key] !== value) return false;

@@ -192,12 +192,20 @@ class Subscriber implements TailWriter {
     return written;
   }
 
+  /**
+   * Waits until a direct stream takes writes at once again, so that what is sent next goes out
+   * in one write rather than one yield per event (ready() is where a client that stopped reading
+   * is cut off); a closed stream gets nothing more.
+   */
+  async ready(): Promise<void> {
+    const { direct } = this.options;
+    if (direct !== undefined && !direct.writable()) await direct.ready();
+  }
+
   /** Sleeps on the tail, letting the hub write to the stream meanwhile when it takes writes at once. */
   async sleepOn(following: Tail): Promise<void> {
     const { direct } = this.options;
-    // A stream that takes no more for now gets its events yielded once it does (ready() is
-    // where a client that stopped reading is cut off); a closed one gets none.
-    if (direct !== undefined && !direct.writable()) await direct.ready();
+    await this.ready();
     following.writer = direct?.writable() ? this : undefined;
     try {
       await following.wait(this.waitMs(), this.options.signal);
@@ -222,6 +230,7 @@ export async function* subscribe(sources: EventSources, options: SubscriptionOpt
         }
         const buffered = tail.take();
         if (buffered.length > 0) {
+          await self.ready();
           if (yield* self.send(buffered, true)) return;
           self.cursor = buffered[buffered.length - 1]!.event.sequence;
           continue;
@@ -237,6 +246,7 @@ export async function* subscribe(sources: EventSources, options: SubscriptionOpt
       }
       if (!hub.covers(self.cursor)) {
         for await (const page of history.pages(hub, self.cursor, options.selection, options.signal)) {
+          await self.ready();
           if (yield* self.send(page.events)) return;
           self.cursor = page.through;
           if (self.bookmarkDue()) yield* self.bookmark();
@@ -254,6 +264,7 @@ export async function* subscribe(sources: EventSources, options: SubscriptionOpt
         // The window restarted after a gap (events compacted before this server read them).
         throw eventsCompacted(after, batch[0]!.event.sequence);
       }
+      if (batch.length > 0) await self.ready();
       if (yield* self.send(batch)) return;
       if (batch.length > 0) {
         self.cursor = batch[batch.length - 1]!.event.sequence;

@@ -17,7 +17,7 @@ import { type FrameSink, frameSinkOf } from "../call/frame-sink.js";
 import type { StallGuard } from "../call/raw-request.js";
 import type { DirectDelivery } from "../lifecycle/subscription.js";
 import type { StoredEvent } from "../store/store.js";
-import { storedEncoding } from "../store/stored-messages.js";
+import { RowEvent, SEQUENCE_TAG, storedEncoding } from "../store/stored-messages.js";
 
 /**
  * A response made by withEncodedEvent → its gRPC frame (uncompressed envelope: flags 0, length,
@@ -44,27 +44,69 @@ function tagOf(fieldNumber: number): Uint8Array {
   return tag;
 }
 
+// Varints written in place: a frame is one buffer written once, where protobuf-es's BinaryWriter
+// would build its parts in buffers of its own and copy them out.
+function varintSize(value: number): number {
+  let size = 1;
+  for (let rest = value; rest >= 0x80; rest = Math.floor(rest / 0x80)) size++;
+  return size;
+}
+
+function putVarint(into: Uint8Array, at: number, value: number): number {
+  let rest = value;
+  let next = at;
+  for (; rest >= 0x80; rest = Math.floor(rest / 0x80)) into[next++] = (rest % 0x80) | 0x80;
+  into[next++] = rest;
+  return next;
+}
+
 /**
- * The frame of a response whose field `fieldNumber` is `event`: the envelope, the field's tag and
- * length, and the event's encoding — the one the store read it from when it has that (a replay's
- * page), else toBinary's.
+ * The frame of a response whose only field, `fieldNumber`, is an event encoded as its sequence
+ * field (when `sequence` is given) followed by `encoded`: the envelope, the field's tag and
+ * length, and the event, in one buffer from Node's shared pool (every byte written; a buffer of
+ * its own per event would be a block the garbage collector tracks one by one).
  */
-function frameOf(event: OperationEvent, fieldNumber: number): Uint8Array {
+function eventFrame(fieldNumber: number, sequence: number | undefined, encoded: Uint8Array): Uint8Array {
+  const tag = tagOf(fieldNumber);
+  const eventSize = (sequence === undefined ? 0 : 1 + varintSize(sequence)) + encoded.byteLength;
+  const bodySize = tag.byteLength + varintSize(eventSize) + eventSize;
+  const frame = Buffer.allocUnsafe(5 + bodySize);
+  frame[0] = 0;
+  frame.writeUInt32BE(bodySize, 1);
+  frame.set(tag, 5);
+  let at = putVarint(frame, 5 + tag.byteLength, eventSize);
+  if (sequence !== undefined) {
+    frame[at++] = SEQUENCE_TAG;
+    at = putVarint(frame, at, sequence);
+  }
+  frame.set(encoded, at);
+  return frame;
+}
+
+/**
+ * The frame of a response whose field `fieldNumber` is `event`, made once and shared: from the
+ * encoding the store read the event from when it has that, else from toBinary's.
+ */
+function sharedEventFrame(event: OperationEvent, fieldNumber: number): Uint8Array {
   let byEvent = framesByField.get(fieldNumber);
   if (byEvent === undefined) framesByField.set(fieldNumber, (byEvent = new WeakMap()));
   let frame = byEvent.get(event);
-  if (frame === undefined) {
-    const encoded = storedEncoding(event) ?? toBinary(OperationEventSchema, event);
-    const field = new BinaryWriter().raw(tagOf(fieldNumber)).uint32(encoded.byteLength).finish();
-    // From Node's shared pool, every byte written (see decodeStoredEvent).
-    const bytes = Buffer.allocUnsafe(5 + field.byteLength + encoded.byteLength);
-    bytes[0] = 0;
-    bytes.writeUInt32BE(field.byteLength + encoded.byteLength, 1);
-    bytes.set(field, 5);
-    bytes.set(encoded, 5 + field.byteLength);
-    byEvent.set(event, (frame = bytes));
-  }
+  if (frame === undefined) byEvent.set(event, (frame = eventFrame(fieldNumber, undefined, storedEncoding(event) ?? toBinary(OperationEventSchema, event))));
   return frame;
+}
+
+/**
+ * The frame of a response whose field `fieldNumber` is the event of `stored`. A replay's row of
+ * exact data (RowEvent) is framed from its bytes, never decoded, and not kept: a history event
+ * goes to one stream. Any other event's frame is shared (sharedEventFrame). A sequence beyond
+ * 2⁵³ (never reached in practice) takes the shared path, so that varints stay in safe integers.
+ */
+function frameOf(stored: StoredEvent, fieldNumber: number): Uint8Array {
+  const exactData = stored instanceof RowEvent ? stored.exactData() : undefined;
+  if (exactData !== undefined && (stored as RowEvent).sequence <= Number.MAX_SAFE_INTEGER) {
+    return eventFrame(fieldNumber, Number((stored as RowEvent).sequence), exactData);
+  }
+  return sharedEventFrame(stored.event, fieldNumber);
 }
 
 /** The shared uncompressed gRPC frame of a response withEncodedEvent made; undefined for any other message. */
@@ -78,12 +120,12 @@ export function answersInBinary(context: HandlerContext): boolean {
 }
 
 /**
- * A `schema` response whose field `fieldNumber` (an OperationEvent) is `event`, already
- * encoded: for binary calls only (see answersInBinary).
+ * A `schema` response whose field `fieldNumber` (an OperationEvent) is the event of `stored`,
+ * already encoded: for binary calls only (see answersInBinary).
  */
-export function withEncodedEvent<Desc extends DescMessage>(schema: Desc, fieldNumber: number, event: OperationEvent): MessageShape<Desc> {
+export function withEncodedEvent<Desc extends DescMessage>(schema: Desc, fieldNumber: number, stored: StoredEvent): MessageShape<Desc> {
   const message = create(schema);
-  const frame = frameOf(event, fieldNumber);
+  const frame = frameOf(stored, fieldNumber);
   message.$unknown = [{ no: fieldNumber, wireType: WireType.LengthDelimited, data: frame.subarray(5 + tagOf(fieldNumber).byteLength) }];
   frames.set(message, frame);
   return message;
@@ -108,7 +150,7 @@ class DirectFrames implements DirectDelivery {
   ) {}
 
   deliver(events: readonly StoredEvent[]): boolean {
-    return this.write(events.map((stored) => frameOf(stored.event, this.fieldNumber)));
+    return this.write(events.map((stored) => frameOf(stored, this.fieldNumber)));
   }
 
   bookmark(sequence: bigint): boolean {

@@ -247,8 +247,8 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
         });
         for await (const item of cutOffWhenStalled(items, guard)) {
           if (item.kind !== "event") continue;
-          const { event } = item.stored;
-          yield binary ? withEncodedEvent(WatchOperationResponseSchema, WatchOperationResponseSchema.field.event.number, event) : { event };
+          const { stored } = item;
+          yield binary ? withEncodedEvent(WatchOperationResponseSchema, WatchOperationResponseSchema.field.event.number, stored) : { event: stored.event };
         }
       });
     },
@@ -275,10 +275,10 @@ export function operationService(deps: OperationServiceDeps): ServiceImpl<typeof
             yield bookmarkResponse(item.sequence).message;
             continue;
           }
-          const { event } = item.stored;
+          const { stored } = item;
           yield binary
-            ? withEncodedEvent(WatchEventsResponseSchema, WatchEventsResponseSchema.field.event.number, event)
-            : { kind: { case: "event" as const, value: event } };
+            ? withEncodedEvent(WatchEventsResponseSchema, WatchEventsResponseSchema.field.event.number, stored)
+            : { kind: { case: "event" as const, value: stored.event } };
         }
       });
     },

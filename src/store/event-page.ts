@@ -18,6 +18,14 @@ export const EVENT_SELECTION_COLUMNS = `
   CREATE INDEX events_event_type ON events (event_type, sequence);
 `;
 
+/** The `data_form` column, the same in both dialects: SQLite migration 12 and PostgreSQL migration 9, applied, so never edited. */
+export const EVENT_DATA_FORM_COLUMN = `
+  -- How an event row's data was written: 1 (EXACT_EVENT_DATA) when it is exactly the event's
+  -- encoding without its sequence, as every row from this version on is, so that a replay can
+  -- send it without decoding it; 0 in rows written before, which are decoded to know.
+  ALTER TABLE events ADD COLUMN data_form INTEGER NOT NULL DEFAULT 0;
+`;
+
 /** How a dialect says that `column` is one of `values`, given `bind`, which binds a value and returns its placeholder. */
 export type OneOf = (column: string, values: readonly unknown[], bind: (value: unknown) => string) => string;
 
@@ -38,6 +46,6 @@ export function eventPageStatement(p: Placeholder, oneOf: OneOf, query: EventPag
   // Rows written before these columns existed hold NULL: kept, and filtered once decoded.
   if (query.types) where.push(`(event_type IS NULL OR ${oneOf("event_type", query.types, bind)})`);
   if (query.states) where.push(`(state IS NULL OR ${oneOf("state", query.states, bind)})`);
-  const sql = `SELECT sequence, profile, operation_type, labels, data FROM events WHERE ${where.join(" AND ")} ORDER BY sequence LIMIT ${bind(query.limit)}`;
+  const sql = `SELECT sequence, profile, operation_type, labels, data, data_form FROM events WHERE ${where.join(" AND ")} ORDER BY sequence LIMIT ${bind(query.limit)}`;
   return { sql, values };
 }

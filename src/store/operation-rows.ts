@@ -8,7 +8,7 @@ import { OperationEventSchema, type OperationEvent } from "../gen/agentmachine/v
 import { OperationSchema, type Operation } from "../gen/agentmachine/v1/operation_pb.js";
 import { TaskState } from "../gen/agentmachine/v1/types_pb.js";
 import { isTerminal } from "../model/transitions.js";
-import { decodeOperation, decodeStoredEvent } from "./stored-messages.js";
+import { decodeOperation, decodeStoredEvent, eventDataForm, labelsOf, RowEvent } from "./stored-messages.js";
 import type { CreateResult, Modification, NewOperation, Settlement, StoredEvent, StoredProfile } from "./store.js";
 
 /** The states an operation never leaves, as both stores' queries for active operations name them. */
@@ -63,13 +63,15 @@ export function eventTimeMs(event: OperationEvent): number {
 }
 
 /** The columns of an event's row without its sequence, in the order of eventRowValues. */
-export const EVENT_COLUMNS = "operation, time_ms, profile, operation_type, labels, data, event_type, state";
+export const EVENT_COLUMNS = "operation, time_ms, profile, operation_type, labels, data, event_type, state, data_form";
 
 /**
  * The values of `event`'s row: it carries what filters need to know of its operation, and the
- * event's own type and state, so that a replay's filter runs in the query (EventSelection).
+ * event's own type and state, so that a replay's filter runs in the query (EventSelection). Its
+ * data is the event's encoding without its sequence (the event is appended before it has one),
+ * and its data_form says whether a replay may send that as it is.
  */
-export function eventRowValues(operation: Operation, event: OperationEvent): [string, number, string, number, string, Uint8Array, number, number] {
+export function eventRowValues(operation: Operation, event: OperationEvent): [string, number, string, number, string, Uint8Array, number, number, number] {
   return [
     operation.name,
     eventTimeMs(event),
@@ -79,6 +81,7 @@ export function eventRowValues(operation: Operation, event: OperationEvent): [st
     toBinary(OperationEventSchema, event),
     event.type,
     event.state,
+    eventDataForm(event),
   ];
 }
 
@@ -89,15 +92,22 @@ export interface EventRow {
   operation_type: number | bigint;
   labels: string | Record<string, string>;
   data: Uint8Array;
+  data_form: number | bigint;
 }
 
+/** The event of `row`, decoded at once: for events many subscribers share (the store's readEvents, the event feed). */
 export function eventFromRow(row: EventRow): StoredEvent {
   return {
-    event: decodeStoredEvent(row.data, BigInt(row.sequence)),
+    event: decodeStoredEvent(row.data, BigInt(row.sequence), Number(row.data_form)),
     profile: row.profile,
     operationType: Number(row.operation_type),
-    labels: typeof row.labels === "string" ? (JSON.parse(row.labels) as Record<string, string>) : row.labels,
+    labels: labelsOf(row.labels),
   };
+}
+
+/** The event of `row` as a replay's page holds it: decoded only if something asks for it (RowEvent). */
+export function pageEventFromRow(row: EventRow): RowEvent {
+  return new RowEvent(BigInt(row.sequence), row.profile, Number(row.operation_type), row.labels, row.data, Number(row.data_form));
 }
 
 /** `event` as appended with `sequence`; `operation` is given it as its last sequence. */

@@ -24,7 +24,7 @@ export function statements(p: Placeholder, json: (placeholder: string) => string
     stateOf: `SELECT state, data FROM operations WHERE name = ${p(1)}`,
     byRequestId: `SELECT request_digest, data FROM operations WHERE idempotency_scope = ${p(1)} AND request_id = ${p(2)}`,
     updateOperation: `UPDATE operations SET state = ${p(1)}, data = ${p(2)} WHERE name = ${p(3)}`,
-    readEvents: `SELECT sequence, profile, operation_type, labels, data FROM events WHERE sequence > ${p(1)} ORDER BY sequence LIMIT ${p(2)}`,
+    readEvents: `SELECT sequence, profile, operation_type, labels, data, data_form FROM events WHERE sequence > ${p(1)} ORDER BY sequence LIMIT ${p(2)}`,
     getProfile: `SELECT name, profile_type, budget FROM profiles WHERE name = ${p(1)}`,
     getDelegation: `SELECT data FROM delegations WHERE id = ${p(1)}`,
     latestBundleVersion: `SELECT MAX(version) AS version FROM policy_bundles WHERE profile_type = ${p(1)}`,

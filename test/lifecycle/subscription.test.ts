@@ -21,7 +21,7 @@ import { sleepingWaits } from "../../src/model/wake-up.js";
 import { SqliteStore } from "../../src/store/sqlite/sqlite-store.js";
 import type { OperationStore, StoredEvent } from "../../src/store/store.js";
 import { tempDir } from "../helpers/temp-dir.js";
-import { EVENT_STEPS, event, operation, SCOPE } from "../store/conformance.js";
+import { asRead, EVENT_STEPS, event, operation, SCOPE } from "../store/conformance.js";
 
 const PROFILES = ["profiles/sub-a", "profiles/sub-b", "profiles/sub-c"];
 const OP_TYPES = [OperationType.TOOL_GRANT_APPLY, OperationType.PROFILE_CREATE];
@@ -107,7 +107,8 @@ async function watch(sources: EventSources, spec: Watch, until: () => bigint, ta
       ...(spec.key !== undefined ? { filterKey: spec.key } : {}),
     })) {
       const considered = item.kind === "event" ? item.stored.event.sequence : item.sequence;
-      if (item.kind === "event") sent.push(item.stored);
+      // As plain values: an event a replay read from the store decodes on demand (RowEvent).
+      if (item.kind === "event") sent.push(...asRead([item.stored]));
       if (sent.length >= take || considered >= until()) break;
     }
   } finally {

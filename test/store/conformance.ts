@@ -204,6 +204,11 @@ export async function expectLegacyRow(store: OperationStore, old: Operation, req
  * selects them as "maybe" (the reader filters the decoded events exactly); the other filters,
  * whose columns were always written, still apply in the query.
  */
+/** A page's events as plain values (a page's events decode on demand: RowEvent), to compare with readEvents'. */
+export function asRead(events: readonly StoredEvent[]): StoredEvent[] {
+  return events.map(({ event: e, profile, operationType, labels }) => ({ event: e, profile, operationType, labels }));
+}
+
 export async function expectLegacyEventsSelectedAsMaybe(store: OperationStore, nullify: () => Promise<void>): Promise<void> {
   const mine = operation({ profile: "profiles/legacy-a" });
   const other = operation({ profile: "profiles/legacy-b" });
@@ -217,9 +222,11 @@ export async function expectLegacyEventsSelectedAsMaybe(store: OperationStore, n
   const page = (selection: EventSelection) => store.readEventPage({ ...selection, after: 0n, through: latest, limit: 100 });
   const all = await store.readEvents(0n, 100);
   expect(all).toHaveLength(2 * EVENT_STEPS.length);
-  expect((await page({ types: [EventType.COMPLETE] })).events).toEqual(all);
-  expect((await page({ states: [TaskState.COMPLETED] })).events).toEqual(all);
-  expect((await page({ types: [EventType.COMPLETE], profiles: [mine.profile] })).events).toEqual(all.filter((stored) => stored.profile === mine.profile));
+  expect(asRead((await page({ types: [EventType.COMPLETE] })).events)).toEqual(all);
+  expect(asRead((await page({ states: [TaskState.COMPLETED] })).events)).toEqual(all);
+  expect(asRead((await page({ types: [EventType.COMPLETE], profiles: [mine.profile] })).events)).toEqual(
+    all.filter((stored) => stored.profile === mine.profile),
+  );
 }
 
 /**
@@ -1330,7 +1337,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
           const through = cursor + span < latest ? cursor + span : latest;
           const page = await store.readEventPage({ ...selection, after: cursor, through, limit });
           expect(page.events.length).toBeLessThanOrEqual(limit);
-          read.push(...page.events);
+          read.push(...asRead(page.events));
           cursor = page.events.length === limit ? page.events[limit - 1]!.event.sequence : through;
         }
         return read;
@@ -1370,7 +1377,7 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
         expect((await store.readEventPage({ after: 0n, through: latest, limit: 100 })).oldest).toBe(all[0]!.event.sequence);
         await store.compactEvents({ maxEvents: 2, maxAgeMs: 60_000 }, new Date());
         const page = await store.readEventPage({ after: 0n, through: latest, limit: 100 });
-        expect(page).toEqual({ events: all.slice(-2), oldest: latest - 1n });
+        expect({ ...page, events: asRead(page.events) }).toEqual({ events: all.slice(-2), oldest: latest - 1n });
         expect(await store.readEventPage({ profiles: [], after: 0n, through: latest, limit: 100 })).toEqual({ events: [], oldest: latest - 1n });
       });
     });

@@ -2,7 +2,7 @@
 // pool) and for the event feed's tail (on its own connection), and the channel that appending
 // transactions notify.
 import type { QueryResultRow } from "pg";
-import { eventFromRow, type EventRow } from "../operation-rows.js";
+import { eventFromRow, pageEventFromRow, type EventRow } from "../operation-rows.js";
 import { postgresPlaceholder, statements } from "../statements.js";
 import { eventPageStatement, postgresOneOf } from "../event-page.js";
 import type { EventBounds, EventPage, EventPageQuery, StoredEvent } from "../store.js";
@@ -48,5 +48,5 @@ export async function selectEventPage(db: Queryable, query: EventPageQuery): Pro
     `SELECT bounds.*, page.* FROM (${BOUNDS_SQL}) bounds LEFT JOIN (${page.sql}) page ON true ORDER BY page.sequence`,
     page.values,
   );
-  return { events: rows.filter((row) => row.sequence !== null).map(eventFromRow), oldest: boundsOf(rows[0]!).oldest };
+  return { events: rows.filter((row) => row.sequence !== null).map(pageEventFromRow), oldest: boundsOf(rows[0]!).oldest };
 }

@@ -2,7 +2,7 @@
 // Every replica runs `migrate` at start; a session-level advisory lock makes them take turns, so
 // two replicas starting together never apply the same version twice or see a half-made schema.
 import { REQUEST_KEYS_TABLE } from "../request-keys.js";
-import { EVENT_SELECTION_COLUMNS } from "../event-page.js";
+import { EVENT_DATA_FORM_COLUMN, EVENT_SELECTION_COLUMNS } from "../event-page.js";
 import type { Pool } from "pg";
 import { checkout } from "./checkout.js";
 
@@ -189,6 +189,10 @@ export const migrations: readonly { version: number; sql: string }[] = [
       CREATE TABLE mcp_upstream_changes (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
       INSERT INTO mcp_upstream_changes (id, version) VALUES (1, 0);
     `,
+  },
+  {
+    version: 9,
+    sql: EVENT_DATA_FORM_COLUMN,
   },
 ];
 

@@ -189,10 +189,10 @@ class Transaction {
       `WITH next AS (UPDATE event_counter SET value = value + 1 RETURNING value),
        appended AS (
          INSERT INTO events (sequence, ${EVENT_COLUMNS})
-         SELECT value, $1, $2, $3, $4, $5::jsonb, $6, $7, $8 FROM next
+         SELECT value, $1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9 FROM next
          RETURNING sequence
        )
-       SELECT sequence, pg_notify($9, sequence::text) FROM appended`,
+       SELECT sequence, pg_notify($10, sequence::text) FROM appended`,
       [...eventRowValues(operation, event), EVENTS_CHANNEL],
     );
     const stored = appendedEvent(operation, event, rows[0]!.sequence);

@@ -1,6 +1,6 @@
 // Versioned schema of the SQLite store. Append new versions; never edit an applied one.
 import { REQUEST_KEYS_TABLE } from "../request-keys.js";
-import { EVENT_SELECTION_COLUMNS } from "../event-page.js";
+import { EVENT_DATA_FORM_COLUMN, EVENT_SELECTION_COLUMNS } from "../event-page.js";
 export const migrations: readonly { version: number; sql: string }[] = [
   {
     version: 1,
@@ -188,5 +188,9 @@ export const migrations: readonly { version: number; sql: string }[] = [
       CREATE TABLE mcp_upstream_changes (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
       INSERT INTO mcp_upstream_changes (id, version) VALUES (1, 0);
     `,
+  },
+  {
+    version: 12,
+    sql: EVENT_DATA_FORM_COLUMN,
   },
 ];

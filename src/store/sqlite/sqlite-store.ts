@@ -68,6 +68,7 @@ import {
   activeOperations,
   appendedEvent,
   eventFromRow,
+  pageEventFromRow,
   type EventRow,
   eventRowValues,
   operationRowValues,
@@ -184,7 +185,7 @@ export class SqliteStore implements OperationStore {
         SELECT data FROM policy_bundles p
         WHERE version = (SELECT MAX(version) FROM policy_bundles q WHERE q.profile_type = p.profile_type) AND profile_type > ?
         ORDER BY profile_type LIMIT ?`),
-      insertEvent: this.db.prepare(`INSERT INTO events (${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+      insertEvent: this.db.prepare(`INSERT INTO events (${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
       readEvents: this.db.prepare(sql.readEvents),
       oldestEvent: this.db.prepare("SELECT MIN(sequence) AS oldest FROM events"),
       latestEvent: this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
@@ -444,7 +445,7 @@ export class SqliteStore implements OperationStore {
     const { sql, values } = eventPageStatement(sqlitePlaceholder, sqliteOneOf, query);
     const rows = this.pageStatement(sql).all(...values) as EventRow[];
     // The bounds are read right after the page, in the same synchronous step.
-    return { events: rows.map(eventFromRow), oldest: this.bounds().oldest };
+    return { events: rows.map(pageEventFromRow), oldest: this.bounds().oldest };
   }
 
   private pageStatement(sql: string): Database.Statement {
