@@ -43,7 +43,7 @@ import {
   type StoredEvent,
 } from "../../src/store/store.js";
 import { denialCodeText, gatesText } from "../../src/model/audit-decision-text.js";
-import { storedEncoding } from "../../src/store/stored-messages.js";
+import { type RowEvent, storedEncoding } from "../../src/store/stored-messages.js";
 
 // Builders of operations (each with a new name and request id) and events; the PostgreSQL replica
 // tests use them too.
@@ -198,17 +198,19 @@ export async function expectLegacyRow(store: OperationStore, old: Operation, req
   expect((await store.listOperations({ limit: 10, profile: old.profile })).map((o) => o.name).sort()).toEqual([old.name, beside.name].sort());
 }
 
-/**
- * What a store's history pages must do with event rows written before the event_type and state
- * columns (NULL there): `nullify` makes every row such a row. A page filtered by type or state
- * selects them as "maybe" (the reader filters the decoded events exactly); the other filters,
- * whose columns were always written, still apply in the query.
- */
 /** A page's events as plain values (a page's events decode on demand: RowEvent), to compare with readEvents'. */
 export function asRead(events: readonly StoredEvent[]): StoredEvent[] {
   return events.map(({ event: e, profile, operationType, labels }) => ({ event: e, profile, operationType, labels }));
 }
 
+/**
+ * What a store's history pages must do with event rows written before the event_type, state and
+ * data_form columns (NULL in the first two, 0 in data_form): `nullify` makes every row such a
+ * row. A page filtered by type or state selects them as "maybe" (the reader filters the decoded
+ * events exactly); the other filters, whose columns were always written, still apply in the
+ * query. Their rows are not taken as exact, yet their events, decoded, still have their rows'
+ * bytes as their encoding (decodeStoredEvent checks them).
+ */
 export async function expectLegacyEventsSelectedAsMaybe(store: OperationStore, nullify: () => Promise<void>): Promise<void> {
   const mine = operation({ profile: "profiles/legacy-a" });
   const other = operation({ profile: "profiles/legacy-b" });
@@ -227,6 +229,10 @@ export async function expectLegacyEventsSelectedAsMaybe(store: OperationStore, n
   expect(asRead((await page({ types: [EventType.COMPLETE], profiles: [mine.profile] })).events)).toEqual(
     all.filter((stored) => stored.profile === mine.profile),
   );
+  for (const stored of (await page({})).events) {
+    expect((stored as RowEvent).exactData()).toBeUndefined();
+    expect(Buffer.from(storedEncoding(stored.event)!).toString("hex")).toBe(Buffer.from(toBinary(OperationEventSchema, stored.event)).toString("hex"));
+  }
 }
 
 /**
@@ -410,6 +416,9 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
       expect(stored?.event.attributes).toMatchObject({ case: "retry", value: { cause: upgraded } });
       // Its row's bytes hold the old form: a replay must not send them as they are.
       expect(storedEncoding(stored!.event)).toBeUndefined();
+      const [paged] = (await store.readEventPage({ after: 0n, through: (await store.eventBounds()).latest, limit: 10 })).events;
+      expect((paged as RowEvent).exactData()).toBeUndefined();
+      expect(paged!.event).toEqual(stored!.event);
     });
 
     it("reads events with every field set back as written, with their rows' bytes as exactly their encoding, by readEvents and readEventPage", async () => {
@@ -426,6 +435,23 @@ export function storeConformance(backend: string, open: () => Promise<{ store: O
           expect(fromBinary(OperationEventSchema, encoding!)).toEqual(e);
         }
       }
+      // A page's rows are marked exact: a replay frames them from their bytes without decoding.
+      const page = await store.readEventPage({ after: 0n, through: latest, limit: 100 });
+      expect(page.events.map((stored) => Buffer.from((stored as RowEvent).exactData()!).toString("hex"))).toEqual(
+        written.map((full) => Buffer.from(toBinary(OperationEventSchema, full)).toString("hex")),
+      );
+    });
+
+    it("writes an event holding a field this schema does not know as a row not taken as exact: a replay decodes and encodes it, field kept", async () => {
+      const op = operation();
+      await store.createOperation({ idempotencyScope: SCOPE, operation: op, requestDigest: "d" });
+      const [written] = eventsWithEveryField(op.name);
+      written!.$unknown = [{ no: 7, wireType: WireType.Varint, data: Uint8Array.of(42) }];
+      expect((await store.updateOperation({ operation: op, expectedState: TaskState.QUEUED, event: written! })).kind).toBe("updated");
+      const [paged] = (await store.readEventPage({ after: 0n, through: (await store.eventBounds()).latest, limit: 10 })).events;
+      expect((paged as RowEvent).exactData()).toBeUndefined();
+      const hex = (e: OperationEvent) => Buffer.from(toBinary(OperationEventSchema, e)).toString("hex");
+      expect(hex(paged!.event)).toBe(hex({ ...written!, sequence: 1n }));
     });
 
     it("keeps audit records written before 0.x (string code and gate) as they were hashed: they read, link and verify", async () => {

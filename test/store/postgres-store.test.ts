@@ -76,7 +76,7 @@ it("selects event rows written before the type and state columns as maybe in a t
     await expectLegacyEventsSelectedAsMaybe(store, async () => {
       const client = new pg.Client(url);
       await client.connect();
-      await client.query("UPDATE events SET event_type = NULL, state = NULL").finally(() => client.end());
+      await client.query("UPDATE events SET event_type = NULL, state = NULL, data_form = 0").finally(() => client.end());
     });
   } finally {
     await store.close();

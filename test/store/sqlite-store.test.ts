@@ -49,7 +49,7 @@ it("selects event rows written before the type and state columns as maybe in a t
   try {
     await expectLegacyEventsSelectedAsMaybe(store, async () => {
       const db = new Database(join(dir, SQLITE_FILE));
-      db.exec("UPDATE events SET event_type = NULL, state = NULL");
+      db.exec("UPDATE events SET event_type = NULL, state = NULL, data_form = 0");
       db.close();
     });
   } finally {
