@@ -4,7 +4,7 @@
 // replays never hold the event loop. It ends where the window takes over: every event up to the
 // last page's `through` was considered, the window holds every event after it, and the live tail
 // continues from there — no event is lost or repeated at the seam.
-import type { EventSelection, StoreEvents, StoredEvent } from "../store/store.js";
+import type { EventPage, EventSelection, StoreEvents, StoredEvent } from "../store/store.js";
 import { eventsCompacted } from "./errors.js";
 import type { ReplayScheduler } from "../model/replay-scheduler.js";
 
@@ -41,22 +41,41 @@ export class HistoryReader {
   /**
    * The pages after `after` that `window` does not hold, in order, until it does. Ends early,
    * without a page, when `signal` aborts. OutOfRange (eventsCompacted) when compaction removed
-   * events of a page before it was read.
+   * events of a page before it was read. The next page is read while the caller sends this one
+   * (a store that reads off the event loop, as both do, then reads and sends at once).
    */
   async *pages(window: LiveWindow, after: bigint, selection: EventSelection, signal: AbortSignal): AsyncGenerator<HistoryPage> {
     const { pageEvents: limit } = this.bounds;
-    const span = BigInt(this.bounds.pageSpan);
-    let cursor = after;
-    while (!window.covers(cursor)) {
-      const from = cursor;
-      const latest = window.latest();
-      const through = from + span < latest ? from + span : latest;
-      const page = await this.scheduler.run(() => this.store.readEventPage({ ...selection, after: from, through, limit }), signal);
-      if (page === undefined) return;
+    let next = this.read(window, after, selection, signal);
+    while (next !== undefined) {
+      const read = await next;
+      if (read === undefined) return;
+      const { page, from, through } = read;
       if (page.oldest > from + 1n) throw eventsCompacted(from, page.oldest);
       // A full page may have stopped short of `through`: the next one starts after its last event.
-      cursor = page.events.length === limit ? page.events[limit - 1]!.event.sequence : through;
+      const cursor = page.events.length === limit ? page.events[limit - 1]!.event.sequence : through;
+      next = this.read(window, cursor, selection, signal);
       yield { events: page.events, through: cursor };
     }
   }
+
+  /** The page after `from` in its turn, with its bounds; undefined when `window` holds every event after `from`. */
+  private read(window: LiveWindow, from: bigint, selection: EventSelection, signal: AbortSignal): Promise<PageRead | undefined> | undefined {
+    if (window.covers(from)) return undefined;
+    const latest = window.latest();
+    const span = BigInt(this.bounds.pageSpan);
+    const through = from + span < latest ? from + span : latest;
+    const reading = this.scheduler
+      .run(() => this.store.readEventPage({ ...selection, after: from, through, limit: this.bounds.pageEvents }), signal)
+      .then((page) => page && { page, from, through });
+    // A replay that ends while its next page is read never awaits it: its failure is no one's.
+    reading.catch(() => undefined);
+    return reading;
+  }
+}
+
+interface PageRead {
+  page: EventPage;
+  from: bigint;
+  through: bigint;
 }

@@ -1,9 +1,10 @@
 // Turns for the history pages of replays (WatchEvents, WatchOperation, WatchAuditRecords), shared
 // by every stream of a server: at most `inFlight` pages run at once, and one page starts per turn
 // of the event loop (setImmediate), so the I/O of other calls — a health check — runs between any
-// two pages even when the store reads synchronously (better-sqlite3). Replays wait first come,
-// first served, and each asks for one page at a time, so turns go round-robin between them: a
-// hundred replays of a long history share the store with each other and with everything else.
+// two pages even when the store reads on the event loop. Replays wait first come, first served,
+// and each asks for at most two pages at a time (the one it sends and the next), so turns go
+// round-robin between them: a hundred replays of a long history share the store with each other
+// and with everything else.
 import { setImmediate } from "node:timers";
 
 export class ReplayScheduler {

@@ -5,6 +5,7 @@ import { decodeOperation } from "../stored-messages.js";
 import { chmodSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
+import { EventPageReader } from "./page-reader.js";
 import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { AuditDraft, ChainHead } from "../../model/audit-chain.js";
 import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
@@ -68,7 +69,6 @@ import {
   activeOperations,
   appendedEvent,
   eventFromRow,
-  pageEventFromRow,
   type EventRow,
   eventRowValues,
   operationRowValues,
@@ -97,7 +97,10 @@ import { appendResult, outputRead } from "../output-rows.js";
 import { migrations } from "./migrations.js";
 
 /** How many page statements a store keeps prepared: each filter shape (how many profiles, operations, … it names) is one. */
+/** How many replays' page statements (one per shape of filter in use) the page thread keeps prepared. */
 const PAGE_STATEMENTS = 64;
+const OLDEST_EVENT_SQL = "SELECT MIN(sequence) AS oldest FROM events";
+const LATEST_EVENT_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'events'";
 
 export const SQLITE_FILE = "amctl.sqlite";
 
@@ -137,11 +140,16 @@ export class SqliteStore implements OperationStore {
   private auditAppended: bigint | undefined;
   private readonly statements;
   private readonly rows: WriteRows;
-  /** Replays' page statements by SQL (one per shape of filter in use), the oldest dropped past PAGE_STATEMENTS. */
-  private readonly pageStatements = new Map<string, Database.Statement>();
+  private readonly pages: EventPageReader;
 
   constructor(dataDir: string) {
     this.db = new Database(join(dataDir, SQLITE_FILE));
+    this.pages = new EventPageReader({
+      file: join(dataDir, SQLITE_FILE),
+      oldestSql: OLDEST_EVENT_SQL,
+      latestSql: LATEST_EVENT_SQL,
+      statementsKept: PAGE_STATEMENTS,
+    });
     this.db.pragma("journal_mode = WAL");
     // The store is the server's alone, whatever the umask: no other user reads it, even one
     // that may traverse the data dir to reach a workspace (sandbox.ts).
@@ -187,8 +195,8 @@ export class SqliteStore implements OperationStore {
         ORDER BY profile_type LIMIT ?`),
       insertEvent: this.db.prepare(`INSERT INTO events (${EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
       readEvents: this.db.prepare(sql.readEvents),
-      oldestEvent: this.db.prepare("SELECT MIN(sequence) AS oldest FROM events"),
-      latestEvent: this.db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
+      oldestEvent: this.db.prepare(OLDEST_EVENT_SQL),
+      latestEvent: this.db.prepare(LATEST_EVENT_SQL),
       activeOperations: this.db.prepare(`SELECT data FROM operations WHERE state NOT IN (${placeholders(TERMINAL_STATES)}) ORDER BY name`),
       insertDelegation: this.db.prepare("INSERT OR IGNORE INTO delegations (id, parent, expire_ms, data) VALUES (?, ?, ?, ?)"),
       getDelegation: this.db.prepare(sql.getDelegation),
@@ -441,20 +449,9 @@ export class SqliteStore implements OperationStore {
     return (this.statements.readEvents.all(after, limit) as EventRow[]).map(eventFromRow);
   }
 
-  async readEventPage(query: EventPageQuery): Promise<EventPage> {
+  readEventPage(query: EventPageQuery): Promise<EventPage> {
     const { sql, values } = eventPageStatement(sqlitePlaceholder, sqliteOneOf, query);
-    const rows = this.pageStatement(sql).all(...values) as EventRow[];
-    // The bounds are read right after the page, in the same synchronous step.
-    return { events: rows.map(pageEventFromRow), oldest: this.bounds().oldest };
-  }
-
-  private pageStatement(sql: string): Database.Statement {
-    let statement = this.pageStatements.get(sql);
-    if (statement === undefined) {
-      if (this.pageStatements.size >= PAGE_STATEMENTS) this.pageStatements.delete(this.pageStatements.keys().next().value!);
-      this.pageStatements.set(sql, (statement = this.db.prepare(sql)));
-    }
-    return statement;
+    return this.pages.read(sql, values);
   }
 
   async eventBounds(): Promise<EventBounds> {
@@ -632,6 +629,7 @@ export class SqliteStore implements OperationStore {
   async close(): Promise<void> {
     // Let a batch already scheduled for this turn commit first.
     await this.commits.submit(() => undefined);
+    await this.pages.close();
     this.db.close();
   }
 }
