@@ -164,7 +164,7 @@ export const defaultConfig: ServerConfig = {
   auditRefusalSources: 1000,
   audit: true,
   bookmarkIntervalMs: 10_000,
-  replay: { pageEvents: 512, pageSpan: 8192, pagesInFlight: 4 },
+  replay: { pageEvents: 2048, pageSpan: 8192, pagesInFlight: 4 },
   slowSubscriberTimeoutMs: 5_000,
   leanWatchStreams: true,
   maxConcurrentExecutions: 4,
