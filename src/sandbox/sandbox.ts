@@ -293,6 +293,11 @@ export class Sandboxes {
     }
   }
 
+  /** How many spare sandboxes wait to be taken (a started one counts once it is in its cgroups and the pool holds it). */
+  sparesWaiting(): number {
+    return this.spares.waiting();
+  }
+
   /** Kills the spare sandboxes (the server or worker is stopping). */
   close(): void {
     this.spares.close();

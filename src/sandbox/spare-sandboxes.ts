@@ -40,6 +40,11 @@ export class SpareSandboxes {
     return undefined;
   }
 
+  /** How many spares wait to be taken. */
+  waiting(): number {
+    return this.ready.length;
+  }
+
   /** Starts spares until `size` of them wait or are on their way; a failed start is retried at the next fill. */
   fill(): void {
     while (!this.closed && this.ready.length + this.pending < this.size) {

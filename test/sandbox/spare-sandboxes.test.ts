@@ -115,6 +115,9 @@ describe("spare sandboxes", () => {
       expect(readFileSync(`/proc/${pid}/environ`, "utf8")).toBe("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\0");
       expect(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]).toBe(String(SANDBOX_ID));
     }
+    // A spare's cgroups show in /proc a moment before its start resolves and the pool holds it:
+    // wait for that too, or the next attempt may find the pool still empty and start its own.
+    expect(await eventually(() => sandboxes.sparesWaiting(), (waiting) => waiting === 2)).toBe(2);
     const secret = "attempt-secret-value";
     const next = await prepare(["/bin/sh", "-c", 'test "$SECRET" = attempt-secret-value'], { SECRET: secret });
     expect(spares).toContain(next.child.pid);
