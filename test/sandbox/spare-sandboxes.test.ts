@@ -117,7 +117,12 @@ describe("spare sandboxes", () => {
     }
     // A spare's cgroups show in /proc a moment before its start resolves and the pool holds it:
     // wait for that too, or the next attempt may find the pool still empty and start its own.
-    expect(await eventually(() => sandboxes.sparesWaiting(), (waiting) => waiting === 2)).toBe(2);
+    expect(
+      await eventually(
+        () => sandboxes.sparesWaiting(),
+        (waiting) => waiting === 2,
+      ),
+    ).toBe(2);
     const secret = "attempt-secret-value";
     const next = await prepare(["/bin/sh", "-c", 'test "$SECRET" = attempt-secret-value'], { SECRET: secret });
     expect(spares).toContain(next.child.pid);
