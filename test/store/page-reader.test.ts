@@ -1,12 +1,13 @@
 // The SQLite store reads replays' history pages on a thread of its own (src/store/sqlite/page-reader.ts):
 // the event loop turns while a page is read, a thread that cannot read fails the page instead of
 // leaving the replay waiting forever, and a closed store reads no more pages.
+import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { afterEach, expect, it } from "vitest";
 import { EventType, TaskState } from "../../src/gen/agentmachine/v1/types_pb.js";
 import { EventPageReader } from "../../src/store/sqlite/page-reader.js";
 import { SQLITE_FILE, SqliteStore } from "../../src/store/sqlite/sqlite-store.js";
-import { tempDir } from "../helpers/temp-dir.js";
+import { repoRoot, tempDir } from "../helpers/temp-dir.js";
 import { SCOPE, event, operation } from "./conformance.js";
 
 let store: SqliteStore | undefined;
@@ -45,6 +46,18 @@ it("reads a page while the event loop goes on turning", async () => {
   expect(events.map((stored) => stored.event.sequence)).toEqual(Array.from({ length: 300 }, (_, index) => BigInt(index + 1)));
   // A store that read on the event loop would have had the page before the loop turned once.
   expect(turns).toBeGreaterThan(0);
+});
+
+it("keeps a process alive while it reads a page, and not after", async () => {
+  const dir = tempDir("amctl-pages-");
+  await (await storeWithEvents(5, dir)).close();
+  // Nothing but the page being read keeps the child's loop alive: it must print the page, then exit.
+  const child = spawnSync(process.execPath, ["--import", "tsx", join(repoRoot, "test/fixtures/read-one-page.ts"), dir], {
+    cwd: repoRoot,
+    encoding: "utf8",
+    timeout: 30_000,
+  });
+  expect({ status: child.status, signal: child.signal, stdout: child.stdout }).toEqual({ status: 0, signal: null, stdout: "events 5\n" });
 });
 
 it("fails a page, and the next one, when its thread cannot open the file", async () => {

@@ -73,6 +73,8 @@ export class EventPageReader {
     if (this.closed) return Promise.reject(new Error("the store is closed"));
     const thread = this.thread ?? this.start();
     const id = this.nextId++;
+    // A thread reading a page keeps the process alive until it answers; an idle one does not.
+    if (this.pending.size === 0) thread.ref();
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       thread.postMessage({ id, sql, values });
@@ -81,12 +83,10 @@ export class EventPageReader {
 
   private start(): Worker {
     const thread = new Worker(new URL("./page-thread.mjs", import.meta.url), { workerData: this.settings });
-    // An idle reader does not keep the process alive; a page being read is awaited by a call,
-    // whose socket does.
-    thread.unref();
     thread.on("message", (answer: Answer) => {
       const waiting = this.pending.get(answer.id);
       this.pending.delete(answer.id);
+      if (this.pending.size === 0) thread.unref();
       if (answer.error !== undefined) waiting?.reject(new Error(`reading an event page: ${answer.error}`));
       else waiting?.resolve(unpack(answer.page));
     });
