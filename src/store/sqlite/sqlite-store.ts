@@ -96,8 +96,7 @@ import { GroupCommit } from "./group-commit.js";
 import { appendResult, outputRead } from "../output-rows.js";
 import { migrations } from "./migrations.js";
 
-/** How many page statements a store keeps prepared: each filter shape (how many profiles, operations, … it names) is one. */
-/** How many replays' page statements (one per shape of filter in use) the page thread keeps prepared. */
+/** How many replays' page statements the page thread keeps prepared: each filter shape (how many profiles, operations, … it names) is one. */
 const PAGE_STATEMENTS = 64;
 const OLDEST_EVENT_SQL = "SELECT MIN(sequence) AS oldest FROM events";
 const LATEST_EVENT_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'events'";
