@@ -59,7 +59,7 @@ describe("a replay row's frame", () => {
     expect(frameOf(row).toString("hex")).toBe(expectedFrame({ ...written!, sequence: 300n }).toString("hex"));
   });
 
-  it("is never made from a row whose event already holds a sequence", () => {
+  it("is not made from the bytes of an event that already holds a sequence: its row is not exact", () => {
     const [written] = eventsWithEveryField("operations/sequenced");
     expect(eventDataForm({ ...written!, sequence: 5n })).toBe(0);
   });

@@ -63,8 +63,6 @@ it("keeps a process alive while it reads a page, and not after", async () => {
 it("fails a page, and the next one, when its thread cannot open the file", async () => {
   const reader = new EventPageReader({
     file: join(tempDir("amctl-pages-"), "missing.sqlite"),
-    oldestSql: "SELECT NULL AS oldest",
-    latestSql: "SELECT 0 AS seq",
     statementsKept: 1,
   });
   try {
@@ -80,8 +78,6 @@ it("fails a page whose statement cannot run, and reads the next", async () => {
   store = await storeWithEvents(3, dir);
   const reader = new EventPageReader({
     file: join(dir, SQLITE_FILE),
-    oldestSql: "SELECT MIN(sequence) AS oldest FROM events",
-    latestSql: "SELECT 3 AS seq",
     statementsKept: 1,
   });
   try {

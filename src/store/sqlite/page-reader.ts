@@ -8,6 +8,7 @@
 import { Worker } from "node:worker_threads";
 import { RowEvent } from "../stored-messages.js";
 import type { EventPage } from "../store.js";
+import { eventBoundsOf, LATEST_EVENT_SQL, OLDEST_EVENT_SQL, type LatestEventRow, type OldestEventRow } from "./event-bounds.js";
 
 /** A page as the thread packs it: row i's columns at index i; its data is `data` up to dataEnds[i], from the previous row's end. */
 interface PackedPage {
@@ -22,7 +23,9 @@ interface PackedPage {
   data: Uint8Array;
   /** Each distinct profile and labels text of the page once. */
   strings: string[];
-  oldest: bigint;
+  /** The rows of OLDEST_EVENT_SQL and LATEST_EVENT_SQL (event-bounds.ts) in the page's snapshot. */
+  oldestRow: OldestEventRow;
+  latestRow: LatestEventRow | undefined;
 }
 
 type Answer = { id: number; page: PackedPage; error?: undefined } | { id: number; page?: undefined; error: string };
@@ -42,15 +45,12 @@ function unpack(page: PackedPage): EventPage {
     );
     start = end;
   }
-  return { events, oldest: page.oldest };
+  return { events, oldest: eventBoundsOf(page.oldestRow, page.latestRow).oldest };
 }
 
 export interface PageThreadSettings {
   /** The SQLite file. */
   file: string;
-  /** The statements of the oldest event's sequence (`oldest`, NULL when none) and of the newest ever written (`seq`). */
-  oldestSql: string;
-  latestSql: string;
   /** How many page statements the thread keeps prepared. */
   statementsKept: number;
 }
@@ -82,7 +82,8 @@ export class EventPageReader {
   }
 
   private start(): Worker {
-    const thread = new Worker(new URL("./page-thread.mjs", import.meta.url), { workerData: this.settings });
+    const workerData = { ...this.settings, oldestSql: OLDEST_EVENT_SQL, latestSql: LATEST_EVENT_SQL };
+    const thread = new Worker(new URL("./page-thread.mjs", import.meta.url), { workerData });
     thread.on("message", (answer: Answer) => {
       const waiting = this.pending.get(answer.id);
       this.pending.delete(answer.id);

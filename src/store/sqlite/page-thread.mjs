@@ -2,9 +2,9 @@
 // starts it and explains why). Plain JavaScript, not TypeScript: a worker thread does not inherit
 // the tsx loader the server runs under, and registering it again made a new thread take about
 // 210 ms to start instead of 50. It opens its own read-only connection (WAL lets it read beside
-// the server's writer), runs each page's statement and the event bounds in one read transaction,
-// and answers with the page packed as PackedPage (page-reader.ts) describes, its buffers
-// transferred, not copied.
+// the server's writer), runs each page's statement and the bounds statements (event-bounds.ts)
+// in one read transaction, and answers with the page packed as PackedPage (page-reader.ts)
+// describes, its buffers transferred, not copied.
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
 
@@ -37,8 +37,8 @@ function pageStatement(sql) {
   return statement;
 }
 
-/** The page's rows ([sequence, profile, operation_type, labels, data, data_form]) and the oldest event's sequence, packed. */
-function pack(rows, oldestSequence) {
+/** The page's rows ([sequence, profile, operation_type, labels, data, data_form]) and the bounds statements' rows, packed. */
+function pack(rows, oldestRow, latestRow) {
   const count = rows.length;
   const page = {
     sequences: new BigInt64Array(count),
@@ -49,7 +49,8 @@ function pack(rows, oldestSequence) {
     dataEnds: new Uint32Array(count),
     data: new Uint8Array(rows.reduce((size, row) => size + row[4].byteLength, 0)),
     strings: [],
-    oldest: oldestSequence,
+    oldestRow,
+    latestRow,
   };
   const stringIndex = new Map();
   const intern = (text) => {
@@ -73,11 +74,7 @@ function pack(rows, oldestSequence) {
 
 /** Runs in a read transaction: the page and the bounds are of one snapshot. */
 function readPage(sql, values) {
-  const rows = pageStatement(sql).all(...values);
-  const oldestRow = source.oldest.get();
-  const latestRow = source.latest.get();
-  const latestSequence = latestRow === undefined ? 0n : BigInt(latestRow.seq);
-  return pack(rows, oldestRow.oldest === null ? latestSequence + 1n : BigInt(oldestRow.oldest));
+  return pack(pageStatement(sql).all(...values), source.oldest.get(), source.latest.get());
 }
 
 parentPort.on("message", ({ id, sql, values }) => {

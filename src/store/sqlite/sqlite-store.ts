@@ -6,6 +6,7 @@ import { chmodSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { EventPageReader } from "./page-reader.js";
+import { eventBoundsOf, LATEST_EVENT_SQL, OLDEST_EVENT_SQL, type LatestEventRow, type OldestEventRow } from "./event-bounds.js";
 import { clone, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { AuditDraft, ChainHead } from "../../model/audit-chain.js";
 import type { AuditCheckpoint, AuditRecord } from "../../gen/agentmachine/v1/audit_pb.js";
@@ -98,8 +99,6 @@ import { migrations } from "./migrations.js";
 
 /** How many replays' page statements the page thread keeps prepared: each filter shape (how many profiles, operations, … it names) is one. */
 const PAGE_STATEMENTS = 64;
-const OLDEST_EVENT_SQL = "SELECT MIN(sequence) AS oldest FROM events";
-const LATEST_EVENT_SQL = "SELECT seq FROM sqlite_sequence WHERE name = 'events'";
 
 export const SQLITE_FILE = "amctl.sqlite";
 
@@ -143,12 +142,7 @@ export class SqliteStore implements OperationStore {
 
   constructor(dataDir: string) {
     this.db = new Database(join(dataDir, SQLITE_FILE));
-    this.pages = new EventPageReader({
-      file: join(dataDir, SQLITE_FILE),
-      oldestSql: OLDEST_EVENT_SQL,
-      latestSql: LATEST_EVENT_SQL,
-      statementsKept: PAGE_STATEMENTS,
-    });
+    this.pages = new EventPageReader({ file: join(dataDir, SQLITE_FILE), statementsKept: PAGE_STATEMENTS });
     this.db.pragma("journal_mode = WAL");
     // The store is the server's alone, whatever the umask: no other user reads it, even one
     // that may traverse the data dir to reach a workspace (sandbox.ts).
@@ -458,16 +452,12 @@ export class SqliteStore implements OperationStore {
   }
 
   private bounds(): EventBounds {
-    const latestRow = this.statements.latestEvent.get() as { seq: bigint } | undefined;
-    const latest = latestRow ? BigInt(latestRow.seq) : 0n;
-    const oldestRow = this.statements.oldestEvent.get() as { oldest: bigint | null };
-    return { oldest: oldestRow.oldest === null ? latest + 1n : BigInt(oldestRow.oldest), latest };
+    return eventBoundsOf(this.statements.oldestEvent.get() as OldestEventRow, this.statements.latestEvent.get() as LatestEventRow | undefined);
   }
 
   compactEvents(policy: RetentionPolicy, now: Date): Promise<number> {
     return this.commits.submit(() => {
-      const latestRow = this.statements.latestEvent.get() as { seq: bigint } | undefined;
-      const latest = latestRow ? BigInt(latestRow.seq) : 0n;
+      const { latest } = this.bounds();
       const result = this.db
         .prepare("DELETE FROM events WHERE sequence <= ? OR time_ms < ?")
         .run(latest - BigInt(policy.maxEvents), now.getTime() - policy.maxAgeMs);
